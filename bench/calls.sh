@@ -1,0 +1,202 @@
+#!/bin/sh
+# bench/calls.sh — complete click-to-dial calls per second without failure, and memory per
+# held call; side by side with the Sippy B2BUA (PyPI `sippy`, `b2bua_simple`) in one run.
+#
+# Method (see docs/calls.md, "Benchmark"):
+# - Everything runs in a private network namespace (the script re-runs itself under
+#   `unshare -n`): only loopback exists, nothing can leave the machine.
+# - clicktodial: the daemon (SQLite store, demo users alice and bob, [log] level = warn,
+#   [calls] policy = flow4, no per-user limit) with its internal control API. The phones
+#   are two SIPp UAS on their own ports, registered with Digest first: alice's phone
+#   (bench/sipp/call_caller_hold.xml) answers at once, takes the Flow IV re-INVITE, holds
+#   HOLD_MS and hangs up; bob's (tests/interop/sipp/call_phone_answer.xml) answers at once.
+#   bench/calls_rate.py places RATE calls/s for STEP_SECONDS through the control API, waits
+#   for them to end and reads every call record: a call is complete when its record says
+#   "caller-hangup" (both legs set up with full 3PCC, media relayed, BYE relayed). A step
+#   passes when no call failed and the calls were placed at >= 95 % of the offered rate
+#   (placing a call is part of the work: policy, user and binding look-ups, the record).
+# - Sippy: SIPp's built-in uac (-r RATE, -d HOLD_MS, -m RATE*STEP_SECONDS) calls through
+#   b2bua_simple to SIPp's built-in uas. A call is complete when SIPp counts it successful.
+#   (Sippy relays one INVITE dialog; clicktodial sets up two legs and four offer/answer
+#   steps per call: per call it does more SIP work.)
+# - Steps go up through RATES and stop at the first step with a failure; a target's figure
+#   is the highest rate with zero failures.
+# - Memory: with phones that hold for HOLD_LONG_MS, HELD calls are placed (at 200/s) and the
+#   daemon's RSS (VmRSS) before and after is printed, per held call.
+#
+# Usage: bench/calls.sh [RATES...]     e.g. bench/calls.sh 50 100 200 300
+# Environment: STEP_SECONDS (5), HOLD_MS (2000), HELD (2000; 0 skips the memory figure),
+# TARGETS ("clicktodial sippy"), PROFILE (a file: the daemon runs under cProfile).
+# Needs: sipp, the `sippy` package (pip install sippy), this checkout importable.
+set -eu
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "${CALLS_BENCH_NETNS:-}" ]; then
+    CALLS_BENCH_NETNS=1 exec unshare -n "$0" "$@"
+fi
+ip link set lo up
+
+STEP_SECONDS=${STEP_SECONDS:-5}
+HOLD_MS=${HOLD_MS:-2000}
+HELD=${HELD:-2000}
+TARGETS=${TARGETS:-"clicktodial sippy"}
+if [ $# -gt 0 ]; then RATES="$*"; else RATES="50 100 150 200 300 400 500"; fi
+SIP_PORT=45260 WEB_PORT=45261 CONTROL_PORT=45262 ALICE_PORT=45270 BOB_PORT=45271
+SIPPY_PORT=45280 UAS_PORT=45281 UAC_PORT=45282
+
+WORK=$(mktemp -d /tmp/calls-bench.XXXXXX)
+PIDS=""
+cleanup() {
+    for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
+    for pid in $PIDS; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+
+wait_port() {  # wait (bounded) until TCP 127.0.0.1:$1 accepts
+    python3 - "$1" <<'EOF'
+import socket, sys, time
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit("timed out waiting for the daemon")
+EOF
+}
+
+wait_udp() {  # wait (bounded) until something holds UDP 127.0.0.1:$1 (b2bua_simple)
+    python3 - "$1" <<'EOF'
+import socket, sys, time
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", int(sys.argv[1])))
+        except OSError:
+            sys.exit(0)
+    time.sleep(0.2)
+sys.exit("timed out waiting for b2bua_simple")
+EOF
+}
+
+start_daemon() {
+    cat > "$WORK/clicktodial.ini" <<EOF
+[sip]
+domain = 127.0.0.1
+listen = 127.0.0.1:$SIP_PORT
+[web]
+listen = tcp:$WEB_PORT:interface=127.0.0.1
+[store]
+url = sqlite:///$WORK/clicktodial.sqlite
+auto_upgrade = yes
+demo_users = yes
+[registrar]
+digest_algorithms = MD5
+[calls]
+policy = flow4
+max_calls_per_user = 0
+control_listen = tcp:$CONTROL_PORT:interface=127.0.0.1
+[log]
+level = warn
+file = $WORK/daemon.log
+EOF
+    profile=""
+    if [ -n "${PROFILE:-}" ]; then
+        profile="--profile=$PROFILE --profiler=cprofile --savestats"
+    fi
+    # shellcheck disable=SC2086
+    (cd "$WORK" && exec python3 -c "from twisted.scripts.twistd import run; run()" \
+        -n --pidfile= $profile clicktodial --config "$WORK/clicktodial.ini") \
+        > "$WORK/daemon.out" 2>&1 &
+    DAEMON=$!
+    PIDS="$PIDS $DAEMON"
+    wait_port "$CONTROL_PORT"
+    sleep 1  # demo users
+}
+
+start_phones() {  # $1: caller hold in ms
+    python3 "$REPO/bench/calls_rate.py" register --sip "127.0.0.1:$SIP_PORT" --user alice \
+        --port "$ALICE_PORT"
+    python3 "$REPO/bench/calls_rate.py" register --sip "127.0.0.1:$SIP_PORT" --user bob \
+        --port "$BOB_PORT"
+    sipp -sf "$REPO/bench/sipp/call_caller_hold.xml" -i 127.0.0.1 -p "$ALICE_PORT" -s alice \
+        -d "$1" -key daemon "127.0.0.1:$SIP_PORT" -nostdin -bg -timeout 900s \
+        -max_socket 100000 > "$WORK/sipp-alice.out" 2>&1 || true
+    sipp -sf "$REPO/tests/interop/sipp/call_phone_answer.xml" -i 127.0.0.1 -p "$BOB_PORT" \
+        -s bob -d 0 -nostdin -bg -timeout 900s -max_socket 100000 \
+        > "$WORK/sipp-bob.out" 2>&1 || true
+    sleep 1
+}
+
+stop_phones() {
+    pkill_pids=$(ps -eo pid,args | awk -v a="$ALICE_PORT" -v b="$BOB_PORT" \
+        '$2 == "sipp" && ($0 ~ "-p " a || $0 ~ "-p " b) {print $1}')
+    for pid in $pkill_pids; do kill "$pid" 2>/dev/null || true; done
+}
+
+echo "complete click-to-dial calls/s (hold ${HOLD_MS} ms, ${STEP_SECONDS} s per step)"
+CTD_BEST=0 SIPPY_BEST=0
+for target in $TARGETS; do
+    case $target in
+    clicktodial)
+        start_daemon
+        start_phones "$HOLD_MS"
+        for rate in $RATES; do
+            out=$(python3 "$REPO/bench/calls_rate.py" step --control "127.0.0.1:$CONTROL_PORT" \
+                --rate "$rate" --seconds "$STEP_SECONDS" --settle $((HOLD_MS / 1000 + 40)))
+            echo "  clicktodial $rate/s: $out"
+            if echo "$out" | grep -q '"passed": true'; then CTD_BEST=$rate; else break; fi
+        done
+        stop_phones
+        if [ "$HELD" -eq 0 ]; then
+            kill "$DAEMON" 2>/dev/null || true
+            wait "$DAEMON" 2>/dev/null || true
+            continue
+        fi
+        # Memory per held call: the previous calls are over (or hung up) first.
+        sleep 5
+        start_phones 600000
+        out=$(python3 "$REPO/bench/calls_rate.py" hold --control "127.0.0.1:$CONTROL_PORT" \
+            --rate 200 --calls "$HELD" --pid "$DAEMON" --settle 120)
+        echo "  clicktodial memory at $HELD held calls: $out"
+        stop_phones
+        kill "$DAEMON" 2>/dev/null || true
+        wait "$DAEMON" 2>/dev/null || true
+        ;;
+    sippy)
+        if ! command -v b2bua_simple > /dev/null; then
+            echo "  sippy: b2bua_simple not installed (pip install sippy): skipped"
+            continue
+        fi
+        b2bua_simple -f -l 127.0.0.1 -p "$SIPPY_PORT" -n "127.0.0.1:$UAS_PORT" \
+            -L "$WORK/sippy.log" > "$WORK/sippy.out" 2>&1 &
+        SIPPY=$!
+        PIDS="$PIDS $SIPPY"
+        sipp -sn uas -i 127.0.0.1 -p "$UAS_PORT" -nostdin -bg -timeout 900s \
+            > "$WORK/sipp-uas.out" 2>&1 || true
+        wait_udp "$SIPPY_PORT"
+        for rate in $RATES; do
+            count=$(python3 -c "print(int($rate * $STEP_SECONDS))")
+            if timeout $((STEP_SECONDS + HOLD_MS / 1000 + 60)) sipp -sn uac -i 127.0.0.1 \
+                -p "$UAC_PORT" "127.0.0.1:$SIPPY_PORT" -r "$rate" -m "$count" -d "$HOLD_MS" \
+                -nostdin -timeout $((STEP_SECONDS + HOLD_MS / 1000 + 50))s \
+                -trace_screen -screen_file "$WORK/uac-$rate.screen" > /dev/null 2>&1; then
+                echo "  sippy $rate/s: $count calls, all successful"
+                SIPPY_BEST=$rate
+            else
+                failed=$(grep -m1 "Failed call" "$WORK/uac-$rate.screen" 2>/dev/null || true)
+                echo "  sippy $rate/s: failures ($failed)"
+                break
+            fi
+        done
+        kill "$SIPPY" 2>/dev/null || true
+        ps -eo pid,args | awk -v p="$UAS_PORT" '$2 == "sipp" && $0 ~ "-p " p {print $1}' \
+            | xargs -r kill 2>/dev/null || true
+        ;;
+    esac
+done
+echo "highest rate with zero failures: clicktodial ${CTD_BEST}/s, sippy b2bua_simple ${SIPPY_BEST}/s"

@@ -1,0 +1,178 @@
+"""
+Load generator for bench/calls.sh: places click-to-dial calls through the daemon's
+internal control API (``[calls] control_listen``) at a fixed rate, then checks every
+call's record. Prints one line of results; asserts nothing. Loopback only; bounded in
+count and time.
+
+    python3 bench/calls_rate.py register --sip 127.0.0.1:5060 --user alice --port 40000
+    python3 bench/calls_rate.py step --control 127.0.0.1:8091 --rate 100 --seconds 5 \
+        --caller alice --callee bob --settle 20
+    python3 bench/calls_rate.py hold --control 127.0.0.1:8091 --calls 2000 --rate 200 \
+        --pid PID
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "interop"))
+
+from calltools import register  # type: ignore[import-not-found]  # tests/interop on sys.path
+
+
+class Client:
+    """One keep-alive HTTP connection to the control API."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.connection = http.client.HTTPConnection(host, port, timeout=30)
+
+    def request(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in (1, 2):
+            try:
+                self.connection.request(method, path, body=data,
+                                        headers={"content-type": "application/json"})
+                response = self.connection.getresponse()
+                return response.status, json.loads(response.read())
+            except (http.client.HTTPException, OSError):
+                self.connection.close()
+                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def place_at_rate(control: tuple[str, int], rate: float, count: int, caller: str,
+                  callee: str, threads: int = 32) -> tuple[list[str], int, float]:
+    """Place ``count`` calls at ``rate``/s from ``threads`` paced workers: (ids, refused, s)."""
+    ids: list[str] = []
+    refused = [0]
+    lock = threading.Lock()
+    start = time.monotonic()
+
+    def worker(k: int) -> None:
+        client = Client(*control)
+        for n in range(k, count, threads):
+            due = start + n / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                status, body = client.request("POST", "/calls", {"caller": caller,
+                                                                 "callee": callee})
+            except OSError:
+                status, body = 0, {}
+            with lock:
+                if status == 201:
+                    ids.append(body["call_id"])
+                else:
+                    refused[0] += 1
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return ids, refused[0], time.monotonic() - start
+
+
+def wait_idle(client: Client, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status, active = client.request("GET", "/calls")
+        if status == 200 and not active:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    reg = sub.add_parser("register")
+    reg.add_argument("--sip", required=True)
+    reg.add_argument("--user", required=True)
+    reg.add_argument("--port", type=int, required=True)
+    step = sub.add_parser("step")
+    hold = sub.add_parser("hold")
+    for p in (step, hold):
+        p.add_argument("--control", required=True)
+        p.add_argument("--rate", type=float, required=True)
+        p.add_argument("--caller", default="alice")
+        p.add_argument("--callee", default="bob")
+    step.add_argument("--seconds", type=float, default=5.0)
+    step.add_argument("--settle", type=float, default=30.0)
+    hold.add_argument("--calls", type=int, required=True)
+    hold.add_argument("--pid", type=int, required=True)
+    hold.add_argument("--settle", type=float, default=60.0)
+    args = parser.parse_args()
+
+    if args.command == "register":
+        host, port = host_port(args.sip)
+        register(args.user, args.user, args.port, port)
+        return
+
+    control = host_port(args.control)
+    client = Client(*control)
+    if args.command == "step":
+        count = int(args.rate * args.seconds)
+        ids, refused, took = place_at_rate(control, args.rate, count, args.caller, args.callee)
+        idle = wait_idle(client, args.settle)
+        complete = 0
+        reasons: dict[str, int] = {}
+        for call_id in ids:
+            status, record = client.request("GET", f"/calls/{call_id}")
+            reason = str(record.get("end_reason")) if status == 200 else "unknown"
+            reasons[reason] = reasons.get(reason, 0) + 1
+            if reason == "caller-hangup":
+                complete += 1
+        failed = count - complete
+        # A step passes when nothing failed and the calls were placed at (nearly) the
+        # offered rate: placing is part of the work (policy, bindings, record).
+        passed = failed == 0 and count / took >= 0.95 * args.rate
+        print(json.dumps({"passed": passed, "offered_rate": args.rate, "placed": count,
+                          "placing_rate": round(count / took, 1), "complete": complete,
+                          "failed": failed, "refused": refused, "drained": idle,
+                          "reasons": reasons}))
+        return
+
+    before = rss_kb(args.pid)
+    ids, refused, _ = place_at_rate(control, args.rate, args.calls, args.caller, args.callee)
+    deadline = time.monotonic() + args.settle
+    connected = 0
+    while time.monotonic() < deadline:
+        status, active = client.request("GET", "/calls")
+        connected = sum(1 for call in active if call["state"] == "connected")
+        if connected >= len(ids):
+            break
+        time.sleep(1)
+    after = rss_kb(args.pid)
+    print(json.dumps({"held_calls": connected, "placed": len(ids), "refused": refused,
+                      "rss_before_kb": before, "rss_after_kb": after,
+                      "per_call_kb": round((after - before) / max(connected, 1), 2)}))
+    for call_id in ids:
+        client.request("DELETE", f"/calls/{call_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""
+The internal call-control API: a tiny JSON-over-HTTP face of the
+L{ICallController}, served only on a loopback endpoint (C{[calls]
+control_listen}), without authentication.  It lets tests and local tools
+place calls in a running daemon until the web API does; the web layer will
+talk to the controller directly.
+
+* C{POST /calls} with C{{"caller": "alice", "callee": "bob"}}: 201 and the
+  call (L{CallInfo} as JSON); 403 with C{{"error": reason}} when refused;
+* C{GET /calls/ID}: the call in progress, else its record; 404 if unknown;
+* C{DELETE /calls/ID?by=USERNAME}: hang up; 200 C{{"hung_up": true|false}};
+* C{GET /calls}: the calls in progress.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from clicktodial.calls.events import CallInfo
+from clicktodial.calls.policy import CallRefused
+from clicktodial.interfaces import ICallController, ICallRecordStore
+from clicktodial.store.values import CallRecord
+
+__all__ = ["CallControlResource"]
+
+
+def _json(request: Request, status: int, value: object) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(value).encode()
+
+
+def _info(value: CallInfo | CallRecord) -> dict[str, Any]:
+    return attrs.asdict(value)
+
+
+class _Call(Resource):
+    isLeaf = True
+
+    def __init__(self, controller: ICallController, records: ICallRecordStore,
+                 call_id: str) -> None:
+        super().__init__()
+        self.controller = controller
+        self.records = records
+        self.call_id = call_id
+
+    def render_GET(self, request: Request) -> object:
+        info = self.controller.get_call(self.call_id)
+        if info is not None:
+            return _json(request, 200, _info(info))
+
+        def found(record: CallRecord | None) -> None:
+            if record is None:
+                request.write(_json(request, 404, {"error": "no such call"}))
+            else:
+                request.write(_json(request, 200, _info(record)))
+            request.finish()
+
+        self.records.get_call(self.call_id).addCallback(found)
+        return NOT_DONE_YET
+
+    def render_DELETE(self, request: Request) -> bytes:
+        args = request.args or {}
+        by = args.get(b"by", [b""])[0].decode() or None
+        return _json(request, 200, {"hung_up": self.controller.hang_up(self.call_id, by)})
+
+
+class CallControlResource(Resource):
+    """C{/calls} (see the module docstring)."""
+
+    def __init__(self, controller: ICallController, records: ICallRecordStore) -> None:
+        super().__init__()
+        self.controller = controller
+        self.records = records
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if not path:
+            return self
+        return _Call(self.controller, self.records, path.decode("ascii", "replace"))
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, 200, [_info(info) for info in self.controller.active_calls()])
+
+    def render_POST(self, request: Request) -> object:
+        try:
+            content = request.content
+            body = json.loads(content.read() if content is not None else b"")
+            caller, callee = str(body["caller"]), str(body["callee"])
+        except (ValueError, KeyError, TypeError):
+            return _json(request, 400, {"error": "expected {\"caller\": ..., \"callee\": ...}"})
+
+        def placed(info: CallInfo) -> None:
+            request.write(_json(request, 201, _info(info)))
+            request.finish()
+
+        def refused(failure: Failure) -> None:
+            if failure.check(CallRefused):
+                error = failure.value
+                request.write(_json(request, 403, {"error": error.reason,  # type: ignore[union-attr]
+                                                   "message": str(error)}))
+            else:
+                request.write(_json(request, 500, {"error": failure.getErrorMessage()}))
+            request.finish()
+
+        self.controller.place_call(caller, callee).addCallbacks(placed, refused)
+        return NOT_DONE_YET
+
+
+def make_control_root(controller: ICallController, records: ICallRecordStore) -> Resource:
+    """The control API's root: C{/calls}."""
+    root = Resource()
+    root.putChild(b"calls", CallControlResource(controller, records))
+    return root

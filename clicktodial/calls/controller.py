@@ -1,0 +1,371 @@
+"""
+The call controller: takes "caller X calls callee Y", checks the policy,
+finds both users' bindings, records the call and runs it (L{Call}); keeps
+the call records up to date and publishes call state changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from clicktodial.calls.call import Call, CallSettings, Target, target_for_binding
+from clicktodial.calls.events import CallEvents, CallInfo
+from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
+from clicktodial.config import CallsConfig, Config
+from clicktodial.interfaces import (
+    ICallController,
+    ICallEventListener,
+    ICallPolicy,
+    ICallRecordStore,
+    ILocationStore,
+    IStoreBackend,
+    IUserStore,
+)
+from clicktodial.media.ringback import RingbackPlayer
+from clicktodial.sip.useragent import UserAgent
+from clicktodial.store.values import Binding, CallUpdate, User, user_aor
+
+__all__ = ["CallController", "CallService", "build_call_service", "settings_from_config"]
+
+log = Logger(namespace="clicktodial.calls.controller")
+
+
+def settings_from_config(config: CallsConfig, transaction_timeout: float = 32.0) -> CallSettings:
+    """The timers of calls, from C{[calls]} (and 64*T1 for the bridging guard)."""
+    return CallSettings(
+        ring_timeout=config.ring_timeout,
+        callee_ring_timeout=config.callee_ring_timeout,
+        bridge_timeout=transaction_timeout,
+        max_duration=config.max_duration,
+    )
+
+
+def _targets(bindings: list[Binding]) -> list[Target]:
+    """The targets of ``bindings``, highest q first; unusable stored contacts are skipped."""
+    targets = []
+    for binding in sorted(bindings, key=lambda b: -(b.q if b.q is not None else 1.0)):
+        try:
+            targets.append(target_for_binding(binding))
+        except ValueError as e:
+            log.warn(
+                "unusable binding {contact} of {aor}: {error}",
+                contact=binding.contact,
+                aor=binding.aor,
+                error=str(e),
+            )
+    return targets
+
+
+@implementer(ICallController)
+class CallController:
+    """
+    L{ICallController} on a L{UserAgent}: every call is a L{Call} whose legs
+    are UAC sessions of that user agent.
+
+    @ivar events: the L{CallEvents} listeners subscribe to.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        user_agent: UserAgent,
+        *,
+        users: IUserStore,
+        locations: ILocationStore,
+        records: ICallRecordStore,
+        policy: ICallPolicy,
+        settings: CallSettings,
+        domain: str,
+        node: str | None = None,
+        media: RingbackPlayer | None = None,
+    ) -> None:
+        self.clock = clock
+        #: Ringback and failure tones to callers ([calls] ringback), or None.
+        self.media = media
+        self.user_agent = user_agent
+        self.users = users
+        self.locations = locations
+        self.records = records
+        self.policy = policy
+        self.settings = settings
+        self.domain = domain
+        self.node = node
+        self.events = CallEvents()
+        self._calls: dict[str, Call] = {}
+        self._published: dict[str, str] = {}
+        #: Calls authorized but not yet started, per username (policy limits).
+        self._reserved: dict[str, int] = {}
+        #: Calls whose record is being written, and the update to write next.
+        self._writing: set[str] = set()
+        self._queued: dict[str, CallUpdate] = {}
+        self._reserved_total = 0
+
+    # -- ICallController -------------------------------------------------------
+
+    def place_call(self, caller_username: str, callee_username: str) -> Deferred[CallInfo]:
+        """See L{ICallController.place_call}."""
+        return Deferred.fromCoroutine(self._place(caller_username, callee_username))
+
+    async def _place(self, caller_name: str, callee_name: str) -> CallInfo:
+        caller = await self._user(caller_name)
+        callee = await self._user(callee_name)
+        request = CallRequest(
+            caller=caller,
+            callee=callee,
+            caller_calls=self._count(caller_name),
+            callee_calls=self._count(callee_name),
+            total_calls=len(self._calls) + self._reserved_total,
+        )
+        self.policy.authorize(request)
+        # Count the call from now on: the lookups below let other requests in.
+        for name in (caller_name, callee_name):
+            self._reserved[name] = self._reserved.get(name, 0) + 1
+        self._reserved_total += 1
+        try:
+            now = self.clock.seconds()
+            caller_bindings = await self.locations.get_bindings(
+                user_aor(caller_name, self.domain), now
+            )
+            callee_bindings = await self.locations.get_bindings(
+                user_aor(callee_name, self.domain), now
+            )
+            call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
+        finally:
+            self._reserved_total -= 1
+            for name in (caller_name, callee_name):
+                self._reserved[name] -= 1
+                if not self._reserved[name]:
+                    del self._reserved[name]
+        call = Call(
+            call_id=call_id,
+            caller=caller,
+            callee=callee,
+            domain=self.domain,
+            clock=self.clock,
+            user_agent=self.user_agent,
+            flow=self.policy.flow,
+            settings=self.settings,
+            observer=self,
+            callee_targets=lambda: self._lookup(callee_name),
+            created_at=now,
+            media=self.media,
+        )
+        self._calls[call_id] = call
+        log.info(
+            "call {record}: {caller} calls {callee} ({count} caller binding(s))",
+            record=call_id,
+            caller=caller_name,
+            callee=callee_name,
+            count=len(caller_bindings),
+        )
+        if not callee_bindings:
+            # Do not ring the caller for a callee who cannot be reached.
+            call.fail_before_start("callee")
+        else:
+            call.start(_targets(caller_bindings))
+        return call.info()
+
+    async def _user(self, username: str) -> User:
+        user = await self.users.get_user(username)
+        if user is None:
+            raise CallRefused("unknown-user", f"no user {username!r}")
+        if user.disabled:
+            raise CallRefused("disabled-user", f"user {username!r} is disabled")
+        return user
+
+    def _count(self, username: str) -> int:
+        running = sum(
+            1
+            for call in self._calls.values()
+            if username in (call.caller.user.username, call.callee.user.username)
+        )
+        return running + self._reserved.get(username, 0)
+
+    def _lookup(self, username: str) -> Deferred[list[Target]]:
+        d = self.locations.get_bindings(user_aor(username, self.domain), self.clock.seconds())
+        return d.addCallback(_targets)
+
+    def hang_up(self, call_id: str, by_username: str | None = None) -> bool:
+        """See L{ICallController.hang_up}."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return False
+        return call.hang_up(by_username)
+
+    def hang_up_all(self) -> int:
+        """Hang up every call (shutdown); returns how many there were."""
+        calls = list(self._calls.values())
+        for call in calls:
+            call.hang_up(None)
+        if self.media is not None:
+            # Failed calls still playing a failure tone: their BYE goes now.
+            self.media.stop_all()
+        return len(calls)
+
+    def get_call(self, call_id: str) -> CallInfo | None:
+        """See L{ICallController.get_call}."""
+        call = self._calls.get(call_id)
+        return call.info() if call is not None else None
+
+    def active_calls(self) -> list[CallInfo]:
+        """See L{ICallController.active_calls}."""
+        return [call.info() for call in self._calls.values()]
+
+    def subscribe(self, listener: ICallEventListener) -> Callable[[], None]:
+        """See L{ICallController.subscribe}."""
+        return self.events.subscribe(listener)
+
+    # -- CallObserver ----------------------------------------------------------
+
+    def call_changed(self, call: Call, update: CallUpdate) -> None:
+        """Write ``update`` to the call's record (in order) and publish a new state."""
+        self._write(call.call_id, update)
+        state = call.public_state
+        if self._published.get(call.call_id) != state:
+            self._published[call.call_id] = state
+            self.events.publish(call.info())
+        if call.over:
+            self._calls.pop(call.call_id, None)
+            self._published.pop(call.call_id, None)
+            log.info(
+                "call {record} {state}: {reason} (status {status}, hung up by {who})",
+                record=call.call_id,
+                state=state,
+                reason=call.end_reason,
+                status=call.sip_status,
+                who=call.who_hung_up,
+            )
+
+    def _write(self, call_id: str, update: CallUpdate) -> None:
+        # One write per call at a time, in order; updates arriving meanwhile are merged
+        # into one (under load, fewer round trips to the database).
+        if call_id in self._writing:
+            queued = self._queued.get(call_id)
+            if queued is not None:
+                changes: dict[str, Any] = update.changed_fields()
+                update = attrs.evolve(queued, **changes)
+            self._queued[call_id] = update
+            return
+        self._writing.add(call_id)
+
+        def failed(failure: Failure) -> None:
+            log.failure("cannot update call record", failure, record=call_id)
+
+        def done(_: object) -> None:
+            self._writing.discard(call_id)
+            queued = self._queued.pop(call_id, None)
+            if queued is not None:
+                self._write(call_id, queued)
+
+        self.records.update_call(call_id, update).addCallbacks(lambda _: None, failed)\
+            .addBoth(done)
+
+    @property
+    def pending_writes(self) -> int:
+        """Calls with record writes not yet done (0 when idle)."""
+        return len(self._writing)
+
+
+class CallService(MultiService):
+    """
+    The controller's lifecycle in the daemon: at start, calls a stopped
+    instance left "active" in the records are ended as C{lost}; at stop,
+    every call in progress is hung up (BYE / CANCEL go out before the SIP
+    transports close: this service stops before the SIP stack).  The
+    internal control API (C{[calls] control_listen}) is its child.
+
+    @ivar controller: the L{CallController}.
+    """
+
+    def __init__(self, controller: CallController) -> None:
+        super().__init__()
+        self.controller = controller
+
+    def startService(self) -> None:
+        super().startService()
+        controller = self.controller
+
+        def ended(count: int) -> None:
+            if count:
+                log.info("marked {count} call(s) of a previous run as lost", count=count)
+
+        controller.records.end_active_calls(
+            controller.node, controller.clock.seconds(), "lost"
+        ).addCallbacks(ended, lambda f: log.failure("cannot end stale calls", f))
+
+    def stopService(self) -> Deferred[None]:
+        count = self.controller.hang_up_all()
+        if count:
+            log.info("hung up {count} call(s) at shutdown", count=count)
+        return super().stopService()
+
+
+def build_call_service(
+    config: Config,
+    reactor: IReactorCore,
+    user_agent: UserAgent,
+    transaction_timeout: float,
+    store: IStoreBackend,
+) -> CallService:
+    """
+    The daemon's call controller for ``config`` on ``user_agent`` (the SIP
+    stack's), with the store as users, locations and call records.
+
+    @raise clicktodial.calls.policy.UnknownPolicy: C{[calls] policy} names
+        no policy (the configuration checks it first).
+    """
+    # The node name in call records ([cluster]; None for a single daemon).
+    from clicktodial.cluster.service import record_node
+
+    controller = CallController(
+        IReactorTime(reactor),
+        user_agent,
+        users=store,
+        locations=store,
+        records=store,
+        policy=create_policy(config.calls),
+        settings=settings_from_config(config.calls, transaction_timeout),
+        domain=config.sip.domain,
+        node=record_node(config),
+        media=build_ringback(config, reactor),
+    )
+    service = CallService(controller)
+    if config.calls.control_listen is not None:
+        from twisted.application import strports
+        from twisted.web.server import Site
+
+        from clicktodial.calls.control import make_control_root
+
+        site = Site(make_control_root(controller, store))
+        strports.service(config.calls.control_listen, site, reactor=reactor).setServiceParent(
+            service
+        )
+    return service
+
+
+def build_ringback(config: Config, reactor: IReactorCore) -> RingbackPlayer | None:
+    """The ringback player of ``[calls] ringback`` on ``[media]``'s ports, or None if off."""
+    if config.calls.ringback == "none":
+        return None
+    from twisted.internet.interfaces import IReactorUDP
+
+    from clicktodial.media.rtp import RtpPortAllocator
+
+    low, high = config.media.rtp_ports
+    return RingbackPlayer(
+        IReactorTime(reactor),
+        RtpPortAllocator(IReactorUDP(reactor), config.media.address, low, high),
+        ringback=config.calls.ringback,
+        tones=config.calls.tones,
+        failure_tone_seconds=config.calls.failure_tone_seconds,
+        direction=config.media.direction,
+    )

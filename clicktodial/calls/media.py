@@ -1,0 +1,129 @@
+"""
+SDP handling of a 3PCC controller (RFC 3725): it never touches media, but the
+descriptions it relays must look, to each phone, like one consistent session
+coming from one peer.
+
+* L{LegOrigin}: what one phone has seen from us.  RFC 3264 §8: every
+  description we send in a session keeps the first one's origin (username,
+  session id, address) and the version goes up by one exactly when the
+  description changed.  Descriptions relayed from the other phone (RFC 3725
+  §5 Flow IV's offer2') get that origin.
+* L{held_answer}: Flow IV's answer1, putting every offered stream on hold.
+* L{pad_media} / L{truncate_media}: RFC 3264 §8: a new offer in a session
+  has at least the m-lines the session had (extra ones rejected with port
+  0); an answer has exactly the m-lines of its offer.
+
+Pure: no Twisted.  Bodies that do not parse as SDP are relayed unchanged.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import attrs
+
+from clicktodial.sip.sdp import Media, Origin, SDPParseError, SessionDescription, split_sections
+
+__all__ = ["LegOrigin", "held_answer", "media_count", "pad_media", "truncate_media"]
+
+
+class LegOrigin:
+    """The origin line one leg has seen from us, and its last description."""
+
+    def __init__(self) -> None:
+        self.origin: Origin | None = None
+        self._last: tuple[tuple[str, str], ...] | None = None
+        #: The m= lines of the last description we sent (for L{pad_media}).
+        self.media: list[Media] = []
+
+    def outgoing(self, body: bytes) -> bytes:
+        """``body`` as this leg must see it (origin kept, version bumped on change)."""
+        try:
+            sdp = SessionDescription.parse(body)
+            origin = sdp.origin
+            media = [m for m, _ in sdp.media]
+        except SDPParseError:
+            return body
+        rest = tuple(line for line in sdp.lines if line[0] != "o")
+        if self.origin is None:
+            self.origin, self._last, self.media = origin, rest, media
+            return body
+        if rest != self._last:
+            self.origin = attrs.evolve(self.origin, session_version=self.origin.session_version + 1)
+        self._last, self.media = rest, media
+        return sdp.with_origin(self.origin).serialize()
+
+
+def held_answer(offer: bytes, username: str = "clicktodial") -> bytes:
+    """
+    An answer to ``offer`` that holds every stream (RFC 3725 §5 Flow IV
+    answer1): each offered stream accepted with its first format, on the
+    discard port, connection address 0.0.0.0 (RFC 3264 §8.4 hold) and
+    ``a=inactive``; rejected streams stay rejected.
+
+    @raise SDPParseError: ``offer`` is not SDP.
+    """
+    sdp = SessionDescription.parse(offer)
+    connection = sdp.connection or next((c for _, c in sdp.media if c is not None), None)
+    ip6 = connection is not None and connection.addrtype.upper() == "IP6"
+    addrtype, address = ("IP6", "::") if ip6 else ("IP4", "0.0.0.0")
+    session_id = str(secrets.randbelow(2**31) + 1)
+    lines: list[tuple[str, str]] = [
+        ("v", "0"),
+        ("o", f"{username} {session_id} 1 IN {addrtype} {address}"),
+        ("s", "-"),
+        ("c", f"IN {addrtype} {address}"),
+        ("t", "0 0"),
+    ]
+    _, sections = split_sections(sdp)
+    for section in sections:
+        media = Media.parse(section[0][1])
+        if media.port == 0 or not media.formats:
+            lines.append(("m", str(attrs.evolve(media, port=0))))
+            continue
+        fmt = media.formats[0]
+        lines.append(("m", str(attrs.evolve(media, port=9, formats=(fmt,), port_count=None))))
+        for kind, value in section[1:]:
+            if kind == "a" and value.startswith((f"rtpmap:{fmt} ", f"fmtp:{fmt} ")):
+                lines.append((kind, value))
+        lines.append(("a", "inactive"))
+    return SessionDescription(tuple(lines)).serialize()
+
+
+def media_count(body: bytes) -> int:
+    """The number of m= lines of ``body`` (0 if it is not SDP)."""
+    try:
+        return len(SessionDescription.parse(body).media)
+    except SDPParseError:
+        return 0
+
+
+def pad_media(body: bytes, previous: list[Media]) -> bytes:
+    """
+    ``body`` with rejected m-lines (port 0) appended until it has as many as
+    ``previous`` (RFC 3264 §8: m-lines are never removed from a session).
+    """
+    try:
+        sdp = SessionDescription.parse(body)
+    except SDPParseError:
+        return body
+    count = len(sdp.media)
+    if count >= len(previous):
+        return body
+    lines = list(sdp.lines)
+    for media in previous[count:]:
+        lines.append(("m", str(attrs.evolve(media, port=0, port_count=None))))
+    return SessionDescription(tuple(lines)).serialize()
+
+
+def truncate_media(body: bytes, count: int) -> bytes:
+    """``body`` with only its first ``count`` media sections (an answer to a shorter offer)."""
+    try:
+        sdp = SessionDescription.parse(body)
+    except SDPParseError:
+        return body
+    session, sections = split_sections(sdp)
+    if len(sections) <= count:
+        return body
+    lines = session + [line for section in sections[:count] for line in section]
+    return SessionDescription(tuple(lines)).serialize()

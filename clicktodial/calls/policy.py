@@ -1,0 +1,251 @@
+"""
+Call-control policies: who may call whom, how many calls at once, and which
+RFC 3725 flow sets up the media.
+
+A policy is an L{ICallPolicy} built by an L{ICallPolicyFactory} chosen by name
+in C{[calls] policy}.  Two are built in:
+
+* C{flow4} (the default): RFC 3725 §5 Flow IV.  The caller's 2xx (with its
+  offer) is ACKed at once with a held answer, so the caller's phone does not
+  give up retransmitting it after 64*T1 while the callee rings; the callee is
+  INVITEd without SDP; its 2xx brings an offer that is sent to the caller in
+  a re-INVITE; the caller's answer goes to the callee in the ACK.
+* C{flow1}: RFC 3725 §4 Flow I.  The caller's offer goes to the callee in the
+  INVITE; the callee's answer goes to the caller in the ACK of the caller's
+  2xx.  Simple, but the callee must answer before the caller's phone stops
+  retransmitting its 2xx (32 s): the RFC calls it not recommended for that.
+
+Third-party policies register an entry point in the group
+C{clicktodial.call_policies}, as store backends do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import cast
+
+import attrs
+from twisted.logger import Logger
+from zope.interface import implementer
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
+
+from clicktodial.config import CallsConfig
+from clicktodial.interfaces import (
+    IBridge,
+    ICallPolicy,
+    ICallPolicyFactory,
+    IMediaFlow,
+)
+from clicktodial.store.values import User
+
+__all__ = [
+    "BUILTIN_POLICIES",
+    "ENTRY_POINT_GROUP",
+    "CallRefused",
+    "CallRequest",
+    "FlowI",
+    "FlowIV",
+    "LimitsPolicy",
+    "UnknownPolicy",
+    "available_policies",
+    "create_policy",
+    "load_policy",
+]
+
+log = Logger(namespace="clicktodial.calls.policy")
+
+#: The entry point group third-party call policies register in.
+ENTRY_POINT_GROUP = "clicktodial.call_policies"
+
+
+class CallRefused(Exception):
+    """
+    A call may not be placed.
+
+    @ivar reason: C{unknown-user}, C{disabled-user}, C{same-user},
+        C{forbidden}, C{caller-limit}, C{callee-limit} or C{total-limit}.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UnknownPolicy(ValueError):
+    """C{[calls] policy} names no policy; the message lists those that exist."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(
+            f"unknown call policy {name!r} (available: {', '.join(available) or 'none'})"
+        )
+        self.name = name
+        self.available = available
+
+
+@attrs.frozen
+class CallRequest:
+    """
+    A call to authorize, with the calls each party already takes part in
+    (on this controller, including calls being set up).
+    """
+
+    caller: User
+    callee: User
+    caller_calls: int
+    callee_calls: int
+    total_calls: int
+
+
+# -- media flows (RFC 3725) ----------------------------------------------------
+
+
+@implementer(IMediaFlow)
+class FlowI:
+    """
+    RFC 3725 §4 Flow I: the caller's offer (its 2xx) to the callee; the
+    callee's answer (its 2xx) to the caller in the ACK.
+    """
+
+    name = "flow1"
+
+    def caller_answered(self, bridge: IBridge, offer: bytes) -> None:
+        """Keep the caller's 2xx unACKed; ring the callee with its offer."""
+        bridge.invite_callee(offer)
+
+    def callee_answered(self, bridge: IBridge, sdp: bytes | None) -> None:
+        """The callee's answer completes the caller's 2xx: ACK it."""
+        if sdp is None:
+            bridge.bridge_failed(488)
+            return
+        bridge.ack_caller(sdp)
+        bridge.bridged()
+
+
+@implementer(IMediaFlow)
+class FlowIV:
+    """
+    RFC 3725 §5 Flow IV: ACK the caller at once with a held answer; INVITE
+    the callee without SDP; re-INVITE the caller with the callee's offer; the
+    caller's answer goes to the callee in its ACK.
+    """
+
+    name = "flow4"
+
+    def caller_answered(self, bridge: IBridge, offer: bytes) -> None:
+        """ACK the caller now (its 2xx must not time out), ring the callee."""
+        bridge.ack_caller(bridge.held_answer(offer))
+        bridge.invite_callee(None)
+
+    def callee_answered(self, bridge: IBridge, sdp: bytes | None) -> None:
+        """Re-INVITE the caller with the callee's offer, ACK the callee with the answer."""
+        if sdp is None:
+            bridge.bridge_failed(488)
+            return
+
+        def answered(answer: bytes) -> None:
+            bridge.ack_callee(answer)
+            bridge.bridged()
+
+        bridge.reinvite_caller(sdp, answered)
+
+
+# -- policies ------------------------------------------------------------------
+
+
+@implementer(ICallPolicy)
+class LimitsPolicy:
+    """
+    The built-in policies: C{[calls] who_may_call}, C{max_calls_per_user}
+    and C{max_calls_total}, with a media flow.
+    """
+
+    def __init__(self, name: str, flow: IMediaFlow, settings: CallsConfig) -> None:
+        self.name = name
+        self.flow = flow
+        self.settings = settings
+
+    def authorize(self, request: CallRequest) -> None:
+        """Refuse what the settings do not allow (see L{ICallPolicy.authorize})."""
+        settings = self.settings
+        caller, callee = request.caller, request.callee
+        if caller.username == callee.username:
+            raise CallRefused("same-user", f"{caller.username} cannot call themselves")
+        who = settings.who_may_call
+        if who == "nobody" or (who == "admins" and not caller.is_admin):
+            raise CallRefused("forbidden", f"{caller.username} may not place calls")
+        limit = settings.max_calls_per_user
+        if limit and request.caller_calls >= limit:
+            raise CallRefused("caller-limit", f"{caller.username} already has {limit} calls")
+        if limit and request.callee_calls >= limit:
+            raise CallRefused("callee-limit", f"{callee.username} already has {limit} calls")
+        total = settings.max_calls_total
+        if total and request.total_calls >= total:
+            raise CallRefused("total-limit", f"{total} calls are in progress already")
+
+
+@implementer(ICallPolicyFactory)
+class _BuiltinPolicyFactory:
+    def __init__(self, name: str, flow: Callable[[], IMediaFlow]) -> None:
+        self.name = name
+        self.flow = flow
+
+    def create(self, settings: CallsConfig) -> ICallPolicy:
+        return LimitsPolicy(self.name, self.flow(), settings)
+
+
+#: Policies that exist without package metadata; plugins cannot replace them.
+BUILTIN_POLICIES: Mapping[str, ICallPolicyFactory] = {
+    "flow1": _BuiltinPolicyFactory("flow1", FlowI),
+    "flow4": _BuiltinPolicyFactory("flow4", FlowIV),
+}
+
+
+def _plugin_entry_points() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name in BUILTIN_POLICIES:
+            log.warn(
+                "ignoring call policy plugin {value}: the name {name} is built in",
+                value=entry_point.value,
+                name=entry_point.name,
+            )
+            continue
+        found[entry_point.name] = entry_point
+    return found
+
+
+def available_policies() -> list[str]:
+    """The names C{[calls] policy} may take, sorted."""
+    return sorted(set(BUILTIN_POLICIES) | set(_plugin_entry_points()))
+
+
+def load_policy(name: str) -> ICallPolicyFactory:
+    """
+    The policy factory called ``name``.
+
+    @raise UnknownPolicy: there is none (the message lists those that exist),
+        or the plugin fails to load or provide L{ICallPolicyFactory}.
+    """
+    if name in BUILTIN_POLICIES:
+        return BUILTIN_POLICIES[name]
+    plugins = _plugin_entry_points()
+    if name not in plugins:
+        raise UnknownPolicy(name, available_policies())
+    entry_point = plugins[name]
+    try:
+        factory = entry_point.load()
+        verifyObject(ICallPolicyFactory, factory)
+    except (Exception, Invalid) as e:
+        raise UnknownPolicy(name, available_policies()) from e
+    return cast(ICallPolicyFactory, factory)
+
+
+def create_policy(settings: CallsConfig) -> ICallPolicy:
+    """The policy C{[calls] policy} names, built from the C{[calls]} settings."""
+    return load_policy(settings.policy).create(settings)

@@ -1,0 +1,1274 @@
+"""
+Configuration: one INI file, parsed once at start-up into frozen, validated values.
+
+The schema is declarative. Each INI section is a frozen attrs class below; each key is a field
+whose metadata (:class:`Setting`) holds the parser that turns the INI text into a value, the
+default (as INI text, so defaults go through the same parser as the file), and a doc string.
+Adding a key is adding a field; :func:`iter_settings` walks the schema, which lets a test check
+that ``conf/example.ini`` documents every key.
+
+Anything wrong stops start-up with a :class:`ConfigError` whose message is one line naming the
+file, section and key: an unreadable file, an unknown section or key, a value its parser rejects,
+a missing required key.
+
+The INI dialect is :mod:`configparser` without interpolation and without a ``[DEFAULT]``
+section; keys are case-sensitive; comments are whole lines starting with ``#`` or ``;``.
+"""
+
+import ast
+import configparser
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from twisted.internet.interfaces import IStreamServerEndpointStringParser
+from twisted.logger import LogLevel
+from twisted.plugin import getPlugins
+
+from clicktodial import __version__
+
+__all__ = [
+    "CallsConfig",
+    "ClusterConfig",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "HostPort",
+    "LimitsConfig",
+    "LogConfig",
+    "MediaConfig",
+    "RegistrarConfig",
+    "Setting",
+    "SipConfig",
+    "StoreConfig",
+    "WebConfig",
+    "iter_settings",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used.
+
+    ``str()`` is one line: ``FILE: [SECTION] KEY: PROBLEM``, with the section and key left out
+    when the problem is not about one (an unreadable file, a line that is not ``key = value``).
+    """
+
+    def __init__(
+        self, filename: str, problem: str, section: str | None = None, key: str | None = None
+    ) -> None:
+        self.filename = filename
+        self.problem = problem
+        self.section = section
+        self.key = key
+        super().__init__(filename, problem, section, key)
+
+    def __str__(self) -> str:
+        where = self.filename
+        if self.section is not None:
+            where += f": [{self.section}]"
+            if self.key is not None:
+                where += f" {self.key}"
+        return f"{where}: {self.problem}"
+
+
+class InvalidSetting(ValueError):
+    """
+    Raised by a section's cross-key checks: names the key that has to change.
+
+    Parsers of single values raise plain :class:`ValueError`; the loader knows their key.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+@attrs.frozen
+class Setting:
+    """
+    How one INI key is read.
+
+    :ivar parse: turns the stripped INI text into the value; raises :class:`ValueError` with a
+        message that quotes the bad text and says what is expected.
+    :ivar default: the value used when the key is absent, as INI text; ``None`` if required.
+    :ivar doc: one or two sentences for the reference (``conf/example.ini``).
+    """
+
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+
+
+_SETTING = "clicktodial.config.setting"
+_SECTION_DOC = "clicktodial.config.section"
+
+
+def setting(parse: Callable[[str], Any], default: str | None, doc: str) -> dict[str, Setting]:
+    """Field metadata declaring an INI key: ``attrs.field(metadata=setting(...))``."""
+    return {_SETTING: Setting(parse=parse, default=default, doc=doc)}
+
+
+# --- value parsers -------------------------------------------------------------------------
+# Each takes the stripped INI text and returns a value or raises ValueError("... 'text' ...").
+
+_HOST_PORT_HINT = "expected host:port, IPv6 as [::1]:5060"
+
+
+@attrs.frozen
+class HostPort:
+    """An IP address and port to listen on; ``str()`` gives the INI form back."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+def parse_port(text: str) -> int:
+    """A port number 0-65535 (0: the system picks a free one)."""
+    if not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise ValueError(f"invalid port {text!r}")
+    return int(text)
+
+
+def parse_host_port(text: str) -> HostPort:
+    """``127.0.0.1:5060``, ``0.0.0.0:5060``, ``[::1]:5060``: an IP address literal and a port."""
+    bracketed = re.fullmatch(r"\[([^\]]*)\]:([^:]*)", text)
+    if bracketed:
+        host, port = bracketed.groups()
+        version = 6
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+        version = 4
+    else:
+        raise ValueError(f"invalid address {text!r} ({_HOST_PORT_HINT})")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or address.version != version:
+        raise ValueError(f"invalid host {host!r} in {text!r} (an IP address; {_HOST_PORT_HINT})")
+    try:
+        port_number = parse_port(port)
+    except ValueError as e:
+        raise ValueError(f"{e} ({_HOST_PORT_HINT})") from None
+    return HostPort(host=address.compressed, port=port_number)
+
+
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+
+
+def parse_transports(text: str) -> tuple[str, ...]:
+    """A non-empty, comma-separated subset of ``udp, tcp, tls``, in the order given."""
+    hint = f"expected a comma-separated subset of {', '.join(SIP_TRANSPORTS)}"
+    names = [name.strip().lower() for name in text.split(",")]
+    if names == [""]:
+        raise ValueError(f"no transport given ({hint})")
+    for i, name in enumerate(names):
+        if name not in SIP_TRANSPORTS:
+            raise ValueError(f"unknown transport {name!r} ({hint})")
+        if name in names[:i]:
+            raise ValueError(f"transport {name!r} listed twice")
+    return tuple(names)
+
+
+# RFC 3261 §25.1: hostname = *( domainlabel "." ) toplabel; toplabel starts with a letter.
+_DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TOP_LABEL = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?:{_DOMAIN_LABEL}\.)*{_TOP_LABEL}")
+
+
+def parse_sip_domain(text: str) -> str:
+    """
+    The SIP domain of our AORs: a hostname or an IP address.
+
+    Hostnames are lowercased (RFC 3261 §19.1.4 compares hosts case-insensitively); an IPv6
+    address, with or without brackets, comes back bracketed as it appears in a SIP URI
+    (RFC 3261 §25.1 ``IPv6reference``).
+    """
+    bracketed = text.startswith("[") and text.endswith("]")
+    try:
+        address = ipaddress.ip_address(text[1:-1] if bracketed else text)
+    except ValueError:
+        if not bracketed and len(text) <= 253 and _HOSTNAME.fullmatch(text):
+            return text.lower()
+        raise ValueError(
+            f"invalid domain {text!r} (expected a hostname or an IP address)"
+        ) from None
+    if address.version == 6:
+        return f"[{address.compressed}]"
+    if bracketed:
+        raise ValueError(f"invalid domain {text!r} (brackets are for IPv6 addresses only)")
+    return address.compressed
+
+
+def parse_seconds(text: str) -> float:
+    """A duration in seconds, a finite number greater than zero (``0.5``, ``4``)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"invalid duration {text!r} (expected seconds > 0, e.g. 0.5)")
+    return seconds
+
+
+def parse_header_text(text: str) -> str:
+    """Text for a SIP header value: not empty, no control characters (no CR/LF injection)."""
+    if not text:
+        raise ValueError("must not be empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"{text!r} contains a control character")
+    return text
+
+
+def _server_endpoint_types() -> list[str]:
+    # The types serverFromString accepts: its built-in parsers plus the installed
+    # IStreamServerEndpointStringParser plugins (tcp6, systemd, ...).
+    plugins = getPlugins(IStreamServerEndpointStringParser)
+    return sorted({"tcp", "unix", "ssl"} | {p.prefix.lower() for p in plugins})
+
+
+def _split_endpoint(text: str) -> list[str]:
+    # serverFromString's syntax: fields split on ':', a backslash escapes the next character.
+    fields, current, chars = [], "", iter(text)
+    for c in chars:
+        if c == ":":
+            fields.append(current)
+            current = ""
+        elif c == "\\":
+            current += next(chars, "")
+        else:
+            current += c
+    fields.append(current)
+    return fields
+
+
+def parse_stream_endpoint(text: str) -> str:
+    """
+    A Twisted stream server endpoint description (``tcp:8080:interface=127.0.0.1``,
+    ``unix:/run/clicktodial/web.sock``, ``systemd:domain=INET:index=0``).
+
+    The type is checked against those Twisted has, and a TCP or SSL port must be a number.
+    The rest is checked when the endpoint is built at start-up: a ``systemd:`` endpoint only
+    makes sense under systemd, and an ``ssl:`` one reads certificate files.
+    """
+    fields = _split_endpoint(text)
+    kind = fields[0].lower()
+    types = _server_endpoint_types()
+    if len(fields) < 2 or kind not in types:
+        raise ValueError(
+            f"invalid endpoint {text!r} (expected TYPE:ARGS such as tcp:8080:interface=127.0.0.1;"
+            f" types: {', '.join(types)})"
+        )
+    if kind in ("tcp", "tcp6", "ssl"):
+        positional = [f for f in fields[1:] if "=" not in f]
+        named = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+        port = named.get("port", positional[0] if positional else "")
+        try:
+            parse_port(port)
+        except ValueError as e:
+            raise ValueError(f"{e} in endpoint {text!r}") from None
+    return text
+
+
+_PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def parse_plugin_name(text: str) -> str:
+    """The name of a plugin: lowercase letters, digits and underscores, starting with a letter."""
+    if not _PLUGIN_NAME.fullmatch(text):
+        raise ValueError(f"invalid name {text!r} (expected a plugin name such as 'sql')")
+    return text
+
+
+def parse_database_url(text: str) -> URL:
+    """
+    A SQLAlchemy database URL. The text is not echoed in the error: it may hold a password.
+    """
+    try:
+        return make_url(text)
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "invalid SQLAlchemy URL (expected e.g. sqlite:///var/clicktodial.sqlite or"
+            " postgresql+psycopg://user@host/dbname)"
+        ) from None
+
+
+def parse_control_endpoint(text: str) -> str | None:
+    """``-`` (none) or a stream endpoint on loopback only (unix socket, tcp on 127.0.0.1/::1)."""
+    if text == "-":
+        return None
+    endpoint = parse_stream_endpoint(text)
+    kind = endpoint.split(":", 1)[0]
+    if kind == "unix":
+        return endpoint
+    if kind in ("tcp", "tcp6") and re.search(r"interface=(127\.0\.0\.1|\\:\\:1)(:|$)", endpoint):
+        return endpoint
+    raise ValueError(
+        f"{text!r} is not loopback-only: use unix:PATH or tcp:PORT:interface=127.0.0.1"
+    )
+
+
+def parse_unicast_address(text: str) -> str:
+    """An IP address literal that can be named in SDP: not 0.0.0.0/::, not multicast."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"invalid address {text!r} (expected an IP address)") from None
+    if address.is_unspecified or address.is_multicast:
+        raise ValueError(f"{text!r} is not a unicast address (SDP must name it)")
+    return address.compressed
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``LOW-HIGH``: UDP ports 1-65535 holding at least one even port (RTP, RFC 3550 §11)."""
+    low_text, sep, high_text = text.partition("-")
+    try:
+        low, high = parse_port(low_text.strip()), parse_port(high_text.strip())
+    except ValueError:
+        low = high = 0
+    if not sep or not 0 < low <= high or low + (low % 2) > high:
+        raise ValueError(f"invalid port range {text!r} (expected LOW-HIGH with an even port)")
+    return low, high
+
+
+def parse_ringback(text: str) -> str:
+    """
+    ``none``, a tone region (``us``, ``uk``, ``eu``) or ``file:PATH`` of an 8 kHz mono
+    16-bit WAV file, which is read now so that a bad file stops start-up naming it.
+    """
+    from clicktodial.media.codecs import Codec
+    from clicktodial.media.tones import REGIONS, wav_file
+
+    if text == "none" or text in REGIONS:
+        return text
+    if text.startswith("file:") and len(text) > len("file:"):
+        wav_file(text[len("file:") :], Codec.PCMU)  # raises MediaSourceError (a ValueError)
+        return text
+    raise ValueError(
+        f"invalid ringback {text!r} (expected none, {', '.join(REGIONS)} or file:PATH)"
+    )
+
+
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    """A parser accepting exactly one of ``choices``."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"invalid value {text!r} (expected one of: {', '.join(choices)})")
+        return text
+
+    return parse
+
+
+_LOG_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+}
+
+
+def parse_log_level(text: str) -> LogLevel:
+    """``debug``, ``info``, ``warn`` or ``error``: the least severe level that is logged."""
+    return _LOG_LEVELS[parse_choice(*_LOG_LEVELS)(text)]
+
+
+def parse_log_file(text: str) -> str | None:
+    """``-`` for standard error (``None``), otherwise a file path to append to."""
+    if not text:
+        raise ValueError("must not be empty (use - for standard error)")
+    return None if text == "-" else text
+
+
+def parse_optional_path(text: str) -> str | None:
+    """A file path, or ``-`` for none (``None``)."""
+    if not text:
+        raise ValueError("must not be empty (use - for none)")
+    return None if text == "-" else text
+
+
+def parse_count(text: str) -> int:
+    """A whole number, 0 or more (``20``)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        raise ValueError(f"invalid number {text!r} (expected a whole number, 0 or more)")
+    return int(text)
+
+
+def parse_yes_no(text: str) -> bool:
+    """``yes``/``true``/``on``/``1`` or ``no``/``false``/``off``/``0``."""
+    lowered = text.lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"invalid switch {text!r} (expected yes or no)")
+
+
+def parse_positive_count(text: str) -> int:
+    """A whole number, 1 or more."""
+    n = parse_count(text)
+    if n < 1:
+        raise ValueError(f"invalid number {text!r} (expected 1 or more)")
+    return n
+
+
+def parse_expires(text: str) -> int:
+    """A SIP expiry in whole seconds, 1 to 2**32-1 (RFC 3261 §20.19)."""
+    n = parse_count(text)
+    if not 1 <= n <= 2**32 - 1:
+        raise ValueError(f"invalid expiry {text!r} (expected 1 to 4294967295 seconds)")
+    return n
+
+
+def parse_seconds_or_zero(text: str) -> float:
+    """A duration in seconds, 0 or more (0 usually means "never"/"off")."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return parse_seconds(text)
+
+
+def parse_host_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list of host names or IP addresses, or ``-`` for none."""
+    if text == "-":
+        return ()
+    return tuple(parse_sip_domain(item.strip()) for item in text.split(","))
+
+
+DIGEST_ALGORITHMS = ("SHA-256", "MD5")
+
+
+def parse_digest_algorithms(text: str) -> tuple[str, ...]:
+    """A comma-separated, non-empty list of SHA-256 and MD5, each at most once, in order."""
+    hint = "expected SHA-256, MD5 or both, comma-separated, in the order offered"
+    names = [name.strip().upper() for name in text.split(",")]
+    if names == [""]:
+        raise ValueError(f"no algorithm given ({hint})")
+    for i, name in enumerate(names):
+        if name not in DIGEST_ALGORITHMS:
+            raise ValueError(f"unknown digest algorithm {name!r} ({hint})")
+        if name in names[:i]:
+            raise ValueError(f"digest algorithm {name!r} listed twice")
+    return tuple(names)
+
+
+def parse_secret(text: str) -> bytes | None:
+    """
+    A shared secret of at least 16 characters, or ``random`` (``None``): draw one at start-up.
+    The text is not echoed in errors.
+    """
+    if text == "random":
+        return None
+    if len(text) < 16:
+        raise ValueError("too short a secret (use at least 16 characters, or random)")
+    return text.encode("utf-8")
+
+
+# --- the schema ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class SipConfig:
+    """``[sip]``: the SIP listener and RFC 3261 protocol timers."""
+
+    domain: str = attrs.field(
+        metadata=setting(
+            parse_sip_domain,
+            None,
+            "Required. The SIP domain users' addresses (AORs) are in: sip:alice@DOMAIN. A"
+            " hostname or an IP address; phones register to it.",
+        )
+    )
+    listen: HostPort = attrs.field(
+        metadata=setting(
+            parse_host_port,
+            "127.0.0.1:5060",
+            "Address and port the SIP transports listen on, host:port with an IP address"
+            " (IPv6 as [::1]:5060; port 0 picks a free port).",
+        )
+    )
+    transports: tuple[str, ...] = attrs.field(
+        metadata=setting(
+            parse_transports,
+            "udp, tcp",
+            "Comma-separated SIP transports to listen on: a subset of udp, tcp, tls.",
+        )
+    )
+    t1: float = attrs.field(
+        metadata=setting(
+            parse_seconds,
+            "0.5",
+            "RFC 3261 timer T1 in seconds: round-trip time estimate; first retransmission"
+            " interval.",
+        )
+    )
+    t2: float = attrs.field(
+        metadata=setting(
+            parse_seconds,
+            "4.0",
+            "RFC 3261 timer T2 in seconds: the longest retransmission interval for non-INVITE"
+            " requests and INVITE responses; at least t1.",
+        )
+    )
+    t4: float = attrs.field(
+        metadata=setting(
+            parse_seconds,
+            "5.0",
+            "RFC 3261 timer T4 in seconds: the longest a message stays in the network.",
+        )
+    )
+    user_agent: str = attrs.field(
+        metadata=setting(
+            parse_header_text,
+            f"clicktodial/{__version__}",
+            "Value of the User-Agent and Server headers we send.",
+        )
+    )
+    udp_buffer: int = attrs.field(
+        default=0,
+        metadata=setting(
+            parse_count,
+            "0",
+            "Receive and send buffer size of the UDP socket in bytes (SO_RCVBUF/SO_SNDBUF),"
+            " to absorb bursts of REGISTERs; 0 keeps the system default. Linux caps it at"
+            " net.core.rmem_max/wmem_max.",
+        )
+    )
+
+    tls_listen: HostPort = attrs.field(
+        default=HostPort("127.0.0.1", 5061),
+        metadata=setting(
+            parse_host_port,
+            "127.0.0.1:5061",
+            "Address and port SIP over TLS listens on when transports lists tls (RFC 3261"
+            " §26.2: 5061 for sips:).",
+        ),
+    )
+    tls_certificate: str | None = attrs.field(
+        default=None,
+        metadata=setting(
+            parse_optional_path,
+            "-",
+            "PEM file of the certificate (and its chain) SIP over TLS presents; required"
+            " when transports lists tls. - for none.",
+        ),
+    )
+    tls_private_key: str | None = attrs.field(
+        default=None,
+        metadata=setting(
+            parse_optional_path,
+            "-",
+            "PEM file of the certificate's private key (may be the certificate file itself);"
+            " required when transports lists tls. - for none.",
+        ),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        # RFC 3261 §17.1.2.2: intervals double from T1 up to T2, so T2 below T1 is meaningless.
+        if self.t2 < self.t1:
+            raise InvalidSetting("t2", f"{self.t2} is less than t1 ({self.t1})")
+        if "tls" in self.transports:
+            for key in ("tls_certificate", "tls_private_key"):
+                if getattr(self, key) is None:
+                    raise InvalidSetting(key, "required when transports lists tls")
+
+
+@attrs.frozen
+class WebConfig:
+    """``[web]``: the web interface."""
+
+    listen: str = attrs.field(
+        metadata=setting(
+            parse_stream_endpoint,
+            "tcp:8080:interface=127.0.0.1",
+            "Twisted endpoint the web interface listens on, e.g. tcp:8080:interface=127.0.0.1,"
+            " tcp6:8080:interface=\\:\\:1, unix:/run/clicktodial/web.sock,"
+            " systemd:domain=INET:index=0.",
+        )
+    )
+
+
+@attrs.frozen
+class StoreConfig:
+    """``[store]``: where users, registrations and call records are kept."""
+
+    backend: str = attrs.field(
+        metadata=setting(
+            parse_plugin_name,
+            "sql",
+            "Name of the storage backend plugin. 'sql' is the built-in SQLAlchemy backend.",
+        )
+    )
+    url: URL = attrs.field(
+        metadata=setting(
+            parse_database_url,
+            "sqlite:///var/clicktodial.sqlite",
+            "SQLAlchemy database URL for the sql backend. A relative SQLite path"
+            " (sqlite:///var/x.sqlite) is relative to the daemon's current working directory;"
+            " an absolute one has four slashes (sqlite:////var/lib/clicktodial/x.sqlite)."
+            " PostgreSQL: postgresql+psycopg://USER@HOST/DBNAME, or"
+            " postgresql+psycopg://USER@/DBNAME for the local unix socket.",
+        )
+    )
+    auto_upgrade: bool = attrs.field(
+        default=False,
+        metadata=setting(
+            parse_yes_no,
+            "no",
+            "yes: create or migrate the database schema when the daemon starts (for"
+            " development). no: refuse to start on an out-of-date schema; run"
+            " clicktodial --config FILE db upgrade.",
+        )
+    )
+    demo_users: bool = attrs.field(
+        default=False,
+        metadata=setting(
+            parse_yes_no,
+            "no",
+            "yes: create the demo users alice and bob (web and SIP password = username) at"
+            " start-up if they do not exist. For development only.",
+        )
+    )
+
+
+@attrs.frozen
+class LogConfig:
+    """``[log]``: what is logged, how and where."""
+
+    level: LogLevel = attrs.field(
+        metadata=setting(
+            parse_log_level,
+            "info",
+            "Least severe level logged: debug, info, warn or error.",
+        )
+    )
+    format: str = attrs.field(
+        metadata=setting(
+            parse_choice("text", "json"),
+            "text",
+            "text: one readable line per event; json: one JSON object per line (Twisted's"
+            " jsonFileLogObserver format, with the named fields such as call_id and aor).",
+        )
+    )
+    file: str | None = attrs.field(
+        metadata=setting(
+            parse_log_file,
+            "-",
+            "Where the log goes: - for standard error, or a file path to append to. It"
+            " replaces twistd's --logfile and --syslog.",
+        )
+    )
+
+
+@attrs.frozen
+class RegistrarConfig:
+    """``[registrar]``: REGISTER handling (RFC 3261 §10.3), Digest nonces, failure throttling."""
+
+    default_expires: int = attrs.field(
+        metadata=setting(
+            parse_expires,
+            "3600",
+            "Seconds a registration lasts when the phone names no expiry.",
+        )
+    )
+    min_expires: int = attrs.field(
+        metadata=setting(
+            parse_count,
+            "60",
+            "Shortest registration accepted, in seconds: shorter (non-zero) requests get"
+            " 423 Interval Too Brief. At most default_expires.",
+        )
+    )
+    max_expires: int = attrs.field(
+        metadata=setting(
+            parse_expires,
+            "86400",
+            "Longest registration granted, in seconds: longer requests are shortened to it."
+            " At least default_expires.",
+        )
+    )
+    aliases: tuple[str, ...] = attrs.field(
+        metadata=setting(
+            parse_host_list,
+            "-",
+            "Comma-separated other host names or IP addresses that name the [sip] domain in a"
+            " Request-URI or To (e.g. the server's address), or - for none; AORs written with"
+            " them are the domain's AORs.",
+        )
+    )
+    purge_interval: float = attrs.field(
+        metadata=setting(
+            parse_seconds_or_zero,
+            "60",
+            "Seconds between purges of expired registrations from the store (0: never;"
+            " expired ones are ignored anyway).",
+        )
+    )
+    nonce_lifetime: float = attrs.field(
+        metadata=setting(
+            parse_seconds,
+            "300",
+            "Seconds a Digest nonce stays fresh; after that the phone is re-challenged with"
+            " stale=true.",
+        )
+    )
+    nonce_secret: bytes | None = attrs.field(
+        repr=False,
+        metadata=setting(
+            parse_secret,
+            "random",
+            "Key of the stateless Digest nonces, at least 16 characters. Daemons sharing a"
+            " domain and a database must share it; random draws one at start-up (nonces"
+            " then do not survive a restart: phones are simply challenged again).",
+        ),
+    )
+    digest_algorithms: tuple[str, ...] = attrs.field(
+        metadata=setting(
+            parse_digest_algorithms,
+            "SHA-256, MD5",
+            "The Digest challenges of a 401, in order (RFC 8760: the strongest first). Some"
+            " clients answer only the first challenge and know only MD5 (SIPp 3.6 does):"
+            " for them, put MD5 first or alone.",
+        )
+    )
+    max_delayed: int = attrs.field(
+        metadata=setting(
+            parse_count,
+            "1000",
+            "Most answers to failed authentications held back at once; past that, failures"
+            " are refused at once with 503.",
+        )
+    )
+    auth_free_failures: int = attrs.field(
+        metadata=setting(
+            parse_count,
+            "3",
+            "Authentication failures per source address and per username answered without"
+            " delay.",
+        )
+    )
+    auth_base_delay: float = attrs.field(
+        metadata=setting(
+            parse_seconds_or_zero,
+            "0.5",
+            "Delay in seconds of the answer to the first failure past auth_free_failures;"
+            " each further failure doubles it.",
+        )
+    )
+    auth_max_delay: float = attrs.field(
+        metadata=setting(
+            parse_seconds_or_zero,
+            "8",
+            "Longest delay in seconds (keep it well under a phone's 32 s transaction"
+            " timeout).",
+        )
+    )
+    auth_refuse_after: int = attrs.field(
+        metadata=setting(
+            parse_count,
+            "20",
+            "Failures after which the source address or username is refused (503 with"
+            " Retry-After) for auth_refuse_seconds; 0 never refuses.",
+        )
+    )
+    auth_refuse_seconds: float = attrs.field(
+        metadata=setting(
+            parse_seconds_or_zero,
+            "300",
+            "How long a refusal lasts, in seconds.",
+        )
+    )
+    auth_forget_after: float = attrs.field(
+        metadata=setting(
+            parse_seconds,
+            "900",
+            "Seconds without failure after which a source's or username's count starts"
+            " again; also how long a source that authenticated stays exempt from its"
+            " username's refusal.",
+        )
+    )
+    auth_max_tracked: int = attrs.field(
+        metadata=setting(
+            parse_positive_count,
+            "100000",
+            "Most source addresses (and, separately, usernames) whose failures are"
+            " remembered; the least recently failed are forgotten first.",
+        )
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_expires > self.default_expires:
+            raise InvalidSetting(
+                "min_expires",
+                f"{self.min_expires} is more than default_expires ({self.default_expires})",
+            )
+        if self.max_expires < self.default_expires:
+            raise InvalidSetting(
+                "max_expires",
+                f"{self.max_expires} is less than default_expires ({self.default_expires})",
+            )
+
+
+@attrs.frozen
+class CallsConfig:
+    """``[calls]``: click-to-dial calls (RFC 3725 third-party call control)."""
+
+    policy: str = attrs.field(
+        default="flow4",
+        metadata=setting(
+            parse_plugin_name,
+            "flow4",
+            "Name of the call-control policy plugin: flow4 (RFC 3725 Flow IV: the caller's"
+            " 2xx is ACKed at once with a held answer, then the caller is re-INVITEd with"
+            " the callee's offer) or flow1 (Flow I: the caller's offer goes to the callee;"
+            " the callee must answer within the caller's 32 s 2xx retransmission window).",
+        ),
+    )
+    ring_timeout: float = attrs.field(
+        default=30.0,
+        metadata=setting(
+            parse_seconds,
+            "30",
+            "Seconds the caller's phones ring before the call is given up (CANCEL).",
+        ),
+    )
+    callee_ring_timeout: float = attrs.field(
+        default=60.0,
+        metadata=setting(
+            parse_seconds,
+            "60",
+            "Seconds the callee's phones ring before the call is given up (CANCEL to the"
+            " callee, BYE to the caller).",
+        ),
+    )
+    max_duration: float = attrs.field(
+        default=14400.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "14400",
+            "Longest a connected call may last, in seconds (0: no limit); then both"
+            " phones get BYE.",
+        ),
+    )
+    max_calls_per_user: int = attrs.field(
+        default=4,
+        metadata=setting(
+            parse_count,
+            "4",
+            "Most calls in progress a user may take part in (as caller or callee) at once;"
+            " 0: no limit.",
+        ),
+    )
+    max_calls_total: int = attrs.field(
+        default=0,
+        metadata=setting(
+            parse_count,
+            "0",
+            "Most calls in progress on this daemon at once; 0: no limit.",
+        ),
+    )
+    who_may_call: str = attrs.field(
+        default="anyone",
+        metadata=setting(
+            parse_choice("anyone", "admins", "nobody"),
+            "anyone",
+            "Who may place calls: anyone (every enabled user), admins (only"
+            " administrators), nobody (calls are switched off).",
+        ),
+    )
+    control_listen: str | None = attrs.field(
+        default=None,
+        metadata=setting(
+            parse_control_endpoint,
+            "-",
+            "Loopback-only HTTP endpoint of the internal call-control API (POST /calls,"
+            " GET/DELETE /calls/ID; docs/calls.md), e.g. tcp:8091:interface=127.0.0.1, or -"
+            " for none. For tests and local tools until the web API places calls; it has"
+            " no authentication.",
+        ),
+    )
+
+    ringback: str = attrs.field(
+        default="none",
+        metadata=setting(
+            parse_ringback,
+            "none",
+            "What the caller hears while the callee rings (RFC 3725 Flow IV only: the"
+            " daemon answers the caller with its own RTP stream, [media]): none (silence,"
+            " the caller's leg held), us, uk or eu ringback tone, or file:PATH of an"
+            " 8000 Hz mono 16-bit WAV file, looped. See docs/media.md.",
+        ),
+    )
+    tones: str = attrs.field(
+        default="us",
+        metadata=setting(
+            parse_choice("us", "uk", "eu"),
+            "us",
+            "Region of the busy and failure (congestion) tones played to the caller when"
+            " the call cannot be made: us, uk or eu.",
+        ),
+    )
+    failure_tone_seconds: float = attrs.field(
+        default=3.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "3",
+            "Seconds the caller hears the busy or failure tone before the BYE, when ringback"
+            " is on (0: hang up at once).",
+        ),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        # An unknown policy stops start-up naming the ones that exist (policies are
+        # plugins, like store backends).
+        from clicktodial.calls.policy import UnknownPolicy, load_policy
+
+        try:
+            load_policy(self.policy)
+        except UnknownPolicy as e:
+            raise InvalidSetting("policy", str(e)) from None
+
+
+def parse_node_id(text: str) -> str:
+    """A node's name: printable ASCII without spaces, at most 255 characters; empty: default."""
+    if len(text) > 255 or not all(0x21 <= ord(c) < 0x7F for c in text):
+        raise ValueError(
+            f"invalid node id {text!r} (printable ASCII without spaces, at most 255 characters)")
+    return text
+
+
+@attrs.frozen
+class ClusterConfig:
+    """``[cluster]``: several daemons sharing one PostgreSQL database (docs/scaling.md)."""
+
+    bus: str = attrs.field(
+        default="memory",
+        metadata=setting(
+            parse_choice("memory", "postgres"),
+            "memory",
+            "How call events and hang-up requests reach the other daemons: memory (a single"
+            " daemon) or postgres (LISTEN/NOTIFY on the [store] PostgreSQL database; every"
+            " daemon sharing the database then shows and controls every call, and ends the"
+            " calls of a daemon that stopped heartbeating as lost).",
+        ),
+    )
+    node_id: str = attrs.field(
+        default="",
+        metadata=setting(
+            parse_node_id,
+            "",
+            "This daemon's name in call records, bus messages and the nodes table; unique"
+            " among the daemons sharing a database. Empty: HOSTNAME:SIP-PORT.",
+        ),
+    )
+    heartbeat_interval: float = attrs.field(
+        default=2.0,
+        metadata=setting(
+            parse_seconds,
+            "2",
+            "Seconds between this daemon's heartbeats (with bus = postgres).",
+        ),
+    )
+    dead_after: float = attrs.field(
+        default=10.0,
+        metadata=setting(
+            parse_seconds,
+            "10",
+            "Seconds without a heartbeat after which another daemon is taken for dead and"
+            " its calls in progress are recorded as ended (reason lost). Several times"
+            " heartbeat_interval; the daemons' clocks must agree much better than this.",
+        ),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.dead_after < 2 * self.heartbeat_interval:
+            raise InvalidSetting(
+                "dead_after",
+                f"{self.dead_after} is less than twice heartbeat_interval"
+                f" ({self.heartbeat_interval})",
+            )
+
+
+@attrs.frozen
+class MediaConfig:
+    """``[media]``: the daemon's own RTP streams (ringback and tones, docs/media.md)."""
+
+    address: str = attrs.field(
+        default="127.0.0.1",
+        metadata=setting(
+            parse_unicast_address,
+            "127.0.0.1",
+            "IP address the RTP streams are sent from and that our SDP names: one the"
+            " phones can reach (not 0.0.0.0).",
+        ),
+    )
+    rtp_ports: tuple[int, int] = attrs.field(
+        default=(20000, 20999),
+        metadata=setting(
+            parse_port_range,
+            "20000-20999",
+            "UDP ports of the RTP streams, LOW-HIGH; one even port a call while it plays"
+            " a tone.",
+        ),
+    )
+    direction: str = attrs.field(
+        default="sendonly",
+        metadata=setting(
+            parse_choice("sendonly", "sendrecv"),
+            "sendonly",
+            "Direction attribute of our answer to the caller (RFC 3264 §6.1): sendonly (we"
+            " only send; the phone need not send us anything) or sendrecv (the phone may"
+            " send too, and we drop it): baresip 1.x plays nothing on a stream it may"
+            " not send on, see docs/media.md.",
+        ),
+    )
+
+
+@attrs.frozen
+class DaemonConfig:
+    """``[daemon]``: how the daemon stops (docs/deploy.md)."""
+
+    shutdown_grace: float = attrs.field(
+        default=30.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "30",
+            "On SIGTERM, seconds calls in progress may go on to their end while new calls and"
+            " registrations get 503 with Retry-After; then the calls left get BYE and the"
+            " daemon exits. 0: end them at once.",
+        ),
+    )
+
+
+@attrs.frozen
+class LimitsConfig:
+    """``[limits]``: protection under load (docs/deploy.md, "Protection under load")."""
+
+    rate_window: float = attrs.field(
+        default=2.0,
+        metadata=setting(
+            parse_seconds,
+            "2",
+            "Length in seconds of the sliding window in which requests are counted per"
+            " source IP address (like Kamailio's pike sampling_time_unit).",
+        ),
+    )
+    rate_max_requests: int = attrs.field(
+        default=200,
+        metadata=setting(
+            parse_count,
+            "200",
+            "Most requests one source IP address may send in rate_window; past that it is"
+            " banned (its requests are dropped unanswered) for rate_ban_seconds. 0: no limit.",
+        ),
+    )
+    rate_ban_seconds: float = attrs.field(
+        default=60.0,
+        metadata=setting(
+            parse_seconds,
+            "60",
+            "How long a source IP address that went over rate_max_requests is banned.",
+        ),
+    )
+    rate_exempt: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=setting(
+            parse_host_list,
+            "-",
+            "Comma-separated IP addresses never rate-limited (a trusted SIP proxy or SBC in"
+            " front of the daemon), or - for none.",
+        ),
+    )
+    max_transactions: int = attrs.field(
+        default=5000,
+        metadata=setting(
+            parse_count,
+            "5000",
+            "Overload bound: while this many SIP transactions are in progress, new requests"
+            " outside a dialog (except OPTIONS) get 503 with Retry-After. 0: no bound.",
+        ),
+    )
+    max_store_pending: int = attrs.field(
+        default=500,
+        metadata=setting(
+            parse_count,
+            "500",
+            "Overload bound: while this many database operations wait for a database"
+            " thread, new REGISTERs and INVITEs get 503 with Retry-After. 0: no bound.",
+        ),
+    )
+    retry_after: int = attrs.field(
+        default=5,
+        metadata=setting(
+            parse_positive_count,
+            "5",
+            "Seconds in the Retry-After of the 503s sent while overloaded or stopping.",
+        ),
+    )
+
+
+def _section(doc: str) -> Any:
+    return attrs.field(metadata={_SECTION_DOC: doc})
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration. Each attribute is a section; its name is the INI section name."""
+
+    sip: SipConfig = _section("The SIP listener and RFC 3261 protocol timers.")
+    web: WebConfig = _section("The web interface.")
+    store: StoreConfig = _section("Where users, registrations and call records are kept.")
+    log: LogConfig = _section("What is logged, how and where.")
+    registrar: RegistrarConfig = _section(
+        "REGISTER handling, Digest nonces and authentication-failure throttling."
+    )
+    daemon: DaemonConfig = attrs.field(
+        factory=DaemonConfig,
+        metadata={_SECTION_DOC: "How the daemon stops: the grace period of calls in progress."},
+    )
+    limits: LimitsConfig = attrs.field(
+        factory=LimitsConfig,
+        metadata={_SECTION_DOC: "Protection under load: per-source rate limit, overload bounds."},
+    )
+    calls: CallsConfig = attrs.field(
+        factory=CallsConfig,
+        metadata={_SECTION_DOC: "Click-to-dial calls: policy, timeouts and limits."},
+    )
+    cluster: ClusterConfig = attrs.field(
+        factory=ClusterConfig,
+        metadata={_SECTION_DOC: "Several daemons sharing one PostgreSQL database."},
+    )
+    media: MediaConfig = attrs.field(
+        factory=MediaConfig,
+        metadata={_SECTION_DOC: "The daemon's own RTP streams: ringback and tones."},
+    )
+
+
+def _section_classes() -> dict[str, type]:
+    return {a.name: a.type for a in attrs.fields(Config) if a.type is not None}
+
+
+def iter_settings() -> Iterator[tuple[str, str, Setting]]:
+    """Every key of the schema as ``(section, key, setting)``, in declaration order."""
+    for section, cls in _section_classes().items():
+        for a in attrs.fields(cls):
+            yield section, a.name, a.metadata[_SETTING]
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+# A name no real section uses: it turns off configparser's [DEFAULT] inheritance, so a
+# [DEFAULT] section in a file is reported as unknown instead of leaking keys into every section.
+_NO_DEFAULT_SECTION = "\0no default section"
+
+
+def _read_ini(text: str, filename: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        default_section=_NO_DEFAULT_SECTION,
+        strict=True,
+        empty_lines_in_values=False,
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text, source=filename)
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(filename, f"given twice (line {e.lineno})", e.section, e.option) from None
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(filename, f"section given twice (line {e.lineno})", e.section) from None
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(
+            filename, f"line {e.lineno}: {e.line.strip()!r} comes before any [section] header"
+        ) from None
+    except configparser.ParsingError as e:
+        lineno, line = e.errors[0]
+        try:  # configparser records repr(line)
+            line = ast.literal_eval(line)
+        except (ValueError, SyntaxError):
+            pass
+        raise ConfigError(
+            filename, f"line {lineno}: cannot parse {line.strip()!r} (expected key = value)"
+        ) from None
+    return parser
+
+
+def _build_section(filename: str, section: str, cls: type, values: Mapping[str, str]) -> Any:
+    fields = attrs.fields(cls)
+    valid = [a.name for a in fields]
+    for key in values:
+        if key not in valid:
+            problem = f"unknown key (valid keys: {', '.join(valid)})"
+            raise ConfigError(filename, problem, section, key)
+    parsed = {}
+    for a in fields:
+        spec: Setting = a.metadata[_SETTING]
+        text = values.get(a.name, spec.default)
+        if text is None:
+            raise ConfigError(filename, "required key is missing", section, a.name)
+        try:
+            parsed[a.name] = spec.parse(text.strip())
+        except ValueError as e:
+            raise ConfigError(filename, str(e), section, a.name) from None
+    try:
+        return cls(**parsed)
+    except InvalidSetting as e:
+        raise ConfigError(filename, e.problem, section, e.key) from None
+
+
+def parse_config(text: str, filename: str) -> Config:
+    """
+    Parse INI ``text`` into a :class:`Config`.
+
+    :param filename: names the source in error messages.
+    :raises ConfigError: the text is not valid configuration.
+    """
+    ini = _read_ini(text, filename)
+    classes = _section_classes()
+    for section in ini.sections():
+        if section not in classes:
+            raise ConfigError(
+                filename, f"unknown section (valid sections: {', '.join(classes)})", section
+            )
+    sections = {
+        name: _build_section(
+            filename, name, cls, dict(ini.items(name)) if ini.has_section(name) else {}
+        )
+        for name, cls in classes.items()
+    }
+    if sections["cluster"].bus == "postgres" and (
+        sections["store"].url.get_backend_name() != "postgresql"
+    ):
+        raise ConfigError(
+            filename, "postgres needs a PostgreSQL [store] url (the daemons share it)",
+            "cluster", "bus",
+        )
+    return Config(**sections)
+
+
+def load_config(path: str) -> Config:
+    """
+    Read and parse the INI file at ``path``.
+
+    :raises ConfigError: the file cannot be read, or is not valid configuration.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, f"cannot read the configuration file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, f"not UTF-8 text (byte {e.start})") from None
+    return parse_config(text, path)

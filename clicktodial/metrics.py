@@ -1,0 +1,212 @@
+"""
+Observability: ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz``.
+
+The metrics live in a :class:`prometheus_client.CollectorRegistry` of our own (never the
+process-wide default), created with the daemon and passed to what updates it. Hot paths only
+bump counters; the gauges (transactions, dialogs, bindings, admission refusals...) are read at
+scrape time by :class:`DaemonCollector` from the components' ``active_count``-style
+attributes, so nothing is computed per message. Labels have small fixed value sets (a status
+code we send, a method we serve), never a user or an address.
+
+``/readyz`` is 200 when the store answers a cheap query within :data:`READY_TIMEOUT`
+seconds, 503 otherwise: a load balancer or an orchestrator stops sending work to a daemon
+whose database is gone. ``/healthz`` stays the web helper's "the process serves requests".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from clicktodial.interfaces import IUserStore
+
+__all__ = [
+    "READY_TIMEOUT",
+    "DaemonCollector",
+    "DaemonMetrics",
+    "MetricsResource",
+    "ReadinessResource",
+]
+
+log = Logger(namespace="clicktodial.metrics")
+
+#: Seconds the store has to answer the readiness query.
+READY_TIMEOUT = 2.0
+
+#: Response codes given their own label value; others are counted as their class ("5xx").
+_STATUS_LABELS = frozenset(
+    ["200", "400", "401", "403", "404", "408", "420", "423", "480", "481", "486", "487", "500",
+     "503"]
+)
+
+
+def status_label(status: int) -> str:
+    """A bounded label value for a status code."""
+    text = str(status)
+    return text if text in _STATUS_LABELS else f"{text[0]}xx"
+
+
+class DaemonMetrics:
+    """
+    The daemon's counters and histograms, in :attr:`registry`.
+
+    :ivar registry: the registry ``/metrics`` exposes.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.register_responses = Counter(
+            "clicktodial_register_responses",
+            "Final responses to REGISTER requests, by status code.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "clicktodial_auth_failures",
+            "REGISTERs whose credentials were refused (401/403 to a request with"
+            " Authorization).",
+            registry=self.registry,
+        )
+        self.calls = Counter(
+            "clicktodial_calls_ended",
+            "Click-to-dial calls ended, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.store_latency = Histogram(
+            "clicktodial_store_latency_seconds",
+            "Time the store took to answer, by operation (register: a whole REGISTER"
+            " handled by the registrar, almost all of it database time; ping: /readyz).",
+            ["operation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+
+    def register_answered(self, status: int, had_credentials: bool, seconds: float) -> None:
+        """Count one final response to a REGISTER (taking ``seconds`` to produce)."""
+        self.register_responses.labels(status_label(status)).inc()
+        if had_credentials and status in (401, 403, 407):
+            self.auth_failures.inc()
+        self.store_latency.labels("register").observe(seconds)
+
+    def collector(self, collector: Collector) -> None:
+        """Add a scrape-time collector (gauges read from components)."""
+        self.registry.register(collector)
+
+
+class DaemonCollector(Collector):
+    """
+    Gauges read at scrape time: each ``(name, help, read)`` of ``gauges`` becomes a gauge
+    whose value is ``read()``; ``labelled`` ones return ``{label value: number}``.
+    """
+
+    def __init__(
+        self,
+        gauges: list[tuple[str, str, Callable[[], float]]],
+        labelled: list[tuple[str, str, str, Callable[[], dict[str, float]]]] = (),  # type: ignore[assignment]
+    ) -> None:
+        self.gauges = gauges
+        self.labelled = list(labelled)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, help_text, read in self.gauges:
+            try:
+                value = float(read())
+            except Exception:
+                log.failure("metrics: cannot read {name}", name=name)
+                continue
+            yield GaugeMetricFamily(name, help_text, value=value)
+        for name, help_text, label, read_all in self.labelled:
+            family = GaugeMetricFamily(name, help_text, labels=[label])
+            try:
+                values = read_all()
+            except Exception:
+                log.failure("metrics: cannot read {name}", name=name)
+                continue
+            for key, value in sorted(values.items()):
+                family.add_metric([key], float(value))
+            yield family
+
+
+class MetricsResource(Resource):
+    """``/metrics``: the registry in the Prometheus text exposition format."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self.registry)
+
+
+class ReadinessResource(Resource):
+    """
+    ``/readyz``: ``200 ready`` when the store answers a cheap query within
+    :data:`READY_TIMEOUT` seconds; ``503`` with the reason otherwise, or while the daemon
+    is stopping (``draining()``).
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IUserStore,
+        metrics: DaemonMetrics | None = None,
+        draining: Callable[[], bool] = lambda: False,
+        timeout: float = READY_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.clock = clock
+        self.store = store
+        self.metrics = metrics
+        self.draining = draining
+        self.timeout = timeout
+
+    def render_GET(self, request: Request) -> object:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if self.draining():
+            request.setResponseCode(503)
+            return b"stopping"
+        started = self.clock.seconds()
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        # A user name no user can have: an indexed look-up that finds nothing.
+        ping: Deferred[Any] = self.store.get_user("\x00readyz")
+        ping.addTimeout(self.timeout, self.clock)
+
+        def ready(_: object) -> None:
+            if self.metrics is not None:
+                self.metrics.store_latency.labels("ping").observe(self.clock.seconds() - started)
+            _finish(request, gone, 200, b"ready")
+
+        def not_ready(failure: Failure) -> None:
+            log.warn("readyz: store not reachable: {error}", error=failure.getErrorMessage())
+            _finish(request, gone, 503, b"store unreachable")
+
+        ping.addCallbacks(ready, not_ready)
+        return NOT_DONE_YET
+
+
+def _finish(request: Request, gone: list[bool], code: int, body: bytes) -> None:
+    if gone:  # the client went away meanwhile
+        return
+    request.setResponseCode(code)
+    request.write(body)
+    request.finish()

@@ -1,0 +1,225 @@
+"""
+Running the daemon in production: the pieces :func:`install_operations` adds to the service
+tree built by :func:`clicktodial.service.build_service`:
+
+- :class:`~clicktodial.admission.AdmissionControl` in front of the transaction layer
+  (``[limits]``: per-source rate limit, overload 503s; 503s while stopping);
+- :class:`~clicktodial.shutdown.GracefulStop` (``[daemon] shutdown_grace``), run by
+  :class:`clicktodial.tap.DaemonSignals` on SIGTERM;
+- ``/metrics`` and ``/readyz`` (:mod:`clicktodial.metrics`);
+- reload hooks for what ``SIGHUP`` applies live (``[limits]``, ``[daemon]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from clicktodial.admission import AdmissionControl
+from clicktodial.calls.events import CallInfo
+from clicktodial.config import Config
+from clicktodial.interfaces import ICallEventListener
+from clicktodial.metrics import DaemonCollector, DaemonMetrics, MetricsResource, ReadinessResource
+from clicktodial.shutdown import CallsInProgress, GracefulStop, ua_calls
+from clicktodial.sip.message import Request, Response
+from clicktodial.sip.stack import SIPStack
+
+__all__ = ["Operations", "install_operations", "store_pending"]
+
+
+def store_pending(store: object) -> Callable[[], int]:
+    """
+    How many operations wait for a database thread in ``store`` (0 when it does not say:
+    a backend without a thread pool of ours).
+    """
+    pool = getattr(store, "_pool", None)
+    queue = getattr(pool, "q", None)
+    if queue is None or not hasattr(queue, "qsize"):
+        return lambda: 0
+    return queue.qsize
+
+
+class Operations:
+    """
+    What :func:`install_operations` built.
+
+    :ivar admission: the :class:`AdmissionControl`.
+    :ivar graceful_stop: the :class:`GracefulStop` (``run()`` on SIGTERM).
+    :ivar metrics: the :class:`DaemonMetrics` (its ``registry`` is what ``/metrics`` shows).
+    """
+
+    def __init__(
+        self, admission: AdmissionControl, graceful_stop: GracefulStop, metrics: DaemonMetrics
+    ) -> None:
+        self.admission = admission
+        self.graceful_stop = graceful_stop
+        self.metrics = metrics
+        self._call_controller: Any = None
+        #: whether the call controller applies ``[calls]`` on SIGHUP
+        self.reloads_calls = False
+        metrics.collector(
+            DaemonCollector(
+                [],
+                [
+                    (
+                        "clicktodial_calls_active",
+                        "Click-to-dial calls in progress, by state.",
+                        "state",
+                        self._calls_by_state,
+                    )
+                ],
+            )
+        )
+
+    def use_calls(self, calls: CallsInProgress) -> None:
+        """Wait for and end ``calls`` on stop (the call controller's view of calls)."""
+        self.graceful_stop.calls = calls
+
+    def use_call_controller(self, controller: Any) -> None:
+        """
+        Take calls from the click-to-dial ``controller`` (a
+        :class:`~clicktodial.calls.controller.CallController`): the graceful stop waits for
+        its calls and ends them with ``hang_up_all`` (BYE to both phones); ``/metrics``
+        shows calls by state and counts ended calls by outcome (an event listener).
+        """
+        self.use_calls(
+            CallsInProgress(lambda: len(controller.active_calls()), controller.hang_up_all)
+        )
+        self._call_controller = controller
+        controller.subscribe(_CallOutcomes(self.metrics))
+
+    def _calls_by_state(self) -> dict[str, float]:
+        controller = self._call_controller
+        return {} if controller is None else _count_states(controller.active_calls())
+
+    def reload(self, config: Config) -> None:
+        """Apply the live parts of a reloaded configuration: ``[limits]``, ``[daemon]``."""
+        self.admission.configure(config.limits)
+        self.graceful_stop.grace = config.daemon.shutdown_grace
+
+
+def _count_states(calls: list[Any]) -> dict[str, float]:
+    states: dict[str, float] = {}
+    for call in calls:
+        states[call.state] = states.get(call.state, 0) + 1
+    return states
+
+
+@implementer(ICallEventListener)
+class _CallOutcomes:
+    """Counts calls as they end, by outcome: the end reason the store records."""
+
+    def __init__(self, metrics: DaemonMetrics) -> None:
+        self.metrics = metrics
+
+    def call_state_changed(self, info: CallInfo) -> None:
+        if info.state in ("ended", "failed"):
+            self.metrics.calls.labels(info.end_reason or info.state).inc()
+
+
+def install_operations(
+    config: Config,
+    clock: IReactorTime,
+    sip: SIPStack,
+    store: Any,
+    web_root: Resource,
+    reload_hooks: list[Callable[[Config], object]] | None = None,
+    call_controller: Any = None,
+) -> Operations:
+    """
+    Put admission control between ``sip``'s transport and transaction layer, add
+    ``/metrics`` and ``/readyz`` to ``web_root``, register a reload hook in ``reload_hooks``.
+    """
+    metrics = DaemonMetrics()
+    admission = AdmissionControl(
+        clock,
+        sip.transactions,
+        sip.transport,
+        config.limits,
+        transactions_active=lambda: sip.transactions.active_count,
+        store_pending=store_pending(store),
+        server=config.sip.user_agent,
+    )
+    sip.transport.handler = admission
+    graceful = GracefulStop(
+        clock, admission, ua_calls(sip.user_agent), config.daemon.shutdown_grace
+    )
+    operations = Operations(admission, graceful, metrics)
+
+    def register_answered(request: Request, response: Response, seconds: float) -> None:
+        metrics.register_answered(response.status, "Authorization" in request.headers, seconds)
+
+    # SIPStack.register_observers (getattr: a stack without the hook has no REGISTER counts).
+    observers = getattr(sip, "register_observers", None)
+    if observers is not None:
+        observers.append(register_answered)
+    counts = admission.counts
+    metrics.collector(
+        DaemonCollector(
+            [
+                (
+                    "clicktodial_sip_transactions_active",
+                    "SIP transactions in progress.",
+                    lambda: sip.transactions.active_count,
+                ),
+                (
+                    "clicktodial_sip_dialogs_active",
+                    "SIP dialogs (sessions) of the UA core alive now.",
+                    lambda: len(sip.user_agent.sessions),
+                ),
+                (
+                    "clicktodial_calls_in_progress",
+                    "Calls in progress, as the graceful stop counts them.",
+                    lambda: graceful.calls.count(),
+                ),
+                (
+                    "clicktodial_sip_parse_errors",
+                    "SIP messages the parser rejected since start (a counter).",
+                    lambda: sip.transport.parse_errors,
+                ),
+                (
+                    "clicktodial_store_pending",
+                    "Database operations waiting for a database thread.",
+                    admission.store_pending,
+                ),
+                (
+                    "clicktodial_rate_limited_sources",
+                    "Source addresses tracked by the per-source rate limit.",
+                    lambda: len(admission.rate_limiter),
+                ),
+            ],
+            [
+                (
+                    "clicktodial_sip_requests_refused",
+                    "New SIP requests refused since start (a counter), by reason:"
+                    " rate_limited (dropped), overload and draining (503).",
+                    "reason",
+                    lambda: {
+                        "rate_limited": counts.rate_limited,
+                        "overload": counts.overload,
+                        "draining": counts.draining,
+                    },
+                ),
+            ],
+        )
+    )
+    web_root.putChild(b"metrics", MetricsResource(metrics.registry))
+    web_root.putChild(
+        b"readyz",
+        ReadinessResource(clock, store, metrics, draining=lambda: admission.draining),
+    )
+    if reload_hooks is not None:
+        reload_hooks.append(operations.reload)
+    if call_controller is not None:
+        operations.use_call_controller(call_controller)
+        # [calls] policy settings change live once the controller can take them
+        # (a ``reload(config)`` method); until then they are named as needing a restart.
+        reload_calls = getattr(call_controller, "reload", None)
+        if reload_hooks is not None and callable(reload_calls):
+            reload_hooks.append(reload_calls)
+            operations.reloads_calls = True
+    return operations

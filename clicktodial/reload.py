@@ -1,0 +1,113 @@
+"""
+``SIGHUP``: re-read the configuration file and apply what can change while running.
+
+What changes live: ``[log] level``, ``[limits]``, ``[daemon] shutdown_grace``, and whatever a
+component applies in its reload hook (the call controller's ``reload(config)`` for ``[calls]``,
+once it has one).
+Anything else that changed (listen addresses, the store, the SIP domain...) is named in a
+warning: it takes effect at the next restart. Calls and registrations are untouched.
+
+A configuration that does not load is logged with its one-line message and the running
+configuration stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+from twisted.logger import Logger
+
+from clicktodial.config import Config, ConfigError, load_config
+
+__all__ = ["LIVE_SETTINGS", "ConfigReloader", "ReloadHook", "changed_settings"]
+
+log = Logger(namespace="clicktodial.reload")
+
+#: A component's reload hook: gets the new configuration, applies what it can.
+ReloadHook = Callable[[Config], object]
+
+#: Sections (or ``section.key``) applied live by the daemon's own hooks. ``[calls]`` is
+#: applied by the call controller when it registers a hook (``live`` of ConfigReloader).
+LIVE_SETTINGS = frozenset(["log.level", "limits", "daemon"])
+
+
+def changed_settings(old: Config, new: Config) -> list[str]:
+    """Every ``section.key`` whose value differs between ``old`` and ``new``."""
+    changed = []
+    for section in attrs.fields(Config):
+        before, after = getattr(old, section.name), getattr(new, section.name)
+        if before == after:
+            continue
+        for key in attrs.fields(type(before)):
+            if getattr(before, key.name) != getattr(after, key.name):
+                changed.append(f"{section.name}.{key.name}")
+    return changed
+
+
+def _is_live(setting: str, live: frozenset[str]) -> bool:
+    return setting in live or setting.split(".", 1)[0] in live
+
+
+class ConfigReloader:
+    """
+    Reloads the configuration file at ``path`` and runs the ``hooks`` (see the module).
+
+    :ivar config: the configuration in force.
+    :param hooks: called in order with the new configuration; the list may grow after
+        construction (components register in it).
+    :param notify: optional ``(state) -> None`` to tell systemd (``RELOADING=1``/``READY=1``).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        config: Config,
+        hooks: Sequence[ReloadHook],
+        notify: Callable[[str], object] | None = None,
+        live: frozenset[str] = LIVE_SETTINGS,
+    ) -> None:
+        self.path = path
+        self.config = config
+        self.hooks = hooks
+        self.notify = notify
+        #: sections or section.key the hooks apply live (others are named as needing a restart)
+        self.live = live
+
+    def reload(self) -> bool:
+        """Re-read the file and apply it: whether the new configuration is in force."""
+        if self.notify is not None:
+            self.notify("RELOADING=1")
+        try:
+            new = load_config(self.path)
+        except ConfigError as e:
+            log.error(
+                "SIGHUP: configuration not reloaded, the running one stays: {error}",
+                error=str(e),
+            )
+            self._ready("reload failed: running configuration kept")
+            return False
+        changed = changed_settings(self.config, new)
+        later = [s for s in changed if not _is_live(s, self.live)]
+        for hook in self.hooks:
+            try:
+                hook(new)
+            except Exception:
+                log.failure("SIGHUP: a reload hook failed: {hook!r}", hook=hook)
+        self.config = new
+        log.info(
+            "SIGHUP: configuration reloaded from {path}; changed: {changed}",
+            path=self.path,
+            changed=", ".join(changed) or "nothing",
+        )
+        if later:
+            log.warn(
+                "SIGHUP: these settings take effect at the next restart: {settings}",
+                settings=", ".join(later),
+            )
+        self._ready("configuration reloaded")
+        return True
+
+    def _ready(self, status: str) -> None:
+        if self.notify is not None:
+            self.notify(f"READY=1\nSTATUS={status}")

@@ -1,0 +1,231 @@
+"""
+Composition: :func:`build_service` assembles the daemon's service tree from a :class:`Config`
+and a reactor. It is a plain function so that a test can build the whole daemon on a
+``MemoryReactorClock``; :mod:`clicktodial.tap` calls it with the real reactor.
+
+Start-up order: the store starts first (``[store] auto_upgrade`` migrates the schema, then
+``demo_users`` seeds alice and bob); only when it is usable do the SIP stack and the web
+interface start, so no phone ever reaches a registrar without its database. A store that
+cannot start (an out-of-date schema: "run clicktodial --config FILE db upgrade", an
+unreachable database) is logged as critical and stops the daemon with exit status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from clicktodial import __version__
+from clicktodial.calls.controller import build_call_service
+from clicktodial.cluster.service import build_cluster_service
+from clicktodial.config import Config, StoreConfig
+from clicktodial.interfaces import ICallController, IStoreBackend
+from clicktodial.operations import Operations, install_operations
+from clicktodial.sip.stack import SIPStack
+from clicktodial.store.plugins import StoreEnvironment, create_store, store_options
+from clicktodial.web.app import make_web_app
+from clicktodial.web.resource import make_root_resource
+
+__all__ = [
+    "CALLS_SERVICE_NAME",
+    "CLUSTER_SERVICE_NAME",
+    "SIP_SERVICE_NAME",
+    "WEB_SERVICE_NAME",
+    "DaemonService",
+    "build_service",
+    "store_for_daemon",
+]
+
+SIP_SERVICE_NAME = "sip"
+CALLS_SERVICE_NAME = "calls"
+CLUSTER_SERVICE_NAME = "cluster"
+WEB_SERVICE_NAME = "web"
+
+
+class DaemonService(MultiService):
+    """
+    The root of the daemon's services: starts the store, then its children; logs when the
+    daemon starts and when it has stopped.
+
+    :ivar store: the store every child uses.
+    :ivar demo_users: whether to create the demo users once the store is up.
+    :ivar started: fires once the children have started (or fails with why they could not).
+    """
+
+    log = Logger()
+
+    def __init__(self, store: IStoreBackend, reactor: IReactorCore, demo_users: bool = False):
+        super().__init__()
+        self.store = store
+        self.reactor = reactor
+        self.demo_users = demo_users
+        self.started: Deferred[None] = Deferred()
+        #: called with the new Config on SIGHUP (clicktodial.reload): components register
+        #: here to apply what they can change live
+        self.reload_hooks: list[Callable[[Config], object]] = []
+        #: the production pieces (clicktodial.operations): admission, graceful stop, metrics
+        self.operations: Operations | None = None
+        self._children_started = False
+        self._store_started = False
+
+    def startService(self) -> None:
+        self.log.info("clicktodial {version} starting", version=__version__)
+        # Running, but the children wait for the store (MultiService would start them now).
+        self.running = 1
+        Deferred.fromCoroutine(self._start()).addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        await self.store.start()
+        self._store_started = True
+        if self.demo_users:
+            from clicktodial.store.admin import seed_demo_users
+
+            created = await seed_demo_users(self.store)
+            if created:
+                self.log.info(
+                    "created demo users {users} (password = username)", users=", ".join(created)
+                )
+        if not self.running:
+            return
+        for service in self:
+            service.startService()
+        self._children_started = True
+        self.started.callback(None)
+
+    def _start_failed(self, failure: Failure) -> None:
+        self.log.critical(
+            "clicktodial cannot start: {error}", error=failure.getErrorMessage(), failure=failure
+        )
+        self.started.errback(failure)
+        # twistd exits 0 once the reactor stops; a daemon that could not start must not look
+        # like a clean stop to its supervisor. The log file is line-buffered.
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        self.reactor.stop()
+
+    def stopService(self) -> Deferred[object]:
+        if self._children_started:
+            stopped: Deferred[object] = super().stopService()
+        else:
+            self.running = 0
+            stopped = Deferred()
+            stopped.callback(None)
+
+        def stop_store(result: object) -> object:
+            if not self._store_started:
+                return result
+            self._store_started = False
+            return maybeDeferred(self.store.stop).addBoth(lambda _: result)
+
+        def log_stopped(result: object) -> object:
+            self.log.info("clicktodial stopped")
+            return result
+
+        return stopped.addBoth(stop_store).addCallback(log_stopped)
+
+
+def _exit_failed() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _sqlite_directory(url: object) -> Path | None:
+    """The directory of a file SQLite database URL (created for ``auto_upgrade``)."""
+    backend = getattr(url, "get_backend_name", lambda: "")()
+    database = getattr(url, "database", None)
+    if backend != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database).parent
+
+
+def store_for_daemon(config: Config, reactor: IReactorTime) -> IStoreBackend:
+    """
+    The (not yet started) store ``[store]`` asks for, through the backend plugins: the
+    ``sql`` backend gets ``auto_upgrade`` when the configuration sets it (and a SQLite
+    database's directory is created, so that the development configuration works from a
+    fresh checkout).
+
+    :raises clicktodial.store.errors.StoreConfigError: unknown backend or bad option.
+    """
+    section: StoreConfig = config.store
+    options = store_options(section)
+    if section.auto_upgrade:
+        options["auto_upgrade"] = "yes"
+        directory = _sqlite_directory(section.url)
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+    environment = StoreEnvironment(reactor=reactor, realm=config.sip.domain)
+    return create_store(section.backend, options, environment)
+
+
+def build_service(
+    config: Config, reactor: IReactorCore, *, store: IStoreBackend | None = None
+) -> DaemonService:
+    """
+    The daemon's service tree for ``config``, listening and scheduling with ``reactor``.
+
+    Nothing listens until the service is started. ``reactor`` must provide what the services
+    use: ``IReactorTCP``/``IReactorUNIX`` for the web endpoint, ``IReactorUDP`` and
+    ``IReactorTime`` for SIP.
+
+    :param store: the store to use instead of the one ``[store]`` names (tests).
+    :raises clicktodial.store.errors.StoreConfigError: ``[store]`` names an unknown backend
+        or gives it a bad option.
+    """
+    clock = IReactorTime(reactor)
+    if store is None:
+        store = store_for_daemon(config, clock)
+    root = DaemonService(store, reactor, demo_users=config.store.demo_users)
+
+    # --- SIP -------------------------------------------------------------------------------
+    # Transports, transaction layer, UA core, registrar (clicktodial.sip.stack); the
+    # click-to-dial controller plugs into sip.user_agent / set_incoming_call_handler.
+    sip = SIPStack(clock, config.sip, config.registrar, store, store)
+    sip.setName(SIP_SERVICE_NAME)
+    sip.setServiceParent(root)
+
+    # --- calls -----------------------------------------------------------------------------
+    # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
+    # before the SIP stack, so the BYEs of a shutdown still go out.
+    calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store)
+    # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
+    # controller every node's web shows every call through; added before the call service
+    # so that it stops after it (the calls hung up at shutdown are still announced).
+    controller: ICallController = calls.controller
+    cluster = build_cluster_service(config, clock, store, calls.controller)
+    if cluster is not None:
+        cluster.setName(CLUSTER_SERVICE_NAME)
+        cluster.setServiceParent(root)
+        controller = cluster.calls
+    calls.setName(CALLS_SERVICE_NAME)
+    calls.setServiceParent(root)
+
+    # --- web -------------------------------------------------------------------------------
+    # strports.service makes a failure to listen raise from startService, so twistd stops
+    # instead of running without its web interface.
+    web_root = make_root_resource(make_web_app(config, clock, store, controller))
+    # Admission control, graceful stop, /metrics and /readyz (clicktodial.operations).
+    root.operations = install_operations(
+        config,
+        clock,
+        sip,
+        store,
+        web_root,
+        reload_hooks=root.reload_hooks,
+        call_controller=calls.controller,
+    )
+    web = strports.service(config.web.listen, Site(web_root), reactor=reactor)
+    web.setName(WEB_SERVICE_NAME)
+    web.setServiceParent(root)
+
+    return root

@@ -1,0 +1,84 @@
+"""
+Where SIP messages go and come from: plain values shared by the transport,
+transaction and dialog layers.
+
+Pure: no Twisted imports. Transport names are the Via tokens, upper case
+(``"UDP"``, ``"TCP"``, ``"TLS"``; RFC 3261 §20.42).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["DEFAULT_PORTS", "Destination", "Source", "default_port", "format_host_port"]
+
+#: RFC 3261 §19.1.2 / §18.2.2: the port used when none is given.
+DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
+
+
+def default_port(transport: str) -> int:
+    """The port for ``transport`` when a Via or URI names none (5060; 5061 for TLS)."""
+    return DEFAULT_PORTS.get(transport.upper(), 5060)
+
+
+def format_host_port(host: str, port: int | None) -> str:
+    """``host:port`` as written in SIP, an IPv6 address in brackets (RFC 5118)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+def _upper(text: str) -> str:
+    return text.upper()
+
+
+@attrs.frozen
+class Destination:
+    """
+    Where to send a message: a transport, a host (an IP address, or a host
+    name the transport resolves) and a port.
+
+    :ivar connection: for a connection-oriented transport, the key of an
+        open connection to prefer (a :class:`Source`'s ``connection``);
+        ``None`` to use any connection to ``host``/``port`` or open one.
+    """
+
+    transport: str = attrs.field(converter=_upper)
+    host: str
+    port: int
+    connection: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.transport} {format_host_port(self.host, self.port)}"
+
+
+@attrs.frozen
+class Source:
+    """
+    Where a received message came from and which of our sockets it arrived on.
+
+    :ivar transport: ``"UDP"`` or ``"TCP"``.
+    :ivar remote_host: the peer's IP address (IPv4-mapped IPv6 addresses are
+        given as IPv4).
+    :ivar connection: for TCP, the key of the connection it arrived on, so
+        that responses can go back over it (RFC 3261 §18.2.2); ``None`` for UDP.
+    """
+
+    transport: str = attrs.field(converter=_upper)
+    remote_host: str
+    remote_port: int
+    local_host: str
+    local_port: int
+    connection: int | None = None
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the peer, for logs."""
+        return format_host_port(self.remote_host, self.remote_port)
+
+    def reply_destination(self) -> Destination:
+        """The peer as a :class:`Destination` on the same transport (and connection)."""
+        return Destination(self.transport, self.remote_host, self.remote_port, self.connection)
+
+    def __str__(self) -> str:
+        return f"{self.transport} {self.peer}"

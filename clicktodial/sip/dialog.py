@@ -1,0 +1,461 @@
+"""
+SIP dialogs (RFC 3261 §12): the peer-to-peer state two user agents share
+from the first dialog-creating response until a BYE.
+
+A L{Dialog} holds the dialog state of §12.1 — ID, sequence numbers, local
+and remote URIs, remote target, route set, secure flag — and builds the
+requests sent inside it (§12.2.1.1) and the destination they go to.  It
+never sends anything and never looks at the clock: the user-agent core
+(L{clicktodial.sip.useragent}) drives it.
+
+No Twisted imports here.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from clicktodial.sip.address import Destination
+from clicktodial.sip.headers import CSeq, NameAddr
+from clicktodial.sip.message import Request, Response
+from clicktodial.sip.sdp import OfferAnswer
+from clicktodial.sip.uri import URI
+
+__all__ = [
+    "TARGET_REFRESH_METHODS",
+    "Dialog",
+    "DialogError",
+    "DialogID",
+    "DialogState",
+    "OutOfOrderRequest",
+    "destination_for_uri",
+    "request_dialog_id",
+    "response_dialog_id",
+]
+
+#: Methods whose request and 2xx replace the remote target (RFC 3261 §12.2;
+#: UPDATE by RFC 3311 §5.1, SUBSCRIBE/NOTIFY by RFC 6665 §4.1.2.1, REFER by
+#: RFC 3515).
+TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
+
+#: Header fields of a request that a strict router must not see in the
+#: Request-URI (RFC 3261 §12.2.1.1: "parameters not allowed in a
+#: Request-URI" are stripped from the first Route's URI).
+_REQUEST_URI_FORBIDDEN_PARAMS = ("method", "ttl")
+
+_DEFAULT_MAX_FORWARDS = "70"
+
+
+class DialogState(enum.StrEnum):
+    """Dialog states as RFC 3261 §12 names them."""
+
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class DialogError(Exception):
+    """A message cannot create or update a dialog (missing tags, Contact...)."""
+
+
+class OutOfOrderRequest(DialogError):
+    """
+    An in-dialog request has a CSeq lower than the remote sequence number:
+    RFC 3261 §12.2.2 says to reject it with a 500.
+    """
+
+
+@attrs.frozen
+class DialogID:
+    """
+    The dialog ID (RFC 3261 §12): Call-ID, local tag and remote tag, as seen
+    by this user agent.  ``remote_tag`` is None only for an RFC 2543 peer
+    that sent no From tag.
+    """
+
+    call_id: str
+    local_tag: str
+    remote_tag: str | None
+
+
+def request_dialog_id(request: Request) -> DialogID | None:
+    """
+    The ID of the dialog a received request belongs to, from the UAS's
+    point of view (local tag in To, remote tag in From), or None if the
+    request has no To tag (it is not inside a dialog).
+    """
+    local_tag = request.to.tag
+    if local_tag is None:
+        return None
+    return DialogID(request.call_id, local_tag, request.from_.tag)
+
+
+def response_dialog_id(response: Response) -> DialogID | None:
+    """
+    The ID of the dialog a received response belongs to, from the UAC's
+    point of view (local tag in From, remote tag in To), or None if the
+    response has no From tag (we always send one) or no To tag.
+    """
+    local_tag = response.from_.tag
+    remote_tag = response.to.tag
+    if local_tag is None or remote_tag is None:
+        return None
+    return DialogID(response.call_id, local_tag, remote_tag)
+
+
+def destination_for_uri(uri: URI) -> Destination:
+    """
+    Where to send a request whose next hop is ``uri`` (RFC 3263 §4 without
+    DNS: ``maddr`` or host, the port or the transport's default, the
+    ``transport`` parameter or UDP — TLS for a SIPS URI).  Host names are
+    left for the transport to resolve.
+    """
+    secure = uri.scheme == "sips"
+    transport_param = uri.param("transport")
+    if transport_param:
+        transport = transport_param.upper()
+    else:
+        transport = "TLS" if secure else "UDP"
+    if secure and transport == "TCP":
+        transport = "TLS"
+    host = uri.param("maddr") or uri.host
+    default_port = 5061 if transport in ("TLS", "WSS") else 5060
+    return Destination(transport, host, uri.port or default_port)
+
+
+def _party(name_addr: NameAddr, tag: str | None) -> NameAddr:
+    """A From/To value holding only what a dialog keeps: URI, display name, tag."""
+    params: dict[str, str | None] = {} if tag is None else {"tag": tag}
+    return NameAddr(name_addr.uri, name_addr.display_name, params)
+
+
+def _first_contact(message: Request | Response) -> URI | None:
+    contacts = message.contacts
+    return contacts[0].uri if contacts else None
+
+
+def _arrived_secure(request: Request) -> bool:
+    # RFC 3261 §12.1.1/§12.1.2: secure if the request was sent over TLS
+    # with a SIPS Request-URI.
+    return request.uri.scheme == "sips" and request.top_via.transport.upper() == "TLS"
+
+
+class Dialog:
+    """
+    One dialog's state (RFC 3261 §12.1) and its request builder (§12.2.1.1).
+
+    @ivar state: a L{DialogState}.
+    @ivar call_id: the Call-ID.
+    @ivar local_party: our From (UAC) / To (UAS) value: URI, display name,
+        local tag.
+    @ivar remote_party: the peer's value with the remote tag.
+    @ivar local_seq: the last CSeq number we used (None until we send).
+    @ivar remote_seq: the highest CSeq number received (None until we
+        receive a request).
+    @ivar remote_target: where requests go (the peer's Contact).
+    @ivar route_set: the Route values for our requests, in the order they
+        are sent.
+    @ivar secure: whether the dialog was set up over TLS with SIPS.
+    @ivar local_contact: the Contact URI we put in target-refresh messages.
+    @ivar is_uac: whether we sent the dialog-creating request.
+    @ivar offer_answer: the dialog's SDP offer/answer state.
+    """
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        local_party: NameAddr,
+        remote_party: NameAddr,
+        remote_target: URI,
+        route_set: Sequence[NameAddr],
+        local_contact: URI,
+        local_seq: int | None,
+        remote_seq: int | None,
+        secure: bool = False,
+        is_uac: bool,
+        state: DialogState = DialogState.EARLY,
+        offer_answer: OfferAnswer | None = None,
+    ) -> None:
+        if local_party.tag is None:
+            raise DialogError("a dialog needs a local tag")
+        self.call_id = call_id
+        self.local_party = local_party
+        self.remote_party = remote_party
+        self.remote_target = remote_target
+        self.route_set = list(route_set)
+        self.local_contact = local_contact
+        self.local_seq = local_seq
+        self.remote_seq = remote_seq
+        self.secure = secure
+        self.is_uac = is_uac
+        self.state = state
+        self.offer_answer = offer_answer if offer_answer is not None else OfferAnswer()
+        #: Where requests go regardless of route set and remote target, when
+        #: the application knows better (a phone behind NAT: the address its
+        #: REGISTER came from); None for RFC 3261 §12.2.1.1 as usual.
+        self.flow: Destination | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Dialog {self.state.value} {'UAC' if self.is_uac else 'UAS'} "
+            f"call_id={self.call_id!r} local={self.local_tag!r} remote={self.remote_tag!r}>"
+        )
+
+    # -- creation ------------------------------------------------------------
+
+    @classmethod
+    def from_uac(cls, request: Request, response: Response, local_contact: URI) -> Dialog:
+        """
+        The dialog a UAC creates from a 101-199 or 2xx response with a To
+        tag to its ``request`` (RFC 3261 §12.1.2).
+
+        @raise DialogError: if the response cannot create a dialog.
+        """
+        if not 101 <= response.status <= 299:
+            raise DialogError(f"a {response.status} response does not create a dialog")
+        remote_tag = response.to.tag
+        if remote_tag is None:
+            raise DialogError("a dialog-creating response needs a To tag")
+        # A 1xx may lack a Contact (RFC 3261 §12.1.2: then the remote target
+        # is filled in by a later response); keep the Request-URI meanwhile.
+        target = _first_contact(response) or request.uri
+        return cls(
+            call_id=request.call_id,
+            local_party=_party(request.from_, request.from_.tag),
+            remote_party=_party(request.to, remote_tag),
+            remote_target=target,
+            # §12.1.2: the route set is the Record-Route list in reverse.
+            route_set=list(reversed(response.record_routes)),
+            local_contact=local_contact,
+            local_seq=request.cseq.seq,
+            remote_seq=None,
+            secure=_arrived_secure(request),
+            is_uac=True,
+            state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
+        )
+
+    @classmethod
+    def from_uas(
+        cls,
+        request: Request,
+        local_tag: str,
+        local_contact: URI,
+        state: DialogState = DialogState.EARLY,
+    ) -> Dialog:
+        """
+        The dialog a UAS creates when it answers ``request`` with a 101-299
+        carrying ``local_tag`` in To (RFC 3261 §12.1.1).
+
+        @raise DialogError: if the request has no Contact.
+        """
+        target = _first_contact(request)
+        if target is None:
+            raise DialogError("a dialog-creating request needs a Contact")
+        return cls(
+            call_id=request.call_id,
+            local_party=_party(request.to, local_tag),
+            remote_party=_party(request.from_, request.from_.tag),
+            remote_target=target,
+            # §12.1.1: the route set is the Record-Route list in order.
+            route_set=request.record_routes,
+            local_contact=local_contact,
+            local_seq=None,
+            remote_seq=request.cseq.seq,
+            secure=_arrived_secure(request),
+            is_uac=False,
+            state=state,
+        )
+
+    # -- identity ------------------------------------------------------------
+
+    @property
+    def local_tag(self) -> str:
+        """Our tag."""
+        tag = self.local_party.tag
+        assert tag is not None  # checked in __init__
+        return tag
+
+    @property
+    def remote_tag(self) -> str | None:
+        """The peer's tag."""
+        return self.remote_party.tag
+
+    @property
+    def id(self) -> DialogID:
+        """The dialog ID (RFC 3261 §12)."""
+        return DialogID(self.call_id, self.local_tag, self.remote_tag)
+
+    @property
+    def local_uri(self) -> URI:
+        """The local URI (§12.1: From of our requests)."""
+        return self.local_party.uri
+
+    @property
+    def remote_uri(self) -> URI:
+        """The remote URI (§12.1: To of our requests)."""
+        return self.remote_party.uri
+
+    # -- state changes -------------------------------------------------------
+
+    def confirm(self, response: Response) -> None:
+        """
+        A 2xx to the dialog-creating INVITE arrived for an early dialog
+        (RFC 3261 §13.2.2.4): confirm it and recompute the route set
+        (§12.2.1.2) and remote target from the 2xx.
+        """
+        if self.state is DialogState.EARLY:
+            self.state = DialogState.CONFIRMED
+            if self.is_uac:
+                self.route_set = list(reversed(response.record_routes))
+        self._refresh_target(response)
+
+    def terminate(self) -> None:
+        """The dialog is over (BYE, failure of the INVITE, timeout)."""
+        self.state = DialogState.TERMINATED
+
+    def _refresh_target(self, message: Request | Response) -> None:
+        contact = _first_contact(message)
+        if contact is not None:
+            self.remote_target = contact
+
+    def receive_request(self, request: Request) -> None:
+        """
+        Update the dialog for a request received inside it (RFC 3261
+        §12.2.2): check and record the CSeq, refresh the remote target.
+        ACK and CANCEL carry an earlier request's number and change nothing.
+
+        @raise OutOfOrderRequest: when the CSeq is lower than the remote
+            sequence number (answer 500).
+        """
+        if request.method in ("ACK", "CANCEL"):
+            return
+        seq = request.cseq.seq
+        if self.remote_seq is not None and seq < self.remote_seq:
+            raise OutOfOrderRequest(f"CSeq {seq} is lower than {self.remote_seq}")
+        self.remote_seq = seq
+        if request.method in TARGET_REFRESH_METHODS:
+            self._refresh_target(request)
+
+    def receive_response(self, method: str, response: Response) -> None:
+        """
+        Update the dialog for a response to a request we sent inside it
+        (RFC 3261 §12.2.1.2): a 2xx to a target-refresh request replaces
+        the remote target.
+        """
+        if 200 <= response.status < 300 and method in TARGET_REFRESH_METHODS:
+            if method == "INVITE" and self.state is DialogState.EARLY:
+                self.confirm(response)
+            else:
+                self._refresh_target(response)
+
+    # -- requests ------------------------------------------------------------
+
+    def next_local_seq(self) -> int:
+        """Increment and return the local sequence number (RFC 3261 §12.2.1.1)."""
+        if self.local_seq is None:
+            # §12.2.1.1: a UAS that has not sent yet picks an initial value;
+            # any value below 2**31 works, a random one avoids collisions
+            # after a restart.
+            self.local_seq = secrets.randbelow(2**16) + 1
+        else:
+            self.local_seq += 1
+        return self.local_seq
+
+    def _request_uri_and_routes(self) -> tuple[URI, list[str]]:
+        """Request-URI and Route values per RFC 3261 §12.2.1.1."""
+        if not self.route_set:
+            return self.remote_target, []
+        first = self.route_set[0].uri
+        if first.has_param("lr"):
+            # Loose routing: Request-URI is the remote target, Route is the
+            # route set as is.
+            return self.remote_target, [str(route) for route in self.route_set]
+        # Strict routing: the first route becomes the Request-URI (without
+        # parameters not allowed there), the remote target goes last.
+        uri = first.without_params(*_REQUEST_URI_FORBIDDEN_PARAMS).without_headers()
+        routes = [str(route) for route in self.route_set[1:]]
+        routes.append(f"<{self.remote_target}>")
+        return uri, routes
+
+    def _build(
+        self,
+        method: str,
+        seq: int,
+        body: bytes,
+        content_type: str | None,
+        extra_headers: Iterable[tuple[str, str]],
+    ) -> Request:
+        uri, routes = self._request_uri_and_routes()
+        headers: list[tuple[str, str]] = [("Max-Forwards", _DEFAULT_MAX_FORWARDS)]
+        headers.extend(("Route", route) for route in routes)
+        headers += [
+            ("From", str(self.local_party)),
+            ("To", str(self.remote_party)),
+            ("Call-ID", self.call_id),
+            ("CSeq", str(CSeq(seq, method))),
+        ]
+        if method in TARGET_REFRESH_METHODS:
+            headers.append(("Contact", f"<{self.local_contact}>"))
+        headers.extend(extra_headers)
+        if body:
+            headers.append(("Content-Type", content_type or "application/sdp"))
+        return Request(method, uri, headers, body)
+
+    def create_request(
+        self,
+        method: str,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Request:
+        """
+        A new request inside this dialog (RFC 3261 §12.2.1.1) with the next
+        local CSeq: BYE, re-INVITE, INFO, UPDATE, ...  The Via is left to
+        the transaction layer.  Target-refresh requests carry our Contact.
+
+        @raise ValueError: for ACK and CANCEL, which reuse an earlier
+            request's CSeq (use L{create_ack}; CANCEL comes from the client
+            transaction).
+        """
+        if method in ("ACK", "CANCEL"):
+            raise ValueError(f"{method} is not built with create_request")
+        if self.state is DialogState.TERMINATED and method != "BYE":
+            # The BYE is what ends a dialog: it is built once we consider
+            # the dialog over.
+            raise DialogError("the dialog is terminated")
+        return self._build(method, self.next_local_seq(), body, content_type, headers)
+
+    def create_ack(
+        self,
+        invite: Request,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Request:
+        """
+        The ACK for a 2xx to ``invite`` (RFC 3261 §13.2.2.4): built like any
+        in-dialog request, with the INVITE's CSeq number and its
+        authorization header fields.
+        """
+        auth = [
+            (name, value)
+            for name, value in invite.headers
+            if name.lower() in ("authorization", "proxy-authorization")
+        ]
+        return self._build("ACK", invite.cseq.seq, body, content_type, auth)
+
+    def destination(self) -> Destination:
+        """
+        Where requests inside this dialog go: the first route's URI if there
+        is a route set, otherwise the remote target (RFC 3261 §12.2.1.1
+        with §8.1.2).
+        """
+        if self.flow is not None:
+            return self.flow
+        if self.route_set:
+            return destination_for_uri(self.route_set[0].uri)
+        return destination_for_uri(self.remote_target)

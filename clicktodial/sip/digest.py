@@ -1,0 +1,519 @@
+"""
+SIP Digest authentication, server side (RFC 3261 §22, RFC 7616, RFC 8760).
+
+Pure protocol logic on the standard library (C{hashlib}, C{hmac}); nothing
+here touches the network or a store, and time comes from an injected
+C{IReactorTime}, so a L{DigestAuthenticator} can be tested with a
+C{task.Clock}.
+
+What we support, and why:
+  - algorithms C{SHA-256} and C{MD5} (RFC 8760 §2.1 requires SIP servers to
+    offer SHA-256 and keep MD5 for old phones), each with C{qop="auth"}.
+    A challenge is one C{WWW-Authenticate} field per algorithm, the
+    preferred (SHA-256) first (RFC 8760 §2.4, RFC 7616 §3.7).
+  - C{-sess} algorithms, C{auth-int}, C{userhash} and C{username*} are not
+    supported: a response that uses them is "no usable credentials" and
+    gets a fresh challenge, like any scheme we do not know (RFC 4475 §3.3.7).
+  - a response without C{qop} (RFC 2069 style) is refused: without C{nc}
+    and C{cnonce} a stateless nonce could be replayed for its whole life.
+
+Nonces are stateless (RFC 7616 §5.4 leaves their form to the server)::
+
+    nonce = base64url(timestamp_ms(8) || random(12) || HMAC-SHA256(secret,
+                      timestamp_ms || random || realm)[:16])
+
+so any daemon that shares the secret (a scale-out cluster behind one
+domain) can check a nonce another one issued, without shared state. A nonce
+older than its lifetime is "stale": the client gets C{stale=true} and
+retries without asking its user, but ONLY when its response was otherwise
+correct (RFC 7616 §3.3: a wrong password must never look like a stale nonce).
+
+Replay protection: C{nc} must strictly increase for each nonce (RFC 7616
+§3.4). The counts live in a bounded in-memory L{NonceCountTracker} on each
+node; across nodes replay protection is per node (a response replayed to
+another node of the cluster within the nonce lifetime is accepted there
+once). Nonce lifetimes are short (300 s by default) to bound that window.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
+
+__all__ = [
+    "ALGORITHMS",
+    "DigestAuthenticator",
+    "DigestCredentials",
+    "DigestError",
+    "NonceCountTracker",
+    "Verdict",
+    "compute_ha1",
+    "compute_response",
+    "format_challenge",
+    "parse_auth_params",
+    "parse_authorization",
+    "select_credentials",
+]
+
+
+def _md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+#: The algorithms we offer, in order of preference (RFC 8760 §2.4: the
+#: strongest first), with their hash functions.
+ALGORITHMS: dict[str, Callable[[bytes], str]] = {
+    "SHA-256": _sha256_hex,
+    "MD5": _md5_hex,
+}
+
+# Sizes of the nonce parts (bytes).
+_TS_LEN = 8
+_RANDOM_LEN = 12
+_MAC_LEN = 16
+_NONCE_LEN = _TS_LEN + _RANDOM_LEN + _MAC_LEN
+_NONCE_TEXT_LEN = (_NONCE_LEN + 2) // 3 * 4
+
+# RFC 7616 §3.4: nc is exactly 8 hex digits.
+_NC_LEN = 8
+
+
+class DigestError(ValueError):
+    """An C{Authorization} field value is not a usable Digest response."""
+
+
+def _canonical_algorithm(name: str | None) -> str | None:
+    # RFC 7616 §3.3: algorithm is case-insensitive; absent means MD5.
+    if name is None:
+        return "MD5"
+    upper = name.upper()
+    return upper if upper in ALGORITHMS else None
+
+
+def compute_ha1(username: str, realm: str, password: str,
+                algorithm: str = "MD5") -> str:
+    """
+    C{HA1 = H(username ":" realm ":" password)} in lower-case hex
+    (RFC 7616 §3.4.2), the value a user store keeps instead of the password.
+
+    @raise ValueError: for an algorithm other than C{MD5} or C{SHA-256}.
+    """
+    canonical = _canonical_algorithm(algorithm)
+    if canonical is None:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    return ALGORITHMS[canonical](f"{username}:{realm}:{password}".encode())
+
+
+def compute_response(ha1: str, nonce: str, nc: str, cnonce: str, qop: str,
+                     method: str, uri: str, algorithm: str = "MD5") -> str:
+    """
+    The expected C{response} for C{qop="auth"} (RFC 7616 §3.4.1)::
+
+        KD(HA1, nonce ":" nc ":" cnonce ":" qop ":" H(method ":" uri))
+
+    @raise ValueError: for an unsupported algorithm.
+    """
+    canonical = _canonical_algorithm(algorithm)
+    if canonical is None:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    h = ALGORITHMS[canonical]
+    ha2 = h(f"{method}:{uri}".encode())
+    return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode())
+
+
+# -- parsing ------------------------------------------------------------------
+
+_TOKEN_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    "-.!%*_+`'~"
+)
+_LWS = " \t\r\n"
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_SEPARATORS_RE = re.compile(r"[ \t\r\n,]*")
+# name = ( token / quoted-string ), then LWS up to a comma or the end
+# (RFC 3261 §25.1 auth-param, quoted-pair = "\\" any character).
+_AUTH_PARAM_RE = re.compile(
+    r"(" + _TOKEN + r")[ \t\r\n]*=[ \t\r\n]*"
+    r'(?:"((?:[^"\\]|\\.)*)"|(' + _TOKEN + r"))[ \t\r\n]*(?=,|\Z)",
+    re.DOTALL,
+)
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+
+
+def parse_auth_params(text: str) -> dict[str, str]:
+    """
+    Parse a comma-separated list of C{name=token} or C{name="quoted"} auth
+    params (RFC 3261 §25.1 / RFC 7235 §2.1) into a dict with lower-case
+    names. Quoted strings may contain C{\\"} and C{\\\\} escapes
+    (quoted-pair).
+
+    @raise DigestError: on a syntax error or a repeated parameter
+        (RFC 7616 §3.4: "MUST NOT be repeated").
+    """
+    params: dict[str, str] = {}
+    pos, n = 0, len(text)
+    separators, param = _SEPARATORS_RE.match, _AUTH_PARAM_RE.match
+    while True:
+        pos = separators(text, pos).end()  # type: ignore[union-attr]
+        if pos >= n:
+            return params
+        m = param(text, pos)
+        if m is None:
+            raise DigestError(f"malformed auth-param at {text[pos:pos + 20]!r}")
+        name, quoted, token = m.groups()
+        name = name.lower()
+        if quoted is None:
+            value = token
+        elif "\\" in quoted:
+            value = _QUOTED_PAIR_RE.sub(r"\1", quoted)
+        else:
+            value = quoted
+        if name in params:
+            raise DigestError(f"parameter {name!r} is repeated")
+        params[name] = value
+        pos = m.end()
+
+
+@frozen
+class DigestCredentials:
+    """
+    A parsed C{Authorization}/C{Proxy-Authorization} Digest response.
+
+    @ivar algorithm: canonical name (C{"MD5"} or C{"SHA-256"}).
+    @ivar qop: always C{"auth"} (anything else is refused at parse time).
+    @ivar nc: the nonce count as sent: 8 hex digits.
+    """
+
+    username: str
+    realm: str
+    nonce: str
+    uri: str
+    response: str
+    algorithm: str
+    cnonce: str
+    nc: str
+    qop: str = "auth"
+    opaque: str | None = None
+
+    @property
+    def nc_value(self) -> int:
+        """The nonce count as an integer."""
+        return int(self.nc, 16)
+
+
+_REQUIRED = ("username", "realm", "nonce", "uri", "response", "cnonce", "nc",
+             "qop")
+
+
+def parse_authorization(value: str) -> DigestCredentials:
+    """
+    Parse one C{Authorization} or C{Proxy-Authorization} field value.
+
+    Unknown parameters are ignored (RFC 7616 §3.4: "Any unrecognized
+    directive MUST be ignored").
+
+    @raise DigestError: for another scheme, a syntax error, a missing
+        parameter, or a feature we do not support (see the module
+        docstring); the caller answers with a fresh challenge.
+    """
+    stripped = value.lstrip(_LWS)
+    end = 0
+    while end < len(stripped) and stripped[end] in _TOKEN_CHARS:
+        end += 1
+    scheme = stripped[:end]
+    if scheme.lower() != "digest":
+        raise DigestError(f"unsupported authentication scheme {scheme!r}")
+    if end < len(stripped) and stripped[end] not in _LWS:
+        raise DigestError("malformed Digest credentials")
+    params = parse_auth_params(stripped[end:])
+    if "username*" in params or params.get("userhash", "false").lower() != "false":
+        raise DigestError("username* and userhash are not supported")
+    missing = [name for name in _REQUIRED if name not in params]
+    if missing:
+        raise DigestError("missing Digest parameter(s): " + ", ".join(missing))
+    algorithm = _canonical_algorithm(params.get("algorithm"))
+    if algorithm is None:
+        raise DigestError(f"unsupported algorithm {params['algorithm']!r}")
+    qop = params["qop"].lower()
+    if qop != "auth":
+        raise DigestError(f"unsupported qop {params['qop']!r}")
+    nc = params["nc"]
+    if len(nc) != _NC_LEN or not _is_hex(nc):
+        raise DigestError(f"malformed nonce count {nc!r}")
+    response = params["response"].lower()
+    expected_len = 64 if algorithm == "SHA-256" else 32
+    if len(response) != expected_len or not _is_hex(response):
+        raise DigestError("malformed response digest")
+    return DigestCredentials(
+        username=params["username"], realm=params["realm"],
+        nonce=params["nonce"], uri=params["uri"], response=response,
+        algorithm=algorithm, cnonce=params["cnonce"], nc=nc.lower(), qop=qop,
+        opaque=params.get("opaque"),
+    )
+
+
+def _is_hex(text: str) -> bool:
+    return _HEX_RE.fullmatch(text) is not None
+
+
+def select_credentials(values: Iterable[str], realm: str
+                       ) -> DigestCredentials | None:
+    """
+    The first usable Digest response for C{realm} among several
+    C{Authorization} field values (RFC 3261 §22.4: a UA may send one per
+    realm), or L{None} if there is none.
+    """
+    for value in values:
+        try:
+            credentials = parse_authorization(value)
+        except DigestError:
+            continue
+        if credentials.realm == realm:
+            return credentials
+    return None
+
+
+# -- challenges ---------------------------------------------------------------
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_challenge(realm: str, nonce: str, algorithm: str,
+                     stale: bool = False, opaque: str | None = None) -> str:
+    """
+    One C{WWW-Authenticate} (or C{Proxy-Authenticate}) field value
+    (RFC 7616 §3.3) offering C{qop="auth"}.
+    """
+    parts = [f"Digest realm={_quote(realm)}", f"nonce={_quote(nonce)}"]
+    if opaque is not None:
+        parts.append(f"opaque={_quote(opaque)}")
+    parts.append(f"algorithm={algorithm}")
+    parts.append('qop="auth"')
+    if stale:
+        parts.append("stale=true")
+    return ", ".join(parts)
+
+
+# -- verification -------------------------------------------------------------
+
+
+class Verdict(enum.Enum):
+    """
+    The outcome of checking a Digest response.
+
+    @cvar OK: authenticated.
+    @cvar STALE: the response was right, but its nonce has expired or its
+        nonce count was reused: challenge again with C{stale=true}.
+    @cvar INVALID: wrong password, unknown user, forged nonce, wrong realm
+        or digest-uri: an authentication failure.
+    """
+
+    OK = "ok"
+    STALE = "stale"
+    INVALID = "invalid"
+
+
+class NonceCountTracker:
+    """
+    The highest C{nc} seen for each nonce (RFC 7616 §3.4), with bounded
+    memory.
+
+    Entries leave when their nonce expires. When more than C{max_entries}
+    nonces are in use, the least recently used are evicted, and the tracker
+    remembers the newest issue time it evicted: an untracked nonce issued at
+    or before that time can no longer be proven fresh, so it is answered as
+    stale (the client retries with a new nonce) rather than accepted.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be positive")
+        self._max_entries = max_entries
+        # nonce -> (issued_at, expires_at, last nc)
+        self._entries: OrderedDict[str, tuple[float, float, int]] = OrderedDict()
+        self._evicted_issued_before = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def accept(self, nonce: str, issued_at: float, expires_at: float,
+               nc: int, now: float) -> bool:
+        """
+        Record C{nc} for C{nonce}; tell whether it is strictly higher than
+        every count seen before for that nonce.
+        """
+        entry = self._entries.get(nonce)
+        if entry is None:
+            if issued_at <= self._evicted_issued_before:
+                return False
+            self._expire(now)
+            while len(self._entries) >= self._max_entries:
+                _, (evicted_at, _, _) = self._entries.popitem(last=False)
+                self._evicted_issued_before = max(self._evicted_issued_before,
+                                                  evicted_at)
+            self._entries[nonce] = (issued_at, expires_at, nc)
+            return True
+        if nc <= entry[2]:
+            return False
+        self._entries[nonce] = (entry[0], entry[1], nc)
+        self._entries.move_to_end(nonce)
+        return True
+
+    def _expire(self, now: float) -> None:
+        # Entries are roughly in first-use order; drop expired ones from the
+        # old end, stopping at the first live one (cheap amortised cleanup).
+        entries = self._entries
+        while entries:
+            nonce, (_, expires_at, _) = next(iter(entries.items()))
+            if expires_at > now:
+                break
+            del entries[nonce]
+
+
+class DigestAuthenticator:
+    """
+    Issues challenges and checks Digest responses for one realm.
+
+    @param clock: the time source (C{clock.seconds()}).
+    @param realm: the protection realm (RFC 3261 §22.1: usually the domain).
+    @param secret: the nonce HMAC key; daemons sharing a domain share it
+        so that each accepts the others' nonces. At least 16 bytes.
+    @param nonce_lifetime: seconds a nonce stays fresh.
+    @param max_tracked_nonces: bound of the L{NonceCountTracker}.
+    @param algorithms: the algorithms offered, preferred first.
+    """
+
+    def __init__(self, clock: IReactorTime, realm: str, secret: bytes,
+                 nonce_lifetime: float = 300.0,
+                 max_tracked_nonces: int = 100_000,
+                 algorithms: Iterable[str] = ("SHA-256", "MD5")) -> None:
+        if len(secret) < 16:
+            raise ValueError("the nonce secret must be at least 16 bytes")
+        if nonce_lifetime <= 0:
+            raise ValueError("nonce_lifetime must be positive")
+        offered = []
+        for name in algorithms:
+            canonical = _canonical_algorithm(name)
+            if canonical is None:
+                raise ValueError(f"unsupported digest algorithm {name!r}")
+            offered.append(canonical)
+        if not offered:
+            raise ValueError("at least one digest algorithm must be offered")
+        self._clock = clock
+        self.realm = realm
+        self._secret = secret
+        self._realm_bytes = realm.encode()
+        self.nonce_lifetime = nonce_lifetime
+        self.algorithms: tuple[str, ...] = tuple(offered)
+        self._tracker = NonceCountTracker(max_tracked_nonces)
+
+    # nonces
+
+    def _mac(self, head: bytes) -> bytes:
+        # hmac.digest: OpenSSL's one-shot HMAC, without an HMAC object.
+        return hmac.digest(self._secret, head + self._realm_bytes,
+                           "sha256")[:_MAC_LEN]
+
+    def new_nonce(self) -> str:
+        """A fresh nonce stamped with the current time."""
+        millis = int(self._clock.seconds() * 1000)
+        head = max(0, millis).to_bytes(_TS_LEN, "big") + os.urandom(_RANDOM_LEN)
+        return base64.urlsafe_b64encode(head + self._mac(head)).decode("ascii")
+
+    def nonce_issued_at(self, nonce: str) -> float | None:
+        """
+        When C{nonce} was issued (clock seconds), or L{None} if it is not a
+        nonce of ours (bad form or bad MAC, checked in constant time).
+        """
+        if len(nonce) != _NONCE_TEXT_LEN:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            return None
+        if len(raw) != _NONCE_LEN:
+            return None
+        head, mac = raw[:_TS_LEN + _RANDOM_LEN], raw[_TS_LEN + _RANDOM_LEN:]
+        if not hmac.compare_digest(mac, self._mac(head)):
+            return None
+        return int.from_bytes(raw[:_TS_LEN], "big") / 1000.0
+
+    # challenges
+
+    def challenges(self, stale: bool = False) -> list[str]:
+        """
+        The C{WWW-Authenticate} values for a 401: one per offered
+        algorithm, all with the same fresh nonce, SHA-256 first.
+        """
+        nonce = self.new_nonce()
+        return [format_challenge(self.realm, nonce, algorithm, stale=stale)
+                for algorithm in self.algorithms]
+
+    # verification
+
+    def check_nonce(self, credentials: DigestCredentials) -> float | None:
+        """
+        Cheap first check, before any store lookup: the issue time of the
+        response's nonce if it is one of ours for our realm and an offered
+        algorithm, else L{None} (an authentication failure).
+        """
+        if credentials.realm != self.realm:
+            return None
+        if credentials.algorithm not in self.algorithms:
+            return None
+        return self.nonce_issued_at(credentials.nonce)
+
+    def verify(self, credentials: DigestCredentials, method: str,
+               ha1: str | None, issued_at: float) -> Verdict:
+        """
+        Check a response against the stored HA1 for its algorithm.
+
+        @param ha1: the user's HA1 for C{credentials.algorithm}; L{None} for
+            an unknown user (a dummy HA1 is hashed instead, so an unknown
+            user costs the same work and gets the same verdict as a wrong
+            password: no user enumeration).
+        @param issued_at: what L{check_nonce} returned.
+        """
+        expected = compute_response(
+            ha1 if ha1 is not None else _DUMMY_HA1[credentials.algorithm],
+            credentials.nonce, credentials.nc, credentials.cnonce,
+            credentials.qop, method, credentials.uri, credentials.algorithm)
+        matches = hmac.compare_digest(expected.encode(),
+                                      credentials.response.encode())
+        if not matches or ha1 is None:
+            return Verdict.INVALID
+        now = self._clock.seconds()
+        expires_at = issued_at + self.nonce_lifetime
+        if now >= expires_at:
+            # RFC 7616 §3.3: stale only because the digest was right.
+            return Verdict.STALE
+        if not self._tracker.accept(credentials.nonce, issued_at, expires_at,
+                                    credentials.nc_value, now):
+            return Verdict.STALE
+        return Verdict.OK
+
+    @property
+    def tracked_nonces(self) -> int:
+        """How many nonces the replay tracker holds now."""
+        return len(self._tracker)
+
+
+# Responses for unknown users are computed against these, so that the work
+# done does not depend on whether the user exists.
+_DUMMY_HA1 = {name: h(os.urandom(16)) for name, h in ALGORITHMS.items()}

@@ -1,0 +1,768 @@
+"""SIP messages (RFC 3261 §7): header multi-map, requests, responses, and helpers.
+
+Pure wire-format code: no Twisted imports.
+
+Header values are kept as the text that arrived (decoded UTF-8 with
+``surrogateescape``, so every byte survives a round trip; folded lines joined
+by dropping the CRLF, RFC 3261 §7.3.1). Structured values (Via, From, CSeq...)
+are parsed from that text on first access through the typed accessors and
+cached on the :class:`Headers` object; any mutation of the headers drops the
+cache. The parsed objects handed out are snapshots: to change a header, write
+its text back (``msg.headers.set("To", str(new_to))``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from clicktodial.sip.headers import (
+    CSeq,
+    HeaderParseError,
+    NameAddr,
+    Via,
+    parse_cseq,
+    parse_name_addr,
+    parse_name_addr_list,
+    parse_via,
+    split_commas,
+)
+from clicktodial.sip.uri import URI, parse_uri
+
+__all__ = [
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "HeaderParseError",
+    "make_response",
+    "new_branch",
+    "new_tag",
+    "new_call_id",
+    "reason_phrase",
+    "canonical_name",
+    "BRANCH_MAGIC",
+]
+
+#: RFC 3261 §8.1.1.7: branches of RFC 3261 elements start with this cookie.
+BRANCH_MAGIC = "z9hG4bK"
+
+# RFC 3261 §7.3.3 and the IANA registry: compact form -> full name.
+_COMPACT = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+_CANONICAL_NAMES = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "Identity",
+    "Identity-Info", "In-Reply-To", "Max-Forwards", "Min-Expires", "Min-SE", "MIME-Version",
+    "Organization", "P-Asserted-Identity", "P-Preferred-Identity", "Path", "Priority",
+    "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck", "Reason",
+    "Record-Route", "Refer-To", "Referred-By", "Reject-Contact", "Replaces", "Reply-To",
+    "Request-Disposition", "Require", "Retry-After", "Route", "RSeq", "Server",
+    "Service-Route", "Session-Expires", "SIP-ETag", "SIP-If-Match", "Subject",
+    "Subscription-State", "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via",
+    "Warning", "WWW-Authenticate",
+]
+_CANONICAL = {n.lower(): n for n in _CANONICAL_NAMES}
+
+# Header fields whose value is a comma-separated list (RFC 3261 §7.3.1): get_all()
+# splits these. Others (Date, WWW-Authenticate, unknown headers...) are never split.
+_LIST_HEADERS = frozenset(
+    [
+        "accept", "accept-contact", "accept-encoding", "accept-language", "alert-info", "allow",
+        "allow-events", "call-info", "contact", "content-encoding", "content-language",
+        "error-info", "in-reply-to", "p-asserted-identity", "p-preferred-identity", "path",
+        "proxy-require", "reason", "record-route", "reject-contact", "require", "route",
+        "service-route", "supported", "unsupported", "via", "warning",
+    ]
+)
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+
+# name as written -> (lookup key, name to write). Bounded: unknown names from
+# the network must not grow it without limit.
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+# name as written -> lookup key, for the parser's fast path (same bound).
+_KEY_OF: dict[str, str] = {}
+# The same for the names that serialize() writes unchanged: when every name is
+# found here, the parser may hand out the received octets as the serialized
+# message (same bound).
+_CANONICAL_KEY_OF: dict[str, str] = {}
+_NAME_CACHE_MAX = 4096
+
+
+def _name_info(name: str) -> tuple[str, str]:
+    info = _NAME_CACHE.get(name)
+    if info is not None:
+        return info
+    if not _TOKEN_RE.fullmatch(name):
+        raise HeaderParseError(f"bad header name {name!r}")
+    key = name.lower()
+    key = _COMPACT.get(key, key)
+    info = (key, _CANONICAL.get(key, name))
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[name] = info
+        _KEY_OF[name] = key
+        if info[1] == name:
+            _CANONICAL_KEY_OF[name] = key
+    return info
+
+
+for _n in _CANONICAL_NAMES:
+    _name_info(_n)
+    _name_info(_n.lower())
+for _n in _COMPACT:
+    _name_info(_n)
+    _name_info(_n.upper())
+
+
+def canonical_name(name: str) -> str:
+    """The spelling we write for header *name* (compact forms expanded)."""
+    return _name_info(name)[1]
+
+
+_T = TypeVar("_T")
+
+
+class Headers:
+    """An ordered multi-map of header fields.
+
+    Names match case-insensitively, compact forms included (``i`` is
+    ``Call-ID``); known names are written in their canonical spelling,
+    unknown ones as received. Values are ``str``; :meth:`get` and friends
+    return them without surrounding whitespace.
+
+    Internally three parallel lists: lookup keys (lower-cased full names),
+    names as received, and values as received (with the whitespace after the
+    colon), so that a parsed message serializes its fields unchanged.
+    """
+
+    __slots__ = ("_keys", "_names", "_values", "_cache", "_pristine")
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
+        self._keys: list[str] = []
+        self._names: list[str] = []
+        self._values: list[str] = []
+        self._cache: dict[str, Any] = {}
+        # True while the fields are exactly as the parser found them (see
+        # Message.serialize); every mutation sets it False for good.
+        self._pristine = False
+        for name, value in fields:
+            self.add(name, value)
+
+    @classmethod
+    def _from_lists(cls, keys: list[str], names: list[str], values: list[str]) -> Headers:
+        h = cls.__new__(cls)
+        h._keys = keys
+        h._names = names
+        h._values = values
+        h._cache = {}
+        h._pristine = False
+        return h
+
+    def get(self, name: str) -> str | None:
+        """The value of the first field called *name*, or ``None``."""
+        try:
+            i = self._keys.index(_name_info(name)[0])
+        except ValueError:
+            return None
+        return self._values[i].strip(" \t")
+
+    def _first(self, key: str) -> str | None:
+        try:
+            return self._values[self._keys.index(key)].strip(" \t")
+        except ValueError:
+            return None
+
+    def get_fields(self, name: str) -> list[str]:
+        """The value of every field called *name*, never split on commas."""
+        return self._all(_name_info(name)[0])
+
+    def _all(self, key: str) -> list[str]:
+        keys = self._keys
+        if key not in keys:
+            return []
+        return [v.strip(" \t") for k, v in zip(keys, self._values, strict=True) if k == key]
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of *name*, in order; list-valued headers split on commas.
+
+        Only headers whose grammar is a comma-separated list (Via, Contact,
+        Route, Allow, Supported...) are split, never inside quotes or ``<>``.
+        """
+        key = _name_info(name)[0]
+        values = self._all(key)
+        if key in _LIST_HEADERS:
+            return [item for v in values for item in split_commas(v)]
+        return values
+
+    def _insert(self, i: int, name: str, value: str) -> None:
+        key, cname = _name_info(name)
+        self._keys.insert(i, key)
+        self._names.insert(i, cname)
+        self._values.insert(i, " " + _check_value(value))
+        self._cache.clear()
+        self._pristine = False
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field."""
+        self._insert(len(self._keys), name, value)
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a field before the first field of that name (or at the top)."""
+        key = _name_info(name)[0]
+        keys = self._keys
+        self._insert(keys.index(key) if key in keys else 0, name, value)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of *name* by one, at the position of the first (or at the end)."""
+        key = _name_info(name)[0]
+        keys = self._keys
+        at = keys.index(key) if key in keys else len(keys)
+        self._delete(key)
+        self._insert(at, name, value)
+
+    def _delete(self, key: str) -> None:
+        keep = [i for i, k in enumerate(self._keys) if k != key]
+        if len(keep) != len(self._keys):
+            self._keys = [self._keys[i] for i in keep]
+            self._names = [self._names[i] for i in keep]
+            self._values = [self._values[i] for i in keep]
+        self._cache.clear()
+        self._pristine = False
+
+    def remove(self, name: str) -> None:
+        """Remove every field of *name*."""
+        self._delete(_name_info(name)[0])
+
+    def remove_first(self, name: str) -> None:
+        """Remove the first value of *name*.
+
+        For a list-valued header written as ``a, b`` in one field, only ``a``
+        goes (what a proxy does to the top Via, RFC 3261 §16.7).
+        """
+        key = _name_info(name)[0]
+        keys = self._keys
+        if key not in keys:
+            return
+        i = keys.index(key)
+        if key in _LIST_HEADERS:
+            items = split_commas(self._values[i])
+            if len(items) > 1:
+                self._values[i] = " " + ", ".join(items[1:])
+                self._cache.clear()
+                self._pristine = False
+                return
+        del keys[i], self._names[i], self._values[i]
+        self._cache.clear()
+        self._pristine = False
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        return _name_info(name)[0] in self._keys
+
+    def _out_names(self) -> list[str]:
+        canon = _CANONICAL
+        return [canon.get(k) or n for k, n in zip(self._keys, self._names, strict=True)]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(
+            [(n, v.strip(" \t")) for n, v in zip(self._out_names(), self._values, strict=True)]
+        )
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _comparable(self) -> list[tuple[str, str]]:
+        return [
+            (k, v.strip(" \t"))
+            for k, v in zip(self._keys, self._values, strict=True)
+            if k != "content-length"
+        ]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self._keys == other._keys and [v.strip(" \t") for v in self._values] == [
+            v.strip(" \t") for v in other._values
+        ]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def copy(self) -> Headers:
+        """An independent copy."""
+        return Headers._from_lists(list(self._keys), list(self._names), list(self._values))
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def _parsed(self, key: str, parse: Callable[[Headers], _T]) -> _T:
+        cache = self._cache
+        try:
+            return cache[key]  # type: ignore[no-any-return,unused-ignore]
+        except KeyError:
+            value = cache[key] = parse(self)
+            return value
+
+    def _serialize_into(self, lines: list[str], content_length: int) -> None:
+        keys = self._keys
+        out = [f"{n}:{v}" for n, v in zip(self._out_names(), self._values, strict=True)]
+        cl = f"Content-Length: {content_length}"
+        if "content-length" in keys:
+            i = keys.index("content-length")
+            out[i] = cl
+            if keys.count("content-length") > 1:
+                out = [
+                    x for k, x in zip(keys, out, strict=True) if k != "content-length" or x is cl
+                ]
+        else:
+            out.append(cl)
+        lines.extend(out)
+
+
+
+def _check_value(value: str) -> str:
+    # A CR or LF in a value would let a caller inject header fields.
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"CR/LF in header value {value!r}")
+    return value
+
+
+# --- typed accessors: parse on first access, cached on the Headers --------
+
+
+def _required(h: Headers, name: str) -> str:
+    value = h._first(_name_info(name)[0])
+    if value is None:
+        raise HeaderParseError(f"missing {name} header")
+    return value
+
+
+def _vias(h: Headers) -> list[Via]:
+    return [via for v in h._all("via") for via in parse_via(v)]
+
+
+def _from(h: Headers) -> NameAddr:
+    return parse_name_addr(_required(h, "From"))
+
+
+def _to(h: Headers) -> NameAddr:
+    return parse_name_addr(_required(h, "To"))
+
+
+def _cseq(h: Headers) -> CSeq:
+    return parse_cseq(_required(h, "CSeq"))
+
+
+def _contacts(h: Headers) -> list[NameAddr]:
+    values = h._all("contact")
+    if len(values) == 1 and values[0] == "*":
+        return []
+    out = []
+    for v in values:
+        if v == "*":
+            raise HeaderParseError("Contact '*' mixed with other values")
+        out.extend(parse_name_addr_list(v))
+    return out
+
+
+def _int_header(h: Headers, name: str) -> int | None:
+    value = h.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or not value.isascii() or len(value) > 10:
+        raise HeaderParseError(f"bad {name} value {value!r}")
+    n = int(value)
+    if n > 2**32 - 1:
+        raise HeaderParseError(f"{name} value out of range: {value!r}")
+    return n
+
+
+def _routes_of(key: str) -> Callable[[Headers], list[NameAddr]]:
+    def parse(h: Headers) -> list[NameAddr]:
+        return [na for v in h._all(key) for na in parse_name_addr_list(v)]
+
+    return parse
+
+
+_record_routes = _routes_of("record-route")
+_routes = _routes_of("route")
+
+
+class Message:
+    """What requests and responses share: headers, body, typed accessors.
+
+    A parsed message remembers the octets it came from when :meth:`serialize`
+    would write exactly those octets, and hands them back from
+    :meth:`serialize` until anything changes: assigning the method, URI,
+    status, reason, headers or body forgets them, and so does any mutation of
+    the :class:`Headers` (which then is no longer *pristine*).
+    """
+
+    __slots__ = ("_headers", "_body", "_wire")
+
+    _headers: Headers
+    _body: bytes
+    _wire: bytes | None
+
+    def __init__(
+        self, headers: Headers | Iterable[tuple[str, str]] = (), body: bytes = b""
+    ) -> None:
+        self._headers = headers if isinstance(headers, Headers) else Headers(headers)
+        if not isinstance(body, bytes):
+            raise TypeError("body must be bytes")
+        self._body = body
+        self._wire = None
+
+    is_request = False
+
+    @property
+    def headers(self) -> Headers:
+        """The header fields."""
+        return self._headers
+
+    @headers.setter
+    def headers(self, headers: Headers) -> None:
+        self._headers = headers
+        self._wire = None
+
+    @property
+    def body(self) -> bytes:
+        """The body octets (never decoded)."""
+        return self._body
+
+    @body.setter
+    def body(self, body: bytes) -> None:
+        self._body = body
+        self._wire = None
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via value, top first."""
+        return list(self.headers._parsed("via", _vias))
+
+    @property
+    def top_via(self) -> Via:
+        """The first Via value (raises :class:`HeaderParseError` if there is none)."""
+        vias = self.headers._parsed("via", _vias)
+        if not vias:
+            raise HeaderParseError("missing Via header")
+        return vias[0]
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From header."""
+        return self.headers._parsed("from", _from)
+
+    @property
+    def to(self) -> NameAddr:
+        """The To header."""
+        return self.headers._parsed("to", _to)
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID (compared byte-for-byte, RFC 3261 §20.8)."""
+        return _required(self.headers, "Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        """The CSeq header."""
+        return self.headers._parsed("cseq", _cseq)
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Every Contact value (``[]`` if none, or for ``Contact: *``)."""
+        return list(self.headers._parsed("contact", _contacts))
+
+    @property
+    def contact_is_star(self) -> bool:
+        """Whether the Contact is ``*`` (REGISTER: remove all bindings, RFC 3261 §10.2.2)."""
+        return "*" in self.headers._all("contact")
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards as an int, ``None`` if absent."""
+        return self.headers._parsed("max-forwards", lambda h: _int_header(h, "Max-Forwards"))
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header as an int, ``None`` if absent."""
+        return self.headers._parsed("expires", lambda h: _int_header(h, "Expires"))
+
+    @property
+    def content_length(self) -> int | None:
+        """The Content-Length header as an int, ``None`` if absent."""
+        return self.headers._parsed("content-length", lambda h: _int_header(h, "Content-Length"))
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        """Every Record-Route value, in order."""
+        return list(self.headers._parsed("record-route", _record_routes))
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        """Every Route value, in order."""
+        return list(self.headers._parsed("route", _routes))
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:
+        """The message on the wire; Content-Length is set from the body."""
+        wire = self._wire
+        if wire is not None and self._headers._pristine:
+            # Parsed and untouched: the received octets are what we would write.
+            return wire
+        lines = [self._start_line()]
+        self._headers._serialize_into(lines, len(self._body))
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
+
+    def __bytes__(self) -> bytes:
+        return self.serialize()
+
+    def _same_content(self, other: Message) -> bool:
+        # Content-Length is framing derived from the body: not compared.
+        return (
+            self.headers._comparable() == other.headers._comparable() and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Request(Message):
+    """A SIP request: method, Request-URI, headers, body (bytes, never decoded)."""
+
+    __slots__ = ("_method", "_uri", "_uri_text")
+
+    is_request = True
+    _method: str
+    _uri: URI | None
+    _uri_text: str | None
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI | str,
+        headers: Headers | Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        Message.__init__(self, headers, body)
+        self._method = method
+        self._uri = parse_uri(uri) if isinstance(uri, str) else uri
+        self._uri_text = None
+
+    @property
+    def method(self) -> str:
+        """The method (``INVITE``, ``REGISTER``...), case-sensitive (RFC 3261 §7.1)."""
+        return self._method
+
+    @method.setter
+    def method(self, method: str) -> None:
+        self._method = method
+        self._wire = None
+
+    @property
+    def uri(self) -> URI:
+        """The Request-URI (parsed on first access; the parser has checked its syntax)."""
+        uri = self._uri
+        if uri is None:
+            uri = self._uri = parse_uri(self._uri_text or "")
+        return uri
+
+    @uri.setter
+    def uri(self, uri: URI) -> None:
+        self._uri = uri
+        self._uri_text = None
+        self._wire = None
+
+    def _start_line(self) -> str:
+        uri = self._uri
+        return f"{self._method} {self._uri_text if uri is None else uri} SIP/2.0"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return self.method == other.method and self.uri == other.uri and self._same_content(other)
+
+    def __repr__(self) -> str:
+        uri = self._uri_text if self._uri is None else self._uri
+        return f"<Request {self.method} {uri} call_id={self.headers.get('Call-ID')!r}>"
+
+
+class Response(Message):
+    """A SIP response: status, reason phrase, headers, body."""
+
+    __slots__ = ("_status", "_reason")
+
+    _status: int
+    _reason: str
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        if not 100 <= status <= 699:
+            raise ValueError(f"status code out of range: {status}")
+        Message.__init__(self, headers, body)
+        self._status = status
+        self._reason = reason_phrase(status) if reason is None else reason
+
+    @property
+    def status(self) -> int:
+        """The status code, 100-699."""
+        return self._status
+
+    @status.setter
+    def status(self, status: int) -> None:
+        self._status = status
+        self._wire = None
+
+    @property
+    def reason(self) -> str:
+        """The reason phrase (%-escapes undone)."""
+        return self._reason
+
+    @reason.setter
+    def reason(self, reason: str) -> None:
+        self._reason = reason
+        self._wire = None
+
+    def _start_line(self) -> str:
+        reason = self._reason
+        if "\r" in reason or "\n" in reason:
+            raise ValueError("CR/LF in reason phrase")
+        if "%" in reason:
+            # The parser undoes %-escapes in a Reason-Phrase (RFC 3261 §25.1).
+            reason = reason.replace("%", "%25")
+        return f"SIP/2.0 {self._status} {reason}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (
+            self.status == other.status
+            and self.reason == other.reason
+            and self._same_content(other)
+        )
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} call_id={self.headers.get('Call-ID')!r}>"
+
+
+_REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated",
+    200: "OK", 202: "Accepted", 204: "No Notification",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
+    305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    412: "Conditional Request Failed", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 417: "Unknown Resource-Priority", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    428: "Use Identity Header", 429: "Provide Referrer Identity", 430: "Flow Failed",
+    433: "Anonymity Disallowed", 436: "Bad Identity-Info", 437: "Unsupported Certificate",
+    438: "Invalid Identity Header", 439: "First Hop Lacks Outbound Support",
+    440: "Max-Breadth Exceeded", 469: "Bad Info Package", 470: "Consent Needed",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    494: "Security Agreement Required",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 555: "Push Notification Service Not Supported",
+    580: "Precondition Failure",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable", 607: "Unwanted", 608: "Rejected",
+}
+_CLASS_REASONS = {
+    1: "Trying", 2: "OK", 3: "Redirect", 4: "Client Error", 5: "Server Error",
+    6: "Global Failure",
+}
+
+
+def reason_phrase(status: int) -> str:
+    """The usual reason phrase for *status* (RFC 3261 §21 and later RFCs)."""
+    return _REASONS.get(status) or _CLASS_REASONS.get(status // 100, "Unknown")
+
+
+def make_response(
+    request: Request, status: int, reason: str | None = None, to_tag: str | None = None
+) -> Response:
+    """Build a response to *request* as RFC 3261 §8.2.6 says.
+
+    Copies every Via (in order), From, To, Call-ID and CSeq, and for a 100 also
+    Timestamp (§8.2.6.1). A To tag is added when *to_tag* is given and the To
+    has none.
+    """
+    h = request.headers
+    keys: list[str] = []
+    names: list[str] = []
+    values: list[str] = []
+    copy = _RESPONSE_COPY_100 if status == 100 else _RESPONSE_COPY
+    for key, name, value in zip(h._keys, h._names, h._values, strict=True):
+        if key in copy:
+            if key == "to" and to_tag is not None:
+                try:
+                    has_tag = request.to.tag is not None
+                except HeaderParseError:
+                    has_tag = True  # do not touch a To we cannot read
+                if not has_tag:
+                    value = value.rstrip(" \t") + ";tag=" + to_tag
+            keys.append(key)
+            names.append(name)
+            values.append(value)
+    return Response(status, reason, Headers._from_lists(keys, names, values))
+
+
+_RESPONSE_COPY = frozenset(["via", "from", "to", "call-id", "cseq"])
+_RESPONSE_COPY_100 = _RESPONSE_COPY | {"timestamp"}
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch: the magic cookie plus 64 random bits (§8.1.1.7)."""
+    return BRANCH_MAGIC + os.urandom(8).hex()
+
+
+def new_tag() -> str:
+    """A fresh From/To tag: 64 random bits (RFC 3261 §19.3 asks for at least 32)."""
+    return os.urandom(8).hex()
+
+
+def new_call_id(host: str | None = None) -> str:
+    """A fresh, globally unique Call-ID: 96 random bits ``@host`` (RFC 3261 §8.1.1.4)."""
+    token = os.urandom(12).hex()
+    return f"{token}@{host}" if host else token

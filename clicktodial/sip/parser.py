@@ -1,0 +1,718 @@
+"""Parse SIP messages from bytes: datagrams (RFC 3261 §18.3) and streams.
+
+Pure wire-format code: no Twisted imports.
+
+The fast path splits the header block once, keeps each value's text, and
+checks eagerly only what a UAS must check before anything else (RFC 3261
+§8.2, §18): the start line, the mandatory header fields (Via, From, To,
+Call-ID, CSeq), CSeq, Max-Forwards, Content-Length and the Contact list.
+Those parsed values are cached on the message, so the accessors cost nothing
+afterwards. Semantic checks (unknown method → 501, unsupported URI scheme →
+416, Require → 420, Content-Type → 415, REGISTER with a non-SIP To → 400) are
+the UAS core's business: the parser accepts those messages and exposes what
+the core needs (``uri.scheme``, ``uri.is_sip``, the headers).
+
+Errors raise :class:`MessageParseError`; its ``status`` is the response a
+request deserves (400, 505, 513) or ``None`` for a response (or anything that
+is not a request), which must be dropped silently (RFC 3261 §18.1.2, §18.3).
+"""
+
+from __future__ import annotations
+
+import re
+
+from clicktodial.sip.headers import MAX_CSEQ, CSeq
+from clicktodial.sip.message import (
+    _CANONICAL,
+    _CANONICAL_KEY_OF,
+    _KEY_OF,
+    Headers,
+    Request,
+    Response,
+    _name_info,
+    reason_phrase,
+)
+from clicktodial.sip.uri import HeaderParseError, URIParseError, parse_uri, unescape
+
+__all__ = [
+    "MessageParseError",
+    "FramingError",
+    "parse_message",
+    "validate_message",
+    "StreamParser",
+    "MAX_MESSAGE",
+    "MAX_LINE",
+    "MAX_HEADERS",
+    "KNOWN_METHODS",
+]
+
+#: Largest message accepted, body included (bigger: 513 Message Too Large).
+MAX_MESSAGE = 65536
+#: Longest header line accepted, after unfolding (longer: 400).
+MAX_LINE = 8192
+#: Most header fields accepted (more: 400).
+MAX_HEADERS = 256
+
+#: Methods whose CSeq method we hold to the request method (RFC 3261 §8.1.1.5).
+#: For other methods, the UAS core answers 501 first (RFC 4475 §3.1.2.18).
+KNOWN_METHODS = frozenset(
+    [
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
+        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    ]
+)
+
+_MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_MANDATORY_NAMES = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+# Header fields that may appear only once (RFC 3261 §7.3.1: not list-valued).
+_SINGLE = frozenset(["from", "to", "call-id", "cseq", "content-length", "max-forwards"])
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+_FOLD_RE = re.compile(r"\r\n(?=[ \t])")
+_CL_RE = re.compile(
+    rb"\r\n(?:content-length|l)[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE
+)
+
+
+class MessageParseError(ValueError):
+    """A message could not be parsed.
+
+    ``status`` is the status code to answer a request with (400, 505, 513...)
+    or ``None`` when the message must be dropped silently (responses, and
+    bytes that are not recognisably a request). ``reason`` is the reason phrase
+    for that response, saying what was wrong (``Bad Request (Invalid CSeq)``).
+    ``partial_headers`` holds the Via/From/To/Call-ID/CSeq fields that could be
+    read, so a stateless error response can be built (RFC 3261 §8.2.6).
+    ``method`` is the request method when the request line named one (an ACK
+    is never answered, RFC 3261 §17.2.1), else ``None``.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        status: int | None = 400,
+        *,
+        is_request: bool = True,
+        partial_headers: Headers | None = None,
+        method: str | None = None,
+    ) -> None:
+        self.detail = detail
+        self.method = method
+        self.is_request = is_request
+        self.status: int | None = status if is_request else None
+        phrase = reason_phrase(self.status) if self.status is not None else "Dropped"
+        self.reason = f"{phrase} ({detail})"
+        self.partial_headers = partial_headers
+        super().__init__(self.reason)
+
+
+class FramingError(MessageParseError):
+    """The message boundaries on a stream are lost: the connection must be closed."""
+
+
+def parse_message(
+    data: bytes, *, stream: bool = False, validate: bool = True
+) -> Request | Response:
+    """Parse one message: a whole datagram, or one framed message if *stream*.
+
+    Datagram framing (RFC 3261 §18.3): bytes after Content-Length are
+    ignored; without Content-Length the body is the rest of the datagram; a
+    body shorter than Content-Length is an error. With *stream*, a missing
+    Content-Length is an error (it is mandatory on streams).
+
+    With ``validate=False`` only the framing is done and checked: size
+    limits, the start line (split, SIP version, method token, status code),
+    the header lines (split at the colon, names, bare CR/LF, count, length)
+    and the body by Content-Length. The contents of the header fields and the
+    Request-URI are then left unchecked: :func:`validate_message` does those
+    checks (``parse_message(data)`` is exactly both, and reports the fault a
+    message would get from both, in the same order).
+    """
+    n = len(data)
+    is_request = not data.startswith(b"SIP/")
+    if n > MAX_MESSAGE:
+        end = data.find(b"\r\n\r\n", 0, MAX_MESSAGE)
+        head = data[: end if end >= 0 else MAX_MESSAGE]
+        raise MessageParseError(
+            "Message Too Large",
+            513,
+            is_request=is_request,
+            partial_headers=_salvage(_decode(head).split("\r\n")),
+        )
+    start = 0
+    # RFC 3261 §7.5: CRLFs before the start line are ignored.
+    while data.startswith(b"\r\n", start):
+        start += 2
+    if start:
+        is_request = not data.startswith(b"SIP/", start)
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        # Tolerate a datagram whose header block is not followed by the empty
+        # line (two archived torture messages end that way); a stream cannot.
+        if not stream and data.endswith(b"\r\n") and n - start > 2:
+            end = n - 2
+            body_start = n
+        else:
+            raise MessageParseError(
+                "Unterminated header block",
+                400,
+                is_request=is_request,
+                partial_headers=_salvage(_decode(data[start:]).split("\r\n")),
+            )
+    else:
+        body_start = end + 4
+    exact = start == 0 and body_start == end + 4
+    try:
+        # (_decode inlined: this runs for every datagram.)
+        text = data[start:end].decode("ascii")
+    except UnicodeDecodeError:
+        text = data[start:end].decode("utf-8", "surrogateescape")
+    return _parse(data, text, body_start, stream, validate, exact)
+
+
+def validate_message(message: Request | Response) -> None:
+    """Check what a UAS must check before anything else (RFC 3261 §8.2, §18.3).
+
+    The Request-URI syntax; Via, From, To, Call-ID and CSeq present; From,
+    To, Call-ID, CSeq, Content-Length and Max-Forwards not repeated; the
+    syntax of Via, From, To, Contact, Call-ID, CSeq (whose method must match
+    a known request method) and Max-Forwards. The parsed CSeq is cached on
+    the message. Raises :class:`MessageParseError` as :func:`parse_message`
+    does (it calls this unless told ``validate=False``).
+    """
+    h = message.headers
+    try:
+        _validate(message, h._keys, h._values)
+    except _Fault as fault:
+        first = message._start_line()
+        raise _error(
+            fault, message.is_request, first, [f"{n}:{v}" for n, v in h]
+        ) from None
+
+
+def _decode(head: bytes) -> str:
+    # Nearly every header block is ASCII, which decodes several times faster.
+    try:
+        return head.decode("ascii")
+    except UnicodeDecodeError:
+        return head.decode("utf-8", "surrogateescape")
+
+
+# --- syntax checks: compiled once, run on the raw values (no objects built) --
+# The structured values are built from the same text on first access by
+# clicktodial.sip.headers / clicktodial.sip.uri; these regexes only decide
+# whether a message is well formed enough to hand to the UAS core.
+_LWS = r"[ \t]*"
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# Written as "unrolled loops" of single character classes: CPython's re runs
+# those in a tight C loop, alternations per character are several times slower.
+_QSTR = r'"[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*"'
+_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
+_PORT = r"[0-9]{1,5}"
+# %-escapes are allowed by the classes; their form is checked separately.
+_SIP_USER = r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%\x80-\U0010ffff]+"
+_SIP_USER_NOSEMI = r"[A-Za-z0-9\-_.!~*'()&=+$/%\x80-\U0010ffff]+"
+_SIP_PASSWORD = r"[A-Za-z0-9\-_.!~*'()&=+$,%]*"
+_URI_PARAM = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]+"
+_HNV = r"[A-Za-z0-9\-_.!~*'()\[\]/?:+$%]*"
+_SIP_SCHEME = r"[sS][iI][pP][sS]?:"
+_SIP_URI = (
+    _SIP_SCHEME + r"(?:" + _SIP_USER + r"(?::" + _SIP_PASSWORD + r")?@)?" + _HOST
+    + r"(?::" + _PORT + r")?(?:;" + _URI_PARAM + r"(?:=" + _URI_PARAM + r")?)*"
+    + r"(?:\?" + _HNV + r"=" + _HNV + r"(?:&" + _HNV + r"=" + _HNV + r")*)?"
+)
+_OTHER_URI = r"(?!" + _SIP_SCHEME + r")[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\"<>\x7f]+"
+_ADDR_SPEC = (
+    r"(?:" + _SIP_SCHEME + r"(?:" + _SIP_USER_NOSEMI + r"(?::" + _SIP_PASSWORD + r")?@)?"
+    + _HOST + r"(?::" + _PORT + r")?"
+    + r"|(?!" + _SIP_SCHEME + r")[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\"<>\x7f;,?]+)"
+)
+# Parameter lists are possessive (*+): a parameter starts with ";" and its
+# name and value cannot contain one, so no match ever needs to give a
+# parameter back, and CPython's re runs a possessive repeat about twice as fast.
+_GEN_PARAM = (
+    _LWS + r";" + _LWS + _TOKEN
+    + r"(?:" + _LWS + r"=" + _LWS + r"(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]+|" + _QSTR + r"))?"
+)
+_NAME_ADDR = (
+    _LWS + r"(?:(?:" + _QSTR + r"|" + _TOKEN + r"(?:[ \t]+" + _TOKEN + r")*)?" + _LWS
+    + r"<(?:" + _SIP_URI + r"|" + _OTHER_URI + r")>|" + _ADDR_SPEC + r")(?:" + _GEN_PARAM
+    + r")*+" + _LWS
+)
+_VIA_PARM = (
+    _LWS + r"[sS][iI][pP]" + _LWS + r"/" + _LWS + r"2\.0" + _LWS + r"/" + _LWS + _TOKEN
+    + r"[ \t]+" + _HOST + r"(?:" + _LWS + r":" + _LWS + _PORT + r")?(?:" + _GEN_PARAM + r")*+"
+    + _LWS
+)
+_SIP_URI_RE = re.compile(_SIP_URI)
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_OTHER_URI_RE = re.compile(_OTHER_URI)
+_NAME_ADDR_RE = re.compile(_NAME_ADDR)
+_CONTACT_RE = re.compile(_LWS + r"\*" + _LWS + r"|" + _NAME_ADDR + r"(?:," + _NAME_ADDR + r")*")
+_STAR_RE = re.compile(_LWS + r"\*" + _LWS)
+_NAME_ADDR_LIST_RE = re.compile(_NAME_ADDR + r"(?:," + _NAME_ADDR + r")*")
+_VIA_RE = re.compile(_VIA_PARM + r"(?:," + _VIA_PARM + r")*")
+_CSEQ_RE = re.compile(_LWS + r"([0-9]{1,10})[ \t]+(" + _TOKEN + r")" + _LWS)
+_DIGITS_RE = re.compile(_LWS + r"([0-9]{1,10})" + _LWS)
+_MANDATORY_SET = frozenset(_MANDATORY)
+_PARAMS_RE = re.compile(r"(?:" + _GEN_PARAM + r")*+" + _LWS)
+
+# Texts found well formed, per grammar. Most of what the checks read repeats
+# from message to message: a UA's Contact and sent-by, a user's From/To
+# without the tag, the Request-URIs. Each distinct text is matched once; a
+# value carrying a parameter that changes every time (Via branch, tags) is
+# checked as the part before it, looked up here, and the parameters after it,
+# matched alone. Bounded (emptied when full): texts from the network must not
+# grow it without limit.
+_KNOWN_VIA: set[str] = set()
+_KNOWN_NAME_ADDR: set[str] = set()
+_KNOWN_CONTACT: set[str] = set()
+_KNOWN_URI: set[str] = set()
+_KNOWN_MAX = 4096
+
+
+def _well_formed(text: str, regex: re.Pattern[str], known: set[str], split: str) -> bool:
+    """Whether *regex* matches all of *text*; *known* holds texts it matched.
+
+    When *text* has *split* (``;branch=``, ``;tag=``), the part before it is
+    looked up or matched, and the rest must be header parameters: a text
+    made of a match of *regex* (whose grammar ends with any number of
+    parameters and whitespace) and more parameters is a match too. Anything
+    else is decided by *regex* on the whole text.
+    """
+    head, sep, value = text.partition(split)
+    if sep:
+        if head not in known:
+            if regex.fullmatch(head) is None:
+                return regex.fullmatch(text) is not None
+            if len(known) >= _KNOWN_MAX:
+                known.clear()
+            known.add(head)
+        if value.isalnum() and value.isascii():
+            return True  # ";tag=" + letters and digits: one parameter
+        # A list grammar (Via, Contact) ends with its last element, which the
+        # parameters extend.
+        return (
+            _PARAMS_RE.fullmatch(text, len(head)) is not None
+            or regex.fullmatch(text) is not None
+        )
+    if text in known:
+        return True
+    if regex.fullmatch(text) is None:
+        return False
+    if len(known) >= _KNOWN_MAX:
+        known.clear()
+    known.add(text)
+    return True
+
+
+def _parse(
+    data: bytes, head: str, body_start: int, stream: bool, validate: bool, exact: bool
+) -> Request | Response:
+    """Frame (and unless told otherwise validate) one message whose header block is *head*.
+
+    *exact* says the message starts at the start line and its header block
+    ends with an empty line: then, if every other part is written as
+    :meth:`Message.serialize` would write it, *data* is kept as the
+    message's serialized form.
+    """
+    lines = head.split("\r\n")
+    first = lines[0]
+    is_request = not first.startswith("SIP/")
+    try:
+        if is_request:
+            msg: Request | Response = _request_line(first)
+        else:
+            msg = _status_line(first)
+        del lines[0]
+        try:
+            crlf = len(lines)
+            if crlf > MAX_HEADERS:
+                raise _Fault("Too many header fields")
+            if len(head) > MAX_LINE and len(max(lines, key=len)) > MAX_LINE:
+                raise _Fault("Header line too long")
+            # Fast path: every line is "Name:value" with a name seen before.
+            # Anything else (folding, unknown or odd names, no colon, bare CR/LF)
+            # takes the careful path.
+            # (A plain loop with unpacking is faster than zip(*...) here.)
+            names: list[str] = []
+            values: list[str] = []
+            add_name = names.append
+            add_value = values.append
+            try:
+                for line in lines:
+                    name, value = line.split(":", 1)
+                    add_name(name)
+                    add_value(value)
+                try:
+                    # Names spelled as serialize() writes them (the usual case).
+                    keys = list(map(_CANONICAL_KEY_OF.__getitem__, names))
+                except KeyError:
+                    keys = list(map(_KEY_OF.__getitem__, names))
+                    exact = False
+            except (KeyError, ValueError):
+                keys, names, values = _careful_fields(lines)
+                exact = False
+            n = head.count("\n")
+            if n != crlf or n != head.count("\r"):
+                raise _Fault("Bare CR or LF in header block")
+        except _Fault:
+            if validate and is_request:
+                # The Request-URI comes first in the order faults are reported.
+                _check_request_uri(msg)  # type: ignore[arg-type]
+            raise
+        headers = msg._headers = Headers._from_lists(keys, names, values)
+        if "content-length" in keys:
+            cl_text = values[keys.index("content-length")]
+            text = cl_text.strip(" \t")
+            if not (text.isdigit() and text.isascii() and len(text) <= 10):
+                fault = _Fault("Invalid Content-Length")
+            else:
+                cl = int(text)
+                avail = len(data) - body_start
+                if cl > avail:
+                    fault = _Fault("Content-Length larger than message")
+                elif cl == avail:
+                    msg._body = data[body_start:]
+                    fault = None
+                else:
+                    # RFC 3261 §18.3: octets after Content-Length are ignored.
+                    msg._body = data[body_start : body_start + cl]
+                    fault = None
+                    exact = False
+        elif stream:
+            fault = _Fault("Missing Content-Length")
+        else:
+            msg._body = data[body_start:]
+            fault = None
+            exact = False  # serialize() adds a Content-Length
+        if validate:
+            # Content-Length faults come after the header checks in the order faults are reported.
+            _validate(msg, keys, values)
+        if fault is not None:
+            raise fault
+    except _Fault as fault:
+        raise _error(fault, is_request, first, lines) from None
+    if exact and (
+        first.endswith(" SIP/2.0")
+        if is_request
+        # SIP/2.0 SP code SP reason, the reason without %-escapes to undo.
+        else first.startswith("SIP/2.0 ") and len(first) > 11 and "%" not in first
+    ) and cl_text == f" {cl}" and keys.count("content-length") == 1:
+        # serialize() would write these very octets: keep them (RFC 3261
+        # §18: a stateless proxy or a retransmission sends them unchanged).
+        msg._wire = data
+        headers._pristine = True
+    return msg
+
+
+def _error(fault: _Fault, is_request: bool, first: str, lines: list[str]) -> MessageParseError:
+    method = first.partition(" ")[0] if is_request else ""
+    return MessageParseError(
+        fault.detail,
+        fault.status,
+        is_request=is_request,
+        partial_headers=_salvage(lines),
+        method=method if _TOKEN_RE.fullmatch(method) else None,
+    )
+
+
+def _cseq_parts(text: str) -> tuple[int, str] | None:
+    """The number and method of a CSeq value, ``None`` if ``_CSEQ_RE`` does not match it."""
+    parts = text.split(" ")
+    if len(parts) == 3 and not parts[0]:
+        # The usual " 314159 INVITE", without the regex.
+        number, method = parts[1], parts[2]
+        if method in KNOWN_METHODS and number.isdigit() and number.isascii() and len(number) <= 10:
+            return int(number), method
+    m = _CSEQ_RE.fullmatch(text)
+    return None if m is None else (int(m.group(1)), m.group(2))
+
+
+def _contact_well_formed(text: str) -> bool:
+    """Whether *text* matches ``_CONTACT_RE``: ``*``, or a list of name-addrs."""
+    # Split at ";expires=": a refresh may change it; the rest stays the same.
+    return _STAR_RE.fullmatch(text) is not None or _well_formed(
+        text, _NAME_ADDR_LIST_RE, _KNOWN_CONTACT, ";expires="
+    )
+
+
+def _validate(msg: Request | Response, keys: list[str], values: list[str]) -> None:
+    """The §8.2/§18 checks of :func:`validate_message`; raises :class:`_Fault`."""
+    if msg.is_request:
+        _check_request_uri(msg)  # type: ignore[arg-type]
+    keyset = set(keys)
+    if len(keyset) != len(keys):
+        for key in _SINGLE:
+            if keys.count(key) > 1:
+                raise _Fault(f"Multiple {_CANONICAL[key]} header fields")
+    if not keyset >= _MANDATORY_SET:
+        for key in _MANDATORY:
+            if key not in keyset:
+                raise _Fault(f"Missing {_MANDATORY_NAMES[key]} header")
+    parts = _cseq_parts(values[keys.index("cseq")])
+    if parts is None or parts[0] > MAX_CSEQ:
+        raise _Fault("Invalid CSeq")
+    cseq = CSeq(*parts)
+    if msg.is_request:
+        method = msg.method  # type: ignore[union-attr]
+        if cseq.method != method and method in KNOWN_METHODS:
+            raise _Fault("CSeq method does not match request method")
+    msg._headers._cache["cseq"] = cseq
+    if keys.count("via") == 1:
+        if not _well_formed(values[keys.index("via")], _VIA_RE, _KNOWN_VIA, ";branch="):
+            raise _Fault("Invalid Via header")
+    elif not all(
+        _well_formed(v, _VIA_RE, _KNOWN_VIA, ";branch=")
+        for k, v in zip(keys, values, strict=True)
+        if k == "via"
+    ):
+        raise _Fault("Invalid Via header")
+    if not _well_formed(values[keys.index("from")], _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag="):
+        raise _Fault("Invalid From header")
+    if not _well_formed(values[keys.index("to")], _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag="):
+        raise _Fault("Invalid To header")
+    if len(values[keys.index("call-id")].split()) != 1:
+        raise _Fault("Invalid Call-ID")
+    if "contact" in keyset:
+        if keys.count("contact") == 1:
+            if not _contact_well_formed(values[keys.index("contact")]):
+                raise _Fault("Invalid Contact header")
+        elif not all(
+            _contact_well_formed(v) for k, v in zip(keys, values, strict=True) if k == "contact"
+        ):
+            raise _Fault("Invalid Contact header")
+    if "max-forwards" in keyset and not _DIGITS_RE.fullmatch(values[keys.index("max-forwards")]):
+        raise _Fault("Invalid Max-Forwards")
+
+
+def _careful_fields(lines: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split header lines the slow way: folding, new names, malformed lines."""
+    if any(line[:1] in (" ", "\t") for line in lines):
+        if lines[0][:1] in (" ", "\t"):
+            raise _Fault("Malformed header line")
+        # RFC 3261 §7.3.1: a line starting with whitespace continues the one before.
+        joined: list[str] = []
+        for line in lines:
+            if line[:1] in (" ", "\t"):
+                joined[-1] += line
+            else:
+                joined.append(line)
+        lines[:] = joined
+    keys = []
+    names = []
+    values = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _Fault("Malformed header line")
+        try:
+            key, _ = _name_info(name.rstrip(" \t"))
+        except HeaderParseError:
+            raise _Fault("Malformed header name") from None
+        keys.append(key)
+        names.append(name.rstrip(" \t"))
+        values.append(value)
+    return keys, names, values
+
+
+
+class _Fault(Exception):
+    def __init__(self, detail: str, status: int = 400) -> None:
+        self.detail = detail
+        self.status = status
+
+
+def _request_line(line: str) -> Request:
+    parts = line.split(" ")
+    if len(parts) != 3:
+        if len(parts) > 3 and line.endswith(" "):
+            raise _Fault("Trailing whitespace in Request-Line")
+        if len(parts) > 3:
+            raise _Fault("Extra whitespace in Request-Line")
+        raise _Fault("Malformed Request-Line")
+    method, uri_text, version = parts
+    if not method or not uri_text:
+        raise _Fault("Extra whitespace in Request-Line")
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
+        if _VERSION_RE.fullmatch(version):
+            raise _Fault(f"Unsupported SIP version {version}", 505)
+        raise _Fault("Malformed Request-Line")
+    if method not in KNOWN_METHODS and not _TOKEN_RE.fullmatch(method):
+        raise _Fault("Invalid method")
+    req = Request.__new__(Request)
+    req._method = method
+    req._uri = None
+    req._uri_text = uri_text
+    req._wire = None
+    return req
+
+
+def _check_request_uri(req: Request) -> None:
+    uri_text = req._uri_text if req._uri is None else str(req._uri)
+    if uri_text is None:
+        raise _Fault("Invalid Request-URI")
+    if uri_text in _KNOWN_URI:
+        return
+    if uri_text[:4].lower() in _SIP_PREFIXES:
+        if not _SIP_URI_RE.fullmatch(uri_text) or (
+            "%" in uri_text and _BAD_ESCAPE_RE.search(uri_text)
+        ):
+            raise _Fault("Invalid Request-URI")
+        # RFC 3261 §19.1.5: no headers in a Request-URI (RFC 4475 §3.1.2.11).
+        if "?" in uri_text and parse_uri(uri_text).headers:
+            raise _Fault("Escaped headers in Request-URI")
+    elif not _OTHER_URI_RE.fullmatch(uri_text):
+        raise _Fault("Invalid Request-URI")
+    if len(_KNOWN_URI) >= _KNOWN_MAX:
+        _KNOWN_URI.clear()
+    _KNOWN_URI.add(uri_text)
+
+
+_SIP_PREFIXES = frozenset(["sip:", "sips"])
+
+
+def _status_line(line: str) -> Response:
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
+        raise _Fault("Unsupported SIP version")
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] not in "123456":
+        raise _Fault("Invalid status code")
+    if "%" in reason:
+        # RFC 3261 §25.1: Reason-Phrase may carry escapes; unescape once, keep
+        # the text as is when they are not well formed.
+        try:
+            reason = unescape(reason)
+        except URIParseError:
+            pass
+    resp = Response.__new__(Response)
+    resp._status = int(code)
+    resp._reason = reason
+    resp._wire = None
+    return resp
+
+
+def _salvage(lines: list[str]) -> Headers:
+    """The Via/From/To/Call-ID/CSeq fields of a bad message, read leniently."""
+    headers = Headers()
+    for line in lines[: MAX_HEADERS + 1]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            continue
+        try:
+            key, _ = _name_info(name.strip(" \t"))
+        except HeaderParseError:
+            continue
+        if key in _MANDATORY_NAMES and "\r" not in value and "\n" not in value:
+            headers.add(name.strip(" \t"), value.strip(" \t")[:MAX_LINE])
+    return headers
+
+
+class StreamParser:
+    """Frame and parse messages from a byte stream (TCP/TLS), by Content-Length.
+
+    :meth:`feed` returns the messages completed so far. A malformed message
+    whose framing is intact raises :class:`MessageParseError` once every
+    message before it has been returned: answer it, then call ``feed(b"")``
+    to go on with the bytes after it. :class:`FramingError` means the
+    boundaries are lost (missing or bad Content-Length, message too large):
+    close the connection.
+    """
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self.max_message = max_message
+        self._buf = bytearray()
+        # How far the buffer has been searched for the end of the header
+        # block, and the (header end, total length) of a message waiting for
+        # its body: a peer sending one octet at a time costs linear time.
+        self._scanned = 0
+        self._frame: tuple[int, int] | None = None
+
+    def feed(self, data: bytes) -> list[Request | Response]:
+        """Add *data*; return every message now complete."""
+        buf = self._buf
+        buf += data
+        out: list[Request | Response] = []
+        while buf:
+            frame = self._frame
+            if frame is None:
+                # RFC 3261 §7.5 / RFC 5626 §4.4.1: CRLFs between messages
+                # (keep-alives) are ignored.
+                skip = 0
+                while buf.startswith(b"\r\n", skip):
+                    skip += 2
+                if skip:
+                    del buf[:skip]
+                    self._scanned = 0
+                    continue
+                if buf == b"\r":
+                    break
+                end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+                is_request = not buf.startswith(b"SIP/")
+                if end < 0:
+                    self._scanned = len(buf)
+                    if len(buf) > self.max_message:
+                        raise FramingError(
+                            "Message Too Large",
+                            513,
+                            is_request=is_request,
+                            partial_headers=_salvage(
+                                _decode(bytes(buf[: self.max_message])).split("\r\n")
+                            ),
+                        )
+                    break
+                try:
+                    cl = _stream_content_length(bytes(buf[:end]), is_request)
+                except FramingError as e:
+                    e.partial_headers = _salvage(_decode(bytes(buf[:end])).split("\r\n"))
+                    raise
+                frame = self._frame = (end, end + 4 + cl)
+                if frame[1] > self.max_message:
+                    raise FramingError(
+                        "Message Too Large",
+                        513,
+                        is_request=is_request,
+                        partial_headers=_salvage(_decode(bytes(buf[:end])).split("\r\n")),
+                    )
+            end, total = frame
+            if len(buf) < total:
+                break
+            raw = bytes(buf[:total])
+            try:
+                msg = _parse(raw, _decode(raw[:end]), end + 4, True, True, True)
+            except MessageParseError:
+                if out:
+                    # Hand over what came before; the error is raised on the next call.
+                    return out
+                self._consume(total)
+                raise
+            self._consume(total)
+            out.append(msg)
+        return out
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._scanned = 0
+        self._frame = None
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes wait for the rest of their message."""
+        return len(self._buf)
+
+
+def _stream_content_length(head: bytes, is_request: bool) -> int:
+    values = _CL_RE.findall(b"\r\n" + head)
+    if not values:
+        raise FramingError("Missing Content-Length", 400, is_request=is_request)
+    lengths = set()
+    for v in values:
+        v = re.sub(rb"\s+", b"", v)
+        if not v.isdigit() or len(v) > 10:
+            raise FramingError("Invalid Content-Length", 400, is_request=is_request)
+        lengths.add(int(v))
+    if len(lengths) != 1:
+        raise FramingError("Conflicting Content-Length", 400, is_request=is_request)
+    return lengths.pop()
+

@@ -1,0 +1,610 @@
+"""
+The registrar: a transaction user that answers REGISTER requests
+(RFC 3261 §10.3) for our domain, with Digest authentication (RFC 3261 §22,
+RFC 8760), RFC 3327 Path and RFC 5626 instance/reg-id bindings.
+
+The UA core hands every REGISTER server transaction's request to
+L{Registrar.handle_register}, which fires with the final response; the
+registrar never touches the transaction layer itself.
+
+Order of the checks (RFC 3261 §10.3 steps 1-8). The syntax checks run
+before authentication because they depend on nothing secret (so a
+malformed request such as RFC 4475 C{unksm2} gets its 400 at once):
+
+  - a Request-URI that is not SIP/SIPS: 416; a To that is not SIP/SIPS
+    (RFC 4475 §3.3.4: "the To: header field is required to contain a SIP or
+    SIPS URI as an AOR"), a malformed Contact or Expires, or C{Contact: *}
+    with other contacts or a non-zero expiry (step 6): 400;
+  - step 1: a Request-URI naming another domain: 404. We are not a proxy,
+    so we cannot forward it as the RFC suggests; 404 "Not Found" is what
+    Kamailio and Asterisk answer too;
+  - step 2: an unsupported C{Require}d option: 420 + C{Unsupported};
+  - step 3: missing, unusable (another scheme: RFC 4475 C{regaut01}) or
+    wrong credentials: 401 with fresh challenges (C{stale=true} when the
+    response was right but its nonce too old). An unknown user and a wrong
+    password get exactly the same answer after the same work;
+  - step 5: an AOR outside our domain: 404 (checked before step 4, since
+    nobody here owns such an AOR);
+  - step 4: the authenticated user does not own the AOR: 403;
+  - step 7: an expiry under the minimum: 423 + C{Min-Expires}; a Call-ID
+    reused with a CSeq not higher than the stored one: the update is
+    aborted and "the request fails" — with 500, the status the same step
+    prescribes for failed updates;
+  - step 8: 200 listing every current binding with its remaining
+    C{expires}, and a C{Date}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from collections.abc import Iterable, Sequence
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any, cast
+
+from attrs import field, frozen, validators
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from clicktodial.interfaces import ILocationStore, IUserStore
+from clicktodial.sip.address import Source, format_host_port
+from clicktodial.sip.digest import (
+    ALGORITHMS,
+    DigestAuthenticator,
+    DigestCredentials,
+    Verdict,
+    select_credentials,
+)
+from clicktodial.sip.headers import HeaderParseError, NameAddr
+from clicktodial.sip.message import Request, Response, make_response, new_tag
+from clicktodial.sip.uri import URI, URIParseError, parse_uri
+from clicktodial.store.errors import OutOfOrderRegistration, StoreError
+from clicktodial.store.values import Binding, BindingChanges, ContactChange
+from clicktodial.throttle import AuthThrottle, ThrottleSettings
+
+if TYPE_CHECKING:
+    from clicktodial.config import RegistrarConfig
+
+__all__ = [
+    "Registrar",
+    "RegistrarSettings",
+    "canonical_aor",
+    "normal_host",
+    "settings_from_config",
+    "contact_key",
+]
+
+#: Option tags we support in C{Require} (RFC 3327 Path).
+SUPPORTED_OPTIONS = frozenset({"path"})
+
+# RFC 3261 §10.3 step 7: 423 only applies to intervals under one hour.
+_ONE_HOUR = 3600
+# RFC 3261 §20.19: an expiry is at most 2**32-1 seconds.
+_MAX_EXPIRES_VALUE = 2**32 - 1
+
+
+def normal_host(host: str) -> str:
+    """
+    A host as hosts are compared (RFC 3261 §19.1.4): lower case, an IPv6
+    address without brackets and in its compressed form (RFC 5952), so
+    C{[2001:DB8:0::10]} and C{2001:db8::10} are one host.
+    """
+    host = host.lower()
+    if ":" in host:
+        host = host.strip("[]")
+        try:
+            return ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            return host
+    return host
+
+
+def _host_set(hosts: Iterable[str]) -> frozenset[str]:
+    # Hosts compare case-insensitively (RFC 3261 §19.1.4); IPv6 without [].
+    if isinstance(hosts, str):
+        raise TypeError("aliases must be a collection of host names")
+    return frozenset(normal_host(h) for h in hosts)
+
+
+def _algorithm_list(names: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(names, str):
+        raise TypeError("digest_algorithms must be a collection of names")
+    algorithms = tuple(name.upper() for name in names)
+    unknown = [name for name in algorithms if name not in ALGORITHMS]
+    if unknown or not algorithms or len(set(algorithms)) != len(algorithms):
+        raise ValueError(
+            "digest_algorithms must name SHA-256 and/or MD5, each once")
+    return algorithms
+
+
+@frozen
+class RegistrarSettings:
+    """
+    Registrar policy (the C{[registrar]} config section).
+
+    @ivar default_expires: lifetime of a binding when neither the contact
+        nor the request says (RFC 3261 §10.2.1.1 suggests 3600).
+    @ivar min_expires: shortest lifetime accepted (C{423} below it).
+    @ivar max_expires: longer requested lifetimes are shortened to this.
+    @ivar nonce_lifetime: seconds a Digest nonce stays fresh.
+    @ivar nonce_secret: the HMAC key of the nonces; daemons serving one
+        domain from one database must share it. L{None} draws a random one
+        (fine for a single daemon: nonces do not survive a restart).
+    @ivar purge_interval: seconds between purges of expired bindings
+        (0 disables; lookups ignore expired bindings anyway).
+    @ivar aliases: other host names and addresses (lower case) that name
+        our domain in a Request-URI or To (e.g. the server's IP address);
+        AORs written with an alias are stored under the domain.
+    @ivar max_delayed: most answers held back by the throttle at once;
+        past that, failing requests are refused at once (503).
+    @ivar digest_algorithms: the challenges of a 401, in order. RFC 8760
+        puts SHA-256 first; but some clients answer only the first
+        challenge (SIPp 3.6 fails on a first SHA-256 one): put MD5 first,
+        or alone, for those.
+    """
+
+    default_expires: int = field(default=3600, validator=validators.ge(1))
+    min_expires: int = field(default=60, validator=validators.ge(0))
+    max_expires: int = field(default=86400, validator=validators.ge(1))
+    nonce_lifetime: float = field(default=300.0, validator=validators.gt(0))
+    nonce_secret: bytes | None = None
+    purge_interval: float = field(default=60.0, validator=validators.ge(0))
+    aliases: frozenset[str] = field(default=frozenset(),
+                                    converter=_host_set)
+    max_delayed: int = field(default=1000, validator=validators.ge(0))
+    digest_algorithms: tuple[str, ...] = field(
+        default=("SHA-256", "MD5"), converter=_algorithm_list)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.min_expires <= self.default_expires <= self.max_expires:
+            raise ValueError(
+                "registrar expiry settings must satisfy"
+                " min_expires <= default_expires <= max_expires")
+
+
+class _Reject(Exception):
+    """Stop handling a request and answer with this status."""
+
+    def __init__(self, status: int, reason: str | None = None,
+                 headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+def canonical_aor(uri: URI, domain: str, aliases: Iterable[str] = ()) -> str:
+    """
+    The AOR a SIP/SIPS URI names (RFC 3261 §10.3 step 5): C{sip:user@host}
+    with the host normalised (L{normal_host}), without port, parameters or
+    headers. SIPS maps to SIP: one AOR, however the phone chose to reach
+    us. A host that is C{domain} or in C{aliases} (normalised hosts) is
+    written as C{domain} (an IPv6 domain in brackets, as in a SIP URI).
+    """
+    host = normal_host(uri.host)
+    domain_host = normal_host(domain)
+    if host == domain_host or host in aliases:
+        host = domain_host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"sip:{uri.user}@{host}" if uri.user is not None else f"sip:{host}"
+
+
+def contact_key(uri: URI) -> str:
+    """
+    A text that is equal for two contact URIs iff they are equal under the
+    RFC 3261 §19.1.4 comparison rules (as far as a binding needs): scheme,
+    user, password and port exactly; host and parameters
+    case-insensitively, parameters in any order; URI headers exactly.
+    """
+    if not uri.is_sip:
+        return str(uri)
+    params = ";".join(sorted(
+        k if v is None else f"{k}={v.lower()}" for k, v in uri.params.items()))
+    headers = "&".join(f"{k.lower()}={v}" for k, v in sorted(uri.headers))
+    return (f"{uri.scheme}:{uri.user or ''}:{uri.password or ''}@"
+            f"{normal_host(uri.host)}:{uri.port or ''};{params}?{headers}")
+
+
+def _source_uri(source: Source) -> str:
+    # Binding.received: where to send requests for a phone behind NAT,
+    # written as a SIP URI the UA core can parse back.
+    host_port = format_host_port(source.remote_host, source.remote_port)
+    return f"sip:{host_port};transport={source.transport.lower()}"
+
+
+def _option_tags(request: Request, name: str) -> set[str]:
+    return {tag.lower() for tag in request.headers.get_all(name) if tag}
+
+
+def _quote_param(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Registrar(Service):
+    """
+    Answers REGISTER requests for one domain.
+
+    @param clock: time source and scheduler.
+    @param user_store: where digest HA1s come from (its C{realm} is the
+        realm we challenge with).
+    @param location_store: where bindings live.
+    @param domain: our SIP domain (lower-cased).
+    @param settings: registrar policy.
+    @param throttle: the authentication failure throttle; a default one if
+        not given.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, user_store: IUserStore,
+                 location_store: ILocationStore, domain: str,
+                 settings: RegistrarSettings | None = None,
+                 throttle: AuthThrottle | None = None) -> None:
+        self._clock = clock
+        self._users = user_store
+        self._locations = location_store
+        self.domain = domain.lower()
+        domain_host = normal_host(domain)
+        self.settings = settings if settings is not None else RegistrarSettings()
+        self._hosts = frozenset({domain_host}) | self.settings.aliases
+        # What a user owns: sip:USERNAME@DOMAIN, as canonical_aor writes it.
+        self._aor_host = f"[{domain_host}]" if ":" in domain_host \
+            else domain_host
+        secret = self.settings.nonce_secret
+        self.authenticator = DigestAuthenticator(
+            clock, user_store.realm,
+            secret if secret is not None else os.urandom(32),
+            nonce_lifetime=self.settings.nonce_lifetime,
+            algorithms=self.settings.digest_algorithms)
+        self.throttle = throttle if throttle is not None else AuthThrottle(clock)
+        self._delayed = 0
+        self._purge: LoopingCall | None = None
+        self._date_second = -1
+        self._date_text = ""
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Start purging expired bindings every C{purge_interval} seconds."""
+        self.running = True
+        if self.settings.purge_interval > 0:
+            self._purge = LoopingCall(self._purge_expired)
+            self._purge.clock = self._clock
+            self._purge.start(self.settings.purge_interval, now=False)
+
+    def stopService(self) -> None:
+        """Stop the purge timer."""
+        if self._purge is not None and self._purge.running:
+            self._purge.stop()
+        self._purge = None
+        self.running = False
+
+    def _purge_expired(self) -> Deferred[None]:
+        def done(count: int) -> None:
+            if count:
+                self.log.debug("Purged {count} expired bindings", count=count)
+
+        def failed(failure: Failure) -> None:
+            # Keep the LoopingCall running: the next purge may succeed.
+            self.log.failure("Purging expired bindings failed", failure)
+
+        d = self._locations.purge_expired(self._clock.seconds())
+        return d.addCallbacks(done, failed)
+
+    # -- REGISTER ------------------------------------------------------------
+
+    def handle_register(self, request: Request, source: Source
+                        ) -> Deferred[Response]:
+        """
+        Process a REGISTER request (RFC 3261 §10.3).
+
+        @param source: the address the request came from (stored with the
+            bindings for NAT traversal, and the key of the throttle).
+        @return: fires with the final response; never fails.
+        """
+        return Deferred.fromCoroutine(self._handle(request, source))
+
+    async def _handle(self, request: Request, source: Source
+                      ) -> Response:
+        try:
+            return await self._register(request, source)
+        except _Reject as reject:
+            return self._response(request, reject.status, reject.reason,
+                                  reject.headers)
+        except (HeaderParseError, URIParseError) as e:
+            # The parsers quote the offending text with repr(): no CR/LF
+            # can reach the status line. Keep the phrase short.
+            return self._response(request, 400, f"Bad Request ({str(e)[:100]})")
+        except OutOfOrderRegistration as e:
+            # RFC 3261 §10.3 step 7: "the update MUST be aborted and the
+            # request fails"; failed updates get 500 (same step).
+            self.log.info("Out-of-order REGISTER for {aor}: {error}",
+                          aor=e.aor, error=str(e), peer=source.peer,
+                          call_id=e.call_id)
+            return self._response(request, 500, "Server Internal Error"
+                                  " (Out of Order CSeq)")
+        except StoreError:
+            self.log.failure("Location service failed for REGISTER",
+                             peer=source.peer)
+            return self._response(request, 500, None,
+                                  [("Retry-After", "5")])
+        except Exception:
+            self.log.failure("Unexpected error handling REGISTER",
+                             peer=source.peer)
+            return self._response(request, 500, None)
+
+    async def _register(self, request: Request, source: Source
+                        ) -> Response:
+        now = self._clock.seconds()
+        # Syntax first: nothing here depends on who is asking.
+        ruri = request.uri
+        if not ruri.is_sip:
+            raise _Reject(416)
+        to = request.to
+        if not to.uri.is_sip:
+            raise _Reject(400, "Bad Request (To Is Not a SIP or SIPS URI)")
+        call_id = request.call_id
+        cseq = request.cseq.seq
+        header_expires = request.expires
+        wildcard = request.contact_is_star
+        contacts = request.contacts
+        if wildcard:
+            # RFC 3261 §10.3 step 6.
+            if contacts or len(request.headers.get_all("Contact")) != 1:
+                raise _Reject(400, "Bad Request (Wildcard Contact Not Alone)")
+            if header_expires != 0:
+                raise _Reject(400, "Bad Request (Wildcard Contact Needs"
+                                   " Expires: 0)")
+        changes = self._contact_changes(contacts, header_expires)
+
+        # Step 1: the Request-URI must name our domain.
+        if normal_host(ruri.host) not in self._hosts:
+            raise _Reject(404, "Not Found (Domain Not Served Here)")
+        # Step 2: RFC 3261 §8.2.2.3.
+        unsupported = _option_tags(request, "Require") - SUPPORTED_OPTIONS
+        if unsupported:
+            raise _Reject(420, None,
+                          [("Unsupported", ", ".join(sorted(unsupported)))])
+
+        aor = canonical_aor(to.uri, self.domain, self.settings.aliases)
+        # Steps 3, 5 and 4 (5 before 4: an AOR of another domain is
+        # owned by nobody here, and deserves 404 rather than 403).
+        await self._authenticate(request, source, aor,
+                                 normal_host(to.uri.host) in self._hosts)
+
+        if not changes and not wildcard:
+            # A query (RFC 3261 §10.2.3): list the bindings.
+            bindings = await self._locations.get_bindings(aor, now)
+        else:
+            # Step 7: 423 for intervals the policy finds too short.
+            min_expires = self.settings.min_expires
+            for change in changes:
+                if 0 < change.requested < min(min_expires, _ONE_HOUR):
+                    raise _Reject(423, None,
+                                  [("Min-Expires", str(min_expires))])
+            contact_changes: tuple[ContactChange, ...] = tuple(
+                c.change for c in changes)
+            binding_changes = BindingChanges(
+                call_id=call_id, cseq=cseq,
+                # cast: mypy's attrs plugin cannot type converter=tuple.
+                contacts=cast(Any, contact_changes),
+                # RFC 3327 §5.3: the Path is stored with the bindings
+                # (and echoed in the 200 only if the UA supports path).
+                wildcard=wildcard, path=request.headers.get_all("Path"),
+                received=_source_uri(source),
+                user_agent=request.headers.get("User-Agent"))
+            bindings = await self._locations.update_bindings(
+                aor, binding_changes, now)
+            self.log.debug(
+                "REGISTER {aor}: {count} binding(s)", aor=aor,
+                count=len(bindings), peer=source.peer, call_id=call_id)
+        return self._ok(request, bindings, now)
+
+    def _contact_changes(self, contacts: list[NameAddr],
+                         header_expires: int | None) -> list[_Contact]:
+        settings = self.settings
+        default = (header_expires if header_expires is not None
+                   else settings.default_expires)
+        changes = []
+        with_reg_id = 0
+        for contact in contacts:
+            uri = contact.uri
+            if not uri.is_sip:
+                # We can only ever call a SIP phone.
+                raise _Reject(400, "Bad Request (Contact Is Not a SIP or"
+                                   " SIPS URI)")
+            expires = contact.expires
+            requested = default if expires is None else expires
+            requested = min(requested, _MAX_EXPIRES_VALUE)
+            granted = min(requested, settings.max_expires)
+            instance = contact.param("+sip.instance")
+            reg_id_text = contact.param("reg-id")
+            reg_id: int | None = None
+            if reg_id_text is not None:
+                if not reg_id_text.isdigit() or not reg_id_text.isascii() \
+                        or not 0 < int(reg_id_text) < 2**31:
+                    raise _Reject(400, "Bad Request (Invalid reg-id)")
+                with_reg_id += 1
+                # RFC 5626 §6: reg-id without +sip.instance is ignored.
+                reg_id = int(reg_id_text) if instance is not None else None
+            changes.append(_Contact(requested, ContactChange(
+                # str(uri) is the text as received: the contact is stored
+                # verbatim (RFC 4475 §3.3.14), URI headers included.
+                contact=str(uri), expires=granted, q=contact.q,
+                instance_id=instance, reg_id=reg_id, key=contact_key(uri))))
+        if with_reg_id > 1:
+            # RFC 5626 §6: one flow per REGISTER.
+            raise _Reject(400, "Bad Request (Multiple Contacts With reg-id)")
+        return changes
+
+    async def _authenticate(self, request: Request, source: Source,
+                            aor: str, our_aor: bool) -> None:
+        """
+        RFC 3261 §10.3 steps 3-5; returns when the request may proceed,
+        raises L{_Reject} otherwise.
+
+        @param our_aor: whether the AOR's host is our domain (step 5).
+        """
+        peer = source.remote_host
+        credentials = select_credentials(
+            request.headers.get_fields("Authorization"),
+            self.authenticator.realm)
+        username = credentials.username if credentials is not None else None
+        left = self.throttle.refused(peer, username)
+        if left > 0:
+            raise _Reject(503, None, [("Retry-After", str(math.ceil(left)))])
+        if credentials is None:
+            # No credentials, or none we can use: challenge (RFC 4475
+            # §3.3.7). Not a failure: every phone starts this way.
+            raise self._challenge()
+        issued_at = self.authenticator.check_nonce(credentials)
+        if issued_at is None or not self._uri_matches(credentials, request):
+            # Not a password guess: nothing was checked against a secret
+            # and nothing is learnt. A phone holding a nonce from before a
+            # restart (with a new random secret) lands here; a fresh
+            # challenge is all it needs.
+            self.log.info("Unusable nonce or digest-uri from {username}",
+                          username=credentials.username, peer=peer, aor=aor)
+            raise self._challenge()
+        # The one store round trip for credentials. get_sip_credentials
+        # fires with None for unknown and disabled users alike.
+        stored = await self._users.get_sip_credentials(credentials.username)
+        ha1 = None
+        if stored is not None:
+            ha1 = (stored.ha1_sha256 if credentials.algorithm == "SHA-256"
+                   else stored.ha1_md5)
+        verdict = self.authenticator.verify(credentials, request.method, ha1,
+                                            issued_at)
+        if verdict is Verdict.INVALID:
+            await self._fail(peer, credentials.username, aor,
+                             "wrong password or unknown user")
+            raise self._challenge()
+        if verdict is Verdict.STALE:
+            raise self._challenge(stale=True)
+        if not our_aor:
+            raise _Reject(404, "Not Found (Address of Record Not Served"
+                               " Here)")
+        # Step 4: users may only register their own AOR.
+        if aor != f"sip:{credentials.username}@{self._aor_host}":
+            await self._fail(peer, credentials.username, aor,
+                             "user does not own the address of record")
+            raise _Reject(403, "Forbidden (Not Your Address of Record)")
+        self.throttle.success(peer, credentials.username)
+
+    def _uri_matches(self, credentials: DigestCredentials,
+                     request: Request) -> bool:
+        # RFC 7616 §3.4.6 / RFC 2617 §3.2.2.5: the digest-uri should be the
+        # Request-URI; most phones copy it verbatim. Some clients write it
+        # differently (SIPp 3.6 adds the port it sent to), so a SIP URI
+        # naming the same user and host is accepted too. The digest covers
+        # the digest-uri as sent either way; replays are stopped by nc.
+        if credentials.uri == str(request.uri):
+            return True
+        try:
+            uri = parse_uri(credentials.uri)
+        except URIParseError:
+            return False
+        ruri = request.uri
+        return (uri.is_sip and uri.user == ruri.user
+                and normal_host(uri.host) == normal_host(ruri.host))
+
+    async def _fail(self, peer: str, username: str, aor: str,
+                    why: str) -> None:
+        delay = self.throttle.failure(peer, username, aor)
+        self.log.info("Authentication failed for {username} ({why})",
+                      username=username, why=why, peer=peer, aor=aor)
+        if delay <= 0:
+            return
+        if self._delayed >= self.settings.max_delayed:
+            raise _Reject(503, None, [("Retry-After", str(math.ceil(delay)))])
+        self._delayed += 1
+        try:
+            await deferLater(self._clock, delay)
+        finally:
+            self._delayed -= 1
+
+    def _challenge(self, stale: bool = False) -> _Reject:
+        return _Reject(401, None, [
+            ("WWW-Authenticate", value)
+            for value in self.authenticator.challenges(stale=stale)])
+
+    # -- responses -----------------------------------------------------------
+
+    def _response(self, request: Request, status: int, reason: str | None,
+                  headers: Sequence[tuple[str, str]] = ()) -> Response:
+        # RFC 3261 §8.2.6.2: a UAS adds a To tag to its responses.
+        response = make_response(request, status, reason, to_tag=new_tag())
+        for name, value in headers:
+            response.headers.add(name, value)
+        return response
+
+    def _date(self, now: float) -> str:
+        # The Date header's text changes once a second: format it once per
+        # second, not once per 200.
+        second = int(now)
+        if second != self._date_second:
+            self._date_second = second
+            self._date_text = formatdate(second, usegmt=True)
+        return self._date_text
+
+    def _ok(self, request: Request, bindings: Sequence[Binding],
+            now: float) -> Response:
+        headers: list[tuple[str, str]] = []
+        for binding in bindings:
+            value = f"<{binding.contact}>;expires={binding.expires_in(now)}"
+            if binding.q is not None:
+                value += f";q={binding.q:g}"
+            if binding.instance_id is not None:
+                value += f";+sip.instance={_quote_param(binding.instance_id)}"
+                if binding.reg_id is not None:
+                    value += f";reg-id={binding.reg_id}"
+            headers.append(("Contact", value))
+        # RFC 3261 §10.3 step 8.
+        headers.append(("Date", self._date(now)))
+        if "path" in _option_tags(request, "Supported"):
+            # RFC 3327 §5.3: echo the Path of this request.
+            headers.extend(("Path", value)
+                           for value in request.headers.get_fields("Path"))
+        return self._response(request, 200, None, headers)
+
+
+def settings_from_config(section: RegistrarConfig
+                         ) -> tuple[RegistrarSettings, ThrottleSettings]:
+    """The registrar's and the throttle's settings from the C{[registrar]}
+    config section."""
+    return (
+        RegistrarSettings(
+            default_expires=section.default_expires,
+            min_expires=section.min_expires,
+            max_expires=section.max_expires,
+            nonce_lifetime=section.nonce_lifetime,
+            nonce_secret=section.nonce_secret,
+            purge_interval=section.purge_interval,
+            aliases=section.aliases,
+            max_delayed=section.max_delayed,
+            digest_algorithms=section.digest_algorithms,
+        ),
+        ThrottleSettings(
+            free_failures=section.auth_free_failures,
+            base_delay=section.auth_base_delay,
+            max_delay=section.auth_max_delay,
+            refuse_after=section.auth_refuse_after,
+            refuse_seconds=section.auth_refuse_seconds,
+            forget_after=section.auth_forget_after,
+            max_entries=section.auth_max_tracked,
+        ),
+    )
+
+
+@frozen
+class _Contact:
+    """A Contact of the request: the lifetime asked for and the change."""
+
+    requested: int
+    change: ContactChange

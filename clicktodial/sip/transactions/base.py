@@ -1,0 +1,204 @@
+"""
+What every RFC 3261 §17 transaction shares: timer values, state names, and the
+small surface a state machine needs from the layer that owns it.
+
+The four machines live in their own modules (:mod:`.invite_client`,
+:mod:`.noninvite_client`, :mod:`.invite_server`, :mod:`.noninvite_server`);
+:mod:`.layer` matches messages to them.  Each machine is a plain class with
+``__slots__`` and an explicit transition table ``{(state, input): method}``:
+thousands of transactions a second must stay cheap, and the table is the one
+readable place that says what every input does in every state.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from clicktodial.sip.message import Request, Response
+
+__all__ = [
+    "RELIABLE_TRANSPORTS",
+    "State",
+    "Timers",
+    "Transaction",
+    "TransactionHost",
+    "is_reliable",
+]
+
+log = Logger(namespace="clicktodial.sip.transaction")
+
+#: Transports that retransmit for us (RFC 3261 §17: no timers A, E, G; D, I,
+#: J, K are zero).
+RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
+
+
+def is_reliable(transport: str) -> bool:
+    """
+    Whether C{transport} (a Via transport token such as C{"UDP"}, any case)
+    is reliable in the sense of RFC 3261 §17.
+    """
+    return transport.upper() in RELIABLE_TRANSPORTS
+
+
+@attrs.frozen
+class Timers:
+    """
+    The RFC 3261 §17 timer base values, in seconds (Table 4 of §A).
+
+    @ivar t1: RTT estimate; A, B, E, F, G, H, J, L, M derive from it.
+    @ivar t2: the cap on non-INVITE request and INVITE response retransmission.
+    @ivar t4: how long a message may stay in the network (timers I and K).
+    """
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+    @property
+    def timeout(self) -> float:
+        """64*T1: timers B, F, H, J, L and M (and the floor of D)."""
+        return 64 * self.t1
+
+    @property
+    def timer_d(self) -> float:
+        """Timer D for unreliable transports: "at least 32 seconds" (§17.1.1.2)."""
+        return max(32.0, self.timeout)
+
+
+class State(enum.StrEnum):
+    """Transaction states, named as RFC 3261 §17 and RFC 6026 name them."""
+
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    ACCEPTED = "accepted"
+    TERMINATED = "terminated"
+
+
+class TransactionHost(Protocol):
+    """
+    What a state machine needs from the layer that owns it (the
+    L{TransactionLayer<clicktodial.sip.transactions.layer.TransactionLayer>}).
+    Kept tiny so machines can be driven alone in tests.
+    """
+
+    clock: IReactorTime
+    timers: Timers
+
+    def transmit_request(self, request: Request, destination: object) -> bool:
+        """Hand C{request} to the transport; C{False} on a transport error."""
+
+    def transmit_response(self, response: Response, source: object) -> bool:
+        """Hand C{response} to the transport; C{False} on a transport error."""
+
+    def transaction_terminated(self, transaction: Transaction) -> None:
+        """Forget C{transaction}: it reached C{terminated}."""
+
+
+class Transaction:
+    """
+    State shared by the four machines.
+
+    Timers are state data: C{_retransmit} holds timer A, E or G, C{_timeout}
+    holds B, D, F, H, I, J, K, L or M.  L{_enter} cancels both, so a transition
+    that leaves a state always stops that state's timers.
+
+    @ivar request: the request that created the transaction.
+    @ivar state: the current L{State}.
+    @ivar branch: the Via branch identifying the transaction.
+    @ivar reliable: whether the transport is reliable (no retransmission).
+    @ivar key: the matching key the layer files the transaction under.
+    """
+
+    __slots__ = (
+        "_host",
+        "_retransmit",
+        "_interval",
+        "_timeout",
+        "request",
+        "state",
+        "branch",
+        "reliable",
+        "key",
+        "__weakref__",
+    )
+
+    _host: TransactionHost
+    _retransmit: IDelayedCall | None
+    _interval: float
+    _timeout: IDelayedCall | None
+    request: Request
+    state: State
+    branch: str
+    reliable: bool
+    key: tuple[object, ...]
+
+    def __init__(
+        self,
+        host: TransactionHost,
+        request: Request,
+        branch: str,
+        reliable: bool,
+        key: tuple[object, ...],
+        state: State,
+    ) -> None:
+        self._host = host
+        self.request = request
+        self.branch = branch
+        self.reliable = reliable
+        self.key = key
+        self.state = state
+        self._retransmit = None
+        self._interval = 0.0
+        self._timeout = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.request.method} branch={self.branch!r} "
+            f"state={self.state.value}>"
+        )
+
+    @property
+    def is_terminated(self) -> bool:
+        """Whether the machine reached C{terminated}."""
+        return self.state is State.TERMINATED
+
+    # -- timer plumbing -------------------------------------------------------
+
+    def _enter(self, state: State) -> None:
+        """Leave the current state: cancel its timers, then switch."""
+        self._cancel_timers()
+        self.state = state
+
+    def _cancel_timers(self) -> None:
+        if self._retransmit is not None:
+            if self._retransmit.active():
+                self._retransmit.cancel()
+            self._retransmit = None
+        if self._timeout is not None:
+            if self._timeout.active():
+                self._timeout.cancel()
+            self._timeout = None
+
+    def _start_retransmit(self, interval: float, fired: Callable[[], None]) -> None:
+        self._interval = interval
+        self._retransmit = self._host.clock.callLater(interval, fired)
+
+    def _start_timeout(self, delay: float, fired: Callable[[], None]) -> None:
+        self._timeout = self._host.clock.callLater(delay, fired)
+
+    def _terminate(self) -> None:
+        """Enter C{terminated} and let the layer forget the transaction."""
+        if self.state is State.TERMINATED:
+            return
+        self._enter(State.TERMINATED)
+        self._host.transaction_terminated(self)

@@ -1,0 +1,111 @@
+"""
+What the two server transactions (RFC 3261 §17.2) share: where responses go,
+the last response (re-sent to retransmitted requests), and how a failure
+(Timer H, transport error) reaches the transaction user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from clicktodial.sip.message import Request, Response
+from clicktodial.sip.transactions.base import State, Transaction, TransactionHost, log
+
+__all__ = ["FailureCallback", "ServerTransaction"]
+
+#: Called with a short reason (C{"timer H"}, C{"transport error"}) when a
+#: server transaction ends without its response having been delivered.
+FailureCallback = Callable[["ServerTransaction", str], None]
+
+
+class ServerTransaction(Transaction):
+    """
+    A server transaction for C{request}.  The transaction user answers it with
+    L{respond}; retransmitted requests never reach the user again.
+
+    @ivar source: where the request came from, handed back to
+        C{ISIPTransport.send_response} with every response.
+    @ivar last_response: the response most recently sent, if any.
+    @ivar on_failure: optional; called when the transaction fails (Timer H:
+        no ACK for a 300-699; transport error while sending a response).
+    """
+
+    __slots__ = ("source", "last_response", "on_failure")
+
+    source: object
+    last_response: Response | None
+    on_failure: FailureCallback | None
+
+    def __init__(
+        self,
+        host: TransactionHost,
+        request: Request,
+        source: object,
+        branch: str,
+        reliable: bool,
+        key: tuple[object, ...],
+        state: State,
+    ) -> None:
+        super().__init__(host, request, branch, reliable, key, state)
+        self.source = source
+        self.last_response = None
+        self.on_failure = None
+
+    @property
+    def method(self) -> str:
+        """The method of the request that created the transaction."""
+        return self.request.method
+
+    def start(self) -> None:
+        """Start the machine's timers (the request was just received)."""
+        raise NotImplementedError
+
+    def respond(self, response: Response) -> None:
+        """
+        Send C{response} (built from C{self.request}, e.g. with
+        C{make_response}) through the machine.  Responses the machine cannot
+        send in its current state are logged and dropped.
+        """
+        raise NotImplementedError
+
+    def receive_retransmission(self, request: Request) -> None:
+        """The request was received again (§17.2.3 matched it here)."""
+        raise NotImplementedError
+
+    # -- helpers --------------------------------------------------------------
+
+    def _send(self, response: Response) -> bool:
+        """Send C{response}; on a transport error, fail the transaction."""
+        self.last_response = response
+        if self._host.transmit_response(response, self.source):
+            return True
+        self._fail("transport error")
+        return False
+
+    def _resend_last(self) -> None:
+        if self.last_response is not None:
+            self._send(self.last_response)
+
+    def _fail(self, reason: str) -> None:
+        """§17.2.4 / §17.2.1 Timer H: terminate and tell the TU."""
+        self._terminate()
+        log.info(
+            "{method} server transaction failed: {reason}",
+            method=self.request.method,
+            reason=reason,
+            call_id=self.request.headers.get("Call-ID"),
+        )
+        if self.on_failure is not None:
+            try:
+                self.on_failure(self, reason)
+            except Exception:
+                log.failure("on_failure callback raised")
+
+    def _refuse(self, response: Response) -> None:
+        log.warn(
+            "{method} server transaction in state {state} cannot send {status}: dropped",
+            method=self.request.method,
+            state=self.state.value,
+            status=response.status,
+            call_id=self.request.headers.get("Call-ID"),
+        )

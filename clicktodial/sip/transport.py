@@ -1,0 +1,894 @@
+"""
+The SIP transport layer (RFC 3261 §18, RFC 3581, RFC 5626 §4.4.1): UDP, TCP and TLS
+sockets (TLS: TCP framing over the ``[sip] tls_listen`` TLS listener, RFC 3261 §26.2).
+
+It turns bytes into messages and messages into bytes, and nothing above it sees a socket:
+
+- received requests get the top Via's ``received``/``rport`` stamped (§18.2.1, RFC 3581 §4)
+  and go to the :class:`~clicktodial.interfaces.IMessageHandler` with their :class:`Source`;
+- received responses whose top Via is not ours are dropped (§18.1.2);
+- a request that cannot be parsed gets its 4xx statelessly when its Via can be read, and is
+  dropped (logged) otherwise; a bad response is dropped (§18.3); nothing raises out of
+  ``datagramReceived``/``dataReceived``;
+- on TCP, messages are framed by Content-Length; when framing is lost the connection gets a
+  400 (if it is a request we could read) and is closed; idle connections are closed;
+  ``CRLFCRLF`` keep-alive pings are answered with ``CRLF`` (RFC 5626 §4.4.1);
+- responses are routed by §18.2.2 and RFC 3581 (:func:`response_destination`).
+
+Time is read from the injected reactor; there is no global reactor here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import ipaddress
+import itertools
+import os
+import socket
+from collections.abc import Iterable, Sequence
+
+from twisted.application.service import Service
+from twisted.internet import defer, ssl
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IDelayedCall,
+    IListeningPort,
+    IReactorSSL,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+)
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from clicktodial.config import SipConfig
+from clicktodial.interfaces import IMessageHandler, ISIPTransport
+from clicktodial.sip.address import Destination, Source, default_port, format_host_port
+from clicktodial.sip.headers import HeaderParseError, Via, parse_name_addr, parse_via
+from clicktodial.sip.message import Headers, Request, Response
+from clicktodial.sip.parser import FramingError, MessageParseError, StreamParser, parse_message
+
+__all__ = [
+    "DEFAULT_TCP_IDLE_TIMEOUT",
+    "Destination",
+    "SIPTransportLayer",
+    "Source",
+    "TransportError",
+    "UDP_MAX_REQUEST",
+    "error_response",
+    "response_destination",
+    "stamp_received",
+    "stateless_to_tag",
+]
+
+log = Logger(namespace="clicktodial.sip.transport")
+
+#: RFC 3261 §18.1.1: a request larger than 1300 bytes (path MTU unknown) MUST go over a
+#: congestion-controlled transport such as TCP.
+UDP_MAX_REQUEST = 1300
+
+#: Seconds a TCP connection may carry nothing before we close it. RFC 5626 clients ping
+#: every 95-120 s (§4.4.1), so a flow kept alive by its client survives.
+DEFAULT_TCP_IDLE_TIMEOUT = 300.0
+
+#: RFC 5626 §3.5.1: the "double CRLF" keep-alive ping and its single-CRLF pong.
+_PING = b"\r\n\r\n"
+_PONG = b"\r\n"
+
+_SUPPORTED = ("UDP", "TCP", "TLS")
+_STREAMS = frozenset(["TCP", "TLS"])
+
+
+class TransportError(Exception):
+    """A message cannot be sent: no such transport, no usable address, a socket error."""
+
+
+# -- pure helpers -------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Memoized (a pure function; ipaddress objects are immutable): called for the Via and
+    # the source of every request, and for every destination.
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize_host(host: str) -> str:
+    """An IP address in canonical text (IPv4-mapped IPv6 as IPv4, no brackets); a name lower."""
+    # Memoized: every datagram's source goes through it, and ipaddress parsing cost about
+    # 8 % of the daemon's CPU under REGISTER load (docs/benchmarks.md).
+    address = _ip(host)
+    return host.strip("[]").lower() if address is None else address.compressed
+
+
+def _host_port(address: IAddress) -> tuple[str, int]:
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return normalize_host(address.host), address.port
+    return str(address), 0
+
+
+def _replace_top_via(headers: Headers, via: Via) -> None:
+    # remove_first drops only the first value of a "Via: a, b" field, so the other
+    # values keep their text and place.
+    headers.remove_first("Via")
+    headers.prepend("Via", via.serialize())
+
+
+def _top_via(headers: Headers) -> Via:
+    text = headers.get("Via")
+    if text is None:
+        raise HeaderParseError("missing Via header")
+    return parse_via(text)[0]
+
+
+def stamp_received(headers: Headers, source: Source) -> None:
+    """
+    Stamp the top Via of a received request with where it really came from.
+
+    RFC 3261 §18.2.1: add ``received`` when the sent-by host is a name or an address other
+    than the packet's source. RFC 3581 §4: when ``rport`` is present without a value, fill
+    it with the source port and add ``received`` even if it equals the sent-by.
+
+    :raises HeaderParseError: the request has no readable Via.
+    """
+    via = _top_via(headers)
+    rport_empty = "rport" in via.params and via.params["rport"] is None
+    sent_by = _ip(via.host)
+    source_ip = _ip(source.remote_host)
+    changed = False
+    if rport_empty:
+        via.params["rport"] = str(source.remote_port)
+        changed = True
+    if rport_empty or sent_by is None or sent_by != source_ip:
+        received = source_ip.compressed if source_ip is not None else source.remote_host
+        if via.params.get("received") != received:
+            via.params["received"] = received
+            changed = True
+    if changed:
+        _replace_top_via(headers, via)
+
+
+def response_destination(via: Via, source: Source | None = None) -> Destination:
+    """
+    Where a response whose top Via is ``via`` goes (RFC 3261 §18.2.2, RFC 3581 §4).
+
+    1. The request came over a connection (``source.connection``): back over it, if it is
+       still open (the transport falls back to the address otherwise).
+    2. ``maddr``: to that address, the sent-by port or the default port.
+    3. ``received``: to that address; over UDP to the ``rport`` port when it has a value,
+       otherwise the sent-by port or the default port.
+    4. Otherwise the sent-by host and port (default 5060; 5061 for TLS).
+    """
+    transport = via.transport.upper()
+    sent_by_port = via.port or default_port(transport)
+    if source is not None and source.connection is not None:
+        return Destination(
+            source.transport, source.remote_host, source.remote_port, source.connection
+        )
+    maddr = via.maddr
+    if maddr:
+        return Destination(transport, maddr.strip("[]"), sent_by_port)
+    received = via.received
+    if received:
+        port = sent_by_port
+        rport = via.rport
+        # rport is True (present, no value) or an int; bool is an int subclass.
+        if transport == "UDP" and rport is not None and rport is not True:
+            port = int(rport)
+        return Destination(transport, received.strip("[]"), port)
+    return Destination(transport, via.host, sent_by_port)
+
+
+_TAG_SECRET = os.urandom(16)
+
+
+def stateless_to_tag(headers: Headers) -> str:
+    """
+    The To tag a stateless UAS puts on its response to the request carrying ``headers``.
+
+    RFC 3261 §8.2.7: a stateless UAS must give a retransmitted request the same To tag, so
+    the tag is a keyed hash of what identifies the request (top Via, From, Call-ID, CSeq)
+    instead of a random value.
+    """
+    text = "\0".join(headers.get(name) or "" for name in ("Via", "From", "Call-ID", "CSeq")).encode(
+        "utf-8", "surrogateescape"
+    )
+    return hmac.new(_TAG_SECRET, text, hashlib.sha256).hexdigest()[:16]
+
+
+def _with_to_tag(to: str, tag: str) -> str:
+    try:
+        has_tag = parse_name_addr(to).tag is not None
+    except HeaderParseError:
+        # A To we cannot read: tag it anyway unless it seems to carry one already.
+        has_tag = ";tag=" in to.lower().replace(" ", "")
+    return to if has_tag else f"{to};tag={tag}"
+
+
+_ERROR_RESPONSE_FIELDS = frozenset(["Via", "From", "To", "Call-ID", "CSeq"])
+
+
+def error_response(error: MessageParseError) -> Response | None:
+    """
+    The stateless response to a request the parser rejected, or ``None`` when there is none.
+
+    Built from the Via/From/To/Call-ID/CSeq fields the parser could read (RFC 3261 §8.2.6),
+    with a To tag. ``None`` for a response (never answered, §18.3), a message to drop, an
+    ACK (never answered, §17.1.1.3) and a request without a Via. A Via that cannot be parsed
+    is echoed as it came (the transport then answers the packet's source).
+    """
+    headers = error.partial_headers
+    if not error.is_request or error.status is None or headers is None:
+        return None
+    if "Via" not in headers:
+        return None
+    cseq = headers.get("CSeq") or ""
+    if cseq.split()[-1:] == ["ACK"]:
+        return None
+    tag = stateless_to_tag(headers)
+    fields = []
+    seen = set()
+    for name, value in headers:
+        if name not in _ERROR_RESPONSE_FIELDS:
+            continue
+        if name != "Via":
+            # The bad request may repeat a field that must appear once: answer with the first.
+            if name in seen:
+                continue
+            seen.add(name)
+        fields.append((name, _with_to_tag(value, tag) if name == "To" else value))
+    return Response(error.status, error.reason, fields)
+
+
+def _with_salvaged_headers(error: MessageParseError, head: bytes) -> MessageParseError:
+    """
+    ``error`` with the Via/From/To/Call-ID/CSeq of the message whose framing was lost,
+    read from ``head`` as if it were a datagram, so that it can get its 400.
+    """
+    if error.partial_headers is not None or not error.is_request:
+        return error
+    try:
+        message = parse_message(head)
+    except MessageParseError as e:
+        headers = e.partial_headers
+    else:
+        headers = message.headers if isinstance(message, Request) else None
+    return MessageParseError(
+        error.detail, error.status, is_request=error.is_request, partial_headers=headers
+    )
+
+
+def _set_buffer_size(port: IListeningPort, size: int) -> None:
+    """
+    Ask for ``size``-byte receive and send buffers on a UDP port's socket, so that a burst
+    of datagrams waits in the kernel instead of being dropped. Linux caps the size at
+    ``net.core.rmem_max``/``wmem_max`` without an error: the size obtained is logged.
+    """
+    get_handle = getattr(port, "getHandle", None)
+    if get_handle is None:
+        return  # not a real socket (tests)
+    sock = get_handle()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError as e:
+        log.warn("cannot set the UDP buffer size to {size}: {error}", size=size, error=str(e))
+        return
+    log.info(
+        "UDP buffers: receive {receive} bytes, send {send} bytes (asked for {size})",
+        receive=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        send=sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+        size=size,
+    )
+
+
+# -- protocols ------------------------------------------------------------------------------
+
+
+class _DatagramProtocol(DatagramProtocol):
+    """One UDP socket: hands every datagram to the layer, never raises."""
+
+    def __init__(self, layer: SIPTransportLayer) -> None:
+        self.layer = layer
+        #: our (host, port), read once: the socket's address does not change while it listens
+        self.local: tuple[str, int] | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.layer._datagram_received(self, datagram, addr)
+        except Exception:
+            # A bug, not bad input (bad input is handled below): keep the socket serving.
+            log.failure("error handling a datagram", peer=format_host_port(*addr[:2]))
+
+
+class _StreamProtocol(Protocol):
+    """
+    One TCP connection, accepted or opened by us: frames messages by Content-Length,
+    answers keep-alive pings, closes itself when idle or when framing is lost.
+    """
+
+    source: Source
+    _idle_call: IDelayedCall | None = None
+
+    def __init__(
+        self,
+        layer: SIPTransportLayer,
+        pending: _StreamClientFactory | None = None,
+        transport_name: str = "TCP",
+    ) -> None:
+        self.layer = layer
+        #: "TCP", or "TLS" for a connection of the TLS listener (same framing, RFC 3261 §18)
+        self.transport_name = transport_name
+        #: for a connection we open: the factory holding what waits to be sent on it
+        self.pending = pending
+        self.parser = StreamParser()
+        # CR/LF bytes seen between messages: a keep-alive ping in progress.
+        self._between = b""
+        # The bytes the parser is holding (a message not complete yet).
+        self._unframed = bytearray()
+        self._closing = False
+
+    def connectionMade(self) -> None:
+        peer_host, peer_port = _host_port(self.transport.getPeer())  # type: ignore[union-attr]
+        local_host, local_port = _host_port(self.transport.getHost())  # type: ignore[union-attr]
+        key = next(self.layer._connection_keys)
+        self.source = Source(
+            self.transport_name, peer_host, peer_port, local_host, local_port, key
+        )
+        self.layer._connection_made(self)
+        self._touch()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+        if hasattr(self, "source"):
+            self.layer._connection_lost(self)
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` on this connection and restart the idle timer."""
+        self.transport.write(data)  # type: ignore[union-attr]
+        self._touch()
+
+    def close(self) -> None:
+        """Close the connection after what was written has gone."""
+        self._closing = True
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _touch(self) -> None:
+        timeout = self.layer.tcp_idle_timeout
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.reset(timeout)
+        elif not self._closing:
+            self._idle_call = self.layer.clock.callLater(timeout, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_call = None
+        log.info("closing idle TCP connection from {peer}", peer=self.source.peer)
+        self.close()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self._data_received(data)
+        except Exception:
+            log.failure("error handling TCP data", peer=self.source.peer)
+            self.close()
+
+    def _data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._touch()
+        if not self.parser.buffered:
+            data = self._keepalives(data)
+            if not data:
+                return
+        while not self._closing:
+            # Mirror what the parser holds: when framing is lost, the head of the offending
+            # message is there, to build its 400 from. A bytearray, trimmed after each feed,
+            # so that a message arriving byte by byte costs linear time.
+            self._unframed += data
+            try:
+                messages = self.parser.feed(data)
+            except FramingError as e:
+                head = bytes(self._unframed[len(self._unframed) - self.parser.buffered :])
+                self.layer._rejected(
+                    _with_salvaged_headers(e, head), self.source, via_connection=self
+                )
+                log.info(
+                    "closing TCP connection from {peer}: {reason}",
+                    peer=self.source.peer,
+                    reason=e.reason,
+                )
+                self.close()
+                return
+            except MessageParseError as e:
+                # Framing is intact: answer it and go on with the bytes after it.
+                self._trim()
+                self.layer._rejected(e, self.source, via_connection=self)
+                data = b""
+                continue
+            self._trim()
+            if not messages:
+                return
+            for message in messages:
+                self.layer._message_received(message, self.source)
+            data = b""
+
+    def _trim(self) -> None:
+        del self._unframed[: len(self._unframed) - self.parser.buffered]
+
+    def _keepalives(self, data: bytes) -> bytes:
+        """
+        Take CR/LF bytes before a message off ``data``; answer each ``CRLFCRLF`` ping with
+        a ``CRLF`` pong (RFC 5626 §4.4.1). A lone CRLF before a message is ignored (§7.5).
+        """
+        i = 0
+        while i < len(data) and data[i] in b"\r\n":
+            self._between += data[i : i + 1]
+            i += 1
+            if self._between == _PING:
+                self._between = b""
+                self.write(_PONG)
+            elif not _PING.startswith(self._between):
+                # Not on the way to CRLFCRLF (a stray LF, CRCR): start again from this byte.
+                self._between = self._between[-1:] if self._between.endswith(b"\r") else b""
+        if i < len(data):
+            self._between = b""
+        return data[i:]
+
+
+class _StreamServerFactory(ServerFactory):
+    def __init__(self, layer: SIPTransportLayer, transport_name: str = "TCP") -> None:
+        self.layer = layer
+        self.transport_name = transport_name
+
+    def buildProtocol(self, addr: IAddress | None) -> _StreamProtocol:
+        return _StreamProtocol(self.layer, transport_name=self.transport_name)
+
+
+class _StreamClientFactory(ClientFactory):
+    """Opens one outgoing connection and sends what was queued for it."""
+
+    def __init__(self, layer: SIPTransportLayer, key: tuple[str, int]) -> None:
+        self.layer = layer
+        self.key = key
+        self.queue: list[bytes] = []
+
+    def buildProtocol(self, addr: IAddress | None) -> _StreamProtocol:
+        return _StreamProtocol(self.layer, self)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        self.layer._connect_failed(self, reason)
+
+
+# -- the layer ------------------------------------------------------------------------------
+
+
+@implementer(ISIPTransport)
+class SIPTransportLayer(Service):
+    """
+    The SIP sockets: UDP and TCP on ``config.listen`` for ``config.transports``.
+
+    Starting the service listens (UDP first; with port 0 TCP then takes the port UDP got,
+    so both share one port as a Via's sent-by needs); stopping it stops listening and
+    closes every connection.
+
+    :ivar handler: the :class:`IMessageHandler` received messages go to; may be set after
+        construction (the layer above is usually built with this one).
+    :ivar tcp_idle_timeout: seconds after which a silent TCP connection is closed.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        config: SipConfig,
+        handler: IMessageHandler | None = None,
+        *,
+        tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
+    ) -> None:
+        #: provides IReactorTime, and IReactorUDP / IReactorTCP for the enabled transports
+        self.reactor = reactor
+        self.clock = reactor
+        self.config = config
+        self.handler = handler
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.transports = tuple(t.upper() for t in config.transports if t.upper() in _SUPPORTED)
+        self._udp_port: IListeningPort | None = None
+        self._udp_protocol: _DatagramProtocol | None = None
+        self._tcp_port: IListeningPort | None = None
+        self._tls_port: IListeningPort | None = None
+        self._tls_port_number = config.tls_listen.port
+        self._connection_keys = itertools.count(1)
+        self._connections: dict[int, _StreamProtocol] = {}
+        self._connections_by_peer: dict[tuple[str, int], _StreamProtocol] = {}
+        self._connecting: dict[tuple[str, int], _StreamClientFactory] = {}
+        #: messages the parser rejected so far (read by /metrics)
+        self.parse_errors = 0
+        listen = config.listen
+        self._listen_host = listen.host
+        self._port = listen.port
+        wildcard = _ip(listen.host)
+        if wildcard is not None and wildcard.is_unspecified:
+            # A wildcard cannot go in a Via: advertise the SIP domain instead (§18.2.2 then
+            # sends responses to the received address anyway).
+            self._advertised_host = config.domain.strip("[]")
+        else:
+            self._advertised_host = listen.host
+
+    # -- service ---------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Listen on UDP and TCP; raises ``CannotListenError`` if an address is taken."""
+        host, port = self._listen_host, self._port
+        for name in self.config.transports:
+            if name.upper() not in _SUPPORTED:
+                log.warn(
+                    "SIP transport {transport} is not supported yet: not listening on it",
+                    transport=name,
+                )
+        if "UDP" in self.transports:
+            self._udp_protocol = _DatagramProtocol(self)
+            self._udp_port = IReactorUDP(self.reactor).listenUDP(
+                port, self._udp_protocol, interface=host, maxPacketSize=65535
+            )
+            port = _host_port(self._udp_port.getHost())[1]
+            if self.config.udp_buffer:
+                _set_buffer_size(self._udp_port, self.config.udp_buffer)
+        if "TCP" in self.transports:
+            self._tcp_port = IReactorTCP(self.reactor).listenTCP(
+                port, _StreamServerFactory(self), interface=host
+            )
+            port = _host_port(self._tcp_port.getHost())[1]
+        self._port = port
+        if "TLS" in self.transports:
+            self._listen_tls()
+        log.info(
+            "SIP listening on {address} ({transports})",
+            address=format_host_port(host, port),
+            transports=", ".join(self.transports),
+        )
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop listening and close every TCP connection."""
+        super().stopService()
+        stopping = []
+        for port in (self._udp_port, self._tcp_port, self._tls_port):
+            if port is not None:
+                stopping.append(defer.maybeDeferred(port.stopListening))
+        self._udp_port = self._tcp_port = self._tls_port = None
+        for connection in list(self._connections.values()):
+            connection.close()
+        for factory in list(self._connecting.values()):
+            factory.queue.clear()
+        return defer.gatherResults(stopping).addCallback(lambda _: None)
+
+    def _listen_tls(self) -> None:
+        """
+        SIP over TLS (RFC 3261 §26.2, sips:) on ``[sip] tls_listen``: TCP framing over a TLS
+        connection (the same :class:`_StreamProtocol`), with the configured certificate.
+        """
+        config = self.config
+        assert config.tls_certificate is not None and config.tls_private_key is not None
+        try:
+            with open(config.tls_certificate, "rb") as f:
+                certificate = f.read()
+            with open(config.tls_private_key, "rb") as f:
+                key = f.read()
+            options = ssl.PrivateCertificate.loadPEM(key + b"\n" + certificate).options()
+        except (OSError, ValueError, ssl.SSL.Error) as e:
+            raise CannotListenError(
+                self.config.tls_listen.host,
+                self._tls_port_number,
+                f"cannot load the TLS certificate or key: {e}",
+            ) from None
+        tls = self.config.tls_listen
+        self._tls_port = IReactorSSL(self.reactor).listenSSL(
+            tls.port, _StreamServerFactory(self, "TLS"), options, interface=tls.host
+        )
+        self._tls_port_number = _host_port(self._tls_port.getHost())[1]
+        log.info(
+            "SIP over TLS listening on {address}",
+            address=format_host_port(tls.host, self._tls_port_number),
+        )
+
+    # -- ISIPTransport ------------------------------------------------------
+
+    def local_address(self, transport: str) -> tuple[str, int]:
+        """The ``(host, port)`` for a Via sent-by on ``transport`` ("UDP", "TCP", "TLS")."""
+        if transport.upper() not in self.transports:
+            raise TransportError(f"transport {transport} is not enabled")
+        if transport.upper() == "TLS":
+            return self._advertised_host, self._tls_port_number
+        return self._advertised_host, self._port
+
+    def send_request(self, request: Request, destination: Destination) -> None:
+        """
+        Send ``request`` to ``destination``, writing our address in the top Via's sent-by
+        and adding ``rport`` (RFC 3581 §3) if it has none.
+
+        RFC 3261 §18.1.1: a UDP request over 1300 bytes goes over TCP instead (when TCP is
+        enabled), with the Via's transport changed to match. On TCP an open connection to
+        the destination is reused, otherwise one is opened; a failure to connect is only
+        logged (the client transaction then times out).
+
+        :raises TransportError: the transport is not enabled, the request has no Via, or the
+            datagram cannot be sent.
+        """
+        transport = destination.transport
+        if transport not in self.transports:
+            raise TransportError(f"transport {transport} is not enabled")
+        data = self._stamp_via(request, transport)
+        if transport == "UDP" and len(data) > UDP_MAX_REQUEST and "TCP" in self.transports:
+            transport = "TCP"
+            data = self._stamp_via(request, transport)
+            destination = Destination(transport, destination.host, destination.port)
+        self._send(data, destination)
+
+    def send_response(self, response: Response, source: object = None) -> None:
+        """
+        Send ``response`` where RFC 3261 §18.2.2 / RFC 3581 §4 say (:func:`response_destination`):
+        back over the request's connection while it is open, else to ``maddr``, ``received``
+        and ``rport``, or the sent-by. When the Via cannot be read or names a transport we
+        do not run, the response goes back to ``source`` (where the request came from).
+
+        :raises TransportError: the response cannot be routed (no ``source`` to fall back
+            on) or cannot be sent.
+        """
+        src = source if isinstance(source, Source) else None
+        try:
+            via = response.top_via
+        except HeaderParseError as e:
+            if src is None:
+                raise TransportError(f"response has no usable Via: {e}") from None
+            # Nothing to route by (a 400 to a request with a broken Via): answer the
+            # packet's source, the only address we know works.
+            self._send(response.serialize(), src.reply_destination())
+            return
+        destination = response_destination(via, src)
+        if destination.connection is not None and destination.connection not in self._connections:
+            # §18.2.2: the connection is gone, open a new one to received/sent-by port.
+            destination = response_destination(via, None)
+        if destination.transport not in self.transports:
+            if src is None:
+                raise TransportError(f"transport {destination.transport} is not enabled")
+            # The Via names a transport we do not run (a UDP request claiming TLS): the
+            # request's own path is the only one we have.
+            destination = src.reply_destination()
+        self._send(response.serialize(), destination)
+
+    # -- sending ---------------------------------------------------------------
+
+    def _stamp_via(self, request: Request, transport: str) -> bytes:
+        try:
+            top = request.top_via
+        except HeaderParseError as e:
+            raise TransportError(f"request has no usable Via: {e}") from None
+        host, port = self.local_address(transport)
+        params = dict(top.params)
+        params.setdefault("rport", None)
+        _replace_top_via(request.headers, Via(transport, host, port, params))
+        return request.serialize()
+
+    def _send(self, data: bytes, destination: Destination) -> None:
+        if destination.transport == "UDP":
+            self._send_datagram(data, destination)
+        else:
+            self._send_stream(data, destination)
+
+    def _send_datagram(self, data: bytes, destination: Destination) -> None:
+        port = self._udp_port
+        if port is None:
+            raise TransportError("UDP is not listening")
+        address = _ip(destination.host)
+        if address is None:
+            # RFC 3263 resolution is the caller's job; we only send to addresses.
+            raise TransportError(f"cannot send a datagram to host name {destination.host!r}")
+        listen = _ip(self._listen_host)
+        host = address.compressed
+        if listen is not None and listen.version == 6 and address.version == 4:
+            if not listen.is_unspecified:
+                raise TransportError(f"cannot reach IPv4 {host} from {self._listen_host}")
+            host = f"::ffff:{host}"  # dual-stack socket
+        elif listen is not None and listen.version == 4 and address.version == 6:
+            raise TransportError(f"cannot reach IPv6 {host} from {self._listen_host}")
+        try:
+            port.write(data, (host, destination.port))  # type: ignore[attr-defined]
+        except Exception as e:
+            raise TransportError(f"cannot send to {destination}: {e}") from e
+
+    def _send_stream(self, data: bytes, destination: Destination) -> None:
+        if destination.connection is not None:
+            connection = self._connections.get(destination.connection)
+            if connection is not None:
+                connection.write(data)
+                return
+        key = (normalize_host(destination.host), destination.port)
+        connection = self._connections_by_peer.get(key)
+        if connection is not None and connection.transport_name == destination.transport:
+            connection.write(data)
+            return
+        if destination.transport == "TLS":
+            # Opening TLS connections (and verifying the peer's certificate) is not done:
+            # requests over TLS go over a connection the phone opened (RFC 5626 flows).
+            raise TransportError(f"no TLS connection open to {destination}")
+        factory = self._connecting.get(key)
+        if factory is None:
+            if not self.running:
+                raise TransportError("the transport is stopped")
+            factory = self._connecting[key] = _StreamClientFactory(self, key)
+            IReactorTCP(self.reactor).connectTCP(
+                destination.host, destination.port, factory, timeout=30
+            )
+        factory.queue.append(data)
+
+    # -- connections -----------------------------------------------------------
+
+    def _connection_made(self, connection: _StreamProtocol) -> None:
+        source = connection.source
+        self._connections[source.connection] = connection  # type: ignore[index]
+        self._connections_by_peer[(source.remote_host, source.remote_port)] = connection
+        pending = connection.pending
+        if pending is not None:
+            if self._connecting.get(pending.key) is pending:
+                del self._connecting[pending.key]
+            # Also known under the address it was asked for (it may have been a host name).
+            self._connections_by_peer.setdefault(pending.key, connection)
+            for data in pending.queue:
+                connection.write(data)
+            pending.queue.clear()
+
+    def _connection_lost(self, connection: _StreamProtocol) -> None:
+        self._connections.pop(connection.source.connection, None)  # type: ignore[arg-type]
+        for key, value in list(self._connections_by_peer.items()):
+            if value is connection:
+                del self._connections_by_peer[key]
+
+    def _connect_failed(self, factory: _StreamClientFactory, reason: Failure) -> None:
+        if self._connecting.get(factory.key) is factory:
+            del self._connecting[factory.key]
+        log.info(
+            "cannot connect to {peer}: {error}; {count} message(s) dropped",
+            peer=format_host_port(*factory.key),
+            error=reason.getErrorMessage(),
+            count=len(factory.queue),
+        )
+        factory.queue.clear()
+
+    # -- receiving ---------------------------------------------------------------
+
+    def _datagram_received(
+        self, protocol: _DatagramProtocol, datagram: bytes, addr: tuple[str, int]
+    ) -> None:
+        if not datagram.strip():
+            return  # an empty or whitespace datagram (e.g. a CRLF keep-alive) means nothing
+        local = protocol.local
+        if local is None:
+            local = protocol.local = _host_port(protocol.transport.getHost())  # type: ignore[union-attr]
+        source = Source("UDP", normalize_host(addr[0]), addr[1], local[0], local[1])
+        try:
+            message = parse_message(datagram)
+        except MessageParseError as e:
+            self._rejected(e, source)
+            return
+        self._message_received(message, source)
+
+    def _rejected(
+        self,
+        error: MessageParseError,
+        source: Source,
+        via_connection: _StreamProtocol | None = None,
+    ) -> None:
+        """Answer a message the parser rejected with its 4xx when we can, else drop it."""
+        self.parse_errors += 1
+        response = error_response(error)
+        if response is None:
+            log.info(
+                "dropped malformed {kind} from {peer}: {reason}",
+                kind="request" if error.is_request else "response",
+                peer=source.peer,
+                reason=error.reason,
+            )
+            return
+        log.info(
+            "answered malformed request from {peer} with {status}: {reason}",
+            peer=source.peer,
+            status=response.status,
+            reason=error.reason,
+            call_id=response.headers.get("Call-ID"),
+        )
+        try:
+            stamp_received(response.headers, source)
+        except HeaderParseError:
+            pass  # an unreadable Via: send_response answers the source
+        try:
+            if via_connection is not None:
+                via_connection.write(response.serialize())
+            else:
+                self.send_response(response, source)
+        except (TransportError, HeaderParseError, ValueError) as e:
+            log.info(
+                "cannot answer malformed request from {peer}: {error}",
+                peer=source.peer,
+                error=str(e),
+            )
+
+    def _message_received(self, message: Request | Response, source: Source) -> None:
+        if isinstance(message, Request):
+            try:
+                stamp_received(message.headers, source)
+            except HeaderParseError as e:
+                log.info(
+                    "dropped request without usable Via from {peer}: {error}",
+                    peer=source.peer,
+                    error=str(e),
+                )
+                return
+        else:
+            try:
+                via = message.top_via
+            except HeaderParseError as e:
+                log.info(
+                    "dropped response without usable Via from {peer}: {error}",
+                    peer=source.peer,
+                    error=str(e),
+                )
+                return
+            if not self._is_ours(via):
+                # RFC 3261 §18.1.2: a response whose top Via is not ours is discarded.
+                log.info(
+                    "dropped response for {sent_by} (not us) from {peer}",
+                    sent_by=format_host_port(via.host, via.port),
+                    peer=source.peer,
+                )
+                return
+        self._hand_over(message, source)
+
+    def _hand_over(self, message: Request | Response, source: Source) -> None:
+        what = message.method if isinstance(message, Request) else str(message.status)
+        handler = self.handler
+        if handler is None:
+            log.info("no handler: dropped {what} from {peer}", what=what, peer=source.peer)
+            return
+        try:
+            if isinstance(message, Request):
+                handler.request_received(message, source)
+            else:
+                handler.response_received(message, source)
+        except Exception:
+            # A bug above us: log it with its traceback, keep the socket serving.
+            log.failure(
+                "handler failed on {what} from {peer}",
+                what=what,
+                peer=source.peer,
+                call_id=message.headers.get("Call-ID"),
+            )
+
+    def _is_ours(self, via: Via) -> bool:
+        """Whether a Via sent-by names this transport (RFC 3261 §18.1.2)."""
+        port = via.port or default_port(via.transport)
+        if port != self._port and not (
+            via.transport.upper() == "TLS" and port == self._tls_port_number
+        ):
+            return False
+        return normalize_host(via.host) in self._own_hosts()
+
+    def _own_hosts(self) -> Iterable[str]:
+        hosts: Sequence[str] = (self._advertised_host, self._listen_host)
+        return {normalize_host(h) for h in hosts}

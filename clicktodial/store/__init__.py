@@ -1,0 +1,14 @@
+"""
+Storage: users, registrations (bindings) and call records.
+
+- :mod:`clicktodial.interfaces` defines ``IUserStore``, ``ILocationStore``,
+  ``ICallRecordStore`` and ``IStoreBackend``; :mod:`.values` the plain values crossing them;
+  :mod:`.errors` their documented failures.
+- Backends: :mod:`.memory` and :mod:`.sql` (SQLAlchemy Core on SQLite or PostgreSQL, schema in
+  :mod:`.schema`, Alembic migrations in :mod:`.migrations`); others are plugins found by name
+  (:mod:`.plugins`).
+- :mod:`.admin` and :mod:`.commands`: the ``clicktodial user/token/db`` commands.
+
+Importing this package imports nothing else: importing a module of it does not pull in
+SQLAlchemy unless that module needs it. See docs/storage.md.
+"""

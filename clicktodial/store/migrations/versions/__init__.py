@@ -1,0 +1,1 @@
+"""Alembic revisions of clicktodial's schema, oldest first (see ``down_revision``)."""

@@ -1,0 +1,262 @@
+"""
+Store backends chosen by name: ``[store] backend = NAME``.
+
+The built-in backends are ``memory`` and ``sql``. Other packages add backends
+by declaring an entry point in the group ``clicktodial.store_backends`` whose
+value is an object providing :class:`IStoreBackendFactory`, for example in
+``pyproject.toml``::
+
+    [project.entry-points."clicktodial.store_backends"]
+    example = "clicktodial_store_example:factory"
+
+An unknown name fails with :class:`UnknownBackend`, which lists the names that
+exist. Factories and the stores they build are checked with ``verifyObject``
+when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, cast
+
+from argon2 import PasswordHasher
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+from zope.interface.exceptions import Invalid
+from zope.interface.interface import InterfaceClass
+from zope.interface.verify import verifyObject
+
+from clicktodial.interfaces import IStoreBackend, IStoreBackendFactory
+from clicktodial.store.errors import StoreConfigError, UnknownBackend
+
+#: The entry point group third-party store backends register in.
+ENTRY_POINT_GROUP = "clicktodial.store_backends"
+
+log = Logger()
+
+
+def default_thread_pool(name: str, max_threads: int) -> ThreadPool:
+    """A real thread pool: threads start when the store starts."""
+    return ThreadPool(minthreads=0, maxthreads=max_threads, name=name)
+
+
+@frozen
+class StoreEnvironment:
+    """
+    What a backend factory gets besides its options.
+
+    :ivar reactor: provides :class:`IReactorTime` and :class:`IReactorFromThreads`.
+    :ivar realm: the SIP digest realm (the configured ``[sip] domain``).
+    :ivar make_thread_pool: ``(name, max_threads) -> ThreadPool``; the store
+        owns, starts and stops the pools it makes (tests pass a factory of
+        inline pools).
+    :ivar password_hasher: the Argon2 hasher, or ``None`` for
+        argon2-cffi's defaults.
+    """
+
+    reactor: IReactorTime
+    realm: str
+    make_thread_pool: Callable[[str, int], ThreadPool] = default_thread_pool
+    password_hasher: PasswordHasher | None = None
+
+    def hash_pool(self) -> ThreadPool:
+        """A pool for password hashing: one thread per core."""
+        return self.make_thread_pool("clicktodial-password-hash",
+                                     os.cpu_count() or 2)
+
+
+def reject_unknown_options(options: Mapping[str, str],
+                           known: frozenset[str], backend: str) -> None:
+    """
+    :raises StoreConfigError: naming the first key not in ``known``.
+    """
+    for key in sorted(options):
+        if key not in known:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise StoreConfigError(
+                f"unknown option {key!r} for store backend {backend!r}"
+                f" (allowed: {allowed})", key=key)
+
+
+def parse_bool(options: Mapping[str, str], key: str, default: bool) -> bool:
+    """Read a yes/no option; raise :class:`StoreConfigError` naming ``key``."""
+    value = options.get(key)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise StoreConfigError(f"{key} must be yes or no, not {value!r}", key=key)
+
+
+def parse_int(options: Mapping[str, str], key: str, default: int,
+              lowest: int, highest: int) -> int:
+    """Read a bounded integer option; raise :class:`StoreConfigError`."""
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = lowest - 1
+    if not lowest <= number <= highest:
+        raise StoreConfigError(
+            f"{key} must be an integer from {lowest} to {highest},"
+            f" not {value!r}", key=key)
+    return number
+
+
+@implementer(IStoreBackendFactory)
+class MemoryBackendFactory:
+    """
+    ``backend = memory``: nothing survives a restart. Its only option, ``url``, is
+    ignored (the configuration always has one).
+    """
+
+    def create(self, options: Mapping[str, str],
+               environment: StoreEnvironment) -> IStoreBackend:
+        from clicktodial.store.memory import MemoryStore
+
+        reject_unknown_options(options, frozenset({"url"}), "memory")
+        return MemoryStore(environment.reactor, realm=environment.realm,
+                           hash_pool=environment.hash_pool(),
+                           hasher=environment.password_hasher)
+
+
+@implementer(IStoreBackendFactory)
+class SQLBackendFactory:
+    """
+    ``backend = sql``. Options:
+      - ``url`` (required): an SQLAlchemy URL, ``sqlite:///PATH`` or
+        ``postgresql+psycopg://USER@HOST/DB``;
+      - ``threads``: database threads and connections (default 4);
+      - ``auto_upgrade``: apply pending migrations at start-up instead of
+        refusing to start (default no).
+    """
+
+    def create(self, options: Mapping[str, str],
+               environment: StoreEnvironment) -> IStoreBackend:
+        from clicktodial.store.sql import SQLStore
+
+        reject_unknown_options(
+            options, frozenset({"url", "threads", "auto_upgrade"}), "sql")
+        url = options.get("url", "").strip()
+        if not url:
+            raise StoreConfigError("the sql store needs a url", key="url")
+        threads = parse_int(options, "threads", 4, 1, 64)
+        return SQLStore(
+            environment.reactor, url,
+            threadpool=environment.make_thread_pool("clicktodial-db",
+                                                    threads),
+            hash_pool=environment.hash_pool(),
+            realm=environment.realm,
+            hasher=environment.password_hasher,
+            pool_size=threads,
+            auto_upgrade=parse_bool(options, "auto_upgrade", False),
+        )
+
+
+#: Backends that exist without any package metadata (also in a source
+#: checkout that was never installed). Plugins cannot replace them.
+BUILTIN_BACKENDS: Mapping[str, IStoreBackendFactory] = {
+    "memory": MemoryBackendFactory(),
+    "sql": SQLBackendFactory(),
+}
+
+
+def _plugin_entry_points() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name in BUILTIN_BACKENDS:
+            log.warn("ignoring store backend plugin {value}: the name"
+                     " {name} is built in", value=entry_point.value,
+                     name=entry_point.name)
+            continue
+        found[entry_point.name] = entry_point
+    return found
+
+
+def available_backends() -> list[str]:
+    """The names ``[store] backend`` may take, sorted."""
+    return sorted(set(BUILTIN_BACKENDS) | set(_plugin_entry_points()))
+
+
+def load_backend(name: str) -> IStoreBackendFactory:
+    """
+    Find the backend factory called ``name``.
+
+    :raises UnknownBackend: if there is none (listing those that exist).
+    :raises StoreConfigError: if the plugin fails to load or does not
+        provide :class:`IStoreBackendFactory`.
+    """
+    if name in BUILTIN_BACKENDS:
+        return BUILTIN_BACKENDS[name]
+    plugins = _plugin_entry_points()
+    if name not in plugins:
+        raise UnknownBackend(name, available_backends())
+    entry_point = plugins[name]
+    try:
+        factory = entry_point.load()
+    except Exception as e:
+        raise StoreConfigError(
+            f"store backend {name!r} ({entry_point.value}) failed to load:"
+            f" {e}", key="backend") from e
+    _verify(IStoreBackendFactory, factory,
+            f"store backend {name!r} ({entry_point.value})")
+    return cast(IStoreBackendFactory, factory)
+
+
+def create_store(name: str, options: Mapping[str, str],
+                 environment: StoreEnvironment) -> IStoreBackend:
+    """
+    Build the (not yet started) store the ``[store]`` section asks for.
+
+    :param name: the ``backend`` value.
+    :param options: the section's other keys.
+    :raises StoreConfigError: for an unknown backend or a bad option.
+    """
+    factory = load_backend(name)
+    store = factory.create(options, environment)
+    _verify(IStoreBackend, store, f"the store built by backend {name!r}")
+    return store
+
+
+def _verify(interface: InterfaceClass, candidate: object, what: str) -> None:
+    try:
+        verifyObject(interface, candidate)
+    except Invalid as e:
+        raise StoreConfigError(
+            f"{what} does not provide {interface.__name__}: {e}",
+            key="backend") from e
+
+
+def store_options(store_config: Any) -> dict[str, str]:
+    """
+    The options a backend factory gets from the parsed ``[store]`` section
+    (:class:`clicktodial.config.StoreConfig`): its ``url``, password included.
+    """
+    url = store_config.url
+    rendered = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    return {"url": rendered}
+
+
+def store_from_config(config: Any, reactor: IReactorTime,
+                      make_thread_pool: Callable[[str, int], ThreadPool] = default_thread_pool,
+                      password_hasher: PasswordHasher | None = None) -> IStoreBackend:
+    """
+    Build the (not yet started) store a parsed configuration (:class:`clicktodial.config.Config`)
+    asks for: backend ``config.store.backend``, realm ``config.sip.domain``.
+
+    :raises StoreConfigError: for an unknown backend or a bad option.
+    """
+    environment = StoreEnvironment(reactor=reactor, realm=config.sip.domain,
+                                   make_thread_pool=make_thread_pool,
+                                   password_hasher=password_hasher)
+    return create_store(config.store.backend, store_options(config.store), environment)

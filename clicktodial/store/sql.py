@@ -1,0 +1,732 @@
+"""
+The SQL store: SQLAlchemy 2 Core on SQLite or PostgreSQL (psycopg 3).
+
+Every database call runs on a dedicated thread pool through ``deferToThreadPool``; only plain
+values (the attrs classes of :mod:`clicktodial.store.values`) come back to the reactor thread.
+Transient errors (a dropped connection, a locked SQLite file, a PostgreSQL serialization
+failure) are retried a few times with a backoff timed by the reactor, as buildbot's
+``db/pool.py`` does, then reported as :class:`StoreUnavailable`.
+
+Several daemons may share one PostgreSQL database: a REGISTER locks its AOR's binding rows
+(``SELECT ... FOR UPDATE``) and inserts new ones under the primary key, so two nodes updating
+one AOR serialise instead of losing an update. On SQLite, write transactions start with
+``BEGIN IMMEDIATE`` (the write lock up front) and wait on ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+from argon2 import PasswordHasher
+from attrs import frozen
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    make_url,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from clicktodial.interfaces import IStoreBackend
+from clicktodial.store import migrations
+from clicktodial.store.base import StoreBase, UserRecord
+from clicktodial.store.bindings import plan_register, sort_bindings
+from clicktodial.store.errors import (
+    NoSuchCall,
+    NoSuchUser,
+    SchemaOutOfDate,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailable,
+    UserExists,
+)
+from clicktodial.store.groupcommit import GroupCommit, Job, Outcome
+from clicktodial.store.passwords import PasswordHashing, default_hash_pool, token_id_of_digest
+from clicktodial.store.schema import api_tokens, bindings, calls, users
+from clicktodial.store.values import (
+    ApiToken,
+    Binding,
+    BindingChanges,
+    CallRecord,
+    SipCredentials,
+)
+
+T = TypeVar("T")
+
+#: How long a SQLite connection waits for another writer, in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+#: Rows per IN (...) list: below every SQLite build's host-parameter limit.
+_CHUNK = 500
+
+_UPGRADE_HINT = "run `clicktodial --config FILE db upgrade`"
+
+#: Reads of an AOR after losing a race to insert one of its bindings.
+_INSERT_RACE_ATTEMPTS = 3
+
+
+def create_sql_engine(url: str | URL, pool_size: int = 4) -> Engine:
+    """
+    An engine for our stores: a connection per database thread, and for SQLite WAL mode,
+    ``busy_timeout``, foreign keys and ``BEGIN IMMEDIATE`` for writes.
+
+    No ``pool_pre_ping``: it cost a ``SELECT 1`` round trip per transaction. A connection
+    that died while idle fails its first statement instead, with an error
+    :class:`SQLStore` treats as transient (the pool invalidates it) and retries.
+
+    :raises StoreConfigError: for an in-memory SQLite URL (use ``backend = memory``) or a
+        database we do not support.
+    """
+    url = make_url(url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+            raise StoreConfigError(
+                "an in-memory SQLite database lives in one connection and vanishes with it:"
+                " use backend = memory, or a SQLite file", key="url")
+        engine = create_engine(url, pool_size=pool_size, max_overflow=0)
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        return create_engine(url, pool_size=pool_size, max_overflow=0)
+    raise StoreConfigError(
+        f"unsupported database {backend!r}: use sqlite:///PATH or"
+        " postgresql+psycopg://USER@HOST/DBNAME", key="url")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN itself, instead of pysqlite's
+        # implicit deferred BEGIN before the first write (which may fail to upgrade its read
+        # lock with SQLITE_BUSY, without waiting for busy_timeout).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL: readers do not block the writer and the writer does not block readers;
+        # synchronous=NORMAL is durable against application crashes (WAL checkpoints).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Connection) -> None:
+        if connection.get_execution_options().get("clicktodial_write"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+def _is_transient(error: DBAPIError) -> bool:
+    """Whether retrying the whole transaction may succeed."""
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    message = str(error.orig).lower()
+    # SQLite reports a missing table as an OperationalError: that needs an upgrade, not a
+    # retry.
+    return not ("no such table" in message or "no such column" in message)
+
+
+def check_schema_connection(connection: Connection) -> None:
+    """
+    :raises SchemaOutOfDate: unless the database is at the migrations' head.
+    """
+    current = migrations.current_revisions(connection)
+    expected = migrations.head_revisions()
+    if current == expected:
+        return
+    if not current:
+        raise SchemaOutOfDate(
+            f"the database has no clicktodial schema yet: {_UPGRADE_HINT} to create it")
+    known = {script.revision for script in migrations.script_directory().walk_revisions()}
+    if not current <= known:
+        raise SchemaOutOfDate(
+            f"the database schema ({', '.join(sorted(current))}) is newer than this version of"
+            f" clicktodial knows ({', '.join(sorted(expected))}): upgrade clicktodial")
+    raise SchemaOutOfDate(
+        f"the database schema is at revision {', '.join(sorted(current))}, this version of"
+        f" clicktodial needs {', '.join(sorted(expected))}: {_UPGRADE_HINT}")
+
+
+def check_schema(url: str | URL) -> None:
+    """
+    Check (blocking) that the database at ``url`` has the schema this code expects.
+
+    :raises SchemaOutOfDate: with a message saying to run ``clicktodial db upgrade``.
+    """
+    engine = create_sql_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            check_schema_connection(connection)
+    finally:
+        engine.dispose()
+
+
+def upgrade_schema(url: str | URL, revision: str = "head") -> None:
+    """Apply the migrations (blocking); see :func:`clicktodial.store.migrations.upgrade`."""
+    engine = create_sql_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            connection = connection.execution_options(clicktodial_write=True)
+            with connection.begin():
+                migrations.upgrade(connection, revision)
+    finally:
+        engine.dispose()
+
+
+def _user_record(row: Row[Any]) -> UserRecord:
+    return UserRecord(
+        username=row.username,
+        display_name=row.display_name,
+        password_hash=row.password_hash,
+        ha1_md5=row.ha1_md5,
+        ha1_sha256=row.ha1_sha256,
+        is_admin=bool(row.is_admin),
+        disabled=bool(row.disabled),
+        created_at=row.created_at,
+    )
+
+
+def _binding(row: Row[Any]) -> Binding:
+    return Binding(
+        aor=row.aor,
+        contact=row.contact,
+        expires_at=row.expires_at,
+        call_id=row.call_id,
+        cseq=row.cseq,
+        q=row.q,
+        instance_id=row.instance_id,
+        reg_id=row.reg_id,
+        path=tuple(json.loads(row.path)),
+        received=row.received,
+        user_agent=row.user_agent,
+    )
+
+
+def _binding_row(key: str, binding: Binding) -> dict[str, object]:
+    return {
+        "aor": binding.aor,
+        "binding_key": key,
+        "contact": binding.contact,
+        "q": binding.q,
+        "expires_at": binding.expires_at,
+        "call_id": binding.call_id,
+        "cseq": binding.cseq,
+        "instance_id": binding.instance_id,
+        "reg_id": binding.reg_id,
+        "path": json.dumps(list(binding.path)),
+        "received": binding.received,
+        "user_agent": binding.user_agent,
+    }
+
+
+_CALL_FIELDS = tuple(c.name for c in calls.columns)
+
+# Rewrites one stored binding (executemany: one set of new_* parameters per binding).
+_UPDATE_BINDING = (
+    update(bindings)
+    .where(bindings.c.aor == bindparam("new_aor"),
+           bindings.c.binding_key == bindparam("new_binding_key"))
+    .values({c.name: bindparam(f"new_{c.name}") for c in bindings.columns
+             if c.name not in ("aor", "binding_key")})
+)
+
+
+# The hot statements of a REGISTER, as DBAPI text run on a raw cursor by the group commit
+# (SQLAlchemy's per-execution work cost more than the statements themselves). Written with
+# qmark parameters; converted to psycopg's format style for PostgreSQL.
+_SQL_CREDENTIALS = "SELECT ha1_md5, ha1_sha256, disabled FROM users WHERE username = ?"
+_BINDING_COLUMNS = ("contact", "q", "expires_at", "call_id", "cseq", "instance_id", "reg_id",
+                    "path", "received", "user_agent")
+_SQL_SELECT_BINDINGS = (
+    f"SELECT binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings WHERE aor = ?"
+    " ORDER BY binding_key")
+_SQL_DELETE_BINDING = "DELETE FROM bindings WHERE aor = ? AND binding_key = ?"
+_SQL_INSERT_BINDING = (
+    f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
+    f" VALUES ({', '.join('?' * (len(_BINDING_COLUMNS) + 2))})")
+_SQL_UPDATE_BINDING = (
+    f"UPDATE bindings SET {', '.join(f'{c} = ?' for c in _BINDING_COLUMNS)}"
+    " WHERE aor = ? AND binding_key = ?")
+
+
+@frozen
+class _HotStatements:
+    """The hot statements in one database's parameter style."""
+
+    credentials: str
+    select_bindings: str
+    delete_binding: str
+    insert_binding: str
+    update_binding: str
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> _HotStatements:
+        select_bindings = _SQL_SELECT_BINDINGS
+        if dialect == "postgresql":
+            # See _update_bindings_once: lock the AOR's rows, in key order.
+            select_bindings += " FOR UPDATE"
+        statements: tuple[str, ...] = (_SQL_CREDENTIALS, select_bindings, _SQL_DELETE_BINDING,
+                      _SQL_INSERT_BINDING, _SQL_UPDATE_BINDING)
+        if dialect == "postgresql":
+            statements = tuple(text.replace("?", "%s") for text in statements)
+        return cls(*statements)
+
+
+def _binding_of_tuple(aor: str, row: Sequence[Any]) -> Binding:
+    # row: binding_key, then _BINDING_COLUMNS.
+    path = row[8]
+    return Binding(aor=aor, contact=row[1], q=row[2], expires_at=row[3], call_id=row[4],
+                   cseq=row[5], instance_id=row[6], reg_id=row[7],
+                   path=() if path == "[]" else tuple(json.loads(path)),
+                   received=row[9], user_agent=row[10])
+
+
+def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
+    # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's order).
+    return (b.contact, b.q, b.expires_at, b.call_id, b.cseq, b.instance_id, b.reg_id,
+            json.dumps(list(b.path)) if b.path else "[]", b.received, b.user_agent, aor, key)
+
+
+def _call_record(row: Row[Any]) -> CallRecord:
+    return CallRecord(**{name: getattr(row, name) for name in _CALL_FIELDS})
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+@implementer(IStoreBackend)
+class SQLStore(StoreBase):
+    """
+    All three stores in a SQL database.
+
+    :param reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
+    :param url: SQLAlchemy URL (``sqlite:///PATH``, ``postgresql+psycopg://...``).
+    :param threadpool: the database thread pool (owned: started and stopped with the store);
+        ``pool_size`` threads if not given.
+    :param hash_pool: the password hashing pool (owned likewise); one thread per core if not
+        given.
+    :param realm: the SIP digest realm for HA1s.
+    :param hasher: the Argon2 hasher (default parameters if not given).
+    :param pool_size: database connections (and default database threads).
+    :param auto_upgrade: apply pending migrations in :meth:`start` instead of failing.
+    :param attempts: tries of a transaction that fails with a transient error.
+    :param retry_delay: seconds before the first retry; doubled for each further one.
+    """
+
+    def __init__(self, reactor: IReactorTime, url: str | URL,
+                 threadpool: ThreadPool | None = None, hash_pool: ThreadPool | None = None,
+                 *, realm: str, hasher: PasswordHasher | None = None, pool_size: int = 4,
+                 auto_upgrade: bool = False, attempts: int = 4,
+                 retry_delay: float = 0.1) -> None:
+        # Every reactor provides IReactorFromThreads as well as IReactorTime; the type of the
+        # parameter names the one the store reads time from.
+        self._from_threads = cast(IReactorFromThreads, reactor)
+        super().__init__(reactor, realm, PasswordHashing(
+            self._from_threads,
+            hash_pool if hash_pool is not None else default_hash_pool(), hasher))
+        self._engine = create_sql_engine(url, pool_size)
+        self._dialect = self._engine.dialect.name
+        self._pool = (threadpool if threadpool is not None
+                      else ThreadPool(minthreads=0, maxthreads=pool_size, name="clicktodial-db"))
+        self._auto_upgrade = auto_upgrade
+        self._attempts = attempts
+        self._retry_delay = retry_delay
+        self._hot = _HotStatements.for_dialect(self._dialect)
+        #: The REGISTER path's operations (credentials, binding updates), group-committed.
+        self.group_commit = GroupCommit(self._from_threads, self._pool, self._execute_batch,
+                                        self._run_alone)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """Start the pools, then check (or with ``auto_upgrade``, bring) the schema to head."""
+        self._pool.start()
+        super().start()
+        if self._auto_upgrade:
+            return self._run(self._op_upgrade)
+        return self._run(self._op_check_schema)
+
+    def stop(self) -> Deferred[None]:
+        """Stop the pools (waiting for running jobs) and close the connections."""
+        self._pool.stop()
+        self._engine.dispose()
+        return super().stop()
+
+    def _op_check_schema(self) -> None:
+        with self._engine.connect() as connection:
+            check_schema_connection(connection)
+
+    def _op_upgrade(self) -> None:
+        with self._write() as connection:
+            migrations.upgrade(connection)
+
+    # -- running operations ------------------------------------------------------
+
+    def _run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        async def attempt() -> T:
+            delay = self._retry_delay
+            for attempt in range(1, self._attempts + 1):
+                try:
+                    return await deferToThreadPool(self._from_threads, self._pool, f, *args)
+                except DBAPIError as e:
+                    if not _is_transient(e):
+                        raise
+                    if attempt == self._attempts:
+                        raise StoreUnavailable(
+                            f"database unavailable after {attempt} attempts: {e.orig}") from e
+                    self.log.warn(
+                        "transient database error in {operation} (attempt {attempt}),"
+                        " retrying in {delay}s: {error}", operation=getattr(f, "__name__", repr(f)),
+                        attempt=attempt, delay=delay, error=str(e.orig))
+                await deferLater(self._clock, delay)
+                delay *= 2
+            raise AssertionError("unreachable")
+
+        return Deferred.fromCoroutine(attempt())
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as connection, connection.begin():
+            yield connection
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.connect() as connection:
+            connection = connection.execution_options(clicktodial_write=True)
+            with connection.begin():
+                yield connection
+
+    # -- users -----------------------------------------------------------------
+
+    def _existing(self, connection: Connection, usernames: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(usernames):
+            found.update(connection.scalars(
+                select(users.c.username).where(users.c.username.in_(chunk))))
+        return found
+
+    def _op_existing_usernames(self, usernames: list[str]) -> set[str]:
+        with self._read() as connection:
+            return self._existing(connection, usernames)
+
+    def _op_insert_users(self, records: list[UserRecord]) -> None:
+        names = [record.username for record in records]
+        try:
+            with self._write() as connection:
+                existing = self._existing(connection, names)
+                if existing:
+                    raise UserExists(existing)
+                # One executemany in one transaction: SQLAlchemy batches it into multi-row
+                # INSERTs ("insertmanyvalues").
+                connection.execute(insert(users), [
+                    {
+                        "username": r.username,
+                        "display_name": r.display_name,
+                        "password_hash": r.password_hash,
+                        "ha1_md5": r.ha1_md5,
+                        "ha1_sha256": r.ha1_sha256,
+                        "is_admin": r.is_admin,
+                        "disabled": r.disabled,
+                        "created_at": r.created_at,
+                    } for r in records])
+        except IntegrityError:
+            # Another node added one of them between our check and our insert.
+            raise UserExists(self._op_existing_usernames(names) or names) from None
+
+    def _op_get_user(self, username: str) -> UserRecord | None:
+        with self._read() as connection:
+            row = connection.execute(
+                select(users).where(users.c.username == username)).first()
+        return _user_record(row) if row is not None else None
+
+    def _op_list_users(self) -> list[UserRecord]:
+        with self._read() as connection:
+            rows = connection.execute(select(users)).all()
+        # Sorted here, not by ORDER BY: database collations disagree about punctuation.
+        return sorted((_user_record(row) for row in rows), key=lambda r: r.username)
+
+    def _op_update_user(self, username: str, fields: dict[str, object]) -> UserRecord:
+        with self._write() as connection:
+            if fields:
+                result = connection.execute(
+                    update(users).where(users.c.username == username).values(**fields))
+                if result.rowcount == 0:
+                    raise NoSuchUser(username)
+            row = connection.execute(
+                select(users).where(users.c.username == username)).first()
+        if row is None:
+            raise NoSuchUser(username)
+        return _user_record(row)
+
+    def _op_delete_user(self, username: str) -> None:
+        with self._write() as connection:
+            connection.execute(delete(api_tokens).where(api_tokens.c.username == username))
+            result = connection.execute(delete(users).where(users.c.username == username))
+            if result.rowcount == 0:
+                raise NoSuchUser(username)
+
+    def _op_insert_token(self, digest: str, username: str, label: str,
+                         created_at: float) -> None:
+        with self._write() as connection:
+            exists = connection.scalar(
+                select(users.c.username).where(users.c.username == username))
+            if exists is None:
+                raise NoSuchUser(username)
+            connection.execute(insert(api_tokens).values(
+                digest=digest, token_id=token_id_of_digest(digest), username=username,
+                label=label, created_at=created_at))
+
+    def _op_token_owner(self, digest: str) -> str | None:
+        with self._read() as connection:
+            return connection.scalar(
+                select(api_tokens.c.username)
+                .join(users, users.c.username == api_tokens.c.username)
+                .where(api_tokens.c.digest == digest, users.c.disabled.is_(False)))
+
+    def _op_list_tokens(self, username: str) -> list[ApiToken]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(api_tokens).where(api_tokens.c.username == username)).all()
+        tokens = [ApiToken(row.token_id, row.username, row.label, row.created_at)
+                  for row in rows]
+        return sorted(tokens, key=lambda t: (t.created_at, t.token_id))
+
+    def _op_delete_token(self, digest: str | None, token_id: str | None) -> bool:
+        condition = (api_tokens.c.digest == digest if digest is not None
+                     else api_tokens.c.token_id == token_id)
+        with self._write() as connection:
+            return bool(connection.execute(delete(api_tokens).where(condition)).rowcount)
+
+    # -- the REGISTER path: group commit ---------------------------------------------
+
+    def get_sip_credentials(self, username: str) -> Deferred[SipCredentials | None]:
+        # Group-committed with the other REGISTERs' work; see GroupCommit.
+        return self.group_commit.submit("credentials", username)
+
+    def update_bindings(self, aor: str, changes: BindingChanges,
+                        now: float) -> Deferred[list[Binding]]:
+        return self.group_commit.submit("update_bindings", aor, changes, now)
+
+    def _run_alone(self, job: Job) -> Deferred[Any]:
+        # After an aborted batch: the usual path, one transaction (and retries) per job.
+        if job.kind == "credentials":
+            return super().get_sip_credentials(*job.args)
+        return self._run(self._op_update_bindings, *job.args)
+
+    def _execute_batch(self, batch: Sequence[Job]) -> list[Outcome]:
+        """
+        Run a batch in one write transaction on raw DBAPI cursors (a pool thread). A
+        refused REGISTER (``OutOfOrderRegistration``, raised before it writes) is that
+        job's outcome; any other error aborts the transaction and the batch.
+        """
+        outcomes: list[Outcome] = [(False, None)] * len(batch)
+        # Credential reads first, then the updates by AOR (stable: one AOR's REGISTERs keep
+        # their order): every node locks AORs in the same order, so two nodes' batches
+        # cannot deadlock on each other's binding rows.
+        order = sorted(range(len(batch)), key=lambda i: (
+            batch[i].kind != "credentials", batch[i].args[0]))
+        # A raw pooled connection, transaction handled here: SQLAlchemy's per-transaction
+        # work (events, BEGIN through exec_driver_sql) cost as much as the statements.
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            if self._dialect == "sqlite":
+                # As _write: the write lock up front (see _configure_sqlite). psycopg opens
+                # the transaction implicitly.
+                cursor.execute("BEGIN IMMEDIATE")
+            for i in order:
+                job = batch[i]
+                try:
+                    if job.kind == "credentials":
+                        value: Any = self._fast_credentials(cursor, *job.args)
+                    else:
+                        value = self._fast_update_bindings(cursor, *job.args)
+                except StoreError as e:
+                    outcomes[i] = (False, e)
+                else:
+                    outcomes[i] = (True, value)
+            cursor.close()
+            connection.commit()
+        except BaseException:
+            # Rare (the batch's jobs then run alone). We do not tell a dead connection from
+            # a failed statement: roll back if we can, and drop the connection either way
+            # (the pool opens a new one).
+            try:
+                connection.rollback()
+            finally:
+                connection.invalidate()
+            raise
+        finally:
+            connection.close()
+        return outcomes
+
+    def _fast_credentials(self, cursor: Any, username: str) -> SipCredentials | None:
+        cursor.execute(self._hot.credentials, (username,))
+        row = cursor.fetchone()
+        if row is None or row[2] or row[0] is None or row[1] is None:
+            return None
+        return SipCredentials(row[0], row[1])
+
+    def _fast_update_bindings(self, cursor: Any, aor: str, changes: BindingChanges,
+                              now: float) -> list[Binding]:
+        # As _update_bindings_once, inside the batch's transaction. plan_register raises
+        # (OutOfOrderRegistration) before anything is written.
+        hot = self._hot
+        cursor.execute(hot.select_bindings, (aor,))
+        stored = {row[0]: _binding_of_tuple(aor, row) for row in cursor.fetchall()}
+        plan = plan_register(aor, stored, changes, now)
+        if plan.delete:
+            cursor.executemany(hot.delete_binding, [(aor, key) for key in sorted(plan.delete)])
+        new = [_binding_parameters(aor, key, b) for key, b in plan.write.items()
+               if key not in stored]
+        if new:
+            cursor.executemany(hot.insert_binding, new)
+        rewritten = [_binding_parameters(aor, key, b) for key, b in plan.write.items()
+                     if key in stored]
+        if rewritten:
+            cursor.executemany(hot.update_binding, rewritten)
+        return list(plan.result)
+
+    # -- bindings ----------------------------------------------------------------
+
+    def _op_get_bindings(self, aor: str, now: float) -> list[Binding]:
+        with self._read() as connection:
+            rows = connection.execute(select(bindings).where(
+                bindings.c.aor == aor, bindings.c.expires_at > now)).all()
+        return sort_bindings([_binding(row) for row in rows])
+
+    def _op_update_bindings(self, aor: str, changes: BindingChanges,
+                            now: float) -> list[Binding]:
+        for attempt in range(1, _INSERT_RACE_ATTEMPTS + 1):
+            try:
+                return self._update_bindings_once(aor, changes, now)
+            except IntegrityError:
+                # Another node inserted one of our new bindings after we read the AOR (its
+                # row did not exist to be locked). The transaction was rolled back; read
+                # again, now seeing that row.
+                if attempt == _INSERT_RACE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _update_bindings_once(self, aor: str, changes: BindingChanges,
+                              now: float) -> list[Binding]:
+        # One transaction: read the AOR's bindings, locking them, apply RFC 3261 §10.3 in
+        # Python, write the difference; nothing is written if plan_register refuses.
+        # On PostgreSQL, FOR UPDATE makes a concurrent REGISTER of the same AOR on another
+        # node wait and then see our committed rows (in key order, so two of them cannot
+        # deadlock); a binding both insert at once makes the later one fail on the primary
+        # key and start over. On SQLite, BEGIN IMMEDIATE already serialises writers.
+        query = select(bindings).where(bindings.c.aor == aor).order_by(bindings.c.binding_key)
+        if self._dialect == "postgresql":
+            query = query.with_for_update()
+        with self._write() as connection:
+            stored = {row.binding_key: _binding(row) for row in connection.execute(query)}
+            plan = plan_register(aor, stored, changes, now)
+            if plan.delete:
+                connection.execute(delete(bindings).where(
+                    bindings.c.aor == aor, bindings.c.binding_key.in_(sorted(plan.delete))))
+            new = [_binding_row(key, b) for key, b in plan.write.items() if key not in stored]
+            if new:
+                connection.execute(insert(bindings), new)
+            rewritten = [_binding_row(key, b) for key, b in plan.write.items() if key in stored]
+            if rewritten:
+                connection.execute(_UPDATE_BINDING, [
+                    {f"new_{name}": value for name, value in row.items()}
+                    for row in rewritten])
+        return list(plan.result)
+
+    def _op_remove_all(self, aor: str) -> int:
+        with self._write() as connection:
+            return connection.execute(delete(bindings).where(bindings.c.aor == aor)).rowcount
+
+    def _op_purge_expired(self, now: float) -> int:
+        with self._write() as connection:
+            return connection.execute(
+                delete(bindings).where(bindings.c.expires_at <= now)).rowcount
+
+    def _op_registered_aors(self, now: float) -> list[str]:
+        with self._read() as connection:
+            aors = connection.scalars(
+                select(bindings.c.aor).where(bindings.c.expires_at > now).distinct()).all()
+        return sorted(aors)
+
+    def _op_all_bindings(self, now: float) -> list[Binding]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(bindings).where(bindings.c.expires_at > now)).all()
+        return sort_bindings([_binding(row) for row in rows])
+
+    # -- call records --------------------------------------------------------------
+
+    def _op_insert_call(self, record: CallRecord) -> None:
+        with self._write() as connection:
+            connection.execute(insert(calls).values(
+                **{name: getattr(record, name) for name in _CALL_FIELDS}))
+
+    def _op_update_call(self, call_id: str, fields: dict[str, object]) -> CallRecord:
+        with self._write() as connection:
+            if fields:
+                connection.execute(
+                    update(calls).where(calls.c.call_id == call_id).values(**fields))
+            row = connection.execute(select(calls).where(calls.c.call_id == call_id)).first()
+        if row is None:
+            raise NoSuchCall(call_id)
+        return _call_record(row)
+
+    def _op_get_call(self, call_id: str) -> CallRecord | None:
+        with self._read() as connection:
+            row = connection.execute(select(calls).where(calls.c.call_id == call_id)).first()
+        return _call_record(row) if row is not None else None
+
+    def _op_list_calls(self, user: str | None, limit: int, offset: int,
+                       before: float | None) -> list[CallRecord]:
+        query = select(calls)
+        if user is not None:
+            query = query.where(or_(calls.c.caller == user, calls.c.callee == user))
+        if before is not None:
+            query = query.where(calls.c.created_at < before)
+        query = (query.order_by(calls.c.created_at.desc(), calls.c.call_id.desc())
+                 .limit(limit).offset(offset))
+        with self._read() as connection:
+            return [_call_record(row) for row in connection.execute(query)]
+
+    def _active(self, node: str | None) -> Any:
+        condition = calls.c.ended_at.is_(None)
+        return condition if node is None else and_(condition, calls.c.node == node)
+
+    def _op_count_active(self, node: str | None) -> int:
+        with self._read() as connection:
+            return int(connection.scalar(
+                select(func.count()).select_from(calls).where(self._active(node))) or 0)
+
+    def _op_end_active_calls(self, node: str | None, ended_at: float, reason: str) -> int:
+        with self._write() as connection:
+            return connection.execute(update(calls).where(self._active(node)).values(
+                ended_at=ended_at, end_reason=reason, who_hung_up="system")).rowcount
+

@@ -1,0 +1,199 @@
+"""
+``twistd clicktodial``: command-line options and the service twistd runs.
+
+This is the only module that touches the global reactor (imported in :func:`makeService`, so
+that importing this module does not install a reactor before twistd chooses one).
+"""
+
+import signal
+from collections.abc import Callable
+from types import FrameType
+
+from twisted.application.service import IService, IServiceCollection, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError, ReactorNotRunning
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.logger import ILogObserver, Logger
+from twisted.python import usage
+from twisted.python.components import Componentized
+
+from clicktodial import __version__
+from clicktodial.config import ConfigError, load_config
+from clicktodial.log import make_log_observer
+from clicktodial.reload import LIVE_SETTINGS, ConfigReloader
+from clicktodial.service import build_service
+from clicktodial.systemd import SystemdNotifier
+
+__all__ = ["DaemonSignals", "Options", "TwistdRoot", "makeService"]
+
+log = Logger()
+
+_SignalHandler = Callable[[int, FrameType | None], object] | int | None
+
+
+class Options(usage.Options):
+    """Options of ``twistd clicktodial``."""
+
+    synopsis = "--config FILE"
+    longdesc = (
+        "Runs the clicktodial daemon: a SIP registrar and click-to-dial call controller with"
+        " a web interface. Everything is set in the INI file given with --config (every key is"
+        " documented in conf/example.ini). Logging follows its [log] section, which replaces"
+        " twistd's --logfile and --syslog. SIGTERM stops the daemon cleanly (exit status 0);"
+        " SIGHUP re-reads the INI file and applies what can change live (docs/deploy.md)."
+    )
+    optParameters = [
+        ["config", "c", None, "Path of the INI configuration file (required)."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["config"] is None:
+            raise usage.UsageError("--config FILE is required (see conf/example.ini)")
+
+
+class TwistdRoot(MultiService):
+    """
+    The service handed to twistd: the daemon's services, plus the ``[log]`` observer.
+
+    twistd passes its Application to :meth:`setServiceParent` before it starts logging; an
+    ``ILogObserver`` component on the Application replaces twistd's own log observer
+    (``twisted.application.app.AppLogger.start``). Events logged before that are buffered by
+    twisted.logger and replayed to this observer.
+    """
+
+    def __init__(self, observer: ILogObserver) -> None:
+        super().__init__()
+        self.observer = observer
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        if isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.observer)
+        super().setServiceParent(parent)
+
+    def privilegedStartService(self) -> None:
+        # twistd listens here (before dropping privileges); a port in use or an address that
+        # is not ours ends start-up with one clear line instead of a traceback.
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit(f"clicktodial: {e}") from None
+
+
+class DaemonSignals(Service):
+    """
+    The daemon's signal handlers, installed once the reactor runs and removed on stop.
+
+    - SIGHUP calls ``reload``. twistd installs no SIGHUP handler, so without this
+      ``kill -HUP`` (``systemctl reload``) would kill the daemon.
+    - SIGTERM stops the reactor, and so the daemon, cleanly, and twistd exits with status 0.
+      The reactor's own SIGTERM handler does the same but then makes twistd end by sending
+      itself SIGTERM again; a clean stop on request should look like success to a supervisor.
+
+    The handlers are installed from ``callWhenRunning`` because the reactor installs its own
+    SIGTERM handler when it starts running, after the services have started.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        reload: Callable[[], object],
+        drain: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._reload = reload
+        self._drain = drain
+        self._draining = False
+        self._previous: dict[int, _SignalHandler] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        self._reactor.callWhenRunning(self._install)
+
+    def stopService(self) -> None:
+        for signum, handler in self._previous.items():
+            # None: the previous handler was not set from Python; the default is the best guess.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+        super().stopService()
+
+    def _install(self) -> None:
+        if not self.running:
+            return
+        handlers = {signal.SIGHUP: self._on_sighup, signal.SIGTERM: self._on_sigterm}
+        for signum, handler in handlers.items():
+            self._previous[signum] = signal.signal(signum, handler)
+
+    # A Python signal handler runs between two bytecodes, possibly in the middle of the
+    # reactor's own work: each hands its work over to the reactor loop.
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        IReactorFromThreads(self._reactor).callFromThread(self._reload)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        IReactorFromThreads(self._reactor).callFromThread(self._stop)
+
+    def _stop(self) -> None:
+        log.info("Received SIGTERM, shutting down.")
+        if self._drain is not None and not self._draining:
+            # The graceful stop (clicktodial.shutdown): calls in progress may finish first.
+            self._draining = True
+            self._drain().addBoth(lambda _: self._stop_reactor())
+            return
+        # No graceful stop, or a second SIGTERM while draining: stop now.
+        self._stop_reactor()
+
+    def _stop_reactor(self) -> None:
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            pass  # a second SIGTERM while already shutting down
+
+
+def makeService(options: Options) -> IService:
+    """
+    Load the configuration named by ``--config`` and build the daemon's service.
+
+    A configuration problem ends twistd before it starts anything: exit status 1, and the
+    one-line :class:`ConfigError` message on standard error.
+    """
+    path = options["config"]
+    try:
+        config = load_config(path)
+        try:
+            observer = make_log_observer(config.log)
+        except OSError as e:
+            raise ConfigError(
+                path, f"cannot open {config.log.file!r}: {e.strerror}", "log", "file"
+            ) from None
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+
+    from twisted.internet import reactor
+
+    root = TwistdRoot(observer)
+    daemon = build_service(config, reactor)
+    daemon.setServiceParent(root)
+    notifier = SystemdNotifier(reactor, daemon.started)
+    notifier.setServiceParent(root)
+    # SIGHUP: the log level first, then the components' hooks (clicktodial.reload).
+    daemon.reload_hooks.insert(0, lambda new: observer.set_level(new.log.level))
+    live = LIVE_SETTINGS
+    if daemon.operations is not None and daemon.operations.reloads_calls:
+        live = live | {"calls"}
+    reloader = ConfigReloader(
+        path, config, daemon.reload_hooks, notify=notifier.notify, live=live
+    )
+    operations = daemon.operations
+
+    def drain() -> Deferred[None]:
+        notifier.notify("STOPPING=1")
+        assert operations is not None
+        return operations.graceful_stop.run()
+
+    DaemonSignals(
+        reactor,
+        lambda: reloader.reload(),
+        drain if operations is not None else None,
+    ).setServiceParent(root)
+    log.info("clicktodial {version}: configuration {path}", version=__version__, path=path)
+    return root

@@ -1,0 +1,700 @@
+"""
+Contract test suites for store backends, one mixin per interface.
+
+Every backend, built-in or third-party, must pass them. Combine the mixins with a class that
+says how to build the store::
+
+    from clicktodial.testing.contracts import StoreContract
+
+    class TestMyStore(StoreContract):
+        def make_store(self, environment, request):
+            return MyBackendFactory().create({"url": ...}, environment)
+
+``make_store`` returns a store that is not started yet, built from ``environment`` (an
+inline reactor that is a fake clock, inline thread pools, a cheap password hasher and the
+realm ``example.com``), so every Deferred has fired by the time it is returned and the tests
+are synchronous. Use ``request.addfinalizer`` for clean-up. The mixins are plain pytest classes:
+run them with pytest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from clicktodial.interfaces import (
+    ICallRecordStore,
+    ILocationStore,
+    IStoreBackend,
+    IUserStore,
+)
+from clicktodial.store.errors import (
+    InvalidUsername,
+    NoSuchCall,
+    NoSuchUser,
+    OutOfOrderRegistration,
+    UserExists,
+)
+from clicktodial.store.plugins import StoreEnvironment
+from clicktodial.store.values import (
+    Binding,
+    BindingChanges,
+    CallUpdate,
+    ContactChange,
+    NewUser,
+    UserChanges,
+)
+from clicktodial.testing.fakes import (
+    InlineReactor,
+    cheap_password_hasher,
+    failure_result_of,
+    inline_thread_pool,
+    success_result_of,
+)
+
+REALM = "example.com"
+ALICE = "sip:alice@example.com"
+BOB = "sip:bob@example.com"
+# A Contact URI with parameters and URI headers (RFC 3261 §19.1.1), to be kept verbatim.
+ALICE_PHONE = "sip:alice@192.0.2.10:5062;transport=tcp;ob?Route=%3Csip:p.example.com%3E"
+ALICE_LAPTOP = "sips:alice@[2001:db8::1]:5061"
+
+
+def ha1(username: str, password: str, algorithm: str) -> str:
+    """HA1 computed independently of the code under test (RFC 2617 §3.2.2.2)."""
+    return hashlib.new(algorithm, f"{username}:{REALM}:{password}".encode()).hexdigest()
+
+
+class _StoreFixtures:
+    """The fixtures every contract uses; subclasses implement :meth:`make_store`."""
+
+    def make_store(self, environment: StoreEnvironment,
+                   request: pytest.FixtureRequest) -> IStoreBackend:
+        """Build a (not started) store from ``environment``."""
+        raise NotImplementedError("combine the contract with a class defining make_store")
+
+    @pytest.fixture
+    def reactor(self) -> InlineReactor:
+        """The store's clock; ``callFromThread`` runs at once."""
+        reactor = InlineReactor()
+        reactor.advance(1_000_000)
+        return reactor
+
+    @pytest.fixture
+    def environment(self, reactor: InlineReactor) -> StoreEnvironment:
+        return StoreEnvironment(reactor=reactor, realm=REALM,
+                                make_thread_pool=inline_thread_pool,
+                                password_hasher=cheap_password_hasher())
+
+    @pytest.fixture
+    def store(self, environment: StoreEnvironment,
+              request: pytest.FixtureRequest) -> Iterator[Any]:
+        store = self.make_store(environment, request)
+        success_result_of(store.start())
+        yield store
+        success_result_of(store.stop())
+
+
+class UserStoreContract(_StoreFixtures):
+    """The behaviour every :class:`IUserStore` has."""
+
+    def test_provides_user_store(self, store: Any) -> None:
+        """The store provides IUserStore and uses the configured realm."""
+        assert verifyObject(IUserStore, store)
+        assert store.realm == REALM
+
+    def test_add_and_get_user(self, store: Any, reactor: InlineReactor) -> None:
+        """A new user is returned and found with every field as given."""
+        user = success_result_of(store.add_user(
+            "alice", password="pw", sip_password="sip", display_name="Alice Liddell",
+            is_admin=True))
+        assert user.username == "alice"
+        assert user.display_name == "Alice Liddell"
+        assert user.is_admin and not user.disabled
+        assert user.has_password and user.has_sip_credentials
+        assert user.created_at == reactor.seconds()
+        assert success_result_of(store.get_user("alice")) == user
+
+    def test_unknown_user_is_none(self, store: Any) -> None:
+        """Looking up a user that does not exist gives None."""
+        assert success_result_of(store.get_user("nobody")) is None
+        assert success_result_of(store.get_sip_credentials("nobody")) is None
+
+    @pytest.mark.parametrize("username", [
+        "", "Alice", "al ice", "alice@example.com", "a" * 65, "ali:ce", "é", "alice\n",
+    ])
+    def test_invalid_username_rejected(self, store: Any, username: str) -> None:
+        """Usernames outside [a-z0-9._-]{1,64} are refused and nothing is stored."""
+        failure_result_of(store.add_user(username, sip_password="x"), InvalidUsername)
+        assert success_result_of(store.list_users()) == []
+
+    def test_longest_username_accepted(self, store: Any) -> None:
+        """A 64-character username of every allowed character class is valid."""
+        name = ("a.b_c-9" * 10)[:64]
+        assert success_result_of(store.add_user(name)).username == name
+
+    def test_duplicate_user_rejected(self, store: Any) -> None:
+        """Adding an existing username fails with UserExists and changes nothing."""
+        first = success_result_of(store.add_user("alice", display_name="First"))
+        failure = failure_result_of(store.add_user("alice", display_name="Second"), UserExists)
+        assert isinstance(failure.value, UserExists)
+        assert failure.value.usernames == ("alice",)
+        assert success_result_of(store.get_user("alice")) == first
+
+    def test_add_users_counts(self, store: Any) -> None:
+        """add_users creates every user and fires with how many."""
+        count = success_result_of(store.add_users([
+            NewUser("bob", sip_password="b"), NewUser("carol", password="c"),
+            NewUser("dave", display_name="Dave"),
+        ]))
+        assert count == 3
+        names = [u.username for u in success_result_of(store.list_users())]
+        assert names == ["bob", "carol", "dave"]
+
+    def test_add_users_is_atomic(self, store: Any) -> None:
+        """If one user of a batch exists, none of the batch is added."""
+        success_result_of(store.add_user("bob"))
+        failure = failure_result_of(store.add_users([
+            NewUser("alice"), NewUser("bob"), NewUser("carol"),
+        ]), UserExists)
+        assert isinstance(failure.value, UserExists)
+        assert failure.value.usernames == ("bob",)
+        names = [u.username for u in success_result_of(store.list_users())]
+        assert names == ["bob"]
+
+    def test_add_users_rejects_repeated_names(self, store: Any) -> None:
+        """A batch naming one user twice is refused whole."""
+        failure_result_of(store.add_users([NewUser("x"), NewUser("y"), NewUser("x")]),
+                          UserExists)
+        assert success_result_of(store.list_users()) == []
+
+    def test_add_users_rejects_invalid_name(self, store: Any) -> None:
+        """A batch with one invalid username is refused whole."""
+        failure_result_of(store.add_users([NewUser("ok"), NewUser("Not Ok")]), InvalidUsername)
+        assert success_result_of(store.list_users()) == []
+
+    def test_list_users_sorted_by_username(self, store: Any) -> None:
+        """Users are listed in code-point order of their usernames."""
+        names = ["b", "a_b", "ab", "a.b", "a-b", "a9", "0"]
+        success_result_of(store.add_users([NewUser(n) for n in names]))
+        listed = [u.username for u in success_result_of(store.list_users())]
+        assert listed == sorted(names)
+
+    def test_check_password(self, store: Any) -> None:
+        """Only the right password of an enabled user logs in."""
+        success_result_of(store.add_user("alice", password="correct horse"))
+        user = success_result_of(store.check_password("alice", "correct horse"))
+        assert user is not None and user.username == "alice"
+        assert success_result_of(store.check_password("alice", "Correct horse")) is None
+        assert success_result_of(store.check_password("alice", "")) is None
+        assert success_result_of(store.check_password("mallory", "correct horse")) is None
+
+    def test_user_without_password_cannot_log_in(self, store: Any) -> None:
+        """A user created without a web password has none and cannot log in."""
+        user = success_result_of(store.add_user("alice", sip_password="s"))
+        assert not user.has_password
+        assert success_result_of(store.check_password("alice", "")) is None
+        assert success_result_of(store.check_password("alice", "s")) is None
+
+    def test_sip_credentials_are_digest_ha1s(self, store: Any) -> None:
+        """SIP credentials are MD5 and SHA-256 HA1s of user:realm:password (RFC 8760)."""
+        success_result_of(store.add_user("alice", sip_password="s3cr3t"))
+        credentials = success_result_of(store.get_sip_credentials("alice"))
+        assert credentials == (ha1("alice", "s3cr3t", "md5"), ha1("alice", "s3cr3t", "sha256"))
+        assert credentials.ha1_md5 == ha1("alice", "s3cr3t", "md5")
+        assert credentials.ha1_sha256 == ha1("alice", "s3cr3t", "sha256")
+
+    def test_user_without_sip_password_has_no_credentials(self, store: Any) -> None:
+        """A user created without a SIP secret cannot register: no credentials."""
+        user = success_result_of(store.add_user("alice", password="pw"))
+        assert not user.has_sip_credentials
+        assert success_result_of(store.get_sip_credentials("alice")) is None
+
+    def test_update_display_name_and_admin(self, store: Any) -> None:
+        """update_user changes only the fields it is given."""
+        success_result_of(store.add_user("alice", password="pw", display_name="A"))
+        user = success_result_of(store.update_user("alice", UserChanges(display_name="Alice")))
+        assert (user.display_name, user.is_admin, user.has_password) == ("Alice", False, True)
+        user = success_result_of(store.update_user("alice", UserChanges(is_admin=True)))
+        assert (user.display_name, user.is_admin) == ("Alice", True)
+        assert success_result_of(store.get_user("alice")) == user
+
+    def test_change_password(self, store: Any) -> None:
+        """After a password change only the new password logs in."""
+        success_result_of(store.add_user("alice", password="old"))
+        success_result_of(store.update_user("alice", UserChanges(password="new")))
+        assert success_result_of(store.check_password("alice", "old")) is None
+        assert success_result_of(store.check_password("alice", "new")) is not None
+
+    def test_set_first_password(self, store: Any) -> None:
+        """A user without a web password can log in once one is set."""
+        success_result_of(store.add_user("alice"))
+        user = success_result_of(store.update_user("alice", UserChanges(password="pw")))
+        assert user.has_password
+        assert success_result_of(store.check_password("alice", "pw")) is not None
+
+    def test_clear_password(self, store: Any) -> None:
+        """Clearing the web password stops web logins."""
+        success_result_of(store.add_user("alice", password="pw"))
+        user = success_result_of(store.update_user("alice", UserChanges(clear_password=True)))
+        assert not user.has_password
+        assert success_result_of(store.check_password("alice", "pw")) is None
+
+    def test_change_sip_password(self, store: Any) -> None:
+        """A new SIP secret replaces both HA1s."""
+        success_result_of(store.add_user("alice", sip_password="old"))
+        success_result_of(store.update_user("alice", UserChanges(sip_password="new")))
+        credentials = success_result_of(store.get_sip_credentials("alice"))
+        assert credentials == (ha1("alice", "new", "md5"), ha1("alice", "new", "sha256"))
+
+    def test_disabled_user_is_locked_out(self, store: Any) -> None:
+        """A disabled user cannot log in, register, or use API tokens; enabling restores all."""
+        success_result_of(store.add_user("alice", password="pw", sip_password="s"))
+        token = success_result_of(store.create_token("alice"))
+        user = success_result_of(store.update_user("alice", UserChanges(disabled=True)))
+        assert user.disabled
+        assert success_result_of(store.check_password("alice", "pw")) is None
+        assert success_result_of(store.get_sip_credentials("alice")) is None
+        assert success_result_of(store.verify_token(token)) is None
+        success_result_of(store.update_user("alice", UserChanges(disabled=False)))
+        assert success_result_of(store.check_password("alice", "pw")) is not None
+        assert success_result_of(store.get_sip_credentials("alice")) is not None
+        assert success_result_of(store.verify_token(token)) == "alice"
+
+    def test_update_unknown_user(self, store: Any) -> None:
+        """Updating a user that does not exist fails with NoSuchUser."""
+        failure_result_of(store.update_user("nobody", UserChanges(display_name="x")),
+                          NoSuchUser)
+        failure_result_of(store.update_user("nobody", UserChanges()), NoSuchUser)
+
+    def test_remove_user(self, store: Any) -> None:
+        """A removed user is gone, with their tokens; others are untouched."""
+        success_result_of(store.add_user("alice", password="pw"))
+        success_result_of(store.add_user("bob"))
+        token = success_result_of(store.create_token("alice"))
+        assert success_result_of(store.remove_user("alice")) is None
+        assert success_result_of(store.get_user("alice")) is None
+        assert success_result_of(store.verify_token(token)) is None
+        assert success_result_of(store.check_password("alice", "pw")) is None
+        assert [u.username for u in success_result_of(store.list_users())] == ["bob"]
+        failure_result_of(store.remove_user("alice"), NoSuchUser)
+
+    def test_readded_user_does_not_inherit_tokens(self, store: Any) -> None:
+        """Tokens of a removed user do not come back with a new user of that name."""
+        success_result_of(store.add_user("alice"))
+        token = success_result_of(store.create_token("alice"))
+        success_result_of(store.remove_user("alice"))
+        success_result_of(store.add_user("alice"))
+        assert success_result_of(store.verify_token(token)) is None
+        assert success_result_of(store.list_tokens("alice")) == []
+
+    def test_tokens(self, store: Any, reactor: InlineReactor) -> None:
+        """A token identifies its user; it is listed by a short id derived from its SHA-256."""
+        success_result_of(store.add_user("alice"))
+        token = success_result_of(store.create_token("alice", "laptop"))
+        assert len(token) >= 40
+        assert success_result_of(store.verify_token(token)) == "alice"
+        assert success_result_of(store.verify_token(token + "x")) is None
+        assert success_result_of(store.verify_token("")) is None
+        [listed] = success_result_of(store.list_tokens("alice"))
+        assert listed.token_id == hashlib.sha256(token.encode()).hexdigest()[:16]
+        assert (listed.username, listed.label, listed.created_at) == (
+            "alice", "laptop", reactor.seconds())
+        assert token not in repr(listed)
+
+    def test_tokens_are_unique(self, store: Any) -> None:
+        """Each token created is different and all of them work."""
+        success_result_of(store.add_user("alice"))
+        tokens = {success_result_of(store.create_token("alice")) for _ in range(5)}
+        assert len(tokens) == 5
+        assert len(success_result_of(store.list_tokens("alice"))) == 5
+        for token in tokens:
+            assert success_result_of(store.verify_token(token)) == "alice"
+
+    def test_token_for_unknown_user(self, store: Any) -> None:
+        """Creating a token for a user that does not exist fails with NoSuchUser."""
+        failure_result_of(store.create_token("nobody"), NoSuchUser)
+
+    def test_revoke_token_by_plaintext(self, store: Any) -> None:
+        """A token revoked by its plaintext no longer verifies; others still do."""
+        success_result_of(store.add_user("alice"))
+        first = success_result_of(store.create_token("alice"))
+        second = success_result_of(store.create_token("alice"))
+        assert success_result_of(store.revoke_token(first)) is True
+        assert success_result_of(store.verify_token(first)) is None
+        assert success_result_of(store.verify_token(second)) == "alice"
+        assert success_result_of(store.revoke_token(first)) is False
+
+    def test_revoke_token_by_id(self, store: Any) -> None:
+        """A token can be revoked by the id list_tokens shows."""
+        success_result_of(store.add_user("alice"))
+        token = success_result_of(store.create_token("alice"))
+        [listed] = success_result_of(store.list_tokens("alice"))
+        assert success_result_of(store.revoke_token(listed.token_id)) is True
+        assert success_result_of(store.verify_token(token)) is None
+        assert success_result_of(store.list_tokens("alice")) == []
+
+    def test_revoke_unknown_token(self, store: Any) -> None:
+        """Revoking a token that does not exist fires with False."""
+        assert success_result_of(store.revoke_token("ctd_nothing")) is False
+        assert success_result_of(store.revoke_token("0123456789abcdef")) is False
+
+
+def register(aor: str, call_id: str, cseq: int, *contacts: ContactChange,
+             **kwargs: Any) -> BindingChanges:
+    """The changes of a REGISTER request."""
+    return BindingChanges(call_id=call_id, cseq=cseq, contacts=contacts, **kwargs)
+
+
+class LocationStoreContract(_StoreFixtures):
+    """The behaviour every :class:`ILocationStore` has (RFC 3261 §10.3)."""
+
+    NOW = 1_000_000.0
+
+    def update(self, store: Any, aor: str, changes: BindingChanges,
+               now: float = NOW) -> list[Binding]:
+        return success_result_of(store.update_bindings(aor, changes, now))
+
+    def bindings(self, store: Any, aor: str, now: float = NOW) -> list[Binding]:
+        return success_result_of(store.get_bindings(aor, now))
+
+    def test_provides_location_store(self, store: Any) -> None:
+        """The store provides ILocationStore."""
+        assert verifyObject(ILocationStore, store)
+
+    def test_no_bindings(self, store: Any) -> None:
+        """An AOR nobody registered has no bindings."""
+        assert self.bindings(store, ALICE) == []
+        assert success_result_of(store.registered_aors(self.NOW)) == []
+
+    def test_binding_keeps_every_field_verbatim(self, store: Any) -> None:
+        """A binding stores the contact URI verbatim (URI headers too) and every attribute."""
+        path = ("<sip:edge1.example.com;lr>", "<sip:edge2.example.com;lr;ob>")
+        result = self.update(store, ALICE, register(
+            ALICE, "call-1@host", 7,
+            ContactChange(ALICE_PHONE, 3600, q=0.7, instance_id='"<urn:uuid:00000000-0000-'
+                          '1000-8000-000A95A0E128>"', reg_id=1),
+            path=path, received="udp:192.0.2.10:5062", user_agent="Phone/1.0 (é)"))
+        expected = Binding(
+            aor=ALICE, contact=ALICE_PHONE, expires_at=self.NOW + 3600, call_id="call-1@host",
+            cseq=7, q=0.7, instance_id='"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"',
+            reg_id=1, path=path, received="udp:192.0.2.10:5062", user_agent="Phone/1.0 (é)")
+        assert result == [expected]
+        assert self.bindings(store, ALICE) == [expected]
+
+    def test_optional_fields_default_to_none(self, store: Any) -> None:
+        """A plain contact has no q, instance, reg-id, path, received or user agent."""
+        [binding] = self.update(store, ALICE, register(ALICE, "c", 1,
+                                                       ContactChange(ALICE_LAPTOP, 60)))
+        assert (binding.q, binding.instance_id, binding.reg_id, binding.path,
+                binding.received, binding.user_agent) == (None, None, None, (), None, None)
+
+    def test_binding_expires(self, store: Any) -> None:
+        """A binding exists until its expiry time and not at or after it."""
+        self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(ALICE_PHONE, 60)))
+        assert len(self.bindings(store, ALICE, self.NOW + 59.9)) == 1
+        assert self.bindings(store, ALICE, self.NOW + 60) == []
+        assert success_result_of(store.registered_aors(self.NOW + 60)) == []
+        assert success_result_of(store.all_bindings(self.NOW + 60)) == []
+
+    def test_refresh_with_higher_cseq(self, store: Any) -> None:
+        """The same Call-ID with a higher CSeq refreshes the binding (RFC 3261 §10.3 step 7)."""
+        self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(ALICE_PHONE, 60)))
+        [binding] = self.update(store, ALICE, register(
+            ALICE, "c", 2, ContactChange(ALICE_PHONE, 120)), now=self.NOW + 30)
+        assert (binding.cseq, binding.expires_at) == (2, self.NOW + 150)
+        assert self.bindings(store, ALICE) == [binding]
+
+    @pytest.mark.parametrize("cseq", [4, 5])
+    def test_same_call_id_without_higher_cseq_rejected(self, store: Any, cseq: int) -> None:
+        """The same Call-ID with a CSeq not above the stored one fails and changes nothing."""
+        [before] = self.update(store, ALICE, register(ALICE, "c", 5,
+                                                      ContactChange(ALICE_PHONE, 60)))
+        failure = failure_result_of(store.update_bindings(
+            ALICE, register(ALICE, "c", cseq, ContactChange(ALICE_PHONE, 3600)), self.NOW),
+            OutOfOrderRegistration)
+        assert isinstance(failure.value, OutOfOrderRegistration)
+        assert (failure.value.stored_cseq, failure.value.cseq) == (5, cseq)
+        assert self.bindings(store, ALICE) == [before]
+
+    def test_removal_with_stale_cseq_rejected(self, store: Any) -> None:
+        """Removing a binding (expires 0) also obeys the CSeq rule."""
+        [before] = self.update(store, ALICE, register(ALICE, "c", 5,
+                                                      ContactChange(ALICE_PHONE, 60)))
+        failure_result_of(store.update_bindings(
+            ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 0)), self.NOW),
+            OutOfOrderRegistration)
+        assert self.bindings(store, ALICE) == [before]
+
+    def test_other_call_id_replaces_binding(self, store: Any) -> None:
+        """A different Call-ID updates the binding whatever its CSeq (the UA restarted)."""
+        self.update(store, ALICE, register(ALICE, "old", 50, ContactChange(ALICE_PHONE, 60)))
+        [binding] = self.update(store, ALICE, register(ALICE, "new", 1,
+                                                       ContactChange(ALICE_PHONE, 60)))
+        assert (binding.call_id, binding.cseq) == ("new", 1)
+
+    def test_request_is_atomic(self, store: Any) -> None:
+        """If one contact of a REGISTER is out of order, none of its changes is applied."""
+        self.update(store, ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 60)))
+        before = self.bindings(store, ALICE)
+        failure_result_of(store.update_bindings(ALICE, register(
+            ALICE, "c", 5, ContactChange(ALICE_LAPTOP, 60), ContactChange(ALICE_PHONE, 60)),
+            self.NOW), OutOfOrderRegistration)
+        assert self.bindings(store, ALICE) == before
+
+    def test_expired_binding_does_not_block(self, store: Any) -> None:
+        """An expired binding takes no part in the CSeq comparison: it no longer exists."""
+        self.update(store, ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 60)))
+        [binding] = self.update(store, ALICE, register(
+            ALICE, "c", 3, ContactChange(ALICE_PHONE, 60)), now=self.NOW + 61)
+        assert binding.cseq == 3
+
+    def test_several_contacts(self, store: Any) -> None:
+        """One REGISTER may add several contacts; bindings are listed by contact URI."""
+        result = self.update(store, ALICE, register(
+            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 90)))
+        assert [b.contact for b in result] == sorted([ALICE_PHONE, ALICE_LAPTOP])
+        assert self.bindings(store, ALICE) == result
+
+    def test_bindings_from_several_requests(self, store: Any) -> None:
+        """A REGISTER adds to the bindings other UAs made; the result lists them all."""
+        self.update(store, ALICE, register(ALICE, "phone", 1, ContactChange(ALICE_PHONE, 60)))
+        result = self.update(store, ALICE, register(ALICE, "laptop", 1,
+                                                    ContactChange(ALICE_LAPTOP, 60)))
+        assert {(b.contact, b.call_id) for b in result} == {
+            (ALICE_PHONE, "phone"), (ALICE_LAPTOP, "laptop")}
+
+    def test_query_changes_nothing(self, store: Any) -> None:
+        """A REGISTER without Contact fires with the current bindings and changes nothing."""
+        before = self.update(store, ALICE, register(ALICE, "c", 1,
+                                                    ContactChange(ALICE_PHONE, 60)))
+        assert self.update(store, ALICE, register(ALICE, "c", 1)) == before
+        assert self.bindings(store, ALICE) == before
+
+    def test_expires_zero_removes_one_binding(self, store: Any) -> None:
+        """A contact with expires 0 removes only its own binding."""
+        self.update(store, ALICE, register(
+            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)))
+        result = self.update(store, ALICE, register(ALICE, "c", 2,
+                                                    ContactChange(ALICE_PHONE, 0)))
+        assert [b.contact for b in result] == [ALICE_LAPTOP]
+        assert self.bindings(store, ALICE) == result
+
+    def test_removing_unknown_contact_is_harmless(self, store: Any) -> None:
+        """Removing a contact that has no binding succeeds and changes nothing."""
+        assert self.update(store, ALICE, register(ALICE, "c", 1,
+                                                  ContactChange(ALICE_PHONE, 0))) == []
+        assert self.bindings(store, ALICE) == []
+
+    def test_wildcard_removes_all(self, store: Any) -> None:
+        """Contact: * removes every binding of the AOR, and only of that AOR (§10.3 step 6)."""
+        self.update(store, ALICE, register(ALICE, "a", 1, ContactChange(ALICE_PHONE, 60)))
+        self.update(store, ALICE, register(ALICE, "b", 1, ContactChange(ALICE_LAPTOP, 60)))
+        self.update(store, BOB, register(BOB, "b", 1, ContactChange("sip:bob@h", 60)))
+        assert self.update(store, ALICE, register(ALICE, "a", 2, wildcard=True)) == []
+        assert self.bindings(store, ALICE) == []
+        assert len(self.bindings(store, BOB)) == 1
+
+    def test_wildcard_obeys_cseq_rule(self, store: Any) -> None:
+        """A wildcard removal with a stale CSeq for some binding fails and removes nothing."""
+        self.update(store, ALICE, register(ALICE, "a", 5, ContactChange(ALICE_PHONE, 60)))
+        self.update(store, ALICE, register(ALICE, "b", 1, ContactChange(ALICE_LAPTOP, 60)))
+        failure_result_of(store.update_bindings(
+            ALICE, register(ALICE, "a", 5, wildcard=True), self.NOW), OutOfOrderRegistration)
+        assert len(self.bindings(store, ALICE)) == 2
+
+    def test_contacts_matched_by_key(self, store: Any) -> None:
+        """Contacts with the same key are one binding; it keeps the latest verbatim URI."""
+        self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(
+            "sip:alice@HOST.example.com", 60, key="sip:alice@host.example.com")))
+        [binding] = self.update(store, ALICE, register(ALICE, "c", 2, ContactChange(
+            "sip:alice@host.EXAMPLE.com", 60, key="sip:alice@host.example.com")))
+        assert binding.contact == "sip:alice@host.EXAMPLE.com"
+        assert self.bindings(store, ALICE) == [binding]
+
+    def test_outbound_flow_replaced_by_instance_and_reg_id(self, store: Any) -> None:
+        """With +sip.instance and reg-id, a new contact replaces the flow's old one (RFC 5626)."""
+        instance = '"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"'
+        self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(
+            "sip:alice@192.0.2.1:5060;ob", 60, instance_id=instance, reg_id=1)))
+        self.update(store, ALICE, register(ALICE, "c", 2, ContactChange(
+            "sip:alice@192.0.2.2:5060;ob", 60, instance_id=instance, reg_id=2)))
+        result = self.update(store, ALICE, register(ALICE, "c", 3, ContactChange(
+            "sip:alice@192.0.2.3:5060;ob", 60, instance_id=instance, reg_id=1)))
+        assert sorted((b.contact, b.reg_id) for b in result) == [
+            ("sip:alice@192.0.2.2:5060;ob", 2), ("sip:alice@192.0.2.3:5060;ob", 1)]
+        assert self.bindings(store, ALICE) == result
+
+    def test_aors_are_independent(self, store: Any) -> None:
+        """Bindings of one AOR never show up under another."""
+        self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(ALICE_PHONE, 60)))
+        self.update(store, BOB, register(BOB, "c", 1, ContactChange(ALICE_PHONE, 60)))
+        assert [b.aor for b in self.bindings(store, ALICE)] == [ALICE]
+        assert [b.aor for b in self.bindings(store, BOB)] == [BOB]
+
+    def test_remove_all(self, store: Any) -> None:
+        """remove_all deletes every binding of one AOR and says how many."""
+        self.update(store, ALICE, register(
+            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)))
+        self.update(store, BOB, register(BOB, "c", 1, ContactChange("sip:bob@h", 60)))
+        assert success_result_of(store.remove_all(ALICE)) == 2
+        assert self.bindings(store, ALICE) == []
+        assert len(self.bindings(store, BOB)) == 1
+        assert success_result_of(store.remove_all(ALICE)) == 0
+
+    def test_purge_expired(self, store: Any) -> None:
+        """purge_expired deletes expired bindings only and says how many."""
+        self.update(store, ALICE, register(
+            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 600)))
+        self.update(store, BOB, register(BOB, "c", 1, ContactChange("sip:bob@h", 30)))
+        assert success_result_of(store.purge_expired(self.NOW + 60)) == 2
+        assert [b.contact for b in self.bindings(store, ALICE, self.NOW)] == [ALICE_LAPTOP]
+        assert success_result_of(store.purge_expired(self.NOW + 60)) == 0
+
+    def test_registered_aors_and_all_bindings(self, store: Any) -> None:
+        """The AORs with live bindings are listed sorted; all_bindings orders by AOR, contact."""
+        carol = "sip:carol@example.com"
+        self.update(store, BOB, register(BOB, "c", 1, ContactChange("sip:bob@h", 60)))
+        self.update(store, ALICE, register(
+            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)))
+        self.update(store, carol, register(carol, "c", 1, ContactChange("sip:c@h", 10)))
+        now = self.NOW + 20
+        assert success_result_of(store.registered_aors(now)) == [ALICE, BOB]
+        everything = success_result_of(store.all_bindings(now))
+        assert [(b.aor, b.contact) for b in everything] == sorted(
+            [(ALICE, ALICE_PHONE), (ALICE, ALICE_LAPTOP), (BOB, "sip:bob@h")])
+
+
+def _is_uuid4_hex(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", text) is not None
+
+
+class CallRecordStoreContract(_StoreFixtures):
+    """The behaviour every :class:`ICallRecordStore` has."""
+
+    def test_provides_call_record_store(self, store: Any) -> None:
+        """The store provides ICallRecordStore."""
+        assert verifyObject(ICallRecordStore, store)
+
+    def test_create_call(self, store: Any) -> None:
+        """A new call has a UUID4 hex id, state 'new', and is active."""
+        call_id = success_result_of(store.create_call("alice", "bob", 100.5, node="node-1"))
+        assert _is_uuid4_hex(call_id)
+        record = success_result_of(store.get_call(call_id))
+        assert (record.call_id, record.caller, record.callee, record.created_at,
+                record.node, record.state) == (call_id, "alice", "bob", 100.5, "node-1", "new")
+        assert record.active
+        assert (record.caller_answered_at, record.callee_rung_at, record.callee_answered_at,
+                record.ended_at, record.end_reason, record.sip_status,
+                record.who_hung_up) == (None,) * 7
+
+    def test_call_ids_are_unique(self, store: Any) -> None:
+        """Every call gets its own id."""
+        ids = {success_result_of(store.create_call("a", "b", 1.0)) for _ in range(10)}
+        assert len(ids) == 10
+
+    def test_update_call(self, store: Any) -> None:
+        """update_call sets the given fields, keeps the others, and fires with the record."""
+        call_id = success_result_of(store.create_call("alice", "bob", 100.0))
+        record = success_result_of(store.update_call(call_id, CallUpdate(
+            state="calling-callee", caller_answered_at=101.25)))
+        assert (record.state, record.caller_answered_at, record.caller) == (
+            "calling-callee", 101.25, "alice")
+        record = success_result_of(store.update_call(call_id, CallUpdate(
+            state="ended", callee_rung_at=102.0, ended_at=110.0, end_reason="callee-busy",
+            sip_status=486, who_hung_up="callee")))
+        assert record == success_result_of(store.get_call(call_id))
+        assert (record.caller_answered_at, record.callee_rung_at, record.ended_at,
+                record.end_reason, record.sip_status, record.who_hung_up) == (
+            101.25, 102.0, 110.0, "callee-busy", 486, "callee")
+        assert not record.active
+
+    def test_empty_update_returns_record(self, store: Any) -> None:
+        """An update with no fields fires with the unchanged record."""
+        call_id = success_result_of(store.create_call("alice", "bob", 1.0))
+        assert success_result_of(store.update_call(call_id, CallUpdate())) == (
+            success_result_of(store.get_call(call_id)))
+
+    def test_unknown_call(self, store: Any) -> None:
+        """An unknown call id is None for get_call and NoSuchCall for update_call."""
+        assert success_result_of(store.get_call("0" * 32)) is None
+        failure_result_of(store.update_call("0" * 32, CallUpdate(state="x")), NoSuchCall)
+        failure_result_of(store.update_call("0" * 32, CallUpdate()), NoSuchCall)
+
+    def test_list_calls_newest_first_per_user(self, store: Any) -> None:
+        """A user's history has the calls they made or received, newest first."""
+        first = success_result_of(store.create_call("alice", "bob", 10.0))
+        second = success_result_of(store.create_call("bob", "alice", 20.0))
+        success_result_of(store.create_call("carol", "dave", 30.0))
+        third = success_result_of(store.create_call("alice", "carol", 40.0))
+        listed = success_result_of(store.list_calls("alice"))
+        assert [c.call_id for c in listed] == [third, second, first]
+        assert [c.call_id for c in success_result_of(store.list_calls("bob"))] == [
+            second, first]
+        assert len(success_result_of(store.list_calls())) == 4
+        assert success_result_of(store.list_calls("nobody")) == []
+
+    def test_list_calls_paging(self, store: Any) -> None:
+        """limit, offset and before page through the history without gaps or repeats."""
+        ids = [success_result_of(store.create_call("alice", "bob", float(t)))
+               for t in range(10)]
+        newest_first = ids[::-1]
+        page1 = success_result_of(store.list_calls("alice", limit=4))
+        page2 = success_result_of(store.list_calls("alice", limit=4, offset=4))
+        page3 = success_result_of(store.list_calls("alice", limit=4, offset=8))
+        assert [c.call_id for c in page1 + page2 + page3] == newest_first
+        by_time = success_result_of(store.list_calls("alice", limit=3, before=5.0))
+        assert [c.call_id for c in by_time] == [ids[4], ids[3], ids[2]]
+
+    def test_list_calls_ties_broken_by_id(self, store: Any) -> None:
+        """Calls created at the same time are ordered by descending id."""
+        ids = [success_result_of(store.create_call("alice", "bob", 5.0)) for _ in range(5)]
+        listed = success_result_of(store.list_calls("alice"))
+        assert [c.call_id for c in listed] == sorted(ids, reverse=True)
+
+    @pytest.mark.parametrize(("limit", "offset"), [(0, 0), (-1, 0), (1001, 0), (10, -1)])
+    def test_list_calls_bad_page(self, store: Any, limit: int, offset: int) -> None:
+        """A limit outside 1..1000 or a negative offset is a ValueError."""
+        failure_result_of(store.list_calls("alice", limit=limit, offset=offset), ValueError)
+
+    def test_count_active(self, store: Any) -> None:
+        """Calls are active until they have ended_at; they can be counted per node."""
+        a = success_result_of(store.create_call("alice", "bob", 1.0, node="n1"))
+        success_result_of(store.create_call("carol", "bob", 2.0, node="n2"))
+        success_result_of(store.create_call("dave", "bob", 3.0, node="n1"))
+        assert success_result_of(store.count_active()) == 3
+        assert success_result_of(store.count_active("n1")) == 2
+        success_result_of(store.update_call(a, CallUpdate(ended_at=5.0,
+                                                          end_reason="caller-hangup")))
+        assert success_result_of(store.count_active()) == 2
+        assert success_result_of(store.count_active("n1")) == 1
+        assert success_result_of(store.count_active("n3")) == 0
+
+    def test_end_active_calls(self, store: Any) -> None:
+        """end_active_calls ends a node's active calls as 'lost' by the system, nothing else."""
+        ended = success_result_of(store.create_call("alice", "bob", 1.0, node="n1"))
+        success_result_of(store.update_call(ended, CallUpdate(ended_at=2.0,
+                                                              end_reason="callee-hangup")))
+        lost = success_result_of(store.create_call("alice", "bob", 3.0, node="n1"))
+        other = success_result_of(store.create_call("alice", "bob", 3.0, node="n2"))
+        assert success_result_of(store.end_active_calls("n1", 50.0)) == 1
+        record = success_result_of(store.get_call(lost))
+        assert (record.ended_at, record.end_reason, record.who_hung_up) == (
+            50.0, "lost", "system")
+        assert success_result_of(store.get_call(ended)).end_reason == "callee-hangup"
+        assert success_result_of(store.get_call(other)).active
+        assert success_result_of(store.end_active_calls(None, 60.0, "error")) == 1
+        assert success_result_of(store.count_active()) == 0
+
+
+class StoreContract(UserStoreContract, LocationStoreContract, CallRecordStoreContract):
+    """All three contracts, plus the backend lifecycle."""
+
+    def test_provides_store_backend(self, store: Any) -> None:
+        """The store provides IStoreBackend (all three stores, start and stop)."""
+        assert verifyObject(IStoreBackend, store)

@@ -1,0 +1,154 @@
+"""
+The JSON API, ``/api/v1``; described by ``/api/v1/openapi.json`` (``openapi.json`` next to
+this module: a test checks that it and :meth:`ApiResource.routes` name the same routes).
+
+Authentication: ``Authorization: Bearer <token>`` (tokens from ``clicktodial token create``),
+or the browser's session cookie with the session's CSRF token in ``X-CSRF-Token`` on
+state-changing requests. Every error is ``{"error": "..."}`` with its status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.resources import files
+
+from twisted.web.server import Request
+
+from clicktodial.web.app import Principal, WebApp, registration_json
+from clicktodial.web.http import HTTPError, Route, RoutedResource, read_json, write_json
+
+__all__ = ["API_PREFIX", "ApiResource", "openapi_document"]
+
+#: Where the API is mounted.
+API_PREFIX = "/api/v1"
+
+#: Bounds of ``GET /api/v1/calls?limit=``.
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI 3.1 description of the API (``openapi.json``)."""
+    return files("clicktodial.web").joinpath("openapi.json").read_bytes()
+
+
+def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = (request.args or {}).get(name.encode())
+    if not raw:
+        return default
+    try:
+        value = int(raw[0])
+    except ValueError:
+        raise HTTPError(400, f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise HTTPError(400, f"{name} must be between {low} and {high}")
+    return value
+
+
+class ApiResource(RoutedResource):
+    """``/api/v1``: the JSON API over a :class:`WebApp`."""
+
+    def __init__(self, app: WebApp) -> None:
+        super().__init__()
+        self.app = app
+
+    def routes(self) -> Sequence[Route]:
+        return (
+            Route("GET", "/openapi.json", self.openapi),
+            Route("GET", "/users", self.list_users),
+            Route("GET", "/me", self.me),
+            Route("GET", "/calls", self.list_calls),
+            Route("POST", "/calls", self.place_call),
+            Route("GET", "/calls/{call_id}", self.get_call),
+            Route("DELETE", "/calls/{call_id}", self.hang_up),
+            Route("GET", "/events", self.events),
+        )
+
+    def error(self, request: Request, error: HTTPError) -> None:
+        write_json(request, error.status, {"error": error.message})
+
+    async def _principal(self, request: Request) -> Principal:
+        principal = await self.app.authenticate(request)
+        if principal is None:
+            raise HTTPError(
+                401, "authentication required", {b"www-authenticate": b'Bearer realm="clicktodial"'}
+            )
+        return principal
+
+    async def openapi(self, request: Request) -> bytes:
+        """The API description (public)."""
+        request.setHeader(b"content-type", b"application/json")
+        return openapi_document()
+
+    async def list_users(self, request: Request) -> None:
+        """Every user with their registration state."""
+        await self._principal(request)
+        now = self.app.clock.seconds()
+        listing = [
+            {"display_name": user.display_name, **registration_json(registration, now)}
+            for user, registration in await self.app.directory()
+        ]
+        write_json(request, 200, listing)
+
+    async def me(self, request: Request) -> None:
+        """The authenticated user (and, for a browser session, its CSRF token)."""
+        principal = await self._principal(request)
+        registration = await self.app.registration(principal.username)
+        value: dict[str, object] = {
+            "display_name": principal.user.display_name,
+            "is_admin": principal.is_admin,
+            **registration_json(registration, self.app.clock.seconds()),
+        }
+        if principal.session is not None:
+            value["csrf_token"] = principal.session.csrf_token
+        write_json(request, 200, value)
+
+    async def list_calls(self, request: Request) -> None:
+        """The user's calls, newest first: ``?limit=`` (1-100) and ``?offset=``."""
+        principal = await self._principal(request)
+        limit = _int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        offset = _int_arg(request, "offset", 0, 0, 1_000_000)
+        views, more = await self.app.history(principal.username, limit, offset)
+        write_json(
+            request,
+            200,
+            {
+                "calls": [view.to_json() for view in views],
+                "next": (
+                    f"{API_PREFIX}/calls?limit={limit}&offset={offset + limit}" if more else None
+                ),
+            },
+        )
+
+    async def place_call(self, request: Request) -> None:
+        """``{"callee": "bob"}``: ring my phone, then the callee's."""
+        principal = await self._principal(request)
+        body = read_json(request)
+        unknown = set(body) - {"callee", "caller"}
+        if unknown:
+            raise HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        if "caller" in body and body["caller"] != principal.username:
+            raise HTTPError(403, "calls can only be placed from your own phone")
+        callee = body.get("callee")
+        if not isinstance(callee, str):
+            raise HTTPError(400, "callee (a user name) is required")
+        view = await self.app.place_call(principal, callee)
+        request.setHeader(b"location", f"{API_PREFIX}/calls/{view.call_id}".encode())
+        write_json(request, 201, view.to_json())
+
+    async def get_call(self, request: Request, call_id: str) -> None:
+        """One call (mine, or any for an admin)."""
+        principal = await self._principal(request)
+        view = await self.app.find_call(principal, call_id)
+        write_json(request, 200, view.to_json())
+
+    async def hang_up(self, request: Request, call_id: str) -> None:
+        """Cancel a ringing call or hang up a connected one."""
+        principal = await self._principal(request)
+        view = await self.app.hang_up(principal, call_id)
+        write_json(request, 200, view.to_json())
+
+    async def events(self, request: Request) -> None:
+        """Server-sent events: ``call`` (my calls) and ``registration`` (everyone's)."""
+        principal = await self._principal(request)
+        self.app.open_stream(principal, request)

@@ -1,0 +1,572 @@
+"""
+The web application's logic, shared by the HTML pages and the JSON API: who is asking
+(session cookie or API token), logging in with throttling, the directory, placing, viewing
+and ending calls, and the live event streams.
+
+It talks to the rest of the daemon only through interfaces: the stores
+(:class:`~clicktodial.interfaces.IUserStore`, ``ILocationStore``, ``ICallRecordStore``), the
+:class:`~clicktodial.interfaces.ICallController` and a :class:`RegistrationMonitor`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from collections import deque
+from collections.abc import Callable
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from clicktodial.calls.events import CallInfo
+from clicktodial.calls.policy import CallRefused
+from clicktodial.config import Config, SipConfig
+from clicktodial.interfaces import (
+    ICallController,
+    ICallEventListener,
+    ICallRecordStore,
+    ILocationStore,
+    IStoreBackend,
+    IUserStore,
+)
+from clicktodial.store.values import CallRecord, User, is_valid_username, user_aor
+from clicktodial.throttle import AuthThrottle, ThrottleSettings
+from clicktodial.web.events import Registration, RegistrationMonitor
+from clicktodial.web.http import HTTPError
+from clicktodial.web.sessions import SESSION_COOKIE, Session, SessionStore, constant_time_equal
+from clicktodial.web.sse import EventStream
+
+__all__ = [
+    "LOGIN_THROTTLE",
+    "CallView",
+    "Principal",
+    "RateLimit",
+    "SoftphoneSettings",
+    "WebApp",
+    "new_secret",
+    "registration_json",
+    "iso_time",
+    "make_web_app",
+]
+
+log = Logger(namespace="clicktodial.web.app")
+
+#: Web logins: 5 free failures, then 1, 2, 4 s delays (at most 8 s); after 10 failures the
+#: account or address is refused for 5 minutes. Counts are forgotten after 15 quiet minutes.
+LOGIN_THROTTLE = ThrottleSettings(
+    free_failures=5,
+    base_delay=1.0,
+    max_delay=8.0,
+    refuse_after=10,
+    refuse_seconds=300.0,
+    forget_after=900.0,
+)
+
+#: Methods that change state: with a session cookie they need the CSRF token.
+UNSAFE_METHODS = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE"})
+CSRF_HEADER = b"x-csrf-token"
+
+#: SIP statuses and end reasons that mean "the caller has no phone to ring".
+_CALLER_UNREACHABLE = "caller-unreachable"
+
+
+def iso_time(when: float | None) -> str | None:
+    """POSIX seconds as an RFC 3339 UTC timestamp (``2026-11-23T20:30:00.000Z``)."""
+    if when is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(when, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@attrs.frozen
+class SoftphoneSettings:
+    """What a user types into a softphone to register with this daemon."""
+
+    server: str
+    port: int
+    transports: tuple[str, ...]
+    domain: str
+
+    @classmethod
+    def from_config(cls, sip: SipConfig) -> SoftphoneSettings:
+        """From ``[sip]``: the listen address (the domain when listening on every address)."""
+        host = sip.listen.host
+        server = sip.domain if host in ("0.0.0.0", "::", "") else host
+        return cls(server, sip.listen.port, tuple(sip.transports), sip.domain)
+
+
+@attrs.frozen
+class Principal:
+    """
+    Who makes a request: a user, through a browser session or an API token.
+
+    :ivar session: the browser session, or None for a token.
+    """
+
+    user: User
+    session: Session | None = None
+
+    @property
+    def username(self) -> str:
+        return self.user.username
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+    def may_see(self, call: CallView) -> bool:
+        """Users see their own calls (as caller or callee); admins see every call."""
+        return self.is_admin or self.username in (call.caller, call.callee)
+
+
+@attrs.frozen
+class CallView:
+    """
+    A call as the web shows it, from the controller (in progress here) or from its record.
+
+    ``state`` is one of ``calling-caller``, ``calling-callee``, ``connected``, ``ended``
+    (it was connected) and ``failed`` (it never was).
+    """
+
+    call_id: str
+    caller: str
+    callee: str
+    state: str
+    created: float
+    answered: float | None = None
+    ended_at: float | None = None
+    reason: str | None = None
+    sip_status: int | None = None
+    who_hung_up: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state not in ("ended", "failed")
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds connected, once a connected call has ended."""
+        if self.answered is None or self.ended_at is None:
+            return None
+        return max(0.0, round(self.ended_at - self.answered, 3))
+
+    @classmethod
+    def from_info(cls, info: CallInfo) -> CallView:
+        return cls(
+            call_id=info.call_id,
+            caller=info.caller,
+            callee=info.callee,
+            state=info.state,
+            created=info.created_at,
+            answered=info.connected_at,
+            ended_at=info.ended_at,
+            reason=info.end_reason,
+            sip_status=info.sip_status,
+            who_hung_up=info.who_hung_up,
+        )
+
+    @classmethod
+    def from_record(cls, record: CallRecord) -> CallView:
+        # The record keeps the controller's internal state names: derive the public one.
+        if record.ended_at is not None:
+            state = "ended" if record.callee_answered_at is not None else "failed"
+        elif record.callee_answered_at is not None:
+            state = "connected"
+        elif record.callee_rung_at is not None:
+            state = "calling-callee"
+        else:
+            state = "calling-caller"
+        return cls(
+            call_id=record.call_id,
+            caller=record.caller,
+            callee=record.callee,
+            state=state,
+            created=record.created_at,
+            answered=record.callee_answered_at,
+            ended_at=record.ended_at,
+            reason=record.end_reason,
+            sip_status=record.sip_status,
+            who_hung_up=record.who_hung_up,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """The API form: ``id``, ``state``, ``caller``, ``callee``, ``created``, and more."""
+        value: dict[str, object] = {
+            "id": self.call_id,
+            "state": self.state,
+            "caller": self.caller,
+            "callee": self.callee,
+            "created": iso_time(self.created),
+        }
+        optional = {
+            "answered": iso_time(self.answered),
+            "ended_at": iso_time(self.ended_at),
+            "duration": self.duration,
+            "reason": self.reason,
+            "sip_status": self.sip_status,
+            "who_hung_up": self.who_hung_up,
+        }
+        value.update({k: v for k, v in optional.items() if v is not None})
+        return value
+
+
+class RateLimit:
+    """At most ``count`` events per ``per`` seconds for each key (a sliding window)."""
+
+    def __init__(self, clock: IReactorTime, count: int, per: float, max_keys: int = 100_000):
+        self.clock = clock
+        self.count = count
+        self.per = per
+        self.max_keys = max_keys
+        self._events: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> float:
+        """Record an event for ``key``: 0 if allowed, else the seconds until one would be."""
+        now = self.clock.seconds()
+        events = self._events.get(key)
+        if events is None:
+            if len(self._events) >= self.max_keys:
+                self._events.pop(next(iter(self._events)))
+            events = self._events[key] = deque()
+        while events and now - events[0] >= self.per:
+            events.popleft()
+        if len(events) >= self.count:
+            return self.per - (now - events[0])
+        events.append(now)
+        return 0.0
+
+
+def _retry_after(seconds: float) -> dict[bytes, bytes]:
+    return {b"retry-after": str(max(1, int(seconds + 0.999))).encode()}
+
+
+@implementer(ICallEventListener)
+class _Subscriber:
+    """One event stream's interest: its user's calls and everyone's registrations."""
+
+    def __init__(self, principal: Principal, stream: EventStream) -> None:
+        self.principal = principal
+        self.stream = stream
+
+    def call_state_changed(self, info: CallInfo) -> None:
+        view = CallView.from_info(info)
+        if self.principal.username in (view.caller, view.callee):
+            self.stream.send("call", view.to_json())
+
+    def registration_changed(self, registration: Registration) -> None:
+        now = self.stream.clock.seconds()
+        self.stream.send("registration", registration_json(registration, now))
+
+
+def registration_json(registration: Registration, now: float) -> dict[str, object]:
+    """``{"username", "registered", "contacts": [{"uri", "expires"}]}``; seconds left at ``now``."""
+    contacts = [
+        {"uri": c.uri, "expires": max(0, int(c.expires_at - now + 0.5))}
+        for c in registration.contacts
+    ]
+    return {
+        "username": registration.username,
+        "registered": registration.registered,
+        "contacts": contacts,
+    }
+
+
+class WebApp:
+    """
+    The web interface's state and operations.
+
+    :param store: the user, location and call record stores (one backend provides all three).
+    :param controller: the call controller; None while the daemon has none (calls then get 503).
+    :param registrations: where registration changes come from.
+    :param calls_per_minute: calls a user may place per minute (more get 429).
+    :param max_streams_per_user: open event streams a user may have (more get 429).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IStoreBackend,
+        controller: ICallController | None,
+        registrations: RegistrationMonitor,
+        softphone: SoftphoneSettings,
+        *,
+        sessions: SessionStore | None = None,
+        login_throttle: ThrottleSettings = LOGIN_THROTTLE,
+        calls_per_minute: int = 10,
+        max_streams_per_user: int = 8,
+        keepalive: float = 15.0,
+    ) -> None:
+        self.clock = clock
+        self.users: IUserStore = store
+        self.locations: ILocationStore = store
+        self.records: ICallRecordStore = store
+        self.store = store
+        self.controller = controller
+        self.registrations = registrations
+        self.softphone = softphone
+        self.domain = softphone.domain
+        self.sessions = sessions if sessions is not None else SessionStore(clock)
+        self.login_throttle = AuthThrottle(clock, login_throttle)
+        self.call_rate = RateLimit(clock, calls_per_minute, 60.0)
+        self.max_streams_per_user = max_streams_per_user
+        self.keepalive = keepalive
+        self._streams: dict[str, int] = {}
+        self._subscribers: list[_Subscriber] = []
+        self._unsubscribe_calls: Callable[[], None] | None = None
+
+    # -- who is asking -------------------------------------------------------------------
+
+    def session_of(self, request: Request) -> Session | None:
+        """The live session named by the request's cookie, if any."""
+        cookie = request.getCookie(SESSION_COOKIE)
+        if not cookie:
+            return None
+        return self.sessions.get(cookie.decode("ascii", "replace"))
+
+    async def authenticate(self, request: Request, *, allow_token: bool = True) -> Principal | None:
+        """
+        The user making ``request``: by ``Authorization: Bearer`` token, or by session cookie
+        (state-changing methods then need the session's CSRF token in ``X-CSRF-Token``).
+
+        :raises HTTPError: 401 for a bad token, 403 for a missing or wrong CSRF token.
+        """
+        authorization = _header(request, b"authorization")
+        if allow_token and authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise HTTPError(401, "use Authorization: Bearer <token>", _bearer_challenge())
+            username = await self.users.verify_token(token.strip())
+            user = await self.users.get_user(username) if username else None
+            if user is None or user.disabled:
+                raise HTTPError(401, "invalid API token", _bearer_challenge())
+            return Principal(user)
+        session = self.session_of(request)
+        if session is None:
+            return None
+        user = await self.users.get_user(session.username)
+        if user is None or user.disabled:
+            self.sessions.remove(session.session_id)
+            return None
+        if allow_token and request.method in UNSAFE_METHODS:
+            self.check_csrf(session, _header(request, CSRF_HEADER))
+        return Principal(user, session)
+
+    def check_csrf(self, session: Session, token: str) -> None:
+        """:raises HTTPError: 403 unless ``token`` is the session's CSRF token."""
+        if not token or not constant_time_equal(token, session.csrf_token):
+            raise HTTPError(403, "missing or wrong CSRF token")
+
+    async def login(self, request: Request, username: str, password: str) -> Session:
+        """
+        Check a web login and start a new session (a fresh id: never one the browser had).
+
+        Unknown user, wrong password and disabled user get the same answer, after the same
+        Argon2id work (the store's ``check_password``). Repeated failures per account and per
+        client address are delayed, then refused for a while.
+
+        :raises HTTPError: 401 wrong credentials, 429 too many failures.
+        """
+        peer = _client_host(request)
+        username = username.strip().lower()
+        key = username if is_valid_username(username) else "?"
+        refused = self.login_throttle.refused(peer, key)
+        if refused:
+            raise HTTPError(429, "too many failed logins: try again later", _retry_after(refused))
+        user = await self.users.check_password(username, password) if key != "?" else None
+        if key == "?":
+            # Spend the same time as a real check, so a malformed name looks like a wrong one.
+            await self.users.check_password("", password)
+        if user is None:
+            delay = self.login_throttle.failure(peer, key)
+            log.info("web login failed for {username} from {peer}", username=key, peer=peer)
+            if delay:
+                await deferLater(self.clock, delay, lambda: None)
+            raise HTTPError(401, "wrong username or password")
+        self.login_throttle.success(peer, user.username)
+        old = self.session_of(request)
+        if old is not None:
+            self.sessions.remove(old.session_id)
+        log.info("web login by {username} from {peer}", username=user.username, peer=peer)
+        return self.sessions.create(user.username)
+
+    # -- directory -----------------------------------------------------------------------
+
+    async def directory(self) -> list[tuple[User, Registration]]:
+        """Every user, with their registration state, ordered by user name."""
+        users = await self.users.list_users()
+        registrations = await self.registrations.current()
+        return [(u, registrations.get(u.username, Registration(u.username))) for u in users]
+
+    async def registration(self, username: str) -> Registration:
+        """One user's registration state."""
+        bindings = await self.locations.get_bindings(
+            user_aor(username, self.domain), self.clock.seconds()
+        )
+        return Registration.from_bindings(username, bindings)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def _controller(self) -> ICallController:
+        if self.controller is None:
+            raise HTTPError(503, "call control is not available")
+        return self.controller
+
+    async def place_call(self, principal: Principal, callee: str) -> CallView:
+        """
+        Ring ``principal``'s own phone, then ``callee``'s.
+
+        :raises HTTPError: 400 malformed callee, 404 unknown or disabled callee, 409 the
+            caller has no registered phone, 403 the policy refuses, 429 too many calls.
+        """
+        controller = self._controller()
+        if not isinstance(callee, str) or not is_valid_username(callee):
+            raise HTTPError(400, "callee must be a user name")
+        wait = self.call_rate.allow(principal.username)
+        if wait:
+            raise HTTPError(429, "too many calls: try again later", _retry_after(wait))
+        target = await self.users.get_user(callee)
+        if target is None or target.disabled:
+            raise HTTPError(404, f"no user {callee}")
+        mine = await self.registration(principal.username)
+        if not mine.registered:
+            raise HTTPError(409, "your phone is not registered")
+        try:
+            info = await controller.place_call(principal.username, callee)
+        except CallRefused as e:
+            if e.reason in ("unknown-user", "disabled-user"):
+                raise HTTPError(404, e.message) from None
+            raise HTTPError(403, e.message) from None
+        if info.state == "failed" and info.end_reason == _CALLER_UNREACHABLE:
+            raise HTTPError(409, "your phone is not registered")
+        return CallView.from_info(info)
+
+    async def find_call(self, principal: Principal, call_id: str) -> CallView:
+        """
+        A call ``principal`` may see.
+
+        :raises HTTPError: 404 unknown call, 403 someone else's call.
+        """
+        view: CallView | None = None
+        if self.controller is not None:
+            info = self.controller.get_call(call_id)
+            if info is not None:
+                view = CallView.from_info(info)
+        if view is None and _is_call_id(call_id):
+            record = await self.records.get_call(call_id)
+            if record is not None:
+                view = CallView.from_record(record)
+        if view is None:
+            raise HTTPError(404, "no such call")
+        if not principal.may_see(view):
+            raise HTTPError(403, "not your call")
+        return view
+
+    async def hang_up(self, principal: Principal, call_id: str) -> CallView:
+        """
+        Cancel or hang up a call ``principal`` may see.
+
+        :raises HTTPError: 404, 403 as :meth:`find_call`; 409 the call is already over.
+        """
+        view = await self.find_call(principal, call_id)
+        if not view.active or self.controller is None:
+            raise HTTPError(409, "the call is already over")
+        if not self.controller.hang_up(call_id, principal.username):
+            raise HTTPError(409, "the call is already over")
+        info = self.controller.get_call(call_id)
+        if info is not None:
+            return CallView.from_info(info)
+        record = await self.records.get_call(call_id)
+        return CallView.from_record(record) if record is not None else view
+
+    async def history(self, username: str, limit: int, offset: int) -> tuple[list[CallView], bool]:
+        """A user's calls newest first, and whether there are more after these."""
+        records = await self.records.list_calls(user=username, limit=limit + 1, offset=offset)
+        views = []
+        for record in records[:limit]:
+            info = self.controller.get_call(record.call_id) if self.controller else None
+            views.append(
+                CallView.from_info(info) if info is not None else CallView.from_record(record)
+            )
+        return views, len(records) > limit
+
+    # -- live events ---------------------------------------------------------------------
+
+    def open_stream(self, principal: Principal, request: Request) -> EventStream:
+        """
+        Stream ``principal``'s call events and everyone's registration changes on ``request``.
+
+        :raises HTTPError: 429 when the user has too many streams open.
+        """
+        username = principal.username
+        if self._streams.get(username, 0) >= self.max_streams_per_user:
+            raise HTTPError(429, "too many open event streams")
+        self._streams[username] = self._streams.get(username, 0) + 1
+        subscriber: _Subscriber
+
+        def closed() -> None:
+            self._streams[username] -= 1
+            if not self._streams[username]:
+                del self._streams[username]
+            self._subscribers.remove(subscriber)
+            unsubscribe_registrations()
+            if not self._subscribers and self._unsubscribe_calls is not None:
+                self._unsubscribe_calls()
+                self._unsubscribe_calls = None
+
+        stream = EventStream(self.clock, request, closed, keepalive=self.keepalive)
+        subscriber = _Subscriber(principal, stream)
+        self._subscribers.append(subscriber)
+        unsubscribe_registrations = self.registrations.subscribe(subscriber.registration_changed)
+        if self._unsubscribe_calls is None and self.controller is not None:
+            self._unsubscribe_calls = self.controller.subscribe(_Fanout(self._subscribers))
+        return stream
+
+    @property
+    def open_streams(self) -> int:
+        """How many event streams are open."""
+        return len(self._subscribers)
+
+
+@implementer(ICallEventListener)
+class _Fanout:
+    def __init__(self, subscribers: list[_Subscriber]) -> None:
+        self.subscribers = subscribers
+
+    def call_state_changed(self, info: CallInfo) -> None:
+        for subscriber in list(self.subscribers):
+            subscriber.call_state_changed(info)
+
+
+def _header(request: Request, name: bytes) -> str:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value else ""
+
+
+def _bearer_challenge() -> dict[bytes, bytes]:
+    return {b"www-authenticate": b'Bearer realm="clicktodial"'}
+
+
+def _client_host(request: Request) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", "unix"))
+
+
+def _is_call_id(text: str) -> bool:
+    return 0 < len(text) <= 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def new_secret() -> str:
+    """A SIP secret for a phone: 20 random URL-safe characters."""
+    return secrets.token_urlsafe(15)
+
+
+
+def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
+                 controller: ICallController | None) -> WebApp:
+    """The daemon's web application on ``store`` and ``controller``, for ``[sip]``."""
+    monitor = RegistrationMonitor(clock, store, config.sip.domain)
+    return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config.sip))

@@ -1,0 +1,228 @@
+"""
+HTTP plumbing shared by the pages and the JSON API: a route table, asynchronous handlers,
+error responses, security headers and bounded request bodies.
+
+Handlers are coroutines; :class:`RoutedResource` runs them, turns :class:`HTTPError` into an
+error response (JSON for the API, an HTML page for the pages) and never lets a traceback out
+to the client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+__all__ = [
+    "MAX_BODY",
+    "HTTPError",
+    "Route",
+    "RoutedResource",
+    "is_finished",
+    "read_body",
+    "read_form",
+    "read_json",
+    "security_headers",
+    "write_json",
+]
+
+log = Logger(namespace="clicktodial.web")
+
+#: The largest request body accepted (JSON or form), in bytes.
+MAX_BODY = 64 * 1024
+
+#: No inline script or style, nothing from another origin, never framed.
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    b" connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none';"
+    b" object-src 'none'"
+)
+
+
+class HTTPError(Exception):
+    """
+    Answer the request with ``status`` and ``message`` (``{"error": message}`` in the API).
+
+    :ivar headers: extra response headers (e.g. ``Retry-After``).
+    """
+
+    def __init__(self, status: int, message: str, headers: dict[bytes, bytes] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def security_headers(request: Request, private: bool = True) -> None:
+    """Set the headers every response carries; ``private`` ones are never cached."""
+    request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"referrer-policy", b"same-origin")
+    if private:
+        request.setHeader(b"cache-control", b"no-store")
+
+
+def is_finished(request: Request) -> bool:
+    """Whether the response is complete or the client went away (nothing may be written)."""
+    return bool(request.finished or request.channel is None)
+
+
+def write_json(request: Request, status: int, value: object) -> None:
+    """Finish ``request`` with ``value`` as JSON."""
+    if is_finished(request):
+        return
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.write(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+    request.finish()
+
+
+def read_body(request: Request) -> bytes:
+    """
+    The request body, at most :data:`MAX_BODY` bytes.
+
+    :raises HTTPError: 413 when it is larger.
+    """
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    data: bytes = content.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        raise HTTPError(413, f"the request body is larger than {MAX_BODY} bytes")
+    return data
+
+
+def read_json(request: Request) -> dict[str, Any]:
+    """
+    The request body as a JSON object.
+
+    :raises HTTPError: 400 if it is not one (or not UTF-8), 413 if too large.
+    """
+    try:
+        value = json.loads(read_body(request).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPError(400, "the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    return value
+
+
+def read_form(request: Request) -> dict[str, str]:
+    """
+    The fields of a urlencoded form POST (first value of each), decoded as UTF-8.
+
+    :raises HTTPError: 400 for a field that is not UTF-8.
+    """
+    read_body(request)  # bound the size
+    fields: dict[str, str] = {}
+    for name, values in (request.args or {}).items():
+        if not values:
+            continue
+        try:
+            fields[name.decode("utf-8")] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPError(400, "form fields must be UTF-8") from None
+    return fields
+
+
+Handler = Callable[..., Awaitable[object]]
+
+
+@attrs.frozen
+class Route:
+    """
+    One ``method`` on a ``path`` template such as ``/calls/{id}`` (a ``{name}`` matches one
+    non-empty path segment and is passed to the handler as a keyword argument).
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    pattern: re.Pattern[str] = attrs.field(init=False)
+
+    @pattern.default
+    def _compile(self) -> re.Pattern[str]:
+        parts = re.split(r"\{(\w+)\}", self.path)
+        regex = "".join(
+            f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part) for i, part in enumerate(parts)
+        )
+        return re.compile(regex + r"\Z")
+
+
+class RoutedResource(Resource):
+    """
+    A leaf resource dispatching on method and the rest of the path through a route table.
+
+    Subclasses provide :meth:`routes` and :meth:`error`; a handler returns the body as bytes,
+    or None once it has finished the request itself (or keeps it open to stream).
+    """
+
+    isLeaf = True
+
+    def routes(self) -> Sequence[Route]:
+        raise NotImplementedError
+
+    def error(self, request: Request, error: HTTPError) -> None:
+        """Answer ``request`` with ``error``."""
+        raise NotImplementedError
+
+    def path_of(self, request: Request) -> str:
+        """The path below this resource, e.g. ``/calls/abc``."""
+        segments = [s.decode("utf-8", "replace") for s in request.postpath or []]
+        return "/" + "/".join(segments) if segments != [""] else "/"
+
+    def render(self, request: Request) -> object:
+        security_headers(request)
+        method = request.method.decode("ascii", "replace")
+        path = self.path_of(request)
+        allowed = []
+        for route in self.routes():
+            match = route.pattern.match(path)
+            if match is None:
+                continue
+            if route.method != method and not (method == "HEAD" and route.method == "GET"):
+                allowed.append(route.method)
+                continue
+            d = Deferred.fromCoroutine(_run(route.handler, request, match.groupdict()))
+            d.addErrback(self._failed, request)
+            return NOT_DONE_YET
+        if allowed:
+            error = HTTPError(405, "method not allowed", {b"allow": ", ".join(allowed).encode()})
+        else:
+            error = HTTPError(404, "not found")
+        self._answer(request, error)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: Request) -> None:
+        if isinstance(failure.value, HTTPError):
+            error = failure.value
+        else:
+            log.failure("web request failed: {path}", failure, path=request.path)
+            error = HTTPError(500, "internal error")
+        self._answer(request, error)
+
+    def _answer(self, request: Request, error: HTTPError) -> None:
+        if is_finished(request):
+            return
+        for name, value in error.headers.items():
+            request.setHeader(name, value)
+        self.error(request, error)
+
+
+async def _run(handler: Handler, request: Request, params: dict[str, str]) -> None:
+    # A handler returning bytes has them written as the body; one returning None has
+    # finished the request itself, or streams it (server-sent events).
+    result = await handler(request, **params)
+    if isinstance(result, bytes) and not is_finished(request):
+        request.write(result)
+        request.finish()

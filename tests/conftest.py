@@ -1,0 +1,209 @@
+"""
+Shared test helpers.
+
+Unit tests are synchronous and use fakes (``task.Clock``, ``MemoryReactorClock``, ...).
+Interop tests (``tests/interop/``, marker ``interop``) run the daemon and real peers as
+subprocesses on loopback; :func:`start_daemon` runs ``twistd -n clicktodial``.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INTEROP_DIR = REPO_ROOT / "tests" / "interop"
+
+# Bounds for waiting on subprocesses: generous for a loaded 2-core machine, finite.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+POLL_INTERVAL = 0.05
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/interop/ carries the ``interop`` marker, even if it forgot to."""
+    for item in items:
+        if INTEROP_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.interop)
+
+
+def python_env() -> dict[str, str]:
+    """The environment for a Python subprocess that must import this checkout's code."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in [str(REPO_ROOT), env.get("PYTHONPATH", "")] if p
+    )
+    return env
+
+
+def twistd_argv(*args: str) -> list[str]:
+    """``twistd ARGS`` run by this interpreter (a ``twistd`` on PATH may be another one's)."""
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args]
+
+
+def find_free_port() -> int:
+    """A port on 127.0.0.1 that is free for both TCP and UDP right now."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def get_url(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """GET ``url`` directly (never through a proxy from the environment): (status, body)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=timeout) as response:
+        return response.status, response.read()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(POLL_INTERVAL)
+
+
+class Daemon:
+    """A ``twistd -n clicktodial`` subprocess logging to ``log_path``."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, output_path: Path):
+        self.process = process
+        self.log_path = log_path
+        self.output_path = output_path
+
+    def log(self) -> str:
+        """What the daemon logged so far (its [log] file)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def output(self) -> str:
+        """What twistd wrote to stdout and stderr."""
+        return self.output_path.read_text(errors="replace")
+
+    def _check_alive(self, what: str) -> None:
+        if self.process.poll() is not None:
+            pytest.fail(
+                f"daemon exited with {self.process.returncode} while waiting for {what}\n"
+                f"--- log\n{self.log()}\n--- output\n{self.output()}"
+            )
+
+    def wait_for_log(self, text: str, timeout: float = START_TIMEOUT) -> None:
+        """Wait until ``text`` appears in the log (the daemon must stay up meanwhile)."""
+
+        def logged() -> bool:
+            if text in self.log():
+                return True
+            self._check_alive(repr(text))
+            return False
+
+        wait_until(logged, timeout, f"{text!r} in the daemon log")
+
+    def wait_for_tcp(self, port: int, timeout: float = START_TIMEOUT) -> None:
+        """Wait until 127.0.0.1:``port`` accepts connections."""
+
+        def accepting() -> bool:
+            self._check_alive(f"TCP port {port}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        wait_until(accepting, timeout, f"TCP port {port}")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, then wait for the exit status (fails the test if it does not exit)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"daemon did not exit within {timeout} s of SIGTERM\n{self.log()}")
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
+    """
+    A function starting ``twistd -n clicktodial`` on an INI text, in ``tmp_path``.
+
+    The text may omit ``[log]``: logging then goes to ``tmp_path/daemon.log`` at debug level.
+    Daemons still running at the end of the test are killed (by PID).
+    """
+    daemons: list[Daemon] = []
+
+    def start(ini: str) -> Daemon:
+        n = len(daemons)
+        log_path = tmp_path / f"daemon{n}.log"
+        if "[log]" not in ini:
+            ini += f"\n[log]\nlevel = debug\nfile = {log_path}\n"
+        config_path = tmp_path / f"daemon{n}.ini"
+        config_path.write_text(ini)
+        output_path = tmp_path / f"daemon{n}.out"
+        with output_path.open("wb") as output:
+            process = subprocess.Popen(
+                twistd_argv("-n", "--pidfile=", "clicktodial", "--config", str(config_path)),
+                cwd=tmp_path,
+                env=python_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        daemon = Daemon(process, log_path, output_path)
+        daemons.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A function returning a port on 127.0.0.1 free for both TCP and UDP right now."""
+    return find_free_port
+
+
+@pytest.fixture
+def http_get() -> Callable[[str], tuple[int, bytes]]:
+    """A function GETting a URL without any proxy: ``(status, body)``."""
+    return get_url
+
+
+@pytest.fixture
+def run_twistd(tmp_path: Path) -> Callable[..., "subprocess.CompletedProcess[str]"]:
+    """A function running ``twistd ARGS`` to completion in ``tmp_path`` (bounded in time)."""
+
+    def run(*args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(
+            twistd_argv(*args),
+            cwd=tmp_path,
+            env=python_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+        )
+
+    return run

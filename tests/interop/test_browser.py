@@ -1,0 +1,191 @@
+"""
+The web interface in a real browser: Debian's chromium, headless, driven by Playwright.
+
+The daemon runs as a subprocess (SQLite, the demo users alice and bob); both phones are
+SIPp UASs answering after a pause, registered with Digest from their own ports. alice logs
+in, sees bob come online without reloading, clicks Call, watches the call go through its
+states live (server-sent events), hangs up, and finds the call in her history.
+Screenshots of each page go to ``docs/screenshots/`` (the committed ones are from a run of
+this test). Every wait is bounded; every process is killed by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from calltools import daemon_ini, register  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    REPO_ROOT,
+    find_free_port,
+    python_env,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+SCENARIOS = Path(__file__).parent / "sipp"
+WAIT_MS = 20_000
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed"),
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) not installed"),
+]
+
+
+@pytest.fixture
+def phones(tmp_path: Path) -> Iterator[Callable[[str, int, int], None]]:
+    """Start a SIPp phone answering after ``delay_ms`` for a user, registered first."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(user: str, sip_port: int, delay_ms: int) -> None:
+        port = find_free_port()
+        register(user, user, port, sip_port)
+        argv = [
+            "sipp", "-sf", str(SCENARIOS / "call_phone_answer.xml"), "-i", "127.0.0.1",
+            "-p", str(port), "-t", "u1", "-s", user, "-m", "1", "-d", str(delay_ms),
+            "-nostdin", "-timeout", "60s", "-timeout_error",
+        ]
+        with (tmp_path / f"sipp-{user}.out").open("wb") as output:
+            processes.append(subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                              stdout=output, stderr=subprocess.STDOUT))
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def test_alice_calls_bob_from_the_browser_and_watches_it_live(
+    tmp_path: Path, start_daemon: Callable[[str], Any],
+    phones: Callable[[str, int, int], None],
+) -> None:
+    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path)))
+    daemon.wait_for_tcp(web_port)
+    daemon.wait_for_log("created demo users")
+    base = f"http://127.0.0.1:{web_port}"
+
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                    headless=True)
+        try:
+            # A phone-sized screen: the layout must work there.
+            page = browser.new_page(viewport={"width": 390, "height": 760})
+            page.set_default_timeout(WAIT_MS)
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            failed: list[str] = []
+            page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
+                    if r.status >= 400 else None)
+
+            page.goto(base + "/directory")
+            assert page.url == base + "/login"
+            shot(page, "login")
+            page.fill("input[name=username]", "alice")
+            page.fill("input[name=password]", "alice")
+            page.click("button[type=submit]")
+            page.wait_for_url(base + "/directory")
+            bob = page.locator('tr[data-user="bob"]')
+            assert bob.locator(".presence").inner_text() == "offline"
+            assert not bob.locator("button.call").is_visible()
+            page.wait_for_function("document.documentElement.dataset.live === 'yes'")
+
+            # Both phones register; bob's row turns online without a reload.
+            phones("alice", sip_port, 1500)
+            phones("bob", sip_port, 1500)
+            bob.locator(".presence.on").wait_for()
+            assert bob.locator("button.call").is_visible()
+            shot(page, "directory")
+
+            bob.locator("button.call").click()
+            page.wait_for_url(base + "/calls/*")
+            page.wait_for_function("document.documentElement.dataset.live === 'yes'")
+            # Record every state the page shows from now on (no reloads happen).
+            page.evaluate("""() => {
+                const el = document.getElementById('call');
+                window.seenStates = [el.dataset.state];
+                new MutationObserver(() => {
+                    const s = el.dataset.state;
+                    if (window.seenStates[window.seenStates.length - 1] !== s)
+                        window.seenStates.push(s);
+                }).observe(el, {attributes: true});
+            }""")
+            page.wait_for_selector('#call[data-state="connected"]')
+            seen = page.evaluate("window.seenStates")
+            assert seen[-1] == "connected"
+            order = ["calling-caller", "calling-callee", "connected"]
+            assert [order.index(state) for state in seen] == sorted(
+                order.index(state) for state in seen), seen
+            assert page.locator("#hangup").inner_text() == "Hang up"
+            shot(page, "call-connected")
+
+            page.click("#hangup")
+            page.wait_for_selector('#call[data-state="ended"]')
+            assert page.locator("#call-reason").inner_text() == "caller-hangup"
+            assert page.locator("#call-duration").inner_text() != ""
+            assert not page.locator(".hangup-form").is_visible()
+            shot(page, "call-ended")
+
+            call_id = page.url.rsplit("/", 1)[1]
+            page.goto(base + "/history")
+            assert page.locator(f'tr[data-call-id="{call_id}"]').count() == 1
+            shot(page, "history")
+
+            page.set_viewport_size({"width": 900, "height": 760})
+            page.goto(base + "/account")
+            assert "127.0.0.1" in page.inner_text(".softphone")
+            shot(page, "account")
+            # The demo users are not administrators.
+            assert page.goto(base + "/admin/users").status == 403
+            errors = [e for e in errors if "403" not in e]
+            assert errors == [], (errors, failed)  # no CSP violation, no script error
+
+            # An administrator (made with the CLI) creates and disables a user.
+            subprocess.run(
+                [sys.executable, "-m", "clicktodial.cli", "--config",
+                 str(tmp_path / "daemon0.ini"), "user", "add", "root", "--admin",
+                 "--password", "root-password", "--display-name", "Administrator"],
+                cwd=tmp_path, env=python_env(), check=True, capture_output=True, timeout=60,
+            )
+            admin = browser.new_page(viewport={"width": 900, "height": 760})
+            admin.set_default_timeout(WAIT_MS)
+            admin.goto(base + "/login")
+            admin.fill("input[name=username]", "root")
+            admin.fill("input[name=password]", "root-password")
+            admin.click("button[type=submit]")
+            admin.wait_for_url(base + "/directory")
+            admin.goto(base + "/admin/users")
+            admin.fill("input[name=username]", "carol")
+            admin.fill("input[name=display_name]", "Carol <Ops>")
+            admin.fill("input[name=password]", "carol-password")
+            admin.click("text=Create user")
+            admin.wait_for_url(base + "/admin/users?done=created")
+            assert admin.locator('tr[data-user="carol"]').inner_text().startswith("carol")
+            shot(admin, "admin-users")
+            admin.click('a[href="/admin/users/carol"]')
+            admin.check("input[name=disabled]")
+            admin.click("text=Save")
+            admin.wait_for_url(base + "/admin/users?done=saved")
+            assert "disabled" in admin.locator('tr[data-user="carol"]').inner_text()
+        finally:
+            browser.close()
+    assert daemon.stop() == 0

@@ -1,0 +1,215 @@
+"""
+Click-to-dial calls through the running daemon, with SIPp playing both phones.
+
+The daemon runs as a subprocess (``twistd -n clicktodial``, SQLite store with the demo
+users alice and bob, T1 = 0.1 s so 64*T1 = 6.4 s); each phone is a SIPp UAS on its own
+port, registered with Digest from that port before SIPp starts; calls are placed and
+hung up through the daemon's loopback-only internal call-control API (``[calls]
+control_listen``), and the outcome is read back from the call record. Every wait is
+bounded; every process is killed by PID at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from calltools import Control, daemon_ini, register
+from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) not installed"),
+]
+
+SCENARIOS = Path(__file__).parent / "sipp"
+SIPP_TIMEOUT = 60
+
+
+class Phones:
+    """SIPp UAS phones, each registered for a user and running one scenario."""
+
+    def __init__(self, tmp_path: Path, sip_port: int) -> None:
+        self.tmp_path = tmp_path
+        self.sip_port = sip_port
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, user: str, scenario: str, delay_ms: int = 500) -> None:
+        port = find_free_port()
+        register(user, user, port, self.sip_port)
+        out = self.tmp_path / f"sipp-{user}.out"
+        argv = [
+            "sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
+            "-t", "u1", "-s", user, "-m", "1", "-d", str(delay_ms), "-nostdin",
+            # Scenarios that send in-dialog requests address the daemon as [daemon].
+            "-key", "daemon", f"127.0.0.1:{self.sip_port}",
+            "-timeout", f"{SIPP_TIMEOUT}s", "-timeout_error",
+            "-trace_msg", "-message_file", str(self.tmp_path / f"sipp-{user}-messages.log"),
+            "-trace_err", "-error_file", str(self.tmp_path / f"sipp-{user}-errors.log"),
+        ]
+        with out.open("wb") as output:
+            self.processes[user] = subprocess.Popen(
+                argv, cwd=self.tmp_path, stdin=subprocess.DEVNULL, stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    def register_only(self, user: str) -> int:
+        """Register a binding for ``user`` at a port nobody listens on (never to be rung)."""
+        port = find_free_port()
+        register(user, user, port, self.sip_port)
+        return port
+
+    def wait(self, user: str, timeout: float = SIPP_TIMEOUT + 10) -> int:
+        """SIPp's exit status (0: the scenario ran to its end)."""
+        process = self.processes[user]
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"SIPp for {user} did not finish within {timeout} s")
+
+    def messages(self, user: str) -> str:
+        path = self.tmp_path / f"sipp-{user}-messages.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def report(self, user: str) -> str:
+        parts = []
+        for name in (f"sipp-{user}.out", f"sipp-{user}-errors.log"):
+            path = self.tmp_path / name
+            if path.exists():
+                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
+
+    def kill(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, start_daemon: Callable[[str], Any]
+) -> Iterator[Callable[..., tuple[Any, Control, Phones]]]:
+    phones_made: list[Phones] = []
+
+    def make(policy: str = "flow4", **calls: str) -> tuple[Any, Control, Phones]:
+        sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+        text = daemon_ini(sip_port, web_port, control_port, str(tmp_path), policy, **calls)
+        text = text.replace("[web]\n", "t1 = 0.1\nt2 = 0.8\nt4 = 1.0\n[web]\n", 1)
+        daemon = start_daemon(text)
+        daemon.wait_for_tcp(control_port)
+        daemon.wait_for_log("created demo users")
+        phones = Phones(tmp_path, sip_port)
+        phones_made.append(phones)
+        return daemon, Control(control_port), phones
+
+    yield make
+    for phones in phones_made:
+        phones.kill()
+
+
+def final_record(control: Control, call_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The call's record once it has ended."""
+    records: list[dict[str, Any]] = []
+
+    def ended() -> bool:
+        record = control.get(call_id)
+        if record.get("ended_at") is None:
+            return False
+        records.append(record)
+        return True
+
+    wait_until(ended, timeout, f"call {call_id} to end")
+    return records[-1]
+
+
+def wait_state(control: Control, call_id: str, state: str, timeout: float = 30) -> None:
+    wait_until(lambda: control.get(call_id)["state"] == state, timeout,
+               f"call {call_id} to be {state}")
+
+
+@pytest.mark.parametrize("policy", ["flow4", "flow1"])
+def test_callee_busy_gives_the_caller_bye_with_reason_486(setup: Any, policy: str) -> None:
+    daemon, control, phones = setup(policy)
+    phones.start("alice", "call_phone_answer.xml", 300)
+    phones.start("bob", "call_phone_busy.xml", 300)
+    call = control.place("alice", "bob")
+    record = final_record(control, call["call_id"])
+    assert (record["end_reason"], record["sip_status"], record["state"]) == (
+        "callee-busy", 486, "failed")
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert phones.wait("bob") == 0, phones.report("bob")
+    assert "Reason: SIP ;cause=486" in phones.messages("alice")
+
+
+def test_caller_not_answering_is_cancelled_after_the_ring_timeout(setup: Any) -> None:
+    daemon, control, phones = setup(ring_timeout="2")
+    phones.start("alice", "call_phone_ring.xml")
+    phones.register_only("bob")
+    started = time.monotonic()
+    call = control.place("alice", "bob")
+    record = final_record(control, call["call_id"])
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert time.monotonic() - started >= 2
+    assert (record["end_reason"], record["who_hung_up"]) == ("caller-no-answer", "system")
+
+
+def test_caller_rejecting_fails_the_call_with_its_status(setup: Any) -> None:
+    daemon, control, phones = setup()
+    phones.start("alice", "call_phone_decline.xml", 300)
+    phones.register_only("bob")  # never rung
+    call = control.place("alice", "bob")
+    record = final_record(control, call["call_id"])
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert (record["end_reason"], record["sip_status"]) == ("caller-rejected", 603)
+    assert record["callee_rung_at"] is None
+
+
+def test_flow4_survives_a_callee_answering_after_the_callers_2xx_window(setup: Any) -> None:
+    """64*T1 is 6.4 s here: the callee answers after 8 s and the call still connects."""
+    daemon, control, phones = setup("flow4")
+    phones.start("alice", "call_phone_answer.xml", 300)
+    phones.start("bob", "call_phone_answer.xml", 8000)
+    call = control.place("alice", "bob")
+    wait_state(control, call["call_id"], "connected", 30)
+    assert control.hang_up(call["call_id"], "alice")
+    record = final_record(control, call["call_id"])
+    assert (record["end_reason"], record["who_hung_up"]) == ("caller-hangup", "caller")
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert phones.wait("bob") == 0, phones.report("bob")
+
+
+def test_caller_hanging_up_while_callee_rings_cancels_the_callee(setup: Any) -> None:
+    daemon, control, phones = setup()
+    phones.start("alice", "call_phone_hangup.xml", 1500)
+    phones.start("bob", "call_phone_ring.xml")
+    call = control.place("alice", "bob")
+    record = final_record(control, call["call_id"])
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert phones.wait("bob") == 0, phones.report("bob")
+    assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
+        "caller-hangup", "caller", "failed")
+
+
+def test_reinvite_from_a_phone_is_relayed_to_the_other(setup: Any) -> None:
+    daemon, control, phones = setup("flow4")
+    phones.start("alice", "call_phone_reinvite.xml", 1000)
+    phones.start("bob", "call_phone_answer.xml", 300)
+    call = control.place("alice", "bob")
+    wait_until(lambda: "a=sendonly" in phones.messages("bob"), 30,
+               "the hold re-INVITE to reach bob")
+    wait_until(lambda: "SIP/2.0 200 OK" in phones.messages("alice").split("a=sendonly", 1)[-1],
+               30, "the relayed answer to reach alice")
+    assert control.hang_up(call["call_id"])
+    record = final_record(control, call["call_id"])
+    assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
+        "cancelled", "system", "ended")
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert phones.wait("bob") == 0, phones.report("bob")

@@ -1,0 +1,129 @@
+"""
+The daemon as twistd runs it: start, serve /healthz, survive SIGHUP, stop cleanly on SIGTERM,
+refuse a bad configuration with one line. Real processes on loopback ports.
+"""
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_until  # type: ignore[import-not-found]  # tests/ is on sys.path
+
+from clicktodial import __version__
+
+pytestmark = pytest.mark.interop
+
+
+def daemon_config(web_port: int, sip_port: int, tmp_path: Path) -> str:
+    return (
+        "[sip]\n"
+        "domain = 127.0.0.1\n"
+        f"listen = 127.0.0.1:{sip_port}\n"
+        "[web]\n"
+        f"listen = tcp:{web_port}:interface=127.0.0.1\n"
+        "[store]\n"
+        f"url = sqlite:///{tmp_path}/clicktodial.sqlite\n"
+        "auto_upgrade = yes\n"
+    )
+
+
+@pytest.fixture
+def running(
+    start_daemon: Callable[[str], Any], free_port: Callable[[], int], tmp_path: Path
+) -> tuple[Any, int]:
+    """A daemon serving on a free web port, and that port."""
+    web_port = free_port()
+    daemon = start_daemon(daemon_config(web_port, free_port(), tmp_path))
+    daemon.wait_for_tcp(web_port)
+    # The web port listens before the reactor runs; SIGTERM and SIGHUP are handled once it
+    # runs, and SIP listens after that (when the store has started).
+    daemon.wait_for_log("SIP listening on")
+    return daemon, web_port
+
+
+def test_daemon_serves_healthz_then_stops_with_status_0_on_sigterm(
+    running: tuple[Any, int], http_get: Callable[[str], tuple[int, bytes]]
+) -> None:
+    daemon, web_port = running
+    assert http_get(f"http://127.0.0.1:{web_port}/healthz") == (200, b"ok")
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert f"clicktodial {__version__} starting" in log
+    assert "Received SIGTERM, shutting down." in log
+    assert "clicktodial stopped" in log
+    assert "Traceback" not in log + daemon.output()
+
+
+def test_sighup_reloads_the_configuration_and_does_not_stop_the_daemon(
+    running: tuple[Any, int], http_get: Callable[[str], tuple[int, bytes]]
+) -> None:
+    daemon, web_port = running
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_log("SIGHUP: configuration reloaded")
+    assert daemon.process.poll() is None
+    assert http_get(f"http://127.0.0.1:{web_port}/healthz") == (200, b"ok")
+    assert daemon.stop() == 0
+
+
+def test_json_log_goes_to_the_configured_file(
+    start_daemon: Callable[[str], Any], free_port: Callable[[], int], tmp_path: Path
+) -> None:
+    web_port = free_port()
+    log_path = tmp_path / "json.log"
+    ini = daemon_config(web_port, free_port(), tmp_path)
+    daemon = start_daemon(ini + f"[log]\nformat = json\nfile = {log_path}\n")
+    daemon.wait_for_tcp(web_port)
+    wait_until(
+        lambda: log_path.exists() and "SIP listening on" in log_path.read_text(),
+        60,
+        "the daemon running",
+    )
+    assert daemon.stop() == 0
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    formats = [r.get("log_format") for r in records]
+    assert "clicktodial stopped" in formats
+    # twistd's own lines come through the [log] observer too, instead of twistd's.
+    assert "Main loop terminated." in formats
+
+
+def test_bad_config_exits_nonzero_with_one_line_naming_file_section_key(
+    run_twistd: Callable[..., Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.ini"
+    path.write_text("[sip]\ndomain = 127.0.0.1\nlisten = 127.0.0.1:abc\n")
+    result = run_twistd("-n", "--pidfile=", "clicktodial", "--config", str(path))
+    assert result.returncode != 0
+    assert result.stderr == (
+        f"{path}: [sip] listen: invalid port 'abc' (expected host:port, IPv6 as [::1]:5060)\n"
+    )
+
+
+def test_missing_config_option_exits_nonzero_with_usage(run_twistd: Callable[..., Any]) -> None:
+    result = run_twistd("-n", "--pidfile=", "clicktodial")
+    assert result.returncode != 0
+    assert "--config FILE is required" in result.stdout + result.stderr
+
+
+def test_web_port_in_use_exits_nonzero_naming_the_address(
+    start_daemon: Callable[[str], Any],
+    free_port: Callable[[], int],
+    tmp_path: Path,
+) -> None:
+    web_port = free_port()
+    first = start_daemon(daemon_config(web_port, free_port(), tmp_path))
+    first.wait_for_tcp(web_port)
+    first.wait_for_log("SIP listening on")
+    second = start_daemon(daemon_config(web_port, free_port(), tmp_path))
+    assert second.process.wait(60) != 0
+    assert f"clicktodial: Couldn't listen on 127.0.0.1:{web_port}" in second.log()
+    assert "Traceback" not in second.log() + second.output()
+    assert first.stop() == 0
+
+
+def test_twistd_help_lists_the_clicktodial_options(run_twistd: Callable[..., Any]) -> None:
+    result = run_twistd("clicktodial", "--help")
+    assert result.returncode == 0
+    assert "--config=" in result.stdout

@@ -1,0 +1,85 @@
+"""
+A call-control policy from another package: install the example policy plugin, select it by
+name in ``[calls] policy`` and check what it allows.
+
+Installed offline (``--no-deps --no-build-isolation --no-index``) into a scratch ``--target``
+directory put on ``sys.path`` for this module's tests only (as tests/interop/test_store_plugin.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from clicktodial.calls.policy import (
+    CallRefused,
+    CallRequest,
+    available_policies,
+    create_policy,
+)
+from clicktodial.config import parse_config
+from clicktodial.interfaces import ICallPolicy
+from clicktodial.store.values import User
+
+pytestmark = pytest.mark.interop
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "clicktodial-policy-example"
+MODULE = "clicktodial_policy_example"
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The example package, installed for the duration of this module's tests."""
+    scratch = tmp_path_factory.mktemp("policy-plugin")
+    source = shutil.copytree(EXAMPLE, scratch / "source")
+    target = scratch / "site-packages"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+    try:
+        yield target
+    finally:
+        sys.path.remove(str(target))
+        sys.modules.pop(MODULE, None)
+        importlib.invalidate_caches()
+
+
+def request(caller: User, callee: User, total: int = 0) -> CallRequest:
+    return CallRequest(caller, callee, caller_calls=0, callee_calls=0, total_calls=total)
+
+
+def test_installed_policy_is_listed_and_chosen_by_name(installed_example: Path) -> None:
+    assert "vip" in available_policies()
+    config = parse_config("[sip]\ndomain = 127.0.0.1\n[calls]\npolicy = vip\n", "x.ini")
+    policy = create_policy(config.calls)
+    assert verifyObject(ICallPolicy, policy)
+    assert policy.name == "vip"
+
+
+def test_example_policy_lets_only_admins_call_vips_and_keeps_the_limits(
+    installed_example: Path,
+) -> None:
+    config = parse_config(
+        "[sip]\ndomain = 127.0.0.1\n[calls]\npolicy = vip\nmax_calls_total = 2\n", "x.ini"
+    )
+    policy = create_policy(config.calls)
+    alice, boss, vip = User("alice"), User("boss", is_admin=True), User("vip-carol")
+    with pytest.raises(CallRefused) as refused:
+        policy.authorize(request(alice, vip))
+    assert refused.value.reason == "forbidden"
+    policy.authorize(request(boss, vip))
+    policy.authorize(request(alice, boss))
+    with pytest.raises(CallRefused) as limited:
+        policy.authorize(request(boss, vip, total=2))
+    assert limited.value.reason == "total-limit"

@@ -1,0 +1,266 @@
+"""
+Scale-out: two clicktodial nodes (127.0.0.2, 127.0.0.3) behind Kamailio (127.0.0.1,
+conf/kamailio/kamailio.cfg) sharing one PostgreSQL database (its unix socket,
+``$CLICKTODIAL_TEST_PG_URL``), with the PostgreSQL event bus. Two baresip softphones
+register through the front; a call runs on node B; SIPp keeps a REGISTER load going
+through the front; node B is killed with SIGKILL mid-load. Then:
+
+- the phones keep their registrations (they are in PostgreSQL) and refresh through the
+  front on the surviving node;
+- the SIPp load completes without a failed registration (Kamailio fails over);
+- node A finds B dead (no heartbeat for dead_after) and records B's call as ended, lost;
+- a new call placed on node A connects both phones through the front (Path as Route);
+- the database is consistent: no active call of B, only A in the nodes table, every
+  ended call has a reason.
+
+Needs kamailio, baresip, sipp and PostgreSQL; everything on loopback, every wait bounded,
+every process stopped by its PID. Run it inside ``unshare -n`` (scripts/test does).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from calltools import Control
+from conftest import (  # type: ignore[import-not-found]
+    REPO_ROOT,
+    find_free_port,
+    python_env,
+    wait_until,
+)
+from sqlalchemy import URL, create_engine, text
+
+from clicktodial.cluster.bus import libpq_conninfo
+from clicktodial.testing.postgres import test_database_url
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(
+        any(shutil.which(tool) is None for tool in ("kamailio", "baresip", "sipp")),
+        reason="needs kamailio, baresip and sipp",
+    ),
+]
+
+FRONT = "127.0.0.1"
+NODES = {"node-a": "127.0.0.2", "node-b": "127.0.0.3"}
+TIMEOUT = 40.0
+DEAD_AFTER = 4
+SIPP_SCENARIO = REPO_ROOT / "tests" / "interop" / "sipp" / "reg_uac_auth.xml"
+
+
+@pytest.fixture
+def database() -> Iterator[URL]:
+    """A fresh PostgreSQL database for the cluster, dropped afterwards."""
+    base = test_database_url()
+    if base is None:
+        pytest.skip("CLICKTODIAL_TEST_PG_URL is empty")
+    name = "clicktodial_scaleout_" + secrets.token_hex(4)
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def node_ini(node: str, sip_port: int, control_port: int, url: URL, secret: str) -> str:
+    address = NODES[node]
+    return (
+        "[sip]\n"
+        f"domain = {FRONT}\n"
+        f"listen = {address}:{sip_port}\n"
+        "transports = udp\n"
+        "[registrar]\n"
+        "min_expires = 5\n"
+        "digest_algorithms = MD5\n"
+        f"nonce_secret = {secret}\n"
+        "[web]\n"
+        f"listen = tcp:{find_free_port()}:interface={address}\n"
+        "[store]\n"
+        f"url = {url.render_as_string(hide_password=False)}\n"
+        "auto_upgrade = yes\n"
+        "demo_users = yes\n"
+        "[calls]\n"
+        f"control_listen = tcp:{control_port}:interface=127.0.0.1\n"
+        "[cluster]\n"
+        "bus = postgres\n"
+        f"node_id = {node}\n"
+        "heartbeat_interval = 1\n"
+        f"dead_after = {DEAD_AFTER}\n"
+    )
+
+
+class Process:
+    """A subprocess with its output in a file."""
+
+    def __init__(self, argv: list[str], output: Path, **kwargs: Any) -> None:
+        self.output_path = output
+        with output.open("wb") as out:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    made: list[Process] = []
+    yield made
+    for process in reversed(made):
+        process.stop()
+
+
+def baresip(tmp_path: Path, user: str, front_port: int) -> tuple[list[str], Path]:
+    port = find_free_port()
+    directory = tmp_path / f"baresip-{user}"
+    directory.mkdir()
+    # ausine supports only 48 kHz sources: a G.711 call needs an 8 kHz one (silence).
+    silence = directory / "silence.wav"
+    with wave.open(str(silence), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 8000 * 120)
+    (directory / "config").write_text(
+        "poll_method\tepoll\n"
+        f"sip_listen\t127.0.0.1:{port}\n"
+        "module_path\t/usr/lib/baresip/modules\n"
+        "module\tg711.so\n"
+        "module\tausine.so\n"
+        "module\taufile.so\n"
+        "module_app\taccount.so\n"
+        "audio_player\taufile,/dev/null\n"
+        f"audio_source\taufile,{silence}\n"
+        "audio_alert\taufile,/dev/null\n"
+    )
+    (directory / "accounts").write_text(
+        f"<sip:{user}@{FRONT}:{front_port};transport=udp>;auth_pass={user};regint=10;"
+        "answermode=auto\n"
+    )
+    return ["baresip", "-4", "-n", "127.0.0.1", "-f", str(directory)], directory / "out.txt"
+
+
+def query(url: URL, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(libpq_conninfo(url)) as connection:
+        return list(connection.execute(sql).fetchall())
+
+
+def cli(ini: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "clicktodial.cli", "--config", str(ini), *args],
+                   check=True, capture_output=True, env=python_env(), cwd=ini.parent,
+                   timeout=60)
+
+
+def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_everyone(
+    tmp_path: Path, database: URL, start_daemon: Callable[[str], Any],
+    processes: list[Process],
+) -> None:
+    sip_port, front_port = find_free_port(), find_free_port()
+    secret = secrets.token_hex(16)
+    controls: dict[str, Control] = {}
+    daemons: dict[str, Any] = {}
+    for node in NODES:  # one after the other: the first creates the schema and demo users
+        control_port = find_free_port()
+        daemons[node] = start_daemon(node_ini(node, sip_port, control_port, database, secret))
+        daemons[node].wait_for_tcp(control_port)
+        daemons[node].wait_for_log("event bus connected")
+        controls[node] = Control(control_port)
+    ini = tmp_path / "daemon0.ini"
+    cli(ini, "user", "add", "carol", "--sip-password", "carol")
+
+    dispatcher = tmp_path / "dispatcher.list"
+    dispatcher.write_text("".join(f"1 sip:{address}:{sip_port}\n" for address in NODES.values()))
+    (tmp_path / "kamailio-run").mkdir()
+    kamailio = Process(
+        ["kamailio", "-f", str(REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"), "-DD", "-E",
+         "-l", f"udp:{FRONT}:{front_port}", "-A", f'DSLIST="{dispatcher}"',
+         "-m", "64", "-M", "8", "-Y", str(tmp_path / "kamailio-run")],
+        tmp_path / "kamailio.out")
+    processes.append(kamailio)
+    wait_until(lambda: "Listening on" in kamailio.output() or kamailio.process.poll() is not None,
+               TIMEOUT, "kamailio to start")
+    assert kamailio.process.poll() is None, kamailio.output()
+
+    phones = {}
+    for user in ("alice", "bob"):
+        argv, out = baresip(tmp_path, user, front_port)
+        phones[user] = Process(argv, out)
+        processes.append(phones[user])
+    for user, phone in phones.items():
+        wait_until(lambda p=phone: "200 OK" in p.output(), TIMEOUT, f"{user} registered")
+    paths = query(database, "SELECT aor, path FROM bindings ORDER BY aor")
+    assert [aor for aor, _ in paths] == ["sip:alice@127.0.0.1", "sip:bob@127.0.0.1"]
+    assert all(f"sip:{FRONT}:{front_port};lr" in path for _, path in paths), paths
+
+    # A call run by node B, shown on node A too.
+    doomed = controls["node-b"].place("alice", "bob")["call_id"]
+    wait_until(lambda: controls["node-b"].get(doomed)["state"] == "connected", TIMEOUT,
+               "the call on node B to connect")
+    assert query(database, f"SELECT node FROM calls WHERE call_id = '{doomed}'") == [("node-b",)]
+
+    # REGISTER load through the front; node B dies in the middle of it.
+    load = Process(
+        ["sipp", FRONT + f":{front_port}", "-sf", str(SIPP_SCENARIO), "-i", "127.0.0.1",
+         "-p", str(find_free_port()), "-s", "carol", "-au", "carol", "-ap", "carol",
+         "-r", "10", "-m", "80", "-l", "20", "-nostdin", "-timeout", "60s", "-timeout_error",
+         "-trace_err", "-error_file", str(tmp_path / "sipp-errors.log")],
+        tmp_path / "sipp.out", cwd=tmp_path)
+    processes.append(load)
+    time.sleep(2.5)
+    killed_at = time.time()
+    daemons["node-b"].process.send_signal(signal.SIGKILL)
+    daemons["node-b"].process.wait(10)
+
+    daemons["node-a"].wait_for_log("node node-b is gone", DEAD_AFTER + TIMEOUT)
+    lost = controls["node-a"].get(doomed)
+    assert lost["end_reason"] == "lost" and lost["who_hung_up"] == "system", lost
+    assert lost["ended_at"] >= killed_at
+
+    assert load.process.wait(90) == 0, load.output()[-3000:]
+
+    # The phones' registrations survive and are refreshed by node A through the front.
+    refreshed = daemons["node-a"].log().count("REGISTER sip:alice@127.0.0.1")
+    wait_until(lambda: daemons["node-a"].log().count("REGISTER sip:alice@127.0.0.1") > refreshed,
+               TIMEOUT, "alice's refresh on node A")
+    assert len(query(database, "SELECT aor FROM bindings WHERE aor LIKE 'sip:%@127.0.0.1'"
+                               f" AND expires_at > {time.time()}")) >= 2
+
+    # A new call, on the survivor, connects both phones through the front.
+    fresh = controls["node-a"].place("alice", "bob")["call_id"]
+    wait_until(lambda: controls["node-a"].get(fresh)["state"] == "connected", TIMEOUT,
+               "the new call on node A to connect")
+    assert controls["node-a"].hang_up(fresh, "alice")
+    wait_until(lambda: controls["node-a"].get(fresh).get("ended_at") is not None, TIMEOUT,
+               "the new call to end")
+
+    # Consistency.
+    assert query(database, "SELECT node FROM nodes") == [("node-a",)]
+    assert query(database, "SELECT count(*) FROM calls WHERE ended_at IS NULL") == [(0,)]
+    assert query(database, "SELECT count(*) FROM calls WHERE ended_at IS NOT NULL"
+                           " AND end_reason IS NULL") == [(0,)]
+    for daemon in daemons.values():
+        assert "Traceback" not in daemon.log()

@@ -1,0 +1,270 @@
+"""
+The transaction layer on a real UDP socket against SIPp (loopback only).
+
+Our side is ``python -m clicktodial.testing.sipapp`` (the real transport and
+transaction layers with a trivial TU, reporting JSON lines); SIPp runs the
+``tests/interop/sipp/tx_*.xml`` scenarios.  Every run is bounded (``-m``,
+``-timeout``, ``-timeout_error``, subprocess timeouts) and every process we
+start is killed by its PID.  Retransmission times are read from SIPp's
+message trace, so they are what the peer saw on the wire.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) not installed"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = Path(__file__).parent / "sipp"
+HOST = "127.0.0.1"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_bound(port: int, deadline: float = 10.0) -> None:
+    """Wait until someone listens on UDP C{port} (our bind attempt fails)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on UDP {port}")
+
+
+class SipApp:
+    """Our stack as a subprocess; its JSON-line events."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.out = tmp / f"sipapp-{os.getpid()}-{time.monotonic_ns()}.jsonl"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        with open(self.out, "wb") as out, open(self.out.with_suffix(".err"), "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "clicktodial.testing.sipapp", "--host", HOST, *args],
+                stdout=out,
+                stderr=err,
+                cwd=ROOT,
+                env=env,
+            )
+
+    def events(self) -> list[dict[str, Any]]:
+        lines = self.out.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e["event"] == event]
+
+    def wait_listening(self, deadline: float = 15.0) -> int:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            listening = self.of("listening")
+            if listening:
+                return int(listening[0]["port"])
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(
+            f"sipapp did not start: {self.out.with_suffix('.err').read_text()[-2000:]}"
+        )
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        assert self.proc.returncode == 0, self.out.with_suffix(".err").read_text()[-2000:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class Sipp:
+    """One bounded SIPp run; its message trace parsed."""
+
+    def __init__(
+        self, tmp: Path, scenario: str, port: int, *args: str, calls: int = 1, timeout: int = 30
+    ) -> None:
+        self.trace = tmp / f"{scenario}-{port}.msg.log"
+        self.log = tmp / f"{scenario}-{port}.out"
+        self.timeout = timeout
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "sipp", *args,
+                    "-sf", str(SCENARIOS / f"{scenario}.xml"),
+                    "-i", HOST, "-p", str(port),
+                    "-m", str(calls),
+                    "-timeout", f"{timeout}s", "-timeout_error",
+                    "-nostdin", "-trace_msg", "-message_file", str(self.trace),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp,
+            )
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait(timeout=self.timeout + 15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def messages(self) -> list[tuple[float, str, str]]:
+        """C{(time, "sent"|"received", first line)} for every traced message."""
+        text = self.trace.read_text(errors="replace")
+        found = re.findall(
+            r"^-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*\n"
+            r"UDP message (sent|received)[^\n]*\n(?:\s*\n)*([^\n]+)",
+            text,
+            re.MULTILINE,
+        )
+        return [
+            (datetime.datetime.fromisoformat(when).timestamp(), direction, first.strip())
+            for when, direction, first in found
+        ]
+
+    def times(self, direction: str, first_line_prefix: str) -> list[float]:
+        return [
+            t
+            for t, d, line in self.messages()
+            if d == direction and line.startswith(first_line_prefix)
+        ]
+
+
+@pytest.fixture
+def procs() -> Iterator[list[SipApp | Sipp]]:
+    started: list[SipApp | Sipp] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            proc.kill()
+
+
+def deltas(times: list[float]) -> list[float]:
+    return [round(t - times[0], 2) for t in times]
+
+
+def test_non_invite_client_retransmits_at_t1_and_stops_on_the_final_response(
+    tmp_path: Path, procs: list[SipApp | Sipp]
+) -> None:
+    """SIPp answers OPTIONS after 1.2 s: Timer E resent it at 0.5 s, once; one 200 goes up."""
+    sipp_port = free_udp_port()
+    sipp = Sipp(tmp_path, "tx_uas_options_late", sipp_port, timeout=20)
+    procs.append(sipp)
+    wait_until_bound(sipp_port)
+    app = SipApp(
+        tmp_path, "--role", "uac", "--port", "0", "--target", f"{HOST}:{sipp_port}",
+        "--method", "OPTIONS", "--duration", "15", "--linger", "5.5",
+    )
+    procs.append(app)
+    app.wait(timeout=30)
+    assert sipp.wait() == 0, sipp.log.read_text()[-2000:]
+    received = sipp.times("received", "OPTIONS")
+    assert len(received) == 2
+    assert abs(deltas(received)[1] - 0.5) < 0.15
+    assert [e["status"] for e in app.of("response")] == [200]
+    # Timer K (T4) ended the transaction before the harness stopped.
+    assert app.of("done")[0]["active"] == 0
+
+
+def test_non_invite_client_gets_through_sipp_dropping_half_the_requests(
+    tmp_path: Path, procs: list[SipApp | Sipp]
+) -> None:
+    """SIPp lost="50" on MESSAGE: retransmissions recover; each of 3 requests gets one 200."""
+    sipp_port = free_udp_port()
+    sipp = Sipp(tmp_path, "tx_uas_message_lossy", sipp_port, calls=3, timeout=40)
+    procs.append(sipp)
+    wait_until_bound(sipp_port)
+    app = SipApp(
+        tmp_path, "--role", "uac", "--port", "0", "--target", f"{HOST}:{sipp_port}",
+        "--method", "MESSAGE", "--count", "3", "--duration", "40", "--linger", "5.5",
+    )
+    procs.append(app)
+    app.wait(timeout=60)
+    assert sipp.wait() == 0, sipp.log.read_text()[-2000:]
+    assert [e["status"] for e in app.of("response")] == [200, 200, 200]
+    assert app.of("done")[0]["active"] == 0
+
+
+def test_invite_server_absorbs_a_duplicate_invite_and_recovers_lost_486(
+    tmp_path: Path, procs: list[SipApp | Sipp]
+) -> None:
+    """SIPp sends each INVITE twice and drops half the 486s: one INVITE per call reaches the TU,
+    100 Trying comes from the transaction, Timer G gets a 486 through, the ACK ends it."""
+    app = SipApp(
+        tmp_path, "--role", "uas", "--port", "0", "--invite-status", "486",
+        "--answer-delay", "0.5", "--duration", "14",
+    )
+    procs.append(app)
+    our_port = app.wait_listening()
+    sipp = Sipp(
+        tmp_path, "tx_uac_invite_lossy", free_udp_port(), f"{HOST}:{our_port}",
+        "-r", "5", calls=5, timeout=20,
+    )
+    procs.append(sipp)
+    assert sipp.wait() == 0, sipp.log.read_text()[-2000:]
+    app.wait(timeout=30)
+    requests = app.of("request")
+    assert len(requests) == 5
+    assert len({r["call_id"] for r in requests}) == 5
+    assert app.of("failure") == []
+    assert len(sipp.times("received", "SIP/2.0 100")) == 5
+    assert len(sipp.times("received", "SIP/2.0 486")) >= 5
+    assert app.of("done")[0]["active"] == 0
+
+
+def test_invite_server_retransmits_486_on_timer_g_and_gives_up_on_timer_h(
+    tmp_path: Path, procs: list[SipApp | Sipp]
+) -> None:
+    """SIPp never ACKs: it sees our 486 at 0, .5, 1.5, 3.5, 7.5, 11.5 ... 31.5; Timer H ends it."""
+    app = SipApp(
+        tmp_path, "--role", "uas", "--port", "0", "--invite-status", "486",
+        "--answer-delay", "0.3", "--duration", "36",
+    )
+    procs.append(app)
+    our_port = app.wait_listening()
+    sipp = Sipp(
+        tmp_path, "tx_uac_invite_no_ack", free_udp_port(), f"{HOST}:{our_port}", timeout=50
+    )
+    procs.append(sipp)
+    assert sipp.wait() == 0, sipp.log.read_text()[-2000:]
+    app.wait(timeout=30)
+    seen = deltas(sipp.times("received", "SIP/2.0 486"))
+    expected = [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert len(seen) == len(expected), seen
+    assert all(abs(s - e) < 0.25 for s, e in zip(seen, expected, strict=True)), seen
+    assert sipp.times("sent", "ACK") == []
+    assert [f["reason"] for f in app.of("failure")] == ["timer H"]
+    assert app.of("done")[0]["active"] == 0

@@ -1,0 +1,998 @@
+"""
+Tests for L{clicktodial.sip.registrar}: RFC 3261 §10.3 with Digest
+authentication, on the memory store and a fake clock; the binding and
+torture-message tests run again on the SQL store (SQLite file).
+
+Our domain in these tests is C{example.com}, the domain of the RFC 4475
+torture messages, so they are used byte for byte; the RFC 5118 REGISTERs
+name C{[2001:db8::10]} in their Request-URI, which the registrar is told is
+one of its own addresses (the C{aliases} setting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import ILogObserver, Logger
+from zope.interface import implementer
+
+from clicktodial.interfaces import ILocationStore
+from clicktodial.sip.address import Source
+from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
+from clicktodial.sip.message import Request, Response
+from clicktodial.sip.parser import MessageParseError, parse_message
+from clicktodial.sip.registrar import (
+    Registrar,
+    RegistrarSettings,
+    canonical_aor,
+    contact_key,
+)
+from clicktodial.sip.uri import parse_uri
+from clicktodial.store.errors import StoreUnavailable
+from clicktodial.store.memory import MemoryStore
+from clicktodial.store.sql import SQLStore
+from clicktodial.store.values import Binding, BindingChanges
+from clicktodial.testing.fakes import (
+    InlineReactor,
+    InlineThreadPool,
+    cheap_password_hasher,
+    success_result_of,
+)
+from clicktodial.throttle import AuthThrottle, ThrottleSettings
+
+DOMAIN = "example.com"
+DATA = Path(__file__).parent.parent / "data"
+PHONE = Source("UDP", "192.0.2.10", 5062, "127.0.0.1", 5060)
+ATTACKER = Source("UDP", "198.51.100.66", 40000, "127.0.0.1", 5060)
+NOW = 1_700_000_000.0
+ALIASES: frozenset[str] = frozenset(["2001:db8::10"])
+
+USERS = {"alice": "alice-secret", "bob": "bob-secret", "watson": "w-secret",
+         "user": "u-secret", "j.user": "j-secret"}
+
+
+class Env:
+    """A registrar on a memory store with a few users, at time L{NOW}."""
+
+    def __init__(self, settings: RegistrarSettings | None = None,
+                 throttle: ThrottleSettings | None = None,
+                 location_store: ILocationStore | None = None,
+                 sqlite_path: Path | None = None,
+                 domain: str = DOMAIN) -> None:
+        self.domain = domain
+        self.clock = InlineReactor()
+        self.clock.advance(NOW)
+        self.store: MemoryStore | SQLStore
+        if sqlite_path is None:
+            self.store = MemoryStore(self.clock, realm=domain,
+                                     hash_pool=InlineThreadPool(),
+                                     hasher=cheap_password_hasher())
+        else:
+            self.store = SQLStore(
+                self.clock, f"sqlite:///{sqlite_path}", InlineThreadPool(),
+                InlineThreadPool(), realm=domain,
+                hasher=cheap_password_hasher(), auto_upgrade=True)
+        success_result_of(self.store.start())
+        for name, password in USERS.items():
+            success_result_of(self.store.add_user(name, sip_password=password))
+        self.events: list[dict[str, Any]] = []
+        self.registrar = Registrar(
+            self.clock, self.store,
+            location_store if location_store is not None else self.store,
+            domain,
+            settings if settings is not None else RegistrarSettings(
+                aliases=ALIASES),
+            AuthThrottle(self.clock, throttle))
+        observer = cast(ILogObserver, self.events.append)
+        self.registrar.log = Logger(observer=observer)
+        self.registrar.throttle.log = Logger(observer=observer)
+
+    def send(self, request: Request, source: Source = PHONE) -> Response:
+        """Hand a request to the registrar; return its (fired) response."""
+        return success_result_of(self.registrar.handle_register(request,
+                                                                source))
+
+    def send_authenticated(self, request: Request, source: Source = PHONE,
+                           username: str | None = None,
+                           password: str | None = None,
+                           algorithm: str = "SHA-256") -> Response:
+        """
+        Send C{request}; answer a 401 like a phone would (next CSeq, same
+        Call-ID) and return the final response.
+        """
+        response = self.send(request, source)
+        if response.status != 401:
+            return response
+        authorize(request, response, username, password, algorithm)
+        return self.send(request, source)
+
+    def bindings(self, aor: str = f"sip:alice@{DOMAIN}") -> list[Binding]:
+        return success_result_of(self.store.get_bindings(
+            aor, self.clock.seconds()))
+
+
+def authorize(request: Request, challenge_response: Response,
+              username: str | None = None, password: str | None = None,
+              algorithm: str = "SHA-256", nc: int = 1,
+              challenge_algorithm: str | None = None) -> None:
+    """
+    Add credentials answering C{challenge_response} and bump the CSeq.
+    The response uses C{algorithm}, and the nonce of the challenge for
+    C{challenge_algorithm} (default: the same).
+    """
+    wanted = challenge_algorithm or algorithm
+    challenge = next(
+        parse_auth_params(value[len("Digest "):])
+        for value in challenge_response.headers.get_fields("WWW-Authenticate")
+        if f"algorithm={wanted}" in value)
+    if username is None:
+        username = request.to.uri.user
+    assert username is not None
+    if password is None:
+        password = USERS.get(username, "no-such-password")
+    uri = str(request.uri)
+    nc_text = f"{nc:08x}"
+    ha1 = compute_ha1(username, challenge["realm"], password, algorithm)
+    digest = compute_response(ha1, challenge["nonce"], nc_text, "0a4f113b",
+                              "auth", request.method, uri, algorithm)
+    request.headers.set("Authorization", (
+        f'Digest username="{username}", realm="{challenge["realm"]}", '
+        f'nonce="{challenge["nonce"]}", uri="{uri}", response="{digest}", '
+        f'algorithm={algorithm}, cnonce="0a4f113b", nc={nc_text}, qop=auth'))
+    bump_cseq(request)
+
+
+def bump_cseq(request: Request) -> None:
+    cseq = request.cseq
+    request.headers.set("CSeq", f"{cseq.seq + 1} {cseq.method}")
+
+
+def register(contacts: Iterable[str] = ("<sip:alice@192.0.2.10:5062>",),
+             user: str = "alice", call_id: str = "reg-1@192.0.2.10",
+             cseq: int = 1, extra: Iterable[str] = (),
+             ruri: str = f"sip:{DOMAIN}", to: str | None = None) -> Request:
+    """A REGISTER as a phone sends it, parsed by the real parser."""
+    lines = [
+        f"REGISTER {ruri} SIP/2.0",
+        "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-reg;rport",
+        "Max-Forwards: 70",
+        f"From: <sip:{user}@{DOMAIN}>;tag=from1",
+        f"To: {to if to is not None else f'<sip:{user}@{DOMAIN}>'}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} REGISTER",
+    ]
+    lines += [f"Contact: {c}" for c in contacts]
+    lines += list(extra)
+    lines += ["Content-Length: 0", "", ""]
+    message = parse_message("\r\n".join(lines).encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def torture(name: str) -> Request:
+    """A message of the RFC 4475 / RFC 5118 corpus, parsed from its bytes."""
+    folder = "rfc4475" if name.endswith(".dat") else "rfc5118"
+    message = parse_message((DATA / folder / name).read_bytes())
+    assert isinstance(message, Request)
+    return message
+
+
+def challenges(response: Response) -> list[dict[str, str]]:
+    return [parse_auth_params(v[len("Digest "):])
+            for v in response.headers.get_fields("WWW-Authenticate")]
+
+
+def contact_params(response: Response) -> dict[str, dict[str, str | None]]:
+    """The 200's Contacts: URI text -> header parameters."""
+    return {str(c.uri): c.params for c in response.contacts}
+
+
+# -- authentication -----------------------------------------------------------
+
+
+class TestAuthentication:
+    """RFC 3261 §10.3 step 3 and §22: every REGISTER is authenticated."""
+
+    def test_no_credentials_challenged(self) -> None:
+        """Without credentials: 401 with a SHA-256 then an MD5 challenge."""
+        env = Env()
+        response = env.send(register())
+        assert response.status == 401
+        params = challenges(response)
+        assert [p["algorithm"] for p in params] == ["SHA-256", "MD5"]
+        assert all(p["realm"] == DOMAIN and p["qop"] == "auth"
+                   for p in params)
+        assert response.to.tag is not None
+        assert response.call_id == "reg-1@192.0.2.10"
+        assert env.bindings() == []
+
+    def test_challenge_order_configurable(self) -> None:
+        """digest_algorithms sets the challenges and their order (MD5
+        first for clients that answer only the first challenge)."""
+        env = Env(RegistrarSettings(digest_algorithms=("MD5", "SHA-256")))
+        response = env.send(register())
+        assert [c["algorithm"] for c in challenges(response)] == \
+            ["MD5", "SHA-256"]
+        env = Env(RegistrarSettings(digest_algorithms=["md5"]))
+        request = register()
+        response = env.send(request)
+        assert [c["algorithm"] for c in challenges(response)] == ["MD5"]
+        authorize(request, response, algorithm="MD5")
+        assert env.send(request).status == 200
+
+    def test_sha256_refused_when_not_offered(self) -> None:
+        """A response with an algorithm we did not offer is re-challenged."""
+        env = Env(RegistrarSettings(digest_algorithms=["MD5"]))
+        request = register()
+        authorize(request, env.send(request), algorithm="SHA-256",
+                  challenge_algorithm="MD5")
+        response = env.send(request)
+        assert response.status == 401
+        assert "stale" not in challenges(response)[0]
+
+    @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+    def test_right_credentials_register(self, algorithm: str) -> None:
+        """A correct response (either algorithm) gets 200 and a binding."""
+        env = Env()
+        response = env.send_authenticated(register(), algorithm=algorithm)
+        assert response.status == 200
+        [binding] = env.bindings()
+        assert binding.contact == "sip:alice@192.0.2.10:5062"
+
+    def test_unknown_user_and_wrong_password_look_alike(self) -> None:
+        """An unknown user and a wrong password get the same 401 shape."""
+        env = Env()
+        wrong = env.send_authenticated(register(), password="guess")
+        unknown = env.send_authenticated(
+            register(user="mallory"), username="mallory", password="x")
+        assert wrong.status == unknown.status == 401
+        assert [n for n, _ in wrong.headers] == [n for n, _ in unknown.headers]
+        assert [sorted(c) for c in challenges(wrong)] == \
+            [sorted(c) for c in challenges(unknown)]
+        assert not any("stale" in c for c in challenges(wrong))
+
+    def test_unknown_user_costs_the_same_work(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An unknown user and a wrong password each take one credentials
+        look-up and one digest computation: no timing difference to
+        enumerate users by."""
+        import clicktodial.sip.digest as digest_module
+
+        env = Env()
+        work: list[str] = []
+        real_compute = digest_module.compute_response
+        real_lookup = env.store.get_sip_credentials
+
+        def compute(*args: Any) -> str:
+            work.append("digest")
+            return real_compute(*args)
+
+        def lookup(username: str) -> Any:
+            work.append("lookup")
+            return real_lookup(username)
+
+        monkeypatch.setattr(digest_module, "compute_response", compute)
+        monkeypatch.setattr(env.store, "get_sip_credentials", lookup)
+        env.send_authenticated(register(), password="guess")
+        wrong_password_work = list(work)
+        work.clear()
+        env.send_authenticated(register(user="mallory"), username="mallory")
+        assert work == wrong_password_work == ["lookup", "digest"]
+
+    def test_user_store_failure_is_500(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A failed credentials look-up: 500 with Retry-After, logged."""
+        env = Env()
+        monkeypatch.setattr(env.store, "get_sip_credentials",
+                            lambda username: fail(StoreUnavailable("down")))
+        response = env.send_authenticated(register())
+        assert response.status == 500
+        assert response.headers.get("Retry-After") == "5"
+        assert any("log_failure" in e for e in env.events)
+
+    def test_disabled_user_refused(self) -> None:
+        """A disabled user's right password gets 401 like a wrong one."""
+        from clicktodial.store.values import UserChanges
+
+        env = Env()
+        success_result_of(env.store.update_user(
+            "alice", UserChanges(disabled=True)))
+        assert env.send_authenticated(register()).status == 401
+
+    def test_unknown_scheme_rechallenged(self) -> None:
+        """RFC 4475 regaut01: unknown scheme -> 401 with a fresh Digest
+        challenge (not 400, not 403); then Digest succeeds."""
+        env = Env()
+        request = torture("regaut01.dat")
+        response = env.send(request)
+        assert response.status == 401
+        assert [c["algorithm"] for c in challenges(response)] == \
+            ["SHA-256", "MD5"]
+        authorize(request, response)
+        assert env.send(request).status == 200
+
+    def test_malformed_digest_rechallenged(self) -> None:
+        """Unparseable Digest credentials are no credentials: 401."""
+        env = Env()
+        response = env.send(register(extra=['Authorization: Digest user="x']))
+        assert response.status == 401
+
+    def test_other_realm_rechallenged(self) -> None:
+        """Credentials for another realm are ignored: 401."""
+        env = Env()
+        request = register()
+        authorize(request, env.send(request))
+        auth = request.headers.get("Authorization")
+        assert auth is not None
+        request.headers.set("Authorization",
+                            auth.replace(f'realm="{DOMAIN}"', 'realm="x"'))
+        assert env.send(request).status == 401
+
+    def test_forged_nonce_rejected(self) -> None:
+        """A nonce we did not issue gets a fresh challenge; it is no
+        password guess, so it does not count towards throttling."""
+        env = Env()
+        request = register()
+        authorize(request, env.send(request))
+        auth = request.headers.get("Authorization")
+        assert auth is not None
+        nonce = auth.split('nonce="')[1].split('"')[0]
+        forged = ("A" if nonce[0] != "A" else "B") + nonce[1:]
+        request.headers.set("Authorization", auth.replace(nonce, forged))
+        response = env.send(request)
+        assert response.status == 401
+        assert "stale" not in challenges(response)[0]
+        assert env.registrar.throttle.tracked == 0
+        assert any("Unusable nonce" in e.get("log_format", "")
+                   for e in env.events)
+
+    def test_digest_uri_must_name_the_request_uri(self) -> None:
+        """The digest-uri must name the Request-URI's user and host
+        (RFC 7616 §3.4.6); port and parameters may differ (SIPp adds the
+        port)."""
+        env = Env(RegistrarSettings(aliases=ALIASES))
+        request = register()
+        authorize(request, env.send(request))
+        other = register(ruri="sip:[2001:db8::10]")
+        other.headers.set("Authorization",
+                          request.headers.get("Authorization") or "")
+        other.headers.set("CSeq", "2 REGISTER")
+        assert env.send(other).status == 401
+        with_port = register(ruri="sip:example.com:5060;transport=udp")
+        challenge = env.send(with_port)
+        authorize(with_port, challenge)
+        auth = with_port.headers.get("Authorization") or ""
+        assert 'uri="sip:example.com:5060;transport=udp"' in auth
+        with_port.uri = parse_uri("sip:EXAMPLE.com")
+        assert env.send(with_port).status == 200
+
+    def test_stale_nonce_only_for_right_password(self) -> None:
+        """An expired nonce: 401 stale=true for a right response, a plain
+        401 for a wrong one (RFC 7616 §3.3)."""
+        env = Env(RegistrarSettings(nonce_lifetime=30))
+        request = register()
+        first = env.send(request)
+        env.clock.pump([1.0] * 31)
+        wrong = register(cseq=1)
+        authorize(wrong, first, password="guess")
+        response = env.send(wrong)
+        assert response.status == 401
+        assert "stale" not in challenges(response)[0]
+        authorize(request, first)
+        response = env.send(request)
+        assert response.status == 401
+        assert challenges(response)[0]["stale"] == "true"
+        authorize(request, response)
+        assert env.send(request).status == 200
+
+    def test_replayed_nonce_count_refused(self) -> None:
+        """The same nonce and nc twice: the second is answered stale."""
+        env = Env()
+        request = register()
+        authorize(request, env.send(request))
+        assert env.send(request).status == 200
+        bump_cseq(request)
+        response = env.send(request)
+        assert response.status == 401
+        assert challenges(response)[0]["stale"] == "true"
+
+    def test_increasing_nonce_count_reuses_nonce(self) -> None:
+        """A phone may reuse a nonce with a higher nc (RFC 7616 §3.4)."""
+        env = Env()
+        request = register()
+        challenge = env.send(request)
+        authorize(request, challenge, nc=1)
+        assert env.send(request).status == 200
+        authorize(request, challenge, nc=2)
+        assert env.send(request).status == 200
+
+    def test_user_may_only_register_own_aor(self) -> None:
+        """Step 4: bob's credentials cannot bind alice's AOR: 403."""
+        env = Env()
+        response = env.send_authenticated(register(user="alice"),
+                                          username="bob")
+        assert response.status == 403
+        assert env.bindings() == []
+
+
+# -- request checks -------------------------------------------------------------
+
+
+class TestRequestChecks:
+    """RFC 3261 §10.3 steps 1, 2 and 5, and syntax."""
+
+    def test_foreign_domain_not_found(self) -> None:
+        """Step 1: a Request-URI for another domain: 404 (we are no proxy)."""
+        env = Env()
+        assert env.send(register(ruri="sip:example.org")).status == 404
+
+    def test_non_sip_request_uri(self) -> None:
+        """A REGISTER to a tel: URI: 416."""
+        env = Env()
+        assert env.send(register(ruri="tel:+15551234")).status == 416
+
+    def test_to_not_sip_bad_request(self) -> None:
+        """RFC 4475 unksm2: a To that is not SIP/SIPS: 400, no challenge."""
+        env = Env()
+        response = env.send(torture("unksm2.dat"))
+        assert response.status == 400
+        assert "WWW-Authenticate" not in response.headers
+
+    def test_require_unsupported(self) -> None:
+        """Step 2: an unknown Require option: 420 + Unsupported."""
+        env = Env()
+        response = env.send(register(extra=["Require: foo, path"]))
+        assert response.status == 420
+        assert response.headers.get("Unsupported") == "foo"
+
+    def test_require_path_accepted(self) -> None:
+        """Require: path is supported (RFC 3327)."""
+        env = Env()
+        response = env.send_authenticated(register(
+            extra=["Require: path", "Supported: path",
+                   "Path: <sip:edge.example.com;lr>"]))
+        assert response.status == 200
+
+    def test_foreign_aor_not_found(self) -> None:
+        """Step 5: an AOR of another domain: 404 after authentication."""
+        env = Env()
+        request = register(to="<sip:alice@example.org>")
+        assert env.send(request).status == 401
+        assert env.send_authenticated(request, username="alice").status == 404
+
+    @pytest.mark.parametrize("extra", [
+        ["Expires: soon"],
+        ["Expires: -1"],
+    ])
+    def test_malformed_expires(self, extra: list[str]) -> None:
+        """A malformed Expires header: 400."""
+        env = Env()
+        assert env.send(register(extra=extra)).status == 400
+
+    @pytest.mark.parametrize("contact", [
+        "<sip:alice@192.0.2.10>;expires=later",
+        "<sip:alice@192.0.2.10>;q=2",
+        "<mailto:alice@example.com>",
+        "<sip:alice@192.0.2.10>;+sip.instance=\"<urn:x>\";reg-id=0",
+    ])
+    def test_bad_contacts(self, contact: str) -> None:
+        """Malformed expires/q, a non-SIP contact, a bad reg-id: 400."""
+        env = Env()
+        assert env.send(register([contact])).status == 400
+
+    def test_aliases_name_the_domain(self) -> None:
+        """RFC 5118 ipv6-good / port-unambiguous: a Request-URI naming one
+        of our addresses is accepted and the IPv6 contact stored as sent."""
+        for name in ("ipv6-good", "port-unambiguous"):
+            env = Env()
+            response = env.send_authenticated(torture(name))
+            assert response.status == 200, name
+            [binding] = env.bindings("sip:user@example.com")
+            assert binding.contact == "sip:caller@[2001:db8::1]"
+
+    def test_aor_alias_host_stored_under_domain(self) -> None:
+        """An AOR written with an alias host is the domain's AOR."""
+        env = Env()
+        request = register(to="<sip:alice@[2001:db8::10]>")
+        assert env.send_authenticated(request).status == 200
+        assert len(env.bindings()) == 1
+
+
+# -- bindings --------------------------------------------------------------------
+
+
+class OnMemoryStore:
+    """Runs a test class's registrar on the memory store."""
+
+    sqlite_path: Path | None = None
+    envs: list[Env]
+
+    def make_env(self, settings: RegistrarSettings | None = None,
+                 location_store: ILocationStore | None = None) -> Env:
+        env = Env(settings, location_store=location_store,
+                  sqlite_path=self.sqlite_path)
+        self.envs.append(env)
+        return env
+
+    @pytest.fixture(autouse=True)
+    def _stop_stores(self) -> Iterator[None]:
+        self.envs = []
+        yield
+        for env in self.envs:
+            success_result_of(env.store.stop())
+
+
+class OnSQLiteStore(OnMemoryStore):
+    """Runs a test class's registrar on the SQL store, on a SQLite file."""
+
+    @pytest.fixture(autouse=True)
+    def _sqlite(self, tmp_path: Path) -> None:
+        self.sqlite_path = tmp_path / "store.sqlite"
+
+
+class TestBindings(OnMemoryStore):
+    """RFC 3261 §10.3 steps 6-8: adding, refreshing, removing bindings."""
+
+    def test_ok_lists_bindings_with_expires_and_date(self) -> None:
+        """Step 8: the 200 lists each binding's remaining expiry, and Date."""
+        env = self.make_env()
+        response = env.send_authenticated(register())
+        assert response.status == 200
+        assert contact_params(response) == {
+            "sip:alice@192.0.2.10:5062": {"expires": "3600"}}
+        assert response.headers.get("Date") == "Tue, 14 Nov 2023 22:13:20 GMT"
+        assert response.to.tag is not None
+
+    def test_binding_records_request_details(self) -> None:
+        """A binding records Call-ID, CSeq, source and User-Agent."""
+        env = self.make_env()
+        env.send_authenticated(register(extra=["User-Agent: Phone/1.0"]))
+        [binding] = env.bindings()
+        assert binding.call_id == "reg-1@192.0.2.10"
+        assert binding.cseq == 2
+        assert binding.received == "sip:192.0.2.10:5062;transport=udp"
+        assert binding.user_agent == "Phone/1.0"
+        assert binding.expires_at == NOW + 3600
+
+    def test_expires_precedence(self) -> None:
+        """Contact expires param > Expires header > default."""
+        env = self.make_env()
+        response = env.send_authenticated(register(
+            ["<sip:alice@192.0.2.10:1>;expires=120",
+             "<sip:alice@192.0.2.10:2>"],
+            extra=["Expires: 300"]))
+        assert {k: v["expires"] for k, v in contact_params(response).items()} \
+            == {"sip:alice@192.0.2.10:1": "120", "sip:alice@192.0.2.10:2": "300"}
+
+    def test_long_expiry_clamped(self) -> None:
+        """A lifetime over max_expires is shortened to it."""
+        env = self.make_env(RegistrarSettings(max_expires=7200))
+        response = env.send_authenticated(register(
+            ["<sip:alice@192.0.2.10>;expires=4294967295"]))
+        assert contact_params(response)["sip:alice@192.0.2.10"]["expires"] \
+            == "7200"
+
+    def test_too_brief_interval(self) -> None:
+        """Below min_expires (and under an hour): 423 + Min-Expires."""
+        env = self.make_env(RegistrarSettings(min_expires=60))
+        response = env.send_authenticated(register(extra=["Expires: 30"]))
+        assert response.status == 423
+        assert response.headers.get("Min-Expires") == "60"
+        assert env.bindings() == []
+
+    def test_zero_expiry_always_allowed(self) -> None:
+        """Expires 0 removes a binding whatever the minimum."""
+        env = self.make_env(RegistrarSettings(min_expires=60))
+        request = register()
+        assert env.send_authenticated(request).status == 200
+        request.headers.set("Expires", "0")
+        bump_cseq(request)
+        response = env.send_authenticated(request)
+        assert response.status == 200
+        assert response.contacts == []
+        assert env.bindings() == []
+
+    def test_several_contacts_with_q(self) -> None:
+        """Several contacts per AOR, each with its q."""
+        env = self.make_env()
+        response = env.send_authenticated(register(
+            ["<sip:alice@192.0.2.10>;q=0.7, <sip:alice@192.0.2.11>;q=1"]))
+        params = contact_params(response)
+        assert params["sip:alice@192.0.2.10"]["q"] == "0.7"
+        assert params["sip:alice@192.0.2.11"]["q"] == "1"
+        # A second phone adds, it does not replace.
+        other = register(["<sip:alice@192.0.2.12>"], call_id="other")
+        response = env.send_authenticated(other)
+        assert len(response.contacts) == 3
+
+    def test_refresh_updates_expiry(self) -> None:
+        """A refresh with a higher CSeq moves the expiry forward."""
+        env = self.make_env()
+        request = register()
+        env.send_authenticated(request)
+        env.clock.pump([100.0] * 10)
+        bump_cseq(request)
+        response = env.send_authenticated(request)
+        assert response.status == 200
+        [binding] = env.bindings()
+        assert binding.expires_at == NOW + 1000 + 3600
+
+    def test_out_of_order_cseq_fails(self) -> None:
+        """Step 7: same Call-ID, CSeq not higher: 500, nothing changes."""
+        env = self.make_env()
+        request = register(cseq=10)
+        env.send_authenticated(request)  # stored with CSeq 11
+        late = register(["<sip:alice@192.0.2.10:5062>;expires=0"], cseq=10)
+        response = env.send_authenticated(late)  # authenticates with CSeq 11
+        assert response.status == 500
+        assert len(env.bindings()) == 1
+        assert any("Out-of-order" in e.get("log_format", "")
+                   for e in env.events)
+
+    def test_other_call_id_may_have_lower_cseq(self) -> None:
+        """A binding from another Call-ID is updated whatever the CSeq."""
+        env = self.make_env()
+        env.send_authenticated(register(cseq=100))
+        response = env.send_authenticated(register(
+            ["<sip:alice@192.0.2.10:5062>;expires=0"], call_id="new", cseq=1))
+        assert response.status == 200
+        assert env.bindings() == []
+
+    def test_contact_uri_compared_by_rfc_rules(self) -> None:
+        """Host and parameter case do not make a new binding (§19.1.4)."""
+        env = self.make_env()
+        env.send_authenticated(register(["<sip:alice@PHONE.example.net;Transport=TCP>"]))
+        response = env.send_authenticated(register(
+            ["<sip:alice@phone.example.net;transport=tcp>"], call_id="c2"))
+        assert len(response.contacts) == 1
+
+    def test_wildcard_removes_all(self) -> None:
+        """Contact: * with Expires: 0 removes every binding (step 6)."""
+        env = self.make_env()
+        env.send_authenticated(register(
+            ["<sip:alice@192.0.2.10>", "<sip:alice@192.0.2.11>"]))
+        response = env.send_authenticated(register(
+            ["*"], call_id="wipe", extra=["Expires: 0"]))
+        assert response.status == 200
+        assert response.contacts == []
+        assert env.bindings() == []
+
+    @pytest.mark.parametrize("contacts,extra", [
+        (["*"], []),
+        (["*"], ["Expires: 60"]),
+        (["*", "<sip:alice@192.0.2.10>"], ["Expires: 0"]),
+        (["*, <sip:alice@192.0.2.10>"], ["Expires: 0"]),
+    ])
+    def test_wildcard_misuse(self, contacts: list[str],
+                             extra: list[str]) -> None:
+        """Contact: * needs Expires: 0 and no other contact: else 400
+        (from the parser, or from the registrar)."""
+        env = self.make_env()
+        try:
+            request = register(contacts, extra=extra)
+        except MessageParseError as e:
+            assert e.status == 400
+        else:
+            assert env.send(request).status == 400
+
+    def test_query_lists_without_changing(self) -> None:
+        """A REGISTER without Contact lists the bindings, changes nothing."""
+        env = self.make_env()
+        env.send_authenticated(register())
+        env.clock.pump([10.0] * 6)
+        response = env.send_authenticated(register([], call_id="query"))
+        assert response.status == 200
+        assert contact_params(response) == {
+            "sip:alice@192.0.2.10:5062": {"expires": "3540"}}
+        [binding] = env.bindings()
+        assert binding.call_id == "reg-1@192.0.2.10"
+
+    def test_bindings_expire_on_the_clock(self) -> None:
+        """A binding is gone once its lifetime has passed."""
+        env = self.make_env()
+        env.send_authenticated(register(extra=["Expires: 120"]))
+        env.clock.pump([10.0] * 11)
+        assert len(env.bindings()) == 1
+        env.clock.pump([10.0] * 1)
+        assert env.bindings() == []
+
+    def test_path_stored_and_echoed_when_supported(self) -> None:
+        """RFC 3327: Path is stored, and echoed if the UA supports path."""
+        env = self.make_env()
+        path = ["Path: <sip:p1.example.com;lr>", "Path: <sip:p2.example.com;lr>"]
+        response = env.send_authenticated(register(extra=path))
+        assert "Path" not in response.headers
+        [binding] = env.bindings()
+        assert binding.path == ("<sip:p1.example.com;lr>",
+                                "<sip:p2.example.com;lr>")
+        response = env.send_authenticated(register(
+            call_id="c2", extra=[*path, "Supported: path"]))
+        assert response.headers.get_fields("Path") == [
+            "<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+
+    def test_outbound_instance_and_reg_id(self) -> None:
+        """RFC 5626: +sip.instance and reg-id are kept and echoed, and the
+        binding is matched by them, not by the URI."""
+        env = self.make_env()
+        instance = "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"
+        first = register([f'<sip:alice@192.0.2.10:5062>;+sip.instance="{instance}";reg-id=1'])
+        env.send_authenticated(first)
+        # Same instance/reg-id from a new address (NAT rebinding): replaced.
+        moved = register(
+            [f'<sip:alice@192.0.2.99:6000>;+sip.instance="{instance}";reg-id=1'],
+            call_id="c2")
+        response = env.send_authenticated(moved)
+        [binding] = env.bindings()
+        assert binding.contact == "sip:alice@192.0.2.99:6000"
+        assert binding.instance_id == instance
+        assert binding.reg_id == 1
+        params = contact_params(response)["sip:alice@192.0.2.99:6000"]
+        assert params["+sip.instance"] == f'"{instance}"'
+        assert params["reg-id"] == "1"
+
+    def test_two_reg_ids_refused(self) -> None:
+        """RFC 5626 §6: one reg-id per REGISTER."""
+        env = self.make_env()
+        response = env.send(register([
+            '<sip:a@192.0.2.1>;+sip.instance="<urn:x>";reg-id=1',
+            '<sip:a@192.0.2.2>;+sip.instance="<urn:x>";reg-id=2']))
+        assert response.status == 400
+
+    def test_store_failure_is_500(self) -> None:
+        """A failed location update: 500 with Retry-After (step 7)."""
+        env = self.make_env(location_store=FailingLocationStore())
+        response = env.send_authenticated(register())
+        assert response.status == 500
+        assert response.headers.get("Retry-After") == "5"
+
+
+@implementer(ILocationStore)
+class FailingLocationStore:
+    """A location service whose database is down."""
+
+    def get_bindings(self, aor: str, now: float) -> Deferred[list[Binding]]:
+        return fail(StoreUnavailable("down"))
+
+    def update_bindings(self, aor: str, changes: BindingChanges,
+                        now: float) -> Deferred[list[Binding]]:
+        return fail(StoreUnavailable("down"))
+
+    def remove_all(self, aor: str) -> Deferred[int]:
+        return fail(StoreUnavailable("down"))
+
+    def purge_expired(self, now: float) -> Deferred[int]:
+        return fail(StoreUnavailable("down"))
+
+    def registered_aors(self, now: float) -> Deferred[list[str]]:
+        return fail(StoreUnavailable("down"))
+
+    def all_bindings(self, now: float) -> Deferred[list[Binding]]:
+        return fail(StoreUnavailable("down"))
+
+
+# -- torture messages ----------------------------------------------------------------
+
+
+class TestTortureMessages(OnMemoryStore):
+    """RFC 4475 registrar cases, after authentication where needed."""
+
+    def test_cparam01_param_outside_brackets_not_in_uri(self) -> None:
+        """cparam01: ;unknownparam outside <> is a contact param, not part
+        of the binding URI, and the 200 must not show it as a URI param."""
+        env = self.make_env()
+        response = env.send_authenticated(torture("cparam01.dat"))
+        assert response.status == 200
+        [binding] = env.bindings("sip:watson@example.com")
+        assert binding.contact == "sip:+19725552222@gw1.example.net"
+        [contact] = response.contacts
+        assert contact.uri.params == {}
+        assert "unknownparam" not in (response.headers.get("Contact") or "")
+
+    def test_cparam02_param_inside_brackets_in_uri(self) -> None:
+        """cparam02: ;unknownparam inside <> stays in the binding URI."""
+        env = self.make_env()
+        response = env.send_authenticated(torture("cparam02.dat"))
+        assert response.status == 200
+        [binding] = env.bindings("sip:watson@example.com")
+        assert binding.contact == "sip:+19725552222@gw1.example.net;unknownparam"
+        [contact] = response.contacts
+        assert contact.uri.has_param("unknownparam")
+
+    def test_regescrt_escaped_header_kept_verbatim(self) -> None:
+        """regescrt: the escaped ?Route= stays in the stored URI text and
+        never becomes a real Route header."""
+        env = self.make_env()
+        response = env.send_authenticated(torture("regescrt.dat"))
+        assert response.status == 200
+        [binding] = env.bindings("sip:user@example.com")
+        assert binding.contact == \
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E"
+        assert "Route" not in response.headers
+        assert response.headers.get("Contact", ).startswith(  # type: ignore[union-attr]
+            "<sip:user@example.com?Route=%3Csip:sip.example.com%3E>")
+
+    def test_dblreq_register_handled_normally(self) -> None:
+        """dblreq: the REGISTER before the trailing bytes registers."""
+        env = self.make_env()
+        response = env.send_authenticated(torture("dblreq.dat"))
+        assert response.status == 200
+        [binding] = env.bindings("sip:j.user@example.com")
+        assert binding.contact == "sip:j.user@host.example.com"
+
+
+class TestBindingsOnSQLite(OnSQLiteStore, TestBindings):
+    """The binding rules hold on the SQL store too."""
+
+
+class TestTortureMessagesOnSQLite(OnSQLiteStore, TestTortureMessages):
+    """Contacts survive the SQL store verbatim."""
+
+
+# -- throttling --------------------------------------------------------------------------
+
+
+class TestThrottling:
+    """Repeated failures are slowed down, then refused."""
+
+    SETTINGS = ThrottleSettings(free_failures=2, base_delay=1.0, max_delay=4.0,
+                                refuse_after=5, refuse_seconds=60,
+                                forget_after=600)
+
+    def guess(self, env: Env, source: Source = ATTACKER,
+              user: str = "alice") -> Deferred[Response]:
+        request = register(user=user)
+        challenge = env.send(request, source)
+        authorize(request, challenge, password="guess")
+        return env.registrar.handle_register(request, source)
+
+    def test_failures_delayed_then_refused(self) -> None:
+        """After free_failures the 401 is delayed, growing; after
+        refuse_after failures: 503 with Retry-After, until it ends."""
+        env = Env(throttle=self.SETTINGS)
+        for _ in range(2):
+            assert success_result_of(self.guess(env)).status == 401
+        d = self.guess(env)
+        assert not d.called
+        env.clock.pump([0.1] * 11)
+        assert success_result_of(d).status == 401
+        d = self.guess(env)
+        env.clock.pump([0.1] * 19)
+        assert not d.called
+        env.clock.pump([0.1] * 2)
+        assert success_result_of(d).status == 401
+        d = self.guess(env)  # fifth failure: delayed 4 s and refused after
+        env.clock.pump([0.5] * 8)
+        assert success_result_of(d).status == 401
+        response = env.send(register(), ATTACKER)
+        assert response.status == 503
+        retry_after = int(response.headers.get("Retry-After") or 0)
+        assert 50 <= retry_after <= 60
+        assert any(e.get("peer") == ATTACKER.remote_host
+                   and "Refusing" in e.get("log_format", "")
+                   for e in env.events)
+        env.clock.pump([1.0] * 61)
+        assert env.send(register(), ATTACKER).status == 401
+
+    def test_failures_logged_with_peer_and_aor(self) -> None:
+        """Each failure is logged with peer and aor fields."""
+        env = Env(throttle=self.SETTINGS)
+        success_result_of(self.guess(env))
+        [event] = [e for e in env.events if e.get("why")]
+        assert event["peer"] == ATTACKER.remote_host
+        assert event["aor"] == "sip:alice@example.com"
+
+    def test_challenge_without_credentials_not_a_failure(self) -> None:
+        """Plain challenges (no credentials) never count as failures."""
+        env = Env(throttle=self.SETTINGS)
+        for _ in range(10):
+            assert env.send(register(), ATTACKER).status == 401
+        assert env.registrar.throttle.tracked == 0
+
+    def test_user_lockout_spares_known_phone(self) -> None:
+        """Guessing alice's password from many addresses refuses alice's
+        name to new sources, but not her phone that authenticated before."""
+        env = Env(throttle=self.SETTINGS)
+        assert env.send_authenticated(register()).status == 200
+        for i in range(5):
+            source = Source("UDP", f"198.51.100.{i}", 5060, "127.0.0.1", 5060)
+            d = self.guess(env, source)
+            env.clock.pump([0.5] * 10)
+            assert success_result_of(d).status == 401
+        fresh = Source("UDP", "198.51.100.200", 5060, "127.0.0.1", 5060)
+        request = register()
+        authorize(request, env.send(request, fresh))
+        assert env.send(request, fresh).status == 503
+        request = register(call_id="refresh")
+        assert env.send_authenticated(request, PHONE).status == 200
+
+    def test_delayed_answers_bounded(self) -> None:
+        """Past max_delayed held answers, failures are refused at once."""
+        env = Env(RegistrarSettings(max_delayed=1),
+                  ThrottleSettings(free_failures=0, refuse_after=0))
+        first = self.guess(env)
+        second = self.guess(env)
+        response = success_result_of(second)
+        assert response.status == 503
+        env.clock.pump([1.0] * 10)
+        assert success_result_of(first).status == 401
+
+
+# -- purge and helpers -----------------------------------------------------------------
+
+
+class TestPurge:
+    """Expired bindings are purged periodically on the injected clock."""
+
+    def test_purge_runs_every_interval(self) -> None:
+        """startService starts purging; stopService stops it."""
+        env = Env(RegistrarSettings(purge_interval=30))
+        env.send_authenticated(register(extra=["Expires: 60"]))
+        env.registrar.startService()
+        env.clock.pump([1.0] * 61)
+        assert success_result_of(env.store.all_bindings(0.0)) == []
+        env.registrar.stopService()
+        assert not env.clock.getDelayedCalls()
+
+    def test_purge_failure_logged_and_retried(self) -> None:
+        """A failing purge is logged and the timer keeps running."""
+        env = Env(RegistrarSettings(purge_interval=10),
+                  location_store=FailingLocationStore())
+        env.registrar.startService()
+        env.clock.pump([1.0] * 21)
+        assert len([e for e in env.events if "log_failure" in e]) == 2
+        env.registrar.stopService()
+
+
+@pytest.mark.parametrize("domain,ruri,to,aor", [
+    ("[::1]", "sip:[::1]", "<sip:alice@[0:0::1]>", "sip:alice@[::1]"),
+    ("[2001:db8::10]", "sip:[2001:DB8:0::10]:5060", "<sip:alice@[2001:db8::10]>",
+     "sip:alice@[2001:db8::10]"),
+    ("127.0.0.1", "sip:127.0.0.1", "<sip:alice@127.0.0.1>", "sip:alice@127.0.0.1"),
+])
+def test_ip_address_domain(domain: str, ruri: str, to: str, aor: str) -> None:
+    """A domain that is an IP address (IPv6 as the config writes it, in
+    brackets) matches however the phone writes the address."""
+    env = Env(RegistrarSettings(), domain=domain)
+    request = register(ruri=ruri, to=to)
+    assert env.send_authenticated(request).status == 200
+    assert len(env.bindings(aor)) == 1
+
+
+def test_canonical_aor() -> None:
+    """The AOR is sip:user@host, host lower-cased, no port or params;
+    SIPS maps to SIP and aliases to the domain."""
+    assert canonical_aor(parse_uri("sips:Alice@EXAMPLE.com:5061;transport=tls"),
+                         DOMAIN) == "sip:Alice@example.com"
+    assert canonical_aor(parse_uri("sip:alice@[2001:DB8::10]"), DOMAIN,
+                         {"2001:db8::10"}) == "sip:alice@example.com"
+    assert canonical_aor(parse_uri("sip:example.com"), DOMAIN) == \
+        "sip:example.com"
+    assert canonical_aor(parse_uri("sip:bob@[2001:DB8:0::1]"), DOMAIN) == \
+        "sip:bob@[2001:db8::1]"
+
+
+def test_contact_key() -> None:
+    """Equal URIs by RFC 3261 §19.1.4 share a key; different ones do not."""
+    def key(text: str) -> str:
+        return contact_key(parse_uri(text))
+
+    assert key("sip:a@Host.COM;Transport=TCP;lr") == key("sip:a@host.com;lr;transport=tcp")
+    assert key("sip:a@host.com") != key("sip:A@host.com")
+    assert key("sip:a@host.com") != key("sip:a@host.com:5060")
+    assert key("sip:a@host.com") != key("sips:a@host.com")
+
+
+def test_settings_validated() -> None:
+    """Expiry settings must be ordered min <= default <= max; algorithms
+    must be known, given once."""
+    for algorithms in (["SHA-1"], [], ["MD5", "md5"]):
+        with pytest.raises(ValueError):
+            RegistrarSettings(digest_algorithms=algorithms)
+    with pytest.raises(ValueError):
+        RegistrarSettings(min_expires=600, default_expires=300)
+    with pytest.raises(ValueError):
+        RegistrarSettings(default_expires=90000, max_expires=86400)

@@ -1,0 +1,148 @@
+"""
+The non-INVITE client transaction (RFC 3261 §17.1.2, RFC 4320), driven
+through the TransactionLayer on a fake clock and a recording transport.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from clicktodial.sip.address import Destination
+from clicktodial.sip.message import Response, make_response
+from clicktodial.sip.parser import parse_message
+from clicktodial.sip.transaction import (
+    ClientTransaction,
+    NonInviteClientTransaction,
+    TransactionLayer,
+)
+from clicktodial.testing.sipfakes import (
+    RecordingTransport,
+    RecordingUser,
+    assert_quiescent,
+    run_for,
+    sip_request,
+)
+
+UDP = Destination("UDP", "127.0.0.1", 5070)
+TCP = Destination("TCP", "127.0.0.1", 5070)
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.transport = RecordingTransport(self.clock)
+        self.user = RecordingUser()
+        self.layer = TransactionLayer(self.clock, self.transport, self.user)
+        self.responses: list[tuple[float, int]] = []
+
+    def send(self, method: str = "OPTIONS", destination: Destination = UDP) -> ClientTransaction:
+        tx = self.layer.send_request(
+            sip_request(method),
+            destination,
+            lambda r: self.responses.append((self.clock.seconds(), r.status)),
+        )
+        assert isinstance(tx, NonInviteClientTransaction)
+        return tx
+
+    def reply(self, tx: ClientTransaction, status: int) -> None:
+        parsed = parse_message(make_response(tx.request, status, to_tag="b1").serialize())
+        assert isinstance(parsed, Response)
+        self.layer.response_received(parsed, None)
+
+
+def test_request_is_retransmitted_doubling_up_to_t2_then_timer_f_reports_408() -> None:
+    """Timer E: 0, .5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s (capped at T2); Timer F: 408 at 32 s."""
+    h = Harness()
+    tx = h.send()
+    assert tx.state == "trying"
+    run_for(h.clock, 40)
+    assert h.transport.times("OPTIONS") == [
+        0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5
+    ]
+    assert h.responses == [(32.0, 408)]
+    assert tx.state == "terminated"
+    assert_quiescent(h.clock, h.layer)
+
+
+def test_after_a_provisional_retransmissions_continue_every_t2() -> None:
+    """§17.1.2.2: in proceeding, Timer E fires and is reset to T2."""
+    h = Harness()
+    tx = h.send("MESSAGE")
+    run_for(h.clock, 1)
+    h.reply(tx, 100)
+    assert tx.state == "proceeding"
+    run_for(h.clock, 39)
+    assert h.transport.times("MESSAGE") == [
+        0, 0.5, 1.5, 5.5, 9.5, 13.5, 17.5, 21.5, 25.5, 29.5
+    ]
+    assert h.responses == [(1.0, 100), (32.0, 408)]
+    assert_quiescent(h.clock, h.layer)
+
+
+def test_final_response_is_passed_up_once_and_timer_k_absorbs_retransmissions() -> None:
+    """200-699 -> completed; retransmitted responses are absorbed for T4, then terminated."""
+    h = Harness()
+    tx = h.send()
+    run_for(h.clock, 0.75)
+    h.reply(tx, 200)
+    assert tx.state == "completed"
+    h.reply(tx, 200)
+    run_for(h.clock, 4.9375)
+    assert tx.state == "completed"
+    h.reply(tx, 200)
+    assert h.responses == [(0.75, 200)]
+    assert h.transport.times("OPTIONS") == [0, 0.5]
+    run_for(h.clock, 0.0625)
+    assert tx.state == "terminated"
+    assert_quiescent(h.clock, h.layer)
+    h.reply(tx, 200)
+    assert len(h.user.strays) == 1
+
+
+def test_reliable_transport_has_no_timer_e_and_timer_k_is_zero() -> None:
+    """TCP: sent once; a final response terminates at once."""
+    h = Harness()
+    tx = h.send(destination=TCP)
+    run_for(h.clock, 5)
+    assert h.transport.times("OPTIONS") == [0]
+    h.reply(tx, 404)
+    assert tx.state == "terminated"
+    assert h.responses == [(5.0, 404)]
+    assert_quiescent(h.clock, h.layer)
+
+
+def test_reliable_transport_still_has_timer_f() -> None:
+    """TCP: no response is a local 408 at 64*T1."""
+    h = Harness()
+    h.send(destination=TCP)
+    run_for(h.clock, 40)
+    assert h.responses == [(32.0, 408)]
+    assert_quiescent(h.clock, h.layer)
+
+
+def test_transport_error_is_a_local_503() -> None:
+    """§17.1.4: transport failure on the first send or a retransmission -> 503."""
+    h = Harness()
+    h.transport.fail = True
+    tx = h.send()
+    h.clock.advance(0)
+    assert h.responses == [(0.0, 503)]
+    assert tx.state == "terminated"
+    h.transport.fail = False
+    tx = h.send()
+    h.transport.fail = True
+    run_for(h.clock, 0.5)
+    assert h.responses == [(0.0, 503), (0.5, 503)]
+    assert_quiescent(h.clock, h.layer)
+
+
+def test_response_with_other_cseq_method_does_not_match() -> None:
+    """§17.1.3: branch and CSeq method both have to match."""
+    h = Harness()
+    tx = h.send()
+    response = make_response(tx.request, 200, to_tag="x")
+    response.headers.set("CSeq", f"{tx.request.cseq.seq} INFO")
+    h.layer.response_received(response, None)
+    assert h.responses == []
+    assert len(h.user.strays) == 1
+    assert tx.state == "trying"

@@ -1,0 +1,250 @@
+"""Group commit: REGISTER-path store operations batched into one transaction and one hop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import URL
+from twisted.internet.defer import Deferred, succeed
+
+from clicktodial.store.errors import OutOfOrderRegistration
+from clicktodial.store.groupcommit import GroupCommit, Job, Outcome
+from clicktodial.store.sql import SQLStore
+from clicktodial.store.values import BindingChanges, ContactChange, SipCredentials, UserChanges
+from clicktodial.testing.fakes import (
+    InlineReactor,
+    InlineThreadPool,
+    cheap_password_hasher,
+    failure_result_of,
+    success_result_of,
+)
+from clicktodial.testing.postgres import scratch_schema, test_database_url
+
+
+class HeldThreadPool(InlineThreadPool):
+    """Runs jobs inline, except while ``held``: then they wait for :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+        self.waiting: list[Callable[[], None]] = []
+
+    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object] | None,
+                                 func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        def run() -> None:
+            super(HeldThreadPool, self).callInThreadWithCallback(onResult, func, *args, **kw)
+
+        if self.held:
+            self.waiting.append(run)
+        else:
+            run()
+
+    def release(self) -> None:
+        """Run what waits, and anything it queues, until nothing waits."""
+        self.held = False
+        while self.waiting:
+            self.waiting.pop(0)()
+
+
+def test_operations_submitted_while_a_batch_runs_form_the_next_batch() -> None:
+    """One batch is in flight; what arrives meanwhile runs as one batch, results in order."""
+    pool = HeldThreadPool()
+    batches: list[list[tuple[str, tuple[Any, ...]]]] = []
+
+    def execute(batch: Sequence[Job]) -> list[Outcome]:
+        batches.append([(job.kind, job.args) for job in batch])
+        return [(True, job.args[0] * 2) for job in batch]
+
+    group = GroupCommit(InlineReactor(), pool, execute, lambda job: succeed(None))
+    pool.held = True
+    first = group.submit("double", 1)
+    rest = [group.submit("double", n) for n in (2, 3, 4)]
+    assert batches == []
+    pool.release()
+    assert batches == [[("double", (1,))], [("double", (2,)), ("double", (3,)), ("double", (4,))]]
+    assert success_result_of(first) == 2
+    assert [success_result_of(d) for d in rest] == [4, 6, 8]
+    assert (group.batches, group.jobs) == (2, 4)
+
+
+def test_an_operations_own_error_fails_only_that_operation() -> None:
+    """An outcome that is an error fails its Deferred; the batch's others succeed."""
+    pool = HeldThreadPool()
+
+    def execute(batch: Sequence[Job]) -> list[Outcome]:
+        return [(False, ValueError(job.args[0])) if job.args[0] == "bad" else (True, "ok")
+                for job in batch]
+
+    group = GroupCommit(InlineReactor(), pool, execute, lambda job: succeed(None))
+    pool.held = True
+    group.submit("x", "first")
+    ds = [group.submit("x", arg) for arg in ("a", "bad", "b")]
+    pool.release()
+    assert success_result_of(ds[0]) == "ok"
+    failure_result_of(ds[1], ValueError)
+    assert success_result_of(ds[2]) == "ok"
+
+
+def test_an_aborted_batch_runs_each_operation_alone() -> None:
+    """When the batch's transaction fails, every job goes through the fallback, once."""
+    fallbacks: list[Any] = []
+
+    def execute(batch: Sequence[Job]) -> list[Outcome]:
+        raise RuntimeError("deadlock detected")
+
+    def fallback(job: Job) -> Deferred[Any]:
+        fallbacks.append(job.args[0])
+        return succeed(f"alone {job.args[0]}")
+
+    pool = HeldThreadPool()
+    group = GroupCommit(InlineReactor(), pool, execute, fallback)
+    pool.held = True
+    ds = [group.submit("x", n) for n in range(3)]
+    pool.release()
+    assert fallbacks == [0, 1, 2]
+    assert [success_result_of(d) for d in ds] == ["alone 0", "alone 1", "alone 2"]
+
+
+def test_batches_are_bounded() -> None:
+    """No batch has more than max_batch jobs."""
+    pool = HeldThreadPool()
+    sizes: list[int] = []
+
+    def execute(batch: Sequence[Job]) -> list[Outcome]:
+        sizes.append(len(batch))
+        return [(True, None)] * len(batch)
+
+    group = GroupCommit(InlineReactor(), pool, execute, lambda job: succeed(None),
+                        max_batch=2)
+    pool.held = True
+    for n in range(5):
+        group.submit("x", n)
+    pool.release()
+    assert sizes == [1, 2, 2]
+
+
+# -- the SQL store's group commit ----------------------------------------------------------
+
+def contact(n: int, expires: int = 3600) -> ContactChange:
+    return ContactChange(f"sip:phone{n}@192.0.2.{n}", expires=expires)
+
+
+def changes(call_id: str, cseq: int, *contacts: ContactChange) -> BindingChanges:
+    return BindingChanges(call_id=call_id, cseq=cseq, contacts=contacts)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def held(request: pytest.FixtureRequest,
+         tmp_path: Path) -> Iterator[tuple[SQLStore, HeldThreadPool]]:
+    """A started SQL store whose database pool runs jobs only when released; users alice
+    and bob (disabled). On SQLite, and on PostgreSQL when the tests have one."""
+    with ExitStack() as stack:
+        url: str | URL
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+        else:
+            pg_url = test_database_url()
+            if pg_url is None:
+                pytest.skip("CLICKTODIAL_TEST_PG_URL is set to the empty string")
+            url = stack.enter_context(scratch_schema(pg_url))
+        yield from _held_store(url)
+
+
+def _held_store(url: str | URL) -> Iterator[tuple[SQLStore, HeldThreadPool]]:
+    pool = HeldThreadPool()
+    store = SQLStore(InlineReactor(), url, pool, InlineThreadPool(), realm="example.com",
+                     hasher=cheap_password_hasher(), auto_upgrade=True)
+    success_result_of(store.start())
+    success_result_of(store.add_user("alice", sip_password="secret"))
+    success_result_of(store.add_user("bob", sip_password="secret", display_name="Bob"))
+    success_result_of(store.update_user("bob", UserChanges(disabled=True)))
+    yield store, pool
+    success_result_of(store.stop())
+
+
+def test_sql_batch_applies_registers_and_reads_credentials_in_one_transaction(
+        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    """Credentials and binding updates of several REGISTERs share one batch; each gets its
+    own result, and REGISTERs of one AOR apply in order."""
+    store, pool = held
+    pool.held = True
+    warm = store.get_sip_credentials("nobody")
+    alice = store.get_sip_credentials("alice")
+    bob = store.get_sip_credentials("bob")
+    first = store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
+    second = store.update_bindings("sip:alice@example.com", changes("c1", 2, contact(2)), 100.0)
+    carol = store.update_bindings("sip:carol@example.com", changes("c9", 7, contact(3)), 100.0)
+    batches = store.group_commit.batches
+    pool.release()
+    assert store.group_commit.batches == batches + 1
+    assert success_result_of(warm) is None
+    credentials = success_result_of(alice)
+    assert isinstance(credentials, SipCredentials) and len(credentials.ha1_md5) == 32
+    assert success_result_of(bob) is None  # disabled
+    assert [b.contact for b in success_result_of(first)] == ["sip:phone1@192.0.2.1"]
+    assert [b.contact for b in success_result_of(second)] == [
+        "sip:phone1@192.0.2.1", "sip:phone2@192.0.2.2"]
+    assert [(b.contact, b.cseq) for b in success_result_of(carol)] == [
+        ("sip:phone3@192.0.2.3", 7)]
+    stored = success_result_of(store.get_bindings("sip:alice@example.com", 100.0))
+    assert [(b.contact, b.cseq, b.expires_at) for b in stored] == [
+        ("sip:phone1@192.0.2.1", 1, 3700.0), ("sip:phone2@192.0.2.2", 2, 3700.0)]
+
+
+def test_sql_batch_out_of_order_register_fails_alone(
+        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    """An out-of-order REGISTER in a batch fails with OutOfOrderRegistration and changes
+    nothing; the batch's other REGISTERs are applied."""
+    store, pool = held
+    success_result_of(store.update_bindings(
+        "sip:alice@example.com", changes("c1", 5, contact(1)), 100.0))
+    pool.held = True
+    store.get_sip_credentials("alice")
+    stale = store.update_bindings(
+        "sip:alice@example.com", changes("c1", 5, contact(1, 0), contact(2)), 101.0)
+    other = store.update_bindings("sip:carol@example.com", changes("c9", 1, contact(3)), 101.0)
+    pool.release()
+    failure_result_of(stale, OutOfOrderRegistration)
+    assert len(success_result_of(other)) == 1
+    stored = success_result_of(store.get_bindings("sip:alice@example.com", 101.0))
+    assert [(b.contact, b.cseq) for b in stored] == [("sip:phone1@192.0.2.1", 5)]
+
+
+def test_sql_batch_failing_in_the_database_is_retried_one_by_one(
+        held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database error in one REGISTER of a batch rolls the batch back; then each REGISTER
+    runs alone, so the others are applied once and the failing one alone reports."""
+    store, pool = held
+    real = store._fast_update_bindings
+
+    def failing(cursor: Any, aor: str, *args: Any) -> Any:
+        if aor == "sip:bad@example.com":
+            raise RuntimeError("simulated database failure")
+        return real(cursor, aor, *args)
+
+    monkeypatch.setattr(store, "_fast_update_bindings", failing)
+    monkeypatch.setattr(store, "_op_update_bindings", _failing_for_bad(store._op_update_bindings))
+    pool.held = True
+    store.get_sip_credentials("alice")
+    good = store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
+    bad = store.update_bindings("sip:bad@example.com", changes("c2", 1, contact(2)), 100.0)
+    also = store.update_bindings("sip:alice@example.com", changes("c1", 2, contact(3)), 100.0)
+    pool.release()
+    assert [b.cseq for b in success_result_of(good)] == [1]
+    failure_result_of(bad, RuntimeError)
+    assert [b.contact for b in success_result_of(also)] == [
+        "sip:phone1@192.0.2.1", "sip:phone3@192.0.2.3"]
+    assert success_result_of(store.get_bindings("sip:bad@example.com", 100.0)) == []
+
+
+def _failing_for_bad(op: Callable[..., Any]) -> Callable[..., Any]:
+    def run(aor: str, *args: Any) -> Any:
+        if aor == "sip:bad@example.com":
+            raise RuntimeError("simulated database failure")
+        return op(aor, *args)
+
+    return run

@@ -1,0 +1,31 @@
+"""The store contracts, run against the memory store and the SQL store on SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clicktodial.interfaces import IStoreBackend
+from clicktodial.store.plugins import MemoryBackendFactory, SQLBackendFactory, StoreEnvironment
+from clicktodial.store.sql import upgrade_schema
+from clicktodial.testing.contracts import StoreContract
+
+
+class TestMemoryStore(StoreContract):
+    """The memory store keeps the contract."""
+
+    def make_store(self, environment: StoreEnvironment,
+                   request: pytest.FixtureRequest) -> IStoreBackend:
+        return MemoryBackendFactory().create({}, environment)
+
+
+class TestSQLiteStore(StoreContract):
+    """The SQL store on a SQLite file keeps the contract."""
+
+    def make_store(self, environment: StoreEnvironment,
+                   request: pytest.FixtureRequest) -> IStoreBackend:
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+        upgrade_schema(url)
+        return SQLBackendFactory().create({"url": url}, environment)

@@ -1,0 +1,144 @@
+"""The store contract and the multi-node guarantees on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import URL, create_engine, text
+
+from clicktodial.interfaces import IStoreBackend
+from clicktodial.store.errors import OutOfOrderRegistration
+from clicktodial.store.plugins import SQLBackendFactory, StoreEnvironment
+from clicktodial.store.schema import bindings, metadata
+from clicktodial.store.sql import SQLStore, check_schema_connection, upgrade_schema
+from clicktodial.store.values import BindingChanges, ContactChange
+from clicktodial.testing.contracts import StoreContract
+from clicktodial.testing.fakes import (
+    InlineReactor,
+    InlineThreadPool,
+    cheap_password_hasher,
+    success_result_of,
+)
+from clicktodial.testing.postgres import scratch_schema, test_database_url
+
+pytestmark = pytest.mark.interop
+
+PG_URL = test_database_url()
+AOR = "sip:alice@example.com"
+CONTACT = "sip:alice@127.0.0.1:5062"
+needs_postgresql = pytest.mark.skipif(
+    PG_URL is None, reason="CLICKTODIAL_TEST_PG_URL is set to the empty string")
+
+
+@needs_postgresql
+class TestPostgreSQLStore(StoreContract):
+    """The SQL store on PostgreSQL keeps the contract."""
+
+    def make_store(self, environment: StoreEnvironment,
+                   request: pytest.FixtureRequest) -> IStoreBackend:
+        assert PG_URL is not None
+        schema = scratch_schema(PG_URL)
+        url = schema.__enter__()
+        request.addfinalizer(lambda: schema.__exit__(None, None, None))
+        upgrade_schema(url)
+        return SQLBackendFactory().create(
+            {"url": url.render_as_string(hide_password=False)}, environment)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[URL]:
+    """A scratch schema at the migrations' head."""
+    if PG_URL is None:
+        pytest.skip("CLICKTODIAL_TEST_PG_URL is set to the empty string")
+    with scratch_schema(PG_URL) as url:
+        upgrade_schema(url)
+        yield url
+
+
+def test_migrations_match_schema_module(pg_url: URL) -> None:
+    """On PostgreSQL too, autogenerate finds no difference between migrations and schema.py."""
+    engine = create_engine(pg_url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={
+            "compare_type": True, "compare_server_default": True})
+        assert compare_metadata(context, metadata) == []
+        check_schema_connection(connection)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("binding_existed", [True, False])
+def test_register_waits_for_another_node(pg_url: URL, binding_existed: bool) -> None:
+    """
+    A REGISTER for an AOR whose binding another node is writing waits for that node's
+    transaction, then sees its write instead of overwriting it: here the other node stored
+    CSeq 10 for the same Call-ID, so ours (CSeq 10) is out of order. This holds whether the
+    other node rewrote an existing binding (our read waits on its row lock) or inserted a new
+    one (our insert waits on the primary key, fails, and our REGISTER starts over).
+    """
+    store = SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
+                     realm="example.com", hasher=cheap_password_hasher())
+    success_result_of(store.start())
+    if binding_existed:
+        success_result_of(store.update_bindings(
+            AOR, BindingChanges("call-1", 5, [ContactChange(CONTACT, 60)]), 100.0))
+    other_node = create_engine(pg_url)
+    observer = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    outcome: list[object] = []
+
+    def register() -> None:
+        try:
+            outcome.append(store._op_update_bindings(
+                AOR, BindingChanges("call-1", 10, [ContactChange(CONTACT, 60)]), 100.0))
+        except Exception as e:
+            outcome.append(e)
+
+    with other_node.connect() as connection:
+        transaction = connection.begin()
+        if binding_existed:
+            connection.execute(bindings.update().where(bindings.c.aor == AOR).values(cseq=10))
+        else:
+            connection.execute(bindings.insert().values(
+                aor=AOR, binding_key="uri:" + CONTACT, contact=CONTACT, expires_at=160.0,
+                call_id="call-1", cseq=10, path="[]"))
+        thread = threading.Thread(target=register)
+        thread.start()
+        # Wait (bounded) until our REGISTER is blocked by the other node's transaction. The
+        # observer is outside any transaction: pg_stat_activity is a per-transaction snapshot.
+        with observer.connect() as watching:
+            for _ in range(200):
+                waiting = watching.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%bindings%' AND datname = current_database()"))
+                if waiting:
+                    break
+                thread.join(0.05)
+        assert waiting == 1 and thread.is_alive() and outcome == []
+        transaction.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    [error] = outcome
+    assert isinstance(error, OutOfOrderRegistration)
+    assert [b.cseq for b in success_result_of(store.get_bindings(AOR, 100.0))] == [10]
+    other_node.dispose()
+    observer.dispose()
+    success_result_of(store.stop())
+
+
+def test_two_nodes_share_one_database(pg_url: URL) -> None:
+    """Users and bindings written through one node are seen by another."""
+    node1, node2 = (SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
+                             realm="example.com", hasher=cheap_password_hasher())
+                    for _ in range(2))
+    for node in (node1, node2):
+        success_result_of(node.start())
+    success_result_of(node1.add_user("alice", password="pw", sip_password="s"))
+    assert success_result_of(node2.check_password("alice", "pw")) is not None
+    success_result_of(node2.update_bindings(
+        AOR, BindingChanges("c", 1, [ContactChange(CONTACT, 60)]), 100.0))
+    assert [b.contact for b in success_result_of(node1.get_bindings(AOR, 100.0))] == [CONTACT]
+    for node in (node1, node2):
+        success_result_of(node.stop())

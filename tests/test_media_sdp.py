@@ -1,0 +1,97 @@
+"""SDP for the ringback leg: where to send, which codec, and our sendonly answer."""
+
+import pytest
+
+from clicktodial.media.codecs import Codec
+from clicktodial.media.sdp import NoUsableMedia, audio_destination, sendonly_answer
+from clicktodial.sip.sdp import SessionDescription
+
+
+def offer(*media: str, session: str = "c=IN IP4 127.0.0.5\r\n") -> bytes:
+    head = "v=0\r\no=phone 1 1 IN IP4 127.0.0.5\r\ns=-\r\n" + session + "t=0 0\r\n"
+    return (head + "".join(media)).encode()
+
+
+AUDIO = "m=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+
+
+def test_destination_is_the_c_address_and_m_port() -> None:
+    """The session c= address and the audio m= port; the offer's first G.711 codec."""
+    chosen = audio_destination(offer(AUDIO))
+    assert chosen.destination == ("127.0.0.5", 4000)
+    assert (chosen.codec, chosen.payload_type, chosen.index) == (Codec.PCMA, 8, 0)
+
+
+def test_media_level_connection_wins() -> None:
+    """A media-level c= overrides the session-level one (RFC 4566 §5.7)."""
+    chosen = audio_destination(offer("m=audio 4002 RTP/AVP 0\r\nc=IN IP4 127.0.0.7\r\n"))
+    assert chosen.destination == ("127.0.0.7", 4002)
+    assert chosen.codec is Codec.PCMU
+
+
+def test_skips_video_and_rejected_streams() -> None:
+    """The first usable audio stream is chosen; video and port-0 streams are passed over."""
+    body = offer(
+        "m=video 5000 RTP/AVP 96\r\n", "m=audio 0 RTP/AVP 0\r\n", "m=audio 6000 RTP/AVP 0\r\n"
+    )
+    assert audio_destination(body).index == 2
+
+
+def test_dynamic_payload_type_mapped_to_g711() -> None:
+    """An a=rtpmap giving PCMU/8000 a dynamic number is used with that number."""
+    chosen = audio_destination(offer("m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 PCMU/8000\r\n"))
+    assert (chosen.codec, chosen.payload_type) == (Codec.PCMU, 96)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (offer("m=audio 4000 RTP/AVP 18 9\r\n"), "neither PCMU nor PCMA"),
+        (offer("m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n"), "sendonly"),
+        (
+            offer("m=audio 4000 RTP/AVP 0\r\n", session="c=IN IP4 0.0.0.0\r\na=inactive\r\n"),
+            "inactive",
+        ),
+        (offer("m=audio 4000 RTP/AVP 0\r\n", session="c=IN IP4 0.0.0.0\r\n"), "not a unicast"),
+        (offer("m=audio 4000 RTP/AVP 0\r\n", session=""), "no c= line"),
+        (offer("m=video 4000 RTP/AVP 96\r\n"), "no RTP/AVP audio"),
+        (b"not sdp", "not SDP"),
+    ],
+)
+def test_unusable_offers_say_why(body: bytes, reason: str) -> None:
+    """An offer we cannot send to raises NoUsableMedia saying why."""
+    with pytest.raises(NoUsableMedia, match=reason):
+        audio_destination(body)
+
+
+def test_sendonly_answer() -> None:
+    """Our answer: one format on our address/port, sendonly, other m-lines rejected."""
+    body = offer("m=video 5000 RTP/AVP 96\r\n", AUDIO)
+    chosen = audio_destination(body)
+    answer = SessionDescription.parse(sendonly_answer(body, chosen, "127.0.0.1", 20000))
+    media = answer.media
+    assert [(m.media, m.port) for m, _ in media] == [("video", 0), ("audio", 20000)]
+    assert media[1][0].formats == ("8",)
+    assert answer.connection is not None and answer.connection.address == "127.0.0.1"
+    lines = [v for k, v in answer.lines if k == "a"]
+    assert lines == ["rtpmap:8 PCMA/8000", "ptime:20", "sendonly"]
+
+
+def test_sendonly_answer_ipv6() -> None:
+    """An IPv6 media address is written as IP6 in o= and c=."""
+    body = offer(AUDIO)
+    answer = SessionDescription.parse(sendonly_answer(body, audio_destination(body), "::1", 20002))
+    assert answer.connection is not None
+    assert (answer.connection.addrtype, answer.connection.address) == ("IP6", "::1")
+    assert answer.origin.addrtype == "IP6"
+
+
+def test_sendrecv_answer_when_configured() -> None:
+    """direction=sendrecv writes a=sendrecv (for phones that mute recvonly streams)."""
+    body = offer(AUDIO)
+    answer = sendonly_answer(
+        body, audio_destination(body), "127.0.0.1", 20000, direction="sendrecv"
+    )
+    assert b"a=sendrecv\r\n" in answer and b"sendonly" not in answer
+    with pytest.raises(ValueError, match="invalid direction"):
+        sendonly_answer(body, audio_destination(body), "127.0.0.1", 20000, direction="recvonly")
