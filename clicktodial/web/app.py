@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import CallRefused
-from clicktodial.config import Config, SipConfig
+from clicktodial.config import Config
 from clicktodial.interfaces import (
     ICallController,
     ICallEventListener,
@@ -84,19 +84,38 @@ def iso_time(when: float | None) -> str | None:
 
 @attrs.frozen
 class SoftphoneSettings:
-    """What a user types into a softphone to register with this daemon."""
+    """
+    What a user types into a softphone to register with this daemon.
+
+    :ivar port: the UDP and TCP port; ``tls_port`` is SIP over TLS's (None without TLS).
+    :ivar digest_algorithms: the Digest algorithms the registrar offers, in its order (a
+        phone must know one of them; baresip 1.0 and SIPp 3.6 know only MD5).
+    """
 
     server: str
     port: int
     transports: tuple[str, ...]
     domain: str
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    tls_port: int | None = None
+
+    @property
+    def realm(self) -> str:
+        """The Digest realm of the registrar's challenges: the domain (the store's realm)."""
+        return self.domain
 
     @classmethod
-    def from_config(cls, sip: SipConfig) -> SoftphoneSettings:
-        """From ``[sip]``: the listen address (the domain when listening on every address)."""
+    def from_config(cls, config: Config) -> SoftphoneSettings:
+        """From ``[sip]`` and ``[registrar]``: the server is the listen address (the domain
+        when listening on every address)."""
+        sip = config.sip
         host = sip.listen.host
         server = sip.domain if host in ("0.0.0.0", "::", "") else host
-        return cls(server, sip.listen.port, tuple(sip.transports), sip.domain)
+        if ":" in server and not server.startswith("["):
+            server = f"[{server}]"
+        tls_port = sip.tls_listen.port if "tls" in sip.transports else None
+        return cls(server, sip.listen.port, tuple(sip.transports), sip.domain,
+                   tuple(config.registrar.digest_algorithms), tls_port)
 
 
 @attrs.frozen
@@ -569,4 +588,4 @@ def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
                  controller: ICallController | None) -> WebApp:
     """The daemon's web application on ``store`` and ``controller``, for ``[sip]``."""
     monitor = RegistrationMonitor(clock, store, config.sip.domain)
-    return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config.sip))
+    return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config))

@@ -457,13 +457,31 @@ class PagesResource(RoutedResource):
                       secret: str | None = None) -> None:
         principal = await self.user(request)
         soft = self.app.softphone
+        name = principal.username
+        plain = [t.upper() for t in soft.transports if t != "tls"]
+        rows: list[tuple[str, str]] = [
+            ("Address", f"sip:{name}@{soft.domain}"),
+            ("Server", soft.server),
+        ]
+        if plain:
+            rows.append(("Port", str(soft.port)))
+        if soft.tls_port is not None:
+            rows.append(("TLS port", str(soft.tls_port)))
+        rows += [
+            ("Transport", ", ".join(plain + (["TLS"] if soft.tls_port is not None else []))),
+            ("Username", name),
+            ("Domain", soft.domain),
+            ("Authentication username", name),
+            ("Realm", soft.realm),
+            ("Digest algorithm", " or ".join(soft.digest_algorithms)),
+        ]
         settings = tags.dl(class_="details softphone")(
-            tags.dt("Server"), tags.dd(soft.server),
-            tags.dt("Port"), tags.dd(str(soft.port)),
-            tags.dt("Transport"), tags.dd(", ".join(t.upper() for t in soft.transports)),
-            tags.dt("Username"), tags.dd(principal.username),
-            tags.dt("Domain"), tags.dd(soft.domain),
-            tags.dt("Address"), tags.dd(f"sip:{principal.username}@{soft.domain}"),
+            *[part for label, value in rows for part in (tags.dt(label), tags.dd(value))]
+        )
+        how = tags.p(class_="hint")(
+            "In your phone, the account is the address above; the registrar (or outbound"
+            " proxy) is the server and port, over one of the transports; it authenticates"
+            " with the username and your SIP password (not your web password) using Digest.",
         )
         shown: Flattenable = ""
         if secret is not None:
@@ -475,6 +493,7 @@ class PagesResource(RoutedResource):
             tags.section(
                 tags.h2("Configure your softphone"),
                 settings,
+                how,
                 shown,
                 post_form("/account/sip-secret", principal,
                           tags.button("Generate a new SIP password", type="submit"),

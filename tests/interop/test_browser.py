@@ -107,7 +107,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             bob = page.locator('tr[data-user="bob"]')
             assert bob.locator(".presence").inner_text() == "offline"
             assert not bob.locator("button.call").is_visible()
-            page.wait_for_function("document.documentElement.dataset.live === 'yes'")
+            page.locator('html[data-live="yes"]').wait_for(state="attached")
 
             # Both phones register; bob's row turns online without a reload.
             phones("alice", sip_port, 1500)
@@ -118,7 +118,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
 
             bob.locator("button.call").click()
             page.wait_for_url(base + "/calls/*")
-            page.wait_for_function("document.documentElement.dataset.live === 'yes'")
+            page.locator('html[data-live="yes"]').wait_for(state="attached")
             # Record every state the page shows from now on (no reloads happen).
             page.evaluate("""() => {
                 const el = document.getElementById('call');

@@ -5,8 +5,10 @@ import re
 
 import pytest
 
+from clicktodial.config import parse_config
 from clicktodial.store.values import UserChanges
 from clicktodial.testing.webfakes import WebClient, web_world
+from clicktodial.web.app import SoftphoneSettings
 from clicktodial.web.sse import format_event
 
 
@@ -159,6 +161,55 @@ def test_account_shows_softphone_settings_and_a_new_sip_secret_once(world) -> No
     expected = hashlib.md5(f"bob:example.test:{secret}".encode()).hexdigest()
     assert world.store.get_sip_credentials("bob").result.ha1_md5 == expected
     assert len(secret) >= 16
+
+
+def _softphone_rows(page: str) -> dict[str, str]:
+    section = page[page.index('class="details softphone"'):]
+    section = section[:section.index("</dl>")]
+    return dict(re.findall(r"<dt>([^<]+)</dt><dd>([^<]*)</dd>", section))
+
+
+def test_account_tells_a_phone_everything_it_needs_to_authenticate(world) -> None:
+    """Besides address and server, the page names the Digest username, realm and algorithms
+    (a phone that knows none of the algorithms offered cannot register)."""
+    client = WebClient(world)
+    client.login("bob")
+    rows = _softphone_rows(client.get("/account").text)
+    assert rows == {
+        "Address": "sip:bob@example.test", "Server": "127.0.0.1", "Port": "5060",
+        "Transport": "UDP, TCP", "Username": "bob", "Domain": "example.test",
+        "Authentication username": "bob", "Realm": "example.test",
+        "Digest algorithm": "SHA-256 or MD5",
+    }
+
+
+def test_softphone_settings_come_from_sip_and_registrar_configuration() -> None:
+    """The server is the listen address (the domain when listening on every address, an IPv6
+    one bracketed); TLS has its own port; the algorithms are the registrar's, in order."""
+    base = "[sip]\ndomain = pbx.example.test\n[web]\nlisten = tcp:8080\n[store]\nbackend = memory\n"
+    dev = SoftphoneSettings.from_config(parse_config(
+        base.replace("test\n", "test\nlisten = 127.0.0.2:5070\n", 1)
+        + "[registrar]\ndigest_algorithms = MD5\n", "x.ini"))
+    assert (dev.server, dev.port, dev.transports, dev.tls_port) == (
+        "127.0.0.2", 5070, ("udp", "tcp"), None)
+    assert (dev.realm, dev.digest_algorithms) == ("pbx.example.test", ("MD5",))
+    everywhere = SoftphoneSettings.from_config(parse_config(
+        base.replace("test\n", "test\nlisten = 0.0.0.0:5060\n", 1), "x.ini"))
+    assert everywhere.server == "pbx.example.test"
+    assert everywhere.digest_algorithms == ("SHA-256", "MD5")
+    ipv6 = SoftphoneSettings.from_config(parse_config(
+        base.replace("test\n", "test\nlisten = [::1]:5060\n", 1), "x.ini"))
+    assert ipv6.server == "[::1]"
+
+
+def test_account_with_tls_shows_its_port(world) -> None:
+    world.app.softphone = SoftphoneSettings("127.0.0.1", 5060, ("udp", "tls"), "example.test",
+                                            ("MD5",), tls_port=5061)
+    client = WebClient(world)
+    client.login("bob")
+    rows = _softphone_rows(client.get("/account").text)
+    assert (rows["Port"], rows["TLS port"], rows["Transport"]) == ("5060", "5061", "UDP, TLS")
+    assert rows["Digest algorithm"] == "MD5"
 
 
 def test_changing_the_password_checks_the_current_one_and_renews_the_session(world) -> None:
