@@ -16,6 +16,7 @@ one AOR serialise instead of losing an update. On SQLite, write transactions sta
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -68,6 +69,7 @@ from clicktodial.store.values import (
     Binding,
     BindingChanges,
     CallRecord,
+    CallUpdate,
     SipCredentials,
 )
 
@@ -273,6 +275,12 @@ _SQL_UPDATE_BINDING = (
     " WHERE aor = ? AND binding_key = ?")
 
 
+# Call records, group-committed too (a click-to-dial call writes its record three times).
+_SQL_INSERT_CALL = (
+    f"INSERT INTO calls ({', '.join(_CALL_FIELDS)}) VALUES ({', '.join('?' * len(_CALL_FIELDS))})")
+_SQL_SELECT_CALL = f"SELECT {', '.join(_CALL_FIELDS)} FROM calls WHERE call_id = ?"
+
+
 @frozen
 class _HotStatements:
     """The hot statements in one database's parameter style."""
@@ -282,6 +290,10 @@ class _HotStatements:
     delete_binding: str
     insert_binding: str
     update_binding: str
+    insert_call: str
+    select_call: str
+    #: "?" or "%s": for the UPDATE of a call record, made per set of fields.
+    parameter: str
 
     @classmethod
     def for_dialect(cls, dialect: str) -> _HotStatements:
@@ -290,7 +302,8 @@ class _HotStatements:
             # See _update_bindings_once: lock the AOR's rows, in key order.
             select_bindings += " FOR UPDATE"
         statements: tuple[str, ...] = (_SQL_CREDENTIALS, select_bindings, _SQL_DELETE_BINDING,
-                      _SQL_INSERT_BINDING, _SQL_UPDATE_BINDING)
+                      _SQL_INSERT_BINDING, _SQL_UPDATE_BINDING, _SQL_INSERT_CALL,
+                      _SQL_SELECT_CALL, "?")
         if dialect == "postgresql":
             statements = tuple(text.replace("?", "%s") for text in statements)
         return cls(*statements)
@@ -313,6 +326,16 @@ def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
 
 def _call_record(row: Row[Any]) -> CallRecord:
     return CallRecord(**{name: getattr(row, name) for name in _CALL_FIELDS})
+
+
+#: How _execute_batch orders a batch: credential reads, then binding updates by AOR, then
+#: call record writes as submitted (sorted() is stable).
+_BATCH_ORDER: dict[str, Callable[[Job], tuple[int, str]]] = {
+    "credentials": lambda job: (0, job.args[0]),
+    "update_bindings": lambda job: (1, job.args[0]),
+    "insert_call": lambda job: (2, ""),
+    "update_call": lambda job: (2, ""),
+}
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -533,10 +556,24 @@ class SQLStore(StoreBase):
                         now: float) -> Deferred[list[Binding]]:
         return self.group_commit.submit("update_bindings", aor, changes, now)
 
+    def create_call(self, caller: str, callee: str, created_at: float,
+                    node: str | None = None) -> Deferred[str]:
+        record = CallRecord(call_id=uuid.uuid4().hex, caller=caller, callee=callee,
+                            created_at=created_at, node=node)
+        return self.group_commit.submit("insert_call", record).addCallback(
+            lambda _: record.call_id)
+
+    def update_call(self, call_id: str, update: CallUpdate) -> Deferred[CallRecord]:
+        return self.group_commit.submit("update_call", call_id, update.changed_fields())
+
     def _run_alone(self, job: Job) -> Deferred[Any]:
         # After an aborted batch: the usual path, one transaction (and retries) per job.
         if job.kind == "credentials":
             return super().get_sip_credentials(*job.args)
+        if job.kind == "insert_call":
+            return self._run(self._op_insert_call, *job.args)
+        if job.kind == "update_call":
+            return self._run(self._op_update_call, *job.args)
         return self._run(self._op_update_bindings, *job.args)
 
     def _execute_batch(self, batch: Sequence[Job]) -> list[Outcome]:
@@ -549,8 +586,9 @@ class SQLStore(StoreBase):
         # Credential reads first, then the updates by AOR (stable: one AOR's REGISTERs keep
         # their order): every node locks AORs in the same order, so two nodes' batches
         # cannot deadlock on each other's binding rows.
-        order = sorted(range(len(batch)), key=lambda i: (
-            batch[i].kind != "credentials", batch[i].args[0]))
+        # Call record writes come last, in the order they were submitted (a record's
+        # creation before its updates).
+        order = sorted(range(len(batch)), key=lambda i: _BATCH_ORDER[batch[i].kind](batch[i]))
         # A raw pooled connection, transaction handled here: SQLAlchemy's per-transaction
         # work (events, BEGIN through exec_driver_sql) cost as much as the statements.
         connection = self._engine.raw_connection()
@@ -565,8 +603,13 @@ class SQLStore(StoreBase):
                 try:
                     if job.kind == "credentials":
                         value: Any = self._fast_credentials(cursor, *job.args)
-                    else:
+                    elif job.kind == "update_bindings":
                         value = self._fast_update_bindings(cursor, *job.args)
+                    elif job.kind == "insert_call":
+                        self._fast_insert_call(cursor, *job.args)
+                        value = None
+                    else:
+                        value = self._fast_update_call(cursor, *job.args)
                 except StoreError as e:
                     outcomes[i] = (False, e)
                 else:
@@ -612,6 +655,29 @@ class SQLStore(StoreBase):
         if rewritten:
             cursor.executemany(hot.update_binding, rewritten)
         return list(plan.result)
+
+    def _fast_insert_call(self, cursor: Any, record: CallRecord) -> None:
+        cursor.execute(self._hot.insert_call,
+                       tuple(getattr(record, name) for name in _CALL_FIELDS))
+
+    def _fast_update_call(self, cursor: Any, call_id: str,
+                          fields: dict[str, object]) -> CallRecord:
+        # As _op_update_call. NoSuchCall is raised after an UPDATE that matched no row:
+        # nothing was written.
+        if fields:
+            names = sorted(fields)
+            unknown = set(names).difference(_CALL_FIELDS)
+            if unknown:
+                raise ValueError(f"not call record fields: {sorted(unknown)}")
+            p = self._hot.parameter
+            cursor.execute(
+                f"UPDATE calls SET {', '.join(f'{name} = {p}' for name in names)}"
+                f" WHERE call_id = {p}", (*(fields[name] for name in names), call_id))
+        cursor.execute(self._hot.select_call, (call_id,))
+        row = cursor.fetchone()
+        if row is None:
+            raise NoSuchCall(call_id)
+        return CallRecord(**dict(zip(_CALL_FIELDS, row, strict=True)))
 
     # -- bindings ----------------------------------------------------------------
 

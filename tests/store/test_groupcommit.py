@@ -11,10 +11,16 @@ import pytest
 from sqlalchemy import URL
 from twisted.internet.defer import Deferred, succeed
 
-from clicktodial.store.errors import OutOfOrderRegistration
+from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration
 from clicktodial.store.groupcommit import GroupCommit, Job, Outcome
 from clicktodial.store.sql import SQLStore
-from clicktodial.store.values import BindingChanges, ContactChange, SipCredentials, UserChanges
+from clicktodial.store.values import (
+    BindingChanges,
+    CallUpdate,
+    ContactChange,
+    SipCredentials,
+    UserChanges,
+)
 from clicktodial.testing.fakes import (
     InlineReactor,
     InlineThreadPool,
@@ -248,3 +254,33 @@ def _failing_for_bad(op: Callable[..., Any]) -> Callable[..., Any]:
         return op(aor, *args)
 
     return run
+
+
+def test_sql_batch_writes_call_records_in_order_with_registers(
+        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    """Call record creations and updates share a batch with REGISTERs; a record is created
+    before its updates apply, and an update of an unknown call fails alone (NoSuchCall)."""
+    store, pool = held
+    pool.held = True
+    created = store.create_call("alice", "bob", 100.0, node="n1")
+    register = store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
+    unknown = store.update_call("0" * 32, CallUpdate(state="connected"))
+    batches = store.group_commit.batches
+    pool.release()
+    assert store.group_commit.batches == batches + 1
+    call_id = success_result_of(created)
+    assert len(success_result_of(register)) == 1
+    failure_result_of(unknown, NoSuchCall)
+    pool.held = True
+    connected = store.update_call(call_id, CallUpdate(state="connected", caller_answered_at=101.0,
+                                                      callee_answered_at=102.5))
+    ended = store.update_call(call_id, CallUpdate(state="ended", ended_at=110.0,
+                                                  end_reason="caller-hangup",
+                                                  who_hung_up="caller"))
+    pool.release()
+    assert success_result_of(connected).callee_answered_at == 102.5
+    record = success_result_of(ended)
+    assert (record.state, record.caller_answered_at, record.ended_at, record.end_reason,
+            record.who_hung_up, record.node) == (
+        "ended", 101.0, 110.0, "caller-hangup", "caller", "n1")
+    assert success_result_of(store.get_call(call_id)) == record
