@@ -96,6 +96,9 @@ auto_upgrade = yes
 demo_users = yes
 [registrar]
 digest_algorithms = MD5
+[limits]
+rate_exempt = 127.0.0.1
+max_transactions = 0
 [calls]
 policy = flow4
 max_calls_per_user = 0

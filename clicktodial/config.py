@@ -889,6 +889,17 @@ class CallsConfig:
             " administrators), nobody (calls are switched off).",
         ),
     )
+    lookup_cache_seconds: float = attrs.field(
+        default=2.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "2",
+            "Seconds users and bindings looked up to place a call are kept in memory"
+            " (0: no cache). Registrations this daemon handles take effect at once; a"
+            " REGISTER handled by another daemon, or a user disabled, is seen within this"
+            " time.",
+        ),
+    )
     control_listen: str | None = attrs.field(
         default=None,
         metadata=setting(

@@ -27,6 +27,7 @@ from twisted.web.server import Site
 
 from clicktodial import __version__
 from clicktodial.calls.controller import build_call_service
+from clicktodial.calls.directory import CachedDirectory
 from clicktodial.cluster.service import build_cluster_service
 from clicktodial.config import Config, StoreConfig
 from clicktodial.interfaces import ICallController, IStoreBackend
@@ -190,14 +191,18 @@ def build_service(
     # --- SIP -------------------------------------------------------------------------------
     # Transports, transaction layer, UA core, registrar (clicktodial.sip.stack); the
     # click-to-dial controller plugs into sip.user_agent / set_incoming_call_handler.
-    sip = SIPStack(clock, config.sip, config.registrar, store, store)
+    # Bindings go through the call controller's cache (clicktodial.calls.directory), so a
+    # registration handled here reaches the calls at once.
+    directory = CachedDirectory(clock, store, store, config.calls.lookup_cache_seconds)
+    sip = SIPStack(clock, config.sip, config.registrar, store, directory)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
 
     # --- calls -----------------------------------------------------------------------------
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
-    calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store)
+    calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store,
+                               directory)
     # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).

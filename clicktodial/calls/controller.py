@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.calls.call import Call, CallSettings, Target, target_for_binding
+from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
 from clicktodial.config import CallsConfig, Config
@@ -28,7 +29,6 @@ from clicktodial.interfaces import (
     ICallRecordStore,
     ILocationStore,
     IStoreBackend,
-    IUserStore,
 )
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.sip.useragent import UserAgent
@@ -37,6 +37,11 @@ from clicktodial.store.values import Binding, CallUpdate, User, user_aor
 __all__ = ["CallController", "CallService", "build_call_service", "settings_from_config"]
 
 log = Logger(namespace="clicktodial.calls.controller")
+
+
+#: The states at which a call's record is written (besides its creation): the steps in
+#: between are merged into these writes.
+_WRITE_AT = frozenset({"connected", "ended", "failed"})
 
 
 def settings_from_config(config: CallsConfig, transaction_timeout: float = 32.0) -> CallSettings:
@@ -79,7 +84,7 @@ class CallController:
         clock: IReactorTime,
         user_agent: UserAgent,
         *,
-        users: IUserStore,
+        users: UserLookup,
         locations: ILocationStore,
         records: ICallRecordStore,
         policy: ICallPolicy,
@@ -104,9 +109,13 @@ class CallController:
         self._published: dict[str, str] = {}
         #: Calls authorized but not yet started, per username (policy limits).
         self._reserved: dict[str, int] = {}
+        #: Calls in self._calls per username (caller or callee).
+        self._running: dict[str, int] = {}
         #: Calls whose record is being written, and the update to write next.
         self._writing: set[str] = set()
         self._queued: dict[str, CallUpdate] = {}
+        #: What changed since the last write, per call (written at the next _WRITE_AT).
+        self._unwritten: dict[str, CallUpdate] = {}
         self._reserved_total = 0
 
     # -- ICallController -------------------------------------------------------
@@ -160,6 +169,8 @@ class CallController:
             media=self.media,
         )
         self._calls[call_id] = call
+        for name in {caller_name, callee_name}:
+            self._running[name] = self._running.get(name, 0) + 1
         log.info(
             "call {record}: {caller} calls {callee} ({count} caller binding(s))",
             record=call_id,
@@ -183,12 +194,7 @@ class CallController:
         return user
 
     def _count(self, username: str) -> int:
-        running = sum(
-            1
-            for call in self._calls.values()
-            if username in (call.caller.user.username, call.callee.user.username)
-        )
-        return running + self._reserved.get(username, 0)
+        return self._running.get(username, 0) + self._reserved.get(username, 0)
 
     def _lookup(self, username: str) -> Deferred[list[Target]]:
         d = self.locations.get_bindings(user_aor(username, self.domain), self.clock.seconds())
@@ -227,14 +233,27 @@ class CallController:
     # -- CallObserver ----------------------------------------------------------
 
     def call_changed(self, call: Call, update: CallUpdate) -> None:
-        """Write ``update`` to the call's record (in order) and publish a new state."""
-        self._write(call.call_id, update)
+        """Record ``update`` (written at connect and at the end) and publish a new state."""
+        unwritten = self._unwritten.pop(call.call_id, None)
+        if unwritten is not None:
+            changes: dict[str, Any] = update.changed_fields()
+            update = attrs.evolve(unwritten, **changes)
+        if update.state in _WRITE_AT:
+            self._write(call.call_id, update)
+        else:
+            # The steps before (ringing, answered) wait for the next write: the live
+            # state is the controller's, the record is the history (docs/calls.md).
+            self._unwritten[call.call_id] = update
         state = call.public_state
         if self._published.get(call.call_id) != state:
             self._published[call.call_id] = state
             self.events.publish(call.info())
         if call.over:
-            self._calls.pop(call.call_id, None)
+            if self._calls.pop(call.call_id, None) is not None:
+                for name in {call.caller.user.username, call.callee.user.username}:
+                    self._running[name] -= 1
+                    if not self._running[name]:
+                        del self._running[name]
             self._published.pop(call.call_id, None)
             log.info(
                 "call {record} {state}: {reason} (status {status}, hung up by {who})",
@@ -315,10 +334,13 @@ def build_call_service(
     user_agent: UserAgent,
     transaction_timeout: float,
     store: IStoreBackend,
+    directory: CachedDirectory | None = None,
 ) -> CallService:
     """
     The daemon's call controller for ``config`` on ``user_agent`` (the SIP
-    stack's), with the store as users, locations and call records.
+    stack's), with the store as call records and ``directory`` (the store's,
+    cached: L{CachedDirectory}; made here if not given) as users and locations.
+    The registrar must write bindings through the same ``directory``.
 
     @raise clicktodial.calls.policy.UnknownPolicy: C{[calls] policy} names
         no policy (the configuration checks it first).
@@ -326,11 +348,14 @@ def build_call_service(
     # The node name in call records ([cluster]; None for a single daemon).
     from clicktodial.cluster.service import record_node
 
+    clock = IReactorTime(reactor)
+    if directory is None:
+        directory = CachedDirectory(clock, store, store, config.calls.lookup_cache_seconds)
     controller = CallController(
-        IReactorTime(reactor),
+        clock,
         user_agent,
-        users=store,
-        locations=store,
+        users=directory,
+        locations=directory,
         records=store,
         policy=create_policy(config.calls),
         settings=settings_from_config(config.calls, transaction_timeout),
