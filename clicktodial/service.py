@@ -77,17 +77,22 @@ class DaemonService(MultiService):
         #: the production pieces (clicktodial.operations): admission, graceful stop, metrics
         self.operations: Operations | None = None
         self._children_started = False
+        #: store.start() was called and store.stop() not yet
         self._store_started = False
+        #: the start-up in progress (store, demo users), until stopService
+        self._starting: Deferred[None] | None = None
 
     def startService(self) -> None:
         self.log.info("clicktodial {version} starting", version=__version__)
         # Running, but the children wait for the store (MultiService would start them now).
         self.running = 1
-        Deferred.fromCoroutine(self._start()).addErrback(self._start_failed)
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addErrback(self._start_failed)
 
     async def _start(self) -> None:
-        await self.store.start()
+        # From here on the store owes a stop(), even if its start never completes.
         self._store_started = True
+        await self.store.start()
         if self.demo_users:
             from clicktodial.store.admin import seed_demo_users
 
@@ -104,6 +109,12 @@ class DaemonService(MultiService):
         self.started.callback(None)
 
     def _start_failed(self, failure: Failure) -> None:
+        if not self.running:
+            # stopService came first (SIGTERM during start-up) and cancelled the start: a
+            # clean stop, not a failure to start.
+            self.log.info("the daemon stopped during start-up, before it served")
+            self.started.errback(failure)
+            return
         self.log.critical(
             "clicktodial cannot start: {error}", error=failure.getErrorMessage(), failure=failure
         )
@@ -114,10 +125,20 @@ class DaemonService(MultiService):
         self.reactor.stop()
 
     def stopService(self) -> Deferred[object]:
+        """
+        Stop the children, then the store. During start-up (the store still starting, or
+        the demo users being created) the start is cancelled first, so that stopping never
+        waits for a start that may take long (a locked or unreachable database), and the
+        store is stopped all the same: its thread pools must not outlive the reactor (their
+        threads would keep the process from exiting).
+        """
         if self._children_started:
             stopped: Deferred[object] = super().stopService()
         else:
             self.running = 0
+            starting, self._starting = self._starting, None
+            if starting is not None and not starting.called:
+                starting.cancel()
             stopped = Deferred()
             stopped.callback(None)
 
@@ -218,7 +239,11 @@ def build_service(
     # --- web -------------------------------------------------------------------------------
     # strports.service makes a failure to listen raise from startService, so twistd stops
     # instead of running without its web interface.
-    web_root = make_root_resource(make_web_app(config, clock, store, controller))
+    web_app = make_web_app(config, clock, store, controller)
+    # The registrar tells the web's presence about each REGISTER it handles, so phones
+    # registering here appear online at once (others' registrations: the monitor's poll).
+    sip.registrar.binding_listeners.append(web_app.registrations.bindings_changed)
+    web_root = make_root_resource(web_app)
     # Admission control, graceful stop, /metrics and /readyz (clicktodial.operations).
     root.operations = install_operations(
         config,
