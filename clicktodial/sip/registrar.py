@@ -39,7 +39,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
 
@@ -267,6 +267,9 @@ class Registrar(Service):
         self._purge: LoopingCall | None = None
         self._date_second = -1
         self._date_text = ""
+        #: called with (aor, its unexpired bindings) after a REGISTER updated them here
+        #: (the web's live presence: clicktodial.web.events.RegistrationMonitor)
+        self.binding_listeners: list[Callable[[str, Sequence[Binding]], object]] = []
 
     # -- service -------------------------------------------------------------
 
@@ -401,6 +404,11 @@ class Registrar(Service):
                 user_agent=request.headers.get("User-Agent"))
             bindings = await self._locations.update_bindings(
                 aor, binding_changes, now)
+            for listener in self.binding_listeners:
+                try:
+                    listener(aor, bindings)
+                except Exception:
+                    self.log.failure("binding listener failed", aor=aor)
             self.log.debug(
                 "REGISTER {aor}: {count} binding(s)", aor=aor,
                 count=len(bindings), peer=source.peer, call_id=call_id)

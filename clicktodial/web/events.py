@@ -2,15 +2,18 @@
 Where the web interface's live updates come from.
 
 :class:`RegistrationMonitor` tells listeners when a user's phone registers, unregisters or
-expires. It reads the location store (so it also sees registrations made through another
-daemon sharing the database): every ``interval`` seconds while anyone listens, and at once
-when :meth:`RegistrationMonitor.poke` is called (e.g. by the registrar after a REGISTER).
+expires. The registrar of this daemon tells it about every REGISTER it handles
+(:meth:`RegistrationMonitor.bindings_changed`, with the bindings it has in hand: no extra
+read), so those reach the event streams at once. It also reads the location store every
+``interval`` seconds while anyone listens, for what no REGISTER here announces: bindings that
+expire, and registrations made through another daemon sharing the database.
+:meth:`RegistrationMonitor.poke` reads at once.
 Call state changes come from the call controller (``ICallController.subscribe``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -72,6 +75,10 @@ class RegistrationMonitor:
     Publishes changes of users' registration state (registered or not, and the set of
     contact URIs; a mere refresh of an expiry is not a change).
 
+    Two sources: :meth:`bindings_changed` (the registrar, after each REGISTER it handled)
+    and a read of the whole location store every ``interval`` seconds while listened to (the
+    fallback for expiries and other daemons' registrations).
+
     :param interval: seconds between two reads of the location store while listened to.
     """
 
@@ -87,6 +94,8 @@ class RegistrationMonitor:
         self._timer: IDelayedCall | None = None
         self._polling = False
         self._again = False
+        #: registrations announced while a read was in progress: newer than what it may return
+        self._announced: dict[str, Registration] = {}
 
     @property
     def listening(self) -> int:
@@ -118,8 +127,26 @@ class RegistrationMonitor:
         d = self.locations.all_bindings(now)
         return d.addCallback(registrations_by_user, self.domain)
 
+    def bindings_changed(self, aor: str, bindings: Sequence[Binding]) -> None:
+        """
+        ``aor``'s unexpired bindings are now ``bindings`` (a REGISTER handled here): tell the
+        listeners at once if its set of contacts changed. AORs of other domains are ignored.
+        """
+        if not self._listeners or not aor.lower().endswith("@" + self.domain.lower()):
+            return
+        user = aor_user_part(aor)
+        new = Registration(user, tuple(Contact(b.contact, b.expires_at) for b in bindings))
+        if self._polling or self._known is None:
+            # A read in progress may have started before this REGISTER: when it completes,
+            # this registration overrides what it found.
+            self._announced[user] = new
+            return
+        old = self._known.get(user, Registration(user))
+        self._set_known(new)
+        self._publish(old, new)
+
     def poke(self) -> None:
-        """Read the location store now (the registrar calls this after a REGISTER)."""
+        """Read the location store now."""
         if not self._listeners:
             return
         if self._polling:
@@ -137,28 +164,52 @@ class RegistrationMonitor:
             self._timer.cancel()
         self._timer = None
         self._known = None
+        self._announced.clear()
+
+    def _set_known(self, registration: Registration) -> None:
+        assert self._known is not None
+        if registration.registered:
+            self._known[registration.username] = registration
+        else:
+            self._known.pop(registration.username, None)
 
     def _compare(self, now: dict[str, Registration]) -> None:
         before, self._known = self._known, now
+        announced, self._announced = self._announced, {}
+        for registration in announced.values():
+            self._set_known(registration)
         if before is None:
             return
-        for user in sorted(set(before) | set(now)):
-            old = before.get(user, Registration(user))
-            new = now.get(user, Registration(user))
-            if {c.uri for c in old.contacts} != {c.uri for c in new.contacts}:
-                for listener in list(self._listeners):
-                    try:
-                        listener(new)
-                    except Exception:
-                        log.failure("registration listener failed", aor=user)
+        for user in sorted(set(before) | set(self._known)):
+            self._publish(before.get(user, Registration(user)),
+                          self._known.get(user, Registration(user)))
+
+    def _publish(self, old: Registration, new: Registration) -> None:
+        """Tell the listeners about ``new`` if its set of contacts differs from ``old``'s."""
+        if {c.uri for c in old.contacts} == {c.uri for c in new.contacts}:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(new)
+            except Exception:
+                log.failure("registration listener failed", aor=new.username)
 
     def _failed(self, failure: Failure) -> None:
         log.failure("cannot read registrations", failure)
+        # What the registrar announced meanwhile is still news (before the first read,
+        # there is nothing to compare it with: the next read establishes the state).
+        announced, self._announced = self._announced, {}
+        if self._known is not None:
+            for new in announced.values():
+                old = self._known.get(new.username, Registration(new.username))
+                self._set_known(new)
+                self._publish(old, new)
 
     def _polled(self, _: object) -> None:
         self._polling = False
         if not self._listeners:
             self._known = None
+            self._announced.clear()
             return
         if self._again:
             self._again = False
