@@ -290,6 +290,10 @@ class IStoreBackend(IUserStore, ILocationStore, ICallRecordStore):
         """
         Release thread pools and connections.
 
+        Called once start() was called, whether its Deferred has fired, failed or is still
+        waiting (the daemon stopped during start-up, after cancelling it): a stop must not
+        wait for a start in progress to succeed.
+
         @return: fires once stopped.
         """
 

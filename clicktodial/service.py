@@ -27,6 +27,7 @@ from twisted.web.server import Site
 
 from clicktodial import __version__
 from clicktodial.calls.controller import build_call_service
+from clicktodial.calls.directory import CachedDirectory
 from clicktodial.cluster.service import build_cluster_service
 from clicktodial.config import Config, StoreConfig
 from clicktodial.interfaces import ICallController, IStoreBackend
@@ -76,17 +77,22 @@ class DaemonService(MultiService):
         #: the production pieces (clicktodial.operations): admission, graceful stop, metrics
         self.operations: Operations | None = None
         self._children_started = False
+        #: store.start() was called and store.stop() not yet
         self._store_started = False
+        #: the start-up in progress (store, demo users), until stopService
+        self._starting: Deferred[None] | None = None
 
     def startService(self) -> None:
         self.log.info("clicktodial {version} starting", version=__version__)
         # Running, but the children wait for the store (MultiService would start them now).
         self.running = 1
-        Deferred.fromCoroutine(self._start()).addErrback(self._start_failed)
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addErrback(self._start_failed)
 
     async def _start(self) -> None:
-        await self.store.start()
+        # From here on the store owes a stop(), even if its start never completes.
         self._store_started = True
+        await self.store.start()
         if self.demo_users:
             from clicktodial.store.admin import seed_demo_users
 
@@ -103,6 +109,12 @@ class DaemonService(MultiService):
         self.started.callback(None)
 
     def _start_failed(self, failure: Failure) -> None:
+        if not self.running:
+            # stopService came first (SIGTERM during start-up) and cancelled the start: a
+            # clean stop, not a failure to start.
+            self.log.info("the daemon stopped during start-up, before it served")
+            self.started.errback(failure)
+            return
         self.log.critical(
             "clicktodial cannot start: {error}", error=failure.getErrorMessage(), failure=failure
         )
@@ -113,10 +125,20 @@ class DaemonService(MultiService):
         self.reactor.stop()
 
     def stopService(self) -> Deferred[object]:
+        """
+        Stop the children, then the store. During start-up (the store still starting, or
+        the demo users being created) the start is cancelled first, so that stopping never
+        waits for a start that may take long (a locked or unreachable database), and the
+        store is stopped all the same: its thread pools must not outlive the reactor (their
+        threads would keep the process from exiting).
+        """
         if self._children_started:
             stopped: Deferred[object] = super().stopService()
         else:
             self.running = 0
+            starting, self._starting = self._starting, None
+            if starting is not None and not starting.called:
+                starting.cancel()
             stopped = Deferred()
             stopped.callback(None)
 
@@ -190,14 +212,18 @@ def build_service(
     # --- SIP -------------------------------------------------------------------------------
     # Transports, transaction layer, UA core, registrar (clicktodial.sip.stack); the
     # click-to-dial controller plugs into sip.user_agent / set_incoming_call_handler.
-    sip = SIPStack(clock, config.sip, config.registrar, store, store)
+    # Bindings go through the call controller's cache (clicktodial.calls.directory), so a
+    # registration handled here reaches the calls at once.
+    directory = CachedDirectory(clock, store, store, config.calls.lookup_cache_seconds)
+    sip = SIPStack(clock, config.sip, config.registrar, store, directory)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
 
     # --- calls -----------------------------------------------------------------------------
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
-    calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store)
+    calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store,
+                               directory)
     # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).

@@ -90,7 +90,10 @@ class DaemonSignals(Service):
       itself SIGTERM again; a clean stop on request should look like success to a supervisor.
 
     The handlers are installed from ``callWhenRunning`` because the reactor installs its own
-    SIGTERM handler when it starts running, after the services have started.
+    SIGTERM handler when it starts running, after the services have started. Before that,
+    :meth:`hold_sigterm` keeps a SIGTERM for later: twistd spends a moment between loading
+    the configuration and running the reactor (listening, starting the store), and a stop
+    requested then must be as clean as any other.
     """
 
     def __init__(
@@ -103,7 +106,16 @@ class DaemonSignals(Service):
         self._reload = reload
         self._drain = drain
         self._draining = False
+        self._sigterm_held = False
         self._previous: dict[int, _SignalHandler] = {}
+
+    def hold_sigterm(self) -> None:
+        """
+        From now until the reactor runs, a SIGTERM is remembered instead of killing the
+        process; the daemon then stops as on any SIGTERM (exit status 0).
+        """
+        previous = signal.signal(signal.SIGTERM, self._on_early_sigterm)
+        self._previous.setdefault(signal.SIGTERM, previous)
 
     def startService(self) -> None:
         super().startService()
@@ -121,13 +133,19 @@ class DaemonSignals(Service):
             return
         handlers = {signal.SIGHUP: self._on_sighup, signal.SIGTERM: self._on_sigterm}
         for signum, handler in handlers.items():
-            self._previous[signum] = signal.signal(signum, handler)
+            # setdefault: what was there before hold_sigterm() comes back on stop.
+            self._previous.setdefault(signum, signal.signal(signum, handler))
+        if self._sigterm_held:
+            IReactorFromThreads(self._reactor).callFromThread(self._stop)
 
     # A Python signal handler runs between two bytecodes, possibly in the middle of the
     # reactor's own work: each hands its work over to the reactor loop.
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         IReactorFromThreads(self._reactor).callFromThread(self._reload)
+
+    def _on_early_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self._sigterm_held = True
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         IReactorFromThreads(self._reactor).callFromThread(self._stop)
@@ -190,10 +208,12 @@ def makeService(options: Options) -> IService:
         assert operations is not None
         return operations.graceful_stop.run()
 
-    DaemonSignals(
+    signals = DaemonSignals(
         reactor,
         lambda: reloader.reload(),
         drain if operations is not None else None,
-    ).setServiceParent(root)
+    )
+    signals.setServiceParent(root)
+    signals.hold_sigterm()
     log.info("clicktodial {version}: configuration {path}", version=__version__, path=path)
     return root

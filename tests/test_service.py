@@ -118,3 +118,94 @@ def test_a_store_that_cannot_start_stops_the_daemon() -> None:
     assert reactor.hasStopped
     critical = [e for e in events if e.get("log_format") == "clicktodial cannot start: {error}"]
     assert len(critical) == 1 and "db upgrade" in critical[0]["error"]
+
+
+def _starting_store(reactor: Any, start: Any) -> tuple[Any, list[str]]:
+    """A memory store whose start is ``start()``; the list records start/stop calls."""
+    from clicktodial.store.memory import MemoryStore
+    from clicktodial.testing.fakes import InlineThreadPool
+
+    store = MemoryStore(reactor, realm="127.0.0.1", hash_pool=InlineThreadPool())
+    calls: list[str] = []
+    real_stop = store.stop
+
+    def starting() -> Any:
+        calls.append("start")
+        return start()
+
+    def stop() -> Any:
+        calls.append("stop")
+        return real_stop()
+
+    store.start = starting  # type: ignore[method-assign]
+    store.stop = stop  # type: ignore[method-assign]
+    return store, calls
+
+
+def test_stop_during_store_start_cancels_it_stops_the_store_and_is_not_a_failure() -> None:
+    """SIGTERM while the store is still starting (a slow migration, a locked database): the
+    stop does not wait for the start, the store is stopped all the same (its threads must
+    not outlive the reactor), nothing ever listens, and it is no start-up failure (no
+    critical event, the reactor is not stopped with exit status 1)."""
+    from twisted.internet.defer import CancelledError
+    from twisted.internet.task import deferLater
+
+    reactor = FakeReactor()
+    store, calls = _starting_store(reactor, lambda: deferLater(reactor, 5.0))
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        root = build_service(parse_config(CONFIG, "x.ini"), reactor, store=store)
+        started: list[Any] = []
+        root.started.addBoth(started.append)
+        root.startService()
+        reactor.pump([0.1] * 10)
+        stopped: list[object] = []
+        root.stopService().addCallback(stopped.append)
+        assert stopped == [None]
+        reactor.pump([0.1] * 100)  # the start's timer would have fired by now
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert calls == ["start", "stop"]
+    assert reactor.udp_ports == [] and reactor.tcpServers == []
+    assert len(started) == 1 and started[0].check(CancelledError)
+    assert not reactor.hasStopped
+    formats = [e.get("log_format") for e in events]
+    assert "the daemon stopped during start-up, before it served" in formats
+    assert "clicktodial cannot start: {error}" not in formats
+    assert formats.index("clicktodial stopped") > formats.index(
+        "the daemon stopped during start-up, before it served"
+    )
+
+
+def test_stop_during_store_start_that_cannot_be_cancelled_still_stops_the_store() -> None:
+    """A store whose start has no canceller and completes after the stop: the store is
+    stopped once, and its late success starts nothing."""
+    from twisted.internet.defer import Deferred
+
+    reactor = FakeReactor()
+    pending: Deferred[None] = Deferred()
+    store, calls = _starting_store(reactor, lambda: pending)
+    root = build_service(parse_config(CONFIG, "x.ini"), reactor, store=store)
+    root.started.addErrback(lambda _: None)
+    root.startService()
+    root.stopService()
+    pending.callback(None)
+    assert calls == ["start", "stop"]
+    assert reactor.udp_ports == []
+
+
+def test_stop_after_a_failed_store_start_still_stops_the_store() -> None:
+    """A store that failed to start may hold started thread pools: stopping releases them."""
+    from twisted.internet.defer import fail
+
+    from clicktodial.store.errors import StoreUnavailable
+
+    reactor = FakeReactor()
+    store, calls = _starting_store(reactor, lambda: fail(StoreUnavailable("database gone")))
+    root = build_service(parse_config(CONFIG, "x.ini"), reactor, store=store)
+    root.started.addErrback(lambda _: None)
+    root.startService()
+    assert reactor.hasStopped
+    root.stopService()
+    assert calls == ["start", "stop"]

@@ -255,3 +255,33 @@ class TestDaemonSignals:
         service.stopService()
         reactor.run()
         assert {s: signal.getsignal(s) for s in before} == before
+
+    def test_sigterm_before_the_reactor_runs_is_held_then_stops_it_cleanly(self) -> None:
+        """Between loading the configuration and running the reactor, SIGTERM must not kill
+        the process (exit status "killed by a signal"): it is held, and once the reactor
+        runs the daemon stops as on any SIGTERM."""
+        before = signal.getsignal(signal.SIGTERM)
+        reactor = ThreadCallRecordingReactor()
+        service = tap.DaemonSignals(reactor, lambda: None)
+        service.hold_sigterm()
+        held = signal.getsignal(signal.SIGTERM)
+        assert callable(held) and held is not before
+        held(signal.SIGTERM, None)
+        service.startService()
+        assert not reactor.hasStopped
+        reactor.run()
+        reactor.run_thread_calls()
+        assert reactor.hasStopped
+        service.stopService()
+        assert signal.getsignal(signal.SIGTERM) is before
+
+    def test_held_sigterm_handler_is_removed_when_stopped_before_the_reactor_runs(self) -> None:
+        before = signal.getsignal(signal.SIGTERM)
+        reactor = ThreadCallRecordingReactor()
+        service = tap.DaemonSignals(reactor, lambda: None)
+        service.hold_sigterm()
+        service.startService()
+        service.stopService()
+        reactor.run()
+        assert signal.getsignal(signal.SIGTERM) is before
+        assert reactor.from_threads == []

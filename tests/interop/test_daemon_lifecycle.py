@@ -1,10 +1,14 @@
 """
-The daemon as twistd runs it: start, serve /healthz, survive SIGHUP, stop cleanly on SIGTERM,
-refuse a bad configuration with one line. Real processes on loopback ports.
+The daemon as twistd runs it: start, serve /healthz, survive SIGHUP, stop cleanly on SIGTERM
+(also when it comes during start-up), refuse a bad configuration with one line. Real
+processes on loopback ports.
 """
 
 import json
 import signal
+import sqlite3
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,6 +70,78 @@ def test_sighup_reloads_the_configuration_and_does_not_stop_the_daemon(
     assert daemon.process.poll() is None
     assert http_get(f"http://127.0.0.1:{web_port}/healthz") == (200, b"ok")
     assert daemon.stop() == 0
+
+
+def test_sigterm_while_the_store_is_still_starting_exits_0_and_leaves_the_database_usable(
+    start_daemon: Callable[[str], Any], free_port: Callable[[], int], tmp_path: Path
+) -> None:
+    """The store's start-up (here: the schema migration, waiting for a database another
+    process holds locked) is interrupted by SIGTERM: twistd exits 0 once the database
+    operation in progress gives up (busy_timeout), with no thread left running; the database
+    is intact and a daemon started afterwards migrates it and serves."""
+    database = tmp_path / "clicktodial.sqlite"
+    locker = sqlite3.connect(database, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        web_port = free_port()
+        ini = daemon_config(web_port, free_port(), tmp_path)
+        daemon = start_daemon(ini)
+        daemon.wait_for_log(f"clicktodial {__version__} starting")
+        time.sleep(0.5)  # the migration is waiting for the lock
+        assert "SIP listening on" not in daemon.log()
+        daemon.signal(signal.SIGTERM)
+        status = daemon.process.wait(30)
+    finally:
+        locker.rollback()
+        locker.close()
+    log = daemon.log()
+    assert status == 0, log + daemon.output()
+    assert "the daemon stopped during start-up" in log
+    assert "clicktodial stopped" in log
+    assert "Traceback" not in log + daemon.output()
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    again = start_daemon(ini)
+    again.wait_for_log("SIP listening on")
+    assert again.stop() == 0
+
+
+def test_sigterm_at_any_moment_of_start_up_ends_the_daemon_cleanly(
+    start_daemon: Callable[[str], Any], free_port: Callable[[], int], tmp_path: Path
+) -> None:
+    """SIGTERM at growing delays after spawning twistd (a sweep through start-up, until the
+    daemon has been serving before the signal three times): each time it ends within
+    seconds, with status 0 once it has loaded its configuration. Before that, while Python
+    and twistd are still importing, SIGTERM ends the process as it ends any process:
+    nothing had started (systemd counts that as a clean stop too)."""
+    served = 0
+    delay = 0.0
+    while served < 3 and delay < 6.0:
+        ini = daemon_config(free_port(), free_port(), tmp_path / f"{delay:.2f}")
+        (tmp_path / f"{delay:.2f}").mkdir()
+        daemon = start_daemon(ini)
+        time.sleep(delay)
+        daemon.signal(signal.SIGTERM)
+        try:
+            status = daemon.process.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"twistd still running 30 s after SIGTERM at {delay:.2f} s\n{daemon.log()}")
+        log = daemon.log()
+        assert "Traceback" not in log + daemon.output()
+        if status != 0:
+            assert status == -signal.SIGTERM, log + daemon.output()
+            assert ": configuration " not in log, "killed by the signal after loading its config"
+        else:
+            assert "clicktodial stopped" in log, log
+            listening = log.find("SIP listening on")
+            if 0 <= listening < log.index("Received SIGTERM"):
+                served += 1
+        database = tmp_path / f"{delay:.2f}" / "clicktodial.sqlite"
+        if database.exists():
+            with sqlite3.connect(database) as db:
+                assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        delay += 0.05
+    assert served == 3
 
 
 def test_json_log_goes_to_the_configured_file(
