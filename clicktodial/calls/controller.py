@@ -230,6 +230,25 @@ class CallController:
         """See L{ICallController.subscribe}."""
         return self.events.subscribe(listener)
 
+    #: The C{[calls]} keys L{reload} applies (the rest need a restart).
+    RELOADED_SETTINGS = frozenset(
+        ["policy", "who_may_call", "max_calls_per_user", "max_calls_total",
+         "ring_timeout", "callee_ring_timeout", "max_duration"]
+    )  # fmt: skip
+
+    def reload(self, config: Config) -> None:
+        """
+        SIGHUP: calls placed from now on follow C{config}'s C{[calls]} policy
+        (who may call, the limits, the media flow) and timers.  Calls in
+        progress keep the flow and timers they started with (each L{Call}
+        holds its own) and still count towards the new limits.  When the new
+        policy cannot be built, the error propagates and nothing changes.
+        """
+        policy = create_policy(config.calls)
+        self.settings = settings_from_config(config.calls, self.settings.bridge_timeout)
+        self.policy = policy
+        log.info("[calls] policy {name} in force for new calls", name=config.calls.policy)
+
     # -- CallObserver ----------------------------------------------------------
 
     def call_changed(self, call: Call, update: CallUpdate) -> None:
