@@ -7,7 +7,8 @@ tree built by :func:`clicktodial.service.build_service`:
 - :class:`~clicktodial.shutdown.GracefulStop` (``[daemon] shutdown_grace``), run by
   :class:`clicktodial.tap.DaemonSignals` on SIGTERM;
 - ``/metrics`` and ``/readyz`` (:mod:`clicktodial.metrics`);
-- reload hooks for what ``SIGHUP`` applies live (``[limits]``, ``[daemon]``).
+- reload hooks for what ``SIGHUP`` applies live (``[limits]``, ``[daemon]``, and the call
+  controller's ``[calls]`` policy, limits and timers).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from clicktodial.calls.events import CallInfo
 from clicktodial.config import Config
 from clicktodial.interfaces import ICallEventListener
 from clicktodial.metrics import DaemonCollector, DaemonMetrics, MetricsResource, ReadinessResource
+from clicktodial.reload import ReloadHook, ReloadRefused
 from clicktodial.shutdown import CallsInProgress, GracefulStop, ua_calls
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.stack import SIPStack
 
-__all__ = ["Operations", "install_operations", "store_pending"]
+__all__ = ["Operations", "check_calls_policy", "install_operations", "store_pending"]
 
 
 def store_pending(store: object) -> Callable[[], int]:
@@ -61,6 +63,10 @@ class Operations:
         self._call_controller: Any = None
         #: whether the call controller applies ``[calls]`` on SIGHUP
         self.reloads_calls = False
+        #: the ``section.key`` settings the call controller applies on SIGHUP
+        self.live_settings: frozenset[str] = frozenset()
+        #: run on SIGHUP before any reload hook (``ConfigReloader`` ``checks``)
+        self.reload_checks: list[ReloadHook] = []
         metrics.collector(
             DaemonCollector(
                 [],
@@ -100,6 +106,21 @@ class Operations:
         """Apply the live parts of a reloaded configuration: ``[limits]``, ``[daemon]``."""
         self.admission.configure(config.limits)
         self.graceful_stop.grace = config.daemon.shutdown_grace
+
+
+def check_calls_policy(config: Config) -> None:
+    """
+    SIGHUP check: the new ``[calls]`` policy can be built (a plugin may refuse its settings),
+    so that the controller's hook cannot fail after other hooks have applied the rest.
+    """
+    from clicktodial.calls.policy import create_policy
+
+    try:
+        create_policy(config.calls)
+    except Exception as e:
+        raise ReloadRefused(
+            "calls", "policy", f"cannot build policy {config.calls.policy!r}: {e}"
+        ) from None
 
 
 def _count_states(calls: list[Any]) -> dict[str, float]:
@@ -216,10 +237,14 @@ def install_operations(
         reload_hooks.append(operations.reload)
     if call_controller is not None:
         operations.use_call_controller(call_controller)
-        # [calls] policy settings change live once the controller can take them
-        # (a ``reload(config)`` method); until then they are named as needing a restart.
+        # [calls] policy settings change live when the controller can take them (a
+        # ``reload(config)`` method, and the keys it applies in RELOADED_SETTINGS); the
+        # others are named as needing a restart.
         reload_calls = getattr(call_controller, "reload", None)
         if reload_hooks is not None and callable(reload_calls):
+            operations.reload_checks.append(check_calls_policy)
             reload_hooks.append(reload_calls)
             operations.reloads_calls = True
+            keys: frozenset[str] = getattr(call_controller, "RELOADED_SETTINGS", frozenset())
+            operations.live_settings = frozenset(f"calls.{key}" for key in keys)
     return operations

@@ -2,13 +2,15 @@
 ``SIGHUP``: re-read the configuration file and apply what can change while running.
 
 What changes live: ``[log] level``, ``[limits]``, ``[daemon] shutdown_grace``, and whatever a
-component applies in its reload hook (the call controller's ``reload(config)`` for ``[calls]``,
-once it has one).
+component applies in its reload hook (the call controller's ``reload(config)`` for the
+``[calls]`` policy, its limits and timers: new calls follow them, calls in progress keep theirs).
 Anything else that changed (listen addresses, the store, the SIP domain...) is named in a
 warning: it takes effect at the next restart. Calls and registrations are untouched.
 
 A configuration that does not load is logged with its one-line message and the running
-configuration stays.
+configuration stays. So is one that loads but that a component refuses in its check (run
+before any hook applies anything; e.g. a ``[calls] policy`` plugin that cannot be built with
+the new settings): checks raise :class:`ReloadRefused` naming the section and key.
 """
 
 from __future__ import annotations
@@ -20,16 +22,26 @@ from twisted.logger import Logger
 
 from clicktodial.config import Config, ConfigError, load_config
 
-__all__ = ["LIVE_SETTINGS", "ConfigReloader", "ReloadHook", "changed_settings"]
+__all__ = ["LIVE_SETTINGS", "ConfigReloader", "ReloadHook", "ReloadRefused", "changed_settings"]
 
 log = Logger(namespace="clicktodial.reload")
 
 #: A component's reload hook: gets the new configuration, applies what it can.
 ReloadHook = Callable[[Config], object]
 
-#: Sections (or ``section.key``) applied live by the daemon's own hooks. ``[calls]`` is
-#: applied by the call controller when it registers a hook (``live`` of ConfigReloader).
+#: Sections (or ``section.key``) applied live by the daemon's own hooks. ``[calls]`` keys are
+#: applied by the call controller's hook (``live`` of ConfigReloader).
 LIVE_SETTINGS = frozenset(["log.level", "limits", "daemon"])
+
+
+class ReloadRefused(Exception):
+    """A reload check refuses the new configuration: ``[section] key: problem``."""
+
+    def __init__(self, section: str, key: str | None, problem: str) -> None:
+        super().__init__(section, key, problem)
+        self.section = section
+        self.key = key
+        self.problem = problem
 
 
 def changed_settings(old: Config, new: Config) -> list[str]:
@@ -57,6 +69,8 @@ class ConfigReloader:
     :param hooks: called in order with the new configuration; the list may grow after
         construction (components register in it).
     :param notify: optional ``(state) -> None`` to tell systemd (``RELOADING=1``/``READY=1``).
+    :param checks: called with the new configuration before any hook; one raising
+        :class:`ReloadRefused` keeps the running configuration (this list may grow too).
     """
 
     def __init__(
@@ -66,8 +80,10 @@ class ConfigReloader:
         hooks: Sequence[ReloadHook],
         notify: Callable[[str], object] | None = None,
         live: frozenset[str] = LIVE_SETTINGS,
+        checks: Sequence[ReloadHook] = (),
     ) -> None:
         self.path = path
+        self.checks = checks
         self.config = config
         self.hooks = hooks
         self.notify = notify
@@ -80,6 +96,13 @@ class ConfigReloader:
             self.notify("RELOADING=1")
         try:
             new = load_config(self.path)
+            for check in self.checks:
+                try:
+                    check(new)
+                except ReloadRefused as refused:
+                    raise ConfigError(
+                        self.path, refused.problem, refused.section, refused.key
+                    ) from None
         except ConfigError as e:
             log.error(
                 "SIGHUP: configuration not reloaded, the running one stays: {error}",

@@ -18,7 +18,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from clicktodial import __version__
-from clicktodial.config import ConfigError, load_config
+from clicktodial.config import Config, ConfigError, load_config
 from clicktodial.log import make_log_observer
 from clicktodial.reload import LIVE_SETTINGS, ConfigReloader
 from clicktodial.service import build_service
@@ -195,13 +195,15 @@ def makeService(options: Options) -> IService:
     notifier.setServiceParent(root)
     # SIGHUP: the log level first, then the components' hooks (clicktodial.reload).
     daemon.reload_hooks.insert(0, lambda new: observer.set_level(new.log.level))
-    live = LIVE_SETTINGS
-    if daemon.operations is not None and daemon.operations.reloads_calls:
-        live = live | {"calls"}
-    reloader = ConfigReloader(
-        path, config, daemon.reload_hooks, notify=notifier.notify, live=live
-    )
     operations = daemon.operations
+    live = LIVE_SETTINGS
+    checks: list[Callable[[Config], object]] = []
+    if operations is not None:
+        live = live | operations.live_settings
+        checks = operations.reload_checks
+    reloader = ConfigReloader(
+        path, config, daemon.reload_hooks, notify=notifier.notify, live=live, checks=checks
+    )
 
     def drain() -> Deferred[None]:
         notifier.notify("STOPPING=1")

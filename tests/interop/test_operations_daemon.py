@@ -331,3 +331,43 @@ def test_under_systemd_the_daemon_notifies_ready_reloading_and_stopping(
         daemon.signal(signal.SIGTERM)
         assert notify.recv(4096) == b"STOPPING=1"
         assert daemon.process.wait(30) == 0
+
+
+@needs_sipp
+def test_sighup_swaps_the_calls_policy_and_the_call_in_progress_goes_on(
+    make_setup: Callable[[str], Setup],
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """A call connected between two SIPp phones survives a SIGHUP that lowers
+    ``[calls] max_calls_total`` to 1; the next call is refused by the new limit while the
+    first one is up, and allowed once it has ended."""
+    setup = make_setup("")
+    daemon = setup.start()
+    daemon.wait_for_log("created demo users")
+    alice = sipp_phone(tmp_path, "alice", setup.sip_port, processes)
+    bob = sipp_phone(tmp_path, "bob", setup.sip_port, processes)
+    call = setup.control.place("alice", "bob")
+    wait_until(
+        lambda: setup.control.get(call["call_id"])["state"] == "connected", 30, "connected"
+    )
+    config = next(tmp_path.glob("daemon*.ini"))
+    config.write_text(config.read_text().replace("[calls]\n", "[calls]\nmax_calls_total = 1\n"))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_log("SIGHUP: configuration reloaded")
+    assert "[calls] policy flow4 in force for new calls" in daemon.log()
+    assert "take effect at the next restart" not in daemon.log()
+    status, body = setup.control._call("POST", setup.control.base, {"caller": "bob",
+                                                                     "callee": "alice"})
+    assert (status, body["error"]) == (403, "total-limit"), body
+    time.sleep(1.0)
+    assert setup.control.get(call["call_id"])["state"] == "connected"
+    assert alice.poll() is None and bob.poll() is None
+    assert setup.control.hang_up(call["call_id"])
+    assert alice.wait(30) == 0 and bob.wait(30) == 0
+    wait_until(lambda: setup.control.active() == [], 10, "the call ended")
+    # The limit counts calls in progress: with none, a new call may be placed.
+    again = setup.control.place("bob", "alice")
+    setup.control.hang_up(again["call_id"])
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
