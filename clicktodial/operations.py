@@ -193,6 +193,12 @@ def install_operations(
                     lambda: len(sip.user_agent.sessions),
                 ),
                 (
+                    "clicktodial_sip_ua_active",
+                    "What the SIP UA core holds: sessions, INVITEs in progress both ways,"
+                    " merge-detection entries (0 when idle).",
+                    lambda: sip.user_agent.active_count,
+                ),
+                (
                     "clicktodial_calls_in_progress",
                     "Calls in progress, as the graceful stop counts them.",
                     lambda: graceful.calls.count(),

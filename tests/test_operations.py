@@ -424,6 +424,7 @@ def test_scrape_after_a_register_through_the_daemon_shows_it_and_the_gauges() ->
     assert 'clicktodial_register_responses_total{status="401"} 1.0' in text
     assert "clicktodial_sip_transactions_active 1.0" in text
     assert "clicktodial_sip_dialogs_active 0.0" in text
+    assert "clicktodial_sip_ua_active 0.0" in text
     assert 'clicktodial_sip_requests_refused{reason="draining"} 0.0' in text
     root.stopService()
 
