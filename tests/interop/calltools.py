@@ -102,10 +102,14 @@ def register(user: str, password: str, port: int, sip_port: int, expires: int = 
 
 
 class Control:
-    """The daemon's internal call-control API (``[calls] control_listen``)."""
+    """
+    The daemon's internal call-control API (``[calls] control_listen``) and, given
+    ``web_port``, its ``/metrics`` (what the UA core and the controller still hold).
+    """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, web_port: int | None = None) -> None:
         self.base = f"http://127.0.0.1:{port}/calls"
+        self.metrics_url = f"http://127.0.0.1:{web_port}/metrics" if web_port else None
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def _call(self, method: str, url: str, body: object = None) -> tuple[int, Any]:
@@ -131,3 +135,23 @@ class Control:
         status, body = self._call("DELETE", f"{self.base}/{call_id}?by={by}")
         assert status == 200, body
         return bool(body["hung_up"])
+
+    def active(self) -> list[dict[str, Any]]:
+        """The calls in progress (``GET /calls``)."""
+        status, body = self._call("GET", self.base)
+        assert status == 200, body
+        return list(body)
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` as ``{name: value}``, each metric summed over its labels."""
+        assert self.metrics_url is not None, "Control made without web_port"
+        with self.opener.open(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            sample, _, value = line.rpartition(" ")
+            name = sample.split("{", 1)[0]
+            values[name] = values.get(name, 0.0) + float(value)
+        return values

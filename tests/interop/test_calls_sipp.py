@@ -5,8 +5,10 @@ The daemon runs as a subprocess (``twistd -n clicktodial``, SQLite store with th
 users alice and bob, T1 = 0.1 s so 64*T1 = 6.4 s); each phone is a SIPp UAS on its own
 port, registered with Digest from that port before SIPp starts; calls are placed and
 hung up through the daemon's loopback-only internal call-control API (``[calls]
-control_listen``), and the outcome is read back from the call record. Every wait is
-bounded; every process is killed by PID at the end.
+control_listen``), and the outcome is read back from the call record. After every path,
+``assert_no_leftovers`` checks that nothing of the call stays in the daemon: no call in
+the controller, no SIP dialog, no SIP transaction (``/metrics``). Every wait is bounded;
+every process is killed by PID at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ pytestmark = [
 
 SCENARIOS = Path(__file__).parent / "sipp"
 SIPP_TIMEOUT = 60
+#: How long the daemon may take to let go of a call: Timer D keeps an INVITE client
+#: transaction that got a failure (486, 487, 603...) for 32 s over UDP whatever T1 is;
+#: the rest (Timer J, L, M: 64*T1 = 6.4 s; K: T4) is shorter. Generous: shared machine.
+LEFTOVER_TIMEOUT = 90
+#: What ``assert_no_leftovers`` reads from ``/metrics`` (each must be 0 at the end).
+HELD_METRICS = (
+    "clicktodial_calls_in_progress",
+    "clicktodial_sip_dialogs_active",
+    "clicktodial_sip_ua_active",  # also INVITEs in progress and merge-detection entries
+    "clicktodial_sip_transactions_active",
+)
 
 
 class Phones:
@@ -108,7 +121,7 @@ def setup(
         daemon.wait_for_log("created demo users")
         phones = Phones(tmp_path, sip_port)
         phones_made.append(phones)
-        return daemon, Control(control_port), phones
+        return daemon, Control(control_port, web_port), phones
 
     yield make
     for phones in phones_made:
@@ -135,6 +148,40 @@ def wait_state(control: Control, call_id: str, state: str, timeout: float = 30) 
                f"call {call_id} to be {state}")
 
 
+def outcome(record: dict[str, Any]) -> tuple[Any, ...]:
+    """How the call ended: end reason, SIP status, who hung up, final state."""
+    return (record["end_reason"], record["sip_status"], record["who_hung_up"], record["state"])
+
+
+def held(control: Control) -> dict[str, float]:
+    """What the daemon holds now: calls in the controller, dialogs, transactions."""
+    metrics = control.metrics()
+    missing = [name for name in HELD_METRICS if name not in metrics]
+    assert not missing, f"/metrics lacks {missing}"
+    values = {name: metrics[name] for name in HELD_METRICS}
+    values["clicktodial_calls_active"] = metrics.get("clicktodial_calls_active", 0.0)
+    values["GET /calls"] = float(len(control.active()))
+    return values
+
+
+def assert_no_leftovers(control: Control, timeout: float = LEFTOVER_TIMEOUT) -> None:
+    """
+    Within ``timeout`` s the daemon holds nothing of any call: no call in the
+    controller (``GET /calls``, ``clicktodial_calls_active``, ``..._in_progress``), no
+    SIP dialog, nothing else in the UA core (INVITEs in progress, merge-detection
+    entries) and no SIP transaction (their timers go with them). The calls' own timers
+    are checked on a fake clock by the unit tests (``assert_quiescent``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        values = held(control)
+        if not any(values.values()):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout} s the daemon still holds {values}")
+        time.sleep(0.5)
+
+
 @pytest.mark.parametrize("policy", ["flow4", "flow1"])
 def test_callee_busy_gives_the_caller_bye_with_reason_486(setup: Any, policy: str) -> None:
     daemon, control, phones = setup(policy)
@@ -147,6 +194,7 @@ def test_callee_busy_gives_the_caller_bye_with_reason_486(setup: Any, policy: st
     assert phones.wait("alice") == 0, phones.report("alice")
     assert phones.wait("bob") == 0, phones.report("bob")
     assert "Reason: SIP ;cause=486" in phones.messages("alice")
+    assert_no_leftovers(control)
 
 
 def test_caller_not_answering_is_cancelled_after_the_ring_timeout(setup: Any) -> None:
@@ -159,6 +207,7 @@ def test_caller_not_answering_is_cancelled_after_the_ring_timeout(setup: Any) ->
     assert phones.wait("alice") == 0, phones.report("alice")
     assert time.monotonic() - started >= 2
     assert (record["end_reason"], record["who_hung_up"]) == ("caller-no-answer", "system")
+    assert_no_leftovers(control)
 
 
 def test_caller_rejecting_fails_the_call_with_its_status(setup: Any) -> None:
@@ -170,6 +219,7 @@ def test_caller_rejecting_fails_the_call_with_its_status(setup: Any) -> None:
     assert phones.wait("alice") == 0, phones.report("alice")
     assert (record["end_reason"], record["sip_status"]) == ("caller-rejected", 603)
     assert record["callee_rung_at"] is None
+    assert_no_leftovers(control)
 
 
 def test_flow4_survives_a_callee_answering_after_the_callers_2xx_window(setup: Any) -> None:
@@ -184,6 +234,7 @@ def test_flow4_survives_a_callee_answering_after_the_callers_2xx_window(setup: A
     assert (record["end_reason"], record["who_hung_up"]) == ("caller-hangup", "caller")
     assert phones.wait("alice") == 0, phones.report("alice")
     assert phones.wait("bob") == 0, phones.report("bob")
+    assert_no_leftovers(control)
 
 
 def test_caller_hanging_up_while_callee_rings_cancels_the_callee(setup: Any) -> None:
@@ -196,6 +247,7 @@ def test_caller_hanging_up_while_callee_rings_cancels_the_callee(setup: Any) -> 
     assert phones.wait("bob") == 0, phones.report("bob")
     assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
         "caller-hangup", "caller", "failed")
+    assert_no_leftovers(control)
 
 
 def test_reinvite_from_a_phone_is_relayed_to_the_other(setup: Any) -> None:
@@ -213,3 +265,92 @@ def test_reinvite_from_a_phone_is_relayed_to_the_other(setup: Any) -> None:
         "cancelled", "system", "ended")
     assert phones.wait("alice") == 0, phones.report("alice")
     assert phones.wait("bob") == 0, phones.report("bob")
+    assert_no_leftovers(control)
+
+
+@pytest.mark.parametrize("policy", ["flow4", "flow1"])
+def test_callee_not_answering_is_cancelled_and_the_caller_gets_bye_408(
+    setup: Any, policy: str
+) -> None:
+    # Below the caller's 64*T1 (6.4 s): Flow I leaves the caller's 2xx unACKed meanwhile.
+    daemon, control, phones = setup(policy, callee_ring_timeout="3")
+    phones.start("alice", "call_phone_answer.xml", 300)
+    phones.start("bob", "call_phone_ring.xml")
+    call = control.place("alice", "bob")
+    record = final_record(control, call["call_id"])
+    assert outcome(record) == (
+        "callee-no-answer", 408, "system", "failed")
+    assert record["callee_rung_at"] is not None
+    assert phones.wait("bob") == 0, phones.report("bob")  # CANCEL, 487, ACK
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert "CANCEL sip:bob@" in phones.messages("bob")
+    assert "Reason: SIP ;cause=408" in phones.messages("alice")
+    assert_no_leftovers(control)
+
+
+def test_callee_declining_gives_the_caller_bye_with_reason_603(setup: Any) -> None:
+    daemon, control, phones = setup()
+    phones.start("alice", "call_phone_answer.xml", 300)
+    phones.start("bob", "call_phone_decline.xml", 300)
+    call = control.place("alice", "bob")
+    record = final_record(control, call["call_id"])
+    assert outcome(record) == (
+        "callee-rejected", 603, "callee", "failed")
+    assert phones.wait("bob") == 0, phones.report("bob")
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert "Reason: SIP ;cause=603" in phones.messages("alice")
+    assert_no_leftovers(control)
+
+
+def test_unreachable_callee_gives_the_caller_bye_with_its_status(setup: Any) -> None:
+    """bob's binding is a port nobody listens on: Timer B (64*T1 = 6.4 s) or an ICMP error."""
+    daemon, control, phones = setup("flow4", callee_ring_timeout="60")
+    phones.start("alice", "call_phone_answer.xml", 300)
+    phones.register_only("bob")
+    call = control.place("alice", "bob")
+    record = final_record(control, call["call_id"], timeout=45)
+    assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
+        "callee-unreachable", "system", "failed")
+    assert record["sip_status"] in (408, 503), record
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert f"Reason: SIP ;cause={record['sip_status']}" in phones.messages("alice")
+    assert_no_leftovers(control)
+
+
+#: The caller's phone that hangs up a connected call: Flow IV re-INVITEs it first.
+CALLER_HANGUP = {"flow4": "call_phone_reinvited_hangup.xml", "flow1": "call_phone_hangup.xml"}
+
+
+@pytest.mark.parametrize("policy", ["flow4", "flow1"])
+def test_caller_hanging_up_a_connected_call_gives_the_callee_bye(setup: Any, policy: str) -> None:
+    daemon, control, phones = setup(policy)
+    phones.start("alice", CALLER_HANGUP[policy], 1500)
+    phones.start("bob", "call_phone_answer.xml", 300)
+    call = control.place("alice", "bob")
+    record = final_record(control, call["call_id"])
+    assert outcome(record) == (
+        "caller-hangup", None, "caller", "ended")
+    assert phones.wait("alice") == 0, phones.report("alice")  # its BYE got 200
+    assert phones.wait("bob") == 0, phones.report("bob")
+    assert "BYE sip:bob@" in phones.messages("bob")
+    assert_no_leftovers(control)
+
+
+@pytest.mark.parametrize("policy", ["flow4", "flow1"])
+def test_callee_hanging_up_a_connected_call_gives_the_caller_bye(setup: Any, policy: str) -> None:
+    daemon, control, phones = setup(policy)
+    phones.start("alice", "call_phone_answer.xml", 300)
+    phones.start("bob", "call_phone_hangup.xml", 5000)
+    call = control.place("alice", "bob")
+    wait_state(control, call["call_id"], "connected")
+    # While connected the daemon holds the call and both dialogs (what must go after).
+    during = held(control)
+    assert (during["GET /calls"], during["clicktodial_sip_dialogs_active"]) == (1, 2), during
+    assert during["clicktodial_sip_ua_active"] >= 2, during
+    record = final_record(control, call["call_id"])
+    assert outcome(record) == (
+        "callee-hangup", None, "callee", "ended")
+    assert phones.wait("bob") == 0, phones.report("bob")  # its BYE got 200
+    assert phones.wait("alice") == 0, phones.report("alice")
+    assert "BYE sip:alice@" in phones.messages("alice")
+    assert_no_leftovers(control)
