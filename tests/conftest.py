@@ -48,17 +48,27 @@ def twistd_argv(*args: str) -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def find_free_port() -> int:
-    """A port on 127.0.0.1 that is free for both TCP and UDP right now."""
+    """
+    A port on 127.0.0.1 that is free for both TCP and UDP right now, and that this
+    session has not handed out before: the kernel may offer a just-closed port again,
+    and a test asking for three ports once got the same one twice.
+    """
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind(("127.0.0.1", 0))
             port: int = tcp.getsockname()[1]
+            if port in _HANDED_OUT:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 try:
                     udp.bind(("127.0.0.1", port))
                 except OSError:
                     continue
+                _HANDED_OUT.add(port)
                 return port
     raise RuntimeError("no free port on 127.0.0.1")
 
