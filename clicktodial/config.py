@@ -1036,14 +1036,14 @@ class MediaConfig:
         ),
     )
     direction: str = attrs.field(
-        default="sendonly",
+        default="sendrecv",
         metadata=setting(
-            parse_choice("sendonly", "sendrecv"),
-            "sendonly",
-            "Direction attribute of our answer to the caller (RFC 3264 §6.1): sendonly (we"
-            " only send; the phone need not send us anything) or sendrecv (the phone may"
-            " send too, and we drop it): baresip 1.x plays nothing on a stream it may"
-            " not send on, see docs/media.md.",
+            parse_choice("sendrecv", "sendonly"),
+            "sendrecv",
+            "Direction attribute of our answer to the caller (RFC 3264 §6.1): sendrecv"
+            " (the phone may send too, and we drop it) or sendonly (we only send). Phones"
+            " treat a sendonly answer like being put on hold (RFC 3264 §8.4); baresip 1.x"
+            " then plays nothing, see docs/media.md.",
         ),
     )
 

@@ -1,9 +1,9 @@
-"""SDP for the ringback leg: where to send, which codec, and our sendonly answer."""
+"""SDP for the ringback leg: where to send, which codec, and our answer."""
 
 import pytest
 
 from clicktodial.media.codecs import Codec
-from clicktodial.media.sdp import NoUsableMedia, audio_destination, sendonly_answer
+from clicktodial.media.sdp import NoUsableMedia, audio_destination, ringback_answer
 from clicktodial.sip.sdp import SessionDescription
 
 
@@ -64,34 +64,35 @@ def test_unusable_offers_say_why(body: bytes, reason: str) -> None:
         audio_destination(body)
 
 
-def test_sendonly_answer() -> None:
-    """Our answer: one format on our address/port, sendonly, other m-lines rejected."""
+def test_ringback_answer() -> None:
+    """Our answer: one format on our address/port, sendrecv, other m-lines rejected."""
     body = offer("m=video 5000 RTP/AVP 96\r\n", AUDIO)
     chosen = audio_destination(body)
-    answer = SessionDescription.parse(sendonly_answer(body, chosen, "127.0.0.1", 20000))
+    answer = SessionDescription.parse(ringback_answer(body, chosen, "127.0.0.1", 20000))
     media = answer.media
     assert [(m.media, m.port) for m, _ in media] == [("video", 0), ("audio", 20000)]
     assert media[1][0].formats == ("8",)
     assert answer.connection is not None and answer.connection.address == "127.0.0.1"
     lines = [v for k, v in answer.lines if k == "a"]
-    assert lines == ["rtpmap:8 PCMA/8000", "ptime:20", "sendonly"]
+    assert lines == ["rtpmap:8 PCMA/8000", "ptime:20", "sendrecv"]
 
 
-def test_sendonly_answer_ipv6() -> None:
+def test_ringback_answer_ipv6() -> None:
     """An IPv6 media address is written as IP6 in o= and c=."""
     body = offer(AUDIO)
-    answer = SessionDescription.parse(sendonly_answer(body, audio_destination(body), "::1", 20002))
+    answer = SessionDescription.parse(ringback_answer(body, audio_destination(body), "::1", 20002))
     assert answer.connection is not None
     assert (answer.connection.addrtype, answer.connection.address) == ("IP6", "::1")
     assert answer.origin.addrtype == "IP6"
 
 
-def test_sendrecv_answer_when_configured() -> None:
-    """direction=sendrecv writes a=sendrecv (for phones that mute recvonly streams)."""
+def test_sendonly_answer_when_configured() -> None:
+    """direction=sendonly writes a=sendonly; recvonly or inactive are refused."""
     body = offer(AUDIO)
-    answer = sendonly_answer(
-        body, audio_destination(body), "127.0.0.1", 20000, direction="sendrecv"
+    answer = ringback_answer(
+        body, audio_destination(body), "127.0.0.1", 20000, direction="sendonly"
     )
-    assert b"a=sendrecv\r\n" in answer and b"sendonly" not in answer
-    with pytest.raises(ValueError, match="invalid direction"):
-        sendonly_answer(body, audio_destination(body), "127.0.0.1", 20000, direction="recvonly")
+    assert b"a=sendonly\r\n" in answer and b"sendrecv" not in answer
+    for refused in ("recvonly", "inactive"):
+        with pytest.raises(ValueError, match="invalid direction"):
+            ringback_answer(body, audio_destination(body), "127.0.0.1", 20000, direction=refused)

@@ -3,8 +3,8 @@ Ringback and failure tones for the caller's leg of a click-to-dial call.
 
 RFC 3725 Flow IV answers the caller's offer (in the ACK) before the callee
 is rung.  With :class:`RingbackPlayer` that answer is ours for real: a
-``sendonly`` stream from our address (:func:`~clicktodial.media.sdp.sendonly_answer`),
-on which the caller hears ringback while the callee rings.  When the callee
+stream from our address (:func:`~clicktodial.media.sdp.ringback_answer`), on
+which the caller hears ringback while the callee rings.  When the callee
 answers, the stream stops and the caller is re-INVITEd with the callee's
 offer as before.  When the call cannot be made, the caller hears the busy
 tone (486, 600, 603) or the congestion tone (anything else) for
@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from clicktodial.media.codecs import Codec
 from clicktodial.media.rtp import PortRangeExhausted, RtpPortAllocator, RtpStream
-from clicktodial.media.sdp import NoUsableMedia, audio_destination, sendonly_answer
+from clicktodial.media.sdp import NoUsableMedia, audio_destination, ringback_answer
 from clicktodial.media.tones import BUSY, CONGESTION, RINGBACK, PacketLoop, tone, wav_file
 
 __all__ = ["BUSY_STATUSES", "RingbackPlayer"]
@@ -40,7 +40,7 @@ class RingbackPlayer:
     :param ringback: ``us``, ``uk``, ``eu`` or ``file:PATH`` (``[calls] ringback``).
     :param tones: region of the busy and congestion tones (``[calls] tones``).
     :param failure_tone_seconds: how long a failure tone plays before the caller's BYE.
-    :param direction: of our answer, ``sendonly`` or ``sendrecv`` (``[media] direction``).
+    :param direction: of our answer, ``sendrecv`` or ``sendonly`` (``[media] direction``).
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class RingbackPlayer:
         ringback: str,
         tones: str = "us",
         failure_tone_seconds: float = 3.0,
-        direction: str = "sendonly",
+        direction: str = "sendrecv",
         rng: random.Random | None = None,
     ) -> None:
         self.clock = clock
@@ -88,7 +88,7 @@ class RingbackPlayer:
 
     def answer(self, offer: bytes, call_id: str) -> tuple[bytes, RtpStream] | None:
         """
-        Start ringback to the caller's ``offer``; our sendonly answer and the stream.
+        Start ringback to the caller's ``offer``; our answer and the stream.
 
         None, logged, when the offer has no audio stream we can send G.711 to or no
         port is free: the caller then gets the held answer and hears nothing.
@@ -117,7 +117,7 @@ class RingbackPlayer:
             peer=chosen.destination,
             port=stream.local_port,
         )
-        body = sendonly_answer(
+        body = ringback_answer(
             offer, chosen, self.allocator.address, stream.local_port, direction=self.direction
         )
         return body, stream
@@ -157,6 +157,17 @@ class RingbackPlayer:
         if stream in self._streams:
             self.cancel_tone(stream)
             del self._streams[stream]
+            sender = stream.sender
+            # Skipped packets mean the reactor was late (an overloaded host): the
+            # caller heard a gap.  Dropped ones are the phone's own (sendrecv).
+            log.debug(
+                "call {record}: tone stream stopped: {sent} packets sent,"
+                " {skipped} skipped, {dropped} received and dropped",
+                record=sender.call_id,
+                sent=sender.sent,
+                skipped=sender.skipped,
+                dropped=sender.dropped,
+            )
         stream.close()
 
     def stop_all(self) -> int:

@@ -5,10 +5,11 @@ SDP for a leg that gets our own RTP stream (ringback, failure tones).
   sent (RFC 4566 §5.7, §5.14: the ``c=`` address, media-level over
   session-level, and the ``m=audio`` port) and which G.711 variant to use:
   the first of PCMU/PCMA in the offer's order of preference (RFC 3264 §5.1).
-* :func:`sendonly_answer`: our answer to that offer (RFC 3264 §6): the
+* :func:`ringback_answer`: our answer to that offer (RFC 3264 §6): the
   chosen audio stream accepted on our address and port with one format and
-  ``a=sendonly`` (we send, we do not listen); every other stream rejected
-  with port 0, so the answer has exactly the offer's m-lines.
+  ``a=sendrecv`` (what the phone sends is dropped) or ``a=sendonly``; every
+  other stream rejected with port 0, so the answer has exactly the offer's
+  m-lines.
 
 Builds on :mod:`clicktodial.sip.sdp`.  Pure: no Twisted.
 """
@@ -24,7 +25,7 @@ from clicktodial.media.codecs import Codec
 from clicktodial.media.rtp import check_destination
 from clicktodial.sip.sdp import Media, SDPParseError, SessionDescription, split_sections
 
-__all__ = ["AudioOffer", "NoUsableMedia", "audio_destination", "sendonly_answer"]
+__all__ = ["AudioOffer", "NoUsableMedia", "audio_destination", "ringback_answer"]
 
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -128,20 +129,22 @@ def audio_destination(offer: bytes) -> AudioOffer:
     )
 
 
-def sendonly_answer(
+def ringback_answer(
     offer: bytes,
     chosen: AudioOffer,
     address: str,
     port: int,
     username: str = "clicktodial",
-    direction: str = "sendonly",
+    direction: str = "sendrecv",
 ) -> bytes:
     """
     Our answer to ``offer``: ``chosen`` accepted on ``address``:``port`` with its one
-    format, ``a=ptime:20`` and ``a=sendonly``; the other m-lines rejected (port 0).
+    format, ``a=ptime:20`` and ``a=<direction>``; the other m-lines rejected (port 0).
 
-    ``direction="sendrecv"`` writes ``a=sendrecv`` instead, for phones that play
-    nothing on a stream they may not send on (baresip 1.x); what they send is dropped.
+    ``sendrecv`` (the default) lets the phone send to our port, where it is dropped:
+    phones take a ``sendonly`` peer for one that put them on hold (RFC 3264 §8.4),
+    and baresip 1.x then plays nothing (docs/media.md).  ``sendonly`` says that we
+    only send.
 
     :raises NoUsableMedia: ``offer`` is not SDP.
     """

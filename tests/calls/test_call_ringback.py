@@ -9,7 +9,10 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
+from clicktodial.calls.controller import build_ringback
+from clicktodial.config import parse_config
 from clicktodial.media.codecs import Codec, decode
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.media.rtp import RtpPortAllocator, parse_packet
@@ -17,7 +20,7 @@ from clicktodial.sip.message import Request
 from clicktodial.sip.sdp import SessionDescription
 from clicktodial.testing.callfakes import CallWorld
 from clicktodial.testing.sipfakes import run_for
-from clicktodial.testing.transport import FakeReactor
+from clicktodial.testing.transport import FakeReactor, LogCapture
 from clicktodial.testing.uafakes import Answer, sdp
 
 CALLER_MEDIA = ("127.0.0.1", 40000)  # where uafakes.sdp() asks for its audio
@@ -60,7 +63,7 @@ def tone_energy(packets: list[tuple[bytes, tuple[str, int]]], hz: int, width: in
 
 def test_caller_hears_ringback_until_the_callee_answers() -> None:
     """
-    The caller's ACK carries our sendonly answer on our port; US ringback flows to the
+    The caller's ACK carries our sendrecv answer on our port; US ringback flows to the
     caller's SDP address while the callee rings, stops when the callee answers, and the
     call connects as usual with nothing left over.
     """
@@ -74,7 +77,7 @@ def test_caller_hears_ringback_until_the_callee_answers() -> None:
     answer = SessionDescription.parse(ack.message.body)
     ((media, _),) = answer.media
     assert media.port == 20000 and media.formats == ("0",)
-    assert ("a", "sendonly") in answer.lines
+    assert ("a", "sendrecv") in answer.lines
     run(world, 2)
     ringing = rtp(udp)
     assert {to for _, to in ringing} == {CALLER_MEDIA}
@@ -111,11 +114,16 @@ def test_busy_callee_gives_the_caller_busy_tone_then_bye() -> None:
     busy = rtp(udp)
     # Switched on and off twice a second: sidebands every 1 Hz around each tone.
     assert tone_energy(busy, 480, 25) + tone_energy(busy, 620, 25) > 0.95
-    run(world, 1.5)
+    with LogCapture() as log:
+        run(world, 1.5)
     (bye,) = world.sent("BYE", to="127.0.0.2")
     assert isinstance(bye.message, Request)
     assert "cause=486" in (bye.message.headers.get("Reason") or "")
     assert player.streams == 0 and player.allocator.in_use == frozenset()
+    # The stream's summary: 2 s of ringback and 3 s of busy tone, on time.
+    (stopped,) = [e for e in log.events if "tone stream stopped" in e.get("log_format", "")]
+    assert (stopped["record"], stopped["skipped"]) == (info.call_id, 0)
+    assert 245 <= stopped["sent"] <= 255
     world.assert_quiescent()
 
 
@@ -194,3 +202,27 @@ def test_flow_i_plays_no_ringback() -> None:
     assert udp.udp_ports == []
     world.controller.hang_up(info.call_id, None)
     world.assert_quiescent()
+
+
+@pytest.mark.parametrize(
+    ("media", "direction"),
+    [("", "sendrecv"), ("[media]\ndirection = sendonly\n", "sendonly")],
+)
+def test_our_answer_has_the_configured_direction_sendrecv_by_default(
+    media: str, direction: str
+) -> None:
+    """
+    ``[media] direction`` is the direction of our answer, ``sendrecv`` unless configured:
+    phones treat a ``sendonly`` peer as one that put them on hold (docs/media.md).
+    """
+    config = parse_config("[sip]\ndomain = example.com\n[calls]\nringback = us\n" + media, "t")
+    reactor = FakeReactor()
+    player = build_ringback(config, reactor)
+    assert player is not None
+    started = player.answer(sdp("alice"), "call-1")
+    assert started is not None
+    body, stream = started
+    answer = SessionDescription.parse(body)
+    assert [v for k, v in answer.lines if k == "a"][-1] == direction
+    player.stop(stream)
+    assert player.streams == 0 and reactor.getDelayedCalls() == []
