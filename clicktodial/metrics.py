@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
@@ -109,15 +109,19 @@ class DaemonCollector(Collector):
     """
     Gauges read at scrape time: each ``(name, help, read)`` of ``gauges`` becomes a gauge
     whose value is ``read()``; ``labelled`` ones return ``{label value: number}``.
+    ``counters`` are labelled like ``labelled`` but exposed as counters (``NAME_total``):
+    integers a component increments on its hot path, read here.
     """
 
     def __init__(
         self,
         gauges: list[tuple[str, str, Callable[[], float]]],
         labelled: list[tuple[str, str, str, Callable[[], dict[str, float]]]] = (),  # type: ignore[assignment]
+        counters: list[tuple[str, str, str, Callable[[], dict[str, float]]]] = (),  # type: ignore[assignment]
     ) -> None:
         self.gauges = gauges
         self.labelled = list(labelled)
+        self.counters = list(counters)
 
     def collect(self) -> Iterator[Metric]:
         for name, help_text, read in self.gauges:
@@ -137,6 +141,16 @@ class DaemonCollector(Collector):
             for key, value in sorted(values.items()):
                 family.add_metric([key], float(value))
             yield family
+        for name, help_text, label, read_all in self.counters:
+            counter = CounterMetricFamily(name, help_text, labels=[label])
+            try:
+                values = read_all()
+            except Exception:
+                log.failure("metrics: cannot read {name}", name=name)
+                continue
+            for key, value in sorted(values.items()):
+                counter.add_metric([key], float(value))
+            yield counter
 
 
 class MetricsResource(Resource):

@@ -123,6 +123,36 @@ def check_calls_policy(config: Config) -> None:
         ) from None
 
 
+def _retransmissions(sip: SIPStack) -> DaemonCollector:
+    """The transaction layer's retransmission counts, read at scrape time."""
+    counts = sip.transactions.counts
+    return DaemonCollector(
+        [],
+        [],
+        counters=[
+            (
+                "clicktodial_sip_retransmissions_sent",
+                "SIP messages our transactions sent again, by message: request (Timers A"
+                " and E, ACKs re-sent) or response (Timer G, answers to retransmitted"
+                " requests, 2xx retransmissions).",
+                "message",
+                lambda: {"request": counts.requests_sent, "response": counts.responses_sent},
+            ),
+            (
+                "clicktodial_sip_retransmissions_received",
+                "Retransmitted SIP messages received and absorbed by our transactions, by"
+                " message: request (never passed on again) or response (a final response"
+                " after the first).",
+                "message",
+                lambda: {
+                    "request": counts.requests_received,
+                    "response": counts.responses_received,
+                },
+            ),
+        ],
+    )
+
+
 def _count_states(calls: list[Any]) -> dict[str, float]:
     states: dict[str, float] = {}
     for call in calls:
@@ -234,6 +264,7 @@ def install_operations(
             ],
         )
     )
+    metrics.collector(_retransmissions(sip))
     web_root.putChild(b"metrics", MetricsResource(metrics.registry))
     web_root.putChild(
         b"readyz",

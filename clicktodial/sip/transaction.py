@@ -11,7 +11,13 @@ Use::
     #              -> server_tx.respond(make_response(request, 200, to_tag=...))
 """
 
-from clicktodial.sip.transactions.base import RELIABLE_TRANSPORTS, State, Timers, is_reliable
+from clicktodial.sip.transactions.base import (
+    RELIABLE_TRANSPORTS,
+    State,
+    Timers,
+    TransactionCounts,
+    is_reliable,
+)
 from clicktodial.sip.transactions.client import ClientTransaction, ResponseCallback
 from clicktodial.sip.transactions.invite_client import InviteClientTransaction
 from clicktodial.sip.transactions.invite_server import TRYING_DELAY, InviteServerTransaction
@@ -35,6 +41,7 @@ __all__ = [
     "ServerTransaction",
     "State",
     "Timers",
+    "TransactionCounts",
     "TransactionLayer",
     "has_rfc3261_branch",
     "is_reliable",

@@ -371,3 +371,38 @@ def test_sighup_swaps_the_calls_policy_and_the_call_in_progress_goes_on(
     setup.control.hang_up(again["call_id"])
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.log()
+
+
+def test_metrics_count_retransmissions_received_and_sent_again(
+    make_setup: Callable[[str], Setup],
+) -> None:
+    """An OPTIONS sent twice with one branch (a phone's Timer E): the daemon answers both
+    times from its server transaction, and /metrics counts one request received again and
+    one response sent again."""
+    setup = make_setup()
+    setup.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        port = sock.getsockname()[1]
+        request = (
+            f"OPTIONS sip:127.0.0.1:{setup.sip_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={secrets.token_hex(4)}\r\n"
+            "To: <sip:127.0.0.1>\r\n"
+            f"Call-ID: {secrets.token_hex(8)}\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        answers = []
+        for _ in range(2):
+            sock.sendto(request, ("127.0.0.1", setup.sip_port))
+            answers.append(sock.recvfrom(65536)[0])
+    assert [status_of(a) for a in answers] == [200, 200]
+    assert answers[0] == answers[1], "the same response, re-sent by the transaction"
+    _, body = get_url(f"http://127.0.0.1:{setup.web_port}/metrics")
+    text = body.decode()
+    assert 'clicktodial_sip_retransmissions_received_total{message="request"} 1.0' in text
+    assert 'clicktodial_sip_retransmissions_sent_total{message="response"} 1.0' in text
+    assert 'clicktodial_sip_retransmissions_sent_total{message="request"} 0.0' in text

@@ -28,6 +28,7 @@ __all__ = [
     "State",
     "Timers",
     "Transaction",
+    "TransactionCounts",
     "TransactionHost",
     "is_reliable",
 ]
@@ -84,6 +85,32 @@ class State(enum.StrEnum):
     TERMINATED = "terminated"
 
 
+class TransactionCounts:
+    """
+    Retransmissions since start, counted by the machines (plain integers: a retransmission
+    costs one increment; ``/metrics`` reads them at scrape time).
+
+    @ivar requests_sent: requests our client transactions sent again: Timer A (INVITE),
+        Timer E (non-INVITE), and the ACK re-sent for a retransmitted 300-699.
+    @ivar responses_sent: responses our server transactions sent again: Timer G, the last
+        response re-sent to a retransmitted request, and 2xx retransmissions of the TU
+        passing through an RFC 6026 C{accepted} INVITE server transaction.
+    @ivar requests_received: retransmitted requests a server transaction absorbed (they
+        never reach the TU): requests matching a live server transaction, and ACKs
+        absorbed in C{confirmed}.
+    @ivar responses_received: final responses a client transaction received again after
+        its first (absorbed, re-ACKed, or a 2xx passed to the TU in C{accepted}).
+    """
+
+    __slots__ = ("requests_received", "requests_sent", "responses_received", "responses_sent")
+
+    def __init__(self) -> None:
+        self.requests_sent = 0
+        self.responses_sent = 0
+        self.requests_received = 0
+        self.responses_received = 0
+
+
 class TransactionHost(Protocol):
     """
     What a state machine needs from the layer that owns it (the
@@ -93,6 +120,7 @@ class TransactionHost(Protocol):
 
     clock: IReactorTime
     timers: Timers
+    counts: TransactionCounts
 
     def transmit_request(self, request: Request, destination: object) -> bool:
         """Hand C{request} to the transport; C{False} on a transport error."""

@@ -116,9 +116,17 @@ class InviteClientTransaction(ClientTransaction):
 
     def _resend_ack(self, response: Response) -> None:
         # §17.1.1.2: a retransmitted final response gets the ACK again.
+        counts = self._host.counts
+        counts.responses_received += 1
+        counts.requests_sent += 1
         self._send_ack()
 
     def _pass_up(self, response: Response) -> None:
+        self._deliver(response)
+
+    def _pass_up_again(self, response: Response) -> None:
+        # RFC 6026 §8.4: "accepted" passes 2xx retransmissions (or other forks' 2xx) up.
+        self._host.counts.responses_received += 1
         self._deliver(response)
 
     def _discard(self, response: Response) -> None:
@@ -130,6 +138,7 @@ class InviteClientTransaction(ClientTransaction):
             return
         interval = self._interval * 2
         self._start_retransmit(interval, self._timer_a)
+        self._host.counts.requests_sent += 1
         if not self._transmit():
             self._transport_error()
 
@@ -185,7 +194,7 @@ class InviteClientTransaction(ClientTransaction):
         (COMPLETED, SUCCESS): _pass_up,
         (COMPLETED, FAILURE): _resend_ack,
         (ACCEPTED, PROVISIONAL): _discard,
-        (ACCEPTED, SUCCESS): _pass_up,
+        (ACCEPTED, SUCCESS): _pass_up_again,
         (ACCEPTED, FAILURE): _discard,
         (TERMINATED, PROVISIONAL): _discard,
         (TERMINATED, SUCCESS): _discard,

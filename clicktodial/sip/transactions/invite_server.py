@@ -116,6 +116,7 @@ class InviteServerTransaction(ServerTransaction):
 
     def _retransmit_2xx(self, response: Response) -> None:
         # RFC 6026 §8.7: 2xx retransmissions from the TU go to the transport.
+        self._host.counts.responses_sent += 1
         self._send(response)
 
     def _resend(self, request: Request) -> None:
@@ -124,6 +125,10 @@ class InviteServerTransaction(ServerTransaction):
 
     def _absorb(self, message: Request | Response) -> None:
         pass
+
+    def _absorb_ack(self, ack: Request) -> None:
+        # §17.2.1: "confirmed" is there to absorb ACK retransmissions.
+        self._host.counts.requests_received += 1
 
     def _confirm(self, ack: Request) -> None:
         self._enter(CONFIRMED)
@@ -171,7 +176,7 @@ class InviteServerTransaction(ServerTransaction):
         (COMPLETED, SUCCESS): _refuse_response,
         (COMPLETED, FAILURE): _refuse_response,
         (CONFIRMED, REQUEST): _absorb,
-        (CONFIRMED, ACK): _absorb,
+        (CONFIRMED, ACK): _absorb_ack,
         (CONFIRMED, PROVISIONAL): _refuse_response,
         (CONFIRMED, SUCCESS): _refuse_response,
         (CONFIRMED, FAILURE): _refuse_response,

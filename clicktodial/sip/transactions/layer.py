@@ -22,7 +22,13 @@ from zope.interface import implementer
 from clicktodial.interfaces import IMessageHandler, ISIPTransport, ITransactionUser
 from clicktodial.sip.headers import Via
 from clicktodial.sip.message import Request, Response, make_response, new_branch, new_tag
-from clicktodial.sip.transactions.base import State, Timers, Transaction, is_reliable
+from clicktodial.sip.transactions.base import (
+    State,
+    Timers,
+    Transaction,
+    TransactionCounts,
+    is_reliable,
+)
 from clicktodial.sip.transactions.client import ClientTransaction, ResponseCallback
 from clicktodial.sip.transactions.invite_client import InviteClientTransaction
 from clicktodial.sip.transactions.invite_server import InviteServerTransaction
@@ -59,6 +65,7 @@ class TransactionLayer:
 
     @ivar user: the L{ITransactionUser}; may be replaced after construction
         (the UA core is often built after the layer it sends through).
+    @ivar counts: the L{TransactionCounts} (retransmissions) of every machine.
     """
 
     def __init__(
@@ -72,6 +79,7 @@ class TransactionLayer:
         self.transport = transport
         self.user = user
         self.timers = timers
+        self.counts = TransactionCounts()
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
 
@@ -171,6 +179,8 @@ class TransactionLayer:
             return
         tx = self._servers.get(key)
         if tx is not None:
+            # §17.2.3: a retransmission; its machine absorbs it (or re-sends its response).
+            self.counts.requests_received += 1
             tx.receive_retransmission(request)
             return
         try:

@@ -86,6 +86,10 @@ class NonInviteClientTransaction(ClientTransaction):
     def _absorb(self, response: Response) -> None:
         pass
 
+    def _absorb_again(self, response: Response) -> None:
+        # §17.1.2.2: "completed" absorbs retransmitted responses for T4.
+        self._host.counts.responses_received += 1
+
     def _timer_e(self) -> None:
         self._retransmit = None
         t2 = self._host.timers.t2
@@ -94,6 +98,7 @@ class NonInviteClientTransaction(ClientTransaction):
         else:
             interval = min(self._interval * 2, t2)
         self._start_retransmit(interval, self._timer_e)
+        self._host.counts.requests_sent += 1
         if not self._transmit():
             self._transport_error()
 
@@ -118,8 +123,8 @@ class NonInviteClientTransaction(ClientTransaction):
         (TRYING, FINAL): _final,
         (PROCEEDING, PROVISIONAL): _provisional,
         (PROCEEDING, FINAL): _final,
-        (COMPLETED, PROVISIONAL): _absorb,
-        (COMPLETED, FINAL): _absorb,
+        (COMPLETED, PROVISIONAL): _absorb_again,
+        (COMPLETED, FINAL): _absorb_again,
         (TERMINATED, PROVISIONAL): _absorb,
         (TERMINATED, FINAL): _absorb,
     }

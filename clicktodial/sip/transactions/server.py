@@ -84,6 +84,7 @@ class ServerTransaction(Transaction):
 
     def _resend_last(self) -> None:
         if self.last_response is not None:
+            self._host.counts.responses_sent += 1
             self._send(self.last_response)
 
     def _fail(self, reason: str) -> None:

@@ -1,0 +1,153 @@
+"""
+Retransmission counts (TransactionLayer.counts): every retransmission a machine sends or
+absorbs is one increment, read by /metrics at scrape time. Driven on a fake clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from clicktodial.sip.address import Destination, Source
+from clicktodial.sip.message import Request, Response, make_response
+from clicktodial.sip.parser import parse_message
+from clicktodial.sip.transaction import (
+    InviteServerTransaction,
+    NonInviteServerTransaction,
+    ServerTransaction,
+    TransactionLayer,
+)
+from clicktodial.testing.sipfakes import RecordingTransport, RecordingUser, run_for, sip_request
+
+UDP = Destination("UDP", "127.0.0.1", 5070)
+TCP = Destination("TCP", "127.0.0.1", 5070)
+SOURCE = Source("UDP", "127.0.0.1", 5080, "127.0.0.1", 5060)
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.transport = RecordingTransport(self.clock, port=5060)
+        self.user = RecordingUser()
+        self.layer = TransactionLayer(self.clock, self.transport, self.user)
+        self.responses: list[Response] = []
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        c = self.layer.counts
+        return (c.requests_sent, c.responses_sent, c.requests_received, c.responses_received)
+
+    def reply(self, request: Request, status: int) -> None:
+        parsed = parse_message(make_response(request, status, to_tag="b1").serialize())
+        assert isinstance(parsed, Response)
+        self.layer.response_received(parsed, None)
+
+    def receive(self, request: Request) -> None:
+        parsed = parse_message(request.serialize())
+        assert isinstance(parsed, Request)
+        self.layer.request_received(parsed, SOURCE)
+
+    def server(self, request: Request) -> ServerTransaction:
+        self.receive(request)
+        return self.user.requests[-1][0]
+
+
+def ack_for(invite: Request, response: Response) -> Request:
+    return Request(
+        "ACK",
+        invite.uri,
+        [
+            ("Via", invite.headers.get_all("Via")[0]),
+            ("Max-Forwards", "70"),
+            ("From", invite.headers.get("From") or ""),
+            ("To", response.headers.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.seq} ACK"),
+        ],
+    )
+
+
+def test_client_retransmissions_and_absorbed_final_responses_are_counted() -> None:
+    """Timer E: each request sent again is counted; a final response received again in
+    completed is absorbed and counted."""
+    h = Harness()
+    tx = h.layer.send_request(sip_request("OPTIONS"), UDP, h.responses.append)
+    run_for(h.clock, 4.0)  # E at 0.5, 1.5, 3.5
+    assert len(h.transport.requests("OPTIONS")) == 4
+    assert h.counts == (3, 0, 0, 0)
+    h.reply(tx.request, 200)
+    h.reply(tx.request, 200)
+    h.reply(tx.request, 200)
+    assert [r.status for r in h.responses] == [200]
+    assert h.counts == (3, 0, 0, 2)
+
+
+def test_invite_client_counts_timer_a_and_the_ack_re_sent_for_a_retransmitted_failure() -> None:
+    h = Harness()
+    tx = h.layer.send_request(sip_request("INVITE"), UDP, h.responses.append)
+    run_for(h.clock, 1.6)  # A at 0.5, 1.5
+    assert h.counts == (2, 0, 0, 0)
+    h.reply(tx.request, 486)
+    h.reply(tx.request, 486)
+    assert len(h.transport.requests("ACK")) == 2
+    assert h.counts == (3, 0, 0, 1)
+
+
+def test_invite_client_counts_2xx_received_again_in_accepted() -> None:
+    h = Harness()
+    tx = h.layer.send_request(sip_request("INVITE"), TCP, h.responses.append)
+    h.reply(tx.request, 200)
+    h.reply(tx.request, 200)
+    assert [r.status for r in h.responses] == [200, 200]  # the TU ACKs each
+    assert h.counts == (0, 0, 0, 1)
+
+
+def test_server_counts_absorbed_requests_and_responses_sent_again() -> None:
+    """A retransmitted request is counted as received again (it never reaches the TU);
+    the response re-sent to it is counted as sent again."""
+    h = Harness()
+    request = sip_request("OPTIONS", via="SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKo1;rport")
+    tx = h.server(request)
+    assert isinstance(tx, NonInviteServerTransaction)
+    h.receive(request)  # trying: absorbed, nothing to re-send
+    assert h.counts == (0, 0, 1, 0)
+    tx.respond(make_response(tx.request, 200, to_tag="t1"))
+    h.receive(request)
+    h.receive(request)
+    assert len(h.transport.responses(200)) == 3
+    assert len(h.user.requests) == 1
+    assert h.counts == (0, 2, 3, 0)
+
+
+def test_invite_server_counts_timer_g_and_absorbed_ack_retransmissions() -> None:
+    h = Harness()
+    invite = sip_request("INVITE", via="SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKi1;rport")
+    tx = h.server(invite)
+    assert isinstance(tx, InviteServerTransaction)
+    tx.respond(make_response(tx.request, 486, to_tag="t1"))
+    run_for(h.clock, 1.6)  # G at 0.5, 1.5
+    assert len(h.transport.responses(486)) == 3
+    assert h.counts == (0, 2, 0, 0)
+    assert tx.last_response is not None
+    ack = ack_for(invite, tx.last_response)
+    h.receive(ack)  # the ACK: confirmed
+    h.receive(ack)  # its retransmission, absorbed
+    assert tx.state == "confirmed"
+    assert h.counts == (0, 2, 1, 0)
+
+
+def test_invite_server_counts_2xx_retransmissions_of_the_tu() -> None:
+    """RFC 6026 accepted: the TU re-sends its 2xx through the transaction (counted)."""
+    h = Harness()
+    tx = h.server(sip_request("INVITE", via="SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKi2"))
+    ok = make_response(tx.request, 200, to_tag="t1")
+    tx.respond(ok)
+    tx.respond(ok)
+    assert h.counts == (0, 1, 0, 0)
+
+
+def test_reliable_transports_count_no_timer_retransmissions() -> None:
+    h = Harness()
+    h.layer.send_request(sip_request("OPTIONS"), TCP, h.responses.append)
+    h.layer.send_request(sip_request("INVITE"), TCP, h.responses.append)
+    run_for(h.clock, 10.0)
+    assert h.counts == (0, 0, 0, 0)
