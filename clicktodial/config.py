@@ -599,6 +599,163 @@ class WebConfig:
             " systemd:domain=INET:index=0.",
         )
     )
+    login_free_failures: int = attrs.field(
+        default=5,
+        metadata=setting(
+            parse_count,
+            "5",
+            "Failed web logins per account and per client address answered without delay.",
+        ),
+    )
+    login_base_delay: float = attrs.field(
+        default=1.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "1",
+            "Delay in seconds of the answer to the first failed login past"
+            " login_free_failures; each further failure doubles it.",
+        ),
+    )
+    login_max_delay: float = attrs.field(
+        default=8.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "8",
+            "Longest delay in seconds of the answer to a failed login.",
+        ),
+    )
+    login_refuse_after: int = attrs.field(
+        default=10,
+        metadata=setting(
+            parse_count,
+            "10",
+            "Failed logins after which the account or client address gets 429 for"
+            " login_refuse_seconds; 0 never refuses.",
+        ),
+    )
+    login_refuse_seconds: float = attrs.field(
+        default=300.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "300",
+            "How long a login refusal lasts, in seconds.",
+        ),
+    )
+    login_forget_after: float = attrs.field(
+        default=900.0,
+        metadata=setting(
+            parse_seconds,
+            "900",
+            "Seconds without a failed login after which an account's or address's count"
+            " starts again; also how long an address that logged in as a user stays exempt"
+            " from that user's refusal.",
+        ),
+    )
+    login_max_tracked: int = attrs.field(
+        default=100_000,
+        metadata=setting(
+            parse_positive_count,
+            "100000",
+            "Most accounts (and, separately, client addresses) whose failed logins are"
+            " remembered; the least recently failed are forgotten first.",
+        ),
+    )
+    session_idle_timeout: float = attrs.field(
+        default=3600.0,
+        metadata=setting(
+            parse_seconds,
+            "3600",
+            "Seconds without a request after which a browser session ends (log in again).",
+        ),
+    )
+    session_lifetime: float = attrs.field(
+        default=43200.0,
+        metadata=setting(
+            parse_seconds,
+            "43200",
+            "Seconds after logging in after which a browser session ends however active;"
+            " at least session_idle_timeout.",
+        ),
+    )
+    max_sessions: int = attrs.field(
+        default=100_000,
+        metadata=setting(
+            parse_positive_count,
+            "100000",
+            "Most browser sessions kept; past that the least recently used one ends.",
+        ),
+    )
+    calls_per_minute: int = attrs.field(
+        default=10,
+        metadata=setting(
+            parse_positive_count,
+            "10",
+            "Calls a user may place from the web or the API in any 60 s; more get 429 with"
+            " Retry-After.",
+        ),
+    )
+    event_streams_per_user: int = attrs.field(
+        default=8,
+        metadata=setting(
+            parse_positive_count,
+            "8",
+            "Live event streams (GET /api/v1/events: one per open page) a user may hold at"
+            " once; more get 429.",
+        ),
+    )
+    event_keepalive: float = attrs.field(
+        default=15.0,
+        metadata=setting(
+            parse_seconds,
+            "15",
+            "Seconds between two keepalive comments on an idle event stream (keep it under"
+            " the idle timeout of any proxy in front).",
+        ),
+    )
+    event_retry: float = attrs.field(
+        default=3.0,
+        metadata=setting(
+            parse_seconds,
+            "3",
+            "Seconds a browser waits before reopening a closed event stream (the stream's"
+            " retry: field).",
+        ),
+    )
+    presence_poll_interval: float = attrs.field(
+        default=2.0,
+        metadata=setting(
+            parse_seconds,
+            "2",
+            "Seconds between two reads of every registration while an event stream is open:"
+            " how soon expiries and registrations handled by another daemon sharing the"
+            " database show (this daemon's own REGISTERs show at once).",
+        ),
+    )
+    max_body: int = attrs.field(
+        default=65536,
+        metadata=setting(
+            parse_positive_count,
+            "65536",
+            "Largest request body accepted (a form or JSON), in bytes; larger get 413."
+            " At least 1024.",
+        ),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.login_max_delay < self.login_base_delay:
+            raise InvalidSetting(
+                "login_max_delay",
+                f"{self.login_max_delay} is less than login_base_delay"
+                f" ({self.login_base_delay})",
+            )
+        if self.session_lifetime < self.session_idle_timeout:
+            raise InvalidSetting(
+                "session_lifetime",
+                f"{self.session_lifetime} is less than session_idle_timeout"
+                f" ({self.session_idle_timeout})",
+            )
+        if self.max_body < 1024:
+            raise InvalidSetting("max_body", f"{self.max_body} is less than 1024 bytes")
 
 
 @attrs.frozen

@@ -49,7 +49,7 @@ class ApiResource(RoutedResource):
     """``/api/v1``: the JSON API over a :class:`WebApp`."""
 
     def __init__(self, app: WebApp) -> None:
-        super().__init__()
+        super().__init__(app.limits.max_body)
         self.app = app
 
     def routes(self) -> Sequence[Route]:

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import CallRefused
-from clicktodial.config import Config
+from clicktodial.config import Config, WebConfig
 from clicktodial.interfaces import (
     ICallController,
     ICallEventListener,
@@ -41,7 +41,7 @@ from clicktodial.web.sessions import SESSION_COOKIE, Session, SessionStore, cons
 from clicktodial.web.sse import EventStream
 
 __all__ = [
-    "LOGIN_THROTTLE",
+    "DEFAULT_LIMITS",
     "CallView",
     "Principal",
     "RateLimit",
@@ -50,21 +50,29 @@ __all__ = [
     "new_secret",
     "registration_json",
     "iso_time",
+    "login_throttle_settings",
     "make_web_app",
 ]
 
 log = Logger(namespace="clicktodial.web.app")
 
-#: Web logins: 5 free failures, then 1, 2, 4 s delays (at most 8 s); after 10 failures the
-#: account or address is refused for 5 minutes. Counts are forgotten after 15 quiet minutes.
-LOGIN_THROTTLE = ThrottleSettings(
-    free_failures=5,
-    base_delay=1.0,
-    max_delay=8.0,
-    refuse_after=10,
-    refuse_seconds=300.0,
-    forget_after=900.0,
-)
+#: The ``[web]`` settings a :class:`WebApp` built without any uses: the defaults of
+#: ``conf/example.ini`` (login throttling, sessions, rate limits, event streams, body size).
+DEFAULT_LIMITS = WebConfig(listen="tcp:8080:interface=127.0.0.1")
+
+
+def login_throttle_settings(limits: WebConfig) -> ThrottleSettings:
+    """How failed web logins are throttled, from ``[web] login_*``."""
+    return ThrottleSettings(
+        free_failures=limits.login_free_failures,
+        base_delay=limits.login_base_delay,
+        max_delay=limits.login_max_delay,
+        refuse_after=limits.login_refuse_after,
+        refuse_seconds=limits.login_refuse_seconds,
+        forget_after=limits.login_forget_after,
+        max_entries=limits.login_max_tracked,
+    )
+
 
 #: Methods that change state: with a session cookie they need the CSRF token.
 UNSAFE_METHODS = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE"})
@@ -301,8 +309,10 @@ class WebApp:
     :param store: the user, location and call record stores (one backend provides all three).
     :param controller: the call controller; None while the daemon has none (calls then get 503).
     :param registrations: where registration changes come from.
-    :param calls_per_minute: calls a user may place per minute (more get 429).
-    :param max_streams_per_user: open event streams a user may have (more get 429).
+    :param limits: ``[web]``: login throttling, session lifetimes, calls a user may place a
+        minute and event streams a user may hold (more get 429), keepalive and retry of the
+        event streams, the largest request body.
+    :param sessions: the session store (by default one with ``limits``' lifetimes).
     """
 
     def __init__(
@@ -313,11 +323,8 @@ class WebApp:
         registrations: RegistrationMonitor,
         softphone: SoftphoneSettings,
         *,
+        limits: WebConfig = DEFAULT_LIMITS,
         sessions: SessionStore | None = None,
-        login_throttle: ThrottleSettings = LOGIN_THROTTLE,
-        calls_per_minute: int = 10,
-        max_streams_per_user: int = 8,
-        keepalive: float = 15.0,
     ) -> None:
         self.clock = clock
         self.users: IUserStore = store
@@ -328,11 +335,12 @@ class WebApp:
         self.registrations = registrations
         self.softphone = softphone
         self.domain = softphone.domain
-        self.sessions = sessions if sessions is not None else SessionStore(clock)
-        self.login_throttle = AuthThrottle(clock, login_throttle)
-        self.call_rate = RateLimit(clock, calls_per_minute, 60.0)
-        self.max_streams_per_user = max_streams_per_user
-        self.keepalive = keepalive
+        self.limits = limits
+        self.sessions = sessions if sessions is not None else SessionStore(
+            clock, limits.session_idle_timeout, limits.session_lifetime, limits.max_sessions)
+        self.login_throttle = AuthThrottle(clock, login_throttle_settings(limits))
+        self.call_rate = RateLimit(clock, limits.calls_per_minute, 60.0)
+        self.max_streams_per_user = limits.event_streams_per_user
         self._streams: dict[str, int] = {}
         self._subscribers: list[_Subscriber] = []
         self._unsubscribe_calls: Callable[[], None] | None = None
@@ -536,7 +544,8 @@ class WebApp:
                 self._unsubscribe_calls()
                 self._unsubscribe_calls = None
 
-        stream = EventStream(self.clock, request, closed, keepalive=self.keepalive)
+        stream = EventStream(self.clock, request, closed, keepalive=self.limits.event_keepalive,
+                             retry=round(self.limits.event_retry * 1000))
         subscriber = _Subscriber(principal, stream)
         self._subscribers.append(subscriber)
         unsubscribe_registrations = self.registrations.subscribe(subscriber.registration_changed)
@@ -586,6 +595,9 @@ def new_secret() -> str:
 
 def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
                  controller: ICallController | None) -> WebApp:
-    """The daemon's web application on ``store`` and ``controller``, for ``[sip]``."""
-    monitor = RegistrationMonitor(clock, store, config.sip.domain)
-    return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config))
+    """The daemon's web application on ``store`` and ``controller``, for ``[sip]`` and
+    ``[web]``."""
+    monitor = RegistrationMonitor(clock, store, config.sip.domain,
+                                  interval=config.web.presence_poll_interval)
+    return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config),
+                  limits=config.web)

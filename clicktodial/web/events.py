@@ -79,11 +79,12 @@ class RegistrationMonitor:
     and a read of the whole location store every ``interval`` seconds while listened to (the
     fallback for expiries and other daemons' registrations).
 
-    :param interval: seconds between two reads of the location store while listened to.
+    :param interval: seconds between two reads of the location store while listened to
+        (``[web] presence_poll_interval``).
     """
 
     def __init__(
-        self, clock: IReactorTime, locations: ILocationStore, domain: str, interval: float = 2.0
+        self, clock: IReactorTime, locations: ILocationStore, domain: str, interval: float
     ) -> None:
         self.clock = clock
         self.locations = locations

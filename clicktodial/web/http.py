@@ -9,6 +9,7 @@ to the client.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 __all__ = [
-    "MAX_BODY",
+    "body_size",
     "HTTPError",
     "Route",
     "RoutedResource",
@@ -35,9 +36,6 @@ __all__ = [
 ]
 
 log = Logger(namespace="clicktodial.web")
-
-#: The largest request body accepted (JSON or form), in bytes.
-MAX_BODY = 64 * 1024
 
 #: No inline script or style, nothing from another origin, never framed.
 CONTENT_SECURITY_POLICY = (
@@ -86,19 +84,23 @@ def write_json(request: Request, status: int, value: object) -> None:
     request.finish()
 
 
-def read_body(request: Request) -> bytes:
-    """
-    The request body, at most :data:`MAX_BODY` bytes.
+def body_size(request: Request) -> int:
+    """The length of the request body in bytes (Twisted has read it whole already)."""
+    content = request.content
+    if content is None:
+        return 0
+    size = content.seek(0, io.SEEK_END)
+    content.seek(0)
+    return int(size)
 
-    :raises HTTPError: 413 when it is larger.
-    """
+
+def read_body(request: Request) -> bytes:
+    """The request body (its size was bounded by :class:`RoutedResource`, else 413)."""
     content = request.content
     if content is None:
         return b""
     content.seek(0)
-    data: bytes = content.read(MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        raise HTTPError(413, f"the request body is larger than {MAX_BODY} bytes")
+    data: bytes = content.read()
     return data
 
 
@@ -123,7 +125,6 @@ def read_form(request: Request) -> dict[str, str]:
 
     :raises HTTPError: 400 for a field that is not UTF-8.
     """
-    read_body(request)  # bound the size
     fields: dict[str, str] = {}
     for name, values in (request.args or {}).items():
         if not values:
@@ -165,9 +166,16 @@ class RoutedResource(Resource):
 
     Subclasses provide :meth:`routes` and :meth:`error`; a handler returns the body as bytes,
     or None once it has finished the request itself (or keeps it open to stream).
+
+    :param max_body: the largest request body accepted, in bytes (``[web] max_body``);
+        a larger one gets 413 whatever the path.
     """
 
     isLeaf = True
+
+    def __init__(self, max_body: int) -> None:
+        super().__init__()
+        self.max_body = max_body
 
     def routes(self) -> Sequence[Route]:
         raise NotImplementedError
@@ -185,6 +193,10 @@ class RoutedResource(Resource):
         security_headers(request)
         method = request.method.decode("ascii", "replace")
         path = self.path_of(request)
+        if body_size(request) > self.max_body:
+            self._answer(request, HTTPError(
+                413, f"the request body is larger than {self.max_body} bytes"))
+            return NOT_DONE_YET
         allowed = []
         for route in self.routes():
             match = route.pattern.match(path)

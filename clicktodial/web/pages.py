@@ -190,7 +190,7 @@ class PagesResource(RoutedResource):
     """The HTML pages of a :class:`WebApp`, dispatched on the whole request path."""
 
     def __init__(self, app: WebApp) -> None:
-        super().__init__()
+        super().__init__(app.limits.max_body)
         self.app = app
 
     def path_of(self, request: Request) -> str:

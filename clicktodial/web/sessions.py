@@ -87,7 +87,7 @@ class Session:
 
 class SessionStore:
     """
-    The sessions of this process.
+    The sessions of this process (the limits are ``[web] session_*`` and ``max_sessions``).
 
     :param idle_timeout: seconds of inactivity after which a session ends.
     :param lifetime: seconds after login after which a session ends regardless.
@@ -97,9 +97,9 @@ class SessionStore:
     def __init__(
         self,
         clock: IReactorTime,
-        idle_timeout: float = 3600.0,
-        lifetime: float = 12 * 3600.0,
-        max_sessions: int = 100_000,
+        idle_timeout: float,
+        lifetime: float,
+        max_sessions: int,
     ) -> None:
         self.clock = clock
         self.idle_timeout = idle_timeout

@@ -50,8 +50,8 @@ class EventStream:
         clock: IReactorTime,
         request: Request,
         on_close: Callable[[], None],
-        keepalive: float = 15.0,
-        retry: int = 3000,
+        keepalive: float,
+        retry: int,
     ) -> None:
         self.clock = clock
         self.request = request

@@ -245,7 +245,7 @@ def test_clock_type_is_enough_for_the_monitor() -> None:
     store = MemoryStore(clock, realm=DOMAIN, hash_pool=InlineThreadPool(),
                         hasher=cheap_password_hasher())
     success_result_of(store.start())
-    monitor = RegistrationMonitor(clock, store, DOMAIN)
+    monitor = RegistrationMonitor(clock, store, DOMAIN, interval=2.0)
     seen: list[Registration] = []
     unsubscribe = monitor.subscribe(seen.append)
     assert len(clock.getDelayedCalls()) == 1

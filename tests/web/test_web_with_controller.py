@@ -17,7 +17,7 @@ def make() -> tuple[CallWorld, WebClient, dict[str, str]]:
     calls = CallWorld()
     calls.phone("alice", "127.0.0.2", answer=Answer(delay=1.0, sdp=sdp("alice")))
     calls.phone("bob", "127.0.0.3", answer=Answer(delay=2.0, sdp=sdp("bob")))
-    monitor = RegistrationMonitor(calls.clock, calls.store, DOMAIN)
+    monitor = RegistrationMonitor(calls.clock, calls.store, DOMAIN, interval=2.0)
     app = WebApp(calls.clock, calls.store, calls.controller, monitor,
                  SoftphoneSettings("127.0.0.1", 5060, ("udp",), DOMAIN))
     world = WebWorld(calls.clock, calls.store, calls.controller, app)  # type: ignore[arg-type]
