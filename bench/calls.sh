@@ -26,7 +26,8 @@
 #
 # Usage: bench/calls.sh [RATES...]     e.g. bench/calls.sh 50 100 200 300
 # Environment: STEP_SECONDS (5), HOLD_MS (2000), HELD (2000; 0 skips the memory figure),
-# TARGETS ("clicktodial sippy"), PROFILE (a file: the daemon runs under cProfile).
+# TARGETS ("clicktodial sippy"), PROFILE (a file: the daemon runs under cProfile), KEEP_LOGS
+# (a directory the daemon's and the phones' logs are copied to at the end).
 # Needs: sipp, the `sippy` package (pip install sippy), this checkout importable.
 set -eu
 
@@ -49,6 +50,7 @@ PIDS=""
 cleanup() {
     for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
     for pid in $PIDS; do wait "$pid" 2>/dev/null || true; done
+    if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$WORK"/*.log "$WORK"/*.out "$KEEP_LOGS"/; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -128,10 +130,12 @@ start_phones() {  # $1: caller hold in ms
         --port "$BOB_PORT"
     sipp -sf "$REPO/bench/sipp/call_caller_hold.xml" -i 127.0.0.1 -p "$ALICE_PORT" -s alice \
         -d "$1" -key daemon "127.0.0.1:$SIP_PORT" -nostdin -bg -timeout 900s \
-        -max_socket 100000 > "$WORK/sipp-alice.out" 2>&1 || true
+        -max_socket 100000 -buff_size 4194304 -l 100000 -trace_err \
+        -error_file "$WORK/sipp-alice-errors.log" \
+        > "$WORK/sipp-alice.out" 2>&1 || true
     sipp -sf "$REPO/tests/interop/sipp/call_phone_answer.xml" -i 127.0.0.1 -p "$BOB_PORT" \
-        -s bob -d 0 -nostdin -bg -timeout 900s -max_socket 100000 \
-        > "$WORK/sipp-bob.out" 2>&1 || true
+        -s bob -d 0 -nostdin -bg -timeout 900s -max_socket 100000 -buff_size 4194304 -l 100000 \
+        -trace_err -error_file "$WORK/sipp-bob-errors.log" > "$WORK/sipp-bob.out" 2>&1 || true
     sleep 1
 }
 

@@ -7,6 +7,10 @@ talk to the controller directly.
 
 * C{POST /calls} with C{{"caller": "alice", "callee": "bob"}}: 201 and the
   call (L{CallInfo} as JSON); 403 with C{{"error": reason}} when refused;
+* C{POST /calls} with a list of such objects (at most L{MAX_BATCH}): places
+  them in order; 200 and one result per call, each the call with
+  C{"status": 201} or C{{"status": 403, "error": reason}} (load tests place
+  many calls per request this way);
 * C{GET /calls/ID}: the call in progress, else its record; 404 if unknown;
 * C{DELETE /calls/ID?by=USERNAME}: hang up; 200 C{{"hung_up": true|false}};
 * C{GET /calls}: the calls in progress.
@@ -18,6 +22,7 @@ import json
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -27,7 +32,12 @@ from clicktodial.calls.policy import CallRefused
 from clicktodial.interfaces import ICallController, ICallRecordStore
 from clicktodial.store.values import CallRecord
 
-__all__ = ["CallControlResource"]
+__all__ = ["MAX_BATCH", "CallControlResource"]
+
+#: The most calls one POST may place.
+MAX_BATCH = 1000
+
+_BAD_BODY = {"error": 'expected {"caller": ..., "callee": ...} or a list of them'}
 
 
 def _json(request: Request, status: int, value: object) -> bytes:
@@ -92,25 +102,47 @@ class CallControlResource(Resource):
         try:
             content = request.content
             body = json.loads(content.read() if content is not None else b"")
-            caller, callee = str(body["caller"]), str(body["callee"])
+            batch = isinstance(body, list)
+            pairs = [_pair(item) for item in (body if batch else [body])]
         except (ValueError, KeyError, TypeError):
-            return _json(request, 400, {"error": "expected {\"caller\": ..., \"callee\": ...}"})
+            return _json(request, 400, _BAD_BODY)
+        if batch and len(pairs) > MAX_BATCH:
+            return _json(request, 400, {"error": f"at most {MAX_BATCH} calls per request"})
+        placed = [self._place(caller, callee) for caller, callee in pairs]
+        if not batch:
+            def single(result: tuple[int, dict[str, Any]]) -> None:
+                request.write(_json(request, *result))
+                request.finish()
 
-        def placed(info: CallInfo) -> None:
-            request.write(_json(request, 201, _info(info)))
+            placed[0].addCallback(single)
+            return NOT_DONE_YET
+
+        def every(results: list[tuple[int, dict[str, Any]]]) -> None:
+            request.write(_json(request, 200, [{"status": status, **value}
+                                               for status, value in results]))
             request.finish()
 
-        def refused(failure: Failure) -> None:
+        gatherResults(placed).addCallback(every)
+        return NOT_DONE_YET
+
+    def _place(self, caller: str, callee: str) -> Deferred[tuple[int, dict[str, Any]]]:
+        """Place one call: fires with (HTTP status, JSON value); never fails."""
+
+        def refused(failure: Failure) -> tuple[int, dict[str, Any]]:
             if failure.check(CallRefused):
                 error = failure.value
-                request.write(_json(request, 403, {"error": error.reason,  # type: ignore[union-attr]
-                                                   "message": str(error)}))
-            else:
-                request.write(_json(request, 500, {"error": failure.getErrorMessage()}))
-            request.finish()
+                return 403, {"error": error.reason,  # type: ignore[union-attr]
+                             "message": str(error)}
+            return 500, {"error": failure.getErrorMessage()}
 
-        self.controller.place_call(caller, callee).addCallbacks(placed, refused)
-        return NOT_DONE_YET
+        return self.controller.place_call(caller, callee).addCallbacks(
+            lambda info: (201, _info(info)), refused)
+
+
+def _pair(item: object) -> tuple[str, str]:
+    if not isinstance(item, dict):
+        raise TypeError("not an object")
+    return str(item["caller"]), str(item["callee"])
 
 
 def make_control_root(controller: ICallController, records: ICallRecordStore) -> Resource:

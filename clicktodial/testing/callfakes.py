@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from clicktodial.calls.controller import CallController, settings_from_config
+from clicktodial.calls.directory import CachedDirectory
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import create_policy
 from clicktodial.config import CallsConfig
@@ -123,11 +124,14 @@ class CallWorld:
         self.daemon = Party.on_network(self.clock, self.net, *DAEMON, "clicktodial", self.timers)
         self.store = MemoryStore(self.clock, realm=DOMAIN, hash_pool=InlineThreadPool())
         self.config = CallsConfig(policy=policy, **settings)  # type: ignore[arg-type]
+        #: Users and bindings as the daemon's controller sees them: cached; bind() goes
+        #: through it as the registrar does.
+        self.directory = CachedDirectory(self.clock, self.store, self.store)
         self.controller = CallController(
             self.clock,
             self.daemon.ua,
-            users=self.store,
-            locations=self.store,
+            users=self.directory,
+            locations=self.directory,
             records=self.store,
             policy=create_policy(self.config),
             settings=settings_from_config(self.config, self.timers.timeout),
@@ -172,7 +176,7 @@ class CallWorld:
             path=path,
             received=received,
         )
-        self.store.update_bindings(user_aor(username, DOMAIN), changes, self.clock.seconds())
+        self.directory.update_bindings(user_aor(username, DOMAIN), changes, self.clock.seconds())
 
     def phone(
         self,
