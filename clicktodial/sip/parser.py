@@ -20,6 +20,7 @@ is not a request), which must be dropped silently (RFC 3261 §18.1.2, §18.3).
 from __future__ import annotations
 
 import re
+import string
 
 from clicktodial.sip.headers import MAX_CSEQ, CSeq
 from clicktodial.sip.message import (
@@ -128,6 +129,26 @@ def parse_message(
     checks (``parse_message(data)`` is exactly both, and reports the fault a
     message would get from both, in the same order).
     """
+    # The common case: a well-formed message written as serialize() would
+    # write it. Anything else (or any doubt) takes the careful path below.
+    # The header block ends at the last empty line: most bodies have none,
+    # and searching from the end is quicker (the header block is usually the
+    # longer part). If the body has one, the header block taken here contains
+    # an empty line, which the fast path declines.
+    end = data.rfind(b"\r\n\r\n")
+    if end > 0 and len(data) <= MAX_MESSAGE and not data.startswith(b"\r\n"):
+        try:
+            head = data[:end].decode("ascii")
+        except UnicodeDecodeError:
+            head = data[:end].decode("utf-8", "surrogateescape")
+        msg = _fast_parse(data, head, end + 4, validate)
+        if msg is not None:
+            return msg
+    return _parse_careful(data, stream, validate)
+
+
+def _parse_careful(data: bytes, stream: bool, validate: bool) -> Request | Response:
+    """:func:`parse_message` for any input: every fault found and named."""
     n = len(data)
     is_request = not data.startswith(b"SIP/")
     if n > MAX_MESSAGE:
@@ -271,25 +292,42 @@ _KNOWN_URI: set[str] = set()
 _KNOWN_MAX = 4096
 
 
+def _remember(known: set[str], text: str) -> None:
+    if len(known) >= _KNOWN_MAX:
+        known.clear()
+    known.add(text)
+
+
 def _well_formed(text: str, regex: re.Pattern[str], known: set[str], split: str) -> bool:
     """Whether *regex* matches all of *text*; *known* holds texts it matched.
 
-    When *text* has *split* (``;branch=``, ``;tag=``), the part before it is
-    looked up or matched, and the rest must be header parameters: a text
-    made of a match of *regex* (whose grammar ends with any number of
-    parameters and whitespace) and more parameters is a match too. Anything
-    else is decided by *regex* on the whole text.
+    When *text* has *split* (``;branch=``, ``;tag=``) followed by a value of
+    unreserved characters (letters, digits, ``-._~``), what is remembered is
+    its *shape*: the text with that value left out. Every grammar checked this
+    way accepts such a value wherever it can stand after ``=`` (a parameter
+    value, a quoted string, a URI part), at any length, so all texts of one
+    shape get the same verdict and one match serves them all. With another
+    value, the part before *split* is looked up or matched, and the rest must
+    be header parameters: a text made of a match of *regex* (whose grammar
+    ends with any number of parameters and whitespace) and more parameters is
+    a match too. Anything else is decided by *regex* on the whole text.
     """
-    head, sep, value = text.partition(split)
+    head, sep, rest = text.partition(split)
     if sep:
+        value, semi, tail = rest.partition(";")
+        if value and not value.strip(_UNRESERVED):
+            # (A value has no LF: "\n" cannot occur in a text's own shape.)
+            shape = head + "\n" + semi + tail
+            if shape in known:
+                return True
+            if regex.fullmatch(text) is None:
+                return False
+            _remember(known, shape)
+            return True
         if head not in known:
             if regex.fullmatch(head) is None:
                 return regex.fullmatch(text) is not None
-            if len(known) >= _KNOWN_MAX:
-                known.clear()
-            known.add(head)
-        if value.isalnum() and value.isascii():
-            return True  # ";tag=" + letters and digits: one parameter
+            _remember(known, head)
         # A list grammar (Via, Contact) ends with its last element, which the
         # parameters extend.
         return (
@@ -300,10 +338,11 @@ def _well_formed(text: str, regex: re.Pattern[str], known: set[str], split: str)
         return True
     if regex.fullmatch(text) is None:
         return False
-    if len(known) >= _KNOWN_MAX:
-        known.clear()
-    known.add(text)
+    _remember(known, text)
     return True
+
+
+_UNRESERVED = string.ascii_letters + string.digits + "-._~"
 
 
 def _parse(
@@ -406,6 +445,167 @@ def _parse(
     return msg
 
 
+# Status codes as written on a status line, and their value (100-699).
+_STATUS_CODES = {str(code): code for code in range(100, 700)}
+
+
+def _fast_parse(
+    data: bytes, head: str, body_start: int, validate: bool
+) -> Request | Response | None:
+    """The careful path's result for the common well-formed message, else ``None``.
+
+    *data* starts with the start line and its header block, *head*, ends with
+    the empty line at *body_start*. The common case is the message exactly as
+    :meth:`Message.serialize` would write it: a known method or a status line
+    without ``%``, every header name in its canonical spelling and every line
+    ``Name:value``, no folding or bare CR/LF, one Content-Length equal to the
+    octets after the empty line, and (with *validate*) header values the checks'
+    memory or regular expressions find well formed. For such a message this
+    returns what :func:`_parse` returns (tests hold the two to that); for
+    anything else, including every message :func:`_parse` would reject, it
+    returns ``None`` and the caller takes the careful path, which builds the
+    precise error.
+    """
+    lines = head.split("\r\n")
+    if len(lines) > MAX_HEADERS + 1 or len(head) > MAX_LINE:
+        return None
+    rest = "".join(lines)
+    if "\r" in rest or "\n" in rest:
+        return None  # bare CR or LF
+    first = lines[0]
+    msg: Request | Response
+    if first.startswith("SIP/2.0 "):
+        status = _STATUS_CODES.get(first[8:11])
+        if status is None or first[11:12] != " " or len(first) == 12 or "%" in first:
+            return None
+        msg = Response.__new__(Response)
+        msg._status = status
+        msg._reason = first[12:]
+        is_request = False
+    else:
+        parts = first.split(" ")
+        if len(parts) != 3:
+            return None
+        method, uri_text, version = parts
+        if version != "SIP/2.0" or method not in KNOWN_METHODS or not uri_text:
+            return None
+        msg = Request.__new__(Request)
+        msg._method = method
+        msg._uri = None
+        msg._uri_text = uri_text
+        is_request = True
+    del lines[0]
+    names: list[str] = []
+    values: list[str] = []
+    add_name = names.append
+    add_value = values.append
+    try:
+        for line in lines:
+            name, value = line.split(":", 1)
+            add_name(name)
+            add_value(value)
+        keys = list(map(_CANONICAL_KEY_OF.__getitem__, names))
+        cl_text = values[keys.index("content-length")]
+    except (KeyError, ValueError):
+        return None
+    if cl_text != f" {len(data) - body_start}" or keys.count("content-length") != 1:
+        return None
+    cache: dict[str, object] = {}
+    if validate:
+        if is_request and uri_text not in _KNOWN_URI:
+            try:
+                _check_request_uri(msg)  # type: ignore[arg-type]
+            except _Fault:
+                return None
+        cseq = _fast_validate(keys, values, method if is_request else None)
+        if cseq is None:
+            return None
+        cache["cseq"] = cseq
+    headers = Headers.__new__(Headers)
+    headers._keys = keys
+    headers._names = names
+    headers._values = values
+    headers._cache = cache
+    headers._pristine = True
+    msg._headers = headers
+    msg._body = data[body_start:]
+    # serialize() would write these very octets: keep them (RFC 3261 §18: a
+    # stateless proxy or a retransmission sends them unchanged).
+    msg._wire = data
+    return msg
+
+
+def _fast_validate(keys: list[str], values: list[str], method: str | None) -> CSeq | None:
+    """The CSeq when :func:`_validate` certainly finds nothing wrong, else ``None``.
+
+    Each value is first looked up in the checks' memory (:func:`_known`), and
+    only matched when it is not there; anything unusual is left to
+    :func:`_validate` (``None``).
+    """
+    try:
+        via = values[keys.index("via")]
+        from_ = values[keys.index("from")]
+        to = values[keys.index("to")]
+        call_id = values[keys.index("call-id")]
+        cseq = values[keys.index("cseq")].split(" ")
+    except ValueError:
+        return None  # a mandatory field is missing
+    if len(set(keys)) == len(keys):
+        vias = [via]
+        contacts = [values[keys.index("contact")]] if "contact" in keys else []
+    else:
+        for key in _SINGLE:
+            if keys.count(key) > 1:
+                return None
+        vias = [v for k, v in zip(keys, values, strict=True) if k == "via"]
+        contacts = [v for k, v in zip(keys, values, strict=True) if k == "contact"]
+    # CSeq: " 314159 INVITE", a known method (the request's).
+    if len(cseq) != 3 or cseq[0]:
+        return None
+    number, cseq_method = cseq[1], cseq[2]
+    if not (number.isdigit() and number.isascii() and len(number) <= 10):
+        return None
+    seq = int(number)
+    if seq > MAX_CSEQ or cseq_method not in KNOWN_METHODS or (
+        method is not None and cseq_method != method
+    ):
+        return None
+    for text in vias:
+        if not (
+            _known(text, _KNOWN_VIA, ";branch=")
+            or _well_formed(text, _VIA_RE, _KNOWN_VIA, ";branch=")
+        ):
+            return None
+    for text in (from_, to):
+        if not (
+            _known(text, _KNOWN_NAME_ADDR, ";tag=")
+            or _well_formed(text, _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag=")
+        ):
+            return None
+    if len(call_id.split()) != 1:
+        return None
+    for text in contacts:
+        if not (_known(text, _KNOWN_CONTACT, ";expires=") or _contact_well_formed(text)):
+            return None
+    if "max-forwards" in keys:
+        hops = values[keys.index("max-forwards")].strip(" \t")
+        if not (hops.isdigit() and hops.isascii() and len(hops) <= 10):
+            return None
+    return CSeq(seq, cseq_method)
+
+
+def _known(text: str, known: set[str], split: str) -> bool:
+    """Whether :func:`_well_formed` would find *text* in *known* (no match run).
+
+    ``False`` means "not remembered", not "malformed".
+    """
+    head, sep, rest = text.partition(split)
+    if not sep:
+        return text in known
+    value, semi, tail = rest.partition(";")
+    return bool(value) and not value.strip(_UNRESERVED) and head + "\n" + semi + tail in known
+
+
 def _error(fault: _Fault, is_request: bool, first: str, lines: list[str]) -> MessageParseError:
     method = first.partition(" ")[0] if is_request else ""
     return MessageParseError(
@@ -432,8 +632,9 @@ def _cseq_parts(text: str) -> tuple[int, str] | None:
 def _contact_well_formed(text: str) -> bool:
     """Whether *text* matches ``_CONTACT_RE``: ``*``, or a list of name-addrs."""
     # Split at ";expires=": a refresh may change it; the rest stays the same.
-    return _STAR_RE.fullmatch(text) is not None or _well_formed(
-        text, _NAME_ADDR_LIST_RE, _KNOWN_CONTACT, ";expires="
+    return (
+        _well_formed(text, _NAME_ADDR_LIST_RE, _KNOWN_CONTACT, ";expires=")
+        or _STAR_RE.fullmatch(text) is not None
     )
 
 
@@ -680,7 +881,10 @@ class StreamParser:
                 break
             raw = bytes(buf[:total])
             try:
-                msg = _parse(raw, _decode(raw[:end]), end + 4, True, True, True)
+                head = _decode(raw[:end])
+                msg = _fast_parse(raw, head, end + 4, True) or _parse(
+                    raw, head, end + 4, True, True, True
+                )
             except MessageParseError:
                 if out:
                     # Hand over what came before; the error is raised on the next call.

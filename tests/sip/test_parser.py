@@ -600,7 +600,7 @@ _PIECES = [
     "SIP/2.0/UDP h.example.com:5060", " SIP/2.0/TCP [2001:db8::1]", '"A b" <sip:a@b.c>',
     "<sip:a@b;tag=1>", "sip:a@b", "<tel:+1>", ";branch=", ";tag=", ";rport", ";expires=",
     "=z9hG4bK1", "=x", '="q,;"', ",", " ", "\t", ";", "=", "<", ">", '"', "@", ":", "a", "%41",
-    "\\", "*",
+    "\\", "*", "-x.", "~_", ";branch=a-1.b;rport", ";tag=7~z",
 ]
 
 
@@ -627,6 +627,40 @@ def test_memory_of_well_formed_texts_gives_the_grammar_verdict(
     for text in texts:
         verdict = parser._contact_well_formed(text)
         assert verdict == (parser._CONTACT_RE.fullmatch(text) is not None), text
+
+
+_PARAM_VALUES = st.text(st.sampled_from("abzAZ09-._~"), min_size=1, max_size=6) | st.text(
+    st.sampled_from('a-",;@<>= :'), min_size=1, max_size=4
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=6),
+    st.sampled_from([";branch=", ";tag=", ";expires="]),
+    st.lists(_PARAM_VALUES, min_size=1, max_size=3),
+    st.lists(st.lists(st.sampled_from(_PIECES), max_size=5), min_size=1, max_size=3),
+)
+@example(["SIP/2.0/UDP h.example.com:5060"], ";branch=", ["z9hG4bK1", "9"], [[";rport"]])
+@example(['"A b" <sip:a@b.c>'], ";tag=", ["x", "-"], [[]])
+@example(["<sip:a"], ";tag=", ["x", "y"], [[";q@b>"], [";q"]])
+@example(["<sip:a@b>"], ";tag=", ["x", "y"], [[";q"], [";q", "<"]])
+@example(["<sip:a@b>"], ";tag=", ["x", "<"], [[]])
+@example(["SIP/2.0/UDP h"], ";branch=", ["x", '"'], [[";rport"]])
+def test_memory_of_a_shape_gives_the_grammar_verdict_for_every_value(
+    before: list[str], split: str, values: list[str], afters: list[list[str]]
+) -> None:
+    """Texts that differ in the value after ``;branch=``/``;tag=`` and in what follows it
+    get the verdict of their own match, with the memory warmed by the others."""
+    from clicktodial.sip import parser
+
+    for regex in (parser._VIA_RE, parser._NAME_ADDR_RE, parser._NAME_ADDR_LIST_RE):
+        known: set[str] = set()
+        for after in afters:
+            for value in values:
+                text = "".join(before) + split + value + "".join(after)
+                verdict = parser._well_formed(text, regex, known, split)
+                assert verdict == (regex.fullmatch(text) is not None), (text, known)
 
 
 @settings(max_examples=600, deadline=None)
