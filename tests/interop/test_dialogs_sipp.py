@@ -259,11 +259,6 @@ def test_sipp_uac_completes_a_call_with_our_uas(
     assert_clean(done)
 
 
-# Known intermittent failure (about 1 run in 6 here): now and then one of the
-# five calls shows neither SIPp's ACK nor its BYE and ends "no-ack" while SIPp
-# reports every call successful. Under investigation (see the issue notes);
-# until it is understood the test is retried, so a persistent fault still fails.
-@pytest.mark.flaky(reruns=2)
 def test_calls_complete_when_sipp_drops_messages(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]], start_uaapp: object
 ) -> None:
