@@ -12,7 +12,8 @@ transport's :class:`~clicktodial.interfaces.IMessageHandler`) and, for each requ
    with a To tag (in a dialog: BYE, re-INVITE... of a call in progress, RFC 3261 §12.2);
 3. answers a new request with 503 and ``Retry-After`` (RFC 3261 §21.5.4) while the daemon is
    stopping (:meth:`AdmissionControl.start_draining`), or while it is overloaded: too many
-   transactions in progress (anything but OPTIONS), or too many database operations
+   transactions doing work (anything but OPTIONS; finished transactions waiting out Timer J
+   for retransmissions do not count), or too many database operations
    waiting (REGISTER and INVITE, the requests that need the database);
 4. hands everything else, and every response, to the transaction layer.
 
@@ -154,7 +155,8 @@ class AdmissionControl:
 
     :param handler: where admitted messages go (the transaction layer).
     :param transport: sends the 503s.
-    :param transactions_active: how many transactions are in progress.
+    :param transactions_active: how many transactions are doing work (the transaction
+        layer's ``working_count``: not those that only wait out a timer for retransmissions).
     :param store_pending: how many database operations wait for a thread.
     :param server: the ``Server`` header of our 503s.
     :ivar draining: the daemon is stopping: new requests get 503.

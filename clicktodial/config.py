@@ -1265,8 +1265,11 @@ class LimitsConfig:
         metadata=setting(
             parse_count,
             "5000",
-            "Overload bound: while this many SIP transactions are in progress, new requests"
-            " outside a dialog (except OPTIONS) get 503 with Retry-After. 0: no bound.",
+            "Overload bound: while this many SIP transactions are doing work (waiting for"
+            " the daemon's answer or a peer's, retransmitting a request), new requests"
+            " outside a dialog (except OPTIONS) get 503 with Retry-After. Finished"
+            " transactions waiting out Timer J/K (32 s) for retransmissions do not count."
+            " 0: no bound.",
         ),
     )
     max_store_pending: int = attrs.field(

@@ -191,7 +191,9 @@ def install_operations(
         sip.transactions,
         sip.transport,
         config.limits,
-        transactions_active=lambda: sip.transactions.active_count,
+        # Transactions doing work: not the finished ones waiting out Timer J (32 s) for
+        # retransmissions, or 80 REGISTERs/s with Digest would count 5,000 at rest.
+        transactions_active=lambda: sip.transactions.working_count,
         store_pending=store_pending(store),
         server=config.sip.user_agent,
     )
@@ -214,8 +216,15 @@ def install_operations(
             [
                 (
                     "clicktodial_sip_transactions_active",
-                    "SIP transactions in progress.",
+                    "SIP transactions in progress (including finished ones waiting out a"
+                    " timer for retransmissions).",
                     lambda: sip.transactions.active_count,
+                ),
+                (
+                    "clicktodial_sip_transactions_working",
+                    "SIP transactions doing work (waiting for an answer, retransmitting a"
+                    " request): what [limits] max_transactions bounds.",
+                    lambda: sip.transactions.working_count,
                 ),
                 (
                     "clicktodial_sip_dialogs_active",

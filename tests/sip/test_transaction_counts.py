@@ -151,3 +151,33 @@ def test_reliable_transports_count_no_timer_retransmissions() -> None:
     h.layer.send_request(sip_request("INVITE"), TCP, h.responses.append)
     run_for(h.clock, 10.0)
     assert h.counts == (0, 0, 0, 0)
+
+
+def test_working_count_leaves_out_transactions_only_waiting_out_a_timer() -> None:
+    """working_count: transactions waiting for an answer; those in completed, confirmed or
+    accepted (Timers D, I, J, K, L, M) are active but not working, until they end."""
+    h = Harness()
+    options = sip_request("OPTIONS", via="SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKw1;rport")
+    server = h.server(options)
+    client = h.layer.send_request(sip_request("INVITE"), UDP, h.responses.append)
+    invite = sip_request("INVITE", via="SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKw2;rport")
+    accepted = h.server(invite)
+    assert (h.layer.active_count, h.layer.working_count) == (3, 3)
+    server.respond(make_response(server.request, 200, to_tag="t1"))  # Timer J
+    h.reply(client.request, 486)  # Timer D
+    accepted.respond(make_response(accepted.request, 200, to_tag="t2"))  # Timer L
+    assert (h.layer.active_count, h.layer.working_count) == (3, 0)
+    assert h.layer.counts.lingering == 3
+    run_for(h.clock, 33.0)
+    assert (h.layer.active_count, h.layer.working_count) == (0, 0)
+    assert h.layer.counts.lingering == 0
+
+
+def test_terminate_all_leaves_no_lingering_count() -> None:
+    h = Harness()
+    tx = h.server(sip_request("OPTIONS", via="SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKw3"))
+    tx.respond(make_response(tx.request, 200, to_tag="t1"))
+    h.layer.send_request(sip_request("OPTIONS"), UDP, h.responses.append)
+    assert (h.layer.counts.lingering, h.layer.working_count) == (1, 1)
+    assert h.layer.terminate_all() == 2
+    assert (h.layer.counts.lingering, h.layer.working_count, h.layer.active_count) == (0, 0, 0)

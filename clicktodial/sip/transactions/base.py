@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from clicktodial.sip.message import Request, Response
 
 __all__ = [
+    "LINGERING_STATES",
     "RELIABLE_TRANSPORTS",
     "State",
     "Timers",
@@ -85,6 +86,12 @@ class State(enum.StrEnum):
     TERMINATED = "terminated"
 
 
+#: States in which a transaction has done its work (the final response is sent or received)
+#: and only waits out Timer D, I, J, K, L or M to absorb or pass on retransmissions: 64*T1
+#: (32 s) for a non-INVITE server transaction over UDP, for instance.
+LINGERING_STATES = frozenset([State.COMPLETED, State.CONFIRMED, State.ACCEPTED])
+
+
 class TransactionCounts:
     """
     Retransmissions since start, counted by the machines (plain integers: a retransmission
@@ -100,15 +107,25 @@ class TransactionCounts:
         absorbed in C{confirmed}.
     @ivar responses_received: final responses a client transaction received again after
         its first (absorbed, re-ACKed, or a 2xx passed to the TU in C{accepted}).
+    @ivar lingering: transactions now in a L{LINGERING_STATES} state: their work is done
+        and they only wait out a timer for retransmissions (not a count of events: it goes
+        down when they terminate).
     """
 
-    __slots__ = ("requests_received", "requests_sent", "responses_received", "responses_sent")
+    __slots__ = (
+        "lingering",
+        "requests_received",
+        "requests_sent",
+        "responses_received",
+        "responses_sent",
+    )
 
     def __init__(self) -> None:
         self.requests_sent = 0
         self.responses_sent = 0
         self.requests_received = 0
         self.responses_received = 0
+        self.lingering = 0
 
 
 class TransactionHost(Protocol):
@@ -205,6 +222,9 @@ class Transaction:
     def _enter(self, state: State) -> None:
         """Leave the current state: cancel its timers, then switch."""
         self._cancel_timers()
+        lingered = self.state in LINGERING_STATES
+        if lingered != (state in LINGERING_STATES):
+            self._host.counts.lingering += -1 if lingered else 1
         self.state = state
 
     def _cancel_timers(self) -> None:

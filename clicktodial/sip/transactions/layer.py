@@ -88,6 +88,15 @@ class TransactionLayer:
         """How many transactions (client and server) have not terminated."""
         return len(self._clients) + len(self._servers)
 
+    @property
+    def working_count(self) -> int:
+        """
+        How many transactions are doing work: waiting for our answer or a peer's, or
+        retransmitting a request; not those that only wait out a timer to absorb
+        retransmissions (L{LINGERING_STATES<clicktodial.sip.transactions.base.LINGERING_STATES>}).
+        """
+        return len(self._clients) + len(self._servers) - self.counts.lingering
+
     def terminate_all(self) -> int:
         """
         Terminate every transaction at once, silently, cancelling its timers
