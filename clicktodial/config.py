@@ -901,6 +901,17 @@ class RegistrarConfig:
             " for them, put MD5 first or alone.",
         )
     )
+    credentials_cache_seconds: float = attrs.field(
+        metadata=setting(
+            parse_seconds_or_zero,
+            "60",
+            "Seconds a user's Digest secrets (HA1), once read from the store, are used"
+            " from memory (0: read them for every authenticated REGISTER). Changes made"
+            " through this daemon apply at once, and a new password always works at once;"
+            " a password changed, or a user disabled or removed, through another daemon"
+            " sharing the database or the CLI stops the old password within this time.",
+        )
+    )
     max_delayed: int = attrs.field(
         metadata=setting(
             parse_count,

@@ -39,6 +39,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, cast
@@ -64,13 +65,19 @@ from clicktodial.sip.headers import HeaderParseError, NameAddr
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.uri import URI, URIParseError, parse_uri
 from clicktodial.store.errors import OutOfOrderRegistration, StoreError
-from clicktodial.store.values import Binding, BindingChanges, ContactChange
+from clicktodial.store.values import (
+    Binding,
+    BindingChanges,
+    ContactChange,
+    SipCredentials,
+)
 from clicktodial.throttle import AuthThrottle, ThrottleSettings
 
 if TYPE_CHECKING:
     from clicktodial.config import RegistrarConfig
 
 __all__ = [
+    "CredentialsCache",
     "Registrar",
     "RegistrarSettings",
     "canonical_aor",
@@ -86,6 +93,10 @@ SUPPORTED_OPTIONS = frozenset({"path"})
 _ONE_HOUR = 3600
 # RFC 3261 §20.19: an expiry is at most 2**32-1 seconds.
 _MAX_EXPIRES_VALUE = 2**32 - 1
+
+#: Most users whose Digest secrets the registrar keeps in memory (least recently used
+#: leave first): about 200 bytes each.
+CREDENTIALS_CACHE_ENTRIES = 100_000
 
 
 def normal_host(host: str) -> str:
@@ -146,6 +157,9 @@ class RegistrarSettings:
         puts SHA-256 first; but some clients answer only the first
         challenge (SIPp 3.6 fails on a first SHA-256 one): put MD5 first,
         or alone, for those.
+    @ivar credentials_cache_seconds: how long a user's HA1s, once read from
+        the user store, are used from memory (0: read them for every
+        authenticated REGISTER); see L{CredentialsCache}.
     """
 
     default_expires: int = field(default=3600, validator=validators.ge(1))
@@ -159,6 +173,8 @@ class RegistrarSettings:
     max_delayed: int = field(default=1000, validator=validators.ge(0))
     digest_algorithms: tuple[str, ...] = field(
         default=("SHA-256", "MD5"), converter=_algorithm_list)
+    credentials_cache_seconds: float = field(default=60.0,
+                                             validator=validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
         if not self.min_expires <= self.default_expires <= self.max_expires:
@@ -222,8 +238,86 @@ def _option_tags(request: Request, name: str) -> set[str]:
     return {tag.lower() for tag in request.headers.get_all(name) if tag}
 
 
+def _ha1(stored: SipCredentials, algorithm: str) -> str:
+    return stored.ha1_sha256 if algorithm == "SHA-256" else stored.ha1_md5
+
+
 def _quote_param(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class CredentialsCache:
+    """
+    Users' Digest secrets (HA1s) kept in memory for C{ttl} seconds after
+    the user store gave them, so that a phone registering again soon does
+    not wait on the store. Bounded: at most C{max_entries} users, the least
+    recently used leave first.
+
+    Correctness (docs/registrar.md, "Credentials cache"):
+
+      - only found, enabled users are kept: a new or re-enabled user
+        authenticates at once;
+      - the registrar uses a cached HA1 only to accept: a response that
+        does not match it is checked again against a fresh read, so a new
+        password works at once everywhere;
+      - L{forget} drops a user (the store calls it after this daemon changed
+        or removed that user), and a read that was running meanwhile is not
+        kept (generations);
+      - a password changed, or a user disabled or removed, by another daemon
+        sharing the database or by the CLI is seen here within C{ttl}: the
+        old password is accepted that long.
+    """
+
+    __slots__ = ("_clock", "ttl", "_max", "_entries", "generation")
+
+    def __init__(self, clock: IReactorTime, ttl: float,
+                 max_entries: int = CREDENTIALS_CACHE_ENTRIES) -> None:
+        self._clock = clock
+        self.ttl = ttl
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, SipCredentials]] = \
+            OrderedDict()
+        #: Changes with every L{forget}: a read started under an older
+        #: generation is not kept.
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, username: str) -> SipCredentials | None:
+        """The user's cached secrets, if read within C{ttl} seconds."""
+        entry = self._entries.get(username)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock.seconds():
+            del self._entries[username]
+            return None
+        self._entries.move_to_end(username)
+        return entry[1]
+
+    def put(self, username: str, credentials: SipCredentials | None,
+            generation: int) -> None:
+        """
+        Keep what the store answered for a read started under
+        C{generation} (nothing for an unknown or disabled user, or a read
+        that overlapped a L{forget}).
+        """
+        entries = self._entries
+        if credentials is None:
+            # Unknown or disabled now: not kept, and forgotten if it was.
+            entries.pop(username, None)
+            return
+        if not self.ttl or generation != self.generation:
+            return
+        entries[username] = (self._clock.seconds() + self.ttl, credentials)
+        entries.move_to_end(username)
+        while len(entries) > self._max:
+            entries.popitem(last=False)
+
+    def forget(self, username: str) -> None:
+        """Drop a user (changed or removed here)."""
+        self.generation += 1
+        self._entries.pop(username, None)
 
 
 class Registrar(Service):
@@ -263,6 +357,13 @@ class Registrar(Service):
             nonce_lifetime=self.settings.nonce_lifetime,
             algorithms=self.settings.digest_algorithms)
         self.throttle = throttle if throttle is not None else AuthThrottle(clock)
+        self.credentials = CredentialsCache(
+            clock, self.settings.credentials_cache_seconds)
+        # The store tells us of users this daemon changes or removes
+        # (StoreBase.user_listeners), so those leave the cache at once.
+        listeners = getattr(user_store, "user_listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(self.credentials.forget)
         self._delayed = 0
         self._purge: LoopingCall | None = None
         self._date_second = -1
@@ -480,15 +581,7 @@ class Registrar(Service):
             self.log.info("Unusable nonce or digest-uri from {username}",
                           username=credentials.username, peer=peer, aor=aor)
             raise self._challenge()
-        # The one store round trip for credentials. get_sip_credentials
-        # fires with None for unknown and disabled users alike.
-        stored = await self._users.get_sip_credentials(credentials.username)
-        ha1 = None
-        if stored is not None:
-            ha1 = (stored.ha1_sha256 if credentials.algorithm == "SHA-256"
-                   else stored.ha1_md5)
-        verdict = self.authenticator.verify(credentials, request.method, ha1,
-                                            issued_at)
+        verdict = await self._verify(credentials, request.method, issued_at)
         if verdict is Verdict.INVALID:
             await self._fail(peer, credentials.username, aor,
                              "wrong password or unknown user")
@@ -504,6 +597,40 @@ class Registrar(Service):
                              "user does not own the address of record")
             raise _Reject(403, "Forbidden (Not Your Address of Record)")
         self.throttle.success(peer, credentials.username)
+
+    async def _verify(self, credentials: DigestCredentials, method: str,
+                      issued_at: float) -> Verdict:
+        """
+        Check the response against the user's HA1: from the credentials
+        cache when it has the user, else (and whenever the cached HA1 does
+        not match: the password may have changed) from the user store.
+
+        The work is the same for an unknown user and a wrong password: one
+        store read and one digest computation (the order differs when the
+        user was cached), so timing tells nothing about who exists.
+        """
+        username = credentials.username
+        authenticator = self.authenticator
+        cache = self.credentials
+        cached = cache.get(username)
+        cached_ha1 = None
+        if cached is not None:
+            cached_ha1 = _ha1(cached, credentials.algorithm)
+            verdict = authenticator.verify(credentials, method, cached_ha1,
+                                           issued_at)
+            if verdict is not Verdict.INVALID:
+                return verdict
+        # The store round trip. get_sip_credentials fires with None for
+        # unknown and disabled users alike.
+        generation = cache.generation
+        stored = await self._users.get_sip_credentials(username)
+        cache.put(username, stored, generation)
+        ha1 = _ha1(stored, credentials.algorithm) if stored is not None \
+            else None
+        if cached is not None and ha1 == cached_ha1:
+            # The same HA1 that did not match just now.
+            return Verdict.INVALID
+        return authenticator.verify(credentials, method, ha1, issued_at)
 
     def _uri_matches(self, credentials: DigestCredentials,
                      request: Request) -> bool:
@@ -597,6 +724,7 @@ def settings_from_config(section: RegistrarConfig
             aliases=section.aliases,
             max_delayed=section.max_delayed,
             digest_algorithms=section.digest_algorithms,
+            credentials_cache_seconds=section.credentials_cache_seconds,
         ),
         ThrottleSettings(
             free_failures=section.auth_free_failures,

@@ -95,6 +95,9 @@ class StoreBase(ABC):
         self._clock = clock
         self.realm = realm
         self._hashing = hashing
+        #: called with a username after this store changed or removed that user (the
+        #: registrar's credentials cache forgets it: docs/registrar.md)
+        self.user_listeners: list[Callable[[str], object]] = []
 
     @abstractmethod
     def _run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
@@ -196,13 +199,29 @@ class StoreBase(ABC):
                                               changes.sip_password)
                 fields["ha1_md5"] = credentials.ha1_md5
                 fields["ha1_sha256"] = credentials.ha1_sha256
-            record = await self._run(self._op_update_user, username, fields)
+            try:
+                record = await self._run(self._op_update_user, username, fields)
+            finally:
+                self._user_changed(username)
             return record.public()
 
         return Deferred.fromCoroutine(update())
 
     def remove_user(self, username: str) -> Deferred[None]:
-        return self._run(self._op_delete_user, username)
+        d = self._run(self._op_delete_user, username)
+
+        def removed(result: T) -> T:
+            self._user_changed(username)
+            return result
+
+        return d.addBoth(removed)
+
+    def _user_changed(self, username: str) -> None:
+        for listener in self.user_listeners:
+            try:
+                listener(username)
+            except Exception:
+                self.log.failure("user listener failed", username=username)
 
     def check_password(self, username: str,
                        password: str) -> Deferred[User | None]:

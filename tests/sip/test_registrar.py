@@ -26,6 +26,7 @@ from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_par
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import MessageParseError, parse_message
 from clicktodial.sip.registrar import (
+    CredentialsCache,
     Registrar,
     RegistrarSettings,
     canonical_aor,
@@ -35,7 +36,7 @@ from clicktodial.sip.uri import parse_uri
 from clicktodial.store.errors import StoreUnavailable
 from clicktodial.store.memory import MemoryStore
 from clicktodial.store.sql import SQLStore
-from clicktodial.store.values import Binding, BindingChanges
+from clicktodial.store.values import Binding, BindingChanges, SipCredentials, UserChanges
 from clicktodial.testing.fakes import (
     InlineReactor,
     InlineThreadPool,
@@ -417,6 +418,148 @@ class TestAuthentication:
                                           username="bob")
         assert response.status == 403
         assert env.bindings() == []
+
+
+class TestCredentialsCache:
+    """The registrar keeps users' HA1s in memory for C{credentials_cache_seconds}
+    (docs/registrar.md, "Credentials cache")."""
+
+    @staticmethod
+    def counting(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        looked_up: list[str] = []
+        real_lookup = env.store.get_sip_credentials
+
+        def lookup(username: str) -> Any:
+            looked_up.append(username)
+            return real_lookup(username)
+
+        monkeypatch.setattr(env.store, "get_sip_credentials", lookup)
+        return looked_up
+
+    def test_second_registration_reads_no_credentials(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Within the lifetime, a refresh authenticates from memory; after it,
+        the store is read again."""
+        env = Env()
+        looked_up = self.counting(env, monkeypatch)
+        assert env.send_authenticated(register()).status == 200
+        assert env.send_authenticated(register(cseq=3)).status == 200
+        assert looked_up == ["alice"]
+        env.clock.advance(61)
+        assert env.send_authenticated(register(cseq=5)).status == 200
+        assert looked_up == ["alice", "alice"]
+
+    def test_off_reads_every_time(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        env = Env(RegistrarSettings(credentials_cache_seconds=0))
+        looked_up = self.counting(env, monkeypatch)
+        assert env.send_authenticated(register()).status == 200
+        assert env.send_authenticated(register(cseq=3)).status == 200
+        assert looked_up == ["alice", "alice"]
+        assert len(env.registrar.credentials) == 0
+
+    def test_new_password_works_at_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A password changed behind the cache's back (another daemon, the CLI):
+        the new one works at once (a mismatch is checked against a fresh
+        read), and the old one stops working then."""
+        env = Env()
+        assert env.send_authenticated(register()).status == 200
+        # Behind the registrar's back: as another daemon sharing the database would.
+        env.store.user_listeners.clear()
+        success_result_of(env.store.update_user("alice", UserChanges(sip_password="new")))
+        looked_up = self.counting(env, monkeypatch)
+        assert env.send_authenticated(register(cseq=3), password="new").status == 200
+        assert looked_up == ["alice"]
+        assert env.send_authenticated(register(cseq=5)).status == 401
+        assert env.send_authenticated(register(cseq=7), password="new").status == 200
+        assert looked_up == ["alice", "alice"]
+
+    def test_old_password_accepted_until_lifetime_when_changed_elsewhere(self) -> None:
+        """The documented limit: a change made elsewhere is seen within the
+        lifetime."""
+        env = Env(RegistrarSettings(credentials_cache_seconds=10))
+        assert env.send_authenticated(register()).status == 200
+        env.store.user_listeners.clear()
+        success_result_of(env.store.update_user("alice", UserChanges(disabled=True)))
+        assert env.send_authenticated(register(cseq=3)).status == 200
+        env.clock.advance(10)
+        assert env.send_authenticated(register(cseq=5)).status == 401
+
+    @pytest.mark.parametrize("change", [
+        UserChanges(disabled=True), UserChanges(sip_password="other")])
+    def test_changed_here_applies_at_once(self, change: UserChanges) -> None:
+        """A user changed through this daemon's store leaves the cache at once."""
+        env = Env()
+        assert env.send_authenticated(register()).status == 200
+        success_result_of(env.store.update_user("alice", change))
+        assert env.send_authenticated(register(cseq=3)).status == 401
+
+    def test_removed_here_applies_at_once(self) -> None:
+        env = Env()
+        assert env.send_authenticated(register()).status == 200
+        success_result_of(env.store.remove_user("alice"))
+        assert env.send_authenticated(register(cseq=3)).status == 401
+        assert len(env.registrar.credentials) == 0
+
+    def test_unknown_users_not_cached(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        env = Env()
+        looked_up = self.counting(env, monkeypatch)
+        for cseq in (1, 3):
+            response = env.send_authenticated(register(user="carol", cseq=cseq),
+                                              password="c-secret")
+            assert response.status == 401
+        assert looked_up == ["carol", "carol"]
+        success_result_of(env.store.add_user("carol", sip_password="c-secret"))
+        response = env.send_authenticated(register(user="carol", cseq=5),
+                                          password="c-secret")
+        assert response.status == 200
+
+    def test_wrong_password_same_work_when_cached(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A wrong password for a cached user costs one store read and one
+        digest, as for an unknown user."""
+        import clicktodial.sip.digest as digest_module
+
+        env = Env()
+        assert env.send_authenticated(register()).status == 200
+        work: list[str] = []
+        real_compute = digest_module.compute_response
+        real_lookup = env.store.get_sip_credentials
+
+        def compute(*args: Any) -> str:
+            work.append("digest")
+            return real_compute(*args)
+
+        def lookup(username: str) -> Any:
+            work.append("lookup")
+            return real_lookup(username)
+
+        monkeypatch.setattr(digest_module, "compute_response", compute)
+        monkeypatch.setattr(env.store, "get_sip_credentials", lookup)
+        assert env.send_authenticated(register(cseq=3), password="guess").status == 401
+        assert sorted(work) == ["digest", "lookup"]
+
+    def test_read_overlapping_a_change_not_kept(self) -> None:
+        """A read that was running when the user changed here is not cached."""
+        clock = InlineReactor()
+        cache = CredentialsCache(clock, 60)
+        generation = cache.generation
+        cache.forget("alice")
+        cache.put("alice", SipCredentials("a" * 32, "b" * 64), generation)
+        assert cache.get("alice") is None
+        cache.put("alice", SipCredentials("a" * 32, "b" * 64), cache.generation)
+        assert cache.get("alice") is not None
+
+    def test_bounded_least_recently_used_leave(self) -> None:
+        clock = InlineReactor()
+        cache = CredentialsCache(clock, 60, max_entries=2)
+        secrets = SipCredentials("a" * 32, "b" * 64)
+        cache.put("a", secrets, cache.generation)
+        cache.put("b", secrets, cache.generation)
+        assert cache.get("a") == secrets
+        cache.put("c", secrets, cache.generation)
+        assert len(cache) == 2
+        assert cache.get("b") is None
+        assert cache.get("a") == secrets and cache.get("c") == secrets
 
 
 # -- request checks -------------------------------------------------------------
