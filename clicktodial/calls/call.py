@@ -233,6 +233,12 @@ class Leg:
         answer), or None.
     """
 
+    # Per call, for as long as it is held: no per-instance __dict__ (also Call, _LegHandler).
+    __slots__ = (
+        "call", "role", "user", "handler", "forks", "starting", "failures", "session",
+        "pending_offer", "origin",
+    )
+
     def __init__(self, call: Call, role: str, user: User) -> None:
         self.call = call
         self.role = role
@@ -314,6 +320,8 @@ def held_answer_or_none(offer: bytes) -> bytes | None:
 class _LegHandler(SessionHandlerBase):
     """The UA core's events for one leg, handed to its call."""
 
+    __slots__ = ("call", "leg")
+
     def __init__(self, call: Call, leg: Leg) -> None:
         self.call = call
         self.leg = leg
@@ -344,6 +352,13 @@ class Call:
     @ivar phase: the current L{Phase}.
     @ivar caller_offer: the offer of the caller's 2xx, once it answered.
     """
+
+    __slots__ = (
+        "call_id", "media", "_ringback", "clock", "ua", "flow", "settings", "observer", "domain",
+        "_callee_targets", "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
+        "_relayed", "created_at", "caller_answered_at", "callee_answered_at", "connected_at",
+        "ended_at", "end_reason", "sip_status", "who_hung_up",
+    )
 
     def __init__(
         self,

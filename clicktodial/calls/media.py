@@ -30,6 +30,8 @@ __all__ = ["LegOrigin", "held_answer", "media_count", "pad_media", "truncate_med
 class LegOrigin:
     """The origin line one leg has seen from us, and its last description."""
 
+    __slots__ = ("origin", "_last", "media")
+
     def __init__(self) -> None:
         self.origin: Origin | None = None
         self._last: tuple[tuple[str, str], ...] | None = None

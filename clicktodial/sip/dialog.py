@@ -165,6 +165,12 @@ class Dialog:
     @ivar offer_answer: the dialog's SDP offer/answer state.
     """
 
+    # One per dialog, for as long as a call is held: no per-instance __dict__.
+    __slots__ = (
+        "call_id", "local_party", "remote_party", "remote_target", "route_set", "local_contact",
+        "local_seq", "remote_seq", "secure", "is_uac", "state", "offer_answer", "flow",
+    )
+
     def __init__(
         self,
         *,

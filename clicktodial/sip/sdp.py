@@ -281,6 +281,8 @@ class OfferAnswer:
     in a completed exchange; a B2BUA relays those.
     """
 
+    __slots__ = ("pending", "local_sdp", "remote_sdp", "completed_exchanges")
+
     def __init__(self) -> None:
         self.pending: PendingOffer | None = None
         self.local_sdp: bytes | None = None

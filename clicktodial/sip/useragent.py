@@ -208,8 +208,25 @@ class Session:
     @ivar ua: the L{UserAgent}.
     @ivar dialog: the L{Dialog} (state, ID, route set, offer/answer).
     @ivar handler: the L{ISessionHandler} receiving this session's events.
-    @ivar invite: the INVITE that created the dialog.
     """
+
+    __slots__ = (
+        "ua",
+        "dialog",
+        "handler",
+        "_acked",
+        "_ack",
+        "_unacked",
+        "_retransmitter",
+        "_invite_out",
+        "_invite_in",
+        "_reinvite_in",
+        "_retry",
+        "_bye_when_acked",
+        "_extra_bye_headers",
+        "_reported",
+        "termination_reason",
+    )
 
     def __init__(
         self, ua: UserAgent, dialog: Dialog, handler: ISessionHandler, invite: Request
@@ -217,9 +234,10 @@ class Session:
         self.ua = ua
         self.dialog = dialog
         self.handler = handler
-        self.invite = invite
-        #: UAC: the ACK per INVITE CSeq number, re-sent for each 2xx copy.
-        self._acks: dict[int, Request] = {}
+        #: UAC: the highest INVITE CSeq number ACKed (a 2xx for it or below is a copy)
+        #: and its ACK, re-sent for each copy of that 2xx. Only the latest ACK is kept.
+        self._acked = 0
+        self._ack: Request | None = None
         #: UAC: the 2xx (per CSeq) the application still has to ACK (it
         #: carried an offer: the ACK carries the answer).
         self._unacked: dict[int, tuple[Request, Response]] = {}
@@ -365,7 +383,7 @@ class Session:
     ) -> None:
         seq = request.cseq.seq
         if 200 <= response.status < 300:
-            if seq in self._acks or seq in self._unacked:
+            if seq <= self._acked or seq in self._unacked:
                 # A retransmitted 2xx: the same ACK again (§13.2.2.4).
                 self.ua._resend_ack(self, seq)
                 return
@@ -1061,6 +1079,9 @@ class SessionHandlerBase:
     Subclass it and override what you need.
     """
 
+    # Subclasses may have __slots__ of their own (one handler per call leg).
+    __slots__ = ()
+
     def call_provisional(
         self, call: OutgoingCall, response: Response, session: Session | None
     ) -> None:
@@ -1296,12 +1317,17 @@ class UserAgent:
 
     def _send_ack(self, session: Session, invite: Request, ack: Request) -> None:
         """Send the ACK for a 2xx (RFC 3261 §13.2.2.4: by the core, not a transaction)."""
-        session._acks[invite.cseq.seq] = ack
+        seq = invite.cseq.seq
+        if seq >= session._acked:
+            # An older ACK is not kept (a held call keeps one per leg): the UAS got it
+            # before it could answer this INVITE (it refuses a re-INVITE that comes
+            # before the previous ACK with 500, §14.2), so it sends no more copies.
+            session._acked, session._ack = seq, ack
         self.transactions.send_ack(ack, session.dialog.destination())
 
     def _resend_ack(self, session: Session, seq: int) -> None:
-        ack = session._acks.get(seq)
-        if ack is not None:
+        ack = session._ack
+        if ack is not None and seq == session._acked:
             # The same ACK, Via branch included (§13.2.2.4).
             self.transactions.send_ack(ack, session.dialog.destination())
 

@@ -1,0 +1,51 @@
+"""What a held call keeps in memory (docs/calls.md, "Benchmark": memory per held call)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clicktodial.calls.call import Call, Leg
+from clicktodial.sip.dialog import Dialog
+from clicktodial.sip.message import Request
+from clicktodial.sip.useragent import Session
+from clicktodial.testing.callfakes import CallWorld
+from clicktodial.testing.uafakes import Answer, sdp
+
+
+def held_call(policy: str) -> CallWorld:
+    world = CallWorld(policy=policy)
+    world.phone("alice", "127.0.0.2", answer=Answer(delay=1, sdp=sdp("alice")))
+    world.phone("bob", "127.0.0.3", answer=Answer(delay=1, sdp=sdp("bob")))
+    world.place("alice", "bob")
+    world.run(world.timers.timeout + 8)  # connected; every transaction of the set-up is over
+    assert [c.state for c in world.controller.active_calls()] == ["connected"]
+    return world
+
+
+@pytest.mark.parametrize("policy", ["flow4", "flow1"])
+def test_a_held_call_keeps_one_ack_per_leg_and_no_transaction(policy: str) -> None:
+    """Flow IV ACKs the caller twice (held answer, then the re-INVITE's 2xx): only the
+    latest ACK is kept to answer copies of its 2xx; no INVITE and no transaction stays."""
+    world = held_call(policy)
+    sessions = world.daemon.ua.sessions
+    assert len(sessions) == 2
+    for session in sessions:
+        assert isinstance(session._ack, Request) and session._ack.method == "ACK"
+        assert session._ack.cseq.seq == session._acked
+    assert world.daemon.layer.active_count == 0
+    world.controller.hang_up(world.controller.active_calls()[0].call_id)
+    world.assert_quiescent()
+
+
+def test_per_call_objects_have_no_instance_dict() -> None:
+    """The objects a held call keeps use __slots__ (no per-instance __dict__)."""
+    world = held_call("flow4")
+    session = world.daemon.ua.sessions[0]
+    leg = session.handler.leg  # type: ignore[attr-defined]
+    for obj in (session, session.dialog, session.dialog.offer_answer, leg, leg.handler,
+                leg.origin, leg.call):
+        assert not hasattr(obj, "__dict__"), type(obj).__name__
+    assert isinstance(leg, Leg) and isinstance(leg.call, Call)
+    assert isinstance(session, Session) and isinstance(session.dialog, Dialog)
+    world.controller.hang_up(leg.call.call_id)
+    world.assert_quiescent()
