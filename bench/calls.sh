@@ -21,11 +21,17 @@
 #   steps per call: per call it does more SIP work.)
 # - Steps go up through RATES and stop at the first step with a failure; a target's figure
 #   is the highest rate with zero failures.
-# - Memory: with phones that hold for HOLD_LONG_MS, HELD calls are placed (at 200/s) and the
-#   daemon's RSS (VmRSS) before and after is printed, per held call.
+# - Memory: phones that hold for 600 s; HELD calls are placed at HOLD_RATE/s (batches
+#   through the control API), a tenth (at most 500) first as a warm-up. After each part
+#   the script waits until all are connected, then 40 s more (the ramp's finished
+#   transactions linger up to 64*T1 = 32 s and are no part of a held call), and reads the
+#   daemon's VmRSS from /proc/PID/status: (after the rest - after the warm-up) / the
+#   calls added is the memory per held call. Bounded: ramp HELD/HOLD_RATE s, at most
+#   120 s to connect and 40 s quiet per part; the daemon is then stopped.
 #
-# Usage: bench/calls.sh [RATES...]     e.g. bench/calls.sh 50 100 200 300
-# Environment: STEP_SECONDS (5), HOLD_MS (2000), HELD (2000; 0 skips the memory figure),
+# Usage: bench/calls.sh [RATES...|-]  e.g. bench/calls.sh 50 100 200 300; "-": memory only
+# Environment: STEP_SECONDS (5), HOLD_MS (2000), HELD (10000; 0 skips the memory figure),
+# HOLD_RATE (200),
 # TARGETS ("clicktodial sippy"), PROFILE (a file: the daemon runs under cProfile), KEEP_LOGS
 # (a directory the daemon's and the phones' logs are copied to at the end).
 # Needs: sipp, the `sippy` package (pip install sippy), this checkout importable.
@@ -39,9 +45,11 @@ ip link set lo up
 
 STEP_SECONDS=${STEP_SECONDS:-5}
 HOLD_MS=${HOLD_MS:-2000}
-HELD=${HELD:-2000}
+HELD=${HELD:-10000}
+HOLD_RATE=${HOLD_RATE:-200}
 TARGETS=${TARGETS:-"clicktodial sippy"}
-if [ $# -gt 0 ]; then RATES="$*"; else RATES="50 100 150 200 300 400 500"; fi
+if [ "${1:-}" = "-" ]; then RATES=""; elif [ $# -gt 0 ]; then RATES="$*"
+else RATES="50 100 150 200 300 400 500"; fi
 SIP_PORT=45260 WEB_PORT=45261 CONTROL_PORT=45262 ALICE_PORT=45270 BOB_PORT=45271
 SIPPY_PORT=45280 UAS_PORT=45281 UAC_PORT=45282
 
@@ -168,7 +176,7 @@ for target in $TARGETS; do
         sleep 5
         start_phones 600000
         out=$(python3 "$REPO/bench/calls_rate.py" hold --control "127.0.0.1:$CONTROL_PORT" \
-            --rate 200 --calls "$HELD" --pid "$DAEMON" --settle 120)
+            --rate "$HOLD_RATE" --calls "$HELD" --pid "$DAEMON" --settle 120 --quiet 40)
         echo "  clicktodial memory at $HELD held calls: $out"
         stop_phones
         kill "$DAEMON" 2>/dev/null || true

@@ -8,8 +8,8 @@ count and time.
     python3 bench/calls_rate.py register --sip 127.0.0.1:5060 --user alice --port 40000
     python3 bench/calls_rate.py step --control 127.0.0.1:8091 --rate 100 --seconds 5 \
         --caller alice --callee bob --settle 20
-    python3 bench/calls_rate.py hold --control 127.0.0.1:8091 --calls 2000 --rate 200 \
-        --pid PID
+    python3 bench/calls_rate.py hold --control 127.0.0.1:8091 --calls 10000 --rate 200 \
+        --pid PID --quiet 40
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def main() -> None:
     step.add_argument("--settle", type=float, default=30.0)
     hold.add_argument("--calls", type=int, required=True)
     hold.add_argument("--pid", type=int, required=True)
-    hold.add_argument("--settle", type=float, default=60.0)
+    hold.add_argument("--settle", type=float, default=120.0)
+    hold.add_argument("--quiet", type=float, default=40.0)
     args = parser.parse_args()
 
     if args.command == "register":
@@ -158,22 +159,37 @@ def main() -> None:
                           "reasons": reasons}))
         return
 
-    before = rss_kb(args.pid)
-    ids, refused, _ = place_at_rate(control, args.rate, args.calls, args.caller, args.callee)
-    deadline = time.monotonic() + args.settle
-    connected = 0
-    while time.monotonic() < deadline:
+    # Memory per held call: RSS before, ramp up to --calls connected calls, wait until
+    # they are all connected, then --quiet seconds more (the ramp's finished transactions
+    # linger up to 64*T1 = 32 s: they are not part of a held call), then RSS again.
+    # A warm-up tenth (at most 500 calls) first: "before" is read with those held, so
+    # one-off allocations (code paths, caches, buffers) are not counted per call.
+    def held(expected: int) -> int:
+        deadline = time.monotonic() + args.settle
+        connected = 0
+        while time.monotonic() < deadline:
+            status, active = client.request("GET", "/calls")
+            connected = sum(1 for call in active if call["state"] == "connected")
+            if connected >= expected:
+                break
+            time.sleep(2)
+        time.sleep(args.quiet)
         status, active = client.request("GET", "/calls")
-        connected = sum(1 for call in active if call["state"] == "connected")
-        if connected >= len(ids):
-            break
-        time.sleep(1)
+        return sum(1 for call in active if call["state"] == "connected")
+
+    warmup = min(500, args.calls // 10)
+    warm, refused, _ = place_at_rate(control, args.rate, warmup, args.caller, args.callee)
+    base = held(len(warm))
+    before = rss_kb(args.pid)
+    ids, refused_more, ramp = place_at_rate(control, args.rate, args.calls - warmup,
+                                            args.caller, args.callee)
+    connected = held(base + len(ids))
     after = rss_kb(args.pid)
-    print(json.dumps({"held_calls": connected, "placed": len(ids), "refused": refused,
+    print(json.dumps({"held_calls": connected, "placed": len(warm) + len(ids),
+                      "refused": refused + refused_more, "ramp_rate": round(len(ids) / ramp, 1),
                       "rss_before_kb": before, "rss_after_kb": after,
-                      "per_call_kb": round((after - before) / max(connected, 1), 2)}))
-    for call_id in ids:
-        client.request("DELETE", f"/calls/{call_id}")
+                      "per_call_kb": round((after - before) / max(connected - base, 1), 2)}))
+    # The calls are left to the daemon's shutdown (bench/calls.sh stops it next).
 
 
 if __name__ == "__main__":
