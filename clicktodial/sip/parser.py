@@ -445,6 +445,9 @@ def _parse(
     return msg
 
 
+# The lookup key of a header name spelled as serialize() writes it (KeyError
+# for any other spelling); the dict grows as names are seen (bounded).
+_canonical_key = _CANONICAL_KEY_OF.__getitem__
 # Status codes as written on a status line, and their value (100-699).
 _STATUS_CODES = {str(code): code for code in range(100, 700)}
 
@@ -474,26 +477,24 @@ def _fast_parse(
         return None  # bare CR or LF
     first = lines[0]
     msg: Request | Response
-    if first.startswith("SIP/2.0 "):
-        status = _STATUS_CODES.get(first[8:11])
-        if status is None or first[11:12] != " " or len(first) == 12 or "%" in first:
+    start = _START_LINES.get(first)
+    if start is None:
+        start = _start_line(first)
+        if start is None:
             return None
-        msg = Response.__new__(Response)
-        msg._status = status
-        msg._reason = first[12:]
-        is_request = False
-    else:
-        parts = first.split(" ")
-        if len(parts) != 3:
-            return None
-        method, uri_text, version = parts
-        if version != "SIP/2.0" or method not in KNOWN_METHODS or not uri_text:
-            return None
+        if len(_START_LINES) >= _KNOWN_MAX:
+            _START_LINES.clear()
+        _START_LINES[first] = start
+    is_request, method, uri_text, status = start
+    if is_request:
         msg = Request.__new__(Request)
         msg._method = method
         msg._uri = None
         msg._uri_text = uri_text
-        is_request = True
+    else:
+        msg = Response.__new__(Response)
+        msg._status = status
+        msg._reason = uri_text
     del lines[0]
     names: list[str] = []
     values: list[str] = []
@@ -504,11 +505,14 @@ def _fast_parse(
             name, value = line.split(":", 1)
             add_name(name)
             add_value(value)
-        keys = list(map(_CANONICAL_KEY_OF.__getitem__, names))
+        keys = list(map(_canonical_key, names))
         cl_text = values[keys.index("content-length")]
     except (KeyError, ValueError):
         return None
-    if cl_text != f" {len(data) - body_start}" or keys.count("content-length") != 1:
+    size = len(data) - body_start
+    if (cl_text != " 0" if size == 0 else cl_text != f" {size}") or keys.count(
+        "content-length"
+    ) != 1:
         return None
     cache: dict[str, object] = {}
     if validate:
@@ -533,6 +537,28 @@ def _fast_parse(
     # stateless proxy or a retransmission sends them unchanged).
     msg._wire = data
     return msg
+
+
+# Start lines the fast path took, as _start_line reads them (bounded): the
+# same few status lines and Request-URIs come again and again.
+_START_LINES: dict[str, tuple[bool, str, str, int]] = {}
+
+
+def _start_line(line: str) -> tuple[bool, str, str, int] | None:
+    """(is request, method, Request-URI or reason, status) of a start line as
+    serialize() writes it (known method; status line without ``%``), else ``None``."""
+    if line.startswith("SIP/2.0 "):
+        status = _STATUS_CODES.get(line[8:11])
+        if status is None or line[11:12] != " " or len(line) == 12 or "%" in line:
+            return None
+        return False, "", line[12:], status
+    parts = line.split(" ")
+    if len(parts) != 3:
+        return None
+    method, uri_text, version = parts
+    if version != "SIP/2.0" or method not in KNOWN_METHODS or not uri_text:
+        return None
+    return True, method, uri_text, 0
 
 
 def _fast_validate(keys: list[str], values: list[str], method: str | None) -> CSeq | None:
@@ -588,10 +614,16 @@ def _fast_validate(keys: list[str], values: list[str], method: str | None) -> CS
         if not (_known(text, _KNOWN_CONTACT, ";expires=") or _contact_well_formed(text)):
             return None
     if "max-forwards" in keys:
-        hops = values[keys.index("max-forwards")].strip(" \t")
-        if not (hops.isdigit() and hops.isascii() and len(hops) <= 10):
-            return None
+        hops = values[keys.index("max-forwards")]
+        if hops not in _USUAL_HOPS:
+            hops = hops.strip(" \t")
+            if not (hops.isdigit() and hops.isascii() and len(hops) <= 10):
+                return None
     return CSeq(seq, cseq_method)
+
+
+# Max-Forwards values as usually written (" 70").
+_USUAL_HOPS = frozenset(f" {hops}" for hops in range(256))
 
 
 def _known(text: str, known: set[str], split: str) -> bool:
@@ -602,8 +634,14 @@ def _known(text: str, known: set[str], split: str) -> bool:
     head, sep, rest = text.partition(split)
     if not sep:
         return text in known
+    if rest.isalnum() and rest.isascii():
+        return head + "\n" in known  # the usual ";tag=" at the end
     value, semi, tail = rest.partition(";")
-    return bool(value) and not value.strip(_UNRESERVED) and head + "\n" + semi + tail in known
+    return (
+        (value.isalnum() or (value != "" and not value.strip(_UNRESERVED)))
+        and value.isascii()
+        and head + "\n" + semi + tail in known
+    )
 
 
 def _error(fault: _Fault, is_request: bool, first: str, lines: list[str]) -> MessageParseError:
