@@ -4,7 +4,8 @@ A real softphone hears the daemon's ringback and busy tone (RFC 3725 Flow IV wit
 receives (module ``sndfile``); the recording is checked by frequency analysis.
 
 * bob answers: alice hears US ringback (440+480 Hz, 2 s on / 4 s off) while bob's
-  phone rings, then bob's 880 Hz tone directly.
+  phone rings, then bob's 880 Hz tone directly; the daemon dropped what alice's
+  phone sent it meanwhile.
 * bob rejects (baresip answers ``486 Busy Here`` when told to hang up a ringing
   call): alice hears UK ringback, then the UK busy tone (400 Hz, 0.375 s on / off)
   for ``failure_tone_seconds``, then gets the BYE; the call record says the callee
@@ -12,7 +13,9 @@ receives (module ``sndfile``); the recording is checked by frequency analysis.
 
 The daemon runs with the default ``[media] direction`` (``sendrecv``): with a
 ``sendonly`` answer baresip 1.x plays and records nothing (docs/media.md).
-Loopback only; every process is stopped by its PID.
+Each packet the daemon's reactor was too late to send (a loaded host; the count is
+in the daemon's log) is 20 ms missing from the recording: the timing tolerance
+grows by that much. Loopback only; every process is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -145,15 +148,18 @@ def test_caller_hears_us_ringback_then_the_callee(
     bob.stop()
 
     samples, rate = recording(alice)
-    loud = numpy.flatnonzero(numpy.abs(samples) > 1000)
-    assert len(loud), "alice heard nothing"
-    start = int(loud[0])  # the first ringback burst
-    burst = samples[start + rate // 10 : start + rate * 19 // 10]  # 0.1-1.9 s into it
-    assert share_near(burst, rate, [440, 480]) > 0.9
-    gap = samples[start + rate * 23 // 10 : start + rate * 57 // 10]  # 2.3-5.7 s: off
-    assert numpy.sqrt((gap**2).mean()) < 100
-    second = samples[start + rate * 61 // 10 : start + rate * 79 // 10]  # next burst at 6 s
-    assert share_near(second, rate, [440, 480]) > 0.9
+    tones = bursts(samples, rate)
+    assert len(tones) >= 3, f"alice heard too little: {tones}"
+    # Each packet the daemon skipped under load is 20 ms missing from the recording;
+    # 80 ms more for what a loaded phone loses on its side.
+    slack = 0.08 + 0.02 * skipped_packets(daemon)
+    # US ringback from the first packet: 440+480 Hz, 2 s on, 4 s off, 2 s on.
+    (a0, a1), (b0, b1) = tones[:2]
+    assert abs(a1 - a0 - 2.0) < slack and abs(b0 - a0 - 6.0) < slack, tones[:2]
+    assert abs(b1 - b0 - 2.0) < slack, tones[:2]
+    for start, end in tones[:2]:
+        assert share_near(part(samples, rate, start + 0.1, end - 0.1), rate, [440, 480]) > 0.9
+    assert numpy.sqrt((part(samples, rate, a1 + 0.3, b0 - 0.3) ** 2).mean()) < 100
     # The last second: bob's own tone, straight from his phone.
     assert share_near(samples[-rate:], rate, [880]) > 0.5
     # sendrecv: alice's phone sent us its audio while bob's rang, and we dropped it.
@@ -201,8 +207,9 @@ def test_caller_hears_ringback_then_the_busy_tone_until_the_bye_when_the_callee_
     end = len(samples) / rate
     tones = bursts(samples, rate)
     assert len(tones) >= 6, f"too few tone bursts: {tones}"
-    # Each packet the daemon skipped under load is 20 ms missing from the recording.
-    slack = 0.05 + 0.02 * skipped_packets(daemon)
+    # Each packet the daemon skipped under load is 20 ms missing from the recording;
+    # 80 ms more for what a loaded phone loses on its side.
+    slack = 0.08 + 0.02 * skipped_packets(daemon)
 
     # UK ringback: 400+450 Hz, 0.4 s on, 0.2 off, 0.4 on, 2 off; from the first packet.
     (a0, a1), (b0, b1), (c0, _) = tones[:3]
