@@ -686,7 +686,7 @@ class Call:
     def held_answer(self, offer: bytes) -> bytes:
         """
         RFC 3725 Flow IV's answer1 to ``offer``: with ringback on ([calls] ringback),
-        a sendonly answer from our own RTP stream playing it; otherwise (or when
+        our answer from our own RTP stream playing it; otherwise (or when
         the offer has no stream we can send to) every stream held.
         """
         if self.media is not None and self._ringback is None:
