@@ -568,24 +568,17 @@ def _fast_validate(keys: list[str], values: list[str], method: str | None) -> CS
     only matched when it is not there; anything unusual is left to
     :func:`_validate` (``None``).
     """
-    try:
-        via = values[keys.index("via")]
-        from_ = values[keys.index("from")]
-        to = values[keys.index("to")]
-        call_id = values[keys.index("call-id")]
-        cseq = values[keys.index("cseq")].split(" ")
-    except ValueError:
-        return None  # a mandatory field is missing
-    if len(set(keys)) == len(keys):
-        vias = [via]
-        contacts = [values[keys.index("contact")]] if "contact" in keys else []
-    else:
-        for key in _SINGLE:
-            if keys.count(key) > 1:
-                return None
-        vias = [v for k, v in zip(keys, values, strict=True) if k == "via"]
-        contacts = [v for k, v in zip(keys, values, strict=True) if k == "contact"]
+    layout_key = tuple(keys)
+    layout = _LAYOUTS.get(layout_key, _UNSEEN)
+    if layout is _UNSEEN:
+        if len(_LAYOUTS) >= _KNOWN_MAX:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[layout_key] = _layout(layout_key)
+    if layout is None:
+        return None
+    vias, i_from, i_to, i_call_id, i_cseq, contacts, i_hops = layout
     # CSeq: " 314159 INVITE", a known method (the request's).
+    cseq = values[i_cseq].split(" ")
     if len(cseq) != 3 or cseq[0]:
         return None
     number, cseq_method = cseq[1], cseq[2]
@@ -596,30 +589,58 @@ def _fast_validate(keys: list[str], values: list[str], method: str | None) -> CS
         method is not None and cseq_method != method
     ):
         return None
-    for text in vias:
+    for i in vias:
+        text = values[i]
         if not (
             _known(text, _KNOWN_VIA, ";branch=")
             or _well_formed(text, _VIA_RE, _KNOWN_VIA, ";branch=")
         ):
             return None
-    for text in (from_, to):
+    for text in (values[i_from], values[i_to]):
         if not (
             _known(text, _KNOWN_NAME_ADDR, ";tag=")
             or _well_formed(text, _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag=")
         ):
             return None
-    if len(call_id.split()) != 1:
+    if len(values[i_call_id].split()) != 1:
         return None
-    for text in contacts:
+    for i in contacts:
+        text = values[i]
         if not (_known(text, _KNOWN_CONTACT, ";expires=") or _contact_well_formed(text)):
             return None
-    if "max-forwards" in keys:
-        hops = values[keys.index("max-forwards")]
+    if i_hops >= 0:
+        hops = values[i_hops]
         if hops not in _USUAL_HOPS:
             hops = hops.strip(" \t")
             if not (hops.isdigit() and hops.isascii() and len(hops) <= 10):
                 return None
     return CSeq(seq, cseq_method)
+
+
+# Where the checked fields are in a header layout (the lookup keys in order):
+# (Via positions, From, To, Call-ID, CSeq, Contact positions, Max-Forwards or
+# -1). A UA sends the same layout again and again; remembered (bounded), with
+# None for a layout the fast checks leave to the careful path.
+_Layout = tuple[tuple[int, ...], int, int, int, int, tuple[int, ...], int]
+_LAYOUTS: dict[tuple[str, ...], _Layout | None] = {}
+_UNSEEN: _Layout = ((), -1, -1, -1, -1, (), -1)
+
+
+def _layout(keys: tuple[str, ...]) -> _Layout | None:
+    """The positions of *keys*' checked fields; ``None`` if a mandatory field is
+    missing or a field that may appear once is repeated."""
+    if len(set(keys)) != len(keys) and any(keys.count(key) > 1 for key in _SINGLE):
+        return None
+    try:
+        fields = [keys.index(key) for key in ("from", "to", "call-id", "cseq")]
+    except ValueError:
+        return None
+    vias = tuple(i for i, key in enumerate(keys) if key == "via")
+    if not vias:
+        return None
+    contacts = tuple(i for i, key in enumerate(keys) if key == "contact")
+    hops = keys.index("max-forwards") if "max-forwards" in keys else -1
+    return vias, fields[0], fields[1], fields[2], fields[3], contacts, hops
 
 
 # Max-Forwards values as usually written (" 70").
