@@ -77,6 +77,9 @@ T = TypeVar("T")
 
 #: How long a SQLite connection waits for another writer, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: Seconds a PostgreSQL connection attempt may take (libpq ``connect_timeout``), unless the
+#: URL sets ``?connect_timeout=``.
+POSTGRESQL_CONNECT_TIMEOUT = 10
 
 #: Rows per IN (...) list: below every SQLite build's host-parameter limit.
 _CHUNK = 500
@@ -110,7 +113,12 @@ def create_sql_engine(url: str | URL, pool_size: int = 4) -> Engine:
         _configure_sqlite(engine)
         return engine
     if backend == "postgresql":
-        return create_engine(url, pool_size=pool_size, max_overflow=0)
+        # libpq waits for a server that accepts and never answers for ever; a bound keeps
+        # start-up (and a stop during it) from hanging on one. ?connect_timeout= overrides.
+        connect_args = {} if "connect_timeout" in url.query else {
+            "connect_timeout": POSTGRESQL_CONNECT_TIMEOUT}
+        return create_engine(url, pool_size=pool_size, max_overflow=0,
+                             connect_args=connect_args)
     raise StoreConfigError(
         f"unsupported database {backend!r}: use sqlite:///PATH or"
         " postgresql+psycopg://USER@HOST/DBNAME", key="url")

@@ -6,6 +6,7 @@ processes on loopback ports.
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -104,6 +105,37 @@ def test_sigterm_while_the_store_is_still_starting_exits_0_and_leaves_the_databa
     again = start_daemon(ini)
     again.wait_for_log("SIP listening on")
     assert again.stop() == 0
+
+
+def test_sigterm_while_postgresql_does_not_answer_exits_0_within_the_connect_timeout(
+    start_daemon: Callable[[str], Any], free_port: Callable[[], int], tmp_path: Path
+) -> None:
+    """A PostgreSQL address that accepts connections and never answers (a hung server, a
+    full backlog): the store's start waits, SIGTERM cancels it, and the daemon exits 0
+    once the connection attempt gives up ([store] PostgreSQL connect_timeout, 10 s),
+    instead of waiting for the server forever."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        ini = daemon_config(free_port(), free_port(), tmp_path).replace(
+            f"url = sqlite:///{tmp_path}/clicktodial.sqlite\n",
+            f"url = postgresql+psycopg://postgres@127.0.0.1:{port}/clicktodial\n",
+        )
+        daemon = start_daemon(ini)
+        daemon.wait_for_log(f"clicktodial {__version__} starting")
+        time.sleep(0.5)
+        daemon.signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            status = daemon.process.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"twistd still running 30 s after SIGTERM\n{daemon.log()}")
+    log = daemon.log()
+    assert status == 0, log + daemon.output()
+    assert time.monotonic() - started < 15
+    assert "the daemon stopped during start-up" in log
+    assert "Traceback" not in log + daemon.output()
 
 
 def test_sigterm_at_any_moment_of_start_up_ends_the_daemon_cleanly(
