@@ -18,6 +18,7 @@ Pure: no Twisted.  Bodies that do not parse as SDP are relayed unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 import attrs
@@ -34,7 +35,9 @@ class LegOrigin:
 
     def __init__(self) -> None:
         self.origin: Origin | None = None
-        self._last: tuple[tuple[str, str], ...] | None = None
+        #: A digest of the last description's lines but o= (held for the whole call:
+        #: 16 bytes rather than the lines).
+        self._last: bytes | None = None
         #: The m= lines of the last description we sent (for L{pad_media}).
         self.media: list[Media] = []
 
@@ -46,7 +49,9 @@ class LegOrigin:
             media = [m for m, _ in sdp.media]
         except SDPParseError:
             return body
-        rest = tuple(line for line in sdp.lines if line[0] != "o")
+        rest = hashlib.blake2b(
+            repr([line for line in sdp.lines if line[0] != "o"]).encode(), digest_size=16
+        ).digest()
         if self.origin is None:
             self.origin, self._last, self.media = origin, rest, media
             return body
