@@ -146,6 +146,7 @@ def canonical_name(name: str) -> str:
 
 
 _T = TypeVar("_T")
+_MISSING: Any = object()
 
 
 class Headers:
@@ -322,12 +323,13 @@ class Headers:
         return f"Headers({list(self)!r})"
 
     def _parsed(self, key: str, parse: Callable[[Headers], _T]) -> _T:
+        # (get, not try/except KeyError: a first access is the usual case, and
+        # raising costs more than the lookup.)
         cache = self._cache
-        try:
-            return cache[key]  # type: ignore[no-any-return,unused-ignore]
-        except KeyError:
+        value = cache.get(key, _MISSING)
+        if value is _MISSING:
             value = cache[key] = parse(self)
-            return value
+        return value
 
     def _serialize_into(self, lines: list[str], content_length: int) -> None:
         keys = self._keys
