@@ -114,7 +114,16 @@ def parse_params(text: str, pos: int = 0) -> dict[str, str | None]:
 
 def _params_of(text: str) -> dict[str, str | None]:
     # *text* has been checked against the generic-param grammar.
-    return {name.lower(): value or None for name, value in _PARAM_ITEM_RE.findall(text)}
+    if '"' in text or " " in text or "\t" in text:
+        return {name.lower(): value or None for name, value in _PARAM_ITEM_RE.findall(text)}
+    # The usual ";name=value;flag": no quoted value, no whitespace, so every ";"
+    # starts a parameter and its first "=" ends the name (a test holds this to
+    # the regex above).
+    params: dict[str, str | None] = {}
+    for item in text[1:].split(";"):
+        name, _, value = item.partition("=")
+        params[name.lower()] = value or None
+    return params
 
 
 def format_params(params: Mapping[str, str | None]) -> str:

@@ -7,6 +7,8 @@ structured header values, make_response and the identifier generators.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clicktodial.sip.headers import (
     CSeq,
@@ -416,3 +418,23 @@ def test_cseq() -> None:
 def test_split_commas() -> None:
     """Commas inside quotes (with escaped quotes) and <> do not split."""
     assert split_commas('a, "b,\\" c", <d,e>, f') == ["a", '"b,\\" c"', "<d,e>", "f"]
+
+
+_PARAM_PIECES = [";", "branch", "tag", "RPort", "=", "z9hG4bK1", "x", "", " ", "\t", '"a;b"',
+                 '"q\\"r"', "[2001:db8::1]", "1.2.3.4", "%41", "a=b"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(_PARAM_PIECES), max_size=10))
+def test_parameters_read_without_the_regex_as_with_it(pieces: list[str]) -> None:
+    """Parameters without quotes or whitespace are read by splitting: the same as the regex."""
+    from clicktodial.sip import headers
+
+    text = "".join(pieces)
+    if headers._PARAMS_RE.fullmatch(text) is None or not text.startswith(";"):
+        return
+    expected = {
+        name.lower(): value or None for name, value in headers._PARAM_ITEM_RE.findall(text)
+    }
+    assert headers._params_of(text) == expected
+    assert list(headers._params_of(text)) == list(expected)
