@@ -2,8 +2,11 @@
 
 Pure wire-format code: no Twisted imports.
 
-The fast path splits the header block once, keeps each value's text, and
-checks eagerly only what a UAS must check before anything else (RFC 3261
+A fast path (:func:`_fast_parse`) takes the usual message, written as
+``serialize()`` would write it, and only ever accepts: on anything else it
+hands over to the careful path (:func:`_parse_careful`), which finds and
+names every fault. Both split the header block once, keep each value's text,
+and check eagerly only what a UAS must check before anything else (RFC 3261
 §8.2, §18): the start line, the mandatory header fields (Via, From, To,
 Call-ID, CSeq), CSeq, Max-Forwards, Content-Length and the Contact list.
 Those parsed values are cached on the message, so the accessors cost nothing
