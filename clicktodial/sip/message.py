@@ -205,7 +205,10 @@ class Headers:
 
     def _all(self, key: str) -> list[str]:
         keys = self._keys
-        if key not in keys:
+        count = keys.count(key)
+        if count == 1:  # the usual case: one field, found without a loop in Python
+            return [self._values[keys.index(key)].strip(" \t")]
+        if count == 0:
             return []
         return [v.strip(" \t") for k, v in zip(keys, self._values, strict=True) if k == key]
 
