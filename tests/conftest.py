@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -87,6 +88,24 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(POLL_INTERVAL)
+
+
+def stop_process(process: "subprocess.Popen[bytes]", grace: float = 15.0) -> None:
+    """SIGTERM ``process`` and wait for it; SIGKILL it (by PID) if it is not gone in ``grace`` s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Stoppable(Protocol):
+    """A helper around a subprocess (a softphone, a proxy, a load generator)."""
+
+    def stop(self) -> None:
+        """Stop the subprocess (by PID); nothing when it has exited already."""
 
 
 class Daemon:
@@ -187,6 +206,18 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
         if daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait()
+
+
+@pytest.fixture
+def running() -> Iterator[list[Stoppable]]:
+    """
+    A list for the helpers around subprocesses a test starts (anything with ``stop()``):
+    each is stopped at the end of the test, the last started first.
+    """
+    started: list[Stoppable] = []
+    yield started
+    for helper in reversed(started):
+        helper.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """
 Helpers for the click-to-dial interop tests: a daemon with the demo users and the
-internal call-control API, Digest registration of a phone's address from Python, and
-the control API client.
+internal call-control API, Digest registration of a phone's address from Python, the
+control API client, a headless baresip softphone, and chromium driven by Playwright.
 
 The phones' bindings are made by real REGISTER requests with Digest authentication,
 sent from the very UDP port the phone (SIPp, baresip) then listens on, so the stored
@@ -15,11 +15,22 @@ import json
 import re
 import secrets
 import socket
+import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+from conftest import find_free_port, stop_process, wait_until  # type: ignore[import-not-found]
+
 DOMAIN = "127.0.0.1"
+
+#: Debian's chromium, and the switches that keep it headless and quiet on a test host.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
 
 
 def daemon_ini(sip_port: int, web_port: int, control_port: int, tmp: str,
@@ -155,3 +166,153 @@ class Control:
             name = sample.split("{", 1)[0]
             values[name] = values.get(name, 0.0) + float(value)
         return values
+
+
+def baresip_config(port: int, audio_source: str, control_port: int | None = None,
+                   recordings: Path | None = None) -> str:
+    """
+    A headless baresip's ``config``: SIP on 127.0.0.1:``port``, G.711, no audio device
+    (it plays to /dev/null), ``audio_source`` as its microphone (``ausine,HZ`` or
+    ``aufile,PATH``); with ``control_port``, commands over ``ctrl_tcp`` there; with
+    ``recordings``, what it sends and receives recorded in that folder (``sndfile``).
+    """
+    lines = [
+        "poll_method\tepoll",
+        f"sip_listen\t127.0.0.1:{port}",
+        "module_path\t/usr/lib/baresip/modules",
+        "module\tg711.so",
+        "module\tausine.so",
+        "module\taufile.so",
+    ]
+    if recordings is not None:
+        lines.append("module\tsndfile.so")
+    lines.append("module_app\taccount.so")
+    if control_port is not None:
+        lines += [
+            "module_app\tmenu.so",
+            "module_app\tctrl_tcp.so",
+            f"ctrl_tcp_listen\t127.0.0.1:{control_port}",
+        ]
+    lines += ["audio_player\taufile,/dev/null", f"audio_source\t{audio_source}"]
+    if audio_source.startswith("ausine,"):
+        # ausine only produces 48 kHz stereo: baresip resamples to and from PCMU's 8 kHz.
+        lines += ["ausrc_srate\t48000", "ausrc_channels\t2", "auplay_srate\t48000"]
+    lines.append("audio_alert\taufile,/dev/null")
+    if recordings is not None:
+        lines.append(f"snd_path\t{recordings}")
+    return "".join(line + "\n" for line in lines)
+
+
+class Baresip:
+    """
+    One headless baresip (Debian ``baresip-core``) in its own config folder ``directory``,
+    listening on a free port of 127.0.0.1 and registering the ``account`` line (baresip's
+    ``accounts`` syntax); its output goes to ``directory/output.txt``.
+
+    :param control: take commands over ``ctrl_tcp`` (:meth:`command`), on another free port.
+    :param record: record what it sends and receives in :attr:`recordings`.
+    """
+
+    def __init__(self, directory: Path, name: str, account: str, *,
+                 audio_source: str = "ausine,440", control: bool = False,
+                 record: bool = False) -> None:
+        self.name = name
+        self.port = find_free_port()
+        self.control_port = find_free_port() if control else None
+        self.directory = directory
+        directory.mkdir()
+        self.recordings = directory / "recordings"
+        if record:
+            self.recordings.mkdir()
+        (directory / "config").write_text(baresip_config(
+            self.port, audio_source, self.control_port, self.recordings if record else None))
+        (directory / "accounts").write_text(account)
+        self.output_path = directory / "output.txt"
+        with self.output_path.open("wb") as output:
+            self.process = subprocess.Popen(
+                ["baresip", "-4", "-n", "127.0.0.1", "-f", str(directory)],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 30) -> None:
+        """Wait until baresip printed ``text`` (it must stay up meanwhile)."""
+
+        def seen() -> bool:
+            assert self.process.poll() is None, f"baresip {self.name} exited:\n{self.output()}"
+            return text in self.output()
+
+        wait_until(seen, timeout, f"{text!r} from baresip {self.name}")
+
+    def command(self, command: str) -> None:
+        """Send a ctrl_tcp command (a netstring of JSON)."""
+        assert self.control_port is not None, f"baresip {self.name} started without control"
+        message = json.dumps({"command": command, "params": "", "token": "t"}).encode()
+        with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as sock:
+            sock.sendall(str(len(message)).encode() + b":" + message + b",")
+            sock.settimeout(5)
+            try:
+                sock.recv(4096)
+            except OSError:
+                pass
+
+    def quit(self, timeout: float) -> int:
+        """SIGTERM (baresip unregisters, Expires: 0); its exit status within ``timeout`` s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after 15 s (by PID)."""
+        stop_process(self.process)
+
+
+def demo_phone(tmp_path: Path, name: str, sip_port: int, answermode: str,
+               tone: float = 440.0) -> Baresip:
+    """
+    The baresip of demo user ``name`` (password = username) registering straight with the
+    daemon on ``sip_port``: PCMU, a ``tone`` Hz sine as its microphone, recordings, ctrl_tcp.
+    """
+    return Baresip(
+        tmp_path / f"baresip-{name}", name,
+        f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={name};regint=600;"
+        f"answermode={answermode};audio_codecs=PCMU\n",
+        audio_source=f"ausine,{int(tone)}", control=True, record=True,
+    )
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Headless Debian chromium from a Playwright ``sync_playwright()`` context."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                      headless=True)
+
+
+def log_in(page: Any, base: str, user: str, password: str | None = None) -> None:
+    """
+    Log in with the form ``page`` shows and wait for the directory; without ``password``,
+    as a demo user (whose password is the username).
+    """
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", user if password is None else password)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/directory")
+
+
+def watch_call_states(page: Any) -> None:
+    """Record each state the call page shows from now on (no reloads may happen)."""
+    page.evaluate("""() => {
+        const el = document.getElementById('call');
+        window.seenStates = [el.dataset.state];
+        new MutationObserver(() => {
+            const s = el.dataset.state;
+            if (window.seenStates[window.seenStates.length - 1] !== s)
+                window.seenStates.push(s);
+        }).observe(el, {attributes: true});
+    }""")
+
+
+def call_states_seen(page: Any) -> list[str]:
+    """The states :func:`watch_call_states` saw, in order."""
+    return list(page.evaluate("window.seenStates"))

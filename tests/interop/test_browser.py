@@ -20,18 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import daemon_ini, register  # type: ignore[import-not-found]
+from calltools import (  # type: ignore[import-not-found]
+    CHROMIUM,
+    call_states_seen,
+    daemon_ini,
+    launch_chromium,
+    log_in,
+    register,
+    watch_call_states,
+)
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
     find_free_port,
     python_env,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 SCENARIOS = Path(__file__).parent / "sipp"
 WAIT_MS = 20_000
@@ -85,8 +88,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
     base = f"http://127.0.0.1:{web_port}"
 
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                    headless=True)
+        browser = launch_chromium(p)
         try:
             # A phone-sized screen: the layout must work there.
             page = browser.new_page(viewport={"width": 390, "height": 760})
@@ -100,10 +102,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             page.goto(base + "/directory")
             assert page.url == base + "/login"
             shot(page, "login")
-            page.fill("input[name=username]", "alice")
-            page.fill("input[name=password]", "alice")
-            page.click("button[type=submit]")
-            page.wait_for_url(base + "/directory")
+            log_in(page, base, "alice")
             bob = page.locator('tr[data-user="bob"]')
             assert bob.locator(".presence").inner_text() == "offline"
             assert not bob.locator("button.call").is_visible()
@@ -119,18 +118,9 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             bob.locator("button.call").click()
             page.wait_for_url(base + "/calls/*")
             page.locator('html[data-live="yes"]').wait_for(state="attached")
-            # Record every state the page shows from now on (no reloads happen).
-            page.evaluate("""() => {
-                const el = document.getElementById('call');
-                window.seenStates = [el.dataset.state];
-                new MutationObserver(() => {
-                    const s = el.dataset.state;
-                    if (window.seenStates[window.seenStates.length - 1] !== s)
-                        window.seenStates.push(s);
-                }).observe(el, {attributes: true});
-            }""")
+            watch_call_states(page)
             page.wait_for_selector('#call[data-state="connected"]')
-            seen = page.evaluate("window.seenStates")
+            seen = call_states_seen(page)
             assert seen[-1] == "connected"
             order = ["calling-caller", "calling-callee", "connected"]
             assert [order.index(state) for state in seen] == sorted(
@@ -169,10 +159,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             admin = browser.new_page(viewport={"width": 900, "height": 760})
             admin.set_default_timeout(WAIT_MS)
             admin.goto(base + "/login")
-            admin.fill("input[name=username]", "root")
-            admin.fill("input[name=password]", "root-password")
-            admin.click("button[type=submit]")
-            admin.wait_for_url(base + "/directory")
+            log_in(admin, base, "root", "root-password")
             admin.goto(base + "/admin/users")
             admin.fill("input[name=username]", "carol")
             admin.fill("input[name=display_name]", "Carol <Ops>")

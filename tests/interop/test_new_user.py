@@ -16,24 +16,23 @@ stopped by its PID.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, find_free_port, wait_until  # type: ignore[import-not-found]
+from calltools import (
+    CHROMIUM,
+    Baresip,
+    call_states_seen,
+    launch_chromium,
+    log_in,
+    watch_call_states,
+)
+from conftest import REPO_ROOT, find_free_port  # type: ignore[import-not-found]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots" / "new-user"
 WAIT_MS = 30_000
 
@@ -61,79 +60,6 @@ def dev_ini(sip_port: int, web_port: int, log_path: Path) -> str:
     return text
 
 
-class Softphone:
-    """
-    One headless baresip configured from an account page's settings.
-
-    :param settings: the page's softphone settings (label → text) and the SIP password.
-    """
-
-    def __init__(self, tmp_path: Path, settings: dict[str, str], secret: str,
-                 answermode: str, transport: int) -> None:
-        self.name = settings["Username"]
-        self.port = find_free_port()
-        self.control_port = find_free_port()
-        self.directory = tmp_path / f"baresip-{self.name}"
-        self.directory.mkdir()
-        (self.directory / "config").write_text(
-            "poll_method\tepoll\n"
-            f"sip_listen\t127.0.0.1:{self.port}\n"
-            "module_path\t/usr/lib/baresip/modules\n"
-            "module\tg711.so\n"
-            "module\tausine.so\n"
-            "module\taufile.so\n"
-            "module_app\taccount.so\n"
-            "module_app\tmenu.so\n"
-            "module_app\tctrl_tcp.so\n"
-            f"ctrl_tcp_listen\t127.0.0.1:{self.control_port}\n"
-            "audio_player\taufile,/dev/null\n"
-            "audio_source\tausine,440\n"
-            # ausine only produces 48 kHz stereo: baresip resamples to and from PCMU's 8 kHz.
-            "ausrc_srate\t48000\n"
-            "ausrc_channels\t2\n"
-            "auplay_srate\t48000\n"
-            "audio_alert\taufile,/dev/null\n"
-        )
-        line = account_line(settings, secret, answermode, transport)
-        (self.directory / "accounts").write_text(line)
-        self.output_path = self.directory / "output.txt"
-        with self.output_path.open("wb") as output:
-            self.process = subprocess.Popen(
-                ["baresip", "-4", "-n", "127.0.0.1", "-f", str(self.directory)],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            )
-
-    def output(self) -> str:
-        return self.output_path.read_text(errors="replace")
-
-    def wait_for_output(self, text: str, timeout: float = 30) -> None:
-        def seen() -> bool:
-            assert self.process.poll() is None, f"baresip {self.name} exited:\n{self.output()}"
-            return text in self.output()
-
-        wait_until(seen, timeout, f"{text!r} from baresip {self.name}")
-
-    def command(self, command: str) -> None:
-        """Send a ctrl_tcp command (a netstring of JSON)."""
-        message = json.dumps({"command": command, "params": "", "token": "t"}).encode()
-        with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as sock:
-            sock.sendall(str(len(message)).encode() + b":" + message + b",")
-            sock.settimeout(5)
-            try:
-                sock.recv(4096)
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 def account_line(settings: dict[str, str], secret: str, answermode: str, which: int) -> str:
     """
     A baresip ``accounts`` line from the page's settings: the address (AOR) from username and
@@ -156,13 +82,12 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def log_in(page: Any, base: str, user: str) -> None:
-    page.goto(base + "/")
-    page.wait_for_url(base + "/login")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", user)  # README: the demo users' password = username
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/directory")
+def softphone(tmp_path: Path, settings: dict[str, str], secret: str, answermode: str,
+              transport: int) -> Baresip:
+    """A baresip configured from an account page's settings and SIP password alone."""
+    name = settings["Username"]
+    return Baresip(tmp_path / f"baresip-{name}", name,
+                   account_line(settings, secret, answermode, transport), control=True)
 
 
 def softphone_settings(page: Any, base: str, name: str) -> tuple[dict[str, str], str]:
@@ -183,16 +108,8 @@ def softphone_settings(page: Any, base: str, name: str) -> tuple[dict[str, str],
     return settings, secret
 
 
-@pytest.fixture
-def softphones() -> Iterator[list[Softphone]]:
-    made: list[Softphone] = []
-    yield made
-    for phone in made:
-        phone.stop()
-
-
 def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_call(
-    tmp_path: Path, start_daemon: Any, softphones: list[Softphone],
+    tmp_path: Path, start_daemon: Any, running: list[Baresip],
 ) -> None:
     sip_port, web_port = find_free_port(), find_free_port()
     daemon = start_daemon(dev_ini(sip_port, web_port, tmp_path / "daemon0.log"))
@@ -202,15 +119,16 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
     base = f"http://127.0.0.1:{web_port}"
 
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                    headless=True)
+        browser = launch_chromium(p)
         try:
             pages = {}
             for name in ("alice", "bob"):
                 context = browser.new_context(viewport={"width": 900, "height": 900})
                 page = context.new_page()
                 page.set_default_timeout(WAIT_MS)
-                log_in(page, base, name)
+                page.goto(base + "/")
+                page.wait_for_url(base + "/login")
+                log_in(page, base, name)  # README: the demo users' password = username
                 pages[name] = page
             alice_page = pages["alice"]
             errors: list[str] = []
@@ -234,9 +152,9 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
             assert bob_row.locator(".presence").inner_text() == "offline"
 
             # alice's phone uses the first transport listed (UDP), bob's the last (TCP).
-            alice = Softphone(tmp_path, *settings["alice"], answermode="manual", transport=0)
-            bob = Softphone(tmp_path, *settings["bob"], answermode="auto", transport=-1)
-            softphones.extend([alice, bob])
+            alice = softphone(tmp_path, *settings["alice"], answermode="manual", transport=0)
+            bob = softphone(tmp_path, *settings["bob"], answermode="auto", transport=-1)
+            running.extend([alice, bob])
             alice.wait_for_output("{0/UDP/v4} 200 OK")
             bob.wait_for_output("{0/TCP/v4} 200 OK")
             # bob comes online in alice's directory without a reload.
@@ -247,22 +165,14 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
             bob_row.locator("button.call").click()
             alice_page.wait_for_url(base + "/calls/*")
             alice_page.locator('html[data-live="yes"]').wait_for(state="attached")
-            alice_page.evaluate("""() => {
-                const el = document.getElementById('call');
-                window.seenStates = [el.dataset.state];
-                new MutationObserver(() => {
-                    const s = el.dataset.state;
-                    if (window.seenStates[window.seenStates.length - 1] !== s)
-                        window.seenStates.push(s);
-                }).observe(el, {attributes: true});
-            }""")
+            watch_call_states(alice_page)
             # alice's own phone rings first; she picks it up.
             alice.wait_for_output("Incoming call", 30)
             assert alice_page.locator("#call").get_attribute("data-state") == "calling-caller"
             shot(alice_page, "call-ringing-me")
             alice.command("accept")
             alice_page.wait_for_selector('#call[data-state="connected"]')
-            seen = alice_page.evaluate("window.seenStates")
+            seen = call_states_seen(alice_page)
             assert seen == ["calling-caller", "calling-callee", "connected"], seen
             bob.wait_for_output("Call established", 30)
             shot(alice_page, "call-connected")

@@ -56,24 +56,28 @@ def header(data: bytes, name: str) -> str | None:
     return None
 
 
+def probe_request(method: str, sip_port: int, port: int, to: str = "sip:alice@127.0.0.1") -> bytes:
+    """A ``method`` outside any dialog to the daemon, as sent from 127.0.0.1:``port``."""
+    return (
+        f"{method} sip:127.0.0.1:{sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@127.0.0.1>;tag={secrets.token_hex(4)}\r\n"
+        f"To: <{to}>\r\n"
+        f"Call-ID: {secrets.token_hex(8)}\r\n"
+        f"CSeq: 1 {method}\r\n"
+        f"Contact: <sip:probe@127.0.0.1:{port}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
 def sip_request(method: str, sip_port: int, timeout: float = 2.0) -> bytes:
     """Send one ``method`` outside any dialog from a fresh UDP port; the first answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(timeout)
-        port = sock.getsockname()[1]
-        request = (
-            f"{method} sip:127.0.0.1:{sip_port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:probe@127.0.0.1>;tag={secrets.token_hex(4)}\r\n"
-            "To: <sip:alice@127.0.0.1>\r\n"
-            f"Call-ID: {secrets.token_hex(8)}\r\n"
-            f"CSeq: 1 {method}\r\n"
-            f"Contact: <sip:probe@127.0.0.1:{port}>\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        sock.sendto(request.encode(), ("127.0.0.1", sip_port))
+        sock.sendto(probe_request(method, sip_port, sock.getsockname()[1]),
+                    ("127.0.0.1", sip_port))
         while True:
             data, _ = sock.recvfrom(65536)
             if status_of(data) >= 200:
@@ -147,13 +151,11 @@ def sipp_phone(
     return process
 
 
-@needs_sipp
-def test_sigterm_mid_call_refuses_new_requests_then_byes_the_call_and_exits_0(
-    make_setup: Callable[[str], Setup],
-    processes: list[subprocess.Popen[bytes]],
-    tmp_path: Path,
-) -> None:
-    setup = make_setup("[daemon]\nshutdown_grace = 4\n")
+def connected_call(
+    setup: Setup, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> tuple[Any, subprocess.Popen[bytes], subprocess.Popen[bytes], dict[str, Any]]:
+    """The daemon of ``setup`` started, SIPp phones for alice and bob, a call from alice to
+    bob connected: ``(daemon, alice's phone, bob's phone, call)``."""
     daemon = setup.start()
     daemon.wait_for_log("created demo users")
     alice = sipp_phone(tmp_path, "alice", setup.sip_port, processes)
@@ -162,6 +164,17 @@ def test_sigterm_mid_call_refuses_new_requests_then_byes_the_call_and_exits_0(
     wait_until(
         lambda: setup.control.get(call["call_id"])["state"] == "connected", 30, "connected"
     )
+    return daemon, alice, bob, call
+
+
+@needs_sipp
+def test_sigterm_mid_call_refuses_new_requests_then_byes_the_call_and_exits_0(
+    make_setup: Callable[[str], Setup],
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    setup = make_setup("[daemon]\nshutdown_grace = 4\n")
+    daemon, alice, bob, call = connected_call(setup, tmp_path, processes)
     daemon.signal(signal.SIGTERM)
     daemon.wait_for_log("stopping: refusing new calls and registrations")
     # During the grace period: the call goes on, new requests get 503 + Retry-After.
@@ -343,14 +356,7 @@ def test_sighup_swaps_the_calls_policy_and_the_call_in_progress_goes_on(
     ``[calls] max_calls_total`` to 1; the next call is refused by the new limit while the
     first one is up, and allowed once it has ended."""
     setup = make_setup("")
-    daemon = setup.start()
-    daemon.wait_for_log("created demo users")
-    alice = sipp_phone(tmp_path, "alice", setup.sip_port, processes)
-    bob = sipp_phone(tmp_path, "bob", setup.sip_port, processes)
-    call = setup.control.place("alice", "bob")
-    wait_until(
-        lambda: setup.control.get(call["call_id"])["state"] == "connected", 30, "connected"
-    )
+    daemon, alice, bob, call = connected_call(setup, tmp_path, processes)
     config = next(tmp_path.glob("daemon*.ini"))
     config.write_text(config.read_text().replace("[calls]\n", "[calls]\nmax_calls_total = 1\n"))
     daemon.signal(signal.SIGHUP)
@@ -384,17 +390,8 @@ def test_metrics_count_retransmissions_received_and_sent_again(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(5)
-        port = sock.getsockname()[1]
-        request = (
-            f"OPTIONS sip:127.0.0.1:{setup.sip_port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:probe@127.0.0.1>;tag={secrets.token_hex(4)}\r\n"
-            "To: <sip:127.0.0.1>\r\n"
-            f"Call-ID: {secrets.token_hex(8)}\r\n"
-            "CSeq: 1 OPTIONS\r\n"
-            "Content-Length: 0\r\n\r\n"
-        ).encode()
+        request = probe_request("OPTIONS", setup.sip_port, sock.getsockname()[1],
+                                to="sip:127.0.0.1")
         answers = []
         for _ in range(2):
             sock.sendto(request, ("127.0.0.1", setup.sip_port))

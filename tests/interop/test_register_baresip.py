@@ -13,14 +13,14 @@ every process is stopped by its PID.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from calltools import Baresip
 from conftest import python_env, wait_until  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 pytestmark = [
@@ -52,66 +52,10 @@ def daemon_ini(tmp_path: Path, sip_port: int, web_port: int, throttle: str = "")
     )
 
 
-class Baresip:
-    """One headless baresip with its own config directory (no audio device needed)."""
-
-    def __init__(
-        self, tmp_path: Path, name: str, password: str, sip_port: int, free_port: Callable[[], int]
-    ) -> None:
-        self.name = name
-        self.port = free_port()
-        directory = tmp_path / f"baresip-{name}-{self.port}"
-        directory.mkdir()
-        # sip_listen also takes port+1 for TLS: the control port is another free one.
-        (directory / "config").write_text(
-            "poll_method\tepoll\n"
-            f"sip_listen\t127.0.0.1:{self.port}\n"
-            "module_path\t/usr/lib/baresip/modules\n"
-            "module\tg711.so\n"
-            "module\tausine.so\n"
-            "module\taufile.so\n"
-            "module_app\taccount.so\n"
-            "audio_player\taufile,/dev/null\n"
-            "audio_source\tausine,440\n"
-            "audio_alert\taufile,/dev/null\n"
-        )
-        (directory / "accounts").write_text(
-            f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={password};regint=10\n"
-        )
-        self.output_path = directory / "output.txt"
-        with self.output_path.open("wb") as output:
-            self.process = subprocess.Popen(
-                ["baresip", "-4", "-n", "127.0.0.1", "-f", str(directory)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-
-    def output(self) -> str:
-        return self.output_path.read_text(errors="replace")
-
-    def wait_for_output(self, text: str, timeout: float = REGISTER_TIMEOUT) -> None:
-        def seen() -> bool:
-            assert self.process.poll() is None, f"baresip {self.name} exited:\n{self.output()}"
-            return text in self.output()
-
-        wait_until(seen, timeout, f"{text!r} from baresip {self.name}")
-
-    def quit(self) -> int:
-        """SIGTERM: baresip unregisters (Expires: 0) and exits."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(EXIT_TIMEOUT)
-
-
-@pytest.fixture
-def baresips() -> Iterator[list[Baresip]]:
-    made: list[Baresip] = []
-    yield made
-    for phone in made:
-        if phone.process.poll() is None:
-            phone.process.kill()
-            phone.process.wait()
+def baresip(tmp_path: Path, name: str, password: str, sip_port: int) -> Baresip:
+    """A baresip registering ``name`` with ``password`` for 10 s at a time."""
+    return Baresip(tmp_path / f"baresip-{name}", name,
+                   f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={password};regint=10\n")
 
 
 def user_list(ini: Path) -> str:
@@ -150,7 +94,7 @@ def test_softphones_register_refresh_survive_a_restart_and_unregister(
     start_daemon: Callable[[str], Any],
     free_port: Callable[[], int],
     tmp_path: Path,
-    baresips: list[Baresip],
+    running: list[Baresip],
 ) -> None:
     """alice and bob register with Digest auth, refresh before expiry; their bindings are
     in ``user list``, still there after the daemon restarts (they live in the store), and
@@ -162,11 +106,11 @@ def test_softphones_register_refresh_survive_a_restart_and_unregister(
     daemon = start_daemon(ini_text)
     daemon.wait_for_log("SIP listening on")
 
-    alice = Baresip(tmp_path, "alice", "alice", sip_port, free_port)
-    bob = Baresip(tmp_path, "bob", "bob", sip_port, free_port)
-    baresips += [alice, bob]
+    alice = baresip(tmp_path, "alice", "alice", sip_port)
+    bob = baresip(tmp_path, "bob", "bob", sip_port)
+    running += [alice, bob]
     for phone in (alice, bob):
-        phone.wait_for_output("200 OK")
+        phone.wait_for_output("200 OK", REGISTER_TIMEOUT)
     listing = user_list(ini)
     [alice_contact] = listed_contacts(listing, "alice")
     [bob_contact] = listed_contacts(listing, "bob")
@@ -186,12 +130,12 @@ def test_softphones_register_refresh_survive_a_restart_and_unregister(
     assert len(listed_contacts(after, "bob")) == 1
 
     # Quitting unregisters (the restarted daemon serves the unregistration).
-    assert bob.quit() == 0
+    assert bob.quit(EXIT_TIMEOUT) == 0
     wait_until(
         lambda: listed_contacts(user_list(ini), "bob") == [], REGISTER_TIMEOUT, "bob unregistered"
     )
     assert len(listed_contacts(user_list(ini), "alice")) == 1
-    assert alice.quit() == 0
+    assert alice.quit(EXIT_TIMEOUT) == 0
     assert listed_contacts(user_list(ini), "alice") == []
     assert "Traceback" not in daemon.log()
 
@@ -200,7 +144,7 @@ def test_wrong_password_is_refused_and_baresip_reports_failure(
     start_daemon: Callable[[str], Any],
     free_port: Callable[[], int],
     tmp_path: Path,
-    baresips: list[Baresip],
+    running: list[Baresip],
 ) -> None:
     """Credentials with a wrong password get a new 401 each time (baresip retries with
     each new nonce), until the failure throttle refuses the source with 503, which baresip
@@ -214,14 +158,14 @@ def test_wrong_password_is_refused_and_baresip_reports_failure(
     daemon = start_daemon(ini_text)
     daemon.wait_for_log("SIP listening on")
 
-    mallory = Baresip(tmp_path, "alice", "not-alice", sip_port, free_port)
-    baresips.append(mallory)
-    mallory.wait_for_output("503 Service Unavailable")
+    mallory = baresip(tmp_path, "alice", "not-alice", sip_port)
+    running.append(mallory)
+    mallory.wait_for_output("503 Service Unavailable", REGISTER_TIMEOUT)
     log = daemon.log()
     assert log.count("Authentication failed for alice") >= 2
     assert registrations(daemon, "alice") == 0
     assert listed_contacts(user_list(ini), "alice") == []
-    mallory.quit()
+    mallory.quit(EXIT_TIMEOUT)
 
 
 def test_daemon_refuses_to_start_on_an_out_of_date_schema(

@@ -24,14 +24,13 @@ import re
 import shutil
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Control, daemon_ini
+from calltools import Baresip, Control, daemon_ini, demo_phone
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
-from test_calls_baresip import Phone
 
 numpy = pytest.importorskip("numpy")
 
@@ -47,15 +46,7 @@ RING_SECONDS = 9.0
 BUSY_SECONDS = 3.0  # [calls] failure_tone_seconds
 
 
-@pytest.fixture
-def phones() -> Iterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        phone.stop()
-
-
-def recording(phone: Phone) -> tuple[Any, int]:
+def recording(phone: Baresip) -> tuple[Any, int]:
     files = sorted(phone.recordings.glob("*dec*.wav"))
     assert files, f"no recording of received audio in {phone.recordings}"
     with wave.open(str(files[-1])) as w:
@@ -72,22 +63,23 @@ def share_near(samples: Any, rate: int, frequencies: list[float], width: float =
 
 
 def start_call_world(
-    tmp_path: Path,
-    start_daemon: Callable[[str], Any],
-    phones: list[Phone],
-    ini: str,
-    ports: tuple[int, int],
-) -> tuple[Any, Phone, Phone, Control]:
+    tmp_path: Path, start_daemon: Callable[[str], Any], phones: list[Baresip], **calls: str
+) -> tuple[Any, Baresip, Baresip, Control]:
     """
-    The daemon of ``ini`` with tone streams on loopback (``ports``: its SIP and
-    call-control ports); alice's phone answering at once, bob's on command.
+    A Flow IV daemon with ``[calls]`` settings ``calls`` (bob's phone rings for up to 60 s)
+    and tone streams on loopback; alice's phone answering at once (440 Hz), bob's on
+    command (880 Hz).
     """
-    sip_port, control_port = ports
+    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    ini = daemon_ini(
+        sip_port, web_port, control_port, str(tmp_path), "flow4", callee_ring_timeout="60",
+        **calls,
+    )
     daemon = start_daemon(ini + "[media]\naddress = 127.0.0.1\nrtp_ports = 23000-23099\n")
     daemon.wait_for_tcp(control_port)
     daemon.wait_for_log("created demo users")
-    alice = Phone(tmp_path, "alice", sip_port, "auto")
-    bob = Phone(tmp_path, "bob", sip_port, "manual")
+    alice = demo_phone(tmp_path, "alice", sip_port, "auto", 440)
+    bob = demo_phone(tmp_path, "bob", sip_port, "manual", 880)
     phones.extend([alice, bob])
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
@@ -119,21 +111,11 @@ def part(samples: Any, rate: int, start: float, end: float) -> Any:
 
 
 def test_caller_hears_us_ringback_then_the_callee(
-    tmp_path: Path, start_daemon: Callable[[str], Any], phones: list[Phone]
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip]
 ) -> None:
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    ini = daemon_ini(
-        sip_port,
-        web_port,
-        control_port,
-        str(tmp_path),
-        "flow4",
-        callee_ring_timeout="60",
-        ringback="us",
-    )
     # [media] direction is left at its default (sendrecv).
     daemon, alice, bob, control = start_call_world(
-        tmp_path, start_daemon, phones, ini, (sip_port, control_port)
+        tmp_path, start_daemon, running, ringback="us"
     )
     call_id = control.place("alice", "bob")["call_id"]
     bob.wait_for_output("Incoming call", 30)
@@ -168,22 +150,11 @@ def test_caller_hears_us_ringback_then_the_callee(
 
 
 def test_caller_hears_ringback_then_the_busy_tone_until_the_bye_when_the_callee_rejects(
-    tmp_path: Path, start_daemon: Callable[[str], Any], phones: list[Phone]
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip]
 ) -> None:
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    ini = daemon_ini(
-        sip_port,
-        web_port,
-        control_port,
-        str(tmp_path),
-        "flow4",
-        callee_ring_timeout="60",
-        ringback="uk",
-        tones="uk",
-        failure_tone_seconds=str(BUSY_SECONDS),
-    )
     daemon, alice, bob, control = start_call_world(
-        tmp_path, start_daemon, phones, ini, (sip_port, control_port)
+        tmp_path, start_daemon, running, ringback="uk", tones="uk",
+        failure_tone_seconds=str(BUSY_SECONDS),
     )
     call_id = control.place("alice", "bob")["call_id"]
     bob.wait_for_output("Incoming call", 30)

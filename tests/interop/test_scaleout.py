@@ -32,11 +32,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from calltools import Control
+from calltools import Baresip, Control
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
+    Stoppable,
     find_free_port,
     python_env,
+    stop_process,
     wait_until,
 )
 from sqlalchemy import URL, create_engine, text
@@ -117,51 +119,24 @@ class Process:
         return self.output_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    made: list[Process] = []
-    yield made
-    for process in reversed(made):
-        process.stop()
-
-
-def baresip(tmp_path: Path, user: str, front_port: int) -> tuple[list[str], Path]:
-    port = find_free_port()
-    directory = tmp_path / f"baresip-{user}"
-    directory.mkdir()
+def baresip(tmp_path: Path, user: str, front_port: int) -> Baresip:
+    """``user``'s phone registering through the front, answering at once, sending silence."""
     # ausine supports only 48 kHz sources: a G.711 call needs an 8 kHz one (silence).
-    silence = directory / "silence.wav"
+    silence = tmp_path / f"silence-{user}.wav"
     with wave.open(str(silence), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(b"\0\0" * 8000 * 120)
-    (directory / "config").write_text(
-        "poll_method\tepoll\n"
-        f"sip_listen\t127.0.0.1:{port}\n"
-        "module_path\t/usr/lib/baresip/modules\n"
-        "module\tg711.so\n"
-        "module\tausine.so\n"
-        "module\taufile.so\n"
-        "module_app\taccount.so\n"
-        "audio_player\taufile,/dev/null\n"
-        f"audio_source\taufile,{silence}\n"
-        "audio_alert\taufile,/dev/null\n"
-    )
-    (directory / "accounts").write_text(
+    return Baresip(
+        tmp_path / f"baresip-{user}", user,
         f"<sip:{user}@{FRONT}:{front_port};transport=udp>;auth_pass={user};regint=10;"
-        "answermode=auto\n"
+        "answermode=auto\n",
+        audio_source=f"aufile,{silence}",
     )
-    return ["baresip", "-4", "-n", "127.0.0.1", "-f", str(directory)], directory / "out.txt"
 
 
 def query(url: URL, sql: str) -> list[tuple[Any, ...]]:
@@ -177,7 +152,7 @@ def cli(ini: Path, *args: str) -> None:
 
 def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_everyone(
     tmp_path: Path, database: URL, start_daemon: Callable[[str], Any],
-    processes: list[Process],
+    running: list[Stoppable],
 ) -> None:
     sip_port, front_port = find_free_port(), find_free_port()
     secret = secrets.token_hex(16)
@@ -200,18 +175,15 @@ def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_eve
          "-l", f"udp:{FRONT}:{front_port}", "-A", f'DSLIST="{dispatcher}"',
          "-m", "64", "-M", "8", "-Y", str(tmp_path / "kamailio-run")],
         tmp_path / "kamailio.out")
-    processes.append(kamailio)
+    running.append(kamailio)
     wait_until(lambda: "Listening on" in kamailio.output() or kamailio.process.poll() is not None,
                TIMEOUT, "kamailio to start")
     assert kamailio.process.poll() is None, kamailio.output()
 
-    phones = {}
-    for user in ("alice", "bob"):
-        argv, out = baresip(tmp_path, user, front_port)
-        phones[user] = Process(argv, out)
-        processes.append(phones[user])
-    for user, phone in phones.items():
-        wait_until(lambda p=phone: "200 OK" in p.output(), TIMEOUT, f"{user} registered")
+    phones = {user: baresip(tmp_path, user, front_port) for user in ("alice", "bob")}
+    running.extend(phones.values())
+    for phone in phones.values():
+        phone.wait_for_output("200 OK", TIMEOUT)
     paths = query(database, "SELECT aor, path FROM bindings ORDER BY aor")
     assert [aor for aor, _ in paths] == ["sip:alice@127.0.0.1", "sip:bob@127.0.0.1"]
     assert all(f"sip:{FRONT}:{front_port};lr" in path for _, path in paths), paths
@@ -229,7 +201,7 @@ def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_eve
          "-r", "10", "-m", "80", "-l", "20", "-nostdin", "-timeout", "60s", "-timeout_error",
          "-trace_err", "-error_file", str(tmp_path / "sipp-errors.log")],
         tmp_path / "sipp.out", cwd=tmp_path)
-    processes.append(load)
+    running.append(load)
     time.sleep(2.5)
     killed_at = time.time()
     daemons["node-b"].process.send_signal(signal.SIGKILL)
