@@ -131,26 +131,21 @@ class DaemonCollector(Collector):
                 log.failure("metrics: cannot read {name}", name=name)
                 continue
             yield GaugeMetricFamily(name, help_text, value=value)
-        for name, help_text, label, read_all in self.labelled:
-            family = GaugeMetricFamily(name, help_text, labels=[label])
-            try:
-                values = read_all()
-            except Exception:
-                log.failure("metrics: cannot read {name}", name=name)
-                continue
-            for key, value in sorted(values.items()):
-                family.add_metric([key], float(value))
-            yield family
-        for name, help_text, label, read_all in self.counters:
-            counter = CounterMetricFamily(name, help_text, labels=[label])
-            try:
-                values = read_all()
-            except Exception:
-                log.failure("metrics: cannot read {name}", name=name)
-                continue
-            for key, value in sorted(values.items()):
-                counter.add_metric([key], float(value))
-            yield counter
+        kinds: list[tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], list[Any]]] = [
+            (GaugeMetricFamily, self.labelled),
+            (CounterMetricFamily, self.counters),
+        ]
+        for kind, entries in kinds:
+            for name, help_text, label, read_all in entries:
+                family = kind(name, help_text, labels=[label])
+                try:
+                    values = read_all()
+                except Exception:
+                    log.failure("metrics: cannot read {name}", name=name)
+                    continue
+                for key, value in sorted(values.items()):
+                    family.add_metric([key], float(value))
+                yield family
 
 
 class MetricsResource(Resource):
