@@ -24,7 +24,7 @@ from zope.interface import implementer
 from clicktodial.calls.controller import CallController, settings_from_config
 from clicktodial.calls.directory import CachedDirectory
 from clicktodial.calls.events import CallInfo
-from clicktodial.calls.policy import create_policy
+from clicktodial.calls.policy import CallRefused, create_policy
 from clicktodial.config import CallsConfig
 from clicktodial.interfaces import ICallEventListener
 from clicktodial.sip.message import Request, Response
@@ -211,6 +211,15 @@ class CallWorld:
             result.raiseException()  # type: ignore[attr-defined]
         assert isinstance(result, CallInfo)
         return result
+
+    def refusal(self, caller: str, callee: str) -> CallRefused:
+        """Place a call that must be refused at once (policy, users); the refusal."""
+        failures: list[object] = []
+        self.controller.place_call(caller, callee).addErrback(failures.append)
+        assert failures, "place_call did not fail"
+        error = failures[0].value  # type: ignore[attr-defined]
+        assert isinstance(error, CallRefused), error
+        return error
 
     def run(self, seconds: float) -> None:
         """Advance the clock in small steps."""

@@ -82,15 +82,6 @@ def test_a_user_cannot_call_themselves() -> None:
     assert info.value.reason == "same-user"
 
 
-def refusal(world: CallWorld, caller: str, callee: str) -> CallRefused:
-    failures: list[object] = []
-    world.controller.place_call(caller, callee).addErrback(failures.append)
-    assert failures
-    error = failures[0].value  # type: ignore[attr-defined]
-    assert isinstance(error, CallRefused)
-    return error
-
-
 def test_controller_provides_its_interface() -> None:
     world = CallWorld()
     assert isinstance(world.controller, CallController)
@@ -100,11 +91,11 @@ def test_controller_provides_its_interface() -> None:
 def test_unknown_or_disabled_users_are_refused() -> None:
     world = CallWorld()
     world.phone("alice", "127.0.0.2")
-    assert refusal(world, "alice", "nobody").reason == "unknown-user"
+    assert world.refusal("alice", "nobody").reason == "unknown-user"
     world.user("carol")
     from clicktodial.store.values import UserChanges
     world.store.update_user("carol", UserChanges(disabled=True))
-    assert refusal(world, "carol", "alice").reason == "disabled-user"
+    assert world.refusal("carol", "alice").reason == "disabled-user"
 
 
 def test_calls_in_progress_count_against_the_per_user_limit() -> None:
@@ -113,7 +104,7 @@ def test_calls_in_progress_count_against_the_per_user_limit() -> None:
     world.phone("bob", "127.0.0.3")
     world.phone("carol", "127.0.0.4")
     info = world.place("alice", "bob")
-    assert refusal(world, "carol", "alice").reason == "callee-limit"
+    assert world.refusal("carol", "alice").reason == "callee-limit"
     world.controller.hang_up(info.call_id)
     world.run(1)
     world.place("carol", "alice")

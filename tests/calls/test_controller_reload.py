@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from clicktodial.calls import controller as controller_module
-from clicktodial.calls.policy import CallRefused, FlowI, FlowIV
+from clicktodial.calls.policy import FlowI, FlowIV
 from clicktodial.config import CallsConfig, Config, parse_config
 from clicktodial.testing.callfakes import CallWorld
 
@@ -14,15 +14,6 @@ from clicktodial.testing.callfakes import CallWorld
 def config_with(**calls: object) -> Config:
     base = parse_config("[sip]\ndomain = 127.0.0.1\n", "x.ini")
     return attrs.evolve(base, calls=CallsConfig(**calls))  # type: ignore[arg-type]
-
-
-def refusal(world: CallWorld, caller: str, callee: str) -> CallRefused:
-    failures: list[object] = []
-    world.controller.place_call(caller, callee).addErrback(failures.append)
-    assert failures
-    error = failures[0].value  # type: ignore[attr-defined]
-    assert isinstance(error, CallRefused)
-    return error
 
 
 def connected_world() -> tuple[CallWorld, str]:
@@ -41,7 +32,7 @@ def test_reload_applies_new_limits_to_new_calls_and_leaves_the_call_in_progress_
     world, call_id = connected_world()
     world.controller.reload(config_with(max_calls_total=1, max_duration=10))
     # The call in progress counts towards the new limit...
-    assert refusal(world, "carol", "dave").reason == "total-limit"
+    assert world.refusal("carol", "dave").reason == "total-limit"
     # ...but keeps its own timers: the new max_duration (10 s) does not end it.
     world.run(30)
     call = world.controller.get_call(call_id)
@@ -62,7 +53,7 @@ def test_reload_swaps_the_policy_for_new_calls() -> None:
     assert isinstance(world.controller.policy.flow, FlowIV)
     world.controller.reload(config_with(policy="flow1", who_may_call="admins"))
     assert isinstance(world.controller.policy.flow, FlowI)
-    assert refusal(world, "carol", "dave").reason == "forbidden"
+    assert world.refusal("carol", "dave").reason == "forbidden"
     call = world.controller.get_call(call_id)
     assert call is not None and call.state == "connected"
     world.controller.hang_up_all()
