@@ -28,29 +28,32 @@ from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.interfaces import IMessageHandler, ISIPTransport, ITransactionUser
 from clicktodial.sip.address import Destination, Source
-from clicktodial.sip.message import Request, Response, new_call_id, new_tag
+from clicktodial.sip.message import Request, Response, make_response, new_call_id, new_tag
 from clicktodial.sip.parser import MessageParseError, parse_message
+from clicktodial.sip.transaction import TransactionLayer
 from clicktodial.sip.transport import TransportError
 from clicktodial.sip.uri import parse_uri
 
 if TYPE_CHECKING:
-    from twisted.internet.task import Clock
-
-    from clicktodial.sip.transaction import ServerTransaction, TransactionLayer
+    from clicktodial.sip.transaction import ServerTransaction, Timers
 
 __all__ = [
     "FaultyEndpoint",
     "FaultyNetwork",
+    "PEER",
     "RecordingTransport",
     "RecordingUser",
     "STEP",
     "Sent",
+    "TransactionHarness",
     "assert_quiescent",
+    "in_transaction",
     "run_for",
     "sip_request",
 ]
@@ -374,3 +377,57 @@ class RecordingUser:
     def stray_response(self, response: Response) -> None:
         """Record."""
         self.strays.append(response)
+
+
+#: Where L{TransactionHarness.receive} has requests come from by default: a peer on
+#: 127.0.0.1:5080 sending to the layer on 127.0.0.1:5060.
+PEER = Source("UDP", "127.0.0.1", 5080, "127.0.0.1", 5060)
+
+
+def in_transaction(invite: Request, method: str, to: str | None = None) -> Request:
+    """
+    The C{ACK} or C{CANCEL} of C{invite}'s transaction (RFC 3261 §9.1, §17.1.1.3): its
+    top Via, From, Call-ID and CSeq number; C{to}, the To (by default the INVITE's).
+    """
+    return Request(
+        method,
+        invite.uri,
+        [
+            ("Via", invite.headers.get_all("Via")[0]),
+            ("Max-Forwards", "70"),
+            ("From", invite.headers.get("From") or ""),
+            ("To", invite.headers.get("To") or "" if to is None else to),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.seq} {method}"),
+        ],
+    )
+
+
+class TransactionHarness:
+    """
+    A L{TransactionLayer} on a fake clock, with a L{RecordingTransport} (on C{port}) and
+    a L{RecordingUser}; what a peer sends reaches it through the wire format.
+    """
+
+    def __init__(self, timers: Timers | None = None, port: int = 5060) -> None:
+        self.clock = Clock()
+        self.transport = RecordingTransport(self.clock, port=port)
+        self.user = RecordingUser()
+        if timers is None:
+            self.layer = TransactionLayer(self.clock, self.transport, self.user)
+        else:
+            self.layer = TransactionLayer(self.clock, self.transport, self.user, timers)
+
+    def receive(self, data: bytes | Request, source: Source = PEER) -> None:
+        """A request from C{source}, parsed from its bytes as if off the wire."""
+        if isinstance(data, Request):
+            data = data.serialize()
+        parsed = parse_message(data)
+        assert isinstance(parsed, Request)
+        self.layer.request_received(parsed, source)
+
+    def reply(self, request: Request, status: int, to_tag: str | None = "b1") -> None:
+        """A peer's C{status} response to C{request} (sent by this layer) arriving."""
+        parsed = parse_message(make_response(request, status, to_tag=to_tag).serialize())
+        assert isinstance(parsed, Response)
+        self.layer.response_received(parsed, None)

@@ -5,30 +5,22 @@ absorbs is one increment, read by /metrics at scrape time. Driven on a fake cloc
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
-
-from clicktodial.sip.address import Destination, Source
+from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response, make_response
-from clicktodial.sip.parser import parse_message
 from clicktodial.sip.transaction import (
     InviteServerTransaction,
     NonInviteServerTransaction,
     ServerTransaction,
-    TransactionLayer,
 )
-from clicktodial.testing.sipfakes import RecordingTransport, RecordingUser, run_for, sip_request
+from clicktodial.testing.sipfakes import TransactionHarness, in_transaction, run_for, sip_request
 
 UDP = Destination("UDP", "127.0.0.1", 5070)
 TCP = Destination("TCP", "127.0.0.1", 5070)
-SOURCE = Source("UDP", "127.0.0.1", 5080, "127.0.0.1", 5060)
 
 
-class Harness:
+class Harness(TransactionHarness):
     def __init__(self) -> None:
-        self.clock = Clock()
-        self.transport = RecordingTransport(self.clock, port=5060)
-        self.user = RecordingUser()
-        self.layer = TransactionLayer(self.clock, self.transport, self.user)
+        super().__init__()
         self.responses: list[Response] = []
 
     @property
@@ -36,34 +28,9 @@ class Harness:
         c = self.layer.counts
         return (c.requests_sent, c.responses_sent, c.requests_received, c.responses_received)
 
-    def reply(self, request: Request, status: int) -> None:
-        parsed = parse_message(make_response(request, status, to_tag="b1").serialize())
-        assert isinstance(parsed, Response)
-        self.layer.response_received(parsed, None)
-
-    def receive(self, request: Request) -> None:
-        parsed = parse_message(request.serialize())
-        assert isinstance(parsed, Request)
-        self.layer.request_received(parsed, SOURCE)
-
     def server(self, request: Request) -> ServerTransaction:
         self.receive(request)
         return self.user.requests[-1][0]
-
-
-def ack_for(invite: Request, response: Response) -> Request:
-    return Request(
-        "ACK",
-        invite.uri,
-        [
-            ("Via", invite.headers.get_all("Via")[0]),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("From") or ""),
-            ("To", response.headers.get("To") or ""),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.seq} ACK"),
-        ],
-    )
 
 
 def test_client_retransmissions_and_absorbed_final_responses_are_counted() -> None:
@@ -128,7 +95,7 @@ def test_invite_server_counts_timer_g_and_absorbed_ack_retransmissions() -> None
     assert len(h.transport.responses(486)) == 3
     assert h.counts == (0, 2, 0, 0)
     assert tx.last_response is not None
-    ack = ack_for(invite, tx.last_response)
+    ack = in_transaction(invite, "ACK", tx.last_response.headers.get("To") or "")
     h.receive(ack)  # the ACK: confirmed
     h.receive(ack)  # its retransmission, absorbed
     assert tx.state == "confirmed"

@@ -6,19 +6,15 @@ through the TransactionLayer on a fake clock and a recording transport.
 from __future__ import annotations
 
 import pytest
-from twisted.internet.task import Clock
 
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response, make_response
-from clicktodial.sip.parser import parse_message
 from clicktodial.sip.transaction import (
     InviteClientTransaction,
     Timers,
-    TransactionLayer,
 )
 from clicktodial.testing.sipfakes import (
-    RecordingTransport,
-    RecordingUser,
+    TransactionHarness,
     assert_quiescent,
     run_for,
     sip_request,
@@ -28,12 +24,9 @@ UDP = Destination("UDP", "127.0.0.1", 5070)
 TCP = Destination("TCP", "127.0.0.1", 5070)
 
 
-class Harness:
+class Harness(TransactionHarness):
     def __init__(self, timers: Timers | None = None) -> None:
-        self.clock = Clock()
-        self.transport = RecordingTransport(self.clock)
-        self.user = RecordingUser()
-        self.layer = TransactionLayer(self.clock, self.transport, self.user, timers or Timers())
+        super().__init__(timers or Timers())
         self.responses: list[tuple[float, Response]] = []
 
     def on_response(self, response: Response) -> None:
@@ -44,12 +37,9 @@ class Harness:
         assert isinstance(tx, InviteClientTransaction)
         return tx
 
-    def reply(self, tx: InviteClientTransaction, status: int, to_tag: str | None = "b1") -> None:
-        # Through the wire format, as a peer's response would arrive.
-        response = make_response(tx.request, status, to_tag=to_tag if status > 100 else None)
-        parsed = parse_message(response.serialize())
-        assert isinstance(parsed, Response)
-        self.layer.response_received(parsed, None)
+    def reply_to(self, tx: InviteClientTransaction, status: int, to_tag: str | None = "b1") -> None:
+        """A peer's response to ``tx``'s INVITE (a 100 never has a To tag)."""
+        self.reply(tx.request, status, to_tag if status > 100 else None)
 
     @property
     def statuses(self) -> list[int]:
@@ -86,7 +76,7 @@ def test_provisional_response_stops_retransmission_and_timer_b() -> None:
     h = Harness()
     tx = h.invite()
     run_for(h.clock, 0.25)
-    h.reply(tx, 180)
+    h.reply_to(tx, 180)
     assert tx.state == "proceeding"
     run_for(h.clock, 120)
     assert h.transport.times("INVITE") == [0]
@@ -99,14 +89,14 @@ def test_failure_response_is_acked_passed_up_once_and_timer_d_ends_it() -> None:
     """300-699: ACK sent, response passed up; retransmissions re-ACKed, not passed up."""
     h = Harness()
     tx = h.invite()
-    h.reply(tx, 100)
+    h.reply_to(tx, 100)
     run_for(h.clock, 1)
-    h.reply(tx, 486)
+    h.reply_to(tx, 486)
     assert tx.state == "completed"
     assert h.statuses == [100, 486]
     assert len(h.transport.requests("ACK")) == 1
     run_for(h.clock, 3)
-    h.reply(tx, 486)  # retransmitted by the server
+    h.reply_to(tx, 486)  # retransmitted by the server
     assert h.statuses == [100, 486]
     assert h.transport.times("ACK") == [1.0, 4.0]
     run_for(h.clock, 28.9375)  # Timer D: 32 s after entering completed
@@ -122,7 +112,7 @@ def test_ack_for_failure_follows_section_17_1_1_3() -> None:
     request = sip_request("INVITE", extra=(("Route", "<sip:proxy.invalid;lr>"),))
     tx = h.layer.send_request(request, UDP, h.on_response)
     assert isinstance(tx, InviteClientTransaction)
-    h.reply(tx, 404, to_tag="xyz")
+    h.reply_to(tx, 404, to_tag="xyz")
     ack = h.transport.requests("ACK")[0].message
     assert isinstance(ack, Request)
     assert ack.method == "ACK"
@@ -140,17 +130,17 @@ def test_2xx_moves_to_accepted_and_retransmitted_2xx_reach_the_user_until_timer_
     h = Harness()
     tx = h.invite()
     run_for(h.clock, 0.25)
-    h.reply(tx, 200)
+    h.reply_to(tx, 200)
     assert tx.state == "accepted"
     assert h.transport.requests("ACK") == []  # the UA core ACKs a 2xx
     run_for(h.clock, 10)
-    h.reply(tx, 200)
+    h.reply_to(tx, 200)
     assert h.statuses == [200, 200]
     assert h.transport.times("INVITE") == [0]
     run_for(h.clock, 22.1875)  # Timer M: 32 s after 0.25
     assert tx.state == "terminated"
     assert_quiescent(h.clock, h.layer)
-    h.reply(tx, 200)
+    h.reply_to(tx, 200)
     assert len(h.user.strays) == 1  # after Timer M a 2xx is stray
 
 
@@ -160,7 +150,7 @@ def test_reliable_transport_has_no_timer_a_and_timer_d_is_zero() -> None:
     tx = h.invite(TCP)
     run_for(h.clock, 10)
     assert h.transport.times("INVITE") == [0]
-    h.reply(tx, 486)
+    h.reply_to(tx, 486)
     assert h.statuses == [486]
     assert len(h.transport.requests("ACK")) == 1
     assert tx.state == "terminated"
@@ -180,7 +170,7 @@ def test_timer_d_is_at_least_32_seconds_whatever_t1() -> None:
     """§17.1.1.2: Timer D >= 32 s on unreliable transports even when 64*T1 is less."""
     h = Harness(Timers(t1=0.05))
     tx = h.invite()
-    h.reply(tx, 500)
+    h.reply_to(tx, 500)
     run_for(h.clock, 31.9375)
     assert tx.state == "completed"
     run_for(h.clock, 0.0625)
@@ -229,7 +219,7 @@ def test_cancel_is_its_own_transaction_on_the_invite_branch() -> None:
     """The CANCEL keeps the INVITE's branch; responses to each go to the right one."""
     h = Harness()
     tx = h.invite()
-    h.reply(tx, 180)
+    h.reply_to(tx, 180)
     cancel_responses: list[int] = []
     cancel_tx = h.layer.send_request(
         tx.cancel_request(), UDP, lambda r: cancel_responses.append(r.status)
@@ -239,7 +229,7 @@ def test_cancel_is_its_own_transaction_on_the_invite_branch() -> None:
         tx.request.headers.get_all("Via")[0]
     ]
     h.layer.response_received(make_response(cancel_tx.request, 200, to_tag="b1"), None)
-    h.reply(tx, 487)
+    h.reply_to(tx, 487)
     assert cancel_responses == [200]
     assert h.statuses == [180, 487]
 
@@ -273,10 +263,10 @@ def test_user_can_destroy_a_proceeding_invite_transaction() -> None:
     """§9.1: after a CANCEL goes unanswered for 64*T1 the TU destroys the INVITE transaction."""
     h = Harness()
     tx = h.invite()
-    h.reply(tx, 180)
+    h.reply_to(tx, 180)
     tx.terminate()
     assert tx.state == "terminated"
     assert h.statuses == [180]
     assert_quiescent(h.clock, h.layer)
-    h.reply(tx, 487)
+    h.reply_to(tx, 487)
     assert [r.status for r in h.user.strays] == [487]

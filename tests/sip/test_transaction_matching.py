@@ -8,21 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from twisted.internet.task import Clock
 
 from clicktodial.sip.address import Source
 from clicktodial.sip.message import Request, make_response
-from clicktodial.sip.parser import parse_message
 from clicktodial.sip.transaction import (
     InviteServerTransaction,
     ServerTransaction,
-    TransactionLayer,
     has_rfc3261_branch,
 )
 from clicktodial.testing.sipfakes import (
-    RecordingTransport,
-    RecordingUser,
+    TransactionHarness,
     assert_quiescent,
+    in_transaction,
     run_for,
     sip_request,
 )
@@ -32,52 +29,9 @@ SOURCE = Source("UDP", "127.0.0.1", 5080, "127.0.0.1", 5060)
 VIA = "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKm1;rport"
 
 
-class Harness:
-    def __init__(self) -> None:
-        self.clock = Clock()
-        self.transport = RecordingTransport(self.clock)
-        self.user = RecordingUser()
-        self.layer = TransactionLayer(self.clock, self.transport, self.user)
-
-    def receive(self, data: bytes | Request) -> None:
-        if isinstance(data, Request):
-            data = data.serialize()
-        parsed = parse_message(data)
-        assert isinstance(parsed, Request)
-        self.layer.request_received(parsed, SOURCE)
-
+class Harness(TransactionHarness):
     def statuses(self, method: str | None = None) -> list[int | None]:
         return [s.status for s in self.transport.responses() if method in (None, s.method)]
-
-
-def _cancel_for(invite: Request) -> Request:
-    return Request(
-        "CANCEL",
-        invite.uri,
-        [
-            ("Via", invite.headers.get_all("Via")[0]),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("From") or ""),
-            ("To", invite.headers.get("To") or ""),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.seq} CANCEL"),
-        ],
-    )
-
-
-def _ack_for(invite: Request, to: str) -> Request:
-    return Request(
-        "ACK",
-        invite.uri,
-        [
-            ("Via", invite.headers.get_all("Via")[0]),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("From") or ""),
-            ("To", to),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.seq} ACK"),
-        ],
-    )
 
 
 def test_same_branch_from_another_sent_by_is_another_transaction() -> None:
@@ -97,17 +51,17 @@ def test_cancel_of_a_pending_invite_gets_200_and_the_user_answers_487() -> None:
     h.receive(invite)
     itx = h.user.requests[0][0]
     itx.respond(make_response(itx.request, 180, to_tag="t9"))
-    h.receive(_cancel_for(invite))
+    h.receive(in_transaction(invite, "CANCEL"))
     assert h.user.cancels == [itx]
     assert len(h.user.requests) == 1  # the CANCEL never reaches request_received
     assert h.statuses("CANCEL") == [200]
     cancel_200 = [s.message for s in h.transport.responses(200)][0]
     assert cancel_200.to.tag == "t9"  # §9.2: same To tag as the INVITE's response
-    h.receive(_cancel_for(invite))  # retransmitted CANCEL: 200 again, TU not told twice
+    h.receive(in_transaction(invite, "CANCEL"))  # sent again: 200 again, TU not told twice
     assert h.statuses("CANCEL") == [200, 200]
     assert len(h.user.cancels) == 1
     itx.respond(make_response(itx.request, 487, to_tag="t9"))
-    h.receive(_ack_for(invite, f"{invite.headers.get('To')};tag=t9"))
+    h.receive(in_transaction(invite, "ACK", f"{invite.headers.get('To')};tag=t9"))
     assert itx.state == "confirmed"
     assert h.user.acks == []
     run_for(h.clock, 40)
@@ -121,7 +75,7 @@ def test_cancel_after_the_final_response_gets_200_and_has_no_effect() -> None:
     h.receive(invite)
     itx = h.user.requests[0][0]
     itx.respond(make_response(itx.request, 200, to_tag="t1"))
-    h.receive(_cancel_for(invite))
+    h.receive(in_transaction(invite, "CANCEL"))
     assert h.statuses("CANCEL") == [200]
     assert h.user.cancels == []
     assert itx.state == "accepted"
@@ -130,7 +84,7 @@ def test_cancel_after_the_final_response_gets_200_and_has_no_effect() -> None:
 def test_cancel_matching_no_transaction_gets_481() -> None:
     """§9.2: "If the UAS did not find a matching transaction for the CANCEL ... 481"."""
     h = Harness()
-    h.receive(_cancel_for(sip_request("INVITE", via=VIA)))
+    h.receive(in_transaction(sip_request("INVITE", via=VIA), "CANCEL"))
     assert h.statuses() == [481]
     assert h.user.cancels == []
     assert h.user.requests == []
@@ -141,7 +95,7 @@ def test_cancel_matching_no_transaction_gets_481() -> None:
 def test_ack_for_a_2xx_reaches_the_user() -> None:
     """An ACK matching no transaction (a 2xx ACK has its own branch) goes to ack_received."""
     h = Harness()
-    h.receive(_ack_for(sip_request("INVITE", via=VIA), "<sip:bob@127.0.0.1>;tag=x"))
+    h.receive(in_transaction(sip_request("INVITE", via=VIA), "ACK", "<sip:bob@127.0.0.1>;tag=x"))
     assert len(h.user.acks) == 1
     assert h.transport.sent == []
     assert h.layer.active_count == 0
@@ -202,10 +156,10 @@ def test_rfc2543_invite_is_matched_without_a_branch() -> None:
     h.receive(data)  # retransmission in completed: the 486 again
     assert h.statuses() == [486, 486]
     invite = itx.request
-    h.receive(_ack_for(invite, f"{invite.headers.get('To')};tag=other"))
+    h.receive(in_transaction(invite, "ACK", f"{invite.headers.get('To')};tag=other"))
     assert itx.state == "completed"  # To tag is not the response's: not this transaction
     assert len(h.user.acks) == 1
-    h.receive(_ack_for(invite, f"{invite.headers.get('To')};tag=busy1"))
+    h.receive(in_transaction(invite, "ACK", f"{invite.headers.get('To')};tag=busy1"))
     assert itx.state == "confirmed"
     run_for(h.clock, 10)
     assert_quiescent(h.clock, h.layer)
@@ -217,7 +171,7 @@ def test_rfc2543_cancel_matches_its_invite() -> None:
     data = (TORTURE / "inv2543.dat").read_bytes()
     h.receive(data)
     itx = h.user.requests[0][0]
-    h.receive(_cancel_for(itx.request))
+    h.receive(in_transaction(itx.request, "CANCEL"))
     assert h.user.cancels == [itx]
     assert h.statuses("CANCEL") == [200]
 

@@ -5,19 +5,14 @@ through the TransactionLayer on a fake clock and a recording transport.
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
-
 from clicktodial.sip.address import Destination
-from clicktodial.sip.message import Response, make_response
-from clicktodial.sip.parser import parse_message
+from clicktodial.sip.message import make_response
 from clicktodial.sip.transaction import (
     ClientTransaction,
     NonInviteClientTransaction,
-    TransactionLayer,
 )
 from clicktodial.testing.sipfakes import (
-    RecordingTransport,
-    RecordingUser,
+    TransactionHarness,
     assert_quiescent,
     run_for,
     sip_request,
@@ -27,12 +22,9 @@ UDP = Destination("UDP", "127.0.0.1", 5070)
 TCP = Destination("TCP", "127.0.0.1", 5070)
 
 
-class Harness:
+class Harness(TransactionHarness):
     def __init__(self) -> None:
-        self.clock = Clock()
-        self.transport = RecordingTransport(self.clock)
-        self.user = RecordingUser()
-        self.layer = TransactionLayer(self.clock, self.transport, self.user)
+        super().__init__()
         self.responses: list[tuple[float, int]] = []
 
     def send(self, method: str = "OPTIONS", destination: Destination = UDP) -> ClientTransaction:
@@ -44,10 +36,6 @@ class Harness:
         assert isinstance(tx, NonInviteClientTransaction)
         return tx
 
-    def reply(self, tx: ClientTransaction, status: int) -> None:
-        parsed = parse_message(make_response(tx.request, status, to_tag="b1").serialize())
-        assert isinstance(parsed, Response)
-        self.layer.response_received(parsed, None)
 
 
 def test_request_is_retransmitted_doubling_up_to_t2_then_timer_f_reports_408() -> None:
@@ -69,7 +57,7 @@ def test_after_a_provisional_retransmissions_continue_every_t2() -> None:
     h = Harness()
     tx = h.send("MESSAGE")
     run_for(h.clock, 1)
-    h.reply(tx, 100)
+    h.reply(tx.request, 100)
     assert tx.state == "proceeding"
     run_for(h.clock, 39)
     assert h.transport.times("MESSAGE") == [
@@ -84,18 +72,18 @@ def test_final_response_is_passed_up_once_and_timer_k_absorbs_retransmissions() 
     h = Harness()
     tx = h.send()
     run_for(h.clock, 0.75)
-    h.reply(tx, 200)
+    h.reply(tx.request, 200)
     assert tx.state == "completed"
-    h.reply(tx, 200)
+    h.reply(tx.request, 200)
     run_for(h.clock, 4.9375)
     assert tx.state == "completed"
-    h.reply(tx, 200)
+    h.reply(tx.request, 200)
     assert h.responses == [(0.75, 200)]
     assert h.transport.times("OPTIONS") == [0, 0.5]
     run_for(h.clock, 0.0625)
     assert tx.state == "terminated"
     assert_quiescent(h.clock, h.layer)
-    h.reply(tx, 200)
+    h.reply(tx.request, 200)
     assert len(h.user.strays) == 1
 
 
@@ -105,7 +93,7 @@ def test_reliable_transport_has_no_timer_e_and_timer_k_is_zero() -> None:
     tx = h.send(destination=TCP)
     run_for(h.clock, 5)
     assert h.transport.times("OPTIONS") == [0]
-    h.reply(tx, 404)
+    h.reply(tx.request, 404)
     assert tx.state == "terminated"
     assert h.responses == [(5.0, 404)]
     assert_quiescent(h.clock, h.layer)
