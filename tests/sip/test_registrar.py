@@ -21,6 +21,7 @@ from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
 from clicktodial.interfaces import ILocationStore
+from clicktodial.sip import digest as digest_module
 from clicktodial.sip.address import Source
 from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
 from clicktodial.sip.message import Request, Response
@@ -195,6 +196,28 @@ def contact_params(response: Response) -> dict[str, dict[str, str | None]]:
 # -- authentication -----------------------------------------------------------
 
 
+def record_work(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """
+    What authenticating costs from now on, in order: ``"lookup"`` for each credentials
+    read from ``env``'s store, ``"digest"`` for each digest response computed.
+    """
+    work: list[str] = []
+    real_compute = digest_module.compute_response
+    real_lookup = env.store.get_sip_credentials
+
+    def compute(*args: Any) -> str:
+        work.append("digest")
+        return real_compute(*args)
+
+    def lookup(username: str) -> Any:
+        work.append("lookup")
+        return real_lookup(username)
+
+    monkeypatch.setattr(digest_module, "compute_response", compute)
+    monkeypatch.setattr(env.store, "get_sip_credentials", lookup)
+    return work
+
+
 class TestAuthentication:
     """RFC 3261 §10.3 step 3 and §22: every REGISTER is authenticated."""
 
@@ -261,23 +284,8 @@ class TestAuthentication:
         """An unknown user and a wrong password each take one credentials
         look-up and one digest computation: no timing difference to
         enumerate users by."""
-        import clicktodial.sip.digest as digest_module
-
         env = Env()
-        work: list[str] = []
-        real_compute = digest_module.compute_response
-        real_lookup = env.store.get_sip_credentials
-
-        def compute(*args: Any) -> str:
-            work.append("digest")
-            return real_compute(*args)
-
-        def lookup(username: str) -> Any:
-            work.append("lookup")
-            return real_lookup(username)
-
-        monkeypatch.setattr(digest_module, "compute_response", compute)
-        monkeypatch.setattr(env.store, "get_sip_credentials", lookup)
+        work = record_work(env, monkeypatch)
         env.send_authenticated(register(), password="guess")
         wrong_password_work = list(work)
         work.clear()
@@ -517,24 +525,9 @@ class TestCredentialsCache:
             self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A wrong password for a cached user costs one store read and one
         digest, as for an unknown user."""
-        import clicktodial.sip.digest as digest_module
-
         env = Env()
         assert env.send_authenticated(register()).status == 200
-        work: list[str] = []
-        real_compute = digest_module.compute_response
-        real_lookup = env.store.get_sip_credentials
-
-        def compute(*args: Any) -> str:
-            work.append("digest")
-            return real_compute(*args)
-
-        def lookup(username: str) -> Any:
-            work.append("lookup")
-            return real_lookup(username)
-
-        monkeypatch.setattr(digest_module, "compute_response", compute)
-        monkeypatch.setattr(env.store, "get_sip_credentials", lookup)
+        work = record_work(env, monkeypatch)
         assert env.send_authenticated(register(cseq=3), password="guess").status == 401
         assert sorted(work) == ["digest", "lookup"]
 
