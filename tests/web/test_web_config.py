@@ -11,7 +11,7 @@ import pytest
 from clicktodial.config import ConfigError, WebConfig, parse_config
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import InlineReactor, InlineThreadPool, cheap_password_hasher
-from clicktodial.testing.webfakes import WebClient, web_world
+from clicktodial.testing.webfakes import Reply, WebClient, web_world
 from clicktodial.web.app import DEFAULT_LIMITS, login_throttle_settings, make_web_app
 
 MINIMAL = "[sip]\ndomain = example.test\n[store]\nbackend = memory\n"
@@ -79,14 +79,23 @@ def world_with(text: str):  # type: ignore[no-untyped-def]
     return web_world(limits=web_config(text))
 
 
-def test_calls_per_minute_is_obeyed() -> None:
-    world = world_with("calls_per_minute = 2\n")
+def caller(world) -> tuple[WebClient, str]:  # type: ignore[no-untyped-def]
+    """alice online (her phone registered) and logged in: her client and API CSRF token."""
     world.register("alice")
     client = WebClient(world)
     client.login("alice")
-    token = client.api_csrf()
-    codes = [client.request("POST", "/api/v1/calls", json_body={"callee": "bob"},
-                            headers={"X-CSRF-Token": token}).code for _ in range(3)]
+    return client, client.api_csrf()
+
+
+def post_call(client: WebClient, token: str, body: dict[str, str]) -> Reply:
+    """``POST /api/v1/calls`` with ``body``."""
+    return client.request("POST", "/api/v1/calls", json_body=body,
+                          headers={"X-CSRF-Token": token})
+
+
+def test_calls_per_minute_is_obeyed() -> None:
+    client, token = caller(world_with("calls_per_minute = 2\n"))
+    codes = [post_call(client, token, {"callee": "bob"}).code for _ in range(3)]
     assert codes == [201, 201, 429]
 
 
@@ -138,14 +147,8 @@ def test_login_throttling_follows_its_settings() -> None:
 
 
 def test_max_body_is_obeyed_by_pages_and_api() -> None:
-    world = world_with("max_body = 1024\n")
-    world.register("alice")
-    client = WebClient(world)
-    client.login("alice")
-    token = client.api_csrf()
-    big = {"callee": "bob", "padding": "x" * 1100}
-    reply = client.request("POST", "/api/v1/calls", json_body=big,
-                           headers={"X-CSRF-Token": token})
+    client, token = caller(world_with("max_body = 1024\n"))
+    reply = post_call(client, token, {"callee": "bob", "padding": "x" * 1100})
     assert reply.code == 413 and "1024 bytes" in reply.json()["error"]
     reply = client.post_form("/calls", {"callee": "bob", "padding": "x" * 1100})
     assert reply.code == 413
