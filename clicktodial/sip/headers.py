@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from clicktodial.sip.uri import URI, HeaderParseError, URIParseError, parse_uri
 
@@ -226,6 +227,29 @@ class Via:
 
 def parse_via(text: str) -> list[Via]:
     """Parse a Via header field value: one or more comma-separated via-parms."""
+    if "," not in text:
+        shaped = _shape_of(text, ";branch=")
+        if shaped is not None:
+            known = _VIA_SHAPES.get(shaped[0])
+            if known is not None:
+                transport, host, port, params = known
+                via = Via.__new__(Via)
+                via.transport = transport
+                via.host = host
+                via.port = port
+                via.params = params = dict(params)
+                params["branch"] = shaped[1]
+                return [via]
+            vias = _parse_via(text)
+            if _shape_reusable(vias[0].params, "branch", shaped):
+                # (A copy: the caller may change the Via it is given.)
+                _remember(_VIA_SHAPES, shaped[0], (via := vias[0]).transport, via.host,
+                          via.port, dict(via.params))
+            return vias
+    return _parse_via(text)
+
+
+def _parse_via(text: str) -> list[Via]:
     vias = []
     for item in split_commas(text):
         m = _VIA_RE.fullmatch(item)
@@ -339,6 +363,82 @@ def parse_name_addr(text: str) -> NameAddr:
     Without ``<>``, every ``;parameter`` after the URI is a header parameter,
     not a URI parameter (RFC 3261 §20.10, RFC 4475 §3.3.12).
     """
+    shaped = _shape_of(text, ";tag=")
+    if shaped is None:
+        return _parse_name_addr(text)
+    known = _NAME_ADDR_SHAPES.get(shaped[0])
+    if known is not None:
+        uri, display, params = known
+        na = NameAddr.__new__(NameAddr)
+        na.uri = uri
+        na.display_name = display
+        na.params = params = dict(params)
+        params["tag"] = shaped[1]
+        return na
+    na = _parse_name_addr(text)
+    if _shape_reusable(na.params, "tag", shaped):
+        _remember(_NAME_ADDR_SHAPES, shaped[0], na.uri, na.display_name, dict(na.params))
+    return na
+
+
+# Vias and name-addrs parsed, by shape: the text with the value of its
+# ";branch=" / ";tag=" left out (see _shape_of). A UA's Vias differ only in the
+# branch, a user's From/To only in the tag: the rest is parsed once. What is
+# kept is copied into each new object (the URI is immutable, shared).
+# Bounded: emptied when full.
+_VIA_SHAPES: dict[str, tuple[str, str, int | None, dict[str, str | None]]] = {}
+_NAME_ADDR_SHAPES: dict[str, tuple[URI, str | None, dict[str, str | None]]] = {}
+_SHAPES_MAX = 4096
+_UNRESERVED = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"
+
+
+def _shape_of(text: str, split: str) -> tuple[str, str, str] | None:
+    """(shape, value, what follows the value) when *text* has *split* followed by
+    a value of unreserved characters, else ``None``.
+
+    Wherever such a value stands after ``=`` in these grammars it is a run of
+    characters any of which (and any number of which) the grammar accepts
+    there, so texts of one shape parse alike but for that value.
+    """
+    head, sep, rest = text.partition(split)
+    if not sep:
+        return None
+    value, semi, tail = rest.partition(";")
+    if not (value.isalnum() or (value != "" and not value.strip(_UNRESERVED))):
+        return None
+    if not value.isascii():
+        return None
+    after = semi + tail
+    return head + "\n" + after, value, after
+
+
+def _shape_reusable(
+    params: dict[str, str | None], name: str, shaped: tuple[str, str, str]
+) -> bool:
+    """Whether a parse of a text of this shape serves every text of it: the value
+    found for *name* is the one after the split (no other parameter of that name
+    follows it, none is quoted or spaced, so the parameters were read by splitting)."""
+    after = shaped[2]
+    return (
+        params.get(name) == shaped[1]
+        and name not in after.lower()
+        and _simple_params(params)
+    )
+
+
+def _simple_params(params: dict[str, str | None]) -> bool:
+    return not any(
+        v is not None and ('"' in v or " " in v or "\t" in v) for v in params.values()
+    )
+
+
+def _remember(cache: dict[str, Any], shape: str, *parsed: Any) -> None:
+    if len(cache) >= _SHAPES_MAX:
+        cache.clear()
+    cache[shape] = parsed
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     m = _NAME_ADDR_RE.fullmatch(text)
     if m is None:
         raise HeaderParseError(f"bad name-addr {text.strip()!r}")

@@ -7,7 +7,7 @@ structured header values, make_response and the identifier generators.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from clicktodial.sip.headers import (
@@ -438,3 +438,73 @@ def test_parameters_read_without_the_regex_as_with_it(pieces: list[str]) -> None
     }
     assert headers._params_of(text) == expected
     assert list(headers._params_of(text)) == list(expected)
+
+
+_SHAPE_PIECES = [
+    "SIP/2.0/UDP h.example.com:5060", " SIP/2.0/TCP [2001:db8::1]", '"A b" <sip:a@b.c>',
+    "<sip:a@b;lr>", "sip:a@b", "<tel:+1>", ";branch=", ";tag=", ";TAG=", "; tag=", ";rport",
+    ";received=192.0.2.1", "=x", '="q;tag=z"', '"', ";", "=", "<", ">", "@", ":", " ", "a",
+    "tag", "branch", ",",
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(st.sampled_from(_SHAPE_PIECES), max_size=6),
+    st.sampled_from([";branch=", ";tag="]),
+    st.lists(st.text(st.sampled_from("abzAZ09-._~"), min_size=1, max_size=5), min_size=2,
+             max_size=3),
+    st.lists(st.lists(st.sampled_from(_SHAPE_PIECES), max_size=5), min_size=1, max_size=3),
+)
+@example(["SIP/2.0/UDP h.example.com:5060"], ";branch=", ["z9hG4bK1", "z9"], [[";rport"]])
+@example(['"A b" <sip:a@b.c>'], ";tag=", ["x", "y"], [[], [";lr"]])
+@example(['"A b" <sip:a@b.c>'], ";tag=", ["x", "y"], [[";tag=x"]])
+@example(["<sip:a@b>;TAG=x;y=\""], ";tag=", ["x", "y"], [[';q"']])
+@example(['"a'], ";tag=", ["x", "y"], [[';b" <sip:a@b>']])
+@example(["<sip:a@b>;TAG=x"], ";tag=", ["x", "y"], [[]])
+def test_parse_by_shape_gives_what_a_fresh_parse_gives(
+    before: list[str], split: str, values: list[str], afters: list[list[str]]
+) -> None:
+    """Vias and name-addrs of one shape (different branch/tag values, and what follows),
+    parsed with the memory warm, read exactly as parsed afresh: fields, parameters, order."""
+    from clicktodial.sip import headers
+
+    headers._VIA_SHAPES.clear()
+    headers._NAME_ADDR_SHAPES.clear()
+    for text in [
+        "".join(before) + split + value + "".join(after) for after in afters for value in values
+    ]:
+        for parse, fresh in [
+            (headers.parse_via, headers._parse_via),
+            (headers.parse_name_addr, headers._parse_name_addr),
+        ]:
+            try:
+                expected = fresh(text)
+            except HeaderParseError:
+                with pytest.raises(HeaderParseError):
+                    parse(text)
+                continue
+            got = parse(text)
+            if isinstance(got, list):
+                assert isinstance(expected, list)
+                assert [(v.transport, v.host, v.port, list(v.params.items())) for v in got] == [
+                    (v.transport, v.host, v.port, list(v.params.items())) for v in expected
+                ], text
+            else:
+                assert isinstance(got, NameAddr) and isinstance(expected, NameAddr)
+                assert (got.uri, got.display_name, list(got.params.items())) == (
+                    expected.uri, expected.display_name, list(expected.params.items())
+                ), text
+
+
+def test_changing_a_parsed_via_or_name_addr_changes_no_later_parse() -> None:
+    """What is remembered by shape is a copy: a caller changing the objects it was given
+    (a transport adding received/rport) does not change the next parse of that shape."""
+    via = parse_via("SIP/2.0/UDP 10.0.0.9:5070;rport;branch=z9hG4bK-1")[0]
+    via.params["rport"] = "5099"
+    via.params["received"] = "192.0.2.1"
+    again = parse_via("SIP/2.0/UDP 10.0.0.9:5070;rport;branch=z9hG4bK-2")[0]
+    assert again.params == {"rport": None, "branch": "z9hG4bK-2"}
+    na = parse_name_addr("<sip:a@b>;tag=1")
+    na.params["expires"] = "0"
+    assert parse_name_addr("<sip:a@b>;tag=2").params == {"tag": "2"}
