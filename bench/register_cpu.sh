@@ -10,7 +10,8 @@
 # registers new AORs; later rounds, with COUNT ≤ USERS, refresh existing bindings.
 #
 # PROFILE=py-spy writes a py-spy flame graph (SVG; --gil) of the last round to
-# $PROFILE_OUT (default /tmp/register-profile.svg); PROFILE=raw writes collapsed stacks.
+# $PROFILE_OUT (default /tmp/register-profile.svg); PROFILE=raw writes collapsed stacks;
+# PYSPY_ARGS replaces --gil (e.g. PYSPY_ARGS=--threads: every running thread).
 #
 # Usage: STORE=sqlite|postgresql COUNT=3000 RATE=300 ROUNDS=2 bench/register_cpu.sh
 # Runs in a private network namespace (re-runs itself under `unshare -n`): loopback only.
@@ -87,8 +88,8 @@ python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" user import "$WORK/u
 DAEMON=$!
 sleep 5
 
-cpu() {  # utime + stime of the daemon, in clock ticks
-    awk '{ print $14 + $15 }' "/proc/$DAEMON/stat"
+cpu() {  # utime and stime of the daemon, in clock ticks
+    awk '{ print $14 " " $15 }' "/proc/$DAEMON/stat"
 }
 HZ=$(getconf CLK_TCK)
 round=1
@@ -96,7 +97,7 @@ while [ "$round" -le "$ROUNDS" ]; do
     spy=""
     if [ -n "$PROFILE" ] && [ "$round" -eq "$ROUNDS" ]; then
         fmt=flamegraph; [ "$PROFILE" = raw ] && fmt=raw
-        py-spy record --gil --nonblocking -r 250 -f "$fmt" -o "$PROFILE_OUT" -p "$DAEMON" \
+        py-spy record ${PYSPY_ARGS:---gil} --nonblocking -r 250 -f "$fmt" -o "$PROFILE_OUT" -p "$DAEMON" \
             > "$WORK/py-spy.out" 2>&1 &
         spy=$!
         sleep 1
@@ -111,12 +112,14 @@ while [ "$round" -le "$ROUNDS" ]; do
     python3 - "$out" "$before" "$after" "$HZ" "$round" "$STORE" "$RATE" <<'EOF'
 import json, sys
 out = json.loads(sys.argv[1])
-before, after, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+(u0, s0), (u1, s1) = (map(int, sys.argv[i].split()) for i in (2, 3))
+hz = int(sys.argv[4])
 ok = out["succeeded"]
-ms = (after - before) * 1000 / hz / ok if ok else float("nan")
+user, system = (u1 - u0) / hz, (s1 - s0) / hz
+ms = (user + system) * 1000 / ok if ok else float("nan")
 print(f"round {sys.argv[5]} ({sys.argv[6]}, {sys.argv[7]}/s): {ok} succeeded, {out['failed']} failed,"
       f" {out['rate']:.0f}/s completed, p50 {out['latency_ms']['p50']} ms,"
-      f" daemon CPU {(after - before) / hz:.2f} s = {ms:.3f} ms per registration")
+      f" daemon CPU {user:.2f} s user + {system:.2f} s system = {ms:.3f} ms per registration")
 EOF
     round=$((round + 1))
 done

@@ -19,6 +19,7 @@ from twisted.python.components import Componentized
 
 from clicktodial import __version__
 from clicktodial.config import Config, ConfigError, load_config
+from clicktodial.gcpolicy import apply_daemon_gc_policy
 from clicktodial.log import make_log_observer
 from clicktodial.reload import LIVE_SETTINGS, ConfigReloader
 from clicktodial.service import build_service
@@ -191,6 +192,8 @@ def makeService(options: Options) -> IService:
     root = TwistdRoot(observer)
     daemon = build_service(config, reactor)
     daemon.setServiceParent(root)
+    # Once serving: freeze what start-up left alive, collect less often (clicktodial.gcpolicy).
+    daemon.started.addCallback(lambda _: apply_daemon_gc_policy())
     notifier = SystemdNotifier(reactor, daemon.started)
     notifier.setServiceParent(root)
     # SIGHUP: the log level first, then the components' hooks (clicktodial.reload).
