@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import urllib.error
@@ -21,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import find_free_port, stop_process, wait_until  # type: ignore[import-not-found]
 
 DOMAIN = "127.0.0.1"
@@ -31,6 +33,15 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
+BARESIP_MODULES = Path("/usr/lib/baresip/modules")
+
+#: Skip marks of the tests that need these programs.
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                    reason="Debian chromium not installed")
+needs_baresip = pytest.mark.skipif(shutil.which("baresip") is None,
+                                   reason="baresip is not installed")
+needs_baresip_sndfile = pytest.mark.skipif(not (BARESIP_MODULES / "sndfile.so").exists(),
+                                           reason="no baresip sndfile")
 
 
 def daemon_ini(sip_port: int, web_port: int, control_port: int, tmp: str,
@@ -179,7 +190,7 @@ def baresip_config(port: int, audio_source: str, control_port: int | None = None
     lines = [
         "poll_method\tepoll",
         f"sip_listen\t127.0.0.1:{port}",
-        "module_path\t/usr/lib/baresip/modules",
+        f"module_path\t{BARESIP_MODULES}",
         "module\tg711.so",
         "module\tausine.so",
         "module\taufile.so",

@@ -11,7 +11,6 @@ this test). Every wait is bounded; every process is killed by PID at the end.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -21,11 +20,11 @@ from typing import Any
 
 import pytest
 from calltools import (  # type: ignore[import-not-found]
-    CHROMIUM,
     call_states_seen,
     daemon_ini,
     launch_chromium,
     log_in,
+    needs_chromium,
     register,
     watch_call_states,
 )
@@ -43,7 +42,7 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed"),
+    needs_chromium,
     pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) not installed"),
 ]
 

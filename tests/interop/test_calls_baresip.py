@@ -15,7 +15,6 @@ with bob answering after 40 s (past the 32 s for which alice's phone retransmits
 
 from __future__ import annotations
 
-import shutil
 import time
 import wave
 from collections.abc import Callable
@@ -23,17 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Baresip, Control, daemon_ini, demo_phone
+from calltools import Baresip, Control, daemon_ini, demo_phone, needs_baresip, needs_baresip_sndfile
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
 
 numpy = pytest.importorskip("numpy")
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip is not installed"),
-    pytest.mark.skipif(
-        not Path("/usr/lib/baresip/modules/sndfile.so").exists(), reason="no baresip sndfile"
-    ),
+    needs_baresip,
+    needs_baresip_sndfile,
 ]
 
 TONES = {"alice": 440.0, "bob": 880.0}

@@ -16,19 +16,18 @@ stopped by its PID.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from calltools import (
-    CHROMIUM,
     Baresip,
     call_states_seen,
     launch_chromium,
     log_in,
+    needs_baresip,
+    needs_chromium,
     watch_call_states,
 )
 from conftest import REPO_ROOT, find_free_port  # type: ignore[import-not-found]
@@ -40,8 +39,8 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed"),
-    pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip is not installed"),
+    needs_chromium,
+    needs_baresip,
 ]
 
 

@@ -12,7 +12,6 @@ every process is stopped by its PID.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Baresip
+from calltools import Baresip, needs_baresip
 from conftest import python_env, wait_until  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip is not installed"),
+    needs_baresip,
 ]
 
 #: Bounds (seconds): generous for a loaded 2-core machine, finite.

@@ -21,7 +21,6 @@ grows by that much. Loopback only; every process is stopped by its PID.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import wave
 from collections.abc import Callable
@@ -29,17 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Baresip, Control, daemon_ini, demo_phone
+from calltools import Baresip, Control, daemon_ini, demo_phone, needs_baresip, needs_baresip_sndfile
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
 
 numpy = pytest.importorskip("numpy")
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip is not installed"),
-    pytest.mark.skipif(
-        not Path("/usr/lib/baresip/modules/sndfile.so").exists(), reason="no baresip sndfile"
-    ),
+    needs_baresip,
+    needs_baresip_sndfile,
 ]
 
 RING_SECONDS = 9.0
