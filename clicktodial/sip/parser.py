@@ -448,6 +448,7 @@ def _parse(
     return msg
 
 
+_new = object.__new__
 # The lookup key of a header name spelled as serialize() writes it (KeyError
 # for any other spelling); the dict grows as names are seen (bounded).
 _canonical_key = _CANONICAL_KEY_OF.__getitem__
@@ -490,12 +491,12 @@ def _fast_parse(
         _START_LINES[first] = start
     is_request, method, uri_text, status = start
     if is_request:
-        msg = Request.__new__(Request)
+        msg = _new(Request)
         msg._method = method
         msg._uri = None
         msg._uri_text = uri_text
     else:
-        msg = Response.__new__(Response)
+        msg = _new(Response)
         msg._status = status
         msg._reason = uri_text
     del lines[0]
@@ -528,7 +529,7 @@ def _fast_parse(
         if cseq is None:
             return None
         cache["cseq"] = cseq
-    headers = Headers.__new__(Headers)
+    headers = _new(Headers)
     headers._keys = keys
     headers._names = names
     headers._values = values
