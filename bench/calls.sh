@@ -6,7 +6,8 @@
 # - Everything runs in a private network namespace (the script re-runs itself under
 #   `unshare -n`): only loopback exists, nothing can leave the machine.
 # - clicktodial: the daemon (SQLite store, demo users alice and bob, [log] level = warn,
-#   [calls] policy = flow4, no per-user limit) with its internal control API. The phones
+#   [calls] policy = flow4, no per-user limit, 4 MB UDP buffers, [limits] off for
+#   127.0.0.1: all the load comes from there) with its internal control API. The phones
 #   are two SIPp UAS on their own ports, registered with Digest first: alice's phone
 #   (bench/sipp/call_caller_hold.xml) answers at once, takes the Flow IV re-INVITE, holds
 #   HOLD_MS and hangs up; bob's (tests/interop/sipp/call_phone_answer.xml) answers at once.
@@ -26,12 +27,13 @@
 #   the script waits until all are connected, then 40 s more (the ramp's finished
 #   transactions linger up to 64*T1 = 32 s and are no part of a held call), and reads the
 #   daemon's VmRSS from /proc/PID/status: (after the rest - after the warm-up) / the
-#   calls added is the memory per held call. Bounded: ramp HELD/HOLD_RATE s, at most
+#   calls added is the memory per held call. This runs on a fresh daemon and database:
+#   one that ran the rate steps keeps their peak in its heap and would hide the calls. Bounded: ramp HELD/HOLD_RATE s, at most
 #   120 s to connect and 40 s quiet per part; the daemon is then stopped.
 #
 # Usage: bench/calls.sh [RATES...|-]  e.g. bench/calls.sh 50 100 200 300; "-": memory only
 # Environment: STEP_SECONDS (5), HOLD_MS (2000), HELD (10000; 0 skips the memory figure),
-# HOLD_RATE (200),
+# HOLD_RATE (100),
 # TARGETS ("clicktodial sippy"), PROFILE (a file: the daemon runs under cProfile), KEEP_LOGS
 # (a directory the daemon's and the phones' logs are copied to at the end).
 # Needs: sipp, the `sippy` package (pip install sippy), this checkout importable.
@@ -46,7 +48,7 @@ ip link set lo up
 STEP_SECONDS=${STEP_SECONDS:-5}
 HOLD_MS=${HOLD_MS:-2000}
 HELD=${HELD:-10000}
-HOLD_RATE=${HOLD_RATE:-200}
+HOLD_RATE=${HOLD_RATE:-100}
 TARGETS=${TARGETS:-"clicktodial sippy"}
 if [ "${1:-}" = "-" ]; then RATES=""; elif [ $# -gt 0 ]; then RATES="$*"
 else RATES="50 100 150 200 300 400 500"; fi
@@ -98,6 +100,7 @@ start_daemon() {
 [sip]
 domain = 127.0.0.1
 listen = 127.0.0.1:$SIP_PORT
+udp_buffer = 4194304
 [web]
 listen = tcp:$WEB_PORT:interface=127.0.0.1
 [store]
@@ -167,13 +170,16 @@ for target in $TARGETS; do
             if echo "$out" | grep -q '"passed": true'; then CTD_BEST=$rate; else break; fi
         done
         stop_phones
+        kill "$DAEMON" 2>/dev/null || true
+        wait "$DAEMON" 2>/dev/null || true
         if [ "$HELD" -eq 0 ]; then
-            kill "$DAEMON" 2>/dev/null || true
-            wait "$DAEMON" 2>/dev/null || true
             continue
         fi
-        # Memory per held call: the previous calls are over (or hung up) first.
-        sleep 5
+        # Memory per held call, on a fresh daemon and database: one that already ran the
+        # rate steps keeps their peak (freed memory stays in its heap), and held calls
+        # would first fill that.
+        rm -f "$WORK"/clicktodial.sqlite*
+        start_daemon
         start_phones 600000
         out=$(python3 "$REPO/bench/calls_rate.py" hold --control "127.0.0.1:$CONTROL_PORT" \
             --rate "$HOLD_RATE" --calls "$HELD" --pid "$DAEMON" --settle 120 --quiet 40)
