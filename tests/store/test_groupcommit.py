@@ -201,6 +201,55 @@ def test_sql_batch_applies_registers_and_reads_credentials_in_one_transaction(
         ("sip:phone1@192.0.2.1", 1, 3700.0), ("sip:phone2@192.0.2.2", 2, 3700.0)]
 
 
+def test_sql_batch_reads_every_aor_at_once_and_writes_together(
+        held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of REGISTERs of several AORs reads their bindings in one statement and sends
+    its writes together: refreshes update the stored rows, new contacts are inserted,
+    expiries delete, a second REGISTER of an AOR sees the first; no job falls back."""
+    store, pool = held
+    for n, user in enumerate(("alice", "carol", "dave"), start=1):
+        success_result_of(store.update_bindings(
+            f"sip:{user}@example.com", changes(f"c{n}", 1, contact(n)), 100.0))
+    monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
+    reads: list[str] = []
+    real_prefetch = store._prefetch_bindings
+
+    def prefetch(cursor: Any, aors: Any) -> Any:
+        reads.append(",".join(sorted(set(aors))))
+        return real_prefetch(cursor, aors)
+
+    monkeypatch.setattr(store, "_prefetch_bindings", prefetch)
+    pool.held = True
+    store.get_sip_credentials("alice")
+    refresh = store.update_bindings("sip:alice@example.com", changes("c1", 2, contact(1)), 200.0)
+    add = store.update_bindings("sip:carol@example.com", changes("c2", 2, contact(2), contact(4)),
+                                200.0)
+    remove = store.update_bindings("sip:dave@example.com", changes("c3", 2, contact(3, 0)), 200.0)
+    again = store.update_bindings("sip:alice@example.com", changes("c1", 3, contact(5)), 200.0)
+    new = store.update_bindings("sip:erin@example.com", changes("c5", 1, contact(6)), 200.0)
+    pool.release()
+    # The first batch is the credentials read alone (the one submitted while idle).
+    assert reads == ["", "sip:alice@example.com,sip:carol@example.com,sip:dave@example.com,"
+                         "sip:erin@example.com"]
+    assert [(b.contact, b.cseq, b.expires_at) for b in success_result_of(refresh)] == [
+        ("sip:phone1@192.0.2.1", 2, 3800.0)]
+    assert [b.contact for b in success_result_of(add)] == [
+        "sip:phone2@192.0.2.2", "sip:phone4@192.0.2.4"]
+    assert success_result_of(remove) == []
+    assert [b.contact for b in success_result_of(again)] == [
+        "sip:phone1@192.0.2.1", "sip:phone5@192.0.2.5"]
+    assert len(success_result_of(new)) == 1
+
+    def stored(user: str) -> list[tuple[str, int]]:
+        return [(b.contact, b.cseq) for b in success_result_of(
+            store.get_bindings(f"sip:{user}@example.com", 200.0))]
+
+    assert stored("alice") == [("sip:phone1@192.0.2.1", 2), ("sip:phone5@192.0.2.5", 3)]
+    assert stored("carol") == [("sip:phone2@192.0.2.2", 2), ("sip:phone4@192.0.2.4", 2)]
+    assert stored("dave") == []
+    assert stored("erin") == [("sip:phone6@192.0.2.6", 1)]
+
+
 def test_sql_batch_out_of_order_register_fails_alone(
         held: tuple[SQLStore, HeldThreadPool]) -> None:
     """An out-of-order REGISTER in a batch fails with OutOfOrderRegistration and changes
@@ -227,10 +276,10 @@ def test_sql_batch_failing_in_the_database_is_retried_one_by_one(
     store, pool = held
     real = store._fast_update_bindings
 
-    def failing(cursor: Any, aor: str, *args: Any) -> Any:
+    def failing(cursor: Any, aor: str, *args: Any, **kwargs: Any) -> Any:
         if aor == "sip:bad@example.com":
             raise RuntimeError("simulated database failure")
-        return real(cursor, aor, *args)
+        return real(cursor, aor, *args, **kwargs)
 
     monkeypatch.setattr(store, "_fast_update_bindings", failing)
     monkeypatch.setattr(store, "_op_update_bindings", _failing_for_bad(store._op_update_bindings))
