@@ -231,7 +231,8 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 # Written as "unrolled loops" of single character classes: CPython's re runs
 # those in a tight C loop, alternations per character are several times slower.
 _QSTR = r'"[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*"'
-_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
+# hostname / IPv4address as uri.py reads them: no leading "." or "-", no trailing "-".
+_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?)"
 _PORT = r"[0-9]{1,5}"
 # %-escapes are allowed by the classes; their form is checked separately.
 _SIP_USER = r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%\x80-\U0010ffff]+"
@@ -823,8 +824,15 @@ def _check_request_uri(req: Request) -> None:
             "%" in uri_text and _BAD_ESCAPE_RE.search(uri_text)
         ):
             raise _Fault("Invalid Request-URI")
+        # The URI reader has the last word (the grammar above is the fast
+        # screen): a Request-URI the stack cannot read is a 400 here, never
+        # an exception later when the request's .uri is used.
+        try:
+            parsed = parse_uri(uri_text)
+        except ValueError:
+            raise _Fault("Invalid Request-URI") from None
         # RFC 3261 §19.1.5: no headers in a Request-URI (RFC 4475 §3.1.2.11).
-        if "?" in uri_text and parse_uri(uri_text).headers:
+        if parsed.headers:
             raise _Fault("Escaped headers in Request-URI")
     elif not _OTHER_URI_RE.fullmatch(uri_text):
         raise _Fault("Invalid Request-URI")

@@ -222,6 +222,10 @@ def test_duplicate_single_valued_header_is_400() -> None:
         (b"INVITE sip:bob@exa%zzmple.com SIP/2.0", 400, "Request-URI"),
         (b"INVITE sip:%zzbob@example.com SIP/2.0", 400, "Request-URI"),
         (b"INVITE bob@example.com SIP/2.0", 400, "Request-URI"),
+        # Hosts the URI reader refuses are refused here too, not when .uri is read later.
+        (b"INVITE sip:bob@.biloxi.example.com SIP/2.0", 400, "Request-URI"),
+        (b"INVITE sip:bob@-biloxi.example.com SIP/2.0", 400, "Request-URI"),
+        (b"INVITE sip:bob@biloxi.example- SIP/2.0", 400, "Request-URI"),
         (b"INV<ITE sip:bob@example.com SIP/2.0", 400, "method"),
     ],
 )
@@ -268,6 +272,8 @@ def test_response_with_bad_cseq_is_dropped() -> None:
     [
         (b"Via: SIP/2.0/UDP 192.0.2.15;;,;,,", "Via"),
         (b"Via: SIP/2.0/UDP", "Via"),
+        (b"Via: SIP/2.0/UDP .example.com;branch=z9hG4bKabc", "Via"),
+        (b"To: <sip:bob@-example.com>", "To"),
         (b"From: Bell, Alexander <sip:a.g.bell@example.com>;tag=43", "From"),
         (b"To: Watson, Thomas <sip:t.watson@example.org>", "To"),
         (b"To: alan@jasomi.com", "To"),
