@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 
 from clicktodial.sip.headers import MAX_CSEQ, CSeq
 from clicktodial.sip.message import (
@@ -510,14 +511,25 @@ def _fast_parse(
             name, value = line.split(":", 1)
             add_name(name)
             add_value(value)
-        keys = list(map(_canonical_key, names))
-        cl_text = values[keys.index("content-length")]
-    except (KeyError, ValueError):
+    except ValueError:
+        return None  # a line without a colon
+    # (Joined: one fresh string hashes faster than a tuple of them. A name
+    # has no ":", so the joined text stands for the one list of names.)
+    names_key = ":".join(names)
+    layout = _NAME_LAYOUTS.get(names_key)
+    if layout is None:
+        layout = _name_layout(names)
+        if layout is None:
+            return None
+        if len(_NAME_LAYOUTS) >= _KNOWN_MAX:
+            _NAME_LAYOUTS.clear()
+        _NAME_LAYOUTS[names_key] = layout
+    keys, i_cl, checks = layout
+    if i_cl < 0:
         return None
+    cl_text = values[i_cl]
     size = len(data) - body_start
-    if (cl_text != " 0" if size == 0 else cl_text != f" {size}") or keys.count(
-        "content-length"
-    ) != 1:
+    if cl_text != " 0" if size == 0 else cl_text != f" {size}":
         return None
     cache: dict[str, object] = {}
     if validate:
@@ -526,12 +538,14 @@ def _fast_parse(
                 _check_request_uri(msg)  # type: ignore[arg-type]
             except _Fault:
                 return None
-        cseq = _fast_validate(keys, values, method if is_request else None)
+        if checks is None:
+            return None
+        cseq = _fast_validate(checks, values, method if is_request else None)
         if cseq is None:
             return None
         cache["cseq"] = cseq
     headers = _new(Headers)
-    headers._keys = keys
+    headers._keys = list(keys)
     headers._names = names
     headers._values = values
     headers._cache = cache
@@ -542,6 +556,25 @@ def _fast_parse(
     # stateless proxy or a retransmission sends them unchanged).
     msg._wire = data
     return msg
+
+
+# Header names as written, in order and joined by ":" -> (their lookup keys, the position of
+# the one Content-Length or -1 if there is none or more than one, the
+# positions of the checked fields or None, see _layout). Only for names all
+# spelled as serialize() writes them, whose keys never change: a UA sends the
+# same names in the same order again and again (bounded).
+_NameLayout = tuple[tuple[str, ...], int, "_Layout | None"]
+_NAME_LAYOUTS: dict[str, _NameLayout] = {}
+
+
+def _name_layout(names: list[str]) -> _NameLayout | None:
+    """The layout of header *names*; ``None`` if one is not spelled as serialize() writes it."""
+    try:
+        keys = tuple(map(_canonical_key, names))
+    except KeyError:
+        return None
+    i_cl = keys.index("content-length") if keys.count("content-length") == 1 else -1
+    return keys, i_cl, _layout(keys)
 
 
 # Start lines the fast path took, as _start_line reads them (bounded): the
@@ -566,27 +599,22 @@ def _start_line(line: str) -> tuple[bool, str, str, int] | None:
     return True, method, uri_text, 0
 
 
-def _fast_validate(keys: list[str], values: list[str], method: str | None) -> CSeq | None:
+def _fast_validate(layout: _Layout, values: list[str], method: str | None) -> CSeq | None:
     """The CSeq when :func:`_validate` certainly finds nothing wrong, else ``None``.
 
-    Each value is first looked up in the checks' memory (:func:`_known`), and
-    only matched when it is not there; anything unusual is left to
-    :func:`_validate` (``None``).
+    *layout* says where the checked fields are among *values*. A Via,
+    From, To or Contact value is first looked up in the checks' memory by
+    its shape, as :func:`_well_formed` remembers it (the text with the
+    ``;branch=``/``;tag=``/``;expires=`` value of letters and digits, or of
+    unreserved characters, left out), and only checked in full when it is
+    not there; anything unusual is left to :func:`_validate` (``None``).
     """
-    layout_key = tuple(keys)
-    layout = _LAYOUTS.get(layout_key, _UNSEEN)
-    if layout is _UNSEEN:
-        if len(_LAYOUTS) >= _KNOWN_MAX:
-            _LAYOUTS.clear()
-        layout = _LAYOUTS[layout_key] = _layout(layout_key)
-    if layout is None:
-        return None
-    vias, i_from, i_to, i_call_id, i_cseq, contacts, i_hops = layout
+    shaped, i_call_id, i_cseq, i_hops = layout
     # CSeq: " 314159 INVITE", a known method (the request's).
-    cseq = values[i_cseq].split(" ")
-    if len(cseq) != 3 or cseq[0]:
+    cseq_parts = values[i_cseq].split(" ")
+    if len(cseq_parts) != 3 or cseq_parts[0]:
         return None
-    number, cseq_method = cseq[1], cseq[2]
+    number, cseq_method = cseq_parts[1], cseq_parts[2]
     if not (number.isdigit() and number.isascii() and len(number) <= 10):
         return None
     seq = int(number)
@@ -594,41 +622,50 @@ def _fast_validate(keys: list[str], values: list[str], method: str | None) -> CS
         method is not None and cseq_method != method
     ):
         return None
-    for i in vias:
+    for i, known, split, well_formed in shaped:
         text = values[i]
-        if not (
-            _known(text, _KNOWN_VIA, ";branch=")
-            or _well_formed(text, _VIA_RE, _KNOWN_VIA, ";branch=")
-        ):
-            return None
-    for text in (values[i_from], values[i_to]):
-        if not (
-            _known(text, _KNOWN_NAME_ADDR, ";tag=")
-            or _well_formed(text, _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag=")
-        ):
+        head, sep, rest = text.partition(split)
+        if sep:
+            value, semi, tail = rest.partition(";")
+            if (
+                (value.isalnum() or (value != "" and not value.strip(_UNRESERVED)))
+                and value.isascii()
+                and head + "\n" + semi + tail in known
+            ):
+                continue
+        elif text in known:
+            continue
+        if not well_formed(text):
             return None
     if len(values[i_call_id].split()) != 1:
         return None
-    for i in contacts:
-        text = values[i]
-        if not (_known(text, _KNOWN_CONTACT, ";expires=") or _contact_well_formed(text)):
-            return None
     if i_hops >= 0:
         hops = values[i_hops]
         if hops not in _USUAL_HOPS:
             hops = hops.strip(" \t")
             if not (hops.isdigit() and hops.isascii() and len(hops) <= 10):
                 return None
-    return CSeq(seq, cseq_method)
+    cseq = _new(CSeq)
+    cseq.seq = seq
+    cseq.method = cseq_method
+    return cseq
+
+
+def _via_well_formed(text: str) -> bool:
+    return _well_formed(text, _VIA_RE, _KNOWN_VIA, ";branch=")
+
+
+def _name_addr_well_formed(text: str) -> bool:
+    return _well_formed(text, _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag=")
 
 
 # Where the checked fields are in a header layout (the lookup keys in order):
-# (Via positions, From, To, Call-ID, CSeq, Contact positions, Max-Forwards or
-# -1). A UA sends the same layout again and again; remembered (bounded), with
-# None for a layout the fast checks leave to the careful path.
-_Layout = tuple[tuple[int, ...], int, int, int, int, tuple[int, ...], int]
-_LAYOUTS: dict[tuple[str, ...], _Layout | None] = {}
-_UNSEEN: _Layout = ((), -1, -1, -1, -1, (), -1)
+# (the Via, From, To and Contact fields, each as (position, memory, the
+# parameter whose value is left out of its shape, full check); Call-ID; CSeq;
+# Max-Forwards or -1), or None for a layout the fast checks leave to the
+# careful path; remembered with the header names (_NAME_LAYOUTS).
+_Shaped = tuple[int, set[str], str, Callable[[str], bool]]
+_Layout = tuple[tuple[_Shaped, ...], int, int, int]
 
 
 def _layout(keys: tuple[str, ...]) -> _Layout | None:
@@ -637,37 +674,30 @@ def _layout(keys: tuple[str, ...]) -> _Layout | None:
     if len(set(keys)) != len(keys) and any(keys.count(key) > 1 for key in _SINGLE):
         return None
     try:
-        fields = [keys.index(key) for key in ("from", "to", "call-id", "cseq")]
+        i_from, i_to, i_call_id, i_cseq = (
+            keys.index(key) for key in ("from", "to", "call-id", "cseq")
+        )
     except ValueError:
         return None
-    vias = tuple(i for i, key in enumerate(keys) if key == "via")
+    vias = [
+        (i, _KNOWN_VIA, ";branch=", _via_well_formed) for i, key in enumerate(keys) if key == "via"
+    ]
     if not vias:
         return None
-    contacts = tuple(i for i, key in enumerate(keys) if key == "contact")
+    name_addrs = [
+        (i, _KNOWN_NAME_ADDR, ";tag=", _name_addr_well_formed) for i in (i_from, i_to)
+    ]
+    contacts = [
+        (i, _KNOWN_CONTACT, ";expires=", _contact_well_formed)
+        for i, key in enumerate(keys)
+        if key == "contact"
+    ]
     hops = keys.index("max-forwards") if "max-forwards" in keys else -1
-    return vias, fields[0], fields[1], fields[2], fields[3], contacts, hops
+    return tuple(vias + name_addrs + contacts), i_call_id, i_cseq, hops
 
 
 # Max-Forwards values as usually written (" 70").
 _USUAL_HOPS = frozenset(f" {hops}" for hops in range(256))
-
-
-def _known(text: str, known: set[str], split: str) -> bool:
-    """Whether :func:`_well_formed` would find *text* in *known* (no match run).
-
-    ``False`` means "not remembered", not "malformed".
-    """
-    head, sep, rest = text.partition(split)
-    if not sep:
-        return text in known
-    if rest.isalnum() and rest.isascii():
-        return head + "\n" in known  # the usual ";tag=" at the end
-    value, semi, tail = rest.partition(";")
-    return (
-        (value.isalnum() or (value != "" and not value.strip(_UNRESERVED)))
-        and value.isascii()
-        and head + "\n" + semi + tail in known
-    )
 
 
 def _error(fault: _Fault, is_request: bool, first: str, lines: list[str]) -> MessageParseError:
@@ -725,17 +755,13 @@ def _validate(msg: Request | Response, keys: list[str], values: list[str]) -> No
             raise _Fault("CSeq method does not match request method")
     msg._headers._cache["cseq"] = cseq
     if keys.count("via") == 1:
-        if not _well_formed(values[keys.index("via")], _VIA_RE, _KNOWN_VIA, ";branch="):
+        if not _via_well_formed(values[keys.index("via")]):
             raise _Fault("Invalid Via header")
-    elif not all(
-        _well_formed(v, _VIA_RE, _KNOWN_VIA, ";branch=")
-        for k, v in zip(keys, values, strict=True)
-        if k == "via"
-    ):
+    elif not all(_via_well_formed(v) for k, v in zip(keys, values, strict=True) if k == "via"):
         raise _Fault("Invalid Via header")
-    if not _well_formed(values[keys.index("from")], _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag="):
+    if not _name_addr_well_formed(values[keys.index("from")]):
         raise _Fault("Invalid From header")
-    if not _well_formed(values[keys.index("to")], _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag="):
+    if not _name_addr_well_formed(values[keys.index("to")]):
         raise _Fault("Invalid To header")
     if len(values[keys.index("call-id")].split()) != 1:
         raise _Fault("Invalid Call-ID")
