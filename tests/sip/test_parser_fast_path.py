@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clicktodial.sip import message as message_module
 from clicktodial.sip import parser
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import MAX_MESSAGE, MessageParseError, StreamParser, parse_message
@@ -196,3 +197,65 @@ def test_line_edit_gets_the_same_from_both_paths(name: str, index: int, edit: st
     else:
         lines[index] = name_part + colon
     check_agreement(b"\r\n".join(lines) + message[end:])
+
+
+def test_remembered_header_layout_is_a_fresh_layout_of_its_names() -> None:
+    """The header-layout memory, after typical and edited messages, holds for each
+    list of names what working it out afresh gives (keys, the one Content-Length,
+    the checked fields), and only for names spelled as serialize() writes them."""
+    for message in bench_parse.MESSAGES.values():
+        end = message.index(b"\r\n\r\n")
+        lines = message[:end].split(b"\r\n")
+        check_agreement(message)
+        check_agreement(b"\r\n".join([lines[0], *reversed(lines[1:])]) + message[end:])
+        check_agreement(b"\r\n".join([*lines, b"Content-Length: 0"]) + message[end:])
+    assert parser._NAME_LAYOUTS
+    for joined, layout in parser._NAME_LAYOUTS.items():
+        assert layout == parser._name_layout(joined.split(":"))
+        assert all(name in message_module._CANONICAL_KEY_OF for name in joined.split(":"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # Same names in the same order, but a line without its colon.
+        (b"Content-Length: 0", b"Content-Length 0"),
+        # A second Content-Length: the remembered layout has none to check.
+        (b"Content-Length: 0", b"Content-Length: 0\r\nContent-Length: 0"),
+        # A name spelled another way than serialize() writes it.
+        (b"Call-ID:", b"call-id:"),
+    ],
+)
+def test_remembered_layout_does_not_serve_other_names(old: bytes, new: bytes) -> None:
+    """A 200 OK whose names differ from a remembered layout's only slightly is
+    declined by the fast path; the careful path decides it."""
+    ok = bench_parse.OK_200
+    assert parse_message(ok).serialize() is ok  # its layout is now remembered
+    data = ok.replace(old, new)
+    assert fast(data, True, data.rfind(b"\r\n\r\n")) is None
+    assert fast(data, False, data.rfind(b"\r\n\r\n")) is None
+    check_agreement(data)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "detail"),
+    [
+        (b"branch=z9hG4bK776asdhds;", b'branch=z9hG4bK776"asdhds;', "Invalid Via header"),
+        (b"tag=a6c85cf", b"tag=a6c<85cf", "Invalid To header"),
+        (b"tag=1928301774", b"tag=19283017 74", "Invalid From header"),
+        (b"<sip:bob@192.0.2.4:5060>", b"<sip:bob@192.0.2.4:5060", "Invalid Contact header"),
+    ],
+)
+def test_remembered_shape_does_not_vouch_for_another_value(
+    old: bytes, new: bytes, detail: str
+) -> None:
+    """A Via/From/To/Contact whose shape is remembered, with the branch or tag
+    value (or the text) changed to something the grammar refuses: rejected."""
+    ok = bench_parse.OK_200
+    parse_message(ok)  # its shapes are now remembered
+    data = ok.replace(old, new)
+    assert data != ok
+    with pytest.raises(MessageParseError) as e:
+        parse_message(data)
+    assert e.value.detail == detail
+    assert fast(data, True, data.rfind(b"\r\n\r\n")) is None
