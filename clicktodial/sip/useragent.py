@@ -55,6 +55,7 @@ from clicktodial.sip.message import (
     new_call_id,
     new_tag,
 )
+from clicktodial.sip.parser import MessageParseError, parse_message
 from clicktodial.sip.sdp import (
     SDP_CONTENT_TYPE,
     OfferAnswerError,
@@ -235,9 +236,11 @@ class Session:
         self.dialog = dialog
         self.handler = handler
         #: UAC: the highest INVITE CSeq number ACKed (a 2xx for it or below is a copy)
-        #: and its ACK, re-sent for each copy of that 2xx. Only the latest ACK is kept.
+        #: and its ACK as sent, re-sent for each copy of that 2xx. Only the latest ACK is
+        #: kept, as bytes (a few hundred, where the message's objects take kilobytes):
+        #: parsed again in the rare event of a copy.
         self._acked = 0
-        self._ack: Request | None = None
+        self._ack: bytes | None = None
         #: UAC: the 2xx (per CSeq) the application still has to ACK (it
         #: carried an offer: the ACK carries the answer).
         self._unacked: dict[int, tuple[Request, Response]] = {}
@@ -1318,16 +1321,25 @@ class UserAgent:
     def _send_ack(self, session: Session, invite: Request, ack: Request) -> None:
         """Send the ACK for a 2xx (RFC 3261 §13.2.2.4: by the core, not a transaction)."""
         seq = invite.cseq.seq
-        if seq >= session._acked:
-            # An older ACK is not kept (a held call keeps one per leg): the UAS got it
-            # before it could answer this INVITE (it refuses a re-INVITE that comes
-            # before the previous ACK with 500, §14.2), so it sends no more copies.
-            session._acked, session._ack = seq, ack
+        # An older ACK is not kept (a held call keeps one per leg): the UAS got it before
+        # it could answer this INVITE (it refuses a re-INVITE that comes before the
+        # previous ACK with 500, §14.2), so it sends no more copies.
+        latest = seq >= session._acked
         self.transactions.send_ack(ack, session.dialog.destination())
+        if latest:
+            # As sent: with the Via (and branch) the transaction layer gave it.
+            session._acked, session._ack = seq, ack.serialize()
 
     def _resend_ack(self, session: Session, seq: int) -> None:
-        ack = session._ack
-        if ack is not None and seq == session._acked:
+        data = session._ack
+        if data is None or seq != session._acked:
+            return
+        try:
+            ack = parse_message(data)
+        except MessageParseError as e:  # our own bytes: not expected
+            log.warn("cannot re-send an ACK: {error}", error=str(e))
+            return
+        if isinstance(ack, Request):
             # The same ACK, Via branch included (§13.2.2.4).
             self.transactions.send_ack(ack, session.dialog.destination())
 
