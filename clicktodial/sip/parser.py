@@ -139,8 +139,10 @@ def parse_message(
     # and searching from the end is quicker (the header block is usually the
     # longer part). If the body has one, the header block taken here contains
     # an empty line, which the fast path declines.
+    # (CRLFs before the start line make an empty start line, which the fast
+    # path declines.)
     end = data.rfind(b"\r\n\r\n")
-    if end > 0 and len(data) <= MAX_MESSAGE and not data.startswith(b"\r\n"):
+    if 0 < end <= MAX_LINE and len(data) <= MAX_MESSAGE:
         try:
             head = data[:end].decode("ascii")
         except UnicodeDecodeError:
