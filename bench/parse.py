@@ -46,11 +46,12 @@ path that checks exactly what the careful path checks, and declines (to the
 careful path, which then finds and names the fault) on anything else; tests
 hold the two paths to the same result on the torture corpus and on generated
 and damaged messages. The checks remember what they found well formed
-(bounded memories): the start lines, Request-URIs, a Via with its branch
-value left out, a From/To with its tag left out, the Contact. Those are what
-the variants here share, and what a UA's successive messages share; the
-branch, tags and Call-ID are new in every variant, so nothing is served from
-a memory keyed by a whole message. ``serialize()`` of a parsed, unmodified
+(bounded memories): the start lines, the header layout (the names in order,
+with where Content-Length and the checked fields are), Request-URIs, a Via
+with its branch value left out, a From/To with its tag left out, the Contact.
+Those are what the variants here share, and what a UA's successive messages
+share; the branch, tags and Call-ID are new in every variant, so nothing is
+served from a memory keyed by a whole message. ``serialize()`` of a parsed, unmodified
 message returns the octets received (these messages are written as it would
 write them); any change to the message makes it write the message anew.
 
