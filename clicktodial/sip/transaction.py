@@ -13,6 +13,7 @@ Use::
 
 from clicktodial.sip.transactions.base import (
     RELIABLE_TRANSPORTS,
+    RequestReleased,
     State,
     Timers,
     TransactionCounts,
@@ -37,6 +38,7 @@ __all__ = [
     "InviteServerTransaction",
     "NonInviteClientTransaction",
     "NonInviteServerTransaction",
+    "RequestReleased",
     "ResponseCallback",
     "ServerTransaction",
     "State",

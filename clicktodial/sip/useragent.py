@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -64,6 +65,7 @@ from clicktodial.sip.sdp import (
     is_sdp,
 )
 from clicktodial.sip.transaction import Timers
+from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.sip.uri import URI
 
 if TYPE_CHECKING:
@@ -199,6 +201,50 @@ class _TwoXXRetransmitter:
             if call is not None and call.active():
                 call.cancel()
         self._retransmit = self._give_up = None
+
+
+class _ReinviteOut:
+    """
+    What a re-INVITE of ours waits with for its responses.  Once a final response is
+    handled it keeps the CSeq number only: the client transaction lingers 64*T1 in
+    C{accepted} to pass up copies of the 2xx, which need just their ACK again, and at a
+    call rate R keeping the INVITE, its SDP and the callbacks would hold R*32 s of them.
+    """
+
+    __slots__ = ("session", "seq", "pending")
+
+    def __init__(
+        self,
+        session: Session,
+        request: Request,
+        offer: bytes | None,
+        on_response: ResponseCallback | None,
+        retry_on_491: bool,
+        again: tuple[bytes, str | None, tuple[tuple[str, str], ...]],
+    ) -> None:
+        self.session = session
+        self.seq = request.cseq.seq
+        self.pending: (
+            tuple[
+                Request,
+                bytes | None,
+                ResponseCallback | None,
+                bool,
+                tuple[bytes, str | None, tuple[tuple[str, str], ...]],
+            ]
+            | None
+        ) = (request, offer, on_response, retry_on_491, again)
+
+    def responded(self, response: Response) -> None:
+        pending = self.pending
+        if pending is None:
+            # After the final response: a copy of the 2xx gets the same ACK again.
+            if 200 <= response.status < 300:
+                self.session._reinvite_copy(self.seq)
+            return
+        if response.status >= 200:
+            self.pending = None
+        self.session._reinvite_response(pending[0], response, *pending[1:])
 
 
 class Session:
@@ -361,19 +407,16 @@ class Session:
             self.dialog.offer_answer.offer(Party.LOCAL, OfferCarrier.INVITE, offer)
         request = self.dialog.create_request("INVITE", body, content_type, headers)
         self._invite_out = request
-
-        def responded(response: Response) -> None:
-            self._reinvite_response(
-                request,
-                response,
-                offer,
-                on_response,
-                retry_on_491,
-                (body, content_type, headers),
-            )
-
-        self.ua._send_in_dialog(self, request, responded)
+        waiting = _ReinviteOut(
+            self, request, offer, on_response, retry_on_491, (body, content_type, headers)
+        )
+        self.ua._send_in_dialog(self, request, waiting.responded)
         return request
+
+    def _reinvite_copy(self, seq: int) -> None:
+        """Another 2xx to our re-INVITE C{seq} after its first final response."""
+        if seq <= self._acked or seq in self._unacked:
+            self.ua._resend_ack(self, seq)
 
     def _reinvite_response(
         self,
@@ -873,7 +916,10 @@ class OutgoingCall:
         self, ua: UserAgent, request: Request, destination: Destination, handler: ISessionHandler
     ) -> None:
         self.ua = ua
-        self.request = request
+        #: The INVITE; once answered, only as the bytes sent (see L{request}).
+        self._request: Request | None = request
+        self._invite: bytes = b""
+        self.call_id = request.call_id
         self.destination = destination
         self.handler = handler
         self.state = CallState.CALLING
@@ -886,15 +932,25 @@ class OutgoingCall:
         self._cancel_requested = False
         self._cancel_sent = False
         self._finished = False
-        self._timer: IDelayedCall | None = None
+        self._timer: IDelayedCall | Lingering | None = None
 
     def __repr__(self) -> str:
-        return f"<OutgoingCall {self.state.value} call_id={self.request.call_id!r}>"
+        return f"<OutgoingCall {self.state.value} call_id={self.call_id!r}>"
 
     @property
-    def call_id(self) -> str:
-        """The Call-ID."""
-        return self.request.call_id
+    def request(self) -> Request:
+        """
+        The INVITE.  Once answered the call keeps it only as the bytes sent, for the
+        64*T1 it still collects 2xx from other forks (§13.2.2.4): at a call rate R the
+        parsed messages would make R*32 s of INVITEs stay in memory.  It is parsed again
+        in the rare event a fork answers too (the same INVITE, a new object each time).
+        """
+        request = self._request
+        if request is not None:
+            return request
+        parsed = parse_message(self._invite)
+        assert isinstance(parsed, Request)
+        return parsed
 
     def _start(self) -> None:
         self._transaction = self.ua.transactions.send_request(
@@ -938,9 +994,13 @@ class OutgoingCall:
             self._failed(make_response(self.request, 487))
 
     def _set_timer(self, delay: float, fired: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self.ua.clock.callLater(delay, fired)
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        self._timer = self.ua.clock.callLater(delay, fired)
+        self._timer = None
 
     # -- responses -----------------------------------------------------------
 
@@ -999,7 +1059,7 @@ class OutgoingCall:
         known = self._known_2xx_session(tag)
         if known is not None:
             # A 2xx retransmission: the same ACK again (§13.2.2.4).
-            self.ua._resend_ack(known, self.request.cseq.seq)
+            self.ua._resend_ack(known, response.cseq.seq)
             return
         early = self._early.pop(tag, None)
         if early is None or early.is_terminated:
@@ -1034,10 +1094,14 @@ class OutgoingCall:
             return
         self.session = session
         self.state = CallState.ANSWERED
-        session._accept_2xx(self.request, response, self.offer)
+        invite = self.request
+        session._accept_2xx(invite, response, self.offer)
+        self._invite = invite.serialize()
+        self._request = None
         # §13.2.2.4: keep collecting (ACKing, BYEing) 2xx from other forks
         # for 64*T1.
-        self._set_timer(self.ua.timers.timeout, self._finish)
+        self._cancel_timer()
+        self._timer = self.ua._linger(self._finish)
         self.ua._notify(self.handler.call_answered, self, session, response)
 
     def _failure(self, response: Response) -> None:
@@ -1186,7 +1250,11 @@ class UserAgent:
         self._incoming: dict[ServerTransactionLike, IncomingCall] = {}
         # §8.2.2.2: (From tag, Call-ID, CSeq, method) of requests without To
         # tag -> (branch, expiry timer).
-        self._recent: dict[tuple[str | None, str, int, str], tuple[str | None, IDelayedCall]] = {}
+        #: §8.2.2.2 merged requests: the top Via branch of each new request, by
+        #: (From tag, Call-ID, CSeq number, method), for 64*T1.
+        self._recent: dict[tuple[str | None, str, int, str], str | None] = {}
+        #: The 64*T1 windows (merged requests, other forks' 2xx) on one reactor timer.
+        self._lingering: LingerQueue | None = None
 
     # -- wiring --------------------------------------------------------------
 
@@ -1440,13 +1508,20 @@ class UserAgent:
     def _merged(self, request: Request) -> bool:
         key = (request.from_.tag, request.call_id, request.cseq.seq, request.method)
         branch = request.top_via.branch
-        entry = self._recent.get(key)
-        if entry is not None:
-            return entry[0] != branch
+        if key in self._recent:
+            return self._recent[key] != branch
         # Remember it as long as its server transaction can live (64*T1).
-        timer = self.clock.callLater(self.timers.timeout, self._recent.pop, key, None)
-        self._recent[key] = (branch, timer)
+        self._recent[key] = branch
+        self._linger(partial(self._recent.pop, key, None))
         return False
+
+    def _linger(self, fired: Callable[[], object]) -> Lingering:
+        """Call C{fired} after 64*T1 (see C{_lingering})."""
+        queue = self._lingering
+        timeout = self.timers.timeout
+        if queue is None or queue.delay != timeout:
+            queue = self._lingering = LingerQueue(self.clock, timeout)
+        return queue.call_later(fired)
 
     def _new_call(self, server_tx: ServerTransactionLike) -> None:
         call = IncomingCall(self, server_tx)

@@ -37,33 +37,36 @@ def test_client_retransmissions_and_absorbed_final_responses_are_counted() -> No
     """Timer E: each request sent again is counted; a final response received again in
     completed is absorbed and counted."""
     h = Harness()
-    tx = h.layer.send_request(sip_request("OPTIONS"), UDP, h.responses.append)
+    request = sip_request("OPTIONS")
+    h.layer.send_request(request, UDP, h.responses.append)
     run_for(h.clock, 4.0)  # E at 0.5, 1.5, 3.5
     assert len(h.transport.requests("OPTIONS")) == 4
     assert h.counts == (3, 0, 0, 0)
-    h.reply(tx.request, 200)
-    h.reply(tx.request, 200)
-    h.reply(tx.request, 200)
+    h.reply(request, 200)
+    h.reply(request, 200)
+    h.reply(request, 200)
     assert [r.status for r in h.responses] == [200]
     assert h.counts == (3, 0, 0, 2)
 
 
 def test_invite_client_counts_timer_a_and_the_ack_re_sent_for_a_retransmitted_failure() -> None:
     h = Harness()
-    tx = h.layer.send_request(sip_request("INVITE"), UDP, h.responses.append)
+    request = sip_request("INVITE")
+    h.layer.send_request(request, UDP, h.responses.append)
     run_for(h.clock, 1.6)  # A at 0.5, 1.5
     assert h.counts == (2, 0, 0, 0)
-    h.reply(tx.request, 486)
-    h.reply(tx.request, 486)
+    h.reply(request, 486)
+    h.reply(request, 486)
     assert len(h.transport.requests("ACK")) == 2
     assert h.counts == (3, 0, 0, 1)
 
 
 def test_invite_client_counts_2xx_received_again_in_accepted() -> None:
     h = Harness()
-    tx = h.layer.send_request(sip_request("INVITE"), TCP, h.responses.append)
-    h.reply(tx.request, 200)
-    h.reply(tx.request, 200)
+    request = sip_request("INVITE")
+    h.layer.send_request(request, TCP, h.responses.append)
+    h.reply(request, 200)
+    h.reply(request, 200)
     assert [r.status for r in h.responses] == [200, 200]  # the TU ACKs each
     assert h.counts == (0, 0, 0, 1)
 

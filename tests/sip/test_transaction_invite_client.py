@@ -11,6 +11,7 @@ from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response, make_response
 from clicktodial.sip.transaction import (
     InviteClientTransaction,
+    RequestReleased,
     Timers,
 )
 from clicktodial.testing.sipfakes import (
@@ -28,6 +29,7 @@ class Harness(TransactionHarness):
     def __init__(self, timers: Timers | None = None) -> None:
         super().__init__(timers or Timers())
         self.responses: list[tuple[float, Response]] = []
+        self.invites: dict[InviteClientTransaction, Request] = {}
 
     def on_response(self, response: Response) -> None:
         self.responses.append((self.clock.seconds(), response))
@@ -35,11 +37,13 @@ class Harness(TransactionHarness):
     def invite(self, destination: Destination = UDP) -> InviteClientTransaction:
         tx = self.layer.send_request(sip_request("INVITE"), destination, self.on_response)
         assert isinstance(tx, InviteClientTransaction)
+        # The transaction lets go of its request at the final response: keep it here.
+        self.invites[tx] = tx.request
         return tx
 
     def reply_to(self, tx: InviteClientTransaction, status: int, to_tag: str | None = "b1") -> None:
         """A peer's response to ``tx``'s INVITE (a 100 never has a To tag)."""
-        self.reply(tx.request, status, to_tag if status > 100 else None)
+        self.reply(self.invites[tx], status, to_tag if status > 100 else None)
 
     @property
     def statuses(self) -> list[int]:
@@ -112,6 +116,7 @@ def test_ack_for_failure_follows_section_17_1_1_3() -> None:
     request = sip_request("INVITE", extra=(("Route", "<sip:proxy.invalid;lr>"),))
     tx = h.layer.send_request(request, UDP, h.on_response)
     assert isinstance(tx, InviteClientTransaction)
+    h.invites[tx] = request
     h.reply_to(tx, 404, to_tag="xyz")
     ack = h.transport.requests("ACK")[0].message
     assert isinstance(ack, Request)
@@ -132,6 +137,8 @@ def test_2xx_moves_to_accepted_and_retransmitted_2xx_reach_the_user_until_timer_
     run_for(h.clock, 0.25)
     h.reply_to(tx, 200)
     assert tx.state == "accepted"
+    with pytest.raises(RequestReleased):
+        tx.request  # noqa: B018 - Timer M needs no INVITE: 64*T1 of them would pile up
     assert h.transport.requests("ACK") == []  # the UA core ACKs a 2xx
     run_for(h.clock, 10)
     h.reply_to(tx, 200)
@@ -270,3 +277,32 @@ def test_user_can_destroy_a_proceeding_invite_transaction() -> None:
     assert_quiescent(h.clock, h.layer)
     h.reply_to(tx, 487)
     assert [r.status for r in h.user.strays] == [487]
+
+
+def test_accepted_transactions_share_one_reactor_timer_for_timer_m() -> None:
+    """Timer M of many accepted INVITEs is one reactor timer (a LingerQueue), each
+    transaction still ending 64*T1 after its own 2xx; the last one leaves nothing behind."""
+    h = Harness()
+    txs = []
+    for _ in range(50):
+        tx = h.invite(TCP)  # no Timer A: only Timer B, then M
+        h.reply_to(tx, 200)
+        txs.append(tx)
+        run_for(h.clock, 0.25)
+    assert [tx.state for tx in txs] == ["accepted"] * 50
+    assert len(h.clock.getDelayedCalls()) == 1
+    run_for(h.clock, 32 - 12.5)  # the first 2xx came at 0, the last at 12.25
+    assert [tx.state for tx in txs].count("terminated") == 1
+    run_for(h.clock, 12.25)
+    assert [tx.state for tx in txs].count("terminated") == 50
+    assert_quiescent(h.clock, h.layer)
+
+
+def test_a_lingering_timer_cancelled_last_leaves_no_reactor_timer() -> None:
+    h = Harness()
+    tx = h.invite()
+    h.reply_to(tx, 200)
+    assert tx.state == "accepted"
+    h.layer.terminate_all()
+    assert h.clock.getDelayedCalls() == []
+    assert len(h.layer.lingering) == 0

@@ -5,11 +5,14 @@ through the TransactionLayer on a fake clock and a recording transport.
 
 from __future__ import annotations
 
+import pytest
+
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import make_response
 from clicktodial.sip.transaction import (
     ClientTransaction,
     NonInviteClientTransaction,
+    RequestReleased,
 )
 from clicktodial.testing.sipfakes import (
     TransactionHarness,
@@ -71,19 +74,22 @@ def test_final_response_is_passed_up_once_and_timer_k_absorbs_retransmissions() 
     """200-699 -> completed; retransmitted responses are absorbed for T4, then terminated."""
     h = Harness()
     tx = h.send()
+    request = tx.request
     run_for(h.clock, 0.75)
-    h.reply(tx.request, 200)
+    h.reply(request, 200)
     assert tx.state == "completed"
-    h.reply(tx.request, 200)
+    with pytest.raises(RequestReleased):
+        tx.request  # noqa: B018 - only what Timer K needs is kept
+    h.reply(request, 200)
     run_for(h.clock, 4.9375)
     assert tx.state == "completed"
-    h.reply(tx.request, 200)
+    h.reply(request, 200)
     assert h.responses == [(0.75, 200)]
     assert h.transport.times("OPTIONS") == [0, 0.5]
     run_for(h.clock, 0.0625)
     assert tx.state == "terminated"
     assert_quiescent(h.clock, h.layer)
-    h.reply(tx.request, 200)
+    h.reply(request, 200)
     assert len(h.user.strays) == 1
 
 

@@ -65,13 +65,14 @@ def test_client_machines_survive_any_input_sequence(
     sent = RecordingTransport(clock)
     layer = TransactionLayer(clock, sent, RecordingUser())
     got: list[Response] = []
+    request = sip_request(method)
     tx: ClientTransaction = layer.send_request(
-        sip_request(method), Destination(transport, "127.0.0.1", 5070), got.append
+        request, Destination(transport, "127.0.0.1", 5070), got.append
     )
     for kind, value in events:
         if kind == "response":
             assert isinstance(value, int)
-            layer.response_received(make_response(tx.request, value, to_tag="b"), SOURCE)
+            layer.response_received(make_response(request, value, to_tag="b"), SOURCE)
         elif kind == "wait":
             assert isinstance(value, float)
             run_for(clock, value)

@@ -13,6 +13,7 @@ readable place that says what every input does in every state.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LINGERING_STATES",
+    "LingerQueue",
     "RELIABLE_TRANSPORTS",
+    "RequestReleased",
     "State",
     "Timers",
     "Transaction",
@@ -92,6 +95,10 @@ class State(enum.StrEnum):
 LINGERING_STATES = frozenset([State.COMPLETED, State.CONFIRMED, State.ACCEPTED])
 
 
+class RequestReleased(RuntimeError):
+    """A client transaction's request was read after the transaction let go of it."""
+
+
 class TransactionCounts:
     """
     Retransmissions since start, counted by the machines (plain integers: a retransmission
@@ -128,6 +135,100 @@ class TransactionCounts:
         self.lingering = 0
 
 
+class Lingering:
+    """
+    One transaction's 64*T1 timer in a L{LingerQueue}: what C{callLater} would return,
+    less what a lone C{DelayedCall} carries (its own dict, arguments, heap slot).
+    """
+
+    __slots__ = ("deadline", "fired", "queue")
+
+    def __init__(self, queue: LingerQueue, deadline: float, fired: Callable[[], object]) -> None:
+        self.queue = queue
+        self.deadline = deadline
+        self.fired: Callable[[], object] | None = fired
+
+    def active(self) -> bool:
+        """Whether the timer has neither fired nor been cancelled."""
+        return self.fired is not None
+
+    def cancel(self) -> None:
+        """Stop the timer (it has not fired)."""
+        if self.fired is not None:
+            self.fired = None
+            self.queue._cancelled()
+
+
+class LingerQueue:
+    """
+    The 64*T1 timers of every transaction waiting in a L{LINGERING_STATES} state
+    (D, H, J, L, M) on one reactor timer.  They all have the same length, so they
+    expire in the order they start: a FIFO whose head is the next to fire.  At a
+    call rate R, R*32 s of finished transactions wait out Timer M, J or L at once;
+    a C{DelayedCall} each would cost about half a kilobyte apiece.
+    """
+
+    __slots__ = ("clock", "delay", "_entries", "_live", "_dead", "_call")
+
+    def __init__(self, clock: IReactorTime, delay: float) -> None:
+        self.clock = clock
+        self.delay = delay
+        self._entries: deque[Lingering] = deque()
+        self._live = 0
+        #: Cancelled entries still in the deque: dropped in one pass once they
+        #: outnumber the live ones (a long delay would otherwise keep them long).
+        self._dead = 0
+        self._call: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        return self._live
+
+    def call_later(self, fired: Callable[[], object]) -> Lingering:
+        """Call C{fired} after C{delay} seconds, unless the returned timer is cancelled."""
+        entry = Lingering(self, self.clock.seconds() + self.delay, fired)
+        self._entries.append(entry)
+        self._live += 1
+        if self._call is None:
+            self._call = self.clock.callLater(self.delay, self._fire)
+        return entry
+
+    def _cancelled(self) -> None:
+        self._live -= 1
+        self._dead += 1
+        if self._live == 0:
+            # Nothing left to wait for: leave nothing on the reactor.
+            self._entries.clear()
+            self._dead = 0
+            if self._call is not None and self._call.active():
+                self._call.cancel()
+            self._call = None
+        elif self._dead > 64 and self._dead > self._live:
+            self._entries = deque(e for e in self._entries if e.fired is not None)
+            self._dead = 0
+
+    def _fire(self) -> None:
+        self._call = None
+        now = self.clock.seconds()
+        # self._entries each time: a callback may cancel others and compact it.
+        while self._entries and (
+            self._entries[0].fired is None or self._entries[0].deadline <= now
+        ):
+            entry = self._entries.popleft()
+            fired = entry.fired
+            if fired is None:
+                self._dead -= 1
+                continue
+            entry.fired = None
+            self._live -= 1
+            try:
+                fired()
+            except Exception:
+                log.failure("timer of a LingerQueue failed")
+        if self._entries and self._call is None:
+            delay = max(0.0, self._entries[0].deadline - now)
+            self._call = self.clock.callLater(delay, self._fire)
+
+
 class TransactionHost(Protocol):
     """
     What a state machine needs from the layer that owns it (the
@@ -138,6 +239,7 @@ class TransactionHost(Protocol):
     clock: IReactorTime
     timers: Timers
     counts: TransactionCounts
+    lingering: LingerQueue
 
     def transmit_request(self, request: Request, destination: object) -> bool:
         """Hand C{request} to the transport; C{False} on a transport error."""
@@ -157,7 +259,12 @@ class Transaction:
     holds B, D, F, H, I, J, K, L or M.  L{_enter} cancels both, so a transition
     that leaves a state always stops that state's timers.
 
-    @ivar request: the request that created the transaction.
+    @ivar request: the request that created the transaction.  A client transaction lets
+        go of it once it has its final response (L{_release_request}): lingering in
+        C{accepted} or C{completed} it only absorbs or passes on responses, and keeping
+        the parsed message for 64*T1 would make memory at a call rate R hold R*32 s worth
+        of requests.  Reading it then raises L{RequestReleased}.
+    @ivar method: the method of that request (kept when the request is let go).
     @ivar state: the current L{State}.
     @ivar branch: the Via branch identifying the transaction.
     @ivar reliable: whether the transport is reliable (no retransmission).
@@ -169,7 +276,8 @@ class Transaction:
         "_retransmit",
         "_interval",
         "_timeout",
-        "request",
+        "_request",
+        "method",
         "state",
         "branch",
         "reliable",
@@ -180,8 +288,9 @@ class Transaction:
     _host: TransactionHost
     _retransmit: IDelayedCall | None
     _interval: float
-    _timeout: IDelayedCall | None
-    request: Request
+    _timeout: IDelayedCall | Lingering | None
+    _request: Request | None
+    method: str
     state: State
     branch: str
     reliable: bool
@@ -197,7 +306,8 @@ class Transaction:
         state: State,
     ) -> None:
         self._host = host
-        self.request = request
+        self._request = request
+        self.method = request.method
         self.branch = branch
         self.reliable = reliable
         self.key = key
@@ -208,9 +318,24 @@ class Transaction:
 
     def __repr__(self) -> str:
         return (
-            f"<{type(self).__name__} {self.request.method} branch={self.branch!r} "
+            f"<{type(self).__name__} {self.method} branch={self.branch!r} "
             f"state={self.state.value}>"
         )
+
+    @property
+    def request(self) -> Request:
+        """The request that created the transaction (see the class)."""
+        request = self._request
+        if request is None:
+            raise RequestReleased(
+                f"the {self.method} {type(self).__name__} has its final response and no "
+                "longer keeps its request"
+            )
+        return request
+
+    def _release_request(self) -> None:
+        """Let go of the request: the machine no longer needs it (see the class)."""
+        self._request = None
 
     @property
     def is_terminated(self) -> bool:
@@ -242,7 +367,11 @@ class Transaction:
         self._retransmit = self._host.clock.callLater(interval, fired)
 
     def _start_timeout(self, delay: float, fired: Callable[[], None]) -> None:
-        self._timeout = self._host.clock.callLater(delay, fired)
+        lingering = self._host.lingering
+        if delay == lingering.delay and self.state in LINGERING_STATES:
+            self._timeout = lingering.call_later(fired)
+        else:
+            self._timeout = self._host.clock.callLater(delay, fired)
 
     def _terminate(self) -> None:
         """Enter C{terminated} and let the layer forget the transaction."""

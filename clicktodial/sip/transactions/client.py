@@ -101,8 +101,8 @@ class ClientTransaction(Transaction):
             log.failure(
                 "transaction user failed handling {status} for {method}",
                 status=response.status,
-                method=self.request.method,
-                call_id=self.request.headers.get("Call-ID"),
+                method=self.method,
+                call_id=response.headers.get("Call-ID"),
             )
 
     def _local_response(self, status: int) -> Response:

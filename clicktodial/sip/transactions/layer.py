@@ -23,6 +23,7 @@ from clicktodial.interfaces import IMessageHandler, ISIPTransport, ITransactionU
 from clicktodial.sip.headers import Via
 from clicktodial.sip.message import Request, Response, make_response, new_branch, new_tag
 from clicktodial.sip.transactions.base import (
+    LingerQueue,
     State,
     Timers,
     Transaction,
@@ -80,6 +81,7 @@ class TransactionLayer:
         self.user = user
         self.timers = timers
         self.counts = TransactionCounts()
+        self.lingering = LingerQueue(clock, timers.timeout)
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
 
@@ -325,7 +327,7 @@ class TransactionLayer:
     def transaction_terminated(self, transaction: Transaction) -> None:
         """Forget a terminated transaction."""
         if isinstance(transaction, ClientTransaction):
-            key = client_key(transaction.branch, transaction.request.method)
+            key = client_key(transaction.branch, transaction.method)
             if self._clients.get(key) is transaction:
                 del self._clients[key]
         elif self._servers.get(transaction.key) is transaction:

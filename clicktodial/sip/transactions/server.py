@@ -51,11 +51,6 @@ class ServerTransaction(Transaction):
         self.last_response = None
         self.on_failure = None
 
-    @property
-    def method(self) -> str:
-        """The method of the request that created the transaction."""
-        return self.request.method
-
     def start(self) -> None:
         """Start the machine's timers (the request was just received)."""
         raise NotImplementedError
