@@ -38,6 +38,7 @@ from clicktodial.sip.dialog import DialogError, destination_for_uri
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
+from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.sip.uri import URI, parse_uri
 from clicktodial.sip.useragent import (
     CallState,
@@ -356,8 +357,8 @@ class Call:
     __slots__ = (
         "call_id", "media", "_ringback", "clock", "ua", "flow", "settings", "observer", "domain",
         "_callee_targets", "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
-        "_relayed", "created_at", "caller_answered_at", "callee_answered_at", "connected_at",
-        "ended_at", "end_reason", "sip_status", "who_hung_up",
+        "_relayed", "_long_timers", "created_at", "caller_answered_at", "callee_answered_at",
+        "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up",
     )
 
     def __init__(
@@ -375,6 +376,7 @@ class Call:
         callee_targets: Callable[[], Deferred[list[Target]]],
         created_at: float,
         media: RingbackPlayer | None = None,
+        long_timers: Callable[[float], LingerQueue] | None = None,
     ) -> None:
         self.call_id = call_id
         #: Our own RTP to the caller (docs/media.md): ringback while the callee rings.
@@ -390,7 +392,10 @@ class Call:
         self.caller = Leg(self, "caller", caller)
         self.callee = Leg(self, "callee", callee)
         self.phase = Phase.CALLING_CALLER
-        self._timer: IDelayedCall | None = None
+        self._timer: IDelayedCall | Lingering | None = None
+        #: Where the maximum duration timer of a connected call goes: one reactor timer
+        #: for all calls (a DelayedCall each is ~0.5 KB a held call; see LingerQueue).
+        self._long_timers = long_timers
         self.caller_offer = b""
         self._callee_offer: bytes | None = None
         self._relayed: list[IncomingRequest] = []
@@ -444,7 +449,10 @@ class Call:
             self._stop_ringback()
         delay = getattr(self.settings, PHASE_TIMERS.get(target, ""), 0.0)
         if delay:
-            self._timer = self.clock.callLater(delay, self._timer_fired)
+            if target is Phase.CONNECTED and self._long_timers is not None:
+                self._timer = self._long_timers(delay).call_later(self._timer_fired)
+            else:
+                self._timer = self.clock.callLater(delay, self._timer_fired)
         return True
 
     def _cancel_timer(self) -> None:

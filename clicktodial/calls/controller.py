@@ -31,6 +31,7 @@ from clicktodial.interfaces import (
     IStoreBackend,
 )
 from clicktodial.media.ringback import RingbackPlayer
+from clicktodial.sip.transactions.base import LingerQueue
 from clicktodial.sip.useragent import UserAgent
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
 
@@ -117,6 +118,15 @@ class CallController:
         #: What changed since the last write, per call (written at the next _WRITE_AT).
         self._unwritten: dict[str, CallUpdate] = {}
         self._reserved_total = 0
+        #: Same-length timers of all calls (the maximum duration), one queue per length.
+        self._timer_queues: dict[float, LingerQueue] = {}
+
+    def _long_timers(self, delay: float) -> LingerQueue:
+        """The queue for C{delay}-second timers: one reactor timer for all calls."""
+        queue = self._timer_queues.get(delay)
+        if queue is None:
+            queue = self._timer_queues[delay] = LingerQueue(self.clock, delay)
+        return queue
 
     # -- ICallController -------------------------------------------------------
 
@@ -167,6 +177,7 @@ class CallController:
             callee_targets=lambda: self._lookup(callee_name),
             created_at=now,
             media=self.media,
+            long_timers=self._long_timers,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:

@@ -322,6 +322,23 @@ def test_maximum_call_duration_ends_the_call() -> None:
     world.assert_quiescent()
 
 
+def test_maximum_duration_timers_of_connected_calls_share_one_queue() -> None:
+    """Each connected call's maximum duration waits in the controller's queue (one reactor
+    timer for all, not a DelayedCall each); a call hung up earlier leaves it."""
+    world, alice, bob, first = connected(max_duration=60.0, max_calls_per_user=0)
+    second = world.place("alice", "bob").call_id
+    world.run(5)
+    assert state(world, second) == "connected"
+    queue = world.controller._timer_queues[60.0]
+    assert len(queue) == 2
+    world.controller.hang_up(first)
+    world.run(1)
+    assert len(queue) == 1
+    world.run(60)  # the second call connected a few seconds after it was placed
+    assert (world.record(second).end_reason, len(queue)) == ("max-duration", 0)
+    world.assert_quiescent()
+
+
 def test_phone_that_stops_answering_in_dialog_requests_gets_the_call_torn_down() -> None:
     world, alice, bob, call_id = connected()
     world.blackholed.add(("127.0.0.3", 5060))
