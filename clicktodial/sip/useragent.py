@@ -1253,8 +1253,9 @@ class UserAgent:
         #: §8.2.2.2 merged requests: the top Via branch of each new request, by
         #: (From tag, Call-ID, CSeq number, method), for 64*T1.
         self._recent: dict[tuple[str | None, str, int, str], str | None] = {}
-        #: The 64*T1 windows (merged requests, other forks' 2xx) on one reactor timer.
-        self._lingering: LingerQueue | None = None
+        #: The 64*T1 windows (merged requests, other forks' 2xx) on one reactor timer,
+        #: and the 64*T1+T4 an ACK is kept for copies of its 2xx on another: by delay.
+        self._lingering: dict[float, LingerQueue] = {}
 
     # -- wiring --------------------------------------------------------------
 
@@ -1397,6 +1398,15 @@ class UserAgent:
         if latest:
             # As sent: with the Via (and branch) the transaction layer gave it.
             session._acked, session._ack = seq, ack.serialize()
+            # The UAS retransmits its 2xx for 64*T1 at most (§13.3.1.4); a copy may
+            # then still be in the network for T4: after that the ACK answers nothing
+            # more, and a held call need not keep it.
+            timers = self.timers
+            self._linger(partial(self._forget_ack, session, seq), timers.timeout + timers.t4)
+
+    def _forget_ack(self, session: Session, seq: int) -> None:
+        if session._acked == seq:
+            session._ack = None
 
     def _resend_ack(self, session: Session, seq: int) -> None:
         data = session._ack
@@ -1515,12 +1525,13 @@ class UserAgent:
         self._linger(partial(self._recent.pop, key, None))
         return False
 
-    def _linger(self, fired: Callable[[], object]) -> Lingering:
-        """Call C{fired} after 64*T1 (see C{_lingering})."""
-        queue = self._lingering
-        timeout = self.timers.timeout
-        if queue is None or queue.delay != timeout:
-            queue = self._lingering = LingerQueue(self.clock, timeout)
+    def _linger(self, fired: Callable[[], object], delay: float | None = None) -> Lingering:
+        """Call C{fired} after C{delay}, 64*T1 by default (see C{_lingering})."""
+        if delay is None:
+            delay = self.timers.timeout
+        queue = self._lingering.get(delay)
+        if queue is None:
+            queue = self._lingering[delay] = LingerQueue(self.clock, delay)
         return queue.call_later(fired)
 
     def _new_call(self, server_tx: ServerTransactionLike) -> None:

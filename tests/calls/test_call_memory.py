@@ -13,12 +13,13 @@ from clicktodial.testing.callfakes import CallWorld
 from clicktodial.testing.uafakes import Answer, sdp
 
 
-def held_call(policy: str) -> CallWorld:
+def held_call(policy: str, seconds: float | None = None) -> CallWorld:
     world = CallWorld(policy=policy)
     world.phone("alice", "127.0.0.2", answer=Answer(delay=1, sdp=sdp("alice")))
     world.phone("bob", "127.0.0.3", answer=Answer(delay=1, sdp=sdp("bob")))
     world.place("alice", "bob")
-    world.run(world.timers.timeout + 8)  # connected; every transaction of the set-up is over
+    # By default until every transaction of the set-up is over.
+    world.run(world.timers.timeout + 8 if seconds is None else seconds)
     assert [c.state for c in world.controller.active_calls()] == ["connected"]
     return world
 
@@ -26,9 +27,9 @@ def held_call(policy: str) -> CallWorld:
 @pytest.mark.parametrize("policy", ["flow4", "flow1"])
 def test_a_held_call_keeps_one_ack_per_leg_and_no_transaction(policy: str) -> None:
     """Flow IV ACKs the caller twice (held answer, then the re-INVITE's 2xx): only the
-    latest ACK is kept (as bytes) to answer copies of its 2xx; no INVITE and no
-    transaction stays."""
-    world = held_call(policy)
+    latest ACK is kept (as bytes) to answer copies of its 2xx, for 64*T1 + T4 (then no
+    copy can come); no INVITE and no transaction stays."""
+    world = held_call(policy, seconds=5)
     sessions = world.daemon.ua.sessions
     assert len(sessions) == 2
     for session in sessions:
@@ -36,6 +37,8 @@ def test_a_held_call_keeps_one_ack_per_leg_and_no_transaction(policy: str) -> No
         ack = parse_message(session._ack)
         assert isinstance(ack, Request) and ack.method == "ACK"
         assert ack.cseq.seq == session._acked
+    world.run(world.timers.timeout + world.timers.t4)
+    assert [session._ack for session in sessions] == [None, None]
     assert world.daemon.layer.active_count == 0
     world.controller.hang_up(world.controller.active_calls()[0].call_id)
     world.assert_quiescent()

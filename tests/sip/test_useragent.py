@@ -513,12 +513,17 @@ class TestUACInvite:
         assert early.dialog.offer_answer.remote_sdp == sdp("bob")
 
     def test_every_2xx_copy_gets_the_same_ack_also_after_timer_m(self) -> None:
-        """§13.2.2.4/RFC 6026: each 2xx retransmission, even a stray one, gets the same ACK."""
+        """§13.2.2.4/RFC 6026: each 2xx retransmission, even a stray one, gets the same ACK
+        for 64*T1 + T4 (the UAS's retransmissions, then their time in the network); the
+        ACK is then forgotten (a held call does not keep it) and a later copy gets none."""
         caller = Caller(offer=sdp("alice"))
         caller.respond(200, body=sdp("bob"))
         caller.respond(200, body=sdp("bob"))
-        run_for(caller.clock, 40.0)  # Timer M and the fork window are over
+        run_for(caller.clock, 36.0)  # Timer M and the fork window are over
         caller.respond(200, body=sdp("bob"))  # stray now
+        run_for(caller.clock, 1.5)
+        assert caller.session._ack is None
+        caller.respond(200, body=sdp("bob"))  # too late: no ACK kept
         acks = caller.acks()
         assert len(acks) == 3 and len(set(acks)) == 1
         ack = parse_message(acks[0])
