@@ -912,6 +912,13 @@ class OutgoingCall:
     @ivar session: the answered L{Session}, once a 2xx came.
     """
 
+    # A leg keeps its OutgoingCall for the whole call: no per-instance dict.
+    __slots__ = (
+        "ua", "_request", "_invite", "call_id", "destination", "handler", "state",
+        "session", "offer", "_transaction", "_early", "_forks", "_provisional_seen",
+        "_cancel_requested", "_cancel_sent", "_finished", "_timer",
+    )
+
     def __init__(
         self, ua: UserAgent, request: Request, destination: Destination, handler: ISessionHandler
     ) -> None:
