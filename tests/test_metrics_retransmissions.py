@@ -10,7 +10,7 @@ from clicktodial.config import parse_config
 from clicktodial.metrics import MetricsResource
 from clicktodial.service import build_service
 from clicktodial.sip.address import Source
-from clicktodial.testing.sipfakes import sip_request
+from clicktodial.testing.sipfakes import sip_request, unissued_nonce_authorization
 from clicktodial.testing.transport import FakeReactor
 
 CONFIG = "[sip]\ndomain = 127.0.0.1\n[store]\nbackend = memory\n"
@@ -32,7 +32,11 @@ def test_a_retransmitted_register_is_counted_received_and_its_answer_sent_again(
     assert 'clicktodial_sip_retransmissions_received_total{message="request"} 0.0' in before
     sip = root.getServiceNamed("sip")
     via = f"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{os.urandom(4).hex()};rport"
-    register = sip_request("REGISTER", "sip:127.0.0.1", via=via)
+    # Credentials with a nonce we never issued: a stateful 401 (without any, the 401 is
+    # stateless and a retransmission is simply challenged again).
+    register = sip_request(
+        "REGISTER", "sip:127.0.0.1", via=via, extra=(unissued_nonce_authorization(),)
+    )
     sip.transport.handler.request_received(register, SOURCE)
     reactor.pump([0.1] * 5)  # answered 401
     sip.transport.handler.request_received(register, SOURCE)  # the phone's Timer E

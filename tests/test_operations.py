@@ -30,7 +30,11 @@ from clicktodial.shutdown import CallsInProgress, GracefulStop
 from clicktodial.sip.address import Source
 from clicktodial.sip.message import Request, Response
 from clicktodial.systemd import SystemdNotifier, journal_line_prefix, sd_notify
-from clicktodial.testing.sipfakes import RecordingTransport, sip_request
+from clicktodial.testing.sipfakes import (
+    RecordingTransport,
+    sip_request,
+    unissued_nonce_authorization,
+)
 from clicktodial.testing.transport import FakeReactor
 
 MINIMAL = "[sip]\ndomain = 127.0.0.1\n"
@@ -416,12 +420,18 @@ def test_scrape_after_a_register_through_the_daemon_shows_it_and_the_gauges() ->
     operations = root.operations
     assert operations is not None
     sip = root.getServiceNamed("sip")
+    # One REGISTER without credentials (challenged statelessly: no transaction), one with
+    # a nonce we never issued (challenged again, in a server transaction).
     register = sip_request("REGISTER", "sip:127.0.0.1", via=via())
+    sip.transport.handler.request_received(register, source())
+    register = sip_request(
+        "REGISTER", "sip:127.0.0.1", via=via(), extra=(unissued_nonce_authorization(),)
+    )
     sip.transport.handler.request_received(register, source())
     reactor.pump([0.1] * 5)
     _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
     text = body.decode()
-    assert 'clicktodial_register_responses_total{status="401"} 1.0' in text
+    assert 'clicktodial_register_responses_total{status="401"} 2.0' in text
     assert "clicktodial_sip_transactions_active 1.0" in text
     assert "clicktodial_sip_dialogs_active 0.0" in text
     assert "clicktodial_sip_ua_active 0.0" in text
@@ -454,7 +464,9 @@ def test_readyz_is_503_when_the_store_does_not_answer_in_time() -> None:
 
 def test_readyz_is_503_while_stopping() -> None:
     resource = ReadinessResource(
-        Clock(), Store(succeed(None)), draining=lambda: True  # type: ignore[arg-type]
+        Clock(),
+        Store(succeed(None)),
+        draining=lambda: True,  # type: ignore[arg-type]
     )
     assert render(resource, b"readyz") == (503, b"stopping")
 

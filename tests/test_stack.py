@@ -24,6 +24,7 @@ from clicktodial.sip.transaction import ServerTransaction
 from clicktodial.sip.useragent import IncomingCall, IncomingRequest
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import InlineThreadPool, cheap_password_hasher, success_result_of
+from clicktodial.testing.sipfakes import unissued_nonce_authorization
 from clicktodial.testing.stack import STACK_TORTURE_ANSWERS
 from clicktodial.testing.transport import (
     FakeDatagramPort,
@@ -221,9 +222,11 @@ def test_retransmitted_register_is_absorbed_and_answered_with_the_same_response(
 ) -> None:
     """A REGISTER retransmission (same branch) reaches the registrar once: the server
     transaction re-sends its last response, same To tag, and creates no second binding
-    attempt."""
-    [first] = stack.send(register())
-    [again] = stack.send(register())
+    attempt. (The REGISTER carries credentials with a nonce we never issued, so its 401 is
+    stateful: see the next test for one without credentials.)"""
+    name, value = unissued_nonce_authorization("example.com")
+    [first] = stack.send(register(authorization=f"{name}: {value}\r\n"))
+    [again] = stack.send(register(authorization=f"{name}: {value}\r\n"))
     assert again.status == 401
     assert again.to.tag == first.to.tag
     assert again.headers.get("WWW-Authenticate") == first.headers.get("WWW-Authenticate")
@@ -232,6 +235,21 @@ def test_retransmitted_register_is_absorbed_and_answered_with_the_same_response(
     stack.pump(40)
     assert stack.stack.transactions.active_count == 0
     assert stack.take() == []
+
+
+def test_register_without_credentials_is_challenged_statelessly(stack: Stack) -> None:
+    """RFC 3261 §8.2.7: the first REGISTER of a registration gets its 401 without a server
+    transaction; a retransmission is challenged again, with a fresh nonce; then the
+    credentials answering either challenge register."""
+    [first] = stack.send(register())
+    [again] = stack.send(register())
+    assert first.status == again.status == 401
+    assert again.headers.get("WWW-Authenticate") != first.headers.get("WWW-Authenticate")
+    assert stack.stack.transactions.active_count == 0
+    [ok] = stack.send(
+        register(branch="z9hG4bK-r2", cseq=2, authorization=credentials(first, "a-secret"))
+    )
+    assert ok.status == 200
 
 
 def test_register_from_another_domain_gets_404(stack: Stack) -> None:

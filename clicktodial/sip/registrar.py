@@ -443,9 +443,42 @@ class Registrar(Service):
                              peer=source.peer)
             return self._response(request, 500, None)
 
-    async def _register(self, request: Request, source: Source
-                        ) -> Response:
-        now = self._clock.seconds()
+    def stateless_challenge(self, request: Request, source: Source
+                            ) -> Response | None:
+        """
+        The 401 for a REGISTER that carries no C{Authorization} at all (how
+        every phone starts), made at once so that it can be sent without a
+        server transaction (RFC 3261 §8.2.7; Kamailio answers it with
+        C{sl_send_reply}): half of a registration's requests then cost no
+        transaction and no 32 s Timer J.  A retransmission of the request is
+        simply challenged again, with a fresh nonce; nothing is stored.
+
+        C{None} (answer it statefully with L{handle_register}) for anything
+        else: credentials present, a request the syntax checks refuse (its
+        4xx comes from the usual path, with its log line), a throttled
+        source.  The checks and the challenge are those of L{handle_register}.
+        """
+        if "Authorization" in request.headers:
+            return None
+        try:
+            self._check(request)
+        except (_Reject, HeaderParseError, URIParseError):
+            return None
+        if self.throttle.refused(source.remote_host, None) > 0:
+            return None
+        reject = self._challenge()
+        return self._response(request, reject.status, reject.reason,
+                              reject.headers)
+
+    def _check(self, request: Request
+               ) -> tuple[list[_Contact], bool, str, bool]:
+        """
+        The checks of §10.3 that do not depend on who is asking (syntax,
+        steps 1 and 2): the contact changes, whether the Contact is C{*}, the
+        AOR, and whether the AOR is in our domain.
+
+        @raise _Reject: with the response the request gets.
+        """
         # Syntax first: nothing here depends on who is asking.
         ruri = request.uri
         if not ruri.is_sip:
@@ -453,8 +486,6 @@ class Registrar(Service):
         to = request.to
         if not to.uri.is_sip:
             raise _Reject(400, "Bad Request (To Is Not a SIP or SIPS URI)")
-        call_id = request.call_id
-        cseq = request.cseq.seq
         header_expires = request.expires
         wildcard = request.contact_is_star
         contacts = request.contacts
@@ -477,10 +508,17 @@ class Registrar(Service):
                           [("Unsupported", ", ".join(sorted(unsupported)))])
 
         aor = canonical_aor(to.uri, self.domain, self.settings.aliases)
+        return changes, wildcard, aor, normal_host(to.uri.host) in self._hosts
+
+    async def _register(self, request: Request, source: Source
+                        ) -> Response:
+        now = self._clock.seconds()
+        changes, wildcard, aor, our_aor = self._check(request)
+        call_id = request.call_id
+        cseq = request.cseq.seq
         # Steps 3, 5 and 4 (5 before 4: an AOR of another domain is
         # owned by nobody here, and deserves 404 rather than 403).
-        await self._authenticate(request, source, aor,
-                                 normal_host(to.uri.host) in self._hosts)
+        await self._authenticate(request, source, aor, our_aor)
 
         if not changes and not wildcard:
             # A query (RFC 3261 §10.2.3): list the bindings.

@@ -244,6 +244,7 @@ class SIPStack(MultiService):
             AuthThrottle(reactor, throttle_settings),
         )
         self.router.add_method("REGISTER", self._register)
+        self.transactions.stateless = self._stateless
         #: called with (request, final response, seconds taken) for each REGISTER answered
         #: (clicktodial.operations counts them for /metrics)
         self.register_observers: list[Callable[[Request, Response, float], object]] = []
@@ -262,6 +263,19 @@ class SIPStack(MultiService):
         self.registrar.handle_register(request, source).addCallback(
             self._respond, server_tx, started
         )
+
+    def _stateless(self, request: Request, source: object) -> Response | None:
+        # The first REGISTER of a registration (no credentials) is challenged without a
+        # server transaction: see Registrar.stateless_challenge.
+        if request.method != "REGISTER" or not isinstance(source, Source):
+            return None
+        response = self.registrar.stateless_challenge(request, source)
+        if response is None:
+            return None
+        response.headers.add("Server", self.config.user_agent)
+        for observer in self.register_observers:
+            observer(request, response, 0.0)
+        return response
 
     def _respond(
         self, response: Response, server_tx: ServerTransaction, started: float = 0.0

@@ -160,9 +160,7 @@ class RecordingTransport:
 
     def responses(self, status: int | None = None) -> list[Sent]:
         """The responses sent (with C{status}, if given)."""
-        return [
-            s for s in self.sent if not s.is_request and (status is None or s.status == status)
-        ]
+        return [s for s in self.sent if not s.is_request and (status is None or s.status == status)]
 
     def times(self, method: str | None = None, status: int | None = None) -> list[float]:
         """When the matching messages were sent (requests of C{method} or responses)."""
@@ -303,6 +301,20 @@ class FaultyNetwork:
         target.deliver(data, sender)
 
 
+def unissued_nonce_authorization(realm: str = "127.0.0.1") -> tuple[str, str]:
+    """
+    An C{Authorization} header for C{realm} with a nonce the daemon never issued:
+    the registrar answers it with a fresh 401 I{inside} a server transaction (a
+    REGISTER without any credentials is challenged statelessly instead).
+    """
+    return (
+        "Authorization",
+        f'Digest username="alice", realm="{realm}", nonce="bm90LW91cnM", uri="sip:{realm}",'
+        ' response="00000000000000000000000000000000", algorithm=MD5, qop=auth,'
+        ' nc=00000001, cnonce="abc"',
+    )
+
+
 def sip_request(
     method: str,
     uri: str = "sip:bob@127.0.0.1:5070",
@@ -346,9 +358,7 @@ class RecordingUser:
         C{on_failure}, which this user sets on each new transaction.
     """
 
-    def __init__(
-        self, answer: Callable[[ServerTransaction, Request], None] | None = None
-    ) -> None:
+    def __init__(self, answer: Callable[[ServerTransaction, Request], None] | None = None) -> None:
         self.answer = answer
         self.requests: list[tuple[ServerTransaction, Request]] = []
         self.cancels: list[ServerTransaction] = []

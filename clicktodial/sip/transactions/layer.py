@@ -13,6 +13,7 @@ L{ServerTransaction.respond}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
@@ -67,6 +68,12 @@ class TransactionLayer:
     @ivar user: the L{ITransactionUser}; may be replaced after construction
         (the UA core is often built after the layer it sends through).
     @ivar counts: the L{TransactionCounts} (retransmissions) of every machine.
+    @ivar stateless: C{None}, or a callable given each new non-INVITE request
+        (not CANCEL) before a server transaction is made for it; when it returns
+        a final response, that response is sent statelessly (RFC 3261 §8.2.7)
+        and no transaction is made: a retransmission of the request is asked
+        again.  For answers that cost nothing to recompute and change no state,
+        such as a registrar's first 401 challenge (Kamailio's C{sl_send_reply}).
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class TransactionLayer:
         self.lingering = LingerQueue(clock, timers.timeout)
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
+        self.stateless: Callable[[Request, object], Response | None] | None = None
 
     @property
     def active_count(self) -> int:
@@ -203,6 +211,16 @@ class TransactionLayer:
         except ValueError as e:
             self._reject(request, source, f"Bad Request ({e})")
             return
+        stateless = self.stateless
+        if stateless is not None and method != "INVITE" and method != "CANCEL":
+            try:
+                response = stateless(request, source)
+            except Exception:
+                log.failure("stateless responder failed on {method}", method=method)
+                response = None
+            if response is not None:
+                self.transmit_response(response, source)
+                return
         if method == "INVITE":
             tx = InviteServerTransaction(
                 self, request, source, top_via.branch or "", reliable, key, State.PROCEEDING
