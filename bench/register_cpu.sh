@@ -12,6 +12,8 @@
 # PROFILE=py-spy writes a py-spy flame graph (SVG; --gil) of the last round to
 # $PROFILE_OUT (default /tmp/register-profile.svg); PROFILE=raw writes collapsed stacks;
 # PYSPY_ARGS replaces --gil (e.g. PYSPY_ARGS=--threads: every running thread).
+# PROFILE=perf records native stacks with `perf record -F 999 -g` (kernel, interpreter, SQLite,
+# libc: what py-spy cannot see) to $PROFILE_OUT; read it with `perf report -i FILE`.
 #
 # Usage: STORE=sqlite|postgresql COUNT=3000 RATE=300 ROUNDS=2 bench/register_cpu.sh
 # Runs in a private network namespace (re-runs itself under `unshare -n`): loopback only.
@@ -95,7 +97,11 @@ HZ=$(getconf CLK_TCK)
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
     spy=""
-    if [ -n "$PROFILE" ] && [ "$round" -eq "$ROUNDS" ]; then
+    if [ "$PROFILE" = perf ] && [ "$round" -eq "$ROUNDS" ]; then
+        perf record -F 999 -g -o "$PROFILE_OUT" -p "$DAEMON" > "$WORK/perf.out" 2>&1 &
+        spy=$!
+        sleep 1
+    elif [ -n "$PROFILE" ] && [ "$round" -eq "$ROUNDS" ]; then
         fmt=flamegraph; [ "$PROFILE" = raw ] && fmt=raw
         py-spy record ${PYSPY_ARGS:---gil} --nonblocking -r 250 -f "$fmt" -o "$PROFILE_OUT" -p "$DAEMON" \
             > "$WORK/py-spy.out" 2>&1 &

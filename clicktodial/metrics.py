@@ -92,13 +92,22 @@ class DaemonMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        self._register_latency = self.store_latency.labels("register")
+        self._register_children: dict[int, Any] = {}
 
     def register_answered(self, status: int, had_credentials: bool, seconds: float) -> None:
         """Count one final response to a REGISTER (taking ``seconds`` to produce)."""
-        self.register_responses.labels(status_label(status)).inc()
+        # The labelled children are looked up once (labels() costs a lock and a tuple
+        # each time; this runs for every REGISTER).
+        child = self._register_children.get(status)
+        if child is None:
+            child = self._register_children[status] = self.register_responses.labels(
+                status_label(status)
+            )
+        child.inc()
         if had_credentials and status in (401, 403, 407):
             self.auth_failures.inc()
-        self.store_latency.labels("register").observe(seconds)
+        self._register_latency.observe(seconds)
 
     def collector(self, collector: Collector) -> None:
         """Add a scrape-time collector (gauges read from components)."""

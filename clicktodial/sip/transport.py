@@ -156,7 +156,9 @@ def stamp_received(headers: Headers, source: Source) -> None:
         via.params["rport"] = str(source.remote_port)
         changed = True
     if rport_empty or sent_by is None or sent_by != source_ip:
-        received = source_ip.compressed if source_ip is not None else source.remote_host
+        # normalize_host is source_ip.compressed, memoized (ipaddress builds it each time).
+        remote = source.remote_host
+        received = normalize_host(remote) if source_ip is not None else remote
         if via.params.get("received") != received:
             via.params["received"] = received
             changed = True
@@ -701,7 +703,7 @@ class SIPTransportLayer(Service):
             # RFC 3263 resolution is the caller's job; we only send to addresses.
             raise TransportError(f"cannot send a datagram to host name {destination.host!r}")
         listen = _ip(self._listen_host)
-        host = address.compressed
+        host = normalize_host(destination.host)  # address.compressed, memoized
         if listen is not None and listen.version == 6 and address.version == 4:
             if not listen.is_unspecified:
                 raise TransportError(f"cannot reach IPv4 {host} from {self._listen_host}")
