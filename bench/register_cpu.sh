@@ -93,6 +93,9 @@ sleep 5
 cpu() {  # utime and stime of the daemon, in clock ticks
     awk '{ print $14 " " $15 }' "/proc/$DAEMON/stat"
 }
+switches() {  # context switches of all the daemon's threads (GIL hand-offs, wake-ups)
+    cat /proc/$DAEMON/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'
+}
 HZ=$(getconf CLK_TCK)
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
@@ -109,13 +112,15 @@ while [ "$round" -le "$ROUNDS" ]; do
         sleep 1
     fi
     before=$(cpu)
+    sw_before=$(switches)
     out=$(python3 "$REPO/bench/regload.py" --target "127.0.0.1:$PORT" --domain 127.0.0.1 \
         --users "$USERS" --count "$COUNT" --rate "$RATE" --timeout 10 \
         --max-seconds 120 --window 100000 --json)
     sleep 1
     after=$(cpu)
+    sw_after=$(switches)
     if [ -n "$spy" ]; then kill -INT "$spy" 2>/dev/null || true; wait "$spy" 2>/dev/null || true; fi
-    python3 - "$out" "$before" "$after" "$HZ" "$round" "$STORE" "$RATE" <<'EOF'
+    python3 - "$out" "$before" "$after" "$HZ" "$round" "$STORE" "$RATE" "$sw_before" "$sw_after" <<'EOF'
 import json, sys
 out = json.loads(sys.argv[1])
 (u0, s0), (u1, s1) = (map(int, sys.argv[i].split()) for i in (2, 3))
@@ -125,7 +130,9 @@ user, system = (u1 - u0) / hz, (s1 - s0) / hz
 ms = (user + system) * 1000 / ok if ok else float("nan")
 print(f"round {sys.argv[5]} ({sys.argv[6]}, {sys.argv[7]}/s): {ok} succeeded, {out['failed']} failed,"
       f" {out['rate']:.0f}/s completed, p50 {out['latency_ms']['p50']} ms,"
-      f" daemon CPU {user:.2f} s user + {system:.2f} s system = {ms:.3f} ms per registration")
+      f" daemon CPU {user:.2f} s user + {system:.2f} s system = {ms:.3f} ms per registration,"
+      f" {(int(sys.argv[9]) - int(sys.argv[8])) / ok if ok else float('nan'):.1f} context"
+      f" switches per registration")
 EOF
     round=$((round + 1))
 done
