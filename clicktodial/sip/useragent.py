@@ -1253,6 +1253,7 @@ class UserAgent:
         self.precheck = precheck
         self._transactions = transactions
         self._sessions: dict[DialogID, Session] = {}
+        self._contacts: dict[tuple[str, str, int], URI] = {}
         self._outgoing: set[OutgoingCall] = set()
         self._incoming: dict[ServerTransactionLike, IncomingCall] = {}
         # §8.2.2.2: (From tag, Call-ID, CSeq, method) of requests without To
@@ -1295,10 +1296,17 @@ class UserAgent:
         if self.contact is not None:
             return self.contact
         host, port = self.transactions.transport.local_address(transport)
-        params: dict[str, str | None] = {}
-        if transport.upper() != "UDP":
-            params["transport"] = transport.lower()
-        return URI("sip", None, host, port, params)
+        # One URI per address, shared by every dialog that uses it (a held call's two
+        # dialogs would otherwise keep two copies of the same ~0.5 KB object). Nothing
+        # changes a dialog's local_contact in place.
+        key = (transport.upper(), host, port)
+        uri = self._contacts.get(key)
+        if uri is None:
+            params: dict[str, str | None] = {}
+            if transport.upper() != "UDP":
+                params["transport"] = transport.lower()
+            uri = self._contacts[key] = URI("sip", None, host, port, params)
+        return uri
 
     # -- bookkeeping ---------------------------------------------------------
 

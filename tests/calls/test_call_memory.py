@@ -56,3 +56,20 @@ def test_per_call_objects_have_no_instance_dict() -> None:
     assert isinstance(session, Session) and isinstance(session.dialog, Dialog)
     world.controller.hang_up(leg.call.call_id)
     world.assert_quiescent()
+
+
+def test_a_held_calls_dialogs_keep_their_parties_as_text_and_share_our_contact() -> None:
+    """A dialog keeps From/To as header text (parsed again on demand, the same value) and
+    the two dialogs of a call share one Contact URI object for our address."""
+    world = held_call("flow4")
+    first, second = (session.dialog for session in world.daemon.ua.sessions)
+    for dialog in (first, second):
+        assert isinstance(dialog._local_party, str) and isinstance(dialog._remote_party, str)
+        assert dialog.local_party.tag == dialog.local_tag
+        assert dialog.remote_party.tag == dialog.remote_tag
+        assert str(dialog.local_party) == dialog._local_party
+        assert dialog.local_uri.user in ("alice", "bob")
+    assert first.local_contact is second.local_contact
+    call_id = world.controller.active_calls()[0].call_id
+    world.controller.hang_up(call_id)
+    world.assert_quiescent()
