@@ -31,6 +31,7 @@ from twisted.logger import LogLevel
 from twisted.plugin import getPlugins
 
 from clicktodial import __version__
+from clicktodial.netaddr import NetworkSet
 
 __all__ = [
     "CallsConfig",
@@ -439,6 +440,11 @@ def parse_seconds_or_zero(text: str) -> float:
     if text.strip() in ("0", "0.0"):
         return 0.0
     return parse_seconds(text)
+
+
+def parse_network_set(text: str) -> NetworkSet:
+    """A comma-separated list of IP addresses and networks (``192.0.2.0/24``), or ``-``."""
+    return NetworkSet.parse(text)
 
 
 def parse_host_list(text: str) -> tuple[str, ...]:
@@ -966,6 +972,26 @@ class RegistrarConfig:
             "Seconds without failure after which a source's or username's count starts"
             " again; also how long a source that authenticated stays exempt from its"
             " username's refusal.",
+        )
+    )
+    trusted_proxies: NetworkSet = attrs.field(
+        metadata=setting(
+            parse_network_set,
+            "-",
+            "Comma-separated IP addresses or networks (192.0.2.0/24) of the SIP proxies in"
+            " front of the daemon (an edge proxy such as the Kamailio of docs/scaling.md),"
+            " or - for none. Only REGISTERs arriving from them may set a binding's Path"
+            " (with path = trusted), and only their record of the phone's address is"
+            " believed (docs/security.md).",
+        )
+    )
+    path: str = attrs.field(
+        metadata=setting(
+            parse_choice("off", "trusted"),
+            "off",
+            "RFC 3327 Path in REGISTER: off ignores every Path (a binding routes to the"
+            " address its REGISTER came from); trusted stores the Path of REGISTERs from"
+            " trusted_proxies only and ignores any other.",
         )
     )
     auth_max_tracked: int = attrs.field(
