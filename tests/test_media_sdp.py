@@ -96,3 +96,22 @@ def test_sendonly_answer_when_configured() -> None:
     for refused in ("recvonly", "inactive"):
         with pytest.raises(ValueError, match="invalid direction"):
             ringback_answer(body, audio_destination(body), "127.0.0.1", 20000, direction=refused)
+
+
+_ANSWER_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+
+
+@pytest.mark.parametrize(("media", "usable"), [
+    ("m=audio 4000 RTP/AVP 0\r\n", True),
+    ("m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n", True),
+    ("m=audio 0 RTP/AVP 0\r\n", False),
+    ("m=audio 4000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/8000\r\n", False),
+    ("m=audio 4000 RTP/AVP 13\r\n", False),
+    ("m=audio 4000 RTP/AVP 96 97\r\na=rtpmap:96 CN/8000\r\na=rtpmap:97 red/8000\r\n", False),
+    ("m=audio 0 RTP/AVP 0\r\nm=video 5000 RTP/AVP 31\r\n", True),
+])
+def test_an_answer_without_a_usable_stream_carries_no_conversation(media: str,
+                                                                    usable: bool) -> None:
+    from clicktodial.sip.sdp import accepts_media
+
+    assert accepts_media((_ANSWER_HEAD + media).encode()) is usable

@@ -771,7 +771,8 @@ class Call:
         """Both phones have each other's media."""
         if self._move(Input.BRIDGED):
             self.connected_at = self.clock.seconds()
-            self.observer.call_changed(self, CallUpdate(state=self.public_state))
+            self.observer.call_changed(
+                self, CallUpdate(state=self.public_state, connected_at=self.connected_at))
 
     def bridge_failed(self, status: int) -> None:
         """The offer/answer exchange failed: end the call."""

@@ -38,6 +38,7 @@ from clicktodial.interfaces import (
     ICallPolicyFactory,
     IMediaFlow,
 )
+from clicktodial.sip.sdp import accepts_media
 from clicktodial.store.values import User
 
 __all__ = [
@@ -105,6 +106,16 @@ class CallRequest:
 # -- media flows (RFC 3725) ----------------------------------------------------
 
 
+def _bridged_unless_no_media(bridge: IBridge, answer: bytes) -> None:
+    # Phones sharing no codec may answer the other's offer with every stream rejected
+    # (baresip does) rather than with 488 (linphone does): either way they cannot talk,
+    # and the call failed as it would have on a 488.
+    if accepts_media(answer):
+        bridge.bridged()
+    else:
+        bridge.bridge_failed(488)
+
+
 @implementer(IMediaFlow)
 class FlowI:
     """
@@ -124,7 +135,7 @@ class FlowI:
             bridge.bridge_failed(488)
             return
         bridge.ack_caller(sdp)
-        bridge.bridged()
+        _bridged_unless_no_media(bridge, sdp)
 
 
 @implementer(IMediaFlow)
@@ -150,7 +161,7 @@ class FlowIV:
 
         def answered(answer: bytes) -> None:
             bridge.ack_callee(answer)
-            bridge.bridged()
+            _bridged_unless_no_media(bridge, answer)
 
         bridge.reinvite_caller(sdp, answered)
 

@@ -63,13 +63,12 @@ def info_from_message(fields: object) -> CallInfo | None:
 
 def info_from_record(record: CallRecord) -> CallInfo:
     """A finished call's L{CallInfo} rebuilt from its record."""
-    connected = record.callee_answered_at is not None
     return CallInfo(
         call_id=record.call_id, caller=record.caller, callee=record.callee,
-        state="ended" if connected else "failed", created_at=record.created_at,
+        state=record.public_state, created_at=record.created_at,
         caller_answered_at=record.caller_answered_at,
         callee_answered_at=record.callee_answered_at,
-        connected_at=record.callee_answered_at, ended_at=record.ended_at,
+        connected_at=record.connected_at, ended_at=record.ended_at,
         end_reason=record.end_reason, sip_status=record.sip_status,
         who_hung_up=record.who_hung_up)
 

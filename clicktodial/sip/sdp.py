@@ -230,6 +230,43 @@ class SessionDescription:
         raise IndexError(f"no m= line number {media_index}")
 
 
+#: Encodings that ride along with a codec but carry no conversation on their own:
+#: DTMF (RFC 4733), comfort noise (RFC 3389), redundancy (RFC 2198), FEC (RFC 5109).
+_COMPANION_ENCODINGS = frozenset({"telephone-event", "cn", "red", "ulpfec"})
+#: RFC 3551 static payload type 13 is comfort noise.
+_STATIC_COMFORT_NOISE = "13"
+
+
+def _carries_media(section: list[tuple[str, str]]) -> bool:
+    media = Media.parse(section[0][1])
+    if media.port == 0:
+        return False
+    encodings = {}
+    for kind, value in section[1:]:
+        if kind == "a" and value.startswith("rtpmap:"):
+            payload, _, encoding = value[len("rtpmap:"):].partition(" ")
+            encodings[payload] = encoding.split("/", 1)[0].strip().lower()
+    return any(
+        encodings.get(fmt, "") not in _COMPANION_ENCODINGS and fmt != _STATIC_COMFORT_NOISE
+        for fmt in media.formats
+    )
+
+
+def accepts_media(answer: bytes) -> bool:
+    """
+    Whether an answer keeps at least one media stream that can carry a conversation:
+    not rejected (RFC 3264 §6: port 0) and with at least one format other than DTMF,
+    comfort noise, redundancy or FEC. Phones sharing no codec answer with every stream
+    rejected, or (baresip) with only telephone-event left. An answer that does not parse
+    is not judged here (True).
+    """
+    try:
+        _, sections = split_sections(SessionDescription.parse(answer))
+        return not sections or any(_carries_media(section) for section in sections)
+    except SDPParseError:
+        return True
+
+
 def is_sdp(content_type: str | None, body: bytes) -> bool:
     """Whether a message body is a session description (non-empty, application/sdp)."""
     if not body:

@@ -93,6 +93,7 @@ calls = Table(
     Column("caller_answered_at", Float, nullable=True),
     Column("callee_rung_at", Float, nullable=True),
     Column("callee_answered_at", Float, nullable=True),
+    Column("connected_at", Float, nullable=True),
     Column("ended_at", Float, nullable=True),
     Column("end_reason", String(32), nullable=True),
     Column("sip_status", Integer, nullable=True),

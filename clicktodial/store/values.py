@@ -286,6 +286,9 @@ class CallRecord:
     :ivar state: the call controller's state name when last updated.
     :ivar node: the daemon instance that runs the call, when several share a
         database.
+    :ivar connected_at: when both phones had each other's media (the call was
+        connected); ``None`` for a call that never was, even if both phones answered
+        (the offer/answer between them can still fail).
     :ivar end_reason: one of :class:`END_REASONS`, once the call ended.
     :ivar sip_status: the final SIP status that ended the call, if any.
     :ivar who_hung_up: one of :class:`HANGUP_PARTIES`.
@@ -300,6 +303,7 @@ class CallRecord:
     caller_answered_at: float | None = None
     callee_rung_at: float | None = None
     callee_answered_at: float | None = None
+    connected_at: float | None = None
     ended_at: float | None = None
     end_reason: str | None = None
     sip_status: int | None = None
@@ -309,6 +313,21 @@ class CallRecord:
     def active(self) -> bool:
         """A call is active until it has an ``ended_at``."""
         return self.ended_at is None
+
+    @property
+    def public_state(self) -> str:
+        """
+        The state shown outside (``calling-caller``, ``calling-callee``, ``connected``,
+        ``ended``: it was connected, ``failed``: it never was), from the times recorded
+        (:attr:`state` holds the controller's own names).
+        """
+        if self.ended_at is not None:
+            return "ended" if self.connected_at is not None else "failed"
+        if self.connected_at is not None:
+            return "connected"
+        if self.callee_rung_at is not None:
+            return "calling-callee"
+        return "calling-caller"
 
 
 @frozen
@@ -322,6 +341,7 @@ class CallUpdate:
     caller_answered_at: float | None = None
     callee_rung_at: float | None = None
     callee_answered_at: float | None = None
+    connected_at: float | None = None
     ended_at: float | None = None
     end_reason: str | None = field(default=None,
                                    validator=validators.optional(

@@ -590,8 +590,8 @@ class CallRecordStoreContract(_StoreFixtures):
                 record.node, record.state) == (call_id, "alice", "bob", 100.5, "node-1", "new")
         assert record.active
         assert (record.caller_answered_at, record.callee_rung_at, record.callee_answered_at,
-                record.ended_at, record.end_reason, record.sip_status,
-                record.who_hung_up) == (None,) * 7
+                record.connected_at, record.ended_at, record.end_reason, record.sip_status,
+                record.who_hung_up) == (None,) * 8
 
     def test_call_ids_are_unique(self, store: Any) -> None:
         """Every call gets its own id."""
@@ -613,6 +613,21 @@ class CallRecordStoreContract(_StoreFixtures):
                 record.end_reason, record.sip_status, record.who_hung_up) == (
             101.25, 102.0, 110.0, "callee-busy", 486, "callee")
         assert not record.active
+
+    def test_connected_at_is_kept_apart_from_the_callee_answer(self, store: Any) -> None:
+        """A call both phones answered but that never connected keeps connected_at unset."""
+        failed = success_result_of(store.create_call("alice", "bob", 100.0))
+        record = success_result_of(store.update_call(failed, CallUpdate(
+            state="failed", callee_answered_at=103.0, ended_at=103.5, end_reason="error",
+            sip_status=488, who_hung_up="system")))
+        assert (record.connected_at, record.public_state) == (None, "failed")
+        ended = success_result_of(store.create_call("alice", "bob", 100.0))
+        success_result_of(store.update_call(ended, CallUpdate(
+            state="connected", callee_answered_at=103.0, connected_at=103.25)))
+        record = success_result_of(store.update_call(ended, CallUpdate(
+            state="ended", ended_at=150.0, end_reason="caller-hangup", who_hung_up="caller")))
+        assert record == success_result_of(store.get_call(ended))
+        assert (record.connected_at, record.public_state) == (103.25, "ended")
 
     def test_empty_update_returns_record(self, store: Any) -> None:
         """An update with no fields fires with the unchanged record."""

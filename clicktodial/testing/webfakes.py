@@ -82,7 +82,7 @@ class FakeCallController:
             update.update(caller_answered_at=now, callee_rung_at=now)
         elif state == "connected":
             changes.update(callee_answered_at=now, connected_at=now)
-            update["callee_answered_at"] = now
+            update.update(callee_answered_at=now, connected_at=now)
         elif state in ("ended", "failed"):
             changes.update(ended_at=now, end_reason=reason, sip_status=sip_status,
                            who_hung_up="caller")

@@ -198,22 +198,13 @@ class CallView:
 
     @classmethod
     def from_record(cls, record: CallRecord) -> CallView:
-        # The record keeps the controller's internal state names: derive the public one.
-        if record.ended_at is not None:
-            state = "ended" if record.callee_answered_at is not None else "failed"
-        elif record.callee_answered_at is not None:
-            state = "connected"
-        elif record.callee_rung_at is not None:
-            state = "calling-callee"
-        else:
-            state = "calling-caller"
         return cls(
             call_id=record.call_id,
             caller=record.caller,
             callee=record.callee,
-            state=state,
+            state=record.public_state,
             created=record.created_at,
-            answered=record.callee_answered_at,
+            answered=record.connected_at,
             ended_at=record.ended_at,
             reason=record.end_reason,
             sip_status=record.sip_status,

@@ -411,3 +411,82 @@ def test_stored_path_is_the_preloaded_route() -> None:
     assert invite.message.headers.get("Route") == "<sip:127.0.0.7:5070;lr>"
     world.run(40)
     world.assert_quiescent()
+
+
+def refuse_reinvite_offers(session: Any, request: Any) -> None:
+    """A phone that shares no codec with the other: every re-INVITE offer gets 488."""
+    if request.method == "INVITE":
+        request.respond(488)
+    else:
+        request.respond(200)
+
+
+def test_a_call_whose_phones_share_no_codec_failed_and_was_never_answered() -> None:
+    """
+    Both phones answer, then the caller refuses the callee's offer (488): the call failed
+    (it never was connected) everywhere: live state, record, the view built from it.
+    """
+    from clicktodial.web.app import CallView
+
+    world, alice, bob = world_with_phones("flow4")
+    alice.app.on_request = refuse_reinvite_offers
+    info = world.place("alice", "bob")
+    world.run(5)
+    assert world.states(info.call_id)[-1] == "failed"
+    record = world.record(info.call_id)
+    assert record.callee_answered_at is not None  # bob did answer
+    assert record.connected_at is None
+    assert record.public_state == "failed"
+    view = CallView.from_record(record)
+    assert (view.state, view.answered, view.duration) == ("failed", None, None)
+    assert record.sip_status == 488
+    world.assert_quiescent()
+
+
+def test_answered_is_the_connect_time_while_connected_and_after_the_end() -> None:
+    """The API's ``answered`` does not move when a connected call ends."""
+    from clicktodial.web.app import CallView
+
+    world, alice, bob, call_id = connected("flow4")
+    live = world.controller.get_call(call_id)
+    assert live is not None and live.connected_at is not None
+    while_connected = CallView.from_info(live).answered
+    world.run(7)
+    alice.sessions[0].bye()
+    world.run(2)
+    record = world.record(call_id)
+    assert record.public_state == "ended"
+    assert CallView.from_record(record).answered == while_connected == record.connected_at
+    world.assert_quiescent()
+
+
+def reject_reinvite_streams(session: Any, request: Any) -> None:
+    """A phone answering a re-INVITE offer with every stream rejected (port 0), as baresip."""
+    if request.method == "INVITE":
+        request.respond(200, body=sdp("alice", 2, port=0), content_type=SDP_CONTENT_TYPE)
+    else:
+        request.respond(200)
+
+
+def test_flow4_answer_rejecting_every_stream_fails_the_call_after_acking_it() -> None:
+    """The caller's answer keeps no stream: the callee gets its ACK, then both a BYE."""
+    world, alice, bob = world_with_phones("flow4")
+    alice.app.on_request = reject_reinvite_streams
+    info = world.place("alice", "bob")
+    world.run(5)
+    assert world.states(info.call_id)[-1] == "failed"
+    assert world.sent("ACK", to="127.0.0.3")[-1].message.body == sdp("alice", 2, port=0)
+    record = world.record(info.call_id)
+    assert (record.connected_at, record.sip_status, record.public_state) == (None, 488, "failed")
+    assert alice.sessions == [] and bob.sessions == []
+    world.assert_quiescent()
+
+
+def test_flow1_callee_answer_rejecting_every_stream_fails_the_call() -> None:
+    world, alice, bob = world_with_phones("flow1", callee=Answer(delay=2, sdp=sdp("bob", port=0)))
+    info = world.place("alice", "bob")
+    world.run(5)
+    assert world.states(info.call_id)[-1] == "failed"
+    assert world.record(info.call_id).public_state == "failed"
+    assert alice.sessions == [] and bob.sessions == []
+    world.assert_quiescent()

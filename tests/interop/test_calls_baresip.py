@@ -102,3 +102,57 @@ def test_flow4_connects_a_callee_answering_after_40_seconds(
     tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip]
 ) -> None:
     run_call(tmp_path, start_daemon, running, "flow4", 40.0)
+
+
+def test_phones_sharing_no_codec_make_a_failed_call_in_the_api_and_history(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip]
+) -> None:
+    """
+    alice's phone offers only PCMU, bob's only PCMA: both answer, then alice's phone
+    refuses bob's offer (488). The call never connected: the web API says ``failed``, with
+    no ``answered`` and no ``duration``, and so does alice's history.
+    """
+    import json
+    import subprocess
+    import urllib.request
+
+    from conftest import python_env  # type: ignore[import-not-found]
+
+    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path)))
+    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_log("created demo users")
+    codecs = {"alice": "PCMU", "bob": "PCMA"}
+    phones = [
+        Baresip(tmp_path / f"baresip-{name}", name,
+                f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={name};regint=600;"
+                f"answermode=auto;audio_codecs={codec}\n")
+        for name, codec in codecs.items()
+    ]
+    running.extend(phones)
+    for name in codecs:
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+    token = subprocess.run(
+        ["python3", "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
+         "token", "create", "alice"],
+        env=python_env(), capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()[-1]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def api(path: str) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1{path}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with opener.open(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    call_id = Control(control_port).place("alice", "bob")["call_id"]
+    wait_until(lambda: api(f"/calls/{call_id}")["state"] in ("ended", "failed"), 30,
+               "the call to end")
+    daemon.wait_for_log("offer/answer between the phones failed (488)", 10)
+    call = api(f"/calls/{call_id}")
+    assert call["state"] == "failed", call
+    assert call.get("answered") is None and call.get("duration") is None, call
+    assert call["sip_status"] == 488
+    history = api("/calls")
+    mine = [c for c in history["calls"] if c["id"] == call_id]
+    assert [c["state"] for c in mine] == ["failed"], history
