@@ -771,7 +771,7 @@ class WebConfig:
             parse_optional_endpoint,
             "-",
             "Twisted endpoint of a second listener serving only /metrics, /readyz and"
-            " /healthz to anyone who can reach it (e.g. tcp:9100:interface=127.0.0.1),"
+            " /healthz to anyone who can reach it (e.g. tcp:8081:interface=127.0.0.1),"
             " or - for none.",
         ),
     )
