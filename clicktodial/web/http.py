@@ -155,7 +155,7 @@ def read_json(request: Request) -> dict[str, Any]:
             raise HTTPError(400, "the request body must be a JSON object")
     except HTTPError as error:
         log.info("refused a JSON body of {size} bytes to {path}: {problem}",
-                 size=len(body), path=request.path, problem=error.message)
+                 size=len(body), path=request.path.decode("latin-1"), problem=error.message)
         raise
     return value
 
