@@ -442,6 +442,25 @@ def parse_seconds_or_zero(text: str) -> float:
     return parse_seconds(text)
 
 
+def parse_optional_endpoint(text: str) -> str | None:
+    """``-`` (none) or a stream server endpoint (see :func:`parse_stream_endpoint`)."""
+    return None if text == "-" else parse_stream_endpoint(text)
+
+
+def parse_bearer_token(text: str) -> str | None:
+    """
+    ``-`` (none) or a bearer token: at least 16 visible ASCII characters, no spaces (it is
+    sent in an ``Authorization`` header). The text is not echoed in errors.
+    """
+    if text == "-":
+        return None
+    if len(text) < 16:
+        raise ValueError("too short a token (use at least 16 characters, or - for none)")
+    if not all("!" <= c <= "~" for c in text):
+        raise ValueError("a token is visible ASCII characters only (no spaces)")
+    return text
+
+
 def parse_network_set(text: str) -> NetworkSet:
     """A comma-separated list of IP addresses and networks (``192.0.2.0/24``), or ``-``."""
     return NetworkSet.parse(text)
@@ -746,6 +765,57 @@ class WebConfig:
             " At least 1024.",
         ),
     )
+    metrics_listen: str | None = attrs.field(
+        default=None,
+        metadata=setting(
+            parse_optional_endpoint,
+            "-",
+            "Twisted endpoint of a second listener serving only /metrics, /readyz and"
+            " /healthz to anyone who can reach it (e.g. tcp:8081:interface=127.0.0.1),"
+            " or - for none.",
+        ),
+    )
+    metrics_token: str | None = attrs.field(
+        default=None,
+        repr=False,
+        metadata=setting(
+            parse_bearer_token,
+            "-",
+            "Bearer token (at least 16 characters) that opens /metrics and /readyz on the"
+            " listen endpoint, or - for none; administrators' sessions and API tokens open"
+            " them too, anyone else gets 401/403.",
+        ),
+    )
+    trusted_proxies: NetworkSet = attrs.field(
+        default=NetworkSet(),
+        metadata=setting(
+            parse_network_set,
+            "-",
+            "Comma-separated IP addresses or networks of the reverse proxies in front of the"
+            " web interface, or - for none: only from them are X-Forwarded-For (the client"
+            " address) and X-Forwarded-Proto (https) believed.",
+        ),
+    )
+    secure_cookies: str = attrs.field(
+        default="auto",
+        metadata=setting(
+            parse_choice("auto", "always"),
+            "auto",
+            "auto marks cookies Secure when the request came over TLS, or from a trusted"
+            " proxy saying X-Forwarded-Proto: https; always marks them Secure whatever the"
+            " request (behind a proxy that terminates TLS and says nothing).",
+        ),
+    )
+    hsts_max_age: int = attrs.field(
+        default=31536000,
+        metadata=setting(
+            parse_count,
+            "31536000",
+            "max-age (seconds) of the Strict-Transport-Security header sent with every"
+            " answer to a request that came over TLS (or from a trusted proxy saying https);"
+            " 0 sends none.",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.login_max_delay < self.login_base_delay:
@@ -762,6 +832,8 @@ class WebConfig:
             )
         if self.max_body < 1024:
             raise InvalidSetting("max_body", f"{self.max_body} is less than 1024 bytes")
+        if self.metrics_listen is not None and self.metrics_listen == self.listen:
+            raise InvalidSetting("metrics_listen", "is the same endpoint as listen")
 
 
 @attrs.frozen

@@ -183,7 +183,8 @@ def install_operations(
 ) -> Operations:
     """
     Put admission control between ``sip``'s transport and transaction layer, add
-    ``/metrics`` and ``/readyz`` to ``web_root``, register a reload hook in ``reload_hooks``.
+    ``/metrics`` and ``/readyz`` to ``web_root`` (the operator tree: clicktodial.web.resource),
+    register a reload hook in ``reload_hooks``.
     """
     metrics = DaemonMetrics()
     admission = AdmissionControl(

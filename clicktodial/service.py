@@ -35,11 +35,12 @@ from clicktodial.operations import Operations, install_operations
 from clicktodial.sip.stack import SIPStack
 from clicktodial.store.plugins import StoreEnvironment, create_store, store_options
 from clicktodial.web.app import make_web_app
-from clicktodial.web.resource import make_root_resource
+from clicktodial.web.resource import make_operator_root, make_root_resource
 
 __all__ = [
     "CALLS_SERVICE_NAME",
     "CLUSTER_SERVICE_NAME",
+    "METRICS_SERVICE_NAME",
     "SIP_SERVICE_NAME",
     "WEB_SERVICE_NAME",
     "DaemonService",
@@ -51,6 +52,7 @@ SIP_SERVICE_NAME = "sip"
 CALLS_SERVICE_NAME = "calls"
 CLUSTER_SERVICE_NAME = "cluster"
 WEB_SERVICE_NAME = "web"
+METRICS_SERVICE_NAME = "web-metrics"
 
 
 class DaemonService(MultiService):
@@ -243,19 +245,27 @@ def build_service(
     # The registrar tells the web's presence about each REGISTER it handles, so phones
     # registering here appear online at once (others' registrations: the monitor's poll).
     sip.registrar.binding_listeners.append(web_app.registrations.bindings_changed)
-    web_root = make_root_resource(web_app)
+    # /metrics, /readyz (added by install_operations) and /healthz: to anyone on [web]
+    # metrics_listen, to the metrics token and administrators only on [web] listen.
+    operator_root = make_operator_root()
+    web_root = make_root_resource(web_app, operator_root)
     # Admission control, graceful stop, /metrics and /readyz (clicktodial.operations).
     root.operations = install_operations(
         config,
         clock,
         sip,
         store,
-        web_root,
+        operator_root,
         reload_hooks=root.reload_hooks,
         call_controller=calls.controller,
     )
     web = strports.service(config.web.listen, Site(web_root), reactor=reactor)
     web.setName(WEB_SERVICE_NAME)
     web.setServiceParent(root)
+    if config.web.metrics_listen is not None:
+        metrics = strports.service(config.web.metrics_listen, Site(operator_root),
+                                   reactor=reactor)
+        metrics.setName(METRICS_SERVICE_NAME)
+        metrics.setServiceParent(root)
 
     return root

@@ -74,10 +74,12 @@ def find_free_port() -> int:
     raise RuntimeError("no free port on 127.0.0.1")
 
 
-def get_url(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+def get_url(url: str, timeout: float = 10.0,
+            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """GET ``url`` directly (never through a proxy from the environment): (status, body)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=timeout) as response:
+    with opener.open(urllib.request.Request(url, headers=headers or {}),
+                     timeout=timeout) as response:
         return response.status, response.read()
 
 

@@ -173,10 +173,13 @@ class WebClient:
     finds CSRF tokens in forms, and runs requests to completion on the fake clock.
     """
 
-    def __init__(self, world: WebWorld, resource: Any = None) -> None:
+    def __init__(self, world: WebWorld, resource: Any = None,
+                 base: str = "http://clicktodial.test") -> None:
+        """``base``: the scheme and host requests go to (``https://...``: over "TLS")."""
         from clicktodial.web.resource import make_root_resource
 
         self.world = world
+        self.base = base
         self.stub = StubTreq(resource if resource is not None else make_root_resource(world.app))
         self.cookies: dict[str, str] = {}
         self.chunks: list[bytes] = []
@@ -210,7 +213,7 @@ class WebClient:
             body = urlencode(form).encode()
             sent["Content-Type"] = ["application/x-www-form-urlencoded"]
         d = self.stub.request(  # type: ignore[attr-defined]
-            method, "http://clicktodial.test" + path, headers=sent,
+            method, self.base + path, headers=sent,
                               data=body, allow_redirects=False)
         response = self._wait(d)
         for raw in response.headers.getRawHeaders(b"set-cookie", []):

@@ -81,11 +81,15 @@ class ApiResource(RoutedResource):
         return openapi_document()
 
     async def list_users(self, request: Request) -> None:
-        """Every user with their registration state."""
-        await self._principal(request)
+        """Every user with their presence (and contacts: mine, or everyone's for an admin)."""
+        principal = await self._principal(request)
         now = self.app.clock.seconds()
         listing = [
-            {"display_name": user.display_name, **registration_json(registration, now)}
+            {
+                "display_name": user.display_name,
+                **registration_json(registration, now,
+                                    contacts=principal.may_see_contacts(user.username)),
+            }
             for user, registration in await self.app.directory()
         ]
         write_json(request, 200, listing)
@@ -97,7 +101,7 @@ class ApiResource(RoutedResource):
         value: dict[str, object] = {
             "display_name": principal.user.display_name,
             "is_admin": principal.is_admin,
-            **registration_json(registration, self.app.clock.seconds()),
+            **registration_json(registration, self.app.clock.seconds(), contacts=True),
         }
         if principal.session is not None:
             value["csrf_token"] = principal.session.csrf_token
@@ -149,6 +153,7 @@ class ApiResource(RoutedResource):
         write_json(request, 200, view.to_json())
 
     async def events(self, request: Request) -> None:
-        """Server-sent events: ``call`` (my calls) and ``registration`` (everyone's)."""
+        """Server-sent events: ``call`` (my calls) and ``registration`` (everyone's presence;
+        contact URIs as in ``/users``)."""
         principal = await self._principal(request)
         self.app.open_stream(principal, request)

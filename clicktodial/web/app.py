@@ -35,6 +35,7 @@ from clicktodial.interfaces import (
 )
 from clicktodial.store.values import CallRecord, User, is_valid_username, user_aor
 from clicktodial.throttle import AuthThrottle, ThrottleSettings
+from clicktodial.web.edge import RequestOrigin
 from clicktodial.web.events import Registration, RegistrationMonitor
 from clicktodial.web.http import HTTPError
 from clicktodial.web.sessions import SESSION_COOKIE, Session, SessionStore, constant_time_equal
@@ -144,6 +145,13 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.user.is_admin
+
+    def may_see_contacts(self, username: str) -> bool:
+        """
+        Admins see every user's contact URIs (a phone's IP address and port); others see
+        only their own, and everyone else's presence (registered, how many phones).
+        """
+        return self.is_admin or self.username == username
 
     def may_see(self, call: CallView) -> bool:
         """Users see their own calls (as caller or callee); admins see every call."""
@@ -277,20 +285,27 @@ class _Subscriber:
 
     def registration_changed(self, registration: Registration) -> None:
         now = self.stream.clock.seconds()
-        self.stream.send("registration", registration_json(registration, now))
+        contacts = self.principal.may_see_contacts(registration.username)
+        self.stream.send("registration", registration_json(registration, now, contacts=contacts))
 
 
-def registration_json(registration: Registration, now: float) -> dict[str, object]:
-    """``{"username", "registered", "contacts": [{"uri", "expires"}]}``; seconds left at ``now``."""
-    contacts = [
-        {"uri": c.uri, "expires": max(0, int(c.expires_at - now + 0.5))}
-        for c in registration.contacts
-    ]
-    return {
+def registration_json(registration: Registration, now: float, *,
+                      contacts: bool) -> dict[str, object]:
+    """
+    ``{"username", "registered", "phones"}`` (phones: how many contacts are registered) and,
+    with ``contacts``, ``"contacts": [{"uri", "expires"}]`` (seconds left at ``now``).
+    """
+    value: dict[str, object] = {
         "username": registration.username,
         "registered": registration.registered,
-        "contacts": contacts,
+        "phones": len(registration.contacts),
     }
+    if contacts:
+        value["contacts"] = [
+            {"uri": c.uri, "expires": max(0, int(c.expires_at - now + 0.5))}
+            for c in registration.contacts
+        ]
+    return value
 
 
 class WebApp:
@@ -327,6 +342,8 @@ class WebApp:
         self.softphone = softphone
         self.domain = softphone.domain
         self.limits = limits
+        #: what is believed of X-Forwarded-* (trusted proxies), Secure cookies, HSTS
+        self.origin = RequestOrigin.from_config(limits)
         self.sessions = sessions if sessions is not None else SessionStore(
             clock, limits.session_idle_timeout, limits.session_lifetime, limits.max_sessions)
         self.login_throttle = AuthThrottle(clock, login_throttle_settings(limits))
@@ -337,6 +354,14 @@ class WebApp:
         self._unsubscribe_calls: Callable[[], None] | None = None
 
     # -- who is asking -------------------------------------------------------------------
+
+    def client_address(self, request: Request) -> str:
+        """The client's IP address (through ``[web] trusted_proxies``: X-Forwarded-For)."""
+        return self.origin.client_address(request)
+
+    def cookie_secure(self, request: Request) -> bool:
+        """Whether the cookies of the answer to ``request`` get ``Secure``."""
+        return self.origin.cookie_secure(request)
 
     def session_of(self, request: Request) -> Session | None:
         """The live session named by the request's cookie, if any."""
@@ -388,7 +413,7 @@ class WebApp:
 
         :raises HTTPError: 401 wrong credentials, 429 too many failures.
         """
-        peer = _client_host(request)
+        peer = self.client_address(request)
         username = username.strip().lower()
         key = username if is_valid_username(username) else "?"
         refused = self.login_throttle.refused(peer, key)
@@ -567,11 +592,6 @@ def _header(request: Request, name: bytes) -> str:
 
 def _bearer_challenge() -> dict[bytes, bytes]:
     return {b"www-authenticate": b'Bearer realm="clicktodial"'}
-
-
-def _client_host(request: Request) -> str:
-    address = request.getClientAddress()
-    return str(getattr(address, "host", "unix"))
 
 
 def _is_call_id(text: str) -> bool:

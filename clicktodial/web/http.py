@@ -28,6 +28,7 @@ __all__ = [
     "Route",
     "RoutedResource",
     "is_finished",
+    "json_too_deep",
     "read_body",
     "read_form",
     "read_json",
@@ -104,18 +105,58 @@ def read_body(request: Request) -> bytes:
     return data
 
 
+#: How deeply arrays and objects may nest in a JSON body. The API's bodies are flat objects;
+#: json.loads recurses once per level and raises RecursionError near 1,000.
+MAX_JSON_DEPTH = 20
+
+# A string, closed or running to the end of the text (a trailing lone backslash included):
+# it matches at every quote it is tried at, so removing strings is one linear pass.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects nest more than ``limit`` deep in ``body`` (strings aside)."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for c in brackets:
+        if c in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _no_constant(name: str) -> object:
+    # NaN, Infinity and -Infinity are not JSON (RFC 8259 §6); json.loads takes them.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def read_json(request: Request) -> dict[str, Any]:
     """
-    The request body as a JSON object.
+    The request body as a JSON object (RFC 8259; at most :data:`MAX_JSON_DEPTH` levels).
 
-    :raises HTTPError: 400 if it is not one (or not UTF-8), 413 if too large.
+    A refused body is logged in one line (no traceback): too deep, not UTF-8, not JSON
+    (including an integer of more than 4,300 digits, which ``int()`` refuses).
+
+    :raises HTTPError: 400 if it is not one, 413 if too large.
     """
+    body = read_body(request)
     try:
-        value = json.loads(read_body(request).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise HTTPError(400, "the request body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise HTTPError(400, "the request body must be a JSON object")
+        if json_too_deep(body):
+            raise HTTPError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise HTTPError(400, "the request body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise HTTPError(400, "the request body must be a JSON object")
+    except HTTPError as error:
+        log.info("refused a JSON body of {size} bytes to {path}: {problem}",
+                 size=len(body), path=request.path.decode("latin-1"), problem=error.message)
+        raise
     return value
 
 

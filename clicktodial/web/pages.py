@@ -239,6 +239,13 @@ class PagesResource(RoutedResource):
         request.write(b"see " + location.encode("ascii"))
         request.finish()
 
+    def set_cookie(self, request: Request, name: bytes, value: str) -> None:
+        """Set one of our cookies (Secure as ``[web] secure_cookies`` says)."""
+        set_cookie(request, name, value, secure=self.app.cookie_secure(request))
+
+    def clear_cookie(self, request: Request, name: bytes) -> None:
+        clear_cookie(request, name, secure=self.app.cookie_secure(request))
+
     def show(self, request: Request, layout: Layout, status: int = 200) -> None:
         request.setResponseCode(status)
         layout.render_page(request)
@@ -271,7 +278,7 @@ class PagesResource(RoutedResource):
     def _login_form(self, request: Request, username: str = "") -> Tag:
         # Before a session exists, the login form's CSRF token is a double-submit cookie.
         token = new_secret()
-        set_cookie(request, LOGIN_COOKIE, token)
+        self.set_cookie(request, LOGIN_COOKIE, token)
         return tags.form(method="post", action="/login", class_="card")(
             tags.input(type="hidden", name="csrf", value=token),
             field("Username", "username", value=username, autocomplete="username",
@@ -305,8 +312,8 @@ class PagesResource(RoutedResource):
             self.show(request, Layout("Log in", self._login_form(request, username),
                                       error=message), e.status)
             return
-        clear_cookie(request, LOGIN_COOKIE)
-        set_cookie(request, SESSION_COOKIE, session.session_id)
+        self.clear_cookie(request, LOGIN_COOKIE)
+        self.set_cookie(request, SESSION_COOKIE, session.session_id)
         self.redirect(request, "/directory")
 
     async def logout(self, request: Request) -> None:
@@ -315,7 +322,7 @@ class PagesResource(RoutedResource):
         if session is not None:
             self.app.check_csrf(session, form.get("csrf", ""))
             self.app.sessions.remove(session.session_id)
-        clear_cookie(request, SESSION_COOKIE)
+        self.clear_cookie(request, SESSION_COOKIE)
         self.redirect(request, "/login?done=loggedout")
 
     # -- directory and calls -------------------------------------------------------------
@@ -536,7 +543,7 @@ class PagesResource(RoutedResource):
         # fresh session.
         self.app.sessions.remove_user(principal.username)
         session = self.app.sessions.create(principal.username)
-        set_cookie(request, SESSION_COOKIE, session.session_id)
+        self.set_cookie(request, SESSION_COOKIE, session.session_id)
         self.redirect(request, "/account?done=password")
 
     async def new_sip_secret(self, request: Request) -> None:

@@ -3,7 +3,8 @@ Browser sessions: in memory, with an idle and an absolute lifetime on the inject
 
 A session id is a fresh 256-bit random value at every login (never the id a visitor had
 before: no session fixation), sent in an ``HttpOnly``, ``SameSite=Strict`` cookie, ``Secure``
-when the request came over TLS. Each session has its own CSRF token, required on every
+when the request came over TLS (directly or through a trusted proxy), or always (``[web]
+secure_cookies``). Each session has its own CSRF token, required on every
 state-changing request made with the cookie.
 
 Sessions live in this process only: a restart logs everyone out, and daemons sharing a
@@ -41,20 +42,24 @@ def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
-def set_cookie(request: Request, name: bytes, value: str, max_age: int | None = None) -> None:
-    """Set a cookie the way all of ours are: HttpOnly, SameSite=Strict, Secure under TLS."""
+def set_cookie(request: Request, name: bytes, value: str, *, secure: bool,
+               max_age: int | None = None) -> None:
+    """
+    Set a cookie the way all of ours are: HttpOnly, SameSite=Strict, and ``secure`` (the
+    request came over TLS, directly or through a trusted proxy: ``WebApp.cookie_secure``).
+    """
     request.addCookie(
         name,
         value.encode("ascii"),
         path=b"/",
         max_age=str(max_age).encode() if max_age is not None else None,
         httpOnly=True,
-        secure=request.isSecure(),
+        secure=secure,
         sameSite="strict",
     )
 
 
-def clear_cookie(request: Request, name: bytes) -> None:
+def clear_cookie(request: Request, name: bytes, *, secure: bool) -> None:
     """Tell the browser to drop a cookie."""
     request.addCookie(
         name,
@@ -63,7 +68,7 @@ def clear_cookie(request: Request, name: bytes) -> None:
         max_age=b"0",
         expires=b"Thu, 01 Jan 1970 00:00:00 GMT",
         httpOnly=True,
-        secure=request.isSecure(),
+        secure=secure,
         sameSite="strict",
     )
 

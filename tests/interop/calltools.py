@@ -44,6 +44,11 @@ needs_baresip_sndfile = pytest.mark.skipif(not (BARESIP_MODULES / "sndfile.so").
                                            reason="no baresip sndfile")
 
 
+#: ``[web] metrics_token`` of :func:`daemon_ini`'s daemons: what opens their ``/metrics``.
+METRICS_TOKEN = "interop-metrics-token-0123456789"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 def daemon_ini(sip_port: int, web_port: int, control_port: int, tmp: str,
                policy: str = "flow4", **calls: str) -> str:
     """A daemon config: SQLite in ``tmp``, demo users, short T1, the control API."""
@@ -54,6 +59,7 @@ def daemon_ini(sip_port: int, web_port: int, control_port: int, tmp: str,
         f"listen = 127.0.0.1:{sip_port}\n"
         "[web]\n"
         f"listen = tcp:{web_port}:interface=127.0.0.1\n"
+        f"metrics_token = {METRICS_TOKEN}\n"
         "[store]\n"
         f"url = sqlite:///{tmp}/clicktodial.sqlite\n"
         "auto_upgrade = yes\n"
@@ -126,7 +132,8 @@ def register(user: str, password: str, port: int, sip_port: int, expires: int = 
 class Control:
     """
     The daemon's internal call-control API (``[calls] control_listen``) and, given
-    ``web_port``, its ``/metrics`` (what the UA core and the controller still hold).
+    ``web_port``, its ``/metrics`` (what the UA core and the controller still hold; opened
+    with :data:`METRICS_TOKEN`).
     """
 
     def __init__(self, port: int, web_port: int | None = None) -> None:
@@ -167,7 +174,8 @@ class Control:
     def metrics(self) -> dict[str, float]:
         """``/metrics`` as ``{name: value}``, each metric summed over its labels."""
         assert self.metrics_url is not None, "Control made without web_port"
-        with self.opener.open(self.metrics_url, timeout=10) as response:
+        request = urllib.request.Request(self.metrics_url, headers=METRICS_AUTH)
+        with self.opener.open(request, timeout=10) as response:
             text = response.read().decode()
         values: dict[str, float] = {}
         for line in text.splitlines():

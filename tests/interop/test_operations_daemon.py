@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Control, daemon_ini, register  # type: ignore[import-not-found]
+from calltools import (  # type: ignore[import-not-found]
+    METRICS_AUTH,
+    Control,
+    daemon_ini,
+    register,
+)
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
     find_free_port,
@@ -286,7 +291,7 @@ def test_register_flood_from_one_address_is_banned_and_others_keep_being_served(
     flood.wait(30)
     assert answered > 0
     assert "sip:alice@127.0.0.1" in bindings(setup.database)
-    _, body = get_url(f"http://127.0.0.1:{setup.web_port}/metrics")
+    _, body = get_url(f"http://127.0.0.1:{setup.web_port}/metrics", headers=METRICS_AUTH)
     metrics = body.decode()
     refused = [
         line for line in metrics.splitlines()
@@ -301,14 +306,15 @@ def test_metrics_after_a_real_register_and_readyz(make_setup: Callable[[str], Se
     daemon = setup.start()
     daemon.wait_for_log("created demo users")
     register("alice", "alice", find_free_port(), setup.sip_port)
-    status, body = get_url(f"http://127.0.0.1:{setup.web_port}/metrics")
+    status, body = get_url(f"http://127.0.0.1:{setup.web_port}/metrics", headers=METRICS_AUTH)
     text = body.decode()
     assert status == 200
     assert 'clicktodial_register_responses_total{status="200"} 1.0' in text
     assert 'clicktodial_register_responses_total{status="401"} 1.0' in text
     assert 'clicktodial_store_latency_seconds_count{operation="register"} 2.0' in text
     assert "clicktodial_sip_transactions_active" in text
-    assert get_url(f"http://127.0.0.1:{setup.web_port}/readyz") == (200, b"ready")
+    readyz = f"http://127.0.0.1:{setup.web_port}/readyz"
+    assert get_url(readyz, headers=METRICS_AUTH) == (200, b"ready")
 
 
 def test_sighup_with_a_bad_file_keeps_the_running_configuration(
@@ -398,7 +404,7 @@ def test_metrics_count_retransmissions_received_and_sent_again(
             answers.append(sock.recvfrom(65536)[0])
     assert [status_of(a) for a in answers] == [200, 200]
     assert answers[0] == answers[1], "the same response, re-sent by the transaction"
-    _, body = get_url(f"http://127.0.0.1:{setup.web_port}/metrics")
+    _, body = get_url(f"http://127.0.0.1:{setup.web_port}/metrics", headers=METRICS_AUTH)
     text = body.decode()
     assert 'clicktodial_sip_retransmissions_received_total{message="request"} 1.0' in text
     assert 'clicktodial_sip_retransmissions_sent_total{message="response"} 1.0' in text

@@ -51,7 +51,7 @@ def test_users_lists_everyone_with_registration_state(world) -> None:
     assert users["bob"]["registered"] is True
     assert users["bob"]["contacts"] == [{"uri": "sip:bob@127.0.0.1:5070", "expires": 600}]
     assert users["carol"] == {"username": "carol", "display_name": "Carol",
-                              "registered": False, "contacts": []}
+                              "registered": False, "phones": 0, "contacts": []}
 
 
 def test_me_names_the_token_owner_without_csrf_token(world) -> None:

@@ -329,19 +329,6 @@ def test_static_files_are_served_without_external_assets(world) -> None:
         assert "http://" not in body and "https://" not in body
 
 
-def test_cookies_are_secure_under_tls() -> None:
-    from twisted.web.server import Request
-    from twisted.web.test.requesthelper import DummyChannel
-
-    from clicktodial.web.sessions import SESSION_COOKIE, set_cookie
-
-    request = Request(DummyChannel())
-    request.isSecure = lambda: True  # type: ignore[method-assign]
-    set_cookie(request, SESSION_COOKIE, "abc")
-    cookie = request.cookies[0].decode()
-    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
-
-
 def test_the_registration_monitor_reads_the_store_only_while_someone_listens(world) -> None:
     monitor = world.app.registrations
     client = WebClient(world)
