@@ -698,9 +698,9 @@ class SQLStore(StoreBase):
 
     def _prefetch_bindings(self, cursor: Any,
                            aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
-        # The stored bindings of the batch's AORs (distinct, sorted), in one statement (locked on PostgreSQL:
-        # FOR UPDATE, rows in AOR then key order, as AOR-by-AOR reads in sorted order lock
-        # them). An AOR without rows maps to {}.
+        # The stored bindings of the batch's AORs (distinct, sorted), in one statement
+        # (locked on PostgreSQL: FOR UPDATE, rows in AOR then key order, as AOR-by-AOR reads
+        # in sorted order lock them). An AOR without rows maps to {}.
         distinct = aors
         prefetched: dict[str, dict[str, Binding]] = {aor: {} for aor in distinct}
         if len(distinct) < 2:
