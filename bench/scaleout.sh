@@ -71,6 +71,8 @@ udp_buffer = 4194304
 [registrar]
 digest_algorithms = MD5
 nonce_secret = $SECRET
+path = trusted
+trusted_proxies = 127.0.0.1
 [web]
 listen = tcp:8080:interface=$2
 [store]

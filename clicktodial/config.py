@@ -1066,6 +1066,15 @@ class RegistrarConfig:
             " trusted_proxies only and ignores any other.",
         )
     )
+    max_contacts: int = attrs.field(
+        metadata=setting(
+            parse_positive_count,
+            "5",
+            "Most bindings (registered contacts) an address of record may have. A REGISTER"
+            " that would add one beyond it, or that lists more Contacts, is refused with"
+            " 503 and nothing of it is applied (docs/registrar.md, \"Binding trust\").",
+        )
+    )
     auth_max_tracked: int = attrs.field(
         metadata=setting(
             parse_positive_count,
@@ -1144,6 +1153,15 @@ class CallsConfig:
             parse_count,
             "0",
             "Most calls in progress on this daemon at once; 0: no limit.",
+        ),
+    )
+    max_forks: int = attrs.field(
+        default=5,
+        metadata=setting(
+            parse_positive_count,
+            "5",
+            "Most INVITEs one call sends in parallel to one user's phones (bindings, the"
+            " highest q first, then the most recently registered); the others are not rung.",
         ),
     )
     who_may_call: str = attrs.field(

@@ -180,11 +180,15 @@ class ILocationStore(Interface):
         atomically: add, refresh or (C{expires} 0) remove each contact, or
         remove all bindings for a wildcard request. A binding whose Call-ID
         equals the request's may only change if the request's CSeq is
-        higher than the stored one.
+        higher than the stored one. A request that adds a binding may not
+        leave the AOR with more than C{changes.max_bindings}; the check is
+        part of the atomic update, so it holds for concurrent requests
+        (other Call-IDs, other daemons sharing the database).
 
         @return: fires with the AOR's unexpired bindings after the update
             (what the 200 OK lists, step 8); fails with
-            C{OutOfOrderRegistration} when the CSeq rule is broken, in which
+            C{OutOfOrderRegistration} when the CSeq rule is broken, or
+            C{TooManyBindings} when the limit would be exceeded, in which
             case nothing was changed.
         """
 

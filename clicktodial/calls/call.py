@@ -33,6 +33,7 @@ from zope.interface import implementer
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_media, truncate_media
 from clicktodial.interfaces import IBridge, IMediaFlow, ISessionHandler
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
 from clicktodial.sip.dialog import DialogError, destination_for_uri
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
@@ -136,12 +137,16 @@ _TERMINAL = (Phase.ENDED, Phase.FAILED)
 
 @attrs.frozen
 class CallSettings:
-    """The timers of a call, in seconds (0: none)."""
+    """
+    The timers of a call, in seconds (0: none), and how many of a user's
+    phones one call rings at once (C{[calls] max_forks}).
+    """
 
     ring_timeout: float = 30.0
     callee_ring_timeout: float = 60.0
     bridge_timeout: float = 32.0
     max_duration: float = 0.0
+    max_forks: int = 5
 
 
 @attrs.frozen
@@ -160,23 +165,34 @@ class Target:
     flow: Destination | None
 
 
-def target_for_binding(binding: Binding) -> Target:
+def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
     """
-    The L{Target} of ``binding``.  A URI header of the stored contact
-    (C{?Route=...}) never becomes a header field of ours: RFC 3261 §19.1.5
-    leaves that to the UA's choice and a registered contact must not steer
-    our requests.  RFC 3327: the Path becomes the pre-loaded route.  A
-    C{received} address (the REGISTER's source, RFC 3261 §18.2.1 / RFC 3581)
-    is where requests go when there is no Path.
+    The L{Target} of ``binding`` (docs/registrar.md, "Binding trust"): a
+    phone never chooses where the daemon's requests go.
 
-    @raise ValueError: the stored contact or Path does not parse.
+    The stored contact is only the Request-URI: a URI header (C{?Route=...})
+    never becomes a header field of ours (RFC 3261 §19.1.5 leaves that to the
+    UA's choice), and its host, port, C{maddr} and C{transport} are not the
+    next hop.  Requests go to the C{received} address, the REGISTER's source
+    (RFC 3261 §18.2.1 / RFC 3581; Kamailio's fix_nated_contact, Asterisk's
+    rewrite_contact), for the whole dialog.  Only a binding registered
+    through a trusted proxy (its C{received} in ``trusted_paths``: the
+    C{[registrar] trusted_proxies} when C{path = trusted}, else empty) has
+    its stored Path as the pre-loaded route (RFC 3327) -- checked here
+    again, so a Path stored before the registrar checked its source, or by
+    a daemon configured otherwise, steers nothing.
+
+    @raise ValueError: the stored contact, Path or source does not parse, or
+        the binding has no source address (not written by our registrar).
     """
     uri = parse_uri(binding.contact).without_headers()
-    route = tuple(parse_name_addr(hop) for hop in binding.path)
-    flow = None
-    if not route and binding.received:
-        flow = destination_for_uri(parse_uri(binding.received))
-    return Target(uri, route, flow, flow)
+    if not binding.received:
+        raise ValueError("no source address recorded with the binding")
+    received = parse_uri(binding.received)
+    if binding.path and received.host in trusted_paths:
+        return Target(uri, tuple(parse_name_addr(hop) for hop in binding.path), None, None)
+    flow = destination_for_uri(received)
+    return Target(uri, (), flow, flow)
 
 
 def reason_header(status: int, text: str | None = None) -> tuple[str, str]:

@@ -31,11 +31,18 @@ from clicktodial.interfaces import (
     IStoreBackend,
 )
 from clicktodial.media.ringback import RingbackPlayer
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.transactions.base import LingerQueue
 from clicktodial.sip.useragent import UserAgent
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
 
-__all__ = ["CallController", "CallService", "build_call_service", "settings_from_config"]
+__all__ = [
+    "CallController",
+    "CallService",
+    "build_call_service",
+    "settings_from_config",
+    "trusted_paths",
+]
 
 log = Logger(namespace="clicktodial.calls.controller")
 
@@ -52,15 +59,36 @@ def settings_from_config(config: CallsConfig, transaction_timeout: float = 32.0)
         callee_ring_timeout=config.callee_ring_timeout,
         bridge_timeout=transaction_timeout,
         max_duration=config.max_duration,
+        max_forks=config.max_forks,
     )
 
 
-def _targets(bindings: list[Binding]) -> list[Target]:
-    """The targets of ``bindings``, highest q first; unusable stored contacts are skipped."""
-    targets = []
-    for binding in sorted(bindings, key=lambda b: -(b.q if b.q is not None else 1.0)):
+def trusted_paths(config: Config) -> NetworkSet:
+    """The sources whose stored Path is a route: C{[registrar] trusted_proxies} if C{path =
+    trusted}, else none."""
+    registrar = config.registrar
+    return registrar.trusted_proxies if registrar.path == "trusted" else NetworkSet()
+
+
+def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> list[Target]:
+    """
+    The targets of ``bindings``: at most ``max_forks``, highest q first, then the most
+    recently registered (latest expiry); unusable stored contacts are skipped.
+    """
+    targets: list[Target] = []
+    ordered = sorted(bindings, key=lambda b: (-(b.q if b.q is not None else 1.0), -b.expires_at))
+    for binding in ordered:
+        if len(targets) == max_forks:
+            # One click must not fan out into as many INVITEs as a user has bindings.
+            log.info(
+                "{aor}: {count} binding(s), only {max_forks} rung ([calls] max_forks)",
+                aor=binding.aor,
+                count=len(bindings),
+                max_forks=max_forks,
+            )
+            break
         try:
-            targets.append(target_for_binding(binding))
+            targets.append(target_for_binding(binding, trusted))
         except ValueError as e:
             log.warn(
                 "unusable binding {contact} of {aor}: {error}",
@@ -93,8 +121,11 @@ class CallController:
         domain: str,
         node: str | None = None,
         media: RingbackPlayer | None = None,
+        trusted_paths: NetworkSet | None = None,
     ) -> None:
         self.clock = clock
+        #: Sources whose stored Path routes our requests (L{target_for_binding}).
+        self.trusted_paths = trusted_paths if trusted_paths is not None else NetworkSet()
         #: Ringback and failure tones to callers ([calls] ringback), or None.
         self.media = media
         self.user_agent = user_agent
@@ -193,7 +224,7 @@ class CallController:
             # Do not ring the caller for a callee who cannot be reached.
             call.fail_before_start("callee")
         else:
-            call.start(_targets(caller_bindings))
+            call.start(self._targets(caller_bindings))
         return call.info()
 
     async def _user(self, username: str) -> User:
@@ -209,7 +240,10 @@ class CallController:
 
     def _lookup(self, username: str) -> Deferred[list[Target]]:
         d = self.locations.get_bindings(user_aor(username, self.domain), self.clock.seconds())
-        return d.addCallback(_targets)
+        return d.addCallback(self._targets)
+
+    def _targets(self, bindings: list[Binding]) -> list[Target]:
+        return _targets(bindings, self.settings.max_forks, self.trusted_paths)
 
     def hang_up(self, call_id: str, by_username: str | None = None) -> bool:
         """See L{ICallController.hang_up}."""
@@ -244,7 +278,7 @@ class CallController:
     #: The C{[calls]} keys L{reload} applies (the rest need a restart).
     RELOADED_SETTINGS = frozenset(
         ["policy", "who_may_call", "max_calls_per_user", "max_calls_total",
-         "ring_timeout", "callee_ring_timeout", "max_duration"]
+         "ring_timeout", "callee_ring_timeout", "max_duration", "max_forks"]
     )  # fmt: skip
 
     def reload(self, config: Config) -> None:
@@ -392,6 +426,7 @@ def build_call_service(
         domain=config.sip.domain,
         node=record_node(config),
         media=build_ringback(config, reactor),
+        trusted_paths=trusted_paths(config),
     )
     service = CallService(controller)
     if config.calls.control_listen is not None:

@@ -18,7 +18,10 @@ malformed request such as RFC 4475 C{unksm2} gets its 400 at once):
   - step 1: a Request-URI naming another domain: 404. We are not a proxy,
     so we cannot forward it as the RFC suggests; 404 "Not Found" is what
     Kamailio and Asterisk answer too;
-  - step 2: an unsupported C{Require}d option: 420 + C{Unsupported};
+  - step 2: an unsupported C{Require}d option: 420 + C{Unsupported} (C{path}
+    is supported only for REGISTERs whose Path is accepted: C{path =
+    trusted} and a source in C{trusted_proxies});
+  - more Contacts than C{max_contacts}: 503, as below;
   - step 3: missing, unusable (another scheme: RFC 4475 C{regaut01}) or
     wrong credentials: 401 with fresh challenges (C{stale=true} when the
     response was right but its nonce too old). An unknown user and a wrong
@@ -29,7 +32,9 @@ malformed request such as RFC 4475 C{unksm2} gets its 400 at once):
   - step 7: an expiry under the minimum: 423 + C{Min-Expires}; a Call-ID
     reused with a CSeq not higher than the stored one: the update is
     aborted and "the request fails" — with 500, the status the same step
-    prescribes for failed updates;
+    prescribes for failed updates; an update that would leave the AOR with
+    more than C{max_contacts} bindings: 503 (what Kamailio's registrar
+    answers), nothing applied;
   - step 8: 200 listing every current binding with its remaining
     C{expires}, and a C{Date}.
 """
@@ -53,6 +58,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from clicktodial.interfaces import ILocationStore, IUserStore
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Source, format_host_port
 from clicktodial.sip.digest import (
     ALGORITHMS,
@@ -64,7 +70,7 @@ from clicktodial.sip.digest import (
 from clicktodial.sip.headers import HeaderParseError, NameAddr
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.uri import URI, URIParseError, parse_uri
-from clicktodial.store.errors import OutOfOrderRegistration, StoreError
+from clicktodial.store.errors import OutOfOrderRegistration, StoreError, TooManyBindings
 from clicktodial.store.values import (
     Binding,
     BindingChanges,
@@ -86,8 +92,16 @@ __all__ = [
     "contact_key",
 ]
 
-#: Option tags we support in C{Require} (RFC 3327 Path).
+#: Option tags we support in C{Require} (RFC 3327 Path), when the Path of the
+#: request is accepted (L{RegistrarSettings.path}); otherwise none.
 SUPPORTED_OPTIONS = frozenset({"path"})
+_NO_OPTIONS: frozenset[str] = frozenset()
+
+#: The answer to a REGISTER that would leave its AOR with more than
+#: C{max_contacts} bindings: Kamailio's registrar answers 503 with "Too many
+#: registered contacts"; without Retry-After a UA treats it as a 500 (RFC 3261
+#: §21.5.4) and does not retry at once.
+_TOO_MANY_CONTACTS = (503, "Service Unavailable (Too Many Registered Contacts)")
 
 # RFC 3261 §10.3 step 7: 423 only applies to intervals under one hour.
 _ONE_HOUR = 3600
@@ -160,6 +174,13 @@ class RegistrarSettings:
     @ivar credentials_cache_seconds: how long a user's HA1s, once read from
         the user store, are used from memory (0: read them for every
         authenticated REGISTER); see L{CredentialsCache}.
+    @ivar path: C{"off"}: every RFC 3327 Path is ignored; C{"trusted"}: the
+        Path of a REGISTER from C{trusted_proxies} is stored (and becomes the
+        route of requests to the binding), any other is ignored. An ignored
+        Path leaves the binding routed to the REGISTER's source address.
+    @ivar trusted_proxies: the addresses of the edge proxies in front of us.
+    @ivar max_contacts: most bindings per AOR, and most Contacts in one
+        REGISTER (docs/registrar.md, "Binding trust").
     """
 
     default_expires: int = field(default=3600, validator=validators.ge(1))
@@ -175,6 +196,13 @@ class RegistrarSettings:
         default=("SHA-256", "MD5"), converter=_algorithm_list)
     credentials_cache_seconds: float = field(default=60.0,
                                              validator=validators.ge(0))
+    path: str = field(default="off", validator=validators.in_(("off", "trusted")))
+    trusted_proxies: NetworkSet = NetworkSet()
+    max_contacts: int = field(default=5, validator=validators.ge(1))
+
+    def accepts_path_from(self, host: str) -> bool:
+        """Whether the Path of a REGISTER from C{host} (an IP address) is stored."""
+        return self.path == "trusted" and host in self.trusted_proxies
 
     def __attrs_post_init__(self) -> None:
         if not self.min_expires <= self.default_expires <= self.max_expires:
@@ -425,6 +453,11 @@ class Registrar(Service):
             # The parsers quote the offending text with repr(): no CR/LF
             # can reach the status line. Keep the phrase short.
             return self._response(request, 400, f"Bad Request ({str(e)[:100]})")
+        except TooManyBindings as e:
+            self.log.info("REGISTER for {aor} refused: {error}", aor=e.aor,
+                          error=str(e), peer=source.peer,
+                          call_id=request.call_id)
+            return self._response(request, *_TOO_MANY_CONTACTS)
         except OutOfOrderRegistration as e:
             # RFC 3261 §10.3 step 7: "the update MUST be aborted and the
             # request fails"; failed updates get 500 (same step).
@@ -461,7 +494,7 @@ class Registrar(Service):
         if "Authorization" in request.headers:
             return None
         try:
-            self._check(request)
+            self._check(request, source)
         except (_Reject, HeaderParseError, URIParseError):
             return None
         if self.throttle.refused(source.remote_host, None) > 0:
@@ -470,12 +503,12 @@ class Registrar(Service):
         return self._response(request, reject.status, reject.reason,
                               reject.headers)
 
-    def _check(self, request: Request
+    def _check(self, request: Request, source: Source
                ) -> tuple[list[_Contact], bool, str, bool]:
         """
         The checks of §10.3 that do not depend on who is asking (syntax,
-        steps 1 and 2): the contact changes, whether the Contact is C{*}, the
-        AOR, and whether the AOR is in our domain.
+        steps 1 and 2, the number of Contacts): the contact changes, whether
+        the Contact is C{*}, the AOR, and whether the AOR is in our domain.
 
         @raise _Reject: with the response the request gets.
         """
@@ -501,11 +534,20 @@ class Registrar(Service):
         # Step 1: the Request-URI must name our domain.
         if normal_host(ruri.host) not in self._hosts:
             raise _Reject(404, "Not Found (Domain Not Served Here)")
-        # Step 2: RFC 3261 §8.2.2.3.
-        unsupported = _option_tags(request, "Require") - SUPPORTED_OPTIONS
+        # Step 2: RFC 3261 §8.2.2.3. RFC 3327 §5.3: a registrar that will not
+        # store this request's Path (path = off, or a source that is not a
+        # trusted proxy) answers a Require: path as one without Path support.
+        supported = (SUPPORTED_OPTIONS
+                     if self.settings.accepts_path_from(source.remote_host)
+                     else _NO_OPTIONS)
+        unsupported = _option_tags(request, "Require") - supported
         if unsupported:
             raise _Reject(420, None,
                           [("Unsupported", ", ".join(sorted(unsupported)))])
+        if len(changes) > self.settings.max_contacts:
+            # Refused before any work on credentials or the store: no UA needs
+            # more Contacts in one REGISTER than its AOR may have bindings.
+            raise _Reject(*_TOO_MANY_CONTACTS)
 
         aor = canonical_aor(to.uri, self.domain, self.settings.aliases)
         return changes, wildcard, aor, normal_host(to.uri.host) in self._hosts
@@ -513,7 +555,7 @@ class Registrar(Service):
     async def _register(self, request: Request, source: Source
                         ) -> Response:
         now = self._clock.seconds()
-        changes, wildcard, aor, our_aor = self._check(request)
+        changes, wildcard, aor, our_aor = self._check(request, source)
         call_id = request.call_id
         cseq = request.cseq.seq
         # Steps 3, 5 and 4 (5 before 4: an AOR of another domain is
@@ -536,11 +578,13 @@ class Registrar(Service):
                 call_id=call_id, cseq=cseq,
                 # cast: mypy's attrs plugin cannot type converter=tuple.
                 contacts=cast(Any, contact_changes),
-                # RFC 3327 §5.3: the Path is stored with the bindings
-                # (and echoed in the 200 only if the UA supports path).
-                wildcard=wildcard, path=request.headers.get_all("Path"),
+                wildcard=wildcard, path=self._accepted_path(request, source, aor),
+                # Where requests to the binding go, whatever its Contact names
+                # (host, port, maddr, transport): docs/registrar.md, "Binding
+                # trust".
                 received=_source_uri(source),
-                user_agent=request.headers.get("User-Agent"))
+                user_agent=request.headers.get("User-Agent"),
+                max_bindings=self.settings.max_contacts)
             bindings = await self._locations.update_bindings(
                 aor, binding_changes, now)
             for listener in self.binding_listeners:
@@ -551,7 +595,24 @@ class Registrar(Service):
             self.log.debug(
                 "REGISTER {aor}: {count} binding(s)", aor=aor,
                 count=len(bindings), peer=source.peer, call_id=call_id)
-        return self._ok(request, bindings, now)
+        return self._ok(request, source, bindings, now)
+
+    def _accepted_path(self, request: Request, source: Source,
+                       aor: str) -> list[str]:
+        """
+        The Path to store with the bindings: the request's (RFC 3327 §5.3)
+        when it came from a trusted proxy with C{path = trusted}, otherwise
+        none. A Path is a route the daemon's INVITEs follow, so only our own
+        edge may set one (Kamailio's registrar needs C{use_path}; Asterisk's
+        C{support_path} is off by default).
+        """
+        path = request.headers.get_all("Path")
+        if not path or self.settings.accepts_path_from(source.remote_host):
+            return path
+        self.log.info("Path of REGISTER for {aor} ignored: not from a trusted"
+                      " proxy with path = trusted", aor=aor, peer=source.peer,
+                      call_id=request.call_id)
+        return []
 
     def _contact_changes(self, contacts: list[NameAddr],
                          header_expires: int | None) -> list[_Contact]:
@@ -726,8 +787,8 @@ class Registrar(Service):
             self._date_text = formatdate(second, usegmt=True)
         return self._date_text
 
-    def _ok(self, request: Request, bindings: Sequence[Binding],
-            now: float) -> Response:
+    def _ok(self, request: Request, source: Source,
+            bindings: Sequence[Binding], now: float) -> Response:
         headers: list[tuple[str, str]] = []
         for binding in bindings:
             value = f"<{binding.contact}>;expires={binding.expires_in(now)}"
@@ -740,8 +801,9 @@ class Registrar(Service):
             headers.append(("Contact", value))
         # RFC 3261 §10.3 step 8.
         headers.append(("Date", self._date(now)))
-        if "path" in _option_tags(request, "Supported"):
-            # RFC 3327 §5.3: echo the Path of this request.
+        if ("path" in _option_tags(request, "Supported")
+                and self.settings.accepts_path_from(source.remote_host)):
+            # RFC 3327 §5.3: echo the Path of this request, if we stored it.
             headers.extend(("Path", value)
                            for value in request.headers.get_fields("Path"))
         return self._response(request, 200, None, headers)
@@ -763,6 +825,9 @@ def settings_from_config(section: RegistrarConfig
             max_delayed=section.max_delayed,
             digest_algorithms=section.digest_algorithms,
             credentials_cache_seconds=section.credentials_cache_seconds,
+            path=section.path,
+            trusted_proxies=section.trusted_proxies,
+            max_contacts=section.max_contacts,
         ),
         ThrottleSettings(
             free_failures=section.auth_free_failures,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from attrs import frozen
 
-from clicktodial.store.errors import OutOfOrderRegistration
+from clicktodial.store.errors import OutOfOrderRegistration, TooManyBindings
 from clicktodial.store.values import Binding, BindingChanges
 
 
@@ -44,6 +44,8 @@ def plan_register(aor: str, stored: Mapping[str, Binding],
     :raises OutOfOrderRegistration: when a binding with the request's
         Call-ID has a CSeq at least as high as the request's (RFC 3261
         §10.3 step 7: "the update MUST be aborted and the request fails").
+    :raises TooManyBindings: when the request adds a binding and the AOR would then have
+        more than ``changes.max_bindings`` (docs/registrar.md, "Binding trust").
     """
     live = {k: b for k, b in stored.items() if b.expires_at > now}
     # Expired bindings no longer exist: they are deleted while we are here
@@ -95,5 +97,10 @@ def plan_register(aor: str, stored: Mapping[str, Binding],
         )
         after[key] = binding
         write[key] = binding
+    limit = changes.max_bindings
+    if limit is not None and len(after) > limit and not after.keys() <= live.keys():
+        # Only a request that adds a binding is refused: refreshes and removals of an AOR
+        # left above a lowered limit still work (its extra bindings expire by themselves).
+        raise TooManyBindings(aor, len(after), limit)
     return BindingPlan(frozenset(delete), write,
                        tuple(sort_bindings(list(after.values()))))

@@ -75,6 +75,21 @@ class OutOfOrderRegistration(StoreError):
         self.stored_cseq = stored_cseq
 
 
+class TooManyBindings(StoreError):
+    """
+    A REGISTER would add bindings beyond the most an AOR may have
+    (:attr:`~clicktodial.store.values.BindingChanges.max_bindings`, the registrar's
+    ``max_contacts``); none of its changes were applied.
+    """
+
+    def __init__(self, aor: str, count: int, limit: int) -> None:
+        super().__init__(
+            f"REGISTER for {aor} would leave {count} bindings; at most {limit} are allowed")
+        self.aor = aor
+        self.count = count
+        self.limit = limit
+
+
 class StoreUnavailable(StoreError):
     """
     The backing database could not be reached (after retrying transient

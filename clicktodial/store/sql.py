@@ -283,6 +283,16 @@ _SQL_UPDATE_BINDING = (
     " WHERE aor = ? AND binding_key = ?")
 
 
+# PostgreSQL: the advisory locks that serialise REGISTERs of the same AORs across
+# transactions and nodes, taken in the order of the (sorted) array. Row locks alone
+# (FOR UPDATE) miss the bindings another node is inserting: two REGISTERs could each add
+# bindings under [registrar] max_contacts and together exceed it. The two-key form, its
+# first key ours ("clkb"), keeps out of other users' (and the migrations') lock keys.
+_PG_LOCK_AORS = (
+    "SELECT count(pg_advisory_xact_lock(1668049762, hashtext(aor)))"
+    " FROM unnest(%s::text[]) AS aor")
+
+
 # Call records, group-committed too (a click-to-dial call writes its record three times).
 _SQL_INSERT_CALL = (
     f"INSERT INTO calls ({', '.join(_CALL_FIELDS)}) VALUES ({', '.join('?' * len(_CALL_FIELDS))})")
@@ -642,8 +652,10 @@ class SQLStore(StoreBase):
             # writes sent together before the next read and at the end: two round trips
             # for the batch's REGISTERs instead of two for each.
             writes = _BindingWrites(self._hot)
-            prefetched = self._prefetch_bindings(
-                cursor, [job.args[0] for job in batch if job.kind == "update_bindings"])
+            aors = sorted({job.args[0] for job in batch if job.kind == "update_bindings"})
+            if aors and self._dialect == "postgresql":
+                cursor.execute(_PG_LOCK_AORS, (aors,))
+            prefetched = self._prefetch_bindings(cursor, aors)
             for i in order:
                 job = batch[i]
                 try:
@@ -686,10 +698,10 @@ class SQLStore(StoreBase):
 
     def _prefetch_bindings(self, cursor: Any,
                            aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
-        # The stored bindings of the batch's AORs, in one statement (locked on PostgreSQL:
-        # FOR UPDATE, rows in AOR then key order, as AOR-by-AOR reads in sorted order lock
-        # them). An AOR without rows maps to {}.
-        distinct = sorted(set(aors))
+        # The stored bindings of the batch's AORs (distinct, sorted), in one statement
+        # (locked on PostgreSQL: FOR UPDATE, rows in AOR then key order, as AOR-by-AOR reads
+        # in sorted order lock them). An AOR without rows maps to {}.
+        distinct = aors
         prefetched: dict[str, dict[str, Binding]] = {aor: {} for aor in distinct}
         if len(distinct) < 2:
             return {}  # one AOR: _fast_update_bindings reads it as before
@@ -775,6 +787,9 @@ class SQLStore(StoreBase):
         if self._dialect == "postgresql":
             query = query.with_for_update()
         with self._write() as connection:
+            if self._dialect == "postgresql":
+                # As in _execute_batch: also waits for a binding another node is inserting.
+                connection.exec_driver_sql(_PG_LOCK_AORS, ([aor],))
             stored = {row.binding_key: _binding(row) for row in connection.execute(query)}
             plan = plan_register(aor, stored, changes, now)
             if plan.delete:

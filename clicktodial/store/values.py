@@ -236,6 +236,12 @@ class BindingChanges:
         of the AOR (RFC 3261 §10.3 step 6); ``contacts`` must then be empty.
     :ivar path: Path header values, stored with every binding added or
         refreshed by this request.
+    :ivar max_bindings: the most unexpired bindings the AOR may have once a request that
+        adds one is applied (the registrar's ``max_contacts``), or ``None`` for no limit.
+        A request that would add a binding beyond it fails with
+        :class:`~clicktodial.store.errors.TooManyBindings` and changes nothing; refreshes
+        and removals always pass. The store checks it inside the write that applies the
+        request, so concurrent REGISTERs (other Call-IDs, other daemons) cannot exceed it.
     """
 
     call_id: str
@@ -245,6 +251,8 @@ class BindingChanges:
     path: tuple[str, ...] = field(default=(), converter=_tuple_of_str)
     received: str | None = None
     user_agent: str | None = None
+    max_bindings: int | None = field(default=None, validator=validators.optional(
+        validators.ge(1)))
 
     def __attrs_post_init__(self) -> None:
         if self.wildcard and self.contacts:

@@ -27,6 +27,7 @@ from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import CallRefused, create_policy
 from clicktodial.config import CallsConfig
 from clicktodial.interfaces import ICallEventListener
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
@@ -112,6 +113,7 @@ class CallWorld:
         policy: str = "flow4",
         seed: int = 1,
         timers: Timers | None = None,
+        trusted_paths: NetworkSet | None = None,
         **settings: object,
     ) -> None:
         self.clock = InlineReactor()
@@ -136,6 +138,7 @@ class CallWorld:
             policy=create_policy(self.config),
             settings=settings_from_config(self.config, self.timers.timeout),
             domain=DOMAIN,
+            trusted_paths=trusted_paths,
         )
         self.events = _Events()
         self.controller.subscribe(self.events)
@@ -196,7 +199,8 @@ class CallWorld:
         phone = Phone(self.clock, endpoint, host, port, username, self.timers, answer, seed=0)
         endpoint.attach(phone.layer)
         phone.app.on_request = answer_reinvites(f"{username}-{host}")
-        self.bind(username, f"sip:{username}@{host}:{port}")
+        self.bind(username, f"sip:{username}@{host}:{port}",
+                  received=f"sip:{host}:{port};transport=udp")
         self.phones.append(phone)
         return phone
 

@@ -38,6 +38,7 @@ from clicktodial.store.errors import (
     NoSuchCall,
     NoSuchUser,
     OutOfOrderRegistration,
+    TooManyBindings,
     UserExists,
 )
 from clicktodial.store.plugins import StoreEnvironment
@@ -568,6 +569,75 @@ class LocationStoreContract(_StoreFixtures):
         everything = success_result_of(store.all_bindings(now))
         assert [(b.aor, b.contact) for b in everything] == sorted(
             [(ALICE, ALICE_PHONE), (ALICE, ALICE_LAPTOP), (BOB, "sip:bob@h")])
+
+    # -- [registrar] max_contacts: BindingChanges.max_bindings ---------------------------
+
+    def test_request_adding_beyond_max_bindings_fails_and_changes_nothing(
+            self, store: Any) -> None:
+        """A REGISTER that would leave more than max_bindings fails whole: none of its
+        contacts is bound, nothing of it is refreshed or removed."""
+        self.update(store, ALICE, register(ALICE, "desk", 1, ContactChange(ALICE_PHONE, 60),
+                                           max_bindings=2))
+        before = self.bindings(store, ALICE)
+        failure = failure_result_of(store.update_bindings(ALICE, register(
+            ALICE, "desk", 2, ContactChange(ALICE_PHONE, 0), *(
+                ContactChange(f"sip:alice@192.0.2.{n}", 60) for n in range(1, 4)),
+            max_bindings=2), self.NOW), TooManyBindings)
+        assert isinstance(failure.value, TooManyBindings)
+        assert (failure.value.aor, failure.value.count, failure.value.limit) == (ALICE, 3, 2)
+        assert self.bindings(store, ALICE) == before
+
+    def test_max_bindings_counts_the_bindings_of_every_call_id(self, store: Any) -> None:
+        """The limit is per AOR: REGISTERs from several Call-IDs (UAs) share it; the one that
+        would go beyond it fails, the others are applied in full."""
+        outcomes = [store.update_bindings(ALICE, register(
+            ALICE, f"ua-{n}", 1, ContactChange(f"sip:alice@192.0.2.{n}", 60),
+            max_bindings=3), self.NOW) for n in range(1, 6)]
+        results: list[object] = []
+        for d in outcomes:
+            d.addBoth(results.append)
+        assert [type(r).__name__ for r in results] == ["list"] * 3 + ["Failure"] * 2
+        for failure in results[3:]:
+            failure.trap(TooManyBindings)  # type: ignore[attr-defined]
+        assert [b.call_id for b in self.bindings(store, ALICE)] == ["ua-1", "ua-2", "ua-3"]
+        assert [len(r) for r in results[:3]] == [1, 2, 3]  # type: ignore[arg-type]
+
+    def test_refresh_removal_and_replacement_pass_at_the_limit(self, store: Any) -> None:
+        """At the limit, a REGISTER may still refresh or remove its bindings, remove one and
+        add another, or replace an RFC 5626 flow (same instance and reg-id); expired
+        bindings do not count."""
+        def change(n: int, expires: int = 60) -> ContactChange:
+            return ContactChange(f"sip:alice@192.0.2.{n}", expires)
+
+        self.update(store, ALICE, register(ALICE, "c", 1, change(1), change(2, 10),
+                                           max_bindings=2))
+        self.update(store, ALICE, register(ALICE, "c", 2, change(1, 90), max_bindings=2))
+        self.update(store, ALICE, register(ALICE, "c", 3, change(2, 0), change(3),
+                                           max_bindings=2))
+        assert [b.contact for b in self.bindings(store, ALICE)] == [
+            "sip:alice@192.0.2.1", "sip:alice@192.0.2.3"]
+        # At the limit: a new flow is refused; once a binding expired, it is accepted.
+        failure_result_of(store.update_bindings(ALICE, register(
+            ALICE, "other", 1, change(4), max_bindings=2), self.NOW), TooManyBindings)
+        self.update(store, ALICE, register(ALICE, "other", 2, change(4), max_bindings=2),
+                    now=self.NOW + 61)
+        instance = '"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"'
+        flow = ContactChange("sip:alice@192.0.2.5", 60, instance_id=instance, reg_id=1)
+        moved = ContactChange("sip:alice@192.0.2.6", 60, instance_id=instance, reg_id=1)
+        self.update(store, BOB, register(BOB, "f", 1, flow, change(7), max_bindings=2))
+        rebound = self.update(store, BOB, register(BOB, "f", 2, moved, max_bindings=2))
+        assert [b.contact for b in rebound] == ["sip:alice@192.0.2.6", "sip:alice@192.0.2.7"]
+
+    def test_bindings_above_a_lowered_limit_can_be_refreshed(self, store: Any) -> None:
+        """Bindings stored under a higher limit stay and can be refreshed; no new one is
+        added until the AOR is back under the limit."""
+        contacts = [ContactChange(f"sip:alice@192.0.2.{n}", 60) for n in range(1, 5)]
+        self.update(store, ALICE, register(ALICE, "c", 1, *contacts, max_bindings=4))
+        assert len(self.update(store, ALICE, register(ALICE, "c", 2, *contacts,
+                                                      max_bindings=2))) == 4
+        failure_result_of(store.update_bindings(ALICE, register(
+            ALICE, "c", 3, ContactChange(ALICE_LAPTOP, 60), max_bindings=2), self.NOW),
+            TooManyBindings)
 
 
 def _is_uuid4_hex(text: str) -> bool:

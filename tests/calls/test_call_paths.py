@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.message import Request
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, SessionDescription
 from clicktodial.testing.callfakes import DOMAIN, CallWorld, Phone
@@ -400,9 +401,10 @@ def test_stored_contact_uri_headers_never_become_header_fields_and_received_is_h
 
 
 def test_stored_path_is_the_preloaded_route() -> None:
-    world = CallWorld()
+    world = CallWorld(trusted_paths=NetworkSet.parse("127.0.0.6"))
     world.user("alice")
-    world.bind("alice", "sip:alice@127.0.0.2:5060", path=("<sip:127.0.0.7:5070;lr>",))
+    world.bind("alice", "sip:alice@127.0.0.2:5060", path=("<sip:127.0.0.7:5070;lr>",),
+               received="sip:127.0.0.6:5060;transport=udp")
     world.phone("bob", "127.0.0.3")
     world.place("alice", "bob")
     world.run(1)
@@ -489,4 +491,40 @@ def test_flow1_callee_answer_rejecting_every_stream_fails_the_call() -> None:
     assert world.states(info.call_id)[-1] == "failed"
     assert world.record(info.call_id).public_state == "failed"
     assert alice.sessions == [] and bob.sessions == []
+
+
+def test_a_path_not_registered_through_a_trusted_proxy_steers_nothing() -> None:
+    """The INVITE goes to the address the REGISTER came from, not to the Path nor to the
+    Contact's host or maddr (a Path stored before the registrar checked its source)."""
+    world = CallWorld(trusted_paths=NetworkSet.parse("127.0.0.6"))
+    world.user("alice")
+    world.bind("alice", "sip:+19005550123@premium.itsp.test;maddr=127.0.0.8",
+               path=("<sip:127.0.0.5:5099;lr>",), received="sip:127.0.0.9:5062;transport=udp")
+    world.phone("bob", "127.0.0.3")
+    world.place("alice", "bob")
+    world.run(1)
+    invite = world.sent("INVITE")[0]
+    assert {wire.to for wire in world.sent("INVITE")} == {("127.0.0.9", 5062)}
+    assert "Route" not in invite.message.headers
+    assert str(invite.message.uri) == "sip:+19005550123@premium.itsp.test;maddr=127.0.0.8"
+    world.run(40)
+    world.assert_quiescent()
+
+
+def test_one_call_rings_at_most_max_forks_of_a_users_phones() -> None:
+    """[calls] max_forks: a user with many bindings gets that many INVITEs, the highest q
+    first, then the most recently registered."""
+    world = CallWorld(max_forks=3)
+    world.user("alice")
+    for n in range(10, 20):
+        world.bind("alice", f"sip:alice@127.0.0.{n}", q=None if n == 10 else 0.8,
+                   received=f"sip:127.0.0.{n}:5060;transport=udp")
+        world.run(1)  # later bindings expire later
+    world.phone("bob", "127.0.0.3")
+    info = world.place("alice", "bob")
+    world.run(1)
+    assert sorted({wire.to[0] for wire in world.sent("INVITE")}) == [
+        "127.0.0.10", "127.0.0.18", "127.0.0.19"]
+    world.controller.hang_up(info.call_id)
+    world.run(40)
     world.assert_quiescent()

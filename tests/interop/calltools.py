@@ -17,6 +17,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -84,20 +85,35 @@ def register(user: str, password: str, port: int, sip_port: int, expires: int = 
 
     :raises AssertionError: the registrar did not answer 200.
     """
+    status, text = register_status(user, password, port, sip_port, expires, timeout)
+    assert status == 200, text
+
+
+def register_status(user: str, password: str, port: int, sip_port: int, expires: int = 600,
+                    timeout: float = 5.0, *, contacts: list[str] | None = None,
+                    headers: tuple[str, ...] = (), host: str = "127.0.0.1") -> tuple[int, str]:
+    """
+    REGISTER ``contacts`` (default ``<sip:user@HOST:port>``) with ``headers`` added, with
+    Digest (MD5) from UDP ``host``:``port``; the final status and response text.
+    """
     call_id = secrets.token_hex(8)
+    if contacts is None:
+        contacts = [f"<sip:{user}@{host}:{port}>"]
+    contact_lines = "".join(f"Contact: {contact}\r\n" for contact in contacts)
+    extra = "".join(f"{header}\r\n" for header in headers)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", port))
+        sock.bind((host, port))
         sock.settimeout(timeout)
         authorization = ""
         for cseq in (1, 2):
             request = (
                 f"REGISTER sip:{DOMAIN}:{sip_port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+                f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
                 f"From: <sip:{user}@{DOMAIN}>;tag={secrets.token_hex(4)}\r\n"
                 f"To: <sip:{user}@{DOMAIN}>\r\n"
                 f"Call-ID: {call_id}\r\n"
                 f"CSeq: {cseq} REGISTER\r\n"
-                f"Contact: <sip:{user}@127.0.0.1:{port}>\r\n"
+                f"{contact_lines}{extra}"
                 f"Expires: {expires}\r\nMax-Forwards: 70\r\n{authorization}"
                 "Content-Length: 0\r\n\r\n"
             )
@@ -105,9 +121,8 @@ def register(user: str, password: str, port: int, sip_port: int, expires: int = 
             data, _ = sock.recvfrom(65536)
             text = data.decode(errors="replace")
             status = int(text.split(" ", 2)[1])
-            if status == 200:
-                return
-            assert status == 401, text
+            if status != 401 or cseq == 2:
+                return status, text
             challenge = re.search(r"WWW-Authenticate:\s*Digest\s+(.*)", text, re.I)
             assert challenge is not None, text
             params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge.group(1)))
@@ -126,7 +141,30 @@ def register(user: str, password: str, port: int, sip_port: int, expires: int = 
                 f'nonce="{params["nonce"]}", uri="{uri}", response="{response}", '
                 f'algorithm=MD5{qop}\r\n'
             )
-    raise AssertionError("no 200 to the authenticated REGISTER")
+    raise AssertionError("unreachable")
+
+
+def api_token(ini: Path, user: str) -> str:
+    """A web API token for ``user``, made with ``clicktodial token create``."""
+    from conftest import python_env  # type: ignore[import-not-found]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "token", "create",
+         user], check=True, capture_output=True, text=True, env=python_env(), cwd=ini.parent,
+        timeout=60)
+    return result.stdout.strip()
+
+
+def web_place_call(web_port: int, token: str, callee: str) -> dict[str, Any]:
+    """``POST /api/v1/calls`` as the token's user (the click); the new call."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{web_port}/api/v1/calls", method="POST",
+        data=json.dumps({"callee": callee}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        assert response.status == 201
+        return dict(json.loads(response.read()))
 
 
 class Control:

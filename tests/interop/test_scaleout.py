@@ -89,6 +89,9 @@ def node_ini(node: str, sip_port: int, control_port: int, url: URL, secret: str)
         "[registrar]\n"
         "min_expires = 5\n"
         "digest_algorithms = MD5\n"
+        # The front's Path (with the phone's ;received) is the route to a phone.
+        "path = trusted\n"
+        f"trusted_proxies = {FRONT}\n"
         f"nonce_secret = {secret}\n"
         "[web]\n"
         f"listen = tcp:{find_free_port()}:interface={address}\n"

@@ -21,6 +21,7 @@ from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
 from clicktodial.interfaces import ILocationStore
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip import digest as digest_module
 from clicktodial.sip.address import Source
 from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
@@ -50,6 +51,10 @@ DOMAIN = "example.com"
 DATA = Path(__file__).parent.parent / "data"
 PHONE = Source("UDP", "192.0.2.10", 5062, "127.0.0.1", 5060)
 ATTACKER = Source("UDP", "198.51.100.66", 40000, "127.0.0.1", 5060)
+#: An edge proxy (Kamailio) in front of the registrar.
+EDGE = Source("UDP", "203.0.113.5", 5060, "127.0.0.1", 5060)
+TRUSTED_PATH = RegistrarSettings(aliases=frozenset(["2001:db8::10"]), path="trusted",
+                                 trusted_proxies=NetworkSet.parse("203.0.113.0/29"))
 NOW = 1_700_000_000.0
 ALIASES: frozenset[str] = frozenset(["2001:db8::10"])
 
@@ -580,18 +585,35 @@ class TestRequestChecks:
 
     def test_require_unsupported(self) -> None:
         """Step 2: an unknown Require option: 420 + Unsupported."""
-        env = Env()
-        response = env.send(register(extra=["Require: foo, path"]))
+        env = Env(TRUSTED_PATH)
+        response = env.send(register(extra=["Require: foo, path"]), EDGE)
         assert response.status == 420
         assert response.headers.get("Unsupported") == "foo"
 
-    def test_require_path_accepted(self) -> None:
-        """Require: path is supported (RFC 3327)."""
-        env = Env()
+    def test_require_path_accepted_from_a_trusted_proxy(self) -> None:
+        """Require: path is supported (RFC 3327) for a REGISTER whose Path is
+        stored: path = trusted, from a trusted proxy."""
+        env = Env(TRUSTED_PATH)
         response = env.send_authenticated(register(
             extra=["Require: path", "Supported: path",
-                   "Path: <sip:edge.example.com;lr>"]))
+                   "Path: <sip:edge.example.com;lr>"]), EDGE)
         assert response.status == 200
+
+    @pytest.mark.parametrize(("settings", "source"), [
+        (RegistrarSettings(aliases=ALIASES), EDGE),  # path = off (the default)
+        (TRUSTED_PATH, PHONE),  # not from a trusted proxy
+    ])
+    def test_require_path_refused_when_path_is_not_stored(
+            self, settings: RegistrarSettings, source: Source) -> None:
+        """RFC 3327 §5.3: when the request's Path would not be stored, a
+        Require: path gets 420 + Unsupported: path, before any challenge."""
+        env = Env(settings)
+        response = env.send(register(
+            extra=["Require: path", "Path: <sip:edge.example.com;lr>"]), source)
+        assert response.status == 420
+        assert response.headers.get("Unsupported") == "path"
+        assert env.registrar.stateless_challenge(register(
+            extra=["Require: path"]), source) is None
 
     def test_foreign_aor_not_found(self) -> None:
         """Step 5: an AOR of another domain: 404 after authentication."""
@@ -837,18 +859,79 @@ class TestBindings(OnMemoryStore):
         assert env.bindings() == []
 
     def test_path_stored_and_echoed_when_supported(self) -> None:
-        """RFC 3327: Path is stored, and echoed if the UA supports path."""
-        env = self.make_env()
+        """RFC 3327: with path = trusted, the Path of a REGISTER from a trusted
+        proxy is stored, and echoed if the UA supports path."""
+        env = self.make_env(TRUSTED_PATH)
         path = ["Path: <sip:p1.example.com;lr>", "Path: <sip:p2.example.com;lr>"]
-        response = env.send_authenticated(register(extra=path))
+        response = env.send_authenticated(register(extra=path), EDGE)
         assert "Path" not in response.headers
         [binding] = env.bindings()
         assert binding.path == ("<sip:p1.example.com;lr>",
                                 "<sip:p2.example.com;lr>")
+        assert binding.received == "sip:203.0.113.5:5060;transport=udp"
         response = env.send_authenticated(register(
-            call_id="c2", extra=[*path, "Supported: path"]))
+            call_id="c2", extra=[*path, "Supported: path"]), EDGE)
         assert response.headers.get_fields("Path") == [
             "<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+
+    @pytest.mark.parametrize(("settings", "source"), [
+        (RegistrarSettings(aliases=ALIASES), EDGE),  # path = off (the default)
+        (TRUSTED_PATH, PHONE),  # not from a trusted proxy
+    ])
+    def test_path_of_an_untrusted_register_is_ignored(
+            self, settings: RegistrarSettings, source: Source) -> None:
+        """A phone cannot choose where the daemon's INVITEs go: unless path =
+        trusted and the REGISTER came from a trusted proxy, its Path is not
+        stored (nor echoed) and the binding routes to the REGISTER's source."""
+        env = self.make_env(settings)
+        response = env.send_authenticated(register(
+            ["<sip:+19005550123@premium.itsp.test;maddr=127.0.0.5;transport=tcp>"],
+            extra=["Path: <sip:127.0.0.5:5099;lr;transport=tcp>", "Supported: path"]),
+            source)
+        assert response.status == 200
+        assert "Path" not in response.headers
+        [binding] = env.bindings()
+        assert binding.path == ()
+        assert binding.received == (
+            f"sip:{source.remote_host}:{source.remote_port};transport=udp")
+        assert any("Path of REGISTER" in event["log_format"] for event in env.events)
+
+    def test_register_listing_more_contacts_than_max_contacts_is_refused(self) -> None:
+        """More Contacts in one REGISTER than max_contacts: 503, before any
+        challenge or store work; nothing is bound."""
+        env = self.make_env(RegistrarSettings(aliases=ALIASES, max_contacts=3))
+        contacts = [f"<sip:alice@192.0.2.{n}:5062>" for n in range(1, 5)]
+        response = env.send(register(contacts))
+        assert (response.status, response.reason) == (
+            503, "Service Unavailable (Too Many Registered Contacts)")
+        assert "Retry-After" not in response.headers
+        assert env.registrar.stateless_challenge(register(contacts), PHONE) is None
+        assert env.send_authenticated(register(contacts[:3])).status == 200
+        assert len(env.bindings()) == 3
+
+    def test_register_adding_a_binding_beyond_max_contacts_is_refused(self) -> None:
+        """An AOR has at most max_contacts bindings, whichever UAs (Call-IDs)
+        registered them: the REGISTER that would add one more gets 503 and
+        none of its changes; refreshing and removing still work."""
+        env = self.make_env(RegistrarSettings(aliases=ALIASES, max_contacts=2))
+        for n in (1, 2):
+            assert env.send_authenticated(register(
+                [f"<sip:alice@192.0.2.{n}:5062>"], call_id=f"ua-{n}")).status == 200
+        before = env.bindings()
+        env.clock.advance(10)
+        response = env.send_authenticated(register(
+            ["<sip:alice@192.0.2.1:5062>", "<sip:alice@192.0.2.3:5062>"],
+            call_id="ua-1", cseq=5))
+        assert response.status == 503
+        assert env.bindings() == before  # not even the refresh of .1
+        assert any("refused" in event["log_format"] for event in env.events)
+        assert env.send_authenticated(register(
+            ["<sip:alice@192.0.2.1:5062>"], call_id="ua-1", cseq=7)).status == 200
+        assert env.send_authenticated(register(
+            ["<sip:alice@192.0.2.2:5062>;expires=0", "<sip:alice@192.0.2.3:5062>"],
+            call_id="ua-2", cseq=3)).status == 200
+        assert sorted(b.contact for b in env.bindings()) == [
+            "sip:alice@192.0.2.1:5062", "sip:alice@192.0.2.3:5062"]
 
     def test_outbound_instance_and_reg_id(self) -> None:
         """RFC 5626: +sip.instance and reg-id are kept and echoed, and the

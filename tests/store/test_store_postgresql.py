@@ -9,9 +9,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import URL, create_engine, text
+from twisted.internet.defer import Deferred
 
 from clicktodial.interfaces import IStoreBackend
-from clicktodial.store.errors import OutOfOrderRegistration
+from clicktodial.store import sql
+from clicktodial.store.errors import OutOfOrderRegistration, TooManyBindings
+from clicktodial.store.groupcommit import Job
 from clicktodial.store.plugins import SQLBackendFactory, StoreEnvironment
 from clicktodial.store.schema import bindings, metadata
 from clicktodial.store.sql import SQLStore, check_schema_connection, upgrade_schema
@@ -141,4 +144,76 @@ def test_two_nodes_share_one_database(pg_url: URL) -> None:
         AOR, BindingChanges("c", 1, [ContactChange(CONTACT, 60)]), 100.0))
     assert [b.contact for b in success_result_of(node1.get_bindings(AOR, 100.0))] == [CONTACT]
     for node in (node1, node2):
+        success_result_of(node.stop())
+
+
+@pytest.mark.parametrize("node_b_runs", ["alone", "in a batch"])
+def test_two_nodes_registering_at_once_never_exceed_max_bindings(
+        pg_url: URL, monkeypatch: pytest.MonkeyPatch, node_b_runs: str) -> None:
+    """
+    [registrar] max_contacts holds across nodes: node A adds 2 bindings to an AOR that has
+    none and is held inside its transaction; node B, from another Call-ID, adds a third
+    with the limit 2. B waits for A's transaction (there is no row yet that FOR UPDATE could
+    lock: the AOR's lock does it), then sees A's bindings and is refused; the AOR ends with
+    A's 2 bindings. Node B runs its REGISTER alone or as the group commit's batch.
+    """
+    node_a, node_b = (SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
+                               realm="example.com", hasher=cheap_password_hasher())
+                      for _ in range(2))
+    for node in (node_a, node_b):
+        success_result_of(node.start())
+    planning, release = threading.Event(), threading.Event()
+    real_plan = sql.plan_register
+
+    def plan_held_on_node_a(*args: object, **kwargs: object) -> object:
+        if threading.current_thread().name == "node-a":
+            planning.set()
+            release.wait(30)
+        return real_plan(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sql, "plan_register", plan_held_on_node_a)
+    outcomes: dict[str, object] = {}
+
+    def register_a() -> None:
+        outcomes["a"] = node_a._op_update_bindings(AOR, BindingChanges(
+            "phone-a", 1, [ContactChange(CONTACT, 60), ContactChange(CONTACT + ";x=1", 60)],
+            max_bindings=2), 100.0)
+
+    def register_b() -> None:
+        changes = BindingChanges("phone-b", 1, [ContactChange("sip:b@127.0.0.1:5070", 60)],
+                                 max_bindings=2)
+        try:
+            if node_b_runs == "alone":
+                outcomes["b"] = node_b._op_update_bindings(AOR, changes, 100.0)
+            else:
+                [(_, outcomes["b"])] = node_b._execute_batch(
+                    [Job("update_bindings", (AOR, changes, 100.0), Deferred())])
+        except Exception as e:
+            outcomes["b"] = e
+
+    thread_a = threading.Thread(target=register_a, name="node-a")
+    thread_b = threading.Thread(target=register_b, name="node-b")
+    observer = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    thread_a.start()
+    assert planning.wait(30)
+    thread_b.start()
+    waiting = 0
+    with observer.connect() as watching:
+        for _ in range(100):
+            waiting = watching.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"))
+            if waiting or not thread_b.is_alive():
+                break
+            thread_b.join(0.05)
+    release.set()
+    thread_a.join(30)
+    thread_b.join(30)
+    assert not thread_a.is_alive() and not thread_b.is_alive()
+    assert isinstance(outcomes["b"], TooManyBindings), outcomes
+    assert waiting == 1
+    assert [b.call_id for b in success_result_of(node_a.get_bindings(AOR, 100.0))] == [
+        "phone-a", "phone-a"]
+    observer.dispose()
+    for node in (node_a, node_b):
         success_result_of(node.stop())
