@@ -22,9 +22,10 @@ Two rules make the limit hold (docs/registrar.md, "Throttling"):
     by failing on purpose. So a (source, username) pair that authenticated
     within C{trust_seconds} is I{known}: its attempts are counted and
     limited by that pair alone (not by the source's nor the username's
-    counts, which others may have filled). A success clears only that
-    pair's count. An attacker sharing the known address (same NAT) thus
-    gets the same C{refuse_after} guesses per window as anyone, not more.
+    counts, which others may have filled). A success clears no count (it
+    gives back its own slot). An attacker sharing the known address (same
+    NAT) thus gets the same C{refuse_after} guesses per window as anyone,
+    however often the user succeeds meanwhile.
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ class AuthAttempt:
 
     def succeeded(self) -> None:
         """
-        The credentials were right: the slot is given back, the pair's count
-        cleared, and the pair becomes (or stays) known.
+        The credentials were right: the slot is given back (no count is
+        cleared), and the pair becomes (or stays) known.
         """
         if self._settled:
             return
@@ -371,16 +372,12 @@ class AuthThrottle:
         peer = attempt.peer
         username = attempt.username
         now = self._clock.seconds()
-        if attempt._known:
-            [pair] = attempt._entries
-            pair.pending -= 1
-            # A success clears this pair's count (its own earlier typos),
-            # nothing else: slots still in flight stay reserved.
-            pair.failures = 0
-            if pair.pending < self.settings.refuse_after:
-                pair.refused_until = 0.0
-        else:
-            self._release(attempt)
+        # A success gives its slot back and clears no count, not even its
+        # own pair's: an attacker sharing the address would otherwise get
+        # refuse_after more guesses after each of the user's successes (a
+        # phone refreshing every minute: one window a minute). The user's own
+        # failures are forgotten forget_after seconds after the last one.
+        self._release(attempt)
         if username is None:
             return
         pair = self._known.get_or_create((peer, username))

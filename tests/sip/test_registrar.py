@@ -1138,10 +1138,10 @@ class TestThrottling:
 
     def test_shared_address_successes_do_not_reset_guesses(self) -> None:
         """From the address bob's phone registers from, guesses for bob
-        interleaved with successes of another user there (and of bob's phone
-        as another user would) stay limited: a success clears only its own
-        user's count from that address (issue 13 item 3b: the source was
-        exempt from bob's count and any success cleared its own)."""
+        interleaved with successes there (another user's, and bob's phone's
+        refreshes) stay limited: no success clears a count (issue 13 item
+        3b: the source was exempt from bob's count and any success cleared
+        its own)."""
         env = Env(throttle=self.SETTINGS)
         assert env.send_authenticated(register(user="bob")).status == 200
         nat_mate = Source("UDP", PHONE.remote_host, 41000, "127.0.0.1", 5060)
@@ -1154,6 +1154,10 @@ class TestThrottling:
                 statuses.append(success_result_of(d).status)
             watson = register(user="watson", call_id=f"watson-{i}")
             assert env.send_authenticated(watson, nat_mate).status == 200
+            # bob's phone refreshes (200, or 503 once that address is
+            # refused for bob): no success clears a count.
+            refresh = register(user="bob", call_id="bob-phone", cseq=2 * i + 3)
+            assert env.send_authenticated(refresh).status in (200, 503)
         assert statuses.count(401) == self.SETTINGS.refuse_after
         assert statuses.count(503) == 90 - self.SETTINGS.refuse_after
 
