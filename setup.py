@@ -53,6 +53,8 @@ setup(
             "playwright>=1.40",
             # Media tests decode the RTP we send and check tones with an FFT.
             "numpy>=1.26",
+            # tests/interop/test_guess_limits.py runs SIPVicious svcrack against the registrar.
+            "sipvicious>=0.3.4",
         ],
     },
     entry_points={"console_scripts": ["clicktodial = clicktodial.cli:main"]},
