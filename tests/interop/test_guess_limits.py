@@ -34,7 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import find_free_port, python_env  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    REPO_ROOT,
+    find_free_port,
+    python_env,
+    stop_process,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -165,14 +170,18 @@ def finals(sockets: list[socket.socket], timeout: float) -> list[int | None]:
     return result
 
 
-def register_once(daemon: Daemon, host: str, user: str, password: str) -> int:
+def register_once(daemon: Daemon, host: str, user: str, password: str,
+                  timeout: float = BURST_TIMEOUT) -> int:
     """A whole registration (challenge, answer) from ``host``: the final status."""
     with udp_socket(host) as sock:
-        sock.settimeout(BURST_TIMEOUT)
+        sock.settimeout(timeout)
         port = sock.getsockname()[1]
         call_id = uuid.uuid4().hex
         sock.sendto(register_bytes(host, port, user, call_id, 1), ("127.0.0.1", daemon.sip_port))
-        nonce = challenge_nonce(sock.recv(65535))
+        first = sock.recv(65535)
+        if status_of(first) != 401:
+            return status_of(first)  # a refused source: no challenge
+        nonce = challenge_nonce(first)
         sock.sendto(register_bytes(host, port, user, call_id, 2,
                                    authorization(user, password, nonce, 1)),
                     ("127.0.0.1", daemon.sip_port))
@@ -320,3 +329,78 @@ def test_web_logins_from_the_users_own_address_are_limited(daemon: Daemon) -> No
     assert statuses.count(429) >= 40 - WEB_LIMIT
     # Others' failures do not refuse carol there, nor bob elsewhere after the window.
     assert web_login(daemon, "127.0.0.31", "carol", "carol-web-Secret-7") == 303
+
+
+# -- behind the Kamailio front -------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("kamailio") is None, reason="kamailio is not installed")
+def test_behind_a_trusted_front_the_guessing_phone_is_refused_not_the_front(
+        start_daemon: Callable[[str], Any], tmp_path: Path) -> None:
+    """The daemon (127.0.0.2) behind the Kamailio front of docs/scaling.md (127.0.0.1,
+    conf/kamailio/kamailio.cfg: add_path_received), ``trusted_proxies = 127.0.0.1``: a phone
+    guessing bob's password through the front (127.0.0.20) gets itself refused after the
+    limit; another phone (127.0.0.21) still registers through the same front. Before, every
+    request through the front counted against the front's address."""
+    sip_port, front_port, web_port = find_free_port(), find_free_port(), find_free_port()
+    process = start_daemon(
+        "[sip]\n"
+        f"domain = {DOMAIN}\n"
+        f"listen = 127.0.0.2:{sip_port}\n"
+        "transports = udp\n"
+        "[registrar]\n"
+        "digest_algorithms = MD5, SHA-256\n"
+        "trusted_proxies = 127.0.0.1\n"
+        # Under the front's 2 s transaction timeout (tm fr_timer): a later 401 would make
+        # Kamailio take the node for dead (docs/scaling.md).
+        "auth_max_delay = 1\n"
+        "[web]\n"
+        f"listen = tcp:{web_port}:interface=127.0.0.1\n"
+        "[limits]\n"
+        "rate_max_requests = 0\n"
+        "[store]\n"
+        f"url = sqlite:///{tmp_path}/clicktodial.sqlite\n"
+        "auto_upgrade = yes\n"
+    )
+    process.wait_for_log("SIP listening on")
+    for name, sip in (("bob", BOB_SIP), ("carol", "carol-sip-Secret-7")):
+        subprocess.run(
+            [sys.executable, "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
+             "user", "add", name, "--sip-password", sip],
+            check=True, capture_output=True, env=python_env(), cwd=tmp_path, timeout=60)
+    dispatcher = tmp_path / "dispatcher.list"
+    dispatcher.write_text(f"1 sip:127.0.0.2:{sip_port}\n")
+    (tmp_path / "kamailio-run").mkdir()
+    output = tmp_path / "kamailio.out"
+    with output.open("wb") as out:
+        kamailio = subprocess.Popen(
+            ["kamailio", "-f", str(REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"), "-DD",
+             "-E", "-l", f"udp:127.0.0.1:{front_port}", "-A", f'DSLIST="{dispatcher}"',
+             "-m", "64", "-M", "8", "-Y", str(tmp_path / "kamailio-run")],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        front = Daemon(process, front_port, web_port)
+        # The front relays once it has started and probed the node.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if register_once(front, "127.0.0.21", "carol", "carol-sip-Secret-7", 2) == 200:
+                    break
+            except TimeoutError:
+                pass
+            assert time.monotonic() < deadline and kamailio.poll() is None, (
+                output.read_text()[-3000:] + process.log()[-3000:])
+            time.sleep(0.5)
+        statuses = [register_once(front, "127.0.0.20", "bob", f"guess-{i}")
+                    for i in range(SIP_LIMIT + 5)]
+        checked = front.sip_checked("bob")
+        print(f"\nbehind the front: {SIP_LIMIT + 5} guesses from one phone: {checked} checked,"
+              f" then {statuses[SIP_LIMIT:]}")
+        assert checked == SIP_LIMIT
+        assert statuses[:SIP_LIMIT] == [401] * SIP_LIMIT
+        assert 401 not in statuses[SIP_LIMIT:]
+        # The guessing phone is refused for everyone it may register as; the front is not.
+        assert register_once(front, "127.0.0.20", "carol", "carol-sip-Secret-7") != 200
+        assert register_once(front, "127.0.0.21", "carol", "carol-sip-Secret-7") == 200
+    finally:
+        stop_process(kamailio)
