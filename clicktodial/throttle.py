@@ -80,13 +80,21 @@ class ThrottleSettings:
     trust_seconds: float = field(default=86400.0, validator=validators.gt(0.0))
 
 
-class ThrottleRefused(Exception):
-    """The attempt is refused without checking: too many failures."""
+#: Retry-After of an attempt refused because its count is full of attempts in flight
+#: (not of failures): they settle within a store round trip or a delayed answer.
+BUSY_RETRY_AFTER = 1.0
 
-    def __init__(self, retry_after: float) -> None:
+
+class ThrottleRefused(Exception):
+    """The attempt is refused without checking: too many failures, or the
+    count is full of attempts in flight (C{busy})."""
+
+    def __init__(self, retry_after: float, busy: bool = False) -> None:
         super().__init__(retry_after)
-        #: seconds until the refusal ends (> 0)
+        #: seconds until the refusal ends (> 0), or until trying again is
+        #: worth it (busy)
         self.retry_after = retry_after
+        self.busy = busy
 
 
 class _Entry:
@@ -311,26 +319,37 @@ class AuthThrottle:
             return None
         return pair
 
-    @staticmethod
-    def _check(entry: _Entry, now: float) -> None:
+    def _check(self, entry: _Entry, now: float) -> None:
+        """
+        Raise L{ThrottleRefused} unless C{entry} has a free slot: at most
+        C{refuse_after} attempts, settled failures and attempts in flight
+        together, are checked per window, however many arrive at once.
+        """
+        settings = self.settings
         left = entry.refused_until - now
         if left > 0:
             raise ThrottleRefused(left)
+        if entry.failures and now - entry.last_failure >= settings.forget_after:
+            entry.failures = 0
+        limit = settings.refuse_after
+        if limit and entry.failures + entry.pending >= limit:
+            if entry.pending or entry.failures < limit:
+                # Full of attempts in flight (some may succeed and give their
+                # slot back): come back in a moment (RFC 3261 §21.5.4).
+                raise ThrottleRefused(BUSY_RETRY_AFTER, busy=True)
+            # A refusal has just ended with the count still full: one
+            # attempt, which refuses again unless it succeeds (below).
 
     def _reserve(self, entry: _Entry, now: float) -> float | None:
         """
-        Take a slot of C{entry} (not refused now). The slot that fills the
-        count starts the refusal: later attempts are refused until it ends,
-        so at most C{refuse_after} are checked per window, however many
-        arrive at once. Returns the refusal end it replaced, if it started
-        one (given back if the attempt succeeds).
+        Take a slot of C{entry} (L{_check}ed). The only attempt admitted
+        while the count is full (after a refusal ended) starts the next
+        refusal at once; returns the refusal end it replaced.
         """
         settings = self.settings
-        if entry.failures and now - entry.last_failure >= settings.forget_after:
-            entry.failures = 0
         entry.pending += 1
         limit = settings.refuse_after
-        if limit and entry.failures + entry.pending >= limit:
+        if limit and entry.failures >= limit:
             previous = entry.refused_until
             entry.refused_until = now + settings.refuse_seconds
             return previous
@@ -355,8 +374,12 @@ class AuthThrottle:
             entry.pending -= 1
             entry.failures += 1
             entry.last_failure = now
-            if previous is not None:
-                # This attempt's slot started a refusal, and it failed.
+            limit = settings.refuse_after
+            if limit and entry.failures >= limit and (
+                    previous is not None or entry.refused_until <= now):
+                # The count is full of failures (none can be in flight: at
+                # most limit are admitted): refuse.
+                entry.refused_until = now + settings.refuse_seconds
                 self.log.warn(
                     "Refusing {kind} {key} for {seconds}s after {failures}"
                     " authentication attempts",

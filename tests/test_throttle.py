@@ -68,6 +68,23 @@ def test_refused_after_threshold_until_it_ends() -> None:
     assert throttle.refused("192.0.2.1") == 0.0
 
 
+def test_after_a_refusal_one_attempt_per_refusal() -> None:
+    """When a refusal ends with the count still full, one attempt is
+    admitted; it starts the next refusal at once (the others are refused),
+    and a failure keeps it."""
+    clock = Clock()
+    throttle = AuthThrottle(clock, SETTINGS)
+    for _ in range(8):
+        fail(throttle, "192.0.2.1")
+    clock.advance(60)
+    probe = throttle.begin("192.0.2.1", None)
+    with pytest.raises(ThrottleRefused) as refused:
+        throttle.begin("192.0.2.1", None)
+    assert not refused.value.busy and refused.value.retry_after == 60.0
+    probe.failed()
+    assert throttle.refused("192.0.2.1") == 60.0
+
+
 def test_concurrent_attempts_take_slots_before_checking() -> None:
     """However many attempts begin at once, at most refuse_after are
     admitted (each slot is a failure in flight), per source, per user."""
@@ -81,14 +98,17 @@ def test_concurrent_attempts_take_slots_before_checking() -> None:
 
 
 def test_released_attempts_give_their_slot_back() -> None:
-    """An attempt that tested no password (released) counts nothing, and
-    undoes the refusal its slot started."""
+    """An attempt that tested no password (released) counts nothing: while
+    the count is full of attempts in flight others are refused as busy (a
+    short Retry-After, no refusal started), then admitted again."""
     throttle = AuthThrottle(Clock(), SETTINGS)
     attempts = admitted(throttle, "192.0.2.1", "alice", 8)
-    assert throttle.refused("192.0.2.1") == 60.0
+    with pytest.raises(ThrottleRefused) as busy:
+        throttle.begin("192.0.2.1", "bob")
+    assert busy.value.busy and busy.value.retry_after == 1.0
+    assert throttle.refused("192.0.2.1") == 0.0
     for attempt in attempts:
         attempt.released()
-    assert throttle.refused("192.0.2.1") == 0.0
     assert throttle.tracked == 0
     assert len(admitted(throttle, "192.0.2.1", "alice", 20)) == 8
 
