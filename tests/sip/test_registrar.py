@@ -33,6 +33,7 @@ from clicktodial.sip.registrar import (
     RegistrarSettings,
     canonical_aor,
     contact_key,
+    phone_host,
 )
 from clicktodial.sip.uri import parse_uri
 from clicktodial.store.errors import StoreUnavailable
@@ -1286,6 +1287,40 @@ def test_ip_address_domain(domain: str, ruri: str, to: str, aor: str) -> None:
     request = register(ruri=ruri, to=to)
     assert env.send_authenticated(request).status == 200
     assert len(env.bindings(aor)) == 1
+
+
+def test_phone_host_reads_what_the_trusted_proxy_recorded() -> None:
+    """The top Path's received when that Path names a trusted proxy (as
+    Kamailio's add_path_received writes it), else the first Via below the
+    proxies' (received, else sent-by); None without an address."""
+    proxies = NetworkSet.of(["203.0.113.0/29"])
+
+    def request(path: str | None, *vias: str) -> Request:
+        message = register(extra=[f"Path: {path}"] if path else [])
+        message.headers.set("Via", vias[0])
+        for via in vias[1:]:
+            message.headers.add("Via", via)
+        return message
+
+    front = "SIP/2.0/UDP 203.0.113.1;branch=z9hG4bK-f"
+    assert phone_host(request(
+        "<sip:203.0.113.1;lr;received=sip:198.51.100.7:5062%3btransport%3dudp>", front,
+        "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-p;received=198.51.100.8"),
+        proxies) == "198.51.100.7"
+    # A Path naming someone else (the phone's own) is not believed: the Via.
+    assert phone_host(request(
+        "<sip:192.0.2.1;lr;received=sip:198.51.100.7>", front,
+        "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-p;received=198.51.100.8"),
+        proxies) == "198.51.100.8"
+    # Two proxies of ours in a row; a sent-by when no received was needed.
+    assert phone_host(request(
+        None, front, "SIP/2.0/UDP 203.0.113.2;branch=z9hG4bK-e",
+        "SIP/2.0/UDP [2001:DB8::7]:5062;branch=z9hG4bK-p"), proxies) == "2001:db8::7"
+    # Garbage or a host name records no address.
+    assert phone_host(request(
+        "<sip:203.0.113.1;lr;received=nonsense>", front,
+        "SIP/2.0/UDP phone.example.com;branch=z9hG4bK-p"), proxies) is None
+    assert phone_host(request(None, front), proxies) is None
 
 
 def test_canonical_aor() -> None:
