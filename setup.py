@@ -53,7 +53,8 @@ setup(
             "playwright>=1.40",
             # Media tests decode the RTP we send and check tones with an FFT.
             "numpy>=1.26",
-            # tests/interop/test_security_*.py attack the daemon with SIPVicious (svwar, svcrack).
+            # tests/interop/test_security_*.py and test_guess_limits.py attack the daemon with
+            # SIPVicious (svwar, svcrack).
             "sipvicious>=0.3.4",
         ],
     },

@@ -672,8 +672,17 @@ class WebConfig:
             parse_seconds,
             "900",
             "Seconds without a failed login after which an account's or address's count"
-            " starts again; also how long an address that logged in as a user stays exempt"
-            " from that user's refusal.",
+            " starts again.",
+        ),
+    )
+    login_trust_seconds: float = attrs.field(
+        default=604800.0,
+        metadata=setting(
+            parse_seconds,
+            "604800",
+            "How long an address that logged in as a user stays known for that user: its"
+            " logins as that user are then limited by their own count only, not by the"
+            " account's or address's (so others' failures cannot lock the user out there).",
         ),
     )
     login_max_tracked: int = attrs.field(
@@ -1042,8 +1051,17 @@ class RegistrarConfig:
             parse_seconds,
             "900",
             "Seconds without failure after which a source's or username's count starts"
-            " again; also how long a source that authenticated stays exempt from its"
-            " username's refusal.",
+            " again.",
+        )
+    )
+    auth_trust_seconds: float = attrs.field(
+        metadata=setting(
+            parse_seconds,
+            "86400",
+            "How long a source address that authenticated as a user stays known for that"
+            " user (keep it above the phones' registration interval): its attempts as that"
+            " user are then limited by their own count only, not by the source's or"
+            " username's (so others' failures cannot lock the phone out).",
         )
     )
     trusted_proxies: NetworkSet = attrs.field(

@@ -67,7 +67,7 @@ from clicktodial.sip.digest import (
     Verdict,
     select_credentials,
 )
-from clicktodial.sip.headers import HeaderParseError, NameAddr
+from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.uri import URI, URIParseError, parse_uri
 from clicktodial.store.errors import OutOfOrderRegistration, StoreError, TooManyBindings
@@ -77,7 +77,12 @@ from clicktodial.store.values import (
     ContactChange,
     SipCredentials,
 )
-from clicktodial.throttle import AuthThrottle, ThrottleSettings
+from clicktodial.throttle import (
+    AuthAttempt,
+    AuthThrottle,
+    ThrottleRefused,
+    ThrottleSettings,
+)
 
 if TYPE_CHECKING:
     from clicktodial.config import RegistrarConfig
@@ -88,6 +93,7 @@ __all__ = [
     "RegistrarSettings",
     "canonical_aor",
     "normal_host",
+    "phone_host",
     "settings_from_config",
     "contact_key",
 ]
@@ -178,7 +184,10 @@ class RegistrarSettings:
         Path of a REGISTER from C{trusted_proxies} is stored (and becomes the
         route of requests to the binding), any other is ignored. An ignored
         Path leaves the binding routed to the REGISTER's source address.
-    @ivar trusted_proxies: the addresses of the edge proxies in front of us.
+    @ivar trusted_proxies: the addresses of the edge proxies in front of us
+        (C{[registrar] trusted_proxies}); for a REGISTER from one of them, the
+        throttle also counts the phone's address as the proxy recorded it
+        (L{phone_host}).
     @ivar max_contacts: most bindings per AOR, and most Contacts in one
         REGISTER (docs/registrar.md, "Binding trust").
     """
@@ -253,6 +262,58 @@ def contact_key(uri: URI) -> str:
     headers = "&".join(f"{k.lower()}={v}" for k, v in sorted(uri.headers))
     return (f"{uri.scheme}:{uri.user or ''}:{uri.password or ''}@"
             f"{normal_host(uri.host)}:{uri.port or ''};{params}?{headers}")
+
+
+def phone_host(request: Request, proxies: NetworkSet) -> str | None:
+    """
+    The phone's IP address as a proxy of C{proxies} in front of us recorded
+    it in a REGISTER it relayed (the caller checked that the request came
+    from one of them): the C{received} of the topmost Path when that Path
+    names one of C{proxies} (RFC 3327 §4.1: the proxy next to us added it;
+    Kamailio's C{add_path_received} writes
+    C{<sip:FRONT;lr;received=sip:PHONE:PORT>}); else the first Via below
+    the proxies' own, by its C{received} (RFC 3261 §18.2.1: the proxy adds
+    it whenever the sent-by is not the packet's source) or its sent-by.
+    C{None} when the request records no address.
+
+    Used only as the throttle's key: what it names was written by a proxy
+    we trust, everything else in the request by the phone.
+    """
+    try:
+        paths = request.headers.get_fields("Path")
+        if paths:
+            top = parse_name_addr(paths[0]).uri
+            received = top.param("received")
+            if received and normal_host(top.host) in proxies:
+                host = _address_of(received)
+                if host is not None:
+                    return host
+        for via in request.vias[1:]:
+            host = normal_host(via.received or via.host)
+            if host not in proxies:
+                return host if _is_ip(host) else None
+    except (HeaderParseError, URIParseError, ValueError):
+        pass
+    return None
+
+
+def _address_of(received: str) -> str | None:
+    # "sip:192.0.2.7:5060;transport=udp" (the URI param value, unescaped)
+    # or a bare address.
+    text = received.strip('"')
+    if ":" in text and text.split(":", 1)[0].lower() in ("sip", "sips"):
+        host = normal_host(parse_uri(text).host)
+    else:
+        host = normal_host(text)
+    return host if _is_ip(host) else None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _source_uri(source: Source) -> str:
@@ -497,7 +558,7 @@ class Registrar(Service):
             self._check(request, source)
         except (_Reject, HeaderParseError, URIParseError):
             return None
-        if self.throttle.refused(source.remote_host, None) > 0:
+        if self._refused_without_credentials(request, source) > 0:
             return None
         reject = self._challenge()
         return self._response(request, reject.status, reject.reason,
@@ -659,18 +720,39 @@ class Registrar(Service):
 
         @param our_aor: whether the AOR's host is our domain (step 5).
         """
-        peer = source.remote_host
         credentials = select_credentials(
             request.headers.get_fields("Authorization"),
             self.authenticator.realm)
-        username = credentials.username if credentials is not None else None
-        left = self.throttle.refused(peer, username)
-        if left > 0:
-            raise _Reject(503, None, [("Retry-After", str(math.ceil(left)))])
         if credentials is None:
+            left = self._refused_without_credentials(request, source)
+            if left > 0:
+                raise _Reject(503, None,
+                              [("Retry-After", str(math.ceil(left)))])
             # No credentials, or none we can use: challenge (RFC 4475
             # §3.3.7). Not a failure: every phone starts this way.
             raise self._challenge()
+        peer = self._phone_host(request, source)
+        # Reserve before checking (docs/registrar.md, "Throttling"): the
+        # attempt counts as a failure in flight before the user's secrets
+        # are read, so however many guesses arrive at once, at most
+        # refuse_after of them are checked.
+        try:
+            attempt = self.throttle.begin(peer, credentials.username)
+        except ThrottleRefused as refused:
+            raise _Reject(503, None, [
+                ("Retry-After", str(math.ceil(refused.retry_after)))]) from None
+        try:
+            await self._check_credentials(attempt, credentials, request, aor,
+                                          our_aor)
+        finally:
+            # Anything that neither failed nor succeeded (a stale or foreign
+            # nonce, a store error) tested no password: give the slot back.
+            attempt.released()
+
+    async def _check_credentials(self, attempt: AuthAttempt,
+                                 credentials: DigestCredentials,
+                                 request: Request, aor: str,
+                                 our_aor: bool) -> None:
         issued_at = self.authenticator.check_nonce(credentials)
         if issued_at is None or not self._uri_matches(credentials, request):
             # Not a password guess: nothing was checked against a secret
@@ -678,12 +760,12 @@ class Registrar(Service):
             # restart (with a new random secret) lands here; a fresh
             # challenge is all it needs.
             self.log.info("Unusable nonce or digest-uri from {username}",
-                          username=credentials.username, peer=peer, aor=aor)
+                          username=credentials.username, peer=attempt.peer,
+                          aor=aor)
             raise self._challenge()
         verdict = await self._verify(credentials, request.method, issued_at)
         if verdict is Verdict.INVALID:
-            await self._fail(peer, credentials.username, aor,
-                             "wrong password or unknown user")
+            await self._fail(attempt, aor, "wrong password or unknown user")
             raise self._challenge()
         if verdict is Verdict.STALE:
             raise self._challenge(stale=True)
@@ -692,10 +774,34 @@ class Registrar(Service):
                                " Here)")
         # Step 4: users may only register their own AOR.
         if aor != f"sip:{credentials.username}@{self._aor_host}":
-            await self._fail(peer, credentials.username, aor,
+            await self._fail(attempt, aor,
                              "user does not own the address of record")
             raise _Reject(403, "Forbidden (Not Your Address of Record)")
-        self.throttle.success(peer, credentials.username)
+        attempt.succeeded()
+
+    def _refused_without_credentials(self, request: Request,
+                                     source: Source) -> float:
+        """
+        Seconds left of the refusal of a REGISTER without credentials: its
+        source's, unless that source is known for the To user (a phone that
+        registered from there keeps getting its challenge however many
+        failures others behind that address made).
+        """
+        peer = self._phone_host(request, source)
+        left = self.throttle.refused(peer)
+        if left > 0:
+            user = request.to.uri.user
+            if user is not None and self.throttle.is_known(peer, user):
+                return 0.0
+        return left
+
+    def _phone_host(self, request: Request, source: Source) -> str:
+        """The address the throttle counts: the source, or behind one of
+        C{trusted_proxies} the phone's address the proxy recorded."""
+        host = source.remote_host
+        if host in self.settings.trusted_proxies:
+            return phone_host(request, self.settings.trusted_proxies) or host
+        return host
 
     async def _verify(self, credentials: DigestCredentials, method: str,
                       issued_at: float) -> Verdict:
@@ -748,11 +854,11 @@ class Registrar(Service):
         return (uri.is_sip and uri.user == ruri.user
                 and normal_host(uri.host) == normal_host(ruri.host))
 
-    async def _fail(self, peer: str, username: str, aor: str,
-                    why: str) -> None:
-        delay = self.throttle.failure(peer, username, aor)
+    async def _fail(self, attempt: AuthAttempt, aor: str, why: str) -> None:
+        delay = attempt.failed(aor)
         self.log.info("Authentication failed for {username} ({why})",
-                      username=username, why=why, peer=peer, aor=aor)
+                      username=attempt.username, why=why, peer=attempt.peer,
+                      aor=aor)
         if delay <= 0:
             return
         if self._delayed >= self.settings.max_delayed:
@@ -837,6 +943,7 @@ def settings_from_config(section: RegistrarConfig
             refuse_seconds=section.auth_refuse_seconds,
             forget_after=section.auth_forget_after,
             max_entries=section.auth_max_tracked,
+            trust_seconds=section.auth_trust_seconds,
         ),
     )
 

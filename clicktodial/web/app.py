@@ -34,7 +34,7 @@ from clicktodial.interfaces import (
     IUserStore,
 )
 from clicktodial.store.values import CallRecord, User, is_valid_username, user_aor
-from clicktodial.throttle import AuthThrottle, ThrottleSettings
+from clicktodial.throttle import AuthThrottle, ThrottleRefused, ThrottleSettings
 from clicktodial.web.edge import RequestOrigin
 from clicktodial.web.events import Registration, RegistrationMonitor
 from clicktodial.web.http import HTTPError
@@ -72,6 +72,7 @@ def login_throttle_settings(limits: WebConfig) -> ThrottleSettings:
         refuse_seconds=limits.login_refuse_seconds,
         forget_after=limits.login_forget_after,
         max_entries=limits.login_max_tracked,
+        trust_seconds=limits.login_trust_seconds,
     )
 
 
@@ -416,20 +417,30 @@ class WebApp:
         peer = self.client_address(request)
         username = username.strip().lower()
         key = username if is_valid_username(username) else "?"
-        refused = self.login_throttle.refused(peer, key)
-        if refused:
-            raise HTTPError(429, "too many failed logins: try again later", _retry_after(refused))
-        user = await self.users.check_password(username, password) if key != "?" else None
-        if key == "?":
-            # Spend the same time as a real check, so a malformed name looks like a wrong one.
-            await self.users.check_password("", password)
-        if user is None:
-            delay = self.login_throttle.failure(peer, key)
-            log.info("web login failed for {username} from {peer}", username=key, peer=peer)
-            if delay:
-                await deferLater(self.clock, delay, lambda: None)
-            raise HTTPError(401, "wrong username or password")
-        self.login_throttle.success(peer, user.username)
+        # Reserve before checking (docs/web.md, "Security"): the attempt counts as a failure
+        # in flight before the password is hashed, so however many guesses arrive at once,
+        # at most login_refuse_after are checked per window.
+        try:
+            attempt = self.login_throttle.begin(peer, key)
+        except ThrottleRefused as refused:
+            raise HTTPError(
+                429, "too many failed logins: try again later", _retry_after(refused.retry_after)
+            ) from None
+        try:
+            user = await self.users.check_password(username, password) if key != "?" else None
+            if key == "?":
+                # Spend the same time as a real check, so a malformed name looks like a wrong one.
+                await self.users.check_password("", password)
+            if user is None:
+                delay = attempt.failed()
+                log.info("web login failed for {username} from {peer}", username=key, peer=peer)
+                if delay:
+                    await deferLater(self.clock, delay, lambda: None)
+                raise HTTPError(401, "wrong username or password")
+            attempt.succeeded()
+        finally:
+            # A store error tested no password: the slot is given back.
+            attempt.released()
         old = self.session_of(request)
         if old is not None:
             self.sessions.remove(old.session_id)

@@ -33,6 +33,7 @@ from clicktodial.sip.registrar import (
     RegistrarSettings,
     canonical_aor,
     contact_key,
+    phone_host,
 )
 from clicktodial.sip.uri import parse_uri
 from clicktodial.store.errors import StoreUnavailable
@@ -1128,6 +1129,195 @@ class TestThrottling:
         request = register(call_id="refresh")
         assert env.send_authenticated(request, PHONE).status == 200
 
+    def hold_reads(self, env: Env, monkeypatch: pytest.MonkeyPatch
+                   ) -> list[tuple[str, Deferred[Any]]]:
+        """
+        Make C{env}'s store hold every credentials read pending: the reads
+        started, in order (fire them with L{release_reads}).
+        """
+        reads: list[tuple[str, Deferred[Any]]] = []
+
+        def held(username: str) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            reads.append((username, d))
+            return d
+
+        monkeypatch.setattr(env.store, "get_sip_credentials", held)
+        return reads
+
+    def release_reads(self, env: Env, reads: list[tuple[str, Deferred[Any]]],
+                      real: Any) -> None:
+        for username, d in reads:
+            d.callback(success_result_of(real(username)))
+        env.clock.pump([0.5] * 40)
+
+    def guesses_at_once(self, env: Env, source: Source, user: str, n: int,
+                        right_at: int | None = None) -> list[Deferred[Response]]:
+        """C{n} guesses answering one challenge (nc 1, 2, ...) sent before any
+        is answered; the one at C{right_at} has the right password."""
+        request = register(user=user)
+        challenge = env.send(request, source)
+        pending = []
+        for i in range(n):
+            guess = register(user=user, call_id=f"guess-{i}")
+            authorize(guess, challenge, password=None if i == right_at
+                      else f"guess-{i}", nc=i + 1)
+            pending.append(env.registrar.handle_register(guess, source))
+        return pending
+
+    def test_concurrent_guesses_checked_at_most_refuse_after(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """150 guesses with one nonce, all sent before the store answers the
+        first read: at most refuse_after are checked (slots are reserved
+        before the read); the rest get 503 at once, the right password
+        among them (issue 13 item 3a: all 150 were checked, the right one
+        got 200)."""
+        env = Env(throttle=self.SETTINGS,
+                  settings=RegistrarSettings(credentials_cache_seconds=0))
+        real = env.store.get_sip_credentials
+        reads = self.hold_reads(env, monkeypatch)
+        pending = self.guesses_at_once(env, ATTACKER, "alice", 150,
+                                       right_at=149)
+        assert len(reads) == self.SETTINGS.refuse_after
+        self.release_reads(env, reads, real)
+        statuses = [success_result_of(d).status for d in pending]
+        assert statuses.count(401) == self.SETTINGS.refuse_after
+        assert statuses.count(503) == 150 - self.SETTINGS.refuse_after
+        assert statuses[149] == 503
+        assert env.bindings() == []
+
+    def test_concurrent_guesses_from_many_sources_limited_per_user(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The per-user count holds however many sources guess at once."""
+        env = Env(throttle=self.SETTINGS,
+                  settings=RegistrarSettings(credentials_cache_seconds=0))
+        real = env.store.get_sip_credentials
+        reads = self.hold_reads(env, monkeypatch)
+        pending = [
+            d for i in range(50)
+            for d in self.guesses_at_once(
+                env, Source("UDP", f"198.51.100.{i}", 5060, "127.0.0.1", 5060),
+                "alice", 1)]
+        assert len(reads) == self.SETTINGS.refuse_after
+        self.release_reads(env, reads, real)
+        statuses = [success_result_of(d).status for d in pending]
+        assert statuses.count(401) == self.SETTINGS.refuse_after
+
+    def test_known_address_guesses_at_once_limited(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """90 guesses for bob at once from the address bob's phone registered
+        from: at most refuse_after are checked (issue 13 item 3b)."""
+        env = Env(throttle=self.SETTINGS,
+                  settings=RegistrarSettings(credentials_cache_seconds=0))
+        assert env.send_authenticated(register(user="bob")).status == 200
+        real = env.store.get_sip_credentials
+        reads = self.hold_reads(env, monkeypatch)
+        nat_mate = Source("UDP", PHONE.remote_host, 41000, "127.0.0.1", 5060)
+        pending = self.guesses_at_once(env, nat_mate, "bob", 90)
+        assert len(reads) == self.SETTINGS.refuse_after
+        self.release_reads(env, reads, real)
+        statuses = [success_result_of(d).status for d in pending]
+        assert statuses.count(401) == self.SETTINGS.refuse_after
+
+    def test_shared_address_successes_do_not_reset_guesses(self) -> None:
+        """From the address bob's phone registers from, guesses for bob
+        interleaved with successes there (another user's, and bob's phone's
+        refreshes) stay limited: no success clears a count (issue 13 item
+        3b: the source was exempt from bob's count and any success cleared
+        its own)."""
+        env = Env(throttle=self.SETTINGS)
+        assert env.send_authenticated(register(user="bob")).status == 200
+        nat_mate = Source("UDP", PHONE.remote_host, 41000, "127.0.0.1", 5060)
+        statuses = []
+        for i in range(30):
+            for _ in range(3):
+                d = self.guess(env, nat_mate, "bob")
+                while not d.called:  # the delayed 401s: 1 s, 2 s, 4 s
+                    env.clock.advance(0.5)
+                statuses.append(success_result_of(d).status)
+            watson = register(user="watson", call_id=f"watson-{i}")
+            assert env.send_authenticated(watson, nat_mate).status == 200
+            # bob's phone refreshes (200, or 503 once that address is
+            # refused for bob): no success clears a count.
+            refresh = register(user="bob", call_id="bob-phone", cseq=2 * i + 3)
+            assert env.send_authenticated(refresh).status in (200, 503)
+        assert statuses.count(401) == self.SETTINGS.refuse_after
+        assert statuses.count(503) == 90 - self.SETTINGS.refuse_after
+
+    def test_known_phone_registers_behind_a_refused_address(self) -> None:
+        """Failures of others behind alice's NAT address refuse that address
+        to newcomers (503, even for a first REGISTER without credentials),
+        while alice's phone, known there, still gets its challenge and
+        registers."""
+        env = Env(throttle=self.SETTINGS)
+        assert env.send_authenticated(register()).status == 200
+        nat_mate = Source("UDP", PHONE.remote_host, 41000, "127.0.0.1", 5060)
+        for _ in range(5):
+            d = self.guess(env, nat_mate, "watson")
+            env.clock.pump([0.5] * 20)
+            assert success_result_of(d).status == 401
+        assert env.send(register(user="bob"), nat_mate).status == 503
+        assert env.registrar.stateless_challenge(register(user="bob"),
+                                                 nat_mate) is None
+        request = register(call_id="refresh")
+        assert env.registrar.stateless_challenge(request, PHONE) is not None
+        assert env.send_authenticated(request, PHONE).status == 200
+
+    def test_store_error_gives_the_slot_back(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A failed credentials read tested no password: nothing counted."""
+        env = Env(throttle=self.SETTINGS)
+        monkeypatch.setattr(env.store, "get_sip_credentials",
+                            lambda username: fail(StoreUnavailable("down")))
+        for _ in range(10):
+            assert success_result_of(self.guess(env)).status == 500
+        assert env.registrar.throttle.tracked == 0
+
+    def test_behind_a_trusted_proxy_the_phone_address_is_counted(self) -> None:
+        """From a trusted proxy, the throttle counts the phone's address the
+        proxy recorded (its Path's received, else the Via below its own):
+        one guessing phone does not get the proxy refused for all."""
+        proxy = Source("UDP", "203.0.113.5", 5060, "127.0.0.1", 5060)
+        env = Env(throttle=self.SETTINGS, settings=RegistrarSettings(
+            trusted_proxies=NetworkSet.of(["203.0.113.5"])))
+
+        def via_proxy(user: str, phone: str, call_id: str,
+                      path: bool = True) -> Request:
+            extra = ["Path: <sip:203.0.113.5;lr;received=sip:"
+                     f"{phone}:5062%3Btransport%3Dudp>"] if path else []
+            request = register(user=user, call_id=call_id, extra=extra)
+            request.headers.set("Via", "SIP/2.0/UDP 203.0.113.5;branch=z9hG4bK-p")
+            request.headers.add("Via", f"SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK-r;"
+                                f"received={phone};rport=5062")
+            return request
+
+        for i in range(5):
+            request = via_proxy("alice", "198.51.100.7", f"g{i}", path=i % 2 == 0)
+            authorize(request, env.send(request, proxy), password="guess")
+            d = env.registrar.handle_register(request, proxy)
+            env.clock.pump([0.5] * 20)
+            assert success_result_of(d).status == 401
+        assert env.registrar.throttle.refused("198.51.100.7") > 0
+        assert env.registrar.throttle.refused("203.0.113.5") == 0
+        request = via_proxy("bob", "198.51.100.8", "bob")
+        assert env.send_authenticated(request, proxy).status == 200
+        request = via_proxy("watson", "198.51.100.7", "watson")
+        assert env.send(request, proxy).status == 503
+
+    def test_path_and_via_believed_from_trusted_proxies_only(self) -> None:
+        """A phone writing a Path or Via naming another address is counted by
+        its own address."""
+        env = Env(throttle=self.SETTINGS)
+        for i in range(5):
+            request = register(call_id=f"g{i}", extra=[
+                f"Path: <sip:127.0.0.1;lr;received=sip:198.51.100.{i}:5060>"])
+            request.headers.add("Via", f"SIP/2.0/UDP 198.51.100.{i};branch=z9hG4bK-x")
+            authorize(request, env.send(request, ATTACKER), password="guess")
+            d = env.registrar.handle_register(request, ATTACKER)
+            env.clock.pump([0.5] * 20)
+            assert success_result_of(d).status == 401
+        assert env.send(register(), ATTACKER).status == 503
+
     def test_delayed_answers_bounded(self) -> None:
         """Past max_delayed held answers, failures are refused at once."""
         env = Env(RegistrarSettings(max_delayed=1),
@@ -1179,6 +1369,40 @@ def test_ip_address_domain(domain: str, ruri: str, to: str, aor: str) -> None:
     request = register(ruri=ruri, to=to)
     assert env.send_authenticated(request).status == 200
     assert len(env.bindings(aor)) == 1
+
+
+def test_phone_host_reads_what_the_trusted_proxy_recorded() -> None:
+    """The top Path's received when that Path names a trusted proxy (as
+    Kamailio's add_path_received writes it), else the first Via below the
+    proxies' (received, else sent-by); None without an address."""
+    proxies = NetworkSet.of(["203.0.113.0/29"])
+
+    def request(path: str | None, *vias: str) -> Request:
+        message = register(extra=[f"Path: {path}"] if path else [])
+        message.headers.set("Via", vias[0])
+        for via in vias[1:]:
+            message.headers.add("Via", via)
+        return message
+
+    front = "SIP/2.0/UDP 203.0.113.1;branch=z9hG4bK-f"
+    assert phone_host(request(
+        "<sip:203.0.113.1;lr;received=sip:198.51.100.7:5062%3btransport%3dudp>", front,
+        "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-p;received=198.51.100.8"),
+        proxies) == "198.51.100.7"
+    # A Path naming someone else (the phone's own) is not believed: the Via.
+    assert phone_host(request(
+        "<sip:192.0.2.1;lr;received=sip:198.51.100.7>", front,
+        "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-p;received=198.51.100.8"),
+        proxies) == "198.51.100.8"
+    # Two proxies of ours in a row; a sent-by when no received was needed.
+    assert phone_host(request(
+        None, front, "SIP/2.0/UDP 203.0.113.2;branch=z9hG4bK-e",
+        "SIP/2.0/UDP [2001:DB8::7]:5062;branch=z9hG4bK-p"), proxies) == "2001:db8::7"
+    # Garbage or a host name records no address.
+    assert phone_host(request(
+        "<sip:203.0.113.1;lr;received=nonsense>", front,
+        "SIP/2.0/UDP phone.example.com;branch=z9hG4bK-p"), proxies) is None
+    assert phone_host(request(None, front), proxies) is None
 
 
 def test_canonical_aor() -> None:
