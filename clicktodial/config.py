@@ -1284,8 +1284,11 @@ class LimitsConfig:
         metadata=setting(
             parse_count,
             "200",
-            "Most requests one source IP address may send in rate_window; past that it is"
-            " banned (its requests are dropped unanswered) for rate_ban_seconds. 0: no limit.",
+            "Most datagrams (requests, responses, garbage), TCP connections and TCP"
+            " messages one source IP address may send in rate_window, counted before"
+            " parsing; past that it is banned (what it sends is dropped unanswered, by a"
+            " kernel socket filter where the system has one) for rate_ban_seconds."
+            " 0: no limit.",
         ),
     )
     rate_ban_seconds: float = attrs.field(
