@@ -258,6 +258,13 @@ def install_operations(
                     lambda: sip.transport.parse_errors,
                 ),
                 (
+                    "clicktodial_sip_udp_kernel_drops",
+                    "UDP datagrams the kernel dropped at the SIP socket since start (a"
+                    " counter): its receive buffer was full, or they came from a source the"
+                    " rate limit banned (the kernel filter).",
+                    lambda: sip.transport.udp_drops,
+                ),
+                (
                     "clicktodial_store_pending",
                     "Database operations waiting for a database thread.",
                     admission.store_pending,

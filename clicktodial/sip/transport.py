@@ -27,6 +27,7 @@ import ipaddress
 import itertools
 import os
 import socket
+import struct
 from collections.abc import Iterable, Sequence
 
 from twisted.application.service import Service
@@ -82,6 +83,11 @@ DEFAULT_TCP_IDLE_TIMEOUT = 300.0
 #: RFC 5626 §3.5.1: the "double CRLF" keep-alive ping and its single-CRLF pong.
 _PING = b"\r\n\r\n"
 _PONG = b"\r\n"
+
+# linux/sock_diag.h: SO_MEMINFO gives u32 counters; SK_MEMINFO_DROPS is the 9th.
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+_SK_MEMINFO_DROPS = 8
+_MEMINFO_SIZE = 4 * (_SK_MEMINFO_DROPS + 1)
 
 _SUPPORTED = ("UDP", "TCP", "TLS")
 _STREAMS = frozenset(["TCP", "TLS"])
@@ -581,6 +587,7 @@ class SIPTransportLayer(Service):
         self.handler = handler
         self.source_limit = source_limit
         self._ban_filter: _KernelBanFilter | None = None
+        self._udp_socket: socket.socket | None = None
         if source_limit is not None:
             source_limit.on_ban(self._bans_changed)
         self.tcp_idle_timeout = tcp_idle_timeout
@@ -627,8 +634,11 @@ class SIPTransportLayer(Service):
             if self.config.udp_buffer:
                 _set_buffer_size(self._udp_port, self.config.udp_buffer)
             get_handle = getattr(self._udp_port, "getHandle", None)  # None: not a real socket
-            if self.source_limit is not None and get_handle is not None:
-                self._ban_filter = _KernelBanFilter(self.clock, self.source_limit, get_handle())
+            self._udp_socket = None if get_handle is None else get_handle()
+            if self.source_limit is not None and self._udp_socket is not None:
+                self._ban_filter = _KernelBanFilter(
+                    self.clock, self.source_limit, self._udp_socket
+                )
                 self._ban_filter.refresh()
         if "TCP" in self.transports:
             self._tcp_port = IReactorTCP(self.reactor).listenTCP(
@@ -690,6 +700,24 @@ class SIPTransportLayer(Service):
             "SIP over TLS listening on {address}",
             address=format_host_port(tls.host, self._tls_port_number),
         )
+
+    @property
+    def udp_drops(self) -> int:
+        """
+        Datagrams the kernel dropped at the UDP socket since it was opened: its receive
+        buffer was full, or they came from a banned source (the kernel filter). 0 where
+        the system does not say (Linux ``SO_MEMINFO``) or nothing listens.
+        """
+        sock = self._udp_socket
+        if sock is None or self._udp_port is None:
+            return 0
+        try:
+            info = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO_SIZE)
+        except OSError:
+            return 0
+        if len(info) < _MEMINFO_SIZE:
+            return 0
+        return int(struct.unpack_from("I", info, 4 * _SK_MEMINFO_DROPS)[0])
 
     def _bans_changed(self) -> None:
         if self._ban_filter is not None:
