@@ -94,7 +94,9 @@ class Generator:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.buffer)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.buffer)
-        self.sock.bind((host, args.local_port))
+        # The source address: the target's by default; --local-host for a second phone
+        # address (127.0.0.2: bench/flood.py's legitimate phone beside a flooder).
+        self.sock.bind((args.local_host or host, args.local_port))
         self.sock.setblocking(False)
         self.local = self.sock.getsockname()[:2]
         local_host = f"[{self.local[0]}]" if ":" in self.local[0] else self.local[0]
@@ -303,6 +305,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--expires", type=int, default=3600)
     p.add_argument("--timeout", type=float, default=16.0, help="seconds before a failure")
     p.add_argument("--max-seconds", type=float, default=60.0, help="stop starting after this")
+    p.add_argument("--local-host", default="", help="source address (default: the target's)")
     p.add_argument("--local-port", type=int, default=0)
     p.add_argument("--buffer", type=int, default=4194304, help="socket buffer bytes")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

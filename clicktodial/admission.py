@@ -1,44 +1,53 @@
 """
-Admission control: which received SIP requests go on to the transaction layer.
+Admission control: which received SIP datagrams and requests the daemon handles at all.
+
+:class:`SourceRateLimiter` (like Kamailio's ``pike``) counts, per source address, everything
+the transport receives, before the transport parses anything: every UDP datagram (a request,
+a response or garbage the parser would reject), every message of a TCP/TLS connection and
+every new connection. A source over ``[limits] rate_max_requests`` in ``rate_window`` is
+banned for ``rate_ban_seconds``: what it sends is dropped unanswered, on arrival, for the
+cost of one dictionary look-up (answering a flood costs as much as serving it, so a flooder
+gets silence, as it does from Kamailio; parsing it first would let it starve the phones).
 
 :class:`AdmissionControl` sits between the transport and the transaction layer (it is the
-transport's :class:`~clicktodial.interfaces.IMessageHandler`) and, for each request:
+transport's :class:`~clicktodial.interfaces.IMessageHandler`) and, for each parsed request:
 
-1. drops it, unanswered, when its source IP address is banned by the per-source rate limit
-   (:class:`SourceRateLimiter`, like Kamailio's ``pike``: answering a flood costs as much as
-   serving it, so a flooder gets silence, as it does from Kamailio);
-2. lets it through when it belongs to something that exists: ACK (§17: never answered),
+1. lets it through when it belongs to something that exists: ACK (§17: never answered),
    CANCEL (it matches an INVITE transaction or gets its 481 from the layer), a request
    with a To tag (in a dialog: BYE, re-INVITE... of a call in progress, RFC 3261 §12.2);
-3. answers a new request with 503 and ``Retry-After`` (RFC 3261 §21.5.4) while the daemon is
+2. answers a new request with 503 and ``Retry-After`` (RFC 3261 §21.5.4) while the daemon is
    stopping (:meth:`AdmissionControl.start_draining`), or while it is overloaded: too many
    transactions doing work (anything but OPTIONS; finished transactions waiting out Timer J
    for retransmissions do not count), or too many database operations
    waiting (REGISTER and INVITE, the requests that need the database);
-4. hands everything else, and every response, to the transaction layer.
+3. hands everything else, and every response, to the transaction layer.
 
-The checks are a few integer comparisons and one dictionary look-up per request.
+The checks are a few integer comparisons per request.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.config import LimitsConfig
-from clicktodial.interfaces import IMessageHandler, ISIPTransport
-from clicktodial.sip.address import Source
+from clicktodial.interfaces import IMessageHandler, ISIPTransport, ISourceLimit
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.headers import HeaderParseError
 from clicktodial.sip.message import Request, Response, make_response
-from clicktodial.sip.transport import TransportError, normalize_host, stateless_to_tag
+from clicktodial.sip.transport import TransportError, stateless_to_tag
 
-__all__ = ["AdmissionControl", "AdmissionCounts", "SourceRateLimiter"]
+__all__ = ["AdmissionControl", "AdmissionCounts", "SourceRateLimiter", "source_key"]
 
 log = Logger(namespace="clicktodial.admission")
+
+_NOBODY = NetworkSet()
 
 #: Requests that need the database (for ``max_store_pending``).
 _STORE_METHODS = frozenset(["REGISTER", "INVITE"])
@@ -54,18 +63,48 @@ class _Window:
         self.banned_until = 0.0
 
 
+@functools.lru_cache(maxsize=4096)
+def source_key(host: str, ipv6_prefix: int = 64) -> str:
+    """
+    What a source is counted as: an IPv4 address (an IPv4-mapped IPv6 one as IPv4); an IPv6
+    address's network of ``ipv6_prefix`` bits (``2001:db8:1:2::/64``), or the address itself
+    at 128; anything else (not an address) as it is, lower-cased.
+    """
+    # Memoized: called for every datagram of a source that is not banned.
+    text = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text.lower()
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped.compressed
+        if ipv6_prefix < 128:
+            network = ipaddress.IPv6Network((int(address), ipv6_prefix), strict=False)
+            return network.compressed
+    return address.compressed
+
+
+@implementer(ISourceLimit)
 class SourceRateLimiter:
     """
-    Requests per source IP address in a sliding window, with a temporary ban past a limit.
+    Datagrams and messages per source in a sliding window, with a temporary ban past a limit.
 
     The window is approximated the usual way (two fixed windows, the previous one weighted by
     how much of it still overlaps the sliding window), which needs two counters per source.
-    Memory is bounded: past ``max_tracked`` sources the least recently seen is forgotten.
+    A source is an IPv4 address, or an IPv6 network of ``ipv6_prefix`` bits
+    (:func:`source_key`). Memory is bounded: past ``max_tracked`` sources the least recently
+    seen is forgotten, and so is the oldest banned address past ``max_tracked`` of them.
+
+    The transport calls :meth:`allow` for every datagram before parsing it, so the drop of a
+    banned source's datagram comes first and is one dictionary look-up, keyed by the text
+    the socket gives (``_banned``): a flood costs the daemon little more than reading it.
 
     :param window: seconds of the sliding window.
-    :param max_requests: requests allowed in a window (0: no limit).
+    :param max_requests: datagrams/messages allowed in a window (0: no limit).
     :param ban_seconds: how long a source over the limit is refused.
-    :param exempt: addresses never limited.
+    :param exempt: addresses and networks never limited.
+    :ivar dropped: datagrams and messages refused so far (read by /metrics).
     """
 
     def __init__(
@@ -74,46 +113,125 @@ class SourceRateLimiter:
         window: float,
         max_requests: int,
         ban_seconds: float,
-        exempt: tuple[str, ...] = (),
+        exempt: NetworkSet | Iterable[str] = _NOBODY,
         max_tracked: int = 100_000,
+        ipv6_prefix: int = 64,
     ) -> None:
         self.clock = clock
         self.max_tracked = max_tracked
+        self.dropped = 0
         self._sources: OrderedDict[str, _Window] = OrderedDict()
-        self.configure(window, max_requests, ban_seconds, exempt)
+        #: host text as the socket gives it -> end of its source's ban: the fast path
+        self._banned: dict[str, float] = {}
+        #: host text -> whether it is exempt (NetworkSet membership parses the address)
+        self._exempt_hosts: dict[str, bool] = {}
+        #: source key -> end of its ban, for the kernel filter (pruned when read)
+        self._banned_sources: dict[str, float] = {}
+        self._ban_observers: list[Callable[[], object]] = []
+        self.configure(window, max_requests, ban_seconds, exempt, ipv6_prefix)
+
+    @classmethod
+    def from_config(
+        cls, clock: IReactorTime, limits: LimitsConfig, trusted: NetworkSet = _NOBODY
+    ) -> SourceRateLimiter:
+        """
+        The limiter of ``[limits]``; ``trusted`` (``[registrar] trusted_proxies``) is exempt
+        as ``rate_exempt`` is: a proxy in front of the daemon carries every phone's traffic.
+        """
+        limiter = cls(clock, 0.0, 0, 0.0)
+        limiter.configure_from(limits, trusted)
+        return limiter
+
+    def configure_from(self, limits: LimitsConfig, trusted: NetworkSet = _NOBODY) -> None:
+        """Apply ``[limits]`` (and ``trusted``, see :meth:`from_config`): a reload."""
+        self.configure(
+            limits.rate_window,
+            limits.rate_max_requests,
+            limits.rate_ban_seconds,
+            NetworkSet(limits.rate_exempt.networks + trusted.networks),
+            limits.rate_ipv6_prefix,
+        )
 
     def configure(
-        self, window: float, max_requests: int, ban_seconds: float, exempt: tuple[str, ...]
+        self,
+        window: float,
+        max_requests: int,
+        ban_seconds: float,
+        exempt: NetworkSet | Iterable[str],
+        ipv6_prefix: int = 64,
     ) -> None:
         """Change the limits (a reload); sources' counts and bans are kept."""
         self.window = window
         self.max_requests = max_requests
         self.ban_seconds = ban_seconds
-        self.exempt = frozenset(normalize_host(h) for h in exempt)
+        self.exempt = exempt if isinstance(exempt, NetworkSet) else NetworkSet.of(exempt)
+        self.ipv6_prefix = ipv6_prefix
+        # Rebuilt from the sources' entries as datagrams come: a source now exempt, or no
+        # limit at all, is no longer dropped on sight.
+        self._banned.clear()
+        self._exempt_hosts.clear()
+        if not max_requests and self._banned_sources:
+            self._banned_sources.clear()
+            self._notify()
+
+    def banned(self) -> dict[str, float]:
+        """The sources banned now (see :meth:`ISourceLimit.banned`)."""
+        now = self.clock.seconds()
+        sources = self._banned_sources
+        for key in [key for key, until in sources.items() if until <= now]:
+            del sources[key]
+        return dict(sources)
+
+    def on_ban(self, observer: Callable[[], object]) -> None:
+        """Call ``observer`` (no arguments) each time a source gets banned."""
+        self._ban_observers.append(observer)
+
+    def _notify(self) -> None:
+        for observer in self._ban_observers:
+            try:
+                observer()
+            except Exception:
+                log.failure("ban observer failed")
 
     def __len__(self) -> int:
         return len(self._sources)
 
     def is_banned(self, host: str) -> bool:
-        """Whether ``host`` is banned now (without counting a request)."""
-        entry = self._sources.get(host)
+        """Whether ``host`` is banned now (without counting anything)."""
+        entry = self._sources.get(source_key(host, self.ipv6_prefix))
         return entry is not None and entry.banned_until > self.clock.seconds()
 
     def allow(self, host: str) -> bool:
-        """Count one request from ``host``: whether it may be served."""
-        if not self.max_requests or host in self.exempt:
+        """Count one datagram, message or connection from ``host``: whether to handle it."""
+        until = self._banned.get(host)
+        if until is not None:
+            if until > self.clock.seconds():
+                self.dropped += 1
+                return False
+            del self._banned[host]
+        if not self.max_requests:
+            return True
+        exempt = self._exempt_hosts.get(host)
+        if exempt is None:
+            if len(self._exempt_hosts) >= self.max_tracked:
+                self._exempt_hosts.clear()
+            exempt = self._exempt_hosts[host] = host in self.exempt
+        if exempt:
             return True
         now = self.clock.seconds()
+        key = source_key(host, self.ipv6_prefix)
         sources = self._sources
-        entry = sources.get(host)
+        entry = sources.get(key)
         if entry is None:
-            entry = sources[host] = _Window(now)
+            entry = sources[key] = _Window(now)
             if len(sources) > self.max_tracked:
                 sources.popitem(last=False)
         else:
-            sources.move_to_end(host)
-        if entry.banned_until > now:
-            return False
+            sources.move_to_end(key)
+            if entry.banned_until > now:
+                # Another address of a banned IPv6 network, or a ban from before a reload.
+                self._ban_host(host, entry.banned_until)
+                return False
         elapsed = now - entry.start
         if elapsed >= self.window:
             # Move the fixed window on; more than one window of silence forgets the past.
@@ -126,24 +244,36 @@ class SourceRateLimiter:
         if estimate > self.max_requests:
             entry.banned_until = now + self.ban_seconds
             entry.current = entry.previous = 0
+            self._ban_host(host, entry.banned_until)
+            banned = self._banned_sources
+            if len(banned) >= self.max_tracked:
+                del banned[next(iter(banned))]
+            banned[key] = entry.banned_until
             log.warn(
                 "{peer} sent more than {limit} requests in {window} s: banned for {ban} s",
-                peer=host,
+                peer=key,
                 limit=self.max_requests,
                 window=self.window,
                 ban=self.ban_seconds,
             )
+            self._notify()
             return False
         return True
+
+    def _ban_host(self, host: str, until: float) -> None:
+        self.dropped += 1
+        banned = self._banned
+        if len(banned) >= self.max_tracked:
+            del banned[next(iter(banned))]  # the oldest: it comes back by the slow path
+        banned[host] = until
 
 
 class AdmissionCounts:
     """What :class:`AdmissionControl` turned away (read by the metrics)."""
 
-    __slots__ = ("draining", "overload", "rate_limited")
+    __slots__ = ("draining", "overload")
 
     def __init__(self) -> None:
-        self.rate_limited = 0
         self.overload = 0
         self.draining = 0
 
@@ -159,6 +289,8 @@ class AdmissionControl:
         layer's ``working_count``: not those that only wait out a timer for retransmissions).
     :param store_pending: how many database operations wait for a thread.
     :param server: the ``Server`` header of our 503s.
+    :param rate_limiter: the per-source limit the transport applies (reconfigured here on
+        reload); by default one of ``limits``.
     :ivar draining: the daemon is stopping: new requests get 503.
     :ivar counts: the :class:`AdmissionCounts`.
     """
@@ -173,6 +305,7 @@ class AdmissionControl:
         transactions_active: Callable[[], int] = lambda: 0,
         store_pending: Callable[[], int] = lambda: 0,
         server: str = "clicktodial",
+        rate_limiter: SourceRateLimiter | None = None,
     ) -> None:
         self.clock = clock
         self.handler = handler
@@ -182,24 +315,15 @@ class AdmissionControl:
         self.server = server
         self.draining = False
         self.counts = AdmissionCounts()
-        self.rate_limiter = SourceRateLimiter(
-            clock,
-            limits.rate_window,
-            limits.rate_max_requests,
-            limits.rate_ban_seconds,
-            limits.rate_exempt,
+        self.rate_limiter = (
+            SourceRateLimiter.from_config(clock, limits) if rate_limiter is None else rate_limiter
         )
         self.limits = limits
 
-    def configure(self, limits: LimitsConfig) -> None:
-        """Apply new ``[limits]`` (a reload)."""
+    def configure(self, limits: LimitsConfig, trusted: NetworkSet = _NOBODY) -> None:
+        """Apply new ``[limits]`` and ``[registrar] trusted_proxies`` (a reload)."""
         self.limits = limits
-        self.rate_limiter.configure(
-            limits.rate_window,
-            limits.rate_max_requests,
-            limits.rate_ban_seconds,
-            limits.rate_exempt,
-        )
+        self.rate_limiter.configure_from(limits, trusted)
 
     def start_draining(self) -> None:
         """From now on, new requests get 503 with ``Retry-After`` (the daemon is stopping)."""
@@ -212,11 +336,7 @@ class AdmissionControl:
         self.handler.response_received(response, source)
 
     def request_received(self, request: Request, source: object) -> None:
-        """Drop, refuse with 503, or pass on ``request`` (see the module)."""
-        host = source.remote_host if isinstance(source, Source) else None
-        if host is not None and not self.rate_limiter.allow(host):
-            self.counts.rate_limited += 1
-            return
+        """Refuse with 503, or pass on ``request`` (see the module)."""
         method = request.method
         if method != "ACK" and method != "CANCEL" and not _in_dialog(request):
             refusal = self._refusal(method)

@@ -466,6 +466,14 @@ def parse_network_set(text: str) -> NetworkSet:
     return NetworkSet.parse(text)
 
 
+def parse_ipv6_prefix(text: str) -> int:
+    """An IPv6 prefix length, 1 to 128."""
+    value = parse_positive_count(text)
+    if value > 128:
+        raise ValueError(f"{value} is not an IPv6 prefix length (1-128)")
+    return value
+
+
 def parse_host_list(text: str) -> tuple[str, ...]:
     """A comma-separated list of host names or IP addresses, or ``-`` for none."""
     if text == "-":
@@ -1384,8 +1392,11 @@ class LimitsConfig:
         metadata=setting(
             parse_count,
             "200",
-            "Most requests one source IP address may send in rate_window; past that it is"
-            " banned (its requests are dropped unanswered) for rate_ban_seconds. 0: no limit.",
+            "Most datagrams (requests, responses, garbage), TCP connections and TCP"
+            " messages one source IP address may send in rate_window, counted before"
+            " parsing; past that it is banned (what it sends is dropped unanswered, by a"
+            " kernel socket filter where the system has one) for rate_ban_seconds."
+            " 0: no limit.",
         ),
     )
     rate_ban_seconds: float = attrs.field(
@@ -1396,13 +1407,24 @@ class LimitsConfig:
             "How long a source IP address that went over rate_max_requests is banned.",
         ),
     )
-    rate_exempt: tuple[str, ...] = attrs.field(
-        default=(),
+    rate_exempt: NetworkSet = attrs.field(
+        default=NetworkSet(),
         metadata=setting(
-            parse_host_list,
+            parse_network_set,
             "-",
-            "Comma-separated IP addresses never rate-limited (a trusted SIP proxy or SBC in"
-            " front of the daemon), or - for none.",
+            "Comma-separated IP addresses or networks never rate-limited (a trusted SIP"
+            " proxy or SBC in front of the daemon), or - for none. [registrar]"
+            " trusted_proxies are never rate-limited either.",
+        ),
+    )
+    rate_ipv6_prefix: int = attrs.field(
+        default=64,
+        metadata=setting(
+            parse_ipv6_prefix,
+            "64",
+            "IPv6 sources are counted per network of this prefix length (1-128): 64 counts"
+            " a whole /64 (one host or site usually holds one, and can use any address in"
+            " it) as one source; 128 counts each address.",
         ),
     )
     max_transactions: int = attrs.field(

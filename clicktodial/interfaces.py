@@ -350,6 +350,33 @@ class IMessageHandler(Interface):
         """A response arrived from C{source}."""
 
 
+class ISourceLimit(Interface):
+    """
+    The per-source rate limit a SIP transport applies to what it receives,
+    before parsing it (like Kamailio's pike; docs/deploy.md, "Protection
+    under load").
+    """
+
+    def allow(host: str) -> bool:
+        """
+        Count one datagram (parsed or not), stream message or new connection
+        from IP address C{host} (the text the socket gives); whether to
+        handle it.  Called for every datagram before anything else is done
+        with it: for a banned source it costs one dictionary look-up.  Never
+        raises.
+        """
+
+    def banned() -> dict[str, float]:
+        """
+        The sources banned now: each source's key (an IPv4 address, or an
+        IPv6 network such as C{2001:db8:1:2::/64}) and the time
+        (C{IReactorTime.seconds}) its ban ends.
+        """
+
+    def on_ban(observer: Callable[[], object]) -> None:
+        """Call C{observer} (no arguments) each time a source gets banned."""
+
+
 class ISIPTransport(Interface):
     """
     Sends SIP messages over UDP/TCP/TLS (RFC 3261 §18).  A transport error

@@ -3,7 +3,8 @@ Running the daemon in production: the pieces :func:`install_operations` adds to 
 tree built by :func:`clicktodial.service.build_service`:
 
 - :class:`~clicktodial.admission.AdmissionControl` in front of the transaction layer
-  (``[limits]``: per-source rate limit, overload 503s; 503s while stopping);
+  (``[limits]``: overload 503s; 503s while stopping), and the reload and metrics of the
+  per-source rate limit the transport applies before parsing;
 - :class:`~clicktodial.shutdown.GracefulStop` (``[daemon] shutdown_grace``), run by
   :class:`clicktodial.tap.DaemonSignals` on SIGTERM;
 - ``/metrics`` and ``/readyz`` (:mod:`clicktodial.metrics`);
@@ -20,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from clicktodial.admission import AdmissionControl
+from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.calls.events import CallInfo
 from clicktodial.config import Config
 from clicktodial.interfaces import ICallEventListener
@@ -104,7 +105,7 @@ class Operations:
 
     def reload(self, config: Config) -> None:
         """Apply the live parts of a reloaded configuration: ``[limits]``, ``[daemon]``."""
-        self.admission.configure(config.limits)
+        self.admission.configure(config.limits, config.registrar.trusted_proxies)
         self.graceful_stop.grace = config.daemon.shutdown_grace
 
 
@@ -180,13 +181,21 @@ def install_operations(
     web_root: Resource,
     reload_hooks: list[Callable[[Config], object]] | None = None,
     call_controller: Any = None,
+    rate_limiter: SourceRateLimiter | None = None,
 ) -> Operations:
     """
     Put admission control between ``sip``'s transport and transaction layer, add
     ``/metrics`` and ``/readyz`` to ``web_root`` (the operator tree: clicktodial.web.resource),
     register a reload hook in ``reload_hooks``.
+
+    :param rate_limiter: the per-source limit ``sip``'s transport applies (reconfigured on
+        reload, read by /metrics); by default one of ``config`` that nothing applies.
     """
     metrics = DaemonMetrics()
+    if rate_limiter is None:
+        rate_limiter = SourceRateLimiter.from_config(
+            clock, config.limits, config.registrar.trusted_proxies
+        )
     admission = AdmissionControl(
         clock,
         sip.transactions,
@@ -197,6 +206,7 @@ def install_operations(
         transactions_active=lambda: sip.transactions.working_count,
         store_pending=store_pending(store),
         server=config.sip.user_agent,
+        rate_limiter=rate_limiter,
     )
     sip.transport.handler = admission
     graceful = GracefulStop(
@@ -249,6 +259,13 @@ def install_operations(
                     lambda: sip.transport.parse_errors,
                 ),
                 (
+                    "clicktodial_sip_udp_kernel_drops",
+                    "UDP datagrams the kernel dropped at the SIP socket since start (a"
+                    " counter): its receive buffer was full, or they came from a source the"
+                    " rate limit banned (the kernel filter).",
+                    lambda: sip.transport.udp_drops,
+                ),
+                (
                     "clicktodial_store_pending",
                     "Database operations waiting for a database thread.",
                     admission.store_pending,
@@ -256,17 +273,18 @@ def install_operations(
                 (
                     "clicktodial_rate_limited_sources",
                     "Source addresses tracked by the per-source rate limit.",
-                    lambda: len(admission.rate_limiter),
+                    lambda: len(rate_limiter),
                 ),
             ],
             [
                 (
                     "clicktodial_sip_requests_refused",
                     "New SIP requests refused since start (a counter), by reason:"
-                    " rate_limited (dropped), overload and draining (503).",
+                    " rate_limited (datagrams, stream messages and connections of banned"
+                    " sources, dropped before parsing), overload and draining (503).",
                     "reason",
                     lambda: {
-                        "rate_limited": counts.rate_limited,
+                        "rate_limited": rate_limiter.dropped,
                         "overload": counts.overload,
                         "draining": counts.draining,
                     },

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from clicktodial import __version__
+from clicktodial.admission import SourceRateLimiter
 from clicktodial.calls.controller import build_call_service
 from clicktodial.calls.directory import CachedDirectory
 from clicktodial.cluster.service import build_cluster_service
@@ -33,6 +34,7 @@ from clicktodial.config import Config, StoreConfig
 from clicktodial.interfaces import ICallController, IStoreBackend
 from clicktodial.operations import Operations, install_operations
 from clicktodial.sip.stack import SIPStack
+from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.store.plugins import StoreEnvironment, create_store, store_options
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
@@ -217,7 +219,13 @@ def build_service(
     # Bindings go through the call controller's cache (clicktodial.calls.directory), so a
     # registration handled here reaches the calls at once.
     directory = CachedDirectory(clock, store, store, config.calls.lookup_cache_seconds)
-    sip = SIPStack(clock, config.sip, config.registrar, store, directory)
+    # The per-source rate limit ([limits], clicktodial.admission) is applied by the transport
+    # to every datagram before parsing it; admission control reconfigures it on reload.
+    rate_limiter = SourceRateLimiter.from_config(
+        clock, config.limits, config.registrar.trusted_proxies
+    )
+    transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter)
+    sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport=transport)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
 
@@ -258,6 +266,7 @@ def build_service(
         operator_root,
         reload_hooks=root.reload_hooks,
         call_controller=calls.controller,
+        rate_limiter=rate_limiter,
     )
     web = strports.service(config.web.listen, Site(web_root), reactor=reactor)
     web.setName(WEB_SERVICE_NAME)

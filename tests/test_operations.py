@@ -250,15 +250,6 @@ def admission(**values: Any) -> tuple[AdmissionControl, Recorder, RecordingTrans
     return control, handler, transport, clock
 
 
-def test_banned_source_requests_are_dropped_unanswered() -> None:
-    control, handler, transport, _ = admission(rate_max_requests=3)
-    for _ in range(5):
-        control.request_received(sip_request("OPTIONS", via=via()), source("10.1.1.1"))
-    assert len(handler.requests) == 3
-    assert transport.sent == []
-    assert control.counts.rate_limited == 2
-
-
 def test_while_draining_new_requests_get_503_with_retry_after() -> None:
     control, handler, transport, _ = admission(retry_after=7)
     control.start_draining()

@@ -27,6 +27,7 @@ import ipaddress
 import itertools
 import os
 import socket
+import struct
 from collections.abc import Iterable, Sequence
 
 from twisted.application.service import Service
@@ -49,7 +50,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.config import SipConfig
-from clicktodial.interfaces import IMessageHandler, ISIPTransport
+from clicktodial.interfaces import IMessageHandler, ISIPTransport, ISourceLimit
+from clicktodial.sip import banfilter
 from clicktodial.sip.address import Destination, Source, default_port, format_host_port
 from clicktodial.sip.headers import HeaderParseError, Via, parse_name_addr, parse_via
 from clicktodial.sip.message import Headers, Request, Response
@@ -81,6 +83,11 @@ DEFAULT_TCP_IDLE_TIMEOUT = 300.0
 #: RFC 5626 §3.5.1: the "double CRLF" keep-alive ping and its single-CRLF pong.
 _PING = b"\r\n\r\n"
 _PONG = b"\r\n"
+
+# linux/sock_diag.h: SO_MEMINFO gives u32 counters; SK_MEMINFO_DROPS is the 9th.
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+_SK_MEMINFO_DROPS = 8
+_MEMINFO_SIZE = 4 * (_SK_MEMINFO_DROPS + 1)
 
 _SUPPORTED = ("UDP", "TCP", "TLS")
 _STREAMS = frozenset(["TCP", "TLS"])
@@ -300,19 +307,76 @@ def _set_buffer_size(port: IListeningPort, size: int) -> None:
     )
 
 
+class _KernelBanFilter:
+    """
+    Keeps the UDP socket's kernel filter (:mod:`clicktodial.sip.banfilter`) equal to the
+    sources the rate limit has banned: refreshed at each ban and when the earliest ban ends;
+    no filter at all while nobody is banned. Where the system refuses socket filters, it
+    says so once and banned sources are dropped in the daemon (one look-up a datagram).
+    """
+
+    def __init__(self, clock: IReactorTime, limit: ISourceLimit, sock: socket.socket) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.sock = sock
+        self.enabled = True
+        self.attached = False
+        self._call: IDelayedCall | None = None
+
+    def refresh(self) -> None:
+        self.stop()
+        if not self.enabled:
+            return
+        banned = self.limit.banned()
+        try:
+            if banned:
+                # The latest bans first: past banfilter.MAX_SOURCES the oldest stay out.
+                newest = sorted(banned, key=banned.__getitem__, reverse=True)
+                banfilter.attach(self.sock, banfilter.program(newest))
+            elif self.attached:
+                banfilter.detach(self.sock)
+        except OSError as e:
+            self.enabled = False
+            log.warn(
+                "cannot drop banned sources in the kernel ({error}): the daemon drops them",
+                error=str(e),
+            )
+            return
+        self.attached = bool(banned)
+        if banned:
+            delay = max(0.0, min(banned.values()) - self.clock.seconds())
+            self._call = self.clock.callLater(delay, self.refresh)
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
 # -- protocols ------------------------------------------------------------------------------
 
 
 class _DatagramProtocol(DatagramProtocol):
-    """One UDP socket: hands every datagram to the layer, never raises."""
+    """
+    One UDP socket: counts every datagram against its source's rate limit before anything
+    else (a banned source's datagram is dropped there), hands the others to the layer,
+    never raises.
+    """
 
     def __init__(self, layer: SIPTransportLayer) -> None:
         self.layer = layer
         #: our (host, port), read once: the socket's address does not change while it listens
         self.local: tuple[str, int] | None = None
+        limit = layer.source_limit
+        self._allow = None if limit is None else limit.allow
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         try:
+            # Before parsing, so that garbage counts too and a flood from a banned source
+            # costs one dictionary look-up per datagram, not a parse.
+            allow = self._allow
+            if allow is not None and not allow(addr[0]):
+                return
             self.layer._datagram_received(self, datagram, addr)
         except Exception:
             # A bug, not bad input (bad input is handled below): keep the socket serving.
@@ -460,7 +524,16 @@ class _StreamServerFactory(ServerFactory):
         self.layer = layer
         self.transport_name = transport_name
 
-    def buildProtocol(self, addr: IAddress | None) -> _StreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> _StreamProtocol | None:
+        # A new connection counts against its source's rate limit; a banned source's is
+        # closed at once (None: Twisted closes the accepted socket).
+        limit = self.layer.source_limit
+        if (
+            limit is not None
+            and isinstance(addr, (IPv4Address, IPv6Address))
+            and not limit.allow(addr.host)
+        ):
+            return None
         return _StreamProtocol(self.layer, transport_name=self.transport_name)
 
 
@@ -493,6 +566,8 @@ class SIPTransportLayer(Service):
 
     :ivar handler: the :class:`IMessageHandler` received messages go to; may be set after
         construction (the layer above is usually built with this one).
+    :ivar source_limit: the per-source rate limit applied to every datagram before parsing
+        and to every new connection (``None``: no limit).
     :ivar tcp_idle_timeout: seconds after which a silent TCP connection is closed.
     """
 
@@ -502,6 +577,7 @@ class SIPTransportLayer(Service):
         config: SipConfig,
         handler: IMessageHandler | None = None,
         *,
+        source_limit: ISourceLimit | None = None,
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
     ) -> None:
         #: provides IReactorTime, and IReactorUDP / IReactorTCP for the enabled transports
@@ -509,6 +585,11 @@ class SIPTransportLayer(Service):
         self.clock = reactor
         self.config = config
         self.handler = handler
+        self.source_limit = source_limit
+        self._ban_filter: _KernelBanFilter | None = None
+        self._udp_socket: socket.socket | None = None
+        if source_limit is not None:
+            source_limit.on_ban(self._bans_changed)
         self.tcp_idle_timeout = tcp_idle_timeout
         self.transports = tuple(t.upper() for t in config.transports if t.upper() in _SUPPORTED)
         self._udp_port: IListeningPort | None = None
@@ -552,6 +633,13 @@ class SIPTransportLayer(Service):
             port = _host_port(self._udp_port.getHost())[1]
             if self.config.udp_buffer:
                 _set_buffer_size(self._udp_port, self.config.udp_buffer)
+            get_handle = getattr(self._udp_port, "getHandle", None)  # None: not a real socket
+            self._udp_socket = None if get_handle is None else get_handle()
+            if self.source_limit is not None and self._udp_socket is not None:
+                self._ban_filter = _KernelBanFilter(
+                    self.clock, self.source_limit, self._udp_socket
+                )
+                self._ban_filter.refresh()
         if "TCP" in self.transports:
             self._tcp_port = IReactorTCP(self.reactor).listenTCP(
                 port, _StreamServerFactory(self), interface=host
@@ -570,6 +658,9 @@ class SIPTransportLayer(Service):
     def stopService(self) -> defer.Deferred[None]:
         """Stop listening and close every TCP connection."""
         super().stopService()
+        if self._ban_filter is not None:
+            self._ban_filter.stop()
+            self._ban_filter = None
         stopping = []
         for port in (self._udp_port, self._tcp_port, self._tls_port):
             if port is not None:
@@ -609,6 +700,28 @@ class SIPTransportLayer(Service):
             "SIP over TLS listening on {address}",
             address=format_host_port(tls.host, self._tls_port_number),
         )
+
+    @property
+    def udp_drops(self) -> int:
+        """
+        Datagrams the kernel dropped at the UDP socket since it was opened: its receive
+        buffer was full, or they came from a banned source (the kernel filter). 0 where
+        the system does not say (Linux ``SO_MEMINFO``) or nothing listens.
+        """
+        sock = self._udp_socket
+        if sock is None or self._udp_port is None:
+            return 0
+        try:
+            info = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO_SIZE)
+        except OSError:
+            return 0
+        if len(info) < _MEMINFO_SIZE:
+            return 0
+        return int(struct.unpack_from("I", info, 4 * _SK_MEMINFO_DROPS)[0])
+
+    def _bans_changed(self) -> None:
+        if self._ban_filter is not None:
+            self._ban_filter.refresh()
 
     # -- ISIPTransport ------------------------------------------------------
 
@@ -799,6 +912,8 @@ class SIPTransportLayer(Service):
     ) -> None:
         """Answer a message the parser rejected with its 4xx when we can, else drop it."""
         self.parse_errors += 1
+        if via_connection is not None and not self._stream_allowed(source):
+            return
         response = error_response(error)
         if response is None:
             log.info(
@@ -831,7 +946,22 @@ class SIPTransportLayer(Service):
                 error=str(e),
             )
 
+    def _stream_allowed(self, source: Source) -> bool:
+        """
+        Count a TCP/TLS message against its source's rate limit (a datagram was counted
+        before parsing); a banned source's connection is closed.
+        """
+        limit = self.source_limit
+        if limit is None or limit.allow(source.remote_host):
+            return True
+        connection = self._connections.get(source.connection)  # type: ignore[arg-type]
+        if connection is not None:
+            connection.close()
+        return False
+
     def _message_received(self, message: Request | Response, source: Source) -> None:
+        if source.connection is not None and not self._stream_allowed(source):
+            return
         if isinstance(message, Request):
             try:
                 stamp_received(message.headers, source)
