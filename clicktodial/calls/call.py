@@ -34,7 +34,7 @@ from clicktodial.calls.events import CallInfo
 from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_media, truncate_media
 from clicktodial.interfaces import IBridge, IMediaFlow, ISessionHandler
 from clicktodial.sip.address import Destination
-from clicktodial.sip.dialog import DialogError, destination_for_uri
+from clicktodial.sip.dialog import DialogError, flow_destination
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
@@ -175,7 +175,8 @@ def target_for_binding(binding: Binding) -> Target:
     route = tuple(parse_name_addr(hop) for hop in binding.path)
     flow = None
     if not route and binding.received:
-        flow = destination_for_uri(parse_uri(binding.received))
+        outbound = binding.instance_id is not None and binding.reg_id is not None
+        flow = flow_destination(parse_uri(binding.received), uri, outbound)
     return Target(uri, route, flow, flow)
 
 

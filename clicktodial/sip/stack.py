@@ -242,6 +242,7 @@ class SIPStack(MultiService):
             config.domain,
             registrar_settings,
             AuthThrottle(reactor, throttle_settings),
+            flows=self.transport,
         )
         self.router.add_method("REGISTER", self._register)
         self.transactions.stateless = self._stateless
