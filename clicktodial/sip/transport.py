@@ -15,9 +15,9 @@ It turns bytes into messages and messages into bytes, and nothing above it sees 
   a binding registered over them still lives (:meth:`SIPTransportLayer.keep_flow`); a close
   is bounded in time (a TLS peer that never answers ``close_notify`` is aborted);
   ``CRLFCRLF`` keep-alive pings are answered with ``CRLF`` (RFC 5626 §4.4.1);
-- a stream connection that cannot be opened is reported to the handler
-  (:class:`~clicktodial.interfaces.ISendFailureHandler`), so that the request's client
-  transaction fails at once (RFC 3261 §17.1.4);
+- a stream connection that cannot be opened is reported to ``send_failures`` (the
+  transaction layer's :class:`~clicktodial.interfaces.ISendFailureHandler`), so that the
+  request's client transaction fails at once (RFC 3261 §17.1.4);
 - responses are routed by §18.2.2 and RFC 3581 (:func:`response_destination`).
 
 Time is read from the injected reactor; there is no global reactor here.
@@ -568,6 +568,9 @@ class SIPTransportLayer(Service):
 
     :ivar handler: the :class:`IMessageHandler` received messages go to; may be set after
         construction (the layer above is usually built with this one).
+    :ivar send_failures: the :class:`ISendFailureHandler` told of requests that could not
+        be delivered after :meth:`send_request` returned (the transaction layer, which
+        may sit behind other message handlers); may be set after construction.
     :ivar tcp_idle_timeout: seconds after which a silent TCP or TLS connection that
         carries no binding is closed (``[sip] stream_idle_timeout``).
     :ivar flow_keep_margin: seconds a connection is kept past the expiry of the last
@@ -590,6 +593,7 @@ class SIPTransportLayer(Service):
         self.clock = reactor
         self.config = config
         self.handler = handler
+        self.send_failures: ISendFailureHandler | None = None
         self.tcp_idle_timeout = (
             config.stream_idle_timeout if tcp_idle_timeout is None else tcp_idle_timeout
         )
@@ -906,7 +910,7 @@ class SIPTransportLayer(Service):
         )
         queue, factory.queue = factory.queue, []
         # RFC 3261 §17.1.4: the requests' client transactions fail now, not at Timer B/F.
-        failures = ISendFailureHandler(self.handler, None)
+        failures = self.send_failures
         if failures is None:
             return
         destination = Destination(factory.transport_name, *factory.key)

@@ -817,10 +817,9 @@ def test_a_request_arriving_while_closing_is_handed_over(net: Layer) -> None:
     assert [r.call_id for r, _ in net.handler.requests] == ["late"]
 
 
-@implementer(IMessageHandler, ISendFailureHandler)
-class FailureRecordingHandler(RecordingHandler):
+@implementer(ISendFailureHandler)
+class FailureRecorder:
     def __init__(self) -> None:
-        super().__init__()
         self.failed: list[tuple[Request, Destination, str]] = []
 
     def request_failed(self, request: Request, destination: Destination, reason: str) -> None:
@@ -830,7 +829,8 @@ class FailureRecordingHandler(RecordingHandler):
 def test_a_refused_connection_reports_its_requests_to_the_handler(log: LogCapture) -> None:
     """RFC 3261 §17.1.4: the requests queued for a connection that fails are reported."""
     net = Layer()
-    handler = net.layer.handler = FailureRecordingHandler()
+    handler = net.layer.send_failures = FailureRecorder()
+    assert verifyObject(ISendFailureHandler, handler)
     request = outgoing()
     net.layer.send_request(request, Destination("TCP", "127.0.0.1", 5070))
     assert handler.failed == []
