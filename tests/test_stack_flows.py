@@ -6,15 +6,19 @@ close after a de-REGISTER: on a fake reactor, the connection a StringTransport.
 
 from __future__ import annotations
 
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from clicktodial.config import parse_config
+from clicktodial.sip.address import Destination
 from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
 from clicktodial.sip.message import Response
 from clicktodial.sip.parser import StreamParser
 from clicktodial.sip.stack import SIPStack
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import InlineThreadPool, cheap_password_hasher, success_result_of
+from clicktodial.testing.sipfakes import sip_request
 from clicktodial.testing.transport import FakeReactor, LogCapture, accept_tcp
 
 CONFIG = """\
@@ -96,3 +100,28 @@ def test_a_registered_tcp_connection_outlives_the_idle_timeout_until_a_de_regist
         assert transport.disconnecting
         stack.stopService()
     assert log.failures() == []
+
+
+def test_a_request_over_a_refused_tcp_connection_fails_at_once_through_the_stack() -> None:
+    """
+    The stack wires the transport's send failures to the transaction layer (which sits
+    behind other message handlers in the daemon): a refused connection is a 503 now, not
+    a 408 at Timer F.
+    """
+    reactor = FakeReactor()
+    config = parse_config(CONFIG, "stack.ini")
+    store = MemoryStore(
+        reactor, realm="example.com", hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
+    )
+    success_result_of(store.start())
+    stack = SIPStack(reactor, config.sip, config.registrar, store, store)
+    stack.startService()
+    statuses: list[int] = []
+    stack.transactions.send_request(
+        sip_request("OPTIONS"), Destination("TCP", "127.0.0.1", 5999),
+        lambda response: statuses.append(response.status),
+    )
+    factory = reactor.tcpClients[0][2]
+    factory.clientConnectionFailed(reactor.connectors[-1], Failure(ConnectionRefusedError()))
+    assert statuses == [503]
+    stack.stopService()
