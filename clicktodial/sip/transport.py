@@ -94,6 +94,9 @@ DEFAULT_TCP_IDLE_TIMEOUT = 300.0
 _PING = b"\r\n\r\n"
 _PONG = b"\r\n"
 
+#: Holds (AORs) on one connection above which expired ones are dropped at each keep_flow.
+_PRUNE_PINS_ABOVE = 64
+
 _SUPPORTED = ("UDP", "TCP", "TLS")
 _STREAMS = frozenset(["TCP", "TLS"])
 
@@ -713,10 +716,17 @@ class SIPTransportLayer(Service):
         connection = self._connections.get(source.connection)
         if connection is None:
             return  # gone or closing: the phone will register over a new one
-        if until <= self.clock.seconds():
-            connection.pins.pop(aor, None)
-        else:
-            connection.pins[aor] = until + self.flow_keep_margin
+        now = self.clock.seconds()
+        pins = connection.pins
+        if until <= now:
+            pins.pop(aor, None)
+            return
+        pins[aor] = until + self.flow_keep_margin
+        if len(pins) > _PRUNE_PINS_ABOVE:
+            # A busy connection (a proxy carrying many phones) never goes idle, where
+            # expired holds are otherwise dropped: drop them here, now and then.
+            for expired in [a for a, t in pins.items() if t <= now]:
+                del pins[expired]
 
     # -- ISIPTransport ------------------------------------------------------
 

@@ -870,3 +870,17 @@ def test_a_dead_outbound_flow_is_not_reopened(net: Layer) -> None:
             outgoing(), Destination("TCP", "127.0.0.1", 40001, reconnect_port=NO_RECONNECT)
         )
     assert net.reactor.tcpClients == []
+
+
+def test_expired_holds_of_a_busy_connection_are_dropped(net: Layer) -> None:
+    """A connection that never goes idle keeps no more expired holds than it must."""
+    source, protocol, _ = registered_over(net)
+    now = net.reactor.seconds()
+    for n in range(100):
+        net.layer.keep_flow(source, f"sip:u{n}@example.test", now + 1)
+    for _ in range(5):  # 100 s, never idle: a ping every 20 s
+        net.reactor.advance(20)
+        protocol.dataReceived(b"\r\n\r\n")  # type: ignore[attr-defined]
+    net.layer.keep_flow(source, "sip:last@example.test", net.reactor.seconds() + 600)
+    connection = net.layer._connections[source.connection]  # type: ignore[index]
+    assert list(connection.pins) == ["sip:last@example.test"]
