@@ -609,6 +609,45 @@ class SipConfig:
         ),
     )
 
+    stream_idle_timeout: float = attrs.field(
+        default=300.0,
+        metadata=setting(
+            parse_seconds,
+            "300",
+            "Seconds a TCP or TLS connection that carries no registration may stay silent"
+            " before it is closed (a connection a phone registered over stays open while its"
+            " binding lives: flow_keep_margin).",
+        ),
+    )
+    flow_keep_margin: float = attrs.field(
+        default=60.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "60",
+            "Seconds past the expiry of the last binding registered over a TCP or TLS"
+            " connection during which the connection is still kept open, silent or not"
+            " (room for a late refresh).",
+        ),
+    )
+    stream_close_timeout: float = attrs.field(
+        default=5.0,
+        metadata=setting(
+            parse_seconds,
+            "5",
+            "Seconds a graceful close of a TCP or TLS connection (TLS close_notify) may take"
+            " before the connection is aborted.",
+        ),
+    )
+    flow_timer: int = attrs.field(
+        default=120,
+        metadata=setting(
+            parse_positive_count,
+            "120",
+            "Flow-Timer (RFC 5626 §4.4.1) in the 200 to a REGISTER with reg-id over TCP or"
+            " TLS: seconds within which the phone should send a CRLF keep-alive.",
+        ),
+    )
+
     def __attrs_post_init__(self) -> None:
         # RFC 3261 §17.1.2.2: intervals double from T1 up to T2, so T2 below T1 is meaningless.
         if self.t2 < self.t1:

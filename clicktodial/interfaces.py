@@ -409,6 +409,44 @@ class ISIPTransport(Interface):
         """
 
 
+class ISendFailureHandler(Interface):
+    """
+    Optional capability of an L{IMessageHandler}: told when a request the
+    transport accepted could not be delivered after all (a connection that
+    could not be opened: refused, unreachable, timed out).  Errors known
+    while sending are raised by L{ISIPTransport.send_request} instead.
+    """
+
+    def request_failed(request: Request, destination: Destination, reason: str) -> None:
+        """
+        C{request}, sent to C{destination}, never left: RFC 3261 §8.1.3.1 /
+        §17.1.4, its client transaction ends at once with a local 503.
+        Never raises.
+        """
+
+
+class IFlowKeeper(Interface):
+    """
+    Keeps the stream connections (TCP, TLS) phones registered over open
+    while their bindings live: such a connection is the phone's only way in
+    when it is behind NAT (RFC 5626 §5.3, RFC 3261 §18).  Provided by the
+    SIP transport; the registrar calls it after each REGISTER it stored.
+    """
+
+    flow_timer = Attribute(
+        "Seconds (int) within which a phone should send a keep-alive on an RFC 5626"
+        " flow over TCP or TLS: the Flow-Timer of a 200 to REGISTER (§4.4.1).")
+
+    def keep_flow(source: object, aor: str, until: float) -> None:
+        """
+        The connection C{source} (the handle a REGISTER came with) carries
+        bindings of C{aor} until POSIX time C{until}: keep it open at least
+        that long (plus a margin).  A C{until} in the past (a de-REGISTER)
+        releases what C{aor} held.  A datagram source, or a connection that
+        is gone or closing, is ignored.  Never raises.
+        """
+
+
 class ITransactionUser(Interface):
     """
     What the transaction layer calls (RFC 3261 §17: the "TU", our UA core).

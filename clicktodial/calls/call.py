@@ -35,7 +35,7 @@ from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_med
 from clicktodial.interfaces import IBridge, IMediaFlow, ISessionHandler
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
-from clicktodial.sip.dialog import DialogError, destination_for_uri
+from clicktodial.sip.dialog import DialogError, flow_destination
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
@@ -191,7 +191,10 @@ def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
     received = parse_uri(binding.received)
     if binding.path and received.host in trusted_paths:
         return Target(uri, tuple(parse_name_addr(hop) for hop in binding.path), None, None)
-    flow = destination_for_uri(received)
+    # A stream flow that is gone is reopened to the source host at the Contact's port
+    # (never to a host the Contact names); an RFC 5626 flow is never reopened.
+    outbound = binding.instance_id is not None and binding.reg_id is not None
+    flow = flow_destination(received, uri, outbound)
     return Target(uri, (), flow, flow)
 
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["DEFAULT_PORTS", "Destination", "Source", "default_port", "format_host_port"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "NO_RECONNECT",
+    "Destination",
+    "Source",
+    "default_port",
+    "format_host_port",
+]
+
+#: ``Destination.reconnect_port`` of an RFC 5626 flow: never re-opened once gone (§5.3).
+NO_RECONNECT = 0
 
 #: RFC 3261 §19.1.2 / §18.2.2: the port used when none is given.
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
@@ -41,12 +51,18 @@ class Destination:
     :ivar connection: for a connection-oriented transport, the key of an
         open connection to prefer (a :class:`Source`'s ``connection``);
         ``None`` to use any connection to ``host``/``port`` or open one.
+    :ivar reconnect_port: for a stream flow (``port`` is the ephemeral source
+        port of the phone's connection): when no connection to ``host``/``port``
+        is open, the port to open one to instead (the phone's Contact port,
+        RFC 3261 §18.1.1); :data:`NO_RECONNECT` for an RFC 5626 flow, which is
+        never re-opened (§5.3); ``None``: open one to ``host``/``port``.
     """
 
     transport: str = attrs.field(converter=_upper)
     host: str
     port: int
     connection: int | None = None
+    reconnect_port: int | None = None
 
     def __str__(self) -> str:
         return f"{self.transport} {format_host_port(self.host, self.port)}"

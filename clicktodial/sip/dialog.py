@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from clicktodial.sip.address import Destination
+from clicktodial.sip.address import NO_RECONNECT, Destination
 from clicktodial.sip.headers import CSeq, NameAddr, parse_name_addr
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import OfferAnswer
@@ -33,6 +33,7 @@ __all__ = [
     "DialogState",
     "OutOfOrderRequest",
     "destination_for_uri",
+    "flow_destination",
     "request_dialog_id",
     "response_dialog_id",
 ]
@@ -125,6 +126,26 @@ def destination_for_uri(uri: URI) -> Destination:
     host = uri.param("maddr") or uri.host
     default_port = 5061 if transport in ("TLS", "WSS") else 5060
     return Destination(transport, host, uri.port or default_port)
+
+
+def flow_destination(received: URI, contact: URI, outbound: bool) -> Destination:
+    """
+    Where to send requests to a phone that registered ``contact`` from ``received`` (its
+    REGISTER's source as a URI: host, port and transport).  Over UDP, that address.  Over
+    TCP/TLS, the connection it registered over while it is open; once it is gone, a new
+    connection to the same host at the Contact's port, where the phone listens (RFC 3261
+    §18.1.1; the source port of its connection was ephemeral) -- never a host the Contact
+    names (docs/sip-transport.md).  An RFC 5626 flow (``outbound``: the binding has
+    ``+sip.instance`` and ``reg-id``) is never re-opened (§5.3: 430 Flow Failed semantics).
+    """
+    flow = destination_for_uri(received)
+    if flow.transport not in ("TCP", "TLS"):
+        return flow
+    if outbound:
+        reconnect = NO_RECONNECT
+    else:
+        reconnect = contact.port or (5061 if flow.transport == "TLS" else 5060)
+    return attrs.evolve(flow, reconnect_port=reconnect)
 
 
 def _party(name_addr: NameAddr, tag: str | None) -> NameAddr:

@@ -57,7 +57,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from clicktodial.interfaces import ILocationStore, IUserStore
+from clicktodial.interfaces import IFlowKeeper, ILocationStore, IUserStore
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Source, format_host_port
 from clicktodial.sip.digest import (
@@ -323,6 +323,19 @@ def _source_uri(source: Source) -> str:
     return f"sip:{host_port};transport={source.transport.lower()}"
 
 
+def _outbound_flow(request: Request, source: Source) -> bool:
+    """
+    Whether ``request`` registers an RFC 5626 flow over a stream connection:
+    ``Supported: outbound`` and a Contact with ``+sip.instance`` and ``reg-id``.
+    """
+    if source.connection is None or "outbound" not in _option_tags(
+            request, "Supported"):
+        return False
+    return any(c.param("reg-id") is not None
+               and c.param("+sip.instance") is not None
+               for c in request.contacts)
+
+
 def _option_tags(request: Request, name: str) -> set[str]:
     return {tag.lower() for tag in request.headers.get_all(name) if tag}
 
@@ -421,6 +434,9 @@ class Registrar(Service):
     @param settings: registrar policy.
     @param throttle: the authentication failure throttle; a default one if
         not given.
+    @param flows: the transport's L{IFlowKeeper}: told how long the bindings
+        registered over a TCP/TLS connection live, so that it keeps that
+        connection (the phone's way in) open; it also gives the Flow-Timer.
     """
 
     log = Logger()
@@ -428,8 +444,10 @@ class Registrar(Service):
     def __init__(self, clock: IReactorTime, user_store: IUserStore,
                  location_store: ILocationStore, domain: str,
                  settings: RegistrarSettings | None = None,
-                 throttle: AuthThrottle | None = None) -> None:
+                 throttle: AuthThrottle | None = None,
+                 flows: IFlowKeeper | None = None) -> None:
         self._clock = clock
+        self._flows = flows
         self._users = user_store
         self._locations = location_store
         self.domain = domain.lower()
@@ -648,6 +666,13 @@ class Registrar(Service):
                 max_bindings=self.settings.max_contacts)
             bindings = await self._locations.update_bindings(
                 aor, binding_changes, now)
+            if self._flows is not None and source.connection is not None:
+                # Keep the connection open while a binding made over it lives
+                # (a de-REGISTER leaves none: the hold is released).
+                received = binding_changes.received
+                self._flows.keep_flow(source, aor, max(
+                    (b.expires_at for b in bindings if b.received == received),
+                    default=now))
             for listener in self.binding_listeners:
                 try:
                     listener(aor, bindings)
@@ -912,6 +937,13 @@ class Registrar(Service):
             # RFC 3327 §5.3: echo the Path of this request, if we stored it.
             headers.extend(("Path", value)
                            for value in request.headers.get_fields("Path"))
+        if self._flows is not None and _outbound_flow(request, source):
+            # RFC 5626 §6: the registrar that supports outbound says so with
+            # Require; §4.4.1: Flow-Timer, the keep-alive interval we expect
+            # (CRLF pings, answered by the transport).  Only on TCP/TLS: we do
+            # not answer STUN keep-alives on UDP.
+            headers.append(("Require", "outbound"))
+            headers.append(("Flow-Timer", str(self._flows.flow_timer)))
         return self._response(request, 200, None, headers)
 
 

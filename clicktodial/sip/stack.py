@@ -233,6 +233,8 @@ class SIPStack(MultiService):
         self.transactions = TransactionLayer(reactor, self.transport, self.router, self.timers)
         self.user_agent.attach(self.transactions)
         self.transport.handler = self.transactions
+        # Requests that never left (a refused connection) end their transaction at once.
+        self.transport.send_failures = self.transactions
 
         registrar_settings, throttle_settings = settings_from_config(registrar_config)
         self.registrar = Registrar(
@@ -242,6 +244,7 @@ class SIPStack(MultiService):
             config.domain,
             registrar_settings,
             AuthThrottle(reactor, throttle_settings),
+            flows=self.transport,
         )
         self.router.add_method("REGISTER", self._register)
         self.transactions.stateless = self._stateless

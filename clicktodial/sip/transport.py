@@ -11,8 +11,13 @@ It turns bytes into messages and messages into bytes, and nothing above it sees 
   dropped (logged) otherwise; a bad response is dropped (§18.3); nothing raises out of
   ``datagramReceived``/``dataReceived``;
 - on TCP, messages are framed by Content-Length; when framing is lost the connection gets a
-  400 (if it is a request we could read) and is closed; idle connections are closed;
+  400 (if it is a request we could read) and is closed; idle connections are closed unless
+  a binding registered over them still lives (:meth:`SIPTransportLayer.keep_flow`); a close
+  is bounded in time (a TLS peer that never answers ``close_notify`` is aborted);
   ``CRLFCRLF`` keep-alive pings are answered with ``CRLF`` (RFC 5626 §4.4.1);
+- a stream connection that cannot be opened is reported to ``send_failures`` (the
+  transaction layer's :class:`~clicktodial.interfaces.ISendFailureHandler`), so that the
+  request's client transaction fails at once (RFC 3261 §17.1.4);
 - responses are routed by §18.2.2 and RFC 3581 (:func:`response_destination`).
 
 Time is read from the injected reactor; there is no global reactor here.
@@ -50,15 +55,28 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.config import SipConfig
-from clicktodial.interfaces import IMessageHandler, ISIPTransport, ISourceLimit
+from clicktodial.interfaces import (
+    IFlowKeeper,
+    IMessageHandler,
+    ISendFailureHandler,
+    ISIPTransport,
+    ISourceLimit,
+)
 from clicktodial.sip import banfilter
-from clicktodial.sip.address import Destination, Source, default_port, format_host_port
+from clicktodial.sip.address import (
+    NO_RECONNECT,
+    Destination,
+    Source,
+    default_port,
+    format_host_port,
+)
 from clicktodial.sip.headers import HeaderParseError, Via, parse_name_addr, parse_via
 from clicktodial.sip.message import Headers, Request, Response
 from clicktodial.sip.parser import FramingError, MessageParseError, StreamParser, parse_message
 
 __all__ = [
     "DEFAULT_TCP_IDLE_TIMEOUT",
+    "NO_RECONNECT",
     "Destination",
     "SIPTransportLayer",
     "Source",
@@ -76,8 +94,8 @@ log = Logger(namespace="clicktodial.sip.transport")
 #: congestion-controlled transport such as TCP.
 UDP_MAX_REQUEST = 1300
 
-#: Seconds a TCP connection may carry nothing before we close it. RFC 5626 clients ping
-#: every 95-120 s (§4.4.1), so a flow kept alive by its client survives.
+#: Seconds a TCP connection that carries no binding may carry nothing before we close it.
+#: RFC 5626 clients ping every 95-120 s (§4.4.1), so a flow kept alive by its client survives.
 DEFAULT_TCP_IDLE_TIMEOUT = 300.0
 
 #: RFC 5626 §3.5.1: the "double CRLF" keep-alive ping and its single-CRLF pong.
@@ -88,6 +106,9 @@ _PONG = b"\r\n"
 _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 _SK_MEMINFO_DROPS = 8
 _MEMINFO_SIZE = 4 * (_SK_MEMINFO_DROPS + 1)
+
+#: Holds (AORs) on one connection above which expired ones are dropped at each keep_flow.
+_PRUNE_PINS_ABOVE = 64
 
 _SUPPORTED = ("UDP", "TCP", "TLS")
 _STREAMS = frozenset(["TCP", "TLS"])
@@ -385,12 +406,14 @@ class _DatagramProtocol(DatagramProtocol):
 
 class _StreamProtocol(Protocol):
     """
-    One TCP connection, accepted or opened by us: frames messages by Content-Length,
-    answers keep-alive pings, closes itself when idle or when framing is lost.
+    One TCP or TLS connection, accepted or opened by us: frames messages by Content-Length,
+    answers keep-alive pings, closes itself when idle (unless a binding keeps it: ``pins``)
+    or when framing is lost.
     """
 
     source: Source
     _idle_call: IDelayedCall | None = None
+    _abort_call: IDelayedCall | None = None
 
     def __init__(
         self,
@@ -408,7 +431,12 @@ class _StreamProtocol(Protocol):
         self._between = b""
         # The bytes the parser is holding (a message not complete yet).
         self._unframed = bytearray()
+        #: close() was called: out of routing, waiting for the close to complete
         self._closing = False
+        #: the stream cannot be parsed any more: what follows is dropped
+        self._framing_lost = False
+        #: AOR -> POSIX time (margin included) until which its bindings keep us open
+        self.pins: dict[str, float] = {}
 
     def connectionMade(self) -> None:
         peer_host, peer_port = _host_port(self.transport.getPeer())  # type: ignore[union-attr]
@@ -421,9 +449,10 @@ class _StreamProtocol(Protocol):
         self._touch()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None
+        for call in (self._idle_call, self._abort_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle_call = self._abort_call = None
         if hasattr(self, "source"):
             self.layer._connection_lost(self)
 
@@ -433,9 +462,39 @@ class _StreamProtocol(Protocol):
         self._touch()
 
     def close(self) -> None:
-        """Close the connection after what was written has gone."""
+        """
+        Close the connection after what was written has gone; abort it if that takes
+        longer than the layer's ``close_timeout``.
+
+        It leaves routing at once: nothing more is written to it (a TLS connection waiting
+        for the peer's ``close_notify`` would swallow what we write). A request that still
+        arrives before the close completes is handed over (its response takes the Via's
+        route, §18.2.2).
+        """
+        if self._closing:
+            return
         self._closing = True
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+        if hasattr(self, "source"):
+            self.layer._connection_closing(self)
         self.transport.loseConnection()  # type: ignore[union-attr]
+        # Twisted's TLS close waits, without limit, for the peer's close_notify, which some
+        # phones (libre: baresip) never send.
+        self._abort_call = self.layer.clock.callLater(self.layer.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        log.info(
+            "aborting {transport} connection from {peer}: not closed after {seconds} s",
+            transport=self.transport_name,
+            peer=self.source.peer,
+            seconds=self.layer.close_timeout,
+        )
+        # Every stream transport Twisted makes (TCP, TLS) has abortConnection, though
+        # ITransport does not declare it.
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _touch(self) -> None:
         timeout = self.layer.tcp_idle_timeout
@@ -446,25 +505,41 @@ class _StreamProtocol(Protocol):
 
     def _idle(self) -> None:
         self._idle_call = None
-        log.info("closing idle TCP connection from {peer}", peer=self.source.peer)
+        now = self.layer.clock.seconds()
+        pins = self.pins
+        for aor in [aor for aor, until in pins.items() if until <= now]:
+            del pins[aor]
+        if pins:
+            # A binding lives over this connection: it is the phone's way in (RFC 5626 §5.3).
+            self._idle_call = self.layer.clock.callLater(max(pins.values()) - now, self._idle)
+            return
+        log.info(
+            "closing idle {transport} connection from {peer}",
+            transport=self.transport_name,
+            peer=self.source.peer,
+        )
         self.close()
 
     def dataReceived(self, data: bytes) -> None:
         try:
             self._data_received(data)
         except Exception:
-            log.failure("error handling TCP data", peer=self.source.peer)
+            log.failure(
+                "error handling {transport} data", transport=self.transport_name,
+                peer=self.source.peer,
+            )
+            self._framing_lost = True
             self.close()
 
     def _data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._framing_lost:
             return
         self._touch()
         if not self.parser.buffered:
             data = self._keepalives(data)
             if not data:
                 return
-        while not self._closing:
+        while not self._framing_lost:
             # Mirror what the parser holds: when framing is lost, the head of the offending
             # message is there, to build its 400 from. A bytearray, trimmed after each feed,
             # so that a message arriving byte by byte costs linear time.
@@ -477,10 +552,12 @@ class _StreamProtocol(Protocol):
                     _with_salvaged_headers(e, head), self.source, via_connection=self
                 )
                 log.info(
-                    "closing TCP connection from {peer}: {reason}",
+                    "closing {transport} connection from {peer}: {reason}",
+                    transport=self.transport_name,
                     peer=self.source.peer,
                     reason=e.reason,
                 )
+                self._framing_lost = True
                 self.close()
                 return
             except MessageParseError as e:
@@ -510,7 +587,8 @@ class _StreamProtocol(Protocol):
             i += 1
             if self._between == _PING:
                 self._between = b""
-                self.write(_PONG)
+                if not self._closing:
+                    self.write(_PONG)
             elif not _PING.startswith(self._between):
                 # Not on the way to CRLFCRLF (a stray LF, CRCR): start again from this byte.
                 self._between = self._between[-1:] if self._between.endswith(b"\r") else b""
@@ -538,12 +616,18 @@ class _StreamServerFactory(ServerFactory):
 
 
 class _StreamClientFactory(ClientFactory):
-    """Opens one outgoing connection and sends what was queued for it."""
+    """
+    Opens one outgoing connection and sends what was queued for it: the bytes, and the
+    request they are (None for a response), to report it if the connection fails.
+    """
 
-    def __init__(self, layer: SIPTransportLayer, key: tuple[str, int]) -> None:
+    def __init__(
+        self, layer: SIPTransportLayer, key: tuple[str, int], transport_name: str = "TCP"
+    ) -> None:
         self.layer = layer
         self.key = key
-        self.queue: list[bytes] = []
+        self.transport_name = transport_name
+        self.queue: list[tuple[bytes, Request | None]] = []
 
     def buildProtocol(self, addr: IAddress | None) -> _StreamProtocol:
         return _StreamProtocol(self.layer, self)
@@ -555,7 +639,7 @@ class _StreamClientFactory(ClientFactory):
 # -- the layer ------------------------------------------------------------------------------
 
 
-@implementer(ISIPTransport)
+@implementer(ISIPTransport, IFlowKeeper)
 class SIPTransportLayer(Service):
     """
     The SIP sockets: UDP and TCP on ``config.listen`` for ``config.transports``.
@@ -568,7 +652,16 @@ class SIPTransportLayer(Service):
         construction (the layer above is usually built with this one).
     :ivar source_limit: the per-source rate limit applied to every datagram before parsing
         and to every new connection (``None``: no limit).
-    :ivar tcp_idle_timeout: seconds after which a silent TCP connection is closed.
+    :ivar send_failures: the :class:`ISendFailureHandler` told of requests that could not
+        be delivered after :meth:`send_request` returned (the transaction layer, which
+        may sit behind other message handlers); may be set after construction.
+    :ivar tcp_idle_timeout: seconds after which a silent TCP or TLS connection that
+        carries no binding is closed (``[sip] stream_idle_timeout``).
+    :ivar flow_keep_margin: seconds a connection is kept past the expiry of the last
+        binding registered over it (``[sip] flow_keep_margin``).
+    :ivar close_timeout: seconds a graceful close may take before the connection is
+        aborted (``[sip] stream_close_timeout``).
+    :ivar flow_timer: the Flow-Timer for RFC 5626 flows over TCP/TLS (``[sip] flow_timer``).
     """
 
     def __init__(
@@ -578,7 +671,7 @@ class SIPTransportLayer(Service):
         handler: IMessageHandler | None = None,
         *,
         source_limit: ISourceLimit | None = None,
-        tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
+        tcp_idle_timeout: float | None = None,
     ) -> None:
         #: provides IReactorTime, and IReactorUDP / IReactorTCP for the enabled transports
         self.reactor = reactor
@@ -590,7 +683,13 @@ class SIPTransportLayer(Service):
         self._udp_socket: socket.socket | None = None
         if source_limit is not None:
             source_limit.on_ban(self._bans_changed)
-        self.tcp_idle_timeout = tcp_idle_timeout
+        self.send_failures: ISendFailureHandler | None = None
+        self.tcp_idle_timeout = (
+            config.stream_idle_timeout if tcp_idle_timeout is None else tcp_idle_timeout
+        )
+        self.flow_keep_margin = config.flow_keep_margin
+        self.close_timeout = config.stream_close_timeout
+        self.flow_timer = config.flow_timer
         self.transports = tuple(t.upper() for t in config.transports if t.upper() in _SUPPORTED)
         self._udp_port: IListeningPort | None = None
         self._udp_protocol: _DatagramProtocol | None = None
@@ -723,6 +822,31 @@ class SIPTransportLayer(Service):
         if self._ban_filter is not None:
             self._ban_filter.refresh()
 
+    # -- IFlowKeeper ----------------------------------------------------------
+
+    def keep_flow(self, source: object, aor: str, until: float) -> None:
+        """
+        Keep the connection ``source`` came over open, silent or not, until ``until`` plus
+        ``flow_keep_margin`` (the bindings of ``aor`` registered over it live until then);
+        a time already past releases ``aor``'s hold. Other sources are ignored.
+        """
+        if not isinstance(source, Source) or source.connection is None:
+            return
+        connection = self._connections.get(source.connection)
+        if connection is None:
+            return  # gone or closing: the phone will register over a new one
+        now = self.clock.seconds()
+        pins = connection.pins
+        if until <= now:
+            pins.pop(aor, None)
+            return
+        pins[aor] = until + self.flow_keep_margin
+        if len(pins) > _PRUNE_PINS_ABOVE:
+            # A busy connection (a proxy carrying many phones) never goes idle, where
+            # expired holds are otherwise dropped: drop them here, now and then.
+            for expired in [a for a, t in pins.items() if t <= now]:
+                del pins[expired]
+
     # -- ISIPTransport ------------------------------------------------------
 
     def local_address(self, transport: str) -> tuple[str, int]:
@@ -754,7 +878,7 @@ class SIPTransportLayer(Service):
             transport = "TCP"
             data = self._stamp_via(request, transport)
             destination = Destination(transport, destination.host, destination.port)
-        self._send(data, destination)
+        self._send(data, destination, request)
 
     def send_response(self, response: Response, source: object = None) -> None:
         """
@@ -801,11 +925,13 @@ class SIPTransportLayer(Service):
         _replace_top_via(request.headers, Via(transport, host, port, params))
         return request.serialize()
 
-    def _send(self, data: bytes, destination: Destination) -> None:
+    def _send(
+        self, data: bytes, destination: Destination, request: Request | None = None
+    ) -> None:
         if destination.transport == "UDP":
             self._send_datagram(data, destination)
         else:
-            self._send_stream(data, destination)
+            self._send_stream(data, destination, request)
 
     def _send_datagram(self, data: bytes, destination: Destination) -> None:
         port = self._udp_port
@@ -828,21 +954,42 @@ class SIPTransportLayer(Service):
         except Exception as e:
             raise TransportError(f"cannot send to {destination}: {e}") from e
 
-    def _send_stream(self, data: bytes, destination: Destination) -> None:
+    def _open_connection(self, destination: Destination) -> _StreamProtocol | None:
+        """The open connection ``destination`` names, or one open to its host and port."""
         if destination.connection is not None:
             connection = self._connections.get(destination.connection)
             if connection is not None:
-                connection.write(data)
-                return
-        key = (normalize_host(destination.host), destination.port)
-        connection = self._connections_by_peer.get(key)
+                return connection
+        connection = self._connections_by_peer.get(
+            (normalize_host(destination.host), destination.port)
+        )
         if connection is not None and connection.transport_name == destination.transport:
+            return connection
+        return None
+
+    def _send_stream(
+        self, data: bytes, destination: Destination, request: Request | None = None
+    ) -> None:
+        connection = self._open_connection(destination)
+        if connection is None and destination.reconnect_port is not None:
+            # The phone's flow (its connection from an ephemeral port) is gone. RFC 5626
+            # §5.3: a dead outbound flow is not re-opened (430 Flow Failed semantics).
+            # Otherwise RFC 3261 §18.1.1: connect to where it listens, its Contact's port,
+            # at the address its REGISTER came from (docs/sip-transport.md).
+            if destination.reconnect_port == NO_RECONNECT:
+                raise TransportError(f"the flow to {destination} is gone (RFC 5626 outbound)")
+            destination = Destination(
+                destination.transport, destination.host, destination.reconnect_port
+            )
+            connection = self._open_connection(destination)
+        if connection is not None:
             connection.write(data)
             return
         if destination.transport == "TLS":
             # Opening TLS connections (and verifying the peer's certificate) is not done:
             # requests over TLS go over a connection the phone opened (RFC 5626 flows).
             raise TransportError(f"no TLS connection open to {destination}")
+        key = (normalize_host(destination.host), destination.port)
         factory = self._connecting.get(key)
         if factory is None:
             if not self.running:
@@ -851,7 +998,7 @@ class SIPTransportLayer(Service):
             IReactorTCP(self.reactor).connectTCP(
                 destination.host, destination.port, factory, timeout=30
             )
-        factory.queue.append(data)
+        factory.queue.append((data, request))
 
     # -- connections -----------------------------------------------------------
 
@@ -865,12 +1012,17 @@ class SIPTransportLayer(Service):
                 del self._connecting[pending.key]
             # Also known under the address it was asked for (it may have been a host name).
             self._connections_by_peer.setdefault(pending.key, connection)
-            for data in pending.queue:
+            for data, _ in pending.queue:
                 connection.write(data)
             pending.queue.clear()
 
+    def _connection_closing(self, connection: _StreamProtocol) -> None:
+        """``connection`` is closing: nothing is routed to it any more."""
+        self._connection_lost(connection)
+
     def _connection_lost(self, connection: _StreamProtocol) -> None:
-        self._connections.pop(connection.source.connection, None)  # type: ignore[arg-type]
+        if self._connections.get(connection.source.connection) is connection:  # type: ignore[arg-type]
+            del self._connections[connection.source.connection]  # type: ignore[arg-type]
         for key, value in list(self._connections_by_peer.items()):
             if value is connection:
                 del self._connections_by_peer[key]
@@ -878,13 +1030,28 @@ class SIPTransportLayer(Service):
     def _connect_failed(self, factory: _StreamClientFactory, reason: Failure) -> None:
         if self._connecting.get(factory.key) is factory:
             del self._connecting[factory.key]
+        error = reason.getErrorMessage()
         log.info(
             "cannot connect to {peer}: {error}; {count} message(s) dropped",
             peer=format_host_port(*factory.key),
-            error=reason.getErrorMessage(),
+            error=error,
             count=len(factory.queue),
         )
-        factory.queue.clear()
+        queue, factory.queue = factory.queue, []
+        # RFC 3261 §17.1.4: the requests' client transactions fail now, not at Timer B/F.
+        failures = self.send_failures
+        if failures is None:
+            return
+        destination = Destination(factory.transport_name, *factory.key)
+        for _, request in queue:
+            if request is None:
+                continue
+            try:
+                failures.request_failed(request, destination, f"cannot connect: {error}")
+            except Exception:
+                log.failure(
+                    "handler failed on a send failure", peer=format_host_port(*factory.key)
+                )
 
     # -- receiving ---------------------------------------------------------------
 

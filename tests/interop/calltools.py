@@ -226,12 +226,13 @@ class Control:
 
 
 def baresip_config(port: int, audio_source: str, control_port: int | None = None,
-                   recordings: Path | None = None) -> str:
+                   recordings: Path | None = None, extra: tuple[str, ...] = ()) -> str:
     """
     A headless baresip's ``config``: SIP on 127.0.0.1:``port``, G.711, no audio device
     (it plays to /dev/null), ``audio_source`` as its microphone (``ausine,HZ`` or
     ``aufile,PATH``); with ``control_port``, commands over ``ctrl_tcp`` there; with
-    ``recordings``, what it sends and receives recorded in that folder (``sndfile``).
+    ``recordings``, what it sends and receives recorded in that folder (``sndfile``);
+    ``extra`` lines are added as they are (e.g. ``sip_cafile\tPATH``).
     """
     lines = [
         "poll_method\tepoll",
@@ -257,6 +258,7 @@ def baresip_config(port: int, audio_source: str, control_port: int | None = None
     lines.append("audio_alert\taufile,/dev/null")
     if recordings is not None:
         lines.append(f"snd_path\t{recordings}")
+    lines += extra
     return "".join(line + "\n" for line in lines)
 
 
@@ -268,11 +270,12 @@ class Baresip:
 
     :param control: take commands over ``ctrl_tcp`` (:meth:`command`), on another free port.
     :param record: record what it sends and receives in :attr:`recordings`.
+    :param config: more lines for its ``config`` (:func:`baresip_config`'s ``extra``).
     """
 
     def __init__(self, directory: Path, name: str, account: str, *,
                  audio_source: str = "ausine,440", control: bool = False,
-                 record: bool = False) -> None:
+                 record: bool = False, config: tuple[str, ...] = ()) -> None:
         self.name = name
         self.port = find_free_port()
         self.control_port = find_free_port() if control else None
@@ -282,7 +285,8 @@ class Baresip:
         if record:
             self.recordings.mkdir()
         (directory / "config").write_text(baresip_config(
-            self.port, audio_source, self.control_port, self.recordings if record else None))
+            self.port, audio_source, self.control_port, self.recordings if record else None,
+            config))
         (directory / "accounts").write_text(account)
         self.output_path = directory / "output.txt"
         with self.output_path.open("wb") as output:

@@ -6,7 +6,10 @@ through the TransactionLayer on a fake clock and a recording transport.
 from __future__ import annotations
 
 import pytest
+from twisted.internet.error import ConnectionRefusedError
+from twisted.python.failure import Failure
 
+from clicktodial.config import parse_config
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response, make_response
 from clicktodial.sip.transaction import (
@@ -14,12 +17,16 @@ from clicktodial.sip.transaction import (
     RequestReleased,
     Timers,
 )
+from clicktodial.sip.transactions.layer import TransactionLayer
+from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.testing.sipfakes import (
+    RecordingUser,
     TransactionHarness,
     assert_quiescent,
     run_for,
     sip_request,
 )
+from clicktodial.testing.transport import FakeReactor
 
 UDP = Destination("UDP", "127.0.0.1", 5070)
 TCP = Destination("TCP", "127.0.0.1", 5070)
@@ -306,3 +313,50 @@ def test_a_lingering_timer_cancelled_last_leaves_no_reactor_timer() -> None:
     h.layer.terminate_all()
     assert h.clock.getDelayedCalls() == []
     assert len(h.layer.lingering) == 0
+
+
+def test_a_send_failure_reported_later_ends_the_invite_at_once_with_503() -> None:
+    """
+    RFC 3261 §8.1.3.1 / §17.1.4: when the transport reports that the INVITE never left (a
+    TCP connection refused), the transaction ends with a local 503 then, not at Timer B.
+    """
+    h = Harness()
+    tx = h.invite(TCP)
+    h.clock.advance(0.25)
+    h.layer.request_failed(h.invites[tx], TCP, "cannot connect: Connection refused")
+    assert [(t, r.status) for t, r in h.responses] == [(0.25, 503)]
+    assert tx.state == "terminated"
+    assert_quiescent(h.clock, h.layer)
+
+
+def test_a_send_failure_reported_after_a_2xx_changes_nothing() -> None:
+    """The INVITE got through (2xx in "accepted"): a late failure report is not about it."""
+    h = Harness()
+    tx = h.invite(TCP)
+    h.reply_to(tx, 200)
+    h.layer.request_failed(h.invites[tx], TCP, "late")
+    assert h.statuses == [200]
+    assert tx.state == "accepted"
+
+
+def test_an_invite_to_a_refused_tcp_port_fails_in_milliseconds_through_the_real_transport() -> None:
+    """
+    TransactionLayer over SIPTransportLayer: connectTCP is refused, and the caller gets
+    503 at once instead of the 408 of Timer B 32 s later.
+    """
+    reactor = FakeReactor()
+    config = parse_config("[sip]\ndomain = 127.0.0.1\nlisten = 127.0.0.1:5060\n", "x.ini").sip
+    transport = SIPTransportLayer(reactor, config)
+    transport.startService()
+    responses: list[tuple[float, int]] = []
+    layer = TransactionLayer(reactor, transport, RecordingUser())
+    transport.handler = layer
+    transport.send_failures = layer
+    layer.send_request(
+        sip_request("INVITE"), TCP, lambda r: responses.append((reactor.seconds(), r.status))
+    )
+    reactor.advance(0.01)
+    factory = reactor.tcpClients[0][2]
+    factory.clientConnectionFailed(reactor.connectors[-1], Failure(ConnectionRefusedError()))
+    assert responses == [(0.01, 503)]
+    transport.stopService()

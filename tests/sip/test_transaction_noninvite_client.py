@@ -140,3 +140,13 @@ def test_response_with_other_cseq_method_does_not_match() -> None:
     assert h.responses == []
     assert len(h.user.strays) == 1
     assert tx.state == "trying"
+
+
+def test_a_send_failure_reported_later_is_a_local_503_at_once() -> None:
+    """§17.1.4: a request the transport reports as never sent ends its transaction now."""
+    h = Harness()
+    tx = h.send(destination=Destination("TCP", "127.0.0.1", 5070))
+    h.clock.advance(0.25)
+    h.layer.request_failed(tx.request, tx.destination, "cannot connect: Connection refused")
+    assert h.responses == [(0.25, 503)]
+    assert tx.state == "terminated"

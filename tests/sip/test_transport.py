@@ -16,8 +16,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from clicktodial.config import HostPort, SipConfig
-from clicktodial.interfaces import IMessageHandler, ISIPTransport
-from clicktodial.sip.address import Destination, Source
+from clicktodial.interfaces import IFlowKeeper, IMessageHandler, ISendFailureHandler, ISIPTransport
+from clicktodial.sip.address import NO_RECONNECT, Destination, Source
 from clicktodial.sip.headers import parse_via
 from clicktodial.sip.message import Headers, Request, Response, make_response
 from clicktodial.sip.parser import parse_message
@@ -720,3 +720,167 @@ def test_no_stream_makes_the_transport_fail(segments: list[bytes]) -> None:
         for segment in segments:
             protocol.dataReceived(segment)
     assert log.failures() == []
+
+
+# -- flows: connections kept while a binding uses them, bounded closes, send failures ---------
+
+
+def registered_over(net: Layer, peer_port: int = 40001) -> tuple[Source, object, object]:
+    """A connection from 127.0.0.1:``peer_port`` that carried a request; its Source."""
+    protocol, transport = accept_tcp(net.reactor, "127.0.0.1", peer_port)
+    protocol.dataReceived(options(via="SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-r"))
+    source = net.handler.requests[-1][1]
+    return source, protocol, transport
+
+
+def test_layer_provides_the_flow_keeper_interface(net: Layer) -> None:
+    """SIPTransportLayer provides IFlowKeeper (the registrar's seam), Flow-Timer from config."""
+    assert verifyObject(IFlowKeeper, net.layer)
+    assert net.layer.flow_timer == 120
+
+
+def test_a_connection_a_binding_uses_stays_open_while_silent(net: Layer) -> None:
+    """
+    keep_flow pins the connection: silent past the idle timeout (30 s here) it stays open
+    until the binding's expiry plus flow_keep_margin (60 s), then it is closed.
+    """
+    source, _, transport = registered_over(net)
+    net.layer.keep_flow(source, "sip:alice@example.test", net.reactor.seconds() + 100)
+    net.reactor.pump([1.0] * 159)
+    assert not transport.disconnecting  # type: ignore[attr-defined]
+    net.reactor.pump([1.0] * 2)
+    assert transport.disconnecting  # type: ignore[attr-defined]
+
+
+def test_a_de_register_releases_the_connection(net: Layer) -> None:
+    """A keep_flow with a time already past (a de-REGISTER) lets the idle timeout close it."""
+    source, _, transport = registered_over(net)
+    net.layer.keep_flow(source, "sip:alice@example.test", net.reactor.seconds() + 600)
+    net.layer.keep_flow(source, "sip:alice@example.test", net.reactor.seconds())
+    net.reactor.pump([1.0] * 31)
+    assert transport.disconnecting  # type: ignore[attr-defined]
+
+
+def test_each_aor_holds_the_connection_on_its_own(net: Layer) -> None:
+    """Two AORs registered over one connection: one de-registering leaves the other's hold."""
+    source, _, transport = registered_over(net)
+    now = net.reactor.seconds()
+    net.layer.keep_flow(source, "sip:alice@example.test", now + 600)
+    net.layer.keep_flow(source, "sip:bob@example.test", now + 600)
+    net.layer.keep_flow(source, "sip:alice@example.test", now)
+    net.reactor.pump([1.0] * 300)
+    assert not transport.disconnecting  # type: ignore[attr-defined]
+
+
+def test_keep_flow_ignores_datagram_sources(net: Layer) -> None:
+    """A UDP source has no connection to keep: nothing happens, nothing fails."""
+    net.layer.keep_flow(Source("UDP", "127.0.0.1", 5070, "127.0.0.1", 5060), "a", 1e12)
+
+
+def test_the_idle_close_log_names_the_transport(net: Layer, log: LogCapture) -> None:
+    """The idle close says TCP for TCP (and TLS for TLS: transport_name)."""
+    accept_tcp(net.reactor)
+    net.reactor.pump([1.0] * 31)
+    [event] = [e for e in log.events if "closing idle" in e.get("log_format", "")]
+    assert event["transport"] == "TCP"
+
+
+def test_a_closing_connection_leaves_routing_at_once(net: Layer) -> None:
+    """
+    Once closing (idle), a request to that peer is not written to it (a TLS connection
+    waiting for close_notify would swallow it): a new connection is opened instead.
+    """
+    _, transport = accept_tcp(net.reactor, "127.0.0.1", 40001)
+    net.reactor.pump([1.0] * 31)
+    assert transport.disconnecting
+    net.layer.send_request(outgoing(), Destination("TCP", "127.0.0.1", 40001))
+    assert transport.value() == b""
+    assert net.reactor.tcpClients[0][:2] == ("127.0.0.1", 40001)
+
+
+def test_a_close_the_peer_never_completes_is_aborted(net: Layer, log: LogCapture) -> None:
+    """A graceful close (TLS close_notify) not done after stream_close_timeout is aborted."""
+    _, transport = accept_tcp(net.reactor)
+    net.reactor.pump([1.0] * 31)
+    assert transport.disconnecting and not transport.disconnected
+    net.reactor.pump([1.0] * 5)
+    assert transport.disconnected
+    assert any("aborting" in e.get("log_format", "") for e in log.events)
+
+
+def test_a_request_arriving_while_closing_is_handed_over(net: Layer) -> None:
+    """A complete request that arrives before the close is done is not dropped."""
+    protocol, transport = accept_tcp(net.reactor)
+    net.reactor.pump([1.0] * 31)
+    assert transport.disconnecting
+    protocol.dataReceived(options(call_id="late"))
+    assert [r.call_id for r, _ in net.handler.requests] == ["late"]
+
+
+@implementer(ISendFailureHandler)
+class FailureRecorder:
+    def __init__(self) -> None:
+        self.failed: list[tuple[Request, Destination, str]] = []
+
+    def request_failed(self, request: Request, destination: Destination, reason: str) -> None:
+        self.failed.append((request, destination, reason))
+
+
+def test_a_refused_connection_reports_its_requests_to_the_handler(log: LogCapture) -> None:
+    """RFC 3261 §17.1.4: the requests queued for a connection that fails are reported."""
+    net = Layer()
+    handler = net.layer.send_failures = FailureRecorder()
+    assert verifyObject(ISendFailureHandler, handler)
+    request = outgoing()
+    net.layer.send_request(request, Destination("TCP", "127.0.0.1", 5070))
+    assert handler.failed == []
+    factory = net.reactor.tcpClients[0][2]
+    factory.clientConnectionFailed(net.reactor.connectors[-1], Failure(ConnectionRefusedError()))
+    [(failed, destination, reason)] = handler.failed
+    assert failed is request
+    assert destination == Destination("TCP", "127.0.0.1", 5070)
+    assert "refused" in reason.lower()
+
+
+def test_a_dead_flow_is_reopened_at_the_contact_port(net: Layer) -> None:
+    """
+    A flow's connection (from an ephemeral port) is gone: connect to the same host at
+    reconnect_port (the Contact's), not the ephemeral port.
+    """
+    net.layer.send_request(
+        outgoing(), Destination("TCP", "127.0.0.1", 40001, reconnect_port=5070)
+    )
+    assert [c[:2] for c in net.reactor.tcpClients] == [("127.0.0.1", 5070)]
+
+
+def test_a_live_flow_is_used_despite_a_reconnect_port(net: Layer) -> None:
+    """While the phone's connection is open, requests go over it."""
+    _, transport = accept_tcp(net.reactor, "127.0.0.1", 40001)
+    net.layer.send_request(
+        outgoing(), Destination("TCP", "127.0.0.1", 40001, reconnect_port=5070)
+    )
+    assert net.reactor.tcpClients == []
+    assert transport.value().startswith(b"OPTIONS")
+
+
+def test_a_dead_outbound_flow_is_not_reopened(net: Layer) -> None:
+    """RFC 5626 §5.3: a gone outbound flow is a transport error (430 semantics), no connect."""
+    with pytest.raises(TransportError, match="flow"):
+        net.layer.send_request(
+            outgoing(), Destination("TCP", "127.0.0.1", 40001, reconnect_port=NO_RECONNECT)
+        )
+    assert net.reactor.tcpClients == []
+
+
+def test_expired_holds_of_a_busy_connection_are_dropped(net: Layer) -> None:
+    """A connection that never goes idle keeps no more expired holds than it must."""
+    source, protocol, _ = registered_over(net)
+    now = net.reactor.seconds()
+    for n in range(100):
+        net.layer.keep_flow(source, f"sip:u{n}@example.test", now + 1)
+    for _ in range(5):  # 100 s, never idle: a ping every 20 s
+        net.reactor.advance(20)
+        protocol.dataReceived(b"\r\n\r\n")  # type: ignore[attr-defined]
+    net.layer.keep_flow(source, "sip:last@example.test", net.reactor.seconds() + 600)
+    connection = net.layer._connections[source.connection]  # type: ignore[index]
+    assert list(connection.pins) == ["sip:last@example.test"]

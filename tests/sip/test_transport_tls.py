@@ -11,11 +11,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet.error import CannotListenError
+from twisted.internet.testing import StringTransport
 
 from clicktodial.config import parse_config
 from clicktodial.sip.address import Destination
 from clicktodial.sip.transport import SIPTransportLayer, TransportError
-from clicktodial.testing.transport import FakeReactor
+from clicktodial.testing.transport import FakeReactor, LogCapture, ip_address
 
 
 def pem_files(directory: Path) -> tuple[Path, Path]:
@@ -72,3 +73,27 @@ def test_an_unreadable_certificate_stops_start_up_with_one_line(tmp_path: Path) 
     transport, _ = layer(tmp_path, tmp_path / "missing.pem", tmp_path / "missing.key")
     with pytest.raises(CannotListenError, match="cannot load the TLS certificate or key"):
         transport.startService()
+
+
+def test_an_idle_tls_connection_is_logged_as_tls_and_aborted_if_never_closed(
+    tmp_path: Path,
+) -> None:
+    """
+    The idle close names TLS (not TCP); a TLS peer that never answers close_notify does
+    not keep the connection: it is aborted after stream_close_timeout.
+    """
+    transport, reactor = layer(tmp_path, *pem_files(tmp_path))
+    transport.startService()
+    factory = reactor.sslServers[0][1]
+    peer = ip_address("TCP", "127.0.0.1", 40001)
+    protocol = factory.buildProtocol(peer)
+    tls = StringTransport(hostAddress=ip_address("TCP", "127.0.0.1", 5061), peerAddress=peer)
+    with LogCapture() as log:
+        protocol.makeConnection(tls)
+        reactor.pump([1.0] * 301)
+        assert tls.disconnecting and not tls.disconnected
+        reactor.pump([1.0] * 5)
+    assert tls.disconnected
+    [idle] = [e for e in log.events if "closing idle" in e.get("log_format", "")]
+    assert idle["transport"] == "TLS"
+    transport.stopService()

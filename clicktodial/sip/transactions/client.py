@@ -58,6 +58,14 @@ class ClientTransaction(Transaction):
         """A response matching this transaction (§17.1.3) arrived."""
         raise NotImplementedError
 
+    def transport_failed(self) -> None:
+        """
+        The transport reported, after sending, that the request never left
+        (RFC 3261 §17.1.4: a transport error): in a state still waiting for
+        a response, the machine's "transport error" transition runs.
+        """
+        raise NotImplementedError
+
     def terminate(self) -> None:
         """
         Destroy the transaction now, silently: RFC 3261 §9.1, "If no final

@@ -82,6 +82,10 @@ class InviteClientTransaction(ClientTransaction):
         kind = _CLASS.get(response.status // 100, FAILURE)
         self._TABLE[(self.state, kind)](self, response)
 
+    def transport_failed(self) -> None:
+        if self.state in (CALLING, PROCEEDING):
+            self._transport_error()
+
     def ack_request(self) -> Request | None:
         """The ACK the transaction sent for a 300-699 response, if any."""
         return self._ack

@@ -20,7 +20,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from clicktodial.interfaces import IMessageHandler, ISIPTransport, ITransactionUser
+from clicktodial.interfaces import (
+    IMessageHandler,
+    ISendFailureHandler,
+    ISIPTransport,
+    ITransactionUser,
+)
 from clicktodial.sip.headers import Via
 from clicktodial.sip.message import Request, Response, make_response, new_branch, new_tag
 from clicktodial.sip.transactions.base import (
@@ -59,7 +64,7 @@ log = Logger(namespace="clicktodial.sip.transaction")
 DEFAULT_TIMERS = Timers()
 
 
-@implementer(IMessageHandler)
+@implementer(IMessageHandler, ISendFailureHandler)
 class TransactionLayer:
     """
     Matches messages to RFC 3261 §17 transactions and runs their machines on
@@ -260,6 +265,27 @@ class TransactionLayer:
             self.user.stray_response(response)
         except Exception:
             log.failure("transaction user failed handling a stray {status}", status=response.status)
+
+    def request_failed(self, request: Request, destination: Destination, reason: str) -> None:
+        """
+        The transport could not deliver C{request} after all (a connection
+        refused): its client transaction, if still waiting, ends now with a
+        local 503 (RFC 3261 §8.1.3.1, §17.1.4) instead of at Timer B/F.
+        """
+        try:
+            branch = request.top_via.branch or ""
+        except ValueError:
+            return
+        tx = self._clients.get(client_key(branch, request.method))
+        log.info(
+            "transport error sending {method}: {error}",
+            method=request.method,
+            error=reason,
+            peer=str(destination),
+            call_id=request.headers.get("Call-ID"),
+        )
+        if tx is not None:
+            tx.transport_failed()
 
     def _ack_received(self, ack: Request, key: ServerKey, source: object) -> None:
         tx = self._servers.get(key)

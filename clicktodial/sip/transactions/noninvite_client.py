@@ -67,6 +67,10 @@ class NonInviteClientTransaction(ClientTransaction):
         kind = PROVISIONAL if response.status < 200 else FINAL
         self._TABLE[(self.state, kind)](self, response)
 
+    def transport_failed(self) -> None:
+        if self.state in (TRYING, PROCEEDING):
+            self._transport_error()
+
     # -- actions --------------------------------------------------------------
 
     def _provisional(self, response: Response) -> None:
