@@ -1,0 +1,164 @@
+"""
+A second softphone stack against the daemon: Debian's ``linphonec`` (liblinphone 5.1,
+belle-sip), headless as :mod:`linphone` tells, next to baresip.
+
+A linphone phone registers with Digest and is one binding; a click-to-dial call between
+a linphone phone and a baresip phone (each side in turn, Flow I and Flow IV) connects,
+each phone hears the other's tone (linphone plays a wav and records what it receives,
+baresip plays a sine and records with ``sndfile``), and a hang-up on the linphone side
+reaches the other phone and the record names who hung up. Two linphone phones sharing
+no codec (PCMU only against PCMA only) make a ``failed`` call with SIP status 488 in the
+web API, never ``ended``. Every wait is bounded and every process is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from calltools import Control, daemon_ini, demo_phone, needs_baresip, needs_baresip_sndfile
+from conftest import find_free_port, python_env, wait_until  # type: ignore[import-not-found]
+from linphone import Linphone, needs_linphone
+
+numpy = pytest.importorskip("numpy")
+
+pytestmark = [pytest.mark.interop, needs_linphone]
+
+TONES = {"alice": 440.0, "bob": 880.0}
+
+
+def dominant_frequency(recording_path: Path) -> float:
+    """The dominant frequency of the last second of a mono 16-bit wav recording."""
+    with wave.open(str(recording_path)) as recording:
+        rate = recording.getframerate()
+        frames = recording.readframes(recording.getnframes())
+        channels = recording.getnchannels()
+    samples = numpy.frombuffer(frames, dtype=numpy.int16)[::channels]
+    # The last second of the call: well after the media went both ways.
+    tail = samples[-rate:].astype(float)
+    assert len(tail) == rate and numpy.abs(tail).max() > 100, f"{recording_path} is silent"
+    spectrum = numpy.abs(numpy.fft.rfft(tail * numpy.hanning(len(tail))))
+    return float(numpy.fft.rfftfreq(len(tail), 1 / rate)[int(spectrum.argmax())])
+
+
+def start(start_daemon: Callable[[str], Any], tmp_path: Path, policy: str = "flow4"
+          ) -> tuple[Any, int, int, int]:
+    """A daemon with the demo users: (daemon, SIP port, web port, control port)."""
+    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path), policy))
+    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_log("created demo users")
+    return daemon, sip_port, web_port, control_port
+
+
+def test_linphone_registers_with_digest_as_one_binding_and_its_keep_alives_are_harmless(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any]
+) -> None:
+    """linphonec answers the 401 with Digest (MD5, qop=auth) and is bound once, at the
+    UDP port it listens on, whatever ``+sip.instance`` and ``;transport=udp`` it adds to
+    its Contact; its CRLFCRLF keep-alives (every 0.5 s here) are taken silently and the
+    phone stays registered."""
+    daemon, sip_port, _, _ = start(start_daemon, tmp_path)
+    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, keepalive_ms=500)
+    running.append(alice)
+    daemon.wait_for_log("REGISTER sip:alice@127.0.0.1: 1 binding(s)", 30)
+    wait_until(lambda: alice.log().count("keep alive sent to") >= 3, 30, "3 keep-alives")
+    alice.command("status register")
+    alice.wait_for_output("registered, identity=sip:alice@127.0.0.1", 30)
+    listing = subprocess.run(
+        [sys.executable, "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
+         "user", "list"],
+        env=python_env(), capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    lines = listing.splitlines()
+    contacts = []
+    for line in lines[lines.index("alice (Alice)") + 1:]:
+        if not line.startswith("    "):
+            break
+        contacts.append(line.strip())
+    assert len(contacts) == 1 and "expires in" in contacts[0], listing
+    assert f"sip:alice@127.0.0.1:{alice.port}" in contacts[0], listing
+    log = daemon.log()
+    assert "#warn]" not in log and "#error]" not in log and "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("linphone_side", ["caller", "callee"])
+@pytest.mark.parametrize("policy", ["flow1", "flow4"])
+@needs_baresip
+@needs_baresip_sndfile
+def test_linphone_and_baresip_connect_hear_each_other_and_the_linphone_hang_up_ends_it(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], policy: str,
+    linphone_side: str,
+) -> None:
+    """A call between a linphone phone and a baresip phone connects; each hears the
+    other's tone (the media goes directly between them); the linphone phone hangs up: the
+    baresip phone gets the BYE, and the record says the linphone side hung up."""
+    daemon, sip_port, _, control_port = start(start_daemon, tmp_path, policy)
+    names = {"caller": "alice", "callee": "bob"}
+    linphone_name = names[linphone_side]
+    baresip_name = names["callee" if linphone_side == "caller" else "caller"]
+    linphone = Linphone(tmp_path / f"linphone-{linphone_name}", linphone_name, sip_port,
+                        tone=TONES[linphone_name])
+    running.append(linphone)
+    baresip = demo_phone(tmp_path, baresip_name, sip_port, "auto", TONES[baresip_name])
+    running.append(baresip)
+    for name in ("alice", "bob"):
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+    control = Control(control_port)
+    call_id = control.place("alice", "bob")["call_id"]
+    wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
+    time.sleep(4)  # media both ways
+    linphone.command("terminate")
+    wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
+    record = control.get(call_id)
+    assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
+        f"{linphone_side}-hangup", linphone_side, "ended"), record
+    baresip.wait_for_output("terminated", 30)
+    linphone.stop()
+    baresip.stop()
+    [baresip_received] = sorted(baresip.recordings.glob("*dec*.wav"))[-1:]
+    assert abs(dominant_frequency(linphone.received) - TONES[baresip_name]) < 15
+    assert abs(dominant_frequency(baresip_received) - TONES[linphone_name]) < 15
+    assert "Traceback" not in daemon.log()
+
+
+def test_linphone_phones_sharing_no_codec_make_a_failed_call_with_488_in_the_api(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any]
+) -> None:
+    """alice's linphone offers only PCMU, bob's only PCMA: the call never connects, and
+    the web API says ``failed`` with SIP status 488, no ``answered`` and no ``duration``."""
+    daemon, sip_port, web_port, control_port = start(start_daemon, tmp_path)
+    phones = [Linphone(tmp_path / f"linphone-{name}", name, sip_port, codecs=(codec,))
+              for name, codec in (("alice", "PCMU"), ("bob", "PCMA"))]
+    running.extend(phones)
+    for name in ("alice", "bob"):
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+    token = subprocess.run(
+        [sys.executable, "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
+         "token", "create", "alice"],
+        env=python_env(), capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()[-1]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def api(path: str) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1{path}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with opener.open(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    call_id = Control(control_port).place("alice", "bob")["call_id"]
+    wait_until(lambda: api(f"/calls/{call_id}")["state"] in ("ended", "failed"), 30,
+               "the call to end")
+    call = api(f"/calls/{call_id}")
+    assert call["state"] == "failed", call
+    assert call.get("answered") is None and call.get("duration") is None, call
+    assert call["sip_status"] == 488, call
+    assert "Traceback" not in daemon.log()
