@@ -162,3 +162,45 @@ def test_linphone_phones_sharing_no_codec_make_a_failed_call_with_488_in_the_api
     assert call.get("answered") is None and call.get("duration") is None, call
     assert call["sip_status"] == 488, call
     assert "Traceback" not in daemon.log()
+
+
+@pytest.mark.parametrize("policy", ["flow1", "flow4"])
+@needs_baresip
+@needs_baresip_sndfile
+def test_linphone_holds_and_resumes_through_the_daemon_and_the_audio_comes_back(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], policy: str
+) -> None:
+    """alice's linphone puts the call on hold (a re-INVITE offering ``sendonly``) and
+    resumes it (``sendrecv``): the daemon relays both re-INVITEs to bob's baresip and its
+    answers back, the call stays connected, and after the resume each phone hears the
+    other's tone again."""
+    daemon, sip_port, _, control_port = start(start_daemon, tmp_path, policy)
+    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, tone=TONES["alice"])
+    running.append(alice)
+    bob = demo_phone(tmp_path, "bob", sip_port, "auto", TONES["bob"])
+    running.append(bob)
+    for name in ("alice", "bob"):
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+    control = Control(control_port)
+    call_id = control.place("alice", "bob")["call_id"]
+    wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
+    time.sleep(2)
+    alice.command("pause")
+    alice.wait_for_output("is now paused", 30)
+    time.sleep(2)
+    alice.command("resume")
+    wait_until(lambda: alice.output().count("Media streams established") == 2, 30,
+               "alice's media to be back")
+    time.sleep(4)  # media both ways again
+    assert control.get(call_id)["state"] == "connected"
+    # Both re-INVITEs reached bob's phone with their offers (not answered by the daemon).
+    assert bob.output().count("got re-INVITE (SDP Offer)") == 2, bob.output()
+    alice.command("terminate")
+    wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
+    bob.wait_for_output("terminated", 30)
+    alice.stop()
+    bob.stop()
+    [bob_received] = sorted(bob.recordings.glob("*dec*.wav"))[-1:]
+    assert abs(dominant_frequency(alice.received) - TONES["bob"]) < 15
+    assert abs(dominant_frequency(bob_received) - TONES["alice"]) < 15
+    assert "Traceback" not in daemon.log()
