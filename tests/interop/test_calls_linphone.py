@@ -204,3 +204,31 @@ def test_linphone_holds_and_resumes_through_the_daemon_and_the_audio_comes_back(
     assert abs(dominant_frequency(alice.received) - TONES["bob"]) < 15
     assert abs(dominant_frequency(bob_received) - TONES["alice"]) < 15
     assert "Traceback" not in daemon.log()
+
+
+@pytest.mark.parametrize("side", ["caller", "callee"])
+def test_a_linphone_declining_the_call_is_recorded_as_rejected_by_that_side(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], side: str
+) -> None:
+    """A linphone phone that rings and is told to ``terminate`` declines (603 Decline):
+    the call fails ``{side}-rejected`` with that status, and a caller that had answered
+    gets a BYE whose ``Reason: SIP ;cause=603`` linphone shows as "Call declined"."""
+    daemon, sip_port, _, control_port = start(start_daemon, tmp_path)
+    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port,
+                     auto_answer=side != "caller")
+    bob = Linphone(tmp_path / "linphone-bob", "bob", sip_port, auto_answer=False)
+    running.extend([alice, bob])
+    for name in ("alice", "bob"):
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+    control = Control(control_port)
+    call_id = control.place("alice", "bob")["call_id"]
+    decliner = alice if side == "caller" else bob
+    decliner.wait_for_output("Receiving new incoming call", 30)
+    decliner.command("terminate")
+    wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
+    record = control.get(call_id)
+    assert (record["state"], record["end_reason"], record["sip_status"], record["who_hung_up"]
+            ) == ("failed", f"{side}-rejected", 603, side), record
+    if side == "callee":
+        alice.wait_for_output("ended (Call declined)", 30)
+    assert "Traceback" not in daemon.log()
