@@ -232,3 +232,44 @@ def test_a_linphone_declining_the_call_is_recorded_as_rejected_by_that_side(
     if side == "callee":
         alice.wait_for_output("ended (Call declined)", 30)
     assert "Traceback" not in daemon.log()
+
+
+@pytest.mark.parametrize("ending", ["ring-timeout", "caller-hangs-up"])
+@pytest.mark.parametrize("policy", ["flow1", "flow4"])
+def test_a_ringing_linphone_callee_is_cancelled(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], policy: str,
+    ending: str,
+) -> None:
+    """bob's linphone rings (it sends its 180 without a Contact: RFC 3261 §12.1.1 wants
+    one, the daemon copes) and is cancelled, either at ``callee_ring_timeout`` (the
+    caller's linphone then gets a BYE with ``Reason: SIP ;cause=408``) or because alice's
+    linphone hung up meanwhile; bob's linphone sees the call end, and the daemon lets go
+    of the call."""
+    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path), policy,
+                                     callee_ring_timeout="3"))
+    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_log("created demo users")
+    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port)
+    bob = Linphone(tmp_path / "linphone-bob", "bob", sip_port, auto_answer=False)
+    running.extend([alice, bob])
+    for name in ("alice", "bob"):
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+    control = Control(control_port)
+    call_id = control.place("alice", "bob")["call_id"]
+    bob.wait_for_output("Receiving new incoming call", 30)
+    if ending == "caller-hangs-up":
+        alice.command("terminate")
+    wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
+    record = control.get(call_id)
+    expected = {"ring-timeout": ("callee-no-answer", 408, "system"),
+                "caller-hangs-up": ("caller-hangup", None, "caller")}[ending]
+    assert (record["end_reason"], record["sip_status"], record["who_hung_up"],
+            record["state"]) == (*expected, "failed"), record
+    bob.wait_for_output("ended", 30)
+    assert "CANCEL sip:bob@" in bob.log()
+    if ending == "ring-timeout":
+        alice.wait_for_output("ended", 30)
+        assert 'Reason: SIP ;cause=408' in alice.log()
+    wait_until(lambda: control.active() == [], 30, "the daemon to let go of the call")
+    assert "Traceback" not in daemon.log()
