@@ -12,6 +12,14 @@ How it is made headless, found by trying (linphonec 5.1.65):
   readline blocks in ``read()`` and the core is not iterated between commands (nothing
   happens while it waits); on a terminal readline's idle hook iterates the core. The
   ``--pipe`` mode is no way out: its socket is ``/tmp/linphonec-UID``, one per user.
+- liblinphone looks for its local address every 5 s (it connects a UDP socket to
+  87.98.157.38, never sending anything, and reads the source address) and calls the
+  network *down* when that is 127.0.0.1: it then drops its registration and resets its
+  transports, mid-call too. In a namespace with only ``lo`` that happens 5 s after start.
+  ``auto_net_state_mon=0`` is no way out (linphonec then never brings the network up), so
+  :func:`let_linphone_see_a_network` routes that one address to ``lo`` with source
+  127.0.0.2: liblinphone's check compares the string with "127.0.0.1" only. Its SIP and
+  media addresses still come from the daemon's address (127.0.0.1).
 - No sound card: ``soundcard use files`` makes each call play ``play FILE`` (a wav of a
   tone, looped) as the microphone and record what it receives to ``record FILE``.
 - Its rc file sets the UDP port (TCP and TLS off: port 0), the RTP port, the account
@@ -27,6 +35,7 @@ import math
 import os
 import pty
 import shutil
+import socket
 import struct
 import subprocess
 import wave
@@ -42,6 +51,9 @@ needs_linphone = pytest.mark.skipif(shutil.which("linphonec") is None,
 #: as (mime type, clock rate, channels).
 DEFAULT_CODECS = [("PCMU", 8000, 1), ("PCMA", 8000, 1), ("opus", 48000, 2),
                   ("speex", 16000, 1), ("speex", 8000, 1), ("G729", 8000, 1)]
+
+#: The address liblinphone (bctoolbox) connects a UDP socket to, to learn its local address.
+LOCAL_ADDRESS_PROBE = "87.98.157.38"
 
 #: Sample rate of the tone files (G.711's).
 TONE_RATE = 8000
@@ -59,16 +71,33 @@ def write_tone(path: Path, frequency: float, seconds: float = 60.0) -> None:
         out.writeframes(struct.pack(f"<{count}h", *samples))
 
 
+def let_linphone_see_a_network() -> None:
+    """
+    In a network namespace with only ``lo`` (``unshare -n``), route liblinphone's local
+    address probe to ``lo`` with source 127.0.0.2, so that its network monitor does not
+    take the network down (see the module's docstring). Nothing is sent to that address;
+    anywhere else (a real network) nothing is changed.
+    """
+    if [name for _, name in socket.if_nameindex()] != ["lo"]:
+        return
+    subprocess.run(["ip", "route", "replace", f"{LOCAL_ADDRESS_PROBE}/32", "dev", "lo",
+                    "src", "127.0.0.2"], check=True, timeout=10)
+
+
 def linphone_rc(port: int, rtp_port: int, user: str, password: str, sip_port: int,
-                codecs: tuple[str, ...], keepalive_ms: int) -> str:
-    """The rc file of a phone registering ``user`` with the daemon on ``sip_port``."""
+                codecs: tuple[str, ...], keepalive_ms: int, expires: int, transport: str) -> str:
+    """
+    The rc file of a phone registering ``user`` for ``expires`` s with the daemon on
+    ``sip_port`` over ``transport`` (``udp`` or ``tcp``: it listens on ``port`` with it).
+    """
+    udp_port, tcp_port = (port, 0) if transport == "udp" else (0, port)
     lines = [
-        "[sip]", f"sip_port={port}", "sip_tcp_port=0", "sip_tls_port=0", "default_proxy=0",
-        f"keepalive_period={keepalive_ms}",
+        "[sip]", f"sip_port={udp_port}", f"sip_tcp_port={tcp_port}", "sip_tls_port=0",
+        "default_proxy=0", f"keepalive_period={keepalive_ms}",
         "[rtp]", f"audio_rtp_port={rtp_port}",
         "[sound]", "echocancellation=0",
-        "[proxy_0]", f"reg_proxy=<sip:127.0.0.1:{sip_port}>",
-        f"reg_identity=sip:{user}@127.0.0.1", "reg_expires=600", "reg_sendregister=1",
+        "[proxy_0]", f"reg_proxy=<sip:127.0.0.1:{sip_port};transport={transport}>",
+        f"reg_identity=sip:{user}@127.0.0.1", f"reg_expires={expires}", "reg_sendregister=1",
         "publish=0",
         "[auth_info_0]", f"username={user}", f"passwd={password}",
     ]
@@ -81,8 +110,9 @@ def linphone_rc(port: int, rtp_port: int, user: str, password: str, sip_port: in
 class Linphone:
     """
     One headless linphonec in its own folder ``directory`` (its ``HOME``), listening on a
-    free UDP port of 127.0.0.1 and registering demo user ``name`` with the daemon on
-    ``sip_port`` (password = ``name`` unless given). It plays a ``tone`` Hz sine as its
+    free port of 127.0.0.1 (``transport``: ``udp`` or ``tcp``) and registering demo user
+    ``name`` for ``expires`` s with the daemon on ``sip_port`` (password = ``name`` unless
+    given). It plays a ``tone`` Hz sine as its
     microphone and records what it receives in :attr:`received`; with ``auto_answer`` it
     answers every call at once (``-a``); it sends a CRLFCRLF keep-alive to the daemon
     every ``keepalive_ms`` (liblinphone's default: 30 s). Its console goes to
@@ -92,7 +122,9 @@ class Linphone:
 
     def __init__(self, directory: Path, name: str, sip_port: int, *, tone: float = 440.0,
                  codecs: tuple[str, ...] = ("PCMU",), auto_answer: bool = True,
-                 password: str | None = None, keepalive_ms: int = 30000) -> None:
+                 password: str | None = None, keepalive_ms: int = 30000,
+                 expires: int = 600, transport: str = "udp") -> None:
+        let_linphone_see_a_network()
         self.name = name
         self.port = find_free_port()
         self.directory = directory
@@ -101,7 +133,7 @@ class Linphone:
         rc = directory / "linphonerc"
         rc.write_text(linphone_rc(self.port, find_free_port(), name,
                                   name if password is None else password, sip_port, codecs,
-                                  keepalive_ms))
+                                  keepalive_ms, expires, transport))
         self.tone = directory / "tone.wav"
         write_tone(self.tone, tone)
         self.received = directory / "received.wav"

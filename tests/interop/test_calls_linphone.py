@@ -14,6 +14,7 @@ web API, never ``ended``. Every wait is bounded and every process is stopped by 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -59,35 +60,54 @@ def start(start_daemon: Callable[[str], Any], tmp_path: Path, policy: str = "flo
     return daemon, sip_port, web_port, control_port
 
 
-def test_linphone_registers_with_digest_as_one_binding_and_its_keep_alives_are_harmless(
+def test_linphone_registers_with_digest_as_one_binding_and_unregisters_when_it_quits(
     tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any]
 ) -> None:
-    """linphonec answers the 401 with Digest (MD5, qop=auth) and is bound once, at the
-    UDP port it listens on, whatever ``+sip.instance`` and ``;transport=udp`` it adds to
-    its Contact; its CRLFCRLF keep-alives (every 0.5 s here) are taken silently and the
-    phone stays registered."""
+    """linphonec asks for 30 s, gets 423 with ``Min-Expires: 60`` and asks again for 60 s;
+    it answers the 401 with Digest (MD5, qop=auth) and is bound once, at the UDP port it
+    listens on, whatever ``+sip.instance`` and ``;transport=udp`` it adds to its Contact;
+    its CRLFCRLF keep-alives (every 0.5 s here) are taken silently and the phone stays
+    registered; it unregisters (Expires: 0) when it quits."""
     daemon, sip_port, _, _ = start(start_daemon, tmp_path)
-    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, keepalive_ms=500)
+    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, keepalive_ms=500,
+                     expires=30)
     running.append(alice)
     daemon.wait_for_log("REGISTER sip:alice@127.0.0.1: 1 binding(s)", 30)
-    wait_until(lambda: alice.log().count("keep alive sent to") >= 3, 30, "3 keep-alives")
+    register_log = alice.log()
+    assert "SIP/2.0 423 Interval Too Brief" in register_log and "Min-Expires: 60" in register_log
+    assert re.search(r"^Expires: 60\s*$", register_log, re.MULTILINE), register_log
+    # Past liblinphone's 5 s network check (see let_linphone_see_a_network).
+    wait_until(lambda: alice.log().count("keep alive sent to") >= 14, 30, "14 keep-alives")
     alice.command("status register")
     alice.wait_for_output("registered, identity=sip:alice@127.0.0.1", 30)
-    listing = subprocess.run(
-        [sys.executable, "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
-         "user", "list"],
-        env=python_env(), capture_output=True, text=True, timeout=60, check=True,
-    ).stdout
-    lines = listing.splitlines()
-    contacts = []
-    for line in lines[lines.index("alice (Alice)") + 1:]:
-        if not line.startswith("    "):
-            break
-        contacts.append(line.strip())
-    assert len(contacts) == 1 and "expires in" in contacts[0], listing
-    assert f"sip:alice@127.0.0.1:{alice.port}" in contacts[0], listing
+    [contact] = listed_contacts(user_list(tmp_path / "daemon0.ini"), "alice")
+    assert f"sip:alice@127.0.0.1:{alice.port}" in contact
     log = daemon.log()
     assert "#warn]" not in log and "#error]" not in log and "Traceback" not in log, log
+    alice.stop()
+    daemon.wait_for_log("REGISTER sip:alice@127.0.0.1: 0 binding(s)", 30)
+    assert listed_contacts(user_list(tmp_path / "daemon0.ini"), "alice") == []
+
+
+def user_list(ini: Path) -> str:
+    """``clicktodial --config INI user list``."""
+    return subprocess.run(
+        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "user", "list"],
+        env=python_env(), capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+
+
+def listed_contacts(listing: str, user: str) -> list[str]:
+    """The bindings listed under ``user`` (``expires in`` lines) in a ``user list``."""
+    lines = listing.splitlines()
+    start_at = next(i for i, line in enumerate(lines) if line.split(" ", 1)[0] == user) + 1
+    contacts = []
+    for line in lines[start_at:]:
+        if not line.startswith("    "):
+            break
+        if "expires in" in line:
+            contacts.append(line.strip())
+    return contacts
 
 
 @pytest.mark.parametrize("linphone_side", ["caller", "callee"])
