@@ -293,3 +293,40 @@ def test_a_ringing_linphone_callee_is_cancelled(
         assert 'Reason: SIP ;cause=408' in alice.log()
     wait_until(lambda: control.active() == [], 30, "the daemon to let go of the call")
     assert "Traceback" not in daemon.log()
+
+
+def test_linphone_phones_over_tcp_register_connect_and_hang_up(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any]
+) -> None:
+    """Two linphone phones on SIP over TCP (``;transport=tcp`` in their Contact) register
+    and connect a Flow IV call, hear each other, and bob's hang-up reaches alice."""
+    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    ini = daemon_ini(sip_port, web_port, control_port, str(tmp_path)).replace(
+        "[web]\n", "transports = udp, tcp\n[web]\n", 1)
+    daemon = start_daemon(ini)
+    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_log("created demo users")
+    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, tone=TONES["alice"],
+                     transport="tcp")
+    bob = Linphone(tmp_path / "linphone-bob", "bob", sip_port, tone=TONES["bob"],
+                   transport="tcp")
+    running.extend([alice, bob])
+    for name in ("alice", "bob"):
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+    [contact] = listed_contacts(user_list(tmp_path / "daemon0.ini"), "alice")
+    assert "transport=tcp" in contact, contact
+    control = Control(control_port)
+    call_id = control.place("alice", "bob")["call_id"]
+    wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
+    time.sleep(4)  # media both ways
+    bob.command("terminate")
+    wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
+    record = control.get(call_id)
+    assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
+        "callee-hangup", "callee", "ended"), record
+    alice.wait_for_output("ended", 30)
+    alice.stop()
+    bob.stop()
+    assert abs(dominant_frequency(alice.received) - TONES["bob"]) < 15
+    assert abs(dominant_frequency(bob.received) - TONES["alice"]) < 15
+    assert "Traceback" not in daemon.log()
