@@ -150,12 +150,15 @@ def test_linphone_and_baresip_connect_hear_each_other_and_the_linphone_hang_up_e
     assert "Traceback" not in daemon.log()
 
 
+@pytest.mark.parametrize("policy", ["flow1", "flow4"])
 def test_linphone_phones_sharing_no_codec_make_a_failed_call_with_488_in_the_api(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any]
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], policy: str
 ) -> None:
     """alice's linphone offers only PCMU, bob's only PCMA: the call never connects, and
-    the web API says ``failed`` with SIP status 488, no ``answered`` and no ``duration``."""
-    daemon, sip_port, web_port, control_port = start(start_daemon, tmp_path)
+    the web API says ``failed`` with SIP status 488, no ``answered`` and no ``duration``
+    (Flow I: bob's phone refuses alice's offer in the INVITE; Flow IV: alice's phone
+    refuses bob's offer in the re-INVITE)."""
+    daemon, sip_port, web_port, control_port = start(start_daemon, tmp_path, policy)
     phones = [Linphone(tmp_path / f"linphone-{name}", name, sip_port, codecs=(codec,))
               for name, codec in (("alice", "PCMU"), ("bob", "PCMA"))]
     running.extend(phones)
