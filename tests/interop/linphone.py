@@ -80,8 +80,10 @@ def let_linphone_see_a_network() -> None:
     """
     if [name for _, name in socket.if_nameindex()] != ["lo"]:
         return
-    subprocess.run(["ip", "route", "replace", f"{LOCAL_ADDRESS_PROBE}/32", "dev", "lo",
-                    "src", "127.0.0.2"], check=True, timeout=10)
+    result = subprocess.run(["ip", "route", "replace", f"{LOCAL_ADDRESS_PROBE}/32", "dev", "lo",
+                             "src", "127.0.0.2"], capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        pytest.skip(f"linphonec needs a route in this namespace: {result.stderr.strip()}")
 
 
 def linphone_rc(port: int, rtp_port: int, user: str, password: str, sip_port: int,
