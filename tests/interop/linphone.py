@@ -20,13 +20,13 @@ How it is made headless, found by trying (linphonec 5.1.65):
   :func:`let_linphone_see_a_network` routes that one address to ``lo`` with source
   127.0.0.2: liblinphone's check compares the string with "127.0.0.1" only. Its SIP and
   media addresses still come from the daemon's address (127.0.0.1).
-- No sound card: ``soundcard use files`` makes each call play ``play FILE`` (a wav of a
-  tone, looped) as the microphone and record what it receives to ``record FILE``.
-- Its rc file sets the UDP port (TCP and TLS off: port 0), the RTP port, the account
-  (``[proxy_0]`` and ``[auth_info_0]``: Digest with the demo password) and the codecs:
-  every ``[audio_codec_N]`` section listed comes first in that order, and a codec that is
-  not listed is added back *enabled* if liblinphone enables it by default, so each one it
-  enables by default is listed, disabled unless asked for.
+- No sound card: ``soundcard use files`` makes each call play ``play FILE`` (a 60 s wav
+  of a tone) as the microphone and record what it receives to ``record FILE``.
+- Its rc file sets the UDP or the TCP port (the others off: port 0), the RTP port, the
+  account (``[proxy_0]`` and ``[auth_info_0]``: Digest with the demo password) and the
+  codecs: every ``[audio_codec_N]`` section listed comes first in that order, and a codec
+  that is not listed is added back *enabled* if liblinphone enables it by default, so
+  each one it enables by default is listed, disabled unless asked for.
 """
 
 from __future__ import annotations
@@ -114,12 +114,11 @@ class Linphone:
     One headless linphonec in its own folder ``directory`` (its ``HOME``), listening on a
     free port of 127.0.0.1 (``transport``: ``udp`` or ``tcp``) and registering demo user
     ``name`` for ``expires`` s with the daemon on ``sip_port`` (password = ``name`` unless
-    given). It plays a ``tone`` Hz sine as its
-    microphone and records what it receives in :attr:`received`; with ``auto_answer`` it
-    answers every call at once (``-a``); it sends a CRLFCRLF keep-alive to the daemon
-    every ``keepalive_ms`` (liblinphone's default: 30 s). Its console goes to
-    ``directory/output.txt``, the liblinphone log (SIP messages included) to
-    ``directory/linphone.log``.
+    given). It plays a ``tone`` Hz sine as its microphone and records what it receives in
+    :attr:`received`; with ``auto_answer`` it answers every call at once (``-a``); it
+    sends a CRLFCRLF keep-alive to the daemon every ``keepalive_ms`` (liblinphone's
+    default: 30 s). Its console goes to ``directory/output.txt``, the liblinphone log (SIP
+    messages included) to ``directory/linphone.log``.
     """
 
     def __init__(self, directory: Path, name: str, sip_port: int, *, tone: float = 440.0,
