@@ -1,14 +1,18 @@
 """
 A second softphone stack against the daemon: Debian's ``linphonec`` (liblinphone 5.1,
-belle-sip), headless as :mod:`linphone` tells, next to baresip.
+belle-sip), headless as :mod:`linphone` tells, next to baresip. What linphone does
+differently is written up in docs/dialogs.md.
 
-A linphone phone registers with Digest and is one binding; a click-to-dial call between
-a linphone phone and a baresip phone (each side in turn, Flow I and Flow IV) connects,
-each phone hears the other's tone (linphone plays a wav and records what it receives,
-baresip plays a sine and records with ``sndfile``), and a hang-up on the linphone side
-reaches the other phone and the record names who hung up. Two linphone phones sharing
-no codec (PCMU only against PCMA only) make a ``failed`` call with SIP status 488 in the
-web API, never ``ended``. Every wait is bounded and every process is stopped by its PID.
+A linphone phone registers with Digest (after a 423) and is one binding, its keep-alives
+are harmless, and it unregisters when it quits. A click-to-dial call between a linphone
+phone and a baresip phone (linphone as caller and as callee, Flow I and Flow IV)
+connects, each phone hears the other's tone (linphone plays a wav and records what it
+receives, baresip plays a sine and records with ``sndfile``), and a hang-up on the
+linphone side reaches the other phone and the record names who hung up; a hold and a
+resume from linphone are relayed to baresip. A linphone declining (603), a ringing
+linphone cancelled, two linphones sharing no codec (PCMU only against PCMA only: a
+``failed`` call with SIP status 488 in the web API, never ``ended``), two linphones over
+TCP. Every wait is bounded and every process is stopped by its PID.
 """
 
 from __future__ import annotations
