@@ -167,6 +167,28 @@ def web_place_call(web_port: int, token: str, callee: str) -> dict[str, Any]:
         return dict(json.loads(response.read()))
 
 
+def web_api_get(web_port: int, token: str, path: str) -> Any:
+    """``GET /api/v1{path}`` as the token's user; the JSON answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1{path}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def assert_failed_without_answer(web_port: int, token: str, call_id: str, status: int) -> None:
+    """The call ends ``failed`` with ``status`` in the web API and its user's history, with
+    no ``answered`` and no ``duration``: it never was connected."""
+    wait_until(lambda: web_api_get(web_port, token, f"/calls/{call_id}")["state"]
+               in ("ended", "failed"), 30, "the call to end")
+    call = web_api_get(web_port, token, f"/calls/{call_id}")
+    assert call["state"] == "failed", call
+    assert call.get("answered") is None and call.get("duration") is None, call
+    assert call["sip_status"] == status, call
+    history = web_api_get(web_port, token, "/calls")
+    assert [c["state"] for c in history["calls"] if c["id"] == call_id] == ["failed"], history
+
+
 class Control:
     """
     The daemon's internal call-control API (``[calls] control_listen``) and, given
@@ -342,6 +364,32 @@ def demo_phone(tmp_path: Path, name: str, sip_port: int, answermode: str,
         f"answermode={answermode};audio_codecs=PCMU\n",
         audio_source=f"ausine,{int(tone)}", control=True, record=True,
     )
+
+
+def dominant_frequency(recording_path: Path) -> float:
+    """The dominant frequency of the last second of a 16- or 8-bit wav recording (its first
+    channel): well after the media went both ways."""
+    import wave
+
+    import numpy
+
+    with wave.open(str(recording_path)) as recording:
+        rate = recording.getframerate()
+        frames = recording.readframes(recording.getnframes())
+        width = recording.getsampwidth()
+        channels = recording.getnchannels()
+    samples = numpy.frombuffer(frames, dtype=numpy.int16 if width == 2 else numpy.int8)
+    tail = samples[::channels][-rate:].astype(float)
+    assert len(tail) == rate and numpy.abs(tail).max() > 100, f"{recording_path} is silent"
+    spectrum = numpy.abs(numpy.fft.rfft(tail * numpy.hanning(len(tail))))
+    return float(numpy.fft.rfftfreq(len(tail), 1 / rate)[int(spectrum.argmax())])
+
+
+def received_tone(phone: Baresip) -> float:
+    """The dominant frequency of what a baresip ``phone`` received (its decoder recording)."""
+    files = sorted(phone.recordings.glob("*dec*.wav"))
+    assert files, f"no recording of received audio in {phone.recordings}"
+    return dominant_frequency(files[-1])
 
 
 def launch_chromium(playwright: Any) -> Any:

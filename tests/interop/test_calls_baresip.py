@@ -16,13 +16,22 @@ with bob answering after 40 s (past the 32 s for which alice's phone retransmits
 from __future__ import annotations
 
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Baresip, Control, daemon_ini, demo_phone, needs_baresip, needs_baresip_sndfile
+from calltools import (
+    Baresip,
+    Control,
+    api_token,
+    assert_failed_without_answer,
+    daemon_ini,
+    demo_phone,
+    needs_baresip,
+    needs_baresip_sndfile,
+    received_tone,
+)
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
 
 numpy = pytest.importorskip("numpy")
@@ -34,22 +43,6 @@ pytestmark = [
 ]
 
 TONES = {"alice": 440.0, "bob": 880.0}
-
-
-def received_tone(phone: Baresip) -> float:
-    """The dominant frequency of what ``phone`` received (its decoder recording)."""
-    files = sorted(phone.recordings.glob("*dec*.wav"))
-    assert files, f"no recording of received audio in {phone.recordings}"
-    with wave.open(str(files[-1])) as recording:
-        rate = recording.getframerate()
-        frames = recording.readframes(recording.getnframes())
-        width = recording.getsampwidth()
-    samples = numpy.frombuffer(frames, dtype=numpy.int16 if width == 2 else numpy.int8)
-    # The last second of the call: well after the media went both ways.
-    tail = samples[-rate:].astype(float)
-    assert len(tail) == rate and numpy.abs(tail).max() > 100, "recording is silent"
-    spectrum = numpy.abs(numpy.fft.rfft(tail * numpy.hanning(len(tail))))
-    return float(numpy.fft.rfftfreq(len(tail), 1 / rate)[int(spectrum.argmax())])
 
 
 def run_call(tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Baresip],
@@ -112,12 +105,6 @@ def test_phones_sharing_no_codec_make_a_failed_call_in_the_api_and_history(
     refuses bob's offer (488). The call never connected: the web API says ``failed``, with
     no ``answered`` and no ``duration``, and so does alice's history.
     """
-    import json
-    import subprocess
-    import urllib.request
-
-    from conftest import python_env  # type: ignore[import-not-found]
-
     sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
     daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path)))
     daemon.wait_for_tcp(control_port)
@@ -132,27 +119,7 @@ def test_phones_sharing_no_codec_make_a_failed_call_in_the_api_and_history(
     running.extend(phones)
     for name in codecs:
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
-    token = subprocess.run(
-        ["python3", "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
-         "token", "create", "alice"],
-        env=python_env(), capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.split()[-1]
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def api(path: str) -> Any:
-        request = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1{path}",
-                                         headers={"Authorization": f"Bearer {token}"})
-        with opener.open(request, timeout=10) as response:
-            return json.loads(response.read())
-
+    token = api_token(tmp_path / "daemon0.ini", "alice")
     call_id = Control(control_port).place("alice", "bob")["call_id"]
-    wait_until(lambda: api(f"/calls/{call_id}")["state"] in ("ended", "failed"), 30,
-               "the call to end")
+    assert_failed_without_answer(web_port, token, call_id, 488)
     daemon.wait_for_log("offer/answer between the phones failed (488)", 10)
-    call = api(f"/calls/{call_id}")
-    assert call["state"] == "failed", call
-    assert call.get("answered") is None and call.get("duration") is None, call
-    assert call["sip_status"] == 488
-    history = api("/calls")
-    mine = [c for c in history["calls"] if c["id"] == call_id]
-    assert [c["state"] for c in mine] == ["failed"], history

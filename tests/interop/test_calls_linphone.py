@@ -17,19 +17,25 @@ TCP. Every wait is bounded and every process is stopped by its PID.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 import time
-import urllib.request
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Control, daemon_ini, demo_phone, needs_baresip, needs_baresip_sndfile
+from calltools import (
+    Control,
+    api_token,
+    assert_failed_without_answer,
+    daemon_ini,
+    demo_phone,
+    dominant_frequency,
+    needs_baresip,
+    needs_baresip_sndfile,
+)
 from conftest import find_free_port, python_env, wait_until  # type: ignore[import-not-found]
 from linphone import Linphone, needs_linphone
 
@@ -41,20 +47,6 @@ TONES = {"alice": 440.0, "bob": 880.0}
 
 #: Every audio codec liblinphone 5.1 enables by default.
 ALL_CODECS = ("PCMU", "PCMA", "opus", "speex", "G729")
-
-
-def dominant_frequency(recording_path: Path) -> float:
-    """The dominant frequency of the last second of a mono 16-bit wav recording."""
-    with wave.open(str(recording_path)) as recording:
-        rate = recording.getframerate()
-        frames = recording.readframes(recording.getnframes())
-        channels = recording.getnchannels()
-    samples = numpy.frombuffer(frames, dtype=numpy.int16)[::channels]
-    # The last second of the call: well after the media went both ways.
-    tail = samples[-rate:].astype(float)
-    assert len(tail) == rate and numpy.abs(tail).max() > 100, f"{recording_path} is silent"
-    spectrum = numpy.abs(numpy.fft.rfft(tail * numpy.hanning(len(tail))))
-    return float(numpy.fft.rfftfreq(len(tail), 1 / rate)[int(spectrum.argmax())])
 
 
 def start(start_daemon: Callable[[str], Any], tmp_path: Path, policy: str = "flow4"
@@ -173,26 +165,9 @@ def test_linphone_phones_sharing_no_codec_make_a_failed_call_with_488_in_the_api
     running.extend(phones)
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
-    token = subprocess.run(
-        [sys.executable, "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
-         "token", "create", "alice"],
-        env=python_env(), capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.split()[-1]
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def api(path: str) -> Any:
-        request = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1{path}",
-                                         headers={"Authorization": f"Bearer {token}"})
-        with opener.open(request, timeout=10) as response:
-            return json.loads(response.read())
-
+    token = api_token(tmp_path / "daemon0.ini", "alice")
     call_id = Control(control_port).place("alice", "bob")["call_id"]
-    wait_until(lambda: api(f"/calls/{call_id}")["state"] in ("ended", "failed"), 30,
-               "the call to end")
-    call = api(f"/calls/{call_id}")
-    assert call["state"] == "failed", call
-    assert call.get("answered") is None and call.get("duration") is None, call
-    assert call["sip_status"] == 488, call
+    assert_failed_without_answer(web_port, token, call_id, 488)
     assert "Traceback" not in daemon.log()
 
 

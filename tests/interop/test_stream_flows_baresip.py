@@ -25,9 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Baresip, Control, daemon_ini, demo_phone, needs_baresip, needs_baresip_sndfile
+from calltools import (
+    Baresip,
+    Control,
+    daemon_ini,
+    demo_phone,
+    needs_baresip,
+    needs_baresip_sndfile,
+    received_tone,
+)
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
-from test_calls_baresip import TONES, received_tone  # type: ignore[import-not-found]
+from test_calls_baresip import TONES  # type: ignore[import-not-found]
 
 pytestmark = [pytest.mark.interop, needs_baresip]
 
