@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import daemon_ini  # type: ignore[import-not-found]
+from calltools import METRICS_AUTH, daemon_ini  # type: ignore[import-not-found]
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
     find_free_port,
@@ -131,7 +131,7 @@ def test_a_flood_from_one_address_gets_banned_and_a_phone_elsewhere_keeps_regist
     log = log_path.read_text()
     assert "127.0.0.1 sent more than 200 requests" in log
     assert "Traceback" not in log
-    _, body = get_url(f"http://127.0.0.1:{web_port}/metrics")
+    _, body = get_url(f"http://127.0.0.1:{web_port}/metrics", headers=METRICS_AUTH)
     [drops] = [
         float(line.split()[-1]) for line in body.decode().splitlines()
         if line.startswith("clicktodial_sip_udp_kernel_drops ")
