@@ -221,12 +221,12 @@ def test_non_invite_client_gets_through_sipp_dropping_half_the_requests(
 def test_invite_server_absorbs_a_duplicate_invite_and_recovers_lost_486(
     tmp_path: Path, procs: list[SipApp | Sipp]
 ) -> None:
-    """SIPp sends each INVITE twice and drops half the 486s: one INVITE per call reaches the TU,
-    100 Trying comes from the transaction, Timer G gets a 486 through, the ACK ends it.
+    """SIPp sends each INVITE twice and drops a quarter of the 486s: one INVITE per call reaches
+    the TU, 100 Trying comes from the transaction, Timer G gets a 486 through, the ACK ends it.
 
-    SIPp may lose the 486 several times in a row (1 in 16 calls loses four: the fifth copy goes
-    at 8.8 s), so the app runs 20 s with T4 = 1 s (Timer I) and every transaction has ended
-    when it reports."""
+    SIPp may lose the 486 several times in a row (the eighth copy goes at 19.5 s; losing all eight
+    is 1 in 65,536 calls), so the app runs 20 s with T4 = 1 s (Timer I) and every
+    transaction has ended when it reports."""
     app = SipApp(
         tmp_path, "--role", "uas", "--port", "0", "--invite-status", "486",
         "--answer-delay", "0.5", "--duration", "20", "--t4", "1",
