@@ -7,12 +7,13 @@ Pure: no Twisted imports.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
 import attrs
 
-__all__ = ["NetworkSet", "parse_network"]
+__all__ = ["NetworkSet", "ip_of", "parse_network"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,10 +36,18 @@ def parse_network(text: str) -> _Network:
         ) from None
 
 
-def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    text = host.strip("[]")
+@functools.lru_cache(maxsize=4096)
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """
+    The address a host literal names (``192.0.2.7``, ``::1``, ``[::1]``; an IPv4-mapped
+    IPv6 address as its IPv4 address), or ``None`` for a name. Memoized (a pure function;
+    ``ipaddress`` objects are immutable): the SIP transport calls it for the Via and the
+    source of every request and for every destination.
+    """
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     try:
-        address = ipaddress.ip_address(text)
+        address = ipaddress.ip_address(host)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -71,7 +80,7 @@ class NetworkSet:
     def __contains__(self, host: object) -> bool:
         if not self.networks or not isinstance(host, str):
             return False
-        address = _host_address(host)
+        address = ip_of(host)
         if address is None:
             return False
         return any(address in network for network in self.networks)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import ipaddress
 import itertools
 import os
 import socket
@@ -62,6 +61,7 @@ from clicktodial.interfaces import (
     ISIPTransport,
     ISourceLimit,
 )
+from clicktodial.netaddr import ip_of
 from clicktodial.sip import banfilter
 from clicktodial.sip.address import (
     NO_RECONNECT,
@@ -122,26 +122,11 @@ class TransportError(Exception):
 
 
 @functools.lru_cache(maxsize=4096)
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    # Memoized (a pure function; ipaddress objects are immutable): called for the Via and
-    # the source of every request, and for every destination.
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-@functools.lru_cache(maxsize=4096)
 def normalize_host(host: str) -> str:
     """An IP address in canonical text (IPv4-mapped IPv6 as IPv4, no brackets); a name lower."""
     # Memoized: every datagram's source goes through it, and ipaddress parsing cost about
     # 8 % of the daemon's CPU under REGISTER load (docs/benchmarks.md).
-    address = _ip(host)
+    address = ip_of(host)
     return host.strip("[]").lower() if address is None else address.compressed
 
 
@@ -177,8 +162,8 @@ def stamp_received(headers: Headers, source: Source) -> None:
     """
     via = _top_via(headers)
     rport_empty = "rport" in via.params and via.params["rport"] is None
-    sent_by = _ip(via.host)
-    source_ip = _ip(source.remote_host)
+    sent_by = ip_of(via.host)
+    source_ip = ip_of(source.remote_host)
     changed = False
     if rport_empty:
         via.params["rport"] = str(source.remote_port)
@@ -705,7 +690,7 @@ class SIPTransportLayer(Service):
         listen = config.listen
         self._listen_host = listen.host
         self._port = listen.port
-        wildcard = _ip(listen.host)
+        wildcard = ip_of(listen.host)
         if wildcard is not None and wildcard.is_unspecified:
             # A wildcard cannot go in a Via: advertise the SIP domain instead (§18.2.2 then
             # sends responses to the received address anyway).
@@ -937,11 +922,11 @@ class SIPTransportLayer(Service):
         port = self._udp_port
         if port is None:
             raise TransportError("UDP is not listening")
-        address = _ip(destination.host)
+        address = ip_of(destination.host)
         if address is None:
             # RFC 3263 resolution is the caller's job; we only send to addresses.
             raise TransportError(f"cannot send a datagram to host name {destination.host!r}")
-        listen = _ip(self._listen_host)
+        listen = ip_of(self._listen_host)
         host = normalize_host(destination.host)  # address.compressed, memoized
         if listen is not None and listen.version == 6 and address.version == 4:
             if not listen.is_unspecified:
