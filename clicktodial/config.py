@@ -650,6 +650,16 @@ class SipConfig:
             " before the connection is aborted.",
         ),
     )
+    max_connections_per_source: int = attrs.field(
+        default=100,
+        metadata=setting(
+            parse_count,
+            "100",
+            "Most TCP (and, apart, TLS) connections one source address may hold open; one"
+            " more is closed before anything is read from it (0: no limit). [registrar]"
+            " trusted_proxies are exempt (a front proxy carries every phone's connections).",
+        ),
+    )
     flow_timer: int = attrs.field(
         default=120,
         metadata=setting(
@@ -831,6 +841,26 @@ class WebConfig:
             "65536",
             "Largest request body accepted (a form or JSON), in bytes; larger get 413."
             " At least 1024.",
+        ),
+    )
+    max_connections_per_client: int = attrs.field(
+        default=256,
+        metadata=setting(
+            parse_count,
+            "256",
+            "Most connections one client address may hold open to listen; one more is"
+            " closed before anything is read from it (0: no limit). trusted_proxies are"
+            " exempt.",
+        ),
+    )
+    request_timeout: float = attrs.field(
+        default=30.0,
+        metadata=setting(
+            parse_seconds,
+            "30",
+            "Seconds a request may take to arrive whole (request line, headers and body),"
+            " counted from the connection's start or from the previous response; a slower"
+            " client is disconnected. An idle keep-alive connection is closed after it too.",
         ),
     )
     metrics_listen: str | None = attrs.field(

@@ -265,7 +265,7 @@ def test_unknown_key_error_names_section_key_and_valid_keys() -> None:
         "x.ini: [sip] listen_port: unknown key"
         " (valid keys: domain, listen, transports, t1, t2, t4, user_agent, udp_buffer"
         ", tls_listen, tls_certificate, tls_private_key, stream_idle_timeout"
-        ", flow_keep_margin, stream_close_timeout, flow_timer)"
+        ", flow_keep_margin, stream_close_timeout, max_connections_per_source, flow_timer)"
     )
 
 
