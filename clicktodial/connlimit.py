@@ -128,6 +128,8 @@ class ConnectionLimitingFactory(WrappingFactory[_CountedProtocol], ServerFactory
     """``wrappedFactory`` behind a :class:`ConnectionLimit` (a listener's factory)."""
 
     protocol = _CountedProtocol
+    #: the wrapped factory's start and stop are logged already
+    noisy = False
 
     def __init__(self, wrappedFactory: Factory[Any], limit: ConnectionLimit) -> None:
         super().__init__(wrappedFactory)
