@@ -94,3 +94,25 @@ def test_json_format_stays_json_with_the_value_intact() -> None:
     _observer("format = json\n", out)(_hostile_event())
     assert not _RAW_CONTROL.search(out.getvalue())
     assert json.loads(out.getvalue())["username"] == HOSTILE
+
+
+def test_a_web_login_with_a_hostile_user_name_is_logged_without_control_characters() -> None:
+    """The name is not echoed (malformed: "?"), and the line holds no control character."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.defer import Deferred
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from clicktodial.testing.transport import LogCapture
+    from clicktodial.testing.webfakes import web_world
+
+    world = web_world()
+    request = DummyRequest([b"login"])
+    request.client = IPv4Address("TCP", "192.0.2.7", 40000)
+    request.getCookie = lambda name: None  # type: ignore[method-assign]
+    with LogCapture() as log:
+        login = Deferred.fromCoroutine(world.app.login(request, HOSTILE, "guess"))
+        login.addErrback(lambda failure: None)
+        world.clock.advance(10)
+    lines = [format_text_event(event) or "" for event in log.events]
+    assert any("web login failed for ? from 192.0.2.7" in line for line in lines), lines
+    assert not any(_RAW_CONTROL.search(line) for line in lines)

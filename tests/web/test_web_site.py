@@ -36,6 +36,7 @@ def _open(clock: Clock) -> tuple[object, StringTransport]:
     root.putChild(b"hello", _Hello())
     root.putChild(b"events", _Stream())
     site = BoundedSite(root, clock, request_timeout=30)
+    site.doStart()  # as listening does: the access log works from here
     peer = IPv4Address("TCP", "127.0.0.2", 40000)
     channel = site.buildProtocol(peer)
     assert channel is not None
@@ -87,3 +88,4 @@ def test_a_streamed_response_is_not_cut_off() -> None:
     clock.pump([STEP] * int(120 / STEP))
     assert not transport.disconnecting
     assert b"data: 1" in transport.value()
+
