@@ -9,6 +9,9 @@ seconds, counted from the connection's start or from the previous response on it
 keep-alive connection is closed after that time too). A response being streamed (an event
 stream) is not limited: the request arrived. With ``[web] max_connections_per_client``
 (:mod:`clicktodial.connlimit`) this bounds what one address holds.
+
+The channel is Twisted's HTTP/1.1 ``HTTPChannel`` itself (``Site`` would negotiate HTTP/2
+when the ``h2`` package is installed; the daemon does not install it).
 """
 
 from __future__ import annotations
