@@ -656,6 +656,8 @@ class SIPTransportLayer(Service):
     :ivar close_timeout: seconds a graceful close may take before the connection is
         aborted (``[sip] stream_close_timeout``).
     :ivar flow_timer: the Flow-Timer for RFC 5626 flows over TCP/TLS (``[sip] flow_timer``).
+    :ivar connection_limits: ``"TCP"``/``"TLS"`` -> the per-source cap on the open
+        connections of that listener (:mod:`clicktodial.connlimit`; none: no cap).
     """
 
     def __init__(
@@ -674,7 +676,6 @@ class SIPTransportLayer(Service):
         self.config = config
         self.handler = handler
         self.source_limit = source_limit
-        #: "TCP"/"TLS" -> the per-source cap on its listener's connections
         self.connection_limits = dict(connection_limits or {})
         self._ban_filter: _KernelBanFilter | None = None
         self._udp_socket: socket.socket | None = None

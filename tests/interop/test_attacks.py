@@ -3,7 +3,7 @@ scripts/attacks/run against the daemon of this checkout (issue 13, "Trust at the
 every ``scripts/attacks/check_*.py`` must print ``PASS`` as its last line, and the run
 exits 0. The driver starts its own throwaway daemon (SQLite, demo users, loopback ports)
 and, already inside ``unshare -n`` here, does not re-enter a namespace. Bounded: each
-check by the driver (150 s), the whole run here (240 s); the checks take about 50 s.
+check by the driver (150 s), the whole run here (240 s); the checks take about 35 s.
 """
 
 from __future__ import annotations
