@@ -3,8 +3,9 @@
 check_log_inject: can a phone or a web user write control characters into the daemon's
 log (forged lines, terminal escape sequences for whoever reads it with tail or journalctl)?
 Over SIP (UDP) it sends REGISTERs whose User-Agent, From display name, Call-ID and Digest
-username hold ESC sequences (CR and LF cannot pass a SIP header: the parser refuses them;
-a %0D%0A in a URI stays escaped), then a malformed request; on the web it logs in with a
+username hold ESC sequences (a bare CR or LF cannot pass a SIP header: the parser refuses
+it; a %0D%0A in a URI's user part is decoded, but reaches only the structured "aor" field,
+not a text line), then a malformed request; on the web it logs in with a
 user name holding CR, LF and ESC (logged as "?": a malformed name is not echoed). Then it
 reads the log (--log). PASS: the log holds no control character but the line ends (and the
 tab starting a traceback's lines), while the markers are there, escaped.
