@@ -7,7 +7,9 @@ the daemon turns that into one line naming file, section and key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import redis
 from attrs import frozen
@@ -79,7 +81,14 @@ def _url(text: str) -> str:
             "url must start with redis://, rediss:// or unix://"
             + (f", not {scheme}://" if scheme else ""), key="url")
     try:
+        parsed = urlsplit(url)
         redis.connection.parse_url(url)
+        # redis-py ignores a database path that is not a number: refuse it.
+        if scheme == "unix":
+            if not parsed.path:
+                raise ValueError("a unix:// URL needs the socket's path")
+        elif not re.fullmatch(r"/?(\d{1,5})?", parsed.path):
+            raise ValueError("the path must be the database number, e.g. /0")
     except ValueError as e:
         raise StoreConfigError(f"url is not a valid Redis URL: {e}", key="url") from e
     return url

@@ -62,7 +62,7 @@ _NEEDED_FLAGS = "Ex"
 
 #: Seconds the notification thread waits for a message before checking whether to stop,
 #: and before reconnecting after an error.
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.2
 _RECONNECT_SECONDS = 1.0
 
 
@@ -100,8 +100,9 @@ def decode_binding(aor: str, text: str | bytes) -> Binding:
     )
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+def _text(value: Any) -> str:
+    """A reply's text (redis-py answers bytes: the client does not decode)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 @implementer(ILocationBackend, IBindingChangeNotifier)
@@ -180,7 +181,7 @@ class RedisLocationStore:
             return "off"
         try:
             flags = _text(self._client.config_get("notify-keyspace-events").get(
-                "notify-keyspace-events", ""))
+                "notify-keyspace-events") or "")
         except ResponseError as e:  # CONFIG refused, as on managed Redis
             return f"missing: CONFIG GET refused: {e}"
         if _has_flags(flags):
@@ -203,7 +204,7 @@ class RedisLocationStore:
             except RedisError as e:
                 raise StoreUnavailable(f"redis: {type(e).__name__}: {e}") from e
 
-        return deferToThreadPool(self._reactor, self._pool, guarded)  # type: ignore[arg-type]
+        return deferToThreadPool(self._reactor, self._pool, guarded)
 
     # -- ILocationStore --------------------------------------------------------------------
 

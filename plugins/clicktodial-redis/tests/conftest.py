@@ -42,7 +42,8 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes] | None,
                 return
             except redis.ConnectionError:
                 if process is not None and process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {process.returncode}")
+                    raise RuntimeError(
+                        f"redis-server exited with {process.returncode}") from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)  # a subprocess starting: nothing to wait on but its socket
