@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,6 +52,7 @@ from clicktodial.testing.postgres import DEFAULT_URL, scratch_schema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "clicktodial-redis"))
 from clicktodial_redis import RedisLocationStore
+from clicktodial_redis.testing import RedisServer, delete_prefix
 
 
 def update(store: Any, n: int, cseq: int) -> None:
@@ -125,34 +124,6 @@ def redis_store(url: str, prefix: str, threads: int) -> RedisLocationStore:
     return store
 
 
-def own_redis_server(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    socket = f"{directory}/redis.sock"
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server is not installed")
-    process = subprocess.Popen(
-        [server, "--port", "0", "--unixsocket", socket, "--dir", directory, "--save", "",
-         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"unix://{socket}?db=0"
-    client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    client.close()
-    return process, url
-
-
-def delete_prefix(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=4000)
@@ -179,12 +150,12 @@ def main() -> None:
             upgrade_schema(pg_url)
             bench("postgresql", sql_store(pg_url.render_as_string(False), threads), count, 1)
     with tempfile.TemporaryDirectory(prefix="ctd-redis-") as scratch:
-        process, url = own_redis_server(scratch)
+        server = RedisServer(Path(scratch))
         try:
-            bench("redis (unix)", redis_store(url, "bench:", threads), count, threads)
+            bench("redis (unix)", redis_store(server.start(), "bench:", threads), count,
+                  threads)
         finally:
-            process.terminate()
-            process.wait(10)
+            server.stop()
     if not args.no_redis_tcp:
         prefix = f"clicktodial-bench:{uuid.uuid4().hex}:"
         try:
