@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
 
 import pytest
 from zope.interface.verify import verifyObject
 
-from clicktodial.store.errors import StoreConfigError
+from clicktodial.store.errors import StoreConfigError, StoreUnavailable
 from clicktodial.store.plugins import StoreEnvironment
-from clicktodial.testing.fakes import InlineReactor, inline_thread_pool
+from clicktodial.testing.fakes import (
+    InlineReactor,
+    failure_result_of,
+    inline_thread_pool,
+    success_result_of,
+)
 from clicktodial_redis import RedisLocationStore, RedisOptions, factory
 from clicktodial_redis._compat import ILocationBackend, ILocationBackendFactory
 
@@ -102,3 +108,13 @@ def test_entry_point_names_the_factory() -> None:
                      if e.group == "clicktodial.location_backends"]
     assert (entry_point.name, entry_point.value) == ("redis", "clicktodial_redis:factory")
     assert entry_point.load() is factory
+
+
+def test_unreachable_redis_fails_start_with_store_unavailable(tmp_path: Path) -> None:
+    """No server at the URL: start() fails with StoreUnavailable (the daemon then stops
+    with one line), and stop() still works."""
+    store = factory.create({"url": f"unix://{tmp_path}/nothing.sock", "connect_timeout": "1"},
+                           environment())
+    failure = failure_result_of(store.start(), StoreUnavailable)
+    assert "redis: ConnectionError" in str(failure.value)
+    success_result_of(store.stop())
