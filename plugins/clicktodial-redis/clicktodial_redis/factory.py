@@ -13,12 +13,17 @@ from urllib.parse import urlsplit
 
 import redis
 from attrs import frozen
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from zope.interface import implementer
 
 from clicktodial.store.errors import StoreConfigError
 from clicktodial.store.plugins import StoreEnvironment
 from clicktodial_redis._compat import ILocationBackend, ILocationBackendFactory
 from clicktodial_redis.store import EXPIRY_EVENT_MODES, RedisLocationStore
+
+#: How many times redis-py tries a command again after a connection error or timeout.
+RETRIES = 2
 
 #: The URL schemes redis-py connects with: TCP, TLS, unix socket.
 URL_SCHEMES = ("redis", "rediss", "unix")
@@ -163,6 +168,10 @@ def build_store(options: RedisOptions, environment: StoreEnvironment) -> RedisLo
         socket_connect_timeout=options.connect_timeout,
         # One connection per pool thread, one for the notification thread.
         max_connections=options.threads + 1,
+        # A dropped connection or a timeout is retried twice after a short back-off (at most
+        # 0.5 s) before the operation fails with StoreUnavailable: bounded, so a stop during
+        # start-up against an unreachable Redis waits for about three connect_timeouts.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
     )
     return RedisLocationStore(
         environment.reactor,  # type: ignore[arg-type]
