@@ -80,6 +80,17 @@ class Daemon:
 
 
 @pytest.fixture
+def server_config(redis_url: str) -> Iterator[redis.Redis]:
+    """A client for CONFIG; the server's notify-keyspace-events is put back afterwards
+    (CLICKTODIAL_TEST_REDIS_URL may name a server others use)."""
+    before = client.config_get("notify-keyspace-events")["notify-keyspace-events"] or ""
+    before = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    yield client
+    client.config_set("notify-keyspace-events", before)
+    client.close()
+
+
+@pytest.fixture
 def daemons(redis_url: str, key_prefix: str) -> Iterator[tuple[Daemon, Daemon]]:
     pair = (Daemon(redis_url, key_prefix), Daemon(redis_url, key_prefix))
     yield pair
@@ -139,10 +150,11 @@ def test_unsubscribed_listener_is_not_told(daemons: tuple[Daemon, Daemon]) -> No
     assert other == [ALICE] and there.told == []
 
 
-def test_expiry_by_redis_is_told(redis_url: str, key_prefix: str) -> None:
+def test_expiry_by_redis_is_told(redis_url: str, key_prefix: str,
+                                 server_config: redis.Redis) -> None:
     """When Redis expires an AOR's last binding (its key's TTL), every daemon is told: with
     expiry_events = configure the store turned on the server's expired-key events."""
-    client = redis.Redis.from_url(redis_url)
+    client = server_config
     client.config_set("notify-keyspace-events", "")
     here = Daemon(redis_url, key_prefix)
     try:
@@ -155,17 +167,16 @@ def test_expiry_by_redis_is_told(redis_url: str, key_prefix: str) -> None:
         assert client.exists(key_prefix + "bindings:" + ALICE) == 0
     finally:
         here.store.stop()
-        client.close()
 
 
-def test_check_mode_leaves_the_server_configuration(redis_url: str, key_prefix: str) -> None:
+def test_check_mode_leaves_the_server_configuration(redis_url: str, key_prefix: str,
+                                                    server_config: redis.Redis) -> None:
     """expiry_events = check only reads the server's setting (it may be refused to change
     on a managed Redis) and starts anyway."""
-    client = redis.Redis.from_url(redis_url)
+    client = server_config
     client.config_set("notify-keyspace-events", "")
     here = Daemon(redis_url, key_prefix, expiry_events="check")
     try:
         assert client.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
     finally:
         here.store.stop()
-        client.close()
