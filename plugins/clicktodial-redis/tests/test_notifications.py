@@ -83,8 +83,8 @@ class Daemon:
 def server_config(redis_url: str) -> Iterator[redis.Redis]:
     """A client for CONFIG; the server's notify-keyspace-events is put back afterwards
     (CLICKTODIAL_TEST_REDIS_URL may name a server others use)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     before = client.config_get("notify-keyspace-events")["notify-keyspace-events"] or ""
-    before = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
     yield client
     client.config_set("notify-keyspace-events", before)
     client.close()
