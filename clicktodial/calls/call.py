@@ -35,7 +35,7 @@ from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_med
 from clicktodial.interfaces import IBridge, IMediaFlow, ISessionHandler
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
-from clicktodial.sip.dialog import DialogError, flow_destination
+from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destination
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
@@ -155,14 +155,16 @@ class Target:
     Where one binding is called: the Request-URI (the stored contact,
     without URI headers), the pre-loaded route (stored Path) and the next hop.
 
-    @ivar flow: the fixed next hop for every request of the dialog (the
-        address a NATed phone registered from), or None.
+    @ivar flow: the fixed next hop for every request of the dialogs the
+        INVITE creates (the address the phone registered from, or the first
+        hop of a trusted Path), whatever the phone's Contact and
+        Record-Route say (docs/security.md).
     """
 
     uri: URI
     route: tuple[NameAddr, ...]
-    destination: Destination | None
-    flow: Destination | None
+    destination: Destination
+    flow: Destination
 
 
 def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
@@ -190,7 +192,10 @@ def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
         raise ValueError("no source address recorded with the binding")
     received = parse_uri(binding.received)
     if binding.path and received.host in trusted_paths:
-        return Target(uri, tuple(parse_name_addr(hop) for hop in binding.path), None, None)
+        route = tuple(parse_name_addr(hop) for hop in binding.path)
+        # The trusted proxy routes the dialog's requests too: they all go to its first hop.
+        hop = destination_for_uri(route[0].uri)
+        return Target(uri, route, hop, hop)
     # A stream flow that is gone is reopened to the source host at the Contact's port
     # (never to a host the Contact names); an RFC 5626 flow is never reopened.
     outbound = binding.instance_id is not None and binding.reg_id is not None
@@ -293,6 +298,7 @@ class Leg:
                     body=body,
                     route=target.route,
                     destination=target.destination,
+                    flow=target.flow,
                 )
                 if fork.state in (CallState.CALLING, CallState.PROCEEDING):
                     self.forks[fork] = target
@@ -583,7 +589,7 @@ class Call:
     # -- UA core events --------------------------------------------------------
 
     def _answered(self, leg: Leg, fork: OutgoingCall, session: Session, response: Response) -> None:
-        target = leg.forks.pop(fork, None)
+        leg.forks.pop(fork, None)
         expected = Phase.CALLING_CALLER if leg is self.caller else Phase.CALLING_CALLEE
         # The 2xx waits for our ACK when it carried the offer (our INVITE had none).
         offer = _sdp_of(response) if fork.offer is None else None
@@ -596,8 +602,6 @@ class Call:
             return
         leg.session = session
         leg.pending_offer = offer
-        if target is not None and target.flow is not None:
-            session.dialog.flow = target.flow
         # The first phone to answer wins; the others are cancelled (RFC 3261 §16.7 style).
         leg.cancel_forks()
         sdp = _sdp_of(response)

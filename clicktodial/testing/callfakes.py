@@ -123,7 +123,10 @@ class CallWorld:
         #: Addresses whose datagrams (to or from) are dropped.
         self.blackholed: set[tuple[str, int]] = set()
         self._tap_network()
-        self.daemon = Party.on_network(self.clock, self.net, *DAEMON, "clicktodial", self.timers)
+        # As the daemon's SIPStack builds it: every dialog pinned to its flow.
+        self.daemon = Party.on_network(
+            self.clock, self.net, *DAEMON, "clicktodial", self.timers, pin_flows=True
+        )
         self.store = MemoryStore(self.clock, realm=DOMAIN, hash_pool=InlineThreadPool())
         self.config = CallsConfig(policy=policy, **settings)  # type: ignore[arg-type]
         #: Users and bindings as the daemon's controller sees them: cached; bind() goes
