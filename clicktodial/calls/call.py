@@ -261,7 +261,7 @@ class Leg:
     # Per call, for as long as it is held: no per-instance __dict__ (also Call, _LegHandler).
     __slots__ = (
         "call", "role", "user", "handler", "forks", "starting", "failures", "session",
-        "pending_offer", "origin",
+        "pending_offer", "origin", "target",
     )
 
     def __init__(self, call: Call, role: str, user: User) -> None:
@@ -276,6 +276,8 @@ class Leg:
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
         self.origin = LegOrigin()
+        #: The binding's L{Target} whose phone answered (its session's flow).
+        self.target: Target | None = None
 
     def ring(
         self,
@@ -589,7 +591,7 @@ class Call:
     # -- UA core events --------------------------------------------------------
 
     def _answered(self, leg: Leg, fork: OutgoingCall, session: Session, response: Response) -> None:
-        leg.forks.pop(fork, None)
+        target = leg.forks.pop(fork, None)
         expected = Phase.CALLING_CALLER if leg is self.caller else Phase.CALLING_CALLEE
         # The 2xx waits for our ACK when it carried the offer (our INVITE had none).
         offer = _sdp_of(response) if fork.offer is None else None
@@ -602,6 +604,7 @@ class Call:
             return
         leg.session = session
         leg.pending_offer = offer
+        leg.target = target
         # The first phone to answer wins; the others are cancelled (RFC 3261 §16.7 style).
         leg.cancel_forks()
         sdp = _sdp_of(response)
@@ -721,7 +724,11 @@ class Call:
         the offer has no stream we can send to) every stream held.
         """
         if self.media is not None and self._ringback is None:
-            started = self.media.answer(offer, self.call_id)
+            # RTP only to the address the caller's phone signals from; behind a trusted
+            # proxy that is the proxy's, so the offer is taken as it is (docs/security.md).
+            target = self.caller.target
+            peer = target.flow.host if target is not None and not target.route else None
+            started = self.media.answer(offer, self.call_id, peer)
             if started is not None:
                 answer, self._ringback = started
                 return answer
