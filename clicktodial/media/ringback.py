@@ -23,6 +23,7 @@ from clicktodial.media.codecs import Codec
 from clicktodial.media.rtp import PortRangeExhausted, RtpPortAllocator, RtpStream
 from clicktodial.media.sdp import NoUsableMedia, audio_destination, ringback_answer
 from clicktodial.media.tones import BUSY, CONGESTION, RINGBACK, PacketLoop, tone, wav_file
+from clicktodial.netaddr import ip_of
 
 __all__ = ["BUSY_STATUSES", "RingbackPlayer"]
 
@@ -86,15 +87,24 @@ class RingbackPlayer:
         """Streams playing (0 when idle: nothing leaked)."""
         return len(self._streams)
 
-    def answer(self, offer: bytes, call_id: str) -> tuple[bytes, RtpStream] | None:
+    def answer(
+        self, offer: bytes, call_id: str, peer_host: str | None = None
+    ) -> tuple[bytes, RtpStream] | None:
         """
         Start ringback to the caller's ``offer``; our answer and the stream.
 
         None, logged, when the offer has no audio stream we can send G.711 to or no
-        port is free: the caller then gets the held answer and hears nothing.
+        port is free: the caller then gets the held answer and hears nothing.  Also when
+        ``peer_host`` (the address the caller's phone signals from) is given and the offer
+        names another address: a phone does not choose where the daemon sends its RTP
+        (docs/security.md).
         """
         try:
             chosen = audio_destination(offer)
+            if peer_host is not None and ip_of(chosen.host) != ip_of(peer_host):
+                raise NoUsableMedia(
+                    f"the offer's address {chosen.host} is not the phone's ({peer_host})"
+                )
             source = self._source("ringback", chosen.codec)
             stream = RtpStream.open(
                 self.allocator,

@@ -227,6 +227,9 @@ class SIPStack(MultiService):
             IncomingRefuser(lambda: self.router.methods),
             timers=self.timers,
             user_agent=config.user_agent,
+            # A phone's Contact and Record-Route never choose where the daemon's
+            # in-dialog requests go (docs/security.md).
+            pin_flows=True,
         )
         self.router = RequestRouter(self.user_agent)
         self.user_agent.precheck = self.router.precheck

@@ -162,7 +162,8 @@ def stamp_received(headers: Headers, source: Source) -> None:
 
     RFC 3261 §18.2.1: add ``received`` when the sent-by host is a name or an address other
     than the packet's source. RFC 3581 §4: when ``rport`` is present without a value, fill
-    it with the source port and add ``received`` even if it equals the sent-by.
+    it with the source port and add ``received`` even if it equals the sent-by. A
+    ``received`` the sender wrote that is not the source address is replaced by it.
 
     :raises HeaderParseError: the request has no readable Via.
     """
@@ -174,7 +175,10 @@ def stamp_received(headers: Headers, source: Source) -> None:
     if rport_empty:
         via.params["rport"] = str(source.remote_port)
         changed = True
-    if rport_empty or sent_by is None or sent_by != source_ip:
+    # A received= the sender wrote itself is replaced too: responses are routed by it
+    # (response_destination), and only the packet's source may say where it came from.
+    forged = "received" in via.params and ip_of(via.params["received"] or "") != source_ip
+    if rport_empty or forged or sent_by is None or sent_by != source_ip:
         # normalize_host is source_ip.compressed, memoized (ipaddress builds it each time).
         remote = source.remote_host
         received = normalize_host(remote) if source_ip is not None else remote
@@ -187,14 +191,21 @@ def stamp_received(headers: Headers, source: Source) -> None:
 
 def response_destination(via: Via, source: Source | None = None) -> Destination:
     """
-    Where a response whose top Via is ``via`` goes (RFC 3261 §18.2.2, RFC 3581 §4).
+    Where a response whose top Via is ``via`` goes (RFC 3261 §18.2.2, RFC 3581 §4), never
+    to a host other than the request's source.
 
     1. The request came over a connection (``source.connection``): back over it, if it is
        still open (the transport falls back to the address otherwise).
-    2. ``maddr``: to that address, the sent-by port or the default port.
-    3. ``received``: to that address; over UDP to the ``rport`` port when it has a value,
-       otherwise the sent-by port or the default port.
-    4. Otherwise the sent-by host and port (default 5060; 5061 for TLS).
+    2. Otherwise to the request's source host (``source``, or the ``received`` that
+       :func:`stamp_received` wrote from it); over UDP to the source port when the Via has
+       ``rport`` (RFC 3581 §4), otherwise the sent-by port or the default port.
+    3. Without either (a Via that was never stamped), the sent-by host and port.
+
+    ``maddr`` is never used, a deliberate deviation from §18.2.2: anyone can write it, and
+    obeying it would make the daemon send its responses (a 401 is larger than the
+    REGISTER that asks for it) and their retransmissions to any host: a reflector
+    (docs/security.md). Multicast responses are not a use anyone has for SIP; Kamailio
+    answers to the source as well.
     """
     transport = via.transport.upper()
     sent_by_port = via.port or default_port(transport)
@@ -202,9 +213,11 @@ def response_destination(via: Via, source: Source | None = None) -> Destination:
         return Destination(
             source.transport, source.remote_host, source.remote_port, source.connection
         )
-    maddr = via.maddr
-    if maddr:
-        return Destination(transport, maddr.strip("[]"), sent_by_port)
+    if source is not None:
+        host, port = source.remote_host, sent_by_port
+        if transport == "UDP" and source.transport == "UDP" and "rport" in via.params:
+            port = source.remote_port
+        return Destination(transport, host, port)
     received = via.received
     if received:
         port = sent_by_port
@@ -887,9 +900,10 @@ class SIPTransportLayer(Service):
     def send_response(self, response: Response, source: object = None) -> None:
         """
         Send ``response`` where RFC 3261 §18.2.2 / RFC 3581 §4 say (:func:`response_destination`):
-        back over the request's connection while it is open, else to ``maddr``, ``received``
-        and ``rport``, or the sent-by. When the Via cannot be read or names a transport we
-        do not run, the response goes back to ``source`` (where the request came from).
+        back over the request's connection while it is open, else to the request's source
+        host (``rport``: its port; never ``maddr``). When the Via cannot be read or names a
+        transport we do not run, the response goes back to ``source`` (where the request
+        came from).
 
         :raises TransportError: the response cannot be routed (no ``source`` to fall back
             on) or cannot be sent.

@@ -302,11 +302,50 @@ def test_response_goes_to_sent_by_with_the_default_port() -> None:
     assert route("SIP/2.0/TLS [2001:db8::7]") == Destination("TLS", "2001:db8::7", 5061)
 
 
-def test_response_goes_to_maddr() -> None:
-    """§18.2.2: maddr wins over received, with the sent-by port."""
+def test_response_never_goes_to_maddr() -> None:
+    """maddr is ignored (a deviation from §18.2.2, docs/security.md): received and rport."""
     assert route("SIP/2.0/UDP 192.0.2.7:5070;maddr=192.0.2.99;received=192.0.2.1") == (
-        Destination("UDP", "192.0.2.99", 5070)
+        Destination("UDP", "192.0.2.1", 5070)
     )
+    assert route("SIP/2.0/UDP 192.0.2.7:5070;maddr=192.0.2.99") == (
+        Destination("UDP", "192.0.2.7", 5070)
+    )
+
+
+def test_response_goes_to_the_request_source_whatever_the_via_says() -> None:
+    """Given the request's source, a UDP response goes to its host (rport: its port), not to
+    a maddr, received or sent-by the sender wrote."""
+    source = Source("UDP", "127.0.0.1", 5099, "127.0.0.1", 5060)
+    assert route("SIP/2.0/UDP 127.0.0.9:5070;maddr=127.0.0.9;received=127.0.0.9;rport=9",
+                 source) == Destination("UDP", "127.0.0.1", 5099)
+    assert route("SIP/2.0/UDP 127.0.0.1:5070;maddr=127.0.0.9", source) == (
+        Destination("UDP", "127.0.0.1", 5070)
+    )
+
+
+def test_a_received_the_sender_wrote_is_replaced_by_the_source() -> None:
+    """A forged received= (sent-by equal to the source, so §18.2.1 adds none) is replaced."""
+    assert stamped("SIP/2.0/UDP 192.0.2.1:5070;received=127.0.0.9;branch=z9hG4bK-1") == (
+        "SIP/2.0/UDP 192.0.2.1:5070;received=192.0.2.1;branch=z9hG4bK-1"
+    )
+    via = "SIP/2.0/UDP 192.0.2.1:5070;received=192.0.2.1;branch=z9hG4bK-1"
+    assert stamped(via) == via
+
+
+@pytest.mark.parametrize("via", [
+    "SIP/2.0/UDP 127.0.0.1:5099;maddr=127.0.0.9;branch=z9hG4bK-1",
+    "SIP/2.0/UDP 127.0.0.1:5099;maddr=127.0.0.9;rport;branch=z9hG4bK-1",
+    "SIP/2.0/UDP 127.0.0.1:5099;received=127.0.0.9;branch=z9hG4bK-1",
+    "SIP/2.0/UDP 127.0.0.9:5099;maddr=127.0.0.9;received=127.0.0.9;rport=5099;branch=z9hG4bK-1",
+], ids=["maddr", "maddr-rport", "forged-received", "everything"])
+def test_a_datagram_naming_a_maddr_is_answered_at_its_source_only(net: Layer, via: str) -> None:
+    """The reflector: a request whose Via names a victim (maddr, a received of its own) gets
+    its response at the packet's source, nothing at the victim (docs/security.md)."""
+    net.udp.receive(options(via=via), "127.0.0.1", 5099)
+    [(request, source)] = net.handler.requests
+    net.layer.send_response(make_response(request, 401, to_tag="t"), source)
+    [(_, addr)] = sent_messages(net.udp)
+    assert addr[0] == "127.0.0.1"
 
 
 def test_response_reuses_the_request_connection() -> None:
