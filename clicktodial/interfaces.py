@@ -276,7 +276,93 @@ class ICallRecordStore(Interface):
         """
 
 
-class IStoreBackend(IUserStore, ILocationStore, ICallRecordStore):
+class ILocationBackend(ILocationStore):
+    """
+    A location store with a lifecycle: what a location backend plugin
+    (C{[location] backend = NAME}) builds. Every L{IStoreBackend} is one, so
+    by default the C{[store]} backend keeps the registrations too.
+    """
+
+    def start() -> Deferred[None]:
+        """
+        Connect to the storage and check it is usable.
+
+        @return: fires when the store can be used; fails with
+            C{StoreUnavailable} (or C{SchemaOutOfDate}) otherwise: the daemon
+            then stops with exit status 1.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Release thread pools and connections. Called once C{start()} was
+        called, whether its Deferred has fired, failed or is still waiting: a
+        stop must not wait for a start in progress to succeed.
+
+        @return: fires once stopped.
+        """
+
+
+class ILocationBackendFactory(Interface):
+    """
+    A named kind of location store, registered as an C{importlib.metadata}
+    entry point in the group C{clicktodial.location_backends} and chosen by
+    C{[location] backend = NAME}; its options are the keys of the
+    C{[location:NAME]} section.
+    """
+
+    def create(options: Mapping[str, str],
+               environment: StoreEnvironment) -> ILocationBackend:
+        """
+        Build a (not yet started) location store. Must not connect or start
+        anything (C{check-config} calls it to validate the options and
+        discards the result).
+
+        @param options: the C{[location:NAME]} section's keys and values.
+        @param environment: the reactor, realm, thread-pool factory and
+            password hasher to use.
+        @raise clicktodial.store.errors.StoreConfigError: for a missing,
+            unknown or invalid option, naming the key.
+        """
+
+
+class IBindingChangeNotifier(Interface):
+    """
+    Optional capability of a location store: it tells of AORs whose
+    bindings changed, through this daemon or through another daemon sharing
+    the storage (the web's presence then refreshes that AOR at once instead
+    of at its next poll).
+    """
+
+    def subscribe(listener: Callable[[str], object]) -> Callable[[], None]:
+        """
+        Call C{listener} with an AOR each time its bindings changed (added,
+        refreshed, removed, expired when the storage expires them itself).
+        It runs on the reactor thread; an exception from it is logged and
+        swallowed.
+
+        @return: a function that unsubscribes C{listener}.
+        """
+
+
+class IUserChangeNotifier(Interface):
+    """
+    Optional capability of a user store: it tells of users whose
+    credentials or enabled state changed (a new password, disabled,
+    removed), so that the registrar's cached Digest secrets of that user are
+    dropped at once.
+    """
+
+    def subscribe(listener: Callable[[str], object]) -> Callable[[], None]:
+        """
+        Call C{listener} with a username each time that user's passwords,
+        SIP credentials or enabled state changed or the user was removed.
+        It runs on the reactor thread.
+
+        @return: a function that unsubscribes C{listener}.
+        """
+
+
+class IStoreBackend(IUserStore, ILocationBackend, ICallRecordStore):
     """
     What a store backend provides: all three stores and a lifecycle.
     """
@@ -312,10 +398,12 @@ class IStoreBackendFactory(Interface):
     def create(options: Mapping[str, str],
                environment: StoreEnvironment) -> IStoreBackend:
         """
-        Build a (not yet started) store.
+        Build a (not yet started) store. Must not connect or start anything
+        (C{check-config} calls it to validate the options and discards the
+        result).
 
-        @param options: the C{[store]} section's keys and values other than
-            C{backend}.
+        @param options: the C{[store:NAME]} section's keys and values (for
+            C{sql}, also the older C{[store] url} and C{auto_upgrade}).
         @param environment: the reactor, realm, thread-pool factory and
             password hasher to use.
         @raise clicktodial.store.errors.StoreConfigError: for a missing,
@@ -710,12 +798,19 @@ class ICallPolicy(Interface):
 class ICallPolicyFactory(Interface):
     """
     A named policy, registered as an C{importlib.metadata} entry point in
-    the group C{clicktodial.call_policies}.
+    the group C{clicktodial.call_policies} and chosen by C{[calls] policy =
+    NAME}; its options are the keys of the C{[policy:NAME]} section.
     """
 
-    def create(settings: CallsConfig) -> ICallPolicy:
+    def create(settings: CallsConfig, options: Mapping[str, str]) -> ICallPolicy:
         """
-        @param settings: the C{[calls]} section.
+        Build the policy. Called at start-up, by C{check-config}, and on
+        SIGHUP (new calls then follow the new policy).
+
+        @param settings: the C{[calls]} section (limits, timeouts).
+        @param options: the C{[policy:NAME]} section's keys and values.
+        @raise clicktodial.errors.PluginConfigError: for a missing, unknown
+            or invalid option, naming the key.
         @return: the policy.
         """
 

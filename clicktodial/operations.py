@@ -117,7 +117,7 @@ def check_calls_policy(config: Config) -> None:
     from clicktodial.calls.policy import create_policy
 
     try:
-        create_policy(config.calls)
+        create_policy(config.calls, config.plugins.options("policy", config.calls.policy))
     except Exception as e:
         raise ReloadRefused(
             "calls", "policy", f"cannot build policy {config.calls.policy!r}: {e}"
