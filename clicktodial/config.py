@@ -1736,13 +1736,8 @@ def parse_config(text: str, filename: str) -> Config:
         )
         for name, cls in classes.items()
     }
-    if sections["cluster"].bus == "postgres" and (
-        sections["store"].url.get_backend_name() != "postgresql"
-    ):
-        raise ConfigError(
-            filename, "postgres needs a PostgreSQL [store] url (the daemons share it)",
-            "cluster", "bus",
-        )
+    # [cluster] bus = postgres needs the store's IClusterStorage: checked at start-up
+    # (clicktodial.cluster.service), where the store backend is known.
     return Config(**sections, plugins=PluginSections(plugin_sections), source=filename)
 
 

@@ -362,6 +362,71 @@ class IUserChangeNotifier(Interface):
         """
 
 
+class IStoreLoad(Interface):
+    """
+    Optional capability of a store (or location) backend: how much work
+    waits for it. Admission control (C{[limits] max_store_pending}) answers
+    new requests 503 while too much does; C{/metrics} shows it as
+    C{clicktodial_store_pending}. A backend without it counts as 0.
+    """
+
+    def pending() -> int:
+        """
+        The operations waiting for a storage thread or connection now. Called
+        for every new SIP request: must be cheap and must not block.
+        """
+
+
+class INodeRegistry(Interface):
+    """
+    The cluster's table of nodes (C{[cluster] bus = postgres}): each node's
+    last heartbeat, for finding dead nodes and reaping their calls
+    (C{clicktodial.cluster.nodes}).
+    """
+
+    def start() -> None:
+        """Start the thread pool or connections it uses."""
+
+    def stop() -> None:
+        """Stop them."""
+
+    def heartbeat(node: str, at: float) -> Deferred[bool]:
+        """Set C{node}'s last heartbeat; fires with whether its row existed."""
+
+    def stale_nodes(cutoff: float) -> Deferred[list[str]]:
+        """
+        Fires with the nodes whose last heartbeat is before C{cutoff}, and the
+        orphans: nodes with calls in progress but no row.
+        """
+
+    def claim(node: str, cutoff: float) -> Deferred[bool]:
+        """
+        Delete C{node}'s row if it is still stale; fires with whether this
+        caller should reap its calls (it deleted the row, or there was none).
+        """
+
+    def remove(node: str) -> Deferred[None]:
+        """Delete C{node}'s row (a clean stop)."""
+
+
+class IClusterStorage(Interface):
+    """
+    Optional capability of a store backend: what C{[cluster] bus = postgres}
+    needs of the storage the daemons share (the C{sql} backend provides it on
+    PostgreSQL). Without it that setting stops start-up, naming both.
+    """
+
+    def node_registry() -> INodeRegistry:
+        """The nodes table (not started: the cluster service starts it)."""
+
+    def event_bus(node_id: str) -> IEventBus:
+        """
+        The event bus between the daemons sharing this storage, for node
+        C{node_id}; it is also an C{IService} (the cluster service starts and
+        stops it).
+        """
+
+
 class IStoreBackend(IUserStore, ILocationBackend, ICallRecordStore):
     """
     What a store backend provides: all three stores and a lifecycle.

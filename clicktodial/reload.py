@@ -19,10 +19,18 @@ from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.logger import Logger
+from zope.interface import Attribute, Interface
 
 from clicktodial.config import Config, ConfigError, load_config, section_names
 
-__all__ = ["LIVE_SETTINGS", "ConfigReloader", "ReloadHook", "ReloadRefused", "changed_settings"]
+__all__ = [
+    "LIVE_SETTINGS",
+    "ConfigReloader",
+    "ICallsReload",
+    "ReloadHook",
+    "ReloadRefused",
+    "changed_settings",
+]
 
 log = Logger(namespace="clicktodial.reload")
 
@@ -32,6 +40,19 @@ ReloadHook = Callable[[Config], object]
 #: Sections (or ``section.key``) applied live by the daemon's own hooks. ``[calls]`` keys are
 #: applied by the call controller's hook (``live`` of ConfigReloader).
 LIVE_SETTINGS = frozenset(["log.level", "limits", "daemon"])
+
+
+class ICallsReload(Interface):
+    """
+    A call controller that applies ``[calls]`` on SIGHUP (its policy, limits and timers):
+    :func:`clicktodial.operations.install_operations` adapts the controller to it and, when
+    it is provided, checks the new policy can be built and registers :meth:`reload` as a hook.
+    """
+
+    RELOADED_SETTINGS = Attribute("The ``[calls]`` keys reload applies: frozenset[str].")
+
+    def reload(config: Config) -> None:
+        """Apply ``config``'s ``[calls]`` to new calls; raise and change nothing if it cannot."""
 
 
 class ReloadRefused(Exception):

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.engine import URL
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -190,11 +191,10 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
-def _sqlite_directory(url: object) -> Path | None:
+def _sqlite_directory(url: URL) -> Path | None:
     """The directory of a file SQLite database URL (created for ``auto_upgrade``)."""
-    backend = getattr(url, "get_backend_name", lambda: "")()
-    database = getattr(url, "database", None)
-    if backend != "sqlite" or not database or database == ":memory:":
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
     return Path(database).parent
 
@@ -277,7 +277,7 @@ def build_service(
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).
     controller: ICallController = calls.controller
-    cluster = build_cluster_service(config, clock, store, calls.controller)
+    cluster = build_cluster_service(config, clock, store, calls.controller, store)
     if cluster is not None:
         cluster.setName(CLUSTER_SERVICE_NAME)
         cluster.setServiceParent(root)
@@ -310,6 +310,7 @@ def build_service(
         reload_hooks=root.reload_hooks,
         call_controller=calls.controller,
         rate_limiter=rate_limiter,
+        location=location,
     )
     web = strports.service(config.web.listen, Site(web_root), reactor=reactor)
     web.setName(WEB_SERVICE_NAME)

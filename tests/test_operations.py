@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.config import Config, LimitsConfig, parse_config
-from clicktodial.interfaces import IMessageHandler
+from clicktodial.interfaces import IMessageHandler, IStoreLoad
 from clicktodial.log import make_log_observer
 from clicktodial.metrics import DaemonMetrics, MetricsResource, ReadinessResource
 from clicktodial.reload import ConfigReloader, changed_settings
@@ -503,3 +503,41 @@ def test_with_a_call_controller_the_stop_hangs_up_its_calls_and_metrics_show_the
     assert controller.hung_up == 1
     reactor.pump([0.1] * 3)
     assert done == [None]
+
+
+@implementer(IStoreLoad)
+class LoadedStore:
+    """A store backend declaring its load (IStoreLoad), with no thread pool of ours."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+
+    def pending(self) -> int:
+        return self.waiting
+
+
+def test_admission_control_reads_the_load_a_store_declares() -> None:
+    """The pending work is what IStoreLoad says (no probing for a private thread pool), summed
+    over the [store] and [location] backends; a store without IStoreLoad counts 0."""
+    from clicktodial.operations import store_pending
+
+    assert store_pending(LoadedStore(3))() == 3
+    assert store_pending(LoadedStore(3), LoadedStore(4))() == 7
+    assert store_pending(object(), None)() == 0
+    users, locations = LoadedStore(0), LoadedStore(0)
+    pending = store_pending(users, locations)
+    locations.waiting = 9
+    assert pending() == 9
+
+
+def test_the_sql_store_declares_its_load(tmp_path: Path) -> None:
+    from zope.interface.verify import verifyObject
+
+    from clicktodial.store.sql import SQLStore
+    from clicktodial.testing.fakes import InlineThreadPool
+
+    store = SQLStore(Clock(), f"sqlite:///{tmp_path / 'x.sqlite'}", InlineThreadPool(),
+                     InlineThreadPool(), realm="127.0.0.1")
+    load = IStoreLoad(store, None)
+    assert load is not None and verifyObject(IStoreLoad, load)
+    assert load.pending() == 0

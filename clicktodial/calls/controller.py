@@ -32,6 +32,7 @@ from clicktodial.interfaces import (
 )
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
+from clicktodial.reload import ICallsReload
 from clicktodial.sip.transactions.base import LingerQueue
 from clicktodial.sip.useragent import UserAgent
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
@@ -99,7 +100,7 @@ def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> li
     return targets
 
 
-@implementer(ICallController)
+@implementer(ICallController, ICallsReload)
 class CallController:
     """
     L{ICallController} on a L{UserAgent}: every call is a L{Call} whose legs

@@ -103,6 +103,8 @@ class ClientTransactionLike(Protocol):
 
     def cancel_request(self) -> Request: ...
 
+    def terminate(self) -> None: ...
+
 
 class ServerTransactionLike(Protocol):
     """What the core uses of a server transaction."""
@@ -993,11 +995,10 @@ class OutgoingCall:
     def _cancel_timeout(self) -> None:
         self._timer = None
         if self.state in (CallState.CALLING, CallState.PROCEEDING):
-            # §9.1: destroy the INVITE client transaction (if the layer lets
-            # us: a transaction in "proceeding" has no timer of its own).
-            terminate = getattr(self._transaction, "terminate", None)
-            if callable(terminate):
-                terminate()
+            # §9.1: destroy the INVITE client transaction (one in "proceeding"
+            # has no timer of its own).
+            if self._transaction is not None:
+                self._transaction.terminate()
             self._failed(make_response(self.request, 487))
 
     def _set_timer(self, delay: float, fired: Callable[[], None]) -> None:
