@@ -1,17 +1,20 @@
 """
-Store backends chosen by name: ``[store] backend = NAME``.
+Store and location backends chosen by name: ``[store] backend = NAME`` and
+``[location] backend = NAME``, their options from ``[store:NAME]`` and
+``[location:NAME]`` (:mod:`clicktodial.pluginconfig` builds them from a configuration).
 
-The built-in backends are ``memory`` and ``sql``. Other packages add backends
-by declaring an entry point in the group ``clicktodial.store_backends`` whose
-value is an object providing :class:`IStoreBackendFactory`, for example in
+The built-in backends are ``memory`` and ``sql`` (for both kinds). Other packages add
+backends by declaring an entry point whose value is an object providing
+:class:`IStoreBackendFactory` (group ``clicktodial.store_backends``) or
+:class:`ILocationBackendFactory` (group ``clicktodial.location_backends``), for example in
 ``pyproject.toml``::
 
     [project.entry-points."clicktodial.store_backends"]
     example = "clicktodial_store_example:factory"
 
-An unknown name fails with :class:`UnknownBackend`, which lists the names that
-exist. Factories and the stores they build are checked with ``verifyObject``
-when loaded.
+They are loaded by the one plugin loader (:mod:`clicktodial.plugins`). An unknown store
+backend fails with :class:`UnknownBackend`, which lists the names that exist. Factories and
+the stores they build are checked with ``verifyObject`` when loaded.
 """
 
 from __future__ import annotations
