@@ -21,13 +21,14 @@ from zope.interface import implementer
 
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.config import Config, LimitsConfig, parse_config
-from clicktodial.interfaces import IMessageHandler, IStoreLoad
+from clicktodial.interfaces import IStoreLoad
 from clicktodial.log import make_log_observer
 from clicktodial.metrics import DaemonMetrics, MetricsResource, ReadinessResource
 from clicktodial.reload import ConfigReloader, changed_settings
 from clicktodial.service import build_service
 from clicktodial.shutdown import CallsInProgress, GracefulStop
 from clicktodial.sip.address import Source
+from clicktodial.sip.interfaces import IMessageHandler
 from clicktodial.sip.message import Request, Response
 from clicktodial.systemd import SystemdNotifier, journal_line_prefix, sd_notify
 from clicktodial.testing.sipfakes import (

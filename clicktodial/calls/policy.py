@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
-import attrs
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from clicktodial.calls.values import CallRefused, CallRequest
 from clicktodial.errors import PluginConfigError
 from clicktodial.interfaces import (
     IBridge,
@@ -43,7 +43,6 @@ from clicktodial.plugins import (
     plugin_names,
 )
 from clicktodial.sip.sdp import accepts_media
-from clicktodial.store.values import User
 
 if TYPE_CHECKING:
     from clicktodial.config import CallsConfig
@@ -69,23 +68,6 @@ log = Logger(namespace="clicktodial.calls.policy")
 ENTRY_POINT_GROUP = "clicktodial.call_policies"
 
 
-class CallRefused(Exception):
-    """
-    A call may not be placed.
-
-    @ivar reason: C{unknown-user}, C{disabled-user}, C{same-user},
-        C{forbidden}, C{caller-limit}, C{callee-limit} or C{total-limit}.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
 class UnknownPolicy(ValueError):
     """C{[calls] policy} names no policy; the message lists those that exist."""
 
@@ -95,20 +77,6 @@ class UnknownPolicy(ValueError):
         )
         self.name = name
         self.available = available
-
-
-@attrs.frozen
-class CallRequest:
-    """
-    A call to authorize, with the calls each party already takes part in
-    (on this controller, including calls being set up).
-    """
-
-    caller: User
-    callee: User
-    caller_calls: int
-    callee_calls: int
-    total_calls: int
 
 
 # -- media flows (RFC 3725) ----------------------------------------------------

@@ -57,7 +57,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from clicktodial.interfaces import IFlowKeeper, ILocationStore, IUserChangeNotifier, IUserStore
+from clicktodial.interfaces import ILocationStore, IUserChangeNotifier, IUserStore
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Source, format_host_port
 from clicktodial.sip.digest import (
@@ -68,6 +68,7 @@ from clicktodial.sip.digest import (
     select_credentials,
 )
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
+from clicktodial.sip.interfaces import IFlowKeeper
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.uri import URI, URIParseError, parse_uri
 from clicktodial.store.errors import OutOfOrderRegistration, StoreError, TooManyBindings

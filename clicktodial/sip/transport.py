@@ -56,13 +56,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.config import SipConfig
-from clicktodial.interfaces import (
-    IFlowKeeper,
-    IMessageHandler,
-    ISendFailureHandler,
-    ISIPTransport,
-    ISourceLimit,
-)
 from clicktodial.netaddr import ip_of
 from clicktodial.sip import banfilter
 from clicktodial.sip.address import (
@@ -73,6 +66,13 @@ from clicktodial.sip.address import (
     format_host_port,
 )
 from clicktodial.sip.headers import HeaderParseError, Via, parse_name_addr, parse_via
+from clicktodial.sip.interfaces import (
+    IFlowKeeper,
+    IMessageHandler,
+    ISendFailureHandler,
+    ISIPTransport,
+    ISourceLimit,
+)
 from clicktodial.sip.message import Headers, Request, Response
 from clicktodial.sip.parser import FramingError, MessageParseError, StreamParser, parse_message
 

@@ -35,7 +35,6 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.address import Destination
 from clicktodial.sip.core import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.dialog import (
@@ -49,6 +48,7 @@ from clicktodial.sip.dialog import (
     response_dialog_id,
 )
 from clicktodial.sip.headers import HeaderParseError, NameAddr
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import (
     Request,
     Response,
@@ -69,7 +69,7 @@ from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.sip.uri import URI
 
 if TYPE_CHECKING:
-    from clicktodial.interfaces import ISIPTransport
+    from clicktodial.sip.interfaces import ISIPTransport
 
 __all__ = [
     "CallState",

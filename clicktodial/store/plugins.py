@@ -19,12 +19,10 @@ the stores they build are checked with ``verifyObject`` when loaded.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from argon2 import PasswordHasher
-from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -44,6 +42,7 @@ from clicktodial.plugins import (
     plugin_names,
     verify_provides,
 )
+from clicktodial.store.environment import StoreEnvironment, default_thread_pool
 from clicktodial.store.errors import StoreConfigError, UnknownBackend
 
 #: The entry point group third-party store backends register in.
@@ -51,36 +50,6 @@ ENTRY_POINT_GROUP = "clicktodial.store_backends"
 
 #: The entry point group third-party location backends register in.
 LOCATION_ENTRY_POINT_GROUP = "clicktodial.location_backends"
-
-
-def default_thread_pool(name: str, max_threads: int) -> ThreadPool:
-    """A real thread pool: threads start when the store starts."""
-    return ThreadPool(minthreads=0, maxthreads=max_threads, name=name)
-
-
-@frozen
-class StoreEnvironment:
-    """
-    What a backend factory gets besides its options.
-
-    :ivar reactor: provides :class:`IReactorTime` and :class:`IReactorFromThreads`.
-    :ivar realm: the SIP digest realm (the configured ``[sip] domain``).
-    :ivar make_thread_pool: ``(name, max_threads) -> ThreadPool``; the store
-        owns, starts and stops the pools it makes (tests pass a factory of
-        inline pools).
-    :ivar password_hasher: the Argon2 hasher, or ``None`` for
-        argon2-cffi's defaults.
-    """
-
-    reactor: IReactorTime
-    realm: str
-    make_thread_pool: Callable[[str, int], ThreadPool] = default_thread_pool
-    password_hasher: PasswordHasher | None = None
-
-    def hash_pool(self) -> ThreadPool:
-        """A pool for password hashing: one thread per core."""
-        return self.make_thread_pool("clicktodial-password-hash",
-                                     os.cpu_count() or 2)
 
 
 def reject_unknown_options(options: Mapping[str, str],
