@@ -335,3 +335,43 @@ def test_a_location_change_notice_refreshes_web_presence_at_once() -> None:
     monitor.aor_changed("sip:alice@example.com")
     [registration] = seen
     assert registration.username == "alice" and registration.registered
+
+
+def test_reload_names_changed_plugin_options_key_by_key() -> None:
+    """SIGHUP compares the [KIND:NAME] sections too: each changed key is named."""
+    from clicktodial.reload import changed_settings
+
+    old = config("[location]\nbackend = memory\n[policy:vip]\nlevel = 1\n")
+    new = config("[location]\nbackend = sql\n[location:sql]\nurl = sqlite:///x\n"
+                 "[policy:vip]\nlevel = 2\n")
+    assert changed_settings(old, new) == [
+        "location.backend", "location:sql.url", "policy:vip.level"]
+
+
+def test_a_location_backend_that_cannot_start_stops_the_daemon_and_both_stores() -> None:
+    from twisted.internet.defer import fail
+
+    from clicktodial.store.errors import StoreUnavailable
+
+    class Unreachable(MemoryStore):
+        stopped = False
+
+        def start(self) -> Any:
+            return fail(StoreUnavailable("no route to the location store"))
+
+        def stop(self) -> Any:
+            self.stopped = True
+            return super().stop()
+
+    reactor = FakeReactor()
+    users = memory_store(reactor)
+    locations = memory_store(reactor, Unreachable)
+    root = build_service(parse_config(DAEMON, "d.ini"), reactor, store=users,
+                         location=locations)
+    root.startService()
+    failures: list[Any] = []
+    root.started.addErrback(failures.append)
+    assert [f.value.args for f in failures] == [("no route to the location store",)]
+    assert reactor.udp_ports == []  # the SIP stack never started
+    root.stopService()
+    assert locations.stopped
