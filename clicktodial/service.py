@@ -38,6 +38,7 @@ from clicktodial.interfaces import (
     ILocationBackend,
     ILocationStore,
     IStoreBackend,
+    IUserChangeNotifier,
 )
 from clicktodial.operations import Operations, install_operations
 from clicktodial.pluginconfig import (
@@ -258,6 +259,14 @@ def build_service(
     # Bindings go through the call controller's cache (clicktodial.calls.directory), so a
     # registration handled here reaches the calls at once.
     directory = CachedDirectory(clock, store, locations, config.calls.lookup_cache_seconds)
+    # Changes the stores tell of (other daemons' REGISTERs, users changed) reach the
+    # directory's cache at once when they can tell (optional capabilities).
+    binding_notices = IBindingChangeNotifier(locations, None)
+    if binding_notices is not None:
+        binding_notices.subscribe(directory.bindings_changed)
+    user_notices = IUserChangeNotifier(store, None)
+    if user_notices is not None:
+        user_notices.subscribe(directory.user_changed)
     # The per-source rate limit ([limits], clicktodial.admission) is applied by the transport
     # to every datagram before parsing it; admission control reconfigures it on reload.
     rate_limiter = SourceRateLimiter.from_config(
@@ -293,9 +302,8 @@ def build_service(
     # registering here appear online at once (others' registrations: the monitor's poll,
     # or at once when the location store tells of changes made by other daemons).
     sip.registrar.binding_listeners.append(web_app.registrations.bindings_changed)
-    notifier = IBindingChangeNotifier(locations, None)
-    if notifier is not None:
-        notifier.subscribe(web_app.registrations.aor_changed)
+    if binding_notices is not None:
+        binding_notices.subscribe(web_app.registrations.aor_changed)
     # /metrics, /readyz (added by install_operations) and /healthz: to anyone on [web]
     # metrics_listen, to the metrics token and administrators only on [web] listen.
     operator_root = make_operator_root()

@@ -22,7 +22,7 @@ from clicktodial.pluginconfig import (
     check_plugins,
     store_options,
 )
-from clicktodial.service import build_service
+from clicktodial.service import CALLS_SERVICE_NAME, build_service
 from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
 from clicktodial.sip.message import Response
 from clicktodial.sip.parser import parse_message
@@ -312,8 +312,18 @@ def test_users_in_the_store_registrations_in_the_location_backend() -> None:
     assert success_result_of(users.all_bindings(now)) == []
     [listing] = success_result_of(admin.list_users(users, now, locations))
     assert [b.contact for b in listing.bindings] == ["sip:alice@127.0.0.1:5070"]
-    assert len(locations.listeners) == 1
-    locations.listeners[0]("sip:alice@example.com")  # no listener on the web: nothing read
+    # The call controller's directory and the web's presence listen to the location store.
+    assert len(locations.listeners) == 2
+    directory = root.getServiceNamed(CALLS_SERVICE_NAME).controller.locations
+    aor = "sip:alice@example.com"
+    assert len(success_result_of(directory.get_bindings(aor, now))) == 1
+    # Another daemon sharing the location store de-registers alice: the notice drops the
+    # directory's cached bindings at once (not after [calls] lookup_cache_seconds).
+    success_result_of(locations.remove_all(aor))
+    assert len(success_result_of(directory.get_bindings(aor, now))) == 1  # cached
+    for listener in locations.listeners:
+        listener(aor)
+    assert success_result_of(directory.get_bindings(aor, now)) == []
     root.stopService()
 
 
