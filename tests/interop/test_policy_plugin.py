@@ -83,3 +83,21 @@ def test_example_policy_lets_only_admins_call_vips_and_keeps_the_limits(
     with pytest.raises(CallRefused) as limited:
         policy.authorize(request(boss, vip, total=2))
     assert limited.value.reason == "total-limit"
+
+
+def test_a_policy_option_the_plugin_refuses_is_one_line_naming_its_section_and_key(
+    installed_example: Path,
+) -> None:
+    """[policy:vip] reaches the plugin's factory; a key it refuses stops start-up with one
+    line naming file, section and key."""
+    from clicktodial.config import ConfigError
+    from clicktodial.pluginconfig import build_policy
+
+    config = parse_config(
+        "[sip]\ndomain = 127.0.0.1\n[calls]\npolicy = vip\n[policy:vip]\nvips = carol\n", "x.ini"
+    )
+    with pytest.raises(ConfigError) as error:
+        build_policy(config)
+    assert str(error.value) == (
+        "x.ini: [policy:vip] vips: unknown key (the vip policy has no options)"
+    )
