@@ -386,6 +386,30 @@ class IStoreLoad(Interface):
         """
 
 
+class ISchemaManagement(Interface):
+    """
+    Optional capability of a store or location backend whose storage has a
+    schema to create and migrate: C{clicktodial db upgrade} and C{db check}
+    use it (for the C{[store]} and the C{[location]} backend). Its methods
+    block: administration commands call them, without a reactor and before
+    C{start()}.
+    """
+
+    def upgrade_schema() -> None:
+        """
+        Create the schema, or migrate it to what this code expects.
+
+        @raise clicktodial.store.errors.StoreUnavailable: the storage cannot
+            be reached.
+        """
+
+    def check_schema() -> None:
+        """
+        @raise clicktodial.store.errors.SchemaOutOfDate: the schema is not
+            what this code expects (the message says what to run).
+        """
+
+
 class INodeRegistry(Interface):
     """
     The cluster's table of nodes (C{[cluster] bus = postgres}): each node's
@@ -720,6 +744,7 @@ __all__ = [
     "IStoreBackend",
     "IStoreBackendFactory",
     "IStoreLoad",
+    "ISchemaManagement",
     "IUserChangeNotifier",
     "IUserStore",
     # moved to clicktodial.sip.interfaces

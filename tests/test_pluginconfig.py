@@ -385,3 +385,20 @@ def test_a_location_backend_that_cannot_start_stops_the_daemon_and_both_stores()
     assert reactor.udp_ports == []  # the SIP stack never started
     root.stopService()
     assert locations.stopped
+
+
+def test_db_upgrade_migrates_the_backends_that_declare_a_schema(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`db upgrade`/`db check` use ISchemaManagement: here the [location] sql database of its
+    own beside a memory [store]; a configuration with no schema at all is a usage error."""
+    url = f"sqlite:///{tmp_path / 'loc.sqlite'}"
+    path = tmp_path / "c.ini"
+    path.write_text(BASE + "[store]\nbackend = memory\n[location]\nbackend = sql\n"
+                    f"[location:sql]\nurl = {url}\n")
+    assert cli.main(["--config", str(path), "db", "check"]) == 1
+    assert cli.main(["--config", str(path), "db", "upgrade"]) == 0
+    assert cli.main(["--config", str(path), "db", "check"]) == 0
+    capsys.readouterr()
+    path.write_text(BASE + "[store]\nbackend = memory\n")
+    assert cli.main(["--config", str(path), "db", "upgrade"]) == 2
+    assert "the 'memory' store backend has no schema to manage" in capsys.readouterr().err

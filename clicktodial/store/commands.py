@@ -13,10 +13,14 @@ import getpass
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from clicktodial.cli import CommandError, Subparsers, config_from_args
-from clicktodial.interfaces import ILocationBackend, ILocationStore, IStoreBackend
+from clicktodial.interfaces import (
+    ILocationBackend,
+    ILocationStore,
+    ISchemaManagement,
+    IStoreBackend,
+)
 from clicktodial.pluginconfig import build_location_store, build_store
 from clicktodial.store import admin
 from clicktodial.store.blocking import BlockingDriver
@@ -172,17 +176,24 @@ def _token_revoke(args: argparse.Namespace, store: IStoreBackend, driver: Blocki
 # -- db -----------------------------------------------------------------------------------
 
 
-def _sql_url(args: argparse.Namespace) -> Any:
+def _schemas(args: argparse.Namespace) -> list[ISchemaManagement]:
+    """The schemas of the configured backends ([store], and [location] when separate)."""
     config = config_from_args(args)
-    if config.store.backend != "sql":
-        raise CommandError(f"the {config.store.backend!r} store backend has no SQL schema")
-    return config.store.url
+    environment = StoreEnvironment(reactor=BlockingDriver(), realm=config.sip.domain)
+    backends = [build_store(config, environment), build_location_store(config, environment)]
+    schemas = [schema for schema in (ISchemaManagement(b, None) for b in backends if b)
+               if schema is not None]
+    if not schemas:
+        raise CommandError(f"the {config.store.backend!r} store backend has no schema to"
+                           " manage")
+    return schemas
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    url = _sql_url(args)
+    schemas = _schemas(args)
     try:
-        admin.db_upgrade(url)
+        for schema in schemas:
+            schema.upgrade_schema()
     except StoreError as e:
         print(f"clicktodial: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -191,9 +202,10 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _db_check(args: argparse.Namespace) -> int:
-    url = _sql_url(args)
+    schemas = _schemas(args)
     try:
-        admin.db_check(url)
+        for schema in schemas:
+            schema.check_schema()
     except StoreError as e:
         print(f"clicktodial: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -52,6 +52,7 @@ from clicktodial.interfaces import (
     IClusterStorage,
     IEventBus,
     INodeRegistry,
+    ISchemaManagement,
     IStoreBackend,
     IStoreLoad,
 )
@@ -398,10 +399,11 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start:start + _CHUNK]
 
 
-@implementer(IStoreBackend, IStoreLoad)
+@implementer(IStoreBackend, IStoreLoad, ISchemaManagement)
 class SQLStore(StoreBase):
     """
-    All three stores in a SQL database. Capabilities: :class:`IStoreLoad`, and on
+    All three stores in a SQL database. Capabilities: :class:`IStoreLoad`,
+    :class:`ISchemaManagement`, and on
     PostgreSQL :class:`IClusterStorage` (the nodes table, the LISTEN/NOTIFY bus).
 
     :param reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
@@ -450,6 +452,14 @@ class SQLStore(StoreBase):
     def pending(self) -> int:
         """See :meth:`IStoreLoad.pending`: operations waiting for a database thread."""
         return self._pool.q.qsize()
+
+    def upgrade_schema(self) -> None:
+        """See :meth:`ISchemaManagement.upgrade_schema` (blocking; ``db upgrade``)."""
+        upgrade_schema(self._url)
+
+    def check_schema(self) -> None:
+        """See :meth:`ISchemaManagement.check_schema` (blocking; ``db check``)."""
+        check_schema(self._url)
 
     def node_registry(self) -> INodeRegistry:
         """See :meth:`IClusterStorage.node_registry` (PostgreSQL only): its own engine and
