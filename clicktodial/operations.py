@@ -24,7 +24,7 @@ from zope.interface import implementer
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.calls.events import CallInfo
 from clicktodial.config import Config
-from clicktodial.interfaces import ICallEventListener, IStoreLoad
+from clicktodial.interfaces import ICallEventListener, ILocationStore, IStoreLoad
 from clicktodial.metrics import DaemonCollector, DaemonMetrics, MetricsResource, ReadinessResource
 from clicktodial.reload import ICallsReload, ReloadHook, ReloadRefused
 from clicktodial.shutdown import CallsInProgress, GracefulStop, ua_calls
@@ -297,7 +297,10 @@ def install_operations(
     web_root.putChild(b"metrics", MetricsResource(metrics.registry))
     web_root.putChild(
         b"readyz",
-        ReadinessResource(clock, store, metrics, draining=lambda: admission.draining),
+        ReadinessResource(
+            clock, store, metrics, draining=lambda: admission.draining,
+            locations=ILocationStore(location, None),
+        ),
     )
     if reload_hooks is not None:
         reload_hooks.append(operations.reload)

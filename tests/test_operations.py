@@ -542,3 +542,29 @@ def test_the_sql_store_declares_its_load(tmp_path: Path) -> None:
     load = IStoreLoad(store, None)
     assert load is not None and verifyObject(IStoreLoad, load)
     assert load.pending() == 0
+
+
+class Locations:
+    def __init__(self, answer: Deferred[Any]) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    def get_bindings(self, aor: str, now: float) -> Deferred[Any]:
+        self.asked.append(aor)
+        return self.answer
+
+
+def test_readyz_asks_a_separate_location_backend_too() -> None:
+    """With [location] backend set, /readyz is ready only when both stores answer."""
+    from twisted.internet.defer import fail
+
+    locations = Locations(succeed([]))
+    resource = ReadinessResource(
+        Clock(), Store(succeed(None)), locations=locations)  # type: ignore[arg-type]
+    assert render(resource, b"readyz") == (200, b"ready")
+    assert locations.asked == ["\x00readyz"]
+    down = ReadinessResource(
+        Clock(), Store(succeed(None)),  # type: ignore[arg-type]
+        locations=Locations(fail(ConnectionRefusedError("redis down"))),  # type: ignore[arg-type]
+    )
+    assert render(down, b"readyz") == (503, b"store unreachable")
