@@ -1728,6 +1728,11 @@ def parse_config(text: str, filename: str) -> Config:
         except ValueError as e:
             raise ConfigError(filename, str(e), "store:sql", "auto_upgrade") from None
         store_values["auto_upgrade"] = sql_options["auto_upgrade"]
+    backend = store_values.get("backend", "sql").strip()
+    if backend != "sql" and "url" in store_values:
+        # Before [store:NAME], every backend got [store] url: a plugin still gets it.
+        options = plugin_sections.setdefault(f"store:{backend}", {})
+        options.setdefault("url", store_values["url"].strip())
     sections = {
         name: _build_section(
             filename, name, cls,

@@ -402,3 +402,14 @@ def test_db_upgrade_migrates_the_backends_that_declare_a_schema(
     path.write_text(BASE + "[store]\nbackend = memory\n")
     assert cli.main(["--config", str(path), "db", "upgrade"]) == 2
     assert "the 'memory' store backend has no schema to manage" in capsys.readouterr().err
+
+
+def test_older_store_url_still_reaches_a_store_plugin() -> None:
+    """Before [store:NAME], every backend got [store] url: a plugin chosen with it keeps
+    getting it (unless its own section gives one)."""
+    parsed = config("[store]\nbackend = example\nurl = example://here\n")
+    assert parsed.plugins.options("store", "example") == {"url": "example://here"}
+    assert store_options(parsed) == {"url": "example://here"}
+    parsed = config("[store]\nbackend = example\nurl = example://here\n"
+                    "[store:example]\nurl = example://there\n")
+    assert store_options(parsed) == {"url": "example://there"}
