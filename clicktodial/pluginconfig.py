@@ -22,7 +22,7 @@ given the older way: they reach the ``sql`` backend as if given in ``[store:sql]
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 
 from twisted.logger import Logger
 
@@ -35,10 +35,10 @@ from clicktodial.store.plugins import (
     LOCATION_BACKENDS,
     STORE_BACKENDS,
     StoreEnvironment,
-    create_location_store,
-    create_store,
     load_backend,
     load_location_backend,
+    verify_location_store,
+    verify_store,
 )
 
 __all__ = [
@@ -98,11 +98,18 @@ def build_store(config: Config, environment: StoreEnvironment) -> IStoreBackend:
     """
     name = config.store.backend
     try:
-        return create_store(name, store_options(config, name), environment)
+        factory = load_backend(name)
     except PluginConfigError as e:
-        if e.key == "backend":
-            raise _chosen_error(config, "store", e) from None
+        raise _chosen_error(config, "store", e) from None
+    try:
+        store = factory.create(store_options(config, name), environment)
+    except PluginConfigError as e:
         raise _option_error(config, "store", name, e) from None
+    try:
+        verify_store(name, store)
+    except PluginConfigError as e:
+        raise _chosen_error(config, "store", e) from None
+    return store
 
 
 def build_location_store(config: Config,
@@ -117,12 +124,18 @@ def build_location_store(config: Config,
     if not name:
         return None
     try:
-        return create_location_store(name, config.plugins.options("location", name),
-                                     environment)
+        factory = load_location_backend(name)
     except PluginConfigError as e:
-        if e.key == "backend":
-            raise _chosen_error(config, "location", e) from None
+        raise _chosen_error(config, "location", e) from None
+    try:
+        store = factory.create(config.plugins.options("location", name), environment)
+    except PluginConfigError as e:
         raise _option_error(config, "location", name, e) from None
+    try:
+        verify_location_store(name, store)
+    except PluginConfigError as e:
+        raise _chosen_error(config, "location", e) from None
+    return store
 
 
 def build_policy(config: Config) -> ICallPolicy:
@@ -186,21 +199,24 @@ def check_unchosen_sections(config: Config, environment: StoreEnvironment) -> li
 
 def _check_unchosen(config: Config, kind: str, name: str,
                     environment: StoreEnvironment) -> None:
-    options: Mapping[str, str]
+    options = config.plugins.options(kind, name)
+    build: Callable[[], object]
     try:
         if kind == "store":
-            options = store_options(config, name)
-            load_backend(name).create(options, environment)
+            store_factory = load_backend(name)
+            build = lambda: store_factory.create(store_options(config, name), environment)  # noqa: E731
         elif kind == "location":
-            options = config.plugins.options("location", name)
-            load_location_backend(name).create(options, environment)
+            location_factory = load_location_backend(name)
+            build = lambda: location_factory.create(options, environment)  # noqa: E731
         else:
-            load_policy(name).create(config.calls, config.plugins.options("policy", name))
-    except UnknownPolicy as e:
+            policy_factory = load_policy(name)
+            build = lambda: policy_factory.create(config.calls, options)  # noqa: E731
+    except (UnknownPolicy, PluginConfigError) as e:
+        # The section names the plugin: it exists but cannot be loaded.
         raise ConfigError(config.source, str(e), f"{kind}:{name}") from None
+    try:
+        build()
     except PluginConfigError as e:
-        if e.key == "backend":
-            raise ConfigError(config.source, str(e), f"{kind}:{name}") from None
         raise _option_error(config, kind, name, e) from None
 
 

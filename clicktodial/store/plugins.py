@@ -229,7 +229,7 @@ def create_location_store(name: str, options: Mapping[str, str],
     :raises StoreConfigError: for an unknown backend or a bad option.
     """
     store = load_location_backend(name).create(options, environment)
-    _verify(LOCATION_BACKENDS, name, ILocationBackend, store)
+    verify_location_store(name, store)
     return store
 
 
@@ -244,8 +244,19 @@ def create_store(name: str, options: Mapping[str, str],
     """
     factory = load_backend(name)
     store = factory.create(options, environment)
-    _verify(STORE_BACKENDS, name, IStoreBackend, store)
+    verify_store(name, store)
     return store
+
+
+def verify_store(name: str, store: object) -> None:
+    """:raises StoreConfigError: the store built by backend ``name`` lacks IStoreBackend."""
+    _verify(STORE_BACKENDS, name, IStoreBackend, store)
+
+
+def verify_location_store(name: str, store: object) -> None:
+    """:raises StoreConfigError: the store built by location backend ``name`` lacks
+    ILocationBackend."""
+    _verify(LOCATION_BACKENDS, name, ILocationBackend, store)
 
 
 def _verify(kind: PluginKind, name: str, interface: InterfaceClass,
