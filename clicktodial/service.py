@@ -6,8 +6,9 @@ and a reactor. It is a plain function so that a test can build the whole daemon 
 Start-up order: the store starts first (``[store] auto_upgrade`` migrates the schema), then
 the ``[location]`` backend if registrations live elsewhere, then ``demo_users`` seeds alice
 and bob; only when they are usable do the SIP stack and the web interface start, so no
-phone ever reaches a registrar without its database. A store that cannot start (an out-of-date schema: "run clicktodial --config FILE db upgrade", an
-unreachable database) is logged as critical and stops the daemon with exit status 1.
+phone ever reaches a registrar without its database. A store that cannot start (an
+out-of-date schema: "run clicktodial --config FILE db upgrade", an unreachable database) is
+logged as critical and stops the daemon with exit status 1.
 """
 
 from __future__ import annotations
