@@ -23,10 +23,11 @@ given the older way: they reach the ``sql`` backend as if given in ``[store:sql]
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from twisted.logger import Logger
 
-from clicktodial.calls.policy import CALL_POLICIES, UnknownPolicy, create_policy, load_policy
+from clicktodial.calls.policy import CALL_POLICIES, UnknownPolicy, load_policy
 from clicktodial.config import Config, ConfigError
 from clicktodial.errors import PluginConfigError
 from clicktodial.interfaces import ICallPolicy, ILocationBackend, IStoreBackend
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 log = Logger(namespace="clicktodial.pluginconfig")
+
+F = TypeVar("F")
+T = TypeVar("T")
 
 #: What chooses a plugin of each kind: (section, key).
 _CHOSEN_BY = {"store": ("store", "backend"), "location": ("location", "backend"),
@@ -90,6 +94,32 @@ def _chosen_error(config: Config, kind: str, error: Exception) -> ConfigError:
     return ConfigError(config.source, str(error), section, key)
 
 
+def _build(config: Config, kind: str, name: str, load: Callable[[str], F],
+           create: Callable[[F], T], verify: Callable[[str, T], None] | None = None,
+           *, chosen: bool = True) -> T:
+    """
+    Load plugin ``name`` of ``kind``, build it with its options, verify what it built. A
+    plugin that is unknown, fails to load or builds the wrong thing is reported on the key
+    choosing it (``chosen``) or on its own section; a refused option on its section and key.
+    """
+    try:
+        factory = load(name)
+    except (UnknownPolicy, PluginConfigError) as e:
+        if chosen:
+            raise _chosen_error(config, kind, e) from None
+        raise ConfigError(config.source, str(e), f"{kind}:{name}") from None
+    try:
+        built = create(factory)
+    except PluginConfigError as e:
+        raise _option_error(config, kind, name, e) from None
+    if verify is not None:
+        try:
+            verify(name, built)
+        except PluginConfigError as e:
+            raise _chosen_error(config, kind, e) from None
+    return built
+
+
 def build_store(config: Config, environment: StoreEnvironment) -> IStoreBackend:
     """
     The (not yet started) store ``[store] backend`` names, with its options.
@@ -97,19 +127,9 @@ def build_store(config: Config, environment: StoreEnvironment) -> IStoreBackend:
     :raises ConfigError: an unknown backend, one that fails to load, or a bad option.
     """
     name = config.store.backend
-    try:
-        factory = load_backend(name)
-    except PluginConfigError as e:
-        raise _chosen_error(config, "store", e) from None
-    try:
-        store = factory.create(store_options(config, name), environment)
-    except PluginConfigError as e:
-        raise _option_error(config, "store", name, e) from None
-    try:
-        verify_store(name, store)
-    except PluginConfigError as e:
-        raise _chosen_error(config, "store", e) from None
-    return store
+    return _build(config, "store", name, load_backend,
+                  lambda factory: factory.create(store_options(config, name), environment),
+                  verify_store)
 
 
 def build_location_store(config: Config,
@@ -123,19 +143,10 @@ def build_location_store(config: Config,
     name = config.location.backend
     if not name:
         return None
-    try:
-        factory = load_location_backend(name)
-    except PluginConfigError as e:
-        raise _chosen_error(config, "location", e) from None
-    try:
-        store = factory.create(config.plugins.options("location", name), environment)
-    except PluginConfigError as e:
-        raise _option_error(config, "location", name, e) from None
-    try:
-        verify_location_store(name, store)
-    except PluginConfigError as e:
-        raise _chosen_error(config, "location", e) from None
-    return store
+    options = config.plugins.options("location", name)
+    return _build(config, "location", name, load_location_backend,
+                  lambda factory: factory.create(options, environment),
+                  verify_location_store)
 
 
 def build_policy(config: Config) -> ICallPolicy:
@@ -145,12 +156,9 @@ def build_policy(config: Config) -> ICallPolicy:
     :raises ConfigError: an unknown policy, one that fails to load, or a bad option.
     """
     name = config.calls.policy
-    try:
-        return create_policy(config.calls, config.plugins.options("policy", name))
-    except UnknownPolicy as e:
-        raise _chosen_error(config, "policy", e) from None
-    except PluginConfigError as e:
-        raise _option_error(config, "policy", name, e) from None
+    options = config.plugins.options("policy", name)
+    return _build(config, "policy", name, load_policy,
+                  lambda factory: factory.create(config.calls, options))
 
 
 def _installed(kind: PluginKind, name: str) -> bool:
@@ -200,24 +208,16 @@ def check_unchosen_sections(config: Config, environment: StoreEnvironment) -> li
 def _check_unchosen(config: Config, kind: str, name: str,
                     environment: StoreEnvironment) -> None:
     options = config.plugins.options(kind, name)
-    build: Callable[[], object]
-    try:
-        if kind == "store":
-            store_factory = load_backend(name)
-            build = lambda: store_factory.create(store_options(config, name), environment)  # noqa: E731
-        elif kind == "location":
-            location_factory = load_location_backend(name)
-            build = lambda: location_factory.create(options, environment)  # noqa: E731
-        else:
-            policy_factory = load_policy(name)
-            build = lambda: policy_factory.create(config.calls, options)  # noqa: E731
-    except (UnknownPolicy, PluginConfigError) as e:
-        # The section names the plugin: it exists but cannot be loaded.
-        raise ConfigError(config.source, str(e), f"{kind}:{name}") from None
-    try:
-        build()
-    except PluginConfigError as e:
-        raise _option_error(config, kind, name, e) from None
+    if kind == "store":
+        _build(config, kind, name, load_backend,
+               lambda factory: factory.create(store_options(config, name), environment),
+               chosen=False)
+    elif kind == "location":
+        _build(config, kind, name, load_location_backend,
+               lambda factory: factory.create(options, environment), chosen=False)
+    else:
+        _build(config, kind, name, load_policy,
+               lambda factory: factory.create(config.calls, options), chosen=False)
 
 
 def log_plugin_warnings(warnings: list[str]) -> None:

@@ -10,15 +10,12 @@ Installed offline into a scratch ``--target`` directory put on ``sys.path`` (as
 
 from __future__ import annotations
 
-import importlib
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from plugintools import installed  # type: ignore[import-not-found]
 
 from clicktodial import cli
 from clicktodial.config import ConfigError, parse_config
@@ -36,7 +33,6 @@ from clicktodial.testing.fakes import (
 
 pytestmark = pytest.mark.interop
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "clicktodial-location-example"
 MODULE = "clicktodial_location_example"
 BASE = "[sip]\ndomain = example.com\n[store]\nbackend = memory\n[location]\nbackend = example\n"
 
@@ -45,20 +41,8 @@ BASE = "[sip]\ndomain = example.com\n[store]\nbackend = memory\n[location]\nback
 def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The example package, installed for the duration of this module's tests."""
     scratch = tmp_path_factory.mktemp("location-plugin")
-    source = shutil.copytree(EXAMPLE, scratch / "source")
-    target = scratch / "site-packages"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
-        check=True, timeout=120)
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
+    with installed("clicktodial-location-example", MODULE, scratch) as target:
         yield target
-    finally:
-        sys.path.remove(str(target))
-        sys.modules.pop(MODULE, None)
-        importlib.invalidate_caches()
 
 
 def environment() -> StoreEnvironment:

@@ -8,14 +8,11 @@ directory put on ``sys.path`` for this module's tests only (as tests/interop/tes
 
 from __future__ import annotations
 
-import importlib
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from plugintools import installed  # type: ignore[import-not-found]
 from zope.interface.verify import verifyObject
 
 from clicktodial.calls.policy import (
@@ -30,7 +27,6 @@ from clicktodial.store.values import User
 
 pytestmark = pytest.mark.interop
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "clicktodial-policy-example"
 MODULE = "clicktodial_policy_example"
 
 
@@ -38,21 +34,8 @@ MODULE = "clicktodial_policy_example"
 def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The example package, installed for the duration of this module's tests."""
     scratch = tmp_path_factory.mktemp("policy-plugin")
-    source = shutil.copytree(EXAMPLE, scratch / "source")
-    target = scratch / "site-packages"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
-        check=True, timeout=120,
-    )  # fmt: skip
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
+    with installed("clicktodial-policy-example", MODULE, scratch) as target:
         yield target
-    finally:
-        sys.path.remove(str(target))
-        sys.modules.pop(MODULE, None)
-        importlib.invalidate_caches()
 
 
 def request(caller: User, callee: User, total: int = 0) -> CallRequest:
