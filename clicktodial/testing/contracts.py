@@ -38,20 +38,27 @@ password hasher and the realm ``example.com``, so a store on its thread pools ha
 Deferred by the time a method returns and the tests are synchronous. A store talking to a real
 server asynchronously is not: wait for its Deferreds in the store's methods' callers instead
 (or run its blocking client on the environment's thread pools, which are inline here).
+
+A location store providing ``IBindingChangeNotifier`` is also checked for its notices
+(``test_change_notices``); notices that arrive from another thread are waited for, at most
+``NOTICE_TIMEOUT`` seconds. Stores without the capability skip that test.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from zope.interface.verify import verifyObject
 
 from clicktodial.interfaces import (
+    IBindingChangeNotifier,
     ICallRecordStore,
+    ILocationBackend,
     ILocationStore,
     IStoreBackend,
     IUserStore,
@@ -415,8 +422,46 @@ class LocationStoreContract(_StoreFixtures):
         return success_result_of(store.get_bindings(aor, now))
 
     def test_provides_location_store(self, store: Any) -> None:
-        """The store provides ILocationStore."""
+        """The store provides ILocationStore, and start/stop (ILocationBackend)."""
         assert verifyObject(ILocationStore, store)
+        assert verifyObject(ILocationBackend, store)
+
+    #: seconds :meth:`wait_for` waits for change notices sent from another thread
+    NOTICE_TIMEOUT = 5.0
+
+    def wait_for(self, condition: Callable[[], bool]) -> None:
+        """
+        Until ``condition()`` holds: at once for a store that notifies on the calling thread;
+        a store whose notices come from another thread (a pub/sub connection calling
+        ``reactor.callFromThread``, inline here) is polled for :attr:`NOTICE_TIMEOUT` s.
+        """
+        deadline = time.monotonic() + self.NOTICE_TIMEOUT
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert condition(), "no change notice"
+
+    def test_change_notices(self, store: Any) -> None:
+        """
+        A store providing IBindingChangeNotifier tells each subscriber the AOR of every
+        change (here: a REGISTER, a removal), in order; one unsubscribed hears no more.
+        """
+        notifier = IBindingChangeNotifier(store, None)
+        if notifier is None:
+            pytest.skip("the store does not provide IBindingChangeNotifier")
+        assert verifyObject(IBindingChangeNotifier, notifier)
+        first: list[str] = []
+        unsubscribe = notifier.subscribe(first.append)
+        self.update(store, ALICE, register(ALICE, "c1", 1, ContactChange(ALICE_PHONE, 3600)))
+        self.wait_for(lambda: ALICE in first)
+        unsubscribe()
+        first.clear()
+        second: list[str] = []
+        notifier.subscribe(second.append)
+        success_result_of(store.remove_all(ALICE))
+        self.update(store, BOB, register(BOB, "c2", 1, ContactChange("sip:bob@192.0.2.2", 60)))
+        self.wait_for(lambda: BOB in second)
+        assert ALICE in second and second.index(ALICE) < second.index(BOB)
+        assert first == []
 
     def test_no_bindings(self, store: Any) -> None:
         """An AOR nobody registered has no bindings."""
