@@ -167,15 +167,17 @@ def _installed(kind: PluginKind, name: str) -> bool:
 
 def check_plugins(config: Config, environment: StoreEnvironment) -> list[str]:
     """
-    Validate every plugin choice and every ``[KIND:NAME]`` section of an existing plugin
-    by building the plugins (nothing is started: building connects to nothing) and
-    dropping them. ``check-config`` runs this; the daemon builds the same plugins at
-    start-up.
+    Validate every plugin choice and every ``[KIND:NAME]`` section of an existing plugin, and
+    that the store provides what ``[cluster] bus = postgres`` needs, by building the plugins
+    (nothing is started: building connects to nothing) and dropping them. ``check-config``
+    runs this; the daemon builds the same plugins at start-up.
 
     :return: warnings, one line each: sections of plugins that do not exist here.
     :raises ConfigError: the first problem.
     """
-    build_store(config, environment)
+    from clicktodial.cluster.service import cluster_storage
+
+    cluster_storage(config, build_store(config, environment))
     build_location_store(config, environment)
     build_policy(config)
     return check_unchosen_sections(config, environment)

@@ -413,3 +413,13 @@ def test_older_store_url_still_reaches_a_store_plugin() -> None:
     parsed = config("[store]\nbackend = example\nurl = example://here\n"
                     "[store:example]\nurl = example://there\n")
     assert store_options(parsed) == {"url": "example://there"}
+
+
+def test_check_config_finds_a_cluster_bus_the_store_cannot_carry(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.ini"
+    path.write_text(BASE + "[store]\nbackend = memory\n[cluster]\nbus = postgres\n")
+    assert cli.main(["--config", str(path), "check-config"]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}: [cluster] bus: postgres needs a store backend providing IClusterStorage"
+        " (the sql backend on PostgreSQL); [store] backend = memory does not\n")

@@ -23,7 +23,7 @@ from clicktodial.interfaces import (
     INodeRegistry,
 )
 
-__all__ = ["ClusterService", "build_cluster_service", "record_node"]
+__all__ = ["ClusterService", "build_cluster_service", "cluster_storage", "record_node"]
 
 log = Logger(namespace="clicktodial.cluster.service")
 
@@ -71,6 +71,28 @@ class ClusterService(MultiService):
         return stopped.addBoth(stop_registry)
 
 
+def cluster_storage(config: Config, store: object) -> IClusterStorage | None:
+    """
+    What C{[cluster] bus = postgres} needs of the C{[store]} backend (L{None}
+    with C{bus = memory}).
+
+    @raise ConfigError: C{bus = postgres} and the store does not provide
+        L{IClusterStorage} (naming the setting and the backend); start-up and
+        C{check-config} both check it.
+    """
+    if config.cluster.bus != "postgres":
+        return None
+    storage = IClusterStorage(store, None)
+    if storage is None:
+        raise ConfigError(
+            config.source,
+            f"postgres needs a store backend providing IClusterStorage (the sql backend on"
+            f" PostgreSQL); [store] backend = {config.store.backend} does not",
+            "cluster", "bus",
+        )
+    return storage
+
+
 def build_cluster_service(config: Config, reactor: IReactorTime, records: ICallRecordStore,
                           controller: ICallController,
                           store: object = None) -> ClusterService | None:
@@ -83,16 +105,9 @@ def build_cluster_service(config: Config, reactor: IReactorTime, records: ICallR
         L{IClusterStorage} (naming the setting and the backend).
     """
     section = config.cluster
-    if section.bus != "postgres":
-        return None
-    storage = IClusterStorage(store if store is not None else records, None)
+    storage = cluster_storage(config, store if store is not None else records)
     if storage is None:
-        raise ConfigError(
-            config.source,
-            f"postgres needs a store backend providing IClusterStorage (the sql backend on"
-            f" PostgreSQL); [store] backend = {config.store.backend} does not",
-            "cluster", "bus",
-        )
+        return None
     node_id = default_node_id(config)
     bus = storage.event_bus(node_id)
     registry = storage.node_registry()
