@@ -20,6 +20,7 @@ import configparser
 import ipaddress
 import math
 import re
+import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -969,6 +970,14 @@ class LocationConfig:
 PLUGIN_KINDS = ("store", "location", "policy")
 
 
+def _read_only_sections(
+    sections: Mapping[str, Mapping[str, str]],
+) -> Mapping[str, Mapping[str, str]]:
+    return types.MappingProxyType(
+        {name: types.MappingProxyType(dict(keys)) for name, keys in sections.items()}
+    )
+
+
 @attrs.frozen
 class PluginSections:
     """
@@ -979,7 +988,10 @@ class PluginSections:
     :ivar sections: ``{"KIND:NAME": {key: value}}``.
     """
 
-    sections: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
+    # Read-only copies; left out of the hash (a Config stays hashable), not out of equality.
+    sections: Mapping[str, Mapping[str, str]] = attrs.field(
+        factory=dict, converter=_read_only_sections, hash=False
+    )
 
     def options(self, kind: str, name: str) -> dict[str, str]:
         """The options of ``[KIND:NAME]`` (empty if the file has no such section)."""

@@ -423,3 +423,11 @@ def test_check_config_finds_a_cluster_bus_the_store_cannot_carry(
     assert capsys.readouterr().err == (
         f"{path}: [cluster] bus: postgres needs a store backend providing IClusterStorage"
         " (the sql backend on PostgreSQL); [store] backend = memory does not\n")
+
+
+def test_a_config_with_plugin_sections_stays_frozen_and_hashable() -> None:
+    parsed = config("[store:sql]\nthreads = 2\n")
+    assert hash(parsed) == hash(config("[store:sql]\nthreads = 3\n"))  # equal hashes allowed
+    assert parsed != config("[store:sql]\nthreads = 3\n")
+    with pytest.raises(TypeError):
+        parsed.plugins.sections["store:sql"]["threads"] = "9"  # type: ignore[index]
