@@ -112,6 +112,12 @@ def _build(config: Config, kind: str, name: str, load: Callable[[str], F],
         built = create(factory)
     except PluginConfigError as e:
         raise _option_error(config, kind, name, e) from None
+    except Exception as e:
+        # A bug in the plugin, not in the file: still one line, naming the plugin.
+        raise ConfigError(
+            config.source, f"the plugin failed to build: {type(e).__name__}: {e}",
+            f"{kind}:{name}",
+        ) from e
     if verify is not None:
         try:
             verify(name, built)

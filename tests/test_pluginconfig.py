@@ -431,3 +431,17 @@ def test_a_config_with_plugin_sections_stays_frozen_and_hashable() -> None:
     assert parsed != config("[store:sql]\nthreads = 3\n")
     with pytest.raises(TypeError):
         parsed.plugins.sections["store:sql"]["threads"] = "9"  # type: ignore[index]
+
+
+def test_a_plugin_failing_in_create_is_one_line_naming_its_section(
+        monkeypatch: pytest.MonkeyPatch, environment: StoreEnvironment) -> None:
+    from clicktodial import pluginconfig
+
+    class Broken:
+        def create(self, options: Any, environment: Any) -> Any:
+            raise KeyError("host")
+
+    monkeypatch.setattr(pluginconfig, "load_location_backend", lambda name: Broken())
+    parsed = config("[location]\nbackend = broken\n")
+    assert one_line_error(lambda: build_location_store(parsed, environment)) == (
+        "x.ini: [location:broken]: the plugin failed to build: KeyError: 'host'")
