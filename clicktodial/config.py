@@ -313,15 +313,27 @@ def parse_database_url(text: str) -> URL:
 
 
 def parse_control_endpoint(text: str) -> str | None:
-    """``-`` (none) or a stream endpoint on loopback only (unix socket, tcp on 127.0.0.1/::1)."""
+    """
+    ``-`` (none) or a stream endpoint on loopback only: a unix socket, or tcp/tcp6 whose
+    interface (named or the third positional field; the last one given counts, as for
+    Twisted) is a loopback address literal (127.x.y.z, ::1).
+    """
     if text == "-":
         return None
     endpoint = parse_stream_endpoint(text)
-    kind = endpoint.split(":", 1)[0]
+    fields = _split_endpoint(endpoint)
+    kind = fields[0].lower()
     if kind == "unix":
         return endpoint
-    if kind in ("tcp", "tcp6") and re.search(r"interface=(127\.0\.0\.1|\\:\\:1)(:|$)", endpoint):
-        return endpoint
+    if kind in ("tcp", "tcp6"):
+        positional = [f for f in fields[1:] if "=" not in f]
+        named = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+        interface = named.get("interface", positional[2] if len(positional) > 2 else "")
+        try:
+            if ipaddress.ip_address(interface).is_loopback:
+                return endpoint
+        except ValueError:
+            pass
     raise ValueError(
         f"{text!r} is not loopback-only: use unix:PATH or tcp:PORT:interface=127.0.0.1"
     )
@@ -642,6 +654,16 @@ class SipConfig:
             " before the connection is aborted.",
         ),
     )
+    max_connections_per_source: int = attrs.field(
+        default=100,
+        metadata=setting(
+            parse_count,
+            "100",
+            "Most TCP (and, apart, TLS) connections one source address may hold open; one"
+            " more is closed before anything is read from it (0: no limit). [registrar]"
+            " trusted_proxies are exempt (a front proxy carries every phone's connections).",
+        ),
+    )
     flow_timer: int = attrs.field(
         default=120,
         metadata=setting(
@@ -823,6 +845,26 @@ class WebConfig:
             "65536",
             "Largest request body accepted (a form or JSON), in bytes; larger get 413."
             " At least 1024.",
+        ),
+    )
+    max_connections_per_client: int = attrs.field(
+        default=256,
+        metadata=setting(
+            parse_count,
+            "256",
+            "Most connections one client address may hold open to listen; one more is"
+            " closed before anything is read from it (0: no limit). trusted_proxies are"
+            " exempt.",
+        ),
+    )
+    request_timeout: float = attrs.field(
+        default=30.0,
+        metadata=setting(
+            parse_seconds,
+            "30",
+            "Seconds a request may take to arrive whole (request line, headers and body),"
+            " counted from the connection's start or from the previous response; a slower"
+            " client is disconnected. An idle keep-alive connection is closed after it too.",
         ),
     )
     metrics_listen: str | None = attrs.field(
@@ -1329,8 +1371,9 @@ class CallsConfig:
             "-",
             "Loopback-only HTTP endpoint of the internal call-control API (POST /calls,"
             " GET/DELETE /calls/ID; docs/calls.md), e.g. tcp:8091:interface=127.0.0.1, or -"
-            " for none. For tests and local tools until the web API places calls; it has"
-            " no authentication.",
+            " for none (tcp/tcp6 need interface= a loopback address). For tests and local"
+            " tools until the web API places calls; it has no authentication, and refuses"
+            " (403 not-local) requests a browser page could send (docs/security.md).",
         ),
     )
 

@@ -14,7 +14,7 @@ tree built by :func:`clicktodial.service.build_service`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -24,6 +24,7 @@ from zope.interface import implementer
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.calls.events import CallInfo
 from clicktodial.config import Config
+from clicktodial.connlimit import ConnectionLimit
 from clicktodial.interfaces import ICallEventListener, ILocationStore, IStoreLoad
 from clicktodial.metrics import DaemonCollector, DaemonMetrics, MetricsResource, ReadinessResource
 from clicktodial.reload import ICallsReload, ReloadHook, ReloadRefused
@@ -184,6 +185,7 @@ def install_operations(
     call_controller: Any = None,
     rate_limiter: SourceRateLimiter | None = None,
     location: object = None,
+    connection_limits: Iterable[ConnectionLimit] = (),
 ) -> Operations:
     """
     Put admission control between ``sip``'s transport and transaction layer, add
@@ -194,7 +196,10 @@ def install_operations(
         counts towards ``[limits] max_store_pending``).
     :param rate_limiter: the per-source limit ``sip``'s transport applies (reconfigured on
         reload, read by /metrics); by default one of ``config`` that nothing applies.
+    :param connection_limits: the per-source connection caps of the stream listeners
+        (their refusals: ``clicktodial_connections_refused_total{listener}``).
     """
+    connection_limits = list(connection_limits)
     metrics = DaemonMetrics()
     if rate_limiter is None:
         rate_limiter = SourceRateLimiter.from_config(
@@ -289,6 +294,16 @@ def install_operations(
                         "overload": counts.overload,
                         "draining": counts.draining,
                     },
+                ),
+            ],
+            counters=[
+                (
+                    "clicktodial_connections_refused",
+                    "Stream connections closed unread since start because their source"
+                    " address already held the most it may ([sip] max_connections_per_source,"
+                    " [web] max_connections_per_client), by listener.",
+                    "listener",
+                    lambda: {limit.listener: limit.refused for limit in connection_limits},
                 ),
             ],
         )

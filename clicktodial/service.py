@@ -25,7 +25,6 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from clicktodial import __version__
 from clicktodial.admission import SourceRateLimiter
@@ -33,6 +32,7 @@ from clicktodial.calls.controller import build_call_service
 from clicktodial.calls.directory import CachedDirectory
 from clicktodial.cluster.service import build_cluster_service
 from clicktodial.config import Config
+from clicktodial.connlimit import ConnectionLimit
 from clicktodial.interfaces import (
     IBindingChangeNotifier,
     ICallController,
@@ -54,6 +54,7 @@ from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.store.plugins import StoreEnvironment
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
+from clicktodial.web.site import BoundedSite
 
 __all__ = [
     "CALLS_SERVICE_NAME",
@@ -273,7 +274,16 @@ def build_service(
     rate_limiter = SourceRateLimiter.from_config(
         clock, config.limits, config.registrar.trusted_proxies
     )
-    transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter)
+    # Per-source caps on open connections (clicktodial.connlimit); trusted fronts are exempt.
+    connection_limits = {
+        name: ConnectionLimit(clock, listener, config.sip.max_connections_per_source,
+                              config.registrar.trusted_proxies)
+        for name, listener in (("TCP", "sip-tcp"), ("TLS", "sip-tls"))
+    }
+    web_limit = ConnectionLimit(clock, "web", config.web.max_connections_per_client,
+                                config.web.trusted_proxies)
+    transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter,
+                                  connection_limits=connection_limits)
     sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport=transport)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
@@ -320,13 +330,20 @@ def build_service(
         call_controller=calls.controller,
         rate_limiter=rate_limiter,
         location=location,
+        connection_limits=[*connection_limits.values(), web_limit],
     )
-    web = strports.service(config.web.listen, Site(web_root), reactor=reactor)
+    # A request must arrive whole within [web] request_timeout (slow clients:
+    # clicktodial.web.site); one address holds at most max_connections_per_client.
+    site = BoundedSite(web_root, clock, config.web.request_timeout)
+    web = strports.service(config.web.listen, web_limit.wrap(site), reactor=reactor)
     web.setName(WEB_SERVICE_NAME)
     web.setServiceParent(root)
     if config.web.metrics_listen is not None:
-        metrics = strports.service(config.web.metrics_listen, Site(operator_root),
-                                   reactor=reactor)
+        metrics = strports.service(
+            config.web.metrics_listen,
+            BoundedSite(operator_root, clock, config.web.request_timeout),
+            reactor=reactor,
+        )
         metrics.setName(METRICS_SERVICE_NAME)
         metrics.setServiceParent(root)
 

@@ -145,7 +145,8 @@ def test_log_lines_to_the_journal_start_with_their_priority(tmp_path: Path) -> N
         observer = make_log_observer(config, out, environ)
         observer({"log_level": LogLevel.warn, "log_namespace": "t", "log_format": "careful"})
         observer({"log_level": LogLevel.info, "log_namespace": "t", "log_format": "a\nb"})
-    assert path.read_text() == "<4>[t] careful\n<6>[t] a\n<6>[t] b\n"
+    # A line break in a message is data (escaped: clicktodial.log.escape_control).
+    assert path.read_text() == "<4>[t] careful\n<6>[t] a\\nb\n"
 
 
 def test_log_lines_not_to_the_journal_have_no_priority_prefix() -> None:

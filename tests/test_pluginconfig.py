@@ -143,10 +143,11 @@ def test_a_bad_location_option_names_its_section_and_key(
 
 
 def test_an_unknown_location_backend_lists_the_choices(environment: StoreEnvironment) -> None:
-    parsed = config("[location]\nbackend = redis\n")
-    assert one_line_error(lambda: build_location_store(parsed, environment)) == (
-        "x.ini: [location] backend: unknown location backend 'redis'"
-        " (available: memory, sql)")
+    parsed = config("[location]\nbackend = nosuch\n")
+    message = one_line_error(lambda: build_location_store(parsed, environment))
+    assert message.startswith(
+        "x.ini: [location] backend: unknown location backend 'nosuch' (available: memory, ")
+    assert ", sql" in message  # and any installed plugin (redis...)
 
 
 # -- [policy:NAME] --------------------------------------------------------------------------
@@ -178,10 +179,10 @@ def test_the_section_of_an_installed_plugin_not_chosen_is_checked(
 
 def test_the_section_of_a_plugin_not_installed_is_ignored_with_a_warning(
         environment: StoreEnvironment) -> None:
-    parsed = config("[store]\nbackend = memory\n[location:redis]\nurl = redis://127.0.0.1\n")
+    parsed = config("[store]\nbackend = memory\n[location:nosuch]\nurl = nosuch://x\n")
     [warning] = check_plugins(parsed, environment)
-    assert warning == ("x.ini: [location:redis]: ignored: no location backend 'redis' is"
-                       " installed (available: memory, sql)")
+    assert warning.startswith("x.ini: [location:nosuch]: ignored: no location backend"
+                              " 'nosuch' is installed (available: memory, ")
 
 
 # -- check-config and start-up --------------------------------------------------------------
@@ -201,11 +202,11 @@ def test_check_config_runs_the_plugins_validation(
 def test_check_config_warns_of_sections_of_absent_plugins(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.ini"
-    path.write_text(BASE + "[store]\nbackend = memory\n[location:redis]\nurl = redis://x\n")
+    path.write_text(BASE + "[store]\nbackend = memory\n[location:nosuch]\nurl = nosuch://x\n")
     assert cli.main(["--config", str(path), "check-config"]) == 0
     captured = capsys.readouterr()
     assert captured.out == f"OK: {path}\n"
-    assert "[location:redis]: ignored" in captured.err
+    assert "[location:nosuch]: ignored" in captured.err
 
 
 def test_a_bad_plugin_option_stops_the_daemon_with_one_line(tmp_path: Path) -> None:

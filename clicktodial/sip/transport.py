@@ -32,7 +32,7 @@ import itertools
 import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 from twisted.application.service import Service
@@ -50,12 +50,18 @@ from twisted.internet.interfaces import (
     IReactorUDP,
     ISystemHandle,
 )
-from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol, ServerFactory
+from twisted.internet.protocol import (
+    ClientFactory,
+    DatagramProtocol,
+    Protocol,
+    ServerFactory,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.config import SipConfig
+from clicktodial.connlimit import ConnectionLimit
 from clicktodial.netaddr import ip_of
 from clicktodial.sip import banfilter
 from clicktodial.sip.address import (
@@ -521,7 +527,9 @@ class _StreamProtocol(Protocol):
     def _data_received(self, data: bytes) -> None:
         if self._framing_lost:
             return
-        self._touch()
+        # Only a complete message (or a keep-alive ping, answered by write) restarts the
+        # idle timer: a message sent a byte at a time (slow-loris) does not keep the
+        # connection open past stream_idle_timeout.
         if not self.parser.buffered:
             data = self._keepalives(data)
             if not data:
@@ -556,6 +564,7 @@ class _StreamProtocol(Protocol):
             self._trim()
             if not messages:
                 return
+            self._touch()
             for message in messages:
                 self.layer._message_received(message, self.source)
             data = b""
@@ -649,6 +658,8 @@ class SIPTransportLayer(Service):
     :ivar close_timeout: seconds a graceful close may take before the connection is
         aborted (``[sip] stream_close_timeout``).
     :ivar flow_timer: the Flow-Timer for RFC 5626 flows over TCP/TLS (``[sip] flow_timer``).
+    :ivar connection_limits: ``"TCP"``/``"TLS"`` -> the per-source cap on the open
+        connections of that listener (:mod:`clicktodial.connlimit`; none: no cap).
     """
 
     def __init__(
@@ -659,6 +670,7 @@ class SIPTransportLayer(Service):
         *,
         source_limit: ISourceLimit | None = None,
         tcp_idle_timeout: float | None = None,
+        connection_limits: Mapping[str, ConnectionLimit] | None = None,
     ) -> None:
         #: provides IReactorTime, and IReactorUDP / IReactorTCP for the enabled transports
         self.reactor = reactor
@@ -666,6 +678,7 @@ class SIPTransportLayer(Service):
         self.config = config
         self.handler = handler
         self.source_limit = source_limit
+        self.connection_limits = dict(connection_limits or {})
         self._ban_filter: _KernelBanFilter | None = None
         self._udp_socket: socket.socket | None = None
         if source_limit is not None:
@@ -730,7 +743,7 @@ class SIPTransportLayer(Service):
                 self._ban_filter.refresh()
         if "TCP" in self.transports:
             self._tcp_port = IReactorTCP(self.reactor).listenTCP(
-                port, _StreamServerFactory(self), interface=host
+                port, self._stream_server_factory("TCP"), interface=host
             )
             port = _host_port(self._tcp_port.getHost())[1]
         self._port = port
@@ -760,6 +773,12 @@ class SIPTransportLayer(Service):
             factory.queue.clear()
         return defer.gatherResults(stopping).addCallback(lambda _: None)
 
+    def _stream_server_factory(self, transport_name: str) -> ServerFactory:
+        """The factory of a TCP or TLS listener, behind its per-source connection cap."""
+        factory = _StreamServerFactory(self, transport_name)
+        limit = self.connection_limits.get(transport_name)
+        return factory if limit is None else limit.wrap(factory)
+
     def _listen_tls(self) -> None:
         """
         SIP over TLS (RFC 3261 §26.2, sips:) on ``[sip] tls_listen``: TCP framing over a TLS
@@ -781,7 +800,7 @@ class SIPTransportLayer(Service):
             ) from None
         tls = self.config.tls_listen
         self._tls_port = IReactorSSL(self.reactor).listenSSL(
-            tls.port, _StreamServerFactory(self, "TLS"), options, interface=tls.host
+            tls.port, self._stream_server_factory("TLS"), options, interface=tls.host
         )
         self._tls_port_number = _host_port(self._tls_port.getHost())[1]
         log.info(

@@ -11,6 +11,7 @@ one of its own addresses (the C{aliases} setting).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +22,7 @@ from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
 from clicktodial.interfaces import ILocationStore, IUserChangeNotifier
+from clicktodial.log import escape_control, format_text_event
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip import digest as digest_module
 from clicktodial.sip.address import Source
@@ -432,6 +434,24 @@ class TestAuthentication:
                                           username="bob")
         assert response.status == 403
         assert env.bindings() == []
+
+
+def test_a_hostile_register_is_logged_without_control_characters() -> None:
+    """
+    The parser lets ESC and BEL through in header values and quoted strings: a REGISTER
+    whose From display name, User-Agent, Call-ID and Digest username hold a terminal
+    sequence, with a wrong password, is logged; the text format shows it escaped.
+    """
+    env = Env()
+    hostile = "\x1b[2J\x1b]0;owned\x07"
+    request = register(call_id=f"c{hostile}@x", extra=[f"User-Agent: ua{hostile}"])
+    request.headers.set("From", f'"a{hostile}" <sip:alice@{DOMAIN}>;tag=from1')
+    response = env.send_authenticated(request, username=f"alice{hostile}", password="guess")
+    assert response.status == 401
+    lines = [format_text_event(event) or "" for event in env.events]
+    assert any(f"alice{escape_control(hostile)}" in line for line in lines), lines
+    assert not any(re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", line) for line in lines)
+    assert all(line.count("\n") <= 1 for line in lines)
 
 
 class TestCredentialsCache:

@@ -11,11 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from clicktodial.config import HostPort, SipConfig
+from clicktodial.connlimit import ConnectionLimit
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import NO_RECONNECT, Destination, Source
 from clicktodial.sip.headers import parse_via
 from clicktodial.sip.interfaces import (
@@ -40,6 +43,7 @@ from clicktodial.testing.transport import (
     LogCapture,
     accept_tcp,
     complete_connect,
+    ip_address,
     no_failures_logged,
 )
 
@@ -655,6 +659,57 @@ def test_idle_tcp_connection_is_closed(net: Layer) -> None:
     assert not transport.disconnecting
     net.reactor.pump([STEP] * int(11 / STEP))
     assert transport.disconnecting
+
+
+def test_a_message_sent_byte_by_byte_does_not_keep_the_connection_open(net: Layer) -> None:
+    """
+    Slow-loris: a byte every few seconds of a message that never ends is not traffic; the
+    connection closes the idle timeout (30 s here) after its last complete message.
+    """
+    protocol, transport = accept_tcp(net.reactor)
+    protocol.dataReceived(options(call_id="whole"))
+    trickle = options(call_id="slow")
+    for i in range(25):
+        net.reactor.pump([STEP] * int(2 / STEP))
+        if transport.disconnecting:
+            break
+        protocol.dataReceived(trickle[i : i + 1])
+    assert transport.disconnecting
+    assert net.reactor.seconds() <= 32
+    assert [r.call_id for r, _ in net.handler.requests] == ["whole"]
+
+
+def test_connections_beyond_the_per_source_cap_are_closed_unread(log: LogCapture) -> None:
+    """
+    [sip] max_connections_per_source: one more connection from an address that holds the
+    most is refused before any read (counted, logged once a minute); another address and
+    the trusted proxies are not limited; a closed connection frees its place.
+    """
+    reactor = FakeReactor()
+    limit = ConnectionLimit(reactor, "sip-tcp", 3, NetworkSet.parse("127.0.0.9"))
+    layer = SIPTransportLayer(reactor, sip_config(), RecordingHandler(),
+                              connection_limits={"TCP": limit})
+    layer.startService()
+    factory = reactor.tcpServers[0][1]
+    local = ip_address("TCP", "127.0.0.1", 5060)
+    held = [accept_tcp(reactor, "127.0.0.2", 40000 + i) for i in range(3)]
+    for i in range(5):
+        assert factory.buildProtocol(ip_address("TCP", "127.0.0.2", 41000 + i)) is None
+    assert (limit.refused, limit.open) == (5, {"127.0.0.2": 3})
+    refusals = [e for e in log.events if e.get("log_namespace") == "clicktodial.connlimit"]
+    assert [(e["listener"], e["peer"]) for e in refusals] == [("sip-tcp", "127.0.0.2")]
+    other, other_transport = accept_tcp(reactor, "127.0.0.3", 40000)
+    other.dataReceived(options(call_id="other"))
+    assert [r.call_id for r, _ in layer.handler.requests] == ["other"]  # type: ignore[union-attr]
+    for i in range(10):
+        accept_tcp(reactor, "127.0.0.9", 42000 + i)  # a trusted front: no cap
+    held[0][0].connectionLost(None)
+    assert limit.open == {"127.0.0.2": 2, "127.0.0.3": 1}
+    protocol = factory.buildProtocol(ip_address("TCP", "127.0.0.2", 43000))
+    assert protocol is not None
+    protocol.makeConnection(StringTransport(hostAddress=local,
+                                            peerAddress=ip_address("TCP", "127.0.0.2", 43000)))
+    assert limit.open["127.0.0.2"] == 3
 
 
 def test_tcp_message_shorter_than_its_content_length_waits_then_closes(net: Layer) -> None:
