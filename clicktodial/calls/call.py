@@ -32,11 +32,12 @@ from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_media, truncate_media
-from clicktodial.interfaces import IBridge, IMediaFlow, ISessionHandler
+from clicktodial.interfaces import IBridge, IMediaFlow
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
 from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destination
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
+from clicktodial.sip.interfaces import ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
 from clicktodial.sip.transactions.base import Lingering, LingerQueue

@@ -33,6 +33,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, ssl
@@ -47,6 +48,7 @@ from twisted.internet.interfaces import (
     IReactorTCP,
     IReactorTime,
     IReactorUDP,
+    ISystemHandle,
 )
 from twisted.internet.protocol import (
     ClientFactory,
@@ -60,13 +62,6 @@ from zope.interface import implementer
 
 from clicktodial.config import SipConfig
 from clicktodial.connlimit import ConnectionLimit
-from clicktodial.interfaces import (
-    IFlowKeeper,
-    IMessageHandler,
-    ISendFailureHandler,
-    ISIPTransport,
-    ISourceLimit,
-)
 from clicktodial.netaddr import ip_of
 from clicktodial.sip import banfilter
 from clicktodial.sip.address import (
@@ -77,6 +72,13 @@ from clicktodial.sip.address import (
     format_host_port,
 )
 from clicktodial.sip.headers import HeaderParseError, Via, parse_name_addr, parse_via
+from clicktodial.sip.interfaces import (
+    IFlowKeeper,
+    IMessageHandler,
+    ISendFailureHandler,
+    ISIPTransport,
+    ISourceLimit,
+)
 from clicktodial.sip.message import Headers, Request, Response
 from clicktodial.sip.parser import FramingError, MessageParseError, StreamParser, parse_message
 
@@ -314,10 +316,10 @@ def _set_buffer_size(port: IListeningPort, size: int) -> None:
     of datagrams waits in the kernel instead of being dropped. Linux caps the size at
     ``net.core.rmem_max``/``wmem_max`` without an error: the size obtained is logged.
     """
-    get_handle = getattr(port, "getHandle", None)
-    if get_handle is None:
+    handle = ISystemHandle(port, None)
+    if handle is None:
         return  # not a real socket (tests)
-    sock = get_handle()
+    sock = cast(socket.socket, handle.getHandle())
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
@@ -743,8 +745,10 @@ class SIPTransportLayer(Service):
             port = _host_port(self._udp_port.getHost())[1]
             if self.config.udp_buffer:
                 _set_buffer_size(self._udp_port, self.config.udp_buffer)
-            get_handle = getattr(self._udp_port, "getHandle", None)  # None: not a real socket
-            self._udp_socket = None if get_handle is None else get_handle()
+            handle = ISystemHandle(self._udp_port, None)  # None: not a real socket
+            self._udp_socket = (
+                None if handle is None else cast(socket.socket, handle.getHandle())
+            )
             if self.source_limit is not None and self._udp_socket is not None:
                 self._ban_filter = _KernelBanFilter(
                     self.clock, self.source_limit, self._udp_socket

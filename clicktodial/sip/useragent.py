@@ -35,7 +35,6 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.core import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.dialog import (
@@ -50,6 +49,7 @@ from clicktodial.sip.dialog import (
     source_flow,
 )
 from clicktodial.sip.headers import HeaderParseError, NameAddr
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import (
     Request,
     Response,
@@ -70,7 +70,7 @@ from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.sip.uri import URI
 
 if TYPE_CHECKING:
-    from clicktodial.interfaces import ISIPTransport
+    from clicktodial.sip.interfaces import ISIPTransport
 
 __all__ = [
     "CallState",
@@ -103,6 +103,8 @@ class ClientTransactionLike(Protocol):
     def destination(self) -> Destination: ...
 
     def cancel_request(self) -> Request: ...
+
+    def terminate(self) -> None: ...
 
 
 class ServerTransactionLike(Protocol):
@@ -1005,11 +1007,10 @@ class OutgoingCall:
     def _cancel_timeout(self) -> None:
         self._timer = None
         if self.state in (CallState.CALLING, CallState.PROCEEDING):
-            # §9.1: destroy the INVITE client transaction (if the layer lets
-            # us: a transaction in "proceeding" has no timer of its own).
-            terminate = getattr(self._transaction, "terminate", None)
-            if callable(terminate):
-                terminate()
+            # §9.1: destroy the INVITE client transaction (one in "proceeding"
+            # has no timer of its own).
+            if self._transaction is not None:
+                self._transaction.terminate()
             self._failed(make_response(self.request, 487))
 
     def _set_timer(self, delay: float, fired: Callable[[], None]) -> None:

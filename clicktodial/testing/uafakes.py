@@ -23,8 +23,8 @@ import attrs
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler, ISIPTransport
 from clicktodial.sip.headers import NameAddr
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ISIPTransport
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
 from clicktodial.sip.transaction import Timers, TransactionLayer

@@ -18,10 +18,15 @@ from zope.interface.verify import verifyObject
 
 from clicktodial.config import HostPort, SipConfig
 from clicktodial.connlimit import ConnectionLimit
-from clicktodial.interfaces import IFlowKeeper, IMessageHandler, ISendFailureHandler, ISIPTransport
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import NO_RECONNECT, Destination, Source
 from clicktodial.sip.headers import parse_via
+from clicktodial.sip.interfaces import (
+    IFlowKeeper,
+    IMessageHandler,
+    ISendFailureHandler,
+    ISIPTransport,
+)
 from clicktodial.sip.message import Headers, Request, Response, make_response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.transport import (

@@ -10,10 +10,10 @@ import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.dialog import DialogError, source_flow
 from clicktodial.sip.headers import NameAddr
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import Request, Response, make_response, new_branch
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import Party as SDPParty
