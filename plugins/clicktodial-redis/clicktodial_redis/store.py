@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from clicktodial.interfaces import IStoreLoad
 from clicktodial.store.bindings import plan_register, sort_bindings
 from clicktodial.store.errors import StoreUnavailable
 from clicktodial.store.values import Binding, BindingChanges
@@ -105,7 +106,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-@implementer(ILocationBackend, IBindingChangeNotifier)
+@implementer(ILocationBackend, IBindingChangeNotifier, IStoreLoad)
 class RedisLocationStore:
     """
     :class:`ILocationStore` in Redis, with :class:`IBindingChangeNotifier`.
@@ -194,6 +195,14 @@ class RedisLocationStore:
         except ResponseError as e:
             return f"missing: CONFIG SET refused: {e}"
         return "configured"
+
+    def pending(self) -> int:
+        """
+        See :meth:`IStoreLoad.pending`: commands waiting for a thread of the pool, so
+        admission control answers 503 (``[limits] max_store_pending``) instead of letting
+        phones retransmit into a full queue.
+        """
+        return self._pool.q.qsize()
 
     def _run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         def guarded() -> T:

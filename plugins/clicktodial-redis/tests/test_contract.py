@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from zope.interface.verify import verifyObject
 
-from clicktodial.interfaces import ILocationStore
+from clicktodial.interfaces import ILocationStore, IStoreLoad
 from clicktodial.store.plugins import StoreEnvironment
 from clicktodial.testing.contracts import LocationStoreContract
 from clicktodial_redis import factory
@@ -34,3 +34,8 @@ class TestRedisLocationStore(LocationStoreContract):
         assert verifyObject(ILocationBackend, store)
         assert verifyObject(ILocationStore, store)
         assert verifyObject(IBindingChangeNotifier, store)
+
+    def test_reports_its_load(self, store: Any) -> None:
+        """Admission control sees how many commands wait for a thread (none when idle)."""
+        assert verifyObject(IStoreLoad, store)
+        assert store.pending() == 0
