@@ -111,6 +111,8 @@ class Setting:
 
 _SETTING = "clicktodial.config.setting"
 _SECTION_DOC = "clicktodial.config.section"
+#: The INI name of a section whose attribute name differs (``[media:rtpengine]``).
+_SECTION_NAME = "clicktodial.config.section_name"
 
 
 def setting(parse: Callable[[str], Any], default: str | None, doc: str) -> dict[str, Setting]:
@@ -1395,6 +1397,88 @@ class MediaConfig:
             " then plays nothing, see docs/media.md.",
         ),
     )
+    relay: str = attrs.field(
+        default="off",
+        metadata=setting(
+            parse_choice("off", "rtpengine", "auto"),
+            "off",
+            "Media relay between the two phones of a call (docs/media.md, \"Media relay\"):"
+            " off (the phones send RTP to each other's SDP address), rtpengine (every call"
+            " through the rtpengine of [media:rtpengine]) or auto (a call through rtpengine"
+            " only when a phone's SDP address differs from its signalling source address, or"
+            " is private while the other phone's is not: phones behind NAT).",
+        ),
+    )
+
+
+def parse_ng_servers(text: str) -> tuple[HostPort, ...]:
+    """A comma-separated, non-empty list of ``IP:PORT`` (rtpengine ``ng`` addresses)."""
+    servers = tuple(parse_host_port(item.strip()) for item in text.split(","))
+    if any(server.port == 0 for server in servers):
+        raise ValueError(f"invalid ng address in {text!r} (port 0)")
+    return servers
+
+
+def parse_relay_interfaces(text: str) -> tuple[str, ...]:
+    """``-`` or two rtpengine interface names, ``CALLER_SIDE, CALLEE_SIDE``."""
+    if text == "-":
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    if len(names) != 2 or not all(re.fullmatch(r"[A-Za-z0-9_.-]+", name) for name in names):
+        raise ValueError(f"invalid interfaces {text!r} (expected - or two names: caller, callee)")
+    return names
+
+
+@attrs.frozen
+class RtpEngineConfig:
+    """``[media:rtpengine]``: the rtpengine a relayed call goes through (docs/media.md)."""
+
+    ng: tuple[HostPort, ...] = attrs.field(
+        default=(HostPort("127.0.0.1", 22222),),
+        metadata=setting(
+            parse_ng_servers,
+            "127.0.0.1:22222",
+            "rtpengine's ng control address (its --listen-ng), IP:PORT; several,"
+            " comma-separated, are tried in order when one does not answer (a call stays"
+            " on the one that took its first offer).",
+        ),
+    )
+    timeout: float = attrs.field(
+        default=1.5,
+        metadata=setting(
+            parse_seconds,
+            "1.5",
+            "Seconds one ng server has to answer a command before the next is tried.",
+        ),
+    )
+    retries: int = attrs.field(
+        default=3,
+        metadata=setting(
+            parse_count,
+            "3",
+            "Retransmissions of a command to one server within timeout, each gap twice the"
+            " one before (rtpengine answers a retransmission without doing it twice).",
+        ),
+    )
+    interfaces: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=setting(
+            parse_relay_interfaces,
+            "-",
+            "- (rtpengine's one interface) or two of its --interface names, CALLER, CALLEE:"
+            " the side each phone is on (the ng 'direction'), e.g. public, private.",
+        ),
+    )
+    on_failure: str = attrs.field(
+        default="fail",
+        metadata=setting(
+            parse_choice("fail", "unrelayed"),
+            "fail",
+            "When rtpengine refuses or does not answer an offer or answer: fail (the call"
+            " fails with reason media-relay-failed) or unrelayed (it goes on with the"
+            " phones' own SDP, as with relay = off).",
+        ),
+    )
 
 
 @attrs.frozen
@@ -1532,10 +1616,25 @@ class Config:
         factory=MediaConfig,
         metadata={_SECTION_DOC: "The daemon's own RTP streams: ringback and tones."},
     )
+    rtpengine: RtpEngineConfig = attrs.field(
+        factory=RtpEngineConfig,
+        metadata={
+            _SECTION_DOC: "The rtpengine media relay ([media] relay).",
+            _SECTION_NAME: "media:rtpengine",
+        },
+    )
 
 
 def _section_classes() -> dict[str, type]:
-    return {a.name: a.type for a in attrs.fields(Config) if a.type is not None}
+    return {
+        a.metadata.get(_SECTION_NAME, a.name): a.type
+        for a in attrs.fields(Config)
+        if a.type is not None
+    }
+
+
+def _section_attributes() -> dict[str, str]:
+    return {a.metadata.get(_SECTION_NAME, a.name): a.name for a in attrs.fields(Config)}
 
 
 def iter_settings() -> Iterator[tuple[str, str, Setting]]:
@@ -1632,7 +1731,8 @@ def parse_config(text: str, filename: str) -> Config:
             filename, "postgres needs a PostgreSQL [store] url (the daemons share it)",
             "cluster", "bus",
         )
-    return Config(**sections)
+    attributes = _section_attributes()
+    return Config(**{attributes[name]: value for name, value in sections.items()})
 
 
 def load_config(path: str) -> Config:

@@ -11,11 +11,11 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from rtpenginetools import PrivateReactor, need_rtpengine, running_rtpengine
 
 from clicktodial.media.rtp import RtpHeader, parse_packet
 from clicktodial.media.rtpengine import NgClient, RelayError, RtpEngineRelay
 from clicktodial.sip.sdp import SessionDescription
-from tests.interop.rtpenginetools import PrivateReactor, need_rtpengine, running_rtpengine
 
 pytestmark = pytest.mark.interop
 
