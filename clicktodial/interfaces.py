@@ -716,11 +716,18 @@ class IMediaRelay(Interface):
     ) -> Deferred[bytes]:
         """The answer C{sdp} from the C{to_tag} side, rewritten for the offerer."""
 
-    def delete(call_id: str, from_tag: str) -> Deferred[None]:
-        """End the relay session of the call (unknown sessions are no error)."""
+    def delete(call_id: str) -> Deferred[None]:
+        """End the relay session of the call, both sides (an unknown one is no error)."""
 
     def query(call_id: str) -> Deferred[Mapping[str, object]]:
         """The relay's view of the call's session (rtpengine's C{query} reply)."""
+
+    def stats() -> Mapping[str, float]:
+        """
+        Counters since start for C{/metrics}: C{commands}, C{errors} (error
+        replies), C{timeouts}, C{retransmissions}, C{round_trip_seconds_sum},
+        C{round_trip_count}, C{sessions} (calls holding a relay session now).
+        """
 
 
 class ICallPolicy(Interface):

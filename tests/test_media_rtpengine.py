@@ -262,10 +262,10 @@ def test_relay_delete_goes_where_the_offer_went_and_forgets_the_call() -> None:
     assert to == NG2
     port.receive(datagram.split(b" ")[0] + b" d3:sdp3:v=06:result2:oke", *NG2)
     relay.answer("c", "a", "b", b"v=0\r\n", None)
-    got = results(relay.delete("c", "a"))
+    got = results(relay.delete("c"))
     sent = port.take()
     assert [to for _, to in sent] == [NG2, NG2]
     assert bdecode(sent[1][0].split(b" ", 1)[1]) == {
-        "command": b"delete", "call-id": b"c", "from-tag": b"a"}
+        "command": b"delete", "call-id": b"c"}
     port.receive(sent[1][0].split(b" ")[0] + b" d6:result2:oke", *NG2)
     assert got == [None] and relay.sessions() == 0

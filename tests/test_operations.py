@@ -467,6 +467,7 @@ class FakeController:
         self.calls = [type("Info", (), {"state": s})() for s in states]
         self.listeners: list[Any] = []
         self.hung_up = 0
+        self.relay = None  # [media] relay = off
 
     def active_calls(self) -> list[Any]:
         return self.calls
@@ -493,7 +494,9 @@ def test_with_a_call_controller_the_stop_hangs_up_its_calls_and_metrics_show_the
     operations.use_call_controller(controller)
     _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
     assert 'clicktodial_calls_active{state="connected"} 2.0' in body.decode()
-    ended = type("Info", (), {"state": "ended", "end_reason": "caller-hangup"})()
+    ended = type(
+        "Info", (), {"state": "ended", "end_reason": "caller-hangup", "media_relay": "off"}
+    )()
     controller.listeners[0].call_state_changed(ended)
     _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
     assert 'clicktodial_calls_ended_total{outcome="caller-hangup"} 1.0' in body.decode()

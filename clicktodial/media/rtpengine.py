@@ -27,8 +27,9 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 import attrs
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -38,6 +39,7 @@ from clicktodial.media.bencode import Bencodable, bdecode, bencode
 
 __all__ = [
     "NgClient",
+    "NgClientService",
     "NgStats",
     "RelayError",
     "RelayTimeout",
@@ -125,10 +127,20 @@ class NgClient(DatagramProtocol):
         self._pending: dict[bytes, _Pending] = {}
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count(1)
+        self._idle_waiters: list[Deferred[None]] = []
 
     def pending_count(self) -> int:
         """Commands waiting for a reply."""
         return len(self._pending)
+
+    def idle(self) -> Deferred[None]:
+        """Fires when no command waits for a reply (each is bounded by its timeout)."""
+        d: Deferred[None] = Deferred()
+        if not self._pending:
+            d.callback(None)
+        else:
+            self._idle_waiters.append(d)
+        return d
 
     def command(
         self,
@@ -197,6 +209,10 @@ class NgClient(DatagramProtocol):
         pending = self._pending.pop(cookie, None)
         if pending is not None and pending.timer is not None and pending.timer.active():
             pending.timer.cancel()
+        if not self._pending and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
         return pending
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
@@ -237,6 +253,36 @@ class NgClient(DatagramProtocol):
             pending = self._forget(cookie)
             if pending is not None:
                 pending.deferred.errback(RelayError(pending.command, "ng client stopped"))
+
+
+class NgClientService(Service):
+    """
+    The ng client's UDP port in the daemon: opened at start (an ephemeral
+    port on the address family of the first server); at stop, it waits for
+    the commands still outstanding (the calls' C{delete}s sent as they were
+    hung up), each bounded by the client's timeout, then closes.
+    """
+
+    def __init__(self, reactor: IReactorUDP, client: NgClient) -> None:
+        self.reactor = reactor
+        self.client = client
+        self._port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        interface = "::" if ":" in self.client.servers[0][0] else "0.0.0.0"
+        self._port = self.reactor.listenUDP(0, self.client, interface, 65535)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        port, self._port = self._port, None
+
+        def close(_: object) -> object:
+            return port.stopListening() if port is not None else None
+
+        d = self.client.idle()
+        d.addCallback(close)
+        return d
 
 
 def _address_family(address: str) -> bytes:
@@ -319,11 +365,24 @@ class RtpEngineRelay:
         d = self.client.command("answer", params, self._server_of.get(call_id))
         return d.addCallback(self._sdp, "answer")
 
-    def delete(self, call_id: str, from_tag: str) -> Deferred[None]:
-        """See L{IMediaRelay.delete}."""
+    def delete(self, call_id: str) -> Deferred[None]:
+        """See L{IMediaRelay.delete}: the whole call (no tag given)."""
         server = self._server_of.pop(call_id, None)
-        d = self.client.command("delete", {"call-id": call_id, "from-tag": from_tag}, server)
+        d = self.client.command("delete", {"call-id": call_id}, server)
         return d.addCallback(lambda _: None)
+
+    def stats(self) -> Mapping[str, float]:
+        """See L{IMediaRelay.stats}."""
+        stats = self.client.stats
+        return {
+            "commands": stats.commands,
+            "errors": stats.errors,
+            "timeouts": stats.timeouts,
+            "retransmissions": stats.retransmissions,
+            "round_trip_seconds_sum": stats.round_trip_sum,
+            "round_trip_count": stats.round_trip_count,
+            "sessions": len(self._server_of),
+        }
 
     def query(self, call_id: str) -> Deferred[Mapping[str, object]]:
         """See L{IMediaRelay.query}."""

@@ -89,7 +89,7 @@ def test_offer_answer_relays_rtp_both_ways_and_delete_leaves_no_session(engine) 
         query = private.wait(relay.query("nat-call-1"))
         assert "tags" in query
         assert private.wait(client.command("list"))["calls"] == [b"nat-call-1"]
-        private.wait(relay.delete("nat-call-1", "caller"))
+        private.wait(relay.delete("nat-call-1"))
         assert private.wait(client.command("list"))["calls"] == []
         assert relay.sessions() == 0 and client.pending_count() == 0
     finally:
