@@ -28,45 +28,53 @@ def need_rtpengine() -> None:
         pytest.skip("rtpengine not installed (Debian rtpengine-daemon; scripts/test installs it)")
 
 
+class RtpEngine:
+    """
+    rtpengine in the foreground, on ``interfaces`` (C{[NAME/]IP}), ``ng`` on
+    ``ng``, logging to ``log_path``; L{stop} kills it by its PID.
+    """
+
+    def __init__(self, interfaces: list[str], ng: tuple[str, int], ports: tuple[int, int],
+                 log_path: str) -> None:
+        command = [
+            RTPENGINE, "--config-file=none", "--foreground", "--log-stderr",
+            "--no-log-timestamps", "--table=-1", f"--listen-ng={ng[0]}:{ng[1]}",
+            f"--port-min={ports[0]}", f"--port-max={ports[1]}", "--delete-delay=0",
+            "--log-level=6", *[f"--interface={i}" for i in interfaces],
+        ]
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_ng(ng, self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 @contextmanager
 def running_rtpengine(
-    interfaces: list[str], ng: tuple[str, int], ports: tuple[int, int], log_path: str,
-    netns_pid: int | None = None,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """
-    rtpengine in the foreground, on ``interfaces`` (C{[NAME/]IP}), ``ng``
-    on ``ng``; killed (by its PID) on exit.  ``netns_pid``: run it in that
-    process's network namespace.
-    """
-    command = [
-        RTPENGINE, "--config-file=none", "--foreground", "--log-stderr", "--no-log-timestamps",
-        "--table=-1", f"--listen-ng={ng[0]}:{ng[1]}", f"--port-min={ports[0]}",
-        f"--port-max={ports[1]}", "--delete-delay=0", "--log-level=6",
-        *[f"--interface={i}" for i in interfaces],
-    ]
-    if netns_pid is not None:
-        command = ["nsenter", "-t", str(netns_pid), "-n", *command]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    interfaces: list[str], ng: tuple[str, int], ports: tuple[int, int], log_path: str
+) -> Iterator[RtpEngine]:
+    """L{RtpEngine}, stopped on exit."""
+    engine = RtpEngine(interfaces, ng, ports, log_path)
     try:
-        wait_for_ng(ng, process, netns_pid is None)
-        yield process
+        yield engine
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        engine.stop()
 
 
-def wait_for_ng(ng: tuple[str, int], process: subprocess.Popen[bytes], probe: bool) -> None:
-    """Until rtpengine answers a ping on ``ng`` (or just a while, if it cannot be reached)."""
+def wait_for_ng(ng: tuple[str, int], process: subprocess.Popen[bytes]) -> None:
+    """Until rtpengine answers a ping on ``ng``."""
     deadline = time.monotonic() + 10
-    if not probe:
-        time.sleep(1.0)
-        assert process.poll() is None, "rtpengine exited"
-        return
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.2)
         while time.monotonic() < deadline:
