@@ -198,6 +198,22 @@ def test_reply_from_another_address_is_dropped() -> None:
     assert got == [] and client.stats.dropped == 1
 
 
+def test_a_reply_delivered_while_sending_leaves_no_retransmission_timer() -> None:
+    clock = Clock()
+    client = NgClient(clock, [NG])
+
+    class AnswersAtOnce(FakeDatagramPort):
+        def write(self, datagram: bytes, addr: tuple[str, int]) -> None:
+            super().write(datagram, addr)
+            self.receive(datagram.split(b" ")[0] + b" d6:result4:ponge", *addr)
+
+    AnswersAtOnce(client, "127.0.0.1", 40000)
+    got = results(client.command("ping"))
+    assert got == [{"result": b"pong", "_server": NG}]
+    assert not clock.getDelayedCalls()
+    clock.pump([0.1] * 20)  # no retransmission, no second result
+
+
 def test_cancelling_forgets_the_command() -> None:
     clock, client, port = make_client()
     d = client.command("ping")

@@ -198,6 +198,8 @@ class NgClient(DatagramProtocol):
             except OSError as e:
                 log.warn("rtpengine {command}: send failed: {error}", command=pending.command,
                          error=e)
+        if self._pending.get(cookie) is not pending:
+            return  # answered (or cancelled) while being sent: no retransmission timer
         gap = (
             self.delays[step + 1] - self.delays[step]
             if step + 1 < len(self.delays)
