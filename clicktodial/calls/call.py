@@ -756,7 +756,7 @@ class Call:
         the offer has no stream we can send to) every stream held.
         """
         if self.media is not None and self._ringback is None:
-            started = self.media.answer(offer, self.call_id)
+            started = self.media.answer(offer, self.call_id, self.caller.source)
             if started is not None:
                 answer, self._ringback = started
                 return answer

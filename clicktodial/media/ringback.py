@@ -86,9 +86,13 @@ class RingbackPlayer:
         """Streams playing (0 when idle: nothing leaked)."""
         return len(self._streams)
 
-    def answer(self, offer: bytes, call_id: str) -> tuple[bytes, RtpStream] | None:
+    def answer(
+        self, offer: bytes, call_id: str, signalling_source: str | None = None
+    ) -> tuple[bytes, RtpStream] | None:
         """
         Start ringback to the caller's ``offer``; our answer and the stream.
+        ``signalling_source``: the address the caller's signalling comes from; RTP from there
+        moves the stream to where it came from (a caller behind NAT).
 
         None, logged, when the offer has no audio stream we can send G.711 to or no
         port is free: the caller then gets the held answer and hears nothing.
@@ -103,6 +107,7 @@ class RingbackPlayer:
                 chosen.destination,
                 call_id=call_id,
                 rng=self.rng,
+                latch_host=signalling_source,
             )
         except (NoUsableMedia, PortRangeExhausted, ValueError) as e:
             log.warn("call {record}: no ringback: {error}", record=call_id, error=str(e))

@@ -226,3 +226,26 @@ def test_our_answer_has_the_configured_direction_sendrecv_by_default(
     assert [v for k, v in answer.lines if k == "a"][-1] == direction
     player.stop(stream)
     assert player.streams == 0 and reactor.getDelayedCalls() == []
+
+
+def test_ringback_follows_rtp_from_the_callers_signalling_address_only() -> None:
+    """
+    A caller behind NAT: its SDP names a private address, but its RTP reaches us from its
+    NAT, the address its signalling comes from (the binding's source, 127.0.0.2 here). The
+    ringback moves there; RTP from any other address moves nothing.
+    """
+    world, player, udp = world_with_ringback()
+    world.phone("alice", "127.0.0.2")
+    world.phone("bob", "127.0.0.3", answer=Answer(delay=4, sdp=sdp("bob")))
+    info = world.place("alice", "bob")
+    run(world, 1)
+    (port,) = udp.udp_ports
+    rtp_packet = b"\x80\x00" + b"\x00" * 170
+    port.receive(rtp_packet, "127.0.0.66", 7000)
+    run(world, 0.5)
+    assert {to for _, to in rtp(udp)} == {CALLER_MEDIA}
+    port.receive(rtp_packet, "127.0.0.2", 61000)
+    run(world, 0.5)
+    assert {to for _, to in rtp(udp)} == {("127.0.0.2", 61000)}
+    world.controller.hang_up(info.call_id, "alice")
+    world.assert_quiescent()
