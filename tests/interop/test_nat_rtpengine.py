@@ -60,7 +60,7 @@ def network() -> Iterator[NatNetwork]:
 
 
 def nat_daemon_ini(sip_port: int, web_port: int, control_port: int, ng_port: int, tmp: Path,
-                   relay: str) -> str:
+                   relay: str, ringback: str = "none") -> str:
     return (
         "[sip]\n"
         f"domain = {PUBLIC}\n"
@@ -75,6 +75,7 @@ def nat_daemon_ini(sip_port: int, web_port: int, control_port: int, ng_port: int
         "digest_algorithms = MD5\n"
         "[calls]\n"
         f"control_listen = tcp:{control_port}:interface=127.0.0.1\n"
+        f"ringback = {ringback}\n"
         "[media]\n"
         f"address = {PUBLIC}\n"
         f"relay = {relay}\n"
@@ -105,15 +106,21 @@ def loudness(phone: Baresip, which: str) -> float:
 
 def call_between_homes(
     tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Any], net: NatNetwork,
-    relay: str, same_lan: bool,
+    relay: str, same_lan: bool, ringback_seconds: float | None = None,
 ) -> tuple[Baresip, Baresip, dict[str, Any]]:
+    """
+    Alice (home a, port-randomising NAT) calls bob (home b); with ``ringback_seconds``,
+    bob never answers, the daemon plays US ringback to alice for that long, then the
+    call is hung up.
+    """
     home_a = net.add_home("a", 1, random_ports=True)
     home_b = net.add_home("b", 2, lan="192.168.1" if same_lan else "192.168.2")
     sip_port, web_port, control_port, ng_port = (find_free_port() for _ in range(4))
     made.append(RtpEngine([PUBLIC], ("127.0.0.1", ng_port), (32000, 32099),
                           str(tmp_path / "rtpengine.log")))
-    daemon = start_daemon(nat_daemon_ini(sip_port, web_port, control_port, ng_port, tmp_path,
-                                         relay))
+    daemon = start_daemon(nat_daemon_ini(
+        sip_port, web_port, control_port, ng_port, tmp_path, relay,
+        "none" if ringback_seconds is None else "us"))
     daemon.wait_for_tcp(control_port)
     daemon.wait_for_log("created demo users")
     phones = []
@@ -121,7 +128,8 @@ def call_between_homes(
         phone = Baresip(
             tmp_path / f"baresip-{name}", name,
             f"<sip:{name}@{PUBLIC}:{sip_port}>;auth_pass={name};regint=600;"
-            "answermode=auto;audio_codecs=PCMU\n",
+            f"answermode={'manual' if ringback_seconds and name == 'bob' else 'auto'};"
+            "audio_codecs=PCMU\n",
             audio_source=f"ausine,{int(TONES[name])}", record=True,
             namespace=home.home_pid, host=home.address,
         )
@@ -131,13 +139,20 @@ def call_between_homes(
         daemon.wait_for_log(f"REGISTER sip:{name}@{PUBLIC}: 1 binding(s)", 30)
     control = Control(control_port)
     call_id = control.place("alice", "bob")["call_id"]
-    wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
-    time.sleep(4)  # media both ways
+    if ringback_seconds is not None:
+        wait_until(lambda: control.get(call_id)["state"] == "calling-callee", 30,
+                   "bob's phone to ring")
+        time.sleep(ringback_seconds)
+    else:
+        wait_until(lambda: control.get(call_id)["state"] == "connected", 30,
+                   "the call to connect")
+        time.sleep(4)  # media both ways
     active = control.get(call_id)
     control.hang_up(call_id, "alice")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     alice, bob = phones
-    bob.wait_for_output("terminated", 30)
+    if ringback_seconds is None:
+        bob.wait_for_output("terminated", 30)
     alice.wait_for_output("terminated", 30)
     if relay != "off":
         wait_until(lambda: ng_list(ng_port) == [], 10, "rtpengine to have no session")
@@ -167,3 +182,27 @@ def test_without_the_relay_phones_behind_nat_hear_nothing(
     # (192.168.x.10, unreachable from the other home): nothing arrived either way.
     assert loudness(alice, "enc") > 1000 and loudness(bob, "enc") > 1000
     assert loudness(alice, "dec") < 100 and loudness(bob, "dec") < 100
+
+
+def test_ringback_reaches_the_caller_behind_nat(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    network: NatNetwork,
+) -> None:
+    """
+    alice's phone (behind the port-randomising NAT) names 192.168.1.10 in its SDP; the
+    daemon's ringback follows the RTP alice's phone sends from its NAT's address (the
+    address its signalling comes from): alice hears 440+480 Hz while bob's phone rings.
+    """
+    alice, _, _ = call_between_homes(
+        tmp_path, start_daemon, running, network, "rtpengine", False, ringback_seconds=5)
+    files = sorted(alice.recordings.glob("*dec*.wav"))
+    assert files, "alice recorded nothing received"
+    with wave.open(str(files[-1])) as recording:
+        rate, channels = recording.getframerate(), recording.getnchannels()
+        samples = numpy.frombuffer(recording.readframes(recording.getnframes()), numpy.int16)
+    first_burst = samples[::channels][: 2 * rate].astype(float)  # US ringback: 2 s on
+    assert len(first_burst) == 2 * rate and numpy.abs(first_burst).max() > 1000, "no ringback"
+    power = numpy.abs(numpy.fft.rfft(first_burst * numpy.hanning(len(first_burst)))) ** 2
+    frequencies = numpy.fft.rfftfreq(len(first_burst), 1 / rate)
+    shares = [float(power[abs(frequencies - hz) < 4].sum() / power.sum()) for hz in (440, 480)]
+    assert min(shares) > 0.25, f"440/480 Hz shares of the first burst: {shares}"
