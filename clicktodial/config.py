@@ -48,6 +48,7 @@ __all__ = [
     "SipConfig",
     "StoreConfig",
     "WebConfig",
+    "ini_section_name",
     "iter_settings",
     "load_config",
     "parse_config",
@@ -1631,6 +1632,12 @@ def _section_classes() -> dict[str, type]:
         for a in attrs.fields(Config)
         if a.type is not None
     }
+
+
+def ini_section_name(section: "attrs.Attribute[Any]") -> str:
+    """The INI name of a :class:`Config` attribute's section (``media:rtpengine``)."""
+    name: str = section.metadata.get(_SECTION_NAME, section.name)
+    return name
 
 
 def _section_attributes() -> dict[str, str]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import attrs
 from twisted.logger import Logger
 
-from clicktodial.config import Config, ConfigError, load_config
+from clicktodial.config import Config, ConfigError, ini_section_name, load_config
 
 __all__ = ["LIVE_SETTINGS", "ConfigReloader", "ReloadHook", "ReloadRefused", "changed_settings"]
 
@@ -51,9 +51,10 @@ def changed_settings(old: Config, new: Config) -> list[str]:
         before, after = getattr(old, section.name), getattr(new, section.name)
         if before == after:
             continue
+        name = ini_section_name(section)
         for key in attrs.fields(type(before)):
             if getattr(before, key.name) != getattr(after, key.name):
-                changed.append(f"{section.name}.{key.name}")
+                changed.append(f"{name}.{key.name}")
     return changed
 
 

@@ -205,6 +205,12 @@ def test_settings_that_need_a_restart_are_named_on_reload() -> None:
     assert changed_settings(old, new) == ["sip.listen", "log.level"]
 
 
+def test_a_changed_media_rtpengine_key_is_named_by_its_ini_section() -> None:
+    old = parse_config(MINIMAL, "x")
+    new = parse_config(MINIMAL + "[media:rtpengine]\nng = 127.0.0.1:2223\n", "x")
+    assert changed_settings(old, new) == ["media:rtpengine.ng"]
+
+
 # --- admission control -----------------------------------------------------------------------
 
 
