@@ -17,8 +17,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from clicktodial.calls.relay import RelaySettings, needs_relay, sdp_address
-from clicktodial.interfaces import IMediaRelay
+from clicktodial.calls.relay import CallRelay, RelayBridge, RelaySettings, needs_relay, sdp_address
+from clicktodial.interfaces import IBridge, IMediaRelay
 from clicktodial.media.rtpengine import RelayError, RelayTimeout
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
 from clicktodial.testing.callfakes import CallWorld, Phone
@@ -107,6 +107,12 @@ def place(world: CallWorld, seconds: float = 5) -> str:
 
 def test_fake_relay_provides_the_interface() -> None:
     assert verifyObject(IMediaRelay, FakeRelay())
+
+
+def test_the_relay_bridge_provides_ibridge() -> None:
+    call: Any = type("StandInCall", (), {"caller_offer": b""})()
+    relay = CallRelay(FakeRelay(), "c", auto=False, on_failure="fail")
+    assert verifyObject(IBridge, RelayBridge(call, relay))
 
 
 def test_flow4_offers_the_callees_offer_and_answers_the_callers_answer_through_the_relay() -> None:
