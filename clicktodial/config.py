@@ -1151,6 +1151,26 @@ class RegistrarConfig:
             " remembered; the least recently failed are forgotten first.",
         )
     )
+    nat_keepalive_interval: float = attrs.field(
+        default=0.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "0",
+            "Seconds between two OPTIONS pings to each UDP binding registered from behind NAT"
+            " (its Contact host is not the REGISTER's source), sent to that source to keep"
+            " the NAT's mapping open, as Kamailio's nathelper does; below the NATs' UDP"
+            " timeout (often 30-120 s), e.g. 20. 0: no pings (docs/registrar.md).",
+        ),
+    )
+    nat_keepalive_failures: int = attrs.field(
+        default=3,
+        metadata=setting(
+            parse_positive_count,
+            "3",
+            "Pings in a row a phone behind NAT may leave unanswered before its binding is"
+            " removed (shown offline, not rung) until it registers again.",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.min_expires > self.default_expires:
