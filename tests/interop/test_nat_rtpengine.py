@@ -60,11 +60,13 @@ def network() -> Iterator[NatNetwork]:
 
 
 def nat_daemon_ini(sip_port: int, web_port: int, control_port: int, ng_port: int, tmp: Path,
-                   relay: str, ringback: str = "none") -> str:
+                   relay: str, ringback: str = "none", registrar: str = "",
+                   sip: str = "") -> str:
     return (
         "[sip]\n"
         f"domain = {PUBLIC}\n"
         f"listen = {PUBLIC}:{sip_port}\n"
+        + sip +
         "[web]\n"
         f"listen = tcp:{web_port}:interface=127.0.0.1\n"
         "[store]\n"
@@ -73,6 +75,7 @@ def nat_daemon_ini(sip_port: int, web_port: int, control_port: int, ng_port: int
         "demo_users = yes\n"
         "[registrar]\n"
         "digest_algorithms = MD5\n"
+        + registrar +
         "[calls]\n"
         f"control_listen = tcp:{control_port}:interface=127.0.0.1\n"
         f"ringback = {ringback}\n"
@@ -206,3 +209,61 @@ def test_ringback_reaches_the_caller_behind_nat(
     frequencies = numpy.fft.rfftfreq(len(first_burst), 1 / rate)
     shares = [float(power[abs(frequencies - hz) < 4].sum() / power.sum()) for hz in (440, 480)]
     assert min(shares) > 0.25, f"440/480 Hz shares of the first burst: {shares}"
+
+
+@pytest.mark.parametrize("keepalive", [True, False], ids=["keepalive", "no-keepalive"])
+def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    network: NatNetwork, keepalive: bool,
+) -> None:
+    """
+    Both NATs forget a UDP mapping after 5 s of silence; the phones re-register only every
+    600 s and send no keep-alives. With [registrar] nat_keepalive_interval = 2 the daemon's
+    OPTIONS keep alice's mapping open and a call placed 12 s after registering connects;
+    without, the INVITEs to alice die at her NAT (the issue measured the call stuck in
+    calling-caller; with T1 = 0.1 s it fails at Timer B, caller-unreachable). Then, with
+    the keep-alive, bob's phone dies without unregistering: after 3 unanswered pings its
+    binding is gone (shown offline).
+    """
+    home_a = network.add_home("a", 1, random_ports=True, udp_timeout=5)
+    home_b = network.add_home("b", 2, lan="192.168.2", udp_timeout=5)
+    sip_port, web_port, control_port, ng_port = (find_free_port() for _ in range(4))
+    registrar = "nat_keepalive_interval = 2\n" if keepalive else ""
+    # t1 = 0.1 s: Timer F (64*T1) is 6.4 s, so an unanswered ping is known in seconds.
+    daemon = start_daemon(nat_daemon_ini(sip_port, web_port, control_port, ng_port, tmp_path,
+                                         "off", registrar=registrar, sip="t1 = 0.1\n"))
+    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_log("created demo users")
+    phones = {}
+    for name, home in (("alice", home_a), ("bob", home_b)):
+        phones[name] = Baresip(
+            tmp_path / f"baresip-{name}", name,
+            f"<sip:{name}@{PUBLIC}:{sip_port}>;auth_pass={name};regint=600;"
+            "answermode=auto;audio_codecs=PCMU\n",
+            audio_source=f"ausine,{int(TONES[name])}",
+            namespace=home.home_pid, host=home.address,
+        )
+        running.append(phones[name])
+    for name in ("alice", "bob"):
+        daemon.wait_for_log(f"REGISTER sip:{name}@{PUBLIC}: 1 binding(s)", 30)
+    time.sleep(12)  # more than twice the NATs' UDP timeout
+    control = Control(control_port)
+    call_id = control.place("alice", "bob")["call_id"]
+    if keepalive:
+        wait_until(lambda: control.get(call_id)["state"] == "connected", 20,
+                   "the call to connect")
+        control.hang_up(call_id)
+        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20,
+                   "the call to end")
+        phones["bob"].process.kill()  # gone without unregistering
+        phones["bob"].process.wait()
+        daemon.wait_for_log(f"removing sip:bob@{PUBLIC}", 40)
+        assert f"removing sip:alice@{PUBLIC}" not in daemon.log()
+    else:
+        # The INVITEs die at alice's NAT: no answer until Timer B (64*T1), then 408.
+        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20,
+                   "the call to fail")
+        record = control.get(call_id)
+        assert (record["state"], record["end_reason"], record["connected_at"]) == (
+            "failed", "caller-unreachable", None)
+        assert "Incoming call" not in phones["alice"].output()
