@@ -303,6 +303,7 @@ class Baresip:
                  record: bool = False, config: tuple[str, ...] = (),
                  namespace: int | None = None, host: str = "127.0.0.1") -> None:
         self.name = name
+        self.namespace = namespace
         self.port = find_free_port() if namespace is None else 5060
         self.control_port = find_free_port() if control else None
         self.directory = directory
@@ -340,6 +341,20 @@ class Baresip:
         """Send a ctrl_tcp command (a netstring of JSON)."""
         assert self.control_port is not None, f"baresip {self.name} started without control"
         message = json.dumps({"command": command, "params": "", "token": "t"}).encode()
+        if self.namespace is not None:
+            # Its ctrl_tcp listens on the loopback of its own network namespace.
+            script = (
+                "import socket,sys\n"
+                f"s=socket.create_connection(('127.0.0.1',{self.control_port}),timeout=5)\n"
+                "s.sendall(sys.stdin.buffer.read())\ns.settimeout(5)\n"
+                "try:\n s.recv(4096)\nexcept OSError:\n pass\n"
+            )
+            subprocess.run(
+                ["nsenter", "-t", str(self.namespace), "-n", sys.executable, "-c", script],
+                input=str(len(message)).encode() + b":" + message + b",", timeout=15,
+                check=True,
+            )
+            return
         with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as sock:
             sock.sendall(str(len(message)).encode() + b":" + message + b",")
             sock.settimeout(5)

@@ -109,7 +109,7 @@ def loudness(phone: Baresip, which: str) -> float:
 
 def call_between_homes(
     tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Any], net: NatNetwork,
-    relay: str, same_lan: bool, ringback_seconds: float | None = None,
+    relay: str, same_lan: bool, ringback_seconds: float | None = None, hold: bool = False,
 ) -> tuple[Baresip, Baresip, dict[str, Any]]:
     """
     Alice (home a, port-randomising NAT) calls bob (home b); with ``ringback_seconds``,
@@ -121,6 +121,10 @@ def call_between_homes(
     sip_port, web_port, control_port, ng_port = (find_free_port() for _ in range(4))
     made.append(RtpEngine([PUBLIC], ("127.0.0.1", ng_port), (32000, 32099),
                           str(tmp_path / "rtpengine.log")))
+
+    def engine_log() -> str:
+        return (tmp_path / "rtpengine.log").read_text(errors="replace")
+
     daemon = start_daemon(nat_daemon_ini(
         sip_port, web_port, control_port, ng_port, tmp_path, relay,
         "none" if ringback_seconds is None else "us"))
@@ -134,7 +138,7 @@ def call_between_homes(
             f"answermode={'manual' if ringback_seconds and name == 'bob' else 'auto'};"
             "audio_codecs=PCMU\n",
             audio_source=f"ausine,{int(TONES[name])}", record=True,
-            namespace=home.home_pid, host=home.address,
+            namespace=home.home_pid, host=home.address, control=hold,
         )
         made.append(phone)
         phones.append(phone)
@@ -150,6 +154,16 @@ def call_between_homes(
         wait_until(lambda: control.get(call_id)["state"] == "connected", 30,
                    "the call to connect")
         time.sleep(4)  # media both ways
+        if hold:
+            alice = phones[0]
+            alice.command("hold")
+            # rtpengine logs two lines a command (received, replying): the call's offer,
+            # then the hold's, then the resume's.
+            wait_until(lambda: engine_log().count("'offer'") >= 4, 15, "the hold re-INVITE")
+            time.sleep(2)
+            alice.command("resume")
+            wait_until(lambda: engine_log().count("'offer'") >= 6, 15, "the resume re-INVITE")
+            time.sleep(4)  # media both ways again
     active = control.get(call_id)
     control.hang_up(call_id, "alice")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
@@ -172,6 +186,22 @@ def test_phones_behind_two_nats_hear_each_other_through_rtpengine(
     alice, bob, active = call_between_homes(
         tmp_path, start_daemon, running, network, "rtpengine", same_lan)
     assert active["media_relay"] == "relayed"
+    assert abs(received_tone(alice) - TONES["bob"]) < 15
+    assert abs(received_tone(bob) - TONES["alice"]) < 15
+
+
+def test_hold_and_resume_through_rtpengine_keep_the_audio(
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    network: NatNetwork,
+) -> None:
+    """alice's phone holds then resumes the call: both re-INVITEs go through rtpengine
+    (offer and answer each), and after the resume each phone hears the other again."""
+    alice, bob, _ = call_between_homes(
+        tmp_path, start_daemon, running, network, "rtpengine", False, hold=True)
+    engine_log = (tmp_path / "rtpengine.log").read_text(errors="replace")
+    assert engine_log.count("Received command 'offer'") == 3  # the call, hold, resume
+    assert engine_log.count("Received command 'answer'") == 3
+    assert "hold sip:bob" in alice.output() and "resume sip:bob" in alice.output()
     assert abs(received_tone(alice) - TONES["bob"]) < 15
     assert abs(received_tone(bob) - TONES["alice"]) < 15
 
