@@ -20,6 +20,7 @@ import configparser
 import ipaddress
 import math
 import re
+import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -41,8 +42,10 @@ __all__ = [
     "DaemonConfig",
     "HostPort",
     "LimitsConfig",
+    "LocationConfig",
     "LogConfig",
     "MediaConfig",
+    "PluginSections",
     "RegistrarConfig",
     "Setting",
     "SipConfig",
@@ -52,6 +55,7 @@ __all__ = [
     "iter_settings",
     "load_config",
     "parse_config",
+    "section_names",
 ]
 
 
@@ -312,15 +316,27 @@ def parse_database_url(text: str) -> URL:
 
 
 def parse_control_endpoint(text: str) -> str | None:
-    """``-`` (none) or a stream endpoint on loopback only (unix socket, tcp on 127.0.0.1/::1)."""
+    """
+    ``-`` (none) or a stream endpoint on loopback only: a unix socket, or tcp/tcp6 whose
+    interface (named or the third positional field; the last one given counts, as for
+    Twisted) is a loopback address literal (127.x.y.z, ::1).
+    """
     if text == "-":
         return None
     endpoint = parse_stream_endpoint(text)
-    kind = endpoint.split(":", 1)[0]
+    fields = _split_endpoint(endpoint)
+    kind = fields[0].lower()
     if kind == "unix":
         return endpoint
-    if kind in ("tcp", "tcp6") and re.search(r"interface=(127\.0\.0\.1|\\:\\:1)(:|$)", endpoint):
-        return endpoint
+    if kind in ("tcp", "tcp6"):
+        positional = [f for f in fields[1:] if "=" not in f]
+        named = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+        interface = named.get("interface", positional[2] if len(positional) > 2 else "")
+        try:
+            if ipaddress.ip_address(interface).is_loopback:
+                return endpoint
+        except ValueError:
+            pass
     raise ValueError(
         f"{text!r} is not loopback-only: use unix:PATH or tcp:PORT:interface=127.0.0.1"
     )
@@ -641,6 +657,16 @@ class SipConfig:
             " before the connection is aborted.",
         ),
     )
+    max_connections_per_source: int = attrs.field(
+        default=100,
+        metadata=setting(
+            parse_count,
+            "100",
+            "Most TCP (and, apart, TLS) connections one source address may hold open; one"
+            " more is closed before anything is read from it (0: no limit). [registrar]"
+            " trusted_proxies are exempt (a front proxy carries every phone's connections).",
+        ),
+    )
     flow_timer: int = attrs.field(
         default=120,
         metadata=setting(
@@ -824,6 +850,26 @@ class WebConfig:
             " At least 1024.",
         ),
     )
+    max_connections_per_client: int = attrs.field(
+        default=256,
+        metadata=setting(
+            parse_count,
+            "256",
+            "Most connections one client address may hold open to listen; one more is"
+            " closed before anything is read from it (0: no limit). trusted_proxies are"
+            " exempt.",
+        ),
+    )
+    request_timeout: float = attrs.field(
+        default=30.0,
+        metadata=setting(
+            parse_seconds,
+            "30",
+            "Seconds a request may take to arrive whole (request line, headers and body),"
+            " counted from the connection's start or from the previous response; a slower"
+            " client is disconnected. An idle keep-alive connection is closed after it too.",
+        ),
+    )
     metrics_listen: str | None = attrs.field(
         default=None,
         metadata=setting(
@@ -903,14 +949,18 @@ class StoreConfig:
         metadata=setting(
             parse_plugin_name,
             "sql",
-            "Name of the storage backend plugin. 'sql' is the built-in SQLAlchemy backend.",
+            "Name of the storage backend plugin (users, call records and, unless"
+            " [location] names another, registrations): sql (the built-in SQLAlchemy"
+            " backend), memory (nothing survives a restart) or an installed plugin's name."
+            " Its options: the [store:NAME] section.",
         )
     )
     url: URL = attrs.field(
         metadata=setting(
             parse_database_url,
             "sqlite:///var/clicktodial.sqlite",
-            "SQLAlchemy database URL for the sql backend. A relative SQLite path"
+            "SQLAlchemy database URL for the sql backend (the same as [store:sql] url; give"
+            " one of the two). A relative SQLite path"
             " (sqlite:///var/x.sqlite) is relative to the daemon's current working directory;"
             " an absolute one has four slashes (sqlite:////var/lib/clicktodial/x.sqlite)."
             " PostgreSQL: postgresql+psycopg://USER@HOST/DBNAME, or"
@@ -924,7 +974,8 @@ class StoreConfig:
             "no",
             "yes: create or migrate the database schema when the daemon starts (for"
             " development). no: refuse to start on an out-of-date schema; run"
-            " clicktodial --config FILE db upgrade.",
+            " clicktodial --config FILE db upgrade. The sql backend's; also [store:sql]"
+            " auto_upgrade.",
         )
     )
     demo_users: bool = attrs.field(
@@ -936,6 +987,69 @@ class StoreConfig:
             " start-up if they do not exist. For development only.",
         )
     )
+
+
+def parse_optional_plugin_name(text: str) -> str:
+    """A plugin name, or empty."""
+    return parse_plugin_name(text) if text else ""
+
+
+@attrs.frozen
+class LocationConfig:
+    """``[location]``: where registrations (bindings) are kept."""
+
+    backend: str = attrs.field(
+        default="",
+        metadata=setting(
+            parse_optional_plugin_name,
+            "",
+            "Name of the location backend plugin keeping registrations: empty (the [store]"
+            " backend keeps them), memory, sql, or an installed plugin's name (e.g. redis"
+            " from clicktodial-redis). Its options: the [location:NAME] section; a backend"
+            " named here is a store of its own, even if it is the [store] backend's name.",
+        ),
+    )
+
+
+#: The kinds of plugin configured in ``[KIND:NAME]`` sections (clicktodial.plugins).
+PLUGIN_KINDS = ("store", "location", "policy")
+
+
+def _read_only_sections(
+    sections: Mapping[str, Mapping[str, str]],
+) -> Mapping[str, Mapping[str, str]]:
+    return types.MappingProxyType(
+        {name: types.MappingProxyType(dict(keys)) for name, keys in sections.items()}
+    )
+
+
+@attrs.frozen
+class PluginSections:
+    """
+    The ``[KIND:NAME]`` sections (``[store:sql]``, ``[location:redis]``, ``[policy:vip]``):
+    each plugin's options as the INI file gives them, stripped strings. The daemon checks
+    only their shape; the plugin validates its keys at start-up (and ``check-config``).
+
+    :ivar sections: ``{"KIND:NAME": {key: value}}``.
+    """
+
+    # Read-only copies; left out of the hash (a Config stays hashable), not out of equality.
+    sections: Mapping[str, Mapping[str, str]] = attrs.field(
+        factory=dict, converter=_read_only_sections, hash=False
+    )
+
+    def options(self, kind: str, name: str) -> dict[str, str]:
+        """The options of ``[KIND:NAME]`` (empty if the file has no such section)."""
+        return dict(self.sections.get(f"{kind}:{name}", {}))
+
+    def given(self, kind: str, name: str) -> bool:
+        """Whether the file has the section ``[KIND:NAME]``."""
+        return f"{kind}:{name}" in self.sections
+
+    def names(self, kind: str) -> list[str]:
+        """The names of the ``[KIND:NAME]`` sections of ``kind``, in file order."""
+        prefix = f"{kind}:"
+        return [s[len(prefix):] for s in self.sections if s.startswith(prefix)]
 
 
 @attrs.frozen
@@ -1197,7 +1311,8 @@ class CallsConfig:
             "Name of the call-control policy plugin: flow4 (RFC 3725 Flow IV: the caller's"
             " 2xx is ACKed at once with a held answer, then the caller is re-INVITEd with"
             " the callee's offer) or flow1 (Flow I: the caller's offer goes to the callee;"
-            " the callee must answer within the caller's 32 s 2xx retransmission window).",
+            " the callee must answer within the caller's 32 s 2xx retransmission window),"
+            " or an installed plugin's name. Its options: the [policy:NAME] section.",
         ),
     )
     ring_timeout: float = attrs.field(
@@ -1279,8 +1394,9 @@ class CallsConfig:
             "-",
             "Loopback-only HTTP endpoint of the internal call-control API (POST /calls,"
             " GET/DELETE /calls/ID; docs/calls.md), e.g. tcp:8091:interface=127.0.0.1, or -"
-            " for none. For tests and local tools until the web API places calls; it has"
-            " no authentication.",
+            " for none (tcp/tcp6 need interface= a loopback address). For tests and local"
+            " tools until the web API places calls; it has no authentication, and refuses"
+            " (403 not-local) requests a browser page could send (docs/security.md).",
         ),
     )
 
@@ -1313,16 +1429,6 @@ class CallsConfig:
             " is on (0: hang up at once).",
         ),
     )
-
-    def __attrs_post_init__(self) -> None:
-        # An unknown policy stops start-up naming the ones that exist (policies are
-        # plugins, like store backends).
-        from clicktodial.calls.policy import UnknownPolicy, load_policy
-
-        try:
-            load_policy(self.policy)
-        except UnknownPolicy as e:
-            raise InvalidSetting("policy", str(e)) from None
 
 
 def parse_node_id(text: str) -> str:
@@ -1617,6 +1723,10 @@ class Config:
     registrar: RegistrarConfig = _section(
         "REGISTER handling, Digest nonces and authentication-failure throttling."
     )
+    location: LocationConfig = attrs.field(
+        factory=LocationConfig,
+        metadata={_SECTION_DOC: "Where registrations are kept, if not in the [store] backend."},
+    )
     daemon: DaemonConfig = attrs.field(
         factory=DaemonConfig,
         metadata={_SECTION_DOC: "How the daemon stops: the grace period of calls in progress."},
@@ -1644,13 +1754,17 @@ class Config:
             _SECTION_NAME: "media:rtpengine",
         },
     )
+    #: the [KIND:NAME] plugin sections (not a section of the schema)
+    plugins: PluginSections = attrs.field(factory=PluginSections)
+    #: the file the configuration was read from (names it in start-up errors)
+    source: str = attrs.field(default="", eq=False)
 
 
 def _section_classes() -> dict[str, type]:
     return {
-        a.metadata.get(_SECTION_NAME, a.name): a.type
+        ini_section_name(a): a.type
         for a in attrs.fields(Config)
-        if a.type is not None
+        if _SECTION_DOC in a.metadata and isinstance(a.type, type)
     }
 
 
@@ -1661,7 +1775,18 @@ def ini_section_name(section: "attrs.Attribute[Any]") -> str:
 
 
 def _section_attributes() -> dict[str, str]:
-    return {a.metadata.get(_SECTION_NAME, a.name): a.name for a in attrs.fields(Config)}
+    """INI section name -> :class:`Config` attribute name, for the schema's sections."""
+    return {
+        ini_section_name(a): a.name for a in attrs.fields(Config) if _SECTION_DOC in a.metadata
+    }
+
+
+def section_names() -> list[str]:
+    """
+    The sections of the schema by their INI names (``media:rtpengine``), in order; not
+    the ``[KIND:NAME]`` plugin sections.
+    """
+    return list(_section_classes())
 
 
 def iter_settings() -> Iterator[tuple[str, str, Setting]]:
@@ -1740,26 +1865,73 @@ def parse_config(text: str, filename: str) -> Config:
     """
     ini = _read_ini(text, filename)
     classes = _section_classes()
+    plugin_sections: dict[str, dict[str, str]] = {}
     for section in ini.sections():
-        if section not in classes:
+        if section in classes:
+            continue
+        kind, colon, name = section.partition(":")
+        if not colon:
             raise ConfigError(
-                filename, f"unknown section (valid sections: {', '.join(classes)})", section
+                filename,
+                f"unknown section (valid sections: {', '.join(classes)}, and"
+                f" [KIND:NAME] for a plugin, KIND one of {', '.join(PLUGIN_KINDS)})",
+                section,
             )
+        if kind not in PLUGIN_KINDS:
+            raise ConfigError(
+                filename, f"unknown plugin kind {kind!r} (one of {', '.join(PLUGIN_KINDS)})",
+                section,
+            )
+        try:
+            parse_plugin_name(name)
+        except ValueError as e:
+            raise ConfigError(filename, str(e), section) from None
+        plugin_sections[section] = {k: v.strip() for k, v in ini.items(section)}
+    store_values = dict(ini.items("store")) if ini.has_section("store") else {}
+    # [store] url is the sql backend's url given the older way: the same as [store:sql] url.
+    sql_options = plugin_sections.get("store:sql", {})
+    if "url" in sql_options:
+        if "url" in store_values:
+            raise ConfigError(
+                filename, "also given in [store:sql]: keep one of the two", "store", "url"
+            )
+        try:
+            parse_database_url(sql_options["url"])
+        except ValueError as e:
+            raise ConfigError(filename, str(e), "store:sql", "url") from None
+        store_values["url"] = sql_options["url"]
+    if "auto_upgrade" in sql_options:
+        if "auto_upgrade" in store_values:
+            raise ConfigError(
+                filename, "also given in [store:sql]: keep one of the two", "store",
+                "auto_upgrade",
+            )
+        try:
+            parse_yes_no(sql_options["auto_upgrade"])
+        except ValueError as e:
+            raise ConfigError(filename, str(e), "store:sql", "auto_upgrade") from None
+        store_values["auto_upgrade"] = sql_options["auto_upgrade"]
+    backend = store_values.get("backend", "sql").strip()
+    if backend != "sql" and "url" in store_values:
+        # Before [store:NAME], every backend got [store] url: a plugin still gets it.
+        options = plugin_sections.setdefault(f"store:{backend}", {})
+        options.setdefault("url", store_values["url"].strip())
     sections = {
         name: _build_section(
-            filename, name, cls, dict(ini.items(name)) if ini.has_section(name) else {}
+            filename, name, cls,
+            store_values if name == "store"
+            else dict(ini.items(name)) if ini.has_section(name) else {}
         )
         for name, cls in classes.items()
     }
-    if sections["cluster"].bus == "postgres" and (
-        sections["store"].url.get_backend_name() != "postgresql"
-    ):
-        raise ConfigError(
-            filename, "postgres needs a PostgreSQL [store] url (the daemons share it)",
-            "cluster", "bus",
-        )
+    # [cluster] bus = postgres needs the store's IClusterStorage: checked at start-up
+    # (clicktodial.cluster.service), where the store backend is known.
     attributes = _section_attributes()
-    return Config(**{attributes[name]: value for name, value in sections.items()})
+    return Config(
+        **{attributes[name]: value for name, value in sections.items()},
+        plugins=PluginSections(plugin_sections),
+        source=filename,
+    )
 
 
 def load_config(path: str) -> Config:

@@ -190,7 +190,11 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     root = TwistdRoot(observer)
-    daemon = build_service(config, reactor)
+    try:
+        # The plugins validate their [KIND:NAME] sections here (clicktodial.pluginconfig).
+        daemon = build_service(config, reactor)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
     daemon.setServiceParent(root)
     # Once serving: freeze what start-up left alive, collect less often (clicktodial.gcpolicy).
     daemon.started.addCallback(lambda _: apply_daemon_gc_policy())

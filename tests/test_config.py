@@ -18,6 +18,7 @@ from clicktodial.config import (
     load_config,
     parse_config,
     parse_host_port,
+    section_names,
 )
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -248,8 +249,8 @@ def test_unknown_section_error_names_it_and_lists_the_valid_ones() -> None:
     error = config_error(MINIMAL + "[sipp]\nlisten = 127.0.0.1:5060\n")
     assert str(error) == (
         "x.ini: [sipp]: unknown section (valid sections: "
-        + ", ".join(a.name for a in attrs.fields(Config)).replace("rtpengine", "media:rtpengine")
-        + ")"
+        + ", ".join(section_names())
+        + ", and [KIND:NAME] for a plugin, KIND one of store, location, policy)"
     )
     assert "sip, web, store, log, registrar" in str(error)
 
@@ -298,7 +299,7 @@ def test_unknown_key_error_names_section_key_and_valid_keys() -> None:
         "x.ini: [sip] listen_port: unknown key"
         " (valid keys: domain, listen, transports, t1, t2, t4, user_agent, udp_buffer"
         ", tls_listen, tls_certificate, tls_private_key, stream_idle_timeout"
-        ", flow_keep_margin, stream_close_timeout, flow_timer)"
+        ", flow_keep_margin, stream_close_timeout, max_connections_per_source, flow_timer)"
     )
 
 
@@ -387,3 +388,38 @@ def test_line_without_equals_sign_is_an_error_with_its_line() -> None:
     assert str(config_error(with_sip("listen\n"))) == (
         "x.ini: line 3: cannot parse 'listen' (expected key = value)"
     )
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp:8091",
+        "tcp:8091:interface=0.0.0.0",
+        "tcp:8091:interface=192.0.2.1",
+        "tcp:8091:interface=127.0.0.1:interface=0.0.0.0",  # Twisted takes the last one
+        "tcp:8091:50:0.0.0.0",
+        "tcp6:8091:interface=\\:\\:",
+        "tcp:8091:interface=localhost",
+        "ssl:8091:interface=127.0.0.1",
+        "systemd:domain=INET:index=0",
+    ],
+)
+def test_control_listen_binding_a_non_loopback_interface_stops_start_up(endpoint: str) -> None:
+    error = config_error(MINIMAL + f"[calls]\ncontrol_listen = {endpoint}\n")
+    assert (error.section, error.key) == ("calls", "control_listen")
+    assert "loopback" in error.problem
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp:8091:interface=127.0.0.1",
+        "tcp:8091:interface=127.0.0.5",
+        "tcp:8091:50:127.0.0.1",
+        "tcp6:8091:interface=\\:\\:1",
+        "unix:/run/clicktodial/control.sock",
+    ],
+)
+def test_control_listen_on_loopback_is_accepted(endpoint: str) -> None:
+    config = parse_config(MINIMAL + f"[calls]\ncontrol_listen = {endpoint}\n", "x.ini")
+    assert config.calls.control_listen == endpoint

@@ -21,13 +21,14 @@ from zope.interface import implementer
 
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.config import Config, LimitsConfig, parse_config
-from clicktodial.interfaces import IMessageHandler
+from clicktodial.interfaces import IStoreLoad
 from clicktodial.log import make_log_observer
 from clicktodial.metrics import DaemonMetrics, MetricsResource, ReadinessResource
 from clicktodial.reload import ConfigReloader, changed_settings
 from clicktodial.service import build_service
 from clicktodial.shutdown import CallsInProgress, GracefulStop
 from clicktodial.sip.address import Source
+from clicktodial.sip.interfaces import IMessageHandler
 from clicktodial.sip.message import Request, Response
 from clicktodial.systemd import SystemdNotifier, journal_line_prefix, sd_notify
 from clicktodial.testing.sipfakes import (
@@ -144,7 +145,8 @@ def test_log_lines_to_the_journal_start_with_their_priority(tmp_path: Path) -> N
         observer = make_log_observer(config, out, environ)
         observer({"log_level": LogLevel.warn, "log_namespace": "t", "log_format": "careful"})
         observer({"log_level": LogLevel.info, "log_namespace": "t", "log_format": "a\nb"})
-    assert path.read_text() == "<4>[t] careful\n<6>[t] a\n<6>[t] b\n"
+    # A line break in a message is data (escaped: clicktodial.log.escape_control).
+    assert path.read_text() == "<4>[t] careful\n<6>[t] a\\nb\n"
 
 
 def test_log_lines_not_to_the_journal_have_no_priority_prefix() -> None:
@@ -512,3 +514,67 @@ def test_with_a_call_controller_the_stop_hangs_up_its_calls_and_metrics_show_the
     assert controller.hung_up == 1
     reactor.pump([0.1] * 3)
     assert done == [None]
+
+
+@implementer(IStoreLoad)
+class LoadedStore:
+    """A store backend declaring its load (IStoreLoad), with no thread pool of ours."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+
+    def pending(self) -> int:
+        return self.waiting
+
+
+def test_admission_control_reads_the_load_a_store_declares() -> None:
+    """The pending work is what IStoreLoad says (no probing for a private thread pool), summed
+    over the [store] and [location] backends; a store without IStoreLoad counts 0."""
+    from clicktodial.operations import store_pending
+
+    assert store_pending(LoadedStore(3))() == 3
+    assert store_pending(LoadedStore(3), LoadedStore(4))() == 7
+    assert store_pending(object(), None)() == 0
+    users, locations = LoadedStore(0), LoadedStore(0)
+    pending = store_pending(users, locations)
+    locations.waiting = 9
+    assert pending() == 9
+
+
+def test_the_sql_store_declares_its_load(tmp_path: Path) -> None:
+    from zope.interface.verify import verifyObject
+
+    from clicktodial.store.sql import SQLStore
+    from clicktodial.testing.fakes import InlineThreadPool
+
+    store = SQLStore(Clock(), f"sqlite:///{tmp_path / 'x.sqlite'}", InlineThreadPool(),
+                     InlineThreadPool(), realm="127.0.0.1")
+    load = IStoreLoad(store, None)
+    assert load is not None and verifyObject(IStoreLoad, load)
+    assert load.pending() == 0
+
+
+class Locations:
+    def __init__(self, answer: Deferred[Any]) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    def get_bindings(self, aor: str, now: float) -> Deferred[Any]:
+        self.asked.append(aor)
+        return self.answer
+
+
+def test_readyz_asks_a_separate_location_backend_too() -> None:
+    """With [location] backend set, /readyz is ready only when both stores answer."""
+    from twisted.internet.defer import fail
+
+    locations = Locations(succeed([]))
+    resource = ReadinessResource(
+        Clock(), Store(succeed(None)), locations=locations)  # type: ignore[arg-type]
+    assert render(resource, b"readyz") == (200, b"ready")
+    assert locations.asked == ["\x00readyz"]
+    down = ReadinessResource(
+        Clock(), Store(succeed(None)),  # type: ignore[arg-type]
+        locations=Locations(fail(ConnectionRefusedError("redis down"))),  # type: ignore[arg-type]
+    )
+    assert render(down, b"readyz") == (503, b"store unreachable")

@@ -7,6 +7,7 @@ from twisted.logger import globalLogPublisher
 from twisted.web.server import Site
 
 from clicktodial.config import parse_config
+from clicktodial.connlimit import ConnectionLimitingFactory
 from clicktodial.service import SIP_SERVICE_NAME, WEB_SERVICE_NAME, build_service
 from clicktodial.testing.transport import FakeReactor
 
@@ -28,7 +29,9 @@ def test_started_service_listens_on_the_configured_web_endpoint() -> None:
     root.startService()
     [(port, factory, _backlog, interface)] = [s for s in reactor.tcpServers if s[0] == 8181]
     assert (port, interface) == (8181, "127.0.0.1")
-    assert isinstance(factory, Site)
+    assert isinstance(factory, ConnectionLimitingFactory)
+    assert isinstance(factory.wrappedFactory, Site)
+    assert (factory.limit.listener, factory.limit.max_per_source) == ("web", 256)
     assert IService(root.getServiceNamed(WEB_SERVICE_NAME)).running
     root.stopService()
 

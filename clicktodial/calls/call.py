@@ -33,11 +33,12 @@ from zope.interface import implementer
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_media, truncate_media
 from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
-from clicktodial.interfaces import IBridge, IMediaFlow, ISessionHandler
+from clicktodial.interfaces import IBridge, IMediaFlow
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
-from clicktodial.sip.dialog import DialogError, flow_destination
+from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destination
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
+from clicktodial.sip.interfaces import ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
 from clicktodial.sip.transactions.base import Lingering, LingerQueue
@@ -156,14 +157,16 @@ class Target:
     Where one binding is called: the Request-URI (the stored contact,
     without URI headers), the pre-loaded route (stored Path) and the next hop.
 
-    @ivar flow: the fixed next hop for every request of the dialog (the
-        address a NATed phone registered from), or None.
+    @ivar flow: the fixed next hop for every request of the dialogs the
+        INVITE creates (the address the phone registered from, or the first
+        hop of a trusted Path), whatever the phone's Contact and
+        Record-Route say (docs/security.md).
     """
 
     uri: URI
     route: tuple[NameAddr, ...]
-    destination: Destination | None
-    flow: Destination | None
+    destination: Destination
+    flow: Destination
 
 
 def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
@@ -191,7 +194,10 @@ def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
         raise ValueError("no source address recorded with the binding")
     received = parse_uri(binding.received)
     if binding.path and received.host in trusted_paths:
-        return Target(uri, tuple(parse_name_addr(hop) for hop in binding.path), None, None)
+        route = tuple(parse_name_addr(hop) for hop in binding.path)
+        # The trusted proxy routes the dialog's requests too: they all go to its first hop.
+        hop = destination_for_uri(route[0].uri)
+        return Target(uri, route, hop, hop)
     # A stream flow that is gone is reopened to the source host at the Contact's port
     # (never to a host the Contact names); an RFC 5626 flow is never reopened.
     outbound = binding.instance_id is not None and binding.reg_id is not None
@@ -257,7 +263,7 @@ class Leg:
     # Per call, for as long as it is held: no per-instance __dict__ (also Call, _LegHandler).
     __slots__ = (
         "call", "role", "user", "handler", "forks", "starting", "failures", "session",
-        "pending_offer", "origin", "source",
+        "pending_offer", "origin", "target",
     )
 
     def __init__(self, call: Call, role: str, user: User) -> None:
@@ -272,8 +278,19 @@ class Leg:
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
         self.origin = LegOrigin()
-        #: The address the answering phone's requests come from (its NAT's), if known.
-        self.source: str | None = None
+        #: The binding's L{Target} whose phone answered (its session's flow).
+        self.target: Target | None = None
+
+    @property
+    def source(self) -> str | None:
+        """
+        The address the answering phone signals from (its NAT's, behind one); None
+        behind a trusted proxy (a pre-loaded route), where that is the proxy's.
+        """
+        target = self.target
+        if target is None or target.flow is None or target.route:
+            return None
+        return target.flow.host
 
     def ring(
         self,
@@ -296,6 +313,7 @@ class Leg:
                     body=body,
                     route=target.route,
                     destination=target.destination,
+                    flow=target.flow,
                 )
                 if fork.state in (CallState.CALLING, CallState.PROCEEDING):
                     self.forks[fork] = target
@@ -606,9 +624,7 @@ class Call:
             return
         leg.session = session
         leg.pending_offer = offer
-        if target is not None and target.flow is not None:
-            session.dialog.flow = target.flow
-            leg.source = target.flow.host
+        leg.target = target
         # The first phone to answer wins; the others are cancelled (RFC 3261 §16.7 style).
         leg.cancel_forks()
         sdp = _sdp_of(response)
@@ -756,6 +772,8 @@ class Call:
         the offer has no stream we can send to) every stream held.
         """
         if self.media is not None and self._ringback is None:
+            # RTP only to the address the caller's phone signals from; behind a trusted
+            # proxy that is the proxy's, so the offer is taken as it is (docs/security.md).
             started = self.media.answer(offer, self.call_id, self.caller.source)
             if started is not None:
                 answer, self._ringback = started

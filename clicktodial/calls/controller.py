@@ -33,6 +33,7 @@ from clicktodial.interfaces import (
 )
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
+from clicktodial.reload import ICallsReload
 from clicktodial.sip.transactions.base import LingerQueue
 from clicktodial.sip.useragent import UserAgent
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
@@ -100,7 +101,7 @@ def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> li
     return targets
 
 
-@implementer(ICallController)
+@implementer(ICallController, ICallsReload)
 class CallController:
     """
     L{ICallController} on a L{UserAgent}: every call is a L{Call} whose legs
@@ -294,7 +295,8 @@ class CallController:
         holds its own) and still count towards the new limits.  When the new
         policy cannot be built, the error propagates and nothing changes.
         """
-        policy = create_policy(config.calls)
+        policy = create_policy(config.calls,
+                               config.plugins.options("policy", config.calls.policy))
         self.settings = settings_from_config(config.calls, self.settings.bridge_timeout)
         self.policy = policy
         log.info("[calls] policy {name} in force for new calls", name=config.calls.policy)
@@ -404,6 +406,8 @@ def build_call_service(
     transaction_timeout: float,
     store: IStoreBackend,
     directory: CachedDirectory | None = None,
+    *,
+    policy: ICallPolicy | None = None,
 ) -> CallService:
     """
     The daemon's call controller for ``config`` on ``user_agent`` (the SIP
@@ -411,8 +415,10 @@ def build_call_service(
     cached: L{CachedDirectory}; made here if not given) as users and locations.
     The registrar must write bindings through the same ``directory``.
 
+    @param policy: the C{[calls] policy} (L{clicktodial.pluginconfig.build_policy}
+        builds it with its C{[policy:NAME]} options); built here when not given.
     @raise clicktodial.calls.policy.UnknownPolicy: C{[calls] policy} names
-        no policy (the configuration checks it first).
+        no policy (start-up checks it first).
     """
     # The node name in call records ([cluster]; None for a single daemon).
     from clicktodial.cluster.service import record_node
@@ -427,7 +433,8 @@ def build_call_service(
         users=directory,
         locations=directory,
         records=store,
-        policy=create_policy(config.calls),
+        policy=policy if policy is not None else create_policy(
+            config.calls, config.plugins.options("policy", config.calls.policy)),
         settings=settings_from_config(config.calls, transaction_timeout),
         domain=config.sip.domain,
         node=record_node(config),

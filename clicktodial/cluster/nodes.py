@@ -19,38 +19,26 @@ longer than C{dead_after} and declared dead) logs it and heartbeats again.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import URL, Connection, delete, exists, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from clicktodial.config import Config
-from clicktodial.interfaces import ICallRecordStore, IEventBus
-from clicktodial.store.schema import calls, nodes
-from clicktodial.store.sql import create_sql_engine
+from clicktodial.interfaces import ICallRecordStore, IEventBus, INodeRegistry
 
 __all__ = [
     "CONTROL_CHANNEL",
     "MemoryNodeRegistry",
     "NodeMonitor",
-    "NodeRegistry",
-    "SQLNodeRegistry",
     "default_node_id",
 ]
 
 log = Logger(namespace="clicktodial.cluster.nodes")
-
-T = TypeVar("T")
 
 #: The bus channel of hang-up requests, resynchronisation and node_lost notices.
 CONTROL_CHANNEL = "call_control"
@@ -71,27 +59,18 @@ def default_node_id(config: Config, hostname: str | None = None) -> str:
     return f"{host}:{listen}"
 
 
-class NodeRegistry(Protocol):
-    """The C{nodes} table, as the monitor uses it."""
-
-    def heartbeat(self, node: str, at: float) -> Deferred[bool]:
-        """Set C{node}'s C{last_seen}; fires with whether its row existed."""
-
-    def stale_nodes(self, cutoff: float) -> Deferred[list[str]]:
-        """Nodes whose C{last_seen} is before C{cutoff}, and orphans (see the module)."""
-
-    def claim(self, node: str, cutoff: float) -> Deferred[bool]:
-        """Delete C{node}'s row if still stale; fires with whether this caller should reap."""
-
-    def remove(self, node: str) -> Deferred[None]:
-        """Delete C{node}'s row (a clean stop)."""
-
-
+@implementer(INodeRegistry)
 class MemoryNodeRegistry:
     """The table in a dictionary (a single process; no orphan detection)."""
 
     def __init__(self) -> None:
         self.last_seen: dict[str, float] = {}
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
 
     def heartbeat(self, node: str, at: float) -> Deferred[bool]:
         existed = node in self.last_seen
@@ -113,89 +92,6 @@ class MemoryNodeRegistry:
         return succeed(None)
 
 
-class SQLNodeRegistry:
-    """
-    The C{nodes} table through its own small engine and one-thread pool, so
-    heartbeats never queue behind REGISTER traffic on the store's pool.
-    """
-
-    def __init__(self, reactor: IReactorTime, url: str | URL,
-                 threadpool: ThreadPool | None = None) -> None:
-        self._from_threads = cast(IReactorFromThreads, reactor)
-        self._engine = create_sql_engine(url, pool_size=1)
-        self._pool = (threadpool if threadpool is not None
-                      else ThreadPool(minthreads=0, maxthreads=1, name="clicktodial-nodes"))
-
-    def start(self) -> None:
-        """Start the thread pool."""
-        self._pool.start()
-
-    def stop(self) -> None:
-        """Stop the thread pool and close the connection."""
-        self._pool.stop()
-        self._engine.dispose()
-
-    def _run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
-        return deferToThreadPool(self._from_threads, self._pool, f, *args)
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as connection:
-            connection = connection.execution_options(clicktodial_write=True)
-            with connection.begin():
-                yield connection
-
-    def heartbeat(self, node: str, at: float) -> Deferred[bool]:
-        return self._run(self._heartbeat, node, at)
-
-    def _heartbeat(self, node: str, at: float) -> bool:
-        with self._write() as connection:
-            updated = connection.execute(
-                update(nodes).where(nodes.c.node == node).values(last_seen=at)).rowcount
-        if updated:
-            return True
-        try:
-            with self._write() as connection:
-                connection.execute(insert(nodes).values(node=node, started_at=at, last_seen=at))
-        except IntegrityError:
-            # Another process inserted it meanwhile: same node id twice (a misconfiguration).
-            return self._heartbeat(node, at)
-        return False
-
-    def stale_nodes(self, cutoff: float) -> Deferred[list[str]]:
-        return self._run(self._stale_nodes, cutoff)
-
-    def _stale_nodes(self, cutoff: float) -> list[str]:
-        orphans = (
-            select(calls.c.node).distinct()
-            .where(calls.c.ended_at.is_(None), calls.c.node.is_not(None),
-                   ~exists().where(nodes.c.node == calls.c.node))
-        )
-        with self._engine.connect() as connection:
-            stale = set(connection.scalars(select(nodes.c.node).where(nodes.c.last_seen < cutoff)))
-            stale.update(n for n in connection.scalars(orphans) if n is not None)
-        return sorted(stale)
-
-    def claim(self, node: str, cutoff: float) -> Deferred[bool]:
-        return self._run(self._claim, node, cutoff)
-
-    def _claim(self, node: str, cutoff: float) -> bool:
-        with self._write() as connection:
-            deleted = connection.execute(
-                delete(nodes).where(nodes.c.node == node, nodes.c.last_seen < cutoff)).rowcount
-            if deleted:
-                return True
-            alive = connection.scalar(select(nodes.c.node).where(nodes.c.node == node))
-        return alive is None
-
-    def remove(self, node: str) -> Deferred[None]:
-        return self._run(self._remove, node)
-
-    def _remove(self, node: str) -> None:
-        with self._write() as connection:
-            connection.execute(delete(nodes).where(nodes.c.node == node))
-
-
 class NodeMonitor(Service):
     """
     Heartbeats this node and reaps dead ones (see the module).
@@ -204,7 +100,7 @@ class NodeMonitor(Service):
         first heartbeat is in (start the call controller after it).
     """
 
-    def __init__(self, clock: IReactorTime, registry: NodeRegistry, records: ICallRecordStore,
+    def __init__(self, clock: IReactorTime, registry: INodeRegistry, records: ICallRecordStore,
                  bus: IEventBus, node_id: str, *, heartbeat_interval: float = 2.0,
                  dead_after: float = 10.0) -> None:
         self.clock = clock

@@ -46,9 +46,16 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
-from clicktodial.interfaces import IStoreBackend
+from clicktodial.interfaces import (
+    IClusterStorage,
+    IEventBus,
+    INodeRegistry,
+    ISchemaManagement,
+    IStoreBackend,
+    IStoreLoad,
+)
 from clicktodial.store import migrations
 from clicktodial.store.base import StoreBase, UserRecord
 from clicktodial.store.bindings import plan_register, sort_bindings
@@ -392,10 +399,12 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start:start + _CHUNK]
 
 
-@implementer(IStoreBackend)
+@implementer(IStoreBackend, IStoreLoad, ISchemaManagement)
 class SQLStore(StoreBase):
     """
-    All three stores in a SQL database.
+    All three stores in a SQL database. Capabilities: :class:`IStoreLoad`,
+    :class:`ISchemaManagement`, and on
+    PostgreSQL :class:`IClusterStorage` (the nodes table, the LISTEN/NOTIFY bus).
 
     :param reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
     :param url: SQLAlchemy URL (``sqlite:///PATH``, ``postgresql+psycopg://...``).
@@ -433,6 +442,37 @@ class SQLStore(StoreBase):
         #: The REGISTER path's operations (credentials, binding updates), group-committed.
         self.group_commit = GroupCommit(self._from_threads, self._pool, self._execute_batch,
                                         self._run_alone)
+        self._url = url
+        if self._dialect == "postgresql":
+            # Several daemons can share this database: nodes table and LISTEN/NOTIFY bus.
+            alsoProvides(self, IClusterStorage)
+
+    # -- capabilities ------------------------------------------------------------
+
+    def pending(self) -> int:
+        """See :meth:`IStoreLoad.pending`: operations waiting for a database thread."""
+        return self._pool.q.qsize()
+
+    def upgrade_schema(self) -> None:
+        """See :meth:`ISchemaManagement.upgrade_schema` (blocking; ``db upgrade``)."""
+        upgrade_schema(self._url)
+
+    def check_schema(self) -> None:
+        """See :meth:`ISchemaManagement.check_schema` (blocking; ``db check``)."""
+        check_schema(self._url)
+
+    def node_registry(self) -> INodeRegistry:
+        """See :meth:`IClusterStorage.node_registry` (PostgreSQL only): its own engine and
+        one-thread pool, so heartbeats never queue behind REGISTER traffic."""
+        from clicktodial.store.nodes import SQLNodeRegistry
+
+        return SQLNodeRegistry(self._clock, self._url)
+
+    def event_bus(self, node_id: str) -> IEventBus:
+        """See :meth:`IClusterStorage.event_bus` (PostgreSQL only): LISTEN/NOTIFY."""
+        from clicktodial.cluster.bus import PostgresEventBus, libpq_conninfo
+
+        return PostgresEventBus(self._clock, libpq_conninfo(self._url), node_id)
 
     # -- lifecycle -------------------------------------------------------------
 

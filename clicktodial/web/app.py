@@ -336,10 +336,11 @@ class WebApp:
         *,
         limits: WebConfig = DEFAULT_LIMITS,
         sessions: SessionStore | None = None,
+        locations: ILocationStore | None = None,
     ) -> None:
         self.clock = clock
         self.users: IUserStore = store
-        self.locations: ILocationStore = store
+        self.locations: ILocationStore = locations if locations is not None else store
         self.records: ICallRecordStore = store
         self.store = store
         self.controller = controller
@@ -620,10 +621,13 @@ def new_secret() -> str:
 
 
 def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
-                 controller: ICallController | None) -> WebApp:
+                 controller: ICallController | None,
+                 locations: ILocationStore | None = None) -> WebApp:
     """The daemon's web application on ``store`` and ``controller``, for ``[sip]`` and
-    ``[web]``."""
-    monitor = RegistrationMonitor(clock, store, config.sip.domain,
+    ``[web]``; registrations from ``locations`` (default: ``store``)."""
+    if locations is None:
+        locations = store
+    monitor = RegistrationMonitor(clock, locations, config.sip.domain,
                                   interval=config.web.presence_poll_interval)
     return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config),
-                  limits=config.web)
+                  limits=config.web, locations=locations)

@@ -699,7 +699,8 @@ class PagesResource(RoutedResource):
         if form.get("confirm") != "yes":
             raise HTTPError(400, "tick the box to confirm the removal")
         try:
-            await remove_user(self.app.store, user.username, self.app.clock.seconds())
+            await remove_user(self.app.store, user.username, self.app.clock.seconds(),
+                              self.app.locations)
         except NoSuchUser:
             raise HTTPError(404, "no such user") from None
         self.app.sessions.remove_user(user.username)
