@@ -578,3 +578,31 @@ def test_readyz_asks_a_separate_location_backend_too() -> None:
         locations=Locations(fail(ConnectionRefusedError("redis down"))),  # type: ignore[arg-type]
     )
     assert render(down, b"readyz") == (503, b"store unreachable")
+
+
+def test_metrics_show_the_media_relay_commands_and_relayed_calls() -> None:
+    from clicktodial.calls.relay import RelaySettings
+    from clicktodial.media.rtpengine import NgClient, RtpEngineRelay
+    from clicktodial.testing.transport import FakeDatagramPort
+
+    root = build_service(parse_config(MINIMAL + "[store]\nbackend = memory\n", "x"),
+                         FakeReactor())
+    operations = root.operations
+    assert operations is not None
+    client = NgClient(Clock(), [("127.0.0.1", 22222)])
+    port = FakeDatagramPort(client, "127.0.0.1", 40000)
+    client.command("ping")
+    port.receive(port.written[0][0].split(b" ")[0] + b" d6:result4:ponge", "127.0.0.1", 22222)
+    controller = FakeController([])
+    controller.relay = RelaySettings(RtpEngineRelay(client))  # type: ignore[assignment]
+    operations.use_call_controller(controller)
+    ended = type(
+        "Info", (), {"state": "ended", "end_reason": "caller-hangup", "media_relay": "relayed"}
+    )()
+    controller.listeners[0].call_state_changed(ended)
+    _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
+    text = body.decode()
+    assert 'clicktodial_media_relay_commands_total{result="sent"} 1.0' in text
+    assert 'clicktodial_media_relay_commands_total{result="error"} 0.0' in text
+    assert "clicktodial_media_relay_round_trip_count 1.0" in text
+    assert 'clicktodial_calls_media_relay_total{relay="relayed"} 1.0' in text
