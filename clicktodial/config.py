@@ -51,6 +51,7 @@ __all__ = [
     "SipConfig",
     "StoreConfig",
     "WebConfig",
+    "ini_section_name",
     "iter_settings",
     "load_config",
     "parse_config",
@@ -115,6 +116,8 @@ class Setting:
 
 _SETTING = "clicktodial.config.setting"
 _SECTION_DOC = "clicktodial.config.section"
+#: The INI name of a section whose attribute name differs (``[media:rtpengine]``).
+_SECTION_NAME = "clicktodial.config.section_name"
 
 
 def setting(parse: Callable[[str], Any], default: str | None, doc: str) -> dict[str, Setting]:
@@ -1262,6 +1265,26 @@ class RegistrarConfig:
             " remembered; the least recently failed are forgotten first.",
         )
     )
+    nat_keepalive_interval: float = attrs.field(
+        default=0.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "0",
+            "Seconds between two OPTIONS pings to each UDP binding registered from behind NAT"
+            " (its Contact host is not the REGISTER's source), sent to that source to keep"
+            " the NAT's mapping open, as Kamailio's nathelper does; below the NATs' UDP"
+            " timeout (often 30-120 s), e.g. 20. 0: no pings (docs/registrar.md).",
+        ),
+    )
+    nat_keepalive_failures: int = attrs.field(
+        default=3,
+        metadata=setting(
+            parse_positive_count,
+            "3",
+            "Pings in a row a phone behind NAT may leave unanswered before its binding is"
+            " removed (shown offline, not rung) until it registers again.",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.min_expires > self.default_expires:
@@ -1501,6 +1524,88 @@ class MediaConfig:
             " then plays nothing, see docs/media.md.",
         ),
     )
+    relay: str = attrs.field(
+        default="off",
+        metadata=setting(
+            parse_choice("off", "rtpengine", "auto"),
+            "off",
+            "Media relay between the two phones of a call (docs/media.md, \"Media relay\"):"
+            " off (the phones send RTP to each other's SDP address), rtpengine (every call"
+            " through the rtpengine of [media:rtpengine]) or auto (a call through rtpengine"
+            " only when a phone's SDP address differs from its signalling source address, or"
+            " is private while the other phone's is not: phones behind NAT).",
+        ),
+    )
+
+
+def parse_ng_servers(text: str) -> tuple[HostPort, ...]:
+    """A comma-separated, non-empty list of ``IP:PORT`` (rtpengine ``ng`` addresses)."""
+    servers = tuple(parse_host_port(item.strip()) for item in text.split(","))
+    if any(server.port == 0 for server in servers):
+        raise ValueError(f"invalid ng address in {text!r} (port 0)")
+    return servers
+
+
+def parse_relay_interfaces(text: str) -> tuple[str, ...]:
+    """``-`` or two rtpengine interface names, ``CALLER_SIDE, CALLEE_SIDE``."""
+    if text == "-":
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    if len(names) != 2 or not all(re.fullmatch(r"[A-Za-z0-9_.-]+", name) for name in names):
+        raise ValueError(f"invalid interfaces {text!r} (expected - or two names: caller, callee)")
+    return names
+
+
+@attrs.frozen
+class RtpEngineConfig:
+    """``[media:rtpengine]``: the rtpengine a relayed call goes through (docs/media.md)."""
+
+    ng: tuple[HostPort, ...] = attrs.field(
+        default=(HostPort("127.0.0.1", 22222),),
+        metadata=setting(
+            parse_ng_servers,
+            "127.0.0.1:22222",
+            "rtpengine's ng control address (its --listen-ng), IP:PORT; several,"
+            " comma-separated, are tried in order when one does not answer (a call stays"
+            " on the one that took its first offer).",
+        ),
+    )
+    timeout: float = attrs.field(
+        default=1.5,
+        metadata=setting(
+            parse_seconds,
+            "1.5",
+            "Seconds one ng server has to answer a command before the next is tried.",
+        ),
+    )
+    retries: int = attrs.field(
+        default=3,
+        metadata=setting(
+            parse_count,
+            "3",
+            "Retransmissions of a command to one server within timeout, each gap twice the"
+            " one before (rtpengine answers a retransmission without doing it twice).",
+        ),
+    )
+    interfaces: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=setting(
+            parse_relay_interfaces,
+            "-",
+            "- (rtpengine's one interface) or two of its --interface names, CALLER, CALLEE:"
+            " the side each phone is on (the ng 'direction'), e.g. public, private.",
+        ),
+    )
+    on_failure: str = attrs.field(
+        default="fail",
+        metadata=setting(
+            parse_choice("fail", "unrelayed"),
+            "fail",
+            "When rtpengine refuses or does not answer an offer or answer: fail (the call"
+            " fails with reason media-relay-failed) or unrelayed (it goes on with the"
+            " phones' own SDP, as with relay = off).",
+        ),
+    )
 
 
 @attrs.frozen
@@ -1642,6 +1747,13 @@ class Config:
         factory=MediaConfig,
         metadata={_SECTION_DOC: "The daemon's own RTP streams: ringback and tones."},
     )
+    rtpengine: RtpEngineConfig = attrs.field(
+        factory=RtpEngineConfig,
+        metadata={
+            _SECTION_DOC: "The rtpengine media relay ([media] relay).",
+            _SECTION_NAME: "media:rtpengine",
+        },
+    )
     #: the [KIND:NAME] plugin sections (not a section of the schema)
     plugins: PluginSections = attrs.field(factory=PluginSections)
     #: the file the configuration was read from (names it in start-up errors)
@@ -1650,14 +1762,30 @@ class Config:
 
 def _section_classes() -> dict[str, type]:
     return {
-        a.name: a.type
+        ini_section_name(a): a.type
         for a in attrs.fields(Config)
         if _SECTION_DOC in a.metadata and isinstance(a.type, type)
     }
 
 
+def ini_section_name(section: "attrs.Attribute[Any]") -> str:
+    """The INI name of a :class:`Config` attribute's section (``media:rtpengine``)."""
+    name: str = section.metadata.get(_SECTION_NAME, section.name)
+    return name
+
+
+def _section_attributes() -> dict[str, str]:
+    """INI section name -> :class:`Config` attribute name, for the schema's sections."""
+    return {
+        ini_section_name(a): a.name for a in attrs.fields(Config) if _SECTION_DOC in a.metadata
+    }
+
+
 def section_names() -> list[str]:
-    """The sections of the schema (not the ``[KIND:NAME]`` plugin sections), in order."""
+    """
+    The sections of the schema by their INI names (``media:rtpengine``), in order; not
+    the ``[KIND:NAME]`` plugin sections.
+    """
     return list(_section_classes())
 
 
@@ -1798,7 +1926,12 @@ def parse_config(text: str, filename: str) -> Config:
     }
     # [cluster] bus = postgres needs the store's IClusterStorage: checked at start-up
     # (clicktodial.cluster.service), where the store backend is known.
-    return Config(**sections, plugins=PluginSections(plugin_sections), source=filename)
+    attributes = _section_attributes()
+    return Config(
+        **{attributes[name]: value for name, value in sections.items()},
+        plugins=PluginSections(plugin_sections),
+        source=filename,
+    )
 
 
 def load_config(path: str) -> Config:

@@ -633,6 +633,48 @@ class IBridge(Interface):
         """The offer/answer exchange failed with C{status}: end the call."""
 
 
+class IMediaRelay(Interface):
+    """
+    A media relay the calls put between the two phones (rtpengine through
+    its ``ng`` protocol: L{clicktodial.media.rtpengine.RtpEngineRelay}).
+
+    One relay session per call, named by the call's Call-ID and tags: the
+    C{from_tag} names the side that made the offer (the caller's leg), the
+    C{to_tag} the side that answered.  Every description a phone is sent goes
+    through L{offer} or L{answer}, which return it rewritten to name the
+    relay's own address and ports.  C{source} is the address the phone's
+    signalling comes from (its NAT's public address); the relay sends that
+    phone's media there rather than to a private SDP address.
+
+    Every method fails with L{clicktodial.media.rtpengine.RelayError} when the
+    relay refuses the request, and with its subclass
+    L{clicktodial.media.rtpengine.RelayTimeout} when it never answers.
+    """
+
+    name = Attribute("What the relay is, for logs and the call page: str.")
+
+    def offer(call_id: str, from_tag: str, sdp: bytes, source: str | None) -> Deferred[bytes]:
+        """The offer C{sdp} from the C{from_tag} side, rewritten for the other side."""
+
+    def answer(
+        call_id: str, from_tag: str, to_tag: str, sdp: bytes, source: str | None
+    ) -> Deferred[bytes]:
+        """The answer C{sdp} from the C{to_tag} side, rewritten for the offerer."""
+
+    def delete(call_id: str) -> Deferred[None]:
+        """End the relay session of the call, both sides (an unknown one is no error)."""
+
+    def query(call_id: str) -> Deferred[Mapping[str, object]]:
+        """The relay's view of the call's session (rtpengine's C{query} reply)."""
+
+    def stats() -> Mapping[str, float]:
+        """
+        Counters since start for C{/metrics}: C{commands}, C{errors} (error
+        replies), C{timeouts}, C{retransmissions}, C{round_trip_seconds_sum},
+        C{round_trip_count}, C{sessions} (calls holding a relay session now).
+        """
+
+
 class ICallPolicy(Interface):
     """
     A call-control policy, chosen by name in C{[calls] policy}: who may call

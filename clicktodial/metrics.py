@@ -84,6 +84,14 @@ class DaemonMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.calls_media_relay = Counter(
+            "clicktodial_calls_media_relay",
+            "Click-to-dial calls ended, by media relay state: relayed, unrelayed (the relay"
+            " failed and the call went on without it), off, pending (ended before it was"
+            " decided).",
+            ["relay"],
+            registry=self.registry,
+        )
         self.store_latency = Histogram(
             "clicktodial_store_latency_seconds",
             "Time the store took to answer, by operation (register: a whole REGISTER"

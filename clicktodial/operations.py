@@ -25,7 +25,7 @@ from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.calls.events import CallInfo
 from clicktodial.config import Config
 from clicktodial.connlimit import ConnectionLimit
-from clicktodial.interfaces import ICallEventListener, ILocationStore, IStoreLoad
+from clicktodial.interfaces import ICallEventListener, ILocationStore, IMediaRelay, IStoreLoad
 from clicktodial.metrics import DaemonCollector, DaemonMetrics, MetricsResource, ReadinessResource
 from clicktodial.reload import ICallsReload, ReloadHook, ReloadRefused
 from clicktodial.shutdown import CallsInProgress, GracefulStop, ua_calls
@@ -100,6 +100,9 @@ class Operations:
         )
         self._call_controller = controller
         controller.subscribe(_CallOutcomes(self.metrics))
+        relay = controller.relay  # RelaySettings, or None: [media] relay = off
+        if relay is not None:
+            self.metrics.collector(_media_relay(IMediaRelay(relay.relay)))
 
     def _calls_by_state(self) -> dict[str, float]:
         controller = self._call_controller
@@ -173,6 +176,48 @@ class _CallOutcomes:
     def call_state_changed(self, info: CallInfo) -> None:
         if info.state in ("ended", "failed"):
             self.metrics.calls.labels(info.end_reason or info.state).inc()
+            self.metrics.calls_media_relay.labels(info.media_relay).inc()
+
+
+def _media_relay(relay: IMediaRelay) -> DaemonCollector:
+    """The media relay's ng counters and round trips, read at scrape time."""
+
+    def stat(name: str) -> Callable[[], float]:
+        return lambda: relay.stats().get(name, 0)
+
+    return DaemonCollector(
+        [
+            (
+                "clicktodial_media_relay_sessions",
+                "Calls holding a media relay session now.",
+                stat("sessions"),
+            ),
+            (
+                "clicktodial_media_relay_round_trip_seconds_sum",
+                "Seconds the media relay took to answer ng commands, summed since start.",
+                stat("round_trip_seconds_sum"),
+            ),
+            (
+                "clicktodial_media_relay_round_trip_count",
+                "ng commands the media relay answered since start.",
+                stat("round_trip_count"),
+            ),
+        ],
+        counters=[
+            (
+                "clicktodial_media_relay_commands",
+                "ng commands sent to the media relay since start, by result: sent (all),"
+                " error (an error reply), timeout (no relay answered), retransmission.",
+                "result",
+                lambda: {
+                    "sent": relay.stats().get("commands", 0),
+                    "error": relay.stats().get("errors", 0),
+                    "timeout": relay.stats().get("timeouts", 0),
+                    "retransmission": relay.stats().get("retransmissions", 0),
+                },
+            )
+        ],
+    )
 
 
 def install_operations(

@@ -21,7 +21,13 @@ import attrs
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
-from clicktodial.config import Config, ConfigError, load_config, section_names
+from clicktodial.config import (
+    Config,
+    ConfigError,
+    ini_section_name,
+    load_config,
+    section_names,
+)
 
 __all__ = [
     "LIVE_SETTINGS",
@@ -68,8 +74,12 @@ class ReloadRefused(Exception):
 def changed_settings(old: Config, new: Config) -> list[str]:
     """Every ``section.key`` whose value differs between ``old`` and ``new``."""
     changed = []
-    for name in section_names():
-        before, after = getattr(old, name), getattr(new, name)
+    schema = set(section_names())
+    for field in attrs.fields(Config):
+        name = ini_section_name(field)
+        if name not in schema:
+            continue  # plugins, source: the plugin sections are compared below
+        before, after = getattr(old, field.name), getattr(new, field.name)
         if before == after:
             continue
         for key in attrs.fields(type(before)):

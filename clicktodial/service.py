@@ -287,6 +287,16 @@ def build_service(
     sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport=transport)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
+    if config.registrar.nat_keepalive_interval:
+        # OPTIONS to phones behind NAT (clicktodial.sip.natping); stops before the stack.
+        from clicktodial.sip.natping import NatKeepAlive
+
+        NatKeepAlive(
+            clock, sip.transactions, directory, domain=config.sip.domain,
+            interval=config.registrar.nat_keepalive_interval,
+            max_failures=config.registrar.nat_keepalive_failures,
+            user_agent=config.sip.user_agent,
+        ).setServiceParent(root)
 
     # --- calls -----------------------------------------------------------------------------
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops

@@ -68,7 +68,7 @@ def test_prod_config_listens_on_all_interfaces_and_uses_postgresql() -> None:
 
 def _example_sections() -> dict[str, str]:
     text = (CONF_DIR / "example.ini").read_text()
-    parts = re.split(r"^\[(\w+)\]\s*$", text, flags=re.M)
+    parts = re.split(r"^\[([\w:]+)\]\s*$", text, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
@@ -253,6 +253,39 @@ def test_unknown_section_error_names_it_and_lists_the_valid_ones() -> None:
         + ", and [KIND:NAME] for a plugin, KIND one of store, location, policy)"
     )
     assert "sip, web, store, log, registrar" in str(error)
+
+
+def test_media_rtpengine_section_is_parsed_with_its_defaults() -> None:
+    config = parse_config(MINIMAL, "x.ini")
+    assert config.media.relay == "off"
+    assert config.rtpengine.ng == (HostPort("127.0.0.1", 22222),)
+    assert (config.rtpengine.timeout, config.rtpengine.retries) == (1.5, 3)
+    assert config.rtpengine.interfaces == () and config.rtpengine.on_failure == "fail"
+    config = parse_config(
+        MINIMAL + "[media]\nrelay = auto\n[media:rtpengine]\nng = 10.0.0.1:2223, [::1]:2224\n"
+        "interfaces = pub, priv\non_failure = unrelayed\n",
+        "x.ini",
+    )
+    assert config.media.relay == "auto"
+    assert config.rtpengine.ng == (HostPort("10.0.0.1", 2223), HostPort("::1", 2224))
+    assert config.rtpengine.interfaces == ("pub", "priv")
+    assert config.rtpengine.on_failure == "unrelayed"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ng", "rtpengine:22222"), ("ng", "127.0.0.1:0"), ("ng", ""), ("timeout", "soon"),
+     ("retries", "-1"), ("interfaces", "one"), ("interfaces", "a b, c"), ("on_failure", "maybe"),
+     ("nope", "1")],
+)
+def test_bad_media_rtpengine_values_name_file_section_and_key(key: str, value: str) -> None:
+    error = config_error(MINIMAL + f"[media:rtpengine]\n{key} = {value}\n")
+    assert (error.filename, error.section, error.key) == ("x.ini", "media:rtpengine", key)
+
+
+def test_bad_media_relay_names_the_key() -> None:
+    error = config_error(MINIMAL + "[media]\nrelay = always\n")
+    assert (error.section, error.key) == ("media", "relay")
 
 
 def test_default_section_is_not_special() -> None:

@@ -207,6 +207,12 @@ def test_settings_that_need_a_restart_are_named_on_reload() -> None:
     assert changed_settings(old, new) == ["sip.listen", "log.level"]
 
 
+def test_a_changed_media_rtpengine_key_is_named_by_its_ini_section() -> None:
+    old = parse_config(MINIMAL, "x")
+    new = parse_config(MINIMAL + "[media:rtpengine]\nng = 127.0.0.1:2223\n", "x")
+    assert changed_settings(old, new) == ["media:rtpengine.ng"]
+
+
 # --- admission control -----------------------------------------------------------------------
 
 
@@ -469,6 +475,7 @@ class FakeController:
         self.calls = [type("Info", (), {"state": s})() for s in states]
         self.listeners: list[Any] = []
         self.hung_up = 0
+        self.relay = None  # [media] relay = off
 
     def active_calls(self) -> list[Any]:
         return self.calls
@@ -495,7 +502,9 @@ def test_with_a_call_controller_the_stop_hangs_up_its_calls_and_metrics_show_the
     operations.use_call_controller(controller)
     _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
     assert 'clicktodial_calls_active{state="connected"} 2.0' in body.decode()
-    ended = type("Info", (), {"state": "ended", "end_reason": "caller-hangup"})()
+    ended = type(
+        "Info", (), {"state": "ended", "end_reason": "caller-hangup", "media_relay": "off"}
+    )()
     controller.listeners[0].call_state_changed(ended)
     _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
     assert 'clicktodial_calls_ended_total{outcome="caller-hangup"} 1.0' in body.decode()
@@ -569,3 +578,31 @@ def test_readyz_asks_a_separate_location_backend_too() -> None:
         locations=Locations(fail(ConnectionRefusedError("redis down"))),  # type: ignore[arg-type]
     )
     assert render(down, b"readyz") == (503, b"store unreachable")
+
+
+def test_metrics_show_the_media_relay_commands_and_relayed_calls() -> None:
+    from clicktodial.calls.relay import RelaySettings
+    from clicktodial.media.rtpengine import NgClient, RtpEngineRelay
+    from clicktodial.testing.transport import FakeDatagramPort
+
+    root = build_service(parse_config(MINIMAL + "[store]\nbackend = memory\n", "x"),
+                         FakeReactor())
+    operations = root.operations
+    assert operations is not None
+    client = NgClient(Clock(), [("127.0.0.1", 22222)])
+    port = FakeDatagramPort(client, "127.0.0.1", 40000)
+    client.command("ping")
+    port.receive(port.written[0][0].split(b" ")[0] + b" d6:result4:ponge", "127.0.0.1", 22222)
+    controller = FakeController([])
+    controller.relay = RelaySettings(RtpEngineRelay(client))  # type: ignore[assignment]
+    operations.use_call_controller(controller)
+    ended = type(
+        "Info", (), {"state": "ended", "end_reason": "caller-hangup", "media_relay": "relayed"}
+    )()
+    controller.listeners[0].call_state_changed(ended)
+    _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
+    text = body.decode()
+    assert 'clicktodial_media_relay_commands_total{result="sent"} 1.0' in text
+    assert 'clicktodial_media_relay_commands_total{result="error"} 0.0' in text
+    assert "clicktodial_media_relay_round_trip_count 1.0" in text
+    assert 'clicktodial_calls_media_relay_total{relay="relayed"} 1.0' in text

@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_media, truncate_media
+from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
 from clicktodial.interfaces import IBridge, IMediaFlow
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
@@ -280,6 +281,17 @@ class Leg:
         #: The binding's L{Target} whose phone answered (its session's flow).
         self.target: Target | None = None
 
+    @property
+    def source(self) -> str | None:
+        """
+        The address the answering phone signals from (its NAT's, behind one); None
+        behind a trusted proxy (a pre-loaded route), where that is the proxy's.
+        """
+        target = self.target
+        if target is None or target.flow is None or target.route:
+            return None
+        return target.flow.host
+
     def ring(
         self,
         ua: UserAgent,
@@ -386,7 +398,7 @@ class Call:
         "call_id", "media", "_ringback", "clock", "ua", "flow", "settings", "observer", "domain",
         "_callee_targets", "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
         "_relayed", "_long_timers", "created_at", "caller_answered_at", "callee_answered_at",
-        "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up",
+        "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "relay", "_bridge",
     )
 
     def __init__(
@@ -405,8 +417,13 @@ class Call:
         created_at: float,
         media: RingbackPlayer | None = None,
         long_timers: Callable[[float], LingerQueue] | None = None,
+        relay: CallRelay | None = None,
     ) -> None:
         self.call_id = call_id
+        #: The media relay between the phones ([media] relay), or None.
+        self.relay = relay
+        #: What the media flow drives: this call, or the relay in front of it.
+        self._bridge: IBridge = self if relay is None else RelayBridge(self, relay)
         #: Our own RTP to the caller (docs/media.md): ringback while the callee rings.
         self.media = media
         self._ringback: RtpStream | None = None
@@ -528,6 +545,8 @@ class Call:
         else:
             self._stop_ringback()
             self.caller.hang_up(headers)
+        if self.relay is not None:
+            self.relay.end()
         self.observer.call_changed(
             self,
             CallUpdate(
@@ -621,12 +640,12 @@ class Call:
             self.observer.call_changed(
                 self, CallUpdate(state=self.public_state, caller_answered_at=now)
             )
-            self.flow.caller_answered(self, sdp)
+            self.flow.caller_answered(self._bridge, sdp)
         else:
             self.callee_answered_at = now
             self._move(Input.CALLEE_ANSWERED)
             self.observer.call_changed(self, CallUpdate(callee_answered_at=now))
-            self.flow.callee_answered(self, sdp)
+            self.flow.callee_answered(self._bridge, sdp)
 
     def _fork_failed(self, leg: Leg, fork: OutgoingCall, response: Response) -> None:
         if leg.forks.pop(fork, None) is None and not leg.starting:
@@ -676,8 +695,15 @@ class Call:
             # RFC 3261 §14.2: an offer while ours is being worked out.
             self._respond(request, 491)
             return
-        offer = other.origin.outgoing(pad_media(request.offer, other.origin.media))
         offer_lines = media_count(request.offer)
+        relay = self.relay
+
+        def answered(answer: bytes) -> None:
+            self._respond(request, 200, leg.origin.outgoing(truncate_media(answer, offer_lines)))
+
+        def relay_failed(failure: Failure) -> None:
+            failure.trap(RelayFailed)
+            self._respond(request, 500)
 
         def responded(response: Response) -> None:
             if response.status < 200:
@@ -686,20 +712,41 @@ class Call:
                 self._relayed.remove(request)
             answer = _sdp_of(response)
             if 200 <= response.status < 300 and answer is not None:
-                body = leg.origin.outgoing(truncate_media(answer, offer_lines))
-                self._respond(request, 200, body)
-            elif 200 <= response.status < 300:
+                if relay is None:
+                    answered(answer)
+                else:
+                    d = relay.answer(other.role, answer, other.source)
+                    d.addCallback(answered).addErrback(relay_failed)
+                return
+            if relay is not None:
+                relay.open_offer = None
+            if 200 <= response.status < 300:
                 self._respond(request, 488)
             else:
                 # 491 (glare on the other leg) goes back as 491: the phone retries.
                 self._respond(request, response.status if response.status < 700 else 500)
 
-        try:
-            session.reinvite(offer, SDP_CONTENT_TYPE, on_response=responded, retry_on_491=False)
-        except (RequestPending, OfferAnswerError, DialogError):
-            self._respond(request, 491)
-            return
-        self._relayed.append(request)
+        def forward(offer_sdp: bytes) -> None:
+            session = other.session
+            if self.over or request.responded or session is None or session.is_terminated:
+                self._respond(request, 487 if self.over else 491)
+                return
+            offer = other.origin.outgoing(pad_media(offer_sdp, other.origin.media))
+            try:
+                session.reinvite(offer, SDP_CONTENT_TYPE, on_response=responded, retry_on_491=False)
+            except (RequestPending, OfferAnswerError, DialogError):
+                self._respond(request, 491)
+                return
+            self._relayed.append(request)
+
+        if relay is None:
+            forward(request.offer)
+        else:
+            # Hold/resume and other re-offers go through the relay too (the phones only
+            # ever see the relay's addresses once the call is relayed).
+            relay.offer(leg.role, request.offer, leg.source).addCallback(forward).addErrback(
+                relay_failed
+            )
 
     def _respond(self, request: IncomingRequest, status: int, body: bytes = b"") -> None:
         if request.responded:
@@ -727,9 +774,7 @@ class Call:
         if self.media is not None and self._ringback is None:
             # RTP only to the address the caller's phone signals from; behind a trusted
             # proxy that is the proxy's, so the offer is taken as it is (docs/security.md).
-            target = self.caller.target
-            peer = target.flow.host if target is not None and not target.route else None
-            started = self.media.answer(offer, self.call_id, peer)
+            started = self.media.answer(offer, self.call_id, self.caller.source)
             if started is not None:
                 answer, self._ringback = started
                 return answer
@@ -805,6 +850,14 @@ class Call:
             self.observer.call_changed(
                 self, CallUpdate(state=self.public_state, connected_at=self.connected_at))
 
+    def media_relay_failed(self) -> None:
+        """
+        The media relay failed ([media:rtpengine] on_failure = fail): the call
+        fails with C{media-relay-failed}.
+        """
+        event = Input.CALLEE_FAILED if self.phase is Phase.CALLING_CALLEE else Input.BRIDGE_FAILED
+        self._end(event, "media-relay-failed", 500, "system", tell_caller=True)
+
     def bridge_failed(self, status: int) -> None:
         """The offer/answer exchange failed: end the call."""
         log.warn(
@@ -832,4 +885,5 @@ class Call:
             end_reason=self.end_reason,
             sip_status=self.sip_status,
             who_hung_up=self.who_hung_up,
+            media_relay=self.relay.state if self.relay is not None else "off",
         )

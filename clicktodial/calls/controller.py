@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
@@ -21,6 +21,7 @@ from clicktodial.calls.call import Call, CallSettings, Target, target_for_bindin
 from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
+from clicktodial.calls.relay import RelaySettings
 from clicktodial.config import CallsConfig, Config
 from clicktodial.interfaces import (
     ICallController,
@@ -123,8 +124,11 @@ class CallController:
         node: str | None = None,
         media: RingbackPlayer | None = None,
         trusted_paths: NetworkSet | None = None,
+        relay: RelaySettings | None = None,
     ) -> None:
         self.clock = clock
+        #: The media relay between the phones ([media] relay), or None.
+        self.relay = relay
         #: Sources whose stored Path routes our requests (L{target_for_binding}).
         self.trusted_paths = trusted_paths if trusted_paths is not None else NetworkSet()
         #: Ringback and failure tones to callers ([calls] ringback), or None.
@@ -210,6 +214,7 @@ class CallController:
             created_at=now,
             media=self.media,
             long_timers=self._long_timers,
+            relay=self.relay.for_call(call_id) if self.relay is not None else None,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:
@@ -419,6 +424,7 @@ def build_call_service(
     from clicktodial.cluster.service import record_node
 
     clock = IReactorTime(reactor)
+    relay, relay_service = build_media_relay(config, reactor)
     if directory is None:
         directory = CachedDirectory(clock, store, store, config.calls.lookup_cache_seconds)
     controller = CallController(
@@ -434,8 +440,12 @@ def build_call_service(
         node=record_node(config),
         media=build_ringback(config, reactor),
         trusted_paths=trusted_paths(config),
+        relay=relay,
     )
     service = CallService(controller)
+    if relay_service is not None:
+        # A child: stopped after the calls are hung up, so their deletes get their answers.
+        relay_service.setServiceParent(service)
     if config.calls.control_listen is not None:
         from twisted.application import strports
         from twisted.web.server import Site
@@ -466,3 +476,28 @@ def build_ringback(config: Config, reactor: IReactorCore) -> RingbackPlayer | No
         failure_tone_seconds=config.calls.failure_tone_seconds,
         direction=config.media.direction,
     )
+
+
+def build_media_relay(
+    config: Config, reactor: IReactorCore
+) -> tuple[RelaySettings | None, Service | None]:
+    """The media relay of C{[media] relay} (rtpengine, C{[media:rtpengine]}) and its port."""
+    if config.media.relay == "off":
+        return None, None
+    from twisted.internet.interfaces import IReactorUDP
+
+    from clicktodial.media.rtpengine import NgClient, NgClientService, RtpEngineRelay
+
+    settings = config.rtpengine
+    client = NgClient(
+        IReactorTime(reactor),
+        [(server.host, server.port) for server in settings.ng],
+        timeout=settings.timeout,
+        retries=settings.retries,
+    )
+    relay = RelaySettings(
+        RtpEngineRelay(client, settings.interfaces),
+        auto=config.media.relay == "auto",
+        on_failure=settings.on_failure,
+    )
+    return relay, NgClientService(IReactorUDP(reactor), client)

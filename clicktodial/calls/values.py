@@ -60,6 +60,10 @@ class CallInfo:
         L{END_REASONS<clicktodial.store.values.END_REASONS>}.
     @ivar sip_status: the SIP status that ended the call, if one did.
     @ivar who_hung_up: C{caller}, C{callee} or C{system}, once over.
+    @ivar media_relay: C{off} (the phones send media to each other), C{pending}
+        (C{[media] relay = auto} has not decided yet), C{relayed} (through
+        the media relay) or C{unrelayed} (the relay failed and the call went
+        on without it).
     """
 
     call_id: str
@@ -74,6 +78,7 @@ class CallInfo:
     end_reason: str | None = None
     sip_status: int | None = None
     who_hung_up: str | None = None
+    media_relay: str = "off"
 
     @property
     def active(self) -> bool:

@@ -93,26 +93,30 @@ class RingbackPlayer:
         """
         Start ringback to the caller's ``offer``; our answer and the stream.
 
+        ``peer_host`` is the address the caller's phone signals from (its NAT's, behind
+        one), if known: a phone does not choose where the daemon sends its RTP
+        (docs/security.md). When the offer names another address (a private one behind
+        NAT), the stream goes to ``peer_host`` at the offer's port instead, and an RTP
+        packet from ``peer_host`` (only from there) moves it to where that packet came
+        from: symmetric RTP through the phone's NAT (docs/media.md).
+
         None, logged, when the offer has no audio stream we can send G.711 to or no
-        port is free: the caller then gets the held answer and hears nothing.  Also when
-        ``peer_host`` (the address the caller's phone signals from) is given and the offer
-        names another address: a phone does not choose where the daemon sends its RTP
-        (docs/security.md).
+        port is free: the caller then gets the held answer and hears nothing.
         """
         try:
             chosen = audio_destination(offer)
+            destination = chosen.destination
             if peer_host is not None and ip_of(chosen.host) != ip_of(peer_host):
-                raise NoUsableMedia(
-                    f"the offer's address {chosen.host} is not the phone's ({peer_host})"
-                )
+                destination = (peer_host, destination[1])
             source = self._source("ringback", chosen.codec)
             stream = RtpStream.open(
                 self.allocator,
                 self.clock,
                 source,
-                chosen.destination,
+                destination,
                 call_id=call_id,
                 rng=self.rng,
+                latch_host=peer_host,
             )
         except (NoUsableMedia, PortRangeExhausted, ValueError) as e:
             log.warn("call {record}: no ringback: {error}", record=call_id, error=str(e))
@@ -124,7 +128,7 @@ class RingbackPlayer:
             "call {record}: ringback {source} to {peer} from port {port}",
             record=call_id,
             source=source.name,
-            peer=chosen.destination,
+            peer=destination,
             port=stream.local_port,
         )
         body = ringback_answer(

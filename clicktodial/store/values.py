@@ -279,6 +279,7 @@ END_REASONS = frozenset({
     "timeout",             # a SIP transaction or session timer ran out
     "error",               # an internal or protocol error ended the call
     "lost",                # the node running the call stopped mid-call
+    "media-relay-failed",  # the media relay refused or did not answer ([media:rtpengine])
 })
 
 #: Documented values of :func:`CallRecord.who_hung_up`.

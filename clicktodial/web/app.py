@@ -178,6 +178,8 @@ class CallView:
     reason: str | None = None
     sip_status: int | None = None
     who_hung_up: str | None = None
+    #: The media relay state of a call in progress (CallInfo.media_relay); None from a record.
+    media_relay: str | None = None
 
     @property
     def active(self) -> bool:
@@ -203,6 +205,7 @@ class CallView:
             reason=info.end_reason,
             sip_status=info.sip_status,
             who_hung_up=info.who_hung_up,
+            media_relay=info.media_relay,
         )
 
     @classmethod
@@ -236,6 +239,7 @@ class CallView:
             "reason": self.reason,
             "sip_status": self.sip_status,
             "who_hung_up": self.who_hung_up,
+            "media_relay": self.media_relay,
         }
         value.update({k: v for k, v in optional.items() if v is not None})
         return value

@@ -405,6 +405,10 @@ class PagesResource(RoutedResource):
             tags.dt("Reason"), tags.dd(view.reason or "", id="call-reason"),
             tags.dt("Duration"), tags.dd(_duration(view.duration), id="call-duration"),
         )
+        if view.media_relay not in (None, "off"):
+            details.children.extend([
+                tags.dt("Media relay"), tags.dd(view.media_relay or "", id="call-media-relay"),
+            ])
         section = tags.section(id="call", **{"data-call-id": view.call_id,
                                              "data-state": view.state})
         return section(
