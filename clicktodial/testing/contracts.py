@@ -896,7 +896,8 @@ class CallRecordStoreContract(_StoreFixtures):
         lost = {success_result_of(store.create_call("alice", "bob", 3.0, node="n1"))
                 for _ in range(3)}
         other = success_result_of(store.create_call("alice", "bob", 3.0, node="n2"))
-        assert sorted(success_result_of(claims.claim_active_calls("n1", 50.0))) == sorted(lost)
+        claimed: list[str] = success_result_of(claims.claim_active_calls("n1", 50.0))
+        assert sorted(claimed) == sorted(lost)
         for call_id in lost:
             record = success_result_of(store.get_call(call_id))
             assert (record.ended_at, record.end_reason, record.who_hung_up) == (
