@@ -6,7 +6,8 @@ The plugin API: the interfaces a plugin provides or uses (docs/plugins.md).
   (all three), built by L{ILocationBackendFactory} / L{IStoreBackendFactory}.
 - Optional capabilities a backend declares and the daemon adapts to with
   C{IFoo(store, None)}: L{IBindingChangeNotifier}, L{IUserChangeNotifier},
-  L{IStoreLoad}, L{IClusterStorage} (with L{INodeRegistry} and L{IEventBus}).
+  L{IStoreLoad}, L{IClusterStorage} (with L{INodeRegistry} and L{IEventBus}),
+  L{IActiveCallClaims}.
 - Call control: L{ICallPolicyFactory}, L{ICallPolicy}, L{IMediaFlow},
   L{IBridge}; and the controller the web layer talks to, L{ICallController},
   with L{ICallEventListener}.
@@ -383,6 +384,28 @@ class IStoreLoad(Interface):
         """
         The operations waiting for a storage thread or connection now. Called
         for every new SIP request: must be cheap and must not block.
+        """
+
+
+class IActiveCallClaims(Interface):
+    """
+    Optional capability of a call record store: end a node's active calls
+    and say which.  The daemon uses it when it records calls as C{lost} (its
+    own calls an earlier run left active, a dead node's calls) to delete
+    their media relay sessions (C{[media] relay}); a store without it still
+    ends them with L{ICallRecordStore.end_active_calls}, and their relay
+    sessions are left to the relay's own timeout.
+    """
+
+    def claim_active_calls(node: str | None, ended_at: float,
+                           reason: str = "lost") -> Deferred[list[str]]:
+        """
+        Like L{ICallRecordStore.end_active_calls}, atomically: the calls are
+        ended and their ids returned in one step, so that of several callers
+        at once (several daemons on one database) each call is returned to
+        exactly one.
+
+        @return: fires with the ids of the calls this call ended.
         """
 
 
@@ -769,6 +792,7 @@ from clicktodial.sip.interfaces import (  # noqa: E402
 )
 
 __all__ = [
+    "IActiveCallClaims",
     "IBindingChangeNotifier",
     "IBridge",
     "ICallController",

@@ -307,7 +307,9 @@ def build_service(
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).
     controller: ICallController = calls.controller
-    cluster = build_cluster_service(config, clock, store, calls.controller, store)
+    relay = calls.controller.relay  # [media] relay: the lost calls' sessions are deleted
+    cluster = build_cluster_service(config, clock, store, calls.controller, store,
+                                    relay=relay.relay if relay is not None else None)
     if cluster is not None:
         cluster.setName(CLUSTER_SERVICE_NAME)
         cluster.setServiceParent(root)

@@ -285,3 +285,29 @@ def test_relay_delete_goes_where_the_offer_went_and_forgets_the_call() -> None:
         "command": b"delete", "call-id": b"c"}
     port.receive(sent[1][0].split(b" ")[0] + b" d6:result2:oke", *NG2)
     assert got == [None] and relay.sessions() == 0
+
+
+def test_relay_delete_of_a_call_it_did_not_offer_goes_to_every_server() -> None:
+    """A lost call (a crashed run's, a dead node's) may be on any rtpengine: one success does."""
+    clock, client, port = make_client([NG, NG2], timeout=1.0, retries=0)
+    relay = RtpEngineRelay(client)
+    got = results(relay.delete("lost"))
+    sent = port.take()
+    assert [to for _, to in sent] == [NG, NG2]
+    for datagram, _ in sent:
+        assert bdecode(datagram.split(b" ", 1)[1]) == {"command": b"delete", "call-id": b"lost"}
+    port.receive(sent[0][0].split(b" ")[0] + b" d6:result5:error12:error-reason7:Unknowne", *NG)
+    assert got == []
+    port.receive(sent[1][0].split(b" ")[0] + b" d6:result2:oke", *NG2)
+    assert got == [None] and client.pending_count() == 0
+
+
+def test_relay_delete_on_every_server_fails_when_none_deleted_the_call() -> None:
+    clock, client, port = make_client([NG, NG2], timeout=1.0, retries=0)
+    got = results(RtpEngineRelay(client).delete("lost"))
+    first, _ = port.take()
+    port.receive(first[0].split(b" ")[0] + b" d6:result5:error12:error-reason7:Unknowne", *NG)
+    clock.pump([0.1] * 11)  # NG2 never answers
+    assert len(got) == 1 and got[0].check(RelayError)  # type: ignore[attr-defined]
+    assert "Unknown" in str(got[0].value)  # type: ignore[attr-defined]
+    assert client.pending_count() == 0 and not clock.getDelayedCalls()

@@ -21,7 +21,7 @@ from clicktodial.calls.call import Call, CallSettings, Target, target_for_bindin
 from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
-from clicktodial.calls.relay import RelaySettings
+from clicktodial.calls.relay import LostCalls, RelaySettings
 from clicktodial.config import CallsConfig, Config
 from clicktodial.interfaces import (
     ICallController,
@@ -368,7 +368,8 @@ class CallController:
 class CallService(MultiService):
     """
     The controller's lifecycle in the daemon: at start, calls a stopped
-    instance left "active" in the records are ended as C{lost}; at stop,
+    instance left "active" in the records are ended as C{lost} (and their
+    media relay sessions deleted: L{LostCalls}); at stop,
     every call in progress is hung up (BYE / CANCEL go out before the SIP
     transports close: this service stops before the SIP stack).  The
     internal control API (C{[calls] control_listen}) is its child.
@@ -379,8 +380,11 @@ class CallService(MultiService):
     def __init__(self, controller: CallController) -> None:
         super().__init__()
         self.controller = controller
+        #: Ends the calls of a previous run as lost and deletes their media relay sessions.
+        self.lost = LostCalls(controller.relay.relay if controller.relay is not None else None)
 
     def startService(self) -> None:
+        # The children first: the media relay's ng port is open for the lost calls' deletes.
         super().startService()
         controller = self.controller
 
@@ -388,9 +392,8 @@ class CallService(MultiService):
             if count:
                 log.info("marked {count} call(s) of a previous run as lost", count=count)
 
-        controller.records.end_active_calls(
-            controller.node, controller.clock.seconds(), "lost"
-        ).addCallbacks(ended, lambda f: log.failure("cannot end stale calls", f))
+        self.lost.end(controller.records, controller.node, controller.clock.seconds()
+                      ).addCallbacks(ended, lambda f: log.failure("cannot end stale calls", f))
 
     def stopService(self) -> Deferred[None]:
         count = self.controller.hang_up_all()

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from clicktodial.interfaces import IBridge, IMediaRelay
+from clicktodial.interfaces import IActiveCallClaims, IBridge, ICallRecordStore, IMediaRelay
 from clicktodial.sip.sdp import SDPParseError, SessionDescription
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RELAY_STATES",
     "CallRelay",
+    "LostCalls",
     "RelayBridge",
     "RelayFailed",
     "RelaySettings",
@@ -200,6 +201,79 @@ class RelaySettings:
     def for_call(self, call_id: str) -> CallRelay:
         """The relay state of a new call."""
         return CallRelay(self.relay, call_id, auto=self.auto, on_failure=self.on_failure)
+
+
+class LostCalls:
+    """
+    Records a node's active calls as ended C{lost} (calls this daemon is not
+    running: left active by an earlier run of it, or run by a dead node) and,
+    with a media relay, deletes their relay sessions: the store ends them and
+    names them at once (L{IActiveCallClaims}: of several daemons reaping the
+    same node, each call is deleted by one), then a C{delete} goes to the
+    relay for each, at most C{concurrency} at a time, in the background (the
+    count is returned without waiting for the relay; failures are logged).
+    A call that never had a session costs one refused C{delete}.
+
+    A store without L{IActiveCallClaims} still ends the calls; their relay
+    sessions are then left to the relay's own timeout (logged once).
+
+    @ivar pending: deletes sent or waiting to be sent.
+    """
+
+    def __init__(self, relay: IMediaRelay | None, *, concurrency: int = 8) -> None:
+        self.relay = relay
+        self.pending = 0
+        self._semaphore = DeferredSemaphore(concurrency)
+        self._warned = False
+
+    def end(self, records: ICallRecordStore, node: str | None, at: float) -> Deferred[int]:
+        """
+        End ``node``'s active calls (all nodes': L{None}) as C{lost} at ``at``.
+
+        @return: fires with the number of calls ended once the store has
+            ended them (not waiting for the relay).
+        """
+        claims = IActiveCallClaims(records, None) if self.relay is not None else None
+        if claims is None:
+            if self.relay is not None and not self._warned:
+                self._warned = True
+                log.warn("the call record store does not provide IActiveCallClaims: the media"
+                         " relay sessions of lost calls are left to the relay's timeout")
+            return records.end_active_calls(node, at, "lost")
+
+        def claimed(call_ids: list[str]) -> int:
+            if call_ids:
+                self._delete_all(call_ids, node)
+            return len(call_ids)
+
+        return claims.claim_active_calls(node, at, "lost").addCallback(claimed)
+
+    def _delete_all(self, call_ids: list[str], node: str | None) -> None:
+        relay = self.relay
+        assert relay is not None
+        self.pending += len(call_ids)
+        errors: list[str] = []
+
+        def one(call_id: str) -> Deferred[None]:
+            def failed(failure: Failure) -> None:
+                errors.append(f"{call_id}: {failure.getErrorMessage()}")
+
+            def done(result: None) -> None:
+                self.pending -= 1
+
+            return (self._semaphore.run(relay.delete, call_id)
+                    .addErrback(failed).addBoth(done))
+
+        def finished(_: object) -> None:
+            if errors:
+                log.warn("media relay: {failed} of {count} delete(s) of lost calls of node"
+                         " {node} failed (first: {first})", failed=len(errors),
+                         count=len(call_ids), node=node, first=errors[0])
+            else:
+                log.info("media relay: deleted the sessions of {count} lost call(s) of node"
+                         " {node}", count=len(call_ids), node=node)
+
+        DeferredList([one(call_id) for call_id in call_ids]).addCallback(finished)
 
 
 @implementer(IBridge)

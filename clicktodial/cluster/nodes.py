@@ -5,7 +5,10 @@ records its calls in progress as ended with reason C{lost}
 (C{end_active_calls(node, at, reason="lost")}), then tells the other nodes
 on the bus (C{node_lost} on the C{call_control} channel) so their web pages
 drop those calls.  At start-up a node ends its own calls left active by an
-earlier run of itself (it cannot be running them any more).
+earlier run of itself (it cannot be running them any more).  With a media
+relay (C{[media] relay}), the node that ends calls as lost also deletes
+their relay sessions (L{clicktodial.calls.relay.LostCalls}: in the
+background, so the liveness loop does not wait for the relay).
 
 Claiming a dead node is a C{DELETE ... WHERE last_seen < cutoff}: of several
 survivors only one deletes the row and so only one reaps (ending calls twice
@@ -28,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from clicktodial.calls.relay import LostCalls
 from clicktodial.config import Config
 from clicktodial.interfaces import ICallRecordStore, IEventBus, INodeRegistry
 
@@ -102,8 +106,10 @@ class NodeMonitor(Service):
 
     def __init__(self, clock: IReactorTime, registry: INodeRegistry, records: ICallRecordStore,
                  bus: IEventBus, node_id: str, *, heartbeat_interval: float = 2.0,
-                 dead_after: float = 10.0) -> None:
+                 dead_after: float = 10.0, lost: LostCalls | None = None) -> None:
         self.clock = clock
+        #: Ends calls as lost (and deletes their media relay sessions, with a relay).
+        self.lost = lost if lost is not None else LostCalls(None)
         self.registry = registry
         self.records = records
         self.bus = bus
@@ -130,7 +136,7 @@ class NodeMonitor(Service):
             Deferred.fromCoroutine(self._start()).addErrback(retry)
 
     async def _start(self) -> None:
-        ended = await self.records.end_active_calls(self.node_id, self.clock.seconds(), "lost")
+        ended = await self.lost.end(self.records, self.node_id, self.clock.seconds())
         if ended:
             log.warn("ended {count} call(s) an earlier run of node {node} left active (lost)",
                      count=ended, node=self.node_id)
@@ -178,7 +184,7 @@ class NodeMonitor(Service):
             if not await self.registry.claim(node, cutoff):
                 continue
             at = self.clock.seconds()
-            ended = await self.records.end_active_calls(node, at, "lost")
+            ended = await self.lost.end(self.records, node, at)
             log.warn("node {lost} is gone (no heartbeat for {dead_after}s): {count} of its"
                      " call(s) recorded as ended (lost)", lost=node, dead_after=self.dead_after,
                      count=ended)

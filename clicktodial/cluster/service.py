@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from clicktodial.calls.relay import LostCalls
 from clicktodial.cluster.calls import ClusterCalls
 from clicktodial.cluster.nodes import NodeMonitor, default_node_id
 from clicktodial.config import Config, ConfigError
@@ -20,6 +21,7 @@ from clicktodial.interfaces import (
     ICallRecordStore,
     IClusterStorage,
     IEventBus,
+    IMediaRelay,
     INodeRegistry,
 )
 
@@ -95,12 +97,15 @@ def cluster_storage(config: Config, store: object) -> IClusterStorage | None:
 
 def build_cluster_service(config: Config, reactor: IReactorTime, records: ICallRecordStore,
                           controller: ICallController,
-                          store: object = None) -> ClusterService | None:
+                          store: object = None, *,
+                          relay: IMediaRelay | None = None) -> ClusterService | None:
     """
     The cluster service for C{config}, or L{None} with C{[cluster] bus = memory}.
 
     @param store: the C{[store]} backend; it provides the nodes table and the
         event bus (L{IClusterStorage}); by default C{records}.
+    @param relay: the media relay (C{[media] relay}), whose sessions of the
+        calls recorded as lost are deleted; L{None} without one.
     @raise ConfigError: C{bus = postgres} and the store does not provide
         L{IClusterStorage} (naming the setting and the backend).
     """
@@ -113,6 +118,6 @@ def build_cluster_service(config: Config, reactor: IReactorTime, records: ICallR
     registry = storage.node_registry()
     monitor = NodeMonitor(reactor, registry, records, bus, node_id,
                           heartbeat_interval=section.heartbeat_interval,
-                          dead_after=section.dead_after)
+                          dead_after=section.dead_after, lost=LostCalls(relay))
     calls = ClusterCalls(reactor, controller, bus, records)
     return ClusterService(bus, registry, monitor, calls)

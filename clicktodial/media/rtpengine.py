@@ -25,13 +25,15 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.interfaces import IMediaRelay
@@ -368,10 +370,27 @@ class RtpEngineRelay:
         return d.addCallback(self._sdp, "answer")
 
     def delete(self, call_id: str) -> Deferred[None]:
-        """See L{IMediaRelay.delete}: the whole call (no tag given)."""
+        """
+        See L{IMediaRelay.delete}: the whole call (no tag given), on the
+        server that took its offer.  A call this relay did not offer (one a
+        crashed run or a dead node made: L{clicktodial.calls.relay.LostCalls})
+        may be on any server: the delete goes to each; it succeeds if one
+        server deleted the call, and fails with the first failure otherwise.
+        """
         server = self._server_of.pop(call_id, None)
-        d = self.client.command("delete", {"call-id": call_id}, server)
-        return d.addCallback(lambda _: None)
+        servers = [server] if server is not None else list(self.client.servers)
+        if len(servers) == 1:
+            d = self.client.command("delete", {"call-id": call_id}, servers[0])
+            return d.addCallback(lambda _: None)
+
+        def outcome(results: list[tuple[bool, Any]]) -> None:
+            # (False, Failure) for a server that refused or did not answer.
+            if not any(ok for ok, _ in results):
+                failure: Failure = results[0][1]
+                failure.raiseException()
+
+        deletes = [self.client.command("delete", {"call-id": call_id}, s) for s in servers]
+        return DeferredList(deletes, consumeErrors=True).addCallback(outcome)
 
     def stats(self) -> Mapping[str, float]:
         """See L{IMediaRelay.stats}."""

@@ -49,6 +49,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import alsoProvides, implementer
 
 from clicktodial.interfaces import (
+    IActiveCallClaims,
     IClusterStorage,
     IEventBus,
     INodeRegistry,
@@ -399,7 +400,7 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start:start + _CHUNK]
 
 
-@implementer(IStoreBackend, IStoreLoad, ISchemaManagement)
+@implementer(IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims)
 class SQLStore(StoreBase):
     """
     All three stores in a SQL database. Capabilities: :class:`IStoreLoad`,
@@ -913,4 +914,27 @@ class SQLStore(StoreBase):
         with self._write() as connection:
             return connection.execute(update(calls).where(self._active(node)).values(
                 ended_at=ended_at, end_reason=reason, who_hung_up="system")).rowcount
+
+    def claim_active_calls(self, node: str | None, ended_at: float,
+                           reason: str = "lost") -> Deferred[list[str]]:
+        """See L{IActiveCallClaims}."""
+        CallUpdate(end_reason=reason)  # validates the reason
+        return self._run(self._op_claim_active_calls, node, ended_at, reason)
+
+    def _op_claim_active_calls(self, node: str | None, ended_at: float,
+                               reason: str) -> list[str]:
+        # UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): a row ended by a concurrent claim
+        # no longer matches "ended_at IS NULL" once its lock is released (PostgreSQL re-checks
+        # the condition), so every call is returned to one claimer only.
+        with self._write() as connection:
+            statement = update(calls).where(self._active(node)).values(
+                ended_at=ended_at, end_reason=reason, who_hung_up="system")
+            if self._engine.dialect.update_returning:
+                return [row[0] for row in connection.execute(statement.returning(calls.c.call_id))]
+            # Without RETURNING: lock the rows, then end exactly those.
+            ids = [row[0] for row in connection.execute(
+                select(calls.c.call_id).where(self._active(node)).with_for_update())]
+            if ids:
+                connection.execute(statement.where(calls.c.call_id.in_(ids)))
+            return ids
 

@@ -56,6 +56,7 @@ import pytest
 from zope.interface.verify import verifyObject
 
 from clicktodial.interfaces import (
+    IActiveCallClaims,
     IBindingChangeNotifier,
     ICallRecordStore,
     ILocationBackend,
@@ -878,6 +879,36 @@ class CallRecordStoreContract(_StoreFixtures):
         assert success_result_of(store.get_call(ended)).end_reason == "callee-hangup"
         assert success_result_of(store.get_call(other)).active
         assert success_result_of(store.end_active_calls(None, 60.0, "error")) == 1
+        assert success_result_of(store.count_active()) == 0
+
+    def test_claim_active_calls(self, store: Any) -> None:
+        """
+        A store with the optional IActiveCallClaims ends a node's active calls
+        like end_active_calls and returns their ids; a call is claimed once.
+        """
+        claims = IActiveCallClaims(store, None)
+        if claims is None:
+            pytest.skip("the store does not provide the optional IActiveCallClaims")
+        assert verifyObject(IActiveCallClaims, claims)
+        ended = success_result_of(store.create_call("alice", "bob", 1.0, node="n1"))
+        success_result_of(store.update_call(ended, CallUpdate(ended_at=2.0,
+                                                              end_reason="callee-hangup")))
+        lost = {success_result_of(store.create_call("alice", "bob", 3.0, node="n1"))
+                for _ in range(3)}
+        other = success_result_of(store.create_call("alice", "bob", 3.0, node="n2"))
+        claimed: list[str] = success_result_of(claims.claim_active_calls("n1", 50.0))
+        assert sorted(claimed) == sorted(lost)
+        for call_id in lost:
+            record = success_result_of(store.get_call(call_id))
+            assert (record.ended_at, record.end_reason, record.who_hung_up) == (
+                50.0, "lost", "system")
+        assert success_result_of(store.get_call(ended)).end_reason == "callee-hangup"
+        assert success_result_of(store.get_call(other)).active
+        # Claimed once: a second claim (another daemon) gets none of them.
+        assert success_result_of(claims.claim_active_calls("n1", 55.0)) == []
+        assert success_result_of(store.get_call(next(iter(lost)))).ended_at == 50.0
+        assert success_result_of(claims.claim_active_calls(None, 60.0, "error")) == [other]
+        assert success_result_of(store.get_call(other)).end_reason == "error"
         assert success_result_of(store.count_active()) == 0
 
 
