@@ -343,6 +343,12 @@ class StoreBase(ABC):
         CallUpdate(end_reason=reason)  # validates the reason
         return self._run(self._op_end_active_calls, node, ended_at, reason)
 
+    def claim_active_calls(self, node: str | None, ended_at: float,
+                           reason: str = "lost") -> Deferred[list[str]]:
+        """See L{IActiveCallClaims<clicktodial.interfaces.IActiveCallClaims>}."""
+        CallUpdate(end_reason=reason)  # validates the reason
+        return self._run(self._op_claim_active_calls, node, ended_at, reason)
+
     # -- storage operations (blocking; run through _run) -------------------
 
     @abstractmethod
@@ -439,6 +445,11 @@ class StoreBase(ABC):
     def _op_end_active_calls(self, node: str | None, ended_at: float,
                              reason: str) -> int:
         """End active calls of a node."""
+
+    @abstractmethod
+    def _op_claim_active_calls(self, node: str | None, ended_at: float,
+                               reason: str) -> list[str]:
+        """End active calls of a node; their ids, each to one claimer only."""
 
 
 def apply_call_fields(record: CallRecord,

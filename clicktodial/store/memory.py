@@ -28,7 +28,7 @@ from clicktodial.store.passwords import (
     default_hash_pool,
     token_id_of_digest,
 )
-from clicktodial.store.values import ApiToken, Binding, BindingChanges, CallRecord, CallUpdate
+from clicktodial.store.values import ApiToken, Binding, BindingChanges, CallRecord
 
 T = TypeVar("T")
 
@@ -205,19 +205,7 @@ class MemoryStore(StoreBase):
 
     def _op_end_active_calls(self, node: str | None, ended_at: float,
                              reason: str) -> int:
-        ended = [c for c in self._calls.values()
-                 if c.active and (node is None or c.node == node)]
-        for call in ended:
-            self._calls[call.call_id] = evolve(
-                call, ended_at=ended_at, end_reason=reason,
-                who_hung_up="system")
-        return len(ended)
-
-    def claim_active_calls(self, node: str | None, ended_at: float,
-                           reason: str = "lost") -> Deferred[list[str]]:
-        """See L{IActiveCallClaims}."""
-        CallUpdate(end_reason=reason)  # validates the reason
-        return self._run(self._op_claim_active_calls, node, ended_at, reason)
+        return len(self._op_claim_active_calls(node, ended_at, reason))
 
     def _op_claim_active_calls(self, node: str | None, ended_at: float,
                                reason: str) -> list[str]:

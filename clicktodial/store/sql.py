@@ -915,12 +915,6 @@ class SQLStore(StoreBase):
             return connection.execute(update(calls).where(self._active(node)).values(
                 ended_at=ended_at, end_reason=reason, who_hung_up="system")).rowcount
 
-    def claim_active_calls(self, node: str | None, ended_at: float,
-                           reason: str = "lost") -> Deferred[list[str]]:
-        """See L{IActiveCallClaims}."""
-        CallUpdate(end_reason=reason)  # validates the reason
-        return self._run(self._op_claim_active_calls, node, ended_at, reason)
-
     def _op_claim_active_calls(self, node: str | None, ended_at: float,
                                reason: str) -> list[str]:
         # UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): a row ended by a concurrent claim
