@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from clicktodial.sip.transaction import ServerTransaction
     from clicktodial.sip.useragent import IncomingCall, IncomingRequest, OutgoingCall, Session
     from clicktodial.store.plugins import StoreEnvironment
+    from clicktodial.store.traces import CallTrace, TraceAppend, TraceLimits
     from clicktodial.store.values import (
         ApiToken,
         Binding,
@@ -276,6 +277,38 @@ class ICallRecordStore(Interface):
         """
 
 
+class ICallTraceStore(Interface):
+    """
+    The SIP messages of calls (docs/calls.md, "Call traces"), kept beside the call records
+    by backends that can: the daemon asks C{ICallTraceStore(records, None)}.
+
+    Each call's trace is bounded (L{TraceLimits}): the first message that does not fit,
+    and every later one of that call, is only counted as dropped
+    (L{clicktodial.store.traces.fit_messages}).
+    """
+
+    def append_traces(appends: Sequence[TraceAppend], limits: TraceLimits) -> Deferred[None]:
+        """
+        Add each L{TraceAppend}'s messages to its call's trace (made if new), in one
+        write for all of them, within C{limits}.
+
+        @return: fires once written.
+        """
+
+    def get_trace(call_id: str) -> Deferred[CallTrace | None]:
+        """
+        @return: fires with the call's L{CallTrace} (messages in the order appended), or
+            L{None} if nothing was kept for it.
+        """
+
+    def purge_traces(before: float) -> Deferred[int]:
+        """
+        Forget the traces whose newest message is older than C{before} (POSIX seconds).
+
+        @return: fires with the number of calls whose trace was removed.
+        """
+
+
 class IStoreBackend(IUserStore, ILocationStore, ICallRecordStore):
     """
     What a store backend provides: all three stores and a lifecycle.
@@ -406,6 +439,23 @@ class ISIPTransport(Interface):
         (C{"UDP"}, C{"TCP"}, C{"TLS"}).
 
         @raise clicktodial.sip.transport.TransportError: no such transport.
+        """
+
+
+class ISIPTap(Interface):
+    """
+    Sees every SIP message the transport sends or receives, as octets, e.g. to keep the
+    messages of calls (L{clicktodial.calls.trace.CallTracer}). Called on the reactor
+    thread for every message: it must be cheap and must not raise.
+    """
+
+    def message_passed(direction: str, message: Request | Response, data: bytes,
+                       transport: str, local: tuple[str, int],
+                       remote: tuple[str, int]) -> None:
+        """
+        C{message} (C{data}: its octets as on the wire) was sent (C{direction} C{out}) or
+        received (C{in}) over C{transport} between C{local} and C{remote}
+        (host, port).
         """
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -114,4 +115,36 @@ nodes = Table(
     Column("node", String(255), primary_key=True),
     Column("started_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
+)
+
+# Call traces (docs/calls.md, "Call traces"): the SIP messages of a call, bounded per call.
+# One row per call with its counts (the bounds are checked against them) and the time of
+# its newest message (purged after [calls] trace_days); no foreign key to calls: a trace
+# may be written while its record's writes are still queued.
+call_traces = Table(
+    "call_traces", metadata,
+    Column("call_id", String(32), primary_key=True),
+    Column("message_count", Integer, nullable=False),
+    Column("byte_count", Integer, nullable=False),
+    Column("dropped", Integer, nullable=False),
+    # Milliseconds of the daemon's clock (POSIX).
+    Column("last_at_ms", BigInteger, nullable=False, index=True),
+)
+
+call_trace_messages = Table(
+    "call_trace_messages", metadata,
+    Column("call_id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("direction", String(3), nullable=False),
+    Column("transport", String(4), nullable=False),
+    Column("local_host", Text, nullable=False),
+    Column("local_port", Integer, nullable=False),
+    Column("remote_host", Text, nullable=False),
+    Column("remote_port", Integer, nullable=False),
+    Column("leg", String(16), nullable=False),
+    Column("sip_call_id", Text, nullable=False),
+    Column("retransmission", Boolean, nullable=False),
+    # The message's octets, Authorization values redacted.
+    Column("data", LargeBinary, nullable=False),
 )

@@ -48,7 +48,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from clicktodial.interfaces import IStoreBackend
+from clicktodial.interfaces import ICallTraceStore, IStoreBackend
 from clicktodial.store import migrations
 from clicktodial.store.base import StoreBase, UserRecord
 from clicktodial.store.bindings import plan_register, sort_bindings
@@ -63,7 +63,21 @@ from clicktodial.store.errors import (
 )
 from clicktodial.store.groupcommit import GroupCommit, Job, Outcome
 from clicktodial.store.passwords import PasswordHashing, default_hash_pool, token_id_of_digest
-from clicktodial.store.schema import api_tokens, bindings, calls, users
+from clicktodial.store.schema import (
+    api_tokens,
+    bindings,
+    call_trace_messages,
+    call_traces,
+    calls,
+    users,
+)
+from clicktodial.store.traces import (
+    CallTrace,
+    TraceAppend,
+    TracedMessage,
+    TraceLimits,
+    fit_messages,
+)
 from clicktodial.store.values import (
     ApiToken,
     Binding,
@@ -392,10 +406,10 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start:start + _CHUNK]
 
 
-@implementer(IStoreBackend)
+@implementer(IStoreBackend, ICallTraceStore)
 class SQLStore(StoreBase):
     """
-    All three stores in a SQL database.
+    All three stores in a SQL database, and the calls' traces (:class:`ICallTraceStore`).
 
     :param reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
     :param url: SQLAlchemy URL (``sqlite:///PATH``, ``postgresql+psycopg://...``).
@@ -874,3 +888,80 @@ class SQLStore(StoreBase):
             return connection.execute(update(calls).where(self._active(node)).values(
                 ended_at=ended_at, end_reason=reason, who_hung_up="system")).rowcount
 
+
+    # -- call traces (ICallTraceStore) ---------------------------------------------
+
+    def append_traces(self, appends: Sequence[TraceAppend],
+                      limits: TraceLimits) -> Deferred[None]:
+        return self._run(self._op_append_traces, list(appends), limits)
+
+    def get_trace(self, call_id: str) -> Deferred[CallTrace | None]:
+        return self._run(self._op_get_trace, call_id)
+
+    def purge_traces(self, before: float) -> Deferred[int]:
+        return self._run(self._op_purge_traces, before)
+
+    def _op_append_traces(self, appends: list[TraceAppend], limits: TraceLimits) -> None:
+        # One transaction for every call's messages (the recorder flushes all calls at
+        # once); each call's counts row is read (locked on PostgreSQL) to apply the bounds.
+        if not appends:
+            return
+        with self._write() as connection:
+            rows: list[dict[str, object]] = []
+            for append in appends:
+                query = select(call_traces).where(call_traces.c.call_id == append.call_id)
+                if self._dialect == "postgresql":
+                    query = query.with_for_update()
+                stored = connection.execute(query).first()
+                count, size, dropped, last = ((stored.message_count, stored.byte_count,
+                                               stored.dropped, stored.last_at_ms)
+                                              if stored is not None else (0, 0, 0, 0))
+                kept, over = fit_messages(count, size, dropped, append.messages, limits)
+                rows.extend({
+                    "call_id": append.call_id, "seq": count + i, "at_ms": m.at_ms,
+                    "direction": m.direction, "transport": m.transport,
+                    "local_host": m.local_host, "local_port": m.local_port,
+                    "remote_host": m.remote_host, "remote_port": m.remote_port,
+                    "leg": m.leg, "sip_call_id": m.sip_call_id,
+                    "retransmission": m.retransmission, "data": m.data,
+                } for i, m in enumerate(kept))
+                values = {
+                    "message_count": count + len(kept),
+                    "byte_count": size + sum(len(m.data) for m in kept),
+                    "dropped": dropped + over + append.dropped,
+                    "last_at_ms": max([last, *(m.at_ms for m in append.messages)]),
+                }
+                if stored is None:
+                    connection.execute(insert(call_traces).values(
+                        call_id=append.call_id, **values))
+                else:
+                    connection.execute(update(call_traces).where(
+                        call_traces.c.call_id == append.call_id).values(**values))
+            if rows:
+                connection.execute(insert(call_trace_messages), rows)
+
+    def _op_get_trace(self, call_id: str) -> CallTrace | None:
+        with self._read() as connection:
+            stored = connection.execute(
+                select(call_traces).where(call_traces.c.call_id == call_id)).first()
+            if stored is None:
+                return None
+            rows = connection.execute(
+                select(call_trace_messages).where(call_trace_messages.c.call_id == call_id)
+                .order_by(call_trace_messages.c.seq)).all()
+        messages = tuple(TracedMessage(
+            at_ms=int(row.at_ms), direction=row.direction, transport=row.transport,
+            local_host=row.local_host, local_port=row.local_port,
+            remote_host=row.remote_host, remote_port=row.remote_port, leg=row.leg,
+            sip_call_id=row.sip_call_id, retransmission=bool(row.retransmission),
+            data=bytes(row.data)) for row in rows)
+        return CallTrace(call_id, messages, int(stored.dropped))
+
+    def _op_purge_traces(self, before: float) -> int:
+        cutoff = int(before * 1000)
+        with self._write() as connection:
+            old = select(call_traces.c.call_id).where(call_traces.c.last_at_ms < cutoff)
+            connection.execute(delete(call_trace_messages).where(
+                call_trace_messages.c.call_id.in_(old)))
+            return int(connection.execute(
+                delete(call_traces).where(call_traces.c.last_at_ms < cutoff)).rowcount)

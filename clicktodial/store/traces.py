@@ -1,0 +1,149 @@
+"""
+Call traces as stored (:class:`~clicktodial.interfaces.ICallTraceStore`): the SIP messages
+of a call's legs, bounded per call, and the bound rule every backend applies the same way.
+
+A trace grows by appends (:class:`TraceAppend`: one call's new messages); once a message
+does not fit the call's bounds (:class:`TraceLimits`), it and every later message of the
+call are only counted (``dropped``), so a trace is always a prefix of what passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attrs import field, frozen
+
+__all__ = [
+    "DIRECTIONS",
+    "CallTrace",
+    "MemoryTraces",
+    "TraceAppend",
+    "TraceLimits",
+    "TracedMessage",
+    "fit_messages",
+]
+
+#: ``in``: received by the daemon; ``out``: sent by it.
+DIRECTIONS = ("in", "out")
+
+
+@frozen
+class TracedMessage:
+    """
+    One SIP message of a call as it passed the daemon's transport.
+
+    :ivar at_ms: when, in milliseconds of the daemon's clock (POSIX time).
+    :ivar direction: ``in`` (received) or ``out`` (sent).
+    :ivar leg: ``caller`` or ``callee``: whose phone is the peer.
+    :ivar sip_call_id: the Call-ID of the leg's dialog.
+    :ivar retransmission: the same octets already passed this way in this call.
+    :ivar data: the message's octets, ``Authorization``/``Proxy-Authorization`` values
+        redacted.
+    """
+
+    at_ms: int
+    direction: str = field()
+    transport: str
+    local_host: str
+    local_port: int
+    remote_host: str
+    remote_port: int
+    leg: str
+    sip_call_id: str
+    retransmission: bool
+    data: bytes
+
+    @direction.validator
+    def _check_direction(self, attribute: object, value: str) -> None:
+        if value not in DIRECTIONS:
+            raise ValueError(f"direction must be 'in' or 'out', not {value!r}")
+
+
+@frozen
+class TraceLimits:
+    """The bounds of one call's trace (``[calls] trace_max_messages``, ``trace_max_kb``)."""
+
+    max_messages: int = 200
+    max_bytes: int = 128 * 1024
+
+
+@frozen
+class TraceAppend:
+    """
+    New messages of one call, and how many more were dropped before they reached the store
+    (the recorder applies the same bounds to what it buffers).
+    """
+
+    call_id: str
+    messages: tuple[TracedMessage, ...]
+    dropped: int = 0
+
+
+@frozen
+class CallTrace:
+    """A call's trace: its messages in the order they passed, and how many were dropped."""
+
+    call_id: str
+    messages: tuple[TracedMessage, ...]
+    dropped: int = 0
+
+
+def fit_messages(count: int, size: int, dropped: int, messages: Sequence[TracedMessage],
+                 limits: TraceLimits) -> tuple[list[TracedMessage], int]:
+    """
+    Which of ``messages`` a trace holding ``count`` messages of ``size`` bytes (``dropped``
+    already dropped) keeps under ``limits``, and how many it drops: the first message that
+    does not fit, and every one after it, is dropped.
+    """
+    if dropped:
+        return [], len(messages)
+    kept: list[TracedMessage] = []
+    for i, message in enumerate(messages):
+        size += len(message.data)
+        if count + len(kept) >= limits.max_messages or size > limits.max_bytes:
+            return kept, len(messages) - i
+        kept.append(message)
+    return kept, 0
+
+
+class _StoredTrace:
+    __slots__ = ("dropped", "last_at_ms", "messages", "size")
+
+    def __init__(self) -> None:
+        self.messages: list[TracedMessage] = []
+        self.size = 0
+        self.dropped = 0
+        self.last_at_ms = 0
+
+
+class MemoryTraces:
+    """Traces in a dictionary: the memory store's, and a model for other backends."""
+
+    def __init__(self) -> None:
+        self._traces: dict[str, _StoredTrace] = {}
+
+    def append(self, appends: Sequence[TraceAppend], limits: TraceLimits) -> None:
+        for append in appends:
+            trace = self._traces.get(append.call_id)
+            if trace is None:
+                trace = self._traces[append.call_id] = _StoredTrace()
+            kept, dropped = fit_messages(len(trace.messages), trace.size, trace.dropped,
+                                         append.messages, limits)
+            trace.messages.extend(kept)
+            trace.size += sum(len(m.data) for m in kept)
+            trace.dropped += dropped + append.dropped
+            for message in append.messages:
+                trace.last_at_ms = max(trace.last_at_ms, message.at_ms)
+
+    def get(self, call_id: str) -> CallTrace | None:
+        trace = self._traces.get(call_id)
+        if trace is None:
+            return None
+        return CallTrace(call_id, tuple(trace.messages), trace.dropped)
+
+    def purge(self, before: float) -> int:
+        cutoff = before * 1000
+        old = [call_id for call_id, trace in self._traces.items() if trace.last_at_ms < cutoff]
+        for call_id in old:
+            del self._traces[call_id]
+        return len(old)
