@@ -29,6 +29,7 @@ from clicktodial import __version__
 from clicktodial.admission import SourceRateLimiter
 from clicktodial.calls.controller import build_call_service
 from clicktodial.calls.directory import CachedDirectory
+from clicktodial.calls.trace import CallTraceService, build_tracer
 from clicktodial.cluster.service import build_cluster_service
 from clicktodial.config import Config, StoreConfig
 from clicktodial.interfaces import ICallController, IStoreBackend
@@ -224,16 +225,22 @@ def build_service(
     rate_limiter = SourceRateLimiter.from_config(
         clock, config.limits, config.registrar.trusted_proxies
     )
-    transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter)
+    # Call traces (docs/calls.md): the transport shows the tracer every message.
+    tracer = build_tracer(config, clock, store, config.sip.t1 * 64)
+    transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter, tap=tracer)
     sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport=transport)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
+    if tracer is not None:
+        # Stops after the calls were hung up (their BYEs kept), before the SIP stack and
+        # the store: what is buffered is written.
+        CallTraceService(tracer).setServiceParent(root)
 
     # --- calls -----------------------------------------------------------------------------
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
     calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store,
-                               directory)
+                               directory, tracer)
     # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).

@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from clicktodial import __version__
+from clicktodial.calls.trace import TraceUnavailable
 from clicktodial.config import Config, ConfigError, load_config
 from clicktodial.gcpolicy import apply_daemon_gc_policy
 from clicktodial.log import make_log_observer
@@ -190,7 +191,10 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     root = TwistdRoot(observer)
-    daemon = build_service(config, reactor)
+    try:
+        daemon = build_service(config, reactor)
+    except TraceUnavailable as e:
+        raise SystemExit(str(ConfigError(path, str(e), "calls", "trace"))) from None
     daemon.setServiceParent(root)
     # Once serving: freeze what start-up left alive, collect less often (clicktodial.gcpolicy).
     daemon.started.addCallback(lambda _: apply_daemon_gc_policy())

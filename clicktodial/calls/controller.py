@@ -21,6 +21,7 @@ from clicktodial.calls.call import Call, CallSettings, Target, target_for_bindin
 from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
+from clicktodial.calls.trace import CallTracer
 from clicktodial.config import CallsConfig, Config
 from clicktodial.interfaces import (
     ICallController,
@@ -122,8 +123,11 @@ class CallController:
         node: str | None = None,
         media: RingbackPlayer | None = None,
         trusted_paths: NetworkSet | None = None,
+        tracer: CallTracer | None = None,
     ) -> None:
         self.clock = clock
+        #: Keeps the SIP messages of calls (docs/calls.md, "Call traces"), or None (off).
+        self.tracer = tracer
         #: Sources whose stored Path routes our requests (L{target_for_binding}).
         self.trusted_paths = trusted_paths if trusted_paths is not None else NetworkSet()
         #: Ringback and failure tones to callers ([calls] ringback), or None.
@@ -209,6 +213,7 @@ class CallController:
             created_at=now,
             media=self.media,
             long_timers=self._long_timers,
+            tracer=self.tracer,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:
@@ -319,6 +324,8 @@ class CallController:
                     if not self._running[name]:
                         del self._running[name]
             self._published.pop(call.call_id, None)
+            if self.tracer is not None:
+                self.tracer.call_over(call.call_id)
             log.info(
                 "call {record} {state}: {reason} (status {status}, hung up by {who})",
                 record=call.call_id,
@@ -399,12 +406,14 @@ def build_call_service(
     transaction_timeout: float,
     store: IStoreBackend,
     directory: CachedDirectory | None = None,
+    tracer: CallTracer | None = None,
 ) -> CallService:
     """
     The daemon's call controller for ``config`` on ``user_agent`` (the SIP
     stack's), with the store as call records and ``directory`` (the store's,
     cached: L{CachedDirectory}; made here if not given) as users and locations.
     The registrar must write bindings through the same ``directory``.
+    ``tracer`` keeps the calls' SIP messages (the SIP transport's tap), or None.
 
     @raise clicktodial.calls.policy.UnknownPolicy: C{[calls] policy} names
         no policy (the configuration checks it first).
@@ -427,6 +436,7 @@ def build_call_service(
         node=record_node(config),
         media=build_ringback(config, reactor),
         trusted_paths=trusted_paths(config),
+        tracer=tracer,
     )
     service = CallService(controller)
     if config.calls.control_listen is not None:
