@@ -256,7 +256,7 @@ def build_service(
     # --- web -------------------------------------------------------------------------------
     # strports.service makes a failure to listen raise from startService, so twistd stops
     # instead of running without its web interface.
-    web_app = make_web_app(config, clock, store, controller)
+    web_app = make_web_app(config, clock, store, controller, tracer)
     # The registrar tells the web's presence about each REGISTER it handles, so phones
     # registering here appear online at once (others' registrations: the monitor's poll).
     sip.registrar.binding_listeners.append(web_app.registrations.bindings_changed)
