@@ -568,11 +568,22 @@ class WebApp:
         :raises HTTPError: 404, 403 as :meth:`find_call`; 404 when no trace is kept.
         """
         view = await self.find_call(principal, call_id)
+        if not self.keeps_traces:
+            raise HTTPError(404, "this daemon keeps no call traces ([calls] trace)")
+        return view, await self.trace_of(view)
+
+    @property
+    def keeps_traces(self) -> bool:
+        """Whether call traces can be shown (being kept, or kept by the store)."""
+        return self.tracer is not None or self.traces is not None
+
+    async def trace_of(self, view: CallView) -> CallTrace | None:
+        """The trace of a call already authorised: live through the tracer, else stored."""
         if self.tracer is not None:
-            return view, await self.tracer.trace(view.call_id)
+            return await self.tracer.trace(view.call_id)
         if self.traces is not None:
-            return view, await self.traces.get_trace(view.call_id)
-        raise HTTPError(404, "this daemon keeps no call traces ([calls] trace)")
+            return await self.traces.get_trace(view.call_id)
+        return None
 
     def failure_words(self, view: CallView, principal: Principal) -> str | None:
         """Why ``view`` ended, in plain words as ``principal`` reads it (None: in progress)."""
