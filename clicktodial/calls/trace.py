@@ -71,8 +71,9 @@ class _Buffer:
     def __init__(self, call_id: str) -> None:
         self.call_id = call_id
         self.pending: list[TracedMessage] = []
-        #: (direction, hash of the octets) of every message kept: retransmissions.
-        self.seen: set[tuple[str, int]] = set()
+        #: the hash of the octets of every message kept, with its direction in the low bit
+        #: (plain ints: a held call keeps this set): retransmissions.
+        self.seen: set[int] = set()
         self.legs: dict[str, str] = {}  # SIP Call-ID -> leg
         self.count = 0
         self.size = 0
@@ -197,7 +198,7 @@ class CallTracer:
             return
         buffer.count += 1
         buffer.size += len(data)
-        key = (direction, hash(data))
+        key = hash(data) * 2 + (direction == "out")
         retransmission = key in buffer.seen
         if not retransmission:
             buffer.seen.add(key)
