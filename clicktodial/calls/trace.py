@@ -65,7 +65,7 @@ def redact(data: bytes) -> bytes:
 class _Buffer:
     """One call's messages not yet written, and its running totals for the bounds."""
 
-    __slots__ = ("call_id", "count", "dropped", "ended", "full", "legs", "pending", "seen",
+    __slots__ = ("call_id", "count", "dropped", "ended_at", "full", "legs", "pending", "seen",
                  "size")
 
     def __init__(self, call_id: str) -> None:
@@ -80,7 +80,7 @@ class _Buffer:
         #: a bound was hit: every later message is dropped
         self.full = False
         self.dropped = 0  # dropped and not yet written
-        self.ended = False
+        self.ended_at: float | None = None
 
 
 @implementer(ISIPTap)
@@ -92,31 +92,37 @@ class CallTracer:
     :param limits: the per-call bounds (``[calls] trace_max_messages``, ``trace_max_kb``);
         messages past them are counted as dropped, not buffered.
     :param linger: seconds a call's Call-IDs stay watched after the call is over.
-    :param flush_interval: seconds between writes of what was buffered.
+    :param flush_interval: seconds between checks for what is due to be written: a call's
+        messages ``settle`` seconds after it is over (its BYE's answer has come), messages
+        buffered for ``max_age`` seconds (a long call), and the rest of a call when its
+        Call-IDs are forgotten; so a short call is written once.
     :param retention: seconds a trace is kept (``[calls] trace_days``); purged every
         ``purge_interval`` seconds.
     """
 
     def __init__(self, clock: IReactorTime, store: ICallTraceStore, limits: TraceLimits, *,
-                 linger: float = 32.0, flush_interval: float = 1.0,
-                 retention: float = 7 * 86400.0, purge_interval: float = 3600.0) -> None:
+                 linger: float = 32.0, flush_interval: float = 1.0, settle: float = 2.0,
+                 max_age: float = 10.0, retention: float = 7 * 86400.0,
+                 purge_interval: float = 3600.0) -> None:
         self.clock = clock
         self.store = store
         self.limits = limits
         self.linger = linger
         self.flush_interval = flush_interval
+        self.settle = settle
+        self.max_age = max_age
         self.retention = retention
         self.purge_interval = purge_interval
         self._by_sip_call_id: dict[str, _Buffer] = {}
         self._by_call: dict[str, _Buffer] = {}
         self._listeners: dict[str, list[TraceListener]] = {}
         self._lingering: dict[str, IDelayedCall] = {}
-        self._flusher = LoopingCall(self.flush)
+        self._flusher = LoopingCall(self._write_due)
         self._flusher.clock = clock
         self._purger = LoopingCall(self.purge)
         self._purger.clock = clock
         self._writing: Deferred[None] | None = None
-        self._waiters: list[Deferred[None]] = []
+        self._waiters: list[tuple[Callable[[_Buffer], bool], Deferred[None]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -152,9 +158,9 @@ class CallTracer:
     def call_over(self, call_id: str) -> None:
         """Call ``call_id`` ended: stop watching its Call-IDs after ``linger`` seconds."""
         buffer = self._by_call.get(call_id)
-        if buffer is None or buffer.ended:
+        if buffer is None or buffer.ended_at is not None:
             return
-        buffer.ended = True
+        buffer.ended_at = self.clock.seconds()
         self._lingering[call_id] = self.clock.callLater(self.linger, self._forget, call_id)
 
     def _forget(self, call_id: str) -> None:
@@ -259,22 +265,38 @@ class CallTracer:
 
     def flush(self) -> Deferred[None]:
         """
-        Write every call's buffered messages in one store call (one transaction for all
-        of them). While the previous write runs, the next waits for it.
+        Write everything buffered now, for all calls in one store call (one transaction).
 
         :return: fires once what was buffered when called is written (or failed: logged).
         """
+        return self._write(lambda buffer: True)
+
+    def _write_due(self) -> Deferred[None]:
+        now = self.clock.seconds()
+        oldest = (now - self.max_age) * 1000
+
+        def due(buffer: _Buffer) -> bool:
+            if not buffer.legs:
+                return True  # forgotten: the last of it
+            if buffer.ended_at is not None and now - buffer.ended_at >= self.settle:
+                return True
+            return bool(buffer.pending) and buffer.pending[0].at_ms <= oldest
+
+        return self._write(due)
+
+    def _write(self, due: Callable[[_Buffer], bool]) -> Deferred[None]:
+        # While the previous write runs, the next waits for it.
         if self._writing is not None:
             done: Deferred[None] = Deferred()
-            self._waiters.append(done)
+            self._waiters.append((due, done))
             return done
         appends = []
         for call_id, buffer in list(self._by_call.items()):
-            if buffer.pending or buffer.dropped:
+            if (buffer.pending or buffer.dropped) and due(buffer):
                 appends.append(TraceAppend(call_id, tuple(buffer.pending), buffer.dropped))
                 buffer.pending = []
                 buffer.dropped = 0
-            if not buffer.legs:
+            if not buffer.legs and not buffer.pending and not buffer.dropped:
                 del self._by_call[call_id]
         if not appends:
             return succeed(None)
@@ -287,12 +309,14 @@ class CallTracer:
             self._writing = None
             waiters, self._waiters = self._waiters, []
             if waiters:
+                checks = [check for check, _ in waiters]
 
                 def release(_: object) -> None:
-                    for waiter in waiters:
+                    for _, waiter in waiters:
                         waiter.callback(None)
 
-                self.flush().addBoth(release)
+                self._write(lambda buffer: any(check(buffer) for check in checks)).addBoth(
+                    release)
             writing.callback(None)
 
         self.store.append_traces(appends, self.limits).addErrback(failed).addBoth(written)

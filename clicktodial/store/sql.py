@@ -387,6 +387,9 @@ def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
             json.dumps(list(b.path)) if b.path else "[]", b.received, b.user_agent, aor, key)
 
 
+_TRACE_MESSAGE_COLUMNS = tuple(c.name for c in call_trace_messages.columns)
+
+
 def _call_record(row: Row[Any]) -> CallRecord:
     return CallRecord(**{name: getattr(row, name) for name in _CALL_FIELDS})
 
@@ -902,43 +905,53 @@ class SQLStore(StoreBase):
         return self._run(self._op_purge_traces, before)
 
     def _op_append_traces(self, appends: list[TraceAppend], limits: TraceLimits) -> None:
-        # One transaction for every call's messages (the recorder flushes all calls at
-        # once); each call's counts row is read (locked on PostgreSQL) to apply the bounds.
+        # One transaction and a handful of statements for every call's messages (the
+        # recorder flushes all calls at once): the calls' counts in one read (locked on
+        # PostgreSQL) to apply the bounds, then executemany of the messages and the counts.
+        # Driver SQL: SQLAlchemy's per-statement work would cost more than the rows.
         if not appends:
             return
+        p = self._hot.parameter
+        lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
         with self._write() as connection:
-            rows: list[dict[str, object]] = []
+            stored: dict[str, list[int]] = {}
+            ids = sorted({append.call_id for append in appends})
+            for chunk in _chunks(ids):
+                result = connection.exec_driver_sql(
+                    "SELECT call_id, message_count, byte_count, dropped, last_at_ms"
+                    f" FROM call_traces WHERE call_id IN ({', '.join([p] * len(chunk))})"
+                    f" ORDER BY call_id{lock}", tuple(chunk))
+                for row in result:
+                    stored[row[0]] = [int(value) for value in row[1:]]
+            existing = set(stored)
+            rows: list[tuple[Any, ...]] = []
             for append in appends:
-                query = select(call_traces).where(call_traces.c.call_id == append.call_id)
-                if self._dialect == "postgresql":
-                    query = query.with_for_update()
-                stored = connection.execute(query).first()
-                count, size, dropped, last = ((stored.message_count, stored.byte_count,
-                                               stored.dropped, stored.last_at_ms)
-                                              if stored is not None else (0, 0, 0, 0))
+                counts = stored.setdefault(append.call_id, [0, 0, 0, 0])
+                count, size, dropped, last = counts
                 kept, over = fit_messages(count, size, dropped, append.messages, limits)
-                rows.extend({
-                    "call_id": append.call_id, "seq": count + i, "at_ms": m.at_ms,
-                    "direction": m.direction, "transport": m.transport,
-                    "local_host": m.local_host, "local_port": m.local_port,
-                    "remote_host": m.remote_host, "remote_port": m.remote_port,
-                    "leg": m.leg, "sip_call_id": m.sip_call_id,
-                    "retransmission": m.retransmission, "data": m.data,
-                } for i, m in enumerate(kept))
-                values = {
-                    "message_count": count + len(kept),
-                    "byte_count": size + sum(len(m.data) for m in kept),
-                    "dropped": dropped + over + append.dropped,
-                    "last_at_ms": max([last, *(m.at_ms for m in append.messages)]),
-                }
-                if stored is None:
-                    connection.execute(insert(call_traces).values(
-                        call_id=append.call_id, **values))
-                else:
-                    connection.execute(update(call_traces).where(
-                        call_traces.c.call_id == append.call_id).values(**values))
+                rows.extend((append.call_id, count + i, m.at_ms, m.direction, m.transport,
+                             m.local_host, m.local_port, m.remote_host, m.remote_port, m.leg,
+                             m.sip_call_id, m.retransmission, m.data)
+                            for i, m in enumerate(kept))
+                counts[:] = [count + len(kept), size + sum(len(m.data) for m in kept),
+                             dropped + over + append.dropped,
+                             max([last, *(m.at_ms for m in append.messages)])]
             if rows:
-                connection.execute(insert(call_trace_messages), rows)
+                connection.exec_driver_sql(
+                    f"INSERT INTO call_trace_messages ({', '.join(_TRACE_MESSAGE_COLUMNS)})"
+                    f" VALUES ({', '.join([p] * len(_TRACE_MESSAGE_COLUMNS))})", rows)
+            new = [(call_id, *counts) for call_id, counts in stored.items()
+                   if call_id not in existing]
+            if new:
+                connection.exec_driver_sql(
+                    "INSERT INTO call_traces (call_id, message_count, byte_count, dropped,"
+                    f" last_at_ms) VALUES ({', '.join([p] * 5)})", new)
+            changed = [(*counts, call_id) for call_id, counts in stored.items()
+                       if call_id in existing]
+            if changed:
+                connection.exec_driver_sql(
+                    f"UPDATE call_traces SET message_count = {p}, byte_count = {p},"
+                    f" dropped = {p}, last_at_ms = {p} WHERE call_id = {p}", changed)
 
     def _op_get_trace(self, call_id: str) -> CallTrace | None:
         with self._read() as connection:

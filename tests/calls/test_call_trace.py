@@ -178,7 +178,7 @@ def test_byte_bound_keeps_a_prefix() -> None:
 
 
 def test_messages_are_written_for_all_calls_at_once_never_per_message() -> None:
-    """Every flush_interval, one store call carries every call's new messages."""
+    """Calls that end together are written in one store call, each call's messages once."""
     t, store, clock = tracer()
     t.start()
     t.watch(CALL, "leg-1@127.0.0.1", "caller")
@@ -186,12 +186,31 @@ def test_messages_are_written_for_all_calls_at_once_never_per_message() -> None:
     for _ in range(10):
         passed(t, "out", message("leg-1@127.0.0.1"))
         passed(t, "in", message("leg-2@127.0.0.1"))
-    assert store.writes == []
-    clock.advance(1.0)
+    t.call_over(CALL)
+    t.call_over(OTHER)
+    clock.pump([0.5] * 3)
+    assert store.writes == []  # the BYE's answer may still come: 2 s settle
+    passed(t, "in", message("leg-1@127.0.0.1", "BYE"))
+    clock.pump([0.5] * 2)
     [batch] = store.writes
-    assert {(a.call_id, len(a.messages)) for a in batch} == {(CALL, 10), (OTHER, 10)}
-    clock.advance(1.0)
+    assert {(a.call_id, len(a.messages)) for a in batch} == {(CALL, 11), (OTHER, 10)}
+    clock.pump([1.0] * 5)
     assert len(store.writes) == 1  # nothing new: no write
+    success_result_of(t.stop())
+
+
+def test_a_long_calls_messages_are_written_after_max_age() -> None:
+    """A call in progress is written when its oldest buffered message is max_age old."""
+    t, store, clock = tracer()
+    t.start()
+    t.watch(CALL, "leg-1@127.0.0.1", "caller")
+    passed(t, "out", message("leg-1@127.0.0.1"))
+    clock.pump([1.0] * 9)
+    passed(t, "in", message("leg-1@127.0.0.1", "OPTIONS"))
+    assert store.writes == []
+    clock.pump([1.0])
+    [[append]] = store.writes
+    assert len(append.messages) == 2
     success_result_of(t.stop())
 
 
