@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,6 +28,7 @@ from zope.interface import implementer
 from clicktodial.config import Config
 from clicktodial.interfaces import ICallTraceStore, ISIPTap
 from clicktodial.sip.message import Request, Response
+from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.store.traces import CallTrace, TraceAppend, TracedMessage, TraceLimits
 
 __all__ = [
@@ -116,7 +117,9 @@ class CallTracer:
         self._by_sip_call_id: dict[str, _Buffer] = {}
         self._by_call: dict[str, _Buffer] = {}
         self._listeners: dict[str, list[TraceListener]] = {}
-        self._lingering: dict[str, IDelayedCall] = {}
+        #: every ended call's linger timer on one reactor timer (they all have one length)
+        self._linger_queue = LingerQueue(clock, linger)
+        self._lingering: dict[str, Lingering] = {}
         self._flusher = LoopingCall(self._write_due)
         self._flusher.clock = clock
         self._purger = LoopingCall(self.purge)
@@ -161,7 +164,8 @@ class CallTracer:
         if buffer is None or buffer.ended_at is not None:
             return
         buffer.ended_at = self.clock.seconds()
-        self._lingering[call_id] = self.clock.callLater(self.linger, self._forget, call_id)
+        self._lingering[call_id] = self._linger_queue.call_later(
+            lambda: self._forget(call_id))
 
     def _forget(self, call_id: str) -> None:
         self._lingering.pop(call_id, None)
