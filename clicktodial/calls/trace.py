@@ -126,6 +126,8 @@ class CallTracer:
         self._purger.clock = clock
         self._writing: Deferred[None] | None = None
         self._waiters: list[tuple[Callable[[_Buffer], bool], Deferred[None]]] = []
+        #: what the write in progress carries (shown by trace() until it is stored)
+        self._in_flight: list[TraceAppend] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -244,9 +246,11 @@ class CallTracer:
         return stop
 
     def unwritten(self, call_id: str) -> Sequence[TracedMessage]:
-        """Messages of call ``call_id`` buffered and not yet written."""
+        """Messages of call ``call_id`` buffered or being written (not yet in the store)."""
+        writing = tuple(m for append in self._in_flight if append.call_id == call_id
+                        for m in append.messages)
         buffer = self._by_call.get(call_id)
-        return tuple(buffer.pending) if buffer is not None else ()
+        return writing + (tuple(buffer.pending) if buffer is not None else ())
 
     def trace(self, call_id: str) -> Deferred[CallTrace | None]:
         """The call's trace: what the store has, and what is still buffered here."""
@@ -305,12 +309,14 @@ class CallTracer:
         if not appends:
             return succeed(None)
         writing = self._writing = Deferred()
+        self._in_flight = appends
 
         def failed(failure: Failure) -> None:
             log.failure("cannot write {count} call trace(s)", failure, count=len(appends))
 
         def written(_: object) -> None:
             self._writing = None
+            self._in_flight = []
             waiters, self._waiters = self._waiters, []
             if waiters:
                 checks = [check for check, _ in waiters]

@@ -401,6 +401,8 @@ _BATCH_ORDER: dict[str, Callable[[Job], tuple[int, str]]] = {
     "update_bindings": lambda job: (1, job.args[0]),
     "insert_call": lambda job: (2, ""),
     "update_call": lambda job: (2, ""),
+    # Call traces last (they only add rows, and keep no lock another job needs first).
+    "append_traces": lambda job: (3, ""),
 }
 
 
@@ -640,6 +642,8 @@ class SQLStore(StoreBase):
             return self._run(self._op_insert_call, *job.args)
         if job.kind == "update_call":
             return self._run(self._op_update_call, *job.args)
+        if job.kind == "append_traces":
+            return self._run(self._op_append_traces, *job.args)
         return self._run(self._op_update_bindings, *job.args)
 
     def _execute_batch(self, batch: Sequence[Job]) -> list[Outcome]:
@@ -683,6 +687,9 @@ class SQLStore(StoreBase):
                             cursor, *job.args, prefetched=prefetched, writes=writes)
                     elif job.kind == "insert_call":
                         self._fast_insert_call(cursor, *job.args)
+                        value = None
+                    elif job.kind == "append_traces":
+                        self._fast_append_traces(cursor, *job.args)
                         value = None
                     else:
                         value = self._fast_update_call(cursor, *job.args)
@@ -896,7 +903,10 @@ class SQLStore(StoreBase):
 
     def append_traces(self, appends: Sequence[TraceAppend],
                       limits: TraceLimits) -> Deferred[None]:
-        return self._run(self._op_append_traces, list(appends), limits)
+        # Group-committed with the REGISTER path and the call records: one transaction
+        # with them, instead of a write transaction of its own that the call path's
+        # batches would wait for (SQLite has one writer).
+        return self.group_commit.submit("append_traces", list(appends), limits)
 
     def get_trace(self, call_id: str) -> Deferred[CallTrace | None]:
         return self._run(self._op_get_trace, call_id)
@@ -905,53 +915,61 @@ class SQLStore(StoreBase):
         return self._run(self._op_purge_traces, before)
 
     def _op_append_traces(self, appends: list[TraceAppend], limits: TraceLimits) -> None:
-        # One transaction and a handful of statements for every call's messages (the
-        # recorder flushes all calls at once): the calls' counts in one read (locked on
-        # PostgreSQL) to apply the bounds, then executemany of the messages and the counts.
-        # Driver SQL: SQLAlchemy's per-statement work would cost more than the rows.
+        # Alone (after an aborted batch): its own transaction, the same statements.
+        with self._write() as connection:
+            cursor = connection.connection.cursor()
+            try:
+                self._fast_append_traces(cursor, appends, limits)
+            finally:
+                cursor.close()
+
+    def _fast_append_traces(self, cursor: Any, appends: list[TraceAppend],
+                            limits: TraceLimits) -> None:
+        # Every call's messages in a few statements on a DBAPI cursor: the calls' counts in
+        # one read (locked on PostgreSQL) to apply the bounds, then executemany of the
+        # messages and of the counts.
         if not appends:
             return
         p = self._hot.parameter
         lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
-        with self._write() as connection:
-            stored: dict[str, list[int]] = {}
-            ids = sorted({append.call_id for append in appends})
-            for chunk in _chunks(ids):
-                result = connection.exec_driver_sql(
-                    "SELECT call_id, message_count, byte_count, dropped, last_at_ms"
-                    f" FROM call_traces WHERE call_id IN ({', '.join([p] * len(chunk))})"
-                    f" ORDER BY call_id{lock}", tuple(chunk))
-                for row in result:
-                    stored[row[0]] = [int(value) for value in row[1:]]
-            existing = set(stored)
-            rows: list[tuple[Any, ...]] = []
-            for append in appends:
-                counts = stored.setdefault(append.call_id, [0, 0, 0, 0])
-                count, size, dropped, last = counts
-                kept, over = fit_messages(count, size, dropped, append.messages, limits)
-                rows.extend((append.call_id, count + i, m.at_ms, m.direction, m.transport,
-                             m.local_host, m.local_port, m.remote_host, m.remote_port, m.leg,
-                             m.sip_call_id, m.retransmission, m.data)
-                            for i, m in enumerate(kept))
-                counts[:] = [count + len(kept), size + sum(len(m.data) for m in kept),
-                             dropped + over + append.dropped,
-                             max([last, *(m.at_ms for m in append.messages)])]
-            if rows:
-                connection.exec_driver_sql(
-                    f"INSERT INTO call_trace_messages ({', '.join(_TRACE_MESSAGE_COLUMNS)})"
-                    f" VALUES ({', '.join([p] * len(_TRACE_MESSAGE_COLUMNS))})", rows)
-            new = [(call_id, *counts) for call_id, counts in stored.items()
-                   if call_id not in existing]
-            if new:
-                connection.exec_driver_sql(
-                    "INSERT INTO call_traces (call_id, message_count, byte_count, dropped,"
-                    f" last_at_ms) VALUES ({', '.join([p] * 5)})", new)
-            changed = [(*counts, call_id) for call_id, counts in stored.items()
-                       if call_id in existing]
-            if changed:
-                connection.exec_driver_sql(
-                    f"UPDATE call_traces SET message_count = {p}, byte_count = {p},"
-                    f" dropped = {p}, last_at_ms = {p} WHERE call_id = {p}", changed)
+        stored: dict[str, list[int]] = {}
+        ids = sorted({append.call_id for append in appends})
+        for chunk in _chunks(ids):
+            cursor.execute(
+                "SELECT call_id, message_count, byte_count, dropped, last_at_ms"
+                f" FROM call_traces WHERE call_id IN ({', '.join([p] * len(chunk))})"
+                f" ORDER BY call_id{lock}", tuple(chunk))
+            for row in cursor.fetchall():
+                stored[row[0]] = [int(value) for value in row[1:]]
+        existing = set(stored)
+        rows: list[tuple[Any, ...]] = []
+        for append in appends:
+            counts = stored.setdefault(append.call_id, [0, 0, 0, 0])
+            count, size, dropped, last = counts
+            kept, over = fit_messages(count, size, dropped, append.messages, limits)
+            rows.extend((append.call_id, count + i, m.at_ms, m.direction, m.transport,
+                         m.local_host, m.local_port, m.remote_host, m.remote_port, m.leg,
+                         m.sip_call_id, m.retransmission, m.data)
+                        for i, m in enumerate(kept))
+            counts[:] = [count + len(kept), size + sum(len(m.data) for m in kept),
+                         dropped + over + append.dropped,
+                         max([last, *(m.at_ms for m in append.messages)])]
+        if rows:
+            cursor.executemany(
+                f"INSERT INTO call_trace_messages ({', '.join(_TRACE_MESSAGE_COLUMNS)})"
+                f" VALUES ({', '.join([p] * len(_TRACE_MESSAGE_COLUMNS))})", rows)
+        new = [(call_id, *counts) for call_id, counts in stored.items()
+               if call_id not in existing]
+        if new:
+            cursor.executemany(
+                "INSERT INTO call_traces (call_id, message_count, byte_count, dropped,"
+                f" last_at_ms) VALUES ({', '.join([p] * 5)})", new)
+        changed = [(*counts, call_id) for call_id, counts in stored.items()
+                   if call_id in existing]
+        if changed:
+            cursor.executemany(
+                f"UPDATE call_traces SET message_count = {p}, byte_count = {p},"
+                f" dropped = {p}, last_at_ms = {p} WHERE call_id = {p}", changed)
 
     def _op_get_trace(self, call_id: str) -> CallTrace | None:
         with self._read() as connection:

@@ -47,11 +47,13 @@ class SpyTraceStore:
     def append_traces(self, appends: Sequence[TraceAppend],
                       limits: TraceLimits) -> Deferred[None]:
         self.writes.append(list(appends))
-        self.traces.append(appends, limits)
         if self.hold:
+            # Stored when released, as a database write commits.
             d: Deferred[None] = Deferred()
+            d.addCallback(lambda _: self.traces.append(appends, limits))
             self.held.append(d)
             return d
+        self.traces.append(appends, limits)
         return succeed(None)
 
     def get_trace(self, call_id: str) -> Deferred[CallTrace | None]:
@@ -223,6 +225,8 @@ def test_a_flush_waits_for_the_write_in_progress() -> None:
     passed(t, "in", message("leg-1@127.0.0.1", "BYE"))
     second = t.flush()
     assert len(store.writes) == 1 and not second.called
+    # While the first write runs, its messages are still shown (and only once).
+    assert len(success_result_of(t.trace(CALL)).messages) == 2
     store.held.pop(0).callback(None)
     assert first.called and len(store.writes) == 2
     store.held.pop(0).callback(None)
