@@ -27,6 +27,7 @@ from calltools import (  # type: ignore[import-not-found]
     log_in,
     needs_chromium,
     register,
+    register_status,
 )
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
@@ -162,7 +163,10 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             assert text.status == 200 and "SIP/2.0 486 Busy Here" in text.text()
 
             # 2. bob's next phone answers: the call connects; the ladder grows live.
-            register("bob", "bob", busy_port, sip_port, expires=0)
+            # (from another port: the busy phone's SIPp may still hold its own)
+            status, text = register_status("bob", "bob", find_free_port(), sip_port, expires=0,
+                                           contacts=[f"<sip:bob@127.0.0.1:{busy_port}>"])
+            assert status == 200, text
             phones("bob", sip_port, "call_phone_answer.xml", 300)
             page.wait_for_timeout(300)
             connected_id = call_from_directory(page, base)
