@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 
 from clicktodial.calls.trace import CallTracer, TraceUnavailable, build_tracer, redact
 from clicktodial.config import parse_config
-from clicktodial.interfaces import ICallTraceStore, ISIPTap
+from clicktodial.interfaces import ICallTraceStore, IMessageHandler, ISIPTap
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
@@ -335,19 +335,36 @@ class RecordingTap:
         self.seen.append((direction, data, transport, local, remote))
 
 
+@implementer(IMessageHandler)
+class RecordingHandler:
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+
+    def request_received(self, request: Request, source: object) -> None:
+        self.requests.append(request)
+
+    def response_received(self, response: Response, source: object) -> None:
+        pass
+
+
 def test_transport_shows_the_tap_every_message_sent_and_received() -> None:
+    from clicktodial.config import HostPort, SipConfig
     from clicktodial.sip.transport import SIPTransportLayer
-    from tests.sip.test_transport import RecordingHandler, options, sip_config
 
     reactor = FakeReactor()
     tap = RecordingTap()
-    layer = SIPTransportLayer(reactor, sip_config(), RecordingHandler(), tap=tap)
+    config = SipConfig(domain="example.test", listen=HostPort("127.0.0.1", 5060),
+                       transports=("udp",), t1=0.5, t2=4.0, t4=5.0, user_agent="test")
+    layer = SIPTransportLayer(reactor, config, RecordingHandler(), tap=tap)
     layer.startService()
     port = reactor.udp_ports[0]
-    port.receive(options(via="SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK-1"), "127.0.0.9", 5099)
+    incoming = message("in-1@10.0.0.9", "OPTIONS")[1].replace(
+        b"SIP/2.0/UDP 127.0.0.1:5060", b"SIP/2.0/UDP 10.0.0.9:5070")
+    port.receive(incoming, "127.0.0.9", 5099)
+    assert len(layer.handler.requests) == 1  # type: ignore[union-attr]
     [(direction, data, transport, local, remote)] = tap.seen
     # As received: before the transport stamped received/rport on it.
-    assert data == options(via="SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK-1")
+    assert data == incoming
     assert (direction, transport, local, remote) == (
         "in", "UDP", ("127.0.0.1", 5060), ("127.0.0.9", 5099))
     request, _ = message("out-1@127.0.0.1", "OPTIONS")
