@@ -66,22 +66,26 @@ def redact(data: bytes) -> bytes:
 class _Buffer:
     """One call's messages not yet written, and its running totals for the bounds."""
 
-    __slots__ = ("call_id", "count", "dropped", "ended_at", "full", "legs", "pending", "seen",
-                 "size")
+    __slots__ = ("call_id", "count", "dropped", "ended_at", "forgotten", "full", "last_ms",
+                 "pending", "seen", "sip_call_ids", "size")
 
     def __init__(self, call_id: str) -> None:
         self.call_id = call_id
         self.pending: list[TracedMessage] = []
         #: the hash of the octets of every message kept, with its direction in the low bit
         #: (plain ints: a held call keeps this set): retransmissions.
-        self.seen: set[int] = set()
-        self.legs: dict[str, str] = {}  # SIP Call-ID -> leg
+        self.seen: set[int] | None = None
+        #: the Call-IDs of its legs (and forks) being watched
+        self.sip_call_ids: list[str] = []
+        #: no longer watched: written at the next flush, then gone
+        self.forgotten = False
         self.count = 0
         self.size = 0
         #: a bound was hit: every later message is dropped
         self.full = False
         self.dropped = 0  # dropped and not yet written
         self.ended_at: float | None = None
+        self.last_ms = 0  # when the last message was kept
 
 
 @implementer(ISIPTap)
@@ -114,7 +118,8 @@ class CallTracer:
         self.max_age = max_age
         self.retention = retention
         self.purge_interval = purge_interval
-        self._by_sip_call_id: dict[str, _Buffer] = {}
+        #: SIP Call-ID -> (its call's buffer, its leg)
+        self._by_sip_call_id: dict[str, tuple[_Buffer, str]] = {}
         self._by_call: dict[str, _Buffer] = {}
         self._listeners: dict[str, list[TraceListener]] = {}
         #: every ended call's linger timer on one reactor timer (they all have one length)
@@ -157,8 +162,8 @@ class CallTracer:
         buffer = self._by_call.get(call_id)
         if buffer is None:
             buffer = self._by_call[call_id] = _Buffer(call_id)
-        buffer.legs[sip_call_id] = leg
-        self._by_sip_call_id[sip_call_id] = buffer
+        buffer.sip_call_ids.append(sip_call_id)
+        self._by_sip_call_id[sip_call_id] = (buffer, leg)
 
     def call_over(self, call_id: str) -> None:
         """Call ``call_id`` ended: stop watching its Call-IDs after ``linger`` seconds."""
@@ -174,13 +179,14 @@ class CallTracer:
         buffer = self._by_call.get(call_id)
         if buffer is None:
             return
-        for sip_call_id in buffer.legs:
-            if self._by_sip_call_id.get(sip_call_id) is buffer:
+        for sip_call_id in buffer.sip_call_ids:
+            watched = self._by_sip_call_id.get(sip_call_id)
+            if watched is not None and watched[0] is buffer:
                 del self._by_sip_call_id[sip_call_id]
+        buffer.sip_call_ids = []
+        buffer.forgotten = True
         if not buffer.pending and not buffer.dropped:
             del self._by_call[call_id]
-        else:
-            buffer.legs = {}  # written at the next flush, then forgotten
         self._listeners.pop(call_id, None)
 
     @property
@@ -196,9 +202,10 @@ class CallTracer:
         sip_call_id = message.headers.get("Call-ID")
         if sip_call_id is None:
             return
-        buffer = self._by_sip_call_id.get(sip_call_id)
-        if buffer is None:
+        watched = self._by_sip_call_id.get(sip_call_id)
+        if watched is None:
             return
+        buffer, leg = watched
         if buffer.full:
             buffer.dropped += 1
             return
@@ -211,14 +218,18 @@ class CallTracer:
         buffer.count += 1
         buffer.size += len(data)
         key = hash(data) * 2 + (direction == "out")
-        retransmission = key in buffer.seen
+        seen = buffer.seen
+        if seen is None:
+            seen = buffer.seen = set()
+        retransmission = key in seen
         if not retransmission:
-            buffer.seen.add(key)
+            seen.add(key)
+        at_ms = buffer.last_ms = round(self.clock.seconds() * 1000)
         traced = TracedMessage(
-            at_ms=round(self.clock.seconds() * 1000), direction=direction,
+            at_ms=at_ms, direction=direction,
             transport=transport, local_host=local[0], local_port=local[1],
             remote_host=remote[0], remote_port=remote[1],
-            leg=buffer.legs.get(sip_call_id, ""), sip_call_id=sip_call_id,
+            leg=leg, sip_call_id=sip_call_id,
             retransmission=retransmission, data=data)
         buffer.pending.append(traced)
         listeners = self._listeners.get(buffer.call_id)
@@ -282,10 +293,16 @@ class CallTracer:
     def _write_due(self) -> Deferred[None]:
         now = self.clock.seconds()
         oldest = (now - self.max_age) * 1000
+        quiet = (now - self.linger) * 1000
+        for buffer in self._by_call.values():
+            if buffer.seen is not None and buffer.last_ms < quiet:
+                # No transaction of these messages is alive (64*T1): none can be
+                # retransmitted any more. A held call keeps nothing of them.
+                buffer.seen = None
 
         def due(buffer: _Buffer) -> bool:
-            if not buffer.legs:
-                return True  # forgotten: the last of it
+            if buffer.forgotten:
+                return True  # the last of it
             if buffer.ended_at is not None and now - buffer.ended_at >= self.settle:
                 return True
             return bool(buffer.pending) and buffer.pending[0].at_ms <= oldest
@@ -304,7 +321,7 @@ class CallTracer:
                 appends.append(TraceAppend(call_id, tuple(buffer.pending), buffer.dropped))
                 buffer.pending = []
                 buffer.dropped = 0
-            if not buffer.legs and not buffer.pending and not buffer.dropped:
+            if buffer.forgotten and not buffer.pending and not buffer.dropped:
                 del self._by_call[call_id]
         if not appends:
             return succeed(None)

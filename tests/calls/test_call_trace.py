@@ -126,6 +126,24 @@ def test_same_octets_again_in_the_same_direction_are_a_retransmission() -> None:
     assert flags == [False, True, False]
 
 
+def test_retransmission_keys_are_forgotten_once_no_transaction_can_resend() -> None:
+    """After linger (64*T1) without a message, a held call keeps no keys; a message after
+    that is not taken for a retransmission of one before."""
+    t, store, clock = tracer()
+    t.start()
+    t.watch(CALL, "leg-1@127.0.0.1", "caller")
+    options = message("leg-1@127.0.0.1", "OPTIONS")
+    passed(t, "out", options)
+    clock.pump([1.0] * 31)
+    passed(t, "out", options)
+    clock.pump([1.0] * 33)
+    passed(t, "out", options)
+    success_result_of(t.flush())
+    flags = [m.retransmission for m in store.traces.get(CALL).messages]
+    assert flags == [False, True, False]
+    success_result_of(t.stop())
+
+
 def test_credentials_are_redacted() -> None:
     """Authorization and Proxy-Authorization values (with continuation lines) are replaced;
     other headers and the body are kept."""
