@@ -1,8 +1,9 @@
 """
 Call traces: the SIP messages of each call's legs, captured at the transport tap
 (:class:`~clicktodial.interfaces.ISIPTap`), buffered in memory and written to the
-:class:`~clicktodial.interfaces.ICallTraceStore` in one go for all calls every
-``flush_interval`` seconds (never one write per message); docs/calls.md, "Call traces".
+:class:`~clicktodial.interfaces.ICallTraceStore` in one go for all the calls that are due
+(a call once it is over, a long call every ``max_age`` seconds; never one write per
+message); docs/calls.md, "Call traces".
 
 A call tells the tracer the Call-ID of each leg's INVITE before it is sent
 (:meth:`CallTracer.watch`); every message with a watched Call-ID is kept: direction, local
