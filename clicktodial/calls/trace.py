@@ -108,7 +108,7 @@ class CallTracer:
 
     def __init__(self, clock: IReactorTime, store: ICallTraceStore, limits: TraceLimits, *,
                  linger: float = 32.0, flush_interval: float = 1.0, settle: float = 2.0,
-                 max_age: float = 10.0, retention: float = 7 * 86400.0,
+                 max_age: float = 5.0, retention: float = 7 * 86400.0,
                  purge_interval: float = 3600.0) -> None:
         self.clock = clock
         self.store = store

@@ -225,7 +225,7 @@ def test_a_long_calls_messages_are_written_after_max_age() -> None:
     t.start()
     t.watch(CALL, "leg-1@127.0.0.1", "caller")
     passed(t, "out", message("leg-1@127.0.0.1"))
-    clock.pump([1.0] * 9)
+    clock.pump([1.0] * 4)
     passed(t, "in", message("leg-1@127.0.0.1", "OPTIONS"))
     assert store.writes == []
     clock.pump([1.0])
