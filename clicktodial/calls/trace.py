@@ -58,10 +58,11 @@ def redact(data: bytes) -> bytes:
     """``data`` with the values of its Authorization and Proxy-Authorization headers
     replaced by ``<redacted>`` (only in the header section: a body is left alone)."""
     end = data.find(b"\r\n\r\n")
-    head, body = (data, b"") if end < 0 else (data[:end], data[end:])
-    if b"uthorization" not in head and b"UTHORIZATION" not in head:
-        return data
-    return _CREDENTIALS.sub(_REDACTED, head) + body
+    if end < 0:
+        end = len(data)
+    if data.find(b"uthorization", 0, end) < 0 and data.find(b"UTHORIZATION", 0, end) < 0:
+        return data  # the usual case: nothing copied
+    return _CREDENTIALS.sub(_REDACTED, data[:end]) + data[end:]
 
 
 class _Buffer:
@@ -122,6 +123,11 @@ class CallTracer:
         #: SIP Call-ID -> (its call's buffer, its leg)
         self._by_sip_call_id: dict[str, tuple[_Buffer, str]] = {}
         self._by_call: dict[str, _Buffer] = {}
+        #: the calls with messages (or drops) not yet written, or forgotten: the only ones
+        #: a write looks at (a held call is in none of them)
+        self._unwritten: dict[str, _Buffer] = {}
+        #: when the retransmission keys of quiet calls were last dropped
+        self._quiet_checked = clock.seconds()
         self._listeners: dict[str, list[TraceListener]] = {}
         #: every ended call's linger timer on one reactor timer (they all have one length)
         self._linger_queue = LingerQueue(clock, linger)
@@ -188,6 +194,7 @@ class CallTracer:
         buffer.forgotten = True
         if not buffer.pending and not buffer.dropped:
             del self._by_call[call_id]
+            self._unwritten.pop(call_id, None)
         self._listeners.pop(call_id, None)
 
     @property
@@ -207,6 +214,7 @@ class CallTracer:
         if watched is None:
             return
         buffer, leg = watched
+        self._unwritten[buffer.call_id] = buffer
         if buffer.full:
             buffer.dropped += 1
             return
@@ -294,12 +302,14 @@ class CallTracer:
     def _write_due(self) -> Deferred[None]:
         now = self.clock.seconds()
         oldest = (now - self.max_age) * 1000
-        quiet = (now - self.linger) * 1000
-        for buffer in self._by_call.values():
-            if buffer.seen is not None and buffer.last_ms < quiet:
-                # No transaction of these messages is alive (64*T1): none can be
-                # retransmitted any more. A held call keeps nothing of them.
-                buffer.seen = None
+        if now - self._quiet_checked >= self.linger:
+            self._quiet_checked = now
+            quiet = (now - self.linger) * 1000
+            for buffer in self._by_call.values():
+                if buffer.seen is not None and buffer.last_ms < quiet:
+                    # No transaction of these messages is alive (64*T1): none can be
+                    # retransmitted any more. A held call keeps nothing of them.
+                    buffer.seen = None
 
         def due(buffer: _Buffer) -> bool:
             if buffer.forgotten:
@@ -317,13 +327,15 @@ class CallTracer:
             self._waiters.append((due, done))
             return done
         appends = []
-        for call_id, buffer in list(self._by_call.items()):
+        for call_id, buffer in list(self._unwritten.items()):
             if (buffer.pending or buffer.dropped) and due(buffer):
                 appends.append(TraceAppend(call_id, tuple(buffer.pending), buffer.dropped))
                 buffer.pending = []
                 buffer.dropped = 0
-            if buffer.forgotten and not buffer.pending and not buffer.dropped:
-                del self._by_call[call_id]
+            if not buffer.pending and not buffer.dropped:
+                del self._unwritten[call_id]
+                if buffer.forgotten:
+                    self._by_call.pop(call_id, None)
         if not appends:
             return succeed(None)
         writing = self._writing = Deferred()
