@@ -131,20 +131,14 @@ call_traces = Table(
     Column("last_at_ms", BigInteger, nullable=False, index=True),
 )
 
+# A call's messages, one row per append (usually one or two a call: few index entries,
+# whose keys are random call ids), packed by clicktodial.store.traces.pack_messages.
 call_trace_messages = Table(
     "call_trace_messages", metadata,
     Column("call_id", String(32), primary_key=True),
-    Column("seq", Integer, primary_key=True),
-    Column("at_ms", BigInteger, nullable=False),
-    Column("direction", String(3), nullable=False),
-    Column("transport", String(4), nullable=False),
-    Column("local_host", Text, nullable=False),
-    Column("local_port", Integer, nullable=False),
-    Column("remote_host", Text, nullable=False),
-    Column("remote_port", Integer, nullable=False),
-    Column("leg", String(16), nullable=False),
-    Column("sip_call_id", Text, nullable=False),
-    Column("retransmission", Boolean, nullable=False),
-    # The message's octets, Authorization values redacted.
+    # The index of the chunk's first message in the call's trace.
+    Column("first_index", Integer, primary_key=True),
+    Column("message_count", Integer, nullable=False),
+    # The messages' fields as a JSON line, then their octets (Authorization redacted).
     Column("data", LargeBinary, nullable=False),
 )

@@ -74,9 +74,10 @@ from clicktodial.store.schema import (
 from clicktodial.store.traces import (
     CallTrace,
     TraceAppend,
-    TracedMessage,
     TraceLimits,
     fit_messages,
+    pack_messages,
+    unpack_messages,
 )
 from clicktodial.store.values import (
     ApiToken,
@@ -385,9 +386,6 @@ def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
     # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's order).
     return (b.contact, b.q, b.expires_at, b.call_id, b.cseq, b.instance_id, b.reg_id,
             json.dumps(list(b.path)) if b.path else "[]", b.received, b.user_agent, aor, key)
-
-
-_TRACE_MESSAGE_COLUMNS = tuple(c.name for c in call_trace_messages.columns)
 
 
 def _call_record(row: Row[Any]) -> CallRecord:
@@ -947,17 +945,15 @@ class SQLStore(StoreBase):
             counts = stored.setdefault(append.call_id, [0, 0, 0, 0])
             count, size, dropped, last = counts
             kept, over = fit_messages(count, size, dropped, append.messages, limits)
-            rows.extend((append.call_id, count + i, m.at_ms, m.direction, m.transport,
-                         m.local_host, m.local_port, m.remote_host, m.remote_port, m.leg,
-                         m.sip_call_id, m.retransmission, m.data)
-                        for i, m in enumerate(kept))
+            if kept:
+                rows.append((append.call_id, count, len(kept), pack_messages(kept)))
             counts[:] = [count + len(kept), size + sum(len(m.data) for m in kept),
                          dropped + over + append.dropped,
                          max([last, *(m.at_ms for m in append.messages)])]
         if rows:
             cursor.executemany(
-                f"INSERT INTO call_trace_messages ({', '.join(_TRACE_MESSAGE_COLUMNS)})"
-                f" VALUES ({', '.join([p] * len(_TRACE_MESSAGE_COLUMNS))})", rows)
+                "INSERT INTO call_trace_messages (call_id, first_index, message_count, data)"
+                f" VALUES ({', '.join([p] * 4)})", rows)
         new = [(call_id, *counts) for call_id, counts in stored.items()
                if call_id not in existing]
         if new:
@@ -978,14 +974,10 @@ class SQLStore(StoreBase):
             if stored is None:
                 return None
             rows = connection.execute(
-                select(call_trace_messages).where(call_trace_messages.c.call_id == call_id)
-                .order_by(call_trace_messages.c.seq)).all()
-        messages = tuple(TracedMessage(
-            at_ms=int(row.at_ms), direction=row.direction, transport=row.transport,
-            local_host=row.local_host, local_port=row.local_port,
-            remote_host=row.remote_host, remote_port=row.remote_port, leg=row.leg,
-            sip_call_id=row.sip_call_id, retransmission=bool(row.retransmission),
-            data=bytes(row.data)) for row in rows)
+                select(call_trace_messages.c.data)
+                .where(call_trace_messages.c.call_id == call_id)
+                .order_by(call_trace_messages.c.first_index)).all()
+        messages = tuple(m for row in rows for m in unpack_messages(bytes(row.data)))
         return CallTrace(call_id, messages, int(stored.dropped))
 
     def _op_purge_traces(self, before: float) -> int:

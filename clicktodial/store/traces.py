@@ -9,6 +9,7 @@ call are only counted (``dropped``), so a trace is always a prefix of what passe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from attrs import field, frozen
@@ -21,6 +22,8 @@ __all__ = [
     "TraceLimits",
     "TracedMessage",
     "fit_messages",
+    "pack_messages",
+    "unpack_messages",
 ]
 
 #: ``in``: received by the daemon; ``out``: sent by it.
@@ -147,3 +150,31 @@ class MemoryTraces:
         for call_id in old:
             del self._traces[call_id]
         return len(old)
+
+
+def pack_messages(messages: Sequence[TracedMessage]) -> bytes:
+    """
+    Messages as one blob, for stores that keep a call's messages in few rows (one per
+    append): a JSON line of each message's fields and length, then the octets back to back.
+    """
+    header = json.dumps([
+        [m.at_ms, m.direction, m.transport, m.local_host, m.local_port, m.remote_host,
+         m.remote_port, m.leg, m.sip_call_id, m.retransmission, len(m.data)]
+        for m in messages], separators=(",", ":"))
+    return header.encode("utf-8") + b"\n" + b"".join(m.data for m in messages)
+
+
+def unpack_messages(blob: bytes) -> list[TracedMessage]:
+    """The messages :func:`pack_messages` packed."""
+    end = blob.index(b"\n")
+    offset = end + 1
+    messages = []
+    for (at_ms, direction, transport, local_host, local_port, remote_host, remote_port, leg,
+         sip_call_id, retransmission, size) in json.loads(blob[:end]):
+        messages.append(TracedMessage(
+            at_ms=at_ms, direction=direction, transport=transport, local_host=local_host,
+            local_port=local_port, remote_host=remote_host, remote_port=remote_port,
+            leg=leg, sip_call_id=sip_call_id, retransmission=retransmission,
+            data=blob[offset:offset + size]))
+        offset += size
+    return messages

@@ -31,19 +31,11 @@ def upgrade() -> None:
     op.create_table(
         "call_trace_messages",
         sa.Column("call_id", sa.String(32), nullable=False),
-        sa.Column("seq", sa.Integer(), nullable=False),
-        sa.Column("at_ms", sa.BigInteger(), nullable=False),
-        sa.Column("direction", sa.String(3), nullable=False),
-        sa.Column("transport", sa.String(4), nullable=False),
-        sa.Column("local_host", sa.Text(), nullable=False),
-        sa.Column("local_port", sa.Integer(), nullable=False),
-        sa.Column("remote_host", sa.Text(), nullable=False),
-        sa.Column("remote_port", sa.Integer(), nullable=False),
-        sa.Column("leg", sa.String(16), nullable=False),
-        sa.Column("sip_call_id", sa.Text(), nullable=False),
-        sa.Column("retransmission", sa.Boolean(), nullable=False),
+        sa.Column("first_index", sa.Integer(), nullable=False),
+        sa.Column("message_count", sa.Integer(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
-        sa.PrimaryKeyConstraint("call_id", "seq", name=op.f("pk_call_trace_messages")),
+        sa.PrimaryKeyConstraint("call_id", "first_index",
+                                name=op.f("pk_call_trace_messages")),
     )
 
 
