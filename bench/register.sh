@@ -1,6 +1,7 @@
 #!/bin/sh
 # bench/register.sh — the highest authenticated REGISTER rate without failure: clicktodial
-# on SQLite, clicktodial on PostgreSQL, and Kamailio, measured in the same run.
+# on SQLite, clicktodial on PostgreSQL, clicktodial with users in SQLite and registrations
+# in Redis (plugins/clicktodial-redis), and Kamailio, measured in the same run.
 #
 # Method (see docs/benchmarks.md):
 # - Everything runs in a private network namespace (the script re-runs itself under
@@ -29,9 +30,12 @@
 #   not the overload protection).
 #
 # Usage: bench/register.sh [RATES...]     e.g. bench/register.sh 200 400 800
-# Environment: USERS, STEP_SECONDS, TIMEOUT, TARGETS ("sqlite postgresql kamailio").
+# Environment: USERS, STEP_SECONDS, TIMEOUT, TARGETS ("sqlite postgresql redis kamailio").
 # Needs: kamailio (Debian package), PostgreSQL on /var/run/postgresql (user postgres), the
-# clicktodial package importable from this checkout.
+# clicktodial package importable from this checkout; for the redis target, redis-server
+# (Debian package; the script starts its own on a unix socket: inside `unshare -n` the
+# machine's Redis on 127.0.0.1:6379 is unreachable) and `pip install ./plugins/clicktodial-redis`
+# with a clicktodial that has the [location] seam.
 set -eu
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +46,7 @@ fi
 USERS=${USERS:-10000}
 STEP_SECONDS=${STEP_SECONDS:-3}
 TIMEOUT=${TIMEOUT:-5}
-TARGETS=${TARGETS:-"sqlite postgresql kamailio"}
+TARGETS=${TARGETS:-"sqlite postgresql redis kamailio"}
 if [ $# -gt 0 ]; then
     RATES="$*"
 else
@@ -124,6 +128,7 @@ print("\n".join(["[limits]"] + lines) if lines else "")')
 
 start_clicktodial() {
     url=$1
+    extra=${2:-}
     cat > "$WORK/clicktodial.ini" <<EOF
 [sip]
 domain = 127.0.0.1
@@ -143,6 +148,7 @@ url = $url
 level = warn
 file = $WORK/clicktodial.log
 $LIMITS
+$extra
 EOF
     python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" db upgrade > /dev/null
     python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" user import "$WORK/users.csv"
@@ -175,6 +181,33 @@ for target in $TARGETS; do
         measure "clicktodial/PostgreSQL" "$PORT"
         stop "$DAEMON"
         psql -q -U postgres -h "$PG_SOCKET" -c "DROP DATABASE IF EXISTS $PG_DB" > /dev/null
+        ;;
+    redis)
+        echo "clicktodial, users in SQLite, registrations in Redis (unix socket):"
+        if ! command -v redis-server > /dev/null; then
+            echo "  skipped: redis-server is not installed"
+            continue
+        fi
+        redis-server --port 0 --unixsocket "$WORK/redis.sock" --dir "$WORK" --save "" \
+            --appendonly no > "$WORK/redis.log" 2>&1 &
+        REDIS=$!
+        PIDS="$PIDS $REDIS"
+        REDIS_CONFIG="[location]
+backend = redis
+[location:redis]
+url = unix://$WORK/redis.sock?db=0"
+        printf '[sip]\ndomain = 127.0.0.1\n[store]\nurl = sqlite:///%s/x.sqlite\n%s\n' \
+            "$WORK" "$REDIS_CONFIG" > "$WORK/check.ini"
+        if ! python3 -m clicktodial.cli --config "$WORK/check.ini" check-config; then
+            echo "  skipped: this clicktodial has no [location] backend = redis (needs the"
+            echo "  [location] seam and pip install ./plugins/clicktodial-redis)"
+            stop "$REDIS"
+            continue
+        fi
+        start_clicktodial "sqlite:///$WORK/clicktodial-redis.sqlite" "$REDIS_CONFIG"
+        measure "clicktodial/SQLite+Redis" "$PORT"
+        stop "$DAEMON"
+        stop "$REDIS"
         ;;
     kamailio)
         echo "Kamailio $(kamailio -v | sed -n 's/^version: kamailio \([^ ]*\).*/\1/p') (htable auth, usrloc in memory):"

@@ -37,9 +37,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.config import LimitsConfig
-from clicktodial.interfaces import IMessageHandler, ISIPTransport, ISourceLimit
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.headers import HeaderParseError
+from clicktodial.sip.interfaces import IMessageHandler, ISIPTransport, ISourceLimit
 from clicktodial.sip.message import Request, Response, make_response
 from clicktodial.sip.transport import TransportError, stateless_to_tag
 

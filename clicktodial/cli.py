@@ -69,7 +69,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config_from_args(args)
+    from clicktodial.pluginconfig import check_plugins
+    from clicktodial.store.blocking import BlockingDriver
+    from clicktodial.store.plugins import StoreEnvironment
+
+    config = config_from_args(args)
+    # The daemon's start-up validation: the plugins check their [KIND:NAME] sections.
+    environment = StoreEnvironment(reactor=BlockingDriver(), realm=config.sip.domain)
+    for warning in check_plugins(config, environment):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"OK: {args.config}")
     return EXIT_OK
 
@@ -83,7 +91,8 @@ def _add_builtin_commands(subparsers: Subparsers) -> None:
     check = subparsers.add_parser(
         "check-config",
         help="validate the configuration file",
-        description="Load the configuration; print OK, or the problem on one line (exit 2).",
+        description="Load the configuration and check every plugin's options as start-up"
+        " does; print OK, or the problem on one line (exit 2).",
     )
     check.set_defaults(run=_check_config)
     version = subparsers.add_parser("version", help="print the version")

@@ -20,6 +20,7 @@ import configparser
 import ipaddress
 import math
 import re
+import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -41,16 +42,20 @@ __all__ = [
     "DaemonConfig",
     "HostPort",
     "LimitsConfig",
+    "LocationConfig",
     "LogConfig",
     "MediaConfig",
+    "PluginSections",
     "RegistrarConfig",
     "Setting",
     "SipConfig",
     "StoreConfig",
     "WebConfig",
+    "ini_section_name",
     "iter_settings",
     "load_config",
     "parse_config",
+    "section_names",
 ]
 
 
@@ -111,6 +116,8 @@ class Setting:
 
 _SETTING = "clicktodial.config.setting"
 _SECTION_DOC = "clicktodial.config.section"
+#: The INI name of a section whose attribute name differs (``[media:rtpengine]``).
+_SECTION_NAME = "clicktodial.config.section_name"
 
 
 def setting(parse: Callable[[str], Any], default: str | None, doc: str) -> dict[str, Setting]:
@@ -309,15 +316,27 @@ def parse_database_url(text: str) -> URL:
 
 
 def parse_control_endpoint(text: str) -> str | None:
-    """``-`` (none) or a stream endpoint on loopback only (unix socket, tcp on 127.0.0.1/::1)."""
+    """
+    ``-`` (none) or a stream endpoint on loopback only: a unix socket, or tcp/tcp6 whose
+    interface (named or the third positional field; the last one given counts, as for
+    Twisted) is a loopback address literal (127.x.y.z, ::1).
+    """
     if text == "-":
         return None
     endpoint = parse_stream_endpoint(text)
-    kind = endpoint.split(":", 1)[0]
+    fields = _split_endpoint(endpoint)
+    kind = fields[0].lower()
     if kind == "unix":
         return endpoint
-    if kind in ("tcp", "tcp6") and re.search(r"interface=(127\.0\.0\.1|\\:\\:1)(:|$)", endpoint):
-        return endpoint
+    if kind in ("tcp", "tcp6"):
+        positional = [f for f in fields[1:] if "=" not in f]
+        named = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+        interface = named.get("interface", positional[2] if len(positional) > 2 else "")
+        try:
+            if ipaddress.ip_address(interface).is_loopback:
+                return endpoint
+        except ValueError:
+            pass
     raise ValueError(
         f"{text!r} is not loopback-only: use unix:PATH or tcp:PORT:interface=127.0.0.1"
     )
@@ -649,6 +668,16 @@ class SipConfig:
             " before the connection is aborted.",
         ),
     )
+    max_connections_per_source: int = attrs.field(
+        default=100,
+        metadata=setting(
+            parse_count,
+            "100",
+            "Most TCP (and, apart, TLS) connections one source address may hold open; one"
+            " more is closed before anything is read from it (0: no limit). [registrar]"
+            " trusted_proxies are exempt (a front proxy carries every phone's connections).",
+        ),
+    )
     flow_timer: int = attrs.field(
         default=120,
         metadata=setting(
@@ -832,6 +861,26 @@ class WebConfig:
             " At least 1024.",
         ),
     )
+    max_connections_per_client: int = attrs.field(
+        default=256,
+        metadata=setting(
+            parse_count,
+            "256",
+            "Most connections one client address may hold open to listen; one more is"
+            " closed before anything is read from it (0: no limit). trusted_proxies are"
+            " exempt.",
+        ),
+    )
+    request_timeout: float = attrs.field(
+        default=30.0,
+        metadata=setting(
+            parse_seconds,
+            "30",
+            "Seconds a request may take to arrive whole (request line, headers and body),"
+            " counted from the connection's start or from the previous response; a slower"
+            " client is disconnected. An idle keep-alive connection is closed after it too.",
+        ),
+    )
     metrics_listen: str | None = attrs.field(
         default=None,
         metadata=setting(
@@ -911,14 +960,18 @@ class StoreConfig:
         metadata=setting(
             parse_plugin_name,
             "sql",
-            "Name of the storage backend plugin. 'sql' is the built-in SQLAlchemy backend.",
+            "Name of the storage backend plugin (users, call records and, unless"
+            " [location] names another, registrations): sql (the built-in SQLAlchemy"
+            " backend), memory (nothing survives a restart) or an installed plugin's name."
+            " Its options: the [store:NAME] section.",
         )
     )
     url: URL = attrs.field(
         metadata=setting(
             parse_database_url,
             "sqlite:///var/clicktodial.sqlite",
-            "SQLAlchemy database URL for the sql backend. A relative SQLite path"
+            "SQLAlchemy database URL for the sql backend (the same as [store:sql] url; give"
+            " one of the two). A relative SQLite path"
             " (sqlite:///var/x.sqlite) is relative to the daemon's current working directory;"
             " an absolute one has four slashes (sqlite:////var/lib/clicktodial/x.sqlite)."
             " PostgreSQL: postgresql+psycopg://USER@HOST/DBNAME, or"
@@ -932,7 +985,8 @@ class StoreConfig:
             "no",
             "yes: create or migrate the database schema when the daemon starts (for"
             " development). no: refuse to start on an out-of-date schema; run"
-            " clicktodial --config FILE db upgrade.",
+            " clicktodial --config FILE db upgrade. The sql backend's; also [store:sql]"
+            " auto_upgrade.",
         )
     )
     demo_users: bool = attrs.field(
@@ -944,6 +998,69 @@ class StoreConfig:
             " start-up if they do not exist. For development only.",
         )
     )
+
+
+def parse_optional_plugin_name(text: str) -> str:
+    """A plugin name, or empty."""
+    return parse_plugin_name(text) if text else ""
+
+
+@attrs.frozen
+class LocationConfig:
+    """``[location]``: where registrations (bindings) are kept."""
+
+    backend: str = attrs.field(
+        default="",
+        metadata=setting(
+            parse_optional_plugin_name,
+            "",
+            "Name of the location backend plugin keeping registrations: empty (the [store]"
+            " backend keeps them), memory, sql, or an installed plugin's name (e.g. redis"
+            " from clicktodial-redis). Its options: the [location:NAME] section; a backend"
+            " named here is a store of its own, even if it is the [store] backend's name.",
+        ),
+    )
+
+
+#: The kinds of plugin configured in ``[KIND:NAME]`` sections (clicktodial.plugins).
+PLUGIN_KINDS = ("store", "location", "policy")
+
+
+def _read_only_sections(
+    sections: Mapping[str, Mapping[str, str]],
+) -> Mapping[str, Mapping[str, str]]:
+    return types.MappingProxyType(
+        {name: types.MappingProxyType(dict(keys)) for name, keys in sections.items()}
+    )
+
+
+@attrs.frozen
+class PluginSections:
+    """
+    The ``[KIND:NAME]`` sections (``[store:sql]``, ``[location:redis]``, ``[policy:vip]``):
+    each plugin's options as the INI file gives them, stripped strings. The daemon checks
+    only their shape; the plugin validates its keys at start-up (and ``check-config``).
+
+    :ivar sections: ``{"KIND:NAME": {key: value}}``.
+    """
+
+    # Read-only copies; left out of the hash (a Config stays hashable), not out of equality.
+    sections: Mapping[str, Mapping[str, str]] = attrs.field(
+        factory=dict, converter=_read_only_sections, hash=False
+    )
+
+    def options(self, kind: str, name: str) -> dict[str, str]:
+        """The options of ``[KIND:NAME]`` (empty if the file has no such section)."""
+        return dict(self.sections.get(f"{kind}:{name}", {}))
+
+    def given(self, kind: str, name: str) -> bool:
+        """Whether the file has the section ``[KIND:NAME]``."""
+        return f"{kind}:{name}" in self.sections
+
+    def names(self, kind: str) -> list[str]:
+        """The names of the ``[KIND:NAME]`` sections of ``kind``, in file order."""
+        prefix = f"{kind}:"
+        return [s[len(prefix):] for s in self.sections if s.startswith(prefix)]
 
 
 @attrs.frozen
@@ -1159,6 +1276,26 @@ class RegistrarConfig:
             " remembered; the least recently failed are forgotten first.",
         )
     )
+    nat_keepalive_interval: float = attrs.field(
+        default=0.0,
+        metadata=setting(
+            parse_seconds_or_zero,
+            "0",
+            "Seconds between two OPTIONS pings to each UDP binding registered from behind NAT"
+            " (its Contact host is not the REGISTER's source), sent to that source to keep"
+            " the NAT's mapping open, as Kamailio's nathelper does; below the NATs' UDP"
+            " timeout (often 30-120 s), e.g. 20. 0: no pings (docs/registrar.md).",
+        ),
+    )
+    nat_keepalive_failures: int = attrs.field(
+        default=3,
+        metadata=setting(
+            parse_positive_count,
+            "3",
+            "Pings in a row a phone behind NAT may leave unanswered before its binding is"
+            " removed (shown offline, not rung) until it registers again.",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.min_expires > self.default_expires:
@@ -1185,7 +1322,8 @@ class CallsConfig:
             "Name of the call-control policy plugin: flow4 (RFC 3725 Flow IV: the caller's"
             " 2xx is ACKed at once with a held answer, then the caller is re-INVITEd with"
             " the callee's offer) or flow1 (Flow I: the caller's offer goes to the callee;"
-            " the callee must answer within the caller's 32 s 2xx retransmission window).",
+            " the callee must answer within the caller's 32 s 2xx retransmission window),"
+            " or an installed plugin's name. Its options: the [policy:NAME] section.",
         ),
     )
     ring_timeout: float = attrs.field(
@@ -1267,8 +1405,9 @@ class CallsConfig:
             "-",
             "Loopback-only HTTP endpoint of the internal call-control API (POST /calls,"
             " GET/DELETE /calls/ID; docs/calls.md), e.g. tcp:8091:interface=127.0.0.1, or -"
-            " for none. For tests and local tools until the web API places calls; it has"
-            " no authentication.",
+            " for none (tcp/tcp6 need interface= a loopback address). For tests and local"
+            " tools until the web API places calls; it has no authentication, and refuses"
+            " (403 not-local) requests a browser page could send (docs/security.md).",
         ),
     )
 
@@ -1337,16 +1476,6 @@ class CallsConfig:
             "Days a call's trace is kept, then purged (checked hourly).",
         ),
     )
-
-    def __attrs_post_init__(self) -> None:
-        # An unknown policy stops start-up naming the ones that exist (policies are
-        # plugins, like store backends).
-        from clicktodial.calls.policy import UnknownPolicy, load_policy
-
-        try:
-            load_policy(self.policy)
-        except UnknownPolicy as e:
-            raise InvalidSetting("policy", str(e)) from None
 
 
 def parse_node_id(text: str) -> str:
@@ -1440,6 +1569,88 @@ class MediaConfig:
             " (the phone may send too, and we drop it) or sendonly (we only send). Phones"
             " treat a sendonly answer like being put on hold (RFC 3264 §8.4); baresip 1.x"
             " then plays nothing, see docs/media.md.",
+        ),
+    )
+    relay: str = attrs.field(
+        default="off",
+        metadata=setting(
+            parse_choice("off", "rtpengine", "auto"),
+            "off",
+            "Media relay between the two phones of a call (docs/media.md, \"Media relay\"):"
+            " off (the phones send RTP to each other's SDP address), rtpengine (every call"
+            " through the rtpengine of [media:rtpengine]) or auto (a call through rtpengine"
+            " only when a phone's SDP address differs from its signalling source address, or"
+            " is private while the other phone's is not: phones behind NAT).",
+        ),
+    )
+
+
+def parse_ng_servers(text: str) -> tuple[HostPort, ...]:
+    """A comma-separated, non-empty list of ``IP:PORT`` (rtpengine ``ng`` addresses)."""
+    servers = tuple(parse_host_port(item.strip()) for item in text.split(","))
+    if any(server.port == 0 for server in servers):
+        raise ValueError(f"invalid ng address in {text!r} (port 0)")
+    return servers
+
+
+def parse_relay_interfaces(text: str) -> tuple[str, ...]:
+    """``-`` or two rtpengine interface names, ``CALLER_SIDE, CALLEE_SIDE``."""
+    if text == "-":
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    if len(names) != 2 or not all(re.fullmatch(r"[A-Za-z0-9_.-]+", name) for name in names):
+        raise ValueError(f"invalid interfaces {text!r} (expected - or two names: caller, callee)")
+    return names
+
+
+@attrs.frozen
+class RtpEngineConfig:
+    """``[media:rtpengine]``: the rtpengine a relayed call goes through (docs/media.md)."""
+
+    ng: tuple[HostPort, ...] = attrs.field(
+        default=(HostPort("127.0.0.1", 22222),),
+        metadata=setting(
+            parse_ng_servers,
+            "127.0.0.1:22222",
+            "rtpengine's ng control address (its --listen-ng), IP:PORT; several,"
+            " comma-separated, are tried in order when one does not answer (a call stays"
+            " on the one that took its first offer).",
+        ),
+    )
+    timeout: float = attrs.field(
+        default=1.5,
+        metadata=setting(
+            parse_seconds,
+            "1.5",
+            "Seconds one ng server has to answer a command before the next is tried.",
+        ),
+    )
+    retries: int = attrs.field(
+        default=3,
+        metadata=setting(
+            parse_count,
+            "3",
+            "Retransmissions of a command to one server within timeout, each gap twice the"
+            " one before (rtpengine answers a retransmission without doing it twice).",
+        ),
+    )
+    interfaces: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=setting(
+            parse_relay_interfaces,
+            "-",
+            "- (rtpengine's one interface) or two of its --interface names, CALLER, CALLEE:"
+            " the side each phone is on (the ng 'direction'), e.g. public, private.",
+        ),
+    )
+    on_failure: str = attrs.field(
+        default="fail",
+        metadata=setting(
+            parse_choice("fail", "unrelayed"),
+            "fail",
+            "When rtpengine refuses or does not answer an offer or answer: fail (the call"
+            " fails with reason media-relay-failed) or unrelayed (it goes on with the"
+            " phones' own SDP, as with relay = off).",
         ),
     )
 
@@ -1559,6 +1770,10 @@ class Config:
     registrar: RegistrarConfig = _section(
         "REGISTER handling, Digest nonces and authentication-failure throttling."
     )
+    location: LocationConfig = attrs.field(
+        factory=LocationConfig,
+        metadata={_SECTION_DOC: "Where registrations are kept, if not in the [store] backend."},
+    )
     daemon: DaemonConfig = attrs.field(
         factory=DaemonConfig,
         metadata={_SECTION_DOC: "How the daemon stops: the grace period of calls in progress."},
@@ -1579,10 +1794,46 @@ class Config:
         factory=MediaConfig,
         metadata={_SECTION_DOC: "The daemon's own RTP streams: ringback and tones."},
     )
+    rtpengine: RtpEngineConfig = attrs.field(
+        factory=RtpEngineConfig,
+        metadata={
+            _SECTION_DOC: "The rtpengine media relay ([media] relay).",
+            _SECTION_NAME: "media:rtpengine",
+        },
+    )
+    #: the [KIND:NAME] plugin sections (not a section of the schema)
+    plugins: PluginSections = attrs.field(factory=PluginSections)
+    #: the file the configuration was read from (names it in start-up errors)
+    source: str = attrs.field(default="", eq=False)
 
 
 def _section_classes() -> dict[str, type]:
-    return {a.name: a.type for a in attrs.fields(Config) if a.type is not None}
+    return {
+        ini_section_name(a): a.type
+        for a in attrs.fields(Config)
+        if _SECTION_DOC in a.metadata and isinstance(a.type, type)
+    }
+
+
+def ini_section_name(section: "attrs.Attribute[Any]") -> str:
+    """The INI name of a :class:`Config` attribute's section (``media:rtpengine``)."""
+    name: str = section.metadata.get(_SECTION_NAME, section.name)
+    return name
+
+
+def _section_attributes() -> dict[str, str]:
+    """INI section name -> :class:`Config` attribute name, for the schema's sections."""
+    return {
+        ini_section_name(a): a.name for a in attrs.fields(Config) if _SECTION_DOC in a.metadata
+    }
+
+
+def section_names() -> list[str]:
+    """
+    The sections of the schema by their INI names (``media:rtpengine``), in order; not
+    the ``[KIND:NAME]`` plugin sections.
+    """
+    return list(_section_classes())
 
 
 def iter_settings() -> Iterator[tuple[str, str, Setting]]:
@@ -1661,25 +1912,73 @@ def parse_config(text: str, filename: str) -> Config:
     """
     ini = _read_ini(text, filename)
     classes = _section_classes()
+    plugin_sections: dict[str, dict[str, str]] = {}
     for section in ini.sections():
-        if section not in classes:
+        if section in classes:
+            continue
+        kind, colon, name = section.partition(":")
+        if not colon:
             raise ConfigError(
-                filename, f"unknown section (valid sections: {', '.join(classes)})", section
+                filename,
+                f"unknown section (valid sections: {', '.join(classes)}, and"
+                f" [KIND:NAME] for a plugin, KIND one of {', '.join(PLUGIN_KINDS)})",
+                section,
             )
+        if kind not in PLUGIN_KINDS:
+            raise ConfigError(
+                filename, f"unknown plugin kind {kind!r} (one of {', '.join(PLUGIN_KINDS)})",
+                section,
+            )
+        try:
+            parse_plugin_name(name)
+        except ValueError as e:
+            raise ConfigError(filename, str(e), section) from None
+        plugin_sections[section] = {k: v.strip() for k, v in ini.items(section)}
+    store_values = dict(ini.items("store")) if ini.has_section("store") else {}
+    # [store] url is the sql backend's url given the older way: the same as [store:sql] url.
+    sql_options = plugin_sections.get("store:sql", {})
+    if "url" in sql_options:
+        if "url" in store_values:
+            raise ConfigError(
+                filename, "also given in [store:sql]: keep one of the two", "store", "url"
+            )
+        try:
+            parse_database_url(sql_options["url"])
+        except ValueError as e:
+            raise ConfigError(filename, str(e), "store:sql", "url") from None
+        store_values["url"] = sql_options["url"]
+    if "auto_upgrade" in sql_options:
+        if "auto_upgrade" in store_values:
+            raise ConfigError(
+                filename, "also given in [store:sql]: keep one of the two", "store",
+                "auto_upgrade",
+            )
+        try:
+            parse_yes_no(sql_options["auto_upgrade"])
+        except ValueError as e:
+            raise ConfigError(filename, str(e), "store:sql", "auto_upgrade") from None
+        store_values["auto_upgrade"] = sql_options["auto_upgrade"]
+    backend = store_values.get("backend", "sql").strip()
+    if backend != "sql" and "url" in store_values:
+        # Before [store:NAME], every backend got [store] url: a plugin still gets it.
+        options = plugin_sections.setdefault(f"store:{backend}", {})
+        options.setdefault("url", store_values["url"].strip())
     sections = {
         name: _build_section(
-            filename, name, cls, dict(ini.items(name)) if ini.has_section(name) else {}
+            filename, name, cls,
+            store_values if name == "store"
+            else dict(ini.items(name)) if ini.has_section(name) else {}
         )
         for name, cls in classes.items()
     }
-    if sections["cluster"].bus == "postgres" and (
-        sections["store"].url.get_backend_name() != "postgresql"
-    ):
-        raise ConfigError(
-            filename, "postgres needs a PostgreSQL [store] url (the daemons share it)",
-            "cluster", "bus",
-        )
-    return Config(**sections)
+    # [cluster] bus = postgres needs the store's IClusterStorage: checked at start-up
+    # (clicktodial.cluster.service), where the store backend is known.
+    attributes = _section_attributes()
+    return Config(
+        **{attributes[name]: value for name, value in sections.items()},
+        plugins=PluginSections(plugin_sections),
+        source=filename,
+    )
 
 
 def load_config(path: str) -> Config:

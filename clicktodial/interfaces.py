@@ -1,14 +1,29 @@
 """
-The interfaces between clicktodial's parts.
+The plugin API: the interfaces a plugin provides or uses (docs/plugins.md).
 
-This is the one module that defines zope interfaces. Every method that does
-I/O returns a L{Deferred}; its docstring says what the Deferred fires with
-and which documented exceptions it fails with. Values crossing these
-interfaces are the frozen attrs classes of L{clicktodial.store.values}.
+- Stores: L{IUserStore}, L{ILocationStore}, L{ICallRecordStore}; backends
+  L{ILocationBackend} (a location store with a lifecycle) and L{IStoreBackend}
+  (all three), built by L{ILocationBackendFactory} / L{IStoreBackendFactory}.
+- Optional capabilities a backend declares and the daemon adapts to with
+  C{IFoo(store, None)}: L{IBindingChangeNotifier}, L{IUserChangeNotifier},
+  L{IStoreLoad}, L{IClusterStorage} (with L{INodeRegistry} and L{IEventBus}),
+  L{IActiveCallClaims}, L{ICallTraceStore}.
+- Call control: L{ICallPolicyFactory}, L{ICallPolicy}, L{IMediaFlow},
+  L{IBridge}; and the controller the web layer talks to, L{ICallController},
+  with L{ICallEventListener}.
+
+Every method that does I/O returns a L{Deferred}; its docstring says what the
+Deferred fires with and which documented exceptions it fails with. Values
+crossing these interfaces come from value modules: L{clicktodial.store.values},
+L{clicktodial.calls.values}, L{clicktodial.store.environment}; configuration
+sections (C{CallsConfig}) from L{clicktodial.config}.
 
 Every store method may also fail with
-L{clicktodial.store.errors.StoreUnavailable} when its database cannot be
+L{clicktodial.store.errors.StoreUnavailable} when its storage cannot be
 reached.
+
+The SIP stack's internal seams are in L{clicktodial.sip.interfaces} (re-exported
+at the end of this module for older imports; not plugin API).
 """
 
 from __future__ import annotations
@@ -21,23 +36,20 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from clicktodial.calls.events import CallInfo
-    from clicktodial.calls.policy import CallRequest
+    from clicktodial.calls.values import CallInfo, CallRequest
     from clicktodial.config import CallsConfig
-    from clicktodial.sip.address import Destination
-    from clicktodial.sip.message import Request, Response
-    from clicktodial.sip.transaction import ServerTransaction
-    from clicktodial.sip.useragent import IncomingCall, IncomingRequest, OutgoingCall, Session
-    from clicktodial.store.plugins import StoreEnvironment
-    from clicktodial.store.traces import CallTrace, TraceAppend, TraceLimits
+    from clicktodial.store.environment import StoreEnvironment
     from clicktodial.store.values import (
         ApiToken,
         Binding,
         BindingChanges,
         CallRecord,
+        CallTrace,
         CallUpdate,
         NewUser,
         SipCredentials,
+        TraceAppend,
+        TraceLimits,
         User,
         UserChanges,
     )
@@ -309,7 +321,204 @@ class ICallTraceStore(Interface):
         """
 
 
-class IStoreBackend(IUserStore, ILocationStore, ICallRecordStore):
+class ILocationBackend(ILocationStore):
+    """
+    A location store with a lifecycle: what a location backend plugin
+    (C{[location] backend = NAME}) builds. Every L{IStoreBackend} is one, so
+    by default the C{[store]} backend keeps the registrations too.
+    """
+
+    def start() -> Deferred[None]:
+        """
+        Connect to the storage and check it is usable.
+
+        @return: fires when the store can be used; fails with
+            C{StoreUnavailable} (or C{SchemaOutOfDate}) otherwise: the daemon
+            then stops with exit status 1.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Release thread pools and connections. Called once C{start()} was
+        called, whether its Deferred has fired, failed or is still waiting: a
+        stop must not wait for a start in progress to succeed.
+
+        @return: fires once stopped.
+        """
+
+
+class ILocationBackendFactory(Interface):
+    """
+    A named kind of location store, registered as an C{importlib.metadata}
+    entry point in the group C{clicktodial.location_backends} and chosen by
+    C{[location] backend = NAME}; its options are the keys of the
+    C{[location:NAME]} section.
+    """
+
+    def create(options: Mapping[str, str],
+               environment: StoreEnvironment) -> ILocationBackend:
+        """
+        Build a (not yet started) location store. Must not connect or start
+        anything (C{check-config} calls it to validate the options and
+        discards the result).
+
+        @param options: the C{[location:NAME]} section's keys and values.
+        @param environment: the reactor, realm, thread-pool factory and
+            password hasher to use.
+        @raise clicktodial.store.errors.StoreConfigError: for a missing,
+            unknown or invalid option, naming the key.
+        """
+
+
+class IBindingChangeNotifier(Interface):
+    """
+    Optional capability of a location store: it tells of AORs whose
+    bindings changed, through this daemon or through another daemon sharing
+    the storage (the web's presence then refreshes that AOR at once instead
+    of at its next poll).
+    """
+
+    def subscribe(listener: Callable[[str], object]) -> Callable[[], None]:
+        """
+        Call C{listener} with an AOR each time its bindings changed (added,
+        refreshed, removed, expired when the storage expires them itself).
+        It runs on the reactor thread; an exception from it is logged and
+        swallowed.
+
+        @return: a function that unsubscribes C{listener}.
+        """
+
+
+class IUserChangeNotifier(Interface):
+    """
+    Optional capability of a user store: it tells of users whose
+    credentials or enabled state changed (a new password, disabled,
+    removed), so that the registrar's cached Digest secrets of that user are
+    dropped at once.
+    """
+
+    def subscribe(listener: Callable[[str], object]) -> Callable[[], None]:
+        """
+        Call C{listener} with a username each time that user's passwords,
+        SIP credentials or enabled state changed or the user was removed.
+        It runs on the reactor thread.
+
+        @return: a function that unsubscribes C{listener}.
+        """
+
+
+class IStoreLoad(Interface):
+    """
+    Optional capability of a store (or location) backend: how much work
+    waits for it. Admission control (C{[limits] max_store_pending}) answers
+    new requests 503 while too much does; C{/metrics} shows it as
+    C{clicktodial_store_pending}. A backend without it counts as 0.
+    """
+
+    def pending() -> int:
+        """
+        The operations waiting for a storage thread or connection now. Called
+        for every new SIP request: must be cheap and must not block.
+        """
+
+
+class IActiveCallClaims(Interface):
+    """
+    Optional capability of a call record store: end a node's active calls
+    and say which.  The daemon uses it when it records calls as C{lost} (its
+    own calls an earlier run left active, a dead node's calls) to delete
+    their media relay sessions (C{[media] relay}); a store without it still
+    ends them with L{ICallRecordStore.end_active_calls}, and their relay
+    sessions are left to the relay's own timeout.
+    """
+
+    def claim_active_calls(node: str | None, ended_at: float,
+                           reason: str = "lost") -> Deferred[list[str]]:
+        """
+        Like L{ICallRecordStore.end_active_calls}, atomically: the calls are
+        ended and their ids returned in one step, so that of several callers
+        at once (several daemons on one database) each call is returned to
+        exactly one.
+
+        @return: fires with the ids of the calls this call ended.
+        """
+
+
+class ISchemaManagement(Interface):
+    """
+    Optional capability of a store or location backend whose storage has a
+    schema to create and migrate: C{clicktodial db upgrade} and C{db check}
+    use it (for the C{[store]} and the C{[location]} backend). Its methods
+    block: administration commands call them, without a reactor and before
+    C{start()}.
+    """
+
+    def upgrade_schema() -> None:
+        """
+        Create the schema, or migrate it to what this code expects.
+
+        @raise clicktodial.store.errors.StoreUnavailable: the storage cannot
+            be reached.
+        """
+
+    def check_schema() -> None:
+        """
+        @raise clicktodial.store.errors.SchemaOutOfDate: the schema is not
+            what this code expects (the message says what to run).
+        """
+
+
+class INodeRegistry(Interface):
+    """
+    The cluster's table of nodes (C{[cluster] bus = postgres}): each node's
+    last heartbeat, for finding dead nodes and reaping their calls
+    (C{clicktodial.cluster.nodes}).
+    """
+
+    def start() -> None:
+        """Start the thread pool or connections it uses."""
+
+    def stop() -> None:
+        """Stop them."""
+
+    def heartbeat(node: str, at: float) -> Deferred[bool]:
+        """Set C{node}'s last heartbeat; fires with whether its row existed."""
+
+    def stale_nodes(cutoff: float) -> Deferred[list[str]]:
+        """
+        Fires with the nodes whose last heartbeat is before C{cutoff}, and the
+        orphans: nodes with calls in progress but no row.
+        """
+
+    def claim(node: str, cutoff: float) -> Deferred[bool]:
+        """
+        Delete C{node}'s row if it is still stale; fires with whether this
+        caller should reap its calls (it deleted the row, or there was none).
+        """
+
+    def remove(node: str) -> Deferred[None]:
+        """Delete C{node}'s row (a clean stop)."""
+
+
+class IClusterStorage(Interface):
+    """
+    Optional capability of a store backend: what C{[cluster] bus = postgres}
+    needs of the storage the daemons share (the C{sql} backend provides it on
+    PostgreSQL). Without it that setting stops start-up, naming both.
+    """
+
+    def node_registry() -> INodeRegistry:
+        """The nodes table (not started: the cluster service starts it)."""
+
+    def event_bus(node_id: str) -> IEventBus:
+        """
+        The event bus between the daemons sharing this storage, for node
+        C{node_id}; it is also an C{IService} (the cluster service starts and
+        stops it).
+        """
+
+
+class IStoreBackend(IUserStore, ILocationBackend, ICallRecordStore):
     """
     What a store backend provides: all three stores and a lifecycle.
     """
@@ -345,272 +554,16 @@ class IStoreBackendFactory(Interface):
     def create(options: Mapping[str, str],
                environment: StoreEnvironment) -> IStoreBackend:
         """
-        Build a (not yet started) store.
+        Build a (not yet started) store. Must not connect or start anything
+        (C{check-config} calls it to validate the options and discards the
+        result).
 
-        @param options: the C{[store]} section's keys and values other than
-            C{backend}.
+        @param options: the C{[store:NAME]} section's keys and values (for
+            C{sql}, also the older C{[store] url} and C{auto_upgrade}).
         @param environment: the reactor, realm, thread-pool factory and
             password hasher to use.
         @raise clicktodial.store.errors.StoreConfigError: for a missing,
             unknown or invalid option, naming the key.
-        """
-
-
-# -- SIP transport and transaction layer (RFC 3261 §17, §18) -----------------
-# Appended by the transaction-layer work.  Message types are
-# clicktodial.sip.message.Request / Response; destinations are
-# clicktodial.sip.address.Destination.  Annotations are strings so this
-# module imports nothing from the SIP stack.
-
-
-class IMessageHandler(Interface):
-    """
-    What a SIP transport hands parsed messages to (the transaction layer).
-    Implementations never raise: bad input is logged and answered or
-    dropped.
-    """
-
-    def request_received(request: Request, source: object) -> None:
-        """
-        A request arrived.
-
-        @param source: where it came from (the transport's C{Destination}
-            or connection handle); handed back to
-            L{ISIPTransport.send_response} with every response to it.
-        """
-
-    def response_received(response: Response, source: object) -> None:
-        """A response arrived from C{source}."""
-
-
-class ISourceLimit(Interface):
-    """
-    The per-source rate limit a SIP transport applies to what it receives,
-    before parsing it (like Kamailio's pike; docs/deploy.md, "Protection
-    under load").
-    """
-
-    def allow(host: str) -> bool:
-        """
-        Count one datagram (parsed or not), stream message or new connection
-        from IP address C{host} (the text the socket gives); whether to
-        handle it.  Called for every datagram before anything else is done
-        with it: for a banned source it costs one dictionary look-up.  Never
-        raises.
-        """
-
-    def banned() -> dict[str, float]:
-        """
-        The sources banned now: each source's key (an IPv4 address, or an
-        IPv6 network such as C{2001:db8:1:2::/64}) and the time
-        (C{IReactorTime.seconds}) its ban ends.
-        """
-
-    def on_ban(observer: Callable[[], object]) -> None:
-        """Call C{observer} (no arguments) each time a source gets banned."""
-
-
-class ISIPTransport(Interface):
-    """
-    Sends SIP messages over UDP/TCP/TLS (RFC 3261 §18).  A transport error
-    (ICMP unreachable, connection refused, no route) is raised as
-    C{clicktodial.sip.transport.TransportError} (or C{OSError}); the
-    transaction layer turns it into a local 503 (§17.1.4).
-    """
-
-    def send_request(request: Request, destination: Destination) -> None:
-        """
-        Send C{request} to C{destination} (§18.1.1).
-
-        @raise clicktodial.sip.transport.TransportError: it cannot be sent.
-        """
-
-    def send_response(response: Response, source: object = None) -> None:
-        """
-        Send C{response} where §18.2.2 says (the top Via's C{received} /
-        C{rport}, or C{source}, the handle the request came with).
-
-        @raise clicktodial.sip.transport.TransportError: it cannot be sent.
-        """
-
-    def local_address(transport: str) -> tuple[str, int]:
-        """
-        The C{(host, port)} to put in the sent-by of a Via for C{transport}
-        (C{"UDP"}, C{"TCP"}, C{"TLS"}).
-
-        @raise clicktodial.sip.transport.TransportError: no such transport.
-        """
-
-
-class ISIPTap(Interface):
-    """
-    Sees every SIP message the transport sends or receives, as octets, e.g. to keep the
-    messages of calls (L{clicktodial.calls.trace.CallTracer}). Called on the reactor
-    thread for every message: it must be cheap and must not raise.
-    """
-
-    def message_passed(direction: str, message: Request | Response, data: bytes,
-                       transport: str, local: tuple[str, int],
-                       remote: tuple[str, int]) -> None:
-        """
-        C{message} (C{data}: its octets as on the wire) was sent (C{direction} C{out}) or
-        received (C{in}) over C{transport} between C{local} and C{remote}
-        (host, port).
-        """
-
-
-class ISendFailureHandler(Interface):
-    """
-    Optional capability of an L{IMessageHandler}: told when a request the
-    transport accepted could not be delivered after all (a connection that
-    could not be opened: refused, unreachable, timed out).  Errors known
-    while sending are raised by L{ISIPTransport.send_request} instead.
-    """
-
-    def request_failed(request: Request, destination: Destination, reason: str) -> None:
-        """
-        C{request}, sent to C{destination}, never left: RFC 3261 §8.1.3.1 /
-        §17.1.4, its client transaction ends at once with a local 503.
-        Never raises.
-        """
-
-
-class IFlowKeeper(Interface):
-    """
-    Keeps the stream connections (TCP, TLS) phones registered over open
-    while their bindings live: such a connection is the phone's only way in
-    when it is behind NAT (RFC 5626 §5.3, RFC 3261 §18).  Provided by the
-    SIP transport; the registrar calls it after each REGISTER it stored.
-    """
-
-    flow_timer = Attribute(
-        "Seconds (int) within which a phone should send a keep-alive on an RFC 5626"
-        " flow over TCP or TLS: the Flow-Timer of a 200 to REGISTER (§4.4.1).")
-
-    def keep_flow(source: object, aor: str, until: float) -> None:
-        """
-        The connection C{source} (the handle a REGISTER came with) carries
-        bindings of C{aor} until POSIX time C{until}: keep it open at least
-        that long (plus a margin).  A C{until} in the past (a de-REGISTER)
-        releases what C{aor} held.  A datagram source, or a connection that
-        is gone or closing, is ignored.  Never raises.
-        """
-
-
-class ITransactionUser(Interface):
-    """
-    What the transaction layer calls (RFC 3261 §17: the "TU", our UA core).
-    Responses to requests it sent go to the callback it passed to
-    C{TransactionLayer.send_request}, not here.
-    """
-
-    def request_received(server_tx: ServerTransaction, request: Request) -> None:
-        """
-        A new request (never a retransmission, never ACK or CANCEL) created
-        C{server_tx}; answer with C{server_tx.respond(response)}.  An INVITE
-        not answered within 200 ms gets 100 Trying from the transaction.
-        """
-
-    def cancel_received(server_tx: ServerTransaction) -> None:
-        """
-        A CANCEL matched the INVITE server transaction C{server_tx}, which
-        has no final response yet (RFC 3261 §9.2).  The layer already sent
-        200 to the CANCEL; the user should answer the INVITE 487.
-        """
-
-    def ack_received(request: Request, source: object) -> None:
-        """
-        An ACK for a 2xx arrived (it matched no transaction, or one in
-        RFC 6026 C{accepted}); ACKs for 300-699 are absorbed by the layer.
-        """
-
-    def stray_response(response: Response) -> None:
-        """
-        A response matched no client transaction (e.g. a 2xx retransmitted
-        after Timer M: the user may ACK it again, RFC 6026 §7.2).
-        """
-
-
-# Appended by the dialog / user-agent core work (clicktodial.sip.useragent).
-# The application side of the UA core: the click-to-dial B2BUA implements
-# these, one ISessionHandler per call leg.
-
-
-class ISessionHandler(Interface):
-    """
-    Receives the events of one call leg: an INVITE we sent (L{OutgoingCall})
-    or received (L{IncomingCall}) and the L{Session}s (dialogs) it creates.
-    Methods are called on the reactor thread and must not raise (exceptions
-    are logged and swallowed).  A session surfaced to the handler ends with
-    exactly one C{session_terminated}; a call that never got a 2xx ends with
-    C{call_failed} (UAC) or C{call_cancelled} / the application's own
-    C{reject} (UAS).
-    """
-
-    def call_provisional(call: OutgoingCall, response: Response,
-                         session: Session | None) -> None:
-        """
-        UAC: a 1xx arrived.  C{session} is the early dialog it created or
-        updated (a 101-199 with a To tag), else None.
-        """
-
-    def call_answered(call: OutgoingCall, session: Session, response: Response) -> None:
-        """
-        UAC: the first 2xx arrived; C{session} is confirmed.  If the INVITE
-        had no offer, the 2xx carries one and the application must call
-        C{session.ack(answer)}; otherwise the core has ACKed already.
-        2xx from other forks are ACKed and BYEd without an event.
-        """
-
-    def call_failed(call: OutgoingCall, response: Response) -> None:
-        """
-        UAC: the INVITE ended without a session: a 300-699, a local 408
-        (timeout) or 503 (transport error), or a local 487 when
-        C{call.cancel()} made it end (also when a 2xx crossed the CANCEL, or
-        came for an early dialog the application had BYEd: that 2xx is
-        ACKed and BYEd).
-        """
-
-    def call_cancelled(call: IncomingCall) -> None:
-        """UAS: the caller sent CANCEL (RFC 3261 §9.2); the core answered 487."""
-
-    def session_confirmed(session: Session, ack: Request) -> None:
-        """
-        UAS: the ACK for our 2xx (to the INVITE or a re-INVITE) arrived;
-        its body, if any, was the answer to the offer in our 2xx.
-        """
-
-    def request_received(session: Session, request: IncomingRequest) -> None:
-        """
-        A request inside the session other than BYE, ACK, CANCEL (re-INVITE,
-        UPDATE, INFO, OPTIONS, ...): answer with C{request.respond(...)}, now
-        or later.  Glare, CSeq order and offer conflicts were handled before.
-        """
-
-    def session_terminated(session: Session, reason: str) -> None:
-        """
-        The session ended: C{"local-bye"}, C{"remote-bye"}, C{"no-ack"} (our
-        2xx was never ACKed, §13.3.1.4), C{"remote-481"}, C{"timeout"}.
-        Nothing of it remains in the core afterwards.
-        """
-
-
-class IIncomingCallHandler(Interface):
-    """What the UA core hands requests outside any dialog to."""
-
-    def incoming_call(call: IncomingCall) -> ISessionHandler | None:
-        """
-        A new INVITE.  Answer it with C{call.provisional()},
-        C{call.accept(sdp)} or C{call.reject(status)}, now or later.
-
-        @return: the handler for this call's events (None keeps a default
-            that ignores them).
-        """
-
-    def request_received(request: IncomingRequest) -> None:
-        """
-        A request outside any dialog other than INVITE (OPTIONS, MESSAGE,
-        ...): answer with C{request.respond(...)}.
         """
 
 
@@ -738,6 +691,48 @@ class IBridge(Interface):
         """The offer/answer exchange failed with C{status}: end the call."""
 
 
+class IMediaRelay(Interface):
+    """
+    A media relay the calls put between the two phones (rtpengine through
+    its ``ng`` protocol: L{clicktodial.media.rtpengine.RtpEngineRelay}).
+
+    One relay session per call, named by the call's Call-ID and tags: the
+    C{from_tag} names the side that made the offer (the caller's leg), the
+    C{to_tag} the side that answered.  Every description a phone is sent goes
+    through L{offer} or L{answer}, which return it rewritten to name the
+    relay's own address and ports.  C{source} is the address the phone's
+    signalling comes from (its NAT's public address); the relay sends that
+    phone's media there rather than to a private SDP address.
+
+    Every method fails with L{clicktodial.media.rtpengine.RelayError} when the
+    relay refuses the request, and with its subclass
+    L{clicktodial.media.rtpengine.RelayTimeout} when it never answers.
+    """
+
+    name = Attribute("What the relay is, for logs and the call page: str.")
+
+    def offer(call_id: str, from_tag: str, sdp: bytes, source: str | None) -> Deferred[bytes]:
+        """The offer C{sdp} from the C{from_tag} side, rewritten for the other side."""
+
+    def answer(
+        call_id: str, from_tag: str, to_tag: str, sdp: bytes, source: str | None
+    ) -> Deferred[bytes]:
+        """The answer C{sdp} from the C{to_tag} side, rewritten for the offerer."""
+
+    def delete(call_id: str) -> Deferred[None]:
+        """End the relay session of the call, both sides (an unknown one is no error)."""
+
+    def query(call_id: str) -> Deferred[Mapping[str, object]]:
+        """The relay's view of the call's session (rtpengine's C{query} reply)."""
+
+    def stats() -> Mapping[str, float]:
+        """
+        Counters since start for C{/metrics}: C{commands}, C{errors} (error
+        replies), C{timeouts}, C{retransmissions}, C{round_trip_seconds_sum},
+        C{round_trip_count}, C{sessions} (calls holding a relay session now).
+        """
+
+
 class ICallPolicy(Interface):
     """
     A call-control policy, chosen by name in C{[calls] policy}: who may call
@@ -760,12 +755,19 @@ class ICallPolicy(Interface):
 class ICallPolicyFactory(Interface):
     """
     A named policy, registered as an C{importlib.metadata} entry point in
-    the group C{clicktodial.call_policies}.
+    the group C{clicktodial.call_policies} and chosen by C{[calls] policy =
+    NAME}; its options are the keys of the C{[policy:NAME]} section.
     """
 
-    def create(settings: CallsConfig) -> ICallPolicy:
+    def create(settings: CallsConfig, options: Mapping[str, str]) -> ICallPolicy:
         """
-        @param settings: the C{[calls]} section.
+        Build the policy. Called at start-up, by C{check-config}, and on
+        SIGHUP (new calls then follow the new policy).
+
+        @param settings: the C{[calls]} section (limits, timeouts).
+        @param options: the C{[policy:NAME]} section's keys and values.
+        @raise clicktodial.errors.PluginConfigError: for a missing, unknown
+            or invalid option, naming the key.
         @return: the policy.
         """
 
@@ -809,3 +811,53 @@ class IEventBus(Interface):
         @raise ValueError: a bad channel name.
         @return: a function that unsubscribes it.
         """
+
+
+# The SIP stack's internal seams moved to clicktodial.sip.interfaces (they are not plugin
+# API); importable from here as well for code written before the move.
+from clicktodial.sip.interfaces import (  # noqa: E402
+    IFlowKeeper,
+    IIncomingCallHandler,
+    IMessageHandler,
+    ISendFailureHandler,
+    ISessionHandler,
+    ISIPTap,
+    ISIPTransport,
+    ISourceLimit,
+    ITransactionUser,
+)
+
+__all__ = [
+    "IActiveCallClaims",
+    "IBindingChangeNotifier",
+    "IBridge",
+    "ICallController",
+    "ICallEventListener",
+    "ICallPolicy",
+    "ICallPolicyFactory",
+    "ICallRecordStore",
+    "ICallTraceStore",
+    "IClusterStorage",
+    "IEventBus",
+    "ILocationBackend",
+    "ILocationBackendFactory",
+    "ILocationStore",
+    "IMediaFlow",
+    "INodeRegistry",
+    "IStoreBackend",
+    "IStoreBackendFactory",
+    "IStoreLoad",
+    "ISchemaManagement",
+    "IUserChangeNotifier",
+    "IUserStore",
+    # moved to clicktodial.sip.interfaces
+    "IFlowKeeper",
+    "IIncomingCallHandler",
+    "IMessageHandler",
+    "ISIPTap",
+    "ISIPTransport",
+    "ISendFailureHandler",
+    "ISessionHandler",
+    "ISourceLimit",
+    "ITransactionUser",
+]

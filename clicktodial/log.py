@@ -11,6 +11,10 @@ the ``<N>`` syslog priority of their level and carry no timestamp (the journal s
 ``journalctl -u clicktodial -p warning`` then shows warnings and errors only. JSON lines are
 left as they are (each has ``log_level``).
 
+Text and journal lines are escaped (:func:`escape_control`): a phone or a web user chooses
+much of what is logged (header values, URIs, user names, paths), and a CR, LF or ESC in them
+would forge log lines or drive the terminal of whoever reads the log. JSON escapes by itself.
+
 The level can change while the daemon runs (``SIGHUP`` reloads ``[log] level``):
 :meth:`DaemonLogObserver.set_level`.
 """
@@ -20,21 +24,91 @@ from collections.abc import Mapping
 from typing import IO
 
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     ILogObserver,
     LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
+    formatTime,
     jsonFileLogObserver,
-    textFileLogObserver,
 )
+from twisted.python.reflect import safe_str
 from zope.interface import implementer
 
 from clicktodial.config import LogConfig
 from clicktodial.systemd import journal_line_prefix, journal_stream_is_stderr
 
-__all__ = ["DaemonLogObserver", "JournalTextObserver", "make_log_observer"]
+__all__ = [
+    "DaemonLogObserver",
+    "JournalTextObserver",
+    "escape_control",
+    "format_text_event",
+    "make_log_observer",
+]
+
+#: C0 controls (all of them, TAB and LF included), DEL and C1 controls, and how each is shown.
+_CONTROL_ESCAPES = {
+    code: {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}.get(code, f"\\x{code:02x}")
+    for code in [*range(0x20), *range(0x7F, 0xA0)]
+}
+
+
+def escape_control(text: str) -> str:
+    """
+    ``text`` with every control character (C0, DEL, C1) shown as ``\\n``, ``\\r``,
+    ``\\t`` or ``\\xNN``: one log line stays one line, and nothing in it reaches the
+    terminal as a control sequence. Every text formatter of this module uses it on every
+    field it writes.
+    """
+    return text.translate(_CONTROL_ESCAPES)
+
+
+def _event_lines(event: LogEvent) -> list[str]:
+    """
+    The event's message and, if any, its traceback, as escaped lines (the message is one
+    line whatever it holds; a traceback keeps its line breaks, each line escaped).
+    """
+    lines = [escape_control(formatEvent(event))]
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            traceback = failure.getTraceback()
+            # The exception's message is data too (a phone's header quoted in a ValueError):
+            # its line breaks are not the traceback's.
+            message = safe_str(failure.value)
+            traceback = traceback.replace(message, escape_control(message))
+        except Exception:  # a broken failure must not break logging
+            traceback = ""
+        lines.extend(escape_control(line) for line in traceback.rstrip("\n").split("\n"))
+    return lines if any(lines) else []
+
+
+def _event_system(event: LogEvent) -> str:
+    """The event's ``log_system``, else ``namespace#level`` (as Twisted's text format)."""
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        return escape_control(
+            f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        )
+    try:
+        return escape_control(str(system))
+    except Exception:
+        return "UNFORMATTABLE"
+
+
+def format_text_event(event: LogEvent) -> str | None:
+    """
+    ``TIME [SYSTEM] MESSAGE``, Twisted's classic text line, every field escaped; the lines
+    of a traceback follow, each indented by a tab.
+    """
+    lines = _event_lines(event)
+    if not lines:
+        return None
+    stamp = formatTime(event.get("log_time"))
+    return f"{stamp} [{_event_system(event)}] " + "\n\t".join(lines) + "\n"
 
 
 @implementer(ILogObserver)
@@ -48,18 +122,13 @@ class JournalTextObserver:
         self.out = out
 
     def __call__(self, event: LogEvent) -> None:
-        text = formatEvent(event)
-        failure = event.get("log_failure")
-        if failure is not None:
-            try:
-                text += "\n" + failure.getTraceback()
-            except Exception:  # a broken failure must not break logging
-                pass
-        if not text:
+        lines = _event_lines(event)
+        if not lines:
             return
         prefix = journal_line_prefix(event.get("log_level"))
-        namespace = event.get("log_system") or event.get("log_namespace", "-")
-        lines = text.rstrip("\n").split("\n")
+        namespace = escape_control(
+            str(event.get("log_system") or event.get("log_namespace", "-"))
+        )
         self.out.write("".join(f"{prefix}[{namespace}] {line}\n" for line in lines))
         self.out.flush()
 
@@ -119,5 +188,5 @@ def make_log_observer(
     elif journal:
         writer = JournalTextObserver(out)
     else:
-        writer = textFileLogObserver(out)
+        writer = FileLogObserver(out, format_text_event)
     return DaemonLogObserver(writer, config.level)

@@ -22,14 +22,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from clicktodial.interfaces import IUserStore
+from clicktodial.interfaces import ILocationStore, IUserStore
 
 __all__ = [
     "READY_TIMEOUT",
@@ -82,6 +82,14 @@ class DaemonMetrics:
             "clicktodial_calls_ended",
             "Click-to-dial calls ended, by outcome.",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.calls_media_relay = Counter(
+            "clicktodial_calls_media_relay",
+            "Click-to-dial calls ended, by media relay state: relayed, unrelayed (the relay"
+            " failed and the call went on without it), off, pending (ended before it was"
+            " decided).",
+            ["relay"],
             registry=self.registry,
         )
         self.store_latency = Histogram(
@@ -174,7 +182,8 @@ class MetricsResource(Resource):
 
 class ReadinessResource(Resource):
     """
-    ``/readyz``: ``200 ready`` when the store answers a cheap query within
+    ``/readyz``: ``200 ready`` when the store (and a separate ``[location]`` backend)
+    answers a cheap query within
     :data:`READY_TIMEOUT` seconds; ``503`` with the reason otherwise, or while the daemon
     is stopping (``draining()``).
     """
@@ -188,10 +197,13 @@ class ReadinessResource(Resource):
         metrics: DaemonMetrics | None = None,
         draining: Callable[[], bool] = lambda: False,
         timeout: float = READY_TIMEOUT,
+        locations: ILocationStore | None = None,
     ) -> None:
         super().__init__()
         self.clock = clock
         self.store = store
+        #: the [location] backend when it is not the store: it must answer too
+        self.locations = locations
         self.metrics = metrics
         self.draining = draining
         self.timeout = timeout
@@ -205,8 +217,12 @@ class ReadinessResource(Resource):
         started = self.clock.seconds()
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
-        # A user name no user can have: an indexed look-up that finds nothing.
-        ping: Deferred[Any] = self.store.get_user("\x00readyz")
+        # A user name (an AOR) no one can have: an indexed look-up that finds nothing.
+        pings: list[Deferred[Any]] = [self.store.get_user("\x00readyz")]
+        if self.locations is not None:
+            pings.append(self.locations.get_bindings("\x00readyz", started))
+        ping: Deferred[Any] = gatherResults(pings, consumeErrors=True)
+        ping.addErrback(_first_failure)
         ping.addTimeout(self.timeout, self.clock)
 
         def ready(_: object) -> None:
@@ -220,6 +236,12 @@ class ReadinessResource(Resource):
 
         ping.addCallbacks(ready, not_ready)
         return NOT_DONE_YET
+
+
+def _first_failure(failure: Failure) -> Failure:
+    """The failure of the first ping that failed (``gatherResults`` wraps it)."""
+    error = failure.value
+    return error.subFailure if isinstance(error, FirstError) else failure
 
 
 def _finish(request: Request, gone: list[bool], code: int, body: bytes) -> None:

@@ -14,7 +14,7 @@ tree built by :func:`clicktodial.service.build_service`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -24,9 +24,10 @@ from zope.interface import implementer
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.calls.events import CallInfo
 from clicktodial.config import Config
-from clicktodial.interfaces import ICallEventListener
+from clicktodial.connlimit import ConnectionLimit
+from clicktodial.interfaces import ICallEventListener, ILocationStore, IMediaRelay, IStoreLoad
 from clicktodial.metrics import DaemonCollector, DaemonMetrics, MetricsResource, ReadinessResource
-from clicktodial.reload import ReloadHook, ReloadRefused
+from clicktodial.reload import ICallsReload, ReloadHook, ReloadRefused
 from clicktodial.shutdown import CallsInProgress, GracefulStop, ua_calls
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.stack import SIPStack
@@ -34,16 +35,17 @@ from clicktodial.sip.stack import SIPStack
 __all__ = ["Operations", "check_calls_policy", "install_operations", "store_pending"]
 
 
-def store_pending(store: object) -> Callable[[], int]:
+def store_pending(*stores: object) -> Callable[[], int]:
     """
-    How many operations wait for a database thread in ``store`` (0 when it does not say:
-    a backend without a thread pool of ours).
+    How many operations wait for the ``stores`` (the ``[store]`` and the ``[location]``
+    backend): the sum of what those providing :class:`IStoreLoad` say; 0 for the others.
     """
-    pool = getattr(store, "_pool", None)
-    queue = getattr(pool, "q", None)
-    if queue is None or not hasattr(queue, "qsize"):
+    loads = [load for load in (IStoreLoad(store, None) for store in stores) if load is not None]
+    if not loads:
         return lambda: 0
-    return queue.qsize
+    if len(loads) == 1:
+        return loads[0].pending
+    return lambda: sum(load.pending() for load in loads)
 
 
 class Operations:
@@ -98,6 +100,9 @@ class Operations:
         )
         self._call_controller = controller
         controller.subscribe(_CallOutcomes(self.metrics))
+        relay = controller.relay  # RelaySettings, or None: [media] relay = off
+        if relay is not None:
+            self.metrics.collector(_media_relay(IMediaRelay(relay.relay)))
 
     def _calls_by_state(self) -> dict[str, float]:
         controller = self._call_controller
@@ -117,7 +122,7 @@ def check_calls_policy(config: Config) -> None:
     from clicktodial.calls.policy import create_policy
 
     try:
-        create_policy(config.calls)
+        create_policy(config.calls, config.plugins.options("policy", config.calls.policy))
     except Exception as e:
         raise ReloadRefused(
             "calls", "policy", f"cannot build policy {config.calls.policy!r}: {e}"
@@ -171,6 +176,48 @@ class _CallOutcomes:
     def call_state_changed(self, info: CallInfo) -> None:
         if info.state in ("ended", "failed"):
             self.metrics.calls.labels(info.end_reason or info.state).inc()
+            self.metrics.calls_media_relay.labels(info.media_relay).inc()
+
+
+def _media_relay(relay: IMediaRelay) -> DaemonCollector:
+    """The media relay's ng counters and round trips, read at scrape time."""
+
+    def stat(name: str) -> Callable[[], float]:
+        return lambda: relay.stats().get(name, 0)
+
+    return DaemonCollector(
+        [
+            (
+                "clicktodial_media_relay_sessions",
+                "Calls holding a media relay session now.",
+                stat("sessions"),
+            ),
+            (
+                "clicktodial_media_relay_round_trip_seconds_sum",
+                "Seconds the media relay took to answer ng commands, summed since start.",
+                stat("round_trip_seconds_sum"),
+            ),
+            (
+                "clicktodial_media_relay_round_trip_count",
+                "ng commands the media relay answered since start.",
+                stat("round_trip_count"),
+            ),
+        ],
+        counters=[
+            (
+                "clicktodial_media_relay_commands",
+                "ng commands sent to the media relay since start, by result: sent (all),"
+                " error (an error reply), timeout (no relay answered), retransmission.",
+                "result",
+                lambda: {
+                    "sent": relay.stats().get("commands", 0),
+                    "error": relay.stats().get("errors", 0),
+                    "timeout": relay.stats().get("timeouts", 0),
+                    "retransmission": relay.stats().get("retransmissions", 0),
+                },
+            )
+        ],
+    )
 
 
 def install_operations(
@@ -182,15 +229,22 @@ def install_operations(
     reload_hooks: list[Callable[[Config], object]] | None = None,
     call_controller: Any = None,
     rate_limiter: SourceRateLimiter | None = None,
+    location: object = None,
+    connection_limits: Iterable[ConnectionLimit] = (),
 ) -> Operations:
     """
     Put admission control between ``sip``'s transport and transaction layer, add
     ``/metrics`` and ``/readyz`` to ``web_root`` (the operator tree: clicktodial.web.resource),
     register a reload hook in ``reload_hooks``.
 
+    :param location: the ``[location]`` backend when it is not ``store`` (its pending work
+        counts towards ``[limits] max_store_pending``).
     :param rate_limiter: the per-source limit ``sip``'s transport applies (reconfigured on
         reload, read by /metrics); by default one of ``config`` that nothing applies.
+    :param connection_limits: the per-source connection caps of the stream listeners
+        (their refusals: ``clicktodial_connections_refused_total{listener}``).
     """
+    connection_limits = list(connection_limits)
     metrics = DaemonMetrics()
     if rate_limiter is None:
         rate_limiter = SourceRateLimiter.from_config(
@@ -204,7 +258,7 @@ def install_operations(
         # Transactions doing work: not the finished ones waiting out Timer J (32 s) for
         # retransmissions, or 80 REGISTERs/s with Digest would count 5,000 at rest.
         transactions_active=lambda: sip.transactions.working_count,
-        store_pending=store_pending(store),
+        store_pending=store_pending(store, location),
         server=config.sip.user_agent,
         rate_limiter=rate_limiter,
     )
@@ -217,10 +271,7 @@ def install_operations(
     def register_answered(request: Request, response: Response, seconds: float) -> None:
         metrics.register_answered(response.status, "Authorization" in request.headers, seconds)
 
-    # SIPStack.register_observers (getattr: a stack without the hook has no REGISTER counts).
-    observers = getattr(sip, "register_observers", None)
-    if observers is not None:
-        observers.append(register_answered)
+    sip.register_observers.append(register_answered)
     counts = admission.counts
     metrics.collector(
         DaemonCollector(
@@ -290,26 +341,39 @@ def install_operations(
                     },
                 ),
             ],
+            counters=[
+                (
+                    "clicktodial_connections_refused",
+                    "Stream connections closed unread since start because their source"
+                    " address already held the most it may ([sip] max_connections_per_source,"
+                    " [web] max_connections_per_client), by listener.",
+                    "listener",
+                    lambda: {limit.listener: limit.refused for limit in connection_limits},
+                ),
+            ],
         )
     )
     metrics.collector(_retransmissions(sip))
     web_root.putChild(b"metrics", MetricsResource(metrics.registry))
     web_root.putChild(
         b"readyz",
-        ReadinessResource(clock, store, metrics, draining=lambda: admission.draining),
+        ReadinessResource(
+            clock, store, metrics, draining=lambda: admission.draining,
+            locations=ILocationStore(location, None),
+        ),
     )
     if reload_hooks is not None:
         reload_hooks.append(operations.reload)
     if call_controller is not None:
         operations.use_call_controller(call_controller)
-        # [calls] policy settings change live when the controller can take them (a
-        # ``reload(config)`` method, and the keys it applies in RELOADED_SETTINGS); the
-        # others are named as needing a restart.
-        reload_calls = getattr(call_controller, "reload", None)
-        if reload_hooks is not None and callable(reload_calls):
+        # [calls] policy settings (and the [policy:NAME] sections) change live when the
+        # controller can take them (ICallsReload); the others are named as needing a
+        # restart.
+        reloadable = ICallsReload(call_controller, None)
+        if reload_hooks is not None and reloadable is not None:
             operations.reload_checks.append(check_calls_policy)
-            reload_hooks.append(reload_calls)
+            reload_hooks.append(reloadable.reload)
             operations.reloads_calls = True
-            keys: frozenset[str] = getattr(call_controller, "RELOADED_SETTINGS", frozenset())
-            operations.live_settings = frozenset(f"calls.{key}" for key in keys)
+            keys: frozenset[str] = reloadable.RELOADED_SETTINGS
+            operations.live_settings = frozenset(f"calls.{key}" for key in keys) | {"policy:"}
     return operations

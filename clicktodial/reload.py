@@ -19,10 +19,24 @@ from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.logger import Logger
+from zope.interface import Attribute, Interface
 
-from clicktodial.config import Config, ConfigError, load_config
+from clicktodial.config import (
+    Config,
+    ConfigError,
+    ini_section_name,
+    load_config,
+    section_names,
+)
 
-__all__ = ["LIVE_SETTINGS", "ConfigReloader", "ReloadHook", "ReloadRefused", "changed_settings"]
+__all__ = [
+    "LIVE_SETTINGS",
+    "ConfigReloader",
+    "ICallsReload",
+    "ReloadHook",
+    "ReloadRefused",
+    "changed_settings",
+]
 
 log = Logger(namespace="clicktodial.reload")
 
@@ -32,6 +46,19 @@ ReloadHook = Callable[[Config], object]
 #: Sections (or ``section.key``) applied live by the daemon's own hooks. ``[calls]`` keys are
 #: applied by the call controller's hook (``live`` of ConfigReloader).
 LIVE_SETTINGS = frozenset(["log.level", "limits", "daemon"])
+
+
+class ICallsReload(Interface):
+    """
+    A call controller that applies ``[calls]`` on SIGHUP (its policy, limits and timers):
+    :func:`clicktodial.operations.install_operations` adapts the controller to it and, when
+    it is provided, checks the new policy can be built and registers :meth:`reload` as a hook.
+    """
+
+    RELOADED_SETTINGS = Attribute("The ``[calls]`` keys reload applies: frozenset[str].")
+
+    def reload(config: Config) -> None:
+        """Apply ``config``'s ``[calls]`` to new calls; raise and change nothing if it cannot."""
 
 
 class ReloadRefused(Exception):
@@ -47,18 +74,32 @@ class ReloadRefused(Exception):
 def changed_settings(old: Config, new: Config) -> list[str]:
     """Every ``section.key`` whose value differs between ``old`` and ``new``."""
     changed = []
-    for section in attrs.fields(Config):
-        before, after = getattr(old, section.name), getattr(new, section.name)
+    schema = set(section_names())
+    for field in attrs.fields(Config):
+        name = ini_section_name(field)
+        if name not in schema:
+            continue  # plugins, source: the plugin sections are compared below
+        before, after = getattr(old, field.name), getattr(new, field.name)
         if before == after:
             continue
         for key in attrs.fields(type(before)):
             if getattr(before, key.name) != getattr(after, key.name):
-                changed.append(f"{section.name}.{key.name}")
+                changed.append(f"{name}.{key.name}")
+    # The [KIND:NAME] plugin sections, key by key: "policy:vip.max_vips".
+    old_sections, new_sections = old.plugins.sections, new.plugins.sections
+    for section in sorted(set(old_sections) | set(new_sections)):
+        before_keys = old_sections.get(section, {})
+        after_keys = new_sections.get(section, {})
+        for key in sorted(set(before_keys) | set(after_keys)):
+            if before_keys.get(key) != after_keys.get(key):
+                changed.append(f"{section}.{key}")
     return changed
 
 
 def _is_live(setting: str, live: frozenset[str]) -> bool:
-    return setting in live or setting.split(".", 1)[0] in live
+    section = setting.split(".", 1)[0]
+    # "policy:" in live: every [policy:NAME] section is
+    return setting in live or section in live or section.split(":", 1)[0] + ":" in live
 
 
 class ConfigReloader:

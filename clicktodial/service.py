@@ -3,11 +3,12 @@ Composition: :func:`build_service` assembles the daemon's service tree from a :c
 and a reactor. It is a plain function so that a test can build the whole daemon on a
 ``MemoryReactorClock``; :mod:`clicktodial.tap` calls it with the real reactor.
 
-Start-up order: the store starts first (``[store] auto_upgrade`` migrates the schema, then
-``demo_users`` seeds alice and bob); only when it is usable do the SIP stack and the web
-interface start, so no phone ever reaches a registrar without its database. A store that
-cannot start (an out-of-date schema: "run clicktodial --config FILE db upgrade", an
-unreachable database) is logged as critical and stops the daemon with exit status 1.
+Start-up order: the store starts first (``[store] auto_upgrade`` migrates the schema), then
+the ``[location]`` backend if registrations live elsewhere, then ``demo_users`` seeds alice
+and bob; only when they are usable do the SIP stack and the web interface start, so no
+phone ever reaches a registrar without its database. A store that cannot start (an
+out-of-date schema: "run clicktodial --config FILE db upgrade", an unreachable database) is
+logged as critical and stops the daemon with exit status 1.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.engine import URL
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from clicktodial import __version__
 from clicktodial.admission import SourceRateLimiter
@@ -31,14 +32,30 @@ from clicktodial.calls.controller import build_call_service
 from clicktodial.calls.directory import CachedDirectory
 from clicktodial.calls.trace import CallTraceService, build_tracer
 from clicktodial.cluster.service import build_cluster_service
-from clicktodial.config import Config, StoreConfig
-from clicktodial.interfaces import ICallController, IStoreBackend
+from clicktodial.config import Config
+from clicktodial.connlimit import ConnectionLimit
+from clicktodial.interfaces import (
+    IBindingChangeNotifier,
+    ICallController,
+    ILocationBackend,
+    ILocationStore,
+    IStoreBackend,
+    IUserChangeNotifier,
+)
 from clicktodial.operations import Operations, install_operations
+from clicktodial.pluginconfig import (
+    build_location_store,
+    build_policy,
+    build_store,
+    check_unchosen_sections,
+    log_plugin_warnings,
+)
 from clicktodial.sip.stack import SIPStack
 from clicktodial.sip.transport import SIPTransportLayer
-from clicktodial.store.plugins import StoreEnvironment, create_store, store_options
+from clicktodial.store.plugins import StoreEnvironment
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
+from clicktodial.web.site import BoundedSite
 
 __all__ = [
     "CALLS_SERVICE_NAME",
@@ -70,9 +87,12 @@ class DaemonService(MultiService):
 
     log = Logger()
 
-    def __init__(self, store: IStoreBackend, reactor: IReactorCore, demo_users: bool = False):
+    def __init__(self, store: IStoreBackend, reactor: IReactorCore, demo_users: bool = False,
+                 location: ILocationBackend | None = None):
         super().__init__()
         self.store = store
+        #: the ``[location]`` backend when it is not the store (started after it)
+        self.location = location
         self.reactor = reactor
         self.demo_users = demo_users
         self.started: Deferred[None] = Deferred()
@@ -98,6 +118,8 @@ class DaemonService(MultiService):
         # From here on the store owes a stop(), even if its start never completes.
         self._store_started = True
         await self.store.start()
+        if self.location is not None:
+            await self.location.start()
         if self.demo_users:
             from clicktodial.store.admin import seed_demo_users
 
@@ -151,7 +173,14 @@ class DaemonService(MultiService):
             if not self._store_started:
                 return result
             self._store_started = False
-            return maybeDeferred(self.store.stop).addBoth(lambda _: result)
+            location = self.location
+            # A location backend whose start was never reached is stopped all the same: its
+            # stop must cope (the contract of ILocationBackend.stop).
+            stopped = (maybeDeferred(location.stop) if location is not None
+                       else maybeDeferred(lambda: None))
+            stopped.addErrback(lambda f: self.log.failure("cannot stop the location store", f))
+            stopped.addBoth(lambda _: maybeDeferred(self.store.stop))
+            return stopped.addBoth(lambda _: result)
 
         def log_stopped(result: object) -> object:
             self.log.info("clicktodial stopped")
@@ -166,37 +195,40 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
-def _sqlite_directory(url: object) -> Path | None:
+def _sqlite_directory(url: URL) -> Path | None:
     """The directory of a file SQLite database URL (created for ``auto_upgrade``)."""
-    backend = getattr(url, "get_backend_name", lambda: "")()
-    database = getattr(url, "database", None)
-    if backend != "sqlite" or not database or database == ":memory:":
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
     return Path(database).parent
 
 
+def _environment(config: Config, reactor: IReactorTime) -> StoreEnvironment:
+    return StoreEnvironment(reactor=reactor, realm=config.sip.domain)
+
+
 def store_for_daemon(config: Config, reactor: IReactorTime) -> IStoreBackend:
     """
-    The (not yet started) store ``[store]`` asks for, through the backend plugins: the
-    ``sql`` backend gets ``auto_upgrade`` when the configuration sets it (and a SQLite
-    database's directory is created, so that the development configuration works from a
-    fresh checkout).
+    The (not yet started) store ``[store]`` asks for, through the backend plugins
+    (:mod:`clicktodial.pluginconfig`); with ``auto_upgrade`` a SQLite database's directory is
+    created, so that the development configuration works from a fresh checkout.
 
-    :raises clicktodial.store.errors.StoreConfigError: unknown backend or bad option.
+    :raises clicktodial.config.ConfigError: unknown backend or bad option.
     """
-    section: StoreConfig = config.store
-    options = store_options(section)
-    if section.auto_upgrade:
-        options["auto_upgrade"] = "yes"
-        directory = _sqlite_directory(section.url)
+    store = build_store(config, _environment(config, reactor))
+    if config.store.auto_upgrade and config.store.backend == "sql":
+        directory = _sqlite_directory(config.store.url)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-    environment = StoreEnvironment(reactor=reactor, realm=config.sip.domain)
-    return create_store(section.backend, options, environment)
+    return store
 
 
 def build_service(
-    config: Config, reactor: IReactorCore, *, store: IStoreBackend | None = None
+    config: Config,
+    reactor: IReactorCore,
+    *,
+    store: IStoreBackend | None = None,
+    location: ILocationBackend | None = None,
 ) -> DaemonService:
     """
     The daemon's service tree for ``config``, listening and scheduling with ``reactor``.
@@ -206,28 +238,55 @@ def build_service(
     ``IReactorTime`` for SIP.
 
     :param store: the store to use instead of the one ``[store]`` names (tests).
-    :raises clicktodial.store.errors.StoreConfigError: ``[store]`` names an unknown backend
-        or gives it a bad option.
+    :param location: the location store to use instead of the one ``[location]`` names
+        (tests).
+    :raises clicktodial.config.ConfigError: a plugin (``[store]``, ``[location]``, ``[calls]
+        policy``) is unknown or refuses its options, or a feature needs a capability the
+        configured store lacks.
     """
     clock = IReactorTime(reactor)
     if store is None:
         store = store_for_daemon(config, clock)
-    root = DaemonService(store, reactor, demo_users=config.store.demo_users)
+    environment = _environment(config, clock)
+    # [location] backend: the registrations in a store of their own (None: in the store).
+    if location is None:
+        location = build_location_store(config, environment)
+    locations: ILocationStore = location if location is not None else store
+    policy = build_policy(config)
+    log_plugin_warnings(check_unchosen_sections(config, environment))
+    root = DaemonService(store, reactor, demo_users=config.store.demo_users, location=location)
 
     # --- SIP -------------------------------------------------------------------------------
     # Transports, transaction layer, UA core, registrar (clicktodial.sip.stack); the
     # click-to-dial controller plugs into sip.user_agent / set_incoming_call_handler.
     # Bindings go through the call controller's cache (clicktodial.calls.directory), so a
     # registration handled here reaches the calls at once.
-    directory = CachedDirectory(clock, store, store, config.calls.lookup_cache_seconds)
+    directory = CachedDirectory(clock, store, locations, config.calls.lookup_cache_seconds)
+    # Changes the stores tell of (other daemons' REGISTERs, users changed) reach the
+    # directory's cache at once when they can tell (optional capabilities).
+    binding_notices = IBindingChangeNotifier(locations, None)
+    if binding_notices is not None:
+        binding_notices.subscribe(directory.bindings_changed)
+    user_notices = IUserChangeNotifier(store, None)
+    if user_notices is not None:
+        user_notices.subscribe(directory.user_changed)
     # The per-source rate limit ([limits], clicktodial.admission) is applied by the transport
     # to every datagram before parsing it; admission control reconfigures it on reload.
     rate_limiter = SourceRateLimiter.from_config(
         clock, config.limits, config.registrar.trusted_proxies
     )
+    # Per-source caps on open connections (clicktodial.connlimit); trusted fronts are exempt.
+    connection_limits = {
+        name: ConnectionLimit(clock, listener, config.sip.max_connections_per_source,
+                              config.registrar.trusted_proxies)
+        for name, listener in (("TCP", "sip-tcp"), ("TLS", "sip-tls"))
+    }
+    web_limit = ConnectionLimit(clock, "web", config.web.max_connections_per_client,
+                                config.web.trusted_proxies)
     # Call traces (docs/calls.md): the transport shows the tracer every message.
     tracer = build_tracer(config, clock, store, config.sip.t1 * 64)
-    transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter, tap=tracer)
+    transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter,
+                                  connection_limits=connection_limits, tap=tracer)
     sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport=transport)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
@@ -235,17 +294,29 @@ def build_service(
         # Stops after the calls were hung up (their BYEs kept), before the SIP stack and
         # the store: what is buffered is written.
         CallTraceService(tracer).setServiceParent(root)
+    if config.registrar.nat_keepalive_interval:
+        # OPTIONS to phones behind NAT (clicktodial.sip.natping); stops before the stack.
+        from clicktodial.sip.natping import NatKeepAlive
+
+        NatKeepAlive(
+            clock, sip.transactions, directory, domain=config.sip.domain,
+            interval=config.registrar.nat_keepalive_interval,
+            max_failures=config.registrar.nat_keepalive_failures,
+            user_agent=config.sip.user_agent,
+        ).setServiceParent(root)
 
     # --- calls -----------------------------------------------------------------------------
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
     calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store,
-                               directory, tracer)
+                               directory, tracer, policy=policy)
     # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).
     controller: ICallController = calls.controller
-    cluster = build_cluster_service(config, clock, store, calls.controller)
+    relay = calls.controller.relay  # [media] relay: the lost calls' sessions are deleted
+    cluster = build_cluster_service(config, clock, store, calls.controller, store,
+                                    relay=relay.relay if relay is not None else None)
     if cluster is not None:
         cluster.setName(CLUSTER_SERVICE_NAME)
         cluster.setServiceParent(root)
@@ -256,10 +327,13 @@ def build_service(
     # --- web -------------------------------------------------------------------------------
     # strports.service makes a failure to listen raise from startService, so twistd stops
     # instead of running without its web interface.
-    web_app = make_web_app(config, clock, store, controller, tracer)
+    web_app = make_web_app(config, clock, store, controller, locations, tracer)
     # The registrar tells the web's presence about each REGISTER it handles, so phones
-    # registering here appear online at once (others' registrations: the monitor's poll).
+    # registering here appear online at once (others' registrations: the monitor's poll,
+    # or at once when the location store tells of changes made by other daemons).
     sip.registrar.binding_listeners.append(web_app.registrations.bindings_changed)
+    if binding_notices is not None:
+        binding_notices.subscribe(web_app.registrations.aor_changed)
     # /metrics, /readyz (added by install_operations) and /healthz: to anyone on [web]
     # metrics_listen, to the metrics token and administrators only on [web] listen.
     operator_root = make_operator_root()
@@ -274,13 +348,21 @@ def build_service(
         reload_hooks=root.reload_hooks,
         call_controller=calls.controller,
         rate_limiter=rate_limiter,
+        location=location,
+        connection_limits=[*connection_limits.values(), web_limit],
     )
-    web = strports.service(config.web.listen, Site(web_root), reactor=reactor)
+    # A request must arrive whole within [web] request_timeout (slow clients:
+    # clicktodial.web.site); one address holds at most max_connections_per_client.
+    site = BoundedSite(web_root, clock, config.web.request_timeout)
+    web = strports.service(config.web.listen, web_limit.wrap(site), reactor=reactor)
     web.setName(WEB_SERVICE_NAME)
     web.setServiceParent(root)
     if config.web.metrics_listen is not None:
-        metrics = strports.service(config.web.metrics_listen, Site(operator_root),
-                                   reactor=reactor)
+        metrics = strports.service(
+            config.web.metrics_listen,
+            BoundedSite(operator_root, clock, config.web.request_timeout),
+            reactor=reactor,
+        )
         metrics.setName(METRICS_SERVICE_NAME)
         metrics.setServiceParent(root)
 

@@ -192,9 +192,12 @@ def makeService(options: Options) -> IService:
 
     root = TwistdRoot(observer)
     try:
+        # The plugins validate their [KIND:NAME] sections here (clicktodial.pluginconfig).
         daemon = build_service(config, reactor)
     except TraceUnavailable as e:
         raise SystemExit(str(ConfigError(path, str(e), "calls", "trace"))) from None
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
     daemon.setServiceParent(root)
     # Once serving: freeze what start-up left alive, collect less often (clicktodial.gcpolicy).
     daemon.started.addCallback(lambda _: apply_daemon_gc_policy())

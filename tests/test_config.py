@@ -18,6 +18,7 @@ from clicktodial.config import (
     load_config,
     parse_config,
     parse_host_port,
+    section_names,
 )
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -67,7 +68,7 @@ def test_prod_config_listens_on_all_interfaces_and_uses_postgresql() -> None:
 
 def _example_sections() -> dict[str, str]:
     text = (CONF_DIR / "example.ini").read_text()
-    parts = re.split(r"^\[(\w+)\]\s*$", text, flags=re.M)
+    parts = re.split(r"^\[([\w:]+)\]\s*$", text, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
@@ -248,10 +249,43 @@ def test_unknown_section_error_names_it_and_lists_the_valid_ones() -> None:
     error = config_error(MINIMAL + "[sipp]\nlisten = 127.0.0.1:5060\n")
     assert str(error) == (
         "x.ini: [sipp]: unknown section (valid sections: "
-        + ", ".join(a.name for a in attrs.fields(Config))
-        + ")"
+        + ", ".join(section_names())
+        + ", and [KIND:NAME] for a plugin, KIND one of store, location, policy)"
     )
     assert "sip, web, store, log, registrar" in str(error)
+
+
+def test_media_rtpengine_section_is_parsed_with_its_defaults() -> None:
+    config = parse_config(MINIMAL, "x.ini")
+    assert config.media.relay == "off"
+    assert config.rtpengine.ng == (HostPort("127.0.0.1", 22222),)
+    assert (config.rtpengine.timeout, config.rtpengine.retries) == (1.5, 3)
+    assert config.rtpengine.interfaces == () and config.rtpengine.on_failure == "fail"
+    config = parse_config(
+        MINIMAL + "[media]\nrelay = auto\n[media:rtpengine]\nng = 10.0.0.1:2223, [::1]:2224\n"
+        "interfaces = pub, priv\non_failure = unrelayed\n",
+        "x.ini",
+    )
+    assert config.media.relay == "auto"
+    assert config.rtpengine.ng == (HostPort("10.0.0.1", 2223), HostPort("::1", 2224))
+    assert config.rtpengine.interfaces == ("pub", "priv")
+    assert config.rtpengine.on_failure == "unrelayed"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ng", "rtpengine:22222"), ("ng", "127.0.0.1:0"), ("ng", ""), ("timeout", "soon"),
+     ("retries", "-1"), ("interfaces", "one"), ("interfaces", "a b, c"), ("on_failure", "maybe"),
+     ("nope", "1")],
+)
+def test_bad_media_rtpengine_values_name_file_section_and_key(key: str, value: str) -> None:
+    error = config_error(MINIMAL + f"[media:rtpengine]\n{key} = {value}\n")
+    assert (error.filename, error.section, error.key) == ("x.ini", "media:rtpengine", key)
+
+
+def test_bad_media_relay_names_the_key() -> None:
+    error = config_error(MINIMAL + "[media]\nrelay = always\n")
+    assert (error.section, error.key) == ("media", "relay")
 
 
 def test_default_section_is_not_special() -> None:
@@ -265,7 +299,7 @@ def test_unknown_key_error_names_section_key_and_valid_keys() -> None:
         "x.ini: [sip] listen_port: unknown key"
         " (valid keys: domain, listen, transports, t1, t2, t4, user_agent, udp_buffer"
         ", tls_listen, tls_certificate, tls_private_key, stream_idle_timeout"
-        ", flow_keep_margin, stream_close_timeout, flow_timer)"
+        ", flow_keep_margin, stream_close_timeout, max_connections_per_source, flow_timer)"
     )
 
 
@@ -354,3 +388,38 @@ def test_line_without_equals_sign_is_an_error_with_its_line() -> None:
     assert str(config_error(with_sip("listen\n"))) == (
         "x.ini: line 3: cannot parse 'listen' (expected key = value)"
     )
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp:8091",
+        "tcp:8091:interface=0.0.0.0",
+        "tcp:8091:interface=192.0.2.1",
+        "tcp:8091:interface=127.0.0.1:interface=0.0.0.0",  # Twisted takes the last one
+        "tcp:8091:50:0.0.0.0",
+        "tcp6:8091:interface=\\:\\:",
+        "tcp:8091:interface=localhost",
+        "ssl:8091:interface=127.0.0.1",
+        "systemd:domain=INET:index=0",
+    ],
+)
+def test_control_listen_binding_a_non_loopback_interface_stops_start_up(endpoint: str) -> None:
+    error = config_error(MINIMAL + f"[calls]\ncontrol_listen = {endpoint}\n")
+    assert (error.section, error.key) == ("calls", "control_listen")
+    assert "loopback" in error.problem
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp:8091:interface=127.0.0.1",
+        "tcp:8091:interface=127.0.0.5",
+        "tcp:8091:50:127.0.0.1",
+        "tcp6:8091:interface=\\:\\:1",
+        "unix:/run/clicktodial/control.sock",
+    ],
+)
+def test_control_listen_on_loopback_is_accepted(endpoint: str) -> None:
+    config = parse_config(MINIMAL + f"[calls]\ncontrol_listen = {endpoint}\n", "x.ini")
+    assert config.calls.control_listen == endpoint

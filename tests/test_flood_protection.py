@@ -18,9 +18,9 @@ from zope.interface.verify import verifyObject
 
 from clicktodial.admission import SourceRateLimiter, source_key
 from clicktodial.config import HostPort, SipConfig, parse_config
-from clicktodial.interfaces import IMessageHandler, ISourceLimit
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip import banfilter
+from clicktodial.sip.interfaces import IMessageHandler, ISourceLimit
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.transport import SIPTransportLayer, _KernelBanFilter
 from clicktodial.testing.transport import (

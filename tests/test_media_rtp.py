@@ -166,6 +166,24 @@ def test_sends_only_to_the_sdp_destination() -> None:
     assert sender.dropped == 2
 
 
+def test_rtp_from_the_signalling_source_moves_the_stream_there_and_nothing_else_does() -> None:
+    """Symmetric RTP for a caller behind NAT, guarded: only the latch host's RTP counts."""
+    clock = Clock()
+    sender = RtpSender(clock, silence(Codec.PCMU), PHONE, latch_host="198.51.100.7")
+    port = FakeDatagramPort(sender, "127.0.0.1", 30000)
+    step(clock, 0.1)
+    rtp_packet = b"\x80\x00" + b"\x00" * 170
+    port.receive(rtp_packet, "127.0.0.9", 40000)  # a stranger: ignored
+    port.receive(b"garbage", "198.51.100.7", 1024)  # not RTP: ignored
+    step(clock, 0.1)
+    assert {addr for _, addr in port.take()} == {PHONE}
+    port.receive(rtp_packet, "198.51.100.7", 61234)  # the phone, through its NAT
+    step(clock, 0.1)
+    assert {addr for _, addr in port.take()} == {("198.51.100.7", 61234)}
+    assert sender.dropped == 3
+    sender.stop()
+
+
 @pytest.mark.parametrize(
     ("host", "port"),
     [

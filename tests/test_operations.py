@@ -21,13 +21,14 @@ from zope.interface import implementer
 
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.config import Config, LimitsConfig, parse_config
-from clicktodial.interfaces import IMessageHandler
+from clicktodial.interfaces import IStoreLoad
 from clicktodial.log import make_log_observer
 from clicktodial.metrics import DaemonMetrics, MetricsResource, ReadinessResource
 from clicktodial.reload import ConfigReloader, changed_settings
 from clicktodial.service import build_service
 from clicktodial.shutdown import CallsInProgress, GracefulStop
 from clicktodial.sip.address import Source
+from clicktodial.sip.interfaces import IMessageHandler
 from clicktodial.sip.message import Request, Response
 from clicktodial.systemd import SystemdNotifier, journal_line_prefix, sd_notify
 from clicktodial.testing.sipfakes import (
@@ -144,7 +145,8 @@ def test_log_lines_to_the_journal_start_with_their_priority(tmp_path: Path) -> N
         observer = make_log_observer(config, out, environ)
         observer({"log_level": LogLevel.warn, "log_namespace": "t", "log_format": "careful"})
         observer({"log_level": LogLevel.info, "log_namespace": "t", "log_format": "a\nb"})
-    assert path.read_text() == "<4>[t] careful\n<6>[t] a\n<6>[t] b\n"
+    # A line break in a message is data (escaped: clicktodial.log.escape_control).
+    assert path.read_text() == "<4>[t] careful\n<6>[t] a\\nb\n"
 
 
 def test_log_lines_not_to_the_journal_have_no_priority_prefix() -> None:
@@ -203,6 +205,12 @@ def test_settings_that_need_a_restart_are_named_on_reload() -> None:
     old = parse_config(MINIMAL, "x")
     new = parse_config(MINIMAL + "listen = 127.0.0.1:5070\n[log]\nlevel = debug\n", "x")
     assert changed_settings(old, new) == ["sip.listen", "log.level"]
+
+
+def test_a_changed_media_rtpengine_key_is_named_by_its_ini_section() -> None:
+    old = parse_config(MINIMAL, "x")
+    new = parse_config(MINIMAL + "[media:rtpengine]\nng = 127.0.0.1:2223\n", "x")
+    assert changed_settings(old, new) == ["media:rtpengine.ng"]
 
 
 # --- admission control -----------------------------------------------------------------------
@@ -467,6 +475,7 @@ class FakeController:
         self.calls = [type("Info", (), {"state": s})() for s in states]
         self.listeners: list[Any] = []
         self.hung_up = 0
+        self.relay = None  # [media] relay = off
 
     def active_calls(self) -> list[Any]:
         return self.calls
@@ -493,7 +502,9 @@ def test_with_a_call_controller_the_stop_hangs_up_its_calls_and_metrics_show_the
     operations.use_call_controller(controller)
     _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
     assert 'clicktodial_calls_active{state="connected"} 2.0' in body.decode()
-    ended = type("Info", (), {"state": "ended", "end_reason": "caller-hangup"})()
+    ended = type(
+        "Info", (), {"state": "ended", "end_reason": "caller-hangup", "media_relay": "off"}
+    )()
     controller.listeners[0].call_state_changed(ended)
     _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
     assert 'clicktodial_calls_ended_total{outcome="caller-hangup"} 1.0' in body.decode()
@@ -503,3 +514,95 @@ def test_with_a_call_controller_the_stop_hangs_up_its_calls_and_metrics_show_the
     assert controller.hung_up == 1
     reactor.pump([0.1] * 3)
     assert done == [None]
+
+
+@implementer(IStoreLoad)
+class LoadedStore:
+    """A store backend declaring its load (IStoreLoad), with no thread pool of ours."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+
+    def pending(self) -> int:
+        return self.waiting
+
+
+def test_admission_control_reads_the_load_a_store_declares() -> None:
+    """The pending work is what IStoreLoad says (no probing for a private thread pool), summed
+    over the [store] and [location] backends; a store without IStoreLoad counts 0."""
+    from clicktodial.operations import store_pending
+
+    assert store_pending(LoadedStore(3))() == 3
+    assert store_pending(LoadedStore(3), LoadedStore(4))() == 7
+    assert store_pending(object(), None)() == 0
+    users, locations = LoadedStore(0), LoadedStore(0)
+    pending = store_pending(users, locations)
+    locations.waiting = 9
+    assert pending() == 9
+
+
+def test_the_sql_store_declares_its_load(tmp_path: Path) -> None:
+    from zope.interface.verify import verifyObject
+
+    from clicktodial.store.sql import SQLStore
+    from clicktodial.testing.fakes import InlineThreadPool
+
+    store = SQLStore(Clock(), f"sqlite:///{tmp_path / 'x.sqlite'}", InlineThreadPool(),
+                     InlineThreadPool(), realm="127.0.0.1")
+    load = IStoreLoad(store, None)
+    assert load is not None and verifyObject(IStoreLoad, load)
+    assert load.pending() == 0
+
+
+class Locations:
+    def __init__(self, answer: Deferred[Any]) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    def get_bindings(self, aor: str, now: float) -> Deferred[Any]:
+        self.asked.append(aor)
+        return self.answer
+
+
+def test_readyz_asks_a_separate_location_backend_too() -> None:
+    """With [location] backend set, /readyz is ready only when both stores answer."""
+    from twisted.internet.defer import fail
+
+    locations = Locations(succeed([]))
+    resource = ReadinessResource(
+        Clock(), Store(succeed(None)), locations=locations)  # type: ignore[arg-type]
+    assert render(resource, b"readyz") == (200, b"ready")
+    assert locations.asked == ["\x00readyz"]
+    down = ReadinessResource(
+        Clock(), Store(succeed(None)),  # type: ignore[arg-type]
+        locations=Locations(fail(ConnectionRefusedError("redis down"))),  # type: ignore[arg-type]
+    )
+    assert render(down, b"readyz") == (503, b"store unreachable")
+
+
+def test_metrics_show_the_media_relay_commands_and_relayed_calls() -> None:
+    from clicktodial.calls.relay import RelaySettings
+    from clicktodial.media.rtpengine import NgClient, RtpEngineRelay
+    from clicktodial.testing.transport import FakeDatagramPort
+
+    root = build_service(parse_config(MINIMAL + "[store]\nbackend = memory\n", "x"),
+                         FakeReactor())
+    operations = root.operations
+    assert operations is not None
+    client = NgClient(Clock(), [("127.0.0.1", 22222)])
+    port = FakeDatagramPort(client, "127.0.0.1", 40000)
+    client.command("ping")
+    port.receive(port.written[0][0].split(b" ")[0] + b" d6:result4:ponge", "127.0.0.1", 22222)
+    controller = FakeController([])
+    controller.relay = RelaySettings(RtpEngineRelay(client))  # type: ignore[assignment]
+    operations.use_call_controller(controller)
+    ended = type(
+        "Info", (), {"state": "ended", "end_reason": "caller-hangup", "media_relay": "relayed"}
+    )()
+    controller.listeners[0].call_state_changed(ended)
+    _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
+    text = body.decode()
+    assert 'clicktodial_media_relay_commands_total{result="sent"} 1.0' in text
+    assert 'clicktodial_media_relay_commands_total{result="error"} 0.0' in text
+    assert "clicktodial_media_relay_round_trip_count 1.0" in text
+    assert 'clicktodial_calls_media_relay_total{relay="relayed"} 1.0' in text

@@ -77,10 +77,10 @@ def test_a_policy_refused_on_reload_keeps_the_whole_running_configuration(
     old_limits = operations.admission.limits
     real_create = policy_module.create_policy
 
-    def refuse_flow1(settings: Any) -> Any:
+    def refuse_flow1(settings: Any, options: Any = None) -> Any:
         if settings.policy == "flow1":
             raise ValueError("flow1 is switched off here")
-        return real_create(settings)
+        return real_create(settings, options)
 
     monkeypatch.setattr(policy_module, "create_policy", refuse_flow1)
     path.write_text(BASE + "[calls]\npolicy = flow1\n[limits]\nretry_after = 17\n")

@@ -7,6 +7,7 @@ from twisted.logger import globalLogPublisher
 from twisted.web.server import Site
 
 from clicktodial.config import parse_config
+from clicktodial.connlimit import ConnectionLimitingFactory
 from clicktodial.service import SIP_SERVICE_NAME, WEB_SERVICE_NAME, build_service
 from clicktodial.testing.transport import FakeReactor
 
@@ -28,7 +29,9 @@ def test_started_service_listens_on_the_configured_web_endpoint() -> None:
     root.startService()
     [(port, factory, _backlog, interface)] = [s for s in reactor.tcpServers if s[0] == 8181]
     assert (port, interface) == (8181, "127.0.0.1")
-    assert isinstance(factory, Site)
+    assert isinstance(factory, ConnectionLimitingFactory)
+    assert isinstance(factory.wrappedFactory, Site)
+    assert (factory.limit.listener, factory.limit.max_per_source) == ("web", 256)
     assert IService(root.getServiceNamed(WEB_SERVICE_NAME)).running
     root.stopService()
 
@@ -209,3 +212,29 @@ def test_stop_after_a_failed_store_start_still_stops_the_store() -> None:
     assert reactor.hasStopped
     root.stopService()
     assert calls == ["start", "stop"]
+
+
+def test_in_a_cluster_the_liveness_monitor_deletes_lost_calls_through_the_media_relay() -> None:
+    """[cluster] bus = postgres with [media] relay: the node that records a dead node's
+    calls as lost deletes their sessions through the call controller's relay."""
+    from zope.interface import alsoProvides
+
+    from clicktodial.cluster.bus import MemoryEventBus
+    from clicktodial.cluster.nodes import MemoryNodeRegistry
+    from clicktodial.interfaces import IClusterStorage
+    from clicktodial.service import CALLS_SERVICE_NAME, CLUSTER_SERVICE_NAME
+    from clicktodial.store.memory import MemoryStore
+    from clicktodial.testing.fakes import InlineThreadPool
+
+    reactor = FakeReactor()
+    store: Any = MemoryStore(reactor, realm="127.0.0.1", hash_pool=InlineThreadPool())
+    store.event_bus = lambda node_id: MemoryEventBus(reactor, node_id)
+    store.node_registry = MemoryNodeRegistry
+    alsoProvides(store, IClusterStorage)
+    config = parse_config(
+        CONFIG + "[cluster]\nbus = postgres\nnode_id = n1\n"
+        "[media]\nrelay = rtpengine\n[media:rtpengine]\nng = 127.0.0.1:22222\n", "x.ini")
+    root = build_service(config, reactor, store=store)
+    relay = root.getServiceNamed(CALLS_SERVICE_NAME).controller.relay.relay
+    assert root.getServiceNamed(CLUSTER_SERVICE_NAME).monitor.lost.relay is relay
+    assert root.getServiceNamed(CALLS_SERVICE_NAME).lost.relay is relay

@@ -15,8 +15,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from clicktodial.config import parse_config
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.stack import IncomingRefuser, RequestRouter, SIPStack

@@ -32,11 +32,13 @@ from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_media, truncate_media
-from clicktodial.interfaces import IBridge, IMediaFlow, ISessionHandler
+from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
+from clicktodial.interfaces import IBridge, IMediaFlow
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
-from clicktodial.sip.dialog import DialogError, flow_destination
+from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destination
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
+from clicktodial.sip.interfaces import ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
 from clicktodial.sip.transactions.base import Lingering, LingerQueue
@@ -156,14 +158,16 @@ class Target:
     Where one binding is called: the Request-URI (the stored contact,
     without URI headers), the pre-loaded route (stored Path) and the next hop.
 
-    @ivar flow: the fixed next hop for every request of the dialog (the
-        address a NATed phone registered from), or None.
+    @ivar flow: the fixed next hop for every request of the dialogs the
+        INVITE creates (the address the phone registered from, or the first
+        hop of a trusted Path), whatever the phone's Contact and
+        Record-Route say (docs/security.md).
     """
 
     uri: URI
     route: tuple[NameAddr, ...]
-    destination: Destination | None
-    flow: Destination | None
+    destination: Destination
+    flow: Destination
 
 
 def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
@@ -191,7 +195,10 @@ def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
         raise ValueError("no source address recorded with the binding")
     received = parse_uri(binding.received)
     if binding.path and received.host in trusted_paths:
-        return Target(uri, tuple(parse_name_addr(hop) for hop in binding.path), None, None)
+        route = tuple(parse_name_addr(hop) for hop in binding.path)
+        # The trusted proxy routes the dialog's requests too: they all go to its first hop.
+        hop = destination_for_uri(route[0].uri)
+        return Target(uri, route, hop, hop)
     # A stream flow that is gone is reopened to the source host at the Contact's port
     # (never to a host the Contact names); an RFC 5626 flow is never reopened.
     outbound = binding.instance_id is not None and binding.reg_id is not None
@@ -257,7 +264,7 @@ class Leg:
     # Per call, for as long as it is held: no per-instance __dict__ (also Call, _LegHandler).
     __slots__ = (
         "call", "role", "user", "handler", "forks", "starting", "failures", "session",
-        "pending_offer", "origin",
+        "pending_offer", "origin", "target",
     )
 
     def __init__(self, call: Call, role: str, user: User) -> None:
@@ -272,6 +279,19 @@ class Leg:
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
         self.origin = LegOrigin()
+        #: The binding's L{Target} whose phone answered (its session's flow).
+        self.target: Target | None = None
+
+    @property
+    def source(self) -> str | None:
+        """
+        The address the answering phone signals from (its NAT's, behind one); None
+        behind a trusted proxy (a pre-loaded route), where that is the proxy's.
+        """
+        target = self.target
+        if target is None or target.flow is None or target.route:
+            return None
+        return target.flow.host
 
     def ring(
         self,
@@ -301,6 +321,7 @@ class Leg:
                     route=target.route,
                     destination=target.destination,
                     call_id=call_id,
+                    flow=target.flow,
                 )
                 if fork.state in (CallState.CALLING, CallState.PROCEEDING):
                     self.forks[fork] = target
@@ -385,7 +406,8 @@ class Call:
         "call_id", "media", "_ringback", "clock", "ua", "flow", "settings", "observer", "domain",
         "_callee_targets", "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
         "_relayed", "_long_timers", "created_at", "caller_answered_at", "callee_answered_at",
-        "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "tracer",
+        "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "tracer", "relay",
+        "_bridge",
     )
 
     def __init__(
@@ -405,10 +427,15 @@ class Call:
         media: RingbackPlayer | None = None,
         long_timers: Callable[[float], LingerQueue] | None = None,
         tracer: CallTracer | None = None,
+        relay: CallRelay | None = None,
     ) -> None:
         self.call_id = call_id
         #: Keeps the SIP messages of the call's legs (docs/calls.md, "Call traces"), or None.
         self.tracer = tracer
+        #: The media relay between the phones ([media] relay), or None.
+        self.relay = relay
+        #: What the media flow drives: this call, or the relay in front of it.
+        self._bridge: IBridge = self if relay is None else RelayBridge(self, relay)
         #: Our own RTP to the caller (docs/media.md): ringback while the callee rings.
         self.media = media
         self._ringback: RtpStream | None = None
@@ -530,6 +557,8 @@ class Call:
         else:
             self._stop_ringback()
             self.caller.hang_up(headers)
+        if self.relay is not None:
+            self.relay.end()
         self.observer.call_changed(
             self,
             CallUpdate(
@@ -607,8 +636,7 @@ class Call:
             return
         leg.session = session
         leg.pending_offer = offer
-        if target is not None and target.flow is not None:
-            session.dialog.flow = target.flow
+        leg.target = target
         # The first phone to answer wins; the others are cancelled (RFC 3261 §16.7 style).
         leg.cancel_forks()
         sdp = _sdp_of(response)
@@ -624,12 +652,12 @@ class Call:
             self.observer.call_changed(
                 self, CallUpdate(state=self.public_state, caller_answered_at=now)
             )
-            self.flow.caller_answered(self, sdp)
+            self.flow.caller_answered(self._bridge, sdp)
         else:
             self.callee_answered_at = now
             self._move(Input.CALLEE_ANSWERED)
             self.observer.call_changed(self, CallUpdate(callee_answered_at=now))
-            self.flow.callee_answered(self, sdp)
+            self.flow.callee_answered(self._bridge, sdp)
 
     def _fork_failed(self, leg: Leg, fork: OutgoingCall, response: Response) -> None:
         if leg.forks.pop(fork, None) is None and not leg.starting:
@@ -679,8 +707,15 @@ class Call:
             # RFC 3261 §14.2: an offer while ours is being worked out.
             self._respond(request, 491)
             return
-        offer = other.origin.outgoing(pad_media(request.offer, other.origin.media))
         offer_lines = media_count(request.offer)
+        relay = self.relay
+
+        def answered(answer: bytes) -> None:
+            self._respond(request, 200, leg.origin.outgoing(truncate_media(answer, offer_lines)))
+
+        def relay_failed(failure: Failure) -> None:
+            failure.trap(RelayFailed)
+            self._respond(request, 500)
 
         def responded(response: Response) -> None:
             if response.status < 200:
@@ -689,20 +724,41 @@ class Call:
                 self._relayed.remove(request)
             answer = _sdp_of(response)
             if 200 <= response.status < 300 and answer is not None:
-                body = leg.origin.outgoing(truncate_media(answer, offer_lines))
-                self._respond(request, 200, body)
-            elif 200 <= response.status < 300:
+                if relay is None:
+                    answered(answer)
+                else:
+                    d = relay.answer(other.role, answer, other.source)
+                    d.addCallback(answered).addErrback(relay_failed)
+                return
+            if relay is not None:
+                relay.open_offer = None
+            if 200 <= response.status < 300:
                 self._respond(request, 488)
             else:
                 # 491 (glare on the other leg) goes back as 491: the phone retries.
                 self._respond(request, response.status if response.status < 700 else 500)
 
-        try:
-            session.reinvite(offer, SDP_CONTENT_TYPE, on_response=responded, retry_on_491=False)
-        except (RequestPending, OfferAnswerError, DialogError):
-            self._respond(request, 491)
-            return
-        self._relayed.append(request)
+        def forward(offer_sdp: bytes) -> None:
+            session = other.session
+            if self.over or request.responded or session is None or session.is_terminated:
+                self._respond(request, 487 if self.over else 491)
+                return
+            offer = other.origin.outgoing(pad_media(offer_sdp, other.origin.media))
+            try:
+                session.reinvite(offer, SDP_CONTENT_TYPE, on_response=responded, retry_on_491=False)
+            except (RequestPending, OfferAnswerError, DialogError):
+                self._respond(request, 491)
+                return
+            self._relayed.append(request)
+
+        if relay is None:
+            forward(request.offer)
+        else:
+            # Hold/resume and other re-offers go through the relay too (the phones only
+            # ever see the relay's addresses once the call is relayed).
+            relay.offer(leg.role, request.offer, leg.source).addCallback(forward).addErrback(
+                relay_failed
+            )
 
     def _respond(self, request: IncomingRequest, status: int, body: bytes = b"") -> None:
         if request.responded:
@@ -728,7 +784,9 @@ class Call:
         the offer has no stream we can send to) every stream held.
         """
         if self.media is not None and self._ringback is None:
-            started = self.media.answer(offer, self.call_id)
+            # RTP only to the address the caller's phone signals from; behind a trusted
+            # proxy that is the proxy's, so the offer is taken as it is (docs/security.md).
+            started = self.media.answer(offer, self.call_id, self.caller.source)
             if started is not None:
                 answer, self._ringback = started
                 return answer
@@ -804,6 +862,14 @@ class Call:
             self.observer.call_changed(
                 self, CallUpdate(state=self.public_state, connected_at=self.connected_at))
 
+    def media_relay_failed(self) -> None:
+        """
+        The media relay failed ([media:rtpengine] on_failure = fail): the call
+        fails with C{media-relay-failed}.
+        """
+        event = Input.CALLEE_FAILED if self.phase is Phase.CALLING_CALLEE else Input.BRIDGE_FAILED
+        self._end(event, "media-relay-failed", 500, "system", tell_caller=True)
+
     def bridge_failed(self, status: int) -> None:
         """The offer/answer exchange failed: end the call."""
         log.warn(
@@ -831,4 +897,5 @@ class Call:
             end_reason=self.end_reason,
             sip_status=self.sip_status,
             who_hung_up=self.who_hung_up,
+            media_relay=self.relay.state if self.relay is not None else "off",
         )

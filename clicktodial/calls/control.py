@@ -14,11 +14,22 @@ talk to the controller directly.
 * C{GET /calls/ID}: the call in progress, else its record; 404 if unknown;
 * C{DELETE /calls/ID?by=USERNAME}: hang up; 200 C{{"hung_up": true|false}};
 * C{GET /calls}: the calls in progress.
+
+Loopback is not enough: any web page open in a browser on the same host can send a
+"simple" cross-origin POST to it, or reach it through DNS rebinding (a name of the
+attacker's resolving to 127.0.0.1). So every request that carries an C{Origin} header, a
+C{Sec-Fetch-Site} other than C{none}, or a C{Host} that is not a loopback literal
+(C{127.x.y.z}, C{[::1]}) or C{localhost} (with an optional port) gets 403
+C{{"error": "not-local"}} before anything else (L{LocalOnlyResource}). A browser always
+sends C{Host} and the name it resolved in it; tools (curl, treq, the tests) send neither
+C{Origin} nor C{Sec-Fetch-Site}.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from typing import Any
 
 import attrs
@@ -32,7 +43,7 @@ from clicktodial.calls.policy import CallRefused
 from clicktodial.interfaces import ICallController, ICallRecordStore
 from clicktodial.store.values import CallRecord
 
-__all__ = ["MAX_BATCH", "CallControlResource"]
+__all__ = ["MAX_BATCH", "CallControlResource", "LocalOnlyResource", "not_local_reason"]
 
 #: The most calls one POST may place.
 MAX_BATCH = 1000
@@ -145,8 +156,74 @@ def _pair(item: object) -> tuple[str, str]:
     return str(item["caller"]), str(item["callee"])
 
 
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]{1,5})?")
+
+
+def _local_host(host: str) -> bool:
+    """C{host} (a C{Host} header) names loopback: C{127.x.y.z}, C{[::1]} or C{localhost}."""
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    name = match.group("name")
+    if name is not None and name.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(match.group("v6") or name)
+    except ValueError:
+        return False
+    # An IPv6 literal only in brackets, an IPv4 one only bare.
+    return address.is_loopback and (address.version == 6) == (match.group("v6") is not None)
+
+
+def not_local_reason(request: Request) -> str | None:
+    """Why C{request} may come from a browser page (see the module docstring), or None."""
+    if request.requestHeaders.hasHeader(b"origin"):
+        return "the request has an Origin header"
+    fetch_site = request.getHeader(b"sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() != b"none":
+        return "the request has Sec-Fetch-Site: " + fetch_site.decode("latin-1")
+    host = request.getHeader(b"host")
+    if host is None or not _local_host(host.decode("latin-1").strip()):
+        return "Host is not 127.x.y.z, [::1] or localhost"
+    return None
+
+
+class _NotLocal(Resource):
+    isLeaf = True
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def render(self, request: Request) -> bytes:
+        return _json(request, 403, {"error": "not-local", "message": self.reason})
+
+
+class LocalOnlyResource(Resource):
+    """
+    Serves C{wrapped}'s children to requests that cannot come from a browser page
+    (L{not_local_reason}); 403 C{{"error": "not-local"}} to the others.
+    """
+
+    def __init__(self, wrapped: Resource) -> None:
+        super().__init__()
+        self.wrapped = wrapped
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        reason = not_local_reason(request)
+        if reason is not None:
+            return _NotLocal(reason)
+        return self.wrapped.getChildWithDefault(path, request)
+
+    def render(self, request: Request) -> bytes:
+        reason = not_local_reason(request)
+        if reason is not None:
+            return _NotLocal(reason).render(request)
+        return self.wrapped.render(request)
+
+
 def make_control_root(controller: ICallController, records: ICallRecordStore) -> Resource:
-    """The control API's root: C{/calls}."""
+    """The control API's root: C{/calls}, to local clients only (L{LocalOnlyResource})."""
     root = Resource()
     root.putChild(b"calls", CallControlResource(controller, records))
-    return root
+    return LocalOnlyResource(root)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
@@ -21,6 +21,7 @@ from clicktodial.calls.call import Call, CallSettings, Target, target_for_bindin
 from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
+from clicktodial.calls.relay import LostCalls, RelaySettings
 from clicktodial.calls.trace import CallTracer
 from clicktodial.config import CallsConfig, Config
 from clicktodial.interfaces import (
@@ -33,6 +34,7 @@ from clicktodial.interfaces import (
 )
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
+from clicktodial.reload import ICallsReload
 from clicktodial.sip.transactions.base import LingerQueue
 from clicktodial.sip.useragent import UserAgent
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
@@ -100,7 +102,7 @@ def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> li
     return targets
 
 
-@implementer(ICallController)
+@implementer(ICallController, ICallsReload)
 class CallController:
     """
     L{ICallController} on a L{UserAgent}: every call is a L{Call} whose legs
@@ -124,10 +126,13 @@ class CallController:
         media: RingbackPlayer | None = None,
         trusted_paths: NetworkSet | None = None,
         tracer: CallTracer | None = None,
+        relay: RelaySettings | None = None,
     ) -> None:
         self.clock = clock
         #: Keeps the SIP messages of calls (docs/calls.md, "Call traces"), or None (off).
         self.tracer = tracer
+        #: The media relay between the phones ([media] relay), or None.
+        self.relay = relay
         #: Sources whose stored Path routes our requests (L{target_for_binding}).
         self.trusted_paths = trusted_paths if trusted_paths is not None else NetworkSet()
         #: Ringback and failure tones to callers ([calls] ringback), or None.
@@ -214,6 +219,7 @@ class CallController:
             media=self.media,
             long_timers=self._long_timers,
             tracer=self.tracer,
+            relay=self.relay.for_call(call_id) if self.relay is not None else None,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:
@@ -294,7 +300,8 @@ class CallController:
         holds its own) and still count towards the new limits.  When the new
         policy cannot be built, the error propagates and nothing changes.
         """
-        policy = create_policy(config.calls)
+        policy = create_policy(config.calls,
+                               config.plugins.options("policy", config.calls.policy))
         self.settings = settings_from_config(config.calls, self.settings.bridge_timeout)
         self.policy = policy
         log.info("[calls] policy {name} in force for new calls", name=config.calls.policy)
@@ -368,7 +375,8 @@ class CallController:
 class CallService(MultiService):
     """
     The controller's lifecycle in the daemon: at start, calls a stopped
-    instance left "active" in the records are ended as C{lost}; at stop,
+    instance left "active" in the records are ended as C{lost} (and their
+    media relay sessions deleted: L{LostCalls}); at stop,
     every call in progress is hung up (BYE / CANCEL go out before the SIP
     transports close: this service stops before the SIP stack).  The
     internal control API (C{[calls] control_listen}) is its child.
@@ -379,8 +387,11 @@ class CallService(MultiService):
     def __init__(self, controller: CallController) -> None:
         super().__init__()
         self.controller = controller
+        #: Ends the calls of a previous run as lost and deletes their media relay sessions.
+        self.lost = LostCalls(controller.relay.relay if controller.relay is not None else None)
 
     def startService(self) -> None:
+        # The children first: the media relay's ng port is open for the lost calls' deletes.
         super().startService()
         controller = self.controller
 
@@ -388,9 +399,8 @@ class CallService(MultiService):
             if count:
                 log.info("marked {count} call(s) of a previous run as lost", count=count)
 
-        controller.records.end_active_calls(
-            controller.node, controller.clock.seconds(), "lost"
-        ).addCallbacks(ended, lambda f: log.failure("cannot end stale calls", f))
+        self.lost.end(controller.records, controller.node, controller.clock.seconds()
+                      ).addCallbacks(ended, lambda f: log.failure("cannot end stale calls", f))
 
     def stopService(self) -> Deferred[None]:
         count = self.controller.hang_up_all()
@@ -407,6 +417,8 @@ def build_call_service(
     store: IStoreBackend,
     directory: CachedDirectory | None = None,
     tracer: CallTracer | None = None,
+    *,
+    policy: ICallPolicy | None = None,
 ) -> CallService:
     """
     The daemon's call controller for ``config`` on ``user_agent`` (the SIP
@@ -415,13 +427,16 @@ def build_call_service(
     The registrar must write bindings through the same ``directory``.
     ``tracer`` keeps the calls' SIP messages (the SIP transport's tap), or None.
 
+    @param policy: the C{[calls] policy} (L{clicktodial.pluginconfig.build_policy}
+        builds it with its C{[policy:NAME]} options); built here when not given.
     @raise clicktodial.calls.policy.UnknownPolicy: C{[calls] policy} names
-        no policy (the configuration checks it first).
+        no policy (start-up checks it first).
     """
     # The node name in call records ([cluster]; None for a single daemon).
     from clicktodial.cluster.service import record_node
 
     clock = IReactorTime(reactor)
+    relay, relay_service = build_media_relay(config, reactor)
     if directory is None:
         directory = CachedDirectory(clock, store, store, config.calls.lookup_cache_seconds)
     controller = CallController(
@@ -430,15 +445,20 @@ def build_call_service(
         users=directory,
         locations=directory,
         records=store,
-        policy=create_policy(config.calls),
+        policy=policy if policy is not None else create_policy(
+            config.calls, config.plugins.options("policy", config.calls.policy)),
         settings=settings_from_config(config.calls, transaction_timeout),
         domain=config.sip.domain,
         node=record_node(config),
         media=build_ringback(config, reactor),
         trusted_paths=trusted_paths(config),
         tracer=tracer,
+        relay=relay,
     )
     service = CallService(controller)
+    if relay_service is not None:
+        # A child: stopped after the calls are hung up, so their deletes get their answers.
+        relay_service.setServiceParent(service)
     if config.calls.control_listen is not None:
         from twisted.application import strports
         from twisted.web.server import Site
@@ -469,3 +489,28 @@ def build_ringback(config: Config, reactor: IReactorCore) -> RingbackPlayer | No
         failure_tone_seconds=config.calls.failure_tone_seconds,
         direction=config.media.direction,
     )
+
+
+def build_media_relay(
+    config: Config, reactor: IReactorCore
+) -> tuple[RelaySettings | None, Service | None]:
+    """The media relay of C{[media] relay} (rtpengine, C{[media:rtpengine]}) and its port."""
+    if config.media.relay == "off":
+        return None, None
+    from twisted.internet.interfaces import IReactorUDP
+
+    from clicktodial.media.rtpengine import NgClient, NgClientService, RtpEngineRelay
+
+    settings = config.rtpengine
+    client = NgClient(
+        IReactorTime(reactor),
+        [(server.host, server.port) for server in settings.ng],
+        timeout=settings.timeout,
+        retries=settings.retries,
+    )
+    relay = RelaySettings(
+        RtpEngineRelay(client, settings.interfaces),
+        auto=config.media.relay == "auto",
+        on_failure=settings.on_failure,
+    )
+    return relay, NgClientService(IReactorUDP(reactor), client)

@@ -17,7 +17,10 @@ Correctness:
 * Bindings expire by their own C{expires_at}: a cached binding past it is never returned.
 * What changes elsewhere is seen within C{ttl} seconds: a REGISTER handled by another
   daemon sharing the database (docs/scaling.md), a user disabled, enabled or removed
-  through the web or the CLI (a disabled user may still place calls that long).
+  through the web or the CLI (a disabled user may still place calls that long). At
+  once when the store says so: the daemon subscribes L{CachedDirectory.bindings_changed}
+  to the location store's C{IBindingChangeNotifier} and L{CachedDirectory.user_changed}
+  to the user store's C{IUserChangeNotifier}, when they provide them.
 * A user that does not exist is not cached (a new user can call at once).
 """
 
@@ -172,6 +175,17 @@ class CachedDirectory:
 
     def remove_all(self, aor: str) -> Deferred[int]:
         return self._changing(aor, self._locations.remove_all(aor))
+
+    def bindings_changed(self, aor: str) -> None:
+        """
+        ``aor``'s bindings changed elsewhere (the location store's
+        ``IBindingChangeNotifier``: another daemon sharing it): drop the cached ones.
+        """
+        self._binding_cache.invalidate(aor)
+
+    def user_changed(self, username: str) -> None:
+        """``username`` changed (the user store's ``IUserChangeNotifier``): drop it."""
+        self._user_cache.invalidate(username)
 
     def _changing(self, aor: str, d: Deferred[T]) -> Deferred[T]:
         # Dropped before (a look-up from now on goes to the store) and after (a look-up

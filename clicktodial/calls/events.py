@@ -1,57 +1,20 @@
 """
-Call state publication: the L{CallInfo} value every listener gets, and the
-L{CallEvents} fan-out the controller publishes through.
+Call state publication: the L{CallEvents} fan-out the controller publishes
+through (the L{CallInfo} value every listener gets is in L{clicktodial.calls.values}).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import attrs
 from twisted.logger import Logger
 
+from clicktodial.calls.values import PUBLIC_STATES, CallInfo
 from clicktodial.interfaces import ICallEventListener
 
 __all__ = ["PUBLIC_STATES", "CallEvents", "CallInfo"]
 
 log = Logger(namespace="clicktodial.calls.events")
-
-#: The states a call shows to the outside, in the order a call goes through
-#: them; it ends in C{ended} (it was connected) or C{failed} (it never was).
-PUBLIC_STATES = ("calling-caller", "calling-callee", "connected", "ended", "failed")
-
-
-@attrs.frozen
-class CallInfo:
-    """
-    A click-to-dial call as the outside sees it at one moment.
-
-    @ivar call_id: the call record's id (a UUID4 in hex, not a SIP Call-ID).
-    @ivar state: one of L{PUBLIC_STATES}.
-    @ivar end_reason: once over, one of the store's
-        L{END_REASONS<clicktodial.store.values.END_REASONS>}.
-    @ivar sip_status: the SIP status that ended the call, if one did.
-    @ivar who_hung_up: C{caller}, C{callee} or C{system}, once over.
-    """
-
-    call_id: str
-    caller: str
-    callee: str
-    state: str
-    created_at: float
-    caller_answered_at: float | None = None
-    callee_answered_at: float | None = None
-    connected_at: float | None = None
-    ended_at: float | None = None
-    end_reason: str | None = None
-    sip_status: int | None = None
-    who_hung_up: str | None = None
-
-    @property
-    def active(self) -> bool:
-        """Whether the call is still in progress."""
-        return self.state not in ("ended", "failed")
-
 
 class CallEvents:
     """The listeners of call state changes; a listener's exception is logged, not raised."""

@@ -22,27 +22,34 @@ C{clicktodial.call_policies}, as store backends do.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from importlib.metadata import EntryPoint, entry_points
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import attrs
 from twisted.logger import Logger
 from zope.interface import implementer
-from zope.interface.exceptions import Invalid
-from zope.interface.verify import verifyObject
 
-from clicktodial.config import CallsConfig
+from clicktodial.calls.values import CallRefused, CallRequest
+from clicktodial.errors import PluginConfigError
 from clicktodial.interfaces import (
     IBridge,
     ICallPolicy,
     ICallPolicyFactory,
     IMediaFlow,
 )
+from clicktodial.plugins import (
+    PluginKind,
+    PluginLoadError,
+    UnknownPlugin,
+    load_plugin,
+    plugin_names,
+)
 from clicktodial.sip.sdp import accepts_media
-from clicktodial.store.values import User
+
+if TYPE_CHECKING:
+    from clicktodial.config import CallsConfig
 
 __all__ = [
     "BUILTIN_POLICIES",
+    "CALL_POLICIES",
     "ENTRY_POINT_GROUP",
     "CallRefused",
     "CallRequest",
@@ -61,23 +68,6 @@ log = Logger(namespace="clicktodial.calls.policy")
 ENTRY_POINT_GROUP = "clicktodial.call_policies"
 
 
-class CallRefused(Exception):
-    """
-    A call may not be placed.
-
-    @ivar reason: C{unknown-user}, C{disabled-user}, C{same-user},
-        C{forbidden}, C{caller-limit}, C{callee-limit} or C{total-limit}.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
 class UnknownPolicy(ValueError):
     """C{[calls] policy} names no policy; the message lists those that exist."""
 
@@ -87,20 +77,6 @@ class UnknownPolicy(ValueError):
         )
         self.name = name
         self.available = available
-
-
-@attrs.frozen
-class CallRequest:
-    """
-    A call to authorize, with the calls each party already takes part in
-    (on this controller, including calls being set up).
-    """
-
-    caller: User
-    callee: User
-    caller_calls: int
-    callee_calls: int
-    total_calls: int
 
 
 # -- media flows (RFC 3725) ----------------------------------------------------
@@ -206,7 +182,11 @@ class _BuiltinPolicyFactory:
         self.name = name
         self.flow = flow
 
-    def create(self, settings: CallsConfig) -> ICallPolicy:
+    def create(self, settings: CallsConfig, options: Mapping[str, str]) -> ICallPolicy:
+        for key in sorted(options):
+            raise PluginConfigError(
+                f"unknown key: the {self.name} policy has no options (its limits are"
+                " [calls] keys)", key=key)
         return LimitsPolicy(self.name, self.flow(), settings)
 
 
@@ -216,24 +196,19 @@ BUILTIN_POLICIES: Mapping[str, ICallPolicyFactory] = {
     "flow4": _BuiltinPolicyFactory("flow4", FlowIV),
 }
 
-
-def _plugin_entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.name in BUILTIN_POLICIES:
-            log.warn(
-                "ignoring call policy plugin {value}: the name {name} is built in",
-                value=entry_point.value,
-                name=entry_point.name,
-            )
-            continue
-        found[entry_point.name] = entry_point
-    return found
+#: ``[calls] policy = NAME``, options from ``[policy:NAME]``.
+CALL_POLICIES = PluginKind(
+    kind="policy",
+    description="call policy",
+    group=ENTRY_POINT_GROUP,
+    interface=ICallPolicyFactory,
+    builtins=BUILTIN_POLICIES,
+)
 
 
 def available_policies() -> list[str]:
     """The names C{[calls] policy} may take, sorted."""
-    return sorted(set(BUILTIN_POLICIES) | set(_plugin_entry_points()))
+    return plugin_names(CALL_POLICIES)
 
 
 def load_policy(name: str) -> ICallPolicyFactory:
@@ -243,20 +218,21 @@ def load_policy(name: str) -> ICallPolicyFactory:
     @raise UnknownPolicy: there is none (the message lists those that exist),
         or the plugin fails to load or provide L{ICallPolicyFactory}.
     """
-    if name in BUILTIN_POLICIES:
-        return BUILTIN_POLICIES[name]
-    plugins = _plugin_entry_points()
-    if name not in plugins:
-        raise UnknownPolicy(name, available_policies())
-    entry_point = plugins[name]
     try:
-        factory = entry_point.load()
-        verifyObject(ICallPolicyFactory, factory)
-    except (Exception, Invalid) as e:
+        return cast(ICallPolicyFactory, load_plugin(CALL_POLICIES, name))
+    except UnknownPlugin as e:
+        raise UnknownPolicy(name, e.available) from None
+    except PluginLoadError as e:
         raise UnknownPolicy(name, available_policies()) from e
-    return cast(ICallPolicyFactory, factory)
 
 
-def create_policy(settings: CallsConfig) -> ICallPolicy:
-    """The policy C{[calls] policy} names, built from the C{[calls]} settings."""
-    return load_policy(settings.policy).create(settings)
+def create_policy(settings: CallsConfig,
+                  options: Mapping[str, str] | None = None) -> ICallPolicy:
+    """
+    The policy C{[calls] policy} names, built from the C{[calls]} settings and
+    its C{[policy:NAME]} section's C{options}.
+
+    @raise UnknownPolicy: no such policy.
+    @raise clicktodial.errors.PluginConfigError: the policy refuses an option.
+    """
+    return load_policy(settings.policy).create(settings, options or {})

@@ -27,7 +27,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.config import Config
-from clicktodial.interfaces import ICallTraceStore, ISIPTap
+from clicktodial.interfaces import ICallTraceStore
+from clicktodial.sip.interfaces import ISIPTap
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.store.traces import CallTrace, TraceAppend, TracedMessage, TraceLimits

@@ -5,7 +5,10 @@ records its calls in progress as ended with reason C{lost}
 (C{end_active_calls(node, at, reason="lost")}), then tells the other nodes
 on the bus (C{node_lost} on the C{call_control} channel) so their web pages
 drop those calls.  At start-up a node ends its own calls left active by an
-earlier run of itself (it cannot be running them any more).
+earlier run of itself (it cannot be running them any more).  With a media
+relay (C{[media] relay}), the node that ends calls as lost also deletes
+their relay sessions (L{clicktodial.calls.relay.LostCalls}: in the
+background, so the liveness loop does not wait for the relay).
 
 Claiming a dead node is a C{DELETE ... WHERE last_seen < cutoff}: of several
 survivors only one deletes the row and so only one reaps (ending calls twice
@@ -19,38 +22,27 @@ longer than C{dead_after} and declared dead) logs it and heartbeats again.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import URL, Connection, delete, exists, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
+from clicktodial.calls.relay import LostCalls
 from clicktodial.config import Config
-from clicktodial.interfaces import ICallRecordStore, IEventBus
-from clicktodial.store.schema import calls, nodes
-from clicktodial.store.sql import create_sql_engine
+from clicktodial.interfaces import ICallRecordStore, IEventBus, INodeRegistry
 
 __all__ = [
     "CONTROL_CHANNEL",
     "MemoryNodeRegistry",
     "NodeMonitor",
-    "NodeRegistry",
-    "SQLNodeRegistry",
     "default_node_id",
 ]
 
 log = Logger(namespace="clicktodial.cluster.nodes")
-
-T = TypeVar("T")
 
 #: The bus channel of hang-up requests, resynchronisation and node_lost notices.
 CONTROL_CHANNEL = "call_control"
@@ -71,27 +63,18 @@ def default_node_id(config: Config, hostname: str | None = None) -> str:
     return f"{host}:{listen}"
 
 
-class NodeRegistry(Protocol):
-    """The C{nodes} table, as the monitor uses it."""
-
-    def heartbeat(self, node: str, at: float) -> Deferred[bool]:
-        """Set C{node}'s C{last_seen}; fires with whether its row existed."""
-
-    def stale_nodes(self, cutoff: float) -> Deferred[list[str]]:
-        """Nodes whose C{last_seen} is before C{cutoff}, and orphans (see the module)."""
-
-    def claim(self, node: str, cutoff: float) -> Deferred[bool]:
-        """Delete C{node}'s row if still stale; fires with whether this caller should reap."""
-
-    def remove(self, node: str) -> Deferred[None]:
-        """Delete C{node}'s row (a clean stop)."""
-
-
+@implementer(INodeRegistry)
 class MemoryNodeRegistry:
     """The table in a dictionary (a single process; no orphan detection)."""
 
     def __init__(self) -> None:
         self.last_seen: dict[str, float] = {}
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
 
     def heartbeat(self, node: str, at: float) -> Deferred[bool]:
         existed = node in self.last_seen
@@ -113,89 +96,6 @@ class MemoryNodeRegistry:
         return succeed(None)
 
 
-class SQLNodeRegistry:
-    """
-    The C{nodes} table through its own small engine and one-thread pool, so
-    heartbeats never queue behind REGISTER traffic on the store's pool.
-    """
-
-    def __init__(self, reactor: IReactorTime, url: str | URL,
-                 threadpool: ThreadPool | None = None) -> None:
-        self._from_threads = cast(IReactorFromThreads, reactor)
-        self._engine = create_sql_engine(url, pool_size=1)
-        self._pool = (threadpool if threadpool is not None
-                      else ThreadPool(minthreads=0, maxthreads=1, name="clicktodial-nodes"))
-
-    def start(self) -> None:
-        """Start the thread pool."""
-        self._pool.start()
-
-    def stop(self) -> None:
-        """Stop the thread pool and close the connection."""
-        self._pool.stop()
-        self._engine.dispose()
-
-    def _run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
-        return deferToThreadPool(self._from_threads, self._pool, f, *args)
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as connection:
-            connection = connection.execution_options(clicktodial_write=True)
-            with connection.begin():
-                yield connection
-
-    def heartbeat(self, node: str, at: float) -> Deferred[bool]:
-        return self._run(self._heartbeat, node, at)
-
-    def _heartbeat(self, node: str, at: float) -> bool:
-        with self._write() as connection:
-            updated = connection.execute(
-                update(nodes).where(nodes.c.node == node).values(last_seen=at)).rowcount
-        if updated:
-            return True
-        try:
-            with self._write() as connection:
-                connection.execute(insert(nodes).values(node=node, started_at=at, last_seen=at))
-        except IntegrityError:
-            # Another process inserted it meanwhile: same node id twice (a misconfiguration).
-            return self._heartbeat(node, at)
-        return False
-
-    def stale_nodes(self, cutoff: float) -> Deferred[list[str]]:
-        return self._run(self._stale_nodes, cutoff)
-
-    def _stale_nodes(self, cutoff: float) -> list[str]:
-        orphans = (
-            select(calls.c.node).distinct()
-            .where(calls.c.ended_at.is_(None), calls.c.node.is_not(None),
-                   ~exists().where(nodes.c.node == calls.c.node))
-        )
-        with self._engine.connect() as connection:
-            stale = set(connection.scalars(select(nodes.c.node).where(nodes.c.last_seen < cutoff)))
-            stale.update(n for n in connection.scalars(orphans) if n is not None)
-        return sorted(stale)
-
-    def claim(self, node: str, cutoff: float) -> Deferred[bool]:
-        return self._run(self._claim, node, cutoff)
-
-    def _claim(self, node: str, cutoff: float) -> bool:
-        with self._write() as connection:
-            deleted = connection.execute(
-                delete(nodes).where(nodes.c.node == node, nodes.c.last_seen < cutoff)).rowcount
-            if deleted:
-                return True
-            alive = connection.scalar(select(nodes.c.node).where(nodes.c.node == node))
-        return alive is None
-
-    def remove(self, node: str) -> Deferred[None]:
-        return self._run(self._remove, node)
-
-    def _remove(self, node: str) -> None:
-        with self._write() as connection:
-            connection.execute(delete(nodes).where(nodes.c.node == node))
-
-
 class NodeMonitor(Service):
     """
     Heartbeats this node and reaps dead ones (see the module).
@@ -204,10 +104,12 @@ class NodeMonitor(Service):
         first heartbeat is in (start the call controller after it).
     """
 
-    def __init__(self, clock: IReactorTime, registry: NodeRegistry, records: ICallRecordStore,
+    def __init__(self, clock: IReactorTime, registry: INodeRegistry, records: ICallRecordStore,
                  bus: IEventBus, node_id: str, *, heartbeat_interval: float = 2.0,
-                 dead_after: float = 10.0) -> None:
+                 dead_after: float = 10.0, lost: LostCalls | None = None) -> None:
         self.clock = clock
+        #: Ends calls as lost (and deletes their media relay sessions, with a relay).
+        self.lost = lost if lost is not None else LostCalls(None)
         self.registry = registry
         self.records = records
         self.bus = bus
@@ -234,7 +136,7 @@ class NodeMonitor(Service):
             Deferred.fromCoroutine(self._start()).addErrback(retry)
 
     async def _start(self) -> None:
-        ended = await self.records.end_active_calls(self.node_id, self.clock.seconds(), "lost")
+        ended = await self.lost.end(self.records, self.node_id, self.clock.seconds())
         if ended:
             log.warn("ended {count} call(s) an earlier run of node {node} left active (lost)",
                      count=ended, node=self.node_id)
@@ -282,7 +184,7 @@ class NodeMonitor(Service):
             if not await self.registry.claim(node, cutoff):
                 continue
             at = self.clock.seconds()
-            ended = await self.records.end_active_calls(node, at, "lost")
+            ended = await self.lost.end(self.records, node, at)
             log.warn("node {lost} is gone (no heartbeat for {dead_after}s): {count} of its"
                      " call(s) recorded as ended (lost)", lost=node, dead_after=self.dead_after,
                      count=ended)

@@ -7,18 +7,25 @@ nothing to add: the local controller is used as it is.
 
 from __future__ import annotations
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from clicktodial.cluster.bus import PostgresEventBus, libpq_conninfo
+from clicktodial.calls.relay import LostCalls
 from clicktodial.cluster.calls import ClusterCalls
-from clicktodial.cluster.nodes import NodeMonitor, SQLNodeRegistry, default_node_id
-from clicktodial.config import Config
-from clicktodial.interfaces import ICallController, ICallRecordStore
+from clicktodial.cluster.nodes import NodeMonitor, default_node_id
+from clicktodial.config import Config, ConfigError
+from clicktodial.interfaces import (
+    ICallController,
+    ICallRecordStore,
+    IClusterStorage,
+    IEventBus,
+    IMediaRelay,
+    INodeRegistry,
+)
 
-__all__ = ["ClusterService", "build_cluster_service", "record_node"]
+__all__ = ["ClusterService", "build_cluster_service", "cluster_storage", "record_node"]
 
 log = Logger(namespace="clicktodial.cluster.service")
 
@@ -40,14 +47,14 @@ class ClusterService(MultiService):
     stops after it: the calls hung up at shutdown are still announced.
     """
 
-    def __init__(self, bus: PostgresEventBus, registry: SQLNodeRegistry,
+    def __init__(self, bus: IEventBus, registry: INodeRegistry,
                  monitor: NodeMonitor, calls: ClusterCalls) -> None:
         super().__init__()
         self.bus = bus
         self.registry = registry
         self.monitor = monitor
         self.calls = calls
-        bus.setServiceParent(self)
+        IService(bus).setServiceParent(self)
         monitor.setServiceParent(self)
 
     def startService(self) -> None:
@@ -66,21 +73,51 @@ class ClusterService(MultiService):
         return stopped.addBoth(stop_registry)
 
 
+def cluster_storage(config: Config, store: object) -> IClusterStorage | None:
+    """
+    What C{[cluster] bus = postgres} needs of the C{[store]} backend (L{None}
+    with C{bus = memory}).
+
+    @raise ConfigError: C{bus = postgres} and the store does not provide
+        L{IClusterStorage} (naming the setting and the backend); start-up and
+        C{check-config} both check it.
+    """
+    if config.cluster.bus != "postgres":
+        return None
+    storage = IClusterStorage(store, None)
+    if storage is None:
+        raise ConfigError(
+            config.source,
+            f"postgres needs a store backend providing IClusterStorage (the sql backend on"
+            f" PostgreSQL); [store] backend = {config.store.backend} does not",
+            "cluster", "bus",
+        )
+    return storage
+
+
 def build_cluster_service(config: Config, reactor: IReactorTime, records: ICallRecordStore,
-                          controller: ICallController) -> ClusterService | None:
+                          controller: ICallController,
+                          store: object = None, *,
+                          relay: IMediaRelay | None = None) -> ClusterService | None:
     """
     The cluster service for C{config}, or L{None} with C{[cluster] bus = memory}.
 
-    @raise ValueError: C{bus = postgres} without a PostgreSQL C{[store] url}.
+    @param store: the C{[store]} backend; it provides the nodes table and the
+        event bus (L{IClusterStorage}); by default C{records}.
+    @param relay: the media relay (C{[media] relay}), whose sessions of the
+        calls recorded as lost are deleted; L{None} without one.
+    @raise ConfigError: C{bus = postgres} and the store does not provide
+        L{IClusterStorage} (naming the setting and the backend).
     """
     section = config.cluster
-    if section.bus != "postgres":
+    storage = cluster_storage(config, store if store is not None else records)
+    if storage is None:
         return None
     node_id = default_node_id(config)
-    bus = PostgresEventBus(reactor, libpq_conninfo(config.store.url), node_id)
-    registry = SQLNodeRegistry(reactor, config.store.url)
+    bus = storage.event_bus(node_id)
+    registry = storage.node_registry()
     monitor = NodeMonitor(reactor, registry, records, bus, node_id,
                           heartbeat_interval=section.heartbeat_interval,
-                          dead_after=section.dead_after)
+                          dead_after=section.dead_after, lost=LostCalls(relay))
     calls = ClusterCalls(reactor, controller, bus, records)
     return ClusterService(bus, registry, monitor, calls)

@@ -23,6 +23,7 @@ from clicktodial.media.codecs import Codec
 from clicktodial.media.rtp import PortRangeExhausted, RtpPortAllocator, RtpStream
 from clicktodial.media.sdp import NoUsableMedia, audio_destination, ringback_answer
 from clicktodial.media.tones import BUSY, CONGESTION, RINGBACK, PacketLoop, tone, wav_file
+from clicktodial.netaddr import ip_of
 
 __all__ = ["BUSY_STATUSES", "RingbackPlayer"]
 
@@ -86,23 +87,36 @@ class RingbackPlayer:
         """Streams playing (0 when idle: nothing leaked)."""
         return len(self._streams)
 
-    def answer(self, offer: bytes, call_id: str) -> tuple[bytes, RtpStream] | None:
+    def answer(
+        self, offer: bytes, call_id: str, peer_host: str | None = None
+    ) -> tuple[bytes, RtpStream] | None:
         """
         Start ringback to the caller's ``offer``; our answer and the stream.
+
+        ``peer_host`` is the address the caller's phone signals from (its NAT's, behind
+        one), if known: a phone does not choose where the daemon sends its RTP
+        (docs/security.md). When the offer names another address (a private one behind
+        NAT), the stream goes to ``peer_host`` at the offer's port instead, and an RTP
+        packet from ``peer_host`` (only from there) moves it to where that packet came
+        from: symmetric RTP through the phone's NAT (docs/media.md).
 
         None, logged, when the offer has no audio stream we can send G.711 to or no
         port is free: the caller then gets the held answer and hears nothing.
         """
         try:
             chosen = audio_destination(offer)
+            destination = chosen.destination
+            if peer_host is not None and ip_of(chosen.host) != ip_of(peer_host):
+                destination = (peer_host, destination[1])
             source = self._source("ringback", chosen.codec)
             stream = RtpStream.open(
                 self.allocator,
                 self.clock,
                 source,
-                chosen.destination,
+                destination,
                 call_id=call_id,
                 rng=self.rng,
+                latch_host=peer_host,
             )
         except (NoUsableMedia, PortRangeExhausted, ValueError) as e:
             log.warn("call {record}: no ringback: {error}", record=call_id, error=str(e))
@@ -114,7 +128,7 @@ class RingbackPlayer:
             "call {record}: ringback {source} to {peer} from port {port}",
             record=call_id,
             source=source.name,
-            peer=chosen.destination,
+            peer=destination,
             port=stream.local_port,
         )
         body = ringback_answer(

@@ -202,9 +202,14 @@ class RtpSender(DatagramProtocol):
         rng: random.Random | None = None,
         max_burst: int = MAX_BURST,
         call_id: str | None = None,
+        latch_host: str | None = None,
     ) -> None:
         self.clock = clock
         self.destination = check_destination(*destination)
+        #: Symmetric RTP (RFC 4961) guarded: RTP from this host (the phone's signalling
+        #: source, its NAT) moves the destination to where it came from; from anywhere
+        #: else it never does.
+        self.latch_host = latch_host
         self.source = source
         self.codec: Codec = source.codec
         self.packetizer = Packetizer(source.codec.payload_type, rng)
@@ -259,8 +264,25 @@ class RtpSender(DatagramProtocol):
         self.packetizer.start_talkspurt()
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        """Incoming media is not used: drop it (and never learn a destination from it)."""
+        """
+        Incoming media is not played: drop it.  An RTP packet from ``latch_host``
+        (and only from there) moves our destination to its source address and port:
+        a phone behind NAT gets our stream through the mapping its own RTP opened.
+        """
         self.dropped += 1
+        source = (addr[0], addr[1])
+        if (
+            self.latch_host is not None
+            and addr[0] == self.latch_host
+            and source != self.destination
+            and len(datagram) >= 12
+            and datagram[0] >> 6 == RTP_VERSION
+        ):
+            self.log.info(
+                "RTP latched from {old} to {peer} (the phone's signalling source)",
+                old=self.destination, peer=source, call_id=self.call_id,
+            )
+            self.destination = source
 
     def _tick(self) -> None:
         # Packet n is due at start + n × 20 ms.  The small tolerance keeps a timer that fires
@@ -400,14 +422,18 @@ class RtpStream:
         *,
         call_id: str | None = None,
         rng: random.Random | None = None,
+        latch_host: str | None = None,
     ) -> RtpStream:
         """
-        Bind a sender of ``source`` to ``destination`` and start it.
+        Bind a sender of ``source`` to ``destination`` and start it (latching to
+        RTP from ``latch_host``, see :class:`RtpSender`).
 
         :raises ValueError: ``destination`` is not a unicast address and port.
         :raises PortRangeExhausted: no port is free.
         """
-        sender = RtpSender(clock, source, destination, rng=rng, call_id=call_id)
+        sender = RtpSender(
+            clock, source, destination, rng=rng, call_id=call_id, latch_host=latch_host
+        )
         return cls(allocator, sender, allocator.listen(sender))
 
     @property

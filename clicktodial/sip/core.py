@@ -17,8 +17,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.config import SipConfig
-from clicktodial.interfaces import IMessageHandler, ISIPTransport
 from clicktodial.sip.headers import HeaderParseError
+from clicktodial.sip.interfaces import IMessageHandler, ISIPTransport
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.transport import SIPTransportLayer, TransportError, stateless_to_tag
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from clicktodial.sip.address import NO_RECONNECT, Destination
+from clicktodial.sip.address import NO_RECONNECT, Destination, Source, default_port
 from clicktodial.sip.headers import CSeq, NameAddr, parse_name_addr
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import OfferAnswer
@@ -36,6 +36,7 @@ __all__ = [
     "flow_destination",
     "request_dialog_id",
     "response_dialog_id",
+    "source_flow",
 ]
 
 #: Methods whose request and 2xx replace the remote target (RFC 3261 §12.2;
@@ -148,6 +149,20 @@ def flow_destination(received: URI, contact: URI, outbound: bool) -> Destination
     return attrs.evolve(flow, reconnect_port=reconnect)
 
 
+def source_flow(source: Source, contact: URI) -> Destination:
+    """
+    Where requests go in a dialog a peer set up with a request from ``source`` whose
+    Contact is ``contact``: back to that source (its connection while it is open), never to
+    a host the Contact or a Record-Route names (docs/security.md).  A stream connection that
+    is gone is reopened to the source host at the Contact's port, as for a binding
+    (L{flow_destination}).
+    """
+    flow = source.reply_destination()
+    if flow.transport not in ("TCP", "TLS"):
+        return flow
+    return attrs.evolve(flow, reconnect_port=contact.port or default_port(flow.transport))
+
+
 def _party(name_addr: NameAddr, tag: str | None) -> NameAddr:
     """A From/To value holding only what a dialog keeps: URI, display name, tag."""
     params: dict[str, str | None] = {} if tag is None else {"tag": tag}
@@ -229,9 +244,11 @@ class Dialog:
         self.is_uac = is_uac
         self.state = state
         self.offer_answer = offer_answer if offer_answer is not None else OfferAnswer()
-        #: Where requests go regardless of route set and remote target, when
-        #: the application knows better (a phone behind NAT: the address its
-        #: REGISTER came from); None for RFC 3261 §12.2.1.1 as usual.
+        #: Where requests (and ACKs) go regardless of route set and remote
+        #: target: the flow the dialog was set up over (a phone: the address its
+        #: REGISTER came from, or a trusted proxy; docs/security.md), so that a
+        #: peer's Contact or Record-Route steers nothing; None for RFC 3261
+        #: §12.2.1.1 as usual.
         self.flow: Destination | None = None
 
     def __repr__(self) -> str:
@@ -492,9 +509,9 @@ class Dialog:
 
     def destination(self) -> Destination:
         """
-        Where requests inside this dialog go: the first route's URI if there
-        is a route set, otherwise the remote target (RFC 3261 §12.2.1.1
-        with §8.1.2).
+        Where requests inside this dialog go: its L{flow} when pinned;
+        otherwise the first route's URI if there is a route set, else the
+        remote target (RFC 3261 §12.2.1.1 with §8.1.2).
         """
         if self.flow is not None:
             return self.flow

@@ -57,7 +57,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from clicktodial.interfaces import IFlowKeeper, ILocationStore, IUserStore
+from clicktodial.interfaces import ILocationStore, IUserChangeNotifier, IUserStore
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Source, format_host_port
 from clicktodial.sip.digest import (
@@ -68,6 +68,7 @@ from clicktodial.sip.digest import (
     select_credentials,
 )
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
+from clicktodial.sip.interfaces import IFlowKeeper
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.uri import URI, URIParseError, parse_uri
 from clicktodial.store.errors import OutOfOrderRegistration, StoreError, TooManyBindings
@@ -466,11 +467,12 @@ class Registrar(Service):
         self.throttle = throttle if throttle is not None else AuthThrottle(clock)
         self.credentials = CredentialsCache(
             clock, self.settings.credentials_cache_seconds)
-        # The store tells us of users this daemon changes or removes
-        # (StoreBase.user_listeners), so those leave the cache at once.
-        listeners = getattr(user_store, "user_listeners", None)
-        if isinstance(listeners, list):
-            listeners.append(self.credentials.forget)
+        # A user store that tells of users whose credentials changed
+        # (IUserChangeNotifier) has them leave the cache at once; with another,
+        # a change is seen within credentials_cache_seconds.
+        notifier = IUserChangeNotifier(user_store, None)
+        if notifier is not None:
+            notifier.subscribe(self.credentials.forget)
         self._delayed = 0
         self._purge: LoopingCall | None = None
         self._date_second = -1

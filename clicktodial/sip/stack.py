@@ -35,15 +35,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.config import RegistrarConfig, SipConfig
-from clicktodial.interfaces import (
-    IIncomingCallHandler,
-    ILocationStore,
-    ISessionHandler,
-    ITransactionUser,
-    IUserStore,
-)
+from clicktodial.interfaces import ILocationStore, IUserStore
 from clicktodial.sip.address import Source
 from clicktodial.sip.core import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.registrar import Registrar, settings_from_config
 from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
@@ -227,6 +222,9 @@ class SIPStack(MultiService):
             IncomingRefuser(lambda: self.router.methods),
             timers=self.timers,
             user_agent=config.user_agent,
+            # A phone's Contact and Record-Route never choose where the daemon's
+            # in-dialog requests go (docs/security.md).
+            pin_flows=True,
         )
         self.router = RequestRouter(self.user_agent)
         self.user_agent.precheck = self.router.precheck

@@ -32,7 +32,8 @@ import itertools
 import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, ssl
@@ -47,21 +48,20 @@ from twisted.internet.interfaces import (
     IReactorTCP,
     IReactorTime,
     IReactorUDP,
+    ISystemHandle,
 )
-from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol, ServerFactory
+from twisted.internet.protocol import (
+    ClientFactory,
+    DatagramProtocol,
+    Protocol,
+    ServerFactory,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.config import SipConfig
-from clicktodial.interfaces import (
-    IFlowKeeper,
-    IMessageHandler,
-    ISendFailureHandler,
-    ISIPTap,
-    ISIPTransport,
-    ISourceLimit,
-)
+from clicktodial.connlimit import ConnectionLimit
 from clicktodial.netaddr import ip_of
 from clicktodial.sip import banfilter
 from clicktodial.sip.address import (
@@ -72,6 +72,14 @@ from clicktodial.sip.address import (
     format_host_port,
 )
 from clicktodial.sip.headers import HeaderParseError, Via, parse_name_addr, parse_via
+from clicktodial.sip.interfaces import (
+    IFlowKeeper,
+    IMessageHandler,
+    ISendFailureHandler,
+    ISIPTap,
+    ISIPTransport,
+    ISourceLimit,
+)
 from clicktodial.sip.message import Headers, Request, Response
 from clicktodial.sip.parser import FramingError, MessageParseError, StreamParser, parse_message
 
@@ -157,7 +165,8 @@ def stamp_received(headers: Headers, source: Source) -> None:
 
     RFC 3261 §18.2.1: add ``received`` when the sent-by host is a name or an address other
     than the packet's source. RFC 3581 §4: when ``rport`` is present without a value, fill
-    it with the source port and add ``received`` even if it equals the sent-by.
+    it with the source port and add ``received`` even if it equals the sent-by. A
+    ``received`` the sender wrote that is not the source address is replaced by it.
 
     :raises HeaderParseError: the request has no readable Via.
     """
@@ -169,7 +178,10 @@ def stamp_received(headers: Headers, source: Source) -> None:
     if rport_empty:
         via.params["rport"] = str(source.remote_port)
         changed = True
-    if rport_empty or sent_by is None or sent_by != source_ip:
+    # A received= the sender wrote itself is replaced too: responses are routed by it
+    # (response_destination), and only the packet's source may say where it came from.
+    forged = "received" in via.params and ip_of(via.params["received"] or "") != source_ip
+    if rport_empty or forged or sent_by is None or sent_by != source_ip:
         # normalize_host is source_ip.compressed, memoized (ipaddress builds it each time).
         remote = source.remote_host
         received = normalize_host(remote) if source_ip is not None else remote
@@ -182,14 +194,21 @@ def stamp_received(headers: Headers, source: Source) -> None:
 
 def response_destination(via: Via, source: Source | None = None) -> Destination:
     """
-    Where a response whose top Via is ``via`` goes (RFC 3261 §18.2.2, RFC 3581 §4).
+    Where a response whose top Via is ``via`` goes (RFC 3261 §18.2.2, RFC 3581 §4), never
+    to a host other than the request's source.
 
     1. The request came over a connection (``source.connection``): back over it, if it is
        still open (the transport falls back to the address otherwise).
-    2. ``maddr``: to that address, the sent-by port or the default port.
-    3. ``received``: to that address; over UDP to the ``rport`` port when it has a value,
-       otherwise the sent-by port or the default port.
-    4. Otherwise the sent-by host and port (default 5060; 5061 for TLS).
+    2. Otherwise to the request's source host (``source``, or the ``received`` that
+       :func:`stamp_received` wrote from it); over UDP to the source port when the Via has
+       ``rport`` (RFC 3581 §4), otherwise the sent-by port or the default port.
+    3. Without either (a Via that was never stamped), the sent-by host and port.
+
+    ``maddr`` is never used, a deliberate deviation from §18.2.2: anyone can write it, and
+    obeying it would make the daemon send its responses (a 401 is larger than the
+    REGISTER that asks for it) and their retransmissions to any host: a reflector
+    (docs/security.md). Multicast responses are not a use anyone has for SIP; Kamailio
+    answers to the source as well.
     """
     transport = via.transport.upper()
     sent_by_port = via.port or default_port(transport)
@@ -197,9 +216,11 @@ def response_destination(via: Via, source: Source | None = None) -> Destination:
         return Destination(
             source.transport, source.remote_host, source.remote_port, source.connection
         )
-    maddr = via.maddr
-    if maddr:
-        return Destination(transport, maddr.strip("[]"), sent_by_port)
+    if source is not None:
+        host, port = source.remote_host, sent_by_port
+        if transport == "UDP" and source.transport == "UDP" and "rport" in via.params:
+            port = source.remote_port
+        return Destination(transport, host, port)
     received = via.received
     if received:
         port = sent_by_port
@@ -296,10 +317,10 @@ def _set_buffer_size(port: IListeningPort, size: int) -> None:
     of datagrams waits in the kernel instead of being dropped. Linux caps the size at
     ``net.core.rmem_max``/``wmem_max`` without an error: the size obtained is logged.
     """
-    get_handle = getattr(port, "getHandle", None)
-    if get_handle is None:
+    handle = ISystemHandle(port, None)
+    if handle is None:
         return  # not a real socket (tests)
-    sock = get_handle()
+    sock = cast(socket.socket, handle.getHandle())
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
@@ -520,7 +541,9 @@ class _StreamProtocol(Protocol):
     def _data_received(self, data: bytes) -> None:
         if self._framing_lost:
             return
-        self._touch()
+        # Only a complete message (or a keep-alive ping, answered by write) restarts the
+        # idle timer: a message sent a byte at a time (slow-loris) does not keep the
+        # connection open past stream_idle_timeout.
         if not self.parser.buffered:
             data = self._keepalives(data)
             if not data:
@@ -555,6 +578,7 @@ class _StreamProtocol(Protocol):
             self._trim()
             if not messages:
                 return
+            self._touch()
             for message in messages:
                 self.layer._message_received(message, self.source)
             data = b""
@@ -650,6 +674,8 @@ class SIPTransportLayer(Service):
     :ivar flow_timer: the Flow-Timer for RFC 5626 flows over TCP/TLS (``[sip] flow_timer``).
     :ivar tap: the :class:`ISIPTap` shown every message sent and every message received
         (before anything is stamped on it), or ``None``.
+    :ivar connection_limits: ``"TCP"``/``"TLS"`` -> the per-source cap on the open
+        connections of that listener (:mod:`clicktodial.connlimit`; none: no cap).
     """
 
     def __init__(
@@ -661,6 +687,7 @@ class SIPTransportLayer(Service):
         source_limit: ISourceLimit | None = None,
         tcp_idle_timeout: float | None = None,
         tap: ISIPTap | None = None,
+        connection_limits: Mapping[str, ConnectionLimit] | None = None,
     ) -> None:
         self.tap = tap
         #: provides IReactorTime, and IReactorUDP / IReactorTCP for the enabled transports
@@ -669,6 +696,7 @@ class SIPTransportLayer(Service):
         self.config = config
         self.handler = handler
         self.source_limit = source_limit
+        self.connection_limits = dict(connection_limits or {})
         self._ban_filter: _KernelBanFilter | None = None
         self._udp_socket: socket.socket | None = None
         #: our UDP address as a trace shows it (the advertised host when listening on a
@@ -726,8 +754,10 @@ class SIPTransportLayer(Service):
             self._udp_local = (self._advertised_host, port)
             if self.config.udp_buffer:
                 _set_buffer_size(self._udp_port, self.config.udp_buffer)
-            get_handle = getattr(self._udp_port, "getHandle", None)  # None: not a real socket
-            self._udp_socket = None if get_handle is None else get_handle()
+            handle = ISystemHandle(self._udp_port, None)  # None: not a real socket
+            self._udp_socket = (
+                None if handle is None else cast(socket.socket, handle.getHandle())
+            )
             if self.source_limit is not None and self._udp_socket is not None:
                 self._ban_filter = _KernelBanFilter(
                     self.clock, self.source_limit, self._udp_socket
@@ -735,7 +765,7 @@ class SIPTransportLayer(Service):
                 self._ban_filter.refresh()
         if "TCP" in self.transports:
             self._tcp_port = IReactorTCP(self.reactor).listenTCP(
-                port, _StreamServerFactory(self), interface=host
+                port, self._stream_server_factory("TCP"), interface=host
             )
             port = _host_port(self._tcp_port.getHost())[1]
         self._port = port
@@ -765,6 +795,12 @@ class SIPTransportLayer(Service):
             factory.queue.clear()
         return defer.gatherResults(stopping).addCallback(lambda _: None)
 
+    def _stream_server_factory(self, transport_name: str) -> ServerFactory:
+        """The factory of a TCP or TLS listener, behind its per-source connection cap."""
+        factory = _StreamServerFactory(self, transport_name)
+        limit = self.connection_limits.get(transport_name)
+        return factory if limit is None else limit.wrap(factory)
+
     def _listen_tls(self) -> None:
         """
         SIP over TLS (RFC 3261 §26.2, sips:) on ``[sip] tls_listen``: TCP framing over a TLS
@@ -786,7 +822,7 @@ class SIPTransportLayer(Service):
             ) from None
         tls = self.config.tls_listen
         self._tls_port = IReactorSSL(self.reactor).listenSSL(
-            tls.port, _StreamServerFactory(self, "TLS"), options, interface=tls.host
+            tls.port, self._stream_server_factory("TLS"), options, interface=tls.host
         )
         self._tls_port_number = _host_port(self._tls_port.getHost())[1]
         log.info(
@@ -879,9 +915,10 @@ class SIPTransportLayer(Service):
     def send_response(self, response: Response, source: object = None) -> None:
         """
         Send ``response`` where RFC 3261 §18.2.2 / RFC 3581 §4 say (:func:`response_destination`):
-        back over the request's connection while it is open, else to ``maddr``, ``received``
-        and ``rport``, or the sent-by. When the Via cannot be read or names a transport we
-        do not run, the response goes back to ``source`` (where the request came from).
+        back over the request's connection while it is open, else to the request's source
+        host (``rport``: its port; never ``maddr``). When the Via cannot be read or names a
+        transport we do not run, the response goes back to ``source`` (where the request
+        came from).
 
         :raises TransportError: the response cannot be routed (no ``source`` to fall back
             on) or cannot be sent.

@@ -35,8 +35,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
-from clicktodial.sip.address import Destination
+from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.core import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.dialog import (
     Dialog,
@@ -47,8 +46,10 @@ from clicktodial.sip.dialog import (
     destination_for_uri,
     request_dialog_id,
     response_dialog_id,
+    source_flow,
 )
 from clicktodial.sip.headers import HeaderParseError, NameAddr
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import (
     Request,
     Response,
@@ -69,7 +70,7 @@ from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.sip.uri import URI
 
 if TYPE_CHECKING:
-    from clicktodial.interfaces import ISIPTransport
+    from clicktodial.sip.interfaces import ISIPTransport
 
 __all__ = [
     "CallState",
@@ -102,6 +103,8 @@ class ClientTransactionLike(Protocol):
     def destination(self) -> Destination: ...
 
     def cancel_request(self) -> Request: ...
+
+    def terminate(self) -> None: ...
 
 
 class ServerTransactionLike(Protocol):
@@ -769,6 +772,10 @@ class IncomingCall:
             dialog = Dialog.from_uas(
                 self.request, self.local_tag, self.ua.contact_for(self.request), state
             )
+            source = self.server_tx.source
+            if self.ua.pin_flows and isinstance(source, Source):
+                # Our requests in this dialog go back the INVITE's way (docs/security.md).
+                dialog.flow = source_flow(source, dialog.remote_target)
             if self.offer is not None:
                 dialog.offer_answer.offer(Party.REMOTE, OfferCarrier.INVITE, self.offer)
             self.session = Session(self.ua, dialog, self.handler, self.request)
@@ -914,15 +921,22 @@ class OutgoingCall:
 
     # A leg keeps its OutgoingCall for the whole call: no per-instance dict.
     __slots__ = (
-        "ua", "_request", "_invite", "call_id", "destination", "handler", "state",
+        "ua", "_request", "_invite", "call_id", "destination", "flow", "handler", "state",
         "session", "offer", "_transaction", "_early", "_forks", "_provisional_seen",
         "_cancel_requested", "_cancel_sent", "_finished", "_timer",
     )
 
     def __init__(
-        self, ua: UserAgent, request: Request, destination: Destination, handler: ISessionHandler
+        self,
+        ua: UserAgent,
+        request: Request,
+        destination: Destination,
+        handler: ISessionHandler,
+        flow: Destination | None = None,
     ) -> None:
         self.ua = ua
+        #: The next hop of every request in this call's dialogs (None: §12.2.1.1's).
+        self.flow = flow
         #: The INVITE; once answered, only as the bytes sent (see L{request}).
         self._request: Request | None = request
         self._invite: bytes = b""
@@ -993,11 +1007,10 @@ class OutgoingCall:
     def _cancel_timeout(self) -> None:
         self._timer = None
         if self.state in (CallState.CALLING, CallState.PROCEEDING):
-            # §9.1: destroy the INVITE client transaction (if the layer lets
-            # us: a transaction in "proceeding" has no timer of its own).
-            terminate = getattr(self._transaction, "terminate", None)
-            if callable(terminate):
-                terminate()
+            # §9.1: destroy the INVITE client transaction (one in "proceeding"
+            # has no timer of its own).
+            if self._transaction is not None:
+                self._transaction.terminate()
             self._failed(make_response(self.request, 487))
 
     def _set_timer(self, delay: float, fired: Callable[[], None]) -> None:
@@ -1048,6 +1061,8 @@ class OutgoingCall:
 
     def _new_session(self, response: Response) -> Session:
         dialog = Dialog.from_uac(self.request, response, self.ua.contact_for(self.request))
+        # Early dialogs and other forks' 2xx too: their ACK and BYE go the INVITE's way.
+        dialog.flow = self.flow
         if self.offer is not None:
             dialog.offer_answer.offer(Party.LOCAL, OfferCarrier.INVITE, self.offer)
         session = Session(self.ua, dialog, self.handler, self.request)
@@ -1230,6 +1245,15 @@ class UserAgent:
     @ivar precheck: the RFC 3261 §8.2.1-§8.2.3 checks run on each new
         request (L{default_precheck} unless given; None for none): returns
         the rejection to send, or None to go on.
+    @ivar pin_flows: whether every dialog is pinned to the flow that set it
+        up (docs/security.md, "What a phone can steer: nothing"): the
+        requests and ACKs of a dialog we INVITEd go where the INVITE went (or
+        to the C{flow} given to L{invite}), those of a dialog a peer INVITEd
+        go back to the INVITE's source (its connection, or address), whatever
+        the peer's Contact and Record-Route say; they only make the
+        Request-URI and Route of §12.2.1.1.  False: the next hop is the
+        first route or the remote target (§12.2.1.1 with §8.1.2), for a UA
+        among peers it trusts.
     """
 
     def __init__(
@@ -1243,10 +1267,12 @@ class UserAgent:
         rng: random.Random | None = None,
         user_agent: str | None = "clicktodial",
         precheck: Callable[[Request], Response | None] | None = default_precheck,
+        pin_flows: bool = False,
     ) -> None:
         self.clock = clock
         self.handler = handler
         self.contact = contact
+        self.pin_flows = pin_flows
         self._timers = timers
         self.rng = rng if rng is not None else random.Random()
         self.user_agent = user_agent
@@ -1360,6 +1386,7 @@ class UserAgent:
         headers: Iterable[tuple[str, str]] = (),
         route: Sequence[NameAddr] = (),
         destination: Destination | None = None,
+        flow: Destination | None = None,
         call_id: str | None = None,
     ) -> OutgoingCall:
         """
@@ -1370,6 +1397,11 @@ class UserAgent:
 
         @param destination: where to send it; by default from the first
             route or the Request-URI (host, port, transport parameter).
+        @param flow: where every request of the dialogs this INVITE creates
+            goes (early, confirmed and other forks' alike: ACK, BYE,
+            re-INVITE...), whatever the answers' Contact and Record-Route
+            say; by default the INVITE's destination when the core pins flows
+            (L{pin_flows}), else the §12.2.1.1 next hop.
         @return: the L{OutgoingCall}; its events go to ``handler``.
         """
         local_tag = from_.tag or new_tag()
@@ -1396,7 +1428,9 @@ class UserAgent:
         if body:
             fields.append(("Content-Type", content_type or SDP_CONTENT_TYPE))
         request = Request("INVITE", request_uri, fields, body)
-        call = OutgoingCall(self, request, destination, handler)
+        if flow is None and self.pin_flows:
+            flow = destination
+        call = OutgoingCall(self, request, destination, handler, flow)
         self._outgoing.add(call)
         log.info("INVITE {uri}", uri=str(request_uri), call_id=call_id)
         call._start()

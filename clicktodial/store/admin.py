@@ -18,7 +18,7 @@ from attrs import frozen
 from sqlalchemy import URL
 from twisted.internet.defer import Deferred
 
-from clicktodial.interfaces import IStoreBackend, IUserStore
+from clicktodial.interfaces import ILocationStore, IStoreBackend, IUserStore
 from clicktodial.store.errors import CsvImportError, UserExists
 from clicktodial.store.passwords import generate_sip_secret
 from clicktodial.store.sql import check_schema, upgrade_schema
@@ -86,15 +86,18 @@ def add_user(store: IUserStore, username: str, password: str | None = None,
     ).addCallback(lambda user: AddedUser(user, generated))
 
 
-def list_users(store: IStoreBackend, now: float) -> Deferred[list[UserListing]]:
+def list_users(store: IStoreBackend, now: float,
+               locations: ILocationStore | None = None) -> Deferred[list[UserListing]]:
     """
-    ``user list``: every user with their unexpired bindings at ``now``. A binding belongs to
-    the user whose name is its AOR's user part.
+    ``user list``: every user with their unexpired bindings at ``now`` (in ``locations``, by
+    default ``store``). A binding belongs to the user whose name is its AOR's user part.
     """
+    bindings_from = locations if locations is not None else store
+
     async def listing() -> list[UserListing]:
         users = await store.list_users()
         by_user: dict[str, list[Binding]] = {}
-        for binding in await store.all_bindings(now):
+        for binding in await bindings_from.all_bindings(now):
             by_user.setdefault(aor_user_part(binding.aor), []).append(binding)
         return [UserListing(user, tuple(by_user.get(user.username, ()))) for user in users]
 
@@ -114,19 +117,23 @@ def change_passwords(store: IUserStore, username: str, password: str | None = No
                                                    sip_password=sip_password))
 
 
-def remove_user(store: IStoreBackend, username: str, now: float) -> Deferred[int]:
+def remove_user(store: IStoreBackend, username: str, now: float,
+                locations: ILocationStore | None = None) -> Deferred[int]:
     """
     ``user remove``: delete a user, their tokens and the bindings of their AOR(s) (AORs whose
-    user part is the username), so their phones stop being reachable at once.
+    user part is the username; in ``locations``, by default ``store``), so their phones stop
+    being reachable at once.
 
     :returns: fires with the number of bindings removed; fails with ``NoSuchUser``.
     """
+    bindings_in = locations if locations is not None else store
+
     async def remove() -> int:
         await store.remove_user(username)
         removed = 0
-        for aor in await store.registered_aors(now):
+        for aor in await bindings_in.registered_aors(now):
             if aor_user_part(aor) == username:
-                removed += await store.remove_all(aor)
+                removed += await bindings_in.remove_all(aor)
         return removed
 
     return Deferred.fromCoroutine(remove())

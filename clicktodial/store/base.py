@@ -22,7 +22,9 @@ from attrs import evolve, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from clicktodial.interfaces import IUserChangeNotifier
 from clicktodial.store.errors import UserExists
 from clicktodial.store.passwords import (
     PasswordHashing,
@@ -78,10 +80,13 @@ class UserRecord:
         )
 
 
+@implementer(IUserChangeNotifier)
 class StoreBase(ABC):
     """
     The store interfaces (:class:`clicktodial.interfaces.IStoreBackend`) on top
-    of synchronous ``_op_*`` operations.
+    of synchronous ``_op_*`` operations. Provides
+    :class:`~clicktodial.interfaces.IUserChangeNotifier` for the changes made
+    through it.
 
     :param clock: gives creation times of users and tokens.
     :param realm: the SIP digest realm the HA1s are computed for.
@@ -98,6 +103,16 @@ class StoreBase(ABC):
         #: called with a username after this store changed or removed that user (the
         #: registrar's credentials cache forgets it: docs/registrar.md)
         self.user_listeners: list[Callable[[str], object]] = []
+
+    def subscribe(self, listener: Callable[[str], object]) -> Callable[[], None]:
+        """See :meth:`IUserChangeNotifier.subscribe`: users changed through this store."""
+        self.user_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self.user_listeners:
+                self.user_listeners.remove(listener)
+
+        return unsubscribe
 
     @abstractmethod
     def _run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:

@@ -13,42 +13,62 @@ import getpass
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from clicktodial.cli import CommandError, Subparsers, config_from_args
-from clicktodial.interfaces import IStoreBackend
+from clicktodial.interfaces import (
+    ILocationBackend,
+    ILocationStore,
+    ISchemaManagement,
+    IStoreBackend,
+)
+from clicktodial.pluginconfig import build_location_store, build_store
 from clicktodial.store import admin
 from clicktodial.store.blocking import BlockingDriver
 from clicktodial.store.errors import StoreError
-from clicktodial.store.plugins import store_from_config
+from clicktodial.store.plugins import StoreEnvironment
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 
 
 def _run_with_store(args: argparse.Namespace,
-                    command: Callable[[IStoreBackend, BlockingDriver], int]) -> int:
+                    command: Callable[[IStoreBackend, BlockingDriver, ILocationStore], int],
+                    ) -> int:
     config = config_from_args(args)
     driver = BlockingDriver()
+    environment = StoreEnvironment(reactor=driver, realm=config.sip.domain)
+    # The daemon's stores: [store], and [location] when registrations live elsewhere.
+    store = build_store(config, environment)
+    location = build_location_store(config, environment)
+    started: list[IStoreBackend | ILocationBackend] = []
     try:
-        store = store_from_config(config, driver)
-    except StoreError as e:
-        print(f"clicktodial: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        driver.wait(store.start())
-        return command(store, driver)
+        for backend in (store, location):
+            if backend is not None:
+                started.append(backend)
+                driver.wait(backend.start())
+        return command(store, driver, location if location is not None else store)
     except StoreError as e:
         print(f"clicktodial: {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        driver.wait(store.stop())
+        for backend in reversed(started):
+            driver.wait(backend.stop())
 
 
 def _store_command(body: Callable[[argparse.Namespace, IStoreBackend, BlockingDriver], int],
                    ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        return _run_with_store(args, lambda store, driver: body(args, store, driver))
+        return _run_with_store(args, lambda store, driver, _: body(args, store, driver))
+    return run
+
+
+def _location_command(
+    body: Callable[[argparse.Namespace, IStoreBackend, BlockingDriver, ILocationStore], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A command that also reads or changes registrations (wherever [location] keeps them)."""
+    def run(args: argparse.Namespace) -> int:
+        return _run_with_store(
+            args, lambda store, driver, locations: body(args, store, driver, locations))
     return run
 
 
@@ -68,9 +88,10 @@ def _user_add(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDr
     return EXIT_OK
 
 
-def _user_list(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver) -> int:
+def _user_list(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver,
+               locations: ILocationStore) -> int:
     now = driver.seconds()
-    listings = driver.wait(admin.list_users(store, now))
+    listings = driver.wait(admin.list_users(store, now, locations))
     for listing in listings:
         user = listing.user
         flags = [name for name, on in (
@@ -111,8 +132,9 @@ def _user_passwd(args: argparse.Namespace, store: IStoreBackend, driver: Blockin
     return EXIT_OK
 
 
-def _user_remove(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver) -> int:
-    bindings = driver.wait(admin.remove_user(store, args.name, driver.seconds()))
+def _user_remove(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver,
+                 locations: ILocationStore) -> int:
+    bindings = driver.wait(admin.remove_user(store, args.name, driver.seconds(), locations))
     print(f"removed user {args.name} and {bindings} registration(s)")
     return EXIT_OK
 
@@ -154,17 +176,24 @@ def _token_revoke(args: argparse.Namespace, store: IStoreBackend, driver: Blocki
 # -- db -----------------------------------------------------------------------------------
 
 
-def _sql_url(args: argparse.Namespace) -> Any:
+def _schemas(args: argparse.Namespace) -> list[ISchemaManagement]:
+    """The schemas of the configured backends ([store], and [location] when separate)."""
     config = config_from_args(args)
-    if config.store.backend != "sql":
-        raise CommandError(f"the {config.store.backend!r} store backend has no SQL schema")
-    return config.store.url
+    environment = StoreEnvironment(reactor=BlockingDriver(), realm=config.sip.domain)
+    backends = [build_store(config, environment), build_location_store(config, environment)]
+    schemas = [schema for schema in (ISchemaManagement(b, None) for b in backends if b)
+               if schema is not None]
+    if not schemas:
+        raise CommandError(f"the {config.store.backend!r} store backend has no schema to"
+                           " manage")
+    return schemas
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    url = _sql_url(args)
+    schemas = _schemas(args)
     try:
-        admin.db_upgrade(url)
+        for schema in schemas:
+            schema.upgrade_schema()
     except StoreError as e:
         print(f"clicktodial: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -173,9 +202,10 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _db_check(args: argparse.Namespace) -> int:
-    url = _sql_url(args)
+    schemas = _schemas(args)
     try:
-        admin.db_check(url)
+        for schema in schemas:
+            schema.check_schema()
     except StoreError as e:
         print(f"clicktodial: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -199,7 +229,7 @@ def add_parser(subparsers: Subparsers) -> None:
     add.set_defaults(run=_store_command(_user_add))
 
     listing = user.add_parser("list", help="list users and their registered phones")
-    listing.set_defaults(run=_store_command(_user_list))
+    listing.set_defaults(run=_location_command(_user_list))
 
     passwd = user.add_parser("passwd", help="change a user's passwords",
                              description="Change the web and/or SIP password; with neither"
@@ -211,7 +241,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
     remove = user.add_parser("remove", help="remove a user and their API tokens")
     remove.add_argument("name")
-    remove.set_defaults(run=_store_command(_user_remove))
+    remove.set_defaults(run=_location_command(_user_remove))
 
     importing = user.add_parser(
         "import", help="add users from a CSV file",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from clicktodial.errors import PluginConfigError
+
 
 class StoreError(Exception):
     """Base class of the errors the store interfaces document."""
@@ -101,16 +103,16 @@ class SchemaOutOfDate(StoreError):
     """The database schema is not at the revision this code expects."""
 
 
-class StoreConfigError(StoreError, ValueError):
+class StoreConfigError(StoreError, PluginConfigError):
     """
-    A ``[store]`` configuration value is missing or invalid.
+    A store or location backend's option (a key of its ``[store:NAME]`` or
+    ``[location:NAME]`` section) is missing or invalid.
 
-    :ivar key: the offending key in the ``[store]`` section, or ``None``.
+    :ivar key: the offending key, or ``None``.
     """
 
     def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
+        PluginConfigError.__init__(self, message, key)
 
 
 class UnknownBackend(StoreConfigError):

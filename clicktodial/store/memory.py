@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from clicktodial.interfaces import ICallTraceStore, IStoreBackend
+from clicktodial.interfaces import IActiveCallClaims, ICallTraceStore, IStoreBackend
 from clicktodial.store.base import StoreBase, UserRecord, apply_call_fields
 from clicktodial.store.bindings import plan_register, sort_bindings
 from clicktodial.store.errors import NoSuchCall, NoSuchUser, UserExists
@@ -28,13 +28,22 @@ from clicktodial.store.passwords import (
     default_hash_pool,
     token_id_of_digest,
 )
-from clicktodial.store.traces import CallTrace, MemoryTraces, TraceAppend, TraceLimits
-from clicktodial.store.values import ApiToken, Binding, BindingChanges, CallRecord
+from clicktodial.store.traces import MemoryTraces
+from clicktodial.store.values import (
+    ApiToken,
+    Binding,
+    BindingChanges,
+    CallRecord,
+    CallTrace,
+    CallUpdate,
+    TraceAppend,
+    TraceLimits,
+)
 
 T = TypeVar("T")
 
 
-@implementer(IStoreBackend, ICallTraceStore)
+@implementer(IStoreBackend, IActiveCallClaims, ICallTraceStore)
 class MemoryStore(StoreBase):
     """
     All three stores in memory, and the calls' traces (:class:`ICallTraceStore`).
@@ -214,6 +223,22 @@ class MemoryStore(StoreBase):
                 call, ended_at=ended_at, end_reason=reason,
                 who_hung_up="system")
         return len(ended)
+
+    def claim_active_calls(self, node: str | None, ended_at: float,
+                           reason: str = "lost") -> Deferred[list[str]]:
+        """See L{IActiveCallClaims}."""
+        CallUpdate(end_reason=reason)  # validates the reason
+        return self._run(self._op_claim_active_calls, node, ended_at, reason)
+
+    def _op_claim_active_calls(self, node: str | None, ended_at: float,
+                               reason: str) -> list[str]:
+        ended = [c for c in self._calls.values()
+                 if c.active and (node is None or c.node == node)]
+        for call in ended:
+            self._calls[call.call_id] = evolve(
+                call, ended_at=ended_at, end_reason=reason,
+                who_hung_up="system")
+        return [call.call_id for call in ended]
 
     # -- call traces (ICallTraceStore) ---------------------------------------------
 

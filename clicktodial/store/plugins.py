@@ -1,73 +1,55 @@
 """
-Store backends chosen by name: ``[store] backend = NAME``.
+Store and location backends chosen by name: ``[store] backend = NAME`` and
+``[location] backend = NAME``, their options from ``[store:NAME]`` and
+``[location:NAME]`` (:mod:`clicktodial.pluginconfig` builds them from a configuration).
 
-The built-in backends are ``memory`` and ``sql``. Other packages add backends
-by declaring an entry point in the group ``clicktodial.store_backends`` whose
-value is an object providing :class:`IStoreBackendFactory`, for example in
+The built-in backends are ``memory`` and ``sql`` (for both kinds). Other packages add
+backends by declaring an entry point whose value is an object providing
+:class:`IStoreBackendFactory` (group ``clicktodial.store_backends``) or
+:class:`ILocationBackendFactory` (group ``clicktodial.location_backends``), for example in
 ``pyproject.toml``::
 
     [project.entry-points."clicktodial.store_backends"]
     example = "clicktodial_store_example:factory"
 
-An unknown name fails with :class:`UnknownBackend`, which lists the names that
-exist. Factories and the stores they build are checked with ``verifyObject``
-when loaded.
+They are loaded by the one plugin loader (:mod:`clicktodial.plugins`). An unknown store
+backend fails with :class:`UnknownBackend`, which lists the names that exist. Factories and
+the stores they build are checked with ``verifyObject`` when loaded.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any, cast
 
 from argon2 import PasswordHasher
-from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
-from zope.interface.exceptions import Invalid
 from zope.interface.interface import InterfaceClass
-from zope.interface.verify import verifyObject
 
-from clicktodial.interfaces import IStoreBackend, IStoreBackendFactory
+from clicktodial.interfaces import (
+    ILocationBackend,
+    ILocationBackendFactory,
+    IStoreBackend,
+    IStoreBackendFactory,
+)
+from clicktodial.plugins import (
+    PluginKind,
+    PluginLoadError,
+    UnknownPlugin,
+    load_plugin,
+    plugin_names,
+    verify_provides,
+)
+from clicktodial.store.environment import StoreEnvironment, default_thread_pool
 from clicktodial.store.errors import StoreConfigError, UnknownBackend
 
 #: The entry point group third-party store backends register in.
 ENTRY_POINT_GROUP = "clicktodial.store_backends"
 
-log = Logger()
-
-
-def default_thread_pool(name: str, max_threads: int) -> ThreadPool:
-    """A real thread pool: threads start when the store starts."""
-    return ThreadPool(minthreads=0, maxthreads=max_threads, name=name)
-
-
-@frozen
-class StoreEnvironment:
-    """
-    What a backend factory gets besides its options.
-
-    :ivar reactor: provides :class:`IReactorTime` and :class:`IReactorFromThreads`.
-    :ivar realm: the SIP digest realm (the configured ``[sip] domain``).
-    :ivar make_thread_pool: ``(name, max_threads) -> ThreadPool``; the store
-        owns, starts and stops the pools it makes (tests pass a factory of
-        inline pools).
-    :ivar password_hasher: the Argon2 hasher, or ``None`` for
-        argon2-cffi's defaults.
-    """
-
-    reactor: IReactorTime
-    realm: str
-    make_thread_pool: Callable[[str, int], ThreadPool] = default_thread_pool
-    password_hasher: PasswordHasher | None = None
-
-    def hash_pool(self) -> ThreadPool:
-        """A pool for password hashing: one thread per core."""
-        return self.make_thread_pool("clicktodial-password-hash",
-                                     os.cpu_count() or 2)
+#: The entry point group third-party location backends register in.
+LOCATION_ENTRY_POINT_GROUP = "clicktodial.location_backends"
 
 
 def reject_unknown_options(options: Mapping[str, str],
@@ -113,7 +95,7 @@ def parse_int(options: Mapping[str, str], key: str, default: int,
     return number
 
 
-@implementer(IStoreBackendFactory)
+@implementer(IStoreBackendFactory, ILocationBackendFactory)
 class MemoryBackendFactory:
     """
     ``backend = memory``: nothing survives a restart. Its only option, ``url``, is
@@ -130,7 +112,7 @@ class MemoryBackendFactory:
                            hasher=environment.password_hasher)
 
 
-@implementer(IStoreBackendFactory)
+@implementer(IStoreBackendFactory, ILocationBackendFactory)
 class SQLBackendFactory:
     """
     ``backend = sql``. Options:
@@ -170,22 +152,51 @@ BUILTIN_BACKENDS: Mapping[str, IStoreBackendFactory] = {
     "sql": SQLBackendFactory(),
 }
 
+#: ``[store] backend = NAME``, options from ``[store:NAME]``.
+STORE_BACKENDS = PluginKind(
+    kind="store",
+    description="store backend",
+    group=ENTRY_POINT_GROUP,
+    interface=IStoreBackendFactory,
+    builtins=BUILTIN_BACKENDS,
+)
 
-def _plugin_entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.name in BUILTIN_BACKENDS:
-            log.warn("ignoring store backend plugin {value}: the name"
-                     " {name} is built in", value=entry_point.value,
-                     name=entry_point.name)
-            continue
-        found[entry_point.name] = entry_point
-    return found
+#: The built-in location backends: the built-in store backends, keeping only bindings (a
+#: store of their own, e.g. ``[location] backend = memory`` beside ``[store] backend = sql``).
+BUILTIN_LOCATION_BACKENDS: Mapping[str, ILocationBackendFactory] = {
+    "memory": MemoryBackendFactory(),
+    "sql": SQLBackendFactory(),
+}
+
+#: ``[location] backend = NAME``, options from ``[location:NAME]``.
+LOCATION_BACKENDS = PluginKind(
+    kind="location",
+    description="location backend",
+    group=LOCATION_ENTRY_POINT_GROUP,
+    interface=ILocationBackendFactory,
+    builtins=BUILTIN_LOCATION_BACKENDS,
+)
 
 
 def available_backends() -> list[str]:
     """The names ``[store] backend`` may take, sorted."""
-    return sorted(set(BUILTIN_BACKENDS) | set(_plugin_entry_points()))
+    return plugin_names(STORE_BACKENDS)
+
+
+def available_location_backends() -> list[str]:
+    """The names ``[location] backend`` may take, sorted."""
+    return plugin_names(LOCATION_BACKENDS)
+
+
+def _load(kind: PluginKind, name: str) -> object:
+    try:
+        return load_plugin(kind, name)
+    except UnknownPlugin as e:
+        if kind is STORE_BACKENDS:
+            raise UnknownBackend(name, e.available) from None
+        raise StoreConfigError(str(e), key="backend") from None
+    except PluginLoadError as e:
+        raise StoreConfigError(str(e), key="backend") from e
 
 
 def load_backend(name: str) -> IStoreBackendFactory:
@@ -196,21 +207,30 @@ def load_backend(name: str) -> IStoreBackendFactory:
     :raises StoreConfigError: if the plugin fails to load or does not
         provide :class:`IStoreBackendFactory`.
     """
-    if name in BUILTIN_BACKENDS:
-        return BUILTIN_BACKENDS[name]
-    plugins = _plugin_entry_points()
-    if name not in plugins:
-        raise UnknownBackend(name, available_backends())
-    entry_point = plugins[name]
-    try:
-        factory = entry_point.load()
-    except Exception as e:
-        raise StoreConfigError(
-            f"store backend {name!r} ({entry_point.value}) failed to load:"
-            f" {e}", key="backend") from e
-    _verify(IStoreBackendFactory, factory,
-            f"store backend {name!r} ({entry_point.value})")
-    return cast(IStoreBackendFactory, factory)
+    return cast(IStoreBackendFactory, _load(STORE_BACKENDS, name))
+
+
+def load_location_backend(name: str) -> ILocationBackendFactory:
+    """
+    Find the location backend factory called ``name``.
+
+    :raises StoreConfigError: (key ``backend``) there is none (listing those that exist),
+        or it fails to load or does not provide :class:`ILocationBackendFactory`.
+    """
+    return cast(ILocationBackendFactory, _load(LOCATION_BACKENDS, name))
+
+
+def create_location_store(name: str, options: Mapping[str, str],
+                          environment: StoreEnvironment) -> ILocationBackend:
+    """
+    Build the (not yet started) location store ``[location] backend = name`` asks for.
+
+    :param options: the ``[location:NAME]`` section.
+    :raises StoreConfigError: for an unknown backend or a bad option.
+    """
+    store = load_location_backend(name).create(options, environment)
+    verify_location_store(name, store)
+    return store
 
 
 def create_store(name: str, options: Mapping[str, str],
@@ -224,27 +244,27 @@ def create_store(name: str, options: Mapping[str, str],
     """
     factory = load_backend(name)
     store = factory.create(options, environment)
-    _verify(IStoreBackend, store, f"the store built by backend {name!r}")
+    verify_store(name, store)
     return store
 
 
-def _verify(interface: InterfaceClass, candidate: object, what: str) -> None:
+def verify_store(name: str, store: object) -> None:
+    """:raises StoreConfigError: the store built by backend ``name`` lacks IStoreBackend."""
+    _verify(STORE_BACKENDS, name, IStoreBackend, store)
+
+
+def verify_location_store(name: str, store: object) -> None:
+    """:raises StoreConfigError: the store built by location backend ``name`` lacks
+    ILocationBackend."""
+    _verify(LOCATION_BACKENDS, name, ILocationBackend, store)
+
+
+def _verify(kind: PluginKind, name: str, interface: InterfaceClass,
+            candidate: object) -> None:
     try:
-        verifyObject(interface, candidate)
-    except Invalid as e:
-        raise StoreConfigError(
-            f"{what} does not provide {interface.__name__}: {e}",
-            key="backend") from e
-
-
-def store_options(store_config: Any) -> dict[str, str]:
-    """
-    The options a backend factory gets from the parsed ``[store]`` section
-    (:class:`clicktodial.config.StoreConfig`): its ``url``, password included.
-    """
-    url = store_config.url
-    rendered = url if isinstance(url, str) else url.render_as_string(hide_password=False)
-    return {"url": rendered}
+        verify_provides(kind, name, candidate, interface, "built a store that")
+    except PluginLoadError as e:
+        raise StoreConfigError(str(e), key="backend") from e
 
 
 def store_from_config(config: Any, reactor: IReactorTime,
@@ -256,7 +276,9 @@ def store_from_config(config: Any, reactor: IReactorTime,
 
     :raises StoreConfigError: for an unknown backend or a bad option.
     """
+    from clicktodial.pluginconfig import store_options
+
     environment = StoreEnvironment(reactor=reactor, realm=config.sip.domain,
                                    make_thread_pool=make_thread_pool,
                                    password_hasher=password_hasher)
-    return create_store(config.store.backend, store_options(config.store), environment)
+    return create_store(config.store.backend, store_options(config), environment)

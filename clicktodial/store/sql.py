@@ -46,9 +46,18 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
-from clicktodial.interfaces import ICallTraceStore, IStoreBackend
+from clicktodial.interfaces import (
+    IActiveCallClaims,
+    ICallTraceStore,
+    IClusterStorage,
+    IEventBus,
+    INodeRegistry,
+    ISchemaManagement,
+    IStoreBackend,
+    IStoreLoad,
+)
 from clicktodial.store import migrations
 from clicktodial.store.base import StoreBase, UserRecord
 from clicktodial.store.bindings import plan_register, sort_bindings
@@ -409,10 +418,13 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start:start + _CHUNK]
 
 
-@implementer(IStoreBackend, ICallTraceStore)
+@implementer(IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims, ICallTraceStore)
 class SQLStore(StoreBase):
     """
-    All three stores in a SQL database, and the calls' traces (:class:`ICallTraceStore`).
+    All three stores in a SQL database. Capabilities: :class:`IStoreLoad`,
+    :class:`ISchemaManagement`, :class:`IActiveCallClaims`, :class:`ICallTraceStore` (the
+    calls' traces), and on
+    PostgreSQL :class:`IClusterStorage` (the nodes table, the LISTEN/NOTIFY bus).
 
     :param reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
     :param url: SQLAlchemy URL (``sqlite:///PATH``, ``postgresql+psycopg://...``).
@@ -450,6 +462,37 @@ class SQLStore(StoreBase):
         #: The REGISTER path's operations (credentials, binding updates), group-committed.
         self.group_commit = GroupCommit(self._from_threads, self._pool, self._execute_batch,
                                         self._run_alone)
+        self._url = url
+        if self._dialect == "postgresql":
+            # Several daemons can share this database: nodes table and LISTEN/NOTIFY bus.
+            alsoProvides(self, IClusterStorage)
+
+    # -- capabilities ------------------------------------------------------------
+
+    def pending(self) -> int:
+        """See :meth:`IStoreLoad.pending`: operations waiting for a database thread."""
+        return self._pool.q.qsize()
+
+    def upgrade_schema(self) -> None:
+        """See :meth:`ISchemaManagement.upgrade_schema` (blocking; ``db upgrade``)."""
+        upgrade_schema(self._url)
+
+    def check_schema(self) -> None:
+        """See :meth:`ISchemaManagement.check_schema` (blocking; ``db check``)."""
+        check_schema(self._url)
+
+    def node_registry(self) -> INodeRegistry:
+        """See :meth:`IClusterStorage.node_registry` (PostgreSQL only): its own engine and
+        one-thread pool, so heartbeats never queue behind REGISTER traffic."""
+        from clicktodial.store.nodes import SQLNodeRegistry
+
+        return SQLNodeRegistry(self._clock, self._url)
+
+    def event_bus(self, node_id: str) -> IEventBus:
+        """See :meth:`IClusterStorage.event_bus` (PostgreSQL only): LISTEN/NOTIFY."""
+        from clicktodial.cluster.bus import PostgresEventBus, libpq_conninfo
+
+        return PostgresEventBus(self._clock, libpq_conninfo(self._url), node_id)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -896,6 +939,28 @@ class SQLStore(StoreBase):
             return connection.execute(update(calls).where(self._active(node)).values(
                 ended_at=ended_at, end_reason=reason, who_hung_up="system")).rowcount
 
+    def claim_active_calls(self, node: str | None, ended_at: float,
+                           reason: str = "lost") -> Deferred[list[str]]:
+        """See L{IActiveCallClaims}."""
+        CallUpdate(end_reason=reason)  # validates the reason
+        return self._run(self._op_claim_active_calls, node, ended_at, reason)
+
+    def _op_claim_active_calls(self, node: str | None, ended_at: float,
+                               reason: str) -> list[str]:
+        # UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): a row ended by a concurrent claim
+        # no longer matches "ended_at IS NULL" once its lock is released (PostgreSQL re-checks
+        # the condition), so every call is returned to one claimer only.
+        with self._write() as connection:
+            statement = update(calls).where(self._active(node)).values(
+                ended_at=ended_at, end_reason=reason, who_hung_up="system")
+            if self._engine.dialect.update_returning:
+                return [row[0] for row in connection.execute(statement.returning(calls.c.call_id))]
+            # Without RETURNING: lock the rows, then end exactly those.
+            ids = [row[0] for row in connection.execute(
+                select(calls.c.call_id).where(self._active(node)).with_for_update())]
+            if ids:
+                connection.execute(statement.where(calls.c.call_id.in_(ids)))
+            return ids
 
     # -- call traces (ICallTraceStore) ---------------------------------------------
 

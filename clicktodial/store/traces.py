@@ -1,6 +1,8 @@
 """
 Call traces as stored (:class:`~clicktodial.interfaces.ICallTraceStore`): the SIP messages
 of a call's legs, bounded per call, and the bound rule every backend applies the same way.
+The values (:class:`TracedMessage`, :class:`TraceAppend`, :class:`TraceLimits`,
+:class:`CallTrace`) are in :mod:`clicktodial.store.values`, re-exported here.
 
 A trace grows by appends (:class:`TraceAppend`: one call's new messages); once a message
 does not fit the call's bounds (:class:`TraceLimits`), it and every later message of the
@@ -12,7 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from attrs import field, frozen
+from clicktodial.store.values import (
+    DIRECTIONS,
+    CallTrace,
+    TraceAppend,
+    TracedMessage,
+    TraceLimits,
+)
 
 __all__ = [
     "DIRECTIONS",
@@ -25,71 +33,6 @@ __all__ = [
     "pack_messages",
     "unpack_messages",
 ]
-
-#: ``in``: received by the daemon; ``out``: sent by it.
-DIRECTIONS = ("in", "out")
-
-
-@frozen
-class TracedMessage:
-    """
-    One SIP message of a call as it passed the daemon's transport.
-
-    :ivar at_ms: when, in milliseconds of the daemon's clock (POSIX time).
-    :ivar direction: ``in`` (received) or ``out`` (sent).
-    :ivar leg: ``caller`` or ``callee``: whose phone is the peer.
-    :ivar sip_call_id: the Call-ID of the leg's dialog.
-    :ivar retransmission: the same octets already passed this way in this call.
-    :ivar data: the message's octets, ``Authorization``/``Proxy-Authorization`` values
-        redacted.
-    """
-
-    at_ms: int
-    direction: str = field()
-    transport: str
-    local_host: str
-    local_port: int
-    remote_host: str
-    remote_port: int
-    leg: str
-    sip_call_id: str
-    retransmission: bool
-    data: bytes
-
-    @direction.validator
-    def _check_direction(self, attribute: object, value: str) -> None:
-        if value not in DIRECTIONS:
-            raise ValueError(f"direction must be 'in' or 'out', not {value!r}")
-
-
-@frozen
-class TraceLimits:
-    """The bounds of one call's trace (``[calls] trace_max_messages``, ``trace_max_kb``)."""
-
-    max_messages: int = 200
-    max_bytes: int = 128 * 1024
-
-
-@frozen
-class TraceAppend:
-    """
-    New messages of one call, and how many more were dropped before they reached the store
-    (the recorder applies the same bounds to what it buffers).
-    """
-
-    call_id: str
-    messages: tuple[TracedMessage, ...]
-    dropped: int = 0
-
-
-@frozen
-class CallTrace:
-    """A call's trace: its messages in the order they passed, and how many were dropped."""
-
-    call_id: str
-    messages: tuple[TracedMessage, ...]
-    dropped: int = 0
-
 
 def fit_messages(count: int, size: int, dropped: int, messages: Sequence[TracedMessage],
                  limits: TraceLimits) -> tuple[list[TracedMessage], int]:

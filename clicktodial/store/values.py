@@ -279,6 +279,7 @@ END_REASONS = frozenset({
     "timeout",             # a SIP transaction or session timer ran out
     "error",               # an internal or protocol error ended the call
     "lost",                # the node running the call stopped mid-call
+    "media-relay-failed",  # the media relay refused or did not answer ([media:rtpengine])
 })
 
 #: Documented values of :func:`CallRecord.who_hung_up`.
@@ -364,3 +365,70 @@ class CallUpdate:
         from attrs import asdict
 
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# -- Call traces (ICallTraceStore; clicktodial.store.traces has the bound rule) ----
+
+#: ``in``: received by the daemon; ``out``: sent by it.
+DIRECTIONS = ("in", "out")
+
+
+@frozen
+class TracedMessage:
+    """
+    One SIP message of a call as it passed the daemon's transport.
+
+    :ivar at_ms: when, in milliseconds of the daemon's clock (POSIX time).
+    :ivar direction: ``in`` (received) or ``out`` (sent).
+    :ivar leg: ``caller`` or ``callee``: whose phone is the peer.
+    :ivar sip_call_id: the Call-ID of the leg's dialog.
+    :ivar retransmission: the same octets already passed this way in this call.
+    :ivar data: the message's octets, ``Authorization``/``Proxy-Authorization`` values
+        redacted.
+    """
+
+    at_ms: int
+    direction: str = field()
+    transport: str
+    local_host: str
+    local_port: int
+    remote_host: str
+    remote_port: int
+    leg: str
+    sip_call_id: str
+    retransmission: bool
+    data: bytes
+
+    @direction.validator
+    def _check_direction(self, attribute: object, value: str) -> None:
+        if value not in DIRECTIONS:
+            raise ValueError(f"direction must be 'in' or 'out', not {value!r}")
+
+
+@frozen
+class TraceLimits:
+    """The bounds of one call's trace (``[calls] trace_max_messages``, ``trace_max_kb``)."""
+
+    max_messages: int = 200
+    max_bytes: int = 128 * 1024
+
+
+@frozen
+class TraceAppend:
+    """
+    New messages of one call, and how many more were dropped before they reached the store
+    (the recorder applies the same bounds to what it buffers).
+    """
+
+    call_id: str
+    messages: tuple[TracedMessage, ...]
+    dropped: int = 0
+
+
+@frozen
+class CallTrace:
+    """A call's trace: its messages in the order they passed, and how many were dropped."""
+
+    call_id: str
+    messages: tuple[TracedMessage, ...]
+    dropped: int = 0

@@ -69,14 +69,19 @@ class Wire:
         return self.message.status if isinstance(self.message, Response) else None
 
 
-def answer_reinvites(owner: str) -> Callable[[Session, IncomingRequest], object]:
-    """An C{on_request} answering re-INVITE offers with a fresh description of ``owner``."""
+def answer_reinvites(
+    owner: str, host: str = "127.0.0.1"
+) -> Callable[[Session, IncomingRequest], object]:
+    """
+    An C{on_request} answering re-INVITE offers with a fresh description of ``owner``
+    (media at ``host``).
+    """
     versions = [1]
 
     def on_request(session: Session, request: IncomingRequest) -> None:
         if request.method == "INVITE" and request.offer is not None:
             versions[0] += 1
-            request.respond(200, body=sdp(owner, versions[0]), content_type=SDP_CONTENT_TYPE)
+            request.respond(200, body=sdp(owner, versions[0], host), content_type=SDP_CONTENT_TYPE)
         elif request.method in ("INVITE", "UPDATE", "INFO", "OPTIONS"):
             local = session.dialog.offer_answer.local_sdp
             if request.method == "INVITE" and local is not None:
@@ -126,7 +131,10 @@ class CallWorld:
         #: Addresses whose datagrams (to or from) are dropped.
         self.blackholed: set[tuple[str, int]] = set()
         self._tap_network()
-        self.daemon = Party.on_network(self.clock, self.net, *DAEMON, "clicktodial", self.timers)
+        # As the daemon's SIPStack builds it: every dialog pinned to its flow.
+        self.daemon = Party.on_network(
+            self.clock, self.net, *DAEMON, "clicktodial", self.timers, pin_flows=True
+        )
         self.store = MemoryStore(self.clock, realm=DOMAIN, hash_pool=InlineThreadPool())
         self.config = CallsConfig(policy=policy, **settings)  # type: ignore[arg-type]
         #: Users and bindings as the daemon's controller sees them: cached; bind() goes
@@ -208,11 +216,13 @@ class CallWorld:
         """A phone at ``host``:``port``, registered for ``username`` (created if needed)."""
         if create_user:
             self.user(username, display_name if display_name is not None else username.title())
-        answer = answer if answer is not None else Answer(sdp=sdp(f"{username}-{host}"))
+        # By default its media is at its own address, as the daemon's ringback requires.
+        media_host = host if answer is None else "127.0.0.1"
+        answer = answer if answer is not None else Answer(sdp=sdp(f"{username}-{host}", host=host))
         endpoint = self.net.endpoint(host, port)
         phone = Phone(self.clock, endpoint, host, port, username, self.timers, answer, seed=0)
         endpoint.attach(phone.layer)
-        phone.app.on_request = answer_reinvites(f"{username}-{host}")
+        phone.app.on_request = answer_reinvites(f"{username}-{host}", media_host)
         self.bind(username, f"sip:{username}@{host}:{port}",
                   received=f"sip:{host}:{port};transport=udp")
         self.phones.append(phone)

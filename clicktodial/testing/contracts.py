@@ -1,35 +1,66 @@
 """
 Contract test suites for store backends, one mixin per interface.
 
-Every backend, built-in or third-party, must pass them. Combine the mixins with a class that
-says how to build the store::
+Every backend, built-in or third-party, must pass the suites of the stores it provides. Each
+suite is a plain pytest class; combine it with a class that says how to build the store it
+tests. The fixture protocol: one method per suite, each returning a store that is **not
+started yet**, built from ``environment``:
 
-    from clicktodial.testing.contracts import StoreContract
+============================  ==================================  ===========================
+suite                         method to define                    the store it returns
+============================  ==================================  ===========================
+:class:`UserStoreContract`    ``make_user_store(environment,      provides ``IUserStore``,
+                              request)``                          ``start()``, ``stop()``
+:class:`LocationStoreContract`  ``make_location_store(environment,  an ``ILocationBackend``
+                              request)``                          (``ILocationStore`` +
+                                                                  ``start()``/``stop()``)
+:class:`CallRecordStoreContract`  ``make_call_record_store(         provides
+                              environment, request)``             ``ICallRecordStore``,
+                                                                  ``start()``, ``stop()``
+:class:`StoreContract`        ``make_store(environment,           an ``IStoreBackend``
+                              request)``                          (all three)
+============================  ==================================  ===========================
 
-    class TestMyStore(StoreContract):
-        def make_store(self, environment, request):
-            return MyBackendFactory().create({"url": ...}, environment)
+Each ``make_*_store`` defaults to ``make_store``, so a class defining only ``make_store`` runs
+every suite it combines. The ``store`` fixture calls the method, fires ``start()`` before the
+test and ``stop()`` after it; use ``request.addfinalizer`` for any other clean-up (a scratch
+database, keys in a shared server). A location backend plugin, for example::
 
-``make_store`` returns a store that is not started yet, built from ``environment`` (an
-inline reactor that is a fake clock, inline thread pools, a cheap password hasher and the
-realm ``example.com``), so every Deferred has fired by the time it is returned and the tests
-are synchronous. Use ``request.addfinalizer`` for clean-up. The mixins are plain pytest classes:
-run them with pytest.
+    from clicktodial.testing.contracts import LocationStoreContract
+
+    class TestMyLocationStore(LocationStoreContract):
+        def make_location_store(self, environment, request):
+            return my_factory.create({"url": ...}, environment)
+
+``environment`` (a :class:`~clicktodial.store.plugins.StoreEnvironment`) has an inline
+reactor that is a fake clock (``callFromThread`` runs at once), inline thread pools, a cheap
+password hasher and the realm ``example.com``, so a store on its thread pools has fired every
+Deferred by the time a method returns and the tests are synchronous. A store talking to a real
+server asynchronously is not: wait for its Deferreds in the store's methods' callers instead
+(or run its blocking client on the environment's thread pools, which are inline here).
+
+A location store providing ``IBindingChangeNotifier`` is also checked for its notices
+(``test_change_notices``); notices that arrive from another thread are waited for, at most
+``NOTICE_TIMEOUT`` seconds. Stores without the capability skip that test.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from zope.interface.verify import verifyObject
 
 from clicktodial.interfaces import (
+    IActiveCallClaims,
+    IBindingChangeNotifier,
     ICallRecordStore,
     ICallTraceStore,
+    ILocationBackend,
     ILocationStore,
     IStoreBackend,
     IUserStore,
@@ -74,12 +105,21 @@ def ha1(username: str, password: str, algorithm: str) -> str:
 
 
 class _StoreFixtures:
-    """The fixtures every contract uses; subclasses implement :meth:`make_store`."""
+    """
+    The fixtures every contract uses; subclasses implement :meth:`make_store` or the
+    suite's own ``make_*_store`` (see the module).
+    """
 
     def make_store(self, environment: StoreEnvironment,
                    request: pytest.FixtureRequest) -> IStoreBackend:
         """Build a (not started) store from ``environment``."""
-        raise NotImplementedError("combine the contract with a class defining make_store")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define make_store or the suite's make_*_store")
+
+    def make_tested_store(self, environment: StoreEnvironment,
+                          request: pytest.FixtureRequest) -> Any:
+        """The (not started) store the suite tests: each suite calls its ``make_*_store``."""
+        return self.make_store(environment, request)
 
     @pytest.fixture
     def reactor(self) -> InlineReactor:
@@ -97,7 +137,7 @@ class _StoreFixtures:
     @pytest.fixture
     def store(self, environment: StoreEnvironment,
               request: pytest.FixtureRequest) -> Iterator[Any]:
-        store = self.make_store(environment, request)
+        store = self.make_tested_store(environment, request)
         success_result_of(store.start())
         yield store
         success_result_of(store.stop())
@@ -105,6 +145,15 @@ class _StoreFixtures:
 
 class UserStoreContract(_StoreFixtures):
     """The behaviour every :class:`IUserStore` has."""
+
+    def make_user_store(self, environment: StoreEnvironment,
+                        request: pytest.FixtureRequest) -> Any:
+        """Build the (not started) store this suite tests: by default :meth:`make_store`."""
+        return self.make_store(environment, request)
+
+    def make_tested_store(self, environment: StoreEnvironment,
+                          request: pytest.FixtureRequest) -> Any:
+        return self.make_user_store(environment, request)
 
     def test_provides_user_store(self, store: Any) -> None:
         """The store provides IUserStore and uses the configured realm."""
@@ -357,6 +406,15 @@ def register(aor: str, call_id: str, cseq: int, *contacts: ContactChange,
 class LocationStoreContract(_StoreFixtures):
     """The behaviour every :class:`ILocationStore` has (RFC 3261 §10.3)."""
 
+    def make_location_store(self, environment: StoreEnvironment,
+                            request: pytest.FixtureRequest) -> Any:
+        """Build the (not started) store this suite tests: by default :meth:`make_store`."""
+        return self.make_store(environment, request)
+
+    def make_tested_store(self, environment: StoreEnvironment,
+                          request: pytest.FixtureRequest) -> Any:
+        return self.make_location_store(environment, request)
+
     NOW = 1_000_000.0
 
     def update(self, store: Any, aor: str, changes: BindingChanges,
@@ -367,8 +425,46 @@ class LocationStoreContract(_StoreFixtures):
         return success_result_of(store.get_bindings(aor, now))
 
     def test_provides_location_store(self, store: Any) -> None:
-        """The store provides ILocationStore."""
+        """The store provides ILocationStore, and start/stop (ILocationBackend)."""
         assert verifyObject(ILocationStore, store)
+        assert verifyObject(ILocationBackend, store)
+
+    #: seconds :meth:`wait_for` waits for change notices sent from another thread
+    NOTICE_TIMEOUT = 5.0
+
+    def wait_for(self, condition: Callable[[], bool]) -> None:
+        """
+        Until ``condition()`` holds: at once for a store that notifies on the calling thread;
+        a store whose notices come from another thread (a pub/sub connection calling
+        ``reactor.callFromThread``, inline here) is polled for :attr:`NOTICE_TIMEOUT` s.
+        """
+        deadline = time.monotonic() + self.NOTICE_TIMEOUT
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert condition(), "no change notice"
+
+    def test_change_notices(self, store: Any) -> None:
+        """
+        A store providing IBindingChangeNotifier tells each subscriber the AOR of every
+        change (here: a REGISTER, a removal), in order; one unsubscribed hears no more.
+        """
+        notifier = IBindingChangeNotifier(store, None)
+        if notifier is None:
+            pytest.skip("the store does not provide IBindingChangeNotifier")
+        assert verifyObject(IBindingChangeNotifier, notifier)
+        first: list[str] = []
+        unsubscribe = notifier.subscribe(first.append)
+        self.update(store, ALICE, register(ALICE, "c1", 1, ContactChange(ALICE_PHONE, 3600)))
+        self.wait_for(lambda: ALICE in first)
+        unsubscribe()
+        first.clear()
+        second: list[str] = []
+        notifier.subscribe(second.append)
+        success_result_of(store.remove_all(ALICE))
+        self.update(store, BOB, register(BOB, "c2", 1, ContactChange("sip:bob@192.0.2.2", 60)))
+        self.wait_for(lambda: BOB in second)
+        assert ALICE in second and second.index(ALICE) < second.index(BOB)
+        assert first == []
 
     def test_no_bindings(self, store: Any) -> None:
         """An AOR nobody registered has no bindings."""
@@ -649,6 +745,15 @@ def _is_uuid4_hex(text: str) -> bool:
 class CallRecordStoreContract(_StoreFixtures):
     """The behaviour every :class:`ICallRecordStore` has."""
 
+    def make_call_record_store(self, environment: StoreEnvironment,
+                               request: pytest.FixtureRequest) -> Any:
+        """Build the (not started) store this suite tests: by default :meth:`make_store`."""
+        return self.make_store(environment, request)
+
+    def make_tested_store(self, environment: StoreEnvironment,
+                          request: pytest.FixtureRequest) -> Any:
+        return self.make_call_record_store(environment, request)
+
     def test_provides_call_record_store(self, store: Any) -> None:
         """The store provides ICallRecordStore."""
         assert verifyObject(ICallRecordStore, store)
@@ -778,9 +883,43 @@ class CallRecordStoreContract(_StoreFixtures):
         assert success_result_of(store.end_active_calls(None, 60.0, "error")) == 1
         assert success_result_of(store.count_active()) == 0
 
+    def test_claim_active_calls(self, store: Any) -> None:
+        """
+        A store with the optional IActiveCallClaims ends a node's active calls
+        like end_active_calls and returns their ids; a call is claimed once.
+        """
+        claims = IActiveCallClaims(store, None)
+        if claims is None:
+            pytest.skip("the store does not provide the optional IActiveCallClaims")
+        assert verifyObject(IActiveCallClaims, claims)
+        ended = success_result_of(store.create_call("alice", "bob", 1.0, node="n1"))
+        success_result_of(store.update_call(ended, CallUpdate(ended_at=2.0,
+                                                              end_reason="callee-hangup")))
+        lost = {success_result_of(store.create_call("alice", "bob", 3.0, node="n1"))
+                for _ in range(3)}
+        other = success_result_of(store.create_call("alice", "bob", 3.0, node="n2"))
+        claimed: list[str] = success_result_of(claims.claim_active_calls("n1", 50.0))
+        assert sorted(claimed) == sorted(lost)
+        for call_id in lost:
+            record = success_result_of(store.get_call(call_id))
+            assert (record.ended_at, record.end_reason, record.who_hung_up) == (
+                50.0, "lost", "system")
+        assert success_result_of(store.get_call(ended)).end_reason == "callee-hangup"
+        assert success_result_of(store.get_call(other)).active
+        # Claimed once: a second claim (another daemon) gets none of them.
+        assert success_result_of(claims.claim_active_calls("n1", 55.0)) == []
+        assert success_result_of(store.get_call(next(iter(lost)))).ended_at == 50.0
+        assert success_result_of(claims.claim_active_calls(None, 60.0, "error")) == [other]
+        assert success_result_of(store.get_call(other)).end_reason == "error"
+        assert success_result_of(store.count_active()) == 0
+
 
 class StoreContract(UserStoreContract, LocationStoreContract, CallRecordStoreContract):
     """All three contracts, plus the backend lifecycle."""
+
+    def make_tested_store(self, environment: StoreEnvironment,
+                          request: pytest.FixtureRequest) -> Any:
+        return self.make_store(environment, request)
 
     def test_provides_store_backend(self, store: Any) -> None:
         """The store provides IStoreBackend (all three stores, start and stop)."""

@@ -25,8 +25,8 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from clicktodial.config import HostPort, parse_config
-from clicktodial.interfaces import ITransactionUser
 from clicktodial.sip.address import Source
+from clicktodial.sip.interfaces import ITransactionUser
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.registrar import Registrar, RegistrarSettings
 from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer

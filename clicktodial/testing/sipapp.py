@@ -33,8 +33,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
 from clicktodial.config import parse_config
-from clicktodial.interfaces import ITransactionUser
 from clicktodial.sip.address import Destination
+from clicktodial.sip.interfaces import ITransactionUser
 from clicktodial.sip.message import Request, Response, make_response, new_call_id, new_tag
 from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer

@@ -32,8 +32,8 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from clicktodial.interfaces import IMessageHandler, ISIPTransport, ITransactionUser
 from clicktodial.sip.address import Destination, Source
+from clicktodial.sip.interfaces import IMessageHandler, ISIPTransport, ITransactionUser
 from clicktodial.sip.message import Request, Response, make_response, new_call_id, new_tag
 from clicktodial.sip.parser import MessageParseError, parse_message
 from clicktodial.sip.transaction import TransactionLayer

@@ -34,9 +34,9 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from clicktodial.config import HostPort, SipConfig
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler
 from clicktodial.sip.address import Destination
 from clicktodial.sip.headers import NameAddr
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, Party
 from clicktodial.sip.transaction import Timers, TransactionLayer

@@ -23,8 +23,8 @@ import attrs
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler, ISIPTransport
 from clicktodial.sip.headers import NameAddr
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ISIPTransport
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
 from clicktodial.sip.transaction import Timers, TransactionLayer
@@ -110,13 +110,15 @@ class Answer:
     How a L{ScriptedCallHandler} answers a new INVITE: optionally a 180
     first, then after ``delay`` seconds a 2xx with ``sdp`` (answer or, for an
     INVITE without offer, offer), or ``reject`` with that status; ``None``
-    for both leaves the call unanswered.
+    for both leaves the call unanswered.  ``headers`` go into the 180 and the
+    2xx (a Record-Route of the phone's choosing, say).
     """
 
     ring: bool = True
     delay: float = 0.0
     sdp: bytes | None = attrs.field(factory=lambda: sdp("bob"))
     reject: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @implementer(IIncomingCallHandler)
@@ -143,15 +145,15 @@ class ScriptedCallHandler:
         self.logs.append(log)
         answer = self.answer
         if answer.ring:
-            call.provisional(180)
+            call.provisional(180, headers=answer.headers)
 
         def respond() -> None:
             if not call.is_pending:
                 return
             if answer.reject is not None:
-                call.reject(answer.reject)
+                call.reject(answer.reject, headers=answer.headers)
             elif answer.sdp is not None:
-                call.accept(answer.sdp, SDP_CONTENT_TYPE)
+                call.accept(answer.sdp, SDP_CONTENT_TYPE, headers=answer.headers)
 
         if answer.reject is not None or answer.sdp is not None:
             if answer.delay:
@@ -178,6 +180,8 @@ class Party:
         timers: Timers,
         answer: Answer | None,
         seed: int,
+        *,
+        pin_flows: bool = False,
     ) -> None:
         self.clock = clock
         self.transport = transport
@@ -190,6 +194,7 @@ class Party:
             self.app,
             contact=URI("sip", user, host, port),
             rng=random.Random(seed),
+            pin_flows=pin_flows,
         )
         self.layer = TransactionLayer(clock, transport, self.ua, timers)
         self.ua.attach(self.layer)
@@ -205,10 +210,12 @@ class Party:
         timers: Timers = DEFAULT_TIMERS,
         answer: Answer | None = None,
         seed: int = 0,
+        *,
+        pin_flows: bool = False,
     ) -> Party:
         """A party on a L{FaultyNetwork} endpoint at ``host``:``port``."""
         endpoint = network.endpoint(host, port)
-        party = cls(clock, endpoint, host, port, user, timers, answer, seed)
+        party = cls(clock, endpoint, host, port, user, timers, answer, seed, pin_flows=pin_flows)
         endpoint.attach(party.layer)
         return party
 
@@ -222,10 +229,13 @@ class Party:
         timers: Timers = DEFAULT_TIMERS,
         answer: Answer | None = None,
         seed: int = 0,
+        *,
+        pin_flows: bool = False,
     ) -> Party:
         """A party on a L{RecordingTransport}: messages to it are fed by hand."""
         return cls(
-            clock, RecordingTransport(clock, host, port), host, port, user, timers, answer, seed
+            clock, RecordingTransport(clock, host, port), host, port, user, timers, answer, seed,
+            pin_flows=pin_flows,
         )
 
     @property

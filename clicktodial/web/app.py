@@ -182,6 +182,8 @@ class CallView:
     reason: str | None = None
     sip_status: int | None = None
     who_hung_up: str | None = None
+    #: The media relay state of a call in progress (CallInfo.media_relay); None from a record.
+    media_relay: str | None = None
 
     @property
     def active(self) -> bool:
@@ -207,6 +209,7 @@ class CallView:
             reason=info.end_reason,
             sip_status=info.sip_status,
             who_hung_up=info.who_hung_up,
+            media_relay=info.media_relay,
         )
 
     @classmethod
@@ -240,6 +243,7 @@ class CallView:
             "reason": self.reason,
             "sip_status": self.sip_status,
             "who_hung_up": self.who_hung_up,
+            "media_relay": self.media_relay,
         }
         value.update({k: v for k, v in optional.items() if v is not None})
         return value
@@ -349,6 +353,7 @@ class WebApp:
         *,
         limits: WebConfig = DEFAULT_LIMITS,
         sessions: SessionStore | None = None,
+        locations: ILocationStore | None = None,
         tracer: CallTracer | None = None,
         wording: CallWording | None = None,
     ) -> None:
@@ -359,7 +364,7 @@ class WebApp:
         #: the timers the failure reasons quote
         self.wording = wording if wording is not None else CallWording()
         self.users: IUserStore = store
-        self.locations: ILocationStore = store
+        self.locations: ILocationStore = locations if locations is not None else store
         self.records: ICallRecordStore = store
         self.store = store
         self.controller = controller
@@ -684,13 +689,17 @@ def new_secret() -> str:
 
 def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
                  controller: ICallController | None,
+                 locations: ILocationStore | None = None,
                  tracer: CallTracer | None = None) -> WebApp:
     """The daemon's web application on ``store`` and ``controller``, for ``[sip]`` and
-    ``[web]``; call traces from ``tracer`` (and the store)."""
-    monitor = RegistrationMonitor(clock, store, config.sip.domain,
+    ``[web]``; registrations from ``locations`` (default: ``store``), call traces from
+    ``tracer`` (and the store)."""
+    if locations is None:
+        locations = store
+    monitor = RegistrationMonitor(clock, locations, config.sip.domain,
                                   interval=config.web.presence_poll_interval)
     calls = config.calls
     return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config),
-                  limits=config.web, tracer=tracer,
+                  limits=config.web, locations=locations, tracer=tracer,
                   wording=CallWording(calls.ring_timeout, calls.callee_ring_timeout,
                                       calls.max_duration))

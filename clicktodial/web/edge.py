@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 
 import attrs
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.iweb import IRequest
 
 from clicktodial.config import WebConfig
@@ -30,7 +31,9 @@ UNIX_PEER = "unix"
 def peer_host(request: IRequest) -> str:
     """The IP address of the TCP peer (``unix`` for a unix socket)."""
     address = request.getClientAddress()
-    return str(getattr(address, "host", UNIX_PEER))
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return address.host
+    return UNIX_PEER
 
 
 def _forwarded_values(request: IRequest, name: bytes) -> list[str]:

@@ -146,6 +146,19 @@ class RegistrationMonitor:
         self._set_known(new)
         self._publish(old, new)
 
+    def aor_changed(self, aor: str) -> None:
+        """
+        ``aor``'s bindings changed somewhere (the location store's
+        ``IBindingChangeNotifier``: another daemon sharing it, or an expiry): read them and
+        tell the listeners at once if its set of contacts changed.
+        """
+        if not self._listeners or not aor.lower().endswith("@" + self.domain.lower()):
+            return
+        d = self.locations.get_bindings(aor, self.clock.seconds())
+        d.addCallbacks(lambda bindings: self.bindings_changed(aor, bindings),
+                       lambda failure: log.failure("cannot read the bindings of {aor}",
+                                                   failure, aor=aor))
+
     def poke(self) -> None:
         """Read the location store now."""
         if not self._listeners:

@@ -483,6 +483,10 @@ class PagesResource(RoutedResource):
             tags.dt("Reason"), tags.dd(view.reason or "", id="call-reason"),
             tags.dt("Duration"), tags.dd(_duration(view.duration), id="call-duration"),
         )
+        if view.media_relay not in (None, "off"):
+            details.children.extend([
+                tags.dt("Media relay"), tags.dd(view.media_relay or "", id="call-media-relay"),
+            ])
         section = tags.section(id="call", **{"data-call-id": view.call_id,
                                              "data-state": view.state})
         return section(
@@ -773,7 +777,8 @@ class PagesResource(RoutedResource):
         if form.get("confirm") != "yes":
             raise HTTPError(400, "tick the box to confirm the removal")
         try:
-            await remove_user(self.app.store, user.username, self.app.clock.seconds())
+            await remove_user(self.app.store, user.username, self.app.clock.seconds(),
+                              self.app.locations)
         except NoSuchUser:
             raise HTTPError(404, "no such user") from None
         self.app.sessions.remove_user(user.username)

@@ -121,6 +121,8 @@ def plain_reason(*, caller: str, callee: str, state: str, end_reason: str | None
             text = "the phones could not be connected"
     elif end_reason == "lost":
         text = "the daemon running the call stopped during the call"
+    elif end_reason == "media-relay-failed":
+        text = "the media relay refused the call or did not answer"
     else:
         text = f"the call ended: {end_reason}" + (f" ({status})" if status else "")
     return text[0].upper() + text[1:]

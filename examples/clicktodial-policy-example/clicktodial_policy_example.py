@@ -8,10 +8,13 @@ is decided by the built-in limits (``[calls] who_may_call``, ``max_calls_per_use
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from zope.interface import implementer
 
 from clicktodial.calls.policy import CallRefused, CallRequest, FlowIV, LimitsPolicy
 from clicktodial.config import CallsConfig
+from clicktodial.errors import PluginConfigError
 from clicktodial.interfaces import ICallPolicy, ICallPolicyFactory
 
 __all__ = ["VipPolicy", "factory"]
@@ -38,7 +41,11 @@ class VipPolicy:
 
 @implementer(ICallPolicyFactory)
 class _Factory:
-    def create(self, settings: CallsConfig) -> ICallPolicy:
+    """``[policy:vip]`` has no options: any key is refused, naming it."""
+
+    def create(self, settings: CallsConfig, options: Mapping[str, str]) -> ICallPolicy:
+        for key in sorted(options):
+            raise PluginConfigError("unknown key (the vip policy has no options)", key=key)
         return VipPolicy(settings)
 
 

@@ -38,7 +38,8 @@ class ExampleStore(MemoryStore):
 
 @implementer(IStoreBackendFactory)
 class ExampleBackendFactory:
-    """Builds :class:`ExampleStore`; accepts (and ignores) the ``url`` option only."""
+    """Builds :class:`ExampleStore` from ``[store:example]``: it accepts (and ignores) a
+    ``url`` option only; any other key stops start-up naming it."""
 
     def create(self, options: Mapping[str, str],
                environment: StoreEnvironment) -> IStoreBackend:

@@ -57,7 +57,9 @@ def test_binding_target_drops_uri_headers_and_uses_received_without_path() -> No
                                            path=("<sip:127.0.0.7;lr>",),
                                            received="sip:127.0.0.5:4;transport=udp"),
                                    NetworkSet.parse("127.0.0.5"))
-    assert with_path.flow is None and str(with_path.route[0].uri) == "sip:127.0.0.7;lr"
+    # Through a trusted proxy: every request of the dialog goes to the Path's first hop.
+    assert with_path.flow == with_path.destination == Destination("UDP", "127.0.0.7", 5060)
+    assert str(with_path.route[0].uri) == "sip:127.0.0.7;lr"
 
 
 def test_binding_target_is_the_registers_source_whatever_the_binding_names() -> None:

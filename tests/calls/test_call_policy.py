@@ -32,7 +32,7 @@ def request(caller_calls: int = 0, callee_calls: int = 0, total: int = 0,
 def test_builtin_policies_provide_their_interfaces(name: str) -> None:
     factory = load_policy(name)
     verifyObject(ICallPolicyFactory, factory)
-    policy = factory.create(CallsConfig())
+    policy = factory.create(CallsConfig(), {})
     verifyObject(ICallPolicy, policy)
     verifyObject(IMediaFlow, policy.flow)
     assert policy.flow.name == name

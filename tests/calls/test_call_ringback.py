@@ -23,7 +23,7 @@ from clicktodial.testing.sipfakes import run_for
 from clicktodial.testing.transport import FakeReactor, LogCapture
 from clicktodial.testing.uafakes import Answer, sdp
 
-CALLER_MEDIA = ("127.0.0.1", 40000)  # where uafakes.sdp() asks for its audio
+CALLER_MEDIA = ("127.0.0.2", 40000)  # where alice's phone (CallWorld.phone) asks for audio
 
 
 def world_with_ringback(
@@ -96,6 +96,23 @@ def test_caller_hears_ringback_until_the_callee_answers() -> None:
         SessionDescription.parse(reinvite.message.body).origin.session_id
         == answer.origin.session_id
     )
+    world.controller.hang_up(info.call_id, "alice")
+    world.assert_quiescent()
+
+
+def test_a_caller_offering_another_address_gets_ringback_at_its_own_address_only() -> None:
+    """A phone does not choose where the daemon's RTP goes: an offer whose address is not
+    the one the phone signals from (here 127.0.0.9; a private address behind NAT, or a
+    third party) gets its ringback sent to the phone's own address (127.0.0.2) at the
+    offer's port, never to 127.0.0.9; the call still connects."""
+    world, player, udp = world_with_ringback()
+    world.phone("alice", "127.0.0.2", answer=Answer(sdp=sdp("alice", host="127.0.0.9")))
+    world.phone("bob", "127.0.0.3", answer=Answer(delay=2, sdp=sdp("bob")))
+    info = world.place("alice", "bob")
+    run(world, 1.5)
+    assert {to for _, to in rtp(udp)} == {("127.0.0.2", 40000)}
+    run(world, 3)
+    assert world.controller.get_call(info.call_id).state == "connected"  # type: ignore[union-attr]
     world.controller.hang_up(info.call_id, "alice")
     world.assert_quiescent()
 
@@ -226,3 +243,26 @@ def test_our_answer_has_the_configured_direction_sendrecv_by_default(
     assert [v for k, v in answer.lines if k == "a"][-1] == direction
     player.stop(stream)
     assert player.streams == 0 and reactor.getDelayedCalls() == []
+
+
+def test_ringback_follows_rtp_from_the_callers_signalling_address_only() -> None:
+    """
+    A caller behind NAT: its SDP names a private address, but its RTP reaches us from its
+    NAT, the address its signalling comes from (the binding's source, 127.0.0.2 here). The
+    ringback moves there; RTP from any other address moves nothing.
+    """
+    world, player, udp = world_with_ringback()
+    world.phone("alice", "127.0.0.2")
+    world.phone("bob", "127.0.0.3", answer=Answer(delay=4, sdp=sdp("bob")))
+    info = world.place("alice", "bob")
+    run(world, 1)
+    (port,) = udp.udp_ports
+    rtp_packet = b"\x80\x00" + b"\x00" * 170
+    port.receive(rtp_packet, "127.0.0.66", 7000)
+    run(world, 0.5)
+    assert {to for _, to in rtp(udp)} == {CALLER_MEDIA}
+    port.receive(rtp_packet, "127.0.0.2", 61000)
+    run(world, 0.5)
+    assert {to for _, to in rtp(udp)} == {("127.0.0.2", 61000)}
+    world.controller.hang_up(info.call_id, "alice")
+    world.assert_quiescent()

@@ -18,8 +18,9 @@ from zope.interface.verify import verifyObject
 
 from clicktodial.calls.trace import CallTracer, TraceUnavailable, build_tracer, redact
 from clicktodial.config import parse_config
-from clicktodial.interfaces import ICallTraceStore, IMessageHandler, ISIPTap
+from clicktodial.interfaces import ICallTraceStore
 from clicktodial.sip.address import Destination
+from clicktodial.sip.interfaces import IMessageHandler, ISIPTap
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.store.memory import MemoryStore

@@ -72,3 +72,58 @@ def test_a_list_must_hold_call_objects_and_be_bounded() -> None:
     too_many = [{"caller": "alice", "callee": "bob"}] * (MAX_BATCH + 1)
     assert request(stub, "POST", "/calls", too_many)[0] == 400
     assert world.controller.active_calls() == []
+
+
+def _status(stub: StubTreq, method: str, url: str, headers: dict[str, str]) -> tuple[int, Any]:
+    results: list[Any] = []
+    body = json.dumps({"caller": "alice", "callee": "bob"}).encode()
+    d = stub.request(method, url, data=body if method == "POST" else None,
+                     headers={k: [v] for k, v in headers.items()})
+    d.addCallback(lambda response: stub.content(response).addCallback(
+        lambda content: results.append((response.code, json.loads(content)))))
+    stub.flush()
+    assert results, "no response"
+    return results[0]  # type: ignore[no-any-return]
+
+
+def test_a_request_a_browser_page_could_send_is_refused_as_not_local() -> None:
+    """
+    CSRF and DNS rebinding: an Origin, a Sec-Fetch-Site other than none, or a Host that is
+    not loopback gets 403 not-local, and no call is placed.
+    """
+    world, stub = make()
+    refused = [
+        ("http://127.0.0.1:8091/calls", {"Origin": "http://evil.example.com"}),
+        ("http://127.0.0.1:8091/calls", {"Origin": "null"}),
+        ("http://127.0.0.1:8091/calls", {"Sec-Fetch-Site": "cross-site"}),
+        ("http://127.0.0.1:8091/calls", {"Sec-Fetch-Site": "same-origin"}),
+        ("http://rebind.example.com:8091/calls", {}),
+        ("http://127.0.0.1.example.com/calls", {}),
+        ("http://localhost.example.com/calls", {}),
+        ("http://127.0.0.1:8091/calls", {"Host": "[::1.evil]:8091"}),
+        ("http://127.0.0.1:8091/calls", {"Host": "::1"}),
+        ("http://127.0.0.1:8091/calls", {"Host": "192.0.2.1:8091"}),
+        ("http://127.0.0.1:8091/calls", {"Host": "rebind.example.com"}),
+        ("http://127.0.0.1:8091/", {"Origin": "http://evil.example.com"}),
+    ]
+    for url, headers in refused:
+        for method in ("POST", "GET"):
+            status, body = _status(stub, method, url, headers)
+            assert (status, body["error"]) == (403, "not-local"), (method, url, headers)
+    assert world.controller.active_calls() == []
+
+
+def test_local_tools_naming_a_loopback_host_are_served() -> None:
+    world, stub = make()
+    served = [
+        ("http://127.0.0.1:8091/calls", {}),
+        ("http://127.5.6.7/calls", {}),
+        ("http://localhost:8091/calls", {}),
+        ("http://LOCALHOST/calls", {}),
+        ("http://127.0.0.1:8091/calls", {"Host": "[::1]:8091"}),
+        ("http://127.0.0.1:8091/calls", {"Host": "[0:0:0:0:0:0:0:1]"}),
+        ("http://127.0.0.1:8091/calls", {"Sec-Fetch-Site": "none"}),
+    ]
+    for url, headers in served:
+        assert _status(stub, "GET", url, headers)[0] == 200, (url, headers)
+    assert _status(stub, "POST", "http://localhost:8091/calls", {"Host": "[::1]:8091"})[0] == 201

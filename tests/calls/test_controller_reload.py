@@ -64,7 +64,7 @@ def test_a_policy_that_cannot_be_built_changes_nothing(monkeypatch: pytest.Monke
     world = CallWorld(max_calls_per_user=3)
     policy, settings = world.controller.policy, world.controller.settings
 
-    def broken(config: CallsConfig) -> object:
+    def broken(config: CallsConfig, options: object = None) -> object:
         raise ValueError("the plugin is broken")
 
     monkeypatch.setattr(controller_module, "create_policy", broken)

@@ -13,12 +13,12 @@ from clicktodial.cluster.nodes import (
     CONTROL_CHANNEL,
     MemoryNodeRegistry,
     NodeMonitor,
-    SQLNodeRegistry,
     default_node_id,
 )
 from clicktodial.config import parse_config
 from clicktodial.store.errors import StoreUnavailable
 from clicktodial.store.memory import MemoryStore
+from clicktodial.store.nodes import SQLNodeRegistry
 from clicktodial.store.sql import SQLStore
 from clicktodial.store.values import CallUpdate
 from clicktodial.testing.fakes import (

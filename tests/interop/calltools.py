@@ -248,7 +248,8 @@ class Control:
 
 
 def baresip_config(port: int, audio_source: str, control_port: int | None = None,
-                   recordings: Path | None = None, extra: tuple[str, ...] = ()) -> str:
+                   recordings: Path | None = None, extra: tuple[str, ...] = (),
+                   host: str = "127.0.0.1") -> str:
     """
     A headless baresip's ``config``: SIP on 127.0.0.1:``port``, G.711, no audio device
     (it plays to /dev/null), ``audio_source`` as its microphone (``ausine,HZ`` or
@@ -258,7 +259,7 @@ def baresip_config(port: int, audio_source: str, control_port: int | None = None
     """
     lines = [
         "poll_method\tepoll",
-        f"sip_listen\t127.0.0.1:{port}",
+        f"sip_listen\t{host}:{port}",
         f"module_path\t{BARESIP_MODULES}",
         "module\tg711.so",
         "module\tausine.so",
@@ -293,13 +294,17 @@ class Baresip:
     :param control: take commands over ``ctrl_tcp`` (:meth:`command`), on another free port.
     :param record: record what it sends and receives in :attr:`recordings`.
     :param config: more lines for its ``config`` (:func:`baresip_config`'s ``extra``).
+    :param namespace: run it in the network namespace of this PID (tests/interop/natnet.py),
+        on ``host`` port 5060.
     """
 
     def __init__(self, directory: Path, name: str, account: str, *,
                  audio_source: str = "ausine,440", control: bool = False,
-                 record: bool = False, config: tuple[str, ...] = ()) -> None:
+                 record: bool = False, config: tuple[str, ...] = (),
+                 namespace: int | None = None, host: str = "127.0.0.1") -> None:
         self.name = name
-        self.port = find_free_port()
+        self.namespace = namespace
+        self.port = find_free_port() if namespace is None else 5060
         self.control_port = find_free_port() if control else None
         self.directory = directory
         directory.mkdir()
@@ -308,12 +313,15 @@ class Baresip:
             self.recordings.mkdir()
         (directory / "config").write_text(baresip_config(
             self.port, audio_source, self.control_port, self.recordings if record else None,
-            config))
+            config, host))
         (directory / "accounts").write_text(account)
         self.output_path = directory / "output.txt"
         with self.output_path.open("wb") as output:
+            command = ["baresip", "-4", "-n", host, "-f", str(directory)]
+            if namespace is not None:
+                command = ["nsenter", "-t", str(namespace), "-n", *command]
             self.process = subprocess.Popen(
-                ["baresip", "-4", "-n", "127.0.0.1", "-f", str(directory)],
+                command,
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             )
 
@@ -333,6 +341,20 @@ class Baresip:
         """Send a ctrl_tcp command (a netstring of JSON)."""
         assert self.control_port is not None, f"baresip {self.name} started without control"
         message = json.dumps({"command": command, "params": "", "token": "t"}).encode()
+        if self.namespace is not None:
+            # Its ctrl_tcp listens on the loopback of its own network namespace.
+            script = (
+                "import socket,sys\n"
+                f"s=socket.create_connection(('127.0.0.1',{self.control_port}),timeout=5)\n"
+                "s.sendall(sys.stdin.buffer.read())\ns.settimeout(5)\n"
+                "try:\n s.recv(4096)\nexcept OSError:\n pass\n"
+            )
+            subprocess.run(
+                ["nsenter", "-t", str(self.namespace), "-n", sys.executable, "-c", script],
+                input=str(len(message)).encode() + b":" + message + b",", timeout=15,
+                check=True,
+            )
+            return
         with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as sock:
             sock.sendall(str(len(message)).encode() + b":" + message + b",")
             sock.settimeout(5)

@@ -209,6 +209,22 @@ def test_bad_config_exits_nonzero_with_one_line_naming_file_section_key(
     )
 
 
+def test_a_bad_plugin_option_exits_nonzero_with_one_line_naming_file_section_key(
+    run_twistd: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The plugins validate their [KIND:NAME] sections at start-up, before anything listens."""
+    path = tmp_path / "bad.ini"
+    path.write_text(
+        "[sip]\ndomain = 127.0.0.1\n[store]\nbackend = memory\n"
+        "[location]\nbackend = sql\n[location:sql]\nurl = sqlite:///x.sqlite\nthreads = 0\n"
+    )
+    result = run_twistd("-n", "--pidfile=", "clicktodial", "--config", str(path))
+    assert result.returncode != 0
+    assert result.stderr == (
+        f"{path}: [location:sql] threads: threads must be an integer from 1 to 64, not '0'\n"
+    )
+
+
 def test_missing_config_option_exits_nonzero_with_usage(run_twistd: Callable[..., Any]) -> None:
     result = run_twistd("-n", "--pidfile=", "clicktodial")
     assert result.returncode != 0

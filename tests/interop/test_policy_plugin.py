@@ -8,14 +8,11 @@ directory put on ``sys.path`` for this module's tests only (as tests/interop/tes
 
 from __future__ import annotations
 
-import importlib
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from plugintools import installed  # type: ignore[import-not-found]
 from zope.interface.verify import verifyObject
 
 from clicktodial.calls.policy import (
@@ -30,7 +27,6 @@ from clicktodial.store.values import User
 
 pytestmark = pytest.mark.interop
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "clicktodial-policy-example"
 MODULE = "clicktodial_policy_example"
 
 
@@ -38,21 +34,8 @@ MODULE = "clicktodial_policy_example"
 def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The example package, installed for the duration of this module's tests."""
     scratch = tmp_path_factory.mktemp("policy-plugin")
-    source = shutil.copytree(EXAMPLE, scratch / "source")
-    target = scratch / "site-packages"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
-        check=True, timeout=120,
-    )  # fmt: skip
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
+    with installed("clicktodial-policy-example", MODULE, scratch) as target:
         yield target
-    finally:
-        sys.path.remove(str(target))
-        sys.modules.pop(MODULE, None)
-        importlib.invalidate_caches()
 
 
 def request(caller: User, callee: User, total: int = 0) -> CallRequest:
@@ -83,3 +66,21 @@ def test_example_policy_lets_only_admins_call_vips_and_keeps_the_limits(
     with pytest.raises(CallRefused) as limited:
         policy.authorize(request(boss, vip, total=2))
     assert limited.value.reason == "total-limit"
+
+
+def test_a_policy_option_the_plugin_refuses_is_one_line_naming_its_section_and_key(
+    installed_example: Path,
+) -> None:
+    """[policy:vip] reaches the plugin's factory; a key it refuses stops start-up with one
+    line naming file, section and key."""
+    from clicktodial.config import ConfigError
+    from clicktodial.pluginconfig import build_policy
+
+    config = parse_config(
+        "[sip]\ndomain = 127.0.0.1\n[calls]\npolicy = vip\n[policy:vip]\nvips = carol\n", "x.ini"
+    )
+    with pytest.raises(ConfigError) as error:
+        build_policy(config)
+    assert str(error.value) == (
+        "x.ini: [policy:vip] vips: unknown key (the vip policy has no options)"
+    )

@@ -9,14 +9,11 @@ afterwards uninstalls it, without touching the environment other tests run in.
 
 from __future__ import annotations
 
-import importlib
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from plugintools import installed  # type: ignore[import-not-found]
 
 from clicktodial.interfaces import IStoreBackend
 from clicktodial.store.plugins import StoreEnvironment, available_backends, create_store
@@ -25,7 +22,6 @@ from clicktodial.testing.fakes import InlineReactor, inline_thread_pool, success
 
 pytestmark = pytest.mark.interop
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "clicktodial-store-example"
 MODULE = "clicktodial_store_example"
 
 
@@ -33,21 +29,8 @@ MODULE = "clicktodial_store_example"
 def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The example package, installed for the duration of this module's tests."""
     scratch = tmp_path_factory.mktemp("store-plugin")
-    # Build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
-    source = shutil.copytree(EXAMPLE, scratch / "source")
-    target = scratch / "site-packages"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
-        check=True, timeout=120)
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
+    with installed("clicktodial-store-example", MODULE, scratch) as target:
         yield target
-    finally:
-        sys.path.remove(str(target))
-        sys.modules.pop(MODULE, None)
-        importlib.invalidate_caches()
 
 
 def test_plugin_is_listed_once_installed(installed_example: Path) -> None:

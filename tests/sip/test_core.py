@@ -14,7 +14,6 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from clicktodial.config import HostPort, SipConfig
-from clicktodial.interfaces import IMessageHandler, ISIPTransport
 from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.core import (
     DAEMON_METHODS,
@@ -22,6 +21,7 @@ from clicktodial.sip.core import (
     options_response,
     uas_precheck,
 )
+from clicktodial.sip.interfaces import IMessageHandler, ISIPTransport
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.transport import SIPTransportLayer, TransportError

@@ -11,6 +11,7 @@ one of its own addresses (the C{aliases} setting).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -20,7 +21,8 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
-from clicktodial.interfaces import ILocationStore
+from clicktodial.interfaces import ILocationStore, IUserChangeNotifier
+from clicktodial.log import escape_control, format_text_event
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip import digest as digest_module
 from clicktodial.sip.address import Source
@@ -432,6 +434,24 @@ class TestAuthentication:
                                           username="bob")
         assert response.status == 403
         assert env.bindings() == []
+
+
+def test_a_hostile_register_is_logged_without_control_characters() -> None:
+    """
+    The parser lets ESC and BEL through in header values and quoted strings: a REGISTER
+    whose From display name, User-Agent, Call-ID and Digest username hold a terminal
+    sequence, with a wrong password, is logged; the text format shows it escaped.
+    """
+    env = Env()
+    hostile = "\x1b[2J\x1b]0;owned\x07"
+    request = register(call_id=f"c{hostile}@x", extra=[f"User-Agent: ua{hostile}"])
+    request.headers.set("From", f'"a{hostile}" <sip:alice@{DOMAIN}>;tag=from1')
+    response = env.send_authenticated(request, username=f"alice{hostile}", password="guess")
+    assert response.status == 401
+    lines = [format_text_event(event) or "" for event in env.events]
+    assert any(f"alice{escape_control(hostile)}" in line for line in lines), lines
+    assert not any(re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", line) for line in lines)
+    assert all(line.count("\n") <= 1 for line in lines)
 
 
 class TestCredentialsCache:
@@ -1439,3 +1459,40 @@ def test_settings_validated() -> None:
         RegistrarSettings(min_expires=600, default_expires=300)
     with pytest.raises(ValueError):
         RegistrarSettings(default_expires=90000, max_expires=86400)
+
+
+@implementer(IUserChangeNotifier)
+class NotifyingUsers:
+    """A plugin's user store: the memory store's users, with its own change notices."""
+
+    def __init__(self, users: MemoryStore) -> None:
+        self.users = users
+        self.realm = users.realm
+        self.listeners: list[Any] = []
+        self.looked_up: list[str] = []
+
+    def get_sip_credentials(self, username: str) -> Deferred[SipCredentials | None]:
+        self.looked_up.append(username)
+        return self.users.get_sip_credentials(username)
+
+    def subscribe(self, listener: Any) -> Any:
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
+
+def test_a_user_store_declaring_change_notices_drops_cached_credentials_at_once() -> None:
+    """The registrar adapts its user store to IUserChangeNotifier (no attribute probing):
+    a user that store says changed is read again at the next REGISTER."""
+    env = Env()
+    users = NotifyingUsers(env.store)
+    registrar = Registrar(env.clock, cast(Any, users), env.store, DOMAIN,
+                          RegistrarSettings(aliases=ALIASES), AuthThrottle(env.clock))
+    env.registrar = registrar
+    assert env.send_authenticated(register()).status == 200
+    assert env.send_authenticated(register(cseq=3)).status == 200
+    assert users.looked_up == ["alice"]
+    assert len(users.listeners) == 1
+    for listener in users.listeners:
+        listener("alice")
+    assert env.send_authenticated(register(cseq=5)).status == 200
+    assert users.looked_up == ["alice", "alice"]

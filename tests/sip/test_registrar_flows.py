@@ -11,9 +11,9 @@ from __future__ import annotations
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from clicktodial.interfaces import IFlowKeeper
 from clicktodial.sip.address import Source
 from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
+from clicktodial.sip.interfaces import IFlowKeeper
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.registrar import Registrar, RegistrarSettings

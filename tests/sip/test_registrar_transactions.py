@@ -11,9 +11,9 @@ from typing import cast
 
 from zope.interface import implementer
 
-from clicktodial.interfaces import ITransactionUser
 from clicktodial.sip.address import Source
 from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
+from clicktodial.sip.interfaces import ITransactionUser
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.registrar import Registrar, RegistrarSettings

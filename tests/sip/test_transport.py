@@ -11,14 +11,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from clicktodial.config import HostPort, SipConfig
-from clicktodial.interfaces import IFlowKeeper, IMessageHandler, ISendFailureHandler, ISIPTransport
+from clicktodial.connlimit import ConnectionLimit
+from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import NO_RECONNECT, Destination, Source
 from clicktodial.sip.headers import parse_via
+from clicktodial.sip.interfaces import (
+    IFlowKeeper,
+    IMessageHandler,
+    ISendFailureHandler,
+    ISIPTransport,
+)
 from clicktodial.sip.message import Headers, Request, Response, make_response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.transport import (
@@ -35,6 +43,7 @@ from clicktodial.testing.transport import (
     LogCapture,
     accept_tcp,
     complete_connect,
+    ip_address,
     no_failures_logged,
 )
 
@@ -298,11 +307,50 @@ def test_response_goes_to_sent_by_with_the_default_port() -> None:
     assert route("SIP/2.0/TLS [2001:db8::7]") == Destination("TLS", "2001:db8::7", 5061)
 
 
-def test_response_goes_to_maddr() -> None:
-    """§18.2.2: maddr wins over received, with the sent-by port."""
+def test_response_never_goes_to_maddr() -> None:
+    """maddr is ignored (a deviation from §18.2.2, docs/security.md): received and rport."""
     assert route("SIP/2.0/UDP 192.0.2.7:5070;maddr=192.0.2.99;received=192.0.2.1") == (
-        Destination("UDP", "192.0.2.99", 5070)
+        Destination("UDP", "192.0.2.1", 5070)
     )
+    assert route("SIP/2.0/UDP 192.0.2.7:5070;maddr=192.0.2.99") == (
+        Destination("UDP", "192.0.2.7", 5070)
+    )
+
+
+def test_response_goes_to_the_request_source_whatever_the_via_says() -> None:
+    """Given the request's source, a UDP response goes to its host (rport: its port), not to
+    a maddr, received or sent-by the sender wrote."""
+    source = Source("UDP", "127.0.0.1", 5099, "127.0.0.1", 5060)
+    assert route("SIP/2.0/UDP 127.0.0.9:5070;maddr=127.0.0.9;received=127.0.0.9;rport=9",
+                 source) == Destination("UDP", "127.0.0.1", 5099)
+    assert route("SIP/2.0/UDP 127.0.0.1:5070;maddr=127.0.0.9", source) == (
+        Destination("UDP", "127.0.0.1", 5070)
+    )
+
+
+def test_a_received_the_sender_wrote_is_replaced_by_the_source() -> None:
+    """A forged received= (sent-by equal to the source, so §18.2.1 adds none) is replaced."""
+    assert stamped("SIP/2.0/UDP 192.0.2.1:5070;received=127.0.0.9;branch=z9hG4bK-1") == (
+        "SIP/2.0/UDP 192.0.2.1:5070;received=192.0.2.1;branch=z9hG4bK-1"
+    )
+    via = "SIP/2.0/UDP 192.0.2.1:5070;received=192.0.2.1;branch=z9hG4bK-1"
+    assert stamped(via) == via
+
+
+@pytest.mark.parametrize("via", [
+    "SIP/2.0/UDP 127.0.0.1:5099;maddr=127.0.0.9;branch=z9hG4bK-1",
+    "SIP/2.0/UDP 127.0.0.1:5099;maddr=127.0.0.9;rport;branch=z9hG4bK-1",
+    "SIP/2.0/UDP 127.0.0.1:5099;received=127.0.0.9;branch=z9hG4bK-1",
+    "SIP/2.0/UDP 127.0.0.9:5099;maddr=127.0.0.9;received=127.0.0.9;rport=5099;branch=z9hG4bK-1",
+], ids=["maddr", "maddr-rport", "forged-received", "everything"])
+def test_a_datagram_naming_a_maddr_is_answered_at_its_source_only(net: Layer, via: str) -> None:
+    """The reflector: a request whose Via names a victim (maddr, a received of its own) gets
+    its response at the packet's source, nothing at the victim (docs/security.md)."""
+    net.udp.receive(options(via=via), "127.0.0.1", 5099)
+    [(request, source)] = net.handler.requests
+    net.layer.send_response(make_response(request, 401, to_tag="t"), source)
+    [(_, addr)] = sent_messages(net.udp)
+    assert addr[0] == "127.0.0.1"
 
 
 def test_response_reuses_the_request_connection() -> None:
@@ -650,6 +698,57 @@ def test_idle_tcp_connection_is_closed(net: Layer) -> None:
     assert not transport.disconnecting
     net.reactor.pump([STEP] * int(11 / STEP))
     assert transport.disconnecting
+
+
+def test_a_message_sent_byte_by_byte_does_not_keep_the_connection_open(net: Layer) -> None:
+    """
+    Slow-loris: a byte every few seconds of a message that never ends is not traffic; the
+    connection closes the idle timeout (30 s here) after its last complete message.
+    """
+    protocol, transport = accept_tcp(net.reactor)
+    protocol.dataReceived(options(call_id="whole"))
+    trickle = options(call_id="slow")
+    for i in range(25):
+        net.reactor.pump([STEP] * int(2 / STEP))
+        if transport.disconnecting:
+            break
+        protocol.dataReceived(trickle[i : i + 1])
+    assert transport.disconnecting
+    assert net.reactor.seconds() <= 32
+    assert [r.call_id for r, _ in net.handler.requests] == ["whole"]
+
+
+def test_connections_beyond_the_per_source_cap_are_closed_unread(log: LogCapture) -> None:
+    """
+    [sip] max_connections_per_source: one more connection from an address that holds the
+    most is refused before any read (counted, logged once a minute); another address and
+    the trusted proxies are not limited; a closed connection frees its place.
+    """
+    reactor = FakeReactor()
+    limit = ConnectionLimit(reactor, "sip-tcp", 3, NetworkSet.parse("127.0.0.9"))
+    layer = SIPTransportLayer(reactor, sip_config(), RecordingHandler(),
+                              connection_limits={"TCP": limit})
+    layer.startService()
+    factory = reactor.tcpServers[0][1]
+    local = ip_address("TCP", "127.0.0.1", 5060)
+    held = [accept_tcp(reactor, "127.0.0.2", 40000 + i) for i in range(3)]
+    for i in range(5):
+        assert factory.buildProtocol(ip_address("TCP", "127.0.0.2", 41000 + i)) is None
+    assert (limit.refused, limit.open) == (5, {"127.0.0.2": 3})
+    refusals = [e for e in log.events if e.get("log_namespace") == "clicktodial.connlimit"]
+    assert [(e["listener"], e["peer"]) for e in refusals] == [("sip-tcp", "127.0.0.2")]
+    other, other_transport = accept_tcp(reactor, "127.0.0.3", 40000)
+    other.dataReceived(options(call_id="other"))
+    assert [r.call_id for r, _ in layer.handler.requests] == ["other"]  # type: ignore[union-attr]
+    for i in range(10):
+        accept_tcp(reactor, "127.0.0.9", 42000 + i)  # a trusted front: no cap
+    held[0][0].connectionLost(None)
+    assert limit.open == {"127.0.0.2": 2, "127.0.0.3": 1}
+    protocol = factory.buildProtocol(ip_address("TCP", "127.0.0.2", 43000))
+    assert protocol is not None
+    protocol.makeConnection(StringTransport(hostAddress=local,
+                                            peerAddress=ip_address("TCP", "127.0.0.2", 43000)))
+    assert limit.open["127.0.0.2"] == 3
 
 
 def test_tcp_message_shorter_than_its_content_length_waits_then_closes(net: Layer) -> None:

@@ -14,6 +14,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 
 from clicktodial.config import parse_config
+from clicktodial.connlimit import ConnectionLimit
 from clicktodial.sip.address import Destination
 from clicktodial.sip.transport import SIPTransportLayer, TransportError
 from clicktodial.testing.transport import FakeReactor, LogCapture, ip_address
@@ -96,4 +97,23 @@ def test_an_idle_tls_connection_is_logged_as_tls_and_aborted_if_never_closed(
     assert tls.disconnected
     [idle] = [e for e in log.events if "closing idle" in e.get("log_format", "")]
     assert idle["transport"] == "TLS"
+    transport.stopService()
+
+
+def test_the_tls_listener_has_its_own_per_source_connection_cap(tmp_path: Path) -> None:
+    """[sip] max_connections_per_source counts TLS connections apart from TCP ones."""
+    cert, key = pem_files(tmp_path)
+    config = parse_config(
+        "[sip]\ndomain = 127.0.0.1\nlisten = 127.0.0.1:5060\ntransports = udp, tls\n"
+        f"tls_listen = 127.0.0.1:5061\ntls_certificate = {cert}\ntls_private_key = {key}\n",
+        "x.ini",
+    ).sip
+    reactor = FakeReactor()
+    limit = ConnectionLimit(reactor, "sip-tls", 2)
+    transport = SIPTransportLayer(reactor, config, connection_limits={"TLS": limit})
+    transport.startService()
+    factory = reactor.sslServers[0][1]
+    built = [factory.buildProtocol(ip_address("TCP", "127.0.0.7", 40000 + i)) for i in range(4)]
+    assert [p is not None for p in built] == [True, True, False, False]
+    assert (limit.refused, limit.open) == (2, {"127.0.0.7": 2})
     transport.stopService()

@@ -10,9 +10,10 @@ import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from clicktodial.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.address import Destination, Source
-from clicktodial.sip.dialog import DialogError
+from clicktodial.sip.dialog import DialogError, source_flow
+from clicktodial.sip.headers import NameAddr
+from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import Request, Response, make_response, new_branch
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import Party as SDPParty
@@ -94,11 +95,19 @@ def assert_idle(clock: Clock, *parties: Party) -> None:
 class Callee:
     """bob's core, with alice (127.0.0.2) simulated by hand."""
 
-    def __init__(self, answer: Answer | None = None, timers: Timers = DEFAULT_TIMERS) -> None:
+    def __init__(
+        self,
+        answer: Answer | None = None,
+        timers: Timers = DEFAULT_TIMERS,
+        pin_flows: bool = False,
+        contact: str = "<sip:alice@127.0.0.2:5060>",
+    ) -> None:
         self.clock = Clock()
         self.bob = Party.recording(
-            self.clock, "127.0.0.1", 5060, "bob", timers=timers, answer=answer or Answer()
+            self.clock, "127.0.0.1", 5060, "bob", timers=timers, answer=answer or Answer(),
+            pin_flows=pin_flows,
         )
+        self.contact = contact
         self.call_id = "call-1@127.0.0.2"
         self.alice_tag = "atag"
 
@@ -117,7 +126,7 @@ class Callee:
         branch: str | None = None,
         extra: tuple[tuple[str, str], ...] = (),
     ) -> Request:
-        headers = (("Contact", "<sip:alice@127.0.0.2:5060>"),) + extra
+        headers = (("Contact", self.contact),) + extra
         if body:
             headers += (SDP_TYPE,)
         return sip_request(
@@ -448,9 +457,13 @@ class TestUASReinvite:
 class Caller:
     """alice's core calling bob (127.0.0.2), bob simulated by hand."""
 
-    def __init__(self, offer: bytes | None = None, timers: Timers = DEFAULT_TIMERS) -> None:
+    def __init__(
+        self, offer: bytes | None = None, timers: Timers = DEFAULT_TIMERS, pin_flows: bool = False
+    ) -> None:
         self.clock = Clock()
-        self.alice = Party.recording(self.clock, "127.0.0.1", 5060, "alice", timers=timers)
+        self.alice = Party.recording(
+            self.clock, "127.0.0.1", 5060, "alice", timers=timers, pin_flows=pin_flows
+        )
         self.call, self.log = self.alice.call(BOB_URI, offer=offer)
         self.invite = sent_requests(self.alice, "INVITE")[0]
 
@@ -615,6 +628,107 @@ class TestUACInvite:
         assert str(bye.uri) == "sip:bob@127.0.0.2:5060"
         assert sent.where == Destination("UDP", "127.0.0.9", 5090)
         assert bye.cseq.seq == 2
+
+
+TRAP_CONTACT = "<sip:bob@127.0.0.9:5099;transport=tcp>"
+TRAP_ROUTE = ("Record-Route", "<sip:127.0.0.9:5099;lr;transport=tcp>")
+
+
+def destinations(party: Party, method: str) -> list[object]:
+    return [sent.where for sent in transport_of(party).requests(method)]
+
+
+class TestPinnedFlows:
+    """
+    With C{pin_flows} (the daemon's core), a peer's Contact and Record-Route build the
+    Request-URI and Route of §12.2.1.1 but never choose the next hop: every request of a
+    dialog goes where its INVITE went, or back to where the peer's INVITE came from
+    (docs/security.md, "What a phone can steer: nothing").
+    """
+
+    INVITED = Destination("UDP", "127.0.0.2", 5060)
+
+    def test_ack_and_bye_go_where_the_invite_went_not_to_contact_or_record_route(self) -> None:
+        caller = Caller(offer=sdp("alice"), pin_flows=True)
+        caller.respond(200, body=sdp("bob"), contact=TRAP_CONTACT, extra=(TRAP_ROUTE,))
+        caller.session.bye()
+        assert destinations(caller.alice, "ACK") == [self.INVITED]
+        assert destinations(caller.alice, "BYE") == [self.INVITED]
+        bye = sent_requests(caller.alice, "BYE")[0]
+        # The peer still sees the request §12.2.1.1 builds.
+        assert str(bye.uri) == "sip:bob@127.0.0.9:5099;transport=tcp"
+        assert [str(route.uri) for route in bye.routes] == ["sip:127.0.0.9:5099;lr;transport=tcp"]
+
+    def test_reinvite_and_its_ack_go_where_the_invite_went(self) -> None:
+        caller = Caller(offer=sdp("alice"), pin_flows=True)
+        caller.respond(200, body=sdp("bob"), contact=TRAP_CONTACT, extra=(TRAP_ROUTE,))
+        caller.session.reinvite(sdp("alice", 2))
+        reinvite = sent_requests(caller.alice, "INVITE")[1]
+        caller.respond(200, body=sdp("bob", 2), request=reinvite, contact=TRAP_CONTACT)
+        assert destinations(caller.alice, "INVITE") == [self.INVITED, self.INVITED]
+        assert destinations(caller.alice, "ACK") == [self.INVITED, self.INVITED]
+
+    def test_an_early_dialogs_bye_goes_where_the_invite_went(self) -> None:
+        caller = Caller(offer=sdp("alice"), pin_flows=True)
+        caller.respond(180, contact=TRAP_CONTACT, extra=(TRAP_ROUTE,))
+        early = caller.log.of("provisional")[0][3]
+        assert isinstance(early, Session)
+        early.bye()
+        assert destinations(caller.alice, "BYE") == [self.INVITED]
+
+    def test_another_forks_2xx_is_acked_and_byed_where_the_invite_went(self) -> None:
+        """A late fork (§13.2.2.4): its ACK and BYE too, whatever its Contact/Record-Route."""
+        caller = Caller(offer=sdp("alice"), pin_flows=True)
+        caller.respond(200, tag="b1", body=sdp("bob"))
+        caller.respond(200, tag="b2", body=sdp("bob2"), contact=TRAP_CONTACT,
+                       extra=(TRAP_ROUTE,))
+        assert destinations(caller.alice, "ACK") == [self.INVITED, self.INVITED]
+        assert destinations(caller.alice, "BYE") == [self.INVITED]
+        assert str(sent_requests(caller.alice, "BYE")[0].uri) == (
+            "sip:bob@127.0.0.9:5099;transport=tcp")
+
+    def test_the_flow_given_to_invite_is_the_next_hop_of_every_request(self) -> None:
+        clock = Clock()
+        alice = Party.recording(clock, "127.0.0.1", 5060, "alice", pin_flows=True)
+        proxy = Destination("UDP", "127.0.0.7", 5070)
+        log = EventLog()
+        alice.ua.invite(BOB_URI, from_=NameAddr(alice.uri), to=NameAddr(BOB_URI), handler=log,
+                        body=sdp("alice"), flow=proxy)
+        invite = sent_requests(alice, "INVITE")[0]
+        response = make_response(invite, 200, to_tag="b1")
+        response.headers.add("Contact", TRAP_CONTACT)
+        response.headers.add(*SDP_TYPE)
+        response.body = sdp("bob")
+        parsed = wire(response)
+        assert isinstance(parsed, Response)
+        alice.layer.response_received(parsed, PEER)
+        [session] = alice.ua.sessions
+        session.bye()
+        assert destinations(alice, "ACK") == [proxy]
+        assert destinations(alice, "BYE") == [proxy]
+
+    def test_without_pinning_contact_and_record_route_are_the_next_hop(self) -> None:
+        """A core among peers it trusts (pin_flows off) follows §12.2.1.1 with §8.1.2."""
+        caller = Caller(offer=sdp("alice"))
+        caller.respond(200, body=sdp("bob"), contact=TRAP_CONTACT, extra=(TRAP_ROUTE,))
+        assert destinations(caller.alice, "ACK") == [Destination("TCP", "127.0.0.9", 5099)]
+
+    def test_a_callers_dialog_goes_back_to_its_invites_source(self) -> None:
+        """A peer INVITEs us with a Contact and Record-Route naming somewhere else: our BYE
+        goes back to the INVITE's source (PEER), with §12.2.1.1's Request-URI and Route."""
+        callee = Callee(Answer(ring=False), pin_flows=True, contact=TRAP_CONTACT)
+        callee.send(callee.request("INVITE", 1, body=sdp("alice"), extra=(TRAP_ROUTE,)))
+        callee.ack(1)
+        callee.session.bye()
+        assert destinations(callee.bob, "BYE") == [PEER.reply_destination()]
+        bye = sent_requests(callee.bob, "BYE")[0]
+        assert str(bye.uri) == "sip:bob@127.0.0.9:5099;transport=tcp"
+        assert [str(route.uri) for route in bye.routes] == ["sip:127.0.0.9:5099;lr;transport=tcp"]
+
+    def test_a_callers_stream_flow_is_reopened_at_its_contact_port_on_its_host(self) -> None:
+        source = Source("TCP", "127.0.0.2", 40000, "127.0.0.1", 5060, 7)
+        contact = URI("sip", "alice", "127.0.0.9", 5099, {"transport": "tcp"})
+        assert source_flow(source, contact) == Destination("TCP", "127.0.0.2", 40000, 7, 5099)
 
 
 class TestUACCancel:

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from clicktodial.interfaces import IStoreBackend
+from clicktodial.interfaces import ICallRecordStore, ILocationStore, IStoreBackend, IUserStore
 from clicktodial.store.plugins import MemoryBackendFactory, SQLBackendFactory, StoreEnvironment
 from clicktodial.store.sql import upgrade_schema
-from clicktodial.testing.contracts import CallTraceStoreContract, StoreContract
+from clicktodial.testing.contracts import (
+    CallRecordStoreContract,
+    CallTraceStoreContract,
+    LocationStoreContract,
+    StoreContract,
+    UserStoreContract,
+)
 
 
 class TestMemoryStore(StoreContract, CallTraceStoreContract):
@@ -29,3 +35,27 @@ class TestSQLiteStore(StoreContract, CallTraceStoreContract):
         url = f"sqlite:///{tmp_path / 'store.sqlite'}"
         upgrade_schema(url)
         return SQLBackendFactory().create({"url": url}, environment)
+
+
+class TestMemoryLocationStoreAlone(LocationStoreContract):
+    """A suite runs on its own, with only its own fixture method defined (no make_store)."""
+
+    def make_location_store(self, environment: StoreEnvironment,
+                            request: pytest.FixtureRequest) -> ILocationStore:
+        return MemoryBackendFactory().create({}, environment)
+
+
+class TestMemoryUserStoreAlone(UserStoreContract):
+    """The user store suite on its own."""
+
+    def make_user_store(self, environment: StoreEnvironment,
+                        request: pytest.FixtureRequest) -> IUserStore:
+        return MemoryBackendFactory().create({}, environment)
+
+
+class TestMemoryCallRecordStoreAlone(CallRecordStoreContract):
+    """The call record store suite on its own."""
+
+    def make_call_record_store(self, environment: StoreEnvironment,
+                               request: pytest.FixtureRequest) -> ICallRecordStore:
+        return MemoryBackendFactory().create({}, environment)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from clicktodial import plugins as plugin_loader
 from clicktodial.interfaces import IStoreBackend
 from clicktodial.store import plugins
 from clicktodial.store.errors import StoreConfigError, UnknownBackend
@@ -40,7 +41,7 @@ class WrappedMemoryFactory:
 def with_plugins(monkeypatch: pytest.MonkeyPatch, **targets: str) -> None:
     """Pretend installed packages declare these entry points."""
     points = [EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in targets.items()]
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [
+    monkeypatch.setattr(plugin_loader, "entry_points", lambda group: [
         p for p in points if p.group == group])
 
 

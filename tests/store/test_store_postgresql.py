@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import URL, create_engine, text
+from sqlalchemy import URL, create_engine, text, update
 from twisted.internet.defer import Deferred
 
 from clicktodial.interfaces import IStoreBackend
@@ -16,7 +16,7 @@ from clicktodial.store import sql
 from clicktodial.store.errors import OutOfOrderRegistration, TooManyBindings
 from clicktodial.store.groupcommit import Job
 from clicktodial.store.plugins import SQLBackendFactory, StoreEnvironment
-from clicktodial.store.schema import bindings, metadata
+from clicktodial.store.schema import bindings, calls, metadata
 from clicktodial.store.sql import SQLStore, check_schema_connection, upgrade_schema
 from clicktodial.store.values import BindingChanges, ContactChange
 from clicktodial.testing.contracts import CallTraceStoreContract, StoreContract
@@ -217,3 +217,55 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
     observer.dispose()
     for node in (node_a, node_b):
         success_result_of(node.stop())
+
+
+def test_two_nodes_claiming_lost_calls_at_once_claim_each_call_once(pg_url: URL) -> None:
+    """
+    IActiveCallClaims across nodes: node A claims a dead node's active calls and is held
+    inside its transaction; node B's claim of the same node waits on A's row locks, then
+    finds those calls ended and claims none of them (so each call's media relay session is
+    deleted by one node), but does claim the call A's claim did not lock.
+    """
+    store = SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
+                     realm="example.com", hasher=cheap_password_hasher())
+    success_result_of(store.start())
+    lost = {success_result_of(store.create_call("alice", "bob", 1.0, node="dead"))
+            for _ in range(3)}
+    node_a = create_engine(pg_url)
+    observer = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    outcome: list[object] = []
+
+    def claim_b() -> None:
+        try:
+            outcome.append(store._op_claim_active_calls("dead", 60.0, "lost"))
+        except Exception as e:
+            outcome.append(e)
+
+    with node_a.connect() as connection:
+        transaction = connection.begin()
+        claimed_a = {row[0] for row in connection.execute(
+            update(calls).where(calls.c.ended_at.is_(None), calls.c.node == "dead")
+            .values(ended_at=50.0, end_reason="lost", who_hung_up="system")
+            .returning(calls.c.call_id))}
+        # Created after A's claim locked its rows: only B can claim it.
+        late = success_result_of(store.create_call("alice", "bob", 2.0, node="dead"))
+        thread = threading.Thread(target=claim_b)
+        thread.start()
+        with observer.connect() as watching:
+            for _ in range(200):
+                waiting = watching.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%calls%' AND datname = current_database()"))
+                if waiting:
+                    break
+                thread.join(0.05)
+        assert waiting == 1 and thread.is_alive() and outcome == []
+        transaction.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert claimed_a == lost
+    assert outcome == [[late]]
+    assert {success_result_of(store.get_call(c)).ended_at for c in lost} == {50.0}  # type: ignore[union-attr]
+    node_a.dispose()
+    observer.dispose()
+    success_result_of(store.stop())

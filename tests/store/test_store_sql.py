@@ -262,3 +262,17 @@ def test_weaker_password_hash_upgraded_at_login(url: str) -> None:
     assert not stronger.check_needs_rehash(record.password_hash)
     assert success_result_of(new.check_password("alice", "pw")) is not None
     assert success_result_of(new.check_password("alice", "wrong")) is None
+
+
+def test_claim_active_calls_without_update_returning(url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database without UPDATE ... RETURNING: the rows are selected FOR UPDATE, then ended."""
+    store = started(url, auto_upgrade=True)
+    monkeypatch.setattr(store._engine.dialect, "update_returning", False)
+    mine = {success_result_of(store.create_call("a", "b", 1.0, node="n1")) for _ in range(2)}
+    other = success_result_of(store.create_call("a", "b", 1.0, node="n2"))
+    assert set(success_result_of(store.claim_active_calls("n1", 5.0))) == mine
+    assert success_result_of(store.claim_active_calls("n1", 6.0)) == []
+    assert success_result_of(store.get_call(other)).active  # type: ignore[union-attr]
+    assert {success_result_of(store.get_call(c)).end_reason for c in mine} == {"lost"}  # type: ignore[union-attr]
+    success_result_of(store.stop())

@@ -342,3 +342,25 @@ def test_the_registration_monitor_reads_the_store_only_while_someone_listens(wor
         request.stream.close()
     assert monitor.listening == 0
     assert world.clock.getDelayedCalls() == []
+
+
+def test_removing_a_user_removes_their_bindings_from_the_location_backend() -> None:
+    """With registrations in a [location] backend of their own, an administrator removing a
+    user removes that user's phones from it (not from the store, which has none)."""
+    from clicktodial.store.memory import MemoryStore
+    from clicktodial.store.values import BindingChanges, ContactChange
+    from clicktodial.testing.fakes import InlineReactor, InlineThreadPool
+
+    locations = MemoryStore(InlineReactor(), realm="example.com", hash_pool=InlineThreadPool())
+    locations.start()
+    world = web_world(locations=locations)
+    aor = "sip:carol@" + world.app.domain
+    now = world.clock.seconds()
+    locations.update_bindings(aor, BindingChanges(
+        "c", 1, (ContactChange("sip:carol@192.0.2.3", 600),)), now)
+    admin = WebClient(world)
+    admin.login("alice")
+    reply = admin.post_form("/admin/users/carol/remove", {"confirm": "yes"},
+                            csrf_from="/admin/users/carol")
+    assert reply.code == 303
+    assert locations.get_bindings(aor, now).result == []

@@ -246,6 +246,7 @@ CASES: dict[str, tuple[int | None, str, str]] = {
                 " Not Exist)"),
     "error": (488, "system", "The phones share no codec (488)"),
     "lost": (None, "system", "The daemon running the call stopped during the call"),
+    "media-relay-failed": (500, "system", "The media relay refused the call or did not answer"),
 }
 
 

@@ -20,13 +20,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from clicktodial.interfaces import (
+from clicktodial.sip.headers import Via
+from clicktodial.sip.interfaces import (
     IMessageHandler,
     ISendFailureHandler,
     ISIPTransport,
     ITransactionUser,
 )
-from clicktodial.sip.headers import Via
 from clicktodial.sip.message import Request, Response, make_response, new_branch, new_tag
 from clicktodial.sip.transactions.base import (
     LingerQueue,

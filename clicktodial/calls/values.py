@@ -1,0 +1,86 @@
+"""
+The plain values of the call-control API (pure: no Twisted, no I/O): what a call policy
+gets (L{CallRequest}) and raises (L{CallRefused}), and what call event listeners get
+(L{CallInfo}). Re-exported by L{clicktodial.calls.policy} and L{clicktodial.calls.events}.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from clicktodial.store.values import User
+
+__all__ = ["PUBLIC_STATES", "CallInfo", "CallRefused", "CallRequest"]
+
+
+class CallRefused(Exception):
+    """
+    A call may not be placed.
+
+    @ivar reason: C{unknown-user}, C{disabled-user}, C{same-user},
+        C{forbidden}, C{caller-limit}, C{callee-limit} or C{total-limit}.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@attrs.frozen
+class CallRequest:
+    """
+    A call to authorize, with the calls each party already takes part in
+    (on this controller, including calls being set up).
+    """
+
+    caller: User
+    callee: User
+    caller_calls: int
+    callee_calls: int
+    total_calls: int
+
+
+#: The states a call shows to the outside, in the order a call goes through
+#: them; it ends in C{ended} (it was connected) or C{failed} (it never was).
+PUBLIC_STATES = ("calling-caller", "calling-callee", "connected", "ended", "failed")
+
+
+@attrs.frozen
+class CallInfo:
+    """
+    A click-to-dial call as the outside sees it at one moment.
+
+    @ivar call_id: the call record's id (a UUID4 in hex, not a SIP Call-ID).
+    @ivar state: one of L{PUBLIC_STATES}.
+    @ivar end_reason: once over, one of the store's
+        L{END_REASONS<clicktodial.store.values.END_REASONS>}.
+    @ivar sip_status: the SIP status that ended the call, if one did.
+    @ivar who_hung_up: C{caller}, C{callee} or C{system}, once over.
+    @ivar media_relay: C{off} (the phones send media to each other), C{pending}
+        (C{[media] relay = auto} has not decided yet), C{relayed} (through
+        the media relay) or C{unrelayed} (the relay failed and the call went
+        on without it).
+    """
+
+    call_id: str
+    caller: str
+    callee: str
+    state: str
+    created_at: float
+    caller_answered_at: float | None = None
+    callee_answered_at: float | None = None
+    connected_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+    sip_status: int | None = None
+    who_hung_up: str | None = None
+    media_relay: str = "off"
+
+    @property
+    def active(self) -> bool:
+        """Whether the call is still in progress."""
+        return self.state not in ("ended", "failed")
