@@ -235,12 +235,8 @@ class CallTracer:
         if not retransmission:
             seen.add(key)
         at_ms = buffer.last_ms = round(self.clock.seconds() * 1000)
-        traced = TracedMessage(
-            at_ms=at_ms, direction=direction,
-            transport=transport, local_host=local[0], local_port=local[1],
-            remote_host=remote[0], remote_port=remote[1],
-            leg=leg, sip_call_id=sip_call_id,
-            retransmission=retransmission, data=data)
+        traced = TracedMessage(at_ms, direction, transport, local[0], local[1], remote[0],
+                               remote[1], leg, sip_call_id, retransmission, data)
         buffer.pending.append(traced)
         listeners = self._listeners.get(buffer.call_id)
         if listeners:

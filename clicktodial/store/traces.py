@@ -100,10 +100,7 @@ def pack_messages(messages: Sequence[TracedMessage]) -> bytes:
     Messages as one blob, for stores that keep a call's messages in few rows (one per
     append): a JSON line of each message's fields and length, then the octets back to back.
     """
-    header = json.dumps([
-        [m.at_ms, m.direction, m.transport, m.local_host, m.local_port, m.remote_host,
-         m.remote_port, m.leg, m.sip_call_id, m.retransmission, len(m.data)]
-        for m in messages], separators=(",", ":"))
+    header = json.dumps([[*m[:10], len(m.data)] for m in messages], separators=(",", ":"))
     return header.encode("utf-8") + b"\n" + b"".join(m.data for m in messages)
 
 
@@ -112,12 +109,11 @@ def unpack_messages(blob: bytes) -> list[TracedMessage]:
     end = blob.index(b"\n")
     offset = end + 1
     messages = []
-    for (at_ms, direction, transport, local_host, local_port, remote_host, remote_port, leg,
-         sip_call_id, retransmission, size) in json.loads(blob[:end]):
-        messages.append(TracedMessage(
-            at_ms=at_ms, direction=direction, transport=transport, local_host=local_host,
-            local_port=local_port, remote_host=remote_host, remote_port=remote_port,
-            leg=leg, sip_call_id=sip_call_id, retransmission=retransmission,
-            data=blob[offset:offset + size]))
+    for fields in json.loads(blob[:end]):
+        size = fields[10]
+        if fields[1] not in DIRECTIONS:
+            raise ValueError(f"direction must be 'in' or 'out', not {fields[1]!r}")
+        fields[10] = blob[offset:offset + size]
+        messages.append(TracedMessage._make(fields))
         offset += size
     return messages

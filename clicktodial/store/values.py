@@ -373,13 +373,14 @@ class CallUpdate:
 DIRECTIONS = ("in", "out")
 
 
-@frozen
-class TracedMessage:
+class TracedMessage(NamedTuple):
     """
-    One SIP message of a call as it passed the daemon's transport.
+    One SIP message of a call as it passed the daemon's transport: a named tuple (one is
+    made for every message of a traced call, on the reactor thread: it costs little and
+    packs as it is).
 
     :ivar at_ms: when, in milliseconds of the daemon's clock (POSIX time).
-    :ivar direction: ``in`` (received) or ``out`` (sent).
+    :ivar direction: ``in`` (received) or ``out`` (sent): :data:`DIRECTIONS`.
     :ivar leg: ``caller`` or ``callee``: whose phone is the peer.
     :ivar sip_call_id: the Call-ID of the leg's dialog.
     :ivar retransmission: the same octets already passed this way in this call.
@@ -388,7 +389,7 @@ class TracedMessage:
     """
 
     at_ms: int
-    direction: str = field()
+    direction: str
     transport: str
     local_host: str
     local_port: int
@@ -398,11 +399,6 @@ class TracedMessage:
     sip_call_id: str
     retransmission: bool
     data: bytes
-
-    @direction.validator
-    def _check_direction(self, attribute: object, value: str) -> None:
-        if value not in DIRECTIONS:
-            raise ValueError(f"direction must be 'in' or 'out', not {value!r}")
 
 
 @frozen
