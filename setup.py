@@ -36,6 +36,9 @@ setup(
         "alembic>=1.13",
         "psycopg[binary]>=3",
         "prometheus-client>=0.20",
+        # pcap of a call's SIP (docs/calls.md, "Call traces"): writes the file and the
+        # IP/UDP/TCP headers with their checksums.
+        "dpkt>=1.9.8",
     ],
     extras_require={
         "test": [

@@ -31,9 +31,17 @@
 #   one that ran the rate steps keeps their peak in its heap and would hide the calls. Bounded: ramp HELD/HOLD_RATE s, at most
 #   120 s to connect and 40 s quiet per part; the daemon is then stopped.
 #
+# - Call traces ([calls] trace, docs/calls.md "Call traces"): TRACE lists the settings the
+#   clicktodial steps run with, each on a fresh daemon and database, in the order given
+#   ("on off on off" alternates them twice, for a busy machine). Each step also reports the
+#   daemon's CPU time per complete call (utime + stime from /proc/PID/stat over the step
+#   and its settling), and the end gives, per setting, the best rate with zero failures
+#   and the mean CPU ms per call over the steps passed at every setting; "calls/s at one
+#   core" = 1000 / that.
+#
 # Usage: bench/calls.sh [RATES...|-]  e.g. bench/calls.sh 50 100 200 300; "-": memory only
 # Environment: STEP_SECONDS (5), HOLD_MS (2000), HELD (10000; 0 skips the memory figure),
-# HOLD_RATE (100),
+# HOLD_RATE (100), TRACE ("on"; e.g. "on off", "on off on off"),
 # TARGETS ("clicktodial sippy"), PROFILE (a file: the daemon runs under cProfile), KEEP_LOGS
 # (a directory the daemon's and the phones' logs are copied to at the end).
 # Needs: sipp, the `sippy` package (pip install sippy), this checkout importable.
@@ -50,6 +58,7 @@ HOLD_MS=${HOLD_MS:-2000}
 HELD=${HELD:-10000}
 HOLD_RATE=${HOLD_RATE:-100}
 TARGETS=${TARGETS:-"clicktodial sippy"}
+TRACE=${TRACE:-on}
 if [ "${1:-}" = "-" ]; then RATES=""; elif [ $# -gt 0 ]; then RATES="$*"
 else RATES="50 100 150 200 300 400 500"; fi
 SIP_PORT=45260 WEB_PORT=45261 CONTROL_PORT=45262 ALICE_PORT=45270 BOB_PORT=45271
@@ -95,7 +104,13 @@ sys.exit("timed out waiting for b2bua_simple")
 EOF
 }
 
-start_daemon() {
+cpu_seconds() {  # user + system CPU seconds of process $1 so far
+    python3 -c "import os, sys
+fields = open('/proc/%s/stat' % sys.argv[1]).read().rsplit(')', 1)[1].split()
+print((int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK'))" "$1"
+}
+
+start_daemon() {  # $1: [calls] trace (on, off)
     cat > "$WORK/clicktodial.ini" <<EOF
 [sip]
 domain = 127.0.0.1
@@ -116,6 +131,7 @@ max_transactions = 0
 policy = flow4
 max_calls_per_user = 0
 control_listen = tcp:$CONTROL_PORT:interface=127.0.0.1
+trace = ${1:-on}
 [log]
 level = warn
 file = $WORK/daemon.log
@@ -161,17 +177,62 @@ CTD_BEST=0 SIPPY_BEST=0
 for target in $TARGETS; do
     case $target in
     clicktodial)
-        start_daemon
-        start_phones "$HOLD_MS"
-        for rate in $RATES; do
-            out=$(python3 "$REPO/bench/calls_rate.py" step --control "127.0.0.1:$CONTROL_PORT" \
-                --rate "$rate" --seconds "$STEP_SECONDS" --settle $((HOLD_MS / 1000 + 40)))
-            echo "  clicktodial $rate/s: $out"
-            if echo "$out" | grep -q '"passed": true'; then CTD_BEST=$rate; else break; fi
+        for trace in $TRACE; do
+            rm -f "$WORK"/clicktodial.sqlite*
+            start_daemon "$trace"
+            start_phones "$HOLD_MS"
+            best=0
+            for rate in $RATES; do
+                before=$(cpu_seconds "$DAEMON")
+                out=$(python3 "$REPO/bench/calls_rate.py" step \
+                    --control "127.0.0.1:$CONTROL_PORT" --rate "$rate" \
+                    --seconds "$STEP_SECONDS" --settle $((HOLD_MS / 1000 + 40)))
+                after=$(cpu_seconds "$DAEMON")
+                cpu=$(echo "$out" | python3 -c "import json, sys
+step = json.load(sys.stdin)
+print(round(($after - $before) * 1000 / max(1, step['complete']), 3))")
+                echo "  clicktodial trace=$trace $rate/s: $out, cpu_ms_per_call: $cpu"
+                if echo "$out" | grep -q '"passed": true'; then
+                    best=$rate
+                    echo "$trace $rate $cpu" >> "$WORK/trace-cpu.txt"
+                else
+                    break
+                fi
+            done
+            echo "$trace $best" >> "$WORK/trace-best.txt"
+            if [ "$best" -gt "$CTD_BEST" ]; then CTD_BEST=$best; fi
+            stop_phones
+            kill "$DAEMON" 2>/dev/null || true
+            wait "$DAEMON" 2>/dev/null || true
         done
-        stop_phones
-        kill "$DAEMON" 2>/dev/null || true
-        wait "$DAEMON" 2>/dev/null || true
+        if [ -f "$WORK/trace-cpu.txt" ]; then
+            python3 - "$WORK/trace-best.txt" "$WORK/trace-cpu.txt" <<'PY'
+import sys
+from collections import defaultdict
+best = defaultdict(list)
+for line in open(sys.argv[1]):
+    trace, rate = line.split()
+    best[trace].append(int(rate))
+cpu = defaultdict(lambda: defaultdict(list))
+for line in open(sys.argv[2]):
+    trace, rate, ms = line.split()
+    cpu[trace][int(rate)].append(float(ms))
+common = set.intersection(*(set(rates) for rates in cpu.values()))
+for trace in best:
+    mean = [sum(v) / len(v) for rate, v in cpu[trace].items() if rate in common]
+    ms = sum(mean) / len(mean) if mean else float("nan")
+    print(f"  clicktodial trace={trace}: best zero-failure rate per run {best[trace]} calls/s;"
+          f" {ms:.3f} CPU ms per call over the steps {sorted(common)}"
+          f" ({1000 / ms:.0f} calls/s at one core)")
+if {"on", "off"} <= set(cpu):
+    def mean_ms(trace):
+        values = [sum(v) / len(v) for rate, v in cpu[trace].items() if rate in common]
+        return sum(values) / len(values)
+    ratio = mean_ms("off") / mean_ms("on")
+    print(f"  trace on / off, calls/s at one core: {ratio:.3f} ({(1 - ratio) * 100:.1f} % fewer"
+          " with tracing on)")
+PY
+        fi
         if [ "$HELD" -eq 0 ]; then
             continue
         fi
@@ -179,7 +240,7 @@ for target in $TARGETS; do
         # rate steps keeps their peak (freed memory stays in its heap), and held calls
         # would first fill that.
         rm -f "$WORK"/clicktodial.sqlite*
-        start_daemon
+        start_daemon "$(echo "$TRACE" | cut -d' ' -f1)"
         start_phones 600000
         out=$(python3 "$REPO/bench/calls_rate.py" hold --control "127.0.0.1:$CONTROL_PORT" \
             --rate "$HOLD_RATE" --calls "$HELD" --pid "$DAEMON" --settle 120 --quiet 40)

@@ -454,6 +454,17 @@ def parse_expires(text: str) -> int:
     return n
 
 
+def parse_days(text: str) -> float:
+    """A positive number of days."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"invalid number of days {text!r} (expected a number > 0)") from None
+    if not 0 < value < 100_000:
+        raise ValueError(f"invalid number of days {text!r} (expected a number > 0)")
+    return value
+
+
 def parse_seconds_or_zero(text: str) -> float:
     """A duration in seconds, 0 or more (0 usually means "never"/"off")."""
     if text.strip() in ("0", "0.0"):
@@ -1427,6 +1438,42 @@ class CallsConfig:
             "3",
             "Seconds the caller hears the busy or failure tone before the BYE, when ringback"
             " is on (0: hang up at once).",
+        ),
+    )
+    trace: str = attrs.field(
+        default="auto",
+        metadata=setting(
+            parse_choice("auto", "on", "off"),
+            "auto",
+            "Keep each call's SIP messages (its ladder on the call page, GET"
+            " /api/v1/calls/ID/trace; docs/calls.md, \"Call traces\"): auto (on when the"
+            " [store] backend keeps traces, as memory and sql do), on (start-up fails if"
+            " the backend cannot keep them) or off.",
+        ),
+    )
+    trace_max_messages: int = attrs.field(
+        default=200,
+        metadata=setting(
+            parse_positive_count,
+            "200",
+            "Most SIP messages kept per call; later ones are counted as dropped.",
+        ),
+    )
+    trace_max_kb: int = attrs.field(
+        default=128,
+        metadata=setting(
+            parse_positive_count,
+            "128",
+            "Most kilobytes (1024 bytes) of SIP messages kept per call; later messages are"
+            " counted as dropped.",
+        ),
+    )
+    trace_days: float = attrs.field(
+        default=7.0,
+        metadata=setting(
+            parse_days,
+            "7",
+            "Days a call's trace is kept, then purged (checked hourly).",
         ),
     )
 

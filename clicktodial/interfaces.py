@@ -7,7 +7,7 @@ The plugin API: the interfaces a plugin provides or uses (docs/plugins.md).
 - Optional capabilities a backend declares and the daemon adapts to with
   C{IFoo(store, None)}: L{IBindingChangeNotifier}, L{IUserChangeNotifier},
   L{IStoreLoad}, L{IClusterStorage} (with L{INodeRegistry} and L{IEventBus}),
-  L{IActiveCallClaims}.
+  L{IActiveCallClaims}, L{ICallTraceStore}.
 - Call control: L{ICallPolicyFactory}, L{ICallPolicy}, L{IMediaFlow},
   L{IBridge}; and the controller the web layer talks to, L{ICallController},
   with L{ICallEventListener}.
@@ -44,9 +44,12 @@ if TYPE_CHECKING:
         Binding,
         BindingChanges,
         CallRecord,
+        CallTrace,
         CallUpdate,
         NewUser,
         SipCredentials,
+        TraceAppend,
+        TraceLimits,
         User,
         UserChanges,
     )
@@ -283,6 +286,38 @@ class ICallRecordStore(Interface):
         e.g. at start-up for calls a crashed instance left behind.
 
         @return: fires with the number of calls ended.
+        """
+
+
+class ICallTraceStore(Interface):
+    """
+    The SIP messages of calls (docs/calls.md, "Call traces"), kept beside the call records
+    by backends that can: the daemon asks C{ICallTraceStore(records, None)}.
+
+    Each call's trace is bounded (L{TraceLimits}): the first message that does not fit,
+    and every later one of that call, is only counted as dropped
+    (L{clicktodial.store.traces.fit_messages}).
+    """
+
+    def append_traces(appends: Sequence[TraceAppend], limits: TraceLimits) -> Deferred[None]:
+        """
+        Add each L{TraceAppend}'s messages to its call's trace (made if new), in one
+        write for all of them, within C{limits}.
+
+        @return: fires once written.
+        """
+
+    def get_trace(call_id: str) -> Deferred[CallTrace | None]:
+        """
+        @return: fires with the call's L{CallTrace} (messages in the order appended), or
+            L{None} if nothing was kept for it.
+        """
+
+    def purge_traces(before: float) -> Deferred[int]:
+        """
+        Forget the traces whose newest message is older than C{before} (POSIX seconds).
+
+        @return: fires with the number of calls whose trace was removed.
         """
 
 
@@ -786,6 +821,7 @@ from clicktodial.sip.interfaces import (  # noqa: E402
     IMessageHandler,
     ISendFailureHandler,
     ISessionHandler,
+    ISIPTap,
     ISIPTransport,
     ISourceLimit,
     ITransactionUser,
@@ -800,6 +836,7 @@ __all__ = [
     "ICallPolicy",
     "ICallPolicyFactory",
     "ICallRecordStore",
+    "ICallTraceStore",
     "IClusterStorage",
     "IEventBus",
     "ILocationBackend",
@@ -817,6 +854,7 @@ __all__ = [
     "IFlowKeeper",
     "IIncomingCallHandler",
     "IMessageHandler",
+    "ISIPTap",
     "ISIPTransport",
     "ISendFailureHandler",
     "ISessionHandler",

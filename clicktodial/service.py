@@ -30,6 +30,7 @@ from clicktodial import __version__
 from clicktodial.admission import SourceRateLimiter
 from clicktodial.calls.controller import build_call_service
 from clicktodial.calls.directory import CachedDirectory
+from clicktodial.calls.trace import CallTraceService, build_tracer
 from clicktodial.cluster.service import build_cluster_service
 from clicktodial.config import Config
 from clicktodial.connlimit import ConnectionLimit
@@ -282,11 +283,17 @@ def build_service(
     }
     web_limit = ConnectionLimit(clock, "web", config.web.max_connections_per_client,
                                 config.web.trusted_proxies)
+    # Call traces (docs/calls.md): the transport shows the tracer every message.
+    tracer = build_tracer(config, clock, store, config.sip.t1 * 64)
     transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter,
-                                  connection_limits=connection_limits)
+                                  connection_limits=connection_limits, tap=tracer)
     sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport=transport)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
+    if tracer is not None:
+        # Stops after the calls were hung up (their BYEs kept), before the SIP stack and
+        # the store: what is buffered is written.
+        CallTraceService(tracer).setServiceParent(root)
     if config.registrar.nat_keepalive_interval:
         # OPTIONS to phones behind NAT (clicktodial.sip.natping); stops before the stack.
         from clicktodial.sip.natping import NatKeepAlive
@@ -302,7 +309,7 @@ def build_service(
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
     calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store,
-                               directory, policy=policy)
+                               directory, tracer, policy=policy)
     # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).
@@ -320,7 +327,7 @@ def build_service(
     # --- web -------------------------------------------------------------------------------
     # strports.service makes a failure to listen raise from startService, so twistd stops
     # instead of running without its web interface.
-    web_app = make_web_app(config, clock, store, controller, locations)
+    web_app = make_web_app(config, clock, store, controller, locations, tracer)
     # The registrar tells the web's presence about each REGISTER it handles, so phones
     # registering here appear online at once (others' registrations: the monitor's poll,
     # or at once when the location store tells of changes made by other daemons).

@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from clicktodial import __version__
+from clicktodial.calls.trace import TraceUnavailable
 from clicktodial.config import Config, ConfigError, load_config
 from clicktodial.gcpolicy import apply_daemon_gc_policy
 from clicktodial.log import make_log_observer
@@ -193,6 +194,8 @@ def makeService(options: Options) -> IService:
     try:
         # The plugins validate their [KIND:NAME] sections here (clicktodial.pluginconfig).
         daemon = build_service(config, reactor)
+    except TraceUnavailable as e:
+        raise SystemExit(str(ConfigError(path, str(e), "calls", "trace"))) from None
     except ConfigError as e:
         raise SystemExit(str(e)) from None
     daemon.setServiceParent(root)

@@ -77,6 +77,26 @@ def test_unopenable_log_file_ends_twistd_naming_log_file(tmp_path: Path) -> None
     assert str(info.value).startswith(f"{path}: [log] file: cannot open ")
 
 
+def test_trace_on_without_a_trace_store_ends_twistd_naming_the_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[calls] trace = on with a backend that keeps no traces: one line naming file, section
+    and key, and the tracer's reason (which names the backend)."""
+    from clicktodial.calls.trace import TraceUnavailable
+
+    def build_service(config: Any, reactor: Any) -> Any:
+        raise TraceUnavailable("trace = on, but the [store] backend 'x' keeps no call traces")
+
+    monkeypatch.setattr(tap, "build_service", build_service)
+    path = tmp_path / "c.ini"
+    path.write_text("[sip]\ndomain = a\n[calls]\ntrace = on\n")
+    options = tap.Options()
+    options.parseOptions(["--config", str(path)])
+    with pytest.raises(SystemExit) as info:
+        tap.makeService(options)
+    assert str(info.value) == (
+        f"{path}: [calls] trace: trace = on, but the [store] backend 'x' keeps no call traces")
+
+
 # --- the log observer hand-over --------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ from clicktodial.sip.useragent import (
 from clicktodial.store.values import Binding, CallUpdate, User
 
 if TYPE_CHECKING:
+    from clicktodial.calls.trace import CallTracer
     from clicktodial.media.ringback import RingbackPlayer
     from clicktodial.media.rtp import RtpStream
     from clicktodial.sip.message import Request
@@ -302,9 +303,15 @@ class Leg:
     ) -> None:
         """INVITE every target in parallel (with ``offer``, or without SDP)."""
         body = self.origin.outgoing(offer) if offer is not None else b""
+        tracer = self.call.tracer
         self.starting = True
         try:
             for target in targets:
+                call_id = None
+                if tracer is not None:
+                    # Known before the INVITE goes out, so that it is in the trace.
+                    call_id = ua.new_call_id()
+                    tracer.watch(self.call.call_id, call_id, self.role)
                 fork = ua.invite(
                     target.uri,
                     from_=from_,
@@ -313,6 +320,7 @@ class Leg:
                     body=body,
                     route=target.route,
                     destination=target.destination,
+                    call_id=call_id,
                     flow=target.flow,
                 )
                 if fork.state in (CallState.CALLING, CallState.PROCEEDING):
@@ -398,7 +406,8 @@ class Call:
         "call_id", "media", "_ringback", "clock", "ua", "flow", "settings", "observer", "domain",
         "_callee_targets", "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
         "_relayed", "_long_timers", "created_at", "caller_answered_at", "callee_answered_at",
-        "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "relay", "_bridge",
+        "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "tracer", "relay",
+        "_bridge",
     )
 
     def __init__(
@@ -417,9 +426,12 @@ class Call:
         created_at: float,
         media: RingbackPlayer | None = None,
         long_timers: Callable[[float], LingerQueue] | None = None,
+        tracer: CallTracer | None = None,
         relay: CallRelay | None = None,
     ) -> None:
         self.call_id = call_id
+        #: Keeps the SIP messages of the call's legs (docs/calls.md, "Call traces"), or None.
+        self.tracer = tracer
         #: The media relay between the phones ([media] relay), or None.
         self.relay = relay
         #: What the media flow drives: this call, or the relay in front of it.

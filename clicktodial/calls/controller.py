@@ -22,6 +22,7 @@ from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
 from clicktodial.calls.relay import LostCalls, RelaySettings
+from clicktodial.calls.trace import CallTracer
 from clicktodial.config import CallsConfig, Config
 from clicktodial.interfaces import (
     ICallController,
@@ -124,9 +125,12 @@ class CallController:
         node: str | None = None,
         media: RingbackPlayer | None = None,
         trusted_paths: NetworkSet | None = None,
+        tracer: CallTracer | None = None,
         relay: RelaySettings | None = None,
     ) -> None:
         self.clock = clock
+        #: Keeps the SIP messages of calls (docs/calls.md, "Call traces"), or None (off).
+        self.tracer = tracer
         #: The media relay between the phones ([media] relay), or None.
         self.relay = relay
         #: Sources whose stored Path routes our requests (L{target_for_binding}).
@@ -214,6 +218,7 @@ class CallController:
             created_at=now,
             media=self.media,
             long_timers=self._long_timers,
+            tracer=self.tracer,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
         )
         self._calls[call_id] = call
@@ -326,6 +331,8 @@ class CallController:
                     if not self._running[name]:
                         del self._running[name]
             self._published.pop(call.call_id, None)
+            if self.tracer is not None:
+                self.tracer.call_over(call.call_id)
             log.info(
                 "call {record} {state}: {reason} (status {status}, hung up by {who})",
                 record=call.call_id,
@@ -409,6 +416,7 @@ def build_call_service(
     transaction_timeout: float,
     store: IStoreBackend,
     directory: CachedDirectory | None = None,
+    tracer: CallTracer | None = None,
     *,
     policy: ICallPolicy | None = None,
 ) -> CallService:
@@ -417,6 +425,7 @@ def build_call_service(
     stack's), with the store as call records and ``directory`` (the store's,
     cached: L{CachedDirectory}; made here if not given) as users and locations.
     The registrar must write bindings through the same ``directory``.
+    ``tracer`` keeps the calls' SIP messages (the SIP transport's tap), or None.
 
     @param policy: the C{[calls] policy} (L{clicktodial.pluginconfig.build_policy}
         builds it with its C{[policy:NAME]} options); built here when not given.
@@ -443,6 +452,7 @@ def build_call_service(
         node=record_node(config),
         media=build_ringback(config, reactor),
         trusted_paths=trusted_paths(config),
+        tracer=tracer,
         relay=relay,
     )
     service = CallService(controller)

@@ -23,6 +23,7 @@ __all__ = [
     "IFlowKeeper",
     "IIncomingCallHandler",
     "IMessageHandler",
+    "ISIPTap",
     "ISIPTransport",
     "ISendFailureHandler",
     "ISessionHandler",
@@ -107,6 +108,23 @@ class ISIPTransport(Interface):
         (C{"UDP"}, C{"TCP"}, C{"TLS"}).
 
         @raise clicktodial.sip.transport.TransportError: no such transport.
+        """
+
+
+class ISIPTap(Interface):
+    """
+    Sees every SIP message the transport sends or receives, as octets, e.g. to keep the
+    messages of calls (L{clicktodial.calls.trace.CallTracer}). Called on the reactor
+    thread for every message: it must be cheap and must not raise.
+    """
+
+    def message_passed(direction: str, message: Request | Response, data: bytes,
+                       transport: str, local: tuple[str, int],
+                       remote: tuple[str, int]) -> None:
+        """
+        C{message} (C{data}: its octets as on the wire) was sent (C{direction} C{out}) or
+        received (C{in}) over C{transport} between C{local} and C{remote}
+        (host, port).
         """
 
 

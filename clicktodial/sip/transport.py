@@ -76,6 +76,7 @@ from clicktodial.sip.interfaces import (
     IFlowKeeper,
     IMessageHandler,
     ISendFailureHandler,
+    ISIPTap,
     ISIPTransport,
     ISourceLimit,
 )
@@ -671,6 +672,8 @@ class SIPTransportLayer(Service):
     :ivar close_timeout: seconds a graceful close may take before the connection is
         aborted (``[sip] stream_close_timeout``).
     :ivar flow_timer: the Flow-Timer for RFC 5626 flows over TCP/TLS (``[sip] flow_timer``).
+    :ivar tap: the :class:`ISIPTap` shown every message sent and every message received
+        (before anything is stamped on it), or ``None``.
     :ivar connection_limits: ``"TCP"``/``"TLS"`` -> the per-source cap on the open
         connections of that listener (:mod:`clicktodial.connlimit`; none: no cap).
     """
@@ -683,8 +686,10 @@ class SIPTransportLayer(Service):
         *,
         source_limit: ISourceLimit | None = None,
         tcp_idle_timeout: float | None = None,
+        tap: ISIPTap | None = None,
         connection_limits: Mapping[str, ConnectionLimit] | None = None,
     ) -> None:
+        self.tap = tap
         #: provides IReactorTime, and IReactorUDP / IReactorTCP for the enabled transports
         self.reactor = reactor
         self.clock = reactor
@@ -694,6 +699,9 @@ class SIPTransportLayer(Service):
         self.connection_limits = dict(connection_limits or {})
         self._ban_filter: _KernelBanFilter | None = None
         self._udp_socket: socket.socket | None = None
+        #: our UDP address as a trace shows it (the advertised host when listening on a
+        #: wildcard address)
+        self._udp_local: tuple[str, int] = (config.listen.host, config.listen.port)
         if source_limit is not None:
             source_limit.on_ban(self._bans_changed)
         self.send_failures: ISendFailureHandler | None = None
@@ -743,6 +751,7 @@ class SIPTransportLayer(Service):
                 port, self._udp_protocol, interface=host, maxPacketSize=65535
             )
             port = _host_port(self._udp_port.getHost())[1]
+            self._udp_local = (self._advertised_host, port)
             if self.config.udp_buffer:
                 _set_buffer_size(self._udp_port, self.config.udp_buffer)
             handle = ISystemHandle(self._udp_port, None)  # None: not a real socket
@@ -900,6 +909,8 @@ class SIPTransportLayer(Service):
             data = self._stamp_via(request, transport)
             destination = Destination(transport, destination.host, destination.port)
         self._send(data, destination, request)
+        if self.tap is not None:
+            self._tap_out(request, data, destination)
 
     def send_response(self, response: Response, source: object = None) -> None:
         """
@@ -920,7 +931,11 @@ class SIPTransportLayer(Service):
                 raise TransportError(f"response has no usable Via: {e}") from None
             # Nothing to route by (a 400 to a request with a broken Via): answer the
             # packet's source, the only address we know works.
-            self._send(response.serialize(), src.reply_destination())
+            destination = src.reply_destination()
+            data = response.serialize()
+            self._send(data, destination)
+            if self.tap is not None:
+                self._tap_out(response, data, destination)
             return
         destination = response_destination(via, src)
         if destination.connection is not None and destination.connection not in self._connections:
@@ -932,7 +947,28 @@ class SIPTransportLayer(Service):
             # The Via names a transport we do not run (a UDP request claiming TLS): the
             # request's own path is the only one we have.
             destination = src.reply_destination()
-        self._send(response.serialize(), destination)
+        data = response.serialize()
+        self._send(data, destination)
+        if self.tap is not None:
+            self._tap_out(response, data, destination)
+
+    def _tap_out(self, message: Request | Response, data: bytes,
+                 destination: Destination) -> None:
+        """Show the tap a message just sent (a tap that fails is logged, never raised)."""
+        assert self.tap is not None
+        try:
+            if destination.transport == "UDP":
+                local = self._udp_local
+            else:
+                connection = self._open_connection(destination)
+                local = ((connection.source.local_host, connection.source.local_port)
+                         if connection is not None
+                         else self.local_address(destination.transport))
+            self.tap.message_passed("out", message, data, destination.transport, local,
+                                    (normalize_host(destination.host), destination.port))
+        except Exception:
+            log.failure("SIP tap failed on a message sent",
+                        call_id=message.headers.get("Call-ID"))
 
     # -- sending ---------------------------------------------------------------
 
@@ -1151,6 +1187,16 @@ class SIPTransportLayer(Service):
     def _message_received(self, message: Request | Response, source: Source) -> None:
         if source.connection is not None and not self._stream_allowed(source):
             return
+        if self.tap is not None:
+            # As it arrived: serialize() gives back the parsed octets until stamped.
+            try:
+                self.tap.message_passed(
+                    "in", message, message.serialize(), source.transport,
+                    (source.local_host, source.local_port),
+                    (source.remote_host, source.remote_port))
+            except Exception:
+                log.failure("SIP tap failed on a message received",
+                            call_id=message.headers.get("Call-ID"))
         if isinstance(message, Request):
             try:
                 stamp_received(message.headers, source)

@@ -1369,6 +1369,11 @@ class UserAgent:
 
     # -- UAC -----------------------------------------------------------------
 
+    def new_call_id(self) -> str:
+        """A fresh Call-ID for a dialog of ours (L{invite} takes one, so that a caller can
+        know it before the INVITE goes out)."""
+        return new_call_id(self.contact.host if self.contact is not None else None)
+
     def invite(
         self,
         request_uri: URI,
@@ -1403,7 +1408,7 @@ class UserAgent:
         from_party = NameAddr(from_.uri, from_.display_name, {"tag": local_tag})
         to_party = NameAddr(to.uri, to.display_name)
         if call_id is None:
-            call_id = new_call_id(self.contact.host if self.contact is not None else None)
+            call_id = self.new_call_id()
         fields: list[tuple[str, str]] = [("Max-Forwards", "70")]
         fields.extend(("Route", str(hop)) for hop in route)
         fields += [

@@ -8,7 +8,7 @@ reactor thread; only password hashing goes to a thread pool.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from argon2 import PasswordHasher
@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from clicktodial.interfaces import IActiveCallClaims, IStoreBackend
+from clicktodial.interfaces import IActiveCallClaims, ICallTraceStore, IStoreBackend
 from clicktodial.store.base import StoreBase, UserRecord, apply_call_fields
 from clicktodial.store.bindings import plan_register, sort_bindings
 from clicktodial.store.errors import NoSuchCall, NoSuchUser, UserExists
@@ -28,15 +28,24 @@ from clicktodial.store.passwords import (
     default_hash_pool,
     token_id_of_digest,
 )
-from clicktodial.store.values import ApiToken, Binding, BindingChanges, CallRecord
+from clicktodial.store.traces import MemoryTraces
+from clicktodial.store.values import (
+    ApiToken,
+    Binding,
+    BindingChanges,
+    CallRecord,
+    CallTrace,
+    TraceAppend,
+    TraceLimits,
+)
 
 T = TypeVar("T")
 
 
-@implementer(IStoreBackend, IActiveCallClaims)
+@implementer(IStoreBackend, IActiveCallClaims, ICallTraceStore)
 class MemoryStore(StoreBase):
     """
-    All three stores in memory.
+    All three stores in memory, and the calls' traces (:class:`ICallTraceStore`).
 
     :param reactor: an :class:`IReactorTime` that also provides
         :class:`IReactorFromThreads` (any real reactor;
@@ -60,6 +69,7 @@ class MemoryStore(StoreBase):
         self._token_digests: dict[str, str] = {}  # token_id -> digest
         self._bindings: dict[str, dict[str, Binding]] = {}
         self._calls: dict[str, CallRecord] = {}
+        self._traces = MemoryTraces()
 
     def _run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         return defer.maybeDeferred(f, *args)
@@ -216,3 +226,15 @@ class MemoryStore(StoreBase):
                 call, ended_at=ended_at, end_reason=reason,
                 who_hung_up="system")
         return [call.call_id for call in ended]
+
+    # -- call traces (ICallTraceStore) ---------------------------------------------
+
+    def append_traces(self, appends: Sequence[TraceAppend],
+                      limits: TraceLimits) -> Deferred[None]:
+        return self._run(self._traces.append, appends, limits)
+
+    def get_trace(self, call_id: str) -> Deferred[CallTrace | None]:
+        return self._run(self._traces.get, call_id)
+
+    def purge_traces(self, before: float) -> Deferred[int]:
+        return self._run(self._traces.purge, before)

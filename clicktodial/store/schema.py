@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -114,4 +115,30 @@ nodes = Table(
     Column("node", String(255), primary_key=True),
     Column("started_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
+)
+
+# Call traces (docs/calls.md, "Call traces"): the SIP messages of a call, bounded per call.
+# One row per call with its counts (the bounds are checked against them) and the time of
+# its newest message (purged after [calls] trace_days); no foreign key to calls: a trace
+# may be written while its record's writes are still queued.
+call_traces = Table(
+    "call_traces", metadata,
+    Column("call_id", String(32), primary_key=True),
+    Column("message_count", Integer, nullable=False),
+    Column("byte_count", Integer, nullable=False),
+    Column("dropped", Integer, nullable=False),
+    # Milliseconds of the daemon's clock (POSIX).
+    Column("last_at_ms", BigInteger, nullable=False, index=True),
+)
+
+# A call's messages, one row per append (usually one or two a call: few index entries,
+# whose keys are random call ids), packed by clicktodial.store.traces.pack_messages.
+call_trace_messages = Table(
+    "call_trace_messages", metadata,
+    Column("call_id", String(32), primary_key=True),
+    # The index of the chunk's first message in the call's trace.
+    Column("first_index", Integer, primary_key=True),
+    Column("message_count", Integer, nullable=False),
+    # The messages' fields as a JSON line, then their octets (Authorization redacted).
+    Column("data", LargeBinary, nullable=False),
 )

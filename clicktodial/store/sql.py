@@ -50,6 +50,7 @@ from zope.interface import alsoProvides, implementer
 
 from clicktodial.interfaces import (
     IActiveCallClaims,
+    ICallTraceStore,
     IClusterStorage,
     IEventBus,
     INodeRegistry,
@@ -71,7 +72,22 @@ from clicktodial.store.errors import (
 )
 from clicktodial.store.groupcommit import GroupCommit, Job, Outcome
 from clicktodial.store.passwords import PasswordHashing, default_hash_pool, token_id_of_digest
-from clicktodial.store.schema import api_tokens, bindings, calls, users
+from clicktodial.store.schema import (
+    api_tokens,
+    bindings,
+    call_trace_messages,
+    call_traces,
+    calls,
+    users,
+)
+from clicktodial.store.traces import (
+    CallTrace,
+    TraceAppend,
+    TraceLimits,
+    fit_messages,
+    pack_messages,
+    unpack_messages,
+)
 from clicktodial.store.values import (
     ApiToken,
     Binding,
@@ -392,6 +408,8 @@ _BATCH_ORDER: dict[str, Callable[[Job], tuple[int, str]]] = {
     "update_bindings": lambda job: (1, job.args[0]),
     "insert_call": lambda job: (2, ""),
     "update_call": lambda job: (2, ""),
+    # Call traces last (they only add rows, and keep no lock another job needs first).
+    "append_traces": lambda job: (3, ""),
 }
 
 
@@ -400,11 +418,12 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start:start + _CHUNK]
 
 
-@implementer(IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims)
+@implementer(IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims, ICallTraceStore)
 class SQLStore(StoreBase):
     """
     All three stores in a SQL database. Capabilities: :class:`IStoreLoad`,
-    :class:`ISchemaManagement`, and on
+    :class:`ISchemaManagement`, :class:`IActiveCallClaims`, :class:`ICallTraceStore` (the
+    calls' traces), and on
     PostgreSQL :class:`IClusterStorage` (the nodes table, the LISTEN/NOTIFY bus).
 
     :param reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
@@ -664,6 +683,8 @@ class SQLStore(StoreBase):
             return self._run(self._op_insert_call, *job.args)
         if job.kind == "update_call":
             return self._run(self._op_update_call, *job.args)
+        if job.kind == "append_traces":
+            return self._run(self._op_append_traces, *job.args)
         return self._run(self._op_update_bindings, *job.args)
 
     def _execute_batch(self, batch: Sequence[Job]) -> list[Outcome]:
@@ -707,6 +728,9 @@ class SQLStore(StoreBase):
                             cursor, *job.args, prefetched=prefetched, writes=writes)
                     elif job.kind == "insert_call":
                         self._fast_insert_call(cursor, *job.args)
+                        value = None
+                    elif job.kind == "append_traces":
+                        self._fast_append_traces(cursor, *job.args)
                         value = None
                     else:
                         value = self._fast_update_call(cursor, *job.args)
@@ -932,3 +956,94 @@ class SQLStore(StoreBase):
                 connection.execute(statement.where(calls.c.call_id.in_(ids)))
             return ids
 
+    # -- call traces (ICallTraceStore) ---------------------------------------------
+
+    def append_traces(self, appends: Sequence[TraceAppend],
+                      limits: TraceLimits) -> Deferred[None]:
+        # Group-committed with the REGISTER path and the call records: one transaction
+        # with them, instead of a write transaction of its own that the call path's
+        # batches would wait for (SQLite has one writer).
+        return self.group_commit.submit("append_traces", list(appends), limits)
+
+    def get_trace(self, call_id: str) -> Deferred[CallTrace | None]:
+        return self._run(self._op_get_trace, call_id)
+
+    def purge_traces(self, before: float) -> Deferred[int]:
+        return self._run(self._op_purge_traces, before)
+
+    def _op_append_traces(self, appends: list[TraceAppend], limits: TraceLimits) -> None:
+        # Alone (after an aborted batch): its own transaction, the same statements.
+        with self._write() as connection:
+            cursor = connection.connection.cursor()
+            try:
+                self._fast_append_traces(cursor, appends, limits)
+            finally:
+                cursor.close()
+
+    def _fast_append_traces(self, cursor: Any, appends: list[TraceAppend],
+                            limits: TraceLimits) -> None:
+        # Every call's messages in a few statements on a DBAPI cursor: the calls' counts in
+        # one read (locked on PostgreSQL) to apply the bounds, then executemany of the
+        # messages and of the counts.
+        if not appends:
+            return
+        p = self._hot.parameter
+        lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
+        stored: dict[str, list[int]] = {}
+        ids = sorted({append.call_id for append in appends})
+        for chunk in _chunks(ids):
+            cursor.execute(
+                "SELECT call_id, message_count, byte_count, dropped, last_at_ms"
+                f" FROM call_traces WHERE call_id IN ({', '.join([p] * len(chunk))})"
+                f" ORDER BY call_id{lock}", tuple(chunk))
+            for row in cursor.fetchall():
+                stored[row[0]] = [int(value) for value in row[1:]]
+        existing = set(stored)
+        rows: list[tuple[Any, ...]] = []
+        for append in appends:
+            counts = stored.setdefault(append.call_id, [0, 0, 0, 0])
+            count, size, dropped, last = counts
+            kept, over = fit_messages(count, size, dropped, append.messages, limits)
+            if kept:
+                rows.append((append.call_id, count, len(kept), pack_messages(kept)))
+            counts[:] = [count + len(kept), size + sum(len(m.data) for m in kept),
+                         dropped + over + append.dropped,
+                         max([last, *(m.at_ms for m in append.messages)])]
+        if rows:
+            cursor.executemany(
+                "INSERT INTO call_trace_messages (call_id, first_index, message_count, data)"
+                f" VALUES ({', '.join([p] * 4)})", rows)
+        new = [(call_id, *counts) for call_id, counts in stored.items()
+               if call_id not in existing]
+        if new:
+            cursor.executemany(
+                "INSERT INTO call_traces (call_id, message_count, byte_count, dropped,"
+                f" last_at_ms) VALUES ({', '.join([p] * 5)})", new)
+        changed = [(*counts, call_id) for call_id, counts in stored.items()
+                   if call_id in existing]
+        if changed:
+            cursor.executemany(
+                f"UPDATE call_traces SET message_count = {p}, byte_count = {p},"
+                f" dropped = {p}, last_at_ms = {p} WHERE call_id = {p}", changed)
+
+    def _op_get_trace(self, call_id: str) -> CallTrace | None:
+        with self._read() as connection:
+            stored = connection.execute(
+                select(call_traces).where(call_traces.c.call_id == call_id)).first()
+            if stored is None:
+                return None
+            rows = connection.execute(
+                select(call_trace_messages.c.data)
+                .where(call_trace_messages.c.call_id == call_id)
+                .order_by(call_trace_messages.c.first_index)).all()
+        messages = tuple(m for row in rows for m in unpack_messages(bytes(row.data)))
+        return CallTrace(call_id, messages, int(stored.dropped))
+
+    def _op_purge_traces(self, before: float) -> int:
+        cutoff = int(before * 1000)
+        with self._write() as connection:
+            old = select(call_traces.c.call_id).where(call_traces.c.last_at_ms < cutoff)
+            connection.execute(delete(call_trace_messages).where(
+                call_trace_messages.c.call_id.in_(old)))
+            return int(connection.execute(
+                delete(call_traces).where(call_traces.c.last_at_ms < cutoff)).rowcount)

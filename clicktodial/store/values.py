@@ -365,3 +365,66 @@ class CallUpdate:
         from attrs import asdict
 
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# -- Call traces (ICallTraceStore; clicktodial.store.traces has the bound rule) ----
+
+#: ``in``: received by the daemon; ``out``: sent by it.
+DIRECTIONS = ("in", "out")
+
+
+class TracedMessage(NamedTuple):
+    """
+    One SIP message of a call as it passed the daemon's transport: a named tuple (one is
+    made for every message of a traced call, on the reactor thread: it costs little and
+    packs as it is).
+
+    :ivar at_ms: when, in milliseconds of the daemon's clock (POSIX time).
+    :ivar direction: ``in`` (received) or ``out`` (sent): :data:`DIRECTIONS`.
+    :ivar leg: ``caller`` or ``callee``: whose phone is the peer.
+    :ivar sip_call_id: the Call-ID of the leg's dialog.
+    :ivar retransmission: the same octets already passed this way in this call.
+    :ivar data: the message's octets, ``Authorization``/``Proxy-Authorization`` values
+        redacted.
+    """
+
+    at_ms: int
+    direction: str
+    transport: str
+    local_host: str
+    local_port: int
+    remote_host: str
+    remote_port: int
+    leg: str
+    sip_call_id: str
+    retransmission: bool
+    data: bytes
+
+
+@frozen
+class TraceLimits:
+    """The bounds of one call's trace (``[calls] trace_max_messages``, ``trace_max_kb``)."""
+
+    max_messages: int = 200
+    max_bytes: int = 128 * 1024
+
+
+@frozen
+class TraceAppend:
+    """
+    New messages of one call, and how many more were dropped before they reached the store
+    (the recorder applies the same bounds to what it buffers).
+    """
+
+    call_id: str
+    messages: tuple[TracedMessage, ...]
+    dropped: int = 0
+
+
+@frozen
+class CallTrace:
+    """A call's trace: its messages in the order they passed, and how many were dropped."""
+
+    call_id: str
+    messages: tuple[TracedMessage, ...]
+    dropped: int = 0

@@ -25,6 +25,7 @@ from clicktodial.calls.controller import CallController, settings_from_config
 from clicktodial.calls.directory import CachedDirectory
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import CallRefused, create_policy
+from clicktodial.calls.trace import CallTracer
 from clicktodial.config import CallsConfig
 from clicktodial.interfaces import ICallEventListener
 from clicktodial.netaddr import NetworkSet
@@ -34,6 +35,7 @@ from clicktodial.sip.sdp import SDP_CONTENT_TYPE
 from clicktodial.sip.transaction import Timers
 from clicktodial.sip.useragent import IncomingRequest, Session
 from clicktodial.store.memory import MemoryStore
+from clicktodial.store.traces import TraceLimits
 from clicktodial.store.values import BindingChanges, CallRecord, ContactChange, user_aor
 from clicktodial.testing.fakes import InlineReactor, InlineThreadPool
 from clicktodial.testing.sipfakes import FaultyEndpoint, FaultyNetwork, run_for
@@ -119,6 +121,7 @@ class CallWorld:
         seed: int = 1,
         timers: Timers | None = None,
         trusted_paths: NetworkSet | None = None,
+        trace: TraceLimits | None = None,
         **settings: object,
     ) -> None:
         self.clock = InlineReactor()
@@ -137,6 +140,10 @@ class CallWorld:
         #: Users and bindings as the daemon's controller sees them: cached; bind() goes
         #: through it as the registrar does.
         self.directory = CachedDirectory(self.clock, self.store, self.store)
+        #: With ``trace``: the calls' traces, fed by the network as the daemon's transport
+        #: tap would be (what the daemon's endpoint sends and receives).
+        self.tracer = (CallTracer(self.clock, self.store, trace, linger=self.timers.timeout)
+                       if trace is not None else None)
         self.controller = CallController(
             self.clock,
             self.daemon.ua,
@@ -147,6 +154,7 @@ class CallWorld:
             settings=settings_from_config(self.config, self.timers.timeout),
             domain=DOMAIN,
             trusted_paths=trusted_paths,
+            tracer=self.tracer,
         )
         self.events = _Events()
         self.controller.subscribe(self.events)
@@ -158,9 +166,15 @@ class CallWorld:
 
         def tapped(data: bytes, sender: FaultyEndpoint, to: tuple[str, int]) -> None:
             origin = (sender.host, sender.port)
-            self.wire.append(Wire(self.clock.seconds(), origin, to, parse_message(data)))
+            message = parse_message(data)
+            self.wire.append(Wire(self.clock.seconds(), origin, to, message))
+            tracer = self.tracer
+            if tracer is not None and origin == DAEMON:
+                tracer.message_passed("out", message, data, "UDP", DAEMON, to)
             if origin in self.blackholed or to in self.blackholed:
                 return
+            if tracer is not None and to == DAEMON:
+                tracer.message_passed("in", parse_message(data), data, "UDP", DAEMON, origin)
             carry(data, sender, to)
 
         self.net.carry = tapped  # type: ignore[method-assign]

@@ -59,6 +59,7 @@ from clicktodial.interfaces import (
     IActiveCallClaims,
     IBindingChangeNotifier,
     ICallRecordStore,
+    ICallTraceStore,
     ILocationBackend,
     ILocationStore,
     IStoreBackend,
@@ -73,6 +74,7 @@ from clicktodial.store.errors import (
     UserExists,
 )
 from clicktodial.store.plugins import StoreEnvironment
+from clicktodial.store.traces import TraceAppend, TracedMessage, TraceLimits
 from clicktodial.store.values import (
     Binding,
     BindingChanges,
@@ -922,3 +924,84 @@ class StoreContract(UserStoreContract, LocationStoreContract, CallRecordStoreCon
     def test_provides_store_backend(self, store: Any) -> None:
         """The store provides IStoreBackend (all three stores, start and stop)."""
         assert verifyObject(IStoreBackend, store)
+
+
+def traced(n: int, data: bytes | None = None, *, at_ms: int | None = None,
+           direction: str = "out", leg: str = "caller") -> TracedMessage:
+    """A traced message for tests: the ``n``-th of a call (its data says which)."""
+    return TracedMessage(
+        at_ms=1_000_000_000 + n if at_ms is None else at_ms, direction=direction,
+        transport="UDP", local_host="127.0.0.1", local_port=5060,
+        remote_host="::1" if n % 2 else "127.0.0.2", remote_port=5062 + n, leg=leg,
+        sip_call_id=f"leg-{leg}@127.0.0.1", retransmission=n % 3 == 2,
+        data=data if data is not None else f"OPTIONS sip:{n}@x SIP/2.0\r\n\r\n".encode())
+
+
+class CallTraceStoreContract(_StoreFixtures):
+    """The behaviour every :class:`ICallTraceStore` has (a backend that keeps traces)."""
+
+    CALL = "0" * 31 + "1"
+    OTHER = "0" * 31 + "2"
+
+    def test_provides_call_trace_store(self, store: Any) -> None:
+        """The store provides ICallTraceStore."""
+        assert verifyObject(ICallTraceStore, store)
+
+    def test_unknown_call_has_no_trace(self, store: Any) -> None:
+        """get_trace of a call nothing was appended for fires with None."""
+        assert success_result_of(store.get_trace(self.CALL)) is None
+
+    def test_appends_keep_order_and_every_field(self, store: Any) -> None:
+        """Messages come back whole, in the order of the appends, per call, octets intact."""
+        first = (traced(0), traced(1, direction="in"), traced(2, b"\x00\xff binary"))
+        success_result_of(store.append_traces(
+            [TraceAppend(self.CALL, first), TraceAppend(self.OTHER, (traced(9),))],
+            TraceLimits()))
+        success_result_of(store.append_traces(
+            [TraceAppend(self.CALL, (traced(3, leg="callee"),))], TraceLimits()))
+        trace = success_result_of(store.get_trace(self.CALL))
+        assert trace.call_id == self.CALL
+        assert trace.messages == (*first, traced(3, leg="callee"))
+        assert trace.dropped == 0
+        assert success_result_of(store.get_trace(self.OTHER)).messages == (traced(9),)
+
+    def test_message_bound(self, store: Any) -> None:
+        """Past max_messages, later messages are counted as dropped, across appends."""
+        limits = TraceLimits(max_messages=3, max_bytes=1_000_000)
+        success_result_of(store.append_traces(
+            [TraceAppend(self.CALL, (traced(0), traced(1)))], limits))
+        success_result_of(store.append_traces(
+            [TraceAppend(self.CALL, (traced(2), traced(3), traced(4)))], limits))
+        trace = success_result_of(store.get_trace(self.CALL))
+        assert [m.data for m in trace.messages] == [traced(i).data for i in range(3)]
+        assert trace.dropped == 2
+
+    def test_byte_bound_drops_everything_after_the_first_misfit(self, store: Any) -> None:
+        """A message over max_bytes is dropped, and so is every later one (a prefix stays)."""
+        limits = TraceLimits(max_messages=100, max_bytes=100)
+        success_result_of(store.append_traces([TraceAppend(self.CALL, (
+            traced(0, b"a" * 60), traced(1, b"b" * 60), traced(2, b"c")))], limits))
+        success_result_of(store.append_traces(
+            [TraceAppend(self.CALL, (traced(3, b"d"),), dropped=4)], limits))
+        trace = success_result_of(store.get_trace(self.CALL))
+        assert [m.data for m in trace.messages] == [b"a" * 60]
+        assert trace.dropped == 2 + 1 + 4
+
+    def test_dropped_counted_by_the_recorder(self, store: Any) -> None:
+        """An append's own dropped count is added to the trace's."""
+        success_result_of(store.append_traces(
+            [TraceAppend(self.CALL, (traced(0),), dropped=5)], TraceLimits()))
+        assert success_result_of(store.get_trace(self.CALL)).dropped == 5
+
+    def test_purge_older_than(self, store: Any) -> None:
+        """purge_traces removes the traces whose newest message is older than the time."""
+        success_result_of(store.append_traces([
+            TraceAppend(self.CALL, (traced(0, at_ms=1_000_000), traced(1, at_ms=2_000_000))),
+            TraceAppend(self.OTHER, (traced(0, at_ms=1_500_000),)),
+        ], TraceLimits()))
+        assert success_result_of(store.purge_traces(1_600.0)) == 1
+        assert success_result_of(store.get_trace(self.OTHER)) is None
+        assert len(success_result_of(store.get_trace(self.CALL)).messages) == 2
+        assert success_result_of(store.purge_traces(2_000.001)) == 1
+        assert success_result_of(store.get_trace(self.CALL)) is None
+        assert success_result_of(store.purge_traces(3_000.0)) == 0

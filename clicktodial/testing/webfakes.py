@@ -23,8 +23,10 @@ from zope.interface import implementer
 
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused
+from clicktodial.calls.trace import CallTracer
 from clicktodial.interfaces import ICallController, ICallEventListener
 from clicktodial.store.memory import MemoryStore
+from clicktodial.store.traces import TraceLimits
 from clicktodial.store.values import BindingChanges, CallUpdate, ContactChange, user_aor
 from clicktodial.testing.fakes import InlineReactor, InlineThreadPool
 from clicktodial.web.app import SoftphoneSettings, WebApp
@@ -134,8 +136,9 @@ class WebWorld:
         self.store.update_bindings(user_aor(username, DOMAIN), changes, self.clock.seconds())
 
 
-def web_world(**options: object) -> WebWorld:
-    """A :class:`WebWorld`; ``options`` go to :class:`WebApp`. Passwords are ``NAME-pass``."""
+def web_world(trace: TraceLimits | None = None, **options: object) -> WebWorld:
+    """A :class:`WebWorld`; ``options`` go to :class:`WebApp`. Passwords are ``NAME-pass``.
+    With ``trace``, the app has a :class:`CallTracer` (``app.tracer``) on the store."""
     clock = InlineReactor()
     clock.advance(1_700_000_000)
     store = MemoryStore(clock, realm=DOMAIN, hash_pool=InlineThreadPool(),
@@ -147,6 +150,8 @@ def web_world(**options: object) -> WebWorld:
     controller = FakeCallController(store, clock)
     monitor = RegistrationMonitor(clock, store, DOMAIN, interval=2.0)
     softphone = SoftphoneSettings("127.0.0.1", 5060, ("udp", "tcp"), DOMAIN)
+    if trace is not None:
+        options["tracer"] = CallTracer(clock, store, trace)
     app = WebApp(clock, store, controller, monitor, softphone, **options)  # type: ignore[arg-type]
     return WebWorld(clock, store, controller, app)
 

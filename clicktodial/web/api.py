@@ -16,6 +16,7 @@ from twisted.web.server import Request
 
 from clicktodial.web.app import Principal, WebApp, registration_json
 from clicktodial.web.http import HTTPError, Route, RoutedResource, read_json, write_json
+from clicktodial.web.trace import trace_json, trace_pcap, trace_text
 
 __all__ = ["API_PREFIX", "ApiResource", "openapi_document"]
 
@@ -61,6 +62,8 @@ class ApiResource(RoutedResource):
             Route("POST", "/calls", self.place_call),
             Route("GET", "/calls/{call_id}", self.get_call),
             Route("DELETE", "/calls/{call_id}", self.hang_up),
+            Route("GET", "/calls/{call_id}/trace", self.get_trace),
+            Route("GET", "/calls/{call_id}/trace.pcap", self.get_trace_pcap),
             Route("GET", "/events", self.events),
         )
 
@@ -152,8 +155,43 @@ class ApiResource(RoutedResource):
         view = await self.app.hang_up(principal, call_id)
         write_json(request, 200, view.to_json())
 
+    async def get_trace(self, request: Request, call_id: str) -> bytes | None:
+        """
+        The call's SIP messages (mine, or any for an admin): JSON, or with ``?format=text``
+        text in the ``sipp -trace_msg`` style.
+        """
+        principal = await self._principal(request)
+        form = (request.args or {}).get(b"format", [b"json"])[0]
+        if form not in (b"json", b"text"):
+            raise HTTPError(400, "format must be json or text")
+        view, trace = await self.app.call_trace(principal, call_id)
+        if form == b"text":
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return trace_text(view.call_id, trace).encode("utf-8")
+        write_json(request, 200, trace_json(
+            view.call_id, trace, caller=view.caller, callee=view.callee,
+            reason=self.app.failure_words(view, principal)))
+        return None
+
+    async def get_trace_pcap(self, request: Request, call_id: str) -> bytes:
+        """The call's SIP messages as a pcap file (administrators only)."""
+        principal = await self._principal(request)
+        view, trace = await self.app.call_trace(principal, call_id)
+        if not principal.is_admin:
+            raise HTTPError(403, "only administrators may download a call's pcap")
+        request.setHeader(b"content-type", b"application/vnd.tcpdump.pcap")
+        request.setHeader(b"content-disposition",
+                          f'attachment; filename="call-{view.call_id}.pcap"'.encode("ascii"))
+        return trace_pcap(trace)
+
     async def events(self, request: Request) -> None:
         """Server-sent events: ``call`` (my calls) and ``registration`` (everyone's presence;
-        contact URIs as in ``/users``)."""
+        contact URIs as in ``/users``); with ``?trace=ID`` (a call I may see) also that
+        call's ``call`` events and each new message of its trace (``trace``)."""
         principal = await self._principal(request)
-        self.app.open_stream(principal, request)
+        raw = (request.args or {}).get(b"trace")
+        trace_call = None
+        if raw:
+            view = await self.app.find_call(principal, raw[0].decode("ascii", "replace"))
+            trace_call = view.call_id
+        self.app.open_stream(principal, request, trace_call)

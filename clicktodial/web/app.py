@@ -24,15 +24,18 @@ from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import CallRefused
+from clicktodial.calls.trace import CallTracer
 from clicktodial.config import Config, WebConfig
 from clicktodial.interfaces import (
     ICallController,
     ICallEventListener,
     ICallRecordStore,
+    ICallTraceStore,
     ILocationStore,
     IStoreBackend,
     IUserStore,
 )
+from clicktodial.store.traces import CallTrace, TracedMessage
 from clicktodial.store.values import CallRecord, User, is_valid_username, user_aor
 from clicktodial.throttle import AuthThrottle, ThrottleRefused, ThrottleSettings
 from clicktodial.web.edge import RequestOrigin
@@ -40,6 +43,7 @@ from clicktodial.web.events import Registration, RegistrationMonitor
 from clicktodial.web.http import HTTPError
 from clicktodial.web.sessions import SESSION_COOKIE, Session, SessionStore, constant_time_equal
 from clicktodial.web.sse import EventStream
+from clicktodial.web.trace import CallWording, message_json, plain_reason
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -279,14 +283,25 @@ def _retry_after(seconds: float) -> dict[bytes, bytes]:
 class _Subscriber:
     """One event stream's interest: its user's calls and everyone's registrations."""
 
-    def __init__(self, principal: Principal, stream: EventStream) -> None:
+    def __init__(self, principal: Principal, stream: EventStream,
+                 trace_call: str | None = None) -> None:
         self.principal = principal
         self.stream = stream
+        #: the call whose trace this stream follows (``?trace=ID``), which it may see
+        self.trace_call = trace_call
 
     def call_state_changed(self, info: CallInfo) -> None:
         view = CallView.from_info(info)
-        if self.principal.username in (view.caller, view.callee):
+        if self.principal.username in (view.caller, view.callee) or (
+                view.call_id == self.trace_call):
             self.stream.send("call", view.to_json())
+
+    def trace_message(self, call_id: str, message: TracedMessage) -> None:
+        value = message_json(message, -1, 0)
+        value["at_ms"] = message.at_ms
+        value["call_id"] = call_id
+        del value["time_ms"], value["index"]
+        self.stream.send("trace", value)
 
     def registration_changed(self, registration: Registration) -> None:
         now = self.stream.clock.seconds()
@@ -324,6 +339,8 @@ class WebApp:
         minute and event streams a user may hold (more get 429), keepalive and retry of the
         event streams, the largest request body.
     :param sessions: the session store (by default one with ``limits``' lifetimes).
+    :param tracer: keeps the calls' SIP messages (``[calls] trace``), or None.
+    :param wording: the ``[calls]`` timers quoted by the failure reasons.
     """
 
     def __init__(
@@ -337,8 +354,15 @@ class WebApp:
         limits: WebConfig = DEFAULT_LIMITS,
         sessions: SessionStore | None = None,
         locations: ILocationStore | None = None,
+        tracer: CallTracer | None = None,
+        wording: CallWording | None = None,
     ) -> None:
         self.clock = clock
+        #: the calls' traces: live (buffered here) through the tracer, else the store's
+        self.tracer = tracer
+        self.traces: ICallTraceStore | None = ICallTraceStore(store, None)
+        #: the timers the failure reasons quote
+        self.wording = wording if wording is not None else CallWording()
         self.users: IUserStore = store
         self.locations: ILocationStore = locations if locations is not None else store
         self.records: ICallRecordStore = store
@@ -541,6 +565,38 @@ class WebApp:
         record = await self.records.get_call(call_id)
         return CallView.from_record(record) if record is not None else view
 
+    async def call_trace(self, principal: Principal,
+                         call_id: str) -> tuple[CallView, CallTrace | None]:
+        """
+        A call ``principal`` may see, and its trace (None: nothing kept).
+
+        :raises HTTPError: 404, 403 as :meth:`find_call`; 404 when no trace is kept.
+        """
+        view = await self.find_call(principal, call_id)
+        if not self.keeps_traces:
+            raise HTTPError(404, "this daemon keeps no call traces ([calls] trace)")
+        return view, await self.trace_of(view)
+
+    @property
+    def keeps_traces(self) -> bool:
+        """Whether call traces can be shown (being kept, or kept by the store)."""
+        return self.tracer is not None or self.traces is not None
+
+    async def trace_of(self, view: CallView) -> CallTrace | None:
+        """The trace of a call already authorised: live through the tracer, else stored."""
+        if self.tracer is not None:
+            return await self.tracer.trace(view.call_id)
+        if self.traces is not None:
+            return await self.traces.get_trace(view.call_id)
+        return None
+
+    def failure_words(self, view: CallView, principal: Principal) -> str | None:
+        """Why ``view`` ended, in plain words as ``principal`` reads it (None: in progress)."""
+        return plain_reason(caller=view.caller, callee=view.callee, state=view.state,
+                            end_reason=view.reason, sip_status=view.sip_status,
+                            who_hung_up=view.who_hung_up, viewer=principal.username,
+                            wording=self.wording)
+
     async def history(self, username: str, limit: int, offset: int) -> tuple[list[CallView], bool]:
         """A user's calls newest first, and whether there are more after these."""
         records = await self.records.list_calls(user=username, limit=limit + 1, offset=offset)
@@ -554,9 +610,12 @@ class WebApp:
 
     # -- live events ---------------------------------------------------------------------
 
-    def open_stream(self, principal: Principal, request: Request) -> EventStream:
+    def open_stream(self, principal: Principal, request: Request,
+                    trace_call: str | None = None) -> EventStream:
         """
-        Stream ``principal``'s call events and everyone's registration changes on ``request``.
+        Stream ``principal``'s call events and everyone's registration changes on ``request``;
+        with ``trace_call`` (a call ``principal`` may see: the caller checks), that call's
+        events and each new message of its trace (``trace`` events).
 
         :raises HTTPError: 429 when the user has too many streams open.
         """
@@ -572,13 +631,17 @@ class WebApp:
                 del self._streams[username]
             self._subscribers.remove(subscriber)
             unsubscribe_registrations()
+            stop_trace()
             if not self._subscribers and self._unsubscribe_calls is not None:
                 self._unsubscribe_calls()
                 self._unsubscribe_calls = None
 
         stream = EventStream(self.clock, request, closed, keepalive=self.limits.event_keepalive,
                              retry=round(self.limits.event_retry * 1000))
-        subscriber = _Subscriber(principal, stream)
+        subscriber = _Subscriber(principal, stream, trace_call)
+        stop_trace: Callable[[], None] = _nothing
+        if trace_call is not None and self.tracer is not None:
+            stop_trace = self.tracer.listen(trace_call, subscriber.trace_message)
         self._subscribers.append(subscriber)
         unsubscribe_registrations = self.registrations.subscribe(subscriber.registration_changed)
         if self._unsubscribe_calls is None and self.controller is not None:
@@ -599,6 +662,10 @@ class _Fanout:
     def call_state_changed(self, info: CallInfo) -> None:
         for subscriber in list(self.subscribers):
             subscriber.call_state_changed(info)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _header(request: Request, name: bytes) -> str:
@@ -622,12 +689,17 @@ def new_secret() -> str:
 
 def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
                  controller: ICallController | None,
-                 locations: ILocationStore | None = None) -> WebApp:
+                 locations: ILocationStore | None = None,
+                 tracer: CallTracer | None = None) -> WebApp:
     """The daemon's web application on ``store`` and ``controller``, for ``[sip]`` and
-    ``[web]``; registrations from ``locations`` (default: ``store``)."""
+    ``[web]``; registrations from ``locations`` (default: ``store``), call traces from
+    ``tracer`` (and the store)."""
     if locations is None:
         locations = store
     monitor = RegistrationMonitor(clock, locations, config.sip.domain,
                                   interval=config.web.presence_poll_interval)
+    calls = config.calls
     return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config),
-                  limits=config.web, locations=locations)
+                  limits=config.web, locations=locations, tracer=tracer,
+                  wording=CallWording(calls.ring_timeout, calls.callee_ring_timeout,
+                                      calls.max_duration))

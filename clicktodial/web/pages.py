@@ -23,6 +23,7 @@ from twisted.web.template import renderElement as render_element
 from clicktodial import __version__
 from clicktodial.store.admin import remove_user
 from clicktodial.store.errors import NoSuchUser, UserExists
+from clicktodial.store.traces import CallTrace, TracedMessage
 from clicktodial.store.values import User, UserChanges, is_valid_username
 from clicktodial.web.app import CallView, Principal, WebApp, iso_time, new_secret
 from clicktodial.web.events import Registration
@@ -34,6 +35,7 @@ from clicktodial.web.sessions import (
     constant_time_equal,
     set_cookie,
 )
+from clicktodial.web.trace import message_json
 
 __all__ = ["STATE_LABELS", "PagesResource"]
 
@@ -141,6 +143,78 @@ class Layout(Element):
     @renderer
     def content(self, request: IRequest | None, tag: Tag) -> Flattenable:
         return self.body
+
+
+def _possessive(username: str, principal: Principal) -> str:
+    return "your phone" if username == principal.username else f"{username}'s phone"
+
+
+def ladder_arrow(message: TracedMessage, first_ms: int) -> Tag:
+    """One message as an arrow of the ladder; clicking it shows the whole message."""
+    value = message_json(message, 0, first_ms)
+    classes = f"arrow from-{value['from']} to-{value['to']}"
+    label = str(value["label"])
+    if message.retransmission:
+        classes += " retransmission"
+        label += " (retransmission)"
+    title = (f"{message.transport} {value['direction']} {value['remote']}"
+             f" · {message.leg}'s leg · {len(message.data)} bytes")
+    return tags.li(class_="msg", **{"data-at": str(message.at_ms)})(
+        tags.details(
+            tags.summary(class_=classes, title=title)(
+                tags.span(f"{value['time_ms']} ms", class_="t"),
+                tags.span(class_="line")(tags.span(label, class_="label")),
+            ),
+            tags.pre(str(value["message"]), class_="sip"),
+        )
+    )
+
+
+def ladder(view: CallView, trace: CallTrace | None, reason: str | None,
+           principal: Principal) -> Tag:
+    """
+    The call's SIP messages as a ladder: the caller's phone, the daemon and the callee's
+    phone as columns, one arrow per message (time since the first), the reason the call
+    ended in plain words above it. ``static/app.js`` adds messages live.
+    """
+    messages = trace.messages if trace is not None else ()
+    first = messages[0].at_ms if messages else 0
+    head = tags.li(class_="ladder-head")(
+        tags.span(_possessive(view.caller, principal).capitalize(), tags.br(),
+                  tags.small(view.caller)),
+        tags.span("clicktodial"),
+        tags.span(_possessive(view.callee, principal).capitalize(), tags.br(),
+                  tags.small(view.callee)),
+    )
+    links: list[Flattenable] = [
+        tags.a("As text", href=f"/api/v1/calls/{view.call_id}/trace?format=text",
+               id="trace-text"),
+    ]
+    if principal.is_admin:
+        links += [" · ", tags.a("Download pcap", href=f"/api/v1/calls/{view.call_id}/trace.pcap",
+                                id="trace-pcap")]
+    dropped = trace.dropped if trace is not None else 0
+    note = tags.p(f"{dropped} more message(s) not kept: the trace reached its bound.",
+                  class_="hint", id="trace-dropped")
+    if not dropped:
+        note.attributes["hidden"] = "hidden"
+    reason_tag = tags.p(reason or "", class_="trace-reason", id="trace-reason", role="status")
+    if not reason:
+        reason_tag.attributes["hidden"] = "hidden"
+    empty = tags.p("No SIP message kept for this call.", class_="hint", id="trace-empty")
+    if messages:
+        empty.attributes["hidden"] = "hidden"
+    return tags.section(id="trace", class_="trace",
+                        **{"data-call-id": view.call_id, "data-first": str(first)})(
+        tags.h2("What happened"),
+        reason_tag,
+        tags.p(class_="hint")("SIP messages; tap an arrow to see the message. ", *links),
+        tags.div(class_="ladder-scroll")(
+            tags.ol(class_="ladder", id="ladder")(
+                head, *(ladder_arrow(m, first) for m in messages))),
+        empty,
+        note,
+    )
 
 
 def post_form(action: str, principal: Principal | None, *children: Flattenable,
@@ -375,8 +449,12 @@ class PagesResource(RoutedResource):
     async def call_page(self, request: Request, call_id: str) -> None:
         principal = await self.user(request)
         view = await self.app.find_call(principal, call_id)
-        self.show(request, Layout("Call", self._call(principal, view), principal,
-                                  refresh=view.active))
+        content: Flattenable = self._call(principal, view)
+        if self.app.keeps_traces:
+            trace = await self.app.trace_of(view)
+            content = [content, ladder(view, trace, self.app.failure_words(view, principal),
+                                       principal)]
+        self.show(request, Layout("Call", content, principal, refresh=view.active))
 
     def _call(self, principal: Principal, view: CallView) -> Tag:
         order = ["calling-caller", "calling-callee", "connected", "ended"]

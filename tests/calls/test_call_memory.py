@@ -73,3 +73,27 @@ def test_a_held_calls_dialogs_keep_their_parties_as_text_and_share_our_contact()
     call_id = world.controller.active_calls()[0].call_id
     world.controller.hang_up(call_id)
     world.assert_quiescent()
+
+
+def test_a_held_call_keeps_no_message_in_the_tracer() -> None:
+    """With call traces on, once the set-up is written (after max_age) and no transaction of
+    it can resend (64*T1; checked every 64*T1), a held call's tracer state is its counts and
+    its Call-IDs: no message, no retransmission key, no per-instance __dict__."""
+    from clicktodial.store.traces import TraceLimits
+    from clicktodial.testing.fakes import success_result_of
+
+    world = CallWorld(policy="flow4", trace=TraceLimits())
+    tracer = world.tracer
+    assert tracer is not None
+    tracer.start()
+    world.phone("alice", "127.0.0.2", answer=Answer(delay=1, sdp=sdp("alice")))
+    world.phone("bob", "127.0.0.3", answer=Answer(delay=1, sdp=sdp("bob")))
+    call_id = world.place("alice", "bob").call_id
+    world.run(world.timers.timeout * 2 + 8)
+    [buffer] = tracer._by_call.values()
+    assert (buffer.pending, buffer.seen, buffer.dropped) == ([], None, 0)
+    assert not hasattr(buffer, "__dict__")
+    assert len(success_result_of(world.store.get_trace(call_id)).messages) == buffer.count > 10
+    world.controller.hang_up(call_id)
+    success_result_of(tracer.stop())
+    world.assert_quiescent()

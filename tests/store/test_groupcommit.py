@@ -333,3 +333,53 @@ def test_sql_batch_writes_call_records_in_order_with_registers(
             record.who_hung_up, record.node) == (
         "ended", 101.0, 110.0, "caller-hangup", "caller", "n1")
     assert success_result_of(store.get_call(call_id)) == record
+
+
+def test_sql_batch_writes_call_traces_with_the_call_path(
+        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    """Call traces share the call path's batch (one transaction: no write transaction of
+    their own for the REGISTERs and call records to wait for)."""
+    from clicktodial.store.traces import TraceAppend, TraceLimits
+    from clicktodial.testing.contracts import traced
+
+    store, pool = held
+    pool.held = True
+    created = store.create_call("alice", "bob", 100.0)
+    register = store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
+    appended = store.append_traces(
+        [TraceAppend("a" * 32, (traced(0), traced(1))), TraceAppend("b" * 32, (traced(2),))],
+        TraceLimits(max_messages=1))
+    batches = store.group_commit.batches
+    pool.release()
+    assert store.group_commit.batches == batches + 1
+    success_result_of(created)
+    success_result_of(register)
+    assert success_result_of(appended) is None
+    trace = success_result_of(store.get_trace("a" * 32))
+    assert (trace.messages, trace.dropped) == ((traced(0),), 1)
+    assert success_result_of(store.get_trace("b" * 32)).messages == (traced(2),)
+
+
+def test_sql_call_traces_run_alone_after_an_aborted_batch(
+        held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the batch fails in the database, the traces are written in a transaction of
+    their own, with the same bounds."""
+    from clicktodial.store.traces import TraceAppend, TraceLimits
+    from clicktodial.testing.contracts import traced
+
+    store, pool = held
+    real = store._fast_update_bindings
+
+    def failing(cursor: Any, aor: str, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated database failure")
+
+    monkeypatch.setattr(store, "_fast_update_bindings", failing)
+    pool.held = True
+    store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
+    appended = store.append_traces(
+        [TraceAppend("a" * 32, (traced(0), traced(1), traced(2)))], TraceLimits(max_messages=2))
+    pool.release()
+    monkeypatch.setattr(store, "_fast_update_bindings", real)
+    assert success_result_of(appended) is None
+    trace = success_result_of(store.get_trace("a" * 32))
+    assert (trace.messages, trace.dropped) == ((traced(0), traced(1)), 1)

@@ -11,22 +11,23 @@ from clicktodial.store.plugins import MemoryBackendFactory, SQLBackendFactory, S
 from clicktodial.store.sql import upgrade_schema
 from clicktodial.testing.contracts import (
     CallRecordStoreContract,
+    CallTraceStoreContract,
     LocationStoreContract,
     StoreContract,
     UserStoreContract,
 )
 
 
-class TestMemoryStore(StoreContract):
-    """The memory store keeps the contract."""
+class TestMemoryStore(StoreContract, CallTraceStoreContract):
+    """The memory store keeps the contract (and keeps call traces)."""
 
     def make_store(self, environment: StoreEnvironment,
                    request: pytest.FixtureRequest) -> IStoreBackend:
         return MemoryBackendFactory().create({}, environment)
 
 
-class TestSQLiteStore(StoreContract):
-    """The SQL store on a SQLite file keeps the contract."""
+class TestSQLiteStore(StoreContract, CallTraceStoreContract):
+    """The SQL store on a SQLite file keeps the contract (and keeps call traces)."""
 
     def make_store(self, environment: StoreEnvironment,
                    request: pytest.FixtureRequest) -> IStoreBackend:

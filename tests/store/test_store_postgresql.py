@@ -19,7 +19,7 @@ from clicktodial.store.plugins import SQLBackendFactory, StoreEnvironment
 from clicktodial.store.schema import bindings, calls, metadata
 from clicktodial.store.sql import SQLStore, check_schema_connection, upgrade_schema
 from clicktodial.store.values import BindingChanges, ContactChange
-from clicktodial.testing.contracts import StoreContract
+from clicktodial.testing.contracts import CallTraceStoreContract, StoreContract
 from clicktodial.testing.fakes import (
     InlineReactor,
     InlineThreadPool,
@@ -38,8 +38,8 @@ needs_postgresql = pytest.mark.skipif(
 
 
 @needs_postgresql
-class TestPostgreSQLStore(StoreContract):
-    """The SQL store on PostgreSQL keeps the contract."""
+class TestPostgreSQLStore(StoreContract, CallTraceStoreContract):
+    """The SQL store on PostgreSQL keeps the contract (and keeps call traces)."""
 
     def make_store(self, environment: StoreEnvironment,
                    request: pytest.FixtureRequest) -> IStoreBackend:
