@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import URL, create_engine, text, update
+from sqlalchemy import URL, Engine, create_engine, text, update
 from twisted.internet.defer import Deferred
 
 from clicktodial.interfaces import IStoreBackend
@@ -35,6 +35,28 @@ AOR = "sip:alice@example.com"
 CONTACT = "sip:alice@127.0.0.1:5062"
 needs_postgresql = pytest.mark.skipif(
     PG_URL is None, reason="CLICKTODIAL_TEST_PG_URL is set to the empty string")
+
+
+def lock_waiters(observer: Engine, thread: threading.Thread, attempts: int,
+                 table: str | None = None) -> int:
+    """
+    Wait (bounded: ``attempts`` × 0.05 s) until ``thread`` is blocked on a row lock of this
+    database (in a query naming ``table``, if given), or has ended; return how many
+    sessions wait for a lock. The observer is outside any transaction: pg_stat_activity is
+    a per-transaction snapshot.
+    """
+    query = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+             " AND datname = current_database()")
+    if table is not None:
+        query += f" AND query LIKE '%{table}%'"
+    waiting = 0
+    with observer.connect() as watching:
+        for _ in range(attempts):
+            waiting = watching.scalar(text(query)) or 0
+            if waiting or not thread.is_alive():
+                break
+            thread.join(0.05)
+    return waiting
 
 
 @needs_postgresql
@@ -109,16 +131,8 @@ def test_register_waits_for_another_node(pg_url: URL, binding_existed: bool) -> 
                 call_id="call-1", cseq=10, path="[]"))
         thread = threading.Thread(target=register)
         thread.start()
-        # Wait (bounded) until our REGISTER is blocked by the other node's transaction. The
-        # observer is outside any transaction: pg_stat_activity is a per-transaction snapshot.
-        with observer.connect() as watching:
-            for _ in range(200):
-                waiting = watching.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND query LIKE '%bindings%' AND datname = current_database()"))
-                if waiting:
-                    break
-                thread.join(0.05)
+        # Wait (bounded) until our REGISTER is blocked by the other node's transaction.
+        waiting = lock_waiters(observer, thread, 200, "bindings")
         assert waiting == 1 and thread.is_alive() and outcome == []
         transaction.commit()
     thread.join(30)
@@ -197,15 +211,7 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
     thread_a.start()
     assert planning.wait(30)
     thread_b.start()
-    waiting = 0
-    with observer.connect() as watching:
-        for _ in range(100):
-            waiting = watching.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()"))
-            if waiting or not thread_b.is_alive():
-                break
-            thread_b.join(0.05)
+    waiting = lock_waiters(observer, thread_b, 100)
     release.set()
     thread_a.join(30)
     thread_b.join(30)
@@ -251,14 +257,7 @@ def test_two_nodes_claiming_lost_calls_at_once_claim_each_call_once(pg_url: URL)
         late = success_result_of(store.create_call("alice", "bob", 2.0, node="dead"))
         thread = threading.Thread(target=claim_b)
         thread.start()
-        with observer.connect() as watching:
-            for _ in range(200):
-                waiting = watching.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND query LIKE '%calls%' AND datname = current_database()"))
-                if waiting:
-                    break
-                thread.join(0.05)
+        waiting = lock_waiters(observer, thread, 200, "calls")
         assert waiting == 1 and thread.is_alive() and outcome == []
         transaction.commit()
     thread.join(30)
