@@ -28,10 +28,12 @@ from dataclasses import dataclass
 __all__ = [
     "Args",
     "fail",
+    "metric_delta",
     "parse_args",
     "passed",
     "register",
     "sip_request",
+    "verdict",
     "web_login",
 ]
 
@@ -110,6 +112,19 @@ def passed(figures: str = "") -> int:
 def fail(reason: str) -> int:
     print(f"FAIL: {reason}")
     return 1
+
+
+def verdict(figures: str, problems: Sequence[str]) -> int:
+    """The figures, then ``PASS``, or ``FAIL:`` and the problems (exit status 0 or 1)."""
+    if problems:
+        print(figures)
+        return fail("; ".join(problems))
+    return passed(figures)
+
+
+def metric_delta(after: float | None, before: float | None) -> str:
+    """How much a counter grew, as text (``?`` when either reading is missing)."""
+    return "?" if after is None or before is None else f"{after - before:.0f}"
 
 
 # -- SIP ----------------------------------------------------------------------------------

@@ -20,7 +20,16 @@ import socket
 import threading
 import time
 
-from attacktools import SipClient, fail, main_guard, metric, parse_args, passed, register, web_login
+from attacktools import (
+    SipClient,
+    main_guard,
+    metric,
+    metric_delta,
+    parse_args,
+    register,
+    verdict,
+    web_login,
+)
 
 ATTACKER = "127.0.0.20"
 
@@ -149,8 +158,7 @@ def run() -> int:
         return f"cut off after {value:.1f} s" if value is not None else (
             f"still open after {options.slow_limit:g} s")
 
-    refused_text = ("?" if refused is None or refused_before is None
-                    else f"{refused - refused_before:.0f}")
+    refused_text = metric_delta(refused, refused_before)
     figures = (f"one address opened {len(sip_held)} SIP TCP connections: {sip_open} held open"
                f" ({sip_seconds:.1f} s); {len(web_held)} web connections: {web_open} held open"
                f" ({web_seconds:.1f} s);"
@@ -171,10 +179,7 @@ def run() -> int:
     for key in ("sip", "web"):
         if results.get(key) is None:
             problems.append(f"the slow {key} client was not cut off")
-    if problems:
-        print(figures)
-        return fail("; ".join(problems))
-    return passed(figures)
+    return verdict(figures, problems)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from attacktools import (
     fail,
     main_guard,
     metric,
+    metric_delta,
     parse_args,
     passed,
     register,
@@ -105,10 +106,8 @@ def run() -> int:
     unregister_all(args, args.user2, args.password2, PHONE)
     succeeded = results.count(200)
     rate = sent.value / max(options.seconds, 0.001)
-    refused_text = ("?" if refused is None or refused_before is None
-                    else f"{refused - refused_before:.0f}")
-    dropped_text = ("?" if dropped is None or dropped_before is None
-                    else f"{dropped - dropped_before:.0f}")
+    refused_text = metric_delta(refused, refused_before)
+    dropped_text = metric_delta(dropped, dropped_before)
     figures = (f"flood from {FLOODER}: {sent.value} datagrams in about {options.seconds:g} s"
                f" ({rate:,.0f}/s); rate-limited by the daemon: {refused_text}, dropped by"
                f" the kernel (filter or full buffer): {dropped_text};"

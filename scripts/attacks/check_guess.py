@@ -25,9 +25,9 @@ from attacktools import (
     log_text,
     main_guard,
     parse_args,
-    passed,
     sip_request,
     status_of,
+    verdict,
     web_login,
 )
 
@@ -113,10 +113,7 @@ def run() -> int:
         problems.append("a guess was accepted")
     if None in sip_statuses:
         problems.append(f"{sip_statuses.count(None)} SIP guesses got no answer")
-    if problems:
-        print(figures)
-        return fail("; ".join(problems))
-    return passed(figures)
+    return verdict(figures, problems)
 
 
 if __name__ == "__main__":
