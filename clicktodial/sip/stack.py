@@ -37,7 +37,7 @@ from zope.interface import implementer
 from clicktodial.config import RegistrarConfig, SipConfig
 from clicktodial.interfaces import ILocationStore, IUserStore
 from clicktodial.sip.address import Source
-from clicktodial.sip.core import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
+from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.registrar import Registrar, settings_from_config
@@ -107,7 +107,7 @@ class RequestRouter:
     def precheck(self, request: Request) -> Response | None:
         """
         The RFC 3261 §8.2.1-§8.2.3 checks of the UA core, with ``Allow`` listing every
-        method we serve (:func:`clicktodial.sip.core.uas_precheck`).
+        method we serve (:func:`clicktodial.sip.precheck.uas_precheck`).
         """
         methods = self.methods
         return uas_precheck(request, methods, SUPPORTED_OPTIONS, ACCEPTED_TYPES)
