@@ -37,9 +37,9 @@ from zope.interface import implementer
 from clicktodial.config import RegistrarConfig, SipConfig
 from clicktodial.interfaces import ILocationStore, IUserStore
 from clicktodial.sip.address import Source
-from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import Request, Response
+from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.registrar import Registrar, settings_from_config
 from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer

@@ -36,7 +36,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.sip.address import Destination, Source
-from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.dialog import (
     Dialog,
     DialogError,
@@ -58,6 +57,7 @@ from clicktodial.sip.message import (
     new_tag,
 )
 from clicktodial.sip.parser import MessageParseError, parse_message
+from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.sdp import (
     SDP_CONTENT_TYPE,
     OfferAnswerError,
