@@ -21,6 +21,7 @@ from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.stack import IncomingRefuser, RequestRouter, SIPStack
 from clicktodial.sip.transaction import ServerTransaction
+from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.sip.useragent import IncomingCall, IncomingRequest
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import InlineThreadPool, cheap_password_hasher, success_result_of
@@ -65,9 +66,12 @@ class Stack:
         )
         success_result_of(self.store.start())
         success_result_of(self.store.add_user("alice", sip_password="a-secret"))
+        transport = SIPTransportLayer(self.reactor, self.config.sip)
         self.stack = SIPStack(
-            self.reactor, self.config.sip, self.config.registrar, self.store, self.store
+            self.reactor, self.config.sip, self.config.registrar, self.store, self.store,
+            transport,
         )
+        transport.connect(self.stack.transactions)
         self.stack.startService()
         [self.udp] = self.reactor.udp_ports
 
