@@ -58,6 +58,7 @@ from clicktodial.pluginconfig import (
 )
 from clicktodial.sip.stack import SIPStack
 from clicktodial.sip.transport import SIPTransportLayer
+from clicktodial.startup import load_named_resources
 from clicktodial.store.plugins import StoreEnvironment
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
@@ -246,10 +247,13 @@ def build_service(
     :param store: the store to use instead of the one ``[store]`` names (tests).
     :param location: the location store to use instead of the one ``[location]`` names
         (tests).
-    :raises clicktodial.config.ConfigError: a plugin (``[store]``, ``[location]``, ``[calls]
-        policy``) is unknown or refuses its options, or a feature needs a capability the
-        configured store lacks.
+    :raises clicktodial.config.ConfigError: a file the configuration names cannot be used
+        (``[calls] ringback``), an endpoint type is unknown, a plugin (``[store]``,
+        ``[location]``, ``[calls] policy``) is unknown or refuses its options, or a feature
+        needs a capability the configured store lacks.
     """
+    # What the configuration names is opened first, before anything is built or listens.
+    load_named_resources(config)
     clock = IReactorTime(reactor)
     if store is None:
         store = store_for_daemon(config, clock)
