@@ -4,7 +4,8 @@ UA core and the transaction users behind it (the registrar; later the call contr
 
 ::
 
-    SIPTransportLayer ──▶ TransactionLayer ──▶ RequestRouter ─┬─▶ REGISTER: Registrar
+    SIPTransportLayer ──▶ (the daemon: AdmissionControl, clicktodial.service) ──▶
+    TransactionLayer ──▶ RequestRouter ───────────────────────┬─▶ REGISTER: Registrar
                                                               └─▶ everything else: UserAgent
                                                                    └─▶ IIncomingCallHandler
                                                                        (default: IncomingRefuser)
