@@ -36,7 +36,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.sip.address import Destination, Source
-from clicktodial.sip.core import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.dialog import (
     Dialog,
     DialogError,
@@ -58,6 +57,7 @@ from clicktodial.sip.message import (
     new_tag,
 )
 from clicktodial.sip.parser import MessageParseError, parse_message
+from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.sdp import (
     SDP_CONTENT_TYPE,
     OfferAnswerError,
@@ -1213,7 +1213,7 @@ class SessionHandlerBase:
 
 def default_precheck(request: Request) -> Response | None:
     """
-    The RFC 3261 §8.2.1-§8.2.3 checks of L{clicktodial.sip.core.uas_precheck}
+    The RFC 3261 §8.2.1-§8.2.3 checks of L{clicktodial.sip.precheck.uas_precheck}
     for the methods this core handles: 501, 416, 420, 415 or None.
     """
     return uas_precheck(request, ALLOWED_METHODS, SUPPORTED_OPTIONS, ACCEPTED_TYPES)
