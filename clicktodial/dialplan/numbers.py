@@ -42,6 +42,7 @@ E164_MAX_DIGITS = 15
 # RFC 3966 visual-separator, plus the space and "/" people type.
 _SEPARATORS = re.compile(r"[\s\-.()/\u00a0]")
 _DIGITS = re.compile(r"[0-9]+")
+_DIALLED = re.compile(r"[0-9.\-]+")
 
 
 class InvalidNumber(ValueError):
@@ -170,7 +171,9 @@ def parse_target(text: str, plan: NumberingPlan, domain: str) -> Target:
         return _sip_target(rest, plan, domain, stripped)
     if colon:
         raise InvalidNumber(f"{stripped!r}: only tel: and sip: addresses can be called")
-    if is_valid_username(stripped):
+    # A user name, or an extension (digits only; the directory tells, see above). Digits
+    # with separators (020.7946.0958) are valid user names too, but written as a number.
+    if is_valid_username(stripped) and (stripped.isdigit() or not _DIALLED.fullmatch(stripped)):
         return LocalName(stripped)
     return _dialled(stripped, plan, stripped)
 
