@@ -614,7 +614,7 @@ class WebApp:
         if self.controller is not None:
             info = self.controller.get_call(call_id)
             if info is not None:
-                view = CallView.from_info(info)
+                view = await self._with_number(CallView.from_info(info))
         if view is None and _is_call_id(call_id):
             record = await self.records.get_call(call_id)
             if record is not None:
@@ -624,6 +624,17 @@ class WebApp:
         if not principal.may_see(view):
             raise HTTPError(403, "not your call")
         return view
+
+    async def _with_number(self, view: CallView) -> CallView:
+        """A call in progress to a number (a callee no user name can be) with its number,
+        class and trunk from its record (the controller's CallInfo has none of them)."""
+        if not view.callee.startswith("+"):
+            return view
+        record = await self.records.get_call(view.call_id)
+        if record is None:
+            return view
+        return attrs.evolve(view, number=record.number, trunk=record.trunk,
+                            destination_class=record.destination_class)
 
     async def hang_up(self, principal: Principal, call_id: str) -> CallView:
         """
@@ -682,9 +693,12 @@ class WebApp:
         views = []
         for record in records[:limit]:
             info = self.controller.get_call(record.call_id) if self.controller else None
-            views.append(
-                CallView.from_info(info) if info is not None else CallView.from_record(record)
-            )
+            view = CallView.from_record(record)
+            if info is not None:
+                view = attrs.evolve(CallView.from_info(info), number=record.number,
+                                    destination_class=record.destination_class,
+                                    trunk=record.trunk)
+            views.append(view)
         return views, len(records) > limit
 
     # -- live events ---------------------------------------------------------------------
