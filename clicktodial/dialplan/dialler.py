@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from clicktodial.config import Config
 from clicktodial.dialplan.numbers import (
     E164,
     InvalidNumber,
@@ -57,6 +58,10 @@ class Dialler:
         self.records = records
         self.quota = quota
         self.domain = domain
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: new calls follow the new ``[dialplan]`` (a revoked class at once)."""
+        self.plan = config.dialplan.plan()
 
     async def resolve(self, username: str, text: str, *,
                       record: bool) -> LocalName | DialDecision:
