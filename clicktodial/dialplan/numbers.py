@@ -194,7 +194,9 @@ def _sip_target(rest: str, plan: NumberingPlan, domain: str, shown: str) -> Targ
     user = unquote(user_part.partition(":")[0])
     if user_is_phone or user.startswith("+"):
         return _telephone_subscriber(user, shown)
-    host = host.partition(":")[0].lower() if not host.startswith("[") else host.lower()
+    # The host without its port; an IPv6 reference keeps its brackets ([::1]:5060).
+    host = (host.partition("]")[0] + "]" if host.startswith("[") else
+            host.partition(":")[0]).lower()
     if host != domain.lower():
         raise InvalidNumber(
             f"{shown!r}: only numbers (user=phone) and addresses of {domain} can be called")

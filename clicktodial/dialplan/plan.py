@@ -85,7 +85,7 @@ _NANP_ABROAD = (
 _DEFAULTS: dict[str, dict[str, str]] = {
     # UK (Ofcom numbering): 07 mobile except 070 personal and 076 pagers (premium-rated in
     # practice); 09 premium, 087 and 084 special rate, 118 directory enquiries.
-    "44": {"mobile": "447", "premium": "4470 4476 449 4487 4484 44118 44908 44909",
+    "44": {"mobile": "447", "premium": "4470 4476 449 4487 4484 44118",
            "emergency": "999 112"},
     # North America: mobiles share area codes; 900/976 premium; the Caribbean is abroad.
     "1": {"premium": "1900 1976", "abroad": " ".join("1" + a for a in _NANP_ABROAD.split()),
