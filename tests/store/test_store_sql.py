@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,27 @@ def test_claim_active_calls_without_update_returning(url: str,
     assert success_result_of(store.get_call(other)).active  # type: ignore[union-attr]
     assert {success_result_of(store.get_call(c)).end_reason for c in mine} == {"lost"}  # type: ignore[union-attr]
     success_result_of(store.stop())
+
+
+def test_many_clicks_at_once_on_sqlite_count_exactly_the_daily_limit(url: str) -> None:
+    """Four stores on one SQLite file (as four daemons), 20 counts, a limit of 7: 7 counted."""
+    upgrade_schema(url)
+    stores = [started(url) for _ in range(4)]
+    counted: list[bool] = []
+    lock = threading.Lock()
+
+    def clicks(store: SQLStore) -> None:
+        for _ in range(5):
+            result = success_result_of(store.count_outbound_call("bob", "2026-12-06", 7))
+            with lock:
+                counted.append(result)
+
+    threads = [threading.Thread(target=clicks, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert (counted.count(True), counted.count(False)) == (7, 13)
+    assert success_result_of(stores[0].outbound_calls("bob", "2026-12-06")) == 7
+    for store in stores:
+        success_result_of(store.stop())
