@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from attrs import field, frozen
 
+from clicktodial.calls.values import CallRefused
 from clicktodial.dialplan.numbers import E164, InvalidNumber, NumberingPlan, parse_number
 
 __all__ = [
@@ -41,22 +42,13 @@ ALLOWABLE_CLASSES = ("national", "mobile", "international", "premium")
 DEFAULT_ALLOWED = frozenset({"national", "mobile"})
 
 
-class DialRefused(Exception):
+class DialRefused(CallRefused):
     """
-    A number may not be dialled.
-
-    :ivar reason: ``invalid-number``, ``emergency``, ``class-not-allowed``, ``no-route``
-        or ``daily-limit``.
-    :ivar message: why, in words for the user.
+    A number may not be dialled: a :class:`CallRefused` whose ``reason`` is
+    ``invalid-number``, ``emergency``, ``class-not-allowed``, ``no-route``,
+    ``daily-limit``, ``no-dial-plan`` or ``no-quota``, and ``message`` says why in words
+    for the user.
     """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @frozen

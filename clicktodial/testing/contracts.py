@@ -48,8 +48,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -1049,3 +1050,27 @@ class OutboundQuotaContract(_StoreFixtures):
             "+442079460958", "international", "uk_main",
             "international numbers are not allowed for alice")
         assert record.public_state == "failed"
+
+
+def count_at_once(stores: Sequence[Any], attempts: int, limit: int,
+                  username: str = "bob", day: str = "2026-12-06") -> list[bool]:
+    """
+    ``attempts`` calls of ``count_outbound_call`` from each of ``stores``, each store in
+    its own thread at the same time (as that many daemons): what each call fired with.
+    The stores must run their operations inline (``InlineThreadPool``).
+    """
+    counted: list[bool] = []
+    lock = threading.Lock()
+
+    def clicks(store: Any) -> None:
+        for _ in range(attempts):
+            result = success_result_of(store.count_outbound_call(username, day, limit))
+            with lock:
+                counted.append(result)
+
+    threads = [threading.Thread(target=clicks, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return counted

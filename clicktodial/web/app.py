@@ -597,9 +597,7 @@ class WebApp:
         try:
             await self.dialler.admit(principal.username, target)
             info = await outbound.place_outbound(principal.username, target)
-        except DialRefused as e:
-            raise HTTPError(403, e.message) from None
-        except CallRefused as e:
+        except CallRefused as e:  # a DialRefused too (the daily limit)
             raise HTTPError(403, e.message) from None
         return attrs.evolve(CallView.from_info(info), number=str(target.number),
                             destination_class=target.destination_class)

@@ -30,6 +30,7 @@ from calltools import (  # type: ignore[import-not-found]
     log_in,
     needs_chromium,
     register,
+    watched_page,
     web_api_get,
 )
 from conftest import REPO_ROOT, find_free_port  # type: ignore[import-not-found]
@@ -79,10 +80,7 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
     with playwright_sync.sync_playwright() as p:
         browser = launch_chromium(p)
         try:
-            page = browser.new_page(viewport={"width": 390, "height": 760})
-            page.set_default_timeout(WAIT_MS)
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page, errors = watched_page(browser, 390, 760, WAIT_MS)
             page.goto(base + "/login")
             log_in(page, base, "alice")
 

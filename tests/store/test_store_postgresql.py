@@ -23,6 +23,7 @@ from clicktodial.testing.contracts import (
     CallTraceStoreContract,
     OutboundQuotaContract,
     StoreContract,
+    count_at_once,
 )
 from clicktodial.testing.fakes import (
     InlineReactor,
@@ -320,25 +321,12 @@ def test_two_nodes_counting_outbound_calls_at_once_never_pass_the_daily_limit(
 
 
 def test_many_clicks_at_once_count_exactly_the_daily_limit(pg_url: URL) -> None:
-    """Eight threads (as eight daemons) counting 40 calls against a limit of 10: 10 counted."""
+    """Eight stores (as eight daemons) counting 40 calls against a limit of 10: 10 counted."""
     stores = [SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
                        realm="example.com", hasher=cheap_password_hasher()) for _ in range(8)]
     for store in stores:
         success_result_of(store.start())
-    counted: list[bool] = []
-    lock = threading.Lock()
-
-    def clicks(store: SQLStore) -> None:
-        for _ in range(5):
-            result = success_result_of(store.count_outbound_call("bob", "2026-12-06", 10))
-            with lock:
-                counted.append(result)
-
-    threads = [threading.Thread(target=clicks, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    counted = count_at_once(stores, 5, 10)
     assert (counted.count(True), counted.count(False)) == (10, 30)
     assert success_result_of(stores[0].outbound_calls("bob", "2026-12-06")) == 10
     for store in stores:

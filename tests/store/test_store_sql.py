@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from clicktodial.store.errors import (
 from clicktodial.store.schema import metadata
 from clicktodial.store.sql import SQLStore, check_schema, create_sql_engine, upgrade_schema
 from clicktodial.store.values import BindingChanges, ContactChange
+from clicktodial.testing.contracts import count_at_once
 from clicktodial.testing.fakes import (
     InlineReactor,
     InlineThreadPool,
@@ -283,20 +283,7 @@ def test_many_clicks_at_once_on_sqlite_count_exactly_the_daily_limit(url: str) -
     """Four stores on one SQLite file (as four daemons), 20 counts, a limit of 7: 7 counted."""
     upgrade_schema(url)
     stores = [started(url) for _ in range(4)]
-    counted: list[bool] = []
-    lock = threading.Lock()
-
-    def clicks(store: SQLStore) -> None:
-        for _ in range(5):
-            result = success_result_of(store.count_outbound_call("bob", "2026-12-06", 7))
-            with lock:
-                counted.append(result)
-
-    threads = [threading.Thread(target=clicks, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    counted = count_at_once(stores, 5, 7)
     assert (counted.count(True), counted.count(False)) == (7, 13)
     assert success_result_of(stores[0].outbound_calls("bob", "2026-12-06")) == 7
     for store in stores:
