@@ -362,6 +362,8 @@ def build_service(
     # registering here appear online at once (others' registrations: the monitor's poll,
     # or at once when the location store tells of changes made by other daemons).
     sip.registrar.binding_listeners.append(web_app.registrations.bindings_changed)
+    # [dialplan] changes live on SIGHUP (a class revoked from a user at once).
+    root.reload_hooks.append(web_app.dialler.reload)
     if binding_notices is not None:
         binding_notices.subscribe(web_app.registrations.aor_changed)
     # /metrics, /readyz (added by install_operations) and /healthz: to anyone on [web]
