@@ -132,6 +132,9 @@ class TrunkRegistration(Service):
         if was is RegistrationState.REGISTERED and self._last_destination is not None:
             # RFC 3261 §10.2.2: remove our binding; nobody waits for the answer.
             request = self._request(self._last_destination, expires=0)
+            answer = self.answerer.preemptive(request)
+            if answer is not None:
+                request.headers.add(answer.name, answer.value)
             try:
                 self.transactions.send_request(request, self._last_destination,
                                                lambda response: None)
