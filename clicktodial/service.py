@@ -42,6 +42,7 @@ from clicktodial.interfaces import (
     IStoreBackend,
     IUserChangeNotifier,
 )
+from clicktodial.metrics import TrunkCollector
 from clicktodial.operations import Operations, install_operations
 from clicktodial.pluginconfig import (
     build_location_store,
@@ -53,6 +54,8 @@ from clicktodial.pluginconfig import (
 from clicktodial.sip.stack import SIPStack
 from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.store.plugins import StoreEnvironment
+from clicktodial.trunks.inbound import TrunkInboundGuard
+from clicktodial.trunks.trunk import trunks_for_daemon
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
 from clicktodial.web.site import BoundedSite
@@ -305,6 +308,14 @@ def build_service(
             user_agent=config.sip.user_agent,
         ).setServiceParent(root)
 
+    # --- trunks (issue 17: clicktodial.trunks, docs/trunks.md) -----------------------------
+    # [trunk:NAME] sections: registration and OPTIONS keep-alive with each provider (started
+    # after the SIP stack, stopped before it: the un-REGISTER still goes out) and the ITrunk
+    # a call leg uses; the inbound guard and the metrics are added with the operations below.
+    trunks = trunks_for_daemon(config, clock, sip.transactions)
+    if trunks is not None:
+        trunks.setServiceParent(root)
+
     # --- calls -----------------------------------------------------------------------------
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
@@ -327,7 +338,7 @@ def build_service(
     # --- web -------------------------------------------------------------------------------
     # strports.service makes a failure to listen raise from startService, so twistd stops
     # instead of running without its web interface.
-    web_app = make_web_app(config, clock, store, controller, locations, tracer)
+    web_app = make_web_app(config, clock, store, controller, locations, tracer, trunks)
     # The registrar tells the web's presence about each REGISTER it handles, so phones
     # registering here appear online at once (others' registrations: the monitor's poll,
     # or at once when the location store tells of changes made by other daemons).
@@ -351,6 +362,13 @@ def build_service(
         location=location,
         connection_limits=[*connection_limits.values(), web_limit],
     )
+    if trunks is not None:
+        # In front of admission control: every new request from a provider's addresses is
+        # refused before anything else sees it (no open relay); the trunks in /metrics.
+        sip.transport.handler = TrunkInboundGuard(
+            sip.transport.handler or sip.transactions, trunks, sip.transactions,
+            server=config.sip.user_agent)
+        root.operations.metrics.collector(TrunkCollector(trunks))
     # A request must arrive whole within [web] request_timeout (slow clients:
     # clicktodial.web.site); one address holds at most max_connections_per_client.
     site = BoundedSite(web_root, clock, config.web.request_timeout)

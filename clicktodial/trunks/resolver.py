@@ -36,7 +36,7 @@ from clicktodial.netaddr import ip_of
 from clicktodial.sip.address import Destination
 from clicktodial.sip.uri import URI
 
-__all__ = ["ProxyResolver", "ResolutionFailed", "order_srv"]
+__all__ = ["ProxyResolver", "ResolutionFailed", "order_srv", "system_resolver"]
 
 log = Logger(namespace="clicktodial.trunks.resolver")
 
@@ -269,3 +269,17 @@ def _failed(reason: str) -> Deferred[list[Destination]]:
     d: Deferred[list[Destination]] = Deferred()
     d.errback(ResolutionFailed(reason))
     return d
+
+
+def system_resolver(reactor: IReactorTime) -> IResolver:
+    """
+    The machine's resolver on ``reactor``: ``/etc/hosts``, then the servers of
+    ``/etc/resolv.conf`` (twisted.names: asynchronous, never blocking the reactor).
+    """
+    from twisted.names import client, hosts, resolve
+
+    chain: IResolver = resolve.ResolverChain([
+        hosts.Resolver(file=b"/etc/hosts"),
+        client.Resolver(resolv="/etc/resolv.conf", reactor=reactor),
+    ])
+    return chain

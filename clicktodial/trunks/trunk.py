@@ -16,20 +16,21 @@ from collections.abc import Mapping, Sequence
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IResolver
 from zope.interface import implementer
 
+from clicktodial.config import Config
 from clicktodial.interfaces import ITrunk, ITrunkRegistry
 from clicktodial.netaddr import ip_of
 from clicktodial.sip.address import Destination
 from clicktodial.sip.uri import URI, parse_uri
 from clicktodial.sip.useragent import TransactionLayerLike
 from clicktodial.trunks.auth import DigestAnswerer
-from clicktodial.trunks.config import E164_RE, TrunkConfig
+from clicktodial.trunks.config import E164_RE, TrunkConfig, trunk_configs
 from clicktodial.trunks.keepalive import TrunkKeepAlive
 from clicktodial.trunks.limits import CallAdmission, CallTicket
 from clicktodial.trunks.registration import TrunkRegistration
-from clicktodial.trunks.resolver import ProxyResolver
+from clicktodial.trunks.resolver import ProxyResolver, system_resolver
 from clicktodial.trunks.values import (
     CallerIdentity,
     Reachability,
@@ -38,7 +39,7 @@ from clicktodial.trunks.values import (
     TrunkStatus,
 )
 
-__all__ = ["Trunk", "TrunkRegistry", "build_trunks"]
+__all__ = ["Trunk", "TrunkRegistry", "build_trunks", "trunks_for_daemon"]
 
 
 @implementer(ITrunk)
@@ -169,3 +170,23 @@ def build_trunks(clock: IReactorTime, configs: Mapping[str, TrunkConfig],
         Trunk(clock, name, config, resolver, transactions, user_agent=user_agent)
         for name, config in configs.items()
     ])
+
+
+def trunks_for_daemon(config: Config, reactor: IReactorTime,
+                      transactions: TransactionLayerLike,
+                      resolver: IResolver | None = None) -> TrunkRegistry | None:
+    """
+    The trunks of ``config``'s ``[trunk:NAME]`` sections on the daemon's transaction
+    layer, resolving names with ``resolver`` (default: the machine's, on ``reactor``);
+    ``None`` when there is no such section.
+
+    :raises clicktodial.config.ConfigError: a bad ``[trunk:NAME]`` key.
+    """
+    configs = trunk_configs(config)
+    if not configs:
+        return None
+    if resolver is None:
+        resolver = system_resolver(reactor)
+    transports = tuple(t.upper() for t in config.sip.transports)
+    return build_trunks(reactor, configs, ProxyResolver(reactor, resolver, transports),
+                        transactions, user_agent=config.sip.user_agent)

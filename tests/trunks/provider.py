@@ -38,14 +38,15 @@ def trunk_config(**changes: object) -> TrunkConfig:
 class Harness:
     """A trunk on a real transaction layer, a fake DNS, and a provider to answer."""
 
-    def __init__(self, config: TrunkConfig | None = None, *records: object) -> None:
+    def __init__(self, config: TrunkConfig | None = None, *records: object,
+                 name: str = "provider") -> None:
         self.clock = Clock()
         self.transport = RecordingTransport(self.clock, "192.0.2.10", 5060)
         self.layer = TransactionLayer(self.clock, self.transport, RecordingUser())
         self.dns = FakeResolver(*(records or (a("provider.example", "198.51.100.1"),)))  # type: ignore[arg-type]
         self.resolver = ProxyResolver(self.clock, self.dns, ("UDP", "TCP"))
         self.config = config if config is not None else trunk_config()
-        self.trunk = Trunk(self.clock, "provider", self.config, self.resolver, self.layer,
+        self.trunk = Trunk(self.clock, name, self.config, self.resolver, self.layer,
                            rng=random.Random(3))
         self.server = DigestAuthenticator(self.clock, REALM, b"k" * 32)
         self.answered = 0
