@@ -13,8 +13,8 @@ the pending timer is state data, cancelled by the transition leaving the state):
     failed      --retry timer------------------> registering
     any         --stop-------------------------> off (REGISTER Expires: 0 if registered)
 
-A refresh goes out at half the expiry the provider granted, and at least ``margin``
-seconds before it ends. A refresh reuses the last nonce (``nc`` + 1) so it normally costs
+A refresh goes out at half the expiry the provider granted (the other half is left for
+retries and the next target before the binding ends). A refresh reuses the last nonce (``nc`` + 1) so it normally costs
 one transaction; the provider challenging again is answered once per round. A retry after
 a failure waits ``retry_base`` seconds, doubled with each failure in a row up to
 ``retry_max``, with ±20 % jitter (so many daemons do not retry in step).
@@ -48,10 +48,11 @@ log = Logger(namespace="clicktodial.trunks.registration")
 _TRY_NEXT = frozenset({408, 500, 503, 504})
 
 
-def refresh_delay(granted: float, margin: float) -> float:
-    """When to refresh a binding granted for ``granted`` seconds: at half of it, and at
-    least ``margin`` seconds before it ends (never sooner than one second)."""
-    return max(1.0, min(granted / 2, granted - margin))
+def refresh_delay(granted: float) -> float:
+    """When to refresh a binding granted for ``granted`` seconds: at half of it (never
+    sooner than one second), so the second half is left for retries and fail-over before
+    the provider forgets us."""
+    return max(1.0, granted / 2)
 
 
 class TrunkRegistration(Service):
@@ -76,7 +77,6 @@ class TrunkRegistration(Service):
         answerer: DigestAnswerer,
         expires: int,
         user_agent: str | None = None,
-        margin: float = 32.0,
         retry_base: float = 30.0,
         retry_max: float = 600.0,
         rng: random.Random | None = None,
@@ -90,7 +90,6 @@ class TrunkRegistration(Service):
         self.answerer = answerer
         self.expires = expires
         self.user_agent = user_agent
-        self.margin = margin
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.rng = rng if rng is not None else random.Random()
@@ -244,7 +243,7 @@ class TrunkRegistration(Service):
         self.reason = None
         self.failures = 0
         self.expires_at = now + granted
-        delay = refresh_delay(granted, self.margin)
+        delay = refresh_delay(granted)
         log.info("trunk {trunk}: registered for {granted} s, refreshing in {delay} s",
                  trunk=self.trunk, granted=granted, delay=delay)
         self._set_timer(self.clock.callLater(delay, self._refresh))

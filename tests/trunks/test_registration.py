@@ -76,10 +76,10 @@ def test_refreshed_at_half_the_granted_expiry_without_a_new_challenge() -> None:
 
 
 def test_refresh_delay_rule() -> None:
-    """Half the grant, at least the margin before the end, never under a second."""
-    assert refresh_delay(3600, 32) == 1800
-    assert refresh_delay(60, 32) == 28
-    assert refresh_delay(20, 32) == 1.0
+    """Half the grant, never under a second."""
+    assert refresh_delay(3600) == 1800
+    assert refresh_delay(10) == 5
+    assert refresh_delay(1) == 1.0
 
 
 def test_provider_granting_less_is_respected() -> None:
