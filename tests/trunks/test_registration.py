@@ -190,3 +190,30 @@ def test_no_credentials_for_a_foreign_realm(realm: str) -> None:
     assert status.state is RegistrationState.FAILED
     assert "no credentials for realm" in (status.reason or "")
     assert len(h.requests("REGISTER")) == 1
+
+
+def test_transition_table_complete_for_the_states_that_send() -> None:
+    """While a round runs (registering, or registered and refreshing) every input but
+    start and timer-less ones has a transition; stop has one in every state."""
+    from clicktodial.trunks.registration import Input, TrunkRegistration
+
+    table = TrunkRegistration._TABLE
+    for state in (RegistrationState.REGISTERING, RegistrationState.REGISTERED):
+        for input_ in Input:
+            if input_ in (Input.START,) or (
+                    input_ is Input.TIMER and state is RegistrationState.REGISTERING):
+                continue
+            assert (state, input_) in table, (state, input_)
+    for state in RegistrationState:
+        assert (state, Input.STOP) in table
+
+
+def test_input_without_transition_is_counted_not_acted_on() -> None:
+    """An input the state has no transition for changes nothing and is counted."""
+    from clicktodial.trunks.registration import Event, Input
+
+    h = Harness()
+    machine = registration(h)
+    machine.react(Event(Input.OK))  # off: nothing registered
+    assert machine.state is RegistrationState.OFF
+    assert machine.unexpected == 1
