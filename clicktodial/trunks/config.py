@@ -38,7 +38,9 @@ __all__ = [
 
 #: An E.164 number as we present and dial it: ``+``, then 2 to 15 digits (ITU-T E.164 §6).
 E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
-_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]{1,64}")
+# RFC 3261 §25.1 user characters, without ";", "?", "/" and escapes: a user name of the
+# configuration never adds a URI parameter or header when put in a URI.
+_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,]{1,64}")
 _TRANSPORTS = ("udp", "tcp", "tls")
 
 
@@ -101,9 +103,12 @@ def _parse_host(text: str) -> str | None:
     if not text:
         return None
     try:
-        return parse_uri(f"sip:{text}").host
+        uri = parse_uri(f"sip:{text}")
     except ValueError:
         raise ValueError(f"not a host name or address: {text!r}") from None
+    if uri.port is not None or uri.params or uri.user is not None:
+        raise ValueError(f"a host name or address only, without port or parameters: {text!r}")
+    return uri.host
 
 
 def parse_user_caller_ids(text: str) -> Mapping[str, str]:

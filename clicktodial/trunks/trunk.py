@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime, IResolver
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.config import Config
@@ -40,6 +42,8 @@ from clicktodial.trunks.values import (
 )
 
 __all__ = ["Trunk", "TrunkRegistry", "build_trunks", "trunks_for_daemon"]
+
+log = Logger(namespace="clicktodial.trunks.trunk")
 
 
 @implementer(ITrunk)
@@ -145,6 +149,13 @@ class TrunkRegistry(MultiService):
         for trunk in trunks:
             trunk.service.setServiceParent(self)
 
+    def startService(self) -> None:
+        super().startService()
+        # Resolve every proxy once at start, so the inbound guard knows each provider's
+        # addresses even for a trunk that neither registers nor pings.
+        for trunk in self._trunks.values():
+            trunk.destinations().addErrback(_unresolved, trunk.name)
+
     def get(self, name: str) -> ITrunk | None:
         return self._trunks.get(name)
 
@@ -160,6 +171,11 @@ class TrunkRegistry(MultiService):
                 trunk.refused_inbound += 1
                 return trunk.name
         return None
+
+
+def _unresolved(failure: Failure, name: str) -> None:
+    log.warn("trunk {trunk}: cannot resolve its proxy: {error}", trunk=name,
+             error=failure.getErrorMessage())
 
 
 def build_trunks(clock: IReactorTime, configs: Mapping[str, TrunkConfig],

@@ -89,3 +89,16 @@ def test_in_dialog_requests_and_responses_pass() -> None:
     guard.response_received(challenge, source("198.51.100.1"))
     answered = h.last("REGISTER")
     assert answered is not register and "Authorization" in answered.headers
+
+
+def test_proxy_resolved_at_start_even_without_registration_or_keepalive() -> None:
+    """The registry resolves every proxy as it starts: the guard knows its addresses."""
+    h = Harness(trunk_config(register="no", keepalive_interval="0",
+                             proxy="sip:provider.example:5060"))
+    registry = TrunkRegistry([h.trunk])
+    guard = TrunkInboundGuard(h.layer, registry, h.layer)
+    guard.request_received(request("INVITE"), source("198.51.100.1"))
+    assert h.transport.responses() == []  # not known yet: not the guard's to refuse
+    registry.startService()
+    guard.request_received(request("INVITE"), source("198.51.100.1"))
+    assert [s.status for s in h.transport.responses()] == [403]

@@ -183,6 +183,8 @@ def test_config_defaults_and_keys() -> None:
     ("register_expires = 10", "register_expires", "60 to 86400"),
     ("keepalive_interval = 1", "keepalive_interval", "at least 5"),
     ("colour = red", "colour", "unknown key"),
+    ("domain = p.example:5070", "domain", "without port"),
+    ("username = u;lr", "username", "not a SIP user name"),
 ])
 def test_config_errors_name_file_section_key(line: str, key: str, words: str) -> None:
     """Every bad value is one line: file, [trunk:NAME], key, what is wrong."""
