@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, find_free_port, python_env, wait_until  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    REPO_ROOT,
+    find_free_port,
+    python_env,
+    stop_process,
+    wait_until,
+)
 from kamailiotools import KamailioProvider
 
 pytestmark = [
@@ -140,3 +147,46 @@ def test_trunk_registers_refreshes_is_shown_and_refuses_calls_from_the_provider(
     daemon.wait_for_log("refused INVITE from trunk provider")
     assert 'clicktodial_trunk_inbound_refused_total{trunk="provider"} 1.0' in metrics(
         metrics_port)
+
+
+@pytest.mark.parametrize("fail_invites", [False, True], ids=["relayed", "503"])
+def test_provider_helper_challenges_calls_and_relays_them_to_the_pstn_phone(
+    tmp_path: Path, running: list[Any], fail_invites: bool,
+) -> None:
+    """The helper the call tests will use: an INVITE is challenged with 407, then relayed
+    to the PSTN phone, which sends 183 with SDP and answers; or, with fail_invites, the
+    provider answers 503."""
+    provider = KamailioProvider(tmp_path, address=PROVIDER, port=5060, user=USER,
+                                password=PASSWORD, pstn=PSTN, fail_invites=fail_invites)
+    running.append(provider)
+    scenarios = REPO_ROOT / "tests" / "interop" / "sipp"
+    phone = subprocess.Popen(
+        ["sipp", "-sf", str(scenarios / "pstn_phone.xml"), "-i", PSTN[0], "-p", str(PSTN[1]),
+         "-d", "300", "-m", "1", "-timeout", "25", "-timeout_error", "-nostdin"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path)
+    running.append(Stopper(phone))
+    time.sleep(0.5)  # the phone's socket is open (sipp binds at once)
+    caller = subprocess.run(
+        ["sipp", f"{PROVIDER}:5060", "-sf", str(scenarios / "trunk_uac_call.xml"),
+         "-s", "+4940555001", "-au", USER, "-ap", PASSWORD, "-i", "127.0.0.1",
+         "-p", str(find_free_port()), "-m", "1", "-timeout", "20", "-timeout_error",
+         "-nostdin"],
+        capture_output=True, cwd=tmp_path, timeout=60)
+    assert caller.returncode == 0, (caller.stdout + caller.stderr).decode(errors="replace")[-2000:]
+    output = provider.output()
+    if fail_invites:
+        assert "relayed to the PSTN phone" not in output
+    else:
+        assert "INVITE to sip:+4940555001@provider.test: relayed to the PSTN phone" in output
+        assert phone.wait(timeout=15) == 0  # the phone saw its call through to the BYE
+
+
+class Stopper:
+    """A subprocess to stop (by its PID) at the end of a test."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    def stop(self) -> None:
+        stop_process(self.process)
