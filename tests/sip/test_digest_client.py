@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from clicktodial.sip.digest import (
@@ -17,6 +19,8 @@ from clicktodial.sip.digest import (
     Verdict,
     authorization_for,
     compute_ha1,
+    compute_response,
+    format_challenge,
     new_cnonce,
     parse_auth_params,
     parse_authorization,
@@ -220,3 +224,26 @@ class TestParsing:
         ])
         assert chosen is not None and chosen.nonce == "b"
         assert select_challenge(['Basic realm="r"']) is None
+
+
+_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="\x7f"),
+                min_size=1, max_size=20)
+
+
+@given(username=_TEXT, password=_TEXT, realm=_TEXT, nonce=_TEXT,
+       algorithm=st.sampled_from(["MD5", "SHA-256"]), nc=st.integers(1, 2 ** 32 - 1))
+def test_answer_parses_back_and_verifies(username: str, password: str, realm: str,
+                                         nonce: str, algorithm: str, nc: int) -> None:
+    """Whatever the values (quotes, backslashes, commas), the server side parses our
+    answer back to the same values, and the response is the RFC 7616 one."""
+    challenge = parse_challenge(format_challenge(realm, nonce, algorithm, opaque="o,\"p"))
+    value = authorization_for(challenge, "INVITE", "sip:+4930@p.example", username, password,
+                              cnonce="c", nc=nc)
+    credentials = parse_authorization(value)
+    assert (credentials.username, credentials.realm, credentials.nonce) == (
+        username, realm, nonce)
+    assert credentials.opaque == 'o,"p'
+    assert credentials.nc_value == nc
+    ha1 = compute_ha1(username, realm, password, algorithm)
+    assert credentials.response == compute_response(
+        ha1, nonce, credentials.nc, "c", "auth", "INVITE", "sip:+4930@p.example", algorithm)
