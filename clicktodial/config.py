@@ -59,6 +59,7 @@ __all__ = [
     "SipConfig",
     "StoreConfig",
     "WebConfig",
+    "build_section",
     "ini_section_name",
     "iter_settings",
     "load_config",
@@ -1024,8 +1025,9 @@ class LocationConfig:
     )
 
 
-#: The kinds of plugin configured in ``[KIND:NAME]`` sections (clicktodial.plugins).
-PLUGIN_KINDS = ("store", "location", "policy")
+#: The kinds of ``[KIND:NAME]`` section: plugins (clicktodial.plugins), and ``[trunk:NAME]``
+#: SIP trunks to a provider (clicktodial.trunks.config validates those).
+PLUGIN_KINDS = ("store", "location", "policy", "trunk")
 
 
 def _read_only_sections(
@@ -2054,7 +2056,13 @@ def _read_ini(text: str, filename: str) -> configparser.ConfigParser:
     return parser
 
 
-def _build_section(filename: str, section: str, cls: type, values: Mapping[str, str]) -> Any:
+def build_section(filename: str, section: str, cls: type, values: Mapping[str, str]) -> Any:
+    """
+    Build the section class ``cls`` (attrs fields declared with :func:`setting`) from the
+    INI ``values`` of ``[section]``.
+
+    :raises ConfigError: an unknown or missing key, a value its parser refuses.
+    """
     fields = attrs.fields(cls)
     valid = [a.name for a in fields]
     for key in values:
@@ -2138,7 +2146,7 @@ def parse_config(text: str, filename: str) -> Config:
         options = plugin_sections.setdefault(f"store:{backend}", {})
         options.setdefault("url", store_values["url"].strip())
     sections = {
-        name: _build_section(
+        name: build_section(
             filename, name, cls,
             store_values if name == "store"
             else dict(ini.items(name)) if ini.has_section(name) else {}

@@ -11,6 +11,7 @@ The plugin API: the interfaces a plugin provides or uses (docs/plugins.md).
 - Call control: L{ICallPolicyFactory}, L{ICallPolicy}, L{IMediaFlow},
   L{IBridge}; and the controller the web layer talks to, L{ICallController},
   with L{ICallEventListener}.
+- SIP trunks to a provider: L{ITrunk}, L{ITrunkRegistry} (built-in, not plugin API).
 
 Every method that does I/O returns a L{Deferred}; its docstring says what the
 Deferred fires with and which documented exceptions it fails with. Values
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from clicktodial.calls.values import CallInfo, CallRequest
     from clicktodial.config import CallsConfig
     from clicktodial.dialplan.plan import DialDecision
+    from clicktodial.sip.address import Destination
+    from clicktodial.sip.uri import URI
     from clicktodial.store.environment import StoreEnvironment
     from clicktodial.store.values import (
         ApiToken,
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
         User,
         UserChanges,
     )
+    from clicktodial.trunks.limits import CallTicket
+    from clicktodial.trunks.values import CallerIdentity, TrunkStatus
 
 
 class IUserStore(Interface):
@@ -858,6 +863,83 @@ class IEventBus(Interface):
         """
 
 
+# SIP trunks to a provider (clicktodial.trunks, docs/trunks.md): what a call leg through a
+# trunk uses, and what the admin page and /metrics read.
+
+
+class ITrunk(Interface):
+    """
+    One SIP trunk to a provider (a ``[trunk:NAME]`` section). Everything a call leg needs
+    to call an E.164 number through it; all on the reactor thread.
+    """
+
+    name = Attribute("The trunk's name (the NAME of [trunk:NAME]): str.")
+
+    def request_uri_for(e164: str) -> URI:
+        """
+        The Request-URI (and To) for calling C{e164} through the trunk:
+        C{sip:+4930123456@PROVIDER-DOMAIN}.
+
+        @raise ValueError: C{e164} is not an E.164 number (C{+} and 2-15 digits).
+        """
+
+    def destinations() -> Deferred[list[Destination]]:
+        """
+        Where to send the trunk's requests (RFC 3263), in the order to try them: on a
+        408/503 or a transport error, the next one (RFC 3263 §4.3).
+
+        @return: fires with a non-empty list, or fails with
+            L{clicktodial.trunks.resolver.ResolutionFailed}.
+        """
+
+    def credentials_for(realm: str) -> tuple[str, str] | None:
+        """
+        C{(auth user, password)} to answer a digest challenge of C{realm} from this
+        trunk's provider, or L{None} when C{realm} is not the trunk's (C{[trunk:NAME]
+        realm}; any realm when that is empty). Only ever use it for responses that
+        came from this trunk's destinations.
+        """
+
+    def caller_identity(username: str | None) -> CallerIdentity:
+        """
+        What to present on a call made by the directory user C{username} (L{None}: the
+        daemon itself): the trunk's C{caller_id}, or the user's own from
+        C{user_caller_ids}. Never taken from anything a user sends.
+        """
+
+    def admit() -> CallTicket:
+        """
+        Take a place for a new call (C{max_calls} at once, C{max_cps} a second), at once
+        and atomically; release the ticket when the call ends.
+
+        @raise clicktodial.trunks.values.TrunkBusy: a limit is reached.
+        """
+
+    def status() -> TrunkStatus:
+        """The trunk's registration, reachability and call counts now."""
+
+
+class ITrunkRegistry(Interface):
+    """The trunks built at start-up, by name."""
+
+    def get(name: str) -> ITrunk | None:
+        """The trunk C{name}, or L{None}."""
+
+    def names() -> list[str]:
+        """Every trunk's name, in the order of the configuration file."""
+
+    def statuses() -> list[TrunkStatus]:
+        """Every trunk's L{ITrunk.status}, in the order of L{names}."""
+
+    def screen_inbound(host: str) -> str | None:
+        """
+        The name of the trunk a request from C{host} (an IP address) comes from, when that
+        trunk refuses inbound requests (C{inbound = refuse}: the caller answers 403 and
+        routes the request nowhere; the refusal is counted in the trunk's status); L{None}
+        for a host that is no trunk's.
+        """
+
+
 # The SIP stack's internal seams moved to clicktodial.sip.interfaces (they are not plugin
 # API); importable from here as well for code written before the move.
 from clicktodial.sip.interfaces import (  # noqa: E402
@@ -893,6 +975,8 @@ __all__ = [
     "IStoreBackendFactory",
     "IStoreLoad",
     "ISchemaManagement",
+    "ITrunk",
+    "ITrunkRegistry",
     "IUserChangeNotifier",
     "IUserStore",
     # moved to clicktodial.sip.interfaces

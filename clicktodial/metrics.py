@@ -29,7 +29,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from clicktodial.interfaces import ILocationStore, IUserStore
+from clicktodial.interfaces import ILocationStore, ITrunkRegistry, IUserStore
+from clicktodial.trunks.values import Reachability, RegistrationState
 
 __all__ = [
     "READY_TIMEOUT",
@@ -37,6 +38,7 @@ __all__ = [
     "DaemonMetrics",
     "MetricsResource",
     "ReadinessResource",
+    "TrunkCollector",
 ]
 
 log = Logger(namespace="clicktodial.metrics")
@@ -163,6 +165,64 @@ class DaemonCollector(Collector):
                 for key, value in sorted(values.items()):
                     family.add_metric([key], float(value))
                 yield family
+
+
+class TrunkCollector(Collector):
+    """
+    The SIP trunks (``[trunk:NAME]``) read at scrape time from their registry: registration
+    state, reachability (OPTIONS keep-alive), calls up and refused. The ``trunk`` label is a
+    section name of the configuration file (a small fixed set).
+    """
+
+    def __init__(self, trunks: ITrunkRegistry) -> None:
+        self.trunks = trunks
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            statuses = self.trunks.statuses()
+        except Exception:
+            log.failure("metrics: cannot read the trunks")
+            return
+        registered = GaugeMetricFamily(
+            "clicktodial_trunk_registered",
+            "1 while the provider holds our registration, else 0.", labels=["trunk"])
+        state = GaugeMetricFamily(
+            "clicktodial_trunk_registration_state",
+            "The registration state with the provider: 1 for the current state.",
+            labels=["trunk", "state"])
+        expires = GaugeMetricFamily(
+            "clicktodial_trunk_registration_expires_timestamp_seconds",
+            "When the registration the provider granted ends (Unix time).", labels=["trunk"])
+        failures = GaugeMetricFamily(
+            "clicktodial_trunk_registration_failures",
+            "Registration attempts that failed in a row.", labels=["trunk"])
+        up = GaugeMetricFamily(
+            "clicktodial_trunk_up",
+            "OPTIONS keep-alive: 1 up, 0 down (absent: no keep-alive or no answer yet).",
+            labels=["trunk"])
+        active = GaugeMetricFamily(
+            "clicktodial_trunk_calls_active", "Calls through the trunk now.", labels=["trunk"])
+        refused = CounterMetricFamily(
+            "clicktodial_trunk_calls_refused",
+            "Calls refused by the trunk's max_calls or max_cps.", labels=["trunk"])
+        inbound = CounterMetricFamily(
+            "clicktodial_trunk_inbound_refused",
+            "Requests from the trunk's addresses refused (inbound = refuse).", labels=["trunk"])
+        for status in statuses:
+            name = [status.name]
+            current = status.registration.state
+            registered.add_metric(name, 1.0 if current is RegistrationState.REGISTERED else 0.0)
+            for each in RegistrationState:
+                state.add_metric([status.name, str(each)], 1.0 if each is current else 0.0)
+            if status.registration.expires_at is not None:
+                expires.add_metric(name, status.registration.expires_at)
+            failures.add_metric(name, float(status.registration.failures))
+            if status.reachability in (Reachability.UP, Reachability.DOWN):
+                up.add_metric(name, 1.0 if status.reachability is Reachability.UP else 0.0)
+            active.add_metric(name, float(status.active_calls))
+            refused.add_metric(name, float(status.refused_calls))
+            inbound.add_metric(name, float(status.refused_inbound))
+        yield from (registered, state, expires, failures, up, active, refused, inbound)
 
 
 class MetricsResource(Resource):

@@ -41,6 +41,7 @@ from clicktodial.store.plugins import (
     verify_location_store,
     verify_store,
 )
+from clicktodial.trunks.config import trunk_configs
 
 __all__ = [
     "build_location_store",
@@ -173,7 +174,8 @@ def _installed(kind: PluginKind, name: str) -> bool:
 
 def check_plugins(config: Config, environment: StoreEnvironment) -> list[str]:
     """
-    Validate every plugin choice and every ``[KIND:NAME]`` section of an existing plugin, and
+    Validate every plugin choice and every ``[KIND:NAME]`` section of an existing plugin (and
+    every ``[trunk:NAME]``), and
     that the store provides what ``[cluster] bus = postgres`` needs, by building the plugins
     (nothing is started: building connects to nothing) and dropping them. ``check-config``
     runs this; the daemon builds the same plugins at start-up.
@@ -186,6 +188,7 @@ def check_plugins(config: Config, environment: StoreEnvironment) -> list[str]:
     cluster_storage(config, build_store(config, environment))
     build_location_store(config, environment)
     build_policy(config)
+    trunk_configs(config)  # the [trunk:NAME] sections (clicktodial.trunks)
     return check_unchosen_sections(config, environment)
 
 

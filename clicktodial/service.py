@@ -42,7 +42,7 @@ from clicktodial.interfaces import (
     IStoreBackend,
     IUserChangeNotifier,
 )
-from clicktodial.metrics import DaemonMetrics
+from clicktodial.metrics import DaemonMetrics, TrunkCollector
 from clicktodial.operations import (
     Operations,
     install_operations,
@@ -56,10 +56,13 @@ from clicktodial.pluginconfig import (
     check_unchosen_sections,
     log_plugin_warnings,
 )
+from clicktodial.sip.interfaces import IMessageHandler
 from clicktodial.sip.stack import SIPStack
 from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.startup import load_named_resources
 from clicktodial.store.plugins import StoreEnvironment
+from clicktodial.trunks.inbound import TrunkInboundGuard
+from clicktodial.trunks.trunk import trunks_for_daemon
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
 from clicktodial.web.site import BoundedSite
@@ -317,9 +320,23 @@ def build_service(
         server=config.sip.user_agent,
         rate_limiter=rate_limiter,
     )
-    transport.connect(admission)
+
+    # --- trunks (issue 17: clicktodial.trunks, docs/trunks.md) -----------------------------
+    # [trunk:NAME] sections: registration and OPTIONS keep-alive with each provider (started
+    # after the SIP stack, stopped before it: the un-REGISTER still goes out) and the ITrunk
+    # a call leg uses; the trunks' metrics are added with the operations below.
+    trunks = trunks_for_daemon(config, clock, sip.transactions)
+    handler: IMessageHandler = admission
+    if trunks is not None:
+        # In front of admission control: every new request from a provider's addresses is
+        # refused before anything else sees it (no open relay).
+        handler = TrunkInboundGuard(admission, trunks, sip.transactions,
+                                    server=config.sip.user_agent)
+    transport.connect(handler)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
+    if trunks is not None:
+        trunks.setServiceParent(root)
     if tracer is not None:
         # Stops after the calls were hung up (their BYEs kept), before the SIP stack and
         # the store: what is buffered is written.
@@ -357,7 +374,7 @@ def build_service(
     # --- web -------------------------------------------------------------------------------
     # strports.service makes a failure to listen raise from startService, so twistd stops
     # instead of running without its web interface.
-    web_app = make_web_app(config, clock, store, controller, locations, tracer)
+    web_app = make_web_app(config, clock, store, controller, locations, tracer, trunks)
     # The registrar tells the web's presence about each REGISTER it handles, so phones
     # registering here appear online at once (others' registrations: the monitor's poll,
     # or at once when the location store tells of changes made by other daemons).
@@ -384,6 +401,8 @@ def build_service(
         location=location,
         connection_limits=[*connection_limits.values(), web_limit],
     )
+    if trunks is not None:
+        root.operations.metrics.collector(TrunkCollector(trunks))
     # A request must arrive whole within [web] request_timeout (slow clients:
     # clicktodial.web.site); one address holds at most max_connections_per_client.
     site = BoundedSite(web_root, clock, config.web.request_timeout)

@@ -264,7 +264,7 @@ def test_unknown_section_error_names_it_and_lists_the_valid_ones() -> None:
     assert str(error) == (
         "x.ini: [sipp]: unknown section (valid sections: "
         + ", ".join(section_names())
-        + ", and [KIND:NAME] for a plugin, KIND one of store, location, policy)"
+        + ", and [KIND:NAME] for a plugin, KIND one of store, location, policy, trunk)"
     )
     assert "sip, web, store, log, registrar" in str(error)
 

@@ -105,7 +105,7 @@ def test_an_unknown_store_backend_names_the_choosing_key(environment: StoreEnvir
 
 def test_a_bad_plugin_section_name_stops_parsing() -> None:
     assert one_line_error(lambda: config("[sore:sql]\n")) == (
-        "x.ini: [sore:sql]: unknown plugin kind 'sore' (one of store, location, policy)")
+        "x.ini: [sore:sql]: unknown plugin kind 'sore' (one of store, location, policy, trunk)")
 
 
 # -- [location] -----------------------------------------------------------------------------

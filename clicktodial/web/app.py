@@ -38,6 +38,7 @@ from clicktodial.interfaces import (
     IOutboundCalls,
     IOutboundQuota,
     IStoreBackend,
+    ITrunkRegistry,
     IUserStore,
 )
 from clicktodial.store.traces import CallTrace, TracedMessage
@@ -359,6 +360,7 @@ class WebApp:
     :param sessions: the session store (by default one with ``limits``' lifetimes).
     :param tracer: keeps the calls' SIP messages (``[calls] trace``), or None.
     :param wording: the ``[calls]`` timers quoted by the failure reasons.
+    :param trunks: the SIP trunks whose status the admin page shows (None: no trunks).
     """
 
     def __init__(
@@ -375,11 +377,14 @@ class WebApp:
         tracer: CallTracer | None = None,
         wording: CallWording | None = None,
         dialler: Dialler | None = None,
+        trunks: ITrunkRegistry | None = None,
     ) -> None:
         self.clock = clock
         #: reads what users dial: directory names, and numbers by [dialplan]
         self.dialler = dialler if dialler is not None else Dialler(
             clock, None, store, store, IOutboundQuota(store, None), softphone.domain)
+        #: the SIP trunks (``[trunk:NAME]``) the admin page shows, or None
+        self.trunks = trunks
         #: the calls' traces: live (buffered here) through the tracer, else the store's
         self.tracer = tracer
         self.traces: ICallTraceStore | None = ICallTraceStore(store, None)
@@ -781,10 +786,11 @@ def new_secret() -> str:
 def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
                  controller: ICallController | None,
                  locations: ILocationStore | None = None,
-                 tracer: CallTracer | None = None) -> WebApp:
+                 tracer: CallTracer | None = None,
+                 trunks: ITrunkRegistry | None = None) -> WebApp:
     """The daemon's web application on ``store`` and ``controller``, for ``[sip]`` and
     ``[web]``; registrations from ``locations`` (default: ``store``), call traces from
-    ``tracer`` (and the store)."""
+    ``tracer`` (and the store), the SIP trunks' status from ``trunks``."""
     if locations is None:
         locations = store
     monitor = RegistrationMonitor(clock, locations, config.sip.domain,
@@ -793,7 +799,7 @@ def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
     dialler = Dialler(clock, config.dialplan.plan(), store, store, IOutboundQuota(store, None),
                       config.sip.domain)
     return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config),
-                  limits=config.web, locations=locations, tracer=tracer,
+                  limits=config.web, locations=locations, tracer=tracer, trunks=trunks,
                   wording=CallWording(calls.ring_timeout, calls.callee_ring_timeout,
                                       calls.max_duration),
                   dialler=dialler)

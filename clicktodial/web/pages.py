@@ -317,6 +317,7 @@ class PagesResource(RoutedResource):
             Route("GET", "/admin/users/{username}", self.admin_user),
             Route("POST", "/admin/users/{username}", self.admin_save),
             Route("POST", "/admin/users/{username}/remove", self.admin_remove),
+            Route("GET", "/admin/trunks", self.admin_trunks),
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -760,6 +761,40 @@ class PagesResource(RoutedResource):
         ]
         self.show(request, Layout("Users", content, principal,
                                   notice=self.notice_of(request), error=error), status)
+
+    async def admin_trunks(self, request: Request) -> None:
+        """The SIP trunks ([trunk:NAME]): registration, reachability, calls (read-only)."""
+        principal = await self.admin(request)
+        trunks = self.app.trunks
+        statuses = trunks.statuses() if trunks is not None else []
+        rows = []
+        for status in statuses:
+            registration = status.registration
+            state = str(registration.state)
+            if registration.reason:
+                state += f": {registration.reason}"
+            rows.append(tags.tr(**{"data-trunk": status.name})(
+                tags.td(status.name),
+                tags.td(status.proxy),
+                tags.td(state, class_=f"registration {registration.state}"),
+                tags.td(_when(registration.expires_at)),
+                tags.td(str(status.reachability), class_=f"reachability {status.reachability}"),
+                tags.td(f"{status.active_calls} / {status.max_calls}"),
+                tags.td(f"{status.max_cps:g}"),
+                tags.td(str(status.refused_calls)),
+                tags.td(str(status.refused_inbound)),
+            ))
+        if rows:
+            content: list[Flattenable] = [tags.table(class_="trunks", id="trunks")(
+                tags.thead(tags.tr(
+                    tags.th("Trunk"), tags.th("Proxy"), tags.th("Registration"),
+                    tags.th("Expires"), tags.th("Keep-alive"), tags.th("Calls"),
+                    tags.th("Calls/s"), tags.th("Calls refused"), tags.th("Inbound refused"))),
+                tags.tbody(*rows),
+            )]
+        else:
+            content = [tags.p("No SIP trunks are configured ([trunk:NAME] sections).")]
+        self.show(request, Layout("Trunks", content, principal))
 
     async def admin_create(self, request: Request) -> None:
         form = read_form(request)
