@@ -41,7 +41,6 @@ from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.interfaces import ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
-from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.sip.uri import URI, parse_uri
 from clicktodial.sip.useragent import (
     CallState,
@@ -53,6 +52,7 @@ from clicktodial.sip.useragent import (
     UserAgent,
 )
 from clicktodial.store.values import Binding, CallUpdate, User
+from clicktodial.timers import Lingering, LingerQueue
 
 if TYPE_CHECKING:
     from clicktodial.calls.trace import CallTracer
