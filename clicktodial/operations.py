@@ -100,6 +100,21 @@ class Operations:
         )
         self._call_controller = controller
         controller.subscribe(_CallOutcomes(self.metrics))
+        self.metrics.collector(
+            DaemonCollector(
+                [],
+                counters=[
+                    (
+                        "clicktodial_call_unexpected_inputs",
+                        "Inputs a call got in a phase where its state machine has no"
+                        " transition for them (ignored, logged once per call), since start,"
+                        " by phase/input: a bug or a phone doing what it should not.",
+                        "phase_input",
+                        lambda: dict(controller.unexpected_inputs),
+                    ),
+                ],
+            )
+        )
         relay = controller.relay  # RelaySettings, or None: [media] relay = off
         if relay is not None:
             self.metrics.collector(_media_relay(IMediaRelay(relay.relay)))
