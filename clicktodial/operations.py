@@ -88,6 +88,16 @@ class Operations:
                         self._calls_by_state,
                     )
                 ],
+                counters=[
+                    (
+                        "clicktodial_call_unexpected_inputs",
+                        "Inputs a call got in a phase where its state machine has no"
+                        " transition for them (ignored, logged once per call), since start,"
+                        " by phase/input: a bug, or a phone doing what it should not.",
+                        "phase_input",
+                        self._unexpected_inputs,
+                    )
+                ],
             )
         )
 
@@ -114,6 +124,10 @@ class Operations:
     def _calls_by_state(self) -> dict[str, float]:
         controller = self._call_controller
         return {} if controller is None else _count_states(controller.active_calls())
+
+    def _unexpected_inputs(self) -> dict[str, float]:
+        controller = self._call_controller
+        return {} if controller is None else dict(controller.unexpected_inputs)
 
     def reload(self, config: Config) -> None:
         """Apply the live parts of a reloaded configuration: ``[limits]``, ``[daemon]``."""

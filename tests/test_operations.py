@@ -476,6 +476,7 @@ class FakeController:
         self.listeners: list[Any] = []
         self.hung_up = 0
         self.relay = None  # [media] relay = off
+        self.unexpected_inputs = {"calling-callee/bridged": 2}
 
     def active_calls(self) -> list[Any]:
         return self.calls
@@ -502,6 +503,10 @@ def test_with_a_call_controller_the_stop_hangs_up_its_calls_and_metrics_show_the
     operations.use_call_controller(controller)
     _, body = render(MetricsResource(operations.metrics.registry), b"metrics")
     assert 'clicktodial_calls_active{state="connected"} 2.0' in body.decode()
+    assert (
+        'clicktodial_call_unexpected_inputs_total{phase_input="calling-callee/bridged"} 2.0'
+        in body.decode()
+    )
     ended = type(
         "Info", (), {"state": "ended", "end_reason": "caller-hangup", "media_relay": "off"}
     )()

@@ -8,20 +8,65 @@ Then the callee's phones are rung, and the media flow (L{IMediaFlow}: RFC
 3725 Flow I or Flow IV) relays offers and answers until both phones talk to
 each other directly.  Re-INVITEs from either phone are relayed to the other.
 
-The whole life of a call is the table L{TRANSITIONS}: (phase, input) -> next
-phase.  An input that has no entry for the current phase is ignored (a late
-event).  Each phase owns at most one timer (L{PHASE_TIMERS}), started on
-entry and cancelled by every transition out of it.  The terminal phases
-C{failed} (never connected) and C{ended} hang up both legs; nothing of the
-call stays in the UA core or on the clock once the UA core's own
-transactions (CANCEL, BYE) are done.
+The whole life of a call is one table, L{Call._TABLE}: (phase, input) ->
+(next phase, actions), in the form of the RFC 3261 §17 transactions'
+C{_TABLE}s (docs/design.md, "The call machine").  Every (phase, input) pair
+has a row: a transition, a late event absorbed on purpose, or C{None} for "no
+transition here" -- an input that should not happen in that phase, logged
+once per call and counted in C{clicktodial_call_unexpected_inputs}, never
+dropped silently.  The table lives on the class; a call holds only its phase
+and one timer slot, whose delay comes from the phase (L{PHASE_TIMERS}) and
+which L{Call._enter} cancels on every change of phase.  The terminal phases
+C{failed} (never connected) and C{ended} absorb every input; nothing of the
+call stays in the UA core or on the clock once the UA core's own transactions
+(CANCEL, BYE) are done.
+
+The two RFC 3725 ladders, step by step, with the rows and the media-flow
+objects (L{clicktodial.calls.policy.FlowI} / L{FlowIV<clicktodial.calls.policy.FlowIV>}
+through L{IBridge}: this L{Call}, or L{clicktodial.calls.relay.RelayBridge}
+in front of it when the media is relayed) that carry each step::
+
+    RFC 3725 §4 Flow I              here
+    --------------------------      -----------------------------------------------
+    (1) INVITE caller, no SDP       Call.start -> Leg.ring           calling-caller
+    (2) 200 offer1                  [calling-caller, caller-answered] -> calling-callee
+                                      FlowI.caller_answered: 2xx left unACKed
+                                      (Leg.pending_offer)
+    (3) INVITE callee offer1        IBridge.invite_callee(offer1);
+                                      [calling-callee, callee-targets] _ring_callee
+    (4) 200 answer1                 [calling-callee, callee-answered] -> bridging
+                                      FlowI.callee_answered
+    (5) ACK callee                  the UA core (our INVITE carried the offer)
+    (6) ACK caller answer1          IBridge.ack_caller(answer1)
+    (7) RTP                         IBridge.bridged: [bridging, bridged] -> connected
+
+    RFC 3725 §5 Flow IV             here
+    --------------------------      -----------------------------------------------
+    (1) INVITE caller, no SDP       Call.start -> Leg.ring           calling-caller
+    (2) 200 offer1                  [calling-caller, caller-answered] -> calling-callee
+                                      FlowIV.caller_answered
+    (3) ACK caller answer1 (held)   IBridge.held_answer + IBridge.ack_caller
+    (4) INVITE callee, no SDP       IBridge.invite_callee(None);
+                                      [calling-callee, callee-targets] _ring_callee
+    (5) 200 offer2                  [calling-callee, callee-answered] -> bridging
+                                      FlowIV.callee_answered
+    (6) re-INVITE caller offer2'    IBridge.reinvite_caller(offer2)
+    (7) 200 answer2'                its ``answered`` callback (FlowIV.callee_answered)
+    (8) ACK callee answer2          IBridge.ack_callee(answer2)
+    (9) ACK caller                  the UA core (the re-INVITE's 2xx)
+    (10) RTP                        IBridge.bridged: [bridging, bridged] -> connected
+
+Any step failing ends in C{failed}: a leg's every fork refused ([*, caller-failed],
+[calling-callee, callee-failed]), a phase timer, a phone's BYE ([*, caller-gone],
+[*, callee-gone]), the offer/answer refused ([bridging, bridge-failed]: 488 when the
+phones share no codec), the media relay refusing ([*, media-relay-failed]).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -41,7 +86,6 @@ from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.interfaces import ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
-from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.sip.uri import URI, parse_uri
 from clicktodial.sip.useragent import (
     CallState,
@@ -53,6 +97,7 @@ from clicktodial.sip.useragent import (
     UserAgent,
 )
 from clicktodial.store.values import Binding, CallUpdate, User
+from clicktodial.timers import Lingering, LingerQueue
 
 if TYPE_CHECKING:
     from clicktodial.calls.trace import CallTracer
@@ -62,7 +107,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PHASE_TIMERS",
-    "TRANSITIONS",
     "Call",
     "CallObserver",
     "CallSettings",
@@ -88,52 +132,23 @@ class Phase(enum.StrEnum):
 
 
 class Input(enum.StrEnum):
-    """What can happen to a call."""
+    """What can happen to a call (the columns of L{Call._TABLE})."""
 
-    CALLER_ANSWERED = "caller-answered"
+    CALLER_ANSWERED = "caller-answered"  # a caller phone's 2xx, with its offer
+    CALLER_NO_OFFER = "caller-no-offer"  # a caller phone's 2xx without SDP: 3PCC needs its offer
     CALLER_FAILED = "caller-failed"  # every caller fork failed (or none exists)
-    CALLEE_ANSWERED = "callee-answered"
-    CALLEE_FAILED = "callee-failed"
-    BRIDGED = "bridged"
-    BRIDGE_FAILED = "bridge-failed"
+    CALLEE_TARGETS = "callee-targets"  # the callee's bindings, looked up when it is rung
+    CALLEE_ANSWERED = "callee-answered"  # a callee phone's 2xx (answer or offer)
+    CALLEE_FAILED = "callee-failed"  # every callee fork failed, none exists, the look-up failed
+    BRIDGED = "bridged"  # the media flow completed offer/answer (IBridge.bridged)
+    BRIDGE_FAILED = "bridge-failed"  # it failed (IBridge.bridge_failed)
+    MEDIA_RELAY_FAILED = "media-relay-failed"  # [media:rtpengine] on_failure = fail
+    OFFER = "offer"  # a phone's re-INVITE with an offer, to relay to the other
     CALLER_GONE = "caller-gone"  # the caller's session ended (BYE, timeout, 481)
     CALLEE_GONE = "callee-gone"
     HANG_UP = "hang-up"  # ICallController.hang_up
     TIMER = "timer"  # the current phase's timer ran out
 
-
-_P, _I = Phase, Input
-
-#: The state machine: every legal (phase, input) and the phase it leads to.
-TRANSITIONS: dict[tuple[Phase, Input], Phase] = {
-    (_P.CALLING_CALLER, _I.CALLER_ANSWERED): _P.CALLING_CALLEE,
-    (_P.CALLING_CALLER, _I.CALLER_FAILED): _P.FAILED,
-    (_P.CALLING_CALLER, _I.TIMER): _P.FAILED,  # ring timeout: CANCEL
-    (_P.CALLING_CALLER, _I.HANG_UP): _P.FAILED,
-    (_P.CALLING_CALLEE, _I.CALLEE_ANSWERED): _P.BRIDGING,
-    (_P.CALLING_CALLEE, _I.CALLEE_FAILED): _P.FAILED,  # BYE + Reason to the caller
-    (_P.CALLING_CALLEE, _I.CALLER_GONE): _P.FAILED,  # CANCEL to the callee
-    (_P.CALLING_CALLEE, _I.TIMER): _P.FAILED,  # callee ring timeout
-    (_P.CALLING_CALLEE, _I.HANG_UP): _P.FAILED,
-    (_P.BRIDGING, _I.BRIDGED): _P.CONNECTED,
-    (_P.BRIDGING, _I.BRIDGE_FAILED): _P.FAILED,
-    (_P.BRIDGING, _I.CALLER_GONE): _P.FAILED,
-    (_P.BRIDGING, _I.CALLEE_GONE): _P.FAILED,
-    (_P.BRIDGING, _I.TIMER): _P.FAILED,  # guard: the caller never answers the re-INVITE
-    (_P.BRIDGING, _I.HANG_UP): _P.FAILED,
-    (_P.CONNECTED, _I.CALLER_GONE): _P.ENDED,
-    (_P.CONNECTED, _I.CALLEE_GONE): _P.ENDED,
-    (_P.CONNECTED, _I.TIMER): _P.ENDED,  # maximum call duration
-    (_P.CONNECTED, _I.HANG_UP): _P.ENDED,
-}
-
-#: The timer each phase runs (a L{CallSettings} attribute), if any.
-PHASE_TIMERS: dict[Phase, str] = {
-    Phase.CALLING_CALLER: "ring_timeout",
-    Phase.CALLING_CALLEE: "callee_ring_timeout",
-    Phase.BRIDGING: "bridge_timeout",
-    Phase.CONNECTED: "max_duration",
-}
 
 _TERMINAL = (Phase.ENDED, Phase.FAILED)
 
@@ -150,6 +165,17 @@ class CallSettings:
     bridge_timeout: float = 32.0
     max_duration: float = 0.0
     max_forks: int = 5
+
+
+#: How long each phase may last (0: no limit), from the L{CallSettings}: the delay of
+#: the timer L{Call._enter} starts, whose expiry is the phase's C{timer} input.
+PHASE_TIMERS: dict[Phase, Callable[[CallSettings], float]] = {
+    Phase.CALLING_CALLER: lambda settings: settings.ring_timeout,  # CANCEL the caller
+    Phase.CALLING_CALLEE: lambda settings: settings.callee_ring_timeout,  # CANCEL the callee
+    # Guard: the caller never answers the re-INVITE (64*T1 by default).
+    Phase.BRIDGING: lambda settings: settings.bridge_timeout,
+    Phase.CONNECTED: lambda settings: settings.max_duration,  # [calls] max_duration
+}
 
 
 @attrs.frozen
@@ -245,11 +271,89 @@ def _outcome(role: str, status: int) -> tuple[str, str]:
     return f"{role}-rejected", role
 
 
+#: One action of a row: a method of L{Call} (or an L{_Ends}), given the input's payload.
+_Action = Callable[["Call", Any], None]
+#: A row of L{Call._TABLE}: the next phase (None: no transition for this input in this
+#: phase -- logged once per call and counted), and the actions, run in order after
+#: the phase changed.  A row whose next phase is its own keeps the phase and its timer.
+_Row = tuple["Phase | None", tuple[_Action, ...]]
+
+
+@attrs.frozen
+class _Outcome:
+    """Why a call ends: what its record says (payload of the ending inputs)."""
+
+    reason: str
+    status: int | None
+    who: str | None
+
+
+@attrs.frozen
+class _Answer:
+    """
+    A 2xx to one of ``leg``'s INVITEs (payload of the C{*-answered} inputs).
+
+    @ivar target: the fork's L{Target} (None if it was no longer ringing).
+    @ivar offer: the offer of the 2xx when our INVITE had none: it waits for our ACK.
+    """
+
+    leg: Leg
+    target: Target | None
+    session: Session
+    response: Response
+    offer: bytes | None
+
+
+@attrs.frozen
+class _Offer:
+    """A re-INVITE with an offer from ``leg``'s phone (payload of C{offer})."""
+
+    leg: Leg
+    request: IncomingRequest
+
+
+class _Ends:
+    """
+    An action of L{Call._TABLE}: the call ends with this outcome, whatever the input
+    carried (a timer, a 2xx without offer, the media relay).
+    """
+
+    __slots__ = ("outcome",)
+
+    def __init__(self, reason: str, status: int | None, who: str) -> None:
+        self.outcome = _Outcome(reason, status, who)
+
+    def __call__(self, call: Call, payload: object) -> None:
+        call._record_end(self.outcome)
+
+    def __repr__(self) -> str:
+        return f"_Ends{attrs.astuple(self.outcome)!r}"
+
+
+def _absorbing(
+    phase: Phase, stray: _Action, offer: _Action, late: _Action
+) -> dict[tuple[Phase, Input], _Row]:
+    """
+    The rows of a terminal ``phase``: it absorbs every input.  A phone's 2xx is ACKed and
+    BYEd (``stray``), a re-INVITE answered as outside any call (``offer``); everything else
+    is a late event (``late``: a timer, a look-up, a relay answer, a BYE after ours).
+    """
+    rows: dict[tuple[Phase, Input], _Row] = {(phase, event): (phase, (late,)) for event in Input}
+    for event in (Input.CALLER_ANSWERED, Input.CALLER_NO_OFFER, Input.CALLEE_ANSWERED):
+        rows[phase, event] = (phase, (stray,))
+    rows[phase, Input.OFFER] = (phase, (offer,))
+    return rows
+
+
+
 class CallObserver(Protocol):
     """What a call reports to (the controller: records and events)."""
 
     def call_changed(self, call: Call, update: CallUpdate) -> None:
         """``call`` changed; ``update`` is what to write to its record."""
+
+    def call_input_unexpected(self, call: Call, phase: Phase, event: Input) -> None:
+        """``event`` has no transition in ``phase`` (L{Call._TABLE}): count it."""
 
 
 class Leg:
@@ -382,7 +486,7 @@ class _LegHandler(SessionHandlerBase):
         self.call._fork_failed(self.leg, call, response)
 
     def request_received(self, session: Session, request: IncomingRequest) -> None:
-        if session is self.leg.session and not self.call.over:
+        if session is self.leg.session:
             self.call._in_dialog_request(self.leg, request)
         else:
             super().request_received(session, request)
@@ -407,7 +511,7 @@ class Call:
         "_callee_targets", "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
         "_relayed", "_long_timers", "created_at", "caller_answered_at", "callee_answered_at",
         "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "tracer", "relay",
-        "_bridge",
+        "_bridge", "_unexpected_logged",
     )
 
     def __init__(
@@ -464,6 +568,8 @@ class Call:
         self.end_reason: str | None = None
         self.sip_status: int | None = None
         self.who_hung_up: str | None = None
+        #: Whether an input without transition was logged (once per call; all are counted).
+        self._unexpected_logged = False
 
     def __repr__(self) -> str:
         return f"<Call {self.call_id} {self.phase.value}>"
@@ -482,35 +588,47 @@ class Call:
             return Phase.CALLING_CALLEE.value
         return self.phase.value
 
-    def _move(self, event: Input) -> bool:
-        """Take the transition for ``event``; False (nothing done) if it has none."""
-        target = TRANSITIONS.get((self.phase, event))
+    def _handle(self, event: Input, payload: object = None) -> None:
+        """Take the row of L{_TABLE} for ``event`` in the current phase."""
+        phase = self.phase
+        target, actions = self._TABLE.get((phase, event), _NO_TRANSITION)
         if target is None:
+            self._no_transition(event)
+        elif target is not phase:
+            self._enter(target, event)
+        else:
             log.debug(
-                "call {record}: {event} ignored in {phase}",
+                "call {record}: {event} in {phase}",
                 record=self.call_id,
                 event=event.value,
-                phase=self.phase.value,
+                phase=phase.value,
             )
-            return False
+        for action in actions:
+            action(self, payload)
+
+    def _enter(self, phase: Phase, event: Input) -> None:
+        """Leave the current phase (cancel its timer), enter ``phase``, start its timer."""
         self._cancel_timer()
         log.info(
             "call {record}: {old} --{event}--> {new}",
             record=self.call_id,
             old=self.phase.value,
             event=event.value,
-            new=target.value,
+            new=phase.value,
         )
-        self.phase = target
-        if target is Phase.BRIDGING:
-            self._stop_ringback()
-        delay = getattr(self.settings, PHASE_TIMERS.get(target, ""), 0.0)
-        if delay:
-            if target is Phase.CONNECTED and self._long_timers is not None:
-                self._timer = self._long_timers(delay).call_later(self._timer_fired)
-            else:
-                self._timer = self.clock.callLater(delay, self._timer_fired)
-        return True
+        self.phase = phase
+        self._start_timer()
+
+    def _start_timer(self) -> None:
+        timeout = PHASE_TIMERS.get(self.phase)
+        delay = timeout(self.settings) if timeout is not None else 0.0
+        if not delay:
+            return
+        if self.phase is Phase.CONNECTED and self._long_timers is not None:
+            # Held for the whole call: one reactor timer for all calls (LingerQueue).
+            self._timer = self._long_timers(delay).call_later(self._timer_fired)
+        else:
+            self._timer = self.clock.callLater(delay, self._timer_fired)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -519,64 +637,178 @@ class Call:
 
     def _timer_fired(self) -> None:
         self._timer = None
-        phase = self.phase
-        if phase is Phase.CALLING_CALLER:
-            self._end(Input.TIMER, "caller-no-answer", 408, "system")
-        elif phase is Phase.CALLING_CALLEE:
-            self._end(Input.TIMER, "callee-no-answer", 408, "system", tell_caller=True)
-        elif phase is Phase.BRIDGING:
-            self._end(Input.TIMER, "timeout", 408, "system")
-        elif phase is Phase.CONNECTED:
-            self._end(Input.TIMER, "max-duration", None, "system")
+        self._handle(Input.TIMER)
 
-    def _end(
-        self,
-        event: Input,
-        reason: str,
-        status: int | None,
-        who: str | None,
-        tell_caller: bool = False,
-    ) -> None:
-        """Move to a terminal phase for ``event``; hang up both legs; record why."""
-        ringing_back = self.phase is Phase.CALLING_CALLEE and self._ringback is not None
-        if not self._move(event):
+    def _no_transition(self, event: Input) -> None:
+        """An input that should not happen in this phase: logged once per call, counted."""
+        self.observer.call_input_unexpected(self, self.phase, event)
+        if self._unexpected_logged:
+            log.debug(
+                "call {record}: {event} has no transition in {phase}",
+                record=self.call_id,
+                event=event.value,
+                phase=self.phase.value,
+            )
             return
+        self._unexpected_logged = True
+        log.warn(
+            "call {record}: {event} has no transition in {phase}: ignored (further ones"
+            " for this call are only counted, in clicktodial_call_unexpected_inputs)",
+            record=self.call_id,
+            event=event.value,
+            phase=self.phase.value,
+        )
+
+    # -- actions of the table (each takes the input's payload) --------------------
+
+    def _late_event(self, payload: object) -> None:
+        """Absorb an input that can still arrive after the call moved on (a late event)."""
+
+    def _take_answer(self, answer: _Answer) -> None:
+        """The first phone of a leg to answer wins; the others are CANCELled (§16.7 style)."""
+        leg = answer.leg
+        leg.session = answer.session
+        leg.pending_offer = answer.offer
+        leg.target = answer.target
+        leg.cancel_forks()
+
+    def _hang_up_stray(self, answer: _Answer) -> None:
+        """Another of the leg's phones answered first, or too late: ACK (hold answer) and BYE."""
+        stray = Leg(self, answer.leg.role, answer.leg.user)
+        stray.session, stray.pending_offer = answer.session, answer.offer
+        stray.hang_up()
+
+    def _record_caller_answer(self, answer: _Answer) -> None:
+        sdp = _sdp_of(answer.response)
+        assert sdp is not None  # caller-no-offer otherwise
+        self.caller_offer = sdp
+        now = self.caller_answered_at = self.clock.seconds()
+        self.observer.call_changed(
+            self, CallUpdate(state=self.public_state, caller_answered_at=now)
+        )
+
+    def _flow_caller_answered(self, answer: _Answer) -> None:
+        """Flow I/IV step 2: the media flow ACKs the caller (IV) and rings the callee."""
+        self.flow.caller_answered(self._bridge, self.caller_offer)
+
+    def _refuse_answer_without_offer(self, answer: _Answer) -> None:
+        log.warn("caller's 2xx has no offer", call_id=answer.response.call_id)
+        self._record_end(_Outcome("error", 488, "system"))
+
+    def _ring_callee(self, targets: list[Target]) -> None:
+        """Flow I step 3 / Flow IV step 4: INVITE every binding of the callee."""
+        if targets:
+            self.callee.ring(
+                self.ua,
+                targets,
+                from_=self._party(self.caller.user),
+                to=self._party(self.callee.user),
+                offer=self._callee_offer,
+            )
+        if not targets:
+            self._handle(Input.CALLEE_FAILED, _Outcome("callee-unreachable", 480, "system"))
+            return
+        if not self.callee.forks:
+            self._leg_failed(self.callee)
+            return
+        self.observer.call_changed(self, CallUpdate(callee_rung_at=self.clock.seconds()))
+
+    def _record_callee_answer(self, answer: _Answer) -> None:
+        now = self.callee_answered_at = self.clock.seconds()
+        self.observer.call_changed(self, CallUpdate(callee_answered_at=now))
+
+    def _flow_callee_answered(self, answer: _Answer) -> None:
+        """Flow I step 4 / Flow IV step 5: the media flow completes offer/answer."""
+        self.flow.callee_answered(self._bridge, _sdp_of(answer.response))
+
+    def _record_connected(self, payload: object) -> None:
+        self.connected_at = self.clock.seconds()
+        self.observer.call_changed(
+            self, CallUpdate(state=self.public_state, connected_at=self.connected_at)
+        )
+
+    def _refuse_offer(self, offer: _Offer) -> None:
+        """RFC 3261 §14.2: an offer while ours is being worked out gets 491."""
+        self._respond(offer.request, 491)
+
+    def _answer_locally(self, offer: _Offer) -> None:
+        """The call is over: the re-INVITE is answered as outside any call."""
+        session = offer.leg.session
+        if session is not None:
+            SessionHandlerBase.request_received(offer.leg.handler, session, offer.request)
+
+    def _record_end(self, outcome: _Outcome) -> None:
+        """Why the call ended (the payload of caller-/callee-/bridge-failed, *-gone)."""
         self.ended_at = self.clock.seconds()
-        self.end_reason, self.sip_status, self.who_hung_up = reason, status, who
+        self.end_reason, self.sip_status, self.who_hung_up = (
+            outcome.reason, outcome.status, outcome.who
+        )
+
+    def _record_hang_up(self, who: str) -> None:
+        """A connected call hung up from the web: by one of its parties, or by the system."""
+        reason = f"{who}-hangup" if who != "system" else "cancelled"
+        self._record_end(_Outcome(reason, None, who))
+
+    def _record_cancel(self, who: str) -> None:
+        """A call hung up from the web before it was connected."""
+        self._record_end(_Outcome("cancelled", None, who))
+
+    def _refuse_relayed(self, payload: object) -> None:
+        """A re-INVITE we were relaying gets 487: its dialog is going away."""
         for request in self._relayed:
-            # A re-INVITE we were relaying: its dialog is going away.
             self._respond(request, 487)
         self._relayed.clear()
+
+    def _hang_up_callee(self, payload: object) -> None:
         self.callee.hang_up()
-        # RFC 3326: the caller learns why the callee could not be reached.
-        headers = [reason_header(status)] if tell_caller and status else []
+
+    def _hang_up_caller(self, payload: object) -> None:
+        self._stop_ringback()
+        self.caller.hang_up()
+
+    def _hang_up_caller_with_reason(self, payload: object) -> None:
+        """RFC 3326: the caller learns why the callee could not be reached."""
+        self._stop_ringback()
+        self.caller.hang_up(self._reason())
+
+    def _tone_then_hang_up_caller(self, payload: object) -> None:
+        """While it hears ringback: a busy or failure tone, then the BYE with Reason."""
+        headers = self._reason()
         stream = self._ringback
-        if ringing_back and tell_caller and self.media is not None and stream is not None:
-            # The caller hears a busy or failure tone, then gets the BYE.
-            self.media.fail(stream, status, lambda: self.caller.hang_up(headers))
+        if self.media is not None and stream is not None:
+            self.media.fail(stream, self.sip_status, lambda: self.caller.hang_up(headers))
         else:
             self._stop_ringback()
             self.caller.hang_up(headers)
+
+    def _reason(self) -> list[tuple[str, str]]:
+        status = self.sip_status
+        return [reason_header(status)] if status else []
+
+    def _end_relay(self, payload: object) -> None:
         if self.relay is not None:
             self.relay.end()
+
+    def _report_end(self, payload: object) -> None:
         self.observer.call_changed(
             self,
             CallUpdate(
                 state=self.phase.value,
                 ended_at=self.ended_at,
-                end_reason=reason,
-                sip_status=status,
-                who_hung_up=who,
+                end_reason=self.end_reason,
+                sip_status=self.sip_status,
+                who_hung_up=self.who_hung_up,
             ),
         )
 
     # -- starting and stopping -----------------------------------------------
 
     def start(self, caller_targets: Sequence[Target]) -> None:
-        """Ring the caller's phones (without SDP), or fail at once if it has none."""
-        self._move_in()
+        """Flow I/IV step 1: ring the caller's phones (without SDP), or fail at once."""
+        self._start_timer()  # the initial phase's (there is no transition into it)
+        self.observer.call_changed(self, CallUpdate(state=self.phase.value))
         if not caller_targets:
-            self._end(Input.CALLER_FAILED, "caller-unreachable", 480, "system")
+            self._handle(Input.CALLER_FAILED, _Outcome("caller-unreachable", 480, "system"))
             return
         self.caller.ring(
             self.ua,
@@ -588,16 +820,9 @@ class Call:
         if not self.caller.forks:
             self._leg_failed(self.caller)
 
-    def _move_in(self) -> None:
-        # The initial phase's timer (there is no transition into it).
-        delay = self.settings.ring_timeout
-        if delay:
-            self._timer = self.clock.callLater(delay, self._timer_fired)
-        self.observer.call_changed(self, CallUpdate(state=self.phase.value))
-
     def fail_before_start(self, role: str) -> None:
         """The call cannot start: ``role``'s user has no binding."""
-        self._end(Input.CALLER_FAILED, f"{role}-unreachable", 480, "system")
+        self._handle(Input.CALLER_FAILED, _Outcome(f"{role}-unreachable", 480, "system"))
 
     def hang_up(self, by_username: str | None) -> bool:
         """Hang up at any stage (L{ICallController.hang_up}); False if already over."""
@@ -609,55 +834,26 @@ class Call:
             who = "callee"
         else:
             who = "system"
-        if self.phase is Phase.CONNECTED and who != "system":
-            reason = f"{who}-hangup"
-        else:
-            reason = "cancelled"
-        self._end(Input.HANG_UP, reason, None, who)
+        self._handle(Input.HANG_UP, who)
         return True
 
     def _party(self, user: User) -> NameAddr:
         """A user as From/To shows them: display name, AOR."""
         return NameAddr(URI("sip", user.username, self.domain), user.display_name or None)
 
-    # -- UA core events --------------------------------------------------------
+    # -- UA core events: classified into inputs ----------------------------------
 
     def _answered(self, leg: Leg, fork: OutgoingCall, session: Session, response: Response) -> None:
         target = leg.forks.pop(fork, None)
-        expected = Phase.CALLING_CALLER if leg is self.caller else Phase.CALLING_CALLEE
         # The 2xx waits for our ACK when it carried the offer (our INVITE had none).
         offer = _sdp_of(response) if fork.offer is None else None
-        if self.phase is not expected or leg.session is not None:
-            # Another of its phones answered first, or too late: ACK (with a
-            # hold answer if it offered) and BYE.
-            stray = Leg(self, leg.role, leg.user)
-            stray.session, stray.pending_offer = session, offer
-            stray.hang_up()
-            return
-        leg.session = session
-        leg.pending_offer = offer
-        leg.target = target
-        # The first phone to answer wins; the others are cancelled (RFC 3261 §16.7 style).
-        leg.cancel_forks()
-        sdp = _sdp_of(response)
-        now = self.clock.seconds()
-        if leg is self.caller:
-            if sdp is None:
-                log.warn("caller's 2xx has no offer", call_id=response.call_id)
-                self._end(Input.CALLER_FAILED, "error", 488, "system")
-                return
-            self.caller_offer = sdp
-            self.caller_answered_at = now
-            self._move(Input.CALLER_ANSWERED)
-            self.observer.call_changed(
-                self, CallUpdate(state=self.public_state, caller_answered_at=now)
-            )
-            self.flow.caller_answered(self._bridge, sdp)
+        answer = _Answer(leg, target, session, response, offer)
+        if leg is self.callee:
+            self._handle(Input.CALLEE_ANSWERED, answer)
+        elif _sdp_of(response) is None:
+            self._handle(Input.CALLER_NO_OFFER, answer)
         else:
-            self.callee_answered_at = now
-            self._move(Input.CALLEE_ANSWERED)
-            self.observer.call_changed(self, CallUpdate(callee_answered_at=now))
-            self.flow.callee_answered(self._bridge, sdp)
+            self._handle(Input.CALLER_ANSWERED, answer)
 
     def _fork_failed(self, leg: Leg, fork: OutgoingCall, response: Response) -> None:
         if leg.forks.pop(fork, None) is None and not leg.starting:
@@ -671,23 +867,22 @@ class Call:
         """Every INVITE of ``leg`` failed: the best status speaks for the leg."""
         status = min(leg.failures or [503], key=_status_rank)
         reason, who = _outcome(leg.role, status)
-        if leg is self.caller:
-            self._end(Input.CALLER_FAILED, reason, status, who)
-        else:
-            self._end(Input.CALLEE_FAILED, reason, status, who, tell_caller=True)
+        event = Input.CALLER_FAILED if leg is self.caller else Input.CALLEE_FAILED
+        self._handle(event, _Outcome(reason, status, who))
 
     def _session_ended(self, leg: Leg, reason: str) -> None:
         if leg is self.caller:
             self._stop_ringback()  # also a failure tone the caller hung up on
-        if self.over or reason == "local-bye":
-            return
+        if reason == "local-bye":
+            return  # ours: the call is already over
         event = Input.CALLER_GONE if leg is self.caller else Input.CALLEE_GONE
         if reason == "remote-bye":
-            self._end(event, f"{leg.role}-hangup", None, leg.role)
+            self._handle(event, _Outcome(f"{leg.role}-hangup", None, leg.role))
         else:
             # "timeout", "no-ack", "remote-481": the phone stopped answering
             # in-dialog requests (RFC 3261 §12.2.1.2).
-            self._end(event, "timeout", 481 if reason == "remote-481" else 408, "system")
+            status = 481 if reason == "remote-481" else 408
+            self._handle(event, _Outcome("timeout", status, "system"))
 
     # -- re-INVITEs from the phones --------------------------------------------
 
@@ -701,10 +896,15 @@ class Call:
             if leg.session is not None:
                 SessionHandlerBase.request_received(leg.handler, leg.session, request)
             return
+        self._handle(Input.OFFER, _Offer(leg, request))
+
+    def _relay_offer(self, incoming: _Offer) -> None:
+        """A connected phone's re-INVITE (hold, resume, codecs) is relayed to the other."""
+        leg, request = incoming.leg, incoming.request
+        assert request.offer is not None
         other = self._other(leg)
         session = other.session
-        if self.phase is not Phase.CONNECTED or session is None or session.is_terminated:
-            # RFC 3261 §14.2: an offer while ours is being worked out.
+        if session is None or session.is_terminated:
             self._respond(request, 491)
             return
         offer_lines = media_count(request.offer)
@@ -792,7 +992,7 @@ class Call:
                 return answer
         return held_answer(offer)
 
-    def _stop_ringback(self) -> None:
+    def _stop_ringback(self, payload: object = None) -> None:
         stream, self._ringback = self._ringback, None
         if stream is not None and self.media is not None:
             self.media.stop(stream)
@@ -800,31 +1000,14 @@ class Call:
     def invite_callee(self, offer: bytes | None) -> None:
         """Look the callee's bindings up again and ring them all."""
         self._callee_offer = offer
-        self._callee_targets().addCallbacks(self._ring_callee, self._lookup_failed)
+        self._callee_targets().addCallbacks(self._callee_found, self._lookup_failed)
 
-    def _ring_callee(self, targets: list[Target]) -> None:
-        if self.phase is not Phase.CALLING_CALLEE:
-            return
-        if targets:
-            self.callee.ring(
-                self.ua,
-                targets,
-                from_=self._party(self.caller.user),
-                to=self._party(self.callee.user),
-                offer=self._callee_offer,
-            )
-        if not targets:
-            self._end(Input.CALLEE_FAILED, "callee-unreachable", 480, "system", tell_caller=True)
-            return
-        if not self.callee.forks:
-            self._leg_failed(self.callee)
-            return
-        self.observer.call_changed(self, CallUpdate(callee_rung_at=self.clock.seconds()))
+    def _callee_found(self, targets: list[Target]) -> None:
+        self._handle(Input.CALLEE_TARGETS, targets)
 
     def _lookup_failed(self, failure: Failure) -> None:
         log.failure("callee binding lookup failed", failure, record=self.call_id)
-        if self.phase is Phase.CALLING_CALLEE:
-            self._end(Input.CALLEE_FAILED, "error", 500, "system", tell_caller=True)
+        self._handle(Input.CALLEE_FAILED, _Outcome("error", 500, "system"))
 
     def ack_callee(self, answer: bytes | None) -> None:
         """ACK the callee's 2xx (with ``answer`` if it carried an offer)."""
@@ -857,18 +1040,14 @@ class Call:
 
     def bridged(self) -> None:
         """Both phones have each other's media."""
-        if self._move(Input.BRIDGED):
-            self.connected_at = self.clock.seconds()
-            self.observer.call_changed(
-                self, CallUpdate(state=self.public_state, connected_at=self.connected_at))
+        self._handle(Input.BRIDGED)
 
     def media_relay_failed(self) -> None:
         """
         The media relay failed ([media:rtpengine] on_failure = fail): the call
         fails with C{media-relay-failed}.
         """
-        event = Input.CALLEE_FAILED if self.phase is Phase.CALLING_CALLEE else Input.BRIDGE_FAILED
-        self._end(event, "media-relay-failed", 500, "system", tell_caller=True)
+        self._handle(Input.MEDIA_RELAY_FAILED)
 
     def bridge_failed(self, status: int) -> None:
         """The offer/answer exchange failed: end the call."""
@@ -878,7 +1057,7 @@ class Call:
             status=status,
         )
         reason = "timeout" if status in (408, 481) else "error"
-        self._end(Input.BRIDGE_FAILED, reason, status, "system", tell_caller=True)
+        self._handle(Input.BRIDGE_FAILED, _Outcome(reason, status, "system"))
 
     # -- outside view ----------------------------------------------------------
 
@@ -899,3 +1078,113 @@ class Call:
             who_hung_up=self.who_hung_up,
             media_relay=self.relay.state if self.relay is not None else "off",
         )
+
+    # -- the table -----------------------------------------------------------------
+    #
+    # (phase, input): (next phase, actions).  None: no transition (the input should not
+    # happen in that phase): logged once per call and counted; the actions still run.
+    # Flow I / Flow IV step numbers are RFC 3725's (the module docstring has both ladders).
+
+    _P, _I = Phase, Input
+    _NO = None
+    # The ways a call ends: record why (the row's first action), then hang up both legs.
+    # The caller's BYE carries Reason (RFC 3326) when the callee could not be reached, after
+    # a busy or failure tone when it was hearing ringback.
+    _BYE_BOTH = (_refuse_relayed, _hang_up_callee, _hang_up_caller, _end_relay, _report_end)
+    _BYE_BOTH_WITH_REASON = (
+        _refuse_relayed, _hang_up_callee, _hang_up_caller_with_reason, _end_relay, _report_end
+    )
+    _BYE_BOTH_AFTER_TONE = (
+        _refuse_relayed, _hang_up_callee, _tone_then_hang_up_caller, _end_relay, _report_end
+    )
+
+    _TABLE: ClassVar[dict[tuple[Phase, Input], _Row]] = {
+        # calling-caller: the caller's phones ring (Flow I/IV step 1), timer ring_timeout.
+        (_P.CALLING_CALLER, _I.CALLER_ANSWERED): (
+            _P.CALLING_CALLEE, (_take_answer, _record_caller_answer, _flow_caller_answered)
+        ),  # step 2
+        (_P.CALLING_CALLER, _I.CALLER_NO_OFFER): (
+            _P.FAILED, (_take_answer, _refuse_answer_without_offer, *_BYE_BOTH)
+        ),
+        (_P.CALLING_CALLER, _I.CALLER_FAILED): (_P.FAILED, (_record_end, *_BYE_BOTH)),
+        (_P.CALLING_CALLER, _I.CALLEE_TARGETS): (_NO, ()),
+        (_P.CALLING_CALLER, _I.CALLEE_ANSWERED): (_NO, (_hang_up_stray,)),
+        (_P.CALLING_CALLER, _I.CALLEE_FAILED): (_NO, ()),
+        (_P.CALLING_CALLER, _I.BRIDGED): (_NO, ()),
+        (_P.CALLING_CALLER, _I.BRIDGE_FAILED): (_NO, ()),
+        (_P.CALLING_CALLER, _I.MEDIA_RELAY_FAILED): (_NO, ()),
+        (_P.CALLING_CALLER, _I.OFFER): (_NO, (_refuse_offer,)),
+        (_P.CALLING_CALLER, _I.CALLER_GONE): (_NO, ()),
+        (_P.CALLING_CALLER, _I.CALLEE_GONE): (_NO, ()),
+        (_P.CALLING_CALLER, _I.HANG_UP): (_P.FAILED, (_record_cancel, *_BYE_BOTH)),
+        (_P.CALLING_CALLER, _I.TIMER): (
+            _P.FAILED, (_Ends("caller-no-answer", 408, "system"), *_BYE_BOTH)
+        ),  # CANCEL
+        # calling-callee: the caller answered, the callee's phones are looked up and ring
+        # (Flow I step 3 / Flow IV step 4), timer callee_ring_timeout.
+        (_P.CALLING_CALLEE, _I.CALLER_ANSWERED): (_P.CALLING_CALLEE, (_hang_up_stray,)),
+        (_P.CALLING_CALLEE, _I.CALLER_NO_OFFER): (_P.CALLING_CALLEE, (_hang_up_stray,)),
+        (_P.CALLING_CALLEE, _I.CALLER_FAILED): (_NO, ()),
+        (_P.CALLING_CALLEE, _I.CALLEE_TARGETS): (_P.CALLING_CALLEE, (_ring_callee,)),
+        (_P.CALLING_CALLEE, _I.CALLEE_ANSWERED): (
+            _P.BRIDGING,
+            (_stop_ringback, _take_answer, _record_callee_answer, _flow_callee_answered),
+        ),  # Flow I step 4 / Flow IV step 5
+        (_P.CALLING_CALLEE, _I.CALLEE_FAILED): (_P.FAILED, (_record_end, *_BYE_BOTH_AFTER_TONE)),
+        (_P.CALLING_CALLEE, _I.BRIDGED): (_NO, ()),
+        (_P.CALLING_CALLEE, _I.BRIDGE_FAILED): (_NO, ()),
+        (_P.CALLING_CALLEE, _I.MEDIA_RELAY_FAILED): (
+            _P.FAILED, (_Ends("media-relay-failed", 500, "system"), *_BYE_BOTH_AFTER_TONE)
+        ),
+        (_P.CALLING_CALLEE, _I.OFFER): (_P.CALLING_CALLEE, (_refuse_offer,)),  # 491
+        (_P.CALLING_CALLEE, _I.CALLER_GONE): (_P.FAILED, (_record_end, *_BYE_BOTH)),  # CANCEL
+        (_P.CALLING_CALLEE, _I.CALLEE_GONE): (_NO, ()),
+        (_P.CALLING_CALLEE, _I.HANG_UP): (_P.FAILED, (_record_cancel, *_BYE_BOTH)),
+        (_P.CALLING_CALLEE, _I.TIMER): (
+            _P.FAILED, (_Ends("callee-no-answer", 408, "system"), *_BYE_BOTH_AFTER_TONE)
+        ),  # CANCEL + BYE with Reason 408
+        # bridging: the callee answered; the media flow completes offer/answer (Flow I
+        # steps 5-6 / Flow IV steps 6-9), timer bridge_timeout.  Shown as calling-callee.
+        (_P.BRIDGING, _I.CALLER_ANSWERED): (_P.BRIDGING, (_hang_up_stray,)),
+        (_P.BRIDGING, _I.CALLER_NO_OFFER): (_P.BRIDGING, (_hang_up_stray,)),
+        (_P.BRIDGING, _I.CALLER_FAILED): (_NO, ()),
+        (_P.BRIDGING, _I.CALLEE_TARGETS): (_NO, ()),
+        (_P.BRIDGING, _I.CALLEE_ANSWERED): (_P.BRIDGING, (_hang_up_stray,)),
+        (_P.BRIDGING, _I.CALLEE_FAILED): (_NO, ()),
+        (_P.BRIDGING, _I.BRIDGED): (_P.CONNECTED, (_record_connected,)),  # I 7 / IV 10
+        (_P.BRIDGING, _I.BRIDGE_FAILED): (_P.FAILED, (_record_end, *_BYE_BOTH_WITH_REASON)),
+        (_P.BRIDGING, _I.MEDIA_RELAY_FAILED): (
+            _P.FAILED, (_Ends("media-relay-failed", 500, "system"), *_BYE_BOTH_WITH_REASON)
+        ),
+        (_P.BRIDGING, _I.OFFER): (_P.BRIDGING, (_refuse_offer,)),  # 491
+        (_P.BRIDGING, _I.CALLER_GONE): (_P.FAILED, (_record_end, *_BYE_BOTH)),
+        (_P.BRIDGING, _I.CALLEE_GONE): (_P.FAILED, (_record_end, *_BYE_BOTH)),
+        (_P.BRIDGING, _I.HANG_UP): (_P.FAILED, (_record_cancel, *_BYE_BOTH)),
+        (_P.BRIDGING, _I.TIMER): (_P.FAILED, (_Ends("timeout", 408, "system"), *_BYE_BOTH)),
+        # connected: both phones have each other's media; re-INVITEs are relayed; timer
+        # max_duration (on the calls' shared LingerQueue).
+        (_P.CONNECTED, _I.CALLER_ANSWERED): (_P.CONNECTED, (_hang_up_stray,)),
+        (_P.CONNECTED, _I.CALLER_NO_OFFER): (_P.CONNECTED, (_hang_up_stray,)),
+        (_P.CONNECTED, _I.CALLER_FAILED): (_NO, ()),
+        (_P.CONNECTED, _I.CALLEE_TARGETS): (_NO, ()),
+        (_P.CONNECTED, _I.CALLEE_ANSWERED): (_P.CONNECTED, (_hang_up_stray,)),
+        (_P.CONNECTED, _I.CALLEE_FAILED): (_NO, ()),
+        (_P.CONNECTED, _I.BRIDGED): (_NO, ()),
+        (_P.CONNECTED, _I.BRIDGE_FAILED): (_NO, ()),
+        (_P.CONNECTED, _I.MEDIA_RELAY_FAILED): (_NO, ()),
+        (_P.CONNECTED, _I.OFFER): (_P.CONNECTED, (_relay_offer,)),
+        (_P.CONNECTED, _I.CALLER_GONE): (_P.ENDED, (_record_end, *_BYE_BOTH)),
+        (_P.CONNECTED, _I.CALLEE_GONE): (_P.ENDED, (_record_end, *_BYE_BOTH)),
+        (_P.CONNECTED, _I.HANG_UP): (_P.ENDED, (_record_hang_up, *_BYE_BOTH)),
+        (_P.CONNECTED, _I.TIMER): (
+            _P.ENDED, (_Ends("max-duration", None, "system"), *_BYE_BOTH)
+        ),
+        # ended, failed: absorb everything.
+        **_absorbing(_P.ENDED, _hang_up_stray, _answer_locally, _late_event),
+        **_absorbing(_P.FAILED, _hang_up_stray, _answer_locally, _late_event),
+    }
+    del _P, _I, _NO, _BYE_BOTH, _BYE_BOTH_WITH_REASON, _BYE_BOTH_AFTER_TONE
+
+
+#: The row of an input missing from L{Call._TABLE} (none is: tests/calls/test_call_table.py).
+_NO_TRANSITION: _Row = (None, ())

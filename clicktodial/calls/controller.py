@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from clicktodial.calls.call import Call, CallSettings, Target, target_for_binding
+from clicktodial.calls.call import Call, CallSettings, Input, Phase, Target, target_for_binding
 from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
@@ -37,9 +37,9 @@ from clicktodial.interfaces import (
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
-from clicktodial.sip.transactions.base import LingerQueue
 from clicktodial.sip.useragent import UserAgent
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
+from clicktodial.timers import LingerQueue
 
 __all__ = [
     "CallController",
@@ -162,6 +162,9 @@ class CallController:
         self._reserved_total = 0
         #: Same-length timers of all calls (the maximum duration), one queue per length.
         self._timer_queues: dict[float, LingerQueue] = {}
+        #: Inputs a call got in a phase where they have no transition, since start, by
+        #: "phase/input" (/metrics: clicktodial_call_unexpected_inputs).
+        self.unexpected_inputs: dict[str, int] = {}
 
     def _long_timers(self, delay: float) -> LingerQueue:
         """The queue for C{delay}-second timers: one reactor timer for all calls."""
@@ -334,6 +337,11 @@ class CallController:
         log.info("[calls] policy {name} in force for new calls", name=config.calls.policy)
 
     # -- CallObserver ----------------------------------------------------------
+
+    def call_input_unexpected(self, call: Call, phase: Phase, event: Input) -> None:
+        """Count an input without transition (the call logs it)."""
+        key = f"{phase.value}/{event.value}"
+        self.unexpected_inputs[key] = self.unexpected_inputs.get(key, 0) + 1
 
     def call_changed(self, call: Call, update: CallUpdate) -> None:
         """Record ``update`` (written at connect and at the end) and publish a new state."""

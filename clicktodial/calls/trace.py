@@ -30,8 +30,8 @@ from clicktodial.config import Config
 from clicktodial.interfaces import ICallTraceStore
 from clicktodial.sip.interfaces import ISIPTap
 from clicktodial.sip.message import Request, Response
-from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.store.traces import CallTrace, TraceAppend, TracedMessage, TraceLimits
+from clicktodial.timers import Lingering, LingerQueue
 
 __all__ = [
     "CallTraceService",

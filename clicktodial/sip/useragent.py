@@ -66,8 +66,8 @@ from clicktodial.sip.sdp import (
     is_sdp,
 )
 from clicktodial.sip.transaction import Timers
-from clicktodial.sip.transactions.base import Lingering, LingerQueue
 from clicktodial.sip.uri import URI
+from clicktodial.timers import Lingering, LingerQueue
 
 if TYPE_CHECKING:
     from clicktodial.sip.interfaces import ISIPTransport

@@ -13,7 +13,6 @@ readable place that says what every input does in every state.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,10 +22,10 @@ from twisted.logger import Logger
 
 if TYPE_CHECKING:
     from clicktodial.sip.message import Request, Response
+    from clicktodial.timers import Lingering, LingerQueue
 
 __all__ = [
     "LINGERING_STATES",
-    "LingerQueue",
     "RELIABLE_TRANSPORTS",
     "RequestReleased",
     "State",
@@ -133,100 +132,6 @@ class TransactionCounts:
         self.requests_received = 0
         self.responses_received = 0
         self.lingering = 0
-
-
-class Lingering:
-    """
-    One transaction's 64*T1 timer in a L{LingerQueue}: what C{callLater} would return,
-    less what a lone C{DelayedCall} carries (its own dict, arguments, heap slot).
-    """
-
-    __slots__ = ("deadline", "fired", "queue")
-
-    def __init__(self, queue: LingerQueue, deadline: float, fired: Callable[[], object]) -> None:
-        self.queue = queue
-        self.deadline = deadline
-        self.fired: Callable[[], object] | None = fired
-
-    def active(self) -> bool:
-        """Whether the timer has neither fired nor been cancelled."""
-        return self.fired is not None
-
-    def cancel(self) -> None:
-        """Stop the timer (it has not fired)."""
-        if self.fired is not None:
-            self.fired = None
-            self.queue._cancelled()
-
-
-class LingerQueue:
-    """
-    The 64*T1 timers of every transaction waiting in a L{LINGERING_STATES} state
-    (D, H, J, L, M) on one reactor timer.  They all have the same length, so they
-    expire in the order they start: a FIFO whose head is the next to fire.  At a
-    call rate R, R*32 s of finished transactions wait out Timer M, J or L at once;
-    a C{DelayedCall} each would cost about half a kilobyte apiece.
-    """
-
-    __slots__ = ("clock", "delay", "_entries", "_live", "_dead", "_call")
-
-    def __init__(self, clock: IReactorTime, delay: float) -> None:
-        self.clock = clock
-        self.delay = delay
-        self._entries: deque[Lingering] = deque()
-        self._live = 0
-        #: Cancelled entries still in the deque: dropped in one pass once they
-        #: outnumber the live ones (a long delay would otherwise keep them long).
-        self._dead = 0
-        self._call: IDelayedCall | None = None
-
-    def __len__(self) -> int:
-        return self._live
-
-    def call_later(self, fired: Callable[[], object]) -> Lingering:
-        """Call C{fired} after C{delay} seconds, unless the returned timer is cancelled."""
-        entry = Lingering(self, self.clock.seconds() + self.delay, fired)
-        self._entries.append(entry)
-        self._live += 1
-        if self._call is None:
-            self._call = self.clock.callLater(self.delay, self._fire)
-        return entry
-
-    def _cancelled(self) -> None:
-        self._live -= 1
-        self._dead += 1
-        if self._live == 0:
-            # Nothing left to wait for: leave nothing on the reactor.
-            self._entries.clear()
-            self._dead = 0
-            if self._call is not None and self._call.active():
-                self._call.cancel()
-            self._call = None
-        elif self._dead > 64 and self._dead > self._live:
-            self._entries = deque(e for e in self._entries if e.fired is not None)
-            self._dead = 0
-
-    def _fire(self) -> None:
-        self._call = None
-        now = self.clock.seconds()
-        # self._entries each time: a callback may cancel others and compact it.
-        while self._entries and (
-            self._entries[0].fired is None or self._entries[0].deadline <= now
-        ):
-            entry = self._entries.popleft()
-            fired = entry.fired
-            if fired is None:
-                self._dead -= 1
-                continue
-            entry.fired = None
-            self._live -= 1
-            try:
-                fired()
-            except Exception:
-                log.failure("timer of a LingerQueue failed")
-        if self._entries and self._call is None:
-            delay = max(0.0, self._entries[0].deadline - now)
-            self._call = self.clock.callLater(delay, self._fire)
 
 
 class TransactionHost(Protocol):

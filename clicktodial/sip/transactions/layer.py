@@ -29,7 +29,6 @@ from clicktodial.sip.interfaces import (
 )
 from clicktodial.sip.message import Request, Response, make_response, new_branch, new_tag
 from clicktodial.sip.transactions.base import (
-    LingerQueue,
     State,
     Timers,
     Transaction,
@@ -52,6 +51,7 @@ from clicktodial.sip.transactions.noninvite_client import NonInviteClientTransac
 from clicktodial.sip.transactions.noninvite_server import NonInviteServerTransaction
 from clicktodial.sip.transactions.server import ServerTransaction
 from clicktodial.sip.transport import TransportError
+from clicktodial.timers import LingerQueue
 
 if TYPE_CHECKING:
     from clicktodial.sip.address import Destination
