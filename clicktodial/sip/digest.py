@@ -1,5 +1,7 @@
 """
-SIP Digest authentication, server side (RFC 3261 §22, RFC 7616, RFC 8760).
+SIP Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760): the server
+side (challenges, verification) and the client side (answering a provider's
+challenge, see L{parse_challenge} and L{authorization_for}).
 
 Pure protocol logic on the standard library (C{hashlib}, C{hmac}); nothing
 here touches the network or a store, and time comes from an injected
@@ -16,6 +18,11 @@ What we support, and why:
     gets a fresh challenge, like any scheme we do not know (RFC 4475 §3.3.7).
   - a response without C{qop} (RFC 2069 style) is refused: without C{nc}
     and C{cnonce} a stateless nonce could be replayed for its whole life.
+
+The client side is more lenient than the server, because we answer other
+people's servers: it also speaks the C{-sess} algorithms, C{qop="auth-int"}
+(with the body) and RFC 2069 challenges without C{qop}, and echoes
+C{opaque}.
 
 Nonces are stateless (RFC 7616 §5.4 leaves their form to the server)::
 
@@ -52,15 +59,20 @@ from twisted.internet.interfaces import IReactorTime
 __all__ = [
     "ALGORITHMS",
     "DigestAuthenticator",
+    "DigestChallenge",
     "DigestCredentials",
     "DigestError",
     "NonceCountTracker",
     "Verdict",
+    "authorization_for",
     "compute_ha1",
     "compute_response",
     "format_challenge",
+    "new_cnonce",
+    "parse_challenge",
     "parse_auth_params",
     "parse_authorization",
+    "select_challenge",
     "select_credentials",
 ]
 
@@ -129,8 +141,21 @@ def compute_response(ha1: str, nonce: str, nc: str, cnonce: str, qop: str,
     canonical = _canonical_algorithm(algorithm)
     if canonical is None:
         raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-    h = ALGORITHMS[canonical]
-    ha2 = h(f"{method}:{uri}".encode())
+    return _response(ALGORITHMS[canonical], ha1, nonce, nc, cnonce, qop,
+                     method, uri, None)
+
+
+def _response(h: Callable[[bytes], str], ha1: str, nonce: str, nc: str,
+              cnonce: str, qop: str | None, method: str, uri: str,
+              body: bytes | None) -> str:
+    # RFC 7616 §3.4.3: A2 = method ":" uri [ ":" H(entity-body) for auth-int ]
+    a2 = f"{method}:{uri}"
+    if qop == "auth-int":
+        a2 += ":" + h(body or b"")
+    ha2 = h(a2.encode())
+    if qop is None:
+        # RFC 2069 (RFC 2617 §3.2.2.1 compatibility): no nc, cnonce, qop.
+        return h(f"{ha1}:{nonce}:{ha2}".encode())
     return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode())
 
 
@@ -307,6 +332,159 @@ def format_challenge(realm: str, nonce: str, algorithm: str,
     parts.append('qop="auth"')
     if stale:
         parts.append("stale=true")
+    return ", ".join(parts)
+
+
+# -- client side --------------------------------------------------------------
+
+
+@frozen
+class DigestChallenge:
+    """
+    A parsed C{WWW-Authenticate} / C{Proxy-Authenticate} Digest challenge,
+    as a provider sends it to us (RFC 7616 §3.3).
+
+    @ivar algorithm: canonical name: C{MD5}, C{SHA-256}, C{MD5-sess} or
+        C{SHA-256-sess}.
+    @ivar qops: the qop options offered, lower case, in the server's order;
+        empty for an RFC 2069 challenge.
+    @ivar stale: the server says our previous response was right but its
+        nonce is too old: answer again with the same credentials, without
+        treating it as a failure.
+    """
+
+    realm: str
+    nonce: str
+    algorithm: str = "MD5"
+    qops: tuple[str, ...] = ()
+    opaque: str | None = None
+    stale: bool = False
+
+    @property
+    def qop(self) -> str | None:
+        """The qop we answer with: C{auth}, else C{auth-int}, else none."""
+        for choice in ("auth", "auth-int"):
+            if choice in self.qops:
+                return choice
+        return None
+
+
+def _client_algorithm(name: str | None) -> str | None:
+    if name is None:
+        return "MD5"
+    # RFC 7616 §3.3: case-insensitive; the -sess variants (RFC 7616 §3.4.2)
+    # are spelled "MD5-sess" and "SHA-256-sess" in the registry.
+    upper = name.upper()
+    session = upper.endswith("-SESS")
+    base = upper.removesuffix("-SESS")
+    if base not in ALGORITHMS:
+        return None
+    return base + "-sess" if session else base
+
+
+def parse_challenge(value: str) -> DigestChallenge:
+    """
+    Parse one C{WWW-Authenticate} or C{Proxy-Authenticate} field value.
+
+    @raise DigestError: for another scheme, a syntax error, a missing
+        C{realm} or C{nonce}, an algorithm we cannot compute, or only qop
+        options we do not know (then no response of ours could be right).
+    """
+    stripped = value.lstrip(_LWS)
+    end = 0
+    while end < len(stripped) and stripped[end] in _TOKEN_CHARS:
+        end += 1
+    scheme = stripped[:end]
+    if scheme.lower() != "digest":
+        raise DigestError(f"unsupported authentication scheme {scheme!r}")
+    if end < len(stripped) and stripped[end] not in _LWS:
+        raise DigestError("malformed Digest challenge")
+    params = parse_auth_params(stripped[end:])
+    missing = [name for name in ("realm", "nonce") if name not in params]
+    if missing:
+        raise DigestError("missing Digest parameter(s): " + ", ".join(missing))
+    algorithm = _client_algorithm(params.get("algorithm"))
+    if algorithm is None:
+        raise DigestError(f"unsupported algorithm {params['algorithm']!r}")
+    qops: tuple[str, ...] = ()
+    if "qop" in params:
+        qops = tuple(q.strip().lower() for q in params["qop"].split(",")
+                     if q.strip())
+        if not {"auth", "auth-int"} & set(qops):
+            raise DigestError(f"unsupported qop {params['qop']!r}")
+    return DigestChallenge(
+        realm=params["realm"], nonce=params["nonce"], algorithm=algorithm,
+        qops=qops, opaque=params.get("opaque"),
+        stale=params.get("stale", "false").lower() == "true",
+    )
+
+
+def _strength(challenge: DigestChallenge) -> int:
+    return 1 if challenge.algorithm.upper().startswith("SHA-256") else 0
+
+
+def select_challenge(values: Iterable[str]) -> DigestChallenge | None:
+    """
+    The challenge to answer among several C{WWW-Authenticate} (or
+    C{Proxy-Authenticate}) values: the strongest algorithm we support, the
+    server's order among equals (RFC 7616 §3.7, RFC 8760 §2.4); L{None}
+    when none is usable.
+    """
+    usable = []
+    for value in values:
+        try:
+            usable.append(parse_challenge(value))
+        except DigestError:
+            continue
+    if not usable:
+        return None
+    return max(usable, key=_strength)  # max keeps the first of equals
+
+
+def new_cnonce() -> str:
+    """A fresh client nonce: 128 random bits, URL-safe base64."""
+    return base64.urlsafe_b64encode(os.urandom(16)).decode("ascii").rstrip("=")
+
+
+def authorization_for(challenge: DigestChallenge, method: str, uri: str,
+                      username: str, password: str, *, cnonce: str,
+                      nc: int = 1, body: bytes | None = None) -> str:
+    """
+    The C{Authorization} / C{Proxy-Authorization} field value answering
+    C{challenge} for a request (RFC 7616 §3.4, RFC 3261 §22.2/§22.3).
+
+    @param uri: the Request-URI exactly as the request carries it.
+    @param username: the authentication user (may differ from the From
+        user at a SIP provider).
+    @param cnonce: the client nonce (see L{new_cnonce}); ignored for an RFC
+        2069 challenge without qop.
+    @param nc: how many requests this nonce has answered, this one
+        included (1 for the first); it must grow with each reuse.
+    @param body: the message body, used only for C{qop=auth-int}.
+    @raise ValueError: for C{nc} outside 1..2**32-1.
+    """
+    if not 0 < nc < 2 ** 32:
+        raise ValueError(f"nonce count {nc} out of range")
+    base = challenge.algorithm.upper().removesuffix("-SESS")
+    h = ALGORITHMS[base]
+    qop = challenge.qop
+    nc_text = f"{nc:08x}"
+    ha1 = h(f"{username}:{challenge.realm}:{password}".encode())
+    if challenge.algorithm.upper().endswith("-SESS"):
+        # RFC 7616 §3.4.2: H(H(user:realm:password) ":" nonce ":" cnonce)
+        ha1 = h(f"{ha1}:{challenge.nonce}:{cnonce}".encode())
+    response = _response(h, ha1, challenge.nonce, nc_text, cnonce, qop,
+                         method, uri, body)
+    parts = [f"Digest username={_quote(username)}",
+             f"realm={_quote(challenge.realm)}",
+             f"nonce={_quote(challenge.nonce)}",
+             f"uri={_quote(uri)}",
+             f"response={_quote(response)}",
+             f"algorithm={challenge.algorithm}"]
+    if challenge.opaque is not None:
+        parts.append(f"opaque={_quote(challenge.opaque)}")
+    if qop is not None:
+        parts += [f"qop={qop}", f"nc={nc_text}", f"cnonce={_quote(cnonce)}"]
     return ", ".join(parts)
 
 
