@@ -42,8 +42,7 @@ from clicktodial.sip.interfaces import ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
 from clicktodial.sip.transactions.base import Lingering, LingerQueue
-from clicktodial.sip.uri import URI, parse_uri
-from clicktodial.sip.useragent import (
+from clicktodial.sip.ua import (
     CallState,
     IncomingRequest,
     OutgoingCall,
@@ -52,6 +51,7 @@ from clicktodial.sip.useragent import (
     SessionHandlerBase,
     UserAgent,
 )
+from clicktodial.sip.uri import URI, parse_uri
 from clicktodial.store.values import Binding, CallUpdate, User
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
 from clicktodial.sip.transactions.base import LingerQueue
-from clicktodial.sip.useragent import UserAgent
+from clicktodial.sip.ua import UserAgent
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
 
 __all__ = [

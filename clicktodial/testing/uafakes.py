@@ -1,5 +1,5 @@
 """
-Test helpers for the user-agent core (L{clicktodial.sip.useragent}): a
+Test helpers for the user-agent core (L{clicktodial.sip.ua}): a
 session handler that records every event, a scriptable incoming-call
 handler, and a L{Party} bundling transport + transaction layer + UA core.
 
@@ -28,8 +28,7 @@ from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, IS
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
 from clicktodial.sip.transaction import Timers, TransactionLayer
-from clicktodial.sip.uri import URI
-from clicktodial.sip.useragent import (
+from clicktodial.sip.ua import (
     IncomingCall,
     IncomingRequest,
     OutgoingCall,
@@ -37,6 +36,7 @@ from clicktodial.sip.useragent import (
     SessionHandlerBase,
     UserAgent,
 )
+from clicktodial.sip.uri import URI
 from clicktodial.testing.sipfakes import FaultyNetwork, RecordingTransport
 
 __all__ = ["Answer", "EventLog", "Party", "ScriptedCallHandler", "sdp"]

@@ -18,8 +18,7 @@ from clicktodial.sip.message import Request, Response, make_response, new_branch
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import Party as SDPParty
 from clicktodial.sip.transaction import Timers
-from clicktodial.sip.uri import URI
-from clicktodial.sip.useragent import (
+from clicktodial.sip.ua import (
     CallState,
     IncomingRequest,
     OutgoingCall,
@@ -27,6 +26,7 @@ from clicktodial.sip.useragent import (
     Session,
     UserAgent,
 )
+from clicktodial.sip.uri import URI
 from clicktodial.testing.sipfakes import (
     FaultyNetwork,
     RecordingTransport,
