@@ -24,7 +24,12 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from clicktodial.sip.headers import NameAddr
-from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ISIPTransport
+from clicktodial.sip.interfaces import (
+    IClientCredentials,
+    IIncomingCallHandler,
+    ISessionHandler,
+    ISIPTransport,
+)
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
 from clicktodial.sip.transaction import Timers, TransactionLayer
@@ -248,6 +253,7 @@ class Party:
         callee: Party | URI,
         offer: bytes | None = None,
         handler: EventLog | None = None,
+        credentials: IClientCredentials | None = None,
     ) -> tuple[OutgoingCall, EventLog]:
         """INVITE ``callee`` (with ``offer`` as SDP, or none); returns the call and its log."""
         target = callee.uri if isinstance(callee, Party) else callee
@@ -258,6 +264,7 @@ class Party:
             to=NameAddr(target),
             handler=log,
             body=offer or b"",
+            credentials=credentials,
         )
         return call, log
 

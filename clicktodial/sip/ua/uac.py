@@ -109,7 +109,7 @@ CANCEL = "cancel"
 CANCEL_TIMEOUT = "CANCEL timeout"
 FORK_WINDOW = "fork window end"
 
-Action = Callable[["OutgoingCall", "Response | None"], None]
+Action = Callable[["OutgoingCall", Response | None], None]
 
 
 class OutgoingCall:
@@ -408,65 +408,69 @@ class OutgoingCall:
         self._end_early()
         self.ua.outgoing_finished(self)
 
-    def _nothing(self, response: Response | None) -> None:
-        """Discard: the input changes nothing here."""
-
-    _TABLE: dict[tuple[UACState, str], tuple[UACState, tuple[Action, ...]]]
+    # Every response input has a row in every state; CANCEL_TIMEOUT and FORK_WINDOW only
+    # where their timer runs (leaving the state cancels it).
+    _TABLE: dict[tuple[UACState, str], tuple[UACState, tuple[Action, ...]]] = {
+        (CALLING, PROVISIONAL): (PROCEEDING, (_early_dialog, _report_provisional)),
+        (CALLING, SUCCESS): (ACCEPTED, (_answer,)),
+        (CALLING, SUCCESS_AGAIN): (CALLING, (_ack_again,)),
+        (CALLING, SUCCESS_ENDED): (CANCELLED, (_refuse_fork, _finish, _report_487)),
+        (CALLING, FAILURE): (FAILED, (_finish, _report_failure)),
+        (CALLING, CHALLENGE): (CALLING, (_retry_with_credentials,)),
+        (CALLING, CANCEL): (CANCEL_PENDING, ()),
+        (CANCEL_PENDING, PROVISIONAL): (CANCELLING, (_early_dialog, _send_cancel)),
+        (CANCEL_PENDING, SUCCESS): (CANCELLED, (_refuse_cancelled, _finish, _report_487)),
+        (CANCEL_PENDING, SUCCESS_AGAIN): (CANCEL_PENDING, (_ack_again,)),
+        (CANCEL_PENDING, SUCCESS_ENDED): (CANCELLED, (_refuse_cancelled, _finish, _report_487)),
+        (CANCEL_PENDING, FAILURE): (CANCELLED, (_finish, _report_failure)),
+        (CANCEL_PENDING, CHALLENGE): (CANCELLED, (_finish, _report_failure)),
+        (CANCEL_PENDING, CANCEL): (CANCEL_PENDING, ()),
+        (PROCEEDING, PROVISIONAL): (PROCEEDING, (_early_dialog, _report_provisional)),
+        (PROCEEDING, SUCCESS): (ACCEPTED, (_answer,)),
+        (PROCEEDING, SUCCESS_AGAIN): (PROCEEDING, (_ack_again,)),
+        (PROCEEDING, SUCCESS_ENDED): (CANCELLED, (_refuse_fork, _finish, _report_487)),
+        (PROCEEDING, FAILURE): (FAILED, (_finish, _report_failure)),
+        (PROCEEDING, CHALLENGE): (CALLING, (_retry_with_credentials,)),
+        (PROCEEDING, CANCEL): (CANCELLING, (_send_cancel,)),
+        (CANCELLING, PROVISIONAL): (CANCELLING, (_early_dialog,)),
+        (CANCELLING, SUCCESS): (CANCELLED, (_refuse_cancelled, _finish, _report_487)),
+        (CANCELLING, SUCCESS_AGAIN): (CANCELLING, (_ack_again,)),
+        (CANCELLING, SUCCESS_ENDED): (CANCELLED, (_refuse_cancelled, _finish, _report_487)),
+        (CANCELLING, FAILURE): (CANCELLED, (_finish, _report_failure)),
+        (CANCELLING, CHALLENGE): (CANCELLED, (_finish, _report_failure)),
+        (CANCELLING, CANCEL): (CANCELLING, ()),
+        (CANCELLING, CANCEL_TIMEOUT): (CANCELLED, (_end_transaction, _finish, _report_487)),
+        (ACCEPTED, PROVISIONAL): (ACCEPTED, ()),
+        (ACCEPTED, SUCCESS): (ACCEPTED, (_refuse_fork,)),
+        (ACCEPTED, SUCCESS_AGAIN): (ACCEPTED, (_ack_again,)),
+        (ACCEPTED, SUCCESS_ENDED): (ACCEPTED, (_refuse_fork,)),
+        (ACCEPTED, FAILURE): (ACCEPTED, ()),
+        (ACCEPTED, CHALLENGE): (ACCEPTED, ()),
+        (ACCEPTED, CANCEL): (ACCEPTED, ()),
+        (ACCEPTED, FORK_WINDOW): (TERMINATED, (_finish,)),
+        (TERMINATED, PROVISIONAL): (TERMINATED, ()),
+        (TERMINATED, SUCCESS): (TERMINATED, (_refuse_fork,)),
+        (TERMINATED, SUCCESS_AGAIN): (TERMINATED, (_ack_again,)),
+        (TERMINATED, SUCCESS_ENDED): (TERMINATED, (_refuse_fork,)),
+        (TERMINATED, FAILURE): (TERMINATED, ()),
+        (TERMINATED, CHALLENGE): (TERMINATED, ()),
+        (TERMINATED, CANCEL): (TERMINATED, ()),
+        (FAILED, PROVISIONAL): (FAILED, ()),
+        (FAILED, SUCCESS): (FAILED, (_refuse_fork,)),
+        (FAILED, SUCCESS_AGAIN): (FAILED, (_ack_again,)),
+        (FAILED, SUCCESS_ENDED): (FAILED, (_refuse_fork,)),
+        (FAILED, FAILURE): (FAILED, ()),
+        (FAILED, CHALLENGE): (FAILED, ()),
+        (FAILED, CANCEL): (FAILED, ()),
+        (CANCELLED, PROVISIONAL): (CANCELLED, ()),
+        (CANCELLED, SUCCESS): (CANCELLED, (_refuse_fork,)),
+        (CANCELLED, SUCCESS_AGAIN): (CANCELLED, (_ack_again,)),
+        (CANCELLED, SUCCESS_ENDED): (CANCELLED, (_refuse_fork,)),
+        (CANCELLED, FAILURE): (CANCELLED, ()),
+        (CANCELLED, CHALLENGE): (CANCELLED, ()),
+        (CANCELLED, CANCEL): (CANCELLED, ()),
+    }
 
 
 def _ignore(response: Response) -> None:
     """Response callback for requests whose answer changes nothing (CANCEL)."""
-
-
-def _build_table() -> dict[tuple[UACState, str], tuple[UACState, tuple[Action, ...]]]:
-    c = OutgoingCall
-    answer = (c._answer,)
-    report_provisional = (c._early_dialog, c._report_provisional)
-    fail = (c._finish, c._report_failure)
-    refuse_cancelled = (c._refuse_cancelled, c._finish, c._report_487)
-    refuse_ended = (c._refuse_fork, c._finish, c._report_487)
-    table: dict[tuple[UACState, str], tuple[UACState, tuple[Action, ...]]] = {
-        (CALLING, PROVISIONAL): (PROCEEDING, report_provisional),
-        (CALLING, SUCCESS): (ACCEPTED, answer),
-        (CALLING, SUCCESS_ENDED): (CANCELLED, refuse_ended),
-        (CALLING, FAILURE): (FAILED, fail),
-        (CALLING, CHALLENGE): (CALLING, (c._retry_with_credentials,)),
-        (CALLING, CANCEL): (CANCEL_PENDING, ()),
-        (CANCEL_PENDING, PROVISIONAL): (CANCELLING, (c._early_dialog, c._send_cancel)),
-        (CANCEL_PENDING, SUCCESS): (CANCELLED, refuse_cancelled),
-        (CANCEL_PENDING, SUCCESS_ENDED): (CANCELLED, refuse_cancelled),
-        (CANCEL_PENDING, FAILURE): (CANCELLED, fail),
-        (CANCEL_PENDING, CHALLENGE): (CANCELLED, fail),
-        (PROCEEDING, PROVISIONAL): (PROCEEDING, report_provisional),
-        (PROCEEDING, SUCCESS): (ACCEPTED, answer),
-        (PROCEEDING, SUCCESS_ENDED): (CANCELLED, refuse_ended),
-        (PROCEEDING, FAILURE): (FAILED, fail),
-        (PROCEEDING, CHALLENGE): (CALLING, (c._retry_with_credentials,)),
-        (PROCEEDING, CANCEL): (CANCELLING, (c._send_cancel,)),
-        (CANCELLING, PROVISIONAL): (CANCELLING, (c._early_dialog,)),
-        (CANCELLING, SUCCESS): (CANCELLED, refuse_cancelled),
-        (CANCELLING, SUCCESS_ENDED): (CANCELLED, refuse_cancelled),
-        (CANCELLING, FAILURE): (CANCELLED, fail),
-        (CANCELLING, CHALLENGE): (CANCELLED, fail),
-        (CANCELLING, CANCEL_TIMEOUT): (
-            CANCELLED,
-            (c._end_transaction, c._finish, c._report_487),
-        ),
-        (ACCEPTED, FORK_WINDOW): (TERMINATED, (c._finish,)),
-    }
-    for state in UACState:
-        table[(state, SUCCESS_AGAIN)] = (state, (c._ack_again,))
-    for state in (ACCEPTED, TERMINATED, FAILED, CANCELLED):
-        table[(state, PROVISIONAL)] = (state, ())
-        table[(state, SUCCESS)] = (state, (c._refuse_fork,))
-        table[(state, SUCCESS_ENDED)] = (state, (c._refuse_fork,))
-        table[(state, FAILURE)] = (state, ())
-        table[(state, CHALLENGE)] = (state, ())
-        # The application may cancel a call whatever its state: nothing to do here.
-        table[(state, CANCEL)] = (state, ())
-    for state in (CANCEL_PENDING, CANCELLING):
-        table[(state, CANCEL)] = (state, ())
-    return table
-
-
-OutgoingCall._TABLE = _build_table()
