@@ -1018,6 +1018,13 @@ CREDENTIALS = StaticCredentials("alice-auth", "secret")
 
 
 class TestUACDigest:
+    def test_static_credentials_provide_the_interface(self) -> None:
+        """StaticCredentials is an IClientCredentials; realms limit where it answers."""
+        assert verifyObject(IClientCredentials, CREDENTIALS)
+        limited = StaticCredentials("u", "p", frozenset({REALM}))
+        assert limited.credentials_for(REALM) == ("u", "p")
+        assert limited.credentials_for("other") is None
+
     def test_407_to_invite_is_answered_once_with_proxy_authorization(self) -> None:
         """§22.2/§22.3: a 407 gets the INVITE again, CSeq+1, same Call-ID and From tag,
         with Proxy-Authorization (qop=auth, nc 00000001, a cnonce, opaque echoed)."""
