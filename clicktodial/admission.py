@@ -20,7 +20,9 @@ transport's :class:`~clicktodial.interfaces.IMessageHandler`) and, for each pars
    transactions doing work (anything but OPTIONS; finished transactions waiting out Timer J
    for retransmissions do not count), or too many database operations
    waiting (REGISTER and INVITE, the requests that need the database);
-3. hands everything else, and every response, to the transaction layer.
+3. hands everything else, and every response, to the transaction layer, and tells it of
+   requests the transport could not deliver (it forwards
+   :class:`~clicktodial.interfaces.ISendFailureHandler` when its handler provides it).
 
 The checks are a few integer comparisons per request.
 """
@@ -38,8 +40,14 @@ from zope.interface import implementer
 
 from clicktodial.config import LimitsConfig
 from clicktodial.netaddr import NetworkSet
+from clicktodial.sip.address import Destination
 from clicktodial.sip.headers import HeaderParseError
-from clicktodial.sip.interfaces import IMessageHandler, ISIPTransport, ISourceLimit
+from clicktodial.sip.interfaces import (
+    IMessageHandler,
+    ISendFailureHandler,
+    ISIPTransport,
+    ISourceLimit,
+)
 from clicktodial.sip.message import Request, Response, make_response
 from clicktodial.sip.transport import TransportError, stateless_to_tag
 
@@ -278,7 +286,7 @@ class AdmissionCounts:
         self.draining = 0
 
 
-@implementer(IMessageHandler)
+@implementer(IMessageHandler, ISendFailureHandler)
 class AdmissionControl:
     """
     The transport's message handler in front of the transaction layer (see the module).
@@ -309,6 +317,7 @@ class AdmissionControl:
     ) -> None:
         self.clock = clock
         self.handler = handler
+        self._send_failures = ISendFailureHandler(handler, None)
         self.transport = transport
         self.transactions_active = transactions_active
         self.store_pending = store_pending
@@ -344,6 +353,13 @@ class AdmissionControl:
                 self._refuse(request, source, refusal)
                 return
         self.handler.request_received(request, source)
+
+    # -- ISendFailureHandler ------------------------------------------------------------
+
+    def request_failed(self, request: Request, destination: Destination, reason: str) -> None:
+        """A request of ours never left: to the layer, whose transaction it ends."""
+        if self._send_failures is not None:
+            self._send_failures.request_failed(request, destination, reason)
 
     def _refusal(self, method: str) -> str | None:
         limits = self.limits

@@ -70,11 +70,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def _check_config(args: argparse.Namespace) -> int:
     from clicktodial.pluginconfig import check_plugins
+    from clicktodial.startup import load_named_resources
     from clicktodial.store.blocking import BlockingDriver
     from clicktodial.store.plugins import StoreEnvironment
 
     config = config_from_args(args)
-    # The daemon's start-up validation: the plugins check their [KIND:NAME] sections.
+    # The daemon's start-up validation: the files and endpoint types the configuration
+    # names are loaded and looked up, the plugins check their [KIND:NAME] sections.
+    load_named_resources(config)
     environment = StoreEnvironment(reactor=BlockingDriver(), realm=config.sip.domain)
     for warning in check_plugins(config, environment):
         print(f"warning: {warning}", file=sys.stderr)

@@ -27,12 +27,20 @@ from typing import Any
 import attrs
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
-from twisted.internet.interfaces import IStreamServerEndpointStringParser
 from twisted.logger import LogLevel
-from twisted.plugin import getPlugins
 
 from clicktodial import __version__
+from clicktodial.dialplan.numbers import NumberingPlan
+from clicktodial.dialplan.plan import (
+    ALLOWABLE_CLASSES,
+    DEFAULT_ALLOWED,
+    DialPlan,
+    PrefixTables,
+    Route,
+    country_defaults,
+)
 from clicktodial.netaddr import NetworkSet
+from clicktodial.store.values import is_valid_username
 
 __all__ = [
     "CallsConfig",
@@ -242,11 +250,7 @@ def parse_header_text(text: str) -> str:
     return text
 
 
-def _server_endpoint_types() -> list[str]:
-    # The types serverFromString accepts: its built-in parsers plus the installed
-    # IStreamServerEndpointStringParser plugins (tcp6, systemd, ...).
-    plugins = getPlugins(IStreamServerEndpointStringParser)
-    return sorted({"tcp", "unix", "ssl"} | {p.prefix.lower() for p in plugins})
+_ENDPOINT_TYPE = re.compile(r"[a-z][a-z0-9_+.-]*", re.IGNORECASE)
 
 
 def _split_endpoint(text: str) -> list[str]:
@@ -269,17 +273,16 @@ def parse_stream_endpoint(text: str) -> str:
     A Twisted stream server endpoint description (``tcp:8080:interface=127.0.0.1``,
     ``unix:/run/clicktodial/web.sock``, ``systemd:domain=INET:index=0``).
 
-    The type is checked against those Twisted has, and a TCP or SSL port must be a number.
-    The rest is checked when the endpoint is built at start-up: a ``systemd:`` endpoint only
-    makes sense under systemd, and an ``ssl:`` one reads certificate files.
+    Only the shape is checked here: ``TYPE:ARGS``, and a TCP or SSL port must be a number.
+    Whether an installed endpoint parser serves the type is start-up's question
+    (:mod:`clicktodial.startup`), as is the rest: a ``systemd:`` endpoint only makes sense
+    under systemd, and an ``ssl:`` one reads certificate files.
     """
     fields = _split_endpoint(text)
     kind = fields[0].lower()
-    types = _server_endpoint_types()
-    if len(fields) < 2 or kind not in types:
+    if len(fields) < 2 or not _ENDPOINT_TYPE.fullmatch(kind):
         raise ValueError(
-            f"invalid endpoint {text!r} (expected TYPE:ARGS such as tcp:8080:interface=127.0.0.1;"
-            f" types: {', '.join(types)})"
+            f"invalid endpoint {text!r} (expected TYPE:ARGS such as tcp:8080:interface=127.0.0.1)"
         )
     if kind in ("tcp", "tcp6", "ssl"):
         positional = [f for f in fields[1:] if "=" not in f]
@@ -368,15 +371,14 @@ def parse_port_range(text: str) -> tuple[int, int]:
 def parse_ringback(text: str) -> str:
     """
     ``none``, a tone region (``us``, ``uk``, ``eu``) or ``file:PATH`` of an 8 kHz mono
-    16-bit WAV file, which is read now so that a bad file stops start-up naming it.
+    16-bit WAV file. Only the syntax is checked here: start-up opens the file
+    (:mod:`clicktodial.startup`), so that a bad file stops it naming file, section and key.
     """
-    from clicktodial.media.codecs import Codec
-    from clicktodial.media.tones import REGIONS, wav_file
+    from clicktodial.media.tones import REGIONS
 
     if text == "none" or text in REGIONS:
         return text
     if text.startswith("file:") and len(text) > len("file:"):
-        wav_file(text[len("file:") :], Codec.PCMU)  # raises MediaSourceError (a ValueError)
         return text
     raise ValueError(
         f"invalid ringback {text!r} (expected none, {', '.join(REGIONS)} or file:PATH)"
@@ -1755,6 +1757,174 @@ class LimitsConfig:
     )
 
 
+# --- [dialplan] (docs/dialplan.md) -----------------------------------------------------------
+
+
+def parse_country_code(text: str) -> str:
+    """An E.164 country code (``44``), or empty: no dial plan, numbers cannot be called."""
+    if text and not re.fullmatch(r"[1-9][0-9]{0,2}", text):
+        raise ValueError(f"invalid country code {text!r} (expected 1 to 3 digits, e.g. 44)")
+    return text
+
+
+def parse_dial_prefix(text: str) -> str:
+    """Digits dialled before a number (``0``, ``00``), or empty."""
+    if text and not re.fullmatch(r"[0-9]{1,4}", text):
+        raise ValueError(f"invalid prefix {text!r} (expected up to 4 digits)")
+    return text
+
+
+def parse_prefix_list(text: str) -> frozenset[str] | None:
+    """
+    E.164 prefixes, ``+`` optional (``+447 +4470``): ``country`` for the built-in table of
+    the country code, ``none`` for no prefix at all.
+    """
+    if text == "country":
+        return None
+    if text == "none":
+        return frozenset()
+    prefixes = set()
+    for word in text.replace(",", " ").split():
+        if not re.fullmatch(r"\+?[1-9][0-9]{0,14}", word):
+            raise ValueError(
+                f"invalid prefix {word!r} (expected E.164 digits such as +447, or country"
+                " or none)")
+        prefixes.add(word.lstrip("+"))
+    return frozenset(prefixes)
+
+
+def parse_short_numbers(text: str) -> frozenset[str] | None:
+    """Short numbers as dialled (``999 112``), ``country`` or ``none``."""
+    if text in ("country", "none"):
+        return None if text == "country" else frozenset()
+    words = text.replace(",", " ").split()
+    for word in words:
+        if not re.fullmatch(r"[0-9]{2,6}", word):
+            raise ValueError(f"invalid short number {word!r} (expected 2 to 6 digits)")
+    return frozenset(words)
+
+
+def parse_dial_classes(text: str) -> frozenset[str]:
+    """Destination classes a user may dial (``national, mobile``), or ``none``."""
+    if text == "none":
+        return frozenset()
+    classes = frozenset(text.replace(",", " ").split())
+    for name in sorted(classes):
+        if name not in ALLOWABLE_CLASSES:
+            hint = (" (emergency numbers are always refused: docs/dialplan.md)"
+                    if name == "emergency" else "")
+            raise ValueError(f"unknown class {name!r} (expected some of"
+                             f" {', '.join(ALLOWABLE_CLASSES)}, or none){hint}")
+    return classes
+
+
+def parse_user_classes(text: str) -> Mapping[str, frozenset[str]]:
+    """One user a line: ``alice national mobile international`` (``alice none``: nothing)."""
+    users: dict[str, frozenset[str]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, _, classes = line.strip().partition(" ")
+        if not is_valid_username(name):
+            raise ValueError(f"invalid user name {name!r} in line {line.strip()!r}")
+        if name in users:
+            raise ValueError(f"user {name!r} is given twice")
+        if not classes.strip():
+            raise ValueError(f"line {line.strip()!r} names no class (or none)")
+        users[name] = parse_dial_classes(classes.strip())
+    return types.MappingProxyType(users)
+
+
+def parse_routes(text: str) -> tuple[Route, ...]:
+    """One route a line, first match wins: ``+447 mobile backup`` (``+`` alone: all)."""
+    routes = []
+    for line in text.splitlines():
+        words = line.replace(",", " ").split()
+        if not words:
+            continue
+        prefix, *trunks = words
+        if not re.fullmatch(r"\+[0-9]{0,15}", prefix):
+            raise ValueError(f"invalid route prefix {prefix!r} in line {line.strip()!r}"
+                             " (expected + and E.164 digits, e.g. +44)")
+        if not trunks:
+            raise ValueError(f"route {line.strip()!r} names no trunk")
+        for trunk in trunks:
+            parse_plugin_name(trunk)
+        routes.append(Route(prefix[1:], tuple(trunks)))
+    return tuple(routes)
+
+
+def _tables_of(given: frozenset[str] | None, default: frozenset[str]) -> frozenset[str]:
+    return default if given is None else given
+
+
+@attrs.frozen
+class DialplanConfig:
+    """``[dialplan]``: calling numbers through trunks (docs/dialplan.md)."""
+
+    country_code: str = attrs.field(default="", metadata=setting(
+        parse_country_code, "",
+        "The E.164 country code numbers are read by (44). Empty: no dial plan, only"
+        " directory users can be called."))
+    national_prefix: str = attrs.field(default="0", metadata=setting(
+        parse_dial_prefix, "0",
+        "What is dialled before a national number (0 in the UK); empty where none is."))
+    international_prefix: str = attrs.field(default="00", metadata=setting(
+        parse_dial_prefix, "00",
+        "What is dialled before a country code instead of + (00; 011 in North America)."))
+    mobile_prefixes: frozenset[str] | None = attrs.field(default=None, metadata=setting(
+        parse_prefix_list, "country",
+        "E.164 prefixes of mobile numbers (+447); country: the built-in table of the"
+        " country code; none: no mobile class."))
+    premium_prefixes: frozenset[str] | None = attrs.field(default=None, metadata=setting(
+        parse_prefix_list, "country",
+        "E.164 prefixes of premium-rate and special numbers (+449 +4487); country or none."))
+    abroad_prefixes: frozenset[str] | None = attrs.field(default=None, metadata=setting(
+        parse_prefix_list, "country",
+        "E.164 prefixes inside the country code that are other countries (the Caribbean"
+        " in +1): international; country or none."))
+    emergency_numbers: frozenset[str] | None = attrs.field(default=None, metadata=setting(
+        parse_short_numbers, "country",
+        "Emergency numbers as dialled (999 112): always refused; country or none."))
+    allowed_classes: frozenset[str] = attrs.field(default=DEFAULT_ALLOWED, metadata=setting(
+        parse_dial_classes, "national, mobile",
+        "The classes users may dial: some of national, mobile, international, premium."))
+    user_classes: Mapping[str, frozenset[str]] = attrs.field(
+        factory=dict, hash=False, metadata=setting(
+            parse_user_classes, "",
+            "Users who may dial other classes than allowed_classes: one a line, the user"
+            " name then the classes (alice national mobile international)."))
+    routes: tuple[Route, ...] = attrs.field(default=(), metadata=setting(
+        parse_routes, "",
+        "One route a line, the first whose prefix matches wins: the E.164 prefix (+ alone"
+        " matches all) then the trunks to try in order (+44 uk_main uk_backup)."))
+    daily_limit: int = attrs.field(default=100, metadata=setting(
+        parse_count, "100",
+        "Outbound calls a user may place a day (UTC days, counted in the store across"
+        " daemons); 0: no limit."))
+
+    def plan(self) -> DialPlan | None:
+        """The dial plan, or None without a country code."""
+        if not self.country_code:
+            return None
+        defaults = country_defaults(self.country_code)
+        tables = PrefixTables(
+            mobile=_tables_of(self.mobile_prefixes, defaults.mobile),
+            premium=_tables_of(self.premium_prefixes, defaults.premium),
+            abroad=_tables_of(self.abroad_prefixes, defaults.abroad),
+            emergency=_tables_of(self.emergency_numbers, defaults.emergency),
+        )
+        return DialPlan(
+            NumberingPlan(self.country_code, self.national_prefix, self.international_prefix),
+            tables, self.allowed_classes, self.user_classes, self.routes, self.daily_limit)
+
+    def __attrs_post_init__(self) -> None:
+        if self.international_prefix == "":
+            raise InvalidSetting("international_prefix", "must not be empty")
+        if self.national_prefix == self.international_prefix:
+            raise InvalidSetting("international_prefix", "is the same as national_prefix")
+
+
 def _section(doc: str) -> Any:
     return attrs.field(metadata={_SECTION_DOC: doc})
 
@@ -1800,6 +1970,10 @@ class Config:
             _SECTION_DOC: "The rtpengine media relay ([media] relay).",
             _SECTION_NAME: "media:rtpengine",
         },
+    )
+    dialplan: DialplanConfig = attrs.field(
+        factory=DialplanConfig,
+        metadata={_SECTION_DOC: "Calling numbers through trunks: numbering, classes, routes."},
     )
     #: the [KIND:NAME] plugin sections (not a section of the schema)
     plugins: PluginSections = attrs.field(factory=PluginSections)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from clicktodial.calls.values import CallInfo, CallRequest
     from clicktodial.config import CallsConfig
+    from clicktodial.dialplan.plan import DialDecision
     from clicktodial.store.environment import StoreEnvironment
     from clicktodial.store.values import (
         ApiToken,
@@ -444,6 +445,31 @@ class IActiveCallClaims(Interface):
         """
 
 
+class IOutboundQuota(Interface):
+    """
+    Optional capability of a call record store: counts each user's calls to telephone
+    numbers a day, for C{[dialplan] daily_limit} (docs/dialplan.md). The daemon asks
+    C{IOutboundQuota(store, None)}; without it, numbers cannot be called while a daily
+    limit is set.
+    """
+
+    def count_outbound_call(username: str, day: str, limit: int) -> Deferred[bool]:
+        """
+        Count one more outbound call of C{username} on C{day} (C{YYYY-MM-DD}, UTC) if
+        fewer than C{limit} (1 or more) are counted, in one atomic step: however many
+        requests (and daemons sharing the database) ask at once, at most C{limit} of them
+        are counted.
+
+        @return: fires with L{True} if counted, L{False} if the limit was reached
+            (nothing changed).
+        """
+
+    def outbound_calls(username: str, day: str) -> Deferred[int]:
+        """
+        @return: fires with the calls counted for C{username} on C{day} (0 if none).
+        """
+
+
 class ISchemaManagement(Interface):
     """
     Optional capability of a store or location backend whose storage has a
@@ -626,6 +652,25 @@ class ICallController(Interface):
         Tell C{listener} about every call state change from now on.
 
         @return: a function that unsubscribes it.
+        """
+
+
+class IOutboundCalls(Interface):
+    """
+    Optional capability of a call controller: calls to telephone numbers through trunks,
+    as the dial plan decided (docs/dialplan.md). The web asks C{IOutboundCalls(controller,
+    None)}.
+    """
+
+    def place_outbound(caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
+        """
+        Record the call (C{number}, C{destination_class}) and ring the caller's phones,
+        then the number through the first of C{decision.trunks} that takes it.
+
+        @return: fires with the L{CallInfo} of the new call, or of the call already
+            C{failed} with end reason C{no-trunk} when none of the trunks exists;
+            fails with L{CallRefused<clicktodial.calls.policy.CallRefused>} when the
+            caller is unknown or disabled.
         """
 
 

@@ -2,9 +2,10 @@
 Running the daemon in production: the pieces :func:`install_operations` adds to the service
 tree built by :func:`clicktodial.service.build_service`:
 
-- :class:`~clicktodial.admission.AdmissionControl` in front of the transaction layer
-  (``[limits]``: overload 503s; 503s while stopping), and the reload and metrics of the
-  per-source rate limit the transport applies before parsing;
+- the reload and metrics of :class:`~clicktodial.admission.AdmissionControl` (which
+  ``build_service`` puts in front of the transaction layer: ``[limits]`` overload 503s,
+  503s while stopping) and of the per-source rate limit the transport applies before
+  parsing; :func:`register_metrics`, the SIP stack's REGISTER observer;
 - :class:`~clicktodial.shutdown.GracefulStop` (``[daemon] shutdown_grace``), run by
   :class:`clicktodial.tap.DaemonSignals` on SIGTERM;
 - ``/metrics`` and ``/readyz`` (:mod:`clicktodial.metrics`);
@@ -21,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from clicktodial.admission import AdmissionControl, SourceRateLimiter
+from clicktodial.admission import AdmissionControl
 from clicktodial.calls.events import CallInfo
 from clicktodial.config import Config
 from clicktodial.connlimit import ConnectionLimit
@@ -30,9 +31,15 @@ from clicktodial.metrics import DaemonCollector, DaemonMetrics, MetricsResource,
 from clicktodial.reload import ICallsReload, ReloadHook, ReloadRefused
 from clicktodial.shutdown import CallsInProgress, GracefulStop, ua_calls
 from clicktodial.sip.message import Request, Response
-from clicktodial.sip.stack import SIPStack
+from clicktodial.sip.stack import RegisterObserver, SIPStack
 
-__all__ = ["Operations", "check_calls_policy", "install_operations", "store_pending"]
+__all__ = [
+    "Operations",
+    "check_calls_policy",
+    "install_operations",
+    "register_metrics",
+    "store_pending",
+]
 
 
 def store_pending(*stores: object) -> Callable[[], int]:
@@ -227,58 +234,45 @@ def _media_relay(relay: IMediaRelay) -> DaemonCollector:
     )
 
 
+def register_metrics(metrics: DaemonMetrics) -> RegisterObserver:
+    """The SIP stack's REGISTER observer: counts each answer and its time in ``metrics``."""
+
+    def register_answered(request: Request, response: Response, seconds: float) -> None:
+        metrics.register_answered(response.status, "Authorization" in request.headers, seconds)
+
+    return register_answered
+
+
 def install_operations(
     config: Config,
     clock: IReactorTime,
     sip: SIPStack,
     store: Any,
     web_root: Resource,
+    admission: AdmissionControl,
+    metrics: DaemonMetrics,
     reload_hooks: list[Callable[[Config], object]] | None = None,
     call_controller: Any = None,
-    rate_limiter: SourceRateLimiter | None = None,
     location: object = None,
     connection_limits: Iterable[ConnectionLimit] = (),
 ) -> Operations:
     """
-    Put admission control between ``sip``'s transport and transaction layer, add
-    ``/metrics`` and ``/readyz`` to ``web_root`` (the operator tree: clicktodial.web.resource),
-    register a reload hook in ``reload_hooks``.
+    Add ``/metrics`` (of ``metrics``) and ``/readyz`` to ``web_root`` (the operator tree:
+    clicktodial.web.resource), the graceful stop (``admission`` refuses new requests while
+    it runs), and a reload hook in ``reload_hooks``.
 
-    :param location: the ``[location]`` backend when it is not ``store`` (its pending work
-        counts towards ``[limits] max_store_pending``).
-    :param rate_limiter: the per-source limit ``sip``'s transport applies (reconfigured on
-        reload, read by /metrics); by default one of ``config`` that nothing applies.
+    :param admission: the admission control in front of ``sip``'s transaction layer
+        (reconfigured on reload with its per-source rate limit, read by /metrics).
+    :param location: the ``[location]`` backend when it is not ``store`` (read by /readyz).
     :param connection_limits: the per-source connection caps of the stream listeners
         (their refusals: ``clicktodial_connections_refused_total{listener}``).
     """
     connection_limits = list(connection_limits)
-    metrics = DaemonMetrics()
-    if rate_limiter is None:
-        rate_limiter = SourceRateLimiter.from_config(
-            clock, config.limits, config.registrar.trusted_proxies
-        )
-    admission = AdmissionControl(
-        clock,
-        sip.transactions,
-        sip.transport,
-        config.limits,
-        # Transactions doing work: not the finished ones waiting out Timer J (32 s) for
-        # retransmissions, or 80 REGISTERs/s with Digest would count 5,000 at rest.
-        transactions_active=lambda: sip.transactions.working_count,
-        store_pending=store_pending(store, location),
-        server=config.sip.user_agent,
-        rate_limiter=rate_limiter,
-    )
-    sip.transport.handler = admission
+    rate_limiter = admission.rate_limiter
     graceful = GracefulStop(
         clock, admission, ua_calls(sip.user_agent), config.daemon.shutdown_grace
     )
     operations = Operations(admission, graceful, metrics)
-
-    def register_answered(request: Request, response: Response, seconds: float) -> None:
-        metrics.register_answered(response.status, "Authorization" in request.headers, seconds)
-
-    sip.register_observers.append(register_answered)
     counts = admission.counts
     metrics.collector(
         DaemonCollector(

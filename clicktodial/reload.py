@@ -43,9 +43,10 @@ log = Logger(namespace="clicktodial.reload")
 #: A component's reload hook: gets the new configuration, applies what it can.
 ReloadHook = Callable[[Config], object]
 
-#: Sections (or ``section.key``) applied live by the daemon's own hooks. ``[calls]`` keys are
-#: applied by the call controller's hook (``live`` of ConfigReloader).
-LIVE_SETTINGS = frozenset(["log.level", "limits", "daemon"])
+#: Sections (or ``section.key``) applied live by the daemon's own hooks (``[dialplan]``: the
+#: web's Dialler). ``[calls]`` keys are applied by the call controller's hook (``live`` of
+#: ConfigReloader).
+LIVE_SETTINGS = frozenset(["log.level", "limits", "daemon", "dialplan"])
 
 
 class ICallsReload(Interface):

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from clicktodial import __version__
-from clicktodial.admission import SourceRateLimiter
+from clicktodial.admission import AdmissionControl, SourceRateLimiter
 from clicktodial.calls.controller import build_call_service
 from clicktodial.calls.directory import CachedDirectory
 from clicktodial.calls.trace import CallTraceService, build_tracer
@@ -42,7 +42,13 @@ from clicktodial.interfaces import (
     IStoreBackend,
     IUserChangeNotifier,
 )
-from clicktodial.operations import Operations, install_operations
+from clicktodial.metrics import DaemonMetrics
+from clicktodial.operations import (
+    Operations,
+    install_operations,
+    register_metrics,
+    store_pending,
+)
 from clicktodial.pluginconfig import (
     build_location_store,
     build_policy,
@@ -52,6 +58,7 @@ from clicktodial.pluginconfig import (
 )
 from clicktodial.sip.stack import SIPStack
 from clicktodial.sip.transport import SIPTransportLayer
+from clicktodial.startup import load_named_resources
 from clicktodial.store.plugins import StoreEnvironment
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
@@ -240,10 +247,13 @@ def build_service(
     :param store: the store to use instead of the one ``[store]`` names (tests).
     :param location: the location store to use instead of the one ``[location]`` names
         (tests).
-    :raises clicktodial.config.ConfigError: a plugin (``[store]``, ``[location]``, ``[calls]
-        policy``) is unknown or refuses its options, or a feature needs a capability the
-        configured store lacks.
+    :raises clicktodial.config.ConfigError: a file the configuration names cannot be used
+        (``[calls] ringback``), an endpoint type is unknown, a plugin (``[store]``,
+        ``[location]``, ``[calls] policy``) is unknown or refuses its options, or a feature
+        needs a capability the configured store lacks.
     """
+    # What the configuration names is opened first, before anything is built or listens.
+    load_named_resources(config)
     clock = IReactorTime(reactor)
     if store is None:
         store = store_for_daemon(config, clock)
@@ -270,6 +280,8 @@ def build_service(
     user_notices = IUserChangeNotifier(store, None)
     if user_notices is not None:
         user_notices.subscribe(directory.user_changed)
+    # What /metrics shows (clicktodial.operations); the SIP stack counts REGISTERs in it.
+    metrics = DaemonMetrics()
     # The per-source rate limit ([limits], clicktodial.admission) is applied by the transport
     # to every datagram before parsing it; admission control reconfigures it on reload.
     rate_limiter = SourceRateLimiter.from_config(
@@ -287,7 +299,25 @@ def build_service(
     tracer = build_tracer(config, clock, store, config.sip.t1 * 64)
     transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter,
                                   connection_limits=connection_limits, tap=tracer)
-    sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport=transport)
+    sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport,
+                   register_observers=[register_metrics(metrics)])
+    # What the transport receives goes through admission control ([limits]: 503 when
+    # overloaded or stopping) to the transaction layer: transport -> admission ->
+    # transactions. The transaction layer sends through the transport, so the transport is
+    # connected last (SIPTransportLayer.connect).
+    admission = AdmissionControl(
+        clock,
+        sip.transactions,
+        transport,
+        config.limits,
+        # Transactions doing work: not the finished ones waiting out Timer J (32 s) for
+        # retransmissions, or 80 REGISTERs/s with Digest would count 5,000 at rest.
+        transactions_active=lambda: sip.transactions.working_count,
+        store_pending=store_pending(store, location),
+        server=config.sip.user_agent,
+        rate_limiter=rate_limiter,
+    )
+    transport.connect(admission)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
     if tracer is not None:
@@ -332,22 +362,25 @@ def build_service(
     # registering here appear online at once (others' registrations: the monitor's poll,
     # or at once when the location store tells of changes made by other daemons).
     sip.registrar.binding_listeners.append(web_app.registrations.bindings_changed)
+    # [dialplan] changes live on SIGHUP (a class revoked from a user at once).
+    root.reload_hooks.append(web_app.dialler.reload)
     if binding_notices is not None:
         binding_notices.subscribe(web_app.registrations.aor_changed)
     # /metrics, /readyz (added by install_operations) and /healthz: to anyone on [web]
     # metrics_listen, to the metrics token and administrators only on [web] listen.
     operator_root = make_operator_root()
     web_root = make_root_resource(web_app, operator_root)
-    # Admission control, graceful stop, /metrics and /readyz (clicktodial.operations).
+    # Graceful stop, /metrics, /readyz and the reload of [limits] (clicktodial.operations).
     root.operations = install_operations(
         config,
         clock,
         sip,
         store,
         operator_root,
+        admission,
+        metrics,
         reload_hooks=root.reload_hooks,
         call_controller=calls.controller,
-        rate_limiter=rate_limiter,
         location=location,
         connection_limits=[*connection_limits.values(), web_limit],
     )
@@ -358,12 +391,12 @@ def build_service(
     web.setName(WEB_SERVICE_NAME)
     web.setServiceParent(root)
     if config.web.metrics_listen is not None:
-        metrics = strports.service(
+        metrics_web = strports.service(
             config.web.metrics_listen,
             BoundedSite(operator_root, clock, config.web.request_timeout),
             reactor=reactor,
         )
-        metrics.setName(METRICS_SERVICE_NAME)
-        metrics.setServiceParent(root)
+        metrics_web.setName(METRICS_SERVICE_NAME)
+        metrics_web.setServiceParent(root)
 
     return root

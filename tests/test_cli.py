@@ -38,6 +38,23 @@ def test_check_config_prints_the_one_line_error_and_exits_2(
     )
 
 
+def test_check_config_loads_the_ringback_file_as_start_up_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ringback WAV file that cannot be read is reported by check-config, on one line."""
+    path = tmp_path / "ring.ini"
+    wav = tmp_path / "ring.wav"
+    wav.write_text("not a wav")
+    path.write_text(
+        f"[sip]\ndomain = a\n[store]\nbackend = memory\n[calls]\nringback = file:{wav}\n"
+    )
+    assert cli.main(["--config", str(path), "check-config"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"{path}: [calls] ringback: {wav}: cannot read")
+    assert captured.err.count("\n") == 1
+
+
 def test_check_config_on_a_missing_file_exits_2_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

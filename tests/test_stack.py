@@ -21,6 +21,7 @@ from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.stack import IncomingRefuser, RequestRouter, SIPStack
 from clicktodial.sip.transaction import ServerTransaction
+from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.sip.ua import IncomingCall, IncomingRequest
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import InlineThreadPool, cheap_password_hasher, success_result_of
@@ -53,10 +54,10 @@ digest_algorithms = MD5
 class Stack:
     """A started :class:`SIPStack` on a fake reactor, users alice (pw ``a-secret``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: str = CONFIG) -> None:
         self.reactor = FakeReactor()
         self.reactor.advance(1_700_000_000)
-        self.config = parse_config(CONFIG, "stack.ini")
+        self.config = parse_config(config, "stack.ini")
         self.store = MemoryStore(
             self.reactor,
             realm="example.com",
@@ -65,9 +66,12 @@ class Stack:
         )
         success_result_of(self.store.start())
         success_result_of(self.store.add_user("alice", sip_password="a-secret"))
+        transport = SIPTransportLayer(self.reactor, self.config.sip)
         self.stack = SIPStack(
-            self.reactor, self.config.sip, self.config.registrar, self.store, self.store
+            self.reactor, self.config.sip, self.config.registrar, self.store, self.store,
+            transport,
         )
+        transport.connect(self.stack.transactions)
         self.stack.startService()
         [self.udp] = self.reactor.udp_ports
 
@@ -404,3 +408,29 @@ def test_torture_message_through_the_stack_gets_its_index_answer(name: str) -> N
     finals = {status for status in statuses if status >= 200}
     expected = STACK_TORTURE_ANSWERS[name]
     assert finals == (set() if expected is None else {expected})
+
+
+@pytest.mark.parametrize("name", sorted(STACK_TORTURE_ANSWERS))
+def test_torture_message_as_archived_gets_the_same_answer_where_its_via_says(name: str) -> None:
+    """Sent as archived (Vias naming TCP, TLS, example.com, 192.0.2.x) to a stack on UDP and
+    TCP, each corpus message still gets its final answer, once, without a traceback: over
+    UDP, or over a new TCP connection when its Via says TCP (RFC 3261 §18.2.2); test.dat
+    has no Via and gets nothing."""
+    gc.collect()
+    config = CONFIG.replace("transports = udp", "transports = udp, tcp")
+    with LogCapture() as capture:
+        s = Stack(config)
+        s.udp.receive((DATA / name).read_bytes(), *PHONE)
+        s.pump(1)
+        sent = s.udp.take()
+        connections = len(s.reactor.tcpClients)
+        s.stack.stopService()
+    assert capture.failures() == []
+    finals = {status_of(data) for data, _ in sent if status_of(data) >= 200}
+    expected = None if name == "rfc4475/test.dat" else STACK_TORTURE_ANSWERS[name]
+    if expected is None:
+        assert (finals, connections) == (set(), 0)
+    elif connections:
+        assert (finals, connections) == (set(), 1)
+    else:
+        assert finals == {expected}

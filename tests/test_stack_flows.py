@@ -10,12 +10,14 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from clicktodial.admission import AdmissionControl
 from clicktodial.config import parse_config
 from clicktodial.sip.address import Destination
 from clicktodial.sip.digest import compute_ha1, compute_response, parse_auth_params
 from clicktodial.sip.message import Response
 from clicktodial.sip.parser import StreamParser
 from clicktodial.sip.stack import SIPStack
+from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import InlineThreadPool, cheap_password_hasher, success_result_of
 from clicktodial.testing.sipfakes import sip_request
@@ -81,7 +83,9 @@ def test_a_registered_tcp_connection_outlives_the_idle_timeout_until_a_de_regist
     )
     success_result_of(store.start())
     success_result_of(store.add_user("alice", sip_password="a-secret"))
-    stack = SIPStack(reactor, config.sip, config.registrar, store, store)
+    transport = SIPTransportLayer(reactor, config.sip)
+    stack = SIPStack(reactor, config.sip, config.registrar, store, store, transport)
+    transport.connect(stack.transactions)
     with LogCapture() as log:
         stack.startService()
         protocol, transport = accept_tcp(reactor, "127.0.0.1", 40001)
@@ -104,9 +108,9 @@ def test_a_registered_tcp_connection_outlives_the_idle_timeout_until_a_de_regist
 
 def test_a_request_over_a_refused_tcp_connection_fails_at_once_through_the_stack() -> None:
     """
-    The stack wires the transport's send failures to the transaction layer (which sits
-    behind other message handlers in the daemon): a refused connection is a 503 now, not
-    a 408 at Timer F.
+    The transport's send failures reach the transaction layer through the admission control
+    in front of it (as the daemon wires them): a refused connection is a 503 now, not a 408
+    at Timer F.
     """
     reactor = FakeReactor()
     config = parse_config(CONFIG, "stack.ini")
@@ -114,7 +118,9 @@ def test_a_request_over_a_refused_tcp_connection_fails_at_once_through_the_stack
         reactor, realm="example.com", hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
     )
     success_result_of(store.start())
-    stack = SIPStack(reactor, config.sip, config.registrar, store, store)
+    transport = SIPTransportLayer(reactor, config.sip)
+    stack = SIPStack(reactor, config.sip, config.registrar, store, store, transport)
+    transport.connect(AdmissionControl(reactor, stack.transactions, transport, config.limits))
     stack.startService()
     statuses: list[int] = []
     stack.transactions.send_request(

@@ -24,12 +24,14 @@ from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
 from clicktodial.calls.relay import LostCalls, RelaySettings
 from clicktodial.calls.trace import CallTracer
 from clicktodial.config import CallsConfig, Config
+from clicktodial.dialplan.plan import DialDecision
 from clicktodial.interfaces import (
     ICallController,
     ICallEventListener,
     ICallPolicy,
     ICallRecordStore,
     ILocationStore,
+    IOutboundCalls,
     IStoreBackend,
 )
 from clicktodial.media.ringback import RingbackPlayer
@@ -102,7 +104,7 @@ def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> li
     return targets
 
 
-@implementer(ICallController, ICallsReload)
+@implementer(ICallController, IOutboundCalls, ICallsReload)
 class CallController:
     """
     L{ICallController} on a L{UserAgent}: every call is a L{Call} whose legs
@@ -237,6 +239,31 @@ class CallController:
         else:
             call.start(self._targets(caller_bindings))
         return call.info()
+
+    # -- IOutboundCalls --------------------------------------------------------
+
+    def place_outbound(self, caller_username: str,
+                       decision: DialDecision) -> Deferred[CallInfo]:
+        """See L{IOutboundCalls.place_outbound}."""
+        return Deferred.fromCoroutine(self._place_outbound(caller_username, decision))
+
+    async def _place_outbound(self, caller_name: str, decision: DialDecision) -> CallInfo:
+        await self._user(caller_name)
+        now = self.clock.seconds()
+        number = str(decision.number)
+        call_id = await self.records.create_call(caller_name, number, now, self.node)
+        # No trunk exists yet: the trunk wiring (issue 17) gives the callee leg a trunk
+        # and tries decision.trunks in order. Until then the call fails before any SIP
+        # leaves, recorded with its number and class.
+        await self.records.update_call(call_id, CallUpdate(
+            state="failed", ended_at=now, end_reason="no-trunk", who_hung_up="system",
+            number=number, destination_class=decision.destination_class))
+        log.warn("call {record}: {caller} calls {number}: no trunk configured ({trunks})",
+                 record=call_id, caller=caller_name, number=number,
+                 trunks=", ".join(decision.trunks))
+        return CallInfo(call_id=call_id, caller=caller_name, callee=number, state="failed",
+                        created_at=now, ended_at=now, end_reason="no-trunk",
+                        who_hung_up="system")
 
     async def _user(self, username: str) -> User:
         user = await self.users.get_user(username)

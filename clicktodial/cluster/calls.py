@@ -24,20 +24,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.calls.events import CallEvents, CallInfo
+from clicktodial.calls.values import CallRefused
 from clicktodial.cluster.bus import CONNECTED
 from clicktodial.cluster.nodes import CONTROL_CHANNEL
+from clicktodial.dialplan.plan import DialDecision
 from clicktodial.interfaces import (
     ICallController,
     ICallEventListener,
     ICallRecordStore,
     IEventBus,
+    IOutboundCalls,
 )
 from clicktodial.store.values import CallRecord
 
@@ -78,7 +81,7 @@ def _lost(info: CallInfo, at: float) -> CallInfo:
                         ended_at=at, end_reason="lost", who_hung_up="system")
 
 
-@implementer(ICallController, ICallEventListener)
+@implementer(ICallController, IOutboundCalls, ICallEventListener)
 class ClusterCalls:
     """
     See the module.
@@ -127,6 +130,14 @@ class ClusterCalls:
     def place_call(self, caller_username: str, callee_username: str) -> Deferred[CallInfo]:
         """Calls are placed by the node the request reached (its phones are all reachable)."""
         return self.local.place_call(caller_username, callee_username)
+
+    def place_outbound(self, caller_username: str,
+                       decision: DialDecision) -> Deferred[CallInfo]:
+        """Calls to numbers too are placed by the node the request reached."""
+        outbound = IOutboundCalls(self.local, None)
+        if outbound is None:
+            return fail(CallRefused("no-outbound", "this daemon cannot call numbers"))
+        return outbound.place_outbound(caller_username, decision)
 
     def hang_up(self, call_id: str, by_username: str | None = None) -> bool:
         """

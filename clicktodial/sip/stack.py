@@ -4,7 +4,8 @@ UA core and the transaction users behind it (the registrar; later the call contr
 
 ::
 
-    SIPTransportLayer ──▶ TransactionLayer ──▶ RequestRouter ─┬─▶ REGISTER: Registrar
+    SIPTransportLayer ──▶ (the daemon: AdmissionControl, clicktodial.service) ──▶
+    TransactionLayer ──▶ RequestRouter ───────────────────────┬─▶ REGISTER: Registrar
                                                               └─▶ everything else: UserAgent
                                                                    └─▶ IIncomingCallHandler
                                                                        (default: IncomingRefuser)
@@ -37,9 +38,9 @@ from zope.interface import implementer
 from clicktodial.config import RegistrarConfig, SipConfig
 from clicktodial.interfaces import ILocationStore, IUserStore
 from clicktodial.sip.address import Source
-from clicktodial.sip.core import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import Request, Response
+from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.registrar import Registrar, settings_from_config
 from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer
@@ -54,6 +55,7 @@ from clicktodial.throttle import AuthThrottle
 __all__ = [
     "IncomingRefuser",
     "MethodHandler",
+    "RegisterObserver",
     "RequestRouter",
     "SIPStack",
 ]
@@ -63,6 +65,9 @@ log = Logger(namespace="clicktodial.sip.stack")
 #: A transaction user for one method: gets each new server transaction of that method and
 #: must answer it (``server_tx.respond``), now or later.
 MethodHandler = Callable[[ServerTransaction, Request], None]
+
+#: Told of each REGISTER answered: (request, final response, seconds taken).
+RegisterObserver = Callable[[Request, Response, float], object]
 
 #: Media types an ``Accept`` may name for us to answer an INVITE with SDP (RFC 3261 §8.2.3).
 _SDP_ACCEPTS = frozenset({"application/sdp", "application/*", "*/*"})
@@ -107,7 +112,7 @@ class RequestRouter:
     def precheck(self, request: Request) -> Response | None:
         """
         The RFC 3261 §8.2.1-§8.2.3 checks of the UA core, with ``Allow`` listing every
-        method we serve (:func:`clicktodial.sip.core.uas_precheck`).
+        method we serve (:func:`clicktodial.sip.precheck.uas_precheck`).
         """
         methods = self.methods
         return uas_precheck(request, methods, SUPPORTED_OPTIONS, ACCEPTED_TYPES)
@@ -189,8 +194,13 @@ def _media_types(values: Iterable[str]) -> set[str]:
 
 class SIPStack(MultiService):
     """
-    The daemon's SIP services: the transports of ``config`` and, above them, the
-    transaction layer, the UA core and the registrar for ``config.domain``.
+    The daemon's SIP services: ``transport`` (the transports of ``config``) and, above it,
+    the transaction layer, the UA core and the registrar for ``config.domain``.
+
+    The transaction layer sends through ``transport``, so it is built after it: the
+    caller hands the transport its handler with :meth:`SIPTransportLayer.connect`, either
+    :attr:`transactions` itself or what it puts in front of them (the daemon's admission
+    control: :func:`clicktodial.service.build_service`).
 
     Starting it starts the registrar (its purge timer), then listens; stopping it stops
     listening first. The stores must be usable before it starts.
@@ -200,6 +210,8 @@ class SIPStack(MultiService):
     :ivar user_agent: the :class:`UserAgent` (start calls with ``user_agent.invite``).
     :ivar router: the :class:`RequestRouter` (``add_method`` to serve a method directly).
     :ivar registrar: the :class:`Registrar`.
+    :ivar register_observers: told of each REGISTER answered, statelessly or not (the
+        daemon's metrics count them).
     """
 
     def __init__(
@@ -209,14 +221,26 @@ class SIPStack(MultiService):
         registrar_config: RegistrarConfig,
         users: IUserStore,
         locations: ILocationStore,
+        transport: SIPTransportLayer,
         *,
-        transport: SIPTransportLayer | None = None,
+        register_observers: Iterable[RegisterObserver] = (),
     ) -> None:
         super().__init__()
         self.clock = reactor
         self.config = config
         self.timers = Timers(t1=config.t1, t2=config.t2, t4=config.t4)
-        self.transport = transport if transport is not None else SIPTransportLayer(reactor, config)
+        self.transport = transport
+        self.register_observers = tuple(register_observers)
+        registrar_settings, throttle_settings = settings_from_config(registrar_config)
+        self.registrar = Registrar(
+            reactor,
+            users,
+            locations,
+            config.domain,
+            registrar_settings,
+            AuthThrottle(reactor, throttle_settings),
+            flows=self.transport,
+        )
         self.user_agent = UserAgent(
             reactor,
             IncomingRefuser(lambda: self.router.methods),
@@ -228,27 +252,11 @@ class SIPStack(MultiService):
         )
         self.router = RequestRouter(self.user_agent)
         self.user_agent.precheck = self.router.precheck
-        self.transactions = TransactionLayer(reactor, self.transport, self.router, self.timers)
-        self.user_agent.attach(self.transactions)
-        self.transport.handler = self.transactions
-        # Requests that never left (a refused connection) end their transaction at once.
-        self.transport.send_failures = self.transactions
-
-        registrar_settings, throttle_settings = settings_from_config(registrar_config)
-        self.registrar = Registrar(
-            reactor,
-            users,
-            locations,
-            config.domain,
-            registrar_settings,
-            AuthThrottle(reactor, throttle_settings),
-            flows=self.transport,
-        )
         self.router.add_method("REGISTER", self._register)
-        self.transactions.stateless = self._stateless
-        #: called with (request, final response, seconds taken) for each REGISTER answered
-        #: (clicktodial.operations counts them for /metrics)
-        self.register_observers: list[Callable[[Request, Response, float], object]] = []
+        self.transactions = TransactionLayer(
+            reactor, self.transport, self.router, self.timers, stateless=self._stateless
+        )
+        self.user_agent.attach(self.transactions)
 
         self.registrar.setServiceParent(self)
         self.transport.setServiceParent(self)

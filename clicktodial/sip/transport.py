@@ -15,9 +15,10 @@ It turns bytes into messages and messages into bytes, and nothing above it sees 
   a binding registered over them still lives (:meth:`SIPTransportLayer.keep_flow`); a close
   is bounded in time (a TLS peer that never answers ``close_notify`` is aborted);
   ``CRLFCRLF`` keep-alive pings are answered with ``CRLF`` (RFC 5626 §4.4.1);
-- a stream connection that cannot be opened is reported to ``send_failures`` (the
-  transaction layer's :class:`~clicktodial.interfaces.ISendFailureHandler`), so that the
-  request's client transaction fails at once (RFC 3261 §17.1.4);
+- a stream connection that cannot be opened is reported to the handler when it provides
+  :class:`~clicktodial.interfaces.ISendFailureHandler` (the transaction layer does, and
+  what sits in front of it forwards), so that the request's client transaction fails at once
+  (RFC 3261 §17.1.4);
 - responses are routed by §18.2.2 and RFC 3581 (:func:`response_destination`).
 
 Time is read from the injected reactor; there is no global reactor here.
@@ -658,13 +659,13 @@ class SIPTransportLayer(Service):
     so both share one port as a Via's sent-by needs); stopping it stops listening and
     closes every connection.
 
-    :ivar handler: the :class:`IMessageHandler` received messages go to; may be set after
-        construction (the layer above is usually built with this one).
+    :ivar handler: the :class:`IMessageHandler` received messages go to: given to the
+        constructor, or, when it is built after this transport (the layer above sends
+        through it), once with :meth:`connect`. When it provides
+        :class:`ISendFailureHandler`, it is told of requests that could not be delivered
+        after :meth:`send_request` returned.
     :ivar source_limit: the per-source rate limit applied to every datagram before parsing
         and to every new connection (``None``: no limit).
-    :ivar send_failures: the :class:`ISendFailureHandler` told of requests that could not
-        be delivered after :meth:`send_request` returned (the transaction layer, which
-        may sit behind other message handlers); may be set after construction.
     :ivar tcp_idle_timeout: seconds after which a silent TCP or TLS connection that
         carries no binding is closed (``[sip] stream_idle_timeout``).
     :ivar flow_keep_margin: seconds a connection is kept past the expiry of the last
@@ -694,7 +695,7 @@ class SIPTransportLayer(Service):
         self.reactor = reactor
         self.clock = reactor
         self.config = config
-        self.handler = handler
+        self._handler = handler
         self.source_limit = source_limit
         self.connection_limits = dict(connection_limits or {})
         self._ban_filter: _KernelBanFilter | None = None
@@ -704,7 +705,6 @@ class SIPTransportLayer(Service):
         self._udp_local: tuple[str, int] = (config.listen.host, config.listen.port)
         if source_limit is not None:
             source_limit.on_ban(self._bans_changed)
-        self.send_failures: ISendFailureHandler | None = None
         self.tcp_idle_timeout = (
             config.stream_idle_timeout if tcp_idle_timeout is None else tcp_idle_timeout
         )
@@ -733,6 +733,24 @@ class SIPTransportLayer(Service):
             self._advertised_host = config.domain.strip("[]")
         else:
             self._advertised_host = listen.host
+
+    @property
+    def handler(self) -> IMessageHandler | None:
+        """Where received messages go (``None``: not connected yet, they are dropped)."""
+        return self._handler
+
+    def connect(self, handler: IMessageHandler) -> None:
+        """
+        Hand received messages to ``handler`` from now on: the one way to give this
+        transport its handler after construction, for the layer above that is built after
+        it because it sends through it (the transaction layer, or admission control in
+        front of it: :func:`clicktodial.service.build_service`).
+
+        :raises RuntimeError: the transport already has a handler (nothing is rewired).
+        """
+        if self._handler is not None:
+            raise RuntimeError("the SIP transport is already connected to a handler")
+        self._handler = handler
 
     # -- service ---------------------------------------------------------------
 
@@ -1097,7 +1115,7 @@ class SIPTransportLayer(Service):
         )
         queue, factory.queue = factory.queue, []
         # RFC 3261 §17.1.4: the requests' client transactions fail now, not at Timer B/F.
-        failures = self.send_failures
+        failures = ISendFailureHandler(self._handler, None)
         if failures is None:
             return
         destination = Destination(factory.transport_name, *factory.key)
@@ -1229,7 +1247,7 @@ class SIPTransportLayer(Service):
 
     def _hand_over(self, message: Request | Response, source: Source) -> None:
         what = message.method if isinstance(message, Request) else str(message.status)
-        handler = self.handler
+        handler = self._handler
         if handler is None:
             log.info("no handler: dropped {what} from {peer}", what=what, peer=source.peer)
             return

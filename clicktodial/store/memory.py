@@ -19,7 +19,12 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from clicktodial.interfaces import IActiveCallClaims, ICallTraceStore, IStoreBackend
+from clicktodial.interfaces import (
+    IActiveCallClaims,
+    ICallTraceStore,
+    IOutboundQuota,
+    IStoreBackend,
+)
 from clicktodial.store.base import StoreBase, UserRecord, apply_call_fields
 from clicktodial.store.bindings import plan_register, sort_bindings
 from clicktodial.store.errors import NoSuchCall, NoSuchUser, UserExists
@@ -42,7 +47,7 @@ from clicktodial.store.values import (
 T = TypeVar("T")
 
 
-@implementer(IStoreBackend, IActiveCallClaims, ICallTraceStore)
+@implementer(IStoreBackend, IActiveCallClaims, ICallTraceStore, IOutboundQuota)
 class MemoryStore(StoreBase):
     """
     All three stores in memory, and the calls' traces (:class:`ICallTraceStore`).
@@ -68,6 +73,7 @@ class MemoryStore(StoreBase):
         self._tokens: dict[str, ApiToken] = {}
         self._token_digests: dict[str, str] = {}  # token_id -> digest
         self._bindings: dict[str, dict[str, Binding]] = {}
+        self._outbound: dict[tuple[str, str], int] = {}
         self._calls: dict[str, CallRecord] = {}
         self._traces = MemoryTraces()
 
@@ -226,6 +232,22 @@ class MemoryStore(StoreBase):
                 call, ended_at=ended_at, end_reason=reason,
                 who_hung_up="system")
         return [call.call_id for call in ended]
+
+    # -- outbound call counts (IOutboundQuota) --------------------------------------
+
+    def _op_count_outbound_call(self, username: str, day: str, limit: int) -> bool:
+        # Runs on the reactor thread (or one store thread): check and count are one step.
+        count = self._outbound.get((username, day), 0)
+        if count >= limit:
+            return False
+        self._outbound[(username, day)] = count + 1
+        return True
+
+    def count_outbound_call(self, username: str, day: str, limit: int) -> Deferred[bool]:
+        return self._run(self._op_count_outbound_call, username, day, limit)
+
+    def outbound_calls(self, username: str, day: str) -> Deferred[int]:
+        return self._run(self._outbound.get, (username, day), 0)
 
     # -- call traces (ICallTraceStore) ---------------------------------------------
 

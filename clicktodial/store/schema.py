@@ -99,12 +99,27 @@ calls = Table(
     Column("end_reason", String(32), nullable=True),
     Column("sip_status", Integer, nullable=True),
     Column("who_hung_up", String(16), nullable=True),
+    # Calls to telephone numbers (docs/dialplan.md): E.164, its class, the trunk used, and
+    # why the dial plan refused it.
+    Column("number", String(16), nullable=True),
+    Column("destination_class", String(16), nullable=True),
+    Column("trunk", String(64), nullable=True),
+    Column("refusal", String(255), nullable=True),
     # A user's call history, newest first, from either side of the call.
     Index(None, "caller", "created_at"),
     Index(None, "callee", "created_at"),
     Index(None, "created_at"),
     # count_active / end_active_calls: WHERE ended_at IS NULL.
     Index(None, "ended_at"),
+)
+
+# Outbound calls each user placed each UTC day (docs/dialplan.md, "Daily limit"): counted
+# by one atomic upsert that refuses past the limit (IOutboundQuota).
+outbound_counts = Table(
+    "outbound_counts", metadata,
+    Column("username", String(255), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("count", Integer, nullable=False),
 )
 
 # The daemons sharing this database (clicktodial.cluster.nodes): each updates its row's

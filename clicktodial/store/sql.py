@@ -39,6 +39,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from twisted.internet.defer import Deferred
@@ -54,6 +56,7 @@ from clicktodial.interfaces import (
     IClusterStorage,
     IEventBus,
     INodeRegistry,
+    IOutboundQuota,
     ISchemaManagement,
     IStoreBackend,
     IStoreLoad,
@@ -78,6 +81,7 @@ from clicktodial.store.schema import (
     call_trace_messages,
     call_traces,
     calls,
+    outbound_counts,
     users,
 )
 from clicktodial.store.traces import (
@@ -397,6 +401,15 @@ def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
             json.dumps(list(b.path)) if b.path else "[]", b.received, b.user_agent, aor, key)
 
 
+def _dialect_insert(dialect: str) -> Any:
+    """The INSERT construct with ON CONFLICT of ``dialect`` (sqlite or postgresql)."""
+    if dialect == "postgresql":
+        return postgresql_insert
+    if dialect == "sqlite":
+        return sqlite_insert
+    raise StoreError(f"daily outbound counts need SQLite or PostgreSQL, not {dialect}")
+
+
 def _call_record(row: Row[Any]) -> CallRecord:
     return CallRecord(**{name: getattr(row, name) for name in _CALL_FIELDS})
 
@@ -418,7 +431,8 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start:start + _CHUNK]
 
 
-@implementer(IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims, ICallTraceStore)
+@implementer(IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims, ICallTraceStore,
+             IOutboundQuota)
 class SQLStore(StoreBase):
     """
     All three stores in a SQL database. Capabilities: :class:`IStoreLoad`,
@@ -955,6 +969,37 @@ class SQLStore(StoreBase):
             if ids:
                 connection.execute(statement.where(calls.c.call_id.in_(ids)))
             return ids
+
+    # -- outbound call counts (IOutboundQuota) --------------------------------------
+
+    def count_outbound_call(self, username: str, day: str, limit: int) -> Deferred[bool]:
+        return self._run(self._op_count_outbound_call, username, day, limit)
+
+    def outbound_calls(self, username: str, day: str) -> Deferred[int]:
+        return self._run(self._op_outbound_calls, username, day)
+
+    def _op_count_outbound_call(self, username: str, day: str, limit: int) -> bool:
+        # One statement, atomic on both databases: INSERT ... ON CONFLICT DO UPDATE ... WHERE
+        # count < limit RETURNING count. PostgreSQL locks the conflicting row and re-checks
+        # the WHERE against its newest version, so concurrent claims (from any daemon) are
+        # counted one after another and the ones past the limit return no row; SQLite
+        # (3.35+) runs one writer at a time.
+        if limit < 1:
+            return False
+        upsert = _dialect_insert(self._engine.dialect.name)(outbound_counts).values(
+            username=username, day=day, count=1)
+        statement = upsert.on_conflict_do_update(
+            index_elements=[outbound_counts.c.username, outbound_counts.c.day],
+            set_={"count": outbound_counts.c.count + 1},
+            where=outbound_counts.c.count < limit,
+        ).returning(outbound_counts.c.count)
+        with self._write() as connection:
+            return connection.execute(statement).first() is not None
+
+    def _op_outbound_calls(self, username: str, day: str) -> int:
+        with self._read() as connection:
+            return int(connection.scalar(select(outbound_counts.c.count).where(
+                outbound_counts.c.username == username, outbound_counts.c.day == day)) or 0)
 
     # -- call traces (ICallTraceStore) ---------------------------------------------
 

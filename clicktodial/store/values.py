@@ -280,6 +280,8 @@ END_REASONS = frozenset({
     "error",               # an internal or protocol error ended the call
     "lost",                # the node running the call stopped mid-call
     "media-relay-failed",  # the media relay refused or did not answer ([media:rtpengine])
+    "refused",             # the dial plan refused the number (CallRecord.refusal says why)
+    "no-trunk",            # none of the routed trunks exists or can take the call
 })
 
 #: Documented values of :func:`CallRecord.who_hung_up`.
@@ -301,6 +303,11 @@ class CallRecord:
     :ivar end_reason: one of :class:`END_REASONS`, once the call ended.
     :ivar sip_status: the final SIP status that ended the call, if any.
     :ivar who_hung_up: one of :class:`HANGUP_PARTIES`.
+    :ivar number: a call to a telephone number: the number in E.164 (``+442079460958``;
+        also its ``callee``); ``None`` for a call between directory users.
+    :ivar destination_class: the dial plan's class of ``number`` (``national``, ...).
+    :ivar trunk: the trunk the call went out through, once one took it.
+    :ivar refusal: why the dial plan refused the call (end reason ``refused``), in words.
     """
 
     call_id: str
@@ -317,6 +324,10 @@ class CallRecord:
     end_reason: str | None = None
     sip_status: int | None = None
     who_hung_up: str | None = None
+    number: str | None = None
+    destination_class: str | None = None
+    trunk: str | None = None
+    refusal: str | None = None
 
     @property
     def active(self) -> bool:
@@ -359,6 +370,10 @@ class CallUpdate:
     who_hung_up: str | None = field(default=None,
                                     validator=validators.optional(
                                         validators.in_(HANGUP_PARTIES)))
+    number: str | None = None
+    destination_class: str | None = None
+    trunk: str | None = None
+    refusal: str | None = None
 
     def changed_fields(self) -> dict[str, object]:
         """The fields this update sets, by name."""

@@ -48,8 +48,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -62,6 +63,7 @@ from clicktodial.interfaces import (
     ICallTraceStore,
     ILocationBackend,
     ILocationStore,
+    IOutboundQuota,
     IStoreBackend,
     IUserStore,
 )
@@ -1005,3 +1007,70 @@ class CallTraceStoreContract(_StoreFixtures):
         assert success_result_of(store.purge_traces(2_000.001)) == 1
         assert success_result_of(store.get_trace(self.CALL)) is None
         assert success_result_of(store.purge_traces(3_000.0)) == 0
+
+
+class OutboundQuotaContract(_StoreFixtures):
+    """The behaviour every :class:`IOutboundQuota` has (daily outbound call counts)."""
+
+    def test_provides_outbound_quota(self, store: Any) -> None:
+        """The store provides IOutboundQuota."""
+        assert verifyObject(IOutboundQuota, store)
+
+    def test_counts_up_to_the_limit_then_refuses(self, store: Any) -> None:
+        """count_outbound_call counts until the limit, then fires False and counts no more."""
+        results = [success_result_of(store.count_outbound_call("alice", "2026-12-06", 3))
+                   for _ in range(5)]
+        assert results == [True, True, True, False, False]
+        assert success_result_of(store.outbound_calls("alice", "2026-12-06")) == 3
+
+    def test_counts_per_user_and_day(self, store: Any) -> None:
+        """Each user has their own count each day; a new day starts from zero."""
+        assert success_result_of(store.count_outbound_call("alice", "2026-12-06", 1))
+        assert not success_result_of(store.count_outbound_call("alice", "2026-12-06", 1))
+        assert success_result_of(store.count_outbound_call("bob", "2026-12-06", 1))
+        assert success_result_of(store.count_outbound_call("alice", "2026-12-07", 1))
+        assert success_result_of(store.outbound_calls("carol", "2026-12-06")) == 0
+
+    def test_a_higher_limit_counts_on(self, store: Any) -> None:
+        """The limit is the caller's (config may change): a raised limit counts further."""
+        assert success_result_of(store.count_outbound_call("alice", "2026-12-06", 1))
+        assert not success_result_of(store.count_outbound_call("alice", "2026-12-06", 1))
+        assert success_result_of(store.count_outbound_call("alice", "2026-12-06", 2))
+        assert success_result_of(store.outbound_calls("alice", "2026-12-06")) == 2
+
+    def test_number_columns_are_kept(self, store: Any) -> None:
+        """A call to a number keeps its number, class, trunk and refusal."""
+        call_id = success_result_of(store.create_call("alice", "+442079460958", 100.0))
+        record = success_result_of(store.update_call(call_id, CallUpdate(
+            state="refused", ended_at=100.0, end_reason="refused", who_hung_up="system",
+            number="+442079460958", destination_class="international", trunk="uk_main",
+            refusal="international numbers are not allowed for alice")))
+        assert record == success_result_of(store.get_call(call_id))
+        assert (record.number, record.destination_class, record.trunk, record.refusal) == (
+            "+442079460958", "international", "uk_main",
+            "international numbers are not allowed for alice")
+        assert record.public_state == "failed"
+
+
+def count_at_once(stores: Sequence[Any], attempts: int, limit: int,
+                  username: str = "bob", day: str = "2026-12-06") -> list[bool]:
+    """
+    ``attempts`` calls of ``count_outbound_call`` from each of ``stores``, each store in
+    its own thread at the same time (as that many daemons): what each call fired with.
+    The stores must run their operations inline (``InlineThreadPool``).
+    """
+    counted: list[bool] = []
+    lock = threading.Lock()
+
+    def clicks(store: Any) -> None:
+        for _ in range(attempts):
+            result = success_result_of(store.count_outbound_call(username, day, limit))
+            with lock:
+                counted.append(result)
+
+    threads = [threading.Thread(target=clicks, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return counted

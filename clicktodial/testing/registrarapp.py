@@ -111,7 +111,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
     ).sip
     transport = SIPTransportLayer(reactor, config)
     layer = TransactionLayer(reactor, transport, RegistrarUser(registrar), Timers())
-    transport.handler = layer
+    transport.connect(layer)
     transport.startService()
     registrar.startService()
     emit("listening", port=transport.local_address("UDP")[1])

@@ -242,7 +242,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
         else Caller()
     )
     layer = TransactionLayer(reactor, transport, user, timers)
-    transport.handler = layer
+    transport.connect(layer)
     transport.startService()
     emit("listening", port=transport.local_address("UDP")[1])
     deadline: defer.Deferred[None] = task.deferLater(reactor, args.duration, lambda: None)

@@ -22,7 +22,6 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from zope.interface import implementer
 
 __all__ = [
-    "INTERIM_TORTURE_ANSWERS",
     "FakeDatagramPort",
     "FakeReactor",
     "LogCapture",
@@ -188,52 +187,3 @@ def loopback_via(
     sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     via = f"Via: SIP/2.0/{transport} {sent_by};rport;branch=z9hG4bK-loopback\r\n".encode()
     return message[: end + 2] + via + message[end + 2 :]
-
-
-#: What the interim daemon answers each corpus message (None: silence), sent over UDP.
-#: INDEX.md's "registrar / B2BUA action" column is the final goal; where it names a method the
-#: interim core does not serve yet (INVITE, REGISTER, BYE), the answer here is 501.
-INTERIM_TORTURE_ANSWERS: dict[str, int | None] = {
-    # RFC 4475 §3.1.1: valid messages
-    "rfc4475/wsinv.dat": 501,  # INVITE (later: normal handling)
-    "rfc4475/intmeth.dat": 501,  # unknown method: 501 + Allow
-    "rfc4475/esc01.dat": 501,  # INVITE
-    "rfc4475/dblreq.dat": 501,  # REGISTER; the trailing INVITE bytes are ignored
-    "rfc4475/unreason.dat": None,  # a response: never answered
-    "rfc4475/noreason.dat": None,  # a response
-    # RFC 4475 §3.1.2: invalid messages
-    "rfc4475/badinv01.dat": 400,
-    "rfc4475/clerr.dat": 400,  # UDP: Content-Length larger than the datagram
-    "rfc4475/ncl.dat": 400,
-    "rfc4475/scalarlg.dat": None,  # a response: dropped
-    "rfc4475/lwsstart.dat": 400,
-    "rfc4475/trws.dat": 400,
-    "rfc4475/escruri.dat": 400,
-    "rfc4475/baddate.dat": 501,  # Date is not used: accepted, then INVITE is not served yet
-    "rfc4475/baddn.dat": 400,
-    "rfc4475/mismatch02.dat": 501,  # unknown method first (INDEX: 501, or 400)
-    "rfc4475/bigcode.dat": None,  # a response: dropped
-    # RFC 4475 §3.2-3.4
-    "rfc4475/badbranch.dat": 200,  # stateless: no transaction keyed on the branch yet
-    "rfc4475/unkscm.dat": 416,
-    "rfc4475/novelsc.dat": 416,
-    "rfc4475/unksm2.dat": 400,  # REGISTER with a non-SIP To
-    "rfc4475/bext01.dat": 420,
-    "rfc4475/invut.dat": 415,
-    "rfc4475/regaut01.dat": 501,  # REGISTER (later: 401 with a Digest challenge)
-    "rfc4475/bcast.dat": None,  # a response: dropped, nothing sent to 255.255.255.255
-    "rfc4475/zeromf.dat": 200,  # an endpoint ignores Max-Forwards: 0
-    "rfc4475/cparam01.dat": 501,  # REGISTER
-    "rfc4475/cparam02.dat": 501,
-    "rfc4475/regescrt.dat": 501,
-    "rfc4475/sdp01.dat": 501,  # INVITE (later: 406 or 400)
-    "rfc4475/inv2543.dat": 501,  # INVITE, RFC 2543 syntax accepted
-    "rfc4475/test.dat": 400,  # no SIP-Version: malformed Request-Line
-    # RFC 5118
-    "rfc5118/ipv6-good": 501,  # REGISTER
-    "rfc5118/port-unambiguous": 501,  # REGISTER
-    "rfc5118/via-received-param-no-delim": 200,  # OPTIONS
-    "rfc5118/ipv6-in-sdp": 501,  # INVITE
-    "rfc5118/mult-ip-in-header": 501,  # BYE
-    "rfc5118/ipv6-correct-abnf-2-colons": 200,  # OPTIONS
-}

@@ -214,7 +214,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
     ua = UserAgent(reactor, answerer, user_agent="clicktodial-uaapp")
     layer = TransactionLayer(reactor, transport, ua, timers)
     ua.attach(layer)
-    transport.handler = layer
+    transport.connect(layer)
     transport.startService()
     port = transport.local_address("UDP")[1]
     emit("listening", port=port)

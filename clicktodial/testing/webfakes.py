@@ -24,7 +24,8 @@ from zope.interface import implementer
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.policy import CallRefused
 from clicktodial.calls.trace import CallTracer
-from clicktodial.interfaces import ICallController, ICallEventListener
+from clicktodial.dialplan.plan import DialDecision
+from clicktodial.interfaces import ICallController, ICallEventListener, IOutboundCalls
 from clicktodial.store.memory import MemoryStore
 from clicktodial.store.traces import TraceLimits
 from clicktodial.store.values import BindingChanges, CallUpdate, ContactChange, user_aor
@@ -37,7 +38,7 @@ __all__ = ["DOMAIN", "FakeCallController", "Reply", "WebClient", "WebWorld", "we
 DOMAIN = "example.test"
 
 
-@implementer(ICallController)
+@implementer(ICallController, IOutboundCalls)
 class FakeCallController:
     """
     Calls that start in ``calling-caller`` and change state when :meth:`advance` is called;
@@ -53,6 +54,8 @@ class FakeCallController:
         self.calls: dict[str, CallInfo] = {}
         self.refuse: str | None = None
         self.hung_up: list[tuple[str, str | None]] = []
+        #: the dial plan decisions :meth:`place_outbound` was given, with their caller
+        self.outbound: list[tuple[str, DialDecision]] = []
 
     def place_call(self, caller_username: str, callee_username: str) -> Deferred[CallInfo]:
         return Deferred.fromCoroutine(self._place(caller_username, callee_username))
@@ -69,6 +72,24 @@ class FakeCallController:
         info = CallInfo(call_id, caller, callee, "calling-caller", now)
         self.calls[call_id] = info
         await self.store.update_call(call_id, CallUpdate(state="calling-caller"))
+        self.events.publish(info)
+        return info
+
+    def place_outbound(self, caller_username: str,
+                       decision: DialDecision) -> Deferred[CallInfo]:
+        """A call to a number that goes out through the decision's first trunk."""
+        self.outbound.append((caller_username, decision))
+        return Deferred.fromCoroutine(self._place_outbound(caller_username, decision))
+
+    async def _place_outbound(self, caller: str, decision: DialDecision) -> CallInfo:
+        now = self.clock.seconds()
+        number = str(decision.number)
+        call_id = await self.store.create_call(caller, number, now)
+        info = CallInfo(call_id, caller, number, "calling-caller", now)
+        self.calls[call_id] = info
+        await self.store.update_call(call_id, CallUpdate(
+            state="calling-caller", number=number,
+            destination_class=decision.destination_class, trunk=decision.trunks[0]))
         self.events.publish(info)
         return info
 

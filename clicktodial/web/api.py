@@ -128,18 +128,30 @@ class ApiResource(RoutedResource):
         )
 
     async def place_call(self, request: Request) -> None:
-        """``{"callee": "bob"}``: ring my phone, then the callee's."""
+        """
+        ``{"callee": "bob"}``: ring my phone, then the callee's; ``{"number": "..."}``: a
+        number (or ``tel:``/``sip:`` URI, or user name) through the dial plan
+        (docs/dialplan.md): 403 with the reason when the plan refuses it.
+        """
         principal = await self._principal(request)
         body = read_json(request)
-        unknown = set(body) - {"callee", "caller"}
+        unknown = set(body) - {"callee", "caller", "number"}
         if unknown:
             raise HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
         if "caller" in body and body["caller"] != principal.username:
             raise HTTPError(403, "calls can only be placed from your own phone")
-        callee = body.get("callee")
-        if not isinstance(callee, str):
-            raise HTTPError(400, "callee (a user name) is required")
-        view = await self.app.place_call(principal, callee)
+        if "number" in body:
+            if "callee" in body:
+                raise HTTPError(400, "give callee or number, not both")
+            number = body["number"]
+            if not isinstance(number, str):
+                raise HTTPError(400, "number must be a string")
+            view = await self.app.dial(principal, number)
+        else:
+            callee = body.get("callee")
+            if not isinstance(callee, str):
+                raise HTTPError(400, "callee (a user name) or number is required")
+            view = await self.app.place_call(principal, callee)
         request.setHeader(b"location", f"{API_PREFIX}/calls/{view.call_id}".encode())
         write_json(request, 201, view.to_json())
 

@@ -26,12 +26,17 @@ from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import CallRefused
 from clicktodial.calls.trace import CallTracer
 from clicktodial.config import Config, WebConfig
+from clicktodial.dialplan.dialler import Dialler
+from clicktodial.dialplan.numbers import InvalidNumber, LocalName
+from clicktodial.dialplan.plan import DialDecision, DialRefused
 from clicktodial.interfaces import (
     ICallController,
     ICallEventListener,
     ICallRecordStore,
     ICallTraceStore,
     ILocationStore,
+    IOutboundCalls,
+    IOutboundQuota,
     IStoreBackend,
     IUserStore,
 )
@@ -184,6 +189,11 @@ class CallView:
     who_hung_up: str | None = None
     #: The media relay state of a call in progress (CallInfo.media_relay); None from a record.
     media_relay: str | None = None
+    #: A call to a telephone number (docs/dialplan.md): E.164, class, trunk, refusal.
+    number: str | None = None
+    destination_class: str | None = None
+    trunk: str | None = None
+    refusal: str | None = None
 
     @property
     def active(self) -> bool:
@@ -225,6 +235,10 @@ class CallView:
             reason=record.end_reason,
             sip_status=record.sip_status,
             who_hung_up=record.who_hung_up,
+            number=record.number,
+            destination_class=record.destination_class,
+            trunk=record.trunk,
+            refusal=record.refusal,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -244,6 +258,10 @@ class CallView:
             "sip_status": self.sip_status,
             "who_hung_up": self.who_hung_up,
             "media_relay": self.media_relay,
+            "number": self.number,
+            "destination_class": self.destination_class,
+            "trunk": self.trunk,
+            "refusal": self.refusal,
         }
         value.update({k: v for k, v in optional.items() if v is not None})
         return value
@@ -356,8 +374,12 @@ class WebApp:
         locations: ILocationStore | None = None,
         tracer: CallTracer | None = None,
         wording: CallWording | None = None,
+        dialler: Dialler | None = None,
     ) -> None:
         self.clock = clock
+        #: reads what users dial: directory names, and numbers by [dialplan]
+        self.dialler = dialler if dialler is not None else Dialler(
+            clock, None, store, store, IOutboundQuota(store, None), softphone.domain)
         #: the calls' traces: live (buffered here) through the tracer, else the store's
         self.tracer = tracer
         self.traces: ICallTraceStore | None = ICallTraceStore(store, None)
@@ -511,6 +533,10 @@ class WebApp:
         wait = self.call_rate.allow(principal.username)
         if wait:
             raise HTTPError(429, "too many calls: try again later", _retry_after(wait))
+        return await self._place_local(controller, principal, callee)
+
+    async def _place_local(self, controller: ICallController, principal: Principal,
+                           callee: str) -> CallView:
         target = await self.users.get_user(callee)
         if target is None or target.disabled:
             raise HTTPError(404, f"no user {callee}")
@@ -527,6 +553,55 @@ class WebApp:
             raise HTTPError(409, "your phone is not registered")
         return CallView.from_info(info)
 
+    async def preview_dial(self, principal: Principal, text: str) -> LocalName | DialDecision:
+        """
+        What dialling ``text`` would call (``GET /dial``: nothing is placed or recorded).
+
+        :raises HTTPError: 400 not a number or user name, 403 the dial plan refuses it.
+        """
+        return await self._resolve(principal, text, record=False)
+
+    async def _resolve(self, principal: Principal, text: str,
+                       record: bool) -> LocalName | DialDecision:
+        if not isinstance(text, str):
+            raise HTTPError(400, "number must be a string")
+        try:
+            return await self.dialler.resolve(principal.username, text, record=record)
+        except InvalidNumber as e:
+            raise HTTPError(400, str(e)) from None
+        except DialRefused as e:
+            raise HTTPError(403, e.message) from None
+
+    async def dial(self, principal: Principal, text: str) -> CallView:
+        """
+        Call what ``text`` names: a directory user as :meth:`place_call`, or a telephone
+        number through the dial plan and the controller's :class:`IOutboundCalls`.
+        A refused number is recorded in the history (docs/dialplan.md).
+
+        :raises HTTPError: as :meth:`place_call`; 400 not a number or user name, 403 the
+            dial plan refuses the number (its class, no route, the daily limit).
+        """
+        controller = self._controller()
+        wait = self.call_rate.allow(principal.username)
+        if wait:
+            raise HTTPError(429, "too many calls: try again later", _retry_after(wait))
+        target = await self._resolve(principal, text, record=True)
+        if isinstance(target, LocalName):
+            return await self._place_local(controller, principal, target.name)
+        outbound = IOutboundCalls(controller, None)
+        if outbound is None:
+            raise HTTPError(503, "this daemon cannot call telephone numbers")
+        mine = await self.registration(principal.username)
+        if not mine.registered:
+            raise HTTPError(409, "your phone is not registered")
+        try:
+            await self.dialler.admit(principal.username, target)
+            info = await outbound.place_outbound(principal.username, target)
+        except CallRefused as e:  # a DialRefused too (the daily limit)
+            raise HTTPError(403, e.message) from None
+        return attrs.evolve(CallView.from_info(info), number=str(target.number),
+                            destination_class=target.destination_class)
+
     async def find_call(self, principal: Principal, call_id: str) -> CallView:
         """
         A call ``principal`` may see.
@@ -537,7 +612,7 @@ class WebApp:
         if self.controller is not None:
             info = self.controller.get_call(call_id)
             if info is not None:
-                view = CallView.from_info(info)
+                view = await self._with_number(CallView.from_info(info))
         if view is None and _is_call_id(call_id):
             record = await self.records.get_call(call_id)
             if record is not None:
@@ -547,6 +622,17 @@ class WebApp:
         if not principal.may_see(view):
             raise HTTPError(403, "not your call")
         return view
+
+    async def _with_number(self, view: CallView) -> CallView:
+        """A call in progress to a number (a callee no user name can be) with its number,
+        class and trunk from its record (the controller's CallInfo has none of them)."""
+        if not view.callee.startswith("+"):
+            return view
+        record = await self.records.get_call(view.call_id)
+        if record is None:
+            return view
+        return attrs.evolve(view, number=record.number, trunk=record.trunk,
+                            destination_class=record.destination_class)
 
     async def hang_up(self, principal: Principal, call_id: str) -> CallView:
         """
@@ -592,6 +678,8 @@ class WebApp:
 
     def failure_words(self, view: CallView, principal: Principal) -> str | None:
         """Why ``view`` ended, in plain words as ``principal`` reads it (None: in progress)."""
+        if view.refusal is not None:
+            return f"Refused by the dial plan: {view.refusal}"
         return plain_reason(caller=view.caller, callee=view.callee, state=view.state,
                             end_reason=view.reason, sip_status=view.sip_status,
                             who_hung_up=view.who_hung_up, viewer=principal.username,
@@ -603,9 +691,12 @@ class WebApp:
         views = []
         for record in records[:limit]:
             info = self.controller.get_call(record.call_id) if self.controller else None
-            views.append(
-                CallView.from_info(info) if info is not None else CallView.from_record(record)
-            )
+            view = CallView.from_record(record)
+            if info is not None:
+                view = attrs.evolve(CallView.from_info(info), number=record.number,
+                                    destination_class=record.destination_class,
+                                    trunk=record.trunk)
+            views.append(view)
         return views, len(records) > limit
 
     # -- live events ---------------------------------------------------------------------
@@ -699,7 +790,10 @@ def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
     monitor = RegistrationMonitor(clock, locations, config.sip.domain,
                                   interval=config.web.presence_poll_interval)
     calls = config.calls
+    dialler = Dialler(clock, config.dialplan.plan(), store, store, IOutboundQuota(store, None),
+                      config.sip.domain)
     return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config),
                   limits=config.web, locations=locations, tracer=tracer,
                   wording=CallWording(calls.ring_timeout, calls.callee_ring_timeout,
-                                      calls.max_duration))
+                                      calls.max_duration),
+                  dialler=dialler)

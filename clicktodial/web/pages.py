@@ -21,6 +21,7 @@ from twisted.web.template import Element, Flattenable, Tag, XMLString, renderer,
 from twisted.web.template import renderElement as render_element
 
 from clicktodial import __version__
+from clicktodial.dialplan.numbers import LocalName
 from clicktodial.store.admin import remove_user
 from clicktodial.store.errors import NoSuchUser, UserExists
 from clicktodial.store.traces import CallTrace, TracedMessage
@@ -233,6 +234,31 @@ def field(label: str, name: str, kind: str = "text", value: str = "", **extra: s
     )
 
 
+def _number_words(view: CallView) -> str:
+    """A call to a number in the history: its class and the trunk it went through."""
+    if view.number is None and view.destination_class is None:
+        return ""
+    words = view.destination_class or ""
+    if view.trunk is not None:
+        words += f" via {view.trunk}"
+    return words
+
+
+def _phone_links() -> Tag:
+    """
+    The offer to handle tel: and sip: links of any page (static/app.js shows the button
+    where navigator.registerProtocolHandler exists: a secure context or localhost).
+    """
+    return tags.section(id="phone-links", class_="phone-links", hidden="hidden")(
+        tags.h2("Phone links"),
+        tags.p("Let this browser open tel: and sip: links of any web page here: you see the"
+               " number and confirm before anything rings."),
+        tags.button("Use clicktodial for phone links", type="button", id="register-handlers",
+                    **{"data-template": "/dial?uri=%s"}),
+        tags.span("", id="register-result", class_="notice"),
+    )
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -279,6 +305,7 @@ class PagesResource(RoutedResource):
             Route("POST", "/logout", self.logout),
             Route("GET", "/directory", self.directory),
             Route("POST", "/calls", self.place_call),
+            Route("GET", "/dial", self.dial_page),
             Route("GET", "/calls/{call_id}", self.call_page),
             Route("POST", "/calls/{call_id}/hangup", self.hang_up),
             Route("GET", "/history", self.history),
@@ -413,7 +440,53 @@ class PagesResource(RoutedResource):
             tags.thead(tags.tr(tags.th("Name"), tags.th("Phone"), tags.th(""))),
             tags.tbody(*rows),
         ))
-        self.show(request, Layout("Directory", table, principal, error=error), status)
+        self.show(request, Layout("Directory", [self._dial_form(principal), table,
+                                                _phone_links()], principal, error=error),
+                  status)
+
+    def _dial_form(self, principal: Principal, number: str = "") -> Tag:
+        """Call a number (or a tel:/sip: address, or a user name) through the dial plan."""
+        return post_form("/calls", principal, class_="dial", id="dial-form")(
+            field("Number", "number", "tel", number, placeholder="+44 20 7946 0958",
+                  autocomplete="tel", maxlength="256", required="required"),
+            tags.button("Call number", type="submit", class_="call"),
+        )
+
+    async def dial_page(self, request: Request) -> None:
+        """
+        ``GET /dial?uri=tel:...``: where a phone link of any page leads once clicktodial
+        handles tel: and sip: links (navigator.registerProtocolHandler). Shows what the
+        link calls and a Call button; a GET never places a call (docs/dialplan.md).
+        """
+        principal = await self.user(request)
+        raw = (request.args or {}).get(b"uri", [b""])[0]
+        text = raw.decode("utf-8", "replace")[:256]
+        try:
+            target = await self.app.preview_dial(principal, text)
+        except HTTPError as e:
+            if e.status not in (400, 403):
+                raise
+            content = [tags.p("Link: ", tags.code(text, id="dial-uri")),
+                       tags.p(tags.a("Back to the directory", href="/directory"))]
+            self.show(request, Layout("Call this number?", content, principal,
+                                      error=e.message), e.status)
+            return
+        if isinstance(target, LocalName):
+            shown, what = target.name, "local (a user of the directory)"
+        else:
+            shown, what = str(target.number), target.destination_class
+        details = tags.dl(class_="details")(
+            tags.dt("Link"), tags.dd(tags.code(text), id="dial-uri"),
+            tags.dt("Number"), tags.dd(shown, id="dial-number"),
+            tags.dt("Class"), tags.dd(what, id="dial-class"),
+        )
+        form = post_form("/calls", principal, id="confirm-form")(
+            tags.input(type="hidden", name="number", value=shown),
+            tags.button("Call", type="submit", class_="call", id="confirm-call",
+                        autofocus="autofocus"),
+            " ", tags.a("Cancel", href="/directory"),
+        )
+        self.show(request, Layout("Call this number?", [details, form], principal))
 
     def _directory_row(self, principal: Principal, user: User,
                        registration: Registration) -> Tag:
@@ -438,7 +511,10 @@ class PagesResource(RoutedResource):
         form = read_form(request)
         principal = await self.user(request, form)
         try:
-            view = await self.app.place_call(principal, form.get("callee", ""))
+            if "number" in form:
+                view = await self.app.dial(principal, form["number"])
+            else:
+                view = await self.app.place_call(principal, form.get("callee", ""))
         except HTTPError as e:
             if e.status in (400, 403, 404, 409, 429):
                 await self.directory(request, error=e.message, status=e.status)
@@ -483,6 +559,13 @@ class PagesResource(RoutedResource):
             tags.dt("Reason"), tags.dd(view.reason or "", id="call-reason"),
             tags.dt("Duration"), tags.dd(_duration(view.duration), id="call-duration"),
         )
+        for label, value, ident in (
+                ("Number", view.number, "call-number"),
+                ("Class", view.destination_class, "call-class"),
+                ("Trunk", view.trunk, "call-trunk"),
+                ("Refused", view.refusal, "call-refusal")):
+            if value is not None:
+                details.children.extend([tags.dt(label), tags.dd(value, id=ident)])
         if view.media_relay not in (None, "off"):
             details.children.extend([
                 tags.dt("Media relay"), tags.dd(view.media_relay or "", id="call-media-relay"),
@@ -519,15 +602,17 @@ class PagesResource(RoutedResource):
                 tags.td(tags.a(_when(v.created), href=f"/calls/{v.call_id}")),
                 tags.td("to " + v.callee if v.caller == principal.username
                         else "from " + v.caller),
+                tags.td(_number_words(v)),
                 tags.td(STATE_LABELS.get(v.state, v.state)),
-                tags.td(v.reason or ""),
+                tags.td(v.refusal or v.reason or ""),
                 tags.td(_duration(v.duration)),
             )
             for v in views
         ]
         content: list[Flattenable] = [
             tags.table(class_="history", id="history")(
-                tags.thead(tags.tr(tags.th("When"), tags.th("With"), tags.th("State"),
+                tags.thead(tags.tr(tags.th("When"), tags.th("With"), tags.th("Number"),
+                                   tags.th("State"),
                                    tags.th("Reason"), tags.th("Duration"))),
                 tags.tbody(*rows),
             ) if rows else tags.p("No calls yet.")

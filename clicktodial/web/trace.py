@@ -123,6 +123,10 @@ def plain_reason(*, caller: str, callee: str, state: str, end_reason: str | None
         text = "the daemon running the call stopped during the call"
     elif end_reason == "media-relay-failed":
         text = "the media relay refused the call or did not answer"
+    elif end_reason == "no-trunk":
+        text = "no trunk is configured to call this number"
+    elif end_reason == "refused":
+        text = "the dial plan refused the number"
     else:
         text = f"the call ended: {end_reason}" + (f" ({status})" if status else "")
     return text[0].upper() + text[1:]

@@ -420,6 +420,15 @@ def launch_chromium(playwright: Any) -> Any:
                                       headless=True)
 
 
+def watched_page(browser: Any, width: int, height: int, timeout_ms: int) -> tuple[Any, list[str]]:
+    """A new page of ``browser`` and the console errors it logs (CSP violations, scripts)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(timeout_ms)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return page, errors
+
+
 def log_in(page: Any, base: str, user: str, password: str | None = None) -> None:
     """
     Log in with the form ``page`` shows and wait for the directory; without ``password``,

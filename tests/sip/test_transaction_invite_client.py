@@ -350,8 +350,7 @@ def test_an_invite_to_a_refused_tcp_port_fails_in_milliseconds_through_the_real_
     transport.startService()
     responses: list[tuple[float, int]] = []
     layer = TransactionLayer(reactor, transport, RecordingUser())
-    transport.handler = layer
-    transport.send_failures = layer
+    transport.connect(layer)
     layer.send_request(
         sip_request("INVITE"), TCP, lambda r: responses.append((reactor.seconds(), r.status))
     )

@@ -122,9 +122,15 @@ def bad_header(message: bytes) -> bytes:
 class Layer:
     """A started transport layer on a fake reactor, with a recording handler."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5060, transports: str = "udp, tcp"):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 5060,
+        transports: str = "udp, tcp",
+        handler: RecordingHandler | None = None,
+    ):
         self.reactor = FakeReactor()
-        self.handler = RecordingHandler()
+        self.handler = RecordingHandler() if handler is None else handler
         self.layer = SIPTransportLayer(
             self.reactor, sip_config(host, port, transports), self.handler, tcp_idle_timeout=30.0
         )
@@ -602,11 +608,24 @@ def test_malformed_ack_is_never_answered(net: Layer) -> None:
     assert net.udp.take() == []
 
 
+def test_the_transport_is_connected_to_its_handler_once() -> None:
+    """connect() gives a transport built without a handler its handler, and refuses to
+    replace one it already has."""
+    reactor = FakeReactor()
+    layer = SIPTransportLayer(reactor, sip_config("127.0.0.1", 5060, "udp"))
+    assert layer.handler is None
+    handler = RecordingHandler()
+    layer.connect(handler)
+    assert layer.handler is handler
+    with pytest.raises(RuntimeError, match="already connected"):
+        layer.connect(RecordingHandler())
+    assert layer.handler is handler
+
+
 def test_a_failing_handler_does_not_break_the_socket() -> None:
     """An exception in the handler is logged as a failure, never raised into the reactor."""
 
-    @implementer(IMessageHandler)
-    class Broken:
+    class Broken(RecordingHandler):
         def request_received(self, request: Request, source: object) -> None:
             raise RuntimeError("bug")
 
@@ -614,8 +633,7 @@ def test_a_failing_handler_does_not_break_the_socket() -> None:
             raise RuntimeError("bug")
 
     with LogCapture() as log:
-        net = Layer()
-        net.layer.handler = Broken()
+        net = Layer(handler=Broken())
         net.udp.receive(options())
         net.udp.receive(response_bytes())
     assert len(log.failures()) == 2
@@ -917,8 +935,11 @@ def test_a_request_arriving_while_closing_is_handed_over(net: Layer) -> None:
 
 
 @implementer(ISendFailureHandler)
-class FailureRecorder:
+class FailureRecorder(RecordingHandler):
+    """A message handler that also keeps the send failures it is told of."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.failed: list[tuple[Request, Destination, str]] = []
 
     def request_failed(self, request: Request, destination: Destination, reason: str) -> None:
@@ -927,8 +948,8 @@ class FailureRecorder:
 
 def test_a_refused_connection_reports_its_requests_to_the_handler(log: LogCapture) -> None:
     """RFC 3261 §17.1.4: the requests queued for a connection that fails are reported."""
-    net = Layer()
-    handler = net.layer.send_failures = FailureRecorder()
+    handler = FailureRecorder()
+    net = Layer(handler=handler)
     assert verifyObject(ISendFailureHandler, handler)
     request = outgoing()
     net.layer.send_request(request, Destination("TCP", "127.0.0.1", 5070))

@@ -13,12 +13,13 @@ from clicktodial.testing.contracts import (
     CallRecordStoreContract,
     CallTraceStoreContract,
     LocationStoreContract,
+    OutboundQuotaContract,
     StoreContract,
     UserStoreContract,
 )
 
 
-class TestMemoryStore(StoreContract, CallTraceStoreContract):
+class TestMemoryStore(StoreContract, CallTraceStoreContract, OutboundQuotaContract):
     """The memory store keeps the contract (and keeps call traces)."""
 
     def make_store(self, environment: StoreEnvironment,
@@ -26,7 +27,7 @@ class TestMemoryStore(StoreContract, CallTraceStoreContract):
         return MemoryBackendFactory().create({}, environment)
 
 
-class TestSQLiteStore(StoreContract, CallTraceStoreContract):
+class TestSQLiteStore(StoreContract, CallTraceStoreContract, OutboundQuotaContract):
     """The SQL store on a SQLite file keeps the contract (and keeps call traces)."""
 
     def make_store(self, environment: StoreEnvironment,

@@ -19,7 +19,12 @@ from clicktodial.store.plugins import SQLBackendFactory, StoreEnvironment
 from clicktodial.store.schema import bindings, calls, metadata
 from clicktodial.store.sql import SQLStore, check_schema_connection, upgrade_schema
 from clicktodial.store.values import BindingChanges, ContactChange
-from clicktodial.testing.contracts import CallTraceStoreContract, StoreContract
+from clicktodial.testing.contracts import (
+    CallTraceStoreContract,
+    OutboundQuotaContract,
+    StoreContract,
+    count_at_once,
+)
 from clicktodial.testing.fakes import (
     InlineReactor,
     InlineThreadPool,
@@ -60,7 +65,7 @@ def lock_waiters(observer: Engine, thread: threading.Thread, attempts: int,
 
 
 @needs_postgresql
-class TestPostgreSQLStore(StoreContract, CallTraceStoreContract):
+class TestPostgreSQLStore(StoreContract, CallTraceStoreContract, OutboundQuotaContract):
     """The SQL store on PostgreSQL keeps the contract (and keeps call traces)."""
 
     def make_store(self, environment: StoreEnvironment,
@@ -268,3 +273,61 @@ def test_two_nodes_claiming_lost_calls_at_once_claim_each_call_once(pg_url: URL)
     node_a.dispose()
     observer.dispose()
     success_result_of(store.stop())
+
+
+@pytest.mark.parametrize("a_commits", [True, False])
+def test_two_nodes_counting_outbound_calls_at_once_never_pass_the_daily_limit(
+        pg_url: URL, a_commits: bool) -> None:
+    """
+    IOutboundQuota across nodes: node A counts alice's last allowed call of the day and is
+    held inside its transaction; node B's count waits on A's row lock, then is refused if A
+    committed (the limit is reached) or counted if A rolled back.
+    """
+    store = SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
+                     realm="example.com", hasher=cheap_password_hasher())
+    success_result_of(store.start())
+    assert success_result_of(store.count_outbound_call("alice", "2026-12-06", 2))
+    node_a = create_engine(pg_url)
+    observer = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    outcome: list[object] = []
+
+    def count_b() -> None:
+        try:
+            outcome.append(success_result_of(
+                store.count_outbound_call("alice", "2026-12-06", 2)))
+        except Exception as e:
+            outcome.append(e)
+
+    with node_a.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(text(
+            "UPDATE outbound_counts SET count = count + 1"
+            " WHERE username = 'alice' AND day = '2026-12-06'"))
+        thread = threading.Thread(target=count_b)
+        thread.start()
+        waiting = lock_waiters(observer, thread, 200, "outbound_counts")
+        assert waiting == 1 and thread.is_alive() and outcome == []
+        if a_commits:
+            transaction.commit()
+        else:
+            transaction.rollback()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert outcome == [not a_commits]
+    assert success_result_of(store.outbound_calls("alice", "2026-12-06")) == 2
+    node_a.dispose()
+    observer.dispose()
+    success_result_of(store.stop())
+
+
+def test_many_clicks_at_once_count_exactly_the_daily_limit(pg_url: URL) -> None:
+    """Eight stores (as eight daemons) counting 40 calls against a limit of 10: 10 counted."""
+    stores = [SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
+                       realm="example.com", hasher=cheap_password_hasher()) for _ in range(8)]
+    for store in stores:
+        success_result_of(store.start())
+    counted = count_at_once(stores, 5, 10)
+    assert (counted.count(True), counted.count(False)) == (10, 30)
+    assert success_result_of(stores[0].outbound_calls("bob", "2026-12-06")) == 10
+    for store in stores:
+        success_result_of(store.stop())

@@ -21,6 +21,7 @@ from clicktodial.store.errors import (
 from clicktodial.store.schema import metadata
 from clicktodial.store.sql import SQLStore, check_schema, create_sql_engine, upgrade_schema
 from clicktodial.store.values import BindingChanges, ContactChange
+from clicktodial.testing.contracts import count_at_once
 from clicktodial.testing.fakes import (
     InlineReactor,
     InlineThreadPool,
@@ -276,3 +277,14 @@ def test_claim_active_calls_without_update_returning(url: str,
     assert success_result_of(store.get_call(other)).active  # type: ignore[union-attr]
     assert {success_result_of(store.get_call(c)).end_reason for c in mine} == {"lost"}  # type: ignore[union-attr]
     success_result_of(store.stop())
+
+
+def test_many_clicks_at_once_on_sqlite_count_exactly_the_daily_limit(url: str) -> None:
+    """Four stores on one SQLite file (as four daemons), 20 counts, a limit of 7: 7 counted."""
+    upgrade_schema(url)
+    stores = [started(url) for _ in range(4)]
+    counted = count_at_once(stores, 5, 7)
+    assert (counted.count(True), counted.count(False)) == (7, 13)
+    assert success_result_of(stores[0].outbound_calls("bob", "2026-12-06")) == 7
+    for store in stores:
+        success_result_of(store.stop())

@@ -247,6 +247,8 @@ CASES: dict[str, tuple[int | None, str, str]] = {
     "error": (488, "system", "The phones share no codec (488)"),
     "lost": (None, "system", "The daemon running the call stopped during the call"),
     "media-relay-failed": (500, "system", "The media relay refused the call or did not answer"),
+    "no-trunk": (None, "system", "No trunk is configured to call this number"),
+    "refused": (None, "system", "The dial plan refused the number"),
 }
 
 

@@ -70,10 +70,9 @@ class TransactionLayer:
     Matches messages to RFC 3261 §17 transactions and runs their machines on
     C{clock}.
 
-    @ivar user: the L{ITransactionUser}; may be replaced after construction
-        (the UA core is often built after the layer it sends through).
+    @ivar user: the L{ITransactionUser}.
     @ivar counts: the L{TransactionCounts} (retransmissions) of every machine.
-    @ivar stateless: C{None}, or a callable given each new non-INVITE request
+    @ivar stateless: (constructor argument) C{None}, or a callable given each new non-INVITE request
         (not CANCEL) before a server transaction is made for it; when it returns
         a final response, that response is sent statelessly (RFC 3261 §8.2.7)
         and no transaction is made: a retransmission of the request is asked
@@ -87,6 +86,8 @@ class TransactionLayer:
         transport: ISIPTransport,
         user: ITransactionUser,
         timers: Timers = DEFAULT_TIMERS,
+        *,
+        stateless: Callable[[Request, object], Response | None] | None = None,
     ) -> None:
         self.clock = clock
         self.transport = transport
@@ -96,7 +97,7 @@ class TransactionLayer:
         self.lingering = LingerQueue(clock, timers.timeout)
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
-        self.stateless: Callable[[Request, object], Response | None] | None = None
+        self.stateless = stateless
 
     @property
     def active_count(self) -> int:

@@ -33,7 +33,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.sip.address import Destination
-from clicktodial.sip.core import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.dialog import (
     DialogError,
     DialogID,
@@ -50,6 +49,7 @@ from clicktodial.sip.interfaces import (
     ITransactionUser,
 )
 from clicktodial.sip.message import Request, Response, make_response, new_call_id, new_tag
+from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, OfferCarrier, Party
 from clicktodial.sip.transaction import Timers
 from clicktodial.sip.transactions.base import Lingering, LingerQueue
@@ -70,7 +70,7 @@ log = Logger(namespace="clicktodial.sip.ua")
 
 def default_precheck(request: Request) -> Response | None:
     """
-    The RFC 3261 §8.2.1-§8.2.3 checks of L{clicktodial.sip.core.uas_precheck}
+    The RFC 3261 §8.2.1-§8.2.3 checks of L{clicktodial.sip.precheck.uas_precheck}
     for the methods this core handles: 501, 416, 420, 415 or None.
     """
     return uas_precheck(request, ALLOWED_METHODS, SUPPORTED_OPTIONS, ACCEPTED_TYPES)

@@ -175,5 +175,36 @@
     });
   }
 
+  // -- phone links: offer to open the tel: and sip: links of any page here (/dial) ----------
+  // registerProtocolHandler exists only in a secure context (HTTPS or localhost); the
+  // browser asks the user before it takes effect. Both schemes are on its safe list.
+
+  function offerPhoneLinks() {
+    var section = document.getElementById("phone-links");
+    var button = document.getElementById("register-handlers");
+    if (!section || !button || typeof navigator.registerProtocolHandler !== "function") {
+      return;
+    }
+    section.hidden = false;
+    button.addEventListener("click", function () {
+      var template = new URL(button.getAttribute("data-template"), location.href).href;
+      var result = document.getElementById("register-result");
+      var done = [];
+      ["tel", "sip"].forEach(function (scheme) {
+        try {
+          navigator.registerProtocolHandler(scheme, template);
+          done.push(scheme + ":");
+        } catch (e) {
+          result.textContent = "Your browser refused (" + e.name + "). ";
+        }
+      });
+      if (done.length) {
+        result.textContent += "Asked your browser to open " + done.join(" and ") +
+          " links here: accept its prompt.";
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", offerPhoneLinks);
   document.addEventListener("DOMContentLoaded", start);
 })();

@@ -1,0 +1,1 @@
+"""Calling telephone numbers: the dial plan (docs/dialplan.md)."""

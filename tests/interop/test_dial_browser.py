@@ -1,0 +1,142 @@
+"""
+Phone links of any web page, in a real browser (headless Debian chromium, Playwright):
+clicktodial offers to handle tel: and sip: links (navigator.registerProtocolHandler), a
+link leads to the /dial confirmation page (number, class, Call button; nothing is placed
+by the GET), and the call is placed once confirmed (docs/dialplan.md).
+
+Headless chromium has no prompt to accept a protocol handler, so a click on a tel: link
+does not reach us by itself: the test follows the link as the browser would once the
+handler is accepted, by opening the handler's URL template with the link's URI
+substituted for %s (escaped, as the HTML standard's registerProtocolHandler says).
+
+With CLICKTODIAL_SCREENSHOTS=1 the confirmation page is saved as
+docs/screenshots/dial-confirm.png (the command is in docs/dialplan.md); otherwise no file
+is written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from calltools import (  # type: ignore[import-not-found]
+    DOMAIN,
+    api_token,
+    daemon_ini,
+    launch_chromium,
+    log_in,
+    needs_chromium,
+    register,
+    watched_page,
+    web_api_get,
+)
+from conftest import REPO_ROOT, find_free_port  # type: ignore[import-not-found]
+
+WAIT_MS = 20_000
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+pytestmark = [pytest.mark.interop, needs_chromium]
+
+DIALPLAN = """[dialplan]
+country_code = 44
+routes =
+    +44 uk_main uk_backup
+"""
+
+LINKS = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Contacts</title></head>
+<body><h1>Some company's contact page</h1>
+<p>London office: <a id="london" href="tel:+44-20-7946-0958">020 7946 0958</a></p>
+<p>Paris office: <a id="paris" href="tel:+33-1-23-45-67-89">+33 1 23 45 67 89</a></p>
+<p>Bob: <a id="bob" href="sip:bob@{DOMAIN}">bob</a></p>
+</body></html>
+"""
+
+
+def follow_phone_link(page: Any, base: str, link: str) -> None:
+    """Open the page with the phone links, and follow ``link`` as the handler would."""
+    href = page.locator(link).get_attribute("href")
+    page.goto(base + "/dial?uri=" + quote(href, safe=""))
+
+
+def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming(
+        tmp_path: Path, start_daemon: Any) -> None:
+    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    ini = daemon_ini(sip_port, web_port, control_port, str(tmp_path)) + DIALPLAN
+    daemon = start_daemon(ini)
+    daemon.wait_for_tcp(web_port)
+    daemon.wait_for_log("created demo users")
+    base = f"http://127.0.0.1:{web_port}"
+    # alice's phone is registered (calls need it) but nothing answers: calls stay ringing.
+    register("alice", "alice", find_free_port(), sip_port)
+    register("bob", "bob", find_free_port(), sip_port)
+    links = tmp_path / "contacts.html"
+    links.write_text(LINKS)
+
+    with playwright_sync.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page, errors = watched_page(browser, 390, 760, WAIT_MS)
+            page.goto(base + "/login")
+            log_in(page, base, "alice")
+
+            # 127.0.0.1 is a secure context: the offer shows, and registering does not throw.
+            offer = page.locator("#phone-links")
+            offer.wait_for(state="visible")
+            page.click("#register-handlers")
+            page.wait_for_function(
+                "document.getElementById('register-result').textContent.length > 0")
+            assert page.inner_text("#register-result").startswith(
+                "Asked your browser to open tel: and sip: links here"), page.inner_text(
+                    "#register-result")
+
+            # A tel: link of another page: the confirmation page, and no call yet.
+            page.goto(links.as_uri())
+            follow_phone_link(page, base, "#london")
+            assert page.inner_text("#dial-number") == "+442079460958"
+            assert page.inner_text("#dial-class") == "national"
+            if os.environ.get("CLICKTODIAL_SCREENSHOTS"):
+                page.screenshot(path=str(REPO_ROOT / "docs" / "screenshots" /
+                                         "dial-confirm.png"))
+            token = api_token(tmp_path / "daemon0.ini", "alice")
+            assert web_api_get(web_port, token, "/calls")["calls"] == []
+
+            # Confirmed: placed through the dial plan; no trunk exists yet, so it fails as
+            # no-trunk, recorded with its number and class.
+            page.click("#confirm-call")
+            page.wait_for_url(base + "/calls/*")
+            page.wait_for_selector('#call[data-state="failed"]')
+            assert page.inner_text("#call-number") == "+442079460958"
+            assert page.inner_text("#call-class") == "national"
+            assert page.inner_text("#call-reason") == "no-trunk"
+
+            # An international link is refused on the confirmation page, with its reason,
+            # and nothing can be confirmed.
+            page.goto(links.as_uri())
+            follow_phone_link(page, base, "#paris")
+            assert "international numbers are not allowed for alice" in page.inner_text(
+                ".error")
+            assert page.locator("#confirm-form").count() == 0
+
+            # A sip: link of a directory user: the confirmation page, then the usual call.
+            page.goto(links.as_uri())
+            follow_phone_link(page, base, "#bob")
+            assert page.inner_text("#dial-number") == "bob"
+            page.click("#confirm-call")
+            page.wait_for_url(base + "/calls/*")
+            assert page.locator("#call").get_attribute("data-state") in (
+                "calling-caller", "calling-callee")
+            page.click("#hangup")
+            page.wait_for_selector('#call[data-state="failed"]')
+
+            calls = web_api_get(web_port, token, "/calls")["calls"]
+            assert [(c["callee"], c.get("number"), c.get("reason")) for c in calls] == [
+                ("bob", None, "cancelled"), ("+442079460958", "+442079460958", "no-trunk")]
+            assert [e for e in errors if "403" not in e] == []
+        finally:
+            browser.close()
+    assert daemon.stop() == 0
