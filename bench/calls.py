@@ -20,7 +20,7 @@ import time
 from twisted.internet.task import Clock
 
 from clicktodial.sip.message import Response
-from clicktodial.sip.useragent import OutgoingCall, Session
+from clicktodial.sip.ua import OutgoingCall, Session
 from clicktodial.testing.sipfakes import FaultyNetwork, run_for
 from clicktodial.testing.uafakes import Answer, EventLog, Party, sdp
 

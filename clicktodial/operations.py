@@ -176,6 +176,13 @@ def _retransmissions(sip: SIPStack) -> DaemonCollector:
                     "response": counts.responses_received,
                 },
             ),
+            (
+                "clicktodial_sip_unexpected_inputs",
+                "Inputs a state machine of the user-agent core had no transition for"
+                " (logged once each, otherwise ignored), by machine, state and input.",
+                "transition",
+                lambda: dict(sip.user_agent.unexpected_inputs),
+            ),
         ],
     )
 

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from clicktodial.admission import AdmissionControl
 from clicktodial.sip.dialog import DialogError
-from clicktodial.sip.useragent import UserAgent
+from clicktodial.sip.ua import UserAgent
 
 __all__ = ["CallsInProgress", "GracefulStop", "ua_calls"]
 

@@ -46,3 +46,20 @@ def test_a_retransmitted_register_is_counted_received_and_its_answer_sent_again(
     assert 'clicktodial_sip_retransmissions_received_total{message="response"} 0.0' in text
     assert "# TYPE clicktodial_sip_retransmissions_sent_total counter" in text
     root.stopService()
+
+
+def test_inputs_without_a_transition_in_the_ua_core_are_counted() -> None:
+    """/metrics shows the UA core's inputs that had no transition, by machine/state/input."""
+    reactor = FakeReactor()
+    root = build_service(parse_config(CONFIG, "x.ini"), reactor)
+    root.startService()
+    assert root.operations is not None
+    metrics = MetricsResource(root.operations.metrics.registry)
+    sip = root.getServiceNamed("sip")
+    sip.user_agent.count_unexpected("OutgoingCall", "calling", "fork window end")
+    text = scrape(metrics)
+    assert (
+        'clicktodial_sip_unexpected_inputs_total{transition="OutgoingCall calling/fork window'
+        ' end"} 1.0' in text
+    )
+    root.stopService()

@@ -22,7 +22,7 @@ from clicktodial.sip.parser import parse_message
 from clicktodial.sip.stack import IncomingRefuser, RequestRouter, SIPStack
 from clicktodial.sip.transaction import ServerTransaction
 from clicktodial.sip.transport import SIPTransportLayer
-from clicktodial.sip.useragent import IncomingCall, IncomingRequest
+from clicktodial.sip.ua import IncomingCall, IncomingRequest
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import InlineThreadPool, cheap_password_hasher, success_result_of
 from clicktodial.testing.sipfakes import unissued_nonce_authorization

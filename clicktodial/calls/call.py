@@ -86,8 +86,7 @@ from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.interfaces import ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
-from clicktodial.sip.uri import URI, parse_uri
-from clicktodial.sip.useragent import (
+from clicktodial.sip.ua import (
     CallState,
     IncomingRequest,
     OutgoingCall,
@@ -96,6 +95,7 @@ from clicktodial.sip.useragent import (
     SessionHandlerBase,
     UserAgent,
 )
+from clicktodial.sip.uri import URI, parse_uri
 from clicktodial.store.values import Binding, CallUpdate, User
 from clicktodial.timers import Lingering, LingerQueue
 

@@ -37,7 +37,7 @@ from clicktodial.interfaces import (
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
-from clicktodial.sip.useragent import UserAgent
+from clicktodial.sip.ua import UserAgent
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
 from clicktodial.timers import LingerQueue
 

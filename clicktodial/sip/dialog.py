@@ -6,7 +6,7 @@ A L{Dialog} holds the dialog state of §12.1 — ID, sequence numbers, local
 and remote URIs, remote target, route set, secure flag — and builds the
 requests sent inside it (§12.2.1.1) and the destination they go to.  It
 never sends anything and never looks at the clock: the user-agent core
-(L{clicktodial.sip.useragent}) drives it.
+(L{clicktodial.sip.ua}) drives it.
 
 No Twisted imports here.
 """
@@ -371,13 +371,14 @@ class Dialog:
             self.state = DialogState.CONFIRMED
             if self.is_uac:
                 self.route_set = list(reversed(response.record_routes))
-        self._refresh_target(response)
+        self.refresh_target(response)
 
     def terminate(self) -> None:
         """The dialog is over (BYE, failure of the INVITE, timeout)."""
         self.state = DialogState.TERMINATED
 
-    def _refresh_target(self, message: Request | Response) -> None:
+    def refresh_target(self, message: Request | Response) -> None:
+        """A target refresh (§12.2): the remote target becomes ``message``'s Contact."""
         contact = _first_contact(message)
         if contact is not None:
             self.remote_target = contact
@@ -398,7 +399,7 @@ class Dialog:
             raise OutOfOrderRequest(f"CSeq {seq} is lower than {self.remote_seq}")
         self.remote_seq = seq
         if request.method in TARGET_REFRESH_METHODS:
-            self._refresh_target(request)
+            self.refresh_target(request)
 
     def receive_response(self, method: str, response: Response) -> None:
         """
@@ -410,7 +411,7 @@ class Dialog:
             if method == "INVITE" and self.state is DialogState.EARLY:
                 self.confirm(response)
             else:
-                self._refresh_target(response)
+                self.refresh_target(response)
 
     # -- requests ------------------------------------------------------------
 

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from clicktodial.sip.address import Destination
     from clicktodial.sip.message import Request, Response
     from clicktodial.sip.transaction import ServerTransaction
-    from clicktodial.sip.useragent import IncomingCall, IncomingRequest, OutgoingCall, Session
+    from clicktodial.sip.ua import IncomingCall, IncomingRequest, OutgoingCall, Session
 
 __all__ = [
+    "IClientCredentials",
     "IFlowKeeper",
     "IIncomingCallHandler",
     "IMessageHandler",
@@ -200,7 +201,7 @@ class ITransactionUser(Interface):
         """
 
 
-# Appended by the dialog / user-agent core work (clicktodial.sip.useragent).
+# Appended by the dialog / user-agent core work (clicktodial.sip.ua).
 # The application side of the UA core: the click-to-dial B2BUA implements
 # these, one ISessionHandler per call leg.
 
@@ -280,4 +281,19 @@ class IIncomingCallHandler(Interface):
         """
         A request outside any dialog other than INVITE (OPTIONS, MESSAGE,
         ...): answer with C{request.respond(...)}.
+        """
+
+
+class IClientCredentials(Interface):
+    """
+    Where a UAC finds what answers a 401/407 digest challenge (RFC 3261
+    §22.2): given per outgoing call (C{UserAgent.invite(..., credentials=)})
+    and kept by its sessions for the requests they send in the dialog.
+    """
+
+    def credentials_for(realm: str) -> tuple[str, str] | None:
+        """
+        The C{(username, password)} to answer a challenge of C{realm} with,
+        or None: then the 401/407 is the request's final answer.  Called on
+        the reactor thread; must not block or raise.
         """

@@ -33,8 +33,8 @@ from twisted.python.failure import Failure
 from clicktodial.interfaces import ILocationStore
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response, new_call_id, new_tag
+from clicktodial.sip.ua import TransactionLayerLike
 from clicktodial.sip.uri import parse_uri
-from clicktodial.sip.useragent import TransactionLayerLike
 from clicktodial.store.values import Binding, BindingChanges, ContactChange
 
 __all__ = ["NatKeepAlive", "behind_nat"]

@@ -3,7 +3,7 @@ The RFC 3261 §8.2 checks a UAS makes before it processes a request (:func:`uas_
 501 + ``Allow``, 416, 420 + ``Unsupported``, 415 + ``Accept``, and a REGISTER's To), and
 what they accept: the option-tags we support (:data:`SUPPORTED_OPTIONS`, RFC 3261 §19.2)
 and the body types we understand (:data:`ACCEPTED_TYPES`). The UA core
-(:mod:`clicktodial.sip.useragent`) and the request router (:mod:`clicktodial.sip.stack`)
+(:mod:`clicktodial.sip.ua`) and the request router (:mod:`clicktodial.sip.stack`)
 run them; an ACK is never answered (§17.1.1.3).
 """
 

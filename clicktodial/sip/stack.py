@@ -44,7 +44,7 @@ from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_prec
 from clicktodial.sip.registrar import Registrar, settings_from_config
 from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer
-from clicktodial.sip.useragent import (
+from clicktodial.sip.ua import (
     ALLOWED_METHODS,
     IncomingCall,
     IncomingRequest,

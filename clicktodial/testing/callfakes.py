@@ -33,7 +33,7 @@ from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
 from clicktodial.sip.transaction import Timers
-from clicktodial.sip.useragent import IncomingRequest, Session
+from clicktodial.sip.ua import IncomingRequest, Session
 from clicktodial.store.memory import MemoryStore
 from clicktodial.store.traces import TraceLimits
 from clicktodial.store.values import BindingChanges, CallRecord, ContactChange, user_aor

@@ -1,6 +1,6 @@
 """
 A SIP user agent built on the real transport, transaction layer and UA core
-(L{clicktodial.sip.useragent}), for interop tests against SIPp: run it as a
+(L{clicktodial.sip.ua}), for interop tests against SIPp: run it as a
 subprocess and read JSON lines from its stdout.
 
     python -m clicktodial.testing.uaapp --role ua-uas --port 0 --t1 0.1
@@ -41,8 +41,7 @@ from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, Party
 from clicktodial.sip.transaction import Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer
-from clicktodial.sip.uri import URI
-from clicktodial.sip.useragent import (
+from clicktodial.sip.ua import (
     IncomingCall,
     IncomingRequest,
     OutgoingCall,
@@ -50,6 +49,7 @@ from clicktodial.sip.useragent import (
     SessionHandlerBase,
     UserAgent,
 )
+from clicktodial.sip.uri import URI
 
 __all__ = ["main"]
 

@@ -1,5 +1,5 @@
 """
-Test helpers for the user-agent core (L{clicktodial.sip.useragent}): a
+Test helpers for the user-agent core (L{clicktodial.sip.ua}): a
 session handler that records every event, a scriptable incoming-call
 handler, and a L{Party} bundling transport + transaction layer + UA core.
 
@@ -24,12 +24,16 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from clicktodial.sip.headers import NameAddr
-from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ISIPTransport
+from clicktodial.sip.interfaces import (
+    IClientCredentials,
+    IIncomingCallHandler,
+    ISessionHandler,
+    ISIPTransport,
+)
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
 from clicktodial.sip.transaction import Timers, TransactionLayer
-from clicktodial.sip.uri import URI
-from clicktodial.sip.useragent import (
+from clicktodial.sip.ua import (
     IncomingCall,
     IncomingRequest,
     OutgoingCall,
@@ -37,6 +41,7 @@ from clicktodial.sip.useragent import (
     SessionHandlerBase,
     UserAgent,
 )
+from clicktodial.sip.uri import URI
 from clicktodial.testing.sipfakes import FaultyNetwork, RecordingTransport
 
 __all__ = ["Answer", "EventLog", "Party", "ScriptedCallHandler", "sdp"]
@@ -248,6 +253,7 @@ class Party:
         callee: Party | URI,
         offer: bytes | None = None,
         handler: EventLog | None = None,
+        credentials: IClientCredentials | None = None,
     ) -> tuple[OutgoingCall, EventLog]:
         """INVITE ``callee`` (with ``offer`` as SDP, or none); returns the call and its log."""
         target = callee.uri if isinstance(callee, Party) else callee
@@ -258,6 +264,7 @@ class Party:
             to=NameAddr(target),
             handler=log,
             body=offer or b"",
+            credentials=credentials,
         )
         return call, log
 

@@ -26,7 +26,7 @@ from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.headers import HeaderParseError
 from clicktodial.sip.interfaces import IMessageHandler, ISendFailureHandler
 from clicktodial.sip.message import Request, Response, make_response, new_tag
-from clicktodial.sip.useragent import TransactionLayerLike
+from clicktodial.sip.ua import TransactionLayerLike
 
 __all__ = ["TrunkInboundGuard"]
 

@@ -40,8 +40,8 @@ from twisted.logger import Logger
 from clicktodial.sip.address import Destination
 from clicktodial.sip.headers import HeaderParseError
 from clicktodial.sip.message import Request, Response, new_call_id, new_tag
+from clicktodial.sip.ua import TransactionLayerLike
 from clicktodial.sip.uri import parse_uri
-from clicktodial.sip.useragent import TransactionLayerLike
 from clicktodial.trunks.auth import ChallengeRefused, DigestAnswerer
 from clicktodial.trunks.values import RegistrationState, RegistrationStatus
 

@@ -25,8 +25,8 @@ from clicktodial.config import Config
 from clicktodial.interfaces import ITrunk, ITrunkRegistry
 from clicktodial.netaddr import ip_of
 from clicktodial.sip.address import Destination
+from clicktodial.sip.ua import TransactionLayerLike
 from clicktodial.sip.uri import URI, parse_uri
-from clicktodial.sip.useragent import TransactionLayerLike
 from clicktodial.trunks.auth import DigestAnswerer
 from clicktodial.trunks.config import E164_RE, TrunkConfig, trunk_configs
 from clicktodial.trunks.keepalive import TrunkKeepAlive

@@ -8,7 +8,7 @@ from clicktodial.calls.call import Call, Leg
 from clicktodial.sip.dialog import Dialog
 from clicktodial.sip.message import Request
 from clicktodial.sip.parser import parse_message
-from clicktodial.sip.useragent import Session
+from clicktodial.sip.ua import Session
 from clicktodial.testing.callfakes import CallWorld
 from clicktodial.testing.uafakes import Answer, sdp
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 
 from clicktodial.sip.message import Response
-from clicktodial.sip.useragent import CallState, IncomingRequest, OutgoingCall, Session
+from clicktodial.sip.ua import CallState, IncomingRequest, OutgoingCall, Session
 from clicktodial.testing.sipfakes import FaultyNetwork, run_for
 from clicktodial.testing.uafakes import Answer, EventLog, Party, sdp
 

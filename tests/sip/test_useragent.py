@@ -12,14 +12,24 @@ from zope.interface.verify import verifyObject
 
 from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.dialog import DialogError, source_flow
+from clicktodial.sip.digest import (
+    DigestCredentials,
+    compute_ha1,
+    compute_response,
+    parse_authorization,
+)
 from clicktodial.sip.headers import NameAddr
-from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
+from clicktodial.sip.interfaces import (
+    IClientCredentials,
+    IIncomingCallHandler,
+    ISessionHandler,
+    ITransactionUser,
+)
 from clicktodial.sip.message import Request, Response, make_response, new_branch
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import Party as SDPParty
 from clicktodial.sip.transaction import Timers
-from clicktodial.sip.uri import URI
-from clicktodial.sip.useragent import (
+from clicktodial.sip.ua import (
     CallState,
     IncomingRequest,
     OutgoingCall,
@@ -27,6 +37,8 @@ from clicktodial.sip.useragent import (
     Session,
     UserAgent,
 )
+from clicktodial.sip.ua.auth import StaticCredentials
+from clicktodial.sip.uri import URI
 from clicktodial.testing.sipfakes import (
     FaultyNetwork,
     RecordingTransport,
@@ -458,13 +470,17 @@ class Caller:
     """alice's core calling bob (127.0.0.2), bob simulated by hand."""
 
     def __init__(
-        self, offer: bytes | None = None, timers: Timers = DEFAULT_TIMERS, pin_flows: bool = False
+        self,
+        offer: bytes | None = None,
+        timers: Timers = DEFAULT_TIMERS,
+        pin_flows: bool = False,
+        credentials: IClientCredentials | None = None,
     ) -> None:
         self.clock = Clock()
         self.alice = Party.recording(
             self.clock, "127.0.0.1", 5060, "alice", timers=timers, pin_flows=pin_flows
         )
-        self.call, self.log = self.alice.call(BOB_URI, offer=offer)
+        self.call, self.log = self.alice.call(BOB_URI, offer=offer, credentials=credentials)
         self.invite = sent_requests(self.alice, "INVITE")[0]
 
     def respond(
@@ -969,3 +985,158 @@ def test_cancel_without_final_response_gives_up_after_64_t1() -> None:
     assert failure_statuses(caller.log) == [487]
     assert caller.call.state is CallState.CANCELLED
     assert caller.alice.ua.active_count == 0
+
+
+# ---------------------------------------------------------------------------
+# UAC digest authentication (RFC 3261 §22.2, RFC 7616, RFC 8760)
+
+REALM = "sip.example"
+MD5_CHALLENGE = f'Digest realm="{REALM}", nonce="n1", qop="auth", algorithm=MD5, opaque="op"'
+
+
+def challenge(nonce: str, algorithm: str = "MD5", stale: bool = False) -> str:
+    value = f'Digest realm="{REALM}", nonce="{nonce}", qop="auth", algorithm={algorithm}'
+    return value + (", stale=true" if stale else "")
+
+
+def checked_answer(request: Request, header: str, password: str = "secret") -> DigestCredentials:
+    """The request's digest answer, verified the way a server verifies it."""
+    value = request.headers.get(header)
+    assert value is not None, f"no {header} in the {request.method}"
+    answer = parse_authorization(value)
+    ha1 = compute_ha1(answer.username, answer.realm, password, answer.algorithm)
+    expected = compute_response(
+        ha1, answer.nonce, answer.nc, answer.cnonce, answer.qop, request.method, answer.uri,
+        answer.algorithm,
+    )
+    assert answer.response == expected
+    assert answer.uri == str(request.uri)
+    return answer
+
+
+CREDENTIALS = StaticCredentials("alice-auth", "secret")
+
+
+class TestUACDigest:
+    def test_static_credentials_provide_the_interface(self) -> None:
+        """StaticCredentials is an IClientCredentials; realms limit where it answers."""
+        assert verifyObject(IClientCredentials, CREDENTIALS)
+        limited = StaticCredentials("u", "p", frozenset({REALM}))
+        assert limited.credentials_for(REALM) == ("u", "p")
+        assert limited.credentials_for("other") is None
+
+    def test_407_to_invite_is_answered_once_with_proxy_authorization(self) -> None:
+        """§22.2/§22.3: a 407 gets the INVITE again, CSeq+1, same Call-ID and From tag,
+        with Proxy-Authorization (qop=auth, nc 00000001, a cnonce, opaque echoed)."""
+        caller = Caller(offer=sdp("alice"), credentials=CREDENTIALS)
+        caller.respond(407, extra=(("Proxy-Authenticate", MD5_CHALLENGE),))
+        invites = sent_requests(caller.alice, "INVITE")
+        assert len(invites) == 2
+        first, retry = invites
+        assert retry.cseq.seq == first.cseq.seq + 1
+        assert retry.call_id == first.call_id and retry.from_.tag == first.from_.tag
+        assert retry.top_via.branch != first.top_via.branch
+        assert retry.body == first.body
+        answer = checked_answer(retry, "Proxy-Authorization")
+        assert (answer.username, answer.realm, answer.nonce) == ("alice-auth", REALM, "n1")
+        assert (answer.qop, answer.nc, answer.algorithm, answer.opaque) == (
+            "auth", "00000001", "MD5", "op",
+        )
+        assert len(answer.cnonce) >= 16
+        # The 407 was ACKed by its transaction (CSeq 1); the application saw nothing.
+        assert [parse_message(ack).cseq.seq for ack in caller.acks()] == [1]
+        assert caller.log.names() == []
+        caller.respond(200, body=sdp("bob"), request=retry)
+        assert caller.call.state is CallState.ANSWERED
+        assert [parse_message(ack).cseq.seq for ack in caller.acks()] == [1, 2]
+        assert caller.session.dialog.local_seq == 2
+
+    def test_sha_256_is_chosen_when_offered(self) -> None:
+        """RFC 8760 §2.4: of MD5 and SHA-256 challenges for one realm, answer SHA-256."""
+        caller = Caller(credentials=CREDENTIALS)
+        caller.respond(
+            401,
+            extra=(
+                ("WWW-Authenticate", challenge("m", "MD5")),
+                ("WWW-Authenticate", challenge("s", "SHA-256")),
+            ),
+        )
+        retry = sent_requests(caller.alice, "INVITE")[1]
+        answer = checked_answer(retry, "Authorization")
+        assert (answer.algorithm, answer.nonce) == ("SHA-256", "s")
+        assert "Proxy-Authorization" not in retry.headers
+
+    def test_a_second_challenge_without_stale_is_the_final_answer(self) -> None:
+        """RFC 7616 §3.3: challenged again after answering: the credentials were refused."""
+        caller = Caller(credentials=CREDENTIALS)
+        caller.respond(407, extra=(("Proxy-Authenticate", challenge("n1")),))
+        retry = sent_requests(caller.alice, "INVITE")[1]
+        caller.respond(407, request=retry, extra=(("Proxy-Authenticate", challenge("n2")),))
+        assert len(sent_requests(caller.alice, "INVITE")) == 2
+        assert failure_statuses(caller.log) == [407]
+        assert caller.call.state is CallState.FAILED
+        assert_idle(caller.clock, caller.alice)
+
+    def test_stale_allows_one_more_retry_with_the_new_nonce(self) -> None:
+        """RFC 7616 §3.3: stale=true: answer again with the new nonce, once."""
+        caller = Caller(credentials=CREDENTIALS)
+        caller.respond(401, extra=(("WWW-Authenticate", challenge("n1")),))
+        retry = sent_requests(caller.alice, "INVITE")[1]
+        stale = (("WWW-Authenticate", challenge("n2", stale=True)),)
+        caller.respond(401, request=retry, extra=stale)
+        invites = sent_requests(caller.alice, "INVITE")
+        assert len(invites) == 3 and invites[2].cseq.seq == 3
+        assert checked_answer(invites[2], "Authorization").nonce == "n2"
+        caller.respond(
+            401, request=invites[2], extra=(("WWW-Authenticate", challenge("n3", stale=True)),)
+        )
+        assert len(sent_requests(caller.alice, "INVITE")) == 3
+        assert failure_statuses(caller.log) == [401]
+
+    def test_without_credentials_the_407_is_the_final_answer(self) -> None:
+        """No credentials for the call: the 407 goes to the application as it is."""
+        caller = Caller()
+        caller.respond(407, extra=(("Proxy-Authenticate", MD5_CHALLENGE),))
+        assert len(sent_requests(caller.alice, "INVITE")) == 1
+        assert failure_statuses(caller.log) == [407]
+
+    def test_without_credentials_for_the_realm_the_401_is_the_final_answer(self) -> None:
+        """Credentials for another realm do not answer this one."""
+        caller = Caller(credentials=StaticCredentials("a", "b", frozenset({"elsewhere"})))
+        caller.respond(401, extra=(("WWW-Authenticate", MD5_CHALLENGE),))
+        assert len(sent_requests(caller.alice, "INVITE")) == 1
+        assert failure_statuses(caller.log) == [401]
+
+    def test_a_challenged_bye_is_sent_again_with_credentials(self) -> None:
+        """§22.2 in a dialog: a 401 to our BYE: the BYE again, next CSeq, Authorization."""
+        caller = Caller(offer=sdp("alice"), credentials=CREDENTIALS)
+        caller.respond(200, body=sdp("bob"))
+        caller.session.bye()
+        bye = sent_requests(caller.alice, "BYE")[0]
+        caller.respond(401, request=bye, extra=(("WWW-Authenticate", MD5_CHALLENGE),))
+        byes = sent_requests(caller.alice, "BYE")
+        assert len(byes) == 2
+        assert byes[1].cseq.seq == bye.cseq.seq + 1 and byes[1].call_id == bye.call_id
+        assert byes[1].to.tag == bye.to.tag == "b1"
+        checked_answer(byes[1], "Authorization")
+        caller.respond(200, request=byes[1])
+        assert caller.log.names().count("terminated") == 1
+        assert_idle(caller.clock, caller.alice)
+
+    def test_a_challenged_reinvite_is_sent_again_and_its_2xx_acked_with_its_cseq(self) -> None:
+        """§22.2/§14.1: a 407 to our re-INVITE: sent again with credentials; the ACK of
+        its 2xx carries the new CSeq."""
+        caller = Caller(offer=sdp("alice"), credentials=CREDENTIALS)
+        caller.respond(200, body=sdp("bob"))
+        answers: list[int] = []
+        caller.session.reinvite(sdp("alice", 2), on_response=lambda r: answers.append(r.status))
+        reinvite = sent_requests(caller.alice, "INVITE")[1]
+        caller.respond(407, request=reinvite, extra=(("Proxy-Authenticate", MD5_CHALLENGE),))
+        again = sent_requests(caller.alice, "INVITE")[2]
+        assert again.cseq.seq == reinvite.cseq.seq + 1
+        checked_answer(again, "Proxy-Authorization")
+        assert caller.session.invite_pending
+        caller.respond(200, request=again, body=sdp("bob", 2))
+        assert answers == [200]
+        assert parse_message(caller.acks()[-1]).cseq.seq == again.cseq.seq
+        assert not caller.session.invite_pending
