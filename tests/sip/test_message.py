@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from clicktodial.sip import wirecache
 from clicktodial.sip.headers import (
     CSeq,
     HeaderParseError,
@@ -469,8 +470,7 @@ def test_parse_by_shape_gives_what_a_fresh_parse_gives(
     parsed with the memory warm, read exactly as parsed afresh: fields, parameters, order."""
     from clicktodial.sip import headers
 
-    headers._VIA_SHAPES.clear()
-    headers._NAME_ADDR_SHAPES.clear()
+    wirecache.reset_all()
     for text in [
         "".join(before) + split + value + "".join(after) for after in afters for value in values
     ]:
