@@ -19,13 +19,14 @@ cheapest rule for both. Under a flood of distinct texts each cache refills
 from what is seen next, so the usual texts are found again after one miss
 each. A cache can never hold more than ``limit`` entries.
 
-Every cache is created with a unique name and kept in a registry:
-:func:`reset_all` empties all of them (tests use it to start from a cold
-memory), :func:`registered` lists them.
+Every cache is created with a unique name and kept in a registry (while it
+is in use): :func:`reset_all` empties all of them (tests use it to start from
+a cold memory), :func:`registered` lists them.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Generic, TypeVar
 
@@ -37,7 +38,10 @@ DEFAULT_LIMIT = 4096
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
-_REGISTRY: dict[str, BoundedCache[object, object]] = {}
+# Weak: a cache made for a while (a test's) leaves the registry with its last user.
+_REGISTRY: weakref.WeakValueDictionary[str, BoundedCache[object, object]] = (
+    weakref.WeakValueDictionary()
+)
 
 
 class BoundedCache(Generic[_K, _V]):
@@ -49,7 +53,7 @@ class BoundedCache(Generic[_K, _V]):
     count towards the limit, which must exceed their number.
     """
 
-    __slots__ = ("name", "limit", "entries", "_seed")
+    __slots__ = ("name", "limit", "entries", "_seed", "__weakref__")
 
     def __init__(
         self, name: str, limit: int = DEFAULT_LIMIT, seed: Mapping[_K, _V] | None = None
@@ -58,7 +62,7 @@ class BoundedCache(Generic[_K, _V]):
         if limit <= len(seed):
             raise ValueError(f"cache {name!r}: limit {limit} must exceed its {len(seed)} seeds")
         if name in _REGISTRY:
-            raise ValueError(f"a wire cache named {name!r} exists already")
+            raise ValueError(f"a wire cache named {name!r} is in use already")
         self.name = name
         self.limit = limit
         #: The entries. The same ``dict`` for the cache's whole life (it is
@@ -89,11 +93,11 @@ class BoundedCache(Generic[_K, _V]):
 
 
 def registered() -> list[BoundedCache[object, object]]:
-    """Every wire cache created so far, in creation order."""
+    """Every wire cache in use."""
     return list(_REGISTRY.values())
 
 
 def reset_all() -> None:
     """Empty every wire cache (seeds stay): decoding starts from a cold memory."""
-    for cache in _REGISTRY.values():
+    for cache in list(_REGISTRY.values()):
         cache.clear()
