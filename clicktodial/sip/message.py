@@ -328,7 +328,7 @@ class Headers:
 
     def copy(self) -> Headers:
         """An independent copy."""
-        return _wire_headers(list(self._keys), list(self._names), list(self._values), None, False)
+        return _headers_of(list(self._keys), list(self._names), list(self._values))
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
@@ -431,20 +431,17 @@ _routes = _routes_of("route")
 _new = object.__new__
 
 
-def _wire_headers(
-    keys: list[str],
-    names: list[str],
-    values: list[str],
-    parsed: dict[str, Any] | None,
-    pristine: bool,
-) -> Headers:
-    # (Not through __init__: the fields are already split and checked.)
+def _headers_of(keys: list[str], names: list[str], values: list[str]) -> Headers:
+    """Headers made of fields already split and checked (not through ``__init__``).
+
+    (``from_wire`` does the same inline: one call less for every parsed message.)
+    """
     h = _new(Headers)
     h._keys = keys
     h._names = names
     h._values = values
-    h._cache = {} if parsed is None else parsed
-    h._pristine = pristine
+    h._cache = {}
+    h._pristine = False
     return h
 
 
@@ -637,7 +634,12 @@ class Request(Message):
         msg._method = method
         msg._uri = None
         msg._uri_text = uri_text
-        msg._headers = _wire_headers(keys, names, values, parsed, wire is not None)
+        msg._headers = h = _new(Headers)  # (as _headers_of does)
+        h._keys = keys
+        h._names = names
+        h._values = values
+        h._cache = {} if parsed is None else parsed
+        h._pristine = wire is not None
         msg._body = body
         msg._wire = wire
         return msg
@@ -723,7 +725,12 @@ class Response(Message):
         msg = _new(cls)
         msg._status = status
         msg._reason = reason
-        msg._headers = _wire_headers(keys, names, values, parsed, wire is not None)
+        msg._headers = h = _new(Headers)  # (as _headers_of does)
+        h._keys = keys
+        h._names = names
+        h._values = values
+        h._cache = {} if parsed is None else parsed
+        h._pristine = wire is not None
         msg._body = body
         msg._wire = wire
         return msg
@@ -836,7 +843,7 @@ def make_response(
             keys.append(key)
             names.append(name)
             values.append(value)
-    return Response(status, reason, _wire_headers(keys, names, values, None, False))
+    return Response(status, reason, _headers_of(keys, names, values))
 
 
 _RESPONSE_COPY = frozenset(["via", "from", "to", "call-id", "cseq"])

@@ -522,7 +522,7 @@ def _fast_parse(
     size = len(data) - body_start
     if cl_text != " 0" if size == 0 else cl_text != f" {size}":
         return None
-    parsed: dict[str, object] | None = None
+    parsed: dict[str, object] = {}
     if validate:
         if is_request and uri_text not in _KNOWN_URI:
             try:
@@ -534,16 +534,21 @@ def _fast_parse(
         cseq = _fast_validate(checks, values, method if is_request else None)
         if cseq is None:
             return None
-        parsed = {"cseq": cseq}
+        parsed["cseq"] = cseq
     # serialize() would write these very octets: keep them (RFC 3261 §18: a
     # stateless proxy or a retransmission sends them unchanged).
     if is_request:
-        return Request.from_wire(
+        return _request_from_wire(
             method, uri_text, list(keys), names, values, data[body_start:], data, parsed
         )
-    return Response.from_wire(
+    return _response_from_wire(
         status, uri_text, list(keys), names, values, data[body_start:], data, parsed
     )
+
+
+# (Bound once: the fast path builds every message it takes with one of these.)
+_request_from_wire = Request.from_wire
+_response_from_wire = Response.from_wire
 
 
 # Header names as written, in order and joined by ":" -> (their lookup keys, the position of
@@ -603,10 +608,12 @@ def _fast_validate(layout: _Layout, values: list[str], method: str | None) -> CS
     """
     shaped, i_call_id, i_cseq, i_hops = layout
     # CSeq: " 314159 INVITE", a known method (the request's).
-    cseq_parts = values[i_cseq].split(" ")
-    if len(cseq_parts) != 3 or cseq_parts[0]:
+    try:
+        blank, number, cseq_method = values[i_cseq].split(" ")
+    except ValueError:
         return None
-    number, cseq_method = cseq_parts[1], cseq_parts[2]
+    if blank:
+        return None
     if not (number.isdigit() and number.isascii() and len(number) <= 10):
         return None
     seq = int(number)
