@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from clicktodial.sip.uri import URI, HeaderParseError, URIParseError, parse_uri
+from clicktodial.sip.wirecache import BoundedCache
 
 __all__ = [
     "HeaderParseError",
@@ -243,8 +243,10 @@ def parse_via(text: str) -> list[Via]:
             vias = _parse_via(text)
             if _shape_reusable(vias[0].params, "branch", shaped):
                 # (A copy: the caller may change the Via it is given.)
-                _remember(_VIA_SHAPES, shaped[0], (via := vias[0]).transport, via.host,
-                          via.port, dict(via.params))
+                via = vias[0]
+                _VIAS_BY_SHAPE.remember(
+                    shaped[0], (via.transport, via.host, via.port, dict(via.params))
+                )
             return vias
     return _parse_via(text)
 
@@ -377,7 +379,7 @@ def parse_name_addr(text: str) -> NameAddr:
         return na
     na = _parse_name_addr(text)
     if _shape_reusable(na.params, "tag", shaped):
-        _remember(_NAME_ADDR_SHAPES, shaped[0], na.uri, na.display_name, dict(na.params))
+        _NAME_ADDRS_BY_SHAPE.remember(shaped[0], (na.uri, na.display_name, dict(na.params)))
     return na
 
 
@@ -385,10 +387,15 @@ def parse_name_addr(text: str) -> NameAddr:
 # ";branch=" / ";tag=" left out (see _shape_of). A UA's Vias differ only in the
 # branch, a user's From/To only in the tag: the rest is parsed once. What is
 # kept is copied into each new object (the URI is immutable, shared).
-# Bounded: emptied when full.
-_VIA_SHAPES: dict[str, tuple[str, str, int | None, dict[str, str | None]]] = {}
-_NAME_ADDR_SHAPES: dict[str, tuple[URI, str | None, dict[str, str | None]]] = {}
-_SHAPES_MAX = 4096
+# Bounded (clicktodial.sip.wirecache).
+_VIAS_BY_SHAPE: BoundedCache[str, tuple[str, str, int | None, dict[str, str | None]]] = (
+    BoundedCache("sip.vias-by-shape")
+)
+_NAME_ADDRS_BY_SHAPE: BoundedCache[str, tuple[URI, str | None, dict[str, str | None]]] = (
+    BoundedCache("sip.name-addrs-by-shape")
+)
+_VIA_SHAPES = _VIAS_BY_SHAPE.entries
+_NAME_ADDR_SHAPES = _NAME_ADDRS_BY_SHAPE.entries
 _UNRESERVED = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"
 
 
@@ -430,12 +437,6 @@ def _simple_params(params: dict[str, str | None]) -> bool:
     return not any(
         v is not None and ('"' in v or " " in v or "\t" in v) for v in params.values()
     )
-
-
-def _remember(cache: dict[str, Any], shape: str, *parsed: Any) -> None:
-    if len(cache) >= _SHAPES_MAX:
-        cache.clear()
-    cache[shape] = parsed
 
 
 def _parse_name_addr(text: str) -> NameAddr:

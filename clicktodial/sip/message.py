@@ -30,6 +30,7 @@ from clicktodial.sip.headers import (
     split_commas,
 )
 from clicktodial.sip.uri import URI, parse_uri
+from clicktodial.sip.wirecache import BoundedCache
 
 __all__ = [
     "Headers",
@@ -103,41 +104,53 @@ _LIST_HEADERS = frozenset(
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
-# name as written -> (lookup key, name to write). Bounded: unknown names from
-# the network must not grow it without limit.
-_NAME_CACHE: dict[str, tuple[str, str]] = {}
-# name as written -> lookup key, for the parser's fast path (same bound).
-_KEY_OF: dict[str, str] = {}
+
+def _read_name(name: str) -> tuple[str, str]:
+    """(lookup key, name to write) of header *name*; raises :class:`HeaderParseError`."""
+    if not _TOKEN_RE.fullmatch(name):
+        raise HeaderParseError(f"bad header name {name!r}")
+    key = name.lower()
+    key = _COMPACT.get(key, key)
+    return key, _CANONICAL.get(key, name)
+
+
+# The names every message uses, read once: they stay in the caches below
+# whatever the network sends (their seed).
+_USUAL_NAMES = {
+    n: _read_name(n)
+    for n in [
+        *_CANONICAL_NAMES, *(n.lower() for n in _CANONICAL_NAMES), *_COMPACT,
+        *(c.upper() for c in _COMPACT),
+    ]
+}
+# Header names as written, filled from the network (clicktodial.sip.wirecache).
+# name as written -> (lookup key, name to write):
+_NAMES: BoundedCache[str, tuple[str, str]] = BoundedCache("sip.header-names", seed=_USUAL_NAMES)
+# name as written -> lookup key, for the parser's fast path:
+_KEYS: BoundedCache[str, str] = BoundedCache(
+    "sip.header-keys", seed={n: info[0] for n, info in _USUAL_NAMES.items()}
+)
 # The same for the names that serialize() writes unchanged: when every name is
 # found here, the parser may hand out the received octets as the serialized
-# message (same bound).
-_CANONICAL_KEY_OF: dict[str, str] = {}
-_NAME_CACHE_MAX = 4096
+# message.
+_CANONICAL_KEYS: BoundedCache[str, str] = BoundedCache(
+    "sip.canonical-header-keys",
+    seed={n: info[0] for n, info in _USUAL_NAMES.items() if info[1] == n},
+)
+_NAME_CACHE = _NAMES.entries
+_KEY_OF = _KEYS.entries
+_CANONICAL_KEY_OF = _CANONICAL_KEYS.entries
 
 
 def _name_info(name: str) -> tuple[str, str]:
     info = _NAME_CACHE.get(name)
     if info is not None:
         return info
-    if not _TOKEN_RE.fullmatch(name):
-        raise HeaderParseError(f"bad header name {name!r}")
-    key = name.lower()
-    key = _COMPACT.get(key, key)
-    info = (key, _CANONICAL.get(key, name))
-    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
-        _NAME_CACHE[name] = info
-        _KEY_OF[name] = key
-        if info[1] == name:
-            _CANONICAL_KEY_OF[name] = key
+    info = _NAMES.remember(name, _read_name(name))
+    _KEYS.remember(name, info[0])
+    if info[1] == name:
+        _CANONICAL_KEYS.remember(name, info[0])
     return info
-
-
-for _n in _CANONICAL_NAMES:
-    _name_info(_n)
-    _name_info(_n.lower())
-for _n in _COMPACT:
-    _name_info(_n)
-    _name_info(_n.upper())
 
 
 def canonical_name(name: str) -> str:
@@ -175,15 +188,10 @@ class Headers:
         for name, value in fields:
             self.add(name, value)
 
-    @classmethod
-    def _from_lists(cls, keys: list[str], names: list[str], values: list[str]) -> Headers:
-        h = cls.__new__(cls)
-        h._keys = keys
-        h._names = names
-        h._values = values
-        h._cache = {}
-        h._pristine = False
-        return h
+    def keyed_values(self) -> tuple[list[str], list[str]]:
+        """The fields' lookup keys (lower-case full names) and values as received
+        (whitespace after the colon kept), as two new parallel lists."""
+        return list(self._keys), list(self._values)
 
     def get(self, name: str) -> str | None:
         """The value of the first field called *name*, or ``None``."""
@@ -320,7 +328,7 @@ class Headers:
 
     def copy(self) -> Headers:
         """An independent copy."""
-        return Headers._from_lists(list(self._keys), list(self._names), list(self._values))
+        return _headers_of(list(self._keys), list(self._names), list(self._values))
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
@@ -418,6 +426,23 @@ def _routes_of(key: str) -> Callable[[Headers], list[NameAddr]]:
 
 _record_routes = _routes_of("record-route")
 _routes = _routes_of("route")
+
+
+_new = object.__new__
+
+
+def _headers_of(keys: list[str], names: list[str], values: list[str]) -> Headers:
+    """Headers made of fields already split and checked (not through ``__init__``).
+
+    (``from_wire`` does the same inline: one call less for every parsed message.)
+    """
+    h = _new(Headers)
+    h._keys = keys
+    h._names = names
+    h._values = values
+    h._cache = {}
+    h._pristine = False
+    return h
 
 
 class Message:
@@ -583,6 +608,42 @@ class Request(Message):
         self._uri = parse_uri(uri) if isinstance(uri, str) else uri
         self._uri_text = None
 
+    @classmethod
+    def from_wire(
+        cls,
+        method: str,
+        uri_text: str,
+        keys: list[str],
+        names: list[str],
+        values: list[str],
+        body: bytes,
+        wire: bytes | None = None,
+        parsed: dict[str, Any] | None = None,
+    ) -> Request:
+        """A request as the parser read it (:mod:`clicktodial.sip.parser`).
+
+        *uri_text* is the Request-URI as written, parsed on first access to
+        :attr:`uri`. The header fields are the parallel lists *keys* (lookup
+        keys), *names* (as written) and *values* (as received), which the
+        request takes over; *parsed* holds values already parsed from them
+        (the accessors' cache, such as ``"cseq"``). *wire* is given only when
+        it is exactly what :meth:`serialize` would write: it is then handed
+        back until the request changes.
+        """
+        msg = _new(cls)
+        msg._method = method
+        msg._uri = None
+        msg._uri_text = uri_text
+        msg._headers = h = _new(Headers)  # (as _headers_of does)
+        h._keys = keys
+        h._names = names
+        h._values = values
+        h._cache = {} if parsed is None else parsed
+        h._pristine = wire is not None
+        msg._body = body
+        msg._wire = wire
+        return msg
+
     @property
     def method(self) -> str:
         """The method (``INVITE``, ``REGISTER``...), case-sensitive (RFC 3261 §7.1)."""
@@ -607,9 +668,14 @@ class Request(Message):
         self._uri_text = None
         self._wire = None
 
-    def _start_line(self) -> str:
+    @property
+    def uri_text(self) -> str:
+        """The Request-URI as text: as received until :attr:`uri` is assigned."""
         uri = self._uri
-        return f"{self._method} {self._uri_text if uri is None else uri} SIP/2.0"
+        return (self._uri_text or "") if uri is None else str(uri)
+
+    def _start_line(self) -> str:
+        return f"{self._method} {self.uri_text} SIP/2.0"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
@@ -641,6 +707,33 @@ class Response(Message):
         Message.__init__(self, headers, body)
         self._status = status
         self._reason = reason_phrase(status) if reason is None else reason
+
+    @classmethod
+    def from_wire(
+        cls,
+        status: int,
+        reason: str,
+        keys: list[str],
+        names: list[str],
+        values: list[str],
+        body: bytes,
+        wire: bytes | None = None,
+        parsed: dict[str, Any] | None = None,
+    ) -> Response:
+        """A response as the parser read it: *reason* with its %-escapes undone,
+        the rest as for :meth:`Request.from_wire`."""
+        msg = _new(cls)
+        msg._status = status
+        msg._reason = reason
+        msg._headers = h = _new(Headers)  # (as _headers_of does)
+        h._keys = keys
+        h._names = names
+        h._values = values
+        h._cache = {} if parsed is None else parsed
+        h._pristine = wire is not None
+        msg._body = body
+        msg._wire = wire
+        return msg
 
     @property
     def status(self) -> int:
@@ -750,7 +843,7 @@ def make_response(
             keys.append(key)
             names.append(name)
             values.append(value)
-    return Response(status, reason, Headers._from_lists(keys, names, values))
+    return Response(status, reason, _headers_of(keys, names, values))
 
 
 _RESPONSE_COPY = frozenset(["via", "from", "to", "call-id", "cseq"])

@@ -38,6 +38,7 @@ from clicktodial.sip.message import (
     reason_phrase,
 )
 from clicktodial.sip.uri import HeaderParseError, URIParseError, parse_uri, unescape
+from clicktodial.sip.wirecache import BoundedCache
 
 __all__ = [
     "MessageParseError",
@@ -203,18 +204,19 @@ def validate_message(message: Request | Response) -> None:
     The Request-URI syntax; Via, From, To, Call-ID and CSeq present; From,
     To, Call-ID, CSeq, Content-Length and Max-Forwards not repeated; the
     syntax of Via, From, To, Contact, Call-ID, CSeq (whose method must match
-    a known request method) and Max-Forwards. The parsed CSeq is cached on
-    the message. Raises :class:`MessageParseError` as :func:`parse_message`
-    does (it calls this unless told ``validate=False``).
+    a known request method) and Max-Forwards. Raises :class:`MessageParseError`
+    as :func:`parse_message` does (it calls this unless told ``validate=False``).
     """
     h = message.headers
+    keys, values = h.keyed_values()
+    if isinstance(message, Request):
+        method, uri_text = message.method, message.uri_text
+    else:
+        method = uri_text = ""
     try:
-        _validate(message, h._keys, h._values)
+        _validate(message.is_request, method, uri_text, keys, values)
     except _Fault as fault:
-        first = message._start_line()
-        raise _error(
-            fault, message.is_request, first, [f"{n}:{v}" for n, v in h]
-        ) from None
+        raise _error(fault, message.is_request, method, [f"{n}:{v}" for n, v in h]) from None
 
 
 def _decode(head: bytes) -> str:
@@ -290,23 +292,18 @@ _PARAMS_RE = re.compile(r"(?:" + _GEN_PARAM + r")*+" + _LWS)
 # without the tag, the Request-URIs. Each distinct text is matched once; a
 # value carrying a parameter that changes every time (Via branch, tags) is
 # checked as the part before it, looked up here, and the parameters after it,
-# matched alone. Bounded (emptied when full): texts from the network must not
-# grow it without limit.
-_KNOWN_VIA: set[str] = set()
-_KNOWN_NAME_ADDR: set[str] = set()
-_KNOWN_CONTACT: set[str] = set()
-_KNOWN_URI: set[str] = set()
-_KNOWN_MAX = 4096
+# matched alone. Bounded (clicktodial.sip.wirecache): texts from the network
+# must not grow them without limit.
+_Known = BoundedCache[str, bool]
+_VIAS_KNOWN: _Known = BoundedCache("sip.well-formed-vias")
+_NAME_ADDRS_KNOWN: _Known = BoundedCache("sip.well-formed-name-addrs")
+_CONTACTS_KNOWN: _Known = BoundedCache("sip.well-formed-contacts")
+_URIS_KNOWN: _Known = BoundedCache("sip.well-formed-request-uris")
+_KNOWN_URI = _URIS_KNOWN.entries
 
 
-def _remember(known: set[str], text: str) -> None:
-    if len(known) >= _KNOWN_MAX:
-        known.clear()
-    known.add(text)
-
-
-def _well_formed(text: str, regex: re.Pattern[str], known: set[str], split: str) -> bool:
-    """Whether *regex* matches all of *text*; *known* holds texts it matched.
+def _well_formed(text: str, regex: re.Pattern[str], memory: _Known, split: str) -> bool:
+    """Whether *regex* matches all of *text*; *memory* holds texts it matched.
 
     When *text* has *split* (``;branch=``, ``;tag=``) followed by a value of
     unreserved characters (letters, digits, ``-._~``), what is remembered is
@@ -319,6 +316,7 @@ def _well_formed(text: str, regex: re.Pattern[str], known: set[str], split: str)
     ends with any number of parameters and whitespace) and more parameters is
     a match too. Anything else is decided by *regex* on the whole text.
     """
+    known = memory.entries
     head, sep, rest = text.partition(split)
     if sep:
         value, semi, tail = rest.partition(";")
@@ -329,12 +327,12 @@ def _well_formed(text: str, regex: re.Pattern[str], known: set[str], split: str)
                 return True
             if regex.fullmatch(text) is None:
                 return False
-            _remember(known, shape)
+            memory.remember(shape, True)
             return True
         if head not in known:
             if regex.fullmatch(head) is None:
                 return regex.fullmatch(text) is not None
-            _remember(known, head)
+            memory.remember(head, True)
         # A list grammar (Via, Contact) ends with its last element, which the
         # parameters extend.
         return (
@@ -345,7 +343,7 @@ def _well_formed(text: str, regex: re.Pattern[str], known: set[str], split: str)
         return True
     if regex.fullmatch(text) is None:
         return False
-    _remember(known, text)
+    memory.remember(text, True)
     return True
 
 
@@ -365,11 +363,14 @@ def _parse(
     lines = head.split("\r\n")
     first = lines[0]
     is_request = not first.startswith("SIP/")
+    # (method, Request-URI as written) or ("", reason phrase); the status code.
+    method = uri_text = ""
+    status = 0
     try:
         if is_request:
-            msg: Request | Response = _request_line(first)
+            method, uri_text = _request_line(first)
         else:
-            msg = _status_line(first)
+            status, uri_text = _status_line(first)
         del lines[0]
         try:
             crlf = len(lines)
@@ -405,9 +406,9 @@ def _parse(
         except _Fault:
             if validate and is_request:
                 # The Request-URI comes first in the order faults are reported.
-                _check_request_uri(msg)  # type: ignore[arg-type]
+                _check_request_uri(uri_text)
             raise
-        headers = msg._headers = Headers._from_lists(keys, names, values)
+        body = b""
         if "content-length" in keys:
             cl_text = values[keys.index("content-length")]
             text = cl_text.strip(" \t")
@@ -419,26 +420,28 @@ def _parse(
                 if cl > avail:
                     fault = _Fault("Content-Length larger than message")
                 elif cl == avail:
-                    msg._body = data[body_start:]
+                    body = data[body_start:]
                     fault = None
                 else:
                     # RFC 3261 §18.3: octets after Content-Length are ignored.
-                    msg._body = data[body_start : body_start + cl]
+                    body = data[body_start : body_start + cl]
                     fault = None
                     exact = False
         elif stream:
             fault = _Fault("Missing Content-Length")
         else:
-            msg._body = data[body_start:]
+            body = data[body_start:]
             fault = None
             exact = False  # serialize() adds a Content-Length
+        parsed: dict[str, object] | None = None
         if validate:
             # Content-Length faults come after the header checks in the order faults are reported.
-            _validate(msg, keys, values)
+            parsed = {"cseq": _validate(is_request, method, uri_text, keys, values)}
         if fault is not None:
             raise fault
     except _Fault as fault:
-        raise _error(fault, is_request, first, lines) from None
+        raise _error(fault, is_request, first.partition(" ")[0], lines) from None
+    wire = None
     if exact and (
         first.endswith(" SIP/2.0")
         if is_request
@@ -447,12 +450,12 @@ def _parse(
     ) and cl_text == f" {cl}" and keys.count("content-length") == 1:
         # serialize() would write these very octets: keep them (RFC 3261
         # §18: a stateless proxy or a retransmission sends them unchanged).
-        msg._wire = data
-        headers._pristine = True
-    return msg
+        wire = data
+    if is_request:
+        return Request.from_wire(method, uri_text, keys, names, values, body, wire, parsed)
+    return Response.from_wire(status, uri_text, keys, names, values, body, wire, parsed)
 
 
-_new = object.__new__
 # The lookup key of a header name spelled as serialize() writes it (KeyError
 # for any other spelling); the dict grows as names are seen (bounded).
 _canonical_key = _CANONICAL_KEY_OF.__getitem__
@@ -484,25 +487,13 @@ def _fast_parse(
     if "\r" in rest or "\n" in rest:
         return None  # bare CR or LF
     first = lines[0]
-    msg: Request | Response
     start = _START_LINES.get(first)
     if start is None:
         start = _start_line(first)
         if start is None:
             return None
-        if len(_START_LINES) >= _KNOWN_MAX:
-            _START_LINES.clear()
-        _START_LINES[first] = start
+        _START_LINES_SEEN.remember(first, start)
     is_request, method, uri_text, status = start
-    if is_request:
-        msg = _new(Request)
-        msg._method = method
-        msg._uri = None
-        msg._uri_text = uri_text
-    else:
-        msg = _new(Response)
-        msg._status = status
-        msg._reason = uri_text
     del lines[0]
     names: list[str] = []
     values: list[str] = []
@@ -523,9 +514,7 @@ def _fast_parse(
         layout = _name_layout(names)
         if layout is None:
             return None
-        if len(_NAME_LAYOUTS) >= _KNOWN_MAX:
-            _NAME_LAYOUTS.clear()
-        _NAME_LAYOUTS[names_key] = layout
+        _NAME_LAYOUTS_SEEN.remember(names_key, layout)
     keys, i_cl, checks = layout
     if i_cl < 0:
         return None
@@ -533,11 +522,11 @@ def _fast_parse(
     size = len(data) - body_start
     if cl_text != " 0" if size == 0 else cl_text != f" {size}":
         return None
-    cache: dict[str, object] = {}
+    parsed: dict[str, object] = {}
     if validate:
         if is_request and uri_text not in _KNOWN_URI:
             try:
-                _check_request_uri(msg)  # type: ignore[arg-type]
+                _check_request_uri(uri_text)
             except _Fault:
                 return None
         if checks is None:
@@ -545,19 +534,21 @@ def _fast_parse(
         cseq = _fast_validate(checks, values, method if is_request else None)
         if cseq is None:
             return None
-        cache["cseq"] = cseq
-    headers = _new(Headers)
-    headers._keys = list(keys)
-    headers._names = names
-    headers._values = values
-    headers._cache = cache
-    headers._pristine = True
-    msg._headers = headers
-    msg._body = data[body_start:]
+        parsed["cseq"] = cseq
     # serialize() would write these very octets: keep them (RFC 3261 §18: a
     # stateless proxy or a retransmission sends them unchanged).
-    msg._wire = data
-    return msg
+    if is_request:
+        return _request_from_wire(
+            method, uri_text, list(keys), names, values, data[body_start:], data, parsed
+        )
+    return _response_from_wire(
+        status, uri_text, list(keys), names, values, data[body_start:], data, parsed
+    )
+
+
+# (Bound once: the fast path builds every message it takes with one of these.)
+_request_from_wire = Request.from_wire
+_response_from_wire = Response.from_wire
 
 
 # Header names as written, in order and joined by ":" -> (their lookup keys, the position of
@@ -566,7 +557,8 @@ def _fast_parse(
 # spelled as serialize() writes them, whose keys never change: a UA sends the
 # same names in the same order again and again (bounded).
 _NameLayout = tuple[tuple[str, ...], int, "_Layout | None"]
-_NAME_LAYOUTS: dict[str, _NameLayout] = {}
+_NAME_LAYOUTS_SEEN: BoundedCache[str, _NameLayout] = BoundedCache("sip.header-layouts")
+_NAME_LAYOUTS = _NAME_LAYOUTS_SEEN.entries
 
 
 def _name_layout(names: list[str]) -> _NameLayout | None:
@@ -581,7 +573,10 @@ def _name_layout(names: list[str]) -> _NameLayout | None:
 
 # Start lines the fast path took, as _start_line reads them (bounded): the
 # same few status lines and Request-URIs come again and again.
-_START_LINES: dict[str, tuple[bool, str, str, int]] = {}
+_START_LINES_SEEN: BoundedCache[str, tuple[bool, str, str, int]] = BoundedCache(
+    "sip.start-lines"
+)
+_START_LINES = _START_LINES_SEEN.entries
 
 
 def _start_line(line: str) -> tuple[bool, str, str, int] | None:
@@ -613,10 +608,12 @@ def _fast_validate(layout: _Layout, values: list[str], method: str | None) -> CS
     """
     shaped, i_call_id, i_cseq, i_hops = layout
     # CSeq: " 314159 INVITE", a known method (the request's).
-    cseq_parts = values[i_cseq].split(" ")
-    if len(cseq_parts) != 3 or cseq_parts[0]:
+    try:
+        blank, number, cseq_method = values[i_cseq].split(" ")
+    except ValueError:
         return None
-    number, cseq_method = cseq_parts[1], cseq_parts[2]
+    if blank:
+        return None
     if not (number.isdigit() and number.isascii() and len(number) <= 10):
         return None
     seq = int(number)
@@ -647,18 +644,15 @@ def _fast_validate(layout: _Layout, values: list[str], method: str | None) -> CS
             hops = hops.strip(" \t")
             if not (hops.isdigit() and hops.isascii() and len(hops) <= 10):
                 return None
-    cseq = _new(CSeq)
-    cseq.seq = seq
-    cseq.method = cseq_method
-    return cseq
+    return CSeq(seq, cseq_method)
 
 
 def _via_well_formed(text: str) -> bool:
-    return _well_formed(text, _VIA_RE, _KNOWN_VIA, ";branch=")
+    return _well_formed(text, _VIA_RE, _VIAS_KNOWN, ";branch=")
 
 
 def _name_addr_well_formed(text: str) -> bool:
-    return _well_formed(text, _NAME_ADDR_RE, _KNOWN_NAME_ADDR, ";tag=")
+    return _well_formed(text, _NAME_ADDR_RE, _NAME_ADDRS_KNOWN, ";tag=")
 
 
 # Where the checked fields are in a header layout (the lookup keys in order):
@@ -666,7 +660,7 @@ def _name_addr_well_formed(text: str) -> bool:
 # parameter whose value is left out of its shape, full check); Call-ID; CSeq;
 # Max-Forwards or -1), or None for a layout the fast checks leave to the
 # careful path; remembered with the header names (_NAME_LAYOUTS).
-_Shaped = tuple[int, set[str], str, Callable[[str], bool]]
+_Shaped = tuple[int, dict[str, bool], str, Callable[[str], bool]]
 _Layout = tuple[tuple[_Shaped, ...], int, int, int]
 
 
@@ -682,15 +676,17 @@ def _layout(keys: tuple[str, ...]) -> _Layout | None:
     except ValueError:
         return None
     vias = [
-        (i, _KNOWN_VIA, ";branch=", _via_well_formed) for i, key in enumerate(keys) if key == "via"
+        (i, _VIAS_KNOWN.entries, ";branch=", _via_well_formed)
+        for i, key in enumerate(keys)
+        if key == "via"
     ]
     if not vias:
         return None
     name_addrs = [
-        (i, _KNOWN_NAME_ADDR, ";tag=", _name_addr_well_formed) for i in (i_from, i_to)
+        (i, _NAME_ADDRS_KNOWN.entries, ";tag=", _name_addr_well_formed) for i in (i_from, i_to)
     ]
     contacts = [
-        (i, _KNOWN_CONTACT, ";expires=", _contact_well_formed)
+        (i, _CONTACTS_KNOWN.entries, ";expires=", _contact_well_formed)
         for i, key in enumerate(keys)
         if key == "contact"
     ]
@@ -702,8 +698,10 @@ def _layout(keys: tuple[str, ...]) -> _Layout | None:
 _USUAL_HOPS = frozenset(f" {hops}" for hops in range(256))
 
 
-def _error(fault: _Fault, is_request: bool, first: str, lines: list[str]) -> MessageParseError:
-    method = first.partition(" ")[0] if is_request else ""
+def _error(fault: _Fault, is_request: bool, method: str, lines: list[str]) -> MessageParseError:
+    """The error for *fault*; *method* is the request's (as written), ignored for a response."""
+    if not is_request:
+        method = ""
     return MessageParseError(
         fault.detail,
         fault.status,
@@ -729,15 +727,19 @@ def _contact_well_formed(text: str) -> bool:
     """Whether *text* matches ``_CONTACT_RE``: ``*``, or a list of name-addrs."""
     # Split at ";expires=": a refresh may change it; the rest stays the same.
     return (
-        _well_formed(text, _NAME_ADDR_LIST_RE, _KNOWN_CONTACT, ";expires=")
+        _well_formed(text, _NAME_ADDR_LIST_RE, _CONTACTS_KNOWN, ";expires=")
         or _STAR_RE.fullmatch(text) is not None
     )
 
 
-def _validate(msg: Request | Response, keys: list[str], values: list[str]) -> None:
-    """The §8.2/§18 checks of :func:`validate_message`; raises :class:`_Fault`."""
-    if msg.is_request:
-        _check_request_uri(msg)  # type: ignore[arg-type]
+def _validate(
+    is_request: bool, method: str, uri_text: str, keys: list[str], values: list[str]
+) -> CSeq:
+    """The §8.2/§18 checks of :func:`validate_message` of a message whose start line
+    gave *method* and *uri_text* (a request's), whose fields are *keys* and *values*;
+    returns the CSeq, raises :class:`_Fault`."""
+    if is_request:
+        _check_request_uri(uri_text)
     keyset = set(keys)
     if len(keyset) != len(keys):
         for key in _SINGLE:
@@ -751,11 +753,8 @@ def _validate(msg: Request | Response, keys: list[str], values: list[str]) -> No
     if parts is None or parts[0] > MAX_CSEQ:
         raise _Fault("Invalid CSeq")
     cseq = CSeq(*parts)
-    if msg.is_request:
-        method = msg.method  # type: ignore[union-attr]
-        if cseq.method != method and method in KNOWN_METHODS:
-            raise _Fault("CSeq method does not match request method")
-    msg._headers._cache["cseq"] = cseq
+    if is_request and cseq.method != method and method in KNOWN_METHODS:
+        raise _Fault("CSeq method does not match request method")
     if keys.count("via") == 1:
         if not _via_well_formed(values[keys.index("via")]):
             raise _Fault("Invalid Via header")
@@ -777,6 +776,7 @@ def _validate(msg: Request | Response, keys: list[str], values: list[str]) -> No
             raise _Fault("Invalid Contact header")
     if "max-forwards" in keyset and not _DIGITS_RE.fullmatch(values[keys.index("max-forwards")]):
         raise _Fault("Invalid Max-Forwards")
+    return cseq
 
 
 def _careful_fields(lines: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -816,7 +816,8 @@ class _Fault(Exception):
         self.status = status
 
 
-def _request_line(line: str) -> Request:
+def _request_line(line: str) -> tuple[str, str]:
+    """The method and Request-URI (as written) of a Request-Line."""
     parts = line.split(" ")
     if len(parts) != 3:
         if len(parts) > 3 and line.endswith(" "):
@@ -833,18 +834,10 @@ def _request_line(line: str) -> Request:
         raise _Fault("Malformed Request-Line")
     if method not in KNOWN_METHODS and not _TOKEN_RE.fullmatch(method):
         raise _Fault("Invalid method")
-    req = Request.__new__(Request)
-    req._method = method
-    req._uri = None
-    req._uri_text = uri_text
-    req._wire = None
-    return req
+    return method, uri_text
 
 
-def _check_request_uri(req: Request) -> None:
-    uri_text = req._uri_text if req._uri is None else str(req._uri)
-    if uri_text is None:
-        raise _Fault("Invalid Request-URI")
+def _check_request_uri(uri_text: str) -> None:
     if uri_text in _KNOWN_URI:
         return
     if uri_text[:4].lower() in _SIP_PREFIXES:
@@ -864,15 +857,14 @@ def _check_request_uri(req: Request) -> None:
             raise _Fault("Escaped headers in Request-URI")
     elif not _OTHER_URI_RE.fullmatch(uri_text):
         raise _Fault("Invalid Request-URI")
-    if len(_KNOWN_URI) >= _KNOWN_MAX:
-        _KNOWN_URI.clear()
-    _KNOWN_URI.add(uri_text)
+    _URIS_KNOWN.remember(uri_text, True)
 
 
 _SIP_PREFIXES = frozenset(["sip:", "sips"])
 
 
-def _status_line(line: str) -> Response:
+def _status_line(line: str) -> tuple[int, str]:
+    """The status code and reason phrase (%-escapes undone) of a Status-Line."""
     version, _, rest = line.partition(" ")
     code, _, reason = rest.partition(" ")
     if version != "SIP/2.0" and version.upper() != "SIP/2.0":
@@ -886,11 +878,7 @@ def _status_line(line: str) -> Response:
             reason = unescape(reason)
         except URIParseError:
             pass
-    resp = Response.__new__(Response)
-    resp._status = int(code)
-    resp._reason = reason
-    resp._wire = None
-    return resp
+    return int(code), reason
 
 
 def _salvage(lines: list[str]) -> Headers:

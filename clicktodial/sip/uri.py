@@ -17,6 +17,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
+from clicktodial.sip.wirecache import BoundedCache
+
 __all__ = ["URI", "URIParseError", "HeaderParseError", "parse_uri", "unescape", "escape"]
 
 
@@ -326,9 +328,9 @@ def _split_params(text: str, what: str, checked: bool = False) -> dict[str, str 
 
 # Parsed URIs by text. A URI is immutable, so one object can serve every
 # message naming it (AORs, contacts and Request-URIs repeat a lot). Bounded:
-# emptied when full.
-_CACHE: dict[str, URI] = {}
-_CACHE_MAX = 4096
+# clicktodial.sip.wirecache.
+_URIS: BoundedCache[str, URI] = BoundedCache("sip.uris")
+_CACHE = _URIS.entries
 
 
 def parse_uri(text: str) -> URI:
@@ -339,11 +341,7 @@ def parse_uri(text: str) -> URI:
     uri = _CACHE.get(text)
     if uri is not None:
         return uri
-    uri = _parse_uri(text)
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE[text] = uri
-    return uri
+    return _URIS.remember(text, _parse_uri(text))
 
 
 def _parse_uri(text: str) -> URI:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from clicktodial.sip import wirecache
 from clicktodial.sip.headers import (
     CSeq,
     HeaderParseError,
@@ -469,8 +470,7 @@ def test_parse_by_shape_gives_what_a_fresh_parse_gives(
     parsed with the memory warm, read exactly as parsed afresh: fields, parameters, order."""
     from clicktodial.sip import headers
 
-    headers._VIA_SHAPES.clear()
-    headers._NAME_ADDR_SHAPES.clear()
+    wirecache.reset_all()
     for text in [
         "".join(before) + split + value + "".join(after) for after in afters for value in values
     ]:
@@ -508,3 +508,42 @@ def test_changing_a_parsed_via_or_name_addr_changes_no_later_parse() -> None:
     na = parse_name_addr("<sip:a@b>;tag=1")
     na.params["expires"] = "0"
     assert parse_name_addr("<sip:a@b>;tag=2").params == {"tag": "2"}
+
+
+def test_a_message_built_from_wire_parts_hands_back_its_octets_until_changed() -> None:
+    """Request/Response.from_wire (what the parser calls) make messages that read their
+    fields, serve the given octets from serialize() until a change, and take the parsed
+    values given as the accessors' cache."""
+    wire = (
+        b"OPTIONS sip:bob@example.com SIP/2.0\r\nCall-ID: x\r\nCSeq: 7 OPTIONS\r\n"
+        b"Content-Length: 2\r\n\r\nhi"
+    )
+    cseq = CSeq(7, "OPTIONS")
+    req = Request.from_wire(
+        "OPTIONS", "sip:bob@example.com", ["call-id", "cseq", "content-length"],
+        ["Call-ID", "CSeq", "Content-Length"], [" x", " 7 OPTIONS", " 2"], b"hi", wire,
+        {"cseq": cseq},
+    )
+    assert req.serialize() is wire
+    assert req.cseq is cseq
+    assert (req.method, req.uri_text, req.uri, req.call_id, req.body) == (
+        "OPTIONS", "sip:bob@example.com", parse_uri("sip:bob@example.com"), "x", b"hi"
+    )
+    req.headers.add("Subject", "s")
+    assert req.serialize() == wire.replace(b"\r\n\r\n", b"\r\nSubject: s\r\n\r\n")
+    resp = Response.from_wire(404, "Not Here", ["call-id"], ["Call-ID"], [" y"], b"")
+    assert (resp.status, resp.reason, resp.call_id) == (404, "Not Here", "y")
+    # Without octets given, it is written anew (with its Content-Length).
+    assert resp.serialize() == b"SIP/2.0 404 Not Here\r\nCall-ID: y\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_uri_text_is_the_request_uri_as_received_until_a_uri_is_assigned() -> None:
+    req = parse_message(
+        b"OPTIONS sip:%62ob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:b@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(req, Request)
+    assert req.uri_text == "sip:%62ob@example.com"
+    req.uri = parse_uri("sip:carol@example.com")
+    assert req.uri_text == "sip:carol@example.com"

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from clicktodial.sip import wirecache
 from clicktodial.sip.message import Message, Request, Response
 from clicktodial.sip.parser import (
     MAX_HEADERS,
@@ -624,12 +625,14 @@ def test_memory_of_well_formed_texts_gives_the_grammar_verdict(
     from clicktodial.sip import parser
 
     texts = ("".join(a), "".join(b), "".join(a + b), "".join(b + a), "".join(a))
-    for regex, split in [(parser._VIA_RE, ";branch="), (parser._NAME_ADDR_RE, ";tag=")]:
-        known: set[str] = set()
+    wirecache.reset_all()
+    for regex, memory, split in [
+        (parser._VIA_RE, parser._VIAS_KNOWN, ";branch="),
+        (parser._NAME_ADDR_RE, parser._NAME_ADDRS_KNOWN, ";tag="),
+    ]:
         for text in texts:
-            verdict = parser._well_formed(text, regex, known, split)
-            assert verdict == (regex.fullmatch(text) is not None), (text, known)
-    parser._KNOWN_CONTACT.clear()
+            verdict = parser._well_formed(text, regex, memory, split)
+            assert verdict == (regex.fullmatch(text) is not None), (text, memory.entries)
     for text in texts:
         verdict = parser._contact_well_formed(text)
         assert verdict == (parser._CONTACT_RE.fullmatch(text) is not None), text
@@ -660,13 +663,17 @@ def test_memory_of_a_shape_gives_the_grammar_verdict_for_every_value(
     get the verdict of their own match, with the memory warmed by the others."""
     from clicktodial.sip import parser
 
-    for regex in (parser._VIA_RE, parser._NAME_ADDR_RE, parser._NAME_ADDR_LIST_RE):
-        known: set[str] = set()
+    wirecache.reset_all()
+    for regex, memory in [
+        (parser._VIA_RE, parser._VIAS_KNOWN),
+        (parser._NAME_ADDR_RE, parser._NAME_ADDRS_KNOWN),
+        (parser._NAME_ADDR_LIST_RE, parser._CONTACTS_KNOWN),
+    ]:
         for after in afters:
             for value in values:
                 text = "".join(before) + split + value + "".join(after)
-                verdict = parser._well_formed(text, regex, known, split)
-                assert verdict == (regex.fullmatch(text) is not None), (text, known)
+                verdict = parser._well_formed(text, regex, memory, split)
+                assert verdict == (regex.fullmatch(text) is not None), (text, memory.entries)
 
 
 @settings(max_examples=600, deadline=None)
