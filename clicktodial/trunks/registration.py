@@ -41,8 +41,8 @@ from clicktodial.sip.address import Destination
 from clicktodial.sip.headers import HeaderParseError
 from clicktodial.sip.message import Request, Response, new_call_id, new_tag
 from clicktodial.sip.ua import TransactionLayerLike
-from clicktodial.sip.uri import parse_uri
 from clicktodial.sip.ua.auth import ChallengeRefused, DigestAnswerer
+from clicktodial.sip.uri import parse_uri
 from clicktodial.trunks.values import RegistrationState, RegistrationStatus
 
 __all__ = ["Event", "Input", "TrunkRegistration", "classify", "refresh_delay"]
