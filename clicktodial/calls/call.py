@@ -555,6 +555,7 @@ class Call:
         "_relayed", "_long_timers", "created_at", "caller_answered_at", "callee_answered_at",
         "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "tracer", "relay",
         "_bridge", "_unexpected_logged", "_route", "_early_media",
+        "_early_offer", "_early_answer", "_early_waiter",
     )
 
     def __init__(
@@ -585,6 +586,11 @@ class Call:
         )
         #: Whether the callee's early media (a 1xx with SDP) already reached the caller.
         self._early_media = False
+        #: Flow IV early media: the callee's early SDP the caller was re-INVITEd with, the
+        #: caller's answer to it, and who waits for that answer (the 2xx came first).
+        self._early_offer: bytes | None = None
+        self._early_answer: bytes | None = None
+        self._early_waiter: Callable[[bytes], None] | None = None
         #: Keeps the SIP messages of the call's legs (docs/calls.md, "Call traces"), or None.
         self.tracer = tracer
         #: The media relay between the phones ([media] relay), or None.
@@ -789,19 +795,53 @@ class Call:
         """
         RFC 3960 early media from the callee (a provider's ringback or announcement in a
         183 with SDP) reaches the caller instead of our own ringback (docs/calls.md,
-        "Early media").  Flow I: the callee's 1xx answers the caller's offer, and RFC 3261
-        §13.2.1 makes the 2xx carry the same answer, so the caller's 2xx is ACKed with it
-        now.  Flow IV (our INVITE had no offer): the 1xx's SDP is an offer on an unreliable
-        provisional that cannot be answered without RFC 3262; the caller keeps hearing our
-        ringback.  Relayed media ([media] relay) waits for the 2xx as before.
+        "Early media"), once per call.  Flow I: the 1xx answers the caller's offer and
+        RFC 3261 §13.2.1 makes the 2xx carry the same answer, so the caller's 2xx is ACKed
+        with it now.  Flow IV (our INVITE had no offer): the 1xx's SDP previews the offer
+        the 2xx will carry (RFC 3960 §3.1, the gateway model); the caller is re-INVITEd
+        with it now (our ringback stops) and its answer is kept for that 2xx (Flow IV steps
+        6-7 done early).  Relayed media ([media] relay) waits for the 2xx as before.
         """
         caller = self.caller
-        if self._early_media or self.relay is not None or caller.pending_offer is None:
+        if self._early_media or self.relay is not None:
+            return
+        if caller.pending_offer is not None:  # Flow I
+            self._early_media = True
+            log.info("call {record}: early media from the callee: the caller's ACK",
+                     record=self.call_id)
+            self.ack_caller(sdp)
+            return
+        session = caller.session
+        if self._callee_offer is not None or session is None or session.is_terminated:
+            return
+        body = caller.origin.outgoing(pad_media(sdp, caller.origin.media))
+        try:
+            session.reinvite(body, SDP_CONTENT_TYPE, on_response=self._early_answered)
+        except (RequestPending, OfferAnswerError, DialogError, SDPParseError) as e:
+            log.info("call {record}: early media not forwarded: {error}",
+                     record=self.call_id, error=str(e))
             return
         self._early_media = True
-        log.info("call {record}: early media from the callee reaches the caller",
+        self._early_offer = sdp
+        self._stop_ringback()
+        log.info("call {record}: early media from the callee: caller re-INVITEd",
                  record=self.call_id)
-        self.ack_caller(sdp)
+
+    def _early_answered(self, response: Response) -> None:
+        """The caller's answer to the early re-INVITE (Flow IV)."""
+        if response.status < 200:
+            return
+        waiter, self._early_waiter = self._early_waiter, None
+        answer = _sdp_of(response)
+        if 200 <= response.status < 300 and answer is not None:
+            self._early_answer = answer
+            if waiter is not None and self.phase is Phase.BRIDGING:
+                waiter(answer)
+            return
+        # Refused (glare, 488): the 2xx's offer goes to the caller as without early media.
+        offer, self._early_offer = self._early_offer, None
+        if waiter is not None and offer is not None and self.phase is Phase.BRIDGING:
+            self.reinvite_caller(offer, waiter)
 
     def _release_route(self, payload: object) -> None:
         """The call is over: the route gives back what it holds (the trunk's ticket)."""
@@ -1115,6 +1155,14 @@ class Call:
 
     def reinvite_caller(self, offer: bytes, answered: Callable[[bytes], None]) -> None:
         """RFC 3725 Flow IV step 6: the callee's offer to the caller."""
+        if self._early_offer is not None and offer == self._early_offer:
+            # The caller has (or is being asked for) its answer to this very offer: the
+            # callee's early media re-INVITE (_play_early_media).
+            if self._early_answer is not None:
+                answered(self._early_answer)
+            else:
+                self._early_waiter = answered
+            return
         session = self.caller.session
         if session is None or session.is_terminated:
             self.bridge_failed(481)

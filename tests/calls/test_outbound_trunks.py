@@ -262,13 +262,32 @@ def test_flow1_early_media_acks_the_caller_with_the_providers_early_answer() -> 
     assert o.state(info.call_id) == "connected"
 
 
-def test_flow4_early_media_leaves_the_caller_with_our_ringback() -> None:
+def caller_invites(o: Outbound) -> list[Request]:
+    return [w.message for w in o.world.wire if isinstance(w.message, Request)
+            and w.message.method == "INVITE" and w.to[0] == "127.0.0.2"]
+
+
+def test_flow4_early_media_reinvites_the_caller_and_the_2xx_reuses_its_answer() -> None:
+    """RFC 3960 gateway model: the 183's SDP previews the 2xx's offer; one re-INVITE."""
     early = sdp("pstn-early", host="127.0.0.8")
     o = Outbound("flow4", main=Answer(delay=10, sdp=early, early=early))
     info = o.place()
     o.world.run(3)
-    reinvites = [w for w in o.world.wire if isinstance(w.message, Request)
-                 and w.message.method == "INVITE" and w.to[0] == "127.0.0.2"]
-    assert len(reinvites) == 1  # only the first INVITE: no re-INVITE before the 2xx
+    assert o.state(info.call_id) == "calling-callee"
+    invites = caller_invites(o)
+    assert len(invites) == 2 and b"127.0.0.8" in invites[1].body  # the early re-INVITE
     o.world.run(10)
     assert o.state(info.call_id) == "connected"
+    assert len(caller_invites(o)) == 2  # the 2xx carried the same offer: no second one
+    acks = [w.message for w in o.world.wire if isinstance(w.message, Request)
+            and w.message.method == "ACK" and w.to[0] == "127.0.0.8"]
+    assert acks and b"alice-127.0.0.2" in acks[-1].body  # the caller's answer
+
+
+def test_flow4_a_2xx_with_another_offer_than_the_early_one_reinvites_again() -> None:
+    o = Outbound("flow4", main=Answer(delay=10, sdp=sdp("pstn-final", host="127.0.0.8"),
+                                      early=sdp("pstn-early", host="127.0.0.8")))
+    info = o.place()
+    o.world.run(15)
+    assert o.state(info.call_id) == "connected"
+    assert len(caller_invites(o)) == 3
