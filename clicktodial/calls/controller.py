@@ -215,6 +215,11 @@ class CallController:
             callee_bindings = [] if decision is not None else (
                 await self.locations.get_bindings(user_aor(callee_name, self.domain), now))
             call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
+            if decision is not None:
+                # A call to a number shows its number and class from the start (history,
+                # the call page), not only once connected.
+                await self.records.update_call(call_id, CallUpdate(
+                    number=callee_name, destination_class=decision.destination_class))
         finally:
             self._reserved_total -= 1
             for name in (caller_name, callee_name):
@@ -223,9 +228,6 @@ class CallController:
                     del self._reserved[name]
         route = None
         if decision is not None:
-            # The number and its class go into the record's first write (connected/ended).
-            self._unwritten[call_id] = CallUpdate(
-                number=callee_name, destination_class=decision.destination_class)
             route = TrunkHunt(trunks or [], callee_name, caller_name, call_id)
         call = Call(
             call_id=call_id,

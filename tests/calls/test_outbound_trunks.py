@@ -224,6 +224,9 @@ def test_hanging_up_while_the_number_rings_cancels_it_and_gives_the_ticket_back(
     info = o.place()
     o.world.run(3)
     assert o.trunk_main.admission.active == 1
+    # The history shows the number and its class while it rings.
+    assert (o.world.record(info.call_id).number,
+            o.world.record(info.call_id).destination_class) == (NUMBER, "national")
     o.world.controller.hang_up(info.call_id, "alice")
     o.world.run(3)
     record = o.world.record(info.call_id)
