@@ -56,6 +56,13 @@ in front of it when the media is relayed) that carry each step::
     (9) ACK caller                  the UA core (the re-INVITE's 2xx)
     (10) RTP                        IBridge.bridged: [bridging, bridged] -> connected
 
+The callee leg goes to the callee's phones, or to a number through trunks: its route
+(L{ICalleeRoute}; L{clicktodial.calls.outbound.TrunkHunt}) gives the targets of each attempt,
+and a trunk failing with 408/5xx while another remains is [calling-callee, callee-reroute]:
+the next trunk, in the same phase.  A callee 1xx with SDP is [calling-callee,
+callee-early-media]: the far end's early media reaches the caller (docs/calls.md, "Early
+media").
+
 Any step failing ends in C{failed}: a leg's every fork refused ([*, caller-failed],
 [calling-callee, callee-failed]), a phase timer, a phone's BYE ([*, caller-gone],
 [*, callee-gone]), the offer/answer refused ([bridging, bridge-failed]: 488 when the
@@ -789,7 +796,19 @@ class Call:
             record=self.call_id, trunk=self._route.trunk, status=status,
         )
         self.callee.failures.clear()
+        # Flow IV: the next trunk's early media or 2xx offer goes to the caller afresh.
+        self._early_media = False
+        self._early_offer = self._early_answer = None
+        self._early_waiter = None
         self._route.targets().addCallbacks(self._callee_found, self._lookup_failed)
+
+    def _early_acked(self) -> bool:
+        """
+        Flow I: the caller's 2xx was ACKed with a trunk's early answer, so the caller's
+        media is bound to that trunk's; another trunk's answer could not reach the caller
+        (no offer left to answer), so that call does not fail over.
+        """
+        return self._early_media and self._callee_offer is not None
 
     def _play_early_media(self, sdp: bytes) -> None:
         """
@@ -1000,7 +1019,7 @@ class Call:
     def _leg_failed(self, leg: Leg) -> None:
         """Every INVITE of ``leg`` failed: the best status speaks for the leg."""
         status = min(leg.failures or [503], key=_status_rank)
-        if leg is self.callee and self._route.reroutes(status):
+        if leg is self.callee and not self._early_acked() and self._route.reroutes(status):
             self._handle(Input.CALLEE_REROUTE, status)
             return
         reason, who = _outcome(leg.role, status)

@@ -294,3 +294,26 @@ def test_flow4_a_2xx_with_another_offer_than_the_early_one_reinvites_again() -> 
     o.world.run(15)
     assert o.state(info.call_id) == "connected"
     assert len(caller_invites(o)) == 3
+
+
+def test_flow4_a_trunk_failing_after_early_media_still_fails_over() -> None:
+    early = sdp("pstn-early", host="127.0.0.8")
+    o = Outbound("flow4", main=Answer(delay=3, early=early, reject=503))
+    info = o.place()
+    o.world.run(10)
+    assert o.state(info.call_id) == "connected"
+    assert len(o.invites_to("127.0.0.9")) == 1
+    # The backup's offer went to the caller in a re-INVITE of its own.
+    assert b"127.0.0.9" in caller_invites(o)[-1].body
+
+
+def test_flow1_a_trunk_failing_after_its_early_answer_was_acked_ends_the_call() -> None:
+    """The caller's only offer was answered with the first trunk's media: no fail-over."""
+    early = sdp("pstn-early", host="127.0.0.8")
+    o = Outbound("flow1", main=Answer(delay=3, early=early, reject=503))
+    info = o.place()
+    o.world.run(10)
+    record = o.world.record(info.call_id)
+    assert (record.public_state, record.sip_status, record.trunk) == ("failed", 503, "uk_main")
+    assert o.invites_to("127.0.0.9") == []
+    assert (o.trunk_main.admission.active, o.trunk_backup.admission.active) == (0, 0)
