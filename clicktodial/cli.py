@@ -69,13 +69,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from twisted.internet.task import Clock
+
     from clicktodial.pluginconfig import check_plugins
-    from clicktodial.store.blocking import BlockingDriver
     from clicktodial.store.plugins import StoreEnvironment
 
     config = config_from_args(args)
-    # The daemon's start-up validation: the plugins check their [KIND:NAME] sections.
-    environment = StoreEnvironment(reactor=BlockingDriver(), realm=config.sip.domain)
+    # The daemon's start-up validation: the plugins check their [KIND:NAME] sections. They
+    # are built and dropped, never started: no reactor runs, a clock is all they are given.
+    environment = StoreEnvironment(reactor=Clock(), realm=config.sip.domain)
     for warning in check_plugins(config, environment):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"OK: {args.config}")
@@ -134,4 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m clicktodial.cli`: run clicktodial.cli's main, not this __main__ copy's, whose
+    # own CommandError class would not catch the one the command modules raise.
+    from clicktodial.cli import main as imported_main
+
+    sys.exit(imported_main())

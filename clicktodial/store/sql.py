@@ -7,6 +7,14 @@ Transient errors (a dropped connection, a locked SQLite file, a PostgreSQL seria
 failure) are retried a few times with a backoff timed by the reactor, as buildbot's
 ``db/pool.py`` does, then reported as :class:`StoreUnavailable`.
 
+Each operation has one implementation, on one of two paths. The hot operations of the
+REGISTER and call paths (SIP credentials, binding updates, call records, call traces) are
+job types of :mod:`clicktodial.store.sqljobs`, group-committed and run on raw DBAPI cursors
+by :class:`clicktodial.store.sqlbatch.BatchExecutor` (SQLAlchemy's per-execution work cost
+more than their statements); after an aborted batch, or called blocking (``_op_*``), the same
+job runs alone. Everything else (users, tokens, listings, purges, schema) is rare and stays
+on SQLAlchemy Core below, where one statement reads clearly on both databases.
+
 Several daemons may share one PostgreSQL database: a REGISTER locks its AOR's binding rows
 (``SELECT ... FOR UPDATE``) and inserts new ones under the primary key, so two nodes updating
 one AOR serialise instead of losing an update. On SQLite, write transactions start with
@@ -501,7 +509,7 @@ class SQLStore(StoreBase):
         with self._write() as connection:
             return bool(connection.execute(delete(api_tokens).where(condition)).rowcount)
 
-    # -- the REGISTER path: group commit ---------------------------------------------
+    # -- the hot operations: group commit (clicktodial.store.sqljobs) ------------------
 
     def get_sip_credentials(self, username: str) -> Deferred[SipCredentials | None]:
         # Group-committed with the other REGISTERs' work; see GroupCommit.
