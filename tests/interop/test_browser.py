@@ -6,7 +6,8 @@ SIPp UASs answering after a pause, registered with Digest from their own ports. 
 in, sees bob come online without reloading, clicks Call, watches the call go through its
 states live (server-sent events), hangs up, and finds the call in her history.
 Screenshots of each page go to the test's temporary directory; ``scripts/screenshots`` runs
-this test to write them to ``docs/screenshots/`` (the committed ones). Every wait is bounded; every process is killed by PID at the end.
+this test to write them to ``docs/screenshots/`` (the committed ones). Every wait is
+bounded; every process is killed by PID at the end.
 """
 
 from __future__ import annotations

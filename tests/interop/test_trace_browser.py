@@ -8,7 +8,8 @@ ladder (arrows between alice's phone, the daemon and bob's phone, live), and the
 plain words above it; an administrator downloads the pcap, alice may not (403), and carol
 (another user) gets 403 for the page and the trace. The screenshots
 ``docs/screenshots/call-trace-failed.png`` and ``call-trace-connected.png`` come from this
-test, run by ``scripts/screenshots`` (otherwise they go to the test's temporary directory). Every wait is bounded; every process is killed by PID at the end.
+test, run by ``scripts/screenshots`` (otherwise they go to the test's temporary directory).
+Every wait is bounded; every process is killed by PID at the end.
 """
 
 from __future__ import annotations
