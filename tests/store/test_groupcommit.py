@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attrs import frozen
 from sqlalchemy import URL
+from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, succeed
 
 from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration
 from clicktodial.store.groupcommit import GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
-from clicktodial.store.sqljobs import Batch, UpdateBindings
+from clicktodial.store.sqlbatch import BatchExecutor
+from clicktodial.store.sqljobs import Batch, SQLJob, UpdateBindings
 from clicktodial.store.values import (
     BindingChanges,
     CallUpdate,
@@ -381,3 +384,29 @@ def test_sql_call_traces_run_alone_after_an_aborted_batch(
     assert success_result_of(appended) is None
     trace = success_result_of(store.get_trace("a" * 32))
     assert (trace.messages, trace.dropped) == ((traced(0), traced(1)), 1)
+
+
+@frozen
+class _BrokenJob(SQLJob):
+    """A job whose statement the database refuses."""
+
+    def run(self, batch: Batch) -> None:
+        batch.cursor.execute("SELECT missing FROM no_such_table")
+
+
+def test_sql_database_errors_of_a_job_are_sqlalchemy_errors_and_roll_back(
+        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    """A job's DBAPI error leaves the executor as SQLAlchemy's DBAPIError (so the store's
+    transient-error rules apply to it) after rolling back what the transaction wrote; the
+    store works on afterwards."""
+    store, _ = held
+    executor = BatchExecutor(store._engine)
+    with pytest.raises(DBAPIError) as raised:
+        executor.execute([UpdateBindings("sip:alice@example.com",
+                                         changes("c1", 1, contact(1)), 100.0), _BrokenJob()])
+    assert "no_such_table" in str(raised.value.orig)
+    with pytest.raises(DBAPIError):
+        executor.run_alone(_BrokenJob())
+    assert success_result_of(store.get_bindings("sip:alice@example.com", 100.0)) == []
+    assert len(success_result_of(store.update_bindings(
+        "sip:alice@example.com", changes("c1", 1, contact(1)), 100.0))) == 1
