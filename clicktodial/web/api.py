@@ -130,7 +130,8 @@ class ApiResource(RoutedResource):
 
     async def list_calls(self, request: Request) -> None:
         """The user's calls, newest first: ``?limit=`` (1-100) and ``?offset=``; with
-        ``?active=true``, the calls in progress on this daemon (mine, or all for an admin)."""
+        ``?active=true``, the calls in progress (mine, or all for an admin; every node's with the
+        cluster bus)."""
         principal = await self._principal(request)
         active = (request.args or {}).get(b"active", [b"false"])[0]
         if active not in (b"true", b"false"):

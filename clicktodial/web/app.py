@@ -550,7 +550,8 @@ class WebApp:
         return results
 
     def calls_in_progress(self, principal: Principal) -> list[CallView]:
-        """The calls in progress on this daemon that ``principal`` may see."""
+        """The calls in progress that ``principal`` may see, as the controller knows them
+        (with the cluster bus: every node's)."""
         if self.controller is None:
             return []
         views = (CallView.from_info(info) for info in self.controller.active_calls())

@@ -116,7 +116,8 @@ def test_an_admin_batch_places_every_call_with_one_result_each_in_order() -> Non
     calls.run(5)
     assert client.get("/api/v1/calls?active=true", headers=auth).json()["calls"] == []
     final = client.get(f"/api/v1/calls/{call_id}", headers=auth).json()
-    assert (final["state"], final["reason"], final["who_hung_up"]) == ("ended", "cancelled", "system")
+    assert (final["state"], final["reason"], final["who_hung_up"]) == (
+        "ended", "cancelled", "system")
     calls.assert_quiescent()
 
 
