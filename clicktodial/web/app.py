@@ -37,7 +37,13 @@ from clicktodial.interfaces import (
     IUserStore,
 )
 from clicktodial.store.traces import CallTrace, TracedMessage
-from clicktodial.store.values import CallRecord, User, is_valid_username, user_aor
+from clicktodial.store.values import (
+    FINAL_STATES,
+    CallRecord,
+    User,
+    is_valid_username,
+    user_aor,
+)
 from clicktodial.throttle import AuthThrottle, ThrottleRefused, ThrottleSettings
 from clicktodial.web.edge import RequestOrigin
 from clicktodial.web.events import Registration, RegistrationMonitor
@@ -188,7 +194,7 @@ class CallView:
 
     @property
     def active(self) -> bool:
-        return self.state not in ("ended", "failed")
+        return self.state not in FINAL_STATES
 
     @property
     def duration(self) -> float | None:
@@ -215,18 +221,9 @@ class CallView:
 
     @classmethod
     def from_record(cls, record: CallRecord) -> CallView:
-        return cls(
-            call_id=record.call_id,
-            caller=record.caller,
-            callee=record.callee,
-            state=record.public_state,
-            created=record.created_at,
-            answered=record.connected_at,
-            ended_at=record.ended_at,
-            reason=record.end_reason,
-            sip_status=record.sip_status,
-            who_hung_up=record.who_hung_up,
-        )
+        """A call no controller holds, from its record (:meth:`CallInfo.from_record`); the
+        media relay state is not recorded, so not shown."""
+        return attrs.evolve(cls.from_info(CallInfo.from_record(record)), media_relay=None)
 
     def to_json(self) -> dict[str, object]:
         """The API form: ``id``, ``state``, ``caller``, ``callee``, ``created``, and more."""
