@@ -196,8 +196,8 @@ def admin_token(ini: Path, user: str = "operator") -> str:
 
     subprocess.run(
         [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "user", "add", user,
-         "--admin", "--password", secrets.token_urlsafe(12), "--sip-password",
-         secrets.token_urlsafe(12)],
+         "--admin", f"--password={secrets.token_hex(12)}",
+         f"--sip-password={secrets.token_hex(12)}"],
         check=True, capture_output=True, text=True, env=python_env(), cwd=ini.parent, timeout=60)
     return api_token(ini, user)
 

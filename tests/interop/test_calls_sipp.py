@@ -161,7 +161,7 @@ def wait_state(control: CallsApi, call_id: str, state: str, timeout: float = 30)
 
 def outcome(record: dict[str, Any]) -> tuple[Any, ...]:
     """How the call ended: end reason, SIP status, who hung up, final state."""
-    return (record["reason"], record["sip_status"], record["who_hung_up"], record["state"])
+    return (record["reason"], record.get("sip_status"), record["who_hung_up"], record["state"])
 
 
 def held(control: CallsApi) -> dict[str, float]:
@@ -201,7 +201,7 @@ def test_callee_busy_gives_the_caller_bye_with_reason_486(setup: Any, policy: st
     phones.start("bob", "call_phone_busy.xml", 300)
     call = control.place("alice", "bob")
     record = final_record(control, call["id"])
-    assert (record["reason"], record["sip_status"], record["state"]) == (
+    assert (record["reason"], record.get("sip_status"), record["state"]) == (
         "callee-busy", 486, "failed")
     assert phones.wait("alice") == 0, phones.report("alice")
     assert phones.wait("bob") == 0, phones.report("bob")
@@ -229,7 +229,7 @@ def test_caller_rejecting_fails_the_call_with_its_status(setup: Any, tmp_path: P
     call = control.place("alice", "bob")
     record = final_record(control, call["id"])
     assert phones.wait("alice") == 0, phones.report("alice")
-    assert (record["reason"], record["sip_status"]) == ("caller-rejected", 603)
+    assert (record["reason"], record.get("sip_status")) == ("caller-rejected", 603)
     assert callee_rung_at(tmp_path, call["id"]) is None
     assert_no_leftovers(control)
 
@@ -323,9 +323,9 @@ def test_unreachable_callee_gives_the_caller_bye_with_its_status(setup: Any) -> 
     record = final_record(control, call["id"], timeout=45)
     assert (record["reason"], record["who_hung_up"], record["state"]) == (
         "callee-unreachable", "system", "failed")
-    assert record["sip_status"] in (408, 503), record
+    assert record.get("sip_status") in (408, 503), record
     assert phones.wait("alice") == 0, phones.report("alice")
-    assert f"Reason: SIP ;cause={record['sip_status']}" in phones.messages("alice")
+    assert f"Reason: SIP ;cause={record.get('sip_status')}" in phones.messages("alice")
     assert_no_leftovers(control)
 
 
