@@ -119,7 +119,7 @@ def test_bad_key_in_the_redis_section_stops_start_up_with_one_line(
         tmp_path: Path, run_twistd: Callable[..., Any], redis_url: str) -> None:
     """A typo in [location:redis] is one line naming file, section and key; exit status 1."""
     ini = tmp_path / "bad.ini"
-    ini.write_text(redis_ini(find_free_port(), find_free_port(), find_free_port(), tmp_path,
+    ini.write_text(redis_ini(find_free_port(), find_free_port(), tmp_path,
                              redis_url, treads="4"))
     result = run_twistd("-n", "--pidfile=", "clicktodial", "--config", str(ini))
     assert result.returncode == 1
