@@ -80,8 +80,8 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
     phones: Callable[[str, int, int], None],
 ) -> None:
     shots = screenshot_dir(tmp_path)
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path)))
+    sip_port, web_port = find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path)))
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     base = f"http://127.0.0.1:{web_port}"

@@ -111,8 +111,8 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
     tmp_path: Path, start_daemon: Callable[[str], Any], phones: Callable[..., int],
 ) -> None:
     shots = screenshot_dir(tmp_path)
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path)))
+    sip_port, web_port = find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path)))
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     base = f"http://127.0.0.1:{web_port}"
