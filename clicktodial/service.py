@@ -356,7 +356,7 @@ def build_service(
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
     calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store,
-                               directory, tracer, policy=policy)
+                               directory, tracer, policy=policy, trunks=trunks)
     # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).
