@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -215,9 +215,13 @@ class WorkerPlacement:
         if not workers:
             return fail(CallRefused("unavailable", "no worker process is ready; try again"))
         worker = workers[next(self._turn) % len(workers)]
-        placed: Deferred[dict[str, str]] = worker.callRemote(
+        answered: Deferred[dict[str, str]] = worker.callRemote(
             PlaceCall, caller=caller_username, callee=callee_username)
-        return placed.addCallback(_placed)
+        # A Deferred of our own: AMP ends the chain of its own with an errback that drops
+        # the connection, so a refusal must not fail that chain.
+        placed: Deferred[CallInfo] = Deferred()
+        answered.addCallbacks(lambda answer: _settle(placed, answer), placed.errback)
+        return placed
 
     def hang_up(self, call_id: str, by_username: str | None = None) -> bool:
         return False  # no call runs here; ClusterCalls forwards to the owner
@@ -232,13 +236,14 @@ class WorkerPlacement:
         return lambda: None  # the events come from the bus
 
 
-def _placed(answer: Mapping[str, str]) -> CallInfo:
-    if not answer["call"]:
-        raise CallRefused(answer["reason"], answer["message"])
-    info = info_from_message(json.loads(answer["call"]))
-    if info is None:
-        raise CallRefused("unavailable", "the worker's answer was malformed")
-    return info
+def _settle(placed: Deferred[CallInfo], answer: Mapping[str, str]) -> None:
+    info = info_from_message(json.loads(answer["call"])) if answer["call"] else None
+    if info is not None:
+        placed.callback(info)
+    elif answer["call"]:
+        placed.errback(CallRefused("unavailable", "the worker's answer was malformed"))
+    else:
+        placed.errback(CallRefused(answer["reason"], answer["message"]))
 
 
 # --- a worker ------------------------------------------------------------------------------
@@ -351,4 +356,5 @@ class WorkerBus(Service):
             assert isinstance(error, CallRefused)
             return {"call": "", "reason": error.reason, "message": error.message}
 
-        return controller.place_call(caller, callee).addCallbacks(answer, refused)
+        placed = maybeDeferred(controller.place_call, caller, callee)
+        return placed.addCallbacks(answer, refused)
