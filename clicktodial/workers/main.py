@@ -118,7 +118,7 @@ def build_main_service(config: Config, reactor: IReactorCore, config_path: str, 
         node_of=lambda index: worker_node(config, index),
         records=store, env=env, lost=LostCalls(None),
         # A worker drains its calls for shutdown_grace, then stops its stack.
-        stop_timeout=config.daemon.shutdown_grace + 15.0,
+        stop_timeout=config.daemon.shutdown_grace + 10.0,
     )
     calls = ClusterCalls(clock, WorkerPlacement(hub), hub, store)
     workers = WorkersService(hub, pool, calls, sockets, store)
