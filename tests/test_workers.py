@@ -521,3 +521,48 @@ def test_the_worker_entry_point_refuses_a_bad_config_with_status_1(
     assert "[daemon] workers" in capsys.readouterr().err
 
 
+
+
+_WRITER = """
+import sys, uuid
+from clicktodial.store.schema import calls
+from clicktodial.store.sql import create_sql_engine
+engine = create_sql_engine(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    with engine.connect().execution_options(clicktodial_write=True) as c, c.begin():
+        c.execute(calls.insert().values(call_id=uuid.uuid4().hex, caller="a", callee="b",
+                                        node=sys.argv[2], state="connected", created_at=i))
+"""
+
+
+def test_worker_processes_write_one_sqlite_database_at_once(tmp_path: Path) -> None:
+    """WAL and busy_timeout: two processes writing call records at once lose none."""
+    import subprocess
+    import sys
+
+    from clicktodial.store.sql import create_sql_engine, upgrade_schema
+
+    url = f"sqlite:///{tmp_path}/shared.sqlite"
+    upgrade_schema(url)
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, url, f"n/w{i}", "150"],
+                                stderr=subprocess.PIPE) for i in range(2)]
+    for writer in writers:
+        _, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err.decode()
+    engine = create_sql_engine(url)
+    with engine.connect() as c:
+        rows = c.exec_driver_sql("SELECT node, count(*) FROM calls GROUP BY node").all()
+        mode = c.exec_driver_sql("PRAGMA journal_mode").scalar()
+    engine.dispose()
+    assert sorted(rows) == [("n/w0", 150), ("n/w1", 150)]
+    assert mode == "wal"
+
+
+def test_a_reload_names_a_new_number_of_workers_as_needing_a_restart() -> None:
+    from clicktodial.reload import LIVE_SETTINGS, _is_live, changed_settings
+
+    old = config()
+    new = config(base=BASE_INI.replace("workers = 2", "workers = 3\nshutdown_grace = 5"))
+    changed = changed_settings(old, new)  # type: ignore[arg-type]
+    assert sorted(changed) == ["daemon.shutdown_grace", "daemon.workers"]
+    assert [s for s in changed if not _is_live(s, LIVE_SETTINGS)] == ["daemon.workers"]
