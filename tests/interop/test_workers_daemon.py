@@ -254,3 +254,21 @@ def test_calls_run_on_both_workers_and_a_worker_killed_mid_call_is_restarted(
         assert state(call_id)["who_hung_up"] == "callee"
         time.sleep(1)
     assert "Traceback" not in daemon_.log()
+
+
+def test_sighup_reaches_every_worker_and_sigterm_stops_them_all_with_status_0(
+        daemon: tuple[Any, int, int, Path]) -> None:
+    running, _, _, _ = daemon
+    pids = worker_pids(running.log())
+    assert len(pids) == 2
+    running.process.send_signal(signal.SIGHUP)
+    # the main process and both workers re-read the file
+    wait_until(lambda: running.log().count("SIGHUP: configuration reloaded") >= 3, 30,
+               "the reload in every process")
+    assert running.process.poll() is None
+    running.process.send_signal(signal.SIGTERM)
+    assert running.process.wait(60) == 0
+    for pid in pids.values():
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status").read_text()
+    assert "Traceback" not in running.log()
