@@ -329,33 +329,6 @@ def parse_database_url(text: str) -> URL:
         ) from None
 
 
-def parse_control_endpoint(text: str) -> str | None:
-    """
-    ``-`` (none) or a stream endpoint on loopback only: a unix socket, or tcp/tcp6 whose
-    interface (named or the third positional field; the last one given counts, as for
-    Twisted) is a loopback address literal (127.x.y.z, ::1).
-    """
-    if text == "-":
-        return None
-    endpoint = parse_stream_endpoint(text)
-    fields = _split_endpoint(endpoint)
-    kind = fields[0].lower()
-    if kind == "unix":
-        return endpoint
-    if kind in ("tcp", "tcp6"):
-        positional = [f for f in fields[1:] if "=" not in f]
-        named = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
-        interface = named.get("interface", positional[2] if len(positional) > 2 else "")
-        try:
-            if ipaddress.ip_address(interface).is_loopback:
-                return endpoint
-        except ValueError:
-            pass
-    raise ValueError(
-        f"{text!r} is not loopback-only: use unix:PATH or tcp:PORT:interface=127.0.0.1"
-    )
-
-
 def parse_unicast_address(text: str) -> str:
     """An IP address literal that can be named in SDP: not 0.0.0.0/::, not multicast."""
     try:
@@ -826,6 +799,16 @@ class WebConfig:
             "10",
             "Calls a user may place from the web or the API in any 60 s; more get 429 with"
             " Retry-After.",
+        ),
+    )
+    max_batch_calls: int = attrs.field(
+        default=1000,
+        metadata=setting(
+            parse_positive_count,
+            "1000",
+            "Most calls one administrator's POST /api/v1/calls with a \"calls\" list may"
+            " place (load tests and operator tools); a longer list gets 400. The body must"
+            " also fit max_body.",
         ),
     )
     event_streams_per_user: int = attrs.field(
@@ -1410,18 +1393,6 @@ class CallsConfig:
             " (0: no cache). Registrations this daemon handles take effect at once; a"
             " REGISTER handled by another daemon, or a user disabled, is seen within this"
             " time.",
-        ),
-    )
-    control_listen: str | None = attrs.field(
-        default=None,
-        metadata=setting(
-            parse_control_endpoint,
-            "-",
-            "Loopback-only HTTP endpoint of the internal call-control API (POST /calls,"
-            " GET/DELETE /calls/ID; docs/calls.md), e.g. tcp:8091:interface=127.0.0.1, or -"
-            " for none (tcp/tcp6 need interface= a loopback address). For tests and local"
-            " tools until the web API places calls; it has no authentication, and refuses"
-            " (403 not-local) requests a browser page could send (docs/security.md).",
         ),
     )
 

@@ -468,7 +468,7 @@ def test_a_worker_gets_its_private_port_node_id_and_the_shared_nonce_secret() ->
 
 
 @pytest.mark.parametrize(("extra", "where"), [
-    ("[calls]\ncontrol_listen = tcp:9000\n", "[calls] control_listen"),
+    ("[cluster]\nbus = postgres\n", "[cluster] bus"),
     ("worker_ports = 65535\n", "[daemon] worker_ports"),
     ("worker_ports = 5059\n", "[daemon] worker_ports"),
 ])

@@ -76,7 +76,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
-from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_media, truncate_media
 from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
 from clicktodial.interfaces import IBridge, IMediaFlow
 from clicktodial.netaddr import NetworkSet
@@ -85,7 +84,17 @@ from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destin
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.interfaces import ISessionHandler
 from clicktodial.sip.message import Response
-from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
+from clicktodial.sip.sdp import (
+    SDP_CONTENT_TYPE,
+    LegOrigin,
+    OfferAnswerError,
+    SDPParseError,
+    held_answer,
+    is_sdp,
+    media_count,
+    pad_media,
+    truncate_media,
+)
 from clicktodial.sip.ua import (
     CallState,
     IncomingRequest,

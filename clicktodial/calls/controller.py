@@ -413,8 +413,7 @@ class CallService(MultiService):
     instance left "active" in the records are ended as C{lost} (and their
     media relay sessions deleted: L{LostCalls}); at stop,
     every call in progress is hung up (BYE / CANCEL go out before the SIP
-    transports close: this service stops before the SIP stack).  The
-    internal control API (C{[calls] control_listen}) is its child.
+    transports close: this service stops before the SIP stack).
 
     @ivar controller: the L{CallController}.
     """
@@ -494,16 +493,6 @@ def build_call_service(
     if relay_service is not None:
         # A child: stopped after the calls are hung up, so their deletes get their answers.
         relay_service.setServiceParent(service)
-    if config.calls.control_listen is not None:
-        from twisted.application import strports
-        from twisted.web.server import Site
-
-        from clicktodial.calls.control import make_control_root
-
-        site = Site(make_control_root(controller, store))
-        strports.service(config.calls.control_listen, site, reactor=reactor).setServiceParent(
-            service
-        )
     return service
 
 

@@ -83,9 +83,6 @@ def check_workers_config(config: Config) -> None:
 
     if "tls" in config.sip.transports:
         raise refuse("tls is not served by worker processes yet", "sip", "transports")
-    if config.calls.control_listen is not None:
-        raise refuse("the control API cannot listen in every worker", "calls",
-                     "control_listen")
     if config.cluster.bus == "postgres":
         raise refuse("a cluster node cannot run workers yet", "cluster", "bus")
     trunks = config.plugins.names("trunk")

@@ -65,8 +65,8 @@ def follow_phone_link(page: Any, base: str, link: str) -> None:
 
 def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming(
         tmp_path: Path, start_daemon: Any) -> None:
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    ini = daemon_ini(sip_port, web_port, control_port, str(tmp_path)) + DIALPLAN
+    sip_port, web_port = find_free_port(), find_free_port()
+    ini = daemon_ini(sip_port, web_port, str(tmp_path)) + DIALPLAN
     daemon = start_daemon(ini)
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
