@@ -14,6 +14,7 @@ stops when the main process's pipe closes. SIGTERM drains its calls as a single 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -39,8 +40,6 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     """Run one worker until it is stopped; the exit status."""
-    import os
-
     parser = argparse.ArgumentParser(prog="python -m clicktodial.worker")
     parser.add_argument("--config", required=True)
     parser.add_argument("--index", type=int, required=True)
