@@ -566,3 +566,37 @@ def test_a_reload_names_a_new_number_of_workers_as_needing_a_restart() -> None:
     changed = changed_settings(old, new)  # type: ignore[arg-type]
     assert sorted(changed) == ["daemon.shutdown_grace", "daemon.workers"]
     assert [s for s in changed if not _is_live(s, LIVE_SETTINGS)] == ["daemon.workers"]
+
+
+def test_a_worker_serves_the_shared_sockets_talks_on_its_bus_and_has_no_web() -> None:
+    """build_service(worker=...): today's composition plus the adopted sockets and the
+    local bus, without the web (the main process serves it)."""
+    from twisted.application.service import IServiceCollection
+
+    from clicktodial.config import HostPort
+    from clicktodial.service import WEB_SERVICE_NAME, build_service
+    from clicktodial.sip.transport import AdoptedSockets
+    from clicktodial.testing.transport import FakeReactor
+    from clicktodial.workers.node import WorkerRole
+
+    reactor = FakeReactor()
+    shared = SharedSockets.bind(HostPort("127.0.0.1", 0), ("udp", "tcp"), 1)
+    try:
+        text = BASE_INI.replace("url = sqlite:///:memory:", "backend = memory")
+        one = worker_config(parse_config(text, "w.ini"), 0, b"k" * 32)
+        bus = WorkerBus(reactor, worker_node(one, 0), connect=lambda protocol: None)
+        adopted = AdoptedSockets(socket.AF_INET, shared.udp[0].fileno(),
+                                 shared.tcp[0].fileno())
+        root = build_service(one, reactor, worker=WorkerRole(0, adopted, bus))
+        names = [service.name for service in IServiceCollection(root)]
+        assert WEB_SERVICE_NAME not in names
+        assert isinstance(root.getServiceNamed("cluster"), WorkerLink)
+        root.startService()
+        # its private port (the system's pick: FakeReactor's 40000) and the shared pair
+        assert [(p.host, p.port) for p in reactor.udp_ports] == [("127.0.0.1", 40000)]
+        assert [(fd, family) for fd, family, *_ in reactor.adoptedPorts] == [
+            (shared.udp[0].fileno(), socket.AF_INET), (shared.tcp[0].fileno(), socket.AF_INET)]
+        assert all(s[0] != 8080 for s in reactor.tcpServers)  # no web listener
+        root.stopService()
+    finally:
+        shared.close()
