@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.logger import globalLogBeginner
+from twisted.logger import ILogObserver, LogEvent, globalLogBeginner
+from zope.interface import provider
 
 from clicktodial.config import ConfigError, load_config
 from clicktodial.gcpolicy import apply_daemon_gc_policy
@@ -36,6 +37,26 @@ from clicktodial.workers.node import NONCE_SECRET_ENV, WorkerRole, worker_config
 from clicktodial.workers.sockets import TCP_FD, UDP_FD
 
 __all__ = ["main"]
+
+
+def worker_tagged(observer: ILogObserver, index: int) -> ILogObserver:
+    """
+    ``observer`` with the worker named in every event: ``worker`` (JSON lines) and the
+    text line's system, ``[w1 clicktodial.sip.registrar#info]``; the processes of one
+    daemon share its log.
+    """
+
+    @provider(ILogObserver)
+    def tagged(event: LogEvent) -> None:
+        event["worker"] = index
+        system = event.get("log_system")
+        if system is None:
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        event["log_system"] = f"w{index} {system}"
+        observer(event)
+
+    return tagged
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
@@ -54,7 +75,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     secret_hex = env.get(NONCE_SECRET_ENV)
     secret = bytes.fromhex(secret_hex) if secret_hex else None
     config = worker_config(file_config, args.index, secret)
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([worker_tagged(observer, args.index)],
+                                     redirectStandardIO=False)
 
     from twisted.internet import reactor, stdio
 

@@ -600,3 +600,20 @@ def test_a_worker_serves_the_shared_sockets_talks_on_its_bus_and_has_no_web() ->
         root.stopService()
     finally:
         shared.close()
+
+
+def test_a_workers_log_events_name_the_worker() -> None:
+    from twisted.logger import ILogObserver, LogLevel
+
+    from clicktodial.log import format_text_event
+    from clicktodial.worker import worker_tagged
+
+    seen: list[dict[str, object]] = []
+    tagged = worker_tagged(seen.append, 1)
+    assert ILogObserver.providedBy(tagged)
+    tagged({"log_format": "hello", "log_namespace": "clicktodial.x", "log_level": LogLevel.info,
+            "log_time": 0.0})
+    tagged({"log_format": "legacy", "log_system": "-", "log_time": 0.0})
+    assert [e["worker"] for e in seen] == [1, 1]
+    assert "[w1 clicktodial.x#info] hello" in (format_text_event(seen[0]) or "")
+    assert "[w1 -] legacy" in (format_text_event(seen[1]) or "")
