@@ -19,6 +19,7 @@ import ast
 import configparser
 import ipaddress
 import math
+import os
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -151,6 +152,15 @@ class HostPort:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+def parse_workers(text: str) -> int:
+    """A number of worker processes 1-256, or ``auto``: one per core."""
+    if text == "auto":
+        return max(1, os.cpu_count() or 1)
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"invalid number of workers {text!r} (expected 1-256 or auto)")
+    return int(text)
 
 
 def parse_port(text: str) -> int:
@@ -1642,6 +1652,26 @@ class DaemonConfig:
             "On SIGTERM, seconds calls in progress may go on to their end while new calls and"
             " registrations get 503 with Retry-After; then the calls left get BYE and the"
             " daemon exits. 0: end them at once.",
+        ),
+    )
+    workers: int = attrs.field(
+        default=1,
+        metadata=setting(
+            parse_workers,
+            "1",
+            "SIP worker processes (docs/deploy.md, \"Worker processes\"): 1 runs everything in"
+            " one process; N > 1 runs N workers sharing the [sip] listen ports (SO_REUSEPORT),"
+            " with the web interface in the main process; auto: one per core.",
+        ),
+    )
+    worker_ports: int = attrs.field(
+        default=0,
+        metadata=setting(
+            parse_port,
+            "0",
+            "With workers > 1: each worker's private SIP port (its Via sent-by and Contact,"
+            " where responses and in-dialog requests come back) is this port + the worker's"
+            " index (0, 1, ...); 0: ports the system picks.",
         ),
     )
 
