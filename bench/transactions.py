@@ -26,7 +26,7 @@ from clicktodial.interfaces import IMessageHandler, ISIPTransport
 from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.message import Request, Response, make_response
 from clicktodial.sip.parser import parse_message
-from clicktodial.sip.transaction import ServerTransaction, TransactionLayer
+from clicktodial.sip.transactions import ServerTransaction, TransactionLayer
 from clicktodial.testing.sipfakes import RecordingUser, sip_request
 
 

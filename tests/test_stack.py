@@ -20,7 +20,7 @@ from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, IT
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.stack import IncomingRefuser, RequestRouter, SIPStack
-from clicktodial.sip.transaction import ServerTransaction
+from clicktodial.sip.transactions import ServerTransaction
 from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.sip.ua import IncomingCall, IncomingRequest
 from clicktodial.store.memory import MemoryStore

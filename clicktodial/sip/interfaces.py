@@ -16,7 +16,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from clicktodial.sip.address import Destination
     from clicktodial.sip.message import Request, Response
-    from clicktodial.sip.transaction import ServerTransaction
+    from clicktodial.sip.transactions import ServerTransaction
     from clicktodial.sip.ua import IncomingCall, IncomingRequest, OutgoingCall, Session
 
 __all__ = [

@@ -42,7 +42,7 @@ from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, IT
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.registrar import Registrar, settings_from_config
-from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
+from clicktodial.sip.transactions import ServerTransaction, Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.sip.ua import (
     ALLOWED_METHODS,

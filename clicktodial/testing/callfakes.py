@@ -32,7 +32,7 @@ from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
-from clicktodial.sip.transaction import Timers
+from clicktodial.sip.transactions import Timers
 from clicktodial.sip.ua import IncomingRequest, Session
 from clicktodial.store.memory import MemoryStore
 from clicktodial.store.traces import TraceLimits

@@ -29,7 +29,7 @@ from clicktodial.sip.address import Source
 from clicktodial.sip.interfaces import ITransactionUser
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.registrar import Registrar, RegistrarSettings
-from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
+from clicktodial.sip.transactions import ServerTransaction, Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import cheap_password_hasher

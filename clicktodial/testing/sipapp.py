@@ -36,7 +36,7 @@ from clicktodial.config import parse_config
 from clicktodial.sip.address import Destination
 from clicktodial.sip.interfaces import ITransactionUser
 from clicktodial.sip.message import Request, Response, make_response, new_call_id, new_tag
-from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
+from clicktodial.sip.transactions import ServerTransaction, Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.sip.uri import parse_uri
 

@@ -36,12 +36,12 @@ from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.interfaces import IMessageHandler, ISIPTransport, ITransactionUser
 from clicktodial.sip.message import Request, Response, make_response, new_call_id, new_tag
 from clicktodial.sip.parser import MessageParseError, parse_message
-from clicktodial.sip.transaction import TransactionLayer
+from clicktodial.sip.transactions import TransactionLayer
 from clicktodial.sip.transport import TransportError
 from clicktodial.sip.uri import parse_uri
 
 if TYPE_CHECKING:
-    from clicktodial.sip.transaction import ServerTransaction, Timers
+    from clicktodial.sip.transactions import ServerTransaction, Timers
 
 __all__ = [
     "FaultyEndpoint",

@@ -39,7 +39,7 @@ from clicktodial.sip.headers import NameAddr
 from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, Party
-from clicktodial.sip.transaction import Timers, TransactionLayer
+from clicktodial.sip.transactions import Timers, TransactionLayer
 from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.sip.ua import (
     IncomingCall,

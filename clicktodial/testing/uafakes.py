@@ -32,7 +32,7 @@ from clicktodial.sip.interfaces import (
 )
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE
-from clicktodial.sip.transaction import Timers, TransactionLayer
+from clicktodial.sip.transactions import Timers, TransactionLayer
 from clicktodial.sip.ua import (
     IncomingCall,
     IncomingRequest,

@@ -17,7 +17,7 @@ from clicktodial.sip.interfaces import ITransactionUser
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.registrar import Registrar, RegistrarSettings
-from clicktodial.sip.transaction import ServerTransaction, Timers, TransactionLayer
+from clicktodial.sip.transactions import ServerTransaction, Timers, TransactionLayer
 from clicktodial.store.memory import MemoryStore
 from clicktodial.testing.fakes import (
     InlineReactor,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response, make_response
-from clicktodial.sip.transaction import (
+from clicktodial.sip.transactions import (
     InviteServerTransaction,
     NonInviteServerTransaction,
     ServerTransaction,

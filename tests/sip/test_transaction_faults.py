@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response, make_response
-from clicktodial.sip.transaction import ServerTransaction, TransactionLayer
+from clicktodial.sip.transactions import ServerTransaction, TransactionLayer
 from clicktodial.testing.sipfakes import (
     FaultyNetwork,
     RecordingUser,

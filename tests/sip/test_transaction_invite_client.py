@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from clicktodial.config import parse_config
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response, make_response
-from clicktodial.sip.transaction import (
+from clicktodial.sip.transactions import (
     InviteClientTransaction,
     RequestReleased,
     Timers,

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from clicktodial.sip.address import Source
 from clicktodial.sip.message import Request, make_response
 from clicktodial.sip.parser import parse_message
-from clicktodial.sip.transaction import InviteServerTransaction, TransactionLayer
+from clicktodial.sip.transactions import InviteServerTransaction, TransactionLayer
 from clicktodial.testing.sipfakes import (
     STEP,
     RecordingTransport,

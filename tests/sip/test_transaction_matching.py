@@ -11,7 +11,7 @@ import pytest
 
 from clicktodial.sip.address import Source
 from clicktodial.sip.message import Request, make_response
-from clicktodial.sip.transaction import (
+from clicktodial.sip.transactions import (
     InviteServerTransaction,
     ServerTransaction,
     has_rfc3261_branch,

@@ -9,7 +9,7 @@ import pytest
 
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import make_response
-from clicktodial.sip.transaction import (
+from clicktodial.sip.transactions import (
     ClientTransaction,
     NonInviteClientTransaction,
     RequestReleased,

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 
 from clicktodial.sip.address import Destination, Source
 from clicktodial.sip.message import Request, Response, make_response
-from clicktodial.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from clicktodial.sip.transactions import ClientTransaction, ServerTransaction, TransactionLayer
 from clicktodial.testing.sipfakes import (
     RecordingTransport,
     RecordingUser,

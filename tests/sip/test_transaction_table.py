@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from clicktodial.sip.transaction import (
+from clicktodial.sip.transactions import (
     InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,

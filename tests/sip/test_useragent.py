@@ -28,7 +28,7 @@ from clicktodial.sip.interfaces import (
 from clicktodial.sip.message import Request, Response, make_response, new_branch
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import Party as SDPParty
-from clicktodial.sip.transaction import Timers
+from clicktodial.sip.transactions import Timers
 from clicktodial.sip.ua import (
     CallState,
     IncomingRequest,

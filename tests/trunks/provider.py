@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from clicktodial.sip.digest import DigestAuthenticator, Verdict, compute_ha1, parse_authorization
 from clicktodial.sip.message import Request, Response, make_response, new_tag
-from clicktodial.sip.transaction import TransactionLayer
+from clicktodial.sip.transactions import TransactionLayer
 from clicktodial.testing.sipfakes import RecordingTransport, RecordingUser
 from clicktodial.trunks.config import TrunkConfig
 from clicktodial.trunks.resolver import ProxyResolver

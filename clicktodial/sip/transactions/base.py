@@ -36,7 +36,7 @@ __all__ = [
     "is_reliable",
 ]
 
-log = Logger(namespace="clicktodial.sip.transaction")
+log = Logger(namespace="clicktodial.sip.transactions")
 
 #: Transports that retransmit for us (RFC 3261 §17: no timers A, E, G; D, I,
 #: J, K are zero).

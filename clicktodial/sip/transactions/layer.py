@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TransactionLayer"]
 
-log = Logger(namespace="clicktodial.sip.transaction")
+log = Logger(namespace="clicktodial.sip.transactions")
 
 #: RFC 3261 Table 4 defaults.
 DEFAULT_TIMERS = Timers()

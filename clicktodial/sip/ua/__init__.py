@@ -2,7 +2,7 @@
 The user-agent core (RFC 3261 §8, §12-§15): the transaction user that turns
 transactions into calls.
 
-L{UserAgent} sits on a L{TransactionLayer<clicktodial.sip.transaction.TransactionLayer>}
+L{UserAgent} sits on a L{TransactionLayer<clicktodial.sip.transactions.TransactionLayer>}
 as its L{ITransactionUser}.  It keeps the dialogs (L{Dialog<clicktodial.sip.dialog.Dialog>})
 of the INVITE sessions it takes part in and:
 

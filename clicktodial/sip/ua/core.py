@@ -2,7 +2,7 @@
 The user-agent core (RFC 3261 §8, §12-§15): the transaction user that turns
 transactions into calls.
 
-L{UserAgent} sits on a L{TransactionLayer<clicktodial.sip.transaction.TransactionLayer>}
+L{UserAgent} sits on a L{TransactionLayer<clicktodial.sip.transactions.TransactionLayer>}
 as its L{ITransactionUser}.  It keeps the dialogs (L{Dialog}) of the INVITE
 sessions it takes part in and:
 
@@ -51,7 +51,7 @@ from clicktodial.sip.interfaces import (
 from clicktodial.sip.message import Request, Response, make_response, new_call_id, new_tag
 from clicktodial.sip.precheck import ACCEPTED_TYPES, SUPPORTED_OPTIONS, uas_precheck
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, OfferCarrier, Party
-from clicktodial.sip.transaction import Timers
+from clicktodial.sip.transactions import Timers
 from clicktodial.sip.ua.session import Session
 from clicktodial.sip.ua.shared import (
     ALLOWED_METHODS,

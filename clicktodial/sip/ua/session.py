@@ -19,7 +19,7 @@ from clicktodial.sip.interfaces import IClientCredentials, ISessionHandler
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import MessageParseError, parse_message
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, OfferCarrier, Party, is_sdp
-from clicktodial.sip.transaction import Timers
+from clicktodial.sip.transactions import Timers
 from clicktodial.sip.ua.auth import CHALLENGES, DigestAnswerer, authorized_copy
 from clicktodial.sip.ua.shared import RequestPending, ResponseCallback, UACore, sdp_of
 

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from clicktodial.sip.address import Destination
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import is_sdp
-from clicktodial.sip.transaction import Timers
+from clicktodial.sip.transactions import Timers
 from clicktodial.sip.uri import URI
 from clicktodial.timers import Lingering
 
