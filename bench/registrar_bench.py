@@ -6,7 +6,7 @@ registrar, serialize).
 Run: python3 bench/registrar_bench.py [--users 1000] [--rounds 5]
                                       [--backend memory|sqlite]
 
-With C{--backend sqlite} the SQL store runs on a temporary SQLite file,
+With ``--backend sqlite`` the SQL store runs on a temporary SQLite file,
 its database work inline (no thread pool), so the figure is registrar plus
 SQLite on one core.
 
@@ -87,7 +87,7 @@ def main() -> None:
 
 def run(n_users: int, rounds: int, backend: str, clock: InlineReactor,
         store: MemoryStore | SQLStore) -> None:
-    """Register every phone once, then time C{rounds} refreshes each."""
+    """Register every phone once, then time ``rounds`` refreshes each."""
     users = [f"u{i}" for i in range(n_users)]
     success_result_of(store.add_users(
         [NewUser(u, sip_password=f"pw-{u}") for u in users]))

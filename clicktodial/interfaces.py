@@ -1,29 +1,30 @@
 """
 The plugin API: the interfaces a plugin provides or uses (docs/plugins.md).
 
-- Stores: L{IUserStore}, L{ILocationStore}, L{ICallRecordStore}; backends
-  L{ILocationBackend} (a location store with a lifecycle) and L{IStoreBackend}
-  (all three), built by L{ILocationBackendFactory} / L{IStoreBackendFactory}.
+- Stores: :class:`IUserStore`, :class:`ILocationStore`, :class:`ICallRecordStore`; backends
+  :class:`ILocationBackend` (a location store with a lifecycle) and :class:`IStoreBackend`
+  (all three), built by :class:`ILocationBackendFactory` / :class:`IStoreBackendFactory`.
 - Optional capabilities a backend declares and the daemon adapts to with
-  C{IFoo(store, None)}: L{IBindingChangeNotifier}, L{IUserChangeNotifier},
-  L{IStoreLoad}, L{IClusterStorage} (with L{INodeRegistry} and L{IEventBus}),
-  L{IActiveCallClaims}, L{ICallTraceStore}.
-- Call control: L{ICallPolicyFactory}, L{ICallPolicy}, L{IMediaFlow},
-  L{IBridge}; and the controller the web layer talks to, L{ICallController},
-  with L{ICallEventListener}.
-- SIP trunks to a provider: L{ITrunk}, L{ITrunkRegistry} (built-in, not plugin API).
+  ``IFoo(store, None)``: :class:`IBindingChangeNotifier`, :class:`IUserChangeNotifier`,
+  :class:`IStoreLoad`, :class:`IClusterStorage` (with :class:`INodeRegistry` and
+  :class:`IEventBus`),
+  :class:`IActiveCallClaims`, :class:`ICallTraceStore`.
+- Call control: :class:`ICallPolicyFactory`, :class:`ICallPolicy`, :class:`IMediaFlow`,
+  :class:`IBridge`; and the controller the web layer talks to, :class:`ICallController`,
+  with :class:`ICallEventListener`.
+- SIP trunks to a provider: :class:`ITrunk`, :class:`ITrunkRegistry` (built-in, not plugin API).
 
-Every method that does I/O returns a L{Deferred}; its docstring says what the
+Every method that does I/O returns a :class:`Deferred`; its docstring says what the
 Deferred fires with and which documented exceptions it fails with. Values
-crossing these interfaces come from value modules: L{clicktodial.store.values},
-L{clicktodial.calls.values}, L{clicktodial.store.environment}; configuration
-sections (C{CallsConfig}) from L{clicktodial.config}.
+crossing these interfaces come from value modules: :obj:`clicktodial.store.values`,
+:obj:`clicktodial.calls.values`, :obj:`clicktodial.store.environment`; configuration
+sections (``CallsConfig``) from :obj:`clicktodial.config`.
 
 Every store method may also fail with
-L{clicktodial.store.errors.StoreUnavailable} when its storage cannot be
+:class:`clicktodial.store.errors.StoreUnavailable` when its storage cannot be
 reached.
 
-The SIP stack's internal seams are in L{clicktodial.sip.interfaces} (re-exported
+The SIP stack's internal seams are in :obj:`clicktodial.sip.interfaces` (re-exported
 at the end of this module for older imports; not plugin API).
 """
 
@@ -67,8 +68,8 @@ class IUserStore(Interface):
     User accounts: web login (Argon2id password hashes), SIP digest
     credentials (HA1s for the store's realm) and API tokens.
 
-    Usernames match C{[a-z0-9._-]{1,64}}; methods that create users fail
-    with L{InvalidUsername<clicktodial.store.errors.InvalidUsername>}
+    Usernames match ``[a-z0-9._-]{1,64}``; methods that create users fail
+    with :class:`InvalidUsername <clicktodial.store.errors.InvalidUsername>`
     otherwise. Password hashing and verification never run on the reactor
     thread.
     """
@@ -86,11 +87,11 @@ class IUserStore(Interface):
         is_admin: bool = False,
     ) -> Deferred[User]:
         """
-        Create a user. A user without C{password} cannot log in to the web
-        interface; one without C{sip_password} cannot register a phone.
+        Create a user. A user without ``password`` cannot log in to the web
+        interface; one without ``sip_password`` cannot register a phone.
 
-        @return: fires with the new L{User}; fails with C{InvalidUsername}
-            or C{UserExists}.
+        :return: fires with the new :class:`User`; fails with ``InvalidUsername``
+            or ``UserExists``.
         """
 
     def add_users(users: Sequence[NewUser]) -> Deferred[int]:
@@ -98,26 +99,26 @@ class IUserStore(Interface):
         Create many users at once, atomically: either all are created or
         none is. Web passwords are hashed in parallel on the hashing pool.
 
-        @return: fires with the number of users created; fails with
-            C{InvalidUsername} or C{UserExists} (naming every username that
-            already exists, or that appears twice in C{users}).
+        :return: fires with the number of users created; fails with
+            ``InvalidUsername`` or ``UserExists`` (naming every username that
+            already exists, or that appears twice in ``users``).
         """
 
     def get_user(username: str) -> Deferred[User | None]:
         """
-        @return: fires with the L{User}, or L{None} if there is none.
+        :return: fires with the :class:`User`, or :class:`None` if there is none.
         """
 
     def list_users() -> Deferred[list[User]]:
         """
-        @return: fires with every user, ordered by username.
+        :return: fires with every user, ordered by username.
         """
 
     def update_user(username: str, changes: UserChanges) -> Deferred[User]:
         """
-        Apply C{changes} (new passwords are hashed as in C{add_user}).
+        Apply ``changes`` (new passwords are hashed as in ``add_user``).
 
-        @return: fires with the updated L{User}; fails with C{NoSuchUser}.
+        :return: fires with the updated :class:`User`; fails with ``NoSuchUser``.
         """
 
     def remove_user(username: str) -> Deferred[None]:
@@ -125,7 +126,7 @@ class IUserStore(Interface):
         Delete a user and their API tokens (not their bindings or call
         records).
 
-        @return: fires with L{None}; fails with C{NoSuchUser}.
+        :return: fires with :class:`None`; fails with ``NoSuchUser``.
         """
 
     def check_password(username: str, password: str) -> Deferred[User | None]:
@@ -133,17 +134,17 @@ class IUserStore(Interface):
         Verify a web login. Takes about as long for an unknown user as for
         a known one, so timing does not reveal which usernames exist.
 
-        @return: fires with the L{User} if the user exists, is not disabled,
-            has a web password and C{password} matches it; with L{None}
+        :return: fires with the :class:`User` if the user exists, is not disabled,
+            has a web password and ``password`` matches it; with :class:`None`
             otherwise.
         """
 
     def get_sip_credentials(username: str) -> Deferred[SipCredentials | None]:
         """
         The digest secrets the registrar checks a REGISTER's Authorization
-        against (RFC 8760: MD5 and SHA-256 HA1s for C{realm}).
+        against (RFC 8760: MD5 and SHA-256 HA1s for ``realm``).
 
-        @return: fires with L{SipCredentials}, or L{None} if the user does
+        :return: fires with :class:`SipCredentials`, or :class:`None` if the user does
             not exist, is disabled or has no SIP secret.
         """
 
@@ -152,26 +153,26 @@ class IUserStore(Interface):
         Create an API token for a user. Only its SHA-256 is stored: the
         plaintext is returned here and never again.
 
-        @return: fires with the plaintext token; fails with C{NoSuchUser}.
+        :return: fires with the plaintext token; fails with ``NoSuchUser``.
         """
 
     def verify_token(token: str) -> Deferred[str | None]:
         """
-        @return: fires with the username owning C{token}, or L{None} if the
+        :return: fires with the username owning ``token``, or :class:`None` if the
             token is unknown or revoked or its user is disabled.
         """
 
     def list_tokens(username: str) -> Deferred[list[ApiToken]]:
         """
-        @return: fires with the user's tokens (descriptions only), oldest
+        :return: fires with the user's tokens (descriptions only), oldest
             first; an unknown user has none.
         """
 
     def revoke_token(token: str) -> Deferred[bool]:
         """
-        Revoke a token, named by its plaintext or by its C{token_id}.
+        Revoke a token, named by its plaintext or by its ``token_id``.
 
-        @return: fires with L{True} if a token was revoked, L{False} if no
+        :return: fires with :class:`True` if a token was revoked, :class:`False` if no
             token matched.
         """
 
@@ -180,8 +181,8 @@ class ILocationStore(Interface):
     """
     The location service of a registrar (RFC 3261 §10.3): for each
     address-of-record a set of bindings. Times are POSIX seconds passed in
-    by the caller (C{clock.seconds()}); a binding whose C{expires_at} is at
-    or before C{now} no longer exists.
+    by the caller (``clock.seconds()``); a binding whose ``expires_at`` is at
+    or before ``now`` no longer exists.
 
     Updates to one AOR are serialised, also between several daemons sharing
     one database.
@@ -189,7 +190,7 @@ class ILocationStore(Interface):
 
     def get_bindings(aor: str, now: float) -> Deferred[list[Binding]]:
         """
-        @return: fires with the unexpired bindings of C{aor}, ordered by
+        :return: fires with the unexpired bindings of ``aor``, ordered by
             contact URI (empty if there are none).
         """
 
@@ -197,45 +198,45 @@ class ILocationStore(Interface):
                         now: float) -> Deferred[list[Binding]]:
         """
         Apply one REGISTER request (RFC 3261 §10.3 steps 6 and 7)
-        atomically: add, refresh or (C{expires} 0) remove each contact, or
+        atomically: add, refresh or (``expires`` 0) remove each contact, or
         remove all bindings for a wildcard request. A binding whose Call-ID
         equals the request's may only change if the request's CSeq is
         higher than the stored one. A request that adds a binding may not
-        leave the AOR with more than C{changes.max_bindings}; the check is
+        leave the AOR with more than ``changes.max_bindings``; the check is
         part of the atomic update, so it holds for concurrent requests
         (other Call-IDs, other daemons sharing the database).
 
-        @return: fires with the AOR's unexpired bindings after the update
+        :return: fires with the AOR's unexpired bindings after the update
             (what the 200 OK lists, step 8); fails with
-            C{OutOfOrderRegistration} when the CSeq rule is broken, or
-            C{TooManyBindings} when the limit would be exceeded, in which
+            ``OutOfOrderRegistration`` when the CSeq rule is broken, or
+            ``TooManyBindings`` when the limit would be exceeded, in which
             case nothing was changed.
         """
 
     def remove_all(aor: str) -> Deferred[int]:
         """
-        Remove every binding of C{aor} unconditionally (administrative use;
-        a wildcard REGISTER goes through C{update_bindings}).
+        Remove every binding of ``aor`` unconditionally (administrative use;
+        a wildcard REGISTER goes through ``update_bindings``).
 
-        @return: fires with the number of bindings removed.
+        :return: fires with the number of bindings removed.
         """
 
     def purge_expired(now: float) -> Deferred[int]:
         """
-        Delete the bindings that expired at or before C{now}.
+        Delete the bindings that expired at or before ``now``.
 
-        @return: fires with the number of bindings deleted.
+        :return: fires with the number of bindings deleted.
         """
 
     def registered_aors(now: float) -> Deferred[list[str]]:
         """
-        @return: fires with the AORs that have at least one unexpired
+        :return: fires with the AORs that have at least one unexpired
             binding, sorted.
         """
 
     def all_bindings(now: float) -> Deferred[list[Binding]]:
         """
-        @return: fires with every unexpired binding, ordered by AOR, then
+        :return: fires with every unexpired binding, ordered by AOR, then
             contact.
         """
 
@@ -243,136 +244,136 @@ class ILocationStore(Interface):
 class ICallRecordStore(Interface):
     """
     Records of click-to-dial calls, for the call history and for counting
-    calls in progress. A call is active until its C{ended_at} is set.
+    calls in progress. A call is active until its ``ended_at`` is set.
     """
 
     def create_call(caller: str, callee: str, created_at: float,
                     node: str | None = None) -> Deferred[str]:
         """
-        Record a new call in state C{new}.
+        Record a new call in state ``new``.
 
-        @return: fires with the new record's C{call_id}: a fresh UUID4 in
+        :return: fires with the new record's ``call_id``: a fresh UUID4 in
             hex.
         """
 
     def update_call(call_id: str, update: CallUpdate) -> Deferred[CallRecord]:
         """
-        Set the fields C{update} carries.
+        Set the fields ``update`` carries.
 
-        @return: fires with the updated L{CallRecord}; fails with
-            C{NoSuchCall}.
+        :return: fires with the updated :class:`CallRecord`; fails with
+            ``NoSuchCall``.
         """
 
     def get_call(call_id: str) -> Deferred[CallRecord | None]:
         """
-        @return: fires with the L{CallRecord}, or L{None} if unknown.
+        :return: fires with the :class:`CallRecord`, or :class:`None` if unknown.
         """
 
     def list_calls(user: str | None = None, limit: int = 50, offset: int = 0,
                    before: float | None = None) -> Deferred[list[CallRecord]]:
         """
-        List calls newest first (by C{created_at}, then C{call_id}).
+        List calls newest first (by ``created_at``, then ``call_id``).
 
-        @param user: only calls where this user is the caller or the callee;
-            L{None} for all calls.
-        @param before: only calls created strictly before this time (for
-            paging by time); applied before C{offset}.
-        @return: fires with at most C{limit} records.
+        :param user: only calls where this user is the caller or the callee;
+            :class:`None` for all calls.
+        :param before: only calls created strictly before this time (for
+            paging by time); applied before ``offset``.
+        :return: fires with at most ``limit`` records.
         """
 
     def count_active(node: str | None = None) -> Deferred[int]:
         """
-        @param node: count only the calls run by this node.
-        @return: fires with the number of calls without C{ended_at}.
+        :param node: count only the calls run by this node.
+        :return: fires with the number of calls without ``ended_at``.
         """
 
     def end_active_calls(node: str | None, ended_at: float,
                          reason: str = "lost") -> Deferred[int]:
         """
-        Mark the active calls of C{node} (all nodes if L{None}) as ended,
+        Mark the active calls of ``node`` (all nodes if :class:`None`) as ended,
         e.g. at start-up for calls a crashed instance left behind.
 
-        @return: fires with the number of calls ended.
+        :return: fires with the number of calls ended.
         """
 
 
 class ICallTraceStore(Interface):
     """
     The SIP messages of calls (docs/calls.md, "Call traces"), kept beside the call records
-    by backends that can: the daemon asks C{ICallTraceStore(records, None)}.
+    by backends that can: the daemon asks ``ICallTraceStore(records, None)``.
 
-    Each call's trace is bounded (L{TraceLimits}): the first message that does not fit,
+    Each call's trace is bounded (:class:`TraceLimits`): the first message that does not fit,
     and every later one of that call, is only counted as dropped
-    (L{clicktodial.store.traces.fit_messages}).
+    (:func:`clicktodial.store.traces.fit_messages`).
     """
 
     def append_traces(appends: Sequence[TraceAppend], limits: TraceLimits) -> Deferred[None]:
         """
-        Add each L{TraceAppend}'s messages to its call's trace (made if new), in one
-        write for all of them, within C{limits}.
+        Add each :class:`TraceAppend`'s messages to its call's trace (made if new), in one
+        write for all of them, within ``limits``.
 
-        @return: fires once written.
+        :return: fires once written.
         """
 
     def get_trace(call_id: str) -> Deferred[CallTrace | None]:
         """
-        @return: fires with the call's L{CallTrace} (messages in the order appended), or
-            L{None} if nothing was kept for it.
+        :return: fires with the call's :class:`CallTrace` (messages in the order appended), or
+            :class:`None` if nothing was kept for it.
         """
 
     def purge_traces(before: float) -> Deferred[int]:
         """
-        Forget the traces whose newest message is older than C{before} (POSIX seconds).
+        Forget the traces whose newest message is older than ``before`` (POSIX seconds).
 
-        @return: fires with the number of calls whose trace was removed.
+        :return: fires with the number of calls whose trace was removed.
         """
 
 
 class ILocationBackend(ILocationStore):
     """
     A location store with a lifecycle: what a location backend plugin
-    (C{[location] backend = NAME}) builds. Every L{IStoreBackend} is one, so
-    by default the C{[store]} backend keeps the registrations too.
+    (``[location] backend = NAME``) builds. Every :class:`IStoreBackend` is one, so
+    by default the ``[store]`` backend keeps the registrations too.
     """
 
     def start() -> Deferred[None]:
         """
         Connect to the storage and check it is usable.
 
-        @return: fires when the store can be used; fails with
-            C{StoreUnavailable} (or C{SchemaOutOfDate}) otherwise: the daemon
+        :return: fires when the store can be used; fails with
+            ``StoreUnavailable`` (or ``SchemaOutOfDate``) otherwise: the daemon
             then stops with exit status 1.
         """
 
     def stop() -> Deferred[None]:
         """
-        Release thread pools and connections. Called once C{start()} was
+        Release thread pools and connections. Called once ``start()`` was
         called, whether its Deferred has fired, failed or is still waiting: a
         stop must not wait for a start in progress to succeed.
 
-        @return: fires once stopped.
+        :return: fires once stopped.
         """
 
 
 class ILocationBackendFactory(Interface):
     """
-    A named kind of location store, registered as an C{importlib.metadata}
-    entry point in the group C{clicktodial.location_backends} and chosen by
-    C{[location] backend = NAME}; its options are the keys of the
-    C{[location:NAME]} section.
+    A named kind of location store, registered as an ``importlib.metadata``
+    entry point in the group ``clicktodial.location_backends`` and chosen by
+    ``[location] backend = NAME``; its options are the keys of the
+    ``[location:NAME]`` section.
     """
 
     def create(options: Mapping[str, str],
                environment: StoreEnvironment) -> ILocationBackend:
         """
         Build a (not yet started) location store. Must not connect or start
-        anything (C{check-config} calls it to validate the options and
+        anything (``check-config`` calls it to validate the options and
         discards the result).
 
-        @param options: the C{[location:NAME]} section's keys and values.
-        @param environment: the reactor, realm, thread-pool factory and
+        :param options: the ``[location:NAME]`` section's keys and values.
+        :param environment: the reactor, realm, thread-pool factory and
             password hasher to use.
-        @raise clicktodial.store.errors.StoreConfigError: for a missing,
+        :raises clicktodial.store.errors.StoreConfigError: for a missing,
             unknown or invalid option, naming the key.
         """
 
@@ -387,12 +388,12 @@ class IBindingChangeNotifier(Interface):
 
     def subscribe(listener: Callable[[str], object]) -> Callable[[], None]:
         """
-        Call C{listener} with an AOR each time its bindings changed (added,
+        Call ``listener`` with an AOR each time its bindings changed (added,
         refreshed, removed, expired when the storage expires them itself).
         It runs on the reactor thread; an exception from it is logged and
         swallowed.
 
-        @return: a function that unsubscribes C{listener}.
+        :return: a function that unsubscribes ``listener``.
         """
 
 
@@ -406,20 +407,20 @@ class IUserChangeNotifier(Interface):
 
     def subscribe(listener: Callable[[str], object]) -> Callable[[], None]:
         """
-        Call C{listener} with a username each time that user's passwords,
+        Call ``listener`` with a username each time that user's passwords,
         SIP credentials or enabled state changed or the user was removed.
         It runs on the reactor thread.
 
-        @return: a function that unsubscribes C{listener}.
+        :return: a function that unsubscribes ``listener``.
         """
 
 
 class IStoreLoad(Interface):
     """
     Optional capability of a store (or location) backend: how much work
-    waits for it. Admission control (C{[limits] max_store_pending}) answers
-    new requests 503 while too much does; C{/metrics} shows it as
-    C{clicktodial_store_pending}. A backend without it counts as 0.
+    waits for it. Admission control (``[limits] max_store_pending``) answers
+    new requests 503 while too much does; ``/metrics`` shows it as
+    ``clicktodial_store_pending``. A backend without it counts as 0.
     """
 
     def pending() -> int:
@@ -432,79 +433,79 @@ class IStoreLoad(Interface):
 class IActiveCallClaims(Interface):
     """
     Optional capability of a call record store: end a node's active calls
-    and say which.  The daemon uses it when it records calls as C{lost} (its
+    and say which.  The daemon uses it when it records calls as ``lost`` (its
     own calls an earlier run left active, a dead node's calls) to delete
-    their media relay sessions (C{[media] relay}); a store without it still
-    ends them with L{ICallRecordStore.end_active_calls}, and their relay
+    their media relay sessions (``[media] relay``); a store without it still
+    ends them with :meth:`ICallRecordStore.end_active_calls`, and their relay
     sessions are left to the relay's own timeout.
     """
 
     def claim_active_calls(node: str | None, ended_at: float,
                            reason: str = "lost") -> Deferred[list[str]]:
         """
-        Like L{ICallRecordStore.end_active_calls}, atomically: the calls are
+        Like :meth:`ICallRecordStore.end_active_calls`, atomically: the calls are
         ended and their ids returned in one step, so that of several callers
         at once (several daemons on one database) each call is returned to
         exactly one.
 
-        @return: fires with the ids of the calls this call ended.
+        :return: fires with the ids of the calls this call ended.
         """
 
 
 class IOutboundQuota(Interface):
     """
     Optional capability of a call record store: counts each user's calls to telephone
-    numbers a day, for C{[dialplan] daily_limit} (docs/dialplan.md). The daemon asks
-    C{IOutboundQuota(store, None)}; without it, numbers cannot be called while a daily
+    numbers a day, for ``[dialplan] daily_limit`` (docs/dialplan.md). The daemon asks
+    ``IOutboundQuota(store, None)``; without it, numbers cannot be called while a daily
     limit is set.
     """
 
     def count_outbound_call(username: str, day: str, limit: int) -> Deferred[bool]:
         """
-        Count one more outbound call of C{username} on C{day} (C{YYYY-MM-DD}, UTC) if
-        fewer than C{limit} (1 or more) are counted, in one atomic step: however many
-        requests (and daemons sharing the database) ask at once, at most C{limit} of them
+        Count one more outbound call of ``username`` on ``day`` (``YYYY-MM-DD``, UTC) if
+        fewer than ``limit`` (1 or more) are counted, in one atomic step: however many
+        requests (and daemons sharing the database) ask at once, at most ``limit`` of them
         are counted.
 
-        @return: fires with L{True} if counted, L{False} if the limit was reached
+        :return: fires with :class:`True` if counted, :class:`False` if the limit was reached
             (nothing changed).
         """
 
     def outbound_calls(username: str, day: str) -> Deferred[int]:
         """
-        @return: fires with the calls counted for C{username} on C{day} (0 if none).
+        :return: fires with the calls counted for ``username`` on ``day`` (0 if none).
         """
 
 
 class ISchemaManagement(Interface):
     """
     Optional capability of a store or location backend whose storage has a
-    schema to create and migrate: C{clicktodial db upgrade} and C{db check}
-    use it (for the C{[store]} and the C{[location]} backend). Its methods
+    schema to create and migrate: ``clicktodial db upgrade`` and ``db check``
+    use it (for the ``[store]`` and the ``[location]`` backend). Its methods
     block: administration commands call them, without a reactor and before
-    C{start()}.
+    ``start()``.
     """
 
     def upgrade_schema() -> None:
         """
         Create the schema, or migrate it to what this code expects.
 
-        @raise clicktodial.store.errors.StoreUnavailable: the storage cannot
+        :raises clicktodial.store.errors.StoreUnavailable: the storage cannot
             be reached.
         """
 
     def check_schema() -> None:
         """
-        @raise clicktodial.store.errors.SchemaOutOfDate: the schema is not
+        :raises clicktodial.store.errors.SchemaOutOfDate: the schema is not
             what this code expects (the message says what to run).
         """
 
 
 class INodeRegistry(Interface):
     """
-    The cluster's table of nodes (C{[cluster] bus = postgres}): each node's
+    The cluster's table of nodes (``[cluster] bus = postgres``): each node's
     last heartbeat, for finding dead nodes and reaping their calls
-    (C{clicktodial.cluster.nodes}).
+    (``clicktodial.cluster.nodes``).
     """
 
     def start() -> None:
@@ -514,28 +515,28 @@ class INodeRegistry(Interface):
         """Stop them."""
 
     def heartbeat(node: str, at: float) -> Deferred[bool]:
-        """Set C{node}'s last heartbeat; fires with whether its row existed."""
+        """Set ``node``'s last heartbeat; fires with whether its row existed."""
 
     def stale_nodes(cutoff: float) -> Deferred[list[str]]:
         """
-        Fires with the nodes whose last heartbeat is before C{cutoff}, and the
+        Fires with the nodes whose last heartbeat is before ``cutoff``, and the
         orphans: nodes with calls in progress but no row.
         """
 
     def claim(node: str, cutoff: float) -> Deferred[bool]:
         """
-        Delete C{node}'s row if it is still stale; fires with whether this
+        Delete ``node``'s row if it is still stale; fires with whether this
         caller should reap its calls (it deleted the row, or there was none).
         """
 
     def remove(node: str) -> Deferred[None]:
-        """Delete C{node}'s row (a clean stop)."""
+        """Delete ``node``'s row (a clean stop)."""
 
 
 class IClusterStorage(Interface):
     """
-    Optional capability of a store backend: what C{[cluster] bus = postgres}
-    needs of the storage the daemons share (the C{sql} backend provides it on
+    Optional capability of a store backend: what ``[cluster] bus = postgres``
+    needs of the storage the daemons share (the ``sql`` backend provides it on
     PostgreSQL). Without it that setting stops start-up, naming both.
     """
 
@@ -545,7 +546,7 @@ class IClusterStorage(Interface):
     def event_bus(node_id: str) -> IEventBus:
         """
         The event bus between the daemons sharing this storage, for node
-        C{node_id}; it is also an C{IService} (the cluster service starts and
+        ``node_id``; it is also an ``IService`` (the cluster service starts and
         stops it).
         """
 
@@ -559,9 +560,9 @@ class IStoreBackend(IUserStore, ILocationBackend, ICallRecordStore):
         """
         Start thread pools and check the storage is usable.
 
-        @return: fires when the store can be used; fails with
-            C{SchemaOutOfDate} if the database needs C{db upgrade}, or with
-            C{StoreUnavailable}.
+        :return: fires when the store can be used; fails with
+            ``SchemaOutOfDate`` if the database needs ``db upgrade``, or with
+            ``StoreUnavailable``.
         """
 
     def stop() -> Deferred[None]:
@@ -572,29 +573,29 @@ class IStoreBackend(IUserStore, ILocationBackend, ICallRecordStore):
         waiting (the daemon stopped during start-up, after cancelling it): a stop must not
         wait for a start in progress to succeed.
 
-        @return: fires once stopped.
+        :return: fires once stopped.
         """
 
 
 class IStoreBackendFactory(Interface):
     """
-    A named kind of store, registered as an C{importlib.metadata} entry
-    point in the group C{clicktodial.store_backends} and chosen by
-    C{[store] backend = NAME}.
+    A named kind of store, registered as an ``importlib.metadata`` entry
+    point in the group ``clicktodial.store_backends`` and chosen by
+    ``[store] backend = NAME``.
     """
 
     def create(options: Mapping[str, str],
                environment: StoreEnvironment) -> IStoreBackend:
         """
         Build a (not yet started) store. Must not connect or start anything
-        (C{check-config} calls it to validate the options and discards the
+        (``check-config`` calls it to validate the options and discards the
         result).
 
-        @param options: the C{[store:NAME]} section's keys and values (for
-            C{sql}, also the older C{[store] url} and C{auto_upgrade}).
-        @param environment: the reactor, realm, thread-pool factory and
+        :param options: the ``[store:NAME]`` section's keys and values (for
+            ``sql``, also the older ``[store] url`` and ``auto_upgrade``).
+        :param environment: the reactor, realm, thread-pool factory and
             password hasher to use.
-        @raise clicktodial.store.errors.StoreConfigError: for a missing,
+        :raises clicktodial.store.errors.StoreConfigError: for a missing,
             unknown or invalid option, naming the key.
         """
 
@@ -607,13 +608,13 @@ class IStoreBackendFactory(Interface):
 class ICallEventListener(Interface):
     """
     Told about every change of a click-to-dial call's public state
-    (C{calling-caller}, C{calling-callee}, C{connected}, C{ended},
-    C{failed}), e.g. by the web layer to show calls live.  Called on the
+    (``calling-caller``, ``calling-callee``, ``connected``, ``ended``,
+    ``failed``), e.g. by the web layer to show calls live.  Called on the
     reactor thread; must not raise (exceptions are logged and swallowed).
     """
 
     def call_state_changed(info: CallInfo) -> None:
-        """The call C{info.call_id} entered C{info.state}."""
+        """The call ``info.call_id`` entered ``info.state``."""
 
 
 class ICallController(Interface):
@@ -627,27 +628,27 @@ class ICallController(Interface):
         Check the call-control policy, look up both users' bindings, record
         the call and ring the caller's phones.
 
-        @return: fires with the L{CallInfo} of the new call once its first
-            INVITEs are out (state C{calling-caller}), or already C{failed}
-            when a party has no binding (end reason C{caller-unreachable}
-            / C{callee-unreachable}); fails with
-            L{CallRefused<clicktodial.calls.policy.CallRefused>} when a user
+        :return: fires with the :class:`CallInfo` of the new call once its first
+            INVITEs are out (state ``calling-caller``), or already ``failed``
+            when a party has no binding (end reason ``caller-unreachable``
+            / ``callee-unreachable``); fails with
+            :class:`CallRefused <clicktodial.calls.policy.CallRefused>` when a user
             is unknown or disabled or the policy forbids the call.
         """
 
     def hang_up(call_id: str, by_username: str | None = None) -> bool:
         """
         End the call at whatever stage it is: CANCEL ringing phones, BYE
-        answered ones.  C{by_username} is recorded as who hung up (the
-        caller, the callee, or anyone else: C{system}).
+        answered ones.  ``by_username`` is recorded as who hung up (the
+        caller, the callee, or anyone else: ``system``).
 
-        @return: L{True} if the call was in progress here, else L{False}.
+        :return: :class:`True` if the call was in progress here, else :class:`False`.
         """
 
     def get_call(call_id: str) -> CallInfo | None:
         """
-        @return: the L{CallInfo} of a call in progress on this controller,
-            or L{None} (ended calls are in the call record store).
+        :return: the :class:`CallInfo` of a call in progress on this controller,
+            or :class:`None` (ended calls are in the call record store).
         """
 
     def active_calls() -> list[CallInfo]:
@@ -655,27 +656,27 @@ class ICallController(Interface):
 
     def subscribe(listener: ICallEventListener) -> Callable[[], None]:
         """
-        Tell C{listener} about every call state change from now on.
+        Tell ``listener`` about every call state change from now on.
 
-        @return: a function that unsubscribes it.
+        :return: a function that unsubscribes it.
         """
 
 
 class IOutboundCalls(Interface):
     """
     Optional capability of a call controller: calls to telephone numbers through trunks,
-    as the dial plan decided (docs/dialplan.md). The web asks C{IOutboundCalls(controller,
-    None)}.
+    as the dial plan decided (docs/dialplan.md). The web asks ``IOutboundCalls(controller,
+    None)``.
     """
 
     def place_outbound(caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
         """
-        Record the call (C{number}, C{destination_class}) and ring the caller's phones,
-        then the number through the first of C{decision.trunks} that takes it.
+        Record the call (``number``, ``destination_class``) and ring the caller's phones,
+        then the number through the first of ``decision.trunks`` that takes it.
 
-        @return: fires with the L{CallInfo} of the new call, or of the call already
-            C{failed} with end reason C{no-trunk} when none of the trunks exists;
-            fails with L{CallRefused<clicktodial.calls.policy.CallRefused>} when the
+        :return: fires with the :class:`CallInfo` of the new call, or of the call already
+            ``failed`` with end reason ``no-trunk`` when none of the trunks exists;
+            fails with :class:`CallRefused <clicktodial.calls.policy.CallRefused>` when the
             caller is unknown or disabled.
         """
 
@@ -683,8 +684,8 @@ class IOutboundCalls(Interface):
 class ICalleeRoute(Interface):
     """
     Where the callee leg of one call goes, attempt after attempt: the callee's registered
-    phones (one attempt), or a number through the trunks of a L{DialDecision}, in fail-over
-    order (L{clicktodial.calls.outbound.TrunkHunt}).  Driven by the call's table
+    phones (one attempt), or a number through the trunks of a :class:`DialDecision`, in fail-over
+    order (:class:`clicktodial.calls.outbound.TrunkHunt`).  Driven by the call's table
     (docs/calls.md, "Calls through a trunk"); all on the reactor thread.
     """
 
@@ -695,19 +696,19 @@ class ICalleeRoute(Interface):
         The targets of the next attempt (what was held for the previous one is given
         back first).
 
-        @return: fires with the targets, or an empty list when no attempt is left (see
-            L{unreachable}); fails when the look-up failed.
+        :return: fires with the targets, or an empty list when no attempt is left (see
+            :func:`unreachable`); fails when the look-up failed.
         """
 
     def reroutes(status: int) -> bool:
         """
-        Whether a leg whose every fork failed with C{status} is tried again with the
-        next L{targets} (a trunk answered 408/5xx or could not be reached, and another
-        trunk remains); C{False} ends the call.
+        Whether a leg whose every fork failed with ``status`` is tried again with the
+        next :func:`targets` (a trunk answered 408/5xx or could not be reached, and another
+        trunk remains); ``False`` ends the call.
         """
 
     def unreachable() -> tuple[str, int]:
-        """The end reason and SIP status when L{targets} found nothing to call."""
+        """The end reason and SIP status when :func:`targets` found nothing to call."""
 
     def release() -> None:
         """The call is over: give back what the attempts hold (a trunk's call ticket)."""
@@ -718,28 +719,28 @@ class IMediaFlow(Interface):
     How a click-to-dial call sets up media between the two phones (an RFC
     3725 flow): what the controller sends when each phone answers.  The
     controller always INVITEs the caller without SDP, so the caller's 2xx
-    carries an offer.  The flow drives the call through L{IBridge}.
+    carries an offer.  The flow drives the call through :class:`IBridge`.
     """
 
     name = Attribute("The flow's name, e.g. 'flow1' or 'flow4': str.")
 
     def caller_answered(bridge: IBridge, offer: bytes) -> None:
         """
-        The caller's phone answered with C{offer}: answer it now or later
-        (L{IBridge.ack_caller}) and ring the callee (L{IBridge.invite_callee}).
+        The caller's phone answered with ``offer``: answer it now or later
+        (:meth:`IBridge.ack_caller`) and ring the callee (:meth:`IBridge.invite_callee`).
         """
 
     def callee_answered(bridge: IBridge, sdp: bytes | None) -> None:
         """
-        The callee's phone answered with C{sdp} (an answer to the offer the
+        The callee's phone answered with ``sdp`` (an answer to the offer the
         flow sent it, or its own offer): finish the offer/answer exchanges
-        and call L{IBridge.bridged} (or L{IBridge.bridge_failed}).
+        and call :meth:`IBridge.bridged` (or :meth:`IBridge.bridge_failed`).
         """
 
 
 class IBridge(Interface):
     """
-    What a call offers an L{IMediaFlow}.  SDP passed in is relayed to the
+    What a call offers an :class:`IMediaFlow`.  SDP passed in is relayed to the
     named leg with the origin (o=) line that leg has seen from us, its
     version bumped when the description changed (RFC 3264 §8).
     """
@@ -747,24 +748,24 @@ class IBridge(Interface):
     caller_offer = Attribute("The offer in the caller's 2xx: bytes.")
 
     def ack_caller(answer: bytes) -> None:
-        """ACK the caller's 2xx with C{answer} (relayed)."""
+        """ACK the caller's 2xx with ``answer`` (relayed)."""
 
     def held_answer(offer: bytes) -> bytes:
         """
-        An answer to C{offer} that puts every stream on hold (a=inactive,
+        An answer to ``offer`` that puts every stream on hold (a=inactive,
         connection address 0.0.0.0): RFC 3725 §5 Flow IV's answer1.
         """
 
     def invite_callee(offer: bytes | None) -> None:
-        """Ring the callee's phones, with C{offer} (relayed) or without SDP."""
+        """Ring the callee's phones, with ``offer`` (relayed) or without SDP."""
 
     def ack_callee(answer: bytes | None) -> None:
-        """ACK the callee's 2xx, with C{answer} (relayed) if it carried an offer."""
+        """ACK the callee's 2xx, with ``answer`` (relayed) if it carried an offer."""
 
     def reinvite_caller(offer: bytes, answered: Callable[[bytes], None]) -> None:
         """
-        Re-INVITE the caller with C{offer} (relayed, m-lines padded to the
-        number the caller's session has); C{answered} gets the caller's
+        Re-INVITE the caller with ``offer`` (relayed, m-lines padded to the
+        number the caller's session has); ``answered`` gets the caller's
         answer.  A failure ends the call.
         """
 
@@ -772,87 +773,87 @@ class IBridge(Interface):
         """Media is set up: the call is connected."""
 
     def bridge_failed(status: int) -> None:
-        """The offer/answer exchange failed with C{status}: end the call."""
+        """The offer/answer exchange failed with ``status``: end the call."""
 
 
 class IMediaRelay(Interface):
     """
     A media relay the calls put between the two phones (rtpengine through
-    its ``ng`` protocol: L{clicktodial.media.rtpengine.RtpEngineRelay}).
+    its ``ng`` protocol: :class:`clicktodial.media.rtpengine.RtpEngineRelay`).
 
     One relay session per call, named by the call's Call-ID and tags: the
-    C{from_tag} names the side that made the offer (the caller's leg), the
-    C{to_tag} the side that answered.  Every description a phone is sent goes
-    through L{offer} or L{answer}, which return it rewritten to name the
-    relay's own address and ports.  C{source} is the address the phone's
+    ``from_tag`` names the side that made the offer (the caller's leg), the
+    ``to_tag`` the side that answered.  Every description a phone is sent goes
+    through :func:`offer` or :func:`answer`, which return it rewritten to name the
+    relay's own address and ports.  ``source`` is the address the phone's
     signalling comes from (its NAT's public address); the relay sends that
     phone's media there rather than to a private SDP address.
 
-    Every method fails with L{clicktodial.media.rtpengine.RelayError} when the
+    Every method fails with :class:`clicktodial.media.rtpengine.RelayError` when the
     relay refuses the request, and with its subclass
-    L{clicktodial.media.rtpengine.RelayTimeout} when it never answers.
+    :class:`clicktodial.media.rtpengine.RelayTimeout` when it never answers.
     """
 
     name = Attribute("What the relay is, for logs and the call page: str.")
 
     def offer(call_id: str, from_tag: str, sdp: bytes, source: str | None) -> Deferred[bytes]:
-        """The offer C{sdp} from the C{from_tag} side, rewritten for the other side."""
+        """The offer ``sdp`` from the ``from_tag`` side, rewritten for the other side."""
 
     def answer(
         call_id: str, from_tag: str, to_tag: str, sdp: bytes, source: str | None
     ) -> Deferred[bytes]:
-        """The answer C{sdp} from the C{to_tag} side, rewritten for the offerer."""
+        """The answer ``sdp`` from the ``to_tag`` side, rewritten for the offerer."""
 
     def delete(call_id: str) -> Deferred[None]:
         """End the relay session of the call, both sides (an unknown one is no error)."""
 
     def query(call_id: str) -> Deferred[Mapping[str, object]]:
-        """The relay's view of the call's session (rtpengine's C{query} reply)."""
+        """The relay's view of the call's session (rtpengine's ``query`` reply)."""
 
     def stats() -> Mapping[str, float]:
         """
-        Counters since start for C{/metrics}: C{commands}, C{errors} (error
-        replies), C{timeouts}, C{retransmissions}, C{round_trip_seconds_sum},
-        C{round_trip_count}, C{sessions} (calls holding a relay session now).
+        Counters since start for ``/metrics``: ``commands``, ``errors`` (error
+        replies), ``timeouts``, ``retransmissions``, ``round_trip_seconds_sum``,
+        ``round_trip_count``, ``sessions`` (calls holding a relay session now).
         """
 
 
 class ICallPolicy(Interface):
     """
-    A call-control policy, chosen by name in C{[calls] policy}: who may call
+    A call-control policy, chosen by name in ``[calls] policy``: who may call
     whom, how many calls run at once, and the media flow to use.
     """
 
     name = Attribute("The name it is chosen by: str.")
-    flow = Attribute("The L{IMediaFlow} calls use.")
+    flow = Attribute("The :class:`IMediaFlow` calls use.")
 
     def authorize(request: CallRequest) -> None:
         """
-        Decide whether C{request} may be placed.
+        Decide whether ``request`` may be placed.
 
-        @raise clicktodial.calls.policy.CallRefused: it may not (its
-            C{reason} says why: C{forbidden}, C{caller-limit},
-            C{callee-limit}, C{total-limit}, C{same-user}).
+        :raises clicktodial.calls.policy.CallRefused: it may not (its
+            ``reason`` says why: ``forbidden``, ``caller-limit``,
+            ``callee-limit``, ``total-limit``, ``same-user``).
         """
 
 
 class ICallPolicyFactory(Interface):
     """
-    A named policy, registered as an C{importlib.metadata} entry point in
-    the group C{clicktodial.call_policies} and chosen by C{[calls] policy =
-    NAME}; its options are the keys of the C{[policy:NAME]} section.
+    A named policy, registered as an ``importlib.metadata`` entry point in
+    the group ``clicktodial.call_policies`` and chosen by ``[calls] policy =
+    NAME``; its options are the keys of the ``[policy:NAME]`` section.
     """
 
     def create(settings: CallsConfig, options: Mapping[str, str]) -> ICallPolicy:
         """
-        Build the policy. Called at start-up, by C{check-config}, and on
+        Build the policy. Called at start-up, by ``check-config``, and on
         SIGHUP (new calls then follow the new policy).
 
-        @param settings: the C{[calls]} section (limits, timeouts).
-        @param options: the C{[policy:NAME]} section's keys and values.
-        @raise clicktodial.errors.PluginConfigError: for a missing, unknown
+        :param settings: the ``[calls]`` section (limits, timeouts).
+        :param options: the ``[policy:NAME]`` section's keys and values.
+        :raises clicktodial.errors.PluginConfigError: for a missing, unknown
             or invalid option, naming the key.
-        @return: the policy.
+        :return: the policy.
         """
 
 
@@ -867,33 +868,33 @@ class IEventBus(Interface):
     included, gets it.  Delivery is at most once and in order per publisher;
     a message published while a node's bus is disconnected is lost to that
     node, so each time the bus (re)connects it calls the local subscribers of
-    the channel C{bus_connected} (C{clicktodial.cluster.bus.CONNECTED}) with
-    C{{"node": node_id}}: they resynchronise.  Callbacks run on the reactor thread; an
+    the channel ``bus_connected`` (``clicktodial.cluster.bus.CONNECTED``) with
+    ``{"node": node_id}``: they resynchronise.  Callbacks run on the reactor thread; an
     exception from one is logged and swallowed.
     """
 
-    node_id = Attribute("This node's name, put in every message as C{node}: str.")
+    node_id = Attribute("This node's name, put in every message as ``node``: str.")
 
     def publish(channel: str, payload: Mapping[str, object]) -> Deferred[bool]:
         """
-        Send C{payload} (JSON-serialisable) with C{node} set to
-        C{node_id}.
+        Send ``payload`` (JSON-serialisable) with ``node`` set to
+        ``node_id``.
 
-        @param channel: C{[a-z][a-z0-9_]*}, at most 40 characters.
-        @raise ValueError: a bad channel name, a payload that is not
+        :param channel: ``[a-z][a-z0-9_]*``, at most 40 characters.
+        :raises ValueError: a bad channel name, a payload that is not
             JSON-serialisable or whose JSON is 8000 bytes or more (the
             PostgreSQL NOTIFY limit).
-        @return: fires with L{True} once sent, L{False} if it could not be
+        :return: fires with :class:`True` once sent, :class:`False` if it could not be
             (the failure is logged); never fails.
         """
 
     def subscribe(channel: str,
                   callback: Callable[[dict[str, object]], None]) -> Callable[[], None]:
         """
-        Call C{callback} with every message on C{channel} from now on.
+        Call ``callback`` with every message on ``channel`` from now on.
 
-        @raise ValueError: a bad channel name.
-        @return: a function that unsubscribes it.
+        :raises ValueError: a bad channel name.
+        :return: a function that unsubscribes it.
         """
 
 
@@ -911,10 +912,10 @@ class ITrunk(Interface):
 
     def request_uri_for(e164: str) -> URI:
         """
-        The Request-URI (and To) for calling C{e164} through the trunk:
-        C{sip:+4930123456@PROVIDER-DOMAIN}.
+        The Request-URI (and To) for calling ``e164`` through the trunk:
+        ``sip:+4930123456@PROVIDER-DOMAIN``.
 
-        @raise ValueError: C{e164} is not an E.164 number (C{+} and 2-15 digits).
+        :raises ValueError: ``e164`` is not an E.164 number (``+`` and 2-15 digits).
         """
 
     def destinations() -> Deferred[list[Destination]]:
@@ -922,31 +923,31 @@ class ITrunk(Interface):
         Where to send the trunk's requests (RFC 3263), in the order to try them: on a
         408/503 or a transport error, the next one (RFC 3263 §4.3).
 
-        @return: fires with a non-empty list, or fails with
-            L{clicktodial.trunks.resolver.ResolutionFailed}.
+        :return: fires with a non-empty list, or fails with
+            :class:`clicktodial.trunks.resolver.ResolutionFailed`.
         """
 
     def credentials_for(realm: str) -> tuple[str, str] | None:
         """
-        C{(auth user, password)} to answer a digest challenge of C{realm} from this
-        trunk's provider, or L{None} when C{realm} is not the trunk's (C{[trunk:NAME]
-        realm}; any realm when that is empty). Only ever use it for responses that
+        ``(auth user, password)`` to answer a digest challenge of ``realm`` from this
+        trunk's provider, or :class:`None` when ``realm`` is not the trunk's (``[trunk:NAME]
+        realm``; any realm when that is empty). Only ever use it for responses that
         came from this trunk's destinations.
         """
 
     def caller_identity(username: str | None) -> CallerIdentity:
         """
-        What to present on a call made by the directory user C{username} (L{None}: the
-        daemon itself): the trunk's C{caller_id}, or the user's own from
-        C{user_caller_ids}. Never taken from anything a user sends.
+        What to present on a call made by the directory user ``username`` (:class:`None`: the
+        daemon itself): the trunk's ``caller_id``, or the user's own from
+        ``user_caller_ids``. Never taken from anything a user sends.
         """
 
     def admit() -> CallTicket:
         """
-        Take a place for a new call (C{max_calls} at once, C{max_cps} a second), at once
+        Take a place for a new call (``max_calls`` at once, ``max_cps`` a second), at once
         and atomically; release the ticket when the call ends.
 
-        @raise clicktodial.trunks.values.TrunkBusy: a limit is reached.
+        :raises clicktodial.trunks.values.TrunkBusy: a limit is reached.
         """
 
     def status() -> TrunkStatus:
@@ -957,19 +958,19 @@ class ITrunkRegistry(Interface):
     """The trunks built at start-up, by name."""
 
     def get(name: str) -> ITrunk | None:
-        """The trunk C{name}, or L{None}."""
+        """The trunk ``name``, or :class:`None`."""
 
     def names() -> list[str]:
         """Every trunk's name, in the order of the configuration file."""
 
     def statuses() -> list[TrunkStatus]:
-        """Every trunk's L{ITrunk.status}, in the order of L{names}."""
+        """Every trunk's :meth:`ITrunk.status`, in the order of :func:`names`."""
 
     def screen_inbound(host: str) -> str | None:
         """
-        The name of the trunk a request from C{host} (an IP address) comes from, when that
-        trunk refuses inbound requests (C{inbound = refuse}: the caller answers 403 and
-        routes the request nowhere; the refusal is counted in the trunk's status); L{None}
+        The name of the trunk a request from ``host`` (an IP address) comes from, when that
+        trunk refuses inbound requests (``inbound = refuse``: the caller answers 403 and
+        routes the request nowhere; the refusal is counted in the trunk's status); :class:`None`
         for a host that is no trunk's.
         """
 

@@ -6,25 +6,25 @@ Guessing a password is cheap for an attacker (one UDP datagram per guess),
 so after a few failures from one source address, or for one username, the
 answers are delayed (exponentially, up to a cap) and then the source or
 username is refused outright for a while. The numbers are settings
-(L{ThrottleSettings}); time comes from an injected C{IReactorTime}; memory
+(:class:`ThrottleSettings`); time comes from an injected ``IReactorTime``; memory
 is bounded (least recently used entries are evicted first, and entries are
 forgotten after a quiet period).
 
 Two rules make the limit hold (docs/registrar.md, "Throttling"):
 
-  - B{reserve before checking}: L{AuthThrottle.begin} counts an attempt as
+  - **reserve before checking**: :meth:`AuthThrottle.begin` counts an attempt as
     a failure in flight before any credentials are read or hashed, and
     refuses it if that would pass the limit; the attempt's outcome then
-    settles the reservation (L{AuthAttempt.failed}, L{AuthAttempt.succeeded},
-    L{AuthAttempt.released}). However many attempts arrive at once, at most
-    C{refuse_after} are ever checked per window for one key;
-  - B{known sources}: refusals by username could let anyone lock a user out
+    settles the reservation (:meth:`AuthAttempt.failed`, :meth:`AuthAttempt.succeeded`,
+    :meth:`AuthAttempt.released`). However many attempts arrive at once, at most
+    ``refuse_after`` are ever checked per window for one key;
+  - **known sources**: refusals by username could let anyone lock a user out
     by failing on purpose. So a (source, username) pair that authenticated
-    within C{trust_seconds} is I{known}: its attempts are counted and
+    within ``trust_seconds`` is *known*: its attempts are counted and
     limited by that pair alone (not by the source's nor the username's
     counts, which others may have filled). A success clears no count (it
     gives back its own slot). An attacker sharing the known address (same
-    NAT) thus gets the same C{refuse_after} guesses per window as anyone,
+    NAT) thus gets the same ``refuse_after`` guesses per window as anyone,
     however often the user succeeds meanwhile.
 """
 
@@ -51,21 +51,21 @@ class ThrottleSettings:
     """
     How authentication failures are throttled.
 
-    @ivar free_failures: failures (per source address, per username, per
+    :ivar free_failures: failures (per source address, per username, per
         known source/username pair) answered without delay.
-    @ivar base_delay: seconds of delay for the first failure past
-        C{free_failures}; each further failure doubles it.
-    @ivar max_delay: cap of the delay; keep it well below a SIP client's
+    :ivar base_delay: seconds of delay for the first failure past
+        ``free_failures``; each further failure doubles it.
+    :ivar max_delay: cap of the delay; keep it well below a SIP client's
         Timer F (32 s) so a delayed answer still reaches the client.
-    @ivar refuse_after: attempts (failed or in flight) after which the
+    :ivar refuse_after: attempts (failed or in flight) after which the
         source, username or known pair is refused outright (0 never
         refuses): at most this many are checked per window.
-    @ivar refuse_seconds: how long a refusal lasts.
-    @ivar forget_after: seconds without failure after which the count of a
+    :ivar refuse_seconds: how long a refusal lasts.
+    :ivar forget_after: seconds without failure after which the count of a
         source or username starts again from zero.
-    @ivar max_entries: bound of each table (sources, usernames, known
+    :ivar max_entries: bound of each table (sources, usernames, known
         source/username pairs).
-    @ivar trust_seconds: how long a source that authenticated as a user
+    :ivar trust_seconds: how long a source that authenticated as a user
         stays known for that user (keep it above the phones' registration
         interval, so a refreshing phone stays known).
     """
@@ -87,7 +87,7 @@ BUSY_RETRY_AFTER = 1.0
 
 class ThrottleRefused(Exception):
     """The attempt is refused without checking: too many failures, or the
-    count is full of attempts in flight (C{busy})."""
+    count is full of attempts in flight (``busy``)."""
 
     def __init__(self, retry_after: float, busy: bool = False) -> None:
         super().__init__(retry_after)
@@ -141,7 +141,7 @@ class _Table(Generic[_K]):
         return entry
 
     def discard(self, key: _K, entry: _Entry) -> None:
-        """Drop C{key} if it still holds C{entry} (not a newer one)."""
+        """Drop ``key`` if it still holds ``entry`` (not a newer one)."""
         if self._entries.get(key) is entry:
             del self._entries[key]
 
@@ -157,9 +157,9 @@ class _Table(Generic[_K]):
 
 class AuthAttempt:
     """
-    One authentication attempt admitted by L{AuthThrottle.begin}: it holds
+    One authentication attempt admitted by :meth:`AuthThrottle.begin`: it holds
     a reserved slot (counted as a failure in flight) until it is settled,
-    exactly once, by L{failed}, L{succeeded} or L{released}.
+    exactly once, by :func:`failed`, :func:`succeeded` or :func:`released`.
     """
 
     __slots__ = ("_throttle", "peer", "username", "_known", "_entries",
@@ -189,7 +189,7 @@ class AuthAttempt:
         """
         The credentials were wrong: the reserved slot stays counted.
 
-        @return: the seconds to delay the answer by.
+        :return: the seconds to delay the answer by.
         """
         if self._settled:
             return 0.0
@@ -210,7 +210,7 @@ class AuthAttempt:
         """
         Nothing was learnt about the password after all (a stale nonce, an
         error): the slot is given back, nothing counted. Does nothing once
-        settled, so it can end a C{try}/C{finally}.
+        settled, so it can end a ``try``/``finally``.
         """
         if self._settled:
             return
@@ -224,8 +224,8 @@ class AuthThrottle:
     may change the port), by username, and by known (source, username)
     pair.
 
-    Use: L{begin} before reading or checking any credentials (it raises
-    L{ThrottleRefused}); then settle the attempt it returns. L{refused}
+    Use: :func:`begin` before reading or checking any credentials (it raises
+    :class:`ThrottleRefused`); then settle the attempt it returns. :func:`refused`
     tells, without reserving, whether a request would be refused (for
     requests without credentials).
     """
@@ -247,8 +247,8 @@ class AuthThrottle:
 
     def refused(self, peer: str, username: str | None = None) -> float:
         """
-        Seconds left of a refusal of C{peer} or of C{username} (or, if C{peer}
-        is known for C{username}, of that pair alone); 0 if not refused.
+        Seconds left of a refusal of ``peer`` or of ``username`` (or, if ``peer``
+        is known for ``username``, of that pair alone); 0 if not refused.
         Reserves nothing.
         """
         now = self._clock.seconds()
@@ -267,15 +267,15 @@ class AuthThrottle:
         return max(0.0, left)
 
     def is_known(self, peer: str, username: str) -> bool:
-        """Whether C{peer} authenticated as C{username} within C{trust_seconds}."""
+        """Whether ``peer`` authenticated as ``username`` within ``trust_seconds``."""
         return self._known_pair(peer, username, self._clock.seconds()) is not None
 
     def begin(self, peer: str, username: str | None) -> AuthAttempt:
         """
-        Admit an attempt of C{peer} to authenticate as C{username}, taking
+        Admit an attempt of ``peer`` to authenticate as ``username``, taking
         a slot (a failure in flight) from each count it is limited by.
 
-        @raise ThrottleRefused: a count it is limited by is full or
+        :raises ThrottleRefused: a count it is limited by is full or
             refused; nothing is reserved.
         """
         now = self._clock.seconds()
@@ -321,8 +321,8 @@ class AuthThrottle:
 
     def _check(self, entry: _Entry, now: float) -> None:
         """
-        Raise L{ThrottleRefused} unless C{entry} has a free slot: at most
-        C{refuse_after} attempts, settled failures and attempts in flight
+        Raise :class:`ThrottleRefused` unless ``entry`` has a free slot: at most
+        ``refuse_after`` attempts, settled failures and attempts in flight
         together, are checked per window, however many arrive at once.
         """
         settings = self.settings
@@ -342,7 +342,7 @@ class AuthThrottle:
 
     def _reserve(self, entry: _Entry, now: float) -> float | None:
         """
-        Take a slot of C{entry} (L{_check}ed). The only attempt admitted
+        Take a slot of ``entry`` (:func:`_check`ed). The only attempt admitted
         while the count is full (after a refusal ended) starts the next
         refusal at once; returns the refusal end it replaced.
         """

@@ -1,12 +1,12 @@
 """
 Timer tools shared by the SIP stack and the calls: many timers of one length on one
-reactor timer (L{LingerQueue}).
+reactor timer (:class:`LingerQueue`).
 
 Users: the transaction layer (the 64*T1 timers D, H, J, L, M of lingering
 transactions, docs/transactions.md), the UA core (its 32 s windows for other forks'
 2xx and merged requests, docs/dialogs.md), the calls (the maximum duration of a
 connected call, docs/calls.md) and the call tracer (the linger after a call).  Time is
-the injected C{IReactorTime}'s.
+the injected ``IReactorTime``'s.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ log = Logger(namespace="clicktodial.timers")
 
 class Lingering:
     """
-    One timer in a L{LingerQueue}: what C{callLater} would return, less what a lone
-    C{DelayedCall} carries (its own dict, arguments, heap slot).
+    One timer in a :class:`LingerQueue`: what ``callLater`` would return, less what a lone
+    ``DelayedCall`` carries (its own dict, arguments, heap slot).
     """
 
     __slots__ = ("deadline", "fired", "queue")
@@ -51,7 +51,7 @@ class LingerQueue:
     Many timers of one length on one reactor timer.  They all have the same length, so
     they expire in the order they start: a FIFO whose head is the next to fire.  At a
     call rate R, R*32 s of finished transactions wait out Timer M, J or L at once (and
-    every held call waits out its maximum duration); a C{DelayedCall} each would cost
+    every held call waits out its maximum duration); a ``DelayedCall`` each would cost
     about half a kilobyte apiece.
     """
 
@@ -71,7 +71,7 @@ class LingerQueue:
         return self._live
 
     def call_later(self, fired: Callable[[], object]) -> Lingering:
-        """Call C{fired} after C{delay} seconds, unless the returned timer is cancelled."""
+        """Call ``fired`` after ``delay`` seconds, unless the returned timer is cancelled."""
         entry = Lingering(self, self.clock.seconds() + self.delay, fired)
         self._entries.append(entry)
         self._live += 1

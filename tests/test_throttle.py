@@ -1,5 +1,5 @@
 """
-Tests for L{clicktodial.throttle}: reservations, delays, refusals, known
+Tests for :obj:`clicktodial.throttle`: reservations, delays, refusals, known
 sources, forgetting and bounds.
 """
 
@@ -32,7 +32,7 @@ def succeed(throttle: AuthThrottle, peer: str, user: str) -> None:
 
 def admitted(throttle: AuthThrottle, peer: str, user: str | None,
              n: int) -> list[AuthAttempt]:
-    """Begin C{n} attempts at once (none settled): those admitted."""
+    """Begin ``n`` attempts at once (none settled): those admitted."""
     attempts = []
     for _ in range(n):
         try:

@@ -1,5 +1,5 @@
 """
-L{clicktodial.timers.LingerQueue}: many same-length timers on one reactor timer, each
+:class:`clicktodial.timers.LingerQueue`: many same-length timers on one reactor timer, each
 firing its own delay after it started, on a fake clock stepped in small steps.
 """
 

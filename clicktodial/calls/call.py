@@ -4,26 +4,26 @@ between two legs, as an explicit state machine.
 
 The caller's phones are INVITEd without SDP (all its bindings in parallel:
 the first to answer wins, the others get CANCEL); its 2xx carries an offer.
-Then the callee's phones are rung, and the media flow (L{IMediaFlow}: RFC
+Then the callee's phones are rung, and the media flow (:class:`IMediaFlow`: RFC
 3725 Flow I or Flow IV) relays offers and answers until both phones talk to
 each other directly.  Re-INVITEs from either phone are relayed to the other.
 
-The whole life of a call is one table, L{Call._TABLE}: (phase, input) ->
+The whole life of a call is one table, :data:`Call._TABLE`: (phase, input) ->
 (next phase, actions), in the form of the RFC 3261 §17 transactions'
-C{_TABLE}s (docs/design.md, "The call machine").  Every (phase, input) pair
-has a row: a transition, a late event absorbed on purpose, or C{None} for "no
+``_TABLE``s (docs/design.md, "The call machine").  Every (phase, input) pair
+has a row: a transition, a late event absorbed on purpose, or ``None`` for "no
 transition here" -- an input that should not happen in that phase, logged
-once per call and counted in C{clicktodial_call_unexpected_inputs}, never
+once per call and counted in ``clicktodial_call_unexpected_inputs``, never
 dropped silently.  The table lives on the class; a call holds only its phase
-and one timer slot, whose delay comes from the phase (L{PHASE_TIMERS}) and
-which L{Call._enter} cancels on every change of phase.  The terminal phases
-C{failed} (never connected) and C{ended} absorb every input; nothing of the
+and one timer slot, whose delay comes from the phase (:data:`PHASE_TIMERS`) and
+which :meth:`Call._enter` cancels on every change of phase.  The terminal phases
+``failed`` (never connected) and ``ended`` absorb every input; nothing of the
 call stays in the UA core or on the clock once the UA core's own transactions
 (CANCEL, BYE) are done.
 
 The two RFC 3725 ladders, step by step, with the rows and the media-flow
-objects (L{clicktodial.calls.policy.FlowI} / L{FlowIV<clicktodial.calls.policy.FlowIV>}
-through L{IBridge}: this L{Call}, or L{clicktodial.calls.relay.RelayBridge}
+objects (:class:`clicktodial.calls.policy.FlowI` / :class:`FlowIV <clicktodial.calls.policy.FlowIV>`
+through :class:`IBridge`: this :class:`Call`, or :class:`clicktodial.calls.relay.RelayBridge`
 in front of it when the media is relayed) that carry each step::
 
     RFC 3725 §4 Flow I              here
@@ -57,13 +57,13 @@ in front of it when the media is relayed) that carry each step::
     (10) RTP                        IBridge.bridged: [bridging, bridged] -> connected
 
 The callee leg goes to the callee's phones, or to a number through trunks: its route
-(L{ICalleeRoute}; L{clicktodial.calls.outbound.TrunkHunt}) gives the targets of each attempt,
-and a trunk failing with 408/5xx while another remains is [calling-callee, callee-reroute]:
+(:class:`ICalleeRoute`; :class:`clicktodial.calls.outbound.TrunkHunt`) gives the targets of each
+attempt, and a trunk failing with 408/5xx while another remains is [calling-callee, callee-reroute]:
 the next trunk, in the same phase.  A callee 1xx with SDP is [calling-callee,
 callee-early-media]: the far end's early media reaches the caller (docs/calls.md, "Early
 media").
 
-Any step failing ends in C{failed}: a leg's every fork refused ([*, caller-failed],
+Any step failing ends in ``failed``: a leg's every fork refused ([*, caller-failed],
 [calling-callee, callee-failed]), a phase timer, a phone's BYE ([*, caller-gone],
 [*, callee-gone]), the offer/answer refused ([bridging, bridge-failed]: 488 when the
 phones share no codec), the media relay refusing ([*, media-relay-failed]).
@@ -137,7 +137,7 @@ log = Logger(namespace="clicktodial.calls.call")
 
 
 class Phase(enum.StrEnum):
-    """Where a call is.  C{bridging} shows as C{calling-callee} outside."""
+    """Where a call is.  ``bridging`` shows as ``calling-callee`` outside."""
 
     CALLING_CALLER = "calling-caller"  # the caller's phones ring
     CALLING_CALLEE = "calling-callee"  # the caller answered; the callee's phones ring
@@ -148,7 +148,7 @@ class Phase(enum.StrEnum):
 
 
 class Input(enum.StrEnum):
-    """What can happen to a call (the columns of L{Call._TABLE})."""
+    """What can happen to a call (the columns of :data:`Call._TABLE`)."""
 
     CALLER_ANSWERED = "caller-answered"  # a caller phone's 2xx, with its offer
     CALLER_NO_OFFER = "caller-no-offer"  # a caller phone's 2xx without SDP: 3PCC needs its offer
@@ -175,7 +175,7 @@ _TERMINAL = (Phase.ENDED, Phase.FAILED)
 class CallSettings:
     """
     The timers of a call, in seconds (0: none), and how many of a user's
-    phones one call rings at once (C{[calls] max_forks}).
+    phones one call rings at once (``[calls] max_forks``).
     """
 
     ring_timeout: float = 30.0
@@ -185,8 +185,8 @@ class CallSettings:
     max_forks: int = 5
 
 
-#: How long each phase may last (0: no limit), from the L{CallSettings}: the delay of
-#: the timer L{Call._enter} starts, whose expiry is the phase's C{timer} input.
+#: How long each phase may last (0: no limit), from the :class:`CallSettings`: the delay of
+#: the timer :meth:`Call._enter` starts, whose expiry is the phase's ``timer`` input.
 PHASE_TIMERS: dict[Phase, Callable[[CallSettings], float]] = {
     Phase.CALLING_CALLER: lambda settings: settings.ring_timeout,  # CANCEL the caller
     Phase.CALLING_CALLEE: lambda settings: settings.callee_ring_timeout,  # CANCEL the callee
@@ -202,7 +202,7 @@ class Target:
     Where one binding is called: the Request-URI (the stored contact,
     without URI headers), the pre-loaded route (stored Path) and the next hop.
 
-    @ivar flow: the fixed next hop for every request of the dialogs the
+    :ivar flow: the fixed next hop for every request of the dialogs the
         INVITE creates (the address the phone registered from, or the first
         hop of a trusted Path), whatever the phone's Contact and
         Record-Route say (docs/security.md).
@@ -224,22 +224,22 @@ class Target:
 
 def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
     """
-    The L{Target} of ``binding`` (docs/registrar.md, "Binding trust"): a
+    The :class:`Target` of ``binding`` (docs/registrar.md, "Binding trust"): a
     phone never chooses where the daemon's requests go.
 
-    The stored contact is only the Request-URI: a URI header (C{?Route=...})
+    The stored contact is only the Request-URI: a URI header (``?Route=...``)
     never becomes a header field of ours (RFC 3261 §19.1.5 leaves that to the
-    UA's choice), and its host, port, C{maddr} and C{transport} are not the
-    next hop.  Requests go to the C{received} address, the REGISTER's source
+    UA's choice), and its host, port, ``maddr`` and ``transport`` are not the
+    next hop.  Requests go to the ``received`` address, the REGISTER's source
     (RFC 3261 §18.2.1 / RFC 3581; Kamailio's fix_nated_contact, Asterisk's
     rewrite_contact), for the whole dialog.  Only a binding registered
-    through a trusted proxy (its C{received} in ``trusted_paths``: the
-    C{[registrar] trusted_proxies} when C{path = trusted}, else empty) has
+    through a trusted proxy (its ``received`` in ``trusted_paths``: the
+    ``[registrar] trusted_proxies`` when ``path = trusted``, else empty) has
     its stored Path as the pre-loaded route (RFC 3327) -- checked here
     again, so a Path stored before the registrar checked its source, or by
     a daemon configured otherwise, steers nothing.
 
-    @raise ValueError: the stored contact, Path or source does not parse, or
+    :raises ValueError: the stored contact, Path or source does not parse, or
         the binding has no source address (not written by our registrar).
     """
     uri = parse_uri(binding.contact).without_headers()
@@ -259,7 +259,7 @@ def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
 
 
 def reason_header(status: int, text: str | None = None) -> tuple[str, str]:
-    """RFC 3326 C{Reason} carrying a SIP status: why the call ended."""
+    """RFC 3326 ``Reason`` carrying a SIP status: why the call ended."""
     phrase = (text or Response(status).reason).replace("\\", "").replace('"', "")
     return ("Reason", f'SIP ;cause={status} ;text="{phrase}"')
 
@@ -297,9 +297,9 @@ def _outcome(role: str, status: int) -> tuple[str, str]:
     return f"{role}-rejected", role
 
 
-#: One action of a row: a method of L{Call} (or an L{_Ends}), given the input's payload.
+#: One action of a row: a method of :class:`Call` (or an :func:`_Ends`), given the input's payload.
 _Action = Callable[["Call", Any], None]
-#: A row of L{Call._TABLE}: the next phase (None: no transition for this input in this
+#: A row of :data:`Call._TABLE`: the next phase (None: no transition for this input in this
 #: phase -- logged once per call and counted), and the actions, run in order after
 #: the phase changed.  A row whose next phase is its own keeps the phase and its timer.
 _Row = tuple["Phase | None", tuple[_Action, ...]]
@@ -317,10 +317,10 @@ class _Outcome:
 @attrs.frozen
 class _Answer:
     """
-    A 2xx to one of ``leg``'s INVITEs (payload of the C{*-answered} inputs).
+    A 2xx to one of ``leg``'s INVITEs (payload of the ``*-answered`` inputs).
 
-    @ivar target: the fork's L{Target} (None if it was no longer ringing).
-    @ivar offer: the offer of the 2xx when our INVITE had none: it waits for our ACK.
+    :ivar target: the fork's :class:`Target` (None if it was no longer ringing).
+    :ivar offer: the offer of the 2xx when our INVITE had none: it waits for our ACK.
     """
 
     leg: Leg
@@ -332,7 +332,7 @@ class _Answer:
 
 @attrs.frozen
 class _Offer:
-    """A re-INVITE with an offer from ``leg``'s phone (payload of C{offer})."""
+    """A re-INVITE with an offer from ``leg``'s phone (payload of ``offer``)."""
 
     leg: Leg
     request: IncomingRequest
@@ -340,7 +340,7 @@ class _Offer:
 
 class _Ends:
     """
-    An action of L{Call._TABLE}: the call ends with this outcome, whatever the input
+    An action of :data:`Call._TABLE`: the call ends with this outcome, whatever the input
     carried (a timer, a 2xx without offer, the media relay).
     """
 
@@ -403,7 +403,7 @@ class CallObserver(Protocol):
         """``call`` changed; ``update`` is what to write to its record."""
 
     def call_input_unexpected(self, call: Call, phase: Phase, event: Input) -> None:
-        """``event`` has no transition in ``phase`` (L{Call._TABLE}): count it."""
+        """``event`` has no transition in ``phase`` (:data:`Call._TABLE`): count it."""
 
 
 class Leg:
@@ -411,7 +411,7 @@ class Leg:
     One side of the call (the caller's or the callee's phones): the INVITEs
     in progress to its bindings and, once one answered, its session.
 
-    @ivar pending_offer: the offer of a 2xx we still have to ACK (with the
+    :ivar pending_offer: the offer of a 2xx we still have to ACK (with the
         answer), or None.
     """
 
@@ -433,7 +433,7 @@ class Leg:
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
         self.origin = LegOrigin()
-        #: The binding's L{Target} whose phone answered (its session's flow).
+        #: The binding's :class:`Target` whose phone answered (its session's flow).
         self.target: Target | None = None
 
     @property
@@ -514,7 +514,7 @@ class Leg:
 
 
 def held_answer_or_none(offer: bytes) -> bytes | None:
-    """L{held_answer} of ``offer``, or None if it is not SDP."""
+    """:func:`held_answer` of ``offer``, or None if it is not SDP."""
     try:
         return held_answer(offer)
     except SDPParseError:
@@ -560,9 +560,9 @@ class Call:
     """
     One click-to-dial call (see the module docstring).
 
-    @ivar call_id: the call record's id.
-    @ivar phase: the current L{Phase}.
-    @ivar caller_offer: the offer of the caller's 2xx, once it answered.
+    :ivar call_id: the call record's id.
+    :ivar phase: the current :class:`Phase`.
+    :ivar caller_offer: the offer of the caller's 2xx, once it answered.
     """
 
     __slots__ = (
@@ -596,7 +596,7 @@ class Call:
     ) -> None:
         self.call_id = call_id
         #: Where the callee leg goes: the callee's phones (``callee_targets``), or a
-        #: number through trunks (L{clicktodial.calls.outbound.TrunkHunt}).
+        #: number through trunks (:class:`clicktodial.calls.outbound.TrunkHunt`).
         self._route: ICalleeRoute = (
             route if route is not None else _BindingsRoute(callee_targets)
         )
@@ -655,13 +655,13 @@ class Call:
 
     @property
     def public_state(self) -> str:
-        """The state shown outside (L{clicktodial.calls.events.PUBLIC_STATES})."""
+        """The state shown outside (:data:`clicktodial.calls.events.PUBLIC_STATES`)."""
         if self.phase is Phase.BRIDGING:
             return Phase.CALLING_CALLEE.value
         return self.phase.value
 
     def _handle(self, event: Input, payload: object = None) -> None:
-        """Take the row of L{_TABLE} for ``event`` in the current phase."""
+        """Take the row of :data:`_TABLE` for ``event`` in the current phase."""
         phase = self.phase
         target, actions = self._TABLE.get((phase, event), _NO_TRANSITION)
         if target is None:
@@ -987,7 +987,7 @@ class Call:
         self._handle(Input.CALLER_FAILED, _Outcome(f"{role}-unreachable", 480, "system"))
 
     def hang_up(self, by_username: str | None) -> bool:
-        """Hang up at any stage (L{ICallController.hang_up}); False if already over."""
+        """Hang up at any stage (:meth:`ICallController.hang_up`); False if already over."""
         if self.over:
             return False
         if by_username == self.caller.user.username:
@@ -1218,7 +1218,7 @@ class Call:
     def media_relay_failed(self) -> None:
         """
         The media relay failed ([media:rtpengine] on_failure = fail): the call
-        fails with C{media-relay-failed}.
+        fails with ``media-relay-failed``.
         """
         self._handle(Input.MEDIA_RELAY_FAILED)
 
@@ -1376,5 +1376,5 @@ class Call:
     del _P, _I, _NO, _BYE_BOTH, _BYE_BOTH_WITH_REASON, _BYE_BOTH_AFTER_TONE
 
 
-#: The row of an input missing from L{Call._TABLE} (none is: tests/calls/test_call_table.py).
+#: The row of an input missing from :data:`Call._TABLE` (none is: tests/calls/test_call_table.py).
 _NO_TRANSITION: _Row = (None, ())

@@ -1,6 +1,6 @@
 """
 The call controller: takes "caller X calls callee Y", checks the policy,
-finds both users' bindings, records the call and runs it (L{Call}); keeps
+finds both users' bindings, records the call and runs it (:class:`Call`); keeps
 the call records up to date and publishes call state changes.
 """
 
@@ -61,7 +61,7 @@ _WRITE_AT = frozenset({"connected", "ended", "failed"})
 
 
 def settings_from_config(config: CallsConfig, transaction_timeout: float = 32.0) -> CallSettings:
-    """The timers of calls, from C{[calls]} (and 64*T1 for the bridging guard)."""
+    """The timers of calls, from ``[calls]`` (and 64*T1 for the bridging guard)."""
     return CallSettings(
         ring_timeout=config.ring_timeout,
         callee_ring_timeout=config.callee_ring_timeout,
@@ -72,8 +72,8 @@ def settings_from_config(config: CallsConfig, transaction_timeout: float = 32.0)
 
 
 def trusted_paths(config: Config) -> NetworkSet:
-    """The sources whose stored Path is a route: C{[registrar] trusted_proxies} if C{path =
-    trusted}, else none."""
+    """The sources whose stored Path is a route: ``[registrar] trusted_proxies`` if ``path =
+    trusted``, else none."""
     registrar = config.registrar
     return registrar.trusted_proxies if registrar.path == "trusted" else NetworkSet()
 
@@ -110,10 +110,10 @@ def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> li
 @implementer(ICallController, IOutboundCalls, ICallsReload)
 class CallController:
     """
-    L{ICallController} on a L{UserAgent}: every call is a L{Call} whose legs
+    :class:`ICallController` on a :class:`UserAgent`: every call is a :class:`Call` whose legs
     are UAC sessions of that user agent.
 
-    @ivar events: the L{CallEvents} listeners subscribe to.
+    :ivar events: the :class:`CallEvents` listeners subscribe to.
     """
 
     def __init__(
@@ -141,7 +141,7 @@ class CallController:
         self.tracer = tracer
         #: The media relay between the phones ([media] relay), or None.
         self.relay = relay
-        #: Sources whose stored Path routes our requests (L{target_for_binding}).
+        #: Sources whose stored Path routes our requests (:func:`target_for_binding`).
         self.trusted_paths = trusted_paths if trusted_paths is not None else NetworkSet()
         #: Ringback and failure tones to callers ([calls] ringback), or None.
         self.media = media
@@ -173,7 +173,7 @@ class CallController:
         self.unexpected_inputs: dict[str, int] = {}
 
     def _long_timers(self, delay: float) -> LingerQueue:
-        """The queue for C{delay}-second timers: one reactor timer for all calls."""
+        """The queue for ``delay``-second timers: one reactor timer for all calls."""
         queue = self._timer_queues.get(delay)
         if queue is None:
             queue = self._timer_queues[delay] = LingerQueue(self.clock, delay)
@@ -182,7 +182,7 @@ class CallController:
     # -- ICallController -------------------------------------------------------
 
     def place_call(self, caller_username: str, callee_username: str) -> Deferred[CallInfo]:
-        """See L{ICallController.place_call}."""
+        """See :meth:`ICallController.place_call`."""
         return Deferred.fromCoroutine(self._place(caller_username, callee_username))
 
     async def _place(self, caller_name: str, callee_name: str) -> CallInfo:
@@ -268,7 +268,7 @@ class CallController:
 
     def place_outbound(self, caller_username: str,
                        decision: DialDecision) -> Deferred[CallInfo]:
-        """See L{IOutboundCalls.place_outbound}."""
+        """See :meth:`IOutboundCalls.place_outbound`."""
         return Deferred.fromCoroutine(self._place_outbound(caller_username, decision))
 
     async def _place_outbound(self, caller_name: str, decision: DialDecision) -> CallInfo:
@@ -315,7 +315,7 @@ class CallController:
         return _targets(bindings, self.settings.max_forks, self.trusted_paths)
 
     def hang_up(self, call_id: str, by_username: str | None = None) -> bool:
-        """See L{ICallController.hang_up}."""
+        """See :meth:`ICallController.hang_up`."""
         call = self._calls.get(call_id)
         if call is None:
             return False
@@ -332,19 +332,19 @@ class CallController:
         return len(calls)
 
     def get_call(self, call_id: str) -> CallInfo | None:
-        """See L{ICallController.get_call}."""
+        """See :meth:`ICallController.get_call`."""
         call = self._calls.get(call_id)
         return call.info() if call is not None else None
 
     def active_calls(self) -> list[CallInfo]:
-        """See L{ICallController.active_calls}."""
+        """See :meth:`ICallController.active_calls`."""
         return [call.info() for call in self._calls.values()]
 
     def subscribe(self, listener: ICallEventListener) -> Callable[[], None]:
-        """See L{ICallController.subscribe}."""
+        """See :meth:`ICallController.subscribe`."""
         return self.events.subscribe(listener)
 
-    #: The C{[calls]} keys L{reload} applies (the rest need a restart).
+    #: The ``[calls]`` keys :func:`reload` applies (the rest need a restart).
     RELOADED_SETTINGS = frozenset(
         ["policy", "who_may_call", "max_calls_per_user", "max_calls_total",
          "ring_timeout", "callee_ring_timeout", "max_duration", "max_forks"]
@@ -352,9 +352,9 @@ class CallController:
 
     def reload(self, config: Config) -> None:
         """
-        SIGHUP: calls placed from now on follow C{config}'s C{[calls]} policy
+        SIGHUP: calls placed from now on follow ``config``'s ``[calls]`` policy
         (who may call, the limits, the media flow) and timers.  Calls in
-        progress keep the flow and timers they started with (each L{Call}
+        progress keep the flow and timers they started with (each :class:`Call`
         holds its own) and still count towards the new limits.  When the new
         policy cannot be built, the error propagates and nothing changes.
         """
@@ -438,12 +438,12 @@ class CallController:
 class CallService(MultiService):
     """
     The controller's lifecycle in the daemon: at start, calls a stopped
-    instance left "active" in the records are ended as C{lost} (and their
-    media relay sessions deleted: L{LostCalls}); at stop,
+    instance left "active" in the records are ended as ``lost`` (and their
+    media relay sessions deleted: :class:`LostCalls`); at stop,
     every call in progress is hung up (BYE / CANCEL go out before the SIP
     transports close: this service stops before the SIP stack).
 
-    @ivar controller: the L{CallController}.
+    :ivar controller: the :class:`CallController`.
     """
 
     def __init__(self, controller: CallController) -> None:
@@ -486,13 +486,13 @@ def build_call_service(
     """
     The daemon's call controller for ``config`` on ``user_agent`` (the SIP
     stack's), with the store as call records and ``directory`` (the store's,
-    cached: L{CachedDirectory}; made here if not given) as users and locations.
+    cached: :class:`CachedDirectory`; made here if not given) as users and locations.
     The registrar must write bindings through the same ``directory``.
     ``tracer`` keeps the calls' SIP messages (the SIP transport's tap), or None.
 
-    @param policy: the C{[calls] policy} (L{clicktodial.pluginconfig.build_policy}
-        builds it with its C{[policy:NAME]} options); built here when not given.
-    @raise clicktodial.calls.policy.UnknownPolicy: C{[calls] policy} names
+    :param policy: the ``[calls] policy`` (:obj:`clicktodial.pluginconfig.build_policy`
+        builds it with its ``[policy:NAME]`` options); built here when not given.
+    :raises clicktodial.calls.policy.UnknownPolicy: ``[calls] policy`` names
         no policy (start-up checks it first).
     """
     # The node name in call records ([cluster]; None for a single daemon).
@@ -548,7 +548,7 @@ def build_ringback(config: Config, reactor: IReactorCore) -> RingbackPlayer | No
 def build_media_relay(
     config: Config, reactor: IReactorCore
 ) -> tuple[RelaySettings | None, Service | None]:
-    """The media relay of C{[media] relay} (rtpengine, C{[media:rtpengine]}) and its port."""
+    """The media relay of ``[media] relay`` (rtpengine, ``[media:rtpengine]``) and its port."""
     if config.media.relay == "off":
         return None, None
     from twisted.internet.interfaces import IReactorUDP

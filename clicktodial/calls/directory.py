@@ -2,25 +2,25 @@
 Users and bindings as the call controller looks them up, kept briefly in memory.
 
 Placing a call needs both users and both users' bindings: four store round trips that
-wait on the database thread pool. L{CachedDirectory} answers them from memory for
-C{ttl} seconds after the store did (C{[calls] lookup_cache_seconds}, 2 s by default;
+wait on the database thread pool. :class:`CachedDirectory` answers them from memory for
+``ttl`` seconds after the store did (``[calls] lookup_cache_seconds``, 2 s by default;
 0 turns the cache off), and shares one store query between look-ups of one key made
 while it runs.
 
 Correctness:
 
 * The registrar of this daemon writes bindings through the directory (it is the
-  daemon's L{ILocationStore}): every update or removal of an AOR's bindings drops that
+  daemon's :class:`ILocationStore`): every update or removal of an AOR's bindings drops that
   AOR's entry when it starts and again when it ends, and a look-up that was running
   meanwhile is not kept, so a binding this daemon removed (a de-registration) is never
   called afterwards.
-* Bindings expire by their own C{expires_at}: a cached binding past it is never returned.
-* What changes elsewhere is seen within C{ttl} seconds: a REGISTER handled by another
+* Bindings expire by their own ``expires_at``: a cached binding past it is never returned.
+* What changes elsewhere is seen within ``ttl`` seconds: a REGISTER handled by another
   daemon sharing the database (docs/scaling.md), a user disabled, enabled or removed
   through the web or the CLI (a disabled user may still place calls that long). At
-  once when the store says so: the daemon subscribes L{CachedDirectory.bindings_changed}
-  to the location store's C{IBindingChangeNotifier} and L{CachedDirectory.user_changed}
-  to the user store's C{IUserChangeNotifier}, when they provide them.
+  once when the store says so: the daemon subscribes :meth:`CachedDirectory.bindings_changed`
+  to the location store's ``IBindingChangeNotifier`` and :meth:`CachedDirectory.user_changed`
+  to the user store's ``IUserChangeNotifier``, when they provide them.
 * A user that does not exist is not cached (a new user can call at once).
 """
 
@@ -46,7 +46,7 @@ T = TypeVar("T")
 
 
 class UserLookup(Protocol):
-    """What the controller needs of an L{IUserStore}."""
+    """What the controller needs of an :class:`IUserStore`."""
 
     def get_user(self, username: str) -> Deferred[User | None]:
         """Fires with the user, or None if there is no such user."""
@@ -131,7 +131,7 @@ class _Cache:
 @implementer(ILocationStore)
 class CachedDirectory:
     """
-    An L{ILocationStore} (and user look-up) in front of the store, caching users and
+    An :class:`ILocationStore` (and user look-up) in front of the store, caching users and
     bindings for ``ttl`` seconds (see the module docstring); ``ttl`` 0 passes every call
     through.
     """

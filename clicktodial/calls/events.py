@@ -1,6 +1,6 @@
 """
-Call state publication: the L{CallEvents} fan-out the controller publishes
-through (the L{CallInfo} value every listener gets is in L{clicktodial.calls.values}).
+Call state publication: the :class:`CallEvents` fan-out the controller publishes
+through (the :class:`CallInfo` value every listener gets is in :obj:`clicktodial.calls.values`).
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """
 Calls to telephone numbers through trunks (docs/trunks.md, "Calls through a trunk"): the
-callee leg's route (L{ICalleeRoute}) that tries the trunks of a L{DialDecision} in order.
+callee leg's route (:class:`ICalleeRoute`) that tries the trunks of a :class:`DialDecision`
+in order.
 
-For each trunk: a place under its limits (L{ITrunk.admit}: a refusal skips to the next
+For each trunk: a place under its limits (:meth:`ITrunk.admit`: a refusal skips to the next
 trunk), the Request-URI for the number, the next hop among the trunk's resolved
 destinations (the configured provider: never a phone's binding), the trunk's credentials
 for the provider's 401/407, and the caller identity the trunk presents (From,
 P-Asserted-Identity: RFC 3325 inside the trust domain of the provider).  The call's
 table moves to the next trunk on 408 or 5xx (a transport error is a 503, RFC 3261
 §8.1.3.1); 4xx/6xx such as 404, 486, 603 are the number's answer and end the call.
-Whatever way the call ends, the ticket is given back (L{TrunkHunt.release}).
+Whatever way the call ends, the ticket is given back (:meth:`TrunkHunt.release`).
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ class TrunkHunt:
     """
     The trunks a call to ``number`` tries, in order (see the module).
 
-    @param trunks: the decision's trunks that exist, in fail-over order.
-    @param number: the number in E.164 (C{+442079460958}).
-    @param caller: the directory user placing the call (their caller identity).
+    :param trunks: the decision's trunks that exist, in fail-over order.
+    :param number: the number in E.164 (``+442079460958``).
+    :param caller: the directory user placing the call (their caller identity).
     """
 
     def __init__(self, trunks: Sequence[ITrunk], number: str, caller: str,
@@ -105,7 +106,7 @@ class TrunkHunt:
         return fails_over(status) and bool(self._remaining) and not self._closed
 
     def unreachable(self) -> tuple[str, int]:
-        """Every trunk left refused or failed: C{no-trunk} if none ever took the call."""
+        """Every trunk left refused or failed: ``no-trunk`` if none ever took the call."""
         if not self._tried:
             return "no-trunk", 503
         return "callee-unreachable", self._last_status or 503

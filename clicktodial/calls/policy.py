@@ -2,21 +2,21 @@
 Call-control policies: who may call whom, how many calls at once, and which
 RFC 3725 flow sets up the media.
 
-A policy is an L{ICallPolicy} built by an L{ICallPolicyFactory} chosen by name
-in C{[calls] policy}.  Two are built in:
+A policy is an :class:`ICallPolicy` built by an :class:`ICallPolicyFactory` chosen by name
+in ``[calls] policy``.  Two are built in:
 
-* C{flow4} (the default): RFC 3725 §5 Flow IV.  The caller's 2xx (with its
+* ``flow4`` (the default): RFC 3725 §5 Flow IV.  The caller's 2xx (with its
   offer) is ACKed at once with a held answer, so the caller's phone does not
   give up retransmitting it after 64*T1 while the callee rings; the callee is
   INVITEd without SDP; its 2xx brings an offer that is sent to the caller in
   a re-INVITE; the caller's answer goes to the callee in the ACK.
-* C{flow1}: RFC 3725 §4 Flow I.  The caller's offer goes to the callee in the
+* ``flow1``: RFC 3725 §4 Flow I.  The caller's offer goes to the callee in the
   INVITE; the callee's answer goes to the caller in the ACK of the caller's
   2xx.  Simple, but the callee must answer before the caller's phone stops
   retransmitting its 2xx (32 s): the RFC calls it not recommended for that.
 
 Third-party policies register an entry point in the group
-C{clicktodial.call_policies}, as store backends do.
+``clicktodial.call_policies``, as store backends do.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ ENTRY_POINT_GROUP = "clicktodial.call_policies"
 
 
 class UnknownPolicy(ValueError):
-    """C{[calls] policy} names no policy; the message lists those that exist."""
+    """``[calls] policy`` names no policy; the message lists those that exist."""
 
     def __init__(self, name: str, available: list[str]) -> None:
         super().__init__(
@@ -148,8 +148,8 @@ class FlowIV:
 @implementer(ICallPolicy)
 class LimitsPolicy:
     """
-    The built-in policies: C{[calls] who_may_call}, C{max_calls_per_user}
-    and C{max_calls_total}, with a media flow.
+    The built-in policies: ``[calls] who_may_call``, ``max_calls_per_user``
+    and ``max_calls_total``, with a media flow.
     """
 
     def __init__(self, name: str, flow: IMediaFlow, settings: CallsConfig) -> None:
@@ -158,7 +158,7 @@ class LimitsPolicy:
         self.settings = settings
 
     def authorize(self, request: CallRequest) -> None:
-        """Refuse what the settings do not allow (see L{ICallPolicy.authorize})."""
+        """Refuse what the settings do not allow (see :meth:`ICallPolicy.authorize`)."""
         settings = self.settings
         caller, callee = request.caller, request.callee
         if caller.username == callee.username:
@@ -207,7 +207,7 @@ CALL_POLICIES = PluginKind(
 
 
 def available_policies() -> list[str]:
-    """The names C{[calls] policy} may take, sorted."""
+    """The names ``[calls] policy`` may take, sorted."""
     return plugin_names(CALL_POLICIES)
 
 
@@ -215,8 +215,8 @@ def load_policy(name: str) -> ICallPolicyFactory:
     """
     The policy factory called ``name``.
 
-    @raise UnknownPolicy: there is none (the message lists those that exist),
-        or the plugin fails to load or provide L{ICallPolicyFactory}.
+    :raises UnknownPolicy: there is none (the message lists those that exist),
+        or the plugin fails to load or provide :class:`ICallPolicyFactory`.
     """
     try:
         return cast(ICallPolicyFactory, load_plugin(CALL_POLICIES, name))
@@ -229,10 +229,10 @@ def load_policy(name: str) -> ICallPolicyFactory:
 def create_policy(settings: CallsConfig,
                   options: Mapping[str, str] | None = None) -> ICallPolicy:
     """
-    The policy C{[calls] policy} names, built from the C{[calls]} settings and
-    its C{[policy:NAME]} section's C{options}.
+    The policy ``[calls] policy`` names, built from the ``[calls]`` settings and
+    its ``[policy:NAME]`` section's ``options``.
 
-    @raise UnknownPolicy: no such policy.
-    @raise clicktodial.errors.PluginConfigError: the policy refuses an option.
+    :raises UnknownPolicy: no such policy.
+    :raises clicktodial.errors.PluginConfigError: the policy refuses an option.
     """
     return load_policy(settings.policy).create(settings, options or {})

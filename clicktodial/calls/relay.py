@@ -1,14 +1,14 @@
 """
-A call's media through a relay (C{[media] relay}, docs/media.md "Media
+A call's media through a relay (``[media] relay``, docs/media.md "Media
 relay"): every description one phone is sent on behalf of the other goes
-through the relay's C{offer} or C{answer} and names the relay instead of
+through the relay's ``offer`` or ``answer`` and names the relay instead of
 the other phone.
 
-* L{CallRelay}: one call's relay state: whether it is relayed (C{auto}
+* :class:`CallRelay`: one call's relay state: whether it is relayed (``auto``
   decides at the first offer relayed between the phones), the offer awaiting
   its answer, the session to delete when the call ends, and what happens
-  when the relay fails (C{[media:rtpengine] on_failure}).
-* L{RelayBridge}: the L{IBridge} a media flow (RFC 3725 Flow I, Flow IV or
+  when the relay fails (``[media:rtpengine] on_failure``).
+* :class:`RelayBridge`: the :class:`IBridge` a media flow (RFC 3725 Flow I, Flow IV or
   a plugin's) drives when the call is relayed: it rewrites the SDP the flow
   passes between the phones and keeps the flow's steps in order while a
   relay command is outstanding.  Answers of our own (Flow IV's held answer,
@@ -47,12 +47,12 @@ __all__ = [
 
 log = Logger(namespace="clicktodial.calls.relay")
 
-#: What a call's C{media_relay} says: not relayed, relayed, or relay failed and went on without.
+#: What a call's ``media_relay`` says: not relayed, relayed, or relay failed and went on without.
 RELAY_STATES = ("off", "pending", "relayed", "unrelayed")
 
 
 class RelayFailed(Exception):
-    """The relay failed and C{on_failure = fail}: the call fails (C{media-relay-failed})."""
+    """The relay failed and ``on_failure = fail``: the call fails (``media-relay-failed``)."""
 
 
 def sdp_address(sdp: bytes | None) -> str | None:
@@ -84,7 +84,7 @@ def _is_private(address: str) -> bool:
 
 def needs_relay(sides: list[tuple[bytes | None, str | None]]) -> bool:
     """
-    C{[media] relay = auto}: whether a call between phones with these
+    ``[media] relay = auto``: whether a call between phones with these
     (SDP, signalling source address) needs the relay: a phone's SDP address
     differs from where its signalling comes from (it is behind NAT), or is
     private while another phone's is not.  Unknown values count as no reason.
@@ -105,9 +105,9 @@ class CallRelay:
     """
     The relay of one call.
 
-    @ivar state: one of L{RELAY_STATES}: C{pending} until the first offer
-        between the phones decides (C{relay = auto}); C{relayed};
-        C{off}; C{unrelayed} (the relay failed, C{on_failure = unrelayed}).
+    :ivar state: one of :data:`RELAY_STATES`: ``pending`` until the first offer
+        between the phones decides (``relay = auto``); ``relayed``;
+        ``off``; ``unrelayed`` (the relay failed, ``on_failure = unrelayed``).
     """
 
     def __init__(
@@ -139,7 +139,7 @@ class CallRelay:
             self.state = state
 
     def decide(self, sides: list[tuple[bytes | None, str | None]]) -> None:
-        """C{auto}: relay this call or not, from what is known of the phones."""
+        """``auto``: relay this call or not, from what is known of the phones."""
         if self.state == "pending":
             self._set("relayed" if needs_relay(sides) else "off")
 
@@ -192,7 +192,7 @@ class CallRelay:
 
 @attrs.frozen
 class RelaySettings:
-    """C{[media] relay} and C{[media:rtpengine] on_failure}, with the relay itself."""
+    """``[media] relay`` and ``[media:rtpengine] on_failure``, with the relay itself."""
 
     relay: IMediaRelay
     auto: bool = False
@@ -205,19 +205,19 @@ class RelaySettings:
 
 class LostCalls:
     """
-    Records a node's active calls as ended C{lost} (calls this daemon is not
+    Records a node's active calls as ended ``lost`` (calls this daemon is not
     running: left active by an earlier run of it, or run by a dead node) and,
     with a media relay, deletes their relay sessions: the store ends them and
-    names them at once (L{IActiveCallClaims}: of several daemons reaping the
-    same node, each call is deleted by one), then a C{delete} goes to the
-    relay for each, at most C{concurrency} at a time, in the background (the
+    names them at once (:class:`IActiveCallClaims`: of several daemons reaping the
+    same node, each call is deleted by one), then a ``delete`` goes to the
+    relay for each, at most ``concurrency`` at a time, in the background (the
     count is returned without waiting for the relay; failures are logged).
-    A call that never had a session costs one refused C{delete}.
+    A call that never had a session costs one refused ``delete``.
 
-    A store without L{IActiveCallClaims} still ends the calls; their relay
+    A store without :class:`IActiveCallClaims` still ends the calls; their relay
     sessions are then left to the relay's own timeout (logged once).
 
-    @ivar pending: deletes sent or waiting to be sent.
+    :ivar pending: deletes sent or waiting to be sent.
     """
 
     def __init__(self, relay: IMediaRelay | None, *, concurrency: int = 8) -> None:
@@ -228,9 +228,9 @@ class LostCalls:
 
     def end(self, records: ICallRecordStore, node: str | None, at: float) -> Deferred[int]:
         """
-        End ``node``'s active calls (all nodes': L{None}) as C{lost} at ``at``.
+        End ``node``'s active calls (all nodes': :class:`None`) as ``lost`` at ``at``.
 
-        @return: fires with the number of calls ended once the store has
+        :return: fires with the number of calls ended once the store has
             ended them (not waiting for the relay).
         """
         claims = IActiveCallClaims(records, None) if self.relay is not None else None
@@ -279,7 +279,7 @@ class LostCalls:
 @implementer(IBridge)
 class RelayBridge:
     """
-    The L{IBridge} of a relayed call: the call's own bridge, with the
+    The :class:`IBridge` of a relayed call: the call's own bridge, with the
     descriptions passed between the phones rewritten by the relay.  Steps
     the flow takes while a relay command is outstanding wait for it, so
     the phones see them in the flow's order.

@@ -1,8 +1,8 @@
 """
 The plain values of the call controller's interface (pure: no Twisted, no I/O): what a
-call policy gets (L{CallRequest}) and raises (L{CallRefused}), and what call event
-listeners get (L{CallInfo}). Re-exported by L{clicktodial.calls.policy} and
-L{clicktodial.calls.events}.
+call policy gets (:class:`CallRequest`) and raises (:class:`CallRefused`), and what call event
+listeners get (:class:`CallInfo`). Re-exported by :obj:`clicktodial.calls.policy` and
+:obj:`clicktodial.calls.events`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ class CallRefused(Exception):
     """
     A call may not be placed.
 
-    @ivar reason: C{unknown-user}, C{disabled-user}, C{same-user},
-        C{forbidden}, C{caller-limit}, C{callee-limit} or C{total-limit}.
+    :ivar reason: ``unknown-user``, ``disabled-user``, ``same-user``,
+        ``forbidden``, ``caller-limit``, ``callee-limit`` or ``total-limit``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -49,18 +49,18 @@ class CallRequest:
 class CallInfo:
     """
     A click-to-dial call as the outside sees it at one moment: live, from the
-    controller, or rebuilt from its record (L{from_record}). Why this is not the
-    L{CallRecord}: see there.
+    controller, or rebuilt from its record (:func:`from_record`). Why this is not the
+    :class:`CallRecord`: see there.
 
-    @ivar call_id: the call record's id (a UUID4 in hex, not a SIP Call-ID).
-    @ivar state: one of L{PUBLIC_STATES}.
-    @ivar end_reason: once over, one of the store's
-        L{END_REASONS<clicktodial.store.values.END_REASONS>}.
-    @ivar sip_status: the SIP status that ended the call, if one did.
-    @ivar who_hung_up: C{caller}, C{callee} or C{system}, once over.
-    @ivar media_relay: C{off} (the phones send media to each other), C{pending}
-        (C{[media] relay = auto} has not decided yet), C{relayed} (through
-        the media relay) or C{unrelayed} (the relay failed and the call went
+    :ivar call_id: the call record's id (a UUID4 in hex, not a SIP Call-ID).
+    :ivar state: one of :data:`PUBLIC_STATES`.
+    :ivar end_reason: once over, one of the store's
+        :data:`END_REASONS <clicktodial.store.values.END_REASONS>`.
+    :ivar sip_status: the SIP status that ended the call, if one did.
+    :ivar who_hung_up: ``caller``, ``callee`` or ``system``, once over.
+    :ivar media_relay: ``off`` (the phones send media to each other), ``pending``
+        (``[media] relay = auto`` has not decided yet), ``relayed`` (through
+        the media relay) or ``unrelayed`` (the relay failed and the call went
         on without it).
     """
 
@@ -90,7 +90,7 @@ class CallInfo:
 
     @classmethod
     def from_record(cls, record: CallRecord) -> CallInfo:
-        """The call as its record tells it (no C{media_relay}: the record has none)."""
+        """The call as its record tells it (no ``media_relay``: the record has none)."""
         return cls(
             call_id=record.call_id, caller=record.caller, callee=record.callee,
             state=record.public_state, created_at=record.created_at,

@@ -1,16 +1,16 @@
 """
-Event buses (L{IEventBus}): in memory for a single node, and over PostgreSQL
-C{LISTEN}/C{NOTIFY} for several nodes sharing a database.
+Event buses (:class:`IEventBus`): in memory for a single node, and over PostgreSQL
+``LISTEN``/``NOTIFY`` for several nodes sharing a database.
 
 The PostgreSQL bus keeps one dedicated connection in autocommit mode that
-C{LISTEN}s to every subscribed channel; a thread of its own waits on it
-(psycopg 3's C{notifies()} generator with a timeout, so it notices new
+``LISTEN``s to every subscribed channel; a thread of its own waits on it
+(psycopg 3's ``notifies()`` generator with a timeout, so it notices new
 subscriptions and a stop request) and hands each notification to the reactor
-thread with C{callFromThread}.  A lost connection is logged and re-made with
+thread with ``callFromThread``.  A lost connection is logged and re-made with
 an exponential back-off; the channels are LISTENed again and the
-C{bus_connected} subscribers told, since notifications sent meanwhile are
+``bus_connected`` subscribers told, since notifications sent meanwhile are
 gone (PostgreSQL queues them only for connected listeners).  Messages are
-published with C{pg_notify(channel, json)} on a second connection, used from
+published with ``pg_notify(channel, json)`` on a second connection, used from
 a one-thread pool, so one node's messages go out in the order published.
 """
 
@@ -64,7 +64,7 @@ Callback = Callable[[dict[str, object]], None]
 
 def check_channel(channel: str) -> str:
     """
-    @raise ValueError: C{channel} is not C{[a-z][a-z0-9_]*} of at most 40
+    :raises ValueError: ``channel`` is not ``[a-z][a-z0-9_]*`` of at most 40
         characters (it becomes a PostgreSQL identifier).
     """
     if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
@@ -75,9 +75,9 @@ def check_channel(channel: str) -> str:
 
 def encode_message(node_id: str, payload: Mapping[str, object]) -> str:
     """
-    The JSON text of C{payload} with C{node} set to C{node_id}.
+    The JSON text of ``payload`` with ``node`` set to ``node_id``.
 
-    @raise ValueError: not JSON-serialisable, or C{MAX_PAYLOAD} bytes exceeded.
+    :raises ValueError: not JSON-serialisable, or ``MAX_PAYLOAD`` bytes exceeded.
     """
     try:
         text = json.dumps({**payload, "node": node_id}, separators=(",", ":"),
@@ -91,7 +91,7 @@ def encode_message(node_id: str, payload: Mapping[str, object]) -> str:
 
 
 def decode_message(text: str) -> dict[str, object] | None:
-    """The message in C{text}, or L{None} if it is not a JSON object naming its node."""
+    """The message in ``text``, or :class:`None` if it is not a JSON object naming its node."""
     try:
         message = json.loads(text)
     except ValueError:
@@ -113,7 +113,7 @@ class Subscribers:
         return [channel for channel, callbacks in self._callbacks.items() if callbacks]
 
     def add(self, channel: str, callback: Callback) -> Callable[[], None]:
-        """Add C{callback} to C{channel}; returns the function that removes it."""
+        """Add ``callback`` to ``channel``; returns the function that removes it."""
         callbacks = self._callbacks.setdefault(check_channel(channel), [])
         entry = [callback]  # a distinct object per subscription, even for the same callback
         callbacks.append(entry[0])
@@ -125,7 +125,7 @@ class Subscribers:
         return remove
 
     def deliver(self, channel: str, message: dict[str, object]) -> None:
-        """Call every callback of C{channel} with C{message}."""
+        """Call every callback of ``channel`` with ``message``."""
         for callback in list(self._callbacks.get(channel, ())):
             try:
                 callback(message)
@@ -135,7 +135,7 @@ class Subscribers:
 
 class MemoryHub:
     """
-    What several L{MemoryEventBus}es share, like the PostgreSQL server:
+    What several :class:`MemoryEventBus`es share, like the PostgreSQL server:
     a message published on one reaches the subscribers of every one.
     """
 
@@ -143,7 +143,7 @@ class MemoryHub:
         self.buses: list[MemoryEventBus] = []
 
     def publish(self, channel: str, message: dict[str, object]) -> None:
-        """Deliver C{message} on every connected bus."""
+        """Deliver ``message`` on every connected bus."""
         for bus in list(self.buses):
             bus._receive(channel, message)
 
@@ -152,10 +152,10 @@ class MemoryHub:
 class MemoryEventBus(Service):
     """
     The bus of a single node (the default), or of several nodes in one
-    process sharing a L{MemoryHub} (tests).  Messages are delivered on the
-    next reactor turn (C{callLater(0)}), as they are from PostgreSQL, so a
+    process sharing a :class:`MemoryHub` (tests).  Messages are delivered on the
+    next reactor turn (``callLater(0)``), as they are from PostgreSQL, so a
     publisher never re-enters itself.  Starting it tells the
-    C{bus_connected} subscribers; while stopped it neither sends nor receives.
+    ``bus_connected`` subscribers; while stopped it neither sends nor receives.
     """
 
     def __init__(self, clock: IReactorTime, node_id: str, hub: MemoryHub | None = None) -> None:
@@ -176,7 +176,7 @@ class MemoryEventBus(Service):
             self.hub.buses.remove(self)
 
     def publish(self, channel: str, payload: Mapping[str, object]) -> Deferred[bool]:
-        """See L{IEventBus.publish}."""
+        """See :meth:`IEventBus.publish`."""
         message = decode_message(encode_message(self.node_id, payload))
         check_channel(channel)
         if not self.running:
@@ -187,7 +187,7 @@ class MemoryEventBus(Service):
         return succeed(True)
 
     def subscribe(self, channel: str, callback: Callback) -> Callable[[], None]:
-        """See L{IEventBus.subscribe}."""
+        """See :meth:`IEventBus.subscribe`."""
         return self._subscribers.add(channel, callback)
 
     def _receive(self, channel: str, message: dict[str, object]) -> None:
@@ -197,8 +197,8 @@ class MemoryEventBus(Service):
 def libpq_conninfo(url: str | URL) -> str:
     """
     The libpq connection string for a SQLAlchemy PostgreSQL URL
-    (C{postgresql+psycopg://user@/db?host=/var/run/postgresql} →
-    C{postgresql://user@/db?host=/var/run/postgresql}).
+    (``postgresql+psycopg://user@/db?host=/var/run/postgresql`` →
+    ``postgresql://user@/db?host=/var/run/postgresql``).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
@@ -209,14 +209,14 @@ def libpq_conninfo(url: str | URL) -> str:
 @implementer(IEventBus)
 class PostgresEventBus(Service):
     """
-    The bus over PostgreSQL C{LISTEN}/C{NOTIFY} (see the module).
+    The bus over PostgreSQL ``LISTEN``/``NOTIFY`` (see the module).
 
-    @param reactor: provides C{IReactorTime} and C{IReactorFromThreads}.
-    @param conninfo: a libpq connection string (L{libpq_conninfo}).
-    @param poll_interval: seconds the listening thread waits for a
+    :param reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
+    :param conninfo: a libpq connection string (:func:`libpq_conninfo`).
+    :param poll_interval: seconds the listening thread waits for a
         notification before it checks for new channels and for stop.
-    @param min_backoff: seconds before the first reconnection attempt;
-        doubled for each failed one up to C{max_backoff}.
+    :param min_backoff: seconds before the first reconnection attempt;
+        doubled for each failed one up to ``max_backoff``.
     """
 
     def __init__(self, reactor: IReactorTime, conninfo: str, node_id: str, *,
@@ -268,7 +268,7 @@ class PostgresEventBus(Service):
     # -- IEventBus ---------------------------------------------------------------
 
     def publish(self, channel: str, payload: Mapping[str, object]) -> Deferred[bool]:
-        """See L{IEventBus.publish}."""
+        """See :meth:`IEventBus.publish`."""
         text = encode_message(self.node_id, payload)
         check_channel(channel)
         if not self.running:
@@ -284,7 +284,7 @@ class PostgresEventBus(Service):
         return sent.addErrback(failed)
 
     def subscribe(self, channel: str, callback: Callback) -> Callable[[], None]:
-        """See L{IEventBus.subscribe}."""
+        """See :meth:`IEventBus.subscribe`."""
         remove = self._subscribers.add(channel, callback)
         if channel != CONNECTED:
             with self._lock:
@@ -292,7 +292,7 @@ class PostgresEventBus(Service):
         return remove
 
     def application_name(self, role: str) -> str:
-        """What C{pg_stat_activity} shows for the bus's connection doing C{role}."""
+        """What ``pg_stat_activity`` shows for the bus's connection doing ``role``."""
         return f"clicktodial-bus-{role} {self.node_id}"[:63]
 
     # -- publishing (on the publish thread) -----------------------------------------

@@ -1,22 +1,22 @@
 """
-L{ClusterCalls}: every node's web pages and API show and control every call,
+:class:`ClusterCalls`: every node's web pages and API show and control every call,
 whichever node runs it.
 
-It wraps the local call controller (it is an L{ICallController} itself, and
+It wraps the local call controller (it is an :class:`ICallController` itself, and
 the web layer uses it in the controller's place):
 
 - the local controller's state changes go to our listeners and out on the
-  bus (channel C{calls});
+  bus (channel ``calls``);
 - state changes of other nodes' calls come in from the bus, are kept in a
   cache of remote calls in progress and go to our listeners;
-- C{hang_up} of a call another node runs is forwarded to that node over the
-  bus (channel C{call_control}), which executes it;
+- ``hang_up`` of a call another node runs is forwarded to that node over the
+  bus (channel ``call_control``), which executes it;
 - when the bus (re)connects, every node is asked to announce its calls in
-  progress again (C{sync}): messages may have been missed meanwhile; a cached
-  call nobody re-announces within C{sync_grace} is looked up in the call
+  progress again (``sync``): messages may have been missed meanwhile; a cached
+  call nobody re-announces within ``sync_grace`` is looked up in the call
   records and, if over, reported ended;
-- C{node_lost} (from the liveness monitor that reaped a dead node) reports
-  the dead node's cached calls as ended with reason C{lost}.
+- ``node_lost`` (from the liveness monitor that reaped a dead node) reports
+  the dead node's cached calls as ended with reason ``lost``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ _INFO_FIELDS = {a.name for a in attrs.fields(CallInfo)}
 
 
 def info_from_message(fields: object) -> CallInfo | None:
-    """The L{CallInfo} a bus message carries (unknown fields, from newer nodes, ignored)."""
+    """The :class:`CallInfo` a bus message carries (unknown fields, from newer nodes, ignored)."""
     if not isinstance(fields, Mapping):
         return None
     try:
@@ -74,10 +74,10 @@ class ClusterCalls:
     """
     See the module.
 
-    @param local: this node's call controller.
-    @param records: where to look up calls nobody re-announced after a
+    :param local: this node's call controller.
+    :param records: where to look up calls nobody re-announced after a
         resynchronisation.
-    @param sync_grace: seconds the other nodes have to re-announce their calls.
+    :param sync_grace: seconds the other nodes have to re-announce their calls.
     """
 
     def __init__(self, clock: IReactorTime, local: ICallController, bus: IEventBus,
@@ -131,7 +131,7 @@ class ClusterCalls:
         """
         Hang up a call here, or ask the node running it to.
 
-        @return: L{True} if the call is in progress here or on a node we know of.
+        :return: :class:`True` if the call is in progress here or on a node we know of.
         """
         if self.local.get_call(call_id) is not None:
             return self.local.hang_up(call_id, by_username)
@@ -157,7 +157,7 @@ class ClusterCalls:
         return sorted(calls, key=lambda info: (info.created_at, info.call_id))
 
     def subscribe(self, listener: ICallEventListener) -> Callable[[], None]:
-        """Tell C{listener} about every call's state changes, on any node."""
+        """Tell ``listener`` about every call's state changes, on any node."""
         return self._events.subscribe(listener)
 
     # -- local events ------------------------------------------------------------------

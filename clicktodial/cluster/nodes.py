@@ -1,22 +1,22 @@
 """
-Node liveness: each node heartbeats into the C{nodes} table; any node finding
-another's heartbeat older than C{[cluster] dead_after} takes it for dead and
-records its calls in progress as ended with reason C{lost}
-(C{end_active_calls(node, at, reason="lost")}), then tells the other nodes
-on the bus (C{node_lost} on the C{call_control} channel) so their web pages
+Node liveness: each node heartbeats into the ``nodes`` table; any node finding
+another's heartbeat older than ``[cluster] dead_after`` takes it for dead and
+records its calls in progress as ended with reason ``lost``
+(``end_active_calls(node, at, reason="lost")``), then tells the other nodes
+on the bus (``node_lost`` on the ``call_control`` channel) so their web pages
 drop those calls.  At start-up a node ends its own calls left active by an
 earlier run of itself (it cannot be running them any more).  With a media
-relay (C{[media] relay}), the node that ends calls as lost also deletes
-their relay sessions (L{clicktodial.calls.relay.LostCalls}: in the
+relay (``[media] relay``), the node that ends calls as lost also deletes
+their relay sessions (:class:`clicktodial.calls.relay.LostCalls`: in the
 background, so the liveness loop does not wait for the relay).
 
-Claiming a dead node is a C{DELETE ... WHERE last_seen < cutoff}: of several
+Claiming a dead node is a ``DELETE ... WHERE last_seen < cutoff``: of several
 survivors only one deletes the row and so only one reaps (ending calls twice
-would be harmless anyway: only calls without C{ended_at} are touched).  A
+would be harmless anyway: only calls without ``ended_at`` are touched).  A
 node that ended up with calls in progress but no row (a survivor died between
 deleting the row and ending the calls, or the node stopped) is an orphan and
 is reaped the same way.  A node that finds its own row gone (it was paused for
-longer than C{dead_after} and declared dead) logs it and heartbeats again.
+longer than ``dead_after`` and declared dead) logs it and heartbeats again.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ CONTROL_CHANNEL = "call_control"
 
 def default_node_id(config: Config, hostname: str | None = None) -> str:
     """
-    C{[cluster] node_id}, or by default C{HOSTNAME:PORT} (the SIP port), or
-    C{HOSTNAME:ADDRESS:PORT} when the daemon listens on one address (so that
+    ``[cluster] node_id``, or by default ``HOSTNAME:PORT`` (the SIP port), or
+    ``HOSTNAME:ADDRESS:PORT`` when the daemon listens on one address (so that
     several daemons on one host, on 127.0.0.2 and 127.0.0.3, differ).
     """
     if config.cluster.node_id:
@@ -100,7 +100,7 @@ class NodeMonitor(Service):
     """
     Heartbeats this node and reaps dead ones (see the module).
 
-    @ivar ready: fires once this node's own stale calls are ended and its
+    :ivar ready: fires once this node's own stale calls are ended and its
         first heartbeat is in (start the call controller after it).
     """
 

@@ -1,7 +1,7 @@
 """
-The cluster's part of the daemon (C{[cluster] bus = postgres}): the
-PostgreSQL event bus, the node liveness monitor and L{ClusterCalls} around
-the local call controller.  With C{bus = memory} (a single daemon) there is
+The cluster's part of the daemon (``[cluster] bus = postgres``): the
+PostgreSQL event bus, the node liveness monitor and :class:`ClusterCalls` around
+the local call controller.  With ``bus = memory`` (a single daemon) there is
 nothing to add: the local controller is used as it is.
 """
 
@@ -33,8 +33,8 @@ log = Logger(namespace="clicktodial.cluster.service")
 def record_node(config: Config) -> str | None:
     """
     The node name the call controller writes in call records: this node's id
-    in a cluster or a worker process's (C{[daemon] workers}: C{NODE/wINDEX}),
-    L{None} for a single daemon (whose start-up then ends every call left
+    in a cluster or a worker process's (``[daemon] workers``: ``NODE/wINDEX``),
+    :class:`None` for a single daemon (whose start-up then ends every call left
     active, whichever node name it had).
     """
     if config.cluster.bus == "postgres" or config.daemon.workers > 1:
@@ -45,7 +45,7 @@ def record_node(config: Config) -> str | None:
 class ClusterService(MultiService):
     """
     The bus and the liveness monitor (children, started in that order) and
-    L{ClusterCalls} (C{calls}: give it to the web layer instead of the local
+    :class:`ClusterCalls` (``calls``: give it to the web layer instead of the local
     controller).  Add it to the daemon before the call service, so that it
     stops after it: the calls hung up at shutdown are still announced.
     """
@@ -78,12 +78,12 @@ class ClusterService(MultiService):
 
 def cluster_storage(config: Config, store: object) -> IClusterStorage | None:
     """
-    What C{[cluster] bus = postgres} needs of the C{[store]} backend (L{None}
-    with C{bus = memory}).
+    What ``[cluster] bus = postgres`` needs of the ``[store]`` backend (:class:`None`
+    with ``bus = memory``).
 
-    @raise ConfigError: C{bus = postgres} and the store does not provide
-        L{IClusterStorage} (naming the setting and the backend); start-up and
-        C{check-config} both check it.
+    :raises ConfigError: ``bus = postgres`` and the store does not provide
+        :class:`IClusterStorage` (naming the setting and the backend); start-up and
+        ``check-config`` both check it.
     """
     if config.cluster.bus != "postgres":
         return None
@@ -103,14 +103,14 @@ def build_cluster_service(config: Config, reactor: IReactorTime, records: ICallR
                           store: object = None, *,
                           relay: IMediaRelay | None = None) -> ClusterService | None:
     """
-    The cluster service for C{config}, or L{None} with C{[cluster] bus = memory}.
+    The cluster service for ``config``, or :class:`None` with ``[cluster] bus = memory``.
 
-    @param store: the C{[store]} backend; it provides the nodes table and the
-        event bus (L{IClusterStorage}); by default C{records}.
-    @param relay: the media relay (C{[media] relay}), whose sessions of the
-        calls recorded as lost are deleted; L{None} without one.
-    @raise ConfigError: C{bus = postgres} and the store does not provide
-        L{IClusterStorage} (naming the setting and the backend).
+    :param store: the ``[store]`` backend; it provides the nodes table and the
+        event bus (:class:`IClusterStorage`); by default ``records``.
+    :param relay: the media relay (``[media] relay``), whose sessions of the
+        calls recorded as lost are deleted; :class:`None` without one.
+    :raises ConfigError: ``bus = postgres`` and the store does not provide
+        :class:`IClusterStorage` (naming the setting and the backend).
     """
     section = config.cluster
     storage = cluster_storage(config, store if store is not None else records)

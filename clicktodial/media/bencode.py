@@ -8,7 +8,7 @@ dictionaries whose keys are not sorted, and rtpengine 10.5 replies
 ``d3:sdp...6:result2:oke`` (``sdp`` before ``result``); the others are
 untyped or unmaintained.  Decoding is strict otherwise (no leading zeros, no
 ``-0``, nothing after the value, bounded nesting) and raises only
-L{ValueError}, so a garbage datagram is dropped by the caller.
+:class:`ValueError`, so a garbage datagram is dropped by the caller.
 
 Dictionary keys are decoded as ASCII text; values stay bytes.  Pure: no
 Twisted.
@@ -59,7 +59,7 @@ def bdecode(data: bytes) -> object:
     """
     The value ``data`` encodes: bytes, int, list or dict (str keys).
 
-    @raise ValueError: ``data`` is not exactly one bencoded value.
+    :raises ValueError: ``data`` is not exactly one bencoded value.
     """
     value, end = _decode(data, 0, 0)
     if end != len(data):

@@ -9,14 +9,14 @@ for a ping) or ``error`` with an ``error-reason``.  rtpengine remembers the
 cookies it has answered and replies to a retransmission with the same reply
 without doing the command again, so retransmitting is safe.
 
-* L{NgClient}: a L{DatagramProtocol} on the injected clock.  A command is
+* :class:`NgClient`: a :class:`DatagramProtocol` on the injected clock.  A command is
   sent, retransmitted with exponential backoff (``retries`` times within
   ``timeout``), then tried on the next configured server; when none
-  answers, its Deferred fails with L{RelayTimeout}.  Replies are matched by
+  answers, its Deferred fails with :class:`RelayTimeout`.  Replies are matched by
   cookie and source address; anything else (unknown cookie, a late
   duplicate, a datagram that does not decode, a stranger) is logged and
   dropped.
-* L{RtpEngineRelay}: L{IMediaRelay} over an L{NgClient}.  Every command of
+* :class:`RtpEngineRelay`: :class:`IMediaRelay` over an :class:`NgClient`.  Every command of
   one call goes to the server that took its first offer.
 """
 
@@ -53,7 +53,7 @@ log = Logger(namespace="clicktodial.media.rtpengine")
 
 
 class RelayError(Exception):
-    """The media relay refused a command (C{reason}: its C{error-reason})."""
+    """The media relay refused a command (``reason``: its ``error-reason``)."""
 
     def __init__(self, command: str, reason: str) -> None:
         super().__init__(f"rtpengine {command}: {reason}")
@@ -106,9 +106,9 @@ class NgClient(DatagramProtocol):
     """
     Sends ``ng`` commands to rtpengine and matches the replies.
 
-    @param servers: the ``ng`` addresses (IP literals), tried in order.
-    @param timeout: seconds one server has to answer a command.
-    @param retries: retransmissions to one server within ``timeout``.
+    :param servers: the ``ng`` addresses (IP literals), tried in order.
+    :param timeout: seconds one server has to answer a command.
+    :param retries: retransmissions to one server within ``timeout``.
     """
 
     def __init__(
@@ -152,14 +152,14 @@ class NgClient(DatagramProtocol):
     ) -> Deferred[dict[str, object]]:
         """
         Send ``command`` with ``params``; the Deferred fires with the reply
-        dictionary (its C{result} is C{ok} or C{pong}) and the server that
-        answered under the key C{"_server"}.
+        dictionary (its ``result`` is ``ok`` or ``pong``) and the server that
+        answered under the key ``"_server"``.
 
-        @param server: send to this server only (a call's later commands
+        :param server: send to this server only (a call's later commands
             must reach the rtpengine that holds its session); by default
             the configured servers in turn.
-        @raise RelayError: (failure) an C{error} reply.
-        @raise RelayTimeout: (failure) no server answered.
+        :raises RelayError: (failure) an ``error`` reply.
+        :raises RelayTimeout: (failure) no server answered.
         """
         cookie = f"{self._prefix}{next(self._counter)}".encode()
         body = dict(params or {})
@@ -263,7 +263,7 @@ class NgClientService(Service):
     """
     The ng client's UDP port in the daemon: opened at start (an ephemeral
     port on the address family of the first server); at stop, it waits for
-    the commands still outstanding (the calls' C{delete}s sent as they were
+    the commands still outstanding (the calls' ``delete``s sent as they were
     hung up), each bounded by the client's timeout, then closes.
     """
 
@@ -296,7 +296,7 @@ def _address_family(address: str) -> bytes:
 @implementer(IMediaRelay)
 class RtpEngineRelay:
     """
-    L{IMediaRelay} through rtpengine.
+    :class:`IMediaRelay` through rtpengine.
 
     Offers and answers ask rtpengine to drop ICE candidates (they would name
     the phones' private addresses) and, when the phone's signalling source
@@ -305,8 +305,8 @@ class RtpEngineRelay:
     latches to where the phone's RTP really comes from (its default,
     "symmetric" learning).  Without a source, the SDP address is trusted.
 
-    @param directions: rtpengine interface names for the caller and callee
-        sides (C{[media:rtpengine] interfaces}), or empty.
+    :param directions: rtpengine interface names for the caller and callee
+        sides (``[media:rtpengine] interfaces``), or empty.
     """
 
     name = "rtpengine"
@@ -347,7 +347,7 @@ class RtpEngineRelay:
         return sdp
 
     def offer(self, call_id: str, from_tag: str, sdp: bytes, source: str | None) -> Deferred[bytes]:
-        """See L{IMediaRelay.offer}."""
+        """See :meth:`IMediaRelay.offer`."""
         d = self.client.command(
             "offer", self._params(call_id, from_tag, sdp, source), self._server_of.get(call_id)
         )
@@ -363,7 +363,7 @@ class RtpEngineRelay:
     def answer(
         self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, source: str | None
     ) -> Deferred[bytes]:
-        """See L{IMediaRelay.answer}."""
+        """See :meth:`IMediaRelay.answer`."""
         params = self._params(call_id, from_tag, sdp, source)
         params["to-tag"] = to_tag
         d = self.client.command("answer", params, self._server_of.get(call_id))
@@ -371,9 +371,9 @@ class RtpEngineRelay:
 
     def delete(self, call_id: str) -> Deferred[None]:
         """
-        See L{IMediaRelay.delete}: the whole call (no tag given), on the
+        See :meth:`IMediaRelay.delete`: the whole call (no tag given), on the
         server that took its offer.  A call this relay did not offer (one a
-        crashed run or a dead node made: L{clicktodial.calls.relay.LostCalls})
+        crashed run or a dead node made: :class:`clicktodial.calls.relay.LostCalls`)
         may be on any server: the delete goes to each; it succeeds if one
         server deleted the call, and fails with the first failure otherwise.
         """
@@ -393,7 +393,7 @@ class RtpEngineRelay:
         return DeferredList(deletes, consumeErrors=True).addCallback(outcome)
 
     def stats(self) -> Mapping[str, float]:
-        """See L{IMediaRelay.stats}."""
+        """See :meth:`IMediaRelay.stats`."""
         stats = self.client.stats
         return {
             "commands": stats.commands,
@@ -406,6 +406,6 @@ class RtpEngineRelay:
         }
 
     def query(self, call_id: str) -> Deferred[Mapping[str, object]]:
-        """See L{IMediaRelay.query}."""
+        """See :meth:`IMediaRelay.query`."""
         d = self.client.command("query", {"call-id": call_id}, self._server_of.get(call_id))
         return d.addCallback(lambda reply: reply)

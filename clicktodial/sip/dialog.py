@@ -2,11 +2,11 @@
 SIP dialogs (RFC 3261 §12): the peer-to-peer state two user agents share
 from the first dialog-creating response until a BYE.
 
-A L{Dialog} holds the dialog state of §12.1 — ID, sequence numbers, local
+A :class:`Dialog` holds the dialog state of §12.1 — ID, sequence numbers, local
 and remote URIs, remote target, route set, secure flag — and builds the
 requests sent inside it (§12.2.1.1) and the destination they go to.  It
 never sends anything and never looks at the clock: the user-agent core
-(L{clicktodial.sip.ua}) drives it.
+(:obj:`clicktodial.sip.ua`) drives it.
 
 No Twisted imports here.
 """
@@ -155,7 +155,7 @@ def source_flow(source: Source, contact: URI) -> Destination:
     Contact is ``contact``: back to that source (its connection while it is open), never to
     a host the Contact or a Record-Route names (docs/security.md).  A stream connection that
     is gone is reopened to the source host at the Contact's port, as for a binding
-    (L{flow_destination}).
+    (:func:`flow_destination`).
     """
     flow = source.reply_destination()
     if flow.transport not in ("TCP", "TLS"):
@@ -184,21 +184,21 @@ class Dialog:
     """
     One dialog's state (RFC 3261 §12.1) and its request builder (§12.2.1.1).
 
-    @ivar state: a L{DialogState}.
-    @ivar call_id: the Call-ID.
-    @ivar local_party: our From (UAC) / To (UAS) value: URI, display name,
+    :ivar state: a :class:`DialogState`.
+    :ivar call_id: the Call-ID.
+    :ivar local_party: our From (UAC) / To (UAS) value: URI, display name,
         local tag.
-    @ivar remote_party: the peer's value with the remote tag.
-    @ivar local_seq: the last CSeq number we used (None until we send).
-    @ivar remote_seq: the highest CSeq number received (None until we
+    :ivar remote_party: the peer's value with the remote tag.
+    :ivar local_seq: the last CSeq number we used (None until we send).
+    :ivar remote_seq: the highest CSeq number received (None until we
         receive a request).
-    @ivar remote_target: where requests go (the peer's Contact).
-    @ivar route_set: the Route values for our requests, in the order they
+    :ivar remote_target: where requests go (the peer's Contact).
+    :ivar route_set: the Route values for our requests, in the order they
         are sent.
-    @ivar secure: whether the dialog was set up over TLS with SIPS.
-    @ivar local_contact: the Contact URI we put in target-refresh messages.
-    @ivar is_uac: whether we sent the dialog-creating request.
-    @ivar offer_answer: the dialog's SDP offer/answer state.
+    :ivar secure: whether the dialog was set up over TLS with SIPS.
+    :ivar local_contact: the Contact URI we put in target-refresh messages.
+    :ivar is_uac: whether we sent the dialog-creating request.
+    :ivar offer_answer: the dialog's SDP offer/answer state.
     """
 
     # One per dialog, for as long as a call is held: no per-instance __dict__.
@@ -265,7 +265,7 @@ class Dialog:
         The dialog a UAC creates from a 101-199 or 2xx response with a To
         tag to its ``request`` (RFC 3261 §12.1.2).
 
-        @raise DialogError: if the response cannot create a dialog.
+        :raises DialogError: if the response cannot create a dialog.
         """
         if not 101 <= response.status <= 299:
             raise DialogError(f"a {response.status} response does not create a dialog")
@@ -302,7 +302,7 @@ class Dialog:
         The dialog a UAS creates when it answers ``request`` with a 101-299
         carrying ``local_tag`` in To (RFC 3261 §12.1.1).
 
-        @raise DialogError: if the request has no Contact.
+        :raises DialogError: if the request has no Contact.
         """
         target = _first_contact(request)
         if target is None:
@@ -389,7 +389,7 @@ class Dialog:
         §12.2.2): check and record the CSeq, refresh the remote target.
         ACK and CANCEL carry an earlier request's number and change nothing.
 
-        @raise OutOfOrderRequest: when the CSeq is lower than the remote
+        :raises OutOfOrderRequest: when the CSeq is lower than the remote
             sequence number (answer 500).
         """
         if request.method in ("ACK", "CANCEL"):
@@ -478,8 +478,8 @@ class Dialog:
         local CSeq: BYE, re-INVITE, INFO, UPDATE, ...  The Via is left to
         the transaction layer.  Target-refresh requests carry our Contact.
 
-        @raise ValueError: for ACK and CANCEL, which reuse an earlier
-            request's CSeq (use L{create_ack}; CANCEL comes from the client
+        :raises ValueError: for ACK and CANCEL, which reuse an earlier
+            request's CSeq (use :func:`create_ack`; CANCEL comes from the client
             transaction).
         """
         if method in ("ACK", "CANCEL"):
@@ -510,7 +510,7 @@ class Dialog:
 
     def destination(self) -> Destination:
         """
-        Where requests inside this dialog go: its L{flow} when pinned;
+        Where requests inside this dialog go: its :func:`flow` when pinned;
         otherwise the first route's URI if there is a route set, else the
         remote target (RFC 3261 §12.2.1.1 with §8.1.2).
         """

@@ -1,28 +1,28 @@
 """
 SIP Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760): the server
 side (challenges, verification) and the client side (answering a provider's
-challenge, see L{parse_challenge} and L{authorization_for}).
+challenge, see :func:`parse_challenge` and :func:`authorization_for`).
 
-Pure protocol logic on the standard library (C{hashlib}, C{hmac}); nothing
+Pure protocol logic on the standard library (``hashlib``, ``hmac``); nothing
 here touches the network or a store, and time comes from an injected
-C{IReactorTime}, so a L{DigestAuthenticator} can be tested with a
-C{task.Clock}.
+``IReactorTime``, so a :class:`DigestAuthenticator` can be tested with a
+``task.Clock``.
 
 What we support, and why:
-  - algorithms C{SHA-256} and C{MD5} (RFC 8760 §2.1 requires SIP servers to
-    offer SHA-256 and keep MD5 for old phones), each with C{qop="auth"}.
-    A challenge is one C{WWW-Authenticate} field per algorithm, the
+  - algorithms ``SHA-256`` and ``MD5`` (RFC 8760 §2.1 requires SIP servers to
+    offer SHA-256 and keep MD5 for old phones), each with ``qop="auth"``.
+    A challenge is one ``WWW-Authenticate`` field per algorithm, the
     preferred (SHA-256) first (RFC 8760 §2.4, RFC 7616 §3.7).
-  - C{-sess} algorithms, C{auth-int}, C{userhash} and C{username*} are not
+  - ``-sess`` algorithms, ``auth-int``, ``userhash`` and ``username*`` are not
     supported: a response that uses them is "no usable credentials" and
     gets a fresh challenge, like any scheme we do not know (RFC 4475 §3.3.7).
-  - a response without C{qop} (RFC 2069 style) is refused: without C{nc}
-    and C{cnonce} a stateless nonce could be replayed for its whole life.
+  - a response without ``qop`` (RFC 2069 style) is refused: without ``nc``
+    and ``cnonce`` a stateless nonce could be replayed for its whole life.
 
 The client side is more lenient than the server, because we answer other
-people's servers: it also speaks the C{-sess} algorithms, C{qop="auth-int"}
-(with the body) and RFC 2069 challenges without C{qop}, and echoes
-C{opaque}.
+people's servers: it also speaks the ``-sess`` algorithms, ``qop="auth-int"``
+(with the body) and RFC 2069 challenges without ``qop``, and echoes
+``opaque``.
 
 Nonces are stateless (RFC 7616 §5.4 leaves their form to the server)::
 
@@ -31,12 +31,12 @@ Nonces are stateless (RFC 7616 §5.4 leaves their form to the server)::
 
 so any daemon that shares the secret (a scale-out cluster behind one
 domain) can check a nonce another one issued, without shared state. A nonce
-older than its lifetime is "stale": the client gets C{stale=true} and
+older than its lifetime is "stale": the client gets ``stale=true`` and
 retries without asking its user, but ONLY when its response was otherwise
 correct (RFC 7616 §3.3: a wrong password must never look like a stale nonce).
 
-Replay protection: C{nc} must strictly increase for each nonce (RFC 7616
-§3.4). The counts live in a bounded in-memory L{NonceCountTracker} on each
+Replay protection: ``nc`` must strictly increase for each nonce (RFC 7616
+§3.4). The counts live in a bounded in-memory :class:`NonceCountTracker` on each
 node; across nodes replay protection is per node (a response replayed to
 another node of the cluster within the nonce lifetime is accepted there
 once). Nonce lifetimes are short (300 s by default) to bound that window.
@@ -104,7 +104,7 @@ _NC_LEN = 8
 
 
 class DigestError(ValueError):
-    """An C{Authorization} field value is not a usable Digest response."""
+    """An ``Authorization`` field value is not a usable Digest response."""
 
 
 def _canonical_algorithm(name: str | None) -> str | None:
@@ -118,10 +118,10 @@ def _canonical_algorithm(name: str | None) -> str | None:
 def compute_ha1(username: str, realm: str, password: str,
                 algorithm: str = "MD5") -> str:
     """
-    C{HA1 = H(username ":" realm ":" password)} in lower-case hex
+    ``HA1 = H(username ":" realm ":" password)`` in lower-case hex
     (RFC 7616 §3.4.2), the value a user store keeps instead of the password.
 
-    @raise ValueError: for an algorithm other than C{MD5} or C{SHA-256}.
+    :raises ValueError: for an algorithm other than ``MD5`` or ``SHA-256``.
     """
     canonical = _canonical_algorithm(algorithm)
     if canonical is None:
@@ -132,11 +132,11 @@ def compute_ha1(username: str, realm: str, password: str,
 def compute_response(ha1: str, nonce: str, nc: str, cnonce: str, qop: str,
                      method: str, uri: str, algorithm: str = "MD5") -> str:
     """
-    The expected C{response} for C{qop="auth"} (RFC 7616 §3.4.1)::
+    The expected ``response`` for ``qop="auth"`` (RFC 7616 §3.4.1)::
 
         KD(HA1, nonce ":" nc ":" cnonce ":" qop ":" H(method ":" uri))
 
-    @raise ValueError: for an unsupported algorithm.
+    :raises ValueError: for an unsupported algorithm.
     """
     canonical = _canonical_algorithm(algorithm)
     if canonical is None:
@@ -181,12 +181,12 @@ _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 
 def parse_auth_params(text: str) -> dict[str, str]:
     """
-    Parse a comma-separated list of C{name=token} or C{name="quoted"} auth
+    Parse a comma-separated list of ``name=token`` or ``name="quoted"`` auth
     params (RFC 3261 §25.1 / RFC 7235 §2.1) into a dict with lower-case
-    names. Quoted strings may contain C{\\"} and C{\\\\} escapes
+    names. Quoted strings may contain ``\\"`` and ``\\\\`` escapes
     (quoted-pair).
 
-    @raise DigestError: on a syntax error or a repeated parameter
+    :raises DigestError: on a syntax error or a repeated parameter
         (RFC 7616 §3.4: "MUST NOT be repeated").
     """
     params: dict[str, str] = {}
@@ -216,11 +216,11 @@ def parse_auth_params(text: str) -> dict[str, str]:
 @frozen
 class DigestCredentials:
     """
-    A parsed C{Authorization}/C{Proxy-Authorization} Digest response.
+    A parsed ``Authorization``/``Proxy-Authorization`` Digest response.
 
-    @ivar algorithm: canonical name (C{"MD5"} or C{"SHA-256"}).
-    @ivar qop: always C{"auth"} (anything else is refused at parse time).
-    @ivar nc: the nonce count as sent: 8 hex digits.
+    :ivar algorithm: canonical name (``"MD5"`` or ``"SHA-256"``).
+    :ivar qop: always ``"auth"`` (anything else is refused at parse time).
+    :ivar nc: the nonce count as sent: 8 hex digits.
     """
 
     username: str
@@ -246,12 +246,12 @@ _REQUIRED = ("username", "realm", "nonce", "uri", "response", "cnonce", "nc",
 
 def parse_authorization(value: str) -> DigestCredentials:
     """
-    Parse one C{Authorization} or C{Proxy-Authorization} field value.
+    Parse one ``Authorization`` or ``Proxy-Authorization`` field value.
 
     Unknown parameters are ignored (RFC 7616 §3.4: "Any unrecognized
     directive MUST be ignored").
 
-    @raise DigestError: for another scheme, a syntax error, a missing
+    :raises DigestError: for another scheme, a syntax error, a missing
         parameter, or a feature we do not support (see the module
         docstring); the caller answers with a fresh challenge.
     """
@@ -298,9 +298,9 @@ def _is_hex(text: str) -> bool:
 def select_credentials(values: Iterable[str], realm: str
                        ) -> DigestCredentials | None:
     """
-    The first usable Digest response for C{realm} among several
-    C{Authorization} field values (RFC 3261 §22.4: a UA may send one per
-    realm), or L{None} if there is none.
+    The first usable Digest response for ``realm`` among several
+    ``Authorization`` field values (RFC 3261 §22.4: a UA may send one per
+    realm), or :class:`None` if there is none.
     """
     for value in values:
         try:
@@ -322,8 +322,8 @@ def _quote(text: str) -> str:
 def format_challenge(realm: str, nonce: str, algorithm: str,
                      stale: bool = False, opaque: str | None = None) -> str:
     """
-    One C{WWW-Authenticate} (or C{Proxy-Authenticate}) field value
-    (RFC 7616 §3.3) offering C{qop="auth"}.
+    One ``WWW-Authenticate`` (or ``Proxy-Authenticate``) field value
+    (RFC 7616 §3.3) offering ``qop="auth"``.
     """
     parts = [f"Digest realm={_quote(realm)}", f"nonce={_quote(nonce)}"]
     if opaque is not None:
@@ -341,14 +341,14 @@ def format_challenge(realm: str, nonce: str, algorithm: str,
 @frozen
 class DigestChallenge:
     """
-    A parsed C{WWW-Authenticate} / C{Proxy-Authenticate} Digest challenge,
+    A parsed ``WWW-Authenticate`` / ``Proxy-Authenticate`` Digest challenge,
     as a provider sends it to us (RFC 7616 §3.3).
 
-    @ivar algorithm: canonical name: C{MD5}, C{SHA-256}, C{MD5-sess} or
-        C{SHA-256-sess}.
-    @ivar qops: the qop options offered, lower case, in the server's order;
+    :ivar algorithm: canonical name: ``MD5``, ``SHA-256``, ``MD5-sess`` or
+        ``SHA-256-sess``.
+    :ivar qops: the qop options offered, lower case, in the server's order;
         empty for an RFC 2069 challenge.
-    @ivar stale: the server says our previous response was right but its
+    :ivar stale: the server says our previous response was right but its
         nonce is too old: answer again with the same credentials, without
         treating it as a failure.
     """
@@ -362,7 +362,7 @@ class DigestChallenge:
 
     @property
     def qop(self) -> str | None:
-        """The qop we answer with: C{auth}, else C{auth-int}, else none."""
+        """The qop we answer with: ``auth``, else ``auth-int``, else none."""
         for choice in ("auth", "auth-int"):
             if choice in self.qops:
                 return choice
@@ -384,10 +384,10 @@ def _client_algorithm(name: str | None) -> str | None:
 
 def parse_challenge(value: str) -> DigestChallenge:
     """
-    Parse one C{WWW-Authenticate} or C{Proxy-Authenticate} field value.
+    Parse one ``WWW-Authenticate`` or ``Proxy-Authenticate`` field value.
 
-    @raise DigestError: for another scheme, a syntax error, a missing
-        C{realm} or C{nonce}, an algorithm we cannot compute, or only qop
+    :raises DigestError: for another scheme, a syntax error, a missing
+        ``realm`` or ``nonce``, an algorithm we cannot compute, or only qop
         options we do not know (then no response of ours could be right).
     """
     stripped = value.lstrip(_LWS)
@@ -425,9 +425,9 @@ def _strength(challenge: DigestChallenge) -> int:
 
 def select_challenge(values: Iterable[str]) -> DigestChallenge | None:
     """
-    The challenge to answer among several C{WWW-Authenticate} (or
-    C{Proxy-Authenticate}) values: the strongest algorithm we support, the
-    server's order among equals (RFC 7616 §3.7, RFC 8760 §2.4); L{None}
+    The challenge to answer among several ``WWW-Authenticate`` (or
+    ``Proxy-Authenticate``) values: the strongest algorithm we support, the
+    server's order among equals (RFC 7616 §3.7, RFC 8760 §2.4); :class:`None`
     when none is usable.
     """
     usable = []
@@ -450,18 +450,18 @@ def authorization_for(challenge: DigestChallenge, method: str, uri: str,
                       username: str, password: str, *, cnonce: str,
                       nc: int = 1, body: bytes | None = None) -> str:
     """
-    The C{Authorization} / C{Proxy-Authorization} field value answering
-    C{challenge} for a request (RFC 7616 §3.4, RFC 3261 §22.2/§22.3).
+    The ``Authorization`` / ``Proxy-Authorization`` field value answering
+    ``challenge`` for a request (RFC 7616 §3.4, RFC 3261 §22.2/§22.3).
 
-    @param uri: the Request-URI exactly as the request carries it.
-    @param username: the authentication user (may differ from the From
+    :param uri: the Request-URI exactly as the request carries it.
+    :param username: the authentication user (may differ from the From
         user at a SIP provider).
-    @param cnonce: the client nonce (see L{new_cnonce}); ignored for an RFC
+    :param cnonce: the client nonce (see :func:`new_cnonce`); ignored for an RFC
         2069 challenge without qop.
-    @param nc: how many requests this nonce has answered, this one
+    :param nc: how many requests this nonce has answered, this one
         included (1 for the first); it must grow with each reuse.
-    @param body: the message body, used only for C{qop=auth-int}.
-    @raise ValueError: for C{nc} outside 1..2**32-1.
+    :param body: the message body, used only for ``qop=auth-int``.
+    :raises ValueError: for ``nc`` outside 1..2**32-1.
     """
     if not 0 < nc < 2 ** 32:
         raise ValueError(f"nonce count {nc} out of range")
@@ -495,10 +495,10 @@ class Verdict(enum.Enum):
     """
     The outcome of checking a Digest response.
 
-    @cvar OK: authenticated.
-    @cvar STALE: the response was right, but its nonce has expired or its
-        nonce count was reused: challenge again with C{stale=true}.
-    @cvar INVALID: wrong password, unknown user, forged nonce, wrong realm
+    :cvar OK: authenticated.
+    :cvar STALE: the response was right, but its nonce has expired or its
+        nonce count was reused: challenge again with ``stale=true``.
+    :cvar INVALID: wrong password, unknown user, forged nonce, wrong realm
         or digest-uri: an authentication failure.
     """
 
@@ -509,10 +509,10 @@ class Verdict(enum.Enum):
 
 class NonceCountTracker:
     """
-    The highest C{nc} seen for each nonce (RFC 7616 §3.4), with bounded
+    The highest ``nc`` seen for each nonce (RFC 7616 §3.4), with bounded
     memory.
 
-    Entries leave when their nonce expires. When more than C{max_entries}
+    Entries leave when their nonce expires. When more than ``max_entries``
     nonces are in use, the least recently used are evicted, and the tracker
     remembers the newest issue time it evicted: an untracked nonce issued at
     or before that time can no longer be proven fresh, so it is answered as
@@ -533,7 +533,7 @@ class NonceCountTracker:
     def accept(self, nonce: str, issued_at: float, expires_at: float,
                nc: int, now: float) -> bool:
         """
-        Record C{nc} for C{nonce}; tell whether it is strictly higher than
+        Record ``nc`` for ``nonce``; tell whether it is strictly higher than
         every count seen before for that nonce.
         """
         entry = self._entries.get(nonce)
@@ -568,13 +568,13 @@ class DigestAuthenticator:
     """
     Issues challenges and checks Digest responses for one realm.
 
-    @param clock: the time source (C{clock.seconds()}).
-    @param realm: the protection realm (RFC 3261 §22.1: usually the domain).
-    @param secret: the nonce HMAC key; daemons sharing a domain share it
+    :param clock: the time source (``clock.seconds()``).
+    :param realm: the protection realm (RFC 3261 §22.1: usually the domain).
+    :param secret: the nonce HMAC key; daemons sharing a domain share it
         so that each accepts the others' nonces. At least 16 bytes.
-    @param nonce_lifetime: seconds a nonce stays fresh.
-    @param max_tracked_nonces: bound of the L{NonceCountTracker}.
-    @param algorithms: the algorithms offered, preferred first.
+    :param nonce_lifetime: seconds a nonce stays fresh.
+    :param max_tracked_nonces: bound of the :class:`NonceCountTracker`.
+    :param algorithms: the algorithms offered, preferred first.
     """
 
     def __init__(self, clock: IReactorTime, realm: str, secret: bytes,
@@ -616,7 +616,7 @@ class DigestAuthenticator:
 
     def nonce_issued_at(self, nonce: str) -> float | None:
         """
-        When C{nonce} was issued (clock seconds), or L{None} if it is not a
+        When ``nonce`` was issued (clock seconds), or :class:`None` if it is not a
         nonce of ours (bad form or bad MAC, checked in constant time).
         """
         if len(nonce) != _NONCE_TEXT_LEN:
@@ -636,7 +636,7 @@ class DigestAuthenticator:
 
     def challenges(self, stale: bool = False) -> list[str]:
         """
-        The C{WWW-Authenticate} values for a 401: one per offered
+        The ``WWW-Authenticate`` values for a 401: one per offered
         algorithm, all with the same fresh nonce, SHA-256 first.
         """
         nonce = self.new_nonce()
@@ -649,7 +649,7 @@ class DigestAuthenticator:
         """
         Cheap first check, before any store lookup: the issue time of the
         response's nonce if it is one of ours for our realm and an offered
-        algorithm, else L{None} (an authentication failure).
+        algorithm, else :class:`None` (an authentication failure).
         """
         if credentials.realm != self.realm:
             return None
@@ -662,11 +662,11 @@ class DigestAuthenticator:
         """
         Check a response against the stored HA1 for its algorithm.
 
-        @param ha1: the user's HA1 for C{credentials.algorithm}; L{None} for
+        :param ha1: the user's HA1 for ``credentials.algorithm``; :class:`None` for
             an unknown user (a dummy HA1 is hashed instead, so an unknown
             user costs the same work and gets the same verdict as a wrong
             password: no user enumeration).
-        @param issued_at: what L{check_nonce} returned.
+        :param issued_at: what :func:`check_nonce` returned.
         """
         expected = compute_response(
             ha1 if ha1 is not None else _DUMMY_HA1[credentials.algorithm],

@@ -44,13 +44,13 @@ class IMessageHandler(Interface):
         """
         A request arrived.
 
-        @param source: where it came from (the transport's C{Destination}
+        :param source: where it came from (the transport's ``Destination``
             or connection handle); handed back to
-            L{ISIPTransport.send_response} with every response to it.
+            :meth:`ISIPTransport.send_response` with every response to it.
         """
 
     def response_received(response: Response, source: object) -> None:
-        """A response arrived from C{source}."""
+        """A response arrived from ``source``."""
 
 
 class ISourceLimit(Interface):
@@ -63,7 +63,7 @@ class ISourceLimit(Interface):
     def allow(host: str) -> bool:
         """
         Count one datagram (parsed or not), stream message or new connection
-        from IP address C{host} (the text the socket gives); whether to
+        from IP address ``host`` (the text the socket gives); whether to
         handle it.  Called for every datagram before anything else is done
         with it: for a banned source it costs one dictionary look-up.  Never
         raises.
@@ -72,50 +72,50 @@ class ISourceLimit(Interface):
     def banned() -> dict[str, float]:
         """
         The sources banned now: each source's key (an IPv4 address, or an
-        IPv6 network such as C{2001:db8:1:2::/64}) and the time
-        (C{IReactorTime.seconds}) its ban ends.
+        IPv6 network such as ``2001:db8:1:2::/64``) and the time
+        (``IReactorTime.seconds``) its ban ends.
         """
 
     def on_ban(observer: Callable[[], object]) -> None:
-        """Call C{observer} (no arguments) each time a source gets banned."""
+        """Call ``observer`` (no arguments) each time a source gets banned."""
 
 
 class ISIPTransport(Interface):
     """
     Sends SIP messages over UDP/TCP/TLS (RFC 3261 §18).  A transport error
     (ICMP unreachable, connection refused, no route) is raised as
-    C{clicktodial.sip.transport.TransportError} (or C{OSError}); the
+    ``clicktodial.sip.transport.TransportError`` (or ``OSError``); the
     transaction layer turns it into a local 503 (§17.1.4).
     """
 
     def send_request(request: Request, destination: Destination) -> None:
         """
-        Send C{request} to C{destination} (§18.1.1).
+        Send ``request`` to ``destination`` (§18.1.1).
 
-        @raise clicktodial.sip.transport.TransportError: it cannot be sent.
+        :raises clicktodial.sip.transport.TransportError: it cannot be sent.
         """
 
     def send_response(response: Response, source: object = None) -> None:
         """
-        Send C{response} where §18.2.2 says (the top Via's C{received} /
-        C{rport}, or C{source}, the handle the request came with).
+        Send ``response`` where §18.2.2 says (the top Via's ``received`` /
+        ``rport``, or ``source``, the handle the request came with).
 
-        @raise clicktodial.sip.transport.TransportError: it cannot be sent.
+        :raises clicktodial.sip.transport.TransportError: it cannot be sent.
         """
 
     def local_address(transport: str) -> tuple[str, int]:
         """
-        The C{(host, port)} to put in the sent-by of a Via for C{transport}
-        (C{"UDP"}, C{"TCP"}, C{"TLS"}).
+        The ``(host, port)`` to put in the sent-by of a Via for ``transport``
+        (``"UDP"``, ``"TCP"``, ``"TLS"``).
 
-        @raise clicktodial.sip.transport.TransportError: no such transport.
+        :raises clicktodial.sip.transport.TransportError: no such transport.
         """
 
 
 class ISIPTap(Interface):
     """
     Sees every SIP message the transport sends or receives, as octets, e.g. to keep the
-    messages of calls (L{clicktodial.calls.trace.CallTracer}). Called on the reactor
+    messages of calls (:class:`clicktodial.calls.trace.CallTracer`). Called on the reactor
     thread for every message: it must be cheap and must not raise.
     """
 
@@ -123,23 +123,23 @@ class ISIPTap(Interface):
                        transport: str, local: tuple[str, int],
                        remote: tuple[str, int]) -> None:
         """
-        C{message} (C{data}: its octets as on the wire) was sent (C{direction} C{out}) or
-        received (C{in}) over C{transport} between C{local} and C{remote}
+        ``message`` (``data``: its octets as on the wire) was sent (``direction`` ``out``) or
+        received (``in``) over ``transport`` between ``local`` and ``remote``
         (host, port).
         """
 
 
 class ISendFailureHandler(Interface):
     """
-    Optional capability of an L{IMessageHandler}: told when a request the
+    Optional capability of an :class:`IMessageHandler`: told when a request the
     transport accepted could not be delivered after all (a connection that
     could not be opened: refused, unreachable, timed out).  Errors known
-    while sending are raised by L{ISIPTransport.send_request} instead.
+    while sending are raised by :meth:`ISIPTransport.send_request` instead.
     """
 
     def request_failed(request: Request, destination: Destination, reason: str) -> None:
         """
-        C{request}, sent to C{destination}, never left: RFC 3261 §8.1.3.1 /
+        ``request``, sent to ``destination``, never left: RFC 3261 §8.1.3.1 /
         §17.1.4, its client transaction ends at once with a local 503.
         Never raises.
         """
@@ -159,10 +159,10 @@ class IFlowKeeper(Interface):
 
     def keep_flow(source: object, aor: str, until: float) -> None:
         """
-        The connection C{source} (the handle a REGISTER came with) carries
-        bindings of C{aor} until POSIX time C{until}: keep it open at least
-        that long (plus a margin).  A C{until} in the past (a de-REGISTER)
-        releases what C{aor} held.  A datagram source, or a connection that
+        The connection ``source`` (the handle a REGISTER came with) carries
+        bindings of ``aor`` until POSIX time ``until``: keep it open at least
+        that long (plus a margin).  A ``until`` in the past (a de-REGISTER)
+        releases what ``aor`` held.  A datagram source, or a connection that
         is gone or closing, is ignored.  Never raises.
         """
 
@@ -171,19 +171,19 @@ class ITransactionUser(Interface):
     """
     What the transaction layer calls (RFC 3261 §17: the "TU", our UA core).
     Responses to requests it sent go to the callback it passed to
-    C{TransactionLayer.send_request}, not here.
+    ``TransactionLayer.send_request``, not here.
     """
 
     def request_received(server_tx: ServerTransaction, request: Request) -> None:
         """
         A new request (never a retransmission, never ACK or CANCEL) created
-        C{server_tx}; answer with C{server_tx.respond(response)}.  An INVITE
+        ``server_tx``; answer with ``server_tx.respond(response)``.  An INVITE
         not answered within 200 ms gets 100 Trying from the transaction.
         """
 
     def cancel_received(server_tx: ServerTransaction) -> None:
         """
-        A CANCEL matched the INVITE server transaction C{server_tx}, which
+        A CANCEL matched the INVITE server transaction ``server_tx``, which
         has no final response yet (RFC 3261 §9.2).  The layer already sent
         200 to the CANCEL; the user should answer the INVITE 487.
         """
@@ -191,7 +191,7 @@ class ITransactionUser(Interface):
     def ack_received(request: Request, source: object) -> None:
         """
         An ACK for a 2xx arrived (it matched no transaction, or one in
-        RFC 6026 C{accepted}); ACKs for 300-699 are absorbed by the layer.
+        RFC 6026 ``accepted``); ACKs for 300-699 are absorbed by the layer.
         """
 
     def stray_response(response: Response) -> None:
@@ -208,27 +208,27 @@ class ITransactionUser(Interface):
 
 class ISessionHandler(Interface):
     """
-    Receives the events of one call leg: an INVITE we sent (L{OutgoingCall})
-    or received (L{IncomingCall}) and the L{Session}s (dialogs) it creates.
+    Receives the events of one call leg: an INVITE we sent (:class:`OutgoingCall`)
+    or received (:class:`IncomingCall`) and the :class:`Session`s (dialogs) it creates.
     Methods are called on the reactor thread and must not raise (exceptions
     are logged and swallowed).  A session surfaced to the handler ends with
-    exactly one C{session_terminated}; a call that never got a 2xx ends with
-    C{call_failed} (UAC) or C{call_cancelled} / the application's own
-    C{reject} (UAS).
+    exactly one ``session_terminated``; a call that never got a 2xx ends with
+    ``call_failed`` (UAC) or ``call_cancelled`` / the application's own
+    ``reject`` (UAS).
     """
 
     def call_provisional(call: OutgoingCall, response: Response,
                          session: Session | None) -> None:
         """
-        UAC: a 1xx arrived.  C{session} is the early dialog it created or
+        UAC: a 1xx arrived.  ``session`` is the early dialog it created or
         updated (a 101-199 with a To tag), else None.
         """
 
     def call_answered(call: OutgoingCall, session: Session, response: Response) -> None:
         """
-        UAC: the first 2xx arrived; C{session} is confirmed.  If the INVITE
+        UAC: the first 2xx arrived; ``session`` is confirmed.  If the INVITE
         had no offer, the 2xx carries one and the application must call
-        C{session.ack(answer)}; otherwise the core has ACKed already.
+        ``session.ack(answer)``; otherwise the core has ACKed already.
         2xx from other forks are ACKed and BYEd without an event.
         """
 
@@ -236,7 +236,7 @@ class ISessionHandler(Interface):
         """
         UAC: the INVITE ended without a session: a 300-699, a local 408
         (timeout) or 503 (transport error), or a local 487 when
-        C{call.cancel()} made it end (also when a 2xx crossed the CANCEL, or
+        ``call.cancel()`` made it end (also when a 2xx crossed the CANCEL, or
         came for an early dialog the application had BYEd: that 2xx is
         ACKed and BYEd).
         """
@@ -253,14 +253,14 @@ class ISessionHandler(Interface):
     def request_received(session: Session, request: IncomingRequest) -> None:
         """
         A request inside the session other than BYE, ACK, CANCEL (re-INVITE,
-        UPDATE, INFO, OPTIONS, ...): answer with C{request.respond(...)}, now
+        UPDATE, INFO, OPTIONS, ...): answer with ``request.respond(...)``, now
         or later.  Glare, CSeq order and offer conflicts were handled before.
         """
 
     def session_terminated(session: Session, reason: str) -> None:
         """
-        The session ended: C{"local-bye"}, C{"remote-bye"}, C{"no-ack"} (our
-        2xx was never ACKed, §13.3.1.4), C{"remote-481"}, C{"timeout"}.
+        The session ended: ``"local-bye"``, ``"remote-bye"``, ``"no-ack"`` (our
+        2xx was never ACKed, §13.3.1.4), ``"remote-481"``, ``"timeout"``.
         Nothing of it remains in the core afterwards.
         """
 
@@ -270,30 +270,30 @@ class IIncomingCallHandler(Interface):
 
     def incoming_call(call: IncomingCall) -> ISessionHandler | None:
         """
-        A new INVITE.  Answer it with C{call.provisional()},
-        C{call.accept(sdp)} or C{call.reject(status)}, now or later.
+        A new INVITE.  Answer it with ``call.provisional()``,
+        ``call.accept(sdp)`` or ``call.reject(status)``, now or later.
 
-        @return: the handler for this call's events (None keeps a default
+        :return: the handler for this call's events (None keeps a default
             that ignores them).
         """
 
     def request_received(request: IncomingRequest) -> None:
         """
         A request outside any dialog other than INVITE (OPTIONS, MESSAGE,
-        ...): answer with C{request.respond(...)}.
+        ...): answer with ``request.respond(...)``.
         """
 
 
 class IClientCredentials(Interface):
     """
     Where a UAC finds what answers a 401/407 digest challenge (RFC 3261
-    §22.2): given per outgoing call (C{UserAgent.invite(..., credentials=)})
+    §22.2): given per outgoing call (``UserAgent.invite(..., credentials=)``)
     and kept by its sessions for the requests they send in the dialog.
     """
 
     def credentials_for(realm: str) -> tuple[str, str] | None:
         """
-        The C{(username, password)} to answer a challenge of C{realm} with,
+        The ``(username, password)`` to answer a challenge of ``realm`` with,
         or None: then the 401/407 is the request's final answer.  Called on
         the reactor thread; must not block or raise.
         """

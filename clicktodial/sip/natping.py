@@ -1,16 +1,16 @@
 """
-Server-side NAT keep-alive (C{[registrar] nat_keepalive_interval}), as
+Server-side NAT keep-alive (``[registrar] nat_keepalive_interval``), as
 Kamailio's nathelper and usrloc keep-alives do.
 
 Many phones behind NAT neither re-register nor send keep-alives often
 enough to keep their NAT's UDP mapping: once the NAT forgets it, the
 daemon's INVITEs to the phone die at the NAT while the phone still looks
-registered.  Every C{interval} seconds, an OPTIONS goes to each UDP binding
+registered.  Every ``interval`` seconds, an OPTIONS goes to each UDP binding
 registered from behind NAT (its Contact host differs from the address the
 REGISTER came from), to that source address: the request, and the phone's
 answer, keep the mapping open.  Any response from the phone (even an error)
 proves it reachable.  A binding whose phone answers none of
-C{failures} pings in a row (Timer F's local 408, or a transport error's
+``failures`` pings in a row (Timer F's local 408, or a transport error's
 503) is removed from the location store: the phone is shown offline and no
 call forks to it, until it registers again.
 
@@ -70,8 +70,8 @@ class NatKeepAlive(Service):
     """
     Pings the bindings registered from behind NAT (see the module docstring).
 
-    @ivar failures: consecutive unanswered pings, per binding (aor, contact).
-    @ivar pings: OPTIONS sent since start; C{removed}: bindings removed.
+    :ivar failures: consecutive unanswered pings, per binding (aor, contact).
+    :ivar pings: OPTIONS sent since start; ``removed``: bindings removed.
     """
 
     def __init__(

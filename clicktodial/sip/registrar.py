@@ -4,39 +4,39 @@ The registrar: a transaction user that answers REGISTER requests
 RFC 8760), RFC 3327 Path and RFC 5626 instance/reg-id bindings.
 
 The UA core hands every REGISTER server transaction's request to
-L{Registrar.handle_register}, which fires with the final response; the
+:meth:`Registrar.handle_register`, which fires with the final response; the
 registrar never touches the transaction layer itself.
 
 Order of the checks (RFC 3261 §10.3 steps 1-8). The syntax checks run
 before authentication because they depend on nothing secret (so a
-malformed request such as RFC 4475 C{unksm2} gets its 400 at once):
+malformed request such as RFC 4475 ``unksm2`` gets its 400 at once):
 
   - a Request-URI that is not SIP/SIPS: 416; a To that is not SIP/SIPS
     (RFC 4475 §3.3.4: "the To: header field is required to contain a SIP or
-    SIPS URI as an AOR"), a malformed Contact or Expires, or C{Contact: *}
+    SIPS URI as an AOR"), a malformed Contact or Expires, or ``Contact: *``
     with other contacts or a non-zero expiry (step 6): 400;
   - step 1: a Request-URI naming another domain: 404. We are not a proxy,
     so we cannot forward it as the RFC suggests; 404 "Not Found" is what
     Kamailio and Asterisk answer too;
-  - step 2: an unsupported C{Require}d option: 420 + C{Unsupported} (C{path}
-    is supported only for REGISTERs whose Path is accepted: C{path =
-    trusted} and a source in C{trusted_proxies});
-  - more Contacts than C{max_contacts}: 503, as below;
-  - step 3: missing, unusable (another scheme: RFC 4475 C{regaut01}) or
-    wrong credentials: 401 with fresh challenges (C{stale=true} when the
+  - step 2: an unsupported ``Require``d option: 420 + ``Unsupported`` (``path``
+    is supported only for REGISTERs whose Path is accepted: ``path =
+    trusted`` and a source in ``trusted_proxies``);
+  - more Contacts than ``max_contacts``: 503, as below;
+  - step 3: missing, unusable (another scheme: RFC 4475 ``regaut01``) or
+    wrong credentials: 401 with fresh challenges (``stale=true`` when the
     response was right but its nonce too old). An unknown user and a wrong
     password get exactly the same answer after the same work;
   - step 5: an AOR outside our domain: 404 (checked before step 4, since
     nobody here owns such an AOR);
   - step 4: the authenticated user does not own the AOR: 403;
-  - step 7: an expiry under the minimum: 423 + C{Min-Expires}; a Call-ID
+  - step 7: an expiry under the minimum: 423 + ``Min-Expires``; a Call-ID
     reused with a CSeq not higher than the stored one: the update is
     aborted and "the request fails" — with 500, the status the same step
     prescribes for failed updates; an update that would leave the AOR with
-    more than C{max_contacts} bindings: 503 (what Kamailio's registrar
+    more than ``max_contacts`` bindings: 503 (what Kamailio's registrar
     answers), nothing applied;
   - step 8: 200 listing every current binding with its remaining
-    C{expires}, and a C{Date}.
+    ``expires``, and a ``Date``.
 """
 
 from __future__ import annotations
@@ -99,13 +99,13 @@ __all__ = [
     "contact_key",
 ]
 
-#: Option tags we support in C{Require} (RFC 3327 Path), when the Path of the
-#: request is accepted (L{RegistrarSettings.path}); otherwise none.
+#: Option tags we support in ``Require`` (RFC 3327 Path), when the Path of the
+#: request is accepted (:meth:`RegistrarSettings.path`); otherwise none.
 SUPPORTED_OPTIONS = frozenset({"path"})
 _NO_OPTIONS: frozenset[str] = frozenset()
 
 #: The answer to a REGISTER that would leave its AOR with more than
-#: C{max_contacts} bindings: Kamailio's registrar answers 503 with "Too many
+#: ``max_contacts`` bindings: Kamailio's registrar answers 503 with "Too many
 #: registered contacts"; without Retry-After a UA treats it as a 500 (RFC 3261
 #: §21.5.4) and does not retry at once.
 _TOO_MANY_CONTACTS = (503, "Service Unavailable (Too Many Registered Contacts)")
@@ -124,7 +124,7 @@ def normal_host(host: str) -> str:
     """
     A host as hosts are compared (RFC 3261 §19.1.4): lower case, an IPv6
     address without brackets and in its compressed form (RFC 5952), so
-    C{[2001:DB8:0::10]} and C{2001:db8::10} are one host.
+    ``[2001:DB8:0::10]`` and ``2001:db8::10`` are one host.
     """
     host = host.lower()
     if ":" in host:
@@ -157,39 +157,39 @@ def _algorithm_list(names: Iterable[str]) -> tuple[str, ...]:
 @frozen
 class RegistrarSettings:
     """
-    Registrar policy (the C{[registrar]} config section).
+    Registrar policy (the ``[registrar]`` config section).
 
-    @ivar default_expires: lifetime of a binding when neither the contact
+    :ivar default_expires: lifetime of a binding when neither the contact
         nor the request says (RFC 3261 §10.2.1.1 suggests 3600).
-    @ivar min_expires: shortest lifetime accepted (C{423} below it).
-    @ivar max_expires: longer requested lifetimes are shortened to this.
-    @ivar nonce_lifetime: seconds a Digest nonce stays fresh.
-    @ivar nonce_secret: the HMAC key of the nonces; daemons serving one
-        domain from one database must share it. L{None} draws a random one
+    :ivar min_expires: shortest lifetime accepted (``423`` below it).
+    :ivar max_expires: longer requested lifetimes are shortened to this.
+    :ivar nonce_lifetime: seconds a Digest nonce stays fresh.
+    :ivar nonce_secret: the HMAC key of the nonces; daemons serving one
+        domain from one database must share it. :class:`None` draws a random one
         (fine for a single daemon: nonces do not survive a restart).
-    @ivar purge_interval: seconds between purges of expired bindings
+    :ivar purge_interval: seconds between purges of expired bindings
         (0 disables; lookups ignore expired bindings anyway).
-    @ivar aliases: other host names and addresses (lower case) that name
+    :ivar aliases: other host names and addresses (lower case) that name
         our domain in a Request-URI or To (e.g. the server's IP address);
         AORs written with an alias are stored under the domain.
-    @ivar max_delayed: most answers held back by the throttle at once;
+    :ivar max_delayed: most answers held back by the throttle at once;
         past that, failing requests are refused at once (503).
-    @ivar digest_algorithms: the challenges of a 401, in order. RFC 8760
+    :ivar digest_algorithms: the challenges of a 401, in order. RFC 8760
         puts SHA-256 first; but some clients answer only the first
         challenge (SIPp 3.6 fails on a first SHA-256 one): put MD5 first,
         or alone, for those.
-    @ivar credentials_cache_seconds: how long a user's HA1s, once read from
+    :ivar credentials_cache_seconds: how long a user's HA1s, once read from
         the user store, are used from memory (0: read them for every
-        authenticated REGISTER); see L{CredentialsCache}.
-    @ivar path: C{"off"}: every RFC 3327 Path is ignored; C{"trusted"}: the
-        Path of a REGISTER from C{trusted_proxies} is stored (and becomes the
+        authenticated REGISTER); see :class:`CredentialsCache`.
+    :ivar path: ``"off"``: every RFC 3327 Path is ignored; ``"trusted"``: the
+        Path of a REGISTER from ``trusted_proxies`` is stored (and becomes the
         route of requests to the binding), any other is ignored. An ignored
         Path leaves the binding routed to the REGISTER's source address.
-    @ivar trusted_proxies: the addresses of the edge proxies in front of us
-        (C{[registrar] trusted_proxies}); for a REGISTER from one of them, the
+    :ivar trusted_proxies: the addresses of the edge proxies in front of us
+        (``[registrar] trusted_proxies``); for a REGISTER from one of them, the
         throttle also counts the phone's address as the proxy recorded it
-        (L{phone_host}).
-    @ivar max_contacts: most bindings per AOR, and most Contacts in one
+        (:func:`phone_host`).
+    :ivar max_contacts: most bindings per AOR, and most Contacts in one
         REGISTER (docs/registrar.md, "Binding trust").
     """
 
@@ -211,7 +211,7 @@ class RegistrarSettings:
     max_contacts: int = field(default=5, validator=validators.ge(1))
 
     def accepts_path_from(self, host: str) -> bool:
-        """Whether the Path of a REGISTER from C{host} (an IP address) is stored."""
+        """Whether the Path of a REGISTER from ``host`` (an IP address) is stored."""
         return self.path == "trusted" and host in self.trusted_proxies
 
     def __attrs_post_init__(self) -> None:
@@ -234,11 +234,11 @@ class _Reject(Exception):
 
 def canonical_aor(uri: URI, domain: str, aliases: Iterable[str] = ()) -> str:
     """
-    The AOR a SIP/SIPS URI names (RFC 3261 §10.3 step 5): C{sip:user@host}
-    with the host normalised (L{normal_host}), without port, parameters or
+    The AOR a SIP/SIPS URI names (RFC 3261 §10.3 step 5): ``sip:user@host``
+    with the host normalised (:func:`normal_host`), without port, parameters or
     headers. SIPS maps to SIP: one AOR, however the phone chose to reach
-    us. A host that is C{domain} or in C{aliases} (normalised hosts) is
-    written as C{domain} (an IPv6 domain in brackets, as in a SIP URI).
+    us. A host that is ``domain`` or in ``aliases`` (normalised hosts) is
+    written as ``domain`` (an IPv6 domain in brackets, as in a SIP URI).
     """
     host = normal_host(uri.host)
     domain_host = normal_host(domain)
@@ -267,15 +267,15 @@ def contact_key(uri: URI) -> str:
 
 def phone_host(request: Request, proxies: NetworkSet) -> str | None:
     """
-    The phone's IP address as a proxy of C{proxies} in front of us recorded
+    The phone's IP address as a proxy of ``proxies`` in front of us recorded
     it in a REGISTER it relayed (the caller checked that the request came
-    from one of them): the C{received} of the topmost Path when that Path
-    names one of C{proxies} (RFC 3327 §4.1: the proxy next to us added it;
-    Kamailio's C{add_path_received} writes
-    C{<sip:FRONT;lr;received=sip:PHONE:PORT>}); else the first Via below
-    the proxies' own, by its C{received} (RFC 3261 §18.2.1: the proxy adds
+    from one of them): the ``received`` of the topmost Path when that Path
+    names one of ``proxies`` (RFC 3327 §4.1: the proxy next to us added it;
+    Kamailio's ``add_path_received`` writes
+    ``<sip:FRONT;lr;received=sip:PHONE:PORT>``); else the first Via below
+    the proxies' own, by its ``received`` (RFC 3261 §18.2.1: the proxy adds
     it whenever the sent-by is not the packet's source) or its sent-by.
-    C{None} when the request records no address.
+    ``None`` when the request records no address.
 
     Used only as the throttle's key: what it names was written by a proxy
     we trust, everything else in the request by the phone.
@@ -351,9 +351,9 @@ def _quote_param(value: str) -> str:
 
 class CredentialsCache:
     """
-    Users' Digest secrets (HA1s) kept in memory for C{ttl} seconds after
+    Users' Digest secrets (HA1s) kept in memory for ``ttl`` seconds after
     the user store gave them, so that a phone registering again soon does
-    not wait on the store. Bounded: at most C{max_entries} users, the least
+    not wait on the store. Bounded: at most ``max_entries`` users, the least
     recently used leave first.
 
     Correctness (docs/registrar.md, "Credentials cache"):
@@ -363,11 +363,11 @@ class CredentialsCache:
       - the registrar uses a cached HA1 only to accept: a response that
         does not match it is checked again against a fresh read, so a new
         password works at once everywhere;
-      - L{forget} drops a user (the store calls it after this daemon changed
+      - :func:`forget` drops a user (the store calls it after this daemon changed
         or removed that user), and a read that was running meanwhile is not
         kept (generations);
       - a password changed, or a user disabled or removed, by another daemon
-        sharing the database or by the CLI is seen here within C{ttl}: the
+        sharing the database or by the CLI is seen here within ``ttl``: the
         old password is accepted that long.
     """
 
@@ -380,7 +380,7 @@ class CredentialsCache:
         self._max = max_entries
         self._entries: OrderedDict[str, tuple[float, SipCredentials]] = \
             OrderedDict()
-        #: Changes with every L{forget}: a read started under an older
+        #: Changes with every :func:`forget`: a read started under an older
         #: generation is not kept.
         self.generation = 0
 
@@ -388,7 +388,7 @@ class CredentialsCache:
         return len(self._entries)
 
     def get(self, username: str) -> SipCredentials | None:
-        """The user's cached secrets, if read within C{ttl} seconds."""
+        """The user's cached secrets, if read within ``ttl`` seconds."""
         entry = self._entries.get(username)
         if entry is None:
             return None
@@ -402,8 +402,8 @@ class CredentialsCache:
             generation: int) -> None:
         """
         Keep what the store answered for a read started under
-        C{generation} (nothing for an unknown or disabled user, or a read
-        that overlapped a L{forget}).
+        ``generation`` (nothing for an unknown or disabled user, or a read
+        that overlapped a :func:`forget`).
         """
         entries = self._entries
         if credentials is None:
@@ -427,15 +427,15 @@ class Registrar(Service):
     """
     Answers REGISTER requests for one domain.
 
-    @param clock: time source and scheduler.
-    @param user_store: where digest HA1s come from (its C{realm} is the
+    :param clock: time source and scheduler.
+    :param user_store: where digest HA1s come from (its ``realm`` is the
         realm we challenge with).
-    @param location_store: where bindings live.
-    @param domain: our SIP domain (lower-cased).
-    @param settings: registrar policy.
-    @param throttle: the authentication failure throttle; a default one if
+    :param location_store: where bindings live.
+    :param domain: our SIP domain (lower-cased).
+    :param settings: registrar policy.
+    :param throttle: the authentication failure throttle; a default one if
         not given.
-    @param flows: the transport's L{IFlowKeeper}: told how long the bindings
+    :param flows: the transport's :class:`IFlowKeeper`: told how long the bindings
         registered over a TCP/TLS connection live, so that it keeps that
         connection (the phone's way in) open; it also gives the Flow-Timer.
     """
@@ -484,7 +484,7 @@ class Registrar(Service):
     # -- service -------------------------------------------------------------
 
     def startService(self) -> None:
-        """Start purging expired bindings every C{purge_interval} seconds."""
+        """Start purging expired bindings every ``purge_interval`` seconds."""
         self.running = True
         if self.settings.purge_interval > 0:
             self._purge = LoopingCall(self._purge_expired)
@@ -517,9 +517,9 @@ class Registrar(Service):
         """
         Process a REGISTER request (RFC 3261 §10.3).
 
-        @param source: the address the request came from (stored with the
+        :param source: the address the request came from (stored with the
             bindings for NAT traversal, and the key of the throttle).
-        @return: fires with the final response; never fails.
+        :return: fires with the final response; never fails.
         """
         return Deferred.fromCoroutine(self._handle(request, source))
 
@@ -560,17 +560,17 @@ class Registrar(Service):
     def stateless_challenge(self, request: Request, source: Source
                             ) -> Response | None:
         """
-        The 401 for a REGISTER that carries no C{Authorization} at all (how
+        The 401 for a REGISTER that carries no ``Authorization`` at all (how
         every phone starts), made at once so that it can be sent without a
         server transaction (RFC 3261 §8.2.7; Kamailio answers it with
-        C{sl_send_reply}): half of a registration's requests then cost no
+        ``sl_send_reply``): half of a registration's requests then cost no
         transaction and no 32 s Timer J.  A retransmission of the request is
         simply challenged again, with a fresh nonce; nothing is stored.
 
-        C{None} (answer it statefully with L{handle_register}) for anything
+        ``None`` (answer it statefully with :func:`handle_register`) for anything
         else: credentials present, a request the syntax checks refuse (its
         4xx comes from the usual path, with its log line), a throttled
-        source.  The checks and the challenge are those of L{handle_register}.
+        source.  The checks and the challenge are those of :func:`handle_register`.
         """
         if "Authorization" in request.headers:
             return None
@@ -589,9 +589,9 @@ class Registrar(Service):
         """
         The checks of §10.3 that do not depend on who is asking (syntax,
         steps 1 and 2, the number of Contacts): the contact changes, whether
-        the Contact is C{*}, the AOR, and whether the AOR is in our domain.
+        the Contact is ``*``, the AOR, and whether the AOR is in our domain.
 
-        @raise _Reject: with the response the request gets.
+        :raises _Reject: with the response the request gets.
         """
         # Syntax first: nothing here depends on who is asking.
         ruri = request.uri
@@ -689,10 +689,10 @@ class Registrar(Service):
                        aor: str) -> list[str]:
         """
         The Path to store with the bindings: the request's (RFC 3327 §5.3)
-        when it came from a trusted proxy with C{path = trusted}, otherwise
+        when it came from a trusted proxy with ``path = trusted``, otherwise
         none. A Path is a route the daemon's INVITEs follow, so only our own
-        edge may set one (Kamailio's registrar needs C{use_path}; Asterisk's
-        C{support_path} is off by default).
+        edge may set one (Kamailio's registrar needs ``use_path``; Asterisk's
+        ``support_path`` is off by default).
         """
         path = request.headers.get_all("Path")
         if not path or self.settings.accepts_path_from(source.remote_host):
@@ -743,9 +743,9 @@ class Registrar(Service):
                             aor: str, our_aor: bool) -> None:
         """
         RFC 3261 §10.3 steps 3-5; returns when the request may proceed,
-        raises L{_Reject} otherwise.
+        raises :func:`_Reject` otherwise.
 
-        @param our_aor: whether the AOR's host is our domain (step 5).
+        :param our_aor: whether the AOR's host is our domain (step 5).
         """
         credentials = select_credentials(
             request.headers.get_fields("Authorization"),
@@ -824,7 +824,7 @@ class Registrar(Service):
 
     def _phone_host(self, request: Request, source: Source) -> str:
         """The address the throttle counts: the source, or behind one of
-        C{trusted_proxies} the phone's address the proxy recorded."""
+        ``trusted_proxies`` the phone's address the proxy recorded."""
         host = source.remote_host
         if host in self.settings.trusted_proxies:
             return phone_host(request, self.settings.trusted_proxies) or host
@@ -951,7 +951,7 @@ class Registrar(Service):
 
 def settings_from_config(section: RegistrarConfig
                          ) -> tuple[RegistrarSettings, ThrottleSettings]:
-    """The registrar's and the throttle's settings from the C{[registrar]}
+    """The registrar's and the throttle's settings from the ``[registrar]``
     config section."""
     return (
         RegistrarSettings(

@@ -3,19 +3,19 @@ SDP (RFC 4566) and offer/answer (RFC 3264), in one place: the wire format of ses
 descriptions, the dialog layer's offer/answer bookkeeping, and the descriptions the call
 controller relays or writes itself.
 
-* Reading and rewriting a description: L{SessionDescription} keeps every line byte-exact
+* Reading and rewriting a description: :class:`SessionDescription` keeps every line byte-exact
   and parses ``o=``, ``c=`` and ``m=`` (RFC 4566 §5.2, §5.7, §5.14) on demand;
-  L{accepts_media} tells whether an answer leaves a stream that can carry a conversation.
-* Offer/answer per dialog (RFC 3261 §13.2.1, §13.3.1, §14; RFC 3264 §4): L{OfferAnswer}
+  :func:`accepts_media` tells whether an answer leaves a stream that can carry a conversation.
+* Offer/answer per dialog (RFC 3261 §13.2.1, §13.3.1, §14; RFC 3264 §4): :class:`OfferAnswer`
   tracks whether an offer is outstanding and in which message it travelled, so the
   user-agent core can refuse a second offer with 491 and know where the answer must go.
-* Relaying between the legs of a 3PCC call (RFC 3725): L{LegOrigin} makes what one phone
+* Relaying between the legs of a 3PCC call (RFC 3725): :class:`LegOrigin` makes what one phone
   sees look like one session from one peer (RFC 3264 §8: the first origin kept, the
-  version up by one exactly when the description changed); L{pad_media} /
-  L{truncate_media}: a new offer keeps the session's m-lines, an answer has its offer's.
-* Answers of our own (one builder, L{_our_answer}): L{held_answer}, Flow IV's answer1
-  holding every offered stream; L{ringback_answer}, accepting the audio stream that
-  L{audio_destination} chose, to which the daemon's own RTP (ringback, failure tones)
+  version up by one exactly when the description changed); :func:`pad_media` /
+  :func:`truncate_media`: a new offer keeps the session's m-lines, an answer has its offer's.
+* Answers of our own (one builder, :func:`_our_answer`): :func:`held_answer`, Flow IV's answer1
+  holding every offered stream; :func:`ringback_answer`, accepting the audio stream that
+  :func:`audio_destination` chose, to which the daemon's own RTP (ringback, failure tones)
   goes.
 
 The daemon relays the phones' media descriptions and, for ringback, sends RTP itself
@@ -406,7 +406,7 @@ class LegOrigin:
         #: A digest of the last description's lines but o= (held for the whole call:
         #: 16 bytes rather than the lines).
         self._last: bytes | None = None
-        #: The m= lines of the last description we sent (for L{pad_media}).
+        #: The m= lines of the last description we sent (for :func:`pad_media`).
         self.media: list[Media] = []
 
     def outgoing(self, body: bytes) -> bytes:
@@ -508,7 +508,7 @@ def held_answer(offer: bytes, username: str = "clicktodial") -> bytes:
     discard port, connection address 0.0.0.0 (RFC 3264 §8.4 hold) and
     ``a=inactive``; rejected streams stay rejected.
 
-    @raise SDPParseError: ``offer`` is not SDP.
+    :raises SDPParseError: ``offer`` is not SDP.
     """
     sdp = SessionDescription.parse(offer)
     connection = sdp.connection or next((c for _, c in sdp.media if c is not None), None)

@@ -345,7 +345,7 @@ class StoreBase(ABC):
 
     def claim_active_calls(self, node: str | None, ended_at: float,
                            reason: str = "lost") -> Deferred[list[str]]:
-        """See L{IActiveCallClaims<clicktodial.interfaces.IActiveCallClaims>}."""
+        """See :class:`IActiveCallClaims <clicktodial.interfaces.IActiveCallClaims>`."""
         CallUpdate(end_reason=reason)  # validates the reason
         return self._run(self._op_claim_active_calls, node, ended_at, reason)
 

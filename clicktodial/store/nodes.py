@@ -1,8 +1,8 @@
 """
-The cluster's nodes table in the SQL store's database (C{[cluster] bus = postgres}): the
-SQL of L{INodeRegistry<clicktodial.interfaces.INodeRegistry>}, which the sql backend provides
-through L{IClusterStorage<clicktodial.interfaces.IClusterStorage>}. What the rows mean and how
-dead nodes are claimed: L{clicktodial.cluster.nodes}.
+The cluster's nodes table in the SQL store's database (``[cluster] bus = postgres``): the
+SQL of :class:`INodeRegistry <clicktodial.interfaces.INodeRegistry>`, which the sql backend provides
+through :class:`~clicktodial.interfaces.IClusterStorage`. What the rows mean and how
+dead nodes are claimed: :obj:`clicktodial.cluster.nodes`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ T = TypeVar("T")
 @implementer(INodeRegistry)
 class SQLNodeRegistry:
     """
-    The C{nodes} table through its own small engine and one-thread pool, so
+    The ``nodes`` table through its own small engine and one-thread pool, so
     heartbeats never queue behind REGISTER traffic on the store's pool.
     """
 

@@ -1,7 +1,7 @@
 """
 Test harness for the call controller: the daemon's UA core and two (or more)
-fake phones on one L{FaultyNetwork}, a memory store with users and bindings,
-and a L{CallController} on a fake clock.
+fake phones on one :class:`FaultyNetwork`, a memory store with users and bindings,
+and a :class:`CallController` on a fake clock.
 
 Typical use::
 
@@ -73,7 +73,7 @@ def answer_reinvites(
     owner: str, host: str = "127.0.0.1"
 ) -> Callable[[Session, IncomingRequest], object]:
     """
-    An C{on_request} answering re-INVITE offers with a fresh description of ``owner``
+    An ``on_request`` answering re-INVITE offers with a fresh description of ``owner``
     (media at ``host``).
     """
     versions = [1]
@@ -95,7 +95,7 @@ def answer_reinvites(
 
 
 class Phone(Party):
-    """A fake phone: a L{Party} whose re-INVITE offers get answers."""
+    """A fake phone: a :class:`Party` whose re-INVITE offers get answers."""
 
     @property
     def sessions(self) -> list[Session]:

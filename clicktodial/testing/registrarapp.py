@@ -6,9 +6,9 @@ JSON lines.
     python -m clicktodial.testing.registrarapp --port 5070 \\
         --user alice:secret --algorithms MD5,SHA-256 --duration 10
 
-Lines on stdout: C{listening} (with the C{port}), then, at the end,
-C{bindings} (every binding: C{aor}, C{contact}, C{expires_in}) and C{done}
-(with C{active} transactions). Loopback only: it refuses other addresses.
+Lines on stdout: ``listening`` (with the ``port``), then, at the end,
+``bindings`` (every binding: ``aor``, ``contact``, ``expires_in``) and ``done``
+(with ``active`` transactions). Loopback only: it refuses other addresses.
 The domain and realm are the listening address.
 """
 
@@ -128,7 +128,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: C{python -m clicktodial.testing.registrarapp ...}."""
+    """Entry point: ``python -m clicktodial.testing.registrarapp ...``."""
     args = _parse(sys.argv[1:] if argv is None else argv)
     task.react(lambda reactor: defer.Deferred.fromCoroutine(_main(reactor, args)))
 

@@ -6,16 +6,16 @@ interop tests against SIPp: run it as a subprocess, read JSON lines.
     python -m clicktodial.testing.sipapp --role uac --port 5080 \\
         --target 127.0.0.1:5090 --method OPTIONS --count 2
 
-Each line on stdout is one JSON object with an C{"event"}: C{listening}
-(with the C{port}), C{request} (UAS: a new request reached the TU), C{cancel},
-C{ack}, C{failure} (a server transaction failed: Timer H, transport error),
-C{response} (UAC: a response reached the TU), C{stray}, and finally C{done}
-(with C{active}: transactions still alive, and C{pending_timers}).
+Each line on stdout is one JSON object with an ``"event"``: ``listening``
+(with the ``port``), ``request`` (UAS: a new request reached the TU), ``cancel``,
+``ack``, ``failure`` (a server transaction failed: Timer H, transport error),
+``response`` (UAC: a response reached the TU), ``stray``, and finally ``done``
+(with ``active``: transactions still alive, and ``pending_timers``).
 
-The UAS answers INVITE with C{--invite-status} (a 2xx carries an SDP answer
+The UAS answers INVITE with ``--invite-status`` (a 2xx carries an SDP answer
 and is retransmitted by this TU until the ACK, RFC 3261 §13.3.1.4), BYE,
 OPTIONS, MESSAGE and anything else 200, CANCEL'd INVITEs 487.  The UAC sends
-C{--count} requests of C{--method} one after the other (an INVITE's 2xx is
+``--count`` requests of ``--method`` one after the other (an INVITE's 2xx is
 ACKed and followed by a BYE).  Loopback only: it refuses other targets.
 """
 
@@ -169,7 +169,7 @@ def _request(method: str, target: Destination, local: tuple[str, int], cseq: int
 def _transaction(
     clock: Any, layer: TransactionLayer, request: Request, target: Destination
 ) -> defer.Deferred[Response]:
-    """Send C{request}; report each response; fire with the final one."""
+    """Send ``request``; report each response; fire with the final one."""
     final: defer.Deferred[Response] = defer.Deferred()
 
     def on_response(response: Response) -> None:
@@ -266,7 +266,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: C{python -m clicktodial.testing.sipapp ...}."""
+    """Entry point: ``python -m clicktodial.testing.sipapp ...``."""
     args = _parse(sys.argv[1:] if argv is None else argv)
     task.react(lambda reactor: defer.Deferred.fromCoroutine(_main(reactor, args)))
 

@@ -1,11 +1,11 @@
 """
 Fakes for testing SIP layers above the transport, without sockets.
 
-- L{RecordingTransport}: an L{ISIPTransport} that records what is sent (at
+- :class:`RecordingTransport`: an :class:`ISIPTransport` that records what is sent (at
   which clock time) and can be told to fail.
-- L{FaultyNetwork}: an in-memory datagram network driven by a C{Clock}, with
-  seeded loss, duplication, reordering and delay; L{FaultyNetwork.endpoint}
-  gives each party an L{ISIPTransport}.  Messages cross it serialized and are
+- :class:`FaultyNetwork`: an in-memory datagram network driven by a ``Clock``, with
+  seeded loss, duplication, reordering and delay; :meth:`FaultyNetwork.endpoint`
+  gives each party an :class:`ISIPTransport`.  Messages cross it serialized and are
   parsed again on arrival, as over UDP, so no object is shared between the
   two sides.
 
@@ -66,12 +66,12 @@ STEP = 1 / 16
 
 
 def run_for(clock: Clock, seconds: float, step: float = STEP) -> None:
-    """Advance C{clock} by C{seconds} in small steps (timers fire in order)."""
+    """Advance ``clock`` by ``seconds`` in small steps (timers fire in order)."""
     clock.pump([step] * round(seconds / step))
 
 
 def assert_quiescent(clock: Clock, *layers: TransactionLayer) -> None:
-    """Assert no transaction is left in C{layers} and no timer on C{clock}."""
+    """Assert no transaction is left in ``layers`` and no timer on ``clock``."""
     for layer in layers:
         assert layer.active_count == 0, f"{layer.active_count} transactions left"
     pending = clock.getDelayedCalls()
@@ -81,12 +81,12 @@ def assert_quiescent(clock: Clock, *layers: TransactionLayer) -> None:
 @attrs.frozen
 class Sent:
     """
-    One message handed to a L{RecordingTransport}.
+    One message handed to a :class:`RecordingTransport`.
 
-    @ivar time: C{clock.seconds()} when it was sent (C{0.0} without a clock).
-    @ivar message: the message object as sent.
-    @ivar data: its serialization at that moment (later edits do not show).
-    @ivar where: the destination of a request, the source of a response.
+    :ivar time: ``clock.seconds()`` when it was sent (``0.0`` without a clock).
+    :ivar message: the message object as sent.
+    :ivar data: its serialization at that moment (later edits do not show).
+    :ivar where: the destination of a request, the source of a response.
     """
 
     time: float
@@ -108,17 +108,17 @@ class Sent:
 
     @property
     def status(self) -> int | None:
-        """The status code of a response, C{None} for a request."""
+        """The status code of a response, ``None`` for a request."""
         return self.message.status if isinstance(self.message, Response) else None
 
 
 @implementer(ISIPTransport)
 class RecordingTransport:
     """
-    An L{ISIPTransport} that sends nothing and records everything.
+    An :class:`ISIPTransport` that sends nothing and records everything.
 
-    @ivar sent: every message sent, in order.
-    @ivar fail: while true, every send raises L{TransportError} (and is not
+    :ivar sent: every message sent, in order.
+    :ivar fail: while true, every send raises :class:`TransportError` (and is not
         recorded).
     """
 
@@ -141,11 +141,11 @@ class RecordingTransport:
         self.sent.append(Sent(now, message, message.serialize(), where))
 
     def send_request(self, request: Request, destination: Destination) -> None:
-        """Record C{request}."""
+        """Record ``request``."""
         self._record(request, destination)
 
     def send_response(self, response: Response, source: object = None) -> None:
-        """Record C{response}."""
+        """Record ``response``."""
         self._record(response, source)
 
     def local_address(self, transport: str) -> tuple[str, int]:
@@ -155,15 +155,15 @@ class RecordingTransport:
     # -- queries for tests ----------------------------------------------------
 
     def requests(self, method: str | None = None) -> list[Sent]:
-        """The requests sent (of C{method}, if given)."""
+        """The requests sent (of ``method``, if given)."""
         return [s for s in self.sent if s.is_request and (method is None or s.method == method)]
 
     def responses(self, status: int | None = None) -> list[Sent]:
-        """The responses sent (with C{status}, if given)."""
+        """The responses sent (with ``status``, if given)."""
         return [s for s in self.sent if not s.is_request and (status is None or s.status == status)]
 
     def times(self, method: str | None = None, status: int | None = None) -> list[float]:
-        """When the matching messages were sent (requests of C{method} or responses)."""
+        """When the matching messages were sent (requests of ``method`` or responses)."""
         chosen = self.responses(status) if status is not None else self.requests(method)
         return [s.time for s in chosen]
 
@@ -175,8 +175,8 @@ class RecordingTransport:
 @implementer(ISIPTransport)
 class FaultyEndpoint:
     """
-    One party's L{ISIPTransport} on a L{FaultyNetwork}.  Call L{attach} with
-    the L{IMessageHandler} (usually a C{TransactionLayer}) that receives.
+    One party's :class:`ISIPTransport` on a :class:`FaultyNetwork`.  Call :func:`attach` with
+    the :class:`IMessageHandler` (usually a ``TransactionLayer``) that receives.
     """
 
     def __init__(self, network: FaultyNetwork, host: str, port: int) -> None:
@@ -187,17 +187,17 @@ class FaultyEndpoint:
         self.received = 0
 
     def attach(self, handler: IMessageHandler) -> None:
-        """Deliver what arrives here to C{handler}."""
+        """Deliver what arrives here to ``handler``."""
         self.handler = handler
 
     def send_request(self, request: Request, destination: Destination) -> None:
-        """Put C{request} on the network towards C{destination}."""
+        """Put ``request`` on the network towards ``destination``."""
         self.network.carry(request.serialize(), self, (destination.host, destination.port))
 
     def send_response(self, response: Response, source: object = None) -> None:
         """
-        Put C{response} on the network towards the top Via's C{received}/
-        C{rport} or sent-by (RFC 3261 §18.2.2, RFC 3581).
+        Put ``response`` on the network towards the top Via's ``received``/
+        ``rport`` or sent-by (RFC 3261 §18.2.2, RFC 3581).
         """
         via = response.top_via
         host = via.received or via.host
@@ -210,7 +210,7 @@ class FaultyEndpoint:
         return (self.host, self.port)
 
     def deliver(self, data: bytes, sender: FaultyEndpoint) -> None:
-        """A datagram from C{sender} arrived: parse and hand it on."""
+        """A datagram from ``sender`` arrived: parse and hand it on."""
         self.received += 1
         if self.handler is None:
             return
@@ -228,17 +228,17 @@ class FaultyEndpoint:
 
 class FaultyNetwork:
     """
-    An in-memory datagram network with seeded faults, timed by C{clock}.
+    An in-memory datagram network with seeded faults, timed by ``clock``.
 
-    Every datagram is independently lost with probability C{loss}; one that
-    survives is delivered after a uniform delay in C{delay}, is duplicated
-    with probability C{duplicate} (the copy gets its own delay), and with
-    probability C{reorder} is held back by up to C{reorder_delay} more, so
+    Every datagram is independently lost with probability ``loss``; one that
+    survives is delivered after a uniform delay in ``delay``, is duplicated
+    with probability ``duplicate`` (the copy gets its own delay), and with
+    probability ``reorder`` is held back by up to ``reorder_delay`` more, so
     later datagrams overtake it.  The same seed gives the same run.
 
-    @ivar sent: datagrams offered to the network.
-    @ivar lost: datagrams dropped by C{loss} (or sent to no endpoint).
-    @ivar delivered: datagrams (and copies) handed to an endpoint.
+    :ivar sent: datagrams offered to the network.
+    :ivar lost: datagrams dropped by ``loss`` (or sent to no endpoint).
+    :ivar delivered: datagrams (and copies) handed to an endpoint.
     """
 
     def __init__(
@@ -269,7 +269,7 @@ class FaultyNetwork:
         self.delivered = 0
 
     def endpoint(self, host: str, port: int) -> FaultyEndpoint:
-        """The (new or existing) endpoint at C{host}:C{port}."""
+        """The (new or existing) endpoint at ``host``:``port``."""
         existing = self._endpoints.get((host, port))
         if existing is not None:
             return existing
@@ -303,8 +303,8 @@ class FaultyNetwork:
 
 def unissued_nonce_authorization(realm: str = "127.0.0.1") -> tuple[str, str]:
     """
-    An C{Authorization} header for C{realm} with a nonce the daemon never issued:
-    the registrar answers it with a fresh 401 I{inside} a server transaction (a
+    An ``Authorization`` header for ``realm`` with a nonce the daemon never issued:
+    the registrar answers it with a fresh 401 *inside* a server transaction (a
     REGISTER without any credentials is challenged statelessly instead).
     """
     return (
@@ -329,7 +329,7 @@ def sip_request(
 ) -> Request:
     """
     A minimal, valid request for tests: From/To/Call-ID/CSeq/Max-Forwards,
-    plus a Via only when C{via} is given (C{TransactionLayer.send_request}
+    plus a Via only when ``via`` is given (``TransactionLayer.send_request``
     adds one).
     """
     headers: list[tuple[str, str]] = []
@@ -350,12 +350,12 @@ def sip_request(
 @implementer(ITransactionUser)
 class RecordingUser:
     """
-    An L{ITransactionUser} that records every call and can answer requests.
+    An :class:`ITransactionUser` that records every call and can answer requests.
 
-    @ivar answer: if set, called as C{answer(server_tx, request)} for each new
+    :ivar answer: if set, called as ``answer(server_tx, request)`` for each new
         request (e.g. to respond at once, or to schedule a late answer).
-    @ivar failures: C{(server_tx, reason)} from server transactions'
-        C{on_failure}, which this user sets on each new transaction.
+    :ivar failures: ``(server_tx, reason)`` from server transactions'
+        ``on_failure``, which this user sets on each new transaction.
     """
 
     def __init__(self, answer: Callable[[ServerTransaction, Request], None] | None = None) -> None:
@@ -389,15 +389,15 @@ class RecordingUser:
         self.strays.append(response)
 
 
-#: Where L{TransactionHarness.receive} has requests come from by default: a peer on
+#: Where :meth:`TransactionHarness.receive` has requests come from by default: a peer on
 #: 127.0.0.1:5080 sending to the layer on 127.0.0.1:5060.
 PEER = Source("UDP", "127.0.0.1", 5080, "127.0.0.1", 5060)
 
 
 def in_transaction(invite: Request, method: str, to: str | None = None) -> Request:
     """
-    The C{ACK} or C{CANCEL} of C{invite}'s transaction (RFC 3261 §9.1, §17.1.1.3): its
-    top Via, From, Call-ID and CSeq number; C{to}, the To (by default the INVITE's).
+    The ``ACK`` or ``CANCEL`` of ``invite``'s transaction (RFC 3261 §9.1, §17.1.1.3): its
+    top Via, From, Call-ID and CSeq number; ``to``, the To (by default the INVITE's).
     """
     return Request(
         method,
@@ -415,8 +415,8 @@ def in_transaction(invite: Request, method: str, to: str | None = None) -> Reque
 
 class TransactionHarness:
     """
-    A L{TransactionLayer} on a fake clock, with a L{RecordingTransport} (on C{port}) and
-    a L{RecordingUser}; what a peer sends reaches it through the wire format.
+    A :class:`TransactionLayer` on a fake clock, with a :class:`RecordingTransport` (on ``port``)
+    and a :class:`RecordingUser`; what a peer sends reaches it through the wire format.
     """
 
     def __init__(self, timers: Timers | None = None, port: int = 5060) -> None:
@@ -429,7 +429,7 @@ class TransactionHarness:
             self.layer = TransactionLayer(self.clock, self.transport, self.user, timers)
 
     def receive(self, data: bytes | Request, source: Source = PEER) -> None:
-        """A request from C{source}, parsed from its bytes as if off the wire."""
+        """A request from ``source``, parsed from its bytes as if off the wire."""
         if isinstance(data, Request):
             data = data.serialize()
         parsed = parse_message(data)
@@ -437,7 +437,7 @@ class TransactionHarness:
         self.layer.request_received(parsed, source)
 
     def reply(self, request: Request, status: int, to_tag: str | None = "b1") -> None:
-        """A peer's C{status} response to C{request} (sent by this layer) arriving."""
+        """A peer's ``status`` response to ``request`` (sent by this layer) arriving."""
         parsed = parse_message(make_response(request, status, to_tag=to_tag).serialize())
         assert isinstance(parsed, Response)
         self.layer.response_received(parsed, None)

@@ -1,22 +1,22 @@
 """
 A SIP user agent built on the real transport, transaction layer and UA core
-(L{clicktodial.sip.ua}), for interop tests against SIPp: run it as a
+(:obj:`clicktodial.sip.ua`), for interop tests against SIPp: run it as a
 subprocess and read JSON lines from its stdout.
 
     python -m clicktodial.testing.uaapp --role ua-uas --port 0 --t1 0.1
     python -m clicktodial.testing.uaapp --role ua-uac --target 127.0.0.1:5090 --count 2
 
-Each stdout line is a JSON object with an C{"event"}: C{listening} (with the
-C{port}), then per call C{incoming} (UAS), C{provisional}, C{answered},
-C{failed} (UAC, with C{status}), C{confirmed} (UAS: ACK received),
-C{cancelled}, C{terminated} (with C{reason}), and finally C{done} with
-C{sessions}/C{calls} (UA core entries left), C{transactions} and
-C{pending_timers}: all 0 when nothing leaked.
+Each stdout line is a JSON object with an ``"event"``: ``listening`` (with the
+``port``), then per call ``incoming`` (UAS), ``provisional``, ``answered``,
+``failed`` (UAC, with ``status``), ``confirmed`` (UAS: ACK received),
+``cancelled``, ``terminated`` (with ``reason``), and finally ``done`` with
+``sessions``/``calls`` (UA core entries left), ``transactions`` and
+``pending_timers``: all 0 when nothing leaked.
 
-The UAS rings (unless C{--no-ring}) and answers every INVITE with 200 and an
-SDP answer (or offer) after C{--answer-delay} s; it retransmits the 200 until
-the ACK and BYEs after 64*T1 without one.  The UAC places C{--count} calls one
-after another, each with an SDP offer, holds each C{--hold} s after the 2xx,
+The UAS rings (unless ``--no-ring``) and answers every INVITE with 200 and an
+SDP answer (or offer) after ``--answer-delay`` s; it retransmits the 200 until
+the ACK and BYEs after 64*T1 without one.  The UAC places ``--count`` calls one
+after another, each with an SDP offer, holds each ``--hold`` s after the 2xx,
 then BYEs.  Loopback only.
 """
 
@@ -247,7 +247,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: C{python -m clicktodial.testing.uaapp ...}."""
+    """Entry point: ``python -m clicktodial.testing.uaapp ...``."""
     args = _parse(sys.argv[1:] if argv is None else argv)
     task.react(lambda reactor: defer.Deferred.fromCoroutine(_main(reactor, args)))
 

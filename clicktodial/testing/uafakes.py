@@ -1,7 +1,7 @@
 """
-Test helpers for the user-agent core (L{clicktodial.sip.ua}): a
+Test helpers for the user-agent core (:obj:`clicktodial.sip.ua`): a
 session handler that records every event, a scriptable incoming-call
-handler, and a L{Party} bundling transport + transaction layer + UA core.
+handler, and a :class:`Party` bundling transport + transaction layer + UA core.
 
 Typical use::
 
@@ -60,10 +60,10 @@ def sdp(owner: str, version: int = 1, host: str = "127.0.0.1", port: int = 40000
 @implementer(ISessionHandler)
 class EventLog(SessionHandlerBase):
     """
-    An L{ISessionHandler} recording C{(event, *args)} tuples in C{events},
-    answering in-dialog requests as L{SessionHandlerBase} does unless
-    C{on_request} is set.  C{on_answered} runs after C{call_answered} is
-    recorded (e.g. to L{Session.ack} a late offer).
+    An :class:`ISessionHandler` recording ``(event, *args)`` tuples in ``events``,
+    answering in-dialog requests as :class:`SessionHandlerBase` does unless
+    ``on_request`` is set.  ``on_answered`` runs after ``call_answered`` is
+    recorded (e.g. to :meth:`Session.ack` a late offer).
     """
 
     def __init__(self) -> None:
@@ -112,7 +112,7 @@ class EventLog(SessionHandlerBase):
 @attrs.define
 class Answer:
     """
-    How a L{ScriptedCallHandler} answers a new INVITE: optionally a 180
+    How a :class:`ScriptedCallHandler` answers a new INVITE: optionally a 180
     first, then after ``delay`` seconds a 2xx with ``sdp`` (answer or, for an
     INVITE without offer, offer), or ``reject`` with that status; ``None``
     for both leaves the call unanswered.  ``headers`` go into the 180 and the
@@ -131,8 +131,8 @@ class Answer:
 @implementer(IIncomingCallHandler)
 class ScriptedCallHandler:
     """
-    An L{IIncomingCallHandler} answering INVITEs as ``answer`` says, giving
-    each call an L{EventLog} (in C{logs}); out-of-dialog OPTIONS get 200,
+    An :class:`IIncomingCallHandler` answering INVITEs as ``answer`` says, giving
+    each call an :class:`EventLog` (in ``logs``); out-of-dialog OPTIONS get 200,
     other methods 405.
     """
 
@@ -142,7 +142,7 @@ class ScriptedCallHandler:
         self.calls: list[IncomingCall] = []
         self.logs: list[EventLog] = []
         self.out_of_dialog: list[IncomingRequest] = []
-        #: Given to each new call's L{EventLog} as its C{on_request}.
+        #: Given to each new call's :class:`EventLog` as its ``on_request``.
         self.on_request: Callable[[Session, IncomingRequest], object] | None = None
 
     def incoming_call(self, call: IncomingCall) -> ISessionHandler:
@@ -223,7 +223,7 @@ class Party:
         *,
         pin_flows: bool = False,
     ) -> Party:
-        """A party on a L{FaultyNetwork} endpoint at ``host``:``port``."""
+        """A party on a :class:`FaultyNetwork` endpoint at ``host``:``port``."""
         endpoint = network.endpoint(host, port)
         party = cls(clock, endpoint, host, port, user, timers, answer, seed, pin_flows=pin_flows)
         endpoint.attach(party.layer)
@@ -242,7 +242,7 @@ class Party:
         *,
         pin_flows: bool = False,
     ) -> Party:
-        """A party on a L{RecordingTransport}: messages to it are fed by hand."""
+        """A party on a :class:`RecordingTransport`: messages to it are fed by hand."""
         return cls(
             clock, RecordingTransport(clock, host, port), host, port, user, timers, answer, seed,
             pin_flows=pin_flows,

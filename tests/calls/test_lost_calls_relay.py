@@ -1,8 +1,8 @@
 """
-Calls recorded as ended C{lost} without this daemon running them (an earlier
+Calls recorded as ended ``lost`` without this daemon running them (an earlier
 run left them active; a dead node of the cluster ran them) get their media
-relay sessions deleted (L{LostCalls}): by the node that records them, each
-call once (IActiveCallClaims), at most C{concurrency} deletes at a time, in
+relay sessions deleted (:class:`LostCalls`): by the node that records them, each
+call once (IActiveCallClaims), at most ``concurrency`` deletes at a time, in
 the background, relay errors logged; without a relay, or with a store
 without the capability, the calls are still ended.
 """

@@ -30,8 +30,8 @@ def need_rtpengine() -> None:
 
 class RtpEngine:
     """
-    rtpengine in the foreground, on ``interfaces`` (C{[NAME/]IP}), ``ng`` on
-    ``ng``, logging to ``log_path``; L{stop} kills it by its PID.
+    rtpengine in the foreground, on ``interfaces`` (``[NAME/]IP``), ``ng`` on
+    ``ng``, logging to ``log_path``; :func:`stop` kills it by its PID.
     """
 
     def __init__(self, interfaces: list[str], ng: tuple[str, int], ports: tuple[int, int],
@@ -64,7 +64,7 @@ class RtpEngine:
 def running_rtpengine(
     interfaces: list[str], ng: tuple[str, int], ports: tuple[int, int], log_path: str
 ) -> Iterator[RtpEngine]:
-    """L{RtpEngine}, stopped on exit."""
+    """:class:`RtpEngine`, stopped on exit."""
     engine = RtpEngine(interfaces, ng, ports, log_path)
     try:
         yield engine

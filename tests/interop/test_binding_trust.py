@@ -34,7 +34,7 @@ INVITE_WAIT = 5.0
 
 
 class Trap:
-    """UDP and TCP listeners on L{TRAP}: did anything arrive?"""
+    """UDP and TCP listeners on :data:`TRAP`: did anything arrive?"""
 
     def __init__(self) -> None:
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

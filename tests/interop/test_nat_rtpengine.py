@@ -4,13 +4,13 @@ with two homes, each behind its own NAT (one port-randomising), a baresip
 phone in each, and the daemon and rtpengine (started by the test, userspace
 forwarding) in the "public" namespace.
 
-* With C{[media] relay = rtpengine}: both phones register through their
+* With ``[media] relay = rtpengine``: both phones register through their
   NATs, a click-to-dial call connects, and each phone hears the other's
   tone (440 Hz / 880 Hz, from its recording of what it received); after the
   hang-up rtpengine holds no session (``list`` is empty).
 * The same with both homes on the same LAN range (192.168.1.0/24), as real
   homes are.
-* Without the relay (C{relay = off}) the call connects but each phone was
+* Without the relay (``relay = off``) the call connects but each phone was
   given the other's private address: neither hears the other.
 
 Run inside ``unshare -n`` (root: namespaces, veth, nft); every process is

@@ -1,7 +1,7 @@
 """
 A relayed call whose daemon is killed (SIGKILL) leaves a session in rtpengine
 (started by the test, userspace forwarding, loopback only); the restarted
-daemon records the call as ended C{lost} and deletes that session: rtpengine's
+daemon records the call as ended ``lost`` and deletes that session: rtpengine's
 ``list`` is empty within seconds (its own timeout for silent calls is 60 s).
 SIPp plays both phones. Every wait is bounded; every process is killed by PID.
 """

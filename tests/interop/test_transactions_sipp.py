@@ -43,7 +43,7 @@ def free_udp_port() -> int:
 
 
 def wait_until_bound(port: int, deadline: float = 10.0) -> None:
-    """Wait until someone listens on UDP C{port} (our bind attempt fails)."""
+    """Wait until someone listens on UDP ``port`` (our bind attempt fails)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -141,7 +141,7 @@ class Sipp:
             self.proc.wait(timeout=10)
 
     def messages(self) -> list[tuple[float, str, str]]:
-        """C{(time, "sent"|"received", first line)} for every traced message."""
+        """``(time, "sent"|"received", first line)`` for every traced message."""
         text = self.trace.read_text(errors="replace")
         found = re.findall(
             r"^-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*\n"

@@ -1,5 +1,5 @@
 """
-Tests for L{clicktodial.sip.digest}: RFC 7616 / RFC 2617 test vectors,
+Tests for :obj:`clicktodial.sip.digest`: RFC 7616 / RFC 2617 test vectors,
 field parsing, challenges, stateless nonces and replay protection.
 """
 

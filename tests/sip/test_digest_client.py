@@ -1,5 +1,5 @@
 """
-Tests for the client side of L{clicktodial.sip.digest}: parsing a provider's
+Tests for the client side of :obj:`clicktodial.sip.digest`: parsing a provider's
 challenge and answering it (RFC 2069, RFC 2617, RFC 7616, RFC 8760).
 """
 

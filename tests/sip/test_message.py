@@ -1,5 +1,5 @@
 """
-Tests for L{clicktodial.sip.message} and L{clicktodial.sip.headers}: the
+Tests for :obj:`clicktodial.sip.message` and :obj:`clicktodial.sip.headers`: the
 header multi-map, requests and responses, the typed accessors and the
 structured header values, make_response and the identifier generators.
 """

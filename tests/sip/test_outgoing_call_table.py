@@ -1,5 +1,5 @@
 """
-L{OutgoingCall}'s transition table: total over (state, response input), RFC names,
+:class:`OutgoingCall`'s transition table: total over (state, response input), RFC names,
 one pending timer, and an input without a row logged once and counted, never lost.
 """
 

@@ -1,5 +1,5 @@
 """
-Tests for L{clicktodial.sip.parser}: datagram and stream framing, limits,
+Tests for :obj:`clicktodial.sip.parser`: datagram and stream framing, limits,
 and the classes of fault a request is rejected for (status and reason) or a
 response is dropped for.
 """

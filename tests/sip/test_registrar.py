@@ -1,12 +1,12 @@
 """
-Tests for L{clicktodial.sip.registrar}: RFC 3261 §10.3 with Digest
+Tests for :obj:`clicktodial.sip.registrar`: RFC 3261 §10.3 with Digest
 authentication, on the memory store and a fake clock; the binding and
 torture-message tests run again on the SQL store (SQLite file).
 
-Our domain in these tests is C{example.com}, the domain of the RFC 4475
+Our domain in these tests is ``example.com``, the domain of the RFC 4475
 torture messages, so they are used byte for byte; the RFC 5118 REGISTERs
-name C{[2001:db8::10]} in their Request-URI, which the registrar is told is
-one of its own addresses (the C{aliases} setting).
+name ``[2001:db8::10]`` in their Request-URI, which the registrar is told is
+one of its own addresses (the ``aliases`` setting).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ USERS = {"alice": "alice-secret", "bob": "bob-secret", "watson": "w-secret",
 
 
 class Env:
-    """A registrar on a memory store with a few users, at time L{NOW}."""
+    """A registrar on a memory store with a few users, at time :data:`NOW`."""
 
     def __init__(self, settings: RegistrarSettings | None = None,
                  throttle: ThrottleSettings | None = None,
@@ -111,7 +111,7 @@ class Env:
                            password: str | None = None,
                            algorithm: str = "SHA-256") -> Response:
         """
-        Send C{request}; answer a 401 like a phone would (next CSeq, same
+        Send ``request``; answer a 401 like a phone would (next CSeq, same
         Call-ID) and return the final response.
         """
         response = self.send(request, source)
@@ -130,9 +130,9 @@ def authorize(request: Request, challenge_response: Response,
               algorithm: str = "SHA-256", nc: int = 1,
               challenge_algorithm: str | None = None) -> None:
     """
-    Add credentials answering C{challenge_response} and bump the CSeq.
-    The response uses C{algorithm}, and the nonce of the challenge for
-    C{challenge_algorithm} (default: the same).
+    Add credentials answering ``challenge_response`` and bump the CSeq.
+    The response uses ``algorithm``, and the nonce of the challenge for
+    ``challenge_algorithm`` (default: the same).
     """
     wanted = challenge_algorithm or algorithm
     challenge = next(
@@ -455,7 +455,7 @@ def test_a_hostile_register_is_logged_without_control_characters() -> None:
 
 
 class TestCredentialsCache:
-    """The registrar keeps users' HA1s in memory for C{credentials_cache_seconds}
+    """The registrar keeps users' HA1s in memory for ``credentials_cache_seconds``
     (docs/registrar.md, "Credentials cache")."""
 
     @staticmethod
@@ -1152,8 +1152,8 @@ class TestThrottling:
     def hold_reads(self, env: Env, monkeypatch: pytest.MonkeyPatch
                    ) -> list[tuple[str, Deferred[Any]]]:
         """
-        Make C{env}'s store hold every credentials read pending: the reads
-        started, in order (fire them with L{release_reads}).
+        Make ``env``'s store hold every credentials read pending: the reads
+        started, in order (fire them with :func:`release_reads`).
         """
         reads: list[tuple[str, Deferred[Any]]] = []
 
@@ -1173,8 +1173,8 @@ class TestThrottling:
 
     def guesses_at_once(self, env: Env, source: Source, user: str, n: int,
                         right_at: int | None = None) -> list[Deferred[Response]]:
-        """C{n} guesses answering one challenge (nc 1, 2, ...) sent before any
-        is answered; the one at C{right_at} has the right password."""
+        """``n`` guesses answering one challenge (nc 1, 2, ...) sent before any
+        is answered; the one at ``right_at`` has the right password."""
         request = register(user=user)
         challenge = env.send(request, source)
         pending = []

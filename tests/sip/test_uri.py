@@ -1,5 +1,5 @@
 """
-Tests for L{clicktodial.sip.uri}: SIP/SIPS/tel URIs, opaque URIs of other
+Tests for :obj:`clicktodial.sip.uri`: SIP/SIPS/tel URIs, opaque URIs of other
 schemes, %-escaping (unescaped exactly once, re-escaped when written).
 """
 

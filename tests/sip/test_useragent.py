@@ -656,7 +656,7 @@ def destinations(party: Party, method: str) -> list[object]:
 
 class TestPinnedFlows:
     """
-    With C{pin_flows} (the daemon's core), a peer's Contact and Record-Route build the
+    With ``pin_flows`` (the daemon's core), a peer's Contact and Record-Route build the
     Request-URI and Route of §12.2.1.1 but never choose the next hop: every request of a
     dialog goes where its INVITE went, or back to where the peer's INVITE came from
     (docs/security.md, "What a phone can steer: nothing").

@@ -1,7 +1,7 @@
 """
 A fake provider for the trunk unit tests: the daemon's side is a real
-L{TransactionLayer} over a L{RecordingTransport}; the provider answers what was sent,
-checking digest answers with our own server-side L{DigestAuthenticator}.
+:class:`TransactionLayer` over a :class:`RecordingTransport`; the provider answers what was sent,
+checking digest answers with our own server-side :class:`DigestAuthenticator`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-Tests for L{clicktodial.trunks.inbound}: requests from a trunk's addresses are refused with
+Tests for :obj:`clicktodial.trunks.inbound`: requests from a trunk's addresses are refused with
 403 before any transaction user sees them (no open relay); responses and in-dialog
 requests pass.
 """

@@ -1,5 +1,5 @@
 """
-Tests for L{clicktodial.trunks.registration}: REGISTER to the provider through a real
+Tests for :obj:`clicktodial.trunks.registration`: REGISTER to the provider through a real
 transaction layer, digest answered, refreshed before expiry, retried with backoff. Every
 timer on a task.Clock stepped in small steps.
 """

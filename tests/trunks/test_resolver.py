@@ -1,5 +1,5 @@
 """
-Tests for L{clicktodial.trunks.resolver}: RFC 3263 §4 with a fake DNS resolver (no real
+Tests for :obj:`clicktodial.trunks.resolver`: RFC 3263 §4 with a fake DNS resolver (no real
 DNS anywhere), the TTL cache and RFC 2782 SRV ordering.
 """
 

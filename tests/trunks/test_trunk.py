@@ -1,7 +1,8 @@
 """
-Tests for the trunk's call-facing side (L{clicktodial.trunks.trunk}, L{clicktodial.trunks.limits}),
-its keep-alive (L{clicktodial.trunks.keepalive}) and its configuration
-(L{clicktodial.trunks.config}).
+Tests for the trunk's call-facing side (:obj:`clicktodial.trunks.trunk`,
+:obj:`clicktodial.trunks.limits`),
+its keep-alive (:obj:`clicktodial.trunks.keepalive`) and its configuration
+(:obj:`clicktodial.trunks.config`).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 
 def is_reliable(transport: str) -> bool:
     """
-    Whether C{transport} (a Via transport token such as C{"UDP"}, any case)
+    Whether ``transport`` (a Via transport token such as ``"UDP"``, any case)
     is reliable in the sense of RFC 3261 §17.
     """
     return transport.upper() in RELIABLE_TRANSPORTS
@@ -56,9 +56,9 @@ class Timers:
     """
     The RFC 3261 §17 timer base values, in seconds (Table 4 of §A).
 
-    @ivar t1: RTT estimate; A, B, E, F, G, H, J, L, M derive from it.
-    @ivar t2: the cap on non-INVITE request and INVITE response retransmission.
-    @ivar t4: how long a message may stay in the network (timers I and K).
+    :ivar t1: RTT estimate; A, B, E, F, G, H, J, L, M derive from it.
+    :ivar t2: the cap on non-INVITE request and INVITE response retransmission.
+    :ivar t4: how long a message may stay in the network (timers I and K).
     """
 
     t1: float = 0.5
@@ -103,17 +103,17 @@ class TransactionCounts:
     Retransmissions since start, counted by the machines (plain integers: a retransmission
     costs one increment; ``/metrics`` reads them at scrape time).
 
-    @ivar requests_sent: requests our client transactions sent again: Timer A (INVITE),
+    :ivar requests_sent: requests our client transactions sent again: Timer A (INVITE),
         Timer E (non-INVITE), and the ACK re-sent for a retransmitted 300-699.
-    @ivar responses_sent: responses our server transactions sent again: Timer G, the last
+    :ivar responses_sent: responses our server transactions sent again: Timer G, the last
         response re-sent to a retransmitted request, and 2xx retransmissions of the TU
-        passing through an RFC 6026 C{accepted} INVITE server transaction.
-    @ivar requests_received: retransmitted requests a server transaction absorbed (they
+        passing through an RFC 6026 ``accepted`` INVITE server transaction.
+    :ivar requests_received: retransmitted requests a server transaction absorbed (they
         never reach the TU): requests matching a live server transaction, and ACKs
-        absorbed in C{confirmed}.
-    @ivar responses_received: final responses a client transaction received again after
-        its first (absorbed, re-ACKed, or a 2xx passed to the TU in C{accepted}).
-    @ivar lingering: transactions now in a L{LINGERING_STATES} state: their work is done
+        absorbed in ``confirmed``.
+    :ivar responses_received: final responses a client transaction received again after
+        its first (absorbed, re-ACKed, or a 2xx passed to the TU in ``accepted``).
+    :ivar lingering: transactions now in a :data:`LINGERING_STATES` state: their work is done
         and they only wait out a timer for retransmissions (not a count of events: it goes
         down when they terminate).
     """
@@ -137,7 +137,7 @@ class TransactionCounts:
 class TransactionHost(Protocol):
     """
     What a state machine needs from the layer that owns it (the
-    L{TransactionLayer<clicktodial.sip.transactions.layer.TransactionLayer>}).
+    :class:`TransactionLayer <clicktodial.sip.transactions.layer.TransactionLayer>`).
     Kept tiny so machines can be driven alone in tests.
     """
 
@@ -147,33 +147,33 @@ class TransactionHost(Protocol):
     lingering: LingerQueue
 
     def transmit_request(self, request: Request, destination: object) -> bool:
-        """Hand C{request} to the transport; C{False} on a transport error."""
+        """Hand ``request`` to the transport; ``False`` on a transport error."""
 
     def transmit_response(self, response: Response, source: object) -> bool:
-        """Hand C{response} to the transport; C{False} on a transport error."""
+        """Hand ``response`` to the transport; ``False`` on a transport error."""
 
     def transaction_terminated(self, transaction: Transaction) -> None:
-        """Forget C{transaction}: it reached C{terminated}."""
+        """Forget ``transaction``: it reached ``terminated``."""
 
 
 class Transaction:
     """
     State shared by the four machines.
 
-    Timers are state data: C{_retransmit} holds timer A, E or G, C{_timeout}
-    holds B, D, F, H, I, J, K, L or M.  L{_enter} cancels both, so a transition
+    Timers are state data: ``_retransmit`` holds timer A, E or G, ``_timeout``
+    holds B, D, F, H, I, J, K, L or M.  :func:`_enter` cancels both, so a transition
     that leaves a state always stops that state's timers.
 
-    @ivar request: the request that created the transaction.  A client transaction lets
-        go of it once it has its final response (L{_release_request}): lingering in
-        C{accepted} or C{completed} it only absorbs or passes on responses, and keeping
+    :ivar request: the request that created the transaction.  A client transaction lets
+        go of it once it has its final response (:func:`_release_request`): lingering in
+        ``accepted`` or ``completed`` it only absorbs or passes on responses, and keeping
         the parsed message for 64*T1 would make memory at a call rate R hold R*32 s worth
-        of requests.  Reading it then raises L{RequestReleased}.
-    @ivar method: the method of that request (kept when the request is let go).
-    @ivar state: the current L{State}.
-    @ivar branch: the Via branch identifying the transaction.
-    @ivar reliable: whether the transport is reliable (no retransmission).
-    @ivar key: the matching key the layer files the transaction under.
+        of requests.  Reading it then raises :class:`RequestReleased`.
+    :ivar method: the method of that request (kept when the request is let go).
+    :ivar state: the current :class:`State`.
+    :ivar branch: the Via branch identifying the transaction.
+    :ivar reliable: whether the transport is reliable (no retransmission).
+    :ivar key: the matching key the layer files the transaction under.
     """
 
     __slots__ = (
@@ -244,7 +244,7 @@ class Transaction:
 
     @property
     def is_terminated(self) -> bool:
-        """Whether the machine reached C{terminated}."""
+        """Whether the machine reached ``terminated``."""
         return self.state is State.TERMINATED
 
     # -- timer plumbing -------------------------------------------------------
@@ -279,7 +279,7 @@ class Transaction:
             self._timeout = self._host.clock.callLater(delay, fired)
 
     def _terminate(self) -> None:
-        """Enter C{terminated} and let the layer forget the transaction."""
+        """Enter ``terminated`` and let the layer forget the transaction."""
         if self.state is State.TERMINATED:
             return
         self._enter(State.TERMINATED)

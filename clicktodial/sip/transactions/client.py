@@ -17,15 +17,15 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientTransaction", "ResponseCallback"]
 
-#: What the transaction user passes to C{send_request}: it receives every
+#: What the transaction user passes to ``send_request``: it receives every
 #: response the transaction lets through, and the local 408/503.
 ResponseCallback = Callable[[Response], None]
 
 
 class ClientTransaction(Transaction):
     """
-    A client transaction: sends C{request} to C{destination} and passes the
-    responses it lets through to C{on_response}.
+    A client transaction: sends ``request`` to ``destination`` and passes the
+    responses it lets through to ``on_response``.
 
     Subclasses implement the INVITE (§17.1.1) and non-INVITE (§17.1.2) machines.
     """
@@ -71,9 +71,9 @@ class ClientTransaction(Transaction):
         Destroy the transaction now, silently: RFC 3261 §9.1, "If no final
         response has been received after 64*T1 seconds [after the CANCEL],
         the client should ... destroy the client transaction handling the
-        original request."  An INVITE transaction in C{proceeding} has no
+        original request."  An INVITE transaction in ``proceeding`` has no
         timer of its own, so only its user can end it this way.  Nothing is
-        passed to C{on_response}; later responses are stray.
+        passed to ``on_response``; later responses are stray.
         """
         self._terminate()
 
@@ -83,7 +83,7 @@ class ClientTransaction(Transaction):
         Call-ID, To, From, CSeq number and top Via (so the same branch), the
         same Route set, method CANCEL.  The caller decides when to send it
         (only after a provisional response, §9.1) through
-        C{TransactionLayer.send_request}, which keeps the Via it carries.
+        ``TransactionLayer.send_request``, which keeps the Via it carries.
         """
         original = self.request
         headers: list[tuple[str, str]] = [("Via", original.headers.get_all("Via")[0])]
@@ -102,7 +102,7 @@ class ClientTransaction(Transaction):
         return self._host.transmit_request(self.request, self.destination)
 
     def _deliver(self, response: Response) -> None:
-        """Pass C{response} to the transaction user; its bugs stay its own."""
+        """Pass ``response`` to the transaction user; its bugs stay its own."""
         try:
             self.on_response(response)
         except Exception:

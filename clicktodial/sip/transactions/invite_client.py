@@ -1,6 +1,6 @@
 """
 The INVITE client transaction: RFC 3261 §17.1.1 as amended by RFC 6026
-(a 2xx moves it to C{accepted} under Timer M instead of terminating it).
+(a 2xx moves it to ``accepted`` under Timer M instead of terminating it).
 
 Transition table (input -> action, next state); inputs not listed for a
 state cannot occur there (their timers were cancelled on leaving it)::

@@ -1,10 +1,10 @@
 """
 The INVITE server transaction: RFC 3261 §17.2.1 as amended by RFC 6026 (a 2xx
-moves it to C{accepted} under Timer L; the TU retransmits the 2xx and
+moves it to ``accepted`` under Timer L; the TU retransmits the 2xx and
 receives the ACKs).
 
 Transition table (input -> action, next state).  "TU" inputs are responses
-passed to L{InviteServerTransaction.respond}; "refuse" logs and drops them::
+passed to :meth:`InviteServerTransaction.respond`; "refuse" logs and drops them::
 
     proceeding  INVITE again    re-send last provisional    -> proceeding
     proceeding  ACK             discard (no final yet)      -> proceeding
@@ -83,9 +83,9 @@ class InviteServerTransaction(ServerTransaction):
 
     def receive_ack(self, ack: Request) -> bool:
         """
-        An ACK matched this transaction.  Returns C{True} when the transaction
-        absorbed it (ACK for a 300-699), C{False} when it belongs to the TU
-        (ACK for a 2xx, RFC 6026 C{accepted}).
+        An ACK matched this transaction.  Returns ``True`` when the transaction
+        absorbed it (ACK for a 300-699), ``False`` when it belongs to the TU
+        (ACK for a 2xx, RFC 6026 ``accepted``).
         """
         if self.state is ACCEPTED:
             return False

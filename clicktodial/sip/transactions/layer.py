@@ -4,11 +4,11 @@ transaction user (the UA core), matches every message to a transaction, and
 creates the four state machines.
 
 Data flows one way: the transport hands received messages to
-L{TransactionLayer.request_received} / L{TransactionLayer.response_received};
+:meth:`TransactionLayer.request_received` / :meth:`TransactionLayer.response_received`;
 the layer hands new requests, CANCELs, ACKs for 2xx and stray responses to
-the L{ITransactionUser}; the user sends requests with
-L{TransactionLayer.send_request} and answers with
-L{ServerTransaction.respond}.
+the :class:`ITransactionUser`; the user sends requests with
+:meth:`TransactionLayer.send_request` and answers with
+:meth:`ServerTransaction.respond`.
 """
 
 from __future__ import annotations
@@ -68,16 +68,16 @@ DEFAULT_TIMERS = Timers()
 class TransactionLayer:
     """
     Matches messages to RFC 3261 §17 transactions and runs their machines on
-    C{clock}.
+    ``clock``.
 
-    @ivar user: the L{ITransactionUser}.
-    @ivar counts: the L{TransactionCounts} (retransmissions) of every machine.
-    @ivar stateless: (constructor argument) C{None}, or a callable given each new non-INVITE request
-        (not CANCEL) before a server transaction is made for it; when it returns
+    :ivar user: the :class:`ITransactionUser`.
+    :ivar counts: the :class:`TransactionCounts` (retransmissions) of every machine.
+    :ivar stateless: (constructor argument) ``None``, or a callable given each new non-INVITE
+        request (not CANCEL) before a server transaction is made for it; when it returns
         a final response, that response is sent statelessly (RFC 3261 §8.2.7)
         and no transaction is made: a retransmission of the request is asked
         again.  For answers that cost nothing to recompute and change no state,
-        such as a registrar's first 401 challenge (Kamailio's C{sl_send_reply}).
+        such as a registrar's first 401 challenge (Kamailio's ``sl_send_reply``).
     """
 
     def __init__(
@@ -109,7 +109,8 @@ class TransactionLayer:
         """
         How many transactions are doing work: waiting for our answer or a peer's, or
         retransmitting a request; not those that only wait out a timer to absorb
-        retransmissions (L{LINGERING_STATES<clicktodial.sip.transactions.base.LINGERING_STATES>}).
+        retransmissions
+        (:data:`~clicktodial.sip.transactions.base.LINGERING_STATES`).
         """
         return len(self._clients) + len(self._servers) - self.counts.lingering
 
@@ -133,16 +134,16 @@ class TransactionLayer:
         on_response: ResponseCallback,
     ) -> ClientTransaction:
         """
-        Start a client transaction for C{request} towards C{destination}.
+        Start a client transaction for ``request`` towards ``destination``.
 
-        A top Via (this host's address for C{destination.transport}, a fresh
-        C{z9hG4bK} branch, C{;rport}) is prepended, except to a CANCEL built by
-        L{ClientTransaction.cancel_request}, which must keep the branch of the
-        INVITE it cancels (§9.1).  C{on_response} receives every response the
+        A top Via (this host's address for ``destination.transport``, a fresh
+        ``z9hG4bK`` branch, ``;rport``) is prepended, except to a CANCEL built by
+        :meth:`ClientTransaction.cancel_request`, which must keep the branch of the
+        INVITE it cancels (§9.1).  ``on_response`` receives every response the
         machine lets through and the local 408 (Timer B/F) or 503 (transport
         error: delivered from the clock, after this method returned).
 
-        @raise ValueError: C{request} is an ACK (use L{send_ack}).
+        :raises ValueError: ``request`` is an ACK (use :func:`send_ack`).
         """
         method = request.method
         if method == "ACK":
@@ -170,7 +171,7 @@ class TransactionLayer:
         """
         Send an ACK for a 2xx (RFC 3261 §13.2.2.4: the UA core's job, outside
         any transaction), prepending a Via with a fresh branch when it has
-        none.  Returns C{False} on a transport error.
+        none.  Returns ``False`` on a transport error.
         """
         if "Via" not in ack.headers:
             self._add_via(ack, destination)
@@ -187,7 +188,7 @@ class TransactionLayer:
 
     def request_received(self, request: Request, source: object) -> None:
         """
-        §17.2.3: match C{request} to a server transaction; a retransmission
+        §17.2.3: match ``request`` to a server transaction; a retransmission
         is absorbed by its machine, a new request creates one and reaches
         the user.  Never raises.
         """
@@ -252,7 +253,7 @@ class TransactionLayer:
                 tx.respond(make_response(request, 500, to_tag=new_tag()))
 
     def response_received(self, response: Response, source: object) -> None:
-        """§17.1.3: pass C{response} to its client transaction, else to the user."""
+        """§17.1.3: pass ``response`` to its client transaction, else to the user."""
         try:
             key = response_key(response)
         except ValueError as e:
@@ -269,7 +270,7 @@ class TransactionLayer:
 
     def request_failed(self, request: Request, destination: Destination, reason: str) -> None:
         """
-        The transport could not deliver C{request} after all (a connection
+        The transport could not deliver ``request`` after all (a connection
         refused): its client transaction, if still waiting, ends now with a
         local 503 (RFC 3261 §8.1.3.1, §17.1.4) instead of at Timer B/F.
         """
@@ -342,7 +343,7 @@ class TransactionLayer:
     # -- TransactionHost -------------------------------------------------------
 
     def transmit_request(self, request: Request, destination: object) -> bool:
-        """Hand C{request} to the transport; C{False} on a transport error."""
+        """Hand ``request`` to the transport; ``False`` on a transport error."""
         try:
             self.transport.send_request(request, destination)  # type: ignore[arg-type]
         except (TransportError, OSError) as e:
@@ -356,7 +357,7 @@ class TransactionLayer:
         return True
 
     def transmit_response(self, response: Response, source: object) -> bool:
-        """Hand C{response} to the transport; C{False} on a transport error."""
+        """Hand ``response`` to the transport; ``False`` on a transport error."""
         try:
             self.transport.send_response(response, source)
         except (TransportError, OSError) as e:

@@ -38,7 +38,7 @@ _RFC2543 = "2543"
 
 
 def has_rfc3261_branch(branch: str | None) -> bool:
-    """Whether C{branch} is a usable RFC 3261 transaction identifier."""
+    """Whether ``branch`` is a usable RFC 3261 transaction identifier."""
     return (
         branch is not None
         and len(branch) > len(MAGIC_COOKIE)
@@ -56,7 +56,7 @@ def client_key(branch: str, method: str) -> tuple[str, str]:
 
 
 def response_key(response: Response) -> tuple[str, str] | None:
-    """The L{client_key} for a received response; C{None} without a branch."""
+    """The :func:`client_key` for a received response; ``None`` without a branch."""
     branch = response.top_via.branch
     if branch is None:
         return None
@@ -65,11 +65,11 @@ def response_key(response: Response) -> tuple[str, str] | None:
 
 def server_key(request: Request, top_via: Via) -> ServerKey:
     """
-    §17.2.3: the key of the server transaction C{request} belongs to.  An
+    §17.2.3: the key of the server transaction ``request`` belongs to.  An
     ACK is keyed as the INVITE it acknowledges; a CANCEL has its own key
-    (L{with_method} gives the INVITE's).
+    (:func:`with_method` gives the INVITE's).
 
-    @raise ValueError: (C{HeaderParseError}) a header needed is malformed.
+    :raises ValueError: (``HeaderParseError``) a header needed is malformed.
     """
     method = request.method
     if method == "ACK":
@@ -92,17 +92,17 @@ def server_key(request: Request, top_via: Via) -> ServerKey:
 
 
 def is_rfc2543(key: ServerKey) -> bool:
-    """Whether C{key} was built by the RFC 2543 fallback."""
+    """Whether ``key`` was built by the RFC 2543 fallback."""
     return key[0] == _RFC2543
 
 
 def with_method(key: ServerKey, method: str) -> ServerKey:
-    """C{key} for another method (the INVITE a CANCEL refers to, §9.2)."""
+    """``key`` for another method (the INVITE a CANCEL refers to, §9.2)."""
     if key[0] == _RFC3261:
         return key[:4] + (method,)
     return key[:6] + (method,) + key[7:]
 
 
 def with_to_tag(key: ServerKey, to_tag: str | None) -> ServerKey:
-    """An RFC 2543 C{key} with another To tag (an ACK carries the response's)."""
+    """An RFC 2543 ``key`` with another To tag (an ACK carries the response's)."""
     return key[:7] + (to_tag,)

@@ -18,7 +18,7 @@ Transition table (input -> action, next state)::
     completed   Timer K                                     -> terminated
 
 Timer K is T4 on unreliable transports and zero on reliable ones (so
-C{completed} is left at once); timer E runs only on unreliable transports.
+``completed`` is left at once); timer E runs only on unreliable transports.
 """
 
 from __future__ import annotations

@@ -13,20 +13,20 @@ from clicktodial.sip.transactions.base import State, Transaction, TransactionHos
 
 __all__ = ["FailureCallback", "ServerTransaction"]
 
-#: Called with a short reason (C{"timer H"}, C{"transport error"}) when a
+#: Called with a short reason (``"timer H"``, ``"transport error"``) when a
 #: server transaction ends without its response having been delivered.
 FailureCallback = Callable[["ServerTransaction", str], None]
 
 
 class ServerTransaction(Transaction):
     """
-    A server transaction for C{request}.  The transaction user answers it with
-    L{respond}; retransmitted requests never reach the user again.
+    A server transaction for ``request``.  The transaction user answers it with
+    :func:`respond`; retransmitted requests never reach the user again.
 
-    @ivar source: where the request came from, handed back to
-        C{ISIPTransport.send_response} with every response.
-    @ivar last_response: the response most recently sent, if any.
-    @ivar on_failure: optional; called when the transaction fails (Timer H:
+    :ivar source: where the request came from, handed back to
+        ``ISIPTransport.send_response`` with every response.
+    :ivar last_response: the response most recently sent, if any.
+    :ivar on_failure: optional; called when the transaction fails (Timer H:
         no ACK for a 300-699; transport error while sending a response).
     """
 
@@ -57,8 +57,8 @@ class ServerTransaction(Transaction):
 
     def respond(self, response: Response) -> None:
         """
-        Send C{response} (built from C{self.request}, e.g. with
-        C{make_response}) through the machine.  Responses the machine cannot
+        Send ``response`` (built from ``self.request``, e.g. with
+        ``make_response``) through the machine.  Responses the machine cannot
         send in its current state are logged and dropped.
         """
         raise NotImplementedError
@@ -70,7 +70,7 @@ class ServerTransaction(Transaction):
     # -- helpers --------------------------------------------------------------
 
     def _send(self, response: Response) -> bool:
-        """Send C{response}; on a transport error, fail the transaction."""
+        """Send ``response``; on a transport error, fail the transaction."""
         self.last_response = response
         if self._host.transmit_response(response, self.source):
             return True

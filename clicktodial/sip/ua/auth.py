@@ -3,15 +3,15 @@ Answering 401/407 digest challenges as a UAC (RFC 3261 §22.2, §22.3; RFC
 7616; RFC 8760 for SHA-256): the one digest answerer of the daemon, used by
 the UA core for INVITE, re-INVITE and BYE and by the trunks' provider
 registration for REGISTER.  The computation lives in the wire-format layer
-(L{clicktodial.sip.digest.authorization_for}); this module decides whether a
+(:func:`clicktodial.sip.digest.authorization_for`); this module decides whether a
 challenged request is sent again, and builds that request.
 
-The rules (L{DigestAnswerer}): a challenge is answered when the
-L{IClientCredentials} have credentials for its realm and a Digest algorithm
-we support is offered (the strongest: RFC 8760 §2.4).  C{nc} counts per
+The rules (:class:`DigestAnswerer`): a challenge is answered when the
+:class:`IClientCredentials` have credentials for its realm and a Digest algorithm
+we support is offered (the strongest: RFC 8760 §2.4).  ``nc`` counts per
 nonce (RFC 7616 §3.4), so a nonce can be reused for the next request
-(L{DigestAnswerer.preemptive}).  A challenge is final -- never answered --
-when it repeats a nonce we already answered without C{stale=true} (the
+(:meth:`DigestAnswerer.preemptive`).  A challenge is final -- never answered --
+when it repeats a nonce we already answered without ``stale=true`` (the
 provider refused those credentials: retrying would only lock the account),
 or when the same request was already answered once and this challenge is not
 stale (RFC 7616 §3.3), or after the one stale retry of a request.
@@ -51,7 +51,7 @@ CHALLENGES = {
 
 @implementer(IClientCredentials)
 class StaticCredentials:
-    """One username and password, for every realm or only for C{realms}."""
+    """One username and password, for every realm or only for ``realms``."""
 
     __slots__ = ("username", "password", "realms")
 
@@ -77,8 +77,8 @@ class DigestAnswerer:
     Answers the digest challenges met by one requester (a call leg's INVITE, a
     session's requests, a trunk's registration): see the module docstring.
 
-    @param credentials: who we are, by realm.
-    @param cnonce: makes client nonces (tests pass a fixed one).
+    :param credentials: who we are, by realm.
+    :param cnonce: makes client nonces (tests pass a fixed one).
     """
 
     __slots__ = ("credentials", "cnonce", "_last", "_nc", "_answered", "_stale_retried")
@@ -100,13 +100,13 @@ class DigestAnswerer:
     def new_request(self) -> None:
         """
         A new request starts (a registration round): its first challenge may be answered
-        again; the nonce and its C{nc} are kept (L{preemptive}).
+        again; the nonce and its ``nc`` are kept (:func:`preemptive`).
         """
         self._answered = set()
         self._stale_retried = set()
 
     def answerable(self, response: Response) -> bool:
-        """Whether L{answer} would answer ``response`` (nothing is spent)."""
+        """Whether :func:`answer` would answer ``response`` (nothing is spent)."""
         try:
             self._find(response)
         except ChallengeRefused:
@@ -115,10 +115,10 @@ class DigestAnswerer:
 
     def answer(self, request: Request, response: Response) -> tuple[str, str]:
         """
-        The C{(header, value)} answering ``response`` (a 401 or 407 to ``request``) for
-        the retry of ``request`` (same method and Request-URI; body for C{auth-int}).
+        The ``(header, value)`` answering ``response`` (a 401 or 407 to ``request``) for
+        the retry of ``request`` (same method and Request-URI; body for ``auth-int``).
 
-        @raise ChallengeRefused: the 401/407 is final (no Digest challenge we support,
+        :raises ChallengeRefused: the 401/407 is final (no Digest challenge we support,
             no credentials for its realm, our credentials refused).
         """
         challenge, secret, name = self._find(response)
@@ -132,7 +132,7 @@ class DigestAnswerer:
 
     def preemptive(self, request: Request) -> tuple[str, str] | None:
         """
-        The header for a new request under the last nonce answered (C{nc} one higher), so
+        The header for a new request under the last nonce answered (``nc`` one higher), so
         that a refresh needs no extra round trip; None before any challenge.  A stale or
         expired nonce simply gets challenged again.
         """
@@ -204,9 +204,9 @@ def _realm_of(value: str) -> str | None:
 
 def authorized_copy(request: Request, seq: int, header: tuple[str, str]) -> Request:
     """
-    C{request} to send again with credentials: a new transaction (no Via: the
-    layer adds one), CSeq C{seq}, the same Call-ID and tags (§22.2), and
-    C{header} instead of an earlier answer of the same kind.
+    ``request`` to send again with credentials: a new transaction (no Via: the
+    layer adds one), CSeq ``seq``, the same Call-ID and tags (§22.2), and
+    ``header`` instead of an earlier answer of the same kind.
     """
     name, value = header
     lowered = name.lower()

@@ -2,25 +2,25 @@
 The user-agent core (RFC 3261 §8, §12-§15): the transaction user that turns
 transactions into calls.
 
-L{UserAgent} sits on a L{TransactionLayer<clicktodial.sip.transactions.TransactionLayer>}
-as its L{ITransactionUser}.  It keeps the dialogs (L{Dialog}) of the INVITE
-sessions it takes part in and:
+:class:`UserAgent` sits on a
+:class:`~clicktodial.sip.transactions.TransactionLayer` as its :class:`ITransactionUser`.
+It keeps the dialogs (:class:`Dialog`) of the INVITE sessions it takes part in and:
 
-* as a UAC, starts calls (L{UserAgent.invite} -> L{OutgoingCall}), cancels
+* as a UAC, starts calls (:meth:`UserAgent.invite` -> :class:`OutgoingCall`), cancels
   them (§9.1), ACKs every 2xx — retransmissions and forks included — with the
   same ACK (§13.2.2.4), and BYEs the extra dialogs of a forked INVITE;
-* as a UAS, hands new INVITEs to an L{IIncomingCallHandler} as
-  L{IncomingCall}s, retransmits its 2xx until the ACK comes (§13.3.1.4) and
+* as a UAS, hands new INVITEs to an :class:`IIncomingCallHandler` as
+  :class:`IncomingCall`s, retransmits its 2xx until the ACK comes (§13.3.1.4) and
   ends the session with a BYE if it never does;
 * inside dialogs, checks CSeq order (§12.2.2), answers requests for unknown
   dialogs with 481, detects merged requests (§8.2.2.2, 482), resolves
   re-INVITE glare (§14: 491 / 500, and the randomized retry of §14.1), and
   tracks the SDP offer/answer state (RFC 3264 via §13.2.1, §13.3.1, §14);
-* hands every session event to the session's L{ISessionHandler}.
+* hands every session event to the session's :class:`ISessionHandler`.
 
-The application — later the click-to-dial B2BUA — sees L{Session}s (one per
+The application — later the click-to-dial B2BUA — sees :class:`Session`s (one per
 dialog), never transactions.  Everything timed uses the injected clock; when a
-session ends nothing of it stays behind (L{UserAgent.active_count}).
+session ends nothing of it stays behind (:meth:`UserAgent.active_count`).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ log = Logger(namespace="clicktodial.sip.ua")
 
 def default_precheck(request: Request) -> Response | None:
     """
-    The RFC 3261 §8.2.1-§8.2.3 checks of L{clicktodial.sip.precheck.uas_precheck}
+    The RFC 3261 §8.2.1-§8.2.3 checks of :func:`clicktodial.sip.precheck.uas_precheck`
     for the methods this core handles: 501, 416, 420, 415 or None.
     """
     return uas_precheck(request, ALLOWED_METHODS, SUPPORTED_OPTIONS, ACCEPTED_TYPES)
@@ -83,29 +83,29 @@ def default_precheck(request: Request) -> Response | None:
 @implementer(ITransactionUser)
 class UserAgent:
     """
-    The user-agent core: L{ITransactionUser} of a transaction layer.
+    The user-agent core: :class:`ITransactionUser` of a transaction layer.
 
     Build the layer with the core as its user, or build the core first and
-    L{attach} the layer::
+    :func:`attach` the layer::
 
         ua = UserAgent(clock, handler, contact=URI("sip", None, "127.0.0.1", 5060))
         ua.attach(TransactionLayer(clock, transport, ua, timers))
 
-    @ivar clock: the injected clock.
-    @ivar handler: the L{IIncomingCallHandler} for new INVITEs and
+    :ivar clock: the injected clock.
+    :ivar handler: the :class:`IIncomingCallHandler` for new INVITEs and
         out-of-dialog requests.
-    @ivar contact: the Contact URI we put in dialog-creating messages, or
+    :ivar contact: the Contact URI we put in dialog-creating messages, or
         None to build one from the transport's local address.
-    @ivar timers: T1/T2/T4 (2xx retransmission, 491 retry, fork window);
+    :ivar timers: T1/T2/T4 (2xx retransmission, 491 retry, fork window);
         the layer's when not given.
-    @ivar rng: the random source for the §14.1 retry delay.
-    @ivar precheck: the RFC 3261 §8.2.1-§8.2.3 checks run on each new
-        request (L{default_precheck} unless given; None for none): returns
+    :ivar rng: the random source for the §14.1 retry delay.
+    :ivar precheck: the RFC 3261 §8.2.1-§8.2.3 checks run on each new
+        request (:func:`default_precheck` unless given; None for none): returns
         the rejection to send, or None to go on.
-    @ivar pin_flows: whether every dialog is pinned to the flow that set it
+    :ivar pin_flows: whether every dialog is pinned to the flow that set it
         up (docs/security.md, "What a phone can steer: nothing"): the
         requests and ACKs of a dialog we INVITEd go where the INVITE went (or
-        to the C{flow} given to L{invite}), those of a dialog a peer INVITEd
+        to the ``flow`` given to :func:`invite`), those of a dialog a peer INVITEd
         go back to the INVITE's source (its connection, or address), whatever
         the peer's Contact and Record-Route say; they only make the
         Request-URI and Route of §12.2.1.1.  False: the next hop is the
@@ -148,7 +148,7 @@ class UserAgent:
         #: and the 64*T1+T4 an ACK is kept for copies of its 2xx on another: by delay.
         self._lingering: dict[float, LingerQueue] = {}
         #: Inputs a state machine of the core had no transition for, by
-        #: "machine state/input" (a small fixed set): C{/metrics} reads it.
+        #: "machine state/input" (a small fixed set): ``/metrics`` reads it.
         self.unexpected_inputs: dict[str, int] = {}
 
     # -- wiring --------------------------------------------------------------
@@ -159,7 +159,7 @@ class UserAgent:
 
     @property
     def transactions(self) -> TransactionLayerLike:
-        """The transaction layer (L{attach} it first)."""
+        """The transaction layer (:func:`attach` it first)."""
         if self._transactions is None:
             raise RuntimeError("UserAgent.attach() the transaction layer first")
         return self._transactions
@@ -232,11 +232,11 @@ class UserAgent:
             )
 
     def incoming_finished(self, server_tx: ServerTransactionLike) -> None:
-        """The INVITE of C{server_tx} got its final response."""
+        """The INVITE of ``server_tx`` got its final response."""
         self._incoming.pop(server_tx, None)
 
     def outgoing_finished(self, call: OutgoingCall) -> None:
-        """C{call} holds nothing in the core any more."""
+        """``call`` holds nothing in the core any more."""
         self._outgoing.discard(call)
 
     def notify(self, callback: Callable[..., None], *args: object) -> None:
@@ -252,7 +252,7 @@ class UserAgent:
     # -- UAC -----------------------------------------------------------------
 
     def new_call_id(self) -> str:
-        """A fresh Call-ID for a dialog of ours (L{invite} takes one, so that a caller can
+        """A fresh Call-ID for a dialog of ours (:func:`invite` takes one, so that a caller can
         know it before the INVITE goes out)."""
         return new_call_id(self.contact.host if self.contact is not None else None)
 
@@ -276,19 +276,19 @@ class UserAgent:
         Start a call: send an INVITE (RFC 3261 §13.2.1) to ``request_uri``
         (through the pre-loaded ``route``, e.g. an outbound proxy), with an
         SDP offer in ``body`` or none (the 2xx then brings the offer and the
-        application answers with L{Session.ack}).
+        application answers with :meth:`Session.ack`).
 
-        @param destination: where to send it; by default from the first
+        :param destination: where to send it; by default from the first
             route or the Request-URI (host, port, transport parameter).
-        @param flow: where every request of the dialogs this INVITE creates
+        :param flow: where every request of the dialogs this INVITE creates
             goes (early, confirmed and other forks' alike: ACK, BYE,
             re-INVITE...), whatever the answers' Contact and Record-Route
             say; by default the INVITE's destination when the core pins flows
-            (L{pin_flows}), else the §12.2.1.1 next hop.
-        @param credentials: what answers a 401/407 to the INVITE and to the
+            (:func:`pin_flows`), else the §12.2.1.1 next hop.
+        :param credentials: what answers a 401/407 to the INVITE and to the
             requests its sessions send (RFC 3261 §22.2); without them a
             401/407 is the INVITE's final answer.
-        @return: the L{OutgoingCall}; its events go to ``handler``.
+        :return: the :class:`OutgoingCall`; its events go to ``handler``.
         """
         local_tag = from_.tag or new_tag()
         from_party = NameAddr(from_.uri, from_.display_name, {"tag": local_tag})
@@ -427,7 +427,7 @@ class UserAgent:
         return False
 
     def linger(self, fired: Callable[[], object], delay: float | None = None) -> Lingering:
-        """Call C{fired} after C{delay}, 64*T1 by default (see C{_lingering})."""
+        """Call ``fired`` after ``delay``, 64*T1 by default (see ``_lingering``)."""
         if delay is None:
             delay = self.timers.timeout
         queue = self._lingering.get(delay)

@@ -1,4 +1,4 @@
-"""The default L{ISessionHandler} of the user-agent core."""
+"""The default :class:`ISessionHandler` of the user-agent core."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ __all__ = ["SessionHandlerBase"]
 @implementer(ISessionHandler)
 class SessionHandlerBase:
     """
-    An L{ISessionHandler} that ignores events and answers in-dialog
+    An :class:`ISessionHandler` that ignores events and answers in-dialog
     requests conservatively: INFO 200, OPTIONS 200, an UPDATE or re-INVITE
     without offer with the last local SDP, offers 488, others 501.
     Subclass it and override what you need.

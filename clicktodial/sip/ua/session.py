@@ -35,7 +35,7 @@ class _TwoXXRetransmitter:
     """
     RFC 3261 §13.3.1.4: the UAS core re-sends its 2xx to an INVITE at T1,
     doubling up to T2, until the ACK arrives; after 64*T1 without ACK it
-    gives up (C{give_up}) and the session is ended.
+    gives up (``give_up``) and the session is ended.
     """
 
     __slots__ = ("cseq", "_clock", "_t2", "_resend", "_give_up", "_interval", "_retransmit",
@@ -80,7 +80,7 @@ class _ReinviteOut:
     """
     What a re-INVITE of ours waits with for its responses.  Once a final response is
     handled it keeps the CSeq number only: the client transaction lingers 64*T1 in
-    C{accepted} to pass up copies of the 2xx, which need just their ACK again, and at a
+    ``accepted`` to pass up copies of the 2xx, which need just their ACK again, and at a
     call rate R keeping the INVITE, its SDP and the callbacks would hold R*32 s of them.
     """
 
@@ -111,7 +111,7 @@ class _ReinviteOut:
         ) = (request, offer, on_response, retry_on_491, again)
 
     def resent(self, request: Request) -> None:
-        """The re-INVITE went again with credentials (§22.2) as C{request}."""
+        """The re-INVITE went again with credentials (§22.2) as ``request``."""
         pending = self.pending
         if pending is not None:
             self.seq = request.cseq.seq
@@ -134,9 +134,9 @@ class Session:
     One dialog created by an INVITE, as the application drives it: send
     requests inside it, re-INVITE, ACK a 2xx that carried an offer, BYE.
 
-    @ivar ua: the L{UserAgent}.
-    @ivar dialog: the L{Dialog} (state, ID, route set, offer/answer).
-    @ivar handler: the L{ISessionHandler} receiving this session's events.
+    :ivar ua: the :class:`UserAgent`.
+    :ivar dialog: the :class:`Dialog` (state, ID, route set, offer/answer).
+    :ivar handler: the :class:`ISessionHandler` receiving this session's events.
     """
 
     __slots__ = (
@@ -231,9 +231,9 @@ class Session:
         ...).  An UPDATE with SDP is an offer (RFC 3311).  A 481 or 408 to it
         ends the session (RFC 3261 §12.2.1.2).
 
-        @return: the request sent.
-        @raise OfferAnswerError: an UPDATE offer while one is outstanding.
-        @raise ValueError: for INVITE, ACK, CANCEL, BYE (use their methods).
+        :return: the request sent.
+        :raises OfferAnswerError: an UPDATE offer while one is outstanding.
+        :raises ValueError: for INVITE, ACK, CANCEL, BYE (use their methods).
         """
         if method in ("INVITE", "ACK", "CANCEL", "BYE"):
             raise ValueError(f"use the Session method for {method}")
@@ -269,16 +269,16 @@ class Session:
         """
         Send a re-INVITE (RFC 3261 §14.1), with an offer in ``body`` or
         without one (the 2xx then carries the peer's offer and the
-        application answers with L{ack}).
+        application answers with :func:`ack`).
 
         On 491 the re-INVITE is retried after the randomized delay of §14.1
         (``retry_on_491``), else the 491 goes to ``on_response``.  Other
         final responses go to ``on_response``; a 2xx without an offer is
         ACKed here.
 
-        @return: the re-INVITE sent.
-        @raise RequestPending: another INVITE of this dialog is in progress.
-        @raise OfferAnswerError: an offer is outstanding.
+        :return: the re-INVITE sent.
+        :raises RequestPending: another INVITE of this dialog is in progress.
+        :raises OfferAnswerError: an offer is outstanding.
         """
         self._check_alive()
         headers = tuple(headers)
@@ -314,7 +314,7 @@ class Session:
         return request
 
     def _reinvite_copy(self, seq: int) -> None:
-        """Another 2xx to our re-INVITE C{seq} after its first final response."""
+        """Another 2xx to our re-INVITE ``seq`` after its first final response."""
         if seq <= self._acked or seq in self._unacked:
             self.resend_ack(seq)
 
@@ -417,7 +417,7 @@ class Session:
         ACK a 2xx that carried an offer, with the answer in ``body`` (RFC
         3261 §13.2.1).  Later copies of that 2xx get the same ACK.
 
-        @raise ValueError: no 2xx is waiting for an ACK from the application.
+        :raises ValueError: no 2xx is waiting for an ACK from the application.
         """
         if not self._unacked:
             raise ValueError("no 2xx is waiting to be ACKed")
@@ -440,7 +440,7 @@ class Session:
         once; as UAS, the BYE waits for the ACK of our 2xx (or for its
         timeout), as §15 requires.  Does nothing on a terminated session.
 
-        @raise DialogError: as UAS on an early dialog (reject the call instead).
+        :raises DialogError: as UAS on an early dialog (reject the call instead).
         """
         if self.is_terminated:
             return
@@ -496,9 +496,9 @@ class Session:
         resent: Callable[[Request], None] | None = None,
     ) -> None:
         """
-        Send C{request} in the dialog.  With L{credentials}, a 401/407 is answered
+        Send ``request`` in the dialog.  With :func:`credentials`, a 401/407 is answered
         (§22.2): the request goes again with the next CSeq and the credentials
-        (C{resent} is told), and only the last answer reaches C{on_response}.
+        (``resent`` is told), and only the last answer reaches ``on_response``.
         """
         destination = self.dialog.destination()
         transactions = self.ua.transactions
@@ -551,7 +551,7 @@ class Session:
             self._ack = None
 
     def resend_ack(self, seq: int) -> None:
-        """A copy of the 2xx to our INVITE C{seq}: the same ACK again (§13.2.2.4)."""
+        """A copy of the 2xx to our INVITE ``seq``: the same ACK again (§13.2.2.4)."""
         data = self._ack
         if data is None or seq != self._acked:
             return
@@ -582,17 +582,17 @@ class Session:
         return self._reinvite_in
 
     def invite_sent(self, invite: Request | None) -> None:
-        """The dialog-creating C{invite} waits for its final response (None: it has it)."""
+        """The dialog-creating ``invite`` waits for its final response (None: it has it)."""
         self._invite_out = invite
 
     def invite_received(self, invite: Request, reinvite: IncomingRequest | None = None) -> None:
-        """C{invite} (a re-INVITE: C{reinvite}, the application's handle) waits for an answer."""
+        """``invite`` (a re-INVITE: ``reinvite``, the application's handle) waits for an answer."""
         self._invite_in = invite
         self._reinvite_in = reinvite
 
     def invite_answered(self, reinvite: IncomingRequest | None = None) -> None:
         """
-        The INVITE received got its final response (C{reinvite}: only if that is the
+        The INVITE received got its final response (``reinvite``: only if that is the
         pending re-INVITE).
         """
         if reinvite is None or self._reinvite_in is reinvite:

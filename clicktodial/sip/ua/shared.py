@@ -92,7 +92,7 @@ class TransactionLayerLike(Protocol):
 class UACore(Protocol):
     """
     What sessions and calls use of the core that holds them (the
-    L{UserAgent<clicktodial.sip.ua.core.UserAgent>}): the clock, the
+    :class:`UserAgent <clicktodial.sip.ua.core.UserAgent>`): the clock, the
     transaction layer, and the bookkeeping of sessions and calls.
     """
 
@@ -117,17 +117,17 @@ class UACore(Protocol):
         """Call the application; its exceptions are logged, never raised."""
 
     def linger(self, fired: Callable[[], object], delay: float | None = None) -> Lingering:
-        """Call C{fired} after C{delay} (64*T1 by default)."""
+        """Call ``fired`` after ``delay`` (64*T1 by default)."""
 
     def add_session(self, session: Session) -> None: ...
 
     def forget_session(self, session: Session) -> None: ...
 
     def incoming_finished(self, server_tx: ServerTransactionLike) -> None:
-        """The INVITE of C{server_tx} got its final response."""
+        """The INVITE of ``server_tx`` got its final response."""
 
     def outgoing_finished(self, call: OutgoingCall) -> None:
-        """C{call} holds nothing in the core any more."""
+        """``call`` holds nothing in the core any more."""
 
     def send_response_direct(self, response: Response, source: object) -> None: ...
 

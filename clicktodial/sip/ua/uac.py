@@ -3,9 +3,9 @@ The UAC side of the user-agent core (RFC 3261 §13.2, §9.1, §22.2): an
 INVITE we sent to create a session, as one transition table.
 
 States: the INVITE client transaction's names where the call follows it
-(C{calling}, C{proceeding}, RFC 6026 C{accepted}, C{terminated}), §9.1's
+(``calling``, ``proceeding``, RFC 6026 ``accepted``, ``terminated``), §9.1's
 CANCEL for the two in between, and the two ways a call that never got a
-session ends (C{failed}, C{cancelled})::
+session ends (``failed``, ``cancelled``)::
 
     calling         1xx             early dialog; report               -> proceeding
     calling         2xx             confirm; ACK; report; fork window  -> accepted
@@ -31,9 +31,9 @@ session ends (C{failed}, C{cancelled})::
     any             2xx again       the same ACK again (§13.2.2.4)     -> same
     failed, cancelled, terminated: a 2xx is ACKed and BYEd; the rest is discarded.
 
-Every (state, response input) has a row (see L{OutgoingCall.MESSAGE_INPUTS});
+Every (state, response input) has a row (see :data:`OutgoingCall.MESSAGE_INPUTS`);
 an input without a row (a timer or a call of the application that cannot
-happen there) is logged once and counted (C{clicktodial_sip_unexpected_inputs}).
+happen there) is logged once and counted (``clicktodial_sip_unexpected_inputs``).
 The one pending timer (the CANCEL's 64*T1, or the fork window) is a slot
 that leaving its state cancels.
 """
@@ -85,7 +85,7 @@ TERMINATED = UACState.TERMINATED
 FAILED = UACState.FAILED
 CANCELLED = UACState.CANCELLED
 
-#: The public L{CallState} of each machine state.
+#: The public :class:`CallState` of each machine state.
 _CALL_STATE = {
     CALLING: CallState.CALLING,
     CANCEL_PENDING: CallState.CALLING,
@@ -115,15 +115,15 @@ Action = Callable[["OutgoingCall", Response | None], None]
 class OutgoingCall:
     """
     An INVITE we sent to create a session (RFC 3261 §13.2).  Events go to
-    ``handler``: L{ISessionHandler.call_provisional} for each 1xx (with the
-    early L{Session} when the 1xx had a To tag), L{ISessionHandler.call_answered}
-    for the first 2xx, L{ISessionHandler.call_failed} for a final failure
+    ``handler``: :meth:`ISessionHandler.call_provisional` for each 1xx (with the
+    early :class:`Session` when the 1xx had a To tag), :meth:`ISessionHandler.call_answered`
+    for the first 2xx, :meth:`ISessionHandler.call_failed` for a final failure
     (a CANCEL that made it end reports 487).
 
-    @ivar request: the INVITE (the latest, once re-sent with credentials).
-    @ivar state: a L{CallState}; L{machine_state} is the table's state.
-    @ivar session: the answered L{Session}, once a 2xx came.
-    @ivar credentials: what answers a 401/407 (§22.2), or None.
+    :ivar request: the INVITE (the latest, once re-sent with credentials).
+    :ivar state: a :class:`CallState`; :func:`machine_state` is the table's state.
+    :ivar session: the answered :class:`Session`, once a 2xx came.
+    :ivar credentials: what answers a 401/407 (§22.2), or None.
     """
 
     #: The response inputs: every state has a row for each.
@@ -150,7 +150,7 @@ class OutgoingCall:
         self.ua = ua
         #: The next hop of every request in this call's dialogs (None: §12.2.1.1's).
         self.flow = flow
-        #: The INVITE; once answered, only as the bytes sent (see L{request}).
+        #: The INVITE; once answered, only as the bytes sent (see :func:`request`).
         self._request: Request | None = request
         self._invite: bytes = b""
         self.call_id = request.call_id
@@ -206,9 +206,9 @@ class OutgoingCall:
         Cancel the call (RFC 3261 §9.1).  The CANCEL goes out once a
         provisional response has arrived (at once if one has).  A 2xx that
         crosses it is ACKed and BYEd; the handler gets
-        L{ISessionHandler.call_failed} with a 487 either way.
+        :meth:`ISessionHandler.call_failed` with a 487 either way.
 
-        @return: False if the call was already answered, over, or cancelled.
+        :return: False if the call was already answered, over, or cancelled.
         """
         before = self._state
         self._handle(CANCEL, None)

@@ -23,11 +23,11 @@ class IncomingRequest:
     """
     A request received inside a session (re-INVITE, UPDATE, INFO, ...) or
     outside any dialog (OPTIONS, MESSAGE...), for the application to answer
-    with L{respond}.
+    with :func:`respond`.
 
-    @ivar request: the request.
-    @ivar session: its L{Session}, or None outside a dialog.
-    @ivar responded: whether a final response was sent.
+    :ivar request: the request.
+    :ivar session: its :class:`Session`, or None outside a dialog.
+    :ivar responded: whether a final response was sent.
     """
 
     def __init__(
@@ -59,7 +59,7 @@ class IncomingRequest:
         offer in its 2xx (answered in the ACK).  A 2xx to a re-INVITE is
         retransmitted until ACKed.
 
-        @raise ValueError: after a final response, or when the 2xx lacks
+        :raises ValueError: after a final response, or when the 2xx lacks
             the SDP offer/answer requires.
         """
         if self.responded:
@@ -107,13 +107,13 @@ class IncomingRequest:
 class IncomingCall:
     """
     A new INVITE (outside any dialog) for the application: answer it with
-    L{provisional}, L{accept} or L{reject}.
+    :func:`provisional`, :func:`accept` or :func:`reject`.
 
-    @ivar request: the INVITE.
-    @ivar offer: its SDP offer, or None (then L{accept} must carry an offer).
-    @ivar state: a L{CallState}.
-    @ivar session: the L{Session}, once a dialog-creating response was sent.
-    @ivar handler: the L{ISessionHandler} the application chose.
+    :ivar request: the INVITE.
+    :ivar offer: its SDP offer, or None (then :func:`accept` must carry an offer).
+    :ivar state: a :class:`CallState`.
+    :ivar session: the :class:`Session`, once a dialog-creating response was sent.
+    :ivar handler: the :class:`ISessionHandler` the application chose.
     """
 
     def __init__(self, ua: UACore, server_tx: ServerTransactionLike) -> None:
@@ -197,10 +197,10 @@ class IncomingCall:
         """
         Answer with a 2xx (RFC 3261 §13.3.1.4): the answer to the INVITE's
         offer, or our offer if it had none.  The 2xx is retransmitted until
-        the ACK comes; L{ISessionHandler.session_confirmed} then fires.
+        the ACK comes; :meth:`ISessionHandler.session_confirmed` then fires.
 
-        @return: the confirmed L{Session}.
-        @raise ValueError: without the SDP offer/answer requires.
+        :return: the confirmed :class:`Session`.
+        :raises ValueError: without the SDP offer/answer requires.
         """
         self._check_pending()
         if not 200 <= status <= 299:

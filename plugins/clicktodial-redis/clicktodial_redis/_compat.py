@@ -37,20 +37,20 @@ except ImportError:  # until clicktodial ships them
             """
             Start thread pools and check the storage is usable.
 
-            @return: fires when the store can be used; fails with C{StoreUnavailable}.
+            :return: fires when the store can be used; fails with ``StoreUnavailable``.
             """
 
         def stop() -> Deferred[None]:
             """
             Release thread pools and connections (also while a start is in progress).
 
-            @return: fires once stopped.
+            :return: fires once stopped.
             """
 
     class ILocationBackendFactory(Interface):  # type: ignore[no-redef]
         """
         A named kind of location store: an entry point in the group
-        C{clicktodial.location_backends}, chosen by C{[location] backend = NAME}.
+        ``clicktodial.location_backends``, chosen by ``[location] backend = NAME``.
         """
 
         def create(options: Mapping[str, str],
@@ -58,8 +58,8 @@ except ImportError:  # until clicktodial ships them
             """
             Build a (not yet started) location store.
 
-            @param options: the C{[location:NAME]} section's keys and values.
-            @raise clicktodial.store.errors.StoreConfigError: for a missing, unknown or
+            :param options: the ``[location:NAME]`` section's keys and values.
+            :raises clicktodial.store.errors.StoreConfigError: for a missing, unknown or
                 invalid option, naming the key.
             """
 
@@ -68,10 +68,10 @@ except ImportError:  # until clicktodial ships them
 
         def subscribe(listener: Callable[[str], object]) -> Callable[[], None]:
             """
-            Call C{listener(aor)} on the reactor thread whenever the bindings of C{aor}
+            Call ``listener(aor)`` on the reactor thread whenever the bindings of ``aor``
             changed.
 
-            @return: a function that unsubscribes C{listener}.
+            :return: a function that unsubscribes ``listener``.
             """
 
 
