@@ -47,7 +47,8 @@ setup(
             "hypothesis>=6.100",
             "mypy>=1.10",
             "mypy-zope>=1.0.5",
-            "ruff==0.17.6",  # pinned: `ruff format --check` in scripts/test must format alike everywhere
+            # pinned: `ruff format --check` (scripts/test) must format alike on every machine
+            "ruff==0.17.6",
             "setuptools>=64",
             "wheel",
             # tests/interop/test_browser.py drives Debian's chromium (never `playwright install`).

@@ -53,8 +53,12 @@ def start(tmp: Path, sip_port: int, web_port: int, poll: float) -> subprocess.Po
     path.write_text(ini(tmp, sip_port, web_port, poll))
     process = subprocess.Popen(
         twistd_argv("-n", "--pidfile=", "clicktodial", "--config", str(path)),
-        cwd=tmp, env=python_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        cwd=tmp,
+        env=python_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -84,13 +88,28 @@ def main() -> None:
                 register_port = find_free_port()
                 daemons.append(start(tmp, register_port, find_free_port(), args.poll))
             token = subprocess.run(
-                [sys.executable, "-m", "clicktodial.cli", "--config",
-                 str(tmp / f"daemon-{sip_port}.ini"), "token", "create", "alice"],
-                cwd=tmp, env=python_env(), capture_output=True, text=True, timeout=60,
-                check=True).stdout.split()[-1]
+                [
+                    sys.executable,
+                    "-m",
+                    "clicktodial.cli",
+                    "--config",
+                    str(tmp / f"daemon-{sip_port}.ini"),
+                    "token",
+                    "create",
+                    "alice",
+                ],
+                cwd=tmp,
+                env=python_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.split()[-1]
             events: queue.Queue[tuple[float, dict[str, object]]] = queue.Queue()
-            request = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1/events",
-                                             headers={"Authorization": f"Bearer {token}"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{web_port}/api/v1/events",
+                headers={"Authorization": f"Bearer {token}"},
+            )
             stream = urllib.request.urlopen(request, timeout=30)
 
             def read() -> None:
@@ -109,16 +128,17 @@ def main() -> None:
             for i in range(rounds):
                 registered = i % 2 == 0
                 started = time.monotonic()
-                register("bob", "bob", phone_port, register_port,
-                         expires=600 if registered else 0)
+                register("bob", "bob", phone_port, register_port, expires=600 if registered else 0)
                 at, data = events.get(timeout=args.poll * 3 + 10)
                 assert data["username"] == "bob" and data["registered"] == registered, data
                 latencies.append((at - started) * 1000)
             source = "another daemon (poll)" if args.other_daemon else "this daemon (push)"
-            print(f"REGISTER via {source}, presence_poll_interval {args.poll} s,"
-                  f" {rounds} rounds: REGISTER start -> SSE event"
-                  f" min {min(latencies):.1f} ms, median {statistics.median(latencies):.1f} ms,"
-                  f" max {max(latencies):.1f} ms")
+            print(
+                f"REGISTER via {source}, presence_poll_interval {args.poll} s,"
+                f" {rounds} rounds: REGISTER start -> SSE event"
+                f" min {min(latencies):.1f} ms, median {statistics.median(latencies):.1f} ms,"
+                f" max {max(latencies):.1f} ms"
+            )
         finally:
             for daemon in daemons:
                 if daemon.poll() is None:

@@ -39,18 +39,21 @@ from clicktodial.testing.postgres import DEFAULT_URL, scratch_schema
 
 def register_op(store: MemoryStore | SQLStore) -> Callable[[int, int], None]:
     """One REGISTER of AOR number ``n`` with CSeq ``cseq``, run synchronously."""
+
     def register(n: int, cseq: int) -> None:
         aor = f"sip:user{n}@example.com"
-        changes = BindingChanges(f"call-{n}", cseq,
-                                 [ContactChange(f"sip:user{n}@127.0.0.1:{5000 + n % 1000}",
-                                                3600)],
-                                 user_agent="bench")
+        changes = BindingChanges(
+            f"call-{n}",
+            cseq,
+            [ContactChange(f"sip:user{n}@127.0.0.1:{5000 + n % 1000}", 3600)],
+            user_agent="bench",
+        )
         success_result_of(store.update_bindings(aor, changes, 1000.0 + cseq))
+
     return register
 
 
-def bench_registers(name: str, store: MemoryStore | SQLStore, count: int,
-                    threads: int) -> None:
+def bench_registers(name: str, store: MemoryStore | SQLStore, count: int, threads: int) -> None:
     register = register_op(store)
     aors = max(1, count // 4)
     started = time.perf_counter()
@@ -77,9 +80,15 @@ def bench_registers(name: str, store: MemoryStore | SQLStore, count: int,
 def sql_store(url: str, threads: int) -> SQLStore:
     # Inline pools: the benchmark's own threads call into the store, like the database
     # thread pool's workers do in the daemon.
-    store = SQLStore(InlineReactor(), url, InlineThreadPool(), InlineThreadPool(),
-                     realm="example.com", hasher=cheap_password_hasher(),
-                     pool_size=max(threads, 1))
+    store = SQLStore(
+        InlineReactor(),
+        url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+        pool_size=max(threads, 1),
+    )
     success_result_of(store.start())
     return store
 
@@ -90,8 +99,11 @@ def bench_import(url: str) -> None:
     started = time.perf_counter()
     success_result_of(store.add_users(users))
     elapsed = time.perf_counter() - started
-    print(f"import 10,000 users, SIP passwords only (SQLite): {elapsed:.2f}s"
-          f" ({10_000 / elapsed:.0f} users/s)", flush=True)
+    print(
+        f"import 10,000 users, SIP passwords only (SQLite): {elapsed:.2f}s"
+        f" ({10_000 / elapsed:.0f} users/s)",
+        flush=True,
+    )
 
 
 def bench_argon2(count: int) -> None:
@@ -103,8 +115,11 @@ def bench_argon2(count: int) -> None:
             started = time.perf_counter()
             list(pool.map(hasher.hash, passwords))
             elapsed = time.perf_counter() - started
-        print(f"Argon2id (argon2-cffi defaults) on {threads} thread(s): "
-              f"{count / elapsed:.1f} hashes/s", flush=True)
+        print(
+            f"Argon2id (argon2-cffi defaults) on {threads} thread(s): "
+            f"{count / elapsed:.1f} hashes/s",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -116,8 +131,11 @@ def main() -> None:
     parser.add_argument("--hashes", type=int, default=8)
     args = parser.parse_args()
     count = min(args.registers, 50_000)
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f};"
-          f" {threading.active_count()} thread(s)", flush=True)
+    print(
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f};"
+        f" {threading.active_count()} thread(s)",
+        flush=True,
+    )
 
     memory = MemoryStore(InlineReactor(), realm="example.com", hash_pool=InlineThreadPool())
     bench_registers("memory", memory, count, 1)
@@ -131,8 +149,12 @@ def main() -> None:
 
         with scratch_schema(make_url(args.pg)) as pg_url:
             upgrade_schema(pg_url)
-            bench_registers("postgresql", sql_store(pg_url.render_as_string(False),
-                                                    args.threads), count, args.threads)
+            bench_registers(
+                "postgresql",
+                sql_store(pg_url.render_as_string(False), args.threads),
+                count,
+                args.threads,
+            )
     bench_argon2(min(args.hashes, 32))
 
 

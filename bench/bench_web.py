@@ -33,8 +33,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     world = web_world()
-    world.store.add_users([NewUser(f"user{i:05d}", display_name=f"User {i}")
-                           for i in range(args.users)])
+    world.store.add_users(
+        [NewUser(f"user{i:05d}", display_name=f"User {i}") for i in range(args.users)]
+    )
     for i in range(0, args.users, 10):
         world.register(f"user{i:05d}")
     world.register("alice")
@@ -42,14 +43,21 @@ def main() -> None:
     client.login("alice")
     token = world.store.create_token("alice").result
     auth = {"Authorization": f"Bearer {token}"}
-    call_id = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"},
-                             headers=auth).json()["id"]
+    call_id = client.request(
+        "POST", "/api/v1/calls", json_body={"callee": "bob"}, headers=auth
+    ).json()["id"]
     users = args.users + 3
     rate(f"GET /directory ({users} users)", args.seconds, lambda: client.get("/directory"))
-    rate(f"GET /api/v1/users ({users} users)", args.seconds,
-         lambda: client.get("/api/v1/users", headers=auth))
-    rate("GET /api/v1/calls/{id} (token)", args.seconds,
-         lambda: client.get(f"/api/v1/calls/{call_id}", headers=auth))
+    rate(
+        f"GET /api/v1/users ({users} users)",
+        args.seconds,
+        lambda: client.get("/api/v1/users", headers=auth),
+    )
+    rate(
+        "GET /api/v1/calls/{id} (token)",
+        args.seconds,
+        lambda: client.get(f"/api/v1/calls/{call_id}", headers=auth),
+    )
     rate("GET /api/v1/me (session cookie)", args.seconds, lambda: client.get("/api/v1/me"))
 
 

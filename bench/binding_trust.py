@@ -87,13 +87,27 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="binding-trust-"))
     sip_port, web_port = find_free_port(), find_free_port()
     ini = work / "daemon.ini"
-    ini.write_text(daemon_ini(sip_port, web_port, str(work))
-                   + f"[log]\nlevel = info\nfile = {work / 'daemon.log'}\n")
+    ini.write_text(
+        daemon_ini(sip_port, web_port, str(work))
+        + f"[log]\nlevel = info\nfile = {work / 'daemon.log'}\n"
+    )
     cli = [sys.executable, "-m", "clicktodial.cli", "--config", str(ini)]
     daemon = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "clicktodial", "--config", str(ini)],
-        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "clicktodial",
+            "--config",
+            str(ini),
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     trap_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     trap_tcp = socket.socket()
     trap_udp.bind(TRAP)
@@ -101,11 +115,24 @@ def main() -> None:
     trap_tcp.listen(8)
     try:
         wait_for_tcp(web_port)
-        subprocess.run([*cli, "user", "add", "carol", "--sip-password", "carol"], env=env,
-                       cwd=work, check=True, capture_output=True)
-        tokens = {user: subprocess.run([*cli, "token", "create", user], env=env, cwd=work,
-                                       check=True, capture_output=True, text=True
-                                       ).stdout.strip() for user in ("alice", "carol")}
+        subprocess.run(
+            [*cli, "user", "add", "carol", "--sip-password", "carol"],
+            env=env,
+            cwd=work,
+            check=True,
+            capture_output=True,
+        )
+        tokens = {
+            user: subprocess.run(
+                [*cli, "token", "create", user],
+                env=env,
+                cwd=work,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            for user in ("alice", "carol")
+        }
         bob_port = find_free_port()
         register_status("bob", "bob", bob_port, sip_port)
         print(f"daemon code: {tree}")
@@ -113,34 +140,47 @@ def main() -> None:
         # 1. Path steering.
         alice_port = find_free_port()
         status, _ = register_status(
-            "alice", "alice", alice_port, sip_port,
+            "alice",
+            "alice",
+            alice_port,
+            sip_port,
             contacts=["<sip:+19005550123@premium.itsp.test>"],
-            headers=("Path: <sip:127.0.0.5:5099;lr>",))
+            headers=("Path: <sip:127.0.0.5:5099;lr>",),
+        )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
             phone.bind(("127.0.0.1", alice_port))
             web_place_call(web_port, tokens["alice"], "bob")
             seen = collect([phone, trap_udp, trap_tcp], args.window)
         trapped = seen[trap_udp] + seen[trap_tcp]
-        print(f"Path-steering REGISTER: {status}; in {args.window:g} s after the click:"
-              f" {len(trapped)} datagram(s)/connection(s) at {TRAP[0]}:{TRAP[1]}"
-              f" (first: {trapped[0].splitlines()[0] if trapped else '-'}),"
-              f" {invites(seen[phone])[1]} INVITE datagram(s) at the phone's source"
-              f" 127.0.0.1:{alice_port}")
+        print(
+            f"Path-steering REGISTER: {status}; in {args.window:g} s after the click:"
+            f" {len(trapped)} datagram(s)/connection(s) at {TRAP[0]}:{TRAP[1]}"
+            f" (first: {trapped[0].splitlines()[0] if trapped else '-'}),"
+            f" {invites(seen[phone])[1]} INVITE datagram(s) at the phone's source"
+            f" 127.0.0.1:{alice_port}"
+        )
 
         # 2. Fan-out.
         carol_port = find_free_port()
         statuses, bound = [], 0
         for batch in range(3):
             status, text = register_status(
-                "carol", "carol", carol_port, sip_port,
-                contacts=[f"<sip:carol-{batch}-{n}@127.0.0.1:{carol_port}>"
-                          for n in range(200)])
+                "carol",
+                "carol",
+                carol_port,
+                sip_port,
+                contacts=[f"<sip:carol-{batch}-{n}@127.0.0.1:{carol_port}>" for n in range(200)],
+            )
             statuses.append(status)
         singles = []
         for n in range(6):
             status, text = register_status(
-                "carol", "carol", carol_port, sip_port,
-                contacts=[f"<sip:carol-{n}@127.0.0.1:{carol_port}>"])
+                "carol",
+                "carol",
+                carol_port,
+                sip_port,
+                contacts=[f"<sip:carol-{n}@127.0.0.1:{carol_port}>"],
+            )
             singles.append(status)
             if status == 200:
                 bound = len(re.findall(r"^Contact:", text, re.M))
@@ -149,10 +189,12 @@ def main() -> None:
             web_place_call(web_port, tokens["carol"], "bob")
             seen = collect([phone], args.window)
         transactions, datagrams = invites(seen[phone])
-        print(f"3 REGISTERs of 200 Contacts: {statuses}; then 6 of one: {singles};"
-              f" {bound} binding(s);"
-              f" in {args.window:g} s after one click: {transactions} INVITE(s),"
-              f" {datagrams} INVITE datagram(s) with retransmissions")
+        print(
+            f"3 REGISTERs of 200 Contacts: {statuses}; then 6 of one: {singles};"
+            f" {bound} binding(s);"
+            f" in {args.window:g} s after one click: {transactions} INVITE(s),"
+            f" {datagrams} INVITE datagram(s) with retransmissions"
+        )
     finally:
         daemon.kill()
         daemon.wait()

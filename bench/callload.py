@@ -37,8 +37,9 @@ def call(method: str, url: str, token: str, body: object = None) -> tuple[int, A
 
 def one_call(base: str, token: str, caller: str, callee: str, timeout: float) -> str | None:
     """Place, wait connected, hang up, wait ended; None on success, else what failed."""
-    status, placed = call("POST", f"{base}/calls", token,
-                          {"calls": [{"caller": caller, "callee": callee}]})
+    status, placed = call(
+        "POST", f"{base}/calls", token, {"calls": [{"caller": caller, "callee": callee}]}
+    )
     result = placed["calls"][0] if status == 200 else {"status": status}
     if result["status"] != 201:
         return f"place {result['status']}"
@@ -63,8 +64,9 @@ def one_call(base: str, token: str, caller: str, callee: str, timeout: float) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--api", action="append", required=True,
-                        help="HOST:PORT of a node's [web] listen")
+    parser.add_argument(
+        "--api", action="append", required=True, help="HOST:PORT of a node's [web] listen"
+    )
     parser.add_argument("--token", required=True, help="an administrator's API token")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--pairs", type=int, default=10)
@@ -85,8 +87,9 @@ def main() -> None:
                 if counters["started"] >= args.calls:
                     return
                 counters["started"] += 1
-            error = one_call(bases[(k + n) % len(bases)], args.token, f"c{k:02d}", f"d{k:02d}",
-                             args.timeout)
+            error = one_call(
+                bases[(k + n) % len(bases)], args.token, f"c{k:02d}", f"d{k:02d}", args.timeout
+            )
             n += 1
             with lock:
                 if error is None:
@@ -102,11 +105,19 @@ def main() -> None:
     for t in threads:
         t.join()
     elapsed = time.monotonic() - start
-    result = {"ok": counters["ok"], "failed": counters["failed"], "failures": failures,
-              "seconds": round(elapsed, 2), "rate": round(counters["ok"] / elapsed, 1)}
-    print(json.dumps(result) if args.json else
-          f"{result['ok']} calls in {result['seconds']} s: {result['rate']} calls/s,"
-          f" {result['failed']} failed {failures or ''}")
+    result = {
+        "ok": counters["ok"],
+        "failed": counters["failed"],
+        "failures": failures,
+        "seconds": round(elapsed, 2),
+        "rate": round(counters["ok"] / elapsed, 1),
+    }
+    print(
+        json.dumps(result)
+        if args.json
+        else f"{result['ok']} calls in {result['seconds']} s: {result['rate']} calls/s,"
+        f" {result['failed']} failed {failures or ''}"
+    )
 
 
 if __name__ == "__main__":

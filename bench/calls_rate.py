@@ -53,8 +53,15 @@ class Client:
         raise AssertionError("unreachable")
 
 
-def place_at_rate(api: tuple[str, int], token: str, rate: float, count: int, caller: str,
-                  callee: str, tick: float = 0.02) -> tuple[list[str], int, float]:
+def place_at_rate(
+    api: tuple[str, int],
+    token: str,
+    rate: float,
+    count: int,
+    caller: str,
+    callee: str,
+    tick: float = 0.02,
+) -> tuple[list[str], int, float]:
     """
     Place ``count`` calls at ``rate``/s: every ``tick`` seconds, one POST /calls with the
     list of calls due by then (the API's batch form, for administrators), so the HTTP layer
@@ -143,8 +150,9 @@ def main() -> None:
     client = Client(*api, args.token)
     if args.command == "step":
         count = int(args.rate * args.seconds)
-        ids, refused, took = place_at_rate(api, args.token, args.rate, count, args.caller,
-                                           args.callee)
+        ids, refused, took = place_at_rate(
+            api, args.token, args.rate, count, args.caller, args.callee
+        )
         idle = wait_idle(client, args.settle)
         complete = 0
         reasons: dict[str, int] = {}
@@ -158,10 +166,21 @@ def main() -> None:
         # A step passes when nothing failed and the calls were placed at (nearly) the
         # offered rate: placing is part of the work (policy, bindings, record).
         passed = failed == 0 and count / took >= 0.95 * args.rate
-        print(json.dumps({"passed": passed, "offered_rate": args.rate, "placed": count,
-                          "placing_rate": round(count / took, 1), "complete": complete,
-                          "failed": failed, "refused": refused, "drained": idle,
-                          "reasons": reasons}))
+        print(
+            json.dumps(
+                {
+                    "passed": passed,
+                    "offered_rate": args.rate,
+                    "placed": count,
+                    "placing_rate": round(count / took, 1),
+                    "complete": complete,
+                    "failed": failed,
+                    "refused": refused,
+                    "drained": idle,
+                    "reasons": reasons,
+                }
+            )
+        )
         return
 
     # Memory per held call: RSS before, ramp up to --calls connected calls, wait until
@@ -184,18 +203,27 @@ def main() -> None:
         return sum(1 for call in active["calls"] if call["state"] == "connected")
 
     warmup = min(500, args.calls // 10)
-    warm, refused, _ = place_at_rate(api, args.token, args.rate, warmup, args.caller,
-                                     args.callee)
+    warm, refused, _ = place_at_rate(api, args.token, args.rate, warmup, args.caller, args.callee)
     base = held(len(warm))
     before = rss_kb(args.pid)
-    ids, refused_more, ramp = place_at_rate(api, args.token, args.rate, args.calls - warmup,
-                                            args.caller, args.callee)
+    ids, refused_more, ramp = place_at_rate(
+        api, args.token, args.rate, args.calls - warmup, args.caller, args.callee
+    )
     connected = held(base + len(ids))
     after = rss_kb(args.pid)
-    print(json.dumps({"held_calls": connected, "placed": len(warm) + len(ids),
-                      "refused": refused + refused_more, "ramp_rate": round(len(ids) / ramp, 1),
-                      "rss_before_kb": before, "rss_after_kb": after,
-                      "per_call_kb": round((after - before) / max(connected - base, 1), 2)}))
+    print(
+        json.dumps(
+            {
+                "held_calls": connected,
+                "placed": len(warm) + len(ids),
+                "refused": refused + refused_more,
+                "ramp_rate": round(len(ids) / ramp, 1),
+                "rss_before_kb": before,
+                "rss_after_kb": after,
+                "per_call_kb": round((after - before) / max(connected - base, 1), 2),
+            }
+        )
+    )
     # The calls are left to the daemon's shutdown (bench/calls.sh stops it next).
 
 

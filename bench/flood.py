@@ -247,8 +247,16 @@ def scenario(daemon: Daemon, kind: str, args: argparse.Namespace) -> dict[str, o
         for _ in range(args.procs):
             senders.append(
                 subprocess.Popen(
-                    [sys.executable, __file__, "--send", kind, "--seconds", str(args.seconds),
-                     "--count", str(count)],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--send",
+                        kind,
+                        "--seconds",
+                        str(args.seconds),
+                        "--count",
+                        str(count),
+                    ],
                     stdout=subprocess.PIPE,
                 )  # fmt: skip
             )

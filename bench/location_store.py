@@ -57,10 +57,13 @@ from clicktodial_redis.testing import RedisServer, delete_prefix
 
 def update(store: Any, n: int, cseq: int) -> None:
     aor = f"sip:user{n}@example.com"
-    changes = BindingChanges(f"call-{n}", cseq,
-                             [ContactChange(f"sip:user{n}@127.0.0.1:{5000 + n % 1000}",
-                                            3600)],
-                             user_agent="bench", max_bindings=10)
+    changes = BindingChanges(
+        f"call-{n}",
+        cseq,
+        [ContactChange(f"sip:user{n}@127.0.0.1:{5000 + n % 1000}", 3600)],
+        user_agent="bench",
+        max_bindings=10,
+    )
     success_result_of(store.update_bindings(aor, changes, 1000.0 + cseq))
 
 
@@ -109,17 +112,24 @@ def bench(name: str, store: Any, count: int, threads: int) -> None:
 
 
 def sql_store(url: str, threads: int) -> SQLStore:
-    store = SQLStore(InlineReactor(), url, InlineThreadPool(), InlineThreadPool(),
-                     realm="example.com", hasher=cheap_password_hasher(),
-                     pool_size=max(threads, 1))
+    store = SQLStore(
+        InlineReactor(),
+        url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+        pool_size=max(threads, 1),
+    )
     success_result_of(store.start())
     return store
 
 
 def redis_store(url: str, prefix: str, threads: int) -> RedisLocationStore:
     client = redis.Redis.from_url(url, max_connections=threads + 1)
-    store = RedisLocationStore(InlineReactor(), client, InlineThreadPool(),
-                               key_prefix=prefix, expiry_events="off")
+    store = RedisLocationStore(
+        InlineReactor(), client, InlineThreadPool(), key_prefix=prefix, expiry_events="off"
+    )
     success_result_of(store.start())
     return store
 
@@ -135,8 +145,11 @@ def main() -> None:
     args = parser.parse_args()
     count = min(args.ops, 50_000)
     threads = args.threads
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f};"
-          f" {threading.active_count()} thread(s); {count} operations per figure", flush=True)
+    print(
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f};"
+        f" {threading.active_count()} thread(s); {count} operations per figure",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite:///{scratch}/bench.sqlite"
         upgrade_schema(url)
@@ -152,8 +165,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ctd-redis-") as scratch:
         server = RedisServer(Path(scratch))
         try:
-            bench("redis (unix)", redis_store(server.start(), "bench:", threads), count,
-                  threads)
+            bench("redis (unix)", redis_store(server.start(), "bench:", threads), count, threads)
         finally:
             server.stop()
     if not args.no_redis_tcp:

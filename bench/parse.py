@@ -142,8 +142,15 @@ MESSAGES = {"INVITE+SDP": INVITE, "200 OK": OK_200, "REGISTER+auth": REGISTER}
 # The identifiers that differ between transactions and dialogs in real
 # traffic; each timed message gets fresh values, so nothing can be served from
 # a cache keyed by the exact text (the URIs, which do repeat, stay the same).
-_VARYING = [b"z9hG4bK776asdhds", b"z9hG4bKnashds7", b"1928301774", b"456248",
-            b"a84b4c76e66710", b"843817637684230", b"a6c85cf"]
+_VARYING = [
+    b"z9hG4bK776asdhds",
+    b"z9hG4bKnashds7",
+    b"1928301774",
+    b"456248",
+    b"a84b4c76e66710",
+    b"843817637684230",
+    b"a6c85cf",
+]
 
 
 def variants(data: bytes, count: int) -> list[bytes]:
@@ -246,19 +253,24 @@ def main() -> None:
     args = ap.parse_args()
     print(LEGEND)
     print(f"N={args.n} variants per message, best of R={args.r} interleaved rounds\n")
-    cols = ("twisted", "framing", "framing+ser", "validated", "validated+ser", "careful",
-            "+access")
+    cols = ("twisted", "framing", "framing+ser", "validated", "validated+ser", "careful", "+access")
     ratios = f"{'fr+ser/tw':>11}{'val+ser/tw':>11}"
     print(f"{'message':<14}" + "".join(f"{c:>14}" for c in cols) + ratios)
     contenders = [
-        run_twisted, run_framing, run_framing_serialize, run_validated, run_validated_serialize,
-        run_careful, run_access,
+        run_twisted,
+        run_framing,
+        run_framing_serialize,
+        run_validated,
+        run_validated_serialize,
+        run_careful,
+        run_access,
     ]
     for name, data in MESSAGES.items():
         rates = best_rates(contenders, variants(data, args.n), args.r)
         tw = rates[0]
         print(
-            f"{name:<14}" + "".join(f"{r:>12,.0f}/s" for r in rates)
+            f"{name:<14}"
+            + "".join(f"{r:>12,.0f}/s" for r in rates)
             + f"{rates[2] / tw:>10.2f}x{rates[4] / tw:>10.2f}x"
         )
 

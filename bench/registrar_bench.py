@@ -61,8 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--backend", choices=["memory", "sqlite"],
-                        default="memory")
+    parser.add_argument("--backend", choices=["memory", "sqlite"], default="memory")
     args = parser.parse_args()
 
     clock = InlineReactor()
@@ -70,14 +69,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store: MemoryStore | SQLStore
         if args.backend == "memory":
-            store = MemoryStore(clock, realm=DOMAIN,
-                                hash_pool=InlineThreadPool(),
-                                hasher=cheap_password_hasher())
+            store = MemoryStore(
+                clock, realm=DOMAIN, hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
+            )
         else:
-            store = SQLStore(clock, f"sqlite:///{tmp}/bench.sqlite",
-                             InlineThreadPool(), InlineThreadPool(),
-                             realm=DOMAIN, hasher=cheap_password_hasher(),
-                             auto_upgrade=True)
+            store = SQLStore(
+                clock,
+                f"sqlite:///{tmp}/bench.sqlite",
+                InlineThreadPool(),
+                InlineThreadPool(),
+                realm=DOMAIN,
+                hasher=cheap_password_hasher(),
+                auto_upgrade=True,
+            )
         success_result_of(store.start())
         try:
             run(args.users, args.rounds, args.backend, clock, store)
@@ -85,14 +89,13 @@ def main() -> None:
             success_result_of(store.stop())
 
 
-def run(n_users: int, rounds: int, backend: str, clock: InlineReactor,
-        store: MemoryStore | SQLStore) -> None:
+def run(
+    n_users: int, rounds: int, backend: str, clock: InlineReactor, store: MemoryStore | SQLStore
+) -> None:
     """Register every phone once, then time ``rounds`` refreshes each."""
     users = [f"u{i}" for i in range(n_users)]
-    success_result_of(store.add_users(
-        [NewUser(u, sip_password=f"pw-{u}") for u in users]))
-    registrar = Registrar(clock, store, store, DOMAIN,
-                          RegistrarSettings(nonce_lifetime=3600))
+    success_result_of(store.add_users([NewUser(u, sip_password=f"pw-{u}") for u in users]))
+    registrar = Registrar(clock, store, store, DOMAIN, RegistrarSettings(nonce_lifetime=3600))
     source = Source("UDP", "127.0.0.1", 5062, "127.0.0.1", 5060)
 
     # One challenge per phone.
@@ -101,8 +104,7 @@ def run(n_users: int, rounds: int, backend: str, clock: InlineReactor,
         request = parse_message(register_bytes(user, 1, None))
         assert isinstance(request, Request)
         response = success_result_of(registrar.handle_register(request, source))
-        challenge = parse_auth_params(
-            response.headers.get_fields("WWW-Authenticate")[0][7:])
+        challenge = parse_auth_params(response.headers.get_fields("WWW-Authenticate")[0][7:])
         nonces[user] = challenge["nonce"]
 
     # Precompute the datagrams: the client's hashing is not ours to time.
@@ -111,12 +113,15 @@ def run(n_users: int, rounds: int, backend: str, clock: InlineReactor,
         nc = f"{round_ + 1:08x}"
         for user in users:
             ha1 = compute_ha1(user, DOMAIN, f"pw-{user}", "SHA-256")
-            digest = compute_response(ha1, nonces[user], nc, "cn", "auth",
-                                      "REGISTER", f"sip:{DOMAIN}", "SHA-256")
-            auth = (f'Digest username="{user}", realm="{DOMAIN}", '
-                    f'nonce="{nonces[user]}", uri="sip:{DOMAIN}", '
-                    f'response="{digest}", algorithm=SHA-256, cnonce="cn", '
-                    f"nc={nc}, qop=auth")
+            digest = compute_response(
+                ha1, nonces[user], nc, "cn", "auth", "REGISTER", f"sip:{DOMAIN}", "SHA-256"
+            )
+            auth = (
+                f'Digest username="{user}", realm="{DOMAIN}", '
+                f'nonce="{nonces[user]}", uri="sip:{DOMAIN}", '
+                f'response="{digest}", algorithm=SHA-256, cnonce="cn", '
+                f"nc={nc}, qop=auth"
+            )
             datagrams.append(register_bytes(user, round_ + 2, auth))
 
     statuses: dict[int, int] = {}
@@ -129,9 +134,11 @@ def run(n_users: int, rounds: int, backend: str, clock: InlineReactor,
         statuses[response.status] = statuses.get(response.status, 0) + 1
     elapsed = time.perf_counter() - started
     n = len(datagrams)
-    print(f"{n} authenticated REGISTERs in {elapsed:.2f} s:"
-          f" {n / elapsed:,.0f}/s on one core (parse + registrar + {backend}"
-          f" store + serialize); statuses {statuses}")
+    print(
+        f"{n} authenticated REGISTERs in {elapsed:.2f} s:"
+        f" {n / elapsed:,.0f}/s on one core (parse + registrar + {backend}"
+        f" store + serialize); statuses {statuses}"
+    )
 
 
 if __name__ == "__main__":

@@ -323,8 +323,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--local-host", default="", help="source address (default: the target's)")
     p.add_argument("--local-port", type=int, default=0)
     p.add_argument("--buffer", type=int, default=4194304, help="socket buffer bytes")
-    p.add_argument("--sockets", type=int, default=1,
-                   help="source ports to send from (spread over SO_REUSEPORT workers)")
+    p.add_argument(
+        "--sockets",
+        type=int,
+        default=1,
+        help="source ports to send from (spread over SO_REUSEPORT workers)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p.parse_args(argv)
 

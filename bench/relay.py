@@ -94,10 +94,21 @@ def cpu_ticks(pid: int) -> int:
 def rtpengine_cost(calls: int) -> tuple[float, float, float]:
     """rtpengine's CPU seconds per call, median and 99th percentile round trip (s)."""
     process = subprocess.Popen(
-        ["rtpengine", "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
-         "--interface=127.0.0.1", f"--listen-ng={NG[0]}:{NG[1]}", "--port-min=33000",
-         "--port-max=39999", "--delete-delay=0", "--log-level=3"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "rtpengine",
+            "--config-file=none",
+            "--foreground",
+            "--log-stderr",
+            "--table=-1",
+            "--interface=127.0.0.1",
+            f"--listen-ng={NG[0]}:{NG[1]}",
+            "--port-min=33000",
+            "--port-max=39999",
+            "--delete-delay=0",
+            "--log-level=3",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(2)
@@ -130,16 +141,35 @@ def rtpengine_cost(calls: int) -> tuple[float, float, float]:
         round_trips = []
         for n in range(calls):
             call_id = f"bench-{n}"
-            round_trips.append(command({
-                "command": "offer", "call-id": call_id, "from-tag": "caller",
-                "sdp": sdp("a", host="192.168.1.10", port=4000),
-                "received-from": ["IP4", "172.30.1.2"], "flags": ["SIP-source-address"],
-                "ICE": "remove", "replace": ["session-connection"]}))
-            round_trips.append(command({
-                "command": "answer", "call-id": call_id, "from-tag": "caller",
-                "to-tag": "callee", "sdp": sdp("b", host="192.168.2.10", port=5000),
-                "received-from": ["IP4", "172.30.2.2"], "flags": ["SIP-source-address"],
-                "ICE": "remove", "replace": ["session-connection"]}))
+            round_trips.append(
+                command(
+                    {
+                        "command": "offer",
+                        "call-id": call_id,
+                        "from-tag": "caller",
+                        "sdp": sdp("a", host="192.168.1.10", port=4000),
+                        "received-from": ["IP4", "172.30.1.2"],
+                        "flags": ["SIP-source-address"],
+                        "ICE": "remove",
+                        "replace": ["session-connection"],
+                    }
+                )
+            )
+            round_trips.append(
+                command(
+                    {
+                        "command": "answer",
+                        "call-id": call_id,
+                        "from-tag": "caller",
+                        "to-tag": "callee",
+                        "sdp": sdp("b", host="192.168.2.10", port=5000),
+                        "received-from": ["IP4", "172.30.2.2"],
+                        "flags": ["SIP-source-address"],
+                        "ICE": "remove",
+                        "replace": ["session-connection"],
+                    }
+                )
+            )
             round_trips.append(command({"command": "delete", "call-id": call_id}))
         per_call = (cpu_ticks(process.pid) - before) / ticks / calls
         round_trips.sort()
@@ -157,15 +187,19 @@ def main() -> None:
     calls = min(args.calls, 5000)
     plain = min(daemon_cost(calls, False) for _ in range(3))
     relayed = min(daemon_cost(calls, True) for _ in range(3))
-    print(f"daemon, {calls} calls (best of 3): {plain * 1e3:.2f} ms CPU a call without relay,"
-          f" {relayed * 1e3:.2f} ms relayed: +{(relayed - plain) * 1e3:.2f} ms"
-          f" ({(relayed / plain - 1) * 100:.0f} %) a relayed call setup")
+    print(
+        f"daemon, {calls} calls (best of 3): {plain * 1e3:.2f} ms CPU a call without relay,"
+        f" {relayed * 1e3:.2f} ms relayed: +{(relayed - plain) * 1e3:.2f} ms"
+        f" ({(relayed / plain - 1) * 100:.0f} %) a relayed call setup"
+    )
     if shutil.which("rtpengine") is None:
         print("rtpengine not installed: part B skipped")
         return
     per_call, median, p99 = rtpengine_cost(calls)
-    print(f"rtpengine, {calls} calls (offer, answer, delete): {per_call * 1e3:.3f} ms CPU a call;"
-          f" round trip median {median * 1e6:.0f} us, 99th percentile {p99 * 1e6:.0f} us")
+    print(
+        f"rtpengine, {calls} calls (offer, answer, delete): {per_call * 1e3:.3f} ms CPU a call;"
+        f" round trip median {median * 1e6:.0f} us, 99th percentile {p99 * 1e6:.0f} us"
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ def main() -> None:
     passes = 20
     for name, run in (("known", refreshes), ("first", first_registrations)):
         best = min(timeit.repeat(run, number=passes, repeat=args.repeat))
-        print(f"{name}: {best / passes / len(users) * 1e6:.2f} us per REGISTER"
-              f" (best of {args.repeat} x {passes} passes of {len(users)} users)")
+        print(
+            f"{name}: {best / passes / len(users) * 1e6:.2f} us per REGISTER"
+            f" (best of {args.repeat} x {passes} passes of {len(users)} users)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,19 +29,24 @@ from clicktodial.sip.parser import parse_message
 from clicktodial.store.sql import SQLStore, upgrade_schema
 from clicktodial.store.traces import TraceAppend, TraceLimits
 
-SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-       b"m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-       b"a=rtpmap:101 telephone-event/8000\r\n")
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\n"
+)
 Passed = tuple[str, Request | Response, bytes]
 
 
-def message(n: int, call_id: str, first: str, cseq: str,
-            body: bytes = b"") -> tuple[Request | Response, bytes]:
-    data = (f"{first}\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-{n}-{cseq[0]};rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=1{n}\r\n"
-            f"To: <sip:bob@example.test>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n"
-            f"Contact: <sip:alice@127.0.0.1:5062>\r\nUser-Agent: bench\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+def message(
+    n: int, call_id: str, first: str, cseq: str, body: bytes = b""
+) -> tuple[Request | Response, bytes]:
+    data = (
+        f"{first}\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-{n}-{cseq[0]};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=1{n}\r\n"
+        f"To: <sip:bob@example.test>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n"
+        f"Contact: <sip:alice@127.0.0.1:5062>\r\nUser-Agent: bench\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     return parse_message(data), data
 
 
@@ -68,8 +73,10 @@ def call_messages(i: int) -> tuple[list[str], list[Passed]]:
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     calls = [call_messages(i) for i in range(count)]
-    others = [message(i, f"other{i}@x", "OPTIONS sip:x@127.0.0.1 SIP/2.0", "1 OPTIONS")
-              for i in range(count)]
+    others = [
+        message(i, f"other{i}@x", "OPTIONS sip:x@127.0.0.1 SIP/2.0", "1 OPTIONS")
+        for i in range(count)
+    ]
     url = f"sqlite:///{tempfile.mkdtemp()}/traces.db"
     upgrade_schema(url)
     store = SQLStore(reactor, url, realm="example.test")
@@ -88,10 +95,12 @@ def main() -> None:
             tracer.message_passed("in", parsed, data, "UDP", local, remote)
 
     def write() -> None:
-        appends = [TraceAppend(call_id, tuple(tracer.unwritten(call_id)))
-                   for call_id in [f"call{i}" for i in range(count)]]
+        appends = [
+            TraceAppend(call_id, tuple(tracer.unwritten(call_id)))
+            for call_id in [f"call{i}" for i in range(count)]
+        ]
         for start in range(0, len(appends), 500):
-            store._op_append_traces(appends[start:start + 500], tracer.limits)
+            store._op_append_traces(appends[start : start + 500], tracer.limits)
 
     gc.collect()
     gc.freeze()  # the messages made above are no part of the cost (the daemon freezes too)

@@ -125,8 +125,9 @@ def main() -> None:
             for wire in (False, True):
                 rate = run(n, method, wire)
                 kind = "serialized+parsed" if wire else "objects"
-                print(f"gc={'on ' if collect else 'off'} {method:8} {kind:18} "
-                      f"{rate:8.0f} exchanges/s")
+                print(
+                    f"gc={'on ' if collect else 'off'} {method:8} {kind:18} {rate:8.0f} exchanges/s"
+                )
     gc.enable()
 
 

@@ -52,11 +52,16 @@ def answering_ports(count: int) -> set[int]:
             sock.bind(("127.0.0.1", 0))
             sock.settimeout(1)
             local = sock.getsockname()[1]
-            sock.sendto((f"OPTIONS sip:127.0.0.1:{PORT} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:"
-                         f"{local};branch=z9hG4bK{secrets.token_hex(6)};rport\r\nFrom: <sip:p@"
-                         f"127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: "
-                         f"{secrets.token_hex(8)}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-                         "Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", PORT))
+            sock.sendto(
+                (
+                    f"OPTIONS sip:127.0.0.1:{PORT} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:"
+                    f"{local};branch=z9hG4bK{secrets.token_hex(6)};rport\r\nFrom: <sip:p@"
+                    f"127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: "
+                    f"{secrets.token_hex(8)}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                    "Content-Length: 0\r\n\r\n"
+                ).encode(),
+                ("127.0.0.1", PORT),
+            )
             try:
                 ports.add(sock.recvfrom(65536)[1][1])
             except TimeoutError:
@@ -67,10 +72,15 @@ def answering_ports(count: int) -> set[int]:
 def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.store == "postgresql":
-        for sql in ("DROP DATABASE IF EXISTS clicktodial_wbench",
-                    "CREATE DATABASE clicktodial_wbench"):
-            subprocess.run(["psql", "-q", "-U", "postgres", "-h", "/var/run/postgresql",
-                            "-c", sql], check=True, capture_output=True)
+        for sql in (
+            "DROP DATABASE IF EXISTS clicktodial_wbench",
+            "CREATE DATABASE clicktodial_wbench",
+        ):
+            subprocess.run(
+                ["psql", "-q", "-U", "postgres", "-h", "/var/run/postgresql", "-c", sql],
+                check=True,
+                capture_output=True,
+            )
         url = PG
     else:
         for old in work.glob("db.sqlite*"):
@@ -83,15 +93,29 @@ def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]
         f"[web]\nlisten = tcp:{WEB_PORT}:interface=127.0.0.1\n[store]\nurl = {url}\n"
         f"[log]\nlevel = warn\nfile = {work}/daemon.log\n"
         "[limits]\nrate_max_requests = 0\nmax_transactions = 0\n"
-        f"[daemon]\nworkers = {workers}\n")
+        f"[daemon]\nworkers = {workers}\n"
+    )
     cli = [sys.executable, "-m", "clicktodial.cli", "--config", str(ini)]
     subprocess.run([*cli, "db", "upgrade"], check=True, env=env, capture_output=True)
-    subprocess.run([*cli, "user", "import", str(work / "users.csv")], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        [*cli, "user", "import", str(work / "users.csv")], check=True, env=env, capture_output=True
+    )
     daemon = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "clicktodial", "--config", str(ini)],
-        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "clicktodial",
+            "--config",
+            str(ini),
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 90
         while len(answering_ports(32)) < workers:
@@ -105,17 +129,43 @@ def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         count = int(args.rate * args.seconds)
         load = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "regload.py"), "--target",
-             f"127.0.0.1:{PORT}", "--domain", "127.0.0.1", "--users", "10000", "--count",
-             str(count), "--rate", str(args.rate), "--max-seconds", str(args.seconds),
-             "--timeout", "10", "--sockets", "16", "--window", "100000", "--json"],
-            capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                str(ROOT / "bench" / "regload.py"),
+                "--target",
+                f"127.0.0.1:{PORT}",
+                "--domain",
+                "127.0.0.1",
+                "--users",
+                "10000",
+                "--count",
+                str(count),
+                "--rate",
+                str(args.rate),
+                "--max-seconds",
+                str(args.seconds),
+                "--timeout",
+                "10",
+                "--sockets",
+                "16",
+                "--window",
+                "100000",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         summary = json.loads(load.stdout)
         done = max(1, int(summary["succeeded"]))
         cpu = {name: round(1000 * (after[name] - before[name]) / done, 3) for name in pids}
-        return {"workers": workers, "load": summary, "cpu_ms_per_registration": cpu,
-                "total_cpu_ms_per_registration": round(sum(cpu.values()), 3)}
+        return {
+            "workers": workers,
+            "load": summary,
+            "cpu_ms_per_registration": cpu,
+            "total_cpu_ms_per_registration": round(sum(cpu.values()), 3),
+        }
     finally:
         daemon.terminate()
         try:
@@ -138,8 +188,7 @@ def main() -> int:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="workers-cpu."))
     try:
-        (work / "users.csv").write_text(
-            "".join(f"u{i:05d},p{i:05d}\n" for i in range(10000)))
+        (work / "users.csv").write_text("".join(f"u{i:05d},p{i:05d}\n" for i in range(10000)))
         for workers in args.workers:
             result = run(workers, args, work)
             print(json.dumps(result))

@@ -594,7 +594,7 @@ class SipConfig:
             "Receive and send buffer size of the UDP socket in bytes (SO_RCVBUF/SO_SNDBUF),"
             " to absorb bursts of REGISTERs; 0 keeps the system default. Linux caps it at"
             " net.core.rmem_max/wmem_max.",
-        )
+        ),
     )
 
     tls_listen: HostPort = attrs.field(
@@ -806,7 +806,7 @@ class WebConfig:
         metadata=setting(
             parse_positive_count,
             "1000",
-            "Most calls one administrator's POST /api/v1/calls with a \"calls\" list may"
+            'Most calls one administrator\'s POST /api/v1/calls with a "calls" list may'
             " place (load tests and operator tools); a longer list gets 400. The body must"
             " also fit max_body.",
         ),
@@ -933,8 +933,7 @@ class WebConfig:
         if self.login_max_delay < self.login_base_delay:
             raise InvalidSetting(
                 "login_max_delay",
-                f"{self.login_max_delay} is less than login_base_delay"
-                f" ({self.login_base_delay})",
+                f"{self.login_max_delay} is less than login_base_delay ({self.login_base_delay})",
             )
         if self.session_lifetime < self.session_idle_timeout:
             raise InvalidSetting(
@@ -983,7 +982,7 @@ class StoreConfig:
             " development). no: refuse to start on an out-of-date schema; run"
             " clicktodial --config FILE db upgrade. The sql backend's; also [store:sql]"
             " auto_upgrade.",
-        )
+        ),
     )
     demo_users: bool = attrs.field(
         default=False,
@@ -992,7 +991,7 @@ class StoreConfig:
             "no",
             "yes: create the demo users alice and bob (web and SIP password = username) at"
             " start-up if they do not exist. For development only.",
-        )
+        ),
     )
 
 
@@ -1057,7 +1056,7 @@ class PluginSections:
     def names(self, kind: str) -> list[str]:
         """The names of the ``[KIND:NAME]`` sections of ``kind``, in file order."""
         prefix = f"{kind}:"
-        return [s[len(prefix):] for s in self.sections if s.startswith(prefix)]
+        return [s[len(prefix) :] for s in self.sections if s.startswith(prefix)]
 
 
 @attrs.frozen
@@ -1183,8 +1182,7 @@ class RegistrarConfig:
         metadata=setting(
             parse_count,
             "3",
-            "Authentication failures per source address and per username answered without"
-            " delay.",
+            "Authentication failures per source address and per username answered without delay.",
         )
     )
     auth_base_delay: float = attrs.field(
@@ -1199,8 +1197,7 @@ class RegistrarConfig:
         metadata=setting(
             parse_seconds_or_zero,
             "8",
-            "Longest delay in seconds (keep it well under a phone's 32 s transaction"
-            " timeout).",
+            "Longest delay in seconds (keep it well under a phone's 32 s transaction timeout).",
         )
     )
     auth_refuse_after: int = attrs.field(
@@ -1222,8 +1219,7 @@ class RegistrarConfig:
         metadata=setting(
             parse_seconds,
             "900",
-            "Seconds without failure after which a source's or username's count starts"
-            " again.",
+            "Seconds without failure after which a source's or username's count starts again.",
         )
     )
     auth_trust_seconds: float = attrs.field(
@@ -1262,7 +1258,7 @@ class RegistrarConfig:
             "5",
             "Most bindings (registered contacts) an address of record may have. A REGISTER"
             " that would add one beyond it, or that lists more Contacts, is refused with"
-            " 503 and nothing of it is applied (docs/registrar.md, \"Binding trust\").",
+            ' 503 and nothing of it is applied (docs/registrar.md, "Binding trust").',
         )
     )
     auth_max_tracked: int = attrs.field(
@@ -1431,7 +1427,7 @@ class CallsConfig:
             parse_choice("auto", "on", "off"),
             "auto",
             "Keep each call's SIP messages (its ladder on the call page, GET"
-            " /api/v1/calls/ID/trace; docs/calls.md, \"Call traces\"): auto (on when the"
+            ' /api/v1/calls/ID/trace; docs/calls.md, "Call traces"): auto (on when the'
             " [store] backend keeps traces, as memory and sql do), on (start-up fails if"
             " the backend cannot keep them) or off.",
         ),
@@ -1467,7 +1463,8 @@ def parse_node_id(text: str) -> str:
     """A node's name: printable ASCII without spaces, at most 255 characters; empty: default."""
     if len(text) > 255 or not all(0x21 <= ord(c) < 0x7F for c in text):
         raise ValueError(
-            f"invalid node id {text!r} (printable ASCII without spaces, at most 255 characters)")
+            f"invalid node id {text!r} (printable ASCII without spaces, at most 255 characters)"
+        )
     return text
 
 
@@ -1541,8 +1538,7 @@ class MediaConfig:
         metadata=setting(
             parse_port_range,
             "20000-20999",
-            "UDP ports of the RTP streams, LOW-HIGH; one even port a call while it plays"
-            " a tone.",
+            "UDP ports of the RTP streams, LOW-HIGH; one even port a call while it plays a tone.",
         ),
     )
     direction: str = attrs.field(
@@ -1561,7 +1557,7 @@ class MediaConfig:
         metadata=setting(
             parse_choice("off", "rtpengine", "auto"),
             "off",
-            "Media relay between the two phones of a call (docs/media.md, \"Media relay\"):"
+            'Media relay between the two phones of a call (docs/media.md, "Media relay"):'
             " off (the phones send RTP to each other's SDP address), rtpengine (every call"
             " through the rtpengine of [media:rtpengine]) or auto (a call through rtpengine"
             " only when a phone's SDP address differs from its signalling source address, or"
@@ -1659,7 +1655,7 @@ class DaemonConfig:
         metadata=setting(
             parse_workers,
             "1",
-            "SIP worker processes (docs/deploy.md, \"Worker processes\"): 1 runs everything in"
+            'SIP worker processes (docs/deploy.md, "Worker processes"): 1 runs everything in'
             " one process; N > 1 runs N workers sharing the [sip] listen ports (SO_REUSEPORT),"
             " with the web interface in the main process; auto: one per core.",
         ),
@@ -1790,8 +1786,8 @@ def parse_prefix_list(text: str) -> frozenset[str] | None:
     for word in text.replace(",", " ").split():
         if not re.fullmatch(r"\+?[1-9][0-9]{0,14}", word):
             raise ValueError(
-                f"invalid prefix {word!r} (expected E.164 digits such as +447, or country"
-                " or none)")
+                f"invalid prefix {word!r} (expected E.164 digits such as +447, or country or none)"
+            )
         prefixes.add(word.lstrip("+"))
     return frozenset(prefixes)
 
@@ -1814,10 +1810,15 @@ def parse_dial_classes(text: str) -> frozenset[str]:
     classes = frozenset(text.replace(",", " ").split())
     for name in sorted(classes):
         if name not in ALLOWABLE_CLASSES:
-            hint = (" (emergency numbers are always refused: docs/dialplan.md)"
-                    if name == "emergency" else "")
-            raise ValueError(f"unknown class {name!r} (expected some of"
-                             f" {', '.join(ALLOWABLE_CLASSES)}, or none){hint}")
+            hint = (
+                " (emergency numbers are always refused: docs/dialplan.md)"
+                if name == "emergency"
+                else ""
+            )
+            raise ValueError(
+                f"unknown class {name!r} (expected some of"
+                f" {', '.join(ALLOWABLE_CLASSES)}, or none){hint}"
+            )
     return classes
 
 
@@ -1847,8 +1848,10 @@ def parse_routes(text: str) -> tuple[Route, ...]:
             continue
         prefix, *trunks = words
         if not re.fullmatch(r"\+[0-9]{0,15}", prefix):
-            raise ValueError(f"invalid route prefix {prefix!r} in line {line.strip()!r}"
-                             " (expected + and E.164 digits, e.g. +44)")
+            raise ValueError(
+                f"invalid route prefix {prefix!r} in line {line.strip()!r}"
+                " (expected + and E.164 digits, e.g. +44)"
+            )
         if not trunks:
             raise ValueError(f"route {line.strip()!r} names no trunk")
         for trunk in trunks:
@@ -1865,46 +1868,101 @@ def _tables_of(given: frozenset[str] | None, default: frozenset[str]) -> frozens
 class DialplanConfig:
     """``[dialplan]``: calling numbers through trunks (docs/dialplan.md)."""
 
-    country_code: str = attrs.field(default="", metadata=setting(
-        parse_country_code, "",
-        "The E.164 country code numbers are read by (44). Empty: no dial plan, only"
-        " directory users can be called."))
-    national_prefix: str = attrs.field(default="0", metadata=setting(
-        parse_dial_prefix, "0",
-        "What is dialled before a national number (0 in the UK); empty where none is."))
-    international_prefix: str = attrs.field(default="00", metadata=setting(
-        parse_dial_prefix, "00",
-        "What is dialled before a country code instead of + (00; 011 in North America)."))
-    mobile_prefixes: frozenset[str] | None = attrs.field(default=None, metadata=setting(
-        parse_prefix_list, "country",
-        "E.164 prefixes of mobile numbers (+447); country: the built-in table of the"
-        " country code; none: no mobile class."))
-    premium_prefixes: frozenset[str] | None = attrs.field(default=None, metadata=setting(
-        parse_prefix_list, "country",
-        "E.164 prefixes of premium-rate and special numbers (+449 +4487); country or none."))
-    abroad_prefixes: frozenset[str] | None = attrs.field(default=None, metadata=setting(
-        parse_prefix_list, "country",
-        "E.164 prefixes inside the country code that are other countries (the Caribbean"
-        " in +1): international; country or none."))
-    emergency_numbers: frozenset[str] | None = attrs.field(default=None, metadata=setting(
-        parse_short_numbers, "country",
-        "Emergency numbers as dialled (999 112): always refused; country or none."))
-    allowed_classes: frozenset[str] = attrs.field(default=DEFAULT_ALLOWED, metadata=setting(
-        parse_dial_classes, "national, mobile",
-        "The classes users may dial: some of national, mobile, international, premium."))
+    country_code: str = attrs.field(
+        default="",
+        metadata=setting(
+            parse_country_code,
+            "",
+            "The E.164 country code numbers are read by (44). Empty: no dial plan, only"
+            " directory users can be called.",
+        ),
+    )
+    national_prefix: str = attrs.field(
+        default="0",
+        metadata=setting(
+            parse_dial_prefix,
+            "0",
+            "What is dialled before a national number (0 in the UK); empty where none is.",
+        ),
+    )
+    international_prefix: str = attrs.field(
+        default="00",
+        metadata=setting(
+            parse_dial_prefix,
+            "00",
+            "What is dialled before a country code instead of + (00; 011 in North America).",
+        ),
+    )
+    mobile_prefixes: frozenset[str] | None = attrs.field(
+        default=None,
+        metadata=setting(
+            parse_prefix_list,
+            "country",
+            "E.164 prefixes of mobile numbers (+447); country: the built-in table of the"
+            " country code; none: no mobile class.",
+        ),
+    )
+    premium_prefixes: frozenset[str] | None = attrs.field(
+        default=None,
+        metadata=setting(
+            parse_prefix_list,
+            "country",
+            "E.164 prefixes of premium-rate and special numbers (+449 +4487); country or none.",
+        ),
+    )
+    abroad_prefixes: frozenset[str] | None = attrs.field(
+        default=None,
+        metadata=setting(
+            parse_prefix_list,
+            "country",
+            "E.164 prefixes inside the country code that are other countries (the Caribbean"
+            " in +1): international; country or none.",
+        ),
+    )
+    emergency_numbers: frozenset[str] | None = attrs.field(
+        default=None,
+        metadata=setting(
+            parse_short_numbers,
+            "country",
+            "Emergency numbers as dialled (999 112): always refused; country or none.",
+        ),
+    )
+    allowed_classes: frozenset[str] = attrs.field(
+        default=DEFAULT_ALLOWED,
+        metadata=setting(
+            parse_dial_classes,
+            "national, mobile",
+            "The classes users may dial: some of national, mobile, international, premium.",
+        ),
+    )
     user_classes: Mapping[str, frozenset[str]] = attrs.field(
-        factory=dict, hash=False, metadata=setting(
-            parse_user_classes, "",
+        factory=dict,
+        hash=False,
+        metadata=setting(
+            parse_user_classes,
+            "",
             "Users who may dial other classes than allowed_classes: one a line, the user"
-            " name then the classes (alice national mobile international)."))
-    routes: tuple[Route, ...] = attrs.field(default=(), metadata=setting(
-        parse_routes, "",
-        "One route a line, the first whose prefix matches wins: the E.164 prefix (+ alone"
-        " matches all) then the trunks to try in order (+44 uk_main uk_backup)."))
-    daily_limit: int = attrs.field(default=100, metadata=setting(
-        parse_count, "100",
-        "Outbound calls a user may place a day (UTC days, counted in the store across"
-        " daemons); 0: no limit."))
+            " name then the classes (alice national mobile international).",
+        ),
+    )
+    routes: tuple[Route, ...] = attrs.field(
+        default=(),
+        metadata=setting(
+            parse_routes,
+            "",
+            "One route a line, the first whose prefix matches wins: the E.164 prefix (+ alone"
+            " matches all) then the trunks to try in order (+44 uk_main uk_backup).",
+        ),
+    )
+    daily_limit: int = attrs.field(
+        default=100,
+        metadata=setting(
+            parse_count,
+            "100",
+            "Outbound calls a user may place a day (UTC days, counted in the store across"
+            " daemons); 0: no limit.",
+        ),
+    )
 
     def plan(self) -> DialPlan | None:
         """The dial plan, or None without a country code."""
@@ -1919,7 +1977,12 @@ class DialplanConfig:
         )
         return DialPlan(
             NumberingPlan(self.country_code, self.national_prefix, self.international_prefix),
-            tables, self.allowed_classes, self.user_classes, self.routes, self.daily_limit)
+            tables,
+            self.allowed_classes,
+            self.user_classes,
+            self.routes,
+            self.daily_limit,
+        )
 
     def __attrs_post_init__(self) -> None:
         if self.international_prefix == "":
@@ -2000,9 +2063,7 @@ def ini_section_name(section: "attrs.Attribute[Any]") -> str:
 
 def _section_attributes() -> dict[str, str]:
     """INI section name -> :class:`Config` attribute name, for the schema's sections."""
-    return {
-        ini_section_name(a): a.name for a in attrs.fields(Config) if _SECTION_DOC in a.metadata
-    }
+    return {ini_section_name(a): a.name for a in attrs.fields(Config) if _SECTION_DOC in a.metadata}
 
 
 def section_names() -> list[str]:
@@ -2109,7 +2170,8 @@ def parse_config(text: str, filename: str) -> Config:
             )
         if kind not in PLUGIN_KINDS:
             raise ConfigError(
-                filename, f"unknown plugin kind {kind!r} (one of {', '.join(PLUGIN_KINDS)})",
+                filename,
+                f"unknown plugin kind {kind!r} (one of {', '.join(PLUGIN_KINDS)})",
                 section,
             )
         try:
@@ -2133,7 +2195,9 @@ def parse_config(text: str, filename: str) -> Config:
     if "auto_upgrade" in sql_options:
         if "auto_upgrade" in store_values:
             raise ConfigError(
-                filename, "also given in [store:sql]: keep one of the two", "store",
+                filename,
+                "also given in [store:sql]: keep one of the two",
+                "store",
                 "auto_upgrade",
             )
         try:
@@ -2148,9 +2212,14 @@ def parse_config(text: str, filename: str) -> Config:
         options.setdefault("url", store_values["url"].strip())
     sections = {
         name: build_section(
-            filename, name, cls,
-            store_values if name == "store"
-            else dict(ini.items(name)) if ini.has_section(name) else {}
+            filename,
+            name,
+            cls,
+            store_values
+            if name == "store"
+            else dict(ini.items(name))
+            if ini.has_section(name)
+            else {},
         )
         for name, cls in classes.items()
     }

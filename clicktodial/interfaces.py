@@ -75,8 +75,8 @@ class IUserStore(Interface):
     """
 
     realm = Attribute(
-        "The SIP digest realm (the configured [sip] domain) the HA1s are"
-        " computed for: str.")
+        "The SIP digest realm (the configured [sip] domain) the HA1s are computed for: str."
+    )
 
     def add_user(
         username: str,
@@ -194,8 +194,7 @@ class ILocationStore(Interface):
             contact URI (empty if there are none).
         """
 
-    def update_bindings(aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(aor: str, changes: BindingChanges, now: float) -> Deferred[list[Binding]]:
         """
         Apply one REGISTER request (RFC 3261 §10.3 steps 6 and 7)
         atomically: add, refresh or (``expires`` 0) remove each contact, or
@@ -247,8 +246,9 @@ class ICallRecordStore(Interface):
     calls in progress. A call is active until its ``ended_at`` is set.
     """
 
-    def create_call(caller: str, callee: str, created_at: float,
-                    node: str | None = None) -> Deferred[str]:
+    def create_call(
+        caller: str, callee: str, created_at: float, node: str | None = None
+    ) -> Deferred[str]:
         """
         Record a new call in state ``new``.
 
@@ -269,8 +269,9 @@ class ICallRecordStore(Interface):
         :return: fires with the :class:`CallRecord`, or :class:`None` if unknown.
         """
 
-    def list_calls(user: str | None = None, limit: int = 50, offset: int = 0,
-                   before: float | None = None) -> Deferred[list[CallRecord]]:
+    def list_calls(
+        user: str | None = None, limit: int = 50, offset: int = 0, before: float | None = None
+    ) -> Deferred[list[CallRecord]]:
         """
         List calls newest first (by ``created_at``, then ``call_id``).
 
@@ -287,8 +288,7 @@ class ICallRecordStore(Interface):
         :return: fires with the number of calls without ``ended_at``.
         """
 
-    def end_active_calls(node: str | None, ended_at: float,
-                         reason: str = "lost") -> Deferred[int]:
+    def end_active_calls(node: str | None, ended_at: float, reason: str = "lost") -> Deferred[int]:
         """
         Mark the active calls of ``node`` (all nodes if :class:`None`) as ended,
         e.g. at start-up for calls a crashed instance left behind.
@@ -363,8 +363,7 @@ class ILocationBackendFactory(Interface):
     ``[location:NAME]`` section.
     """
 
-    def create(options: Mapping[str, str],
-               environment: StoreEnvironment) -> ILocationBackend:
+    def create(options: Mapping[str, str], environment: StoreEnvironment) -> ILocationBackend:
         """
         Build a (not yet started) location store. Must not connect or start
         anything (``check-config`` calls it to validate the options and
@@ -440,8 +439,9 @@ class IActiveCallClaims(Interface):
     sessions are left to the relay's own timeout.
     """
 
-    def claim_active_calls(node: str | None, ended_at: float,
-                           reason: str = "lost") -> Deferred[list[str]]:
+    def claim_active_calls(
+        node: str | None, ended_at: float, reason: str = "lost"
+    ) -> Deferred[list[str]]:
         """
         Like :meth:`ICallRecordStore.end_active_calls`, atomically: the calls are
         ended and their ids returned in one step, so that of several callers
@@ -584,8 +584,7 @@ class IStoreBackendFactory(Interface):
     ``[store] backend = NAME``.
     """
 
-    def create(options: Mapping[str, str],
-               environment: StoreEnvironment) -> IStoreBackend:
+    def create(options: Mapping[str, str], environment: StoreEnvironment) -> IStoreBackend:
         """
         Build a (not yet started) store. Must not connect or start anything
         (``check-config`` calls it to validate the options and discards the
@@ -888,8 +887,9 @@ class IEventBus(Interface):
             (the failure is logged); never fails.
         """
 
-    def subscribe(channel: str,
-                  callback: Callable[[dict[str, object]], None]) -> Callable[[], None]:
+    def subscribe(
+        channel: str, callback: Callable[[dict[str, object]], None]
+    ) -> Callable[[], None]:
         """
         Call ``callback`` with every message on ``channel`` from now on.
 

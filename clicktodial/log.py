@@ -126,9 +126,7 @@ class JournalTextObserver:
         if not lines:
             return
         prefix = journal_line_prefix(event.get("log_level"))
-        namespace = escape_control(
-            str(event.get("log_system") or event.get("log_namespace", "-"))
-        )
+        namespace = escape_control(str(event.get("log_system") or event.get("log_namespace", "-")))
         self.out.write("".join(f"{prefix}[{namespace}] {line}\n" for line in lines))
         self.out.flush()
 

@@ -48,8 +48,22 @@ READY_TIMEOUT = 2.0
 
 #: Response codes given their own label value; others are counted as their class ("5xx").
 _STATUS_LABELS = frozenset(
-    ["200", "400", "401", "403", "404", "408", "420", "423", "480", "481", "486", "487", "500",
-     "503"]
+    [
+        "200",
+        "400",
+        "401",
+        "403",
+        "404",
+        "408",
+        "420",
+        "423",
+        "480",
+        "481",
+        "486",
+        "487",
+        "500",
+        "503",
+    ]
 )
 
 
@@ -76,8 +90,7 @@ class DaemonMetrics:
         )
         self.auth_failures = Counter(
             "clicktodial_auth_failures",
-            "REGISTERs whose credentials were refused (401/403 to a request with"
-            " Authorization).",
+            "REGISTERs whose credentials were refused (401/403 to a request with Authorization).",
             registry=self.registry,
         )
         self.calls = Counter(
@@ -185,29 +198,42 @@ class TrunkCollector(Collector):
             return
         registered = GaugeMetricFamily(
             "clicktodial_trunk_registered",
-            "1 while the provider holds our registration, else 0.", labels=["trunk"])
+            "1 while the provider holds our registration, else 0.",
+            labels=["trunk"],
+        )
         state = GaugeMetricFamily(
             "clicktodial_trunk_registration_state",
             "The registration state with the provider: 1 for the current state.",
-            labels=["trunk", "state"])
+            labels=["trunk", "state"],
+        )
         expires = GaugeMetricFamily(
             "clicktodial_trunk_registration_expires_timestamp_seconds",
-            "When the registration the provider granted ends (Unix time).", labels=["trunk"])
+            "When the registration the provider granted ends (Unix time).",
+            labels=["trunk"],
+        )
         failures = GaugeMetricFamily(
             "clicktodial_trunk_registration_failures",
-            "Registration attempts that failed in a row.", labels=["trunk"])
+            "Registration attempts that failed in a row.",
+            labels=["trunk"],
+        )
         up = GaugeMetricFamily(
             "clicktodial_trunk_up",
             "OPTIONS keep-alive: 1 up, 0 down (absent: no keep-alive or no answer yet).",
-            labels=["trunk"])
+            labels=["trunk"],
+        )
         active = GaugeMetricFamily(
-            "clicktodial_trunk_calls_active", "Calls through the trunk now.", labels=["trunk"])
+            "clicktodial_trunk_calls_active", "Calls through the trunk now.", labels=["trunk"]
+        )
         refused = CounterMetricFamily(
             "clicktodial_trunk_calls_refused",
-            "Calls refused by the trunk's max_calls or max_cps.", labels=["trunk"])
+            "Calls refused by the trunk's max_calls or max_cps.",
+            labels=["trunk"],
+        )
         inbound = CounterMetricFamily(
             "clicktodial_trunk_inbound_refused",
-            "Requests from the trunk's addresses refused (inbound = refuse).", labels=["trunk"])
+            "Requests from the trunk's addresses refused (inbound = refuse).",
+            labels=["trunk"],
+        )
         for status in statuses:
             name = [status.name]
             current = status.registration.state

@@ -374,7 +374,10 @@ def install_operations(
     web_root.putChild(
         b"readyz",
         ReadinessResource(
-            clock, store, metrics, draining=lambda: admission.draining,
+            clock,
+            store,
+            metrics,
+            draining=lambda: admission.draining,
             locations=ILocationStore(location, None),
         ),
     )

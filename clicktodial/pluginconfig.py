@@ -59,8 +59,11 @@ F = TypeVar("F")
 T = TypeVar("T")
 
 #: What chooses a plugin of each kind: (section, key).
-_CHOSEN_BY = {"store": ("store", "backend"), "location": ("location", "backend"),
-              "policy": ("calls", "policy")}
+_CHOSEN_BY = {
+    "store": ("store", "backend"),
+    "location": ("location", "backend"),
+    "policy": ("calls", "policy"),
+}
 
 
 def store_options(config: Config, name: str | None = None) -> dict[str, str]:
@@ -83,8 +86,10 @@ def store_options(config: Config, name: str | None = None) -> dict[str, str]:
 def _option_error(config: Config, kind: str, name: str, error: PluginConfigError) -> ConfigError:
     key = error.key
     section = f"{kind}:{name}"
-    if (kind, name) == ("store", "sql") and key in ("url", "auto_upgrade") and (
-        key not in config.plugins.options("store", "sql")
+    if (
+        (kind, name) == ("store", "sql")
+        and key in ("url", "auto_upgrade")
+        and (key not in config.plugins.options("store", "sql"))
     ):
         section = "store"  # given the older way
     return ConfigError(config.source, str(error), section, key)
@@ -95,9 +100,16 @@ def _chosen_error(config: Config, kind: str, error: Exception) -> ConfigError:
     return ConfigError(config.source, str(error), section, key)
 
 
-def _build(config: Config, kind: str, name: str, load: Callable[[str], F],
-           create: Callable[[F], T], verify: Callable[[str, T], None] | None = None,
-           *, chosen: bool = True) -> T:
+def _build(
+    config: Config,
+    kind: str,
+    name: str,
+    load: Callable[[str], F],
+    create: Callable[[F], T],
+    verify: Callable[[str, T], None] | None = None,
+    *,
+    chosen: bool = True,
+) -> T:
     """
     Load plugin ``name`` of ``kind``, build it with its options, verify what it built. A
     plugin that is unknown, fails to load or builds the wrong thing is reported on the key
@@ -116,7 +128,8 @@ def _build(config: Config, kind: str, name: str, load: Callable[[str], F],
     except Exception as e:
         # A bug in the plugin, not in the file: still one line, naming the plugin.
         raise ConfigError(
-            config.source, f"the plugin failed to build: {type(e).__name__}: {e}",
+            config.source,
+            f"the plugin failed to build: {type(e).__name__}: {e}",
             f"{kind}:{name}",
         ) from e
     if verify is not None:
@@ -134,13 +147,17 @@ def build_store(config: Config, environment: StoreEnvironment) -> IStoreBackend:
     :raises ConfigError: an unknown backend, one that fails to load, or a bad option.
     """
     name = config.store.backend
-    return _build(config, "store", name, load_backend,
-                  lambda factory: factory.create(store_options(config, name), environment),
-                  verify_store)
+    return _build(
+        config,
+        "store",
+        name,
+        load_backend,
+        lambda factory: factory.create(store_options(config, name), environment),
+        verify_store,
+    )
 
 
-def build_location_store(config: Config,
-                         environment: StoreEnvironment) -> ILocationBackend | None:
+def build_location_store(config: Config, environment: StoreEnvironment) -> ILocationBackend | None:
     """
     The (not yet started) location store ``[location] backend`` names, with the options of
     ``[location:NAME]``; :data:`None` when it names none (the store keeps the bindings).
@@ -151,9 +168,14 @@ def build_location_store(config: Config,
     if not name:
         return None
     options = config.plugins.options("location", name)
-    return _build(config, "location", name, load_location_backend,
-                  lambda factory: factory.create(options, environment),
-                  verify_location_store)
+    return _build(
+        config,
+        "location",
+        name,
+        load_location_backend,
+        lambda factory: factory.create(options, environment),
+        verify_location_store,
+    )
 
 
 def build_policy(config: Config) -> ICallPolicy:
@@ -164,8 +186,9 @@ def build_policy(config: Config) -> ICallPolicy:
     """
     name = config.calls.policy
     options = config.plugins.options("policy", name)
-    return _build(config, "policy", name, load_policy,
-                  lambda factory: factory.create(config.calls, options))
+    return _build(
+        config, "policy", name, load_policy, lambda factory: factory.create(config.calls, options)
+    )
 
 
 def _installed(kind: PluginKind, name: str) -> bool:
@@ -201,8 +224,11 @@ def check_unchosen_sections(config: Config, environment: StoreEnvironment) -> li
     """
     warnings = []
     kinds = {"store": STORE_BACKENDS, "location": LOCATION_BACKENDS, "policy": CALL_POLICIES}
-    chosen = {"store": config.store.backend, "location": config.location.backend,
-              "policy": config.calls.policy}
+    chosen = {
+        "store": config.store.backend,
+        "location": config.location.backend,
+        "policy": config.calls.policy,
+    }
     for kind_name, kind in kinds.items():
         for name in config.plugins.names(kind_name):
             if name == chosen[kind_name]:
@@ -210,25 +236,42 @@ def check_unchosen_sections(config: Config, environment: StoreEnvironment) -> li
             if not _installed(kind, name):
                 warnings.append(
                     f"{config.source}: [{kind_name}:{name}]: ignored: no {kind.description}"
-                    f" {name!r} is installed (available: {', '.join(plugin_names(kind))})")
+                    f" {name!r} is installed (available: {', '.join(plugin_names(kind))})"
+                )
                 continue
             _check_unchosen(config, kind_name, name, environment)
     return warnings
 
 
-def _check_unchosen(config: Config, kind: str, name: str,
-                    environment: StoreEnvironment) -> None:
+def _check_unchosen(config: Config, kind: str, name: str, environment: StoreEnvironment) -> None:
     options = config.plugins.options(kind, name)
     if kind == "store":
-        _build(config, kind, name, load_backend,
-               lambda factory: factory.create(store_options(config, name), environment),
-               chosen=False)
+        _build(
+            config,
+            kind,
+            name,
+            load_backend,
+            lambda factory: factory.create(store_options(config, name), environment),
+            chosen=False,
+        )
     elif kind == "location":
-        _build(config, kind, name, load_location_backend,
-               lambda factory: factory.create(options, environment), chosen=False)
+        _build(
+            config,
+            kind,
+            name,
+            load_location_backend,
+            lambda factory: factory.create(options, environment),
+            chosen=False,
+        )
     else:
-        _build(config, kind, name, load_policy,
-               lambda factory: factory.create(config.calls, options), chosen=False)
+        _build(
+            config,
+            kind,
+            name,
+            load_policy,
+            lambda factory: factory.create(config.calls, options),
+            chosen=False,
+        )
 
 
 def log_plugin_warnings(warnings: list[str]) -> None:

@@ -98,8 +98,13 @@ class DaemonService(MultiService):
 
     log = Logger()
 
-    def __init__(self, store: IStoreBackend, reactor: IReactorCore, demo_users: bool = False,
-                 location: ILocationBackend | None = None):
+    def __init__(
+        self,
+        store: IStoreBackend,
+        reactor: IReactorCore,
+        demo_users: bool = False,
+        location: ILocationBackend | None = None,
+    ):
         super().__init__()
         self.store = store
         #: the ``[location]`` backend when it is not the store (started after it)
@@ -187,8 +192,11 @@ class DaemonService(MultiService):
             location = self.location
             # A location backend whose start was never reached is stopped all the same: its
             # stop must cope (the contract of ILocationBackend.stop).
-            stopped = (maybeDeferred(location.stop) if location is not None
-                       else maybeDeferred(lambda: None))
+            stopped = (
+                maybeDeferred(location.stop)
+                if location is not None
+                else maybeDeferred(lambda: None)
+            )
             stopped.addErrback(lambda f: self.log.failure("cannot stop the location store", f))
             stopped.addBoth(lambda _: maybeDeferred(self.store.stop))
             return stopped.addBoth(lambda _: result)
@@ -297,19 +305,33 @@ def build_service(
     )
     # Per-source caps on open connections (clicktodial.connlimit); trusted fronts are exempt.
     connection_limits = {
-        name: ConnectionLimit(clock, listener, config.sip.max_connections_per_source,
-                              config.registrar.trusted_proxies)
+        name: ConnectionLimit(
+            clock, listener, config.sip.max_connections_per_source, config.registrar.trusted_proxies
+        )
         for name, listener in (("TCP", "sip-tcp"), ("TLS", "sip-tls"))
     }
-    web_limit = ConnectionLimit(clock, "web", config.web.max_connections_per_client,
-                                config.web.trusted_proxies)
+    web_limit = ConnectionLimit(
+        clock, "web", config.web.max_connections_per_client, config.web.trusted_proxies
+    )
     # Call traces (docs/calls.md): the transport shows the tracer every message.
     tracer = build_tracer(config, clock, store, config.sip.t1 * 64)
-    transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter,
-                                  connection_limits=connection_limits, tap=tracer,
-                                  adopted=worker.adopted if worker is not None else None)
-    sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport,
-                   register_observers=[register_metrics(metrics)])
+    transport = SIPTransportLayer(
+        clock,
+        config.sip,
+        source_limit=rate_limiter,
+        connection_limits=connection_limits,
+        tap=tracer,
+        adopted=worker.adopted if worker is not None else None,
+    )
+    sip = SIPStack(
+        clock,
+        config.sip,
+        config.registrar,
+        store,
+        directory,
+        transport,
+        register_observers=[register_metrics(metrics)],
+    )
     # What the transport receives goes through admission control ([limits]: 503 when
     # overloaded or stopping) to the transaction layer: transport -> admission ->
     # transactions. The transaction layer sends through the transport, so the transport is
@@ -336,8 +358,9 @@ def build_service(
     if trunks is not None:
         # In front of admission control: every new request from a provider's addresses is
         # refused before anything else sees it (no open relay).
-        handler = TrunkInboundGuard(admission, trunks, sip.transactions,
-                                    server=config.sip.user_agent)
+        handler = TrunkInboundGuard(
+            admission, trunks, sip.transactions, server=config.sip.user_agent
+        )
     transport.connect(handler)
     sip.setName(SIP_SERVICE_NAME)
     sip.setServiceParent(root)
@@ -352,7 +375,10 @@ def build_service(
         from clicktodial.sip.natping import NatKeepAlive
 
         NatKeepAlive(
-            clock, sip.transactions, directory, domain=config.sip.domain,
+            clock,
+            sip.transactions,
+            directory,
+            domain=config.sip.domain,
             interval=config.registrar.nat_keepalive_interval,
             max_failures=config.registrar.nat_keepalive_failures,
             user_agent=config.sip.user_agent,
@@ -361,8 +387,17 @@ def build_service(
     # --- calls -----------------------------------------------------------------------------
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
-    calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store,
-                               directory, tracer, policy=policy, trunks=trunks)
+    calls = build_call_service(
+        config,
+        reactor,
+        sip.user_agent,
+        sip.timers.timeout,
+        store,
+        directory,
+        tracer,
+        policy=policy,
+        trunks=trunks,
+    )
     # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).
@@ -374,9 +409,18 @@ def build_service(
         link.setName(CLUSTER_SERVICE_NAME)
         link.setServiceParent(root)
         root.started.addCallback(lambda _: worker.bus.ready())
-    cluster = (None if worker is not None
-               else build_cluster_service(config, clock, store, calls.controller, store,
-                                          relay=relay.relay if relay is not None else None))
+    cluster = (
+        None
+        if worker is not None
+        else build_cluster_service(
+            config,
+            clock,
+            store,
+            calls.controller,
+            store,
+            relay=relay.relay if relay is not None else None,
+        )
+    )
     if cluster is not None:
         cluster.setName(CLUSTER_SERVICE_NAME)
         cluster.setServiceParent(root)
@@ -388,9 +432,18 @@ def build_service(
         # The web interface and /metrics are the main process's; a worker keeps the
         # graceful stop and the reload of [limits].
         root.operations = install_operations(
-            config, clock, sip, store, make_operator_root(), admission, metrics,
-            reload_hooks=root.reload_hooks, call_controller=calls.controller,
-            location=location, connection_limits=list(connection_limits.values()))
+            config,
+            clock,
+            sip,
+            store,
+            make_operator_root(),
+            admission,
+            metrics,
+            reload_hooks=root.reload_hooks,
+            call_controller=calls.controller,
+            location=location,
+            connection_limits=list(connection_limits.values()),
+        )
         return root
 
     # --- web -------------------------------------------------------------------------------

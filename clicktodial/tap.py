@@ -233,8 +233,9 @@ def makeService(options: Options) -> IService:
     return root
 
 
-def _main_process(root: TwistdRoot, config: Config, path: str, reactor: IReactorCore,
-                  observer: DaemonLogObserver) -> IService:
+def _main_process(
+    root: TwistdRoot, config: Config, path: str, reactor: IReactorCore, observer: DaemonLogObserver
+) -> IService:
     """
     ``[daemon] workers`` > 1: the main process (clicktodial.workers.main). READY=1 once
     every worker serves; SIGHUP re-reads the file here (the web's settings) and in every
@@ -248,9 +249,13 @@ def _main_process(root: TwistdRoot, config: Config, path: str, reactor: IReactor
     except ConfigError as e:
         raise SystemExit(str(e)) from None
     except OSError as e:
-        raise SystemExit(str(ConfigError(
-            path, f"cannot listen on {config.sip.listen}: {e.strerror}", "sip", "listen")
-        )) from None
+        raise SystemExit(
+            str(
+                ConfigError(
+                    path, f"cannot listen on {config.sip.listen}: {e.strerror}", "sip", "listen"
+                )
+            )
+        ) from None
     daemon, pool = built.root, built.workers.pool
     daemon.setServiceParent(root)
     daemon.started.addCallback(lambda _: apply_daemon_gc_policy())
@@ -272,6 +277,10 @@ def _main_process(root: TwistdRoot, config: Config, path: str, reactor: IReactor
     signals = DaemonSignals(reactor, reload, drain)
     signals.setServiceParent(root)
     signals.hold_sigterm()
-    log.info("clicktodial {version}: configuration {path}, {count} workers",
-             version=__version__, path=path, count=config.daemon.workers)
+    log.info(
+        "clicktodial {version}: configuration {path}, {count} workers",
+        version=__version__,
+        path=path,
+        count=config.daemon.workers,
+    )
     return root

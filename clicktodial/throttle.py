@@ -100,8 +100,7 @@ class ThrottleRefused(Exception):
 class _Entry:
     """The count of one source, username or known pair."""
 
-    __slots__ = ("failures", "pending", "last_failure", "refused_until",
-                 "trusted_at")
+    __slots__ = ("failures", "pending", "last_failure", "refused_until", "trusted_at")
 
     def __init__(self) -> None:
         #: failures settled (within forget_after of each other)
@@ -149,8 +148,11 @@ class _Table(Generic[_K]):
         entries = self._entries
         while entries:
             key, entry = next(iter(entries.items()))
-            if (now - entry.last_failure < forget_after
-                    or entry.refused_until > now or entry.pending):
+            if (
+                now - entry.last_failure < forget_after
+                or entry.refused_until > now
+                or entry.pending
+            ):
                 break
             del entries[key]
 
@@ -162,13 +164,17 @@ class AuthAttempt:
     exactly once, by :func:`failed`, :func:`succeeded` or :func:`released`.
     """
 
-    __slots__ = ("_throttle", "peer", "username", "_known", "_entries",
-                 "_previous", "_settled")
+    __slots__ = ("_throttle", "peer", "username", "_known", "_entries", "_previous", "_settled")
 
-    def __init__(self, throttle: AuthThrottle, peer: str,
-                 username: str | None, known: bool,
-                 entries: tuple[_Entry, ...],
-                 previous: tuple[float | None, ...]) -> None:
+    def __init__(
+        self,
+        throttle: AuthThrottle,
+        peer: str,
+        username: str | None,
+        known: bool,
+        entries: tuple[_Entry, ...],
+        previous: tuple[float | None, ...],
+    ) -> None:
         self._throttle = throttle
         self.peer = peer
         self.username = username
@@ -232,8 +238,7 @@ class AuthThrottle:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime,
-                 settings: ThrottleSettings | None = None) -> None:
+    def __init__(self, clock: IReactorTime, settings: ThrottleSettings | None = None) -> None:
         self._clock = clock
         self.settings = settings if settings is not None else ThrottleSettings()
         n = self.settings.max_entries
@@ -279,14 +284,12 @@ class AuthThrottle:
             refused; nothing is reserved.
         """
         now = self._clock.seconds()
-        pair = None if username is None else \
-            self._known_pair(peer, username, now)
+        pair = None if username is None else self._known_pair(peer, username, now)
         if pair is not None:
             # Known: limited by its own count only, so others' failures for
             # this user (or from this address) cannot lock it out.
             self._check(pair, now)
-            return AuthAttempt(self, peer, username, True, (pair,),
-                               (self._reserve(pair, now),))
+            return AuthAttempt(self, peer, username, True, (pair,), (self._reserve(pair, now),))
         peer_entry = self._peers.get(peer)
         user_entry = None if username is None else self._users.get(username)
         if peer_entry is not None:
@@ -295,12 +298,18 @@ class AuthThrottle:
             self._check(user_entry, now)
         peer_entry = self._peers.get_or_create(peer)
         if username is None:
-            return AuthAttempt(self, peer, None, False, (peer_entry,),
-                               (self._reserve(peer_entry, now),))
+            return AuthAttempt(
+                self, peer, None, False, (peer_entry,), (self._reserve(peer_entry, now),)
+            )
         user_entry = self._users.get_or_create(username)
         return AuthAttempt(
-            self, peer, username, False, (peer_entry, user_entry),
-            (self._reserve(peer_entry, now), self._reserve(user_entry, now)))
+            self,
+            peer,
+            username,
+            False,
+            (peer_entry, user_entry),
+            (self._reserve(peer_entry, now), self._reserve(user_entry, now)),
+        )
 
     @property
     def tracked(self) -> int:
@@ -309,8 +318,7 @@ class AuthThrottle:
 
     # -- internals ---------------------------------------------------------------
 
-    def _known_pair(self, peer: str, username: str, now: float
-                    ) -> _Entry | None:
+    def _known_pair(self, peer: str, username: str, now: float) -> _Entry | None:
         pair = self._known.get((peer, username))
         if pair is None:
             return None
@@ -357,8 +365,7 @@ class AuthThrottle:
 
     def _unreserve(self, entry: _Entry, previous: float | None) -> None:
         entry.pending -= 1
-        if previous is not None and \
-                entry.failures + entry.pending < self.settings.refuse_after:
+        if previous is not None and entry.failures + entry.pending < self.settings.refuse_after:
             # This attempt's slot started the refusal and it did not fail.
             entry.refused_until = previous
 
@@ -369,25 +376,28 @@ class AuthThrottle:
             self._peers.expire(now, settings.forget_after)
             self._users.expire(now, settings.forget_after)
         delay = 0.0
-        for entry, previous in zip(attempt._entries, attempt._previous,
-                                   strict=True):
+        for entry, previous in zip(attempt._entries, attempt._previous, strict=True):
             entry.pending -= 1
             entry.failures += 1
             entry.last_failure = now
             limit = settings.refuse_after
-            if limit and entry.failures >= limit and (
-                    previous is not None or entry.refused_until <= now):
+            if (
+                limit
+                and entry.failures >= limit
+                and (previous is not None or entry.refused_until <= now)
+            ):
                 # The count is full of failures (none can be in flight: at
                 # most limit are admitted): refuse.
                 entry.refused_until = now + settings.refuse_seconds
                 self.log.warn(
-                    "Refusing {kind} {key} for {seconds}s after {failures}"
-                    " authentication attempts",
+                    "Refusing {kind} {key} for {seconds}s after {failures} authentication attempts",
                     kind=self._kind(attempt, entry),
                     key=self._key(attempt, entry),
                     seconds=settings.refuse_seconds,
                     failures=entry.failures + entry.pending,
-                    peer=attempt.peer, aor=aor)
+                    peer=attempt.peer,
+                    aor=aor,
+                )
             delay = max(delay, self._delay(entry.failures))
         return delay
 
@@ -419,17 +429,14 @@ class AuthThrottle:
         if attempt.username is not None:
             user_entry = attempt._entries[1]
             self._unreserve(user_entry, attempt._previous[1])
-            self._drop_if_idle(self._users, attempt.username, user_entry,
-                               now)
+            self._drop_if_idle(self._users, attempt.username, user_entry, now)
 
     @staticmethod
-    def _drop_if_idle(table: _Table[str], key: str, entry: _Entry,
-                      now: float) -> None:
+    def _drop_if_idle(table: _Table[str], key: str, entry: _Entry, now: float) -> None:
         # Successful attempts leave nothing behind: the tables hold only
         # sources and usernames that failed (and bounded memory is spent on
         # those).
-        if not entry.failures and not entry.pending \
-                and entry.refused_until <= now:
+        if not entry.failures and not entry.pending and entry.refused_until <= now:
             table.discard(key, entry)
 
     def _kind(self, attempt: AuthAttempt, entry: _Entry) -> str:
@@ -450,5 +457,4 @@ class AuthThrottle:
         if excess <= 0:
             return 0.0
         # 2 ** excess overflows float for huge counts: cap the exponent.
-        return float(min(settings.max_delay,
-                         settings.base_delay * 2.0 ** min(excess - 1, 64)))
+        return float(min(settings.max_delay, settings.base_delay * 2.0 ** min(excess - 1, 64)))

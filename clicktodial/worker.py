@@ -75,24 +75,29 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     secret_hex = env.get(NONCE_SECRET_ENV)
     secret = bytes.fromhex(secret_hex) if secret_hex else None
     config = worker_config(file_config, args.index, secret)
-    globalLogBeginner.beginLoggingTo([worker_tagged(observer, args.index)],
-                                     redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [worker_tagged(observer, args.index)], redirectStandardIO=False
+    )
 
     from twisted.internet import reactor, stdio
 
     address = ip_of(config.sip.listen.host)
     family = socket.AF_INET6 if address is not None and address.version == 6 else socket.AF_INET
     transports = config.sip.transports
-    adopted = AdoptedSockets(family, UDP_FD if "udp" in transports else None,
-                             TCP_FD if "tcp" in transports else None)
+    adopted = AdoptedSockets(
+        family, UDP_FD if "udp" in transports else None, TCP_FD if "tcp" in transports else None
+    )
 
     def stop() -> None:
         if reactor.running:
             reactor.stop()
 
-    bus = WorkerBus(reactor, worker_node(file_config, args.index),
-                    connect=lambda protocol: stdio.StandardIO(protocol, reactor=reactor),
-                    lost=stop)
+    bus = WorkerBus(
+        reactor,
+        worker_node(file_config, args.index),
+        connect=lambda protocol: stdio.StandardIO(protocol, reactor=reactor),
+        lost=stop,
+    )
     try:
         daemon = build_service(config, reactor, worker=WorkerRole(args.index, adopted, bus))
     except ConfigError as e:
@@ -104,9 +109,13 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     assert operations is not None
     # The reloader compares the file's settings: this worker's own (its port, its node)
     # are not in the file.
-    reloader = ConfigReloader(args.config, file_config, daemon.reload_hooks,
-                              live=LIVE_SETTINGS | operations.live_settings,
-                              checks=operations.reload_checks)
+    reloader = ConfigReloader(
+        args.config,
+        file_config,
+        daemon.reload_hooks,
+        live=LIVE_SETTINGS | operations.live_settings,
+        checks=operations.reload_checks,
+    )
 
     def drain() -> Deferred[None]:
         return operations.graceful_stop.run()

@@ -38,9 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def python_env() -> dict[str, str]:
     """The environment for a Python subprocess that must import this checkout's code."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [str(REPO_ROOT), env.get("PYTHONPATH", "")] if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO_ROOT), env.get("PYTHONPATH", "")] if p)
     return env
 
 
@@ -74,12 +72,14 @@ def find_free_port() -> int:
     raise RuntimeError("no free port on 127.0.0.1")
 
 
-def get_url(url: str, timeout: float = 10.0,
-            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def get_url(
+    url: str, timeout: float = 10.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """GET ``url`` directly (never through a proxy from the environment): (status, body)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(urllib.request.Request(url, headers=headers or {}),
-                     timeout=timeout) as response:
+    with opener.open(
+        urllib.request.Request(url, headers=headers or {}), timeout=timeout
+    ) as response:
         return response.status, response.read()
 
 
@@ -113,8 +113,13 @@ class Stoppable(Protocol):
 class Daemon:
     """A ``twistd -n clicktodial`` subprocess logging to ``log_path``."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, output_path: Path,
-                 config_path: Path | None = None):
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        log_path: Path,
+        output_path: Path,
+        config_path: Path | None = None,
+    ):
         self.process = process
         self.log_path = log_path
         self.output_path = output_path
@@ -147,8 +152,9 @@ class Daemon:
 
         wait_until(logged, timeout, f"{text!r} in the daemon log")
 
-    def wait_for_tcp(self, port: int, timeout: float = START_TIMEOUT,
-                     host: str = "127.0.0.1") -> None:
+    def wait_for_tcp(
+        self, port: int, timeout: float = START_TIMEOUT, host: str = "127.0.0.1"
+    ) -> None:
         """Wait until ``host``:``port`` accepts connections."""
 
         def accepting() -> bool:

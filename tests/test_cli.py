@@ -131,4 +131,3 @@ def test_config_errors_in_added_commands_exit_2(
     path.write_text("[sipp]\n")
     assert cli.main(["--config", str(path), "hello", "bob"]) == 2
     assert capsys.readouterr().err.startswith(f"{path}: [sipp]: unknown section")
-

@@ -288,9 +288,17 @@ def test_media_rtpengine_section_is_parsed_with_its_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("ng", "rtpengine:22222"), ("ng", "127.0.0.1:0"), ("ng", ""), ("timeout", "soon"),
-     ("retries", "-1"), ("interfaces", "one"), ("interfaces", "a b, c"), ("on_failure", "maybe"),
-     ("nope", "1")],
+    [
+        ("ng", "rtpengine:22222"),
+        ("ng", "127.0.0.1:0"),
+        ("ng", ""),
+        ("timeout", "soon"),
+        ("retries", "-1"),
+        ("interfaces", "one"),
+        ("interfaces", "a b, c"),
+        ("on_failure", "maybe"),
+        ("nope", "1"),
+    ],
 )
 def test_bad_media_rtpengine_values_name_file_section_and_key(key: str, value: str) -> None:
     error = config_error(MINIMAL + f"[media:rtpengine]\n{key} = {value}\n")

@@ -50,7 +50,9 @@ def test_a_source_is_capped_and_its_refusals_logged_once_a_minute() -> None:
         assert limit.admit("192.0.2.2")
     assert limit.refused == 1002
     assert [(e["listener"], e["peer"], e["count"]) for e in _refusal_logs(log)] == [
-        ("web", "192.0.2.1", 2), ("web", "192.0.2.1", 2)]
+        ("web", "192.0.2.1", 2),
+        ("web", "192.0.2.1", 2),
+    ]
     limit.release("192.0.2.1")
     assert limit.admit("192.0.2.1")
 
@@ -98,8 +100,7 @@ CONFIG = (
 )
 
 
-def test_the_daemon_caps_sip_tcp_and_web_per_source_exempts_proxies_and_counts_refusals(
-) -> None:
+def test_the_daemon_caps_sip_tcp_and_web_per_source_exempts_proxies_and_counts_refusals() -> None:
     reactor = FakeReactor()
     root = build_service(parse_config(CONFIG, "x.ini"), reactor)
     root.startService()

@@ -42,9 +42,24 @@ def test_bdecode_accepts_rtpengine_replies_whose_keys_are_not_sorted() -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"x", b"d6:result", b"i01e", b"i-0e", b"ie", b"d1:a1:b", b"4:ab", b"di1ei2ee",
-     b"03:abc", b"i1ei2e", b"l" * 100 + b"e" * 100, b"d\xff\xfe:ae", b"d2:\xff\xfe1:ae",
-     b"-1:a", b"l"],
+    [
+        b"",
+        b"x",
+        b"d6:result",
+        b"i01e",
+        b"i-0e",
+        b"ie",
+        b"d1:a1:b",
+        b"4:ab",
+        b"di1ei2ee",
+        b"03:abc",
+        b"i1ei2e",
+        b"l" * 100 + b"e" * 100,
+        b"d\xff\xfe:ae",
+        b"d2:\xff\xfe1:ae",
+        b"-1:a",
+        b"l",
+    ],
 )
 def test_bdecode_raises_only_value_error_on_garbage(garbage: bytes) -> None:
     with pytest.raises(ValueError):
@@ -53,8 +68,10 @@ def test_bdecode_raises_only_value_error_on_garbage(garbage: bytes) -> None:
 
 values = st.recursive(
     st.binary(max_size=20) | st.integers(),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text("abcdefgh-", max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text("abcdefgh-", max_size=6), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -178,8 +195,14 @@ def test_replies_are_matched_by_cookie() -> None:
 
 @pytest.mark.parametrize(
     "datagram",
-    [b"", b"nocookie", b"OTHER d6:result2:oke", b"COOKIE garbage", b"COOKIE i3e",
-     b"COOKIE d6:result2:ok"],
+    [
+        b"",
+        b"nocookie",
+        b"OTHER d6:result2:oke",
+        b"COOKIE garbage",
+        b"COOKIE i3e",
+        b"COOKIE d6:result2:ok",
+    ],
 )
 def test_garbage_and_unknown_cookies_are_dropped(datagram: bytes) -> None:
     clock, client, port = make_client()
@@ -244,9 +267,14 @@ def test_relay_offer_names_the_signalling_source_and_returns_the_rewritten_sdp()
     got = results(relay.offer("call1", "caller", b"v=0\r\n", "198.51.100.7"))
     sent = bdecode(port.written[0][0].split(b" ", 1)[1])
     assert sent == {
-        "command": b"offer", "call-id": b"call1", "from-tag": b"caller", "sdp": b"v=0\r\n",
-        "ICE": b"remove", "replace": [b"session-connection"],
-        "received-from": [b"IP4", b"198.51.100.7"], "flags": [b"SIP-source-address"],
+        "command": b"offer",
+        "call-id": b"call1",
+        "from-tag": b"caller",
+        "sdp": b"v=0\r\n",
+        "ICE": b"remove",
+        "replace": [b"session-connection"],
+        "received-from": [b"IP4", b"198.51.100.7"],
+        "flags": [b"SIP-source-address"],
         "direction": [b"pub", b"priv"],
     }
     reply_to(port, b"d3:sdp5:v=1\r\n6:result2:oke")
@@ -281,8 +309,7 @@ def test_relay_delete_goes_where_the_offer_went_and_forgets_the_call() -> None:
     got = results(relay.delete("c"))
     sent = port.take()
     assert [to for _, to in sent] == [NG2, NG2]
-    assert bdecode(sent[1][0].split(b" ", 1)[1]) == {
-        "command": b"delete", "call-id": b"c"}
+    assert bdecode(sent[1][0].split(b" ", 1)[1]) == {"command": b"delete", "call-id": b"c"}
     port.receive(sent[1][0].split(b" ")[0] + b" d6:result2:oke", *NG2)
     assert got == [None] and relay.sessions() == 0
 

@@ -552,8 +552,13 @@ def test_the_sql_store_declares_its_load(tmp_path: Path) -> None:
     from clicktodial.store.sql import SQLStore
     from clicktodial.testing.fakes import InlineThreadPool
 
-    store = SQLStore(Clock(), f"sqlite:///{tmp_path / 'x.sqlite'}", InlineThreadPool(),
-                     InlineThreadPool(), realm="127.0.0.1")
+    store = SQLStore(
+        Clock(),
+        f"sqlite:///{tmp_path / 'x.sqlite'}",
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="127.0.0.1",
+    )
     load = IStoreLoad(store, None)
     assert load is not None and verifyObject(IStoreLoad, load)
     assert load.pending() == 0
@@ -574,12 +579,12 @@ def test_readyz_asks_a_separate_location_backend_too() -> None:
     from twisted.internet.defer import fail
 
     locations = Locations(succeed([]))
-    resource = ReadinessResource(
-        Clock(), Store(succeed(None)), locations=locations)  # type: ignore[arg-type]
+    resource = ReadinessResource(Clock(), Store(succeed(None)), locations=locations)  # type: ignore[arg-type]
     assert render(resource, b"readyz") == (200, b"ready")
     assert locations.asked == ["\x00readyz"]
     down = ReadinessResource(
-        Clock(), Store(succeed(None)),  # type: ignore[arg-type]
+        Clock(),
+        Store(succeed(None)),  # type: ignore[arg-type]
         locations=Locations(fail(ConnectionRefusedError("redis down"))),  # type: ignore[arg-type]
     )
     assert render(down, b"readyz") == (503, b"store unreachable")
@@ -590,8 +595,7 @@ def test_metrics_show_the_media_relay_commands_and_relayed_calls() -> None:
     from clicktodial.media.rtpengine import NgClient, RtpEngineRelay
     from clicktodial.testing.transport import FakeDatagramPort
 
-    root = build_service(parse_config(MINIMAL + "[store]\nbackend = memory\n", "x"),
-                         FakeReactor())
+    root = build_service(parse_config(MINIMAL + "[store]\nbackend = memory\n", "x"), FakeReactor())
     operations = root.operations
     assert operations is not None
     client = NgClient(Clock(), [("127.0.0.1", 22222)])

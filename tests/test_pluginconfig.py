@@ -49,8 +49,9 @@ def config(text: str) -> Config:
 
 @pytest.fixture
 def environment() -> StoreEnvironment:
-    return StoreEnvironment(InlineReactor(), "example.com", inline_thread_pool,
-                            cheap_password_hasher())
+    return StoreEnvironment(
+        InlineReactor(), "example.com", inline_thread_pool, cheap_password_hasher()
+    )
 
 
 def one_line_error(build: Callable[[], object]) -> str:
@@ -70,8 +71,9 @@ def test_older_store_url_reaches_the_sql_backend_as_its_url(tmp_path: Path) -> N
     assert store_options(config(f"[store]\nurl = {url}\n")) == {"url": url}
 
 
-def test_store_sql_section_gives_url_and_threads(tmp_path: Path,
-                                                 environment: StoreEnvironment) -> None:
+def test_store_sql_section_gives_url_and_threads(
+    tmp_path: Path, environment: StoreEnvironment
+) -> None:
     """[store:sql] carries every option of the sql backend, threads included."""
     url = f"sqlite:///{tmp_path / 'a.sqlite'}"
     parsed = config(f"[store:sql]\nurl = {url}\nthreads = 2\nauto_upgrade = yes\n")
@@ -81,19 +83,23 @@ def test_store_sql_section_gives_url_and_threads(tmp_path: Path,
 
 
 def test_url_in_both_store_and_store_sql_is_refused() -> None:
-    assert one_line_error(lambda: config(
-        "[store]\nurl = sqlite:///a\n[store:sql]\nurl = sqlite:///b\n"
-    )) == "x.ini: [store] url: also given in [store:sql]: keep one of the two"
+    assert (
+        one_line_error(
+            lambda: config("[store]\nurl = sqlite:///a\n[store:sql]\nurl = sqlite:///b\n")
+        )
+        == "x.ini: [store] url: also given in [store:sql]: keep one of the two"
+    )
 
 
-def test_a_bad_store_option_names_the_plugin_section_and_key(
-        environment: StoreEnvironment) -> None:
+def test_a_bad_store_option_names_the_plugin_section_and_key(environment: StoreEnvironment) -> None:
     parsed = config("[store:sql]\nthreads = 0\n")
     assert one_line_error(lambda: build_store(parsed, environment)) == (
-        "x.ini: [store:sql] threads: threads must be an integer from 1 to 64, not '0'")
+        "x.ini: [store:sql] threads: threads must be an integer from 1 to 64, not '0'"
+    )
     parsed = config("[store]\nbackend = memory\n[store:memory]\nsize = 3\n")
     assert one_line_error(lambda: build_store(parsed, environment)).startswith(
-        "x.ini: [store:memory] size: unknown option 'size'")
+        "x.ini: [store:memory] size: unknown option 'size'"
+    )
 
 
 def test_an_unknown_store_backend_names_the_choosing_key(environment: StoreEnvironment) -> None:
@@ -105,7 +111,8 @@ def test_an_unknown_store_backend_names_the_choosing_key(environment: StoreEnvir
 
 def test_a_bad_plugin_section_name_stops_parsing() -> None:
     assert one_line_error(lambda: config("[sore:sql]\n")) == (
-        "x.ini: [sore:sql]: unknown plugin kind 'sore' (one of store, location, policy, trunk)")
+        "x.ini: [sore:sql]: unknown plugin kind 'sore' (one of store, location, policy, trunk)"
+    )
 
 
 # -- [location] -----------------------------------------------------------------------------
@@ -123,30 +130,36 @@ def test_location_backend_is_a_store_of_its_own(environment: StoreEnvironment) -
     assert location is not build_store(parsed, environment)
 
 
-def test_location_options_come_from_its_section(tmp_path: Path,
-                                                environment: StoreEnvironment) -> None:
+def test_location_options_come_from_its_section(
+    tmp_path: Path, environment: StoreEnvironment
+) -> None:
     url = f"sqlite:///{tmp_path / 'loc.sqlite'}"
-    parsed = config(f"[store]\nbackend = memory\n[location]\nbackend = sql\n"
-                    f"[location:sql]\nurl = {url}\nthreads = 2\n")
+    parsed = config(
+        f"[store]\nbackend = memory\n[location]\nbackend = sql\n"
+        f"[location:sql]\nurl = {url}\nthreads = 2\n"
+    )
     assert isinstance(build_location_store(parsed, environment), SQLStore)
 
 
-def test_a_bad_location_option_names_its_section_and_key(
-        environment: StoreEnvironment) -> None:
-    parsed = config("[location]\nbackend = memory\n[location:memory]\nurl = redis://x\n"
-                    "colour = red\n")
+def test_a_bad_location_option_names_its_section_and_key(environment: StoreEnvironment) -> None:
+    parsed = config(
+        "[location]\nbackend = memory\n[location:memory]\nurl = redis://x\ncolour = red\n"
+    )
     assert one_line_error(lambda: build_location_store(parsed, environment)).startswith(
-        "x.ini: [location:memory] colour: unknown option 'colour'")
+        "x.ini: [location:memory] colour: unknown option 'colour'"
+    )
     parsed = config("[location]\nbackend = sql\n")
     assert one_line_error(lambda: build_location_store(parsed, environment)) == (
-        "x.ini: [location:sql] url: the sql store needs a url")
+        "x.ini: [location:sql] url: the sql store needs a url"
+    )
 
 
 def test_an_unknown_location_backend_lists_the_choices(environment: StoreEnvironment) -> None:
     parsed = config("[location]\nbackend = nosuch\n")
     message = one_line_error(lambda: build_location_store(parsed, environment))
     assert message.startswith(
-        "x.ini: [location] backend: unknown location backend 'nosuch' (available: memory, ")
+        "x.ini: [location] backend: unknown location backend 'nosuch' (available: memory, "
+    )
     assert ", sql" in message  # and any installed plugin (redis...)
 
 
@@ -157,42 +170,52 @@ def test_policy_options_come_from_its_section() -> None:
     assert build_policy(config("[calls]\npolicy = flow1\n")).flow.name == "flow1"
     parsed = config("[policy:flow4]\nvip_only = yes\n")
     assert one_line_error(lambda: build_policy(parsed)).startswith(
-        "x.ini: [policy:flow4] vip_only: unknown key")
+        "x.ini: [policy:flow4] vip_only: unknown key"
+    )
 
 
 def test_an_unknown_policy_is_found_at_start_up_not_by_the_parser() -> None:
     """Checking a policy's name is a start-up check (no config -> calls.policy import)."""
     parsed = config("[calls]\npolicy = flow9\n")
     assert one_line_error(lambda: build_policy(parsed)).startswith(
-        "x.ini: [calls] policy: unknown call policy 'flow9' (available: flow1, flow4")
+        "x.ini: [calls] policy: unknown call policy 'flow9' (available: flow1, flow4"
+    )
 
 
 # -- sections of plugins not chosen ---------------------------------------------------------
 
 
 def test_the_section_of_an_installed_plugin_not_chosen_is_checked(
-        environment: StoreEnvironment) -> None:
+    environment: StoreEnvironment,
+) -> None:
     parsed = config("[store]\nbackend = memory\n[store:sql]\nthreads = many\n")
     assert one_line_error(lambda: check_plugins(parsed, environment)).startswith(
-        "x.ini: [store:sql] threads:")
+        "x.ini: [store:sql] threads:"
+    )
 
 
 def test_the_section_of_a_plugin_not_installed_is_ignored_with_a_warning(
-        environment: StoreEnvironment) -> None:
+    environment: StoreEnvironment,
+) -> None:
     parsed = config("[store]\nbackend = memory\n[location:nosuch]\nurl = nosuch://x\n")
     [warning] = check_plugins(parsed, environment)
-    assert warning.startswith("x.ini: [location:nosuch]: ignored: no location backend"
-                              " 'nosuch' is installed (available: memory, ")
+    assert warning.startswith(
+        "x.ini: [location:nosuch]: ignored: no location backend"
+        " 'nosuch' is installed (available: memory, "
+    )
 
 
 # -- check-config and start-up --------------------------------------------------------------
 
 
 def test_check_config_runs_the_plugins_validation(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "c.ini"
-    path.write_text(BASE + "[store]\nbackend = memory\n[location]\nbackend = memory\n"
-                    "[location:memory]\ncolour = red\n")
+    path.write_text(
+        BASE + "[store]\nbackend = memory\n[location]\nbackend = memory\n"
+        "[location:memory]\ncolour = red\n"
+    )
     assert cli.main(["--config", str(path), "check-config"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"{path}: [location:memory] colour: unknown option")
@@ -200,7 +223,8 @@ def test_check_config_runs_the_plugins_validation(
 
 
 def test_check_config_warns_of_sections_of_absent_plugins(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "c.ini"
     path.write_text(BASE + "[store]\nbackend = memory\n[location:nosuch]\nurl = nosuch://x\n")
     assert cli.main(["--config", str(path), "check-config"]) == 0
@@ -213,8 +237,10 @@ def test_a_bad_plugin_option_stops_the_daemon_with_one_line(tmp_path: Path) -> N
     from clicktodial.tap import Options, makeService
 
     path = tmp_path / "d.ini"
-    path.write_text(BASE + "[store]\nbackend = memory\n[location]\nbackend = memory\n"
-                    "[location:memory]\ncolour = red\n")
+    path.write_text(
+        BASE + "[store]\nbackend = memory\n[location]\nbackend = memory\n"
+        "[location:memory]\ncolour = red\n"
+    )
     options = Options()
     options.parseOptions(["--config", str(path)])
     with pytest.raises(SystemExit) as info:
@@ -239,8 +265,9 @@ class NotifyingLocations(MemoryStore):
 
 
 def memory_store(reactor: Any, cls: type[MemoryStore] = MemoryStore) -> Any:
-    return cls(reactor, realm="example.com", hash_pool=InlineThreadPool(),
-               hasher=cheap_password_hasher())
+    return cls(
+        reactor, realm="example.com", hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
+    )
 
 
 DAEMON = (
@@ -274,13 +301,23 @@ def register(cseq: int, authorization: str = "") -> bytes:
 
 def answer(challenge: Response) -> str:
     [first, *_] = challenge.headers.get_all("WWW-Authenticate")
-    params = parse_auth_params(first[len("Digest "):])
+    params = parse_auth_params(first[len("Digest ") :])
     ha1 = compute_ha1("alice", params["realm"], "a-secret", params["algorithm"])
-    digest = compute_response(ha1, params["nonce"], "00000001", "cn", "auth", "REGISTER",
-                              "sip:example.com", params["algorithm"])
-    return (f'Authorization: Digest username="alice", realm="{params["realm"]}",'
-            f' nonce="{params["nonce"]}", uri="sip:example.com", response="{digest}",'
-            f' algorithm={params["algorithm"]}, cnonce="cn", nc=00000001, qop=auth\r\n')
+    digest = compute_response(
+        ha1,
+        params["nonce"],
+        "00000001",
+        "cn",
+        "auth",
+        "REGISTER",
+        "sip:example.com",
+        params["algorithm"],
+    )
+    return (
+        f'Authorization: Digest username="alice", realm="{params["realm"]}",'
+        f' nonce="{params["nonce"]}", uri="sip:example.com", response="{digest}",'
+        f' algorithm={params["algorithm"]}, cnonce="cn", nc=00000001, qop=auth\r\n'
+    )
 
 
 def test_users_in_the_store_registrations_in_the_location_backend() -> None:
@@ -291,8 +328,7 @@ def test_users_in_the_store_registrations_in_the_location_backend() -> None:
     reactor.advance(1_700_000_000)
     users = memory_store(reactor)
     locations = memory_store(reactor, NotifyingLocations)
-    root = build_service(parse_config(DAEMON, "d.ini"), reactor, store=users,
-                         location=locations)
+    root = build_service(parse_config(DAEMON, "d.ini"), reactor, store=users, location=locations)
     root.startService()
     success_result_of(users.add_user("alice", sip_password="a-secret"))
     [udp] = reactor.udp_ports
@@ -340,8 +376,13 @@ def test_a_location_change_notice_refreshes_web_presence_at_once() -> None:
     seen: list[Any] = []
     monitor.subscribe(seen.append)
     # Another daemon sharing the location store registers alice.
-    success_result_of(locations.update_bindings("sip:alice@example.com", BindingChanges(
-        "c", 1, [ContactChange("sip:alice@192.0.2.1", 600)]), reactor.seconds()))
+    success_result_of(
+        locations.update_bindings(
+            "sip:alice@example.com",
+            BindingChanges("c", 1, [ContactChange("sip:alice@192.0.2.1", 600)]),
+            reactor.seconds(),
+        )
+    )
     assert seen == []
     monitor.aor_changed("sip:alice@example.com")
     [registration] = seen
@@ -353,10 +394,14 @@ def test_reload_names_changed_plugin_options_key_by_key() -> None:
     from clicktodial.reload import changed_settings
 
     old = config("[location]\nbackend = memory\n[policy:vip]\nlevel = 1\n")
-    new = config("[location]\nbackend = sql\n[location:sql]\nurl = sqlite:///x\n"
-                 "[policy:vip]\nlevel = 2\n")
+    new = config(
+        "[location]\nbackend = sql\n[location:sql]\nurl = sqlite:///x\n[policy:vip]\nlevel = 2\n"
+    )
     assert changed_settings(old, new) == [
-        "location.backend", "location:sql.url", "policy:vip.level"]
+        "location.backend",
+        "location:sql.url",
+        "policy:vip.level",
+    ]
 
 
 def test_a_location_backend_that_cannot_start_stops_the_daemon_and_both_stores() -> None:
@@ -377,8 +422,7 @@ def test_a_location_backend_that_cannot_start_stops_the_daemon_and_both_stores()
     reactor = FakeReactor()
     users = memory_store(reactor)
     locations = memory_store(reactor, Unreachable)
-    root = build_service(parse_config(DAEMON, "d.ini"), reactor, store=users,
-                         location=locations)
+    root = build_service(parse_config(DAEMON, "d.ini"), reactor, store=users, location=locations)
     root.startService()
     failures: list[Any] = []
     root.started.addErrback(failures.append)
@@ -389,13 +433,16 @@ def test_a_location_backend_that_cannot_start_stops_the_daemon_and_both_stores()
 
 
 def test_db_upgrade_migrates_the_backends_that_declare_a_schema(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`db upgrade`/`db check` use ISchemaManagement: here the [location] sql database of its
     own beside a memory [store]; a configuration with no schema at all is a usage error."""
     url = f"sqlite:///{tmp_path / 'loc.sqlite'}"
     path = tmp_path / "c.ini"
-    path.write_text(BASE + "[store]\nbackend = memory\n[location]\nbackend = sql\n"
-                    f"[location:sql]\nurl = {url}\n")
+    path.write_text(
+        BASE + "[store]\nbackend = memory\n[location]\nbackend = sql\n"
+        f"[location:sql]\nurl = {url}\n"
+    )
     assert cli.main(["--config", str(path), "db", "check"]) == 1
     assert cli.main(["--config", str(path), "db", "upgrade"]) == 0
     assert cli.main(["--config", str(path), "db", "check"]) == 0
@@ -411,19 +458,22 @@ def test_older_store_url_still_reaches_a_store_plugin() -> None:
     parsed = config("[store]\nbackend = example\nurl = example://here\n")
     assert parsed.plugins.options("store", "example") == {"url": "example://here"}
     assert store_options(parsed) == {"url": "example://here"}
-    parsed = config("[store]\nbackend = example\nurl = example://here\n"
-                    "[store:example]\nurl = example://there\n")
+    parsed = config(
+        "[store]\nbackend = example\nurl = example://here\n[store:example]\nurl = example://there\n"
+    )
     assert store_options(parsed) == {"url": "example://there"}
 
 
 def test_check_config_finds_a_cluster_bus_the_store_cannot_carry(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "c.ini"
     path.write_text(BASE + "[store]\nbackend = memory\n[cluster]\nbus = postgres\n")
     assert cli.main(["--config", str(path), "check-config"]) == 2
     assert capsys.readouterr().err == (
         f"{path}: [cluster] bus: postgres needs a store backend providing IClusterStorage"
-        " (the sql backend on PostgreSQL); [store] backend = memory does not\n")
+        " (the sql backend on PostgreSQL); [store] backend = memory does not\n"
+    )
 
 
 def test_a_config_with_plugin_sections_stays_frozen_and_hashable() -> None:
@@ -435,7 +485,8 @@ def test_a_config_with_plugin_sections_stays_frozen_and_hashable() -> None:
 
 
 def test_a_plugin_failing_in_create_is_one_line_naming_its_section(
-        monkeypatch: pytest.MonkeyPatch, environment: StoreEnvironment) -> None:
+    monkeypatch: pytest.MonkeyPatch, environment: StoreEnvironment
+) -> None:
     from clicktodial import pluginconfig
 
     class Broken:
@@ -445,4 +496,5 @@ def test_a_plugin_failing_in_create_is_one_line_naming_its_section(
     monkeypatch.setattr(pluginconfig, "load_location_backend", lambda name: Broken())
     parsed = config("[location]\nbackend = broken\n")
     assert one_line_error(lambda: build_location_store(parsed, environment)) == (
-        "x.ini: [location:broken]: the plugin failed to build: KeyError: 'host'")
+        "x.ini: [location:broken]: the plugin failed to build: KeyError: 'host'"
+    )

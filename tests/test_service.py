@@ -233,7 +233,9 @@ def test_in_a_cluster_the_liveness_monitor_deletes_lost_calls_through_the_media_
     alsoProvides(store, IClusterStorage)
     config = parse_config(
         CONFIG + "[cluster]\nbus = postgres\nnode_id = n1\n"
-        "[media]\nrelay = rtpengine\n[media:rtpengine]\nng = 127.0.0.1:22222\n", "x.ini")
+        "[media]\nrelay = rtpengine\n[media:rtpengine]\nng = 127.0.0.1:22222\n",
+        "x.ini",
+    )
     root = build_service(config, reactor, store=store)
     relay = root.getServiceNamed(CALLS_SERVICE_NAME).controller.relay.relay
     assert root.getServiceNamed(CLUSTER_SERVICE_NAME).monitor.lost.relay is relay

@@ -68,7 +68,11 @@ class Stack:
         success_result_of(self.store.add_user("alice", sip_password="a-secret"))
         transport = SIPTransportLayer(self.reactor, self.config.sip)
         self.stack = SIPStack(
-            self.reactor, self.config.sip, self.config.registrar, self.store, self.store,
+            self.reactor,
+            self.config.sip,
+            self.config.registrar,
+            self.store,
+            self.store,
             transport,
         )
         transport.connect(self.stack.transactions)

@@ -124,7 +124,8 @@ def test_a_request_over_a_refused_tcp_connection_fails_at_once_through_the_stack
     stack.startService()
     statuses: list[int] = []
     stack.transactions.send_request(
-        sip_request("OPTIONS"), Destination("TCP", "127.0.0.1", 5999),
+        sip_request("OPTIONS"),
+        Destination("TCP", "127.0.0.1", 5999),
         lambda response: statuses.append(response.status),
     )
     factory = reactor.tcpClients[0][2]

@@ -78,7 +78,8 @@ def test_unopenable_log_file_ends_twistd_naming_log_file(tmp_path: Path) -> None
 
 
 def test_trace_on_without_a_trace_store_ends_twistd_naming_the_key(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """[calls] trace = on with a backend that keeps no traces: one line naming file, section
     and key, and the tracer's reason (which names the backend)."""
     from clicktodial.calls.trace import TraceUnavailable
@@ -94,7 +95,8 @@ def test_trace_on_without_a_trace_store_ends_twistd_naming_the_key(
     with pytest.raises(SystemExit) as info:
         tap.makeService(options)
     assert str(info.value) == (
-        f"{path}: [calls] trace: trace = on, but the [store] backend 'x' keeps no call traces")
+        f"{path}: [calls] trace: trace = on, but the [store] backend 'x' keeps no call traces"
+    )
 
 
 # --- the log observer hand-over --------------------------------------------------------------

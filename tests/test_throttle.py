@@ -15,10 +15,16 @@ from clicktodial.throttle import (
     ThrottleSettings,
 )
 
-SETTINGS = ThrottleSettings(free_failures=2, base_delay=0.5, max_delay=4.0,
-                            refuse_after=8, refuse_seconds=60.0,
-                            forget_after=300.0, max_entries=100,
-                            trust_seconds=3600.0)
+SETTINGS = ThrottleSettings(
+    free_failures=2,
+    base_delay=0.5,
+    max_delay=4.0,
+    refuse_after=8,
+    refuse_seconds=60.0,
+    forget_after=300.0,
+    max_entries=100,
+    trust_seconds=3600.0,
+)
 
 
 def fail(throttle: AuthThrottle, peer: str, user: str | None = None) -> float:
@@ -30,8 +36,7 @@ def succeed(throttle: AuthThrottle, peer: str, user: str) -> None:
     throttle.begin(peer, user).succeeded()
 
 
-def admitted(throttle: AuthThrottle, peer: str, user: str | None,
-             n: int) -> list[AuthAttempt]:
+def admitted(throttle: AuthThrottle, peer: str, user: str | None, n: int) -> list[AuthAttempt]:
     """Begin ``n`` attempts at once (none settled): those admitted."""
     attempts = []
     for _ in range(n):
@@ -92,8 +97,7 @@ def test_concurrent_attempts_take_slots_before_checking() -> None:
     assert len(admitted(throttle, "192.0.2.1", "alice", 150)) == 8
     # Per user, from many sources at once.
     throttle = AuthThrottle(Clock(), SETTINGS)
-    attempts = [a for i in range(150)
-                for a in admitted(throttle, f"198.51.100.{i}", "bob", 1)]
+    attempts = [a for i in range(150) for a in admitted(throttle, f"198.51.100.{i}", "bob", 1)]
     assert len(attempts) == 8
 
 
@@ -291,8 +295,9 @@ def test_never_refuses_when_disabled() -> None:
 
 def test_huge_counts_do_not_overflow() -> None:
     """The doubling is capped before it can overflow."""
-    throttle = AuthThrottle(Clock(), ThrottleSettings(
-        free_failures=0, refuse_after=0, max_delay=1e308))
+    throttle = AuthThrottle(
+        Clock(), ThrottleSettings(free_failures=0, refuse_after=0, max_delay=1e308)
+    )
     for _ in range(2000):
         delay = fail(throttle, "192.0.2.1")
     assert delay > 0

@@ -87,5 +87,6 @@ def test_a_failing_timer_is_logged_and_the_next_still_fires() -> None:
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert fired == ["next"]
-    assert any(e.get("log_namespace") == "clicktodial.timers" and "log_failure" in e
-               for e in events)
+    assert any(
+        e.get("log_namespace") == "clicktodial.timers" and "log_failure" in e for e in events
+    )

@@ -71,8 +71,13 @@ class WorkerController(FakeController):
 
     def place_call(self, caller_username: str, callee_username: str) -> Deferred[CallInfo]:
         self.placed += 1
-        info = CallInfo(f"{self.prefix}-c{self.placed}", caller_username, callee_username,
-                        "calling-caller", self.clock.seconds())
+        info = CallInfo(
+            f"{self.prefix}-c{self.placed}",
+            caller_username,
+            callee_username,
+            "calling-caller",
+            self.clock.seconds(),
+        )
         self.set(info)
         return succeed(info)
 
@@ -120,8 +125,13 @@ def deployment(count: int = 2, ready: bool = True) -> Deployment:
         link.startService()
         main_side = hub.attach(index)
         worker_side = made[0]
-        pump = iosim.connect(main_side, iosim.makeFakeServer(main_side),
-                             worker_side, iosim.makeFakeClient(worker_side), greet=False)
+        pump = iosim.connect(
+            main_side,
+            iosim.makeFakeServer(main_side),
+            worker_side,
+            iosim.makeFakeClient(worker_side),
+            greet=False,
+        )
         workers.append(Worker(bus, pump, controller, link, seen))
         if ready:
             bus.ready()
@@ -165,8 +175,13 @@ def test_a_worker_bus_tells_its_subscribers_it_connected() -> None:
     hub = WorkerHub(clock)
     hub.startService()
     main_side = hub.attach(0)
-    iosim.connect(main_side, iosim.makeFakeServer(main_side), made[0],
-                  iosim.makeFakeClient(made[0]), greet=False).flush()
+    iosim.connect(
+        main_side,
+        iosim.makeFakeServer(main_side),
+        made[0],
+        iosim.makeFakeClient(made[0]),
+        greet=False,
+    ).flush()
     clock.advance(0)
     assert connected == [{"node": "n/w0"}]
 
@@ -180,8 +195,13 @@ def test_a_worker_whose_main_process_is_gone_is_told_to_stop() -> None:
     hub = WorkerHub(clock)
     hub.startService()
     main_side = hub.attach(0)
-    pump = iosim.connect(main_side, iosim.makeFakeServer(main_side), made[0],
-                         iosim.makeFakeClient(made[0]), greet=False)
+    pump = iosim.connect(
+        main_side,
+        iosim.makeFakeServer(main_side),
+        made[0],
+        iosim.makeFakeClient(made[0]),
+        greet=False,
+    )
     pump.flush()
     main_side.transport.loseConnection()
     pump.flush()
@@ -223,8 +243,10 @@ def test_a_workers_refusal_reaches_the_web_with_its_reason() -> None:
     d.flush()
     failure = _failure_of(placed)
     assert failure.check(CallRefused)
-    assert (failure.value.reason, str(failure.value)) == ("caller-limit",
-                                                          "alice is in too many calls")
+    assert (failure.value.reason, str(failure.value)) == (
+        "caller-limit",
+        "alice is in too many calls",
+    )
 
 
 def test_the_web_sees_every_workers_calls_and_a_hang_up_reaches_only_the_owner() -> None:
@@ -289,12 +311,25 @@ class FakeProcesses(Clock):
         super().__init__()
         self.spawned: list[FakeProcess] = []
 
-    def spawnProcess(self, processProtocol: IProcessProtocol, executable: object,
-                     args: object = (), env: Mapping[str, str] | None = None,
-                     path: object = None, uid: object = None, gid: object = None,
-                     usePTY: bool = False, childFDs: object = None) -> FakeProcess:
-        process = FakeProcess(processProtocol, list(args), dict(env or {}), childFDs,  # type: ignore[call-overload]
-                              1000 + len(self.spawned))
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: object,
+        args: object = (),
+        env: Mapping[str, str] | None = None,
+        path: object = None,
+        uid: object = None,
+        gid: object = None,
+        usePTY: bool = False,
+        childFDs: object = None,
+    ) -> FakeProcess:
+        process = FakeProcess(
+            processProtocol,
+            list(args),
+            dict(env or {}),
+            childFDs,  # type: ignore[call-overload]
+            1000 + len(self.spawned),
+        )
         self.spawned.append(process)
         processProtocol.makeConnection(process)  # type: ignore[arg-type]
         return process
@@ -320,8 +355,9 @@ class FakeProcess:
         self.signals.append(name)
 
     def end(self, status: int | None = 0, signal: int | None = None) -> None:
-        reason = (ProcessDone(0) if status == 0 and signal is None
-                  else ProcessTerminated(status, signal))
+        reason = (
+            ProcessDone(0) if status == 0 and signal is None else ProcessTerminated(status, signal)
+        )
         self.protocol.processEnded(Failure(reason))
 
 
@@ -343,11 +379,16 @@ def pool(count: int = 2) -> Pool:
     store = MemoryStore(reactor, realm="example.test", hash_pool=InlineThreadPool())
     success_result_of(store.start())
     workers = WorkerPool(
-        reactor, hub, count,
+        reactor,
+        hub,
+        count,
         command=lambda i: ["python", "-m", "clicktodial.worker", "--index", str(i)],
         child_fds=lambda i: {UDP_FD: 10 + i, TCP_FD: 20 + i},
-        node_of=lambda i: f"node/w{i}", records=store, env={"X": "1"},
-        stop_timeout=10.0)
+        node_of=lambda i: f"node/w{i}",
+        records=store,
+        env={"X": "1"},
+        stop_timeout=10.0,
+    )
     workers.startService()
     return Pool(reactor, hub, workers, store, control)
 
@@ -370,8 +411,16 @@ def test_the_pool_ends_the_calls_an_earlier_run_left_before_spawning() -> None:
     left = _active_call(store, "node/w1")
     hub = WorkerHub(reactor)
     hub.startService()
-    WorkerPool(reactor, hub, 1, command=lambda i: ["w"], child_fds=lambda i: {},
-               node_of=lambda i: f"node/w{i}", records=store, env={}).startService()
+    WorkerPool(
+        reactor,
+        hub,
+        1,
+        command=lambda i: ["w"],
+        child_fds=lambda i: {},
+        node_of=lambda i: f"node/w{i}",
+        records=store,
+        env={},
+    ).startService()
     record = success_result_of(store.get_call(left))
     assert record is not None and record.end_reason == "lost"
     assert len(reactor.spawned) == 1
@@ -467,13 +516,15 @@ def test_a_worker_gets_its_private_port_node_id_and_the_shared_nonce_secret() ->
     assert worker_config(config(), 0, None).sip.listen.port == 0  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("extra", "where"), [
-    ("[cluster]\nbus = postgres\n", "[cluster] bus"),
-    ("worker_ports = 65535\n", "[daemon] worker_ports"),
-    ("worker_ports = 5059\n", "[daemon] worker_ports"),
-])
-def test_settings_workers_cannot_serve_are_refused_naming_the_key(extra: str,
-                                                                  where: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "where"),
+    [
+        ("[cluster]\nbus = postgres\n", "[cluster] bus"),
+        ("worker_ports = 65535\n", "[daemon] worker_ports"),
+        ("worker_ports = 5059\n", "[daemon] worker_ports"),
+    ],
+)
+def test_settings_workers_cannot_serve_are_refused_naming_the_key(extra: str, where: str) -> None:
     text = BASE_INI + extra
     with pytest.raises(ConfigError) as raised:
         check_workers_config(parse_config(text, "w.ini"))  # type: ignore[arg-type]
@@ -488,8 +539,10 @@ def test_the_shared_sockets_share_one_port_one_pair_per_worker() -> None:
         assert shared.port != 0
         ports = {s.getsockname()[1] for s in shared.udp + shared.tcp}
         assert ports == {shared.port}
-        assert shared.child_fds(1) == {UDP_FD: shared.udp[1].fileno(),
-                                       TCP_FD: shared.tcp[1].fileno()}
+        assert shared.child_fds(1) == {
+            UDP_FD: shared.udp[1].fileno(),
+            TCP_FD: shared.tcp[1].fileno(),
+        }
         # a datagram to the port reaches one of the group's sockets
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
             client.sendto(b"x", ("127.0.0.1", shared.port))
@@ -512,15 +565,14 @@ def test_workers_1_builds_todays_single_process(tmp_path: Path) -> None:
 
 
 def test_the_worker_entry_point_refuses_a_bad_config_with_status_1(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from clicktodial.worker import main
 
     bad = tmp_path / "bad.ini"
     bad.write_text(BASE_INI.replace("workers = 2", "workers = lots"))
     assert main(["--config", str(bad), "--index", "0"], environ={}) == 1
     assert "[daemon] workers" in capsys.readouterr().err
-
-
 
 
 _WRITER = """
@@ -544,8 +596,12 @@ def test_worker_processes_write_one_sqlite_database_at_once(tmp_path: Path) -> N
 
     url = f"sqlite:///{tmp_path}/shared.sqlite"
     upgrade_schema(url)
-    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, url, f"n/w{i}", "150"],
-                                stderr=subprocess.PIPE) for i in range(2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, url, f"n/w{i}", "150"], stderr=subprocess.PIPE
+        )
+        for i in range(2)
+    ]
     for writer in writers:
         _, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err.decode()
@@ -585,8 +641,7 @@ def test_a_worker_serves_the_shared_sockets_talks_on_its_bus_and_has_no_web() ->
         text = BASE_INI.replace("url = sqlite:///:memory:", "backend = memory")
         one = worker_config(parse_config(text, "w.ini"), 0, b"k" * 32)
         bus = WorkerBus(reactor, worker_node(one, 0), connect=lambda protocol: None)
-        adopted = AdoptedSockets(socket.AF_INET, shared.udp[0].fileno(),
-                                 shared.tcp[0].fileno())
+        adopted = AdoptedSockets(socket.AF_INET, shared.udp[0].fileno(), shared.tcp[0].fileno())
         root = build_service(one, reactor, worker=WorkerRole(0, adopted, bus))
         names = [service.name for service in IServiceCollection(root)]
         assert WEB_SERVICE_NAME not in names
@@ -595,7 +650,9 @@ def test_a_worker_serves_the_shared_sockets_talks_on_its_bus_and_has_no_web() ->
         # its private port (the system's pick: FakeReactor's 40000) and the shared pair
         assert [(p.host, p.port) for p in reactor.udp_ports] == [("127.0.0.1", 40000)]
         assert [(fd, family) for fd, family, *_ in reactor.adoptedPorts] == [
-            (shared.udp[0].fileno(), socket.AF_INET), (shared.tcp[0].fileno(), socket.AF_INET)]
+            (shared.udp[0].fileno(), socket.AF_INET),
+            (shared.tcp[0].fileno(), socket.AF_INET),
+        ]
         assert all(s[0] != 8080 for s in reactor.tcpServers)  # no web listener
         root.stopService()
     finally:
@@ -611,8 +668,14 @@ def test_a_workers_log_events_name_the_worker() -> None:
     seen: list[dict[str, object]] = []
     tagged = worker_tagged(seen.append, 1)
     assert ILogObserver.providedBy(tagged)
-    tagged({"log_format": "hello", "log_namespace": "clicktodial.x", "log_level": LogLevel.info,
-            "log_time": 0.0})
+    tagged(
+        {
+            "log_format": "hello",
+            "log_namespace": "clicktodial.x",
+            "log_level": LogLevel.info,
+            "log_time": 0.0,
+        }
+    )
     tagged({"log_format": "legacy", "log_system": "-", "log_time": 0.0})
     assert [e["worker"] for e in seen] == [1, 1]
     assert "[w1 clicktodial.x#info] hello" in (format_text_event(seen[0]) or "")

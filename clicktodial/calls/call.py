@@ -371,7 +371,6 @@ def _absorbing(
     return rows
 
 
-
 @implementer(ICalleeRoute)
 class _BindingsRoute:
     """The callee's registered phones: one attempt, looked up when the callee is rung."""
@@ -417,8 +416,17 @@ class Leg:
 
     # Per call, for as long as it is held: no per-instance __dict__ (also Call, _LegHandler).
     __slots__ = (
-        "call", "role", "user", "handler", "forks", "starting", "failures", "session",
-        "pending_offer", "origin", "target",
+        "call",
+        "role",
+        "user",
+        "handler",
+        "forks",
+        "starting",
+        "failures",
+        "session",
+        "pending_offer",
+        "origin",
+        "target",
     )
 
     def __init__(self, call: Call, role: str, user: User) -> None:
@@ -566,12 +574,40 @@ class Call:
     """
 
     __slots__ = (
-        "call_id", "media", "_ringback", "clock", "ua", "flow", "settings", "observer", "domain",
-        "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
-        "_relayed", "_long_timers", "created_at", "caller_answered_at", "callee_answered_at",
-        "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "tracer", "relay",
-        "_bridge", "_unexpected_logged", "_route", "_early_media",
-        "_early_offer", "_early_answer", "_early_waiter",
+        "call_id",
+        "media",
+        "_ringback",
+        "clock",
+        "ua",
+        "flow",
+        "settings",
+        "observer",
+        "domain",
+        "caller",
+        "callee",
+        "phase",
+        "_timer",
+        "caller_offer",
+        "_callee_offer",
+        "_relayed",
+        "_long_timers",
+        "created_at",
+        "caller_answered_at",
+        "callee_answered_at",
+        "connected_at",
+        "ended_at",
+        "end_reason",
+        "sip_status",
+        "who_hung_up",
+        "tracer",
+        "relay",
+        "_bridge",
+        "_unexpected_logged",
+        "_route",
+        "_early_media",
+        "_early_offer",
+        "_early_answer",
+        "_early_waiter",
     )
 
     def __init__(
@@ -597,9 +633,7 @@ class Call:
         self.call_id = call_id
         #: Where the callee leg goes: the callee's phones (``callee_targets``), or a
         #: number through trunks (:class:`clicktodial.calls.outbound.TrunkHunt`).
-        self._route: ICalleeRoute = (
-            route if route is not None else _BindingsRoute(callee_targets)
-        )
+        self._route: ICalleeRoute = route if route is not None else _BindingsRoute(callee_targets)
         #: Whether the callee's early media (a 1xx with SDP) already reached the caller.
         self._early_media = False
         #: Flow IV early media: the callee's early SDP the caller was re-INVITEd with, the
@@ -802,7 +836,9 @@ class Call:
         """
         log.info(
             "call {record}: trunk {trunk} failed ({status}), trying the next one",
-            record=self.call_id, trunk=self._route.trunk, status=status,
+            record=self.call_id,
+            trunk=self._route.trunk,
+            status=status,
         )
         self.callee.failures.clear()
         # Flow IV: the next trunk's early media or 2xx offer goes to the caller afresh.
@@ -835,8 +871,9 @@ class Call:
             return
         if caller.pending_offer is not None:  # Flow I
             self._early_media = True
-            log.info("call {record}: early media from the callee: the caller's ACK",
-                     record=self.call_id)
+            log.info(
+                "call {record}: early media from the callee: the caller's ACK", record=self.call_id
+            )
             self.ack_caller(sdp)
             return
         session = caller.session
@@ -846,14 +883,18 @@ class Call:
         try:
             session.reinvite(body, SDP_CONTENT_TYPE, on_response=self._early_answered)
         except (RequestPending, OfferAnswerError, DialogError, SDPParseError) as e:
-            log.info("call {record}: early media not forwarded: {error}",
-                     record=self.call_id, error=str(e))
+            log.info(
+                "call {record}: early media not forwarded: {error}",
+                record=self.call_id,
+                error=str(e),
+            )
             return
         self._early_media = True
         self._early_offer = sdp
         self._stop_ringback()
-        log.info("call {record}: early media from the callee: caller re-INVITEd",
-                 record=self.call_id)
+        log.info(
+            "call {record}: early media from the callee: caller re-INVITEd", record=self.call_id
+        )
 
     def _early_answered(self, response: Response) -> None:
         """The caller's answer to the early re-INVITE (Flow IV)."""
@@ -903,7 +944,9 @@ class Call:
         """Why the call ended (the payload of caller-/callee-/bridge-failed, *-gone)."""
         self.ended_at = self.clock.seconds()
         self.end_reason, self.sip_status, self.who_hung_up = (
-            outcome.reason, outcome.status, outcome.who
+            outcome.reason,
+            outcome.status,
+            outcome.who,
         )
 
     def _record_hang_up(self, who: str) -> None:
@@ -1265,25 +1308,39 @@ class Call:
     # a busy or failure tone when it was hearing ringback.
     # The callee route's trunk ticket is given back whichever way the call ends.
     _BYE_BOTH = (
-        _refuse_relayed, _hang_up_callee, _hang_up_caller, _end_relay, _release_route,
+        _refuse_relayed,
+        _hang_up_callee,
+        _hang_up_caller,
+        _end_relay,
+        _release_route,
         _report_end,
     )
     _BYE_BOTH_WITH_REASON = (
-        _refuse_relayed, _hang_up_callee, _hang_up_caller_with_reason, _end_relay,
-        _release_route, _report_end,
+        _refuse_relayed,
+        _hang_up_callee,
+        _hang_up_caller_with_reason,
+        _end_relay,
+        _release_route,
+        _report_end,
     )
     _BYE_BOTH_AFTER_TONE = (
-        _refuse_relayed, _hang_up_callee, _tone_then_hang_up_caller, _end_relay,
-        _release_route, _report_end,
+        _refuse_relayed,
+        _hang_up_callee,
+        _tone_then_hang_up_caller,
+        _end_relay,
+        _release_route,
+        _report_end,
     )
 
     _TABLE: ClassVar[dict[tuple[Phase, Input], _Row]] = {
         # calling-caller: the caller's phones ring (Flow I/IV step 1), timer ring_timeout.
         (_P.CALLING_CALLER, _I.CALLER_ANSWERED): (
-            _P.CALLING_CALLEE, (_take_answer, _record_caller_answer, _flow_caller_answered)
+            _P.CALLING_CALLEE,
+            (_take_answer, _record_caller_answer, _flow_caller_answered),
         ),  # step 2
         (_P.CALLING_CALLER, _I.CALLER_NO_OFFER): (
-            _P.FAILED, (_take_answer, _refuse_answer_without_offer, *_BYE_BOTH)
+            _P.FAILED,
+            (_take_answer, _refuse_answer_without_offer, *_BYE_BOTH),
         ),
         (_P.CALLING_CALLER, _I.CALLER_FAILED): (_P.FAILED, (_record_end, *_BYE_BOTH)),
         (_P.CALLING_CALLER, _I.CALLEE_TARGETS): (_NO, ()),
@@ -1299,7 +1356,8 @@ class Call:
         (_P.CALLING_CALLER, _I.CALLEE_GONE): (_NO, ()),
         (_P.CALLING_CALLER, _I.HANG_UP): (_P.FAILED, (_record_cancel, *_BYE_BOTH)),
         (_P.CALLING_CALLER, _I.TIMER): (
-            _P.FAILED, (_Ends("caller-no-answer", 408, "system"), *_BYE_BOTH)
+            _P.FAILED,
+            (_Ends("caller-no-answer", 408, "system"), *_BYE_BOTH),
         ),  # CANCEL
         # calling-callee: the caller answered, the callee's phones are looked up and ring
         # (Flow I step 3 / Flow IV step 4), timer callee_ring_timeout.
@@ -1319,14 +1377,16 @@ class Call:
         (_P.CALLING_CALLEE, _I.BRIDGED): (_NO, ()),
         (_P.CALLING_CALLEE, _I.BRIDGE_FAILED): (_NO, ()),
         (_P.CALLING_CALLEE, _I.MEDIA_RELAY_FAILED): (
-            _P.FAILED, (_Ends("media-relay-failed", 500, "system"), *_BYE_BOTH_AFTER_TONE)
+            _P.FAILED,
+            (_Ends("media-relay-failed", 500, "system"), *_BYE_BOTH_AFTER_TONE),
         ),
         (_P.CALLING_CALLEE, _I.OFFER): (_P.CALLING_CALLEE, (_refuse_offer,)),  # 491
         (_P.CALLING_CALLEE, _I.CALLER_GONE): (_P.FAILED, (_record_end, *_BYE_BOTH)),  # CANCEL
         (_P.CALLING_CALLEE, _I.CALLEE_GONE): (_NO, ()),
         (_P.CALLING_CALLEE, _I.HANG_UP): (_P.FAILED, (_record_cancel, *_BYE_BOTH)),
         (_P.CALLING_CALLEE, _I.TIMER): (
-            _P.FAILED, (_Ends("callee-no-answer", 408, "system"), *_BYE_BOTH_AFTER_TONE)
+            _P.FAILED,
+            (_Ends("callee-no-answer", 408, "system"), *_BYE_BOTH_AFTER_TONE),
         ),  # CANCEL + BYE with Reason 408
         # bridging: the callee answered; the media flow completes offer/answer (Flow I
         # steps 5-6 / Flow IV steps 6-9), timer bridge_timeout.  Shown as calling-callee.
@@ -1342,7 +1402,8 @@ class Call:
         (_P.BRIDGING, _I.BRIDGED): (_P.CONNECTED, (_record_connected,)),  # I 7 / IV 10
         (_P.BRIDGING, _I.BRIDGE_FAILED): (_P.FAILED, (_record_end, *_BYE_BOTH_WITH_REASON)),
         (_P.BRIDGING, _I.MEDIA_RELAY_FAILED): (
-            _P.FAILED, (_Ends("media-relay-failed", 500, "system"), *_BYE_BOTH_WITH_REASON)
+            _P.FAILED,
+            (_Ends("media-relay-failed", 500, "system"), *_BYE_BOTH_WITH_REASON),
         ),
         (_P.BRIDGING, _I.OFFER): (_P.BRIDGING, (_refuse_offer,)),  # 491
         (_P.BRIDGING, _I.CALLER_GONE): (_P.FAILED, (_record_end, *_BYE_BOTH)),
@@ -1366,9 +1427,7 @@ class Call:
         (_P.CONNECTED, _I.CALLER_GONE): (_P.ENDED, (_record_end, *_BYE_BOTH)),
         (_P.CONNECTED, _I.CALLEE_GONE): (_P.ENDED, (_record_end, *_BYE_BOTH)),
         (_P.CONNECTED, _I.HANG_UP): (_P.ENDED, (_record_hang_up, *_BYE_BOTH)),
-        (_P.CONNECTED, _I.TIMER): (
-            _P.ENDED, (_Ends("max-duration", None, "system"), *_BYE_BOTH)
-        ),
+        (_P.CONNECTED, _I.TIMER): (_P.ENDED, (_Ends("max-duration", None, "system"), *_BYE_BOTH)),
         # ended, failed: absorb everything.
         **_absorbing(_P.ENDED, _hang_up_stray, _answer_locally, _late_event),
         **_absorbing(_P.FAILED, _hang_up_stray, _answer_locally, _late_event),

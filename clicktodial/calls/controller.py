@@ -190,9 +190,13 @@ class CallController:
         callee = await self._user(callee_name)
         return await self._run(caller, callee)
 
-    async def _run(self, caller: User, callee: User,
-                   decision: DialDecision | None = None,
-                   trunks: list[ITrunk] | None = None) -> CallInfo:
+    async def _run(
+        self,
+        caller: User,
+        callee: User,
+        decision: DialDecision | None = None,
+        trunks: list[ITrunk] | None = None,
+    ) -> CallInfo:
         """Authorize, record and start a call to ``callee`` (a number when ``decision``)."""
         caller_name, callee_name = caller.username, callee.username
         request = CallRequest(
@@ -212,14 +216,19 @@ class CallController:
             caller_bindings = await self.locations.get_bindings(
                 user_aor(caller_name, self.domain), now
             )
-            callee_bindings = [] if decision is not None else (
-                await self.locations.get_bindings(user_aor(callee_name, self.domain), now))
+            callee_bindings = (
+                []
+                if decision is not None
+                else (await self.locations.get_bindings(user_aor(callee_name, self.domain), now))
+            )
             call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
             if decision is not None:
                 # A call to a number shows its number and class from the start (history,
                 # the call page), not only once connected.
-                await self.records.update_call(call_id, CallUpdate(
-                    number=callee_name, destination_class=decision.destination_class))
+                await self.records.update_call(
+                    call_id,
+                    CallUpdate(number=callee_name, destination_class=decision.destination_class),
+                )
         finally:
             self._reserved_total -= 1
             for name in (caller_name, callee_name):
@@ -266,8 +275,7 @@ class CallController:
 
     # -- IOutboundCalls --------------------------------------------------------
 
-    def place_outbound(self, caller_username: str,
-                       decision: DialDecision) -> Deferred[CallInfo]:
+    def place_outbound(self, caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
         """See :meth:`IOutboundCalls.place_outbound`."""
         return Deferred.fromCoroutine(self._place_outbound(caller_username, decision))
 
@@ -275,9 +283,13 @@ class CallController:
         caller = await self._user(caller_name)
         number = str(decision.number)
         registry = self.trunks
-        trunks = [trunk for trunk in (
-            registry.get(name) if registry is not None else None for name in decision.trunks
-        ) if trunk is not None]
+        trunks = [
+            trunk
+            for trunk in (
+                registry.get(name) if registry is not None else None for name in decision.trunks
+            )
+            if trunk is not None
+        ]
         if trunks:
             # The callee leg is the number through the trunks, in fail-over order (the
             # call's table: docs/calls.md, "Calls through a trunk").
@@ -286,15 +298,34 @@ class CallController:
         # recorded with its number and class.
         now = self.clock.seconds()
         call_id = await self.records.create_call(caller_name, number, now, self.node)
-        await self.records.update_call(call_id, CallUpdate(
-            state="failed", ended_at=now, end_reason="no-trunk", who_hung_up="system",
-            number=number, destination_class=decision.destination_class))
-        log.warn("call {record}: {caller} calls {number}: no trunk configured ({trunks})",
-                 record=call_id, caller=caller_name, number=number,
-                 trunks=", ".join(decision.trunks))
-        return CallInfo(call_id=call_id, caller=caller_name, callee=number, state="failed",
-                        created_at=now, ended_at=now, end_reason="no-trunk",
-                        who_hung_up="system")
+        await self.records.update_call(
+            call_id,
+            CallUpdate(
+                state="failed",
+                ended_at=now,
+                end_reason="no-trunk",
+                who_hung_up="system",
+                number=number,
+                destination_class=decision.destination_class,
+            ),
+        )
+        log.warn(
+            "call {record}: {caller} calls {number}: no trunk configured ({trunks})",
+            record=call_id,
+            caller=caller_name,
+            number=number,
+            trunks=", ".join(decision.trunks),
+        )
+        return CallInfo(
+            call_id=call_id,
+            caller=caller_name,
+            callee=number,
+            state="failed",
+            created_at=now,
+            ended_at=now,
+            end_reason="no-trunk",
+            who_hung_up="system",
+        )
 
     async def _user(self, username: str) -> User:
         user = await self.users.get_user(username)
@@ -358,8 +389,7 @@ class CallController:
         holds its own) and still count towards the new limits.  When the new
         policy cannot be built, the error propagates and nothing changes.
         """
-        policy = create_policy(config.calls,
-                               config.plugins.options("policy", config.calls.policy))
+        policy = create_policy(config.calls, config.plugins.options("policy", config.calls.policy))
         self.settings = settings_from_config(config.calls, self.settings.bridge_timeout)
         self.policy = policy
         log.info("[calls] policy {name} in force for new calls", name=config.calls.policy)
@@ -426,8 +456,7 @@ class CallController:
             if queued is not None:
                 self._write(call_id, queued)
 
-        self.records.update_call(call_id, update).addCallbacks(lambda _: None, failed)\
-            .addBoth(done)
+        self.records.update_call(call_id, update).addCallbacks(lambda _: None, failed).addBoth(done)
 
     @property
     def pending_writes(self) -> int:
@@ -461,8 +490,9 @@ class CallService(MultiService):
             if count:
                 log.info("marked {count} call(s) of a previous run as lost", count=count)
 
-        self.lost.end(controller.records, controller.node, controller.clock.seconds()
-                      ).addCallbacks(ended, lambda f: log.failure("cannot end stale calls", f))
+        self.lost.end(controller.records, controller.node, controller.clock.seconds()).addCallbacks(
+            ended, lambda f: log.failure("cannot end stale calls", f)
+        )
 
     def stopService(self) -> Deferred[None]:
         count = self.controller.hang_up_all()
@@ -508,8 +538,9 @@ def build_call_service(
         users=directory,
         locations=directory,
         records=store,
-        policy=policy if policy is not None else create_policy(
-            config.calls, config.plugins.options("policy", config.calls.policy)),
+        policy=policy
+        if policy is not None
+        else create_policy(config.calls, config.plugins.options("policy", config.calls.policy)),
         settings=settings_from_config(config.calls, transaction_timeout),
         domain=config.sip.domain,
         node=record_node(config),

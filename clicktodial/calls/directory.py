@@ -66,8 +66,9 @@ class _Cache:
         self._generation: dict[str, int] = {}
         self._next_sweep = 0.0
 
-    def get(self, key: str, load: Callable[[], Deferred[T]],
-            keep: Callable[[T], bool] = lambda _: True) -> Deferred[T]:
+    def get(
+        self, key: str, load: Callable[[], Deferred[T]], keep: Callable[[T], bool] = lambda _: True
+    ) -> Deferred[T]:
         now = self._clock.seconds()
         entry = self._entries.get(key)
         if entry is not None:
@@ -84,8 +85,13 @@ class _Cache:
             self._load(key, load, keep, d)
         return d
 
-    def _load(self, key: str, load: Callable[[], Deferred[T]],
-              keep: Callable[[T], bool], first: Deferred[T]) -> None:
+    def _load(
+        self,
+        key: str,
+        load: Callable[[], Deferred[T]],
+        keep: Callable[[T], bool],
+        first: Deferred[T],
+    ) -> None:
         generation = self._generation.get(key, 0)
         waiters = self._loading[key] = [first]
 
@@ -136,8 +142,13 @@ class CachedDirectory:
     through.
     """
 
-    def __init__(self, clock: IReactorTime, users: UserLookup, locations: ILocationStore,
-                 ttl: float = DEFAULT_TTL) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        users: UserLookup,
+        locations: ILocationStore,
+        ttl: float = DEFAULT_TTL,
+    ) -> None:
         self.clock = clock
         self.ttl = ttl
         self._users = users
@@ -156,8 +167,9 @@ class CachedDirectory:
         """The user (from memory if looked up within ``ttl``), or None."""
         if not self.ttl:
             return self._users.get_user(username)
-        return self._user_cache.get(username, lambda: self._users.get_user(username),
-                                    keep=lambda user: user is not None)
+        return self._user_cache.get(
+            username, lambda: self._users.get_user(username), keep=lambda user: user is not None
+        )
 
     # -- ILocationStore ----------------------------------------------------------
 
@@ -169,8 +181,9 @@ class CachedDirectory:
         d = self._binding_cache.get(aor, lambda: self._locations.get_bindings(aor, now))
         return d.addCallback(lambda bindings: [b for b in bindings if b.expires_at > now])
 
-    def update_bindings(self, aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(
+        self, aor: str, changes: BindingChanges, now: float
+    ) -> Deferred[list[Binding]]:
         return self._changing(aor, self._locations.update_bindings(aor, changes, now))
 
     def remove_all(self, aor: str) -> Deferred[int]:

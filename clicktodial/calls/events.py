@@ -16,6 +16,7 @@ __all__ = ["PUBLIC_STATES", "CallEvents", "CallInfo"]
 
 log = Logger(namespace="clicktodial.calls.events")
 
+
 class CallEvents:
     """The listeners of call state changes; a listener's exception is logged, not raised."""
 

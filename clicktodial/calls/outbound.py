@@ -50,8 +50,9 @@ class TrunkHunt:
     :param caller: the directory user placing the call (their caller identity).
     """
 
-    def __init__(self, trunks: Sequence[ITrunk], number: str, caller: str,
-                 call_id: str = "") -> None:
+    def __init__(
+        self, trunks: Sequence[ITrunk], number: str, caller: str, call_id: str = ""
+    ) -> None:
         self._remaining = list(trunks)
         self.number = number
         self.caller = caller
@@ -74,16 +75,24 @@ class TrunkHunt:
             try:
                 ticket = trunk.admit()
             except TrunkBusy as e:
-                log.info("call {record}: trunk {trunk} refused the call: {error}",
-                         record=self.call_id, trunk=trunk.name, error=str(e))
+                log.info(
+                    "call {record}: trunk {trunk} refused the call: {error}",
+                    record=self.call_id,
+                    trunk=trunk.name,
+                    error=str(e),
+                )
                 continue
             try:
                 uri = trunk.request_uri_for(self.number)
                 destinations = await trunk.destinations()
             except (ResolutionFailed, ValueError) as e:
                 ticket.release()
-                log.warn("call {record}: trunk {trunk} cannot be used: {error}",
-                         record=self.call_id, trunk=trunk.name, error=str(e))
+                log.warn(
+                    "call {record}: trunk {trunk} cannot be used: {error}",
+                    record=self.call_id,
+                    trunk=trunk.name,
+                    error=str(e),
+                )
                 continue
             if self._closed:  # the call ended meanwhile
                 ticket.release()
@@ -92,12 +101,19 @@ class TrunkHunt:
             self._tried += 1
             hop = destinations[0]
             identity = trunk.caller_identity(self.caller)
-            return [Target(
-                uri, (), hop, hop, trunk=trunk.name,
-                from_=NameAddr(parse_uri(identity.from_uri)), to=NameAddr(uri),
-                headers=(("P-Asserted-Identity", identity.asserted_identity),),
-                credentials=IClientCredentials(trunk, None),
-            )]
+            return [
+                Target(
+                    uri,
+                    (),
+                    hop,
+                    hop,
+                    trunk=trunk.name,
+                    from_=NameAddr(parse_uri(identity.from_uri)),
+                    to=NameAddr(uri),
+                    headers=(("P-Asserted-Identity", identity.asserted_identity),),
+                    credentials=IClientCredentials(trunk, None),
+                )
+            ]
         return []
 
     def reroutes(self, status: int) -> bool:

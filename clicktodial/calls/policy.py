@@ -185,8 +185,9 @@ class _BuiltinPolicyFactory:
     def create(self, settings: CallsConfig, options: Mapping[str, str]) -> ICallPolicy:
         for key in sorted(options):
             raise PluginConfigError(
-                f"unknown key: the {self.name} policy has no options (its limits are"
-                " [calls] keys)", key=key)
+                f"unknown key: the {self.name} policy has no options (its limits are [calls] keys)",
+                key=key,
+            )
         return LimitsPolicy(self.name, self.flow(), settings)
 
 
@@ -226,8 +227,7 @@ def load_policy(name: str) -> ICallPolicyFactory:
         raise UnknownPolicy(name, available_policies()) from e
 
 
-def create_policy(settings: CallsConfig,
-                  options: Mapping[str, str] | None = None) -> ICallPolicy:
+def create_policy(settings: CallsConfig, options: Mapping[str, str] | None = None) -> ICallPolicy:
     """
     The policy ``[calls] policy`` names, built from the ``[calls]`` settings and
     its ``[policy:NAME]`` section's ``options``.

@@ -164,7 +164,9 @@ class CallRelay:
     def _failed(self, failure: Failure, command: str, sdp: bytes, first: bool) -> bytes:
         log.warn(
             "call {record}: media relay {command} failed: {error}",
-            record=self.call_id, command=command, error=failure.getErrorMessage(),
+            record=self.call_id,
+            command=command,
+            error=failure.getErrorMessage(),
         )
         if first and self.on_failure == "unrelayed":
             # Nothing was relayed yet: the phones can still be given each other's own SDP.
@@ -184,7 +186,8 @@ class CallRelay:
         def failed(failure: Failure) -> None:
             log.warn(
                 "call {record}: media relay delete failed: {error}",
-                record=self.call_id, error=failure.getErrorMessage(),
+                record=self.call_id,
+                error=failure.getErrorMessage(),
             )
 
         self.relay.delete(self.call_id).addErrback(failed)
@@ -237,8 +240,10 @@ class LostCalls:
         if claims is None:
             if self.relay is not None and not self._warned:
                 self._warned = True
-                log.warn("the call record store does not provide IActiveCallClaims: the media"
-                         " relay sessions of lost calls are left to the relay's timeout")
+                log.warn(
+                    "the call record store does not provide IActiveCallClaims: the media"
+                    " relay sessions of lost calls are left to the relay's timeout"
+                )
             return records.end_active_calls(node, at, "lost")
 
         def claimed(call_ids: list[str]) -> int:
@@ -261,17 +266,24 @@ class LostCalls:
             def done(result: None) -> None:
                 self.pending -= 1
 
-            return (self._semaphore.run(relay.delete, call_id)
-                    .addErrback(failed).addBoth(done))
+            return self._semaphore.run(relay.delete, call_id).addErrback(failed).addBoth(done)
 
         def finished(_: object) -> None:
             if errors:
-                log.warn("media relay: {failed} of {count} delete(s) of lost calls of node"
-                         " {node} failed (first: {first})", failed=len(errors),
-                         count=len(call_ids), node=node, first=errors[0])
+                log.warn(
+                    "media relay: {failed} of {count} delete(s) of lost calls of node"
+                    " {node} failed (first: {first})",
+                    failed=len(errors),
+                    count=len(call_ids),
+                    node=node,
+                    first=errors[0],
+                )
             else:
-                log.info("media relay: deleted the sessions of {count} lost call(s) of node"
-                         " {node}", count=len(call_ids), node=node)
+                log.info(
+                    "media relay: deleted the sessions of {count} lost call(s) of node {node}",
+                    count=len(call_ids),
+                    node=node,
+                )
 
         DeferredList([one(call_id) for call_id in call_ids]).addCallback(finished)
 

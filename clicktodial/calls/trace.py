@@ -51,7 +51,8 @@ TraceListener = Callable[[str, TracedMessage], None]
 # continuation lines; the field name is kept, the value replaced.
 _CREDENTIALS = re.compile(
     rb"^((?:proxy-)?authorization[ \t]*:)[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*",
-    re.IGNORECASE | re.MULTILINE)
+    re.IGNORECASE | re.MULTILINE,
+)
 _REDACTED = rb"\1 <redacted>"
 
 
@@ -69,8 +70,19 @@ def redact(data: bytes) -> bytes:
 class _Buffer:
     """One call's messages not yet written, and its running totals for the bounds."""
 
-    __slots__ = ("call_id", "count", "dropped", "ended_at", "forgotten", "full", "last_ms",
-                 "pending", "seen", "sip_call_ids", "size")
+    __slots__ = (
+        "call_id",
+        "count",
+        "dropped",
+        "ended_at",
+        "forgotten",
+        "full",
+        "last_ms",
+        "pending",
+        "seen",
+        "sip_call_ids",
+        "size",
+    )
 
     def __init__(self, call_id: str) -> None:
         self.call_id = call_id
@@ -108,10 +120,19 @@ class CallTracer:
         ``purge_interval`` seconds.
     """
 
-    def __init__(self, clock: IReactorTime, store: ICallTraceStore, limits: TraceLimits, *,
-                 linger: float = 32.0, flush_interval: float = 1.0, settle: float = 2.0,
-                 max_age: float = 5.0, retention: float = 7 * 86400.0,
-                 purge_interval: float = 3600.0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: ICallTraceStore,
+        limits: TraceLimits,
+        *,
+        linger: float = 32.0,
+        flush_interval: float = 1.0,
+        settle: float = 2.0,
+        max_age: float = 5.0,
+        retention: float = 7 * 86400.0,
+        purge_interval: float = 3600.0,
+    ) -> None:
         self.clock = clock
         self.store = store
         self.limits = limits
@@ -179,8 +200,7 @@ class CallTracer:
         if buffer is None or buffer.ended_at is not None:
             return
         buffer.ended_at = self.clock.seconds()
-        self._lingering[call_id] = self._linger_queue.call_later(
-            lambda: self._forget(call_id))
+        self._lingering[call_id] = self._linger_queue.call_later(lambda: self._forget(call_id))
 
     def _forget(self, call_id: str) -> None:
         self._lingering.pop(call_id, None)
@@ -205,9 +225,15 @@ class CallTracer:
 
     # -- ISIPTap ------------------------------------------------------------------------
 
-    def message_passed(self, direction: str, message: Request | Response, data: bytes,
-                       transport: str, local: tuple[str, int],
-                       remote: tuple[str, int]) -> None:
+    def message_passed(
+        self,
+        direction: str,
+        message: Request | Response,
+        data: bytes,
+        transport: str,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+    ) -> None:
         sip_call_id = message.headers.get("Call-ID")
         if sip_call_id is None:
             return
@@ -220,8 +246,10 @@ class CallTracer:
             buffer.dropped += 1
             return
         data = redact(data)
-        if buffer.count >= self.limits.max_messages \
-                or buffer.size + len(data) > self.limits.max_bytes:
+        if (
+            buffer.count >= self.limits.max_messages
+            or buffer.size + len(data) > self.limits.max_bytes
+        ):
             buffer.full = True
             buffer.dropped += 1
             return
@@ -235,8 +263,19 @@ class CallTracer:
         if not retransmission:
             seen.add(key)
         at_ms = buffer.last_ms = round(self.clock.seconds() * 1000)
-        traced = TracedMessage(at_ms, direction, transport, local[0], local[1], remote[0],
-                               remote[1], leg, sip_call_id, retransmission, data)
+        traced = TracedMessage(
+            at_ms,
+            direction,
+            transport,
+            local[0],
+            local[1],
+            remote[0],
+            remote[1],
+            leg,
+            sip_call_id,
+            retransmission,
+            data,
+        )
         buffer.pending.append(traced)
         listeners = self._listeners.get(buffer.call_id)
         if listeners:
@@ -264,8 +303,9 @@ class CallTracer:
 
     def unwritten(self, call_id: str) -> Sequence[TracedMessage]:
         """Messages of call ``call_id`` buffered or being written (not yet in the store)."""
-        writing = tuple(m for append in self._in_flight if append.call_id == call_id
-                        for m in append.messages)
+        writing = tuple(
+            m for append in self._in_flight if append.call_id == call_id for m in append.messages
+        )
         buffer = self._by_call.get(call_id)
         return writing + (tuple(buffer.pending) if buffer is not None else ())
 
@@ -281,8 +321,9 @@ class CallTracer:
             # A flush may have written some of them while we read.
             written = set(messages)
             fresh = tuple(m for m in pending if m not in written)
-            return CallTrace(call_id, messages + fresh,
-                             (stored.dropped if stored is not None else 0) + dropped)
+            return CallTrace(
+                call_id, messages + fresh, (stored.dropped if stored is not None else 0) + dropped
+            )
 
         return self.store.get_trace(call_id).addCallback(merge)
 
@@ -352,8 +393,7 @@ class CallTracer:
                     for _, waiter in waiters:
                         waiter.callback(None)
 
-                self._write(lambda buffer: any(check(buffer) for check in checks)).addBoth(
-                    release)
+                self._write(lambda buffer: any(check(buffer) for check in checks)).addBoth(release)
             writing.callback(None)
 
         self.store.append_traces(appends, self.limits).addErrback(failed).addBoth(written)
@@ -365,8 +405,11 @@ class CallTracer:
 
         def purged(count: int) -> None:
             if count:
-                log.info("purged {count} call trace(s) older than {days} days", count=count,
-                         days=round(self.retention / 86400, 2))
+                log.info(
+                    "purged {count} call trace(s) older than {days} days",
+                    count=count,
+                    days=round(self.retention / 86400, 2),
+                )
 
         d = self.store.purge_traces(before).addCallback(purged)
         d.addErrback(lambda f: log.failure("cannot purge call traces", f))
@@ -393,8 +436,9 @@ class CallTraceService(Service):
         return self.tracer.stop()
 
 
-def build_tracer(config: Config, clock: IReactorTime, records: object,
-                 transaction_timeout: float) -> CallTracer | None:
+def build_tracer(
+    config: Config, clock: IReactorTime, records: object, transaction_timeout: float
+) -> CallTracer | None:
     """
     The daemon's tracer for ``[calls] trace``, writing to ``records`` if it provides
     :class:`ICallTraceStore`; None when tracing is off (or ``auto`` and the backend cannot
@@ -411,10 +455,17 @@ def build_tracer(config: Config, clock: IReactorTime, records: object,
             raise TraceUnavailable(
                 f"trace = on, but the [store] backend {config.store.backend!r} keeps no call"
                 " traces (it does not provide ICallTraceStore): use trace = auto or off,"
-                " or a backend that does (memory, sql)")
-        log.info("call traces off: the [store] backend {backend!r} keeps none",
-                 backend=config.store.backend)
+                " or a backend that does (memory, sql)"
+            )
+        log.info(
+            "call traces off: the [store] backend {backend!r} keeps none",
+            backend=config.store.backend,
+        )
         return None
     return CallTracer(
-        clock, store, TraceLimits(calls.trace_max_messages, calls.trace_max_kb * 1024),
-        linger=transaction_timeout, retention=calls.trace_days * 86400.0)
+        clock,
+        store,
+        TraceLimits(calls.trace_max_messages, calls.trace_max_kb * 1024),
+        linger=transaction_timeout,
+        retention=calls.trace_days * 86400.0,
+    )

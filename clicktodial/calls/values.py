@@ -92,12 +92,20 @@ class CallInfo:
     def from_record(cls, record: CallRecord) -> CallInfo:
         """The call as its record tells it (no ``media_relay``: the record has none)."""
         return cls(
-            call_id=record.call_id, caller=record.caller, callee=record.callee,
-            state=record.public_state, created_at=record.created_at,
+            call_id=record.call_id,
+            caller=record.caller,
+            callee=record.callee,
+            state=record.public_state,
+            created_at=record.created_at,
             caller_answered_at=record.caller_answered_at,
             callee_answered_at=record.callee_answered_at,
-            connected_at=record.connected_at, ended_at=record.ended_at,
-            end_reason=record.end_reason, sip_status=record.sip_status,
-            who_hung_up=record.who_hung_up, number=record.number,
-            destination_class=record.destination_class, trunk=record.trunk,
-            refusal=record.refusal)
+            connected_at=record.connected_at,
+            ended_at=record.ended_at,
+            end_reason=record.end_reason,
+            sip_status=record.sip_status,
+            who_hung_up=record.who_hung_up,
+            number=record.number,
+            destination_class=record.destination_class,
+            trunk=record.trunk,
+            refusal=record.refusal,
+        )

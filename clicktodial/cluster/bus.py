@@ -69,7 +69,8 @@ def check_channel(channel: str) -> str:
     """
     if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
         raise ValueError(
-            f"invalid channel name {channel!r} (expected [a-z][a-z0-9_]*, at most 40 characters)")
+            f"invalid channel name {channel!r} (expected [a-z][a-z0-9_]*, at most 40 characters)"
+        )
     return channel
 
 
@@ -80,8 +81,9 @@ def encode_message(node_id: str, payload: Mapping[str, object]) -> str:
     :raises ValueError: not JSON-serialisable, or ``MAX_PAYLOAD`` bytes exceeded.
     """
     try:
-        text = json.dumps({**payload, "node": node_id}, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=False)
+        text = json.dumps(
+            {**payload, "node": node_id}, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as e:
         raise ValueError(f"payload is not JSON-serialisable: {e}") from None
     size = len(text.encode("utf-8"))
@@ -219,9 +221,17 @@ class PostgresEventBus(Service):
         doubled for each failed one up to ``max_backoff``.
     """
 
-    def __init__(self, reactor: IReactorTime, conninfo: str, node_id: str, *,
-                 poll_interval: float = 0.5, min_backoff: float = 0.5,
-                 max_backoff: float = 30.0, connect_timeout: int = 5) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        conninfo: str,
+        node_id: str,
+        *,
+        poll_interval: float = 0.5,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        connect_timeout: int = 5,
+    ) -> None:
         self.reactor = reactor
         self._from_threads = cast(IReactorFromThreads, reactor)
         self.conninfo = conninfo
@@ -247,7 +257,8 @@ class PostgresEventBus(Service):
         self._stopping.clear()
         self._publish_pool.start()
         self._thread = threading.Thread(
-            target=self._listen_loop, name="clicktodial-bus-listen", daemon=True)
+            target=self._listen_loop, name="clicktodial-bus-listen", daemon=True
+        )
         self._thread.start()
 
     def stopService(self) -> Deferred[None]:
@@ -274,11 +285,15 @@ class PostgresEventBus(Service):
         if not self.running:
             return succeed(False)
         sent = deferToThreadPool(
-            self._from_threads, self._publish_pool, self._notify, channel, text)
+            self._from_threads, self._publish_pool, self._notify, channel, text
+        )
 
         def failed(failure: Any) -> bool:
-            log.warn("event bus: cannot publish on {channel}: {error}", channel=channel,
-                     error=failure.getErrorMessage())
+            log.warn(
+                "event bus: cannot publish on {channel}: {error}",
+                channel=channel,
+                error=failure.getErrorMessage(),
+            )
             return False
 
         return sent.addErrback(failed)
@@ -303,10 +318,14 @@ class PostgresEventBus(Service):
             try:
                 if self._publish_connection is None or self._publish_connection.closed:
                     self._publish_connection = psycopg.connect(
-                        self.conninfo, autocommit=True, connect_timeout=self.connect_timeout,
-                        application_name=self.application_name("notify"))
+                        self.conninfo,
+                        autocommit=True,
+                        connect_timeout=self.connect_timeout,
+                        application_name=self.application_name("notify"),
+                    )
                 self._publish_connection.execute(
-                    "SELECT pg_notify(%s, %s)", (PG_CHANNEL_PREFIX + channel, text))
+                    "SELECT pg_notify(%s, %s)", (PG_CHANNEL_PREFIX + channel, text)
+                )
                 return True
             except psycopg.OperationalError:
                 if self._publish_connection is not None:
@@ -325,10 +344,12 @@ class PostgresEventBus(Service):
         delay = self.min_backoff
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(self.conninfo, autocommit=True,
-                                     connect_timeout=self.connect_timeout,
-                                     application_name=self.application_name("listen")
-                                     ) as connection:
+                with psycopg.connect(
+                    self.conninfo,
+                    autocommit=True,
+                    connect_timeout=self.connect_timeout,
+                    application_name=self.application_name("listen"),
+                ) as connection:
                     listening: set[str] = set()
                     self._listen_new(connection, listening)
                     self._call(self._connected, sorted(listening))
@@ -361,14 +382,20 @@ class PostgresEventBus(Service):
 
     def _connected(self, channels: list[str]) -> None:
         self.connected = True
-        log.info("event bus connected to PostgreSQL, listening on {channels}",
-                 channels=", ".join(channels) or "nothing yet")
+        log.info(
+            "event bus connected to PostgreSQL, listening on {channels}",
+            channels=", ".join(channels) or "nothing yet",
+        )
         self._subscribers.deliver(CONNECTED, {"node": self.node_id})
 
     def _disconnected(self, error: str, delay: float) -> None:
         self.connected = False
-        log.warn("event bus: PostgreSQL connection failed or lost ({error}); reconnecting in"
-                 " about {delay}s", error=error, delay=round(delay, 1))
+        log.warn(
+            "event bus: PostgreSQL connection failed or lost ({error}); reconnecting in"
+            " about {delay}s",
+            error=error,
+            delay=round(delay, 1),
+        )
 
     def _received(self, pg_channel: str, text: str) -> None:
         channel = pg_channel.removeprefix(PG_CHANNEL_PREFIX)

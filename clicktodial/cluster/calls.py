@@ -65,8 +65,13 @@ def info_from_message(fields: object) -> CallInfo | None:
 
 
 def _lost(info: CallInfo, at: float) -> CallInfo:
-    return attrs.evolve(info, state=final_state(info.connected_at),
-                        ended_at=at, end_reason="lost", who_hung_up="system")
+    return attrs.evolve(
+        info,
+        state=final_state(info.connected_at),
+        ended_at=at,
+        end_reason="lost",
+        who_hung_up="system",
+    )
 
 
 @implementer(ICallController, IOutboundCalls, ICallEventListener)
@@ -80,8 +85,15 @@ class ClusterCalls:
     :param sync_grace: seconds the other nodes have to re-announce their calls.
     """
 
-    def __init__(self, clock: IReactorTime, local: ICallController, bus: IEventBus,
-                 records: ICallRecordStore | None = None, *, sync_grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        local: ICallController,
+        bus: IEventBus,
+        records: ICallRecordStore | None = None,
+        *,
+        sync_grace: float = 5.0,
+    ) -> None:
         self.clock = clock
         self.local = local
         self.bus = bus
@@ -119,8 +131,7 @@ class ClusterCalls:
         """Calls are placed by the node the request reached (its phones are all reachable)."""
         return self.local.place_call(caller_username, callee_username)
 
-    def place_outbound(self, caller_username: str,
-                       decision: DialDecision) -> Deferred[CallInfo]:
+    def place_outbound(self, caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
         """Calls to numbers too are placed by the node the request reached."""
         outbound = IOutboundCalls(self.local, None)
         if outbound is None:
@@ -138,10 +149,13 @@ class ClusterCalls:
         owner = self.remote.get(call_id)
         if owner is None:
             return False
-        log.info("forwarding hang-up of call {call_id} to node {owner}", call_id=call_id,
-                 owner=owner[0])
-        self.bus.publish(CONTROL_CHANNEL, {
-            "type": "hang_up", "call_id": call_id, "by": by_username, "owner": owner[0]})
+        log.info(
+            "forwarding hang-up of call {call_id} to node {owner}", call_id=call_id, owner=owner[0]
+        )
+        self.bus.publish(
+            CONTROL_CHANNEL,
+            {"type": "hang_up", "call_id": call_id, "by": by_username, "owner": owner[0]},
+        )
         return True
 
     def get_call(self, call_id: str) -> CallInfo | None:
@@ -196,9 +210,12 @@ class ClusterCalls:
             call_id, by = message.get("call_id"), message.get("by")
             if isinstance(call_id, str) and (by is None or isinstance(by, str)):
                 done = self.local.hang_up(call_id, by)
-                log.info("hang-up of call {call_id} requested by node {peer}: {result}",
-                         call_id=call_id, peer=message["node"],
-                         result="done" if done else "not in progress here")
+                log.info(
+                    "hang-up of call {call_id} requested by node {peer}: {result}",
+                    call_id=call_id,
+                    peer=message["node"],
+                    result="done" if done else "not in progress here",
+                )
         elif kind == "sync" and message["node"] != self.node_id:
             for info in self.local.active_calls():
                 self._announce(info)
@@ -233,8 +250,11 @@ class ClusterCalls:
         self._unconfirmed = set()
 
     def _lookup_failed(self, failure: Failure, call_id: str) -> None:
-        log.warn("cannot look up call {call_id}: {error}", call_id=call_id,
-                 error=failure.getErrorMessage())
+        log.warn(
+            "cannot look up call {call_id}: {error}",
+            call_id=call_id,
+            error=failure.getErrorMessage(),
+        )
 
     def _unannounced(self, record: CallRecord | None, call_id: str) -> None:
         # Still cached and not re-announced: its node dropped it, or it ended unseen.

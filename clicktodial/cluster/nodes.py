@@ -104,9 +104,18 @@ class NodeMonitor(Service):
         first heartbeat is in (start the call controller after it).
     """
 
-    def __init__(self, clock: IReactorTime, registry: INodeRegistry, records: ICallRecordStore,
-                 bus: IEventBus, node_id: str, *, heartbeat_interval: float = 2.0,
-                 dead_after: float = 10.0, lost: LostCalls | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        registry: INodeRegistry,
+        records: ICallRecordStore,
+        bus: IEventBus,
+        node_id: str,
+        *,
+        heartbeat_interval: float = 2.0,
+        dead_after: float = 10.0,
+        lost: LostCalls | None = None,
+    ) -> None:
         self.clock = clock
         #: Ends calls as lost (and deletes their media relay sessions, with a relay).
         self.lost = lost if lost is not None else LostCalls(None)
@@ -138,8 +147,11 @@ class NodeMonitor(Service):
     async def _start(self) -> None:
         ended = await self.lost.end(self.records, self.node_id, self.clock.seconds())
         if ended:
-            log.warn("ended {count} call(s) an earlier run of node {node} left active (lost)",
-                     count=ended, node=self.node_id)
+            log.warn(
+                "ended {count} call(s) an earlier run of node {node} left active (lost)",
+                count=ended,
+                node=self.node_id,
+            )
         await self.registry.heartbeat(self.node_id, self.clock.seconds())
         if not self.running:
             return
@@ -166,17 +178,21 @@ class NodeMonitor(Service):
         def done(result: object) -> None:
             self._busy = False
 
-        return (Deferred.fromCoroutine(self._tick())
-                .addErrback(self._failed, "heartbeat").addBoth(done))
+        return (
+            Deferred.fromCoroutine(self._tick()).addErrback(self._failed, "heartbeat").addBoth(done)
+        )
 
     async def _tick(self) -> None:
         now = self.clock.seconds()
         existed = await self.registry.heartbeat(self.node_id, now)
         if not existed and not self._declared_dead_logged:
             self._declared_dead_logged = True
-            log.error("node {node} had been declared dead by another node (no heartbeat for"
-                      " {dead_after}s): its calls were recorded as lost", node=self.node_id,
-                      dead_after=self.dead_after)
+            log.error(
+                "node {node} had been declared dead by another node (no heartbeat for"
+                " {dead_after}s): its calls were recorded as lost",
+                node=self.node_id,
+                dead_after=self.dead_after,
+            )
         cutoff = now - self.dead_after
         for node in await self.registry.stale_nodes(cutoff):
             if node == self.node_id:
@@ -185,11 +201,14 @@ class NodeMonitor(Service):
                 continue
             at = self.clock.seconds()
             ended = await self.lost.end(self.records, node, at)
-            log.warn("node {lost} is gone (no heartbeat for {dead_after}s): {count} of its"
-                     " call(s) recorded as ended (lost)", lost=node, dead_after=self.dead_after,
-                     count=ended)
+            log.warn(
+                "node {lost} is gone (no heartbeat for {dead_after}s): {count} of its"
+                " call(s) recorded as ended (lost)",
+                lost=node,
+                dead_after=self.dead_after,
+                count=ended,
+            )
             await self.bus.publish(CONTROL_CHANNEL, {"type": "node_lost", "lost": node, "at": at})
 
     def _failed(self, failure: Failure, what: str) -> None:
-        log.warn("node liveness {what} failed: {error}", what=what,
-                 error=failure.getErrorMessage())
+        log.warn("node liveness {what} failed: {error}", what=what, error=failure.getErrorMessage())

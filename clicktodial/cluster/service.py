@@ -50,8 +50,9 @@ class ClusterService(MultiService):
     stops after it: the calls hung up at shutdown are still announced.
     """
 
-    def __init__(self, bus: IEventBus, registry: INodeRegistry,
-                 monitor: NodeMonitor, calls: ClusterCalls) -> None:
+    def __init__(
+        self, bus: IEventBus, registry: INodeRegistry, monitor: NodeMonitor, calls: ClusterCalls
+    ) -> None:
         super().__init__()
         self.bus = bus
         self.registry = registry
@@ -93,15 +94,21 @@ def cluster_storage(config: Config, store: object) -> IClusterStorage | None:
             config.source,
             f"postgres needs a store backend providing IClusterStorage (the sql backend on"
             f" PostgreSQL); [store] backend = {config.store.backend} does not",
-            "cluster", "bus",
+            "cluster",
+            "bus",
         )
     return storage
 
 
-def build_cluster_service(config: Config, reactor: IReactorTime, records: ICallRecordStore,
-                          controller: ICallController,
-                          store: object = None, *,
-                          relay: IMediaRelay | None = None) -> ClusterService | None:
+def build_cluster_service(
+    config: Config,
+    reactor: IReactorTime,
+    records: ICallRecordStore,
+    controller: ICallController,
+    store: object = None,
+    *,
+    relay: IMediaRelay | None = None,
+) -> ClusterService | None:
     """
     The cluster service for ``config``, or :class:`None` with ``[cluster] bus = memory``.
 
@@ -119,8 +126,15 @@ def build_cluster_service(config: Config, reactor: IReactorTime, records: ICallR
     node_id = default_node_id(config)
     bus = storage.event_bus(node_id)
     registry = storage.node_registry()
-    monitor = NodeMonitor(reactor, registry, records, bus, node_id,
-                          heartbeat_interval=section.heartbeat_interval,
-                          dead_after=section.dead_after, lost=LostCalls(relay))
+    monitor = NodeMonitor(
+        reactor,
+        registry,
+        records,
+        bus,
+        node_id,
+        heartbeat_interval=section.heartbeat_interval,
+        dead_after=section.dead_after,
+        lost=LostCalls(relay),
+    )
     calls = ClusterCalls(reactor, controller, bus, records)
     return ClusterService(bus, registry, monitor, calls)

@@ -49,9 +49,15 @@ class Dialler:
     :param quota: counts the daily limit (``IOutboundQuota`` of the store), or None.
     """
 
-    def __init__(self, clock: IReactorTime, plan: DialPlan | None, users: IUserStore,
-                 records: ICallRecordStore, quota: IOutboundQuota | None,
-                 domain: str) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        plan: DialPlan | None,
+        users: IUserStore,
+        records: ICallRecordStore,
+        quota: IOutboundQuota | None,
+        domain: str,
+    ) -> None:
         self.clock = clock
         self.plan = plan
         self.users = users
@@ -63,8 +69,7 @@ class Dialler:
         """SIGHUP: new calls follow the new ``[dialplan]`` (a revoked class at once)."""
         self.plan = config.dialplan.plan()
 
-    async def resolve(self, username: str, text: str, *,
-                      record: bool) -> LocalName | DialDecision:
+    async def resolve(self, username: str, text: str, *, record: bool) -> LocalName | DialDecision:
         """
         What ``text`` calls for ``username``: a directory user (:class:`LocalName`) or a
         number the plan lets them dial (:class:`DialDecision`).
@@ -75,10 +80,12 @@ class Dialler:
         :raises DialRefused: the plan refuses the number (recorded if ``record``).
         """
         no_plan = DialRefused(
-            "no-dial-plan", "calling telephone numbers is not configured ([dialplan])")
+            "no-dial-plan", "calling telephone numbers is not configured ([dialplan])"
+        )
         try:
             target = parse_target(
-                text, self.plan.numbering if self.plan is not None else _NO_PLAN, self.domain)
+                text, self.plan.numbering if self.plan is not None else _NO_PLAN, self.domain
+            )
         except InvalidNumber:
             if self.plan is None:
                 raise no_plan from None
@@ -114,20 +121,31 @@ class Dialler:
         if plan is None or plan.daily_limit == 0:
             return
         if self.quota is None:
-            raise DialRefused("no-quota", "the store cannot count the daily limit of calls to"
-                                          " numbers: set [dialplan] daily_limit = 0")
+            raise DialRefused(
+                "no-quota",
+                "the store cannot count the daily limit of calls to"
+                " numbers: set [dialplan] daily_limit = 0",
+            )
         day = utc_day(self.clock.seconds())
         if not await self.quota.count_outbound_call(username, day, plan.daily_limit):
             refused = DialRefused(
-                "daily-limit", f"{username} has placed the {plan.daily_limit} calls to numbers"
-                               f" allowed a day ({day}, UTC)")
-            await self._record_refusal(username, decision.number, str(decision.number),
-                                       refused, decision.destination_class)
+                "daily-limit",
+                f"{username} has placed the {plan.daily_limit} calls to numbers"
+                f" allowed a day ({day}, UTC)",
+            )
+            await self._record_refusal(
+                username, decision.number, str(decision.number), refused, decision.destination_class
+            )
             raise refused
 
-    async def _record_refusal(self, username: str, number: E164 | None, text: str,
-                              refused: DialRefused,
-                              destination_class: str | None = None) -> None:
+    async def _record_refusal(
+        self,
+        username: str,
+        number: E164 | None,
+        text: str,
+        refused: DialRefused,
+        destination_class: str | None = None,
+    ) -> None:
         now = self.clock.seconds()
         callee = str(number) if number is not None else text.strip()[:_MAX_RECORDED]
         if number is not None and destination_class is None and self.plan is not None:
@@ -135,9 +153,22 @@ class Dialler:
         elif refused.reason == "emergency":
             destination_class = "emergency"
         call_id = await self.records.create_call(username, callee, now)
-        await self.records.update_call(call_id, CallUpdate(
-            state="refused", ended_at=now, end_reason="refused", who_hung_up="system",
-            number=str(number) if number is not None else None,
-            destination_class=destination_class, refusal=refused.message))
-        log.info("call {record}: {caller} may not call {callee}: {reason}",
-                 record=call_id, caller=username, callee=callee, reason=refused.message)
+        await self.records.update_call(
+            call_id,
+            CallUpdate(
+                state="refused",
+                ended_at=now,
+                end_reason="refused",
+                who_hung_up="system",
+                number=str(number) if number is not None else None,
+                destination_class=destination_class,
+                refusal=refused.message,
+            ),
+        )
+        log.info(
+            "call {record}: {caller} may not call {callee}: {reason}",
+            record=call_id,
+            caller=username,
+            callee=callee,
+            reason=refused.message,
+        )

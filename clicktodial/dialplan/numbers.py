@@ -92,7 +92,8 @@ def _e164(digits: str, shown: str) -> E164:
     if not E164_MIN_DIGITS <= len(digits) <= E164_MAX_DIGITS:
         raise InvalidNumber(
             f"{shown!r}: an international number has {E164_MIN_DIGITS} to {E164_MAX_DIGITS}"
-            f" digits ({len(digits)} given)")
+            f" digits ({len(digits)} given)"
+        )
     return E164(digits)
 
 
@@ -110,14 +111,15 @@ def _dialled(text: str, plan: NumberingPlan, shown: str) -> E164:
     if compact.startswith("+"):
         return _e164(compact[1:], shown)
     if compact.startswith(plan.international_prefix):
-        return _e164(compact[len(plan.international_prefix):], shown)
+        return _e164(compact[len(plan.international_prefix) :], shown)
     if plan.national_prefix and compact.startswith(plan.national_prefix):
-        return _e164(plan.country_code + compact[len(plan.national_prefix):], shown)
+        return _e164(plan.country_code + compact[len(plan.national_prefix) :], shown)
     if not plan.national_prefix:
         return _e164(plan.country_code + compact, shown)
     raise InvalidNumber(
         f"{shown!r}: dial a national number with its prefix {plan.national_prefix},"
-        f" or an international one with + or {plan.international_prefix}")
+        f" or an international one with + or {plan.international_prefix}"
+    )
 
 
 def _telephone_subscriber(text: str, shown: str) -> E164:
@@ -141,7 +143,8 @@ def _telephone_subscriber(text: str, shown: str) -> E164:
         raise InvalidNumber(f"{shown!r}: a local number needs ;phone-context=+DIGITS")
     if not context.startswith("+"):
         raise InvalidNumber(
-            f"{shown!r}: only a +DIGITS phone-context is understood, not {context!r}")
+            f"{shown!r}: only a +DIGITS phone-context is understood, not {context!r}"
+        )
     prefix = _strip_separators(context, shown)
     return _e164(prefix[1:] + compact, shown)
 
@@ -195,11 +198,13 @@ def _sip_target(rest: str, plan: NumberingPlan, domain: str, shown: str) -> Targ
     if user_is_phone or user.startswith("+"):
         return _telephone_subscriber(user, shown)
     # The host without its port; an IPv6 reference keeps its brackets ([::1]:5060).
-    host = (host.partition("]")[0] + "]" if host.startswith("[") else
-            host.partition(":")[0]).lower()
+    host = (
+        host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+    ).lower()
     if host != domain.lower():
         raise InvalidNumber(
-            f"{shown!r}: only numbers (user=phone) and addresses of {domain} can be called")
+            f"{shown!r}: only numbers (user=phone) and addresses of {domain} can be called"
+        )
     name = user.lower()
     if not is_valid_username(name):
         raise InvalidNumber(f"{shown!r}: {user!r} is not a user name")

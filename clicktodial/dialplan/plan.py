@@ -71,22 +71,25 @@ class PrefixTables:
 
 # Defaults for a few countries; others start with no mobile or premium ranges (every
 # national number is "national": set premium_prefixes before allowing national calls).
-_NANP_ABROAD = (
-    "242 246 264 268 284 345 441 473 649 658 664 721 758 767 784 809 829 849 868 869 876"
-)
+_NANP_ABROAD = "242 246 264 268 284 345 441 473 649 658 664 721 758 767 784 809 829 849 868 869 876"
 _DEFAULTS: dict[str, dict[str, str]] = {
     # UK (Ofcom numbering): 07 mobile except 070 personal and 076 pagers (premium-rated in
     # practice); 09 premium, 087 and 084 special rate, 118 directory enquiries.
-    "44": {"mobile": "447", "premium": "4470 4476 449 4487 4484 44118",
-           "emergency": "999 112"},
+    "44": {"mobile": "447", "premium": "4470 4476 449 4487 4484 44118", "emergency": "999 112"},
     # North America: mobiles share area codes; 900/976 premium; the Caribbean is abroad.
-    "1": {"premium": "1900 1976", "abroad": " ".join("1" + a for a in _NANP_ABROAD.split()),
-          "emergency": "911 112"},
+    "1": {
+        "premium": "1900 1976",
+        "abroad": " ".join("1" + a for a in _NANP_ABROAD.split()),
+        "emergency": "911 112",
+    },
     # France: 06/07 mobile, 08 special and premium (089 the dearest).
     "33": {"mobile": "336 337", "premium": "338", "emergency": "112 15 17 18 114"},
     # Germany: 015-017 mobile, 0900 premium, 0137 televoting, 0180 special rate.
-    "49": {"mobile": "4915 4916 4917", "premium": "49900 49137 49180 49118",
-           "emergency": "112 110"},
+    "49": {
+        "mobile": "4915 4916 4917",
+        "premium": "49900 49137 49180 49118",
+        "emergency": "112 110",
+    },
 }
 
 
@@ -168,7 +171,8 @@ class DialPlan:
         """
         if text.strip() in self.tables.emergency:
             raise DialRefused(
-                "emergency", f"{text.strip()} is an emergency number: call it from your phone")
+                "emergency", f"{text.strip()} is an emergency number: call it from your phone"
+            )
         try:
             return parse_number(text, self.numbering)
         except InvalidNumber as e:
@@ -183,8 +187,9 @@ class DialPlan:
         destination_class = self.classify(number)
         if destination_class not in self.allowed_for(username):
             raise DialRefused(
-                "class-not-allowed", f"{number}: {destination_class} numbers are not allowed"
-                f" for {username}")
+                "class-not-allowed",
+                f"{number}: {destination_class} numbers are not allowed for {username}",
+            )
         route = self.route(number)
         if route is None:
             raise DialRefused("no-route", f"{number}: no route for this number")

@@ -262,7 +262,9 @@ class RtpSender(DatagramProtocol):
         ):
             self.log.info(
                 "RTP latched from {old} to {peer} (the phone's signalling source)",
-                old=self.destination, peer=source, call_id=self.call_id,
+                old=self.destination,
+                peer=source,
+                call_id=self.call_id,
             )
             self.destination = source
 

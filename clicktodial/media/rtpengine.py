@@ -198,8 +198,9 @@ class NgClient(DatagramProtocol):
             try:
                 self.transport.write(pending.datagram, pending.servers[0])
             except OSError as e:
-                log.warn("rtpengine {command}: send failed: {error}", command=pending.command,
-                         error=e)
+                log.warn(
+                    "rtpengine {command}: send failed: {error}", command=pending.command, error=e
+                )
         if self._pending.get(cookie) is not pending:
             return  # answered (or cancelled) while being sent: no retransmission timer
         gap = (

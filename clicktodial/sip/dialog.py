@@ -206,9 +206,21 @@ class Dialog:
     # for (the From/To of in-dialog requests are that text): a parsed NameAddr with its
     # URI and parameters costs ~0.7 KB more per party, twice per leg of a held call.
     __slots__ = (
-        "call_id", "_local_party", "_remote_party", "_local_tag", "_remote_tag",
-        "remote_target", "route_set", "local_contact",
-        "local_seq", "remote_seq", "secure", "is_uac", "state", "offer_answer", "flow",
+        "call_id",
+        "_local_party",
+        "_remote_party",
+        "_local_tag",
+        "_remote_tag",
+        "remote_target",
+        "route_set",
+        "local_contact",
+        "local_seq",
+        "remote_seq",
+        "secure",
+        "is_uac",
+        "state",
+        "offer_answer",
+        "flow",
     )
 
     def __init__(

@@ -115,8 +115,7 @@ def _canonical_algorithm(name: str | None) -> str | None:
     return upper if upper in ALGORITHMS else None
 
 
-def compute_ha1(username: str, realm: str, password: str,
-                algorithm: str = "MD5") -> str:
+def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
     """
     ``HA1 = H(username ":" realm ":" password)`` in lower-case hex
     (RFC 7616 §3.4.2), the value a user store keeps instead of the password.
@@ -129,8 +128,16 @@ def compute_ha1(username: str, realm: str, password: str,
     return ALGORITHMS[canonical](f"{username}:{realm}:{password}".encode())
 
 
-def compute_response(ha1: str, nonce: str, nc: str, cnonce: str, qop: str,
-                     method: str, uri: str, algorithm: str = "MD5") -> str:
+def compute_response(
+    ha1: str,
+    nonce: str,
+    nc: str,
+    cnonce: str,
+    qop: str,
+    method: str,
+    uri: str,
+    algorithm: str = "MD5",
+) -> str:
     """
     The expected ``response`` for ``qop="auth"`` (RFC 7616 §3.4.1)::
 
@@ -141,13 +148,20 @@ def compute_response(ha1: str, nonce: str, nc: str, cnonce: str, qop: str,
     canonical = _canonical_algorithm(algorithm)
     if canonical is None:
         raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-    return _response(ALGORITHMS[canonical], ha1, nonce, nc, cnonce, qop,
-                     method, uri, None)
+    return _response(ALGORITHMS[canonical], ha1, nonce, nc, cnonce, qop, method, uri, None)
 
 
-def _response(h: Callable[[bytes], str], ha1: str, nonce: str, nc: str,
-              cnonce: str, qop: str | None, method: str, uri: str,
-              body: bytes | None) -> str:
+def _response(
+    h: Callable[[bytes], str],
+    ha1: str,
+    nonce: str,
+    nc: str,
+    cnonce: str,
+    qop: str | None,
+    method: str,
+    uri: str,
+    body: bytes | None,
+) -> str:
     # RFC 7616 §3.4.3: A2 = method ":" uri [ ":" H(entity-body) for auth-int ]
     a2 = f"{method}:{uri}"
     if qop == "auth-int":
@@ -161,10 +175,7 @@ def _response(h: Callable[[bytes], str], ha1: str, nonce: str, nc: str,
 
 # -- parsing ------------------------------------------------------------------
 
-_TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    "-.!%*_+`'~"
-)
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _LWS = " \t\r\n"
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _SEPARATORS_RE = re.compile(r"[ \t\r\n,]*")
@@ -198,7 +209,7 @@ def parse_auth_params(text: str) -> dict[str, str]:
             return params
         m = param(text, pos)
         if m is None:
-            raise DigestError(f"malformed auth-param at {text[pos:pos + 20]!r}")
+            raise DigestError(f"malformed auth-param at {text[pos : pos + 20]!r}")
         name, quoted, token = m.groups()
         name = name.lower()
         if quoted is None:
@@ -240,8 +251,7 @@ class DigestCredentials:
         return int(self.nc, 16)
 
 
-_REQUIRED = ("username", "realm", "nonce", "uri", "response", "cnonce", "nc",
-             "qop")
+_REQUIRED = ("username", "realm", "nonce", "uri", "response", "cnonce", "nc", "qop")
 
 
 def parse_authorization(value: str) -> DigestCredentials:
@@ -284,9 +294,15 @@ def parse_authorization(value: str) -> DigestCredentials:
     if len(response) != expected_len or not _is_hex(response):
         raise DigestError("malformed response digest")
     return DigestCredentials(
-        username=params["username"], realm=params["realm"],
-        nonce=params["nonce"], uri=params["uri"], response=response,
-        algorithm=algorithm, cnonce=params["cnonce"], nc=nc.lower(), qop=qop,
+        username=params["username"],
+        realm=params["realm"],
+        nonce=params["nonce"],
+        uri=params["uri"],
+        response=response,
+        algorithm=algorithm,
+        cnonce=params["cnonce"],
+        nc=nc.lower(),
+        qop=qop,
         opaque=params.get("opaque"),
     )
 
@@ -295,8 +311,7 @@ def _is_hex(text: str) -> bool:
     return _HEX_RE.fullmatch(text) is not None
 
 
-def select_credentials(values: Iterable[str], realm: str
-                       ) -> DigestCredentials | None:
+def select_credentials(values: Iterable[str], realm: str) -> DigestCredentials | None:
     """
     The first usable Digest response for ``realm`` among several
     ``Authorization`` field values (RFC 3261 §22.4: a UA may send one per
@@ -319,8 +334,9 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def format_challenge(realm: str, nonce: str, algorithm: str,
-                     stale: bool = False, opaque: str | None = None) -> str:
+def format_challenge(
+    realm: str, nonce: str, algorithm: str, stale: bool = False, opaque: str | None = None
+) -> str:
     """
     One ``WWW-Authenticate`` (or ``Proxy-Authenticate``) field value
     (RFC 7616 §3.3) offering ``qop="auth"``.
@@ -408,13 +424,15 @@ def parse_challenge(value: str) -> DigestChallenge:
         raise DigestError(f"unsupported algorithm {params['algorithm']!r}")
     qops: tuple[str, ...] = ()
     if "qop" in params:
-        qops = tuple(q.strip().lower() for q in params["qop"].split(",")
-                     if q.strip())
+        qops = tuple(q.strip().lower() for q in params["qop"].split(",") if q.strip())
         if not {"auth", "auth-int"} & set(qops):
             raise DigestError(f"unsupported qop {params['qop']!r}")
     return DigestChallenge(
-        realm=params["realm"], nonce=params["nonce"], algorithm=algorithm,
-        qops=qops, opaque=params.get("opaque"),
+        realm=params["realm"],
+        nonce=params["nonce"],
+        algorithm=algorithm,
+        qops=qops,
+        opaque=params.get("opaque"),
         stale=params.get("stale", "false").lower() == "true",
     )
 
@@ -446,9 +464,17 @@ def new_cnonce() -> str:
     return base64.urlsafe_b64encode(os.urandom(16)).decode("ascii").rstrip("=")
 
 
-def authorization_for(challenge: DigestChallenge, method: str, uri: str,
-                      username: str, password: str, *, cnonce: str,
-                      nc: int = 1, body: bytes | None = None) -> str:
+def authorization_for(
+    challenge: DigestChallenge,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    *,
+    cnonce: str,
+    nc: int = 1,
+    body: bytes | None = None,
+) -> str:
     """
     The ``Authorization`` / ``Proxy-Authorization`` field value answering
     ``challenge`` for a request (RFC 7616 §3.4, RFC 3261 §22.2/§22.3).
@@ -463,7 +489,7 @@ def authorization_for(challenge: DigestChallenge, method: str, uri: str,
     :param body: the message body, used only for ``qop=auth-int``.
     :raises ValueError: for ``nc`` outside 1..2**32-1.
     """
-    if not 0 < nc < 2 ** 32:
+    if not 0 < nc < 2**32:
         raise ValueError(f"nonce count {nc} out of range")
     base = challenge.algorithm.upper().removesuffix("-SESS")
     h = ALGORITHMS[base]
@@ -473,14 +499,15 @@ def authorization_for(challenge: DigestChallenge, method: str, uri: str,
     if challenge.algorithm.upper().endswith("-SESS"):
         # RFC 7616 §3.4.2: H(H(user:realm:password) ":" nonce ":" cnonce)
         ha1 = h(f"{ha1}:{challenge.nonce}:{cnonce}".encode())
-    response = _response(h, ha1, challenge.nonce, nc_text, cnonce, qop,
-                         method, uri, body)
-    parts = [f"Digest username={_quote(username)}",
-             f"realm={_quote(challenge.realm)}",
-             f"nonce={_quote(challenge.nonce)}",
-             f"uri={_quote(uri)}",
-             f"response={_quote(response)}",
-             f"algorithm={challenge.algorithm}"]
+    response = _response(h, ha1, challenge.nonce, nc_text, cnonce, qop, method, uri, body)
+    parts = [
+        f"Digest username={_quote(username)}",
+        f"realm={_quote(challenge.realm)}",
+        f"nonce={_quote(challenge.nonce)}",
+        f"uri={_quote(uri)}",
+        f"response={_quote(response)}",
+        f"algorithm={challenge.algorithm}",
+    ]
     if challenge.opaque is not None:
         parts.append(f"opaque={_quote(challenge.opaque)}")
     if qop is not None:
@@ -530,8 +557,7 @@ class NonceCountTracker:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def accept(self, nonce: str, issued_at: float, expires_at: float,
-               nc: int, now: float) -> bool:
+    def accept(self, nonce: str, issued_at: float, expires_at: float, nc: int, now: float) -> bool:
         """
         Record ``nc`` for ``nonce``; tell whether it is strictly higher than
         every count seen before for that nonce.
@@ -543,8 +569,7 @@ class NonceCountTracker:
             self._expire(now)
             while len(self._entries) >= self._max_entries:
                 _, (evicted_at, _, _) = self._entries.popitem(last=False)
-                self._evicted_issued_before = max(self._evicted_issued_before,
-                                                  evicted_at)
+                self._evicted_issued_before = max(self._evicted_issued_before, evicted_at)
             self._entries[nonce] = (issued_at, expires_at, nc)
             return True
         if nc <= entry[2]:
@@ -577,10 +602,15 @@ class DigestAuthenticator:
     :param algorithms: the algorithms offered, preferred first.
     """
 
-    def __init__(self, clock: IReactorTime, realm: str, secret: bytes,
-                 nonce_lifetime: float = 300.0,
-                 max_tracked_nonces: int = 100_000,
-                 algorithms: Iterable[str] = ("SHA-256", "MD5")) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        realm: str,
+        secret: bytes,
+        nonce_lifetime: float = 300.0,
+        max_tracked_nonces: int = 100_000,
+        algorithms: Iterable[str] = ("SHA-256", "MD5"),
+    ) -> None:
         if len(secret) < 16:
             raise ValueError("the nonce secret must be at least 16 bytes")
         if nonce_lifetime <= 0:
@@ -605,8 +635,7 @@ class DigestAuthenticator:
 
     def _mac(self, head: bytes) -> bytes:
         # hmac.digest: OpenSSL's one-shot HMAC, without an HMAC object.
-        return hmac.digest(self._secret, head + self._realm_bytes,
-                           "sha256")[:_MAC_LEN]
+        return hmac.digest(self._secret, head + self._realm_bytes, "sha256")[:_MAC_LEN]
 
     def new_nonce(self) -> str:
         """A fresh nonce stamped with the current time."""
@@ -627,7 +656,7 @@ class DigestAuthenticator:
             return None
         if len(raw) != _NONCE_LEN:
             return None
-        head, mac = raw[:_TS_LEN + _RANDOM_LEN], raw[_TS_LEN + _RANDOM_LEN:]
+        head, mac = raw[: _TS_LEN + _RANDOM_LEN], raw[_TS_LEN + _RANDOM_LEN :]
         if not hmac.compare_digest(mac, self._mac(head)):
             return None
         return int.from_bytes(raw[:_TS_LEN], "big") / 1000.0
@@ -640,8 +669,10 @@ class DigestAuthenticator:
         algorithm, all with the same fresh nonce, SHA-256 first.
         """
         nonce = self.new_nonce()
-        return [format_challenge(self.realm, nonce, algorithm, stale=stale)
-                for algorithm in self.algorithms]
+        return [
+            format_challenge(self.realm, nonce, algorithm, stale=stale)
+            for algorithm in self.algorithms
+        ]
 
     # verification
 
@@ -657,8 +688,9 @@ class DigestAuthenticator:
             return None
         return self.nonce_issued_at(credentials.nonce)
 
-    def verify(self, credentials: DigestCredentials, method: str,
-               ha1: str | None, issued_at: float) -> Verdict:
+    def verify(
+        self, credentials: DigestCredentials, method: str, ha1: str | None, issued_at: float
+    ) -> Verdict:
         """
         Check a response against the stored HA1 for its algorithm.
 
@@ -670,10 +702,15 @@ class DigestAuthenticator:
         """
         expected = compute_response(
             ha1 if ha1 is not None else _DUMMY_HA1[credentials.algorithm],
-            credentials.nonce, credentials.nc, credentials.cnonce,
-            credentials.qop, method, credentials.uri, credentials.algorithm)
-        matches = hmac.compare_digest(expected.encode(),
-                                      credentials.response.encode())
+            credentials.nonce,
+            credentials.nc,
+            credentials.cnonce,
+            credentials.qop,
+            method,
+            credentials.uri,
+            credentials.algorithm,
+        )
+        matches = hmac.compare_digest(expected.encode(), credentials.response.encode())
         if not matches or ha1 is None:
             return Verdict.INVALID
         now = self._clock.seconds()
@@ -681,8 +718,9 @@ class DigestAuthenticator:
         if now >= expires_at:
             # RFC 7616 §3.3: stale only because the digest was right.
             return Verdict.STALE
-        if not self._tracker.accept(credentials.nonce, issued_at, expires_at,
-                                    credentials.nc_value, now):
+        if not self._tracker.accept(
+            credentials.nonce, issued_at, expires_at, credentials.nc_value, now
+        ):
             return Verdict.STALE
         return Verdict.OK
 

@@ -44,7 +44,10 @@ _QUOTED = r'"[^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*"'
 # A value is a token, a host (IPv6 references and received=IPv6 without
 # brackets, RFC 5118 §4.5) or a quoted-string.
 _PARAMS_RE = re.compile(
-    r"(?:[ \t]*;[ \t]*" + _TOKEN + r"(?:[ \t]*=[ \t]*(?:" + _QUOTED
+    r"(?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + r"(?:[ \t]*=[ \t]*(?:"
+    + _QUOTED
     + r"|[A-Za-z0-9\-.!%*_+`'~:\[\]]+))?)*[ \t]*"
 )
 _PARAM_ITEM_RE = re.compile(
@@ -55,7 +58,10 @@ _NAME_ADDR_RE = re.compile(
     r"[ \t]*(?:(?:(" + _QUOTED + r")|(" + _TOKEN + r"(?:[ \t]+" + _TOKEN + r")*))?[ \t]*"
     r"<([^<>\x00-\x20\"]+)>"
     r"|([A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\"<>;,?]+))"
-    r"((?:[ \t]*;[ \t]*" + _TOKEN + r"(?:[ \t]*=[ \t]*(?:" + _QUOTED
+    r"((?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + r"(?:[ \t]*=[ \t]*(?:"
+    + _QUOTED
     + r"|[A-Za-z0-9\-.!%*_+`'~:\[\]]+))?)*)[ \t]*"
 )
 _UNQUOTE_RE = re.compile(r"\\(.)", re.DOTALL)
@@ -63,7 +69,10 @@ _NEEDS_QUOTE_PAIR_RE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 _VIA_RE = re.compile(
     r"[ \t]*[Ss][Ii][Pp][ \t]*/[ \t]*2\.0[ \t]*/[ \t]*(" + _TOKEN + r")[ \t]+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
-    r"((?:[ \t]*;[ \t]*" + _TOKEN + r"(?:[ \t]*=[ \t]*(?:" + _QUOTED
+    r"((?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + r"(?:[ \t]*=[ \t]*(?:"
+    + _QUOTED
     + r"|[A-Za-z0-9\-.!%*_+`'~:\[\]]+))?)*)[ \t]*"
 )
 _CSEQ_RE = re.compile(r"[ \t]*([0-9]{1,10})[ \t]+(" + _TOKEN + r")[ \t]*")
@@ -109,7 +118,7 @@ def split_commas(text: str) -> list[str]:
 def parse_params(text: str, pos: int = 0) -> dict[str, str | None]:
     """Parse ``;name=value;flag`` from *pos* to the end of *text* (generic-param list)."""
     if not _PARAMS_RE.fullmatch(text, pos):
-        raise HeaderParseError(f"bad parameters {text[pos:pos + 40]!r}")
+        raise HeaderParseError(f"bad parameters {text[pos : pos + 40]!r}")
     return _params_of(text[pos:])
 
 
@@ -419,24 +428,16 @@ def _shape_of(text: str, split: str) -> tuple[str, str, str] | None:
     return head + "\n" + after, value, after
 
 
-def _shape_reusable(
-    params: dict[str, str | None], name: str, shaped: tuple[str, str, str]
-) -> bool:
+def _shape_reusable(params: dict[str, str | None], name: str, shaped: tuple[str, str, str]) -> bool:
     """Whether a parse of a text of this shape serves every text of it: the value
     found for *name* is the one after the split (no other parameter of that name
     follows it, none is quoted or spaced, so the parameters were read by splitting)."""
     after = shaped[2]
-    return (
-        params.get(name) == shaped[1]
-        and name not in after.lower()
-        and _simple_params(params)
-    )
+    return params.get(name) == shaped[1] and name not in after.lower() and _simple_params(params)
 
 
 def _simple_params(params: dict[str, str | None]) -> bool:
-    return not any(
-        v is not None and ('"' in v or " " in v or "\t" in v) for v in params.values()
-    )
+    return not any(v is not None and ('"' in v or " " in v or "\t" in v) for v in params.values())
 
 
 def _parse_name_addr(text: str) -> NameAddr:

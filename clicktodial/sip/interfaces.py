@@ -119,9 +119,14 @@ class ISIPTap(Interface):
     thread for every message: it must be cheap and must not raise.
     """
 
-    def message_passed(direction: str, message: Request | Response, data: bytes,
-                       transport: str, local: tuple[str, int],
-                       remote: tuple[str, int]) -> None:
+    def message_passed(
+        direction: str,
+        message: Request | Response,
+        data: bytes,
+        transport: str,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+    ) -> None:
         """
         ``message`` (``data``: its octets as on the wire) was sent (``direction`` ``out``) or
         received (``in``) over ``transport`` between ``local`` and ``remote``
@@ -155,7 +160,8 @@ class IFlowKeeper(Interface):
 
     flow_timer = Attribute(
         "Seconds (int) within which a phone should send a keep-alive on an RFC 5626"
-        " flow over TCP or TLS: the Flow-Timer of a 200 to REGISTER (§4.4.1).")
+        " flow over TCP or TLS: the Flow-Timer of a 200 to REGISTER (§4.4.1)."
+    )
 
     def keep_flow(source: object, aor: str, until: float) -> None:
         """
@@ -217,8 +223,7 @@ class ISessionHandler(Interface):
     ``reject`` (UAS).
     """
 
-    def call_provisional(call: OutgoingCall, response: Response,
-                         session: Session | None) -> None:
+    def call_provisional(call: OutgoingCall, response: Response, session: Session | None) -> None:
         """
         UAC: a 1xx arrived.  ``session`` is the early dialog it created or
         updated (a 101-199 with a To tag), else None.

@@ -154,7 +154,10 @@ class NatKeepAlive(Service):
             self.failures[key] = count
             log.info(
                 "NAT keep-alive: {aor} {contact} did not answer ({count} of {most})",
-                aor=binding.aor, contact=binding.contact, count=count, most=self.max_failures,
+                aor=binding.aor,
+                contact=binding.contact,
+                count=count,
+                most=self.max_failures,
             )
             if count >= self.max_failures:
                 self._remove(binding, key)
@@ -172,7 +175,8 @@ class NatKeepAlive(Service):
         self.removed += 1
         log.info(
             "NAT keep-alive: removing {aor} {contact}: its phone stopped answering",
-            aor=binding.aor, contact=binding.contact,
+            aor=binding.aor,
+            contact=binding.contact,
         )
         # The registrar's own matching key for the contact (clicktodial.sip.registrar).
         from clicktodial.sip.registrar import contact_key
@@ -182,8 +186,11 @@ class NatKeepAlive(Service):
             cseq=binding.cseq + 1,
             contacts=(
                 ContactChange(
-                    binding.contact, 0, instance_id=binding.instance_id,
-                    reg_id=binding.reg_id, key=contact_key(parse_uri(binding.contact)),
+                    binding.contact,
+                    0,
+                    instance_id=binding.instance_id,
+                    reg_id=binding.reg_id,
+                    key=contact_key(parse_uri(binding.contact)),
                 ),
             ),
         )

@@ -63,8 +63,20 @@ MAX_HEADERS = 256
 #: For other methods, the UAS core answers 501 first (RFC 4475 §3.1.2.18).
 KNOWN_METHODS = frozenset(
     [
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
-        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
     ]
 )
 
@@ -247,31 +259,105 @@ _URI_PARAM = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]+"
 _HNV = r"[A-Za-z0-9\-_.!~*'()\[\]/?:+$%]*"
 _SIP_SCHEME = r"[sS][iI][pP][sS]?:"
 _SIP_URI = (
-    _SIP_SCHEME + r"(?:" + _SIP_USER + r"(?::" + _SIP_PASSWORD + r")?@)?" + _HOST
-    + r"(?::" + _PORT + r")?(?:;" + _URI_PARAM + r"(?:=" + _URI_PARAM + r")?)*"
-    + r"(?:\?" + _HNV + r"=" + _HNV + r"(?:&" + _HNV + r"=" + _HNV + r")*)?"
+    _SIP_SCHEME
+    + r"(?:"
+    + _SIP_USER
+    + r"(?::"
+    + _SIP_PASSWORD
+    + r")?@)?"
+    + _HOST
+    + r"(?::"
+    + _PORT
+    + r")?(?:;"
+    + _URI_PARAM
+    + r"(?:="
+    + _URI_PARAM
+    + r")?)*"
+    + r"(?:\?"
+    + _HNV
+    + r"="
+    + _HNV
+    + r"(?:&"
+    + _HNV
+    + r"="
+    + _HNV
+    + r")*)?"
 )
 _OTHER_URI = r"(?!" + _SIP_SCHEME + r")[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\"<>\x7f]+"
 _ADDR_SPEC = (
-    r"(?:" + _SIP_SCHEME + r"(?:" + _SIP_USER_NOSEMI + r"(?::" + _SIP_PASSWORD + r")?@)?"
-    + _HOST + r"(?::" + _PORT + r")?"
-    + r"|(?!" + _SIP_SCHEME + r")[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\"<>\x7f;,?]+)"
+    r"(?:"
+    + _SIP_SCHEME
+    + r"(?:"
+    + _SIP_USER_NOSEMI
+    + r"(?::"
+    + _SIP_PASSWORD
+    + r")?@)?"
+    + _HOST
+    + r"(?::"
+    + _PORT
+    + r")?"
+    + r"|(?!"
+    + _SIP_SCHEME
+    + r")[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\"<>\x7f;,?]+)"
 )
 # Parameter lists are possessive (*+): a parameter starts with ";" and its
 # name and value cannot contain one, so no match ever needs to give a
 # parameter back, and CPython's re runs a possessive repeat about twice as fast.
 _GEN_PARAM = (
-    _LWS + r";" + _LWS + _TOKEN
-    + r"(?:" + _LWS + r"=" + _LWS + r"(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]+|" + _QSTR + r"))?"
+    _LWS
+    + r";"
+    + _LWS
+    + _TOKEN
+    + r"(?:"
+    + _LWS
+    + r"="
+    + _LWS
+    + r"(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]+|"
+    + _QSTR
+    + r"))?"
 )
 _NAME_ADDR = (
-    _LWS + r"(?:(?:" + _QSTR + r"|" + _TOKEN + r"(?:[ \t]+" + _TOKEN + r")*)?" + _LWS
-    + r"<(?:" + _SIP_URI + r"|" + _OTHER_URI + r")>|" + _ADDR_SPEC + r")(?:" + _GEN_PARAM
-    + r")*+" + _LWS
+    _LWS
+    + r"(?:(?:"
+    + _QSTR
+    + r"|"
+    + _TOKEN
+    + r"(?:[ \t]+"
+    + _TOKEN
+    + r")*)?"
+    + _LWS
+    + r"<(?:"
+    + _SIP_URI
+    + r"|"
+    + _OTHER_URI
+    + r")>|"
+    + _ADDR_SPEC
+    + r")(?:"
+    + _GEN_PARAM
+    + r")*+"
+    + _LWS
 )
 _VIA_PARM = (
-    _LWS + r"[sS][iI][pP]" + _LWS + r"/" + _LWS + r"2\.0" + _LWS + r"/" + _LWS + _TOKEN
-    + r"[ \t]+" + _HOST + r"(?:" + _LWS + r":" + _LWS + _PORT + r")?(?:" + _GEN_PARAM + r")*+"
+    _LWS
+    + r"[sS][iI][pP]"
+    + _LWS
+    + r"/"
+    + _LWS
+    + r"2\.0"
+    + _LWS
+    + r"/"
+    + _LWS
+    + _TOKEN
+    + r"[ \t]+"
+    + _HOST
+    + r"(?:"
+    + _LWS
+    + r":"
+    + _LWS
+    + _PORT
+    + r")?(?:"
+    + _GEN_PARAM
+    + r")*+"
     + _LWS
 )
 _SIP_URI_RE = re.compile(_SIP_URI)
@@ -336,8 +422,7 @@ def _well_formed(text: str, regex: re.Pattern[str], memory: _Known, split: str) 
         # A list grammar (Via, Contact) ends with its last element, which the
         # parameters extend.
         return (
-            _PARAMS_RE.fullmatch(text, len(head)) is not None
-            or regex.fullmatch(text) is not None
+            _PARAMS_RE.fullmatch(text, len(head)) is not None or regex.fullmatch(text) is not None
         )
     if text in known:
         return True
@@ -442,12 +527,17 @@ def _parse(
     except _Fault as fault:
         raise _error(fault, is_request, first.partition(" ")[0], lines) from None
     wire = None
-    if exact and (
-        first.endswith(" SIP/2.0")
-        if is_request
-        # SIP/2.0 SP code SP reason, the reason without %-escapes to undo.
-        else first.startswith("SIP/2.0 ") and len(first) > 11 and "%" not in first
-    ) and cl_text == f" {cl}" and keys.count("content-length") == 1:
+    if (
+        exact
+        and (
+            first.endswith(" SIP/2.0")
+            if is_request
+            # SIP/2.0 SP code SP reason, the reason without %-escapes to undo.
+            else first.startswith("SIP/2.0 ") and len(first) > 11 and "%" not in first
+        )
+        and cl_text == f" {cl}"
+        and keys.count("content-length") == 1
+    ):
         # serialize() would write these very octets: keep them (RFC 3261
         # §18: a stateless proxy or a retransmission sends them unchanged).
         wire = data
@@ -573,9 +663,7 @@ def _name_layout(names: list[str]) -> _NameLayout | None:
 
 # Start lines the fast path took, as _start_line reads them (bounded): the
 # same few status lines and Request-URIs come again and again.
-_START_LINES_SEEN: BoundedCache[str, tuple[bool, str, str, int]] = BoundedCache(
-    "sip.start-lines"
-)
+_START_LINES_SEEN: BoundedCache[str, tuple[bool, str, str, int]] = BoundedCache("sip.start-lines")
 _START_LINES = _START_LINES_SEEN.entries
 
 
@@ -617,8 +705,10 @@ def _fast_validate(layout: _Layout, values: list[str], method: str | None) -> CS
     if not (number.isdigit() and number.isascii() and len(number) <= 10):
         return None
     seq = int(number)
-    if seq > MAX_CSEQ or cseq_method not in KNOWN_METHODS or (
-        method is not None and cseq_method != method
+    if (
+        seq > MAX_CSEQ
+        or cseq_method not in KNOWN_METHODS
+        or (method is not None and cseq_method != method)
     ):
         return None
     for i, known, split, well_formed in shaped:
@@ -807,7 +897,6 @@ def _careful_fields(lines: list[str]) -> tuple[list[str], list[str], list[str]]:
         names.append(name.rstrip(" \t"))
         values.append(value)
     return keys, names, values
-
 
 
 class _Fault(Exception):
@@ -1006,4 +1095,3 @@ def _stream_content_length(head: bytes, is_request: bool) -> int:
     if len(lengths) != 1:
         raise FramingError("Conflicting Content-Length", 400, is_request=is_request)
     return lengths.pop()
-

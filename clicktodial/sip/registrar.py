@@ -149,8 +149,7 @@ def _algorithm_list(names: Iterable[str]) -> tuple[str, ...]:
     algorithms = tuple(name.upper() for name in names)
     unknown = [name for name in algorithms if name not in ALGORITHMS]
     if unknown or not algorithms or len(set(algorithms)) != len(algorithms):
-        raise ValueError(
-            "digest_algorithms must name SHA-256 and/or MD5, each once")
+        raise ValueError("digest_algorithms must name SHA-256 and/or MD5, each once")
     return algorithms
 
 
@@ -199,13 +198,12 @@ class RegistrarSettings:
     nonce_lifetime: float = field(default=300.0, validator=validators.gt(0))
     nonce_secret: bytes | None = None
     purge_interval: float = field(default=60.0, validator=validators.ge(0))
-    aliases: frozenset[str] = field(default=frozenset(),
-                                    converter=_host_set)
+    aliases: frozenset[str] = field(default=frozenset(), converter=_host_set)
     max_delayed: int = field(default=1000, validator=validators.ge(0))
     digest_algorithms: tuple[str, ...] = field(
-        default=("SHA-256", "MD5"), converter=_algorithm_list)
-    credentials_cache_seconds: float = field(default=60.0,
-                                             validator=validators.ge(0))
+        default=("SHA-256", "MD5"), converter=_algorithm_list
+    )
+    credentials_cache_seconds: float = field(default=60.0, validator=validators.ge(0))
     path: str = field(default="off", validator=validators.in_(("off", "trusted")))
     trusted_proxies: NetworkSet = NetworkSet()
     max_contacts: int = field(default=5, validator=validators.ge(1))
@@ -218,14 +216,16 @@ class RegistrarSettings:
         if not self.min_expires <= self.default_expires <= self.max_expires:
             raise ValueError(
                 "registrar expiry settings must satisfy"
-                " min_expires <= default_expires <= max_expires")
+                " min_expires <= default_expires <= max_expires"
+            )
 
 
 class _Reject(Exception):
     """Stop handling a request and answer with this status."""
 
-    def __init__(self, status: int, reason: str | None = None,
-                 headers: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, status: int, reason: str | None = None, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
@@ -258,11 +258,12 @@ def contact_key(uri: URI) -> str:
     """
     if not uri.is_sip:
         return str(uri)
-    params = ";".join(sorted(
-        k if v is None else f"{k}={v.lower()}" for k, v in uri.params.items()))
+    params = ";".join(sorted(k if v is None else f"{k}={v.lower()}" for k, v in uri.params.items()))
     headers = "&".join(f"{k.lower()}={v}" for k, v in sorted(uri.headers))
-    return (f"{uri.scheme}:{uri.user or ''}:{uri.password or ''}@"
-            f"{normal_host(uri.host)}:{uri.port or ''};{params}?{headers}")
+    return (
+        f"{uri.scheme}:{uri.user or ''}:{uri.password or ''}@"
+        f"{normal_host(uri.host)}:{uri.port or ''};{params}?{headers}"
+    )
 
 
 def phone_host(request: Request, proxies: NetworkSet) -> str | None:
@@ -329,12 +330,12 @@ def _outbound_flow(request: Request, source: Source) -> bool:
     Whether ``request`` registers an RFC 5626 flow over a stream connection:
     ``Supported: outbound`` and a Contact with ``+sip.instance`` and ``reg-id``.
     """
-    if source.connection is None or "outbound" not in _option_tags(
-            request, "Supported"):
+    if source.connection is None or "outbound" not in _option_tags(request, "Supported"):
         return False
-    return any(c.param("reg-id") is not None
-               and c.param("+sip.instance") is not None
-               for c in request.contacts)
+    return any(
+        c.param("reg-id") is not None and c.param("+sip.instance") is not None
+        for c in request.contacts
+    )
 
 
 def _option_tags(request: Request, name: str) -> set[str]:
@@ -373,13 +374,13 @@ class CredentialsCache:
 
     __slots__ = ("_clock", "ttl", "_max", "_entries", "generation")
 
-    def __init__(self, clock: IReactorTime, ttl: float,
-                 max_entries: int = CREDENTIALS_CACHE_ENTRIES) -> None:
+    def __init__(
+        self, clock: IReactorTime, ttl: float, max_entries: int = CREDENTIALS_CACHE_ENTRIES
+    ) -> None:
         self._clock = clock
         self.ttl = ttl
         self._max = max_entries
-        self._entries: OrderedDict[str, tuple[float, SipCredentials]] = \
-            OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, SipCredentials]] = OrderedDict()
         #: Changes with every :func:`forget`: a read started under an older
         #: generation is not kept.
         self.generation = 0
@@ -398,8 +399,7 @@ class CredentialsCache:
         self._entries.move_to_end(username)
         return entry[1]
 
-    def put(self, username: str, credentials: SipCredentials | None,
-            generation: int) -> None:
+    def put(self, username: str, credentials: SipCredentials | None, generation: int) -> None:
         """
         Keep what the store answered for a read started under
         ``generation`` (nothing for an unknown or disabled user, or a read
@@ -442,11 +442,16 @@ class Registrar(Service):
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, user_store: IUserStore,
-                 location_store: ILocationStore, domain: str,
-                 settings: RegistrarSettings | None = None,
-                 throttle: AuthThrottle | None = None,
-                 flows: IFlowKeeper | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        user_store: IUserStore,
+        location_store: ILocationStore,
+        domain: str,
+        settings: RegistrarSettings | None = None,
+        throttle: AuthThrottle | None = None,
+        flows: IFlowKeeper | None = None,
+    ) -> None:
         self._clock = clock
         self._flows = flows
         self._users = user_store
@@ -456,17 +461,17 @@ class Registrar(Service):
         self.settings = settings if settings is not None else RegistrarSettings()
         self._hosts = frozenset({domain_host}) | self.settings.aliases
         # What a user owns: sip:USERNAME@DOMAIN, as canonical_aor writes it.
-        self._aor_host = f"[{domain_host}]" if ":" in domain_host \
-            else domain_host
+        self._aor_host = f"[{domain_host}]" if ":" in domain_host else domain_host
         secret = self.settings.nonce_secret
         self.authenticator = DigestAuthenticator(
-            clock, user_store.realm,
+            clock,
+            user_store.realm,
             secret if secret is not None else os.urandom(32),
             nonce_lifetime=self.settings.nonce_lifetime,
-            algorithms=self.settings.digest_algorithms)
+            algorithms=self.settings.digest_algorithms,
+        )
         self.throttle = throttle if throttle is not None else AuthThrottle(clock)
-        self.credentials = CredentialsCache(
-            clock, self.settings.credentials_cache_seconds)
+        self.credentials = CredentialsCache(clock, self.settings.credentials_cache_seconds)
         # A user store that tells of users whose credentials changed
         # (IUserChangeNotifier) has them leave the cache at once; with another,
         # a change is seen within credentials_cache_seconds.
@@ -512,8 +517,7 @@ class Registrar(Service):
 
     # -- REGISTER ------------------------------------------------------------
 
-    def handle_register(self, request: Request, source: Source
-                        ) -> Deferred[Response]:
+    def handle_register(self, request: Request, source: Source) -> Deferred[Response]:
         """
         Process a REGISTER request (RFC 3261 §10.3).
 
@@ -523,42 +527,43 @@ class Registrar(Service):
         """
         return Deferred.fromCoroutine(self._handle(request, source))
 
-    async def _handle(self, request: Request, source: Source
-                      ) -> Response:
+    async def _handle(self, request: Request, source: Source) -> Response:
         try:
             return await self._register(request, source)
         except _Reject as reject:
-            return self._response(request, reject.status, reject.reason,
-                                  reject.headers)
+            return self._response(request, reject.status, reject.reason, reject.headers)
         except (HeaderParseError, URIParseError) as e:
             # The parsers quote the offending text with repr(): no CR/LF
             # can reach the status line. Keep the phrase short.
             return self._response(request, 400, f"Bad Request ({str(e)[:100]})")
         except TooManyBindings as e:
-            self.log.info("REGISTER for {aor} refused: {error}", aor=e.aor,
-                          error=str(e), peer=source.peer,
-                          call_id=request.call_id)
+            self.log.info(
+                "REGISTER for {aor} refused: {error}",
+                aor=e.aor,
+                error=str(e),
+                peer=source.peer,
+                call_id=request.call_id,
+            )
             return self._response(request, *_TOO_MANY_CONTACTS)
         except OutOfOrderRegistration as e:
             # RFC 3261 §10.3 step 7: "the update MUST be aborted and the
             # request fails"; failed updates get 500 (same step).
-            self.log.info("Out-of-order REGISTER for {aor}: {error}",
-                          aor=e.aor, error=str(e), peer=source.peer,
-                          call_id=e.call_id)
-            return self._response(request, 500, "Server Internal Error"
-                                  " (Out of Order CSeq)")
+            self.log.info(
+                "Out-of-order REGISTER for {aor}: {error}",
+                aor=e.aor,
+                error=str(e),
+                peer=source.peer,
+                call_id=e.call_id,
+            )
+            return self._response(request, 500, "Server Internal Error (Out of Order CSeq)")
         except StoreError:
-            self.log.failure("Location service failed for REGISTER",
-                             peer=source.peer)
-            return self._response(request, 500, None,
-                                  [("Retry-After", "5")])
+            self.log.failure("Location service failed for REGISTER", peer=source.peer)
+            return self._response(request, 500, None, [("Retry-After", "5")])
         except Exception:
-            self.log.failure("Unexpected error handling REGISTER",
-                             peer=source.peer)
+            self.log.failure("Unexpected error handling REGISTER", peer=source.peer)
             return self._response(request, 500, None)
 
-    def stateless_challenge(self, request: Request, source: Source
-                            ) -> Response | None:
+    def stateless_challenge(self, request: Request, source: Source) -> Response | None:
         """
         The 401 for a REGISTER that carries no ``Authorization`` at all (how
         every phone starts), made at once so that it can be sent without a
@@ -581,11 +586,9 @@ class Registrar(Service):
         if self._refused_without_credentials(request, source) > 0:
             return None
         reject = self._challenge()
-        return self._response(request, reject.status, reject.reason,
-                              reject.headers)
+        return self._response(request, reject.status, reject.reason, reject.headers)
 
-    def _check(self, request: Request, source: Source
-               ) -> tuple[list[_Contact], bool, str, bool]:
+    def _check(self, request: Request, source: Source) -> tuple[list[_Contact], bool, str, bool]:
         """
         The checks of §10.3 that do not depend on who is asking (syntax,
         steps 1 and 2, the number of Contacts): the contact changes, whether
@@ -608,8 +611,7 @@ class Registrar(Service):
             if contacts or len(request.headers.get_all("Contact")) != 1:
                 raise _Reject(400, "Bad Request (Wildcard Contact Not Alone)")
             if header_expires != 0:
-                raise _Reject(400, "Bad Request (Wildcard Contact Needs"
-                                   " Expires: 0)")
+                raise _Reject(400, "Bad Request (Wildcard Contact Needs Expires: 0)")
         changes = self._contact_changes(contacts, header_expires)
 
         # Step 1: the Request-URI must name our domain.
@@ -618,13 +620,14 @@ class Registrar(Service):
         # Step 2: RFC 3261 §8.2.2.3. RFC 3327 §5.3: a registrar that will not
         # store this request's Path (path = off, or a source that is not a
         # trusted proxy) answers a Require: path as one without Path support.
-        supported = (SUPPORTED_OPTIONS
-                     if self.settings.accepts_path_from(source.remote_host)
-                     else _NO_OPTIONS)
+        supported = (
+            SUPPORTED_OPTIONS
+            if self.settings.accepts_path_from(source.remote_host)
+            else _NO_OPTIONS
+        )
         unsupported = _option_tags(request, "Require") - supported
         if unsupported:
-            raise _Reject(420, None,
-                          [("Unsupported", ", ".join(sorted(unsupported)))])
+            raise _Reject(420, None, [("Unsupported", ", ".join(sorted(unsupported)))])
         if len(changes) > self.settings.max_contacts:
             # Refused before any work on credentials or the store: no UA needs
             # more Contacts in one REGISTER than its AOR may have bindings.
@@ -633,8 +636,7 @@ class Registrar(Service):
         aor = canonical_aor(to.uri, self.domain, self.settings.aliases)
         return changes, wildcard, aor, normal_host(to.uri.host) in self._hosts
 
-    async def _register(self, request: Request, source: Source
-                        ) -> Response:
+    async def _register(self, request: Request, source: Source) -> Response:
         now = self._clock.seconds()
         changes, wildcard, aor, our_aor = self._check(request, source)
         call_id = request.call_id
@@ -651,42 +653,47 @@ class Registrar(Service):
             min_expires = self.settings.min_expires
             for change in changes:
                 if 0 < change.requested < min(min_expires, _ONE_HOUR):
-                    raise _Reject(423, None,
-                                  [("Min-Expires", str(min_expires))])
-            contact_changes: tuple[ContactChange, ...] = tuple(
-                c.change for c in changes)
+                    raise _Reject(423, None, [("Min-Expires", str(min_expires))])
+            contact_changes: tuple[ContactChange, ...] = tuple(c.change for c in changes)
             binding_changes = BindingChanges(
-                call_id=call_id, cseq=cseq,
+                call_id=call_id,
+                cseq=cseq,
                 # cast: mypy's attrs plugin cannot type converter=tuple.
                 contacts=cast(Any, contact_changes),
-                wildcard=wildcard, path=self._accepted_path(request, source, aor),
+                wildcard=wildcard,
+                path=self._accepted_path(request, source, aor),
                 # Where requests to the binding go, whatever its Contact names
                 # (host, port, maddr, transport): docs/registrar.md, "Binding
                 # trust".
                 received=_source_uri(source),
                 user_agent=request.headers.get("User-Agent"),
-                max_bindings=self.settings.max_contacts)
-            bindings = await self._locations.update_bindings(
-                aor, binding_changes, now)
+                max_bindings=self.settings.max_contacts,
+            )
+            bindings = await self._locations.update_bindings(aor, binding_changes, now)
             if self._flows is not None and source.connection is not None:
                 # Keep the connection open while a binding made over it lives
                 # (a de-REGISTER leaves none: the hold is released).
                 received = binding_changes.received
-                self._flows.keep_flow(source, aor, max(
-                    (b.expires_at for b in bindings if b.received == received),
-                    default=now))
+                self._flows.keep_flow(
+                    source,
+                    aor,
+                    max((b.expires_at for b in bindings if b.received == received), default=now),
+                )
             for listener in self.binding_listeners:
                 try:
                     listener(aor, bindings)
                 except Exception:
                     self.log.failure("binding listener failed", aor=aor)
             self.log.debug(
-                "REGISTER {aor}: {count} binding(s)", aor=aor,
-                count=len(bindings), peer=source.peer, call_id=call_id)
+                "REGISTER {aor}: {count} binding(s)",
+                aor=aor,
+                count=len(bindings),
+                peer=source.peer,
+                call_id=call_id,
+            )
         return self._ok(request, source, bindings, now)
 
-    def _accepted_path(self, request: Request, source: Source,
-                       aor: str) -> list[str]:
+    def _accepted_path(self, request: Request, source: Source, aor: str) -> list[str]:
         """
         The Path to store with the bindings: the request's (RFC 3327 §5.3)
         when it came from a trusted proxy with ``path = trusted``, otherwise
@@ -697,24 +704,26 @@ class Registrar(Service):
         path = request.headers.get_all("Path")
         if not path or self.settings.accepts_path_from(source.remote_host):
             return path
-        self.log.info("Path of REGISTER for {aor} ignored: not from a trusted"
-                      " proxy with path = trusted", aor=aor, peer=source.peer,
-                      call_id=request.call_id)
+        self.log.info(
+            "Path of REGISTER for {aor} ignored: not from a trusted proxy with path = trusted",
+            aor=aor,
+            peer=source.peer,
+            call_id=request.call_id,
+        )
         return []
 
-    def _contact_changes(self, contacts: list[NameAddr],
-                         header_expires: int | None) -> list[_Contact]:
+    def _contact_changes(
+        self, contacts: list[NameAddr], header_expires: int | None
+    ) -> list[_Contact]:
         settings = self.settings
-        default = (header_expires if header_expires is not None
-                   else settings.default_expires)
+        default = header_expires if header_expires is not None else settings.default_expires
         changes = []
         with_reg_id = 0
         for contact in contacts:
             uri = contact.uri
             if not uri.is_sip:
                 # We can only ever call a SIP phone.
-                raise _Reject(400, "Bad Request (Contact Is Not a SIP or"
-                                   " SIPS URI)")
+                raise _Reject(400, "Bad Request (Contact Is Not a SIP or SIPS URI)")
             expires = contact.expires
             requested = default if expires is None else expires
             requested = min(requested, _MAX_EXPIRES_VALUE)
@@ -723,24 +732,38 @@ class Registrar(Service):
             reg_id_text = contact.param("reg-id")
             reg_id: int | None = None
             if reg_id_text is not None:
-                if not reg_id_text.isdigit() or not reg_id_text.isascii() \
-                        or not 0 < int(reg_id_text) < 2**31:
+                if (
+                    not reg_id_text.isdigit()
+                    or not reg_id_text.isascii()
+                    or not 0 < int(reg_id_text) < 2**31
+                ):
                     raise _Reject(400, "Bad Request (Invalid reg-id)")
                 with_reg_id += 1
                 # RFC 5626 §6: reg-id without +sip.instance is ignored.
                 reg_id = int(reg_id_text) if instance is not None else None
-            changes.append(_Contact(requested, ContactChange(
-                # str(uri) is the text as received: the contact is stored
-                # verbatim (RFC 4475 §3.3.14), URI headers included.
-                contact=str(uri), expires=granted, q=contact.q,
-                instance_id=instance, reg_id=reg_id, key=contact_key(uri))))
+            changes.append(
+                _Contact(
+                    requested,
+                    ContactChange(
+                        # str(uri) is the text as received: the contact is stored
+                        # verbatim (RFC 4475 §3.3.14), URI headers included.
+                        contact=str(uri),
+                        expires=granted,
+                        q=contact.q,
+                        instance_id=instance,
+                        reg_id=reg_id,
+                        key=contact_key(uri),
+                    ),
+                )
+            )
         if with_reg_id > 1:
             # RFC 5626 §6: one flow per REGISTER.
             raise _Reject(400, "Bad Request (Multiple Contacts With reg-id)")
         return changes
 
-    async def _authenticate(self, request: Request, source: Source,
-                            aor: str, our_aor: bool) -> None:
+    async def _authenticate(
+        self, request: Request, source: Source, aor: str, our_aor: bool
+    ) -> None:
         """
         RFC 3261 §10.3 steps 3-5; returns when the request may proceed,
         raises :func:`_Reject` otherwise.
@@ -748,13 +771,12 @@ class Registrar(Service):
         :param our_aor: whether the AOR's host is our domain (step 5).
         """
         credentials = select_credentials(
-            request.headers.get_fields("Authorization"),
-            self.authenticator.realm)
+            request.headers.get_fields("Authorization"), self.authenticator.realm
+        )
         if credentials is None:
             left = self._refused_without_credentials(request, source)
             if left > 0:
-                raise _Reject(503, None,
-                              [("Retry-After", str(math.ceil(left)))])
+                raise _Reject(503, None, [("Retry-After", str(math.ceil(left)))])
             # No credentials, or none we can use: challenge (RFC 4475
             # §3.3.7). Not a failure: every phone starts this way.
             raise self._challenge()
@@ -766,29 +788,36 @@ class Registrar(Service):
         try:
             attempt = self.throttle.begin(peer, credentials.username)
         except ThrottleRefused as refused:
-            raise _Reject(503, None, [
-                ("Retry-After", str(math.ceil(refused.retry_after)))]) from None
+            raise _Reject(
+                503, None, [("Retry-After", str(math.ceil(refused.retry_after)))]
+            ) from None
         try:
-            await self._check_credentials(attempt, credentials, request, aor,
-                                          our_aor)
+            await self._check_credentials(attempt, credentials, request, aor, our_aor)
         finally:
             # Anything that neither failed nor succeeded (a stale or foreign
             # nonce, a store error) tested no password: give the slot back.
             attempt.released()
 
-    async def _check_credentials(self, attempt: AuthAttempt,
-                                 credentials: DigestCredentials,
-                                 request: Request, aor: str,
-                                 our_aor: bool) -> None:
+    async def _check_credentials(
+        self,
+        attempt: AuthAttempt,
+        credentials: DigestCredentials,
+        request: Request,
+        aor: str,
+        our_aor: bool,
+    ) -> None:
         issued_at = self.authenticator.check_nonce(credentials)
         if issued_at is None or not self._uri_matches(credentials, request):
             # Not a password guess: nothing was checked against a secret
             # and nothing is learnt. A phone holding a nonce from before a
             # restart (with a new random secret) lands here; a fresh
             # challenge is all it needs.
-            self.log.info("Unusable nonce or digest-uri from {username}",
-                          username=credentials.username, peer=attempt.peer,
-                          aor=aor)
+            self.log.info(
+                "Unusable nonce or digest-uri from {username}",
+                username=credentials.username,
+                peer=attempt.peer,
+                aor=aor,
+            )
             raise self._challenge()
         verdict = await self._verify(credentials, request.method, issued_at)
         if verdict is Verdict.INVALID:
@@ -797,17 +826,14 @@ class Registrar(Service):
         if verdict is Verdict.STALE:
             raise self._challenge(stale=True)
         if not our_aor:
-            raise _Reject(404, "Not Found (Address of Record Not Served"
-                               " Here)")
+            raise _Reject(404, "Not Found (Address of Record Not Served Here)")
         # Step 4: users may only register their own AOR.
         if aor != f"sip:{credentials.username}@{self._aor_host}":
-            await self._fail(attempt, aor,
-                             "user does not own the address of record")
+            await self._fail(attempt, aor, "user does not own the address of record")
             raise _Reject(403, "Forbidden (Not Your Address of Record)")
         attempt.succeeded()
 
-    def _refused_without_credentials(self, request: Request,
-                                     source: Source) -> float:
+    def _refused_without_credentials(self, request: Request, source: Source) -> float:
         """
         Seconds left of the refusal of a REGISTER without credentials: its
         source's, unless that source is known for the To user (a phone that
@@ -830,8 +856,9 @@ class Registrar(Service):
             return phone_host(request, self.settings.trusted_proxies) or host
         return host
 
-    async def _verify(self, credentials: DigestCredentials, method: str,
-                      issued_at: float) -> Verdict:
+    async def _verify(
+        self, credentials: DigestCredentials, method: str, issued_at: float
+    ) -> Verdict:
         """
         Check the response against the user's HA1: from the credentials
         cache when it has the user, else (and whenever the cached HA1 does
@@ -848,8 +875,7 @@ class Registrar(Service):
         cached_ha1 = None
         if cached is not None:
             cached_ha1 = _ha1(cached, credentials.algorithm)
-            verdict = authenticator.verify(credentials, method, cached_ha1,
-                                           issued_at)
+            verdict = authenticator.verify(credentials, method, cached_ha1, issued_at)
             if verdict is not Verdict.INVALID:
                 return verdict
         # The store round trip. get_sip_credentials fires with None for
@@ -857,15 +883,13 @@ class Registrar(Service):
         generation = cache.generation
         stored = await self._users.get_sip_credentials(username)
         cache.put(username, stored, generation)
-        ha1 = _ha1(stored, credentials.algorithm) if stored is not None \
-            else None
+        ha1 = _ha1(stored, credentials.algorithm) if stored is not None else None
         if cached is not None and ha1 == cached_ha1:
             # The same HA1 that did not match just now.
             return Verdict.INVALID
         return authenticator.verify(credentials, method, ha1, issued_at)
 
-    def _uri_matches(self, credentials: DigestCredentials,
-                     request: Request) -> bool:
+    def _uri_matches(self, credentials: DigestCredentials, request: Request) -> bool:
         # RFC 7616 §3.4.6 / RFC 2617 §3.2.2.5: the digest-uri should be the
         # Request-URI; most phones copy it verbatim. Some clients write it
         # differently (SIPp 3.6 adds the port it sent to), so a SIP URI
@@ -878,14 +902,19 @@ class Registrar(Service):
         except URIParseError:
             return False
         ruri = request.uri
-        return (uri.is_sip and uri.user == ruri.user
-                and normal_host(uri.host) == normal_host(ruri.host))
+        return (
+            uri.is_sip and uri.user == ruri.user and normal_host(uri.host) == normal_host(ruri.host)
+        )
 
     async def _fail(self, attempt: AuthAttempt, aor: str, why: str) -> None:
         delay = attempt.failed(aor)
-        self.log.info("Authentication failed for {username} ({why})",
-                      username=attempt.username, why=why, peer=attempt.peer,
-                      aor=aor)
+        self.log.info(
+            "Authentication failed for {username} ({why})",
+            username=attempt.username,
+            why=why,
+            peer=attempt.peer,
+            aor=aor,
+        )
         if delay <= 0:
             return
         if self._delayed >= self.settings.max_delayed:
@@ -897,14 +926,21 @@ class Registrar(Service):
             self._delayed -= 1
 
     def _challenge(self, stale: bool = False) -> _Reject:
-        return _Reject(401, None, [
-            ("WWW-Authenticate", value)
-            for value in self.authenticator.challenges(stale=stale)])
+        return _Reject(
+            401,
+            None,
+            [("WWW-Authenticate", value) for value in self.authenticator.challenges(stale=stale)],
+        )
 
     # -- responses -----------------------------------------------------------
 
-    def _response(self, request: Request, status: int, reason: str | None,
-                  headers: Sequence[tuple[str, str]] = ()) -> Response:
+    def _response(
+        self,
+        request: Request,
+        status: int,
+        reason: str | None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Response:
         # RFC 3261 §8.2.6.2: a UAS adds a To tag to its responses.
         response = make_response(request, status, reason, to_tag=new_tag())
         for name, value in headers:
@@ -920,8 +956,9 @@ class Registrar(Service):
             self._date_text = formatdate(second, usegmt=True)
         return self._date_text
 
-    def _ok(self, request: Request, source: Source,
-            bindings: Sequence[Binding], now: float) -> Response:
+    def _ok(
+        self, request: Request, source: Source, bindings: Sequence[Binding], now: float
+    ) -> Response:
         headers: list[tuple[str, str]] = []
         for binding in bindings:
             value = f"<{binding.contact}>;expires={binding.expires_in(now)}"
@@ -934,11 +971,11 @@ class Registrar(Service):
             headers.append(("Contact", value))
         # RFC 3261 §10.3 step 8.
         headers.append(("Date", self._date(now)))
-        if ("path" in _option_tags(request, "Supported")
-                and self.settings.accepts_path_from(source.remote_host)):
+        if "path" in _option_tags(request, "Supported") and self.settings.accepts_path_from(
+            source.remote_host
+        ):
             # RFC 3327 §5.3: echo the Path of this request, if we stored it.
-            headers.extend(("Path", value)
-                           for value in request.headers.get_fields("Path"))
+            headers.extend(("Path", value) for value in request.headers.get_fields("Path"))
         if self._flows is not None and _outbound_flow(request, source):
             # RFC 5626 §6: the registrar that supports outbound says so with
             # Require; §4.4.1: Flow-Timer, the keep-alive interval we expect
@@ -949,8 +986,7 @@ class Registrar(Service):
         return self._response(request, 200, None, headers)
 
 
-def settings_from_config(section: RegistrarConfig
-                         ) -> tuple[RegistrarSettings, ThrottleSettings]:
+def settings_from_config(section: RegistrarConfig) -> tuple[RegistrarSettings, ThrottleSettings]:
     """The registrar's and the throttle's settings from the ``[registrar]``
     config section."""
     return (

@@ -256,7 +256,7 @@ def _carries_media(section: list[tuple[str, str]]) -> bool:
     encodings = {}
     for kind, value in section[1:]:
         if kind == "a" and value.startswith("rtpmap:"):
-            payload, _, encoding = value[len("rtpmap:"):].partition(" ")
+            payload, _, encoding = value[len("rtpmap:") :].partition(" ")
             encodings[payload] = encoding.split("/", 1)[0].strip().lower()
     return any(
         encodings.get(fmt, "") not in _COMPANION_ENCODINGS and fmt != _STATIC_COMFORT_NOISE
@@ -475,8 +475,9 @@ def truncate_media(body: bytes, count: int) -> bytes:
 StreamAnswer = Callable[[int, Media, list[tuple[str, str]]], list[tuple[str, str]] | None]
 
 
-def _our_answer(offer: SessionDescription, address: str, addrtype: str, username: str,
-                stream: StreamAnswer) -> bytes:
+def _our_answer(
+    offer: SessionDescription, address: str, addrtype: str, username: str, stream: StreamAnswer
+) -> bytes:
     """
     An answer of ours to ``offer``: our own session lines (a fresh session id, version 1,
     ``c=`` ``address``), then per offered m-line what ``stream`` says, or the m-line
@@ -515,14 +516,18 @@ def held_answer(offer: bytes, username: str = "clicktodial") -> bytes:
     ip6 = connection is not None and connection.addrtype.upper() == "IP6"
     addrtype, address = ("IP6", "::") if ip6 else ("IP4", "0.0.0.0")
 
-    def hold(index: int, media: Media, section: list[tuple[str, str]]
-             ) -> list[tuple[str, str]] | None:
+    def hold(
+        index: int, media: Media, section: list[tuple[str, str]]
+    ) -> list[tuple[str, str]] | None:
         if media.port == 0 or not media.formats:
             return None
         fmt = media.formats[0]
         lines = [("m", str(attrs.evolve(media, port=9, formats=(fmt,), port_count=None)))]
-        lines += [(kind, value) for kind, value in section[1:]
-                  if kind == "a" and value.startswith((f"rtpmap:{fmt} ", f"fmtp:{fmt} "))]
+        lines += [
+            (kind, value)
+            for kind, value in section[1:]
+            if kind == "a" and value.startswith((f"rtpmap:{fmt} ", f"fmtp:{fmt} "))
+        ]
         lines.append(("a", "inactive"))
         return lines
 
@@ -681,8 +686,9 @@ def ringback_answer(
         raise NoUsableMedia(f"the offer is not SDP: {e}") from None
     addrtype = "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
 
-    def send(index: int, media: Media, section: list[tuple[str, str]]
-             ) -> list[tuple[str, str]] | None:
+    def send(
+        index: int, media: Media, section: list[tuple[str, str]]
+    ) -> list[tuple[str, str]] | None:
         if index != chosen.index:
             return None
         fmt = str(chosen.payload_type)

@@ -453,9 +453,7 @@ class _StreamProtocol(Protocol):
         peer_host, peer_port = _host_port(self.transport.getPeer())  # type: ignore[union-attr]
         local_host, local_port = _host_port(self.transport.getHost())  # type: ignore[union-attr]
         key = next(self.layer._connection_keys)
-        self.source = Source(
-            self.transport_name, peer_host, peer_port, local_host, local_port, key
-        )
+        self.source = Source(self.transport_name, peer_host, peer_port, local_host, local_port, key)
         self.layer._connection_made(self)
         self._touch()
 
@@ -536,7 +534,8 @@ class _StreamProtocol(Protocol):
             self._data_received(data)
         except Exception:
             log.failure(
-                "error handling {transport} data", transport=self.transport_name,
+                "error handling {transport} data",
+                transport=self.transport_name,
                 peer=self.source.peer,
             )
             self._framing_lost = True
@@ -797,13 +796,9 @@ class SIPTransportLayer(Service):
             if self.config.udp_buffer:
                 _set_buffer_size(self._udp_port, self.config.udp_buffer)
             handle = ISystemHandle(self._udp_port, None)  # None: not a real socket
-            self._udp_socket = (
-                None if handle is None else cast(socket.socket, handle.getHandle())
-            )
+            self._udp_socket = None if handle is None else cast(socket.socket, handle.getHandle())
             if self.source_limit is not None and self._udp_socket is not None:
-                self._ban_filter = _KernelBanFilter(
-                    self.clock, self.source_limit, self._udp_socket
-                )
+                self._ban_filter = _KernelBanFilter(self.clock, self.source_limit, self._udp_socket)
                 self._ban_filter.refresh()
         if "TCP" in self.transports:
             self._tcp_port = IReactorTCP(self.reactor).listenTCP(
@@ -849,17 +844,28 @@ class SIPTransportLayer(Service):
         if adopted.udp_fd is not None and "UDP" in self.transports:
             # An inherited socket may be blocking: the reactor would freeze on it.
             os.set_blocking(adopted.udp_fd, False)
-            self._adopted_ports.append(reactor.adoptDatagramPort(
-                adopted.udp_fd, socket.AddressFamily(adopted.family), _DatagramProtocol(self),
-                maxPacketSize=65535))
+            self._adopted_ports.append(
+                reactor.adoptDatagramPort(
+                    adopted.udp_fd,
+                    socket.AddressFamily(adopted.family),
+                    _DatagramProtocol(self),
+                    maxPacketSize=65535,
+                )
+            )
         if adopted.tcp_fd is not None and "TCP" in self.transports:
             os.set_blocking(adopted.tcp_fd, False)
-            self._adopted_ports.append(reactor.adoptStreamPort(
-                adopted.tcp_fd, socket.AddressFamily(adopted.family),
-                self._stream_server_factory("TCP")))
+            self._adopted_ports.append(
+                reactor.adoptStreamPort(
+                    adopted.tcp_fd,
+                    socket.AddressFamily(adopted.family),
+                    self._stream_server_factory("TCP"),
+                )
+            )
         for port in self._adopted_ports:
-            log.info("SIP serving the shared socket {address}",
-                     address=format_host_port(*_host_port(port.getHost())))
+            log.info(
+                "SIP serving the shared socket {address}",
+                address=format_host_port(*_host_port(port.getHost())),
+            )
 
     def _stream_server_factory(self, transport_name: str) -> ServerFactory:
         """The factory of a TCP or TLS listener, behind its per-source connection cap."""
@@ -1018,8 +1024,7 @@ class SIPTransportLayer(Service):
         if self.tap is not None:
             self._tap_out(response, data, destination)
 
-    def _tap_out(self, message: Request | Response, data: bytes,
-                 destination: Destination) -> None:
+    def _tap_out(self, message: Request | Response, data: bytes, destination: Destination) -> None:
         """Show the tap a message just sent (a tap that fails is logged, never raised)."""
         assert self.tap is not None
         try:
@@ -1027,14 +1032,21 @@ class SIPTransportLayer(Service):
                 local = self._udp_local
             else:
                 connection = self._open_connection(destination)
-                local = ((connection.source.local_host, connection.source.local_port)
-                         if connection is not None
-                         else self.local_address(destination.transport))
-            self.tap.message_passed("out", message, data, destination.transport, local,
-                                    (normalize_host(destination.host), destination.port))
+                local = (
+                    (connection.source.local_host, connection.source.local_port)
+                    if connection is not None
+                    else self.local_address(destination.transport)
+                )
+            self.tap.message_passed(
+                "out",
+                message,
+                data,
+                destination.transport,
+                local,
+                (normalize_host(destination.host), destination.port),
+            )
         except Exception:
-            log.failure("SIP tap failed on a message sent",
-                        call_id=message.headers.get("Call-ID"))
+            log.failure("SIP tap failed on a message sent", call_id=message.headers.get("Call-ID"))
 
     # -- sending ---------------------------------------------------------------
 
@@ -1049,9 +1061,7 @@ class SIPTransportLayer(Service):
         _replace_top_via(request.headers, Via(transport, host, port, params))
         return request.serialize()
 
-    def _send(
-        self, data: bytes, destination: Destination, request: Request | None = None
-    ) -> None:
+    def _send(self, data: bytes, destination: Destination, request: Request | None = None) -> None:
         if destination.transport == "UDP":
             self._send_datagram(data, destination)
         else:
@@ -1173,9 +1183,7 @@ class SIPTransportLayer(Service):
             try:
                 failures.request_failed(request, destination, f"cannot connect: {error}")
             except Exception:
-                log.failure(
-                    "handler failed on a send failure", peer=format_host_port(*factory.key)
-                )
+                log.failure("handler failed on a send failure", peer=format_host_port(*factory.key))
 
     # -- receiving ---------------------------------------------------------------
 
@@ -1257,12 +1265,17 @@ class SIPTransportLayer(Service):
             # As it arrived: serialize() gives back the parsed octets until stamped.
             try:
                 self.tap.message_passed(
-                    "in", message, message.serialize(), source.transport,
+                    "in",
+                    message,
+                    message.serialize(),
+                    source.transport,
                     (source.local_host, source.local_port),
-                    (source.remote_host, source.remote_port))
+                    (source.remote_host, source.remote_port),
+                )
             except Exception:
-                log.failure("SIP tap failed on a message received",
-                            call_id=message.headers.get("Call-ID"))
+                log.failure(
+                    "SIP tap failed on a message received", call_id=message.headers.get("Call-ID")
+                )
         if isinstance(message, Request):
             try:
                 stamp_received(message.headers, source)

@@ -113,7 +113,14 @@ class URI:
     # Private slots behind read-only properties: a URI cannot be changed in
     # place (its text is cached), and building one stays cheap.
     __slots__ = (
-        "_scheme", "_user", "_password", "_host", "_port", "_params", "_headers", "_opaque",
+        "_scheme",
+        "_user",
+        "_password",
+        "_host",
+        "_port",
+        "_params",
+        "_headers",
+        "_opaque",
         "_text",
     )
 

@@ -70,9 +70,14 @@ class ImportResult:
     with_password: int
 
 
-def add_user(store: IUserStore, username: str, password: str | None = None,
-             sip_password: str | None = None, display_name: str = "",
-             is_admin: bool = False) -> Deferred[AddedUser]:
+def add_user(
+    store: IUserStore,
+    username: str,
+    password: str | None = None,
+    sip_password: str | None = None,
+    display_name: str = "",
+    is_admin: bool = False,
+) -> Deferred[AddedUser]:
     """
     ``user add``: create a user. Without ``sip_password`` a long random SIP secret is
     generated and returned in :attr:`AddedUser.generated_sip_password`.
@@ -81,13 +86,17 @@ def add_user(store: IUserStore, username: str, password: str | None = None,
     """
     generated = generate_sip_secret() if sip_password is None else None
     return store.add_user(
-        username, password=password, sip_password=sip_password or generated,
-        display_name=display_name, is_admin=is_admin,
+        username,
+        password=password,
+        sip_password=sip_password or generated,
+        display_name=display_name,
+        is_admin=is_admin,
     ).addCallback(lambda user: AddedUser(user, generated))
 
 
-def list_users(store: IStoreBackend, now: float,
-               locations: ILocationStore | None = None) -> Deferred[list[UserListing]]:
+def list_users(
+    store: IStoreBackend, now: float, locations: ILocationStore | None = None
+) -> Deferred[list[UserListing]]:
     """
     ``user list``: every user with their unexpired bindings at ``now`` (in ``locations``, by
     default ``store``). A binding belongs to the user whose name is its AOR's user part.
@@ -104,8 +113,9 @@ def list_users(store: IStoreBackend, now: float,
     return Deferred.fromCoroutine(listing())
 
 
-def change_passwords(store: IUserStore, username: str, password: str | None = None,
-                     sip_password: str | None = None) -> Deferred[User]:
+def change_passwords(
+    store: IUserStore, username: str, password: str | None = None, sip_password: str | None = None
+) -> Deferred[User]:
     """
     ``user passwd``: set a new web password and/or SIP secret.
 
@@ -113,12 +123,12 @@ def change_passwords(store: IUserStore, username: str, password: str | None = No
     """
     if password is None and sip_password is None:
         raise ValueError("give a new password, a new SIP password or both")
-    return store.update_user(username, UserChanges(password=password,
-                                                   sip_password=sip_password))
+    return store.update_user(username, UserChanges(password=password, sip_password=sip_password))
 
 
-def remove_user(store: IStoreBackend, username: str, now: float,
-                locations: ILocationStore | None = None) -> Deferred[int]:
+def remove_user(
+    store: IStoreBackend, username: str, now: float, locations: ILocationStore | None = None
+) -> Deferred[int]:
     """
     ``user remove``: delete a user, their tokens and the bindings of their AOR(s) (AORs whose
     user part is the username; in ``locations``, by default ``store``), so their phones stop
@@ -172,9 +182,15 @@ def parse_users_csv(lines: Iterable[str]) -> list[NewUser]:
             if first_row:
                 first_row = False
                 if cells[0].lower() == "username":
-                    if tuple(c.lower() for c in cells) != CSV_COLUMNS[:len(cells)]:
-                        problems.append((line, "header must be " + ",".join(CSV_COLUMNS)
-                                         + " (the last two columns optional)"))
+                    if tuple(c.lower() for c in cells) != CSV_COLUMNS[: len(cells)]:
+                        problems.append(
+                            (
+                                line,
+                                "header must be "
+                                + ",".join(CSV_COLUMNS)
+                                + " (the last two columns optional)",
+                            )
+                        )
                     continue
             if not 2 <= len(cells) <= 4:
                 problems.append((line, f"expected 2 to 4 columns, found {len(cells)}"))
@@ -183,17 +199,29 @@ def parse_users_csv(lines: Iterable[str]) -> list[NewUser]:
             password = cells[2] if len(cells) > 2 and cells[2] else None
             display_name = cells[3] if len(cells) > 3 else ""
             if not is_valid_username(username):
-                problems.append((line, f"invalid username {username!r}: use 1 to 64"
-                                       " characters of a-z, 0-9, '.', '_' or '-'"))
+                problems.append(
+                    (
+                        line,
+                        f"invalid username {username!r}: use 1 to 64"
+                        " characters of a-z, 0-9, '.', '_' or '-'",
+                    )
+                )
             elif username in first_line:
-                problems.append((line, f"username {username!r} already on line"
-                                       f" {first_line[username]}"))
+                problems.append(
+                    (line, f"username {username!r} already on line {first_line[username]}")
+                )
             else:
                 first_line[username] = line
             if not sip_password:
                 problems.append((line, "missing SIP password"))
-            users.append(NewUser(username=username, password=password,
-                                 sip_password=sip_password, display_name=display_name))
+            users.append(
+                NewUser(
+                    username=username,
+                    password=password,
+                    sip_password=sip_password,
+                    display_name=display_name,
+                )
+            )
     except csv.Error as e:
         problems.append((reader.line_num, f"not valid CSV: {e}"))
     if problems:
@@ -207,8 +235,11 @@ def import_users(store: IUserStore, users: Sequence[NewUser]) -> Deferred[Import
     hashing pool). Fails with ``UserExists`` naming users that already exist; nothing is
     imported then.
     """
-    return store.add_users(users).addCallback(lambda count: ImportResult(
-        users=count, with_password=sum(1 for u in users if u.password is not None)))
+    return store.add_users(users).addCallback(
+        lambda count: ImportResult(
+            users=count, with_password=sum(1 for u in users if u.password is not None)
+        )
+    )
 
 
 def import_users_csv(store: IUserStore, path: str | Path) -> Deferred[ImportResult]:
@@ -224,8 +255,12 @@ def import_users_csv(store: IUserStore, path: str | Path) -> Deferred[ImportResu
     def existing_users_by_line(failure: Any) -> Any:
         failure.trap(UserExists)
         lines = _line_numbers(text)
-        raise CsvImportError(sorted((lines.get(name, 0), f"user {name!r} already exists")
-                                    for name in failure.value.usernames))
+        raise CsvImportError(
+            sorted(
+                (lines.get(name, 0), f"user {name!r} already exists")
+                for name in failure.value.usernames
+            )
+        )
 
     return import_users(store, users).addErrback(existing_users_by_line)
 
@@ -242,12 +277,17 @@ def seed_demo_users(store: IUserStore) -> Deferred[list[str]]:
 
     :returns: fires with the usernames created (empty if both existed).
     """
+
     async def seed() -> list[str]:
         created = []
         for username, password, sip_password, display_name in DEMO_USERS:
             if await store.get_user(username) is None:
-                await store.add_user(username, password=password, sip_password=sip_password,
-                                     display_name=display_name)
+                await store.add_user(
+                    username,
+                    password=password,
+                    sip_password=sip_password,
+                    display_name=display_name,
+                )
                 created.append(username)
         return created
 

@@ -74,8 +74,7 @@ class UserRecord:
             is_admin=self.is_admin,
             disabled=self.disabled,
             has_password=self.password_hash is not None,
-            has_sip_credentials=(self.ha1_md5 is not None
-                                 and self.ha1_sha256 is not None),
+            has_sip_credentials=(self.ha1_md5 is not None and self.ha1_sha256 is not None),
             created_at=self.created_at,
         )
 
@@ -95,8 +94,7 @@ class StoreBase(ABC):
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, realm: str,
-                 hashing: PasswordHashing) -> None:
+    def __init__(self, clock: IReactorTime, realm: str, hashing: PasswordHashing) -> None:
         self._clock = clock
         self.realm = realm
         self._hashing = hashing
@@ -132,12 +130,22 @@ class StoreBase(ABC):
 
     # -- IUserStore --------------------------------------------------------
 
-    def add_user(self, username: str, *, password: str | None = None,
-                 sip_password: str | None = None, display_name: str = "",
-                 is_admin: bool = False) -> Deferred[User]:
-        new = NewUser(username=username, password=password,
-                      sip_password=sip_password, display_name=display_name,
-                      is_admin=is_admin)
+    def add_user(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        sip_password: str | None = None,
+        display_name: str = "",
+        is_admin: bool = False,
+    ) -> Deferred[User]:
+        new = NewUser(
+            username=username,
+            password=password,
+            sip_password=sip_password,
+            display_name=display_name,
+            is_admin=is_admin,
+        )
 
         async def add() -> User:
             [record] = await self._add_records([new])
@@ -164,38 +172,45 @@ class StoreBase(ABC):
         existing = await self._run(self._op_existing_usernames, sorted(seen))
         if existing:
             raise UserExists(existing)
-        hashes = iter(await self._hashing.hash_many(
-            [new.password for new in users if new.password is not None]))
+        hashes = iter(
+            await self._hashing.hash_many(
+                [new.password for new in users if new.password is not None]
+            )
+        )
         now = self._clock.seconds()
         records = []
         for new in users:
             credentials = (
                 sip_credentials(new.username, self.realm, new.sip_password)
-                if new.sip_password is not None else None)
-            records.append(UserRecord(
-                username=new.username,
-                display_name=new.display_name,
-                password_hash=(next(hashes) if new.password is not None
-                               else None),
-                ha1_md5=credentials.ha1_md5 if credentials else None,
-                ha1_sha256=credentials.ha1_sha256 if credentials else None,
-                is_admin=new.is_admin,
-                created_at=now,
-            ))
+                if new.sip_password is not None
+                else None
+            )
+            records.append(
+                UserRecord(
+                    username=new.username,
+                    display_name=new.display_name,
+                    password_hash=(next(hashes) if new.password is not None else None),
+                    ha1_md5=credentials.ha1_md5 if credentials else None,
+                    ha1_sha256=credentials.ha1_sha256 if credentials else None,
+                    is_admin=new.is_admin,
+                    created_at=now,
+                )
+            )
         await self._run(self._op_insert_users, records)
         self.log.info("added {count} user(s)", count=len(records))
         return records
 
     def get_user(self, username: str) -> Deferred[User | None]:
         return self._run(self._op_get_user, username).addCallback(
-            lambda record: record.public() if record is not None else None)
+            lambda record: record.public() if record is not None else None
+        )
 
     def list_users(self) -> Deferred[list[User]]:
         return self._run(self._op_list_users).addCallback(
-            lambda records: [record.public() for record in records])
+            lambda records: [record.public() for record in records]
+        )
 
-    def update_user(self, username: str,
-                    changes: UserChanges) -> Deferred[User]:
+    def update_user(self, username: str, changes: UserChanges) -> Deferred[User]:
         async def update() -> User:
             fields: dict[str, object] = {}
             if changes.display_name is not None:
@@ -207,11 +222,9 @@ class StoreBase(ABC):
             if changes.clear_password:
                 fields["password_hash"] = None
             if changes.password is not None:
-                fields["password_hash"] = await self._hashing.hash(
-                    changes.password)
+                fields["password_hash"] = await self._hashing.hash(changes.password)
             if changes.sip_password is not None:
-                credentials = sip_credentials(username, self.realm,
-                                              changes.sip_password)
+                credentials = sip_credentials(username, self.realm, changes.sip_password)
                 fields["ha1_md5"] = credentials.ha1_md5
                 fields["ha1_sha256"] = credentials.ha1_sha256
             try:
@@ -238,12 +251,10 @@ class StoreBase(ABC):
             except Exception:
                 self.log.failure("user listener failed", username=username)
 
-    def check_password(self, username: str,
-                       password: str) -> Deferred[User | None]:
+    def check_password(self, username: str, password: str) -> Deferred[User | None]:
         async def check() -> User | None:
             record = await self._run(self._op_get_user, username)
-            stored = (record.password_hash
-                      if record is not None and not record.disabled else None)
+            stored = record.password_hash if record is not None and not record.disabled else None
             if not await self._hashing.verify(stored, password):
                 return None
             assert record is not None and stored is not None
@@ -251,17 +262,19 @@ class StoreBase(ABC):
                 # Hash parameters were raised since this hash was made:
                 # upgrade it now that we know the password.
                 new_hash = await self._hashing.hash(password)
-                await self._run(self._op_update_user, username,
-                                {"password_hash": new_hash})
+                await self._run(self._op_update_user, username, {"password_hash": new_hash})
             return record.public()
 
         return Deferred.fromCoroutine(check())
 
-    def get_sip_credentials(self,
-                            username: str) -> Deferred[SipCredentials | None]:
+    def get_sip_credentials(self, username: str) -> Deferred[SipCredentials | None]:
         def credentials(record: UserRecord | None) -> SipCredentials | None:
-            if (record is None or record.disabled or record.ha1_md5 is None
-                    or record.ha1_sha256 is None):
+            if (
+                record is None
+                or record.disabled
+                or record.ha1_md5 is None
+                or record.ha1_sha256 is None
+            ):
                 return None
             return SipCredentials(record.ha1_md5, record.ha1_sha256)
 
@@ -269,9 +282,9 @@ class StoreBase(ABC):
 
     def create_token(self, username: str, label: str = "") -> Deferred[str]:
         token = generate_token()
-        return self._run(self._op_insert_token, token_digest(token), username,
-                         label, self._clock.seconds()).addCallback(
-                             lambda _: token)
+        return self._run(
+            self._op_insert_token, token_digest(token), username, label, self._clock.seconds()
+        ).addCallback(lambda _: token)
 
     def verify_token(self, token: str) -> Deferred[str | None]:
         return self._run(self._op_token_owner, token_digest(token))
@@ -289,8 +302,9 @@ class StoreBase(ABC):
     def get_bindings(self, aor: str, now: float) -> Deferred[list[Binding]]:
         return self._run(self._op_get_bindings, aor, now)
 
-    def update_bindings(self, aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(
+        self, aor: str, changes: BindingChanges, now: float
+    ) -> Deferred[list[Binding]]:
         return self._run(self._op_update_bindings, aor, changes, now)
 
     def remove_all(self, aor: str) -> Deferred[int]:
@@ -307,44 +321,44 @@ class StoreBase(ABC):
 
     # -- ICallRecordStore --------------------------------------------------
 
-    def create_call(self, caller: str, callee: str, created_at: float,
-                    node: str | None = None) -> Deferred[str]:
-        record = CallRecord(call_id=uuid.uuid4().hex, caller=caller,
-                            callee=callee, created_at=created_at, node=node)
-        return self._run(self._op_insert_call, record).addCallback(
-            lambda _: record.call_id)
+    def create_call(
+        self, caller: str, callee: str, created_at: float, node: str | None = None
+    ) -> Deferred[str]:
+        record = CallRecord(
+            call_id=uuid.uuid4().hex, caller=caller, callee=callee, created_at=created_at, node=node
+        )
+        return self._run(self._op_insert_call, record).addCallback(lambda _: record.call_id)
 
-    def update_call(self, call_id: str,
-                    update: CallUpdate) -> Deferred[CallRecord]:
-        return self._run(self._op_update_call, call_id,
-                         update.changed_fields())
+    def update_call(self, call_id: str, update: CallUpdate) -> Deferred[CallRecord]:
+        return self._run(self._op_update_call, call_id, update.changed_fields())
 
     def get_call(self, call_id: str) -> Deferred[CallRecord | None]:
         return self._run(self._op_get_call, call_id)
 
-    def list_calls(self, user: str | None = None, limit: int = 50,
-                   offset: int = 0,
-                   before: float | None = None) -> Deferred[list[CallRecord]]:
+    def list_calls(
+        self, user: str | None = None, limit: int = 50, offset: int = 0, before: float | None = None
+    ) -> Deferred[list[CallRecord]]:
         async def page() -> list[CallRecord]:
             if not 0 < limit <= MAX_PAGE:
                 raise ValueError(f"limit must be 1 to {MAX_PAGE}, not {limit}")
             if offset < 0:
                 raise ValueError(f"offset must not be negative: {offset}")
-            return await self._run(self._op_list_calls, user, limit, offset,
-                                   before)
+            return await self._run(self._op_list_calls, user, limit, offset, before)
 
         return Deferred.fromCoroutine(page())
 
     def count_active(self, node: str | None = None) -> Deferred[int]:
         return self._run(self._op_count_active, node)
 
-    def end_active_calls(self, node: str | None, ended_at: float,
-                         reason: str = "lost") -> Deferred[int]:
+    def end_active_calls(
+        self, node: str | None, ended_at: float, reason: str = "lost"
+    ) -> Deferred[int]:
         CallUpdate(end_reason=reason)  # validates the reason
         return self._run(self._op_end_active_calls, node, ended_at, reason)
 
-    def claim_active_calls(self, node: str | None, ended_at: float,
-                           reason: str = "lost") -> Deferred[list[str]]:
+    def claim_active_calls(
+        self, node: str | None, ended_at: float, reason: str = "lost"
+    ) -> Deferred[list[str]]:
         """See :class:`IActiveCallClaims <clicktodial.interfaces.IActiveCallClaims>`."""
         CallUpdate(end_reason=reason)  # validates the reason
         return self._run(self._op_claim_active_calls, node, ended_at, reason)
@@ -368,8 +382,7 @@ class StoreBase(ABC):
         """All users by username."""
 
     @abstractmethod
-    def _op_update_user(self, username: str,
-                        fields: dict[str, object]) -> UserRecord:
+    def _op_update_user(self, username: str, fields: dict[str, object]) -> UserRecord:
         """Set UserRecord ``fields``; raise :class:`NoSuchUser`."""
 
     @abstractmethod
@@ -377,8 +390,7 @@ class StoreBase(ABC):
         """Delete the user and their tokens; raise :class:`NoSuchUser`."""
 
     @abstractmethod
-    def _op_insert_token(self, digest: str, username: str, label: str,
-                         created_at: float) -> None:
+    def _op_insert_token(self, digest: str, username: str, label: str, created_at: float) -> None:
         """Store a token digest; raise :class:`NoSuchUser`."""
 
     @abstractmethod
@@ -390,8 +402,7 @@ class StoreBase(ABC):
         """A user's tokens, oldest first."""
 
     @abstractmethod
-    def _op_delete_token(self, digest: str | None,
-                         token_id: str | None) -> bool:
+    def _op_delete_token(self, digest: str | None, token_id: str | None) -> bool:
         """Delete the token with this digest or id."""
 
     @abstractmethod
@@ -399,8 +410,7 @@ class StoreBase(ABC):
         """Unexpired bindings of an AOR, by contact."""
 
     @abstractmethod
-    def _op_update_bindings(self, aor: str, changes: BindingChanges,
-                            now: float) -> list[Binding]:
+    def _op_update_bindings(self, aor: str, changes: BindingChanges, now: float) -> list[Binding]:
         """Apply :func:`plan_register` atomically."""
 
     @abstractmethod
@@ -424,8 +434,7 @@ class StoreBase(ABC):
         """Store a new call record."""
 
     @abstractmethod
-    def _op_update_call(self, call_id: str,
-                        fields: dict[str, object]) -> CallRecord:
+    def _op_update_call(self, call_id: str, fields: dict[str, object]) -> CallRecord:
         """Set ``fields``; raise :class:`NoSuchCall`."""
 
     @abstractmethod
@@ -433,8 +442,9 @@ class StoreBase(ABC):
         """One call record, or None."""
 
     @abstractmethod
-    def _op_list_calls(self, user: str | None, limit: int, offset: int,
-                       before: float | None) -> list[CallRecord]:
+    def _op_list_calls(
+        self, user: str | None, limit: int, offset: int, before: float | None
+    ) -> list[CallRecord]:
         """A page of calls, newest first."""
 
     @abstractmethod
@@ -442,18 +452,14 @@ class StoreBase(ABC):
         """Calls without ended_at."""
 
     @abstractmethod
-    def _op_end_active_calls(self, node: str | None, ended_at: float,
-                             reason: str) -> int:
+    def _op_end_active_calls(self, node: str | None, ended_at: float, reason: str) -> int:
         """End active calls of a node."""
 
     @abstractmethod
-    def _op_claim_active_calls(self, node: str | None, ended_at: float,
-                               reason: str) -> list[str]:
+    def _op_claim_active_calls(self, node: str | None, ended_at: float, reason: str) -> list[str]:
         """End active calls of a node; their ids, each to one claimer only."""
 
 
-def apply_call_fields(record: CallRecord,
-                      fields: dict[str, object]) -> CallRecord:
+def apply_call_fields(record: CallRecord, fields: dict[str, object]) -> CallRecord:
     """``record`` with ``fields`` set (for stores that keep records whole)."""
     return evolve(record, **fields)  # type: ignore[arg-type]
-

@@ -35,8 +35,9 @@ def sort_bindings(bindings: list[Binding]) -> list[Binding]:
     return sorted(bindings, key=lambda b: (b.aor, b.contact))
 
 
-def plan_register(aor: str, stored: Mapping[str, Binding],
-                  changes: BindingChanges, now: float) -> BindingPlan:
+def plan_register(
+    aor: str, stored: Mapping[str, Binding], changes: BindingChanges, now: float
+) -> BindingPlan:
     """
     Apply a REGISTER's ``changes`` to ``stored`` (an AOR's bindings by key,
     expired ones included) at time ``now``.
@@ -55,11 +56,10 @@ def plan_register(aor: str, stored: Mapping[str, Binding],
     write: dict[str, Binding] = {}
 
     def check_order(binding: Binding) -> None:
-        if (binding.call_id == changes.call_id
-                and changes.cseq <= binding.cseq):
-            raise OutOfOrderRegistration(aor, binding.contact,
-                                         changes.call_id, changes.cseq,
-                                         binding.cseq)
+        if binding.call_id == changes.call_id and changes.cseq <= binding.cseq:
+            raise OutOfOrderRegistration(
+                aor, binding.contact, changes.call_id, changes.cseq, binding.cseq
+            )
 
     if changes.wildcard:
         # RFC 3261 §10.3 step 6: each binding is checked as in step 7.
@@ -102,5 +102,4 @@ def plan_register(aor: str, stored: Mapping[str, Binding],
         # Only a request that adds a binding is refused: refreshes and removals of an AOR
         # left above a lowered limit still work (its extra bindings expire by themselves).
         raise TooManyBindings(aor, len(after), limit)
-    return BindingPlan(frozenset(delete), write,
-                       tuple(sort_bindings(list(after.values()))))
+    return BindingPlan(frozenset(delete), write, tuple(sort_bindings(list(after.values()))))

@@ -30,8 +30,9 @@ from twisted.python.failure import Failure
 T = TypeVar("T")
 
 
-def run_with_reactor(main: Callable[[IReactorCore], Coroutine[Any, Any, T]],
-                     _reactor: IReactorCore | None = None) -> T:
+def run_with_reactor(
+    main: Callable[[IReactorCore], Coroutine[Any, Any, T]], _reactor: IReactorCore | None = None
+) -> T:
     """
     Run ``main(reactor)`` on the reactor until it is done; return its result or raise its
     exception.

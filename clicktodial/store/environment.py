@@ -43,5 +43,4 @@ class StoreEnvironment:
 
     def hash_pool(self) -> ThreadPool:
         """A pool for password hashing: one thread per core."""
-        return self.make_thread_pool("clicktodial-password-hash",
-                                     os.cpu_count() or 2)
+        return self.make_thread_pool("clicktodial-password-hash", os.cpu_count() or 2)

@@ -27,8 +27,7 @@ class InvalidUsername(StoreError, ValueError):
 
     def __init__(self, username: str) -> None:
         super().__init__(
-            f"invalid username {username!r}: use 1 to 64 characters of"
-            " a-z, 0-9, '.', '_' or '-'"
+            f"invalid username {username!r}: use 1 to 64 characters of a-z, 0-9, '.', '_' or '-'"
         )
         self.username = username
 
@@ -64,8 +63,7 @@ class OutOfOrderRegistration(StoreError):
     replay, and none of its changes were applied.
     """
 
-    def __init__(self, aor: str, contact: str, call_id: str, cseq: int,
-                 stored_cseq: int) -> None:
+    def __init__(self, aor: str, contact: str, call_id: str, cseq: int, stored_cseq: int) -> None:
         super().__init__(
             f"out-of-order REGISTER for {aor}: contact {contact} has"
             f" CSeq {stored_cseq} for Call-ID {call_id}, request has {cseq}"
@@ -86,7 +84,8 @@ class TooManyBindings(StoreError):
 
     def __init__(self, aor: str, count: int, limit: int) -> None:
         super().__init__(
-            f"REGISTER for {aor} would leave {count} bindings; at most {limit} are allowed")
+            f"REGISTER for {aor} would leave {count} bindings; at most {limit} are allowed"
+        )
         self.aor = aor
         self.count = count
         self.limit = limit
@@ -120,8 +119,7 @@ class UnknownBackend(StoreConfigError):
 
     def __init__(self, name: str, available: Sequence[str]) -> None:
         super().__init__(
-            f"unknown store backend {name!r}; available backends: "
-            + ", ".join(sorted(available)),
+            f"unknown store backend {name!r}; available backends: " + ", ".join(sorted(available)),
             key="backend",
         )
         self.name = name
@@ -138,7 +136,4 @@ class CsvImportError(StoreError, ValueError):
     def __init__(self, problems: Sequence[tuple[int, str]]) -> None:
         self.problems = tuple(problems)
         lines = [f"line {line}: {message}" for line, message in self.problems]
-        super().__init__(
-            f"{len(self.problems)} bad row(s), nothing imported:\n"
-            + "\n".join(lines)
-        )
+        super().__init__(f"{len(self.problems)} bad row(s), nothing imported:\n" + "\n".join(lines))

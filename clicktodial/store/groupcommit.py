@@ -61,10 +61,14 @@ class GroupCommit(Generic[J]):
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorFromThreads, pool: ThreadPool,
-                 execute: Callable[[Sequence[J]], list[Outcome]],
-                 fallback: Callable[[J], Deferred[Any]],
-                 max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        pool: ThreadPool,
+        execute: Callable[[Sequence[J]], list[Outcome]],
+        fallback: Callable[[J], Deferred[Any]],
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self._reactor = reactor
         self._pool = pool
         self._execute = execute
@@ -85,14 +89,16 @@ class GroupCommit(Generic[J]):
         return d
 
     def _dispatch(self) -> None:
-        batch = self._queue[:self._max_batch]
-        del self._queue[:self._max_batch]
+        batch = self._queue[: self._max_batch]
+        del self._queue[: self._max_batch]
         self._busy = True
         self.batches += 1
         self.jobs += len(batch)
         self._pool.callInThreadWithCallback(
             lambda ok, result: self._reactor.callFromThread(self._finished, batch, ok, result),
-            self._execute, [job.operation for job in batch])
+            self._execute,
+            [job.operation for job in batch],
+        )
 
     def _finished(self, batch: Sequence[Job[J]], ok: bool, result: Any) -> None:
         self._busy = False
@@ -104,9 +110,12 @@ class GroupCommit(Generic[J]):
                     job.result.errback(Failure(value))
         else:
             failure: Failure = result
-            self.log.info("A batch of {count} store operations was aborted ({error});"
-                          " running them one by one", count=len(batch),
-                          error=failure.getErrorMessage())
+            self.log.info(
+                "A batch of {count} store operations was aborted ({error});"
+                " running them one by one",
+                count=len(batch),
+                error=failure.getErrorMessage(),
+            )
             for job in batch:
                 self._fallback(job.operation).chainDeferred(job.result)
         if self._queue and not self._busy:

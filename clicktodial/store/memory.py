@@ -61,13 +61,19 @@ class MemoryStore(StoreBase):
     :param hasher: the Argon2 hasher (tests pass a cheap one).
     """
 
-    def __init__(self, reactor: IReactorTime, *, realm: str,
-                 hash_pool: ThreadPool | None = None,
-                 hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        *,
+        realm: str,
+        hash_pool: ThreadPool | None = None,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
         hashing = PasswordHashing(
             cast(IReactorFromThreads, reactor),
             hash_pool if hash_pool is not None else default_hash_pool(),
-            hasher)
+            hasher,
+        )
         super().__init__(reactor, realm, hashing)
         self._users: dict[str, UserRecord] = {}
         self._tokens: dict[str, ApiToken] = {}
@@ -98,8 +104,7 @@ class MemoryStore(StoreBase):
     def _op_list_users(self) -> list[UserRecord]:
         return [self._users[name] for name in sorted(self._users)]
 
-    def _op_update_user(self, username: str,
-                        fields: dict[str, object]) -> UserRecord:
+    def _op_update_user(self, username: str, fields: dict[str, object]) -> UserRecord:
         try:
             record = self._users[username]
         except KeyError:
@@ -115,8 +120,7 @@ class MemoryStore(StoreBase):
             if token.username == username:
                 self._forget_token(digest)
 
-    def _op_insert_token(self, digest: str, username: str, label: str,
-                         created_at: float) -> None:
+    def _op_insert_token(self, digest: str, username: str, label: str, created_at: float) -> None:
         if username not in self._users:
             raise NoSuchUser(username)
         token_id = token_id_of_digest(digest)
@@ -130,12 +134,12 @@ class MemoryStore(StoreBase):
         return token.username
 
     def _op_list_tokens(self, username: str) -> list[ApiToken]:
-        return sorted((t for t in self._tokens.values()
-                       if t.username == username),
-                      key=lambda t: (t.created_at, t.token_id))
+        return sorted(
+            (t for t in self._tokens.values() if t.username == username),
+            key=lambda t: (t.created_at, t.token_id),
+        )
 
-    def _op_delete_token(self, digest: str | None,
-                         token_id: str | None) -> bool:
+    def _op_delete_token(self, digest: str | None, token_id: str | None) -> bool:
         if digest is None and token_id is not None:
             digest = self._token_digests.get(token_id)
         if digest is None or digest not in self._tokens:
@@ -150,11 +154,11 @@ class MemoryStore(StoreBase):
     # -- bindings -----------------------------------------------------------
 
     def _op_get_bindings(self, aor: str, now: float) -> list[Binding]:
-        return sort_bindings([b for b in self._bindings.get(aor, {}).values()
-                              if b.expires_at > now])
+        return sort_bindings(
+            [b for b in self._bindings.get(aor, {}).values() if b.expires_at > now]
+        )
 
-    def _op_update_bindings(self, aor: str, changes: BindingChanges,
-                            now: float) -> list[Binding]:
+    def _op_update_bindings(self, aor: str, changes: BindingChanges, now: float) -> list[Binding]:
         stored = self._bindings.get(aor, {})
         plan = plan_register(aor, stored, changes, now)
         # plan_register raised before anything changed if it refused.
@@ -181,21 +185,28 @@ class MemoryStore(StoreBase):
         return purged
 
     def _op_registered_aors(self, now: float) -> list[str]:
-        return sorted(aor for aor, bindings in self._bindings.items()
-                      if any(b.expires_at > now for b in bindings.values()))
+        return sorted(
+            aor
+            for aor, bindings in self._bindings.items()
+            if any(b.expires_at > now for b in bindings.values())
+        )
 
     def _op_all_bindings(self, now: float) -> list[Binding]:
-        return sort_bindings([b for bindings in self._bindings.values()
-                              for b in bindings.values()
-                              if b.expires_at > now])
+        return sort_bindings(
+            [
+                b
+                for bindings in self._bindings.values()
+                for b in bindings.values()
+                if b.expires_at > now
+            ]
+        )
 
     # -- call records ---------------------------------------------------------
 
     def _op_insert_call(self, record: CallRecord) -> None:
         self._calls[record.call_id] = record
 
-    def _op_update_call(self, call_id: str,
-                        fields: dict[str, object]) -> CallRecord:
+    def _op_update_call(self, call_id: str, fields: dict[str, object]) -> CallRecord:
         try:
             record = self._calls[call_id]
         except KeyError:
@@ -207,30 +218,30 @@ class MemoryStore(StoreBase):
     def _op_get_call(self, call_id: str) -> CallRecord | None:
         return self._calls.get(call_id)
 
-    def _op_list_calls(self, user: str | None, limit: int, offset: int,
-                       before: float | None) -> list[CallRecord]:
-        calls = [c for c in self._calls.values()
-                 if (user is None or user in (c.caller, c.callee))
-                 and (before is None or c.created_at < before)]
+    def _op_list_calls(
+        self, user: str | None, limit: int, offset: int, before: float | None
+    ) -> list[CallRecord]:
+        calls = [
+            c
+            for c in self._calls.values()
+            if (user is None or user in (c.caller, c.callee))
+            and (before is None or c.created_at < before)
+        ]
         calls.sort(key=lambda c: (c.created_at, c.call_id), reverse=True)
-        return calls[offset:offset + limit]
+        return calls[offset : offset + limit]
 
     def _op_count_active(self, node: str | None) -> int:
-        return sum(1 for c in self._calls.values()
-                   if c.active and (node is None or c.node == node))
+        return sum(1 for c in self._calls.values() if c.active and (node is None or c.node == node))
 
-    def _op_end_active_calls(self, node: str | None, ended_at: float,
-                             reason: str) -> int:
+    def _op_end_active_calls(self, node: str | None, ended_at: float, reason: str) -> int:
         return len(self._op_claim_active_calls(node, ended_at, reason))
 
-    def _op_claim_active_calls(self, node: str | None, ended_at: float,
-                               reason: str) -> list[str]:
-        ended = [c for c in self._calls.values()
-                 if c.active and (node is None or c.node == node)]
+    def _op_claim_active_calls(self, node: str | None, ended_at: float, reason: str) -> list[str]:
+        ended = [c for c in self._calls.values() if c.active and (node is None or c.node == node)]
         for call in ended:
             self._calls[call.call_id] = evolve(
-                call, ended_at=ended_at, end_reason=reason,
-                who_hung_up="system")
+                call, ended_at=ended_at, end_reason=reason, who_hung_up="system"
+            )
         return [call.call_id for call in ended]
 
     # -- outbound call counts (IOutboundQuota) --------------------------------------
@@ -251,8 +262,7 @@ class MemoryStore(StoreBase):
 
     # -- call traces (ICallTraceStore) ---------------------------------------------
 
-    def append_traces(self, appends: Sequence[TraceAppend],
-                      limits: TraceLimits) -> Deferred[None]:
+    def append_traces(self, appends: Sequence[TraceAppend], limits: TraceLimits) -> Deferred[None]:
         return self._run(self._traces.append, appends, limits)
 
     def get_trace(self, call_id: str) -> Deferred[CallTrace | None]:

@@ -35,12 +35,16 @@ class SQLNodeRegistry:
     heartbeats never queue behind REGISTER traffic on the store's pool.
     """
 
-    def __init__(self, reactor: IReactorTime, url: str | URL,
-                 threadpool: ThreadPool | None = None) -> None:
+    def __init__(
+        self, reactor: IReactorTime, url: str | URL, threadpool: ThreadPool | None = None
+    ) -> None:
         self._from_threads = cast(IReactorFromThreads, reactor)
         self._engine = create_sql_engine(url, pool_size=1)
-        self._pool = (threadpool if threadpool is not None
-                      else ThreadPool(minthreads=0, maxthreads=1, name="clicktodial-nodes"))
+        self._pool = (
+            threadpool
+            if threadpool is not None
+            else ThreadPool(minthreads=0, maxthreads=1, name="clicktodial-nodes")
+        )
 
     def start(self) -> None:
         """Start the thread pool."""
@@ -67,7 +71,8 @@ class SQLNodeRegistry:
     def _heartbeat(self, node: str, at: float) -> bool:
         with self._write() as connection:
             updated = connection.execute(
-                update(nodes).where(nodes.c.node == node).values(last_seen=at)).rowcount
+                update(nodes).where(nodes.c.node == node).values(last_seen=at)
+            ).rowcount
         if updated:
             return True
         try:
@@ -83,9 +88,13 @@ class SQLNodeRegistry:
 
     def _stale_nodes(self, cutoff: float) -> list[str]:
         orphans = (
-            select(calls.c.node).distinct()
-            .where(calls.c.ended_at.is_(None), calls.c.node.is_not(None),
-                   ~exists().where(nodes.c.node == calls.c.node))
+            select(calls.c.node)
+            .distinct()
+            .where(
+                calls.c.ended_at.is_(None),
+                calls.c.node.is_not(None),
+                ~exists().where(nodes.c.node == calls.c.node),
+            )
         )
         with self._engine.connect() as connection:
             stale = set(connection.scalars(select(nodes.c.node).where(nodes.c.last_seen < cutoff)))
@@ -98,7 +107,8 @@ class SQLNodeRegistry:
     def _claim(self, node: str, cutoff: float) -> bool:
         with self._write() as connection:
             deleted = connection.execute(
-                delete(nodes).where(nodes.c.node == node, nodes.c.last_seen < cutoff)).rowcount
+                delete(nodes).where(nodes.c.node == node, nodes.c.last_seen < cutoff)
+            ).rowcount
             if deleted:
                 return True
             alive = connection.scalar(select(nodes.c.node).where(nodes.c.node == node))

@@ -25,8 +25,7 @@ from twisted.python.threadpool import ThreadPool
 from clicktodial.store.values import SipCredentials
 
 
-def sip_ha1(username: str, realm: str, password: str,
-            algorithm: str = "MD5") -> str:
+def sip_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
     """
     The digest ``HA1 = H(username ":" realm ":" password)`` in lower-case
     hex (RFC 2617 §3.2.2.2; RFC 7616 §3.4.2 and RFC 8760 for SHA-256).
@@ -42,8 +41,7 @@ def sip_ha1(username: str, realm: str, password: str,
     return hashlib.new(name, data).hexdigest()
 
 
-def sip_credentials(username: str, realm: str,
-                    password: str) -> SipCredentials:
+def sip_credentials(username: str, realm: str, password: str) -> SipCredentials:
     """Both HA1s of a SIP secret, as stored."""
     return SipCredentials(
         ha1_md5=sip_ha1(username, realm, password, "MD5"),
@@ -84,8 +82,9 @@ def token_id_of_digest(digest: str) -> str:
 
 def default_hash_pool() -> ThreadPool:
     """A thread pool for password hashing: one thread per core."""
-    return ThreadPool(minthreads=0, maxthreads=os.cpu_count() or 2,
-                      name="clicktodial-password-hash")
+    return ThreadPool(
+        minthreads=0, maxthreads=os.cpu_count() or 2, name="clicktodial-password-hash"
+    )
 
 
 class PasswordHashing:
@@ -98,8 +97,9 @@ class PasswordHashing:
         second recommended profile) unless given.
     """
 
-    def __init__(self, reactor: IReactorFromThreads, pool: ThreadPool,
-                 hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self, reactor: IReactorFromThreads, pool: ThreadPool, hasher: PasswordHasher | None = None
+    ) -> None:
         self._reactor = reactor
         self._pool = pool
         self._hasher = hasher if hasher is not None else PasswordHasher()
@@ -115,8 +115,7 @@ class PasswordHashing:
 
     def hash(self, password: str) -> Deferred[str]:
         """Fires with the Argon2id hash of ``password`` (a PHC string)."""
-        return deferToThreadPool(self._reactor, self._pool,
-                                 self._hasher.hash, password)
+        return deferToThreadPool(self._reactor, self._pool, self._hasher.hash, password)
 
     def hash_many(self, passwords: Sequence[str]) -> Deferred[list[str]]:
         """
@@ -135,17 +134,16 @@ class PasswordHashing:
 
         return Deferred.fromCoroutine(gather())
 
-    def verify(self, password_hash: str | None,
-               password: str) -> Deferred[bool]:
+    def verify(self, password_hash: str | None, password: str) -> Deferred[bool]:
         """
         Fires with whether ``password`` matches ``password_hash``. With
         ``password_hash`` ``None`` (unknown user, or no web password) it still
         spends the time of one verification, against a dummy hash, and
         fires with ``False``: response time must not tell which users exist.
         """
-        return deferToThreadPool(self._reactor, self._pool,
-                                 self._verify_blocking, password_hash,
-                                 password)
+        return deferToThreadPool(
+            self._reactor, self._pool, self._verify_blocking, password_hash, password
+        )
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Whether a hash was made with other parameters than ours."""
@@ -154,8 +152,7 @@ class PasswordHashing:
         except InvalidHashError:
             return True
 
-    def _verify_blocking(self, password_hash: str | None,
-                         password: str) -> bool:
+    def _verify_blocking(self, password_hash: str | None, password: str) -> bool:
         if password_hash is None:
             if self._dummy_hash is None:
                 self._dummy_hash = self._hasher.hash(secrets.token_hex(8))

@@ -52,8 +52,7 @@ ENTRY_POINT_GROUP = "clicktodial.store_backends"
 LOCATION_ENTRY_POINT_GROUP = "clicktodial.location_backends"
 
 
-def reject_unknown_options(options: Mapping[str, str],
-                           known: frozenset[str], backend: str) -> None:
+def reject_unknown_options(options: Mapping[str, str], known: frozenset[str], backend: str) -> None:
     """
     :raises StoreConfigError: naming the first key not in ``known``.
     """
@@ -61,8 +60,9 @@ def reject_unknown_options(options: Mapping[str, str],
         if key not in known:
             allowed = ", ".join(sorted(known)) or "none"
             raise StoreConfigError(
-                f"unknown option {key!r} for store backend {backend!r}"
-                f" (allowed: {allowed})", key=key)
+                f"unknown option {key!r} for store backend {backend!r} (allowed: {allowed})",
+                key=key,
+            )
 
 
 def parse_bool(options: Mapping[str, str], key: str, default: bool) -> bool:
@@ -78,8 +78,7 @@ def parse_bool(options: Mapping[str, str], key: str, default: bool) -> bool:
     raise StoreConfigError(f"{key} must be yes or no, not {value!r}", key=key)
 
 
-def parse_int(options: Mapping[str, str], key: str, default: int,
-              lowest: int, highest: int) -> int:
+def parse_int(options: Mapping[str, str], key: str, default: int, lowest: int, highest: int) -> int:
     """Read a bounded integer option; raise :class:`StoreConfigError`."""
     value = options.get(key)
     if value is None:
@@ -90,8 +89,8 @@ def parse_int(options: Mapping[str, str], key: str, default: int,
         number = lowest - 1
     if not lowest <= number <= highest:
         raise StoreConfigError(
-            f"{key} must be an integer from {lowest} to {highest},"
-            f" not {value!r}", key=key)
+            f"{key} must be an integer from {lowest} to {highest}, not {value!r}", key=key
+        )
     return number
 
 
@@ -102,14 +101,16 @@ class MemoryBackendFactory:
     ignored (the configuration always has one).
     """
 
-    def create(self, options: Mapping[str, str],
-               environment: StoreEnvironment) -> IStoreBackend:
+    def create(self, options: Mapping[str, str], environment: StoreEnvironment) -> IStoreBackend:
         from clicktodial.store.memory import MemoryStore
 
         reject_unknown_options(options, frozenset({"url"}), "memory")
-        return MemoryStore(environment.reactor, realm=environment.realm,
-                           hash_pool=environment.hash_pool(),
-                           hasher=environment.password_hasher)
+        return MemoryStore(
+            environment.reactor,
+            realm=environment.realm,
+            hash_pool=environment.hash_pool(),
+            hasher=environment.password_hasher,
+        )
 
 
 @implementer(IStoreBackendFactory, ILocationBackendFactory)
@@ -123,20 +124,18 @@ class SQLBackendFactory:
         refusing to start (default no).
     """
 
-    def create(self, options: Mapping[str, str],
-               environment: StoreEnvironment) -> IStoreBackend:
+    def create(self, options: Mapping[str, str], environment: StoreEnvironment) -> IStoreBackend:
         from clicktodial.store.sql import SQLStore
 
-        reject_unknown_options(
-            options, frozenset({"url", "threads", "auto_upgrade"}), "sql")
+        reject_unknown_options(options, frozenset({"url", "threads", "auto_upgrade"}), "sql")
         url = options.get("url", "").strip()
         if not url:
             raise StoreConfigError("the sql store needs a url", key="url")
         threads = parse_int(options, "threads", 4, 1, 64)
         return SQLStore(
-            environment.reactor, url,
-            threadpool=environment.make_thread_pool("clicktodial-db",
-                                                    threads),
+            environment.reactor,
+            url,
+            threadpool=environment.make_thread_pool("clicktodial-db", threads),
             hash_pool=environment.hash_pool(),
             realm=environment.realm,
             hasher=environment.password_hasher,
@@ -220,8 +219,9 @@ def load_location_backend(name: str) -> ILocationBackendFactory:
     return cast(ILocationBackendFactory, _load(LOCATION_BACKENDS, name))
 
 
-def create_location_store(name: str, options: Mapping[str, str],
-                          environment: StoreEnvironment) -> ILocationBackend:
+def create_location_store(
+    name: str, options: Mapping[str, str], environment: StoreEnvironment
+) -> ILocationBackend:
     """
     Build the (not yet started) location store ``[location] backend = name`` asks for.
 
@@ -233,8 +233,9 @@ def create_location_store(name: str, options: Mapping[str, str],
     return store
 
 
-def create_store(name: str, options: Mapping[str, str],
-                 environment: StoreEnvironment) -> IStoreBackend:
+def create_store(
+    name: str, options: Mapping[str, str], environment: StoreEnvironment
+) -> IStoreBackend:
     """
     Build the (not yet started) store the ``[store]`` section asks for.
 
@@ -259,17 +260,19 @@ def verify_location_store(name: str, store: object) -> None:
     _verify(LOCATION_BACKENDS, name, ILocationBackend, store)
 
 
-def _verify(kind: PluginKind, name: str, interface: InterfaceClass,
-            candidate: object) -> None:
+def _verify(kind: PluginKind, name: str, interface: InterfaceClass, candidate: object) -> None:
     try:
         verify_provides(kind, name, candidate, interface, "built a store that")
     except PluginLoadError as e:
         raise StoreConfigError(str(e), key="backend") from e
 
 
-def store_from_config(config: Any, reactor: IReactorTime,
-                      make_thread_pool: Callable[[str, int], ThreadPool] = default_thread_pool,
-                      password_hasher: PasswordHasher | None = None) -> IStoreBackend:
+def store_from_config(
+    config: Any,
+    reactor: IReactorTime,
+    make_thread_pool: Callable[[str, int], ThreadPool] = default_thread_pool,
+    password_hasher: PasswordHasher | None = None,
+) -> IStoreBackend:
     """
     Build the (not yet started) store a parsed configuration (:class:`clicktodial.config.Config`)
     asks for: backend ``config.store.backend``, realm ``config.sip.domain``.
@@ -278,7 +281,10 @@ def store_from_config(config: Any, reactor: IReactorTime,
     """
     from clicktodial.pluginconfig import store_options
 
-    environment = StoreEnvironment(reactor=reactor, realm=config.sip.domain,
-                                   make_thread_pool=make_thread_pool,
-                                   password_hasher=password_hasher)
+    environment = StoreEnvironment(
+        reactor=reactor,
+        realm=config.sip.domain,
+        make_thread_pool=make_thread_pool,
+        password_hasher=password_hasher,
+    )
     return create_store(config.store.backend, store_options(config), environment)

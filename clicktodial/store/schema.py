@@ -29,16 +29,19 @@ from sqlalchemy import (
 
 # Constraint names are fixed by convention so that migrations can name them
 # (SQLite batch mode needs names to drop or alter constraints).
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 users = Table(
-    "users", metadata,
+    "users",
+    metadata,
     Column("username", String(64), primary_key=True),
     Column("display_name", String(200), nullable=False),
     # Argon2id PHC string; NULL: no web login until a password is set.
@@ -52,19 +55,25 @@ users = Table(
 )
 
 api_tokens = Table(
-    "api_tokens", metadata,
+    "api_tokens",
+    metadata,
     # SHA-256 (hex) of the token; the token itself is never stored.
     Column("digest", String(64), primary_key=True),
     Column("token_id", String(16), nullable=False, unique=True),
-    Column("username", String(64),
-           ForeignKey("users.username", ondelete="CASCADE"),
-           nullable=False, index=True),
+    Column(
+        "username",
+        String(64),
+        ForeignKey("users.username", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
     Column("label", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
 )
 
 bindings = Table(
-    "bindings", metadata,
+    "bindings",
+    metadata,
     Column("aor", Text, primary_key=True),
     # ContactChange.binding_key(): the canonical contact URI, or the RFC 5626
     # instance-id and reg-id.
@@ -84,7 +93,8 @@ bindings = Table(
 )
 
 calls = Table(
-    "calls", metadata,
+    "calls",
+    metadata,
     Column("call_id", String(32), primary_key=True),
     Column("caller", String(255), nullable=False),
     Column("callee", String(255), nullable=False),
@@ -116,7 +126,8 @@ calls = Table(
 # Outbound calls each user placed each UTC day (docs/dialplan.md, "Daily limit"): counted
 # by one atomic upsert that refuses past the limit (IOutboundQuota).
 outbound_counts = Table(
-    "outbound_counts", metadata,
+    "outbound_counts",
+    metadata,
     Column("username", String(255), primary_key=True),
     Column("day", String(10), primary_key=True),
     Column("count", Integer, nullable=False),
@@ -126,7 +137,8 @@ outbound_counts = Table(
 # last_seen every [cluster] heartbeat_interval; a row older than dead_after is a dead node,
 # whose calls in progress another node ends as lost. Times are the nodes' clock.seconds().
 nodes = Table(
-    "nodes", metadata,
+    "nodes",
+    metadata,
     Column("node", String(255), primary_key=True),
     Column("started_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
@@ -137,7 +149,8 @@ nodes = Table(
 # its newest message (purged after [calls] trace_days); no foreign key to calls: a trace
 # may be written while its record's writes are still queued.
 call_traces = Table(
-    "call_traces", metadata,
+    "call_traces",
+    metadata,
     Column("call_id", String(32), primary_key=True),
     Column("message_count", Integer, nullable=False),
     Column("byte_count", Integer, nullable=False),
@@ -149,7 +162,8 @@ call_traces = Table(
 # A call's messages, one row per append (usually one or two a call: few index entries,
 # whose keys are random call ids), packed by clicktodial.store.traces.pack_messages.
 call_trace_messages = Table(
-    "call_trace_messages", metadata,
+    "call_trace_messages",
+    metadata,
     Column("call_id", String(32), primary_key=True),
     # The index of the chunk's first message in the call's trace.
     Column("first_index", Integer, primary_key=True),

@@ -144,20 +144,26 @@ def create_sql_engine(url: str | URL, pool_size: int = 4) -> Engine:
         if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
             raise StoreConfigError(
                 "an in-memory SQLite database lives in one connection and vanishes with it:"
-                " use backend = memory, or a SQLite file", key="url")
+                " use backend = memory, or a SQLite file",
+                key="url",
+            )
         engine = create_engine(url, pool_size=pool_size, max_overflow=0)
         _configure_sqlite(engine)
         return engine
     if backend == "postgresql":
         # libpq waits for a server that accepts and never answers for ever; a bound keeps
         # start-up (and a stop during it) from hanging on one. ?connect_timeout= overrides.
-        connect_args = {} if "connect_timeout" in url.query else {
-            "connect_timeout": POSTGRESQL_CONNECT_TIMEOUT}
-        return create_engine(url, pool_size=pool_size, max_overflow=0,
-                             connect_args=connect_args)
+        connect_args = (
+            {}
+            if "connect_timeout" in url.query
+            else {"connect_timeout": POSTGRESQL_CONNECT_TIMEOUT}
+        )
+        return create_engine(url, pool_size=pool_size, max_overflow=0, connect_args=connect_args)
     raise StoreConfigError(
         f"unsupported database {backend!r}: use sqlite:///PATH or"
-        " postgresql+psycopg://USER@HOST/DBNAME", key="url")
+        " postgresql+psycopg://USER@HOST/DBNAME",
+        key="url",
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -206,15 +212,18 @@ def check_schema_connection(connection: Connection) -> None:
         return
     if not current:
         raise SchemaOutOfDate(
-            f"the database has no clicktodial schema yet: {_UPGRADE_HINT} to create it")
+            f"the database has no clicktodial schema yet: {_UPGRADE_HINT} to create it"
+        )
     known = {script.revision for script in migrations.script_directory().walk_revisions()}
     if not current <= known:
         raise SchemaOutOfDate(
             f"the database schema ({', '.join(sorted(current))}) is newer than this version of"
-            f" clicktodial knows ({', '.join(sorted(expected))}): upgrade clicktodial")
+            f" clicktodial knows ({', '.join(sorted(expected))}): upgrade clicktodial"
+        )
     raise SchemaOutOfDate(
         f"the database schema is at revision {', '.join(sorted(current))}, this version of"
-        f" clicktodial needs {', '.join(sorted(expected))}: {_UPGRADE_HINT}")
+        f" clicktodial needs {', '.join(sorted(expected))}: {_UPGRADE_HINT}"
+    )
 
 
 def check_schema(url: str | URL) -> None:
@@ -285,8 +294,9 @@ def _call_record(row: Row[Any]) -> CallRecord:
     return CallRecord(**{name: getattr(row, name) for name in CALL_FIELDS})
 
 
-@implementer(IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims, ICallTraceStore,
-             IOutboundQuota)
+@implementer(
+    IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims, ICallTraceStore, IOutboundQuota
+)
 class SQLStore(StoreBase):
     """
     All three stores in a SQL database. Capabilities: :class:`IStoreLoad`,
@@ -308,21 +318,39 @@ class SQLStore(StoreBase):
     :param retry_delay: seconds before the first retry; doubled for each further one.
     """
 
-    def __init__(self, reactor: IReactorTime, url: str | URL,
-                 threadpool: ThreadPool | None = None, hash_pool: ThreadPool | None = None,
-                 *, realm: str, hasher: PasswordHasher | None = None, pool_size: int = 4,
-                 auto_upgrade: bool = False, attempts: int = 4,
-                 retry_delay: float = 0.1) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        url: str | URL,
+        threadpool: ThreadPool | None = None,
+        hash_pool: ThreadPool | None = None,
+        *,
+        realm: str,
+        hasher: PasswordHasher | None = None,
+        pool_size: int = 4,
+        auto_upgrade: bool = False,
+        attempts: int = 4,
+        retry_delay: float = 0.1,
+    ) -> None:
         # Every reactor provides IReactorFromThreads as well as IReactorTime; the type of the
         # parameter names the one the store reads time from.
         self._from_threads = cast(IReactorFromThreads, reactor)
-        super().__init__(reactor, realm, PasswordHashing(
-            self._from_threads,
-            hash_pool if hash_pool is not None else default_hash_pool(), hasher))
+        super().__init__(
+            reactor,
+            realm,
+            PasswordHashing(
+                self._from_threads,
+                hash_pool if hash_pool is not None else default_hash_pool(),
+                hasher,
+            ),
+        )
         self._engine = create_sql_engine(url, pool_size)
         self._dialect = self._engine.dialect.name
-        self._pool = (threadpool if threadpool is not None
-                      else ThreadPool(minthreads=0, maxthreads=pool_size, name="clicktodial-db"))
+        self._pool = (
+            threadpool
+            if threadpool is not None
+            else ThreadPool(minthreads=0, maxthreads=pool_size, name="clicktodial-db")
+        )
         self._auto_upgrade = auto_upgrade
         self._attempts = attempts
         self._retry_delay = retry_delay
@@ -330,7 +358,8 @@ class SQLStore(StoreBase):
         #: The hot operations (credentials, binding updates, call records, call traces),
         #: group-committed: see :mod:`clicktodial.store.sqljobs`.
         self.group_commit: GroupCommit[SQLJob] = GroupCommit(
-            self._from_threads, self._pool, self._batches.execute, self._run_alone)
+            self._from_threads, self._pool, self._batches.execute, self._run_alone
+        )
         self._url = url
         if self._dialect == "postgresql":
             # Several daemons can share this database: nodes table and LISTEN/NOTIFY bus.
@@ -400,11 +429,16 @@ class SQLStore(StoreBase):
                         raise
                     if attempt == self._attempts:
                         raise StoreUnavailable(
-                            f"database unavailable after {attempt} attempts: {e.orig}") from e
+                            f"database unavailable after {attempt} attempts: {e.orig}"
+                        ) from e
                     self.log.warn(
                         "transient database error in {operation} (attempt {attempt}),"
-                        " retrying in {delay}s: {error}", operation=getattr(f, "__name__", repr(f)),
-                        attempt=attempt, delay=delay, error=str(e.orig))
+                        " retrying in {delay}s: {error}",
+                        operation=getattr(f, "__name__", repr(f)),
+                        attempt=attempt,
+                        delay=delay,
+                        error=str(e.orig),
+                    )
                 await deferLater(self._clock, delay)
                 delay *= 2
             raise AssertionError("unreachable")
@@ -428,8 +462,9 @@ class SQLStore(StoreBase):
     def _existing(self, connection: Connection, usernames: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for chunk in chunks(usernames):
-            found.update(connection.scalars(
-                select(users.c.username).where(users.c.username.in_(chunk))))
+            found.update(
+                connection.scalars(select(users.c.username).where(users.c.username.in_(chunk)))
+            )
         return found
 
     def _op_existing_usernames(self, usernames: list[str]) -> set[str]:
@@ -445,25 +480,29 @@ class SQLStore(StoreBase):
                     raise UserExists(existing)
                 # One executemany in one transaction: SQLAlchemy batches it into multi-row
                 # INSERTs ("insertmanyvalues").
-                connection.execute(insert(users), [
-                    {
-                        "username": r.username,
-                        "display_name": r.display_name,
-                        "password_hash": r.password_hash,
-                        "ha1_md5": r.ha1_md5,
-                        "ha1_sha256": r.ha1_sha256,
-                        "is_admin": r.is_admin,
-                        "disabled": r.disabled,
-                        "created_at": r.created_at,
-                    } for r in records])
+                connection.execute(
+                    insert(users),
+                    [
+                        {
+                            "username": r.username,
+                            "display_name": r.display_name,
+                            "password_hash": r.password_hash,
+                            "ha1_md5": r.ha1_md5,
+                            "ha1_sha256": r.ha1_sha256,
+                            "is_admin": r.is_admin,
+                            "disabled": r.disabled,
+                            "created_at": r.created_at,
+                        }
+                        for r in records
+                    ],
+                )
         except IntegrityError:
             # Another node added one of them between our check and our insert.
             raise UserExists(self._op_existing_usernames(names) or names) from None
 
     def _op_get_user(self, username: str) -> UserRecord | None:
         with self._read() as connection:
-            row = connection.execute(
-                select(users).where(users.c.username == username)).first()
+            row = connection.execute(select(users).where(users.c.username == username)).first()
         return _user_record(row) if row is not None else None
 
     def _op_list_users(self) -> list[UserRecord]:
@@ -476,11 +515,11 @@ class SQLStore(StoreBase):
         with self._write() as connection:
             if fields:
                 result = connection.execute(
-                    update(users).where(users.c.username == username).values(**fields))
+                    update(users).where(users.c.username == username).values(**fields)
+                )
                 if result.rowcount == 0:
                     raise NoSuchUser(username)
-            row = connection.execute(
-                select(users).where(users.c.username == username)).first()
+            row = connection.execute(select(users).where(users.c.username == username)).first()
         if row is None:
             raise NoSuchUser(username)
         return _user_record(row)
@@ -492,35 +531,43 @@ class SQLStore(StoreBase):
             if result.rowcount == 0:
                 raise NoSuchUser(username)
 
-    def _op_insert_token(self, digest: str, username: str, label: str,
-                         created_at: float) -> None:
+    def _op_insert_token(self, digest: str, username: str, label: str, created_at: float) -> None:
         with self._write() as connection:
-            exists = connection.scalar(
-                select(users.c.username).where(users.c.username == username))
+            exists = connection.scalar(select(users.c.username).where(users.c.username == username))
             if exists is None:
                 raise NoSuchUser(username)
-            connection.execute(insert(api_tokens).values(
-                digest=digest, token_id=token_id_of_digest(digest), username=username,
-                label=label, created_at=created_at))
+            connection.execute(
+                insert(api_tokens).values(
+                    digest=digest,
+                    token_id=token_id_of_digest(digest),
+                    username=username,
+                    label=label,
+                    created_at=created_at,
+                )
+            )
 
     def _op_token_owner(self, digest: str) -> str | None:
         with self._read() as connection:
             return connection.scalar(
                 select(api_tokens.c.username)
                 .join(users, users.c.username == api_tokens.c.username)
-                .where(api_tokens.c.digest == digest, users.c.disabled.is_(False)))
+                .where(api_tokens.c.digest == digest, users.c.disabled.is_(False))
+            )
 
     def _op_list_tokens(self, username: str) -> list[ApiToken]:
         with self._read() as connection:
             rows = connection.execute(
-                select(api_tokens).where(api_tokens.c.username == username)).all()
-        tokens = [ApiToken(row.token_id, row.username, row.label, row.created_at)
-                  for row in rows]
+                select(api_tokens).where(api_tokens.c.username == username)
+            ).all()
+        tokens = [ApiToken(row.token_id, row.username, row.label, row.created_at) for row in rows]
         return sorted(tokens, key=lambda t: (t.created_at, t.token_id))
 
     def _op_delete_token(self, digest: str | None, token_id: str | None) -> bool:
-        condition = (api_tokens.c.digest == digest if digest is not None
-                     else api_tokens.c.token_id == token_id)
+        condition = (
+            api_tokens.c.digest == digest
+            if digest is not None
+            else api_tokens.c.token_id == token_id
+        )
         with self._write() as connection:
             return bool(connection.execute(delete(api_tokens).where(condition)).rowcount)
 
@@ -530,16 +577,18 @@ class SQLStore(StoreBase):
         # Group-committed with the other REGISTERs' work; see GroupCommit.
         return self.group_commit.submit(Credentials(username))
 
-    def update_bindings(self, aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(
+        self, aor: str, changes: BindingChanges, now: float
+    ) -> Deferred[list[Binding]]:
         return self.group_commit.submit(UpdateBindings(aor, changes, now))
 
-    def create_call(self, caller: str, callee: str, created_at: float,
-                    node: str | None = None) -> Deferred[str]:
-        record = CallRecord(call_id=uuid.uuid4().hex, caller=caller, callee=callee,
-                            created_at=created_at, node=node)
-        return self.group_commit.submit(InsertCall(record)).addCallback(
-            lambda _: record.call_id)
+    def create_call(
+        self, caller: str, callee: str, created_at: float, node: str | None = None
+    ) -> Deferred[str]:
+        record = CallRecord(
+            call_id=uuid.uuid4().hex, caller=caller, callee=callee, created_at=created_at, node=node
+        )
+        return self.group_commit.submit(InsertCall(record)).addCallback(lambda _: record.call_id)
 
     def update_call(self, call_id: str, update: CallUpdate) -> Deferred[CallRecord]:
         return self.group_commit.submit(UpdateCall(call_id, update.changed_fields()))
@@ -552,12 +601,12 @@ class SQLStore(StoreBase):
 
     def _op_get_bindings(self, aor: str, now: float) -> list[Binding]:
         with self._read() as connection:
-            rows = connection.execute(select(bindings).where(
-                bindings.c.aor == aor, bindings.c.expires_at > now)).all()
+            rows = connection.execute(
+                select(bindings).where(bindings.c.aor == aor, bindings.c.expires_at > now)
+            ).all()
         return sort_bindings([_binding(row) for row in rows])
 
-    def _op_update_bindings(self, aor: str, changes: BindingChanges,
-                            now: float) -> list[Binding]:
+    def _op_update_bindings(self, aor: str, changes: BindingChanges, now: float) -> list[Binding]:
         # StoreBase's blocking form (one transaction): the hot path's job, alone.
         result: list[Binding] = self._batches.run_alone(UpdateBindings(aor, changes, now))
         return result
@@ -568,19 +617,18 @@ class SQLStore(StoreBase):
 
     def _op_purge_expired(self, now: float) -> int:
         with self._write() as connection:
-            return connection.execute(
-                delete(bindings).where(bindings.c.expires_at <= now)).rowcount
+            return connection.execute(delete(bindings).where(bindings.c.expires_at <= now)).rowcount
 
     def _op_registered_aors(self, now: float) -> list[str]:
         with self._read() as connection:
             aors = connection.scalars(
-                select(bindings.c.aor).where(bindings.c.expires_at > now).distinct()).all()
+                select(bindings.c.aor).where(bindings.c.expires_at > now).distinct()
+            ).all()
         return sorted(aors)
 
     def _op_all_bindings(self, now: float) -> list[Binding]:
         with self._read() as connection:
-            rows = connection.execute(
-                select(bindings).where(bindings.c.expires_at > now)).all()
+            rows = connection.execute(select(bindings).where(bindings.c.expires_at > now)).all()
         return sort_bindings([_binding(row) for row in rows])
 
     # -- call records --------------------------------------------------------------
@@ -597,15 +645,19 @@ class SQLStore(StoreBase):
             row = connection.execute(select(calls).where(calls.c.call_id == call_id)).first()
         return _call_record(row) if row is not None else None
 
-    def _op_list_calls(self, user: str | None, limit: int, offset: int,
-                       before: float | None) -> list[CallRecord]:
+    def _op_list_calls(
+        self, user: str | None, limit: int, offset: int, before: float | None
+    ) -> list[CallRecord]:
         query = select(calls)
         if user is not None:
             query = query.where(or_(calls.c.caller == user, calls.c.callee == user))
         if before is not None:
             query = query.where(calls.c.created_at < before)
-        query = (query.order_by(calls.c.created_at.desc(), calls.c.call_id.desc())
-                 .limit(limit).offset(offset))
+        query = (
+            query.order_by(calls.c.created_at.desc(), calls.c.call_id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
         with self._read() as connection:
             return [_call_record(row) for row in connection.execute(query)]
 
@@ -615,27 +667,38 @@ class SQLStore(StoreBase):
 
     def _op_count_active(self, node: str | None) -> int:
         with self._read() as connection:
-            return int(connection.scalar(
-                select(func.count()).select_from(calls).where(self._active(node))) or 0)
+            return int(
+                connection.scalar(select(func.count()).select_from(calls).where(self._active(node)))
+                or 0
+            )
 
     def _op_end_active_calls(self, node: str | None, ended_at: float, reason: str) -> int:
         with self._write() as connection:
-            return connection.execute(update(calls).where(self._active(node)).values(
-                ended_at=ended_at, end_reason=reason, who_hung_up="system")).rowcount
+            return connection.execute(
+                update(calls)
+                .where(self._active(node))
+                .values(ended_at=ended_at, end_reason=reason, who_hung_up="system")
+            ).rowcount
 
-    def _op_claim_active_calls(self, node: str | None, ended_at: float,
-                               reason: str) -> list[str]:
+    def _op_claim_active_calls(self, node: str | None, ended_at: float, reason: str) -> list[str]:
         # UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): a row ended by a concurrent claim
         # no longer matches "ended_at IS NULL" once its lock is released (PostgreSQL re-checks
         # the condition), so every call is returned to one claimer only.
         with self._write() as connection:
-            statement = update(calls).where(self._active(node)).values(
-                ended_at=ended_at, end_reason=reason, who_hung_up="system")
+            statement = (
+                update(calls)
+                .where(self._active(node))
+                .values(ended_at=ended_at, end_reason=reason, who_hung_up="system")
+            )
             if self._engine.dialect.update_returning:
                 return [row[0] for row in connection.execute(statement.returning(calls.c.call_id))]
             # Without RETURNING: lock the rows, then end exactly those.
-            ids = [row[0] for row in connection.execute(
-                select(calls.c.call_id).where(self._active(node)).with_for_update())]
+            ids = [
+                row[0]
+                for row in connection.execute(
+                    select(calls.c.call_id).where(self._active(node)).with_for_update()
+                )
+            ]
             if ids:
                 connection.execute(statement.where(calls.c.call_id.in_(ids)))
             return ids
@@ -657,7 +720,8 @@ class SQLStore(StoreBase):
         if limit < 1:
             return False
         upsert = _dialect_insert(self._engine.dialect.name)(outbound_counts).values(
-            username=username, day=day, count=1)
+            username=username, day=day, count=1
+        )
         statement = upsert.on_conflict_do_update(
             index_elements=[outbound_counts.c.username, outbound_counts.c.day],
             set_={"count": outbound_counts.c.count + 1},
@@ -668,13 +732,18 @@ class SQLStore(StoreBase):
 
     def _op_outbound_calls(self, username: str, day: str) -> int:
         with self._read() as connection:
-            return int(connection.scalar(select(outbound_counts.c.count).where(
-                outbound_counts.c.username == username, outbound_counts.c.day == day)) or 0)
+            return int(
+                connection.scalar(
+                    select(outbound_counts.c.count).where(
+                        outbound_counts.c.username == username, outbound_counts.c.day == day
+                    )
+                )
+                or 0
+            )
 
     # -- call traces (ICallTraceStore) ---------------------------------------------
 
-    def append_traces(self, appends: Sequence[TraceAppend],
-                      limits: TraceLimits) -> Deferred[None]:
+    def append_traces(self, appends: Sequence[TraceAppend], limits: TraceLimits) -> Deferred[None]:
         # Group-committed with the REGISTER path and the call records: one transaction
         # with them, instead of a write transaction of its own that the call path's
         # batches would wait for (SQLite has one writer).
@@ -689,13 +758,15 @@ class SQLStore(StoreBase):
     def _op_get_trace(self, call_id: str) -> CallTrace | None:
         with self._read() as connection:
             stored = connection.execute(
-                select(call_traces).where(call_traces.c.call_id == call_id)).first()
+                select(call_traces).where(call_traces.c.call_id == call_id)
+            ).first()
             if stored is None:
                 return None
             rows = connection.execute(
                 select(call_trace_messages.c.data)
                 .where(call_trace_messages.c.call_id == call_id)
-                .order_by(call_trace_messages.c.first_index)).all()
+                .order_by(call_trace_messages.c.first_index)
+            ).all()
         messages = tuple(m for row in rows for m in unpack_messages(bytes(row.data)))
         return CallTrace(call_id, messages, int(stored.dropped))
 
@@ -703,7 +774,11 @@ class SQLStore(StoreBase):
         cutoff = int(before * 1000)
         with self._write() as connection:
             old = select(call_traces.c.call_id).where(call_traces.c.last_at_ms < cutoff)
-            connection.execute(delete(call_trace_messages).where(
-                call_trace_messages.c.call_id.in_(old)))
-            return int(connection.execute(
-                delete(call_traces).where(call_traces.c.last_at_ms < cutoff)).rowcount)
+            connection.execute(
+                delete(call_trace_messages).where(call_trace_messages.c.call_id.in_(old))
+            )
+            return int(
+                connection.execute(
+                    delete(call_traces).where(call_traces.c.last_at_ms < cutoff)
+                ).rowcount
+            )

@@ -91,8 +91,9 @@ class BatchExecutor:
                 cursor = connection.cursor()
                 if self._dialect.begin is not None:
                     cursor.execute(self._dialect.begin)
-                aors = sorted({aor for aor in (job.changes_aor() for job in jobs)
-                               if aor is not None})
+                aors = sorted(
+                    {aor for aor in (job.changes_aor() for job in jobs) if aor is not None}
+                )
                 batch = Batch(cursor, self._dialect, aors)
                 yield batch
                 batch.flush()
@@ -116,6 +117,7 @@ class BatchExecutor:
         try:
             yield
         except self._dbapi_error as e:
-            raise cast(BaseException, DBAPIError.instance(
-                None, None, e, self._dbapi_error, dialect=self._engine.dialect)) from e
-
+            raise cast(
+                BaseException,
+                DBAPIError.instance(None, None, e, self._dbapi_error, dialect=self._engine.dialect),
+            ) from e

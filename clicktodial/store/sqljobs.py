@@ -41,8 +41,18 @@ CHUNK = 500
 #: The columns of a call record, in the order of :data:`clicktodial.store.schema.calls`.
 CALL_FIELDS = tuple(c.name for c in calls.columns)
 
-_BINDING_COLUMNS = ("contact", "q", "expires_at", "call_id", "cseq", "instance_id", "reg_id",
-                    "path", "received", "user_agent")
+_BINDING_COLUMNS = (
+    "contact",
+    "q",
+    "expires_at",
+    "call_id",
+    "cseq",
+    "instance_id",
+    "reg_id",
+    "path",
+    "received",
+    "user_agent",
+)
 _TRACE_COUNTS = ("message_count", "byte_count", "dropped", "last_at_ms")
 
 # PostgreSQL: the advisory locks that serialise REGISTERs of the same AORs across
@@ -51,14 +61,14 @@ _TRACE_COUNTS = ("message_count", "byte_count", "dropped", "last_at_ms")
 # bindings under [registrar] max_contacts and together exceed it. The two-key form, its
 # first key ours ("clkb"), keeps out of other users' (and the migrations') lock keys.
 _PG_LOCK_AORS = (
-    "SELECT count(pg_advisory_xact_lock(1668049762, hashtext(aor)))"
-    " FROM unnest(%s::text[]) AS aor")
+    "SELECT count(pg_advisory_xact_lock(1668049762, hashtext(aor))) FROM unnest(%s::text[]) AS aor"
+)
 
 
 def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """``items`` in slices of at most :data:`CHUNK`."""
     for start in range(0, len(items), CHUNK):
-        yield items[start:start + CHUNK]
+        yield items[start : start + CHUNK]
 
 
 @frozen(slots=False)  # room for the cached statements
@@ -97,14 +107,18 @@ class SQLDialect:
     @cached_property
     def select_bindings(self) -> str:
         """One AOR's binding rows, in key order (locked on PostgreSQL: see UpdateBindings)."""
-        return (f"SELECT binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
-                f" WHERE aor = {self.p} ORDER BY binding_key{self.for_update}")
+        return (
+            f"SELECT binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
+            f" WHERE aor = {self.p} ORDER BY binding_key{self.for_update}"
+        )
 
     def select_bindings_of(self, count: int) -> str:
         """The binding rows (AOR first) of ``count`` AORs, in AOR then key order."""
-        return (f"SELECT aor, binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
-                f" WHERE aor IN ({self._list(count)}) ORDER BY aor, binding_key"
-                f"{self.for_update}")
+        return (
+            f"SELECT aor, binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
+            f" WHERE aor IN ({self._list(count)}) ORDER BY aor, binding_key"
+            f"{self.for_update}"
+        )
 
     @cached_property
     def delete_binding(self) -> str:
@@ -112,23 +126,30 @@ class SQLDialect:
 
     @cached_property
     def insert_binding(self) -> str:
-        return (f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
-                f" VALUES ({self._list(len(_BINDING_COLUMNS) + 2)})")
+        return (
+            f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
+            f" VALUES ({self._list(len(_BINDING_COLUMNS) + 2)})"
+        )
 
     @cached_property
     def update_binding(self) -> str:
-        return (f"UPDATE bindings SET {', '.join(f'{c} = {self.p}' for c in _BINDING_COLUMNS)}"
-                f" WHERE aor = {self.p} AND binding_key = {self.p}")
+        return (
+            f"UPDATE bindings SET {', '.join(f'{c} = {self.p}' for c in _BINDING_COLUMNS)}"
+            f" WHERE aor = {self.p} AND binding_key = {self.p}"
+        )
 
     @cached_property
     def insert_call(self) -> str:
-        return (f"INSERT INTO calls ({', '.join(CALL_FIELDS)})"
-                f" VALUES ({self._list(len(CALL_FIELDS))})")
+        return (
+            f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) VALUES ({self._list(len(CALL_FIELDS))})"
+        )
 
     def update_call(self, names: Sequence[str]) -> str:
         """Set the call record fields ``names`` (then the call id)."""
-        return (f"UPDATE calls SET {', '.join(f'{name} = {self.p}' for name in names)}"
-                f" WHERE call_id = {self.p}")
+        return (
+            f"UPDATE calls SET {', '.join(f'{name} = {self.p}' for name in names)}"
+            f" WHERE call_id = {self.p}"
+        )
 
     @cached_property
     def select_call(self) -> str:
@@ -136,32 +157,40 @@ class SQLDialect:
 
     def select_trace_counts(self, count: int) -> str:
         """The counts of ``count`` calls' traces, locked on PostgreSQL."""
-        return (f"SELECT call_id, {', '.join(_TRACE_COUNTS)} FROM call_traces"
-                f" WHERE call_id IN ({self._list(count)}) ORDER BY call_id{self.for_update}")
+        return (
+            f"SELECT call_id, {', '.join(_TRACE_COUNTS)} FROM call_traces"
+            f" WHERE call_id IN ({self._list(count)}) ORDER BY call_id{self.for_update}"
+        )
 
     @cached_property
     def insert_trace_messages(self) -> str:
-        return ("INSERT INTO call_trace_messages (call_id, first_index, message_count, data)"
-                f" VALUES ({self._list(4)})")
+        return (
+            "INSERT INTO call_trace_messages (call_id, first_index, message_count, data)"
+            f" VALUES ({self._list(4)})"
+        )
 
     @cached_property
     def insert_trace_counts(self) -> str:
-        return (f"INSERT INTO call_traces (call_id, {', '.join(_TRACE_COUNTS)})"
-                f" VALUES ({self._list(1 + len(_TRACE_COUNTS))})")
+        return (
+            f"INSERT INTO call_traces (call_id, {', '.join(_TRACE_COUNTS)})"
+            f" VALUES ({self._list(1 + len(_TRACE_COUNTS))})"
+        )
 
     @cached_property
     def update_trace_counts(self) -> str:
-        return (f"UPDATE call_traces SET {', '.join(f'{c} = {self.p}' for c in _TRACE_COUNTS)}"
-                f" WHERE call_id = {self.p}")
+        return (
+            f"UPDATE call_traces SET {', '.join(f'{c} = {self.p}' for c in _TRACE_COUNTS)}"
+            f" WHERE call_id = {self.p}"
+        )
 
 
 _DIALECTS = {
     # The write lock up front (see sql._configure_sqlite); one writer at a time.
-    "sqlite": SQLDialect("sqlite", begin="BEGIN IMMEDIATE", lock_aors=None, p="?",
-                         for_update=""),
+    "sqlite": SQLDialect("sqlite", begin="BEGIN IMMEDIATE", lock_aors=None, p="?", for_update=""),
     # psycopg opens the transaction implicitly; rows are locked as they are read.
-    "postgresql": SQLDialect("postgresql", begin=None, lock_aors=_PG_LOCK_AORS, p="%s",
-                             for_update=" FOR UPDATE"),
+    "postgresql": SQLDialect(
+        "postgresql", begin=None, lock_aors=_PG_LOCK_AORS, p="%s", for_update=" FOR UPDATE"
+    ),
 }
 
 
@@ -179,9 +208,11 @@ class _BindingWrites:
         """Send what is pending. Rows of one AOR are never pending twice (see
         :meth:`Batch.stored_bindings`), so the order of the three statements does not
         matter."""
-        for statement, parameters in ((dialect.delete_binding, self.delete),
-                                      (dialect.insert_binding, self.insert),
-                                      (dialect.update_binding, self.update)):
+        for statement, parameters in (
+            (dialect.delete_binding, self.delete),
+            (dialect.insert_binding, self.insert),
+            (dialect.update_binding, self.update),
+        ):
             if parameters:
                 cursor.executemany(statement, parameters)
                 parameters.clear()
@@ -233,13 +264,19 @@ class Batch:
             stored = {row[0]: _binding_of_tuple(aor, row) for row in self.cursor.fetchall()}
         return stored
 
-    def write_bindings(self, aor: str, stored: Mapping[str, Binding], delete: Sequence[str],
-                       write: Mapping[str, Binding]) -> None:
+    def write_bindings(
+        self,
+        aor: str,
+        stored: Mapping[str, Binding],
+        delete: Sequence[str],
+        write: Mapping[str, Binding],
+    ) -> None:
         """Queue the AOR's binding changes (sent by :meth:`flush` or the next read)."""
         self._writes.delete.extend((aor, key) for key in sorted(delete))
         for key, binding in write.items():
             (self._writes.update if key in stored else self._writes.insert).append(
-                _binding_parameters(aor, key, binding))
+                _binding_parameters(aor, key, binding)
+            )
 
     def flush(self) -> None:
         """Send the pending writes (before the commit)."""
@@ -333,8 +370,9 @@ class InsertCall(SQLJob):
     rank = 2
 
     def run(self, batch: Batch) -> None:
-        batch.cursor.execute(batch.dialect.insert_call,
-                             tuple(getattr(self.record, name) for name in CALL_FIELDS))
+        batch.cursor.execute(
+            batch.dialect.insert_call, tuple(getattr(self.record, name) for name in CALL_FIELDS)
+        )
 
 
 @frozen
@@ -352,8 +390,10 @@ class UpdateCall(SQLJob):
             unknown = set(names).difference(CALL_FIELDS)
             if unknown:
                 raise ValueError(f"not call record fields: {sorted(unknown)}")
-            batch.cursor.execute(batch.dialect.update_call(names),
-                                 (*(self.fields[name] for name in names), self.call_id))
+            batch.cursor.execute(
+                batch.dialect.update_call(names),
+                (*(self.fields[name] for name in names), self.call_id),
+            )
         batch.cursor.execute(batch.dialect.select_call, (self.call_id,))
         row = batch.cursor.fetchone()
         if row is None:
@@ -392,17 +432,18 @@ class AppendTraces(SQLJob):
             kept, over = fit_messages(count, size, dropped, append.messages, self.limits)
             if kept:
                 rows.append((append.call_id, count, len(kept), pack_messages(kept)))
-            counts[:] = [count + len(kept), size + sum(len(m.data) for m in kept),
-                         dropped + over + append.dropped,
-                         max([last, *(m.at_ms for m in append.messages)])]
+            counts[:] = [
+                count + len(kept),
+                size + sum(len(m.data) for m in kept),
+                dropped + over + append.dropped,
+                max([last, *(m.at_ms for m in append.messages)]),
+            ]
         if rows:
             cursor.executemany(dialect.insert_trace_messages, rows)
-        new = [(call_id, *counts) for call_id, counts in stored.items()
-               if call_id not in existing]
+        new = [(call_id, *counts) for call_id, counts in stored.items() if call_id not in existing]
         if new:
             cursor.executemany(dialect.insert_trace_counts, new)
-        changed = [(*counts, call_id) for call_id, counts in stored.items()
-                   if call_id in existing]
+        changed = [(*counts, call_id) for call_id, counts in stored.items() if call_id in existing]
         if changed:
             cursor.executemany(dialect.update_trace_counts, changed)
 
@@ -410,13 +451,34 @@ class AppendTraces(SQLJob):
 def _binding_of_tuple(aor: str, row: Sequence[Any]) -> Binding:
     # row: binding_key, then _BINDING_COLUMNS.
     path = row[8]
-    return Binding(aor=aor, contact=row[1], q=row[2], expires_at=row[3], call_id=row[4],
-                   cseq=row[5], instance_id=row[6], reg_id=row[7],
-                   path=() if path == "[]" else tuple(json.loads(path)),
-                   received=row[9], user_agent=row[10])
+    return Binding(
+        aor=aor,
+        contact=row[1],
+        q=row[2],
+        expires_at=row[3],
+        call_id=row[4],
+        cseq=row[5],
+        instance_id=row[6],
+        reg_id=row[7],
+        path=() if path == "[]" else tuple(json.loads(path)),
+        received=row[9],
+        user_agent=row[10],
+    )
 
 
 def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
     # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's order).
-    return (b.contact, b.q, b.expires_at, b.call_id, b.cseq, b.instance_id, b.reg_id,
-            json.dumps(list(b.path)) if b.path else "[]", b.received, b.user_agent, aor, key)
+    return (
+        b.contact,
+        b.q,
+        b.expires_at,
+        b.call_id,
+        b.cseq,
+        b.instance_id,
+        b.reg_id,
+        json.dumps(list(b.path)) if b.path else "[]",
+        b.received,
+        b.user_agent,
+        aor,
+        key,
+    )

@@ -34,8 +34,10 @@ __all__ = [
     "unpack_messages",
 ]
 
-def fit_messages(count: int, size: int, dropped: int, messages: Sequence[TracedMessage],
-                 limits: TraceLimits) -> tuple[list[TracedMessage], int]:
+
+def fit_messages(
+    count: int, size: int, dropped: int, messages: Sequence[TracedMessage], limits: TraceLimits
+) -> tuple[list[TracedMessage], int]:
     """
     Which of ``messages`` a trace holding ``count`` messages of ``size`` bytes (``dropped``
     already dropped) keeps under ``limits``, and how many it drops: the first message that
@@ -73,8 +75,9 @@ class MemoryTraces:
             trace = self._traces.get(append.call_id)
             if trace is None:
                 trace = self._traces[append.call_id] = _StoredTrace()
-            kept, dropped = fit_messages(len(trace.messages), trace.size, trace.dropped,
-                                         append.messages, limits)
+            kept, dropped = fit_messages(
+                len(trace.messages), trace.size, trace.dropped, append.messages, limits
+            )
             trace.messages.extend(kept)
             trace.size += sum(len(m.data) for m in kept)
             trace.dropped += dropped + append.dropped
@@ -113,7 +116,7 @@ def unpack_messages(blob: bytes) -> list[TracedMessage]:
         size = fields[10]
         if fields[1] not in DIRECTIONS:
             raise ValueError(f"direction must be 'in' or 'out', not {fields[1]!r}")
-        fields[10] = blob[offset:offset + size]
+        fields[10] = blob[offset : offset + size]
         messages.append(TracedMessage._make(fields))
         offset += size
     return messages

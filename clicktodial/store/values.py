@@ -54,7 +54,7 @@ def aor_user_part(aor: str) -> str:
     """
     for scheme in ("sip:", "sips:"):
         if aor.lower().startswith(scheme):
-            aor = aor[len(scheme):]
+            aor = aor[len(scheme) :]
             break
     return aor.split("@", 1)[0]
 
@@ -251,8 +251,7 @@ class BindingChanges:
     path: tuple[str, ...] = field(default=(), converter=_tuple_of_str)
     received: str | None = None
     user_agent: str | None = None
-    max_bindings: int | None = field(default=None, validator=validators.optional(
-        validators.ge(1)))
+    max_bindings: int | None = field(default=None, validator=validators.optional(validators.ge(1)))
 
     def __attrs_post_init__(self) -> None:
         if self.wildcard and self.contacts:
@@ -263,26 +262,28 @@ class BindingChanges:
 # -- call records ---------------------------------------------------------------
 
 #: Documented values of :func:`CallRecord.end_reason`.
-END_REASONS = frozenset({
-    "caller-hangup",       # the caller hung up after the call was set up
-    "callee-hangup",       # the callee hung up after answering
-    "caller-no-answer",    # the caller's phone rang out without answer
-    "caller-rejected",     # the caller declined the call on their phone
-    "caller-busy",         # the caller's phone answered 486/600
-    "caller-unreachable",  # no binding / no response from the caller's phone
-    "callee-no-answer",    # the callee's phone rang out
-    "callee-busy",         # the callee answered 486 Busy Here / 600
-    "callee-rejected",     # the callee declined (603 Decline and the like)
-    "callee-unreachable",  # no binding / no response from the callee
-    "cancelled",           # the caller cancelled from the web page
-    "max-duration",        # the configured maximum call duration ran out
-    "timeout",             # a SIP transaction or session timer ran out
-    "error",               # an internal or protocol error ended the call
-    "lost",                # the node running the call stopped mid-call
-    "media-relay-failed",  # the media relay refused or did not answer ([media:rtpengine])
-    "refused",             # the dial plan refused the number (CallRecord.refusal says why)
-    "no-trunk",            # none of the routed trunks exists or can take the call
-})
+END_REASONS = frozenset(
+    {
+        "caller-hangup",  # the caller hung up after the call was set up
+        "callee-hangup",  # the callee hung up after answering
+        "caller-no-answer",  # the caller's phone rang out without answer
+        "caller-rejected",  # the caller declined the call on their phone
+        "caller-busy",  # the caller's phone answered 486/600
+        "caller-unreachable",  # no binding / no response from the caller's phone
+        "callee-no-answer",  # the callee's phone rang out
+        "callee-busy",  # the callee answered 486 Busy Here / 600
+        "callee-rejected",  # the callee declined (603 Decline and the like)
+        "callee-unreachable",  # no binding / no response from the callee
+        "cancelled",  # the caller cancelled from the web page
+        "max-duration",  # the configured maximum call duration ran out
+        "timeout",  # a SIP transaction or session timer ran out
+        "error",  # an internal or protocol error ended the call
+        "lost",  # the node running the call stopped mid-call
+        "media-relay-failed",  # the media relay refused or did not answer ([media:rtpengine])
+        "refused",  # the dial plan refused the number (CallRecord.refusal says why)
+        "no-trunk",  # none of the routed trunks exists or can take the call
+    }
+)
 
 #: Documented values of :func:`CallRecord.who_hung_up`.
 HANGUP_PARTIES = frozenset({"caller", "callee", "system"})
@@ -385,13 +386,13 @@ class CallUpdate:
     callee_answered_at: float | None = None
     connected_at: float | None = None
     ended_at: float | None = None
-    end_reason: str | None = field(default=None,
-                                   validator=validators.optional(
-                                       validators.in_(END_REASONS)))
+    end_reason: str | None = field(
+        default=None, validator=validators.optional(validators.in_(END_REASONS))
+    )
     sip_status: int | None = None
-    who_hung_up: str | None = field(default=None,
-                                    validator=validators.optional(
-                                        validators.in_(HANGUP_PARTIES)))
+    who_hung_up: str | None = field(
+        default=None, validator=validators.optional(validators.in_(HANGUP_PARTIES))
+    )
     number: str | None = None
     destination_class: str | None = None
     trunk: str | None = None

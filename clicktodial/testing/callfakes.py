@@ -143,8 +143,11 @@ class CallWorld:
         self.directory = CachedDirectory(self.clock, self.store, self.store)
         #: With ``trace``: the calls' traces, fed by the network as the daemon's transport
         #: tap would be (what the daemon's endpoint sends and receives).
-        self.tracer = (CallTracer(self.clock, self.store, trace, linger=self.timers.timeout)
-                       if trace is not None else None)
+        self.tracer = (
+            CallTracer(self.clock, self.store, trace, linger=self.timers.timeout)
+            if trace is not None
+            else None
+        )
         self.controller = CallController(
             self.clock,
             self.daemon.ua,
@@ -225,8 +228,9 @@ class CallWorld:
         phone = Phone(self.clock, endpoint, host, port, username, self.timers, answer, seed=0)
         endpoint.attach(phone.layer)
         phone.app.on_request = answer_reinvites(f"{username}-{host}", media_host)
-        self.bind(username, f"sip:{username}@{host}:{port}",
-                  received=f"sip:{host}:{port};transport=udp")
+        self.bind(
+            username, f"sip:{username}@{host}:{port}", received=f"sip:{host}:{port};transport=udp"
+        )
         self.phones.append(phone)
         return phone
 

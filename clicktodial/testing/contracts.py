@@ -112,14 +112,17 @@ class _StoreFixtures:
     suite's own ``make_*_store`` (see the module).
     """
 
-    def make_store(self, environment: StoreEnvironment,
-                   request: pytest.FixtureRequest) -> IStoreBackend:
+    def make_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> IStoreBackend:
         """Build a (not started) store from ``environment``."""
         raise NotImplementedError(
-            f"{type(self).__name__} must define make_store or the suite's make_*_store")
+            f"{type(self).__name__} must define make_store or the suite's make_*_store"
+        )
 
-    def make_tested_store(self, environment: StoreEnvironment,
-                          request: pytest.FixtureRequest) -> Any:
+    def make_tested_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> Any:
         """The (not started) store the suite tests: each suite calls its ``make_*_store``."""
         return self.make_store(environment, request)
 
@@ -132,13 +135,15 @@ class _StoreFixtures:
 
     @pytest.fixture
     def environment(self, reactor: InlineReactor) -> StoreEnvironment:
-        return StoreEnvironment(reactor=reactor, realm=REALM,
-                                make_thread_pool=inline_thread_pool,
-                                password_hasher=cheap_password_hasher())
+        return StoreEnvironment(
+            reactor=reactor,
+            realm=REALM,
+            make_thread_pool=inline_thread_pool,
+            password_hasher=cheap_password_hasher(),
+        )
 
     @pytest.fixture
-    def store(self, environment: StoreEnvironment,
-              request: pytest.FixtureRequest) -> Iterator[Any]:
+    def store(self, environment: StoreEnvironment, request: pytest.FixtureRequest) -> Iterator[Any]:
         store = self.make_tested_store(environment, request)
         success_result_of(store.start())
         yield store
@@ -148,13 +153,13 @@ class _StoreFixtures:
 class UserStoreContract(_StoreFixtures):
     """The behaviour every :class:`IUserStore` has."""
 
-    def make_user_store(self, environment: StoreEnvironment,
-                        request: pytest.FixtureRequest) -> Any:
+    def make_user_store(self, environment: StoreEnvironment, request: pytest.FixtureRequest) -> Any:
         """Build the (not started) store this suite tests: by default :meth:`make_store`."""
         return self.make_store(environment, request)
 
-    def make_tested_store(self, environment: StoreEnvironment,
-                          request: pytest.FixtureRequest) -> Any:
+    def make_tested_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> Any:
         return self.make_user_store(environment, request)
 
     def test_provides_user_store(self, store: Any) -> None:
@@ -164,9 +169,15 @@ class UserStoreContract(_StoreFixtures):
 
     def test_add_and_get_user(self, store: Any, reactor: InlineReactor) -> None:
         """A new user is returned and found with every field as given."""
-        user = success_result_of(store.add_user(
-            "alice", password="pw", sip_password="sip", display_name="Alice Liddell",
-            is_admin=True))
+        user = success_result_of(
+            store.add_user(
+                "alice",
+                password="pw",
+                sip_password="sip",
+                display_name="Alice Liddell",
+                is_admin=True,
+            )
+        )
         assert user.username == "alice"
         assert user.display_name == "Alice Liddell"
         assert user.is_admin and not user.disabled
@@ -179,9 +190,19 @@ class UserStoreContract(_StoreFixtures):
         assert success_result_of(store.get_user("nobody")) is None
         assert success_result_of(store.get_sip_credentials("nobody")) is None
 
-    @pytest.mark.parametrize("username", [
-        "", "Alice", "al ice", "alice@example.com", "a" * 65, "ali:ce", "é", "alice\n",
-    ])
+    @pytest.mark.parametrize(
+        "username",
+        [
+            "",
+            "Alice",
+            "al ice",
+            "alice@example.com",
+            "a" * 65,
+            "ali:ce",
+            "é",
+            "alice\n",
+        ],
+    )
     def test_invalid_username_rejected(self, store: Any, username: str) -> None:
         """Usernames outside [a-z0-9._-]{1,64} are refused and nothing is stored."""
         failure_result_of(store.add_user(username, sip_password="x"), InvalidUsername)
@@ -202,10 +223,15 @@ class UserStoreContract(_StoreFixtures):
 
     def test_add_users_counts(self, store: Any) -> None:
         """add_users creates every user and fires with how many."""
-        count = success_result_of(store.add_users([
-            NewUser("bob", sip_password="b"), NewUser("carol", password="c"),
-            NewUser("dave", display_name="Dave"),
-        ]))
+        count = success_result_of(
+            store.add_users(
+                [
+                    NewUser("bob", sip_password="b"),
+                    NewUser("carol", password="c"),
+                    NewUser("dave", display_name="Dave"),
+                ]
+            )
+        )
         assert count == 3
         names = [u.username for u in success_result_of(store.list_users())]
         assert names == ["bob", "carol", "dave"]
@@ -213,9 +239,16 @@ class UserStoreContract(_StoreFixtures):
     def test_add_users_is_atomic(self, store: Any) -> None:
         """If one user of a batch exists, none of the batch is added."""
         success_result_of(store.add_user("bob"))
-        failure = failure_result_of(store.add_users([
-            NewUser("alice"), NewUser("bob"), NewUser("carol"),
-        ]), UserExists)
+        failure = failure_result_of(
+            store.add_users(
+                [
+                    NewUser("alice"),
+                    NewUser("bob"),
+                    NewUser("carol"),
+                ]
+            ),
+            UserExists,
+        )
         assert isinstance(failure.value, UserExists)
         assert failure.value.usernames == ("bob",)
         names = [u.username for u in success_result_of(store.list_users())]
@@ -223,8 +256,7 @@ class UserStoreContract(_StoreFixtures):
 
     def test_add_users_rejects_repeated_names(self, store: Any) -> None:
         """A batch naming one user twice is refused whole."""
-        failure_result_of(store.add_users([NewUser("x"), NewUser("y"), NewUser("x")]),
-                          UserExists)
+        failure_result_of(store.add_users([NewUser("x"), NewUser("y"), NewUser("x")]), UserExists)
         assert success_result_of(store.list_users()) == []
 
     def test_add_users_rejects_invalid_name(self, store: Any) -> None:
@@ -322,8 +354,7 @@ class UserStoreContract(_StoreFixtures):
 
     def test_update_unknown_user(self, store: Any) -> None:
         """Updating a user that does not exist fails with NoSuchUser."""
-        failure_result_of(store.update_user("nobody", UserChanges(display_name="x")),
-                          NoSuchUser)
+        failure_result_of(store.update_user("nobody", UserChanges(display_name="x")), NoSuchUser)
         failure_result_of(store.update_user("nobody", UserChanges()), NoSuchUser)
 
     def test_remove_user(self, store: Any) -> None:
@@ -358,7 +389,10 @@ class UserStoreContract(_StoreFixtures):
         [listed] = success_result_of(store.list_tokens("alice"))
         assert listed.token_id == hashlib.sha256(token.encode()).hexdigest()[:16]
         assert (listed.username, listed.label, listed.created_at) == (
-            "alice", "laptop", reactor.seconds())
+            "alice",
+            "laptop",
+            reactor.seconds(),
+        )
         assert token not in repr(listed)
 
     def test_tokens_are_unique(self, store: Any) -> None:
@@ -399,8 +433,9 @@ class UserStoreContract(_StoreFixtures):
         assert success_result_of(store.revoke_token("0123456789abcdef")) is False
 
 
-def register(aor: str, call_id: str, cseq: int, *contacts: ContactChange,
-             **kwargs: Any) -> BindingChanges:
+def register(
+    aor: str, call_id: str, cseq: int, *contacts: ContactChange, **kwargs: Any
+) -> BindingChanges:
     """The changes of a REGISTER request."""
     return BindingChanges(call_id=call_id, cseq=cseq, contacts=contacts, **kwargs)
 
@@ -408,19 +443,22 @@ def register(aor: str, call_id: str, cseq: int, *contacts: ContactChange,
 class LocationStoreContract(_StoreFixtures):
     """The behaviour every :class:`ILocationStore` has (RFC 3261 §10.3)."""
 
-    def make_location_store(self, environment: StoreEnvironment,
-                            request: pytest.FixtureRequest) -> Any:
+    def make_location_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> Any:
         """Build the (not started) store this suite tests: by default :meth:`make_store`."""
         return self.make_store(environment, request)
 
-    def make_tested_store(self, environment: StoreEnvironment,
-                          request: pytest.FixtureRequest) -> Any:
+    def make_tested_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> Any:
         return self.make_location_store(environment, request)
 
     NOW = 1_000_000.0
 
-    def update(self, store: Any, aor: str, changes: BindingChanges,
-               now: float = NOW) -> list[Binding]:
+    def update(
+        self, store: Any, aor: str, changes: BindingChanges, now: float = NOW
+    ) -> list[Binding]:
         return success_result_of(store.update_bindings(aor, changes, now))
 
     def bindings(self, store: Any, aor: str, now: float = NOW) -> list[Binding]:
@@ -476,24 +514,54 @@ class LocationStoreContract(_StoreFixtures):
     def test_binding_keeps_every_field_verbatim(self, store: Any) -> None:
         """A binding stores the contact URI verbatim (URI headers too) and every attribute."""
         path = ("<sip:edge1.example.com;lr>", "<sip:edge2.example.com;lr;ob>")
-        result = self.update(store, ALICE, register(
-            ALICE, "call-1@host", 7,
-            ContactChange(ALICE_PHONE, 3600, q=0.7, instance_id='"<urn:uuid:00000000-0000-'
-                          '1000-8000-000A95A0E128>"', reg_id=1),
-            path=path, received="udp:192.0.2.10:5062", user_agent="Phone/1.0 (é)"))
+        result = self.update(
+            store,
+            ALICE,
+            register(
+                ALICE,
+                "call-1@host",
+                7,
+                ContactChange(
+                    ALICE_PHONE,
+                    3600,
+                    q=0.7,
+                    instance_id='"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"',
+                    reg_id=1,
+                ),
+                path=path,
+                received="udp:192.0.2.10:5062",
+                user_agent="Phone/1.0 (é)",
+            ),
+        )
         expected = Binding(
-            aor=ALICE, contact=ALICE_PHONE, expires_at=self.NOW + 3600, call_id="call-1@host",
-            cseq=7, q=0.7, instance_id='"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"',
-            reg_id=1, path=path, received="udp:192.0.2.10:5062", user_agent="Phone/1.0 (é)")
+            aor=ALICE,
+            contact=ALICE_PHONE,
+            expires_at=self.NOW + 3600,
+            call_id="call-1@host",
+            cseq=7,
+            q=0.7,
+            instance_id='"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"',
+            reg_id=1,
+            path=path,
+            received="udp:192.0.2.10:5062",
+            user_agent="Phone/1.0 (é)",
+        )
         assert result == [expected]
         assert self.bindings(store, ALICE) == [expected]
 
     def test_optional_fields_default_to_none(self, store: Any) -> None:
         """A plain contact has no q, instance, reg-id, path, received or user agent."""
-        [binding] = self.update(store, ALICE, register(ALICE, "c", 1,
-                                                       ContactChange(ALICE_LAPTOP, 60)))
-        assert (binding.q, binding.instance_id, binding.reg_id, binding.path,
-                binding.received, binding.user_agent) == (None, None, None, (), None, None)
+        [binding] = self.update(
+            store, ALICE, register(ALICE, "c", 1, ContactChange(ALICE_LAPTOP, 60))
+        )
+        assert (
+            binding.q,
+            binding.instance_id,
+            binding.reg_id,
+            binding.path,
+            binding.received,
+            binding.user_agent,
+        ) == (None, None, None, (), None, None)
 
     def test_binding_expires(self, store: Any) -> None:
         """A binding exists until its expiry time and not at or after it."""
@@ -506,90 +574,123 @@ class LocationStoreContract(_StoreFixtures):
     def test_refresh_with_higher_cseq(self, store: Any) -> None:
         """The same Call-ID with a higher CSeq refreshes the binding (RFC 3261 §10.3 step 7)."""
         self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(ALICE_PHONE, 60)))
-        [binding] = self.update(store, ALICE, register(
-            ALICE, "c", 2, ContactChange(ALICE_PHONE, 120)), now=self.NOW + 30)
+        [binding] = self.update(
+            store,
+            ALICE,
+            register(ALICE, "c", 2, ContactChange(ALICE_PHONE, 120)),
+            now=self.NOW + 30,
+        )
         assert (binding.cseq, binding.expires_at) == (2, self.NOW + 150)
         assert self.bindings(store, ALICE) == [binding]
 
     @pytest.mark.parametrize("cseq", [4, 5])
     def test_same_call_id_without_higher_cseq_rejected(self, store: Any, cseq: int) -> None:
         """The same Call-ID with a CSeq not above the stored one fails and changes nothing."""
-        [before] = self.update(store, ALICE, register(ALICE, "c", 5,
-                                                      ContactChange(ALICE_PHONE, 60)))
-        failure = failure_result_of(store.update_bindings(
-            ALICE, register(ALICE, "c", cseq, ContactChange(ALICE_PHONE, 3600)), self.NOW),
-            OutOfOrderRegistration)
+        [before] = self.update(
+            store, ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 60))
+        )
+        failure = failure_result_of(
+            store.update_bindings(
+                ALICE, register(ALICE, "c", cseq, ContactChange(ALICE_PHONE, 3600)), self.NOW
+            ),
+            OutOfOrderRegistration,
+        )
         assert isinstance(failure.value, OutOfOrderRegistration)
         assert (failure.value.stored_cseq, failure.value.cseq) == (5, cseq)
         assert self.bindings(store, ALICE) == [before]
 
     def test_removal_with_stale_cseq_rejected(self, store: Any) -> None:
         """Removing a binding (expires 0) also obeys the CSeq rule."""
-        [before] = self.update(store, ALICE, register(ALICE, "c", 5,
-                                                      ContactChange(ALICE_PHONE, 60)))
-        failure_result_of(store.update_bindings(
-            ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 0)), self.NOW),
-            OutOfOrderRegistration)
+        [before] = self.update(
+            store, ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 60))
+        )
+        failure_result_of(
+            store.update_bindings(
+                ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 0)), self.NOW
+            ),
+            OutOfOrderRegistration,
+        )
         assert self.bindings(store, ALICE) == [before]
 
     def test_other_call_id_replaces_binding(self, store: Any) -> None:
         """A different Call-ID updates the binding whatever its CSeq (the UA restarted)."""
         self.update(store, ALICE, register(ALICE, "old", 50, ContactChange(ALICE_PHONE, 60)))
-        [binding] = self.update(store, ALICE, register(ALICE, "new", 1,
-                                                       ContactChange(ALICE_PHONE, 60)))
+        [binding] = self.update(
+            store, ALICE, register(ALICE, "new", 1, ContactChange(ALICE_PHONE, 60))
+        )
         assert (binding.call_id, binding.cseq) == ("new", 1)
 
     def test_request_is_atomic(self, store: Any) -> None:
         """If one contact of a REGISTER is out of order, none of its changes is applied."""
         self.update(store, ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 60)))
         before = self.bindings(store, ALICE)
-        failure_result_of(store.update_bindings(ALICE, register(
-            ALICE, "c", 5, ContactChange(ALICE_LAPTOP, 60), ContactChange(ALICE_PHONE, 60)),
-            self.NOW), OutOfOrderRegistration)
+        failure_result_of(
+            store.update_bindings(
+                ALICE,
+                register(
+                    ALICE, "c", 5, ContactChange(ALICE_LAPTOP, 60), ContactChange(ALICE_PHONE, 60)
+                ),
+                self.NOW,
+            ),
+            OutOfOrderRegistration,
+        )
         assert self.bindings(store, ALICE) == before
 
     def test_expired_binding_does_not_block(self, store: Any) -> None:
         """An expired binding takes no part in the CSeq comparison: it no longer exists."""
         self.update(store, ALICE, register(ALICE, "c", 5, ContactChange(ALICE_PHONE, 60)))
-        [binding] = self.update(store, ALICE, register(
-            ALICE, "c", 3, ContactChange(ALICE_PHONE, 60)), now=self.NOW + 61)
+        [binding] = self.update(
+            store, ALICE, register(ALICE, "c", 3, ContactChange(ALICE_PHONE, 60)), now=self.NOW + 61
+        )
         assert binding.cseq == 3
 
     def test_several_contacts(self, store: Any) -> None:
         """One REGISTER may add several contacts; bindings are listed by contact URI."""
-        result = self.update(store, ALICE, register(
-            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 90)))
+        result = self.update(
+            store,
+            ALICE,
+            register(
+                ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 90)
+            ),
+        )
         assert [b.contact for b in result] == sorted([ALICE_PHONE, ALICE_LAPTOP])
         assert self.bindings(store, ALICE) == result
 
     def test_bindings_from_several_requests(self, store: Any) -> None:
         """A REGISTER adds to the bindings other UAs made; the result lists them all."""
         self.update(store, ALICE, register(ALICE, "phone", 1, ContactChange(ALICE_PHONE, 60)))
-        result = self.update(store, ALICE, register(ALICE, "laptop", 1,
-                                                    ContactChange(ALICE_LAPTOP, 60)))
+        result = self.update(
+            store, ALICE, register(ALICE, "laptop", 1, ContactChange(ALICE_LAPTOP, 60))
+        )
         assert {(b.contact, b.call_id) for b in result} == {
-            (ALICE_PHONE, "phone"), (ALICE_LAPTOP, "laptop")}
+            (ALICE_PHONE, "phone"),
+            (ALICE_LAPTOP, "laptop"),
+        }
 
     def test_query_changes_nothing(self, store: Any) -> None:
         """A REGISTER without Contact fires with the current bindings and changes nothing."""
-        before = self.update(store, ALICE, register(ALICE, "c", 1,
-                                                    ContactChange(ALICE_PHONE, 60)))
+        before = self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(ALICE_PHONE, 60)))
         assert self.update(store, ALICE, register(ALICE, "c", 1)) == before
         assert self.bindings(store, ALICE) == before
 
     def test_expires_zero_removes_one_binding(self, store: Any) -> None:
         """A contact with expires 0 removes only its own binding."""
-        self.update(store, ALICE, register(
-            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)))
-        result = self.update(store, ALICE, register(ALICE, "c", 2,
-                                                    ContactChange(ALICE_PHONE, 0)))
+        self.update(
+            store,
+            ALICE,
+            register(
+                ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)
+            ),
+        )
+        result = self.update(store, ALICE, register(ALICE, "c", 2, ContactChange(ALICE_PHONE, 0)))
         assert [b.contact for b in result] == [ALICE_LAPTOP]
         assert self.bindings(store, ALICE) == result
 
     def test_removing_unknown_contact_is_harmless(self, store: Any) -> None:
         """Removing a contact that has no binding succeeds and changes nothing."""
-        assert self.update(store, ALICE, register(ALICE, "c", 1,
-                                                  ContactChange(ALICE_PHONE, 0))) == []
+        assert (
+            self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(ALICE_PHONE, 0))) == []
+        )
         assert self.bindings(store, ALICE) == []
 
     def test_wildcard_removes_all(self, store: Any) -> None:
@@ -605,30 +706,74 @@ class LocationStoreContract(_StoreFixtures):
         """A wildcard removal with a stale CSeq for some binding fails and removes nothing."""
         self.update(store, ALICE, register(ALICE, "a", 5, ContactChange(ALICE_PHONE, 60)))
         self.update(store, ALICE, register(ALICE, "b", 1, ContactChange(ALICE_LAPTOP, 60)))
-        failure_result_of(store.update_bindings(
-            ALICE, register(ALICE, "a", 5, wildcard=True), self.NOW), OutOfOrderRegistration)
+        failure_result_of(
+            store.update_bindings(ALICE, register(ALICE, "a", 5, wildcard=True), self.NOW),
+            OutOfOrderRegistration,
+        )
         assert len(self.bindings(store, ALICE)) == 2
 
     def test_contacts_matched_by_key(self, store: Any) -> None:
         """Contacts with the same key are one binding; it keeps the latest verbatim URI."""
-        self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(
-            "sip:alice@HOST.example.com", 60, key="sip:alice@host.example.com")))
-        [binding] = self.update(store, ALICE, register(ALICE, "c", 2, ContactChange(
-            "sip:alice@host.EXAMPLE.com", 60, key="sip:alice@host.example.com")))
+        self.update(
+            store,
+            ALICE,
+            register(
+                ALICE,
+                "c",
+                1,
+                ContactChange("sip:alice@HOST.example.com", 60, key="sip:alice@host.example.com"),
+            ),
+        )
+        [binding] = self.update(
+            store,
+            ALICE,
+            register(
+                ALICE,
+                "c",
+                2,
+                ContactChange("sip:alice@host.EXAMPLE.com", 60, key="sip:alice@host.example.com"),
+            ),
+        )
         assert binding.contact == "sip:alice@host.EXAMPLE.com"
         assert self.bindings(store, ALICE) == [binding]
 
     def test_outbound_flow_replaced_by_instance_and_reg_id(self, store: Any) -> None:
         """With +sip.instance and reg-id, a new contact replaces the flow's old one (RFC 5626)."""
         instance = '"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"'
-        self.update(store, ALICE, register(ALICE, "c", 1, ContactChange(
-            "sip:alice@192.0.2.1:5060;ob", 60, instance_id=instance, reg_id=1)))
-        self.update(store, ALICE, register(ALICE, "c", 2, ContactChange(
-            "sip:alice@192.0.2.2:5060;ob", 60, instance_id=instance, reg_id=2)))
-        result = self.update(store, ALICE, register(ALICE, "c", 3, ContactChange(
-            "sip:alice@192.0.2.3:5060;ob", 60, instance_id=instance, reg_id=1)))
+        self.update(
+            store,
+            ALICE,
+            register(
+                ALICE,
+                "c",
+                1,
+                ContactChange("sip:alice@192.0.2.1:5060;ob", 60, instance_id=instance, reg_id=1),
+            ),
+        )
+        self.update(
+            store,
+            ALICE,
+            register(
+                ALICE,
+                "c",
+                2,
+                ContactChange("sip:alice@192.0.2.2:5060;ob", 60, instance_id=instance, reg_id=2),
+            ),
+        )
+        result = self.update(
+            store,
+            ALICE,
+            register(
+                ALICE,
+                "c",
+                3,
+                ContactChange("sip:alice@192.0.2.3:5060;ob", 60, instance_id=instance, reg_id=1),
+            ),
+        )
         assert sorted((b.contact, b.reg_id) for b in result) == [
-            ("sip:alice@192.0.2.2:5060;ob", 2), ("sip:alice@192.0.2.3:5060;ob", 1)]
+            ("sip:alice@192.0.2.2:5060;ob", 2),
+            ("sip:alice@192.0.2.3:5060;ob", 1),
+        ]
         assert self.bindings(store, ALICE) == result
 
     def test_aors_are_independent(self, store: Any) -> None:
@@ -640,8 +785,13 @@ class LocationStoreContract(_StoreFixtures):
 
     def test_remove_all(self, store: Any) -> None:
         """remove_all deletes every binding of one AOR and says how many."""
-        self.update(store, ALICE, register(
-            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)))
+        self.update(
+            store,
+            ALICE,
+            register(
+                ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)
+            ),
+        )
         self.update(store, BOB, register(BOB, "c", 1, ContactChange("sip:bob@h", 60)))
         assert success_result_of(store.remove_all(ALICE)) == 2
         assert self.bindings(store, ALICE) == []
@@ -650,8 +800,13 @@ class LocationStoreContract(_StoreFixtures):
 
     def test_purge_expired(self, store: Any) -> None:
         """purge_expired deletes expired bindings only and says how many."""
-        self.update(store, ALICE, register(
-            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 600)))
+        self.update(
+            store,
+            ALICE,
+            register(
+                ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 600)
+            ),
+        )
         self.update(store, BOB, register(BOB, "c", 1, ContactChange("sip:bob@h", 30)))
         assert success_result_of(store.purge_expired(self.NOW + 60)) == 2
         assert [b.contact for b in self.bindings(store, ALICE, self.NOW)] == [ALICE_LAPTOP]
@@ -661,28 +816,45 @@ class LocationStoreContract(_StoreFixtures):
         """The AORs with live bindings are listed sorted; all_bindings orders by AOR, contact."""
         carol = "sip:carol@example.com"
         self.update(store, BOB, register(BOB, "c", 1, ContactChange("sip:bob@h", 60)))
-        self.update(store, ALICE, register(
-            ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)))
+        self.update(
+            store,
+            ALICE,
+            register(
+                ALICE, "c", 1, ContactChange(ALICE_PHONE, 60), ContactChange(ALICE_LAPTOP, 60)
+            ),
+        )
         self.update(store, carol, register(carol, "c", 1, ContactChange("sip:c@h", 10)))
         now = self.NOW + 20
         assert success_result_of(store.registered_aors(now)) == [ALICE, BOB]
         everything = success_result_of(store.all_bindings(now))
         assert [(b.aor, b.contact) for b in everything] == sorted(
-            [(ALICE, ALICE_PHONE), (ALICE, ALICE_LAPTOP), (BOB, "sip:bob@h")])
+            [(ALICE, ALICE_PHONE), (ALICE, ALICE_LAPTOP), (BOB, "sip:bob@h")]
+        )
 
     # -- [registrar] max_contacts: BindingChanges.max_bindings ---------------------------
 
-    def test_request_adding_beyond_max_bindings_fails_and_changes_nothing(
-            self, store: Any) -> None:
+    def test_request_adding_beyond_max_bindings_fails_and_changes_nothing(self, store: Any) -> None:
         """A REGISTER that would leave more than max_bindings fails whole: none of its
         contacts is bound, nothing of it is refreshed or removed."""
-        self.update(store, ALICE, register(ALICE, "desk", 1, ContactChange(ALICE_PHONE, 60),
-                                           max_bindings=2))
+        self.update(
+            store, ALICE, register(ALICE, "desk", 1, ContactChange(ALICE_PHONE, 60), max_bindings=2)
+        )
         before = self.bindings(store, ALICE)
-        failure = failure_result_of(store.update_bindings(ALICE, register(
-            ALICE, "desk", 2, ContactChange(ALICE_PHONE, 0), *(
-                ContactChange(f"sip:alice@192.0.2.{n}", 60) for n in range(1, 4)),
-            max_bindings=2), self.NOW), TooManyBindings)
+        failure = failure_result_of(
+            store.update_bindings(
+                ALICE,
+                register(
+                    ALICE,
+                    "desk",
+                    2,
+                    ContactChange(ALICE_PHONE, 0),
+                    *(ContactChange(f"sip:alice@192.0.2.{n}", 60) for n in range(1, 4)),
+                    max_bindings=2,
+                ),
+                self.NOW,
+            ),
+            TooManyBindings,
+        )
         assert isinstance(failure.value, TooManyBindings)
         assert (failure.value.aor, failure.value.count, failure.value.limit) == (ALICE, 3, 2)
         assert self.bindings(store, ALICE) == before
@@ -690,9 +862,16 @@ class LocationStoreContract(_StoreFixtures):
     def test_max_bindings_counts_the_bindings_of_every_call_id(self, store: Any) -> None:
         """The limit is per AOR: REGISTERs from several Call-IDs (UAs) share it; the one that
         would go beyond it fails, the others are applied in full."""
-        outcomes = [store.update_bindings(ALICE, register(
-            ALICE, f"ua-{n}", 1, ContactChange(f"sip:alice@192.0.2.{n}", 60),
-            max_bindings=3), self.NOW) for n in range(1, 6)]
+        outcomes = [
+            store.update_bindings(
+                ALICE,
+                register(
+                    ALICE, f"ua-{n}", 1, ContactChange(f"sip:alice@192.0.2.{n}", 60), max_bindings=3
+                ),
+                self.NOW,
+            )
+            for n in range(1, 6)
+        ]
         results: list[object] = []
         for d in outcomes:
             d.addBoth(results.append)
@@ -706,21 +885,27 @@ class LocationStoreContract(_StoreFixtures):
         """At the limit, a REGISTER may still refresh or remove its bindings, remove one and
         add another, or replace an RFC 5626 flow (same instance and reg-id); expired
         bindings do not count."""
+
         def change(n: int, expires: int = 60) -> ContactChange:
             return ContactChange(f"sip:alice@192.0.2.{n}", expires)
 
-        self.update(store, ALICE, register(ALICE, "c", 1, change(1), change(2, 10),
-                                           max_bindings=2))
+        self.update(store, ALICE, register(ALICE, "c", 1, change(1), change(2, 10), max_bindings=2))
         self.update(store, ALICE, register(ALICE, "c", 2, change(1, 90), max_bindings=2))
-        self.update(store, ALICE, register(ALICE, "c", 3, change(2, 0), change(3),
-                                           max_bindings=2))
+        self.update(store, ALICE, register(ALICE, "c", 3, change(2, 0), change(3), max_bindings=2))
         assert [b.contact for b in self.bindings(store, ALICE)] == [
-            "sip:alice@192.0.2.1", "sip:alice@192.0.2.3"]
+            "sip:alice@192.0.2.1",
+            "sip:alice@192.0.2.3",
+        ]
         # At the limit: a new flow is refused; once a binding expired, it is accepted.
-        failure_result_of(store.update_bindings(ALICE, register(
-            ALICE, "other", 1, change(4), max_bindings=2), self.NOW), TooManyBindings)
-        self.update(store, ALICE, register(ALICE, "other", 2, change(4), max_bindings=2),
-                    now=self.NOW + 61)
+        failure_result_of(
+            store.update_bindings(
+                ALICE, register(ALICE, "other", 1, change(4), max_bindings=2), self.NOW
+            ),
+            TooManyBindings,
+        )
+        self.update(
+            store, ALICE, register(ALICE, "other", 2, change(4), max_bindings=2), now=self.NOW + 61
+        )
         instance = '"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"'
         flow = ContactChange("sip:alice@192.0.2.5", 60, instance_id=instance, reg_id=1)
         moved = ContactChange("sip:alice@192.0.2.6", 60, instance_id=instance, reg_id=1)
@@ -733,11 +918,17 @@ class LocationStoreContract(_StoreFixtures):
         added until the AOR is back under the limit."""
         contacts = [ContactChange(f"sip:alice@192.0.2.{n}", 60) for n in range(1, 5)]
         self.update(store, ALICE, register(ALICE, "c", 1, *contacts, max_bindings=4))
-        assert len(self.update(store, ALICE, register(ALICE, "c", 2, *contacts,
-                                                      max_bindings=2))) == 4
-        failure_result_of(store.update_bindings(ALICE, register(
-            ALICE, "c", 3, ContactChange(ALICE_LAPTOP, 60), max_bindings=2), self.NOW),
-            TooManyBindings)
+        assert (
+            len(self.update(store, ALICE, register(ALICE, "c", 2, *contacts, max_bindings=2))) == 4
+        )
+        failure_result_of(
+            store.update_bindings(
+                ALICE,
+                register(ALICE, "c", 3, ContactChange(ALICE_LAPTOP, 60), max_bindings=2),
+                self.NOW,
+            ),
+            TooManyBindings,
+        )
 
 
 def _is_uuid4_hex(text: str) -> bool:
@@ -747,13 +938,15 @@ def _is_uuid4_hex(text: str) -> bool:
 class CallRecordStoreContract(_StoreFixtures):
     """The behaviour every :class:`ICallRecordStore` has."""
 
-    def make_call_record_store(self, environment: StoreEnvironment,
-                               request: pytest.FixtureRequest) -> Any:
+    def make_call_record_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> Any:
         """Build the (not started) store this suite tests: by default :meth:`make_store`."""
         return self.make_store(environment, request)
 
-    def make_tested_store(self, environment: StoreEnvironment,
-                          request: pytest.FixtureRequest) -> Any:
+    def make_tested_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> Any:
         return self.make_call_record_store(environment, request)
 
     def test_provides_call_record_store(self, store: Any) -> None:
@@ -765,12 +958,25 @@ class CallRecordStoreContract(_StoreFixtures):
         call_id = success_result_of(store.create_call("alice", "bob", 100.5, node="node-1"))
         assert _is_uuid4_hex(call_id)
         record = success_result_of(store.get_call(call_id))
-        assert (record.call_id, record.caller, record.callee, record.created_at,
-                record.node, record.state) == (call_id, "alice", "bob", 100.5, "node-1", "new")
+        assert (
+            record.call_id,
+            record.caller,
+            record.callee,
+            record.created_at,
+            record.node,
+            record.state,
+        ) == (call_id, "alice", "bob", 100.5, "node-1", "new")
         assert record.active
-        assert (record.caller_answered_at, record.callee_rung_at, record.callee_answered_at,
-                record.connected_at, record.ended_at, record.end_reason, record.sip_status,
-                record.who_hung_up) == (None,) * 8
+        assert (
+            record.caller_answered_at,
+            record.callee_rung_at,
+            record.callee_answered_at,
+            record.connected_at,
+            record.ended_at,
+            record.end_reason,
+            record.sip_status,
+            record.who_hung_up,
+        ) == (None,) * 8
 
     def test_call_ids_are_unique(self, store: Any) -> None:
         """Every call gets its own id."""
@@ -780,31 +986,71 @@ class CallRecordStoreContract(_StoreFixtures):
     def test_update_call(self, store: Any) -> None:
         """update_call sets the given fields, keeps the others, and fires with the record."""
         call_id = success_result_of(store.create_call("alice", "bob", 100.0))
-        record = success_result_of(store.update_call(call_id, CallUpdate(
-            state="calling-callee", caller_answered_at=101.25)))
+        record = success_result_of(
+            store.update_call(
+                call_id, CallUpdate(state="calling-callee", caller_answered_at=101.25)
+            )
+        )
         assert (record.state, record.caller_answered_at, record.caller) == (
-            "calling-callee", 101.25, "alice")
-        record = success_result_of(store.update_call(call_id, CallUpdate(
-            state="ended", callee_rung_at=102.0, ended_at=110.0, end_reason="callee-busy",
-            sip_status=486, who_hung_up="callee")))
+            "calling-callee",
+            101.25,
+            "alice",
+        )
+        record = success_result_of(
+            store.update_call(
+                call_id,
+                CallUpdate(
+                    state="ended",
+                    callee_rung_at=102.0,
+                    ended_at=110.0,
+                    end_reason="callee-busy",
+                    sip_status=486,
+                    who_hung_up="callee",
+                ),
+            )
+        )
         assert record == success_result_of(store.get_call(call_id))
-        assert (record.caller_answered_at, record.callee_rung_at, record.ended_at,
-                record.end_reason, record.sip_status, record.who_hung_up) == (
-            101.25, 102.0, 110.0, "callee-busy", 486, "callee")
+        assert (
+            record.caller_answered_at,
+            record.callee_rung_at,
+            record.ended_at,
+            record.end_reason,
+            record.sip_status,
+            record.who_hung_up,
+        ) == (101.25, 102.0, 110.0, "callee-busy", 486, "callee")
         assert not record.active
 
     def test_connected_at_is_kept_apart_from_the_callee_answer(self, store: Any) -> None:
         """A call both phones answered but that never connected keeps connected_at unset."""
         failed = success_result_of(store.create_call("alice", "bob", 100.0))
-        record = success_result_of(store.update_call(failed, CallUpdate(
-            state="failed", callee_answered_at=103.0, ended_at=103.5, end_reason="error",
-            sip_status=488, who_hung_up="system")))
+        record = success_result_of(
+            store.update_call(
+                failed,
+                CallUpdate(
+                    state="failed",
+                    callee_answered_at=103.0,
+                    ended_at=103.5,
+                    end_reason="error",
+                    sip_status=488,
+                    who_hung_up="system",
+                ),
+            )
+        )
         assert (record.connected_at, record.public_state) == (None, "failed")
         ended = success_result_of(store.create_call("alice", "bob", 100.0))
-        success_result_of(store.update_call(ended, CallUpdate(
-            state="connected", callee_answered_at=103.0, connected_at=103.25)))
-        record = success_result_of(store.update_call(ended, CallUpdate(
-            state="ended", ended_at=150.0, end_reason="caller-hangup", who_hung_up="caller")))
+        success_result_of(
+            store.update_call(
+                ended, CallUpdate(state="connected", callee_answered_at=103.0, connected_at=103.25)
+            )
+        )
+        record = success_result_of(
+            store.update_call(
+                ended,
+                CallUpdate(
+                    state="ended", ended_at=150.0, end_reason="caller-hangup", who_hung_up="caller"
+                ),
+            )
+        )
         assert record == success_result_of(store.get_call(ended))
         assert (record.connected_at, record.public_state) == (103.25, "ended")
 
@@ -812,7 +1058,8 @@ class CallRecordStoreContract(_StoreFixtures):
         """An update with no fields fires with the unchanged record."""
         call_id = success_result_of(store.create_call("alice", "bob", 1.0))
         assert success_result_of(store.update_call(call_id, CallUpdate())) == (
-            success_result_of(store.get_call(call_id)))
+            success_result_of(store.get_call(call_id))
+        )
 
     def test_unknown_call(self, store: Any) -> None:
         """An unknown call id is None for get_call and NoSuchCall for update_call."""
@@ -828,15 +1075,13 @@ class CallRecordStoreContract(_StoreFixtures):
         third = success_result_of(store.create_call("alice", "carol", 40.0))
         listed = success_result_of(store.list_calls("alice"))
         assert [c.call_id for c in listed] == [third, second, first]
-        assert [c.call_id for c in success_result_of(store.list_calls("bob"))] == [
-            second, first]
+        assert [c.call_id for c in success_result_of(store.list_calls("bob"))] == [second, first]
         assert len(success_result_of(store.list_calls())) == 4
         assert success_result_of(store.list_calls("nobody")) == []
 
     def test_list_calls_paging(self, store: Any) -> None:
         """limit, offset and before page through the history without gaps or repeats."""
-        ids = [success_result_of(store.create_call("alice", "bob", float(t)))
-               for t in range(10)]
+        ids = [success_result_of(store.create_call("alice", "bob", float(t))) for t in range(10)]
         newest_first = ids[::-1]
         page1 = success_result_of(store.list_calls("alice", limit=4))
         page2 = success_result_of(store.list_calls("alice", limit=4, offset=4))
@@ -863,8 +1108,9 @@ class CallRecordStoreContract(_StoreFixtures):
         success_result_of(store.create_call("dave", "bob", 3.0, node="n1"))
         assert success_result_of(store.count_active()) == 3
         assert success_result_of(store.count_active("n1")) == 2
-        success_result_of(store.update_call(a, CallUpdate(ended_at=5.0,
-                                                          end_reason="caller-hangup")))
+        success_result_of(
+            store.update_call(a, CallUpdate(ended_at=5.0, end_reason="caller-hangup"))
+        )
         assert success_result_of(store.count_active()) == 2
         assert success_result_of(store.count_active("n1")) == 1
         assert success_result_of(store.count_active("n3")) == 0
@@ -872,14 +1118,14 @@ class CallRecordStoreContract(_StoreFixtures):
     def test_end_active_calls(self, store: Any) -> None:
         """end_active_calls ends a node's active calls as 'lost' by the system, nothing else."""
         ended = success_result_of(store.create_call("alice", "bob", 1.0, node="n1"))
-        success_result_of(store.update_call(ended, CallUpdate(ended_at=2.0,
-                                                              end_reason="callee-hangup")))
+        success_result_of(
+            store.update_call(ended, CallUpdate(ended_at=2.0, end_reason="callee-hangup"))
+        )
         lost = success_result_of(store.create_call("alice", "bob", 3.0, node="n1"))
         other = success_result_of(store.create_call("alice", "bob", 3.0, node="n2"))
         assert success_result_of(store.end_active_calls("n1", 50.0)) == 1
         record = success_result_of(store.get_call(lost))
-        assert (record.ended_at, record.end_reason, record.who_hung_up) == (
-            50.0, "lost", "system")
+        assert (record.ended_at, record.end_reason, record.who_hung_up) == (50.0, "lost", "system")
         assert success_result_of(store.get_call(ended)).end_reason == "callee-hangup"
         assert success_result_of(store.get_call(other)).active
         assert success_result_of(store.end_active_calls(None, 60.0, "error")) == 1
@@ -895,17 +1141,22 @@ class CallRecordStoreContract(_StoreFixtures):
             pytest.skip("the store does not provide the optional IActiveCallClaims")
         assert verifyObject(IActiveCallClaims, claims)
         ended = success_result_of(store.create_call("alice", "bob", 1.0, node="n1"))
-        success_result_of(store.update_call(ended, CallUpdate(ended_at=2.0,
-                                                              end_reason="callee-hangup")))
-        lost = {success_result_of(store.create_call("alice", "bob", 3.0, node="n1"))
-                for _ in range(3)}
+        success_result_of(
+            store.update_call(ended, CallUpdate(ended_at=2.0, end_reason="callee-hangup"))
+        )
+        lost = {
+            success_result_of(store.create_call("alice", "bob", 3.0, node="n1")) for _ in range(3)
+        }
         other = success_result_of(store.create_call("alice", "bob", 3.0, node="n2"))
         claimed: list[str] = success_result_of(claims.claim_active_calls("n1", 50.0))
         assert sorted(claimed) == sorted(lost)
         for call_id in lost:
             record = success_result_of(store.get_call(call_id))
             assert (record.ended_at, record.end_reason, record.who_hung_up) == (
-                50.0, "lost", "system")
+                50.0,
+                "lost",
+                "system",
+            )
         assert success_result_of(store.get_call(ended)).end_reason == "callee-hangup"
         assert success_result_of(store.get_call(other)).active
         # Claimed once: a second claim (another daemon) gets none of them.
@@ -919,8 +1170,9 @@ class CallRecordStoreContract(_StoreFixtures):
 class StoreContract(UserStoreContract, LocationStoreContract, CallRecordStoreContract):
     """All three contracts, plus the backend lifecycle."""
 
-    def make_tested_store(self, environment: StoreEnvironment,
-                          request: pytest.FixtureRequest) -> Any:
+    def make_tested_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> Any:
         return self.make_store(environment, request)
 
     def test_provides_store_backend(self, store: Any) -> None:
@@ -928,15 +1180,28 @@ class StoreContract(UserStoreContract, LocationStoreContract, CallRecordStoreCon
         assert verifyObject(IStoreBackend, store)
 
 
-def traced(n: int, data: bytes | None = None, *, at_ms: int | None = None,
-           direction: str = "out", leg: str = "caller") -> TracedMessage:
+def traced(
+    n: int,
+    data: bytes | None = None,
+    *,
+    at_ms: int | None = None,
+    direction: str = "out",
+    leg: str = "caller",
+) -> TracedMessage:
     """A traced message for tests: the ``n``-th of a call (its data says which)."""
     return TracedMessage(
-        at_ms=1_000_000_000 + n if at_ms is None else at_ms, direction=direction,
-        transport="UDP", local_host="127.0.0.1", local_port=5060,
-        remote_host="::1" if n % 2 else "127.0.0.2", remote_port=5062 + n, leg=leg,
-        sip_call_id=f"leg-{leg}@127.0.0.1", retransmission=n % 3 == 2,
-        data=data if data is not None else f"OPTIONS sip:{n}@x SIP/2.0\r\n\r\n".encode())
+        at_ms=1_000_000_000 + n if at_ms is None else at_ms,
+        direction=direction,
+        transport="UDP",
+        local_host="127.0.0.1",
+        local_port=5060,
+        remote_host="::1" if n % 2 else "127.0.0.2",
+        remote_port=5062 + n,
+        leg=leg,
+        sip_call_id=f"leg-{leg}@127.0.0.1",
+        retransmission=n % 3 == 2,
+        data=data if data is not None else f"OPTIONS sip:{n}@x SIP/2.0\r\n\r\n".encode(),
+    )
 
 
 class CallTraceStoreContract(_StoreFixtures):
@@ -956,11 +1221,15 @@ class CallTraceStoreContract(_StoreFixtures):
     def test_appends_keep_order_and_every_field(self, store: Any) -> None:
         """Messages come back whole, in the order of the appends, per call, octets intact."""
         first = (traced(0), traced(1, direction="in"), traced(2, b"\x00\xff binary"))
-        success_result_of(store.append_traces(
-            [TraceAppend(self.CALL, first), TraceAppend(self.OTHER, (traced(9),))],
-            TraceLimits()))
-        success_result_of(store.append_traces(
-            [TraceAppend(self.CALL, (traced(3, leg="callee"),))], TraceLimits()))
+        success_result_of(
+            store.append_traces(
+                [TraceAppend(self.CALL, first), TraceAppend(self.OTHER, (traced(9),))],
+                TraceLimits(),
+            )
+        )
+        success_result_of(
+            store.append_traces([TraceAppend(self.CALL, (traced(3, leg="callee"),))], TraceLimits())
+        )
         trace = success_result_of(store.get_trace(self.CALL))
         assert trace.call_id == self.CALL
         assert trace.messages == (*first, traced(3, leg="callee"))
@@ -970,10 +1239,12 @@ class CallTraceStoreContract(_StoreFixtures):
     def test_message_bound(self, store: Any) -> None:
         """Past max_messages, later messages are counted as dropped, across appends."""
         limits = TraceLimits(max_messages=3, max_bytes=1_000_000)
-        success_result_of(store.append_traces(
-            [TraceAppend(self.CALL, (traced(0), traced(1)))], limits))
-        success_result_of(store.append_traces(
-            [TraceAppend(self.CALL, (traced(2), traced(3), traced(4)))], limits))
+        success_result_of(
+            store.append_traces([TraceAppend(self.CALL, (traced(0), traced(1)))], limits)
+        )
+        success_result_of(
+            store.append_traces([TraceAppend(self.CALL, (traced(2), traced(3), traced(4)))], limits)
+        )
         trace = success_result_of(store.get_trace(self.CALL))
         assert [m.data for m in trace.messages] == [traced(i).data for i in range(3)]
         assert trace.dropped == 2
@@ -981,26 +1252,43 @@ class CallTraceStoreContract(_StoreFixtures):
     def test_byte_bound_drops_everything_after_the_first_misfit(self, store: Any) -> None:
         """A message over max_bytes is dropped, and so is every later one (a prefix stays)."""
         limits = TraceLimits(max_messages=100, max_bytes=100)
-        success_result_of(store.append_traces([TraceAppend(self.CALL, (
-            traced(0, b"a" * 60), traced(1, b"b" * 60), traced(2, b"c")))], limits))
-        success_result_of(store.append_traces(
-            [TraceAppend(self.CALL, (traced(3, b"d"),), dropped=4)], limits))
+        success_result_of(
+            store.append_traces(
+                [
+                    TraceAppend(
+                        self.CALL, (traced(0, b"a" * 60), traced(1, b"b" * 60), traced(2, b"c"))
+                    )
+                ],
+                limits,
+            )
+        )
+        success_result_of(
+            store.append_traces([TraceAppend(self.CALL, (traced(3, b"d"),), dropped=4)], limits)
+        )
         trace = success_result_of(store.get_trace(self.CALL))
         assert [m.data for m in trace.messages] == [b"a" * 60]
         assert trace.dropped == 2 + 1 + 4
 
     def test_dropped_counted_by_the_recorder(self, store: Any) -> None:
         """An append's own dropped count is added to the trace's."""
-        success_result_of(store.append_traces(
-            [TraceAppend(self.CALL, (traced(0),), dropped=5)], TraceLimits()))
+        success_result_of(
+            store.append_traces([TraceAppend(self.CALL, (traced(0),), dropped=5)], TraceLimits())
+        )
         assert success_result_of(store.get_trace(self.CALL)).dropped == 5
 
     def test_purge_older_than(self, store: Any) -> None:
         """purge_traces removes the traces whose newest message is older than the time."""
-        success_result_of(store.append_traces([
-            TraceAppend(self.CALL, (traced(0, at_ms=1_000_000), traced(1, at_ms=2_000_000))),
-            TraceAppend(self.OTHER, (traced(0, at_ms=1_500_000),)),
-        ], TraceLimits()))
+        success_result_of(
+            store.append_traces(
+                [
+                    TraceAppend(
+                        self.CALL, (traced(0, at_ms=1_000_000), traced(1, at_ms=2_000_000))
+                    ),
+                    TraceAppend(self.OTHER, (traced(0, at_ms=1_500_000),)),
+                ],
+                TraceLimits(),
+            )
+        )
         assert success_result_of(store.purge_traces(1_600.0)) == 1
         assert success_result_of(store.get_trace(self.OTHER)) is None
         assert len(success_result_of(store.get_trace(self.CALL)).messages) == 2
@@ -1018,8 +1306,9 @@ class OutboundQuotaContract(_StoreFixtures):
 
     def test_counts_up_to_the_limit_then_refuses(self, store: Any) -> None:
         """count_outbound_call counts until the limit, then fires False and counts no more."""
-        results = [success_result_of(store.count_outbound_call("alice", "2026-12-06", 3))
-                   for _ in range(5)]
+        results = [
+            success_result_of(store.count_outbound_call("alice", "2026-12-06", 3)) for _ in range(5)
+        ]
         assert results == [True, True, True, False, False]
         assert success_result_of(store.outbound_calls("alice", "2026-12-06")) == 3
 
@@ -1041,19 +1330,34 @@ class OutboundQuotaContract(_StoreFixtures):
     def test_number_columns_are_kept(self, store: Any) -> None:
         """A call to a number keeps its number, class, trunk and refusal."""
         call_id = success_result_of(store.create_call("alice", "+442079460958", 100.0))
-        record = success_result_of(store.update_call(call_id, CallUpdate(
-            state="refused", ended_at=100.0, end_reason="refused", who_hung_up="system",
-            number="+442079460958", destination_class="international", trunk="uk_main",
-            refusal="international numbers are not allowed for alice")))
+        record = success_result_of(
+            store.update_call(
+                call_id,
+                CallUpdate(
+                    state="refused",
+                    ended_at=100.0,
+                    end_reason="refused",
+                    who_hung_up="system",
+                    number="+442079460958",
+                    destination_class="international",
+                    trunk="uk_main",
+                    refusal="international numbers are not allowed for alice",
+                ),
+            )
+        )
         assert record == success_result_of(store.get_call(call_id))
         assert (record.number, record.destination_class, record.trunk, record.refusal) == (
-            "+442079460958", "international", "uk_main",
-            "international numbers are not allowed for alice")
+            "+442079460958",
+            "international",
+            "uk_main",
+            "international numbers are not allowed for alice",
+        )
         assert record.public_state == "failed"
 
 
-def count_at_once(stores: Sequence[Any], attempts: int, limit: int,
-                  username: str = "bob", day: str = "2026-12-06") -> list[bool]:
+def count_at_once(
+    stores: Sequence[Any], attempts: int, limit: int, username: str = "bob", day: str = "2026-12-06"
+) -> list[bool]:
     """
     ``attempts`` calls of ``count_outbound_call`` from each of ``stores``, each store in
     its own thread at the same time (as that many daemons): what each call fired with.

@@ -28,8 +28,7 @@ T = TypeVar("T")
 class InlineReactor(Clock):
     """A fake clock whose ``callFromThread`` calls the function at once."""
 
-    def callFromThread(self, callable: Callable[..., Any], *args: Any,
-                       **kwargs: Any) -> None:
+    def callFromThread(self, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         callable(*args, **kwargs)
 
 
@@ -51,8 +50,12 @@ class InlineThreadPool(ThreadPool):
         self.started = False
 
     def callInThreadWithCallback(
-            self, onResult: Callable[[bool, Any], object] | None,
-            func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        self,
+        onResult: Callable[[bool, Any], object] | None,
+        func: Callable[..., Any],
+        *args: Any,
+        **kw: Any,
+    ) -> None:
         self.jobs += 1
         try:
             result = func(*args, **kw)
@@ -93,8 +96,7 @@ def success_result_of(d: Deferred[T]) -> T:
         raise NotFired(f"{d!r} has not fired")
     result = results[0]
     if isinstance(result, Failure):
-        raise AssertionError(
-            f"expected a result, got a failure:\n{result.getTraceback()}")
+        raise AssertionError(f"expected a result, got a failure:\n{result.getTraceback()}")
     d.addCallback(lambda _: result)
     return cast(T, result)
 
@@ -116,6 +118,6 @@ def failure_result_of(d: Deferred[Any], *types: type[BaseException]) -> Failure:
         raise AssertionError(f"expected a failure, got {result!r}")
     if types and not result.check(*types):
         raise AssertionError(
-            f"expected one of {[t.__name__ for t in types]}, got:\n"
-            + result.getTraceback())
+            f"expected one of {[t.__name__ for t in types]}, got:\n" + result.getTraceback()
+        )
     return result

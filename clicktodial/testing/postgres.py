@@ -39,8 +39,8 @@ def create_database_if_missing(url: URL) -> None:
     try:
         with server.connect() as connection:
             exists = connection.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                {"name": url.database})
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            )
             if not exists:
                 connection.execute(text(f'CREATE DATABASE "{url.database}"'))
     finally:

@@ -80,14 +80,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m clicktodial.testing.registrarapp")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--user", action="append", default=[],
-                        help="NAME:SIP_PASSWORD (repeatable)")
-    parser.add_argument("--algorithms", default="SHA-256,MD5",
-                        help="digest challenges, in order")
+    parser.add_argument(
+        "--user", action="append", default=[], help="NAME:SIP_PASSWORD (repeatable)"
+    )
+    parser.add_argument("--algorithms", default="SHA-256,MD5", help="digest challenges, in order")
     parser.add_argument("--auth-free-failures", type=int, default=3)
     parser.add_argument("--auth-refuse-after", type=int, default=20)
-    parser.add_argument("--duration", type=float, default=20.0,
-                        help="stop after this many seconds")
+    parser.add_argument("--duration", type=float, default=20.0, help="stop after this many seconds")
     return parser.parse_args(argv)
 
 
@@ -99,9 +98,14 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
         name, _, password = user.partition(":")
         await store.add_user(name, sip_password=password)
     settings = RegistrarSettings(
-        digest_algorithms=tuple(a.strip() for a in args.algorithms.split(",")))
-    throttle = AuthThrottle(reactor, ThrottleSettings(
-        free_failures=args.auth_free_failures, refuse_after=args.auth_refuse_after))
+        digest_algorithms=tuple(a.strip() for a in args.algorithms.split(","))
+    )
+    throttle = AuthThrottle(
+        reactor,
+        ThrottleSettings(
+            free_failures=args.auth_free_failures, refuse_after=args.auth_refuse_after
+        ),
+    )
     registrar = Registrar(reactor, store, store, host, settings, throttle)
     # Through the INI parser, so that keys added later get their defaults.
     config = parse_config(
@@ -118,9 +122,18 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
     await task.deferLater(reactor, args.duration, lambda: None)
     now = reactor.seconds()
     bindings = await store.all_bindings(now)
-    emit("bindings", bindings=[
-        {"aor": b.aor, "contact": b.contact, "expires_in": b.expires_in(now),
-         "received": b.received} for b in bindings])
+    emit(
+        "bindings",
+        bindings=[
+            {
+                "aor": b.aor,
+                "contact": b.contact,
+                "expires_in": b.expires_in(now),
+                "received": b.received,
+            }
+            for b in bindings
+        ],
+    )
     emit("done", active=layer.active_count)
     registrar.stopService()
     await transport.stopService()

@@ -78,8 +78,10 @@ class Answerer:
             self._answer(server_tx, request)
 
     def _answer(self, server_tx: ServerTransaction, request: Request) -> None:
-        if server_tx.is_terminated or server_tx.last_response is not None and (
-            server_tx.last_response.status >= 200
+        if (
+            server_tx.is_terminated
+            or server_tx.last_response is not None
+            and (server_tx.last_response.status >= 200)
         ):
             return  # CANCELled meanwhile
         tag = new_tag()
@@ -144,9 +146,15 @@ class Caller:
         emit("stray", status=response.status)
 
 
-def _request(method: str, target: Destination, local: tuple[str, int], cseq: int = 1,
-             call_id: str | None = None, from_tag: str | None = None,
-             to: str | None = None) -> Request:
+def _request(
+    method: str,
+    target: Destination,
+    local: tuple[str, int],
+    cseq: int = 1,
+    call_id: str | None = None,
+    from_tag: str | None = None,
+    to: str | None = None,
+) -> Request:
     uri = f"sip:service@{target.host}:{target.port}"
     headers = [
         ("Max-Forwards", "70"),
@@ -173,8 +181,7 @@ def _transaction(
     final: defer.Deferred[Response] = defer.Deferred()
 
     def on_response(response: Response) -> None:
-        emit("response", status=response.status, method=response.cseq.method,
-             time=clock.seconds())
+        emit("response", status=response.status, method=response.cseq.method, time=clock.seconds())
         if response.status >= 200 and not final.called:
             final.callback(response)
 
@@ -182,8 +189,14 @@ def _transaction(
     return final
 
 
-async def _run_uac(clock: Any, layer: TransactionLayer, transport: SIPTransportLayer,
-                   target: Destination, method: str, count: int) -> None:
+async def _run_uac(
+    clock: Any,
+    layer: TransactionLayer,
+    transport: SIPTransportLayer,
+    target: Destination,
+    method: str,
+    count: int,
+) -> None:
     local = transport.local_address("UDP")
     for _ in range(count):
         request = _request(method, target, local)
@@ -191,11 +204,25 @@ async def _run_uac(clock: Any, layer: TransactionLayer, transport: SIPTransportL
         if method == "INVITE" and 200 <= final.status < 300:
             # §13.2.2.4: the UAC core ACKs the 2xx itself, then hangs up.
             to = final.headers.get("To") or ""
-            ack = _request("ACK", target, local, cseq=1, call_id=request.call_id,
-                           from_tag=request.from_.tag, to=to)
+            ack = _request(
+                "ACK",
+                target,
+                local,
+                cseq=1,
+                call_id=request.call_id,
+                from_tag=request.from_.tag,
+                to=to,
+            )
             layer.send_ack(ack, target)
-            bye = _request("BYE", target, local, cseq=2, call_id=request.call_id,
-                           from_tag=request.from_.tag, to=to)
+            bye = _request(
+                "BYE",
+                target,
+                local,
+                cseq=2,
+                call_id=request.call_id,
+                from_tag=request.from_.tag,
+                to=to,
+            )
             await _transaction(clock, layer, bye, target)
 
 
@@ -214,12 +241,24 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--method", default="OPTIONS")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--invite-status", type=int, default=200)
-    parser.add_argument("--answer-delay", type=float, default=0.0,
-                        help="uas: seconds before answering an INVITE (100 Trying comes first)")
-    parser.add_argument("--duration", type=float, default=40.0,
-                        help="stop after this many seconds (uas; uac lingers this long at most)")
-    parser.add_argument("--linger", type=float, default=0.0,
-                        help="uac: seconds to keep running after the last request")
+    parser.add_argument(
+        "--answer-delay",
+        type=float,
+        default=0.0,
+        help="uas: seconds before answering an INVITE (100 Trying comes first)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=40.0,
+        help="stop after this many seconds (uas; uac lingers this long at most)",
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="uac: seconds to keep running after the last request",
+    )
     parser.add_argument("--t1", type=float, default=0.5)
     parser.add_argument("--t2", type=float, default=4.0)
     parser.add_argument("--t4", type=float, default=5.0)

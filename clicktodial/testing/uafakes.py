@@ -152,8 +152,9 @@ class ScriptedCallHandler:
         self.logs.append(log)
         answer = self.answer
         if answer.early is not None:
-            call.provisional(183, body=answer.early, content_type=SDP_CONTENT_TYPE,
-                             headers=answer.headers)
+            call.provisional(
+                183, body=answer.early, content_type=SDP_CONTENT_TYPE, headers=answer.headers
+            )
         elif answer.ring:
             call.provisional(180, headers=answer.headers)
 
@@ -244,7 +245,14 @@ class Party:
     ) -> Party:
         """A party on a :class:`RecordingTransport`: messages to it are fed by hand."""
         return cls(
-            clock, RecordingTransport(clock, host, port), host, port, user, timers, answer, seed,
+            clock,
+            RecordingTransport(clock, host, port),
+            host,
+            port,
+            user,
+            timers,
+            answer,
+            seed,
             pin_flows=pin_flows,
         )
 

@@ -81,8 +81,7 @@ class FakeCallController:
         self.events.publish(info)
         return info
 
-    def place_outbound(self, caller_username: str,
-                       decision: DialDecision) -> Deferred[CallInfo]:
+    def place_outbound(self, caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
         """A call to a number that goes out through the decision's first trunk."""
         self.outbound.append((caller_username, decision))
         return Deferred.fromCoroutine(self._place_outbound(caller_username, decision))
@@ -93,14 +92,21 @@ class FakeCallController:
         call_id = await self.store.create_call(caller, number, now)
         info = CallInfo(call_id, caller, number, "calling-caller", now)
         self.calls[call_id] = info
-        await self.store.update_call(call_id, CallUpdate(
-            state="calling-caller", number=number,
-            destination_class=decision.destination_class, trunk=decision.trunks[0]))
+        await self.store.update_call(
+            call_id,
+            CallUpdate(
+                state="calling-caller",
+                number=number,
+                destination_class=decision.destination_class,
+                trunk=decision.trunks[0],
+            ),
+        )
         self.events.publish(info)
         return info
 
-    def advance(self, call_id: str, state: str, reason: str | None = None,
-                sip_status: int | None = None) -> CallInfo:
+    def advance(
+        self, call_id: str, state: str, reason: str | None = None, sip_status: int | None = None
+    ) -> CallInfo:
         """Move a call to ``state`` (ending it for ``ended``/``failed``) and publish it."""
         info = self.calls[call_id]
         now = self.clock.seconds()
@@ -113,10 +119,12 @@ class FakeCallController:
             changes.update(callee_answered_at=now, connected_at=now)
             update.update(callee_answered_at=now, connected_at=now)
         elif state in ("ended", "failed"):
-            changes.update(ended_at=now, end_reason=reason, sip_status=sip_status,
-                           who_hung_up="caller")
-            update.update(ended_at=now, end_reason=reason, sip_status=sip_status,
-                          who_hung_up="caller")
+            changes.update(
+                ended_at=now, end_reason=reason, sip_status=sip_status, who_hung_up="caller"
+            )
+            update.update(
+                ended_at=now, end_reason=reason, sip_status=sip_status, who_hung_up="caller"
+            )
             del self.calls[call_id]
         info = attrs.evolve(info, **changes)  # type: ignore[arg-type]
         if info.active:
@@ -130,8 +138,11 @@ class FakeCallController:
             return False
         self.hung_up.append((call_id, by_username))
         was_connected = self.calls[call_id].state == "connected"
-        self.advance(call_id, final_state(self.calls[call_id].connected_at),
-                     "caller-hangup" if was_connected else "cancelled")
+        self.advance(
+            call_id,
+            final_state(self.calls[call_id].connected_at),
+            "caller-hangup" if was_connected else "cancelled",
+        )
         return True
 
     def get_call(self, call_id: str) -> CallInfo | None:
@@ -157,7 +168,8 @@ class WebWorld:
         """Give ``username`` a binding (``expires`` 0 removes it)."""
         contact = contact or f"sip:{username}@127.0.0.1:5070"
         changes = BindingChanges(
-            call_id=f"reg-{username}", cseq=int(self.clock.seconds() * 10) + 1,
+            call_id=f"reg-{username}",
+            cseq=int(self.clock.seconds() * 10) + 1,
             contacts=(ContactChange(contact, expires),),
         )
         self.store.update_bindings(user_aor(username, DOMAIN), changes, self.clock.seconds())
@@ -168,12 +180,21 @@ def web_world(trace: TraceLimits | None = None, **options: object) -> WebWorld:
     With ``trace``, the app has a :class:`CallTracer` (``app.tracer``) on the store."""
     clock = InlineReactor()
     clock.advance(1_700_000_000)
-    store = MemoryStore(clock, realm=DOMAIN, hash_pool=InlineThreadPool(),
-                        hasher=PasswordHasher.from_parameters(CHEAPEST))
+    store = MemoryStore(
+        clock,
+        realm=DOMAIN,
+        hash_pool=InlineThreadPool(),
+        hasher=PasswordHasher.from_parameters(CHEAPEST),
+    )
     store.start()
     for name, admin in (("alice", True), ("bob", False), ("carol", False)):
-        store.add_user(name, password=f"{name}-pass", sip_password=name,
-                       display_name=name.title(), is_admin=admin)
+        store.add_user(
+            name,
+            password=f"{name}-pass",
+            sip_password=name,
+            display_name=name.title(),
+            is_admin=admin,
+        )
     controller = FakeCallController(store, clock)
     monitor = RegistrationMonitor(clock, store, DOMAIN, interval=2.0)
     softphone = SoftphoneSettings("127.0.0.1", 5060, ("udp", "tcp"), DOMAIN)
@@ -205,8 +226,9 @@ class WebClient:
     finds CSRF tokens in forms, and runs requests to completion on the fake clock.
     """
 
-    def __init__(self, world: WebWorld, resource: Any = None,
-                 base: str = "http://clicktodial.test") -> None:
+    def __init__(
+        self, world: WebWorld, resource: Any = None, base: str = "http://clicktodial.test"
+    ) -> None:
         """``base``: the scheme and host requests go to (``https://...``: over "TLS")."""
         from clicktodial.web.resource import make_root_resource
 
@@ -230,9 +252,17 @@ class WebClient:
             results[0].raiseException()
         return results[0]
 
-    def request(self, method: str, path: str, *, json_body: object = None,
-                form: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-                data: bytes | None = None, stream: bool = False) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: object = None,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        stream: bool = False,
+    ) -> Reply:
         """Send a request; with ``stream``, return once the headers are in (body so far)."""
         sent = {k: [v] for k, v in (headers or {}).items()}
         if self.cookies:
@@ -245,8 +275,8 @@ class WebClient:
             body = urlencode(form).encode()
             sent["Content-Type"] = ["application/x-www-form-urlencoded"]
         d = self.stub.request(  # type: ignore[attr-defined]
-            method, self.base + path, headers=sent,
-                              data=body, allow_redirects=False)
+            method, self.base + path, headers=sent, data=body, allow_redirects=False
+        )
         response = self._wait(d)
         for raw in response.headers.getRawHeaders(b"set-cookie", []):
             name, _, rest = raw.decode().partition("=")
@@ -281,17 +311,22 @@ class WebClient:
         assert match, f"no CSRF field on {path}"
         return match.group(1)
 
-    def post_form(self, path: str, fields: dict[str, str], csrf_from: str = "/directory"
-                  ) -> Reply:
+    def post_form(self, path: str, fields: dict[str, str], csrf_from: str = "/directory") -> Reply:
         """POST a form with the CSRF token of the page ``csrf_from``."""
         return self.request("POST", path, form={"csrf": self.csrf(csrf_from), **fields})
 
     def login(self, username: str, password: str | None = None) -> Reply:
         """Log in through the login form."""
         token = self.csrf("/login")
-        return self.request("POST", "/login", form={
-            "csrf": token, "username": username,
-            "password": password if password is not None else f"{username}-pass"})
+        return self.request(
+            "POST",
+            "/login",
+            form={
+                "csrf": token,
+                "username": username,
+                "password": password if password is not None else f"{username}-pass",
+            },
+        )
 
     def api_csrf(self) -> str:
         """The session's CSRF token, from ``/api/v1/me``."""

@@ -158,61 +158,116 @@ def _parse_max_cps(text: str) -> float:
 class TrunkConfig:
     """One ``[trunk:NAME]`` section. See ``conf/example.ini`` and docs/trunks.md."""
 
-    proxy: URI = attrs.field(metadata=setting(
-        parse_proxy_uri, None,
-        "The provider's proxy (outbound proxy and registrar) as a SIP URI: sip:HOST[:PORT]"
-        "[;transport=udp|tcp|tls], or sips:. A host name without port is resolved with"
-        " RFC 3263 (NAPTR, SRV, A/AAAA); with a port or an IP address, without SRV."))
-    domain: str | None = attrs.field(metadata=setting(
-        _parse_host, "",
-        "The provider's SIP domain: the host of our AOR, of the REGISTER Request-URI and of"
-        " the numbers we call. Empty: the proxy's host."))
-    username: str = attrs.field(metadata=setting(
-        _parse_user, None, "Our account at the provider: the user part of our AOR (From, To)."))
-    auth_username: str | None = attrs.field(metadata=setting(
-        _parse_optional_user, "",
-        "The user name for digest authentication, when the provider's differs from"
-        " username. Empty: username."))
-    password: str = attrs.field(repr=False, metadata=setting(
-        _parse_password, None, "The digest password (keep the file readable by the daemon only)."))
-    realm: str | None = attrs.field(metadata=setting(
-        _parse_optional_text, "",
-        "Answer only digest challenges of this realm. Empty: any realm the provider's proxy"
-        " sends."))
-    register: bool = attrs.field(metadata=setting(
-        parse_yes_no, "no", "Whether to register with the provider (yes or no)."))
-    register_expires: int = attrs.field(metadata=setting(
-        _parse_expires, "600",
-        "The registration expiry asked for (60-86400 s); it is refreshed at half of what the"
-        " provider grants."))
-    caller_id: str | None = attrs.field(metadata=setting(
-        _parse_optional_e164, "",
-        "The E.164 number presented on calls (From user and P-Asserted-Identity). Empty:"
-        " username."))
+    proxy: URI = attrs.field(
+        metadata=setting(
+            parse_proxy_uri,
+            None,
+            "The provider's proxy (outbound proxy and registrar) as a SIP URI: sip:HOST[:PORT]"
+            "[;transport=udp|tcp|tls], or sips:. A host name without port is resolved with"
+            " RFC 3263 (NAPTR, SRV, A/AAAA); with a port or an IP address, without SRV.",
+        )
+    )
+    domain: str | None = attrs.field(
+        metadata=setting(
+            _parse_host,
+            "",
+            "The provider's SIP domain: the host of our AOR, of the REGISTER Request-URI and of"
+            " the numbers we call. Empty: the proxy's host.",
+        )
+    )
+    username: str = attrs.field(
+        metadata=setting(
+            _parse_user, None, "Our account at the provider: the user part of our AOR (From, To)."
+        )
+    )
+    auth_username: str | None = attrs.field(
+        metadata=setting(
+            _parse_optional_user,
+            "",
+            "The user name for digest authentication, when the provider's differs from"
+            " username. Empty: username.",
+        )
+    )
+    password: str = attrs.field(
+        repr=False,
+        metadata=setting(
+            _parse_password,
+            None,
+            "The digest password (keep the file readable by the daemon only).",
+        ),
+    )
+    realm: str | None = attrs.field(
+        metadata=setting(
+            _parse_optional_text,
+            "",
+            "Answer only digest challenges of this realm. Empty: any realm the provider's proxy"
+            " sends.",
+        )
+    )
+    register: bool = attrs.field(
+        metadata=setting(parse_yes_no, "no", "Whether to register with the provider (yes or no).")
+    )
+    register_expires: int = attrs.field(
+        metadata=setting(
+            _parse_expires,
+            "600",
+            "The registration expiry asked for (60-86400 s); it is refreshed at half of what the"
+            " provider grants.",
+        )
+    )
+    caller_id: str | None = attrs.field(
+        metadata=setting(
+            _parse_optional_e164,
+            "",
+            "The E.164 number presented on calls (From user and P-Asserted-Identity). Empty:"
+            " username.",
+        )
+    )
     user_caller_ids: Mapping[str, str] = attrs.field(
-        hash=False, metadata=setting(
-            parse_user_caller_ids, "",
-            "Per-user caller IDs overriding caller_id: user=+NUMBER, comma-separated."))
-    keepalive_interval: float = attrs.field(metadata=setting(
-        parse_seconds_or_zero, "30",
-        "Seconds between OPTIONS keep-alives that mark the trunk up or down; 0: none."))
-    max_calls: int = attrs.field(metadata=setting(
-        _parse_max_calls, "10", "The most calls through the trunk at once."))
-    max_cps: float = attrs.field(metadata=setting(
-        _parse_max_cps, "1", "The most new calls per second through the trunk (may be 0.5)."))
-    inbound: str = attrs.field(metadata=setting(
-        parse_choice("refuse"), "refuse",
-        "What to do with requests arriving from the trunk: refuse (403; they are never"
-        " routed anywhere)."))
-    inbound_sources: NetworkSet = attrs.field(metadata=setting(
-        parse_network_set, "-",
-        "Addresses and networks the provider sends from besides its proxy's addresses"
-        " (refused like those), comma-separated; -: none."))
+        hash=False,
+        metadata=setting(
+            parse_user_caller_ids,
+            "",
+            "Per-user caller IDs overriding caller_id: user=+NUMBER, comma-separated.",
+        ),
+    )
+    keepalive_interval: float = attrs.field(
+        metadata=setting(
+            parse_seconds_or_zero,
+            "30",
+            "Seconds between OPTIONS keep-alives that mark the trunk up or down; 0: none.",
+        )
+    )
+    max_calls: int = attrs.field(
+        metadata=setting(_parse_max_calls, "10", "The most calls through the trunk at once.")
+    )
+    max_cps: float = attrs.field(
+        metadata=setting(
+            _parse_max_cps, "1", "The most new calls per second through the trunk (may be 0.5)."
+        )
+    )
+    inbound: str = attrs.field(
+        metadata=setting(
+            parse_choice("refuse"),
+            "refuse",
+            "What to do with requests arriving from the trunk: refuse (403; they are never"
+            " routed anywhere).",
+        )
+    )
+    inbound_sources: NetworkSet = attrs.field(
+        metadata=setting(
+            parse_network_set,
+            "-",
+            "Addresses and networks the provider sends from besides its proxy's addresses"
+            " (refused like those), comma-separated; -: none.",
+        )
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.keepalive_interval and self.keepalive_interval < 5:
             raise InvalidSetting(
-                "keepalive_interval", "at least 5 seconds (or 0 for no keep-alive)")
+                "keepalive_interval", "at least 5 seconds (or 0 for no keep-alive)"
+            )
 
     @property
     def host(self) -> str:
@@ -232,7 +287,8 @@ def trunk_configs(config: Config) -> dict[str, TrunkConfig]:
     :raises clicktodial.config.ConfigError: ``FILE: [trunk:NAME] KEY: PROBLEM``.
     """
     return {
-        name: build_section(config.source, f"trunk:{name}", TrunkConfig,
-                            config.plugins.options("trunk", name))
+        name: build_section(
+            config.source, f"trunk:{name}", TrunkConfig, config.plugins.options("trunk", name)
+        )
         for name in config.plugins.names("trunk")
     }

@@ -41,8 +41,13 @@ class TrunkInboundGuard:
     :param server: the ``Server`` header of the 403.
     """
 
-    def __init__(self, inner: IMessageHandler, trunks: ITrunkRegistry,
-                 transactions: TransactionLayerLike, server: str | None = None) -> None:
+    def __init__(
+        self,
+        inner: IMessageHandler,
+        trunks: ITrunkRegistry,
+        transactions: TransactionLayerLike,
+        server: str | None = None,
+    ) -> None:
         self.inner = inner
         self._send_failures = ISendFailureHandler(inner, None)
         self.trunks = trunks
@@ -50,8 +55,11 @@ class TrunkInboundGuard:
         self.server = server
 
     def request_received(self, request: Request, source: object) -> None:
-        if (isinstance(source, Source) and request.method not in ("ACK", "CANCEL")
-                and not self._in_dialog(request)):
+        if (
+            isinstance(source, Source)
+            and request.method not in ("ACK", "CANCEL")
+            and not self._in_dialog(request)
+        ):
             trunk = self.trunks.screen_inbound(source.remote_host)
             if trunk is not None:
                 self._refuse(request, source, trunk)
@@ -74,12 +82,17 @@ class TrunkInboundGuard:
             return False
 
     def _refuse(self, request: Request, source: Source, trunk: str) -> None:
-        log.info("refused {method} from trunk {trunk} ({peer}): inbound = refuse",
-                 method=request.method, trunk=trunk, peer=source.peer,
-                 call_id=request.headers.get("Call-ID"))
+        log.info(
+            "refused {method} from trunk {trunk} ({peer}): inbound = refuse",
+            method=request.method,
+            trunk=trunk,
+            peer=source.peer,
+            call_id=request.headers.get("Call-ID"),
+        )
         try:
-            response = make_response(request, 403, "Forbidden (Not Accepted From This Trunk)",
-                                     to_tag=new_tag())
+            response = make_response(
+                request, 403, "Forbidden (Not Accepted From This Trunk)", to_tag=new_tag()
+            )
         except (HeaderParseError, ValueError):
             return  # not even a response can be built: dropped
         if self.server:

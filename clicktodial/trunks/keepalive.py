@@ -39,10 +39,18 @@ class TrunkKeepAlive(Service):
     :ivar pings: OPTIONS sent since start.
     """
 
-    def __init__(self, clock: IReactorTime, transactions: TransactionLayerLike,
-                 destinations: Callable[[], Deferred[list[Destination]]], *, trunk: str,
-                 aor: str, target_uri: str, interval: float,
-                 user_agent: str | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        transactions: TransactionLayerLike,
+        destinations: Callable[[], Deferred[list[Destination]]],
+        *,
+        trunk: str,
+        aor: str,
+        target_uri: str,
+        interval: float,
+        user_agent: str | None = None,
+    ) -> None:
         self.clock = clock
         self.transactions = transactions
         self.destinations = destinations
@@ -63,7 +71,8 @@ class TrunkKeepAlive(Service):
         loop.clock = self.clock
         self._loop = loop
         loop.start(self.interval, now=True).addErrback(
-            lambda f: log.failure("trunk keep-alive stopped", f))
+            lambda f: log.failure("trunk keep-alive stopped", f)
+        )
 
     def stopService(self) -> None:
         super().stopService()
@@ -77,7 +86,8 @@ class TrunkKeepAlive(Service):
             return
         self._outstanding = True
         self.destinations().addCallbacks(
-            self._send, lambda failure: self._mark(False, f"DNS: {failure.getErrorMessage()}"))
+            self._send, lambda failure: self._mark(False, f"DNS: {failure.getErrorMessage()}")
+        )
 
     def _send(self, targets: list[Destination]) -> None:
         destination = targets[0]
@@ -111,7 +121,11 @@ class TrunkKeepAlive(Service):
         self._outstanding = False
         new = Reachability.UP if up else Reachability.DOWN
         if new is not self.reachability:
-            log.info("trunk {trunk} is {state}{why}", trunk=self.trunk, state=str(new),
-                     why=f": {reason}" if reason else "")
+            log.info(
+                "trunk {trunk} is {state}{why}",
+                trunk=self.trunk,
+                state=str(new),
+                why=f": {reason}" if reason else "",
+            )
         self.reachability = new
         self.reason = reason

@@ -44,8 +44,7 @@ class CallAdmission:
     :ivar refused: admissions refused since start.
     """
 
-    def __init__(self, clock: IReactorTime, trunk: str, max_calls: int,
-                 max_cps: float) -> None:
+    def __init__(self, clock: IReactorTime, trunk: str, max_calls: int, max_cps: float) -> None:
         if max_calls < 1 or not max_cps > 0:
             raise ValueError("max_calls must be at least 1 and max_cps above 0")
         self.clock = clock

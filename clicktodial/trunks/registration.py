@@ -193,16 +193,22 @@ class TrunkRegistration(Service):
         action = self._TABLE.get((self.state, event.input))
         if action is None:
             self.unexpected += 1
-            log.warn("trunk {trunk}: no transition for {input} in state {state}",
-                     trunk=self.trunk, input=str(event.input), state=str(self.state))
+            log.warn(
+                "trunk {trunk}: no transition for {input} in state {state}",
+                trunk=self.trunk,
+                input=str(event.input),
+                state=str(self.state),
+            )
             return
         action(self, event)
 
     def _in_round(self, number: int) -> Callable[[Event], None]:
         """Feeds an event to the machine only while round ``number`` is the current one."""
+
         def feed(event: Event) -> None:
             if number == self._round.number:
                 self.react(event)
+
         return feed
 
     def _set_timer(self, delay: float | None) -> None:
@@ -228,8 +234,9 @@ class TrunkRegistration(Service):
         feed = self._in_round(self._round.number)
         self.destinations().addCallbacks(
             lambda targets: feed(Event(Input.RESOLVED, targets=targets)),
-            lambda failure: feed(Event(Input.UNRESOLVED,
-                                        reason=f"DNS: {failure.getErrorMessage()}")),
+            lambda failure: feed(
+                Event(Input.UNRESOLVED, reason=f"DNS: {failure.getErrorMessage()}")
+            ),
         )
 
     def _retry(self, event: Event) -> None:
@@ -253,16 +260,24 @@ class TrunkRegistration(Service):
         self.failures = 0
         self.expires_at = self.clock.seconds() + granted
         delay = refresh_delay(granted)
-        log.info("trunk {trunk}: registered for {granted} s, refreshing in {delay} s",
-                 trunk=self.trunk, granted=granted, delay=delay)
+        log.info(
+            "trunk {trunk}: registered for {granted} s, refreshing in {delay} s",
+            trunk=self.trunk,
+            granted=granted,
+            delay=delay,
+        )
         self._set_timer(delay)
 
     def _answer_challenge(self, event: Event) -> None:
         assert event.response is not None and self._round.request is not None
         if self._round.challenged:
             # Answered once this round already: the provider refused our credentials.
-            self._fail(Event(Input.REFUSED, reason=(
-                f"{event.response.status}: the provider refused our credentials")))
+            self._fail(
+                Event(
+                    Input.REFUSED,
+                    reason=(f"{event.response.status}: the provider refused our credentials"),
+                )
+            )
             return
         try:
             answer = self.answerer.answer(self._round.request, event.response)
@@ -289,8 +304,12 @@ class TrunkRegistration(Service):
         if round_.index + 1 >= len(round_.targets):
             self._fail(Event(Input.REFUSED, reason=reason))
             return
-        log.info("trunk {trunk}: {target} failed ({reason}), trying the next target",
-                 trunk=self.trunk, target=str(round_.targets[round_.index]), reason=reason)
+        log.info(
+            "trunk {trunk}: {target} failed ({reason}), trying the next target",
+            trunk=self.trunk,
+            target=str(round_.targets[round_.index]),
+            reason=reason,
+        )
         round_.index += 1
         round_.challenged = False
         self._send(preemptive=True)
@@ -306,8 +325,12 @@ class TrunkRegistration(Service):
             self.expires_at = None
         delay = min(self.retry_max, self.retry_base * 2 ** (self.failures - 1))
         delay *= self.rng.uniform(0.8, 1.2)
-        log.warn("trunk {trunk}: registration failed: {reason}; retrying in {delay:.0f} s",
-                 trunk=self.trunk, reason=reason, delay=delay)
+        log.warn(
+            "trunk {trunk}: registration failed: {reason}; retrying in {delay:.0f} s",
+            trunk=self.trunk,
+            reason=reason,
+            delay=delay,
+        )
         self._set_timer(delay)
 
     def _stop(self, event: Event) -> None:
@@ -327,8 +350,9 @@ class TrunkRegistration(Service):
             try:
                 self.transactions.send_request(request, destination, lambda response: None)
             except (OSError, ValueError) as e:
-                log.info("trunk {trunk}: unregister not sent: {error}", trunk=self.trunk,
-                         error=str(e))
+                log.info(
+                    "trunk {trunk}: unregister not sent: {error}", trunk=self.trunk, error=str(e)
+                )
 
     def _ignore(self, event: Event) -> None:
         pass
@@ -392,7 +416,8 @@ class TrunkRegistration(Service):
         transport = destination.transport.lower()
         contact_host = f"[{host}]" if ":" in host else host
         self._contact = f"sip:{parse_uri(self.aor).user}@{contact_host}:{port}" + (
-            "" if transport == "udp" else f";transport={transport}")
+            "" if transport == "udp" else f";transport={transport}"
+        )
         fields = [
             ("Max-Forwards", "70"),
             ("From", f"<{self.aor}>;tag={self._from_tag}"),

@@ -94,9 +94,13 @@ class ProxyResolver:
         order of preference when there is no NAPTR.
     """
 
-    def __init__(self, clock: IReactorTime, resolver: IResolver,
-                 transports: Sequence[str] = ("UDP", "TCP"),
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        resolver: IResolver,
+        transports: Sequence[str] = ("UDP", "TCP"),
+        rng: random.Random | None = None,
+    ) -> None:
         self.clock = clock
         self.resolver = resolver
         self.transports = tuple(t.upper() for t in transports)
@@ -137,8 +141,11 @@ class ProxyResolver:
         now = self.clock.seconds()
         waiting = self._pending.pop(key, [])
         if isinstance(result, Failure):
-            reason = (result.getErrorMessage() if result.check(ResolutionFailed)
-                      else f"DNS failure: {result.getErrorMessage()}")
+            reason = (
+                result.getErrorMessage()
+                if result.check(ResolutionFailed)
+                else f"DNS failure: {result.getErrorMessage()}"
+            )
             if not result.check(ResolutionFailed):
                 log.failure("resolving {uri} failed", result, uri=key)
             self._cache[key] = _Resolved((), now + NEGATIVE_TTL, reason)
@@ -160,8 +167,9 @@ class ProxyResolver:
         address = ip_of(host)
         if address is not None:
             chosen = transport or "UDP"
-            return [Destination(chosen, address.compressed,
-                                uri.port or _DEFAULT_PORT[chosen])], float("inf")
+            return [
+                Destination(chosen, address.compressed, uri.port or _DEFAULT_PORT[chosen])
+            ], float("inf")
         ttl = float("inf")
         if uri.port is not None:
             chosen = transport or "UDP"
@@ -173,8 +181,9 @@ class ProxyResolver:
             services = [(transport, _SRV_PREFIX[transport] + host)]
         else:
             naptr, ttl = await self._naptr(host, secure)
-            services = naptr or [(t, _SRV_PREFIX[t] + host) for t in self.transports
-                                 if not secure or t == "TLS"]
+            services = naptr or [
+                (t, _SRV_PREFIX[t] + host) for t in self.transports if not secure or t == "TLS"
+            ]
         destinations: list[Destination] = []
         for chosen, name in services:
             if chosen not in self.transports:
@@ -196,8 +205,7 @@ class ProxyResolver:
         addresses, a_ttl = await self._addresses(host)
         return self._at(chosen, addresses, _DEFAULT_PORT[chosen], host), min(ttl, a_ttl)
 
-    def _at(self, transport: str, addresses: list[str], port: int,
-            host: str) -> list[Destination]:
+    def _at(self, transport: str, addresses: list[str], port: int, host: str) -> list[Destination]:
         if transport not in self.transports:
             raise ResolutionFailed(f"{host}: transport {transport} is not enabled here")
         return [Destination(transport, a, port) for a in addresses]
@@ -212,8 +220,12 @@ class ProxyResolver:
                 continue
             service = record.service.string.decode("ascii", "replace").upper()
             transport = _NAPTR_SERVICES.get(service)
-            if (transport is None or record.flags.string.lower() != b"s"
-                    or (secure and transport != "TLS") or transport not in self.transports):
+            if (
+                transport is None
+                or record.flags.string.lower() != b"s"
+                or (secure and transport != "TLS")
+                or transport not in self.transports
+            ):
                 continue
             usable.append((record.order, record.preference, transport, _name(record.replacement)))
             ttl = min(ttl, rr.ttl)
@@ -278,8 +290,10 @@ def system_resolver(reactor: IReactorTime) -> IResolver:
     """
     from twisted.names import client, hosts, resolve
 
-    chain: IResolver = resolve.ResolverChain([
-        hosts.Resolver(file=b"/etc/hosts"),
-        client.Resolver(resolv="/etc/resolv.conf", reactor=reactor),
-    ])
+    chain: IResolver = resolve.ResolverChain(
+        [
+            hosts.Resolver(file=b"/etc/hosts"),
+            client.Resolver(resolv="/etc/resolv.conf", reactor=reactor),
+        ]
+    )
     return chain

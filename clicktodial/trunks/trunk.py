@@ -55,10 +55,18 @@ class Trunk:
     :ivar service: the trunk's registration and keep-alive (started by the registry).
     """
 
-    def __init__(self, clock: IReactorTime, name: str, config: TrunkConfig,
-                 resolver: ProxyResolver, transactions: TransactionLayerLike, *,
-                 user_agent: str | None = None, rng: random.Random | None = None,
-                 retry_base: float = 30.0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        name: str,
+        config: TrunkConfig,
+        resolver: ProxyResolver,
+        transactions: TransactionLayerLike,
+        *,
+        user_agent: str | None = None,
+        rng: random.Random | None = None,
+        retry_base: float = 30.0,
+    ) -> None:
         self.service = MultiService()
         self.service.setName(f"trunk:{name}")
         self.clock = clock
@@ -72,17 +80,30 @@ class Trunk:
         self.keepalive: TrunkKeepAlive | None = None
         if config.register:
             self.registration = TrunkRegistration(
-                clock, transactions, self.destinations, trunk=name, aor=self.aor,
+                clock,
+                transactions,
+                self.destinations,
+                trunk=name,
+                aor=self.aor,
                 registrar_uri=f"sip:{config.host}",
                 answerer=DigestAnswerer(self),
-                expires=config.register_expires, user_agent=user_agent, rng=rng,
-                retry_base=retry_base)
+                expires=config.register_expires,
+                user_agent=user_agent,
+                rng=rng,
+                retry_base=retry_base,
+            )
             self.registration.setServiceParent(self.service)
         if config.keepalive_interval:
             self.keepalive = TrunkKeepAlive(
-                clock, transactions, self.destinations, trunk=name, aor=self.aor,
-                target_uri=f"sip:{config.host}", interval=config.keepalive_interval,
-                user_agent=user_agent)
+                clock,
+                transactions,
+                self.destinations,
+                trunk=name,
+                aor=self.aor,
+                target_uri=f"sip:{config.host}",
+                interval=config.keepalive_interval,
+                user_agent=user_agent,
+            )
             self.keepalive.setServiceParent(self.service)
 
     # -- ITrunk ------------------------------------------------------------------------
@@ -113,15 +134,25 @@ class Trunk:
         return self.admission.admit()
 
     def status(self) -> TrunkStatus:
-        registration = (self.registration.status() if self.registration is not None
-                        else RegistrationStatus(RegistrationState.OFF))
-        reachability = (self.keepalive.reachability if self.keepalive is not None
-                        else Reachability.OFF)
+        registration = (
+            self.registration.status()
+            if self.registration is not None
+            else RegistrationStatus(RegistrationState.OFF)
+        )
+        reachability = (
+            self.keepalive.reachability if self.keepalive is not None else Reachability.OFF
+        )
         return TrunkStatus(
-            name=self.name, proxy=str(self.config.proxy), registration=registration,
-            reachability=reachability, active_calls=self.admission.active,
-            max_calls=self.config.max_calls, max_cps=self.config.max_cps,
-            refused_calls=self.admission.refused, refused_inbound=self.refused_inbound)
+            name=self.name,
+            proxy=str(self.config.proxy),
+            registration=registration,
+            reachability=reachability,
+            active_calls=self.admission.active,
+            max_calls=self.config.max_calls,
+            max_cps=self.config.max_cps,
+            refused_calls=self.admission.refused,
+            refused_inbound=self.refused_inbound,
+        )
 
     # -- inbound -----------------------------------------------------------------------
 
@@ -175,23 +206,36 @@ class TrunkRegistry(MultiService):
 
 
 def _unresolved(failure: Failure, name: str) -> None:
-    log.warn("trunk {trunk}: cannot resolve its proxy: {error}", trunk=name,
-             error=failure.getErrorMessage())
+    log.warn(
+        "trunk {trunk}: cannot resolve its proxy: {error}",
+        trunk=name,
+        error=failure.getErrorMessage(),
+    )
 
 
-def build_trunks(clock: IReactorTime, configs: Mapping[str, TrunkConfig],
-                 resolver: ProxyResolver, transactions: TransactionLayerLike, *,
-                 user_agent: str | None = None) -> TrunkRegistry:
+def build_trunks(
+    clock: IReactorTime,
+    configs: Mapping[str, TrunkConfig],
+    resolver: ProxyResolver,
+    transactions: TransactionLayerLike,
+    *,
+    user_agent: str | None = None,
+) -> TrunkRegistry:
     """The registry of the trunks ``configs`` describe (not started)."""
-    return TrunkRegistry([
-        Trunk(clock, name, config, resolver, transactions, user_agent=user_agent)
-        for name, config in configs.items()
-    ])
+    return TrunkRegistry(
+        [
+            Trunk(clock, name, config, resolver, transactions, user_agent=user_agent)
+            for name, config in configs.items()
+        ]
+    )
 
 
-def trunks_for_daemon(config: Config, reactor: IReactorTime,
-                      transactions: TransactionLayerLike,
-                      resolver: IResolver | None = None) -> TrunkRegistry | None:
+def trunks_for_daemon(
+    config: Config,
+    reactor: IReactorTime,
+    transactions: TransactionLayerLike,
+    resolver: IResolver | None = None,
+) -> TrunkRegistry | None:
     """
     The trunks of ``config``'s ``[trunk:NAME]`` sections on the daemon's transaction
     layer, resolving names with ``resolver`` (default: the machine's, on ``reactor``);
@@ -205,5 +249,10 @@ def trunks_for_daemon(config: Config, reactor: IReactorTime,
     if resolver is None:
         resolver = system_resolver(reactor)
     transports = tuple(t.upper() for t in config.sip.transports)
-    return build_trunks(reactor, configs, ProxyResolver(reactor, resolver, transports),
-                        transactions, user_agent=config.sip.user_agent)
+    return build_trunks(
+        reactor,
+        configs,
+        ProxyResolver(reactor, resolver, transports),
+        transactions,
+        user_agent=config.sip.user_agent,
+    )

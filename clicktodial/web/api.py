@@ -56,10 +56,14 @@ def _batch(calls: object) -> list[tuple[str, str]]:
         raise HTTPError(400, 'calls must be a list of {"caller": ..., "callee": ...}')
     pairs = []
     for index, item in enumerate(calls):
-        if not isinstance(item, dict) or set(item) != {"caller", "callee"} or not all(
-                isinstance(name, str) and is_valid_username(name) for name in item.values()):
-            raise HTTPError(400, f"calls[{index}] must be"
-                            ' {"caller": USERNAME, "callee": USERNAME}')
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"caller", "callee"}
+            or not all(isinstance(name, str) and is_valid_username(name) for name in item.values())
+        ):
+            raise HTTPError(
+                400, f'calls[{index}] must be {{"caller": USERNAME, "callee": USERNAME}}'
+            )
         pairs.append((item["caller"], item["callee"]))
     return pairs
 
@@ -108,8 +112,9 @@ class ApiResource(RoutedResource):
         listing = [
             {
                 "display_name": user.display_name,
-                **registration_json(registration, now,
-                                    contacts=principal.may_see_contacts(user.username)),
+                **registration_json(
+                    registration, now, contacts=principal.may_see_contacts(user.username)
+                ),
             }
             for user, registration in await self.app.directory()
         ]
@@ -138,8 +143,7 @@ class ApiResource(RoutedResource):
             raise HTTPError(400, "active must be true or false")
         if active == b"true":
             views = self.app.calls_in_progress(principal)
-            write_json(request, 200, {"calls": [view.to_json() for view in views],
-                                      "next": None})
+            write_json(request, 200, {"calls": [view.to_json() for view in views], "next": None})
             return
         limit = _int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         offset = _int_arg(request, "offset", 0, 0, 1_000_000)
@@ -189,16 +193,25 @@ class ApiResource(RoutedResource):
         request.setHeader(b"location", f"{API_PREFIX}/calls/{view.call_id}".encode())
         write_json(request, 201, view.to_json())
 
-    async def _place_batch(self, request: Request, principal: Principal,
-                           body: dict[str, object]) -> None:
+    async def _place_batch(
+        self, request: Request, principal: Principal, body: dict[str, object]
+    ) -> None:
         unknown = set(body) - {"calls"}
         if unknown:
             raise HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
         results = await self.app.place_calls(principal, _batch(body["calls"]))
-        write_json(request, 200, {"calls": [
-            {"status": 201, "call": result.to_json()} if isinstance(result, CallView)
-            else {"status": result.status, "error": result.message}
-            for result in results]})
+        write_json(
+            request,
+            200,
+            {
+                "calls": [
+                    {"status": 201, "call": result.to_json()}
+                    if isinstance(result, CallView)
+                    else {"status": result.status, "error": result.message}
+                    for result in results
+                ]
+            },
+        )
 
     async def get_call(self, request: Request, call_id: str) -> None:
         """One call (mine, or any for an admin)."""
@@ -225,9 +238,17 @@ class ApiResource(RoutedResource):
         if form == b"text":
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return trace_text(view.call_id, trace).encode("utf-8")
-        write_json(request, 200, trace_json(
-            view.call_id, trace, caller=view.caller, callee=view.callee,
-            reason=self.app.failure_words(view, principal)))
+        write_json(
+            request,
+            200,
+            trace_json(
+                view.call_id,
+                trace,
+                caller=view.caller,
+                callee=view.callee,
+                reason=self.app.failure_words(view, principal),
+            ),
+        )
         return None
 
     async def get_trace_pcap(self, request: Request, call_id: str) -> bytes:
@@ -237,8 +258,10 @@ class ApiResource(RoutedResource):
         if not principal.is_admin:
             raise HTTPError(403, "only administrators may download a call's pcap")
         request.setHeader(b"content-type", b"application/vnd.tcpdump.pcap")
-        request.setHeader(b"content-disposition",
-                          f'attachment; filename="call-{view.call_id}.pcap"'.encode("ascii"))
+        request.setHeader(
+            b"content-disposition",
+            f'attachment; filename="call-{view.call_id}.pcap"'.encode("ascii"),
+        )
         return trace_pcap(trace)
 
     async def events(self, request: Request) -> None:

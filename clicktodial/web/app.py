@@ -141,8 +141,14 @@ class SoftphoneSettings:
         if ":" in server and not server.startswith("["):
             server = f"[{server}]"
         tls_port = sip.tls_listen.port if "tls" in sip.transports else None
-        return cls(server, sip.listen.port, tuple(sip.transports), sip.domain,
-                   tuple(config.registrar.digest_algorithms), tls_port)
+        return cls(
+            server,
+            sip.listen.port,
+            tuple(sip.transports),
+            sip.domain,
+            tuple(config.registrar.digest_algorithms),
+            tls_port,
+        )
 
 
 @attrs.frozen
@@ -300,8 +306,9 @@ def _retry_after(seconds: float) -> dict[bytes, bytes]:
 class _Subscriber:
     """One event stream's interest: its user's calls and everyone's registrations."""
 
-    def __init__(self, principal: Principal, stream: EventStream,
-                 trace_call: str | None = None) -> None:
+    def __init__(
+        self, principal: Principal, stream: EventStream, trace_call: str | None = None
+    ) -> None:
         self.principal = principal
         self.stream = stream
         #: the call whose trace this stream follows (``?trace=ID``), which it may see
@@ -310,7 +317,8 @@ class _Subscriber:
     def call_state_changed(self, info: CallInfo) -> None:
         view = CallView.from_info(info)
         if self.principal.username in (view.caller, view.callee) or (
-                view.call_id == self.trace_call):
+            view.call_id == self.trace_call
+        ):
             self.stream.send("call", view.to_json())
 
     def trace_message(self, call_id: str, message: TracedMessage) -> None:
@@ -326,8 +334,9 @@ class _Subscriber:
         self.stream.send("registration", registration_json(registration, now, contacts=contacts))
 
 
-def registration_json(registration: Registration, now: float, *,
-                      contacts: bool) -> dict[str, object]:
+def registration_json(
+    registration: Registration, now: float, *, contacts: bool
+) -> dict[str, object]:
     """
     ``{"username", "registered", "phones"}`` (phones: how many contacts are registered) and,
     with ``contacts``, ``"contacts": [{"uri", "expires"}]`` (seconds left at ``now``).
@@ -379,8 +388,11 @@ class WebApp:
     ) -> None:
         self.clock = clock
         #: reads what users dial: directory names, and numbers by [dialplan]
-        self.dialler = dialler if dialler is not None else Dialler(
-            clock, None, store, store, IOutboundQuota(store, None), softphone.domain)
+        self.dialler = (
+            dialler
+            if dialler is not None
+            else Dialler(clock, None, store, store, IOutboundQuota(store, None), softphone.domain)
+        )
         #: the SIP trunks (``[trunk:NAME]``) the admin page shows, or None
         self.trunks = trunks
         #: the calls' traces: live (buffered here) through the tracer, else the store's
@@ -399,8 +411,13 @@ class WebApp:
         self.limits = limits
         #: what is believed of X-Forwarded-* (trusted proxies), Secure cookies, HSTS
         self.origin = RequestOrigin.from_config(limits)
-        self.sessions = sessions if sessions is not None else SessionStore(
-            clock, limits.session_idle_timeout, limits.session_lifetime, limits.max_sessions)
+        self.sessions = (
+            sessions
+            if sessions is not None
+            else SessionStore(
+                clock, limits.session_idle_timeout, limits.session_lifetime, limits.max_sessions
+            )
+        )
         self.login_throttle = AuthThrottle(clock, login_throttle_settings(limits))
         self.call_rate = RateLimit(clock, limits.calls_per_minute, 60.0)
         self.max_streams_per_user = limits.event_streams_per_user
@@ -538,8 +555,9 @@ class WebApp:
             raise HTTPError(429, "too many calls: try again later", _retry_after(wait))
         return await self._place_local(controller, principal, callee)
 
-    async def _place_local(self, controller: ICallController, principal: Principal,
-                           callee: str) -> CallView:
+    async def _place_local(
+        self, controller: ICallController, principal: Principal, callee: str
+    ) -> CallView:
         target = await self.users.get_user(callee)
         if target is None or target.disabled:
             raise HTTPError(404, f"no user {callee}")
@@ -548,8 +566,9 @@ class WebApp:
             raise HTTPError(409, "your phone is not registered")
         return await _placed(controller, principal.username, callee)
 
-    async def place_calls(self, principal: Principal,
-                          calls: list[tuple[str, str]]) -> list[CallView | HTTPError]:
+    async def place_calls(
+        self, principal: Principal, calls: list[tuple[str, str]]
+    ) -> list[CallView | HTTPError]:
         """
         An administrator places ``calls`` (caller, callee) at once, for any users: load
         tests and operator tools. Each is refused or placed as :meth:`place_call` would,
@@ -562,14 +581,19 @@ class WebApp:
         if not principal.is_admin:
             raise HTTPError(403, "only administrators may place calls for other users")
         if len(calls) > self.limits.max_batch_calls:
-            raise HTTPError(400, f"at most {self.limits.max_batch_calls} calls per request"
-                            " ([web] max_batch_calls)")
+            raise HTTPError(
+                400,
+                f"at most {self.limits.max_batch_calls} calls per request ([web] max_batch_calls)",
+            )
         controller = self._controller()
         results: list[CallView | HTTPError] = []
         # Started together (the controller places each at once), then collected in order.
-        pending = [ensureDeferred(_placed(controller, caller, callee,
-                                          f"{caller}'s phone is not registered"))
-                   for caller, callee in calls]
+        pending = [
+            ensureDeferred(
+                _placed(controller, caller, callee, f"{caller}'s phone is not registered")
+            )
+            for caller, callee in calls
+        ]
         for placing in pending:
             try:
                 results.append(await placing)
@@ -593,8 +617,9 @@ class WebApp:
         """
         return await self._resolve(principal, text, record=False)
 
-    async def _resolve(self, principal: Principal, text: str,
-                       record: bool) -> LocalName | DialDecision:
+    async def _resolve(
+        self, principal: Principal, text: str, record: bool
+    ) -> LocalName | DialDecision:
         if not isinstance(text, str):
             raise HTTPError(400, "number must be a string")
         try:
@@ -631,8 +656,11 @@ class WebApp:
             info = await outbound.place_outbound(principal.username, target)
         except CallRefused as e:  # a DialRefused too (the daily limit)
             raise HTTPError(403, e.message) from None
-        return attrs.evolve(CallView.from_info(info), number=str(target.number),
-                            destination_class=target.destination_class)
+        return attrs.evolve(
+            CallView.from_info(info),
+            number=str(target.number),
+            destination_class=target.destination_class,
+        )
 
     async def find_call(self, principal: Principal, call_id: str) -> CallView:
         """
@@ -663,8 +691,12 @@ class WebApp:
         record = await self.records.get_call(view.call_id)
         if record is None:
             return view
-        return attrs.evolve(view, number=record.number, trunk=record.trunk,
-                            destination_class=record.destination_class)
+        return attrs.evolve(
+            view,
+            number=record.number,
+            trunk=record.trunk,
+            destination_class=record.destination_class,
+        )
 
     async def hang_up(self, principal: Principal, call_id: str) -> CallView:
         """
@@ -683,8 +715,9 @@ class WebApp:
         record = await self.records.get_call(call_id)
         return CallView.from_record(record) if record is not None else view
 
-    async def call_trace(self, principal: Principal,
-                         call_id: str) -> tuple[CallView, CallTrace | None]:
+    async def call_trace(
+        self, principal: Principal, call_id: str
+    ) -> tuple[CallView, CallTrace | None]:
         """
         A call ``principal`` may see, and its trace (None: nothing kept).
 
@@ -712,10 +745,16 @@ class WebApp:
         """Why ``view`` ended, in plain words as ``principal`` reads it (None: in progress)."""
         if view.refusal is not None:
             return f"Refused by the dial plan: {view.refusal}"
-        return plain_reason(caller=view.caller, callee=view.callee, state=view.state,
-                            end_reason=view.reason, sip_status=view.sip_status,
-                            who_hung_up=view.who_hung_up, viewer=principal.username,
-                            wording=self.wording)
+        return plain_reason(
+            caller=view.caller,
+            callee=view.callee,
+            state=view.state,
+            end_reason=view.reason,
+            sip_status=view.sip_status,
+            who_hung_up=view.who_hung_up,
+            viewer=principal.username,
+            wording=self.wording,
+        )
 
     async def history(self, username: str, limit: int, offset: int) -> tuple[list[CallView], bool]:
         """A user's calls newest first, and whether there are more after these."""
@@ -725,16 +764,20 @@ class WebApp:
             info = self.controller.get_call(record.call_id) if self.controller else None
             view = CallView.from_record(record)
             if info is not None:
-                view = attrs.evolve(CallView.from_info(info), number=record.number,
-                                    destination_class=record.destination_class,
-                                    trunk=record.trunk)
+                view = attrs.evolve(
+                    CallView.from_info(info),
+                    number=record.number,
+                    destination_class=record.destination_class,
+                    trunk=record.trunk,
+                )
             views.append(view)
         return views, len(records) > limit
 
     # -- live events ---------------------------------------------------------------------
 
-    def open_stream(self, principal: Principal, request: Request,
-                    trace_call: str | None = None) -> EventStream:
+    def open_stream(
+        self, principal: Principal, request: Request, trace_call: str | None = None
+    ) -> EventStream:
         """
         Stream ``principal``'s call events and everyone's registration changes on ``request``;
         with ``trace_call`` (a call ``principal`` may see: the caller checks), that call's
@@ -759,8 +802,13 @@ class WebApp:
                 self._unsubscribe_calls()
                 self._unsubscribe_calls = None
 
-        stream = EventStream(self.clock, request, closed, keepalive=self.limits.event_keepalive,
-                             retry=round(self.limits.event_retry * 1000))
+        stream = EventStream(
+            self.clock,
+            request,
+            closed,
+            keepalive=self.limits.event_keepalive,
+            retry=round(self.limits.event_retry * 1000),
+        )
         subscriber = _Subscriber(principal, stream, trace_call)
         stop_trace: Callable[[], None] = _nothing
         if trace_call is not None and self.tracer is not None:
@@ -787,8 +835,12 @@ class _Fanout:
             subscriber.call_state_changed(info)
 
 
-async def _placed(controller: ICallController, caller: str, callee: str,
-                  unregistered: str = "your phone is not registered") -> CallView:
+async def _placed(
+    controller: ICallController,
+    caller: str,
+    callee: str,
+    unregistered: str = "your phone is not registered",
+) -> CallView:
     """
     Place one call; the controller's refusals as the API answers them.
 
@@ -828,24 +880,37 @@ def new_secret() -> str:
     return secrets.token_urlsafe(15)
 
 
-
-def make_web_app(config: Config, clock: IReactorTime, store: IStoreBackend,
-                 controller: ICallController | None,
-                 locations: ILocationStore | None = None,
-                 tracer: CallTracer | None = None,
-                 trunks: ITrunkRegistry | None = None) -> WebApp:
+def make_web_app(
+    config: Config,
+    clock: IReactorTime,
+    store: IStoreBackend,
+    controller: ICallController | None,
+    locations: ILocationStore | None = None,
+    tracer: CallTracer | None = None,
+    trunks: ITrunkRegistry | None = None,
+) -> WebApp:
     """The daemon's web application on ``store`` and ``controller``, for ``[sip]`` and
     ``[web]``; registrations from ``locations`` (default: ``store``), call traces from
     ``tracer`` (and the store), the SIP trunks' status from ``trunks``."""
     if locations is None:
         locations = store
-    monitor = RegistrationMonitor(clock, locations, config.sip.domain,
-                                  interval=config.web.presence_poll_interval)
+    monitor = RegistrationMonitor(
+        clock, locations, config.sip.domain, interval=config.web.presence_poll_interval
+    )
     calls = config.calls
-    dialler = Dialler(clock, config.dialplan.plan(), store, store, IOutboundQuota(store, None),
-                      config.sip.domain)
-    return WebApp(clock, store, controller, monitor, SoftphoneSettings.from_config(config),
-                  limits=config.web, locations=locations, tracer=tracer, trunks=trunks,
-                  wording=CallWording(calls.ring_timeout, calls.callee_ring_timeout,
-                                      calls.max_duration),
-                  dialler=dialler)
+    dialler = Dialler(
+        clock, config.dialplan.plan(), store, store, IOutboundQuota(store, None), config.sip.domain
+    )
+    return WebApp(
+        clock,
+        store,
+        controller,
+        monitor,
+        SoftphoneSettings.from_config(config),
+        limits=config.web,
+        locations=locations,
+        tracer=tracer,
+        trunks=trunks,
+        wording=CallWording(calls.ring_timeout, calls.callee_ring_timeout, calls.max_duration),
+        dialler=dialler,
+    )

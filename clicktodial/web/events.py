@@ -155,9 +155,10 @@ class RegistrationMonitor:
         if not self._listeners or not aor.lower().endswith("@" + self.domain.lower()):
             return
         d = self.locations.get_bindings(aor, self.clock.seconds())
-        d.addCallbacks(lambda bindings: self.bindings_changed(aor, bindings),
-                       lambda failure: log.failure("cannot read the bindings of {aor}",
-                                                   failure, aor=aor))
+        d.addCallbacks(
+            lambda bindings: self.bindings_changed(aor, bindings),
+            lambda failure: log.failure("cannot read the bindings of {aor}", failure, aor=aor),
+        )
 
     def poke(self) -> None:
         """Read the location store now."""
@@ -195,8 +196,9 @@ class RegistrationMonitor:
         if before is None:
             return
         for user in sorted(set(before) | set(self._known)):
-            self._publish(before.get(user, Registration(user)),
-                          self._known.get(user, Registration(user)))
+            self._publish(
+                before.get(user, Registration(user)), self._known.get(user, Registration(user))
+            )
 
     def _publish(self, old: Registration, new: Registration) -> None:
         """Tell the listeners about ``new`` if its set of contacts differs from ``old``'s."""

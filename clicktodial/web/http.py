@@ -154,8 +154,12 @@ def read_json(request: Request) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise HTTPError(400, "the request body must be a JSON object")
     except HTTPError as error:
-        log.info("refused a JSON body of {size} bytes to {path}: {problem}",
-                 size=len(body), path=request.path.decode("latin-1"), problem=error.message)
+        log.info(
+            "refused a JSON body of {size} bytes to {path}: {problem}",
+            size=len(body),
+            path=request.path.decode("latin-1"),
+            problem=error.message,
+        )
         raise
     return value
 
@@ -235,8 +239,9 @@ class RoutedResource(Resource):
         method = request.method.decode("ascii", "replace")
         path = self.path_of(request)
         if body_size(request) > self.max_body:
-            self._answer(request, HTTPError(
-                413, f"the request body is larger than {self.max_body} bytes"))
+            self._answer(
+                request, HTTPError(413, f"the request body is larger than {self.max_body} bytes")
+            )
             return NOT_DONE_YET
         allowed = []
         for route in self.routes():

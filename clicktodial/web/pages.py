@@ -40,9 +40,7 @@ from clicktodial.web.trace import message_json
 
 __all__ = ["STATE_LABELS", "PagesResource"]
 
-_LAYOUT = XMLString(
-    files("clicktodial.web").joinpath("templates", "layout.xml").read_bytes()
-)
+_LAYOUT = XMLString(files("clicktodial.web").joinpath("templates", "layout.xml").read_bytes())
 
 #: What each public call state is called on the call page.
 STATE_LABELS = {
@@ -158,8 +156,10 @@ def ladder_arrow(message: TracedMessage, first_ms: int) -> Tag:
     if message.retransmission:
         classes += " retransmission"
         label += " (retransmission)"
-    title = (f"{message.transport} {value['direction']} {value['remote']}"
-             f" · {message.leg}'s leg · {len(message.data)} bytes")
+    title = (
+        f"{message.transport} {value['direction']} {value['remote']}"
+        f" · {message.leg}'s leg · {len(message.data)} bytes"
+    )
     return tags.li(class_="msg", **{"data-at": str(message.at_ms)})(
         tags.details(
             tags.summary(class_=classes, title=title)(
@@ -171,8 +171,9 @@ def ladder_arrow(message: TracedMessage, first_ms: int) -> Tag:
     )
 
 
-def ladder(view: CallView, trace: CallTrace | None, reason: str | None,
-           principal: Principal) -> Tag:
+def ladder(
+    view: CallView, trace: CallTrace | None, reason: str | None, principal: Principal
+) -> Tag:
     """
     The call's SIP messages as a ladder: the caller's phone, the daemon and the callee's
     phone as columns, one arrow per message (time since the first), the reason the call
@@ -181,22 +182,30 @@ def ladder(view: CallView, trace: CallTrace | None, reason: str | None,
     messages = trace.messages if trace is not None else ()
     first = messages[0].at_ms if messages else 0
     head = tags.li(class_="ladder-head")(
-        tags.span(_possessive(view.caller, principal).capitalize(), tags.br(),
-                  tags.small(view.caller)),
+        tags.span(
+            _possessive(view.caller, principal).capitalize(), tags.br(), tags.small(view.caller)
+        ),
         tags.span("clicktodial"),
-        tags.span(_possessive(view.callee, principal).capitalize(), tags.br(),
-                  tags.small(view.callee)),
+        tags.span(
+            _possessive(view.callee, principal).capitalize(), tags.br(), tags.small(view.callee)
+        ),
     )
     links: list[Flattenable] = [
-        tags.a("As text", href=f"/api/v1/calls/{view.call_id}/trace?format=text",
-               id="trace-text"),
+        tags.a("As text", href=f"/api/v1/calls/{view.call_id}/trace?format=text", id="trace-text"),
     ]
     if principal.is_admin:
-        links += [" · ", tags.a("Download pcap", href=f"/api/v1/calls/{view.call_id}/trace.pcap",
-                                id="trace-pcap")]
+        links += [
+            " · ",
+            tags.a(
+                "Download pcap", href=f"/api/v1/calls/{view.call_id}/trace.pcap", id="trace-pcap"
+            ),
+        ]
     dropped = trace.dropped if trace is not None else 0
-    note = tags.p(f"{dropped} more message(s) not kept: the trace reached its bound.",
-                  class_="hint", id="trace-dropped")
+    note = tags.p(
+        f"{dropped} more message(s) not kept: the trace reached its bound.",
+        class_="hint",
+        id="trace-dropped",
+    )
     if not dropped:
         note.attributes["hidden"] = "hidden"
     reason_tag = tags.p(reason or "", class_="trace-reason", id="trace-reason", role="status")
@@ -205,21 +214,23 @@ def ladder(view: CallView, trace: CallTrace | None, reason: str | None,
     empty = tags.p("No SIP message kept for this call.", class_="hint", id="trace-empty")
     if messages:
         empty.attributes["hidden"] = "hidden"
-    return tags.section(id="trace", class_="trace",
-                        **{"data-call-id": view.call_id, "data-first": str(first)})(
+    return tags.section(
+        id="trace", class_="trace", **{"data-call-id": view.call_id, "data-first": str(first)}
+    )(
         tags.h2("What happened"),
         reason_tag,
         tags.p(class_="hint")("SIP messages; tap an arrow to see the message. ", *links),
         tags.div(class_="ladder-scroll")(
-            tags.ol(class_="ladder", id="ladder")(
-                head, *(ladder_arrow(m, first) for m in messages))),
+            tags.ol(class_="ladder", id="ladder")(head, *(ladder_arrow(m, first) for m in messages))
+        ),
         empty,
         note,
     )
 
 
-def post_form(action: str, principal: Principal | None, *children: Flattenable,
-              **attributes: str) -> Tag:
+def post_form(
+    action: str, principal: Principal | None, *children: Flattenable, **attributes: str
+) -> Tag:
     """A POST form to ``action`` carrying the session's CSRF token."""
     token = principal.session.csrf_token if principal and principal.session else ""
     return tags.form(method="post", action=action, **attributes)(
@@ -251,10 +262,16 @@ def _phone_links() -> Tag:
     """
     return tags.section(id="phone-links", class_="phone-links", hidden="hidden")(
         tags.h2("Phone links"),
-        tags.p("Let this browser open tel: and sip: links of any web page here: you see the"
-               " number and confirm before anything rings."),
-        tags.button("Use clicktodial for phone links", type="button", id="register-handlers",
-                    **{"data-template": "/dial?uri=%s"}),
+        tags.p(
+            "Let this browser open tel: and sip: links of any web page here: you see the"
+            " number and confirm before anything rings."
+        ),
+        tags.button(
+            "Use clicktodial for phone links",
+            type="button",
+            id="register-handlers",
+            **{"data-template": "/dial?uri=%s"},
+        ),
         tags.span("", id="register-result", class_="notice"),
     )
 
@@ -329,8 +346,9 @@ class PagesResource(RoutedResource):
             self.redirect(request, "/login")
             return
         request.setResponseCode(error.status)
-        page = Layout("Error", tags.p(tags.a("Back to the directory", href="/directory")),
-                      error=error.message)
+        page = Layout(
+            "Error", tags.p(tags.a("Back to the directory", href="/directory")), error=error.message
+        )
         page.render_page(request)
 
     def redirect(self, request: Request, location: str) -> None:
@@ -383,24 +401,43 @@ class PagesResource(RoutedResource):
         self.set_cookie(request, LOGIN_COOKIE, token)
         return tags.form(method="post", action="/login", class_="card")(
             tags.input(type="hidden", name="csrf", value=token),
-            field("Username", "username", value=username, autocomplete="username",
-                  required="required", autofocus="autofocus"),
-            field("Password", "password", "password", autocomplete="current-password",
-                  required="required"),
+            field(
+                "Username",
+                "username",
+                value=username,
+                autocomplete="username",
+                required="required",
+                autofocus="autofocus",
+            ),
+            field(
+                "Password",
+                "password",
+                "password",
+                autocomplete="current-password",
+                required="required",
+            ),
             tags.button("Log in", type="submit"),
         )
 
     async def login_page(self, request: Request) -> None:
-        self.show(request, Layout("Log in", self._login_form(request),
-                                  notice=self.notice_of(request)))
+        self.show(
+            request, Layout("Log in", self._login_form(request), notice=self.notice_of(request))
+        )
 
     async def login(self, request: Request) -> None:
         form = read_form(request)
         cookie = (request.getCookie(LOGIN_COOKIE) or b"").decode("ascii", "replace")
         username = form.get("username", "")[:100]
         if not cookie or not constant_time_equal(cookie, form.get("csrf", "")):
-            self.show(request, Layout("Log in", self._login_form(request, username),
-                                      error="Your login form expired: please try again."), 403)
+            self.show(
+                request,
+                Layout(
+                    "Log in",
+                    self._login_form(request, username),
+                    error="Your login form expired: please try again.",
+                ),
+                403,
+            )
             return
         try:
             session = await self.app.login(request, username, form.get("password", ""))
@@ -409,10 +446,16 @@ class PagesResource(RoutedResource):
                 return
             for name, value in e.headers.items():
                 request.setHeader(name, value)
-            message = ("Wrong username or password." if e.status == 401 else
-                       "Too many failed logins: please wait a few minutes.")
-            self.show(request, Layout("Log in", self._login_form(request, username),
-                                      error=message), e.status)
+            message = (
+                "Wrong username or password."
+                if e.status == 401
+                else "Too many failed logins: please wait a few minutes."
+            )
+            self.show(
+                request,
+                Layout("Log in", self._login_form(request, username), error=message),
+                e.status,
+            )
             return
         self.clear_cookie(request, LOGIN_COOKIE)
         self.set_cookie(request, SESSION_COOKIE, session.session_id)
@@ -429,27 +472,47 @@ class PagesResource(RoutedResource):
 
     # -- directory and calls -------------------------------------------------------------
 
-    async def directory(self, request: Request, error: str | None = None,
-                        status: int = 200) -> None:
+    async def directory(
+        self, request: Request, error: str | None = None, status: int = 200
+    ) -> None:
         principal = await self.user(request)
         rows = []
         for user, registration in await self.app.directory():
             rows.append(self._directory_row(principal, user, registration))
         # One form around the table: each Call button submits its callee (fewer elements to
         # render than a form per row, and one CSRF field).
-        table = post_form("/calls", principal, tags.table(class_="directory", id="directory")(
-            tags.thead(tags.tr(tags.th("Name"), tags.th("Phone"), tags.th(""))),
-            tags.tbody(*rows),
-        ))
-        self.show(request, Layout("Directory", [self._dial_form(principal), table,
-                                                _phone_links()], principal, error=error),
-                  status)
+        table = post_form(
+            "/calls",
+            principal,
+            tags.table(class_="directory", id="directory")(
+                tags.thead(tags.tr(tags.th("Name"), tags.th("Phone"), tags.th(""))),
+                tags.tbody(*rows),
+            ),
+        )
+        self.show(
+            request,
+            Layout(
+                "Directory",
+                [self._dial_form(principal), table, _phone_links()],
+                principal,
+                error=error,
+            ),
+            status,
+        )
 
     def _dial_form(self, principal: Principal, number: str = "") -> Tag:
         """Call a number (or a tel:/sip: address, or a user name) through the dial plan."""
         return post_form("/calls", principal, class_="dial", id="dial-form")(
-            field("Number", "number", "tel", number, placeholder="+44 20 7946 0958",
-                  autocomplete="tel", maxlength="256", required="required"),
+            field(
+                "Number",
+                "number",
+                "tel",
+                number,
+                placeholder="+44 20 7946 0958",
+                autocomplete="tel",
+                maxlength="256",
+                required="required",
+            ),
             tags.button("Call number", type="submit", class_="call"),
         )
 
@@ -467,42 +530,54 @@ class PagesResource(RoutedResource):
         except HTTPError as e:
             if e.status not in (400, 403):
                 raise
-            content = [tags.p("Link: ", tags.code(text, id="dial-uri")),
-                       tags.p(tags.a("Back to the directory", href="/directory"))]
-            self.show(request, Layout("Call this number?", content, principal,
-                                      error=e.message), e.status)
+            content = [
+                tags.p("Link: ", tags.code(text, id="dial-uri")),
+                tags.p(tags.a("Back to the directory", href="/directory")),
+            ]
+            self.show(
+                request, Layout("Call this number?", content, principal, error=e.message), e.status
+            )
             return
         if isinstance(target, LocalName):
             shown, what = target.name, "local (a user of the directory)"
         else:
             shown, what = str(target.number), target.destination_class
         details = tags.dl(class_="details")(
-            tags.dt("Link"), tags.dd(tags.code(text), id="dial-uri"),
-            tags.dt("Number"), tags.dd(shown, id="dial-number"),
-            tags.dt("Class"), tags.dd(what, id="dial-class"),
+            tags.dt("Link"),
+            tags.dd(tags.code(text), id="dial-uri"),
+            tags.dt("Number"),
+            tags.dd(shown, id="dial-number"),
+            tags.dt("Class"),
+            tags.dd(what, id="dial-class"),
         )
         form = post_form("/calls", principal, id="confirm-form")(
             tags.input(type="hidden", name="number", value=shown),
-            tags.button("Call", type="submit", class_="call", id="confirm-call",
-                        autofocus="autofocus"),
-            " ", tags.a("Cancel", href="/directory"),
+            tags.button(
+                "Call", type="submit", class_="call", id="confirm-call", autofocus="autofocus"
+            ),
+            " ",
+            tags.a("Cancel", href="/directory"),
         )
         self.show(request, Layout("Call this number?", [details, form], principal))
 
-    def _directory_row(self, principal: Principal, user: User,
-                       registration: Registration) -> Tag:
+    def _directory_row(self, principal: Principal, user: User, registration: Registration) -> Tag:
         online = registration.registered
-        status = tags.span("online" if online else "offline",
-                           class_="presence " + ("on" if online else "off"))
+        status = tags.span(
+            "online" if online else "offline", class_="presence " + ("on" if online else "off")
+        )
         action: Flattenable = ""
         if user.username != principal.username and not user.disabled:
-            button = tags.button("Call", type="submit", name="callee", value=user.username,
-                                 class_="call")
+            button = tags.button(
+                "Call", type="submit", name="callee", value=user.username, class_="call"
+            )
             if not online:
                 button.attributes["hidden"] = "hidden"
             action = button
-        name = tags.td(tags.strong(user.display_name or user.username), " ",
-                       tags.span(user.username, class_="username"))
+        name = tags.td(
+            tags.strong(user.display_name or user.username),
+            " ",
+            tags.span(user.username, class_="username"),
+        )
         row = tags.tr(**{"data-user": user.username})
         if user.disabled:
             row.attributes["class"] = "disabled"
@@ -529,8 +604,10 @@ class PagesResource(RoutedResource):
         content: Flattenable = self._call(principal, view)
         if self.app.keeps_traces:
             trace = await self.app.trace_of(view)
-            content = [content, ladder(view, trace, self.app.failure_words(view, principal),
-                                       principal)]
+            content = [
+                content,
+                ladder(view, trace, self.app.failure_words(view, principal), principal),
+            ]
         self.show(request, Layout("Call", content, principal, refresh=view.active))
 
     def _call(self, principal: Principal, view: CallView) -> Tag:
@@ -546,33 +623,48 @@ class PagesResource(RoutedResource):
             if isinstance(step, Tag) and i <= reached:
                 step.attributes["class"] = str(step.attributes["class"]) + " reached"
         hangup = post_form(
-            f"/calls/{view.call_id}/hangup", principal,
-            tags.button("Hang up" if view.state == "connected" else "Cancel",
-                        type="submit", class_="danger", id="hangup"),
+            f"/calls/{view.call_id}/hangup",
+            principal,
+            tags.button(
+                "Hang up" if view.state == "connected" else "Cancel",
+                type="submit",
+                class_="danger",
+                id="hangup",
+            ),
             class_="hangup-form",
         )
         if not view.active:
             hangup.attributes["hidden"] = "hidden"
         details = tags.dl(class_="details")(
-            tags.dt("Caller"), tags.dd(view.caller),
-            tags.dt("Callee"), tags.dd(view.callee),
-            tags.dt("Started"), tags.dd(_when(view.created)),
-            tags.dt("Reason"), tags.dd(view.reason or "", id="call-reason"),
-            tags.dt("Duration"), tags.dd(_duration(view.duration), id="call-duration"),
+            tags.dt("Caller"),
+            tags.dd(view.caller),
+            tags.dt("Callee"),
+            tags.dd(view.callee),
+            tags.dt("Started"),
+            tags.dd(_when(view.created)),
+            tags.dt("Reason"),
+            tags.dd(view.reason or "", id="call-reason"),
+            tags.dt("Duration"),
+            tags.dd(_duration(view.duration), id="call-duration"),
         )
         for label, value, ident in (
-                ("Number", view.number, "call-number"),
-                ("Class", view.destination_class, "call-class"),
-                ("Trunk", view.trunk, "call-trunk"),
-                ("Refused", view.refusal, "call-refusal")):
+            ("Number", view.number, "call-number"),
+            ("Class", view.destination_class, "call-class"),
+            ("Trunk", view.trunk, "call-trunk"),
+            ("Refused", view.refusal, "call-refusal"),
+        ):
             if value is not None:
                 details.children.extend([tags.dt(label), tags.dd(value, id=ident)])
         if view.media_relay not in (None, "off"):
-            details.children.extend([
-                tags.dt("Media relay"), tags.dd(view.media_relay or "", id="call-media-relay"),
-            ])
-        section = tags.section(id="call", **{"data-call-id": view.call_id,
-                                             "data-state": view.state})
+            details.children.extend(
+                [
+                    tags.dt("Media relay"),
+                    tags.dd(view.media_relay or "", id="call-media-relay"),
+                ]
+            )
+        section = tags.section(
+            id="call", **{"data-call-id": view.call_id, "data-state": view.state}
+        )
         return section(
             tags.p(class_="state")(
                 "State: ", tags.strong(STATE_LABELS.get(view.state, view.state), id="call-state")
@@ -596,13 +688,11 @@ class PagesResource(RoutedResource):
         principal = await self.user(request)
         raw = (request.args or {}).get(b"page", [b"1"])[0]
         page = int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
-        views, more = await self.app.history(principal.username, PAGE_SIZE,
-                                             (page - 1) * PAGE_SIZE)
+        views, more = await self.app.history(principal.username, PAGE_SIZE, (page - 1) * PAGE_SIZE)
         rows = [
             tags.tr(**{"data-call-id": v.call_id})(
                 tags.td(tags.a(_when(v.created), href=f"/calls/{v.call_id}")),
-                tags.td("to " + v.callee if v.caller == principal.username
-                        else "from " + v.caller),
+                tags.td("to " + v.callee if v.caller == principal.username else "from " + v.caller),
                 tags.td(_number_words(v)),
                 tags.td(STATE_LABELS.get(v.state, v.state)),
                 tags.td(v.refusal or v.reason or ""),
@@ -612,11 +702,20 @@ class PagesResource(RoutedResource):
         ]
         content: list[Flattenable] = [
             tags.table(class_="history", id="history")(
-                tags.thead(tags.tr(tags.th("When"), tags.th("With"), tags.th("Number"),
-                                   tags.th("State"),
-                                   tags.th("Reason"), tags.th("Duration"))),
+                tags.thead(
+                    tags.tr(
+                        tags.th("When"),
+                        tags.th("With"),
+                        tags.th("Number"),
+                        tags.th("State"),
+                        tags.th("Reason"),
+                        tags.th("Duration"),
+                    )
+                ),
                 tags.tbody(*rows),
-            ) if rows else tags.p("No calls yet.")
+            )
+            if rows
+            else tags.p("No calls yet.")
         ]
         pager: list[Flattenable] = []
         if page > 1:
@@ -628,8 +727,13 @@ class PagesResource(RoutedResource):
 
     # -- my account ----------------------------------------------------------------------
 
-    async def account(self, request: Request, error: str | None = None, status: int = 200,
-                      secret: str | None = None) -> None:
+    async def account(
+        self,
+        request: Request,
+        error: str | None = None,
+        status: int = 200,
+        secret: str | None = None,
+    ) -> None:
         principal = await self.user(request)
         soft = self.app.softphone
         name = principal.username
@@ -670,29 +774,55 @@ class PagesResource(RoutedResource):
                 settings,
                 how,
                 shown,
-                post_form("/account/sip-secret", principal,
-                          tags.button("Generate a new SIP password", type="submit"),
-                          class_="card"),
-                tags.p("A new SIP password replaces the old one: phones using the old one stop"
-                       " registering.", class_="hint"),
+                post_form(
+                    "/account/sip-secret",
+                    principal,
+                    tags.button("Generate a new SIP password", type="submit"),
+                    class_="card",
+                ),
+                tags.p(
+                    "A new SIP password replaces the old one: phones using the old one stop"
+                    " registering.",
+                    class_="hint",
+                ),
             ),
             tags.section(
                 tags.h2("Change my web password"),
                 post_form(
-                    "/account/password", principal,
-                    field("Current password", "current", "password",
-                          autocomplete="current-password", required="required"),
-                    field("New password", "new", "password", autocomplete="new-password",
-                          required="required", minlength=str(MIN_PASSWORD)),
-                    field("New password again", "confirm", "password",
-                          autocomplete="new-password", required="required"),
+                    "/account/password",
+                    principal,
+                    field(
+                        "Current password",
+                        "current",
+                        "password",
+                        autocomplete="current-password",
+                        required="required",
+                    ),
+                    field(
+                        "New password",
+                        "new",
+                        "password",
+                        autocomplete="new-password",
+                        required="required",
+                        minlength=str(MIN_PASSWORD),
+                    ),
+                    field(
+                        "New password again",
+                        "confirm",
+                        "password",
+                        autocomplete="new-password",
+                        required="required",
+                    ),
                     tags.button("Change password", type="submit"),
                     class_="card",
                 ),
             ),
         ]
-        self.show(request, Layout("My account", content, principal,
-                                  notice=self.notice_of(request), error=error), status)
+        self.show(
+            request,
+            Layout("My account", content, principal, notice=self.notice_of(request), error=error),
+            status,
+        )
 
     async def change_password(self, request: Request) -> None:
         form = read_form(request)
@@ -702,8 +832,7 @@ class PagesResource(RoutedResource):
         except HTTPError as e:
             await self.account(request, error=e.message, status=400)
             return
-        if await self.app.users.check_password(principal.username,
-                                               form.get("current", "")) is None:
+        if await self.app.users.check_password(principal.username, form.get("current", "")) is None:
             await self.account(request, error="Your current password is wrong.", status=403)
             return
         await self.app.users.update_user(principal.username, UserChanges(password=new))
@@ -723,8 +852,13 @@ class PagesResource(RoutedResource):
 
     # -- administration ------------------------------------------------------------------
 
-    async def admin_users(self, request: Request, error: str | None = None,
-                          status: int = 200, form: dict[str, str] | None = None) -> None:
+    async def admin_users(
+        self,
+        request: Request,
+        error: str | None = None,
+        status: int = 200,
+        form: dict[str, str] | None = None,
+    ) -> None:
         principal = await self.admin(request)
         form = form or {}
         rows = [
@@ -738,29 +872,52 @@ class PagesResource(RoutedResource):
             for u, reg in await self.app.directory()
         ]
         create = post_form(
-            "/admin/users", principal,
-            field("Username", "username", value=form.get("username", ""), required="required",
-                  pattern="[a-z0-9._\\-]{1,64}"),
+            "/admin/users",
+            principal,
+            field(
+                "Username",
+                "username",
+                value=form.get("username", ""),
+                required="required",
+                pattern="[a-z0-9._\\-]{1,64}",
+            ),
             field("Display name", "display_name", value=form.get("display_name", "")),
             field("Web password", "password", "password", autocomplete="new-password"),
-            field("SIP password (empty: generate one)", "sip_password", "password",
-                  autocomplete="new-password"),
-            tags.label(tags.input(type="checkbox", name="is_admin", value="yes"),
-                       " Administrator", class_="check"),
+            field(
+                "SIP password (empty: generate one)",
+                "sip_password",
+                "password",
+                autocomplete="new-password",
+            ),
+            tags.label(
+                tags.input(type="checkbox", name="is_admin", value="yes"),
+                " Administrator",
+                class_="check",
+            ),
             tags.button("Create user", type="submit"),
             class_="card",
         )
         content = [
             tags.table(class_="users", id="users")(
-                tags.thead(tags.tr(tags.th("Username"), tags.th("Name"), tags.th("Role"),
-                                   tags.th("Account"), tags.th("Phone"))),
+                tags.thead(
+                    tags.tr(
+                        tags.th("Username"),
+                        tags.th("Name"),
+                        tags.th("Role"),
+                        tags.th("Account"),
+                        tags.th("Phone"),
+                    )
+                ),
                 tags.tbody(*rows),
             ),
             tags.h2("New user"),
             create,
         ]
-        self.show(request, Layout("Users", content, principal,
-                                  notice=self.notice_of(request), error=error), status)
+        self.show(
+            request,
+            Layout("Users", content, principal, notice=self.notice_of(request), error=error),
+            status,
+        )
 
     async def admin_trunks(self, request: Request) -> None:
         """The SIP trunks ([trunk:NAME]): registration, reachability, calls (read-only)."""
@@ -773,25 +930,38 @@ class PagesResource(RoutedResource):
             state = str(registration.state)
             if registration.reason:
                 state += f": {registration.reason}"
-            rows.append(tags.tr(**{"data-trunk": status.name})(
-                tags.td(status.name),
-                tags.td(status.proxy),
-                tags.td(state, class_=f"registration {registration.state}"),
-                tags.td(_when(registration.expires_at)),
-                tags.td(str(status.reachability), class_=f"reachability {status.reachability}"),
-                tags.td(f"{status.active_calls} / {status.max_calls}"),
-                tags.td(f"{status.max_cps:g}"),
-                tags.td(str(status.refused_calls)),
-                tags.td(str(status.refused_inbound)),
-            ))
+            rows.append(
+                tags.tr(**{"data-trunk": status.name})(
+                    tags.td(status.name),
+                    tags.td(status.proxy),
+                    tags.td(state, class_=f"registration {registration.state}"),
+                    tags.td(_when(registration.expires_at)),
+                    tags.td(str(status.reachability), class_=f"reachability {status.reachability}"),
+                    tags.td(f"{status.active_calls} / {status.max_calls}"),
+                    tags.td(f"{status.max_cps:g}"),
+                    tags.td(str(status.refused_calls)),
+                    tags.td(str(status.refused_inbound)),
+                )
+            )
         if rows:
-            content: list[Flattenable] = [tags.table(class_="trunks", id="trunks")(
-                tags.thead(tags.tr(
-                    tags.th("Trunk"), tags.th("Proxy"), tags.th("Registration"),
-                    tags.th("Expires"), tags.th("Keep-alive"), tags.th("Calls"),
-                    tags.th("Calls/s"), tags.th("Calls refused"), tags.th("Inbound refused"))),
-                tags.tbody(*rows),
-            )]
+            content: list[Flattenable] = [
+                tags.table(class_="trunks", id="trunks")(
+                    tags.thead(
+                        tags.tr(
+                            tags.th("Trunk"),
+                            tags.th("Proxy"),
+                            tags.th("Registration"),
+                            tags.th("Expires"),
+                            tags.th("Keep-alive"),
+                            tags.th("Calls"),
+                            tags.th("Calls/s"),
+                            tags.th("Calls refused"),
+                            tags.th("Inbound refused"),
+                        )
+                    ),
+                    tags.tbody(*rows),
+                )
+            ]
         else:
             content = [tags.p("No SIP trunks are configured ([trunk:NAME] sections).")]
         self.show(request, Layout("Trunks", content, principal))
@@ -803,16 +973,20 @@ class PagesResource(RoutedResource):
             username = form.get("username", "").strip()
             if not is_valid_username(username):
                 raise HTTPError(400, "usernames are 1-64 of a-z, 0-9, '.', '_' and '-'")
-            display_name = _clean_text(form.get("display_name", ""), "display name",
-                                       MAX_DISPLAY_NAME)
+            display_name = _clean_text(
+                form.get("display_name", ""), "display name", MAX_DISPLAY_NAME
+            )
             password = form.get("password") or None
             if password is not None:
                 _new_password(password)
             sip_password = form.get("sip_password") or new_secret()
             try:
                 await self.app.users.add_user(
-                    username, password=password, sip_password=sip_password,
-                    display_name=display_name, is_admin=form.get("is_admin") == "yes",
+                    username,
+                    password=password,
+                    sip_password=sip_password,
+                    display_name=display_name,
+                    is_admin=form.get("is_admin") == "yes",
                 )
             except UserExists:
                 raise HTTPError(409, f"the user {username} exists already") from None
@@ -827,38 +1001,64 @@ class PagesResource(RoutedResource):
             raise HTTPError(404, "no such user")
         return user
 
-    async def admin_user(self, request: Request, username: str, error: str | None = None,
-                         status: int = 200) -> None:
+    async def admin_user(
+        self, request: Request, username: str, error: str | None = None, status: int = 200
+    ) -> None:
         principal = await self.admin(request)
         user = await self._target(username)
         checkbox: Any = tags.input
         edit = post_form(
-            f"/admin/users/{user.username}", principal,
+            f"/admin/users/{user.username}",
+            principal,
             field("Display name", "display_name", value=user.display_name),
-            tags.label(checkbox(type="checkbox", name="is_admin", value="yes",
-                                **({"checked": "checked"} if user.is_admin else {})),
-                       " Administrator", class_="check"),
-            tags.label(checkbox(type="checkbox", name="disabled", value="yes",
-                                **({"checked": "checked"} if user.disabled else {})),
-                       " Disabled (cannot log in, register or be called)", class_="check"),
-            field("New web password (empty: unchanged)", "password", "password",
-                  autocomplete="new-password"),
-            field("New SIP password (empty: unchanged)", "sip_password", "password",
-                  autocomplete="new-password"),
+            tags.label(
+                checkbox(
+                    type="checkbox",
+                    name="is_admin",
+                    value="yes",
+                    **({"checked": "checked"} if user.is_admin else {}),
+                ),
+                " Administrator",
+                class_="check",
+            ),
+            tags.label(
+                checkbox(
+                    type="checkbox",
+                    name="disabled",
+                    value="yes",
+                    **({"checked": "checked"} if user.disabled else {}),
+                ),
+                " Disabled (cannot log in, register or be called)",
+                class_="check",
+            ),
+            field(
+                "New web password (empty: unchanged)",
+                "password",
+                "password",
+                autocomplete="new-password",
+            ),
+            field(
+                "New SIP password (empty: unchanged)",
+                "sip_password",
+                "password",
+                autocomplete="new-password",
+            ),
             tags.button("Save", type="submit"),
             class_="card",
         )
         remove = post_form(
-            f"/admin/users/{user.username}/remove", principal,
-            tags.label(tags.input(type="checkbox", name="confirm", value="yes",
-                                  required="required"),
-                       f" Yes, remove {user.username} and their registrations", class_="check"),
+            f"/admin/users/{user.username}/remove",
+            principal,
+            tags.label(
+                tags.input(type="checkbox", name="confirm", value="yes", required="required"),
+                f" Yes, remove {user.username} and their registrations",
+                class_="check",
+            ),
             tags.button("Remove user", type="submit", class_="danger"),
             class_="card",
         )
         content = [edit, tags.h2("Remove"), remove]
-        self.show(request, Layout(f"User {user.username}", content, principal, error=error),
-                  status)
+        self.show(request, Layout(f"User {user.username}", content, principal, error=error), status)
 
     async def admin_save(self, request: Request, username: str) -> None:
         form = read_form(request)
@@ -873,8 +1073,9 @@ class PagesResource(RoutedResource):
             if user.username == principal.username and (disabled or not is_admin):
                 raise HTTPError(400, "you cannot disable yourself or drop your own admin role")
             changes = UserChanges(
-                display_name=_clean_text(form.get("display_name", ""), "display name",
-                                         MAX_DISPLAY_NAME),
+                display_name=_clean_text(
+                    form.get("display_name", ""), "display name", MAX_DISPLAY_NAME
+                ),
                 password=password,
                 sip_password=form.get("sip_password") or None,
                 disabled=disabled,
@@ -897,10 +1098,10 @@ class PagesResource(RoutedResource):
         if form.get("confirm") != "yes":
             raise HTTPError(400, "tick the box to confirm the removal")
         try:
-            await remove_user(self.app.store, user.username, self.app.clock.seconds(),
-                              self.app.locations)
+            await remove_user(
+                self.app.store, user.username, self.app.clock.seconds(), self.app.locations
+            )
         except NoSuchUser:
             raise HTTPError(404, "no such user") from None
         self.app.sessions.remove_user(user.username)
         self.redirect(request, "/admin/users?done=removed")
-

@@ -149,13 +149,17 @@ class OperatorOnly(RoutedResource):
         """:raises HTTPError: 401 without (valid) credentials, 403 for a non-administrator."""
         authorization = request.getHeader(b"authorization") or b""
         scheme, _, token = authorization.partition(b" ")
-        if (self.token is not None and scheme.lower() == b"bearer"
-                and hmac.compare_digest(token.strip(), self.token)):
+        if (
+            self.token is not None
+            and scheme.lower() == b"bearer"
+            and hmac.compare_digest(token.strip(), self.token)
+        ):
             return
         principal = await self.app.authenticate(request)
         if principal is None:
-            raise HTTPError(401, "authentication required",
-                            {b"www-authenticate": b'Bearer realm="clicktodial"'})
+            raise HTTPError(
+                401, "authentication required", {b"www-authenticate": b'Bearer realm="clicktodial"'}
+            )
         if not principal.is_admin:
             raise HTTPError(403, "for administrators only")
 

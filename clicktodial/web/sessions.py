@@ -42,8 +42,9 @@ def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
-def set_cookie(request: Request, name: bytes, value: str, *, secure: bool,
-               max_age: int | None = None) -> None:
+def set_cookie(
+    request: Request, name: bytes, value: str, *, secure: bool, max_age: int | None = None
+) -> None:
     """
     Set a cookie the way all of ours are: HttpOnly, SameSite=Strict, and ``secure`` (the
     request came over TLS, directly or through a trusted proxy: ``WebApp.cookie_secure``).
@@ -165,6 +166,5 @@ class SessionStore:
 
     def _expired(self, session: Session, now: float) -> bool:
         return (
-            now - session.last_seen >= self.idle_timeout
-            or now - session.created >= self.lifetime
+            now - session.last_seen >= self.idle_timeout or now - session.created >= self.lifetime
         )

@@ -69,9 +69,7 @@ class _DeadlineChannel(HTTPChannel):
 class BoundedSite(Site):
     """A ``Site`` whose connections must deliver each request within ``request_timeout``."""
 
-    def __init__(
-        self, resource: IResource, clock: IReactorTime, request_timeout: float
-    ) -> None:
+    def __init__(self, resource: IResource, clock: IReactorTime, request_timeout: float) -> None:
         super().__init__(resource, reactor=clock)
         self.request_timeout = request_timeout
 

@@ -65,9 +65,17 @@ def _status(status: int | None) -> str:
     return f"{status} {phrase}".strip()
 
 
-def plain_reason(*, caller: str, callee: str, state: str, end_reason: str | None,
-                 sip_status: int | None, who_hung_up: str | None,
-                 viewer: str | None, wording: CallWording) -> str | None:
+def plain_reason(
+    *,
+    caller: str,
+    callee: str,
+    state: str,
+    end_reason: str | None,
+    sip_status: int | None,
+    who_hung_up: str | None,
+    viewer: str | None,
+    wording: CallWording,
+) -> str | None:
     """
     Why the call ended, in words, as ``viewer`` (a username) reads it: "your phone" for
     their own phone, "bob's phone" for the other; None while the call is in progress.
@@ -173,8 +181,9 @@ def message_json(message: TracedMessage, index: int, first_ms: int) -> dict[str,
     }
 
 
-def trace_json(call_id: str, trace: CallTrace | None, *, caller: str, callee: str,
-               reason: str | None) -> dict[str, object]:
+def trace_json(
+    call_id: str, trace: CallTrace | None, *, caller: str, callee: str, reason: str | None
+) -> dict[str, object]:
     """The whole trace: the parties, why it ended, the messages, how many were dropped."""
     messages = trace.messages if trace is not None else ()
     first = messages[0].at_ms if messages else 0
@@ -207,17 +216,24 @@ def trace_text(call_id: str, trace: CallTrace | None) -> str:
         leg = f", {m.leg}'s leg" if m.leg else ""
         copy = ", retransmission" if m.retransmission else ""
         if m.direction == "out":
-            what = (f"{m.transport} message sent ({len(m.data)} bytes) from {local}"
-                    f" to {remote}{leg}{copy}:")
+            what = (
+                f"{m.transport} message sent ({len(m.data)} bytes) from {local}"
+                f" to {remote}{leg}{copy}:"
+            )
         else:
-            what = (f"{m.transport} message received [{len(m.data)}] bytes from {remote}"
-                    f" to {local}{leg}{copy}:")
+            what = (
+                f"{m.transport} message received [{len(m.data)}] bytes from {remote}"
+                f" to {local}{leg}{copy}:"
+            )
         body = m.data.decode("utf-8", "replace").replace("\r\n", "\n")
         out += [f"{_RULE} {stamp} (+{(m.at_ms - first) / 1000:.3f} s)", what, "", body]
     dropped = trace.dropped if trace is not None else 0
     if dropped:
-        out += [_RULE, f"{dropped} more message(s) not kept: the trace reached its bound"
-                       " ([calls] trace_max_messages / trace_max_kb)."]
+        out += [
+            _RULE,
+            f"{dropped} more message(s) not kept: the trace reached its bound"
+            " ([calls] trace_max_messages / trace_max_kb).",
+        ]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -233,11 +249,13 @@ def _packet(m: TracedMessage, tcp_sequence: dict[tuple[str, int, str, int], int]
     local, remote = _address(m.local_host), _address(m.remote_host)
     if local.version != remote.version:
         # One IPv6 socket talking to IPv4 peers: show both as IPv6 (v4-mapped).
-        local, remote = (ipaddress.IPv6Address(f"::ffff:{a}") if a.version == 4 else a
-                         for a in (local, remote))
+        local, remote = (
+            ipaddress.IPv6Address(f"::ffff:{a}") if a.version == 4 else a for a in (local, remote)
+        )
     src, dst = (local, remote) if m.direction == "out" else (remote, local)
-    sport, dport = ((m.local_port, m.remote_port) if m.direction == "out"
-                    else (m.remote_port, m.local_port))
+    sport, dport = (
+        (m.local_port, m.remote_port) if m.direction == "out" else (m.remote_port, m.local_port)
+    )
     transport: dpkt.Packet
     if m.transport == "UDP":
         transport = dpkt.udp.UDP(sport=sport, dport=dport, data=m.data)
@@ -247,19 +265,28 @@ def _packet(m: TracedMessage, tcp_sequence: dict[tuple[str, int, str, int], int]
         flow = (str(src), sport, str(dst), dport)
         seq = tcp_sequence.get(flow, 1)
         tcp_sequence[flow] = seq + len(m.data)
-        transport = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq,
-                                 flags=dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, data=m.data)
+        transport = dpkt.tcp.TCP(
+            sport=sport, dport=dport, seq=seq, flags=dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, data=m.data
+        )
         protocol = dpkt.ip.IP_PROTO_TCP
     if src.version == 4:
-        ip: dpkt.Packet = dpkt.ip.IP(src=src.packed, dst=dst.packed, p=protocol, ttl=64,
-                                     data=transport)
+        ip: dpkt.Packet = dpkt.ip.IP(
+            src=src.packed, dst=dst.packed, p=protocol, ttl=64, data=transport
+        )
         ether_type = dpkt.ethernet.ETH_TYPE_IP
     else:
-        ip = dpkt.ip6.IP6(src=src.packed, dst=dst.packed, nxt=protocol, hlim=64,
-                          data=transport, plen=len(transport))
+        ip = dpkt.ip6.IP6(
+            src=src.packed,
+            dst=dst.packed,
+            nxt=protocol,
+            hlim=64,
+            data=transport,
+            plen=len(transport),
+        )
         ether_type = dpkt.ethernet.ETH_TYPE_IP6
-    frame = dpkt.ethernet.Ethernet(src=b"\x02\x00\x00\x00\x00\x01",
-                                   dst=b"\x02\x00\x00\x00\x00\x02", type=ether_type, data=ip)
+    frame = dpkt.ethernet.Ethernet(
+        src=b"\x02\x00\x00\x00\x00\x01", dst=b"\x02\x00\x00\x00\x00\x02", type=ether_type, data=ip
+    )
     return bytes(frame)
 
 

@@ -79,17 +79,20 @@ class PlaceCall(amp.Command):
     """
 
     arguments = [(b"caller", amp.Unicode()), (b"callee", amp.Unicode())]
-    response = [(b"call", amp.Unicode()), (b"reason", amp.Unicode()),
-                (b"message", amp.Unicode())]
+    response = [(b"call", amp.Unicode()), (b"reason", amp.Unicode()), (b"message", amp.Unicode())]
 
 
-def _delivered(subscribers: Subscribers, clock: IReactorTime, channel: str, text: str,
-               sender: str) -> None:
+def _delivered(
+    subscribers: Subscribers, clock: IReactorTime, channel: str, text: str, sender: str
+) -> None:
     """Deliver a message received from ``sender`` on the next reactor turn (never re-entrant)."""
     message = decode_message(text)
     if message is None:
-        log.warn("local bus: dropped a malformed message on {channel} from {peer}",
-                 channel=channel, peer=sender)
+        log.warn(
+            "local bus: dropped a malformed message on {channel} from {peer}",
+            channel=channel,
+            peer=sender,
+        )
         return
     try:
         check_channel(channel)
@@ -179,8 +182,9 @@ class WorkerHub(Service):
         self._forward(channel, text, None)
         return succeed(True)
 
-    def subscribe(self, channel: str,
-                  callback: Callable[[dict[str, object]], None]) -> Callable[[], None]:
+    def subscribe(
+        self, channel: str, callback: Callable[[dict[str, object]], None]
+    ) -> Callable[[], None]:
         """See :meth:`IEventBus.subscribe`."""
         return self._subscribers.add(channel, callback)
 
@@ -216,7 +220,8 @@ class WorkerPlacement:
             return fail(CallRefused("unavailable", "no worker process is ready; try again"))
         worker = workers[next(self._turn) % len(workers)]
         answered: Deferred[dict[str, str]] = worker.callRemote(
-            PlaceCall, caller=caller_username, callee=callee_username)
+            PlaceCall, caller=caller_username, callee=callee_username
+        )
         # A Deferred of our own: AMP ends the chain of its own with an errback that drops
         # the connection, so a refusal must not fail that chain.
         placed: Deferred[CallInfo] = Deferred()
@@ -286,9 +291,13 @@ class WorkerBus(Service):
     :param lost: called when the main process is gone (a worker then stops).
     """
 
-    def __init__(self, clock: IReactorTime, node_id: str,
-                 connect: Callable[[amp.AMP], object],
-                 lost: Callable[[], object] = lambda: None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        node_id: str,
+        connect: Callable[[amp.AMP], object],
+        lost: Callable[[], object] = lambda: None,
+    ) -> None:
         self.clock = clock
         self.node_id = node_id
         self._connect = connect
@@ -332,8 +341,9 @@ class WorkerBus(Service):
         self._main.callRemote(Publish, channel=channel, message=text)
         return succeed(True)
 
-    def subscribe(self, channel: str,
-                  callback: Callable[[dict[str, object]], None]) -> Callable[[], None]:
+    def subscribe(
+        self, channel: str, callback: Callable[[dict[str, object]], None]
+    ) -> Callable[[], None]:
         """See :meth:`IEventBus.subscribe`."""
         return self._subscribers.add(channel, callback)
 
@@ -344,8 +354,9 @@ class WorkerBus(Service):
     def place_call(self, caller: str, callee: str) -> Deferred[dict[str, str]]:
         controller = self._controller
         if controller is None:
-            return succeed({"call": "", "reason": "unavailable",
-                            "message": "this worker places no calls"})
+            return succeed(
+                {"call": "", "reason": "unavailable", "message": "this worker places no calls"}
+            )
 
         def answer(info: CallInfo) -> dict[str, str]:
             return {"call": json.dumps(attrs.asdict(info)), "reason": "", "message": ""}

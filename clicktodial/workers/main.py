@@ -47,8 +47,14 @@ class WorkersService(MultiService):
     (their graceful stop) before the bus.
     """
 
-    def __init__(self, hub: WorkerHub, pool: WorkerPool, calls: ClusterCalls,
-                 sockets: SharedSockets, records: ICallRecordStore) -> None:
+    def __init__(
+        self,
+        hub: WorkerHub,
+        pool: WorkerPool,
+        calls: ClusterCalls,
+        sockets: SharedSockets,
+        records: ICallRecordStore,
+    ) -> None:
         super().__init__()
         self.hub = hub
         self.pool = pool
@@ -79,9 +85,14 @@ class MainProcess:
     workers: WorkersService
 
 
-def build_main_service(config: Config, reactor: IReactorCore, config_path: str, *,
-                       python: str = sys.executable,
-                       sockets: SharedSockets | None = None) -> MainProcess:
+def build_main_service(
+    config: Config,
+    reactor: IReactorCore,
+    config_path: str,
+    *,
+    python: str = sys.executable,
+    sockets: SharedSockets | None = None,
+) -> MainProcess:
     """
     The main process's service tree for ``config`` (``[daemon] workers`` > 1).
 
@@ -95,8 +106,9 @@ def build_main_service(config: Config, reactor: IReactorCore, config_path: str, 
     load_named_resources(config)
     clock = IReactorTime(reactor)
     store = store_for_daemon(config, clock)
-    location = build_location_store(config, StoreEnvironment(reactor=clock,
-                                                             realm=config.sip.domain))
+    location = build_location_store(
+        config, StoreEnvironment(reactor=clock, realm=config.sip.domain)
+    )
     locations: ILocationStore = location if location is not None else store
     root = DaemonService(store, reactor, demo_users=config.store.demo_users, location=location)
     count = config.daemon.workers
@@ -111,12 +123,22 @@ def build_main_service(config: Config, reactor: IReactorCore, config_path: str, 
     hub = WorkerHub(clock)
     pool = WorkerPool(
         reactor,
-        hub, count,
-        command=lambda index: [python, "-m", "clicktodial.worker", "--config", path,
-                               "--index", str(index)],
+        hub,
+        count,
+        command=lambda index: [
+            python,
+            "-m",
+            "clicktodial.worker",
+            "--config",
+            path,
+            "--index",
+            str(index),
+        ],
         child_fds=sockets.child_fds,
         node_of=lambda index: worker_node(config, index),
-        records=store, env=env, lost=LostCalls(None),
+        records=store,
+        env=env,
+        lost=LostCalls(None),
         # A worker drains its calls for shutdown_grace, then stops its stack.
         stop_timeout=config.daemon.shutdown_grace + 10.0,
     )
@@ -131,10 +153,10 @@ def build_main_service(config: Config, reactor: IReactorCore, config_path: str, 
     if binding_notices is not None:
         binding_notices.subscribe(web_app.registrations.aor_changed)
     operator_root = make_operator_root()
-    site = BoundedSite(make_root_resource(web_app, operator_root), clock,
-                       config.web.request_timeout)
+    site = BoundedSite(
+        make_root_resource(web_app, operator_root), clock, config.web.request_timeout
+    )
     web = strports.service(config.web.listen, site, reactor=reactor)
     web.setName(WEB_SERVICE_NAME)
     web.setServiceParent(root)
     return MainProcess(root, workers)
-

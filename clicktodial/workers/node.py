@@ -78,8 +78,12 @@ def check_workers_config(config: Config) -> None:
     source = config.source
 
     def refuse(problem: str, section: str, key: str | None) -> ConfigError:
-        return ConfigError(source, f"{problem} with [daemon] workers = {daemon.workers}"
-                           " (use workers = 1)", section, key)
+        return ConfigError(
+            source,
+            f"{problem} with [daemon] workers = {daemon.workers} (use workers = 1)",
+            section,
+            key,
+        )
 
     if "tls" in config.sip.transports:
         raise refuse("tls is not served by worker processes yet", "sip", "transports")
@@ -89,12 +93,21 @@ def check_workers_config(config: Config) -> None:
     if trunks:
         raise refuse("a trunk would register once per worker", f"trunk:{trunks[0]}", None)
     if daemon.worker_ports and daemon.worker_ports + daemon.workers - 1 > 65535:
-        raise ConfigError(source, f"{daemon.worker_ports} + {daemon.workers} workers is beyond"
-                          " port 65535", "daemon", "worker_ports")
+        raise ConfigError(
+            source,
+            f"{daemon.worker_ports} + {daemon.workers} workers is beyond port 65535",
+            "daemon",
+            "worker_ports",
+        )
     if daemon.worker_ports and config.sip.listen.port in range(
-            daemon.worker_ports, daemon.worker_ports + daemon.workers):
-        raise ConfigError(source, "the workers' private ports include [sip] listen's port",
-                          "daemon", "worker_ports")
+        daemon.worker_ports, daemon.worker_ports + daemon.workers
+    ):
+        raise ConfigError(
+            source,
+            "the workers' private ports include [sip] listen's port",
+            "daemon",
+            "worker_ports",
+        )
 
 
 class WorkerLink(MultiService):
@@ -106,8 +119,13 @@ class WorkerLink(MultiService):
     up at shutdown are still announced.
     """
 
-    def __init__(self, clock: IReactorTime, bus: WorkerBus, controller: ICallController,
-                 records: ICallRecordStore) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        bus: WorkerBus,
+        controller: ICallController,
+        records: ICallRecordStore,
+    ) -> None:
         super().__init__()
         self.bus = bus
         self.calls = ClusterCalls(clock, controller, bus, records)

@@ -109,16 +109,23 @@ class WorkerPool(Service):
     :param lost: ends a dead worker's calls (and their media relay sessions) as lost.
     """
 
-    def __init__(self, reactor: object, hub: WorkerHub, count: int, *,
-                 command: Callable[[int], list[str]],
-                 child_fds: Callable[[int], Mapping[int, int]],
-                 node_of: Callable[[int], str],
-                 records: ICallRecordStore,
-                 env: Mapping[str, str],
-                 lost: LostCalls | None = None,
-                 stop_timeout: float = 40.0,
-                 min_backoff: float = 1.0, max_backoff: float = 30.0,
-                 stable_after: float = 60.0) -> None:
+    def __init__(
+        self,
+        reactor: object,
+        hub: WorkerHub,
+        count: int,
+        *,
+        command: Callable[[int], list[str]],
+        child_fds: Callable[[int], Mapping[int, int]],
+        node_of: Callable[[int], str],
+        records: ICallRecordStore,
+        env: Mapping[str, str],
+        lost: LostCalls | None = None,
+        stop_timeout: float = 40.0,
+        min_backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        stable_after: float = 60.0,
+    ) -> None:
         #: provides IReactorProcess and IReactorTime
         self.processes = IReactorProcess(reactor)
         self.clock = IReactorTime(reactor)
@@ -197,11 +204,15 @@ class WorkerPool(Service):
         fds.update(self.child_fds(index))
         argv = self.command(index)
         worker.process = self.processes.spawnProcess(
-            _WorkerProcess(self, index, connection), argv[0], argv, env=self.env,
-            childFDs=fds)
+            _WorkerProcess(self, index, connection), argv[0], argv, env=self.env, childFDs=fds
+        )
         worker.started_at = self.clock.seconds()
-        log.info("worker {index} started (pid {pid}, node {node})", index=index,
-                 pid=worker.process.pid, node=self.node_of(index))
+        log.info(
+            "worker {index} started (pid {pid}, node {node})",
+            index=index,
+            pid=worker.process.pid,
+            node=self.node_of(index),
+        )
 
     def _worker_ready(self, index: int) -> None:
         self._ready.add(index)
@@ -219,17 +230,22 @@ class WorkerPool(Service):
                 stopped, self._stopped = self._stopped, None
                 stopped.callback(None)
             return
-        how = ("exited with status 0" if reason.check(ProcessDone)
-               else reason.getErrorMessage())
+        how = "exited with status 0" if reason.check(ProcessDone) else reason.getErrorMessage()
         now = self.clock.seconds()
         if now - worker.started_at >= self.stable_after:
             worker.backoff = 0.0
-        worker.backoff = (self.min_backoff if not worker.backoff
-                          else min(worker.backoff * 2, self.max_backoff))
-        log.error("worker {index} died ({how}); its calls are ended as lost, restarting it in"
-                  " {delay}s", index=index, how=how, delay=worker.backoff)
+        worker.backoff = (
+            self.min_backoff if not worker.backoff else min(worker.backoff * 2, self.max_backoff)
+        )
+        log.error(
+            "worker {index} died ({how}); its calls are ended as lost, restarting it in {delay}s",
+            index=index,
+            how=how,
+            delay=worker.backoff,
+        )
         Deferred.fromCoroutine(self._end_calls(index)).addErrback(
-            lambda f: log.failure("cannot end worker {index}'s calls", f, index=index))
+            lambda f: log.failure("cannot end worker {index}'s calls", f, index=index)
+        )
         worker.restart = self.clock.callLater(worker.backoff, self._restart, index)
 
     def _restart(self, index: int) -> None:
@@ -243,12 +259,15 @@ class WorkerPool(Service):
         node = self.node_of(index)
         at = self.clock.seconds()
         ended = await self.lost.end(self.records, node, at)
-        log.warn("{count} call(s) of worker {index} recorded as ended (lost)", count=ended,
-                 index=index)
+        log.warn(
+            "{count} call(s) of worker {index} recorded as ended (lost)", count=ended, index=index
+        )
         await self.hub.publish(CONTROL_CHANNEL, {"type": "node_lost", "lost": node, "at": at})
 
     def _kill_all(self) -> None:
         self._kill = None
-        log.warn("workers still running {timeout}s after SIGTERM: killing them",
-                 timeout=self.stop_timeout)
+        log.warn(
+            "workers still running {timeout}s after SIGTERM: killing them",
+            timeout=self.stop_timeout,
+        )
         self.signal_all("KILL")

@@ -61,11 +61,13 @@ class ExampleLocationStore:
     # -- ILocationStore ------------------------------------------------------------
 
     def get_bindings(self, aor: str, now: float) -> Deferred[list[Binding]]:
-        return succeed(sort_bindings(
-            [b for b in self._bindings.get(aor, {}).values() if b.expires_at > now]))
+        return succeed(
+            sort_bindings([b for b in self._bindings.get(aor, {}).values() if b.expires_at > now])
+        )
 
-    def update_bindings(self, aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(
+        self, aor: str, changes: BindingChanges, now: float
+    ) -> Deferred[list[Binding]]:
         if aor not in self._bindings and len(self._bindings) >= self.max_aors:
             return fail(StoreUnavailable(f"more than {self.max_aors} AORs"))
         stored = self._bindings.get(aor, {})
@@ -100,12 +102,25 @@ class ExampleLocationStore:
         return succeed(purged)
 
     def registered_aors(self, now: float) -> Deferred[list[str]]:
-        return succeed(sorted(aor for aor, bindings in self._bindings.items()
-                              if any(b.expires_at > now for b in bindings.values())))
+        return succeed(
+            sorted(
+                aor
+                for aor, bindings in self._bindings.items()
+                if any(b.expires_at > now for b in bindings.values())
+            )
+        )
 
     def all_bindings(self, now: float) -> Deferred[list[Binding]]:
-        return succeed(sort_bindings([b for bindings in self._bindings.values()
-                                      for b in bindings.values() if b.expires_at > now]))
+        return succeed(
+            sort_bindings(
+                [
+                    b
+                    for bindings in self._bindings.values()
+                    for b in bindings.values()
+                    if b.expires_at > now
+                ]
+            )
+        )
 
     # -- IBindingChangeNotifier ----------------------------------------------------
 
@@ -130,8 +145,7 @@ class ExampleLocationStore:
 class ExampleLocationFactory:
     """Builds :class:`ExampleLocationStore`; one option, ``max_aors`` (default 10000)."""
 
-    def create(self, options: Mapping[str, str],
-               environment: StoreEnvironment) -> ILocationBackend:
+    def create(self, options: Mapping[str, str], environment: StoreEnvironment) -> ILocationBackend:
         # Validate every option here and raise StoreConfigError(message, key=KEY): the daemon
         # prints "FILE: [location:example] KEY: message" and does not start.
         reject_unknown_options(options, frozenset({"max_aors"}), "example")

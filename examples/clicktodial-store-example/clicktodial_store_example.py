@@ -27,8 +27,9 @@ class ExampleStore(MemoryStore):
 
     registers = 0
 
-    def update_bindings(self, aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(
+        self, aor: str, changes: BindingChanges, now: float
+    ) -> Deferred[list[Binding]]:
         def count(bindings: list[Binding]) -> list[Binding]:
             self.registers += 1
             return bindings
@@ -41,12 +42,14 @@ class ExampleBackendFactory:
     """Builds :class:`ExampleStore` from ``[store:example]``: it accepts (and ignores) a
     ``url`` option only; any other key stops start-up naming it."""
 
-    def create(self, options: Mapping[str, str],
-               environment: StoreEnvironment) -> IStoreBackend:
+    def create(self, options: Mapping[str, str], environment: StoreEnvironment) -> IStoreBackend:
         reject_unknown_options(options, frozenset({"url"}), "example")
-        return ExampleStore(environment.reactor, realm=environment.realm,
-                            hash_pool=environment.hash_pool(),
-                            hasher=environment.password_hasher)
+        return ExampleStore(
+            environment.reactor,
+            realm=environment.realm,
+            hash_pool=environment.hash_pool(),
+            hasher=environment.password_hasher,
+        )
 
 
 #: What the entry point names.

@@ -87,10 +87,17 @@ def parse_args(
     sip_host, _, sip_port = namespace.sip.rpartition(":")
     web_host, web_port = _url(namespace.web)
     args = Args(
-        sip_host=_loopback(sip_host), sip_port=int(sip_port), web=namespace.web.rstrip("/"),
-        web_host=web_host, web_port=web_port, user=namespace.user,
-        password=namespace.password, user2=namespace.user2, password2=namespace.password2,
-        log=namespace.log, metrics_token=namespace.metrics_token,
+        sip_host=_loopback(sip_host),
+        sip_port=int(sip_port),
+        web=namespace.web.rstrip("/"),
+        web_host=web_host,
+        web_port=web_port,
+        user=namespace.user,
+        password=namespace.password,
+        user2=namespace.user2,
+        password2=namespace.password2,
+        log=namespace.log,
+        metrics_token=namespace.metrics_token,
         domain=namespace.domain or sip_host,
     )
     return args, namespace
@@ -141,12 +148,23 @@ def challenge(data: bytes) -> dict[str, str]:
     if not found:
         return {}
     chosen = next((c for c in found if b"MD5" in c.upper()), found[0])
-    return {k.lower(): (v or w) for k, v, w in re.findall(
-        r'([A-Za-z-]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^,\s]+))', chosen.decode("latin-1"))}
+    return {
+        k.lower(): (v or w)
+        for k, v, w in re.findall(
+            r'([A-Za-z-]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^,\s]+))', chosen.decode("latin-1")
+        )
+    }
 
 
-def authorization(user: str, password: str, params: dict[str, str], uri: str, method: str,
-                  nc: int = 1, username: str | None = None) -> str:
+def authorization(
+    user: str,
+    password: str,
+    params: dict[str, str],
+    uri: str,
+    method: str,
+    nc: int = 1,
+    username: str | None = None,
+) -> str:
     """An RFC 2617 MD5 response to ``params`` (qop=auth when offered)."""
     realm, nonce = params.get("realm", ""), params.get("nonce", "")
     ha1 = md5(f"{user}:{realm}:{password}")
@@ -158,14 +176,26 @@ def authorization(user: str, password: str, params: dict[str, str], uri: str, me
         tail = f', qop=auth, nc={nc_text}, cnonce="{cnonce}"'
     else:
         response, tail = md5(f"{ha1}:{nonce}:{ha2}"), ""
-    return (f'Digest username="{shown}", realm="{realm}", nonce="{nonce}", uri="{uri}",'
-            f' response="{response}", algorithm=MD5{tail}')
+    return (
+        f'Digest username="{shown}", realm="{realm}", nonce="{nonce}", uri="{uri}",'
+        f' response="{response}", algorithm=MD5{tail}'
+    )
 
 
-def sip_request(args: Args, method: str, user: str, local: tuple[str, int], *,
-                transport: str = "UDP", call_id: str | None = None, cseq: int = 1,
-                contacts: Sequence[str] | None = None, headers: Sequence[str] = (),
-                expires: int = 600, from_display: str = "") -> bytes:
+def sip_request(
+    args: Args,
+    method: str,
+    user: str,
+    local: tuple[str, int],
+    *,
+    transport: str = "UDP",
+    call_id: str | None = None,
+    cseq: int = 1,
+    contacts: Sequence[str] | None = None,
+    headers: Sequence[str] = (),
+    expires: int = 600,
+    from_display: str = "",
+) -> bytes:
     """A request from ``local`` (``contacts`` default: ``<sip:user@local>``)."""
     host, port = local
     if contacts is None:
@@ -191,8 +221,9 @@ def sip_request(args: Args, method: str, user: str, local: tuple[str, int], *,
 class SipClient:
     """One phone: a UDP socket, or a TCP connection, from ``host`` (port chosen by the system)."""
 
-    def __init__(self, args: Args, host: str, transport: str = "UDP", port: int = 0,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, args: Args, host: str, transport: str = "UDP", port: int = 0, timeout: float = 5.0
+    ) -> None:
         self.args = args
         self.transport = transport
         self.timeout = timeout
@@ -262,24 +293,57 @@ class SipClient:
                 return data
 
 
-def register(args: Args, user: str, password: str, client: SipClient, *,
-             contacts: Sequence[str] | None = None, headers: Sequence[str] = (),
-             expires: int = 600, from_display: str = "", username: str | None = None,
-             timeout: float = 5.0) -> tuple[int, bytes]:
+def register(
+    args: Args,
+    user: str,
+    password: str,
+    client: SipClient,
+    *,
+    contacts: Sequence[str] | None = None,
+    headers: Sequence[str] = (),
+    expires: int = 600,
+    from_display: str = "",
+    username: str | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, bytes]:
     """A whole registration (REGISTER, 401, REGISTER with Digest): (final status, response)."""
     call_id = secrets.token_hex(8)
-    client.send(sip_request(args, "REGISTER", user, client.local, transport=client.transport,
-                            call_id=call_id, cseq=1, contacts=contacts, headers=headers,
-                            expires=expires, from_display=from_display))
+    client.send(
+        sip_request(
+            args,
+            "REGISTER",
+            user,
+            client.local,
+            transport=client.transport,
+            call_id=call_id,
+            cseq=1,
+            contacts=contacts,
+            headers=headers,
+            expires=expires,
+            from_display=from_display,
+        )
+    )
     first = client.final(timeout)
     if status_of(first) != 401:
         return status_of(first), first
-    auth = authorization(user, password, challenge(first), f"sip:{args.domain}", "REGISTER",
-                         username=username)
-    client.send(sip_request(args, "REGISTER", user, client.local, transport=client.transport,
-                            call_id=call_id, cseq=2, contacts=contacts,
-                            headers=[*headers, f"Authorization: {auth}"], expires=expires,
-                            from_display=from_display))
+    auth = authorization(
+        user, password, challenge(first), f"sip:{args.domain}", "REGISTER", username=username
+    )
+    client.send(
+        sip_request(
+            args,
+            "REGISTER",
+            user,
+            client.local,
+            transport=client.transport,
+            call_id=call_id,
+            cseq=2,
+            contacts=contacts,
+            headers=[*headers, f"Authorization: {auth}"],
+            expires=expires,
+            from_display=from_display,
+        )
+    )
     second = client.final(timeout)
     return status_of(second), second
 
@@ -293,12 +357,20 @@ def unregister_all(args: Args, user: str, password: str, host: str) -> int:
 # -- HTTP ---------------------------------------------------------------------------------
 
 
-def http_request(host: str, port: int, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, source: str | None = None,
-                 timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+def http_request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    source: str | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
     """One request on its own connection: (status, headers, body)."""
     connection = http.client.HTTPConnection(
-        host, port, timeout=timeout, source_address=(source, 0) if source else None)
+        host, port, timeout=timeout, source_address=(source, 0) if source else None
+    )
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -307,16 +379,27 @@ def http_request(host: str, port: int, method: str, path: str, body: bytes | Non
         connection.close()
 
 
-def web_login(args: Args, username: str, password: str, source: str | None = None,
-              timeout: float = 60.0) -> int:
+def web_login(
+    args: Args, username: str, password: str, source: str | None = None, timeout: float = 60.0
+) -> int:
     """POST /login (the form, with its double-submit token): the status (303: logged in)."""
     token = secrets.token_hex(16)
     body = urllib.parse.urlencode(
-        {"csrf": token, "username": username, "password": password}).encode()
+        {"csrf": token, "username": username, "password": password}
+    ).encode()
     status, _, _ = http_request(
-        args.web_host, args.web_port, "POST", "/login", body,
-        {"Content-Type": "application/x-www-form-urlencoded",
-         "Cookie": f"clicktodial_login={token}"}, source=source, timeout=timeout)
+        args.web_host,
+        args.web_port,
+        "POST",
+        "/login",
+        body,
+        {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": f"clicktodial_login={token}",
+        },
+        source=source,
+        timeout=timeout,
+    )
     return status
 
 
@@ -325,9 +408,14 @@ def metric(args: Args, name: str) -> float | None:
     if not args.metrics_token:
         return None
     try:
-        status, _, body = http_request(args.web_host, args.web_port, "GET", "/metrics",
-                                       headers={"Authorization": f"Bearer {args.metrics_token}"},
-                                       timeout=10)
+        status, _, body = http_request(
+            args.web_host,
+            args.web_port,
+            "GET",
+            "/metrics",
+            headers={"Authorization": f"Bearer {args.metrics_token}"},
+            timeout=10,
+        )
     except OSError:
         return None
     if status != 200:

@@ -53,8 +53,10 @@ def open_many(host: str, port: int, count: int) -> list[socket.socket]:
             with lock:
                 held.append(sock)
 
-    threads = [threading.Thread(target=open_some, args=(count // 20 + (i < count % 20),))
-               for i in range(20)]
+    threads = [
+        threading.Thread(target=open_some, args=(count // 20 + (i < count % 20),))
+        for i in range(20)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -82,8 +84,9 @@ def still_open(socks: list[socket.socket]) -> int:
     return alive
 
 
-def slow(host: str, port: int, data: bytes, limit: float, result: dict[str, float | None],
-         key: str) -> None:
+def slow(
+    host: str, port: int, data: bytes, limit: float, result: dict[str, float | None], key: str
+) -> None:
     """Send ``data`` a byte a second; seconds until the peer closed (None: not in ``limit``)."""
     sock = socket.socket()
     sock.bind(("127.0.0.23", 0))
@@ -113,12 +116,15 @@ def slow(host: str, port: int, data: bytes, limit: float, result: dict[str, floa
 
 
 def run() -> int:
-    args, options = parse_args(__doc__.split("\n\n")[0], extra=[
-        ("--count", {"type": int, "default": 300}),
-        ("--sip-max", {"type": int, "default": 100}),
-        ("--web-max", {"type": int, "default": 256}),
-        ("--slow-limit", {"type": float, "default": 15.0}),
-    ])
+    args, options = parse_args(
+        __doc__.split("\n\n")[0],
+        extra=[
+            ("--count", {"type": int, "default": 300}),
+            ("--sip-max", {"type": int, "default": 100}),
+            ("--web-max", {"type": int, "default": 256}),
+            ("--slow-limit", {"type": float, "default": 15.0}),
+        ],
+    )
     refused_before = metric(args, "clicktodial_connections_refused_total")
     # Counted half a second after the last is opened (the daemon has accepted them all),
     # before the driver's short idle times (8 s) close them.
@@ -140,14 +146,20 @@ def run() -> int:
     for sock in sip_held + web_held:
         sock.close()
     results: dict[str, float | None] = {}
-    sip_slow = (f"REGISTER sip:{args.domain} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.23:5999;"
-                "branch=z9hG4bKslow\r\n" + "X-Slow: " + "a" * 200).encode()
+    sip_slow = (
+        f"REGISTER sip:{args.domain} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.23:5999;"
+        "branch=z9hG4bKslow\r\n" + "X-Slow: " + "a" * 200
+    ).encode()
     web_slow = ("GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + "a" * 200).encode()
     threads = [
-        threading.Thread(target=slow, args=(args.sip_host, args.sip_port, sip_slow,
-                                            options.slow_limit, results, "sip")),
-        threading.Thread(target=slow, args=(args.web_host, args.web_port, web_slow,
-                                            options.slow_limit, results, "web")),
+        threading.Thread(
+            target=slow,
+            args=(args.sip_host, args.sip_port, sip_slow, options.slow_limit, results, "sip"),
+        ),
+        threading.Thread(
+            target=slow,
+            args=(args.web_host, args.web_port, web_slow, options.slow_limit, results, "web"),
+        ),
     ]
     for thread in threads:
         thread.start()
@@ -155,18 +167,23 @@ def run() -> int:
         thread.join()
 
     def seconds(value: float | None) -> str:
-        return f"cut off after {value:.1f} s" if value is not None else (
-            f"still open after {options.slow_limit:g} s")
+        return (
+            f"cut off after {value:.1f} s"
+            if value is not None
+            else (f"still open after {options.slow_limit:g} s")
+        )
 
     refused_text = metric_delta(refused, refused_before)
-    figures = (f"one address opened {len(sip_held)} SIP TCP connections: {sip_open} held open"
-               f" ({sip_seconds:.1f} s); {len(web_held)} web connections: {web_open} held open"
-               f" ({web_seconds:.1f} s);"
-               f" clicktodial_connections_refused_total +{refused_text}\n"
-               f"meanwhile a phone from another address registered over TCP: {phone_status};"
-               f" a user logged in from another address: {login_status}\n"
-               f"slow-loris, a byte a second: SIP {seconds(results.get('sip'))},"
-               f" web {seconds(results.get('web'))}")
+    figures = (
+        f"one address opened {len(sip_held)} SIP TCP connections: {sip_open} held open"
+        f" ({sip_seconds:.1f} s); {len(web_held)} web connections: {web_open} held open"
+        f" ({web_seconds:.1f} s);"
+        f" clicktodial_connections_refused_total +{refused_text}\n"
+        f"meanwhile a phone from another address registered over TCP: {phone_status};"
+        f" a user logged in from another address: {login_status}\n"
+        f"slow-loris, a byte a second: SIP {seconds(results.get('sip'))},"
+        f" web {seconds(results.get('web'))}"
+    )
     problems = []
     if sip_open > options.sip_max:
         problems.append(f"{sip_open} SIP connections held (max {options.sip_max})")

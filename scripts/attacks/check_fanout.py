@@ -32,10 +32,13 @@ CALLEE = "127.0.0.41"
 
 
 def run() -> int:
-    args, options = parse_args(__doc__.split("\n\n")[0], extra=[
-        ("--max-forks", {"type": int, "default": 5}),
-        ("--window", {"type": float, "default": 4.0}),
-    ])
+    args, options = parse_args(
+        __doc__.split("\n\n")[0],
+        extra=[
+            ("--max-forks", {"type": int, "default": 5}),
+            ("--window", {"type": float, "default": 4.0}),
+        ],
+    )
     # The callee needs a phone too: a call to a user with none fails before ringing anyone.
     with SipClient(args, CALLEE) as callee:
         callee_status = register(args, args.user2, args.password2, callee, expires=60)[0]
@@ -49,8 +52,13 @@ def run() -> int:
             big.append(register(args, args.user, args.password, phone, contacts=contacts)[0])
         singles, bound = [], 0
         for n in range(6):
-            status, text = register(args, args.user, args.password, phone,
-                                    contacts=[f"<sip:{args.user}-{n}@{PHONE}:{port}>"])
+            status, text = register(
+                args,
+                args.user,
+                args.password,
+                phone,
+                contacts=[f"<sip:{args.user}-{n}@{PHONE}:{port}>"],
+            )
             singles.append(status)
             if status == 200:
                 bound = len(re.findall(rb"\r\n(?:Contact|m)[ \t]*:", text, re.I))
@@ -71,10 +79,12 @@ def run() -> int:
         web.hang_up(call_id)
     unregister_all(args, args.user, args.password, PHONE)
     unregister_all(args, args.user2, args.password2, CALLEE)
-    figures = (f"3 REGISTERs of 200 Contacts: {big}; then 6 of one: {singles};"
-               f" {bound} binding(s); in {options.window:g} s after one click:"
-               f" {len(branches)} INVITE transaction(s), {datagrams} INVITE datagram(s)"
-               f" with retransmissions")
+    figures = (
+        f"3 REGISTERs of 200 Contacts: {big}; then 6 of one: {singles};"
+        f" {bound} binding(s); in {options.window:g} s after one click:"
+        f" {len(branches)} INVITE transaction(s), {datagrams} INVITE datagram(s)"
+        f" with retransmissions"
+    )
     if len(branches) > options.max_forks:
         print(figures)
         return fail(f"{len(branches)} INVITEs for one click (max_forks {options.max_forks})")

@@ -38,22 +38,29 @@ def payloads(domain: str) -> list[bytes]:
     rng = random.Random(7)
     garbage = [rng.randbytes(200) for _ in range(128)]
     registers = [
-        (f"REGISTER sip:{domain} SIP/2.0\r\n"
-         f"Via: SIP/2.0/UDP {FLOODER}:5999;rport;branch=z9hG4bKflood{i}\r\n"
-         "Max-Forwards: 70\r\n"
-         f"From: <sip:flood{i}@{domain}>;tag=f{i}\r\n"
-         f"To: <sip:flood{i}@{domain}>\r\n"
-         f"Call-ID: flood-{i}@{FLOODER}\r\n"
-         "CSeq: 1 REGISTER\r\n"
-         f"Contact: <sip:flood{i}@{FLOODER}:5999>\r\n"
-         "Content-Length: 0\r\n\r\n").encode()
+        (
+            f"REGISTER sip:{domain} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {FLOODER}:5999;rport;branch=z9hG4bKflood{i}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:flood{i}@{domain}>;tag=f{i}\r\n"
+            f"To: <sip:flood{i}@{domain}>\r\n"
+            f"Call-ID: flood-{i}@{FLOODER}\r\n"
+            "CSeq: 1 REGISTER\r\n"
+            f"Contact: <sip:flood{i}@{FLOODER}:5999>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
         for i in range(128)
     ]
     return [d for pair in zip(garbage, registers, strict=True) for d in pair]
 
 
-def flood(target: tuple[str, int], domain: str, seconds: float, limit: int,
-          sent_out: multiprocessing.Value) -> None:  # type: ignore[valid-type]
+def flood(
+    target: tuple[str, int],
+    domain: str,
+    seconds: float,
+    limit: int,
+    sent_out: multiprocessing.Value,
+) -> None:  # type: ignore[valid-type]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((FLOODER, 0))
     messages = payloads(domain)
@@ -70,17 +77,27 @@ def flood(target: tuple[str, int], domain: str, seconds: float, limit: int,
 
 
 def run() -> int:
-    args, options = parse_args(__doc__.split("\n\n")[0], extra=[
-        ("--seconds", {"type": float, "default": 3.0}),
-        ("--max-datagrams", {"type": int, "default": 2_000_000}),
-        ("--min-success", {"type": float, "default": 0.9}),
-    ])
+    args, options = parse_args(
+        __doc__.split("\n\n")[0],
+        extra=[
+            ("--seconds", {"type": float, "default": 3.0}),
+            ("--max-datagrams", {"type": int, "default": 2_000_000}),
+            ("--min-success", {"type": float, "default": 0.9}),
+        ],
+    )
     refused_before = metric(args, 'clicktodial_sip_requests_refused{reason="rate_limited"}')
     dropped_before = metric(args, "clicktodial_sip_udp_kernel_drops")
     sent = multiprocessing.Value("q", 0)
     flooder = multiprocessing.Process(
-        target=flood, args=((args.sip_host, args.sip_port), args.domain, options.seconds,
-                            options.max_datagrams, sent))
+        target=flood,
+        args=(
+            (args.sip_host, args.sip_port),
+            args.domain,
+            options.seconds,
+            options.max_datagrams,
+            sent,
+        ),
+    )
     begin = time.monotonic()
     flooder.start()
     results = []
@@ -89,8 +106,9 @@ def run() -> int:
             start = begin + 0.5
             while start <= begin + options.seconds - 0.5:
                 time.sleep(max(0.0, start - time.monotonic()))
-                status, _ = register(args, args.user2, args.password2, phone, expires=60,
-                                     timeout=2.0)
+                status, _ = register(
+                    args, args.user2, args.password2, phone, expires=60, timeout=2.0
+                )
                 results.append(status)
                 start += 0.25
                 # A registration that took long (a lost datagram) shifts the next ones.
@@ -108,11 +126,13 @@ def run() -> int:
     rate = sent.value / max(options.seconds, 0.001)
     refused_text = metric_delta(refused, refused_before)
     dropped_text = metric_delta(dropped, dropped_before)
-    figures = (f"flood from {FLOODER}: {sent.value} datagrams in about {options.seconds:g} s"
-               f" ({rate:,.0f}/s); rate-limited by the daemon: {refused_text}, dropped by"
-               f" the kernel (filter or full buffer): {dropped_text};"
-               f" phone on {PHONE}: {succeeded} of {len(results)} registrations succeeded"
-               f" (statuses {sorted(set(results))}); {flood_seconds:.1f} s in all")
+    figures = (
+        f"flood from {FLOODER}: {sent.value} datagrams in about {options.seconds:g} s"
+        f" ({rate:,.0f}/s); rate-limited by the daemon: {refused_text}, dropped by"
+        f" the kernel (filter or full buffer): {dropped_text};"
+        f" phone on {PHONE}: {succeeded} of {len(results)} registrations succeeded"
+        f" (statuses {sorted(set(results))}); {flood_seconds:.1f} s in all"
+    )
     if not results or succeeded < options.min_success * len(results):
         print(figures)
         return fail(f"only {succeeded} of {len(results)} registrations succeeded during the flood")

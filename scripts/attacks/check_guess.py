@@ -46,17 +46,28 @@ def sip_burst(args, user: str, count: int) -> list[int | None]:  # type: ignore[
     try:
         first = socks[0]
         first.settimeout(10)
-        first.sendto(sip_request(args, "REGISTER", user, first.getsockname(), call_id="burst"),
-                     target)
+        first.sendto(
+            sip_request(args, "REGISTER", user, first.getsockname(), call_id="burst"), target
+        )
         params = challenge(first.recv(65535))
         if not params:
             return [None] * count
         for i, sock in enumerate(socks):
-            auth = authorization(user, f"guess-{i}", params, f"sip:{args.domain}", "REGISTER",
-                                 nc=i + 1)
-            sock.sendto(sip_request(args, "REGISTER", user, sock.getsockname(),
-                                    call_id=f"guess-{i}", cseq=2,
-                                    headers=[f"Authorization: {auth}"]), target)
+            auth = authorization(
+                user, f"guess-{i}", params, f"sip:{args.domain}", "REGISTER", nc=i + 1
+            )
+            sock.sendto(
+                sip_request(
+                    args,
+                    "REGISTER",
+                    user,
+                    sock.getsockname(),
+                    call_id=f"guess-{i}",
+                    cseq=2,
+                    headers=[f"Authorization: {auth}"],
+                ),
+                target,
+            )
         result: list[int | None] = [None] * count
         index = {s.fileno(): i for i, s in enumerate(socks)}
         deadline = time.monotonic() + BURST_TIMEOUT
@@ -74,13 +85,16 @@ def sip_burst(args, user: str, count: int) -> list[int | None]:  # type: ignore[
 
 
 def run() -> int:
-    args, options = parse_args(__doc__.split("\n\n")[0], extra=[
-        ("--guess-user", {"default": "guess-target"}),
-        ("--sip-guesses", {"type": int, "default": 40}),
-        ("--web-guesses", {"type": int, "default": 30}),
-        ("--sip-limit", {"type": int, "default": 20}),
-        ("--web-limit", {"type": int, "default": 10}),
-    ])
+    args, options = parse_args(
+        __doc__.split("\n\n")[0],
+        extra=[
+            ("--guess-user", {"default": "guess-target"}),
+            ("--sip-guesses", {"type": int, "default": 40}),
+            ("--web-guesses", {"type": int, "default": 30}),
+            ("--sip-limit", {"type": int, "default": 20}),
+            ("--web-limit", {"type": int, "default": 10}),
+        ],
+    )
     if not args.log:
         return fail("needs --log (the daemon's log file) to count the checked guesses")
     user = options.guess_user
@@ -88,8 +102,10 @@ def run() -> int:
     sip_before, web_before = log_text(args).count(sip_line), log_text(args).count(web_line)
     with ThreadPoolExecutor(max_workers=options.web_guesses + 1) as pool:
         sip = pool.submit(sip_burst, args, user, options.sip_guesses)
-        web = [pool.submit(web_login, args, user, f"guess-{i}", "127.0.0.150")
-               for i in range(options.web_guesses)]
+        web = [
+            pool.submit(web_login, args, user, f"guess-{i}", "127.0.0.150")
+            for i in range(options.web_guesses)
+        ]
         sip_statuses = sip.result(timeout=BURST_TIMEOUT + 20)
         web_statuses = [w.result(timeout=120) for w in web]
     time.sleep(0.5)
@@ -100,10 +116,12 @@ def run() -> int:
     def spread(statuses: list[int | None]) -> str:
         return ", ".join(f"{s}: {statuses.count(s)}" for s in sorted(set(statuses), key=str))
 
-    figures = (f"SIP: {options.sip_guesses} guesses at once from {options.sip_guesses}"
-               f" addresses, one nonce: {sip_checked} checked; answers {spread(sip_statuses)}\n"
-               f"web: {options.web_guesses} logins at once from one address: {web_checked}"
-               f" checked; answers {spread(web_statuses)}")
+    figures = (
+        f"SIP: {options.sip_guesses} guesses at once from {options.sip_guesses}"
+        f" addresses, one nonce: {sip_checked} checked; answers {spread(sip_statuses)}\n"
+        f"web: {options.web_guesses} logins at once from one address: {web_checked}"
+        f" checked; answers {spread(web_statuses)}"
+    )
     problems = []
     if sip_checked > options.sip_limit:
         problems.append(f"SIP: {sip_checked} guesses checked (limit {options.sip_limit})")

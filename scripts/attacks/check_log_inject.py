@@ -40,16 +40,31 @@ def run() -> int:
     before = len(log_text(args))
     with SipClient(args, "127.0.0.90") as phone:
         # A wrong password: "Authentication failed for {username}" is logged.
-        register(args, args.user, "wrong-password", phone,
-                 headers=[f"User-Agent: evil-ua-MARK1{ESC}"],
-                 from_display=f'"MARK2{ESC}" ', username=f"MARK3{ESC}")
+        register(
+            args,
+            args.user,
+            "wrong-password",
+            phone,
+            headers=[f"User-Agent: evil-ua-MARK1{ESC}"],
+            from_display=f'"MARK2{ESC}" ',
+            username=f"MARK3{ESC}",
+        )
         # A second Max-Forwards: 400, logged with the Call-ID.
-        phone.send(sip_request(args, "REGISTER", args.user, phone.local,
-                               call_id=f"MARK4{ESC}", headers=["Max-Forwards: 69"]))
+        phone.send(
+            sip_request(
+                args,
+                "REGISTER",
+                args.user,
+                phone.local,
+                call_id=f"MARK4{ESC}",
+                headers=["Max-Forwards: 69"],
+            )
+        )
         phone.final(2.0)
         phone.send(f"MARK5{ESC}\r\n\r\n".encode())
-    web_status = web_login(args, f"MARK6\r\n2026-01-01T00:00:00+0000 [forged] hi{ESC}",
-                           "wrong", source="127.0.0.91")
+    web_status = web_login(
+        args, f"MARK6\r\n2026-01-01T00:00:00+0000 [forged] hi{ESC}", "wrong", source="127.0.0.91"
+    )
     time.sleep(1.0)
     text = log_text(args)[before:]
     raw = RAW_CONTROL.findall(text)
@@ -58,11 +73,13 @@ def run() -> int:
     if "MARK6" not in marks and "web login failed for ? " in text:
         marks.append("MARK6 (as ?)")
     forged = len(re.findall(r"^\S+ \[forged\]", text, re.M))
-    figures = (f"log lines written during the check: {text.count(chr(10))};"
-               f" raw control characters in them: {len(raw)}"
-               f" ({', '.join(sorted({repr(c) for c in raw})) or 'none'});"
-               f" forged lines: {forged}; markers found: {', '.join(marks) or 'none'};"
-               f" web login: {web_status}")
+    figures = (
+        f"log lines written during the check: {text.count(chr(10))};"
+        f" raw control characters in them: {len(raw)}"
+        f" ({', '.join(sorted({repr(c) for c in raw})) or 'none'});"
+        f" forged lines: {forged}; markers found: {', '.join(marks) or 'none'};"
+        f" web login: {web_status}"
+    )
     if raw or forged:
         print(figures)
         return fail(f"{len(raw)} raw control character(s), {forged} forged line(s) in the log")

@@ -53,8 +53,10 @@ def request(method: str, via: str, sip: tuple[str, int], user: str) -> bytes:
     body = ""
     extra = ""
     if method == "INVITE":
-        body = ("v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-                "m=audio 4000 RTP/AVP 0\r\n")
+        body = (
+            "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 4000 RTP/AVP 0\r\n"
+        )
         extra = "Content-Type: application/sdp\r\n"
     return (
         f"{method} {uri} SIP/2.0\r\n"
@@ -68,8 +70,9 @@ def request(method: str, via: str, sip: tuple[str, int], user: str) -> bytes:
     ).encode()
 
 
-def attack(sip: tuple[str, int], user: str, name: str, method: str, via: str,
-           trap_host: str) -> tuple[int, int, int, int]:
+def attack(
+    sip: tuple[str, int], user: str, name: str, method: str, via: str, trap_host: str
+) -> tuple[int, int, int, int]:
     """One attack: (bytes sent, packets at the trap, bytes at the trap, answers at the source)."""
     attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     attacker.bind(("127.0.0.1", 0))
@@ -79,8 +82,9 @@ def attack(sip: tuple[str, int], user: str, name: str, method: str, via: str,
         attacker.close()
         raise
     try:
-        data = request(method, via.format(me="127.0.0.1", port=trap.port, trap=trap_host), sip,
-                       user)
+        data = request(
+            method, via.format(me="127.0.0.1", port=trap.port, trap=trap_host), sip, user
+        )
         attacker.sendto(data, sip)
         answers = 0
         end = time.monotonic() + WAIT
@@ -102,8 +106,7 @@ def wait_for_sip(sip: tuple[str, int], timeout: float = 10.0) -> None:
         me = sock.getsockname()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            sock.sendto(request("OPTIONS", f"SIP/2.0/UDP {me[0]}:{me[1]};rport", sip, "ping"),
-                        sip)
+            sock.sendto(request("OPTIONS", f"SIP/2.0/UDP {me[0]}:{me[1]};rport", sip, "ping"), sip)
             if select.select([sock], [], [], 0.5)[0]:
                 return
         raise TimeoutError(f"no answer to OPTIONS from {sip[0]}:{sip[1]}")
@@ -115,8 +118,10 @@ def run(sip: tuple[str, int], user: str, trap_host: str = "127.0.0.9") -> list[s
     failures = []
     for name, method, via, answered in ATTACKS:
         sent, packets, trap_bytes, answers = attack(sip, user, name, method, via, trap_host)
-        print(f"reflector {name:9} {method:8}: sent {sent} bytes; at the trap {packets} packets"
-              f" ({trap_bytes} bytes); answers at the source {answers}")
+        print(
+            f"reflector {name:9} {method:8}: sent {sent} bytes; at the trap {packets} packets"
+            f" ({trap_bytes} bytes); answers at the source {answers}"
+        )
         if packets:
             failures.append(f"{method} with Via {name} reflected {packets} packets to the trap")
         elif answered and answers == 0:

@@ -43,8 +43,14 @@ CONNECT_TIMEOUT = 15.0
 SETTLE = 2.0
 
 
-def attack(sip: tuple[str, int], web: WebSession, users: Sequence[tuple[str, str]],
-           header: str, forks: int, trap_host: str) -> dict[str, object]:
+def attack(
+    sip: tuple[str, int],
+    web: WebSession,
+    users: Sequence[tuple[str, str]],
+    header: str,
+    forks: int,
+    trap_host: str,
+) -> dict[str, object]:
     """One call with ``header`` in every phone's answers; what happened."""
     trap = Trap(trap_host)
     line = header.format(trap=trap_host, port=trap.port)
@@ -59,8 +65,9 @@ def attack(sip: tuple[str, int], web: WebSession, users: Sequence[tuple[str, str
 
         def call() -> None:
             call_id = web.place_call(users[1][0])
-            result["state"] = web.wait_state(call_id, ("connected", "ended", "failed"),
-                                             CONNECT_TIMEOUT)
+            result["state"] = web.wait_state(
+                call_id, ("connected", "ended", "failed"), CONNECT_TIMEOUT
+            )
             trap.poll(1.0)
             web.hang_up(call_id)
             result["end"] = web.wait_state(call_id, ("ended", "failed"), CONNECT_TIMEOUT)
@@ -76,8 +83,9 @@ def attack(sip: tuple[str, int], web: WebSession, users: Sequence[tuple[str, str
         trap.close()
 
 
-def run(sip: tuple[str, int], base: str, users: Sequence[tuple[str, str]],
-        trap_host: str = "127.0.0.9") -> list[str]:
+def run(
+    sip: tuple[str, int], base: str, users: Sequence[tuple[str, str]], trap_host: str = "127.0.0.9"
+) -> list[str]:
     """Every attack; the failures (empty: PASS).  Prints one line per attack."""
     web = WebSession(base, *users[0])
     failures = []
@@ -85,12 +93,19 @@ def run(sip: tuple[str, int], base: str, users: Sequence[tuple[str, str]],
         result = attack(sip, web, users, header, forks, trap_host)
         phones = result["phones"]
         assert isinstance(phones, dict)
-        got = "; ".join(f"{user} got " + ",".join(
-            f"{m}x{methods.count(m)}" for m in ("INVITE", "ACK", "BYE", "CANCEL")
-            if m in methods)
-            for user, methods in phones.items())
-        print(f"steer {name:16}: call {result['state']}; at the trap {result['trap']} packets "
-              f"({result['trap_summary']}); {got}")
+        got = "; ".join(
+            f"{user} got "
+            + ",".join(
+                f"{m}x{methods.count(m)}"
+                for m in ("INVITE", "ACK", "BYE", "CANCEL")
+                if m in methods
+            )
+            for user, methods in phones.items()
+        )
+        print(
+            f"steer {name:16}: call {result['state']}; at the trap {result['trap']} packets "
+            f"({result['trap_summary']}); {got}"
+        )
         if result["trap"]:
             failures.append(f"{name}: {result['trap']} packets reached the trap")
         elif result["state"] != "connected":

@@ -43,8 +43,11 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser.add_argument("--password", required=True, help="web and SIP password of --user")
     parser.add_argument("--user2", required=True)
     parser.add_argument("--password2", required=True, help="web and SIP password of --user2")
-    parser.add_argument("--trap-host", default="127.0.0.9",
-                        help="loopback address of the trap sockets (default 127.0.0.9)")
+    parser.add_argument(
+        "--trap-host",
+        default="127.0.0.9",
+        help="loopback address of the trap sockets (default 127.0.0.9)",
+    )
     # The driver (scripts/attacks/run) passes every check the same arguments (--log,
     # --metrics-token, ...): ignore those these checks do not use.
     namespace, _unknown = parser.parse_known_args(argv)
@@ -81,8 +84,9 @@ class Trap:
         """Read what arrives for up to ``seconds`` (0: what is there now)."""
         end = time.monotonic() + seconds
         while True:
-            ready = select.select([self.udp, self.tcp, *self._open], [], [],
-                                  max(0.0, end - time.monotonic()))[0]
+            ready = select.select(
+                [self.udp, self.tcp, *self._open], [], [], max(0.0, end - time.monotonic())
+            )[0]
             if not ready:
                 return
             for sock in ready:
@@ -112,8 +116,7 @@ class Trap:
         return self.datagrams + self.connections
 
     def summary(self) -> str:
-        return (f"{self.datagrams} datagrams, {self.connections} TCP connections, "
-                f"{self.bytes} bytes")
+        return f"{self.datagrams} datagrams, {self.connections} TCP connections, {self.bytes} bytes"
 
     def close(self) -> None:
         for sock in [self.udp, self.tcp, *self._open]:
@@ -122,8 +125,18 @@ class Trap:
 
 # -- Digest registration ----------------------------------------------------------------------
 
-def _digest_response(algorithm: str, user: str, realm: str, password: str, method: str,
-                     uri: str, nonce: str, qop: str | None, cnonce: str) -> str:
+
+def _digest_response(
+    algorithm: str,
+    user: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None,
+    cnonce: str,
+) -> str:
     name = "sha256" if algorithm.upper().startswith("SHA-256") else "md5"
 
     def h(text: str) -> str:
@@ -135,12 +148,14 @@ def _digest_response(algorithm: str, user: str, realm: str, password: str, metho
     return h(f"{ha1}:{nonce}:{ha2}")
 
 
-def authorization(challenge_text: str, user: str, password: str, method: str,
-                  uri: str) -> str:
+def authorization(challenge_text: str, user: str, password: str, method: str, uri: str) -> str:
     """An ``Authorization`` value answering the MD5 (else SHA-256) challenge of a 401."""
-    challenges = [dict(re.findall(r'(\w+)="?([^",]*)"?', match))
-                  for match in re.findall(r"^WWW-Authenticate:\s*Digest\s+(.*?)\r?$",
-                                          challenge_text, re.I | re.M)]
+    challenges = [
+        dict(re.findall(r'(\w+)="?([^",]*)"?', match))
+        for match in re.findall(
+            r"^WWW-Authenticate:\s*Digest\s+(.*?)\r?$", challenge_text, re.I | re.M
+        )
+    ]
     if not challenges:
         raise ValueError("no Digest challenge")
     challenges.sort(key=lambda c: c.get("algorithm", "MD5").upper() != "MD5")
@@ -148,10 +163,13 @@ def authorization(challenge_text: str, user: str, password: str, method: str,
     algorithm = params.get("algorithm", "MD5")
     qop = "auth" if "auth" in params.get("qop", "").split(",") else None
     cnonce = secrets.token_hex(4)
-    response = _digest_response(algorithm, user, params["realm"], password, method, uri,
-                                params["nonce"], qop, cnonce)
-    value = (f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
-             f'uri="{uri}", response="{response}", algorithm={algorithm}')
+    response = _digest_response(
+        algorithm, user, params["realm"], password, method, uri, params["nonce"], qop, cnonce
+    )
+    value = (
+        f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
+        f'uri="{uri}", response="{response}", algorithm={algorithm}'
+    )
     if qop:
         value += f', qop=auth, nc=00000001, cnonce="{cnonce}"'
     if "opaque" in params:
@@ -159,8 +177,14 @@ def authorization(challenge_text: str, user: str, password: str, method: str,
     return value
 
 
-def register(sock: socket.socket, sip: tuple[str, int], user: str, password: str,
-             expires: int = 300, timeout: float = 5.0) -> int:
+def register(
+    sock: socket.socket,
+    sip: tuple[str, int],
+    user: str,
+    password: str,
+    expires: int = 300,
+    timeout: float = 5.0,
+) -> int:
     """REGISTER ``sip:user@HOST:PORT`` (the socket's address) with Digest; the final status."""
     host, port = sock.getsockname()[:2]
     registrar = f"sip:{sip[0]}:{sip[1]}"
@@ -200,6 +224,7 @@ def register(sock: socket.socket, sip: tuple[str, int], user: str, password: str
 
 # -- the web ----------------------------------------------------------------------------------
 
+
 class WebSession:
     """A logged-in browser session on the daemon's web interface (cookie + CSRF token)."""
 
@@ -212,15 +237,21 @@ class WebSession:
         # The login form's CSRF token is a double-submit cookie: any value, sent twice.
         self.cookies["clicktodial_login"] = token
         form = urllib.parse.urlencode({"csrf": token, "username": user, "password": password})
-        status, _ = self.request("POST", "/login", form.encode(),
-                                 {"Content-Type": "application/x-www-form-urlencoded"})
+        status, _ = self.request(
+            "POST", "/login", form.encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+        )
         if status != 303 or "clicktodial_session" not in self.cookies:
             raise RuntimeError(f"log in as {user} failed ({status})")
         status, me = self.request("GET", "/api/v1/me")
         self.csrf = str(json.loads(me)["csrf_token"])
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             all_headers = dict(headers or {})
@@ -271,8 +302,10 @@ class WebSession:
 
 # -- a scripted phone -------------------------------------------------------------------------
 
-_SDP = ("v=0\r\no=phone {sess} {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
-        "t=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+_SDP = (
+    "v=0\r\no=phone {sess} {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    "t=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
 
 
 def _header(text: str, name: str, short: str | None = None) -> list[str]:
@@ -296,8 +329,14 @@ class Phone:
     own address.  Runs on a thread until :meth:`close`.
     """
 
-    def __init__(self, user: str, password: str, sip: tuple[str, int],
-                 headers: Sequence[str] = (), host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        user: str,
+        password: str,
+        sip: tuple[str, int],
+        headers: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
         self.user, self.password, self.sip = user, password, sip
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
@@ -313,8 +352,7 @@ class Phone:
         return register(self.sock, self.sip, self.user, self.password, expires)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"phone-{self.user}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"phone-{self.user}", daemon=True)
         self._thread.start()
 
     def methods(self) -> list[str]:
@@ -347,8 +385,15 @@ class Phone:
         elif method != "ACK":
             self._respond(text, peer, "501 Not Implemented")
 
-    def _respond(self, request: str, peer: tuple[str, int], status: str, *,
-                 dialog: bool = False, body: str = "") -> None:
+    def _respond(
+        self,
+        request: str,
+        peer: tuple[str, int],
+        status: str,
+        *,
+        dialog: bool = False,
+        body: str = "",
+    ) -> None:
         lines = [f"SIP/2.0 {status}"]
         lines += [f"Via: {via}" for via in _header(request, "Via", "v")]
         lines += [f"From: {value}" for value in _header(request, "From", "f")]

@@ -25,37 +25,63 @@ def test_a_tcp_flow_reconnects_to_the_source_host_at_the_contact_port() -> None:
 
 
 def test_a_contact_without_a_port_reconnects_to_the_default_port() -> None:
-    tcp = flow_destination(parse_uri("sip:127.0.0.5:40000;transport=tcp"),
-                           parse_uri("sip:a@10.9.9.9;transport=tcp"), outbound=False)
-    tls = flow_destination(parse_uri("sip:127.0.0.5:40000;transport=tls"),
-                           parse_uri("sips:a@10.9.9.9"), outbound=False)
+    tcp = flow_destination(
+        parse_uri("sip:127.0.0.5:40000;transport=tcp"),
+        parse_uri("sip:a@10.9.9.9;transport=tcp"),
+        outbound=False,
+    )
+    tls = flow_destination(
+        parse_uri("sip:127.0.0.5:40000;transport=tls"), parse_uri("sips:a@10.9.9.9"), outbound=False
+    )
     assert (tcp.reconnect_port, tls.reconnect_port) == (5060, 5061)
 
 
 def test_an_outbound_flow_is_never_reopened() -> None:
-    destination = flow_destination(parse_uri("sip:127.0.0.5:40000;transport=tcp"),
-                                   parse_uri("sip:a@10.9.9.9:5072;transport=tcp"),
-                                   outbound=True)
+    destination = flow_destination(
+        parse_uri("sip:127.0.0.5:40000;transport=tcp"),
+        parse_uri("sip:a@10.9.9.9:5072;transport=tcp"),
+        outbound=True,
+    )
     assert destination.reconnect_port == NO_RECONNECT
 
 
 def test_a_udp_flow_is_the_source_address() -> None:
-    destination = flow_destination(parse_uri("sip:127.0.0.5:40000;transport=udp"),
-                                   parse_uri("sip:a@10.9.9.9:5072"), outbound=False)
+    destination = flow_destination(
+        parse_uri("sip:127.0.0.5:40000;transport=udp"),
+        parse_uri("sip:a@10.9.9.9:5072"),
+        outbound=False,
+    )
     assert destination == Destination("UDP", "127.0.0.5", 40000)
 
 
 def test_a_binding_over_tcp_targets_its_flow_with_the_contact_port() -> None:
-    binding = Binding("sip:a@x", "sip:a@127.0.0.5:5072;transport=tcp", 1.0, "c", 1,
-                      received="sip:127.0.0.5:40000;transport=tcp")
+    binding = Binding(
+        "sip:a@x",
+        "sip:a@127.0.0.5:5072;transport=tcp",
+        1.0,
+        "c",
+        1,
+        received="sip:127.0.0.5:40000;transport=tcp",
+    )
     target = target_for_binding(binding, NetworkSet())
-    assert target.flow == target.destination == Destination(
-        "TCP", "127.0.0.5", 40000, reconnect_port=5072)
+    assert (
+        target.flow
+        == target.destination
+        == Destination("TCP", "127.0.0.5", 40000, reconnect_port=5072)
+    )
 
 
 def test_an_outbound_binding_over_tcp_targets_its_flow_only() -> None:
-    binding = Binding("sip:a@x", "sip:a@127.0.0.5:5072;transport=tcp", 1.0, "c", 1,
-                      instance_id="<urn:uuid:1>", reg_id=1,
-                      received="sip:127.0.0.5:40000;transport=tcp")
+    binding = Binding(
+        "sip:a@x",
+        "sip:a@127.0.0.5:5072;transport=tcp",
+        1.0,
+        "c",
+        1,
+        instance_id="<urn:uuid:1>",
+        reg_id=1,
+        received="sip:127.0.0.5:40000;transport=tcp",
+    )
     assert target_for_binding(binding, NetworkSet()).flow == Destination(
-        "TCP", "127.0.0.5", 40000, reconnect_port=NO_RECONNECT)
+        "TCP", "127.0.0.5", 40000, reconnect_port=NO_RECONNECT
+    )

@@ -49,8 +49,15 @@ def test_per_call_objects_have_no_instance_dict() -> None:
     world = held_call("flow4")
     session = world.daemon.ua.sessions[0]
     leg = session.handler.leg  # type: ignore[attr-defined]
-    for obj in (session, session.dialog, session.dialog.offer_answer, leg, leg.handler,
-                leg.origin, leg.call):
+    for obj in (
+        session,
+        session.dialog,
+        session.dialog.offer_answer,
+        leg,
+        leg.handler,
+        leg.origin,
+        leg.call,
+    ):
         assert not hasattr(obj, "__dict__"), type(obj).__name__
     assert isinstance(leg, Leg) and isinstance(leg.call, Call)
     assert isinstance(session, Session) and isinstance(session.dialog, Dialog)

@@ -31,10 +31,18 @@ def world_with_phones(
     **settings: Any,
 ) -> tuple[CallWorld, Phone, Phone]:
     world = CallWorld(policy=policy, **settings)
-    alice = world.phone("alice", "127.0.0.2", answer=caller or Answer(delay=1, sdp=sdp("alice")),
-                        display_name="Alice Liddell")
-    bob = world.phone("bob", "127.0.0.3", answer=callee or Answer(delay=2, sdp=sdp("bob")),
-                      display_name="Bob Dylan")
+    alice = world.phone(
+        "alice",
+        "127.0.0.2",
+        answer=caller or Answer(delay=1, sdp=sdp("alice")),
+        display_name="Alice Liddell",
+    )
+    bob = world.phone(
+        "bob",
+        "127.0.0.3",
+        answer=callee or Answer(delay=2, sdp=sdp("bob")),
+        display_name="Bob Dylan",
+    )
     return world, alice, bob
 
 
@@ -64,8 +72,11 @@ def test_connected_call_relays_each_phones_description_to_the_other(policy: str)
     world.run(2)
     assert bob.sessions == []
     record = world.record(call_id)
-    assert (record.end_reason, record.who_hung_up, record.state) == ("caller-hangup", "caller",
-                                                                      "ended")
+    assert (record.end_reason, record.who_hung_up, record.state) == (
+        "caller-hangup",
+        "caller",
+        "ended",
+    )
     assert record.caller_answered_at is not None and record.callee_answered_at is not None
     assert world.states(call_id)[-1] == "ended"
     world.assert_quiescent()
@@ -83,7 +94,9 @@ def test_flow4_acks_the_caller_at_once_with_a_held_answer_then_reinvites_it() ->
     reinvite = world.sent("INVITE", to="127.0.0.2")[1].message
     origin = SessionDescription.parse(reinvite.body).origin
     assert (origin.session_id, origin.session_version) == (
-        held.origin.session_id, held.origin.session_version + 1)
+        held.origin.session_id,
+        held.origin.session_version + 1,
+    )
     world.controller.hang_up(call_id, "bob")
     world.assert_quiescent()
 
@@ -126,13 +139,21 @@ def test_caller_not_answering_within_ring_timeout_gets_cancel() -> None:
     assert world.sent("INVITE", to="127.0.0.3") == []
     record = world.record(info.call_id)
     assert (record.end_reason, record.state, record.who_hung_up) == (
-        "caller-no-answer", "failed", "system")
+        "caller-no-answer",
+        "failed",
+        "system",
+    )
     world.assert_quiescent()
 
 
-@pytest.mark.parametrize(("status", "reason"), [
-    (486, "caller-busy"), (603, "caller-rejected"), (404, "caller-rejected"),
-])
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (486, "caller-busy"),
+        (603, "caller-rejected"),
+        (404, "caller-rejected"),
+    ],
+)
 def test_caller_rejecting_fails_the_call_with_that_status(status: int, reason: str) -> None:
     world, alice, bob = world_with_phones(caller=Answer(reject=status, delay=1))
     info = world.place("alice", "bob")
@@ -145,11 +166,17 @@ def test_caller_rejecting_fails_the_call_with_that_status(status: int, reason: s
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize(("status", "reason"), [
-    (486, "callee-busy"), (603, "callee-rejected"), (480, "callee-no-answer"),
-])
-def test_callee_failing_gives_the_caller_bye_with_reason(policy: str, status: int,
-                                                         reason: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (486, "callee-busy"),
+        (603, "callee-rejected"),
+        (480, "callee-no-answer"),
+    ],
+)
+def test_callee_failing_gives_the_caller_bye_with_reason(
+    policy: str, status: int, reason: str
+) -> None:
     world, alice, bob = world_with_phones(policy, callee=Answer(reject=status, delay=1))
     info = world.place("alice", "bob")
     world.run(4)
@@ -267,8 +294,9 @@ def test_several_contacts_ring_in_parallel_first_answer_wins_others_cancelled() 
 
 def test_a_second_contact_answering_too_is_acked_and_byed() -> None:
     world, alice, bob = world_with_phones(caller=Answer(delay=1, sdp=sdp("alice")))
-    desk = world.phone("alice", "127.0.0.4", answer=Answer(delay=1, sdp=sdp("desk")),
-                       create_user=False)
+    desk = world.phone(
+        "alice", "127.0.0.4", answer=Answer(delay=1, sdp=sdp("desk")), create_user=False
+    )
     info = world.place("alice", "bob")
     world.run(6)
     assert state(world, info.call_id) == "connected"
@@ -282,15 +310,17 @@ def test_reinvite_from_either_phone_is_relayed_to_the_other(policy: str) -> None
     world, alice, bob, call_id = connected(policy)
     hold = sdp("alice", 7).replace(b"m=audio", b"a=sendonly\r\nm=audio")
     answers: list[int] = []
-    alice.sessions[0].reinvite(hold, SDP_CONTENT_TYPE,
-                               on_response=lambda r: answers.append(r.status))
+    alice.sessions[0].reinvite(
+        hold, SDP_CONTENT_TYPE, on_response=lambda r: answers.append(r.status)
+    )
     world.run(2)
     assert answers == [200]
     relayed = [w.message for w in world.sent("INVITE", to="127.0.0.3")][-1]
     assert b"a=sendonly" in relayed.body
     answers.clear()
-    bob.sessions[0].reinvite(sdp("bob", 9), SDP_CONTENT_TYPE,
-                             on_response=lambda r: answers.append(r.status))
+    bob.sessions[0].reinvite(
+        sdp("bob", 9), SDP_CONTENT_TYPE, on_response=lambda r: answers.append(r.status)
+    )
     world.run(2)
     assert answers == [200]
     world.controller.hang_up(call_id)
@@ -300,12 +330,18 @@ def test_reinvite_from_either_phone_is_relayed_to_the_other(policy: str) -> None
 def test_reinvite_glare_gets_491() -> None:
     world, alice, bob, call_id = connected()
     statuses: list[int] = []
-    alice.sessions[0].reinvite(sdp("alice", 5), SDP_CONTENT_TYPE,
-                               on_response=lambda r: statuses.append(r.status),
-                               retry_on_491=False)
-    bob.sessions[0].reinvite(sdp("bob", 5), SDP_CONTENT_TYPE,
-                             on_response=lambda r: statuses.append(r.status),
-                             retry_on_491=False)
+    alice.sessions[0].reinvite(
+        sdp("alice", 5),
+        SDP_CONTENT_TYPE,
+        on_response=lambda r: statuses.append(r.status),
+        retry_on_491=False,
+    )
+    bob.sessions[0].reinvite(
+        sdp("bob", 5),
+        SDP_CONTENT_TYPE,
+        on_response=lambda r: statuses.append(r.status),
+        retry_on_491=False,
+    )
     world.run(3)
     assert 491 in statuses
     assert state(world, call_id) == "connected"
@@ -318,8 +354,11 @@ def test_maximum_call_duration_ends_the_call() -> None:
     world.run(61)
     assert alice.sessions == [] and bob.sessions == []
     record = world.record(call_id)
-    assert (record.end_reason, record.who_hung_up, record.state) == ("max-duration", "system",
-                                                                      "ended")
+    assert (record.end_reason, record.who_hung_up, record.state) == (
+        "max-duration",
+        "system",
+        "ended",
+    )
     world.assert_quiescent()
 
 
@@ -344,8 +383,9 @@ def test_phone_that_stops_answering_in_dialog_requests_gets_the_call_torn_down()
     world, alice, bob, call_id = connected()
     world.blackholed.add(("127.0.0.3", 5060))
     statuses: list[int] = []
-    alice.sessions[0].reinvite(sdp("alice", 5), SDP_CONTENT_TYPE,
-                               on_response=lambda r: statuses.append(r.status))
+    alice.sessions[0].reinvite(
+        sdp("alice", 5), SDP_CONTENT_TYPE, on_response=lambda r: statuses.append(r.status)
+    )
     world.run(40)
     assert statuses[-1] == 408
     assert alice.sessions == []
@@ -378,13 +418,25 @@ def test_stored_contact_uri_headers_never_become_header_fields_and_received_is_h
     world.user("alice")
     endpoint = world.net.endpoint("127.0.0.9", 5099)
     from clicktodial.testing.callfakes import Phone, answer_reinvites
-    phone = Phone(world.clock, endpoint, "127.0.0.9", 5099, "alice", world.timers,
-                  Answer(delay=1, sdp=sdp("alice")), seed=0)
+
+    phone = Phone(
+        world.clock,
+        endpoint,
+        "127.0.0.9",
+        5099,
+        "alice",
+        world.timers,
+        Answer(delay=1, sdp=sdp("alice")),
+        seed=0,
+    )
     endpoint.attach(phone.layer)
     phone.app.on_request = answer_reinvites("alice")
     world.phones.append(phone)
-    world.bind("alice", "sip:alice@10.1.2.3:5060?Route=%3Csip:evil.example%3E",
-               received="sip:127.0.0.9:5099;transport=udp")
+    world.bind(
+        "alice",
+        "sip:alice@10.1.2.3:5060?Route=%3Csip:evil.example%3E",
+        received="sip:127.0.0.9:5099;transport=udp",
+    )
     world.phone("bob", "127.0.0.3")
     info = world.place("alice", "bob")
     world.run(6)
@@ -403,8 +455,12 @@ def test_stored_contact_uri_headers_never_become_header_fields_and_received_is_h
 def test_stored_path_is_the_preloaded_route() -> None:
     world = CallWorld(trusted_paths=NetworkSet.parse("127.0.0.6"))
     world.user("alice")
-    world.bind("alice", "sip:alice@127.0.0.2:5060", path=("<sip:127.0.0.7:5070;lr>",),
-               received="sip:127.0.0.6:5060;transport=udp")
+    world.bind(
+        "alice",
+        "sip:alice@127.0.0.2:5060",
+        path=("<sip:127.0.0.7:5070;lr>",),
+        received="sip:127.0.0.6:5060;transport=udp",
+    )
     world.phone("bob", "127.0.0.3")
     world.place("alice", "bob")
     world.run(1)
@@ -498,8 +554,12 @@ def test_a_path_not_registered_through_a_trusted_proxy_steers_nothing() -> None:
     Contact's host or maddr (a Path stored before the registrar checked its source)."""
     world = CallWorld(trusted_paths=NetworkSet.parse("127.0.0.6"))
     world.user("alice")
-    world.bind("alice", "sip:+19005550123@premium.itsp.test;maddr=127.0.0.8",
-               path=("<sip:127.0.0.5:5099;lr>",), received="sip:127.0.0.9:5062;transport=udp")
+    world.bind(
+        "alice",
+        "sip:+19005550123@premium.itsp.test;maddr=127.0.0.8",
+        path=("<sip:127.0.0.5:5099;lr>",),
+        received="sip:127.0.0.9:5062;transport=udp",
+    )
     world.phone("bob", "127.0.0.3")
     world.place("alice", "bob")
     world.run(1)
@@ -517,14 +577,21 @@ def test_one_call_rings_at_most_max_forks_of_a_users_phones() -> None:
     world = CallWorld(max_forks=3)
     world.user("alice")
     for n in range(10, 20):
-        world.bind("alice", f"sip:alice@127.0.0.{n}", q=None if n == 10 else 0.8,
-                   received=f"sip:127.0.0.{n}:5060;transport=udp")
+        world.bind(
+            "alice",
+            f"sip:alice@127.0.0.{n}",
+            q=None if n == 10 else 0.8,
+            received=f"sip:127.0.0.{n}:5060;transport=udp",
+        )
         world.run(1)  # later bindings expire later
     world.phone("bob", "127.0.0.3")
     info = world.place("alice", "bob")
     world.run(1)
     assert sorted({wire.to[0] for wire in world.sent("INVITE")}) == [
-        "127.0.0.10", "127.0.0.18", "127.0.0.19"]
+        "127.0.0.10",
+        "127.0.0.18",
+        "127.0.0.19",
+    ]
     world.controller.hang_up(info.call_id)
     world.run(40)
     world.assert_quiescent()

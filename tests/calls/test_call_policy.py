@@ -22,10 +22,12 @@ from clicktodial.testing.callfakes import CallWorld
 from clicktodial.testing.uafakes import Answer
 
 
-def request(caller_calls: int = 0, callee_calls: int = 0, total: int = 0,
-            admin: bool = False) -> CallRequest:
-    return CallRequest(User("alice", is_admin=admin), User("bob"), caller_calls, callee_calls,
-                       total)
+def request(
+    caller_calls: int = 0, callee_calls: int = 0, total: int = 0, admin: bool = False
+) -> CallRequest:
+    return CallRequest(
+        User("alice", is_admin=admin), User("bob"), caller_calls, callee_calls, total
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_POLICIES))
@@ -51,28 +53,36 @@ def test_unknown_policy_name_lists_the_available_ones() -> None:
     assert set(available_policies()) >= {"flow1", "flow4"}
 
 
-@pytest.mark.parametrize(("settings", "req", "reason"), [
-    ({"who_may_call": "nobody"}, request(), "forbidden"),
-    ({"who_may_call": "admins"}, request(), "forbidden"),
-    ({"max_calls_per_user": 2}, request(caller_calls=2), "caller-limit"),
-    ({"max_calls_per_user": 2}, request(callee_calls=2), "callee-limit"),
-    ({"max_calls_total": 10}, request(total=10), "total-limit"),
-])
-def test_policy_refuses_what_the_settings_forbid(settings: dict[str, object], req: CallRequest,
-                                                 reason: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "req", "reason"),
+    [
+        ({"who_may_call": "nobody"}, request(), "forbidden"),
+        ({"who_may_call": "admins"}, request(), "forbidden"),
+        ({"max_calls_per_user": 2}, request(caller_calls=2), "caller-limit"),
+        ({"max_calls_per_user": 2}, request(callee_calls=2), "callee-limit"),
+        ({"max_calls_total": 10}, request(total=10), "total-limit"),
+    ],
+)
+def test_policy_refuses_what_the_settings_forbid(
+    settings: dict[str, object], req: CallRequest, reason: str
+) -> None:
     policy = create_policy(CallsConfig(**settings))  # type: ignore[arg-type]
     with pytest.raises(CallRefused) as info:
         policy.authorize(req)
     assert info.value.reason == reason
 
 
-@pytest.mark.parametrize(("settings", "req"), [
-    ({"who_may_call": "admins"}, request(admin=True)),
-    ({"max_calls_per_user": 0}, request(caller_calls=100)),
-    ({"max_calls_per_user": 2}, request(caller_calls=1, callee_calls=1, total=5)),
-])
-def test_policy_allows_what_the_settings_allow(settings: dict[str, object],
-                                               req: CallRequest) -> None:
+@pytest.mark.parametrize(
+    ("settings", "req"),
+    [
+        ({"who_may_call": "admins"}, request(admin=True)),
+        ({"max_calls_per_user": 0}, request(caller_calls=100)),
+        ({"max_calls_per_user": 2}, request(caller_calls=1, callee_calls=1, total=5)),
+    ],
+)
+def test_policy_allows_what_the_settings_allow(
+    settings: dict[str, object], req: CallRequest
+) -> None:
     create_policy(CallsConfig(**settings)).authorize(req)  # type: ignore[arg-type]
 
 
@@ -94,6 +104,7 @@ def test_unknown_or_disabled_users_are_refused() -> None:
     assert world.refusal("alice", "nobody").reason == "unknown-user"
     world.user("carol")
     from clicktodial.store.values import UserChanges
+
     world.store.update_user("carol", UserChanges(disabled=True))
     assert world.refusal("carol", "alice").reason == "disabled-user"
 

@@ -88,10 +88,12 @@ def relayed_world(
     world = CallWorld(policy=policy, **settings)
     relay = FakeRelay()
     world.controller.relay = RelaySettings(relay, auto=auto, on_failure=on_failure)
-    alice = world.phone("alice", "127.0.0.2",
-                        answer=Answer(delay=1, sdp=sdp("alice", host=alice_host, port=4000)))
-    bob = world.phone("bob", "127.0.0.3",
-                      answer=Answer(delay=2, sdp=sdp("bob", host=bob_host, port=5000)))
+    alice = world.phone(
+        "alice", "127.0.0.2", answer=Answer(delay=1, sdp=sdp("alice", host=alice_host, port=4000))
+    )
+    bob = world.phone(
+        "bob", "127.0.0.3", answer=Answer(delay=2, sdp=sdp("bob", host=bob_host, port=5000))
+    )
     return world, alice, bob, relay
 
 
@@ -158,9 +160,11 @@ def test_hold_and_resume_reinvites_go_through_the_relay(policy: str) -> None:
     before = len(relay.commands)
     responses: list[int] = []
     hold = sdp("alice", 7, host="192.168.1.10", port=4000).replace(
-        b"m=audio", b"a=sendonly\r\nm=audio")
-    alice.sessions[0].reinvite(hold, SDP_CONTENT_TYPE,
-                               on_response=lambda r: responses.append(r.status))
+        b"m=audio", b"a=sendonly\r\nm=audio"
+    )
+    alice.sessions[0].reinvite(
+        hold, SDP_CONTENT_TYPE, on_response=lambda r: responses.append(r.status)
+    )
     world.run(2)
     assert responses[-1] == 200
     assert relay.commands[before:] == [
@@ -170,8 +174,11 @@ def test_hold_and_resume_reinvites_go_through_the_relay(policy: str) -> None:
     bob_invites = world.sent("INVITE", to="127.0.0.3")
     assert sdp_address(bob_invites[-1].message.body) == RELAY_HOST
     assert remote_address(alice) == RELAY_HOST
-    bob.sessions[0].reinvite(sdp("bob", 9, host="192.168.1.20", port=5000), SDP_CONTENT_TYPE,
-                             on_response=lambda r: responses.append(r.status))
+    bob.sessions[0].reinvite(
+        sdp("bob", 9, host="192.168.1.20", port=5000),
+        SDP_CONTENT_TYPE,
+        on_response=lambda r: responses.append(r.status),
+    )
     world.run(2)
     assert responses[-1] == 200
     assert relay.commands[-2][:3] == ("offer", call_id, "callee")
@@ -190,7 +197,10 @@ def test_a_failing_relay_fails_the_call_with_media_relay_failed(policy: str, com
     call_id = place(world)
     record = world.record(call_id)
     assert (record.state, record.end_reason, record.who_hung_up) == (
-        "failed", "media-relay-failed", "system")
+        "failed",
+        "media-relay-failed",
+        "system",
+    )
     assert alice.sessions == [] and bob.sessions == []
     # Whatever rtpengine may hold of the call is deleted.
     assert relay.names()[-1] == "delete"
@@ -268,7 +278,8 @@ def test_daemon_stop_deletes_relay_sessions() -> None:
 @pytest.mark.parametrize("policy", POLICIES)
 def test_auto_does_not_relay_phones_whose_sdp_names_their_signalling_address(policy: str) -> None:
     world, alice, bob, relay = relayed_world(
-        policy, auto=True, alice_host="127.0.0.2", bob_host="127.0.0.3")
+        policy, auto=True, alice_host="127.0.0.2", bob_host="127.0.0.3"
+    )
     call_id = place(world)
     info = world.controller.get_call(call_id)
     assert info is not None and info.state == "connected" and info.media_relay == "off"
@@ -283,7 +294,8 @@ def test_auto_does_not_relay_phones_whose_sdp_names_their_signalling_address(pol
 @pytest.mark.parametrize("policy", POLICIES)
 def test_auto_relays_a_call_with_a_phone_behind_nat(policy: str) -> None:
     world, alice, bob, relay = relayed_world(
-        policy, auto=True, alice_host="192.168.1.10", bob_host="127.0.0.3")
+        policy, auto=True, alice_host="192.168.1.10", bob_host="127.0.0.3"
+    )
     call_id = place(world)
     info = world.controller.get_call(call_id)
     assert info is not None and info.state == "connected" and info.media_relay == "relayed"

@@ -28,12 +28,17 @@ ATTACKS = {
 }
 
 
-def steering_phone(world: CallWorld, user: str, host: str, attack: str, delay: float,
-                   create_user: bool = True) -> Phone:
+def steering_phone(
+    world: CallWorld, user: str, host: str, attack: str, delay: float, create_user: bool = True
+) -> Phone:
     """A phone registered from ``host`` whose 180 and 2xx carry the ``attack``."""
     contact, headers = ATTACKS[attack]
-    phone = world.phone(user, host, answer=Answer(delay=delay, sdp=sdp(user), headers=headers),
-                        create_user=create_user)
+    phone = world.phone(
+        user,
+        host,
+        answer=Answer(delay=delay, sdp=sdp(user), headers=headers),
+        create_user=create_user,
+    )
     if contact is not None:
         phone.ua.contact = contact
     return phone
@@ -48,7 +53,8 @@ def methods_to(world: CallWorld, host: str) -> set[str]:
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("who", ["caller", "callee"])
 def test_a_phones_contact_and_record_route_never_steer_its_dialogs_requests(
-        policy: str, attack: str, who: str) -> None:
+    policy: str, attack: str, who: str
+) -> None:
     world = CallWorld(policy=policy)
     if who == "caller":
         steering_phone(world, "alice", "127.0.0.2", attack, delay=1)
@@ -89,8 +95,11 @@ def test_a_late_forks_2xx_is_acked_and_byed_at_its_phones_address(policy: str) -
     info = world.place("alice", "bob")
     world.run(5)
     assert world.controller.get_call(info.call_id).state == "connected"  # type: ignore[union-attr]
-    answered = {wire.sender[0] for wire in world.sent(status=200)
-                if wire.to[0] == "127.0.0.1" and wire.message.cseq.method == "INVITE"}
+    answered = {
+        wire.sender[0]
+        for wire in world.sent(status=200)
+        if wire.to[0] == "127.0.0.1" and wire.message.cseq.method == "INVITE"
+    }
     assert {"127.0.0.2", "127.0.0.4"} <= answered
     # One of them was the late fork: ACKed and BYEd already.
     assert len([w for w in world.sent("BYE") if w.to[0] in ("127.0.0.2", "127.0.0.4")]) == 1
@@ -107,8 +116,11 @@ def test_a_redirect_is_a_failure_its_contact_is_never_called() -> None:
     UAC): its Contact gets no INVITE."""
     world = CallWorld()
     world.phone("alice", "127.0.0.2", answer=Answer(delay=1, sdp=sdp("alice")))
-    world.phone("bob", "127.0.0.3", answer=Answer(
-        delay=1, reject=302, headers=(("Contact", f"<{TRAP_CONTACT}>"),)))
+    world.phone(
+        "bob",
+        "127.0.0.3",
+        answer=Answer(delay=1, reject=302, headers=(("Contact", f"<{TRAP_CONTACT}>"),)),
+    )
     info = world.place("alice", "bob")
     world.run(5)
     record = world.record(info.call_id)
@@ -127,14 +139,26 @@ def test_through_a_trusted_proxy_every_request_goes_to_its_first_hop(policy: str
     world = CallWorld(policy=policy, trusted_paths=NetworkSet.parse("127.0.0.6"))
     world.user("alice")
     endpoint = world.net.endpoint("127.0.0.7", 5070)
-    phone = Phone(world.clock, endpoint, "127.0.0.7", 5070, "alice", world.timers,
-                  Answer(delay=1, sdp=sdp("alice"), headers=(TRAP_ROUTE,)), seed=0)
+    phone = Phone(
+        world.clock,
+        endpoint,
+        "127.0.0.7",
+        5070,
+        "alice",
+        world.timers,
+        Answer(delay=1, sdp=sdp("alice"), headers=(TRAP_ROUTE,)),
+        seed=0,
+    )
     endpoint.attach(phone.layer)
     phone.app.on_request = answer_reinvites("alice")
     phone.ua.contact = TRAP_CONTACT
     world.phones.append(phone)
-    world.bind("alice", "sip:alice@10.1.2.3:5060", path=("<sip:127.0.0.7:5070;lr>",),
-               received="sip:127.0.0.6:5060;transport=udp")
+    world.bind(
+        "alice",
+        "sip:alice@10.1.2.3:5060",
+        path=("<sip:127.0.0.7:5070;lr>",),
+        received="sip:127.0.0.6:5060;transport=udp",
+    )
     world.phone("bob", "127.0.0.3", answer=Answer(delay=2, sdp=sdp("bob")))
     info = world.place("alice", "bob")
     world.run(5)

@@ -103,7 +103,8 @@ def test_an_input_without_transition_is_logged_once_per_call_and_counted() -> No
         globalLogPublisher.removeObserver(events.append)
     assert controller.unexpected_inputs == {"calling-callee/bridged": 2}
     warnings: list[dict[str, Any]] = [
-        e for e in events
+        e
+        for e in events
         if e.get("log_namespace") == "clicktodial.calls.call"
         and e["log_level"].name == "warn"
         and "has no transition" in e["log_format"]

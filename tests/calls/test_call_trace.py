@@ -45,8 +45,7 @@ class SpyTraceStore:
         self.held: list[Deferred[None]] = []
         self.purged: list[float] = []
 
-    def append_traces(self, appends: Sequence[TraceAppend],
-                      limits: TraceLimits) -> Deferred[None]:
+    def append_traces(self, appends: Sequence[TraceAppend], limits: TraceLimits) -> Deferred[None]:
         self.writes.append(list(appends))
         if self.hold:
             # Stored when released, as a database write commits.
@@ -65,20 +64,24 @@ class SpyTraceStore:
         return succeed(self.traces.purge(before))
 
 
-def message(call_id: str = "leg-1@127.0.0.1", method: str = "INVITE", extra: str = "",
-            body: bytes = b"") -> tuple[Request, bytes]:
-    data = (f"{method} sip:bob@127.0.0.3 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n"
-            f"From: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 {method}\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+def message(
+    call_id: str = "leg-1@127.0.0.1", method: str = "INVITE", extra: str = "", body: bytes = b""
+) -> tuple[Request, bytes]:
+    data = (
+        f"{method} sip:bob@127.0.0.3 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n"
+        f"From: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 {method}\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     parsed = parse_message(data)
     assert isinstance(parsed, Request)
     return parsed, data
 
 
-def tracer(store: Any = None, limits: TraceLimits | None = None,
-           clock: Clock | None = None) -> tuple[CallTracer, Any, Clock]:
+def tracer(
+    store: Any = None, limits: TraceLimits | None = None, clock: Clock | None = None
+) -> tuple[CallTracer, Any, Clock]:
     clock = clock or Clock()
     clock.advance(1_700_000_000.25)
     store = store if store is not None else SpyTraceStore()
@@ -86,8 +89,7 @@ def tracer(store: Any = None, limits: TraceLimits | None = None,
 
 
 def passed(t: CallTracer, direction: str, msg: tuple[Request | Response, bytes]) -> None:
-    t.message_passed(direction, msg[0], msg[1], "UDP", ("127.0.0.1", 5060),
-                     ("127.0.0.3", 5062))
+    t.message_passed(direction, msg[0], msg[1], "UDP", ("127.0.0.1", 5060), ("127.0.0.3", 5062))
 
 
 # -- the tracer ----------------------------------------------------------------------------
@@ -107,9 +109,17 @@ def test_only_watched_call_ids_are_kept() -> None:
     trace = success_result_of(t.trace(CALL))
     [kept] = trace.messages
     assert (kept.direction, kept.leg, kept.sip_call_id, kept.transport) == (
-        "out", "callee", "leg-1@127.0.0.1", "UDP")
+        "out",
+        "callee",
+        "leg-1@127.0.0.1",
+        "UDP",
+    )
     assert (kept.local_host, kept.local_port, kept.remote_host, kept.remote_port) == (
-        "127.0.0.1", 5060, "127.0.0.3", 5062)
+        "127.0.0.1",
+        5060,
+        "127.0.0.3",
+        5062,
+    )
     assert kept.at_ms == 1_700_000_000_250
     assert kept.data == message("leg-1@127.0.0.1")[1]
     assert success_result_of(t.trace(OTHER)) is None
@@ -148,10 +158,12 @@ def test_retransmission_keys_are_forgotten_once_no_transaction_can_resend() -> N
 def test_credentials_are_redacted() -> None:
     """Authorization and Proxy-Authorization values (with continuation lines) are replaced;
     other headers and the body are kept."""
-    data = (b"INVITE sip:bob@x SIP/2.0\r\nAuthorization: Digest username=\"alice\",\r\n"
-            b" response=\"0123456789abcdef\"\r\nproxy-authorization :Digest nonce=\"n\","
-            b" response=\"fedcba\"\r\nSubject: Authorization: keep\r\n"
-            b"Content-Length: 26\r\n\r\nAuthorization: in the body")
+    data = (
+        b'INVITE sip:bob@x SIP/2.0\r\nAuthorization: Digest username="alice",\r\n'
+        b' response="0123456789abcdef"\r\nproxy-authorization :Digest nonce="n",'
+        b' response="fedcba"\r\nSubject: Authorization: keep\r\n'
+        b"Content-Length: 26\r\n\r\nAuthorization: in the body"
+    )
     redacted = redact(data)
     assert b"0123456789abcdef" not in redacted and b"fedcba" not in redacted
     assert b"Authorization: <redacted>\r\n" in redacted
@@ -164,8 +176,11 @@ def test_credentials_are_redacted() -> None:
 def test_traced_messages_are_redacted() -> None:
     t, _, _ = tracer()
     t.watch(CALL, "leg-1@127.0.0.1", "caller")
-    passed(t, "out", message("leg-1@127.0.0.1",
-                             extra='Proxy-Authorization: Digest response="secret"\r\n'))
+    passed(
+        t,
+        "out",
+        message("leg-1@127.0.0.1", extra='Proxy-Authorization: Digest response="secret"\r\n'),
+    )
     [kept] = success_result_of(t.trace(CALL)).messages
     assert b"secret" not in kept.data
     assert b"Proxy-Authorization: <redacted>" in kept.data
@@ -348,9 +363,15 @@ class RecordingTap:
     def __init__(self) -> None:
         self.seen: list[tuple[Any, ...]] = []
 
-    def message_passed(self, direction: str, message: Request | Response, data: bytes,
-                       transport: str, local: tuple[str, int],
-                       remote: tuple[str, int]) -> None:
+    def message_passed(
+        self,
+        direction: str,
+        message: Request | Response,
+        data: bytes,
+        transport: str,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+    ) -> None:
         self.seen.append((direction, data, transport, local, remote))
 
 
@@ -372,26 +393,43 @@ def test_transport_shows_the_tap_every_message_sent_and_received() -> None:
 
     reactor = FakeReactor()
     tap = RecordingTap()
-    config = SipConfig(domain="example.test", listen=HostPort("127.0.0.1", 5060),
-                       transports=("udp",), t1=0.5, t2=4.0, t4=5.0, user_agent="test")
+    config = SipConfig(
+        domain="example.test",
+        listen=HostPort("127.0.0.1", 5060),
+        transports=("udp",),
+        t1=0.5,
+        t2=4.0,
+        t4=5.0,
+        user_agent="test",
+    )
     layer = SIPTransportLayer(reactor, config, RecordingHandler(), tap=tap)
     layer.startService()
     port = reactor.udp_ports[0]
     incoming = message("in-1@10.0.0.9", "OPTIONS")[1].replace(
-        b"SIP/2.0/UDP 127.0.0.1:5060", b"SIP/2.0/UDP 10.0.0.9:5070")
+        b"SIP/2.0/UDP 127.0.0.1:5060", b"SIP/2.0/UDP 10.0.0.9:5070"
+    )
     port.receive(incoming, "127.0.0.9", 5099)
     assert len(layer.handler.requests) == 1  # type: ignore[union-attr]
     [(direction, data, transport, local, remote)] = tap.seen
     # As received: before the transport stamped received/rport on it.
     assert data == incoming
     assert (direction, transport, local, remote) == (
-        "in", "UDP", ("127.0.0.1", 5060), ("127.0.0.9", 5099))
+        "in",
+        "UDP",
+        ("127.0.0.1", 5060),
+        ("127.0.0.9", 5099),
+    )
     request, _ = message("out-1@127.0.0.1", "OPTIONS")
     layer.send_request(request, Destination("UDP", "127.0.0.3", 5062))
     direction, data, transport, local, remote = tap.seen[1]
     [(wire, _)] = port.take()
     assert (direction, data, transport, local, remote) == (
-        "out", wire, "UDP", ("127.0.0.1", 5060), ("127.0.0.3", 5062))
+        "out",
+        wire,
+        "UDP",
+        ("127.0.0.1", 5060),
+        ("127.0.0.3", 5062),
+    )
     layer.stopService()
 
 
@@ -426,8 +464,10 @@ def test_trace_on_with_a_backend_without_traces_names_both() -> None:
 
 
 def test_tracer_takes_the_bounds_and_retention_from_the_config() -> None:
-    text = ("[sip]\ndomain = example.test\n[calls]\ntrace_max_messages = 10\n"
-            "trace_max_kb = 4\ntrace_days = 0.5\n")
+    text = (
+        "[sip]\ndomain = example.test\n[calls]\ntrace_max_messages = 10\n"
+        "trace_max_kb = 4\ntrace_days = 0.5\n"
+    )
     t = build_tracer(parse_config(text, "x.ini"), Clock(), memory_store(), 32.0)
     assert t is not None
     assert (t.limits, t.retention, t.linger) == (TraceLimits(10, 4096), 43200.0, 32.0)

@@ -43,11 +43,13 @@ class FakeStore:
         """Fire every look-up waiting, with the current contents."""
         queries, self.queries = self.queries, []
         for key, d in queries:
-            d.callback(self.bindings.get(key, []) if key.startswith("sip:")
-                       else self.users.get(key))
+            d.callback(
+                self.bindings.get(key, []) if key.startswith("sip:") else self.users.get(key)
+            )
 
-    def update_bindings(self, aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(
+        self, aor: str, changes: BindingChanges, now: float
+    ) -> Deferred[list[Binding]]:
         d: Deferred[list[Binding]] = Deferred()
         self.updates.append(d)
         return d
@@ -83,8 +85,9 @@ def result(d: Deferred[Any]) -> Any:
 
 
 def deregister() -> BindingChanges:
-    return BindingChanges(call_id="r", cseq=2,
-                          contacts=(ContactChange("sip:bob@127.0.0.1:5070", 0),))
+    return BindingChanges(
+        call_id="r", cseq=2, contacts=(ContactChange("sip:bob@127.0.0.1:5070", 0),)
+    )
 
 
 def test_provides_ilocationstore() -> None:
@@ -165,8 +168,10 @@ def test_a_lookup_started_before_a_registration_and_answered_after_is_not_kept()
 
 def test_cached_bindings_past_their_expiry_are_never_returned() -> None:
     clock, store, directory = make(ttl=60.0)
-    store.bindings[AOR] = [binding("sip:bob@127.0.0.1:5070", clock.seconds() + 1),
-                           binding("sip:bob@127.0.0.1:5072", clock.seconds() + 100)]
+    store.bindings[AOR] = [
+        binding("sip:bob@127.0.0.1:5070", clock.seconds() + 1),
+        binding("sip:bob@127.0.0.1:5072", clock.seconds() + 100),
+    ]
     directory.get_bindings(AOR, clock.seconds())
     store.answer()
     clock.advance(1)

@@ -76,8 +76,9 @@ class RecordsOnly:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def end_active_calls(self, node: str | None, ended_at: float,
-                         reason: str = "lost") -> Deferred[int]:
+    def end_active_calls(
+        self, node: str | None, ended_at: float, reason: str = "lost"
+    ) -> Deferred[int]:
         self.ended.append((node, ended_at, reason))
         return self.store.end_active_calls(node, ended_at, reason)
 
@@ -89,16 +90,18 @@ def memory_store(clock: InlineReactor) -> MemoryStore:
 
 
 def calls(store: MemoryStore, node: str | None, count: int) -> list[str]:
-    return [success_result_of(store.create_call("alice", "bob", 1.0, node=node))
-            for _ in range(count)]
+    return [
+        success_result_of(store.create_call("alice", "bob", 1.0, node=node)) for _ in range(count)
+    ]
 
 
 def test_lost_calls_are_ended_and_their_relay_sessions_deleted_once() -> None:
     store, relay = memory_store(InlineReactor()), DeleteRelay()
     lost = calls(store, "one", 3)
     hung_up = calls(store, "one", 1)[0]
-    success_result_of(store.update_call(hung_up, CallUpdate(ended_at=2.0,
-                                                            end_reason="caller-hangup")))
+    success_result_of(
+        store.update_call(hung_up, CallUpdate(ended_at=2.0, end_reason="caller-hangup"))
+    )
     theirs = calls(store, "two", 1)
     lost_calls = LostCalls(relay)
     with LogCapture() as log:
@@ -107,8 +110,9 @@ def test_lost_calls_are_ended_and_their_relay_sessions_deleted_once() -> None:
     assert [success_result_of(store.get_call(c)).end_reason for c in lost] == ["lost"] * 3  # type: ignore[union-attr]
     assert success_result_of(store.get_call(theirs[0])).active  # type: ignore[union-attr]
     assert lost_calls.pending == 0
-    assert [e["count"] for e in log.events
-            if "deleted the sessions" in e.get("log_format", "")] == [3]
+    assert [
+        e["count"] for e in log.events if "deleted the sessions" in e.get("log_format", "")
+    ] == [3]
     # Another node reaping the same node later: nothing left to claim, nothing deleted twice.
     assert success_result_of(LostCalls(relay).end(store, "one", 11.0)) == 0
     assert len(relay.deleted) == 3
@@ -177,12 +181,26 @@ def test_start_up_deletes_the_relay_sessions_of_calls_an_earlier_run_left_active
     service.stopService()
 
 
-def _monitor(clock: InlineReactor, registry: MemoryNodeRegistry, store: MemoryStore, node: str,
-             hub: MemoryHub, relay: DeleteRelay | None) -> NodeMonitor:
+def _monitor(
+    clock: InlineReactor,
+    registry: MemoryNodeRegistry,
+    store: MemoryStore,
+    node: str,
+    hub: MemoryHub,
+    relay: DeleteRelay | None,
+) -> NodeMonitor:
     bus = MemoryEventBus(clock, node, hub)
     bus.startService()
-    return NodeMonitor(clock, registry, store, bus, node, heartbeat_interval=1.0,
-                       dead_after=5.0, lost=LostCalls(relay))
+    return NodeMonitor(
+        clock,
+        registry,
+        store,
+        bus,
+        node,
+        heartbeat_interval=1.0,
+        dead_after=5.0,
+        lost=LostCalls(relay),
+    )
 
 
 def test_a_node_at_start_deletes_the_relay_sessions_of_its_earlier_runs_calls() -> None:

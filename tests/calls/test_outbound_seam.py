@@ -36,10 +36,19 @@ def test_without_trunks_a_number_fails_as_no_trunk_recorded_and_no_sip_leaves() 
     info = outcome(world, "alice")
     assert isinstance(info, CallInfo)
     assert (info.state, info.callee, info.end_reason, info.who_hung_up) == (
-        "failed", "+442079460958", "no-trunk", "system")
+        "failed",
+        "+442079460958",
+        "no-trunk",
+        "system",
+    )
     record = world.record(info.call_id)
-    assert (record.number, record.destination_class, record.trunk, record.end_reason,
-            record.public_state) == ("+442079460958", "national", None, "no-trunk", "failed")
+    assert (
+        record.number,
+        record.destination_class,
+        record.trunk,
+        record.end_reason,
+        record.public_state,
+    ) == ("+442079460958", "national", None, "no-trunk", "failed")
     assert len(world.wire) == before
     assert world.controller.active_calls() == []
 

@@ -40,8 +40,9 @@ DECISION = DialDecision(E164("442079460958"), "national", ("uk_main", "uk_backup
 class FakeTrunk:
     """A trunk whose provider is a fake phone on the call world's network."""
 
-    def __init__(self, world: CallWorld, name: str, host: str | None, *,
-                 max_calls: int = 10) -> None:
+    def __init__(
+        self, world: CallWorld, name: str, host: str | None, *, max_calls: int = 10
+    ) -> None:
         self.name = name
         self.host = host
         self.admission = CallAdmission(world.clock, name, max_calls, 100.0)
@@ -65,8 +66,17 @@ class FakeTrunk:
         return self.admission.admit()
 
     def status(self) -> TrunkStatus:
-        return TrunkStatus(self.name, str(self.host), RegistrationStatus(RegistrationState.OFF),
-                           Reachability.OFF, self.admission.active, 0, 0.0, 0, 0)
+        return TrunkStatus(
+            self.name,
+            str(self.host),
+            RegistrationStatus(RegistrationState.OFF),
+            Reachability.OFF,
+            self.admission.active,
+            0,
+            0.0,
+            0,
+            0,
+        )
 
 
 @implementer(ITrunkRegistry)
@@ -90,9 +100,15 @@ class FakeRegistry:
 class Outbound:
     """A call world with alice's phone, two providers and trunks uk_main, uk_backup."""
 
-    def __init__(self, policy: str = "flow4", main: Answer | None = None,
-                 backup: Answer | None = None, *, main_host: str | None = "127.0.0.8",
-                 main_max_calls: int = 10) -> None:
+    def __init__(
+        self,
+        policy: str = "flow4",
+        main: Answer | None = None,
+        backup: Answer | None = None,
+        *,
+        main_host: str | None = "127.0.0.8",
+        main_max_calls: int = 10,
+    ) -> None:
         self.registry = FakeRegistry()
         self.world = CallWorld(policy=policy, trunks=self.registry)
         self.alice = self.world.phone("alice", "127.0.0.2")
@@ -109,7 +125,8 @@ class Outbound:
     def place(self, decision: DialDecision = DECISION) -> CallInfo:
         results: list[object] = []
         IOutboundCalls(self.world.controller).place_outbound("alice", decision).addBoth(
-            results.append)
+            results.append
+        )
         assert results and isinstance(results[0], CallInfo), results
         return results[0]
 
@@ -117,8 +134,7 @@ class Outbound:
         seen: dict[tuple[str, int], Request] = {}
         for wire in self.world.wire:
             message = wire.message
-            if (isinstance(message, Request) and message.method == "INVITE"
-                    and wire.to[0] == host):
+            if isinstance(message, Request) and message.method == "INVITE" and wire.to[0] == host:
                 seen.setdefault((message.call_id, message.cseq.seq), message)
         return list(seen.values())
 
@@ -129,8 +145,7 @@ class Outbound:
 
 def test_the_trunk_hunt_is_a_callee_route() -> None:
     assert verifyObject(ICalleeRoute, TrunkHunt([], NUMBER, "alice"))
-    assert [s for s in (404, 408, 486, 500, 503, 504, 603) if fails_over(s)] == [408, 500, 503,
-                                                                                  504]
+    assert [s for s in (404, 408, 486, 500, 503, 504, 603) if fails_over(s)] == [408, 500, 503, 504]
 
 
 @pytest.mark.parametrize("policy", ["flow1", "flow4"])
@@ -149,16 +164,20 @@ def test_a_number_goes_out_through_the_first_trunk_with_its_identity(policy: str
     assert o.world.controller.hang_up(info.call_id, "alice")
     o.world.run(2)
     record = o.world.record(info.call_id)
-    assert (record.trunk, record.number, record.destination_class, record.end_reason,
-            record.who_hung_up) == ("uk_main", NUMBER, "national", "caller-hangup", "caller")
+    assert (
+        record.trunk,
+        record.number,
+        record.destination_class,
+        record.end_reason,
+        record.who_hung_up,
+    ) == ("uk_main", NUMBER, "national", "caller-hangup", "caller")
     assert o.trunk_main.admission.active == 0  # the ticket is given back
     o.world.assert_quiescent()
 
 
 @pytest.mark.parametrize("policy", ["flow1", "flow4"])
 @pytest.mark.parametrize("status", [503, 500, 408])
-def test_a_trunk_failing_with_408_or_5xx_fails_over_to_the_next(policy: str,
-                                                                 status: int) -> None:
+def test_a_trunk_failing_with_408_or_5xx_fails_over_to_the_next(policy: str, status: int) -> None:
     o = Outbound(policy, main=Answer(reject=status))
     info = o.place()
     o.world.run(5)
@@ -191,7 +210,11 @@ def test_the_last_trunk_failing_ends_the_call_with_its_status() -> None:
     o.world.run(5)
     record = o.world.record(info.call_id)
     assert (record.public_state, record.end_reason, record.sip_status, record.trunk) == (
-        "failed", "callee-unreachable", 503, "uk_backup")
+        "failed",
+        "callee-unreachable",
+        503,
+        "uk_backup",
+    )
     assert (o.trunk_main.admission.active, o.trunk_backup.admission.active) == (0, 0)
 
 
@@ -225,16 +248,24 @@ def test_hanging_up_while_the_number_rings_cancels_it_and_gives_the_ticket_back(
     o.world.run(3)
     assert o.trunk_main.admission.active == 1
     # The history shows the number and its class while it rings.
-    assert (o.world.record(info.call_id).number,
-            o.world.record(info.call_id).destination_class) == (NUMBER, "national")
+    assert (
+        o.world.record(info.call_id).number,
+        o.world.record(info.call_id).destination_class,
+    ) == (NUMBER, "national")
     o.world.controller.hang_up(info.call_id, "alice")
     o.world.run(3)
     record = o.world.record(info.call_id)
     assert (record.public_state, record.who_hung_up, record.trunk) == (
-        "failed", "caller", "uk_main")
+        "failed",
+        "caller",
+        "uk_main",
+    )
     assert o.trunk_main.admission.active == 0
-    assert any(w.message.method == "CANCEL" for w in o.world.wire  # type: ignore[union-attr]
-               if isinstance(w.message, Request) and w.to[0] == "127.0.0.8")
+    assert any(
+        w.message.method == "CANCEL"
+        for w in o.world.wire  # type: ignore[union-attr]
+        if isinstance(w.message, Request) and w.to[0] == "127.0.0.8"
+    )
 
 
 def test_the_number_hanging_up_ends_the_call_as_the_callee() -> None:
@@ -246,7 +277,10 @@ def test_the_number_hanging_up_ends_the_call_as_the_callee() -> None:
     o.world.run(2)
     record = o.world.record(info.call_id)
     assert (record.public_state, record.end_reason, record.who_hung_up) == (
-        "ended", "callee-hangup", "callee")
+        "ended",
+        "callee-hangup",
+        "callee",
+    )
     assert o.trunk_main.admission.active == 0
 
 
@@ -257,17 +291,24 @@ def test_flow1_early_media_acks_the_caller_with_the_providers_early_answer() -> 
     info = o.place()
     o.world.run(3)
     assert o.state(info.call_id) == "calling-callee"
-    acks = [w.message for w in o.world.wire
-            if isinstance(w.message, Request) and w.message.method == "ACK"
-            and w.to[0] == "127.0.0.2"]
+    acks = [
+        w.message
+        for w in o.world.wire
+        if isinstance(w.message, Request) and w.message.method == "ACK" and w.to[0] == "127.0.0.2"
+    ]
     assert acks and b"127.0.0.8" in acks[0].body
     o.world.run(10)
     assert o.state(info.call_id) == "connected"
 
 
 def caller_invites(o: Outbound) -> list[Request]:
-    return [w.message for w in o.world.wire if isinstance(w.message, Request)
-            and w.message.method == "INVITE" and w.to[0] == "127.0.0.2"]
+    return [
+        w.message
+        for w in o.world.wire
+        if isinstance(w.message, Request)
+        and w.message.method == "INVITE"
+        and w.to[0] == "127.0.0.2"
+    ]
 
 
 def test_flow4_early_media_reinvites_the_caller_and_the_2xx_reuses_its_answer() -> None:
@@ -282,14 +323,23 @@ def test_flow4_early_media_reinvites_the_caller_and_the_2xx_reuses_its_answer() 
     o.world.run(10)
     assert o.state(info.call_id) == "connected"
     assert len(caller_invites(o)) == 2  # the 2xx carried the same offer: no second one
-    acks = [w.message for w in o.world.wire if isinstance(w.message, Request)
-            and w.message.method == "ACK" and w.to[0] == "127.0.0.8"]
+    acks = [
+        w.message
+        for w in o.world.wire
+        if isinstance(w.message, Request) and w.message.method == "ACK" and w.to[0] == "127.0.0.8"
+    ]
     assert acks and b"alice-127.0.0.2" in acks[-1].body  # the caller's answer
 
 
 def test_flow4_a_2xx_with_another_offer_than_the_early_one_reinvites_again() -> None:
-    o = Outbound("flow4", main=Answer(delay=10, sdp=sdp("pstn-final", host="127.0.0.8"),
-                                      early=sdp("pstn-early", host="127.0.0.8")))
+    o = Outbound(
+        "flow4",
+        main=Answer(
+            delay=10,
+            sdp=sdp("pstn-final", host="127.0.0.8"),
+            early=sdp("pstn-early", host="127.0.0.8"),
+        ),
+    )
     info = o.place()
     o.world.run(15)
     assert o.state(info.call_id) == "connected"

@@ -30,8 +30,13 @@ class FakeController:
         self.hung_up: list[tuple[str, str | None]] = []
 
     def place_call(self, caller_username: str, callee_username: str) -> Deferred[CallInfo]:
-        info = CallInfo(f"c{len(self.calls)}", caller_username, callee_username,
-                        "calling-caller", self.clock.seconds())
+        info = CallInfo(
+            f"c{len(self.calls)}",
+            caller_username,
+            callee_username,
+            "calling-caller",
+            self.clock.seconds(),
+        )
         self.set(info)
         return succeed(info)
 
@@ -199,8 +204,9 @@ def test_a_cached_call_nobody_re_announces_is_looked_up_in_the_records() -> None
     call_id = success_result_of(store.create_call("alice", "bob", 1.0, node="node0"))
     clock, (one, two) = cluster(records=store)
     ghost = CallInfo(call_id, "alice", "bob", "connected", 1.0, connected_at=2.0)
-    two.bus.hub.publish(CALLS_CHANNEL, {"type": "state", "call": attrs.asdict(ghost),
-                                        "node": "node0"})
+    two.bus.hub.publish(
+        CALLS_CHANNEL, {"type": "state", "call": attrs.asdict(ghost), "node": "node0"}
+    )
     clock.advance(0)
     assert two.cluster.get_call(call_id) == ghost
     # node0 ended it while node1's bus was away, and node0 no longer has it.

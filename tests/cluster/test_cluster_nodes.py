@@ -35,12 +35,20 @@ def memory_store(clock: Clock) -> MemoryStore:
     return store
 
 
-def monitor(clock: Clock, registry: object, store: object, node: str,
-            hub: MemoryHub) -> tuple[NodeMonitor, MemoryEventBus]:
+def monitor(
+    clock: Clock, registry: object, store: object, node: str, hub: MemoryHub
+) -> tuple[NodeMonitor, MemoryEventBus]:
     bus = MemoryEventBus(clock, node, hub)
     bus.startService()
-    m = NodeMonitor(clock, registry, store, bus, node,  # type: ignore[arg-type]
-                    heartbeat_interval=1.0, dead_after=5.0)
+    m = NodeMonitor(
+        clock,
+        registry,
+        store,
+        bus,
+        node,  # type: ignore[arg-type]
+        heartbeat_interval=1.0,
+        dead_after=5.0,
+    )
     return m, bus
 
 
@@ -102,8 +110,15 @@ def test_a_clean_stop_removes_the_nodes_row() -> None:
 @pytest.fixture
 def sql_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    store = SQLStore(InlineReactor(), url, InlineThreadPool(), InlineThreadPool(),
-                     realm="example.com", hasher=cheap_password_hasher(), auto_upgrade=True)
+    store = SQLStore(
+        InlineReactor(),
+        url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+        auto_upgrade=True,
+    )
     success_result_of(store.start())
     store.stop()
     return url
@@ -131,8 +146,14 @@ def test_sql_registry_reports_nodes_with_active_calls_but_no_row_as_orphans(
     sql_url: str,
 ) -> None:
     reactor = InlineReactor()
-    store = SQLStore(reactor, sql_url, InlineThreadPool(), InlineThreadPool(),
-                     realm="example.com", hasher=cheap_password_hasher())
+    store = SQLStore(
+        reactor,
+        sql_url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+    )
     success_result_of(store.start())
     success_result_of(store.create_call("alice", "bob", 1.0, node="gone"))
     success_result_of(store.create_call("alice", "bob", 1.0, node="alive"))
@@ -149,7 +170,8 @@ def test_default_node_id_is_host_and_port_or_host_address_and_port() -> None:
     def config(listen: str, node_id: str = "") -> object:
         return parse_config(
             f"[sip]\ndomain = example.com\nlisten = {listen}\n[cluster]\nnode_id = {node_id}\n",
-            "x.ini")
+            "x.ini",
+        )
 
     assert default_node_id(config("0.0.0.0:5060"), "sip1") == "sip1:5060"  # type: ignore[arg-type]
     assert default_node_id(config("127.0.0.2:5060"), "h") == "h:127.0.0.2:5060"  # type: ignore[arg-type]

@@ -41,7 +41,8 @@ def test_a_postgres_bus_needs_a_store_providing_cluster_storage() -> None:
         backend = config.store.backend
         assert str(info.value) == (
             "x.ini: [cluster] bus: postgres needs a store backend providing IClusterStorage"
-            f" (the sql backend on PostgreSQL); [store] backend = {backend} does not")
+            f" (the sql backend on PostgreSQL); [store] backend = {backend} does not"
+        )
 
 
 def test_the_sql_store_on_postgresql_provides_cluster_storage() -> None:

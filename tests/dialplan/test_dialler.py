@@ -33,8 +33,9 @@ class World:
 
     def dialler(self, text: str = CONFIG, quota: bool = True) -> Dialler:
         plan = parse_config(text, "x.ini").dialplan.plan()
-        return Dialler(self.clock, plan, self.store, self.store,
-                       self.store if quota else None, "example.com")
+        return Dialler(
+            self.clock, plan, self.store, self.store, self.store if quota else None, "example.com"
+        )
 
 
 @pytest.fixture
@@ -74,7 +75,8 @@ def test_directory_names_and_extensions_are_local(world: World) -> None:
 
 def test_digits_no_user_has_are_a_number(world: World) -> None:
     assert success_result_of(resolve(world.dialler(), "02079460958")) == DialDecision(
-        E164("442079460958"), "national", ("main",))
+        E164("442079460958"), "national", ("main",)
+    )
 
 
 def test_a_disabled_user_is_not_called_and_an_unknown_name_is_an_error(world: World) -> None:
@@ -88,9 +90,14 @@ def test_a_refusal_is_recorded_only_when_asked(world: World) -> None:
     assert success_result_of(world.store.list_calls("alice")) == []
     failure(resolve(dialler, "+33123456789"))
     [record] = success_result_of(world.store.list_calls("alice"))
-    assert (record.caller, record.number, record.end_reason, record.who_hung_up,
-            record.created_at, record.ended_at) == (
-        "alice", "+33123456789", "refused", "system", 1_765_000_000, 1_765_000_000)
+    assert (
+        record.caller,
+        record.number,
+        record.end_reason,
+        record.who_hung_up,
+        record.created_at,
+        record.ended_at,
+    ) == ("alice", "+33123456789", "refused", "system", 1_765_000_000, 1_765_000_000)
 
 
 def test_the_daily_limit_is_counted_per_utc_day(world: World) -> None:
@@ -118,6 +125,7 @@ def test_reload_applies_a_new_plan_to_new_calls(world: World) -> None:
     """SIGHUP: a class revoked from a user is refused from the next call on."""
     dialler = world.dialler(CONFIG + "allowed_classes = national, international\n")
     assert success_result_of(resolve(dialler, "+33123456789")).destination_class == (
-        "international")
+        "international"
+    )
     dialler.reload(parse_config(CONFIG, "x.ini"))
     assert failure(resolve(dialler, "+33123456789")).reason == "class-not-allowed"

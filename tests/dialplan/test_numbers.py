@@ -20,32 +20,43 @@ US = NumberingPlan("1", "1", "011")
 DOMAIN = "example.com"
 
 
-@pytest.mark.parametrize("text", [
-    "+44 20 7946 0958",
-    "+442079460958",
-    "020 7946 0958",
-    "0044 20 7946 0958",
-    "(020) 7946-0958",
-    "020.7946.0958",
-    "+44 (0)20 7946 0958".replace("(0)", ""),
-    "tel:+442079460958",
-    "tel:+44-20-7946-0958",
-    "TEL:+44.20.7946.0958",
-    "tel:7946-0958;phone-context=+4420",
-    "tel:79460958;phone-context=+44-20",
-    "tel:%2B442079460958",
-    "sip:+442079460958@example.com;user=phone",
-    "sip:+442079460958@gateway.example.net",
-    "sips:+44-20-7946-0958@example.com;user=phone",
-    "sip:7946-0958;phone-context=+4420@example.com;user=phone",
-    "  +44 20 7946 0958  ",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+44 20 7946 0958",
+        "+442079460958",
+        "020 7946 0958",
+        "0044 20 7946 0958",
+        "(020) 7946-0958",
+        "020.7946.0958",
+        "+44 (0)20 7946 0958".replace("(0)", ""),
+        "tel:+442079460958",
+        "tel:+44-20-7946-0958",
+        "TEL:+44.20.7946.0958",
+        "tel:7946-0958;phone-context=+4420",
+        "tel:79460958;phone-context=+44-20",
+        "tel:%2B442079460958",
+        "sip:+442079460958@example.com;user=phone",
+        "sip:+442079460958@gateway.example.net",
+        "sips:+44-20-7946-0958@example.com;user=phone",
+        "sip:7946-0958;phone-context=+4420@example.com;user=phone",
+        "  +44 20 7946 0958  ",
+    ],
+)
 def test_every_written_form_of_a_london_number_is_the_same_e164(text: str) -> None:
     assert parse_target(text, UK, DOMAIN) == E164("442079460958")
 
 
-@pytest.mark.parametrize("text", ["alice", "1001", "sip:alice@example.com",
-                                  "sip:Alice@EXAMPLE.com", "sip:1001@example.com:5060"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "alice",
+        "1001",
+        "sip:alice@example.com",
+        "sip:Alice@EXAMPLE.com",
+        "sip:1001@example.com:5060",
+    ],
+)
 def test_user_names_and_addresses_of_our_domain_stay_local(text: str) -> None:
     """Directory names and extensions are local calls; the caller asks the directory."""
     assert isinstance(parse_target(text, UK, DOMAIN), LocalName)
@@ -69,27 +80,30 @@ def test_a_country_without_national_prefix_adds_the_country_code() -> None:
     assert parse_number("32 12 34 56", plan) == E164("4532123456")
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("", "no number"),
-    ("   ", "no number"),
-    ("Bob Smith", "not a telephone number"),
-    ("+44 20 7946 095x", "not a telephone number"),
-    ("+0 20 7946 0958", "never starts with 0"),
-    ("+44 12", "7 to 15 digits"),
-    ("+44 1234 5678 9012 3456", "7 to 15 digits"),
-    ("7946 0958", "with its prefix 0"),
-    ("tel:7946-0958", "phone-context"),
-    ("tel:7946-0958;phone-context=example.com", "only a +DIGITS phone-context"),
-    ("tel:+442079460958;ext=22", "extensions"),
-    ("tel:+44;phone-context=+44;phone-context=+44", "twice"),
-    ("http://example.com/", "only tel: and sip:"),
-    ("javascript:alert(1)", "only tel: and sip:"),
-    ("sip:bob@other.example", "addresses of example.com"),
-    ("sip:example.com", "user part"),
-    ("sip:Bob%20Smith@example.com", "not a user name"),
-    ("+44\x0020 7946", "control characters"),
-    ("+" + "1" * 300, "longer than 256"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", "no number"),
+        ("   ", "no number"),
+        ("Bob Smith", "not a telephone number"),
+        ("+44 20 7946 095x", "not a telephone number"),
+        ("+0 20 7946 0958", "never starts with 0"),
+        ("+44 12", "7 to 15 digits"),
+        ("+44 1234 5678 9012 3456", "7 to 15 digits"),
+        ("7946 0958", "with its prefix 0"),
+        ("tel:7946-0958", "phone-context"),
+        ("tel:7946-0958;phone-context=example.com", "only a +DIGITS phone-context"),
+        ("tel:+442079460958;ext=22", "extensions"),
+        ("tel:+44;phone-context=+44;phone-context=+44", "twice"),
+        ("http://example.com/", "only tel: and sip:"),
+        ("javascript:alert(1)", "only tel: and sip:"),
+        ("sip:bob@other.example", "addresses of example.com"),
+        ("sip:example.com", "user part"),
+        ("sip:Bob%20Smith@example.com", "not a user name"),
+        ("+44\x0020 7946", "control characters"),
+        ("+" + "1" * 300, "longer than 256"),
+    ],
+)
 def test_garbage_is_a_clear_error(text: str, words: str) -> None:
     with pytest.raises(InvalidNumber) as info:
         parse_target(text, UK, DOMAIN)

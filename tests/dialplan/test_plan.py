@@ -28,17 +28,20 @@ user_classes =
 """
 
 
-@pytest.mark.parametrize(("number", "expected"), [
-    ("442079460958", "national"),
-    ("441612345678", "national"),
-    ("447700900123", "mobile"),
-    ("447024123456", "premium"),   # 070 personal numbers: premium inside 07
-    ("449098790000", "premium"),
-    ("448712345678", "premium"),
-    ("4411811811", "premium"),
-    ("33123456789", "international"),
-    ("18765551234", "international"),
-])
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        ("442079460958", "national"),
+        ("441612345678", "national"),
+        ("447700900123", "mobile"),
+        ("447024123456", "premium"),  # 070 personal numbers: premium inside 07
+        ("449098790000", "premium"),
+        ("448712345678", "premium"),
+        ("4411811811", "premium"),
+        ("33123456789", "international"),
+        ("18765551234", "international"),
+    ],
+)
 def test_uk_defaults_classify(number: str, expected: str) -> None:
     assert plan_of(UK).classify(E164(number)) == expected
 
@@ -54,7 +57,8 @@ def test_nanp_caribbean_area_codes_are_international() -> None:
 def test_international_and_premium_are_blocked_by_default() -> None:
     plan = plan_of(UK)
     assert plan.decide("bob", E164("442079460958")) == DialDecision(
-        E164("442079460958"), "national", ("uk_main", "uk_backup"))
+        E164("442079460958"), "national", ("uk_main", "uk_backup")
+    )
     for number, cls in (("33123456789", "international"), ("449098790000", "premium")):
         with pytest.raises(DialRefused) as info:
             plan.decide("bob", E164(number))
@@ -102,22 +106,25 @@ def test_no_country_code_means_no_dial_plan() -> None:
     assert parse_config(BASE, "x.ini").dialplan.plan() is None
 
 
-@pytest.mark.parametrize(("section", "key", "words"), [
-    ("country_code = 044", "country_code", "invalid country code"),
-    ("allowed_classes = national, emergency", "allowed_classes", "always refused"),
-    ("allowed_classes = cheap", "allowed_classes", "unknown class 'cheap'"),
-    ("routes = 44 uk", "routes", "invalid route prefix"),
-    ("routes = +44", "routes", "names no trunk"),
-    ("routes = +44 UK-Main", "routes", "UK-Main"),
-    ("user_classes = Bob national", "user_classes", "invalid user name"),
-    ("user_classes =\n    bob national\n    bob mobile", "user_classes", "given twice"),
-    ("user_classes = bob", "user_classes", "names no class"),
-    ("mobile_prefixes = +4x", "mobile_prefixes", "invalid prefix"),
-    ("emergency_numbers = 9", "emergency_numbers", "invalid short number"),
-    ("national_prefix = 00", "international_prefix", "same as national_prefix"),
-    ("daily_limit = -1", "daily_limit", "invalid number"),
-    ("trunk = x", "trunk", "unknown key"),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "words"),
+    [
+        ("country_code = 044", "country_code", "invalid country code"),
+        ("allowed_classes = national, emergency", "allowed_classes", "always refused"),
+        ("allowed_classes = cheap", "allowed_classes", "unknown class 'cheap'"),
+        ("routes = 44 uk", "routes", "invalid route prefix"),
+        ("routes = +44", "routes", "names no trunk"),
+        ("routes = +44 UK-Main", "routes", "UK-Main"),
+        ("user_classes = Bob national", "user_classes", "invalid user name"),
+        ("user_classes =\n    bob national\n    bob mobile", "user_classes", "given twice"),
+        ("user_classes = bob", "user_classes", "names no class"),
+        ("mobile_prefixes = +4x", "mobile_prefixes", "invalid prefix"),
+        ("emergency_numbers = 9", "emergency_numbers", "invalid short number"),
+        ("national_prefix = 00", "international_prefix", "same as national_prefix"),
+        ("daily_limit = -1", "daily_limit", "invalid number"),
+        ("trunk = x", "trunk", "unknown key"),
+    ],
+)
 def test_bad_config_names_file_section_and_key(section: str, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as info:
         country = "" if section.startswith("country_code") else "country_code = 44\n"

@@ -32,18 +32,25 @@ DOMAIN = "127.0.0.1"
 #: Debian's chromium, and the switches that keep it headless and quiet on a test host.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 BARESIP_MODULES = Path("/usr/lib/baresip/modules")
 
 #: Skip marks of the tests that need these programs.
-needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                    reason="Debian chromium not installed")
-needs_baresip = pytest.mark.skipif(shutil.which("baresip") is None,
-                                   reason="baresip is not installed")
-needs_baresip_sndfile = pytest.mark.skipif(not (BARESIP_MODULES / "sndfile.so").exists(),
-                                           reason="no baresip sndfile")
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian chromium not installed"
+)
+needs_baresip = pytest.mark.skipif(
+    shutil.which("baresip") is None, reason="baresip is not installed"
+)
+needs_baresip_sndfile = pytest.mark.skipif(
+    not (BARESIP_MODULES / "sndfile.so").exists(), reason="no baresip sndfile"
+)
 
 
 #: ``[web] metrics_token`` of :func:`daemon_ini`'s daemons: what opens their ``/metrics``.
@@ -51,8 +58,7 @@ METRICS_TOKEN = "interop-metrics-token-0123456789"
 METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
-def daemon_ini(sip_port: int, web_port: int, tmp: str,
-               policy: str = "flow4", **calls: str) -> str:
+def daemon_ini(sip_port: int, web_port: int, tmp: str, policy: str = "flow4", **calls: str) -> str:
     """A daemon config: SQLite in ``tmp``, demo users, the web API on ``web_port``."""
     extra = "".join(f"{key} = {value}\n" for key, value in calls.items())
     return (
@@ -69,8 +75,7 @@ def daemon_ini(sip_port: int, web_port: int, tmp: str,
         "[registrar]\n"
         "digest_algorithms = MD5\n"
         "[calls]\n"
-        f"policy = {policy}\n"
-        + extra
+        f"policy = {policy}\n" + extra
     )
 
 
@@ -78,8 +83,9 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-def register(user: str, password: str, port: int, sip_port: int, expires: int = 600,
-             timeout: float = 5.0) -> None:
+def register(
+    user: str, password: str, port: int, sip_port: int, expires: int = 600, timeout: float = 5.0
+) -> None:
     """
     REGISTER ``sip:user@127.0.0.1:port`` with Digest (MD5) from UDP 127.0.0.1:``port``.
 
@@ -89,9 +95,18 @@ def register(user: str, password: str, port: int, sip_port: int, expires: int = 
     assert status == 200, text
 
 
-def register_status(user: str, password: str, port: int, sip_port: int, expires: int = 600,
-                    timeout: float = 5.0, *, contacts: list[str] | None = None,
-                    headers: tuple[str, ...] = (), host: str = "127.0.0.1") -> tuple[int, str]:
+def register_status(
+    user: str,
+    password: str,
+    port: int,
+    sip_port: int,
+    expires: int = 600,
+    timeout: float = 5.0,
+    *,
+    contacts: list[str] | None = None,
+    headers: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
+) -> tuple[int, str]:
     """
     REGISTER ``contacts`` (default ``<sip:user@HOST:port>``) with ``headers`` added, with
     Digest (MD5) from UDP ``host``:``port``; the final status and response text.
@@ -139,7 +154,7 @@ def register_status(user: str, password: str, port: int, sip_port: int, expires:
             authorization = (
                 f'Authorization: Digest username="{user}", realm="{params["realm"]}", '
                 f'nonce="{params["nonce"]}", uri="{uri}", response="{response}", '
-                f'algorithm=MD5{qop}\r\n'
+                f"algorithm=MD5{qop}\r\n"
             )
     raise AssertionError("unreachable")
 
@@ -149,18 +164,25 @@ def api_token(ini: Path, user: str) -> str:
     from conftest import python_env  # type: ignore[import-not-found]
 
     result = subprocess.run(
-        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "token", "create",
-         user], check=True, capture_output=True, text=True, env=python_env(), cwd=ini.parent,
-        timeout=60)
+        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "token", "create", user],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        cwd=ini.parent,
+        timeout=60,
+    )
     return result.stdout.strip()
 
 
 def web_place_call(web_port: int, token: str, callee: str) -> dict[str, Any]:
     """``POST /api/v1/calls`` as the token's user (the click); the new call."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{web_port}/api/v1/calls", method="POST",
+        f"http://127.0.0.1:{web_port}/api/v1/calls",
+        method="POST",
         data=json.dumps({"callee": callee}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=10) as response:
         assert response.status == 201
@@ -169,8 +191,9 @@ def web_place_call(web_port: int, token: str, callee: str) -> dict[str, Any]:
 
 def web_api_get(web_port: int, token: str, path: str) -> Any:
     """``GET /api/v1{path}`` as the token's user; the JSON answer."""
-    request = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1{path}",
-                                     headers={"Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{web_port}/api/v1{path}", headers={"Authorization": f"Bearer {token}"}
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=10) as response:
         return json.loads(response.read())
@@ -179,8 +202,11 @@ def web_api_get(web_port: int, token: str, path: str) -> Any:
 def assert_failed_without_answer(web_port: int, token: str, call_id: str, status: int) -> None:
     """The call ends ``failed`` with ``status`` in the web API and its user's history, with
     no ``answered`` and no ``duration``: it never was connected."""
-    wait_until(lambda: web_api_get(web_port, token, f"/calls/{call_id}")["state"]
-               in ("ended", "failed"), 30, "the call to end")
+    wait_until(
+        lambda: web_api_get(web_port, token, f"/calls/{call_id}")["state"] in ("ended", "failed"),
+        30,
+        "the call to end",
+    )
     call = web_api_get(web_port, token, f"/calls/{call_id}")
     assert call["state"] == "failed", call
     assert call.get("answered") is None and call.get("duration") is None, call
@@ -195,10 +221,26 @@ def admin_token(ini: Path, user: str = "operator") -> str:
     from conftest import python_env  # type: ignore[import-not-found]
 
     subprocess.run(
-        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "user", "add", user,
-         "--admin", f"--password={secrets.token_hex(12)}",
-         f"--sip-password={secrets.token_hex(12)}"],
-        check=True, capture_output=True, text=True, env=python_env(), cwd=ini.parent, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "clicktodial.cli",
+            "--config",
+            str(ini),
+            "user",
+            "add",
+            user,
+            "--admin",
+            f"--password={secrets.token_hex(12)}",
+            f"--sip-password={secrets.token_hex(12)}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        cwd=ini.parent,
+        timeout=60,
+    )
     return api_token(ini, user)
 
 
@@ -214,8 +256,9 @@ class CallsApi:
     :param admin: the administrator to create (daemons sharing a database need one each).
     """
 
-    def __init__(self, web_port: int, config: Path, *, host: str = "127.0.0.1",
-                 admin: str = "operator") -> None:
+    def __init__(
+        self, web_port: int, config: Path, *, host: str = "127.0.0.1", admin: str = "operator"
+    ) -> None:
         self.base = f"http://{host}:{web_port}/api/v1/calls"
         self.metrics_url = f"http://{host}:{web_port}/metrics"
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -227,8 +270,9 @@ class CallsApi:
             self.tokens[user] = api_token(self.config, user)
         return self.tokens[user]
 
-    def _call(self, method: str, url: str, body: object = None, as_user: str = ""
-              ) -> tuple[int, Any]:
+    def _call(
+        self, method: str, url: str, body: object = None, as_user: str = ""
+    ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Authorization": f"Bearer {self._token(as_user)}"}
         if data is not None:
@@ -243,8 +287,9 @@ class CallsApi:
     def try_place(self, caller: str, callee: str) -> dict[str, Any]:
         """Place a call (a batch of one): ``{"status": 201, "call": ...}`` or
         ``{"status": 4xx, "error": ...}``."""
-        status, body = self._call("POST", self.base,
-                                  {"calls": [{"caller": caller, "callee": callee}]})
+        status, body = self._call(
+            "POST", self.base, {"calls": [{"caller": caller, "callee": callee}]}
+        )
         assert status == 200, body
         (result,) = body["calls"]
         return dict(result)
@@ -286,9 +331,14 @@ class CallsApi:
         return values
 
 
-def baresip_config(port: int, audio_source: str, control_port: int | None = None,
-                   recordings: Path | None = None, extra: tuple[str, ...] = (),
-                   host: str = "127.0.0.1") -> str:
+def baresip_config(
+    port: int,
+    audio_source: str,
+    control_port: int | None = None,
+    recordings: Path | None = None,
+    extra: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
+) -> str:
     """
     A headless baresip's ``config``: SIP on 127.0.0.1:``port``, G.711, no audio device
     (it plays to /dev/null), ``audio_source`` as its microphone (``ausine,HZ`` or
@@ -337,10 +387,19 @@ class Baresip:
         on ``host`` port 5060.
     """
 
-    def __init__(self, directory: Path, name: str, account: str, *,
-                 audio_source: str = "ausine,440", control: bool = False,
-                 record: bool = False, config: tuple[str, ...] = (),
-                 namespace: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        account: str,
+        *,
+        audio_source: str = "ausine,440",
+        control: bool = False,
+        record: bool = False,
+        config: tuple[str, ...] = (),
+        namespace: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.name = name
         self.namespace = namespace
         self.port = find_free_port() if namespace is None else 5060
@@ -350,9 +409,16 @@ class Baresip:
         self.recordings = directory / "recordings"
         if record:
             self.recordings.mkdir()
-        (directory / "config").write_text(baresip_config(
-            self.port, audio_source, self.control_port, self.recordings if record else None,
-            config, host))
+        (directory / "config").write_text(
+            baresip_config(
+                self.port,
+                audio_source,
+                self.control_port,
+                self.recordings if record else None,
+                config,
+                host,
+            )
+        )
         (directory / "accounts").write_text(account)
         self.output_path = directory / "output.txt"
         with self.output_path.open("wb") as output:
@@ -361,7 +427,9 @@ class Baresip:
                 command = ["nsenter", "-t", str(namespace), "-n", *command]
             self.process = subprocess.Popen(
                 command,
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
 
     def output(self) -> str:
@@ -390,7 +458,8 @@ class Baresip:
             )
             subprocess.run(
                 ["nsenter", "-t", str(self.namespace), "-n", sys.executable, "-c", script],
-                input=str(len(message)).encode() + b":" + message + b",", timeout=15,
+                input=str(len(message)).encode() + b":" + message + b",",
+                timeout=15,
                 check=True,
             )
             return
@@ -413,17 +482,21 @@ class Baresip:
         stop_process(self.process)
 
 
-def demo_phone(tmp_path: Path, name: str, sip_port: int, answermode: str,
-               tone: float = 440.0) -> Baresip:
+def demo_phone(
+    tmp_path: Path, name: str, sip_port: int, answermode: str, tone: float = 440.0
+) -> Baresip:
     """
     The baresip of demo user ``name`` (password = username) registering straight with the
     daemon on ``sip_port``: PCMU, a ``tone`` Hz sine as its microphone, recordings, ctrl_tcp.
     """
     return Baresip(
-        tmp_path / f"baresip-{name}", name,
+        tmp_path / f"baresip-{name}",
+        name,
         f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={name};regint=600;"
         f"answermode={answermode};audio_codecs=PCMU\n",
-        audio_source=f"ausine,{int(tone)}", control=True, record=True,
+        audio_source=f"ausine,{int(tone)}",
+        control=True,
+        record=True,
     )
 
 
@@ -455,8 +528,7 @@ def received_tone(phone: Baresip) -> float:
 
 def launch_chromium(playwright: Any) -> Any:
     """Headless Debian chromium from a Playwright ``sync_playwright()`` context."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                      headless=True)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
 
 def watched_page(browser: Any, width: int, height: int, timeout_ms: int) -> tuple[Any, list[str]]:

@@ -32,11 +32,21 @@ class KamailioProvider:
     :param transports: ``udp`` and/or ``tcp`` listeners on ``port``.
     """
 
-    def __init__(self, tmp_path: Path, *, address: str, port: int, user: str,
-                 password: str, realm: str = "provider.test",
-                 pstn: tuple[str, int] = ("127.0.0.30", 5099), max_expires: int = 3600,
-                 fail_invites: bool = False, transports: tuple[str, ...] = ("udp",),
-                 timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        address: str,
+        port: int,
+        user: str,
+        password: str,
+        realm: str = "provider.test",
+        pstn: tuple[str, int] = ("127.0.0.30", 5099),
+        max_expires: int = 3600,
+        fail_invites: bool = False,
+        transports: tuple[str, ...] = ("udp",),
+        timeout: float = 20.0,
+    ) -> None:
         self.address = address
         self.port = port
         self.user = user
@@ -46,20 +56,46 @@ class KamailioProvider:
         run = tmp_path / f"kamailio-provider-{address}-{port}"
         run.mkdir()
         self.output_path = run / "kamailio.out"
-        argv = ["kamailio", "-f", str(PROVIDER_CFG), "-DD", "-E", "-m", "64", "-M", "8",
-                "-Y", str(run)]
+        argv = [
+            "kamailio",
+            "-f",
+            str(PROVIDER_CFG),
+            "-DD",
+            "-E",
+            "-m",
+            "64",
+            "-M",
+            "8",
+            "-Y",
+            str(run),
+        ]
         for transport in transports:
             argv += ["-l", f"{transport}:{address}:{port}"]
-        argv += ["-A", f'AUTH_USER="{user}"', "-A", f'AUTH_PASSWORD="{password}"',
-                 "-A", f'REALM="{realm}"', "-A", f'PSTN_URI="sip:{pstn[0]}:{pstn[1]}"',
-                 "-A", f'PSTN_IP="{pstn[0]}"', "-A", f"MAX_EXPIRES={max_expires}"]
+        argv += [
+            "-A",
+            f'AUTH_USER="{user}"',
+            "-A",
+            f'AUTH_PASSWORD="{password}"',
+            "-A",
+            f'REALM="{realm}"',
+            "-A",
+            f'PSTN_URI="sip:{pstn[0]}:{pstn[1]}"',
+            "-A",
+            f'PSTN_IP="{pstn[0]}"',
+            "-A",
+            f"MAX_EXPIRES={max_expires}",
+        ]
         if fail_invites:
             argv += ["-A", "FAIL_INVITES"]
         with self.output_path.open("wb") as out:
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=subprocess.STDOUT)
-        wait_until(lambda: "Listening on" in self.output() or self.process.poll() is not None,
-                   timeout, "kamailio (provider) to start")
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until(
+            lambda: "Listening on" in self.output() or self.process.poll() is not None,
+            timeout,
+            "kamailio (provider) to start",
+        )
         if self.process.poll() is not None:
             raise RuntimeError(f"kamailio (provider) did not start:\n{self.output()}")
 

@@ -44,13 +44,20 @@ from pathlib import Path
 import pytest
 from conftest import find_free_port, stop_process, wait_until  # type: ignore[import-not-found]
 
-needs_linphone = pytest.mark.skipif(shutil.which("linphonec") is None,
-                                    reason="linphonec (Debian linphone-cli) is not installed")
+needs_linphone = pytest.mark.skipif(
+    shutil.which("linphonec") is None, reason="linphonec (Debian linphone-cli) is not installed"
+)
 
 #: The audio codecs liblinphone 5.1 enables by default (``codec list`` on a fresh rc),
 #: as (mime type, clock rate, channels).
-DEFAULT_CODECS = [("PCMU", 8000, 1), ("PCMA", 8000, 1), ("opus", 48000, 2),
-                  ("speex", 16000, 1), ("speex", 8000, 1), ("G729", 8000, 1)]
+DEFAULT_CODECS = [
+    ("PCMU", 8000, 1),
+    ("PCMA", 8000, 1),
+    ("opus", 48000, 2),
+    ("speex", 16000, 1),
+    ("speex", 8000, 1),
+    ("G729", 8000, 1),
+]
 
 #: The address liblinphone (bctoolbox) connects a UDP socket to, to learn its local address.
 LOCAL_ADDRESS_PROBE = "87.98.157.38"
@@ -62,8 +69,7 @@ TONE_RATE = 8000
 def write_tone(path: Path, frequency: float, seconds: float = 60.0) -> None:
     """A mono 16-bit wav of a ``frequency`` Hz sine, at half of full scale."""
     count = int(seconds * TONE_RATE)
-    samples = (int(16000 * math.sin(2 * math.pi * frequency * i / TONE_RATE))
-               for i in range(count))
+    samples = (int(16000 * math.sin(2 * math.pi * frequency * i / TONE_RATE)) for i in range(count))
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -80,32 +86,61 @@ def let_linphone_see_a_network() -> None:
     """
     if [name for _, name in socket.if_nameindex()] != ["lo"]:
         return
-    result = subprocess.run(["ip", "route", "replace", f"{LOCAL_ADDRESS_PROBE}/32", "dev", "lo",
-                             "src", "127.0.0.2"], capture_output=True, text=True, timeout=10)
+    result = subprocess.run(
+        ["ip", "route", "replace", f"{LOCAL_ADDRESS_PROBE}/32", "dev", "lo", "src", "127.0.0.2"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     if result.returncode != 0:
         pytest.skip(f"linphonec needs a route in this namespace: {result.stderr.strip()}")
 
 
-def linphone_rc(port: int, rtp_port: int, user: str, password: str, sip_port: int,
-                codecs: tuple[str, ...], keepalive_ms: int, expires: int, transport: str) -> str:
+def linphone_rc(
+    port: int,
+    rtp_port: int,
+    user: str,
+    password: str,
+    sip_port: int,
+    codecs: tuple[str, ...],
+    keepalive_ms: int,
+    expires: int,
+    transport: str,
+) -> str:
     """
     The rc file of a phone registering ``user`` for ``expires`` s with the daemon on
     ``sip_port`` over ``transport`` (``udp`` or ``tcp``: it listens on ``port`` with it).
     """
     udp_port, tcp_port = (port, 0) if transport == "udp" else (0, port)
     lines = [
-        "[sip]", f"sip_port={udp_port}", f"sip_tcp_port={tcp_port}", "sip_tls_port=0",
-        "default_proxy=0", f"keepalive_period={keepalive_ms}",
-        "[rtp]", f"audio_rtp_port={rtp_port}",
-        "[sound]", "echocancellation=0",
-        "[proxy_0]", f"reg_proxy=<sip:127.0.0.1:{sip_port};transport={transport}>",
-        f"reg_identity=sip:{user}@127.0.0.1", f"reg_expires={expires}", "reg_sendregister=1",
+        "[sip]",
+        f"sip_port={udp_port}",
+        f"sip_tcp_port={tcp_port}",
+        "sip_tls_port=0",
+        "default_proxy=0",
+        f"keepalive_period={keepalive_ms}",
+        "[rtp]",
+        f"audio_rtp_port={rtp_port}",
+        "[sound]",
+        "echocancellation=0",
+        "[proxy_0]",
+        f"reg_proxy=<sip:127.0.0.1:{sip_port};transport={transport}>",
+        f"reg_identity=sip:{user}@127.0.0.1",
+        f"reg_expires={expires}",
+        "reg_sendregister=1",
         "publish=0",
-        "[auth_info_0]", f"username={user}", f"passwd={password}",
+        "[auth_info_0]",
+        f"username={user}",
+        f"passwd={password}",
     ]
     for index, (mime, rate, channels) in enumerate(DEFAULT_CODECS):
-        lines += [f"[audio_codec_{index}]", f"mime={mime}", f"rate={rate}",
-                  f"channels={channels}", f"enabled={int(mime in codecs)}"]
+        lines += [
+            f"[audio_codec_{index}]",
+            f"mime={mime}",
+            f"rate={rate}",
+            f"channels={channels}",
+            f"enabled={int(mime in codecs)}",
+        ]
     return "".join(line + "\n" for line in lines)
 
 
@@ -121,10 +156,20 @@ class Linphone:
     messages included) to ``directory/linphone.log``.
     """
 
-    def __init__(self, directory: Path, name: str, sip_port: int, *, tone: float = 440.0,
-                 codecs: tuple[str, ...] = ("PCMU",), auto_answer: bool = True,
-                 password: str | None = None, keepalive_ms: int = 30000,
-                 expires: int = 600, transport: str = "udp") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        sip_port: int,
+        *,
+        tone: float = 440.0,
+        codecs: tuple[str, ...] = ("PCMU",),
+        auto_answer: bool = True,
+        password: str | None = None,
+        keepalive_ms: int = 30000,
+        expires: int = 600,
+        transport: str = "udp",
+    ) -> None:
         let_linphone_see_a_network()
         self.name = name
         self.port = find_free_port()
@@ -132,9 +177,19 @@ class Linphone:
         home = directory / "home"
         (home / ".local" / "share" / "linphone").mkdir(parents=True)
         rc = directory / "linphonerc"
-        rc.write_text(linphone_rc(self.port, find_free_port(), name,
-                                  name if password is None else password, sip_port, codecs,
-                                  keepalive_ms, expires, transport))
+        rc.write_text(
+            linphone_rc(
+                self.port,
+                find_free_port(),
+                name,
+                name if password is None else password,
+                sip_port,
+                codecs,
+                keepalive_ms,
+                expires,
+                transport,
+            )
+        )
         self.tone = directory / "tone.wav"
         write_tone(self.tone, tone)
         self.received = directory / "received.wav"
@@ -147,8 +202,9 @@ class Linphone:
         env = dict(os.environ, HOME=str(home))
         try:
             with self.output_path.open("wb") as output:
-                self.process = subprocess.Popen(argv, stdin=follower, stdout=output,
-                                                stderr=subprocess.STDOUT, env=env)
+                self.process = subprocess.Popen(
+                    argv, stdin=follower, stdout=output, stderr=subprocess.STDOUT, env=env
+                )
         finally:
             os.close(follower)
         for command in ("soundcard use files", f"play {self.tone}", f"record {self.received}"):

@@ -73,7 +73,12 @@ class NatNetwork:
         return holder.pid
 
     def add_home(
-        self, name: str, index: int, lan: str = "192.168.1", *, random_ports: bool = False,
+        self,
+        name: str,
+        index: int,
+        lan: str = "192.168.1",
+        *,
+        random_ports: bool = False,
         udp_timeout: int | None = None,
     ) -> Home:
         """
@@ -85,16 +90,40 @@ class NatNetwork:
         router, home = self._namespace(), self._namespace()
         public_side, wan = f"172.30.{index}.1", f"172.30.{index}.2"
         veth = f"to-{name}"[:15]
-        run(None, "ip", "link", "add", veth, "type", "veth", "peer", "name", "wan", "netns",
-            str(router))
+        run(
+            None,
+            "ip",
+            "link",
+            "add",
+            veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan",
+            "netns",
+            str(router),
+        )
         run(None, "ip", "addr", "add", f"{public_side}/24", "dev", veth)
         run(None, "ip", "link", "set", veth, "up")
         run(router, "ip", "link", "set", "lo", "up")
         run(router, "ip", "addr", "add", f"{wan}/24", "dev", "wan")
         run(router, "ip", "link", "set", "wan", "up")
         run(router, "ip", "route", "add", "default", "via", public_side)
-        run(router, "ip", "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns",
-            str(home))
+        run(
+            router,
+            "ip",
+            "link",
+            "add",
+            "lan",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            str(home),
+        )
         run(router, "ip", "addr", "add", f"{lan}.1/24", "dev", "lan")
         run(router, "ip", "link", "set", "lan", "up")
         run(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")

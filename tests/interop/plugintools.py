@@ -26,9 +26,22 @@ def installed(example: str, module: str, scratch: Path) -> Iterator[Path]:
     source = shutil.copytree(EXAMPLES / example, scratch / "source")
     target = scratch / "site-packages"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
-        check=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        timeout=120,
+    )
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     try:

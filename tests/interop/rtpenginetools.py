@@ -34,13 +34,22 @@ class RtpEngine:
     ``ng``, logging to ``log_path``; :func:`stop` kills it by its PID.
     """
 
-    def __init__(self, interfaces: list[str], ng: tuple[str, int], ports: tuple[int, int],
-                 log_path: str) -> None:
+    def __init__(
+        self, interfaces: list[str], ng: tuple[str, int], ports: tuple[int, int], log_path: str
+    ) -> None:
         command = [
-            RTPENGINE, "--config-file=none", "--foreground", "--log-stderr",
-            "--no-log-timestamps", "--table=-1", f"--listen-ng={ng[0]}:{ng[1]}",
-            f"--port-min={ports[0]}", f"--port-max={ports[1]}", "--delete-delay=0",
-            "--log-level=6", *[f"--interface={i}" for i in interfaces],
+            RTPENGINE,
+            "--config-file=none",
+            "--foreground",
+            "--log-stderr",
+            "--no-log-timestamps",
+            "--table=-1",
+            f"--listen-ng={ng[0]}:{ng[1]}",
+            f"--port-min={ports[0]}",
+            f"--port-max={ports[1]}",
+            "--delete-delay=0",
+            "--log-level=6",
+            *[f"--interface={i}" for i in interfaces],
         ]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -19,14 +19,18 @@ pytestmark = pytest.mark.interop
 
 ATTACKS = REPO_ROOT / "scripts" / "attacks"
 #: The checks of issue 13's re-test (others may be added next to them: all must pass).
-OURS = ["check_conn_exhaust", "check_fanout", "check_flood", "check_guess",
-        "check_log_inject"]
+OURS = ["check_conn_exhaust", "check_fanout", "check_flood", "check_guess", "check_log_inject"]
 
 
 def test_every_attack_check_passes_against_this_checkout() -> None:
     result = subprocess.run(
-        [sys.executable, str(ATTACKS / "run"), "-v"], env=python_env(), cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=240)
+        [sys.executable, str(ATTACKS / "run"), "-v"],
+        env=python_env(),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     output = result.stdout + result.stderr
     print(output)
     verdicts = dict(re.findall(r"^(check_\w+): (PASS|FAIL.*?)  \(", output, re.M))

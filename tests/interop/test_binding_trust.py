@@ -89,11 +89,11 @@ class Phone:
     def answer(self, request: str, peer: tuple[str, int], status: str) -> None:
         """A final response to ``request`` (its Via, From, To + tag, Call-ID, CSeq)."""
         lines = request.split("\r\n")
-        copied = [line for line in lines
-                  if re.match(r"(Via|v|From|f|Call-ID|i|CSeq):", line, re.I)]
+        copied = [line for line in lines if re.match(r"(Via|v|From|f|Call-ID|i|CSeq):", line, re.I)]
         to = next(line for line in lines if re.match(r"(To|t):", line, re.I))
-        response = "\r\n".join([f"SIP/2.0 {status}", *copied, f"{to};tag=phone",
-                                "Content-Length: 0", "", ""])
+        response = "\r\n".join(
+            [f"SIP/2.0 {status}", *copied, f"{to};tag=phone", "Content-Length: 0", "", ""]
+        )
         self.sock.sendto(response.encode(), peer)
 
     def close(self) -> None:
@@ -106,8 +106,12 @@ def request_uri(request: str) -> str:
 
 def distinct_transactions(invites: list[str]) -> int:
     """INVITE transactions (top Via branch), retransmissions counted once."""
-    return len({re.search(r"branch=([^;\s]+)", text).group(1)  # type: ignore[union-attr]
-                for text in invites})
+    return len(
+        {
+            re.search(r"branch=([^;\s]+)", text).group(1)  # type: ignore[union-attr]
+            for text in invites
+        }
+    )
 
 
 @pytest.fixture
@@ -129,33 +133,41 @@ def daemon(tmp_path: Path, start_daemon: Callable[[str], Any]) -> Callable[..., 
         text = text.replace("[registrar]\n", "[registrar]\n" + extra, 1)
         process = start_daemon(text)
         process.wait_for_tcp(web_port)
-        return {"sip": sip_port, "web": web_port,
-                "control": CallsApi(web_port, process.config_path),
-                "token": api_token(tmp_path / "daemon0.ini", "alice")}
+        return {
+            "sip": sip_port,
+            "web": web_port,
+            "control": CallsApi(web_port, process.config_path),
+            "token": api_token(tmp_path / "daemon0.ini", "alice"),
+        }
 
     return start
 
 
-@pytest.mark.parametrize(("contact", "headers"), [
-    # The issue's attack: a premium number, and a Path to where the INVITE should go.
-    ("<sip:+19005550123@premium.itsp.test>", ("Path: <sip:127.0.0.5:5099;lr>",)),
-    # Over TCP, the daemon would connect to any host:port and write an INVITE there.
-    ("<sip:+19005550123@premium.itsp.test>", ("Path: <sip:127.0.0.5:5099;lr;transport=tcp>",)),
-    # A Contact naming another host, or a maddr, with another transport.
-    ("<sip:+19005550123@127.0.0.5:5099;transport=tcp>", ()),
-    ("<sip:+19005550123@premium.itsp.test:5099;maddr=127.0.0.5;transport=udp>", ()),
-], ids=["path-udp", "path-tcp", "contact-host", "contact-maddr"])
+@pytest.mark.parametrize(
+    ("contact", "headers"),
+    [
+        # The issue's attack: a premium number, and a Path to where the INVITE should go.
+        ("<sip:+19005550123@premium.itsp.test>", ("Path: <sip:127.0.0.5:5099;lr>",)),
+        # Over TCP, the daemon would connect to any host:port and write an INVITE there.
+        ("<sip:+19005550123@premium.itsp.test>", ("Path: <sip:127.0.0.5:5099;lr;transport=tcp>",)),
+        # A Contact naming another host, or a maddr, with another transport.
+        ("<sip:+19005550123@127.0.0.5:5099;transport=tcp>", ()),
+        ("<sip:+19005550123@premium.itsp.test:5099;maddr=127.0.0.5;transport=udp>", ()),
+    ],
+    ids=["path-udp", "path-tcp", "contact-host", "contact-maddr"],
+)
 def test_a_phones_path_or_contact_never_decides_where_the_invite_goes(
-        daemon: Callable[..., dict[str, Any]], trap: Trap, contact: str,
-        headers: tuple[str, ...]) -> None:
+    daemon: Callable[..., dict[str, Any]], trap: Trap, contact: str, headers: tuple[str, ...]
+) -> None:
     """With the default [registrar] path = off, a click-to-dial call to a user whose phone
     registered a Path or a Contact naming 127.0.0.5:5099 sends its INVITE (Request-URI:
     the registered contact) to the address the REGISTER came from, and nothing (no datagram,
     no TCP connection) reaches 127.0.0.5:5099."""
     ports = daemon()
     phone_port = find_free_port()
-    status, text = register_status("alice", "alice", phone_port, ports["sip"],
-                                    contacts=[contact], headers=headers)
+    status, text = register_status(
+        "alice", "alice", phone_port, ports["sip"], contacts=[contact], headers=headers
+    )
     assert status == 200, text
     assert "Path:" not in text  # not stored, so not echoed either
     register("bob", "bob", find_free_port(), ports["sip"])
@@ -177,14 +189,20 @@ def test_a_phones_path_or_contact_never_decides_where_the_invite_goes(
 def test_require_path_from_a_phone_gets_420(daemon: Callable[..., dict[str, Any]]) -> None:
     """RFC 3327 §5.3: with path = off, Require: path is an unsupported extension."""
     ports = daemon()
-    status, text = register_status("alice", "alice", find_free_port(), ports["sip"],
-                                   headers=("Require: path", "Path: <sip:127.0.0.5:5099;lr>"))
+    status, text = register_status(
+        "alice",
+        "alice",
+        find_free_port(),
+        ports["sip"],
+        headers=("Require: path", "Path: <sip:127.0.0.5:5099;lr>"),
+    )
     assert status == 420, text
     assert re.search(r"^Unsupported: path\r$", text, re.M), text
 
 
 def test_a_200_contact_register_is_refused_and_a_click_sends_at_most_the_cap(
-        daemon: Callable[..., dict[str, Any]]) -> None:
+    daemon: Callable[..., dict[str, Any]],
+) -> None:
     """Three REGISTERs of 200 Contacts each get 503 and bind nothing; alice's phones get at
     most max_contacts (5) bindings, the sixth REGISTER 503 too; one click then sends 5
     INVITEs (5 INVITE transactions, retransmissions aside), all to the phones' source."""
@@ -192,16 +210,27 @@ def test_a_200_contact_register_is_refused_and_a_click_sends_at_most_the_cap(
     phone_port = find_free_port()
     for batch in range(3):
         contacts = [f"<sip:alice-{batch}-{n}@127.0.0.1:{phone_port}>" for n in range(200)]
-        status, text = register_status("alice", "alice", phone_port, ports["sip"],
-                                       contacts=contacts)
+        status, text = register_status(
+            "alice", "alice", phone_port, ports["sip"], contacts=contacts
+        )
         assert status == 503, text
         assert "Too Many Registered Contacts" in text
     for n in range(5):
-        status, text = register_status("alice", "alice", phone_port, ports["sip"],
-                                       contacts=[f"<sip:alice-{n}@127.0.0.1:{phone_port}>"])
+        status, text = register_status(
+            "alice",
+            "alice",
+            phone_port,
+            ports["sip"],
+            contacts=[f"<sip:alice-{n}@127.0.0.1:{phone_port}>"],
+        )
         assert status == 200, text
-    status, text = register_status("alice", "alice", phone_port, ports["sip"],
-                                   contacts=[f"<sip:alice-6@127.0.0.1:{phone_port}>"])
+    status, text = register_status(
+        "alice",
+        "alice",
+        phone_port,
+        ports["sip"],
+        contacts=[f"<sip:alice-6@127.0.0.1:{phone_port}>"],
+    )
     assert status == 503, text
     register("bob", "bob", find_free_port(), ports["sip"])
     phone = Phone(phone_port)
@@ -214,14 +243,12 @@ def test_a_200_contact_register_is_refused_and_a_click_sends_at_most_the_cap(
         phone.close()
 
 
-def test_one_click_rings_at_most_max_forks_bindings(
-        daemon: Callable[..., dict[str, Any]]) -> None:
+def test_one_click_rings_at_most_max_forks_bindings(daemon: Callable[..., dict[str, Any]]) -> None:
     """[calls] max_forks under a larger max_contacts: 8 bindings, 3 INVITEs."""
     ports = daemon({"max_forks": "3"}, max_contacts="8")
     phone_port = find_free_port()
     contacts = [f"<sip:alice-{n}@127.0.0.1:{phone_port}>" for n in range(8)]
-    status, text = register_status("alice", "alice", phone_port, ports["sip"],
-                                   contacts=contacts)
+    status, text = register_status("alice", "alice", phone_port, ports["sip"], contacts=contacts)
     assert status == 200, text
     register("bob", "bob", find_free_port(), ports["sip"])
     phone = Phone(phone_port)

@@ -56,13 +56,36 @@ def phones(tmp_path: Path) -> Iterator[Callable[[str, int, int], None]]:
         port = find_free_port()
         register(user, user, port, sip_port)
         argv = [
-            "sipp", "-sf", str(SCENARIOS / "call_phone_answer.xml"), "-i", "127.0.0.1",
-            "-p", str(port), "-t", "u1", "-s", user, "-m", "1", "-d", str(delay_ms),
-            "-nostdin", "-timeout", "60s", "-timeout_error",
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "call_phone_answer.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-t",
+            "u1",
+            "-s",
+            user,
+            "-m",
+            "1",
+            "-d",
+            str(delay_ms),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
         ]
         with (tmp_path / f"sipp-{user}.out").open("wb") as output:
-            processes.append(subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                                              stdout=output, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    argv,
+                    cwd=tmp_path,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
 
     yield start
     for process in processes:
@@ -76,7 +99,8 @@ def shot(directory: Path, page: Any, name: str) -> None:
 
 
 def test_alice_calls_bob_from_the_browser_and_watches_it_live(
-    tmp_path: Path, start_daemon: Callable[[str], Any],
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
     phones: Callable[[str, int, int], None],
 ) -> None:
     shots = screenshot_dir(tmp_path)
@@ -95,8 +119,10 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             failed: list[str] = []
-            page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
-                    if r.status >= 400 else None)
+            page.on(
+                "response",
+                lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            )
 
             page.goto(base + "/directory")
             assert page.url == base + "/login"
@@ -123,7 +149,8 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             assert seen[-1] == "connected"
             order = ["calling-caller", "calling-callee", "connected"]
             assert [order.index(state) for state in seen] == sorted(
-                order.index(state) for state in seen), seen
+                order.index(state) for state in seen
+            ), seen
             assert page.locator("#hangup").inner_text() == "Hang up"
             shot(shots, page, "call-connected")
 
@@ -150,10 +177,26 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
 
             # An administrator (made with the CLI) creates and disables a user.
             subprocess.run(
-                [sys.executable, "-m", "clicktodial.cli", "--config",
-                 str(tmp_path / "daemon0.ini"), "user", "add", "root", "--admin",
-                 "--password", "root-password", "--display-name", "Administrator"],
-                cwd=tmp_path, env=python_env(), check=True, capture_output=True, timeout=60,
+                [
+                    sys.executable,
+                    "-m",
+                    "clicktodial.cli",
+                    "--config",
+                    str(tmp_path / "daemon0.ini"),
+                    "user",
+                    "add",
+                    "root",
+                    "--admin",
+                    "--password",
+                    "root-password",
+                    "--display-name",
+                    "Administrator",
+                ],
+                cwd=tmp_path,
+                env=python_env(),
+                check=True,
+                capture_output=True,
+                timeout=60,
             )
             admin = browser.new_page(viewport={"width": 900, "height": 760})
             admin.set_default_timeout(WAIT_MS)

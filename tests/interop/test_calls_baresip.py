@@ -45,20 +45,30 @@ pytestmark = [
 TONES = {"alice": 440.0, "bob": 880.0}
 
 
-def run_call(tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Baresip],
-             policy: str, answer_after: float | None) -> None:
+def run_call(
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    made: list[Baresip],
+    policy: str,
+    answer_after: float | None,
+) -> None:
     sip_port, web_port = find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path), policy,
-                                     callee_ring_timeout="90"))
+    daemon = start_daemon(
+        daemon_ini(sip_port, web_port, str(tmp_path), policy, callee_ring_timeout="90")
+    )
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     alice = demo_phone(tmp_path, "alice", sip_port, "auto", TONES["alice"])
-    bob = demo_phone(tmp_path, "bob", sip_port, "auto" if answer_after is None else "manual",
-                     TONES["bob"])
+    bob = demo_phone(
+        tmp_path, "bob", sip_port, "auto" if answer_after is None else "manual", TONES["bob"]
+    )
     made.extend([alice, bob])
     for phone in (alice, bob):
-        wait_until(lambda p=phone: f"sip:{p.name}@127.0.0.1" in daemon.log() and "binding"
-                   in daemon.log(), 30, f"{phone.name} to register")
+        wait_until(
+            lambda p=phone: f"sip:{p.name}@127.0.0.1" in daemon.log() and "binding" in daemon.log(),
+            30,
+            f"{phone.name} to register",
+        )
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
     control = CallsApi(web_port, daemon.config_path)
@@ -75,7 +85,10 @@ def run_call(tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Bare
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
     assert (record["reason"], record["who_hung_up"], record["state"]) == (
-        "caller-hangup", "caller", "ended")
+        "caller-hangup",
+        "caller",
+        "ended",
+    )
     bob.wait_for_output("terminated", 30)
     alice.stop()
     bob.stop()
@@ -111,9 +124,12 @@ def test_phones_sharing_no_codec_make_a_failed_call_in_the_api_and_history(
     daemon.wait_for_log("created demo users")
     codecs = {"alice": "PCMU", "bob": "PCMA"}
     phones = [
-        Baresip(tmp_path / f"baresip-{name}", name,
-                f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={name};regint=600;"
-                f"answermode=auto;audio_codecs={codec}\n")
+        Baresip(
+            tmp_path / f"baresip-{name}",
+            name,
+            f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={name};regint=600;"
+            f"answermode=auto;audio_codecs={codec}\n",
+        )
         for name, codec in codecs.items()
     ]
     running.extend(phones)

@@ -49,8 +49,9 @@ TONES = {"alice": 440.0, "bob": 880.0}
 ALL_CODECS = ("PCMU", "PCMA", "opus", "speex", "G729")
 
 
-def start(start_daemon: Callable[[str], Any], tmp_path: Path, policy: str = "flow4"
-          ) -> tuple[Any, int, int, CallsApi]:
+def start(
+    start_daemon: Callable[[str], Any], tmp_path: Path, policy: str = "flow4"
+) -> tuple[Any, int, int, CallsApi]:
     """A daemon with the demo users: (daemon, SIP port, web port, its calls API)."""
     sip_port, web_port = find_free_port(), find_free_port()
     daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path), policy))
@@ -68,8 +69,7 @@ def test_linphone_registers_with_digest_as_one_binding_and_unregisters_when_it_q
     its CRLFCRLF keep-alives (every 0.5 s here) are taken silently and the phone stays
     registered; it unregisters (Expires: 0) when it quits."""
     daemon, sip_port, _, _ = start(start_daemon, tmp_path)
-    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, keepalive_ms=500,
-                     expires=30)
+    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, keepalive_ms=500, expires=30)
     running.append(alice)
     daemon.wait_for_log("REGISTER sip:alice@127.0.0.1: 1 binding(s)", 30)
     register_log = alice.log()
@@ -92,7 +92,11 @@ def user_list(ini: Path) -> str:
     """``clicktodial --config INI user list``."""
     return subprocess.run(
         [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "user", "list"],
-        env=python_env(), capture_output=True, text=True, timeout=60, check=True,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
 
 
@@ -114,7 +118,10 @@ def listed_contacts(listing: str, user: str) -> list[str]:
 @needs_baresip
 @needs_baresip_sndfile
 def test_linphone_and_baresip_connect_hear_each_other_and_the_linphone_hang_up_ends_it(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], policy: str,
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+    policy: str,
     linphone_side: str,
 ) -> None:
     """A call between a linphone phone and a baresip phone connects; each hears the
@@ -126,8 +133,13 @@ def test_linphone_and_baresip_connect_hear_each_other_and_the_linphone_hang_up_e
     baresip_name = names["callee" if linphone_side == "caller" else "caller"]
     # linphone's own codec list (opus, speex, G.729 too; telephone-event at three rates)
     # against baresip's PCMU only: the two settle on PCMU through the daemon.
-    linphone = Linphone(tmp_path / f"linphone-{linphone_name}", linphone_name, sip_port,
-                        tone=TONES[linphone_name], codecs=ALL_CODECS)
+    linphone = Linphone(
+        tmp_path / f"linphone-{linphone_name}",
+        linphone_name,
+        sip_port,
+        tone=TONES[linphone_name],
+        codecs=ALL_CODECS,
+    )
     running.append(linphone)
     baresip = demo_phone(tmp_path, baresip_name, sip_port, "auto", TONES[baresip_name])
     running.append(baresip)
@@ -140,7 +152,10 @@ def test_linphone_and_baresip_connect_hear_each_other_and_the_linphone_hang_up_e
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
     assert (record["reason"], record["who_hung_up"], record["state"]) == (
-        f"{linphone_side}-hangup", linphone_side, "ended"), record
+        f"{linphone_side}-hangup",
+        linphone_side,
+        "ended",
+    ), record
     baresip.wait_for_output("terminated", 30)
     linphone.stop()
     baresip.stop()
@@ -159,8 +174,10 @@ def test_linphone_phones_sharing_no_codec_make_a_failed_call_with_488_in_the_api
     (Flow I: bob's phone refuses alice's offer in the INVITE; Flow IV: alice's phone
     refuses bob's offer in the re-INVITE)."""
     daemon, sip_port, web_port, control = start(start_daemon, tmp_path, policy)
-    phones = [Linphone(tmp_path / f"linphone-{name}", name, sip_port, codecs=(codec,))
-              for name, codec in (("alice", "PCMU"), ("bob", "PCMA"))]
+    phones = [
+        Linphone(tmp_path / f"linphone-{name}", name, sip_port, codecs=(codec,))
+        for name, codec in (("alice", "PCMU"), ("bob", "PCMA"))
+    ]
     running.extend(phones)
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
@@ -175,7 +192,10 @@ def test_linphone_phones_sharing_no_codec_make_a_failed_call_with_488_in_the_api
 @needs_baresip
 @needs_baresip_sndfile
 def test_linphone_holds_and_resumes_through_the_daemon_and_the_audio_comes_back(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], policy: str,
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+    policy: str,
     linphone_side: str,
 ) -> None:
     """The linphone phone puts the call on hold (a re-INVITE offering ``sendonly``) and
@@ -186,8 +206,9 @@ def test_linphone_holds_and_resumes_through_the_daemon_and_the_audio_comes_back(
     names = {"caller": "alice", "callee": "bob"}
     linphone_name = names[linphone_side]
     baresip_name = names["callee" if linphone_side == "caller" else "caller"]
-    linphone = Linphone(tmp_path / f"linphone-{linphone_name}", linphone_name, sip_port,
-                        tone=TONES[linphone_name])
+    linphone = Linphone(
+        tmp_path / f"linphone-{linphone_name}", linphone_name, sip_port, tone=TONES[linphone_name]
+    )
     running.append(linphone)
     baresip = demo_phone(tmp_path, baresip_name, sip_port, "auto", TONES[baresip_name])
     running.append(baresip)
@@ -202,14 +223,16 @@ def test_linphone_holds_and_resumes_through_the_daemon_and_the_audio_comes_back(
     linphone.wait_for_output("is now paused", 30)
     time.sleep(2)
     linphone.command("resume")
-    wait_until(lambda: linphone.output().count("Media streams established") == 2, 30,
-               "the linphone's media to be back")
+    wait_until(
+        lambda: linphone.output().count("Media streams established") == 2,
+        30,
+        "the linphone's media to be back",
+    )
     time.sleep(4)  # media both ways again
     assert control.get(call_id)["state"] == "connected"
     # Both re-INVITEs reached the baresip phone with their offers (not answered by the
     # daemon).
-    assert baresip.output().count("got re-INVITE (SDP Offer)") == reinvites + 2, (
-        baresip.output())
+    assert baresip.output().count("got re-INVITE (SDP Offer)") == reinvites + 2, baresip.output()
     linphone.command("terminate")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     baresip.wait_for_output("terminated", 30)
@@ -229,8 +252,7 @@ def test_a_linphone_declining_the_call_is_recorded_as_rejected_by_that_side(
     the call fails ``{side}-rejected`` with that status, and a caller that had answered
     gets a BYE whose ``Reason: SIP ;cause=603`` linphone shows as "Call declined"."""
     daemon, sip_port, _, control = start(start_daemon, tmp_path)
-    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port,
-                     auto_answer=side != "caller")
+    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, auto_answer=side != "caller")
     bob = Linphone(tmp_path / "linphone-bob", "bob", sip_port, auto_answer=False)
     running.extend([alice, bob])
     for name in ("alice", "bob"):
@@ -241,8 +263,12 @@ def test_a_linphone_declining_the_call_is_recorded_as_rejected_by_that_side(
     decliner.command("terminate")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
-    assert (record["state"], record["reason"], record.get("sip_status"), record["who_hung_up"]
-            ) == ("failed", f"{side}-rejected", 603, side), record
+    assert (record["state"], record["reason"], record.get("sip_status"), record["who_hung_up"]) == (
+        "failed",
+        f"{side}-rejected",
+        603,
+        side,
+    ), record
     if side == "callee":
         alice.wait_for_output("ended (Call declined)", 30)
     assert "Traceback" not in daemon.log()
@@ -251,7 +277,10 @@ def test_a_linphone_declining_the_call_is_recorded_as_rejected_by_that_side(
 @pytest.mark.parametrize("ending", ["ring-timeout", "caller-hangs-up"])
 @pytest.mark.parametrize("policy", ["flow1", "flow4"])
 def test_a_ringing_linphone_callee_is_cancelled(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], policy: str,
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+    policy: str,
     ending: str,
 ) -> None:
     """bob's linphone rings (it sends its 180 without a Contact: RFC 3261 §12.1.1 wants
@@ -260,8 +289,9 @@ def test_a_ringing_linphone_callee_is_cancelled(
     linphone hung up meanwhile; bob's linphone sees the call end, and the daemon lets go
     of the call."""
     sip_port, web_port = find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path), policy,
-                                     callee_ring_timeout="3"))
+    daemon = start_daemon(
+        daemon_ini(sip_port, web_port, str(tmp_path), policy, callee_ring_timeout="3")
+    )
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port)
@@ -276,15 +306,19 @@ def test_a_ringing_linphone_callee_is_cancelled(
         alice.command("terminate")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
-    expected = {"ring-timeout": ("callee-no-answer", 408, "system"),
-                "caller-hangs-up": ("caller-hangup", None, "caller")}[ending]
-    assert (record["reason"], record.get("sip_status"), record["who_hung_up"],
-            record["state"]) == (*expected, "failed"), record
+    expected = {
+        "ring-timeout": ("callee-no-answer", 408, "system"),
+        "caller-hangs-up": ("caller-hangup", None, "caller"),
+    }[ending]
+    assert (record["reason"], record.get("sip_status"), record["who_hung_up"], record["state"]) == (
+        *expected,
+        "failed",
+    ), record
     bob.wait_for_output("ended", 30)
     assert "CANCEL sip:bob@" in bob.log()
     if ending == "ring-timeout":
         alice.wait_for_output("ended", 30)
-        assert 'Reason: SIP ;cause=408' in alice.log()
+        assert "Reason: SIP ;cause=408" in alice.log()
     wait_until(lambda: control.active() == [], 30, "the daemon to let go of the call")
     assert "Traceback" not in daemon.log()
 
@@ -296,14 +330,15 @@ def test_linphone_phones_over_tcp_register_connect_and_hang_up(
     and connect a Flow IV call, hear each other, and bob's hang-up reaches alice."""
     sip_port, web_port = find_free_port(), find_free_port()
     ini = daemon_ini(sip_port, web_port, str(tmp_path)).replace(
-        "[web]\n", "transports = udp, tcp\n[web]\n", 1)
+        "[web]\n", "transports = udp, tcp\n[web]\n", 1
+    )
     daemon = start_daemon(ini)
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
-    alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, tone=TONES["alice"],
-                     transport="tcp")
-    bob = Linphone(tmp_path / "linphone-bob", "bob", sip_port, tone=TONES["bob"],
-                   transport="tcp")
+    alice = Linphone(
+        tmp_path / "linphone-alice", "alice", sip_port, tone=TONES["alice"], transport="tcp"
+    )
+    bob = Linphone(tmp_path / "linphone-bob", "bob", sip_port, tone=TONES["bob"], transport="tcp")
     running.extend([alice, bob])
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
@@ -317,7 +352,10 @@ def test_linphone_phones_over_tcp_register_connect_and_hang_up(
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
     assert (record["reason"], record["who_hung_up"], record["state"]) == (
-        "callee-hangup", "callee", "ended"), record
+        "callee-hangup",
+        "callee",
+        "ended",
+    ), record
     alice.wait_for_output("ended", 30)
     alice.stop()
     bob.stop()

@@ -59,17 +59,42 @@ class Phones:
         register(user, user, port, self.sip_port)
         out = self.tmp_path / f"sipp-{user}.out"
         argv = [
-            "sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
-            "-t", "u1", "-s", user, "-m", "1", "-d", str(delay_ms), "-nostdin",
+            "sipp",
+            "-sf",
+            str(SCENARIOS / scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-t",
+            "u1",
+            "-s",
+            user,
+            "-m",
+            "1",
+            "-d",
+            str(delay_ms),
+            "-nostdin",
             # Scenarios that send in-dialog requests address the daemon as [daemon].
-            "-key", "daemon", f"127.0.0.1:{self.sip_port}",
-            "-timeout", f"{SIPP_TIMEOUT}s", "-timeout_error",
-            "-trace_msg", "-message_file", str(self.tmp_path / f"sipp-{user}-messages.log"),
-            "-trace_err", "-error_file", str(self.tmp_path / f"sipp-{user}-errors.log"),
+            "-key",
+            "daemon",
+            f"127.0.0.1:{self.sip_port}",
+            "-timeout",
+            f"{SIPP_TIMEOUT}s",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            str(self.tmp_path / f"sipp-{user}-messages.log"),
+            "-trace_err",
+            "-error_file",
+            str(self.tmp_path / f"sipp-{user}-errors.log"),
         ]
         with out.open("wb") as output:
             self.processes[user] = subprocess.Popen(
-                argv, cwd=self.tmp_path, stdin=subprocess.DEVNULL, stdout=output,
+                argv,
+                cwd=self.tmp_path,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
                 stderr=subprocess.STDOUT,
             )
 
@@ -148,15 +173,17 @@ def final_record(control: CallsApi, call_id: str, timeout: float = 30) -> dict[s
 def callee_rung_at(tmp_path: Path, call_id: str) -> float | None:
     """The record's ``callee_rung_at`` (history the API does not show), from the store."""
     with closing(sqlite3.connect(tmp_path / "clicktodial.sqlite")) as db:
-        row = db.execute("SELECT callee_rung_at FROM calls WHERE call_id = ?",
-                         (call_id,)).fetchone()
+        row = db.execute(
+            "SELECT callee_rung_at FROM calls WHERE call_id = ?", (call_id,)
+        ).fetchone()
     assert row is not None, f"no record of call {call_id}"
     return None if row[0] is None else float(row[0])
 
 
 def wait_state(control: CallsApi, call_id: str, state: str, timeout: float = 30) -> None:
-    wait_until(lambda: control.get(call_id)["state"] == state, timeout,
-               f"call {call_id} to be {state}")
+    wait_until(
+        lambda: control.get(call_id)["state"] == state, timeout, f"call {call_id} to be {state}"
+    )
 
 
 def outcome(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -202,7 +229,10 @@ def test_callee_busy_gives_the_caller_bye_with_reason_486(setup: Any, policy: st
     call = control.place("alice", "bob")
     record = final_record(control, call["id"])
     assert (record["reason"], record.get("sip_status"), record["state"]) == (
-        "callee-busy", 486, "failed")
+        "callee-busy",
+        486,
+        "failed",
+    )
     assert phones.wait("alice") == 0, phones.report("alice")
     assert phones.wait("bob") == 0, phones.report("bob")
     assert "Reason: SIP ;cause=486" in phones.messages("alice")
@@ -258,7 +288,10 @@ def test_caller_hanging_up_while_callee_rings_cancels_the_callee(setup: Any) -> 
     assert phones.wait("alice") == 0, phones.report("alice")
     assert phones.wait("bob") == 0, phones.report("bob")
     assert (record["reason"], record["who_hung_up"], record["state"]) == (
-        "caller-hangup", "caller", "failed")
+        "caller-hangup",
+        "caller",
+        "failed",
+    )
     assert_no_leftovers(control)
 
 
@@ -267,14 +300,21 @@ def test_reinvite_from_a_phone_is_relayed_to_the_other(setup: Any) -> None:
     phones.start("alice", "call_phone_reinvite.xml", 1000)
     phones.start("bob", "call_phone_answer.xml", 300)
     call = control.place("alice", "bob")
-    wait_until(lambda: "a=sendonly" in phones.messages("bob"), 30,
-               "the hold re-INVITE to reach bob")
-    wait_until(lambda: "SIP/2.0 200 OK" in phones.messages("alice").split("a=sendonly", 1)[-1],
-               30, "the relayed answer to reach alice")
+    wait_until(
+        lambda: "a=sendonly" in phones.messages("bob"), 30, "the hold re-INVITE to reach bob"
+    )
+    wait_until(
+        lambda: "SIP/2.0 200 OK" in phones.messages("alice").split("a=sendonly", 1)[-1],
+        30,
+        "the relayed answer to reach alice",
+    )
     assert control.hang_up(call["id"])
     record = final_record(control, call["id"])
     assert (record["reason"], record["who_hung_up"], record["state"]) == (
-        "cancelled", "system", "ended")
+        "cancelled",
+        "system",
+        "ended",
+    )
     assert phones.wait("alice") == 0, phones.report("alice")
     assert phones.wait("bob") == 0, phones.report("bob")
     assert_no_leftovers(control)
@@ -290,8 +330,7 @@ def test_callee_not_answering_is_cancelled_and_the_caller_gets_bye_408(
     phones.start("bob", "call_phone_ring.xml")
     call = control.place("alice", "bob")
     record = final_record(control, call["id"])
-    assert outcome(record) == (
-        "callee-no-answer", 408, "system", "failed")
+    assert outcome(record) == ("callee-no-answer", 408, "system", "failed")
     assert callee_rung_at(tmp_path, call["id"]) is not None
     assert phones.wait("bob") == 0, phones.report("bob")  # CANCEL, 487, ACK
     assert phones.wait("alice") == 0, phones.report("alice")
@@ -306,8 +345,7 @@ def test_callee_declining_gives_the_caller_bye_with_reason_603(setup: Any) -> No
     phones.start("bob", "call_phone_decline.xml", 300)
     call = control.place("alice", "bob")
     record = final_record(control, call["id"])
-    assert outcome(record) == (
-        "callee-rejected", 603, "callee", "failed")
+    assert outcome(record) == ("callee-rejected", 603, "callee", "failed")
     assert phones.wait("bob") == 0, phones.report("bob")
     assert phones.wait("alice") == 0, phones.report("alice")
     assert "Reason: SIP ;cause=603" in phones.messages("alice")
@@ -322,7 +360,10 @@ def test_unreachable_callee_gives_the_caller_bye_with_its_status(setup: Any) -> 
     call = control.place("alice", "bob")
     record = final_record(control, call["id"], timeout=45)
     assert (record["reason"], record["who_hung_up"], record["state"]) == (
-        "callee-unreachable", "system", "failed")
+        "callee-unreachable",
+        "system",
+        "failed",
+    )
     assert record.get("sip_status") in (408, 503), record
     assert phones.wait("alice") == 0, phones.report("alice")
     assert f"Reason: SIP ;cause={record.get('sip_status')}" in phones.messages("alice")
@@ -340,8 +381,7 @@ def test_caller_hanging_up_a_connected_call_gives_the_callee_bye(setup: Any, pol
     phones.start("bob", "call_phone_answer.xml", 300)
     call = control.place("alice", "bob")
     record = final_record(control, call["id"])
-    assert outcome(record) == (
-        "caller-hangup", None, "caller", "ended")
+    assert outcome(record) == ("caller-hangup", None, "caller", "ended")
     assert phones.wait("alice") == 0, phones.report("alice")  # its BYE got 200
     assert phones.wait("bob") == 0, phones.report("bob")
     assert "BYE sip:bob@" in phones.messages("bob")
@@ -360,8 +400,7 @@ def test_callee_hanging_up_a_connected_call_gives_the_caller_bye(setup: Any, pol
     assert (during["calls in progress"], during["clicktodial_sip_dialogs_active"]) == (1, 2), during
     assert during["clicktodial_sip_ua_active"] >= 2, during
     record = final_record(control, call["id"])
-    assert outcome(record) == (
-        "callee-hangup", None, "callee", "ended")
+    assert outcome(record) == ("callee-hangup", None, "callee", "ended")
     assert phones.wait("bob") == 0, phones.report("bob")  # its BYE got 200
     assert phones.wait("alice") == 0, phones.report("alice")
     assert "BYE sip:alice@" in phones.messages("alice")

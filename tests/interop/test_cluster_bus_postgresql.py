@@ -101,7 +101,8 @@ def test_messages_reach_both_nodes_and_survive_a_dropped_connection(
     with psycopg.connect(conninfo, autocommit=True) as admin:
         killed = admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            (two.application_name("listen"),)).fetchall()
+            (two.application_name("listen"),),
+        ).fetchall()
     assert killed == [(True,)]
     reactor.run_until(lambda: connects.count("two") == 2, "node two to reconnect")
     seen.clear()

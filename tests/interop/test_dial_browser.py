@@ -79,7 +79,8 @@ def follow_phone_link(page: Any, base: str, link: str) -> None:
 
 
 def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming(
-        tmp_path: Path, start_daemon: Any) -> None:
+    tmp_path: Path, start_daemon: Any
+) -> None:
     sip_port, web_port = find_free_port(), find_free_port()
     ini = daemon_ini(sip_port, web_port, str(tmp_path)) + DIALPLAN
     daemon = start_daemon(ini)
@@ -104,10 +105,11 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
             offer.wait_for(state="visible")
             page.click("#register-handlers")
             page.wait_for_function(
-                "document.getElementById('register-result').textContent.length > 0")
+                "document.getElementById('register-result').textContent.length > 0"
+            )
             assert page.inner_text("#register-result").startswith(
-                "Asked your browser to open tel: and sip: links here"), page.inner_text(
-                    "#register-result")
+                "Asked your browser to open tel: and sip: links here"
+            ), page.inner_text("#register-result")
 
             # A tel: link of another page: the confirmation page, and no call yet.
             page.goto(links.as_uri())
@@ -115,8 +117,7 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
             assert page.inner_text("#dial-number") == "+442079460958"
             assert page.inner_text("#dial-class") == "national"
             if os.environ.get("CLICKTODIAL_SCREENSHOTS"):
-                page.screenshot(path=str(REPO_ROOT / "docs" / "screenshots" /
-                                         "dial-confirm.png"))
+                page.screenshot(path=str(REPO_ROOT / "docs" / "screenshots" / "dial-confirm.png"))
             token = api_token(tmp_path / "daemon0.ini", "alice")
             assert web_api_get(web_port, token, "/calls")["calls"] == []
 
@@ -133,8 +134,7 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
             # and nothing can be confirmed.
             page.goto(links.as_uri())
             follow_phone_link(page, base, "#paris")
-            assert "international numbers are not allowed for alice" in page.inner_text(
-                ".error")
+            assert "international numbers are not allowed for alice" in page.inner_text(".error")
             assert page.locator("#confirm-form").count() == 0
 
             # A sip: link of a directory user: the confirmation page, then the usual call.
@@ -144,13 +144,17 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
             page.click("#confirm-call")
             page.wait_for_url(base + "/calls/*")
             assert page.locator("#call").get_attribute("data-state") in (
-                "calling-caller", "calling-callee")
+                "calling-caller",
+                "calling-callee",
+            )
             page.click("#hangup")
             page.wait_for_selector('#call[data-state="failed"]')
 
             calls = web_api_get(web_port, token, "/calls")["calls"]
             assert [(c["callee"], c.get("number"), c.get("reason")) for c in calls] == [
-                ("bob", None, "cancelled"), ("+442079460958", "+442079460958", "no-trunk")]
+                ("bob", None, "cancelled"),
+                ("+442079460958", "+442079460958", "no-trunk"),
+            ]
             assert [e for e in errors if "403" not in e] == []
         finally:
             browser.close()
@@ -158,21 +162,47 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
 
 
 @needs_baresip
-@pytest.mark.skipif(any(shutil.which(tool) is None for tool in ("kamailio", "sipp")),
-                    reason="needs kamailio and sipp")
+@pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in ("kamailio", "sipp")),
+    reason="needs kamailio and sipp",
+)
 def test_a_confirmed_tel_link_call_goes_out_through_the_trunk_to_the_far_end(
-        tmp_path: Path, start_daemon: Any, running: list[Any]) -> None:
+    tmp_path: Path, start_daemon: Any, running: list[Any]
+) -> None:
     pstn = ("127.0.0.30", find_free_port())
-    provider = KamailioProvider(tmp_path, address="127.0.0.20", port=5060, user="4930111",
-                                password="trunk-secret-1", pstn=pstn)
+    provider = KamailioProvider(
+        tmp_path,
+        address="127.0.0.20",
+        port=5060,
+        user="4930111",
+        password="trunk-secret-1",
+        pstn=pstn,
+    )
     running.append(provider)
     # The far end: rings (183) for 3 s, then answers; ends at the BYE.
     far_end = subprocess.Popen(
-        ["sipp", "-sf", str(REPO_ROOT / "tests" / "interop" / "sipp" / "pstn_phone.xml"),
-         "-i", pstn[0], "-p", str(pstn[1]), "-d", "3000", "-m", "1", "-timeout", "60",
-         "-timeout_error", "-nostdin"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        cwd=tmp_path)
+        [
+            "sipp",
+            "-sf",
+            str(REPO_ROOT / "tests" / "interop" / "sipp" / "pstn_phone.xml"),
+            "-i",
+            pstn[0],
+            "-p",
+            str(pstn[1]),
+            "-d",
+            "3000",
+            "-m",
+            "1",
+            "-timeout",
+            "60",
+            "-timeout_error",
+            "-nostdin",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     sip_port, web_port = find_free_port(), find_free_port()
     ini = (
         f"[sip]\ndomain = {DOMAIN}\nlisten = 127.0.0.1:{sip_port}\n"
@@ -204,8 +234,11 @@ def test_a_confirmed_tel_link_call_goes_out_through_the_trunk_to_the_far_end(
                 page.click("#confirm-call")
                 page.wait_for_url(base + "/calls/*")
                 # alice answered; the number rings at the far end behind the provider.
-                wait_until(lambda: "relayed to the PSTN phone" in provider.output(), 30,
-                           "the INVITE to reach the far end through the provider")
+                wait_until(
+                    lambda: "relayed to the PSTN phone" in provider.output(),
+                    30,
+                    "the INVITE to reach the far end through the provider",
+                )
                 page.wait_for_selector('#call[data-state="connected"]', timeout=30_000)
                 assert page.inner_text("#call-number") == "+442079460958"
                 time.sleep(1)
@@ -215,7 +248,10 @@ def test_a_confirmed_tel_link_call_goes_out_through_the_trunk_to_the_far_end(
                 token = api_token(tmp_path / "daemon0.ini", "alice")
                 [call] = web_api_get(web_port, token, "/calls")["calls"]
                 assert (call["trunk"], call["number"], call["state"]) == (
-                    "uk_main", "+442079460958", "ended")
+                    "uk_main",
+                    "+442079460958",
+                    "ended",
+                )
                 assert [e for e in errors if "403" not in e] == []
             finally:
                 browser.close()

@@ -94,20 +94,40 @@ def daemon(start_daemon: Callable[[str], Any], tmp_path: Path) -> Daemon:
     process.wait_for_log("SIP listening on")
     process.wait_for_tcp(web_port)
     ini = tmp_path / "daemon0.ini"
-    for name, sip, web in (("bob", BOB_SIP, BOB_WEB), ("carol", "carol-sip-Secret-7",
-                                                       "carol-web-Secret-7")):
+    for name, sip, web in (
+        ("bob", BOB_SIP, BOB_WEB),
+        ("carol", "carol-sip-Secret-7", "carol-web-Secret-7"),
+    ):
         subprocess.run(
-            [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "user", "add",
-             name, "--sip-password", sip, "--password", web],
-            check=True, capture_output=True, env=python_env(), cwd=tmp_path, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "clicktodial.cli",
+                "--config",
+                str(ini),
+                "user",
+                "add",
+                name,
+                "--sip-password",
+                sip,
+                "--password",
+                web,
+            ],
+            check=True,
+            capture_output=True,
+            env=python_env(),
+            cwd=tmp_path,
+            timeout=60,
+        )
     return Daemon(process, sip_port, web_port)
 
 
 # -- SIP ---------------------------------------------------------------------------------
 
 
-def register_bytes(host: str, port: int, user: str, call_id: str, cseq: int,
-                   authorization: str | None = None) -> bytes:
+def register_bytes(
+    host: str, port: int, user: str, call_id: str, cseq: int, authorization: str | None = None
+) -> bytes:
     lines = [
         f"REGISTER sip:{DOMAIN} SIP/2.0",
         f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
@@ -134,8 +154,10 @@ def authorization(user: str, password: str, nonce: str, nc: int) -> str:
     nc_text = f"{nc:08x}"
     ha1 = md5(f"{user}:{REALM}:{password}")
     response = md5(f"{ha1}:{nonce}:{nc_text}:c0ffee:auth:{md5(f'REGISTER:{uri}')}")
-    return (f'Digest username="{user}", realm="{REALM}", nonce="{nonce}", uri="{uri}", '
-            f'response="{response}", algorithm=MD5, cnonce="c0ffee", nc={nc_text}, qop=auth')
+    return (
+        f'Digest username="{user}", realm="{REALM}", nonce="{nonce}", uri="{uri}", '
+        f'response="{response}", algorithm=MD5, cnonce="c0ffee", nc={nc_text}, qop=auth'
+    )
 
 
 def status_of(data: bytes) -> int:
@@ -170,8 +192,9 @@ def finals(sockets: list[socket.socket], timeout: float) -> list[int | None]:
     return result
 
 
-def register_once(daemon: Daemon, host: str, user: str, password: str,
-                  timeout: float = BURST_TIMEOUT) -> int:
+def register_once(
+    daemon: Daemon, host: str, user: str, password: str, timeout: float = BURST_TIMEOUT
+) -> int:
     """A whole registration (challenge, answer) from ``host``: the final status."""
     with udp_socket(host) as sock:
         sock.settimeout(timeout)
@@ -182,14 +205,14 @@ def register_once(daemon: Daemon, host: str, user: str, password: str,
         if status_of(first) != 401:
             return status_of(first)  # a refused source: no challenge
         nonce = challenge_nonce(first)
-        sock.sendto(register_bytes(host, port, user, call_id, 2,
-                                   authorization(user, password, nonce, 1)),
-                    ("127.0.0.1", daemon.sip_port))
+        sock.sendto(
+            register_bytes(host, port, user, call_id, 2, authorization(user, password, nonce, 1)),
+            ("127.0.0.1", daemon.sip_port),
+        )
         return status_of(sock.recv(65535))
 
 
-def guess_burst(daemon: Daemon, hosts: list[str], user: str, right_last: bool
-                ) -> list[int | None]:
+def guess_burst(daemon: Daemon, hosts: list[str], user: str, right_last: bool) -> list[int | None]:
     """One guess per host, all answering the nonce of one challenge, sent before any answer
     is read; the last has the right password if ``right_last``."""
     sockets = [udp_socket(host) for host in hosts]
@@ -197,29 +220,39 @@ def guess_burst(daemon: Daemon, hosts: list[str], user: str, right_last: bool
         first = sockets[0]
         first.settimeout(BURST_TIMEOUT)
         port = first.getsockname()[1]
-        first.sendto(register_bytes(hosts[0], port, user, "burst", 1),
-                     ("127.0.0.1", daemon.sip_port))
+        first.sendto(
+            register_bytes(hosts[0], port, user, "burst", 1), ("127.0.0.1", daemon.sip_port)
+        )
         nonce = challenge_nonce(first.recv(65535))
         for i, (host, sock) in enumerate(zip(hosts, sockets, strict=True)):
             right = right_last and i == len(hosts) - 1
             password = BOB_SIP if right else f"guess-{i}"
-            sock.sendto(register_bytes(host, sock.getsockname()[1], user, f"guess-{i}", 2,
-                                       authorization(user, password, nonce, i + 1)),
-                        ("127.0.0.1", daemon.sip_port))
+            sock.sendto(
+                register_bytes(
+                    host,
+                    sock.getsockname()[1],
+                    user,
+                    f"guess-{i}",
+                    2,
+                    authorization(user, password, nonce, i + 1),
+                ),
+                ("127.0.0.1", daemon.sip_port),
+            )
         return finals(sockets, BURST_TIMEOUT)
     finally:
         for sock in sockets:
             sock.close()
 
 
-def test_sip_guesses_at_once_with_one_nonce_are_checked_at_most_the_limit(
-        daemon: Daemon) -> None:
+def test_sip_guesses_at_once_with_one_nonce_are_checked_at_most_the_limit(daemon: Daemon) -> None:
     hosts = [f"127.0.0.{10 + i}" for i in range(150)]
     statuses = guess_burst(daemon, hosts, "bob", right_last=True)
     checked = daemon.sip_checked("bob")
-    print(f"\nSIP concurrent: 150 guesses at once from 150 addresses, one nonce:"
-          f" {checked} checked; statuses {sorted(set(statuses), key=str)},"
-          f" the right one (last): {statuses[-1]}")
+    print(
+        f"\nSIP concurrent: 150 guesses at once from 150 addresses, one nonce:"
+        f" {checked} checked; statuses {sorted(set(statuses), key=str)},"
+        f" the right one (last): {statuses[-1]}"
+    )
     assert checked <= SIP_LIMIT
     assert statuses.count(401) == checked
     assert statuses[-1] == 503
@@ -233,18 +266,23 @@ def test_sip_guesses_from_the_users_own_address_are_limited(daemon: Daemon) -> N
     assert register_once(daemon, phone, "bob", BOB_SIP) == 200
     statuses = guess_burst(daemon, [phone] * 90, "bob", right_last=False)
     checked = daemon.sip_checked("bob")
-    print(f"\nSIP shared address: 90 guesses at once from the address bob registered from:"
-          f" {checked} checked; {statuses.count(503)} refused (503)")
+    print(
+        f"\nSIP shared address: 90 guesses at once from the address bob registered from:"
+        f" {checked} checked; {statuses.count(503)} refused (503)"
+    )
     assert checked <= SIP_LIMIT
     assert statuses.count(503) >= 90 - SIP_LIMIT
     # Guessing bob's password from elsewhere refuses bob there, not carol.
     assert register_once(daemon, phone, "carol", "carol-sip-Secret-7") == 200
 
 
-@pytest.mark.skipif(shutil.which("sipvicious_svcrack") is None,
-                    reason="SIPVicious (pip install sipvicious) is not installed")
+@pytest.mark.skipif(
+    shutil.which("sipvicious_svcrack") is None,
+    reason="SIPVicious (pip install sipvicious) is not installed",
+)
 def test_svcrack_beside_the_users_phone_does_not_find_a_password_past_the_limit(
-        daemon: Daemon, tmp_path: Path) -> None:
+    daemon: Daemon, tmp_path: Path
+) -> None:
     """svcrack guesses bob's password from the address bob's phone registers from (it binds
     every address and sends from 127.0.0.1), while the phone refreshes every 0.5 s: the
     password, 61st in the wordlist, is not found (it was: the address was exempt from
@@ -264,9 +302,26 @@ def test_svcrack_beside_the_users_phone_does_not_find_a_password_past_the_limit(
     phone_thread.start()
     try:
         result = subprocess.run(
-            ["sipvicious_svcrack", "-u", "bob", "-d", str(words), "-p", str(daemon.sip_port),
-             "-P", str(find_free_port()), "-t", "0.05", "--maximumtime", "10", "127.0.0.1"],
-            capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+            [
+                "sipvicious_svcrack",
+                "-u",
+                "bob",
+                "-d",
+                str(words),
+                "-p",
+                str(daemon.sip_port),
+                "-P",
+                str(find_free_port()),
+                "-t",
+                "0.05",
+                "--maximumtime",
+                "10",
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
             env=dict(os.environ, PYTHONWARNINGS="ignore"),
         )
     finally:
@@ -274,9 +329,11 @@ def test_svcrack_beside_the_users_phone_does_not_find_a_password_past_the_limit(
         phone_thread.join(timeout=60)
     output = result.stdout + result.stderr
     checked = daemon.sip_checked("bob")
-    print(f"\nsvcrack beside bob's phone: password at position 61; {checked} guesses checked;"
-          f" phone refreshes {refreshes.count(200)} x 200, {refreshes.count(503)} x 503;"
-          f" svcrack exit {result.returncode}, output tail: {output[-200:]!r}")
+    print(
+        f"\nsvcrack beside bob's phone: password at position 61; {checked} guesses checked;"
+        f" phone refreshes {refreshes.count(200)} x 200, {refreshes.count(503)} x 503;"
+        f" svcrack exit {result.returncode}, output tail: {output[-200:]!r}"
+    )
     assert BOB_SIP not in output
     assert "The password for bob is" not in output
     assert checked <= SIP_LIMIT
@@ -289,12 +346,19 @@ def web_login(daemon: Daemon, source: str, username: str, password: str) -> int:
     """POST /login over real HTTP from ``source``: the status."""
     token = uuid.uuid4().hex
     body = f"csrf={token}&username={username}&password={password}"
-    connection = http.client.HTTPConnection("127.0.0.1", daemon.web_port, timeout=60,
-                                            source_address=(source, 0))
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", daemon.web_port, timeout=60, source_address=(source, 0)
+    )
     try:
-        connection.request("POST", "/login", body=body, headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Cookie": f"clicktodial_login={token}"})
+        connection.request(
+            "POST",
+            "/login",
+            body=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": f"clicktodial_login={token}",
+            },
+        )
         response = connection.getresponse()
         response.read()
         return response.status
@@ -312,8 +376,10 @@ def test_web_logins_at_once_are_checked_at_most_the_limit(daemon: Daemon) -> Non
     passwords = [f"guess-{i:03d}" for i in range(59)] + [BOB_WEB]
     statuses = logins_at_once(daemon, "127.0.0.30", passwords)
     checked = daemon.web_checked("bob")
-    print(f"\nweb concurrent: 60 logins at once: {checked} checked;"
-          f" {statuses.count(429)} got 429; the right one (last): {statuses[-1]}")
+    print(
+        f"\nweb concurrent: 60 logins at once: {checked} checked;"
+        f" {statuses.count(429)} got 429; the right one (last): {statuses[-1]}"
+    )
     assert checked <= WEB_LIMIT
     assert statuses.count(429) >= 60 - WEB_LIMIT
     assert 303 not in statuses
@@ -323,8 +389,10 @@ def test_web_logins_from_the_users_own_address_are_limited(daemon: Daemon) -> No
     assert web_login(daemon, "127.0.0.31", "bob", BOB_WEB) == 303
     statuses = logins_at_once(daemon, "127.0.0.31", [f"guess-{i:03d}" for i in range(40)])
     checked = daemon.web_checked("bob")
-    print(f"\nweb shared address: 40 logins at once from the address bob logged in from:"
-          f" {checked} checked; {statuses.count(429)} got 429")
+    print(
+        f"\nweb shared address: 40 logins at once from the address bob logged in from:"
+        f" {checked} checked; {statuses.count(429)} got 429"
+    )
     assert checked <= WEB_LIMIT
     assert statuses.count(429) >= 40 - WEB_LIMIT
     # Others' failures do not refuse carol there, nor bob elsewhere after the window.
@@ -336,7 +404,8 @@ def test_web_logins_from_the_users_own_address_are_limited(daemon: Daemon) -> No
 
 @pytest.mark.skipif(shutil.which("kamailio") is None, reason="kamailio is not installed")
 def test_behind_a_trusted_front_the_guessing_phone_is_refused_not_the_front(
-        start_daemon: Callable[[str], Any], tmp_path: Path) -> None:
+    start_daemon: Callable[[str], Any], tmp_path: Path
+) -> None:
     """The daemon (127.0.0.2) behind the Kamailio front of docs/scaling.md (127.0.0.1,
     conf/kamailio/kamailio.cfg: add_path_received), ``trusted_proxies = 127.0.0.1``: a phone
     guessing bob's password through the front (127.0.0.20) gets itself refused after the
@@ -365,19 +434,51 @@ def test_behind_a_trusted_front_the_guessing_phone_is_refused_not_the_front(
     process.wait_for_log("SIP listening on")
     for name, sip in (("bob", BOB_SIP), ("carol", "carol-sip-Secret-7")):
         subprocess.run(
-            [sys.executable, "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
-             "user", "add", name, "--sip-password", sip],
-            check=True, capture_output=True, env=python_env(), cwd=tmp_path, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "clicktodial.cli",
+                "--config",
+                str(tmp_path / "daemon0.ini"),
+                "user",
+                "add",
+                name,
+                "--sip-password",
+                sip,
+            ],
+            check=True,
+            capture_output=True,
+            env=python_env(),
+            cwd=tmp_path,
+            timeout=60,
+        )
     dispatcher = tmp_path / "dispatcher.list"
     dispatcher.write_text(f"1 sip:127.0.0.2:{sip_port}\n")
     (tmp_path / "kamailio-run").mkdir()
     output = tmp_path / "kamailio.out"
     with output.open("wb") as out:
         kamailio = subprocess.Popen(
-            ["kamailio", "-f", str(REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"), "-DD",
-             "-E", "-l", f"udp:127.0.0.1:{front_port}", "-A", f'DSLIST="{dispatcher}"',
-             "-m", "64", "-M", "8", "-Y", str(tmp_path / "kamailio-run")],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            [
+                "kamailio",
+                "-f",
+                str(REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"),
+                "-DD",
+                "-E",
+                "-l",
+                f"udp:127.0.0.1:{front_port}",
+                "-A",
+                f'DSLIST="{dispatcher}"',
+                "-m",
+                "64",
+                "-M",
+                "8",
+                "-Y",
+                str(tmp_path / "kamailio-run"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         front = Daemon(process, front_port, web_port)
         # The front relays once it has started and probed the node.
@@ -389,13 +490,17 @@ def test_behind_a_trusted_front_the_guessing_phone_is_refused_not_the_front(
             except TimeoutError:
                 pass
             assert time.monotonic() < deadline and kamailio.poll() is None, (
-                output.read_text()[-3000:] + process.log()[-3000:])
+                output.read_text()[-3000:] + process.log()[-3000:]
+            )
             time.sleep(0.5)
-        statuses = [register_once(front, "127.0.0.20", "bob", f"guess-{i}")
-                    for i in range(SIP_LIMIT + 5)]
+        statuses = [
+            register_once(front, "127.0.0.20", "bob", f"guess-{i}") for i in range(SIP_LIMIT + 5)
+        ]
         checked = front.sip_checked("bob")
-        print(f"\nbehind the front: {SIP_LIMIT + 5} guesses from one phone: {checked} checked,"
-              f" then {statuses[SIP_LIMIT:]}")
+        print(
+            f"\nbehind the front: {SIP_LIMIT + 5} guesses from one phone: {checked} checked,"
+            f" then {statuses[SIP_LIMIT:]}"
+        )
         assert checked == SIP_LIMIT
         assert statuses[:SIP_LIMIT] == [401] * SIP_LIMIT
         assert 401 not in statuses[SIP_LIMIT:]

@@ -39,7 +39,12 @@ def ini(tmp_path: Path, sip_port: int, web_port: int) -> str:
 def cli(config: Path, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "clicktodial.cli", "--config", str(config), *args],
-        env=python_env(), capture_output=True, text=True, timeout=60, check=True)
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return result.stdout
 
 

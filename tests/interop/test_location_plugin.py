@@ -46,12 +46,12 @@ def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 
 
 def environment() -> StoreEnvironment:
-    return StoreEnvironment(InlineReactor(), "example.com", inline_thread_pool,
-                            cheap_password_hasher())
+    return StoreEnvironment(
+        InlineReactor(), "example.com", inline_thread_pool, cheap_password_hasher()
+    )
 
 
-def test_installed_location_backend_is_listed_and_chosen_by_name(
-        installed_example: Path) -> None:
+def test_installed_location_backend_is_listed_and_chosen_by_name(installed_example: Path) -> None:
     assert "example" in available_location_backends()
     config = parse_config(BASE + "[location:example]\nmax_aors = 2\n", "x.ini")
     store: Any = build_location_store(config, environment())
@@ -59,32 +59,41 @@ def test_installed_location_backend_is_listed_and_chosen_by_name(
     notices: list[str] = []
     IBindingChangeNotifier(store).subscribe(notices.append)
     success_result_of(store.start())
-    success_result_of(store.update_bindings("sip:alice@example.com", BindingChanges(
-        "c", 1, [ContactChange("sip:alice@127.0.0.1", 60)]), 0.0))
+    success_result_of(
+        store.update_bindings(
+            "sip:alice@example.com",
+            BindingChanges("c", 1, [ContactChange("sip:alice@127.0.0.1", 60)]),
+            0.0,
+        )
+    )
     assert notices == ["sip:alice@example.com"]
     success_result_of(store.stop())
 
 
 def test_a_bad_option_is_one_line_naming_file_section_and_key(
-        installed_example: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    installed_example: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = parse_config(BASE + "[location:example]\nmax_aors = none\n", "x.ini")
     with pytest.raises(ConfigError) as info:
         check_plugins(config, environment())
     assert str(info.value) == (
         "x.ini: [location:example] max_aors: max_aors must be an integer from 1 to"
-        " 10000000, not 'none'")
+        " 10000000, not 'none'"
+    )
     path = tmp_path / "c.ini"
     path.write_text(BASE + "[location:example]\ncolour = red\n")
     assert cli.main(["--config", str(path), "check-config"]) == 2
     assert capsys.readouterr().err.startswith(
-        f"{path}: [location:example] colour: unknown option 'colour'")
+        f"{path}: [location:example] colour: unknown option 'colour'"
+    )
 
 
 class TestExampleLocationContract(LocationStoreContract):
     """The example plugin keeps the location store contract, on its own."""
 
-    def make_location_store(self, environment: StoreEnvironment,
-                            request: pytest.FixtureRequest) -> ILocationBackend:
+    def make_location_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> ILocationBackend:
         request.getfixturevalue("installed_example")
         config = parse_config(BASE, "x.ini")
         store = build_location_store(config, environment)

@@ -59,24 +59,27 @@ def network() -> Iterator[NatNetwork]:
     net.close()
 
 
-def nat_daemon_ini(sip_port: int, web_port: int, ng_port: int, tmp: Path,
-                   relay: str, ringback: str = "none", registrar: str = "",
-                   sip: str = "") -> str:
+def nat_daemon_ini(
+    sip_port: int,
+    web_port: int,
+    ng_port: int,
+    tmp: Path,
+    relay: str,
+    ringback: str = "none",
+    registrar: str = "",
+    sip: str = "",
+) -> str:
     return (
         "[sip]\n"
         f"domain = {PUBLIC}\n"
-        f"listen = {PUBLIC}:{sip_port}\n"
-        + sip +
-        "[web]\n"
+        f"listen = {PUBLIC}:{sip_port}\n" + sip + "[web]\n"
         f"listen = tcp:{web_port}:interface=127.0.0.1\n"
         "[store]\n"
         f"url = sqlite:///{tmp}/clicktodial.sqlite\n"
         "auto_upgrade = yes\n"
         "demo_users = yes\n"
         "[registrar]\n"
-        "digest_algorithms = MD5\n"
-        + registrar +
-        "[calls]\n"
+        "digest_algorithms = MD5\n" + registrar + "[calls]\n"
         f"ringback = {ringback}\n"
         "[media]\n"
         f"address = {PUBLIC}\n"
@@ -107,8 +110,14 @@ def loudness(phone: Baresip, which: str) -> float:
 
 
 def call_between_homes(
-    tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Any], net: NatNetwork,
-    relay: str, same_lan: bool, ringback_seconds: float | None = None, hold: bool = False,
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    made: list[Any],
+    net: NatNetwork,
+    relay: str,
+    same_lan: bool,
+    ringback_seconds: float | None = None,
+    hold: bool = False,
 ) -> tuple[Baresip, Baresip, dict[str, Any]]:
     """
     Alice (home a, port-randomising NAT) calls bob (home b); with ``ringback_seconds``,
@@ -118,26 +127,38 @@ def call_between_homes(
     home_a = net.add_home("a", 1, random_ports=True)
     home_b = net.add_home("b", 2, lan="192.168.1" if same_lan else "192.168.2")
     sip_port, web_port, ng_port = (find_free_port() for _ in range(3))
-    made.append(RtpEngine([PUBLIC], ("127.0.0.1", ng_port), (32000, 32099),
-                          str(tmp_path / "rtpengine.log")))
+    made.append(
+        RtpEngine([PUBLIC], ("127.0.0.1", ng_port), (32000, 32099), str(tmp_path / "rtpengine.log"))
+    )
 
     def engine_log() -> str:
         return (tmp_path / "rtpengine.log").read_text(errors="replace")
 
-    daemon = start_daemon(nat_daemon_ini(
-        sip_port, web_port, ng_port, tmp_path, relay,
-        "none" if ringback_seconds is None else "us"))
+    daemon = start_daemon(
+        nat_daemon_ini(
+            sip_port,
+            web_port,
+            ng_port,
+            tmp_path,
+            relay,
+            "none" if ringback_seconds is None else "us",
+        )
+    )
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     phones = []
     for name, home in (("alice", home_a), ("bob", home_b)):
         phone = Baresip(
-            tmp_path / f"baresip-{name}", name,
+            tmp_path / f"baresip-{name}",
+            name,
             f"<sip:{name}@{PUBLIC}:{sip_port}>;auth_pass={name};regint=600;"
             f"answermode={'manual' if ringback_seconds and name == 'bob' else 'auto'};"
             "audio_codecs=PCMU\n",
-            audio_source=f"ausine,{int(TONES[name])}", record=True,
-            namespace=home.home_pid, host=home.address, control=hold,
+            audio_source=f"ausine,{int(TONES[name])}",
+            record=True,
+            namespace=home.home_pid,
+            host=home.address,
+            control=hold,
         )
         made.append(phone)
         phones.append(phone)
@@ -146,12 +167,12 @@ def call_between_homes(
     control = CallsApi(web_port, daemon.config_path)
     call_id = control.place("alice", "bob")["id"]
     if ringback_seconds is not None:
-        wait_until(lambda: control.get(call_id)["state"] == "calling-callee", 30,
-                   "bob's phone to ring")
+        wait_until(
+            lambda: control.get(call_id)["state"] == "calling-callee", 30, "bob's phone to ring"
+        )
         time.sleep(ringback_seconds)
     else:
-        wait_until(lambda: control.get(call_id)["state"] == "connected", 30,
-                   "the call to connect")
+        wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
         time.sleep(4)  # media both ways
         if hold:
             alice = phones[0]
@@ -179,24 +200,31 @@ def call_between_homes(
 
 @pytest.mark.parametrize("same_lan", [False, True], ids=["two-lans", "same-lan-range"])
 def test_phones_behind_two_nats_hear_each_other_through_rtpengine(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
-    network: NatNetwork, same_lan: bool,
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+    network: NatNetwork,
+    same_lan: bool,
 ) -> None:
     alice, bob, active = call_between_homes(
-        tmp_path, start_daemon, running, network, "rtpengine", same_lan)
+        tmp_path, start_daemon, running, network, "rtpengine", same_lan
+    )
     assert active["media_relay"] == "relayed"
     assert abs(received_tone(alice) - TONES["bob"]) < 15
     assert abs(received_tone(bob) - TONES["alice"]) < 15
 
 
 def test_hold_and_resume_through_rtpengine_keep_the_audio(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
     network: NatNetwork,
 ) -> None:
     """alice's phone holds then resumes the call: both re-INVITEs go through rtpengine
     (offer and answer each), and after the resume each phone hears the other again."""
     alice, bob, _ = call_between_homes(
-        tmp_path, start_daemon, running, network, "rtpengine", False, hold=True)
+        tmp_path, start_daemon, running, network, "rtpengine", False, hold=True
+    )
     engine_log = (tmp_path / "rtpengine.log").read_text(errors="replace")
     assert engine_log.count("Received command 'offer'") == 3  # the call, hold, resume
     assert engine_log.count("Received command 'answer'") == 3
@@ -206,7 +234,9 @@ def test_hold_and_resume_through_rtpengine_keep_the_audio(
 
 
 def test_without_the_relay_phones_behind_nat_hear_nothing(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
     network: NatNetwork,
 ) -> None:
     alice, bob, _ = call_between_homes(tmp_path, start_daemon, running, network, "off", False)
@@ -217,7 +247,9 @@ def test_without_the_relay_phones_behind_nat_hear_nothing(
 
 
 def test_ringback_reaches_the_caller_behind_nat(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
     network: NatNetwork,
 ) -> None:
     """
@@ -226,7 +258,8 @@ def test_ringback_reaches_the_caller_behind_nat(
     address its signalling comes from): alice hears 440+480 Hz while bob's phone rings.
     """
     alice, _, _ = call_between_homes(
-        tmp_path, start_daemon, running, network, "rtpengine", False, ringback_seconds=5)
+        tmp_path, start_daemon, running, network, "rtpengine", False, ringback_seconds=5
+    )
     files = sorted(alice.recordings.glob("*dec*.wav"))
     assert files, "alice recorded nothing received"
     with wave.open(str(files[-1])) as recording:
@@ -242,8 +275,11 @@ def test_ringback_reaches_the_caller_behind_nat(
 
 @pytest.mark.parametrize("keepalive", [True, False], ids=["keepalive", "no-keepalive"])
 def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
-    network: NatNetwork, keepalive: bool,
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+    network: NatNetwork,
+    keepalive: bool,
 ) -> None:
     """
     Both NATs forget a UDP mapping after 5 s of silence; the phones re-register only every
@@ -259,18 +295,23 @@ def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
     sip_port, web_port, ng_port = (find_free_port() for _ in range(3))
     registrar = "nat_keepalive_interval = 2\n" if keepalive else ""
     # t1 = 0.1 s: Timer F (64*T1) is 6.4 s, so an unanswered ping is known in seconds.
-    daemon = start_daemon(nat_daemon_ini(sip_port, web_port, ng_port, tmp_path,
-                                         "off", registrar=registrar, sip="t1 = 0.1\n"))
+    daemon = start_daemon(
+        nat_daemon_ini(
+            sip_port, web_port, ng_port, tmp_path, "off", registrar=registrar, sip="t1 = 0.1\n"
+        )
+    )
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     phones = {}
     for name, home in (("alice", home_a), ("bob", home_b)):
         phones[name] = Baresip(
-            tmp_path / f"baresip-{name}", name,
+            tmp_path / f"baresip-{name}",
+            name,
             f"<sip:{name}@{PUBLIC}:{sip_port}>;auth_pass={name};regint=600;"
             "answermode=auto;audio_codecs=PCMU\n",
             audio_source=f"ausine,{int(TONES[name])}",
-            namespace=home.home_pid, host=home.address,
+            namespace=home.home_pid,
+            host=home.address,
         )
         running.append(phones[name])
     for name in ("alice", "bob"):
@@ -279,20 +320,20 @@ def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
     control = CallsApi(web_port, daemon.config_path)
     call_id = control.place("alice", "bob")["id"]
     if keepalive:
-        wait_until(lambda: control.get(call_id)["state"] == "connected", 20,
-                   "the call to connect")
+        wait_until(lambda: control.get(call_id)["state"] == "connected", 20, "the call to connect")
         control.hang_up(call_id)
-        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20,
-                   "the call to end")
+        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20, "the call to end")
         phones["bob"].process.kill()  # gone without unregistering
         phones["bob"].process.wait()
         daemon.wait_for_log(f"removing sip:bob@{PUBLIC}", 40)
         assert f"removing sip:alice@{PUBLIC}" not in daemon.log()
     else:
         # The INVITEs die at alice's NAT: no answer until Timer B (64*T1), then 408.
-        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20,
-                   "the call to fail")
+        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20, "the call to fail")
         record = control.get(call_id)
         assert (record["state"], record["reason"], record.get("answered")) == (
-            "failed", "caller-unreachable", None)
+            "failed",
+            "caller-unreachable",
+            None,
+        )
         assert "Incoming call" not in phones["alice"].output()

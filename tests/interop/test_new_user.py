@@ -81,12 +81,17 @@ def shot(directory: Path, page: Any, name: str) -> None:
     page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
 
 
-def softphone(tmp_path: Path, settings: dict[str, str], secret: str, answermode: str,
-              transport: int) -> Baresip:
+def softphone(
+    tmp_path: Path, settings: dict[str, str], secret: str, answermode: str, transport: int
+) -> Baresip:
     """A baresip configured from an account page's settings and SIP password alone."""
     name = settings["Username"]
-    return Baresip(tmp_path / f"baresip-{name}", name,
-                   account_line(settings, secret, answermode, transport), control=True)
+    return Baresip(
+        tmp_path / f"baresip-{name}",
+        name,
+        account_line(settings, secret, answermode, transport),
+        control=True,
+    )
 
 
 def softphone_settings(shots: Path, page: Any, base: str, name: str) -> tuple[dict[str, str], str]:
@@ -108,7 +113,9 @@ def softphone_settings(shots: Path, page: Any, base: str, name: str) -> tuple[di
 
 
 def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_call(
-    tmp_path: Path, start_daemon: Any, running: list[Baresip],
+    tmp_path: Path,
+    start_daemon: Any,
+    running: list[Baresip],
 ) -> None:
     shots = screenshot_dir(tmp_path, "new-user")
     sip_port, web_port = find_free_port(), find_free_port()
@@ -132,8 +139,7 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
                 pages[name] = page
             alice_page = pages["alice"]
             errors: list[str] = []
-            alice_page.on("console",
-                          lambda m: errors.append(m.text) if m.type == "error" else None)
+            alice_page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
             settings = {}
             for name, page in pages.items():

@@ -81,8 +81,7 @@ def sip_request(method: str, sip_port: int, timeout: float = 2.0) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(timeout)
-        sock.sendto(probe_request(method, sip_port, sock.getsockname()[1]),
-                    ("127.0.0.1", sip_port))
+        sock.sendto(probe_request(method, sip_port, sock.getsockname()[1]), ("127.0.0.1", sip_port))
         while True:
             data, _ = sock.recvfrom(65536)
             if status_of(data) >= 200:
@@ -174,9 +173,7 @@ def connected_call(
     alice = sipp_phone(tmp_path, "alice", setup.sip_port, processes)
     bob = sipp_phone(tmp_path, "bob", setup.sip_port, processes)
     call = setup.control.place("alice", "bob")
-    wait_until(
-        lambda: setup.control.get(call["id"])["state"] == "connected", 30, "connected"
-    )
+    wait_until(lambda: setup.control.get(call["id"])["state"] == "connected", 30, "connected")
     return daemon, alice, bob, call
 
 
@@ -406,8 +403,9 @@ def test_metrics_count_retransmissions_received_and_sent_again(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(5)
-        request = probe_request("OPTIONS", setup.sip_port, sock.getsockname()[1],
-                                to="sip:127.0.0.1")
+        request = probe_request(
+            "OPTIONS", setup.sip_port, sock.getsockname()[1], to="sip:127.0.0.1"
+        )
         answers = []
         for _ in range(2):
             sock.sendto(request, ("127.0.0.1", setup.sip_port))

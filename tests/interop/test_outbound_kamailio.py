@@ -55,8 +55,10 @@ pytestmark = [
     pytest.mark.interop,
     needs_baresip,
     needs_baresip_sndfile,
-    pytest.mark.skipif(any(shutil.which(tool) is None for tool in ("kamailio", "sipp", "sox")),
-                       reason="needs kamailio, sipp and sox"),
+    pytest.mark.skipif(
+        any(shutil.which(tool) is None for tool in ("kamailio", "sipp", "sox")),
+        reason="needs kamailio, sipp and sox",
+    ),
 ]
 
 USER, PASSWORD = "4930111", "trunk-secret-1"
@@ -80,43 +82,101 @@ class Stopper:
 class World:
     """The daemon, alice's baresip, the PSTN baresip and one or two Kamailio providers."""
 
-    def __init__(self, tmp_path: Path, start_daemon: Callable[[str], Any],
-                 running: list[Any], *, policy: str = "flow4", failing_first: bool = False,
-                 early_media: bool = False) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        start_daemon: Callable[[str], Any],
+        running: list[Any],
+        *,
+        policy: str = "flow4",
+        failing_first: bool = False,
+        early_media: bool = False,
+    ) -> None:
         if early_media:
             # SIPp: 183 with SDP, then its tone streamed before any 200.
             tone = tmp_path / "tone.wav"
-            subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(tone),
-                            "synth", "30", "sine", str(int(TONES["pstn"]))], check=True,
-                           timeout=60)
+            subprocess.run(
+                [
+                    "sox",
+                    "-n",
+                    "-r",
+                    "8000",
+                    "-c",
+                    "1",
+                    "-e",
+                    "u-law",
+                    str(tone),
+                    "synth",
+                    "30",
+                    "sine",
+                    str(int(TONES["pstn"])),
+                ],
+                check=True,
+                timeout=60,
+            )
             port = find_free_port()
             self.early = subprocess.Popen(
-                ["sipp", "-sf", str(SCENARIOS / "pstn_early_media.xml"), "-i", PSTN_HOST,
-                 "-p", str(port), "-mi", PSTN_HOST, "-mp", str(find_free_port()),
-                 "-d", "20000", "-m", "1", "-timeout", "60",
-                 "-nostdin"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, cwd=tmp_path)
+                [
+                    "sipp",
+                    "-sf",
+                    str(SCENARIOS / "pstn_early_media.xml"),
+                    "-i",
+                    PSTN_HOST,
+                    "-p",
+                    str(port),
+                    "-mi",
+                    PSTN_HOST,
+                    "-mp",
+                    str(find_free_port()),
+                    "-d",
+                    "20000",
+                    "-m",
+                    "1",
+                    "-timeout",
+                    "60",
+                    "-nostdin",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=tmp_path,
+            )
             running.append(Stopper(self.early))
             pstn = (PSTN_HOST, port)
         else:
             self.pstn = Baresip(
-                tmp_path / "baresip-pstn", "pstn",
+                tmp_path / "baresip-pstn",
+                "pstn",
                 f"<sip:{NUMBER}@provider.test>;regint=0;answermode=auto;audio_codecs=PCMU\n",
-                audio_source=f"ausine,{int(TONES['pstn'])}", control=True, record=True,
-                host=PSTN_HOST)
+                audio_source=f"ausine,{int(TONES['pstn'])}",
+                control=True,
+                record=True,
+                host=PSTN_HOST,
+            )
             running.append(self.pstn)
             pstn = (PSTN_HOST, self.pstn.port)
-        self.provider = KamailioProvider(tmp_path, address="127.0.0.20", port=5060,
-                                         user=USER, password=PASSWORD, pstn=pstn,
-                                         max_expires=10)
+        self.provider = KamailioProvider(
+            tmp_path,
+            address="127.0.0.20",
+            port=5060,
+            user=USER,
+            password=PASSWORD,
+            pstn=pstn,
+            max_expires=10,
+        )
         running.append(self.provider)
         trunks = "provider"
         self.failing: KamailioProvider | None = None
         if failing_first:
-            self.failing = KamailioProvider(tmp_path, address="127.0.0.21", port=5060,
-                                            user=USER, password=PASSWORD, pstn=pstn,
-                                            fail_invites=True)
+            self.failing = KamailioProvider(
+                tmp_path,
+                address="127.0.0.21",
+                port=5060,
+                user=USER,
+                password=PASSWORD,
+                pstn=pstn,
+                fail_invites=True,
+            )
             running.append(self.failing)
             trunks = "failing provider"
         self.sip_port, self.web_port = find_free_port(), find_free_port()
@@ -153,10 +213,11 @@ class World:
     def dial(self, number: str) -> tuple[int, dict[str, Any]]:
         """``POST /api/v1/calls {"number": ...}`` as alice: the status and the JSON."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.web_port}/api/v1/calls", method="POST",
+            f"http://127.0.0.1:{self.web_port}/api/v1/calls",
+            method="POST",
             data=json.dumps({"number": number}).encode(),
-            headers={"Authorization": f"Bearer {self.token}",
-                     "Content-Type": "application/json"})
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(request, timeout=10) as response:
@@ -168,8 +229,11 @@ class World:
         return dict(web_api_get(self.web_port, self.token, f"/calls/{call_id}"))
 
     def wait_state(self, call_id: str, *states: str) -> dict[str, Any]:
-        wait_until(lambda: self.call(call_id)["state"] in states, TIMEOUT,
-                   f"call {call_id} to be {' or '.join(states)}")
+        wait_until(
+            lambda: self.call(call_id)["state"] in states,
+            TIMEOUT,
+            f"call {call_id} to be {' or '.join(states)}",
+        )
         return self.call(call_id)
 
     def invites_relayed(self) -> int:
@@ -193,12 +257,14 @@ def talk_and_hang_up(world: World, call_id: str, side: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("policy", "side"), [("flow4", "caller"), ("flow1", "callee")])
 def test_a_click_calls_the_number_through_the_trunk_and_either_side_hangs_up(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], policy: str,
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+    policy: str,
     side: str,
 ) -> None:
     world = World(tmp_path, start_daemon, running, policy=policy)
-    wait_until(lambda: len(world.provider.saved_contacts()) >= 1, TIMEOUT,
-               "the trunk to register")
+    wait_until(lambda: len(world.provider.saved_contacts()) >= 1, TIMEOUT, "the trunk to register")
     status, call = world.dial("+44 20 7946 0958")
     assert status == 201, call
     call_id = call["id"]
@@ -208,17 +274,26 @@ def test_a_click_calls_the_number_through_the_trunk_and_either_side_hangs_up(
     world.daemon.wait_for_log("INVITE challenged 407: sending it again with credentials")
     # The registration is refreshed while the call runs (10 s granted: every 5 s).
     registered = len(world.provider.saved_contacts())
-    wait_until(lambda: len(world.provider.saved_contacts()) > registered, TIMEOUT,
-               "a registration refresh during the call")
+    wait_until(
+        lambda: len(world.provider.saved_contacts()) > registered,
+        TIMEOUT,
+        "a registration refresh during the call",
+    )
     call = talk_and_hang_up(world, call_id, side)
     assert (call["number"], call["destination_class"], call["trunk"]) == (
-        NUMBER, "national", "provider")
+        NUMBER,
+        "national",
+        "provider",
+    )
     assert (call["reason"], call["who_hung_up"]) == (f"{side}-hangup", side)
 
 
 @pytest.mark.parametrize("number", ["+33 1 23 45 67 89", "09098790000"])
 def test_a_blocked_destination_is_refused_and_no_invite_leaves(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any], number: str,
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+    number: str,
 ) -> None:
     world = World(tmp_path, start_daemon, running)
     status, body = world.dial(number)
@@ -231,7 +306,9 @@ def test_a_blocked_destination_is_refused_and_no_invite_leaves(
 
 
 def test_a_provider_answering_503_fails_over_to_the_next_trunk(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
 ) -> None:
     world = World(tmp_path, start_daemon, running, failing_first=True)
     status, call = world.dial("020 7946 0958")
@@ -246,7 +323,9 @@ def test_a_provider_answering_503_fails_over_to_the_next_trunk(
 
 
 def test_early_media_from_the_provider_reaches_the_caller(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
 ) -> None:
     """
     Flow I: the 183's answer ACKs alice's 2xx at once (RFC 3960 gateway model); SIPp

@@ -32,7 +32,9 @@ checkout = os.path.realpath(sys.argv[1])
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != checkout]
 """
 
-FIND_PLUGIN = WITHOUT_CHECKOUT + """
+FIND_PLUGIN = (
+    WITHOUT_CHECKOUT
+    + """
 import json
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
@@ -43,24 +45,37 @@ print(json.dumps({
     "dropin": dropin.__file__,
 }))
 """
+)
 
-TWISTD_HELP = WITHOUT_CHECKOUT + """
+TWISTD_HELP = (
+    WITHOUT_CHECKOUT
+    + """
 from twisted.scripts.twistd import run
 sys.argv = ["twistd", "--help"]
 run()
 """
+)
 
 _NOT_SOURCE = shutil.ignore_patterns(
-    ".git", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", "dropin.cache",
-    ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", ".benchmarks", "var",
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "*.pyc",
+    "dropin.cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+    ".benchmarks",
+    "var",
 )
 
 
 def run(argv: list[str], cwd: Path) -> "subprocess.CompletedProcess[str]":
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
-    result = subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, f"{argv} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -74,19 +89,41 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copytree(REPO_ROOT, source, ignore=_NOT_SOURCE)
     dist = base / "dist"
     run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "-q", "-w", str(dist), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(dist),
+            str(source),
+        ],
         cwd=base,
     )
     [wheel] = dist.glob("clicktodial-*.whl")
     venv = base / "venv"
     # --without-pip: the venv uses the system pip, found through the system site-packages.
-    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-        cwd=base)
+    run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        cwd=base,
+    )
     python = venv / "bin" / "python"
     run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-         "--no-index", "-q", str(wheel)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
         cwd=base,
     )
     workdir = base / "cwd"

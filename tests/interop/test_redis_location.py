@@ -64,13 +64,15 @@ def redis_url() -> Iterator[str]:
             server.stop()
 
 
-def redis_ini(sip_port: int, web_port: int, tmp: Path, url: str,
-              **location: str) -> str:
+def redis_ini(sip_port: int, web_port: int, tmp: Path, url: str, **location: str) -> str:
     """Users (and call records) in SQLite, registrations in Redis."""
     extra = "".join(f"{key} = {value}\n" for key, value in location.items())
-    return (daemon_ini(sip_port, web_port, str(tmp))
-            + "[location]\nbackend = redis\n"
-            + f"[location:redis]\nurl = {url}\nkey_prefix = interop:\n" + extra)
+    return (
+        daemon_ini(sip_port, web_port, str(tmp))
+        + "[location]\nbackend = redis\n"
+        + f"[location:redis]\nurl = {url}\nkey_prefix = interop:\n"
+        + extra
+    )
 
 
 def registered(web_port: int, token: str) -> dict[str, bool]:
@@ -80,17 +82,23 @@ def registered(web_port: int, token: str) -> dict[str, bool]:
 def call_connects(web_port: int, token: str, alice: Baresip, bob: Baresip) -> None:
     """alice clicks "call bob": both phones answer, the call connects; alice hangs up."""
     call = web_place_call(web_port, token, "bob")
-    wait_until(lambda: web_api_get(web_port, token, f"/calls/{call['id']}")["state"]
-               == "connected", 30, "the call to connect")
+    wait_until(
+        lambda: web_api_get(web_port, token, f"/calls/{call['id']}")["state"] == "connected",
+        30,
+        "the call to connect",
+    )
     alice.command("hangup")
-    wait_until(lambda: web_api_get(web_port, token, f"/calls/{call['id']}")["state"]
-               == "ended", 30, "the call to end")
+    wait_until(
+        lambda: web_api_get(web_port, token, f"/calls/{call['id']}")["state"] == "ended",
+        30,
+        "the call to end",
+    )
     bob.wait_for_output("session closed", 30)  # the BYE reached bob
 
 
 def test_phones_registered_in_redis_call_each_other_and_survive_a_restart(
-        tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip],
-        redis_url: str) -> None:
+    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip], redis_url: str
+) -> None:
     sip_port, web_port = find_free_port(), find_free_port()
     ini = redis_ini(sip_port, web_port, tmp_path, redis_url)
     daemon = start_daemon(ini)
@@ -102,8 +110,11 @@ def test_phones_registered_in_redis_call_each_other_and_survive_a_restart(
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
     token = api_token(tmp_path / "daemon0.ini", "alice")
-    wait_until(lambda: registered(web_port, token) == {"alice": True, "bob": True}, 10,
-               "alice and bob online in the web API")
+    wait_until(
+        lambda: registered(web_port, token) == {"alice": True, "bob": True},
+        10,
+        "alice and bob online in the web API",
+    )
     call_connects(web_port, token, alice, bob)
 
     assert daemon.stop() == 0
@@ -116,11 +127,11 @@ def test_phones_registered_in_redis_call_each_other_and_survive_a_restart(
 
 
 def test_bad_key_in_the_redis_section_stops_start_up_with_one_line(
-        tmp_path: Path, run_twistd: Callable[..., Any], redis_url: str) -> None:
+    tmp_path: Path, run_twistd: Callable[..., Any], redis_url: str
+) -> None:
     """A typo in [location:redis] is one line naming file, section and key; exit status 1."""
     ini = tmp_path / "bad.ini"
-    ini.write_text(redis_ini(find_free_port(), find_free_port(), tmp_path,
-                             redis_url, treads="4"))
+    ini.write_text(redis_ini(find_free_port(), find_free_port(), tmp_path, redis_url, treads="4"))
     result = run_twistd("-n", "--pidfile=", "clicktodial", "--config", str(ini))
     assert result.returncode == 1
     [line] = [line for line in result.stderr.splitlines() if line.strip()]

@@ -53,8 +53,11 @@ def daemon_ini(tmp_path: Path, sip_port: int, web_port: int, throttle: str = "")
 
 def baresip(tmp_path: Path, name: str, password: str, sip_port: int) -> Baresip:
     """A baresip registering ``name`` with ``password`` for 10 s at a time."""
-    return Baresip(tmp_path / f"baresip-{name}", name,
-                   f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={password};regint=10\n")
+    return Baresip(
+        tmp_path / f"baresip-{name}",
+        name,
+        f"<sip:{name}@127.0.0.1:{sip_port}>;auth_pass={password};regint=10\n",
+    )
 
 
 def user_list(ini: Path) -> str:

@@ -51,9 +51,20 @@ class RegistrarApp:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "clicktodial.testing.registrarapp", "--host", HOST,
-                 "--port", "0", *args],
-                stdout=out, stderr=err, cwd=ROOT, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "clicktodial.testing.registrarapp",
+                    "--host",
+                    HOST,
+                    "--port",
+                    "0",
+                    *args,
+                ],
+                stdout=out,
+                stderr=err,
+                cwd=ROOT,
+                env=env,
             )
 
     def events(self, name: str) -> list[dict[str, Any]]:
@@ -86,16 +97,42 @@ class RegistrarApp:
             self.proc.wait(timeout=10)
 
 
-def run_sipp(tmp: Path, scenario: str, target_port: int, user: str, password: str,
-             *extra: str, timeout: int = 20) -> subprocess.CompletedProcess[bytes]:
+def run_sipp(
+    tmp: Path,
+    scenario: str,
+    target_port: int,
+    user: str,
+    password: str,
+    *extra: str,
+    timeout: int = 20,
+) -> subprocess.CompletedProcess[bytes]:
     """One bounded SIPp client run (SIPp stops itself within -timeout)."""
     return subprocess.run(
-        ["sipp", "-sf", str(SCENARIOS / f"{scenario}.xml"),
-         "-i", HOST, "-p", str(free_udp_port()),
-         "-s", user, "-au", user, "-ap", password,
-         "-timeout", f"{timeout}s", "-timeout_error", "-nostdin", *extra,
-         f"{HOST}:{target_port}"],
-        cwd=tmp, capture_output=True, timeout=timeout + 15, check=False,
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / f"{scenario}.xml"),
+            "-i",
+            HOST,
+            "-p",
+            str(free_udp_port()),
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-timeout",
+            f"{timeout}s",
+            "-timeout_error",
+            "-nostdin",
+            *extra,
+            f"{HOST}:{target_port}",
+        ],
+        cwd=tmp,
+        capture_output=True,
+        timeout=timeout + 15,
+        check=False,
     )
 
 
@@ -109,16 +146,26 @@ def apps() -> Iterator[list[RegistrarApp]]:
             app.kill()
 
 
-def start(tmp: Path, apps: list[RegistrarApp], duration: float, *args: str) -> tuple[
-        RegistrarApp, int]:
-    app = RegistrarApp(tmp, "--user", "alice:secret", "--algorithms", "MD5,SHA-256",
-                       "--duration", str(duration), *args)
+def start(
+    tmp: Path, apps: list[RegistrarApp], duration: float, *args: str
+) -> tuple[RegistrarApp, int]:
+    app = RegistrarApp(
+        tmp,
+        "--user",
+        "alice:secret",
+        "--algorithms",
+        "MD5,SHA-256",
+        "--duration",
+        str(duration),
+        *args,
+    )
     apps.append(app)
     return app, app.wait_listening()
 
 
 def test_sipp_registers_and_unregisters_with_digest(
-        tmp_path: Path, apps: list[RegistrarApp]) -> None:
+    tmp_path: Path, apps: list[RegistrarApp]
+) -> None:
     """SIPp gets 401, answers the MD5 challenge, gets 200; its unregister
     reuses the nonce with the next nc and gets 200 without a challenge."""
     app, port = start(tmp_path, apps, 6)
@@ -128,8 +175,7 @@ def test_sipp_registers_and_unregisters_with_digest(
     assert app.events("bindings")[0]["bindings"] == []
 
 
-def test_sipp_binding_stored(
-        tmp_path: Path, apps: list[RegistrarApp]) -> None:
+def test_sipp_binding_stored(tmp_path: Path, apps: list[RegistrarApp]) -> None:
     """A SIPp registration is stored as sent, with its source address and
     the expiry it asked for."""
     app, port = start(tmp_path, apps, 5)
@@ -143,8 +189,7 @@ def test_sipp_binding_stored(
     assert 590 <= binding["expires_in"] <= 600
 
 
-def test_sipp_wrong_password_gets_a_fresh_401(
-        tmp_path: Path, apps: list[RegistrarApp]) -> None:
+def test_sipp_wrong_password_gets_a_fresh_401(tmp_path: Path, apps: list[RegistrarApp]) -> None:
     """A wrong password is answered 401 again (not 403), and binds nothing."""
     app, port = start(tmp_path, apps, 5)
     result = run_sipp(tmp_path, "reg_uac_wrong_password", port, "alice", "guess", "-m", "1")
@@ -157,8 +202,20 @@ def test_sipp_bounded_registration_load(tmp_path: Path, apps: list[RegistrarApp]
     """300 register/unregister cycles (100/s, at most 50 at once) all
     succeed: no lost transaction, no throttling of a right password."""
     app, port = start(tmp_path, apps, 12)
-    result = run_sipp(tmp_path, "reg_uac_auth", port, "alice", "secret",
-                      "-m", "300", "-r", "100", "-l", "50", timeout=30)
+    result = run_sipp(
+        tmp_path,
+        "reg_uac_auth",
+        port,
+        "alice",
+        "secret",
+        "-m",
+        "300",
+        "-r",
+        "100",
+        "-l",
+        "50",
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
     app.wait(timeout=40)
     assert app.events("bindings")[0]["bindings"] == []

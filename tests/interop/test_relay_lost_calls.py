@@ -53,8 +53,9 @@ def test_a_killed_daemons_relayed_call_is_deleted_from_rtpengine_at_restart(
     text = daemon_ini(sip_port, web_port, str(tmp_path))
     text = text.replace("[web]\n", "t1 = 0.1\nt2 = 0.8\nt4 = 1.0\n[web]\n", 1)
     text += f"[media]\nrelay = rtpengine\n[media:rtpengine]\nng = 127.0.0.1:{ng_port}\n"
-    with running_rtpengine(["127.0.0.1"], ("127.0.0.1", ng_port), (31200, 31299),
-                           str(tmp_path / "rtpengine.log")):
+    with running_rtpengine(
+        ["127.0.0.1"], ("127.0.0.1", ng_port), (31200, 31299), str(tmp_path / "rtpengine.log")
+    ):
         daemon = start_daemon(text)
         daemon.wait_for_tcp(web_port)
         daemon.wait_for_log("created demo users")
@@ -64,8 +65,11 @@ def test_a_killed_daemons_relayed_call_is_deleted_from_rtpengine_at_restart(
             phones.start("bob", "call_phone_answer.xml", 300)
             control = CallsApi(web_port, daemon.config_path)
             call_id = control.place("alice", "bob")["id"]
-            wait_until(lambda: control.get(call_id)["state"] == "connected", 30,
-                       f"call {call_id} to connect")
+            wait_until(
+                lambda: control.get(call_id)["state"] == "connected",
+                30,
+                f"call {call_id} to connect",
+            )
             assert ng_list(ng_port) == [call_id.encode()]
 
             daemon.signal(signal.SIGKILL)
@@ -74,8 +78,9 @@ def test_a_killed_daemons_relayed_call_is_deleted_from_rtpengine_at_restart(
 
             restarted = start_daemon(text)
             restarted.wait_for_tcp(web_port)
-            wait_until(lambda: ng_list(ng_port) == [], DELETE_WITHIN,
-                       "rtpengine to have no session left")
+            wait_until(
+                lambda: ng_list(ng_port) == [], DELETE_WITHIN, "rtpengine to have no session left"
+            )
             record = control.get(call_id)
             assert (record["reason"], record["who_hung_up"]) == ("lost", "system")
             restarted.wait_for_log("deleted the sessions of 1 lost call(s)")

@@ -76,7 +76,11 @@ def start_call_world(
     """
     sip_port, web_port = find_free_port(), find_free_port()
     ini = daemon_ini(
-        sip_port, web_port, str(tmp_path), "flow4", callee_ring_timeout="60",
+        sip_port,
+        web_port,
+        str(tmp_path),
+        "flow4",
+        callee_ring_timeout="60",
         **calls,
     )
     daemon = start_daemon(ini + "[media]\naddress = 127.0.0.1\nrtp_ports = 23000-23099\n")
@@ -118,9 +122,7 @@ def test_caller_hears_us_ringback_then_the_callee(
     tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip]
 ) -> None:
     # [media] direction is left at its default (sendrecv).
-    daemon, alice, bob, control = start_call_world(
-        tmp_path, start_daemon, running, ringback="us"
-    )
+    daemon, alice, bob, control = start_call_world(tmp_path, start_daemon, running, ringback="us")
     call_id = control.place("alice", "bob")["id"]
     bob.wait_for_output("Incoming call", 30)
     time.sleep(RING_SECONDS)
@@ -157,7 +159,11 @@ def test_caller_hears_ringback_then_the_busy_tone_until_the_bye_when_the_callee_
     tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip]
 ) -> None:
     daemon, alice, bob, control = start_call_world(
-        tmp_path, start_daemon, running, ringback="uk", tones="uk",
+        tmp_path,
+        start_daemon,
+        running,
+        ringback="uk",
+        tones="uk",
         failure_tone_seconds=str(BUSY_SECONDS),
     )
     call_id = control.place("alice", "bob")["id"]

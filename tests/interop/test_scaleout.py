@@ -115,7 +115,8 @@ class Process:
         self.output_path = output
         with output.open("wb") as out:
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **kwargs
+            )
 
     def output(self) -> str:
         return self.output_path.read_text(errors="replace")
@@ -134,7 +135,8 @@ def baresip(tmp_path: Path, user: str, front_port: int) -> Baresip:
         w.setframerate(8000)
         w.writeframes(b"\0\0" * 8000 * 120)
     return Baresip(
-        tmp_path / f"baresip-{user}", user,
+        tmp_path / f"baresip-{user}",
+        user,
         f"<sip:{user}@{FRONT}:{front_port};transport=udp>;auth_pass={user};regint=10;"
         "answermode=auto\n",
         audio_source=f"aufile,{silence}",
@@ -147,13 +149,20 @@ def query(url: URL, sql: str) -> list[tuple[Any, ...]]:
 
 
 def cli(ini: Path, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "clicktodial.cli", "--config", str(ini), *args],
-                   check=True, capture_output=True, env=python_env(), cwd=ini.parent,
-                   timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), *args],
+        check=True,
+        capture_output=True,
+        env=python_env(),
+        cwd=ini.parent,
+        timeout=60,
+    )
 
 
 def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_everyone(
-    tmp_path: Path, database: URL, start_daemon: Callable[[str], Any],
+    tmp_path: Path,
+    database: URL,
+    start_daemon: Callable[[str], Any],
     running: list[Stoppable],
 ) -> None:
     sip_port, front_port = find_free_port(), find_free_port()
@@ -165,8 +174,9 @@ def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_eve
         daemons[node] = start_daemon(node_ini(node, sip_port, web_port, database, secret))
         daemons[node].wait_for_tcp(web_port, host=NODES[node])
         daemons[node].wait_for_log("event bus connected")
-        controls[node] = CallsApi(web_port, daemons[node].config_path, host=NODES[node],
-                                  admin=f"operator-{node}")
+        controls[node] = CallsApi(
+            web_port, daemons[node].config_path, host=NODES[node], admin=f"operator-{node}"
+        )
     ini = tmp_path / "daemon0.ini"
     cli(ini, "user", "add", "carol", "--sip-password", "carol")
 
@@ -174,13 +184,31 @@ def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_eve
     dispatcher.write_text("".join(f"1 sip:{address}:{sip_port}\n" for address in NODES.values()))
     (tmp_path / "kamailio-run").mkdir()
     kamailio = Process(
-        ["kamailio", "-f", str(REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"), "-DD", "-E",
-         "-l", f"udp:{FRONT}:{front_port}", "-A", f'DSLIST="{dispatcher}"',
-         "-m", "64", "-M", "8", "-Y", str(tmp_path / "kamailio-run")],
-        tmp_path / "kamailio.out")
+        [
+            "kamailio",
+            "-f",
+            str(REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"),
+            "-DD",
+            "-E",
+            "-l",
+            f"udp:{FRONT}:{front_port}",
+            "-A",
+            f'DSLIST="{dispatcher}"',
+            "-m",
+            "64",
+            "-M",
+            "8",
+            "-Y",
+            str(tmp_path / "kamailio-run"),
+        ],
+        tmp_path / "kamailio.out",
+    )
     running.append(kamailio)
-    wait_until(lambda: "Listening on" in kamailio.output() or kamailio.process.poll() is not None,
-               TIMEOUT, "kamailio to start")
+    wait_until(
+        lambda: "Listening on" in kamailio.output() or kamailio.process.poll() is not None,
+        TIMEOUT,
+        "kamailio to start",
+    )
     assert kamailio.process.poll() is None, kamailio.output()
 
     phones = {user: baresip(tmp_path, user, front_port) for user in ("alice", "bob")}
@@ -193,17 +221,47 @@ def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_eve
 
     # A call run by node B, shown on node A too.
     doomed = controls["node-b"].place("alice", "bob")["id"]
-    wait_until(lambda: controls["node-b"].get(doomed)["state"] == "connected", TIMEOUT,
-               "the call on node B to connect")
+    wait_until(
+        lambda: controls["node-b"].get(doomed)["state"] == "connected",
+        TIMEOUT,
+        "the call on node B to connect",
+    )
     assert query(database, f"SELECT node FROM calls WHERE call_id = '{doomed}'") == [("node-b",)]
 
     # REGISTER load through the front; node B dies in the middle of it.
     load = Process(
-        ["sipp", FRONT + f":{front_port}", "-sf", str(SIPP_SCENARIO), "-i", "127.0.0.1",
-         "-p", str(find_free_port()), "-s", "carol", "-au", "carol", "-ap", "carol",
-         "-r", "10", "-m", "80", "-l", "20", "-nostdin", "-timeout", "60s", "-timeout_error",
-         "-trace_err", "-error_file", str(tmp_path / "sipp-errors.log")],
-        tmp_path / "sipp.out", cwd=tmp_path)
+        [
+            "sipp",
+            FRONT + f":{front_port}",
+            "-sf",
+            str(SIPP_SCENARIO),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(find_free_port()),
+            "-s",
+            "carol",
+            "-au",
+            "carol",
+            "-ap",
+            "carol",
+            "-r",
+            "10",
+            "-m",
+            "80",
+            "-l",
+            "20",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-trace_err",
+            "-error_file",
+            str(tmp_path / "sipp-errors.log"),
+        ],
+        tmp_path / "sipp.out",
+        cwd=tmp_path,
+    )
     running.append(load)
     time.sleep(2.5)
     killed_at = time.time()
@@ -219,23 +277,41 @@ def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_eve
 
     # The phones' registrations survive and are refreshed by node A through the front.
     refreshed = daemons["node-a"].log().count("REGISTER sip:alice@127.0.0.1")
-    wait_until(lambda: daemons["node-a"].log().count("REGISTER sip:alice@127.0.0.1") > refreshed,
-               TIMEOUT, "alice's refresh on node A")
-    assert len(query(database, "SELECT aor FROM bindings WHERE aor LIKE 'sip:%@127.0.0.1'"
-                               f" AND expires_at > {time.time()}")) >= 2
+    wait_until(
+        lambda: daemons["node-a"].log().count("REGISTER sip:alice@127.0.0.1") > refreshed,
+        TIMEOUT,
+        "alice's refresh on node A",
+    )
+    assert (
+        len(
+            query(
+                database,
+                "SELECT aor FROM bindings WHERE aor LIKE 'sip:%@127.0.0.1'"
+                f" AND expires_at > {time.time()}",
+            )
+        )
+        >= 2
+    )
 
     # A new call, on the survivor, connects both phones through the front.
     fresh = controls["node-a"].place("alice", "bob")["id"]
-    wait_until(lambda: controls["node-a"].get(fresh)["state"] == "connected", TIMEOUT,
-               "the new call on node A to connect")
+    wait_until(
+        lambda: controls["node-a"].get(fresh)["state"] == "connected",
+        TIMEOUT,
+        "the new call on node A to connect",
+    )
     assert controls["node-a"].hang_up(fresh, "alice")
-    wait_until(lambda: controls["node-a"].get(fresh).get("ended_at") is not None, TIMEOUT,
-               "the new call to end")
+    wait_until(
+        lambda: controls["node-a"].get(fresh).get("ended_at") is not None,
+        TIMEOUT,
+        "the new call to end",
+    )
 
     # Consistency.
     assert query(database, "SELECT node FROM nodes") == [("node-a",)]
     assert query(database, "SELECT count(*) FROM calls WHERE ended_at IS NULL") == [(0,)]
-    assert query(database, "SELECT count(*) FROM calls WHERE ended_at IS NOT NULL"
-                           " AND end_reason IS NULL") == [(0,)]
+    assert query(
+        database, "SELECT count(*) FROM calls WHERE ended_at IS NOT NULL AND end_reason IS NULL"
+    ) == [(0,)]
     for daemon in daemons.values():
         assert "Traceback" not in daemon.log()

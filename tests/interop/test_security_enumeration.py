@@ -28,8 +28,10 @@ import pytest
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("sipvicious_svwar") is None,
-                       reason="SIPVicious (PyPI sipvicious) is not installed"),
+    pytest.mark.skipif(
+        shutil.which("sipvicious_svwar") is None,
+        reason="SIPVicious (PyPI sipvicious) is not installed",
+    ),
 ]
 
 FIRST_USER, LAST_USER = 100, 150
@@ -51,17 +53,21 @@ def _ini(sip_port: int, web_port: int, tmp: Path) -> str:
 
 
 @pytest.fixture
-def daemon(start_daemon: Callable[[str], Any], free_port: Callable[[], int],
-           tmp_path: Path, run_cli: Callable[..., str]) -> int:
+def daemon(
+    start_daemon: Callable[[str], Any],
+    free_port: Callable[[], int],
+    tmp_path: Path,
+    run_cli: Callable[..., str],
+) -> int:
     """A daemon with users 100..150 (SIP passwords only); returns its SIP port."""
     sip_port, web_port = free_port(), free_port()
     daemon = start_daemon(_ini(sip_port, web_port, tmp_path))
     daemon.wait_for_tcp(web_port)
     users = tmp_path / "users.csv"
-    users.write_text("".join(f"{n},{secrets.token_hex(8)}\n"
-                             for n in range(FIRST_USER, LAST_USER + 1)))
-    assert "imported 51 user(s)" in run_cli(tmp_path / "daemon0.ini", "user", "import",
-                                            str(users))
+    users.write_text(
+        "".join(f"{n},{secrets.token_hex(8)}\n" for n in range(FIRST_USER, LAST_USER + 1))
+    )
+    assert "imported 51 user(s)" in run_cli(tmp_path / "daemon0.ini", "user", "import", str(users))
     return sip_port
 
 
@@ -72,7 +78,11 @@ def run_cli() -> Callable[..., str]:
     def run(config: Path, *args: str) -> str:
         done = subprocess.run(
             ["python3", "-m", "clicktodial.cli", "--config", str(config), *args],
-            env=python_env(), capture_output=True, text=True, timeout=60, check=True,
+            env=python_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         return done.stdout
 
@@ -83,8 +93,18 @@ def run_cli() -> Callable[..., str]:
 @pytest.mark.parametrize("method", ["REGISTER", "OPTIONS", "INVITE"])
 def test_svwar_tells_no_extension_apart(daemon: int, method: str, force: bool) -> None:
     """svwar finds none of the 51 users, whatever method it scans with."""
-    argv = ["sipvicious_svwar", "-m", method, "-e", SCAN, "-p", str(daemon),
-            "--maximumtime", "10", "127.0.0.1"]
+    argv = [
+        "sipvicious_svwar",
+        "-m",
+        method,
+        "-e",
+        SCAN,
+        "-p",
+        str(daemon),
+        "--maximumtime",
+        "10",
+        "127.0.0.1",
+    ]
     if force:
         argv.insert(1, "--force")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -118,8 +138,7 @@ def _shape(response: str, user: str) -> list[str]:
     """A response with what varies per request (tags, nonces, branch, ports, the user) masked."""
     masked = []
     for line in response.split("\r\n"):
-        line = re.sub(r"(tag|branch|nonce|opaque|rport|received)=\"?[^;,\"\s]*\"?", r"\1=*",
-                      line)
+        line = re.sub(r"(tag|branch|nonce|opaque|rport|received)=\"?[^;,\"\s]*\"?", r"\1=*", line)
         line = re.sub(r"^(Call-ID|Date|Content-Length):.*", r"\1: *", line)
         masked.append(line.replace(user, "USER"))
     return masked

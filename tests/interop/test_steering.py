@@ -47,12 +47,14 @@ def daemon(tmp_path: Path, start_daemon: Callable[[str], Any]) -> Callable[[str]
 
     def start(policy: str) -> dict[str, Any]:
         sip_port, web_port = find_free_port(), find_free_port()
-        process = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path),
-                                          policy=policy))
+        process = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path), policy=policy))
         process.wait_for_tcp(web_port)
         process.wait_for_log("created demo users")
-        return {"sip": ("127.0.0.1", sip_port), "web": f"http://127.0.0.1:{web_port}",
-                "process": process}
+        return {
+            "sip": ("127.0.0.1", sip_port),
+            "web": f"http://127.0.0.1:{web_port}",
+            "process": process,
+        }
 
     return start
 
@@ -62,7 +64,8 @@ def no_traceback(process: Any) -> None:
 
 
 def test_a_via_maddr_or_received_reflects_nothing(
-        daemon: Callable[[str], dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+    daemon: Callable[[str], dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Responses go to the request's source, never to the Via's maddr or to a received= the
     sender wrote: the trap gets 0 packets, the sender its answers."""
     ports = daemon("flow4")
@@ -74,8 +77,8 @@ def test_a_via_maddr_or_received_reflects_nothing(
 
 @pytest.mark.parametrize("policy", ["flow1", "flow4"])
 def test_a_phones_contact_or_record_route_steers_no_request_of_its_call(
-        daemon: Callable[[str], dict[str, Any]], policy: str,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    daemon: Callable[[str], dict[str, Any]], policy: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Every request of a dialog with a phone (ACK, re-INVITE, BYE; a late fork's ACK and
     BYE) goes to the address the phone registered from, whatever its 180/2xx Contact and
     Record-Route say: the trap gets 0 packets, the call connects, each phone gets its ACK

@@ -49,8 +49,13 @@ def test_config_selects_plugin_by_name(installed_example: Path) -> None:
     store = store_from_config(config, InlineReactor(), inline_thread_pool)
     assert type(store).__module__ == MODULE
     success_result_of(store.start())
-    success_result_of(store.update_bindings("sip:alice@example.com", BindingChanges(
-        "c", 1, [ContactChange("sip:alice@127.0.0.1", 60)]), 0.0))
+    success_result_of(
+        store.update_bindings(
+            "sip:alice@example.com",
+            BindingChanges("c", 1, [ContactChange("sip:alice@127.0.0.1", 60)]),
+            0.0,
+        )
+    )
     assert store.registers == 1  # type: ignore[attr-defined]
     success_result_of(store.stop())
 
@@ -58,7 +63,8 @@ def test_config_selects_plugin_by_name(installed_example: Path) -> None:
 class TestExamplePluginContract(UserStoreContract, LocationStoreContract):
     """The example plugin keeps the user and location store contracts."""
 
-    def make_store(self, environment: StoreEnvironment,
-                   request: pytest.FixtureRequest) -> IStoreBackend:
+    def make_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> IStoreBackend:
         request.getfixturevalue("installed_example")
         return create_store("example", {}, environment)

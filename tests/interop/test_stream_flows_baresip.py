@@ -47,17 +47,46 @@ CLOSE = 1
 
 def private_ca(directory: Path) -> tuple[Path, Path, Path]:
     """A CA and a certificate for IP 127.0.0.1 it signed (openssl): (ca, cert, key) PEMs."""
-    ca_key, ca, key, csr, cert = (directory / n for n in
-                                  ("ca.key", "ca.pem", "key.pem", "server.csr", "cert.pem"))
+    ca_key, ca, key, csr, cert = (
+        directory / n for n in ("ca.key", "ca.pem", "key.pem", "server.csr", "cert.pem")
+    )
     ext = directory / "san.cnf"
     ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     for argv in (
-        ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1",
-         "-subj", "/CN=clicktodial test CA"],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=clicktodial test CA",
+        ],
         ["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
-        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-         "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", ext],
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-extfile",
+            ext,
+        ],
     ):
         subprocess.run([str(a) for a in argv], check=True, capture_output=True, timeout=60)
     return ca, cert, key
@@ -86,10 +115,13 @@ def start(
 def stream_phone(tmp_path: Path, name: str, transport: str, port: int, ca: Path) -> Baresip:
     """baresip registering ``name`` over ``transport`` (tcp, tls), answering, recording."""
     return Baresip(
-        tmp_path / f"baresip-{name}", name,
+        tmp_path / f"baresip-{name}",
+        name,
         f"<sip:{name}@127.0.0.1:{port};transport={transport}>;auth_pass={name};regint=600;"
         "answermode=auto;audio_codecs=PCMU\n",
-        audio_source=f"ausine,{int(TONES[name])}", control=True, record=True,
+        audio_source=f"ausine,{int(TONES[name])}",
+        control=True,
+        record=True,
         config=(f"sip_cafile\t{ca}",),
     )
 
@@ -106,16 +138,21 @@ def test_a_phone_silent_past_the_idle_timeout_on_a_stream_is_still_called(
     daemon, sip_port, tls_port, control, ca = start(tmp_path, start_daemon)
     alice = demo_phone(tmp_path, "alice", sip_port, "auto", TONES["alice"])
     running.append(alice)
-    bob = stream_phone(tmp_path, "bob", transport, tls_port if transport == "tls" else sip_port,
-                       ca)
+    bob = stream_phone(tmp_path, "bob", transport, tls_port if transport == "tls" else sip_port, ca)
     running.append(bob)
     registered(daemon, "alice")
     registered(daemon, "bob")
     # Silent for three idle timeouts: the connection bob registered over stays open.
     time.sleep(3 * IDLE + CLOSE)
     call_id = control.place("alice", "bob")["id"]
-    wait_until(lambda: control.get(call_id)["state"] == "connected"
-               or control.get(call_id).get("ended_at") is not None, 30, "the call to connect")
+    wait_until(
+        lambda: (
+            control.get(call_id)["state"] == "connected"
+            or control.get(call_id).get("ended_at") is not None
+        ),
+        30,
+        "the call to connect",
+    )
     assert control.get(call_id)["state"] == "connected", control.get(call_id)
     time.sleep(4)  # media both ways
     alice.command("hangup")
@@ -248,20 +285,25 @@ def register_over_tcp(sock: socket.socket, user: str, sip_port: int, contact_por
     local = sock.getsockname()
     authorization = ""
     for cseq in (1, 2):
-        sock.sendall((
-            f"REGISTER sip:127.0.0.1:{sip_port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/TCP {local[0]}:{local[1]};branch=z9hG4bK-tcp{cseq};rport\r\n"
-            f"From: <sip:{user}@127.0.0.1>;tag=t{cseq}\r\nTo: <sip:{user}@127.0.0.1>\r\n"
-            f"Call-ID: tcp-{user}@127.0.0.1\r\nCSeq: {cseq} REGISTER\r\n"
-            f"Contact: <sip:{user}@127.0.0.1:{contact_port};transport=tcp>\r\n"
-            f"Expires: 600\r\nMax-Forwards: 70\r\n{authorization}Content-Length: 0\r\n\r\n"
-        ).encode())
+        sock.sendall(
+            (
+                f"REGISTER sip:127.0.0.1:{sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/TCP {local[0]}:{local[1]};branch=z9hG4bK-tcp{cseq};rport\r\n"
+                f"From: <sip:{user}@127.0.0.1>;tag=t{cseq}\r\nTo: <sip:{user}@127.0.0.1>\r\n"
+                f"Call-ID: tcp-{user}@127.0.0.1\r\nCSeq: {cseq} REGISTER\r\n"
+                f"Contact: <sip:{user}@127.0.0.1:{contact_port};transport=tcp>\r\n"
+                f"Expires: 600\r\nMax-Forwards: 70\r\n{authorization}Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
         text = read_message(sock).decode()
         if text.startswith("SIP/2.0 200 "):
             return
         assert text.startswith("SIP/2.0 401 "), text
-        params = dict(re.findall(r'(\w+)="?([^",\r]*)"?', text.split(
-            "WWW-Authenticate:", 1)[1].split("\r\n", 1)[0]))
+        params = dict(
+            re.findall(
+                r'(\w+)="?([^",\r]*)"?', text.split("WWW-Authenticate:", 1)[1].split("\r\n", 1)[0]
+            )
+        )
         uri = f"sip:127.0.0.1:{sip_port}"
         ha1, ha2 = md5(f"{user}:{params['realm']}:{user}"), md5(f"REGISTER:{uri}")
         response = md5(f"{ha1}:{params['nonce']}:00000001:c0ffee:auth:{ha2}")

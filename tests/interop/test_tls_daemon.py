@@ -89,8 +89,9 @@ def status_of(data: bytes) -> int:
     return int(data.split(b" ", 2)[1])
 
 
-def request(method: str, port: int, local: tuple[str, int], cseq: int, call_id: str,
-            extra: str = "") -> bytes:
+def request(
+    method: str, port: int, local: tuple[str, int], cseq: int, call_id: str, extra: str = ""
+) -> bytes:
     sent_by = f"{local[0]}:{local[1]}"
     return (
         f"{method} sips:127.0.0.1:{port} SIP/2.0\r\n"
@@ -136,8 +137,12 @@ def test_options_and_a_digest_register_over_tls_get_200(
         tls.sendall(request("REGISTER", tls_port, local, 1, call_id, "Expires: 600\r\n"))
         challenge = read_message(tls)
         assert status_of(challenge) == 401, challenge
-        params = dict(re.findall(r'(\w+)="?([^",\r]*)"?', challenge.decode().split(
-            "WWW-Authenticate:", 1)[1].split("\r\n", 1)[0]))
+        params = dict(
+            re.findall(
+                r'(\w+)="?([^",\r]*)"?',
+                challenge.decode().split("WWW-Authenticate:", 1)[1].split("\r\n", 1)[0],
+            )
+        )
         uri = f"sips:127.0.0.1:{tls_port}"
         ha1, ha2 = md5(f"alice:{params['realm']}:alice"), md5(f"REGISTER:{uri}")
         response = md5(f"{ha1}:{params['nonce']}:00000001:c0ffee:auth:{ha2}")
@@ -157,7 +162,8 @@ def test_options_and_a_digest_register_over_tls_get_200(
         port = udp.getsockname()[1]
         udp.sendto(
             request("OPTIONS", sip_port, ("127.0.0.1", port), 1, "udp-options")
-            .replace(b"SIP/2.0/TLS", b"SIP/2.0/UDP").replace(b"sips:", b"sip:"),
+            .replace(b"SIP/2.0/TLS", b"SIP/2.0/UDP")
+            .replace(b"sips:", b"sip:"),
             ("127.0.0.1", sip_port),
         )
         assert status_of(udp.recvfrom(65536)[0]) == 200

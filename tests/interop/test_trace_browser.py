@@ -59,13 +59,36 @@ def phones(tmp_path: Path) -> Iterator[Callable[..., int]]:
         port = find_free_port()
         register(user, user, port, sip_port)
         argv = [
-            "sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
-            "-t", "u1", "-s", user, "-m", str(calls), "-d", str(delay_ms), "-nostdin",
-            "-timeout", "90s", "-timeout_error",
+            "sipp",
+            "-sf",
+            str(SCENARIOS / scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-t",
+            "u1",
+            "-s",
+            user,
+            "-m",
+            str(calls),
+            "-d",
+            str(delay_ms),
+            "-nostdin",
+            "-timeout",
+            "90s",
+            "-timeout_error",
         ]
         with (tmp_path / f"sipp-{user}-{port}.out").open("wb") as output:
-            processes.append(subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                                              stdout=output, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    argv,
+                    cwd=tmp_path,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         return port
 
     yield start
@@ -81,16 +104,35 @@ def shot(directory: Path, page: Any, name: str) -> None:
 
 def add_user(ini: Path, name: str, password: str, *admin: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "user", "add", name,
-         *admin, "--password", password],
-        cwd=ini.parent, env=python_env(), check=True, capture_output=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "clicktodial.cli",
+            "--config",
+            str(ini),
+            "user",
+            "add",
+            name,
+            *admin,
+            "--password",
+            password,
+        ],
+        cwd=ini.parent,
+        env=python_env(),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def arrows(page: Any) -> list[tuple[str, str]]:
     """(the arrow's classes, its label) for each message on the ladder."""
-    return [(str(a[0]), str(a[1])) for a in page.evaluate("""() =>
+    return [
+        (str(a[0]), str(a[1]))
+        for a in page.evaluate("""() =>
         Array.from(document.querySelectorAll('#ladder li.msg summary')).map(
-            s => [s.className, s.querySelector('.label').textContent])""")]
+            s => [s.className, s.querySelector('.label').textContent])""")
+    ]
 
 
 def labels_between(found: list[tuple[str, str]], source: str, target: str) -> list[str]:
@@ -108,7 +150,9 @@ def call_from_directory(page: Any, base: str) -> str:
 
 
 def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
-    tmp_path: Path, start_daemon: Callable[[str], Any], phones: Callable[..., int],
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    phones: Callable[..., int],
 ) -> None:
     shots = screenshot_dir(tmp_path)
     sip_port, web_port = find_free_port(), find_free_port()
@@ -142,7 +186,8 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             assert reason.inner_text() == "Bob's phone answered 486 Busy Here"
             page.wait_for_function(
                 "() => Array.from(document.querySelectorAll('#ladder .label'))"
-                ".some(l => l.textContent.startsWith('486 Busy Here'))")
+                ".some(l => l.textContent.startsWith('486 Busy Here'))"
+            )
             found = arrows(page)
             assert labels_between(found, "daemon", "callee")[0] == "INVITE"
             assert "486 Busy Here" in labels_between(found, "callee", "daemon")
@@ -151,8 +196,9 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             assert "200 OK" in labels_between(found, "caller", "daemon")
             assert "BYE" in labels_between(found, "daemon", "caller")
             # Tapping the 486 shows the whole message.
-            busy = page.locator("#ladder summary.from-callee.to-daemon",
-                                has_text="486 Busy Here").first
+            busy = page.locator(
+                "#ladder summary.from-callee.to-daemon", has_text="486 Busy Here"
+            ).first
             busy.click()
             message = busy.locator("xpath=..").locator("pre.sip")
             assert message.inner_text().startswith("SIP/2.0 486 Busy Here")
@@ -164,8 +210,14 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
 
             # 2. bob's next phone answers: the call connects; the ladder grows live.
             # (from another port: the busy phone's SIPp may still hold its own)
-            status, text = register_status("bob", "bob", find_free_port(), sip_port, expires=0,
-                                           contacts=[f"<sip:bob@127.0.0.1:{busy_port}>"])
+            status, text = register_status(
+                "bob",
+                "bob",
+                find_free_port(),
+                sip_port,
+                expires=0,
+                contacts=[f"<sip:bob@127.0.0.1:{busy_port}>"],
+            )
             assert status == 200, text
             phones("bob", sip_port, "call_phone_answer.xml", 300)
             page.wait_for_timeout(300)
@@ -174,7 +226,8 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             page.wait_for_function(
                 "() => Array.from(document.querySelectorAll("
                 "'#ladder summary.from-callee.to-daemon .label'))"
-                ".some(l => l.textContent === '200 OK')")
+                ".some(l => l.textContent === '200 OK')"
+            )
             found = arrows(page)
             assert labels_between(found, "daemon", "callee")[0] == "INVITE"
             assert "ACK" in labels_between(found, "daemon", "callee")
@@ -184,11 +237,11 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             page.click("#hangup")
             page.wait_for_selector('#call[data-state="ended"]')
             page.wait_for_function(
-                "() => document.getElementById('trace-reason').textContent === 'You hung up'")
+                "() => document.getElementById('trace-reason').textContent === 'You hung up'"
+            )
 
             # alice may not download the pcap; an administrator may.
-            assert page.request.get(
-                f"{base}/api/v1/calls/{failed_id}/trace.pcap").status == 403
+            assert page.request.get(f"{base}/api/v1/calls/{failed_id}/trace.pcap").status == 403
             assert errors == [], errors  # no CSP violation, no script error
 
             admin = browser.new_page(viewport={"width": 900, "height": 760})
@@ -196,8 +249,9 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             admin.goto(base + "/login")
             log_in(admin, base, "root", "root-password")
             admin.goto(f"{base}/calls/{failed_id}")
-            assert admin.locator("#trace-reason").inner_text() == \
-                "Bob's phone answered 486 Busy Here"
+            assert (
+                admin.locator("#trace-reason").inner_text() == "Bob's phone answered 486 Busy Here"
+            )
             with admin.expect_download() as download:
                 admin.click("#trace-pcap")
             pcap = Path(download.value.path()).read_bytes()

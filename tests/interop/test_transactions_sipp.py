@@ -116,12 +116,23 @@ class Sipp:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [
-                    "sipp", *args,
-                    "-sf", str(SCENARIOS / f"{scenario}.xml"),
-                    "-i", HOST, "-p", str(port),
-                    "-m", str(calls),
-                    "-timeout", f"{timeout}s", "-timeout_error",
-                    "-nostdin", "-trace_msg", "-message_file", str(self.trace),
+                    "sipp",
+                    *args,
+                    "-sf",
+                    str(SCENARIOS / f"{scenario}.xml"),
+                    "-i",
+                    HOST,
+                    "-p",
+                    str(port),
+                    "-m",
+                    str(calls),
+                    "-timeout",
+                    f"{timeout}s",
+                    "-timeout_error",
+                    "-nostdin",
+                    "-trace_msg",
+                    "-message_file",
+                    str(self.trace),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -185,8 +196,19 @@ def test_non_invite_client_retransmits_at_t1_and_stops_on_the_final_response(
     procs.append(sipp)
     wait_until_bound(sipp_port)
     app = SipApp(
-        tmp_path, "--role", "uac", "--port", "0", "--target", f"{HOST}:{sipp_port}",
-        "--method", "OPTIONS", "--duration", "15", "--linger", "5.5",
+        tmp_path,
+        "--role",
+        "uac",
+        "--port",
+        "0",
+        "--target",
+        f"{HOST}:{sipp_port}",
+        "--method",
+        "OPTIONS",
+        "--duration",
+        "15",
+        "--linger",
+        "5.5",
     )
     procs.append(app)
     app.wait(timeout=30)
@@ -208,8 +230,21 @@ def test_non_invite_client_gets_through_sipp_dropping_half_the_requests(
     procs.append(sipp)
     wait_until_bound(sipp_port)
     app = SipApp(
-        tmp_path, "--role", "uac", "--port", "0", "--target", f"{HOST}:{sipp_port}",
-        "--method", "MESSAGE", "--count", "3", "--duration", "40", "--linger", "5.5",
+        tmp_path,
+        "--role",
+        "uac",
+        "--port",
+        "0",
+        "--target",
+        f"{HOST}:{sipp_port}",
+        "--method",
+        "MESSAGE",
+        "--count",
+        "3",
+        "--duration",
+        "40",
+        "--linger",
+        "5.5",
     )
     procs.append(app)
     app.wait(timeout=60)
@@ -228,14 +263,31 @@ def test_invite_server_absorbs_a_duplicate_invite_and_recovers_lost_486(
     is 1 in 65,536 calls), so the app runs 20 s with T4 = 1 s (Timer I) and every
     transaction has ended when it reports."""
     app = SipApp(
-        tmp_path, "--role", "uas", "--port", "0", "--invite-status", "486",
-        "--answer-delay", "0.5", "--duration", "20", "--t4", "1",
+        tmp_path,
+        "--role",
+        "uas",
+        "--port",
+        "0",
+        "--invite-status",
+        "486",
+        "--answer-delay",
+        "0.5",
+        "--duration",
+        "20",
+        "--t4",
+        "1",
     )
     procs.append(app)
     our_port = app.wait_listening()
     sipp = Sipp(
-        tmp_path, "tx_uac_invite_lossy", free_udp_port(), f"{HOST}:{our_port}",
-        "-r", "5", calls=5, timeout=20,
+        tmp_path,
+        "tx_uac_invite_lossy",
+        free_udp_port(),
+        f"{HOST}:{our_port}",
+        "-r",
+        "5",
+        calls=5,
+        timeout=20,
     )
     procs.append(sipp)
     assert sipp.wait() == 0, sipp.log.read_text()[-2000:]
@@ -254,14 +306,21 @@ def test_invite_server_retransmits_486_on_timer_g_and_gives_up_on_timer_h(
 ) -> None:
     """SIPp never ACKs: it sees our 486 at 0, .5, 1.5, 3.5, 7.5, 11.5 ... 31.5; Timer H ends it."""
     app = SipApp(
-        tmp_path, "--role", "uas", "--port", "0", "--invite-status", "486",
-        "--answer-delay", "0.3", "--duration", "36",
+        tmp_path,
+        "--role",
+        "uas",
+        "--port",
+        "0",
+        "--invite-status",
+        "486",
+        "--answer-delay",
+        "0.3",
+        "--duration",
+        "36",
     )
     procs.append(app)
     our_port = app.wait_listening()
-    sipp = Sipp(
-        tmp_path, "tx_uac_invite_no_ack", free_udp_port(), f"{HOST}:{our_port}", timeout=50
-    )
+    sipp = Sipp(tmp_path, "tx_uac_invite_no_ack", free_udp_port(), f"{HOST}:{our_port}", timeout=50)
     procs.append(sipp)
     assert sipp.wait() == 0, sipp.log.read_text()[-2000:]
     app.wait(timeout=30)

@@ -51,8 +51,9 @@ USER, PASSWORD = "4930111", "trunk-secret-1"
 TIMEOUT = 30.0
 
 
-def daemon_ini(tmp_path: Path, sip_port: int, web_port: int, metrics_port: int,
-               provider: KamailioProvider) -> str:
+def daemon_ini(
+    tmp_path: Path, sip_port: int, web_port: int, metrics_port: int, provider: KamailioProvider
+) -> str:
     return (
         f"[sip]\ndomain = 127.0.0.1\nlisten = 127.0.0.1:{sip_port}\ntransports = udp\n"
         f"[web]\nlisten = tcp:{web_port}:interface=127.0.0.1\n"
@@ -66,8 +67,9 @@ def daemon_ini(tmp_path: Path, sip_port: int, web_port: int, metrics_port: int,
     )
 
 
-def get(opener: urllib.request.OpenerDirector, url: str,
-        data: bytes | None = None) -> tuple[int, bytes]:
+def get(
+    opener: urllib.request.OpenerDirector, url: str, data: bytes | None = None
+) -> tuple[int, bytes]:
     try:
         with opener.open(urllib.request.Request(url, data=data), timeout=10) as response:
             return response.status, response.read()
@@ -87,13 +89,16 @@ def admin_page(web_port: int) -> str:
 
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({}),
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect())
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+        NoRedirect(),
+    )
     base = f"http://127.0.0.1:{web_port}"
     page = get(opener, base + "/login")[1]
     match = re.search(rb'name="csrf" value="([^"]*)"', page)
     assert match, page
-    form = urllib.parse.urlencode({"csrf": match.group(1).decode(), "username": "root",
-                                   "password": "root-password-1"}).encode()
+    form = urllib.parse.urlencode(
+        {"csrf": match.group(1).decode(), "username": "root", "password": "root-password-1"}
+    ).encode()
     assert get(opener, base + "/login", form)[0] == 303
     status, body = get(opener, base + "/admin/trunks")
     assert status == 200, body
@@ -101,10 +106,19 @@ def admin_page(web_port: int) -> str:
 
 
 def test_trunk_registers_refreshes_is_shown_and_refuses_calls_from_the_provider(
-    tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Any],
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
 ) -> None:
-    provider = KamailioProvider(tmp_path, address=PROVIDER, port=5060, user=USER,
-                                password=PASSWORD, pstn=PSTN, max_expires=10)
+    provider = KamailioProvider(
+        tmp_path,
+        address=PROVIDER,
+        port=5060,
+        user=USER,
+        password=PASSWORD,
+        pstn=PSTN,
+        max_expires=10,
+    )
     running.append(provider)
     sip_port, web_port, metrics_port = find_free_port(), find_free_port(), find_free_port()
     ini = daemon_ini(tmp_path, sip_port, web_port, metrics_port, provider)
@@ -112,67 +126,154 @@ def test_trunk_registers_refreshes_is_shown_and_refuses_calls_from_the_provider(
     daemon.wait_for_tcp(web_port)
 
     # The 401 round, then the registration is saved with our Contact.
-    wait_until(lambda: len(provider.saved_contacts()) >= 1, TIMEOUT,
-               "the provider to accept our REGISTER")
+    wait_until(
+        lambda: len(provider.saved_contacts()) >= 1, TIMEOUT, "the provider to accept our REGISTER"
+    )
     assert provider.challenges() >= 1
     assert provider.saved_contacts()[0] == f"<sip:{USER}@127.0.0.1:{sip_port}>"
     # Granted 10 s: refreshed every 5 s (reusing the nonce, so no new challenge needed).
-    wait_until(lambda: len(provider.saved_contacts()) >= 3, TIMEOUT,
-               "two refreshes of the registration")
+    wait_until(
+        lambda: len(provider.saved_contacts()) >= 3, TIMEOUT, "two refreshes of the registration"
+    )
     daemon.wait_for_log("trunk provider: registered for 10 s")
 
     text = metrics(metrics_port)
     assert 'clicktodial_trunk_registered{trunk="provider"} 1.0' in text
-    wait_until(lambda: 'clicktodial_trunk_up{trunk="provider"} 1.0' in metrics(metrics_port),
-               TIMEOUT, "the OPTIONS keep-alive to mark the trunk up")
+    wait_until(
+        lambda: 'clicktodial_trunk_up{trunk="provider"} 1.0' in metrics(metrics_port),
+        TIMEOUT,
+        "the OPTIONS keep-alive to mark the trunk up",
+    )
 
     subprocess.run(
-        [sys.executable, "-m", "clicktodial.cli", "--config", str(tmp_path / "daemon0.ini"),
-         "user", "add", "root", "--admin", "--password", "root-password-1",
-         "--sip-password", "root-sip-1"],
-        check=True, capture_output=True, env=python_env(), cwd=tmp_path, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "clicktodial.cli",
+            "--config",
+            str(tmp_path / "daemon0.ini"),
+            "user",
+            "add",
+            "root",
+            "--admin",
+            "--password",
+            "root-password-1",
+            "--sip-password",
+            "root-sip-1",
+        ],
+        check=True,
+        capture_output=True,
+        env=python_env(),
+        cwd=tmp_path,
+        timeout=60,
+    )
     page = admin_page(web_port)
     assert 'data-trunk="provider"' in page
     assert "registration registered" in page and "reachability up" in page
 
     # A call from the PSTN to our number reaches the daemon from the trunk: 403.
     sipp = subprocess.run(
-        ["sipp", f"{PROVIDER}:5060", "-sf",
-         str(REPO_ROOT / "tests" / "interop" / "sipp" / "pstn_call_in.xml"),
-         "-s", USER, "-i", PSTN[0], "-p", str(PSTN[1]), "-m", "1", "-timeout", "20",
-         "-timeout_error", "-nostdin", "-trace_err"],
-        capture_output=True, cwd=tmp_path, timeout=60)
+        [
+            "sipp",
+            f"{PROVIDER}:5060",
+            "-sf",
+            str(REPO_ROOT / "tests" / "interop" / "sipp" / "pstn_call_in.xml"),
+            "-s",
+            USER,
+            "-i",
+            PSTN[0],
+            "-p",
+            str(PSTN[1]),
+            "-m",
+            "1",
+            "-timeout",
+            "20",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+        ],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert sipp.returncode == 0, (sipp.stdout + sipp.stderr).decode(errors="replace")[-2000:]
     assert "INVITE from the PSTN: to sip:" in provider.output()
     daemon.wait_for_log("refused INVITE from trunk provider")
-    assert 'clicktodial_trunk_inbound_refused_total{trunk="provider"} 1.0' in metrics(
-        metrics_port)
+    assert 'clicktodial_trunk_inbound_refused_total{trunk="provider"} 1.0' in metrics(metrics_port)
 
 
 @pytest.mark.parametrize("fail_invites", [False, True], ids=["relayed", "503"])
 def test_provider_helper_challenges_calls_and_relays_them_to_the_pstn_phone(
-    tmp_path: Path, running: list[Any], fail_invites: bool,
+    tmp_path: Path,
+    running: list[Any],
+    fail_invites: bool,
 ) -> None:
     """The helper the call tests will use: an INVITE is challenged with 407, then relayed
     to the PSTN phone, which sends 183 with SDP and answers; or, with fail_invites, the
     provider answers 503."""
-    provider = KamailioProvider(tmp_path, address=PROVIDER, port=5060, user=USER,
-                                password=PASSWORD, pstn=PSTN, fail_invites=fail_invites)
+    provider = KamailioProvider(
+        tmp_path,
+        address=PROVIDER,
+        port=5060,
+        user=USER,
+        password=PASSWORD,
+        pstn=PSTN,
+        fail_invites=fail_invites,
+    )
     running.append(provider)
     scenarios = REPO_ROOT / "tests" / "interop" / "sipp"
     phone = subprocess.Popen(
-        ["sipp", "-sf", str(scenarios / "pstn_phone.xml"), "-i", PSTN[0], "-p", str(PSTN[1]),
-         "-d", "300", "-m", "1", "-timeout", "25", "-timeout_error", "-nostdin"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        cwd=tmp_path)
+        [
+            "sipp",
+            "-sf",
+            str(scenarios / "pstn_phone.xml"),
+            "-i",
+            PSTN[0],
+            "-p",
+            str(PSTN[1]),
+            "-d",
+            "300",
+            "-m",
+            "1",
+            "-timeout",
+            "25",
+            "-timeout_error",
+            "-nostdin",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     running.append(Stopper(phone))
     time.sleep(0.5)  # the phone's socket is open (sipp binds at once)
     caller = subprocess.run(
-        ["sipp", f"{PROVIDER}:5060", "-sf", str(scenarios / "trunk_uac_call.xml"),
-         "-s", "+4940555001", "-au", USER, "-ap", PASSWORD, "-i", "127.0.0.1",
-         "-p", str(find_free_port()), "-m", "1", "-timeout", "20", "-timeout_error",
-         "-nostdin"],
-        capture_output=True, cwd=tmp_path, timeout=60)
+        [
+            "sipp",
+            f"{PROVIDER}:5060",
+            "-sf",
+            str(scenarios / "trunk_uac_call.xml"),
+            "-s",
+            "+4940555001",
+            "-au",
+            USER,
+            "-ap",
+            PASSWORD,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(find_free_port()),
+            "-m",
+            "1",
+            "-timeout",
+            "20",
+            "-timeout_error",
+            "-nostdin",
+        ],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert caller.returncode == 0, (caller.stdout + caller.stderr).decode(errors="replace")[-2000:]
     output = provider.output()
     if fail_invites:

@@ -42,8 +42,9 @@ TOKEN = "interop-edge-metrics-token-0123"
 class Edge:
     """The daemon, its ports, and HTTP clients of its two listeners."""
 
-    def __init__(self, daemon: Daemon, web_port: int, metrics_port: int, sip_port: int,
-                 cert: Path) -> None:
+    def __init__(
+        self, daemon: Daemon, web_port: int, metrics_port: int, sip_port: int, cert: Path
+    ) -> None:
         self.daemon = daemon
         self.web = f"https://127.0.0.1:{web_port}"
         self.metrics = f"http://127.0.0.1:{metrics_port}"
@@ -72,8 +73,9 @@ class Browser:
             NoRedirect(),
         )
 
-    def request(self, path: str, data: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         url = path if path.startswith("http") else self.base + path
         request = urllib.request.Request(url, data=data, headers=headers or {})
         try:
@@ -86,8 +88,9 @@ class Browser:
         _, _, page = self.request("/login")
         match = re.search(rb'name="csrf" value="([^"]*)"', page)
         assert match, page
-        form = urllib.parse.urlencode({"csrf": match.group(1).decode(), "username": username,
-                                       "password": username}).encode()
+        form = urllib.parse.urlencode(
+            {"csrf": match.group(1).decode(), "username": username, "password": username}
+        ).encode()
         status, _, _ = self.request("/login", form)
         assert status == 303
 
@@ -113,7 +116,10 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     with output.open("wb") as out:
         process = subprocess.Popen(
             twistd_argv("-n", "--pidfile=", "clicktodial", "--config", str(config)),
-            cwd=tmp, env=python_env(), stdin=subprocess.DEVNULL, stdout=out,
+            cwd=tmp,
+            env=python_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
     daemon = Daemon(process, log_path, output)
@@ -179,7 +185,7 @@ def next_registration_event(stream: Any) -> dict[str, Any]:
             continue
         if lines and lines[0] == b"event: registration":
             data = [x for x in lines if x.startswith(b"data: ")]
-            return dict(json.loads(data[0][len(b"data: "):]))
+            return dict(json.loads(data[0][len(b"data: ") :]))
         lines = []
 
 
@@ -206,8 +212,9 @@ def test_a_non_admin_sees_a_registered_phone_online_but_never_its_address(edge: 
             register("alice", "alice", ports[-1], edge.sip_port)
             came.wait(0.5)
 
-    request = urllib.request.Request(edge.web + "/api/v1/events",
-                                     headers={"Accept": "text/event-stream"})
+    request = urllib.request.Request(
+        edge.web + "/api/v1/events", headers={"Accept": "text/event-stream"}
+    )
     with bob.opener.open(request, timeout=15) as stream:
         registering = threading.Thread(target=phones)
         registering.start()
@@ -227,8 +234,9 @@ def test_a_json_body_of_30000_brackets_gets_400_and_one_log_line_without_traceba
     bob = edge.browser()
     bob.login("bob")
     csrf = json.loads(bob.request("/api/v1/me")[2])["csrf_token"]
-    status, _, body = bob.request("/api/v1/calls", b"[" * 30000, {
-        "Content-Type": "application/json", "X-CSRF-Token": csrf})
+    status, _, body = bob.request(
+        "/api/v1/calls", b"[" * 30000, {"Content-Type": "application/json", "X-CSRF-Token": csrf}
+    )
     assert status == 400
     assert json.loads(body) == {"error": "the request body nests deeper than 20 levels"}
     log = edge.daemon.log()

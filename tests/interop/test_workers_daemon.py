@@ -90,29 +90,36 @@ def options_from(port: int, sip_port: int) -> tuple[int, str]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", port))
         sock.settimeout(5)
-        sock.sendto((
-            f"OPTIONS sip:{DOMAIN}:{sip_port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
-            f"From: <sip:probe@{DOMAIN}>;tag={secrets.token_hex(4)}\r\n"
-            f"To: <sip:{DOMAIN}>\r\nCall-ID: {secrets.token_hex(8)}\r\nCSeq: 1 OPTIONS\r\n"
-            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", sip_port))
+        sock.sendto(
+            (
+                f"OPTIONS sip:{DOMAIN}:{sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+                f"From: <sip:probe@{DOMAIN}>;tag={secrets.token_hex(4)}\r\n"
+                f"To: <sip:{DOMAIN}>\r\nCall-ID: {secrets.token_hex(8)}\r\nCSeq: 1 OPTIONS\r\n"
+                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode(),
+            ("127.0.0.1", sip_port),
+        )
         data, source = sock.recvfrom(65536)
         return source[1], data.decode(errors="replace")
 
 
-def register_request(user: str, port: int, sip_port: int, cseq: int, call_id: str,
-                     authorization: str = "") -> bytes:
+def register_request(
+    user: str, port: int, sip_port: int, cseq: int, call_id: str, authorization: str = ""
+) -> bytes:
     return (
         f"REGISTER sip:{DOMAIN}:{sip_port} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
         f"From: <sip:{user}@{DOMAIN}>;tag={secrets.token_hex(4)}\r\n"
         f"To: <sip:{user}@{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
         f"Contact: <sip:{user}@127.0.0.1:{port}>\r\nExpires: 60\r\nMax-Forwards: 70\r\n"
-        f"{authorization}Content-Length: 0\r\n\r\n").encode()
+        f"{authorization}Content-Length: 0\r\n\r\n"
+    ).encode()
 
 
 def test_requests_spread_over_both_workers_each_answering_from_its_private_port(
-        daemon: tuple[Any, int, int, Path]) -> None:
+    daemon: tuple[Any, int, int, Path],
+) -> None:
     running, sip_port, _, _ = daemon
     ports = private_ports(running.log())
     assert len(ports) == 2 and sip_port not in ports
@@ -126,8 +133,7 @@ def test_requests_spread_over_both_workers_each_answering_from_its_private_port(
     assert set(by_worker) == ports
 
 
-def test_a_nonce_from_one_worker_is_good_on_the_other(
-        daemon: tuple[Any, int, int, Path]) -> None:
+def test_a_nonce_from_one_worker_is_good_on_the_other(daemon: tuple[Any, int, int, Path]) -> None:
     """The 401 comes from one worker, the answer to it goes through the other: 200."""
     import hashlib
 
@@ -145,12 +151,14 @@ def test_a_nonce_from_one_worker_is_good_on_the_other(
         first, second = sockets.values()
         call_id = secrets.token_hex(8)
         port1 = first.getsockname()[1]
-        first.sendto(register_request("alice", port1, sip_port, 1, call_id),
-                     ("127.0.0.1", sip_port))
+        first.sendto(
+            register_request("alice", port1, sip_port, 1, call_id), ("127.0.0.1", sip_port)
+        )
         challenge = first.recvfrom(65536)[0].decode()
         assert challenge.startswith("SIP/2.0 401"), challenge
-        params = dict(re.findall(r'(\w+)="?([^",\r]*)"?', challenge.split("Digest", 1)[1]
-                                 .split("\r\n", 1)[0]))
+        params = dict(
+            re.findall(r'(\w+)="?([^",\r]*)"?', challenge.split("Digest", 1)[1].split("\r\n", 1)[0])
+        )
         uri = f"sip:{DOMAIN}:{sip_port}"
 
         def md5(text: str) -> str:
@@ -162,10 +170,13 @@ def test_a_nonce_from_one_worker_is_good_on_the_other(
         authorization = (
             f'Authorization: Digest username="alice", realm="{params["realm"]}", '
             f'nonce="{params["nonce"]}", uri="{uri}", response="{response}", algorithm=MD5, '
-            f'qop=auth, nc=00000001, cnonce="{cnonce}"\r\n')
+            f'qop=auth, nc=00000001, cnonce="{cnonce}"\r\n'
+        )
         port2 = second.getsockname()[1]
-        second.sendto(register_request("alice", port2, sip_port, 2, call_id, authorization),
-                      ("127.0.0.1", sip_port))
+        second.sendto(
+            register_request("alice", port2, sip_port, 2, call_id, authorization),
+            ("127.0.0.1", sip_port),
+        )
         answer, source = second.recvfrom(65536)
         assert answer.decode().startswith("SIP/2.0 200"), answer
         assert source[1] != [p for p, s in sockets.items() if s is first][0]
@@ -175,8 +186,9 @@ def test_a_nonce_from_one_worker_is_good_on_the_other(
 
 
 @pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
-def test_sipp_registers_through_the_shared_port(daemon: tuple[Any, int, int, Path],
-                                                tmp_path: Path) -> None:
+def test_sipp_registers_through_the_shared_port(
+    daemon: tuple[Any, int, int, Path], tmp_path: Path
+) -> None:
     running, sip_port, _, _ = daemon
     assert SIPP is not None
     for i in range(6):
@@ -202,7 +214,8 @@ def call_node(database: Path, call_id: str) -> str:
 
 @needs_baresip
 def test_calls_run_on_both_workers_and_a_worker_killed_mid_call_is_restarted(
-        daemon: tuple[Any, int, int, Path], tmp_path: Path, running: list[Baresip]) -> None:
+    daemon: tuple[Any, int, int, Path], tmp_path: Path, running: list[Baresip]
+) -> None:
     daemon_, sip_port, web_port, ini = daemon
     alice = demo_phone(tmp_path, "alice", sip_port, "auto")
     bob = demo_phone(tmp_path, "bob", sip_port, "auto")
@@ -228,7 +241,9 @@ def test_calls_run_on_both_workers_and_a_worker_killed_mid_call_is_restarted(
         alice.command("hangup")
         wait_until(lambda c=call_id: state(c)["state"] == "ended", 30, "the call to end")
         assert (state(call_id)["reason"], state(call_id)["who_hung_up"]) == (
-            "caller-hangup", "caller")
+            "caller-hangup",
+            "caller",
+        )
         time.sleep(1)
     assert sorted(n.rsplit("/", 1)[1] for n in nodes) == ["w0", "w1"]
 
@@ -237,11 +252,13 @@ def test_calls_run_on_both_workers_and_a_worker_killed_mid_call_is_restarted(
     index = int(call_node(tmp_path / "clicktodial.sqlite", call_id).rsplit("/w", 1)[1])
     pids = worker_pids(daemon_.log())
     os.kill(pids[index], signal.SIGKILL)
-    wait_until(lambda: state(call_id)["state"] in ("ended", "failed"), 30,
-               "the lost call to be ended")
+    wait_until(
+        lambda: state(call_id)["state"] in ("ended", "failed"), 30, "the lost call to be ended"
+    )
     assert state(call_id)["reason"] == "lost"
-    wait_until(lambda: worker_pids(daemon_.log())[index] != pids[index], 30,
-               "the worker to be restarted")
+    wait_until(
+        lambda: worker_pids(daemon_.log())[index] != pids[index], 30, "the worker to be restarted"
+    )
     wait_until(lambda: daemon_.log().count("is ready") >= 3, 60, "the new worker to be ready")
     for phone in (alice, bob):
         phone.command("hangup")  # their dialog died with the worker
@@ -257,18 +274,23 @@ def test_calls_run_on_both_workers_and_a_worker_killed_mid_call_is_restarted(
 
 
 def test_sighup_reaches_every_worker_and_sigterm_stops_them_all_with_status_0(
-        daemon: tuple[Any, int, int, Path]) -> None:
+    daemon: tuple[Any, int, int, Path],
+) -> None:
     running, _, _, _ = daemon
     pids = worker_pids(running.log())
     assert len(pids) == 2
     running.process.send_signal(signal.SIGHUP)
     # the main process and both workers re-read the file
-    wait_until(lambda: running.log().count("SIGHUP: configuration reloaded") >= 3, 30,
-               "the reload in every process")
+    wait_until(
+        lambda: running.log().count("SIGHUP: configuration reloaded") >= 3,
+        30,
+        "the reload in every process",
+    )
     assert running.process.poll() is None
     running.process.send_signal(signal.SIGTERM)
     assert running.process.wait(60) == 0
     for pid in pids.values():
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
-            f"/proc/{pid}/status").read_text()
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
     assert "Traceback" not in running.log()

@@ -42,11 +42,11 @@ def rfc7616_authorization(algorithm: str, response: str) -> str:
         'Digest username="Mufasa",\r\n'
         f'       realm="{RFC7616_REALM}",\r\n'
         '       uri="/dir/index.html",\r\n'
-        f'       algorithm={algorithm},\r\n'
+        f"       algorithm={algorithm},\r\n"
         f'       nonce="{RFC7616_NONCE}",\r\n'
-        '       nc=00000001,\r\n'
+        "       nc=00000001,\r\n"
         f'       cnonce="{RFC7616_CNONCE}",\r\n'
-        '       qop=auth,\r\n'
+        "       qop=auth,\r\n"
         f'       response="{response}",\r\n'
         f'       opaque="{RFC7616_OPAQUE}"'
     )
@@ -57,15 +57,22 @@ class TestVectors:
 
     def test_rfc7616_sha256(self) -> None:
         """RFC 7616 §3.9.1, SHA-256: response 753927fa..."""
-        expected = ("753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5"
-                    "856cb6c1")
-        ha1 = compute_ha1("Mufasa", RFC7616_REALM, "Circle of Life",
-                          "SHA-256")
-        assert compute_response(ha1, RFC7616_NONCE, "00000001", RFC7616_CNONCE,
-                                "auth", "GET", "/dir/index.html",
-                                "SHA-256") == expected
-        credentials = parse_authorization(
-            rfc7616_authorization("SHA-256", expected))
+        expected = "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        ha1 = compute_ha1("Mufasa", RFC7616_REALM, "Circle of Life", "SHA-256")
+        assert (
+            compute_response(
+                ha1,
+                RFC7616_NONCE,
+                "00000001",
+                RFC7616_CNONCE,
+                "auth",
+                "GET",
+                "/dir/index.html",
+                "SHA-256",
+            )
+            == expected
+        )
+        credentials = parse_authorization(rfc7616_authorization("SHA-256", expected))
         assert credentials.algorithm == "SHA-256"
         assert credentials.response == expected
         assert credentials.opaque == RFC7616_OPAQUE
@@ -73,9 +80,19 @@ class TestVectors:
     def test_rfc7616_md5(self) -> None:
         """RFC 7616 §3.9.1, MD5: response 8ca523f5..."""
         ha1 = compute_ha1("Mufasa", RFC7616_REALM, "Circle of Life", "MD5")
-        assert compute_response(ha1, RFC7616_NONCE, "00000001", RFC7616_CNONCE,
-                                "auth", "GET", "/dir/index.html",
-                                "MD5") == "8ca523f5e9506fed4657c9700eebdbec"
+        assert (
+            compute_response(
+                ha1,
+                RFC7616_NONCE,
+                "00000001",
+                RFC7616_CNONCE,
+                "auth",
+                "GET",
+                "/dir/index.html",
+                "MD5",
+            )
+            == "8ca523f5e9506fed4657c9700eebdbec"
+        )
 
     def test_rfc2617_md5(self) -> None:
         """RFC 2617 §3.5: response 6629fae4..., parsed from the RFC text."""
@@ -84,8 +101,8 @@ class TestVectors:
             '        realm="testrealm@host.com",\r\n'
             '        nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",\r\n'
             '        uri="/dir/index.html",\r\n'
-            '        qop=auth,\r\n'
-            '        nc=00000001,\r\n'
+            "        qop=auth,\r\n"
+            "        nc=00000001,\r\n"
             '        cnonce="0a4f113b",\r\n'
             '        response="6629fae49393a05397450978507c4ef1",\r\n'
             '        opaque="5ccc069c403ebaf9f0171e9517f40e41"'
@@ -94,15 +111,18 @@ class TestVectors:
         # No algorithm parameter means MD5 (RFC 7616 §3.3).
         assert c.algorithm == "MD5"
         ha1 = compute_ha1(c.username, c.realm, "Circle Of Life", c.algorithm)
-        assert compute_response(ha1, c.nonce, c.nc, c.cnonce, c.qop, "GET",
-                                c.uri, c.algorithm) == c.response
+        assert (
+            compute_response(ha1, c.nonce, c.nc, c.cnonce, c.qop, "GET", c.uri, c.algorithm)
+            == c.response
+        )
 
     def test_ha1_is_hash_of_user_realm_password(self) -> None:
         """HA1 is H(user:realm:password) in lower-case hex."""
-        assert compute_ha1("Mufasa", "r", "pw") == hashlib.md5(
-            b"Mufasa:r:pw").hexdigest()
-        assert compute_ha1("Mufasa", "r", "pw", "sha-256") == hashlib.sha256(
-            b"Mufasa:r:pw").hexdigest()
+        assert compute_ha1("Mufasa", "r", "pw") == hashlib.md5(b"Mufasa:r:pw").hexdigest()
+        assert (
+            compute_ha1("Mufasa", "r", "pw", "sha-256")
+            == hashlib.sha256(b"Mufasa:r:pw").hexdigest()
+        )
         with pytest.raises(ValueError):
             compute_ha1("a", "b", "c", "SHA-512")
 
@@ -117,32 +137,33 @@ class TestParsing:
 
     def test_commas_inside_quotes(self) -> None:
         """A comma inside a quoted string does not split parameters."""
-        assert parse_auth_params('qop="auth, auth-int", x=1') == {
-            "qop": "auth, auth-int", "x": "1"}
+        assert parse_auth_params('qop="auth, auth-int", x=1') == {"qop": "auth, auth-int", "x": "1"}
 
     def test_names_case_insensitive(self) -> None:
         """Parameter names are case-insensitive; values keep their case."""
         assert parse_auth_params('UserName="Bob"') == {"username": "Bob"}
 
-    @pytest.mark.parametrize("text", [
-        'username="unterminated',
-        "username",
-        "username=",
-        'username="a" realm="b"',
-        'username="a", username="b"',
-        'x="\\',
-    ])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            'username="unterminated',
+            "username",
+            "username=",
+            'username="a" realm="b"',
+            'username="a", username="b"',
+            'x="\\',
+        ],
+    )
     def test_malformed(self, text: str) -> None:
         """Syntax errors and repeated parameters raise DigestError."""
         with pytest.raises(DigestError):
             parse_auth_params(text)
 
-    @given(st.text(alphabet=st.characters(exclude_characters="\r\n",
-                                          exclude_categories=["Cs"])))
+    @given(st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=["Cs"])))
     def test_quoted_values_round_trip(self, value: str) -> None:
         """Any value we quote in a challenge parses back unchanged."""
         challenge = format_challenge(value, "n", "MD5")
-        assert parse_auth_params(challenge[len("Digest "):])["realm"] == value
+        assert parse_auth_params(challenge[len("Digest ") :])["realm"] == value
 
     def test_unknown_params_ignored(self) -> None:
         """Unknown directives are ignored (RFC 7616 §3.4)."""
@@ -154,29 +175,35 @@ class TestParsing:
         value = valid_value().replace("Digest", "dIgEsT", 1)
         assert parse_authorization(value).username == "alice"
 
-    @pytest.mark.parametrize("value", [
-        "NoOneKnowsThisScheme opaque-data=here",  # RFC 4475 regaut01
-        "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
-        "",
-        "Digestusername=x",
-    ])
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "NoOneKnowsThisScheme opaque-data=here",  # RFC 4475 regaut01
+            "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+            "",
+            "Digestusername=x",
+        ],
+    )
     def test_other_schemes_unusable(self, value: str) -> None:
         """Any scheme but Digest gives no usable credentials."""
         with pytest.raises(DigestError):
             parse_authorization(value)
 
-    @pytest.mark.parametrize("change", [
-        ("qop=auth", "qop=auth-int"),
-        ("qop=auth,", ""),
-        ("algorithm=MD5", "algorithm=MD5-sess"),
-        ("algorithm=MD5", "algorithm=SHA-512-256"),
-        ("nc=00000001", "nc=1"),
-        ("nc=00000001", "nc=0000000g"),
-        ('username="alice"', 'username*=UTF-8\'\'alice'),
-        ('username="alice"', 'username="alice", userhash=true'),
-        ('response="' + "0" * 32 + '"', 'response="xyz"'),
-        ('cnonce="c",', ""),
-    ])
+    @pytest.mark.parametrize(
+        "change",
+        [
+            ("qop=auth", "qop=auth-int"),
+            ("qop=auth,", ""),
+            ("algorithm=MD5", "algorithm=MD5-sess"),
+            ("algorithm=MD5", "algorithm=SHA-512-256"),
+            ("nc=00000001", "nc=1"),
+            ("nc=00000001", "nc=0000000g"),
+            ('username="alice"', "username*=UTF-8''alice"),
+            ('username="alice"', 'username="alice", userhash=true'),
+            ('response="' + "0" * 32 + '"', 'response="xyz"'),
+            ('cnonce="c",', ""),
+        ],
+    )
     def test_unsupported_or_incomplete(self, change: tuple[str, str]) -> None:
         """Features we do not support and missing parameters are refused."""
         value = valid_value()
@@ -187,8 +214,7 @@ class TestParsing:
     def test_select_credentials_picks_our_realm(self) -> None:
         """Among several Authorization fields, the one for our realm wins."""
         other = valid_value().replace(f'realm="{REALM}"', 'realm="other"')
-        picked = select_credentials(
-            ["Basic abc", other, valid_value()], REALM)
+        picked = select_credentials(["Basic abc", other, valid_value()], REALM)
         assert picked is not None and picked.realm == REALM
         assert select_credentials(["Basic abc", other], REALM) is None
 
@@ -207,21 +233,19 @@ class TestChallenge:
     def test_format(self) -> None:
         """A challenge quotes and escapes the realm and nonce."""
         value = format_challenge('a"b', "n1", "MD5", stale=True)
-        assert value == ('Digest realm="a\\"b", nonce="n1", algorithm=MD5, '
-                         'qop="auth", stale=true')
-        assert parse_auth_params(value[len("Digest "):])["realm"] == 'a"b'
+        assert value == ('Digest realm="a\\"b", nonce="n1", algorithm=MD5, qop="auth", stale=true')
+        assert parse_auth_params(value[len("Digest ") :])["realm"] == 'a"b'
 
     def test_challenges_order_and_shared_nonce(self) -> None:
         """One challenge per algorithm, SHA-256 first, one nonce."""
         auth = DigestAuthenticator(Clock(), REALM, SECRET)
         first, second = auth.challenges()
-        p1 = parse_auth_params(first[len("Digest "):])
-        p2 = parse_auth_params(second[len("Digest "):])
+        p1 = parse_auth_params(first[len("Digest ") :])
+        p2 = parse_auth_params(second[len("Digest ") :])
         assert (p1["algorithm"], p2["algorithm"]) == ("SHA-256", "MD5")
         assert p1["nonce"] == p2["nonce"]
         assert p1["qop"] == "auth" and "stale" not in p1
-        assert "stale" in parse_auth_params(
-            auth.challenges(stale=True)[0][len("Digest "):])
+        assert "stale" in parse_auth_params(auth.challenges(stale=True)[0][len("Digest ") :])
 
     def test_bad_settings(self) -> None:
         """A short secret, a bad lifetime or algorithm are refused."""
@@ -238,38 +262,50 @@ class TestChallenge:
 class Client:
     """A minimal UAC side: answers a challenge like a phone would."""
 
-    def __init__(self, auth: DigestAuthenticator, password: str = "secret",
-                 username: str = "alice", algorithm: str = "SHA-256") -> None:
+    def __init__(
+        self,
+        auth: DigestAuthenticator,
+        password: str = "secret",
+        username: str = "alice",
+        algorithm: str = "SHA-256",
+    ) -> None:
         self.auth = auth
         self.username = username
         self.password = password
         self.algorithm = algorithm
-        self.nonce = parse_auth_params(
-            auth.challenges()[0][len("Digest "):])["nonce"]
+        self.nonce = parse_auth_params(auth.challenges()[0][len("Digest ") :])["nonce"]
         self.nc = 0
 
-    def credentials(self, method: str = "REGISTER", uri: str = "sip:x",
-                    nc: int | None = None) -> DigestCredentials:
+    def credentials(
+        self, method: str = "REGISTER", uri: str = "sip:x", nc: int | None = None
+    ) -> DigestCredentials:
         if nc is None:
             self.nc += 1
             nc = self.nc
         nc_text = f"{nc:08x}"
         ha1 = compute_ha1(self.username, REALM, self.password, self.algorithm)
-        response = compute_response(ha1, self.nonce, nc_text, "cn", "auth",
-                                    method, uri, self.algorithm)
+        response = compute_response(
+            ha1, self.nonce, nc_text, "cn", "auth", method, uri, self.algorithm
+        )
         return DigestCredentials(
-            username=self.username, realm=REALM, nonce=self.nonce, uri=uri,
-            response=response, algorithm=self.algorithm, cnonce="cn",
-            nc=nc_text)
+            username=self.username,
+            realm=REALM,
+            nonce=self.nonce,
+            uri=uri,
+            response=response,
+            algorithm=self.algorithm,
+            cnonce="cn",
+            nc=nc_text,
+        )
 
 
-def verify(auth: DigestAuthenticator, c: DigestCredentials,
-           password: str | None = "secret") -> Verdict:
+def verify(
+    auth: DigestAuthenticator, c: DigestCredentials, password: str | None = "secret"
+) -> Verdict:
     issued_at = auth.check_nonce(c)
     if issued_at is None:
         return Verdict.INVALID
-    ha1 = (compute_ha1(c.username, REALM, password, c.algorithm)
-           if password is not None else None)
+    ha1 = compute_ha1(c.username, REALM, password, c.algorithm) if password is not None else None
     return auth.verify(c, "REGISTER", ha1, issued_at)
 
 
@@ -280,8 +316,7 @@ class TestVerification:
     def test_correct_response_ok(self, algorithm: str) -> None:
         """A right response to a fresh nonce authenticates."""
         auth = DigestAuthenticator(Clock(), REALM, SECRET)
-        assert verify(auth, Client(auth, algorithm=algorithm).credentials()) \
-            is Verdict.OK
+        assert verify(auth, Client(auth, algorithm=algorithm).credentials()) is Verdict.OK
 
     def test_wrong_password_invalid(self) -> None:
         """A wrong password is INVALID."""
@@ -292,8 +327,7 @@ class TestVerification:
     def test_unknown_user_same_as_wrong_password(self) -> None:
         """An unknown user (no HA1) is INVALID, like a wrong password."""
         auth = DigestAuthenticator(Clock(), REALM, SECRET)
-        assert verify(auth, Client(auth).credentials(), password=None) \
-            is Verdict.INVALID
+        assert verify(auth, Client(auth).credentials(), password=None) is Verdict.INVALID
 
     def test_wrong_method_invalid(self) -> None:
         """The method is covered by the digest (HA2)."""
@@ -335,10 +369,8 @@ class TestVerification:
         assert verify(auth, client.credentials()) is Verdict.OK
         clock.pump([1.0] * 11)
         assert verify(auth, client.credentials()) is Verdict.STALE
-        assert verify(auth, client.credentials(), password="wrong") \
-            is Verdict.INVALID
-        assert verify(auth, client.credentials(), password=None) \
-            is Verdict.INVALID
+        assert verify(auth, client.credentials(), password="wrong") is Verdict.INVALID
+        assert verify(auth, client.credentials(), password=None) is Verdict.INVALID
 
     def test_nc_must_increase(self) -> None:
         """A repeated or lower nonce count is refused as STALE (replay)."""

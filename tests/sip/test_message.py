@@ -58,15 +58,40 @@ def invite(**extra: str) -> Request:
 def test_compact_forms_expand_to_canonical_names() -> None:
     """i, m, f, t, v, l, c, k, s, e, o, r, b, u, x mean their full header names."""
     h = Headers(
-        [("i", "1@h"), ("m", "<sip:a@h>"), ("f", "<sip:a@h>"), ("t", "<sip:b@h>"),
-         ("v", "SIP/2.0/UDP h"), ("l", "0"), ("c", "application/sdp"), ("k", "timer"),
-         ("s", "hi"), ("e", "gzip"), ("o", "presence"), ("r", "<sip:c@h>"), ("b", "<sip:d@h>"),
-         ("u", "dialog"), ("x", "1800")]
+        [
+            ("i", "1@h"),
+            ("m", "<sip:a@h>"),
+            ("f", "<sip:a@h>"),
+            ("t", "<sip:b@h>"),
+            ("v", "SIP/2.0/UDP h"),
+            ("l", "0"),
+            ("c", "application/sdp"),
+            ("k", "timer"),
+            ("s", "hi"),
+            ("e", "gzip"),
+            ("o", "presence"),
+            ("r", "<sip:c@h>"),
+            ("b", "<sip:d@h>"),
+            ("u", "dialog"),
+            ("x", "1800"),
+        ]
     )
     assert [name for name, _ in h] == [
-        "Call-ID", "Contact", "From", "To", "Via", "Content-Length", "Content-Type",
-        "Supported", "Subject", "Content-Encoding", "Event", "Refer-To", "Referred-By",
-        "Allow-Events", "Session-Expires",
+        "Call-ID",
+        "Contact",
+        "From",
+        "To",
+        "Via",
+        "Content-Length",
+        "Content-Type",
+        "Supported",
+        "Subject",
+        "Content-Encoding",
+        "Event",
+        "Refer-To",
+        "Referred-By",
+        "Allow-Events",
+        "Session-Expires",
     ]
     assert h.get("call-id") == "1@h" and h.get("I") == "1@h"
     assert h.get("Session-Expires") == "1800"
@@ -115,7 +140,10 @@ def test_add_prepend_set_remove() -> None:
     assert h.get("Via") == "SIP/2.0/UDP top"
     h.set("Via", "SIP/2.0/UDP only")
     assert list(h) == [
-        ("Route", "<sip:r@h>"), ("Via", "SIP/2.0/UDP only"), ("To", "<sip:b@h>"), ("X-A", "1")
+        ("Route", "<sip:r@h>"),
+        ("Via", "SIP/2.0/UDP only"),
+        ("To", "<sip:b@h>"),
+        ("X-A", "1"),
     ]
     h.set("Max-Forwards", "70")
     assert list(h)[-1] == ("Max-Forwards", "70")
@@ -421,8 +449,24 @@ def test_split_commas() -> None:
     assert split_commas('a, "b,\\" c", <d,e>, f') == ["a", '"b,\\" c"', "<d,e>", "f"]
 
 
-_PARAM_PIECES = [";", "branch", "tag", "RPort", "=", "z9hG4bK1", "x", "", " ", "\t", '"a;b"',
-                 '"q\\"r"', "[2001:db8::1]", "1.2.3.4", "%41", "a=b"]
+_PARAM_PIECES = [
+    ";",
+    "branch",
+    "tag",
+    "RPort",
+    "=",
+    "z9hG4bK1",
+    "x",
+    "",
+    " ",
+    "\t",
+    '"a;b"',
+    '"q\\"r"',
+    "[2001:db8::1]",
+    "1.2.3.4",
+    "%41",
+    "a=b",
+]
 
 
 @settings(max_examples=1000, deadline=None)
@@ -434,18 +478,38 @@ def test_parameters_read_without_the_regex_as_with_it(pieces: list[str]) -> None
     text = "".join(pieces)
     if headers._PARAMS_RE.fullmatch(text) is None or not text.startswith(";"):
         return
-    expected = {
-        name.lower(): value or None for name, value in headers._PARAM_ITEM_RE.findall(text)
-    }
+    expected = {name.lower(): value or None for name, value in headers._PARAM_ITEM_RE.findall(text)}
     assert headers._params_of(text) == expected
     assert list(headers._params_of(text)) == list(expected)
 
 
 _SHAPE_PIECES = [
-    "SIP/2.0/UDP h.example.com:5060", " SIP/2.0/TCP [2001:db8::1]", '"A b" <sip:a@b.c>',
-    "<sip:a@b;lr>", "sip:a@b", "<tel:+1>", ";branch=", ";tag=", ";TAG=", "; tag=", ";rport",
-    ";received=192.0.2.1", "=x", '="q;tag=z"', '"', ";", "=", "<", ">", "@", ":", " ", "a",
-    "tag", "branch", ",",
+    "SIP/2.0/UDP h.example.com:5060",
+    " SIP/2.0/TCP [2001:db8::1]",
+    '"A b" <sip:a@b.c>',
+    "<sip:a@b;lr>",
+    "sip:a@b",
+    "<tel:+1>",
+    ";branch=",
+    ";tag=",
+    ";TAG=",
+    "; tag=",
+    ";rport",
+    ";received=192.0.2.1",
+    "=x",
+    '="q;tag=z"',
+    '"',
+    ";",
+    "=",
+    "<",
+    ">",
+    "@",
+    ":",
+    " ",
+    "a",
+    "tag",
+    "branch",
+    ",",
 ]
 
 
@@ -453,14 +517,15 @@ _SHAPE_PIECES = [
 @given(
     st.lists(st.sampled_from(_SHAPE_PIECES), max_size=6),
     st.sampled_from([";branch=", ";tag="]),
-    st.lists(st.text(st.sampled_from("abzAZ09-._~"), min_size=1, max_size=5), min_size=2,
-             max_size=3),
+    st.lists(
+        st.text(st.sampled_from("abzAZ09-._~"), min_size=1, max_size=5), min_size=2, max_size=3
+    ),
     st.lists(st.lists(st.sampled_from(_SHAPE_PIECES), max_size=5), min_size=1, max_size=3),
 )
 @example(["SIP/2.0/UDP h.example.com:5060"], ";branch=", ["z9hG4bK1", "z9"], [[";rport"]])
 @example(['"A b" <sip:a@b.c>'], ";tag=", ["x", "y"], [[], [";lr"]])
 @example(['"A b" <sip:a@b.c>'], ";tag=", ["x", "y"], [[";tag=x"]])
-@example(["<sip:a@b>;TAG=x;y=\""], ";tag=", ["x", "y"], [[';q"']])
+@example(['<sip:a@b>;TAG=x;y="'], ";tag=", ["x", "y"], [[';q"']])
 @example(['"a'], ";tag=", ["x", "y"], [[';b" <sip:a@b>']])
 @example(["<sip:a@b>;TAG=x"], ";tag=", ["x", "y"], [[]])
 def test_parse_by_shape_gives_what_a_fresh_parse_gives(
@@ -493,7 +558,9 @@ def test_parse_by_shape_gives_what_a_fresh_parse_gives(
             else:
                 assert isinstance(got, NameAddr) and isinstance(expected, NameAddr)
                 assert (got.uri, got.display_name, list(got.params.items())) == (
-                    expected.uri, expected.display_name, list(expected.params.items())
+                    expected.uri,
+                    expected.display_name,
+                    list(expected.params.items()),
                 ), text
 
 
@@ -520,14 +587,23 @@ def test_a_message_built_from_wire_parts_hands_back_its_octets_until_changed() -
     )
     cseq = CSeq(7, "OPTIONS")
     req = Request.from_wire(
-        "OPTIONS", "sip:bob@example.com", ["call-id", "cseq", "content-length"],
-        ["Call-ID", "CSeq", "Content-Length"], [" x", " 7 OPTIONS", " 2"], b"hi", wire,
+        "OPTIONS",
+        "sip:bob@example.com",
+        ["call-id", "cseq", "content-length"],
+        ["Call-ID", "CSeq", "Content-Length"],
+        [" x", " 7 OPTIONS", " 2"],
+        b"hi",
+        wire,
         {"cseq": cseq},
     )
     assert req.serialize() is wire
     assert req.cseq is cseq
     assert (req.method, req.uri_text, req.uri, req.call_id, req.body) == (
-        "OPTIONS", "sip:bob@example.com", parse_uri("sip:bob@example.com"), "x", b"hi"
+        "OPTIONS",
+        "sip:bob@example.com",
+        parse_uri("sip:bob@example.com"),
+        "x",
+        b"hi",
     )
     req.headers.add("Subject", "s")
     assert req.serialize() == wire.replace(b"\r\n\r\n", b"\r\nSubject: s\r\n\r\n")

@@ -31,11 +31,17 @@ def binding(contact: str, received: str | None, **kwargs: Any) -> Binding:
     ("contact", "received", "expected"),
     [
         # a private Contact, the REGISTER from the NAT: ping the NAT's address and port
-        ("sip:alice@192.168.1.10:5060", "sip:198.51.100.7:40000;transport=udp",
-         Destination("UDP", "198.51.100.7", 40000)),
+        (
+            "sip:alice@192.168.1.10:5060",
+            "sip:198.51.100.7:40000;transport=udp",
+            Destination("UDP", "198.51.100.7", 40000),
+        ),
         # the same address, another port: a port-changing NAT
-        ("sip:alice@198.51.100.7:5060", "sip:198.51.100.7:1024;transport=udp",
-         Destination("UDP", "198.51.100.7", 1024)),
+        (
+            "sip:alice@198.51.100.7:5060",
+            "sip:198.51.100.7:1024;transport=udp",
+            Destination("UDP", "198.51.100.7", 1024),
+        ),
         # the Contact is where it came from: no NAT
         ("sip:alice@198.51.100.7:5060", "sip:198.51.100.7:5060;transport=udp", None),
         # over TCP or TLS the phone's connection is the flow (CRLF keep-alives): not ours
@@ -44,8 +50,7 @@ def binding(contact: str, received: str | None, **kwargs: Any) -> Binding:
         ("sip:alice@192.168.1.10", None, None),
     ],
 )
-def test_behind_nat_rules(contact: str, received: str | None,
-                          expected: Destination | None) -> None:
+def test_behind_nat_rules(contact: str, received: str | None, expected: Destination | None) -> None:
     assert behind_nat(binding(contact, received)) == expected
 
 
@@ -71,14 +76,21 @@ def make(failures: int = 3) -> tuple[Clock, MemoryStore, FakeTransactions, NatKe
         ("sip:alice@192.168.1.10:5060", "sip:198.51.100.7:40000;transport=udp"),
         ("sip:alice@198.51.100.8:5060", "sip:198.51.100.8:5060;transport=udp"),
     ]:
-        store.update_bindings(AOR, BindingChanges(
-            call_id=f"reg-{contact}", cseq=1,
-            # keyed as the registrar keys them
-            contacts=(ContactChange(contact, 3600, key=contact_key(parse_uri(contact))),),
-            received=received), clock.seconds())
+        store.update_bindings(
+            AOR,
+            BindingChanges(
+                call_id=f"reg-{contact}",
+                cseq=1,
+                # keyed as the registrar keys them
+                contacts=(ContactChange(contact, 3600, key=contact_key(parse_uri(contact))),),
+                received=received,
+            ),
+            clock.seconds(),
+        )
     transactions = FakeTransactions()
-    keepalive = NatKeepAlive(clock, transactions, store, domain="example.com", interval=20,
-                             max_failures=failures)
+    keepalive = NatKeepAlive(
+        clock, transactions, store, domain="example.com", interval=20, max_failures=failures
+    )
     keepalive.startService()
     return clock, store, transactions, keepalive
 

@@ -13,8 +13,14 @@ from clicktodial.testing.transport import LogCapture
 from clicktodial.testing.uafakes import EventLog, Party, ScriptedCallHandler
 
 STATES = {
-    "calling", "cancel pending", "proceeding", "cancelling", "accepted", "terminated",
-    "failed", "cancelled",
+    "calling",
+    "cancel pending",
+    "proceeding",
+    "cancelling",
+    "accepted",
+    "terminated",
+    "failed",
+    "cancelled",
 }
 
 

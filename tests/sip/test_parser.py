@@ -278,7 +278,7 @@ def test_response_with_bad_cseq_is_dropped() -> None:
         (b"From: Bell, Alexander <sip:a.g.bell@example.com>;tag=43", "From"),
         (b"To: Watson, Thomas <sip:t.watson@example.org>", "To"),
         (b"To: alan@jasomi.com", "To"),
-        (b"Contact: \"Joe\" <sip:joe@example.org>;;;;", "Contact"),
+        (b'Contact: "Joe" <sip:joe@example.org>;;;;', "Contact"),
         (b"Max-Forwards: ten", "Max-Forwards"),
         (b"Call-ID: two words", "Call-ID"),
         (b"Bad Name: x", "header"),
@@ -540,9 +540,15 @@ def _change_uri(m: Request | Response) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        _change_header_add, _change_header_set, _change_header_remove,
-        _change_header_remove_first, _change_header_prepend, _change_headers, _change_body,
-        _change_method, _change_uri,
+        _change_header_add,
+        _change_header_set,
+        _change_header_remove,
+        _change_header_remove_first,
+        _change_header_prepend,
+        _change_headers,
+        _change_body,
+        _change_method,
+        _change_uri,
     ],
 )
 def test_any_change_to_a_parsed_request_is_serialized(change: Callable[[Message], None]) -> None:
@@ -587,8 +593,9 @@ def test_framing_only_parse_leaves_header_contents_unchecked() -> None:
 def test_framing_only_parse_still_checks_the_framing() -> None:
     """validate=False still rejects a body shorter than Content-Length."""
     with pytest.raises(MessageParseError, match="Content-Length larger than message"):
-        parse_message(request(fields=[*FIELDS, b"Content-Length: 10"], content_length=False),
-                      validate=False)
+        parse_message(
+            request(fields=[*FIELDS, b"Content-Length: 10"], content_length=False), validate=False
+        )
 
 
 def test_framing_fault_is_reported_after_header_faults() -> None:
@@ -604,10 +611,37 @@ def test_framing_fault_is_reported_after_header_faults() -> None:
 # --- the checks' memory of well-formed texts changes no verdict -------------
 
 _PIECES = [
-    "SIP/2.0/UDP h.example.com:5060", " SIP/2.0/TCP [2001:db8::1]", '"A b" <sip:a@b.c>',
-    "<sip:a@b;tag=1>", "sip:a@b", "<tel:+1>", ";branch=", ";tag=", ";rport", ";expires=",
-    "=z9hG4bK1", "=x", '="q,;"', ",", " ", "\t", ";", "=", "<", ">", '"', "@", ":", "a", "%41",
-    "\\", "*", "-x.", "~_", ";branch=a-1.b;rport", ";tag=7~z",
+    "SIP/2.0/UDP h.example.com:5060",
+    " SIP/2.0/TCP [2001:db8::1]",
+    '"A b" <sip:a@b.c>',
+    "<sip:a@b;tag=1>",
+    "sip:a@b",
+    "<tel:+1>",
+    ";branch=",
+    ";tag=",
+    ";rport",
+    ";expires=",
+    "=z9hG4bK1",
+    "=x",
+    '="q,;"',
+    ",",
+    " ",
+    "\t",
+    ";",
+    "=",
+    "<",
+    ">",
+    '"',
+    "@",
+    ":",
+    "a",
+    "%41",
+    "\\",
+    "*",
+    "-x.",
+    "~_",
+    ";branch=a-1.b;rport",
+    ";tag=7~z",
 ]
 
 
@@ -617,9 +651,7 @@ _PIECES = [
 )
 @example([" *"], [";expires=", "a"])
 @example(["SIP/2.0/UDP h.example.com:5060"], [";branch=", "a", ",", " SIP/2.0/TCP [2001:db8::1]"])
-def test_memory_of_well_formed_texts_gives_the_grammar_verdict(
-    a: list[str], b: list[str]
-) -> None:
+def test_memory_of_well_formed_texts_gives_the_grammar_verdict(a: list[str], b: list[str]) -> None:
     """A Via, name-addr or Contact is accepted exactly when its grammar matches it, whatever
     texts were checked before."""
     from clicktodial.sip import parser

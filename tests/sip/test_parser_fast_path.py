@@ -106,7 +106,7 @@ def test_generated_message_gets_the_same_from_both_paths(m: Request | Response) 
     check_agreement(m.serialize())
 
 
-DAMAGE = b"\x00\r\n \t:;,<>\"\\%@=?[]/\xff-.aZ0"
+DAMAGE = b'\x00\r\n \t:;,<>"\\%@=?[]/\xff-.aZ0'
 
 
 def test_blank_line_in_the_body_is_left_to_the_careful_path() -> None:
@@ -162,8 +162,17 @@ def _edits() -> list[tuple[str, int, str]]:
     for name, message in sorted(bench_parse.MESSAGES.items()):
         count = message[: message.index(b"\r\n\r\n")].count(b"\r\n") + 1
         for i in range(count):
-            for edit in ("duplicate", "remove", "lower", "fold", "tab", "space-before-colon",
-                         "no-space", "trailing-space", "empty-value"):
+            for edit in (
+                "duplicate",
+                "remove",
+                "lower",
+                "fold",
+                "tab",
+                "space-before-colon",
+                "no-space",
+                "trailing-space",
+                "empty-value",
+            ):
                 out.append((name, i, edit))
     return out
 

@@ -56,60 +56,83 @@ PHONE = Source("UDP", "192.0.2.10", 5062, "127.0.0.1", 5060)
 ATTACKER = Source("UDP", "198.51.100.66", 40000, "127.0.0.1", 5060)
 #: An edge proxy (Kamailio) in front of the registrar.
 EDGE = Source("UDP", "203.0.113.5", 5060, "127.0.0.1", 5060)
-TRUSTED_PATH = RegistrarSettings(aliases=frozenset(["2001:db8::10"]), path="trusted",
-                                 trusted_proxies=NetworkSet.parse("203.0.113.0/29"))
+TRUSTED_PATH = RegistrarSettings(
+    aliases=frozenset(["2001:db8::10"]),
+    path="trusted",
+    trusted_proxies=NetworkSet.parse("203.0.113.0/29"),
+)
 NOW = 1_700_000_000.0
 ALIASES: frozenset[str] = frozenset(["2001:db8::10"])
 
-USERS = {"alice": "alice-secret", "bob": "bob-secret", "watson": "w-secret",
-         "user": "u-secret", "j.user": "j-secret"}
+USERS = {
+    "alice": "alice-secret",
+    "bob": "bob-secret",
+    "watson": "w-secret",
+    "user": "u-secret",
+    "j.user": "j-secret",
+}
 
 
 class Env:
     """A registrar on a memory store with a few users, at time :data:`NOW`."""
 
-    def __init__(self, settings: RegistrarSettings | None = None,
-                 throttle: ThrottleSettings | None = None,
-                 location_store: ILocationStore | None = None,
-                 sqlite_path: Path | None = None,
-                 domain: str = DOMAIN) -> None:
+    def __init__(
+        self,
+        settings: RegistrarSettings | None = None,
+        throttle: ThrottleSettings | None = None,
+        location_store: ILocationStore | None = None,
+        sqlite_path: Path | None = None,
+        domain: str = DOMAIN,
+    ) -> None:
         self.domain = domain
         self.clock = InlineReactor()
         self.clock.advance(NOW)
         self.store: MemoryStore | SQLStore
         if sqlite_path is None:
-            self.store = MemoryStore(self.clock, realm=domain,
-                                     hash_pool=InlineThreadPool(),
-                                     hasher=cheap_password_hasher())
+            self.store = MemoryStore(
+                self.clock,
+                realm=domain,
+                hash_pool=InlineThreadPool(),
+                hasher=cheap_password_hasher(),
+            )
         else:
             self.store = SQLStore(
-                self.clock, f"sqlite:///{sqlite_path}", InlineThreadPool(),
-                InlineThreadPool(), realm=domain,
-                hasher=cheap_password_hasher(), auto_upgrade=True)
+                self.clock,
+                f"sqlite:///{sqlite_path}",
+                InlineThreadPool(),
+                InlineThreadPool(),
+                realm=domain,
+                hasher=cheap_password_hasher(),
+                auto_upgrade=True,
+            )
         success_result_of(self.store.start())
         for name, password in USERS.items():
             success_result_of(self.store.add_user(name, sip_password=password))
         self.events: list[dict[str, Any]] = []
         self.registrar = Registrar(
-            self.clock, self.store,
+            self.clock,
+            self.store,
             location_store if location_store is not None else self.store,
             domain,
-            settings if settings is not None else RegistrarSettings(
-                aliases=ALIASES),
-            AuthThrottle(self.clock, throttle))
+            settings if settings is not None else RegistrarSettings(aliases=ALIASES),
+            AuthThrottle(self.clock, throttle),
+        )
         observer = cast(ILogObserver, self.events.append)
         self.registrar.log = Logger(observer=observer)
         self.registrar.throttle.log = Logger(observer=observer)
 
     def send(self, request: Request, source: Source = PHONE) -> Response:
         """Hand a request to the registrar; return its (fired) response."""
-        return success_result_of(self.registrar.handle_register(request,
-                                                                source))
+        return success_result_of(self.registrar.handle_register(request, source))
 
-    def send_authenticated(self, request: Request, source: Source = PHONE,
-                           username: str | None = None,
-                           password: str | None = None,
-                           algorithm: str = "SHA-256") -> Response:
+    def send_authenticated(
+        self,
+        request: Request,
+        source: Source = PHONE,
+        username: str | None = None,
+        password: str | None = None,
+        algorithm: str = "SHA-256",
+    ) -> Response:
         """
         Send ``request``; answer a 401 like a phone would (next CSeq, same
         Call-ID) and return the final response.
@@ -121,14 +144,18 @@ class Env:
         return self.send(request, source)
 
     def bindings(self, aor: str = f"sip:alice@{DOMAIN}") -> list[Binding]:
-        return success_result_of(self.store.get_bindings(
-            aor, self.clock.seconds()))
+        return success_result_of(self.store.get_bindings(aor, self.clock.seconds()))
 
 
-def authorize(request: Request, challenge_response: Response,
-              username: str | None = None, password: str | None = None,
-              algorithm: str = "SHA-256", nc: int = 1,
-              challenge_algorithm: str | None = None) -> None:
+def authorize(
+    request: Request,
+    challenge_response: Response,
+    username: str | None = None,
+    password: str | None = None,
+    algorithm: str = "SHA-256",
+    nc: int = 1,
+    challenge_algorithm: str | None = None,
+) -> None:
     """
     Add credentials answering ``challenge_response`` and bump the CSeq.
     The response uses ``algorithm``, and the nonce of the challenge for
@@ -136,9 +163,10 @@ def authorize(request: Request, challenge_response: Response,
     """
     wanted = challenge_algorithm or algorithm
     challenge = next(
-        parse_auth_params(value[len("Digest "):])
+        parse_auth_params(value[len("Digest ") :])
         for value in challenge_response.headers.get_fields("WWW-Authenticate")
-        if f"algorithm={wanted}" in value)
+        if f"algorithm={wanted}" in value
+    )
     if username is None:
         username = request.to.uri.user
     assert username is not None
@@ -147,12 +175,17 @@ def authorize(request: Request, challenge_response: Response,
     uri = str(request.uri)
     nc_text = f"{nc:08x}"
     ha1 = compute_ha1(username, challenge["realm"], password, algorithm)
-    digest = compute_response(ha1, challenge["nonce"], nc_text, "0a4f113b",
-                              "auth", request.method, uri, algorithm)
-    request.headers.set("Authorization", (
-        f'Digest username="{username}", realm="{challenge["realm"]}", '
-        f'nonce="{challenge["nonce"]}", uri="{uri}", response="{digest}", '
-        f'algorithm={algorithm}, cnonce="0a4f113b", nc={nc_text}, qop=auth'))
+    digest = compute_response(
+        ha1, challenge["nonce"], nc_text, "0a4f113b", "auth", request.method, uri, algorithm
+    )
+    request.headers.set(
+        "Authorization",
+        (
+            f'Digest username="{username}", realm="{challenge["realm"]}", '
+            f'nonce="{challenge["nonce"]}", uri="{uri}", response="{digest}", '
+            f'algorithm={algorithm}, cnonce="0a4f113b", nc={nc_text}, qop=auth'
+        ),
+    )
     bump_cseq(request)
 
 
@@ -161,10 +194,15 @@ def bump_cseq(request: Request) -> None:
     request.headers.set("CSeq", f"{cseq.seq + 1} {cseq.method}")
 
 
-def register(contacts: Iterable[str] = ("<sip:alice@192.0.2.10:5062>",),
-             user: str = "alice", call_id: str = "reg-1@192.0.2.10",
-             cseq: int = 1, extra: Iterable[str] = (),
-             ruri: str = f"sip:{DOMAIN}", to: str | None = None) -> Request:
+def register(
+    contacts: Iterable[str] = ("<sip:alice@192.0.2.10:5062>",),
+    user: str = "alice",
+    call_id: str = "reg-1@192.0.2.10",
+    cseq: int = 1,
+    extra: Iterable[str] = (),
+    ruri: str = f"sip:{DOMAIN}",
+    to: str | None = None,
+) -> Request:
     """A REGISTER as a phone sends it, parsed by the real parser."""
     lines = [
         f"REGISTER {ruri} SIP/2.0",
@@ -192,8 +230,10 @@ def torture(name: str) -> Request:
 
 
 def challenges(response: Response) -> list[dict[str, str]]:
-    return [parse_auth_params(v[len("Digest "):])
-            for v in response.headers.get_fields("WWW-Authenticate")]
+    return [
+        parse_auth_params(v[len("Digest ") :])
+        for v in response.headers.get_fields("WWW-Authenticate")
+    ]
 
 
 def contact_params(response: Response) -> dict[str, dict[str, str | None]]:
@@ -236,8 +276,7 @@ class TestAuthentication:
         assert response.status == 401
         params = challenges(response)
         assert [p["algorithm"] for p in params] == ["SHA-256", "MD5"]
-        assert all(p["realm"] == DOMAIN and p["qop"] == "auth"
-                   for p in params)
+        assert all(p["realm"] == DOMAIN and p["qop"] == "auth" for p in params)
         assert response.to.tag is not None
         assert response.call_id == "reg-1@192.0.2.10"
         assert env.bindings() == []
@@ -247,8 +286,7 @@ class TestAuthentication:
         first for clients that answer only the first challenge)."""
         env = Env(RegistrarSettings(digest_algorithms=("MD5", "SHA-256")))
         response = env.send(register())
-        assert [c["algorithm"] for c in challenges(response)] == \
-            ["MD5", "SHA-256"]
+        assert [c["algorithm"] for c in challenges(response)] == ["MD5", "SHA-256"]
         env = Env(RegistrarSettings(digest_algorithms=["md5"]))
         request = register()
         response = env.send(request)
@@ -260,8 +298,7 @@ class TestAuthentication:
         """A response with an algorithm we did not offer is re-challenged."""
         env = Env(RegistrarSettings(digest_algorithms=["MD5"]))
         request = register()
-        authorize(request, env.send(request), algorithm="SHA-256",
-                  challenge_algorithm="MD5")
+        authorize(request, env.send(request), algorithm="SHA-256", challenge_algorithm="MD5")
         response = env.send(request)
         assert response.status == 401
         assert "stale" not in challenges(response)[0]
@@ -279,16 +316,13 @@ class TestAuthentication:
         """An unknown user and a wrong password get the same 401 shape."""
         env = Env()
         wrong = env.send_authenticated(register(), password="guess")
-        unknown = env.send_authenticated(
-            register(user="mallory"), username="mallory", password="x")
+        unknown = env.send_authenticated(register(user="mallory"), username="mallory", password="x")
         assert wrong.status == unknown.status == 401
         assert [n for n, _ in wrong.headers] == [n for n, _ in unknown.headers]
-        assert [sorted(c) for c in challenges(wrong)] == \
-            [sorted(c) for c in challenges(unknown)]
+        assert [sorted(c) for c in challenges(wrong)] == [sorted(c) for c in challenges(unknown)]
         assert not any("stale" in c for c in challenges(wrong))
 
-    def test_unknown_user_costs_the_same_work(
-            self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_unknown_user_costs_the_same_work(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """An unknown user and a wrong password each take one credentials
         look-up and one digest computation: no timing difference to
         enumerate users by."""
@@ -300,12 +334,12 @@ class TestAuthentication:
         env.send_authenticated(register(user="mallory"), username="mallory")
         assert work == wrong_password_work == ["lookup", "digest"]
 
-    def test_user_store_failure_is_500(
-            self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_user_store_failure_is_500(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A failed credentials look-up: 500 with Retry-After, logged."""
         env = Env()
-        monkeypatch.setattr(env.store, "get_sip_credentials",
-                            lambda username: fail(StoreUnavailable("down")))
+        monkeypatch.setattr(
+            env.store, "get_sip_credentials", lambda username: fail(StoreUnavailable("down"))
+        )
         response = env.send_authenticated(register())
         assert response.status == 500
         assert response.headers.get("Retry-After") == "5"
@@ -316,8 +350,7 @@ class TestAuthentication:
         from clicktodial.store.values import UserChanges
 
         env = Env()
-        success_result_of(env.store.update_user(
-            "alice", UserChanges(disabled=True)))
+        success_result_of(env.store.update_user("alice", UserChanges(disabled=True)))
         assert env.send_authenticated(register()).status == 401
 
     def test_unknown_scheme_rechallenged(self) -> None:
@@ -327,8 +360,7 @@ class TestAuthentication:
         request = torture("regaut01.dat")
         response = env.send(request)
         assert response.status == 401
-        assert [c["algorithm"] for c in challenges(response)] == \
-            ["SHA-256", "MD5"]
+        assert [c["algorithm"] for c in challenges(response)] == ["SHA-256", "MD5"]
         authorize(request, response)
         assert env.send(request).status == 200
 
@@ -345,8 +377,7 @@ class TestAuthentication:
         authorize(request, env.send(request))
         auth = request.headers.get("Authorization")
         assert auth is not None
-        request.headers.set("Authorization",
-                            auth.replace(f'realm="{DOMAIN}"', 'realm="x"'))
+        request.headers.set("Authorization", auth.replace(f'realm="{DOMAIN}"', 'realm="x"'))
         assert env.send(request).status == 401
 
     def test_forged_nonce_rejected(self) -> None:
@@ -364,8 +395,7 @@ class TestAuthentication:
         assert response.status == 401
         assert "stale" not in challenges(response)[0]
         assert env.registrar.throttle.tracked == 0
-        assert any("Unusable nonce" in e.get("log_format", "")
-                   for e in env.events)
+        assert any("Unusable nonce" in e.get("log_format", "") for e in env.events)
 
     def test_digest_uri_must_name_the_request_uri(self) -> None:
         """The digest-uri must name the Request-URI's user and host
@@ -375,8 +405,7 @@ class TestAuthentication:
         request = register()
         authorize(request, env.send(request))
         other = register(ruri="sip:[2001:db8::10]")
-        other.headers.set("Authorization",
-                          request.headers.get("Authorization") or "")
+        other.headers.set("Authorization", request.headers.get("Authorization") or "")
         other.headers.set("CSeq", "2 REGISTER")
         assert env.send(other).status == 401
         with_port = register(ruri="sip:example.com:5060;transport=udp")
@@ -430,8 +459,7 @@ class TestAuthentication:
     def test_user_may_only_register_own_aor(self) -> None:
         """Step 4: bob's credentials cannot bind alice's AOR: 403."""
         env = Env()
-        response = env.send_authenticated(register(user="alice"),
-                                          username="bob")
+        response = env.send_authenticated(register(user="alice"), username="bob")
         assert response.status == 403
         assert env.bindings() == []
 
@@ -471,7 +499,8 @@ class TestCredentialsCache:
         return looked_up
 
     def test_second_registration_reads_no_credentials(
-            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Within the lifetime, a refresh authenticates from memory; after it,
         the store is read again."""
         env = Env()
@@ -518,8 +547,9 @@ class TestCredentialsCache:
         env.clock.advance(10)
         assert env.send_authenticated(register(cseq=5)).status == 401
 
-    @pytest.mark.parametrize("change", [
-        UserChanges(disabled=True), UserChanges(sip_password="other")])
+    @pytest.mark.parametrize(
+        "change", [UserChanges(disabled=True), UserChanges(sip_password="other")]
+    )
     def test_changed_here_applies_at_once(self, change: UserChanges) -> None:
         """A user changed through this daemon's store leaves the cache at once."""
         env = Env()
@@ -538,17 +568,16 @@ class TestCredentialsCache:
         env = Env()
         looked_up = self.counting(env, monkeypatch)
         for cseq in (1, 3):
-            response = env.send_authenticated(register(user="carol", cseq=cseq),
-                                              password="c-secret")
+            response = env.send_authenticated(
+                register(user="carol", cseq=cseq), password="c-secret"
+            )
             assert response.status == 401
         assert looked_up == ["carol", "carol"]
         success_result_of(env.store.add_user("carol", sip_password="c-secret"))
-        response = env.send_authenticated(register(user="carol", cseq=5),
-                                          password="c-secret")
+        response = env.send_authenticated(register(user="carol", cseq=5), password="c-secret")
         assert response.status == 200
 
-    def test_wrong_password_same_work_when_cached(
-            self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_wrong_password_same_work_when_cached(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A wrong password for a cached user costs one store read and one
         digest, as for an unknown user."""
         env = Env()
@@ -615,26 +644,31 @@ class TestRequestChecks:
         """Require: path is supported (RFC 3327) for a REGISTER whose Path is
         stored: path = trusted, from a trusted proxy."""
         env = Env(TRUSTED_PATH)
-        response = env.send_authenticated(register(
-            extra=["Require: path", "Supported: path",
-                   "Path: <sip:edge.example.com;lr>"]), EDGE)
+        response = env.send_authenticated(
+            register(extra=["Require: path", "Supported: path", "Path: <sip:edge.example.com;lr>"]),
+            EDGE,
+        )
         assert response.status == 200
 
-    @pytest.mark.parametrize(("settings", "source"), [
-        (RegistrarSettings(aliases=ALIASES), EDGE),  # path = off (the default)
-        (TRUSTED_PATH, PHONE),  # not from a trusted proxy
-    ])
+    @pytest.mark.parametrize(
+        ("settings", "source"),
+        [
+            (RegistrarSettings(aliases=ALIASES), EDGE),  # path = off (the default)
+            (TRUSTED_PATH, PHONE),  # not from a trusted proxy
+        ],
+    )
     def test_require_path_refused_when_path_is_not_stored(
-            self, settings: RegistrarSettings, source: Source) -> None:
+        self, settings: RegistrarSettings, source: Source
+    ) -> None:
         """RFC 3327 §5.3: when the request's Path would not be stored, a
         Require: path gets 420 + Unsupported: path, before any challenge."""
         env = Env(settings)
-        response = env.send(register(
-            extra=["Require: path", "Path: <sip:edge.example.com;lr>"]), source)
+        response = env.send(
+            register(extra=["Require: path", "Path: <sip:edge.example.com;lr>"]), source
+        )
         assert response.status == 420
         assert response.headers.get("Unsupported") == "path"
-        assert env.registrar.stateless_challenge(register(
-            extra=["Require: path"]), source) is None
+        assert env.registrar.stateless_challenge(register(extra=["Require: path"]), source) is None
 
     def test_foreign_aor_not_found(self) -> None:
         """Step 5: an AOR of another domain: 404 after authentication."""
@@ -643,21 +677,27 @@ class TestRequestChecks:
         assert env.send(request).status == 401
         assert env.send_authenticated(request, username="alice").status == 404
 
-    @pytest.mark.parametrize("extra", [
-        ["Expires: soon"],
-        ["Expires: -1"],
-    ])
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            ["Expires: soon"],
+            ["Expires: -1"],
+        ],
+    )
     def test_malformed_expires(self, extra: list[str]) -> None:
         """A malformed Expires header: 400."""
         env = Env()
         assert env.send(register(extra=extra)).status == 400
 
-    @pytest.mark.parametrize("contact", [
-        "<sip:alice@192.0.2.10>;expires=later",
-        "<sip:alice@192.0.2.10>;q=2",
-        "<mailto:alice@example.com>",
-        "<sip:alice@192.0.2.10>;+sip.instance=\"<urn:x>\";reg-id=0",
-    ])
+    @pytest.mark.parametrize(
+        "contact",
+        [
+            "<sip:alice@192.0.2.10>;expires=later",
+            "<sip:alice@192.0.2.10>;q=2",
+            "<mailto:alice@example.com>",
+            '<sip:alice@192.0.2.10>;+sip.instance="<urn:x>";reg-id=0',
+        ],
+    )
     def test_bad_contacts(self, contact: str) -> None:
         """Malformed expires/q, a non-SIP contact, a bad reg-id: 400."""
         env = Env()
@@ -690,10 +730,12 @@ class OnMemoryStore:
     sqlite_path: Path | None = None
     envs: list[Env]
 
-    def make_env(self, settings: RegistrarSettings | None = None,
-                 location_store: ILocationStore | None = None) -> Env:
-        env = Env(settings, location_store=location_store,
-                  sqlite_path=self.sqlite_path)
+    def make_env(
+        self,
+        settings: RegistrarSettings | None = None,
+        location_store: ILocationStore | None = None,
+    ) -> Env:
+        env = Env(settings, location_store=location_store, sqlite_path=self.sqlite_path)
         self.envs.append(env)
         return env
 
@@ -721,8 +763,7 @@ class TestBindings(OnMemoryStore):
         env = self.make_env()
         response = env.send_authenticated(register())
         assert response.status == 200
-        assert contact_params(response) == {
-            "sip:alice@192.0.2.10:5062": {"expires": "3600"}}
+        assert contact_params(response) == {"sip:alice@192.0.2.10:5062": {"expires": "3600"}}
         assert response.headers.get("Date") == "Tue, 14 Nov 2023 22:13:20 GMT"
         assert response.to.tag is not None
 
@@ -740,20 +781,22 @@ class TestBindings(OnMemoryStore):
     def test_expires_precedence(self) -> None:
         """Contact expires param > Expires header > default."""
         env = self.make_env()
-        response = env.send_authenticated(register(
-            ["<sip:alice@192.0.2.10:1>;expires=120",
-             "<sip:alice@192.0.2.10:2>"],
-            extra=["Expires: 300"]))
-        assert {k: v["expires"] for k, v in contact_params(response).items()} \
-            == {"sip:alice@192.0.2.10:1": "120", "sip:alice@192.0.2.10:2": "300"}
+        response = env.send_authenticated(
+            register(
+                ["<sip:alice@192.0.2.10:1>;expires=120", "<sip:alice@192.0.2.10:2>"],
+                extra=["Expires: 300"],
+            )
+        )
+        assert {k: v["expires"] for k, v in contact_params(response).items()} == {
+            "sip:alice@192.0.2.10:1": "120",
+            "sip:alice@192.0.2.10:2": "300",
+        }
 
     def test_long_expiry_clamped(self) -> None:
         """A lifetime over max_expires is shortened to it."""
         env = self.make_env(RegistrarSettings(max_expires=7200))
-        response = env.send_authenticated(register(
-            ["<sip:alice@192.0.2.10>;expires=4294967295"]))
-        assert contact_params(response)["sip:alice@192.0.2.10"]["expires"] \
-            == "7200"
+        response = env.send_authenticated(register(["<sip:alice@192.0.2.10>;expires=4294967295"]))
+        assert contact_params(response)["sip:alice@192.0.2.10"]["expires"] == "7200"
 
     def test_too_brief_interval(self) -> None:
         """Below min_expires (and under an hour): 423 + Min-Expires."""
@@ -778,8 +821,9 @@ class TestBindings(OnMemoryStore):
     def test_several_contacts_with_q(self) -> None:
         """Several contacts per AOR, each with its q."""
         env = self.make_env()
-        response = env.send_authenticated(register(
-            ["<sip:alice@192.0.2.10>;q=0.7, <sip:alice@192.0.2.11>;q=1"]))
+        response = env.send_authenticated(
+            register(["<sip:alice@192.0.2.10>;q=0.7, <sip:alice@192.0.2.11>;q=1"])
+        )
         params = contact_params(response)
         assert params["sip:alice@192.0.2.10"]["q"] == "0.7"
         assert params["sip:alice@192.0.2.11"]["q"] == "1"
@@ -809,15 +853,15 @@ class TestBindings(OnMemoryStore):
         response = env.send_authenticated(late)  # authenticates with CSeq 11
         assert response.status == 500
         assert len(env.bindings()) == 1
-        assert any("Out-of-order" in e.get("log_format", "")
-                   for e in env.events)
+        assert any("Out-of-order" in e.get("log_format", "") for e in env.events)
 
     def test_other_call_id_may_have_lower_cseq(self) -> None:
         """A binding from another Call-ID is updated whatever the CSeq."""
         env = self.make_env()
         env.send_authenticated(register(cseq=100))
-        response = env.send_authenticated(register(
-            ["<sip:alice@192.0.2.10:5062>;expires=0"], call_id="new", cseq=1))
+        response = env.send_authenticated(
+            register(["<sip:alice@192.0.2.10:5062>;expires=0"], call_id="new", cseq=1)
+        )
         assert response.status == 200
         assert env.bindings() == []
 
@@ -825,29 +869,30 @@ class TestBindings(OnMemoryStore):
         """Host and parameter case do not make a new binding (§19.1.4)."""
         env = self.make_env()
         env.send_authenticated(register(["<sip:alice@PHONE.example.net;Transport=TCP>"]))
-        response = env.send_authenticated(register(
-            ["<sip:alice@phone.example.net;transport=tcp>"], call_id="c2"))
+        response = env.send_authenticated(
+            register(["<sip:alice@phone.example.net;transport=tcp>"], call_id="c2")
+        )
         assert len(response.contacts) == 1
 
     def test_wildcard_removes_all(self) -> None:
         """Contact: * with Expires: 0 removes every binding (step 6)."""
         env = self.make_env()
-        env.send_authenticated(register(
-            ["<sip:alice@192.0.2.10>", "<sip:alice@192.0.2.11>"]))
-        response = env.send_authenticated(register(
-            ["*"], call_id="wipe", extra=["Expires: 0"]))
+        env.send_authenticated(register(["<sip:alice@192.0.2.10>", "<sip:alice@192.0.2.11>"]))
+        response = env.send_authenticated(register(["*"], call_id="wipe", extra=["Expires: 0"]))
         assert response.status == 200
         assert response.contacts == []
         assert env.bindings() == []
 
-    @pytest.mark.parametrize("contacts,extra", [
-        (["*"], []),
-        (["*"], ["Expires: 60"]),
-        (["*", "<sip:alice@192.0.2.10>"], ["Expires: 0"]),
-        (["*, <sip:alice@192.0.2.10>"], ["Expires: 0"]),
-    ])
-    def test_wildcard_misuse(self, contacts: list[str],
-                             extra: list[str]) -> None:
+    @pytest.mark.parametrize(
+        "contacts,extra",
+        [
+            (["*"], []),
+            (["*"], ["Expires: 60"]),
+            (["*", "<sip:alice@192.0.2.10>"], ["Expires: 0"]),
+            (["*, <sip:alice@192.0.2.10>"], ["Expires: 0"]),
+        ],
+    )
+    def test_wildcard_misuse(self, contacts: list[str], extra: list[str]) -> None:
         """Contact: * needs Expires: 0 and no other contact: else 400
         (from the parser, or from the registrar)."""
         env = self.make_env()
@@ -865,8 +910,7 @@ class TestBindings(OnMemoryStore):
         env.clock.pump([10.0] * 6)
         response = env.send_authenticated(register([], call_id="query"))
         assert response.status == 200
-        assert contact_params(response) == {
-            "sip:alice@192.0.2.10:5062": {"expires": "3540"}}
+        assert contact_params(response) == {"sip:alice@192.0.2.10:5062": {"expires": "3540"}}
         [binding] = env.bindings()
         assert binding.call_id == "reg-1@192.0.2.10"
 
@@ -887,34 +931,42 @@ class TestBindings(OnMemoryStore):
         response = env.send_authenticated(register(extra=path), EDGE)
         assert "Path" not in response.headers
         [binding] = env.bindings()
-        assert binding.path == ("<sip:p1.example.com;lr>",
-                                "<sip:p2.example.com;lr>")
+        assert binding.path == ("<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>")
         assert binding.received == "sip:203.0.113.5:5060;transport=udp"
-        response = env.send_authenticated(register(
-            call_id="c2", extra=[*path, "Supported: path"]), EDGE)
+        response = env.send_authenticated(
+            register(call_id="c2", extra=[*path, "Supported: path"]), EDGE
+        )
         assert response.headers.get_fields("Path") == [
-            "<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+            "<sip:p1.example.com;lr>",
+            "<sip:p2.example.com;lr>",
+        ]
 
-    @pytest.mark.parametrize(("settings", "source"), [
-        (RegistrarSettings(aliases=ALIASES), EDGE),  # path = off (the default)
-        (TRUSTED_PATH, PHONE),  # not from a trusted proxy
-    ])
+    @pytest.mark.parametrize(
+        ("settings", "source"),
+        [
+            (RegistrarSettings(aliases=ALIASES), EDGE),  # path = off (the default)
+            (TRUSTED_PATH, PHONE),  # not from a trusted proxy
+        ],
+    )
     def test_path_of_an_untrusted_register_is_ignored(
-            self, settings: RegistrarSettings, source: Source) -> None:
+        self, settings: RegistrarSettings, source: Source
+    ) -> None:
         """A phone cannot choose where the daemon's INVITEs go: unless path =
         trusted and the REGISTER came from a trusted proxy, its Path is not
         stored (nor echoed) and the binding routes to the REGISTER's source."""
         env = self.make_env(settings)
-        response = env.send_authenticated(register(
-            ["<sip:+19005550123@premium.itsp.test;maddr=127.0.0.5;transport=tcp>"],
-            extra=["Path: <sip:127.0.0.5:5099;lr;transport=tcp>", "Supported: path"]),
-            source)
+        response = env.send_authenticated(
+            register(
+                ["<sip:+19005550123@premium.itsp.test;maddr=127.0.0.5;transport=tcp>"],
+                extra=["Path: <sip:127.0.0.5:5099;lr;transport=tcp>", "Supported: path"],
+            ),
+            source,
+        )
         assert response.status == 200
         assert "Path" not in response.headers
         [binding] = env.bindings()
         assert binding.path == ()
-        assert binding.received == (
-            f"sip:{source.remote_host}:{source.remote_port};transport=udp")
+        assert binding.received == (f"sip:{source.remote_host}:{source.remote_port};transport=udp")
         assert any("Path of REGISTER" in event["log_format"] for event in env.events)
 
     def test_register_listing_more_contacts_than_max_contacts_is_refused(self) -> None:
@@ -924,7 +976,9 @@ class TestBindings(OnMemoryStore):
         contacts = [f"<sip:alice@192.0.2.{n}:5062>" for n in range(1, 5)]
         response = env.send(register(contacts))
         assert (response.status, response.reason) == (
-            503, "Service Unavailable (Too Many Registered Contacts)")
+            503,
+            "Service Unavailable (Too Many Registered Contacts)",
+        )
         assert "Retry-After" not in response.headers
         assert env.registrar.stateless_challenge(register(contacts), PHONE) is None
         assert env.send_authenticated(register(contacts[:3])).status == 200
@@ -936,23 +990,42 @@ class TestBindings(OnMemoryStore):
         none of its changes; refreshing and removing still work."""
         env = self.make_env(RegistrarSettings(aliases=ALIASES, max_contacts=2))
         for n in (1, 2):
-            assert env.send_authenticated(register(
-                [f"<sip:alice@192.0.2.{n}:5062>"], call_id=f"ua-{n}")).status == 200
+            assert (
+                env.send_authenticated(
+                    register([f"<sip:alice@192.0.2.{n}:5062>"], call_id=f"ua-{n}")
+                ).status
+                == 200
+            )
         before = env.bindings()
         env.clock.advance(10)
-        response = env.send_authenticated(register(
-            ["<sip:alice@192.0.2.1:5062>", "<sip:alice@192.0.2.3:5062>"],
-            call_id="ua-1", cseq=5))
+        response = env.send_authenticated(
+            register(
+                ["<sip:alice@192.0.2.1:5062>", "<sip:alice@192.0.2.3:5062>"], call_id="ua-1", cseq=5
+            )
+        )
         assert response.status == 503
         assert env.bindings() == before  # not even the refresh of .1
         assert any("refused" in event["log_format"] for event in env.events)
-        assert env.send_authenticated(register(
-            ["<sip:alice@192.0.2.1:5062>"], call_id="ua-1", cseq=7)).status == 200
-        assert env.send_authenticated(register(
-            ["<sip:alice@192.0.2.2:5062>;expires=0", "<sip:alice@192.0.2.3:5062>"],
-            call_id="ua-2", cseq=3)).status == 200
+        assert (
+            env.send_authenticated(
+                register(["<sip:alice@192.0.2.1:5062>"], call_id="ua-1", cseq=7)
+            ).status
+            == 200
+        )
+        assert (
+            env.send_authenticated(
+                register(
+                    ["<sip:alice@192.0.2.2:5062>;expires=0", "<sip:alice@192.0.2.3:5062>"],
+                    call_id="ua-2",
+                    cseq=3,
+                )
+            ).status
+            == 200
+        )
         assert sorted(b.contact for b in env.bindings()) == [
-            "sip:alice@192.0.2.1:5062", "sip:alice@192.0.2.3:5062"]
+            "sip:alice@192.0.2.1:5062",
+            "sip:alice@192.0.2.3:5062",
+        ]
 
     def test_outbound_instance_and_reg_id(self) -> None:
         """RFC 5626: +sip.instance and reg-id are kept and echoed, and the
@@ -963,8 +1036,8 @@ class TestBindings(OnMemoryStore):
         env.send_authenticated(first)
         # Same instance/reg-id from a new address (NAT rebinding): replaced.
         moved = register(
-            [f'<sip:alice@192.0.2.99:6000>;+sip.instance="{instance}";reg-id=1'],
-            call_id="c2")
+            [f'<sip:alice@192.0.2.99:6000>;+sip.instance="{instance}";reg-id=1'], call_id="c2"
+        )
         response = env.send_authenticated(moved)
         [binding] = env.bindings()
         assert binding.contact == "sip:alice@192.0.2.99:6000"
@@ -977,9 +1050,14 @@ class TestBindings(OnMemoryStore):
     def test_two_reg_ids_refused(self) -> None:
         """RFC 5626 §6: one reg-id per REGISTER."""
         env = self.make_env()
-        response = env.send(register([
-            '<sip:a@192.0.2.1>;+sip.instance="<urn:x>";reg-id=1',
-            '<sip:a@192.0.2.2>;+sip.instance="<urn:x>";reg-id=2']))
+        response = env.send(
+            register(
+                [
+                    '<sip:a@192.0.2.1>;+sip.instance="<urn:x>";reg-id=1',
+                    '<sip:a@192.0.2.2>;+sip.instance="<urn:x>";reg-id=2',
+                ]
+            )
+        )
         assert response.status == 400
 
     def test_store_failure_is_500(self) -> None:
@@ -997,8 +1075,9 @@ class FailingLocationStore:
     def get_bindings(self, aor: str, now: float) -> Deferred[list[Binding]]:
         return fail(StoreUnavailable("down"))
 
-    def update_bindings(self, aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(
+        self, aor: str, changes: BindingChanges, now: float
+    ) -> Deferred[list[Binding]]:
         return fail(StoreUnavailable("down"))
 
     def remove_all(self, aor: str) -> Deferred[int]:
@@ -1049,11 +1128,13 @@ class TestTortureMessages(OnMemoryStore):
         response = env.send_authenticated(torture("regescrt.dat"))
         assert response.status == 200
         [binding] = env.bindings("sip:user@example.com")
-        assert binding.contact == \
-            "sip:user@example.com?Route=%3Csip:sip.example.com%3E"
+        assert binding.contact == "sip:user@example.com?Route=%3Csip:sip.example.com%3E"
         assert "Route" not in response.headers
-        assert response.headers.get("Contact", ).startswith(  # type: ignore[union-attr]
-            "<sip:user@example.com?Route=%3Csip:sip.example.com%3E>")
+        assert response.headers.get(
+            "Contact",
+        ).startswith(  # type: ignore[union-attr]
+            "<sip:user@example.com?Route=%3Csip:sip.example.com%3E>"
+        )
 
     def test_dblreq_register_handled_normally(self) -> None:
         """dblreq: the REGISTER before the trailing bytes registers."""
@@ -1078,12 +1159,16 @@ class TestTortureMessagesOnSQLite(OnSQLiteStore, TestTortureMessages):
 class TestThrottling:
     """Repeated failures are slowed down, then refused."""
 
-    SETTINGS = ThrottleSettings(free_failures=2, base_delay=1.0, max_delay=4.0,
-                                refuse_after=5, refuse_seconds=60,
-                                forget_after=600)
+    SETTINGS = ThrottleSettings(
+        free_failures=2,
+        base_delay=1.0,
+        max_delay=4.0,
+        refuse_after=5,
+        refuse_seconds=60,
+        forget_after=600,
+    )
 
-    def guess(self, env: Env, source: Source = ATTACKER,
-              user: str = "alice") -> Deferred[Response]:
+    def guess(self, env: Env, source: Source = ATTACKER, user: str = "alice") -> Deferred[Response]:
         request = register(user=user)
         challenge = env.send(request, source)
         authorize(request, challenge, password="guess")
@@ -1111,9 +1196,10 @@ class TestThrottling:
         assert response.status == 503
         retry_after = int(response.headers.get("Retry-After") or 0)
         assert 50 <= retry_after <= 60
-        assert any(e.get("peer") == ATTACKER.remote_host
-                   and "Refusing" in e.get("log_format", "")
-                   for e in env.events)
+        assert any(
+            e.get("peer") == ATTACKER.remote_host and "Refusing" in e.get("log_format", "")
+            for e in env.events
+        )
         env.clock.pump([1.0] * 61)
         assert env.send(register(), ATTACKER).status == 401
 
@@ -1149,8 +1235,9 @@ class TestThrottling:
         request = register(call_id="refresh")
         assert env.send_authenticated(request, PHONE).status == 200
 
-    def hold_reads(self, env: Env, monkeypatch: pytest.MonkeyPatch
-                   ) -> list[tuple[str, Deferred[Any]]]:
+    def hold_reads(
+        self, env: Env, monkeypatch: pytest.MonkeyPatch
+    ) -> list[tuple[str, Deferred[Any]]]:
         """
         Make ``env``'s store hold every credentials read pending: the reads
         started, in order (fire them with :func:`release_reads`).
@@ -1165,14 +1252,14 @@ class TestThrottling:
         monkeypatch.setattr(env.store, "get_sip_credentials", held)
         return reads
 
-    def release_reads(self, env: Env, reads: list[tuple[str, Deferred[Any]]],
-                      real: Any) -> None:
+    def release_reads(self, env: Env, reads: list[tuple[str, Deferred[Any]]], real: Any) -> None:
         for username, d in reads:
             d.callback(success_result_of(real(username)))
         env.clock.pump([0.5] * 40)
 
-    def guesses_at_once(self, env: Env, source: Source, user: str, n: int,
-                        right_at: int | None = None) -> list[Deferred[Response]]:
+    def guesses_at_once(
+        self, env: Env, source: Source, user: str, n: int, right_at: int | None = None
+    ) -> list[Deferred[Response]]:
         """``n`` guesses answering one challenge (nc 1, 2, ...) sent before any
         is answered; the one at ``right_at`` has the right password."""
         request = register(user=user)
@@ -1180,24 +1267,22 @@ class TestThrottling:
         pending = []
         for i in range(n):
             guess = register(user=user, call_id=f"guess-{i}")
-            authorize(guess, challenge, password=None if i == right_at
-                      else f"guess-{i}", nc=i + 1)
+            authorize(guess, challenge, password=None if i == right_at else f"guess-{i}", nc=i + 1)
             pending.append(env.registrar.handle_register(guess, source))
         return pending
 
     def test_concurrent_guesses_checked_at_most_refuse_after(
-            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """150 guesses with one nonce, all sent before the store answers the
         first read: at most refuse_after are checked (slots are reserved
         before the read); the rest get 503 at once, the right password
         among them (issue 13 item 3a: all 150 were checked, the right one
         got 200)."""
-        env = Env(throttle=self.SETTINGS,
-                  settings=RegistrarSettings(credentials_cache_seconds=0))
+        env = Env(throttle=self.SETTINGS, settings=RegistrarSettings(credentials_cache_seconds=0))
         real = env.store.get_sip_credentials
         reads = self.hold_reads(env, monkeypatch)
-        pending = self.guesses_at_once(env, ATTACKER, "alice", 150,
-                                       right_at=149)
+        pending = self.guesses_at_once(env, ATTACKER, "alice", 150, right_at=149)
         assert len(reads) == self.SETTINGS.refuse_after
         self.release_reads(env, reads, real)
         statuses = [success_result_of(d).status for d in pending]
@@ -1207,28 +1292,28 @@ class TestThrottling:
         assert env.bindings() == []
 
     def test_concurrent_guesses_from_many_sources_limited_per_user(
-            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """The per-user count holds however many sources guess at once."""
-        env = Env(throttle=self.SETTINGS,
-                  settings=RegistrarSettings(credentials_cache_seconds=0))
+        env = Env(throttle=self.SETTINGS, settings=RegistrarSettings(credentials_cache_seconds=0))
         real = env.store.get_sip_credentials
         reads = self.hold_reads(env, monkeypatch)
         pending = [
-            d for i in range(50)
+            d
+            for i in range(50)
             for d in self.guesses_at_once(
-                env, Source("UDP", f"198.51.100.{i}", 5060, "127.0.0.1", 5060),
-                "alice", 1)]
+                env, Source("UDP", f"198.51.100.{i}", 5060, "127.0.0.1", 5060), "alice", 1
+            )
+        ]
         assert len(reads) == self.SETTINGS.refuse_after
         self.release_reads(env, reads, real)
         statuses = [success_result_of(d).status for d in pending]
         assert statuses.count(401) == self.SETTINGS.refuse_after
 
-    def test_known_address_guesses_at_once_limited(
-            self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_known_address_guesses_at_once_limited(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """90 guesses for bob at once from the address bob's phone registered
         from: at most refuse_after are checked (issue 13 item 3b)."""
-        env = Env(throttle=self.SETTINGS,
-                  settings=RegistrarSettings(credentials_cache_seconds=0))
+        env = Env(throttle=self.SETTINGS, settings=RegistrarSettings(credentials_cache_seconds=0))
         assert env.send_authenticated(register(user="bob")).status == 200
         real = env.store.get_sip_credentials
         reads = self.hold_reads(env, monkeypatch)
@@ -1277,18 +1362,17 @@ class TestThrottling:
             env.clock.pump([0.5] * 20)
             assert success_result_of(d).status == 401
         assert env.send(register(user="bob"), nat_mate).status == 503
-        assert env.registrar.stateless_challenge(register(user="bob"),
-                                                 nat_mate) is None
+        assert env.registrar.stateless_challenge(register(user="bob"), nat_mate) is None
         request = register(call_id="refresh")
         assert env.registrar.stateless_challenge(request, PHONE) is not None
         assert env.send_authenticated(request, PHONE).status == 200
 
-    def test_store_error_gives_the_slot_back(
-            self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_store_error_gives_the_slot_back(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A failed credentials read tested no password: nothing counted."""
         env = Env(throttle=self.SETTINGS)
-        monkeypatch.setattr(env.store, "get_sip_credentials",
-                            lambda username: fail(StoreUnavailable("down")))
+        monkeypatch.setattr(
+            env.store, "get_sip_credentials", lambda username: fail(StoreUnavailable("down"))
+        )
         for _ in range(10):
             assert success_result_of(self.guess(env)).status == 500
         assert env.registrar.throttle.tracked == 0
@@ -1298,17 +1382,22 @@ class TestThrottling:
         proxy recorded (its Path's received, else the Via below its own):
         one guessing phone does not get the proxy refused for all."""
         proxy = Source("UDP", "203.0.113.5", 5060, "127.0.0.1", 5060)
-        env = Env(throttle=self.SETTINGS, settings=RegistrarSettings(
-            trusted_proxies=NetworkSet.of(["203.0.113.5"])))
+        env = Env(
+            throttle=self.SETTINGS,
+            settings=RegistrarSettings(trusted_proxies=NetworkSet.of(["203.0.113.5"])),
+        )
 
-        def via_proxy(user: str, phone: str, call_id: str,
-                      path: bool = True) -> Request:
-            extra = ["Path: <sip:203.0.113.5;lr;received=sip:"
-                     f"{phone}:5062%3Btransport%3Dudp>"] if path else []
+        def via_proxy(user: str, phone: str, call_id: str, path: bool = True) -> Request:
+            extra = (
+                [f"Path: <sip:203.0.113.5;lr;received=sip:{phone}:5062%3Btransport%3Dudp>"]
+                if path
+                else []
+            )
             request = register(user=user, call_id=call_id, extra=extra)
             request.headers.set("Via", "SIP/2.0/UDP 203.0.113.5;branch=z9hG4bK-p")
-            request.headers.add("Via", f"SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK-r;"
-                                f"received={phone};rport=5062")
+            request.headers.add(
+                "Via", f"SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK-r;received={phone};rport=5062"
+            )
             return request
 
         for i in range(5):
@@ -1329,8 +1418,10 @@ class TestThrottling:
         its own address."""
         env = Env(throttle=self.SETTINGS)
         for i in range(5):
-            request = register(call_id=f"g{i}", extra=[
-                f"Path: <sip:127.0.0.1;lr;received=sip:198.51.100.{i}:5060>"])
+            request = register(
+                call_id=f"g{i}",
+                extra=[f"Path: <sip:127.0.0.1;lr;received=sip:198.51.100.{i}:5060>"],
+            )
             request.headers.add("Via", f"SIP/2.0/UDP 198.51.100.{i};branch=z9hG4bK-x")
             authorize(request, env.send(request, ATTACKER), password="guess")
             d = env.registrar.handle_register(request, ATTACKER)
@@ -1340,8 +1431,9 @@ class TestThrottling:
 
     def test_delayed_answers_bounded(self) -> None:
         """Past max_delayed held answers, failures are refused at once."""
-        env = Env(RegistrarSettings(max_delayed=1),
-                  ThrottleSettings(free_failures=0, refuse_after=0))
+        env = Env(
+            RegistrarSettings(max_delayed=1), ThrottleSettings(free_failures=0, refuse_after=0)
+        )
         first = self.guess(env)
         second = self.guess(env)
         response = success_result_of(second)
@@ -1368,20 +1460,26 @@ class TestPurge:
 
     def test_purge_failure_logged_and_retried(self) -> None:
         """A failing purge is logged and the timer keeps running."""
-        env = Env(RegistrarSettings(purge_interval=10),
-                  location_store=FailingLocationStore())
+        env = Env(RegistrarSettings(purge_interval=10), location_store=FailingLocationStore())
         env.registrar.startService()
         env.clock.pump([1.0] * 21)
         assert len([e for e in env.events if "log_failure" in e]) == 2
         env.registrar.stopService()
 
 
-@pytest.mark.parametrize("domain,ruri,to,aor", [
-    ("[::1]", "sip:[::1]", "<sip:alice@[0:0::1]>", "sip:alice@[::1]"),
-    ("[2001:db8::10]", "sip:[2001:DB8:0::10]:5060", "<sip:alice@[2001:db8::10]>",
-     "sip:alice@[2001:db8::10]"),
-    ("127.0.0.1", "sip:127.0.0.1", "<sip:alice@127.0.0.1>", "sip:alice@127.0.0.1"),
-])
+@pytest.mark.parametrize(
+    "domain,ruri,to,aor",
+    [
+        ("[::1]", "sip:[::1]", "<sip:alice@[0:0::1]>", "sip:alice@[::1]"),
+        (
+            "[2001:db8::10]",
+            "sip:[2001:DB8:0::10]:5060",
+            "<sip:alice@[2001:db8::10]>",
+            "sip:alice@[2001:db8::10]",
+        ),
+        ("127.0.0.1", "sip:127.0.0.1", "<sip:alice@127.0.0.1>", "sip:alice@127.0.0.1"),
+    ],
+)
 def test_ip_address_domain(domain: str, ruri: str, to: str, aor: str) -> None:
     """A domain that is an IP address (IPv6 as the config writes it, in
     brackets) matches however the phone writes the address."""
@@ -1405,41 +1503,75 @@ def test_phone_host_reads_what_the_trusted_proxy_recorded() -> None:
         return message
 
     front = "SIP/2.0/UDP 203.0.113.1;branch=z9hG4bK-f"
-    assert phone_host(request(
-        "<sip:203.0.113.1;lr;received=sip:198.51.100.7:5062%3btransport%3dudp>", front,
-        "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-p;received=198.51.100.8"),
-        proxies) == "198.51.100.7"
+    assert (
+        phone_host(
+            request(
+                "<sip:203.0.113.1;lr;received=sip:198.51.100.7:5062%3btransport%3dudp>",
+                front,
+                "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-p;received=198.51.100.8",
+            ),
+            proxies,
+        )
+        == "198.51.100.7"
+    )
     # A Path naming someone else (the phone's own) is not believed: the Via.
-    assert phone_host(request(
-        "<sip:192.0.2.1;lr;received=sip:198.51.100.7>", front,
-        "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-p;received=198.51.100.8"),
-        proxies) == "198.51.100.8"
+    assert (
+        phone_host(
+            request(
+                "<sip:192.0.2.1;lr;received=sip:198.51.100.7>",
+                front,
+                "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-p;received=198.51.100.8",
+            ),
+            proxies,
+        )
+        == "198.51.100.8"
+    )
     # Two proxies of ours in a row; a sent-by when no received was needed.
-    assert phone_host(request(
-        None, front, "SIP/2.0/UDP 203.0.113.2;branch=z9hG4bK-e",
-        "SIP/2.0/UDP [2001:DB8::7]:5062;branch=z9hG4bK-p"), proxies) == "2001:db8::7"
+    assert (
+        phone_host(
+            request(
+                None,
+                front,
+                "SIP/2.0/UDP 203.0.113.2;branch=z9hG4bK-e",
+                "SIP/2.0/UDP [2001:DB8::7]:5062;branch=z9hG4bK-p",
+            ),
+            proxies,
+        )
+        == "2001:db8::7"
+    )
     # Garbage or a host name records no address.
-    assert phone_host(request(
-        "<sip:203.0.113.1;lr;received=nonsense>", front,
-        "SIP/2.0/UDP phone.example.com;branch=z9hG4bK-p"), proxies) is None
+    assert (
+        phone_host(
+            request(
+                "<sip:203.0.113.1;lr;received=nonsense>",
+                front,
+                "SIP/2.0/UDP phone.example.com;branch=z9hG4bK-p",
+            ),
+            proxies,
+        )
+        is None
+    )
     assert phone_host(request(None, front), proxies) is None
 
 
 def test_canonical_aor() -> None:
     """The AOR is sip:user@host, host lower-cased, no port or params;
     SIPS maps to SIP and aliases to the domain."""
-    assert canonical_aor(parse_uri("sips:Alice@EXAMPLE.com:5061;transport=tls"),
-                         DOMAIN) == "sip:Alice@example.com"
-    assert canonical_aor(parse_uri("sip:alice@[2001:DB8::10]"), DOMAIN,
-                         {"2001:db8::10"}) == "sip:alice@example.com"
-    assert canonical_aor(parse_uri("sip:example.com"), DOMAIN) == \
-        "sip:example.com"
-    assert canonical_aor(parse_uri("sip:bob@[2001:DB8:0::1]"), DOMAIN) == \
-        "sip:bob@[2001:db8::1]"
+    assert (
+        canonical_aor(parse_uri("sips:Alice@EXAMPLE.com:5061;transport=tls"), DOMAIN)
+        == "sip:Alice@example.com"
+    )
+    assert (
+        canonical_aor(parse_uri("sip:alice@[2001:DB8::10]"), DOMAIN, {"2001:db8::10"})
+        == "sip:alice@example.com"
+    )
+    assert canonical_aor(parse_uri("sip:example.com"), DOMAIN) == "sip:example.com"
+    assert canonical_aor(parse_uri("sip:bob@[2001:DB8:0::1]"), DOMAIN) == "sip:bob@[2001:db8::1]"
 
 
 def test_contact_key() -> None:
     """Equal URIs by RFC 3261 §19.1.4 share a key; different ones do not."""
+
     def key(text: str) -> str:
         return contact_key(parse_uri(text))
 
@@ -1485,8 +1617,14 @@ def test_a_user_store_declaring_change_notices_drops_cached_credentials_at_once(
     a user that store says changed is read again at the next REGISTER."""
     env = Env()
     users = NotifyingUsers(env.store)
-    registrar = Registrar(env.clock, cast(Any, users), env.store, DOMAIN,
-                          RegistrarSettings(aliases=ALIASES), AuthThrottle(env.clock))
+    registrar = Registrar(
+        env.clock,
+        cast(Any, users),
+        env.store,
+        DOMAIN,
+        RegistrarSettings(aliases=ALIASES),
+        AuthThrottle(env.clock),
+    )
     env.registrar = registrar
     assert env.send_authenticated(register()).status == 200
     assert env.send_authenticated(register(cseq=3)).status == 200

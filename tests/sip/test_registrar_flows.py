@@ -48,18 +48,25 @@ class Env:
     def __init__(self) -> None:
         self.clock = InlineReactor()
         self.clock.advance(NOW)
-        self.store = MemoryStore(self.clock, realm=DOMAIN, hash_pool=InlineThreadPool(),
-                                 hasher=cheap_password_hasher())
+        self.store = MemoryStore(
+            self.clock, realm=DOMAIN, hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
+        )
         success_result_of(self.store.start())
         success_result_of(self.store.add_user("alice", sip_password="secret"))
         self.flows = RecordingFlows()
         self.cseq = 0
-        self.registrar = Registrar(self.clock, self.store, self.store, DOMAIN,
-                                   RegistrarSettings(digest_algorithms=("MD5",)),
-                                   flows=self.flows)
+        self.registrar = Registrar(
+            self.clock,
+            self.store,
+            self.store,
+            DOMAIN,
+            RegistrarSettings(digest_algorithms=("MD5",)),
+            flows=self.flows,
+        )
 
-    def register(self, contact: str, source: Source, extra: tuple[str, ...] = (),
-                 expires: int = 600) -> Response:
+    def register(
+        self, contact: str, source: Source, extra: tuple[str, ...] = (), expires: int = 600
+    ) -> Response:
         self.cseq += 2
         request = register(contact, source, extra, expires, self.cseq - 1)
         challenge = success_result_of(self.registrar.handle_register(request, source))
@@ -69,17 +76,23 @@ class Env:
         params = parse_auth_params(header.split(" ", 1)[1])
         uri = str(request.uri)
         ha1 = compute_ha1("alice", params["realm"], "secret", "MD5")
-        digest = compute_response(ha1, params["nonce"], "00000001", "c0ffee", "auth",
-                                  "REGISTER", uri, "MD5")
-        request.headers.add("Authorization", (
-            f'Digest username="alice", realm="{params["realm"]}", nonce="{params["nonce"]}",'
-            f' uri="{uri}", response="{digest}", algorithm=MD5, qop=auth, nc=00000001,'
-            ' cnonce="c0ffee"'))
+        digest = compute_response(
+            ha1, params["nonce"], "00000001", "c0ffee", "auth", "REGISTER", uri, "MD5"
+        )
+        request.headers.add(
+            "Authorization",
+            (
+                f'Digest username="alice", realm="{params["realm"]}", nonce="{params["nonce"]}",'
+                f' uri="{uri}", response="{digest}", algorithm=MD5, qop=auth, nc=00000001,'
+                ' cnonce="c0ffee"'
+            ),
+        )
         return success_result_of(self.registrar.handle_register(request, source))
 
 
-def register(contact: str, source: Source, extra: tuple[str, ...], expires: int,
-             cseq: int) -> Request:
+def register(
+    contact: str, source: Source, extra: tuple[str, ...], expires: int, cseq: int
+) -> Request:
     lines = [
         f"REGISTER sip:{DOMAIN} SIP/2.0",
         f"Via: SIP/2.0/{source.transport} {source.remote_host}:{source.remote_port}"
@@ -92,7 +105,9 @@ def register(contact: str, source: Source, extra: tuple[str, ...], expires: int,
         f"Contact: {contact}",
         f"Expires: {expires}",
         *extra,
-        "Content-Length: 0", "", "",
+        "Content-Length: 0",
+        "",
+        "",
     ]
     message = parse_message("\r\n".join(lines).encode())
     assert isinstance(message, Request)
@@ -126,7 +141,9 @@ def test_a_register_over_udp_keeps_nothing() -> None:
 def outbound(source: Source, env: Env) -> Response:
     return env.register(
         f"<sip:alice@192.0.2.10:5062;transport=tcp>;+sip.instance={INSTANCE};reg-id=1",
-        source, ("Supported: outbound, path",))
+        source,
+        ("Supported: outbound, path",),
+    )
 
 
 def test_an_outbound_register_over_tcp_gets_require_outbound_and_flow_timer() -> None:
@@ -151,5 +168,3 @@ def test_a_plain_register_over_tcp_gets_no_flow_timer() -> None:
     env = Env()
     response = env.register("<sip:alice@192.0.2.10:5062;transport=tcp>", TCP_PHONE)
     assert response.headers.get("Flow-Timer") is None
-
-

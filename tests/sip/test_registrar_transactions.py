@@ -57,16 +57,26 @@ class Setup:
     def __init__(self, throttle: ThrottleSettings | None = None) -> None:
         self.clock = InlineReactor()
         self.clock.advance(1_700_000_000)
-        self.store = MemoryStore(self.clock, realm="example.com",
-                                 hash_pool=InlineThreadPool(),
-                                 hasher=cheap_password_hasher())
+        self.store = MemoryStore(
+            self.clock,
+            realm="example.com",
+            hash_pool=InlineThreadPool(),
+            hasher=cheap_password_hasher(),
+        )
         success_result_of(self.store.start())
         success_result_of(self.store.add_user("j.user", sip_password="pw"))
-        self.registrar = Registrar(self.clock, self.store, self.store, "example.com",
-                                   RegistrarSettings(), AuthThrottle(self.clock, throttle))
+        self.registrar = Registrar(
+            self.clock,
+            self.store,
+            self.store,
+            "example.com",
+            RegistrarSettings(),
+            AuthThrottle(self.clock, throttle),
+        )
         self.transport = RecordingTransport(self.clock)
-        self.layer = TransactionLayer(self.clock, self.transport,
-                                      RegistrarUser(self.registrar), Timers())
+        self.layer = TransactionLayer(
+            self.clock, self.transport, RegistrarUser(self.registrar), Timers()
+        )
 
     def receive(self, datagram: bytes) -> None:
         message = parse_message(datagram)
@@ -77,22 +87,34 @@ class Setup:
         return [sent.status for sent in self.transport.responses()]
 
 
-def answer(datagram: bytes, challenge: Response, password: str = "pw",
-           branch: str = "z9hG4bKsecond") -> bytes:
+def answer(
+    datagram: bytes, challenge: Response, password: str = "pw", branch: str = "z9hG4bKsecond"
+) -> bytes:
     """The same REGISTER with credentials, a new branch and the next CSeq."""
     params = parse_auth_params(
-        challenge.headers.get_fields("WWW-Authenticate")[0][len("Digest "):])
+        challenge.headers.get_fields("WWW-Authenticate")[0][len("Digest ") :]
+    )
     ha1 = compute_ha1("j.user", params["realm"], password, params["algorithm"])
-    digest = compute_response(ha1, params["nonce"], "00000001", "c", "auth", "REGISTER",
-                              "sip:example.com", params["algorithm"])
+    digest = compute_response(
+        ha1,
+        params["nonce"],
+        "00000001",
+        "c",
+        "auth",
+        "REGISTER",
+        "sip:example.com",
+        params["algorithm"],
+    )
     authorization = (
         f'Authorization: Digest username="j.user", realm="{params["realm"]}", '
         f'nonce="{params["nonce"]}", uri="sip:example.com", response="{digest}", '
-        f'algorithm={params["algorithm"]}, cnonce="c", nc=00000001, qop=auth\r\n')
-    return (datagram.replace(b"CSeq: 8 REGISTER", b"CSeq: 9 REGISTER")
-            .replace(b"z9hG4bKkdjuw23492", branch.encode())
-            .replace(b"Content-Length: 0\r\n", authorization.encode() + b"Content-Length: 0\r\n",
-                     1))
+        f'algorithm={params["algorithm"]}, cnonce="c", nc=00000001, qop=auth\r\n'
+    )
+    return (
+        datagram.replace(b"CSeq: 8 REGISTER", b"CSeq: 9 REGISTER")
+        .replace(b"z9hG4bKkdjuw23492", branch.encode())
+        .replace(b"Content-Length: 0\r\n", authorization.encode() + b"Content-Length: 0\r\n", 1)
+    )
 
 
 def test_dblreq_registers_through_the_transaction_layer() -> None:
@@ -105,8 +127,9 @@ def test_dblreq_registers_through_the_transaction_layer() -> None:
     challenge = cast(Response, setup.transport.responses()[0].message)
     setup.receive(answer(datagram, challenge))
     assert setup.statuses() == [401, 200]
-    bindings = success_result_of(setup.store.get_bindings("sip:j.user@example.com",
-                                                          setup.clock.seconds()))
+    bindings = success_result_of(
+        setup.store.get_bindings("sip:j.user@example.com", setup.clock.seconds())
+    )
     assert [b.contact for b in bindings] == ["sip:j.user@host.example.com"]
     assert not setup.transport.requests("INVITE")
 

@@ -245,15 +245,25 @@ def test_stream_one_octet_at_a_time() -> None:
 
 
 CORPUS = sorted(
-    p.read_bytes()
-    for p in (Path(__file__).resolve().parent.parent / "data").glob("rfc*/*")
+    p.read_bytes() for p in (Path(__file__).resolve().parent.parent / "data").glob("rfc*/*")
 )
 
 
 def read_everything(m: Request | Response) -> None:
     """Touch every typed accessor: each may only raise HeaderParseError."""
-    for name in ("vias", "from_", "to", "call_id", "cseq", "contacts", "contact_is_star",
-                 "max_forwards", "expires", "record_routes", "routes"):
+    for name in (
+        "vias",
+        "from_",
+        "to",
+        "call_id",
+        "cseq",
+        "contacts",
+        "contact_is_star",
+        "max_forwards",
+        "expires",
+        "record_routes",
+        "routes",
+    ):
         try:
             getattr(m, name)
         except HeaderParseError:
@@ -275,7 +285,7 @@ def test_damaged_messages_raise_only_parse_errors(message: bytes, data: st.DataO
         op = data.draw(st.sampled_from(["flip", "insert", "delete"]))
         at = data.draw(st.integers(0, max(0, len(damaged) - 1)))
         if op == "flip" and damaged:
-            damaged[at] = data.draw(st.sampled_from(b"\x00\r\n \t:;,<>\"\\%@=?[]/\xff"))
+            damaged[at] = data.draw(st.sampled_from(b'\x00\r\n \t:;,<>"\\%@=?[]/\xff'))
         elif op == "insert":
             damaged[at:at] = data.draw(st.sampled_from([b"\r\n", b" ", b";", b",", b"\r\n "]))
         elif damaged:

@@ -115,17 +115,21 @@ def test_sendonly_answer_when_configured() -> None:
 _ANSWER_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
 
 
-@pytest.mark.parametrize(("media", "usable"), [
-    ("m=audio 4000 RTP/AVP 0\r\n", True),
-    ("m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n", True),
-    ("m=audio 0 RTP/AVP 0\r\n", False),
-    ("m=audio 4000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/8000\r\n", False),
-    ("m=audio 4000 RTP/AVP 13\r\n", False),
-    ("m=audio 4000 RTP/AVP 96 97\r\na=rtpmap:96 CN/8000\r\na=rtpmap:97 red/8000\r\n", False),
-    ("m=audio 0 RTP/AVP 0\r\nm=video 5000 RTP/AVP 31\r\n", True),
-])
-def test_an_answer_without_a_usable_stream_carries_no_conversation(media: str,
-                                                                    usable: bool) -> None:
+@pytest.mark.parametrize(
+    ("media", "usable"),
+    [
+        ("m=audio 4000 RTP/AVP 0\r\n", True),
+        ("m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n", True),
+        ("m=audio 0 RTP/AVP 0\r\n", False),
+        ("m=audio 4000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/8000\r\n", False),
+        ("m=audio 4000 RTP/AVP 13\r\n", False),
+        ("m=audio 4000 RTP/AVP 96 97\r\na=rtpmap:96 CN/8000\r\na=rtpmap:97 red/8000\r\n", False),
+        ("m=audio 0 RTP/AVP 0\r\nm=video 5000 RTP/AVP 31\r\n", True),
+    ],
+)
+def test_an_answer_without_a_usable_stream_carries_no_conversation(
+    media: str, usable: bool
+) -> None:
     assert accepts_media((_ANSWER_HEAD + media).encode()) is usable
 
 
@@ -140,7 +144,9 @@ def test_held_answer_accepts_each_stream_on_hold_with_its_first_format() -> None
     answer = SessionDescription.parse(held_answer(TWO_STREAMS))
     media = [m for m, _ in answer.media]
     assert [(m.media, m.port, m.formats) for m in media] == [
-        ("audio", 9, ("8",)), ("video", 0, ("31",))]
+        ("audio", 9, ("8",)),
+        ("video", 0, ("31",)),
+    ]
     assert answer.connection.address == "0.0.0.0"  # type: ignore[union-attr]
     assert ("a", "inactive") in answer.lines and ("a", "rtpmap:8 PCMA/8000") in answer.lines
     assert ("a", "rtpmap:0 PCMU/8000") not in answer.lines

@@ -76,9 +76,7 @@ def answer_later(
         def answer(tx: ServerTransaction, request: Request) -> None:
             if provisional is not None:
                 tx.respond(make_response(request, provisional, to_tag="bob"))
-            clock.callLater(
-                delay, tx.respond, make_response(request, status, to_tag="bob")
-            )
+            clock.callLater(delay, tx.respond, make_response(request, status, to_tag="bob"))
 
         return answer
 

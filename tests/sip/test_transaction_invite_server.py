@@ -107,7 +107,17 @@ def test_failure_response_is_retransmitted_by_timer_g_until_timer_h() -> None:
     assert tx.state == "completed"
     run_for(h.clock, 40)
     assert h.transport.times(status=486) == [
-        0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5
+        0,
+        0.5,
+        1.5,
+        3.5,
+        7.5,
+        11.5,
+        15.5,
+        19.5,
+        23.5,
+        27.5,
+        31.5,
     ]
     assert tx.state == "terminated"
     assert [(t, reason) for t, reason in h.user.failures] == [(tx, "timer H")]

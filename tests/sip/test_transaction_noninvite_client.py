@@ -40,7 +40,6 @@ class Harness(TransactionHarness):
         return tx
 
 
-
 def test_request_is_retransmitted_doubling_up_to_t2_then_timer_f_reports_408() -> None:
     """Timer E: 0, .5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s (capped at T2); Timer F: 408 at 32 s."""
     h = Harness()
@@ -48,7 +47,17 @@ def test_request_is_retransmitted_doubling_up_to_t2_then_timer_f_reports_408() -
     assert tx.state == "trying"
     run_for(h.clock, 40)
     assert h.transport.times("OPTIONS") == [
-        0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5
+        0,
+        0.5,
+        1.5,
+        3.5,
+        7.5,
+        11.5,
+        15.5,
+        19.5,
+        23.5,
+        27.5,
+        31.5,
     ]
     assert h.responses == [(32.0, 408)]
     assert tx.state == "terminated"
@@ -63,9 +72,7 @@ def test_after_a_provisional_retransmissions_continue_every_t2() -> None:
     h.reply(tx.request, 100)
     assert tx.state == "proceeding"
     run_for(h.clock, 39)
-    assert h.transport.times("MESSAGE") == [
-        0, 0.5, 1.5, 5.5, 9.5, 13.5, 17.5, 21.5, 25.5, 29.5
-    ]
+    assert h.transport.times("MESSAGE") == [0, 0.5, 1.5, 5.5, 9.5, 13.5, 17.5, 21.5, 25.5, 29.5]
     assert h.responses == [(1.0, 100), (32.0, 408)]
     assert_quiescent(h.clock, h.layer)
 

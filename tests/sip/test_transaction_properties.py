@@ -106,7 +106,8 @@ def test_server_machines_survive_any_input_sequence(
     user = RecordingUser()
     layer = TransactionLayer(clock, sent, user)
     request = sip_request(
-        method, "sip:bob@127.0.0.1:5060",
+        method,
+        "sip:bob@127.0.0.1:5060",
         via=f"SIP/2.0/{transport} 127.0.0.1:5080;branch=z9hG4bKprop",
     )
     layer.request_received(request, SOURCE)
@@ -119,10 +120,15 @@ def test_server_machines_survive_any_input_sequence(
         elif kind == "retransmit":
             if user.requests[-1][0].state == "terminated":
                 new_requests += 1  # the transaction is gone: this is a new request
-            layer.request_received(sip_request(
-                method, "sip:bob@127.0.0.1:5060", call_id=request.call_id,
-                via=request.headers.get("Via"),
-            ), SOURCE)
+            layer.request_received(
+                sip_request(
+                    method,
+                    "sip:bob@127.0.0.1:5060",
+                    call_id=request.call_id,
+                    via=request.headers.get("Via"),
+                ),
+                SOURCE,
+            )
         elif kind == "ack":
             layer.request_received(_ack(request), SOURCE)
         elif kind == "cancel":
@@ -147,22 +153,30 @@ def test_server_machines_survive_any_input_sequence(
 
 
 def _ack(invite: Request) -> Request:
-    return Request("ACK", invite.uri, [
-        ("Via", invite.headers.get("Via") or ""),
-        ("From", invite.headers.get("From") or ""),
-        ("To", f"{invite.headers.get('To')};tag=t"),
-        ("Call-ID", invite.call_id),
-        ("CSeq", f"{invite.cseq.seq} ACK"),
-        ("Max-Forwards", "70"),
-    ])
+    return Request(
+        "ACK",
+        invite.uri,
+        [
+            ("Via", invite.headers.get("Via") or ""),
+            ("From", invite.headers.get("From") or ""),
+            ("To", f"{invite.headers.get('To')};tag=t"),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.seq} ACK"),
+            ("Max-Forwards", "70"),
+        ],
+    )
 
 
 def _cancel(invite: Request) -> Request:
-    return Request("CANCEL", invite.uri, [
-        ("Via", invite.headers.get("Via") or ""),
-        ("From", invite.headers.get("From") or ""),
-        ("To", invite.headers.get("To") or ""),
-        ("Call-ID", invite.call_id),
-        ("CSeq", f"{invite.cseq.seq} CANCEL"),
-        ("Max-Forwards", "70"),
-    ])
+    return Request(
+        "CANCEL",
+        invite.uri,
+        [
+            ("Via", invite.headers.get("Via") or ""),
+            ("From", invite.headers.get("From") or ""),
+            ("To", invite.headers.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.seq} CANCEL"),
+            ("Max-Forwards", "70"),
+        ],
+    )

@@ -327,8 +327,9 @@ def test_response_goes_to_the_request_source_whatever_the_via_says() -> None:
     """Given the request's source, a UDP response goes to its host (rport: its port), not to
     a maddr, received or sent-by the sender wrote."""
     source = Source("UDP", "127.0.0.1", 5099, "127.0.0.1", 5060)
-    assert route("SIP/2.0/UDP 127.0.0.9:5070;maddr=127.0.0.9;received=127.0.0.9;rport=9",
-                 source) == Destination("UDP", "127.0.0.1", 5099)
+    assert route(
+        "SIP/2.0/UDP 127.0.0.9:5070;maddr=127.0.0.9;received=127.0.0.9;rport=9", source
+    ) == Destination("UDP", "127.0.0.1", 5099)
     assert route("SIP/2.0/UDP 127.0.0.1:5070;maddr=127.0.0.9", source) == (
         Destination("UDP", "127.0.0.1", 5070)
     )
@@ -343,12 +344,16 @@ def test_a_received_the_sender_wrote_is_replaced_by_the_source() -> None:
     assert stamped(via) == via
 
 
-@pytest.mark.parametrize("via", [
-    "SIP/2.0/UDP 127.0.0.1:5099;maddr=127.0.0.9;branch=z9hG4bK-1",
-    "SIP/2.0/UDP 127.0.0.1:5099;maddr=127.0.0.9;rport;branch=z9hG4bK-1",
-    "SIP/2.0/UDP 127.0.0.1:5099;received=127.0.0.9;branch=z9hG4bK-1",
-    "SIP/2.0/UDP 127.0.0.9:5099;maddr=127.0.0.9;received=127.0.0.9;rport=5099;branch=z9hG4bK-1",
-], ids=["maddr", "maddr-rport", "forged-received", "everything"])
+@pytest.mark.parametrize(
+    "via",
+    [
+        "SIP/2.0/UDP 127.0.0.1:5099;maddr=127.0.0.9;branch=z9hG4bK-1",
+        "SIP/2.0/UDP 127.0.0.1:5099;maddr=127.0.0.9;rport;branch=z9hG4bK-1",
+        "SIP/2.0/UDP 127.0.0.1:5099;received=127.0.0.9;branch=z9hG4bK-1",
+        "SIP/2.0/UDP 127.0.0.9:5099;maddr=127.0.0.9;received=127.0.0.9;rport=5099;branch=z9hG4bK-1",
+    ],
+    ids=["maddr", "maddr-rport", "forged-received", "everything"],
+)
 def test_a_datagram_naming_a_maddr_is_answered_at_its_source_only(net: Layer, via: str) -> None:
     """The reflector: a request whose Via names a victim (maddr, a received of its own) gets
     its response at the packet's source, nothing at the victim (docs/security.md)."""
@@ -744,8 +749,9 @@ def test_connections_beyond_the_per_source_cap_are_closed_unread(log: LogCapture
     """
     reactor = FakeReactor()
     limit = ConnectionLimit(reactor, "sip-tcp", 3, NetworkSet.parse("127.0.0.9"))
-    layer = SIPTransportLayer(reactor, sip_config(), RecordingHandler(),
-                              connection_limits={"TCP": limit})
+    layer = SIPTransportLayer(
+        reactor, sip_config(), RecordingHandler(), connection_limits={"TCP": limit}
+    )
     layer.startService()
     factory = reactor.tcpServers[0][1]
     local = ip_address("TCP", "127.0.0.1", 5060)
@@ -764,8 +770,9 @@ def test_connections_beyond_the_per_source_cap_are_closed_unread(log: LogCapture
     assert limit.open == {"127.0.0.2": 2, "127.0.0.3": 1}
     protocol = factory.buildProtocol(ip_address("TCP", "127.0.0.2", 43000))
     assert protocol is not None
-    protocol.makeConnection(StringTransport(hostAddress=local,
-                                            peerAddress=ip_address("TCP", "127.0.0.2", 43000)))
+    protocol.makeConnection(
+        StringTransport(hostAddress=local, peerAddress=ip_address("TCP", "127.0.0.2", 43000))
+    )
     assert limit.open["127.0.0.2"] == 3
 
 
@@ -967,18 +974,14 @@ def test_a_dead_flow_is_reopened_at_the_contact_port(net: Layer) -> None:
     A flow's connection (from an ephemeral port) is gone: connect to the same host at
     reconnect_port (the Contact's), not the ephemeral port.
     """
-    net.layer.send_request(
-        outgoing(), Destination("TCP", "127.0.0.1", 40001, reconnect_port=5070)
-    )
+    net.layer.send_request(outgoing(), Destination("TCP", "127.0.0.1", 40001, reconnect_port=5070))
     assert [c[:2] for c in net.reactor.tcpClients] == [("127.0.0.1", 5070)]
 
 
 def test_a_live_flow_is_used_despite_a_reconnect_port(net: Layer) -> None:
     """While the phone's connection is open, requests go over it."""
     _, transport = accept_tcp(net.reactor, "127.0.0.1", 40001)
-    net.layer.send_request(
-        outgoing(), Destination("TCP", "127.0.0.1", 40001, reconnect_port=5070)
-    )
+    net.layer.send_request(outgoing(), Destination("TCP", "127.0.0.1", 40001, reconnect_port=5070))
     assert net.reactor.tcpClients == []
     assert transport.value().startswith(b"OPTIONS")
 

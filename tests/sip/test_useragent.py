@@ -116,7 +116,12 @@ class Callee:
     ) -> None:
         self.clock = Clock()
         self.bob = Party.recording(
-            self.clock, "127.0.0.1", 5060, "bob", timers=timers, answer=answer or Answer(),
+            self.clock,
+            "127.0.0.1",
+            5060,
+            "bob",
+            timers=timers,
+            answer=answer or Answer(),
             pin_flows=pin_flows,
         )
         self.contact = contact
@@ -696,20 +701,26 @@ class TestPinnedFlows:
         """A late fork (§13.2.2.4): its ACK and BYE too, whatever its Contact/Record-Route."""
         caller = Caller(offer=sdp("alice"), pin_flows=True)
         caller.respond(200, tag="b1", body=sdp("bob"))
-        caller.respond(200, tag="b2", body=sdp("bob2"), contact=TRAP_CONTACT,
-                       extra=(TRAP_ROUTE,))
+        caller.respond(200, tag="b2", body=sdp("bob2"), contact=TRAP_CONTACT, extra=(TRAP_ROUTE,))
         assert destinations(caller.alice, "ACK") == [self.INVITED, self.INVITED]
         assert destinations(caller.alice, "BYE") == [self.INVITED]
         assert str(sent_requests(caller.alice, "BYE")[0].uri) == (
-            "sip:bob@127.0.0.9:5099;transport=tcp")
+            "sip:bob@127.0.0.9:5099;transport=tcp"
+        )
 
     def test_the_flow_given_to_invite_is_the_next_hop_of_every_request(self) -> None:
         clock = Clock()
         alice = Party.recording(clock, "127.0.0.1", 5060, "alice", pin_flows=True)
         proxy = Destination("UDP", "127.0.0.7", 5070)
         log = EventLog()
-        alice.ua.invite(BOB_URI, from_=NameAddr(alice.uri), to=NameAddr(BOB_URI), handler=log,
-                        body=sdp("alice"), flow=proxy)
+        alice.ua.invite(
+            BOB_URI,
+            from_=NameAddr(alice.uri),
+            to=NameAddr(BOB_URI),
+            handler=log,
+            body=sdp("alice"),
+            flow=proxy,
+        )
         invite = sent_requests(alice, "INVITE")[0]
         response = make_response(invite, 200, to_tag="b1")
         response.headers.add("Contact", TRAP_CONTACT)
@@ -1006,7 +1017,13 @@ def checked_answer(request: Request, header: str, password: str = "secret") -> D
     answer = parse_authorization(value)
     ha1 = compute_ha1(answer.username, answer.realm, password, answer.algorithm)
     expected = compute_response(
-        ha1, answer.nonce, answer.nc, answer.cnonce, answer.qop, request.method, answer.uri,
+        ha1,
+        answer.nonce,
+        answer.nc,
+        answer.cnonce,
+        answer.qop,
+        request.method,
+        answer.uri,
         answer.algorithm,
     )
     assert answer.response == expected
@@ -1040,7 +1057,10 @@ class TestUACDigest:
         answer = checked_answer(retry, "Proxy-Authorization")
         assert (answer.username, answer.realm, answer.nonce) == ("alice-auth", REALM, "n1")
         assert (answer.qop, answer.nc, answer.algorithm, answer.opaque) == (
-            "auth", "00000001", "MD5", "op",
+            "auth",
+            "00000001",
+            "MD5",
+            "op",
         )
         assert len(answer.cnonce) >= 16
         # The 407 was ACKed by its transaction (CSeq 1); the application saw nothing.

@@ -20,10 +20,18 @@ from clicktodial.sip.wirecache import DEFAULT_LIMIT, BoundedCache
 
 # Every memory filled from network input in the wire-format modules.
 WIRE_CACHES = {
-    "sip.header-names", "sip.header-keys", "sip.canonical-header-keys",
-    "sip.well-formed-vias", "sip.well-formed-name-addrs", "sip.well-formed-contacts",
-    "sip.well-formed-request-uris", "sip.header-layouts", "sip.start-lines",
-    "sip.vias-by-shape", "sip.name-addrs-by-shape", "sip.uris",
+    "sip.header-names",
+    "sip.header-keys",
+    "sip.canonical-header-keys",
+    "sip.well-formed-vias",
+    "sip.well-formed-name-addrs",
+    "sip.well-formed-contacts",
+    "sip.well-formed-request-uris",
+    "sip.header-layouts",
+    "sip.start-lines",
+    "sip.vias-by-shape",
+    "sip.name-addrs-by-shape",
+    "sip.uris",
 }
 
 OK_200 = (
@@ -148,8 +156,7 @@ def test_reset_all_empties_every_wire_memory_but_the_usual_header_names() -> Non
     caches = {c.name: c for c in wirecache.registered()}
     assert all(len(caches[name]) for name in WIRE_CACHES)
     wirecache.reset_all()
-    for name in WIRE_CACHES - {"sip.header-names", "sip.header-keys",
-                               "sip.canonical-header-keys"}:
+    for name in WIRE_CACHES - {"sip.header-names", "sip.header-keys", "sip.canonical-header-keys"}:
         assert len(caches[name]) == 0, name
     assert "X-Brought-By-A-Message" not in caches["sip.header-names"].entries
     assert "Call-ID" in caches["sip.header-names"].entries

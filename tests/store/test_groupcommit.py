@@ -43,8 +43,13 @@ class HeldThreadPool(InlineThreadPool):
         self.held = False
         self.waiting: list[Callable[[], None]] = []
 
-    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object] | None,
-                                 func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+    def callInThreadWithCallback(
+        self,
+        onResult: Callable[[bool, Any], object] | None,
+        func: Callable[..., Any],
+        *args: Any,
+        **kw: Any,
+    ) -> None:
         def run() -> None:
             super(HeldThreadPool, self).callInThreadWithCallback(onResult, func, *args, **kw)
 
@@ -69,8 +74,7 @@ def test_operations_submitted_while_a_batch_runs_form_the_next_batch() -> None:
         batches.append(list(batch))
         return [(True, n * 2) for n in batch]
 
-    group: GroupCommit[int] = GroupCommit(InlineReactor(), pool, execute,
-                                          lambda n: succeed(None))
+    group: GroupCommit[int] = GroupCommit(InlineReactor(), pool, execute, lambda n: succeed(None))
     pool.held = True
     first = group.submit(1)
     rest = [group.submit(n) for n in (2, 3, 4)]
@@ -89,8 +93,7 @@ def test_an_operations_own_error_fails_only_that_operation() -> None:
     def execute(batch: Sequence[str]) -> list[Outcome]:
         return [(False, ValueError(arg)) if arg == "bad" else (True, "ok") for arg in batch]
 
-    group: GroupCommit[str] = GroupCommit(InlineReactor(), pool, execute,
-                                          lambda arg: succeed(None))
+    group: GroupCommit[str] = GroupCommit(InlineReactor(), pool, execute, lambda arg: succeed(None))
     pool.held = True
     group.submit("first")
     ds = [group.submit(arg) for arg in ("a", "bad", "b")]
@@ -129,8 +132,9 @@ def test_batches_are_bounded() -> None:
         sizes.append(len(batch))
         return [(True, None)] * len(batch)
 
-    group: GroupCommit[int] = GroupCommit(InlineReactor(), pool, execute,
-                                          lambda n: succeed(None), max_batch=2)
+    group: GroupCommit[int] = GroupCommit(
+        InlineReactor(), pool, execute, lambda n: succeed(None), max_batch=2
+    )
     pool.held = True
     for n in range(5):
         group.submit(n)
@@ -139,6 +143,7 @@ def test_batches_are_bounded() -> None:
 
 
 # -- the SQL store's group commit ----------------------------------------------------------
+
 
 def contact(n: int, expires: int = 3600) -> ContactChange:
     return ContactChange(f"sip:phone{n}@192.0.2.{n}", expires=expires)
@@ -149,8 +154,9 @@ def changes(call_id: str, cseq: int, *contacts: ContactChange) -> BindingChanges
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def held(request: pytest.FixtureRequest,
-         tmp_path: Path) -> Iterator[tuple[SQLStore, HeldThreadPool]]:
+def held(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[SQLStore, HeldThreadPool]]:
     """A started SQL store whose database pool runs jobs only when released; users alice
     and bob (disabled). On SQLite, and on PostgreSQL when the tests have one."""
     with ExitStack() as stack:
@@ -167,8 +173,15 @@ def held(request: pytest.FixtureRequest,
 
 def _held_store(url: str | URL) -> Iterator[tuple[SQLStore, HeldThreadPool]]:
     pool = HeldThreadPool()
-    store = SQLStore(InlineReactor(), url, pool, InlineThreadPool(), realm="example.com",
-                     hasher=cheap_password_hasher(), auto_upgrade=True)
+    store = SQLStore(
+        InlineReactor(),
+        url,
+        pool,
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+        auto_upgrade=True,
+    )
     success_result_of(store.start())
     success_result_of(store.add_user("alice", sip_password="secret"))
     success_result_of(store.add_user("bob", sip_password="secret", display_name="Bob"))
@@ -178,7 +191,8 @@ def _held_store(url: str | URL) -> Iterator[tuple[SQLStore, HeldThreadPool]]:
 
 
 def test_sql_batch_applies_registers_and_reads_credentials_in_one_transaction(
-        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    held: tuple[SQLStore, HeldThreadPool],
+) -> None:
     """Credentials and binding updates of several REGISTERs share one batch; each gets its
     own result, and REGISTERs of one AOR apply in order."""
     store, pool = held
@@ -198,23 +212,28 @@ def test_sql_batch_applies_registers_and_reads_credentials_in_one_transaction(
     assert success_result_of(bob) is None  # disabled
     assert [b.contact for b in success_result_of(first)] == ["sip:phone1@192.0.2.1"]
     assert [b.contact for b in success_result_of(second)] == [
-        "sip:phone1@192.0.2.1", "sip:phone2@192.0.2.2"]
-    assert [(b.contact, b.cseq) for b in success_result_of(carol)] == [
-        ("sip:phone3@192.0.2.3", 7)]
+        "sip:phone1@192.0.2.1",
+        "sip:phone2@192.0.2.2",
+    ]
+    assert [(b.contact, b.cseq) for b in success_result_of(carol)] == [("sip:phone3@192.0.2.3", 7)]
     stored = success_result_of(store.get_bindings("sip:alice@example.com", 100.0))
     assert [(b.contact, b.cseq, b.expires_at) for b in stored] == [
-        ("sip:phone1@192.0.2.1", 1, 3700.0), ("sip:phone2@192.0.2.2", 2, 3700.0)]
+        ("sip:phone1@192.0.2.1", 1, 3700.0),
+        ("sip:phone2@192.0.2.2", 2, 3700.0),
+    ]
 
 
 def test_sql_batch_reads_every_aor_at_once_and_writes_together(
-        held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch) -> None:
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch of REGISTERs of several AORs reads their bindings in one statement and sends
     its writes together: refreshes update the stored rows, new contacts are inserted,
     expiries delete, a second REGISTER of an AOR sees the first; no job falls back."""
     store, pool = held
     for n, user in enumerate(("alice", "carol", "dave"), start=1):
-        success_result_of(store.update_bindings(
-            f"sip:{user}@example.com", changes(f"c{n}", 1, contact(n)), 100.0))
+        success_result_of(
+            store.update_bindings(f"sip:{user}@example.com", changes(f"c{n}", 1, contact(n)), 100.0)
+        )
     monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
     reads: list[str] = []
     real_prefetch = Batch._prefetch
@@ -227,27 +246,37 @@ def test_sql_batch_reads_every_aor_at_once_and_writes_together(
     pool.held = True
     store.get_sip_credentials("alice")
     refresh = store.update_bindings("sip:alice@example.com", changes("c1", 2, contact(1)), 200.0)
-    add = store.update_bindings("sip:carol@example.com", changes("c2", 2, contact(2), contact(4)),
-                                200.0)
+    add = store.update_bindings(
+        "sip:carol@example.com", changes("c2", 2, contact(2), contact(4)), 200.0
+    )
     remove = store.update_bindings("sip:dave@example.com", changes("c3", 2, contact(3, 0)), 200.0)
     again = store.update_bindings("sip:alice@example.com", changes("c1", 3, contact(5)), 200.0)
     new = store.update_bindings("sip:erin@example.com", changes("c5", 1, contact(6)), 200.0)
     pool.release()
     # The first batch is the credentials read alone (the one submitted while idle).
-    assert reads == ["", "sip:alice@example.com,sip:carol@example.com,sip:dave@example.com,"
-                         "sip:erin@example.com"]
+    assert reads == [
+        "",
+        "sip:alice@example.com,sip:carol@example.com,sip:dave@example.com,sip:erin@example.com",
+    ]
     assert [(b.contact, b.cseq, b.expires_at) for b in success_result_of(refresh)] == [
-        ("sip:phone1@192.0.2.1", 2, 3800.0)]
+        ("sip:phone1@192.0.2.1", 2, 3800.0)
+    ]
     assert [b.contact for b in success_result_of(add)] == [
-        "sip:phone2@192.0.2.2", "sip:phone4@192.0.2.4"]
+        "sip:phone2@192.0.2.2",
+        "sip:phone4@192.0.2.4",
+    ]
     assert success_result_of(remove) == []
     assert [b.contact for b in success_result_of(again)] == [
-        "sip:phone1@192.0.2.1", "sip:phone5@192.0.2.5"]
+        "sip:phone1@192.0.2.1",
+        "sip:phone5@192.0.2.5",
+    ]
     assert len(success_result_of(new)) == 1
 
     def stored(user: str) -> list[tuple[str, int]]:
-        return [(b.contact, b.cseq) for b in success_result_of(
-            store.get_bindings(f"sip:{user}@example.com", 200.0))]
+        return [
+            (b.contact, b.cseq)
+            for b in success_result_of(store.get_bindings(f"sip:{user}@example.com", 200.0))
+        ]
 
     assert stored("alice") == [("sip:phone1@192.0.2.1", 2), ("sip:phone5@192.0.2.5", 3)]
     assert stored("carol") == [("sip:phone2@192.0.2.2", 2), ("sip:phone4@192.0.2.4", 2)]
@@ -255,17 +284,18 @@ def test_sql_batch_reads_every_aor_at_once_and_writes_together(
     assert stored("erin") == [("sip:phone6@192.0.2.6", 1)]
 
 
-def test_sql_batch_out_of_order_register_fails_alone(
-        held: tuple[SQLStore, HeldThreadPool]) -> None:
+def test_sql_batch_out_of_order_register_fails_alone(held: tuple[SQLStore, HeldThreadPool]) -> None:
     """An out-of-order REGISTER in a batch fails with OutOfOrderRegistration and changes
     nothing; the batch's other REGISTERs are applied."""
     store, pool = held
-    success_result_of(store.update_bindings(
-        "sip:alice@example.com", changes("c1", 5, contact(1)), 100.0))
+    success_result_of(
+        store.update_bindings("sip:alice@example.com", changes("c1", 5, contact(1)), 100.0)
+    )
     pool.held = True
     store.get_sip_credentials("alice")
     stale = store.update_bindings(
-        "sip:alice@example.com", changes("c1", 5, contact(1, 0), contact(2)), 101.0)
+        "sip:alice@example.com", changes("c1", 5, contact(1, 0), contact(2)), 101.0
+    )
     other = store.update_bindings("sip:carol@example.com", changes("c9", 1, contact(3)), 101.0)
     pool.release()
     failure_result_of(stale, OutOfOrderRegistration)
@@ -275,7 +305,8 @@ def test_sql_batch_out_of_order_register_fails_alone(
 
 
 def test_sql_batch_failing_in_the_database_is_retried_one_by_one(
-        held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch) -> None:
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A database error in one REGISTER of a batch rolls the batch back; then each REGISTER
     runs alone, so the others are applied once and the failing one alone reports."""
     store, pool = held
@@ -297,12 +328,15 @@ def test_sql_batch_failing_in_the_database_is_retried_one_by_one(
     assert [b.cseq for b in success_result_of(good)] == [1]
     failure_result_of(bad, RuntimeError)
     assert [b.contact for b in success_result_of(also)] == [
-        "sip:phone1@192.0.2.1", "sip:phone3@192.0.2.3"]
+        "sip:phone1@192.0.2.1",
+        "sip:phone3@192.0.2.3",
+    ]
     assert success_result_of(store.get_bindings("sip:bad@example.com", 100.0)) == []
 
 
 def test_sql_batch_writes_call_records_in_order_with_registers(
-        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    held: tuple[SQLStore, HeldThreadPool],
+) -> None:
     """Call record creations and updates share a batch with REGISTERs; a record is created
     before its updates apply, and an update of an unknown call fails alone (NoSuchCall)."""
     store, pool = held
@@ -317,22 +351,30 @@ def test_sql_batch_writes_call_records_in_order_with_registers(
     assert len(success_result_of(register)) == 1
     failure_result_of(unknown, NoSuchCall)
     pool.held = True
-    connected = store.update_call(call_id, CallUpdate(state="connected", caller_answered_at=101.0,
-                                                      callee_answered_at=102.5))
-    ended = store.update_call(call_id, CallUpdate(state="ended", ended_at=110.0,
-                                                  end_reason="caller-hangup",
-                                                  who_hung_up="caller"))
+    connected = store.update_call(
+        call_id, CallUpdate(state="connected", caller_answered_at=101.0, callee_answered_at=102.5)
+    )
+    ended = store.update_call(
+        call_id,
+        CallUpdate(state="ended", ended_at=110.0, end_reason="caller-hangup", who_hung_up="caller"),
+    )
     pool.release()
     assert success_result_of(connected).callee_answered_at == 102.5
     record = success_result_of(ended)
-    assert (record.state, record.caller_answered_at, record.ended_at, record.end_reason,
-            record.who_hung_up, record.node) == (
-        "ended", 101.0, 110.0, "caller-hangup", "caller", "n1")
+    assert (
+        record.state,
+        record.caller_answered_at,
+        record.ended_at,
+        record.end_reason,
+        record.who_hung_up,
+        record.node,
+    ) == ("ended", 101.0, 110.0, "caller-hangup", "caller", "n1")
     assert success_result_of(store.get_call(call_id)) == record
 
 
 def test_sql_batch_writes_call_traces_with_the_call_path(
-        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    held: tuple[SQLStore, HeldThreadPool],
+) -> None:
     """Call traces share the call path's batch (one transaction: no write transaction of
     their own for the REGISTERs and call records to wait for)."""
     from clicktodial.store.traces import TraceAppend, TraceLimits
@@ -344,7 +386,8 @@ def test_sql_batch_writes_call_traces_with_the_call_path(
     register = store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
     appended = store.append_traces(
         [TraceAppend("a" * 32, (traced(0), traced(1))), TraceAppend("b" * 32, (traced(2),))],
-        TraceLimits(max_messages=1))
+        TraceLimits(max_messages=1),
+    )
     batches = store.group_commit.batches
     pool.release()
     assert store.group_commit.batches == batches + 1
@@ -357,7 +400,8 @@ def test_sql_batch_writes_call_traces_with_the_call_path(
 
 
 def test_sql_call_traces_run_alone_after_an_aborted_batch(
-        held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch) -> None:
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """When the batch fails in the database, the traces are written in a transaction of
     their own, with the same bounds."""
     from clicktodial.store.traces import TraceAppend, TraceLimits
@@ -377,7 +421,8 @@ def test_sql_call_traces_run_alone_after_an_aborted_batch(
     pool.held = True
     store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
     appended = store.append_traces(
-        [TraceAppend("a" * 32, (traced(0), traced(1), traced(2)))], TraceLimits(max_messages=2))
+        [TraceAppend("a" * 32, (traced(0), traced(1), traced(2)))], TraceLimits(max_messages=2)
+    )
     batches = store.group_commit.batches
     pool.release()
     assert failures and store.group_commit.batches == batches + 1
@@ -395,18 +440,29 @@ class _BrokenJob(SQLJob):
 
 
 def test_sql_database_errors_of_a_job_are_sqlalchemy_errors_and_roll_back(
-        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    held: tuple[SQLStore, HeldThreadPool],
+) -> None:
     """A job's DBAPI error leaves the executor as SQLAlchemy's DBAPIError (so the store's
     transient-error rules apply to it) after rolling back what the transaction wrote; the
     store works on afterwards."""
     store, _ = held
     executor = BatchExecutor(store._engine)
     with pytest.raises(DBAPIError) as raised:
-        executor.execute([UpdateBindings("sip:alice@example.com",
-                                         changes("c1", 1, contact(1)), 100.0), _BrokenJob()])
+        executor.execute(
+            [
+                UpdateBindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0),
+                _BrokenJob(),
+            ]
+        )
     assert "no_such_table" in str(raised.value.orig)
     with pytest.raises(DBAPIError):
         executor.run_alone(_BrokenJob())
     assert success_result_of(store.get_bindings("sip:alice@example.com", 100.0)) == []
-    assert len(success_result_of(store.update_bindings(
-        "sip:alice@example.com", changes("c1", 1, contact(1)), 100.0))) == 1
+    assert (
+        len(
+            success_result_of(
+                store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
+            )
+        )
+        == 1
+    )

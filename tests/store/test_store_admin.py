@@ -25,8 +25,12 @@ from clicktodial.testing.fakes import (
 
 @pytest.fixture
 def store() -> MemoryStore:
-    store = MemoryStore(InlineReactor(), realm="example.com", hash_pool=InlineThreadPool(),
-                        hasher=cheap_password_hasher())
+    store = MemoryStore(
+        InlineReactor(),
+        realm="example.com",
+        hash_pool=InlineThreadPool(),
+        hasher=cheap_password_hasher(),
+    )
     success_result_of(store.start())
     return store
 
@@ -43,23 +47,39 @@ def test_add_user_generates_sip_password(store: MemoryStore) -> None:
 
 def test_add_user_with_sip_password_generates_nothing(store: MemoryStore) -> None:
     """A given SIP password is used and nothing is generated."""
-    added = success_result_of(admin.add_user(store, "bob", sip_password="s", is_admin=True,
-                                             display_name="Bob"))
+    added = success_result_of(
+        admin.add_user(store, "bob", sip_password="s", is_admin=True, display_name="Bob")
+    )
     assert added.generated_sip_password is None
     assert (added.user.is_admin, added.user.display_name, added.user.has_password) == (
-        True, "Bob", False)
+        True,
+        "Bob",
+        False,
+    )
 
 
 def test_list_users_with_bindings(store: MemoryStore) -> None:
     """The user list shows each user with the live bindings of their AOR."""
     success_result_of(store.add_users([NewUser("alice"), NewUser("bob")]))
-    success_result_of(store.update_bindings("sip:alice@example.com", BindingChanges(
-        "c", 1, [ContactChange("sip:alice@192.0.2.1", 60)]), 100.0))
-    success_result_of(store.update_bindings("sip:bob@example.com", BindingChanges(
-        "c", 1, [ContactChange("sip:bob@192.0.2.2", 10)]), 100.0))
+    success_result_of(
+        store.update_bindings(
+            "sip:alice@example.com",
+            BindingChanges("c", 1, [ContactChange("sip:alice@192.0.2.1", 60)]),
+            100.0,
+        )
+    )
+    success_result_of(
+        store.update_bindings(
+            "sip:bob@example.com",
+            BindingChanges("c", 1, [ContactChange("sip:bob@192.0.2.2", 10)]),
+            100.0,
+        )
+    )
     listing = success_result_of(admin.list_users(store, 120.0))
-    assert [(entry.user.username, [b.contact for b in entry.bindings])
-            for entry in listing] == [("alice", ["sip:alice@192.0.2.1"]), ("bob", [])]
+    assert [(entry.user.username, [b.contact for b in entry.bindings]) for entry in listing] == [
+        ("alice", ["sip:alice@192.0.2.1"]),
+        ("bob", []),
+    ]
 
 
 def test_change_passwords(store: MemoryStore) -> None:
@@ -89,9 +109,20 @@ def test_remove_user_unregisters_phones(store: MemoryStore) -> None:
     """Removing a user also removes the bindings of their AOR, and no one else's."""
     success_result_of(store.add_users([NewUser("alice"), NewUser("bob")]))
     for user in ("alice", "bob"):
-        success_result_of(store.update_bindings(f"sip:{user}@example.com", BindingChanges(
-            "c", 1, [ContactChange(f"sip:{user}@192.0.2.1", 60),
-                     ContactChange(f"sip:{user}@192.0.2.2", 60)]), 100.0))
+        success_result_of(
+            store.update_bindings(
+                f"sip:{user}@example.com",
+                BindingChanges(
+                    "c",
+                    1,
+                    [
+                        ContactChange(f"sip:{user}@192.0.2.1", 60),
+                        ContactChange(f"sip:{user}@192.0.2.2", 60),
+                    ],
+                ),
+                100.0,
+            )
+        )
     assert success_result_of(admin.remove_user(store, "alice", 110.0)) == 2
     assert success_result_of(store.get_user("alice")) is None
     assert success_result_of(store.registered_aors(110.0)) == ["sip:bob@example.com"]
@@ -108,26 +139,23 @@ def test_csv_with_and_without_header() -> None:
     for text in (rows, "username,sip_password,password,display_name\n" + rows):
         users = parse(text)
         assert [(u.username, u.sip_password, u.password, u.display_name) for u in users] == [
-            ("alice", "s1", "p1", "Alice Liddell"), ("bob", "s2", None, ""),
-            ("carol", "s3", None, "Carol")]
+            ("alice", "s1", "p1", "Alice Liddell"),
+            ("bob", "s2", None, ""),
+            ("carol", "s3", None, "Carol"),
+        ]
 
 
 def test_csv_quoting_and_blank_lines() -> None:
     """Quoted fields may hold commas; blank lines are skipped."""
     users = parse('\n"dave","se,cret","","Dave, Jr."\n\n')
     assert [(u.username, u.sip_password, u.display_name) for u in users] == [
-        ("dave", "se,cret", "Dave, Jr.")]
+        ("dave", "se,cret", "Dave, Jr.")
+    ]
 
 
 def test_csv_bad_rows_reported_by_line() -> None:
     """Every bad row is reported with its line number, and nothing is returned."""
-    text = ("username,sip_password\n"
-            "alice,s1\n"
-            "Bob,s2\n"
-            "carol\n"
-            "dave,\n"
-            "alice,s5\n"
-            "e,s,p,d,extra\n")
+    text = "username,sip_password\nalice,s1\nBob,s2\ncarol\ndave,\nalice,s5\ne,s,p,d,extra\n"
     with pytest.raises(CsvImportError) as error:
         parse(text)
     assert [line for line, _ in error.value.problems] == [3, 4, 5, 6, 7]
@@ -155,16 +183,17 @@ def test_import_csv_file(store: MemoryStore, tmp_path: Path) -> None:
     assert success_result_of(store.get_sip_credentials("bob")) is not None
 
 
-def test_import_csv_existing_users_reported_by_line(store: MemoryStore,
-                                                    tmp_path: Path) -> None:
+def test_import_csv_existing_users_reported_by_line(store: MemoryStore, tmp_path: Path) -> None:
     """Importing users that exist fails naming their lines, and imports nobody."""
     success_result_of(store.add_users([NewUser("bob"), NewUser("dave")]))
     path = tmp_path / "users.csv"
     path.write_text("alice,s\nbob,s\ncarol,s\ndave,s\n")
     failure = failure_result_of(admin.import_users_csv(store, path), CsvImportError)
     assert isinstance(failure.value, CsvImportError)
-    assert failure.value.problems == ((2, "user 'bob' already exists"),
-                                      (4, "user 'dave' already exists"))
+    assert failure.value.problems == (
+        (2, "user 'bob' already exists"),
+        (4, "user 'dave' already exists"),
+    )
     assert success_result_of(store.get_user("alice")) is None
 
 
@@ -188,19 +217,26 @@ class TestCommands:
     @pytest.fixture
     def config(self, tmp_path: Path) -> str:
         path = tmp_path / "c.ini"
-        path.write_text(f"[sip]\ndomain = example.com\n[store]\nbackend = sql\n"
-                        f"url = sqlite:///{tmp_path / 'c.sqlite'}\n")
+        path.write_text(
+            f"[sip]\ndomain = example.com\n[store]\nbackend = sql\n"
+            f"url = sqlite:///{tmp_path / 'c.sqlite'}\n"
+        )
         return str(path)
 
     def run(self, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-        done = subprocess.run([sys.executable, "-m", "clicktodial.cli", *argv],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "clicktodial.cli", *argv],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
         assert "Traceback" not in done.stderr
         return done.returncode, done.stdout, done.stderr
 
-    def test_commands_need_an_upgraded_database(self, config: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+    def test_commands_need_an_upgraded_database(
+        self, config: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Before `db upgrade`, store commands fail saying to run it; afterwards they work."""
         status, _, err = self.run(capsys, "--config", config, "user", "list")
         assert status == 1 and "db upgrade" in err
@@ -209,12 +245,14 @@ class TestCommands:
         assert self.run(capsys, "--config", config, "db", "upgrade")[0] == 0
         assert self.run(capsys, "--config", config, "db", "check")[0] == 0
 
-    def test_user_and_token_commands(self, config: str, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+    def test_user_and_token_commands(
+        self, config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """add, list, passwd, import, token create/list/revoke and remove work end to end."""
         assert self.run(capsys, "--config", config, "db", "upgrade")[0] == 0
-        status, out, _ = self.run(capsys, "--config", config, "user", "add", "alice",
-                                  "--display-name", "Alice", "--admin")
+        status, out, _ = self.run(
+            capsys, "--config", config, "user", "add", "alice", "--display-name", "Alice", "--admin"
+        )
         assert status == 0 and "SIP password (shown once): " in out
         assert "no web password" in out
         status, _, err = self.run(capsys, "--config", config, "user", "add", "alice")
@@ -222,8 +260,10 @@ class TestCommands:
         # No terminal to prompt on: a usage error raised while the reactor runs the command.
         status, _, err = self.run(capsys, "--config", config, "user", "passwd", "alice")
         assert status == 2 and err.startswith("clicktodial: error: give --password")
-        assert self.run(capsys, "--config", config, "user", "passwd", "alice",
-                        "--password", "pw")[0] == 0
+        assert (
+            self.run(capsys, "--config", config, "user", "passwd", "alice", "--password", "pw")[0]
+            == 0
+        )
         csv_file = tmp_path / "u.csv"
         csv_file.write_text("bob,s,p\ncarol,s\n")
         status, out, _ = self.run(capsys, "--config", config, "user", "import", str(csv_file))

@@ -39,6 +39,7 @@ def test_returns_what_the_command_returned() -> None:
 def test_raises_what_the_command_raised() -> None:
     """The command's exception is raised to the caller (react would log it and exit 1),
     so the CLI maps it to its exit status as for any command."""
+
     async def command(reactor: Any) -> int:
         raise KeyError("x")
 

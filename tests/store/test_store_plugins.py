@@ -27,8 +27,9 @@ from clicktodial.testing.fakes import InlineReactor, cheap_password_hasher, inli
 
 @pytest.fixture
 def environment() -> StoreEnvironment:
-    return StoreEnvironment(InlineReactor(), "example.com", inline_thread_pool,
-                            cheap_password_hasher())
+    return StoreEnvironment(
+        InlineReactor(), "example.com", inline_thread_pool, cheap_password_hasher()
+    )
 
 
 class WrappedMemoryFactory:
@@ -41,8 +42,9 @@ class WrappedMemoryFactory:
 def with_plugins(monkeypatch: pytest.MonkeyPatch, **targets: str) -> None:
     """Pretend installed packages declare these entry points."""
     points = [EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in targets.items()]
-    monkeypatch.setattr(plugin_loader, "entry_points", lambda group: [
-        p for p in points if p.group == group])
+    monkeypatch.setattr(
+        plugin_loader, "entry_points", lambda group: [p for p in points if p.group == group]
+    )
 
 
 good_factory = MemoryBackendFactory()
@@ -65,8 +67,9 @@ def test_unknown_backend_lists_the_choices(monkeypatch: pytest.MonkeyPatch) -> N
     assert error.value.key == "backend"
 
 
-def test_plugin_loaded_by_name(monkeypatch: pytest.MonkeyPatch,
-                               environment: StoreEnvironment) -> None:
+def test_plugin_loaded_by_name(
+    monkeypatch: pytest.MonkeyPatch, environment: StoreEnvironment
+) -> None:
     """A backend registered as an entry point is found by its name and verified."""
     with_plugins(monkeypatch, example=f"{__name__}:good_factory")
     assert "example" in available_backends()
@@ -94,9 +97,11 @@ def test_plugin_cannot_replace_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_backend("sql") is plugins.BUILTIN_BACKENDS["sql"]
 
 
-def test_store_must_provide_backend_interface(monkeypatch: pytest.MonkeyPatch,
-                                              environment: StoreEnvironment) -> None:
+def test_store_must_provide_backend_interface(
+    monkeypatch: pytest.MonkeyPatch, environment: StoreEnvironment
+) -> None:
     """A factory whose store lacks part of IStoreBackend is refused at creation."""
+
     class Incomplete:
         def create(self, options: Any, environment: StoreEnvironment) -> Any:
             return object()
@@ -123,12 +128,17 @@ def test_memory_backend_options(environment: StoreEnvironment) -> None:
 def test_sql_backend_options(environment: StoreEnvironment, tmp_path: Any) -> None:
     """The sql backend needs a url and checks threads and auto_upgrade."""
     url = f"sqlite:///{tmp_path / 'x.sqlite'}"
-    assert isinstance(create_store("sql", {"url": url, "threads": "2",
-                                           "auto_upgrade": "yes"}, environment), SQLStore)
-    for options, key in [({}, "url"), ({"url": url, "threads": "0"}, "threads"),
-                         ({"url": url, "threads": "many"}, "threads"),
-                         ({"url": url, "auto_upgrade": "perhaps"}, "auto_upgrade"),
-                         ({"url": url, "pool": "1"}, "pool")]:
+    assert isinstance(
+        create_store("sql", {"url": url, "threads": "2", "auto_upgrade": "yes"}, environment),
+        SQLStore,
+    )
+    for options, key in [
+        ({}, "url"),
+        ({"url": url, "threads": "0"}, "threads"),
+        ({"url": url, "threads": "many"}, "threads"),
+        ({"url": url, "auto_upgrade": "perhaps"}, "auto_upgrade"),
+        ({"url": url, "pool": "1"}, "pool"),
+    ]:
         with pytest.raises(StoreConfigError) as error:
             create_store("sql", options, environment)
         assert error.value.key == key
@@ -140,8 +150,9 @@ def test_store_from_config(tmp_path: Any) -> None:
 
     config = parse_config(
         "[sip]\ndomain = Example.org\n[store]\nbackend = sql\n"
-        f"url = sqlite:///{tmp_path / 'c.sqlite'}\n", "test.ini")
-    store = store_from_config(config, InlineReactor(), inline_thread_pool,
-                              cheap_password_hasher())
+        f"url = sqlite:///{tmp_path / 'c.sqlite'}\n",
+        "test.ini",
+    )
+    store = store_from_config(config, InlineReactor(), inline_thread_pool, cheap_password_hasher())
     assert isinstance(store, SQLStore)
     assert store.realm == config.sip.domain

@@ -38,19 +38,23 @@ PG_URL = test_database_url()
 AOR = "sip:alice@example.com"
 CONTACT = "sip:alice@127.0.0.1:5062"
 needs_postgresql = pytest.mark.skipif(
-    PG_URL is None, reason="CLICKTODIAL_TEST_PG_URL is set to the empty string")
+    PG_URL is None, reason="CLICKTODIAL_TEST_PG_URL is set to the empty string"
+)
 
 
-def lock_waiters(observer: Engine, thread: threading.Thread, attempts: int,
-                 table: str | None = None) -> int:
+def lock_waiters(
+    observer: Engine, thread: threading.Thread, attempts: int, table: str | None = None
+) -> int:
     """
     Wait (bounded: ``attempts`` × 0.05 s) until ``thread`` is blocked on a row lock of this
     database (in a query naming ``table``, if given), or has ended; return how many
     sessions wait for a lock. The observer is outside any transaction: pg_stat_activity is
     a per-transaction snapshot.
     """
-    query = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-             " AND datname = current_database()")
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()"
+    )
     if table is not None:
         query += f" AND query LIKE '%{table}%'"
     waiting = 0
@@ -67,15 +71,17 @@ def lock_waiters(observer: Engine, thread: threading.Thread, attempts: int,
 class TestPostgreSQLStore(StoreContract, CallTraceStoreContract, OutboundQuotaContract):
     """The SQL store on PostgreSQL keeps the contract (and keeps call traces)."""
 
-    def make_store(self, environment: StoreEnvironment,
-                   request: pytest.FixtureRequest) -> IStoreBackend:
+    def make_store(
+        self, environment: StoreEnvironment, request: pytest.FixtureRequest
+    ) -> IStoreBackend:
         assert PG_URL is not None
         schema = scratch_schema(PG_URL)
         url = schema.__enter__()
         request.addfinalizer(lambda: schema.__exit__(None, None, None))
         upgrade_schema(url)
         return SQLBackendFactory().create(
-            {"url": url.render_as_string(hide_password=False)}, environment)
+            {"url": url.render_as_string(hide_password=False)}, environment
+        )
 
 
 @pytest.fixture
@@ -92,8 +98,9 @@ def test_migrations_match_schema_module(pg_url: URL) -> None:
     """On PostgreSQL too, autogenerate finds no difference between migrations and schema.py."""
     engine = create_engine(pg_url)
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={
-            "compare_type": True, "compare_server_default": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
         assert compare_metadata(context, metadata) == []
         check_schema_connection(connection)
     engine.dispose()
@@ -108,20 +115,32 @@ def test_register_waits_for_another_node(pg_url: URL, binding_existed: bool) -> 
     other node rewrote an existing binding (our read waits on its row lock) or inserted a new
     one (our insert waits on the primary key, fails, and our REGISTER starts over).
     """
-    store = SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
-                     realm="example.com", hasher=cheap_password_hasher())
+    store = SQLStore(
+        InlineReactor(),
+        pg_url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+    )
     success_result_of(store.start())
     if binding_existed:
-        success_result_of(store.update_bindings(
-            AOR, BindingChanges("call-1", 5, [ContactChange(CONTACT, 60)]), 100.0))
+        success_result_of(
+            store.update_bindings(
+                AOR, BindingChanges("call-1", 5, [ContactChange(CONTACT, 60)]), 100.0
+            )
+        )
     other_node = create_engine(pg_url)
     observer = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     outcome: list[object] = []
 
     def register() -> None:
         try:
-            outcome.append(store._op_update_bindings(
-                AOR, BindingChanges("call-1", 10, [ContactChange(CONTACT, 60)]), 100.0))
+            outcome.append(
+                store._op_update_bindings(
+                    AOR, BindingChanges("call-1", 10, [ContactChange(CONTACT, 60)]), 100.0
+                )
+            )
         except Exception as e:
             outcome.append(e)
 
@@ -130,9 +149,17 @@ def test_register_waits_for_another_node(pg_url: URL, binding_existed: bool) -> 
         if binding_existed:
             connection.execute(bindings.update().where(bindings.c.aor == AOR).values(cseq=10))
         else:
-            connection.execute(bindings.insert().values(
-                aor=AOR, binding_key="uri:" + CONTACT, contact=CONTACT, expires_at=160.0,
-                call_id="call-1", cseq=10, path="[]"))
+            connection.execute(
+                bindings.insert().values(
+                    aor=AOR,
+                    binding_key="uri:" + CONTACT,
+                    contact=CONTACT,
+                    expires_at=160.0,
+                    call_id="call-1",
+                    cseq=10,
+                    path="[]",
+                )
+            )
         thread = threading.Thread(target=register)
         thread.start()
         # Wait (bounded) until our REGISTER is blocked by the other node's transaction.
@@ -151,15 +178,24 @@ def test_register_waits_for_another_node(pg_url: URL, binding_existed: bool) -> 
 
 def test_two_nodes_share_one_database(pg_url: URL) -> None:
     """Users and bindings written through one node are seen by another."""
-    node1, node2 = (SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
-                             realm="example.com", hasher=cheap_password_hasher())
-                    for _ in range(2))
+    node1, node2 = (
+        SQLStore(
+            InlineReactor(),
+            pg_url,
+            InlineThreadPool(),
+            InlineThreadPool(),
+            realm="example.com",
+            hasher=cheap_password_hasher(),
+        )
+        for _ in range(2)
+    )
     for node in (node1, node2):
         success_result_of(node.start())
     success_result_of(node1.add_user("alice", password="pw", sip_password="s"))
     assert success_result_of(node2.check_password("alice", "pw")) is not None
-    success_result_of(node2.update_bindings(
-        AOR, BindingChanges("c", 1, [ContactChange(CONTACT, 60)]), 100.0))
+    success_result_of(
+        node2.update_bindings(AOR, BindingChanges("c", 1, [ContactChange(CONTACT, 60)]), 100.0)
+    )
     assert [b.contact for b in success_result_of(node1.get_bindings(AOR, 100.0))] == [CONTACT]
     for node in (node1, node2):
         success_result_of(node.stop())
@@ -167,7 +203,8 @@ def test_two_nodes_share_one_database(pg_url: URL) -> None:
 
 @pytest.mark.parametrize("node_b_runs", ["alone", "in a batch"])
 def test_two_nodes_registering_at_once_never_exceed_max_bindings(
-        pg_url: URL, monkeypatch: pytest.MonkeyPatch, node_b_runs: str) -> None:
+    pg_url: URL, monkeypatch: pytest.MonkeyPatch, node_b_runs: str
+) -> None:
     """
     [registrar] max_contacts holds across nodes: node A adds 2 bindings to an AOR that has
     none and is held inside its transaction; node B, from another Call-ID, adds a third
@@ -175,9 +212,17 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
     lock: the AOR's lock does it), then sees A's bindings and is refused; the AOR ends with
     A's 2 bindings. Node B runs its REGISTER alone or as the group commit's batch.
     """
-    node_a, node_b = (SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
-                               realm="example.com", hasher=cheap_password_hasher())
-                      for _ in range(2))
+    node_a, node_b = (
+        SQLStore(
+            InlineReactor(),
+            pg_url,
+            InlineThreadPool(),
+            InlineThreadPool(),
+            realm="example.com",
+            hasher=cheap_password_hasher(),
+        )
+        for _ in range(2)
+    )
     for node in (node_a, node_b):
         success_result_of(node.start())
     planning, release = threading.Event(), threading.Event()
@@ -193,19 +238,28 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
     outcomes: dict[str, object] = {}
 
     def register_a() -> None:
-        outcomes["a"] = node_a._op_update_bindings(AOR, BindingChanges(
-            "phone-a", 1, [ContactChange(CONTACT, 60), ContactChange(CONTACT + ";x=1", 60)],
-            max_bindings=2), 100.0)
+        outcomes["a"] = node_a._op_update_bindings(
+            AOR,
+            BindingChanges(
+                "phone-a",
+                1,
+                [ContactChange(CONTACT, 60), ContactChange(CONTACT + ";x=1", 60)],
+                max_bindings=2,
+            ),
+            100.0,
+        )
 
     def register_b() -> None:
-        changes = BindingChanges("phone-b", 1, [ContactChange("sip:b@127.0.0.1:5070", 60)],
-                                 max_bindings=2)
+        changes = BindingChanges(
+            "phone-b", 1, [ContactChange("sip:b@127.0.0.1:5070", 60)], max_bindings=2
+        )
         try:
             if node_b_runs == "alone":
                 outcomes["b"] = node_b._op_update_bindings(AOR, changes, 100.0)
             else:
                 [(_, outcomes["b"])] = node_b._batches.execute(
-                    [UpdateBindings(AOR, changes, 100.0)])
+                    [UpdateBindings(AOR, changes, 100.0)]
+                )
         except Exception as e:
             outcomes["b"] = e
 
@@ -223,7 +277,9 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
     assert isinstance(outcomes["b"], TooManyBindings), outcomes
     assert waiting == 1
     assert [b.call_id for b in success_result_of(node_a.get_bindings(AOR, 100.0))] == [
-        "phone-a", "phone-a"]
+        "phone-a",
+        "phone-a",
+    ]
     observer.dispose()
     for node in (node_a, node_b):
         success_result_of(node.stop())
@@ -236,11 +292,18 @@ def test_two_nodes_claiming_lost_calls_at_once_claim_each_call_once(pg_url: URL)
     finds those calls ended and claims none of them (so each call's media relay session is
     deleted by one node), but does claim the call A's claim did not lock.
     """
-    store = SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
-                     realm="example.com", hasher=cheap_password_hasher())
+    store = SQLStore(
+        InlineReactor(),
+        pg_url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+    )
     success_result_of(store.start())
-    lost = {success_result_of(store.create_call("alice", "bob", 1.0, node="dead"))
-            for _ in range(3)}
+    lost = {
+        success_result_of(store.create_call("alice", "bob", 1.0, node="dead")) for _ in range(3)
+    }
     node_a = create_engine(pg_url)
     observer = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     outcome: list[object] = []
@@ -253,10 +316,15 @@ def test_two_nodes_claiming_lost_calls_at_once_claim_each_call_once(pg_url: URL)
 
     with node_a.connect() as connection:
         transaction = connection.begin()
-        claimed_a = {row[0] for row in connection.execute(
-            update(calls).where(calls.c.ended_at.is_(None), calls.c.node == "dead")
-            .values(ended_at=50.0, end_reason="lost", who_hung_up="system")
-            .returning(calls.c.call_id))}
+        claimed_a = {
+            row[0]
+            for row in connection.execute(
+                update(calls)
+                .where(calls.c.ended_at.is_(None), calls.c.node == "dead")
+                .values(ended_at=50.0, end_reason="lost", who_hung_up="system")
+                .returning(calls.c.call_id)
+            )
+        }
         # Created after A's claim locked its rows: only B can claim it.
         late = success_result_of(store.create_call("alice", "bob", 2.0, node="dead"))
         thread = threading.Thread(target=claim_b)
@@ -276,14 +344,21 @@ def test_two_nodes_claiming_lost_calls_at_once_claim_each_call_once(pg_url: URL)
 
 @pytest.mark.parametrize("a_commits", [True, False])
 def test_two_nodes_counting_outbound_calls_at_once_never_pass_the_daily_limit(
-        pg_url: URL, a_commits: bool) -> None:
+    pg_url: URL, a_commits: bool
+) -> None:
     """
     IOutboundQuota across nodes: node A counts alice's last allowed call of the day and is
     held inside its transaction; node B's count waits on A's row lock, then is refused if A
     committed (the limit is reached) or counted if A rolled back.
     """
-    store = SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
-                     realm="example.com", hasher=cheap_password_hasher())
+    store = SQLStore(
+        InlineReactor(),
+        pg_url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+    )
     success_result_of(store.start())
     assert success_result_of(store.count_outbound_call("alice", "2026-12-06", 2))
     node_a = create_engine(pg_url)
@@ -292,16 +367,18 @@ def test_two_nodes_counting_outbound_calls_at_once_never_pass_the_daily_limit(
 
     def count_b() -> None:
         try:
-            outcome.append(success_result_of(
-                store.count_outbound_call("alice", "2026-12-06", 2)))
+            outcome.append(success_result_of(store.count_outbound_call("alice", "2026-12-06", 2)))
         except Exception as e:
             outcome.append(e)
 
     with node_a.connect() as connection:
         transaction = connection.begin()
-        connection.execute(text(
-            "UPDATE outbound_counts SET count = count + 1"
-            " WHERE username = 'alice' AND day = '2026-12-06'"))
+        connection.execute(
+            text(
+                "UPDATE outbound_counts SET count = count + 1"
+                " WHERE username = 'alice' AND day = '2026-12-06'"
+            )
+        )
         thread = threading.Thread(target=count_b)
         thread.start()
         waiting = lock_waiters(observer, thread, 200, "outbound_counts")
@@ -321,8 +398,17 @@ def test_two_nodes_counting_outbound_calls_at_once_never_pass_the_daily_limit(
 
 def test_many_clicks_at_once_count_exactly_the_daily_limit(pg_url: URL) -> None:
     """Eight stores (as eight daemons) counting 40 calls against a limit of 10: 10 counted."""
-    stores = [SQLStore(InlineReactor(), pg_url, InlineThreadPool(), InlineThreadPool(),
-                       realm="example.com", hasher=cheap_password_hasher()) for _ in range(8)]
+    stores = [
+        SQLStore(
+            InlineReactor(),
+            pg_url,
+            InlineThreadPool(),
+            InlineThreadPool(),
+            realm="example.com",
+            hasher=cheap_password_hasher(),
+        )
+        for _ in range(8)
+    ]
     for store in stores:
         success_result_of(store.start())
     counted = count_at_once(stores, 5, 10)

@@ -39,8 +39,15 @@ def url(tmp_path: Path) -> str:
 
 
 def make_store(url: str, reactor: InlineReactor | None = None, **kwargs: Any) -> SQLStore:
-    return SQLStore(reactor or InlineReactor(), url, InlineThreadPool(), InlineThreadPool(),
-                    realm="example.com", hasher=cheap_password_hasher(), **kwargs)
+    return SQLStore(
+        reactor or InlineReactor(),
+        url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+        **kwargs,
+    )
 
 
 def started(url: str, reactor: InlineReactor | None = None, **kwargs: Any) -> SQLStore:
@@ -71,7 +78,11 @@ def test_upgrade_then_check(url: str) -> None:
     with engine.connect() as connection:
         assert migrations.current_revisions(connection) == migrations.head_revisions()
         assert set(inspect(connection).get_table_names()) >= {
-            "users", "api_tokens", "bindings", "calls"}
+            "users",
+            "api_tokens",
+            "bindings",
+            "calls",
+        }
     engine.dispose()
 
 
@@ -106,8 +117,9 @@ def test_migrations_match_schema_module(url: str) -> None:
     upgrade_schema(url)
     engine = create_engine(url)
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={
-            "compare_type": True, "compare_server_default": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
         assert compare_metadata(context, metadata) == []
     engine.dispose()
 
@@ -121,6 +133,7 @@ def test_downgrade_to_base_and_back(url: str) -> None:
         connection = connection.execution_options(clicktodial_write=True)
         with connection.begin():
             from alembic import command
+
             command.downgrade(migrations.alembic_config(connection), "base")
         assert set(inspect(connection).get_table_names()) == {"alembic_version"}
     engine.dispose()
@@ -138,14 +151,16 @@ def test_sqlite_connection_settings(url: str) -> None:
         assert (connection.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
     with engine.connect() as connection:
         with pytest.raises(IntegrityError), connection.begin():
-            connection.execute(text(
-                "INSERT INTO api_tokens (digest, token_id, username, label, created_at)"
-                " VALUES ('d', 'i', 'nobody', '', 0)"))
+            connection.execute(
+                text(
+                    "INSERT INTO api_tokens (digest, token_id, username, label, created_at)"
+                    " VALUES ('d', 'i', 'nobody', '', 0)"
+                )
+            )
     engine.dispose()
 
 
-@pytest.mark.parametrize("bad_url", ["sqlite://", "sqlite:///:memory:",
-                                     "mysql://u@h/db"])
+@pytest.mark.parametrize("bad_url", ["sqlite://", "sqlite:///:memory:", "mysql://u@h/db"])
 def test_unsupported_urls(bad_url: str) -> None:
     """In-memory SQLite and databases other than SQLite and PostgreSQL are refused."""
     with pytest.raises(StoreConfigError) as error:
@@ -206,8 +221,15 @@ def test_missing_table_is_not_retried(url: str) -> None:
 def test_store_uses_its_thread_pools(url: str) -> None:
     """Database work runs on the database pool and password hashing on the hashing pool."""
     db_pool, hash_pool = InlineThreadPool(), InlineThreadPool()
-    store = SQLStore(InlineReactor(), url, db_pool, hash_pool, realm="example.com",
-                     hasher=cheap_password_hasher(), auto_upgrade=True)
+    store = SQLStore(
+        InlineReactor(),
+        url,
+        db_pool,
+        hash_pool,
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+        auto_upgrade=True,
+    )
     success_result_of(store.start())
     assert (db_pool.started, hash_pool.started) == (True, True)
     db_jobs = db_pool.jobs
@@ -228,8 +250,11 @@ def test_two_nodes_share_bindings_and_cseq_rule(url: str) -> None:
     success_result_of(node1.update_bindings(AOR, changes, 100.0))
     assert [b.cseq for b in success_result_of(node2.get_bindings(AOR, 100.0))] == [5]
     failure_result_of(node2.update_bindings(AOR, changes, 100.0), OutOfOrderRegistration)
-    success_result_of(node2.update_bindings(
-        AOR, BindingChanges("call-1", 6, [ContactChange("sip:alice@192.0.2.1", 0)]), 100.0))
+    success_result_of(
+        node2.update_bindings(
+            AOR, BindingChanges("call-1", 6, [ContactChange("sip:alice@192.0.2.1", 0)]), 100.0
+        )
+    )
     assert success_result_of(node1.get_bindings(AOR, 100.0)) == []
 
 
@@ -251,8 +276,14 @@ def test_weaker_password_hash_upgraded_at_login(url: str) -> None:
     old = started(url, auto_upgrade=True)
     success_result_of(old.add_user("alice", password="pw"))
     stronger = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
-    new = SQLStore(InlineReactor(), url, InlineThreadPool(), InlineThreadPool(),
-                   realm="example.com", hasher=stronger)
+    new = SQLStore(
+        InlineReactor(),
+        url,
+        InlineThreadPool(),
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=stronger,
+    )
     success_result_of(new.start())
     record = new._op_get_user("alice")
     assert record is not None and record.password_hash is not None
@@ -265,8 +296,9 @@ def test_weaker_password_hash_upgraded_at_login(url: str) -> None:
     assert success_result_of(new.check_password("alice", "wrong")) is None
 
 
-def test_claim_active_calls_without_update_returning(url: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_claim_active_calls_without_update_returning(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A database without UPDATE ... RETURNING: the rows are selected FOR UPDATE, then ended."""
     store = started(url, auto_upgrade=True)
     monkeypatch.setattr(store._engine.dialect, "update_returning", False)

@@ -16,12 +16,19 @@ from clicktodial.store.traces import (
 from clicktodial.testing.contracts import traced
 
 messages = st.builds(
-    TracedMessage, at_ms=st.integers(0, 2**53), direction=st.sampled_from(["in", "out"]),
-    transport=st.sampled_from(["UDP", "TCP", "TLS"]), local_host=st.text(max_size=40),
-    local_port=st.integers(0, 65535), remote_host=st.text(max_size=40),
-    remote_port=st.integers(0, 65535), leg=st.sampled_from(["caller", "callee"]),
-    sip_call_id=st.text(max_size=80), retransmission=st.booleans(),
-    data=st.binary(max_size=300))
+    TracedMessage,
+    at_ms=st.integers(0, 2**53),
+    direction=st.sampled_from(["in", "out"]),
+    transport=st.sampled_from(["UDP", "TCP", "TLS"]),
+    local_host=st.text(max_size=40),
+    local_port=st.integers(0, 65535),
+    remote_host=st.text(max_size=40),
+    remote_port=st.integers(0, 65535),
+    leg=st.sampled_from(["caller", "callee"]),
+    sip_call_id=st.text(max_size=80),
+    retransmission=st.booleans(),
+    data=st.binary(max_size=300),
+)
 
 
 @given(st.lists(messages, max_size=8))
@@ -36,8 +43,9 @@ def test_packing_keeps_binary_octets_after_the_header() -> None:
 
 
 def test_fit_keeps_a_prefix() -> None:
-    kept, dropped = fit_messages(1, 10, 0, [traced(0, b"x" * 5), traced(1, b"y" * 50),
-                                            traced(2, b"z")], TraceLimits(10, 40))
+    kept, dropped = fit_messages(
+        1, 10, 0, [traced(0, b"x" * 5), traced(1, b"y" * 50), traced(2, b"z")], TraceLimits(10, 40)
+    )
     assert ([m.data for m in kept], dropped) == ([b"x" * 5], 2)
     assert fit_messages(0, 0, 3, [traced(0)], TraceLimits()) == ([], 1)
 

@@ -48,11 +48,13 @@ RFC7616 = {
 }
 
 
-@pytest.mark.parametrize(("algorithm", "hashlib_name", "response"), [
-    ("MD5", "md5", "8ca523f5e9506fed4657c9700eebdbec"),
-    ("SHA-256", "sha256",
-     "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
-])
+@pytest.mark.parametrize(
+    ("algorithm", "hashlib_name", "response"),
+    [
+        ("MD5", "md5", "8ca523f5e9506fed4657c9700eebdbec"),
+        ("SHA-256", "sha256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+    ],
+)
 def test_ha1_gives_rfc7616_responses(algorithm: str, hashlib_name: str, response: str) -> None:
     """Our HA1, used in the RFC 7616 §3.9.1 computation, gives the RFC's responses."""
     v = RFC7616
@@ -68,13 +70,16 @@ def test_ha1_gives_rfc7616_responses(algorithm: str, hashlib_name: str, response
 def test_ha1_rfc2617_vector() -> None:
     """HA1 of the RFC 2617 §3.5 example is the published value."""
     assert sip_ha1("Mufasa", "testrealm@host.com", "Circle Of Life") == (
-        "939e7578ed9e3c518a452acee763bce9")
+        "939e7578ed9e3c518a452acee763bce9"
+    )
 
 
 def test_sip_credentials_holds_both_ha1s() -> None:
     """sip_credentials is (MD5 HA1, SHA-256 HA1)."""
-    assert sip_credentials("a", "r", "p") == (sip_ha1("a", "r", "p", "MD5"),
-                                              sip_ha1("a", "r", "p", "SHA-256"))
+    assert sip_credentials("a", "r", "p") == (
+        sip_ha1("a", "r", "p", "MD5"),
+        sip_ha1("a", "r", "p", "SHA-256"),
+    )
 
 
 def test_unknown_digest_algorithm() -> None:
@@ -101,8 +106,9 @@ def test_token_id_is_prefix_of_sha256() -> None:
 class TestPasswordHashing:
     """Argon2id hashing runs on its pool, never inline on the caller's thread."""
 
-    def hashing(self, hasher: PasswordHasher | None = None) -> tuple[PasswordHashing,
-                                                                     InlineThreadPool]:
+    def hashing(
+        self, hasher: PasswordHasher | None = None
+    ) -> tuple[PasswordHashing, InlineThreadPool]:
         pool = InlineThreadPool()
         return PasswordHashing(InlineReactor(), pool, hasher or cheap_password_hasher()), pool
 
@@ -132,11 +138,13 @@ class TestPasswordHashing:
         hashing, pool = self.hashing()
         hashes = success_result_of(hashing.hash_many(["a", "b", "c"]))
         assert pool.jobs == 3
-        assert [success_result_of(hashing.verify(h, p))
-                for h, p in zip(hashes, "abc", strict=True)] == [True] * 3
+        assert [
+            success_result_of(hashing.verify(h, p)) for h, p in zip(hashes, "abc", strict=True)
+        ] == [True] * 3
 
     def test_hash_many_reports_the_error(self) -> None:
         """A failing hash makes hash_many fail with that error, not a wrapper."""
+
         class Broken(PasswordHasher):
             def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
                 raise MemoryError("no memory for Argon2")
@@ -154,11 +162,23 @@ class TestPasswordHashing:
         assert hashing.needs_rehash("garbage") is True
 
 
-@pytest.mark.parametrize(("name", "valid"), [
-    ("alice", True), ("a", True), ("a.b-c_9", True), ("x" * 64, True),
-    ("", False), ("x" * 65, False), ("Alice", False), ("al ice", False),
-    ("alice@x", False), ("al%41", False), ("ali:ce", False), ("alice\n", False),
-])
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("alice", True),
+        ("a", True),
+        ("a.b-c_9", True),
+        ("x" * 64, True),
+        ("", False),
+        ("x" * 65, False),
+        ("Alice", False),
+        ("al ice", False),
+        ("alice@x", False),
+        ("al%41", False),
+        ("ali:ce", False),
+        ("alice\n", False),
+    ],
+)
 def test_username_rule(name: str, valid: bool) -> None:
     """Usernames are 1-64 of a-z 0-9 . _ - (safe SIP user parts)."""
     assert is_valid_username(name) is valid
@@ -179,8 +199,10 @@ def test_contact_change_rules() -> None:
     assert ContactChange("sip:a@H", 60).binding_key() == "uri:sip:a@H"
     assert ContactChange("sip:a@H", 60, key="sip:a@h").binding_key() == "uri:sip:a@h"
     assert ContactChange("sip:a@H", 60, instance_id="<urn:x>").binding_key() == "uri:sip:a@H"
-    assert ContactChange("sip:a@H", 60, instance_id="<urn:x>",
-                         reg_id=2).binding_key() == "outbound:<urn:x>#2"
+    assert (
+        ContactChange("sip:a@H", 60, instance_id="<urn:x>", reg_id=2).binding_key()
+        == "outbound:<urn:x>#2"
+    )
 
 
 def test_binding_changes_rules() -> None:
@@ -195,7 +217,9 @@ def test_binding_changes_rules() -> None:
 def test_call_update_vocabulary() -> None:
     """end_reason and who_hung_up only take their documented values."""
     assert CallUpdate(end_reason="callee-busy", who_hung_up="callee").changed_fields() == {
-        "end_reason": "callee-busy", "who_hung_up": "callee"}
+        "end_reason": "callee-busy",
+        "who_hung_up": "callee",
+    }
     with pytest.raises(ValueError):
         CallUpdate(end_reason="went-home")
     with pytest.raises(ValueError):
@@ -211,5 +235,6 @@ def test_user_changes_cannot_set_and_clear_password() -> None:
 def test_secrets_not_in_repr() -> None:
     """Plaintext passwords do not show in the repr of the values carrying them."""
     text = repr(NewUser("alice", password="hunter2", sip_password="s3cr3t")) + repr(
-        UserChanges(password="hunter2", sip_password="s3cr3t"))
+        UserChanges(password="hunter2", sip_password="s3cr3t")
+    )
     assert "hunter2" not in text and "s3cr3t" not in text

@@ -15,20 +15,42 @@ def a(name: str, address: str, ttl: int = 300) -> tuple[str, str, dns.RRHeader]:
 
 
 def aaaa(name: str, address: str, ttl: int = 300) -> tuple[str, str, dns.RRHeader]:
-    return ("AAAA", name,
-            dns.RRHeader(name, dns.AAAA, ttl=ttl, payload=dns.Record_AAAA(address)))
+    return ("AAAA", name, dns.RRHeader(name, dns.AAAA, ttl=ttl, payload=dns.Record_AAAA(address)))
 
 
-def srv(name: str, priority: int, weight: int, port: int, target: str,
-        ttl: int = 300) -> tuple[str, str, dns.RRHeader]:
-    return ("SRV", name, dns.RRHeader(name, dns.SRV, ttl=ttl, payload=dns.Record_SRV(
-        priority, weight, port, target)))
+def srv(
+    name: str, priority: int, weight: int, port: int, target: str, ttl: int = 300
+) -> tuple[str, str, dns.RRHeader]:
+    return (
+        "SRV",
+        name,
+        dns.RRHeader(
+            name, dns.SRV, ttl=ttl, payload=dns.Record_SRV(priority, weight, port, target)
+        ),
+    )
 
 
-def naptr(name: str, order: int, preference: int, service: str, replacement: str,
-          flags: str = "s", ttl: int = 300) -> tuple[str, str, dns.RRHeader]:
-    return ("NAPTR", name, dns.RRHeader(name, dns.NAPTR, ttl=ttl, payload=dns.Record_NAPTR(
-        order, preference, flags.encode(), service.encode(), b"", replacement)))
+def naptr(
+    name: str,
+    order: int,
+    preference: int,
+    service: str,
+    replacement: str,
+    flags: str = "s",
+    ttl: int = 300,
+) -> tuple[str, str, dns.RRHeader]:
+    return (
+        "NAPTR",
+        name,
+        dns.RRHeader(
+            name,
+            dns.NAPTR,
+            ttl=ttl,
+            payload=dns.Record_NAPTR(
+                order, preference, flags.encode(), service.encode(), b"", replacement
+            ),
+        ),
+    )
 
 
 class FakeResolver:

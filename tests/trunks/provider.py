@@ -28,8 +28,14 @@ PASSWORD = "s3cret-pw"
 def trunk_config(**changes: object) -> TrunkConfig:
     from clicktodial.config import build_section
 
-    values = {"proxy": "sip:provider.example:5060", "username": USER, "password": PASSWORD,
-              "register": "yes", "register_expires": "600", "keepalive_interval": "0"}
+    values = {
+        "proxy": "sip:provider.example:5060",
+        "username": USER,
+        "password": PASSWORD,
+        "register": "yes",
+        "register_expires": "600",
+        "keepalive_interval": "0",
+    }
     values.update({k: str(v) for k, v in changes.items()})
     config: TrunkConfig = build_section("test.ini", "trunk:provider", TrunkConfig, values)
     return config
@@ -38,16 +44,18 @@ def trunk_config(**changes: object) -> TrunkConfig:
 class Harness:
     """A trunk on a real transaction layer, a fake DNS, and a provider to answer."""
 
-    def __init__(self, config: TrunkConfig | None = None, *records: object,
-                 name: str = "provider") -> None:
+    def __init__(
+        self, config: TrunkConfig | None = None, *records: object, name: str = "provider"
+    ) -> None:
         self.clock = Clock()
         self.transport = RecordingTransport(self.clock, "192.0.2.10", 5060)
         self.layer = TransactionLayer(self.clock, self.transport, RecordingUser())
         self.dns = FakeResolver(*(records or (a("provider.example", "198.51.100.1"),)))  # type: ignore[arg-type]
         self.resolver = ProxyResolver(self.clock, self.dns, ("UDP", "TCP"))
         self.config = config if config is not None else trunk_config()
-        self.trunk = Trunk(self.clock, name, self.config, self.resolver, self.layer,
-                           rng=random.Random(3))
+        self.trunk = Trunk(
+            self.clock, name, self.config, self.resolver, self.layer, rng=random.Random(3)
+        )
         self.server = DigestAuthenticator(self.clock, REALM, b"k" * 32)
         self.answered = 0
 
@@ -63,8 +71,9 @@ class Harness:
     def last(self, method: str) -> Request:
         return self.requests(method)[-1]
 
-    def respond(self, request: Request, status: int,
-                headers: list[tuple[str, str]] = ()) -> Response:  # type: ignore[assignment]
+    def respond(
+        self, request: Request, status: int, headers: list[tuple[str, str]] = ()
+    ) -> Response:  # type: ignore[assignment]
         response = make_response(request, status, to_tag=new_tag())
         for name, value in headers:
             response.headers.add(name, value)
@@ -79,8 +88,9 @@ class Harness:
         return self.server.verify(credentials, request.method, ha1, issued_at)
 
     def challenge(self, request: Request, stale: bool = False) -> None:
-        self.respond(request, 401, [("WWW-Authenticate", c)
-                                    for c in self.server.challenges(stale=stale)])
+        self.respond(
+            request, 401, [("WWW-Authenticate", c) for c in self.server.challenges(stale=stale)]
+        )
 
     def accept(self, request: Request, expires: int | None = None) -> None:
         """A 200 listing our Contact with the expiry asked for (or ``expires``)."""

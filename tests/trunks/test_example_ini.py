@@ -15,7 +15,7 @@ EXAMPLE = Path(__file__).parents[2] / "conf" / "example.ini"
 
 def _trunk_block() -> dict[str, str]:
     text = EXAMPLE.read_text()
-    block = text[text.index("# [trunk:provider]"):]
+    block = text[text.index("# [trunk:provider]") :]
     return dict(re.findall(r"^# (\w+) = ?(.*)$", block, re.M))
 
 
@@ -30,6 +30,7 @@ def test_documented_values_are_the_defaults_except_required_keys() -> None:
     documented = _trunk_block()
     required = {"proxy", "username", "password"}
     shown = build_section("example.ini", "trunk:provider", TrunkConfig, documented)
-    defaults = build_section("example.ini", "trunk:provider", TrunkConfig,
-                             {k: documented[k] for k in required})
+    defaults = build_section(
+        "example.ini", "trunk:provider", TrunkConfig, {k: documented[k] for k in required}
+    )
     assert shown == defaults

@@ -33,8 +33,12 @@ def source(host: str) -> Source:
 
 
 def request(method: str, to_tag: str | None = None):  # type: ignore[no-untyped-def]
-    return sip_request(method, "sip:+4930999@192.0.2.10", to_tag=to_tag,
-                       via=f"SIP/2.0/UDP 198.51.100.1:5060;branch={new_branch()}")
+    return sip_request(
+        method,
+        "sip:+4930999@192.0.2.10",
+        to_tag=to_tag,
+        via=f"SIP/2.0/UDP 198.51.100.1:5060;branch={new_branch()}",
+    )
 
 
 def test_invite_from_the_trunk_refused_403_reaching_no_one() -> None:
@@ -93,8 +97,9 @@ def test_in_dialog_requests_and_responses_pass() -> None:
 
 def test_proxy_resolved_at_start_even_without_registration_or_keepalive() -> None:
     """The registry resolves every proxy as it starts: the guard knows its addresses."""
-    h = Harness(trunk_config(register="no", keepalive_interval="0",
-                             proxy="sip:provider.example:5060"))
+    h = Harness(
+        trunk_config(register="no", keepalive_interval="0", proxy="sip:provider.example:5060")
+    )
     registry = TrunkRegistry([h.trunk])
     guard = TrunkInboundGuard(h.layer, registry, h.layer)
     guard.request_received(request("INVITE"), source("198.51.100.1"))

@@ -131,10 +131,13 @@ def test_failure_retried_with_growing_backoff() -> None:
 
 def test_timeout_tries_next_target_then_fails() -> None:
     """No answer (Timer F's 408) from the first SRV target: the second is tried at once."""
-    h = Harness(trunk_config(proxy="sip:provider.example;transport=udp"),
-                srv("_sip._udp.provider.example", 1, 0, 5060, "a.provider.example"),
-                srv("_sip._udp.provider.example", 2, 0, 5060, "b.provider.example"),
-                a("a.provider.example", "198.51.100.1"), a("b.provider.example", "198.51.100.2"))
+    h = Harness(
+        trunk_config(proxy="sip:provider.example;transport=udp"),
+        srv("_sip._udp.provider.example", 1, 0, 5060, "a.provider.example"),
+        srv("_sip._udp.provider.example", 2, 0, 5060, "b.provider.example"),
+        a("a.provider.example", "198.51.100.1"),
+        a("b.provider.example", "198.51.100.2"),
+    )
     h.trunk.service.startService()
     assert h.transport.requests("REGISTER")[-1].where.host == "198.51.100.1"  # type: ignore[attr-defined]
     run_for(h.clock, 33)  # 64*T1
@@ -201,7 +204,8 @@ def test_transition_table_complete_for_the_states_that_send() -> None:
     for state in (RegistrationState.REGISTERING, RegistrationState.REGISTERED):
         for input_ in Input:
             if input_ in (Input.START,) or (
-                    input_ is Input.TIMER and state is RegistrationState.REGISTERING):
+                input_ is Input.TIMER and state is RegistrationState.REGISTERING
+            ):
                 continue
             assert (state, input_) in table, (state, input_)
     for state in RegistrationState:

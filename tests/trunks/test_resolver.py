@@ -30,8 +30,11 @@ def resolve(resolver: ProxyResolver, uri: str) -> list[Destination]:
     return value
 
 
-def make(*records: object, transports: tuple[str, ...] = ("UDP", "TCP", "TLS"),
-         clock: Clock | None = None) -> tuple[ProxyResolver, FakeResolver]:
+def make(
+    *records: object,
+    transports: tuple[str, ...] = ("UDP", "TCP", "TLS"),
+    clock: Clock | None = None,
+) -> tuple[ProxyResolver, FakeResolver]:
     fake = FakeResolver(*records)  # type: ignore[arg-type]
     return (ProxyResolver(clock or Clock(), fake, transports, random.Random(1)), fake)
 
@@ -41,17 +44,23 @@ def test_ip_address_needs_no_dns() -> None:
     resolver, fake = make()
     assert resolve(resolver, "sip:192.0.2.1") == [Destination("UDP", "192.0.2.1", 5060)]
     assert resolve(resolver, "sip:[2001:db8::1]:5070;transport=tcp") == [
-        Destination("TCP", "2001:db8::1", 5070)]
+        Destination("TCP", "2001:db8::1", 5070)
+    ]
     assert resolve(resolver, "sips:192.0.2.1") == [Destination("TLS", "192.0.2.1", 5061)]
     assert fake.asked == []
 
 
 def test_port_given_means_no_srv() -> None:
     """§4.2: a name with a port: A/AAAA only, never NAPTR or SRV."""
-    resolver, fake = make(a("p.example", "192.0.2.1"), aaaa("p.example", "2001:db8::1"),
-                          srv("_sip._udp.p.example", 1, 1, 5999, "other.example"))
+    resolver, fake = make(
+        a("p.example", "192.0.2.1"),
+        aaaa("p.example", "2001:db8::1"),
+        srv("_sip._udp.p.example", 1, 1, 5999, "other.example"),
+    )
     assert resolve(resolver, "sip:p.example:5080") == [
-        Destination("UDP", "192.0.2.1", 5080), Destination("UDP", "2001:db8::1", 5080)]
+        Destination("UDP", "192.0.2.1", 5080),
+        Destination("UDP", "2001:db8::1", 5080),
+    ]
     assert {kind for kind, _ in fake.asked} == {"A", "AAAA"}
 
 
@@ -64,7 +73,8 @@ def test_naptr_then_srv_in_order() -> None:
         srv("_sip._tcp.p.example", 2, 0, 5060, "b.p.example"),
         srv("_sip._tcp.p.example", 1, 0, 5061, "a.p.example"),
         srv("_sip._udp.p.example", 1, 0, 5062, "a.p.example"),
-        a("a.p.example", "192.0.2.1"), a("b.p.example", "192.0.2.2"),
+        a("a.p.example", "192.0.2.1"),
+        a("b.p.example", "192.0.2.2"),
     )
     assert resolve(resolver, "sip:p.example") == [
         Destination("TCP", "192.0.2.1", 5061),
@@ -81,7 +91,9 @@ def test_naptr_of_transports_we_do_not_run_skipped() -> None:
         naptr("p.example", 20, 10, "SIP+D2U", "_sip._udp.p.example"),
         srv("_sips._tcp.p.example", 1, 0, 5061, "a.p.example"),
         srv("_sip._udp.p.example", 1, 0, 5060, "a.p.example"),
-        a("a.p.example", "192.0.2.1"), transports=("UDP",))
+        a("a.p.example", "192.0.2.1"),
+        transports=("UDP",),
+    )
     assert resolve(resolver, "sip:p.example") == [Destination("UDP", "192.0.2.1", 5060)]
 
 
@@ -89,7 +101,9 @@ def test_no_naptr_srv_per_transport() -> None:
     """§4.1: without NAPTR, the SRV records of each transport we run, in our order."""
     resolver, fake = make(
         srv("_sip._tcp.p.example", 1, 0, 5060, "a.p.example"),
-        a("a.p.example", "192.0.2.1"), transports=("UDP", "TCP"))
+        a("a.p.example", "192.0.2.1"),
+        transports=("UDP", "TCP"),
+    )
     assert resolve(resolver, "sip:p.example") == [Destination("TCP", "192.0.2.1", 5060)]
     assert ("SRV", "_sip._udp.p.example") in fake.asked
 
@@ -99,9 +113,11 @@ def test_transport_param_srv_of_that_transport() -> None:
     resolver, fake = make(
         srv("_sip._tcp.p.example", 1, 0, 5070, "a.p.example"),
         srv("_sip._udp.p.example", 1, 0, 5060, "a.p.example"),
-        a("a.p.example", "192.0.2.1"))
+        a("a.p.example", "192.0.2.1"),
+    )
     assert resolve(resolver, "sip:p.example;transport=tcp") == [
-        Destination("TCP", "192.0.2.1", 5070)]
+        Destination("TCP", "192.0.2.1", 5070)
+    ]
     assert "NAPTR" not in {kind for kind, _ in fake.asked}
 
 
@@ -114,8 +130,9 @@ def test_no_srv_falls_back_to_address_records() -> None:
 
 def test_srv_dot_target_means_not_offered() -> None:
     """RFC 2782: a target of "." means the service is not offered."""
-    resolver, _ = make(srv("_sip._udp.p.example", 1, 0, 5060, ""),
-                       a("p.example", "192.0.2.9"), transports=("UDP",))
+    resolver, _ = make(
+        srv("_sip._udp.p.example", 1, 0, 5060, ""), a("p.example", "192.0.2.9"), transports=("UDP",)
+    )
     assert resolve(resolver, "sip:p.example") == [Destination("UDP", "192.0.2.9", 5060)]
 
 
@@ -146,9 +163,12 @@ def test_server_failure_is_a_resolution_failure() -> None:
 def test_cached_until_smallest_ttl() -> None:
     """Answers are reused until the smallest TTL among them ends."""
     clock = Clock()
-    resolver, fake = make(srv("_sip._udp.p.example", 1, 0, 5060, "a.p.example", ttl=60),
-                          a("a.p.example", "192.0.2.1", ttl=20), transports=("UDP",),
-                          clock=clock)
+    resolver, fake = make(
+        srv("_sip._udp.p.example", 1, 0, 5060, "a.p.example", ttl=60),
+        a("a.p.example", "192.0.2.1", ttl=20),
+        transports=("UDP",),
+        clock=clock,
+    )
     resolve(resolver, "sip:p.example")
     asked = len(fake.asked)
     clock.advance(19)
@@ -173,13 +193,17 @@ def test_asynchronous_and_one_query_for_concurrent_callers() -> None:
     assert results == [[Destination("UDP", "192.0.2.1", 5060)]] * 2
     assert fake.asked == [("A", "p.example"), ("AAAA", "p.example")]
     assert resolver.cached(parse_uri("sip:p.example:5060")) == (
-        Destination("UDP", "192.0.2.1", 5060),)
+        Destination("UDP", "192.0.2.1", 5060),
+    )
 
 
 def test_order_srv_priority_then_weight() -> None:
     """RFC 2782: lower priority first; within one, heavier records first more often."""
-    records = [dns.Record_SRV(2, 0, 1, "c"), dns.Record_SRV(1, 90, 2, "a"),
-               dns.Record_SRV(1, 10, 3, "b")]
+    records = [
+        dns.Record_SRV(2, 0, 1, "c"),
+        dns.Record_SRV(1, 90, 2, "a"),
+        dns.Record_SRV(1, 10, 3, "b"),
+    ]
     firsts: dict[str, int] = {}
     rng = random.Random(7)
     for _ in range(1000):

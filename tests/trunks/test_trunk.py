@@ -57,9 +57,13 @@ def test_credentials_only_for_the_configured_realm() -> None:
     """realm set: only that realm gets credentials; unset: any realm (auth user)."""
     assert Harness(trunk_config(realm="r.example")).trunk.credentials_for("x") is None
     assert Harness(trunk_config(realm="r.example")).trunk.credentials_for("r.example") == (
-        USER, PASSWORD)
+        USER,
+        PASSWORD,
+    )
     assert Harness(trunk_config(auth_username="a1")).trunk.credentials_for("any") == (
-        "a1", PASSWORD)
+        "a1",
+        PASSWORD,
+    )
 
 
 def test_caller_identity_per_trunk_and_per_user() -> None:
@@ -171,22 +175,25 @@ def test_config_defaults_and_keys() -> None:
     assert config.host == "p.example" and config.auth_user == "u"
 
 
-@pytest.mark.parametrize(("line", "key", "words"), [
-    ("proxy = http://p.example", "proxy", "not a sip: or sips: URI"),
-    ("proxy = sip:p.example;transport=sctp", "proxy", "unknown transport"),
-    ("proxy = sips:p.example;transport=udp", "proxy", "cannot use UDP"),
-    ("proxy = sip:user@p.example", "proxy", "without a user part"),
-    ("caller_id = 030123", "caller_id", "not an E.164"),
-    ("user_caller_ids = alice", "user_caller_ids", "expected user=+NUMBER"),
-    ("max_cps = nan", "max_cps", "0.01 to 10000"),
-    ("max_calls = 0", "max_calls", "1 to 100000"),
-    ("inbound = accept", "inbound", "refuse"),
-    ("register_expires = 10", "register_expires", "60 to 86400"),
-    ("keepalive_interval = 1", "keepalive_interval", "at least 5"),
-    ("colour = red", "colour", "unknown key"),
-    ("domain = p.example:5070", "domain", "without port"),
-    ("username = u;lr", "username", "not a SIP user name"),
-])
+@pytest.mark.parametrize(
+    ("line", "key", "words"),
+    [
+        ("proxy = http://p.example", "proxy", "not a sip: or sips: URI"),
+        ("proxy = sip:p.example;transport=sctp", "proxy", "unknown transport"),
+        ("proxy = sips:p.example;transport=udp", "proxy", "cannot use UDP"),
+        ("proxy = sip:user@p.example", "proxy", "without a user part"),
+        ("caller_id = 030123", "caller_id", "not an E.164"),
+        ("user_caller_ids = alice", "user_caller_ids", "expected user=+NUMBER"),
+        ("max_cps = nan", "max_cps", "0.01 to 10000"),
+        ("max_calls = 0", "max_calls", "1 to 100000"),
+        ("inbound = accept", "inbound", "refuse"),
+        ("register_expires = 10", "register_expires", "60 to 86400"),
+        ("keepalive_interval = 1", "keepalive_interval", "at least 5"),
+        ("colour = red", "colour", "unknown key"),
+        ("domain = p.example:5070", "domain", "without port"),
+        ("username = u;lr", "username", "not a SIP user name"),
+    ],
+)
 def test_config_errors_name_file_section_key(line: str, key: str, words: str) -> None:
     """Every bad value is one line: file, [trunk:NAME], key, what is wrong."""
     text = "[trunk:p]\nproxy = sip:p.example\nusername = u\npassword = pw\n"

@@ -63,8 +63,9 @@ def test_metrics_show_registration_reachability_and_counts() -> None:
     assert 'clicktodial_trunk_registration_state{state="failed",trunk="backup"} 1.0' in text
     assert 'clicktodial_trunk_up{trunk="backup"} 1.0' in text
     assert 'clicktodial_trunk_up{trunk="provider"}' not in text  # no keep-alive there
-    assert 'clicktodial_trunk_registration_expires_timestamp_seconds{trunk="provider"} 600.0' \
-        in text
+    assert (
+        'clicktodial_trunk_registration_expires_timestamp_seconds{trunk="provider"} 600.0' in text
+    )
     assert 'clicktodial_trunk_calls_refused_total{trunk="provider"} 0.0' in text
 
 

@@ -23,10 +23,15 @@ def token_client(world, username="alice"):  # type: ignore[no-untyped-def]
 
 def test_every_api_route_needs_authentication_and_answers_401_json(world) -> None:
     client = WebClient(world)
-    for method, path in [("GET", "/api/v1/users"), ("GET", "/api/v1/me"),
-                         ("GET", "/api/v1/calls"), ("POST", "/api/v1/calls"),
-                         ("GET", "/api/v1/calls/abc"), ("DELETE", "/api/v1/calls/abc"),
-                         ("GET", "/api/v1/events")]:
+    for method, path in [
+        ("GET", "/api/v1/users"),
+        ("GET", "/api/v1/me"),
+        ("GET", "/api/v1/calls"),
+        ("POST", "/api/v1/calls"),
+        ("GET", "/api/v1/calls/abc"),
+        ("DELETE", "/api/v1/calls/abc"),
+        ("GET", "/api/v1/events"),
+    ]:
         reply = client.request(method, path)
         assert reply.code == 401, (method, path)
         assert "error" in reply.json()
@@ -50,8 +55,13 @@ def test_users_lists_everyone_with_registration_state(world) -> None:
     users = {u["username"]: u for u in reply.json()}
     assert users["bob"]["registered"] is True
     assert users["bob"]["contacts"] == [{"uri": "sip:bob@127.0.0.1:5070", "expires": 600}]
-    assert users["carol"] == {"username": "carol", "display_name": "Carol",
-                              "registered": False, "phones": 0, "contacts": []}
+    assert users["carol"] == {
+        "username": "carol",
+        "display_name": "Carol",
+        "registered": False,
+        "phones": 0,
+        "contacts": [],
+    }
 
 
 def test_me_names_the_token_owner_without_csrf_token(world) -> None:
@@ -92,8 +102,9 @@ def test_place_call_answers_201_with_location_and_call(world) -> None:
 def test_place_call_rejects_bad_requests(world, body: bytes, status: int) -> None:
     world.register("alice")
     client, auth = token_client(world)
-    reply = client.request("POST", "/api/v1/calls", data=body,
-                           headers={**auth, "Content-Type": "application/json"})
+    reply = client.request(
+        "POST", "/api/v1/calls", data=body, headers={**auth, "Content-Type": "application/json"}
+    )
     assert reply.code == status
     assert isinstance(reply.json()["error"], str)
 
@@ -118,8 +129,7 @@ def test_too_many_calls_per_minute_is_429_with_retry_after(world) -> None:
     world.register("alice")
     client, auth = token_client(world)
     for _ in range(10):
-        reply = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"},
-                               headers=auth)
+        reply = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"}, headers=auth)
         assert reply.code == 201
     reply = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"}, headers=auth)
     assert reply.code == 429
@@ -133,12 +143,12 @@ def test_a_user_sees_and_ends_only_their_own_calls_admins_any(world) -> None:
     world.register("bob")
     world.register("carol")
     bob, bob_auth = token_client(world, "bob")
-    call = bob.request("POST", "/api/v1/calls", json_body={"callee": "alice"},
-                       headers=bob_auth).json()
+    call = bob.request(
+        "POST", "/api/v1/calls", json_body={"callee": "alice"}, headers=bob_auth
+    ).json()
     carol, carol_auth = token_client(world, "carol")
     assert carol.get(f"/api/v1/calls/{call['id']}", headers=carol_auth).code == 403
-    assert carol.request("DELETE", f"/api/v1/calls/{call['id']}",
-                         headers=carol_auth).code == 403
+    assert carol.request("DELETE", f"/api/v1/calls/{call['id']}", headers=carol_auth).code == 403
     admin, admin_auth = token_client(world, "alice")
     assert admin.get(f"/api/v1/calls/{call['id']}", headers=admin_auth).code == 200
     ended = bob.request("DELETE", f"/api/v1/calls/{call['id']}", headers=bob_auth)
@@ -159,8 +169,7 @@ def test_unknown_call_is_404(world) -> None:
 def test_a_finished_call_shows_answered_ended_duration_and_reason(world) -> None:
     world.register("alice")
     client, auth = token_client(world)
-    call = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"},
-                          headers=auth).json()
+    call = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"}, headers=auth).json()
     world.clock.advance(3)
     world.controller.advance(call["id"], "calling-callee")
     world.clock.advance(2)
@@ -180,8 +189,11 @@ def test_history_is_mine_newest_first_and_paginated(world) -> None:
     alice, alice_auth = token_client(world)
     ids = []
     for callee in ["bob", "carol", "bob"]:
-        ids.append(alice.request("POST", "/api/v1/calls", json_body={"callee": callee},
-                                 headers=alice_auth).json()["id"])
+        ids.append(
+            alice.request(
+                "POST", "/api/v1/calls", json_body={"callee": callee}, headers=alice_auth
+            ).json()["id"]
+        )
         world.clock.advance(1)
     bob, bob_auth = token_client(world, "bob")
     bob.request("POST", "/api/v1/calls", json_body={"callee": "carol"}, headers=bob_auth)
@@ -202,11 +214,16 @@ def test_session_cookie_needs_csrf_header_to_change_state(world) -> None:
     assert client.get("/api/v1/me").code == 200
     reply = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"})
     assert reply.code == 403 and "CSRF" in reply.json()["error"]
-    reply = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"},
-                           headers={"X-CSRF-Token": "wrong"})
+    reply = client.request(
+        "POST", "/api/v1/calls", json_body={"callee": "bob"}, headers={"X-CSRF-Token": "wrong"}
+    )
     assert reply.code == 403
-    reply = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"},
-                           headers={"X-CSRF-Token": client.api_csrf()})
+    reply = client.request(
+        "POST",
+        "/api/v1/calls",
+        json_body={"callee": "bob"},
+        headers={"X-CSRF-Token": client.api_csrf()},
+    )
     assert reply.code == 201
 
 
@@ -235,7 +252,8 @@ def test_openapi_document_lists_exactly_the_implemented_routes(world) -> None:
     documented = {
         (method.upper(), path)
         for path, item in spec["paths"].items()
-        for method in item if method in ("get", "post", "put", "patch", "delete")
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
     }
     implemented = {
         (route.method, route.path.replace("{call_id}", "{call_id}"))

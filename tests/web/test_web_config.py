@@ -26,33 +26,56 @@ def test_the_defaults_are_the_limits_the_web_had() -> None:
     """The INI defaults, the Python defaults, and the values that were module constants."""
     assert web_config("") == DEFAULT_LIMITS
     throttle = login_throttle_settings(DEFAULT_LIMITS)
-    assert (throttle.free_failures, throttle.base_delay, throttle.max_delay,
-            throttle.refuse_after, throttle.refuse_seconds, throttle.forget_after) == (
-        5, 1.0, 8.0, 10, 300.0, 900.0)
+    assert (
+        throttle.free_failures,
+        throttle.base_delay,
+        throttle.max_delay,
+        throttle.refuse_after,
+        throttle.refuse_seconds,
+        throttle.forget_after,
+    ) == (5, 1.0, 8.0, 10, 300.0, 900.0)
     limits = DEFAULT_LIMITS
     assert (limits.session_idle_timeout, limits.session_lifetime, limits.max_sessions) == (
-        3600.0, 43200.0, 100_000)
-    assert (limits.calls_per_minute, limits.event_streams_per_user, limits.event_keepalive,
-            limits.event_retry, limits.presence_poll_interval, limits.max_body) == (
-        10, 8, 15.0, 3.0, 2.0, 65536)
+        3600.0,
+        43200.0,
+        100_000,
+    )
+    assert (
+        limits.calls_per_minute,
+        limits.event_streams_per_user,
+        limits.event_keepalive,
+        limits.event_retry,
+        limits.presence_poll_interval,
+        limits.max_body,
+    ) == (10, 8, 15.0, 3.0, 2.0, 65536)
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("calls_per_minute = 0\n",
-         "x.ini: [web] calls_per_minute: invalid number '0' (expected 1 or more)"),
-        ("event_streams_per_user = many\n",
-         "x.ini: [web] event_streams_per_user: invalid number 'many'"),
+        (
+            "calls_per_minute = 0\n",
+            "x.ini: [web] calls_per_minute: invalid number '0' (expected 1 or more)",
+        ),
+        (
+            "event_streams_per_user = many\n",
+            "x.ini: [web] event_streams_per_user: invalid number 'many'",
+        ),
         ("event_keepalive = 0\n", "x.ini: [web] event_keepalive: invalid duration '0'"),
         ("event_retry = -1\n", "x.ini: [web] event_retry: invalid duration '-1'"),
-        ("presence_poll_interval = soon\n",
-         "x.ini: [web] presence_poll_interval: invalid duration 'soon'"),
+        (
+            "presence_poll_interval = soon\n",
+            "x.ini: [web] presence_poll_interval: invalid duration 'soon'",
+        ),
         ("session_idle_timeout = 0\n", "x.ini: [web] session_idle_timeout: invalid duration"),
-        ("session_idle_timeout = 7200\nsession_lifetime = 3600\n",
-         "x.ini: [web] session_lifetime: 3600.0 is less than session_idle_timeout (7200.0)"),
-        ("login_base_delay = 10\n",
-         "x.ini: [web] login_max_delay: 8.0 is less than login_base_delay (10.0)"),
+        (
+            "session_idle_timeout = 7200\nsession_lifetime = 3600\n",
+            "x.ini: [web] session_lifetime: 3600.0 is less than session_idle_timeout (7200.0)",
+        ),
+        (
+            "login_base_delay = 10\n",
+            "x.ini: [web] login_max_delay: 8.0 is less than login_base_delay (10.0)",
+        ),
         ("login_max_tracked = 0\n", "x.ini: [web] login_max_tracked: invalid number '0'"),
         ("login_forget_after = 0\n", "x.ini: [web] login_forget_after: invalid duration '0'"),
         ("max_sessions = -5\n", "x.ini: [web] max_sessions: invalid number '-5'"),
@@ -89,8 +112,7 @@ def caller(world) -> tuple[WebClient, str]:  # type: ignore[no-untyped-def]
 
 def post_call(client: WebClient, token: str, body: dict[str, str]) -> Reply:
     """``POST /api/v1/calls`` with ``body``."""
-    return client.request("POST", "/api/v1/calls", json_body=body,
-                          headers={"X-CSRF-Token": token})
+    return client.request("POST", "/api/v1/calls", json_body=body, headers={"X-CSRF-Token": token})
 
 
 def test_calls_per_minute_is_obeyed() -> None:
@@ -136,8 +158,10 @@ def test_max_sessions_is_obeyed() -> None:
 
 
 def test_login_throttling_follows_its_settings() -> None:
-    world = world_with("login_free_failures = 0\nlogin_base_delay = 0\nlogin_max_delay = 0\n"
-                       "login_refuse_after = 2\nlogin_refuse_seconds = 30\n")
+    world = world_with(
+        "login_free_failures = 0\nlogin_base_delay = 0\nlogin_max_delay = 0\n"
+        "login_refuse_after = 2\nlogin_refuse_seconds = 30\n"
+    )
     client = WebClient(world)
     assert [client.login("bob", "wrong").code for _ in range(2)] == [401, 401]
     reply = client.login("bob", "bob-pass")
@@ -156,11 +180,13 @@ def test_max_body_is_obeyed_by_pages_and_api() -> None:
 
 
 def test_the_daemon_builds_its_web_app_from_web_settings() -> None:
-    config = parse_config(MINIMAL + "[web]\npresence_poll_interval = 0.5\n"
-                          "calls_per_minute = 3\n", "x.ini")
+    config = parse_config(
+        MINIMAL + "[web]\npresence_poll_interval = 0.5\ncalls_per_minute = 3\n", "x.ini"
+    )
     clock = InlineReactor()
-    store = MemoryStore(clock, realm="example.test", hash_pool=InlineThreadPool(),
-                        hasher=cheap_password_hasher())
+    store = MemoryStore(
+        clock, realm="example.test", hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
+    )
     app = make_web_app(config, clock, store, None)
     assert app.limits == config.web
     assert app.registrations.interval == 0.5

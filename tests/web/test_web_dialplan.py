@@ -33,8 +33,9 @@ user_classes =
 def dial_world(section: str = DIALPLAN) -> WebWorld:
     world = web_world()
     plan = parse_config(section.format(domain=DOMAIN), "x.ini").dialplan.plan()
-    world.app.dialler = Dialler(world.clock, plan, world.store, world.store,
-                                IOutboundQuota(world.store, None), DOMAIN)
+    world.app.dialler = Dialler(
+        world.clock, plan, world.store, world.store, IOutboundQuota(world.store, None), DOMAIN
+    )
     for name in ("alice", "bob", "carol"):
         world.register(name)
     return world
@@ -60,7 +61,10 @@ def test_a_national_number_goes_to_the_controller_with_the_decision(world: WebWo
     assert reply.code == 201
     call = reply.json()
     assert (call["callee"], call["number"], call["destination_class"]) == (
-        "+442079460958", "+442079460958", "national")
+        "+442079460958",
+        "+442079460958",
+        "national",
+    )
     [(caller, decision)] = world.controller.outbound
     assert caller == "bob" and decision.trunks == ("uk_main", "uk_backup")
     record = world.store.get_call(call["id"]).result
@@ -76,18 +80,27 @@ def test_a_number_of_a_directory_user_places_the_normal_call(world: WebWorld) ->
     assert world.controller.outbound == []
 
 
-def test_a_refused_class_is_403_with_the_reason_and_recorded_without_sip(
-        world: WebWorld) -> None:
+def test_a_refused_class_is_403_with_the_reason_and_recorded_without_sip(world: WebWorld) -> None:
     reply = call_number(world, "+33 1 23 45 67 89")
     assert reply.code == 403
-    assert reply.json() == {
-        "error": "+33123456789: international numbers are not allowed for bob"}
+    assert reply.json() == {"error": "+33123456789: international numbers are not allowed for bob"}
     assert world.controller.outbound == []
     [record] = world.store.list_calls("bob").result
-    assert (record.callee, record.number, record.destination_class, record.end_reason,
-            record.refusal, record.public_state) == (
-        "+33123456789", "+33123456789", "international", "refused",
-        "+33123456789: international numbers are not allowed for bob", "failed")
+    assert (
+        record.callee,
+        record.number,
+        record.destination_class,
+        record.end_reason,
+        record.refusal,
+        record.public_state,
+    ) == (
+        "+33123456789",
+        "+33123456789",
+        "international",
+        "refused",
+        "+33123456789: international numbers are not allowed for bob",
+        "failed",
+    )
     client, auth = api(world)
     listed = client.get("/api/v1/calls", headers=auth).json()["calls"][0]
     assert listed["refusal"] == record.refusal and listed["reason"] == "refused"
@@ -108,15 +121,19 @@ def test_premium_numbers_are_refused_and_emergency_numbers_are_too(world: WebWor
     assert world.controller.outbound == []
 
 
-@pytest.mark.parametrize(("body", "status", "words"), [
-    ({"number": "Bob Smith"}, 400, "not a telephone number"),
-    ({"number": "nobody"}, 400, "no user nobody"),
-    ({"number": 44}, 400, "must be a string"),
-    ({"number": "+44 20", "callee": "alice"}, 400, "not both"),
-    ({"number": "javascript:alert(1)"}, 400, "only tel: and sip:"),
-])
-def test_garbage_is_400_and_not_recorded(world: WebWorld, body: dict[str, object],
-                                         status: int, words: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"number": "Bob Smith"}, 400, "not a telephone number"),
+        ({"number": "nobody"}, 400, "no user nobody"),
+        ({"number": 44}, 400, "must be a string"),
+        ({"number": "+44 20", "callee": "alice"}, 400, "not both"),
+        ({"number": "javascript:alert(1)"}, 400, "only tel: and sip:"),
+    ],
+)
+def test_garbage_is_400_and_not_recorded(
+    world: WebWorld, body: dict[str, object], status: int, words: str
+) -> None:
     client, auth = api(world)
     reply = client.request("POST", "/api/v1/calls", json_body=body, headers=auth)
     assert reply.code == status and words in reply.json()["error"]
@@ -124,7 +141,8 @@ def test_garbage_is_400_and_not_recorded(world: WebWorld, body: dict[str, object
 
 
 def test_the_daily_limit_refuses_the_call_past_it_and_a_new_utc_day_resets_it(
-        world: WebWorld) -> None:
+    world: WebWorld,
+) -> None:
     for _ in range(3):
         assert call_number(world, "+442079460958").code == 201
     reply = call_number(world, "+442079460958")
@@ -207,22 +225,21 @@ def test_dial_page_shows_number_and_class_and_places_nothing(world: WebWorld) ->
 
 def test_dial_page_confirmation_places_the_call(world: WebWorld) -> None:
     client = logged_in(world)
-    reply = client.post_form("/calls", {"number": "+442079460958"},
-                             csrf_from="/dial?uri=tel%3A%2B442079460958")
+    reply = client.post_form(
+        "/calls", {"number": "+442079460958"}, csrf_from="/dial?uri=tel%3A%2B442079460958"
+    )
     assert reply.code == 303 and reply.headers["location"].startswith("/calls/")
     assert len(world.controller.outbound) == 1
 
 
 def test_dial_page_confirmation_without_the_csrf_token_is_refused(world: WebWorld) -> None:
     client = logged_in(world)
-    reply = client.request("POST", "/calls", form={"number": "+442079460958",
-                                                   "csrf": "forged"})
+    reply = client.request("POST", "/calls", form={"number": "+442079460958", "csrf": "forged"})
     assert reply.code == 403
     assert world.controller.outbound == []
 
 
-def test_dial_page_of_a_refused_or_bad_link_says_why_without_a_call_button(
-        world: WebWorld) -> None:
+def test_dial_page_of_a_refused_or_bad_link_says_why_without_a_call_button(world: WebWorld) -> None:
     client = logged_in(world)
     reply = client.get("/dial?uri=" + quote("tel:+33123456789", safe=""))
     assert reply.code == 403 and "not allowed for bob" in reply.text

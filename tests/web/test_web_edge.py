@@ -79,9 +79,7 @@ def test_metrics_and_readyz_refuse_anonymous_and_non_admins_on_the_main_listener
 
 
 @pytest.mark.parametrize("path, expected", [("/metrics", b"# HELP"), ("/readyz", b"ready")])
-def test_metrics_and_readyz_answer_the_metrics_token_and_admins(
-    path: str, expected: bytes
-) -> None:
+def test_metrics_and_readyz_answer_the_metrics_token_and_admins(path: str, expected: bytes) -> None:
     operated = Operated(f"metrics_token = {METRICS_TOKEN}\n")
     client = operated.client()
     reply = client.get(path, headers=bearer(METRICS_TOKEN))
@@ -115,7 +113,9 @@ def test_the_metrics_endpoint_serves_metrics_readyz_healthz_to_anyone_and_nothin
 def test_the_daemon_listens_for_metrics_on_metrics_listen() -> None:
     config = parse_config(
         "[sip]\ndomain = 127.0.0.1\n[web]\nlisten = tcp:8181:interface=127.0.0.1\n"
-        "metrics_listen = tcp:9100:interface=127.0.0.1\n[store]\nbackend = memory\n", "x.ini")
+        "metrics_listen = tcp:9100:interface=127.0.0.1\n[store]\nbackend = memory\n",
+        "x.ini",
+    )
     reactor = FakeReactor()
     root = build_service(config, reactor)
     root.startService()
@@ -152,8 +152,12 @@ def test_users_show_non_admins_presence_but_no_contact_addresses() -> None:
     assert reply.code == 200
     assert b"192.0.2.7" not in reply.body
     users = {u["username"]: u for u in reply.json()}
-    assert users["carol"] == {"username": "carol", "display_name": "Carol",
-                              "registered": True, "phones": 1}
+    assert users["carol"] == {
+        "username": "carol",
+        "display_name": "Carol",
+        "registered": True,
+        "phones": 1,
+    }
     assert users["alice"]["registered"] is False and "contacts" not in users["alice"]
     # My own phone's address is mine to see.
     assert users["bob"]["contacts"] == [{"uri": "sip:bob@192.0.2.8:5098", "expires": 3600}]
@@ -174,7 +178,7 @@ def registration_events(client: WebClient) -> list[dict[str, object]]:
     for block in client.streamed().split(b"\n\n"):
         lines = block.split(b"\n")
         if lines[0] == b"event: registration":
-            events.append(json.loads(lines[2][len(b"data: "):]))
+            events.append(json.loads(lines[2][len(b"data: ") :]))
     return events
 
 
@@ -190,8 +194,7 @@ def test_event_streams_show_non_admins_presence_and_admins_contacts() -> None:
     for _ in range(25):
         world.clock.advance(0.1)
     assert b"192.0.2.7" not in bob.streamed()
-    assert registration_events(bob) == [
-        {"username": "carol", "registered": True, "phones": 1}]
+    assert registration_events(bob) == [{"username": "carol", "registered": True, "phones": 1}]
     [seen] = registration_events(alice)
     assert seen["contacts"] == [{"uri": "sip:carol@192.0.2.7:5099", "expires": 3598}]
 
@@ -206,8 +209,12 @@ def post_call_body(body: bytes) -> tuple[int, str, LogCapture]:
     client = WebClient(world)
     token = world.store.create_token("alice").result
     with LogCapture() as capture:
-        reply = client.request("POST", "/api/v1/calls", data=body, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        reply = client.request(
+            "POST",
+            "/api/v1/calls",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
     return reply.code, reply.json()["error"], capture
 
 
@@ -221,13 +228,17 @@ def test_30000_nested_brackets_get_400_and_one_short_log_line_without_traceback(
     assert refused[0]["problem"] == error and refused[0]["size"] == 30000
 
 
-@pytest.mark.parametrize("body", [
-    b'{"callee": ' + b"9" * 60_000 + b"}",   # int() refuses more than 4,300 digits
-    b'{"callee": NaN}',
-    b'{"callee": -Infinity}',
-    b'{"callee": "bob"',
-    b"\xff\xfe",
-], ids=["60000-digits", "NaN", "-Infinity", "unterminated", "not-utf8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"callee": ' + b"9" * 60_000 + b"}",  # int() refuses more than 4,300 digits
+        b'{"callee": NaN}',
+        b'{"callee": -Infinity}',
+        b'{"callee": "bob"',
+        b"\xff\xfe",
+    ],
+    ids=["60000-digits", "NaN", "-Infinity", "unterminated", "not-utf8"],
+)
 def test_strange_json_bodies_get_400_without_traceback(body: bytes) -> None:
     code, error, capture = post_call_body(body)
     assert (code, error) == (400, "the request body is not valid JSON")
@@ -264,16 +275,22 @@ def test_hsts_max_age_is_configurable_and_0_sends_none() -> None:
     assert "strict-transport-security" not in reply.headers
 
 
-def session_cookie(world: WebWorld, base: str = "http://clicktodial.test",
-                   headers: dict[str, str] | None = None) -> str:
+def session_cookie(
+    world: WebWorld, base: str = "http://clicktodial.test", headers: dict[str, str] | None = None
+) -> str:
     """The Set-Cookie of a login's session cookie."""
     client = WebClient(world, base=base)
     token = client.csrf("/login")
-    reply = client.request("POST", "/login", headers=headers, form={
-        "csrf": token, "username": "bob", "password": "bob-pass"})
+    reply = client.request(
+        "POST",
+        "/login",
+        headers=headers,
+        form={"csrf": token, "username": "bob", "password": "bob-pass"},
+    )
     assert reply.code == 303
-    [cookie] = [c for c in reply.headers["set-cookie"].split(", ")
-                if c.startswith("clicktodial_session=")]
+    [cookie] = [
+        c for c in reply.headers["set-cookie"].split(", ") if c.startswith("clicktodial_session=")
+    ]
     return cookie
 
 
@@ -302,9 +319,14 @@ def failed_logins(world: WebWorld, forwarded_for: str, count: int, first: int = 
     for i in range(first, first + count):
         client = WebClient(world)
         token = client.csrf("/login")
-        codes.append(client.request("POST", "/login", headers={
-            "X-Forwarded-For": forwarded_for}, form={
-            "csrf": token, "username": f"nobody{i}", "password": "wrong-password"}).code)
+        codes.append(
+            client.request(
+                "POST",
+                "/login",
+                headers={"X-Forwarded-For": forwarded_for},
+                form={"csrf": token, "username": f"nobody{i}", "password": "wrong-password"},
+            ).code
+        )
     return codes
 
 
@@ -331,22 +353,25 @@ def request_from(peer: object, **headers: str) -> DummyRequest:
     return request
 
 
-@pytest.mark.parametrize("peer, forwarded, client", [
-    # Not from a proxy: the header is the client's own say.
-    (IPv4Address("TCP", "203.0.113.9", 1), "198.51.100.7", "203.0.113.9"),
-    # From the proxy: the address it appended.
-    (IPv4Address("TCP", "10.0.0.2", 1), "198.51.100.7", "198.51.100.7"),
-    # What the client sent before the proxy appended is not believed.
-    (IPv4Address("TCP", "10.0.0.2", 1), "1.2.3.4, 198.51.100.7", "198.51.100.7"),
-    # Through two trusted proxies.
-    (IPv4Address("TCP", "10.0.0.2", 1), "1.2.3.4, 198.51.100.7, 10.0.0.3", "198.51.100.7"),
-    # Garbage written by a proxy: the walk stops at that proxy.
-    (IPv4Address("TCP", "10.0.0.2", 1), "198.51.100.7, unknown", "10.0.0.2"),
-    (IPv4Address("TCP", "10.0.0.2", 1), "", "10.0.0.2"),
-    (IPv6Address("TCP", "::1", 1), "2001:db8::7", "2001:db8::7"),
-    (IPv6Address("TCP", "::1", 1), "[2001:db8::7]", "2001:db8::7"),
-    (UNIXAddress(b"/run/web.sock"), "198.51.100.7", "unix"),
-])
+@pytest.mark.parametrize(
+    "peer, forwarded, client",
+    [
+        # Not from a proxy: the header is the client's own say.
+        (IPv4Address("TCP", "203.0.113.9", 1), "198.51.100.7", "203.0.113.9"),
+        # From the proxy: the address it appended.
+        (IPv4Address("TCP", "10.0.0.2", 1), "198.51.100.7", "198.51.100.7"),
+        # What the client sent before the proxy appended is not believed.
+        (IPv4Address("TCP", "10.0.0.2", 1), "1.2.3.4, 198.51.100.7", "198.51.100.7"),
+        # Through two trusted proxies.
+        (IPv4Address("TCP", "10.0.0.2", 1), "1.2.3.4, 198.51.100.7, 10.0.0.3", "198.51.100.7"),
+        # Garbage written by a proxy: the walk stops at that proxy.
+        (IPv4Address("TCP", "10.0.0.2", 1), "198.51.100.7, unknown", "10.0.0.2"),
+        (IPv4Address("TCP", "10.0.0.2", 1), "", "10.0.0.2"),
+        (IPv6Address("TCP", "::1", 1), "2001:db8::7", "2001:db8::7"),
+        (IPv6Address("TCP", "::1", 1), "[2001:db8::7]", "2001:db8::7"),
+        (UNIXAddress(b"/run/web.sock"), "198.51.100.7", "unix"),
+    ],
+)
 def test_client_address_walks_x_forwarded_for_through_trusted_proxies_only(
     peer: object, forwarded: str, client: str
 ) -> None:

@@ -57,8 +57,9 @@ def settle(world: WebWorld, d: Deferred[Any]) -> int:
     return outcome(d)
 
 
-def hold_checks(world: WebWorld, monkeypatch: pytest.MonkeyPatch
-                ) -> list[tuple[tuple[str, str], Deferred[Any]]]:
+def hold_checks(
+    world: WebWorld, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[tuple[str, str], Deferred[Any]]]:
     """Hold every password check pending; the checks started."""
     checks: list[tuple[tuple[str, str], Deferred[Any]]] = []
 
@@ -89,7 +90,8 @@ def test_concurrent_logins_checked_at_most_the_limit(monkeypatch: pytest.MonkeyP
 
 
 def test_concurrent_logins_from_many_addresses_limited_per_account(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     world = web_world()
     checks = hold_checks(world, monkeypatch)
     pending = [login(world, f"198.51.100.{i}", "bob", "guess") for i in range(60)]

@@ -39,8 +39,9 @@ def test_login_sets_a_fresh_httponly_samesite_strict_session_cookie(world) -> No
     client = WebClient(world)
     client.cookies["clicktodial_session"] = "chosen-by-attacker"
     token = client.csrf("/login")
-    reply = client.request("POST", "/login", form={"csrf": token, "username": "alice",
-                                                   "password": "alice-pass"})
+    reply = client.request(
+        "POST", "/login", form={"csrf": token, "username": "alice", "password": "alice-pass"}
+    )
     assert (reply.code, reply.headers["location"]) == (303, "/directory")
     cookie = reply.headers["set-cookie"]
     assert "clicktodial_session=" in cookie
@@ -56,14 +57,14 @@ def test_unknown_user_and_wrong_password_get_the_same_answer(world) -> None:
     b = two.login("mallory", "wrong")
     assert a.code == b.code == 401
     strip = re.compile(rb'value="[^"]*"')
-    assert strip.sub(b"", a.body).replace(b"alice", b"X") == \
-        strip.sub(b"", b.body).replace(b"mallory", b"X")
+    assert strip.sub(b"", a.body).replace(b"alice", b"X") == strip.sub(b"", b.body).replace(
+        b"mallory", b"X"
+    )
 
 
 def test_login_without_the_form_token_is_refused(world) -> None:
     client = WebClient(world)
-    reply = client.request("POST", "/login", form={"username": "alice",
-                                                   "password": "alice-pass"})
+    reply = client.request("POST", "/login", form={"username": "alice", "password": "alice-pass"})
     assert reply.code == 403
     assert "clicktodial_session" not in client.cookies
 
@@ -84,9 +85,12 @@ def test_forms_without_the_session_csrf_token_are_refused(world) -> None:
     world.register("bob")
     client = WebClient(world)
     client.login("alice")
-    for path, fields in [("/calls", {"callee": "bob"}), ("/logout", {}),
-                         ("/account/sip-secret", {}),
-                         ("/admin/users", {"username": "dave"})]:
+    for path, fields in [
+        ("/calls", {"callee": "bob"}),
+        ("/logout", {}),
+        ("/account/sip-secret", {}),
+        ("/admin/users", {"username": "dave"}),
+    ]:
         reply = client.request("POST", path, form={"csrf": "forged", **fields})
         assert reply.code == 403, path
     assert world.controller.calls == {}
@@ -158,14 +162,15 @@ def test_account_shows_softphone_settings_and_a_new_sip_secret_once(world) -> No
     assert reply.headers["cache-control"] == "no-store"
     assert 'id="sip-secret"' not in client.get("/account").text
     import hashlib
+
     expected = hashlib.md5(f"bob:example.test:{secret}".encode()).hexdigest()
     assert world.store.get_sip_credentials("bob").result.ha1_md5 == expected
     assert len(secret) >= 16
 
 
 def _softphone_rows(page: str) -> dict[str, str]:
-    section = page[page.index('class="details softphone"'):]
-    section = section[:section.index("</dl>")]
+    section = page[page.index('class="details softphone"') :]
+    section = section[: section.index("</dl>")]
     return dict(re.findall(r"<dt>([^<]+)</dt><dd>([^<]*)</dd>", section))
 
 
@@ -176,9 +181,14 @@ def test_account_tells_a_phone_everything_it_needs_to_authenticate(world) -> Non
     client.login("bob")
     rows = _softphone_rows(client.get("/account").text)
     assert rows == {
-        "Address": "sip:bob@example.test", "Server": "127.0.0.1", "Port": "5060",
-        "Transport": "UDP, TCP", "Username": "bob", "Domain": "example.test",
-        "Authentication username": "bob", "Realm": "example.test",
+        "Address": "sip:bob@example.test",
+        "Server": "127.0.0.1",
+        "Port": "5060",
+        "Transport": "UDP, TCP",
+        "Username": "bob",
+        "Domain": "example.test",
+        "Authentication username": "bob",
+        "Realm": "example.test",
         "Digest algorithm": "SHA-256 or MD5",
     }
 
@@ -187,24 +197,35 @@ def test_softphone_settings_come_from_sip_and_registrar_configuration() -> None:
     """The server is the listen address (the domain when listening on every address, an IPv6
     one bracketed); TLS has its own port; the algorithms are the registrar's, in order."""
     base = "[sip]\ndomain = pbx.example.test\n[web]\nlisten = tcp:8080\n[store]\nbackend = memory\n"
-    dev = SoftphoneSettings.from_config(parse_config(
-        base.replace("test\n", "test\nlisten = 127.0.0.2:5070\n", 1)
-        + "[registrar]\ndigest_algorithms = MD5\n", "x.ini"))
+    dev = SoftphoneSettings.from_config(
+        parse_config(
+            base.replace("test\n", "test\nlisten = 127.0.0.2:5070\n", 1)
+            + "[registrar]\ndigest_algorithms = MD5\n",
+            "x.ini",
+        )
+    )
     assert (dev.server, dev.port, dev.transports, dev.tls_port) == (
-        "127.0.0.2", 5070, ("udp", "tcp"), None)
+        "127.0.0.2",
+        5070,
+        ("udp", "tcp"),
+        None,
+    )
     assert (dev.realm, dev.digest_algorithms) == ("pbx.example.test", ("MD5",))
-    everywhere = SoftphoneSettings.from_config(parse_config(
-        base.replace("test\n", "test\nlisten = 0.0.0.0:5060\n", 1), "x.ini"))
+    everywhere = SoftphoneSettings.from_config(
+        parse_config(base.replace("test\n", "test\nlisten = 0.0.0.0:5060\n", 1), "x.ini")
+    )
     assert everywhere.server == "pbx.example.test"
     assert everywhere.digest_algorithms == ("SHA-256", "MD5")
-    ipv6 = SoftphoneSettings.from_config(parse_config(
-        base.replace("test\n", "test\nlisten = [::1]:5060\n", 1), "x.ini"))
+    ipv6 = SoftphoneSettings.from_config(
+        parse_config(base.replace("test\n", "test\nlisten = [::1]:5060\n", 1), "x.ini")
+    )
     assert ipv6.server == "[::1]"
 
 
 def test_account_with_tls_shows_its_port(world) -> None:
-    world.app.softphone = SoftphoneSettings("127.0.0.1", 5060, ("udp", "tls"), "example.test",
-                                            ("MD5",), tls_port=5061)
+    world.app.softphone = SoftphoneSettings(
+        "127.0.0.1", 5060, ("udp", "tls"), "example.test", ("MD5",), tls_port=5061
+    )
     client = WebClient(world)
     client.login("bob")
     rows = _softphone_rows(client.get("/account").text)
@@ -229,31 +250,46 @@ def test_admin_pages_are_for_admins_only(world) -> None:
     client = WebClient(world)
     client.login("bob")
     assert client.get("/admin/users").code == 403
-    assert client.request("POST", "/admin/users/carol/remove",
-                          form={"csrf": client.csrf("/directory"), "confirm": "yes"}).code == 403
+    assert (
+        client.request(
+            "POST",
+            "/admin/users/carol/remove",
+            form={"csrf": client.csrf("/directory"), "confirm": "yes"},
+        ).code
+        == 403
+    )
 
 
 def test_admin_creates_edits_disables_and_removes_a_user(world) -> None:
     admin = WebClient(world)
     admin.login("alice")
-    reply = admin.post_form("/admin/users", {"username": "dave", "display_name": "Dave",
-                                             "password": "dave-password"},
-                            csrf_from="/admin/users")
+    reply = admin.post_form(
+        "/admin/users",
+        {"username": "dave", "display_name": "Dave", "password": "dave-password"},
+        csrf_from="/admin/users",
+    )
     assert reply.code == 303
     assert world.store.get_user("dave").result.display_name == "Dave"
     dave = WebClient(world)
     assert dave.login("dave", "dave-password").code == 303
-    reply = admin.post_form("/admin/users/dave", {"display_name": "David", "disabled": "yes"},
-                            csrf_from="/admin/users/dave")
+    reply = admin.post_form(
+        "/admin/users/dave",
+        {"display_name": "David", "disabled": "yes"},
+        csrf_from="/admin/users/dave",
+    )
     assert reply.code == 303
     assert world.store.get_user("dave").result.disabled
     assert dave.get("/directory").code == 303  # logged out
-    assert admin.post_form("/admin/users", {"username": "dave"},
-                           csrf_from="/admin/users").code == 409
-    assert admin.post_form("/admin/users", {"username": "Bad Name"},
-                           csrf_from="/admin/users").code == 400
-    reply = admin.post_form("/admin/users/dave/remove", {"confirm": "yes"},
-                            csrf_from="/admin/users/dave")
+    assert (
+        admin.post_form("/admin/users", {"username": "dave"}, csrf_from="/admin/users").code == 409
+    )
+    assert (
+        admin.post_form("/admin/users", {"username": "Bad Name"}, csrf_from="/admin/users").code
+        == 400
+    )
+    reply = admin.post_form(
+        "/admin/users/dave/remove", {"confirm": "yes"}, csrf_from="/admin/users/dave"
+    )
     assert reply.code == 303
     assert world.store.get_user("dave").result is None
     assert admin.get("/admin/users/dave").code == 404
@@ -288,8 +324,8 @@ def test_event_stream_frames_call_and_registration_events(world) -> None:
     assert kinds == [b"event: call", b"event: call", b"event: registration"]
     first = events[0].split(b"\n")
     assert first[1] == b"id: 1"
-    assert json.loads(first[2][len(b"data: "):])["state"] == "calling-caller"
-    registration = json.loads(events[2].split(b"\n")[2][len(b"data: "):])
+    assert json.loads(first[2][len(b"data: ") :])["state"] == "calling-caller"
+    registration = json.loads(events[2].split(b"\n")[2][len(b"data: ") :])
     assert registration["username"] == "carol" and registration["registered"] is True
     world.clock.advance(15)
     assert watcher.streamed().endswith(b": keepalive\n\n")
@@ -356,11 +392,13 @@ def test_removing_a_user_removes_their_bindings_from_the_location_backend() -> N
     world = web_world(locations=locations)
     aor = "sip:carol@" + world.app.domain
     now = world.clock.seconds()
-    locations.update_bindings(aor, BindingChanges(
-        "c", 1, (ContactChange("sip:carol@192.0.2.3", 600),)), now)
+    locations.update_bindings(
+        aor, BindingChanges("c", 1, (ContactChange("sip:carol@192.0.2.3", 600),)), now
+    )
     admin = WebClient(world)
     admin.login("alice")
-    reply = admin.post_form("/admin/users/carol/remove", {"confirm": "yes"},
-                            csrf_from="/admin/users/carol")
+    reply = admin.post_form(
+        "/admin/users/carol/remove", {"confirm": "yes"}, csrf_from="/admin/users/carol"
+    )
     assert reply.code == 303
     assert locations.get_bindings(aor, now).result == []

@@ -40,8 +40,9 @@ class World:
     def __init__(self) -> None:
         self.clock = InlineReactor()
         self.clock.advance(NOW)
-        self.store = MemoryStore(self.clock, realm=DOMAIN, hash_pool=InlineThreadPool(),
-                                 hasher=cheap_password_hasher())
+        self.store = MemoryStore(
+            self.clock, realm=DOMAIN, hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
+        )
         success_result_of(self.store.start())
         for name in ("alice", "bob"):
             success_result_of(self.store.add_user(name, sip_password=f"{name}-secret"))
@@ -50,19 +51,21 @@ class World:
 
     def listen(self) -> Any:
         return self.monitor.subscribe(
-            lambda r: self.seen.append((r.username, r.registered,
-                                        tuple(c.uri for c in r.contacts))))
+            lambda r: self.seen.append((r.username, r.registered, tuple(c.uri for c in r.contacts)))
+        )
 
-    def store_binding(self, user: str, contact: str, expires: int = 600,
-                      cseq: int = 1) -> list[Binding]:
+    def store_binding(
+        self, user: str, contact: str, expires: int = 600, cseq: int = 1
+    ) -> list[Binding]:
         """Change a binding in the store only (as another daemon would)."""
-        changes = BindingChanges(call_id=f"reg-{user}", cseq=cseq,
-                                 contacts=(ContactChange(contact, expires),))
-        return success_result_of(self.store.update_bindings(
-            user_aor(user, DOMAIN), changes, self.clock.seconds()))
+        changes = BindingChanges(
+            call_id=f"reg-{user}", cseq=cseq, contacts=(ContactChange(contact, expires),)
+        )
+        return success_result_of(
+            self.store.update_bindings(user_aor(user, DOMAIN), changes, self.clock.seconds())
+        )
 
-    def register_here(self, user: str, contact: str, expires: int = 600,
-                      cseq: int = 1) -> None:
+    def register_here(self, user: str, contact: str, expires: int = 600, cseq: int = 1) -> None:
         """Change a binding as this daemon's registrar does: store, then announce."""
         bindings = self.store_binding(user, contact, expires, cseq)
         self.monitor.bindings_changed(user_aor(user, DOMAIN), bindings)
@@ -184,30 +187,37 @@ def _register(user: str, cseq: int, expires: int = 600) -> Request:
     return message
 
 
-def _authenticated(registrar: Registrar, user: str, password: str, cseq: int,
-                   expires: int = 600) -> Response:
+def _authenticated(
+    registrar: Registrar, user: str, password: str, cseq: int, expires: int = 600
+) -> Response:
     """A REGISTER, its 401, and the REGISTER again with MD5 Digest credentials."""
-    challenge = success_result_of(registrar.handle_register(_register(user, cseq, expires),
-                                                            PHONE))
+    challenge = success_result_of(registrar.handle_register(_register(user, cseq, expires), PHONE))
     assert challenge.status == 401
     params = parse_auth_params(
-        challenge.headers.get_fields("WWW-Authenticate")[0][len("Digest "):])
+        challenge.headers.get_fields("WWW-Authenticate")[0][len("Digest ") :]
+    )
     request = _register(user, cseq + 1, expires)
     uri = f"sip:{DOMAIN}"
     ha1 = compute_ha1(user, params["realm"], password, "MD5")
-    digest = compute_response(ha1, params["nonce"], "00000001", "0a4f113b", "auth",
-                              "REGISTER", uri, "MD5")
-    request.headers.set("Authorization", (
-        f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
-        f'uri="{uri}", response="{digest}", algorithm=MD5, cnonce="0a4f113b", '
-        "nc=00000001, qop=auth"))
+    digest = compute_response(
+        ha1, params["nonce"], "00000001", "0a4f113b", "auth", "REGISTER", uri, "MD5"
+    )
+    request.headers.set(
+        "Authorization",
+        (
+            f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
+            f'uri="{uri}", response="{digest}", algorithm=MD5, cnonce="0a4f113b", '
+            "nc=00000001, qop=auth"
+        ),
+    )
     return success_result_of(registrar.handle_register(request, PHONE))
 
 
 def test_the_registrar_announces_each_register_it_handles_to_the_monitor() -> None:
     world = World()
-    registrar = Registrar(world.clock, world.store, world.store, DOMAIN,
-                          RegistrarSettings(digest_algorithms=("MD5",)))
+    registrar = Registrar(
+        world.clock, world.store, world.store, DOMAIN, RegistrarSettings(digest_algorithms=("MD5",))
+    )
     registrar.binding_listeners.append(world.monitor.bindings_changed)
     world.listen()
     assert _authenticated(registrar, "alice", "alice-secret", 1).status == 200
@@ -218,8 +228,9 @@ def test_the_registrar_announces_each_register_it_handles_to_the_monitor() -> No
 
 def test_a_failing_binding_listener_does_not_fail_the_register() -> None:
     world = World()
-    registrar = Registrar(world.clock, world.store, world.store, DOMAIN,
-                          RegistrarSettings(digest_algorithms=("MD5",)))
+    registrar = Registrar(
+        world.clock, world.store, world.store, DOMAIN, RegistrarSettings(digest_algorithms=("MD5",))
+    )
 
     def broken(aor: str, bindings: object) -> None:
         raise RuntimeError("boom")
@@ -231,7 +242,9 @@ def test_a_failing_binding_listener_does_not_fail_the_register() -> None:
 def test_the_daemon_wires_its_registrar_to_the_web_presence() -> None:
     config = parse_config(
         "[sip]\ndomain = 127.0.0.1\n[web]\nlisten = tcp:8181:interface=127.0.0.1\n"
-        "[store]\nbackend = memory\n", "x.ini")
+        "[store]\nbackend = memory\n",
+        "x.ini",
+    )
     root = build_service(config, FakeReactor())
     registrar = root.getServiceNamed(SIP_SERVICE_NAME).registrar  # type: ignore[attr-defined]
     [listener] = registrar.binding_listeners
@@ -242,8 +255,9 @@ def test_the_daemon_wires_its_registrar_to_the_web_presence() -> None:
 def test_clock_type_is_enough_for_the_monitor() -> None:
     """The monitor needs only IReactorTime: a plain Clock will do."""
     clock = Clock()
-    store = MemoryStore(clock, realm=DOMAIN, hash_pool=InlineThreadPool(),
-                        hasher=cheap_password_hasher())
+    store = MemoryStore(
+        clock, realm=DOMAIN, hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
+    )
     success_result_of(store.start())
     monitor = RegistrationMonitor(clock, store, DOMAIN, interval=2.0)
     seen: list[Registration] = []

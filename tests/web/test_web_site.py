@@ -88,4 +88,3 @@ def test_a_streamed_response_is_not_cut_off() -> None:
     clock.pump([STEP] * int(120 / STEP))
     assert not transport.disconnecting
     assert b"data: 1" in transport.value()
-

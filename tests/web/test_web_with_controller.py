@@ -18,8 +18,13 @@ def make() -> tuple[CallWorld, WebClient, dict[str, str]]:
     calls.phone("alice", "127.0.0.2", answer=Answer(delay=1.0, sdp=sdp("alice")))
     calls.phone("bob", "127.0.0.3", answer=Answer(delay=2.0, sdp=sdp("bob")))
     monitor = RegistrationMonitor(calls.clock, calls.store, DOMAIN, interval=2.0)
-    app = WebApp(calls.clock, calls.store, calls.controller, monitor,
-                 SoftphoneSettings("127.0.0.1", 5060, ("udp",), DOMAIN))
+    app = WebApp(
+        calls.clock,
+        calls.store,
+        calls.controller,
+        monitor,
+        SoftphoneSettings("127.0.0.1", 5060, ("udp",), DOMAIN),
+    )
     world = WebWorld(calls.clock, calls.store, calls.controller, app)  # type: ignore[arg-type]
     client = WebClient(world)
     token = calls.store.create_token("alice").result
@@ -31,7 +36,7 @@ def events_of(stream: bytes, kind: bytes) -> list[dict]:  # type: ignore[type-ar
     for block in stream.split(b"\n\n"):
         lines = block.split(b"\n")
         if lines[0] == b"event: " + kind:
-            found.append(json.loads(lines[-1][len(b"data: "):]))
+            found.append(json.loads(lines[-1][len(b"data: ") :]))
     return found
 
 
@@ -60,8 +65,9 @@ def test_a_call_placed_through_the_api_streams_every_state_until_hung_up() -> No
 
 def test_cancelling_while_the_callers_phone_rings_fails_the_call() -> None:
     calls, client, auth = make()
-    call_id = client.request("POST", "/api/v1/calls", json_body={"callee": "bob"},
-                             headers=auth).json()["id"]
+    call_id = client.request(
+        "POST", "/api/v1/calls", json_body={"callee": "bob"}, headers=auth
+    ).json()["id"]
     calls.run(0.3)
     assert client.request("DELETE", f"/api/v1/calls/{call_id}", headers=auth).code == 200
     calls.run(5)
@@ -82,8 +88,9 @@ def test_registration_changes_reach_the_stream_including_expiry() -> None:
     )
     calls.run(3)
     calls.run(12)  # carol's binding expires
-    changes = [(e["username"], e["registered"]) for e in
-               events_of(client.streamed(), b"registration")]
+    changes = [
+        (e["username"], e["registered"]) for e in events_of(client.streamed(), b"registration")
+    ]
     assert changes == [("carol", True), ("carol", False)]
 
 
@@ -97,12 +104,19 @@ def test_an_admin_batch_places_every_call_with_one_result_each_in_order() -> Non
     calls, client, _ = make()
     calls.user("carol")  # no phone
     auth = admin_auth(calls)
-    reply = client.request("POST", "/api/v1/calls", headers=auth, json_body={"calls": [
-        {"caller": "alice", "callee": "bob"},
-        {"caller": "nobody", "callee": "bob"},
-        {"caller": "carol", "callee": "bob"},
-        {"caller": "alice", "callee": "alice"},
-    ]})
+    reply = client.request(
+        "POST",
+        "/api/v1/calls",
+        headers=auth,
+        json_body={
+            "calls": [
+                {"caller": "alice", "callee": "bob"},
+                {"caller": "nobody", "callee": "bob"},
+                {"caller": "carol", "callee": "bob"},
+                {"caller": "alice", "callee": "alice"},
+            ]
+        },
+    )
     assert reply.code == 200
     results = reply.json()["calls"]
     assert [r["status"] for r in results] == [201, 404, 409, 403]
@@ -117,14 +131,21 @@ def test_an_admin_batch_places_every_call_with_one_result_each_in_order() -> Non
     assert client.get("/api/v1/calls?active=true", headers=auth).json()["calls"] == []
     final = client.get(f"/api/v1/calls/{call_id}", headers=auth).json()
     assert (final["state"], final["reason"], final["who_hung_up"]) == (
-        "ended", "cancelled", "system")
+        "ended",
+        "cancelled",
+        "system",
+    )
     calls.assert_quiescent()
 
 
 def test_a_batch_is_for_administrators_only() -> None:
     calls, client, alice = make()
-    reply = client.request("POST", "/api/v1/calls", headers=alice,
-                           json_body={"calls": [{"caller": "alice", "callee": "bob"}]})
+    reply = client.request(
+        "POST",
+        "/api/v1/calls",
+        headers=alice,
+        json_body={"calls": [{"caller": "alice", "callee": "bob"}]},
+    )
     assert reply.code == 403
     assert calls.controller.active_calls() == []
 
@@ -136,9 +157,13 @@ def test_a_batch_is_bounded_by_max_batch_calls_and_must_hold_call_objects() -> N
     too_many = {"calls": [{"caller": "alice", "callee": "bob"}] * (limit + 1)}
     reply = client.request("POST", "/api/v1/calls", headers=auth, json_body=too_many)
     assert reply.code == 400 and "max_batch_calls" in reply.json()["error"]
-    for bad in ({"calls": ["alice"]}, {"calls": [{"caller": "alice"}]},
-                {"calls": [{"caller": "Alice!", "callee": "bob"}]}, {"calls": {}},
-                {"calls": [], "callee": "bob"}):
+    for bad in (
+        {"calls": ["alice"]},
+        {"calls": [{"caller": "alice"}]},
+        {"calls": [{"caller": "Alice!", "callee": "bob"}]},
+        {"calls": {}},
+        {"calls": [], "callee": "bob"},
+    ):
         assert client.request("POST", "/api/v1/calls", headers=auth, json_body=bad).code == 400
     assert calls.controller.active_calls() == []
 
@@ -148,8 +173,14 @@ def test_a_user_sees_only_their_own_calls_in_progress() -> None:
     calls.phone("carol", "127.0.0.4", answer=Answer(delay=1.0, sdp=sdp("carol")))
     calls.phone("dave", "127.0.0.5", answer=Answer(delay=1.0, sdp=sdp("dave")))
     auth = admin_auth(calls)
-    client.request("POST", "/api/v1/calls", headers=auth, json_body={"calls": [
-        {"caller": "alice", "callee": "bob"}, {"caller": "carol", "callee": "dave"}]})
+    client.request(
+        "POST",
+        "/api/v1/calls",
+        headers=auth,
+        json_body={
+            "calls": [{"caller": "alice", "callee": "bob"}, {"caller": "carol", "callee": "dave"}]
+        },
+    )
     mine = client.get("/api/v1/calls?active=true", headers=alice).json()["calls"]
     assert [(c["caller"], c["callee"]) for c in mine] == [("alice", "bob")]
     everyone = client.get("/api/v1/calls?active=true", headers=auth).json()["calls"]
@@ -167,8 +198,9 @@ def test_an_admin_session_needs_the_csrf_token_to_place_a_batch() -> None:
     batch = {"calls": [{"caller": "alice", "callee": "bob"}]}
     assert browser.request("POST", "/api/v1/calls", json_body=batch).code == 403
     assert calls.controller.active_calls() == []
-    reply = browser.request("POST", "/api/v1/calls", json_body=batch,
-                            headers={"X-CSRF-Token": browser.api_csrf()})
+    reply = browser.request(
+        "POST", "/api/v1/calls", json_body=batch, headers={"X-CSRF-Token": browser.api_csrf()}
+    )
     assert [r["status"] for r in reply.json()["calls"]] == [201]
     calls.controller.hang_up_all()
     calls.run(5)

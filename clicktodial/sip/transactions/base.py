@@ -223,8 +223,7 @@ class Transaction:
 
     def __repr__(self) -> str:
         return (
-            f"<{type(self).__name__} {self.method} branch={self.branch!r} "
-            f"state={self.state.value}>"
+            f"<{type(self).__name__} {self.method} branch={self.branch!r} state={self.state.value}>"
         )
 
     @property

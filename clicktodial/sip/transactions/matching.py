@@ -40,9 +40,7 @@ _RFC2543 = "2543"
 def has_rfc3261_branch(branch: str | None) -> bool:
     """Whether ``branch`` is a usable RFC 3261 transaction identifier."""
     return (
-        branch is not None
-        and len(branch) > len(MAGIC_COOKIE)
-        and branch.startswith(MAGIC_COOKIE)
+        branch is not None and len(branch) > len(MAGIC_COOKIE) and branch.startswith(MAGIC_COOKIE)
     )
 
 

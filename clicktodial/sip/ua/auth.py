@@ -55,9 +55,7 @@ class StaticCredentials:
 
     __slots__ = ("username", "password", "realms")
 
-    def __init__(
-        self, username: str, password: str, realms: frozenset[str] | None = None
-    ) -> None:
+    def __init__(self, username: str, password: str, realms: frozenset[str] | None = None) -> None:
         self.username = username
         self.password = password
         self.realms = realms
@@ -166,20 +164,21 @@ class DigestAnswerer:
         if secret is None:
             realms = sorted({r for r in map(_realm_of, values) if r is not None})
             raise ChallengeRefused(
-                f"{response.status}: no credentials for realm(s) {', '.join(realms) or '-'}")
+                f"{response.status}: no credentials for realm(s) {', '.join(realms) or '-'}"
+            )
         # ... and the strongest algorithm offered for it (RFC 8760 §2.4: SHA-256 first).
         challenge = select_challenge(value for value in values if _realm_of(value) == realm)
         if challenge is None:
             raise ChallengeRefused(f"{response.status} without a Digest challenge we support")
         answered = response.status in self._answered
-        refused = (
-            (challenge.nonce in self._nc or answered) and not challenge.stale
-        ) or (answered and response.status in self._stale_retried)
+        refused = ((challenge.nonce in self._nc or answered) and not challenge.stale) or (
+            answered and response.status in self._stale_retried
+        )
         if refused:
             # RFC 7616 §3.3: challenged again, not as stale: the credentials were refused.
             raise ChallengeRefused(
-                f"{response.status}: our credentials for realm {challenge.realm!r}"
-                " were refused")
+                f"{response.status}: our credentials for realm {challenge.realm!r} were refused"
+            )
         return challenge, secret, answer_name
 
     def _authorization(
@@ -189,8 +188,14 @@ class DigestAnswerer:
         self._nc[challenge.nonce] = nc
         username, password = secret
         value = authorization_for(
-            challenge, request.method, str(request.uri), username, password,
-            cnonce=self.cnonce(), nc=nc, body=request.body,
+            challenge,
+            request.method,
+            str(request.uri),
+            username,
+            password,
+            cnonce=self.cnonce(),
+            nc=nc,
+            body=request.body,
         )
         return name, value
 
@@ -211,9 +216,7 @@ def authorized_copy(request: Request, seq: int, header: tuple[str, str]) -> Requ
     name, value = header
     lowered = name.lower()
     fields = [
-        (field, text)
-        for field, text in request.headers
-        if field.lower() not in ("via", lowered)
+        (field, text) for field, text in request.headers if field.lower() not in ("via", lowered)
     ]
     fields = [
         (field, f"{seq} {request.method}" if field.lower() == "cseq" else text)

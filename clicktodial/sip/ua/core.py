@@ -22,6 +22,7 @@ The application — later the click-to-dial B2BUA — sees :class:`Session`s (on
 dialog), never transactions.  Everything timed uses the injected clock; when a
 session ends nothing of it stays behind (:meth:`UserAgent.active_count`).
 """
+
 from __future__ import annotations
 
 import random

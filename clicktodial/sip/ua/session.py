@@ -38,8 +38,16 @@ class _TwoXXRetransmitter:
     gives up (``give_up``) and the session is ended.
     """
 
-    __slots__ = ("cseq", "_clock", "_t2", "_resend", "_give_up", "_interval", "_retransmit",
-                 "_deadline")
+    __slots__ = (
+        "cseq",
+        "_clock",
+        "_t2",
+        "_resend",
+        "_give_up",
+        "_interval",
+        "_retransmit",
+        "_deadline",
+    )
 
     def __init__(
         self,
@@ -702,4 +710,3 @@ class Session:
             return
         self._reported = True
         self.ua.notify(self.handler.session_terminated, self, reason)
-

@@ -133,9 +133,22 @@ class OutgoingCall:
 
     # A leg keeps its OutgoingCall for the whole call: no per-instance dict.
     __slots__ = (
-        "ua", "_request", "_invite", "call_id", "destination", "flow", "handler",
-        "_state", "session", "offer", "credentials", "_challenges", "_transaction",
-        "_early", "_forks", "_timer",
+        "ua",
+        "_request",
+        "_invite",
+        "call_id",
+        "destination",
+        "flow",
+        "handler",
+        "_state",
+        "session",
+        "offer",
+        "credentials",
+        "_challenges",
+        "_transaction",
+        "_early",
+        "_forks",
+        "_timer",
     )
 
     def __init__(

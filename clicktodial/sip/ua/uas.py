@@ -271,4 +271,3 @@ class IncomingCall:
         if self.is_pending:
             self.state = CallState.CANCELLED
             self._finish_failed(487, None, ())
-

@@ -53,8 +53,7 @@ except ImportError:  # until clicktodial ships them
         ``clicktodial.location_backends``, chosen by ``[location] backend = NAME``.
         """
 
-        def create(options: Mapping[str, str],
-                   environment: StoreEnvironment) -> ILocationBackend:
+        def create(options: Mapping[str, str], environment: StoreEnvironment) -> ILocationBackend:
             """
             Build a (not yet started) location store.
 

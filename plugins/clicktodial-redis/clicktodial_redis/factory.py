@@ -52,8 +52,7 @@ class RedisOptions:
     expiry_events: str = "configure"
 
     #: Every key the section may have.
-    KEYS = ("url", "key_prefix", "threads", "socket_timeout", "connect_timeout",
-            "expiry_events")
+    KEYS = ("url", "key_prefix", "threads", "socket_timeout", "connect_timeout", "expiry_events")
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> RedisOptions:
@@ -64,7 +63,9 @@ class RedisOptions:
             if key not in cls.KEYS:
                 raise StoreConfigError(
                     f"unknown option {key!r} for location backend 'redis'"
-                    f" (allowed: {', '.join(sorted(cls.KEYS))})", key=key)
+                    f" (allowed: {', '.join(sorted(cls.KEYS))})",
+                    key=key,
+                )
         default = cls()
         return cls(
             url=_url(options.get("url", default.url)),
@@ -72,8 +73,9 @@ class RedisOptions:
             threads=_integer(options, "threads", default.threads, 1, 64),
             socket_timeout=_seconds(options, "socket_timeout", default.socket_timeout),
             connect_timeout=_seconds(options, "connect_timeout", default.connect_timeout),
-            expiry_events=_choice(options, "expiry_events", default.expiry_events,
-                                  EXPIRY_EVENT_MODES),
+            expiry_events=_choice(
+                options, "expiry_events", default.expiry_events, EXPIRY_EVENT_MODES
+            ),
         )
 
 
@@ -84,7 +86,9 @@ def _url(text: str) -> str:
         # Never echo the URL: it may hold a password.
         raise StoreConfigError(
             "url must start with redis://, rediss:// or unix://"
-            + (f", not {scheme}://" if scheme else ""), key="url")
+            + (f", not {scheme}://" if scheme else ""),
+            key="url",
+        )
     try:
         parsed = urlsplit(url)
         redis.connection.parse_url(url)
@@ -100,16 +104,20 @@ def _url(text: str) -> str:
 
 
 def _key_prefix(text: str) -> str:
-    if not 1 <= len(text) <= 100 or any(c.isspace() or not c.isprintable() for c in text) \
-            or any(c in text for c in "*?[]"):
+    if (
+        not 1 <= len(text) <= 100
+        or any(c.isspace() or not c.isprintable() for c in text)
+        or any(c in text for c in "*?[]")
+    ):
         raise StoreConfigError(
             f"key_prefix must be 1 to 100 printable characters without spaces or glob"
-            f" characters (* ? [ ]), not {text!r}", key="key_prefix")
+            f" characters (* ? [ ]), not {text!r}",
+            key="key_prefix",
+        )
     return text
 
 
-def _integer(options: Mapping[str, str], key: str, default: int, lowest: int,
-             highest: int) -> int:
+def _integer(options: Mapping[str, str], key: str, default: int, lowest: int, highest: int) -> int:
     text = options.get(key)
     if text is None:
         return default
@@ -119,7 +127,8 @@ def _integer(options: Mapping[str, str], key: str, default: int, lowest: int,
         number = lowest - 1
     if not lowest <= number <= highest:
         raise StoreConfigError(
-            f"{key} must be an integer from {lowest} to {highest}, not {text!r}", key=key)
+            f"{key} must be an integer from {lowest} to {highest}, not {text!r}", key=key
+        )
     return number
 
 
@@ -133,19 +142,18 @@ def _seconds(options: Mapping[str, str], key: str, default: float) -> float:
         seconds = -1.0
     if not 0.1 <= seconds <= 300:  # also refuses nan and inf
         raise StoreConfigError(
-            f"{key} must be a number of seconds from 0.1 to 300, not {text!r}", key=key)
+            f"{key} must be a number of seconds from 0.1 to 300, not {text!r}", key=key
+        )
     return seconds
 
 
-def _choice(options: Mapping[str, str], key: str, default: str,
-            choices: tuple[str, ...]) -> str:
+def _choice(options: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
     text = options.get(key)
     if text is None:
         return default
     value = text.strip().lower()
     if value not in choices:
-        raise StoreConfigError(
-            f"{key} must be one of {', '.join(choices)}, not {text!r}", key=key)
+        raise StoreConfigError(f"{key} must be one of {', '.join(choices)}, not {text!r}", key=key)
     return value
 
 
@@ -153,8 +161,7 @@ def _choice(options: Mapping[str, str], key: str, default: str,
 class RedisLocationBackendFactory:
     """``[location] backend = redis``; options from the ``[location:redis]`` section."""
 
-    def create(self, options: Mapping[str, str],
-               environment: StoreEnvironment) -> ILocationBackend:
+    def create(self, options: Mapping[str, str], environment: StoreEnvironment) -> ILocationBackend:
         """Build a (not yet started) :class:`RedisLocationStore`."""
         parsed = RedisOptions.parse(options)
         return build_store(parsed, environment)

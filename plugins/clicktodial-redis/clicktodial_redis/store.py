@@ -69,18 +69,22 @@ _RECONNECT_SECONDS = 1.0
 
 def encode_binding(binding: Binding) -> str:
     """A binding's fields (all but the AOR, which names its hash) as JSON text."""
-    return json.dumps({
-        "contact": binding.contact,
-        "expires_at": binding.expires_at,
-        "call_id": binding.call_id,
-        "cseq": binding.cseq,
-        "q": binding.q,
-        "instance_id": binding.instance_id,
-        "reg_id": binding.reg_id,
-        "path": list(binding.path),
-        "received": binding.received,
-        "user_agent": binding.user_agent,
-    }, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {
+            "contact": binding.contact,
+            "expires_at": binding.expires_at,
+            "call_id": binding.call_id,
+            "cseq": binding.cseq,
+            "q": binding.q,
+            "instance_id": binding.instance_id,
+            "reg_id": binding.reg_id,
+            "path": list(binding.path),
+            "received": binding.received,
+            "user_agent": binding.user_agent,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 def decode_binding(aor: str, text: str | bytes) -> Binding:
@@ -124,9 +128,15 @@ class RedisLocationStore:
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorFromThreads, client: redis.Redis,
-                 threadpool: ThreadPool, *, key_prefix: str,
-                 expiry_events: str = "configure") -> None:
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        client: redis.Redis,
+        threadpool: ThreadPool,
+        *,
+        key_prefix: str,
+        expiry_events: str = "configure",
+    ) -> None:
         if expiry_events not in EXPIRY_EVENT_MODES:
             raise ValueError(f"expiry_events must be one of {EXPIRY_EVENT_MODES}")
         self._reactor = reactor
@@ -154,13 +164,16 @@ class RedisLocationStore:
 
         def started(expiry_status: str) -> None:
             if expiry_status == "configured":
-                self.log.info("redis: set notify-keyspace-events to include {flags}",
-                              flags=_NEEDED_FLAGS)
+                self.log.info(
+                    "redis: set notify-keyspace-events to include {flags}", flags=_NEEDED_FLAGS
+                )
             elif expiry_status.startswith("missing"):
                 self.log.warn(
                     "redis: notify-keyspace-events lacks {flags} ({detail}): bindings that"
                     " Redis expires are not notified to other daemons",
-                    flags=_NEEDED_FLAGS, detail=expiry_status)
+                    flags=_NEEDED_FLAGS,
+                    detail=expiry_status,
+                )
             if self._started and self._listeners:
                 self._start_notifier()
 
@@ -181,8 +194,10 @@ class RedisLocationStore:
         if self._expiry_events == "off":
             return "off"
         try:
-            flags = _text(self._client.config_get("notify-keyspace-events").get(
-                "notify-keyspace-events") or "")
+            flags = _text(
+                self._client.config_get("notify-keyspace-events").get("notify-keyspace-events")
+                or ""
+            )
         except ResponseError as e:  # CONFIG refused, as on managed Redis
             return f"missing: CONFIG GET refused: {e}"
         if _has_flags(flags):
@@ -220,8 +235,9 @@ class RedisLocationStore:
     def get_bindings(self, aor: str, now: float) -> Deferred[list[Binding]]:
         return self._run(self._op_get_bindings, aor, now)
 
-    def update_bindings(self, aor: str, changes: BindingChanges,
-                        now: float) -> Deferred[list[Binding]]:
+    def update_bindings(
+        self, aor: str, changes: BindingChanges, now: float
+    ) -> Deferred[list[Binding]]:
         return self._run(self._op_update_bindings, aor, changes, now)
 
     def remove_all(self, aor: str) -> Deferred[int]:
@@ -264,7 +280,8 @@ class RedisLocationStore:
 
     def _start_notifier(self) -> None:
         self._notifier = _NotificationThread(
-            self._client, (self.changes_channel, self.expired_channel), self._received)
+            self._client, (self.changes_channel, self.expired_channel), self._received
+        )
         self._notifier.start()
 
     def _received(self, channel: str, data: str) -> None:
@@ -272,7 +289,7 @@ class RedisLocationStore:
         if channel == self.changes_channel:
             aor = data
         elif data.startswith(self._bindings_prefix):
-            aor = data[len(self._bindings_prefix):]
+            aor = data[len(self._bindings_prefix) :]
         else:
             return  # another application's key expired
         self._reactor.callFromThread(self._notify, aor)
@@ -296,12 +313,12 @@ class RedisLocationStore:
         stored = self._stored(aor, self._client.hgetall(self._key(aor)))
         return sort_bindings([b for b in stored.values() if b.expires_at > now])
 
-    def _op_update_bindings(self, aor: str, changes: BindingChanges,
-                            now: float) -> list[Binding]:
+    def _op_update_bindings(self, aor: str, changes: BindingChanges, now: float) -> list[Binding]:
         return self._apply(aor, changes, now)[0]
 
-    def _apply(self, aor: str, changes: BindingChanges, now: float,
-               expired_members: Iterable[str] = ()) -> tuple[list[Binding], int]:
+    def _apply(
+        self, aor: str, changes: BindingChanges, now: float, expired_members: Iterable[str] = ()
+    ) -> tuple[list[Binding], int]:
         """
         Plan and write one REGISTER (or, with no contacts, only delete the expired
         bindings) atomically: WATCH, read, plan, MULTI/EXEC; again if the AOR changed.
@@ -323,8 +340,7 @@ class RedisLocationStore:
                     if not plan.delete and not plan.write and not stale:
                         return list(plan.result), 0
                     pipe.multi()
-                    self._queue_plan(pipe, aor, key, plan.delete, plan.write, plan.result,
-                                     now)
+                    self._queue_plan(pipe, aor, key, plan.delete, plan.write, plan.result, now)
                     if stale:
                         pipe.zrem(self._expiry_key, *stale)
                     if plan.delete or plan.write:
@@ -335,17 +351,23 @@ class RedisLocationStore:
                     continue
         raise WatchError(f"{aor} changed under {MAX_ATTEMPTS} attempts in a row")
 
-    def _queue_plan(self, pipe: Any, aor: str, key: str, delete: Iterable[str],
-                    write: Mapping[str, Binding], result: Iterable[Binding],
-                    now: float) -> None:
+    def _queue_plan(
+        self,
+        pipe: Any,
+        aor: str,
+        key: str,
+        delete: Iterable[str],
+        write: Mapping[str, Binding],
+        result: Iterable[Binding],
+        now: float,
+    ) -> None:
         deleted = list(delete)
         if deleted:
             pipe.hdel(key, *deleted)
             pipe.zrem(self._expiry_key, *(_member(aor, k) for k in deleted))
         if write:
             pipe.hset(key, mapping={k: encode_binding(b) for k, b in write.items()})
-            pipe.zadd(self._expiry_key,
-                      {_member(aor, k): b.expires_at for k, b in write.items()})
+            pipe.zadd(self._expiry_key, {_member(aor, k): b.expires_at for k, b in write.items()})
         latest = max((b.expires_at for b in result), default=None)
         if latest is None:
             pipe.delete(key)
@@ -377,8 +399,7 @@ class RedisLocationStore:
         raise WatchError(f"{aor} changed under {MAX_ATTEMPTS} attempts in a row")
 
     def _op_purge_expired(self, now: float) -> int:
-        members = [_text(m) for m in self._client.zrangebyscore(
-            self._expiry_key, "-inf", now)]
+        members = [_text(m) for m in self._client.zrangebyscore(self._expiry_key, "-inf", now)]
         by_aor: dict[str, list[str]] = {}
         for member in members:
             by_aor.setdefault(json.loads(member)[0], []).append(member)
@@ -392,20 +413,20 @@ class RedisLocationStore:
         return purged
 
     def _op_registered_aors(self, now: float) -> list[str]:
-        return sorted(_text(aor) for aor in self._client.zrangebyscore(
-            self._aors_key, f"({now!r}", "+inf"))
+        return sorted(
+            _text(aor) for aor in self._client.zrangebyscore(self._aors_key, f"({now!r}", "+inf")
+        )
 
     def _op_all_bindings(self, now: float) -> list[Binding]:
         aors = self._op_registered_aors(now)
         found: list[Binding] = []
         for start in range(0, len(aors), 500):
-            chunk = aors[start:start + 500]
+            chunk = aors[start : start + 500]
             with self._client.pipeline(transaction=False) as pipe:
                 for aor in chunk:
                     pipe.hgetall(self._key(aor))
                 for aor, raw in zip(chunk, pipe.execute(), strict=True):
-                    found.extend(b for b in self._stored(aor, raw).values()
-                                 if b.expires_at > now)
+                    found.extend(b for b in self._stored(aor, raw).values() if b.expires_at > now)
         return sort_bindings(found)
 
 
@@ -427,14 +448,16 @@ class _NotificationThread:
 
     log = Logger()
 
-    def __init__(self, client: redis.Redis, channels: tuple[str, ...],
-                 deliver: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, client: redis.Redis, channels: tuple[str, ...], deliver: Callable[[str, str], None]
+    ) -> None:
         self._client = client
         self._channels = channels
         self._deliver = deliver
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clicktodial-redis-notify",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="clicktodial-redis-notify", daemon=True
+        )
         self.subscribed = threading.Event()
 
     def start(self) -> None:
@@ -454,8 +477,9 @@ class _NotificationThread:
                     self.subscribed.set()
                 message = pubsub.get_message(timeout=_POLL_SECONDS)
             except RedisError as e:
-                self.log.warn("redis: notifications interrupted, reconnecting: {error}",
-                              error=str(e))
+                self.log.warn(
+                    "redis: notifications interrupted, reconnecting: {error}", error=str(e)
+                )
                 if pubsub is not None:
                     pubsub.close()
                     pubsub = None

@@ -41,10 +41,27 @@ class RedisServer:
             raise FileNotFoundError("redis-server is not installed")
         # A unix socket's path may not exceed about 100 bytes: keep directory short.
         self.process = subprocess.Popen(
-            [server, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm",
-             "700", "--dir", str(self.directory), "--save", "", "--appendonly", "no",
-             "--logfile", str(self.directory / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                server,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until_ready(self.url, self.process, timeout)
         return self.url
 
@@ -60,8 +77,9 @@ class RedisServer:
             self.process.wait()
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes] | None = None,
-                     timeout: float = 15.0) -> None:
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 15.0
+) -> None:
     """
     Wait until the Redis at ``url`` answers PING.
 
@@ -77,8 +95,7 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes] | None = None,
                 return
             except redis.ConnectionError:
                 if process is not None and process.poll() is not None:
-                    raise RuntimeError(
-                        f"redis-server exited with {process.returncode}") from None
+                    raise RuntimeError(f"redis-server exited with {process.returncode}") from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)  # a subprocess starting: nothing to wait on but its socket

@@ -42,8 +42,10 @@ def redis_url() -> Iterator[str]:
         yield external
         return
     if not RedisServer.installed():
-        _unavailable("redis-server is not installed (Debian package redis-server) and"
-                     " CLICKTODIAL_TEST_REDIS_URL is not set")
+        _unavailable(
+            "redis-server is not installed (Debian package redis-server) and"
+            " CLICKTODIAL_TEST_REDIS_URL is not set"
+        )
     # A short directory: a unix socket's path may not exceed about 100 bytes.
     with tempfile.TemporaryDirectory(prefix="ctd-redis-") as directory:
         server = RedisServer(Path(directory), db=TEST_DB)

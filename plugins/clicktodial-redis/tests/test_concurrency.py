@@ -31,17 +31,23 @@ AOR = "sip:alice@example.com"
 NOW = 1_000_000.0
 
 
-def register(call_id: str, cseq: int, *contacts: ContactChange,
-             max_bindings: int | None = None) -> BindingChanges:
-    return BindingChanges(call_id=call_id, cseq=cseq, contacts=contacts,
-                          max_bindings=max_bindings)
+def register(
+    call_id: str, cseq: int, *contacts: ContactChange, max_bindings: int | None = None
+) -> BindingChanges:
+    return BindingChanges(call_id=call_id, cseq=cseq, contacts=contacts, max_bindings=max_bindings)
 
 
-def make_store(url: str, prefix: str, pool: ThreadPool,
-               client: redis.Redis | None = None) -> RedisLocationStore:
+def make_store(
+    url: str, prefix: str, pool: ThreadPool, client: redis.Redis | None = None
+) -> RedisLocationStore:
     # InlineReactor: a Deferred's callbacks run on the pool thread that fired it.
-    return RedisLocationStore(InlineReactor(), client or redis.Redis.from_url(url), pool,
-                              key_prefix=prefix, expiry_events="off")
+    return RedisLocationStore(
+        InlineReactor(),
+        client or redis.Redis.from_url(url),
+        pool,
+        key_prefix=prefix,
+        expiry_events="off",
+    )
 
 
 def wait_for(d: Any, timeout: float = 30) -> Any:
@@ -64,9 +70,12 @@ def wait_for(d: Any, timeout: float = 30) -> Any:
 @pytest.fixture
 def two_daemons(redis_url: str, key_prefix: str) -> Iterator[list[RedisLocationStore]]:
     """Two stores on one Redis and prefix, each with a real pool of 4 threads."""
-    stores = [make_store(redis_url, key_prefix,
-                         ThreadPool(minthreads=0, maxthreads=4, name=f"daemon-{n}"))
-              for n in (1, 2)]
+    stores = [
+        make_store(
+            redis_url, key_prefix, ThreadPool(minthreads=0, maxthreads=4, name=f"daemon-{n}")
+        )
+        for n in (1, 2)
+    ]
     for store in stores:
         wait_for(store.start())
     yield stores
@@ -91,12 +100,23 @@ def run_concurrently(jobs: list[tuple[RedisLocationStore, BindingChanges]]) -> l
 
 
 def test_concurrent_registers_from_two_daemons_never_exceed_max_bindings(
-        two_daemons: list[RedisLocationStore]) -> None:
+    two_daemons: list[RedisLocationStore],
+) -> None:
     """40 phones (Call-IDs) racing to register one AOR through two daemons: exactly
     max_bindings succeed, every other one fails whole with TooManyBindings."""
-    jobs = [(two_daemons[n % 2], register(f"phone-{n}", 1, ContactChange(
-        f"sip:alice@192.0.2.{n}", 3600), ContactChange(f"sip:alice@198.51.100.{n}", 3600),
-        max_bindings=6)) for n in range(40)]
+    jobs = [
+        (
+            two_daemons[n % 2],
+            register(
+                f"phone-{n}",
+                1,
+                ContactChange(f"sip:alice@192.0.2.{n}", 3600),
+                ContactChange(f"sip:alice@198.51.100.{n}", 3600),
+                max_bindings=6,
+            ),
+        )
+        for n in range(40)
+    ]
     outcomes = run_concurrently(jobs)
     succeeded = [o for o in outcomes if isinstance(o, list)]
     refused = [o for o in outcomes if isinstance(o, Failure)]
@@ -107,22 +127,26 @@ def test_concurrent_registers_from_two_daemons_never_exceed_max_bindings(
     assert len(stored) == 6
     # All or nothing: the phones whose REGISTER succeeded are stored, each with both its
     # contacts.
-    accepted = sorted(changes.call_id for (_, changes), outcome in zip(jobs, outcomes,
-                                                                       strict=True)
-                      if isinstance(outcome, list))
+    accepted = sorted(
+        changes.call_id
+        for (_, changes), outcome in zip(jobs, outcomes, strict=True)
+        if isinstance(outcome, list)
+    )
     assert sorted(b.call_id for b in stored) == sorted(accepted * 2)
 
 
 def test_concurrent_cseqs_of_one_call_id_keep_the_highest_applied(
-        two_daemons: list[RedisLocationStore]) -> None:
+    two_daemons: list[RedisLocationStore],
+) -> None:
     """Retransmitted / racing REGISTERs of one Call-ID through two daemons: each either
     applies with a CSeq above everything applied before it or fails with
     OutOfOrderRegistration; the stored binding has the highest CSeq that was applied."""
-    jobs = [(two_daemons[cseq % 2], register("phone", cseq, ContactChange(
-        "sip:alice@192.0.2.1", 3600))) for cseq in range(1, 41)]
+    jobs = [
+        (two_daemons[cseq % 2], register("phone", cseq, ContactChange("sip:alice@192.0.2.1", 3600)))
+        for cseq in range(1, 41)
+    ]
     outcomes = run_concurrently(jobs)
-    applied = [cseq for cseq, o in zip(range(1, 41), outcomes, strict=True)
-               if isinstance(o, list)]
+    applied = [cseq for cseq, o in zip(range(1, 41), outcomes, strict=True) if isinstance(o, list)]
     for outcome in outcomes:
         if isinstance(outcome, Failure):
             outcome.trap(OutOfOrderRegistration)
@@ -146,12 +170,14 @@ class _InterleavingPipeline(Pipeline):
 
 class _InterleavingRedis(redis.Redis):
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
-        return _InterleavingPipeline(self.connection_pool, self.response_callbacks,
-                                     transaction, shard_hint)
+        return _InterleavingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
 
 
 def test_register_planned_on_stale_bindings_is_planned_again(
-        redis_url: str, key_prefix: str) -> None:
+    redis_url: str, key_prefix: str
+) -> None:
     """Another daemon adds a binding after this one read the AOR and before it wrote:
     the write is not applied on the stale read; planned again, the REGISTER is refused by
     max_bindings, and the other daemon's binding is what is stored."""
@@ -161,12 +187,21 @@ def test_register_planned_on_stale_bindings_is_planned_again(
     for store in (here, there):
         success_result_of(store.start())
     try:
-        _InterleavingPipeline.interleave = lambda: success_result_of(there.update_bindings(
-            AOR, register("desk", 1, ContactChange("sip:alice@192.0.2.1", 60),
-                          max_bindings=1), NOW))
-        failure_result_of(here.update_bindings(AOR, register(
-            "laptop", 1, ContactChange("sip:alice@192.0.2.2", 60), max_bindings=1), NOW),
-            TooManyBindings)
+        _InterleavingPipeline.interleave = lambda: success_result_of(
+            there.update_bindings(
+                AOR,
+                register("desk", 1, ContactChange("sip:alice@192.0.2.1", 60), max_bindings=1),
+                NOW,
+            )
+        )
+        failure_result_of(
+            here.update_bindings(
+                AOR,
+                register("laptop", 1, ContactChange("sip:alice@192.0.2.2", 60), max_bindings=1),
+                NOW,
+            ),
+            TooManyBindings,
+        )
         stored: list[Binding] = success_result_of(here.get_bindings(AOR, NOW))
         assert [b.call_id for b in stored] == ["desk"]
     finally:
@@ -179,8 +214,11 @@ def test_registrations_survive_a_new_store_instance(redis_url: str, key_prefix: 
     """Bindings live in Redis: a store built afresh (a restarted daemon) finds them."""
     first = make_store(redis_url, key_prefix, InlineThreadPool())
     success_result_of(first.start())
-    written = success_result_of(first.update_bindings(AOR, register(
-        "c", 1, ContactChange("sip:alice@192.0.2.1", 3600, q=0.5)), NOW))
+    written = success_result_of(
+        first.update_bindings(
+            AOR, register("c", 1, ContactChange("sip:alice@192.0.2.1", 3600, q=0.5)), NOW
+        )
+    )
     first.stop()
     second = make_store(redis_url, key_prefix, InlineThreadPool())
     success_result_of(second.start())

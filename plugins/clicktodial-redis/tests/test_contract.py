@@ -24,10 +24,8 @@ class TestRedisLocationStore(LocationStoreContract):
         self.redis_url = redis_url
         self.key_prefix = key_prefix
 
-    def make_store(self, environment: StoreEnvironment,
-                   request: pytest.FixtureRequest) -> Any:
-        return factory.create({"url": self.redis_url, "key_prefix": self.key_prefix},
-                              environment)
+    def make_store(self, environment: StoreEnvironment, request: pytest.FixtureRequest) -> Any:
+        return factory.create({"url": self.redis_url, "key_prefix": self.key_prefix}, environment)
 
     def test_provides_the_backend_interfaces(self, store: Any) -> None:
         """It is a location backend (store + lifecycle) with change notifications."""

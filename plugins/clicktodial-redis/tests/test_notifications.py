@@ -40,8 +40,7 @@ class QueueReactor(Clock):
         self.owner = threading.current_thread()
         self.pending: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue()
 
-    def callFromThread(self, callable: Callable[..., Any], *args: object,
-                       **kwargs: object) -> None:
+    def callFromThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
         if threading.current_thread() is self.owner:
             callable(*args, **kwargs)
         else:
@@ -61,12 +60,17 @@ class Daemon:
 
     def __init__(self, url: str, prefix: str, expiry_events: str = "configure") -> None:
         self.reactor = QueueReactor()
-        self.store = RedisLocationStore(self.reactor, redis.Redis.from_url(url),
-                                        InlineThreadPool(), key_prefix=prefix,
-                                        expiry_events=expiry_events)
+        self.store = RedisLocationStore(
+            self.reactor,
+            redis.Redis.from_url(url),
+            InlineThreadPool(),
+            key_prefix=prefix,
+            expiry_events=expiry_events,
+        )
         self.told: list[tuple[str, threading.Thread]] = []
         self.unsubscribe = self.store.subscribe(
-            lambda aor: self.told.append((aor, threading.current_thread())))
+            lambda aor: self.told.append((aor, threading.current_thread()))
+        )
         success_result_of(self.store.start())
         assert self.store.wait_subscribed(10)
 
@@ -102,8 +106,11 @@ def test_other_daemon_is_told_of_a_register(daemons: tuple[Daemon, Daemon]) -> N
     """A REGISTER through one daemon is told to the other's listener (and its own), with
     the AOR, on the reactor thread."""
     here, there = daemons
-    success_result_of(here.store.update_bindings(ALICE, register(
-        "c", 1, ContactChange("sip:alice@192.0.2.1", 60)), NOW))
+    success_result_of(
+        here.store.update_bindings(
+            ALICE, register("c", 1, ContactChange("sip:alice@192.0.2.1", 60)), NOW
+        )
+    )
     assert there.next_aor() == ALICE
     assert here.next_aor() == ALICE
 
@@ -111,18 +118,30 @@ def test_other_daemon_is_told_of_a_register(daemons: tuple[Daemon, Daemon]) -> N
 def test_removals_are_told(daemons: tuple[Daemon, Daemon]) -> None:
     """Unregistering, remove_all and purge_expired are changes too."""
     here, there = daemons
-    success_result_of(here.store.update_bindings(ALICE, register(
-        "c", 1, ContactChange("sip:alice@192.0.2.1", 60)), NOW))
-    success_result_of(here.store.update_bindings(BOB, register(
-        "c", 1, ContactChange("sip:bob@192.0.2.2", 30)), NOW))
+    success_result_of(
+        here.store.update_bindings(
+            ALICE, register("c", 1, ContactChange("sip:alice@192.0.2.1", 60)), NOW
+        )
+    )
+    success_result_of(
+        here.store.update_bindings(
+            BOB, register("c", 1, ContactChange("sip:bob@192.0.2.2", 30)), NOW
+        )
+    )
     assert [there.next_aor(), there.next_aor()] == [ALICE, BOB]
-    success_result_of(here.store.update_bindings(ALICE, register(
-        "c", 2, ContactChange("sip:alice@192.0.2.1", 0)), NOW))
+    success_result_of(
+        here.store.update_bindings(
+            ALICE, register("c", 2, ContactChange("sip:alice@192.0.2.1", 0)), NOW
+        )
+    )
     assert there.next_aor() == ALICE
     assert success_result_of(here.store.purge_expired(NOW + 30)) == 1
     assert there.next_aor() == BOB
-    success_result_of(here.store.update_bindings(ALICE, register(
-        "c", 3, ContactChange("sip:alice@192.0.2.1", 60)), NOW))
+    success_result_of(
+        here.store.update_bindings(
+            ALICE, register("c", 3, ContactChange("sip:alice@192.0.2.1", 60)), NOW
+        )
+    )
     assert there.next_aor() == ALICE
     assert success_result_of(here.store.remove_all(ALICE)) == 1
     assert there.next_aor() == ALICE
@@ -132,8 +151,11 @@ def test_unchanged_aor_is_not_told(daemons: tuple[Daemon, Daemon]) -> None:
     """A query REGISTER (no Contact) and a refused one change nothing and tell nothing."""
     here, there = daemons
     success_result_of(here.store.update_bindings(ALICE, register("c", 1), NOW))
-    success_result_of(here.store.update_bindings(BOB, register(
-        "c", 1, ContactChange("sip:bob@192.0.2.2", 30)), NOW))
+    success_result_of(
+        here.store.update_bindings(
+            BOB, register("c", 1, ContactChange("sip:bob@192.0.2.2", 30)), NOW
+        )
+    )
     assert there.next_aor() == BOB  # the first message on the channel is BOB's
 
 
@@ -143,25 +165,33 @@ def test_unsubscribed_listener_is_not_told(daemons: tuple[Daemon, Daemon]) -> No
     there.unsubscribe()
     other: list[str] = []
     there.store.subscribe(other.append)
-    success_result_of(here.store.update_bindings(ALICE, register(
-        "c", 1, ContactChange("sip:alice@192.0.2.1", 60)), NOW))
+    success_result_of(
+        here.store.update_bindings(
+            ALICE, register("c", 1, ContactChange("sip:alice@192.0.2.1", 60)), NOW
+        )
+    )
     while not other:
         there.reactor.run_next()
     assert other == [ALICE] and there.told == []
 
 
-def test_expiry_by_redis_is_told(redis_url: str, key_prefix: str,
-                                 server_config: redis.Redis) -> None:
+def test_expiry_by_redis_is_told(
+    redis_url: str, key_prefix: str, server_config: redis.Redis
+) -> None:
     """When Redis expires an AOR's last binding (its key's TTL), every daemon is told: with
     expiry_events = configure the store turned on the server's expired-key events."""
     client = server_config
     client.config_set("notify-keyspace-events", "")
     here = Daemon(redis_url, key_prefix)
     try:
-        assert set("Ex") <= set(client.config_get("notify-keyspace-events")[
-            "notify-keyspace-events"] or "")
-        success_result_of(here.store.update_bindings(ALICE, register(
-            "c", 1, ContactChange("sip:alice@192.0.2.1", 1)), NOW))
+        assert set("Ex") <= set(
+            client.config_get("notify-keyspace-events")["notify-keyspace-events"] or ""
+        )
+        success_result_of(
+            here.store.update_bindings(
+                ALICE, register("c", 1, ContactChange("sip:alice@192.0.2.1", 1)), NOW
+            )
+        )
         assert here.next_aor() == ALICE  # the REGISTER
         assert here.next_aor() == ALICE  # Redis expired it, a second later
         assert client.exists(key_prefix + "bindings:" + ALICE) == 0
@@ -169,8 +199,9 @@ def test_expiry_by_redis_is_told(redis_url: str, key_prefix: str,
         here.store.stop()
 
 
-def test_check_mode_leaves_the_server_configuration(redis_url: str, key_prefix: str,
-                                                    server_config: redis.Redis) -> None:
+def test_check_mode_leaves_the_server_configuration(
+    redis_url: str, key_prefix: str, server_config: redis.Redis
+) -> None:
     """expiry_events = check only reads the server's setting (it may be refused to change
     on a managed Redis) and starts anyway."""
     client = server_config

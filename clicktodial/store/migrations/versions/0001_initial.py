@@ -37,8 +37,10 @@ def upgrade() -> None:
         sa.Column("label", sa.String(length=200), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["username"], ["users.username"],
-            name=op.f("fk_api_tokens_username_users"), ondelete="CASCADE",
+            ["username"],
+            ["users.username"],
+            name=op.f("fk_api_tokens_username_users"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("digest", name=op.f("pk_api_tokens")),
         sa.UniqueConstraint("token_id", name=op.f("uq_api_tokens_token_id")),

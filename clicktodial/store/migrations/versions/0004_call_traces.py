@@ -26,16 +26,14 @@ def upgrade() -> None:
         sa.Column("last_at_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("call_id", name=op.f("pk_call_traces")),
     )
-    op.create_index(op.f("ix_call_traces_last_at_ms"), "call_traces", ["last_at_ms"],
-                    unique=False)
+    op.create_index(op.f("ix_call_traces_last_at_ms"), "call_traces", ["last_at_ms"], unique=False)
     op.create_table(
         "call_trace_messages",
         sa.Column("call_id", sa.String(32), nullable=False),
         sa.Column("first_index", sa.Integer(), nullable=False),
         sa.Column("message_count", sa.Integer(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
-        sa.PrimaryKeyConstraint("call_id", "first_index",
-                                name=op.f("pk_call_trace_messages")),
+        sa.PrimaryKeyConstraint("call_id", "first_index", name=op.f("pk_call_trace_messages")),
     )
 
 
