@@ -249,9 +249,10 @@ class SIPStack(MultiService):
             # A phone's Contact and Record-Route never choose where the daemon's
             # in-dialog requests go (docs/security.md).
             pin_flows=True,
+            # The router (built next, around the core) knows the methods served.
+            precheck=lambda request: self.router.precheck(request),
         )
         self.router = RequestRouter(self.user_agent)
-        self.user_agent.precheck = self.router.precheck
         self.router.add_method("REGISTER", self._register)
         self.transactions = TransactionLayer(
             reactor, self.transport, self.router, self.timers, stateless=self._stateless
@@ -263,7 +264,7 @@ class SIPStack(MultiService):
 
     def set_incoming_call_handler(self, handler: IIncomingCallHandler) -> None:
         """Hand new INVITEs and other requests outside a dialog to ``handler``."""
-        self.user_agent.handler = handler
+        self.user_agent.serve_incoming(handler)
 
     def _register(self, server_tx: ServerTransaction, request: Request) -> None:
         # The registrar makes its own §10.3 checks (its 420 knows "path") and never fails.

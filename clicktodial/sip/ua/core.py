@@ -154,6 +154,14 @@ class UserAgent:
 
     # -- wiring --------------------------------------------------------------
 
+    def serve_incoming(self, handler: IIncomingCallHandler) -> None:
+        """
+        Hand new INVITEs and out-of-dialog requests to ``handler`` from now on: the one
+        way to plug in the application that is built after the core it uses (the call
+        controller places its calls through this core and serves the calls it receives).
+        """
+        self.handler = handler
+
     def attach(self, transactions: TransactionLayerLike) -> None:
         """Send through ``transactions`` (the layer whose user we are)."""
         self._transactions = transactions
