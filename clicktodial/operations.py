@@ -205,7 +205,8 @@ class _CallOutcomes:
     def call_state_changed(self, info: CallInfo) -> None:
         if info.state in FINAL_STATES:
             self.metrics.calls.labels(info.end_reason or info.state).inc()
-            self.metrics.calls_media_relay.labels(info.media_relay).inc()
+            # None: a call another node lost, rebuilt from its record (counted as off).
+            self.metrics.calls_media_relay.labels(info.media_relay or "off").inc()
 
 
 def _media_relay(relay: IMediaRelay) -> DaemonCollector:

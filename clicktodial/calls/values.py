@@ -61,7 +61,8 @@ class CallInfo:
     :ivar media_relay: ``off`` (the phones send media to each other), ``pending``
         (``[media] relay = auto`` has not decided yet), ``relayed`` (through
         the media relay) or ``unrelayed`` (the relay failed and the call went
-        on without it).
+        on without it); ``None`` for a call rebuilt from its record, which does not
+        keep it.
     """
 
     call_id: str
@@ -76,7 +77,7 @@ class CallInfo:
     end_reason: str | None = None
     sip_status: int | None = None
     who_hung_up: str | None = None
-    media_relay: str = "off"
+    media_relay: str | None = "off"
     #: A call to a telephone number (docs/dialplan.md): E.164, class, trunk, refusal.
     number: str | None = None
     destination_class: str | None = None
@@ -88,9 +89,16 @@ class CallInfo:
         """Whether the call is still in progress."""
         return self.state not in FINAL_STATES
 
+    @property
+    def duration(self) -> float | None:
+        """Seconds connected, once a connected call has ended (to the millisecond)."""
+        if self.connected_at is None or self.ended_at is None:
+            return None
+        return max(0.0, round(self.ended_at - self.connected_at, 3))
+
     @classmethod
     def from_record(cls, record: CallRecord) -> CallInfo:
-        """The call as its record tells it (no ``media_relay``: the record has none)."""
+        """The call as its record tells it (``media_relay`` None: the record has none)."""
         return cls(
             call_id=record.call_id,
             caller=record.caller,
@@ -108,4 +116,5 @@ class CallInfo:
             destination_class=record.destination_class,
             trunk=record.trunk,
             refusal=record.refusal,
+            media_relay=None,
         )

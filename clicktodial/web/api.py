@@ -14,8 +14,9 @@ from importlib.resources import files
 
 from twisted.web.server import Request
 
+from clicktodial.calls.events import CallInfo
 from clicktodial.store.values import is_valid_username
-from clicktodial.web.app import CallView, Principal, WebApp, registration_json
+from clicktodial.web.app import Principal, WebApp, call_json, registration_json
 from clicktodial.web.http import HTTPError, Route, RoutedResource, read_json, write_json
 from clicktodial.web.trace import trace_json, trace_pcap, trace_text
 
@@ -143,7 +144,7 @@ class ApiResource(RoutedResource):
             raise HTTPError(400, "active must be true or false")
         if active == b"true":
             views = self.app.calls_in_progress(principal)
-            write_json(request, 200, {"calls": [view.to_json() for view in views], "next": None})
+            write_json(request, 200, {"calls": [call_json(view) for view in views], "next": None})
             return
         limit = _int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         offset = _int_arg(request, "offset", 0, 0, 1_000_000)
@@ -152,7 +153,7 @@ class ApiResource(RoutedResource):
             request,
             200,
             {
-                "calls": [view.to_json() for view in views],
+                "calls": [call_json(view) for view in views],
                 "next": (
                     f"{API_PREFIX}/calls?limit={limit}&offset={offset + limit}" if more else None
                 ),
@@ -191,7 +192,7 @@ class ApiResource(RoutedResource):
                 raise HTTPError(400, "callee (a user name) or number is required")
             view = await self.app.place_call(principal, callee)
         request.setHeader(b"location", f"{API_PREFIX}/calls/{view.call_id}".encode())
-        write_json(request, 201, view.to_json())
+        write_json(request, 201, call_json(view))
 
     async def _place_batch(
         self, request: Request, principal: Principal, body: dict[str, object]
@@ -205,8 +206,8 @@ class ApiResource(RoutedResource):
             200,
             {
                 "calls": [
-                    {"status": 201, "call": result.to_json()}
-                    if isinstance(result, CallView)
+                    {"status": 201, "call": call_json(result)}
+                    if isinstance(result, CallInfo)
                     else {"status": result.status, "error": result.message}
                     for result in results
                 ]
@@ -217,13 +218,13 @@ class ApiResource(RoutedResource):
         """One call (mine, or any for an admin)."""
         principal = await self._principal(request)
         view = await self.app.find_call(principal, call_id)
-        write_json(request, 200, view.to_json())
+        write_json(request, 200, call_json(view))
 
     async def hang_up(self, request: Request, call_id: str) -> None:
         """Cancel a ringing call or hang up a connected one."""
         principal = await self._principal(request)
         view = await self.app.hang_up(principal, call_id)
-        write_json(request, 200, view.to_json())
+        write_json(request, 200, call_json(view))
 
     async def get_trace(self, request: Request, call_id: str) -> bytes | None:
         """

@@ -44,8 +44,6 @@ from clicktodial.interfaces import (
 )
 from clicktodial.store.traces import CallTrace, TracedMessage
 from clicktodial.store.values import (
-    FINAL_STATES,
-    CallRecord,
     User,
     is_valid_username,
     user_aor,
@@ -60,11 +58,11 @@ from clicktodial.web.trace import CallWording, message_json, plain_reason
 
 __all__ = [
     "DEFAULT_LIMITS",
-    "CallView",
     "Principal",
     "RateLimit",
     "SoftphoneSettings",
     "WebApp",
+    "call_json",
     "new_secret",
     "registration_json",
     "iso_time",
@@ -177,99 +175,41 @@ class Principal:
         """
         return self.is_admin or self.username == username
 
-    def may_see(self, call: CallView) -> bool:
+    def may_see(self, call: CallInfo) -> bool:
         """Users see their own calls (as caller or callee); admins see every call."""
         return self.is_admin or self.username in (call.caller, call.callee)
 
 
-@attrs.frozen
-class CallView:
+def call_json(call: CallInfo) -> dict[str, object]:
     """
-    A call as the web shows it, from the controller (in progress here) or from its record.
-
-    ``state`` is one of ``calling-caller``, ``calling-callee``, ``connected``, ``ended``
-    (it was connected) and ``failed`` (it never was).
+    A call in the API's form (docs/web.md, ``Call`` in web/openapi.json): ``id``,
+    ``state``, ``caller``, ``callee``, ``created``, then those of ``answered`` (when it
+    was connected), ``ended_at``, ``duration``, ``reason`` (its end reason), ``sip_status``,
+    ``who_hung_up``, ``media_relay`` (not for a call rebuilt from its record), ``number``,
+    ``destination_class``, ``trunk`` and ``refusal`` that it has.
     """
-
-    call_id: str
-    caller: str
-    callee: str
-    state: str
-    created: float
-    answered: float | None = None
-    ended_at: float | None = None
-    reason: str | None = None
-    sip_status: int | None = None
-    who_hung_up: str | None = None
-    #: The media relay state of a call in progress (CallInfo.media_relay); None from a record.
-    media_relay: str | None = None
-    #: A call to a telephone number (docs/dialplan.md): E.164, class, trunk, refusal.
-    number: str | None = None
-    destination_class: str | None = None
-    trunk: str | None = None
-    refusal: str | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state not in FINAL_STATES
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds connected, once a connected call has ended."""
-        if self.answered is None or self.ended_at is None:
-            return None
-        return max(0.0, round(self.ended_at - self.answered, 3))
-
-    @classmethod
-    def from_info(cls, info: CallInfo) -> CallView:
-        return cls(
-            call_id=info.call_id,
-            caller=info.caller,
-            callee=info.callee,
-            state=info.state,
-            created=info.created_at,
-            answered=info.connected_at,
-            ended_at=info.ended_at,
-            reason=info.end_reason,
-            sip_status=info.sip_status,
-            who_hung_up=info.who_hung_up,
-            media_relay=info.media_relay,
-            number=info.number,
-            destination_class=info.destination_class,
-            trunk=info.trunk,
-            refusal=info.refusal,
-        )
-
-    @classmethod
-    def from_record(cls, record: CallRecord) -> CallView:
-        """A call no controller holds, from its record (:meth:`CallInfo.from_record`); the
-        media relay state is not recorded, so not shown."""
-        return attrs.evolve(cls.from_info(CallInfo.from_record(record)), media_relay=None)
-
-    def to_json(self) -> dict[str, object]:
-        """The API form: ``id``, ``state``, ``caller``, ``callee``, ``created``, and more."""
-        value: dict[str, object] = {
-            "id": self.call_id,
-            "state": self.state,
-            "caller": self.caller,
-            "callee": self.callee,
-            "created": iso_time(self.created),
-        }
-        optional = {
-            "answered": iso_time(self.answered),
-            "ended_at": iso_time(self.ended_at),
-            "duration": self.duration,
-            "reason": self.reason,
-            "sip_status": self.sip_status,
-            "who_hung_up": self.who_hung_up,
-            "media_relay": self.media_relay,
-            "number": self.number,
-            "destination_class": self.destination_class,
-            "trunk": self.trunk,
-            "refusal": self.refusal,
-        }
-        value.update({k: v for k, v in optional.items() if v is not None})
-        return value
+    value: dict[str, object] = {
+        "id": call.call_id,
+        "state": call.state,
+        "caller": call.caller,
+        "callee": call.callee,
+        "created": iso_time(call.created_at),
+    }
+    optional = {
+        "answered": iso_time(call.connected_at),
+        "ended_at": iso_time(call.ended_at),
+        "duration": call.duration,
+        "reason": call.end_reason,
+        "sip_status": call.sip_status,
+        "who_hung_up": call.who_hung_up,
+        "media_relay": call.media_relay,
+        "number": call.number,
+        "destination_class": call.destination_class,
+        "trunk": call.trunk,
+        "refusal": call.refusal,
+    }
+    value.update({k: v for k, v in optional.items() if v is not None})
+    return value
 
 
 class RateLimit:
@@ -315,11 +255,10 @@ class _Subscriber:
         self.trace_call = trace_call
 
     def call_state_changed(self, info: CallInfo) -> None:
-        view = CallView.from_info(info)
-        if self.principal.username in (view.caller, view.callee) or (
-            view.call_id == self.trace_call
+        if self.principal.username in (info.caller, info.callee) or (
+            info.call_id == self.trace_call
         ):
-            self.stream.send("call", view.to_json())
+            self.stream.send("call", call_json(info))
 
     def trace_message(self, call_id: str, message: TracedMessage) -> None:
         value = message_json(message, -1, 0)
@@ -540,7 +479,7 @@ class WebApp:
             raise HTTPError(503, "call control is not available")
         return self.controller
 
-    async def place_call(self, principal: Principal, callee: str) -> CallView:
+    async def place_call(self, principal: Principal, callee: str) -> CallInfo:
         """
         Ring ``principal``'s own phone, then ``callee``'s.
 
@@ -557,7 +496,7 @@ class WebApp:
 
     async def _place_local(
         self, controller: ICallController, principal: Principal, callee: str
-    ) -> CallView:
+    ) -> CallInfo:
         target = await self.users.get_user(callee)
         if target is None or target.disabled:
             raise HTTPError(404, f"no user {callee}")
@@ -568,14 +507,14 @@ class WebApp:
 
     async def place_calls(
         self, principal: Principal, calls: list[tuple[str, str]]
-    ) -> list[CallView | HTTPError]:
+    ) -> list[CallInfo | HTTPError]:
         """
         An administrator places ``calls`` (caller, callee) at once, for any users: load
         tests and operator tools. Each is refused or placed as :meth:`place_call` would,
         but from the controller's own look-ups (no store read per call) and outside
         ``calls_per_minute`` (an administrator is the operator, not a clicking user).
 
-        :returns: per call, in order, its view or why it was refused (404, 409, 403).
+        :returns: per call, in order, its call or why it was refused (404, 409, 403).
         :raises HTTPError: 403 not an administrator, 400 more than ``max_batch_calls``.
         """
         if not principal.is_admin:
@@ -586,7 +525,7 @@ class WebApp:
                 f"at most {self.limits.max_batch_calls} calls per request ([web] max_batch_calls)",
             )
         controller = self._controller()
-        results: list[CallView | HTTPError] = []
+        results: list[CallInfo | HTTPError] = []
         # Started together (the controller places each at once), then collected in order.
         pending = [
             ensureDeferred(
@@ -601,13 +540,12 @@ class WebApp:
                 results.append(refused)
         return results
 
-    def calls_in_progress(self, principal: Principal) -> list[CallView]:
+    def calls_in_progress(self, principal: Principal) -> list[CallInfo]:
         """The calls in progress that ``principal`` may see, as the controller knows them
         (with the cluster bus: every node's)."""
         if self.controller is None:
             return []
-        views = (CallView.from_info(info) for info in self.controller.active_calls())
-        return [view for view in views if principal.may_see(view)]
+        return [call for call in self.controller.active_calls() if principal.may_see(call)]
 
     async def preview_dial(self, principal: Principal, text: str) -> LocalName | DialDecision:
         """
@@ -629,7 +567,7 @@ class WebApp:
         except DialRefused as e:
             raise HTTPError(403, e.message) from None
 
-    async def dial(self, principal: Principal, text: str) -> CallView:
+    async def dial(self, principal: Principal, text: str) -> CallInfo:
         """
         Call what ``text`` names: a directory user as :meth:`place_call`, or a telephone
         number through the dial plan and the controller's :class:`IOutboundCalls`.
@@ -657,121 +595,123 @@ class WebApp:
         except CallRefused as e:  # a DialRefused too (the daily limit)
             raise HTTPError(403, e.message) from None
         return attrs.evolve(
-            CallView.from_info(info),
+            info,
             number=str(target.number),
             destination_class=target.destination_class,
         )
 
-    async def find_call(self, principal: Principal, call_id: str) -> CallView:
+    async def find_call(self, principal: Principal, call_id: str) -> CallInfo:
         """
         A call ``principal`` may see.
 
         :raises HTTPError: 404 unknown call, 403 someone else's call.
         """
-        view: CallView | None = None
+        call: CallInfo | None = None
         if self.controller is not None:
             info = self.controller.get_call(call_id)
             if info is not None:
-                view = await self._with_number(CallView.from_info(info))
-        if view is None and _is_call_id(call_id):
+                call = await self._with_number(info)
+        if call is None and _is_call_id(call_id):
             record = await self.records.get_call(call_id)
             if record is not None:
-                view = CallView.from_record(record)
-        if view is None:
+                call = CallInfo.from_record(record)
+        if call is None:
             raise HTTPError(404, "no such call")
-        if not principal.may_see(view):
+        if not principal.may_see(call):
             raise HTTPError(403, "not your call")
-        return view
+        return call
 
-    async def _with_number(self, view: CallView) -> CallView:
+    async def _with_number(self, call: CallInfo) -> CallInfo:
         """A call in progress to a number (a callee no user name can be) with its number,
         class and trunk from its record (the controller's CallInfo has none of them)."""
-        if not view.callee.startswith("+"):
-            return view
-        record = await self.records.get_call(view.call_id)
+        if not call.callee.startswith("+"):
+            return call
+        record = await self.records.get_call(call.call_id)
         if record is None:
-            return view
+            return call
         return attrs.evolve(
-            view,
+            call,
             number=record.number,
             trunk=record.trunk,
             destination_class=record.destination_class,
         )
 
-    async def hang_up(self, principal: Principal, call_id: str) -> CallView:
+    async def hang_up(self, principal: Principal, call_id: str) -> CallInfo:
         """
         Cancel or hang up a call ``principal`` may see.
 
         :raises HTTPError: 404, 403 as :meth:`find_call`; 409 the call is already over.
         """
-        view = await self.find_call(principal, call_id)
-        if not view.active or self.controller is None:
+        call = await self.find_call(principal, call_id)
+        if not call.active or self.controller is None:
             raise HTTPError(409, "the call is already over")
         if not self.controller.hang_up(call_id, principal.username):
             raise HTTPError(409, "the call is already over")
         info = self.controller.get_call(call_id)
         if info is not None:
-            return CallView.from_info(info)
+            return info
         record = await self.records.get_call(call_id)
-        return CallView.from_record(record) if record is not None else view
+        return CallInfo.from_record(record) if record is not None else call
 
     async def call_trace(
         self, principal: Principal, call_id: str
-    ) -> tuple[CallView, CallTrace | None]:
+    ) -> tuple[CallInfo, CallTrace | None]:
         """
         A call ``principal`` may see, and its trace (None: nothing kept).
 
         :raises HTTPError: 404, 403 as :meth:`find_call`; 404 when no trace is kept.
         """
-        view = await self.find_call(principal, call_id)
+        call = await self.find_call(principal, call_id)
         if not self.keeps_traces:
             raise HTTPError(404, "this daemon keeps no call traces ([calls] trace)")
-        return view, await self.trace_of(view)
+        return call, await self.trace_of(call)
 
     @property
     def keeps_traces(self) -> bool:
         """Whether call traces can be shown (being kept, or kept by the store)."""
         return self.tracer is not None or self.traces is not None
 
-    async def trace_of(self, view: CallView) -> CallTrace | None:
+    async def trace_of(self, call: CallInfo) -> CallTrace | None:
         """The trace of a call already authorised: live through the tracer, else stored."""
         if self.tracer is not None:
-            return await self.tracer.trace(view.call_id)
+            return await self.tracer.trace(call.call_id)
         if self.traces is not None:
-            return await self.traces.get_trace(view.call_id)
+            return await self.traces.get_trace(call.call_id)
         return None
 
-    def failure_words(self, view: CallView, principal: Principal) -> str | None:
-        """Why ``view`` ended, in plain words as ``principal`` reads it (None: in progress)."""
-        if view.refusal is not None:
-            return f"Refused by the dial plan: {view.refusal}"
+    def failure_words(self, call: CallInfo, principal: Principal) -> str | None:
+        """Why ``call`` ended, in plain words as ``principal`` reads it (None: in progress)."""
+        if call.refusal is not None:
+            return f"Refused by the dial plan: {call.refusal}"
         return plain_reason(
-            caller=view.caller,
-            callee=view.callee,
-            state=view.state,
-            end_reason=view.reason,
-            sip_status=view.sip_status,
-            who_hung_up=view.who_hung_up,
+            caller=call.caller,
+            callee=call.callee,
+            state=call.state,
+            end_reason=call.end_reason,
+            sip_status=call.sip_status,
+            who_hung_up=call.who_hung_up,
             viewer=principal.username,
             wording=self.wording,
         )
 
-    async def history(self, username: str, limit: int, offset: int) -> tuple[list[CallView], bool]:
+    async def history(self, username: str, limit: int, offset: int) -> tuple[list[CallInfo], bool]:
         """A user's calls newest first, and whether there are more after these."""
         records = await self.records.list_calls(user=username, limit=limit + 1, offset=offset)
-        views = []
+        calls = []
         for record in records[:limit]:
             info = self.controller.get_call(record.call_id) if self.controller else None
-            view = CallView.from_record(record)
-            if info is not None:
-                view = attrs.evolve(
-                    CallView.from_info(info),
-                    number=record.number,
-                    destination_class=record.destination_class,
-                    trunk=record.trunk,
+            if info is None:
+                calls.append(CallInfo.from_record(record))
+            else:
+                calls.append(
+                    attrs.evolve(
+                        info,
+                        number=record.number,
+                        destination_class=record.destination_class,
+                        trunk=record.trunk,
+                    )
                 )
-            views.append(view)
-        return views, len(records) > limit
+        return calls, len(records) > limit
 
     # -- live events ---------------------------------------------------------------------
 
@@ -840,7 +780,7 @@ async def _placed(
     caller: str,
     callee: str,
     unregistered: str = "your phone is not registered",
-) -> CallView:
+) -> CallInfo:
     """
     Place one call; the controller's refusals as the API answers them.
 
@@ -855,7 +795,7 @@ async def _placed(
         raise HTTPError(403, e.message) from None
     if info.state == "failed" and info.end_reason == _CALLER_UNREACHABLE:
         raise HTTPError(409, unregistered)
-    return CallView.from_info(info)
+    return info
 
 
 def _nothing() -> None:

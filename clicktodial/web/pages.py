@@ -21,12 +21,13 @@ from twisted.web.template import Element, Flattenable, Tag, XMLString, renderer,
 from twisted.web.template import renderElement as render_element
 
 from clicktodial import __version__
+from clicktodial.calls.events import CallInfo
 from clicktodial.dialplan.numbers import LocalName
 from clicktodial.store.admin import remove_user
 from clicktodial.store.errors import NoSuchUser, UserExists
 from clicktodial.store.traces import CallTrace, TracedMessage
 from clicktodial.store.values import User, UserChanges, is_valid_username
-from clicktodial.web.app import CallView, Principal, WebApp, iso_time, new_secret
+from clicktodial.web.app import Principal, WebApp, iso_time, new_secret
 from clicktodial.web.events import Registration
 from clicktodial.web.http import HTTPError, Route, RoutedResource, is_finished, read_form
 from clicktodial.web.sessions import (
@@ -172,7 +173,7 @@ def ladder_arrow(message: TracedMessage, first_ms: int) -> Tag:
 
 
 def ladder(
-    view: CallView, trace: CallTrace | None, reason: str | None, principal: Principal
+    view: CallInfo, trace: CallTrace | None, reason: str | None, principal: Principal
 ) -> Tag:
     """
     The call's SIP messages as a ladder: the caller's phone, the daemon and the callee's
@@ -245,7 +246,7 @@ def field(label: str, name: str, kind: str = "text", value: str = "", **extra: s
     )
 
 
-def _number_words(view: CallView) -> str:
+def _number_words(view: CallInfo) -> str:
     """A call to a number in the history: its class and the trunk it went through."""
     if view.number is None and view.destination_class is None:
         return ""
@@ -610,7 +611,7 @@ class PagesResource(RoutedResource):
             ]
         self.show(request, Layout("Call", content, principal, refresh=view.active))
 
-    def _call(self, principal: Principal, view: CallView) -> Tag:
+    def _call(self, principal: Principal, view: CallInfo) -> Tag:
         order = ["calling-caller", "calling-callee", "connected", "ended"]
         steps = tags.ol(class_="steps")(
             tags.li(f"Ringing your phone ({view.caller})", class_="step-calling-caller"),
@@ -641,9 +642,9 @@ class PagesResource(RoutedResource):
             tags.dt("Callee"),
             tags.dd(view.callee),
             tags.dt("Started"),
-            tags.dd(_when(view.created)),
+            tags.dd(_when(view.created_at)),
             tags.dt("Reason"),
-            tags.dd(view.reason or "", id="call-reason"),
+            tags.dd(view.end_reason or "", id="call-reason"),
             tags.dt("Duration"),
             tags.dd(_duration(view.duration), id="call-duration"),
         )
@@ -691,11 +692,11 @@ class PagesResource(RoutedResource):
         views, more = await self.app.history(principal.username, PAGE_SIZE, (page - 1) * PAGE_SIZE)
         rows = [
             tags.tr(**{"data-call-id": v.call_id})(
-                tags.td(tags.a(_when(v.created), href=f"/calls/{v.call_id}")),
+                tags.td(tags.a(_when(v.created_at), href=f"/calls/{v.call_id}")),
                 tags.td("to " + v.callee if v.caller == principal.username else "from " + v.caller),
                 tags.td(_number_words(v)),
                 tags.td(STATE_LABELS.get(v.state, v.state)),
-                tags.td(v.refusal or v.reason or ""),
+                tags.td(v.refusal or v.end_reason or ""),
                 tags.td(_duration(v.duration)),
             )
             for v in views

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from clicktodial.calls.values import CallInfo
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.message import Request
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, SessionDescription
@@ -484,8 +485,6 @@ def test_a_call_whose_phones_share_no_codec_failed_and_was_never_answered() -> N
     Both phones answer, then the caller refuses the callee's offer (488): the call failed
     (it never was connected) everywhere: live state, record, the view built from it.
     """
-    from clicktodial.web.app import CallView
-
     world, alice, bob = world_with_phones("flow4")
     alice.app.on_request = refuse_reinvite_offers
     info = world.place("alice", "bob")
@@ -495,26 +494,27 @@ def test_a_call_whose_phones_share_no_codec_failed_and_was_never_answered() -> N
     assert record.callee_answered_at is not None  # bob did answer
     assert record.connected_at is None
     assert record.public_state == "failed"
-    view = CallView.from_record(record)
-    assert (view.state, view.answered, view.duration) == ("failed", None, None)
+    view = CallInfo.from_record(record)
+    assert (view.state, view.connected_at, view.duration) == ("failed", None, None)
     assert record.sip_status == 488
     world.assert_quiescent()
 
 
 def test_answered_is_the_connect_time_while_connected_and_after_the_end() -> None:
     """The API's ``answered`` does not move when a connected call ends."""
-    from clicktodial.web.app import CallView
+    from clicktodial.web.app import call_json
 
     world, alice, bob, call_id = connected("flow4")
     live = world.controller.get_call(call_id)
     assert live is not None and live.connected_at is not None
-    while_connected = CallView.from_info(live).answered
+    while_connected = call_json(live)["answered"]
     world.run(7)
     alice.sessions[0].bye()
     world.run(2)
     record = world.record(call_id)
     assert record.public_state == "ended"
-    assert CallView.from_record(record).answered == while_connected == record.connected_at
+    assert call_json(CallInfo.from_record(record))["answered"] == while_connected
+    assert live.connected_at == record.connected_at
     world.assert_quiescent()
 
 
