@@ -19,10 +19,11 @@
 # runs it) under the same ROUNDS of the same load and prints its CPU per registration the same
 # way: utime + stime from /proc of its main process and every process under it, and the ratio.
 # CALLS=1 (the default) then restarts the daemon under bench/twistd_callcount.py (a profile
-# hook in every thread) and counts the Python function calls of one more round of COUNT
-# registrations at CALLS_RATE/s (default 100: the hook slows the daemon, and at RATE it would
-# fall behind into retransmissions, which would be counted) after the rounds above: "Python
-# calls per registration". That round's CPU is not printed. CALLS_TOP=FILE writes the count of
+# hook in every thread) and counts the Python function calls of one more round of CALLS_COUNT
+# (default 1000) registrations at CALLS_RATE/s (default 50: the hook slows the daemon, and at
+# RATE it would fall behind into retransmissions, which would be counted; the line says how
+# many there were) after the rounds above: "Python calls per registration". That round's
+# CPU is not printed. CALLS_TOP=FILE writes the count of
 # each Python function over that round to FILE, most called first.
 #
 # Usage: STORE=sqlite|postgresql COUNT=3000 RATE=300 ROUNDS=2 bench/register_cpu.sh
@@ -44,7 +45,8 @@ PG_SOCKET=/var/run/postgresql
 PG_DB=clicktodial_bench_cpu
 KAMAILIO=${KAMAILIO:-1}
 CALLS=${CALLS:-1}
-CALLS_RATE=${CALLS_RATE:-100}
+CALLS_RATE=${CALLS_RATE:-50}
+CALLS_COUNT=${CALLS_COUNT:-1000}
 PORT=45260
 KAMAILIO_PORT=45261
 WEB_PORT=45280
@@ -108,11 +110,13 @@ $LIMITS
 EOF
 python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" db upgrade > /dev/null
 python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" user import "$WORK/users.csv" > /dev/null
-start_daemon() {  # start_daemon LAUNCHER...: twistd in the foreground; its PID in $DAEMON
+start_daemon() {  # start_daemon SECONDS LAUNCHER...: twistd in the foreground; PID in $DAEMON
+    wait_seconds=$1
+    shift
     (cd "$WORK" && exec python3 "$@" -n --pidfile= clicktodial --config "$WORK/clicktodial.ini" \
         > "$WORK/twistd.out" 2>&1) &
     DAEMON=$!
-    sleep 5
+    sleep "$wait_seconds"
 }
 stop_daemon() {
     kill "$DAEMON" 2>/dev/null || true
@@ -143,9 +147,9 @@ print(sum(u for u, _ in mine), sum(s for _, s in mine))
 PYEOF
 }
 HZ=$(getconf CLK_TCK)
-load() {  # load PORT [RATE]: one round of COUNT registrations at RATE/s; prints regload's JSON
+load() {  # load PORT [RATE COUNT]: one round of COUNT registrations at RATE/s; regload's JSON
     python3 "$REPO/bench/regload.py" --target "127.0.0.1:$1" --domain 127.0.0.1 \
-        --users "$USERS" --count "$COUNT" --rate "${2:-$RATE}" --timeout 10 \
+        --users "$USERS" --count "${3:-$COUNT}" --rate "${2:-$RATE}" --timeout 10 \
         --max-seconds 120 --window 100000 --json
 }
 rounds() {  # rounds NAME PID PORT: ROUNDS rounds; CPU of PID and its children per registration
@@ -182,13 +186,14 @@ with open(sys.argv[9], "w") as f:
     f.write(f"{ms}\n")
 print(f"{sys.argv[8]} round {sys.argv[5]} ({sys.argv[6]}, {sys.argv[7]}/s): {ok} succeeded,"
       f" {out['failed']} failed, {out['rate']:.0f}/s completed, p50 {out['latency_ms']['p50']} ms,"
+      f" {out['retransmissions']} retransmissions,"
       f" CPU {user:.2f} s user + {system:.2f} s system = {ms:.3f} ms per registration")
 EOF
         round=$((round + 1))
     done
 }
 
-start_daemon -c "from twisted.scripts.twistd import run; run()"
+start_daemon 5 -c "from twisted.scripts.twistd import run; run()"
 rounds clicktodial "$DAEMON" "$PORT"
 stop_daemon
 
@@ -212,18 +217,20 @@ EOF
 fi
 
 if [ "$CALLS" = 1 ]; then
-    CALLCOUNT_TOP=${CALLS_TOP:-} start_daemon "$REPO/bench/twistd_callcount.py" "$WORK/calls"
+    CALLCOUNT_TOP=${CALLS_TOP:-} start_daemon 15 "$REPO/bench/twistd_callcount.py" "$WORK/calls"
     kill -USR1 "$DAEMON"
-    out=$(load "$PORT" "$CALLS_RATE") || true
+    out=$(load "$PORT" "$CALLS_RATE" "$CALLS_COUNT") || true
     sleep 1
     kill -USR2 "$DAEMON"
     sleep 1
     python3 - "$out" "$WORK/calls" <<'EOF'
 import json, sys
-ok = json.loads(sys.argv[1])["succeeded"]
+out = json.loads(sys.argv[1])
+ok = out["succeeded"]
 calls, c_calls = map(int, open(sys.argv[2]).read().split())
 print(f"clicktodial: {calls / ok:.0f} Python calls per registration (and {c_calls / ok:.0f} calls of"
-      f" built-ins; {ok} registrations, every thread of the daemon)")
+      f" built-ins; {ok} registrations at {out['target_rate']}/s, {out['retransmissions']}"
+      f" retransmissions, every thread of the daemon)")
 EOF
     stop_daemon
 fi
