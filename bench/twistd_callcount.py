@@ -1,4 +1,4 @@
-"""twistd with a count of Python function calls, switched by signals (bench/register_cpu.sh CALLS=1).
+"""twistd with a count of Python function calls, switched by signals (bench/register_cpu.sh).
 
     python3 bench/twistd_callcount.py OUT -n --pidfile= clicktodial --config FILE
 
@@ -8,8 +8,9 @@ the counts and starts counting; SIGUSR2 stops and writes ``calls c_calls`` to OU
 ``calls`` counts ``call`` events (a Python function, method, generator or coroutine
 entered or resumed) and ``c_calls`` counts ``c_call`` events (a built-in called from
 Python). With CALLCOUNT_TOP=FILE in the environment, each Python function's count is
-written to FILE too, most called first. The hook runs on every call even when not counting: CPU figures of a daemon
-started this way are inflated, and bench/register_cpu.sh does not print them as such.
+written to FILE too, most called first. The hook runs on every call even when not
+counting: CPU figures of a daemon started this way are inflated, and
+bench/register_cpu.sh does not print them.
 """
 
 from __future__ import annotations
