@@ -146,6 +146,9 @@ mine = [ticks[p] for p in ticks if under(p)]
 print(sum(u for u, _ in mine), sum(s for _, s in mine))
 PYEOF
 }
+switches() {  # context switches of all the threads of process $1 (GIL hand-offs, wake-ups)
+    cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'
+}
 HZ=$(getconf CLK_TCK)
 load() {  # load PORT [RATE COUNT]: one round of COUNT registrations at RATE/s; regload's JSON
     python3 "$REPO/bench/regload.py" --target "127.0.0.1:$1" --domain 127.0.0.1 \
@@ -169,12 +172,14 @@ rounds() {  # rounds NAME PID PORT: ROUNDS rounds; CPU of PID and its children p
             sleep 1
         fi
         before=$(cpu "$pid")
+        sw_before=$(switches "$pid")
         out=$(load "$target_port")
         sleep 1
         after=$(cpu "$pid")
+        sw_after=$(switches "$pid")
         if [ -n "$spy" ]; then kill -INT "$spy" 2>/dev/null || true; wait "$spy" 2>/dev/null || true; fi
         python3 - "$out" "$before" "$after" "$HZ" "$round" "$STORE" "$RATE" "$name" \
-            "$WORK/cpu.$name.$round" <<'EOF'
+            "$WORK/cpu.$name.$round" "$sw_before" "$sw_after" <<'EOF'
 import json, sys
 out = json.loads(sys.argv[1])
 (u0, s0), (u1, s1) = (map(int, sys.argv[i].split()) for i in (2, 3))
@@ -187,7 +192,9 @@ with open(sys.argv[9], "w") as f:
 print(f"{sys.argv[8]} round {sys.argv[5]} ({sys.argv[6]}, {sys.argv[7]}/s): {ok} succeeded,"
       f" {out['failed']} failed, {out['rate']:.0f}/s completed, p50 {out['latency_ms']['p50']} ms,"
       f" {out['retransmissions']} retransmissions,"
-      f" CPU {user:.2f} s user + {system:.2f} s system = {ms:.3f} ms per registration")
+      f" CPU {user:.2f} s user + {system:.2f} s system = {ms:.3f} ms per registration"
+      + (f", {(int(sys.argv[11]) - int(sys.argv[10])) / ok:.1f} context switches per registration"
+         if ok and sys.argv[8] == "clicktodial" else ""))
 EOF
         round=$((round + 1))
     done
