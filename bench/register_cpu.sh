@@ -15,6 +15,17 @@
 # PROFILE=perf records native stacks with `perf record -F 999 -g` (kernel, interpreter, SQLite,
 # libc: what py-spy cannot see) to $PROFILE_OUT; read it with `perf report -i FILE`.
 #
+# KAMAILIO=1 (the default) then runs Kamailio (bench/kamailio/kamailio.cfg, as bench/register.sh
+# runs it) under the same ROUNDS of the same load and prints its CPU per registration the same
+# way: utime + stime from /proc of its main process and every process under it, and the ratio.
+# CALLS=1 (the default) then restarts the daemon under bench/twistd_callcount.py (a profile
+# hook in every thread) and counts the Python function calls of one more round of CALLS_COUNT
+# (default 1000) registrations at CALLS_RATE/s (default 50: the hook slows the daemon, and at
+# RATE it would fall behind into retransmissions, which would be counted; the line says how
+# many there were) after the rounds above: "Python calls per registration". That round's
+# CPU is not printed. CALLS_TOP=FILE writes the count of
+# each Python function over that round to FILE, most called first.
+#
 # Usage: STORE=sqlite|postgresql COUNT=3000 RATE=300 ROUNDS=2 bench/register_cpu.sh
 # Runs in a private network namespace (re-runs itself under `unshare -n`): loopback only.
 set -eu
@@ -32,7 +43,12 @@ PROFILE=${PROFILE:-}
 PROFILE_OUT=${PROFILE_OUT:-/tmp/register-profile.svg}
 PG_SOCKET=/var/run/postgresql
 PG_DB=clicktodial_bench_cpu
+KAMAILIO=${KAMAILIO:-1}
+CALLS=${CALLS:-1}
+CALLS_RATE=${CALLS_RATE:-50}
+CALLS_COUNT=${CALLS_COUNT:-1000}
 PORT=45260
+KAMAILIO_PORT=45261
 WEB_PORT=45280
 
 ip link set lo up
@@ -51,7 +67,13 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c "
 import sys
 with open('$WORK/users.csv', 'w') as f:
-    f.writelines(f'u{i:05d},p{i:05d}\n' for i in range($USERS))"
+    f.writelines(f'u{i:05d},p{i:05d}\n' for i in range($USERS))
+with open('$WORK/htable', 'w') as f:
+    f.write('id(int,auto) key_name(string) key_type(int) value_type(int) key_value(string)'
+            ' expires(int) \n')
+    f.writelines(f'{i + 1}:u{i:05d}:0:0:p{i:05d}:0\n' for i in range($USERS))
+with open('$WORK/version', 'w') as f:
+    f.write('id(int,auto) table_name(string) table_version(int) \n0:htable:2\n')"
 
 case $STORE in
 sqlite) URL="sqlite:///$WORK/clicktodial.sqlite" ;;
@@ -88,42 +110,76 @@ $LIMITS
 EOF
 python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" db upgrade > /dev/null
 python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" user import "$WORK/users.csv" > /dev/null
-(cd "$WORK" && exec python3 -c "from twisted.scripts.twistd import run; run()" \
-    -n --pidfile= clicktodial --config "$WORK/clicktodial.ini" > "$WORK/twistd.out" 2>&1) &
-DAEMON=$!
-sleep 5
-
-cpu() {  # utime and stime of the daemon, in clock ticks
-    awk '{ print $14 " " $15 }' "/proc/$DAEMON/stat"
+start_daemon() {  # start_daemon SECONDS LAUNCHER...: twistd in the foreground; PID in $DAEMON
+    wait_seconds=$1
+    shift
+    (cd "$WORK" && exec python3 "$@" -n --pidfile= clicktodial --config "$WORK/clicktodial.ini" \
+        > "$WORK/twistd.out" 2>&1) &
+    DAEMON=$!
+    sleep "$wait_seconds"
 }
-switches() {  # context switches of all the daemon's threads (GIL hand-offs, wake-ups)
-    cat /proc/$DAEMON/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'
+stop_daemon() {
+    kill "$DAEMON" 2>/dev/null || true
+    wait "$DAEMON" 2>/dev/null || true
+    DAEMON=""
+}
+cpu() {  # utime and stime, in clock ticks, of process $1 (all threads) and every process under it
+    python3 - "$1" <<'PYEOF'
+import os, sys
+root, parents, ticks = int(sys.argv[1]), {}, {}
+for name in os.listdir("/proc"):
+    if name.isdigit():
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(name)] = int(fields[1])
+        ticks[int(name)] = (int(fields[11]), int(fields[12]))
+def under(pid):
+    while pid > 1:
+        if pid == root:
+            return True
+        pid = parents.get(pid, 0)
+    return False
+mine = [ticks[p] for p in ticks if under(p)]
+print(sum(u for u, _ in mine), sum(s for _, s in mine))
+PYEOF
+}
+switches() {  # context switches of all the threads of process $1 (GIL hand-offs, wake-ups)
+    cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'
 }
 HZ=$(getconf CLK_TCK)
-round=1
-while [ "$round" -le "$ROUNDS" ]; do
-    spy=""
-    if [ "$PROFILE" = perf ] && [ "$round" -eq "$ROUNDS" ]; then
-        perf record -F 999 -g -o "$PROFILE_OUT" -p "$DAEMON" > "$WORK/perf.out" 2>&1 &
-        spy=$!
+load() {  # load PORT [RATE COUNT]: one round of COUNT registrations at RATE/s; regload's JSON
+    python3 "$REPO/bench/regload.py" --target "127.0.0.1:$1" --domain 127.0.0.1 \
+        --users "$USERS" --count "${3:-$COUNT}" --rate "${2:-$RATE}" --timeout 10 \
+        --max-seconds 120 --window 100000 --json
+}
+rounds() {  # rounds NAME PID PORT: ROUNDS rounds; CPU of PID and its children per registration
+    name=$1 pid=$2 target_port=$3
+    round=1
+    while [ "$round" -le "$ROUNDS" ]; do
+        spy=""
+        if [ "$name" = clicktodial ] && [ "$PROFILE" = perf ] && [ "$round" -eq "$ROUNDS" ]; then
+            perf record -F 999 -g -o "$PROFILE_OUT" -p "$pid" > "$WORK/perf.out" 2>&1 &
+            spy=$!
+            sleep 1
+        elif [ "$name" = clicktodial ] && [ -n "$PROFILE" ] && [ "$round" -eq "$ROUNDS" ]; then
+            fmt=flamegraph; [ "$PROFILE" = raw ] && fmt=raw
+            py-spy record ${PYSPY_ARGS:---gil} --nonblocking -r 250 -f "$fmt" -o "$PROFILE_OUT" \
+                -p "$pid" > "$WORK/py-spy.out" 2>&1 &
+            spy=$!
+            sleep 1
+        fi
+        before=$(cpu "$pid")
+        sw_before=$(switches "$pid")
+        out=$(load "$target_port")
         sleep 1
-    elif [ -n "$PROFILE" ] && [ "$round" -eq "$ROUNDS" ]; then
-        fmt=flamegraph; [ "$PROFILE" = raw ] && fmt=raw
-        py-spy record ${PYSPY_ARGS:---gil} --nonblocking -r 250 -f "$fmt" -o "$PROFILE_OUT" -p "$DAEMON" \
-            > "$WORK/py-spy.out" 2>&1 &
-        spy=$!
-        sleep 1
-    fi
-    before=$(cpu)
-    sw_before=$(switches)
-    out=$(python3 "$REPO/bench/regload.py" --target "127.0.0.1:$PORT" --domain 127.0.0.1 \
-        --users "$USERS" --count "$COUNT" --rate "$RATE" --timeout 10 \
-        --max-seconds 120 --window 100000 --json)
-    sleep 1
-    after=$(cpu)
-    sw_after=$(switches)
-    if [ -n "$spy" ]; then kill -INT "$spy" 2>/dev/null || true; wait "$spy" 2>/dev/null || true; fi
-    python3 - "$out" "$before" "$after" "$HZ" "$round" "$STORE" "$RATE" "$sw_before" "$sw_after" <<'EOF'
+        after=$(cpu "$pid")
+        sw_after=$(switches "$pid")
+        if [ -n "$spy" ]; then kill -INT "$spy" 2>/dev/null || true; wait "$spy" 2>/dev/null || true; fi
+        python3 - "$out" "$before" "$after" "$HZ" "$round" "$STORE" "$RATE" "$name" \
+            "$WORK/cpu.$name.$round" "$sw_before" "$sw_after" <<'EOF'
 import json, sys
 out = json.loads(sys.argv[1])
 (u0, s0), (u1, s1) = (map(int, sys.argv[i].split()) for i in (2, 3))
@@ -131,11 +187,57 @@ hz = int(sys.argv[4])
 ok = out["succeeded"]
 user, system = (u1 - u0) / hz, (s1 - s0) / hz
 ms = (user + system) * 1000 / ok if ok else float("nan")
-print(f"round {sys.argv[5]} ({sys.argv[6]}, {sys.argv[7]}/s): {ok} succeeded, {out['failed']} failed,"
-      f" {out['rate']:.0f}/s completed, p50 {out['latency_ms']['p50']} ms,"
-      f" daemon CPU {user:.2f} s user + {system:.2f} s system = {ms:.3f} ms per registration,"
-      f" {(int(sys.argv[9]) - int(sys.argv[8])) / ok if ok else float('nan'):.1f} context"
-      f" switches per registration")
+with open(sys.argv[9], "w") as f:
+    f.write(f"{ms}\n")
+print(f"{sys.argv[8]} round {sys.argv[5]} ({sys.argv[6]}, {sys.argv[7]}/s): {ok} succeeded,"
+      f" {out['failed']} failed, {out['rate']:.0f}/s completed, p50 {out['latency_ms']['p50']} ms,"
+      f" {out['retransmissions']} retransmissions,"
+      f" CPU {user:.2f} s user + {system:.2f} s system = {ms:.3f} ms per registration"
+      + (f", {(int(sys.argv[11]) - int(sys.argv[10])) / ok:.1f} context switches per registration"
+         if ok and sys.argv[8] == "clicktodial" else ""))
 EOF
-    round=$((round + 1))
-done
+        round=$((round + 1))
+    done
+}
+
+start_daemon 5 -c "from twisted.scripts.twistd import run; run()"
+rounds clicktodial "$DAEMON" "$PORT"
+stop_daemon
+
+if [ "$KAMAILIO" = 1 ]; then
+    kamailio -f "$REPO/bench/kamailio/kamailio.cfg" -DD -E -l "udp:127.0.0.1:$KAMAILIO_PORT" \
+        -A "DBURL=\"text://$WORK\"" -A 'DOMAIN="127.0.0.1"' -m 512 -M 32 \
+        > "$WORK/kamailio.log" 2>&1 &
+    DAEMON=$!
+    sleep 3
+    rounds Kamailio "$DAEMON" "$KAMAILIO_PORT"
+    stop_daemon
+    round=1
+    while [ "$round" -le "$ROUNDS" ]; do
+        python3 - "$WORK/cpu.clicktodial.$round" "$WORK/cpu.Kamailio.$round" "$round" <<'EOF'
+import sys
+ours, theirs = (float(open(sys.argv[i]).read()) for i in (1, 2))
+print(f"round {sys.argv[3]}: clicktodial / Kamailio CPU per registration = {ours / theirs:.1f}x")
+EOF
+        round=$((round + 1))
+    done
+fi
+
+if [ "$CALLS" = 1 ]; then
+    CALLCOUNT_TOP=${CALLS_TOP:-} start_daemon 15 "$REPO/bench/twistd_callcount.py" "$WORK/calls"
+    kill -USR1 "$DAEMON"
+    out=$(load "$PORT" "$CALLS_RATE" "$CALLS_COUNT") || true
+    sleep 1
+    kill -USR2 "$DAEMON"
+    sleep 1
+    python3 - "$out" "$WORK/calls" <<'EOF'
+import json, sys
+out = json.loads(sys.argv[1])
+ok = out["succeeded"]
+calls, c_calls = map(int, open(sys.argv[2]).read().split())
+print(f"clicktodial: {calls / ok:.0f} Python calls per registration (and {c_calls / ok:.0f} calls of"
+      f" built-ins; {ok} registrations at {out['target_rate']}/s, {out['retransmissions']}"
+      f" retransmissions, every thread of the daemon)")
+EOF
+    stop_daemon
+fi

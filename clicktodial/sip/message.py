@@ -274,7 +274,7 @@ class Headers:
     def get(self, name: str) -> str | None:
         """The value of the first field called *name*, or ``None``."""
         try:
-            i = self._keys.index(_name_info(name)[0])
+            i = self._keys.index((_NAME_CACHE.get(name) or _name_info(name))[0])
         except ValueError:
             return None
         return self._values[i].strip(" \t")
@@ -304,14 +304,14 @@ class Headers:
         Only headers whose grammar is a comma-separated list (Via, Contact,
         Route, Allow, Supported...) are split, never inside quotes or ``<>``.
         """
-        key = _name_info(name)[0]
+        key = (_NAME_CACHE.get(name) or _name_info(name))[0]
         values = self._all(key)
         if key in _LIST_HEADERS:
             return [item for v in values for item in split_commas(v)]
         return values
 
     def _insert(self, i: int, name: str, value: str) -> None:
-        key, cname = _name_info(name)
+        key, cname = _NAME_CACHE.get(name) or _name_info(name)
         self._keys.insert(i, key)
         self._names.insert(i, cname)
         self._values.insert(i, " " + _check_value(value))
@@ -374,7 +374,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        return _name_info(name)[0] in self._keys
+        return (_NAME_CACHE.get(name) or _name_info(name))[0] in self._keys
 
     def _out_names(self) -> list[str]:
         canon = _CANONICAL
@@ -447,7 +447,7 @@ def _check_value(value: str) -> str:
 
 
 def _required(h: Headers, name: str) -> str:
-    value = h._first(_name_info(name)[0])
+    value = h._first((_NAME_CACHE.get(name) or _name_info(name))[0])
     if value is None:
         raise HeaderParseError(f"missing {name} header")
     return value
@@ -572,12 +572,12 @@ class Message:
     @property
     def vias(self) -> list[Via]:
         """Every Via value, top first."""
-        return list(self.headers._parsed("via", _vias))
+        return list(self._headers._parsed("via", _vias))
 
     @property
     def top_via(self) -> Via:
         """The first Via value (raises :class:`HeaderParseError` if there is none)."""
-        vias = self.headers._parsed("via", _vias)
+        vias = self._headers._parsed("via", _vias)
         if not vias:
             raise HeaderParseError("missing Via header")
         return vias[0]
@@ -585,57 +585,57 @@ class Message:
     @property
     def from_(self) -> NameAddr:
         """The From header."""
-        return self.headers._parsed("from", _from)
+        return self._headers._parsed("from", _from)
 
     @property
     def to(self) -> NameAddr:
         """The To header."""
-        return self.headers._parsed("to", _to)
+        return self._headers._parsed("to", _to)
 
     @property
     def call_id(self) -> str:
         """The Call-ID (compared byte-for-byte, RFC 3261 §20.8)."""
-        return _required(self.headers, "Call-ID")
+        return _required(self._headers, "Call-ID")
 
     @property
     def cseq(self) -> CSeq:
         """The CSeq header."""
-        return self.headers._parsed("cseq", _cseq)
+        return self._headers._parsed("cseq", _cseq)
 
     @property
     def contacts(self) -> list[NameAddr]:
         """Every Contact value (``[]`` if none, or for ``Contact: *``)."""
-        return list(self.headers._parsed("contact", _contacts))
+        return list(self._headers._parsed("contact", _contacts))
 
     @property
     def contact_is_star(self) -> bool:
         """Whether the Contact is ``*`` (REGISTER: remove all bindings, RFC 3261 §10.2.2)."""
-        return "*" in self.headers._all("contact")
+        return "*" in self._headers._all("contact")
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards as an int, ``None`` if absent."""
-        return self.headers._parsed("max-forwards", lambda h: _int_header(h, "Max-Forwards"))
+        return self._headers._parsed("max-forwards", lambda h: _int_header(h, "Max-Forwards"))
 
     @property
     def expires(self) -> int | None:
         """The Expires header as an int, ``None`` if absent."""
-        return self.headers._parsed("expires", lambda h: _int_header(h, "Expires"))
+        return self._headers._parsed("expires", lambda h: _int_header(h, "Expires"))
 
     @property
     def content_length(self) -> int | None:
         """The Content-Length header as an int, ``None`` if absent."""
-        return self.headers._parsed("content-length", lambda h: _int_header(h, "Content-Length"))
+        return self._headers._parsed("content-length", lambda h: _int_header(h, "Content-Length"))
 
     @property
     def record_routes(self) -> list[NameAddr]:
         """Every Record-Route value, in order."""
-        return list(self.headers._parsed("record-route", _record_routes))
+        return list(self._headers._parsed("record-route", _record_routes))
 
     @property
     def routes(self) -> list[NameAddr]:
         """Every Route value, in order."""
-        return list(self.headers._parsed("route", _routes))
+        return list(self._headers._parsed("route", _routes))
 
     def _start_line(self) -> str:
         raise NotImplementedError

@@ -71,6 +71,7 @@ from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.interfaces import IFlowKeeper
 from clicktodial.sip.message import Request, Response, make_response, new_tag
 from clicktodial.sip.uri import URI, URIParseError, parse_uri
+from clicktodial.sip.wirecache import BoundedCache
 from clicktodial.store.errors import OutOfOrderRegistration, StoreError, TooManyBindings
 from clicktodial.store.values import (
     Binding,
@@ -126,6 +127,19 @@ def normal_host(host: str) -> str:
     address without brackets and in its compressed form (RFC 5952), so
     ``[2001:DB8:0::10]`` and ``2001:db8::10`` are one host.
     """
+    # Hosts repeat from message to message (ours, each phone's): remembered,
+    # in a bounded cache since they come from the network.
+    normal = _NORMAL_HOSTS.get(host)
+    if normal is None:
+        normal = _NORMAL_HOST_CACHE.remember(host, _normal_host(host))
+    return normal
+
+
+_NORMAL_HOST_CACHE: BoundedCache[str, str] = BoundedCache("registrar.normal_host")
+_NORMAL_HOSTS = _NORMAL_HOST_CACHE.entries
+
+
+def _normal_host(host: str) -> str:
     host = host.lower()
     if ":" in host:
         host = host.strip("[]")

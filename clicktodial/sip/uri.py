@@ -212,7 +212,8 @@ class URI:
     @property
     def is_sip(self) -> bool:
         """True for ``sip:`` and ``sips:`` URIs (what RFC 3261 requires of an AOR)."""
-        return self.scheme == "sip" or self.scheme == "sips"
+        scheme = self._scheme
+        return scheme == "sip" or scheme == "sips"
 
     @property
     def host_port(self) -> str:
