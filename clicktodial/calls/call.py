@@ -379,7 +379,7 @@ class Leg:
         self.forks: dict[OutgoingCall, Target] = {}
         #: True while the INVITEs go out (a fork may fail synchronously).
         self.starting = False
-        self.failures: list[int] = []
+        self.failures: tuple[int, ...] = ()  # a shared empty tuple for the held call
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
         self.origin = LegOrigin()
@@ -559,7 +559,7 @@ class Call:
         self._long_timers = long_timers
         self.caller_offer = b""
         self._callee_offer: bytes | None = None
-        self._relayed: list[IncomingRequest] = []
+        self._relayed: tuple[IncomingRequest, ...] = ()  # shared when empty
         self.created_at = created_at
         self.caller_answered_at: float | None = None
         self.callee_answered_at: float | None = None
@@ -755,9 +755,9 @@ class Call:
 
     def _refuse_relayed(self, payload: object) -> None:
         """A re-INVITE we were relaying gets 487: its dialog is going away."""
-        for request in self._relayed:
+        relayed, self._relayed = self._relayed, ()
+        for request in relayed:
             self._respond(request, 487)
-        self._relayed.clear()
 
     def _hang_up_callee(self, payload: object) -> None:
         self.callee.hang_up()
@@ -858,7 +858,7 @@ class Call:
     def _fork_failed(self, leg: Leg, fork: OutgoingCall, response: Response) -> None:
         if leg.forks.pop(fork, None) is None and not leg.starting:
             return  # cancelled by us (another phone answered, or the call is over)
-        leg.failures.append(response.status)
+        leg.failures += (response.status,)
         if leg.starting or leg.forks or leg.session is not None:
             return
         self._leg_failed(leg)
@@ -921,7 +921,7 @@ class Call:
             if response.status < 200:
                 return
             if request in self._relayed:
-                self._relayed.remove(request)
+                self._relayed = tuple(r for r in self._relayed if r is not request)
             answer = _sdp_of(response)
             if 200 <= response.status < 300 and answer is not None:
                 if relay is None:
@@ -949,7 +949,7 @@ class Call:
             except (RequestPending, OfferAnswerError, DialogError):
                 self._respond(request, 491)
                 return
-            self._relayed.append(request)
+            self._relayed += (request,)
 
         if relay is None:
             forward(request.offer)

@@ -423,6 +423,9 @@ class Session:
             raise ValueError("no 2xx is waiting to be ACKed")
         seq = min(self._unacked)
         invite, _ = self._unacked.pop(seq)
+        if not self._unacked:
+            # A dict emptied by pop keeps its table (224 bytes) for the whole call.
+            self._unacked = {}
         oa = self.dialog.offer_answer
         answer = body if is_sdp(content_type or SDP_CONTENT_TYPE, body) else None
         if oa.expects_answer_from(Party.LOCAL):
