@@ -44,8 +44,6 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
-            "pytest-rerunfailures>=14",
-            "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "mypy>=1.10",
             "mypy-zope>=1.0.5",

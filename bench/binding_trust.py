@@ -85,9 +85,9 @@ def main() -> None:
     tree = args.tree.resolve()
     env = dict(os.environ, PYTHONPATH=str(tree))
     work = Path(tempfile.mkdtemp(prefix="binding-trust-"))
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    sip_port, web_port = find_free_port(), find_free_port()
     ini = work / "daemon.ini"
-    ini.write_text(daemon_ini(sip_port, web_port, control_port, str(work))
+    ini.write_text(daemon_ini(sip_port, web_port, str(work))
                    + f"[log]\nlevel = info\nfile = {work / 'daemon.log'}\n")
     cli = [sys.executable, "-m", "clicktodial.cli", "--config", str(ini)]
     daemon = subprocess.Popen(

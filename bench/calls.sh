@@ -7,11 +7,12 @@
 #   `unshare -n`): only loopback exists, nothing can leave the machine.
 # - clicktodial: the daemon (SQLite store, demo users alice and bob, [log] level = warn,
 #   [calls] policy = flow4, no per-user limit, 4 MB UDP buffers, [limits] off for
-#   127.0.0.1: all the load comes from there) with its internal control API. The phones
+#   127.0.0.1: all the load comes from there); calls are placed through its web API as an
+#   administrator (`clicktodial user add bench --admin`, `token create bench`). The phones
 #   are two SIPp UAS on their own ports, registered with Digest first: alice's phone
 #   (bench/sipp/call_caller_hold.xml) answers at once, takes the Flow IV re-INVITE, holds
 #   HOLD_MS and hangs up; bob's (tests/interop/sipp/call_phone_answer.xml) answers at once.
-#   bench/calls_rate.py places RATE calls/s for STEP_SECONDS through the control API, waits
+#   bench/calls_rate.py places RATE calls/s for STEP_SECONDS through the web API, waits
 #   for them to end and reads every call record: a call is complete when its record says
 #   "caller-hangup" (both legs set up with full 3PCC, media relayed, BYE relayed). A step
 #   passes when no call failed and the calls were placed at >= 95 % of the offered rate
@@ -26,7 +27,7 @@
 # - Steps go up through RATES and stop at the first step with a failure; a target's figure
 #   is the highest rate with zero failures.
 # - Memory: phones that hold for 600 s; HELD calls are placed at HOLD_RATE/s (batches
-#   through the control API), a tenth (at most 500) first as a warm-up. After each part
+#   through the web API), a tenth (at most 500) first as a warm-up. After each part
 #   the script waits until all are connected, then 40 s more (the ramp's finished
 #   transactions linger up to 64*T1 = 32 s and are no part of a held call), and reads the
 #   daemon's VmRSS from /proc/PID/status: (after the rest - after the warm-up) / the
@@ -64,7 +65,7 @@ TARGETS=${TARGETS:-"clicktodial sippy"}
 TRACE=${TRACE:-on}
 if [ "${1:-}" = "-" ]; then RATES=""; elif [ $# -gt 0 ]; then RATES="$*"
 else RATES="50 100 150 200 300 400 500"; fi
-SIP_PORT=45260 WEB_PORT=45261 CONTROL_PORT=45262 ALICE_PORT=45270 BOB_PORT=45271
+SIP_PORT=45260 WEB_PORT=45261 ALICE_PORT=45270 BOB_PORT=45271
 SIPPY_PORT=45280 UAS_PORT=45281 UAC_PORT=45282
 
 WORK=$(mktemp -d /tmp/calls-bench.XXXXXX)
@@ -133,7 +134,6 @@ max_transactions = 0
 [calls]
 policy = flow4
 max_calls_per_user = 0
-control_listen = tcp:$CONTROL_PORT:interface=127.0.0.1
 trace = ${1:-on}
 [log]
 level = warn
@@ -149,8 +149,15 @@ EOF
         > "$WORK/daemon.out" 2>&1 &
     DAEMON=$!
     PIDS="$PIDS $DAEMON"
-    wait_port "$CONTROL_PORT"
+    wait_port "$WEB_PORT"
     sleep 1  # demo users
+    # An administrator's API token: batches of calls for alice and bob (POST /api/v1/calls).
+    clicktodial_cli user add bench --admin --password "bench-$$" > /dev/null
+    TOKEN=$(clicktodial_cli token create bench)
+}
+
+clicktodial_cli() {
+    (cd "$WORK" && python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" "$@")
 }
 
 start_phones() {  # $1: caller hold in ms
@@ -188,7 +195,7 @@ for target in $TARGETS; do
             for rate in $RATES; do
                 before=$(cpu_seconds "$DAEMON")
                 out=$(python3 "$REPO/bench/calls_rate.py" step \
-                    --control "127.0.0.1:$CONTROL_PORT" --rate "$rate" \
+                    --api "127.0.0.1:$WEB_PORT" --token "$TOKEN" --rate "$rate" \
                     --seconds "$STEP_SECONDS" --settle $((HOLD_MS / 1000 + 40)))
                 after=$(cpu_seconds "$DAEMON")
                 cpu=$(echo "$out" | python3 -c "import json, sys
@@ -245,7 +252,8 @@ PY
         rm -f "$WORK"/clicktodial.sqlite*
         start_daemon "$(echo "$TRACE" | cut -d' ' -f1)"
         start_phones 600000
-        out=$(python3 "$REPO/bench/calls_rate.py" hold --control "127.0.0.1:$CONTROL_PORT" \
+        out=$(python3 "$REPO/bench/calls_rate.py" hold --api "127.0.0.1:$WEB_PORT" \
+            --token "$TOKEN" \
             --rate "$HOLD_RATE" --calls "$HELD" --pid "$DAEMON" --settle 120 --quiet 40)
         echo "  clicktodial memory at $HELD held calls: $out"
         stop_phones

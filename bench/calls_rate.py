@@ -1,15 +1,15 @@
 """
-Load generator for bench/calls.sh: places click-to-dial calls through the daemon's
-internal control API (``[calls] control_listen``) at a fixed rate, a batch of the calls
-due every 20 ms in one request (POST /calls with a list), then checks every call's
-record. Prints one line of results; asserts nothing. Loopback only; bounded in
-count and time.
+Load generator for bench/calls.sh: places click-to-dial calls through the daemon's web
+API as an administrator (``clicktodial user add NAME --admin``, ``clicktodial token create
+NAME``) at a fixed rate, a batch of the calls due every 20 ms in one request
+(``POST /api/v1/calls`` with ``{"calls": [...]}``), then checks every call's record. Prints
+one line of results; asserts nothing. Loopback only; bounded in count and time.
 
     python3 bench/calls_rate.py register --sip 127.0.0.1:5060 --user alice --port 40000
-    python3 bench/calls_rate.py step --control 127.0.0.1:8091 --rate 100 --seconds 5 \
-        --caller alice --callee bob --settle 20
-    python3 bench/calls_rate.py hold --control 127.0.0.1:8091 --calls 10000 --rate 200 \
-        --pid PID --quiet 40
+    python3 bench/calls_rate.py step --api 127.0.0.1:8080 --token TOKEN --rate 100 \
+        --seconds 5 --caller alice --callee bob --settle 20
+    python3 bench/calls_rate.py hold --api 127.0.0.1:8080 --token TOKEN --calls 10000 \
+        --rate 200 --pid PID --quiet 40
 """
 
 from __future__ import annotations
@@ -30,18 +30,19 @@ from calltools import register  # type: ignore[import-not-found]  # tests/intero
 
 
 class Client:
-    """One keep-alive HTTP connection to the control API."""
+    """One keep-alive HTTP connection to the web API (``/api/v1``), with a Bearer token."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str) -> None:
         self.host, self.port = host, port
+        self.headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
         self.connection = http.client.HTTPConnection(host, port, timeout=30)
 
     def request(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
+        path = "/api/v1" + path
         for attempt in (1, 2):
             try:
-                self.connection.request(method, path, body=data,
-                                        headers={"content-type": "application/json"})
+                self.connection.request(method, path, body=data, headers=self.headers)
                 response = self.connection.getresponse()
                 return response.status, json.loads(response.read())
             except (http.client.HTTPException, OSError):
@@ -52,14 +53,14 @@ class Client:
         raise AssertionError("unreachable")
 
 
-def place_at_rate(control: tuple[str, int], rate: float, count: int, caller: str,
+def place_at_rate(api: tuple[str, int], token: str, rate: float, count: int, caller: str,
                   callee: str, tick: float = 0.02) -> tuple[list[str], int, float]:
     """
     Place ``count`` calls at ``rate``/s: every ``tick`` seconds, one POST /calls with the
-    list of calls due by then (the control API's batch form), so the HTTP layer costs one
-    request per tick, not per call. Returns (ids, refused, seconds).
+    list of calls due by then (the API's batch form, for administrators), so the HTTP layer
+    costs one request per tick, not per call. Returns (ids, refused, seconds).
     """
-    client = Client(*control)
+    client = Client(*api, token)
     ids: list[str] = []
     refused = 0
     placed = 0
@@ -71,16 +72,16 @@ def place_at_rate(control: tuple[str, int], rate: float, count: int, caller: str
             continue
         batch = [{"caller": caller, "callee": callee}] * (due - placed)
         try:
-            status, results = client.request("POST", "/calls", batch)
+            status, results = client.request("POST", "/calls", {"calls": batch})
         except OSError:
-            status, results = 0, []
+            status, results = 0, {}
         placed = due
         if status != 200:
             refused += len(batch)
             continue
-        for result in results:
+        for result in results["calls"]:
             if result.get("status") == 201:
-                ids.append(result["call_id"])
+                ids.append(result["call"]["id"])
             else:
                 refused += 1
         next_tick = time.monotonic() + tick
@@ -91,8 +92,8 @@ def place_at_rate(control: tuple[str, int], rate: float, count: int, caller: str
 def wait_idle(client: Client, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        status, active = client.request("GET", "/calls")
-        if status == 200 and not active:
+        status, active = client.request("GET", "/calls?active=true")
+        if status == 200 and not active["calls"]:
             return True
         time.sleep(0.5)
     return False
@@ -120,7 +121,8 @@ def main() -> None:
     step = sub.add_parser("step")
     hold = sub.add_parser("hold")
     for p in (step, hold):
-        p.add_argument("--control", required=True)
+        p.add_argument("--api", required=True, help="HOST:PORT of [web] listen")
+        p.add_argument("--token", required=True, help="an administrator's API token")
         p.add_argument("--rate", type=float, required=True)
         p.add_argument("--caller", default="alice")
         p.add_argument("--callee", default="bob")
@@ -137,17 +139,18 @@ def main() -> None:
         register(args.user, args.user, args.port, port)
         return
 
-    control = host_port(args.control)
-    client = Client(*control)
+    api = host_port(args.api)
+    client = Client(*api, args.token)
     if args.command == "step":
         count = int(args.rate * args.seconds)
-        ids, refused, took = place_at_rate(control, args.rate, count, args.caller, args.callee)
+        ids, refused, took = place_at_rate(api, args.token, args.rate, count, args.caller,
+                                           args.callee)
         idle = wait_idle(client, args.settle)
         complete = 0
         reasons: dict[str, int] = {}
         for call_id in ids:
             status, record = client.request("GET", f"/calls/{call_id}")
-            reason = str(record.get("end_reason")) if status == 200 else "unknown"
+            reason = str(record.get("reason")) if status == 200 else "unknown"
             reasons[reason] = reasons.get(reason, 0) + 1
             if reason == "caller-hangup":
                 complete += 1
@@ -170,20 +173,22 @@ def main() -> None:
         deadline = time.monotonic() + args.settle
         connected = 0
         while time.monotonic() < deadline:
-            status, active = client.request("GET", "/calls")
-            connected = sum(1 for call in active if call["state"] == "connected")
-            if connected >= expected or all(call["state"] == "connected" for call in active):
+            status, active = client.request("GET", "/calls?active=true")
+            calls = active["calls"]
+            connected = sum(1 for call in calls if call["state"] == "connected")
+            if connected >= expected or all(call["state"] == "connected" for call in calls):
                 break  # every call placed is connected, or failed
             time.sleep(2)
         time.sleep(args.quiet)
-        status, active = client.request("GET", "/calls")
-        return sum(1 for call in active if call["state"] == "connected")
+        status, active = client.request("GET", "/calls?active=true")
+        return sum(1 for call in active["calls"] if call["state"] == "connected")
 
     warmup = min(500, args.calls // 10)
-    warm, refused, _ = place_at_rate(control, args.rate, warmup, args.caller, args.callee)
+    warm, refused, _ = place_at_rate(api, args.token, args.rate, warmup, args.caller,
+                                     args.callee)
     base = held(len(warm))
     before = rss_kb(args.pid)
-    ids, refused_more, ramp = place_at_rate(control, args.rate, args.calls - warmup,
+    ids, refused_more, ramp = place_at_rate(api, args.token, args.rate, args.calls - warmup,
                                             args.caller, args.callee)
     connected = held(base + len(ids))
     after = rss_kb(args.pid)

@@ -29,8 +29,15 @@
 #   max_transactions = 0 (the whole load comes from one address; capacity is measured,
 #   not the overload protection).
 #
+# - WORKERS (e.g. "1 2"): the SQLite and PostgreSQL targets run once per number of worker
+#   processes ([daemon] workers; 1 is the single process), and Kamailio with the same
+#   numbers of children (-n). The generator sends from SOCKETS (16) source ports, as that
+#   many phones would: SO_REUSEPORT spreads the load over the workers by a hash of the
+#   source address and port (from one port it would all reach one worker).
+#
 # Usage: bench/register.sh [RATES...]     e.g. bench/register.sh 200 400 800
-# Environment: USERS, STEP_SECONDS, TIMEOUT, TARGETS ("sqlite postgresql redis kamailio").
+# Environment: USERS, STEP_SECONDS, TIMEOUT, TARGETS ("sqlite postgresql redis kamailio"),
+# WORKERS ("1"), SOCKETS (16).
 # Needs: kamailio (Debian package), PostgreSQL on /var/run/postgresql (user postgres), the
 # clicktodial package importable from this checkout; for the redis target, redis-server
 # (Debian package; the script starts its own on a unix socket: inside `unshare -n` the
@@ -47,6 +54,8 @@ USERS=${USERS:-10000}
 STEP_SECONDS=${STEP_SECONDS:-3}
 TIMEOUT=${TIMEOUT:-5}
 TARGETS=${TARGETS:-"sqlite postgresql redis kamailio"}
+WORKERS=${WORKERS:-1}
+SOCKETS=${SOCKETS:-16}
 if [ $# -gt 0 ]; then
     RATES="$*"
 else
@@ -90,7 +99,8 @@ step() {
     count=$(python3 -c "print(int($rate * $STEP_SECONDS))")
     out=$(python3 "$REPO/bench/regload.py" --target "127.0.0.1:$target_port" \
         --domain 127.0.0.1 --users "$USERS" --count "$count" --rate "$rate" \
-        --max-seconds "$STEP_SECONDS" --timeout "$TIMEOUT" --window 100000 --json || true)
+        --max-seconds "$STEP_SECONDS" --timeout "$TIMEOUT" --window 100000 \
+        --sockets "$SOCKETS" --json || true)
     python3 - "$rate" "$out" <<'EOF'
 import json, sys
 rate, out = float(sys.argv[1]), json.loads(sys.argv[2])
@@ -129,6 +139,7 @@ print("\n".join(["[limits]"] + lines) if lines else "")')
 start_clicktodial() {
     url=$1
     extra=${2:-}
+    workers=${3:-1}
     cat > "$WORK/clicktodial.ini" <<EOF
 [sip]
 domain = 127.0.0.1
@@ -149,6 +160,8 @@ level = warn
 file = $WORK/clicktodial.log
 $LIMITS
 $extra
+[daemon]
+workers = $workers
 EOF
     python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" db upgrade > /dev/null
     python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" user import "$WORK/users.csv"
@@ -156,7 +169,34 @@ EOF
         -n --pidfile= clicktodial --config "$WORK/clicktodial.ini" > "$WORK/twistd.out" 2>&1) &
     DAEMON=$!
     PIDS="$PIDS $DAEMON"
-    sleep 5
+    # Ready when OPTIONS from 32 source ports are answered by every worker (each answers
+    # from its own port); at most 90 s.
+    python3 - "$PORT" "$workers" <<'PY'
+import secrets, socket, sys, time
+port, workers = int(sys.argv[1]), int(sys.argv[2])
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    seen = set()
+    for _ in range(32):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.5)
+            local = s.getsockname()[1]
+            s.sendto((f"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local}"
+                      f";branch=z9hG4bK{secrets.token_hex(6)}\r\nFrom: <sip:p@127.0.0.1>;tag=1"
+                      f"\r\nTo: <sip:127.0.0.1>\r\nCall-ID: {secrets.token_hex(8)}\r\n"
+                      "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                      ).encode(), ("127.0.0.1", port))
+            try:
+                seen.add(s.recvfrom(65536)[1][1])
+            except OSError:
+                pass
+    if len(seen) >= workers:
+        sys.exit(0)
+    time.sleep(1)
+sys.exit("the daemon's workers did not all answer within 90 s")
+PY
+    sleep 2
 }
 
 stop() {
@@ -168,18 +208,24 @@ stop() {
 for target in $TARGETS; do
     case $target in
     sqlite)
-        echo "clicktodial, SQLite store:"
-        start_clicktodial "sqlite:///$WORK/clicktodial.sqlite"
-        measure "clicktodial/SQLite" "$PORT"
-        stop "$DAEMON"
+        for workers in $WORKERS; do
+            echo "clicktodial, SQLite store, workers = $workers:"
+            rm -f "$WORK"/clicktodial.sqlite*
+            start_clicktodial "sqlite:///$WORK/clicktodial.sqlite" "" "$workers"
+            measure "clicktodial/SQLite/w$workers" "$PORT"
+            stop "$DAEMON"
+        done
         ;;
     postgresql)
-        echo "clicktodial, PostgreSQL store (unix socket):"
-        psql -q -U postgres -h "$PG_SOCKET" -c "DROP DATABASE IF EXISTS $PG_DB" \
-            -c "CREATE DATABASE $PG_DB" > /dev/null
-        start_clicktodial "postgresql+psycopg://postgres@/$PG_DB?host=$PG_SOCKET"
-        measure "clicktodial/PostgreSQL" "$PORT"
-        stop "$DAEMON"
+        for workers in $WORKERS; do
+            echo "clicktodial, PostgreSQL store (unix socket), workers = $workers:"
+            psql -q -U postgres -h "$PG_SOCKET" -c "DROP DATABASE IF EXISTS $PG_DB" \
+                -c "CREATE DATABASE $PG_DB" > /dev/null
+            start_clicktodial "postgresql+psycopg://postgres@/$PG_DB?host=$PG_SOCKET" "" \
+                "$workers"
+            measure "clicktodial/PostgreSQL/w$workers" "$PORT"
+            stop "$DAEMON"
+        done
         psql -q -U postgres -h "$PG_SOCKET" -c "DROP DATABASE IF EXISTS $PG_DB" > /dev/null
         ;;
     redis)
@@ -210,15 +256,17 @@ url = unix://$WORK/redis.sock?db=0"
         stop "$REDIS"
         ;;
     kamailio)
-        echo "Kamailio $(kamailio -v | sed -n 's/^version: kamailio \([^ ]*\).*/\1/p') (htable auth, usrloc in memory):"
-        kamailio -f "$REPO/bench/kamailio/kamailio.cfg" -DD -E -l "udp:127.0.0.1:$PORT" \
-            -A "DBURL=\"text://$WORK\"" -A 'DOMAIN="127.0.0.1"' -m 512 -M 32 \
-            > "$WORK/kamailio.log" 2>&1 &
-        KAMAILIO=$!
-        PIDS="$PIDS $KAMAILIO"
-        sleep 3
-        measure "Kamailio" "$PORT"
-        stop "$KAMAILIO"
+        for workers in $WORKERS; do
+            echo "Kamailio $(kamailio -v | sed -n 's/^version: kamailio \([^ ]*\).*/\1/p') (htable auth, usrloc in memory), $workers children:"
+            kamailio -f "$REPO/bench/kamailio/kamailio.cfg" -DD -E -l "udp:127.0.0.1:$PORT" \
+                -n "$workers" -A "DBURL=\"text://$WORK\"" -A 'DOMAIN="127.0.0.1"' -m 512 -M 32 \
+                > "$WORK/kamailio.log" 2>&1 &
+            KAMAILIO=$!
+            PIDS="$PIDS $KAMAILIO"
+            sleep 3
+            measure "Kamailio/w$workers" "$PORT"
+            stop "$KAMAILIO"
+        done
         ;;
     esac
 done

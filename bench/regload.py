@@ -24,6 +24,11 @@ Prints one summary line (or JSON with ``--json``): started, succeeded, failed (w
 statuses seen), the achieved rate of completed registrations, latency percentiles, and
 retransmissions. Loopback only: the target must be 127.0.0.0/8 or ::1. Bounded: it stops
 after ``--count`` registrations or ``--max-seconds``, whichever comes first.
+
+``--sockets N`` sends from N source ports (registration *k* from socket *k mod N*), as N
+phones would: a registrar whose workers share its port with SO_REUSEPORT (``[daemon]
+workers``) gets the load spread by the kernel's hash of the source address and port; from
+one port it would all reach one worker.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class Registration:
     next_retransmit: float = 0.0
     interval: float = T1
     sends: int = 0
+    source: int = 0  # the index of the socket it is sent from
 
 
 @dataclass
@@ -91,16 +97,23 @@ class Generator:
             raise SystemExit(f"regload: refusing non-loopback target {host}")
         self.target = (host, int(port))
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.buffer)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.buffer)
-        # The source address: the target's by default; --local-host for a second phone
-        # address (127.0.0.2: bench/flood.py's legitimate phone beside a flooder).
-        self.sock.bind((args.local_host or host, args.local_port))
-        self.sock.setblocking(False)
+        self.socks: list[socket.socket] = []
+        self.sent_bys: list[str] = []
+        for n in range(args.sockets):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.buffer)
+            # The source address: the target's by default; --local-host for a second phone
+            # address (127.0.0.2: bench/flood.py's legitimate phone beside a flooder).
+            sock.bind((args.local_host or host, args.local_port + n if args.local_port else 0))
+            sock.setblocking(False)
+            local = sock.getsockname()[:2]
+            local_host = f"[{local[0]}]" if ":" in local[0] else local[0]
+            self.socks.append(sock)
+            self.sent_bys.append(f"{local_host}:{local[1]}")
+        self.sock = self.socks[0]
         self.local = self.sock.getsockname()[:2]
-        local_host = f"[{self.local[0]}]" if ":" in self.local[0] else self.local[0]
-        self.sent_by = f"{local_host}:{self.local[1]}"
+        self.sent_by = self.sent_bys[0]
         self.args = args
         self.domain = args.domain
         self.run_id = os.urandom(4).hex()
@@ -118,15 +131,16 @@ class Generator:
     def build(self, reg: Registration, cseq: int, authorization: str = "") -> bytes:
         branch = f"z9hG4bK{self.run_id}.{reg.index}.{cseq}"
         user, domain = reg.user, self.domain
+        sent_by = self.sent_bys[reg.source]
         return (
             f"REGISTER sip:{domain} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {self.sent_by};rport;branch={branch}\r\n"
+            f"Via: SIP/2.0/UDP {sent_by};rport;branch={branch}\r\n"
             "Max-Forwards: 70\r\n"
             f"From: <sip:{user}@{domain}>;tag={self.run_id}{reg.index}\r\n"
             f"To: <sip:{user}@{domain}>\r\n"
             f"Call-ID: {reg.call_id}\r\n"
             f"CSeq: {cseq} REGISTER\r\n"
-            f"Contact: <sip:{user}@{self.sent_by}>;expires={self.args.expires}\r\n"
+            f"Contact: <sip:{user}@{sent_by}>;expires={self.args.expires}\r\n"
             f"{authorization}"
             "User-Agent: regload\r\n"
             "Content-Length: 0\r\n\r\n"
@@ -138,14 +152,14 @@ class Generator:
         self.sequence += 1
         heapq.heappush(self.retransmits, (reg.next_retransmit, self.sequence, reg, reg.sends))
         try:
-            self.sock.sendto(reg.message, self.target)
+            self.socks[reg.source].sendto(reg.message, self.target)
         except BlockingIOError:
             pass  # the retransmission timer will send it again
 
     def start(self, index: int, now: float) -> None:
         user, password = self.user(index)
         call_id = f"{self.run_id}-{index}@regload"
-        reg = Registration(index, user, password, call_id, now)
+        reg = Registration(index, user, password, call_id, now, source=index % len(self.socks))
         reg.message = self.build(reg, 1)
         self.pending[call_id.encode()] = reg
         self.stats.started += 1
@@ -215,7 +229,7 @@ class Generator:
             self.send(reg, now)
         elif status != 200:
             self.finish(reg, now, f"{status} to the authenticated REGISTER")
-        elif f"sip:{reg.user}@{self.sent_by}".encode() not in data:
+        elif f"sip:{reg.user}@{self.sent_bys[reg.source]}".encode() not in data:
             self.finish(reg, now, "200 without the contact")
         else:
             self.finish(reg, now, None)
@@ -257,16 +271,17 @@ class Generator:
                 if not self.pending:
                     break
             # Read every datagram waiting.
-            while True:
-                try:
-                    data = self.sock.recv(65535)
-                except BlockingIOError:
-                    break
-                self.received(data, now)
+            for sock in self.socks:
+                while True:
+                    try:
+                        data = sock.recv(65535)
+                    except BlockingIOError:
+                        break
+                    self.received(data, now)
             if now >= next_timers:
                 self.timers(now)
                 next_timers = now + 0.05
-            select.select([self.sock], [], [], 0.001)
+            select.select(self.socks, [], [], 0.001)
         return self.stats
 
 
@@ -308,6 +323,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--local-host", default="", help="source address (default: the target's)")
     p.add_argument("--local-port", type=int, default=0)
     p.add_argument("--buffer", type=int, default=4194304, help="socket buffer bytes")
+    p.add_argument("--sockets", type=int, default=1,
+                   help="source ports to send from (spread over SO_REUSEPORT workers)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p.parse_args(argv)
 

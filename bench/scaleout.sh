@@ -9,10 +9,10 @@
 # - REGISTER: bench/regload.py steps the rate up (as bench/register.sh does: a step passes
 #   with no failure and >= 95 % of the offered rate; the figure is the last step passed)
 #   against (1) node A directly, (2) node A behind Kamailio, (3) nodes A+B behind Kamailio.
-# - Calls: bench/callload.py places CALLS click-to-dial calls through the control API
-#   (PAIRS at a time: place, wait until connected, hang up, wait for the record to end);
-#   the phones are one SIPp UAS registered through the front for users c00.. and d00..
-#   With two nodes the calls alternate between the nodes' control APIs.
+# - Calls: bench/callload.py places CALLS click-to-dial calls through the web API with an
+#   administrator's token (PAIRS at a time: place, wait until connected, hang up, wait for
+#   the record to end); the phones are one SIPp UAS registered through the front for users
+#   c00.. and d00.. With two nodes the calls alternate between the nodes' web APIs.
 # - Bounded: every step and the call load have a count and a time limit.
 #
 # Usage: bench/scaleout.sh [RATES...]
@@ -61,7 +61,7 @@ with open(f"{work}/users.csv", "w") as f:
     f.writelines(f"{p}{k:02d},{p}{k:02d}\n" for k in range(pairs) for p in "cd")
 EOF2
 
-node_ini() {  # NAME ADDRESS CONTROL_PORT
+node_ini() {  # NAME ADDRESS
     cat > "$WORK/$1.ini" <<EOF2
 [sip]
 domain = 127.0.0.1
@@ -80,7 +80,6 @@ listen = tcp:8080:interface=$2
 [store]
 url = $URL
 [calls]
-control_listen = tcp:$3:interface=127.0.0.1
 max_calls_per_user = 0
 [limits]
 # The load generator (and Kamailio) are single sources far above any one phone's rate.
@@ -94,8 +93,8 @@ file = $WORK/$1.log
 EOF2
 }
 
-start_node() {  # NAME ADDRESS CONTROL_PORT
-    node_ini "$1" "$2" "$3"
+start_node() {  # NAME ADDRESS
+    node_ini "$1" "$2"
     (cd "$WORK" && exec python3 -c "from twisted.scripts.twistd import run; run()" \
         -n --pidfile= clicktodial --config "$WORK/$1.ini" > "$WORK/$1.out" 2>&1) &
     PIDS="$PIDS $!"
@@ -141,7 +140,7 @@ measure() {  # LABEL HOST:PORT
     echo "register|$1|$best/s" >> "$WORK/results"
 }
 
-calls() {  # LABEL CONTROL...
+calls() {  # LABEL WEB_ADDRESS...
     label=$1; shift
     sipp -sf "$REPO/bench/scaleout-phone.xml" -i 127.0.0.1 -p "$PHONE_PORT" \
         -t u1 -s phone -m 1000000 -nostdin -timeout 300s -trace_err \
@@ -150,9 +149,10 @@ calls() {  # LABEL CONTROL...
     PIDS="$PIDS $SIPP"
     sleep 1
     args=""
-    for control in "$@"; do args="$args --control 127.0.0.1:$control"; done
+    for address in "$@"; do args="$args --api $address:8080"; done
     # shellcheck disable=SC2086
-    result=$(python3 "$REPO/bench/callload.py" $args --calls "$CALLS" --pairs "$PAIRS" \
+    result=$(python3 "$REPO/bench/callload.py" $args --token "$TOKEN" --calls "$CALLS" \
+        --pairs "$PAIRS" \
         --max-seconds 120)
     echo "calls, $label: $result"
     echo "calls|$label|$result" >> "$WORK/results"
@@ -173,25 +173,29 @@ EOF2
 
 psql -q -U postgres -h "$PG_SOCKET" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" \
     -c "CREATE DATABASE $PG_DB" > /dev/null
-node_ini setup 127.0.0.2 8700
+node_ini setup 127.0.0.2
 python3 -m clicktodial.cli --config "$WORK/setup.ini" db upgrade > /dev/null
 python3 -m clicktodial.cli --config "$WORK/setup.ini" user import "$WORK/users.csv" > /dev/null
+# An administrator's API token: callload.py places the calls for the c/d users with it.
+python3 -m clicktodial.cli --config "$WORK/setup.ini" user add bench --admin \
+    --password "bench-$$" > /dev/null
+TOKEN=$(python3 -m clicktodial.cli --config "$WORK/setup.ini" token create bench)
 : > "$WORK/results"
 
 echo "== one node (A, 127.0.0.2)"
-start_node node_a 127.0.0.2 8701
+start_node node_a 127.0.0.2
 start_front 127.0.0.2
 measure "node A behind Kamailio" "127.0.0.1:$FRONT_PORT"
 measure "node A directly" "127.0.0.2:$SIP_PORT"
 register_phones
-calls "node A behind Kamailio" 8701
+calls "node A behind Kamailio" 127.0.0.2
 stop "$KAMAILIO"
 
 echo "== two nodes (A 127.0.0.2, B 127.0.0.3) behind Kamailio"
-start_node node_b 127.0.0.3 8702
+start_node node_b 127.0.0.3
 start_front 127.0.0.2 127.0.0.3
 measure "nodes A+B behind Kamailio" "127.0.0.1:$FRONT_PORT"
-calls "nodes A+B behind Kamailio" 8701 8702
+calls "nodes A+B behind Kamailio" 127.0.0.2 127.0.0.3
 
 echo
 echo "Summary ($(nproc) CPUs; $USERS users; REGISTER = 401 + authenticated REGISTER + 200):"

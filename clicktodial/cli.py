@@ -69,16 +69,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from twisted.internet.task import Clock
+
     from clicktodial.pluginconfig import check_plugins
     from clicktodial.startup import load_named_resources
-    from clicktodial.store.blocking import BlockingDriver
     from clicktodial.store.plugins import StoreEnvironment
 
     config = config_from_args(args)
     # The daemon's start-up validation: the files and endpoint types the configuration
-    # names are loaded and looked up, the plugins check their [KIND:NAME] sections.
+    # names are loaded and looked up, the plugins check their [KIND:NAME] sections. They
+    # are built and dropped, never started: no reactor runs, a clock is all they are given.
     load_named_resources(config)
-    environment = StoreEnvironment(reactor=BlockingDriver(), realm=config.sip.domain)
+    environment = StoreEnvironment(reactor=Clock(), realm=config.sip.domain)
     for warning in check_plugins(config, environment):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"OK: {args.config}")
@@ -137,4 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m clicktodial.cli`: run clicktodial.cli's main, not this __main__ copy's, whose
+    # own CommandError class would not catch the one the command modules raise.
+    from clicktodial.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -19,6 +19,7 @@ import ast
 import configparser
 import ipaddress
 import math
+import os
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -151,6 +152,15 @@ class HostPort:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+def parse_workers(text: str) -> int:
+    """A number of worker processes 1-256, or ``auto``: one per core."""
+    if text == "auto":
+        return max(1, os.cpu_count() or 1)
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"invalid number of workers {text!r} (expected 1-256 or auto)")
+    return int(text)
 
 
 def parse_port(text: str) -> int:
@@ -317,33 +327,6 @@ def parse_database_url(text: str) -> URL:
             "invalid SQLAlchemy URL (expected e.g. sqlite:///var/clicktodial.sqlite or"
             " postgresql+psycopg://user@host/dbname)"
         ) from None
-
-
-def parse_control_endpoint(text: str) -> str | None:
-    """
-    ``-`` (none) or a stream endpoint on loopback only: a unix socket, or tcp/tcp6 whose
-    interface (named or the third positional field; the last one given counts, as for
-    Twisted) is a loopback address literal (127.x.y.z, ::1).
-    """
-    if text == "-":
-        return None
-    endpoint = parse_stream_endpoint(text)
-    fields = _split_endpoint(endpoint)
-    kind = fields[0].lower()
-    if kind == "unix":
-        return endpoint
-    if kind in ("tcp", "tcp6"):
-        positional = [f for f in fields[1:] if "=" not in f]
-        named = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
-        interface = named.get("interface", positional[2] if len(positional) > 2 else "")
-        try:
-            if ipaddress.ip_address(interface).is_loopback:
-                return endpoint
-        except ValueError:
-            pass
-    raise ValueError(
-        f"{text!r} is not loopback-only: use unix:PATH or tcp:PORT:interface=127.0.0.1"
-    )
 
 
 def parse_unicast_address(text: str) -> str:
@@ -816,6 +799,16 @@ class WebConfig:
             "10",
             "Calls a user may place from the web or the API in any 60 s; more get 429 with"
             " Retry-After.",
+        ),
+    )
+    max_batch_calls: int = attrs.field(
+        default=1000,
+        metadata=setting(
+            parse_positive_count,
+            "1000",
+            "Most calls one administrator's POST /api/v1/calls with a \"calls\" list may"
+            " place (load tests and operator tools); a longer list gets 400. The body must"
+            " also fit max_body.",
         ),
     )
     event_streams_per_user: int = attrs.field(
@@ -1402,18 +1395,6 @@ class CallsConfig:
             " time.",
         ),
     )
-    control_listen: str | None = attrs.field(
-        default=None,
-        metadata=setting(
-            parse_control_endpoint,
-            "-",
-            "Loopback-only HTTP endpoint of the internal call-control API (POST /calls,"
-            " GET/DELETE /calls/ID; docs/calls.md), e.g. tcp:8091:interface=127.0.0.1, or -"
-            " for none (tcp/tcp6 need interface= a loopback address). For tests and local"
-            " tools until the web API places calls; it has no authentication, and refuses"
-            " (403 not-local) requests a browser page could send (docs/security.md).",
-        ),
-    )
 
     ringback: str = attrs.field(
         default="none",
@@ -1671,6 +1652,26 @@ class DaemonConfig:
             "On SIGTERM, seconds calls in progress may go on to their end while new calls and"
             " registrations get 503 with Retry-After; then the calls left get BYE and the"
             " daemon exits. 0: end them at once.",
+        ),
+    )
+    workers: int = attrs.field(
+        default=1,
+        metadata=setting(
+            parse_workers,
+            "1",
+            "SIP worker processes (docs/deploy.md, \"Worker processes\"): 1 runs everything in"
+            " one process; N > 1 runs N workers sharing the [sip] listen ports (SO_REUSEPORT),"
+            " with the web interface in the main process; auto: one per core.",
+        ),
+    )
+    worker_ports: int = attrs.field(
+        default=0,
+        metadata=setting(
+            parse_port,
+            "0",
+            "With workers > 1: each worker's private SIP port (its Via sent-by and Contact,"
+            " where responses and in-dialog requests come back) is this port + the worker's"
+            " index (0, 1, ...); 0: ports the system picks.",
         ),
     )
 

@@ -37,6 +37,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from clicktodial.calls.call import Target
     from clicktodial.calls.values import CallInfo, CallRequest
     from clicktodial.config import CallsConfig
     from clicktodial.dialplan.plan import DialDecision
@@ -679,6 +680,39 @@ class IOutboundCalls(Interface):
         """
 
 
+class ICalleeRoute(Interface):
+    """
+    Where the callee leg of one call goes, attempt after attempt: the callee's registered
+    phones (one attempt), or a number through the trunks of a L{DialDecision}, in fail-over
+    order (L{clicktodial.calls.outbound.TrunkHunt}).  Driven by the call's table
+    (docs/calls.md, "Calls through a trunk"); all on the reactor thread.
+    """
+
+    trunk = Attribute("The name of the trunk the current attempt goes through, or None.")
+
+    def targets() -> Deferred[list[Target]]:
+        """
+        The targets of the next attempt (what was held for the previous one is given
+        back first).
+
+        @return: fires with the targets, or an empty list when no attempt is left (see
+            L{unreachable}); fails when the look-up failed.
+        """
+
+    def reroutes(status: int) -> bool:
+        """
+        Whether a leg whose every fork failed with C{status} is tried again with the
+        next L{targets} (a trunk answered 408/5xx or could not be reached, and another
+        trunk remains); C{False} ends the call.
+        """
+
+    def unreachable() -> tuple[str, int]:
+        """The end reason and SIP status when L{targets} found nothing to call."""
+
+    def release() -> None:
+        """The call is over: give back what the attempts hold (a trunk's call ticket)."""
+
+
 class IMediaFlow(Interface):
     """
     How a click-to-dial call sets up media between the two phones (an RFC
@@ -960,6 +994,7 @@ __all__ = [
     "IBridge",
     "ICallController",
     "ICallEventListener",
+    "ICalleeRoute",
     "ICallPolicy",
     "ICallPolicyFactory",
     "ICallRecordStore",

@@ -32,6 +32,7 @@ from clicktodial.reload import ICallsReload, ReloadHook, ReloadRefused
 from clicktodial.shutdown import CallsInProgress, GracefulStop, ua_calls
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.stack import RegisterObserver, SIPStack
+from clicktodial.store.values import FINAL_STATES
 
 __all__ = [
     "Operations",
@@ -202,7 +203,7 @@ class _CallOutcomes:
         self.metrics = metrics
 
     def call_state_changed(self, info: CallInfo) -> None:
-        if info.state in ("ended", "failed"):
+        if info.state in FINAL_STATES:
             self.metrics.calls.labels(info.end_reason or info.state).inc()
             self.metrics.calls_media_relay.labels(info.media_relay).inc()
 

@@ -46,7 +46,7 @@ ReloadHook = Callable[[Config], object]
 #: Sections (or ``section.key``) applied live by the daemon's own hooks (``[dialplan]``: the
 #: web's Dialler). ``[calls]`` keys are applied by the call controller's hook (``live`` of
 #: ConfigReloader).
-LIVE_SETTINGS = frozenset(["log.level", "limits", "daemon", "dialplan"])
+LIVE_SETTINGS = frozenset(["log.level", "limits", "daemon.shutdown_grace", "dialplan"])
 
 
 class ICallsReload(Interface):

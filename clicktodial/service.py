@@ -66,6 +66,7 @@ from clicktodial.trunks.trunk import trunks_for_daemon
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
 from clicktodial.web.site import BoundedSite
+from clicktodial.workers.node import WorkerLink, WorkerRole
 
 __all__ = [
     "CALLS_SERVICE_NAME",
@@ -239,6 +240,7 @@ def build_service(
     *,
     store: IStoreBackend | None = None,
     location: ILocationBackend | None = None,
+    worker: WorkerRole | None = None,
 ) -> DaemonService:
     """
     The daemon's service tree for ``config``, listening and scheduling with ``reactor``.
@@ -250,6 +252,9 @@ def build_service(
     :param store: the store to use instead of the one ``[store]`` names (tests).
     :param location: the location store to use instead of the one ``[location]`` names
         (tests).
+    :param worker: build one worker process of ``[daemon] workers`` (:mod:`clicktodial.
+        workers`): it also serves the shared SIP sockets, talks to the main process over
+        its bus and serves no web interface (the main process does).
     :raises clicktodial.config.ConfigError: a file the configuration names cannot be used
         (``[calls] ringback``), an endpoint type is unknown, a plugin (``[store]``,
         ``[location]``, ``[calls] policy``) is unknown or refuses its options, or a feature
@@ -301,7 +306,8 @@ def build_service(
     # Call traces (docs/calls.md): the transport shows the tracer every message.
     tracer = build_tracer(config, clock, store, config.sip.t1 * 64)
     transport = SIPTransportLayer(clock, config.sip, source_limit=rate_limiter,
-                                  connection_limits=connection_limits, tap=tracer)
+                                  connection_limits=connection_limits, tap=tracer,
+                                  adopted=worker.adopted if worker is not None else None)
     sip = SIPStack(clock, config.sip, config.registrar, store, directory, transport,
                    register_observers=[register_metrics(metrics)])
     # What the transport receives goes through admission control ([limits]: 503 when
@@ -356,20 +362,36 @@ def build_service(
     # The click-to-dial controller (clicktodial.calls) on the stack's UA core; it stops
     # before the SIP stack, so the BYEs of a shutdown still go out.
     calls = build_call_service(config, reactor, sip.user_agent, sip.timers.timeout, store,
-                               directory, tracer, policy=policy)
+                               directory, tracer, policy=policy, trunks=trunks)
     # [cluster] bus = postgres (clicktodial.cluster): the event bus, node heartbeats and the
     # controller every node's web shows every call through; added before the call service
     # so that it stops after it (the calls hung up at shutdown are still announced).
     controller: ICallController = calls.controller
     relay = calls.controller.relay  # [media] relay: the lost calls' sessions are deleted
-    cluster = build_cluster_service(config, clock, store, calls.controller, store,
-                                    relay=relay.relay if relay is not None else None)
+    if worker is not None:
+        # A worker is a node on the main process's local bus (clicktodial.workers).
+        link = WorkerLink(clock, worker.bus, calls.controller, store)
+        link.setName(CLUSTER_SERVICE_NAME)
+        link.setServiceParent(root)
+        root.started.addCallback(lambda _: worker.bus.ready())
+    cluster = (None if worker is not None
+               else build_cluster_service(config, clock, store, calls.controller, store,
+                                          relay=relay.relay if relay is not None else None))
     if cluster is not None:
         cluster.setName(CLUSTER_SERVICE_NAME)
         cluster.setServiceParent(root)
         controller = cluster.calls
     calls.setName(CALLS_SERVICE_NAME)
     calls.setServiceParent(root)
+
+    if worker is not None:
+        # The web interface and /metrics are the main process's; a worker keeps the
+        # graceful stop and the reload of [limits].
+        root.operations = install_operations(
+            config, clock, sip, store, make_operator_root(), admission, metrics,
+            reload_hooks=root.reload_hooks, call_controller=calls.controller,
+            location=location, connection_limits=list(connection_limits.values()))
+        return root
 
     # --- web -------------------------------------------------------------------------------
     # strports.service makes a failure to listen raise from startService, so twistd stops

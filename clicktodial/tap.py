@@ -12,7 +12,7 @@ from types import FrameType
 from twisted.application.service import IService, IServiceCollection, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, ReactorNotRunning
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
@@ -21,7 +21,7 @@ from clicktodial import __version__
 from clicktodial.calls.trace import TraceUnavailable
 from clicktodial.config import Config, ConfigError, load_config
 from clicktodial.gcpolicy import apply_daemon_gc_policy
-from clicktodial.log import make_log_observer
+from clicktodial.log import DaemonLogObserver, make_log_observer
 from clicktodial.reload import LIVE_SETTINGS, ConfigReloader
 from clicktodial.service import build_service
 from clicktodial.systemd import SystemdNotifier
@@ -191,6 +191,8 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     root = TwistdRoot(observer)
+    if config.daemon.workers > 1:
+        return _main_process(root, config, path, reactor, observer)
     try:
         # The plugins validate their [KIND:NAME] sections here (clicktodial.pluginconfig).
         daemon = build_service(config, reactor)
@@ -228,4 +230,48 @@ def makeService(options: Options) -> IService:
     signals.setServiceParent(root)
     signals.hold_sigterm()
     log.info("clicktodial {version}: configuration {path}", version=__version__, path=path)
+    return root
+
+
+def _main_process(root: TwistdRoot, config: Config, path: str, reactor: IReactorCore,
+                  observer: DaemonLogObserver) -> IService:
+    """
+    ``[daemon] workers`` > 1: the main process (clicktodial.workers.main). READY=1 once
+    every worker serves; SIGHUP re-reads the file here (the web's settings) and in every
+    worker; SIGTERM sends STOPPING=1 and stops the workers (each drains its calls) before
+    the main process stops.
+    """
+    from clicktodial.workers.main import build_main_service
+
+    try:
+        built = build_main_service(config, reactor, path)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    except OSError as e:
+        raise SystemExit(str(ConfigError(
+            path, f"cannot listen on {config.sip.listen}: {e.strerror}", "sip", "listen")
+        )) from None
+    daemon, pool = built.root, built.workers.pool
+    daemon.setServiceParent(root)
+    daemon.started.addCallback(lambda _: apply_daemon_gc_policy())
+    serving: Deferred[None] = Deferred()
+    daemon.started.addCallbacks(lambda _: pool.ready.chainDeferred(serving), serving.errback)
+    notifier = SystemdNotifier(IReactorTime(reactor), serving)
+    notifier.setServiceParent(root)
+    daemon.reload_hooks.insert(0, lambda new: observer.set_level(new.log.level))
+    reloader = ConfigReloader(path, config, daemon.reload_hooks, notify=notifier.notify)
+
+    def reload() -> None:
+        reloader.reload()
+        pool.reload()
+
+    def drain() -> Deferred[None]:
+        notifier.notify("STOPPING=1")
+        return built.workers.stopService()
+
+    signals = DaemonSignals(reactor, reload, drain)
+    signals.setServiceParent(root)
+    signals.hold_sigterm()
+    log.info("clicktodial {version}: configuration {path}, {count} workers",
+             version=__version__, path=path, count=config.daemon.workers)
     return root

@@ -113,10 +113,13 @@ class Stoppable(Protocol):
 class Daemon:
     """A ``twistd -n clicktodial`` subprocess logging to ``log_path``."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, output_path: Path):
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, output_path: Path,
+                 config_path: Path | None = None):
         self.process = process
         self.log_path = log_path
         self.output_path = output_path
+        #: its INI file (what ``clicktodial --config`` commands for it name)
+        self.config_path = config_path
 
     def log(self) -> str:
         """What the daemon logged so far (its [log] file)."""
@@ -144,13 +147,14 @@ class Daemon:
 
         wait_until(logged, timeout, f"{text!r} in the daemon log")
 
-    def wait_for_tcp(self, port: int, timeout: float = START_TIMEOUT) -> None:
-        """Wait until 127.0.0.1:``port`` accepts connections."""
+    def wait_for_tcp(self, port: int, timeout: float = START_TIMEOUT,
+                     host: str = "127.0.0.1") -> None:
+        """Wait until ``host``:``port`` accepts connections."""
 
         def accepting() -> bool:
             self._check_alive(f"TCP port {port}")
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                socket.create_connection((host, port), timeout=1).close()
             except OSError:
                 return False
             return True
@@ -199,7 +203,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        daemon = Daemon(process, log_path, output_path)
+        daemon = Daemon(process, log_path, output_path, config_path)
         daemons.append(daemon)
         return daemon
 

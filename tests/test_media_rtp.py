@@ -16,7 +16,6 @@ from clicktodial.media.rtp import (
     RtpPortAllocator,
     RtpSender,
     RtpStream,
-    check_destination,
     parse_packet,
 )
 from clicktodial.media.tones import BUSY, RINGBACK, PacketLoop, silence, tone
@@ -182,22 +181,6 @@ def test_rtp_from_the_signalling_source_moves_the_stream_there_and_nothing_else_
     assert {addr for _, addr in port.take()} == {("198.51.100.7", 61234)}
     assert sender.dropped == 3
     sender.stop()
-
-
-@pytest.mark.parametrize(
-    ("host", "port"),
-    [
-        ("0.0.0.0", 4000),
-        ("::", 4000),
-        ("224.0.0.1", 4000),
-        ("phone.example", 4000),
-        ("127.0.0.1", 0),
-    ],
-)
-def test_destination_must_be_unicast_ip_and_port(host: str, port: int) -> None:
-    """Hold addresses, multicast, hostnames and port 0 are not destinations."""
-    with pytest.raises(ValueError):
-        check_destination(host, port)
 
 
 def test_stop_leaves_no_timer() -> None:

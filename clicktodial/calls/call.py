@@ -56,6 +56,13 @@ in front of it when the media is relayed) that carry each step::
     (9) ACK caller                  the UA core (the re-INVITE's 2xx)
     (10) RTP                        IBridge.bridged: [bridging, bridged] -> connected
 
+The callee leg goes to the callee's phones, or to a number through trunks: its route
+(L{ICalleeRoute}; L{clicktodial.calls.outbound.TrunkHunt}) gives the targets of each attempt,
+and a trunk failing with 408/5xx while another remains is [calling-callee, callee-reroute]:
+the next trunk, in the same phase.  A callee 1xx with SDP is [calling-callee,
+callee-early-media]: the far end's early media reaches the caller (docs/calls.md, "Early
+media").
+
 Any step failing ends in C{failed}: a leg's every fork refused ([*, caller-failed],
 [calling-callee, callee-failed]), a phase timer, a phone's BYE ([*, caller-gone],
 [*, callee-gone]), the offer/answer refused ([bridging, bridge-failed]: 488 when the
@@ -76,16 +83,25 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
-from clicktodial.calls.media import LegOrigin, held_answer, media_count, pad_media, truncate_media
 from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
-from clicktodial.interfaces import IBridge, IMediaFlow
+from clicktodial.interfaces import IBridge, ICalleeRoute, IMediaFlow
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
 from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destination
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
-from clicktodial.sip.interfaces import ISessionHandler
+from clicktodial.sip.interfaces import IClientCredentials, ISessionHandler
 from clicktodial.sip.message import Response
-from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, SDPParseError, is_sdp
+from clicktodial.sip.sdp import (
+    SDP_CONTENT_TYPE,
+    LegOrigin,
+    OfferAnswerError,
+    SDPParseError,
+    held_answer,
+    is_sdp,
+    media_count,
+    pad_media,
+    truncate_media,
+)
 from clicktodial.sip.ua import (
     CallState,
     IncomingRequest,
@@ -140,6 +156,8 @@ class Input(enum.StrEnum):
     CALLEE_TARGETS = "callee-targets"  # the callee's bindings, looked up when it is rung
     CALLEE_ANSWERED = "callee-answered"  # a callee phone's 2xx (answer or offer)
     CALLEE_FAILED = "callee-failed"  # every callee fork failed, none exists, the look-up failed
+    CALLEE_REROUTE = "callee-reroute"  # a trunk failed with 408/5xx: the next trunk is tried
+    CALLEE_EARLY_MEDIA = "callee-early-media"  # a callee 1xx with SDP (RFC 3960 early media)
     BRIDGED = "bridged"  # the media flow completed offer/answer (IBridge.bridged)
     BRIDGE_FAILED = "bridge-failed"  # it failed (IBridge.bridge_failed)
     MEDIA_RELAY_FAILED = "media-relay-failed"  # [media:rtpengine] on_failure = fail
@@ -194,6 +212,14 @@ class Target:
     route: tuple[NameAddr, ...]
     destination: Destination
     flow: Destination
+    #: Through a trunk (docs/trunks.md): its name, the From and To of the INVITE (the
+    #: caller identity the trunk presents, the number), extra header fields
+    #: (P-Asserted-Identity) and what answers the provider's 401/407.
+    trunk: str | None = None
+    from_: NameAddr | None = None
+    to: NameAddr | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    credentials: IClientCredentials | None = None
 
 
 def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
@@ -346,6 +372,30 @@ def _absorbing(
 
 
 
+@implementer(ICalleeRoute)
+class _BindingsRoute:
+    """The callee's registered phones: one attempt, looked up when the callee is rung."""
+
+    __slots__ = ("lookup",)
+
+    trunk = None
+
+    def __init__(self, lookup: Callable[[], Deferred[list[Target]]]) -> None:
+        self.lookup = lookup
+
+    def targets(self) -> Deferred[list[Target]]:
+        return self.lookup()
+
+    def reroutes(self, status: int) -> bool:
+        return False
+
+    def unreachable(self) -> tuple[str, int]:
+        return "callee-unreachable", 480
+
+    def release(self) -> None:
+        pass
+
+
 class CallObserver(Protocol):
     """What a call reports to (the controller: records and events)."""
 
@@ -418,14 +468,16 @@ class Leg:
                     tracer.watch(self.call.call_id, call_id, self.role)
                 fork = ua.invite(
                     target.uri,
-                    from_=from_,
-                    to=to,
+                    from_=target.from_ or from_,
+                    to=target.to or to,
                     handler=self.handler,
                     body=body,
+                    headers=target.headers,
                     route=target.route,
                     destination=target.destination,
                     call_id=call_id,
                     flow=target.flow,
+                    credentials=target.credentials,
                 )
                 if fork.state in (CallState.CALLING, CallState.PROCEEDING):
                     self.forks[fork] = target
@@ -479,6 +531,13 @@ class _LegHandler(SessionHandlerBase):
         self.call = call
         self.leg = leg
 
+    def call_provisional(
+        self, call: OutgoingCall, response: Response, session: Session | None
+    ) -> None:
+        sdp = _sdp_of(response)
+        if sdp is not None and self.leg is self.call.callee and call in self.leg.forks:
+            self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
+
     def call_answered(self, call: OutgoingCall, session: Session, response: Response) -> None:
         self.call._answered(self.leg, call, session, response)
 
@@ -508,10 +567,11 @@ class Call:
 
     __slots__ = (
         "call_id", "media", "_ringback", "clock", "ua", "flow", "settings", "observer", "domain",
-        "_callee_targets", "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
+        "caller", "callee", "phase", "_timer", "caller_offer", "_callee_offer",
         "_relayed", "_long_timers", "created_at", "caller_answered_at", "callee_answered_at",
         "connected_at", "ended_at", "end_reason", "sip_status", "who_hung_up", "tracer", "relay",
-        "_bridge", "_unexpected_logged",
+        "_bridge", "_unexpected_logged", "_route", "_early_media",
+        "_early_offer", "_early_answer", "_early_waiter",
     )
 
     def __init__(
@@ -532,8 +592,21 @@ class Call:
         long_timers: Callable[[float], LingerQueue] | None = None,
         tracer: CallTracer | None = None,
         relay: CallRelay | None = None,
+        route: ICalleeRoute | None = None,
     ) -> None:
         self.call_id = call_id
+        #: Where the callee leg goes: the callee's phones (``callee_targets``), or a
+        #: number through trunks (L{clicktodial.calls.outbound.TrunkHunt}).
+        self._route: ICalleeRoute = (
+            route if route is not None else _BindingsRoute(callee_targets)
+        )
+        #: Whether the callee's early media (a 1xx with SDP) already reached the caller.
+        self._early_media = False
+        #: Flow IV early media: the callee's early SDP the caller was re-INVITEd with, the
+        #: caller's answer to it, and who waits for that answer (the 2xx came first).
+        self._early_offer: bytes | None = None
+        self._early_answer: bytes | None = None
+        self._early_waiter: Callable[[bytes], None] | None = None
         #: Keeps the SIP messages of the call's legs (docs/calls.md, "Call traces"), or None.
         self.tracer = tracer
         #: The media relay between the phones ([media] relay), or None.
@@ -549,7 +622,6 @@ class Call:
         self.settings = settings
         self.observer = observer
         self.domain = domain
-        self._callee_targets = callee_targets
         self.caller = Leg(self, "caller", caller)
         self.callee = Leg(self, "callee", callee)
         self.phase = Phase.CALLING_CALLER
@@ -696,7 +768,10 @@ class Call:
         self._record_end(_Outcome("error", 488, "system"))
 
     def _ring_callee(self, targets: list[Target]) -> None:
-        """Flow I step 3 / Flow IV step 4: INVITE every binding of the callee."""
+        """
+        Flow I step 3 / Flow IV step 4: INVITE every binding of the callee, or the
+        number through the trunk the route chose.
+        """
         if targets:
             self.callee.ring(
                 self.ua,
@@ -706,12 +781,99 @@ class Call:
                 offer=self._callee_offer,
             )
         if not targets:
-            self._handle(Input.CALLEE_FAILED, _Outcome("callee-unreachable", 480, "system"))
+            reason, status = self._route.unreachable()
+            self._handle(Input.CALLEE_FAILED, _Outcome(reason, status, "system"))
             return
         if not self.callee.forks:
             self._leg_failed(self.callee)
             return
-        self.observer.call_changed(self, CallUpdate(callee_rung_at=self.clock.seconds()))
+        trunk = targets[0].trunk
+        if trunk is not None:
+            # The history names the trunk the call went out through (the last one tried).
+            update = CallUpdate(callee_rung_at=self.clock.seconds(), trunk=trunk)
+        else:
+            update = CallUpdate(callee_rung_at=self.clock.seconds())
+        self.observer.call_changed(self, update)
+
+    def _reroute_callee(self, status: int) -> None:
+        """
+        The trunk refused with 408/5xx or could not be reached (RFC 3261 §8.1.3.1: a
+        transport error is a 503): the next trunk of the route gets the same INVITE.
+        """
+        log.info(
+            "call {record}: trunk {trunk} failed ({status}), trying the next one",
+            record=self.call_id, trunk=self._route.trunk, status=status,
+        )
+        self.callee.failures = ()
+        # Flow IV: the next trunk's early media or 2xx offer goes to the caller afresh.
+        self._early_media = False
+        self._early_offer = self._early_answer = None
+        self._early_waiter = None
+        self._route.targets().addCallbacks(self._callee_found, self._lookup_failed)
+
+    def _early_acked(self) -> bool:
+        """
+        Flow I: the caller's 2xx was ACKed with a trunk's early answer, so the caller's
+        media is bound to that trunk's; another trunk's answer could not reach the caller
+        (no offer left to answer), so that call does not fail over.
+        """
+        return self._early_media and self._callee_offer is not None
+
+    def _play_early_media(self, sdp: bytes) -> None:
+        """
+        RFC 3960 early media from the callee (a provider's ringback or announcement in a
+        183 with SDP) reaches the caller instead of our own ringback (docs/calls.md,
+        "Early media"), once per call.  Flow I: the 1xx answers the caller's offer and
+        RFC 3261 §13.2.1 makes the 2xx carry the same answer, so the caller's 2xx is ACKed
+        with it now.  Flow IV (our INVITE had no offer): the 1xx's SDP previews the offer
+        the 2xx will carry (RFC 3960 §3.1, the gateway model); the caller is re-INVITEd
+        with it now (our ringback stops) and its answer is kept for that 2xx (Flow IV steps
+        6-7 done early).  Relayed media ([media] relay) waits for the 2xx as before.
+        """
+        caller = self.caller
+        if self._early_media or self.relay is not None:
+            return
+        if caller.pending_offer is not None:  # Flow I
+            self._early_media = True
+            log.info("call {record}: early media from the callee: the caller's ACK",
+                     record=self.call_id)
+            self.ack_caller(sdp)
+            return
+        session = caller.session
+        if self._callee_offer is not None or session is None or session.is_terminated:
+            return
+        body = caller.origin.outgoing(pad_media(sdp, caller.origin.media))
+        try:
+            session.reinvite(body, SDP_CONTENT_TYPE, on_response=self._early_answered)
+        except (RequestPending, OfferAnswerError, DialogError, SDPParseError) as e:
+            log.info("call {record}: early media not forwarded: {error}",
+                     record=self.call_id, error=str(e))
+            return
+        self._early_media = True
+        self._early_offer = sdp
+        self._stop_ringback()
+        log.info("call {record}: early media from the callee: caller re-INVITEd",
+                 record=self.call_id)
+
+    def _early_answered(self, response: Response) -> None:
+        """The caller's answer to the early re-INVITE (Flow IV)."""
+        if response.status < 200:
+            return
+        waiter, self._early_waiter = self._early_waiter, None
+        answer = _sdp_of(response)
+        if 200 <= response.status < 300 and answer is not None:
+            self._early_answer = answer
+            if waiter is not None and self.phase is Phase.BRIDGING:
+                waiter(answer)
+            return
+        # Refused (glare, 488): the 2xx's offer goes to the caller as without early media.
+        offer, self._early_offer = self._early_offer, None
+        if waiter is not None and offer is not None and self.phase is Phase.BRIDGING:
+            self.reinvite_caller(offer, waiter)
+
+    def _release_route(self, payload: object) -> None:
+        """The call is over: the route gives back what it holds (the trunk's ticket)."""
+        self._route.release()
 
     def _record_callee_answer(self, answer: _Answer) -> None:
         now = self.callee_answered_at = self.clock.seconds()
@@ -866,6 +1028,9 @@ class Call:
     def _leg_failed(self, leg: Leg) -> None:
         """Every INVITE of ``leg`` failed: the best status speaks for the leg."""
         status = min(leg.failures or [503], key=_status_rank)
+        if leg is self.callee and not self._early_acked() and self._route.reroutes(status):
+            self._handle(Input.CALLEE_REROUTE, status)
+            return
         reason, who = _outcome(leg.role, status)
         event = Input.CALLER_FAILED if leg is self.caller else Input.CALLEE_FAILED
         self._handle(event, _Outcome(reason, status, who))
@@ -998,9 +1163,9 @@ class Call:
             self.media.stop(stream)
 
     def invite_callee(self, offer: bytes | None) -> None:
-        """Look the callee's bindings up again and ring them all."""
+        """Look the callee's bindings up again and ring them all (or the route's trunk)."""
         self._callee_offer = offer
-        self._callee_targets().addCallbacks(self._callee_found, self._lookup_failed)
+        self._route.targets().addCallbacks(self._callee_found, self._lookup_failed)
 
     def _callee_found(self, targets: list[Target]) -> None:
         self._handle(Input.CALLEE_TARGETS, targets)
@@ -1018,6 +1183,14 @@ class Call:
 
     def reinvite_caller(self, offer: bytes, answered: Callable[[bytes], None]) -> None:
         """RFC 3725 Flow IV step 6: the callee's offer to the caller."""
+        if self._early_offer is not None and offer == self._early_offer:
+            # The caller has (or is being asked for) its answer to this very offer: the
+            # callee's early media re-INVITE (_play_early_media).
+            if self._early_answer is not None:
+                answered(self._early_answer)
+            else:
+                self._early_waiter = answered
+            return
         session = self.caller.session
         if session is None or session.is_terminated:
             self.bridge_failed(481)
@@ -1090,12 +1263,18 @@ class Call:
     # The ways a call ends: record why (the row's first action), then hang up both legs.
     # The caller's BYE carries Reason (RFC 3326) when the callee could not be reached, after
     # a busy or failure tone when it was hearing ringback.
-    _BYE_BOTH = (_refuse_relayed, _hang_up_callee, _hang_up_caller, _end_relay, _report_end)
+    # The callee route's trunk ticket is given back whichever way the call ends.
+    _BYE_BOTH = (
+        _refuse_relayed, _hang_up_callee, _hang_up_caller, _end_relay, _release_route,
+        _report_end,
+    )
     _BYE_BOTH_WITH_REASON = (
-        _refuse_relayed, _hang_up_callee, _hang_up_caller_with_reason, _end_relay, _report_end
+        _refuse_relayed, _hang_up_callee, _hang_up_caller_with_reason, _end_relay,
+        _release_route, _report_end,
     )
     _BYE_BOTH_AFTER_TONE = (
-        _refuse_relayed, _hang_up_callee, _tone_then_hang_up_caller, _end_relay, _report_end
+        _refuse_relayed, _hang_up_callee, _tone_then_hang_up_caller, _end_relay,
+        _release_route, _report_end,
     )
 
     _TABLE: ClassVar[dict[tuple[Phase, Input], _Row]] = {
@@ -1110,6 +1289,8 @@ class Call:
         (_P.CALLING_CALLER, _I.CALLEE_TARGETS): (_NO, ()),
         (_P.CALLING_CALLER, _I.CALLEE_ANSWERED): (_NO, (_hang_up_stray,)),
         (_P.CALLING_CALLER, _I.CALLEE_FAILED): (_NO, ()),
+        (_P.CALLING_CALLER, _I.CALLEE_REROUTE): (_NO, ()),
+        (_P.CALLING_CALLER, _I.CALLEE_EARLY_MEDIA): (_NO, ()),
         (_P.CALLING_CALLER, _I.BRIDGED): (_NO, ()),
         (_P.CALLING_CALLER, _I.BRIDGE_FAILED): (_NO, ()),
         (_P.CALLING_CALLER, _I.MEDIA_RELAY_FAILED): (_NO, ()),
@@ -1131,6 +1312,10 @@ class Call:
             (_stop_ringback, _take_answer, _record_callee_answer, _flow_callee_answered),
         ),  # Flow I step 4 / Flow IV step 5
         (_P.CALLING_CALLEE, _I.CALLEE_FAILED): (_P.FAILED, (_record_end, *_BYE_BOTH_AFTER_TONE)),
+        # A trunk failed with 408/5xx, another remains: the callee phase goes on with it
+        # (timer kept: callee_ring_timeout covers the whole hunt).
+        (_P.CALLING_CALLEE, _I.CALLEE_REROUTE): (_P.CALLING_CALLEE, (_reroute_callee,)),
+        (_P.CALLING_CALLEE, _I.CALLEE_EARLY_MEDIA): (_P.CALLING_CALLEE, (_play_early_media,)),
         (_P.CALLING_CALLEE, _I.BRIDGED): (_NO, ()),
         (_P.CALLING_CALLEE, _I.BRIDGE_FAILED): (_NO, ()),
         (_P.CALLING_CALLEE, _I.MEDIA_RELAY_FAILED): (
@@ -1151,6 +1336,9 @@ class Call:
         (_P.BRIDGING, _I.CALLEE_TARGETS): (_NO, ()),
         (_P.BRIDGING, _I.CALLEE_ANSWERED): (_P.BRIDGING, (_hang_up_stray,)),
         (_P.BRIDGING, _I.CALLEE_FAILED): (_NO, ()),
+        (_P.BRIDGING, _I.CALLEE_REROUTE): (_NO, ()),
+        # Another fork's 1xx after one answered: late.
+        (_P.BRIDGING, _I.CALLEE_EARLY_MEDIA): (_P.BRIDGING, (_late_event,)),
         (_P.BRIDGING, _I.BRIDGED): (_P.CONNECTED, (_record_connected,)),  # I 7 / IV 10
         (_P.BRIDGING, _I.BRIDGE_FAILED): (_P.FAILED, (_record_end, *_BYE_BOTH_WITH_REASON)),
         (_P.BRIDGING, _I.MEDIA_RELAY_FAILED): (
@@ -1169,6 +1357,8 @@ class Call:
         (_P.CONNECTED, _I.CALLEE_TARGETS): (_NO, ()),
         (_P.CONNECTED, _I.CALLEE_ANSWERED): (_P.CONNECTED, (_hang_up_stray,)),
         (_P.CONNECTED, _I.CALLEE_FAILED): (_NO, ()),
+        (_P.CONNECTED, _I.CALLEE_REROUTE): (_NO, ()),
+        (_P.CONNECTED, _I.CALLEE_EARLY_MEDIA): (_P.CONNECTED, (_late_event,)),
         (_P.CONNECTED, _I.BRIDGED): (_NO, ()),
         (_P.CONNECTED, _I.BRIDGE_FAILED): (_NO, ()),
         (_P.CONNECTED, _I.MEDIA_RELAY_FAILED): (_NO, ()),

@@ -20,6 +20,7 @@ from zope.interface import implementer
 from clicktodial.calls.call import Call, CallSettings, Input, Phase, Target, target_for_binding
 from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
+from clicktodial.calls.outbound import TrunkHunt
 from clicktodial.calls.policy import CallRefused, CallRequest, create_policy
 from clicktodial.calls.relay import LostCalls, RelaySettings
 from clicktodial.calls.trace import CallTracer
@@ -33,6 +34,8 @@ from clicktodial.interfaces import (
     ILocationStore,
     IOutboundCalls,
     IStoreBackend,
+    ITrunk,
+    ITrunkRegistry,
 )
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
@@ -129,8 +132,11 @@ class CallController:
         trusted_paths: NetworkSet | None = None,
         tracer: CallTracer | None = None,
         relay: RelaySettings | None = None,
+        trunks: ITrunkRegistry | None = None,
     ) -> None:
         self.clock = clock
+        #: The SIP trunks calls to numbers go out through ([trunk:NAME]), or None.
+        self.trunks = trunks
         #: Keeps the SIP messages of calls (docs/calls.md, "Call traces"), or None (off).
         self.tracer = tracer
         #: The media relay between the phones ([media] relay), or None.
@@ -184,6 +190,13 @@ class CallController:
     async def _place(self, caller_name: str, callee_name: str) -> CallInfo:
         caller = await self._user(caller_name)
         callee = await self._user(callee_name)
+        return await self._run(caller, callee)
+
+    async def _run(self, caller: User, callee: User,
+                   decision: DialDecision | None = None,
+                   trunks: list[ITrunk] | None = None) -> CallInfo:
+        """Authorize, record and start a call to ``callee`` (a number when ``decision``)."""
+        caller_name, callee_name = caller.username, callee.username
         request = CallRequest(
             caller=caller,
             callee=callee,
@@ -201,16 +214,23 @@ class CallController:
             caller_bindings = await self.locations.get_bindings(
                 user_aor(caller_name, self.domain), now
             )
-            callee_bindings = await self.locations.get_bindings(
-                user_aor(callee_name, self.domain), now
-            )
+            callee_bindings = [] if decision is not None else (
+                await self.locations.get_bindings(user_aor(callee_name, self.domain), now))
             call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
+            if decision is not None:
+                # A call to a number shows its number and class from the start (history,
+                # the call page), not only once connected.
+                await self.records.update_call(call_id, CallUpdate(
+                    number=callee_name, destination_class=decision.destination_class))
         finally:
             self._reserved_total -= 1
             for name in (caller_name, callee_name):
                 self._reserved[name] -= 1
                 if not self._reserved[name]:
                     del self._reserved[name]
+        route = None
+        if decision is not None:
+            route = TrunkHunt(trunks or [], callee_name, caller_name, call_id)
         call = Call(
             call_id=call_id,
             caller=caller,
@@ -227,6 +247,7 @@ class CallController:
             long_timers=self._long_timers_of_calls,
             tracer=self.tracer,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
+            route=route,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:
@@ -238,7 +259,7 @@ class CallController:
             callee=callee_name,
             count=len(caller_bindings),
         )
-        if not callee_bindings:
+        if decision is None and not callee_bindings:
             # Do not ring the caller for a callee who cannot be reached.
             call.fail_before_start("callee")
         else:
@@ -253,13 +274,20 @@ class CallController:
         return Deferred.fromCoroutine(self._place_outbound(caller_username, decision))
 
     async def _place_outbound(self, caller_name: str, decision: DialDecision) -> CallInfo:
-        await self._user(caller_name)
-        now = self.clock.seconds()
+        caller = await self._user(caller_name)
         number = str(decision.number)
+        registry = self.trunks
+        trunks = [trunk for trunk in (
+            registry.get(name) if registry is not None else None for name in decision.trunks
+        ) if trunk is not None]
+        if trunks:
+            # The callee leg is the number through the trunks, in fail-over order (the
+            # call's table: docs/calls.md, "Calls through a trunk").
+            return await self._run(caller, User(username=number), decision, trunks)
+        # None of the routed trunks exists: the call fails before any SIP leaves,
+        # recorded with its number and class.
+        now = self.clock.seconds()
         call_id = await self.records.create_call(caller_name, number, now, self.node)
-        # No trunk exists yet: the trunk wiring (issue 17) gives the callee leg a trunk
-        # and tries decision.trunks in order. Until then the call fails before any SIP
-        # leaves, recorded with its number and class.
         await self.records.update_call(call_id, CallUpdate(
             state="failed", ended_at=now, end_reason="no-trunk", who_hung_up="system",
             number=number, destination_class=decision.destination_class))
@@ -415,8 +443,7 @@ class CallService(MultiService):
     instance left "active" in the records are ended as C{lost} (and their
     media relay sessions deleted: L{LostCalls}); at stop,
     every call in progress is hung up (BYE / CANCEL go out before the SIP
-    transports close: this service stops before the SIP stack).  The
-    internal control API (C{[calls] control_listen}) is its child.
+    transports close: this service stops before the SIP stack).
 
     @ivar controller: the L{CallController}.
     """
@@ -456,6 +483,7 @@ def build_call_service(
     tracer: CallTracer | None = None,
     *,
     policy: ICallPolicy | None = None,
+    trunks: ITrunkRegistry | None = None,
 ) -> CallService:
     """
     The daemon's call controller for ``config`` on ``user_agent`` (the SIP
@@ -491,21 +519,12 @@ def build_call_service(
         trusted_paths=trusted_paths(config),
         tracer=tracer,
         relay=relay,
+        trunks=trunks,
     )
     service = CallService(controller)
     if relay_service is not None:
         # A child: stopped after the calls are hung up, so their deletes get their answers.
         relay_service.setServiceParent(service)
-    if config.calls.control_listen is not None:
-        from twisted.application import strports
-        from twisted.web.server import Site
-
-        from clicktodial.calls.control import make_control_root
-
-        site = Site(make_control_root(controller, store))
-        strports.service(config.calls.control_listen, site, reactor=reactor).setServiceParent(
-            service
-        )
     return service
 
 

@@ -1,14 +1,15 @@
 """
-The plain values of the call-control API (pure: no Twisted, no I/O): what a call policy
-gets (L{CallRequest}) and raises (L{CallRefused}), and what call event listeners get
-(L{CallInfo}). Re-exported by L{clicktodial.calls.policy} and L{clicktodial.calls.events}.
+The plain values of the call controller's interface (pure: no Twisted, no I/O): what a
+call policy gets (L{CallRequest}) and raises (L{CallRefused}), and what call event
+listeners get (L{CallInfo}). Re-exported by L{clicktodial.calls.policy} and
+L{clicktodial.calls.events}.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from clicktodial.store.values import User
+from clicktodial.store.values import FINAL_STATES, PUBLIC_STATES, CallRecord, User
 
 __all__ = ["PUBLIC_STATES", "CallInfo", "CallRefused", "CallRequest"]
 
@@ -44,15 +45,12 @@ class CallRequest:
     total_calls: int
 
 
-#: The states a call shows to the outside, in the order a call goes through
-#: them; it ends in C{ended} (it was connected) or C{failed} (it never was).
-PUBLIC_STATES = ("calling-caller", "calling-callee", "connected", "ended", "failed")
-
-
 @attrs.frozen
 class CallInfo:
     """
-    A click-to-dial call as the outside sees it at one moment.
+    A click-to-dial call as the outside sees it at one moment: live, from the
+    controller, or rebuilt from its record (L{from_record}). Why this is not the
+    L{CallRecord}: see there.
 
     @ivar call_id: the call record's id (a UUID4 in hex, not a SIP Call-ID).
     @ivar state: one of L{PUBLIC_STATES}.
@@ -79,8 +77,27 @@ class CallInfo:
     sip_status: int | None = None
     who_hung_up: str | None = None
     media_relay: str = "off"
+    #: A call to a telephone number (docs/dialplan.md): E.164, class, trunk, refusal.
+    number: str | None = None
+    destination_class: str | None = None
+    trunk: str | None = None
+    refusal: str | None = None
 
     @property
     def active(self) -> bool:
         """Whether the call is still in progress."""
-        return self.state not in ("ended", "failed")
+        return self.state not in FINAL_STATES
+
+    @classmethod
+    def from_record(cls, record: CallRecord) -> CallInfo:
+        """The call as its record tells it (no C{media_relay}: the record has none)."""
+        return cls(
+            call_id=record.call_id, caller=record.caller, callee=record.callee,
+            state=record.public_state, created_at=record.created_at,
+            caller_answered_at=record.caller_answered_at,
+            callee_answered_at=record.callee_answered_at,
+            connected_at=record.connected_at, ended_at=record.ended_at,
+            end_reason=record.end_reason, sip_status=record.sip_status,
+            who_hung_up=record.who_hung_up, number=record.number,
+            destination_class=record.destination_class, trunk=record.trunk,
+            refusal=record.refusal)

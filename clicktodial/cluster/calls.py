@@ -42,9 +42,9 @@ from clicktodial.interfaces import (
     IEventBus,
     IOutboundCalls,
 )
-from clicktodial.store.values import CallRecord
+from clicktodial.store.values import CallRecord, final_state
 
-__all__ = ["CALLS_CHANNEL", "ClusterCalls", "info_from_message", "info_from_record"]
+__all__ = ["CALLS_CHANNEL", "ClusterCalls", "info_from_message"]
 
 log = Logger(namespace="clicktodial.cluster.calls")
 
@@ -64,20 +64,8 @@ def info_from_message(fields: object) -> CallInfo | None:
         return None
 
 
-def info_from_record(record: CallRecord) -> CallInfo:
-    """A finished call's L{CallInfo} rebuilt from its record."""
-    return CallInfo(
-        call_id=record.call_id, caller=record.caller, callee=record.callee,
-        state=record.public_state, created_at=record.created_at,
-        caller_answered_at=record.caller_answered_at,
-        callee_answered_at=record.callee_answered_at,
-        connected_at=record.connected_at, ended_at=record.ended_at,
-        end_reason=record.end_reason, sip_status=record.sip_status,
-        who_hung_up=record.who_hung_up)
-
-
 def _lost(info: CallInfo, at: float) -> CallInfo:
-    return attrs.evolve(info, state="ended" if info.connected_at is not None else "failed",
+    return attrs.evolve(info, state=final_state(info.connected_at),
                         ended_at=at, end_reason="lost", who_hung_up="system")
 
 
@@ -253,4 +241,4 @@ class ClusterCalls:
         if call_id not in self.remote or record is None or record.ended_at is None:
             return
         del self.remote[call_id]
-        self._events.publish(info_from_record(record))
+        self._events.publish(CallInfo.from_record(record))

@@ -33,10 +33,13 @@ log = Logger(namespace="clicktodial.cluster.service")
 def record_node(config: Config) -> str | None:
     """
     The node name the call controller writes in call records: this node's id
-    in a cluster, L{None} for a single daemon (whose start-up then ends every
-    call left active, whichever node name it had).
+    in a cluster or a worker process's (C{[daemon] workers}: C{NODE/wINDEX}),
+    L{None} for a single daemon (whose start-up then ends every call left
+    active, whichever node name it had).
     """
-    return default_node_id(config) if config.cluster.bus == "postgres" else None
+    if config.cluster.bus == "postgres" or config.daemon.workers > 1:
+        return default_node_id(config)
+    return None
 
 
 class ClusterService(MultiService):

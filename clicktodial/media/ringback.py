@@ -3,7 +3,7 @@ Ringback and failure tones for the caller's leg of a click-to-dial call.
 
 RFC 3725 Flow IV answers the caller's offer (in the ACK) before the callee
 is rung.  With :class:`RingbackPlayer` that answer is ours for real: a
-stream from our address (:func:`~clicktodial.media.sdp.ringback_answer`), on
+stream from our address (:func:`~clicktodial.sip.sdp.ringback_answer`), on
 which the caller hears ringback while the callee rings.  When the callee
 answers, the stream stops and the caller is re-INVITEd with the callee's
 offer as before.  When the call cannot be made, the caller hears the busy
@@ -21,9 +21,9 @@ from twisted.logger import Logger
 
 from clicktodial.media.codecs import Codec
 from clicktodial.media.rtp import PortRangeExhausted, RtpPortAllocator, RtpStream
-from clicktodial.media.sdp import NoUsableMedia, audio_destination, ringback_answer
 from clicktodial.media.tones import BUSY, CONGESTION, RINGBACK, PacketLoop, tone, wav_file
 from clicktodial.netaddr import ip_of
+from clicktodial.sip.sdp import NoUsableMedia, audio_destination, ringback_answer
 
 __all__ = ["BUSY_STATUSES", "RingbackPlayer"]
 
@@ -108,7 +108,7 @@ class RingbackPlayer:
             destination = chosen.destination
             if peer_host is not None and ip_of(chosen.host) != ip_of(peer_host):
                 destination = (peer_host, destination[1])
-            source = self._source("ringback", chosen.codec)
+            source = self._source("ringback", Codec[chosen.encoding])
             stream = RtpStream.open(
                 self.allocator,
                 self.clock,

@@ -24,7 +24,6 @@ named, so a forged packet cannot point our stream anywhere else.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import secrets
 import struct
@@ -38,6 +37,7 @@ from twisted.logger import Logger
 
 from clicktodial.media.codecs import Codec
 from clicktodial.media.tones import FRAME_SAMPLES, SAMPLE_RATE, PacketLoop
+from clicktodial.sip.sdp import check_destination
 
 __all__ = [
     "FRAME_INTERVAL",
@@ -48,7 +48,6 @@ __all__ = [
     "RtpPortAllocator",
     "RtpSender",
     "RtpStream",
-    "check_destination",
     "parse_packet",
 ]
 
@@ -158,23 +157,6 @@ class Packetizer:
     def skip(self, samples: int = FRAME_SAMPLES) -> None:
         """``samples`` of time pass without a packet: the timestamp advances, the sequence not."""
         self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
-
-
-def check_destination(host: str, port: int) -> tuple[str, int]:
-    """
-    A unicast IP address literal and a port 1-65535, as a media destination.
-
-    :raises ValueError: anything else (a hostname, ``0.0.0.0`` hold, multicast, port 0).
-    """
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"RTP destination {host!r} is not an IP address") from None
-    if address.is_unspecified or address.is_multicast:
-        raise ValueError(f"RTP destination {host!r} is not a unicast address")
-    if not 1 <= port <= 65535:
-        raise ValueError(f"RTP destination port {port} is out of range")
-    return address.compressed, port
 
 
 class RtpSender(DatagramProtocol):

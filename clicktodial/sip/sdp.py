@@ -1,23 +1,35 @@
 """
-Minimal SDP handling and offer/answer bookkeeping for the dialog layer.
+SDP (RFC 4566) and offer/answer (RFC 3264), in one place: the wire format of session
+descriptions, the dialog layer's offer/answer bookkeeping, and the descriptions the call
+controller relays or writes itself.
 
-clicktodial relays SDP between two legs (RFC 3725 third-party call control);
-it never handles media itself.  So this module only needs to:
+* Reading and rewriting a description: L{SessionDescription} keeps every line byte-exact
+  and parses ``o=``, ``c=`` and ``m=`` (RFC 4566 §5.2, §5.7, §5.14) on demand;
+  L{accepts_media} tells whether an answer leaves a stream that can carry a conversation.
+* Offer/answer per dialog (RFC 3261 §13.2.1, §13.3.1, §14; RFC 3264 §4): L{OfferAnswer}
+  tracks whether an offer is outstanding and in which message it travelled, so the
+  user-agent core can refuse a second offer with 491 and know where the answer must go.
+* Relaying between the legs of a 3PCC call (RFC 3725): L{LegOrigin} makes what one phone
+  sees look like one session from one peer (RFC 3264 §8: the first origin kept, the
+  version up by one exactly when the description changed); L{pad_media} /
+  L{truncate_media}: a new offer keeps the session's m-lines, an answer has its offer's.
+* Answers of our own (one builder, L{_our_answer}): L{held_answer}, Flow IV's answer1
+  holding every offered stream; L{ringback_answer}, accepting the audio stream that
+  L{audio_destination} chose, to which the daemon's own RTP (ringback, failure tones)
+  goes.
 
-* read and rewrite the ``o=``, ``c=`` and ``m=`` lines of a session
-  description (RFC 4566 §5.2, §5.7, §5.14), keeping every other line
-  byte-exact, and bump the ``o=`` version when a description changes
-  (RFC 3264 §8: "the version in the origin field MUST increment by one");
-* track, per dialog, whether an offer is outstanding and in which message it
-  travelled (RFC 3261 §13.2.1, §13.3.1, §14; RFC 3264 §4), so the user-agent
-  core can refuse a second offer with 491 and know where the answer must go.
-
-This module is pure: no Twisted imports.
+The daemon relays the phones' media descriptions and, for ringback, sends RTP itself
+(clicktodial.media); this module only reads and writes descriptions. Pure: no Twisted
+imports. Bodies that do not parse as SDP are relayed unchanged.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import ipaddress
+import secrets
+from collections.abc import Callable
 
 import attrs
 
@@ -379,3 +391,322 @@ def split_sections(
         else:
             session.append(line)
     return session, sections
+
+
+# -- relaying between the legs of a 3PCC call (RFC 3725) ---------------------------------
+
+
+class LegOrigin:
+    """The origin line one leg has seen from us, and its last description."""
+
+    # Held for the whole call: text, not parsed values (an Origin and a list of Media
+    # cost ~1.3 KB a leg; parsed again only when an offer is padded or the SDP changes).
+    __slots__ = ("_origin", "_last", "_media")
+
+    def __init__(self) -> None:
+        #: The value of the o= line this leg saw first (its version bumped on change).
+        self._origin: str | None = None
+        #: A digest of the last description's lines but o= (16 bytes rather than the lines).
+        self._last: bytes | None = None
+        #: The values of the m= lines of the last description we sent.
+        self._media: tuple[str, ...] = ()
+
+    @property
+    def origin(self) -> Origin | None:
+        """The origin this leg keeps seeing from us (None before the first description)."""
+        return Origin.parse(self._origin) if self._origin is not None else None
+
+    @property
+    def media(self) -> list[Media]:
+        """The m= lines of the last description we sent (for L{pad_media})."""
+        return [Media.parse(value) for value in self._media]
+
+    def outgoing(self, body: bytes) -> bytes:
+        """``body`` as this leg must see it (origin kept, version bumped on change)."""
+        try:
+            sdp = SessionDescription.parse(body)
+            origin = sdp.origin
+            sdp.media  # noqa: B018 - validate the m= lines kept as text
+        except SDPParseError:
+            return body
+        rest = hashlib.blake2b(
+            repr([line for line in sdp.lines if line[0] != "o"]).encode(), digest_size=16
+        ).digest()
+        media = tuple(value for kind, value in sdp.lines if kind == "m")
+        if self._origin is None:
+            self._origin = str(origin)
+            self._last, self._media = rest, media
+            return body
+        kept = Origin.parse(self._origin)
+        if rest != self._last:
+            kept = attrs.evolve(kept, session_version=kept.session_version + 1)
+            self._origin = str(kept)
+        self._last, self._media = rest, media
+        return sdp.with_origin(kept).serialize()
+
+
+def media_count(body: bytes) -> int:
+    """The number of m= lines of ``body`` (0 if it is not SDP)."""
+    try:
+        return len(SessionDescription.parse(body).media)
+    except SDPParseError:
+        return 0
+
+
+def pad_media(body: bytes, previous: list[Media]) -> bytes:
+    """
+    ``body`` with rejected m-lines (port 0) appended until it has as many as
+    ``previous`` (RFC 3264 §8: m-lines are never removed from a session).
+    """
+    try:
+        sdp = SessionDescription.parse(body)
+    except SDPParseError:
+        return body
+    count = len(sdp.media)
+    if count >= len(previous):
+        return body
+    lines = list(sdp.lines)
+    for media in previous[count:]:
+        lines.append(("m", str(attrs.evolve(media, port=0, port_count=None))))
+    return SessionDescription(tuple(lines)).serialize()
+
+
+def truncate_media(body: bytes, count: int) -> bytes:
+    """``body`` with only its first ``count`` media sections (an answer to a shorter offer)."""
+    try:
+        sdp = SessionDescription.parse(body)
+    except SDPParseError:
+        return body
+    session, sections = split_sections(sdp)
+    if len(sections) <= count:
+        return body
+    lines = session + [line for section in sections[:count] for line in section]
+    return SessionDescription(tuple(lines)).serialize()
+
+
+# -- answers of our own (RFC 3264 §6) ----------------------------------------------------
+
+#: What an answer of ours says for one offered stream: its m= line and attribute lines,
+#: or None to reject it (port 0). Called with the stream's index, m= line and section.
+StreamAnswer = Callable[[int, Media, list[tuple[str, str]]], list[tuple[str, str]] | None]
+
+
+def _our_answer(offer: SessionDescription, address: str, addrtype: str, username: str,
+                stream: StreamAnswer) -> bytes:
+    """
+    An answer of ours to ``offer``: our own session lines (a fresh session id, version 1,
+    ``c=`` ``address``), then per offered m-line what ``stream`` says, or the m-line
+    rejected with port 0: the answer has exactly the offer's m-lines (RFC 3264 §6).
+    """
+    session_id = str(secrets.randbelow(2**31) + 1)
+    lines: list[tuple[str, str]] = [
+        ("v", "0"),
+        ("o", f"{username} {session_id} 1 IN {addrtype} {address}"),
+        ("s", "-"),
+        ("c", f"IN {addrtype} {address}"),
+        ("t", "0 0"),
+    ]
+    _, sections = split_sections(offer)
+    for index, section in enumerate(sections):
+        media = Media.parse(section[0][1])
+        accepted = stream(index, media, section)
+        if accepted is None:
+            lines.append(("m", str(attrs.evolve(media, port=0, port_count=None))))
+        else:
+            lines.extend(accepted)
+    return SessionDescription(tuple(lines)).serialize()
+
+
+def held_answer(offer: bytes, username: str = "clicktodial") -> bytes:
+    """
+    An answer to ``offer`` that holds every stream (RFC 3725 §5 Flow IV
+    answer1): each offered stream accepted with its first format, on the
+    discard port, connection address 0.0.0.0 (RFC 3264 §8.4 hold) and
+    ``a=inactive``; rejected streams stay rejected.
+
+    @raise SDPParseError: ``offer`` is not SDP.
+    """
+    sdp = SessionDescription.parse(offer)
+    connection = sdp.connection or next((c for _, c in sdp.media if c is not None), None)
+    ip6 = connection is not None and connection.addrtype.upper() == "IP6"
+    addrtype, address = ("IP6", "::") if ip6 else ("IP4", "0.0.0.0")
+
+    def hold(index: int, media: Media, section: list[tuple[str, str]]
+             ) -> list[tuple[str, str]] | None:
+        if media.port == 0 or not media.formats:
+            return None
+        fmt = media.formats[0]
+        lines = [("m", str(attrs.evolve(media, port=9, formats=(fmt,), port_count=None)))]
+        lines += [(kind, value) for kind, value in section[1:]
+                  if kind == "a" and value.startswith((f"rtpmap:{fmt} ", f"fmtp:{fmt} "))]
+        lines.append(("a", "inactive"))
+        return lines
+
+    return _our_answer(sdp, address, addrtype, username, hold)
+
+
+class NoUsableMedia(ValueError):
+    """The offer has no audio stream we can send G.711 to; the message says why."""
+
+
+#: RFC 3551 §6: the static payload types of G.711, by number.
+_G711_STATIC = {"0": "PCMU", "8": "PCMA"}
+
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+@attrs.frozen
+class AudioOffer:
+    """
+    The audio stream of an offer that we will send to.
+
+    :ivar index: the position of its ``m=`` line among the offer's m-lines.
+    :ivar host: the unicast address to send to.
+    :ivar port: the RTP port to send to.
+    :ivar encoding: ``PCMU`` or ``PCMA`` (the ``a=rtpmap`` encoding name, RFC 3551 §6).
+    :ivar payload_type: the number the offer gave the codec (0/8, or a dynamic one
+        mapped by ``a=rtpmap``).
+    """
+
+    index: int
+    host: str
+    port: int
+    encoding: str
+    payload_type: int
+
+    @property
+    def destination(self) -> tuple[str, int]:
+        """``(host, port)``."""
+        return self.host, self.port
+
+
+def check_destination(host: str, port: int) -> tuple[str, int]:
+    """
+    A unicast IP address literal and a port 1-65535, as a media destination.
+
+    :raises ValueError: anything else (a hostname, ``0.0.0.0`` hold, multicast, port 0).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"RTP destination {host!r} is not an IP address") from None
+    if address.is_unspecified or address.is_multicast:
+        raise ValueError(f"RTP destination {host!r} is not a unicast address")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"RTP destination port {port} is out of range")
+    return address.compressed, port
+
+
+def _direction(lines: list[tuple[str, str]]) -> str | None:
+    for kind, value in lines:
+        if kind == "a" and value in _DIRECTIONS:
+            return value
+    return None
+
+
+def _g711_format(media: Media, lines: list[tuple[str, str]]) -> tuple[str, int] | None:
+    # RFC 3551 §6: 0 and 8 are static; an a=rtpmap may also give a dynamic number to them.
+    mapped: dict[str, str] = {}
+    for kind, value in lines:
+        if kind == "a" and value.startswith("rtpmap:"):
+            number, _, encoding = value[len("rtpmap:") :].partition(" ")
+            name, _, rest = encoding.strip().partition("/")
+            clock = rest.partition("/")[0]
+            if name.upper() in ("PCMU", "PCMA") and clock == "8000":
+                mapped[number] = name.upper()
+    for fmt in media.formats:
+        if fmt in mapped:
+            return mapped[fmt], int(fmt)
+        if fmt in _G711_STATIC:
+            return _G711_STATIC[fmt], int(fmt)
+    return None
+
+
+def audio_destination(offer: bytes) -> AudioOffer:
+    """
+    The first audio stream of ``offer`` that we can send G.711 to: where it asks its
+    audio to be sent (RFC 4566 §5.7, §5.14: the ``c=`` address, media-level over
+    session-level, and the ``m=audio`` port) and the first of PCMU/PCMA in the offer's
+    order of preference (RFC 3264 §5.1).
+
+    :raises NoUsableMedia: the offer is not SDP, or no stream is RTP/AVP audio with PCMU or
+        PCMA, a unicast address, a port, and a direction that lets us send.
+    """
+    try:
+        sdp = SessionDescription.parse(offer)
+        session_connection = sdp.connection
+        media = sdp.media
+    except SDPParseError as e:
+        raise NoUsableMedia(f"the offer is not SDP: {e}") from None
+    session, sections = split_sections(sdp)
+    session_direction = _direction(session) or "sendrecv"
+    reasons = []
+    for index, ((m, connection), lines) in enumerate(zip(media, sections, strict=True)):
+        if m.media != "audio" or m.proto.upper() not in ("RTP/AVP", "RTP/AVPF"):
+            continue
+        if m.port == 0:
+            continue
+        direction = _direction(lines) or session_direction
+        if direction in ("sendonly", "inactive"):
+            reasons.append(f"audio stream {index} is {direction}")
+            continue
+        chosen = _g711_format(m, lines)
+        if chosen is None:
+            reasons.append(f"audio stream {index} offers neither PCMU nor PCMA")
+            continue
+        c = connection or session_connection
+        if c is None:
+            reasons.append(f"audio stream {index} has no c= line")
+            continue
+        try:
+            host, port = check_destination(c.address, m.port)
+        except ValueError as e:
+            reasons.append(str(e))
+            continue
+        return AudioOffer(index, host, port, chosen[0], chosen[1])
+    raise NoUsableMedia(
+        "no usable audio stream in the offer"
+        + (f" ({'; '.join(reasons)})" if reasons else " (no RTP/AVP audio)")
+    )
+
+
+def ringback_answer(
+    offer: bytes,
+    chosen: AudioOffer,
+    address: str,
+    port: int,
+    username: str = "clicktodial",
+    direction: str = "sendrecv",
+) -> bytes:
+    """
+    Our answer to ``offer``: ``chosen`` accepted on ``address``:``port`` with its one
+    format, ``a=ptime:20`` and ``a=<direction>``; the other m-lines rejected (port 0).
+
+    ``sendrecv`` (the default) lets the phone send to our port, where it is dropped:
+    phones take a ``sendonly`` peer for one that put them on hold (RFC 3264 §8.4),
+    and baresip 1.x then plays nothing (docs/media.md).  ``sendonly`` says that we
+    only send.
+
+    :raises NoUsableMedia: ``offer`` is not SDP.
+    """
+    if direction not in ("sendonly", "sendrecv"):
+        raise ValueError(f"invalid direction {direction!r} (sendonly or sendrecv)")
+    try:
+        sdp = SessionDescription.parse(offer)
+    except SDPParseError as e:
+        raise NoUsableMedia(f"the offer is not SDP: {e}") from None
+    addrtype = "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
+
+    def send(index: int, media: Media, section: list[tuple[str, str]]
+             ) -> list[tuple[str, str]] | None:
+        if index != chosen.index:
+            return None
+        fmt = str(chosen.payload_type)
+        return [
+            ("m", str(attrs.evolve(media, port=port, formats=(fmt,), port_count=None))),
+            ("a", f"rtpmap:{fmt} {chosen.encoding}/8000"),
+            ("a", "ptime:20"),
+            ("a", direction),
+        ]
+
+    return _our_answer(sdp, address, addrtype, username, send)

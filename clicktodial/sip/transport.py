@@ -36,6 +36,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet import defer, ssl
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -45,6 +46,7 @@ from twisted.internet.interfaces import (
     IConnector,
     IDelayedCall,
     IListeningPort,
+    IReactorSocket,
     IReactorSSL,
     IReactorTCP,
     IReactorTime,
@@ -85,6 +87,7 @@ from clicktodial.sip.message import Headers, Request, Response
 from clicktodial.sip.parser import FramingError, MessageParseError, StreamParser, parse_message
 
 __all__ = [
+    "AdoptedSockets",
     "DEFAULT_TCP_IDLE_TIMEOUT",
     "NO_RECONNECT",
     "Destination",
@@ -650,6 +653,23 @@ class _StreamClientFactory(ClientFactory):
 # -- the layer ------------------------------------------------------------------------------
 
 
+@attrs.frozen
+class AdoptedSockets:
+    """
+    Listening sockets another process prepared (the main process of ``[daemon] workers``,
+    :mod:`clicktodial.workers`): a bound UDP socket and a listening TCP socket, as file
+    descriptors inherited by this process (``None``: that transport is not shared). What
+    arrives on them is handled as on our own sockets; what we send goes out through our own
+    (private) sockets, whose port is our Via sent-by, so that responses come back here.
+
+    :ivar family: ``socket.AF_INET`` or ``socket.AF_INET6``.
+    """
+
+    family: int
+    udp_fd: int | None = None
+    tcp_fd: int | None = None
+
+
 @implementer(ISIPTransport, IFlowKeeper)
 class SIPTransportLayer(Service):
     """
@@ -689,8 +709,12 @@ class SIPTransportLayer(Service):
         tcp_idle_timeout: float | None = None,
         tap: ISIPTap | None = None,
         connection_limits: Mapping[str, ConnectionLimit] | None = None,
+        adopted: AdoptedSockets | None = None,
     ) -> None:
         self.tap = tap
+        #: shared listening sockets to serve as well (worker processes), or None
+        self.adopted = adopted
+        self._adopted_ports: list[IListeningPort] = []
         #: provides IReactorTime, and IReactorUDP / IReactorTCP for the enabled transports
         self.reactor = reactor
         self.clock = reactor
@@ -789,6 +813,8 @@ class SIPTransportLayer(Service):
         self._port = port
         if "TLS" in self.transports:
             self._listen_tls()
+        if self.adopted is not None:
+            self._adopt(self.adopted)
         log.info(
             "SIP listening on {address} ({transports})",
             address=format_host_port(host, port),
@@ -803,15 +829,37 @@ class SIPTransportLayer(Service):
             self._ban_filter.stop()
             self._ban_filter = None
         stopping = []
-        for port in (self._udp_port, self._tcp_port, self._tls_port):
+        for port in (self._udp_port, self._tcp_port, self._tls_port, *self._adopted_ports):
             if port is not None:
                 stopping.append(defer.maybeDeferred(port.stopListening))
         self._udp_port = self._tcp_port = self._tls_port = None
+        self._adopted_ports = []
         for connection in list(self._connections.values()):
             connection.close()
         for factory in list(self._connecting.values()):
             factory.queue.clear()
         return defer.gatherResults(stopping).addCallback(lambda _: None)
+
+    def _adopt(self, adopted: AdoptedSockets) -> None:
+        """
+        Serve the shared sockets too. The reactor duplicates each descriptor; ours stays
+        open, so that a stopped transport can start again.
+        """
+        reactor = IReactorSocket(self.reactor)
+        if adopted.udp_fd is not None and "UDP" in self.transports:
+            # An inherited socket may be blocking: the reactor would freeze on it.
+            os.set_blocking(adopted.udp_fd, False)
+            self._adopted_ports.append(reactor.adoptDatagramPort(
+                adopted.udp_fd, socket.AddressFamily(adopted.family), _DatagramProtocol(self),
+                maxPacketSize=65535))
+        if adopted.tcp_fd is not None and "TCP" in self.transports:
+            os.set_blocking(adopted.tcp_fd, False)
+            self._adopted_ports.append(reactor.adoptStreamPort(
+                adopted.tcp_fd, socket.AddressFamily(adopted.family),
+                self._stream_server_factory("TCP")))
+        for port in self._adopted_ports:
+            log.info("SIP serving the shared socket {address}",
+                     address=format_host_port(*_host_port(port.getHost())))
 
     def _stream_server_factory(self, transport_name: str) -> ServerFactory:
         """The factory of a TCP or TLS listener, behind its per-source connection cap."""

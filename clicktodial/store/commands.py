@@ -2,7 +2,8 @@
 The ``user``, ``token`` and ``db`` sub-commands of ``clicktodial`` (see :mod:`clicktodial.cli`).
 
 Each opens the store the configuration names, runs one function of
-:mod:`clicktodial.store.admin`, prints the outcome and closes the store. Store errors are
+:mod:`clicktodial.store.admin`, prints the outcome and closes the store, on Twisted's reactor
+(:func:`clicktodial.store.blocking.run_with_reactor`, i.e. ``task.react``). Store errors are
 printed on one line with exit status 1.
 """
 
@@ -12,9 +13,13 @@ import argparse
 import getpass
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet.task import Clock
 
 from clicktodial.cli import CommandError, Subparsers, config_from_args
+from clicktodial.config import Config
 from clicktodial.interfaces import (
     ILocationBackend,
     ILocationStore,
@@ -23,7 +28,7 @@ from clicktodial.interfaces import (
 )
 from clicktodial.pluginconfig import build_location_store, build_store
 from clicktodial.store import admin
-from clicktodial.store.blocking import BlockingDriver
+from clicktodial.store.blocking import run_with_reactor
 from clicktodial.store.errors import StoreError
 from clicktodial.store.plugins import StoreEnvironment
 
@@ -31,54 +36,51 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 
-def _run_with_store(args: argparse.Namespace,
-                    command: Callable[[IStoreBackend, BlockingDriver, ILocationStore], int],
-                    ) -> int:
+#: What a store command gets: the reactor (for the time), the store, and where registrations
+#: live (the store itself unless [location] names another backend).
+StoreCommand = Callable[[argparse.Namespace, Any, IStoreBackend, ILocationStore], Awaitable[int]]
+
+
+def _run_with_store(args: argparse.Namespace, command: StoreCommand) -> int:
     config = config_from_args(args)
-    driver = BlockingDriver()
-    environment = StoreEnvironment(reactor=driver, realm=config.sip.domain)
-    # The daemon's stores: [store], and [location] when registrations live elsewhere.
-    store = build_store(config, environment)
-    location = build_location_store(config, environment)
-    started: list[IStoreBackend | ILocationBackend] = []
-    try:
-        for backend in (store, location):
-            if backend is not None:
-                started.append(backend)
-                driver.wait(backend.start())
-        return command(store, driver, location if location is not None else store)
-    except StoreError as e:
-        print(f"clicktodial: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        for backend in reversed(started):
-            driver.wait(backend.stop())
+
+    async def main(reactor: Any) -> int:
+        environment = StoreEnvironment(reactor=reactor, realm=config.sip.domain)
+        # The daemon's stores: [store], and [location] when registrations live elsewhere.
+        store = build_store(config, environment)
+        location = build_location_store(config, environment)
+        started: list[IStoreBackend | ILocationBackend] = []
+        try:
+            for backend in (store, location):
+                if backend is not None:
+                    started.append(backend)
+                    await backend.start()
+            return await command(args, reactor, store,
+                                 location if location is not None else store)
+        except StoreError as e:
+            print(f"clicktodial: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            for backend in reversed(started):
+                await backend.stop()
+
+    return run_with_reactor(main)
 
 
-def _store_command(body: Callable[[argparse.Namespace, IStoreBackend, BlockingDriver], int],
-                   ) -> Callable[[argparse.Namespace], int]:
+def _store_command(command: StoreCommand) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        return _run_with_store(args, lambda store, driver, _: body(args, store, driver))
-    return run
-
-
-def _location_command(
-    body: Callable[[argparse.Namespace, IStoreBackend, BlockingDriver, ILocationStore], int],
-) -> Callable[[argparse.Namespace], int]:
-    """A command that also reads or changes registrations (wherever [location] keeps them)."""
-    def run(args: argparse.Namespace) -> int:
-        return _run_with_store(
-            args, lambda store, driver, locations: body(args, store, driver, locations))
+        return _run_with_store(args, command)
     return run
 
 
 # -- user ---------------------------------------------------------------------------------
 
 
-def _user_add(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver) -> int:
-    added = driver.wait(admin.add_user(
+async def _user_add(args: argparse.Namespace, reactor: Any, store: IStoreBackend,
+                    locations: ILocationStore) -> int:
+    added = await admin.add_user(
         store, args.name, password=args.password, sip_password=args.sip_password,
-        display_name=args.display_name, is_admin=args.admin))
+        display_name=args.display_name, is_admin=args.admin)
     print(f"added user {added.user.username}")
     if added.generated_sip_password is not None:
         print(f"SIP password (shown once): {added.generated_sip_password}")
@@ -88,10 +90,10 @@ def _user_add(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDr
     return EXIT_OK
 
 
-def _user_list(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver,
-               locations: ILocationStore) -> int:
-    now = driver.seconds()
-    listings = driver.wait(admin.list_users(store, now, locations))
+async def _user_list(args: argparse.Namespace, reactor: Any, store: IStoreBackend,
+                     locations: ILocationStore) -> int:
+    now = reactor.seconds()
+    listings = await admin.list_users(store, now, locations)
     for listing in listings:
         user = listing.user
         flags = [name for name, on in (
@@ -121,27 +123,29 @@ def _prompt_password() -> str:
     return first
 
 
-def _user_passwd(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver) -> int:
+async def _user_passwd(args: argparse.Namespace, reactor: Any, store: IStoreBackend,
+                       locations: ILocationStore) -> int:
     password = args.password
     if password is None and args.sip_password is None:
         password = _prompt_password()
-    driver.wait(admin.change_passwords(store, args.name, password, args.sip_password))
+    await admin.change_passwords(store, args.name, password, args.sip_password)
     changed = [what for what, value in (("web password", password),
                                         ("SIP password", args.sip_password)) if value]
     print(f"changed the {' and '.join(changed)} of {args.name}")
     return EXIT_OK
 
 
-def _user_remove(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver,
-                 locations: ILocationStore) -> int:
-    bindings = driver.wait(admin.remove_user(store, args.name, driver.seconds(), locations))
+async def _user_remove(args: argparse.Namespace, reactor: Any, store: IStoreBackend,
+                       locations: ILocationStore) -> int:
+    bindings = await admin.remove_user(store, args.name, reactor.seconds(), locations)
     print(f"removed user {args.name} and {bindings} registration(s)")
     return EXIT_OK
 
 
-def _user_import(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver) -> int:
+async def _user_import(args: argparse.Namespace, reactor: Any, store: IStoreBackend,
+                       locations: ILocationStore) -> int:
     started = time.monotonic()
-    result = driver.wait(admin.import_users_csv(store, args.file))
+    result = await admin.import_users_csv(store, args.file)
     elapsed = time.monotonic() - started
     rate = result.users / elapsed if elapsed > 0 else float("inf")
     print(f"imported {result.users} user(s), {result.with_password} with a web password,"
@@ -152,21 +156,24 @@ def _user_import(args: argparse.Namespace, store: IStoreBackend, driver: Blockin
 # -- token --------------------------------------------------------------------------------
 
 
-def _token_create(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver) -> int:
-    token = driver.wait(admin.create_token(store, args.name, args.label))
+async def _token_create(args: argparse.Namespace, reactor: Any, store: IStoreBackend,
+                        locations: ILocationStore) -> int:
+    token = await admin.create_token(store, args.name, args.label)
     print(token)
     return EXIT_OK
 
 
-def _token_list(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver) -> int:
-    for token in driver.wait(store.list_tokens(args.name)):
+async def _token_list(args: argparse.Namespace, reactor: Any, store: IStoreBackend,
+                      locations: ILocationStore) -> int:
+    for token in await store.list_tokens(args.name):
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(token.created_at))
         print(f"{token.token_id}  {created}  {token.label}")
     return EXIT_OK
 
 
-def _token_revoke(args: argparse.Namespace, store: IStoreBackend, driver: BlockingDriver) -> int:
-    if driver.wait(admin.revoke_token(store, args.token)):
+async def _token_revoke(args: argparse.Namespace, reactor: Any, store: IStoreBackend,
+                        locations: ILocationStore) -> int:
+    if await admin.revoke_token(store, args.token):
         print("token revoked")
         return EXIT_OK
     print("clicktodial: no such token", file=sys.stderr)
@@ -176,10 +183,8 @@ def _token_revoke(args: argparse.Namespace, store: IStoreBackend, driver: Blocki
 # -- db -----------------------------------------------------------------------------------
 
 
-def _schemas(args: argparse.Namespace) -> list[ISchemaManagement]:
+def _schemas(config: Config, environment: StoreEnvironment) -> list[ISchemaManagement]:
     """The schemas of the configured backends ([store], and [location] when separate)."""
-    config = config_from_args(args)
-    environment = StoreEnvironment(reactor=BlockingDriver(), realm=config.sip.domain)
     backends = [build_store(config, environment), build_location_store(config, environment)]
     schemas = [schema for schema in (ISchemaManagement(b, None) for b in backends if b)
                if schema is not None]
@@ -189,28 +194,24 @@ def _schemas(args: argparse.Namespace) -> list[ISchemaManagement]:
     return schemas
 
 
-def _db_upgrade(args: argparse.Namespace) -> int:
-    schemas = _schemas(args)
-    try:
-        for schema in schemas:
-            schema.upgrade_schema()
-    except StoreError as e:
-        print(f"clicktodial: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    print("database schema is up to date")
-    return EXIT_OK
-
-
-def _db_check(args: argparse.Namespace) -> int:
-    schemas = _schemas(args)
-    try:
-        for schema in schemas:
-            schema.check_schema()
-    except StoreError as e:
-        print(f"clicktodial: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    print("database schema is up to date")
-    return EXIT_OK
+def _schema_command(apply: Callable[[ISchemaManagement], None],
+                    ) -> Callable[[argparse.Namespace], int]:
+    """
+    A ``db`` command: ``apply`` (blocking) to each schema. The stores are built and
+    dropped, never started: no reactor runs, a clock is all they are given.
+    """
+    def run(args: argparse.Namespace) -> int:
+        config = config_from_args(args)
+        environment = StoreEnvironment(reactor=Clock(), realm=config.sip.domain)
+        try:
+            for schema in _schemas(config, environment):
+                apply(schema)
+        except StoreError as e:
+            print(f"clicktodial: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        print("database schema is up to date")
+        return EXIT_OK
+    return run
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -229,7 +230,7 @@ def add_parser(subparsers: Subparsers) -> None:
     add.set_defaults(run=_store_command(_user_add))
 
     listing = user.add_parser("list", help="list users and their registered phones")
-    listing.set_defaults(run=_location_command(_user_list))
+    listing.set_defaults(run=_store_command(_user_list))
 
     passwd = user.add_parser("passwd", help="change a user's passwords",
                              description="Change the web and/or SIP password; with neither"
@@ -241,7 +242,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
     remove = user.add_parser("remove", help="remove a user and their API tokens")
     remove.add_argument("name")
-    remove.set_defaults(run=_location_command(_user_remove))
+    remove.set_defaults(run=_store_command(_user_remove))
 
     importing = user.add_parser(
         "import", help="add users from a CSV file",
@@ -266,6 +267,6 @@ def add_parser(subparsers: Subparsers) -> None:
     db = subparsers.add_parser("db", help="manage the SQL database schema").add_subparsers(
         title="db commands", metavar="COMMAND", required=True)
     upgrade = db.add_parser("upgrade", help="create or migrate the schema to this version")
-    upgrade.set_defaults(run=_db_upgrade)
+    upgrade.set_defaults(run=_schema_command(lambda schema: schema.upgrade_schema()))
     check = db.add_parser("check", help="exit 1 unless the schema is up to date")
-    check.set_defaults(run=_db_check)
+    check.set_defaults(run=_schema_command(lambda schema: schema.check_schema()))

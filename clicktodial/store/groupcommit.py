@@ -17,7 +17,7 @@ operation never fails the others, and none is applied twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -29,13 +29,16 @@ from twisted.python.threadpool import ThreadPool
 #: The most operations in one transaction: bounds how long a batch holds the write lock.
 MAX_BATCH = 256
 
+#: The operations a group commit queues: values that know how to run themselves (for the SQL
+#: store, the job types of :mod:`clicktodial.store.sqljobs`).
+J = TypeVar("J")
+
 
 @frozen
-class Job:
-    """One queued operation: what to run (a name the executor knows) and its arguments."""
+class Job(Generic[J]):
+    """One queued operation and the Deferred its result is delivered to."""
 
-    kind: str
-    args: tuple[Any, ...]
+    operation: J
     result: Deferred[Any]
 
 
@@ -43,40 +46,40 @@ class Job:
 Outcome = tuple[bool, Any]
 
 
-class GroupCommit:
+class GroupCommit(Generic[J]):
     """
     Batches operations onto one thread hop and one transaction.
 
     :param reactor: the reactor results are delivered on.
     :param pool: the thread pool batches run on (one batch at a time).
-    :param execute: runs a batch in one transaction on a pool thread; returns one outcome
-        per job, in order; raises to abort the whole batch.
-    :param fallback: runs one job on its own (called on the reactor thread) after its batch
-        was aborted; fires with the job's result.
+    :param execute: runs a batch of operations in one transaction on a pool thread; returns
+        one outcome per operation, in order; raises to abort the whole batch.
+    :param fallback: runs one operation on its own (called on the reactor thread) after its
+        batch was aborted; fires with the operation's result.
     :param max_batch: the most jobs per batch.
     """
 
     log = Logger()
 
     def __init__(self, reactor: IReactorFromThreads, pool: ThreadPool,
-                 execute: Callable[[Sequence[Job]], list[Outcome]],
-                 fallback: Callable[[Job], Deferred[Any]],
+                 execute: Callable[[Sequence[J]], list[Outcome]],
+                 fallback: Callable[[J], Deferred[Any]],
                  max_batch: int = MAX_BATCH) -> None:
         self._reactor = reactor
         self._pool = pool
         self._execute = execute
         self._fallback = fallback
         self._max_batch = max_batch
-        self._queue: list[Job] = []
+        self._queue: list[Job[J]] = []
         self._busy = False
         #: Batches run and jobs in them (for tests and benchmarks).
         self.batches = 0
         self.jobs = 0
 
-    def submit(self, kind: str, *args: Any) -> Deferred[Any]:
+    def submit(self, operation: J) -> Deferred[Any]:
         """Queue an operation; fires with its result (or fails with its error)."""
         d: Deferred[Any] = Deferred()
-        self._queue.append(Job(kind, args, d))
+        self._queue.append(Job(operation, d))
         if not self._busy:
             self._dispatch()
         return d
@@ -89,9 +92,9 @@ class GroupCommit:
         self.jobs += len(batch)
         self._pool.callInThreadWithCallback(
             lambda ok, result: self._reactor.callFromThread(self._finished, batch, ok, result),
-            self._execute, batch)
+            self._execute, [job.operation for job in batch])
 
-    def _finished(self, batch: Sequence[Job], ok: bool, result: Any) -> None:
+    def _finished(self, batch: Sequence[Job[J]], ok: bool, result: Any) -> None:
         self._busy = False
         if ok:
             for job, (succeeded, value) in zip(batch, result, strict=True):
@@ -105,6 +108,6 @@ class GroupCommit:
                           " running them one by one", count=len(batch),
                           error=failure.getErrorMessage())
             for job in batch:
-                self._fallback(job).chainDeferred(job.result)
+                self._fallback(job.operation).chainDeferred(job.result)
         if self._queue and not self._busy:
             self._dispatch()

@@ -7,6 +7,14 @@ Transient errors (a dropped connection, a locked SQLite file, a PostgreSQL seria
 failure) are retried a few times with a backoff timed by the reactor, as buildbot's
 ``db/pool.py`` does, then reported as :class:`StoreUnavailable`.
 
+Each operation has one implementation, on one of two paths. The hot operations of the
+REGISTER and call paths (SIP credentials, binding updates, call records, call traces) are
+job types of :mod:`clicktodial.store.sqljobs`, group-committed and run on raw DBAPI cursors
+by :class:`clicktodial.store.sqlbatch.BatchExecutor` (SQLAlchemy's per-execution work cost
+more than their statements); after an aborted batch, or called blocking (``_op_*``), the same
+job runs alone. Everything else (users, tokens, listings, purges, schema) is rare and stays
+on SQLAlchemy Core below, where one statement reads clearly on both databases.
+
 Several daemons may share one PostgreSQL database: a REGISTER locks its AOR's binding rows
 (``SELECT ... FOR UPDATE``) and inserts new ones under the primary key, so two nodes updating
 one AOR serialise instead of losing an update. On SQLite, write transactions start with
@@ -22,13 +30,11 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from argon2 import PasswordHasher
-from attrs import frozen
 from sqlalchemy import (
     URL,
     Connection,
     Engine,
     and_,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -63,9 +69,8 @@ from clicktodial.interfaces import (
 )
 from clicktodial.store import migrations
 from clicktodial.store.base import StoreBase, UserRecord
-from clicktodial.store.bindings import plan_register, sort_bindings
+from clicktodial.store.bindings import sort_bindings
 from clicktodial.store.errors import (
-    NoSuchCall,
     NoSuchUser,
     SchemaOutOfDate,
     StoreConfigError,
@@ -73,7 +78,7 @@ from clicktodial.store.errors import (
     StoreUnavailable,
     UserExists,
 )
-from clicktodial.store.groupcommit import GroupCommit, Job, Outcome
+from clicktodial.store.groupcommit import GroupCommit
 from clicktodial.store.passwords import PasswordHashing, default_hash_pool, token_id_of_digest
 from clicktodial.store.schema import (
     api_tokens,
@@ -84,12 +89,21 @@ from clicktodial.store.schema import (
     outbound_counts,
     users,
 )
+from clicktodial.store.sqlbatch import BatchExecutor
+from clicktodial.store.sqljobs import (
+    CALL_FIELDS,
+    AppendTraces,
+    Credentials,
+    InsertCall,
+    SQLJob,
+    UpdateBindings,
+    UpdateCall,
+    chunks,
+)
 from clicktodial.store.traces import (
     CallTrace,
     TraceAppend,
     TraceLimits,
-    fit_messages,
-    pack_messages,
     unpack_messages,
 )
 from clicktodial.store.values import (
@@ -109,13 +123,7 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: URL sets ``?connect_timeout=``.
 POSTGRESQL_CONNECT_TIMEOUT = 10
 
-#: Rows per IN (...) list: below every SQLite build's host-parameter limit.
-_CHUNK = 500
-
 _UPGRADE_HINT = "run `clicktodial --config FILE db upgrade`"
-
-#: Reads of an AOR after losing a race to insert one of its bindings.
-_INSERT_RACE_ATTEMPTS = 3
 
 
 def create_sql_engine(url: str | URL, pool_size: int = 4) -> Engine:
@@ -264,143 +272,6 @@ def _binding(row: Row[Any]) -> Binding:
     )
 
 
-def _binding_row(key: str, binding: Binding) -> dict[str, object]:
-    return {
-        "aor": binding.aor,
-        "binding_key": key,
-        "contact": binding.contact,
-        "q": binding.q,
-        "expires_at": binding.expires_at,
-        "call_id": binding.call_id,
-        "cseq": binding.cseq,
-        "instance_id": binding.instance_id,
-        "reg_id": binding.reg_id,
-        "path": json.dumps(list(binding.path)),
-        "received": binding.received,
-        "user_agent": binding.user_agent,
-    }
-
-
-_CALL_FIELDS = tuple(c.name for c in calls.columns)
-
-# Rewrites one stored binding (executemany: one set of new_* parameters per binding).
-_UPDATE_BINDING = (
-    update(bindings)
-    .where(bindings.c.aor == bindparam("new_aor"),
-           bindings.c.binding_key == bindparam("new_binding_key"))
-    .values({c.name: bindparam(f"new_{c.name}") for c in bindings.columns
-             if c.name not in ("aor", "binding_key")})
-)
-
-
-# The hot statements of a REGISTER, as DBAPI text run on a raw cursor by the group commit
-# (SQLAlchemy's per-execution work cost more than the statements themselves). Written with
-# qmark parameters; converted to psycopg's format style for PostgreSQL.
-_SQL_CREDENTIALS = "SELECT ha1_md5, ha1_sha256, disabled FROM users WHERE username = ?"
-_BINDING_COLUMNS = ("contact", "q", "expires_at", "call_id", "cseq", "instance_id", "reg_id",
-                    "path", "received", "user_agent")
-_SQL_SELECT_BINDINGS = (
-    f"SELECT binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings WHERE aor = ?"
-    " ORDER BY binding_key")
-_SQL_DELETE_BINDING = "DELETE FROM bindings WHERE aor = ? AND binding_key = ?"
-_SQL_INSERT_BINDING = (
-    f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
-    f" VALUES ({', '.join('?' * (len(_BINDING_COLUMNS) + 2))})")
-_SQL_UPDATE_BINDING = (
-    f"UPDATE bindings SET {', '.join(f'{c} = ?' for c in _BINDING_COLUMNS)}"
-    " WHERE aor = ? AND binding_key = ?")
-
-
-# PostgreSQL: the advisory locks that serialise REGISTERs of the same AORs across
-# transactions and nodes, taken in the order of the (sorted) array. Row locks alone
-# (FOR UPDATE) miss the bindings another node is inserting: two REGISTERs could each add
-# bindings under [registrar] max_contacts and together exceed it. The two-key form, its
-# first key ours ("clkb"), keeps out of other users' (and the migrations') lock keys.
-_PG_LOCK_AORS = (
-    "SELECT count(pg_advisory_xact_lock(1668049762, hashtext(aor)))"
-    " FROM unnest(%s::text[]) AS aor")
-
-
-# Call records, group-committed too (a click-to-dial call writes its record three times).
-_SQL_INSERT_CALL = (
-    f"INSERT INTO calls ({', '.join(_CALL_FIELDS)}) VALUES ({', '.join('?' * len(_CALL_FIELDS))})")
-_SQL_SELECT_CALL = f"SELECT {', '.join(_CALL_FIELDS)} FROM calls WHERE call_id = ?"
-
-
-@frozen
-class _HotStatements:
-    """The hot statements in one database's parameter style."""
-
-    credentials: str
-    select_bindings: str
-    delete_binding: str
-    insert_binding: str
-    update_binding: str
-    insert_call: str
-    select_call: str
-    #: "?" or "%s": for the UPDATE of a call record, made per set of fields.
-    parameter: str
-
-    def select_bindings_of(self, count: int) -> str:
-        """The binding rows (AOR first) of ``count`` AORs, in AOR then key order."""
-        p = self.parameter
-        text = (f"SELECT aor, binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
-                f" WHERE aor IN ({', '.join([p] * count)}) ORDER BY aor, binding_key")
-        # "%s" is psycopg's style: PostgreSQL, where the rows are locked (for_dialect).
-        return text + " FOR UPDATE" if p == "%s" else text
-
-    @classmethod
-    def for_dialect(cls, dialect: str) -> _HotStatements:
-        select_bindings = _SQL_SELECT_BINDINGS
-        if dialect == "postgresql":
-            # See _update_bindings_once: lock the AOR's rows, in key order.
-            select_bindings += " FOR UPDATE"
-        statements: tuple[str, ...] = (_SQL_CREDENTIALS, select_bindings, _SQL_DELETE_BINDING,
-                      _SQL_INSERT_BINDING, _SQL_UPDATE_BINDING, _SQL_INSERT_CALL,
-                      _SQL_SELECT_CALL, "?")
-        if dialect == "postgresql":
-            statements = tuple(text.replace("?", "%s") for text in statements)
-        return cls(*statements)
-
-
-class _BindingWrites:
-    """A batch's binding writes not sent yet: sent together (executemany per statement)."""
-
-    __slots__ = ("_hot", "delete", "insert", "update")
-
-    def __init__(self, hot: _HotStatements) -> None:
-        self._hot = hot
-        self.delete: list[tuple[Any, ...]] = []
-        self.insert: list[tuple[Any, ...]] = []
-        self.update: list[tuple[Any, ...]] = []
-
-    def flush(self, cursor: Any) -> None:
-        """Send what is pending. Rows of one AOR are never pending twice (see the caller),
-        so the order of the three statements does not matter."""
-        hot = self._hot
-        for statement, parameters in ((hot.delete_binding, self.delete),
-                                      (hot.insert_binding, self.insert),
-                                      (hot.update_binding, self.update)):
-            if parameters:
-                cursor.executemany(statement, parameters)
-                parameters.clear()
-
-
-def _binding_of_tuple(aor: str, row: Sequence[Any]) -> Binding:
-    # row: binding_key, then _BINDING_COLUMNS.
-    path = row[8]
-    return Binding(aor=aor, contact=row[1], q=row[2], expires_at=row[3], call_id=row[4],
-                   cseq=row[5], instance_id=row[6], reg_id=row[7],
-                   path=() if path == "[]" else tuple(json.loads(path)),
-                   received=row[9], user_agent=row[10])
-
-
-def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
-    # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's order).
-    return (b.contact, b.q, b.expires_at, b.call_id, b.cseq, b.instance_id, b.reg_id,
-            json.dumps(list(b.path)) if b.path else "[]", b.received, b.user_agent, aor, key)
-
-
 def _dialect_insert(dialect: str) -> Any:
     """The INSERT construct with ON CONFLICT of ``dialect`` (sqlite or postgresql)."""
     if dialect == "postgresql":
@@ -411,24 +282,7 @@ def _dialect_insert(dialect: str) -> Any:
 
 
 def _call_record(row: Row[Any]) -> CallRecord:
-    return CallRecord(**{name: getattr(row, name) for name in _CALL_FIELDS})
-
-
-#: How _execute_batch orders a batch: credential reads, then binding updates by AOR, then
-#: call record writes as submitted (sorted() is stable).
-_BATCH_ORDER: dict[str, Callable[[Job], tuple[int, str]]] = {
-    "credentials": lambda job: (0, job.args[0]),
-    "update_bindings": lambda job: (1, job.args[0]),
-    "insert_call": lambda job: (2, ""),
-    "update_call": lambda job: (2, ""),
-    # Call traces last (they only add rows, and keep no lock another job needs first).
-    "append_traces": lambda job: (3, ""),
-}
-
-
-def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]
+    return CallRecord(**{name: getattr(row, name) for name in CALL_FIELDS})
 
 
 @implementer(IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims, ICallTraceStore,
@@ -472,10 +326,11 @@ class SQLStore(StoreBase):
         self._auto_upgrade = auto_upgrade
         self._attempts = attempts
         self._retry_delay = retry_delay
-        self._hot = _HotStatements.for_dialect(self._dialect)
-        #: The REGISTER path's operations (credentials, binding updates), group-committed.
-        self.group_commit = GroupCommit(self._from_threads, self._pool, self._execute_batch,
-                                        self._run_alone)
+        self._batches = BatchExecutor(self._engine)
+        #: The hot operations (credentials, binding updates, call records, call traces),
+        #: group-committed: see :mod:`clicktodial.store.sqljobs`.
+        self.group_commit: GroupCommit[SQLJob] = GroupCommit(
+            self._from_threads, self._pool, self._batches.execute, self._run_alone)
         self._url = url
         if self._dialect == "postgresql":
             # Several daemons can share this database: nodes table and LISTEN/NOTIFY bus.
@@ -572,7 +427,7 @@ class SQLStore(StoreBase):
 
     def _existing(self, connection: Connection, usernames: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(usernames):
+        for chunk in chunks(usernames):
             found.update(connection.scalars(
                 select(users.c.username).where(users.c.username.in_(chunk))))
         return found
@@ -669,169 +524,29 @@ class SQLStore(StoreBase):
         with self._write() as connection:
             return bool(connection.execute(delete(api_tokens).where(condition)).rowcount)
 
-    # -- the REGISTER path: group commit ---------------------------------------------
+    # -- the hot operations: group commit (clicktodial.store.sqljobs) ------------------
 
     def get_sip_credentials(self, username: str) -> Deferred[SipCredentials | None]:
         # Group-committed with the other REGISTERs' work; see GroupCommit.
-        return self.group_commit.submit("credentials", username)
+        return self.group_commit.submit(Credentials(username))
 
     def update_bindings(self, aor: str, changes: BindingChanges,
                         now: float) -> Deferred[list[Binding]]:
-        return self.group_commit.submit("update_bindings", aor, changes, now)
+        return self.group_commit.submit(UpdateBindings(aor, changes, now))
 
     def create_call(self, caller: str, callee: str, created_at: float,
                     node: str | None = None) -> Deferred[str]:
         record = CallRecord(call_id=uuid.uuid4().hex, caller=caller, callee=callee,
                             created_at=created_at, node=node)
-        return self.group_commit.submit("insert_call", record).addCallback(
+        return self.group_commit.submit(InsertCall(record)).addCallback(
             lambda _: record.call_id)
 
     def update_call(self, call_id: str, update: CallUpdate) -> Deferred[CallRecord]:
-        return self.group_commit.submit("update_call", call_id, update.changed_fields())
+        return self.group_commit.submit(UpdateCall(call_id, update.changed_fields()))
 
-    def _run_alone(self, job: Job) -> Deferred[Any]:
-        # After an aborted batch: the usual path, one transaction (and retries) per job.
-        if job.kind == "credentials":
-            return super().get_sip_credentials(*job.args)
-        if job.kind == "insert_call":
-            return self._run(self._op_insert_call, *job.args)
-        if job.kind == "update_call":
-            return self._run(self._op_update_call, *job.args)
-        if job.kind == "append_traces":
-            return self._run(self._op_append_traces, *job.args)
-        return self._run(self._op_update_bindings, *job.args)
-
-    def _execute_batch(self, batch: Sequence[Job]) -> list[Outcome]:
-        """
-        Run a batch in one write transaction on raw DBAPI cursors (a pool thread). A
-        refused REGISTER (``OutOfOrderRegistration``, raised before it writes) is that
-        job's outcome; any other error aborts the transaction and the batch.
-        """
-        outcomes: list[Outcome] = [(False, None)] * len(batch)
-        # Credential reads first, then the updates by AOR (stable: one AOR's REGISTERs keep
-        # their order): every node locks AORs in the same order, so two nodes' batches
-        # cannot deadlock on each other's binding rows.
-        # Call record writes come last, in the order they were submitted (a record's
-        # creation before its updates).
-        order = sorted(range(len(batch)), key=lambda i: _BATCH_ORDER[batch[i].kind](batch[i]))
-        # A raw pooled connection, transaction handled here: SQLAlchemy's per-transaction
-        # work (events, BEGIN through exec_driver_sql) cost as much as the statements.
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            if self._dialect == "sqlite":
-                # As _write: the write lock up front (see _configure_sqlite). psycopg opens
-                # the transaction implicitly.
-                cursor.execute("BEGIN IMMEDIATE")
-            # The binding rows of every AOR of the batch in one read (locked, in AOR then
-            # key order: the order one-by-one reads would lock them in), and the binding
-            # writes sent together before the next read and at the end: two round trips
-            # for the batch's REGISTERs instead of two for each.
-            writes = _BindingWrites(self._hot)
-            aors = sorted({job.args[0] for job in batch if job.kind == "update_bindings"})
-            if aors and self._dialect == "postgresql":
-                cursor.execute(_PG_LOCK_AORS, (aors,))
-            prefetched = self._prefetch_bindings(cursor, aors)
-            for i in order:
-                job = batch[i]
-                try:
-                    if job.kind == "credentials":
-                        value: Any = self._fast_credentials(cursor, *job.args)
-                    elif job.kind == "update_bindings":
-                        value = self._fast_update_bindings(
-                            cursor, *job.args, prefetched=prefetched, writes=writes)
-                    elif job.kind == "insert_call":
-                        self._fast_insert_call(cursor, *job.args)
-                        value = None
-                    elif job.kind == "append_traces":
-                        self._fast_append_traces(cursor, *job.args)
-                        value = None
-                    else:
-                        value = self._fast_update_call(cursor, *job.args)
-                except StoreError as e:
-                    outcomes[i] = (False, e)
-                else:
-                    outcomes[i] = (True, value)
-            writes.flush(cursor)
-            cursor.close()
-            connection.commit()
-        except BaseException:
-            # Rare (the batch's jobs then run alone). We do not tell a dead connection from
-            # a failed statement: roll back if we can, and drop the connection either way
-            # (the pool opens a new one).
-            try:
-                connection.rollback()
-            finally:
-                connection.invalidate()
-            raise
-        finally:
-            connection.close()
-        return outcomes
-
-    def _fast_credentials(self, cursor: Any, username: str) -> SipCredentials | None:
-        cursor.execute(self._hot.credentials, (username,))
-        row = cursor.fetchone()
-        if row is None or row[2] or row[0] is None or row[1] is None:
-            return None
-        return SipCredentials(row[0], row[1])
-
-    def _prefetch_bindings(self, cursor: Any,
-                           aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
-        # The stored bindings of the batch's AORs (distinct, sorted), in one statement
-        # (locked on PostgreSQL: FOR UPDATE, rows in AOR then key order, as AOR-by-AOR reads
-        # in sorted order lock them). An AOR without rows maps to {}.
-        distinct = aors
-        prefetched: dict[str, dict[str, Binding]] = {aor: {} for aor in distinct}
-        if len(distinct) < 2:
-            return {}  # one AOR: _fast_update_bindings reads it as before
-        for chunk in _chunks(distinct):
-            cursor.execute(self._hot.select_bindings_of(len(chunk)), tuple(chunk))
-            for row in cursor.fetchall():
-                aor = row[0]
-                prefetched[aor][row[1]] = _binding_of_tuple(aor, row[1:])
-        return prefetched
-
-    def _fast_update_bindings(self, cursor: Any, aor: str, changes: BindingChanges,
-                              now: float, *, prefetched: dict[str, dict[str, Binding]],
-                              writes: _BindingWrites) -> list[Binding]:
-        # As _update_bindings_once, inside the batch's transaction. plan_register raises
-        # (OutOfOrderRegistration) before anything is written. The AOR's rows come from
-        # the batch's read the first time; a second REGISTER of the AOR in the batch reads
-        # them again, after the first one's writes went out.
-        stored = prefetched.pop(aor, None)
-        if stored is None:
-            writes.flush(cursor)
-            cursor.execute(self._hot.select_bindings, (aor,))
-            stored = {row[0]: _binding_of_tuple(aor, row) for row in cursor.fetchall()}
-        plan = plan_register(aor, stored, changes, now)
-        writes.delete.extend((aor, key) for key in sorted(plan.delete))
-        for key, b in plan.write.items():
-            (writes.update if key in stored else writes.insert).append(
-                _binding_parameters(aor, key, b))
-        return list(plan.result)
-
-    def _fast_insert_call(self, cursor: Any, record: CallRecord) -> None:
-        cursor.execute(self._hot.insert_call,
-                       tuple(getattr(record, name) for name in _CALL_FIELDS))
-
-    def _fast_update_call(self, cursor: Any, call_id: str,
-                          fields: dict[str, object]) -> CallRecord:
-        # As _op_update_call. NoSuchCall is raised after an UPDATE that matched no row:
-        # nothing was written.
-        if fields:
-            names = sorted(fields)
-            unknown = set(names).difference(_CALL_FIELDS)
-            if unknown:
-                raise ValueError(f"not call record fields: {sorted(unknown)}")
-            p = self._hot.parameter
-            cursor.execute(
-                f"UPDATE calls SET {', '.join(f'{name} = {p}' for name in names)}"
-                f" WHERE call_id = {p}", (*(fields[name] for name in names), call_id))
-        cursor.execute(self._hot.select_call, (call_id,))
-        row = cursor.fetchone()
-        if row is None:
-            raise NoSuchCall(call_id)
-        return CallRecord(**dict(zip(_CALL_FIELDS, row, strict=True)))
+    def _run_alone(self, job: SQLJob) -> Deferred[Any]:
+        # After an aborted batch: the same job in a transaction of its own, with retries.
+        return self._run(self._batches.run_alone, job)
 
     # -- bindings ----------------------------------------------------------------
 
@@ -843,46 +558,9 @@ class SQLStore(StoreBase):
 
     def _op_update_bindings(self, aor: str, changes: BindingChanges,
                             now: float) -> list[Binding]:
-        for attempt in range(1, _INSERT_RACE_ATTEMPTS + 1):
-            try:
-                return self._update_bindings_once(aor, changes, now)
-            except IntegrityError:
-                # Another node inserted one of our new bindings after we read the AOR (its
-                # row did not exist to be locked). The transaction was rolled back; read
-                # again, now seeing that row.
-                if attempt == _INSERT_RACE_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _update_bindings_once(self, aor: str, changes: BindingChanges,
-                              now: float) -> list[Binding]:
-        # One transaction: read the AOR's bindings, locking them, apply RFC 3261 §10.3 in
-        # Python, write the difference; nothing is written if plan_register refuses.
-        # On PostgreSQL, FOR UPDATE makes a concurrent REGISTER of the same AOR on another
-        # node wait and then see our committed rows (in key order, so two of them cannot
-        # deadlock); a binding both insert at once makes the later one fail on the primary
-        # key and start over. On SQLite, BEGIN IMMEDIATE already serialises writers.
-        query = select(bindings).where(bindings.c.aor == aor).order_by(bindings.c.binding_key)
-        if self._dialect == "postgresql":
-            query = query.with_for_update()
-        with self._write() as connection:
-            if self._dialect == "postgresql":
-                # As in _execute_batch: also waits for a binding another node is inserting.
-                connection.exec_driver_sql(_PG_LOCK_AORS, ([aor],))
-            stored = {row.binding_key: _binding(row) for row in connection.execute(query)}
-            plan = plan_register(aor, stored, changes, now)
-            if plan.delete:
-                connection.execute(delete(bindings).where(
-                    bindings.c.aor == aor, bindings.c.binding_key.in_(sorted(plan.delete))))
-            new = [_binding_row(key, b) for key, b in plan.write.items() if key not in stored]
-            if new:
-                connection.execute(insert(bindings), new)
-            rewritten = [_binding_row(key, b) for key, b in plan.write.items() if key in stored]
-            if rewritten:
-                connection.execute(_UPDATE_BINDING, [
-                    {f"new_{name}": value for name, value in row.items()}
-                    for row in rewritten])
-        return list(plan.result)
+        # StoreBase's blocking form (one transaction): the hot path's job, alone.
+        result: list[Binding] = self._batches.run_alone(UpdateBindings(aor, changes, now))
+        return result
 
     def _op_remove_all(self, aor: str) -> int:
         with self._write() as connection:
@@ -908,19 +586,11 @@ class SQLStore(StoreBase):
     # -- call records --------------------------------------------------------------
 
     def _op_insert_call(self, record: CallRecord) -> None:
-        with self._write() as connection:
-            connection.execute(insert(calls).values(
-                **{name: getattr(record, name) for name in _CALL_FIELDS}))
+        self._batches.run_alone(InsertCall(record))
 
     def _op_update_call(self, call_id: str, fields: dict[str, object]) -> CallRecord:
-        with self._write() as connection:
-            if fields:
-                connection.execute(
-                    update(calls).where(calls.c.call_id == call_id).values(**fields))
-            row = connection.execute(select(calls).where(calls.c.call_id == call_id)).first()
-        if row is None:
-            raise NoSuchCall(call_id)
-        return _call_record(row)
+        record: CallRecord = self._batches.run_alone(UpdateCall(call_id, fields))
+        return record
 
     def _op_get_call(self, call_id: str) -> CallRecord | None:
         with self._read() as connection:
@@ -1008,68 +678,13 @@ class SQLStore(StoreBase):
         # Group-committed with the REGISTER path and the call records: one transaction
         # with them, instead of a write transaction of its own that the call path's
         # batches would wait for (SQLite has one writer).
-        return self.group_commit.submit("append_traces", list(appends), limits)
+        return self.group_commit.submit(AppendTraces(tuple(appends), limits))
 
     def get_trace(self, call_id: str) -> Deferred[CallTrace | None]:
         return self._run(self._op_get_trace, call_id)
 
     def purge_traces(self, before: float) -> Deferred[int]:
         return self._run(self._op_purge_traces, before)
-
-    def _op_append_traces(self, appends: list[TraceAppend], limits: TraceLimits) -> None:
-        # Alone (after an aborted batch): its own transaction, the same statements.
-        with self._write() as connection:
-            cursor = connection.connection.cursor()
-            try:
-                self._fast_append_traces(cursor, appends, limits)
-            finally:
-                cursor.close()
-
-    def _fast_append_traces(self, cursor: Any, appends: list[TraceAppend],
-                            limits: TraceLimits) -> None:
-        # Every call's messages in a few statements on a DBAPI cursor: the calls' counts in
-        # one read (locked on PostgreSQL) to apply the bounds, then executemany of the
-        # messages and of the counts.
-        if not appends:
-            return
-        p = self._hot.parameter
-        lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
-        stored: dict[str, list[int]] = {}
-        ids = sorted({append.call_id for append in appends})
-        for chunk in _chunks(ids):
-            cursor.execute(
-                "SELECT call_id, message_count, byte_count, dropped, last_at_ms"
-                f" FROM call_traces WHERE call_id IN ({', '.join([p] * len(chunk))})"
-                f" ORDER BY call_id{lock}", tuple(chunk))
-            for row in cursor.fetchall():
-                stored[row[0]] = [int(value) for value in row[1:]]
-        existing = set(stored)
-        rows: list[tuple[Any, ...]] = []
-        for append in appends:
-            counts = stored.setdefault(append.call_id, [0, 0, 0, 0])
-            count, size, dropped, last = counts
-            kept, over = fit_messages(count, size, dropped, append.messages, limits)
-            if kept:
-                rows.append((append.call_id, count, len(kept), pack_messages(kept)))
-            counts[:] = [count + len(kept), size + sum(len(m.data) for m in kept),
-                         dropped + over + append.dropped,
-                         max([last, *(m.at_ms for m in append.messages)])]
-        if rows:
-            cursor.executemany(
-                "INSERT INTO call_trace_messages (call_id, first_index, message_count, data)"
-                f" VALUES ({', '.join([p] * 4)})", rows)
-        new = [(call_id, *counts) for call_id, counts in stored.items()
-               if call_id not in existing]
-        if new:
-            cursor.executemany(
-                "INSERT INTO call_traces (call_id, message_count, byte_count, dropped,"
-                f" last_at_ms) VALUES ({', '.join([p] * 5)})", new)
-        changed = [(*counts, call_id) for call_id, counts in stored.items()
-                   if call_id in existing]
-        if changed:
-            cursor.executemany(
-                f"UPDATE call_traces SET message_count = {p}, byte_count = {p},"
-                f" dropped = {p}, last_at_ms = {p} WHERE call_id = {p}", changed)
 
     def _op_get_trace(self, call_id: str) -> CallTrace | None:
         with self._read() as connection:

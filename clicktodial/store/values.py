@@ -287,11 +287,33 @@ END_REASONS = frozenset({
 #: Documented values of :func:`CallRecord.who_hung_up`.
 HANGUP_PARTIES = frozenset({"caller", "callee", "system"})
 
+#: The states a call shows to the outside, in the order a call goes through them; it ends
+#: in one of :data:`FINAL_STATES` (:func:`final_state`).
+PUBLIC_STATES = ("calling-caller", "calling-callee", "connected", "ended", "failed")
+
+#: The states of a call that is over.
+FINAL_STATES = frozenset({"ended", "failed"})
+
+
+def final_state(connected_at: float | None) -> str:
+    """How a call that is over shows: ``ended`` if it was ever connected, else ``failed``
+    (both phones may have answered and the offer/answer between them still failed)."""
+    return "ended" if connected_at is not None else "failed"
+
 
 @frozen
 class CallRecord:
     """
-    One click-to-dial call.
+    One click-to-dial call, as the store keeps it: its history.
+
+    The live call is :class:`~clicktodial.calls.values.CallInfo`, which the controller
+    publishes at every change; the two stay two values because they are not the same
+    thing: a record is written three times a call (docs/design.md, "Placing a call without
+    waiting on the database") and carries what only the store needs (``node``, the
+    controller's state name, ``callee_rung_at``), while the live value carries what is
+    never stored (``media_relay``) and the state the public sees. Everything derived from
+    a record goes through :meth:`~clicktodial.calls.values.CallInfo.from_record` and
+    :attr:`public_state`; the ended/failed decision is :func:`final_state`.
 
     :ivar call_id: the record id: a UUID4 in hex (not a SIP Call-ID).
     :ivar state: the call controller's state name when last updated.
@@ -342,7 +364,7 @@ class CallRecord:
         (:attr:`state` holds the controller's own names).
         """
         if self.ended_at is not None:
-            return "ended" if self.connected_at is not None else "failed"
+            return final_state(self.connected_at)
         if self.connected_at is not None:
             return "connected"
         if self.callee_rung_at is not None:

@@ -27,7 +27,7 @@ from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import CallRefused, create_policy
 from clicktodial.calls.trace import CallTracer
 from clicktodial.config import CallsConfig
-from clicktodial.interfaces import ICallEventListener
+from clicktodial.interfaces import ICallEventListener, ITrunkRegistry
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
@@ -122,6 +122,7 @@ class CallWorld:
         timers: Timers | None = None,
         trusted_paths: NetworkSet | None = None,
         trace: TraceLimits | None = None,
+        trunks: ITrunkRegistry | None = None,
         **settings: object,
     ) -> None:
         self.clock = InlineReactor()
@@ -155,6 +156,7 @@ class CallWorld:
             domain=DOMAIN,
             trusted_paths=trusted_paths,
             tracer=self.tracer,
+            trunks=trunks,
         )
         self.events = _Events()
         self.controller.subscribe(self.events)

@@ -124,6 +124,8 @@ class Answer:
     sdp: bytes | None = attrs.field(factory=lambda: sdp("bob"))
     reject: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    #: Early media (RFC 3960): a 183 with this SDP instead of the 180.
+    early: bytes | None = None
 
 
 @implementer(IIncomingCallHandler)
@@ -149,7 +151,10 @@ class ScriptedCallHandler:
         log.on_request = self.on_request
         self.logs.append(log)
         answer = self.answer
-        if answer.ring:
+        if answer.early is not None:
+            call.provisional(183, body=answer.early, content_type=SDP_CONTENT_TYPE,
+                             headers=answer.headers)
+        elif answer.ring:
             call.provisional(180, headers=answer.headers)
 
         def respond() -> None:

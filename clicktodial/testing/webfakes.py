@@ -28,7 +28,13 @@ from clicktodial.dialplan.plan import DialDecision
 from clicktodial.interfaces import ICallController, ICallEventListener, IOutboundCalls
 from clicktodial.store.memory import MemoryStore
 from clicktodial.store.traces import TraceLimits
-from clicktodial.store.values import BindingChanges, CallUpdate, ContactChange, user_aor
+from clicktodial.store.values import (
+    BindingChanges,
+    CallUpdate,
+    ContactChange,
+    final_state,
+    user_aor,
+)
 from clicktodial.testing.fakes import InlineReactor, InlineThreadPool
 from clicktodial.web.app import SoftphoneSettings, WebApp
 from clicktodial.web.events import RegistrationMonitor
@@ -124,7 +130,7 @@ class FakeCallController:
             return False
         self.hung_up.append((call_id, by_username))
         was_connected = self.calls[call_id].state == "connected"
-        self.advance(call_id, "ended" if was_connected else "failed",
+        self.advance(call_id, final_state(self.calls[call_id].connected_at),
                      "caller-hangup" if was_connected else "cancelled")
         return True
 

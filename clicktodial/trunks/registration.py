@@ -41,8 +41,8 @@ from clicktodial.sip.address import Destination
 from clicktodial.sip.headers import HeaderParseError
 from clicktodial.sip.message import Request, Response, new_call_id, new_tag
 from clicktodial.sip.ua import TransactionLayerLike
+from clicktodial.sip.ua.auth import ChallengeRefused, DigestAnswerer
 from clicktodial.sip.uri import parse_uri
-from clicktodial.trunks.auth import ChallengeRefused, DigestAnswerer
 from clicktodial.trunks.values import RegistrationState, RegistrationStatus
 
 __all__ = ["Event", "Input", "TrunkRegistration", "classify", "refresh_delay"]
@@ -271,7 +271,7 @@ class TrunkRegistration(Service):
             return
         self._round.challenged = True
         request = self._request(self._round.targets[self._round.index], self._asked)
-        request.headers.add(answer.name, answer.value)
+        request.headers.add(*answer)
         self._transmit(request)
 
     def _ask_longer(self, event: Event) -> None:
@@ -323,7 +323,7 @@ class TrunkRegistration(Service):
             request = self._request(destination, expires=0)
             answer = self.answerer.preemptive(request)
             if answer is not None:
-                request.headers.add(answer.name, answer.value)
+                request.headers.add(*answer)
             try:
                 self.transactions.send_request(request, destination, lambda response: None)
             except (OSError, ValueError) as e:
@@ -365,11 +365,13 @@ class TrunkRegistration(Service):
         if preemptive:
             answer = self.answerer.preemptive(request)
             if answer is not None:
-                request.headers.add(answer.name, answer.value)
+                request.headers.add(*answer)
         self._transmit(request)
 
     def _transmit(self, request: Request) -> None:
         round_ = self._round
+        if not round_.challenged:
+            self.answerer.new_request()  # a new REGISTER: its first challenge is answered
         destination = round_.targets[round_.index]
         round_.request = request
         feed = self._in_round(round_.number)

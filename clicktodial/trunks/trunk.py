@@ -25,9 +25,10 @@ from clicktodial.config import Config
 from clicktodial.interfaces import ITrunk, ITrunkRegistry
 from clicktodial.netaddr import ip_of
 from clicktodial.sip.address import Destination
+from clicktodial.sip.interfaces import IClientCredentials
 from clicktodial.sip.ua import TransactionLayerLike
+from clicktodial.sip.ua.auth import DigestAnswerer
 from clicktodial.sip.uri import URI, parse_uri
-from clicktodial.trunks.auth import DigestAnswerer
 from clicktodial.trunks.config import E164_RE, TrunkConfig, trunk_configs
 from clicktodial.trunks.keepalive import TrunkKeepAlive
 from clicktodial.trunks.limits import CallAdmission, CallTicket
@@ -46,7 +47,7 @@ __all__ = ["Trunk", "TrunkRegistry", "build_trunks", "trunks_for_daemon"]
 log = Logger(namespace="clicktodial.trunks.trunk")
 
 
-@implementer(ITrunk)
+@implementer(ITrunk, IClientCredentials)
 class Trunk:
     """
     One ``[trunk:NAME]``: see :class:`~clicktodial.interfaces.ITrunk`.
@@ -73,7 +74,7 @@ class Trunk:
             self.registration = TrunkRegistration(
                 clock, transactions, self.destinations, trunk=name, aor=self.aor,
                 registrar_uri=f"sip:{config.host}",
-                answerer=DigestAnswerer(self.credentials_for),
+                answerer=DigestAnswerer(self),
                 expires=config.register_expires, user_agent=user_agent, rng=rng,
                 retry_base=retry_base)
             self.registration.setServiceParent(self.service)

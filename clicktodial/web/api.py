@@ -14,7 +14,8 @@ from importlib.resources import files
 
 from twisted.web.server import Request
 
-from clicktodial.web.app import Principal, WebApp, registration_json
+from clicktodial.store.values import is_valid_username
+from clicktodial.web.app import CallView, Principal, WebApp, registration_json
 from clicktodial.web.http import HTTPError, Route, RoutedResource, read_json, write_json
 from clicktodial.web.trace import trace_json, trace_pcap, trace_text
 
@@ -44,6 +45,23 @@ def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> 
     if not low <= value <= high:
         raise HTTPError(400, f"{name} must be between {low} and {high}")
     return value
+
+
+def _batch(calls: object) -> list[tuple[str, str]]:
+    """The (caller, callee) pairs of a batch's ``calls`` list.
+
+    :raises HTTPError: 400 for anything but a list of ``{"caller": NAME, "callee": NAME}``.
+    """
+    if not isinstance(calls, list):
+        raise HTTPError(400, 'calls must be a list of {"caller": ..., "callee": ...}')
+    pairs = []
+    for index, item in enumerate(calls):
+        if not isinstance(item, dict) or set(item) != {"caller", "callee"} or not all(
+                isinstance(name, str) and is_valid_username(name) for name in item.values()):
+            raise HTTPError(400, f"calls[{index}] must be"
+                            ' {"caller": USERNAME, "callee": USERNAME}')
+        pairs.append((item["caller"], item["callee"]))
+    return pairs
 
 
 class ApiResource(RoutedResource):
@@ -111,8 +129,18 @@ class ApiResource(RoutedResource):
         write_json(request, 200, value)
 
     async def list_calls(self, request: Request) -> None:
-        """The user's calls, newest first: ``?limit=`` (1-100) and ``?offset=``."""
+        """The user's calls, newest first: ``?limit=`` (1-100) and ``?offset=``; with
+        ``?active=true``, the calls in progress (mine, or all for an admin; every node's with the
+        cluster bus)."""
         principal = await self._principal(request)
+        active = (request.args or {}).get(b"active", [b"false"])[0]
+        if active not in (b"true", b"false"):
+            raise HTTPError(400, "active must be true or false")
+        if active == b"true":
+            views = self.app.calls_in_progress(principal)
+            write_json(request, 200, {"calls": [view.to_json() for view in views],
+                                      "next": None})
+            return
         limit = _int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         offset = _int_arg(request, "offset", 0, 0, 1_000_000)
         views, more = await self.app.history(principal.username, limit, offset)
@@ -131,10 +159,16 @@ class ApiResource(RoutedResource):
         """
         ``{"callee": "bob"}``: ring my phone, then the callee's; ``{"number": "..."}``: a
         number (or ``tel:``/``sip:`` URI, or user name) through the dial plan
-        (docs/dialplan.md): 403 with the reason when the plan refuses it.
+        (docs/dialplan.md): 403 with the reason when the plan refuses it. An administrator's
+        ``{"calls": [{"caller": "alice", "callee": "bob"}, ...]}`` places a batch for any
+        users: 200 and ``{"calls": [...]}``, one result per call in order, each
+        ``{"status": 201, "call": {...}}`` or ``{"status": 4xx, "error": "..."}``.
         """
         principal = await self._principal(request)
         body = read_json(request)
+        if "calls" in body:
+            await self._place_batch(request, principal, body)
+            return
         unknown = set(body) - {"callee", "caller", "number"}
         if unknown:
             raise HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -154,6 +188,17 @@ class ApiResource(RoutedResource):
             view = await self.app.place_call(principal, callee)
         request.setHeader(b"location", f"{API_PREFIX}/calls/{view.call_id}".encode())
         write_json(request, 201, view.to_json())
+
+    async def _place_batch(self, request: Request, principal: Principal,
+                           body: dict[str, object]) -> None:
+        unknown = set(body) - {"calls"}
+        if unknown:
+            raise HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        results = await self.app.place_calls(principal, _batch(body["calls"]))
+        write_json(request, 200, {"calls": [
+            {"status": 201, "call": result.to_json()} if isinstance(result, CallView)
+            else {"status": result.status, "error": result.message}
+            for result in results]})
 
     async def get_call(self, request: Request, call_id: str) -> None:
         """One call (mine, or any for an admin)."""

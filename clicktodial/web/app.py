@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 import attrs
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -42,7 +43,13 @@ from clicktodial.interfaces import (
     IUserStore,
 )
 from clicktodial.store.traces import CallTrace, TracedMessage
-from clicktodial.store.values import CallRecord, User, is_valid_username, user_aor
+from clicktodial.store.values import (
+    FINAL_STATES,
+    CallRecord,
+    User,
+    is_valid_username,
+    user_aor,
+)
 from clicktodial.throttle import AuthThrottle, ThrottleRefused, ThrottleSettings
 from clicktodial.web.edge import RequestOrigin
 from clicktodial.web.events import Registration, RegistrationMonitor
@@ -198,7 +205,7 @@ class CallView:
 
     @property
     def active(self) -> bool:
-        return self.state not in ("ended", "failed")
+        return self.state not in FINAL_STATES
 
     @property
     def duration(self) -> float | None:
@@ -221,26 +228,17 @@ class CallView:
             sip_status=info.sip_status,
             who_hung_up=info.who_hung_up,
             media_relay=info.media_relay,
+            number=info.number,
+            destination_class=info.destination_class,
+            trunk=info.trunk,
+            refusal=info.refusal,
         )
 
     @classmethod
     def from_record(cls, record: CallRecord) -> CallView:
-        return cls(
-            call_id=record.call_id,
-            caller=record.caller,
-            callee=record.callee,
-            state=record.public_state,
-            created=record.created_at,
-            answered=record.connected_at,
-            ended_at=record.ended_at,
-            reason=record.end_reason,
-            sip_status=record.sip_status,
-            who_hung_up=record.who_hung_up,
-            number=record.number,
-            destination_class=record.destination_class,
-            trunk=record.trunk,
-            refusal=record.refusal,
-        )
+        """A call no controller holds, from its record (:meth:`CallInfo.from_record`); the
+        media relay state is not recorded, so not shown."""
+        return attrs.evolve(cls.from_info(CallInfo.from_record(record)), media_relay=None)
 
     def to_json(self) -> dict[str, object]:
         """The API form: ``id``, ``state``, ``caller``, ``callee``, ``created``, and more."""
@@ -548,15 +546,44 @@ class WebApp:
         mine = await self.registration(principal.username)
         if not mine.registered:
             raise HTTPError(409, "your phone is not registered")
-        try:
-            info = await controller.place_call(principal.username, callee)
-        except CallRefused as e:
-            if e.reason in ("unknown-user", "disabled-user"):
-                raise HTTPError(404, e.message) from None
-            raise HTTPError(403, e.message) from None
-        if info.state == "failed" and info.end_reason == _CALLER_UNREACHABLE:
-            raise HTTPError(409, "your phone is not registered")
-        return CallView.from_info(info)
+        return await _placed(controller, principal.username, callee)
+
+    async def place_calls(self, principal: Principal,
+                          calls: list[tuple[str, str]]) -> list[CallView | HTTPError]:
+        """
+        An administrator places ``calls`` (caller, callee) at once, for any users: load
+        tests and operator tools. Each is refused or placed as :meth:`place_call` would,
+        but from the controller's own look-ups (no store read per call) and outside
+        ``calls_per_minute`` (an administrator is the operator, not a clicking user).
+
+        :returns: per call, in order, its view or why it was refused (404, 409, 403).
+        :raises HTTPError: 403 not an administrator, 400 more than ``max_batch_calls``.
+        """
+        if not principal.is_admin:
+            raise HTTPError(403, "only administrators may place calls for other users")
+        if len(calls) > self.limits.max_batch_calls:
+            raise HTTPError(400, f"at most {self.limits.max_batch_calls} calls per request"
+                            " ([web] max_batch_calls)")
+        controller = self._controller()
+        results: list[CallView | HTTPError] = []
+        # Started together (the controller places each at once), then collected in order.
+        pending = [ensureDeferred(_placed(controller, caller, callee,
+                                          f"{caller}'s phone is not registered"))
+                   for caller, callee in calls]
+        for placing in pending:
+            try:
+                results.append(await placing)
+            except HTTPError as refused:
+                results.append(refused)
+        return results
+
+    def calls_in_progress(self, principal: Principal) -> list[CallView]:
+        """The calls in progress that ``principal`` may see, as the controller knows them
+        (with the cluster bus: every node's)."""
+        if self.controller is None:
+            return []
+        views = (CallView.from_info(info) for info in self.controller.active_calls())
+        return [view for view in views if principal.may_see(view)]
 
     async def preview_dial(self, principal: Principal, text: str) -> LocalName | DialDecision:
         """
@@ -758,6 +785,25 @@ class _Fanout:
     def call_state_changed(self, info: CallInfo) -> None:
         for subscriber in list(self.subscribers):
             subscriber.call_state_changed(info)
+
+
+async def _placed(controller: ICallController, caller: str, callee: str,
+                  unregistered: str = "your phone is not registered") -> CallView:
+    """
+    Place one call; the controller's refusals as the API answers them.
+
+    :raises HTTPError: 404 unknown or disabled user, 403 the policy refuses, 409 the
+        caller has no registered phone.
+    """
+    try:
+        info = await controller.place_call(caller, callee)
+    except CallRefused as e:
+        if e.reason in ("unknown-user", "disabled-user"):
+            raise HTTPError(404, e.message) from None
+        raise HTTPError(403, e.message) from None
+    if info.state == "failed" and info.end_reason == _CALLER_UNREACHABLE:
+        raise HTTPError(409, unregistered)
+    return CallView.from_info(info)
 
 
 def _nothing() -> None:

@@ -19,6 +19,7 @@ import dpkt
 
 from clicktodial.sip.message import reason_phrase
 from clicktodial.store.traces import CallTrace, TracedMessage
+from clicktodial.store.values import FINAL_STATES
 
 __all__ = [
     "CallWording",
@@ -71,7 +72,7 @@ def plain_reason(*, caller: str, callee: str, state: str, end_reason: str | None
     Why the call ended, in words, as ``viewer`` (a username) reads it: "your phone" for
     their own phone, "bob's phone" for the other; None while the call is in progress.
     """
-    if state not in ("ended", "failed") or end_reason is None:
+    if state not in FINAL_STATES or end_reason is None:
         return None
 
     def party(username: str) -> str:

@@ -1,10 +1,10 @@
 """
 What the attack checks (``scripts/attacks/check_*.py``) share: their command line, a SIP
 client over UDP and TCP with Digest (MD5, written here, not by the code under test), web
-and control API requests, the daemon's log, and the PASS/FAIL last line.
+requests, the daemon's log, and the PASS/FAIL last line.
 
-Every check takes ``--sip HOST:PORT --web URL --control URL --user U --password P --user2
-U2 --password2 P2`` and, from ``scripts/attacks/run``, ``--log PATH`` and
+Every check takes ``--sip HOST:PORT --web URL --user U --password P --user2 U2
+--password2 P2`` and, from ``scripts/attacks/run``, ``--log PATH`` and
 ``--metrics-token T``; arguments it does not know are ignored (``parse_known_args``).
 Loopback only: every target must be in 127.0.0.0/8.
 """
@@ -45,9 +45,6 @@ class Args:
     web: str
     web_host: str
     web_port: int
-    control: str
-    control_host: str
-    control_port: int
     user: str
     password: str
     user2: str
@@ -77,7 +74,6 @@ def parse_args(
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sip", required=True, help="HOST:PORT of the daemon's SIP (UDP, TCP)")
     parser.add_argument("--web", required=True, help="URL of the web interface")
-    parser.add_argument("--control", required=True, help="URL of [calls] control_listen")
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--user2", required=True)
@@ -90,11 +86,9 @@ def parse_args(
     namespace, _unknown = parser.parse_known_args(argv)
     sip_host, _, sip_port = namespace.sip.rpartition(":")
     web_host, web_port = _url(namespace.web)
-    control_host, control_port = _url(namespace.control)
     args = Args(
         sip_host=_loopback(sip_host), sip_port=int(sip_port), web=namespace.web.rstrip("/"),
-        web_host=web_host, web_port=web_port, control=namespace.control.rstrip("/"),
-        control_host=control_host, control_port=control_port, user=namespace.user,
+        web_host=web_host, web_port=web_port, user=namespace.user,
         password=namespace.password, user2=namespace.user2, password2=namespace.password2,
         log=namespace.log, metrics_token=namespace.metrics_token,
         domain=namespace.domain or sip_host,

@@ -3,7 +3,8 @@
 check_fanout: how many INVITEs can one click make the daemon send, when a phone registers
 hundreds of Contacts? The phone (UDP 127.0.0.40) sends three REGISTERs of 200 Contacts
 each for --user, all at its own port, then six REGISTERs of one Contact each; then one
-click (the control API: --user calls --user2, who has a phone on 127.0.0.41 meanwhile)
+click (the web API, logged in as --user: a call to --user2, who has a phone on 127.0.0.41
+meanwhile)
 and, for --window (4) seconds, the INVITEs reaching the phone's socket are counted
 (transactions: distinct branches; datagrams: with retransmissions). The call is then
 hung up and the bindings removed. PASS: at most --max-forks ([calls] max_forks, 5) INVITE
@@ -12,20 +13,19 @@ transactions, and at least one.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
 from attacktools import (
     SipClient,
     fail,
-    http_request,
     main_guard,
     parse_args,
     passed,
     register,
     unregister_all,
 )
+from sipattack import WebSession
 
 PHONE = "127.0.0.40"
 CALLEE = "127.0.0.41"
@@ -54,13 +54,11 @@ def run() -> int:
             singles.append(status)
             if status == 200:
                 bound = len(re.findall(rb"\r\n(?:Contact|m)[ \t]*:", text, re.I))
-        headers = {"Host": f"127.0.0.1:{args.control_port}", "Content-Type": "application/json"}
-        status, _, body = http_request(
-            args.control_host, args.control_port, "POST", "/calls",
-            json.dumps({"caller": args.user, "callee": args.user2}).encode(), headers)
-        if status != 201:
-            return fail(f"the click got {status}: {body[:200]!r}")
-        call_id = json.loads(body)["call_id"]
+        web = WebSession(args.web, args.user, args.password)
+        try:
+            call_id = web.place_call(args.user2)
+        except RuntimeError as e:
+            return fail(f"the click failed: {e}")
         branches: set[str] = set()
         datagrams = 0
         deadline = time.monotonic() + options.window
@@ -70,8 +68,7 @@ def run() -> int:
                 datagrams += 1
                 branch = re.search(rb"branch=([^;,\s]+)", data)
                 branches.add(branch.group(1).decode() if branch else "?")
-        http_request(args.control_host, args.control_port, "DELETE",
-                     f"/calls/{call_id}?by={args.user}", headers=headers)
+        web.hang_up(call_id)
     unregister_all(args, args.user, args.password, PHONE)
     unregister_all(args, args.user2, args.password2, CALLEE)
     figures = (f"3 REGISTERs of 200 Contacts: {big}; then 6 of one: {singles};"

@@ -45,8 +45,8 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser.add_argument("--password2", required=True, help="web and SIP password of --user2")
     parser.add_argument("--trap-host", default="127.0.0.9",
                         help="loopback address of the trap sockets (default 127.0.0.9)")
-    # The driver (scripts/attacks/run) passes every check the same arguments (--control,
-    # --log, --metrics-token, ...): ignore those these checks do not use.
+    # The driver (scripts/attacks/run) passes every check the same arguments (--log,
+    # --metrics-token, ...): ignore those these checks do not use.
     namespace, _unknown = parser.parse_known_args(argv)
     return namespace
 

@@ -1,49 +1,14 @@
-"""SDP as a 3PCC controller relays it (RFC 3725, RFC 3264 §8)."""
+"""Where a call's INVITEs go (a binding's target) and what its Reason header says (the
+SDP a 3PCC controller relays is tested with the SDP module: tests/sip/test_sdp.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from clicktodial.calls.call import reason_header, target_for_binding
-from clicktodial.calls.media import LegOrigin, held_answer, pad_media, truncate_media
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
-from clicktodial.sip.sdp import SessionDescription
 from clicktodial.store.values import Binding
-from clicktodial.testing.uafakes import sdp
-
-TWO_STREAMS = (
-    b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 4000 RTP/AVP 8 0\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n"
-    b"m=video 0 RTP/AVP 31\r\n"
-)
-
-
-def test_held_answer_accepts_each_stream_on_hold_with_its_first_format() -> None:
-    answer = SessionDescription.parse(held_answer(TWO_STREAMS))
-    media = [m for m, _ in answer.media]
-    assert [(m.media, m.port, m.formats) for m in media] == [
-        ("audio", 9, ("8",)), ("video", 0, ("31",))]
-    assert answer.connection.address == "0.0.0.0"  # type: ignore[union-attr]
-    assert ("a", "inactive") in answer.lines and ("a", "rtpmap:8 PCMA/8000") in answer.lines
-    assert ("a", "rtpmap:0 PCMU/8000") not in answer.lines
-
-
-def test_leg_keeps_the_first_origin_and_bumps_the_version_only_on_change() -> None:
-    leg = LegOrigin()
-    first = leg.outgoing(sdp("alice"))
-    assert first == sdp("alice")
-    same = SessionDescription.parse(leg.outgoing(sdp("bob")))
-    assert (same.origin.username, same.origin.session_version) == ("alice", 1)
-    changed = SessionDescription.parse(leg.outgoing(sdp("bob", port=5000)))
-    assert (changed.origin.username, changed.origin.session_version) == ("alice", 2)
-
-
-def test_offers_keep_the_sessions_m_lines_and_answers_match_their_offer() -> None:
-    previous = [m for m, _ in SessionDescription.parse(TWO_STREAMS).media]
-    padded = SessionDescription.parse(pad_media(sdp("bob"), previous))
-    assert [(m.media, m.port) for m, _ in padded.media] == [("audio", 40000), ("video", 0)]
-    assert len(SessionDescription.parse(truncate_media(TWO_STREAMS, 1)).media) == 1
 
 
 def test_binding_target_drops_uri_headers_and_uses_received_without_path() -> None:

@@ -1,6 +1,7 @@
 """
-The controller's IOutboundCalls seam (docs/dialplan.md): until trunks are wired, a call to
-a number is recorded with its number and class and fails as no-trunk, no SIP sent.
+The controller's IOutboundCalls seam (docs/dialplan.md): when none of the routed trunks
+exists, a call to a number is recorded with its number and class and fails as no-trunk, no
+SIP sent (calls through trunks: test_outbound_trunks.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """
-Helpers for the click-to-dial interop tests: a daemon with the demo users and the
-internal call-control API, Digest registration of a phone's address from Python, the
-control API client, a headless baresip softphone, and chromium driven by Playwright.
+Helpers for the click-to-dial interop tests: a daemon with the demo users, Digest
+registration of a phone's address from Python, a client of the web API's calls as an
+administrator (:class:`CallsApi`), a headless baresip softphone, and chromium driven by
+Playwright.
 
 The phones' bindings are made by real REGISTER requests with Digest authentication,
 sent from the very UDP port the phone (SIPp, baresip) then listens on, so the stored
@@ -50,9 +51,9 @@ METRICS_TOKEN = "interop-metrics-token-0123456789"
 METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
-def daemon_ini(sip_port: int, web_port: int, control_port: int, tmp: str,
+def daemon_ini(sip_port: int, web_port: int, tmp: str,
                policy: str = "flow4", **calls: str) -> str:
-    """A daemon config: SQLite in ``tmp``, demo users, short T1, the control API."""
+    """A daemon config: SQLite in ``tmp``, demo users, the web API on ``web_port``."""
     extra = "".join(f"{key} = {value}\n" for key, value in calls.items())
     return (
         "[sip]\n"
@@ -69,7 +70,6 @@ def daemon_ini(sip_port: int, web_port: int, control_port: int, tmp: str,
         "digest_algorithms = MD5\n"
         "[calls]\n"
         f"policy = {policy}\n"
-        f"control_listen = tcp:{control_port}:interface=127.0.0.1\n"
         + extra
     )
 
@@ -189,31 +189,70 @@ def assert_failed_without_answer(web_port: int, token: str, call_id: str, status
     assert [c["state"] for c in history["calls"] if c["id"] == call_id] == ["failed"], history
 
 
-class Control:
+def admin_token(ini: Path, user: str = "operator") -> str:
+    """A web API token for a new administrator ``user`` (``clicktodial user add --admin``,
+    then ``token create``)."""
+    from conftest import python_env  # type: ignore[import-not-found]
+
+    subprocess.run(
+        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "user", "add", user,
+         "--admin", f"--password={secrets.token_hex(12)}",
+         f"--sip-password={secrets.token_hex(12)}"],
+        check=True, capture_output=True, text=True, env=python_env(), cwd=ini.parent, timeout=60)
+    return api_token(ini, user)
+
+
+class CallsApi:
     """
-    The daemon's internal call-control API (``[calls] control_listen``) and, given
-    ``web_port``, its ``/metrics`` (what the UA core and the controller still hold; opened
-    with :data:`METRICS_TOKEN`).
+    The daemon's calls through its web API (``/api/v1/calls``) as an administrator, who
+    places calls for any users (a batch of one); hanging up ``by`` a user goes with that
+    user's own token. Calls are the API's JSON (``id``, ``state``, ``reason``, ...). Also
+    the daemon's ``/metrics`` (what the UA core and the controller still hold; opened with
+    :data:`METRICS_TOKEN`).
+
+    :param config: the daemon's INI file (tokens are made with ``clicktodial --config``).
+    :param admin: the administrator to create (daemons sharing a database need one each).
     """
 
-    def __init__(self, port: int, web_port: int | None = None) -> None:
-        self.base = f"http://127.0.0.1:{port}/calls"
-        self.metrics_url = f"http://127.0.0.1:{web_port}/metrics" if web_port else None
+    def __init__(self, web_port: int, config: Path, *, host: str = "127.0.0.1",
+                 admin: str = "operator") -> None:
+        self.base = f"http://{host}:{web_port}/api/v1/calls"
+        self.metrics_url = f"http://{host}:{web_port}/metrics"
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.config = config
+        self.tokens = {"": admin_token(config, admin)}
 
-    def _call(self, method: str, url: str, body: object = None) -> tuple[int, Any]:
+    def _token(self, user: str) -> str:
+        if user not in self.tokens:
+            self.tokens[user] = api_token(self.config, user)
+        return self.tokens[user]
+
+    def _call(self, method: str, url: str, body: object = None, as_user: str = ""
+              ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method)
+        headers = {"Authorization": f"Bearer {self._token(as_user)}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with self.opener.open(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
+    def try_place(self, caller: str, callee: str) -> dict[str, Any]:
+        """Place a call (a batch of one): ``{"status": 201, "call": ...}`` or
+        ``{"status": 4xx, "error": ...}``."""
+        status, body = self._call("POST", self.base,
+                                  {"calls": [{"caller": caller, "callee": callee}]})
+        assert status == 200, body
+        (result,) = body["calls"]
+        return dict(result)
+
     def place(self, caller: str, callee: str) -> dict[str, Any]:
-        status, body = self._call("POST", self.base, {"caller": caller, "callee": callee})
-        assert status == 201, body
-        return dict(body)
+        result = self.try_place(caller, callee)
+        assert result["status"] == 201, result
+        return dict(result["call"])
 
     def get(self, call_id: str) -> dict[str, Any]:
         status, body = self._call("GET", f"{self.base}/{call_id}")
@@ -221,19 +260,19 @@ class Control:
         return dict(body)
 
     def hang_up(self, call_id: str, by: str = "") -> bool:
-        status, body = self._call("DELETE", f"{self.base}/{call_id}?by={by}")
-        assert status == 200, body
-        return bool(body["hung_up"])
+        """Hang up as user ``by`` (default: the administrator); False: already over."""
+        status, body = self._call("DELETE", f"{self.base}/{call_id}", as_user=by)
+        assert status in (200, 409), body
+        return status == 200
 
     def active(self) -> list[dict[str, Any]]:
-        """The calls in progress (``GET /calls``)."""
-        status, body = self._call("GET", self.base)
+        """The calls in progress (``GET /api/v1/calls?active=true``)."""
+        status, body = self._call("GET", f"{self.base}?active=true")
         assert status == 200, body
-        return list(body)
+        return list(body["calls"])
 
     def metrics(self) -> dict[str, float]:
         """``/metrics`` as ``{name: value}``, each metric summed over its labels."""
-        assert self.metrics_url is not None, "Control made without web_port"
         request = urllib.request.Request(self.metrics_url, headers=METRICS_AUTH)
         with self.opener.open(request, timeout=10) as response:
             text = response.read().decode()

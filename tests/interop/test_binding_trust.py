@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Control, api_token, daemon_ini, register, register_status, web_place_call
+from calltools import CallsApi, api_token, daemon_ini, register, register_status, web_place_call
 from conftest import find_free_port  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.interop
@@ -120,17 +120,17 @@ def trap() -> Iterator[Trap]:
 @pytest.fixture
 def daemon(tmp_path: Path, start_daemon: Callable[[str], Any]) -> Callable[..., dict[str, Any]]:
     """Start the daemon (``[calls]`` keys in ``calls``, ``[registrar]`` keys as keyword
-    arguments); its ports, control API and alice's API token."""
+    arguments); its ports, calls API and alice's API token."""
 
     def start(calls: dict[str, str] | None = None, **registrar: str) -> dict[str, Any]:
-        sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-        text = daemon_ini(sip_port, web_port, control_port, str(tmp_path), **(calls or {}))
+        sip_port, web_port = find_free_port(), find_free_port()
+        text = daemon_ini(sip_port, web_port, str(tmp_path), **(calls or {}))
         extra = "".join(f"{key} = {value}\n" for key, value in registrar.items())
         text = text.replace("[registrar]\n", "[registrar]\n" + extra, 1)
         process = start_daemon(text)
         process.wait_for_tcp(web_port)
-        process.wait_for_tcp(control_port)
-        return {"sip": sip_port, "web": web_port, "control": Control(control_port),
+        return {"sip": sip_port, "web": web_port,
+                "control": CallsApi(web_port, process.config_path),
                 "token": api_token(tmp_path / "daemon0.ini", "alice")}
 
     return start

@@ -5,8 +5,9 @@ The daemon runs as a subprocess (SQLite, the demo users alice and bob); both pho
 SIPp UASs answering after a pause, registered with Digest from their own ports. alice logs
 in, sees bob come online without reloading, clicks Call, watches the call go through its
 states live (server-sent events), hangs up, and finds the call in her history.
-Screenshots of each page go to ``docs/screenshots/`` (the committed ones are from a run of
-this test). Every wait is bounded; every process is killed by PID at the end.
+Screenshots of each page go to the test's temporary directory; ``scripts/screenshots`` runs
+this test to write them to ``docs/screenshots/`` (the committed ones). Every wait is
+bounded; every process is killed by PID at the end.
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ from calltools import (  # type: ignore[import-not-found]
     watch_call_states,
 )
 from conftest import (  # type: ignore[import-not-found]
-    REPO_ROOT,
     find_free_port,
     python_env,
 )
+from screenshots import screenshot_dir  # type: ignore[import-not-found]
 
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 SCENARIOS = Path(__file__).parent / "sipp"
 WAIT_MS = 20_000
 
@@ -71,17 +71,17 @@ def phones(tmp_path: Path) -> Iterator[Callable[[str, int, int], None]]:
             process.wait()
 
 
-def shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+def shot(directory: Path, page: Any, name: str) -> None:
+    page.screenshot(path=str(directory / f"{name}.png"))
 
 
 def test_alice_calls_bob_from_the_browser_and_watches_it_live(
     tmp_path: Path, start_daemon: Callable[[str], Any],
     phones: Callable[[str, int, int], None],
 ) -> None:
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path)))
+    shots = screenshot_dir(tmp_path)
+    sip_port, web_port = find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path)))
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     base = f"http://127.0.0.1:{web_port}"
@@ -100,7 +100,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
 
             page.goto(base + "/directory")
             assert page.url == base + "/login"
-            shot(page, "login")
+            shot(shots, page, "login")
             log_in(page, base, "alice")
             bob = page.locator('tr[data-user="bob"]')
             assert bob.locator(".presence").inner_text() == "offline"
@@ -112,7 +112,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             phones("bob", sip_port, 1500)
             bob.locator(".presence.on").wait_for()
             assert bob.locator("button.call").is_visible()
-            shot(page, "directory")
+            shot(shots, page, "directory")
 
             bob.locator("button.call").click()
             page.wait_for_url(base + "/calls/*")
@@ -125,24 +125,24 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             assert [order.index(state) for state in seen] == sorted(
                 order.index(state) for state in seen), seen
             assert page.locator("#hangup").inner_text() == "Hang up"
-            shot(page, "call-connected")
+            shot(shots, page, "call-connected")
 
             page.click("#hangup")
             page.wait_for_selector('#call[data-state="ended"]')
             assert page.locator("#call-reason").inner_text() == "caller-hangup"
             assert page.locator("#call-duration").inner_text() != ""
             assert not page.locator(".hangup-form").is_visible()
-            shot(page, "call-ended")
+            shot(shots, page, "call-ended")
 
             call_id = page.url.rsplit("/", 1)[1]
             page.goto(base + "/history")
             assert page.locator(f'tr[data-call-id="{call_id}"]').count() == 1
-            shot(page, "history")
+            shot(shots, page, "history")
 
             page.set_viewport_size({"width": 900, "height": 760})
             page.goto(base + "/account")
             assert "127.0.0.1" in page.inner_text(".softphone")
-            shot(page, "account")
+            shot(shots, page, "account")
             # The demo users are not administrators.
             assert page.goto(base + "/admin/users").status == 403
             errors = [e for e in errors if "403" not in e]
@@ -166,7 +166,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             admin.click("text=Create user")
             admin.wait_for_url(base + "/admin/users?done=created")
             assert admin.locator('tr[data-user="carol"]').inner_text().startswith("carol")
-            shot(admin, "admin-users")
+            shot(shots, admin, "admin-users")
             admin.click('a[href="/admin/users/carol"]')
             admin.check("input[name=disabled]")
             admin.click("text=Save")

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from calltools import (
     Baresip,
-    Control,
+    CallsApi,
     api_token,
     assert_failed_without_answer,
     daemon_ini,
@@ -47,10 +47,10 @@ TONES = {"alice": 440.0, "bob": 880.0}
 
 def run_call(tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Baresip],
              policy: str, answer_after: float | None) -> None:
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path), policy,
+    sip_port, web_port = find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path), policy,
                                      callee_ring_timeout="90"))
-    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     alice = demo_phone(tmp_path, "alice", sip_port, "auto", TONES["alice"])
     bob = demo_phone(tmp_path, "bob", sip_port, "auto" if answer_after is None else "manual",
@@ -61,9 +61,9 @@ def run_call(tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Bare
                    in daemon.log(), 30, f"{phone.name} to register")
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
-    control = Control(control_port)
+    control = CallsApi(web_port, daemon.config_path)
     call = control.place("alice", "bob")
-    call_id = call["call_id"]
+    call_id = call["id"]
     if answer_after is not None:
         bob.wait_for_output("Incoming call", 30)
         time.sleep(answer_after)
@@ -74,7 +74,7 @@ def run_call(tmp_path: Path, start_daemon: Callable[[str], Any], made: list[Bare
     alice.command("hangup")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
-    assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
+    assert (record["reason"], record["who_hung_up"], record["state"]) == (
         "caller-hangup", "caller", "ended")
     bob.wait_for_output("terminated", 30)
     alice.stop()
@@ -105,9 +105,9 @@ def test_phones_sharing_no_codec_make_a_failed_call_in_the_api_and_history(
     refuses bob's offer (488). The call never connected: the web API says ``failed``, with
     no ``answered`` and no ``duration``, and so does alice's history.
     """
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path)))
-    daemon.wait_for_tcp(control_port)
+    sip_port, web_port = find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path)))
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     codecs = {"alice": "PCMU", "bob": "PCMA"}
     phones = [
@@ -120,6 +120,6 @@ def test_phones_sharing_no_codec_make_a_failed_call_in_the_api_and_history(
     for name in codecs:
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
     token = api_token(tmp_path / "daemon0.ini", "alice")
-    call_id = Control(control_port).place("alice", "bob")["call_id"]
+    call_id = CallsApi(web_port, daemon.config_path).place("alice", "bob")["id"]
     assert_failed_without_answer(web_port, token, call_id, 488)
     daemon.wait_for_log("offer/answer between the phones failed (488)", 10)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from calltools import (
-    Control,
+    CallsApi,
     api_token,
     assert_failed_without_answer,
     daemon_ini,
@@ -50,13 +50,13 @@ ALL_CODECS = ("PCMU", "PCMA", "opus", "speex", "G729")
 
 
 def start(start_daemon: Callable[[str], Any], tmp_path: Path, policy: str = "flow4"
-          ) -> tuple[Any, int, int, int]:
-    """A daemon with the demo users: (daemon, SIP port, web port, control port)."""
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path), policy))
-    daemon.wait_for_tcp(control_port)
+          ) -> tuple[Any, int, int, CallsApi]:
+    """A daemon with the demo users: (daemon, SIP port, web port, its calls API)."""
+    sip_port, web_port = find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path), policy))
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
-    return daemon, sip_port, web_port, control_port
+    return daemon, sip_port, web_port, CallsApi(web_port, daemon.config_path)
 
 
 def test_linphone_registers_with_digest_as_one_binding_and_unregisters_when_it_quits(
@@ -120,7 +120,7 @@ def test_linphone_and_baresip_connect_hear_each_other_and_the_linphone_hang_up_e
     """A call between a linphone phone and a baresip phone connects; each hears the
     other's tone (the media goes directly between them); the linphone phone hangs up: the
     baresip phone gets the BYE, and the record says the linphone side hung up."""
-    daemon, sip_port, _, control_port = start(start_daemon, tmp_path, policy)
+    daemon, sip_port, _, control = start(start_daemon, tmp_path, policy)
     names = {"caller": "alice", "callee": "bob"}
     linphone_name = names[linphone_side]
     baresip_name = names["callee" if linphone_side == "caller" else "caller"]
@@ -133,14 +133,13 @@ def test_linphone_and_baresip_connect_hear_each_other_and_the_linphone_hang_up_e
     running.append(baresip)
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
-    control = Control(control_port)
-    call_id = control.place("alice", "bob")["call_id"]
+    call_id = control.place("alice", "bob")["id"]
     wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
     time.sleep(4)  # media both ways
     linphone.command("terminate")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
-    assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
+    assert (record["reason"], record["who_hung_up"], record["state"]) == (
         f"{linphone_side}-hangup", linphone_side, "ended"), record
     baresip.wait_for_output("terminated", 30)
     linphone.stop()
@@ -159,14 +158,14 @@ def test_linphone_phones_sharing_no_codec_make_a_failed_call_with_488_in_the_api
     the web API says ``failed`` with SIP status 488, no ``answered`` and no ``duration``
     (Flow I: bob's phone refuses alice's offer in the INVITE; Flow IV: alice's phone
     refuses bob's offer in the re-INVITE)."""
-    daemon, sip_port, web_port, control_port = start(start_daemon, tmp_path, policy)
+    daemon, sip_port, web_port, control = start(start_daemon, tmp_path, policy)
     phones = [Linphone(tmp_path / f"linphone-{name}", name, sip_port, codecs=(codec,))
               for name, codec in (("alice", "PCMU"), ("bob", "PCMA"))]
     running.extend(phones)
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
     token = api_token(tmp_path / "daemon0.ini", "alice")
-    call_id = Control(control_port).place("alice", "bob")["call_id"]
+    call_id = control.place("alice", "bob")["id"]
     assert_failed_without_answer(web_port, token, call_id, 488)
     assert "Traceback" not in daemon.log()
 
@@ -183,7 +182,7 @@ def test_linphone_holds_and_resumes_through_the_daemon_and_the_audio_comes_back(
     resumes it (``sendrecv``): the daemon relays both re-INVITEs to the baresip phone and
     its answers back, the call stays connected, and after the resume each phone hears the
     other's tone again."""
-    daemon, sip_port, _, control_port = start(start_daemon, tmp_path, policy)
+    daemon, sip_port, _, control = start(start_daemon, tmp_path, policy)
     names = {"caller": "alice", "callee": "bob"}
     linphone_name = names[linphone_side]
     baresip_name = names["callee" if linphone_side == "caller" else "caller"]
@@ -194,8 +193,7 @@ def test_linphone_holds_and_resumes_through_the_daemon_and_the_audio_comes_back(
     running.append(baresip)
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
-    control = Control(control_port)
-    call_id = control.place("alice", "bob")["call_id"]
+    call_id = control.place("alice", "bob")["id"]
     wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
     time.sleep(2)
     # In Flow IV a baresip caller got one re-INVITE already: the callee's offer.
@@ -230,21 +228,20 @@ def test_a_linphone_declining_the_call_is_recorded_as_rejected_by_that_side(
     """A linphone phone that rings and is told to ``terminate`` declines (603 Decline):
     the call fails ``{side}-rejected`` with that status, and a caller that had answered
     gets a BYE whose ``Reason: SIP ;cause=603`` linphone shows as "Call declined"."""
-    daemon, sip_port, _, control_port = start(start_daemon, tmp_path)
+    daemon, sip_port, _, control = start(start_daemon, tmp_path)
     alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port,
                      auto_answer=side != "caller")
     bob = Linphone(tmp_path / "linphone-bob", "bob", sip_port, auto_answer=False)
     running.extend([alice, bob])
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
-    control = Control(control_port)
-    call_id = control.place("alice", "bob")["call_id"]
+    call_id = control.place("alice", "bob")["id"]
     decliner = alice if side == "caller" else bob
     decliner.wait_for_output("Receiving new incoming call", 30)
     decliner.command("terminate")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
-    assert (record["state"], record["end_reason"], record["sip_status"], record["who_hung_up"]
+    assert (record["state"], record["reason"], record.get("sip_status"), record["who_hung_up"]
             ) == ("failed", f"{side}-rejected", 603, side), record
     if side == "callee":
         alice.wait_for_output("ended (Call declined)", 30)
@@ -262,18 +259,18 @@ def test_a_ringing_linphone_callee_is_cancelled(
     caller's linphone then gets a BYE with ``Reason: SIP ;cause=408``) or because alice's
     linphone hung up meanwhile; bob's linphone sees the call end, and the daemon lets go
     of the call."""
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path), policy,
+    sip_port, web_port = find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path), policy,
                                      callee_ring_timeout="3"))
-    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port)
     bob = Linphone(tmp_path / "linphone-bob", "bob", sip_port, auto_answer=False)
     running.extend([alice, bob])
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
-    control = Control(control_port)
-    call_id = control.place("alice", "bob")["call_id"]
+    control = CallsApi(web_port, daemon.config_path)
+    call_id = control.place("alice", "bob")["id"]
     bob.wait_for_output("Receiving new incoming call", 30)
     if ending == "caller-hangs-up":
         alice.command("terminate")
@@ -281,7 +278,7 @@ def test_a_ringing_linphone_callee_is_cancelled(
     record = control.get(call_id)
     expected = {"ring-timeout": ("callee-no-answer", 408, "system"),
                 "caller-hangs-up": ("caller-hangup", None, "caller")}[ending]
-    assert (record["end_reason"], record["sip_status"], record["who_hung_up"],
+    assert (record["reason"], record.get("sip_status"), record["who_hung_up"],
             record["state"]) == (*expected, "failed"), record
     bob.wait_for_output("ended", 30)
     assert "CANCEL sip:bob@" in bob.log()
@@ -297,11 +294,11 @@ def test_linphone_phones_over_tcp_register_connect_and_hang_up(
 ) -> None:
     """Two linphone phones on SIP over TCP (``;transport=tcp`` in their Contact) register
     and connect a Flow IV call, hear each other, and bob's hang-up reaches alice."""
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    ini = daemon_ini(sip_port, web_port, control_port, str(tmp_path)).replace(
+    sip_port, web_port = find_free_port(), find_free_port()
+    ini = daemon_ini(sip_port, web_port, str(tmp_path)).replace(
         "[web]\n", "transports = udp, tcp\n[web]\n", 1)
     daemon = start_daemon(ini)
-    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     alice = Linphone(tmp_path / "linphone-alice", "alice", sip_port, tone=TONES["alice"],
                      transport="tcp")
@@ -312,14 +309,14 @@ def test_linphone_phones_over_tcp_register_connect_and_hang_up(
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
     [contact] = listed_contacts(user_list(tmp_path / "daemon0.ini"), "alice")
     assert "transport=tcp" in contact, contact
-    control = Control(control_port)
-    call_id = control.place("alice", "bob")["call_id"]
+    control = CallsApi(web_port, daemon.config_path)
+    call_id = control.place("alice", "bob")["id"]
     wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
     time.sleep(4)  # media both ways
     bob.command("terminate")
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
     record = control.get(call_id)
-    assert (record["end_reason"], record["who_hung_up"], record["state"]) == (
+    assert (record["reason"], record["who_hung_up"], record["state"]) == (
         "callee-hangup", "callee", "ended"), record
     alice.wait_for_output("ended", 30)
     alice.stop()

@@ -9,6 +9,10 @@ does not reach us by itself: the test follows the link as the browser would once
 handler is accepted, by opening the handler's URL template with the link's URI
 substituted for %s (escaped, as the HTML standard's registerProtocolHandler says).
 
+A second case dials through a real trunk: after confirmation, the tel: link's call rings
+alice's baresip, which answers, and goes out through a Kamailio provider
+(tests/interop/kamailiotools.py) to its PSTN phone (SIPp), where it rings, then connects.
+
 With CLICKTODIAL_SCREENSHOTS=1 the confirmation page is saved as
 docs/screenshots/dial-confirm.png (the command is in docs/dialplan.md); otherwise no file
 is written.
@@ -17,6 +21,9 @@ is written.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,14 +33,22 @@ from calltools import (  # type: ignore[import-not-found]
     DOMAIN,
     api_token,
     daemon_ini,
+    demo_phone,
     launch_chromium,
     log_in,
+    needs_baresip,
     needs_chromium,
     register,
     watched_page,
     web_api_get,
 )
-from conftest import REPO_ROOT, find_free_port  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    REPO_ROOT,
+    find_free_port,
+    stop_process,
+    wait_until,
+)
+from kamailiotools import KamailioProvider
 
 WAIT_MS = 20_000
 
@@ -65,8 +80,8 @@ def follow_phone_link(page: Any, base: str, link: str) -> None:
 
 def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming(
         tmp_path: Path, start_daemon: Any) -> None:
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    ini = daemon_ini(sip_port, web_port, control_port, str(tmp_path)) + DIALPLAN
+    sip_port, web_port = find_free_port(), find_free_port()
+    ini = daemon_ini(sip_port, web_port, str(tmp_path)) + DIALPLAN
     daemon = start_daemon(ini)
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
@@ -140,3 +155,69 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
         finally:
             browser.close()
     assert daemon.stop() == 0
+
+
+@needs_baresip
+@pytest.mark.skipif(any(shutil.which(tool) is None for tool in ("kamailio", "sipp")),
+                    reason="needs kamailio and sipp")
+def test_a_confirmed_tel_link_call_goes_out_through_the_trunk_to_the_far_end(
+        tmp_path: Path, start_daemon: Any, running: list[Any]) -> None:
+    pstn = ("127.0.0.30", find_free_port())
+    provider = KamailioProvider(tmp_path, address="127.0.0.20", port=5060, user="4930111",
+                                password="trunk-secret-1", pstn=pstn)
+    running.append(provider)
+    # The far end: rings (183) for 3 s, then answers; ends at the BYE.
+    far_end = subprocess.Popen(
+        ["sipp", "-sf", str(REPO_ROOT / "tests" / "interop" / "sipp" / "pstn_phone.xml"),
+         "-i", pstn[0], "-p", str(pstn[1]), "-d", "3000", "-m", "1", "-timeout", "60",
+         "-timeout_error", "-nostdin"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path)
+    sip_port, web_port = find_free_port(), find_free_port()
+    ini = (
+        f"[sip]\ndomain = {DOMAIN}\nlisten = 127.0.0.1:{sip_port}\n"
+        f"[web]\nlisten = tcp:{web_port}:interface=127.0.0.1\n"
+        f"[store]\nurl = sqlite:///{tmp_path}/clicktodial.sqlite\nauto_upgrade = yes\n"
+        "demo_users = yes\n[registrar]\ndigest_algorithms = MD5\n"
+        "[dialplan]\ncountry_code = 44\nroutes =\n    +44 uk_main\n"
+        f"[trunk:uk_main]\nproxy = {provider.proxy_uri}\ndomain = {provider.realm}\n"
+        "username = 4930111\npassword = trunk-secret-1\nregister = no\n"
+    )
+    daemon = start_daemon(ini)
+    daemon.wait_for_tcp(web_port)
+    daemon.wait_for_log("created demo users")
+    alice = demo_phone(tmp_path, "alice", sip_port, "auto")
+    running.append(alice)
+    daemon.wait_for_log("REGISTER sip:alice@127.0.0.1: 1 binding(s)", 30)
+    base = f"http://127.0.0.1:{web_port}"
+    links = tmp_path / "contacts.html"
+    links.write_text(LINKS)
+    try:
+        with playwright_sync.sync_playwright() as p:
+            browser = launch_chromium(p)
+            try:
+                page, errors = watched_page(browser, 390, 760, WAIT_MS)
+                page.goto(base + "/login")
+                log_in(page, base, "alice")
+                page.goto(links.as_uri())
+                follow_phone_link(page, base, "#london")
+                page.click("#confirm-call")
+                page.wait_for_url(base + "/calls/*")
+                # alice answered; the number rings at the far end behind the provider.
+                wait_until(lambda: "relayed to the PSTN phone" in provider.output(), 30,
+                           "the INVITE to reach the far end through the provider")
+                page.wait_for_selector('#call[data-state="connected"]', timeout=30_000)
+                assert page.inner_text("#call-number") == "+442079460958"
+                time.sleep(1)
+                page.click("#hangup")
+                page.wait_for_selector('#call[data-state="ended"]')
+                assert far_end.wait(timeout=30) == 0  # the far end got its BYE
+                token = api_token(tmp_path / "daemon0.ini", "alice")
+                [call] = web_api_get(web_port, token, "/calls")["calls"]
+                assert (call["trunk"], call["number"], call["state"]) == (
+                    "uk_main", "+442079460958", "ended")
+                assert [e for e in errors if "403" not in e] == []
+            finally:
+                browser.close()
+    finally:
+        stop_process(far_end)

@@ -98,9 +98,9 @@ def test_a_flood_from_one_address_gets_banned_and_a_phone_elsewhere_keeps_regist
     processes: list[subprocess.Popen[str]],
     kind: str,
 ) -> None:
-    sip_port, web_port, control_port = (find_free_port() for _ in range(3))
+    sip_port, web_port = find_free_port(), find_free_port()
     log_path = tmp_path / "daemon.log"
-    ini = daemon_ini(sip_port, web_port, control_port, str(tmp_path))
+    ini = daemon_ini(sip_port, web_port, str(tmp_path))
     # warn: the flood's rejected datagrams would otherwise each write a line.
     ini += f"[log]\nlevel = warn\nfile = {log_path}\n"
     provision(tmp_path, ini)

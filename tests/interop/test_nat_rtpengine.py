@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Baresip, Control, needs_baresip, needs_baresip_sndfile, received_tone
+from calltools import Baresip, CallsApi, needs_baresip, needs_baresip_sndfile, received_tone
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
 from natnet import PUBLIC, NatNetwork, nat_tools_missing
 from rtpenginetools import RtpEngine
@@ -59,7 +59,7 @@ def network() -> Iterator[NatNetwork]:
     net.close()
 
 
-def nat_daemon_ini(sip_port: int, web_port: int, control_port: int, ng_port: int, tmp: Path,
+def nat_daemon_ini(sip_port: int, web_port: int, ng_port: int, tmp: Path,
                    relay: str, ringback: str = "none", registrar: str = "",
                    sip: str = "") -> str:
     return (
@@ -77,7 +77,6 @@ def nat_daemon_ini(sip_port: int, web_port: int, control_port: int, ng_port: int
         "digest_algorithms = MD5\n"
         + registrar +
         "[calls]\n"
-        f"control_listen = tcp:{control_port}:interface=127.0.0.1\n"
         f"ringback = {ringback}\n"
         "[media]\n"
         f"address = {PUBLIC}\n"
@@ -118,7 +117,7 @@ def call_between_homes(
     """
     home_a = net.add_home("a", 1, random_ports=True)
     home_b = net.add_home("b", 2, lan="192.168.1" if same_lan else "192.168.2")
-    sip_port, web_port, control_port, ng_port = (find_free_port() for _ in range(4))
+    sip_port, web_port, ng_port = (find_free_port() for _ in range(3))
     made.append(RtpEngine([PUBLIC], ("127.0.0.1", ng_port), (32000, 32099),
                           str(tmp_path / "rtpengine.log")))
 
@@ -126,9 +125,9 @@ def call_between_homes(
         return (tmp_path / "rtpengine.log").read_text(errors="replace")
 
     daemon = start_daemon(nat_daemon_ini(
-        sip_port, web_port, control_port, ng_port, tmp_path, relay,
+        sip_port, web_port, ng_port, tmp_path, relay,
         "none" if ringback_seconds is None else "us"))
-    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     phones = []
     for name, home in (("alice", home_a), ("bob", home_b)):
@@ -144,8 +143,8 @@ def call_between_homes(
         phones.append(phone)
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@{PUBLIC}: 1 binding(s)", 30)
-    control = Control(control_port)
-    call_id = control.place("alice", "bob")["call_id"]
+    control = CallsApi(web_port, daemon.config_path)
+    call_id = control.place("alice", "bob")["id"]
     if ringback_seconds is not None:
         wait_until(lambda: control.get(call_id)["state"] == "calling-callee", 30,
                    "bob's phone to ring")
@@ -257,12 +256,12 @@ def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
     """
     home_a = network.add_home("a", 1, random_ports=True, udp_timeout=5)
     home_b = network.add_home("b", 2, lan="192.168.2", udp_timeout=5)
-    sip_port, web_port, control_port, ng_port = (find_free_port() for _ in range(4))
+    sip_port, web_port, ng_port = (find_free_port() for _ in range(3))
     registrar = "nat_keepalive_interval = 2\n" if keepalive else ""
     # t1 = 0.1 s: Timer F (64*T1) is 6.4 s, so an unanswered ping is known in seconds.
-    daemon = start_daemon(nat_daemon_ini(sip_port, web_port, control_port, ng_port, tmp_path,
+    daemon = start_daemon(nat_daemon_ini(sip_port, web_port, ng_port, tmp_path,
                                          "off", registrar=registrar, sip="t1 = 0.1\n"))
-    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     phones = {}
     for name, home in (("alice", home_a), ("bob", home_b)):
@@ -277,8 +276,8 @@ def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@{PUBLIC}: 1 binding(s)", 30)
     time.sleep(12)  # more than twice the NATs' UDP timeout
-    control = Control(control_port)
-    call_id = control.place("alice", "bob")["call_id"]
+    control = CallsApi(web_port, daemon.config_path)
+    call_id = control.place("alice", "bob")["id"]
     if keepalive:
         wait_until(lambda: control.get(call_id)["state"] == "connected", 20,
                    "the call to connect")
@@ -294,6 +293,6 @@ def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
         wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20,
                    "the call to fail")
         record = control.get(call_id)
-        assert (record["state"], record["end_reason"], record["connected_at"]) == (
+        assert (record["state"], record["reason"], record.get("answered")) == (
             "failed", "caller-unreachable", None)
         assert "Incoming call" not in phones["alice"].output()

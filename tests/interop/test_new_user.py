@@ -10,7 +10,8 @@ authentication) and generates a SIP password there; each baresip's account is wr
 exactly those values, nothing else. alice sees bob come online in the directory, clicks Call,
 her phone rings and is answered (over baresip's control socket, as a user picking up); bob's
 phone answers by itself, and the call page shows the states up to "connected".
-Screenshots go to ``docs/screenshots/new-user/``. Every wait is bounded; every process is
+Screenshots go to the test's temporary directory (``docs/screenshots/new-user/`` when
+``scripts/screenshots`` runs it). Every wait is bounded; every process is
 stopped by its PID.
 """
 
@@ -31,8 +32,8 @@ from calltools import (
     watch_call_states,
 )
 from conftest import REPO_ROOT, find_free_port  # type: ignore[import-not-found]
+from screenshots import screenshot_dir  # type: ignore[import-not-found]
 
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots" / "new-user"
 WAIT_MS = 30_000
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -76,9 +77,8 @@ def account_line(settings: dict[str, str], secret: str, answermode: str, which: 
     )
 
 
-def shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+def shot(directory: Path, page: Any, name: str) -> None:
+    page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
 
 
 def softphone(tmp_path: Path, settings: dict[str, str], secret: str, answermode: str,
@@ -89,7 +89,7 @@ def softphone(tmp_path: Path, settings: dict[str, str], secret: str, answermode:
                    account_line(settings, secret, answermode, transport), control=True)
 
 
-def softphone_settings(page: Any, base: str, name: str) -> tuple[dict[str, str], str]:
+def softphone_settings(shots: Path, page: Any, base: str, name: str) -> tuple[dict[str, str], str]:
     """Open the account page, generate a SIP password, read every setting shown."""
     page.click('a[href="/account"]')
     page.wait_for_url(base + "/account")
@@ -103,13 +103,14 @@ def softphone_settings(page: Any, base: str, name: str) -> tuple[dict[str, str],
             out[dt.textContent.trim()] = dt.nextElementSibling.textContent.trim();
         return out;
     }""")
-    shot(page, f"account-{name}")
+    shot(shots, page, f"account-{name}")
     return settings, secret
 
 
 def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_call(
     tmp_path: Path, start_daemon: Any, running: list[Baresip],
 ) -> None:
+    shots = screenshot_dir(tmp_path, "new-user")
     sip_port, web_port = find_free_port(), find_free_port()
     daemon = start_daemon(dev_ini(sip_port, web_port, tmp_path / "daemon0.log"))
     daemon.wait_for_tcp(web_port)
@@ -136,7 +137,7 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
 
             settings = {}
             for name, page in pages.items():
-                settings[name] = softphone_settings(page, base, name)
+                settings[name] = softphone_settings(shots, page, base, name)
             shown, _ = settings["alice"]
             assert shown["Username"] == "alice"
             assert shown["Port"] == str(sip_port)
@@ -159,7 +160,7 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
             # bob comes online in alice's directory without a reload.
             bob_row.locator(".presence.on").wait_for()
             alice_page.locator('tr[data-user="alice"] .presence.on').wait_for()
-            shot(alice_page, "directory")
+            shot(shots, alice_page, "directory")
 
             bob_row.locator("button.call").click()
             alice_page.wait_for_url(base + "/calls/*")
@@ -168,13 +169,13 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
             # alice's own phone rings first; she picks it up.
             alice.wait_for_output("Incoming call", 30)
             assert alice_page.locator("#call").get_attribute("data-state") == "calling-caller"
-            shot(alice_page, "call-ringing-me")
+            shot(shots, alice_page, "call-ringing-me")
             alice.command("accept")
             alice_page.wait_for_selector('#call[data-state="connected"]')
             seen = call_states_seen(alice_page)
             assert seen == ["calling-caller", "calling-callee", "connected"], seen
             bob.wait_for_output("Call established", 30)
-            shot(alice_page, "call-connected")
+            shot(shots, alice_page, "call-connected")
 
             alice_page.click("#hangup")
             alice_page.wait_for_selector('#call[data-state="ended"]')
@@ -182,7 +183,7 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
             # Both phones get the BYE (baresip 1.0: "session closed: Connection reset by peer").
             for phone in (alice, bob):
                 phone.wait_for_output("session closed", 30)
-            shot(alice_page, "call-ended")
+            shot(shots, alice_page, "call-ended")
             assert errors == [], errors
         finally:
             browser.close()

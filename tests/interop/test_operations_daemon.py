@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from calltools import (  # type: ignore[import-not-found]
     METRICS_AUTH,
-    Control,
+    CallsApi,
     daemon_ini,
     register,
 )
@@ -103,22 +103,30 @@ def bindings(database: Path) -> set[str]:
 
 
 class Setup:
-    """A daemon with the demo users, the control API and ``extra`` INI text; restartable."""
+    """A daemon with the demo users, the calls API and ``extra`` INI text; restartable."""
 
     def __init__(self, tmp_path: Path, start_daemon: Callable[[str], Any], extra: str) -> None:
         self.tmp_path = tmp_path
         self.start_daemon = start_daemon
-        self.sip_port, self.web_port, self.control_port = (find_free_port() for _ in range(3))
-        text = daemon_ini(self.sip_port, self.web_port, self.control_port, str(tmp_path))
+        self.sip_port, self.web_port = find_free_port(), find_free_port()
+        text = daemon_ini(self.sip_port, self.web_port, str(tmp_path))
         text = text.replace("[web]\n", "t1 = 0.1\nt2 = 0.8\nt4 = 1.0\n[web]\n", 1)
         self.text = text + extra
         self.database = tmp_path / "clicktodial.sqlite"
-        self.control = Control(self.control_port)
+        self._control: CallsApi | None = None
+
+    @property
+    def control(self) -> CallsApi:
+        """The calls API (an administrator made once the first daemon has its database)."""
+        assert self._control is not None, "no daemon started yet"
+        return self._control
 
     def start(self) -> Any:
         daemon = self.start_daemon(self.text)
-        daemon.wait_for_tcp(self.control_port)
+        daemon.wait_for_tcp(self.web_port)
         daemon.wait_for_log("SIP listening on")
+        if self._control is None:
+            self._control = CallsApi(self.web_port, daemon.config_path)
         return daemon
 
 
@@ -167,7 +175,7 @@ def connected_call(
     bob = sipp_phone(tmp_path, "bob", setup.sip_port, processes)
     call = setup.control.place("alice", "bob")
     wait_until(
-        lambda: setup.control.get(call["call_id"])["state"] == "connected", 30, "connected"
+        lambda: setup.control.get(call["id"])["state"] == "connected", 30, "connected"
     )
     return daemon, alice, bob, call
 
@@ -372,18 +380,17 @@ def test_sighup_swaps_the_calls_policy_and_the_call_in_progress_goes_on(
     daemon.wait_for_log("SIGHUP: configuration reloaded")
     assert "[calls] policy flow4 in force for new calls" in daemon.log()
     assert "take effect at the next restart" not in daemon.log()
-    status, body = setup.control._call("POST", setup.control.base, {"caller": "bob",
-                                                                     "callee": "alice"})
-    assert (status, body["error"]) == (403, "total-limit"), body
+    refused = setup.control.try_place("bob", "alice")
+    assert (refused["status"], refused["error"]) == (403, "1 calls are in progress already")
     time.sleep(1.0)
-    assert setup.control.get(call["call_id"])["state"] == "connected"
+    assert setup.control.get(call["id"])["state"] == "connected"
     assert alice.poll() is None and bob.poll() is None
-    assert setup.control.hang_up(call["call_id"])
+    assert setup.control.hang_up(call["id"])
     assert alice.wait(30) == 0 and bob.wait(30) == 0
     wait_until(lambda: setup.control.active() == [], 10, "the call ended")
     # The limit counts calls in progress: with none, a new call may be placed.
     again = setup.control.place("bob", "alice")
-    setup.control.hang_up(again["call_id"])
+    setup.control.hang_up(again["id"])
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.log()
 

@@ -64,11 +64,11 @@ def redis_url() -> Iterator[str]:
             server.stop()
 
 
-def redis_ini(sip_port: int, web_port: int, control_port: int, tmp: Path, url: str,
+def redis_ini(sip_port: int, web_port: int, tmp: Path, url: str,
               **location: str) -> str:
     """Users (and call records) in SQLite, registrations in Redis."""
     extra = "".join(f"{key} = {value}\n" for key, value in location.items())
-    return (daemon_ini(sip_port, web_port, control_port, str(tmp))
+    return (daemon_ini(sip_port, web_port, str(tmp))
             + "[location]\nbackend = redis\n"
             + f"[location:redis]\nurl = {url}\nkey_prefix = interop:\n" + extra)
 
@@ -91,8 +91,8 @@ def call_connects(web_port: int, token: str, alice: Baresip, bob: Baresip) -> No
 def test_phones_registered_in_redis_call_each_other_and_survive_a_restart(
         tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip],
         redis_url: str) -> None:
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    ini = redis_ini(sip_port, web_port, control_port, tmp_path, redis_url)
+    sip_port, web_port = find_free_port(), find_free_port()
+    ini = redis_ini(sip_port, web_port, tmp_path, redis_url)
     daemon = start_daemon(ini)
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
@@ -119,7 +119,7 @@ def test_bad_key_in_the_redis_section_stops_start_up_with_one_line(
         tmp_path: Path, run_twistd: Callable[..., Any], redis_url: str) -> None:
     """A typo in [location:redis] is one line naming file, section and key; exit status 1."""
     ini = tmp_path / "bad.ini"
-    ini.write_text(redis_ini(find_free_port(), find_free_port(), find_free_port(), tmp_path,
+    ini.write_text(redis_ini(find_free_port(), find_free_port(), tmp_path,
                              redis_url, treads="4"))
     result = run_twistd("-n", "--pidfile=", "clicktodial", "--config", str(ini))
     assert result.returncode == 1

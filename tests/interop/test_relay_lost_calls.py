@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Control, daemon_ini
+from calltools import CallsApi, daemon_ini
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
 from rtpenginetools import need_rtpengine, running_rtpengine
 from test_calls_sipp import Phones
@@ -49,21 +49,21 @@ def test_a_killed_daemons_relayed_call_is_deleted_from_rtpengine_at_restart(
 ) -> None:
     need_rtpengine()
     ng_port = find_free_port()
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    text = daemon_ini(sip_port, web_port, control_port, str(tmp_path))
+    sip_port, web_port = find_free_port(), find_free_port()
+    text = daemon_ini(sip_port, web_port, str(tmp_path))
     text = text.replace("[web]\n", "t1 = 0.1\nt2 = 0.8\nt4 = 1.0\n[web]\n", 1)
     text += f"[media]\nrelay = rtpengine\n[media:rtpengine]\nng = 127.0.0.1:{ng_port}\n"
     with running_rtpengine(["127.0.0.1"], ("127.0.0.1", ng_port), (31200, 31299),
                            str(tmp_path / "rtpengine.log")):
         daemon = start_daemon(text)
-        daemon.wait_for_tcp(control_port)
+        daemon.wait_for_tcp(web_port)
         daemon.wait_for_log("created demo users")
         phones = Phones(tmp_path, sip_port)
         try:
             phones.start("alice", "call_phone_answer.xml", 300)
             phones.start("bob", "call_phone_answer.xml", 300)
-            control = Control(control_port, web_port)
-            call_id = control.place("alice", "bob")["call_id"]
+            control = CallsApi(web_port, daemon.config_path)
+            call_id = control.place("alice", "bob")["id"]
             wait_until(lambda: control.get(call_id)["state"] == "connected", 30,
                        f"call {call_id} to connect")
             assert ng_list(ng_port) == [call_id.encode()]
@@ -73,11 +73,11 @@ def test_a_killed_daemons_relayed_call_is_deleted_from_rtpengine_at_restart(
             assert ng_list(ng_port) == [call_id.encode()]  # nobody deleted it
 
             restarted = start_daemon(text)
-            restarted.wait_for_tcp(control_port)
+            restarted.wait_for_tcp(web_port)
             wait_until(lambda: ng_list(ng_port) == [], DELETE_WITHIN,
                        "rtpengine to have no session left")
-            record = Control(control_port).get(call_id)
-            assert (record["end_reason"], record["who_hung_up"]) == ("lost", "system")
+            record = control.get(call_id)
+            assert (record["reason"], record["who_hung_up"]) == ("lost", "system")
             restarted.wait_for_log("deleted the sessions of 1 lost call(s)")
             assert restarted.stop() == 0
         finally:

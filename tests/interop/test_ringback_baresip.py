@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import Baresip, Control, daemon_ini, demo_phone, needs_baresip, needs_baresip_sndfile
+from calltools import (
+    Baresip,
+    CallsApi,
+    daemon_ini,
+    demo_phone,
+    needs_baresip,
+    needs_baresip_sndfile,
+)
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
 
 numpy = pytest.importorskip("numpy")
@@ -61,26 +68,26 @@ def share_near(samples: Any, rate: int, frequencies: list[float], width: float =
 
 def start_call_world(
     tmp_path: Path, start_daemon: Callable[[str], Any], phones: list[Baresip], **calls: str
-) -> tuple[Any, Baresip, Baresip, Control]:
+) -> tuple[Any, Baresip, Baresip, CallsApi]:
     """
     A Flow IV daemon with ``[calls]`` settings ``calls`` (bob's phone rings for up to 60 s)
     and tone streams on loopback; alice's phone answering at once (440 Hz), bob's on
     command (880 Hz).
     """
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
+    sip_port, web_port = find_free_port(), find_free_port()
     ini = daemon_ini(
-        sip_port, web_port, control_port, str(tmp_path), "flow4", callee_ring_timeout="60",
+        sip_port, web_port, str(tmp_path), "flow4", callee_ring_timeout="60",
         **calls,
     )
     daemon = start_daemon(ini + "[media]\naddress = 127.0.0.1\nrtp_ports = 23000-23099\n")
-    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     alice = demo_phone(tmp_path, "alice", sip_port, "auto", 440)
     bob = demo_phone(tmp_path, "bob", sip_port, "manual", 880)
     phones.extend([alice, bob])
     for name in ("alice", "bob"):
         daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
-    return daemon, alice, bob, Control(control_port)
+    return daemon, alice, bob, CallsApi(web_port, daemon.config_path)
 
 
 def skipped_packets(daemon: Any) -> int:
@@ -114,7 +121,7 @@ def test_caller_hears_us_ringback_then_the_callee(
     daemon, alice, bob, control = start_call_world(
         tmp_path, start_daemon, running, ringback="us"
     )
-    call_id = control.place("alice", "bob")["call_id"]
+    call_id = control.place("alice", "bob")["id"]
     bob.wait_for_output("Incoming call", 30)
     time.sleep(RING_SECONDS)
     assert control.get(call_id)["state"] == "calling-callee"
@@ -153,14 +160,14 @@ def test_caller_hears_ringback_then_the_busy_tone_until_the_bye_when_the_callee_
         tmp_path, start_daemon, running, ringback="uk", tones="uk",
         failure_tone_seconds=str(BUSY_SECONDS),
     )
-    call_id = control.place("alice", "bob")["call_id"]
+    call_id = control.place("alice", "bob")["id"]
     bob.wait_for_output("Incoming call", 30)
     time.sleep(4.5)  # one whole ringback cadence (3 s) and a half
     assert control.get(call_id)["state"] == "calling-callee"
     bob.command("hangup")  # baresip rejects a ringing call: 486 Busy Here
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to fail")
     record = control.get(call_id)
-    assert (record["state"], record["end_reason"], record["sip_status"]) == (
+    assert (record["state"], record["reason"], record.get("sip_status")) == (
         "failed",
         "callee-busy",
         486,

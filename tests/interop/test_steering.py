@@ -46,8 +46,8 @@ def daemon(tmp_path: Path, start_daemon: Callable[[str], Any]) -> Callable[[str]
     """Start a daemon with ``[calls] policy``; its SIP address and web base URL."""
 
     def start(policy: str) -> dict[str, Any]:
-        sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-        process = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path),
+        sip_port, web_port = find_free_port(), find_free_port()
+        process = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path),
                                           policy=policy))
         process.wait_for_tcp(web_port)
         process.wait_for_log("created demo users")

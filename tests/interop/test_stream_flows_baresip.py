@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from calltools import (
     Baresip,
-    Control,
+    CallsApi,
     daemon_ini,
     demo_phone,
     needs_baresip,
@@ -65,22 +65,22 @@ def private_ca(directory: Path) -> tuple[Path, Path, Path]:
 
 def start(
     tmp_path: Path, start_daemon: Callable[[str], Any]
-) -> tuple[Any, int, int, Control, Path]:
+) -> tuple[Any, int, int, CallsApi, Path]:
     """The daemon with UDP, TCP and TLS, a 3 s idle timeout: (daemon, sip, tls, control, ca)."""
     ca, cert, key = private_ca(tmp_path)
     sip_port, tls_port = find_free_port(), find_free_port()
-    web_port, control_port = find_free_port(), find_free_port()
+    web_port = find_free_port()
     streams = (
         f"transports = udp, tcp, tls\ntls_listen = 127.0.0.1:{tls_port}\n"
         f"tls_certificate = {cert}\ntls_private_key = {key}\n"
         f"stream_idle_timeout = {IDLE}\nstream_close_timeout = {CLOSE}\n"
     )
-    ini = daemon_ini(sip_port, web_port, control_port, str(tmp_path), "flow4")
+    ini = daemon_ini(sip_port, web_port, str(tmp_path), "flow4")
     daemon = start_daemon(ini.replace("[web]\n", streams + "[web]\n", 1))
-    daemon.wait_for_tcp(control_port)
+    daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     daemon.wait_for_log("SIP over TLS listening on")
-    return daemon, sip_port, tls_port, Control(control_port), ca
+    return daemon, sip_port, tls_port, CallsApi(web_port, daemon.config_path), ca
 
 
 def stream_phone(tmp_path: Path, name: str, transport: str, port: int, ca: Path) -> Baresip:
@@ -113,7 +113,7 @@ def test_a_phone_silent_past_the_idle_timeout_on_a_stream_is_still_called(
     registered(daemon, "bob")
     # Silent for three idle timeouts: the connection bob registered over stays open.
     time.sleep(3 * IDLE + CLOSE)
-    call_id = control.place("alice", "bob")["call_id"]
+    call_id = control.place("alice", "bob")["id"]
     wait_until(lambda: control.get(call_id)["state"] == "connected"
                or control.get(call_id).get("ended_at") is not None, 30, "the call to connect")
     assert control.get(call_id)["state"] == "connected", control.get(call_id)
@@ -143,12 +143,12 @@ def test_a_call_to_a_phone_killed_while_registered_over_tcp_fails_within_two_sec
     bob.process.kill()  # SIGKILL: no de-REGISTER; the kernel closes its sockets
     bob.process.wait(10)
     placed = time.monotonic()
-    call_id = control.place("alice", "bob")["call_id"]
+    call_id = control.place("alice", "bob")["id"]
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 60, "the call to end")
     took = time.monotonic() - placed
     record = control.get(call_id)
     print(f"call to a SIGKILLed TCP phone ended after {took:.2f} s: {record['end_reason']}")
-    assert record["end_reason"] == "callee-unreachable", record
+    assert record["reason"] == "callee-unreachable", record
     assert took < 2.0, f"the call took {took:.2f} s to fail"
     alice.stop()
 

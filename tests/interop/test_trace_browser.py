@@ -8,7 +8,8 @@ ladder (arrows between alice's phone, the daemon and bob's phone, live), and the
 plain words above it; an administrator downloads the pcap, alice may not (403), and carol
 (another user) gets 403 for the page and the trace. The screenshots
 ``docs/screenshots/call-trace-failed.png`` and ``call-trace-connected.png`` come from this
-test. Every wait is bounded; every process is killed by PID at the end.
+test, run by ``scripts/screenshots`` (otherwise they go to the test's temporary directory).
+Every wait is bounded; every process is killed by PID at the end.
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ from calltools import (  # type: ignore[import-not-found]
     register_status,
 )
 from conftest import (  # type: ignore[import-not-found]
-    REPO_ROOT,
     find_free_port,
     python_env,
 )
+from screenshots import screenshot_dir  # type: ignore[import-not-found]
 
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 SCENARIOS = Path(__file__).parent / "sipp"
 WAIT_MS = 20_000
 PCAP_MAGIC = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")
@@ -75,9 +75,8 @@ def phones(tmp_path: Path) -> Iterator[Callable[..., int]]:
             process.wait()
 
 
-def shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+def shot(directory: Path, page: Any, name: str) -> None:
+    page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
 
 
 def add_user(ini: Path, name: str, password: str, *admin: str) -> None:
@@ -111,8 +110,9 @@ def call_from_directory(page: Any, base: str) -> str:
 def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
     tmp_path: Path, start_daemon: Callable[[str], Any], phones: Callable[..., int],
 ) -> None:
-    sip_port, web_port, control_port = find_free_port(), find_free_port(), find_free_port()
-    daemon = start_daemon(daemon_ini(sip_port, web_port, control_port, str(tmp_path)))
+    shots = screenshot_dir(tmp_path)
+    sip_port, web_port = find_free_port(), find_free_port()
+    daemon = start_daemon(daemon_ini(sip_port, web_port, str(tmp_path)))
     daemon.wait_for_tcp(web_port)
     daemon.wait_for_log("created demo users")
     base = f"http://127.0.0.1:{web_port}"
@@ -156,7 +156,7 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             busy.click()
             message = busy.locator("xpath=..").locator("pre.sip")
             assert message.inner_text().startswith("SIP/2.0 486 Busy Here")
-            shot(page, "call-trace-failed")
+            shot(shots, page, "call-trace-failed")
 
             # The same trace as text, from the API, for a ticket.
             text = page.request.get(f"{base}/api/v1/calls/{failed_id}/trace?format=text")
@@ -180,7 +180,7 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             assert "ACK" in labels_between(found, "daemon", "callee")
             assert "INVITE" in labels_between(found, "daemon", "caller")[1:]  # the re-INVITE
             assert not page.locator("#trace-reason").is_visible()
-            shot(page, "call-trace-connected")
+            shot(shots, page, "call-trace-connected")
             page.click("#hangup")
             page.wait_for_selector('#call[data-state="ended"]')
             page.wait_for_function(

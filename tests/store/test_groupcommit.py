@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attrs import frozen
 from sqlalchemy import URL
+from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, succeed
 
 from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration
-from clicktodial.store.groupcommit import GroupCommit, Job, Outcome
+from clicktodial.store.groupcommit import GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
+from clicktodial.store.sqlbatch import BatchExecutor
+from clicktodial.store.sqljobs import Batch, SQLJob, UpdateBindings
 from clicktodial.store.values import (
     BindingChanges,
     CallUpdate,
@@ -59,19 +63,20 @@ class HeldThreadPool(InlineThreadPool):
 def test_operations_submitted_while_a_batch_runs_form_the_next_batch() -> None:
     """One batch is in flight; what arrives meanwhile runs as one batch, results in order."""
     pool = HeldThreadPool()
-    batches: list[list[tuple[str, tuple[Any, ...]]]] = []
+    batches: list[list[int]] = []
 
-    def execute(batch: Sequence[Job]) -> list[Outcome]:
-        batches.append([(job.kind, job.args) for job in batch])
-        return [(True, job.args[0] * 2) for job in batch]
+    def execute(batch: Sequence[int]) -> list[Outcome]:
+        batches.append(list(batch))
+        return [(True, n * 2) for n in batch]
 
-    group = GroupCommit(InlineReactor(), pool, execute, lambda job: succeed(None))
+    group: GroupCommit[int] = GroupCommit(InlineReactor(), pool, execute,
+                                          lambda n: succeed(None))
     pool.held = True
-    first = group.submit("double", 1)
-    rest = [group.submit("double", n) for n in (2, 3, 4)]
+    first = group.submit(1)
+    rest = [group.submit(n) for n in (2, 3, 4)]
     assert batches == []
     pool.release()
-    assert batches == [[("double", (1,))], [("double", (2,)), ("double", (3,)), ("double", (4,))]]
+    assert batches == [[1], [2, 3, 4]]
     assert success_result_of(first) == 2
     assert [success_result_of(d) for d in rest] == [4, 6, 8]
     assert (group.batches, group.jobs) == (2, 4)
@@ -81,14 +86,14 @@ def test_an_operations_own_error_fails_only_that_operation() -> None:
     """An outcome that is an error fails its Deferred; the batch's others succeed."""
     pool = HeldThreadPool()
 
-    def execute(batch: Sequence[Job]) -> list[Outcome]:
-        return [(False, ValueError(job.args[0])) if job.args[0] == "bad" else (True, "ok")
-                for job in batch]
+    def execute(batch: Sequence[str]) -> list[Outcome]:
+        return [(False, ValueError(arg)) if arg == "bad" else (True, "ok") for arg in batch]
 
-    group = GroupCommit(InlineReactor(), pool, execute, lambda job: succeed(None))
+    group: GroupCommit[str] = GroupCommit(InlineReactor(), pool, execute,
+                                          lambda arg: succeed(None))
     pool.held = True
-    group.submit("x", "first")
-    ds = [group.submit("x", arg) for arg in ("a", "bad", "b")]
+    group.submit("first")
+    ds = [group.submit(arg) for arg in ("a", "bad", "b")]
     pool.release()
     assert success_result_of(ds[0]) == "ok"
     failure_result_of(ds[1], ValueError)
@@ -99,17 +104,17 @@ def test_an_aborted_batch_runs_each_operation_alone() -> None:
     """When the batch's transaction fails, every job goes through the fallback, once."""
     fallbacks: list[Any] = []
 
-    def execute(batch: Sequence[Job]) -> list[Outcome]:
+    def execute(batch: Sequence[int]) -> list[Outcome]:
         raise RuntimeError("deadlock detected")
 
-    def fallback(job: Job) -> Deferred[Any]:
-        fallbacks.append(job.args[0])
-        return succeed(f"alone {job.args[0]}")
+    def fallback(n: int) -> Deferred[Any]:
+        fallbacks.append(n)
+        return succeed(f"alone {n}")
 
     pool = HeldThreadPool()
-    group = GroupCommit(InlineReactor(), pool, execute, fallback)
+    group: GroupCommit[int] = GroupCommit(InlineReactor(), pool, execute, fallback)
     pool.held = True
-    ds = [group.submit("x", n) for n in range(3)]
+    ds = [group.submit(n) for n in range(3)]
     pool.release()
     assert fallbacks == [0, 1, 2]
     assert [success_result_of(d) for d in ds] == ["alone 0", "alone 1", "alone 2"]
@@ -120,15 +125,15 @@ def test_batches_are_bounded() -> None:
     pool = HeldThreadPool()
     sizes: list[int] = []
 
-    def execute(batch: Sequence[Job]) -> list[Outcome]:
+    def execute(batch: Sequence[int]) -> list[Outcome]:
         sizes.append(len(batch))
         return [(True, None)] * len(batch)
 
-    group = GroupCommit(InlineReactor(), pool, execute, lambda job: succeed(None),
-                        max_batch=2)
+    group: GroupCommit[int] = GroupCommit(InlineReactor(), pool, execute,
+                                          lambda n: succeed(None), max_batch=2)
     pool.held = True
     for n in range(5):
-        group.submit("x", n)
+        group.submit(n)
     pool.release()
     assert sizes == [1, 2, 2]
 
@@ -212,13 +217,13 @@ def test_sql_batch_reads_every_aor_at_once_and_writes_together(
             f"sip:{user}@example.com", changes(f"c{n}", 1, contact(n)), 100.0))
     monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
     reads: list[str] = []
-    real_prefetch = store._prefetch_bindings
+    real_prefetch = Batch._prefetch
 
-    def prefetch(cursor: Any, aors: Any) -> Any:
+    def prefetch(batch: Batch, aors: Any) -> Any:
         reads.append(",".join(sorted(set(aors))))
-        return real_prefetch(cursor, aors)
+        return real_prefetch(batch, aors)
 
-    monkeypatch.setattr(store, "_prefetch_bindings", prefetch)
+    monkeypatch.setattr(Batch, "_prefetch", prefetch)
     pool.held = True
     store.get_sip_credentials("alice")
     refresh = store.update_bindings("sip:alice@example.com", changes("c1", 2, contact(1)), 200.0)
@@ -274,15 +279,15 @@ def test_sql_batch_failing_in_the_database_is_retried_one_by_one(
     """A database error in one REGISTER of a batch rolls the batch back; then each REGISTER
     runs alone, so the others are applied once and the failing one alone reports."""
     store, pool = held
-    real = store._fast_update_bindings
+    real = UpdateBindings.run
 
-    def failing(cursor: Any, aor: str, *args: Any, **kwargs: Any) -> Any:
-        if aor == "sip:bad@example.com":
+    def failing(job: UpdateBindings, batch: Batch) -> Any:
+        # In the batch and alone: the job has one implementation.
+        if job.aor == "sip:bad@example.com":
             raise RuntimeError("simulated database failure")
-        return real(cursor, aor, *args, **kwargs)
+        return real(job, batch)
 
-    monkeypatch.setattr(store, "_fast_update_bindings", failing)
-    monkeypatch.setattr(store, "_op_update_bindings", _failing_for_bad(store._op_update_bindings))
+    monkeypatch.setattr(UpdateBindings, "run", failing)
     pool.held = True
     store.get_sip_credentials("alice")
     good = store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
@@ -294,15 +299,6 @@ def test_sql_batch_failing_in_the_database_is_retried_one_by_one(
     assert [b.contact for b in success_result_of(also)] == [
         "sip:phone1@192.0.2.1", "sip:phone3@192.0.2.3"]
     assert success_result_of(store.get_bindings("sip:bad@example.com", 100.0)) == []
-
-
-def _failing_for_bad(op: Callable[..., Any]) -> Callable[..., Any]:
-    def run(aor: str, *args: Any) -> Any:
-        if aor == "sip:bad@example.com":
-            raise RuntimeError("simulated database failure")
-        return op(aor, *args)
-
-    return run
 
 
 def test_sql_batch_writes_call_records_in_order_with_registers(
@@ -368,18 +364,49 @@ def test_sql_call_traces_run_alone_after_an_aborted_batch(
     from clicktodial.testing.contracts import traced
 
     store, pool = held
-    real = store._fast_update_bindings
+    real = UpdateBindings.run
+    failures: list[str] = []
 
-    def failing(cursor: Any, aor: str, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("simulated database failure")
+    def failing_in_batches(job: UpdateBindings, batch: Batch) -> Any:
+        if not failures:
+            failures.append(job.aor)
+            raise RuntimeError("simulated database failure")
+        return real(job, batch)
 
-    monkeypatch.setattr(store, "_fast_update_bindings", failing)
+    monkeypatch.setattr(UpdateBindings, "run", failing_in_batches)
     pool.held = True
     store.update_bindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)
     appended = store.append_traces(
         [TraceAppend("a" * 32, (traced(0), traced(1), traced(2)))], TraceLimits(max_messages=2))
+    batches = store.group_commit.batches
     pool.release()
-    monkeypatch.setattr(store, "_fast_update_bindings", real)
+    assert failures and store.group_commit.batches == batches + 1
     assert success_result_of(appended) is None
     trace = success_result_of(store.get_trace("a" * 32))
     assert (trace.messages, trace.dropped) == ((traced(0), traced(1)), 1)
+
+
+@frozen
+class _BrokenJob(SQLJob):
+    """A job whose statement the database refuses."""
+
+    def run(self, batch: Batch) -> None:
+        batch.cursor.execute("SELECT missing FROM no_such_table")
+
+
+def test_sql_database_errors_of_a_job_are_sqlalchemy_errors_and_roll_back(
+        held: tuple[SQLStore, HeldThreadPool]) -> None:
+    """A job's DBAPI error leaves the executor as SQLAlchemy's DBAPIError (so the store's
+    transient-error rules apply to it) after rolling back what the transaction wrote; the
+    store works on afterwards."""
+    store, _ = held
+    executor = BatchExecutor(store._engine)
+    with pytest.raises(DBAPIError) as raised:
+        executor.execute([UpdateBindings("sip:alice@example.com",
+                                         changes("c1", 1, contact(1)), 100.0), _BrokenJob()])
+    assert "no_such_table" in str(raised.value.orig)
+    with pytest.raises(DBAPIError):
+        executor.run_alone(_BrokenJob())
+    assert success_result_of(store.get_bindings("sip:alice@example.com", 100.0)) == []
+    assert len(success_result_of(store.update_bindings(
+        "sip:alice@example.com", changes("c1", 1, contact(1)), 100.0))) == 1

@@ -9,15 +9,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import URL, Engine, create_engine, text, update
-from twisted.internet.defer import Deferred
 
 from clicktodial.interfaces import IStoreBackend
-from clicktodial.store import sql
+from clicktodial.store import sqljobs
 from clicktodial.store.errors import OutOfOrderRegistration, TooManyBindings
-from clicktodial.store.groupcommit import Job
 from clicktodial.store.plugins import SQLBackendFactory, StoreEnvironment
 from clicktodial.store.schema import bindings, calls, metadata
 from clicktodial.store.sql import SQLStore, check_schema_connection, upgrade_schema
+from clicktodial.store.sqljobs import UpdateBindings
 from clicktodial.store.values import BindingChanges, ContactChange
 from clicktodial.testing.contracts import (
     CallTraceStoreContract,
@@ -182,7 +181,7 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
     for node in (node_a, node_b):
         success_result_of(node.start())
     planning, release = threading.Event(), threading.Event()
-    real_plan = sql.plan_register
+    real_plan = sqljobs.plan_register
 
     def plan_held_on_node_a(*args: object, **kwargs: object) -> object:
         if threading.current_thread().name == "node-a":
@@ -190,7 +189,7 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
             release.wait(30)
         return real_plan(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sql, "plan_register", plan_held_on_node_a)
+    monkeypatch.setattr(sqljobs, "plan_register", plan_held_on_node_a)
     outcomes: dict[str, object] = {}
 
     def register_a() -> None:
@@ -205,8 +204,8 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
             if node_b_runs == "alone":
                 outcomes["b"] = node_b._op_update_bindings(AOR, changes, 100.0)
             else:
-                [(_, outcomes["b"])] = node_b._execute_batch(
-                    [Job("update_bindings", (AOR, changes, 100.0), Deferred())])
+                [(_, outcomes["b"])] = node_b._batches.execute(
+                    [UpdateBindings(AOR, changes, 100.0)])
         except Exception as e:
             outcomes["b"] = e
 

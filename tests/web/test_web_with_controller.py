@@ -85,3 +85,90 @@ def test_registration_changes_reach_the_stream_including_expiry() -> None:
     changes = [(e["username"], e["registered"]) for e in
                events_of(client.streamed(), b"registration")]
     assert changes == [("carol", True), ("carol", False)]
+
+
+def admin_auth(calls: CallWorld) -> dict[str, str]:
+    calls.user("ops", is_admin=True)
+    token = calls.store.create_token("ops").result
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_admin_batch_places_every_call_with_one_result_each_in_order() -> None:
+    calls, client, _ = make()
+    calls.user("carol")  # no phone
+    auth = admin_auth(calls)
+    reply = client.request("POST", "/api/v1/calls", headers=auth, json_body={"calls": [
+        {"caller": "alice", "callee": "bob"},
+        {"caller": "nobody", "callee": "bob"},
+        {"caller": "carol", "callee": "bob"},
+        {"caller": "alice", "callee": "alice"},
+    ]})
+    assert reply.code == 200
+    results = reply.json()["calls"]
+    assert [r["status"] for r in results] == [201, 404, 409, 403]
+    assert results[0]["call"]["caller"] == "alice"
+    assert results[2]["error"] == "carol's phone is not registered"
+    calls.run(5)
+    active = client.get("/api/v1/calls?active=true", headers=auth).json()["calls"]
+    assert [(c["id"], c["state"]) for c in active] == [(results[0]["call"]["id"], "connected")]
+    call_id = results[0]["call"]["id"]
+    assert client.request("DELETE", f"/api/v1/calls/{call_id}", headers=auth).code == 200
+    calls.run(5)
+    assert client.get("/api/v1/calls?active=true", headers=auth).json()["calls"] == []
+    final = client.get(f"/api/v1/calls/{call_id}", headers=auth).json()
+    assert (final["state"], final["reason"], final["who_hung_up"]) == (
+        "ended", "cancelled", "system")
+    calls.assert_quiescent()
+
+
+def test_a_batch_is_for_administrators_only() -> None:
+    calls, client, alice = make()
+    reply = client.request("POST", "/api/v1/calls", headers=alice,
+                           json_body={"calls": [{"caller": "alice", "callee": "bob"}]})
+    assert reply.code == 403
+    assert calls.controller.active_calls() == []
+
+
+def test_a_batch_is_bounded_by_max_batch_calls_and_must_hold_call_objects() -> None:
+    calls, client, _ = make()
+    auth = admin_auth(calls)
+    limit = client.world.app.limits.max_batch_calls
+    too_many = {"calls": [{"caller": "alice", "callee": "bob"}] * (limit + 1)}
+    reply = client.request("POST", "/api/v1/calls", headers=auth, json_body=too_many)
+    assert reply.code == 400 and "max_batch_calls" in reply.json()["error"]
+    for bad in ({"calls": ["alice"]}, {"calls": [{"caller": "alice"}]},
+                {"calls": [{"caller": "Alice!", "callee": "bob"}]}, {"calls": {}},
+                {"calls": [], "callee": "bob"}):
+        assert client.request("POST", "/api/v1/calls", headers=auth, json_body=bad).code == 400
+    assert calls.controller.active_calls() == []
+
+
+def test_a_user_sees_only_their_own_calls_in_progress() -> None:
+    calls, client, alice = make()
+    calls.phone("carol", "127.0.0.4", answer=Answer(delay=1.0, sdp=sdp("carol")))
+    calls.phone("dave", "127.0.0.5", answer=Answer(delay=1.0, sdp=sdp("dave")))
+    auth = admin_auth(calls)
+    client.request("POST", "/api/v1/calls", headers=auth, json_body={"calls": [
+        {"caller": "alice", "callee": "bob"}, {"caller": "carol", "callee": "dave"}]})
+    mine = client.get("/api/v1/calls?active=true", headers=alice).json()["calls"]
+    assert [(c["caller"], c["callee"]) for c in mine] == [("alice", "bob")]
+    everyone = client.get("/api/v1/calls?active=true", headers=auth).json()["calls"]
+    assert len(everyone) == 2
+    assert client.get("/api/v1/calls?active=yes", headers=auth).code == 400
+    calls.controller.hang_up_all()
+    calls.run(5)
+
+
+def test_an_admin_session_needs_the_csrf_token_to_place_a_batch() -> None:
+    calls, client, _ = make()
+    calls.store.add_user("ops", password="ops-pass", is_admin=True)
+    browser = WebClient(client.world)
+    browser.login("ops")
+    batch = {"calls": [{"caller": "alice", "callee": "bob"}]}
+    assert browser.request("POST", "/api/v1/calls", json_body=batch).code == 403
+    assert calls.controller.active_calls() == []
+    reply = browser.request("POST", "/api/v1/calls", json_body=batch,
+                            headers={"X-CSRF-Token": browser.api_csrf()})
+    assert [r["status"] for r in reply.json()["calls"]] == [201]
+    calls.controller.hang_up_all()
+    calls.run(5)

@@ -20,7 +20,7 @@ from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import MessageParseError, parse_message
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, OfferCarrier, Party, is_sdp
 from clicktodial.sip.transaction import Timers
-from clicktodial.sip.ua.auth import CHALLENGES, ChallengeAnswers, authorized_copy
+from clicktodial.sip.ua.auth import CHALLENGES, DigestAnswerer, authorized_copy
 from clicktodial.sip.ua.shared import RequestPending, ResponseCallback, UACore, sdp_of
 
 if TYPE_CHECKING:
@@ -526,14 +526,13 @@ class Session:
         if credentials is None:
             transactions.send_request(request, destination, on_response)
             return
-        challenges = ChallengeAnswers(credentials)
+        challenges = DigestAnswerer(credentials)
         current = request
 
         def responded(response: Response) -> None:
             nonlocal current
             if response.status in CHALLENGES and challenges.answerable(response):
                 header = challenges.answer(current, response)
-                assert header is not None
                 current = authorized_copy(current, self.dialog.next_local_seq(), header)
                 log.info(
                     "{method} challenged {status}: sending it again with credentials",

@@ -53,7 +53,7 @@ from clicktodial.sip.interfaces import IClientCredentials, ISessionHandler
 from clicktodial.sip.message import Request, Response, make_response
 from clicktodial.sip.parser import parse_message
 from clicktodial.sip.sdp import OfferCarrier, Party
-from clicktodial.sip.ua.auth import CHALLENGES, ChallengeAnswers, authorized_copy
+from clicktodial.sip.ua.auth import CHALLENGES, DigestAnswerer, authorized_copy
 from clicktodial.sip.ua.session import Session
 from clicktodial.sip.ua.shared import CallState, ClientTransactionLike, UACore, sdp_of
 from clicktodial.timers import Lingering
@@ -160,7 +160,7 @@ class OutgoingCall:
         self.session: Session | None = None
         self.offer = sdp_of(request)
         self.credentials = credentials
-        self._challenges: ChallengeAnswers | None = None
+        self._challenges: DigestAnswerer | None = None
         self._transaction: ClientTransactionLike | None = None
         self._early: dict[str | None, Session] = {}
         self._forks: dict[str | None, Session] = {}
@@ -261,7 +261,7 @@ class OutgoingCall:
             return SUCCESS
         if status in CHALLENGES and self.credentials is not None:
             if self._challenges is None:
-                self._challenges = ChallengeAnswers(self.credentials)
+                self._challenges = DigestAnswerer(self.credentials)
             if self._challenges.answerable(response):
                 return CHALLENGE
         return FAILURE
@@ -376,8 +376,7 @@ class OutgoingCall:
         """§22.2: the same INVITE again, CSeq+1, with the answer to the challenge."""
         assert response is not None and self._challenges is not None
         request = self.request
-        header = self._challenges.answer(request, response)
-        assert header is not None  # _classify made sure
+        header = self._challenges.answer(request, response)  # _classify made sure it can
         # The early dialogs of the challenged INVITE end with it (§13.2.2.4).
         self._end_early()
         retry = authorized_copy(request, request.cseq.seq + 1, header)

@@ -1,10 +1,24 @@
-"""SDP for the ringback leg: where to send, which codec, and our answer."""
+"""
+SDP (clicktodial.sip.sdp) as the call controller uses it: relayed between the legs of a
+3PCC call (RFC 3725, RFC 3264 §8), and our own answers: Flow IV's held answer, and for
+the ringback leg where to send, which codec, and our answer.
+"""
 
 import pytest
 
-from clicktodial.media.codecs import Codec
-from clicktodial.media.sdp import NoUsableMedia, audio_destination, ringback_answer
-from clicktodial.sip.sdp import SessionDescription
+from clicktodial.sip.sdp import (
+    LegOrigin,
+    NoUsableMedia,
+    SessionDescription,
+    accepts_media,
+    audio_destination,
+    check_destination,
+    held_answer,
+    pad_media,
+    ringback_answer,
+    truncate_media,
+)
+from clicktodial.testing.uafakes import sdp
 
 
 def offer(*media: str, session: str = "c=IN IP4 127.0.0.5\r\n") -> bytes:
@@ -19,14 +33,14 @@ def test_destination_is_the_c_address_and_m_port() -> None:
     """The session c= address and the audio m= port; the offer's first G.711 codec."""
     chosen = audio_destination(offer(AUDIO))
     assert chosen.destination == ("127.0.0.5", 4000)
-    assert (chosen.codec, chosen.payload_type, chosen.index) == (Codec.PCMA, 8, 0)
+    assert (chosen.encoding, chosen.payload_type, chosen.index) == ("PCMA", 8, 0)
 
 
 def test_media_level_connection_wins() -> None:
     """A media-level c= overrides the session-level one (RFC 4566 §5.7)."""
     chosen = audio_destination(offer("m=audio 4002 RTP/AVP 0\r\nc=IN IP4 127.0.0.7\r\n"))
     assert chosen.destination == ("127.0.0.7", 4002)
-    assert chosen.codec is Codec.PCMU
+    assert chosen.encoding == "PCMU"
 
 
 def test_skips_video_and_rejected_streams() -> None:
@@ -40,7 +54,7 @@ def test_skips_video_and_rejected_streams() -> None:
 def test_dynamic_payload_type_mapped_to_g711() -> None:
     """An a=rtpmap giving PCMU/8000 a dynamic number is used with that number."""
     chosen = audio_destination(offer("m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 PCMU/8000\r\n"))
-    assert (chosen.codec, chosen.payload_type) == (Codec.PCMU, 96)
+    assert (chosen.encoding, chosen.payload_type) == ("PCMU", 96)
 
 
 @pytest.mark.parametrize(
@@ -112,6 +126,54 @@ _ANSWER_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n
 ])
 def test_an_answer_without_a_usable_stream_carries_no_conversation(media: str,
                                                                     usable: bool) -> None:
-    from clicktodial.sip.sdp import accepts_media
-
     assert accepts_media((_ANSWER_HEAD + media).encode()) is usable
+
+
+TWO_STREAMS = (
+    b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 8 0\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"m=video 0 RTP/AVP 31\r\n"
+)
+
+
+def test_held_answer_accepts_each_stream_on_hold_with_its_first_format() -> None:
+    answer = SessionDescription.parse(held_answer(TWO_STREAMS))
+    media = [m for m, _ in answer.media]
+    assert [(m.media, m.port, m.formats) for m in media] == [
+        ("audio", 9, ("8",)), ("video", 0, ("31",))]
+    assert answer.connection.address == "0.0.0.0"  # type: ignore[union-attr]
+    assert ("a", "inactive") in answer.lines and ("a", "rtpmap:8 PCMA/8000") in answer.lines
+    assert ("a", "rtpmap:0 PCMU/8000") not in answer.lines
+
+
+def test_leg_keeps_the_first_origin_and_bumps_the_version_only_on_change() -> None:
+    leg = LegOrigin()
+    first = leg.outgoing(sdp("alice"))
+    assert first == sdp("alice")
+    same = SessionDescription.parse(leg.outgoing(sdp("bob")))
+    assert (same.origin.username, same.origin.session_version) == ("alice", 1)
+    changed = SessionDescription.parse(leg.outgoing(sdp("bob", port=5000)))
+    assert (changed.origin.username, changed.origin.session_version) == ("alice", 2)
+
+
+def test_offers_keep_the_sessions_m_lines_and_answers_match_their_offer() -> None:
+    previous = [m for m, _ in SessionDescription.parse(TWO_STREAMS).media]
+    padded = SessionDescription.parse(pad_media(sdp("bob"), previous))
+    assert [(m.media, m.port) for m, _ in padded.media] == [("audio", 40000), ("video", 0)]
+    assert len(SessionDescription.parse(truncate_media(TWO_STREAMS, 1)).media) == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [
+        ("0.0.0.0", 4000),
+        ("::", 4000),
+        ("224.0.0.1", 4000),
+        ("phone.example", 4000),
+        ("127.0.0.1", 0),
+    ],
+)
+def test_destination_must_be_unicast_ip_and_port(host: str, port: int) -> None:
+    """Hold addresses, multicast, hostnames and port 0 are not destinations."""
+    with pytest.raises(ValueError):
+        check_destination(host, port)

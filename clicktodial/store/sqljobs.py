@@ -1,0 +1,422 @@
+"""
+The SQL store's hot operations, one job type each, on raw DBAPI cursors.
+
+The REGISTER and call paths (credentials, binding updates, call records, call traces) are
+group-committed (:mod:`clicktodial.store.groupcommit`, run by
+:class:`clicktodial.store.sqlbatch.BatchExecutor`): a job is a frozen value carrying its
+arguments that knows its place in a batch (:meth:`SQLJob.order`), the AOR whose bindings it
+changes (locked and read for the whole batch up front), and how it runs inside a batch's
+transaction (:meth:`SQLJob.run`). Alone after an aborted batch it runs the same way, as a
+batch of one: each hot operation has exactly one implementation.
+
+Why raw DBAPI and not SQLAlchemy Core here: SQLAlchemy's per-execution work (compiling,
+events, result processing) cost more than these short statements themselves. The statements
+are written once per database in :class:`SQLDialect` (SQLite's ``?`` and psycopg's ``%s``
+parameters, ``FOR UPDATE`` and advisory locks on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite).
+The rarer operations (users, tokens, listings, purges, admin commands) stay on SQLAlchemy
+Core in :mod:`clicktodial.store.sql`, where clarity matters more than microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import Any, TypeVar
+
+from attrs import frozen
+
+from clicktodial.store.bindings import plan_register
+from clicktodial.store.errors import NoSuchCall
+from clicktodial.store.schema import calls
+from clicktodial.store.traces import TraceAppend, TraceLimits, fit_messages, pack_messages
+from clicktodial.store.values import Binding, BindingChanges, CallRecord, SipCredentials
+
+T = TypeVar("T")
+
+#: Rows per IN (...) list: below every SQLite build's host-parameter limit.
+CHUNK = 500
+
+#: The columns of a call record, in the order of :data:`clicktodial.store.schema.calls`.
+CALL_FIELDS = tuple(c.name for c in calls.columns)
+
+_BINDING_COLUMNS = ("contact", "q", "expires_at", "call_id", "cseq", "instance_id", "reg_id",
+                    "path", "received", "user_agent")
+_TRACE_COUNTS = ("message_count", "byte_count", "dropped", "last_at_ms")
+
+# PostgreSQL: the advisory locks that serialise REGISTERs of the same AORs across
+# transactions and nodes, taken in the order of the (sorted) array. Row locks alone
+# (FOR UPDATE) miss the bindings another node is inserting: two REGISTERs could each add
+# bindings under [registrar] max_contacts and together exceed it. The two-key form, its
+# first key ours ("clkb"), keeps out of other users' (and the migrations') lock keys.
+_PG_LOCK_AORS = (
+    "SELECT count(pg_advisory_xact_lock(1668049762, hashtext(aor)))"
+    " FROM unnest(%s::text[]) AS aor")
+
+
+def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most :data:`CHUNK`."""
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
+
+
+@frozen(slots=False)  # room for the cached statements
+class SQLDialect:
+    """
+    The hot statements in one database's SQL, written once per database (each text is
+    built on first use and kept).
+
+    :ivar name: SQLAlchemy's dialect name.
+    :ivar begin: the statement that opens a write transaction, or ``None`` where the DBAPI
+        opens it by itself (psycopg).
+    :ivar lock_aors: the statement taking the batch's per-AOR locks (a list of AORs), or
+        ``None`` where ``begin`` already serialises writers (SQLite).
+    :ivar p: the DBAPI's parameter marker.
+    :ivar for_update: appended to the reads whose rows the transaction then writes.
+    """
+
+    name: str
+    begin: str | None
+    lock_aors: str | None
+    p: str
+    for_update: str
+
+    @classmethod
+    def named(cls, name: str) -> SQLDialect:
+        """The statements for SQLAlchemy's dialect ``name`` (``sqlite`` or ``postgresql``)."""
+        return _DIALECTS[name]
+
+    def _list(self, count: int) -> str:
+        return ", ".join([self.p] * count)
+
+    @cached_property
+    def credentials(self) -> str:
+        return f"SELECT ha1_md5, ha1_sha256, disabled FROM users WHERE username = {self.p}"
+
+    @cached_property
+    def select_bindings(self) -> str:
+        """One AOR's binding rows, in key order (locked on PostgreSQL: see UpdateBindings)."""
+        return (f"SELECT binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
+                f" WHERE aor = {self.p} ORDER BY binding_key{self.for_update}")
+
+    def select_bindings_of(self, count: int) -> str:
+        """The binding rows (AOR first) of ``count`` AORs, in AOR then key order."""
+        return (f"SELECT aor, binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
+                f" WHERE aor IN ({self._list(count)}) ORDER BY aor, binding_key"
+                f"{self.for_update}")
+
+    @cached_property
+    def delete_binding(self) -> str:
+        return f"DELETE FROM bindings WHERE aor = {self.p} AND binding_key = {self.p}"
+
+    @cached_property
+    def insert_binding(self) -> str:
+        return (f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
+                f" VALUES ({self._list(len(_BINDING_COLUMNS) + 2)})")
+
+    @cached_property
+    def update_binding(self) -> str:
+        return (f"UPDATE bindings SET {', '.join(f'{c} = {self.p}' for c in _BINDING_COLUMNS)}"
+                f" WHERE aor = {self.p} AND binding_key = {self.p}")
+
+    @cached_property
+    def insert_call(self) -> str:
+        return (f"INSERT INTO calls ({', '.join(CALL_FIELDS)})"
+                f" VALUES ({self._list(len(CALL_FIELDS))})")
+
+    def update_call(self, names: Sequence[str]) -> str:
+        """Set the call record fields ``names`` (then the call id)."""
+        return (f"UPDATE calls SET {', '.join(f'{name} = {self.p}' for name in names)}"
+                f" WHERE call_id = {self.p}")
+
+    @cached_property
+    def select_call(self) -> str:
+        return f"SELECT {', '.join(CALL_FIELDS)} FROM calls WHERE call_id = {self.p}"
+
+    def select_trace_counts(self, count: int) -> str:
+        """The counts of ``count`` calls' traces, locked on PostgreSQL."""
+        return (f"SELECT call_id, {', '.join(_TRACE_COUNTS)} FROM call_traces"
+                f" WHERE call_id IN ({self._list(count)}) ORDER BY call_id{self.for_update}")
+
+    @cached_property
+    def insert_trace_messages(self) -> str:
+        return ("INSERT INTO call_trace_messages (call_id, first_index, message_count, data)"
+                f" VALUES ({self._list(4)})")
+
+    @cached_property
+    def insert_trace_counts(self) -> str:
+        return (f"INSERT INTO call_traces (call_id, {', '.join(_TRACE_COUNTS)})"
+                f" VALUES ({self._list(1 + len(_TRACE_COUNTS))})")
+
+    @cached_property
+    def update_trace_counts(self) -> str:
+        return (f"UPDATE call_traces SET {', '.join(f'{c} = {self.p}' for c in _TRACE_COUNTS)}"
+                f" WHERE call_id = {self.p}")
+
+
+_DIALECTS = {
+    # The write lock up front (see sql._configure_sqlite); one writer at a time.
+    "sqlite": SQLDialect("sqlite", begin="BEGIN IMMEDIATE", lock_aors=None, p="?",
+                         for_update=""),
+    # psycopg opens the transaction implicitly; rows are locked as they are read.
+    "postgresql": SQLDialect("postgresql", begin=None, lock_aors=_PG_LOCK_AORS, p="%s",
+                             for_update=" FOR UPDATE"),
+}
+
+
+class _BindingWrites:
+    """A batch's binding writes not sent yet: sent together (executemany per statement)."""
+
+    __slots__ = ("delete", "insert", "update")
+
+    def __init__(self) -> None:
+        self.delete: list[tuple[Any, ...]] = []
+        self.insert: list[tuple[Any, ...]] = []
+        self.update: list[tuple[Any, ...]] = []
+
+    def flush(self, cursor: Any, dialect: SQLDialect) -> None:
+        """Send what is pending. Rows of one AOR are never pending twice (see
+        :meth:`Batch.stored_bindings`), so the order of the three statements does not
+        matter."""
+        for statement, parameters in ((dialect.delete_binding, self.delete),
+                                      (dialect.insert_binding, self.insert),
+                                      (dialect.update_binding, self.update)):
+            if parameters:
+                cursor.executemany(statement, parameters)
+                parameters.clear()
+
+
+class Batch:
+    """
+    One batch's transaction as its jobs see it: the cursor, the dialect's statements, the
+    binding rows read for the whole batch and the binding writes not sent yet.
+
+    :param cursor: a DBAPI cursor inside the open transaction.
+    :param dialect: the statements.
+    :param aors: the AORs the batch's jobs change (sorted, distinct): locked (PostgreSQL)
+        and read in one statement.
+    """
+
+    def __init__(self, cursor: Any, dialect: SQLDialect, aors: Sequence[str]) -> None:
+        self.cursor = cursor
+        self.dialect = dialect
+        self._writes = _BindingWrites()
+        if aors and dialect.lock_aors is not None:
+            cursor.execute(dialect.lock_aors, (list(aors),))
+        self._prefetched = self._prefetch(aors)
+
+    def _prefetch(self, aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
+        # The stored bindings of the batch's AORs in one statement (locked on PostgreSQL:
+        # FOR UPDATE, rows in AOR then key order, as AOR-by-AOR reads in sorted order lock
+        # them). An AOR without rows maps to {}. One AOR is read by its job as it runs.
+        if len(aors) < 2:
+            return {}
+        prefetched: dict[str, dict[str, Binding]] = {aor: {} for aor in aors}
+        for chunk in chunks(aors):
+            self.cursor.execute(self.dialect.select_bindings_of(len(chunk)), tuple(chunk))
+            for row in self.cursor.fetchall():
+                aor = row[0]
+                prefetched[aor][row[1]] = _binding_of_tuple(aor, row[1:])
+        return prefetched
+
+    def stored_bindings(self, aor: str) -> dict[str, Binding]:
+        """
+        The AOR's stored bindings by key: from the batch's read the first time; a second
+        REGISTER of the AOR in the batch reads them again, after the first one's writes
+        went out.
+        """
+        stored = self._prefetched.pop(aor, None)
+        if stored is None:
+            self._writes.flush(self.cursor, self.dialect)
+            self.cursor.execute(self.dialect.select_bindings, (aor,))
+            stored = {row[0]: _binding_of_tuple(aor, row) for row in self.cursor.fetchall()}
+        return stored
+
+    def write_bindings(self, aor: str, stored: Mapping[str, Binding], delete: Sequence[str],
+                       write: Mapping[str, Binding]) -> None:
+        """Queue the AOR's binding changes (sent by :meth:`flush` or the next read)."""
+        self._writes.delete.extend((aor, key) for key in sorted(delete))
+        for key, binding in write.items():
+            (self._writes.update if key in stored else self._writes.insert).append(
+                _binding_parameters(aor, key, binding))
+
+    def flush(self) -> None:
+        """Send the pending writes (before the commit)."""
+        self._writes.flush(self.cursor, self.dialect)
+
+
+class SQLJob(ABC):
+    """One hot store operation: its arguments, and how it runs in a batch."""
+
+    #: Where this kind of job runs in a batch (lower first); see :meth:`order`.
+    rank: int = 0
+
+    def order(self) -> tuple[int, str]:
+        """
+        The job's place in its batch (a stable sort): credential reads first, then binding
+        updates by AOR (one AOR's REGISTERs keep their order; every node locks AORs in the
+        same order, so two nodes' batches cannot deadlock), then call records as submitted
+        (a record's creation before its updates), then call traces (they only add rows,
+        and hold no lock another job needs first).
+        """
+        return (self.rank, "")
+
+    def changes_aor(self) -> str | None:
+        """The AOR whose bindings the job changes (locked and read for the whole batch)."""
+        return None
+
+    @abstractmethod
+    def run(self, batch: Batch) -> Any:
+        """
+        Run inside ``batch``'s transaction (a pool thread); return the operation's result.
+        Raise a :class:`clicktodial.store.errors.StoreError` only before writing anything
+        (it is then this job's outcome, and the batch goes on); any other error aborts the
+        batch.
+        """
+
+
+@frozen
+class Credentials(SQLJob):
+    """``get_sip_credentials``: the user's HA1s, or ``None`` (unknown or disabled)."""
+
+    username: str
+    rank = 0
+
+    def order(self) -> tuple[int, str]:
+        return (self.rank, self.username)
+
+    def run(self, batch: Batch) -> SipCredentials | None:
+        batch.cursor.execute(batch.dialect.credentials, (self.username,))
+        row = batch.cursor.fetchone()
+        if row is None or row[2] or row[0] is None or row[1] is None:
+            return None
+        return SipCredentials(row[0], row[1])
+
+
+@frozen
+class UpdateBindings(SQLJob):
+    """
+    ``update_bindings``: read the AOR's bindings (locked), apply RFC 3261 §10.3 in Python
+    (:func:`plan_register`, which raises before anything is written), write the difference.
+
+    On PostgreSQL the batch first takes the AOR's advisory lock (it also waits for a binding
+    another node is inserting), then reads the rows ``FOR UPDATE`` in key order; a binding
+    two nodes insert at once makes the later transaction fail on the primary key, and the
+    REGISTER runs again alone, then seeing that row. On SQLite ``BEGIN IMMEDIATE`` already
+    serialises writers.
+    """
+
+    aor: str
+    changes: BindingChanges
+    now: float
+    rank = 1
+
+    def order(self) -> tuple[int, str]:
+        return (self.rank, self.aor)
+
+    def changes_aor(self) -> str:
+        return self.aor
+
+    def run(self, batch: Batch) -> list[Binding]:
+        stored = batch.stored_bindings(self.aor)
+        plan = plan_register(self.aor, stored, self.changes, self.now)
+        batch.write_bindings(self.aor, stored, list(plan.delete), plan.write)
+        return list(plan.result)
+
+
+@frozen
+class InsertCall(SQLJob):
+    """``create_call``: store a new call record."""
+
+    record: CallRecord
+    rank = 2
+
+    def run(self, batch: Batch) -> None:
+        batch.cursor.execute(batch.dialect.insert_call,
+                             tuple(getattr(self.record, name) for name in CALL_FIELDS))
+
+
+@frozen
+class UpdateCall(SQLJob):
+    """``update_call``: set some fields of a call record; the record as stored after."""
+
+    call_id: str
+    fields: dict[str, object]
+    rank = 2
+
+    def run(self, batch: Batch) -> CallRecord:
+        # NoSuchCall is raised after an UPDATE that matched no row: nothing was written.
+        if self.fields:
+            names = sorted(self.fields)
+            unknown = set(names).difference(CALL_FIELDS)
+            if unknown:
+                raise ValueError(f"not call record fields: {sorted(unknown)}")
+            batch.cursor.execute(batch.dialect.update_call(names),
+                                 (*(self.fields[name] for name in names), self.call_id))
+        batch.cursor.execute(batch.dialect.select_call, (self.call_id,))
+        row = batch.cursor.fetchone()
+        if row is None:
+            raise NoSuchCall(self.call_id)
+        return CallRecord(**dict(zip(CALL_FIELDS, row, strict=True)))
+
+
+@frozen
+class AppendTraces(SQLJob):
+    """
+    ``append_traces``: every call's messages in a few statements: the calls' counts in one
+    read (locked on PostgreSQL) to apply the bounds, then executemany of the messages and of
+    the counts. Group-committed with the call path: no write transaction of its own for the
+    REGISTERs and call records to wait for (SQLite has one writer).
+    """
+
+    appends: tuple[TraceAppend, ...]
+    limits: TraceLimits
+    rank = 3
+
+    def run(self, batch: Batch) -> None:
+        if not self.appends:
+            return
+        cursor, dialect = batch.cursor, batch.dialect
+        stored: dict[str, list[int]] = {}
+        ids = sorted({append.call_id for append in self.appends})
+        for chunk in chunks(ids):
+            cursor.execute(dialect.select_trace_counts(len(chunk)), tuple(chunk))
+            for row in cursor.fetchall():
+                stored[row[0]] = [int(value) for value in row[1:]]
+        existing = set(stored)
+        rows: list[tuple[Any, ...]] = []
+        for append in self.appends:
+            counts = stored.setdefault(append.call_id, [0, 0, 0, 0])
+            count, size, dropped, last = counts
+            kept, over = fit_messages(count, size, dropped, append.messages, self.limits)
+            if kept:
+                rows.append((append.call_id, count, len(kept), pack_messages(kept)))
+            counts[:] = [count + len(kept), size + sum(len(m.data) for m in kept),
+                         dropped + over + append.dropped,
+                         max([last, *(m.at_ms for m in append.messages)])]
+        if rows:
+            cursor.executemany(dialect.insert_trace_messages, rows)
+        new = [(call_id, *counts) for call_id, counts in stored.items()
+               if call_id not in existing]
+        if new:
+            cursor.executemany(dialect.insert_trace_counts, new)
+        changed = [(*counts, call_id) for call_id, counts in stored.items()
+                   if call_id in existing]
+        if changed:
+            cursor.executemany(dialect.update_trace_counts, changed)
+
+
+def _binding_of_tuple(aor: str, row: Sequence[Any]) -> Binding:
+    # row: binding_key, then _BINDING_COLUMNS.
+    path = row[8]
+    return Binding(aor=aor, contact=row[1], q=row[2], expires_at=row[3], call_id=row[4],
+                   cseq=row[5], instance_id=row[6], reg_id=row[7],
+                   path=() if path == "[]" else tuple(json.loads(path)),
+                   received=row[9], user_agent=row[10])
+
+
+def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
+    # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's order).
+    return (b.contact, b.q, b.expires_at, b.call_id, b.cseq, b.instance_id, b.reg_id,
+            json.dumps(list(b.path)) if b.path else "[]", b.received, b.user_agent, aor, key)
