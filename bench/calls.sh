@@ -1,6 +1,6 @@
 #!/bin/sh
 # bench/calls.sh — complete click-to-dial calls per second without failure, and memory per
-# held call; side by side with the Sippy B2BUA (PyPI `sippy`, `b2bua_simple`) in one run.
+# held call; side by side with the Sippy B2BUA (PyPI `sippy`, its full `b2bua`) in one run.
 #
 # Method (see docs/calls.md, "Benchmark"):
 # - Everything runs in a private network namespace (the script re-runs itself under
@@ -18,7 +18,10 @@
 #   passes when no call failed and the calls were placed at >= 95 % of the offered rate
 #   (placing a call is part of the work: policy, user and binding look-ups, the record).
 # - Sippy: SIPp's built-in uac (-r RATE, -d HOLD_MS, -m RATE*STEP_SECONDS) calls through
-#   b2bua_simple to SIPp's built-in uas. A call is complete when SIPp counts it successful.
+#   Sippy's full b2bua (-f -u -A 0, no RADIUS) to a SIPp uas whose Contact says
+#   ";transport=udp" (bench/sipp/uas_lowercase.xml: Sippy 2.5.0 compares the transport
+#   case-sensitively, a peer bug no ratio should measure). A call is complete when SIPp
+#   counts it successful; Sippy's CPU per call is read from /proc as the daemon's.
 #   (Sippy relays one INVITE dialog; clicktodial sets up two legs and four offer/answer
 #   steps per call: per call it does more SIP work.)
 # - Steps go up through RATES and stop at the first step with a failure; a target's figure
@@ -90,7 +93,7 @@ sys.exit("timed out waiting for the daemon")
 EOF
 }
 
-wait_udp() {  # wait (bounded) until something holds UDP 127.0.0.1:$1 (b2bua_simple)
+wait_udp() {  # wait (bounded) until something holds UDP 127.0.0.1:$1 (Sippy's b2bua)
     python3 - "$1" <<'EOF'
 import socket, sys, time
 deadline = time.monotonic() + 60
@@ -101,7 +104,7 @@ while time.monotonic() < deadline:
         except OSError:
             sys.exit(0)
     time.sleep(0.2)
-sys.exit("timed out waiting for b2bua_simple")
+sys.exit("timed out waiting for Sippy's b2bua")
 EOF
 }
 
@@ -258,24 +261,30 @@ PY
         wait "$DAEMON" 2>/dev/null || true
         ;;
     sippy)
-        if ! command -v b2bua_simple > /dev/null; then
-            echo "  sippy: b2bua_simple not installed (pip install sippy): skipped"
+        if ! command -v b2bua > /dev/null; then
+            echo "  sippy: b2bua not installed (pip install sippy): skipped"
             continue
         fi
-        b2bua_simple -f -l 127.0.0.1 -p "$SIPPY_PORT" -n "127.0.0.1:$UAS_PORT" \
+        # The full b2bua (foreground, no RADIUS, no accounting), not b2bua_simple; a UAS
+        # whose Contact says ";transport=udp": Sippy 2.5.0 compares the transport
+        # case-sensitively and fails every BYE to SIPp's built-in uas (";transport=UDP").
+        b2bua -f -u -A 0 -l 127.0.0.1 -p "$SIPPY_PORT" -s "127.0.0.1:$UAS_PORT" \
             -L "$WORK/sippy.log" > "$WORK/sippy.out" 2>&1 &
         SIPPY=$!
         PIDS="$PIDS $SIPPY"
-        sipp -sn uas -i 127.0.0.1 -p "$UAS_PORT" -nostdin -bg -timeout 900s \
+        sipp -sf "$REPO/bench/sipp/uas_lowercase.xml" -i 127.0.0.1 -p "$UAS_PORT" -nostdin \
+            -bg -timeout 900s -max_socket 100000 -buff_size 4194304 \
             > "$WORK/sipp-uas.out" 2>&1 || true
         wait_udp "$SIPPY_PORT"
         for rate in $RATES; do
             count=$(python3 -c "print(int($rate * $STEP_SECONDS))")
+            before=$(cpu_seconds "$SIPPY")
             if timeout $((STEP_SECONDS + HOLD_MS / 1000 + 60)) sipp -sn uac -i 127.0.0.1 \
                 -p "$UAC_PORT" "127.0.0.1:$SIPPY_PORT" -r "$rate" -m "$count" -d "$HOLD_MS" \
                 -nostdin -timeout $((STEP_SECONDS + HOLD_MS / 1000 + 50))s \
                 -trace_screen -screen_file "$WORK/uac-$rate.screen" > /dev/null 2>&1; then
-                echo "  sippy $rate/s: $count calls, all successful"
+                cpu=$(python3 -c "print(round(($(cpu_seconds "$SIPPY") - $before) * 1000 / $count, 3))")
+                echo "  sippy $rate/s: $count calls, all successful, cpu_ms_per_call: $cpu"
                 SIPPY_BEST=$rate
             else
                 failed=$(grep -m1 "Failed call" "$WORK/uac-$rate.screen" 2>/dev/null || true)
@@ -289,4 +298,4 @@ PY
         ;;
     esac
 done
-echo "highest rate with zero failures: clicktodial ${CTD_BEST}/s, sippy b2bua_simple ${SIPPY_BEST}/s"
+echo "highest rate with zero failures: clicktodial ${CTD_BEST}/s, sippy b2bua ${SIPPY_BEST}/s"

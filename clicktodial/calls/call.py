@@ -437,7 +437,7 @@ class Leg:
         self.forks: dict[OutgoingCall, Target] = {}
         #: True while the INVITEs go out (a fork may fail synchronously).
         self.starting = False
-        self.failures: list[int] = []
+        self.failures: tuple[int, ...] = ()  # a shared empty tuple for the held call
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
         self.origin = LegOrigin()
@@ -665,7 +665,7 @@ class Call:
         self._long_timers = long_timers
         self.caller_offer = b""
         self._callee_offer: bytes | None = None
-        self._relayed: list[IncomingRequest] = []
+        self._relayed: tuple[IncomingRequest, ...] = ()  # shared when empty
         self.created_at = created_at
         self.caller_answered_at: float | None = None
         self.callee_answered_at: float | None = None
@@ -840,7 +840,7 @@ class Call:
             trunk=self._route.trunk,
             status=status,
         )
-        self.callee.failures.clear()
+        self.callee.failures = ()
         # Flow IV: the next trunk's early media or 2xx offer goes to the caller afresh.
         self._early_media = False
         self._early_offer = self._early_answer = None
@@ -960,9 +960,9 @@ class Call:
 
     def _refuse_relayed(self, payload: object) -> None:
         """A re-INVITE we were relaying gets 487: its dialog is going away."""
-        for request in self._relayed:
+        relayed, self._relayed = self._relayed, ()
+        for request in relayed:
             self._respond(request, 487)
-        self._relayed.clear()
 
     def _hang_up_callee(self, payload: object) -> None:
         self.callee.hang_up()
@@ -1063,7 +1063,7 @@ class Call:
     def _fork_failed(self, leg: Leg, fork: OutgoingCall, response: Response) -> None:
         if leg.forks.pop(fork, None) is None and not leg.starting:
             return  # cancelled by us (another phone answered, or the call is over)
-        leg.failures.append(response.status)
+        leg.failures += (response.status,)
         if leg.starting or leg.forks or leg.session is not None:
             return
         self._leg_failed(leg)
@@ -1129,7 +1129,7 @@ class Call:
             if response.status < 200:
                 return
             if request in self._relayed:
-                self._relayed.remove(request)
+                self._relayed = tuple(r for r in self._relayed if r is not request)
             answer = _sdp_of(response)
             if 200 <= response.status < 300 and answer is not None:
                 if relay is None:
@@ -1157,7 +1157,7 @@ class Call:
             except (RequestPending, OfferAnswerError, DialogError):
                 self._respond(request, 491)
                 return
-            self._relayed.append(request)
+            self._relayed += (request,)
 
         if relay is None:
             forward(request.offer)

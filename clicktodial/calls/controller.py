@@ -168,6 +168,8 @@ class CallController:
         self._reserved_total = 0
         #: Same-length timers of all calls (the maximum duration), one queue per length.
         self._timer_queues: dict[float, LingerQueue] = {}
+        #: ... bound once: every call keeps it (a bound method made per call is 64 bytes).
+        self._long_timers_of_calls = self._long_timers
         #: Inputs a call got in a phase where they have no transition, since start, by
         #: "phase/input" (/metrics: clicktodial_call_unexpected_inputs).
         self.unexpected_inputs: dict[str, int] = {}
@@ -251,7 +253,7 @@ class CallController:
             callee_targets=lambda: self._lookup(callee_name),
             created_at=now,
             media=self.media,
-            long_timers=self._long_timers,
+            long_timers=self._long_timers_of_calls,
             tracer=self.tracer,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
             route=route,

@@ -8,6 +8,8 @@ Pure: no Twisted imports. Transport names are the Via tokens, upper case
 
 from __future__ import annotations
 
+import sys
+
 import attrs
 
 __all__ = [
@@ -39,7 +41,8 @@ def format_host_port(host: str, port: int | None) -> str:
 
 
 def _upper(text: str) -> str:
-    return text.upper()
+    # Interned: a few transport names, kept in every dialog's and call leg's Destination.
+    return sys.intern(text.upper())
 
 
 @attrs.frozen

@@ -248,7 +248,8 @@ class Dialog:
         self._remote_party = str(remote_party)
         self._remote_tag = remote_party.tag
         self.remote_target = remote_target
-        self.route_set = list(route_set)
+        # A tuple: the empty route set of most dialogs is one shared object.
+        self.route_set: tuple[NameAddr, ...] = tuple(route_set)
         self.local_contact = local_contact
         self.local_seq = local_seq
         self.remote_seq = remote_seq
@@ -382,7 +383,7 @@ class Dialog:
         if self.state is DialogState.EARLY:
             self.state = DialogState.CONFIRMED
             if self.is_uac:
-                self.route_set = list(reversed(response.record_routes))
+                self.route_set = tuple(reversed(response.record_routes))
         self.refresh_target(response)
 
     def terminate(self) -> None:

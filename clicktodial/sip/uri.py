@@ -12,6 +12,7 @@ it when serializing. A URI is an immutable value: use :meth:`URI.replace`,
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -31,6 +32,8 @@ class URIParseError(HeaderParseError):
 
 
 # RFC 3261 §25.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+#: The parameters of every URI without any (never changed: a URI is immutable).
+_NO_PARAMS: dict[str, str | None] = {}
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 # hostname / IPv4address (IPv6 references are handled separately).
 _HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?")
@@ -130,7 +133,7 @@ class URI:
     _host: str
     _port: int | None
     _params: dict[str, str | None]
-    _headers: list[tuple[str, str]]
+    _headers: tuple[tuple[str, str], ...]
     _opaque: str | None
     _text: str | None
 
@@ -154,18 +157,20 @@ class URI:
             raise ValueError(f"a {scheme!r} URI needs opaque=")
         if password is not None and user is None:
             raise ValueError("a password needs a user")
-        self._scheme = scheme
+        # Shared where they can be: a URI is never changed in place, and one is kept
+        # per dialog for a whole call (docs/benchmarks.md, memory per held call).
+        self._scheme = sys.intern(scheme)
         self._user = user
         self._password = password
         self._host = host
         self._port = port
-        self._params = {k.lower(): v for k, v in params.items()} if params else {}
+        self._params = {k.lower(): v for k, v in params.items()} if params else _NO_PARAMS
         if headers is None:
-            self._headers = []
+            self._headers = ()
         elif isinstance(headers, Mapping):
-            self._headers = list(headers.items())
+            self._headers = tuple(headers.items())
         else:
-            self._headers = list(headers)
+            self._headers = tuple(headers)
         self._opaque = opaque
         self._text = None
 
@@ -405,12 +410,12 @@ def _parse_sip(scheme: str, rest: str, text: str) -> URI:
         if port > 65535:
             raise URIParseError(f"port out of range in URI {text!r}")
     uri = URI.__new__(URI)
-    uri._scheme = scheme
+    uri._scheme = sys.intern(scheme)
     uri._user = user
     uri._password = password
     uri._host = host
     uri._port = port
-    uri._params = _split_params(ptext[1:], "URI", checked=True) if ptext else {}
+    uri._params = _split_params(ptext[1:], "URI", checked=True) if ptext else _NO_PARAMS
     headers: list[tuple[str, str]] = []
     if htext is not None:
         for item in htext.split("&"):
@@ -418,7 +423,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> URI:
             if not name or not eq or "=" in value:
                 raise URIParseError(f"bad header {item!r} in URI {text!r}")
             headers.append((unescape(name), unescape(value)))
-    uri._headers = headers
+    uri._headers = tuple(headers)
     uri._opaque = None
     uri._text = None
     return uri

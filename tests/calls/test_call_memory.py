@@ -104,3 +104,36 @@ def test_a_held_call_keeps_no_message_in_the_tracer() -> None:
     world.controller.hang_up(call_id)
     success_result_of(tracer.stop())
     world.assert_quiescent()
+
+
+def test_a_held_call_keeps_sdp_as_text_and_shares_its_empty_values() -> None:
+    """A leg keeps the o= and m= lines it last sent as text (parsed again on demand, the
+    same values); empty per-call values (route set, failures, relayed re-INVITEs, URI
+    parameters and headers) are shared objects; transport names and URI schemes are
+    interned."""
+    import sys
+
+    from clicktodial.sip import uri
+    from clicktodial.sip.sdp import Media, Origin
+
+    world = held_call("flow4")
+    call = world.daemon.ua.sessions[0].handler.leg.call  # type: ignore[attr-defined]
+    assert isinstance(call, Call)
+    for leg in (call.caller, call.callee):
+        assert isinstance(leg.origin._origin, str)
+        assert all(isinstance(value, str) for value in leg.origin._media)
+        origin = leg.origin.origin
+        assert isinstance(origin, Origin) and str(origin) == leg.origin._origin
+        assert [m.media for m in leg.origin.media] == ["audio"]
+        assert isinstance(leg.origin.media[0], Media)
+        assert leg.failures == () and type(leg.failures) is tuple
+        assert leg.session is not None
+        dialog = leg.session.dialog
+        assert dialog.route_set == () and type(dialog.route_set) is tuple
+        assert dialog.remote_target._params is uri._NO_PARAMS
+        assert dialog.remote_target._headers == () and not dialog.remote_target._headers
+        assert dialog.remote_target._scheme is sys.intern("sip")
+        assert dialog.destination().transport is sys.intern("UDP")
+    assert call._relayed == () and type(call._relayed) is tuple
+    world.controller.hang_up(call.call_id)
+    world.assert_quiescent()
