@@ -13,8 +13,9 @@
 #   (bench/sipp/call_caller_hold.xml) answers at once, takes the Flow IV re-INVITE, holds
 #   HOLD_MS and hangs up; bob's (tests/interop/sipp/call_phone_answer.xml) answers at once.
 #   bench/calls_rate.py places RATE calls/s for STEP_SECONDS through the web API, waits
-#   for them to end and reads every call record: a call is complete when its record says
-#   "caller-hangup" (both legs set up with full 3PCC, media relayed, BYE relayed). A step
+#   for them to end and reads every call's record from the SQLite file (read-only: not
+#   through the daemon, whose CPU per call would count the reading): a call is complete when
+#   its record says "caller-hangup" (both legs set up with full 3PCC, media relayed, BYE relayed). A step
 #   passes when no call failed and the calls were placed at >= 95 % of the offered rate
 #   (placing a call is part of the work: policy, user and binding look-ups, the record).
 # - Sippy: SIPp's built-in uac (-r RATE, -d HOLD_MS, -m RATE*STEP_SECONDS) calls through
@@ -195,6 +196,7 @@ for target in $TARGETS; do
             for rate in $RATES; do
                 before=$(cpu_seconds "$DAEMON")
                 out=$(python3 "$REPO/bench/calls_rate.py" step \
+                    --database "$WORK/clicktodial.sqlite" \
                     --api "127.0.0.1:$WEB_PORT" --token "$TOKEN" --rate "$rate" \
                     --seconds "$STEP_SECONDS" --settle $((HOLD_MS / 1000 + 40)))
                 after=$(cpu_seconds "$DAEMON")
