@@ -15,8 +15,8 @@
 #   bench/calls_rate.py places RATE calls/s for STEP_SECONDS through the web API, waits
 #   for them to end and reads every call's record from the SQLite file (read-only: not
 #   through the daemon, whose CPU per call would count the reading): a call is complete when
-#   its record says "caller-hangup" (both legs set up with full 3PCC, media relayed, BYE relayed). A step
-#   passes when no call failed and the calls were placed at >= 95 % of the offered rate
+#   its record says "caller-hangup" (both legs set up with full 3PCC, media relayed, BYE
+#   relayed). A step passes when no call failed and the calls were placed at >= 95 % of the offered rate
 #   (placing a call is part of the work: policy, user and binding look-ups, the record).
 # - Sippy: SIPp's built-in uac (-r RATE, -d HOLD_MS, -m RATE*STEP_SECONDS) calls through
 #   Sippy's full b2bua (-f -u -A 0, no RADIUS) to a SIPp uas whose Contact says
