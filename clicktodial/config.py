@@ -414,6 +414,33 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
+def parse_count_in(low: int, high: int) -> Callable[[str], int]:
+    """A parser of whole numbers from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        n = parse_count(text)
+        if not low <= n <= high:
+            raise ValueError(f"invalid number {text!r} (expected {low} to {high})")
+        return n
+
+    return parse
+
+
+def parse_number_in(low: float, high: float) -> Callable[[str], float]:
+    """A parser of numbers from ``low`` to ``high`` (``0.5``; never nan or infinity)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"invalid number {text!r} (expected {low:g} to {high:g})") from None
+        if not low <= value <= high:  # also refuses nan and inf
+            raise ValueError(f"invalid number {text!r} (expected {low:g} to {high:g})")
+        return value
+
+    return parse
+
+
 def parse_yes_no(text: str) -> bool:
     """``yes``/``true``/``on``/``1`` or ``no``/``false``/``off``/``0``."""
     lowered = text.lower()

@@ -19,7 +19,9 @@ from clicktodial.config import (
     InvalidSetting,
     build_section,
     parse_choice,
+    parse_count_in,
     parse_network_set,
+    parse_number_in,
     parse_seconds_or_zero,
     parse_yes_no,
     setting,
@@ -124,34 +126,10 @@ def parse_user_caller_ids(text: str) -> Mapping[str, str]:
     return result
 
 
-def _parse_expires(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"not a whole number of seconds: {text!r}") from None
-    if not 60 <= value <= 86400:
-        raise ValueError(f"register_expires is 60 to 86400 seconds, not {value}")
-    return value
-
-
-def _parse_max_calls(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 100_000:
-        raise ValueError(f"max_calls is 1 to 100000, not {value}")
-    return value
-
-
-def _parse_max_cps(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"not a number of calls per second: {text!r}") from None
-    if not 0.01 <= value <= 10_000:  # also refuses nan and inf
-        raise ValueError(f"max_cps is 0.01 to 10000 calls per second, not {text!r}")
-    return value
+# The limits of a trunk's numbers (expiry in seconds, calls at once, calls per second).
+_parse_expires = parse_count_in(60, 86400)
+_parse_max_calls = parse_count_in(1, 100_000)
+_parse_max_cps = parse_number_in(0.01, 10_000)
 
 
 @attrs.frozen
