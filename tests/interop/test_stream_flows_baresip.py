@@ -184,7 +184,7 @@ def test_a_call_to_a_phone_killed_while_registered_over_tcp_fails_within_two_sec
     wait_until(lambda: control.get(call_id).get("ended_at") is not None, 60, "the call to end")
     took = time.monotonic() - placed
     record = control.get(call_id)
-    print(f"call to a SIGKILLed TCP phone ended after {took:.2f} s: {record['end_reason']}")
+    print(f"call to a SIGKILLed TCP phone ended after {took:.2f} s: {record['reason']}")
     assert record["reason"] == "callee-unreachable", record
     assert took < 2.0, f"the call took {took:.2f} s to fail"
     alice.stop()
