@@ -44,10 +44,25 @@
 #   and the mean CPU ms per call over the steps passed at every setting; "calls/s at one
 #   core" = 1000 / that.
 #
+# - Python calls per complete call (the target "count", on by default; load-independent, for
+#   comparing two trees on a busy machine): a fresh daemon and database under
+#   bench/twistd_callcount.py (a profile hook in every thread), COUNT_RATE calls/s (20) for
+#   COUNT_SECONDS (5) with TRACE's first setting, a batch every COUNT_TICK (0.5) s: 10 calls
+#   a request, as many as a 20 ms batch at 500/s (a request per call would count the HTTP
+#   work per call). First a warm-up second, not counted, and COUNT_LINGER (33) s for its
+#   transactions to end (64*T1). Counting starts (SIGUSR1) before the first call is placed
+#   and stops (SIGUSR2) COUNT_LINGER s after the last record has its end reason (read from
+#   the SQLite file: the web API is not polled), so each call's lingering timers count.
+#   Prints the Python function calls and the built-in calls of every thread of the daemon
+#   per complete call, placing (the admin batch API) included. The hook slows the daemon:
+#   no CPU figure from that run. COUNT_TOP=FILE writes the count of each Python function
+#   to FILE, most called first.
+#
 # Usage: bench/calls.sh [RATES...|-]  e.g. bench/calls.sh 50 100 200 300; "-": memory only
 # Environment: STEP_SECONDS (5), HOLD_MS (2000), HELD (10000; 0 skips the memory figure),
 # HOLD_RATE (100), TRACE ("on"; e.g. "on off", "on off on off"),
-# TARGETS ("clicktodial sippy"), PROFILE (a file: the daemon runs under cProfile), KEEP_LOGS
+# TARGETS ("clicktodial sippy count"), COUNT_RATE (20), COUNT_SECONDS (5), COUNT_TICK (0.5),
+# COUNT_LINGER (33), COUNT_TOP, PROFILE (a file: the daemon runs under cProfile), KEEP_LOGS
 # (a directory the daemon's and the phones' logs are copied to at the end).
 # Needs: sipp, the `sippy` package (pip install sippy), this checkout importable.
 set -eu
@@ -62,7 +77,7 @@ STEP_SECONDS=${STEP_SECONDS:-5}
 HOLD_MS=${HOLD_MS:-2000}
 HELD=${HELD:-10000}
 HOLD_RATE=${HOLD_RATE:-100}
-TARGETS=${TARGETS:-"clicktodial sippy"}
+TARGETS=${TARGETS:-"clicktodial sippy count"}
 TRACE=${TRACE:-on}
 if [ "${1:-}" = "-" ]; then RATES=""; elif [ $# -gt 0 ]; then RATES="$*"
 else RATES="50 100 150 200 300 400 500"; fi
@@ -115,7 +130,7 @@ fields = open('/proc/%s/stat' % sys.argv[1]).read().rsplit(')', 1)[1].split()
 print((int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK'))" "$1"
 }
 
-start_daemon() {  # $1: [calls] trace (on, off)
+start_daemon() {  # $1: [calls] trace (on, off); $2: twistd_callcount.py's output file (optional)
     cat > "$WORK/clicktodial.ini" <<EOF
 [sip]
 domain = 127.0.0.1
@@ -144,10 +159,16 @@ EOF
     if [ -n "${PROFILE:-}" ]; then
         profile="--profile=$PROFILE --profiler=cprofile --savestats"
     fi
-    # shellcheck disable=SC2086
-    (cd "$WORK" && exec python3 -c "from twisted.scripts.twistd import run; run()" \
-        -n --pidfile= $profile clicktodial --config "$WORK/clicktodial.ini") \
-        > "$WORK/daemon.out" 2>&1 &
+    if [ -n "${2:-}" ]; then
+        (cd "$WORK" && exec python3 "$REPO/bench/twistd_callcount.py" "$2" \
+            -n --pidfile= clicktodial --config "$WORK/clicktodial.ini") \
+            > "$WORK/daemon.out" 2>&1 &
+    else
+        # shellcheck disable=SC2086
+        (cd "$WORK" && exec python3 -c "from twisted.scripts.twistd import run; run()" \
+            -n --pidfile= $profile clicktodial --config "$WORK/clicktodial.ini") \
+            > "$WORK/daemon.out" 2>&1 &
+    fi
     DAEMON=$!
     PIDS="$PIDS $DAEMON"
     wait_port "$WEB_PORT"
@@ -258,6 +279,44 @@ PY
             --token "$TOKEN" \
             --rate "$HOLD_RATE" --calls "$HELD" --pid "$DAEMON" --settle 120 --quiet 40)
         echo "  clicktodial memory at $HELD held calls: $out"
+        stop_phones
+        kill "$DAEMON" 2>/dev/null || true
+        wait "$DAEMON" 2>/dev/null || true
+        ;;
+    count)
+        rm -f "$WORK"/clicktodial.sqlite*
+        CALLCOUNT_TOP="$WORK/callcount-top" start_daemon "$(echo "$TRACE" | cut -d' ' -f1)" \
+            "$WORK/callcount"
+        start_phones "$HOLD_MS"
+        # A warm-up step, not counted: first-use costs (imports, caches, statements).
+        python3 "$REPO/bench/calls_rate.py" step --database "$WORK/clicktodial.sqlite" \
+            --api "127.0.0.1:$WEB_PORT" --token "$TOKEN" --rate "${COUNT_RATE:-20}" \
+            --seconds 1 --settle $((HOLD_MS / 1000 + 40)) > /dev/null
+        sleep "${COUNT_LINGER:-33}"
+        out=$(python3 "$REPO/bench/calls_rate.py" step --database "$WORK/clicktodial.sqlite" \
+            --api "127.0.0.1:$WEB_PORT" --token "$TOKEN" --rate "${COUNT_RATE:-20}" \
+            --seconds "${COUNT_SECONDS:-5}" --settle $((HOLD_MS / 1000 + 40)) \
+            --count-pid "$DAEMON" --count-linger "${COUNT_LINGER:-33}" \
+            --tick "${COUNT_TICK:-0.5}")
+        sleep 1
+        if [ -n "${COUNT_TOP:-}" ]; then cp "$WORK/callcount-top" "$COUNT_TOP"; fi
+        python3 - "$out" "$WORK/callcount" "$WORK/callcount-top" <<'PY'
+import json, re, sys
+step = json.loads(sys.argv[1])
+calls, c_calls = map(int, open(sys.argv[2]).read().split())
+ok = max(1, step["complete"])
+# Copies handled because a phone or the daemon answered late (a loaded machine): each
+# costs a parse and a handler, and inflates the count; the line says how many there were.
+copies = sum(
+    int(line.split()[0])
+    for line in open(sys.argv[3])
+    if re.search(r"\b(_pass_up_again|resend_ack|_ack_again|receive_retransmission)\b", line)
+)
+print(f"  clicktodial: {calls / ok:.0f} Python calls per complete call (and {c_calls / ok:.0f}"
+      f" calls of built-ins; {step['complete']} of {step['placed']} calls complete at"
+      f" {step['offered_rate']:g}/s, {copies} retransmitted copies handled; every thread"
+      f" of the daemon): {json.dumps(step)}")
+PY
         stop_phones
         kill "$DAEMON" 2>/dev/null || true
         wait "$DAEMON" 2>/dev/null || true

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -155,6 +157,21 @@ def main() -> None:
         p.add_argument("--callee", default="bob")
     step.add_argument("--seconds", type=float, default=5.0)
     step.add_argument("--settle", type=float, default=30.0)
+    step.add_argument(
+        "--tick",
+        type=float,
+        default=0.02,
+        help="seconds between two batches (the count uses a longer one: batches as large"
+        " as at a high rate)",
+    )
+    step.add_argument("--count-linger", type=float, default=33.0)
+    step.add_argument(
+        "--count-pid",
+        type=int,
+        help="a daemon under bench/twistd_callcount.py: SIGUSR1 before the first call,"
+        " SIGUSR2 --count-linger s after every record has its end reason (no polling of the"
+        " web API)",
+    )
     hold.add_argument("--calls", type=int, required=True)
     hold.add_argument("--pid", type=int, required=True)
     hold.add_argument("--settle", type=float, default=120.0)
@@ -170,13 +187,26 @@ def main() -> None:
     client = Client(*api, args.token)
     if args.command == "step":
         count = int(args.rate * args.seconds)
+        if args.count_pid:
+            os.kill(args.count_pid, signal.SIGUSR1)
         ids, refused, took = place_at_rate(
-            api, args.token, args.rate, count, args.caller, args.callee
+            api, args.token, args.rate, count, args.caller, args.callee, args.tick
         )
-        idle = wait_idle(client, args.settle)
+        if args.count_pid:
+            # Counting: the records say when the calls ended; asking the web API (GET
+            # /calls?active=true) would count its work as the calls'.
+            found = read_reasons(args.database, ids, wait=args.settle)
+            idle = "None" not in found
+            # The calls' transactions linger up to 64*T1 = 32 s (Timer J, K, ...): their
+            # timers are part of a call's work.
+            time.sleep(args.count_linger)
+            os.kill(args.count_pid, signal.SIGUSR2)
+        else:
+            idle = wait_idle(client, args.settle)
+            found = read_reasons(args.database, ids)
         complete = 0
         reasons: dict[str, int] = {}
-        for reason in read_reasons(args.database, ids):
+        for reason in found:
             reasons[reason] = reasons.get(reason, 0) + 1
             if reason == "caller-hangup":
                 complete += 1
