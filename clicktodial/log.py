@@ -143,14 +143,24 @@ class DaemonLogObserver:
         self._predicate = LogLevelFilterPredicate(defaultLogLevel=level)
         self._filter = FilteringLogObserver(writer, [self._predicate])
         self.level = level
+        self._below = _levels_below(level)
 
     def set_level(self, level: LogLevel) -> None:
         """Write events at ``level`` or above from now on."""
         self._predicate.setLogLevelForNamespace("", level)
         self.level = level
+        self._below = _levels_below(level)
 
     def __call__(self, event: LogEvent) -> None:
+        # The common case first: an event below the level (info and debug at "warn") is
+        # dropped with one set look-up; the predicate costs a dozen calls an event.
+        if event.get("log_level") in self._below:
+            return
         self._filter(event)
+
+
+def _levels_below(level: LogLevel) -> frozenset[LogLevel]:
+    return frozenset(other for other in LogLevel.iterconstants() if other < level)
 
 
 def make_log_observer(
