@@ -706,8 +706,8 @@ class Call:
             log.debug(
                 "call {record}: {event} in {phase}",
                 record=self.call_id,
-                event=event.value,
-                phase=phase.value,
+                event=event,
+                phase=phase,
             )
         for action in actions:
             action(self, payload)
@@ -715,12 +715,14 @@ class Call:
     def _enter(self, phase: Phase, event: Input) -> None:
         """Leave the current phase (cancel its timer), enter ``phase``, start its timer."""
         self._cancel_timer()
+        # The StrEnum members themselves (formatted as their values, and only when the
+        # event is written): .value is two calls each, on every transition.
         log.info(
             "call {record}: {old} --{event}--> {new}",
             record=self.call_id,
-            old=self.phase.value,
-            event=event.value,
-            new=phase.value,
+            old=self.phase,
+            event=event,
+            new=phase,
         )
         self.phase = phase
         self._start_timer()
