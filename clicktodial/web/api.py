@@ -75,8 +75,13 @@ class ApiResource(RoutedResource):
     def __init__(self, app: WebApp) -> None:
         super().__init__(app.limits.max_body)
         self.app = app
+        # Built once: each Route compiles its pattern (a request would compile ten).
+        self._routes = self._route_table()
 
     def routes(self) -> Sequence[Route]:
+        return self._routes
+
+    def _route_table(self) -> tuple[Route, ...]:
         return (
             Route("GET", "/openapi.json", self.openapi),
             Route("GET", "/users", self.list_users),
