@@ -201,12 +201,23 @@ class _CallOutcomes:
 
     def __init__(self, metrics: DaemonMetrics) -> None:
         self.metrics = metrics
+        # Each label value's child, looked up once: labels() is half a dozen calls a call.
+        self._outcomes: dict[str, Any] = {}
+        self._relays: dict[str, Any] = {}
 
     def call_state_changed(self, info: CallInfo) -> None:
         if info.state in FINAL_STATES:
-            self.metrics.calls.labels(info.end_reason or info.state).inc()
+            outcome = info.end_reason or info.state
+            counter = self._outcomes.get(outcome)
+            if counter is None:
+                counter = self._outcomes[outcome] = self.metrics.calls.labels(outcome)
+            counter.inc()
             # None: a call another node lost, rebuilt from its record (counted as off).
-            self.metrics.calls_media_relay.labels(info.media_relay or "off").inc()
+            relay = info.media_relay or "off"
+            counter = self._relays.get(relay)
+            if counter is None:
+                counter = self._relays[relay] = self.metrics.calls_media_relay.labels(relay)
+            counter.inc()
 
 
 def _media_relay(relay: IMediaRelay) -> DaemonCollector:
