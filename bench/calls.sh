@@ -198,10 +198,20 @@ start_phones() {  # $1: caller hold in ms
     sleep 1
 }
 
+own_netns() {  # the PIDs among $@ that run in this script's network namespace
+    ours=$(readlink /proc/$$/ns/net)
+    for pid in "$@"; do
+        if [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$ours" ]; then echo "$pid"; fi
+    done
+}
+
 stop_phones() {
+    # Only this run's phones: another run of this script (its own namespace, the same
+    # ports) shares the PID namespace, and its SIPp must live on.
     pkill_pids=$(ps -eo pid,args | awk -v a="$ALICE_PORT" -v b="$BOB_PORT" \
         '$2 == "sipp" && ($0 ~ "-p " a || $0 ~ "-p " b) {print $1}')
-    for pid in $pkill_pids; do kill "$pid" 2>/dev/null || true; done
+    # shellcheck disable=SC2086
+    for pid in $(own_netns $pkill_pids); do kill "$pid" 2>/dev/null || true; done
 }
 
 echo "complete click-to-dial calls/s (hold ${HOLD_MS} ms, ${STEP_SECONDS} s per step)"
@@ -354,8 +364,11 @@ PY
             fi
         done
         kill "$SIPPY" 2>/dev/null || true
-        ps -eo pid,args | awk -v p="$UAS_PORT" '$2 == "sipp" && $0 ~ "-p " p {print $1}' \
-            | xargs -r kill 2>/dev/null || true
+        # shellcheck disable=SC2046
+        for pid in $(own_netns $(ps -eo pid,args \
+            | awk -v p="$UAS_PORT" '$2 == "sipp" && $0 ~ "-p " p {print $1}')); do
+            kill "$pid" 2>/dev/null || true
+        done
         ;;
     esac
 done
