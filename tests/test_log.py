@@ -116,3 +116,27 @@ def test_a_web_login_with_a_hostile_user_name_is_logged_without_control_characte
     lines = [format_text_event(event) or "" for event in log.events]
     assert any("web login failed for ? from 192.0.2.7" in line for line in lines), lines
     assert not any(_RAW_CONTROL.search(line) for line in lines)
+
+
+def test_the_level_drops_events_below_it_and_set_level_moves_it_both_ways() -> None:
+    out = io.StringIO()
+    observer = _observer("level = warn", out)
+
+    def event(level: LogLevel, text: str) -> dict[str, object]:
+        return {"log_level": level, "log_format": text, "log_namespace": "t", "log_time": 0.0}
+
+    observer(event(LogLevel.info, "quiet info"))
+    observer(event(LogLevel.debug, "quiet debug"))
+    observer(event(LogLevel.warn, "loud warn"))
+    observer.set_level(LogLevel.debug)
+    observer(event(LogLevel.debug, "loud debug"))
+    observer.set_level(LogLevel.error)
+    observer(event(LogLevel.warn, "quiet warn"))
+    observer(event(LogLevel.critical, "loud critical"))
+    text = out.getvalue()
+    assert "quiet" not in text
+    assert [line.rsplit(" ", 2)[-2:] for line in text.splitlines()] == [
+        ["loud", "warn"],
+        ["loud", "debug"],
+        ["loud", "critical"],
+    ]
