@@ -708,6 +708,9 @@ class SQLStore(StoreBase):
     def count_outbound_call(self, username: str, day: str, limit: int) -> Deferred[bool]:
         return self._run(self._op_count_outbound_call, username, day, limit)
 
+    def uncount_outbound_call(self, username: str, day: str) -> Deferred[None]:
+        return self._run(self._op_uncount_outbound_call, username, day)
+
     def outbound_calls(self, username: str, day: str) -> Deferred[int]:
         return self._run(self._op_outbound_calls, username, day)
 
@@ -729,6 +732,19 @@ class SQLStore(StoreBase):
         ).returning(outbound_counts.c.count)
         with self._write() as connection:
             return connection.execute(statement).first() is not None
+
+    def _op_uncount_outbound_call(self, username: str, day: str) -> None:
+        # One UPDATE: atomic against concurrent counts; never below 0.
+        with self._write() as connection:
+            connection.execute(
+                update(outbound_counts)
+                .where(
+                    outbound_counts.c.username == username,
+                    outbound_counts.c.day == day,
+                    outbound_counts.c.count > 0,
+                )
+                .values(count=outbound_counts.c.count - 1)
+            )
 
     def _op_outbound_calls(self, username: str, day: str) -> int:
         with self._read() as connection:

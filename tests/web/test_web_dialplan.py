@@ -156,6 +156,26 @@ def test_the_daily_limit_refuses_the_call_past_it_and_a_new_utc_day_resets_it(
     assert call_number(world, "+442079460958").code == 201
 
 
+def test_a_call_that_reached_no_trunk_gives_its_daily_count_back(world: WebWorld) -> None:
+    """The controller's refund (no INVITE reached a trunk) frees the place (docs/dialplan.md)."""
+    for _ in range(3):
+        assert call_number(world, "+442079460958").code == 201
+    assert call_number(world, "+442079460958").code == 403
+    refund = world.controller.refunds[0]
+    assert refund is not None
+    refund()
+    refund()  # once
+    assert world.store.outbound_calls("bob", "2023-11-14").result == 2
+    assert call_number(world, "+442079460958").code == 201
+    assert call_number(world, "+442079460958").code == 403
+
+
+def test_a_call_the_controller_refuses_is_not_counted(world: WebWorld) -> None:
+    world.controller.refuse = "no-outbound"
+    assert call_number(world, "+442079460958").code == 403
+    assert world.store.outbound_calls("bob", "2023-11-14").result == 0
+
+
 def test_local_calls_do_not_count_against_the_daily_limit(world: WebWorld) -> None:
     for _ in range(4):
         assert call_number(world, "alice").code == 201
