@@ -83,6 +83,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
+from clicktodial.calls.policy import FlowIV
 from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
 from clicktodial.interfaces import IBridge, ICalleeRoute, IMediaFlow
 from clicktodial.netaddr import NetworkSet
@@ -841,6 +842,12 @@ class Call:
             status=status,
         )
         self.callee.failures = ()
+        if self._early_acked():
+            # Flow I after early media: the caller's offer was answered with the failed
+            # trunk's media. RFC 3725 §5 Flow IV from here on: the next trunk is INVITEd
+            # without an offer and its offer re-INVITEs the caller (docs/calls.md).
+            self._callee_offer = None
+            self.flow = FlowIV()
         # Flow IV: the next trunk's early media or 2xx offer goes to the caller afresh.
         self._early_media = False
         self._early_offer = self._early_answer = None
@@ -850,8 +857,8 @@ class Call:
     def _early_acked(self) -> bool:
         """
         Flow I: the caller's 2xx was ACKed with a trunk's early answer, so the caller's
-        media is bound to that trunk's; another trunk's answer could not reach the caller
-        (no offer left to answer), so that call does not fail over.
+        media is bound to that trunk's: the caller has no offer left for another trunk
+        (a fail-over continues as Flow IV, :meth:`_reroute_callee`).
         """
         return self._early_media and self._callee_offer is not None
 
@@ -1071,7 +1078,7 @@ class Call:
     def _leg_failed(self, leg: Leg) -> None:
         """Every INVITE of ``leg`` failed: the best status speaks for the leg."""
         status = min(leg.failures or [503], key=_status_rank)
-        if leg is self.callee and not self._early_acked() and self._route.reroutes(status):
+        if leg is self.callee and self._route.reroutes(status):
             self._handle(Input.CALLEE_REROUTE, status)
             return
         reason, who = _outcome(leg.role, status)

@@ -375,16 +375,85 @@ def test_flow4_a_trunk_failing_after_early_media_still_fails_over() -> None:
     assert b"127.0.0.9" in caller_invites(o)[-1].body
 
 
-def test_flow1_a_trunk_failing_after_its_early_answer_was_acked_ends_the_call() -> None:
-    """The caller's only offer was answered with the first trunk's media: no fail-over."""
+def test_flow1_a_trunk_failing_after_its_early_answer_was_acked_fails_over_as_flow4() -> None:
+    """
+    RFC 3725/3960: the caller's offer was answered (ACK) with the first trunk's early media;
+    the next trunk is INVITEd without an offer and its offer re-INVITEs the caller (Flow IV).
+    """
     early = sdp("pstn-early", host="127.0.0.8")
     o = Outbound("flow1", main=Answer(delay=3, early=early, reject=503))
     info = o.place()
     o.world.run(10)
+    assert o.state(info.call_id) == "connected"
+    [first] = o.invites_to("127.0.0.8")
+    [second] = o.invites_to("127.0.0.9")
+    assert b"alice-127.0.0.2" in first.body  # Flow I: the caller's offer
+    assert second.body == b""  # Flow IV: no offer left to give
+    assert b"127.0.0.9" in caller_invites(o)[-1].body  # the backup's offer to the caller
+    acks = [
+        w.message
+        for w in o.world.wire
+        if isinstance(w.message, Request) and w.message.method == "ACK" and w.to[0] == "127.0.0.9"
+    ]
+    assert acks and b"alice-127.0.0.2" in acks[-1].body  # the caller's answer
+    assert (o.trunk_main.admission.active, o.trunk_backup.admission.active) == (0, 1)
+    o.world.controller.hang_up(info.call_id, "alice")
+    o.world.run(2)
     record = o.world.record(info.call_id)
-    assert (record.public_state, record.sip_status, record.trunk) == ("failed", 503, "uk_main")
-    assert o.invites_to("127.0.0.9") == []
+    assert (record.public_state, record.trunk, record.end_reason) == (
+        "ended",
+        "uk_backup",
+        "caller-hangup",
+    )
+    assert o.trunk_backup.admission.active == 0
+
+
+def test_flow1_fail_over_after_early_media_plays_the_next_trunks_early_media_too() -> None:
+    o = Outbound(
+        "flow1",
+        main=Answer(delay=3, early=sdp("pstn-early", host="127.0.0.8"), reject=503),
+        backup=Answer(
+            delay=5, early=sdp("pstn-b", host="127.0.0.9"), sdp=sdp("pstn-b", host="127.0.0.9")
+        ),
+    )
+    info = o.place()
+    o.world.run(6)
+    assert o.state(info.call_id) == "calling-callee"
+    assert b"127.0.0.9" in caller_invites(o)[-1].body  # the backup's early media, at once
+    o.world.run(10)
+    assert o.state(info.call_id) == "connected"
+    assert len(caller_invites(o)) == 2  # the 2xx's offer was the early one: no second re-INVITE
+
+
+@pytest.mark.parametrize("backup", [True, False])
+def test_flow1_the_last_trunk_failing_after_early_media_ends_the_call_cleanly(
+    backup: bool,
+) -> None:
+    early = sdp("pstn-early", host="127.0.0.8")
+    o = Outbound(
+        "flow1",
+        main=Answer(delay=3, early=early, reject=503),
+        backup=Answer(delay=1, early=sdp("b", host="127.0.0.9"), reject=503),
+    )
+    if not backup:
+        o.registry.trunks.pop("uk_backup")
+    info = o.place()
+    o.world.run(10)
+    record = o.world.record(info.call_id)
+    assert (record.public_state, record.end_reason, record.sip_status, record.trunk) == (
+        ("failed", "callee-unreachable", 503, "uk_backup")
+        if backup
+        else ("failed", "callee-unreachable", 503, "uk_main")
+    )
     assert (o.trunk_main.admission.active, o.trunk_backup.admission.active) == (0, 0)
+    byes = [
+        w.message
+        for w in o.world.wire
+        if isinstance(w.message, Request) and w.message.method == "BYE" and w.to[0] == "127.0.0.2"
+    ]
+    assert byes and "cause=503" in (byes[0].headers.get("Reason") or "")  # RFC 3326
+    o.world.run(10)
+    o.world.assert_quiescent()
 
 
 # -- RFC 3263 §4.3: a trunk's resolved destinations, in order ------------------------
