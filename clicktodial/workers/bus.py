@@ -9,10 +9,11 @@ web shows it) and the other workers; a hang-up is published with the owner's nod
 executed by the owner. The main process is the hub: a message from one worker is delivered
 to its own subscribers and forwarded to every other worker, never back to its sender.
 
-Two more commands: a worker tells the main process it is ``Ready`` (serving: it counts for
-systemd's ``READY=1``), and the main process asks a worker to ``PlaceCall``
+Three more commands: a worker tells the main process it is ``Ready`` (serving: it counts for
+systemd's ``READY=1`` and ``/readyz``), the main process asks a worker to ``PlaceCall``
 (:class:`WorkerPlacement`: round robin over the ready workers; the phones' registrations are
-in the shared store, so any worker can ring both).
+in the shared store, so any worker can ring both), and for ``ScrapeMetrics`` when its
+``/metrics`` is scraped (:mod:`clicktodial.workers.metrics`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ from clicktodial.interfaces import ICallController, ICallEventListener, IEventBu
 
 __all__ = [
     "MAIN_NODE",
+    "NotConnected",
     "PlaceCall",
     "Publish",
+    "ScrapeMetrics",
     "Ready",
     "WorkerBus",
     "WorkerConnection",
@@ -80,6 +83,19 @@ class PlaceCall(amp.Command):
 
     arguments = [(b"caller", amp.Unicode()), (b"callee", amp.Unicode())]
     response = [(b"call", amp.Unicode()), (b"reason", amp.Unicode()), (b"message", amp.Unicode())]
+
+
+class ScrapeMetrics(amp.Command):
+    """
+    The worker's metric families now (:func:`clicktodial.workers.metrics.encode_families`:
+    compressed, a few KB; AMP's limit for one value is 64 KB).
+    """
+
+    response = [(b"families", amp.String())]
+
+
+class NotConnected(Exception):
+    """The worker asked is not connected to the main process (dead, restarting)."""
 
 
 def _delivered(
@@ -126,6 +142,14 @@ class WorkerConnection(amp.AMP):
         self.hub.worker_ready(self)
         return {}
 
+    def scrape(self) -> Deferred[bytes]:
+        """The worker's encoded metric families."""
+        asked: Deferred[dict[str, bytes]] = self.callRemote(ScrapeMetrics)
+        # A Deferred of our own (see WorkerPlacement.place_call).
+        answered: Deferred[bytes] = Deferred()
+        asked.addCallbacks(lambda answer: answered.callback(answer["families"]), answered.errback)
+        return answered
+
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.ready = False
         self.hub.detach(self)
@@ -171,6 +195,20 @@ class WorkerHub(Service):
     def ready_workers(self) -> list[WorkerConnection]:
         """The workers serving now, by index."""
         return [c for _, c in sorted(self.connections.items()) if c.ready]
+
+    def ready_indexes(self) -> list[int]:
+        """The indexes of the workers serving now."""
+        return [c.index for c in self.ready_workers()]
+
+    def scrape(self, index: int) -> Deferred[bytes]:
+        """
+        Worker ``index``'s encoded metric families; fails with :class:`NotConnected` when
+        it is not connected, or with AMP's error when it cannot answer.
+        """
+        connection = self.connections.get(index)
+        if connection is None:
+            return fail(NotConnected(f"worker {index} is not connected"))
+        return connection.scrape()
 
     def publish(self, channel: str, payload: Mapping[str, object]) -> Deferred[bool]:
         """See :meth:`IEventBus.publish`: to our subscribers and every worker."""
@@ -270,6 +308,10 @@ class _MainConnection(amp.AMP):
     def _place_call(self, caller: str, callee: str) -> Deferred[dict[str, str]]:
         return self.bus.place_call(caller, callee)
 
+    @ScrapeMetrics.responder
+    def _scrape_metrics(self) -> dict[str, bytes]:
+        return {"families": self.bus.metric_families()}
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self.bus.connected(self)
@@ -305,6 +347,15 @@ class WorkerBus(Service):
         self._subscribers = Subscribers()
         self._main: _MainConnection | None = None
         self._controller: ICallController | None = None
+        self._metrics: Callable[[], bytes] = lambda: b""
+
+    def serve_metrics(self, families: Callable[[], bytes]) -> None:
+        """Answer the main process's :class:`ScrapeMetrics` with ``families()``."""
+        self._metrics = families
+
+    def metric_families(self) -> bytes:
+        """This worker's encoded metric families (see :meth:`serve_metrics`)."""
+        return self._metrics()
 
     def serve_calls(self, controller: ICallController) -> None:
         """Place the main process's calls with ``controller`` (once, when built)."""
