@@ -157,6 +157,21 @@ def test_a_workers_message_reaches_the_main_process_and_every_other_worker_once(
     assert all(m["node"] == "node/w1" for w in d.workers for _, m in w.seen)
 
 
+def test_a_workers_call_events_stop_at_the_main_process() -> None:
+    """The calls channel: the main process's web shows every call; the other workers,
+    which serve no page, are not sent them."""
+    d = deployment(2)
+    seen: list[list[str]] = [[], []]
+    for index, worker in enumerate(d.workers):
+        worker.bus.subscribe("calls", lambda m, i=index: seen[i].append(str(m["node"])))
+    main_calls: list[str] = []
+    d.hub.subscribe("calls", lambda m: main_calls.append(str(m["node"])))
+    d.workers[0].bus.publish("calls", {"type": "test"})
+    d.flush()
+    assert main_calls == ["node/w0"]
+    assert seen == [["node/w0"], []]  # its own local delivery only
+
+
 def test_the_main_processs_message_reaches_every_worker_and_itself() -> None:
     d = deployment(2)
     d.hub.publish("test", {"n": 2})

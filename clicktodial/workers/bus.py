@@ -7,7 +7,11 @@ that :class:`~clicktodial.cluster.calls.ClusterCalls` does here what it does bet
 each worker is a node; every call event a worker publishes reaches the main process (whose
 web shows it) and the other workers; a hang-up is published with the owner's node id and
 executed by the owner. The main process is the hub: a message from one worker is delivered
-to its own subscribers and forwarded to every other worker, never back to its sender.
+to its own subscribers and forwarded to every other worker, never back to its sender; call
+events (:data:`~clicktodial.cluster.calls.CALLS_CHANNEL`) are the exception: they stop at
+the main process, whose web shows every call. A worker serves no page and acts on no other
+worker's call (hang-ups come to the owner on the control channel), so forwarding them would
+only have each worker decode every other worker's call events.
 
 Three more commands: a worker tells the main process it is ``Ready`` (serving: it counts for
 systemd's ``READY=1`` and ``/readyz``), the main process asks a worker to ``PlaceCall``
@@ -39,11 +43,12 @@ from clicktodial.cluster.bus import (
     decode_message,
     encode_message,
 )
-from clicktodial.cluster.calls import info_from_message
+from clicktodial.cluster.calls import CALLS_CHANNEL, info_from_message
 from clicktodial.interfaces import ICallController, ICallEventListener, IEventBus
 
 __all__ = [
     "MAIN_NODE",
+    "MAIN_ONLY_CHANNELS",
     "NotConnected",
     "PlaceCall",
     "Publish",
@@ -59,6 +64,9 @@ log = Logger(namespace="clicktodial.workers.bus")
 
 #: The main process's node id on the local bus.
 MAIN_NODE = "main"
+
+#: A worker's messages on these channels reach the main process only (see the module).
+MAIN_ONLY_CHANNELS = frozenset({CALLS_CHANNEL})
 
 
 class Publish(amp.Command):
@@ -234,6 +242,8 @@ class WorkerHub(Service):
         self._forward(channel, text, sender)
 
     def _forward(self, channel: str, text: str, sender: WorkerConnection | None) -> None:
+        if sender is not None and channel in MAIN_ONLY_CHANNELS:
+            return
         for connection in list(self.connections.values()):
             if connection is not sender:
                 connection.callRemote(Publish, channel=channel, message=text)
