@@ -115,14 +115,16 @@ sys.exit("timed out waiting for Sippy's b2bua")
 EOF
 }
 
-cpu_seconds() {  # user + system CPU seconds of process $1 and its children (workers) so far
+cpu_seconds() {  # user + system CPU seconds of process $1 and its children (workers) so far;
+    # with a second argument "main", of process $1 alone
     python3 -c "import os, sys
 def cpu(pid):
     fields = open('/proc/%s/stat' % pid).read().rsplit(')', 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 pid = sys.argv[1]
 children = open('/proc/%s/task/%s/children' % (pid, pid)).read().split()
-print(cpu(pid) + sum(cpu(child) for child in children))" "$1"
+alone = sys.argv[2:] == ['main']
+print(cpu(pid) + (0 if alone else sum(cpu(child) for child in children)))" "$@"
 }
 
 wait_ready() {  # the daemon's /readyz answers 200 (every worker serves), at most 90 s
@@ -226,15 +228,24 @@ for target in $TARGETS; do
             best=0
             for rate in $RATES; do
                 before=$(cpu_seconds "$DAEMON")
+                main_before=$(cpu_seconds "$DAEMON" main)
                 out=$(python3 "$REPO/bench/calls_rate.py" step \
                     --database "$WORK/clicktodial.sqlite" \
                     --api "127.0.0.1:$WEB_PORT" --token "$TOKEN" --rate "$rate" \
                     --seconds "$STEP_SECONDS" --settle $((HOLD_MS / 1000 + 40)))
                 after=$(cpu_seconds "$DAEMON")
+                main_after=$(cpu_seconds "$DAEMON" main)
                 cpu=$(echo "$out" | python3 -c "import json, sys
 step = json.load(sys.stdin)
 print(round(($after - $before) * 1000 / max(1, step['complete']), 3))")
-                echo "  clicktodial trace=$trace $rate/s: $out, cpu_ms_per_call: $cpu"
+                main_cpu=""
+                if [ "$WORKERS" != 1 ]; then  # the main process's share (web, bus hub)
+                    main_cpu=$(echo "$out" | python3 -c "import json, sys
+step = json.load(sys.stdin)
+print(', of which main process:', round(($main_after - $main_before) * 1000
+                                        / max(1, step['complete']), 3))")
+                fi
+                echo "  clicktodial trace=$trace $rate/s: $out, cpu_ms_per_call: $cpu$main_cpu"
                 if echo "$out" | grep -q '"passed": true'; then
                     best=$rate
                     echo "$trace $rate $cpu" >> "$WORK/trace-cpu.txt"
