@@ -263,6 +263,8 @@ def _main_process(
     daemon.started.addCallbacks(lambda _: pool.ready.chainDeferred(serving), serving.errback)
     notifier = SystemdNotifier(IReactorTime(reactor), serving)
     notifier.setServiceParent(root)
+    # systemd's STATUS= follows the workers (a worker that died and is restarting)
+    pool.on_status.append(lambda status: notifier.notify(f"STATUS={status}"))
     daemon.reload_hooks.insert(0, lambda new: observer.set_level(new.log.level))
     reloader = ConfigReloader(path, config, daemon.reload_hooks, notify=notifier.notify)
 
