@@ -330,7 +330,7 @@ class OutgoingCall:
         self._invite = invite.serialize()
         self._request = None
         # §13.2.2.4: keep collecting (ACKing, BYEing) 2xx from other forks for 64*T1.
-        self._timer = self.ua.linger(self._fork_window_end)
+        self._timer = self.ua.linger_on(self, OutgoingCall._fork_window_end)
         self.ua.notify(self.handler.call_answered, self, session, response)
 
     def _refuse(self, response: Response, reason: str) -> None:
