@@ -406,6 +406,11 @@ class CallObserver(Protocol):
         """``event`` has no transition in ``phase`` (:data:`Call._TABLE`): count it."""
 
 
+#: The empty ``Leg.forks`` every leg shares (never written to: a leg that rings makes
+#: its own dict).
+_NO_FORKS: dict[OutgoingCall, Target] = {}
+
+
 class Leg:
     """
     One side of the call (the caller's or the callee's phones): the INVITEs
@@ -435,7 +440,9 @@ class Leg:
         self.role = role
         self.user = user
         self.handler = _LegHandler(call, self)
-        self.forks: dict[OutgoingCall, Target] = {}
+        #: The INVITEs ringing, with their targets; the shared :data:`_NO_FORKS` when none
+        #: (a held call would keep an empty dict of its own per leg: 64 bytes).
+        self.forks: dict[OutgoingCall, Target] = _NO_FORKS
         #: True while the INVITEs go out (a fork may fail synchronously).
         self.starting = False
         self.failures: tuple[int, ...] = ()  # a shared empty tuple for the held call
@@ -488,6 +495,8 @@ class Leg:
                     credentials=target.credentials,
                 )
                 if fork.state in (CallState.CALLING, CallState.PROCEEDING):
+                    if self.forks is _NO_FORKS:
+                        self.forks = {}
                     self.forks[fork] = target
         finally:
             self.starting = False
@@ -496,7 +505,7 @@ class Leg:
         """CANCEL every INVITE still ringing (a crossing 2xx gets ACK + BYE from the core)."""
         for fork in list(self.forks):
             fork.cancel()
-        self.forks.clear()
+        self.forks = _NO_FORKS
 
     def hang_up(self, headers: Sequence[tuple[str, str]] = ()) -> None:
         """CANCEL what rings, BYE what answered (ACKing an unACKed 2xx first)."""
