@@ -579,7 +579,8 @@ class Call:
 
     :ivar call_id: the call record's id.
     :ivar phase: the current :class:`Phase`.
-    :ivar caller_offer: the offer of the caller's 2xx, once it answered.
+    :ivar caller_offer: the offer of the caller's 2xx, once it answered (empty again once
+        the call is connected).
     """
 
     __slots__ = (
@@ -934,6 +935,9 @@ class Call:
         self.flow.callee_answered(self._bridge, _sdp_of(answer.response))
 
     def _record_connected(self, payload: object) -> None:
+        # Only the set-up's steps (the media flow, the relay's decision) read the caller's
+        # offer: a connected call lets go of it (the sessions keep what was agreed).
+        self.caller_offer = b""
         self.connected_at = self.clock.seconds()
         self.observer.call_changed(
             self, CallUpdate(state=self.public_state, connected_at=self.connected_at)
