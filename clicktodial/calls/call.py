@@ -411,21 +411,22 @@ class CallObserver(Protocol):
 _NO_FORKS: dict[OutgoingCall, Target] = {}
 
 
-class Leg:
+@implementer(ISessionHandler)
+class Leg(SessionHandlerBase):
     """
     One side of the call (the caller's or the callee's phones): the INVITEs
-    in progress to its bindings and, once one answered, its session.
+    in progress to its bindings and, once one answered, its session.  It is the
+    handler of the UA core's events for them (one object less per leg of a held call).
 
     :ivar pending_offer: the offer of a 2xx we still have to ACK (with the
         answer), or None.
     """
 
-    # Per call, for as long as it is held: no per-instance __dict__ (also Call, _LegHandler).
+    # Per call, for as long as it is held: no per-instance __dict__ (also Call).
     __slots__ = (
         "call",
         "role",
         "user",
-        "handler",
         "forks",
         "starting",
         "failures",
@@ -439,7 +440,6 @@ class Leg:
         self.call = call
         self.role = role
         self.user = user
-        self.handler = _LegHandler(call, self)
         #: The INVITEs ringing, with their targets; the shared :data:`_NO_FORKS` when none
         #: (a held call would keep an empty dict of its own per leg: 64 bytes).
         self.forks: dict[OutgoingCall, Target] = _NO_FORKS
@@ -454,6 +454,34 @@ class Leg:
         #: is the proxy's.  Only this of the binding's :class:`Target` is kept for the
         #: call (the target and its URIs cost ~0.35 KB a leg; the session has the flow).
         self.source: str | None = None
+
+    @property
+    def handler(self) -> Leg:
+        """What the UA core tells about the leg's INVITEs and session: the leg itself."""
+        return self
+
+    def call_provisional(
+        self, call: OutgoingCall, response: Response, session: Session | None
+    ) -> None:
+        sdp = _sdp_of(response)
+        if sdp is not None and self is self.call.callee and call in self.forks:
+            self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
+
+    def call_answered(self, call: OutgoingCall, session: Session, response: Response) -> None:
+        self.call._answered(self, call, session, response)
+
+    def call_failed(self, call: OutgoingCall, response: Response) -> None:
+        self.call._fork_failed(self, call, response)
+
+    def request_received(self, session: Session, request: IncomingRequest) -> None:
+        if session is self.session:
+            self.call._in_dialog_request(self, request)
+        else:
+            super().request_received(session, request)
+
+    def session_terminated(self, session: Session, reason: str) -> None:
+        if session is self.session:
+            self.call._session_ended(self, reason)
 
     def answered_by(self, target: Target | None) -> None:
         """The phone of ``target`` answered: keep where it signals from (:attr:`source`)."""
@@ -485,7 +513,7 @@ class Leg:
                     target.uri,
                     from_=target.from_ or from_,
                     to=target.to or to,
-                    handler=self.handler,
+                    handler=self,
                     body=body,
                     headers=target.headers,
                     route=target.route,
@@ -536,40 +564,6 @@ def held_answer_or_none(offer: bytes) -> bytes | None:
         return held_answer(offer)
     except SDPParseError:
         return None
-
-
-@implementer(ISessionHandler)
-class _LegHandler(SessionHandlerBase):
-    """The UA core's events for one leg, handed to its call."""
-
-    __slots__ = ("call", "leg")
-
-    def __init__(self, call: Call, leg: Leg) -> None:
-        self.call = call
-        self.leg = leg
-
-    def call_provisional(
-        self, call: OutgoingCall, response: Response, session: Session | None
-    ) -> None:
-        sdp = _sdp_of(response)
-        if sdp is not None and self.leg is self.call.callee and call in self.leg.forks:
-            self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
-
-    def call_answered(self, call: OutgoingCall, session: Session, response: Response) -> None:
-        self.call._answered(self.leg, call, session, response)
-
-    def call_failed(self, call: OutgoingCall, response: Response) -> None:
-        self.call._fork_failed(self.leg, call, response)
-
-    def request_received(self, session: Session, request: IncomingRequest) -> None:
-        if session is self.leg.session:
-            self.call._in_dialog_request(self.leg, request)
-        else:
-            super().request_received(session, request)
-
-    def session_terminated(self, session: Session, reason: str) -> None:
-        if session is self.leg.session:
-            self.call._session_ended(self.leg, reason)
 
 
 @implementer(IBridge)
@@ -951,7 +945,7 @@ class Call:
         """The call is over: the re-INVITE is answered as outside any call."""
         session = offer.leg.session
         if session is not None:
-            SessionHandlerBase.request_received(offer.leg.handler, session, offer.request)
+            SessionHandlerBase.request_received(offer.leg, session, offer.request)
 
     def _record_end(self, outcome: _Outcome) -> None:
         """Why the call ended (the payload of caller-/callee-/bridge-failed, *-gone)."""
@@ -1115,7 +1109,7 @@ class Call:
             # Session refreshes (re-INVITE without offer: our last SDP),
             # INFO, OPTIONS...: answered locally.
             if leg.session is not None:
-                SessionHandlerBase.request_received(leg.handler, leg.session, request)
+                SessionHandlerBase.request_received(leg, leg.session, request)
             return
         self._handle(Input.OFFER, _Offer(leg, request))
 
