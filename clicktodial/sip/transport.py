@@ -149,13 +149,6 @@ def _host_port(address: IAddress) -> tuple[str, int]:
     return str(address), 0
 
 
-def _replace_top_via(headers: Headers, via: Via) -> None:
-    # remove_first drops only the first value of a "Via: a, b" field, so the other
-    # values keep their text and place.
-    headers.remove_first("Via")
-    headers.prepend("Via", via.serialize())
-
-
 def _top_via(headers: Headers) -> Via:
     text = headers.get("Via")
     if text is None:
@@ -193,7 +186,7 @@ def stamp_received(headers: Headers, source: Source) -> None:
             via.params["received"] = received
             changed = True
     if changed:
-        _replace_top_via(headers, via)
+        headers.replace_top_via(via)
 
 
 def response_destination(via: Via, source: Source | None = None) -> Destination:
@@ -1058,7 +1051,7 @@ class SIPTransportLayer(Service):
         host, port = self.local_address(transport)
         params = dict(top.params)
         params.setdefault("rport", None)
-        _replace_top_via(request.headers, Via(transport, host, port, params))
+        request.headers.replace_top_via(Via(transport, host, port, params))
         return request.serialize()
 
     def _send(self, data: bytes, destination: Destination, request: Request | None = None) -> None:
