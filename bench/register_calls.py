@@ -86,9 +86,13 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=200)
     parser.add_argument("--top", default="")
     args = parser.parse_args()
-    globalLogBeginner.beginLoggingTo(
-        [DaemonLogObserver(lambda event: None, LogLevel.warn)], redirectStandardIO=False
-    )
+    try:  # (as tap.py does; a tree without the gate is measured too)
+        from clicktodial.log import LOG_LEVELS
+    except ImportError:
+        observer = DaemonLogObserver(lambda event: None, LogLevel.warn)
+    else:
+        observer = DaemonLogObserver(lambda event: None, LogLevel.warn, LOG_LEVELS)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     reactor = _InlineReactor()
     reactor.advance(1_800_000_000)
     store = MemoryStore(
