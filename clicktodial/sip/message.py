@@ -310,21 +310,33 @@ class Headers:
         """
         key = (_NAME_CACHE.get(name) or _name_info(name))[0]
         values = self._all(key)
-        if key in _LIST_HEADERS:
+        if key in _LIST_HEADERS and values:
+            if len(values) == 1:  # the usual case
+                return split_commas(values[0])
             return [item for v in values for item in split_commas(v)]
         return values
 
     def _insert(self, i: int, name: str, value: str) -> None:
         key, cname = _NAME_CACHE.get(name) or _name_info(name)
+        if "\r" in value or "\n" in value:
+            _refuse_value(value)
         self._keys.insert(i, key)
         self._names.insert(i, cname)
-        self._values.insert(i, " " + _check_value(value))
+        self._values.insert(i, " " + value)
         self._cache.clear()
         self._pristine = None
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
-        self._insert(len(self._keys), name, value)
+        # (_insert's work written out: responses are built of add()s, a call less each.)
+        key, cname = _NAME_CACHE.get(name) or _name_info(name)
+        if "\r" in value or "\n" in value:
+            _refuse_value(value)
+        self._keys.append(key)
+        self._names.append(cname)
+        self._values.append(" " + value)
+        self._cache.clear()
+        self._pristine = None
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of that name (or at the top)."""
@@ -469,20 +481,24 @@ class Headers:
 
 
 def _check_value(value: str) -> str:
-    # A CR or LF in a value would let a caller inject header fields.
     if "\r" in value or "\n" in value:
-        raise ValueError(f"CR/LF in header value {value!r}")
+        _refuse_value(value)
     return value
+
+
+def _refuse_value(value: str) -> None:
+    # A CR or LF in a value would let a caller inject header fields.
+    raise ValueError(f"CR/LF in header value {value!r}")
 
 
 # --- typed accessors: parse on first access, cached on the Headers --------
 
 
 def _required(h: Headers, name: str) -> str:
-    value = h._first((_NAME_CACHE.get(name) or _name_info(name))[0])
-    if value is None:
-        raise HeaderParseError(f"missing {name} header")
-    return value
+    try:
+        return h._values[h._keys.index((_NAME_CACHE.get(name) or _name_info(name))[0])].strip(" \t")
+    except ValueError:
+        raise HeaderParseError(f"missing {name} header") from None
 
 
 def _vias(h: Headers) -> list[Via]:
