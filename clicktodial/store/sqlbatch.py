@@ -24,8 +24,8 @@ SQLAlchemy, so the store's retry rules apply to them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
@@ -78,15 +78,17 @@ class BatchExecutor:
             order = sorted(order, key=lambda i: jobs[i].order())
         kept = self._kept
         if kept is None:
-            with self._sqlalchemy_errors():
-                kept = self._kept = self._engine.raw_connection()
+            kept = self._kept = self._connect()
             self.connections_opened += 1
-        with self._transaction(jobs, kept, keep=True) as batch:
+
+        def run(batch: Batch) -> None:
             for i in order:
                 try:
                     outcomes[i] = (True, jobs[i].run(batch))
                 except StoreError as e:
                     outcomes[i] = (False, e)
+
+        self._in_transaction(jobs, kept, True, run)
         return outcomes
 
     def run_alone(self, job: SQLJob) -> Any:
@@ -99,62 +101,71 @@ class BatchExecutor:
         """
         for attempt in range(1, INSERT_RACE_ATTEMPTS + 1):
             try:
-                with self._sqlalchemy_errors():
-                    connection = self._engine.raw_connection()
-                with self._transaction([job], connection, keep=False) as batch:
-                    return job.run(batch)
+                return self._in_transaction([job], self._connect(), False, job.run)
             except IntegrityError:
                 if attempt == INSERT_RACE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
-    @contextmanager
-    def _transaction(
-        self, jobs: Sequence[SQLJob], connection: PoolProxiedConnection, keep: bool
-    ) -> Iterator[Batch]:
+    def _connect(self) -> PoolProxiedConnection:
+        try:
+            return self._engine.raw_connection()
+        except self._dbapi_error as e:
+            raise self._sqlalchemy_error(e) from e
+
+    def _in_transaction(
+        self,
+        jobs: Sequence[SQLJob],
+        connection: PoolProxiedConnection,
+        keep: bool,
+        work: Callable[[Batch], T],
+    ) -> T:
         # On the DBAPI connection, transaction handled here: SQLAlchemy's per-transaction
         # work (events, BEGIN through exec_driver_sql) cost as much as the statements.
         # ``keep``: the batches' connection, not given back to the pool afterwards (unless
-        # it failed: then dropped).
+        # it failed: then dropped). Plain try blocks, not context managers: this runs for
+        # every batch.
         dbapi: Any = connection.dbapi_connection
         try:
             try:
-                with self._sqlalchemy_errors():
-                    cursor = dbapi.cursor()
-                    if self._dialect.begin is not None:
-                        cursor.execute(self._dialect.begin)
+                cursor = dbapi.cursor()
+                if self._dialect.begin is not None:
+                    cursor.execute(self._dialect.begin)
+                if len(jobs) == 1:
+                    aor = jobs[0].changes_aor()
+                    aors = [aor] if aor is not None else []
+                else:
                     aors = sorted(
                         {aor for aor in (job.changes_aor() for job in jobs) if aor is not None}
                     )
-                    batch = Batch(cursor, self._dialect, aors)
-                    yield batch
-                    batch.flush()
-                    cursor.close()
-                    dbapi.commit()
-            except StoreError:
-                # A job's refusal (alone): nothing was written, the connection is fine.
+                batch = Batch(cursor, self._dialect, aors)
+                result = work(batch)
+                batch.flush()
+                cursor.close()
+                dbapi.commit()
+                return result
+            except self._dbapi_error as e:
+                raise self._sqlalchemy_error(e) from e
+        except StoreError:
+            # A job's refusal (alone): nothing was written, the connection is fine.
+            dbapi.rollback()
+            raise
+        except BaseException:
+            if keep:
+                self._kept = None
+                keep = False
+            # The connection is dropped either way; a dead one cannot roll back, and the
+            # batch's own error is the one to report.
+            with suppress(Exception):
                 dbapi.rollback()
-                raise
-            except BaseException:
-                if keep:
-                    self._kept = None
-                    keep = False
-                # The connection is dropped either way; a dead one cannot roll back, and
-                # the batch's own error is the one to report.
-                with suppress(Exception):
-                    dbapi.rollback()
-                connection.invalidate()
-                raise
+            connection.invalidate()
+            raise
         finally:
             if not keep:
                 connection.close()
 
-    @contextmanager
-    def _sqlalchemy_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except self._dbapi_error as e:
-            raise cast(
-                BaseException,
-                DBAPIError.instance(None, None, e, self._dbapi_error, dialect=self._engine.dialect),
-            ) from e
+    def _sqlalchemy_error(self, error: Exception) -> BaseException:
+        return cast(
+            BaseException,
+            DBAPIError.instance(None, None, error, self._dbapi_error, dialect=self._engine.dialect),
+        )
