@@ -129,15 +129,18 @@ class BatchExecutor:
         try:
             try:
                 cursor = dbapi.cursor()
-                if self._dialect.begin is not None:
-                    cursor.execute(self._dialect.begin)
                 if len(jobs) == 1:
-                    aor = jobs[0].changes_aor()
+                    job = jobs[0]
+                    writes = job.writes
+                    aor = job.changes_aor()
                     aors = [aor] if aor is not None else []
                 else:
+                    writes = any([job.writes for job in jobs])
                     aors = sorted(
                         {aor for aor in (job.changes_aor() for job in jobs) if aor is not None}
                     )
+                if writes and self._dialect.begin is not None:
+                    cursor.execute(self._dialect.begin)
                 batch = Batch(cursor, self._dialect, aors)
                 result = work(batch)
                 batch.flush()

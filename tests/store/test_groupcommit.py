@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -18,7 +19,7 @@ from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration
 from clicktodial.store.groupcommit import BatchThread, GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
 from clicktodial.store.sqlbatch import BatchExecutor
-from clicktodial.store.sqljobs import Batch, SQLJob, UpdateBindings
+from clicktodial.store.sqljobs import Batch, Credentials, SQLJob, UpdateBindings
 from clicktodial.store.values import (
     BindingChanges,
     CallUpdate,
@@ -553,3 +554,25 @@ def test_sql_batches_keep_their_connection_and_open_a_new_one_after_an_error(
     assert ok and [b.cseq for b in result] == [5]
     assert executor.connections_opened == 2
     executor.close()
+
+
+def test_sqlite_batches_of_reads_take_no_write_lock(tmp_path: Path) -> None:
+    """A batch of credential reads opens no write transaction: it runs while another
+    connection (another daemon, the CLI) holds SQLite's write lock; a batch that writes
+    still takes that lock."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    for store, _ in _held_store(url):
+        executor = BatchExecutor(store._engine)
+        other = sqlite3.connect(tmp_path / "store.sqlite", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            [(ok, credentials)] = executor.execute([Credentials("alice")])
+            assert ok and isinstance(credentials, SipCredentials)
+            other.execute("COMMIT")
+        finally:
+            other.close()
+        [(ok, result)] = executor.execute(
+            [UpdateBindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)]
+        )
+        assert ok and len(result) == 1
+        executor.close()
