@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.threadpool import ThreadPool
+
+if TYPE_CHECKING:
+    from clicktodial.store.groupcommit import BatchRunner
 
 __all__ = ["StoreEnvironment", "default_thread_pool"]
 
@@ -44,3 +48,15 @@ class StoreEnvironment:
     def hash_pool(self) -> ThreadPool:
         """A pool for password hashing: one thread per core."""
         return self.make_thread_pool("clicktodial-password-hash", os.cpu_count() or 2)
+
+    def batch_thread(self, name: str) -> BatchRunner:
+        """
+        Where a store's group-commit batches run: a dedicated
+        :class:`~clicktodial.store.groupcommit.BatchThread`, or, when this environment
+        makes its own pools (tests: inline pools), a one-thread pool of those.
+        """
+        from clicktodial.store.groupcommit import BatchThread
+
+        if self.make_thread_pool is default_thread_pool:
+            return BatchThread(name)
+        return self.make_thread_pool(name, 1)

@@ -119,7 +119,8 @@ class SQLBackendFactory:
     ``backend = sql``. Options:
       - ``url`` (required): an SQLAlchemy URL, ``sqlite:///PATH`` or
         ``postgresql+psycopg://USER@HOST/DB``;
-      - ``threads``: database threads and connections (default 4);
+      - ``threads``: database threads and connections (default 4), besides the one
+        thread and connection of the group commit's batches;
       - ``auto_upgrade``: apply pending migrations at start-up instead of
         refusing to start (default no).
     """
@@ -136,6 +137,7 @@ class SQLBackendFactory:
             environment.reactor,
             url,
             threadpool=environment.make_thread_pool("clicktodial-db", threads),
+            batch_thread=environment.batch_thread("clicktodial-db-batch"),
             hash_pool=environment.hash_pool(),
             realm=environment.realm,
             hasher=environment.password_hasher,

@@ -81,7 +81,7 @@ from clicktodial.store.errors import (
     StoreUnavailable,
     UserExists,
 )
-from clicktodial.store.groupcommit import GroupCommit
+from clicktodial.store.groupcommit import BatchRunner, GroupCommit
 from clicktodial.store.passwords import PasswordHashing, default_hash_pool, token_id_of_digest
 from clicktodial.store.schema import (
     api_tokens,
@@ -312,6 +312,9 @@ class SQLStore(StoreBase):
     :param url: SQLAlchemy URL (``sqlite:///PATH``, ``postgresql+psycopg://...``).
     :param threadpool: the database thread pool (owned: started and stopped with the store);
         ``pool_size`` threads if not given.
+    :param batch_thread: where the group commit's batches run (owned likewise): a
+        :class:`~clicktodial.store.groupcommit.BatchThread`; on ``threadpool`` if not given
+        (a test's inline pool runs them at once).
     :param hash_pool: the password hashing pool (owned likewise); one thread per core if not
         given.
     :param realm: the SIP digest realm for HA1s.
@@ -329,6 +332,7 @@ class SQLStore(StoreBase):
         threadpool: ThreadPool | None = None,
         hash_pool: ThreadPool | None = None,
         *,
+        batch_thread: BatchRunner | None = None,
         realm: str,
         hasher: PasswordHasher | None = None,
         pool_size: int = 4,
@@ -348,7 +352,8 @@ class SQLStore(StoreBase):
                 hasher,
             ),
         )
-        self._engine = create_sql_engine(url, pool_size)
+        # One connection more than the threads: the batches keep theirs (BatchExecutor).
+        self._engine = create_sql_engine(url, pool_size + 1)
         self._dialect = self._engine.dialect.name
         self._pool = (
             threadpool
@@ -361,11 +366,17 @@ class SQLStore(StoreBase):
         # A SQLite file's writers (this daemon's database threads, its worker processes)
         # queue on a file lock that wakes the next at release (clicktodial.store.writelock).
         self._write_lock = write_lock_for(url)
+        self._batch_thread = batch_thread
+        #: Operations submitted to the thread pool and not finished (see :meth:`pending`).
+        self._pool_operations = 0
         self._batches = BatchExecutor(self._engine, self._write_lock)
         #: The hot operations (credentials, binding updates, call records, call traces),
         #: group-committed: see :mod:`clicktodial.store.sqljobs`.
         self.group_commit: GroupCommit[SQLJob] = GroupCommit(
-            self._from_threads, self._pool, self._batches.execute, self._run_alone
+            self._from_threads,
+            batch_thread if batch_thread is not None else self._pool,
+            self._batches.execute,
+            self._run_alone,
         )
         self._url = url
         if self._dialect == "postgresql":
@@ -375,8 +386,13 @@ class SQLStore(StoreBase):
     # -- capabilities ------------------------------------------------------------
 
     def pending(self) -> int:
-        """See :meth:`IStoreLoad.pending`: operations waiting for a database thread."""
-        return self._pool.q.qsize()
+        """
+        See :meth:`IStoreLoad.pending`: the group commit's operations waiting for the next
+        batch, and the other operations on the thread pool (waiting or running: counted
+        here, since asking Twisted's pool for its queue cost half a dozen calls per SIP
+        request).
+        """
+        return self.group_commit.waiting + self._pool_operations
 
     def upgrade_schema(self) -> None:
         """See :meth:`ISchemaManagement.upgrade_schema` (blocking; ``db upgrade``)."""
@@ -404,6 +420,8 @@ class SQLStore(StoreBase):
     def start(self) -> Deferred[None]:
         """Start the pools, then check (or with ``auto_upgrade``, bring) the schema to head."""
         self._pool.start()
+        if self._batch_thread is not None:
+            self._batch_thread.start()
         super().start()
         if self._auto_upgrade:
             return self._run(self._op_upgrade)
@@ -411,7 +429,10 @@ class SQLStore(StoreBase):
 
     def stop(self) -> Deferred[None]:
         """Stop the pools (waiting for running jobs) and close the connections."""
+        if self._batch_thread is not None:
+            self._batch_thread.stop()
         self._pool.stop()
+        self._batches.close()
         self._engine.dispose()
         if isinstance(self._write_lock, FileWriteLock):
             self._write_lock.close()
@@ -432,7 +453,11 @@ class SQLStore(StoreBase):
             delay = self._retry_delay
             for attempt in range(1, self._attempts + 1):
                 try:
-                    return await deferToThreadPool(self._from_threads, self._pool, f, *args)
+                    self._pool_operations += 1
+                    try:
+                        return await deferToThreadPool(self._from_threads, self._pool, f, *args)
+                    finally:
+                        self._pool_operations -= 1
                 except DBAPIError as e:
                     if not _is_transient(e):
                         raise

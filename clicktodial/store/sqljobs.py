@@ -82,7 +82,8 @@ class SQLDialect:
 
     :ivar name: SQLAlchemy's dialect name.
     :ivar begin: the statement that opens a write transaction, or ``None`` where the DBAPI
-        opens it by itself (psycopg).
+        opens it by itself (psycopg). Reads alone run without it (SQLite: in autocommit,
+        each statement its own snapshot).
     :ivar lock_aors: the statement taking the batch's per-AOR locks (a list of AORs), or
         ``None`` where ``begin`` already serialises writers (SQLite).
     :ivar p: the DBAPI's parameter marker.
@@ -299,6 +300,10 @@ class SQLJob(ABC):
 
     #: Where this kind of job runs in a batch (lower first); see :meth:`order`.
     rank: int = 0
+    #: Whether the job may write: a batch of jobs that only read opens no write
+    #: transaction (on SQLite no ``BEGIN IMMEDIATE``: it would take the database's one
+    #: write lock, and wait for other daemons' writers, for a read).
+    writes: bool = True
 
     def order(self) -> tuple[int, str]:
         """
@@ -330,6 +335,7 @@ class Credentials(SQLJob):
 
     username: str
     rank = 0
+    writes = False
 
     def order(self) -> tuple[int, str]:
         return (self.rank, self.username)

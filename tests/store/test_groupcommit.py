@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,10 +16,10 @@ from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, succeed
 
 from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration
-from clicktodial.store.groupcommit import GroupCommit, Outcome
+from clicktodial.store.groupcommit import BatchThread, GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
 from clicktodial.store.sqlbatch import BatchExecutor
-from clicktodial.store.sqljobs import Batch, SQLJob, UpdateBindings
+from clicktodial.store.sqljobs import Batch, Credentials, SQLJob, UpdateBindings
 from clicktodial.store.values import (
     BindingChanges,
     CallUpdate,
@@ -140,6 +142,64 @@ def test_batches_are_bounded() -> None:
         group.submit(n)
     pool.release()
     assert sizes == [1, 2, 2]
+
+
+def test_a_batch_thread_runs_calls_in_order_on_its_own_thread() -> None:
+    """BatchThread runs each queued call on its one thread, in order, and reports each
+    outcome there: the result, or the error as a Failure; stop runs what was queued."""
+    thread = BatchThread("test-batches")
+    outcomes: list[tuple[bool, Any, str]] = []
+    names: list[str] = []
+
+    def record(ok: bool, result: Any) -> None:
+        value = result if ok else result.value
+        outcomes.append((ok, value, threading.current_thread().name))
+
+    def double(n: int) -> int:
+        names.append(threading.current_thread().name)
+        return n * 2
+
+    def fail() -> None:
+        raise ValueError("refused")
+
+    thread.start()
+    thread.callInThreadWithCallback(record, double, 1)
+    thread.callInThreadWithCallback(record, fail)
+    thread.callInThreadWithCallback(record, double, 3)
+    thread.stop()
+    assert names == ["test-batches", "test-batches"]
+    assert [(ok, value if ok else repr(value)) for ok, value, _ in outcomes] == [
+        (True, 2),
+        (False, repr(ValueError("refused"))),
+        (True, 6),
+    ]
+    assert {name for _, _, name in outcomes} == {"test-batches"}
+
+
+def test_a_group_commit_on_a_batch_thread_delivers_through_call_from_thread() -> None:
+    """With a real BatchThread, each batch's results come back through the reactor's
+    callFromThread, once per batch."""
+    delivered: list[Any] = []
+    done = threading.Event()
+
+    class Reactor(InlineReactor):
+        def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+            delivered.append(args[0])
+            f(*args, **kwargs)
+
+    thread = BatchThread("test-batches")
+    group: GroupCommit[int] = GroupCommit(
+        Reactor(), thread, lambda batch: [(True, n + 1) for n in batch], lambda n: succeed(None)
+    )
+    thread.start()
+    try:
+        d = group.submit(41)
+        d.addCallback(lambda result: done.set() or result)
+        assert done.wait(30)
+    finally:
+        thread.stop()
+    assert success_result_of(d) == 42
+    assert len(delivered) == 1
 
 
 # -- the SQL store's group commit ----------------------------------------------------------
@@ -466,3 +526,53 @@ def test_sql_database_errors_of_a_job_are_sqlalchemy_errors_and_roll_back(
         )
         == 1
     )
+
+
+def test_sql_batches_keep_their_connection_and_open_a_new_one_after_an_error(
+    held: tuple[SQLStore, HeldThreadPool],
+) -> None:
+    """Batches run on one connection the executor keeps (no pool checkout per batch); a
+    batch whose connection broke fails (its jobs then run alone and succeed), and the next
+    batch opens a new connection."""
+    store, _ = held
+    executor = BatchExecutor(store._engine)
+    alice = "sip:alice@example.com"
+    for cseq in (1, 2, 3):
+        executor.execute([UpdateBindings(alice, changes("c1", cseq, contact(1)), 100.0)])
+    assert executor.connections_opened == 1
+    kept = executor._kept
+    assert kept is not None
+    kept.dbapi_connection.close()  # type: ignore[union-attr]
+    with pytest.raises(DBAPIError):
+        executor.execute([UpdateBindings(alice, changes("c1", 4, contact(1)), 100.0)])
+    (cseq,) = [
+        b.cseq
+        for b in executor.run_alone(UpdateBindings(alice, changes("c1", 4, contact(1)), 100.0))
+    ]
+    assert cseq == 4
+    [(ok, result)] = executor.execute([UpdateBindings(alice, changes("c1", 5, contact(1)), 100.0)])
+    assert ok and [b.cseq for b in result] == [5]
+    assert executor.connections_opened == 2
+    executor.close()
+
+
+def test_sqlite_batches_of_reads_take_no_write_lock(tmp_path: Path) -> None:
+    """A batch of credential reads opens no write transaction: it runs while another
+    connection (another daemon, the CLI) holds SQLite's write lock; a batch that writes
+    still takes that lock."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    for store, _ in _held_store(url):
+        executor = BatchExecutor(store._engine)
+        other = sqlite3.connect(tmp_path / "store.sqlite", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            [(ok, credentials)] = executor.execute([Credentials("alice")])
+            assert ok and isinstance(credentials, SipCredentials)
+            other.execute("COMMIT")
+        finally:
+            other.close()
+        [(ok, result)] = executor.execute(
+            [UpdateBindings("sip:alice@example.com", changes("c1", 1, contact(1)), 100.0)]
+        )
+        assert ok and len(result) == 1
+        executor.close()

@@ -117,6 +117,34 @@ def test_a_write_batch_holds_the_lock_for_its_whole_transaction(tmp_path: Path) 
     lock.close()
 
 
+class ReadingLookingJob(LookingJob):
+    """A job that only reads (as the credentials read does)."""
+
+    writes = False
+
+
+def test_a_batch_that_only_reads_takes_no_lock_a_mixed_one_does(tmp_path: Path) -> None:
+    """Reads wait for no writer of another process; a batch with one write holds the lock."""
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    upgrade_schema(url)
+    path = lock_path_for(url)
+    assert path is not None
+    engine = create_sql_engine(url)
+    lock = FileWriteLock(path)
+    executor = BatchExecutor(engine, lock)
+    seen: list[bool] = []
+    executor.execute([ReadingLookingJob(path, seen), ReadingLookingJob(path, seen)])
+    executor.run_alone(ReadingLookingJob(path, seen))
+    assert seen == [False, False, False]
+    seen.clear()
+    executor.execute([ReadingLookingJob(path, seen), LookingJob(path, seen)])
+    assert seen == [True, True]
+    assert not held_elsewhere(path)
+    executor.close()
+    engine.dispose()
+    lock.close()
+
+
 def test_the_sql_store_takes_the_lock_beside_its_sqlite_file(tmp_path: Path) -> None:
     """Every write of the store (batches, users) goes through it: a store whose lock is
     held elsewhere waits; once released, its write is done."""
