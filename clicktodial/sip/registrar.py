@@ -58,6 +58,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from clicktodial.interfaces import ILocationStore, IUserChangeNotifier, IUserStore
+from clicktodial.log import LOG_LEVELS
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Source, format_host_port
 from clicktodial.sip.digest import (
@@ -716,13 +717,14 @@ class Registrar(Service):
                     listener(aor, bindings)
                 except Exception:
                     self.log.failure("binding listener failed", aor=aor)
-            self.log.debug(
-                "REGISTER {aor}: {count} binding(s)",
-                aor=aor,
-                count=len(bindings),
-                peer=source.peer,
-                call_id=call_id,
-            )
+            if LOG_LEVELS.debug:  # the event is not even built at [log] level info and above
+                self.log.debug(
+                    "REGISTER {aor}: {count} binding(s)",
+                    aor=aor,
+                    count=len(bindings),
+                    peer=source.peer,
+                    call_id=call_id,
+                )
         return self._ok(request, source, bindings, now)
 
     def _accepted_path(self, request: Request, source: Source, aor: str) -> list[str]:
