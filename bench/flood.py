@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING
 from zope.interface import implementer
 
 from clicktodial.interfaces import IMessageHandler
+from clicktodial.testing.daemon import DaemonNotReady, DaemonProcess, sip_answered
 
 if TYPE_CHECKING:
     from clicktodial.admission import SourceRateLimiter
@@ -151,27 +152,6 @@ def rate_limited(web_port: int) -> float:
     return float(match.group(1)) if match else -1.0
 
 
-def options_answered(sip_port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((PROBE, 0))
-        sock.settimeout(0.5)
-        port = sock.getsockname()[1]
-        sock.sendto(
-            (
-                f"OPTIONS sip:127.0.0.1:{sip_port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP {PROBE}:{port};branch=z9hG4bKprobe{time.time_ns()}\r\n"
-                "Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p\r\n"
-                "To: <sip:probe@127.0.0.1>\r\nCall-ID: probe@bench\r\nCSeq: 1 OPTIONS\r\n"
-                "Content-Length: 0\r\n\r\n"
-            ).encode(),
-            ("127.0.0.1", sip_port),
-        )
-        try:
-            return sock.recv(65535).startswith(b"SIP/2.0 200")
-        except OSError:
-            return False
-
-
 # --no-kernel-filter: the daemon as on a system that refuses socket filters (its fallback).
 _NO_KERNEL_FILTER = """
 from clicktodial.sip import banfilter
@@ -187,7 +167,7 @@ class Daemon:
         self.env = env
         self.ini = work / "clicktodial.ini"
         self.log = work / "clicktodial.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: DaemonProcess | None = None
 
     def provision(self) -> None:
         self.ini.write_text(
@@ -211,28 +191,18 @@ class Daemon:
 
     def start(self, kernel_filter: bool = True) -> int:
         self.log.write_text("")
-        code = "from twisted.scripts.twistd import run; run()"
-        if not kernel_filter:
-            code = _NO_KERNEL_FILTER + code
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", code, "-n",
-             "--pidfile=", "clicktodial", "--config", str(self.ini)],
-            env=self.env, cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not options_answered(SIP_PORT):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise SystemExit("flood: the daemon did not start; see " + str(self.log))
+        self.process = DaemonProcess(
+            self.ini, tree=REPO, prelude="" if kernel_filter else _NO_KERNEL_FILTER
+        ).start()
+        try:
+            self.process.wait_ready(lambda: sip_answered(SIP_PORT, source=PROBE), 30)
+        except DaemonNotReady as e:
+            raise SystemExit(f"flood: the daemon did not start ({e}); see {self.log}") from e
         return self.process.pid
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.process.stop()
             self.process = None
 
 
