@@ -23,7 +23,6 @@ import json
 import os
 import queue
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,9 +34,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests" / "interop"), str(REPO / "tests")]
 
 from calltools import register  # type: ignore[import-not-found]  # noqa: E402
-from conftest import find_free_port, python_env  # type: ignore[import-not-found]  # noqa: E402
+from conftest import find_free_port  # type: ignore[import-not-found]  # noqa: E402
 
-from clicktodial.testing.daemon import DaemonProcess, web_answers  # noqa: E402
+from clicktodial.testing.daemon import DaemonProcess, run_cli, web_answers  # noqa: E402
 
 
 def ini(tmp: Path, sip_port: int, web_port: int, poll: float) -> str:
@@ -75,24 +74,9 @@ def main() -> None:
             if args.other_daemon:
                 register_port = find_free_port()
                 daemons.append(start(tmp, register_port, find_free_port(), args.poll))
-            token = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "clicktodial.cli",
-                    "--config",
-                    str(tmp / f"daemon-{sip_port}.ini"),
-                    "token",
-                    "create",
-                    "alice",
-                ],
-                cwd=tmp,
-                env=python_env(),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            ).stdout.split()[-1]
+            token = run_cli(
+                tmp / f"daemon-{sip_port}.ini", "token", "create", "alice", tree=REPO
+            ).split()[-1]
             events: queue.Queue[tuple[float, dict[str, object]]] = queue.Queue()
             request = urllib.request.Request(
                 f"http://127.0.0.1:{web_port}/api/v1/events",

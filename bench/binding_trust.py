@@ -29,7 +29,6 @@ import argparse
 import re
 import select
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ sys.path[:0] = [str(HERE / "tests"), str(HERE / "tests" / "interop")]
 from calltools import daemon_ini, register_status, web_place_call  # noqa: E402
 from conftest import find_free_port  # noqa: E402
 
-from clicktodial.testing.daemon import DaemonProcess, tcp_accepts, tree_env  # noqa: E402
+from clicktodial.testing.daemon import DaemonProcess, run_cli, tcp_accepts  # noqa: E402
 
 TRAP = ("127.0.0.5", 5099)
 
@@ -74,7 +73,6 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=6.0, help="seconds counted per click")
     args = parser.parse_args()
     tree = args.tree.resolve()
-    env = tree_env(tree)
     work = Path(tempfile.mkdtemp(prefix="binding-trust-"))
     sip_port, web_port = find_free_port(), find_free_port()
     ini = work / "daemon.ini"
@@ -82,7 +80,6 @@ def main() -> None:
         daemon_ini(sip_port, web_port, str(work))
         + f"[log]\nlevel = info\nfile = {work / 'daemon.log'}\n"
     )
-    cli = [sys.executable, "-m", "clicktodial.cli", "--config", str(ini)]
     daemon = DaemonProcess(ini, tree=tree, output=work / "twistd.out").start()
     trap_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     trap_tcp = socket.socket()
@@ -91,22 +88,9 @@ def main() -> None:
     trap_tcp.listen(8)
     try:
         daemon.wait_ready(lambda: tcp_accepts(web_port), 30, f"the web port {web_port}")
-        subprocess.run(
-            [*cli, "user", "add", "carol", "--sip-password", "carol"],
-            env=env,
-            cwd=work,
-            check=True,
-            capture_output=True,
-        )
+        run_cli(ini, "user", "add", "carol", "--sip-password", "carol", tree=tree)
         tokens = {
-            user: subprocess.run(
-                [*cli, "token", "create", user],
-                env=env,
-                cwd=work,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
+            user: run_cli(ini, "token", "create", user, tree=tree).strip()
             for user in ("alice", "carol")
         }
         bob_port = find_free_port()

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING
 from zope.interface import implementer
 
 from clicktodial.interfaces import IMessageHandler
-from clicktodial.testing.daemon import DaemonNotReady, DaemonProcess, sip_answered
+from clicktodial.testing.daemon import DaemonNotReady, DaemonProcess, run_cli, sip_answered
 
 if TYPE_CHECKING:
     from clicktodial.admission import SourceRateLimiter
@@ -162,9 +162,8 @@ banfilter.attach = refuse
 
 
 class Daemon:
-    def __init__(self, work: Path, env: dict[str, str]) -> None:
+    def __init__(self, work: Path) -> None:
         self.work = work
-        self.env = env
         self.ini = work / "clicktodial.ini"
         self.log = work / "clicktodial.log"
         self.process: DaemonProcess | None = None
@@ -182,12 +181,8 @@ class Daemon:
             f"[log]\nlevel = warn\nfile = {self.log}\n"
         )
         (self.work / "users.csv").write_text("u00000,p00000\n")
-        for args in (["db", "upgrade"], ["user", "import", str(self.work / "users.csv")]):
-            subprocess.run(
-                [sys.executable, "-m", "clicktodial.cli", "--config", str(self.ini), *args],
-                check=True, env=self.env, cwd=self.work, stdout=subprocess.DEVNULL,
-                timeout=120,
-            )  # fmt: skip
+        run_cli(self.ini, "db", "upgrade", tree=REPO)
+        run_cli(self.ini, "user", "import", str(self.work / "users.csv"), tree=REPO)
 
     def start(self, kernel_filter: bool = True) -> int:
         self.log.write_text("")
@@ -360,10 +355,8 @@ def main() -> int:
         os.environ["FLOOD_BENCH_NETNS"] = "1"
         os.execvp("unshare", ["unshare", "-n", sys.executable, __file__, *sys.argv[1:]])
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     work = Path(tempfile.mkdtemp(prefix="flood-bench."))
-    daemon = Daemon(work, env)
+    daemon = Daemon(work)
     try:
         daemon.provision()
         for kind in args.kinds:

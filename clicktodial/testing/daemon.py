@@ -4,7 +4,8 @@ subprocess: for the benchmarks in ``bench/`` and the interop tests.
 
 :class:`DaemonProcess` starts twistd with this interpreter, waits until a readiness probe
 holds (:meth:`DaemonProcess.wait_ready`) and stops the process by its PID: SIGTERM, then
-SIGKILL when it is still there after a grace period. The probes:
+SIGKILL when it is still there after a grace period; :func:`run_cli` runs the
+``clicktodial`` command on its INI file. The probes:
 
 - :func:`web_answers`: ``GET URL`` answers 200 (``/healthz`` of ``[web] listen``);
 - :func:`tcp_accepts`: a TCP port accepts connections;
@@ -55,6 +56,32 @@ def tree_env(tree: Path | str | None, base: Mapping[str, str] | None = None) -> 
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in [str(tree), env.get("PYTHONPATH", "")] if p)
     return env
+
+
+def run_cli(
+    config: Path, *args: str, tree: Path | str | None = None, timeout: float = 120.0
+) -> str:
+    """
+    ``clicktodial --config CONFIG ARGS`` (``python -m clicktodial.cli`` of this
+    interpreter) in the INI file's directory, with ``tree`` first on ``PYTHONPATH``.
+
+    :return: what it wrote to stdout.
+    :raises RuntimeError: it exited with a status other than 0 (its stderr in the message).
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "clicktodial.cli", "--config", str(config), *args],
+        cwd=Path(config).parent,
+        env=tree_env(tree),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"clicktodial {' '.join(args)} exited {result.returncode}: {result.stderr}"
+        )
+    return result.stdout
 
 
 class DaemonNotReady(RuntimeError):

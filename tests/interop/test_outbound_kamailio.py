@@ -33,16 +33,17 @@ from typing import Any
 import pytest
 from calltools import (
     METRICS_TOKEN,
+    SIPP_SCENARIOS,
     Baresip,
     api_token,
     demo_phone,
     needs_baresip,
     needs_baresip_sndfile,
     received_tone,
+    sipp_argv,
     web_api_get,
 )
 from conftest import (  # type: ignore[import-not-found]
-    REPO_ROOT,
     find_free_port,
     stop_process,
     wait_until,
@@ -66,7 +67,6 @@ NUMBER = "+442079460958"
 PSTN_HOST = "127.0.0.30"
 TONES = {"alice": 440.0, "pstn": 880.0}
 TIMEOUT = 30.0
-SCENARIOS = REPO_ROOT / "tests" / "interop" / "sipp"
 
 
 class Stopper:
@@ -116,26 +116,13 @@ class World:
             )
             port = find_free_port()
             self.early = subprocess.Popen(
-                [
-                    "sipp",
-                    "-sf",
-                    str(SCENARIOS / "pstn_early_media.xml"),
-                    "-i",
+                sipp_argv(
+                    SIPP_SCENARIOS / "pstn_early_media.xml",
                     PSTN_HOST,
-                    "-p",
-                    str(port),
-                    "-mi",
-                    PSTN_HOST,
-                    "-mp",
-                    str(find_free_port()),
-                    "-d",
-                    "20000",
-                    "-m",
-                    "1",
-                    "-timeout",
-                    "60",
-                    "-nostdin",
-                ],
+                    port,
+                    delay_ms=20000,
+                    extra=("-mi", PSTN_HOST, "-mp", str(find_free_port())),
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
