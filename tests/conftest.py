@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -223,6 +223,20 @@ def running() -> Iterator[list[Stoppable]]:
     yield started
     for helper in reversed(started):
         helper.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list["subprocess.Popen[Any]"]]:
+    """
+    A list for the subprocesses a test starts itself (SIPp, load generators): each one
+    still running at the end of the test is killed (by PID).
+    """
+    started: list[subprocess.Popen[Any]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture
