@@ -79,6 +79,8 @@ FLOODER = "127.0.0.1"
 PHONE = "127.0.0.2"
 PROBE = "127.0.0.3"
 PER_PROCESS_PER_SECOND = 600_000
+#: ``[web] metrics_token``: /metrics answers only to it (or an administrator).
+METRICS_TOKEN = "flood-bench-metrics-token-0123"
 
 
 # -- the sender (a child process) ----------------------------------------------------------
@@ -144,7 +146,12 @@ def socket_drops(port: int) -> int:
 
 def rate_limited(web_port: int) -> float:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as r:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{web_port}/metrics",
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=5) as r:
             text = r.read().decode()
     except OSError:
         return -1.0
@@ -177,6 +184,7 @@ class Daemon:
             "udp_buffer = 4194304\n"
             "[registrar]\ndigest_algorithms = MD5\n"
             f"[web]\nlisten = tcp:{WEB_PORT}:interface=127.0.0.1\n"
+            f"metrics_token = {METRICS_TOKEN}\n"
             f"[store]\nurl = sqlite:///{self.work}/clicktodial.sqlite\n"
             f"[log]\nlevel = warn\nfile = {self.log}\n"
         )
