@@ -217,17 +217,37 @@ def assert_failed_without_answer(web_port: int, token: str, call_id: str, status
     assert [c["state"] for c in history["calls"] if c["id"] == call_id] == ["failed"], history
 
 
+def add_user(
+    ini: Path,
+    name: str,
+    *,
+    password: str | None = None,
+    sip_password: str | None = None,
+    admin: bool = False,
+    display_name: str | None = None,
+) -> None:
+    """``clicktodial user add NAME`` with the web and SIP passwords given, an administrator
+    when ``admin``."""
+    options = ["--admin"] if admin else []
+    for option, value in (
+        ("--password", password),
+        ("--sip-password", sip_password),
+        ("--display-name", display_name),
+    ):
+        if value is not None:
+            options += [option, value]
+    clicktodial_cli(ini, "user", "add", name, *options)
+
+
 def admin_token(ini: Path, user: str = "operator") -> str:
     """A web API token for a new administrator ``user`` (``clicktodial user add --admin``,
     then ``token create``)."""
-    clicktodial_cli(
+    add_user(
         ini,
-        "user",
-        "add",
         user,
-        "--admin",
-        f"--password={secrets.token_hex(12)}",
-        f"--sip-password={secrets.token_hex(12)}",
+        password=secrets.token_hex(12),
+        sip_password=secrets.token_hex(12),
+        admin=True,
     )
     return api_token(ini, user)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from calltools import (  # type: ignore[import-not-found]
+    add_user,
     call_states_seen,
-    clicktodial_cli,
     daemon_ini,
     launch_chromium,
     log_in,
@@ -136,16 +136,12 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             assert errors == [], (errors, failed)  # no CSP violation, no script error
 
             # An administrator (made with the CLI) creates and disables a user.
-            clicktodial_cli(
+            add_user(
                 tmp_path / "daemon0.ini",
-                "user",
-                "add",
                 "root",
-                "--admin",
-                "--password",
-                "root-password",
-                "--display-name",
-                "Administrator",
+                password="root-password",
+                admin=True,
+                display_name="Administrator",
             )
             admin = browser.new_page(viewport={"width": 900, "height": 760})
             admin.set_default_timeout(WAIT_MS)

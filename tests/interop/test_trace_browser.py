@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from calltools import (  # type: ignore[import-not-found]
-    clicktodial_cli,
+    add_user,
     daemon_ini,
     launch_chromium,
     log_in,
@@ -65,10 +65,6 @@ def shot(directory: Path, page: Any, name: str) -> None:
     page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
 
 
-def add_user(ini: Path, name: str, password: str, *admin: str) -> None:
-    clicktodial_cli(ini, "user", "add", name, *admin, "--password", password)
-
-
 def arrows(page: Any) -> list[tuple[str, str]]:
     """(the arrow's classes, its label) for each message on the ladder."""
     return [
@@ -105,8 +101,8 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
     daemon.wait_for_log("created demo users")
     base = f"http://127.0.0.1:{web_port}"
     ini = tmp_path / "daemon0.ini"
-    add_user(ini, "root", "root-password", "--admin")
-    add_user(ini, "carol", "carol-password")
+    add_user(ini, "root", password="root-password", admin=True)
+    add_user(ini, "carol", password="carol-password")
 
     # alice's phone answers both calls; bob's first phone is busy (486), his second answers.
     phones("alice", sip_port, "call_phone_answer.xml", 300, 2)

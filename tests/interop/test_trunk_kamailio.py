@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import clicktodial_cli  # type: ignore[import-not-found]
+from calltools import add_user  # type: ignore[import-not-found]
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
     find_free_port,
@@ -144,16 +144,12 @@ def test_trunk_registers_refreshes_is_shown_and_refuses_calls_from_the_provider(
         "the OPTIONS keep-alive to mark the trunk up",
     )
 
-    clicktodial_cli(
+    add_user(
         tmp_path / "daemon0.ini",
-        "user",
-        "add",
         "root",
-        "--admin",
-        "--password",
-        "root-password-1",
-        "--sip-password",
-        "root-sip-1",
+        password="root-password-1",
+        sip_password="root-sip-1",
+        admin=True,
     )
     page = admin_page(web_port)
     assert 'data-trunk="provider"' in page
