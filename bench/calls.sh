@@ -44,10 +44,15 @@
 #   and the mean CPU ms per call over the steps passed at every setting; "calls/s at one
 #   core" = 1000 / that.
 #
+# - WORKERS (1): [daemon] workers of the clicktodial daemon (docs/deploy.md §9). With more
+#   than 1, the steps start once its /readyz says every worker serves, and the CPU per call
+#   is that of the main process and all its workers together; the memory figure is skipped
+#   (it reads one process's RSS).
+#
 # Usage: bench/calls.sh [RATES...|-]  e.g. bench/calls.sh 50 100 200 300; "-": memory only
 # Environment: STEP_SECONDS (5), HOLD_MS (2000), HELD (10000; 0 skips the memory figure),
 # HOLD_RATE (100), TRACE ("on"; e.g. "on off", "on off on off"),
-# TARGETS ("clicktodial sippy"), PROFILE (a file: the daemon runs under cProfile), KEEP_LOGS
+# TARGETS ("clicktodial sippy"), WORKERS (1), PROFILE (a file: the daemon runs under cProfile), KEEP_LOGS
 # (a directory the daemon's and the phones' logs are copied to at the end).
 # Needs: sipp, the `sippy` package (pip install sippy), this checkout importable.
 set -eu
@@ -64,9 +69,10 @@ HELD=${HELD:-10000}
 HOLD_RATE=${HOLD_RATE:-100}
 TARGETS=${TARGETS:-"clicktodial sippy"}
 TRACE=${TRACE:-on}
+WORKERS=${WORKERS:-1}
 if [ "${1:-}" = "-" ]; then RATES=""; elif [ $# -gt 0 ]; then RATES="$*"
 else RATES="50 100 150 200 300 400 500"; fi
-SIP_PORT=45260 WEB_PORT=45261 ALICE_PORT=45270 BOB_PORT=45271
+SIP_PORT=45260 WEB_PORT=45261 METRICS_PORT=45262 ALICE_PORT=45270 BOB_PORT=45271
 SIPPY_PORT=45280 UAS_PORT=45281 UAC_PORT=45282
 
 WORK=$(mktemp -d /tmp/calls-bench.XXXXXX)
@@ -109,10 +115,32 @@ sys.exit("timed out waiting for Sippy's b2bua")
 EOF
 }
 
-cpu_seconds() {  # user + system CPU seconds of process $1 so far
+cpu_seconds() {  # user + system CPU seconds of process $1 and its children (workers) so far;
+    # with a second argument "main", of process $1 alone
     python3 -c "import os, sys
-fields = open('/proc/%s/stat' % sys.argv[1]).read().rsplit(')', 1)[1].split()
-print((int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK'))" "$1"
+def cpu(pid):
+    fields = open('/proc/%s/stat' % pid).read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+pid = sys.argv[1]
+children = open('/proc/%s/task/%s/children' % (pid, pid)).read().split()
+alone = sys.argv[2:] == ['main']
+print(cpu(pid) + (0 if alone else sum(cpu(child) for child in children)))" "$@"
+}
+
+wait_ready() {  # the daemon's /readyz answers 200 (every worker serves), at most 90 s
+    python3 - "$METRICS_PORT" <<'PY'
+import sys, time, urllib.request
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=2) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.5)
+sys.exit("the daemon was not ready within 90 s")
+PY
 }
 
 start_daemon() {  # $1: [calls] trace (on, off)
@@ -123,6 +151,7 @@ listen = 127.0.0.1:$SIP_PORT
 udp_buffer = 4194304
 [web]
 listen = tcp:$WEB_PORT:interface=127.0.0.1
+metrics_listen = tcp:$METRICS_PORT:interface=127.0.0.1
 [store]
 url = sqlite:///$WORK/clicktodial.sqlite
 auto_upgrade = yes
@@ -139,6 +168,8 @@ trace = ${1:-on}
 [log]
 level = warn
 file = $WORK/daemon.log
+[daemon]
+workers = $WORKERS
 EOF
     profile=""
     if [ -n "${PROFILE:-}" ]; then
@@ -151,6 +182,7 @@ EOF
     DAEMON=$!
     PIDS="$PIDS $DAEMON"
     wait_port "$WEB_PORT"
+    wait_ready
     sleep 1  # demo users
     # An administrator's API token: batches of calls for alice and bob (POST /api/v1/calls).
     clicktodial_cli user add bench --admin --password "bench-$$" > /dev/null
@@ -183,7 +215,8 @@ stop_phones() {
     for pid in $pkill_pids; do kill "$pid" 2>/dev/null || true; done
 }
 
-echo "complete click-to-dial calls/s (hold ${HOLD_MS} ms, ${STEP_SECONDS} s per step)"
+echo "complete click-to-dial calls/s (hold ${HOLD_MS} ms, ${STEP_SECONDS} s per step," \
+    "clicktodial workers = $WORKERS)"
 CTD_BEST=0 SIPPY_BEST=0
 for target in $TARGETS; do
     case $target in
@@ -195,15 +228,24 @@ for target in $TARGETS; do
             best=0
             for rate in $RATES; do
                 before=$(cpu_seconds "$DAEMON")
+                main_before=$(cpu_seconds "$DAEMON" main)
                 out=$(python3 "$REPO/bench/calls_rate.py" step \
                     --database "$WORK/clicktodial.sqlite" \
                     --api "127.0.0.1:$WEB_PORT" --token "$TOKEN" --rate "$rate" \
                     --seconds "$STEP_SECONDS" --settle $((HOLD_MS / 1000 + 40)))
                 after=$(cpu_seconds "$DAEMON")
+                main_after=$(cpu_seconds "$DAEMON" main)
                 cpu=$(echo "$out" | python3 -c "import json, sys
 step = json.load(sys.stdin)
 print(round(($after - $before) * 1000 / max(1, step['complete']), 3))")
-                echo "  clicktodial trace=$trace $rate/s: $out, cpu_ms_per_call: $cpu"
+                main_cpu=""
+                if [ "$WORKERS" != 1 ]; then  # the main process's share (web, bus hub)
+                    main_cpu=$(echo "$out" | python3 -c "import json, sys
+step = json.load(sys.stdin)
+print(', of which main process:', round(($main_after - $main_before) * 1000
+                                        / max(1, step['complete']), 3))")
+                fi
+                echo "  clicktodial trace=$trace $rate/s: $out, cpu_ms_per_call: $cpu$main_cpu"
                 if echo "$out" | grep -q '"passed": true'; then
                     best=$rate
                     echo "$trace $rate $cpu" >> "$WORK/trace-cpu.txt"
@@ -245,7 +287,7 @@ if {"on", "off"} <= set(cpu):
           " with tracing on)")
 PY
         fi
-        if [ "$HELD" -eq 0 ]; then
+        if [ "$HELD" -eq 0 ] || [ "$WORKERS" != 1 ]; then
             continue
         fi
         # Memory per held call, on a fresh daemon and database: one that already ran the

@@ -4,6 +4,7 @@ CPU cost of an authenticated REGISTER with ``[daemon] workers = N``, per process
 that a machine shared with other work does not distort as much as the highest rate does.
 
     python3 bench/workers_cpu.py --workers 1 2 --rate 250 --seconds 8 [--store postgresql]
+        [--sleeps]
 
 For each N: a fresh database with 10,000 users (``clicktodial user import``), the daemon
 (``twistd -n clicktodial``, ``[log] level = warn``, the [limits] bounds off as in
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PORT = 45260
 WEB_PORT = 45280
 PG = "postgresql+psycopg://postgres@/clicktodial_wbench?host=/var/run/postgresql"
+#: Counted with --sleeps: SQLite's busy handler sleeps with clock_nanosleep; the store's
+#: write lock (clicktodial.store.writelock) waits in flock.
+SLEEP_EVENTS = ("syscalls:sys_enter_clock_nanosleep", "syscalls:sys_enter_flock")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -85,6 +90,15 @@ def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]
         if workers > 1:
             for n, pid in enumerate(sorted(children(daemon.pid))):
                 pids[f"worker{n}"] = pid
+        if args.sleeps:
+            # Threads made after this point are not counted: the store's threads exist by
+            # now (the schema check, the readiness OPTIONS).
+            tids = [t.name for pid in pids.values() for t in Path(f"/proc/{pid}/task").iterdir()]
+            perf = subprocess.Popen(
+                ["perf", "stat", "-x", ",", "-e", ",".join(SLEEP_EVENTS), "-t", ",".join(tids)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         count = int(args.rate * args.seconds)
         load = subprocess.run(
@@ -116,6 +130,13 @@ def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]
             check=False,
         )
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        sleeps: dict[str, int] = {}
+        if args.sleeps:
+            perf.send_signal(signal.SIGINT)
+            for line in perf.communicate(timeout=30)[1].splitlines():
+                fields = line.split(",")
+                if len(fields) > 2 and fields[2] in SLEEP_EVENTS:
+                    sleeps[fields[2].split("_enter_")[1]] = int(fields[0] or 0)
         summary = json.loads(load.stdout)
         done = max(1, int(summary["succeeded"]))
         cpu = {name: round(1000 * (after[name] - before[name]) / done, 3) for name in pids}
@@ -124,6 +145,7 @@ def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]
             "load": summary,
             "cpu_ms_per_registration": cpu,
             "total_cpu_ms_per_registration": round(sum(cpu.values()), 3),
+            **({"syscalls": sleeps} if args.sleeps else {}),
         }
     finally:
         daemon.stop(60)
@@ -139,6 +161,12 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=250)
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument(
+        "--sleeps",
+        action="store_true",
+        help="count the daemon's clock_nanosleep (SQLite's busy handler polling for its"
+        " lock) and flock (the store's write lock) system calls during the load (perf stat)",
+    )
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="workers-cpu."))
     try:

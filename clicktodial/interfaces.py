@@ -471,6 +471,15 @@ class IOutboundQuota(Interface):
             (nothing changed).
         """
 
+    def uncount_outbound_call(username: str, day: str) -> Deferred[None]:
+        """
+        Give back one call counted by :meth:`count_outbound_call` for ``username`` on
+        ``day`` (a call that ended before any INVITE reached a trunk), in one atomic step;
+        the count never goes below 0.
+
+        :return: fires with :class:`None` once done.
+        """
+
     def outbound_calls(username: str, day: str) -> Deferred[int]:
         """
         :return: fires with the calls counted for ``username`` on ``day`` (0 if none).
@@ -668,13 +677,21 @@ class IOutboundCalls(Interface):
     None)``.
     """
 
-    def place_outbound(caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
+    def place_outbound(
+        caller_username: str,
+        decision: DialDecision,
+        refund_untried: Callable[[], object] | None = None,
+    ) -> Deferred[CallInfo]:
         """
-        Record the call (``number``, ``destination_class``) and ring the caller's phones,
-        then the number through the first of ``decision.trunks`` that takes it.
+        Take a place on the first of ``decision.trunks`` with room (:meth:`ITrunk.admit`),
+        record the call (``number``, ``destination_class``) and ring the caller's phones,
+        then the number through that trunk (the next ones on failure).
 
+        :param refund_untried: called once if the call ends without an INVITE sent to any
+            trunk (the daily limit gives its count back: docs/dialplan.md).
         :return: fires with the :class:`CallInfo` of the new call, or of the call already
-            ``failed`` with end reason ``no-trunk`` when none of the trunks exists;
+            ``failed`` with end reason ``no-trunk`` when none of the trunks exists or has
+            room (no phone is rung);
             fails with :class:`CallRefused <clicktodial.calls.policy.CallRefused>` when the
             caller is unknown or disabled.
         """

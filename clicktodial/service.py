@@ -66,6 +66,7 @@ from clicktodial.trunks.trunk import trunks_for_daemon
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
 from clicktodial.web.site import BoundedSite
+from clicktodial.workers.metrics import encode_families
 from clicktodial.workers.node import WorkerLink, WorkerRole
 
 __all__ = [
@@ -444,6 +445,8 @@ def build_service(
             location=location,
             connection_limits=list(connection_limits.values()),
         )
+        # The main process's /metrics asks every worker for its families.
+        worker.bus.serve_metrics(lambda: encode_families(metrics.registry))
         return root
 
     # --- web -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from clicktodial import __version__
 from clicktodial.calls.trace import TraceUnavailable
 from clicktodial.config import Config, ConfigError, load_config
 from clicktodial.gcpolicy import apply_daemon_gc_policy
-from clicktodial.log import DaemonLogObserver, make_log_observer
+from clicktodial.log import LOG_LEVELS, DaemonLogObserver, make_log_observer
 from clicktodial.reload import LIVE_SETTINGS, ConfigReloader
 from clicktodial.service import build_service
 from clicktodial.systemd import SystemdNotifier
@@ -180,7 +180,7 @@ def makeService(options: Options) -> IService:
     try:
         config = load_config(path)
         try:
-            observer = make_log_observer(config.log)
+            observer = make_log_observer(config.log, gate=LOG_LEVELS)
         except OSError as e:
             raise ConfigError(
                 path, f"cannot open {config.log.file!r}: {e.strerror}", "log", "file"
@@ -263,6 +263,8 @@ def _main_process(
     daemon.started.addCallbacks(lambda _: pool.ready.chainDeferred(serving), serving.errback)
     notifier = SystemdNotifier(IReactorTime(reactor), serving)
     notifier.setServiceParent(root)
+    # systemd's STATUS= follows the workers (a worker that died and is restarting)
+    pool.on_status.append(lambda status: notifier.notify(f"STATUS={status}"))
     daemon.reload_hooks.insert(0, lambda new: observer.set_level(new.log.level))
     reloader = ConfigReloader(path, config, daemon.reload_hooks, notify=notifier.notify)
 

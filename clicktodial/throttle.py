@@ -31,7 +31,7 @@ Two rules make the limit hold (docs/registrar.md, "Throttling"):
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from attrs import field, frozen, validators
@@ -116,17 +116,19 @@ class _Entry:
 class _Table(Generic[_K]):
     """Counts by key, least recently used first."""
 
-    __slots__ = ("_max_entries", "_entries")
+    __slots__ = ("_max_entries", "_entries", "get")
+
+    #: The entry of a key, ``None`` if there is none (the dictionary's own ``get``, bound
+    #: once: a look-up on every REGISTER costs no Python call).
+    get: Callable[[_K], _Entry | None]
 
     def __init__(self, max_entries: int) -> None:
         self._max_entries = max_entries
         self._entries: OrderedDict[_K, _Entry] = OrderedDict()
+        self.get = self._entries.get
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def get(self, key: _K) -> _Entry | None:
-        return self._entries.get(key)
 
     def get_or_create(self, key: _K) -> _Entry:
         entries = self._entries

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -21,19 +22,34 @@ __all__ = ["LingerQueue", "Lingering"]
 
 log = Logger(namespace="clicktodial.timers")
 
+_T = TypeVar("_T")
+
+#: The owner of a timer that calls its function without arguments.
+_NO_OWNER: Any = object()
+
 
 class Lingering:
     """
     One timer in a :class:`LingerQueue`: what ``callLater`` would return, less what a lone
-    ``DelayedCall`` carries (its own dict, arguments, heap slot).
+    ``DelayedCall`` carries (its own dict, arguments, heap slot).  A timer started with
+    :meth:`LingerQueue.call_later_on` keeps its owner and a plain function (one of the
+    owner's class): no bound method object is made per timer (64 bytes each, and a call
+    set-up starts several).
     """
 
-    __slots__ = ("deadline", "fired", "queue")
+    __slots__ = ("deadline", "fired", "owner", "queue")
 
-    def __init__(self, queue: LingerQueue, deadline: float, fired: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        queue: LingerQueue,
+        deadline: float,
+        fired: Callable[..., object],
+        owner: object = _NO_OWNER,
+    ) -> None:
         self.queue = queue
         self.deadline = deadline
-        self.fired: Callable[[], object] | None = fired
+        self.fired: Callable[..., object] | None = fired
+        self.owner = owner
 
     def active(self) -> bool:
         """Whether the timer has neither fired nor been cancelled."""
@@ -43,6 +59,7 @@ class Lingering:
         """Stop the timer (it has not fired)."""
         if self.fired is not None:
             self.fired = None
+            self.owner = _NO_OWNER
             self.queue._cancelled()
 
 
@@ -72,7 +89,17 @@ class LingerQueue:
 
     def call_later(self, fired: Callable[[], object]) -> Lingering:
         """Call ``fired`` after ``delay`` seconds, unless the returned timer is cancelled."""
-        entry = Lingering(self, self.clock.seconds() + self.delay, fired)
+        return self._start(Lingering(self, self.clock.seconds() + self.delay, fired))
+
+    def call_later_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
+        """
+        Call ``fired(owner)`` after ``delay`` seconds, unless the returned timer is
+        cancelled: ``fired`` is a function of ``owner``'s class (``Class._timer_m``), so
+        the timer keeps no bound method (see :class:`Lingering`).
+        """
+        return self._start(Lingering(self, self.clock.seconds() + self.delay, fired, owner))
+
+    def _start(self, entry: Lingering) -> Lingering:
         self._entries.append(entry)
         self._live += 1
         if self._call is None:
@@ -105,10 +132,15 @@ class LingerQueue:
             if fired is None:
                 self._dead -= 1
                 continue
+            owner = entry.owner
             entry.fired = None
+            entry.owner = _NO_OWNER
             self._live -= 1
             try:
-                fired()
+                if owner is _NO_OWNER:
+                    fired()
+                else:
+                    fired(owner)
             except Exception:
                 log.failure("timer of a LingerQueue failed")
         if self._entries and self._call is None:

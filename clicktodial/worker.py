@@ -26,7 +26,7 @@ from zope.interface import provider
 
 from clicktodial.config import ConfigError, load_config
 from clicktodial.gcpolicy import apply_daemon_gc_policy
-from clicktodial.log import make_log_observer
+from clicktodial.log import LOG_LEVELS, make_log_observer
 from clicktodial.netaddr import ip_of
 from clicktodial.reload import LIVE_SETTINGS, ConfigReloader
 from clicktodial.service import build_service
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     env = os.environ if environ is None else environ
     try:
         file_config = load_config(args.config)
-        observer = make_log_observer(file_config.log)
+        observer = make_log_observer(file_config.log, gate=LOG_LEVELS)
     except (ConfigError, OSError) as e:
         print(f"clicktodial worker {args.index}: {e}", file=sys.stderr)
         return 1

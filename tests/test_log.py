@@ -14,7 +14,7 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from clicktodial.config import parse_config
-from clicktodial.log import escape_control, format_text_event, make_log_observer
+from clicktodial.log import LevelGate, escape_control, format_text_event, make_log_observer
 
 #: What a phone or a web user may put in a header value, a user name, a path.
 HOSTILE = "alice\r\n2026-12-06T20:00:00+0000 [forged] admin logged in\x1b[2J\x1b]0;x\x07\x7f\x9b"
@@ -116,3 +116,20 @@ def test_a_web_login_with_a_hostile_user_name_is_logged_without_control_characte
     lines = [format_text_event(event) or "" for event in log.events]
     assert any("web login failed for ? from 192.0.2.7" in line for line in lines), lines
     assert not any(_RAW_CONTROL.search(line) for line in lines)
+
+
+def test_a_level_gate_follows_the_observer_level_and_its_reloads() -> None:
+    """A LevelGate handed to the daemon's observer says whether debug and info events would
+    be written, at start and after set_level (SIGHUP); a gate no observer follows lets
+    everything through."""
+    gate = LevelGate()
+    assert (gate.debug, gate.info) == (True, True)
+    config = parse_config("[sip]\ndomain = example.com\n[log]\nlevel = warn\n", "x.ini")
+    observer = make_log_observer(config.log, stderr=io.StringIO(), gate=gate)
+    assert (gate.debug, gate.info) == (False, False)
+    observer.set_level(LogLevel.info)
+    assert (gate.debug, gate.info) == (False, True)
+    observer.set_level(LogLevel.debug)
+    assert (gate.debug, gate.info) == (True, True)
+    make_log_observer(config.log, stderr=io.StringIO())
+    assert (gate.debug, gate.info) == (True, True)

@@ -90,3 +90,29 @@ def test_a_failing_timer_is_logged_and_the_next_still_fires() -> None:
     assert any(
         e.get("log_namespace") == "clicktodial.timers" and "log_failure" in e for e in events
     )
+
+
+def test_a_timer_on_an_owner_calls_its_function_with_the_owner_and_then_lets_it_go() -> None:
+    """``call_later_on(owner, Class.method)`` keeps the owner and the plain function (no
+    bound method per timer), calls ``method(owner)`` once, and drops the owner once fired
+    or cancelled."""
+
+    class Owner:
+        def __init__(self) -> None:
+            self.fired_at: list[float] = []
+
+        def expired(self) -> None:
+            self.fired_at.append(clock.seconds())
+
+    clock = Clock()
+    queue = LingerQueue(clock, 32.0)
+    owner, other = Owner(), Owner()
+    timer = queue.call_later_on(owner, Owner.expired)
+    cancelled = queue.call_later_on(other, Owner.expired)
+    assert timer.fired is Owner.expired and timer.owner is owner
+    cancelled.cancel()
+    assert cancelled.owner is not other
+    clock.pump([0.5] * 70)
+    assert owner.fired_at == [32.0] and other.fired_at == []
+    assert not timer.active() and timer.owner is not owner
+    assert clock.getDelayedCalls() == []

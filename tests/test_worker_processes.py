@@ -157,6 +157,21 @@ def test_a_workers_message_reaches_the_main_process_and_every_other_worker_once(
     assert all(m["node"] == "node/w1" for w in d.workers for _, m in w.seen)
 
 
+def test_a_workers_call_events_stop_at_the_main_process() -> None:
+    """The calls channel: the main process's web shows every call; the other workers,
+    which serve no page, are not sent them."""
+    d = deployment(2)
+    seen: list[list[str]] = [[], []]
+    for index, worker in enumerate(d.workers):
+        worker.bus.subscribe("calls", lambda m, i=index: seen[i].append(str(m["node"])))
+    main_calls: list[str] = []
+    d.hub.subscribe("calls", lambda m: main_calls.append(str(m["node"])))
+    d.workers[0].bus.publish("calls", {"type": "test"})
+    d.flush()
+    assert main_calls == ["node/w0"]
+    assert seen == [["node/w0"], []]  # its own local delivery only
+
+
 def test_the_main_processs_message_reaches_every_worker_and_itself() -> None:
     d = deployment(2)
     d.hub.publish("test", {"n": 2})
@@ -495,6 +510,24 @@ def test_the_pool_is_ready_once_every_worker_said_so() -> None:
     assert p.pool.ready.called
 
 
+def test_the_pools_status_for_systemd_follows_the_workers() -> None:
+    """STATUS= lines: how many workers serve, and which is restarting after it died."""
+    p = pool(2)
+    statuses: list[str] = []
+    p.pool.on_status.append(statuses.append)
+    for index in (0, 1):
+        connection = p.hub.connections[index]
+        connection.ready = True
+        p.hub.worker_ready(connection)
+    p.reactor.spawned[1].end(None, 9)
+    p.reactor.advance(0)
+    assert statuses == [
+        "1 of 2 workers serving",
+        "2 of 2 workers serving",
+        "1 of 2 workers serving; worker 1 restarting",
+    ]
+
+
 # --- configuration and sockets --------------------------------------------------------
 
 
@@ -680,3 +713,136 @@ def test_a_workers_log_events_name_the_worker() -> None:
     assert [e["worker"] for e in seen] == [1, 1]
     assert "[w1 clicktodial.x#info] hello" in (format_text_event(seen[0]) or "")
     assert "[w1 -] legacy" in (format_text_event(seen[1]) or "")
+
+
+# --- /metrics and /readyz of the main process ----------------------------------------------
+
+
+def _worker_registry(index: int) -> object:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from clicktodial.metrics import DaemonCollector
+
+    registry = CollectorRegistry(auto_describe=True)
+    counter = Counter("clicktodial_x_responses", "x", ["status"], registry=registry)
+    counter.labels("200").inc(10 + index)
+    Histogram("clicktodial_x_seconds", "h", buckets=(0.1,), registry=registry).observe(0.05)
+    registry.register(DaemonCollector([("clicktodial_x_active", "g", lambda: 3.0 + index)]))
+    return registry
+
+
+def _scraped(d: Deployment, resource: object) -> tuple[int, str]:
+    from twisted.web.test.requesthelper import DummyRequest
+
+    request = DummyRequest([b"metrics"])
+    assert resource.render(request) == 1  # type: ignore[attr-defined]  # NOT_DONE_YET
+    d.flush()
+    assert request.finished
+    return request.responseCode or 200, b"".join(request.written).decode()
+
+
+def test_main_process_metrics_hold_every_workers_families_labelled_by_worker() -> None:
+    """/metrics of the main process: each worker's counters, histograms and scrape-time
+    gauges (asked over the bus), a ``worker`` label on each sample; up and restarts."""
+    from clicktodial.workers.metrics import WorkerMetricsResource, encode_families
+
+    d = deployment()
+    for index, worker in enumerate(d.workers):
+        registry = _worker_registry(index)
+        worker.bus.serve_metrics(lambda r=registry: encode_families(r))  # type: ignore[misc]
+    resource = WorkerMetricsResource(d.clock, 2, d.hub.scrape, lambda: 3)
+    code, text = _scraped(d, resource)
+    assert code == 200
+    for line in (
+        'clicktodial_x_responses_total{status="200",worker="0"} 10.0',
+        'clicktodial_x_responses_total{status="200",worker="1"} 11.0',
+        'clicktodial_x_seconds_bucket{le="0.1",worker="1"} 1.0',
+        'clicktodial_x_active{worker="0"} 3.0',
+        'clicktodial_x_active{worker="1"} 4.0',
+        'clicktodial_worker_up{worker="0"} 1.0',
+        'clicktodial_worker_up{worker="1"} 1.0',
+        "clicktodial_worker_restarts_total 3.0",
+    ):
+        assert line in text.splitlines(), line
+    # one family, one TYPE line, whatever the number of workers
+    assert text.count("# TYPE clicktodial_x_active gauge") == 1
+
+
+def test_a_worker_that_is_gone_or_silent_is_up_0_and_the_others_still_count() -> None:
+    from clicktodial.workers.metrics import WorkerMetricsResource, encode_families
+
+    d = deployment(count=3)
+    registry = _worker_registry(0)
+    d.workers[0].bus.serve_metrics(lambda: encode_families(registry))  # type: ignore[arg-type]
+    # worker 1 is gone (its pipes closed); worker 2 never answers (its pipe is not pumped)
+    d.workers[1].pump.server.transport.loseConnection()  # type: ignore[attr-defined]
+    d.flush()
+    silent = d.workers.pop()
+    resource = WorkerMetricsResource(d.clock, 3, d.hub.scrape, lambda: 0, timeout=2.0)
+    from twisted.web.test.requesthelper import DummyRequest
+
+    request = DummyRequest([b"metrics"])
+    resource.render(request)
+    d.flush()
+    assert not request.finished  # waiting for worker 2
+    d.clock.pump([0.1] * 21)
+    d.flush()
+    assert request.finished
+    text = b"".join(request.written).decode().splitlines()
+    assert 'clicktodial_worker_up{worker="0"} 1.0' in text
+    assert 'clicktodial_worker_up{worker="1"} 0.0' in text
+    assert 'clicktodial_worker_up{worker="2"} 0.0' in text
+    assert 'clicktodial_x_active{worker="0"} 3.0' in text
+    assert silent.bus.running
+
+
+def test_families_survive_the_encoding_and_bad_data_is_refused() -> None:
+    from clicktodial.workers.metrics import decode_families, encode_families
+
+    registry = _worker_registry(0)
+    families = decode_families(encode_families(registry))  # type: ignore[arg-type]
+    assert {f.name for f in families} >= {"clicktodial_x_responses", "clicktodial_x_active"}
+    assert decode_families(b"") == []
+    with pytest.raises(ValueError):
+        decode_families(b"not zlib")
+
+
+def test_main_process_readyz_waits_for_every_worker_then_asks_the_store() -> None:
+    """/readyz: 503 naming the workers not serving (starting, restarting), 503 while
+    stopping, else the store's answer."""
+    from twisted.web.resource import Resource
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from clicktodial.workers.metrics import WorkerReadinessResource
+
+    class StoreCheck(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: object) -> bytes:
+            return b"ready"
+
+    d = deployment(ready=False)
+    stopping = [False]
+    resource = WorkerReadinessResource(
+        2, d.hub.ready_indexes, StoreCheck(), draining=lambda: stopping[0]
+    )
+
+    def get() -> tuple[int, bytes]:
+        request = DummyRequest([b"readyz"])
+        body = resource.render(request)
+        assert isinstance(body, bytes)
+        return request.responseCode or 200, body
+
+    assert get() == (503, b"worker 0, 1 not ready")
+    d.workers[1].bus.ready()
+    d.flush()
+    assert get() == (503, b"worker 0 not ready")
+    d.workers[0].bus.ready()
+    d.flush()
+    assert get() == (200, b"ready")
+    # a worker that dies is not ready until its successor says so
+    d.workers[0].pump.server.transport.loseConnection()  # type: ignore[attr-defined]
+    d.flush()
+    assert get() == (503, b"worker 0 not ready")
+    stopping[0] = True
+    assert get() == (503, b"stopping")

@@ -72,6 +72,7 @@ phones share no codec), the media relay refusing ([*, media-relay-failed]).
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -83,6 +84,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.calls.events import CallInfo
+from clicktodial.calls.policy import FlowIV
 from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
 from clicktodial.interfaces import IBridge, ICalleeRoute, IMediaFlow
 from clicktodial.netaddr import NetworkSet
@@ -405,55 +407,89 @@ class CallObserver(Protocol):
         """``event`` has no transition in ``phase`` (:data:`Call._TABLE`): count it."""
 
 
-class Leg:
+#: The empty ``Leg.forks`` every leg shares (never written to: a leg that rings makes
+#: its own dict).
+_NO_FORKS: dict[OutgoingCall, Target] = {}
+
+
+@implementer(ISessionHandler)
+class Leg(SessionHandlerBase):
     """
     One side of the call (the caller's or the callee's phones): the INVITEs
-    in progress to its bindings and, once one answered, its session.
+    in progress to its bindings and, once one answered, its session.  It is the
+    handler of the UA core's events for them (one object less per leg of a held call).
 
     :ivar pending_offer: the offer of a 2xx we still have to ACK (with the
         answer), or None.
     """
 
-    # Per call, for as long as it is held: no per-instance __dict__ (also Call, _LegHandler).
+    # Per call, for as long as it is held: no per-instance __dict__ (also Call).
     __slots__ = (
         "call",
         "role",
         "user",
-        "handler",
         "forks",
         "starting",
         "failures",
         "session",
         "pending_offer",
         "origin",
-        "target",
+        "source",
     )
 
     def __init__(self, call: Call, role: str, user: User) -> None:
         self.call = call
         self.role = role
         self.user = user
-        self.handler = _LegHandler(call, self)
-        self.forks: dict[OutgoingCall, Target] = {}
+        #: The INVITEs ringing, with their targets; the shared :data:`_NO_FORKS` when none
+        #: (a held call would keep an empty dict of its own per leg: 64 bytes).
+        self.forks: dict[OutgoingCall, Target] = _NO_FORKS
         #: True while the INVITEs go out (a fork may fail synchronously).
         self.starting = False
         self.failures: tuple[int, ...] = ()  # a shared empty tuple for the held call
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
         self.origin = LegOrigin()
-        #: The binding's :class:`Target` whose phone answered (its session's flow).
-        self.target: Target | None = None
+        #: The address the answering phone signals from (its NAT's, behind one); None
+        #: before an answer, and behind a trusted proxy (a pre-loaded route), where that
+        #: is the proxy's.  Only this of the binding's :class:`Target` is kept for the
+        #: call (the target and its URIs cost ~0.35 KB a leg; the session has the flow).
+        self.source: str | None = None
 
     @property
-    def source(self) -> str | None:
-        """
-        The address the answering phone signals from (its NAT's, behind one); None
-        behind a trusted proxy (a pre-loaded route), where that is the proxy's.
-        """
-        target = self.target
+    def handler(self) -> Leg:
+        """What the UA core tells about the leg's INVITEs and session: the leg itself."""
+        return self
+
+    def call_provisional(
+        self, call: OutgoingCall, response: Response, session: Session | None
+    ) -> None:
+        sdp = _sdp_of(response)
+        if sdp is not None and self is self.call.callee and call in self.forks:
+            self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
+
+    def call_answered(self, call: OutgoingCall, session: Session, response: Response) -> None:
+        self.call._answered(self, call, session, response)
+
+    def call_failed(self, call: OutgoingCall, response: Response) -> None:
+        self.call._fork_failed(self, call, response)
+
+    def request_received(self, session: Session, request: IncomingRequest) -> None:
+        if session is self.session:
+            self.call._in_dialog_request(self, request)
+        else:
+            super().request_received(session, request)
+
+    def session_terminated(self, session: Session, reason: str) -> None:
+        if session is self.session:
+            self.call._session_ended(self, reason)
+
+    def answered_by(self, target: Target | None) -> None:
+        """The phone of ``target`` answered: keep where it signals from (:attr:`source`)."""
         if target is None or target.flow is None or target.route:
-            return None
-        return target.flow.host
+            self.source = None
+        else:
+            self.source = sys.intern(target.flow.host)
 
     def ring(
         self,
@@ -478,7 +514,7 @@ class Leg:
                     target.uri,
                     from_=target.from_ or from_,
                     to=target.to or to,
-                    handler=self.handler,
+                    handler=self,
                     body=body,
                     headers=target.headers,
                     route=target.route,
@@ -488,6 +524,8 @@ class Leg:
                     credentials=target.credentials,
                 )
                 if fork.state in (CallState.CALLING, CallState.PROCEEDING):
+                    if self.forks is _NO_FORKS:
+                        self.forks = {}
                     self.forks[fork] = target
         finally:
             self.starting = False
@@ -496,7 +534,7 @@ class Leg:
         """CANCEL every INVITE still ringing (a crossing 2xx gets ACK + BYE from the core)."""
         for fork in list(self.forks):
             fork.cancel()
-        self.forks.clear()
+        self.forks = _NO_FORKS
 
     def hang_up(self, headers: Sequence[tuple[str, str]] = ()) -> None:
         """CANCEL what rings, BYE what answered (ACKing an unACKed 2xx first)."""
@@ -529,40 +567,6 @@ def held_answer_or_none(offer: bytes) -> bytes | None:
         return None
 
 
-@implementer(ISessionHandler)
-class _LegHandler(SessionHandlerBase):
-    """The UA core's events for one leg, handed to its call."""
-
-    __slots__ = ("call", "leg")
-
-    def __init__(self, call: Call, leg: Leg) -> None:
-        self.call = call
-        self.leg = leg
-
-    def call_provisional(
-        self, call: OutgoingCall, response: Response, session: Session | None
-    ) -> None:
-        sdp = _sdp_of(response)
-        if sdp is not None and self.leg is self.call.callee and call in self.leg.forks:
-            self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
-
-    def call_answered(self, call: OutgoingCall, session: Session, response: Response) -> None:
-        self.call._answered(self.leg, call, session, response)
-
-    def call_failed(self, call: OutgoingCall, response: Response) -> None:
-        self.call._fork_failed(self.leg, call, response)
-
-    def request_received(self, session: Session, request: IncomingRequest) -> None:
-        if session is self.leg.session:
-            self.call._in_dialog_request(self.leg, request)
-        else:
-            super().request_received(session, request)
-
-    def session_terminated(self, session: Session, reason: str) -> None:
-        if session is self.leg.session:
-            self.call._session_ended(self.leg, reason)
-
-
 @implementer(IBridge)
 class Call:
     """
@@ -570,7 +574,8 @@ class Call:
 
     :ivar call_id: the call record's id.
     :ivar phase: the current :class:`Phase`.
-    :ivar caller_offer: the offer of the caller's 2xx, once it answered.
+    :ivar caller_offer: the offer of the caller's 2xx, once it answered (empty again once
+        the call is connected).
     """
 
     __slots__ = (
@@ -732,7 +737,7 @@ class Call:
             return
         if self.phase is Phase.CONNECTED and self._long_timers is not None:
             # Held for the whole call: one reactor timer for all calls (LingerQueue).
-            self._timer = self._long_timers(delay).call_later(self._timer_fired)
+            self._timer = self._long_timers(delay).call_later_on(self, Call._timer_fired)
         else:
             self._timer = self.clock.callLater(delay, self._timer_fired)
 
@@ -775,7 +780,7 @@ class Call:
         leg = answer.leg
         leg.session = answer.session
         leg.pending_offer = answer.offer
-        leg.target = answer.target
+        leg.answered_by(answer.target)
         leg.cancel_forks()
 
     def _hang_up_stray(self, answer: _Answer) -> None:
@@ -841,6 +846,12 @@ class Call:
             status=status,
         )
         self.callee.failures = ()
+        if self._early_acked():
+            # Flow I after early media: the caller's offer was answered with the failed
+            # trunk's media. RFC 3725 §5 Flow IV from here on: the next trunk is INVITEd
+            # without an offer and its offer re-INVITEs the caller (docs/calls.md).
+            self._callee_offer = None
+            self.flow = FlowIV()
         # Flow IV: the next trunk's early media or 2xx offer goes to the caller afresh.
         self._early_media = False
         self._early_offer = self._early_answer = None
@@ -850,8 +861,8 @@ class Call:
     def _early_acked(self) -> bool:
         """
         Flow I: the caller's 2xx was ACKed with a trunk's early answer, so the caller's
-        media is bound to that trunk's; another trunk's answer could not reach the caller
-        (no offer left to answer), so that call does not fail over.
+        media is bound to that trunk's: the caller has no offer left for another trunk
+        (a fail-over continues as Flow IV, :meth:`_reroute_callee`).
         """
         return self._early_media and self._callee_offer is not None
 
@@ -925,6 +936,9 @@ class Call:
         self.flow.callee_answered(self._bridge, _sdp_of(answer.response))
 
     def _record_connected(self, payload: object) -> None:
+        # Only the set-up's steps (the media flow, the relay's decision) read the caller's
+        # offer: a connected call lets go of it (the sessions keep what was agreed).
+        self.caller_offer = b""
         self.connected_at = self.clock.seconds()
         self.observer.call_changed(
             self, CallUpdate(state=self.public_state, connected_at=self.connected_at)
@@ -938,7 +952,7 @@ class Call:
         """The call is over: the re-INVITE is answered as outside any call."""
         session = offer.leg.session
         if session is not None:
-            SessionHandlerBase.request_received(offer.leg.handler, session, offer.request)
+            SessionHandlerBase.request_received(offer.leg, session, offer.request)
 
     def _record_end(self, outcome: _Outcome) -> None:
         """Why the call ended (the payload of caller-/callee-/bridge-failed, *-gone)."""
@@ -1071,7 +1085,7 @@ class Call:
     def _leg_failed(self, leg: Leg) -> None:
         """Every INVITE of ``leg`` failed: the best status speaks for the leg."""
         status = min(leg.failures or [503], key=_status_rank)
-        if leg is self.callee and not self._early_acked() and self._route.reroutes(status):
+        if leg is self.callee and self._route.reroutes(status):
             self._handle(Input.CALLEE_REROUTE, status)
             return
         reason, who = _outcome(leg.role, status)
@@ -1102,7 +1116,7 @@ class Call:
             # Session refreshes (re-INVITE without offer: our last SDP),
             # INFO, OPTIONS...: answered locally.
             if leg.session is not None:
-                SessionHandlerBase.request_received(leg.handler, leg.session, request)
+                SessionHandlerBase.request_received(leg, leg.session, request)
             return
         self._handle(Input.OFFER, _Offer(leg, request))
 

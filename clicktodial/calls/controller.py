@@ -34,7 +34,6 @@ from clicktodial.interfaces import (
     ILocationStore,
     IOutboundCalls,
     IStoreBackend,
-    ITrunk,
     ITrunkRegistry,
 )
 from clicktodial.media.ringback import RingbackPlayer
@@ -197,7 +196,7 @@ class CallController:
         caller: User,
         callee: User,
         decision: DialDecision | None = None,
-        trunks: list[ITrunk] | None = None,
+        hunt: TrunkHunt | None = None,
     ) -> CallInfo:
         """Authorize, record and start a call to ``callee`` (a number when ``decision``)."""
         caller_name, callee_name = caller.username, callee.username
@@ -237,9 +236,8 @@ class CallController:
                 self._reserved[name] -= 1
                 if not self._reserved[name]:
                     del self._reserved[name]
-        route = None
-        if decision is not None:
-            route = TrunkHunt(trunks or [], callee_name, caller_name, call_id)
+        if hunt is not None:
+            hunt.call_id = call_id
         call = Call(
             call_id=call_id,
             caller=caller,
@@ -256,7 +254,7 @@ class CallController:
             long_timers=self._long_timers_of_calls,
             tracer=self.tracer,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
-            route=route,
+            route=hunt,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:
@@ -277,11 +275,23 @@ class CallController:
 
     # -- IOutboundCalls --------------------------------------------------------
 
-    def place_outbound(self, caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
+    def place_outbound(
+        self,
+        caller_username: str,
+        decision: DialDecision,
+        refund_untried: Callable[[], object] | None = None,
+    ) -> Deferred[CallInfo]:
         """See :meth:`IOutboundCalls.place_outbound`."""
-        return Deferred.fromCoroutine(self._place_outbound(caller_username, decision))
+        return Deferred.fromCoroutine(
+            self._place_outbound(caller_username, decision, refund_untried)
+        )
 
-    async def _place_outbound(self, caller_name: str, decision: DialDecision) -> CallInfo:
+    async def _place_outbound(
+        self,
+        caller_name: str,
+        decision: DialDecision,
+        refund_untried: Callable[[], object] | None,
+    ) -> CallInfo:
         caller = await self._user(caller_name)
         number = str(decision.number)
         registry = self.trunks
@@ -292,12 +302,19 @@ class CallController:
             )
             if trunk is not None
         ]
-        if trunks:
+        # A place on a trunk is taken before the caller's phone rings (docs/trunks.md).
+        hunt = TrunkHunt(trunks, number, caller_name, refund_untried=refund_untried)
+        if hunt.reserve():
             # The callee leg is the number through the trunks, in fail-over order (the
             # call's table: docs/calls.md, "Calls through a trunk").
-            return await self._run(caller, User(username=number), decision, trunks)
-        # None of the routed trunks exists: the call fails before any SIP leaves,
-        # recorded with its number and class.
+            try:
+                return await self._run(caller, User(username=number), decision, hunt)
+            except BaseException:
+                hunt.release()
+                raise
+        hunt.release()
+        # None of the routed trunks exists or has room: the call fails before any SIP
+        # leaves, recorded with its number and class.
         now = self.clock.seconds()
         call_id = await self.records.create_call(caller_name, number, now, self.node)
         await self.records.update_call(
@@ -312,7 +329,7 @@ class CallController:
             ),
         )
         log.warn(
-            "call {record}: {caller} calls {number}: no trunk configured ({trunks})",
+            "call {record}: {caller} calls {number}: no trunk configured or with room ({trunks})",
             record=call_id,
             caller=caller_name,
             number=number,

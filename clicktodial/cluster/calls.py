@@ -131,12 +131,17 @@ class ClusterCalls:
         """Calls are placed by the node the request reached (its phones are all reachable)."""
         return self.local.place_call(caller_username, callee_username)
 
-    def place_outbound(self, caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
+    def place_outbound(
+        self,
+        caller_username: str,
+        decision: DialDecision,
+        refund_untried: Callable[[], object] | None = None,
+    ) -> Deferred[CallInfo]:
         """Calls to numbers too are placed by the node the request reached."""
         outbound = IOutboundCalls(self.local, None)
         if outbound is None:
             return fail(CallRefused("no-outbound", "this daemon cannot call numbers"))
-        return outbound.place_outbound(caller_username, decision)
+        return outbound.place_outbound(caller_username, decision, refund_untried)
 
     def hang_up(self, call_id: str, by_username: str | None = None) -> bool:
         """

@@ -23,7 +23,7 @@ from clicktodial.dialplan.plan import DialDecision, DialPlan, DialRefused
 from clicktodial.interfaces import ICallRecordStore, IOutboundQuota, IUserStore
 from clicktodial.store.values import CallUpdate
 
-__all__ = ["Dialler", "utc_day"]
+__all__ = ["DailyCharge", "Dialler", "utc_day"]
 
 log = Logger(namespace="clicktodial.dialplan")
 
@@ -37,6 +37,40 @@ _MAX_RECORDED = 64
 def utc_day(when: float) -> str:
     """``YYYY-MM-DD``: the UTC day of POSIX time ``when`` (the daily limit's day)."""
     return datetime.fromtimestamp(when, UTC).date().isoformat()
+
+
+class DailyCharge:
+    """
+    One call counted against a user's daily limit on ``day``: :meth:`refund` gives it
+    back, once however often it is called (the call never reached a trunk).
+    """
+
+    def __init__(self, quota: IOutboundQuota, username: str, day: str) -> None:
+        self._quota: IOutboundQuota | None = quota
+        self.username = username
+        self.day = day
+
+    @property
+    def refunded(self) -> bool:
+        return self._quota is None
+
+    def refund(self) -> None:
+        """Give the count back (the day it was counted on, even past midnight)."""
+        quota, self._quota = self._quota, None
+        if quota is None:
+            return
+        log.info(
+            "{caller}: a call that reached no trunk is not counted in the daily limit ({day})",
+            caller=self.username,
+            day=self.day,
+        )
+        quota.uncount_outbound_call(self.username, self.day).addErrback(
+            lambda failure: log.failure(
+                "{caller}: the daily count could not be given back",
+                failure,
+                caller=self.username,
+            )
+        )
 
 
 class Dialler:
@@ -110,16 +144,21 @@ class Dialler:
                 raise InvalidNumber(refused.message) from None
             raise
 
-    async def admit(self, username: str, decision: DialDecision) -> None:
+    async def admit(self, username: str, decision: DialDecision) -> DailyCharge | None:
         """
-        Count the call against ``username``'s daily limit.
+        Count the call against ``username``'s daily limit, before the caller's phone rings
+        (one atomic check-and-count in the store: concurrent calls never pass the limit).
+        What counts is an attempt that reaches a trunk: :meth:`DailyCharge.refund` gives
+        the count back when the call ends without any INVITE sent to a trunk
+        (docs/dialplan.md, "The daily limit").
 
+        :return: the call's charge, or None when no limit is set.
         :raises DialRefused: ``daily-limit`` (recorded), or ``no-quota`` when the store
             cannot count while a limit is set.
         """
         plan = self.plan
         if plan is None or plan.daily_limit == 0:
-            return
+            return None
         if self.quota is None:
             raise DialRefused(
                 "no-quota",
@@ -137,6 +176,7 @@ class Dialler:
                 username, decision.number, str(decision.number), refused, decision.destination_class
             )
             raise refused
+        return DailyCharge(self.quota, username, day)
 
     async def _record_refusal(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import sys
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -169,6 +170,52 @@ def _party(name_addr: NameAddr, tag: str | None) -> NameAddr:
     return NameAddr(name_addr.uri, name_addr.display_name, params)
 
 
+def _party_text(party: NameAddr) -> str:
+    """
+    ``party``'s header text without its parameters (URI and display name), one shared
+    string per distinct value: every call of a user (and every call to the same peer)
+    keeps the same text, the tag is kept apart.
+    """
+    if party.params:
+        party = NameAddr(party.uri, party.display_name)
+    return sys.intern(str(party))
+
+
+def _with_tag(text: str, tag: str | None) -> str:
+    return text if tag is None else f"{text};tag={tag}"
+
+
+#: Remote targets and flows of the dialogs, one object per distinct value: a phone's
+#: Contact and the address it registered from are the same for each of its calls, and a
+#: held call would otherwise keep its own parsed copy.  Both are immutable; the table is
+#: bounded (emptied when full: it only shares, it never decides).
+_SHARED: dict[object, object] = {}
+_SHARED_BOUND = 4096
+
+
+def _shared_uri(uri: URI) -> URI:
+    """The shared :class:`URI` of the same text as ``uri`` (exactly: not RFC equality)."""
+    key = ("uri", str(uri))
+    kept = _SHARED.get(key)
+    if isinstance(kept, URI):
+        return kept
+    if len(_SHARED) >= _SHARED_BOUND:
+        _SHARED.clear()
+    _SHARED[key] = uri
+    return uri
+
+
+def _shared_destination(flow: Destination) -> Destination:
+    """The shared :class:`Destination` equal to ``flow`` (a frozen value)."""
+    kept = _SHARED.get(flow)
+    if isinstance(kept, Destination):
+        return kept
+    if len(_SHARED) >= _SHARED_BOUND:
+        _SHARED.clear()
+    _SHARED[flow] = flow
+    return flow
+
+
 def _first_contact(message: Request | Response) -> URI | None:
     contacts = message.contacts
     return contacts[0].uri if contacts else None
@@ -202,16 +249,18 @@ class Dialog:
     """
 
     # One per dialog, for as long as a call is held: no per-instance __dict__.
-    # The parties are kept as their header text and tags, parsed again only when asked
-    # for (the From/To of in-dialog requests are that text): a parsed NameAddr with its
-    # URI and parameters costs ~0.7 KB more per party, twice per leg of a held call.
+    # The parties are kept as their header text without the tag (one string shared by
+    # every call of the user or peer) and the tags, parsed again only when asked for (the
+    # From/To of in-dialog requests are that text): a parsed NameAddr with its URI and
+    # parameters costs ~0.7 KB more per party, twice per leg of a held call.  The remote
+    # target and the flow are shared with the other dialogs of the same phone.
     __slots__ = (
         "call_id",
         "_local_party",
         "_remote_party",
         "_local_tag",
         "_remote_tag",
-        "remote_target",
+        "_remote_target",
         "route_set",
         "local_contact",
         "local_seq",
@@ -220,7 +269,7 @@ class Dialog:
         "is_uac",
         "state",
         "offer_answer",
-        "flow",
+        "_flow",
     )
 
     def __init__(
@@ -243,11 +292,11 @@ class Dialog:
         if local_tag is None:
             raise DialogError("a dialog needs a local tag")
         self.call_id = call_id
-        self._local_party = str(local_party)
+        self._local_party = _party_text(local_party)
         self._local_tag: str = local_tag
-        self._remote_party = str(remote_party)
+        self._remote_party = _party_text(remote_party)
         self._remote_tag = remote_party.tag
-        self.remote_target = remote_target
+        self._remote_target = _shared_uri(remote_target)
         # A tuple: the empty route set of most dialogs is one shared object.
         self.route_set: tuple[NameAddr, ...] = tuple(route_set)
         self.local_contact = local_contact
@@ -257,12 +306,7 @@ class Dialog:
         self.is_uac = is_uac
         self.state = state
         self.offer_answer = offer_answer if offer_answer is not None else OfferAnswer()
-        #: Where requests (and ACKs) go regardless of route set and remote
-        #: target: the flow the dialog was set up over (a phone: the address its
-        #: REGISTER came from, or a trusted proxy; docs/security.md), so that a
-        #: peer's Contact or Record-Route steers nothing; None for RFC 3261
-        #: §12.2.1.1 as usual.
-        self.flow: Destination | None = None
+        self._flow: Destination | None = None
 
     def __repr__(self) -> str:
         return (
@@ -340,12 +384,35 @@ class Dialog:
     @property
     def local_party(self) -> NameAddr:
         """Our From (UAC) / To (UAS) value: URI, display name, local tag (a new parse)."""
-        return parse_name_addr(self._local_party)
+        return parse_name_addr(_with_tag(self._local_party, self._local_tag))
 
     @property
     def remote_party(self) -> NameAddr:
         """The peer's From/To value with the remote tag (a new parse)."""
-        return parse_name_addr(self._remote_party)
+        return parse_name_addr(_with_tag(self._remote_party, self._remote_tag))
+
+    @property
+    def remote_target(self) -> URI:
+        """Where requests go: the peer's Contact (RFC 3261 §12.1)."""
+        return self._remote_target
+
+    @remote_target.setter
+    def remote_target(self, uri: URI) -> None:
+        self._remote_target = _shared_uri(uri)
+
+    @property
+    def flow(self) -> Destination | None:
+        """
+        Where requests (and ACKs) go regardless of route set and remote target: the flow
+        the dialog was set up over (a phone: the address its REGISTER came from, or a
+        trusted proxy; docs/security.md), so that a peer's Contact or Record-Route steers
+        nothing; None for RFC 3261 §12.2.1.1 as usual.
+        """
+        return self._flow
+
+    @flow.setter
+    def flow(self, flow: Destination | None) -> None:
+        self._flow = None if flow is None else _shared_destination(flow)
 
     @property
     def local_tag(self) -> str:
@@ -467,8 +534,8 @@ class Dialog:
         headers: list[tuple[str, str]] = [("Max-Forwards", _DEFAULT_MAX_FORWARDS)]
         headers.extend(("Route", route) for route in routes)
         headers += [
-            ("From", self._local_party),
-            ("To", self._remote_party),
+            ("From", _with_tag(self._local_party, self._local_tag)),
+            ("To", _with_tag(self._remote_party, self._remote_tag)),
             ("Call-ID", self.call_id),
             ("CSeq", str(CSeq(seq, method))),
         ]
@@ -527,8 +594,8 @@ class Dialog:
         otherwise the first route's URI if there is a route set, else the
         remote target (RFC 3261 §12.2.1.1 with §8.1.2).
         """
-        if self.flow is not None:
-            return self.flow
+        if self._flow is not None:
+            return self._flow
         if self.route_set:
             return destination_for_uri(self.route_set[0].uri)
         return destination_for_uri(self.remote_target)

@@ -138,7 +138,8 @@ def _params_of(text: str) -> dict[str, str | None]:
 
 def format_params(params: Mapping[str, str | None]) -> str:
     """Write parameters as ``;name=value;flag``."""
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    # (A list, not a generator: join() would build one from it anyway, one call per item.)
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
 def quote_string(text: str) -> str:

@@ -251,6 +251,10 @@ class Headers:
     Internally three parallel lists: lookup keys (lower-cased full names),
     names as received, and values as received (with the whitespace after the
     colon), so that a parsed message serializes its fields unchanged.
+    ``_pristine`` is the octets of the message the parser read the fields
+    from, as long as they are untouched (``None`` once anything changes or
+    for fields not parsed): :meth:`Message.serialize` hands those octets
+    back only to the message they came from.
     """
 
     __slots__ = ("_keys", "_names", "_values", "_cache", "_pristine")
@@ -260,9 +264,9 @@ class Headers:
         self._names: list[str] = []
         self._values: list[str] = []
         self._cache: dict[str, Any] = {}
-        # True while the fields are exactly as the parser found them (see
-        # Message.serialize); every mutation sets it False for good.
-        self._pristine = False
+        # The parsed octets while the fields are exactly as the parser found
+        # them (see Message.serialize); every mutation sets it None for good.
+        self._pristine: bytes | None = None
         for name, value in fields:
             self.add(name, value)
 
@@ -306,21 +310,33 @@ class Headers:
         """
         key = (_NAME_CACHE.get(name) or _name_info(name))[0]
         values = self._all(key)
-        if key in _LIST_HEADERS:
+        if key in _LIST_HEADERS and values:
+            if len(values) == 1:  # the usual case
+                return split_commas(values[0])
             return [item for v in values for item in split_commas(v)]
         return values
 
     def _insert(self, i: int, name: str, value: str) -> None:
         key, cname = _NAME_CACHE.get(name) or _name_info(name)
+        if "\r" in value or "\n" in value:
+            _refuse_value(value)
         self._keys.insert(i, key)
         self._names.insert(i, cname)
-        self._values.insert(i, " " + _check_value(value))
+        self._values.insert(i, " " + value)
         self._cache.clear()
-        self._pristine = False
+        self._pristine = None
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
-        self._insert(len(self._keys), name, value)
+        # (_insert's work written out: responses are built of add()s, a call less each.)
+        key, cname = _NAME_CACHE.get(name) or _name_info(name)
+        if "\r" in value or "\n" in value:
+            _refuse_value(value)
+        self._keys.append(key)
+        self._names.append(cname)
+        self._values.append(" " + value)
+        self._cache.clear()
+        self._pristine = None
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of that name (or at the top)."""
@@ -343,7 +359,7 @@ class Headers:
             self._names = [self._names[i] for i in keep]
             self._values = [self._values[i] for i in keep]
         self._cache.clear()
-        self._pristine = False
+        self._pristine = None
 
     def remove(self, name: str) -> None:
         """Remove every field of *name*."""
@@ -365,11 +381,39 @@ class Headers:
             if len(items) > 1:
                 self._values[i] = " " + ", ".join(items[1:])
                 self._cache.clear()
-                self._pristine = False
+                self._pristine = None
                 return
         del keys[i], self._names[i], self._values[i]
         self._cache.clear()
-        self._pristine = False
+        self._pristine = None
+
+    def replace_top_via(self, via: Via) -> None:
+        """Put *via* in place of the first Via value: the fields come out as
+        ``remove_first("Via")`` then ``prepend("Via", via.serialize())`` leave
+        them, and *via* is kept as the parsed Via when it is the only one (the
+        transport stamps the top Via of every request it receives, RFC 3261
+        §18.2.1, and the transaction layer reads it next).
+
+        :raises ValueError: there is no Via field.
+        """
+        keys = self._keys
+        i = keys.index("via")
+        if "," in self._values[i] and len(split_commas(self._values[i])) > 1:
+            self.remove_first("Via")
+            self.prepend("Via", via.serialize())
+            return
+        names, values = self._names, self._values
+        del keys[i], names[i], values[i]
+        # (prepend's place: before the next Via field, else at the top)
+        at = keys.index("via") if "via" in keys else 0
+        keys.insert(at, "via")
+        names.insert(at, "Via")
+        values.insert(at, " " + _check_value(via.serialize()))
+        self._pristine = None
+        cache = self._cache
+        cache.clear()
+        if keys.count("via") == 1:
+            cache["via"] = [via]
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -437,20 +481,24 @@ class Headers:
 
 
 def _check_value(value: str) -> str:
-    # A CR or LF in a value would let a caller inject header fields.
     if "\r" in value or "\n" in value:
-        raise ValueError(f"CR/LF in header value {value!r}")
+        _refuse_value(value)
     return value
+
+
+def _refuse_value(value: str) -> None:
+    # A CR or LF in a value would let a caller inject header fields.
+    raise ValueError(f"CR/LF in header value {value!r}")
 
 
 # --- typed accessors: parse on first access, cached on the Headers --------
 
 
 def _required(h: Headers, name: str) -> str:
-    value = h._first((_NAME_CACHE.get(name) or _name_info(name))[0])
-    if value is None:
-        raise HeaderParseError(f"missing {name} header")
-    return value
+    try:
+        return h._values[h._keys.index((_NAME_CACHE.get(name) or _name_info(name))[0])].strip(" \t")
+    except ValueError:
+        raise HeaderParseError(f"missing {name} header") from None
 
 
 def _vias(h: Headers) -> list[Via]:
@@ -518,7 +566,7 @@ def _headers_of(keys: list[str], names: list[str], values: list[str]) -> Headers
     h._names = names
     h._values = values
     h._cache = {}
-    h._pristine = False
+    h._pristine = None
     return h
 
 
@@ -528,36 +576,31 @@ class Message:
     A parsed message remembers the octets it came from when :meth:`serialize`
     would write exactly those octets, and hands them back from
     :meth:`serialize` until anything changes: assigning the method, URI,
-    status, reason, headers or body forgets them, and so does any mutation of
-    the :class:`Headers` (which then is no longer *pristine*).
+    status, reason or body forgets them, and so does any mutation of the
+    :class:`Headers` (which then is no longer *pristine*) or putting other
+    :class:`Headers` in :attr:`headers` (the octets are handed back only
+    with the fields parsed from them).
+
+    :ivar headers: the header fields (:class:`Headers`): a plain attribute,
+        read several times for every message.
     """
 
-    __slots__ = ("_headers", "_body", "_wire")
+    __slots__ = ("headers", "_body", "_wire")
 
-    _headers: Headers
+    headers: Headers
     _body: bytes
     _wire: bytes | None
 
     def __init__(
         self, headers: Headers | Iterable[tuple[str, str]] = (), body: bytes = b""
     ) -> None:
-        self._headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         if not isinstance(body, bytes):
             raise TypeError("body must be bytes")
         self._body = body
         self._wire = None
 
     is_request = False
-
-    @property
-    def headers(self) -> Headers:
-        """The header fields."""
-        return self._headers
-
-    @headers.setter
-    def headers(self, headers: Headers) -> None:
-        self._headers = headers
-        self._wire = None
 
     @property
     def body(self) -> bytes:
@@ -569,15 +612,21 @@ class Message:
         self._body = body
         self._wire = None
 
+    # The accessors read the cache inline (not through Headers._parsed): they run
+    # several times for every message, and a call less each counts.
+
     @property
     def vias(self) -> list[Via]:
         """Every Via value, top first."""
-        return list(self._headers._parsed("via", _vias))
+        return list(self.headers._parsed("via", _vias))
 
     @property
     def top_via(self) -> Via:
         """The first Via value (raises :class:`HeaderParseError` if there is none)."""
-        vias = self._headers._parsed("via", _vias)
+        h = self.headers
+        vias = h._cache.get("via")
+        if vias is None:
+            vias = h._cache["via"] = _vias(h)
         if not vias:
             raise HeaderParseError("missing Via header")
         return vias[0]
@@ -585,69 +634,90 @@ class Message:
     @property
     def from_(self) -> NameAddr:
         """The From header."""
-        return self._headers._parsed("from", _from)
+        h = self.headers
+        value = h._cache.get("from")
+        if value is None:
+            value = h._cache["from"] = _from(h)
+        return value
 
     @property
     def to(self) -> NameAddr:
         """The To header."""
-        return self._headers._parsed("to", _to)
+        h = self.headers
+        value = h._cache.get("to")
+        if value is None:
+            value = h._cache["to"] = _to(h)
+        return value
 
     @property
     def call_id(self) -> str:
         """The Call-ID (compared byte-for-byte, RFC 3261 §20.8)."""
-        return _required(self._headers, "Call-ID")
+        h = self.headers
+        try:
+            return h._values[h._keys.index("call-id")].strip(" \t")
+        except ValueError:
+            raise HeaderParseError("missing Call-ID header") from None
 
     @property
     def cseq(self) -> CSeq:
         """The CSeq header."""
-        return self._headers._parsed("cseq", _cseq)
+        h = self.headers
+        value = h._cache.get("cseq")
+        if value is None:
+            value = h._cache["cseq"] = _cseq(h)
+        return value
 
     @property
     def contacts(self) -> list[NameAddr]:
         """Every Contact value (``[]`` if none, or for ``Contact: *``)."""
-        return list(self._headers._parsed("contact", _contacts))
+        return list(self.headers._parsed("contact", _contacts))
 
     @property
     def contact_is_star(self) -> bool:
         """Whether the Contact is ``*`` (REGISTER: remove all bindings, RFC 3261 §10.2.2)."""
-        return "*" in self._headers._all("contact")
+        return "*" in self.headers._all("contact")
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards as an int, ``None`` if absent."""
-        return self._headers._parsed("max-forwards", lambda h: _int_header(h, "Max-Forwards"))
+        return self.headers._parsed("max-forwards", lambda h: _int_header(h, "Max-Forwards"))
 
     @property
     def expires(self) -> int | None:
         """The Expires header as an int, ``None`` if absent."""
-        return self._headers._parsed("expires", lambda h: _int_header(h, "Expires"))
+        return self.headers._parsed("expires", lambda h: _int_header(h, "Expires"))
 
     @property
     def content_length(self) -> int | None:
         """The Content-Length header as an int, ``None`` if absent."""
-        return self._headers._parsed("content-length", lambda h: _int_header(h, "Content-Length"))
+        return self.headers._parsed("content-length", lambda h: _int_header(h, "Content-Length"))
 
     @property
     def record_routes(self) -> list[NameAddr]:
         """Every Record-Route value, in order."""
-        return list(self._headers._parsed("record-route", _record_routes))
+        return list(self.headers._parsed("record-route", _record_routes))
 
     @property
     def routes(self) -> list[NameAddr]:
         """Every Route value, in order."""
-        return list(self._headers._parsed("route", _routes))
+        return list(self.headers._parsed("route", _routes))
 
     def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def _wire_starts(self, wire: bytes) -> bool:
+        """Whether *wire* starts with our method or status (plain attributes, which
+        may have been assigned since the parse)."""
         raise NotImplementedError
 
     def serialize(self) -> bytes:
         """The message on the wire; Content-Length is set from the body."""
         wire = self._wire
-        if wire is not None and self._headers._pristine:
+        if wire is not None and self.headers._pristine is wire and self._wire_starts(wire):
             # Parsed and untouched: the received octets are what we would write.
             return wire
         lines = [self._start_line()]
-        self._headers._serialize_into(lines, len(self._body))
+        self.headers._serialize_into(lines, len(self._body))
         lines.append("\r\n")
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
 
@@ -664,10 +734,12 @@ class Message:
 class Request(Message):
     """A SIP request: method, Request-URI, headers, body (bytes, never decoded)."""
 
-    __slots__ = ("_method", "_uri", "_uri_text")
+    __slots__ = ("method", "_uri", "_uri_text")
 
     is_request = True
-    _method: str
+    #: The method (``INVITE``, ``REGISTER``...), case-sensitive (RFC 3261 §7.1): a plain
+    #: attribute, read several times for every request.
+    method: str
     _uri: URI | None
     _uri_text: str | None
 
@@ -679,7 +751,7 @@ class Request(Message):
         body: bytes = b"",
     ) -> None:
         Message.__init__(self, headers, body)
-        self._method = method
+        self.method = method
         self._uri = parse_uri(uri) if isinstance(uri, str) else uri
         self._uri_text = None
 
@@ -706,28 +778,18 @@ class Request(Message):
         back until the request changes.
         """
         msg = _new(cls)
-        msg._method = method
+        msg.method = method
         msg._uri = None
         msg._uri_text = uri_text
-        msg._headers = h = _new(Headers)  # (as _headers_of does)
+        msg.headers = h = _new(Headers)  # (as _headers_of does)
         h._keys = keys
         h._names = names
         h._values = values
         h._cache = {} if parsed is None else parsed
-        h._pristine = wire is not None
+        h._pristine = wire
         msg._body = body
         msg._wire = wire
         return msg
-
-    @property
-    def method(self) -> str:
-        """The method (``INVITE``, ``REGISTER``...), case-sensitive (RFC 3261 §7.1)."""
-        return self._method
-
-    @method.setter
-    def method(self, method: str) -> None:
-        self._method = method
-        self._wire = None
 
     @property
     def uri(self) -> URI:
@@ -750,7 +812,10 @@ class Request(Message):
         return (self._uri_text or "") if uri is None else str(uri)
 
     def _start_line(self) -> str:
-        return f"{self._method} {self.uri_text} SIP/2.0"
+        return f"{self.method} {self.uri_text} SIP/2.0"
+
+    def _wire_starts(self, wire: bytes) -> bool:
+        return wire.startswith((self.method + " ").encode("utf-8", "surrogateescape"))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
@@ -765,9 +830,10 @@ class Request(Message):
 class Response(Message):
     """A SIP response: status, reason phrase, headers, body."""
 
-    __slots__ = ("_status", "_reason")
+    __slots__ = ("status", "_reason")
 
-    _status: int
+    #: The status code, 100-699: a plain attribute, read several times for every response.
+    status: int
     _reason: str
 
     def __init__(
@@ -780,7 +846,7 @@ class Response(Message):
         if not 100 <= status <= 699:
             raise ValueError(f"status code out of range: {status}")
         Message.__init__(self, headers, body)
-        self._status = status
+        self.status = status
         self._reason = reason_phrase(status) if reason is None else reason
 
     @classmethod
@@ -798,27 +864,17 @@ class Response(Message):
         """A response as the parser read it: *reason* with its %-escapes undone,
         the rest as for :meth:`Request.from_wire`."""
         msg = _new(cls)
-        msg._status = status
+        msg.status = status
         msg._reason = reason
-        msg._headers = h = _new(Headers)  # (as _headers_of does)
+        msg.headers = h = _new(Headers)  # (as _headers_of does)
         h._keys = keys
         h._names = names
         h._values = values
         h._cache = {} if parsed is None else parsed
-        h._pristine = wire is not None
+        h._pristine = wire
         msg._body = body
         msg._wire = wire
         return msg
-
-    @property
-    def status(self) -> int:
-        """The status code, 100-699."""
-        return self._status
-
-    @status.setter
-    def status(self, status: int) -> None:
-        self._status = status
-        self._wire = None
 
     @property
     def reason(self) -> str:
@@ -837,7 +893,10 @@ class Response(Message):
         if "%" in reason:
             # The parser undoes %-escapes in a Reason-Phrase (RFC 3261 §25.1).
             reason = reason.replace("%", "%25")
-        return f"SIP/2.0 {self._status} {reason}"
+        return f"SIP/2.0 {self.status} {reason}"
+
+    def _wire_starts(self, wire: bytes) -> bool:
+        return wire[8:12] == b"%d " % self.status
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Response):

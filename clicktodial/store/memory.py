@@ -257,6 +257,14 @@ class MemoryStore(StoreBase):
     def count_outbound_call(self, username: str, day: str, limit: int) -> Deferred[bool]:
         return self._run(self._op_count_outbound_call, username, day, limit)
 
+    def _op_uncount_outbound_call(self, username: str, day: str) -> None:
+        count = self._outbound.get((username, day), 0)
+        if count > 0:
+            self._outbound[(username, day)] = count - 1
+
+    def uncount_outbound_call(self, username: str, day: str) -> Deferred[None]:
+        return self._run(self._op_uncount_outbound_call, username, day)
+
     def outbound_calls(self, username: str, day: str) -> Deferred[int]:
         return self._run(self._outbound.get, (username, day), 0)
 

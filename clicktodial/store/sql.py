@@ -18,7 +18,10 @@ on SQLAlchemy Core below, where one statement reads clearly on both databases.
 Several daemons may share one PostgreSQL database: a REGISTER locks its AOR's binding rows
 (``SELECT ... FOR UPDATE``) and inserts new ones under the primary key, so two nodes updating
 one AOR serialise instead of losing an update. On SQLite, write transactions start with
-``BEGIN IMMEDIATE`` (the write lock up front) and wait on ``busy_timeout``.
+``BEGIN IMMEDIATE`` (the write lock up front), inside a file lock shared by every process
+writing the file (:mod:`clicktodial.store.writelock`: a waiting writer is woken when it
+frees, instead of polling in SQLite's busy handler); ``busy_timeout`` stays for writers
+that do not take it.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ from clicktodial.store.values import (
     CallUpdate,
     SipCredentials,
 )
+from clicktodial.store.writelock import FileWriteLock, write_lock_for
 
 T = TypeVar("T")
 
@@ -354,7 +358,10 @@ class SQLStore(StoreBase):
         self._auto_upgrade = auto_upgrade
         self._attempts = attempts
         self._retry_delay = retry_delay
-        self._batches = BatchExecutor(self._engine)
+        # A SQLite file's writers (this daemon's database threads, its worker processes)
+        # queue on a file lock that wakes the next at release (clicktodial.store.writelock).
+        self._write_lock = write_lock_for(url)
+        self._batches = BatchExecutor(self._engine, self._write_lock)
         #: The hot operations (credentials, binding updates, call records, call traces),
         #: group-committed: see :mod:`clicktodial.store.sqljobs`.
         self.group_commit: GroupCommit[SQLJob] = GroupCommit(
@@ -406,6 +413,8 @@ class SQLStore(StoreBase):
         """Stop the pools (waiting for running jobs) and close the connections."""
         self._pool.stop()
         self._engine.dispose()
+        if isinstance(self._write_lock, FileWriteLock):
+            self._write_lock.close()
         return super().stop()
 
     def _op_check_schema(self) -> None:
@@ -452,7 +461,7 @@ class SQLStore(StoreBase):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as connection:
+        with self._write_lock, self._engine.connect() as connection:
             connection = connection.execution_options(clicktodial_write=True)
             with connection.begin():
                 yield connection
@@ -708,6 +717,9 @@ class SQLStore(StoreBase):
     def count_outbound_call(self, username: str, day: str, limit: int) -> Deferred[bool]:
         return self._run(self._op_count_outbound_call, username, day, limit)
 
+    def uncount_outbound_call(self, username: str, day: str) -> Deferred[None]:
+        return self._run(self._op_uncount_outbound_call, username, day)
+
     def outbound_calls(self, username: str, day: str) -> Deferred[int]:
         return self._run(self._op_outbound_calls, username, day)
 
@@ -729,6 +741,19 @@ class SQLStore(StoreBase):
         ).returning(outbound_counts.c.count)
         with self._write() as connection:
             return connection.execute(statement).first() is not None
+
+    def _op_uncount_outbound_call(self, username: str, day: str) -> None:
+        # One UPDATE: atomic against concurrent counts; never below 0.
+        with self._write() as connection:
+            connection.execute(
+                update(outbound_counts)
+                .where(
+                    outbound_counts.c.username == username,
+                    outbound_counts.c.day == day,
+                    outbound_counts.c.count > 0,
+                )
+                .values(count=outbound_counts.c.count - 1)
+            )
 
     def _op_outbound_calls(self, username: str, day: str) -> int:
         with self._read() as connection:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from clicktodial.store.errors import StoreError
 from clicktodial.store.groupcommit import Outcome
 from clicktodial.store.sqljobs import Batch, SQLDialect, SQLJob
+from clicktodial.store.writelock import NO_WRITE_LOCK, WriteLock
 
 T = TypeVar("T")
 
@@ -41,10 +42,13 @@ class BatchExecutor:
     thread).
 
     :param engine: the store's engine (SQLite or PostgreSQL).
+    :param write_lock: held around each transaction (a SQLite file's cross-process lock:
+        :mod:`clicktodial.store.writelock`).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, write_lock: WriteLock = NO_WRITE_LOCK) -> None:
         self._engine = engine
+        self._write_lock = write_lock
         self._dialect = SQLDialect.named(engine.dialect.name)
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
@@ -85,32 +89,34 @@ class BatchExecutor:
     def _transaction(self, jobs: Sequence[SQLJob]) -> Iterator[Batch]:
         # A raw pooled connection, transaction handled here: SQLAlchemy's per-transaction
         # work (events, BEGIN through exec_driver_sql) cost as much as the statements.
-        connection = self._engine.raw_connection()
-        try:
-            with self._sqlalchemy_errors():
-                cursor = connection.cursor()
-                if self._dialect.begin is not None:
-                    cursor.execute(self._dialect.begin)
-                aors = sorted(
-                    {aor for aor in (job.changes_aor() for job in jobs) if aor is not None}
-                )
-                batch = Batch(cursor, self._dialect, aors)
-                yield batch
-                batch.flush()
-                cursor.close()
-                connection.commit()
-        except StoreError:
-            # A job's refusal (alone): nothing was written, the connection is fine.
-            connection.rollback()
-            raise
-        except BaseException:
+        # The write lock (if any) around the whole transaction, released after it ends.
+        with self._write_lock:
+            connection = self._engine.raw_connection()
             try:
+                with self._sqlalchemy_errors():
+                    cursor = connection.cursor()
+                    if self._dialect.begin is not None:
+                        cursor.execute(self._dialect.begin)
+                    aors = sorted(
+                        {aor for aor in (job.changes_aor() for job in jobs) if aor is not None}
+                    )
+                    batch = Batch(cursor, self._dialect, aors)
+                    yield batch
+                    batch.flush()
+                    cursor.close()
+                    connection.commit()
+            except StoreError:
+                # A job's refusal (alone): nothing was written, the connection is fine.
                 connection.rollback()
+                raise
+            except BaseException:
+                try:
+                    connection.rollback()
+                finally:
+                    connection.invalidate()
+                raise
             finally:
-                connection.invalidate()
-            raise
-        finally:
-            connection.close()
+                connection.close()
 
     @contextmanager
     def _sqlalchemy_errors(self) -> Iterator[None]:

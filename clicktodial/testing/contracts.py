@@ -1327,6 +1327,19 @@ class OutboundQuotaContract(_StoreFixtures):
         assert success_result_of(store.count_outbound_call("alice", "2026-12-06", 2))
         assert success_result_of(store.outbound_calls("alice", "2026-12-06")) == 2
 
+    def test_an_uncounted_call_frees_its_place_never_below_zero(self, store: Any) -> None:
+        """uncount_outbound_call gives one place back; with nothing counted it does nothing."""
+        assert success_result_of(store.count_outbound_call("alice", "2026-12-06", 1))
+        assert not success_result_of(store.count_outbound_call("alice", "2026-12-06", 1))
+        assert success_result_of(store.uncount_outbound_call("alice", "2026-12-06")) is None
+        assert success_result_of(store.outbound_calls("alice", "2026-12-06")) == 0
+        assert success_result_of(store.count_outbound_call("alice", "2026-12-06", 1))
+        success_result_of(store.uncount_outbound_call("bob", "2026-12-06"))
+        success_result_of(store.uncount_outbound_call("alice", "2026-12-07"))
+        assert success_result_of(store.outbound_calls("bob", "2026-12-06")) == 0
+        assert success_result_of(store.outbound_calls("alice", "2026-12-07")) == 0
+        assert success_result_of(store.outbound_calls("alice", "2026-12-06")) == 1
+
     def test_number_columns_are_kept(self, store: Any) -> None:
         """A call to a number keeps its number, class, trunk and refusal."""
         call_id = success_result_of(store.create_call("alice", "+442079460958", 100.0))

@@ -62,6 +62,7 @@ class FakeCallController:
         self.hung_up: list[tuple[str, str | None]] = []
         #: the dial plan decisions :meth:`place_outbound` was given, with their caller
         self.outbound: list[tuple[str, DialDecision]] = []
+        self.refunds: list[Callable[[], object] | None] = []
 
     def place_call(self, caller_username: str, callee_username: str) -> Deferred[CallInfo]:
         return Deferred.fromCoroutine(self._place(caller_username, callee_username))
@@ -81,12 +82,21 @@ class FakeCallController:
         self.events.publish(info)
         return info
 
-    def place_outbound(self, caller_username: str, decision: DialDecision) -> Deferred[CallInfo]:
-        """A call to a number that goes out through the decision's first trunk."""
+    def place_outbound(
+        self,
+        caller_username: str,
+        decision: DialDecision,
+        refund_untried: Callable[[], object] | None = None,
+    ) -> Deferred[CallInfo]:
+        """A call to a number that goes out through the decision's first trunk
+        (``refund_untried`` kept in :attr:`refunds`: a test calls it to end it untried)."""
         self.outbound.append((caller_username, decision))
+        self.refunds.append(refund_untried)
         return Deferred.fromCoroutine(self._place_outbound(caller_username, decision))
 
     async def _place_outbound(self, caller: str, decision: DialDecision) -> CallInfo:
+        if self.refuse is not None:
+            raise CallRefused(self.refuse, f"refused: {self.refuse}")
         now = self.clock.seconds()
         number = str(decision.number)
         call_id = await self.store.create_call(caller, number, now)

@@ -590,10 +590,20 @@ class WebApp:
         if not mine.registered:
             raise HTTPError(409, "your phone is not registered")
         try:
-            await self.dialler.admit(principal.username, target)
-            info = await outbound.place_outbound(principal.username, target)
-        except CallRefused as e:  # a DialRefused too (the daily limit)
+            charge = await self.dialler.admit(principal.username, target)
+        except CallRefused as e:  # a DialRefused (the daily limit)
             raise HTTPError(403, e.message) from None
+        try:
+            info = await outbound.place_outbound(
+                principal.username, target, charge.refund if charge is not None else None
+            )
+        except BaseException as e:
+            # No call: not counted in the daily limit (docs/dialplan.md).
+            if charge is not None:
+                charge.refund()
+            if isinstance(e, CallRefused):
+                raise HTTPError(403, e.message) from None
+            raise
         return attrs.evolve(
             info,
             number=str(target.number),

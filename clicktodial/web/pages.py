@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
+from hyperlink import URL
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from twisted.web.template import Element, Flattenable, Tag, XMLString, renderer, tags
@@ -39,7 +40,7 @@ from clicktodial.web.sessions import (
 )
 from clicktodial.web.trace import message_json
 
-__all__ = ["STATE_LABELS", "PagesResource"]
+__all__ = ["STATE_LABELS", "PagesResource", "login_location", "safe_next"]
 
 _LAYOUT = XMLString(files("clicktodial.web").joinpath("templates", "layout.xml").read_bytes())
 
@@ -62,9 +63,44 @@ NOTICES = {
 }
 
 PAGE_SIZE = 20
+#: The longest page address kept across a login (``next``).
+MAX_NEXT = 2048
 MAX_PASSWORD = 256
 MIN_PASSWORD = 8
 MAX_DISPLAY_NAME = 100
+
+
+def safe_next(value: str) -> str | None:
+    """
+    Where to go after logging in (``/login?next=``): a page of this site, as a path with
+    its query (the fragment dropped), ASCII-only; :class:`None` for anything else. An
+    absolute URL, a scheme, another host (``//evil.example``, ``/\\evil.example``, which
+    browsers read as ``//``), control characters or spaces (browsers strip some of them),
+    and the login and logout pages themselves are refused: no open redirect
+    (docs/dialplan.md, "Phone links of any web page").
+    """
+    if not value or len(value) > MAX_NEXT or not value.startswith("/"):
+        return None
+    if value.startswith("//") or "\\" in value:
+        return None
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+        return None
+    try:
+        url = URL.from_text(value)
+    except ValueError:
+        return None
+    if url.scheme or url.host or url.port is not None or url.userinfo or not url.rooted:
+        return None
+    if url.path[:1] in (("login",), ("logout",)):
+        return None
+    text: str = url.replace(fragment="").to_uri().to_text()
+    return text if text.startswith("/") and not text.startswith("//") else None
+
+
+def login_location(next_page: str | None) -> str:
+    """``/login``, with ``next`` when it is a safe page of ours (:func:`safe_next`)."""
+    safe = safe_next(next_page) if next_page is not None else None
+    return "/login" if safe is None else "/login?next=" + quote(safe, safe="/")
 
 
 class Layout(Element):
@@ -80,6 +116,7 @@ class Layout(Element):
         notice: str | None = None,
         error: str | None = None,
         refresh: bool = False,
+        go_to: str | None = None,
     ) -> None:
         super().__init__()
         self.title = title
@@ -88,6 +125,8 @@ class Layout(Element):
         self.notice_text = notice
         self.error_text = error
         self.auto_refresh = refresh
+        #: A path of ours (:func:`safe_next`) the page goes on to at once.
+        self.go_to = go_to
 
     def render_page(self, request: Request) -> None:
         """Write this page as the response to ``request``."""
@@ -105,6 +144,8 @@ class Layout(Element):
 
     @renderer
     def refresh(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        if self.go_to is not None:
+            return tags.meta(**{"http-equiv": "refresh", "content": f"0;url={self.go_to}"})
         # Without JavaScript, a page showing something in progress reloads itself.
         if not self.auto_refresh:
             return ""
@@ -344,13 +385,47 @@ class PagesResource(RoutedResource):
         if is_finished(request):
             return
         if error.status == 401:
-            self.redirect(request, "/login")
+            asked = self._page_asked(request)
+            hop = safe_next(asked) if asked is not None else None
+            if hop is not None and self._cookies_withheld(request):
+                # Our cookies are SameSite=Strict: a link from another site (a tel: link
+                # through the protocol handler) arrives without the session. One hop of
+                # our own asks again, same-site, with the session if there is one.
+                content = tags.p(tags.a("Continue", href=hop, id="continue"))
+                self.show(request, Layout("Opening the link", content, go_to=hop))
+                return
+            # A page asked for while logged out (a phone link's /dial?uri=...) is where the
+            # login leads back to.
+            self.redirect(request, login_location(asked))
             return
         request.setResponseCode(error.status)
         page = Layout(
             "Error", tags.p(tags.a("Back to the directory", href="/directory")), error=error.message
         )
         page.render_page(request)
+
+    def _page_asked(self, request: Request) -> str | None:
+        """The path and query of a GET (the page to come back to), else None."""
+        if request.method != b"GET" or request.uri is None:
+            return None
+        try:
+            return request.uri.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+
+    def _cookies_withheld(self, request: Request) -> bool:
+        """A navigation from another site (Fetch Metadata) that brought no session cookie."""
+        return (
+            request.getHeader(b"sec-fetch-site") == b"cross-site"
+            and request.getCookie(SESSION_COOKIE) is None
+        )
+
+    def _next_of(self, request: Request, form: dict[str, str] | None = None) -> str | None:
+        """The safe ``next`` of the login page's query or of its form."""
+        if form is not None:
+            return safe_next(form.get("next", ""))
+        raw = (request.args or {}).get(b"next", [b""])[0]
+        return safe_next(raw.decode("utf-8", "replace"))
 
     def redirect(self, request: Request, location: str) -> None:
         """303 See Other to a path of ours."""
@@ -396,12 +471,15 @@ class PagesResource(RoutedResource):
         principal = await self.app.authenticate(request, allow_token=False)
         self.redirect(request, "/directory" if principal else "/login")
 
-    def _login_form(self, request: Request, username: str = "") -> Tag:
+    def _login_form(
+        self, request: Request, username: str = "", next_page: str | None = None
+    ) -> Tag:
         # Before a session exists, the login form's CSRF token is a double-submit cookie.
         token = new_secret()
         self.set_cookie(request, LOGIN_COOKIE, token)
         return tags.form(method="post", action="/login", class_="card")(
             tags.input(type="hidden", name="csrf", value=token),
+            tags.input(type="hidden", name="next", value=next_page) if next_page else "",
             field(
                 "Username",
                 "username",
@@ -421,20 +499,20 @@ class PagesResource(RoutedResource):
         )
 
     async def login_page(self, request: Request) -> None:
-        self.show(
-            request, Layout("Log in", self._login_form(request), notice=self.notice_of(request))
-        )
+        form = self._login_form(request, next_page=self._next_of(request))
+        self.show(request, Layout("Log in", form, notice=self.notice_of(request)))
 
     async def login(self, request: Request) -> None:
         form = read_form(request)
         cookie = (request.getCookie(LOGIN_COOKIE) or b"").decode("ascii", "replace")
         username = form.get("username", "")[:100]
+        next_page = self._next_of(request, form)
         if not cookie or not constant_time_equal(cookie, form.get("csrf", "")):
             self.show(
                 request,
                 Layout(
                     "Log in",
-                    self._login_form(request, username),
+                    self._login_form(request, username, next_page),
                     error="Your login form expired: please try again.",
                 ),
                 403,
@@ -454,13 +532,13 @@ class PagesResource(RoutedResource):
             )
             self.show(
                 request,
-                Layout("Log in", self._login_form(request, username), error=message),
+                Layout("Log in", self._login_form(request, username, next_page), error=message),
                 e.status,
             )
             return
         self.clear_cookie(request, LOGIN_COOKIE)
         self.set_cookie(request, SESSION_COOKIE, session.session_id)
-        self.redirect(request, "/directory")
+        self.redirect(request, next_page or "/directory")
 
     async def logout(self, request: Request) -> None:
         form = read_form(request)

@@ -7,12 +7,17 @@ that :class:`~clicktodial.cluster.calls.ClusterCalls` does here what it does bet
 each worker is a node; every call event a worker publishes reaches the main process (whose
 web shows it) and the other workers; a hang-up is published with the owner's node id and
 executed by the owner. The main process is the hub: a message from one worker is delivered
-to its own subscribers and forwarded to every other worker, never back to its sender.
+to its own subscribers and forwarded to every other worker, never back to its sender; call
+events (:data:`~clicktodial.cluster.calls.CALLS_CHANNEL`) are the exception: they stop at
+the main process, whose web shows every call. A worker serves no page and acts on no other
+worker's call (hang-ups come to the owner on the control channel), so forwarding them would
+only have each worker decode every other worker's call events.
 
-Two more commands: a worker tells the main process it is ``Ready`` (serving: it counts for
-systemd's ``READY=1``), and the main process asks a worker to ``PlaceCall``
+Three more commands: a worker tells the main process it is ``Ready`` (serving: it counts for
+systemd's ``READY=1`` and ``/readyz``), the main process asks a worker to ``PlaceCall``
 (:class:`WorkerPlacement`: round robin over the ready workers; the phones' registrations are
-in the shared store, so any worker can ring both).
+in the shared store, so any worker can ring both), and for ``ScrapeMetrics`` when its
+``/metrics`` is scraped (:mod:`clicktodial.workers.metrics`).
 """
 
 from __future__ import annotations
@@ -38,13 +43,16 @@ from clicktodial.cluster.bus import (
     decode_message,
     encode_message,
 )
-from clicktodial.cluster.calls import info_from_message
+from clicktodial.cluster.calls import CALLS_CHANNEL, info_from_message
 from clicktodial.interfaces import ICallController, ICallEventListener, IEventBus
 
 __all__ = [
     "MAIN_NODE",
+    "MAIN_ONLY_CHANNELS",
+    "NotConnected",
     "PlaceCall",
     "Publish",
+    "ScrapeMetrics",
     "Ready",
     "WorkerBus",
     "WorkerConnection",
@@ -56,6 +64,9 @@ log = Logger(namespace="clicktodial.workers.bus")
 
 #: The main process's node id on the local bus.
 MAIN_NODE = "main"
+
+#: A worker's messages on these channels reach the main process only (see the module).
+MAIN_ONLY_CHANNELS = frozenset({CALLS_CHANNEL})
 
 
 class Publish(amp.Command):
@@ -80,6 +91,19 @@ class PlaceCall(amp.Command):
 
     arguments = [(b"caller", amp.Unicode()), (b"callee", amp.Unicode())]
     response = [(b"call", amp.Unicode()), (b"reason", amp.Unicode()), (b"message", amp.Unicode())]
+
+
+class ScrapeMetrics(amp.Command):
+    """
+    The worker's metric families now (:func:`clicktodial.workers.metrics.encode_families`:
+    compressed, a few KB; AMP's limit for one value is 64 KB).
+    """
+
+    response = [(b"families", amp.String())]
+
+
+class NotConnected(Exception):
+    """The worker asked is not connected to the main process (dead, restarting)."""
 
 
 def _delivered(
@@ -125,6 +149,14 @@ class WorkerConnection(amp.AMP):
         self.ready = True
         self.hub.worker_ready(self)
         return {}
+
+    def scrape(self) -> Deferred[bytes]:
+        """The worker's encoded metric families."""
+        asked: Deferred[dict[str, bytes]] = self.callRemote(ScrapeMetrics)
+        # A Deferred of our own (see WorkerPlacement.place_call).
+        answered: Deferred[bytes] = Deferred()
+        asked.addCallbacks(lambda answer: answered.callback(answer["families"]), answered.errback)
+        return answered
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.ready = False
@@ -172,6 +204,20 @@ class WorkerHub(Service):
         """The workers serving now, by index."""
         return [c for _, c in sorted(self.connections.items()) if c.ready]
 
+    def ready_indexes(self) -> list[int]:
+        """The indexes of the workers serving now."""
+        return [c.index for c in self.ready_workers()]
+
+    def scrape(self, index: int) -> Deferred[bytes]:
+        """
+        Worker ``index``'s encoded metric families; fails with :class:`NotConnected` when
+        it is not connected, or with AMP's error when it cannot answer.
+        """
+        connection = self.connections.get(index)
+        if connection is None:
+            return fail(NotConnected(f"worker {index} is not connected"))
+        return connection.scrape()
+
     def publish(self, channel: str, payload: Mapping[str, object]) -> Deferred[bool]:
         """See :meth:`IEventBus.publish`: to our subscribers and every worker."""
         text = encode_message(self.node_id, payload)
@@ -196,6 +242,8 @@ class WorkerHub(Service):
         self._forward(channel, text, sender)
 
     def _forward(self, channel: str, text: str, sender: WorkerConnection | None) -> None:
+        if sender is not None and channel in MAIN_ONLY_CHANNELS:
+            return
         for connection in list(self.connections.values()):
             if connection is not sender:
                 connection.callRemote(Publish, channel=channel, message=text)
@@ -270,6 +318,10 @@ class _MainConnection(amp.AMP):
     def _place_call(self, caller: str, callee: str) -> Deferred[dict[str, str]]:
         return self.bus.place_call(caller, callee)
 
+    @ScrapeMetrics.responder
+    def _scrape_metrics(self) -> dict[str, bytes]:
+        return {"families": self.bus.metric_families()}
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self.bus.connected(self)
@@ -305,6 +357,15 @@ class WorkerBus(Service):
         self._subscribers = Subscribers()
         self._main: _MainConnection | None = None
         self._controller: ICallController | None = None
+        self._metrics: Callable[[], bytes] = lambda: b""
+
+    def serve_metrics(self, families: Callable[[], bytes]) -> None:
+        """Answer the main process's :class:`ScrapeMetrics` with ``families()``."""
+        self._metrics = families
+
+    def metric_families(self) -> bytes:
+        """This worker's encoded metric families (see :meth:`serve_metrics`)."""
+        return self._metrics()
 
     def serve_calls(self, controller: ICallController) -> None:
         """Place the main process's calls with ``controller`` (once, when built)."""

@@ -21,14 +21,21 @@ from clicktodial.calls.relay import LostCalls
 from clicktodial.cluster.calls import ClusterCalls
 from clicktodial.config import Config
 from clicktodial.interfaces import IBindingChangeNotifier, ICallRecordStore, ILocationStore
+from clicktodial.metrics import ReadinessResource
 from clicktodial.pluginconfig import build_location_store
-from clicktodial.service import WEB_SERVICE_NAME, DaemonService, store_for_daemon
+from clicktodial.service import (
+    METRICS_SERVICE_NAME,
+    WEB_SERVICE_NAME,
+    DaemonService,
+    store_for_daemon,
+)
 from clicktodial.startup import load_named_resources
 from clicktodial.store.plugins import StoreEnvironment
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
 from clicktodial.web.site import BoundedSite
 from clicktodial.workers.bus import WorkerHub, WorkerPlacement
+from clicktodial.workers.metrics import WorkerMetricsResource, WorkerReadinessResource
 from clicktodial.workers.node import NONCE_SECRET_ENV, check_workers_config, worker_node
 from clicktodial.workers.sockets import SharedSockets
 from clicktodial.workers.supervisor import WorkerPool
@@ -153,10 +160,32 @@ def build_main_service(
     if binding_notices is not None:
         binding_notices.subscribe(web_app.registrations.aor_changed)
     operator_root = make_operator_root()
+    # /metrics: every worker's families (labelled worker) and the main process's;
+    # /readyz: every worker serves and the store answers (clicktodial.workers.metrics).
+    operator_root.putChild(
+        b"metrics", WorkerMetricsResource(clock, count, hub.scrape, lambda: pool.restarts)
+    )
+    operator_root.putChild(
+        b"readyz",
+        WorkerReadinessResource(
+            count,
+            hub.ready_indexes,
+            ReadinessResource(clock, store, locations=location),
+            draining=lambda: not pool.running,
+        ),
+    )
     site = BoundedSite(
         make_root_resource(web_app, operator_root), clock, config.web.request_timeout
     )
     web = strports.service(config.web.listen, site, reactor=reactor)
     web.setName(WEB_SERVICE_NAME)
     web.setServiceParent(root)
+    if config.web.metrics_listen is not None:
+        metrics_web = strports.service(
+            config.web.metrics_listen,
+            BoundedSite(operator_root, clock, config.web.request_timeout),
+            reactor=reactor,
+        )
+        metrics_web.setName(METRICS_SERVICE_NAME)
+        metrics_web.setServiceParent(root)
     return MainProcess(root, workers)

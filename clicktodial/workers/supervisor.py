@@ -147,8 +147,11 @@ class WorkerPool(Service):
         self._ready: set[int] = set()
         self._stopped: Deferred[None] | None = None
         self._kill: IDelayedCall | None = None
-        #: how many times a worker was restarted (tests, logs)
+        #: how many times a worker was restarted (tests, logs, /metrics)
         self.restarts = 0
+        #: called with a one-line status ("1 of 2 workers serving; worker 1 restarting")
+        #: each time a worker becomes ready or dies: systemd's STATUS=
+        self.on_status: list[Callable[[str], object]] = []
         hub.on_ready.append(self._worker_ready)
 
     # -- service ------------------------------------------------------------------------
@@ -218,6 +221,15 @@ class WorkerPool(Service):
         self._ready.add(index)
         if len(self._ready) == self.count and not self.ready.called:
             self.ready.callback(None)
+        self._tell_status()
+
+    def _tell_status(self, restarting: int | None = None) -> None:
+        serving = len(self.hub.ready_workers())
+        status = f"{serving} of {self.count} workers serving"
+        if restarting is not None:
+            status += f"; worker {restarting} restarting"
+        for callback in list(self.on_status):
+            callback(status)
 
     def worker_ended(self, index: int, reason: Failure) -> None:
         """Worker ``index``'s process ended: restart it, unless we are stopping."""
@@ -247,6 +259,7 @@ class WorkerPool(Service):
             lambda f: log.failure("cannot end worker {index}'s calls", f, index=index)
         )
         worker.restart = self.clock.callLater(worker.backoff, self._restart, index)
+        self._tell_status(restarting=index)
 
     def _restart(self, index: int) -> None:
         if self.running:

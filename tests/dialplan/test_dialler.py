@@ -129,3 +129,23 @@ def test_reload_applies_a_new_plan_to_new_calls(world: World) -> None:
     )
     dialler.reload(parse_config(CONFIG, "x.ini"))
     assert failure(resolve(dialler, "+33123456789")).reason == "class-not-allowed"
+
+
+def test_a_refunded_charge_frees_its_place_once_on_the_day_it_was_counted(world: World) -> None:
+    """A call that reached no trunk is not counted (docs/dialplan.md, "The daily limit")."""
+    dialler = world.dialler()
+    decision = success_result_of(resolve(dialler, "+442079460958"))
+    charge = success_result_of(Deferred.fromCoroutine(dialler.admit("alice", decision)))
+    assert charge is not None and (charge.username, charge.day) == ("alice", "2025-12-06")
+    world.clock.advance(65_600)  # past midnight: the refund is for the day it was counted
+    charge.refund()
+    charge.refund()
+    assert charge.refunded
+    assert success_result_of(world.store.outbound_calls("alice", "2025-12-06")) == 0
+    assert success_result_of(world.store.outbound_calls("alice", "2025-12-07")) == 0
+
+
+def test_no_limit_no_charge(world: World) -> None:
+    unlimited = world.dialler(CONFIG.replace("daily_limit = 1", "daily_limit = 0"))
+    decision = success_result_of(resolve(unlimited, "+442079460958"))
+    assert success_result_of(Deferred.fromCoroutine(unlimited.admit("alice", decision))) is None

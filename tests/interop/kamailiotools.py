@@ -10,12 +10,25 @@ Everything on loopback; every wait bounded; processes stopped by their PID.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 from pathlib import Path
 
-from conftest import REPO_ROOT, stop_process, wait_until  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    REPO_ROOT,
+    stop_process,
+    twistd_argv,
+    wait_until,
+)
 
-__all__ = ["FRONT_CFG", "PROVIDER_CFG", "KamailioProvider", "kamailio_front_argv"]
+__all__ = [
+    "FRONT_CFG",
+    "PROVIDER_CFG",
+    "KamailioProvider",
+    "PrivateDNS",
+    "in_private_network",
+    "kamailio_front_argv",
+]
 
 PROVIDER_CFG = REPO_ROOT / "tests" / "interop" / "kamailio_provider.cfg"
 #: The shipped front proxy for several daemons (dispatcher over a list of nodes).
@@ -147,3 +160,75 @@ class KamailioProvider:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+def in_private_network() -> bool:
+    """Whether this process runs in a network namespace of its own (only ``lo``, as
+    ``unshare -n`` makes): the only place a test may give ``lo`` another address."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _nameserver() -> str | None:
+    """The first IPv4 ``nameserver`` of /etc/resolv.conf (where the daemon's DNS goes)."""
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and ":" not in parts[1]:
+            return parts[1]
+    return None
+
+
+class PrivateDNS:
+    """
+    A DNS server for ``records`` (twisted.names, ``twistd dns --pyzone``) at the address
+    /etc/resolv.conf names, given to ``lo`` of this private network namespace only (the
+    daemon's resolver reads /etc/resolv.conf; nothing leaves the namespace). Call only when
+    :func:`in_private_network`.
+
+    :param zone: the zone's domain (``provider.test``).
+    :param records: Python zone lines (``SRV('_sip._udp.provider.test', 10, 0, 5060,
+        'a.provider.test')``, ``A('a.provider.test', '127.0.0.21')``).
+    """
+
+    def __init__(self, tmp_path: Path, zone: str, records: list[str], timeout: float = 20.0):
+        if not in_private_network():
+            raise RuntimeError("PrivateDNS needs a private network namespace (unshare -n)")
+        address = _nameserver()
+        if address is None:
+            raise RuntimeError("no IPv4 nameserver in /etc/resolv.conf")
+        self.address = address
+        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True, timeout=10)
+        zone_file = tmp_path / "zone.py"
+        zone_file.write_text(
+            "zone = [\n"
+            f"    SOA({zone!r}, mname='ns.{zone}', rname='root.{zone}', serial=1,"
+            " refresh=60, retry=60, expire=60, minimum=1),\n"
+            + "".join(f"    {record},\n" for record in records)
+            + "]\n"
+        )
+        self.output_path = tmp_path / "dns.out"
+        with self.output_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                twistd_argv(
+                    "-n", "--pidfile=", "dns", "--pyzone", str(zone_file), "-i", address, "-p", "53"
+                ),
+                cwd=tmp_path,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(
+            lambda: "starting on 53" in self.output() or self.process.poll() is not None,
+            timeout,
+            "the private DNS server to start",
+        )
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the private DNS server did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        subprocess.run(
+            ["ip", "addr", "del", f"{self.address}/32", "dev", "lo"], check=False, timeout=10
+        )

@@ -163,6 +163,66 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
     assert daemon.stop() == 0
 
 
+def test_a_tel_link_followed_logged_out_leads_to_its_confirmation_after_login(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    """
+    A phone link clicked on another site's page while logged out: the login page, then the
+    link's confirmation page (a same-site ``next``); logged in, the same click comes straight
+    to the confirmation page although the session cookie is SameSite=Strict; an off-site
+    ``next`` is refused (docs/dialplan.md).
+    """
+    sip_port, web_port = find_free_port(), find_free_port()
+    ini = daemon_ini(sip_port, web_port, str(tmp_path)) + DIALPLAN
+    daemon = start_daemon(ini)
+    daemon.wait_for_tcp(web_port)
+    daemon.wait_for_log("created demo users")
+    base = f"http://127.0.0.1:{web_port}"
+    handler = base + "/dial?uri=" + quote("tel:+44-20-7946-0958", safe="")
+    # The URL the browser opens for the tel: link once the handler is accepted, as a link
+    # of another site's page (file://: a cross-site navigation, as the real one is).
+    links = tmp_path / "links.html"
+    links.write_text(
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>x</title></head>'
+        f'<body><a id="london" href="{handler}">020 7946 0958</a></body></html>'
+    )
+
+    with playwright_sync.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page, errors = watched_page(browser, 390, 760, WAIT_MS)
+            page.goto(links.as_uri())
+            page.click("#london")
+            page.wait_for_url(lambda url: url.startswith(base + "/login?next="))
+            page.fill("input[name=username]", "alice")
+            page.fill("input[name=password]", "alice")
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: url == handler)
+            assert page.inner_text("#dial-number") == "+442079460958"
+            assert page.inner_text("#dial-class") == "national"
+            token = api_token(tmp_path / "daemon0.ini", "alice")
+            assert web_api_get(web_port, token, "/calls")["calls"] == []  # nothing placed
+
+            # Logged in: the cross-site click arrives without the Strict cookie, hops once
+            # on our own page and shows the confirmation page, no login asked.
+            page.goto(links.as_uri())
+            page.click("#london")
+            page.wait_for_selector("#dial-number")
+            assert page.url == handler
+            assert page.inner_text("#dial-number") == "+442079460958"
+
+            # An off-site next is refused: the login leads to the directory.
+            other = browser.new_page()
+            other.set_default_timeout(WAIT_MS)
+            other.goto(base + "/login?next=" + quote("https://example.invalid/x", safe=""))
+            assert other.locator("input[name=next]").count() == 0
+            log_in(other, base, "bob")  # waits for /directory
+            assert [e for e in errors if "403" not in e] == []
+        finally:
+            browser.close()
+    assert daemon.stop() == 0
+
+
 @needs_baresip
 @pytest.mark.skipif(
     any(shutil.which(tool) is None for tool in ("kamailio", "sipp")),

@@ -48,7 +48,7 @@ from conftest import (  # type: ignore[import-not-found]
     stop_process,
     wait_until,
 )
-from kamailiotools import KamailioProvider
+from kamailiotools import KamailioProvider, PrivateDNS, in_private_network
 
 numpy = pytest.importorskip("numpy")
 
@@ -67,6 +67,34 @@ NUMBER = "+442079460958"
 PSTN_HOST = "127.0.0.30"
 TONES = {"alice": 440.0, "pstn": 880.0}
 TIMEOUT = 30.0
+
+
+def early_sipp(tmp_path: Path, scenario: str, pause_ms: int) -> tuple[subprocess.Popen[bytes], int]:
+    """A SIPp far end running ``scenario`` (early media: ``tone.wav`` at the PSTN tone),
+    and its SIP port."""
+    tone = tmp_path / "tone.wav"
+    if not tone.exists():
+        subprocess.run(
+            ["sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(tone)]
+            + ["synth", "30", "sine", str(int(TONES["pstn"]))],
+            check=True,
+            timeout=60,
+        )
+    port = find_free_port()
+    process = subprocess.Popen(
+        sipp_argv(
+            SIPP_SCENARIOS / scenario,
+            PSTN_HOST,
+            port,
+            delay_ms=pause_ms,
+            extra=("-mi", PSTN_HOST, "-mp", str(find_free_port())),
+        ),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    return process, port
 
 
 class Stopper:
@@ -91,43 +119,21 @@ class World:
         policy: str = "flow4",
         failing_first: bool = False,
         early_media: bool = False,
+        srv_destinations: bool = False,
+        early_then_fail: bool = False,
     ) -> None:
+        """
+        :param failing_first: a second trunk ``failing`` (a provider answering 503) routed
+            before ``provider``.
+        :param srv_destinations: one trunk ``provider`` named by the DNS name
+            ``provider.test`` whose SRV records give two destinations: first the failing
+            provider (127.0.0.21), then the working one (127.0.0.20) (:class:`PrivateDNS`).
+        :param early_then_fail: a first trunk ``failing`` whose far end (SIPp) sends early
+            media, then 503; the PSTN baresip behind ``provider``.
+        """
         if early_media:
             # SIPp: 183 with SDP, then its tone streamed before any 200.
-            tone = tmp_path / "tone.wav"
-            subprocess.run(
-                [
-                    "sox",
-                    "-n",
-                    "-r",
-                    "8000",
-                    "-c",
-                    "1",
-                    "-e",
-                    "u-law",
-                    str(tone),
-                    "synth",
-                    "30",
-                    "sine",
-                    str(int(TONES["pstn"])),
-                ],
-                check=True,
-                timeout=60,
-            )
-            port = find_free_port()
-            self.early = subprocess.Popen(
-                sipp_argv(
-                    SIPP_SCENARIOS / "pstn_early_media.xml",
-                    PSTN_HOST,
-                    port,
-                    delay_ms=20000,
-                    extra=("-mi", PSTN_HOST, "-mp", str(find_free_port())),
-                ),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=tmp_path,
-            )
+            self.early, port = early_sipp(tmp_path, "pstn_early_media.xml", 20_000)
             running.append(Stopper(self.early))
             pstn = (PSTN_HOST, port)
         else:
@@ -142,6 +148,12 @@ class World:
             )
             running.append(self.pstn)
             pstn = (PSTN_HOST, self.pstn.port)
+        failing_pstn = pstn
+        if early_then_fail:
+            # The first trunk's far end: 183 with SDP and an announcement, then 503.
+            self.early, port = early_sipp(tmp_path, "pstn_early_media_503.xml", 3_000)
+            running.append(Stopper(self.early))
+            failing_pstn = (PSTN_HOST, port)
         self.provider = KamailioProvider(
             tmp_path,
             address="127.0.0.20",
@@ -154,18 +166,35 @@ class World:
         running.append(self.provider)
         trunks = "provider"
         self.failing: KamailioProvider | None = None
-        if failing_first:
+        proxy = self.provider.proxy_uri
+        if failing_first or srv_destinations or early_then_fail:
             self.failing = KamailioProvider(
                 tmp_path,
                 address="127.0.0.21",
                 port=5060,
                 user=USER,
                 password=PASSWORD,
-                pstn=pstn,
-                fail_invites=True,
+                pstn=failing_pstn,
+                fail_invites=not early_then_fail,
             )
             running.append(self.failing)
+        if failing_first or early_then_fail:
             trunks = "failing provider"
+        if srv_destinations:
+            assert self.failing is not None
+            running.append(
+                PrivateDNS(
+                    tmp_path,
+                    "provider.test",
+                    [
+                        "SRV('_sip._udp.provider.test', 10, 0, 5060, 'sip1.provider.test')",
+                        "SRV('_sip._udp.provider.test', 20, 0, 5060, 'sip2.provider.test')",
+                        f"A('sip1.provider.test', {self.failing.address!r})",
+                        f"A('sip2.provider.test', {self.provider.address!r})",
+                    ],
+                )
+            )
+            proxy = "sip:provider.test"
         self.sip_port, self.web_port = find_free_port(), find_free_port()
         ini = (
             f"[sip]\ndomain = 127.0.0.1\nlisten = 127.0.0.1:{self.sip_port}\n"
@@ -177,8 +206,12 @@ class World:
             f"[calls]\npolicy = {policy}\ncallee_ring_timeout = 60\n"
             "[dialplan]\ncountry_code = 44\nroutes =\n"
             f"    +44  {trunks}\n"
-            + self._trunk("provider", self.provider, register=True)
-            + (self._trunk("failing", self.failing) if self.failing is not None else "")
+            + self._trunk("provider", self.provider, proxy, register=not srv_destinations)
+            + (
+                self._trunk("failing", self.failing, self.failing.proxy_uri)
+                if self.failing is not None
+                else ""
+            )
         )
         self.daemon = start_daemon(ini)
         self.daemon.wait_for_tcp(self.web_port)
@@ -189,9 +222,9 @@ class World:
         self.daemon.wait_for_log("REGISTER sip:alice@127.0.0.1: 1 binding(s)", TIMEOUT)
 
     @staticmethod
-    def _trunk(name: str, provider: KamailioProvider, register: bool = False) -> str:
+    def _trunk(name: str, provider: KamailioProvider, proxy: str, register: bool = False) -> str:
         return (
-            f"[trunk:{name}]\nproxy = {provider.proxy_uri}\ndomain = {provider.realm}\n"
+            f"[trunk:{name}]\nproxy = {proxy}\ndomain = {provider.realm}\n"
             f"username = {USER}\npassword = {PASSWORD}\n"
             f"register = {'yes' if register else 'no'}\nregister_expires = 60\n"
             "caller_id = +441632960001\n"
@@ -307,6 +340,52 @@ def test_a_provider_answering_503_fails_over_to_the_next_trunk(
     assert world.invites_relayed() == 1
     call = talk_and_hang_up(world, call_id, "caller")
     assert call["trunk"] == "provider"
+
+
+@pytest.mark.skipif(not in_private_network(), reason="needs unshare -n (its own DNS server)")
+def test_a_destination_answering_503_hands_the_call_to_the_trunks_next_srv_destination(
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+) -> None:
+    """
+    RFC 3263 §4.3: the trunk's proxy is a DNS name whose SRV records give two servers; the
+    first (priority 10) answers the INVITE with 503, so the same trunk sends it to the
+    second (priority 20), which connects the call; no other trunk is involved.
+    """
+    world = World(tmp_path, start_daemon, running, srv_destinations=True)
+    status, call = world.dial("020 7946 0958")
+    assert status == 201, call
+    call_id = call["id"]
+    world.wait_state(call_id, "connected")
+    log = world.daemon.log()
+    assert "through trunk provider at UDP 127.0.0.21:5060" in log
+    assert "trunk provider failed (503), trying the next one" in log
+    assert "through trunk provider at UDP 127.0.0.20:5060" in log
+    assert world.invites_relayed() == 1
+    call = talk_and_hang_up(world, call_id, "caller")
+    assert call["trunk"] == "provider"
+
+
+def test_flow1_a_trunk_failing_after_early_media_fails_over_and_both_sides_talk(
+    tmp_path: Path,
+    start_daemon: Callable[[str], Any],
+    running: list[Any],
+) -> None:
+    """
+    Flow I (RFC 3725/3960): the first trunk's far end sends 183 with an announcement, so
+    alice's 2xx is ACKed with its answer; then it fails with 503. The call continues as
+    Flow IV: the second trunk is INVITEd without an offer, the PSTN baresip's offer in its
+    2xx re-INVITEs alice, her answer goes back in the ACK, and the two talk.
+    """
+    world = World(tmp_path, start_daemon, running, policy="flow1", early_then_fail=True)
+    status, call = world.dial(NUMBER)
+    assert status == 201, call
+    call_id = call["id"]
+    world.daemon.wait_for_log("early media from the callee: the caller's ACK", TIMEOUT)
+    world.daemon.wait_for_log("trunk failing failed (5", TIMEOUT)
+    call = talk_and_hang_up(world, call_id, "caller")
+    assert (call["trunk"], call["reason"]) == ("provider", "caller-hangup")
 
 
 def test_early_media_from_the_provider_reaches_the_caller(

@@ -8,8 +8,9 @@ by the other (one secret); SIPp registers through the shared port; two click-to-
 between baresip phones placed through the web API run on different workers, each worker's
 legs reach the phones and the phones' in-dialog requests (ACK, BYE) come back to it; a
 worker killed (SIGKILL, by PID) mid-call is restarted, its call recorded as ended (lost),
-and calls work again after. Loopback only; every wait is bounded; processes are stopped by
-their PID.
+and calls work again after; the main process's /metrics holds both workers' metrics and its
+/readyz says 503 while a worker is restarting. Loopback only; every wait is bounded;
+processes are stopped by their PID.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ SCENARIOS = Path(__file__).parent / "sipp"
 DOMAIN = "127.0.0.1"
 
 
-def workers_ini(tmp: Path, sip_port: int, web_port: int) -> str:
+def workers_ini(tmp: Path, sip_port: int, web_port: int, metrics_port: int = 0) -> str:
     return (
         "[sip]\n"
         f"domain = {DOMAIN}\n"
@@ -53,7 +54,8 @@ def workers_ini(tmp: Path, sip_port: int, web_port: int) -> str:
         "transports = udp, tcp\n"
         "[web]\n"
         f"listen = tcp:{web_port}:interface=127.0.0.1\n"
-        "[store]\n"
+        + (f"metrics_listen = tcp:{metrics_port}:interface=127.0.0.1\n" if metrics_port else "")
+        + "[store]\n"
         f"url = sqlite:///{tmp}/clicktodial.sqlite\n"
         "auto_upgrade = yes\n"
         "demo_users = yes\n"
@@ -271,6 +273,76 @@ def test_calls_run_on_both_workers_and_a_worker_killed_mid_call_is_restarted(
         assert state(call_id)["who_hung_up"] == "callee"
         time.sleep(1)
     assert "Traceback" not in daemon_.log()
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def daemon_log_count(running: Any, text: str) -> int:
+    return int(running.log().count(text))
+
+
+def test_main_process_metrics_and_readyz_cover_every_worker(
+    start_daemon: Callable[[str], Any], tmp_path: Path
+) -> None:
+    """/metrics of the main process: both workers' families, labelled worker, and the
+    REGISTERs they answered; /readyz: 503 naming a killed worker until its successor is
+    ready, then 200; the restart is counted."""
+    assert SIPP is not None
+    sip_port, web_port, metrics_port = find_free_port(), find_free_port(), find_free_port()
+    running = start_daemon(workers_ini(tmp_path, sip_port, web_port, metrics_port))
+    running.wait_for_tcp(metrics_port)
+    wait_until(lambda: http_get(metrics_port, "/readyz") == (200, "ready"), 60, "readyz 200")
+    for i in range(6):
+        user = ("alice", "bob")[i % 2]
+        result = subprocess.run(
+            [SIPP, "-sf", str(SCENARIOS / "reg_stack_register.xml"),
+             "-i", "127.0.0.1", "-p", str(find_free_port()),
+             "-s", user, "-au", user, "-ap", user,
+             "-m", "1", "-timeout", "20s", "-timeout_error", "-nostdin",
+             f"127.0.0.1:{sip_port}"],
+            cwd=tmp_path, capture_output=True, timeout=40, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
+    code, text = http_get(metrics_port, "/metrics")
+    assert code == 200
+    lines = text.splitlines()
+    for index in (0, 1):
+        assert f'clicktodial_worker_up{{worker="{index}"}} 1.0' in lines
+        assert any(
+            line.startswith(f'clicktodial_sip_transactions_active{{worker="{index}"}}')
+            for line in lines
+        )
+    answered = re.findall(
+        r'^clicktodial_register_responses_total\{status="200",worker="\d"\} (\S+)$', text, re.M
+    )
+    assert sum(float(n) for n in answered) == 6
+    assert "clicktodial_worker_restarts_total 0.0" in lines
+
+    pids = worker_pids(running.log())
+    os.kill(pids[1], signal.SIGKILL)
+    wait_until(
+        lambda: http_get(metrics_port, "/readyz") == (503, "worker 1 not ready"),
+        20,
+        "readyz to name the dead worker",
+    )
+    # the successor starts after a 1 s back-off; its start-up is slow on a loaded machine
+    wait_until(
+        lambda: daemon_log_count(running, "is ready") >= 3, 120, "the new worker to be ready"
+    )
+    assert http_get(metrics_port, "/readyz") == (200, "ready")
+    code, text = http_get(metrics_port, "/metrics")
+    assert "clicktodial_worker_restarts_total 1.0" in text.splitlines()
+    assert 'clicktodial_worker_up{worker="1"} 1.0' in text.splitlines()
+    assert "Traceback" not in running.log()
 
 
 def test_sighup_reaches_every_worker_and_sigterm_stops_them_all_with_status_0(

@@ -623,3 +623,47 @@ def test_uri_text_is_the_request_uri_as_received_until_a_uri_is_assigned() -> No
     assert req.uri_text == "sip:%62ob@example.com"
     req.uri = parse_uri("sip:carol@example.com")
     assert req.uri_text == "sip:carol@example.com"
+
+
+@pytest.mark.parametrize(
+    "vias",
+    [
+        ["SIP/2.0/UDP a;branch=z9hG4bK1"],
+        ["SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/TCP b;branch=z9hG4bK2"],
+        ["SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2"],
+        ["SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b", "SIP/2.0/UDP c"],
+    ],
+)
+@pytest.mark.parametrize("via_first", [True, False])
+def test_replace_top_via_leaves_the_fields_as_remove_first_then_prepend(
+    vias: list[str], via_first: bool
+) -> None:
+    """Headers.replace_top_via writes what remove_first("Via") + prepend("Via", ...) write,
+    and the top Via read next is the one put in."""
+    others = [("From", "<sip:a@b>;tag=1"), ("Call-ID", "x")]
+    fields = [("Via", v) for v in vias]
+    fields = fields + others if via_first else others[:1] + fields + others[1:]
+    new = Via("UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK1", "received": "192.0.2.2"})
+    expected = Headers(fields)
+    expected.remove_first("Via")
+    expected.prepend("Via", new.serialize())
+    got = Headers(fields)
+    got.replace_top_via(new)
+    assert list(got) == list(expected)
+    message = Request("OPTIONS", "sip:b", got)
+    assert message.top_via.serialize() == new.serialize()
+    assert [v.serialize() for v in message.vias] == [
+        v.serialize() for v in Request("OPTIONS", "sip:b", expected).vias
+    ]
+
+
+def test_parsed_headers_put_on_another_parsed_message_are_written_anew() -> None:
+    """serialize() hands back the received octets only with the fields parsed from them."""
+    one = parse_message(
+        b"OPTIONS sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: one\r\n"
+        b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    two = parse_message(one.serialize().replace(b"Call-ID: one", b"Call-ID: two"))
+    two.headers = one.headers
+    assert b"Call-ID: one" in two.serialize()

@@ -490,10 +490,7 @@ def test_parsed_message_written_differently_is_serialized_anew(data: bytes) -> N
     """When serialize() would not write the received octets, it writes its own form."""
     m = parse_message(data)
     again = parse_message(data)
-    if isinstance(again, Request):
-        again.method = again.method
-    else:
-        again.status = again.status
+    again.headers = again.headers.copy()  # other fields: serialize() writes anew
     assert m.serialize() != data
     assert m.serialize() == again.serialize()
 

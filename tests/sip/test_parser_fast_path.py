@@ -75,7 +75,7 @@ def check_agreement(data: bytes) -> bool:
             assert quick.body == careful.body
             if isinstance(quick, Request):
                 assert isinstance(careful, Request)
-                assert (quick._method, quick._uri_text) == (careful._method, careful._uri_text)
+                assert (quick.method, quick._uri_text) == (careful.method, careful._uri_text)
             else:
                 assert isinstance(careful, Response)
                 assert (quick.status, quick.reason) == (careful.status, careful.reason)

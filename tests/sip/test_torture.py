@@ -433,8 +433,5 @@ def test_serialize_of_an_untouched_torture_message_is_its_canonical_form(name: s
     """serialize() of an untouched message is what it writes once anything is assigned."""
     m = parse_message(load(name))
     again = parse_message(load(name))
-    if isinstance(again, Request):
-        again.method = again.method  # any assignment makes serialize() write anew
-    else:
-        again.status = again.status
+    again.headers = again.headers.copy()  # other fields: serialize() writes anew
     assert m.serialize() == again.serialize()

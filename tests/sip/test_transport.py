@@ -5,12 +5,16 @@ UDP through a recording datagram port, TCP through ``StringTransport``.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -1007,3 +1011,86 @@ def test_expired_holds_of_a_busy_connection_are_dropped(net: Layer) -> None:
     net.layer.keep_flow(source, "sip:last@example.test", net.reactor.seconds() + 600)
     connection = net.layer._connections[source.connection]  # type: ignore[index]
     assert list(connection.pins) == ["sip:last@example.test"]
+
+
+# -- the datagram send path over a real socket handle --------------------------------------
+
+
+class _RecordingSocket:
+    """A UDP socket stand-in: records sendto, or raises ``OSError(error)``."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.error: int | None = None
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        if self.error is not None:
+            raise OSError(self.error, os.strerror(self.error))
+        self.sent.append((data, addr))
+        return len(data)
+
+
+@implementer(ISystemHandle)
+class _SocketPort(FakeDatagramPort):
+    """A datagram port with a system handle (as Twisted's udp.Port has); write() is not
+    what the transport uses then."""
+
+    def __init__(self, protocol: Any, host: str, port: int) -> None:
+        super().__init__(protocol, host, port)
+        self.socket = _RecordingSocket()
+
+    def getHandle(self) -> Any:
+        return self.socket
+
+    def write(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        raise AssertionError("the socket's sendto is used when there is one")
+
+
+class _SocketReactor(FakeReactor):
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> _SocketPort:
+        udp = _SocketPort(protocol, interface or "0.0.0.0", port or 40000)
+        self.udp_ports.append(udp)
+        return udp
+
+
+def _socket_layer() -> tuple[SIPTransportLayer, _RecordingSocket, Response, Source]:
+    handler = RecordingHandler()
+    reactor = _SocketReactor()
+    layer = SIPTransportLayer(reactor, sip_config(), handler, tcp_idle_timeout=30.0)
+    layer.startService()
+    port = reactor.udp_ports[0]
+    assert isinstance(port, _SocketPort)
+    port.receive(options(via="SIP/2.0/UDP 10.0.0.9:5070;rport;branch=z9hG4bK-1"), "127.0.0.1", 5099)
+    [(request, source)] = handler.requests
+    return layer, port.socket, make_response(request, 200, to_tag="t"), source
+
+
+def test_datagrams_go_through_the_socket_handle_when_the_port_has_one() -> None:
+    """With a system handle (Twisted's udp.Port), a datagram is the socket's sendto to the
+    address RFC 3581 names, the same octets port.write would get."""
+    layer, sock, response, source = _socket_layer()
+    layer.send_response(response, source)
+    [(data, addr)] = sock.sent
+    assert addr == ("127.0.0.1", 5099)
+    assert parse_message(data) == response
+
+
+def test_a_refused_datagram_is_not_an_error_as_with_port_write() -> None:
+    """ECONNREFUSED on the unconnected socket is ignored, as Twisted's udp.Port.write does."""
+    layer, sock, response, source = _socket_layer()
+    sock.error = errno.ECONNREFUSED
+    layer.send_response(response, source)
+
+
+@pytest.mark.parametrize(
+    ("error", "says"), [(errno.EMSGSIZE, "message too long"), (errno.EAGAIN, "cannot send to")]
+)
+def test_a_datagram_the_socket_cannot_send_is_a_transport_error(error: int, says: str) -> None:
+    """EMSGSIZE (as port.write's MessageLengthError) and any other socket error, EAGAIN
+    included, are a TransportError for the caller."""
+    layer, sock, response, source = _socket_layer()
+    sock.error = error
+    with pytest.raises(TransportError, match=says):
+        layer.send_response(response, source)

@@ -15,6 +15,7 @@ from clicktodial.config import parse_config
 from clicktodial.dialplan.dialler import Dialler
 from clicktodial.interfaces import IOutboundQuota
 from clicktodial.testing.webfakes import DOMAIN, WebClient, WebWorld, web_world
+from clicktodial.web.pages import safe_next
 
 DIALPLAN = """[sip]
 domain = {domain}
@@ -156,6 +157,26 @@ def test_the_daily_limit_refuses_the_call_past_it_and_a_new_utc_day_resets_it(
     assert call_number(world, "+442079460958").code == 201
 
 
+def test_a_call_that_reached_no_trunk_gives_its_daily_count_back(world: WebWorld) -> None:
+    """The controller's refund (no INVITE reached a trunk) frees the place (docs/dialplan.md)."""
+    for _ in range(3):
+        assert call_number(world, "+442079460958").code == 201
+    assert call_number(world, "+442079460958").code == 403
+    refund = world.controller.refunds[0]
+    assert refund is not None
+    refund()
+    refund()  # once
+    assert world.store.outbound_calls("bob", "2023-11-14").result == 2
+    assert call_number(world, "+442079460958").code == 201
+    assert call_number(world, "+442079460958").code == 403
+
+
+def test_a_call_the_controller_refuses_is_not_counted(world: WebWorld) -> None:
+    world.controller.refuse = "no-outbound"
+    assert call_number(world, "+442079460958").code == 403
+    assert world.store.outbound_calls("bob", "2023-11-14").result == 0
+
+
 def test_local_calls_do_not_count_against_the_daily_limit(world: WebWorld) -> None:
     for _ in range(4):
         assert call_number(world, "alice").code == 201
@@ -255,6 +276,86 @@ def test_dial_page_of_a_directory_address_offers_the_local_call(world: WebWorld)
     assert 'id="dial-number">alice<' in reply.text and "local" in reply.text
 
 
-def test_dial_page_needs_a_login(world: WebWorld) -> None:
-    reply = WebClient(world).get("/dial?uri=tel%3A%2B442079460958")
-    assert reply.code == 303 and reply.headers["location"] == "/login"
+def test_dial_page_needs_a_login_and_the_login_leads_back_to_it(world: WebWorld) -> None:
+    """A phone link clicked while logged out: after logging in, its confirmation page."""
+    client = WebClient(world)
+    asked = "/dial?uri=" + quote("tel:+44-20-7946-0958", safe="")
+    reply = client.get(asked)
+    assert reply.code == 303
+    login = reply.headers["location"]
+    assert login == "/login?next=" + quote(asked, safe="/")
+    page = client.get(login).text
+    assert f'name="next" value="{asked}"' in page
+    token = re.search(r'name="csrf" value="([^"]*)"', page).group(1)  # type: ignore[union-attr]
+    form = {"csrf": token, "username": "bob", "password": "bob-pass", "next": asked}
+    reply = client.request("POST", "/login", form=form)
+    assert (reply.code, reply.headers["location"]) == (303, asked)
+    reply = client.get(asked)
+    assert reply.code == 200 and 'id="dial-number">+442079460958<' in reply.text
+    assert world.controller.outbound == []  # still only the confirmation page
+
+
+def test_a_failed_login_keeps_where_it_leads(world: WebWorld) -> None:
+    client = WebClient(world)
+    token = client.csrf("/login?next=%2Fhistory")
+    form = {"csrf": token, "username": "bob", "password": "wrong", "next": "/history"}
+    reply = client.request("POST", "/login", form=form)
+    assert reply.code == 401 and 'name="next" value="/history"' in reply.text
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/dial",
+        "//evil.example/dial",
+        r"/\evil.example/dial",
+        r"\\evil.example",
+        "http:/evil.example",
+        "javascript:alert(1)",
+        "/\tevil",
+        "/ evil",
+        "/\r\nSet-Cookie: x=1",
+        "evil.example",
+        "/login",
+        "/logout",
+        "",
+    ],
+)
+def test_the_login_refuses_to_lead_off_site_or_anywhere_odd(world: WebWorld, target: str) -> None:
+    """No open redirect: an absolute, other-host or odd ``next`` goes to the directory."""
+    client = WebClient(world)
+    page = client.get("/login?next=" + quote(target, safe="")).text
+    assert 'name="next"' not in page
+    token = re.search(r'name="csrf" value="([^"]*)"', page).group(1)  # type: ignore[union-attr]
+    form = {"csrf": token, "username": "bob", "password": "bob-pass", "next": target}
+    reply = client.request("POST", "/login", form=form)
+    assert (reply.code, reply.headers["location"]) == (303, "/directory")
+
+
+def test_a_next_page_of_ours_is_kept_percent_escaped() -> None:
+    assert safe_next("/dial?uri=tel%3A%2B44#frag") == "/dial?uri=tel%3A%2B44"
+    assert safe_next("/history?page=2") == "/history?page=2"
+    assert safe_next("/caf\u00e9") == "/caf%C3%A9"
+    assert safe_next("/x" * 2000) is None
+
+
+def test_a_link_from_another_site_hops_once_same_site_to_get_the_strict_cookie(
+    world: WebWorld,
+) -> None:
+    """
+    SameSite=Strict withholds the session from a navigation started by another site (the
+    tel: link's page): the answer is a same-site hop to the same page, not the login.
+    """
+    client = logged_in(world)
+    asked = "/dial?uri=" + quote("tel:+442079460958", safe="")
+    # What the browser sends cross-site: no cookie of ours.
+    reply = WebClient(world).get(asked, headers={"Sec-Fetch-Site": "cross-site"})
+    assert reply.code == 200
+    assert f'http-equiv="refresh" content="0;url={asked}"' in reply.text
+    assert f'href="{asked}"' in reply.text
+    # The hop is same-site: the cookie comes along.
+    reply = client.get(asked, headers={"Sec-Fetch-Site": "same-origin"})
+    assert reply.code == 200 and 'id="dial-number">+442079460958<' in reply.text
+    # Logged out for real: the hop's request leads to the login, with the page kept.
+    reply = WebClient(world).get(asked, headers={"Sec-Fetch-Site": "same-origin"})
+    assert (reply.code, reply.headers["location"]) == (303, "/login?next=" + quote(asked, safe="/"))

@@ -21,7 +21,7 @@ def test_private_pages_redirect_to_login_without_a_session(world) -> None:
     client = WebClient(world)
     for path in ["/directory", "/history", "/account", "/admin/users", "/calls/abc"]:
         reply = client.get(path)
-        assert (reply.code, reply.headers["location"]) == (303, "/login"), path
+        assert (reply.code, reply.headers["location"]) == (303, "/login?next=" + path), path
 
 
 def test_every_page_carries_the_security_headers(world) -> None:

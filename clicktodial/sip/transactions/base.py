@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -276,6 +276,19 @@ class Transaction:
             self._timeout = lingering.call_later(fired)
         else:
             self._timeout = self._host.clock.callLater(delay, fired)
+
+    def _start_linger(self, delay: float, fired: Callable[[Self], None]) -> None:
+        """
+        :func:`_start_timeout` for the timer of a :data:`LINGERING_STATES` state, with
+        ``fired`` a function of the machine's class (``InviteClientTransaction._timer_m``):
+        at a call rate R, R*64*T1 of these wait at once, and on the layer's
+        :class:`~clicktodial.timers.LingerQueue` the timer then keeps no bound method.
+        """
+        lingering = self._host.lingering
+        if delay == lingering.delay and self.state in LINGERING_STATES:
+            self._timeout = lingering.call_later_on(self, fired)
+        else:
+            self._timeout = self._host.clock.callLater(delay, fired, self)
 
     def _terminate(self) -> None:
         """Enter ``terminated`` and let the layer forget the transaction."""

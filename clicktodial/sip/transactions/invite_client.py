@@ -103,7 +103,7 @@ class InviteClientTransaction(ClientTransaction):
         # retransmissions reach the TU (which ACKs each) instead of being stray.
         self._enter(ACCEPTED)
         self._release_request()  # Timer M only passes 2xx copies up
-        self._start_timeout(self._host.timers.timeout, self._timer_m)
+        self._start_linger(self._host.timers.timeout, InviteClientTransaction._timer_m)
         self._deliver(response)
 
     def _failure(self, response: Response) -> None:
@@ -116,7 +116,7 @@ class InviteClientTransaction(ClientTransaction):
             self._deliver(response)
             self._terminate()  # Timer D is zero for reliable transports
             return
-        self._start_timeout(self._host.timers.timer_d, self._timer_d)
+        self._start_linger(self._host.timers.timer_d, InviteClientTransaction._timer_d)
         self._send_ack()
         self._deliver(response)
 

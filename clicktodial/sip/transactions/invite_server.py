@@ -103,7 +103,7 @@ class InviteServerTransaction(ServerTransaction):
         if self._send(response):
             # RFC 6026 §8.7: Timer L keeps the transaction to absorb INVITE
             # retransmissions and route the ACKs to the TU.
-            self._start_timeout(self._host.timers.timeout, self._timer_l)
+            self._start_linger(self._host.timers.timeout, InviteServerTransaction._timer_l)
 
     def _failure(self, response: Response) -> None:
         self._enter(COMPLETED)
@@ -112,7 +112,7 @@ class InviteServerTransaction(ServerTransaction):
         timers = self._host.timers
         if not self.reliable:
             self._start_retransmit(timers.t1, self._timer_g)
-        self._start_timeout(timers.timeout, self._timer_h)
+        self._start_linger(timers.timeout, InviteServerTransaction._timer_h)
 
     def _retransmit_2xx(self, response: Response) -> None:
         # RFC 6026 §8.7: 2xx retransmissions from the TU go to the transport.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from typing import TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -65,6 +66,8 @@ from clicktodial.sip.uri import URI
 from clicktodial.timers import Lingering, LingerQueue
 
 __all__ = ["UserAgent", "default_precheck"]
+
+_T = TypeVar("_T")
 
 log = Logger(namespace="clicktodial.sip.ua")
 
@@ -437,12 +440,19 @@ class UserAgent:
 
     def linger(self, fired: Callable[[], object], delay: float | None = None) -> Lingering:
         """Call ``fired`` after ``delay``, 64*T1 by default (see ``_lingering``)."""
+        return self._linger_queue(delay).call_later(fired)
+
+    def linger_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
+        """Call ``fired(owner)`` after 64*T1, keeping no bound method (``call_later_on``)."""
+        return self._linger_queue(None).call_later_on(owner, fired)
+
+    def _linger_queue(self, delay: float | None) -> LingerQueue:
         if delay is None:
             delay = self.timers.timeout
         queue = self._lingering.get(delay)
         if queue is None:
             queue = self._lingering[delay] = LingerQueue(self.clock, delay)
-        return queue.call_later(fired)
+        return queue
 
     def _new_call(self, server_tx: ServerTransactionLike) -> None:
         call = IncomingCall(self, server_tx)

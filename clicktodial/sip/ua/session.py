@@ -31,6 +31,11 @@ __all__ = ["Session"]
 log = Logger(namespace="clicktodial.sip.ua")
 
 
+#: The empty ``Session._unacked`` every session shares (never written to: a session
+#: that must keep a 2xx makes its own dict).
+_NONE_UNACKED: dict[int, tuple[Request, Response]] = {}
+
+
 class _TwoXXRetransmitter:
     """
     RFC 3261 §13.3.1.4: the UAS core re-sends its 2xx to an INVITE at T1,
@@ -203,7 +208,8 @@ class Session:
         self._ack: bytes | None = None
         #: UAC: the 2xx (per CSeq) the application still has to ACK (it
         #: carried an offer: the ACK carries the answer).
-        self._unacked: dict[int, tuple[Request, Response]] = {}
+        #: The shared :data:`_NONE_UNACKED` while there is none (most of a call).
+        self._unacked: dict[int, tuple[Request, Response]] = _NONE_UNACKED
         #: UAS: retransmitting our 2xx until the ACK comes.
         self._retransmitter: _TwoXXRetransmitter | None = None
         #: An INVITE we sent in this dialog and have no final response to.
@@ -433,6 +439,8 @@ class Session:
             # §13.2.1: no offer in the INVITE, so the 2xx has one and the
             # ACK must carry the answer: the application sends it (ack()).
             oa.offer(Party.REMOTE, OfferCarrier.RESPONSE_2XX, sdp)
+            if self._unacked is _NONE_UNACKED:
+                self._unacked = {}
             self._unacked[seq] = (invite, response)
             return
         self.send_ack(invite, self.dialog.create_ack(invite))
@@ -449,8 +457,9 @@ class Session:
         seq = min(self._unacked)
         invite, _ = self._unacked.pop(seq)
         if not self._unacked:
-            # A dict emptied by pop keeps its table (224 bytes) for the whole call.
-            self._unacked = {}
+            # Even an empty dict of its own is 64 bytes for the whole call (one emptied
+            # by pop keeps its table: 224 bytes).
+            self._unacked = _NONE_UNACKED
         oa = self.dialog.offer_answer
         answer = body if is_sdp(content_type or SDP_CONTENT_TYPE, body) else None
         if oa.expects_answer_from(Party.LOCAL):

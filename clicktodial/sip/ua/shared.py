@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -36,6 +36,8 @@ __all__ = [
     "UACore",
     "sdp_of",
 ]
+
+_T = TypeVar("_T")
 
 #: Methods this core understands; others get 501 from the default handlers
 #: and are listed in Allow (RFC 3261 §20.5).
@@ -118,6 +120,9 @@ class UACore(Protocol):
 
     def linger(self, fired: Callable[[], object], delay: float | None = None) -> Lingering:
         """Call ``fired`` after ``delay`` (64*T1 by default)."""
+
+    def linger_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
+        """Call ``fired(owner)`` after 64*T1, keeping no bound method."""
 
     def add_session(self, session: Session) -> None: ...
 

@@ -112,6 +112,10 @@ FORK_WINDOW = "fork window end"
 Action = Callable[["OutgoingCall", Response | None], None]
 
 
+#: The empty ``OutgoingCall._early`` / ``_forks`` every INVITE shares (never written to).
+_NO_SESSIONS: dict[str | None, Session] = {}
+
+
 class OutgoingCall:
     """
     An INVITE we sent to create a session (RFC 3261 §13.2).  Events go to
@@ -175,8 +179,10 @@ class OutgoingCall:
         self.credentials = credentials
         self._challenges: DigestAnswerer | None = None
         self._transaction: ClientTransactionLike | None = None
-        self._early: dict[str | None, Session] = {}
-        self._forks: dict[str | None, Session] = {}
+        # The shared _NO_SESSIONS while empty: an OutgoingCall lives 64*T1 after its 2xx
+        # (R*32 s of them at a call rate R), an emptied dict of its own keeps its table.
+        self._early: dict[str | None, Session] = _NO_SESSIONS
+        self._forks: dict[str | None, Session] = _NO_SESSIONS
         #: The one pending timer: the CANCEL's 64*T1, or the fork window.
         self._timer: IDelayedCall | Lingering | None = None
 
@@ -293,6 +299,8 @@ class OutgoingCall:
         if response.status > 100 and tag is not None:
             session = self._early.get(tag)
             if session is None:
+                if self._early is _NO_SESSIONS:
+                    self._early = {}
                 self._early[tag] = self._new_session(response)
             else:
                 session.dialog.refresh_target(response)
@@ -318,6 +326,8 @@ class OutgoingCall:
         """The first 2xx: its dialog is the call's session (§13.2.2.4)."""
         assert response is not None
         early = self._early.pop(response.to.tag, None)
+        if not self._early:
+            self._early = _NO_SESSIONS
         if early is None:
             session = self._new_session(response)
         else:
@@ -330,7 +340,7 @@ class OutgoingCall:
         self._invite = invite.serialize()
         self._request = None
         # §13.2.2.4: keep collecting (ACKing, BYEing) 2xx from other forks for 64*T1.
-        self._timer = self.ua.linger(self._fork_window_end)
+        self._timer = self.ua.linger_on(self, OutgoingCall._fork_window_end)
         self.ua.notify(self.handler.call_answered, self, session, response)
 
     def _refuse(self, response: Response, reason: str) -> None:
@@ -342,6 +352,8 @@ class OutgoingCall:
             session = early
             session.dialog.confirm(response)
         session.invite_sent(None)
+        if self._forks is _NO_SESSIONS:
+            self._forks = {}
         self._forks[tag] = session
         session.refuse_2xx(self.request, reason)
 
@@ -411,9 +423,9 @@ class OutgoingCall:
         self.ua.notify(self.handler.call_failed, self, make_response(self.request, 487))
 
     def _end_early(self) -> None:
-        for session in self._early.values():
+        for session in list(self._early.values()):
             session.abandon_early()
-        self._early.clear()
+        self._early = _NO_SESSIONS
 
     def _finish(self, response: Response | None) -> None:
         """The INVITE is over: early dialogs that never got a 2xx end too (§13.2.2.4)."""
