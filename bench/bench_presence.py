@@ -23,7 +23,6 @@ import json
 import os
 import queue
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +34,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tests" / "interop"), str(REPO / "tests")]
 
 from calltools import register  # type: ignore[import-not-found]  # noqa: E402
-from conftest import find_free_port, python_env, twistd_argv  # type: ignore[import-not-found]  # noqa: E402
+from conftest import find_free_port  # type: ignore[import-not-found]  # noqa: E402
+
+from clicktodial.testing.daemon import DaemonProcess, run_cli, web_answers  # noqa: E402
 
 
 def ini(tmp: Path, sip_port: int, web_port: int, poll: float) -> str:
@@ -48,26 +49,12 @@ def ini(tmp: Path, sip_port: int, web_port: int, poll: float) -> str:
     )
 
 
-def start(tmp: Path, sip_port: int, web_port: int, poll: float) -> subprocess.Popen[bytes]:
+def start(tmp: Path, sip_port: int, web_port: int, poll: float) -> DaemonProcess:
     path = tmp / f"daemon-{sip_port}.ini"
     path.write_text(ini(tmp, sip_port, web_port, poll))
-    process = subprocess.Popen(
-        twistd_argv("-n", "--pidfile=", "clicktodial", "--config", str(path)),
-        cwd=tmp,
-        env=python_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=1).read()
-            return process
-        except OSError:
-            assert process.poll() is None, "the daemon exited"
-            time.sleep(0.1)
-    raise SystemExit("the daemon did not start within 60 s")
+    daemon = DaemonProcess(path, tree=REPO, output=tmp / f"daemon-{sip_port}.out").start()
+    daemon.wait_ready(lambda: web_answers(f"http://127.0.0.1:{web_port}/healthz"), 60)
+    return daemon
 
 
 def main() -> None:
@@ -87,24 +74,9 @@ def main() -> None:
             if args.other_daemon:
                 register_port = find_free_port()
                 daemons.append(start(tmp, register_port, find_free_port(), args.poll))
-            token = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "clicktodial.cli",
-                    "--config",
-                    str(tmp / f"daemon-{sip_port}.ini"),
-                    "token",
-                    "create",
-                    "alice",
-                ],
-                cwd=tmp,
-                env=python_env(),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            ).stdout.split()[-1]
+            token = run_cli(
+                tmp / f"daemon-{sip_port}.ini", "token", "create", "alice", tree=REPO
+            ).split()[-1]
             events: queue.Queue[tuple[float, dict[str, object]]] = queue.Queue()
             request = urllib.request.Request(
                 f"http://127.0.0.1:{web_port}/api/v1/events",
@@ -141,13 +113,7 @@ def main() -> None:
             )
         finally:
             for daemon in daemons:
-                if daemon.poll() is None:
-                    daemon.terminate()
-                    try:
-                        daemon.wait(30)
-                    except subprocess.TimeoutExpired:
-                        daemon.kill()
-                        daemon.wait()
+                daemon.stop()
     os._exit(0)  # the stream reader thread is blocked in a read
 
 

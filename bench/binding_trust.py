@@ -20,17 +20,15 @@ registered from; a trap listens on 127.0.0.5:5099 (UDP and TCP).
 
 Must run where 127.0.0.5 is local and nothing else listens:
     unshare -n sh -c 'ip link set lo up && exec python3 bench/binding_trust.py [--tree DIR]'
-Prints the figures; the daemon is killed by PID at the end.
+Prints the figures; the daemon is stopped by PID at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import select
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,17 +40,9 @@ sys.path[:0] = [str(HERE / "tests"), str(HERE / "tests" / "interop")]
 from calltools import daemon_ini, register_status, web_place_call  # noqa: E402
 from conftest import find_free_port  # noqa: E402
 
+from clicktodial.testing.daemon import DaemonProcess, run_cli, tcp_accepts  # noqa: E402
+
 TRAP = ("127.0.0.5", 5099)
-
-
-def wait_for_tcp(port: int, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"daemon not listening on {port}")
 
 
 def collect(socks: list[socket.socket], seconds: float) -> dict[socket.socket, list[str]]:
@@ -83,7 +73,6 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=6.0, help="seconds counted per click")
     args = parser.parse_args()
     tree = args.tree.resolve()
-    env = dict(os.environ, PYTHONPATH=str(tree))
     work = Path(tempfile.mkdtemp(prefix="binding-trust-"))
     sip_port, web_port = find_free_port(), find_free_port()
     ini = work / "daemon.ini"
@@ -91,46 +80,17 @@ def main() -> None:
         daemon_ini(sip_port, web_port, str(work))
         + f"[log]\nlevel = info\nfile = {work / 'daemon.log'}\n"
     )
-    cli = [sys.executable, "-m", "clicktodial.cli", "--config", str(ini)]
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "clicktodial",
-            "--config",
-            str(ini),
-        ],
-        cwd=work,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    daemon = DaemonProcess(ini, tree=tree, output=work / "twistd.out").start()
     trap_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     trap_tcp = socket.socket()
     trap_udp.bind(TRAP)
     trap_tcp.bind(TRAP)
     trap_tcp.listen(8)
     try:
-        wait_for_tcp(web_port)
-        subprocess.run(
-            [*cli, "user", "add", "carol", "--sip-password", "carol"],
-            env=env,
-            cwd=work,
-            check=True,
-            capture_output=True,
-        )
+        daemon.wait_ready(lambda: tcp_accepts(web_port), 30, f"the web port {web_port}")
+        run_cli(ini, "user", "add", "carol", "--sip-password", "carol", tree=tree)
         tokens = {
-            user: subprocess.run(
-                [*cli, "token", "create", user],
-                env=env,
-                cwd=work,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
+            user: run_cli(ini, "token", "create", user, tree=tree).strip()
             for user in ("alice", "carol")
         }
         bob_port = find_free_port()
@@ -196,8 +156,7 @@ def main() -> None:
             f" {datagrams} INVITE datagram(s) with retransmissions"
         )
     finally:
-        daemon.kill()
-        daemon.wait()
+        daemon.stop()
         trap_udp.close()
         trap_tcp.close()
 

@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING
 from zope.interface import implementer
 
 from clicktodial.interfaces import IMessageHandler
+from clicktodial.testing.daemon import DaemonNotReady, DaemonProcess, run_cli, sip_answered
 
 if TYPE_CHECKING:
     from clicktodial.admission import SourceRateLimiter
@@ -78,6 +79,8 @@ FLOODER = "127.0.0.1"
 PHONE = "127.0.0.2"
 PROBE = "127.0.0.3"
 PER_PROCESS_PER_SECOND = 600_000
+#: ``[web] metrics_token``: /metrics answers only to it (or an administrator).
+METRICS_TOKEN = "flood-bench-metrics-token-0123"
 
 
 # -- the sender (a child process) ----------------------------------------------------------
@@ -143,33 +146,17 @@ def socket_drops(port: int) -> int:
 
 def rate_limited(web_port: int) -> float:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as r:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{web_port}/metrics",
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=5) as r:
             text = r.read().decode()
     except OSError:
         return -1.0
     match = re.search(r'clicktodial_sip_requests_refused\{reason="rate_limited"\} (\S+)', text)
     return float(match.group(1)) if match else -1.0
-
-
-def options_answered(sip_port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((PROBE, 0))
-        sock.settimeout(0.5)
-        port = sock.getsockname()[1]
-        sock.sendto(
-            (
-                f"OPTIONS sip:127.0.0.1:{sip_port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP {PROBE}:{port};branch=z9hG4bKprobe{time.time_ns()}\r\n"
-                "Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p\r\n"
-                "To: <sip:probe@127.0.0.1>\r\nCall-ID: probe@bench\r\nCSeq: 1 OPTIONS\r\n"
-                "Content-Length: 0\r\n\r\n"
-            ).encode(),
-            ("127.0.0.1", sip_port),
-        )
-        try:
-            return sock.recv(65535).startswith(b"SIP/2.0 200")
-        except OSError:
-            return False
 
 
 # --no-kernel-filter: the daemon as on a system that refuses socket filters (its fallback).
@@ -182,12 +169,11 @@ banfilter.attach = refuse
 
 
 class Daemon:
-    def __init__(self, work: Path, env: dict[str, str]) -> None:
+    def __init__(self, work: Path) -> None:
         self.work = work
-        self.env = env
         self.ini = work / "clicktodial.ini"
         self.log = work / "clicktodial.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: DaemonProcess | None = None
 
     def provision(self) -> None:
         self.ini.write_text(
@@ -198,41 +184,28 @@ class Daemon:
             "udp_buffer = 4194304\n"
             "[registrar]\ndigest_algorithms = MD5\n"
             f"[web]\nlisten = tcp:{WEB_PORT}:interface=127.0.0.1\n"
+            f"metrics_token = {METRICS_TOKEN}\n"
             f"[store]\nurl = sqlite:///{self.work}/clicktodial.sqlite\n"
             f"[log]\nlevel = warn\nfile = {self.log}\n"
         )
         (self.work / "users.csv").write_text("u00000,p00000\n")
-        for args in (["db", "upgrade"], ["user", "import", str(self.work / "users.csv")]):
-            subprocess.run(
-                [sys.executable, "-m", "clicktodial.cli", "--config", str(self.ini), *args],
-                check=True, env=self.env, cwd=self.work, stdout=subprocess.DEVNULL,
-                timeout=120,
-            )  # fmt: skip
+        run_cli(self.ini, "db", "upgrade", tree=REPO)
+        run_cli(self.ini, "user", "import", str(self.work / "users.csv"), tree=REPO)
 
     def start(self, kernel_filter: bool = True) -> int:
         self.log.write_text("")
-        code = "from twisted.scripts.twistd import run; run()"
-        if not kernel_filter:
-            code = _NO_KERNEL_FILTER + code
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", code, "-n",
-             "--pidfile=", "clicktodial", "--config", str(self.ini)],
-            env=self.env, cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not options_answered(SIP_PORT):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise SystemExit("flood: the daemon did not start; see " + str(self.log))
+        self.process = DaemonProcess(
+            self.ini, tree=REPO, prelude="" if kernel_filter else _NO_KERNEL_FILTER
+        ).start()
+        try:
+            self.process.wait_ready(lambda: sip_answered(SIP_PORT, source=PROBE), 30)
+        except DaemonNotReady as e:
+            raise SystemExit(f"flood: the daemon did not start ({e}); see {self.log}") from e
         return self.process.pid
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.process.stop()
             self.process = None
 
 
@@ -390,10 +363,8 @@ def main() -> int:
         os.environ["FLOOD_BENCH_NETNS"] = "1"
         os.execvp("unshare", ["unshare", "-n", sys.executable, __file__, *sys.argv[1:]])
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     work = Path(tempfile.mkdtemp(prefix="flood-bench."))
-    daemon = Daemon(work, env)
+    daemon = Daemon(work)
     try:
         daemon.provision()
         for kind in args.kinds:

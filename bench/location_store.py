@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from bench_store import sql_store  # bench/ is on sys.path: the store as bench_store.py builds it
 
-from clicktodial.store.sql import SQLStore, upgrade_schema
+from clicktodial.store.sql import upgrade_schema
 from clicktodial.store.values import BindingChanges, ContactChange
 from clicktodial.testing.fakes import (
     InlineReactor,
     InlineThreadPool,
-    cheap_password_hasher,
     success_result_of,
 )
 from clicktodial.testing.postgres import DEFAULT_URL, scratch_schema
@@ -109,20 +109,6 @@ def bench(name: str, store: Any, count: int, threads: int) -> None:
         else:
             figures.append(f"{label} {one:7.0f}/s")
     print(f"{name:14} " + "   ".join(figures), flush=True)
-
-
-def sql_store(url: str, threads: int) -> SQLStore:
-    store = SQLStore(
-        InlineReactor(),
-        url,
-        InlineThreadPool(),
-        InlineThreadPool(),
-        realm="example.com",
-        hasher=cheap_password_hasher(),
-        pool_size=max(threads, 1),
-    )
-    success_result_of(store.start())
-    return store
 
 
 def redis_store(url: str, prefix: str, threads: int) -> RedisLocationStore:

@@ -171,31 +171,8 @@ EOF
     PIDS="$PIDS $DAEMON"
     # Ready when OPTIONS from 32 source ports are answered by every worker (each answers
     # from its own port); at most 90 s.
-    python3 - "$PORT" "$workers" <<'PY'
-import secrets, socket, sys, time
-port, workers = int(sys.argv[1]), int(sys.argv[2])
-deadline = time.monotonic() + 90
-while time.monotonic() < deadline:
-    seen = set()
-    for _ in range(32):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            s.settimeout(0.5)
-            local = s.getsockname()[1]
-            s.sendto((f"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local}"
-                      f";branch=z9hG4bK{secrets.token_hex(6)}\r\nFrom: <sip:p@127.0.0.1>;tag=1"
-                      f"\r\nTo: <sip:127.0.0.1>\r\nCall-ID: {secrets.token_hex(8)}\r\n"
-                      "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-                      ).encode(), ("127.0.0.1", port))
-            try:
-                seen.add(s.recvfrom(65536)[1][1])
-            except OSError:
-                pass
-    if len(seen) >= workers:
-        sys.exit(0)
-    time.sleep(1)
-sys.exit("the daemon's workers did not all answer within 90 s")
-PY
+    python3 -m clicktodial.testing.daemon ready --pid "$DAEMON" --sip "$PORT" \
+        --workers "$workers" --timeout 90
     sleep 2
 }
 

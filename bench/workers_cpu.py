@@ -21,15 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from clicktodial.testing.daemon import DaemonProcess, sip_answering_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = 45260
@@ -48,30 +48,6 @@ def cpu_seconds(pid: int) -> float:
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def answering_ports(count: int) -> set[int]:
-    ports = set()
-    for _ in range(count):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            sock.settimeout(1)
-            local = sock.getsockname()[1]
-            sock.sendto(
-                (
-                    f"OPTIONS sip:127.0.0.1:{PORT} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:"
-                    f"{local};branch=z9hG4bK{secrets.token_hex(6)};rport\r\nFrom: <sip:p@"
-                    f"127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: "
-                    f"{secrets.token_hex(8)}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-                    "Content-Length: 0\r\n\r\n"
-                ).encode(),
-                ("127.0.0.1", PORT),
-            )
-            try:
-                ports.add(sock.recvfrom(65536)[1][1])
-            except TimeoutError:
-                pass
-    return ports
 
 
 def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]:
@@ -105,28 +81,11 @@ def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]
     subprocess.run(
         [*cli, "user", "import", str(work / "users.csv")], check=True, env=env, capture_output=True
     )
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "clicktodial",
-            "--config",
-            str(ini),
-        ],
-        cwd=work,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    daemon = DaemonProcess(ini, tree=ROOT, output=work / "twistd.out").start()
     try:
-        deadline = time.monotonic() + 90
-        while len(answering_ports(32)) < workers:
-            if time.monotonic() > deadline:
-                raise SystemExit("the daemon's workers did not all answer within 90 s")
-            time.sleep(1)
+        daemon.wait_ready(
+            lambda: len(sip_answering_ports(PORT)) >= workers, 90, "every worker", interval=1
+        )
         pids = {"main" if workers > 1 else "daemon": daemon.pid}
         if workers > 1:
             for n, pid in enumerate(sorted(children(daemon.pid))):
@@ -189,12 +148,7 @@ def run(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]
             **({"syscalls": sleeps} if args.sleeps else {}),
         }
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        daemon.stop(60)
 
 
 def main() -> int:

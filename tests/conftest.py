@@ -6,18 +6,20 @@ Interop tests (``tests/interop/``, marker ``interop``) run the daemon and real p
 subprocesses on loopback; :func:`start_daemon` runs ``twistd -n clicktodial``.
 """
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
+
+from clicktodial.testing.daemon import DaemonProcess, tree_env, twistd_argv
+
+__all__ = ["twistd_argv"]  # re-exported: the interop tests import it from here
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INTEROP_DIR = REPO_ROOT / "tests" / "interop"
@@ -37,14 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def python_env() -> dict[str, str]:
     """The environment for a Python subprocess that must import this checkout's code."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO_ROOT), env.get("PYTHONPATH", "")] if p)
-    return env
-
-
-def twistd_argv(*args: str) -> list[str]:
-    """``twistd ARGS`` run by this interpreter (a ``twistd`` on PATH may be another one's)."""
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args]
+    return tree_env(REPO_ROOT)
 
 
 _HANDED_OUT: set[int] = set()
@@ -182,6 +177,14 @@ class Daemon:
             pytest.fail(f"daemon did not exit within {timeout} s of SIGTERM\n{self.log()}")
 
 
+def spawn_daemon(config_path: Path, log_path: Path, output_path: Path) -> Daemon:
+    """``twistd -n clicktodial --config CONFIG_PATH`` of this checkout, in the INI file's
+    directory, twistd's stdout and stderr to ``output_path``."""
+    process = DaemonProcess(config_path, tree=REPO_ROOT, output=output_path).start().process
+    assert process is not None
+    return Daemon(process, log_path, output_path, config_path)
+
+
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
     """
@@ -199,17 +202,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
             ini += f"\n[log]\nlevel = debug\nfile = {log_path}\n"
         config_path = tmp_path / f"daemon{n}.ini"
         config_path.write_text(ini)
-        output_path = tmp_path / f"daemon{n}.out"
-        with output_path.open("wb") as output:
-            process = subprocess.Popen(
-                twistd_argv("-n", "--pidfile=", "clicktodial", "--config", str(config_path)),
-                cwd=tmp_path,
-                env=python_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        daemon = Daemon(process, log_path, output_path, config_path)
+        daemon = spawn_daemon(config_path, log_path, tmp_path / f"daemon{n}.out")
         daemons.append(daemon)
         return daemon
 
@@ -230,6 +223,20 @@ def running() -> Iterator[list[Stoppable]]:
     yield started
     for helper in reversed(started):
         helper.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list["subprocess.Popen[Any]"]]:
+    """
+    A list for the subprocesses a test starts itself (SIPp, load generators): each one
+    still running at the end of the test is killed (by PID).
+    """
+    started: list[subprocess.Popen[Any]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import find_free_port, stop_process, wait_until  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    REPO_ROOT,
+    find_free_port,
+    stop_process,
+    wait_until,
+)
+
+from clicktodial.testing.daemon import run_cli
 
 DOMAIN = "127.0.0.1"
 
@@ -159,20 +166,15 @@ def register_status(
     raise AssertionError("unreachable")
 
 
+def clicktodial_cli(ini: Path, *args: str) -> str:
+    """``clicktodial --config INI ARGS`` of this checkout, in the INI file's directory: its
+    stdout (:func:`clicktodial.testing.daemon.run_cli`)."""
+    return run_cli(ini, *args, tree=REPO_ROOT, timeout=60)
+
+
 def api_token(ini: Path, user: str) -> str:
     """A web API token for ``user``, made with ``clicktodial token create``."""
-    from conftest import python_env  # type: ignore[import-not-found]
-
-    result = subprocess.run(
-        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), "token", "create", user],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=python_env(),
-        cwd=ini.parent,
-        timeout=60,
-    )
-    return result.stdout.strip()
+    return clicktodial_cli(ini, "token", "create", user).strip()
 
 
 def web_place_call(web_port: int, token: str, callee: str) -> dict[str, Any]:
@@ -215,31 +217,37 @@ def assert_failed_without_answer(web_port: int, token: str, call_id: str, status
     assert [c["state"] for c in history["calls"] if c["id"] == call_id] == ["failed"], history
 
 
+def add_user(
+    ini: Path,
+    name: str,
+    *,
+    password: str | None = None,
+    sip_password: str | None = None,
+    admin: bool = False,
+    display_name: str | None = None,
+) -> None:
+    """``clicktodial user add NAME`` with the web and SIP passwords given, an administrator
+    when ``admin``."""
+    options = ["--admin"] if admin else []
+    for option, value in (
+        ("--password", password),
+        ("--sip-password", sip_password),
+        ("--display-name", display_name),
+    ):
+        if value is not None:
+            options += [option, value]
+    clicktodial_cli(ini, "user", "add", name, *options)
+
+
 def admin_token(ini: Path, user: str = "operator") -> str:
     """A web API token for a new administrator ``user`` (``clicktodial user add --admin``,
     then ``token create``)."""
-    from conftest import python_env  # type: ignore[import-not-found]
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clicktodial.cli",
-            "--config",
-            str(ini),
-            "user",
-            "add",
-            user,
-            "--admin",
-            f"--password={secrets.token_hex(12)}",
-            f"--sip-password={secrets.token_hex(12)}",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=python_env(),
-        cwd=ini.parent,
-        timeout=60,
+    add_user(
+        ini,
+        user,
+        password=secrets.token_hex(12),
+        sip_password=secrets.token_hex(12),
+        admin=True,
     )
     return api_token(ini, user)
 
@@ -498,6 +506,129 @@ def demo_phone(
         control=True,
         record=True,
     )
+
+
+#: The SIPp scenarios of the interop tests.
+SIPP_SCENARIOS = Path(__file__).parent / "sipp"
+
+
+def sipp_argv(
+    scenario: Path,
+    host: str,
+    port: int,
+    *,
+    calls: int = 1,
+    delay_ms: int = 500,
+    timeout: int = 60,
+    user: str | None = None,
+    daemon: tuple[str, int] | None = None,
+    trace: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """
+    SIPp (Debian ``sip-tester``) running ``scenario`` on UDP ``host``:``port`` for
+    ``calls`` calls, pausing ``delay_ms`` where the scenario says ``<pause/>``, no keyboard,
+    failing (exit status not 0) when nothing happens for ``timeout`` s.
+
+    :param user: the ``[service]`` of the scenario (``-s``), a phone's user name.
+    :param daemon: the address scenarios sending in-dialog requests name ``[daemon]``.
+    :param trace: a path prefix: messages to ``PREFIX-messages.log``, errors to
+        ``PREFIX-errors.log``.
+    :param extra: more SIPp options.
+    """
+    argv = ["sipp", "-sf", str(scenario), "-i", host, "-p", str(port), "-t", "u1"]
+    argv += ["-m", str(calls), "-d", str(delay_ms), "-nostdin"]
+    if user is not None:
+        argv += ["-s", user]
+    if daemon is not None:
+        argv += ["-key", "daemon", f"{daemon[0]}:{daemon[1]}"]
+    argv += ["-timeout", f"{timeout}s", "-timeout_error"]
+    if trace is not None:
+        argv += ["-trace_msg", "-message_file", f"{trace}-messages.log"]
+        argv += ["-trace_err", "-error_file", f"{trace}-errors.log"]
+    return argv + list(extra)
+
+
+class SippPhone:
+    """
+    A SIPp phone of a user (:func:`start_sipp_phone`): its port, its process and the
+    files it writes in ``directory`` (``sipp-USER-PORT.out``, ``...-messages.log``,
+    ``...-errors.log``).
+    """
+
+    def __init__(self, user: str, port: int, directory: Path, argv: list[str]) -> None:
+        self.user = user
+        self.port = port
+        self.prefix = directory / f"sipp-{user}-{port}"
+        self.output_path = Path(f"{self.prefix}.out")
+        with self.output_path.open("wb") as output:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=directory,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait(self, timeout: float) -> int:
+        """SIPp's exit status (0: the scenario ran to its end); killed and failed after
+        ``timeout`` s."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"SIPp for {self.user} did not finish within {timeout} s")
+
+    def messages(self) -> str:
+        """The messages it sent and received so far."""
+        path = Path(f"{self.prefix}-messages.log")
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def report(self) -> str:
+        """The tail of its output and of its error log (for an assertion's message)."""
+        parts = []
+        for path in (self.output_path, Path(f"{self.prefix}-errors.log")):
+            if path.exists():
+                parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        """SIGKILL (by PID) if it still runs."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_sipp_phone(
+    directory: Path,
+    user: str,
+    sip_port: int,
+    scenario: str = "call_phone_answer.xml",
+    *,
+    delay_ms: int = 500,
+    calls: int = 1,
+    timeout: int = 60,
+) -> SippPhone:
+    """
+    A phone of ``user`` (password = user name, as the demo users) played by SIPp running
+    ``sipp/SCENARIO``: registered with Digest from a free port of 127.0.0.1 first
+    (:func:`register`), then SIPp listens there, ``[daemon]`` = the daemon on ``sip_port``,
+    its messages and errors traced.
+    """
+    port = find_free_port()
+    register(user, user, port, sip_port)
+    argv = sipp_argv(
+        SIPP_SCENARIOS / scenario,
+        "127.0.0.1",
+        port,
+        calls=calls,
+        delay_ms=delay_ms,
+        timeout=timeout,
+        user=user,
+        daemon=("127.0.0.1", sip_port),
+        trace=directory / f"sipp-{user}-{port}",
+    )
+    return SippPhone(user, port, directory, argv)
 
 
 def dominant_frequency(recording_path: Path) -> float:

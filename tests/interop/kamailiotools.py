@@ -21,9 +21,46 @@ from conftest import (  # type: ignore[import-not-found]
     wait_until,
 )
 
-__all__ = ["PROVIDER_CFG", "KamailioProvider", "PrivateDNS", "in_private_network"]
+__all__ = [
+    "FRONT_CFG",
+    "PROVIDER_CFG",
+    "KamailioProvider",
+    "PrivateDNS",
+    "in_private_network",
+    "kamailio_front_argv",
+]
 
 PROVIDER_CFG = REPO_ROOT / "tests" / "interop" / "kamailio_provider.cfg"
+#: The shipped front proxy for several daemons (dispatcher over a list of nodes).
+FRONT_CFG = REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"
+
+
+def kamailio_front_argv(directory: Path, listen: str, nodes: list[str]) -> list[str]:
+    """
+    Kamailio running the shipped front (:data:`FRONT_CFG`) in the foreground on UDP
+    ``listen`` (``HOST:PORT``), dispatching to ``nodes`` (``HOST:PORT`` each, written to
+    ``directory/dispatcher.list``), its runtime files in ``directory/kamailio-run``.
+    """
+    dispatcher = directory / "dispatcher.list"
+    dispatcher.write_text("".join(f"1 sip:{node}\n" for node in nodes))
+    (directory / "kamailio-run").mkdir()
+    return [
+        "kamailio",
+        "-f",
+        str(FRONT_CFG),
+        "-DD",
+        "-E",
+        "-l",
+        f"udp:{listen}",
+        "-A",
+        f'DSLIST="{dispatcher}"',
+        "-m",
+        "64",
+        "-M",
+        "8",
+        "-Y",
+        str(directory / "kamailio-run"),
+    ]
 
 
 class KamailioProvider:

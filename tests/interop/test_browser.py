@@ -13,29 +13,26 @@ bounded; every process is killed by PID at the end.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from calltools import (  # type: ignore[import-not-found]
+    add_user,
     call_states_seen,
     daemon_ini,
     launch_chromium,
     log_in,
     needs_chromium,
-    register,
+    start_sipp_phone,
     watch_call_states,
 )
 from conftest import (  # type: ignore[import-not-found]
     find_free_port,
-    python_env,
 )
 from screenshots import screenshot_dir  # type: ignore[import-not-found]
 
-SCENARIOS = Path(__file__).parent / "sipp"
 WAIT_MS = 20_000
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -48,50 +45,13 @@ pytestmark = [
 
 
 @pytest.fixture
-def phones(tmp_path: Path) -> Iterator[Callable[[str, int, int], None]]:
+def phones(tmp_path: Path, running: list[Any]) -> Callable[[str, int, int], None]:
     """Start a SIPp phone answering after ``delay_ms`` for a user, registered first."""
-    processes: list[subprocess.Popen[bytes]] = []
 
     def start(user: str, sip_port: int, delay_ms: int) -> None:
-        port = find_free_port()
-        register(user, user, port, sip_port)
-        argv = [
-            "sipp",
-            "-sf",
-            str(SCENARIOS / "call_phone_answer.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-t",
-            "u1",
-            "-s",
-            user,
-            "-m",
-            "1",
-            "-d",
-            str(delay_ms),
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ]
-        with (tmp_path / f"sipp-{user}.out").open("wb") as output:
-            processes.append(
-                subprocess.Popen(
-                    argv,
-                    cwd=tmp_path,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        running.append(start_sipp_phone(tmp_path, user, sip_port, delay_ms=delay_ms))
 
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    return start
 
 
 def shot(directory: Path, page: Any, name: str) -> None:
@@ -176,27 +136,12 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             assert errors == [], (errors, failed)  # no CSP violation, no script error
 
             # An administrator (made with the CLI) creates and disables a user.
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "clicktodial.cli",
-                    "--config",
-                    str(tmp_path / "daemon0.ini"),
-                    "user",
-                    "add",
-                    "root",
-                    "--admin",
-                    "--password",
-                    "root-password",
-                    "--display-name",
-                    "Administrator",
-                ],
-                cwd=tmp_path,
-                env=python_env(),
-                check=True,
-                capture_output=True,
-                timeout=60,
+            add_user(
+                tmp_path / "daemon0.ini",
+                "root",
+                password="root-password",
+                admin=True,
+                display_name="Administrator",
             )
             admin = browser.new_page(viewport={"width": 900, "height": 760})
             admin.set_default_timeout(WAIT_MS)

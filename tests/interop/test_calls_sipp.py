@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calltools import CallsApi, daemon_ini, register
+from calltools import CallsApi, SippPhone, daemon_ini, register, start_sipp_phone
 from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
 
 pytestmark = [
@@ -31,7 +30,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) not installed"),
 ]
 
-SCENARIOS = Path(__file__).parent / "sipp"
 SIPP_TIMEOUT = 60
 #: How long the daemon may take to let go of a call: Timer D keeps an INVITE client
 #: transaction that got a failure (486, 487, 603...) for 32 s over UDP whatever T1 is;
@@ -52,51 +50,12 @@ class Phones:
     def __init__(self, tmp_path: Path, sip_port: int) -> None:
         self.tmp_path = tmp_path
         self.sip_port = sip_port
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.phones: dict[str, SippPhone] = {}
 
     def start(self, user: str, scenario: str, delay_ms: int = 500) -> None:
-        port = find_free_port()
-        register(user, user, port, self.sip_port)
-        out = self.tmp_path / f"sipp-{user}.out"
-        argv = [
-            "sipp",
-            "-sf",
-            str(SCENARIOS / scenario),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-t",
-            "u1",
-            "-s",
-            user,
-            "-m",
-            "1",
-            "-d",
-            str(delay_ms),
-            "-nostdin",
-            # Scenarios that send in-dialog requests address the daemon as [daemon].
-            "-key",
-            "daemon",
-            f"127.0.0.1:{self.sip_port}",
-            "-timeout",
-            f"{SIPP_TIMEOUT}s",
-            "-timeout_error",
-            "-trace_msg",
-            "-message_file",
-            str(self.tmp_path / f"sipp-{user}-messages.log"),
-            "-trace_err",
-            "-error_file",
-            str(self.tmp_path / f"sipp-{user}-errors.log"),
-        ]
-        with out.open("wb") as output:
-            self.processes[user] = subprocess.Popen(
-                argv,
-                cwd=self.tmp_path,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
+        self.phones[user] = start_sipp_phone(
+            self.tmp_path, user, self.sip_port, scenario, delay_ms=delay_ms, timeout=SIPP_TIMEOUT
+        )
 
     def register_only(self, user: str) -> int:
         """Register a binding for ``user`` at a port nobody listens on (never to be rung)."""
@@ -106,31 +65,17 @@ class Phones:
 
     def wait(self, user: str, timeout: float = SIPP_TIMEOUT + 10) -> int:
         """SIPp's exit status (0: the scenario ran to its end)."""
-        process = self.processes[user]
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"SIPp for {user} did not finish within {timeout} s")
+        return self.phones[user].wait(timeout)
 
     def messages(self, user: str) -> str:
-        path = self.tmp_path / f"sipp-{user}-messages.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.phones[user].messages()
 
     def report(self, user: str) -> str:
-        parts = []
-        for name in (f"sipp-{user}.out", f"sipp-{user}-errors.log"):
-            path = self.tmp_path / name
-            if path.exists():
-                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
+        return self.phones[user].report()
 
     def kill(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        for phone in self.phones.values():
+            phone.stop()
 
 
 @pytest.fixture

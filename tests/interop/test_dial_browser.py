@@ -31,6 +31,7 @@ from urllib.parse import quote
 import pytest
 from calltools import (  # type: ignore[import-not-found]
     DOMAIN,
+    SIPP_SCENARIOS,
     api_token,
     daemon_ini,
     demo_phone,
@@ -39,6 +40,7 @@ from calltools import (  # type: ignore[import-not-found]
     needs_baresip,
     needs_chromium,
     register,
+    sipp_argv,
     watched_page,
     web_api_get,
 )
@@ -241,23 +243,7 @@ def test_a_confirmed_tel_link_call_goes_out_through_the_trunk_to_the_far_end(
     running.append(provider)
     # The far end: rings (183) for 3 s, then answers; ends at the BYE.
     far_end = subprocess.Popen(
-        [
-            "sipp",
-            "-sf",
-            str(REPO_ROOT / "tests" / "interop" / "sipp" / "pstn_phone.xml"),
-            "-i",
-            pstn[0],
-            "-p",
-            str(pstn[1]),
-            "-d",
-            "3000",
-            "-m",
-            "1",
-            "-timeout",
-            "60",
-            "-timeout_error",
-            "-nostdin",
-        ],
+        sipp_argv(SIPP_SCENARIOS / "pstn_phone.xml", pstn[0], pstn[1], delay_ms=3000),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -80,16 +80,6 @@ class UAApp:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture
 def start_uaapp(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> Iterator[object]:
     def start(*args: str) -> UAApp:
         output = tmp_path / f"uaapp{len(processes)}.out"

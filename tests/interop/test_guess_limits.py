@@ -24,7 +24,6 @@ import select
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from calltools import clicktodial_cli  # type: ignore[import-not-found]
 from conftest import (  # type: ignore[import-not-found]
-    REPO_ROOT,
     find_free_port,
-    python_env,
     stop_process,
 )
+from kamailiotools import kamailio_front_argv  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.interop
 
@@ -98,27 +97,7 @@ def daemon(start_daemon: Callable[[str], Any], tmp_path: Path) -> Daemon:
         ("bob", BOB_SIP, BOB_WEB),
         ("carol", "carol-sip-Secret-7", "carol-web-Secret-7"),
     ):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "clicktodial.cli",
-                "--config",
-                str(ini),
-                "user",
-                "add",
-                name,
-                "--sip-password",
-                sip,
-                "--password",
-                web,
-            ],
-            check=True,
-            capture_output=True,
-            env=python_env(),
-            cwd=tmp_path,
-            timeout=60,
-        )
+        clicktodial_cli(ini, "user", "add", name, "--sip-password", sip, "--password", web)
     return Daemon(process, sip_port, web_port)
 
 
@@ -433,48 +412,12 @@ def test_behind_a_trusted_front_the_guessing_phone_is_refused_not_the_front(
     )
     process.wait_for_log("SIP listening on")
     for name, sip in (("bob", BOB_SIP), ("carol", "carol-sip-Secret-7")):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "clicktodial.cli",
-                "--config",
-                str(tmp_path / "daemon0.ini"),
-                "user",
-                "add",
-                name,
-                "--sip-password",
-                sip,
-            ],
-            check=True,
-            capture_output=True,
-            env=python_env(),
-            cwd=tmp_path,
-            timeout=60,
-        )
-    dispatcher = tmp_path / "dispatcher.list"
-    dispatcher.write_text(f"1 sip:127.0.0.2:{sip_port}\n")
-    (tmp_path / "kamailio-run").mkdir()
+        clicktodial_cli(tmp_path / "daemon0.ini", "user", "add", name, "--sip-password", sip)
+    argv = kamailio_front_argv(tmp_path, f"127.0.0.1:{front_port}", [f"127.0.0.2:{sip_port}"])
     output = tmp_path / "kamailio.out"
     with output.open("wb") as out:
         kamailio = subprocess.Popen(
-            [
-                "kamailio",
-                "-f",
-                str(REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"),
-                "-DD",
-                "-E",
-                "-l",
-                f"udp:127.0.0.1:{front_port}",
-                "-A",
-                f'DSLIST="{dispatcher}"',
-                "-m",
-                "64",
-                "-M",
-                "8",
-                "-Y",
-                str(tmp_path / "kamailio-run"),
-            ],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from calltools import (  # type: ignore[import-not-found]
     CallsApi,
     daemon_ini,
     register,
+    start_sipp_phone,
 )
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
@@ -134,33 +135,13 @@ def make_setup(tmp_path: Path, start_daemon: Callable[[str], Any]) -> Callable[[
     return lambda extra="": Setup(tmp_path, start_daemon, extra)
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Subprocesses a test starts (SIPp, load generators): killed by PID at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def sipp_phone(
     tmp_path: Path, user: str, sip_port: int, processes: list[subprocess.Popen[bytes]]
 ) -> subprocess.Popen[bytes]:
     """A SIPp phone for ``user`` that answers, and ends when the daemon's BYE comes."""
-    assert SIPP is not None
-    port = find_free_port()
-    register(user, user, port, sip_port)
-    out = (tmp_path / f"sipp-{user}.out").open("wb")
-    process = subprocess.Popen(
-        [SIPP, "-sf", str(SCENARIOS / "call_phone_answer.xml"), "-i", "127.0.0.1",
-         "-p", str(port), "-t", "u1", "-s", user, "-m", "1", "-d", "200", "-nostdin",
-         "-key", "daemon", f"127.0.0.1:{sip_port}", "-timeout", "60s", "-timeout_error"],
-        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    processes.append(process)
-    return process
+    phone = start_sipp_phone(tmp_path, user, sip_port, delay_ms=200)
+    processes.append(phone.process)
+    return phone.process
 
 
 def connected_call(

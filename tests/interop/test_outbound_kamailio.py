@@ -33,16 +33,17 @@ from typing import Any
 import pytest
 from calltools import (
     METRICS_TOKEN,
+    SIPP_SCENARIOS,
     Baresip,
     api_token,
     demo_phone,
     needs_baresip,
     needs_baresip_sndfile,
     received_tone,
+    sipp_argv,
     web_api_get,
 )
 from conftest import (  # type: ignore[import-not-found]
-    REPO_ROOT,
     find_free_port,
     stop_process,
     wait_until,
@@ -66,7 +67,6 @@ NUMBER = "+442079460958"
 PSTN_HOST = "127.0.0.30"
 TONES = {"alice": 440.0, "pstn": 880.0}
 TIMEOUT = 30.0
-SCENARIOS = REPO_ROOT / "tests" / "interop" / "sipp"
 
 
 def early_sipp(tmp_path: Path, scenario: str, pause_ms: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -82,9 +82,13 @@ def early_sipp(tmp_path: Path, scenario: str, pause_ms: int) -> tuple[subprocess
         )
     port = find_free_port()
     process = subprocess.Popen(
-        ["sipp", "-sf", str(SCENARIOS / scenario), "-i", PSTN_HOST, "-p", str(port)]
-        + ["-mi", PSTN_HOST, "-mp", str(find_free_port()), "-d", str(pause_ms)]
-        + ["-m", "1", "-timeout", "60", "-nostdin"],
+        sipp_argv(
+            SIPP_SCENARIOS / scenario,
+            PSTN_HOST,
+            port,
+            delay_ms=pause_ms,
+            extra=("-mi", PSTN_HOST, "-mp", str(find_free_port())),
+        ),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -23,7 +23,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -33,15 +32,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from calltools import Baresip, CallsApi
+from calltools import Baresip, CallsApi, clicktodial_cli
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
     Stoppable,
     find_free_port,
-    python_env,
     stop_process,
     wait_until,
 )
+from kamailiotools import kamailio_front_argv  # type: ignore[import-not-found]
 from sqlalchemy import URL, create_engine, text
 
 from clicktodial.cluster.bus import libpq_conninfo
@@ -148,17 +147,6 @@ def query(url: URL, sql: str) -> list[tuple[Any, ...]]:
         return list(connection.execute(sql).fetchall())
 
 
-def cli(ini: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "clicktodial.cli", "--config", str(ini), *args],
-        check=True,
-        capture_output=True,
-        env=python_env(),
-        cwd=ini.parent,
-        timeout=60,
-    )
-
-
 def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_everyone(
     tmp_path: Path,
     database: URL,
@@ -178,29 +166,14 @@ def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_eve
             web_port, daemons[node].config_path, host=NODES[node], admin=f"operator-{node}"
         )
     ini = tmp_path / "daemon0.ini"
-    cli(ini, "user", "add", "carol", "--sip-password", "carol")
+    clicktodial_cli(ini, "user", "add", "carol", "--sip-password", "carol")
 
-    dispatcher = tmp_path / "dispatcher.list"
-    dispatcher.write_text("".join(f"1 sip:{address}:{sip_port}\n" for address in NODES.values()))
-    (tmp_path / "kamailio-run").mkdir()
     kamailio = Process(
-        [
-            "kamailio",
-            "-f",
-            str(REPO_ROOT / "conf" / "kamailio" / "kamailio.cfg"),
-            "-DD",
-            "-E",
-            "-l",
-            f"udp:{FRONT}:{front_port}",
-            "-A",
-            f'DSLIST="{dispatcher}"',
-            "-m",
-            "64",
-            "-M",
-            "8",
-            "-Y",
-            str(tmp_path / "kamailio-run"),
-        ],
+        kamailio_front_argv(
+            tmp_path,
+            f"{FRONT}:{front_port}",
+            [f"{address}:{sip_port}" for address in NODES.values()],
+        ),
         tmp_path / "kamailio.out",
     )
     running.append(kamailio)

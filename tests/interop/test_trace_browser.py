@@ -15,28 +15,25 @@ Every wait is bounded; every process is killed by PID at the end.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from calltools import (  # type: ignore[import-not-found]
+    add_user,
     daemon_ini,
     launch_chromium,
     log_in,
     needs_chromium,
-    register,
     register_status,
+    start_sipp_phone,
 )
 from conftest import (  # type: ignore[import-not-found]
     find_free_port,
-    python_env,
 )
 from screenshots import screenshot_dir  # type: ignore[import-not-found]
 
-SCENARIOS = Path(__file__).parent / "sipp"
 WAIT_MS = 20_000
 PCAP_MAGIC = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")
 
@@ -50,79 +47,22 @@ pytestmark = [
 
 
 @pytest.fixture
-def phones(tmp_path: Path) -> Iterator[Callable[..., int]]:
+def phones(tmp_path: Path, running: list[Any]) -> Callable[..., int]:
     """Start a SIPp phone (a scenario, -d pause, -m calls) for a user, registered first;
     returns its port."""
-    processes: list[subprocess.Popen[bytes]] = []
 
     def start(user: str, sip_port: int, scenario: str, delay_ms: int, calls: int = 1) -> int:
-        port = find_free_port()
-        register(user, user, port, sip_port)
-        argv = [
-            "sipp",
-            "-sf",
-            str(SCENARIOS / scenario),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-t",
-            "u1",
-            "-s",
-            user,
-            "-m",
-            str(calls),
-            "-d",
-            str(delay_ms),
-            "-nostdin",
-            "-timeout",
-            "90s",
-            "-timeout_error",
-        ]
-        with (tmp_path / f"sipp-{user}-{port}.out").open("wb") as output:
-            processes.append(
-                subprocess.Popen(
-                    argv,
-                    cwd=tmp_path,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        return port
+        phone = start_sipp_phone(
+            tmp_path, user, sip_port, scenario, delay_ms=delay_ms, calls=calls, timeout=90
+        )
+        running.append(phone)
+        return int(phone.port)
 
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    return start
 
 
 def shot(directory: Path, page: Any, name: str) -> None:
     page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
-
-
-def add_user(ini: Path, name: str, password: str, *admin: str) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clicktodial.cli",
-            "--config",
-            str(ini),
-            "user",
-            "add",
-            name,
-            *admin,
-            "--password",
-            password,
-        ],
-        cwd=ini.parent,
-        env=python_env(),
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 def arrows(page: Any) -> list[tuple[str, str]]:
@@ -161,8 +101,8 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
     daemon.wait_for_log("created demo users")
     base = f"http://127.0.0.1:{web_port}"
     ini = tmp_path / "daemon0.ini"
-    add_user(ini, "root", "root-password", "--admin")
-    add_user(ini, "carol", "carol-password")
+    add_user(ini, "root", password="root-password", admin=True)
+    add_user(ini, "carol", password="carol-password")
 
     # alice's phone answers both calls; bob's first phone is busy (486), his second answers.
     phones("alice", sip_port, "call_phone_answer.xml", 300, 2)

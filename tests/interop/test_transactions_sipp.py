@@ -12,34 +12,25 @@ message trace, so they are what the peer saw on the wire.
 from __future__ import annotations
 
 import datetime
-import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from apptools import TestingApp  # type: ignore[import-not-found]
+from conftest import find_free_port  # type: ignore[import-not-found]
 
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) not installed"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).parent / "sipp"
 HOST = "127.0.0.1"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until_bound(port: int, deadline: float = 10.0) -> None:
@@ -55,53 +46,9 @@ def wait_until_bound(port: int, deadline: float = 10.0) -> None:
     raise AssertionError(f"nothing listens on UDP {port}")
 
 
-class SipApp:
-    """Our stack as a subprocess; its JSON-line events."""
-
-    def __init__(self, tmp: Path, *args: str) -> None:
-        self.out = tmp / f"sipapp-{os.getpid()}-{time.monotonic_ns()}.jsonl"
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        with open(self.out, "wb") as out, open(self.out.with_suffix(".err"), "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "clicktodial.testing.sipapp", "--host", HOST, *args],
-                stdout=out,
-                stderr=err,
-                cwd=ROOT,
-                env=env,
-            )
-
-    def events(self) -> list[dict[str, Any]]:
-        lines = self.out.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def of(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e["event"] == event]
-
-    def wait_listening(self, deadline: float = 15.0) -> int:
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            listening = self.of("listening")
-            if listening:
-                return int(listening[0]["port"])
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(
-            f"sipapp did not start: {self.out.with_suffix('.err').read_text()[-2000:]}"
-        )
-
-    def wait(self, timeout: float) -> None:
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-        assert self.proc.returncode == 0, self.out.with_suffix(".err").read_text()[-2000:]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+def sip_app(tmp: Path, *args: str) -> TestingApp:
+    """Our stack (``clicktodial.testing.sipapp``) as a subprocess; its JSON-line events."""
+    return TestingApp(tmp, "sipapp", "--host", HOST, *args)
 
 
 class Sipp:
@@ -143,10 +90,10 @@ class Sipp:
         try:
             return self.proc.wait(timeout=self.timeout + 15)
         except subprocess.TimeoutExpired:
-            self.kill()
+            self.stop()
             raise
 
-    def kill(self) -> None:
+    def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
@@ -174,13 +121,13 @@ class Sipp:
 
 
 @pytest.fixture
-def procs() -> Iterator[list[SipApp | Sipp]]:
-    started: list[SipApp | Sipp] = []
+def procs() -> Iterator[list[TestingApp | Sipp]]:
+    started: list[TestingApp | Sipp] = []
     try:
         yield started
     finally:
         for proc in started:
-            proc.kill()
+            proc.stop()
 
 
 def deltas(times: list[float]) -> list[float]:
@@ -188,14 +135,14 @@ def deltas(times: list[float]) -> list[float]:
 
 
 def test_non_invite_client_retransmits_at_t1_and_stops_on_the_final_response(
-    tmp_path: Path, procs: list[SipApp | Sipp]
+    tmp_path: Path, procs: list[TestingApp | Sipp]
 ) -> None:
     """SIPp answers OPTIONS after 1.2 s: Timer E resent it at 0.5 s, once; one 200 goes up."""
-    sipp_port = free_udp_port()
+    sipp_port = find_free_port()
     sipp = Sipp(tmp_path, "tx_uas_options_late", sipp_port, timeout=20)
     procs.append(sipp)
     wait_until_bound(sipp_port)
-    app = SipApp(
+    app = sip_app(
         tmp_path,
         "--role",
         "uac",
@@ -222,14 +169,14 @@ def test_non_invite_client_retransmits_at_t1_and_stops_on_the_final_response(
 
 
 def test_non_invite_client_gets_through_sipp_dropping_half_the_requests(
-    tmp_path: Path, procs: list[SipApp | Sipp]
+    tmp_path: Path, procs: list[TestingApp | Sipp]
 ) -> None:
     """SIPp lost="50" on MESSAGE: retransmissions recover; each of 3 requests gets one 200."""
-    sipp_port = free_udp_port()
+    sipp_port = find_free_port()
     sipp = Sipp(tmp_path, "tx_uas_message_lossy", sipp_port, calls=3, timeout=40)
     procs.append(sipp)
     wait_until_bound(sipp_port)
-    app = SipApp(
+    app = sip_app(
         tmp_path,
         "--role",
         "uac",
@@ -254,7 +201,7 @@ def test_non_invite_client_gets_through_sipp_dropping_half_the_requests(
 
 
 def test_invite_server_absorbs_a_duplicate_invite_and_recovers_lost_486(
-    tmp_path: Path, procs: list[SipApp | Sipp]
+    tmp_path: Path, procs: list[TestingApp | Sipp]
 ) -> None:
     """SIPp sends each INVITE twice and drops a quarter of the 486s: one INVITE per call reaches
     the TU, 100 Trying comes from the transaction, Timer G gets a 486 through, the ACK ends it.
@@ -262,7 +209,7 @@ def test_invite_server_absorbs_a_duplicate_invite_and_recovers_lost_486(
     SIPp may lose the 486 several times in a row (the eighth copy goes at 19.5 s; losing all eight
     is 1 in 65,536 calls), so the app runs 20 s with T4 = 1 s (Timer I) and every
     transaction has ended when it reports."""
-    app = SipApp(
+    app = sip_app(
         tmp_path,
         "--role",
         "uas",
@@ -282,7 +229,7 @@ def test_invite_server_absorbs_a_duplicate_invite_and_recovers_lost_486(
     sipp = Sipp(
         tmp_path,
         "tx_uac_invite_lossy",
-        free_udp_port(),
+        find_free_port(),
         f"{HOST}:{our_port}",
         "-r",
         "5",
@@ -302,10 +249,10 @@ def test_invite_server_absorbs_a_duplicate_invite_and_recovers_lost_486(
 
 
 def test_invite_server_retransmits_486_on_timer_g_and_gives_up_on_timer_h(
-    tmp_path: Path, procs: list[SipApp | Sipp]
+    tmp_path: Path, procs: list[TestingApp | Sipp]
 ) -> None:
     """SIPp never ACKs: it sees our 486 at 0, .5, 1.5, 3.5, 7.5, 11.5 ... 31.5; Timer H ends it."""
-    app = SipApp(
+    app = sip_app(
         tmp_path,
         "--role",
         "uas",
@@ -320,7 +267,9 @@ def test_invite_server_retransmits_486_on_timer_g_and_gives_up_on_timer_h(
     )
     procs.append(app)
     our_port = app.wait_listening()
-    sipp = Sipp(tmp_path, "tx_uac_invite_no_ack", free_udp_port(), f"{HOST}:{our_port}", timeout=50)
+    sipp = Sipp(
+        tmp_path, "tx_uac_invite_no_ack", find_free_port(), f"{HOST}:{our_port}", timeout=50
+    )
     procs.append(sipp)
     assert sipp.wait() == 0, sipp.log.read_text()[-2000:]
     app.wait(timeout=30)

@@ -18,7 +18,6 @@ import http.cookiejar
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -28,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from calltools import add_user  # type: ignore[import-not-found]
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
     find_free_port,
-    python_env,
     stop_process,
     wait_until,
 )
@@ -145,27 +144,12 @@ def test_trunk_registers_refreshes_is_shown_and_refuses_calls_from_the_provider(
         "the OPTIONS keep-alive to mark the trunk up",
     )
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clicktodial.cli",
-            "--config",
-            str(tmp_path / "daemon0.ini"),
-            "user",
-            "add",
-            "root",
-            "--admin",
-            "--password",
-            "root-password-1",
-            "--sip-password",
-            "root-sip-1",
-        ],
-        check=True,
-        capture_output=True,
-        env=python_env(),
-        cwd=tmp_path,
-        timeout=60,
+    add_user(
+        tmp_path / "daemon0.ini",
+        "root",
+        password="root-password-1",
+        sip_password="root-sip-1",
+        admin=True,
     )
     page = admin_page(web_port)
     assert 'data-trunk="provider"' in page

@@ -16,7 +16,6 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import re
-import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -29,8 +28,7 @@ from calltools import DOMAIN, register  # type: ignore[import-not-found]
 from conftest import (  # type: ignore[import-not-found]
     Daemon,
     find_free_port,
-    python_env,
-    twistd_argv,
+    spawn_daemon,
 )
 from test_tls_daemon import client_context, make_certificate  # type: ignore[import-not-found]
 
@@ -112,17 +110,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         "demo_users = yes\n"
         f"[log]\nlevel = debug\nfile = {log_path}\n"
     )
-    output = tmp / "daemon.out"
-    with output.open("wb") as out:
-        process = subprocess.Popen(
-            twistd_argv("-n", "--pidfile=", "clicktodial", "--config", str(config)),
-            cwd=tmp,
-            env=python_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    daemon = Daemon(process, log_path, output)
+    daemon = spawn_daemon(config, log_path, tmp / "daemon.out")
     try:
         daemon.wait_for_tcp(web_port)
         daemon.wait_for_tcp(metrics_port)
@@ -131,9 +119,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         assert "Traceback" not in daemon.log()
         assert daemon.stop() == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
 
 
 def plain_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
