@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 
 from clicktodial import __version__
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
@@ -77,7 +78,9 @@ __all__ = [
     "WEB_SERVICE_NAME",
     "DaemonService",
     "build_service",
+    "serve_web",
     "store_for_daemon",
+    "web_connection_limit",
 ]
 
 SIP_SERVICE_NAME = "sip"
@@ -311,9 +314,7 @@ def build_service(
         )
         for name, listener in (("TCP", "sip-tcp"), ("TLS", "sip-tls"))
     }
-    web_limit = ConnectionLimit(
-        clock, "web", config.web.max_connections_per_client, config.web.trusted_proxies
-    )
+    web_limit = web_connection_limit(config, clock)
     # Call traces (docs/calls.md): the transport shows the tracer every message.
     tracer = build_tracer(config, clock, store, config.sip.t1 * 64)
     transport = SIPTransportLayer(
@@ -481,8 +482,34 @@ def build_service(
     )
     if trunks is not None:
         root.operations.metrics.collector(TrunkCollector(trunks))
-    # A request must arrive whole within [web] request_timeout (slow clients:
-    # clicktodial.web.site); one address holds at most max_connections_per_client.
+    serve_web(root, config, clock, reactor, web_root, operator_root, web_limit)
+    return root
+
+
+def web_connection_limit(config: Config, clock: IReactorTime) -> ConnectionLimit:
+    """The web listener's cap on open connections per client (``[web]``)."""
+    return ConnectionLimit(
+        clock, "web", config.web.max_connections_per_client, config.web.trusted_proxies
+    )
+
+
+def serve_web(
+    root: MultiService,
+    config: Config,
+    clock: IReactorTime,
+    reactor: IReactorCore,
+    web_root: Resource,
+    operator_root: Resource,
+    web_limit: ConnectionLimit,
+) -> None:
+    """
+    Listen for the web interface (and for ``/metrics`` on its own ``[web] metrics_listen``):
+    the single process and the main process of worker processes alike.
+
+    A request must arrive whole within ``[web] request_timeout`` (slow clients:
+    :mod:`clicktodial.web.site`); one address holds at most ``max_connections_per_client``
+    connections to the web listener (``web_limit``).
+    """
     site = BoundedSite(web_root, clock, config.web.request_timeout)
     web = strports.service(config.web.listen, web_limit.wrap(site), reactor=reactor)
     web.setName(WEB_SERVICE_NAME)
@@ -495,5 +522,3 @@ def build_service(
         )
         metrics_web.setName(METRICS_SERVICE_NAME)
         metrics_web.setServiceParent(root)
-
-    return root

@@ -846,3 +846,44 @@ def test_main_process_readyz_waits_for_every_worker_then_asks_the_store() -> Non
     assert get() == (503, b"worker 0 not ready")
     stopping[0] = True
     assert get() == (503, b"stopping")
+
+
+def test_the_main_processs_web_caps_connections_per_client_as_the_single_process(
+    tmp_path: Path,
+) -> None:
+    """The web interface is served by the main process with workers: its listener has the
+    same per-client connection cap ([web] max_connections_per_client) and request timeout."""
+    from twisted.web.server import Site
+
+    from clicktodial.config import HostPort
+    from clicktodial.connlimit import ConnectionLimitingFactory
+    from clicktodial.service import WEB_SERVICE_NAME
+    from clicktodial.store.sql import upgrade_schema
+    from clicktodial.testing.transport import FakeReactor
+    from clicktodial.workers.main import build_main_service
+
+    @implementer(IReactorProcess)
+    class FakeReactorWithProcesses(FakeReactor):
+        """Network and processes (none spawned: the service is not started)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.spawned: list[FakeProcess] = []
+
+        spawnProcess = FakeProcesses.spawnProcess
+
+    ini = BASE_INI.replace("sqlite:///:memory:", f"sqlite:///{tmp_path}/db.sqlite").replace(
+        "[web]\n", "[web]\nmax_connections_per_client = 7\n"
+    )
+    cfg = parse_config(ini, "w.ini")
+    upgrade_schema(f"sqlite:///{tmp_path}/db.sqlite")  # the store's start checks it
+    shared = SharedSockets.bind(HostPort("127.0.0.1", 0), ("udp", "tcp"), 2)
+    try:
+        main = build_main_service(cfg, FakeReactorWithProcesses(), "w.ini", sockets=shared)
+        web = main.root.getServiceNamed(WEB_SERVICE_NAME)
+        factory = web.factory  # type: ignore[attr-defined]
+        assert isinstance(factory, ConnectionLimitingFactory)
+        assert isinstance(factory.wrappedFactory, Site)
+        assert (factory.limit.listener, factory.limit.max_per_source) == ("web", 7)
+    finally:
+        shared.close()

@@ -12,7 +12,6 @@ import secrets
 import sys
 
 import attrs
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
@@ -24,16 +23,15 @@ from clicktodial.interfaces import IBindingChangeNotifier, ICallRecordStore, ILo
 from clicktodial.metrics import ReadinessResource
 from clicktodial.pluginconfig import build_location_store
 from clicktodial.service import (
-    METRICS_SERVICE_NAME,
-    WEB_SERVICE_NAME,
     DaemonService,
+    serve_web,
     store_for_daemon,
+    web_connection_limit,
 )
 from clicktodial.startup import load_named_resources
 from clicktodial.store.plugins import StoreEnvironment
 from clicktodial.web.app import make_web_app
 from clicktodial.web.resource import make_operator_root, make_root_resource
-from clicktodial.web.site import BoundedSite
 from clicktodial.workers.bus import WorkerHub, WorkerPlacement
 from clicktodial.workers.metrics import WorkerMetricsResource, WorkerReadinessResource
 from clicktodial.workers.node import NONCE_SECRET_ENV, check_workers_config, worker_node
@@ -174,18 +172,15 @@ def build_main_service(
             draining=lambda: not pool.running,
         ),
     )
-    site = BoundedSite(
-        make_root_resource(web_app, operator_root), clock, config.web.request_timeout
+    # The web's listeners as in the single process: slow clients timed out, connections
+    # capped per client address ([web] max_connections_per_client).
+    serve_web(
+        root,
+        config,
+        clock,
+        reactor,
+        make_root_resource(web_app, operator_root),
+        operator_root,
+        web_connection_limit(config, clock),
     )
-    web = strports.service(config.web.listen, site, reactor=reactor)
-    web.setName(WEB_SERVICE_NAME)
-    web.setServiceParent(root)
-    if config.web.metrics_listen is not None:
-        metrics_web = strports.service(
-            config.web.metrics_listen,
-            BoundedSite(operator_root, clock, config.web.request_timeout),
-            reactor=reactor,
-        )
-        metrics_web.setName(METRICS_SERVICE_NAME)
-        metrics_web.setServiceParent(root)
     return MainProcess(root, workers)
