@@ -106,6 +106,23 @@ def options_from(port: int, sip_port: int) -> tuple[int, str]:
         return source[1], data.decode(errors="replace")
 
 
+def register_from_six_ports(sip_port: int, tmp_path: Path) -> None:
+    """Six SIPp registrations (alice, bob, ...) from six source ports: the kernel's hash
+    spreads them over the workers."""
+    assert SIPP is not None
+    for i in range(6):
+        user = ("alice", "bob")[i % 2]
+        result = subprocess.run(
+            [SIPP, "-sf", str(SCENARIOS / "reg_stack_register.xml"),
+             "-i", "127.0.0.1", "-p", str(find_free_port()),
+             "-s", user, "-au", user, "-ap", user,
+             "-m", "1", "-timeout", "20s", "-timeout_error", "-nostdin",
+             f"127.0.0.1:{sip_port}"],
+            cwd=tmp_path, capture_output=True, timeout=40, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
+
+
 def register_request(
     user: str, port: int, sip_port: int, cseq: int, call_id: str, authorization: str = ""
 ) -> bytes:
@@ -193,17 +210,7 @@ def test_sipp_registers_through_the_shared_port(
 ) -> None:
     running, sip_port, _, _ = daemon
     assert SIPP is not None
-    for i in range(6):
-        user = ("alice", "bob")[i % 2]
-        result = subprocess.run(
-            [SIPP, "-sf", str(SCENARIOS / "reg_stack_register.xml"),
-             "-i", "127.0.0.1", "-p", str(find_free_port()),
-             "-s", user, "-au", user, "-ap", user,
-             "-m", "1", "-timeout", "20s", "-timeout_error", "-nostdin",
-             f"127.0.0.1:{sip_port}"],
-            cwd=tmp_path, capture_output=True, timeout=40, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
+    register_from_six_ports(sip_port, tmp_path)
     assert "Traceback" not in running.log()
 
 
@@ -301,17 +308,7 @@ def test_main_process_metrics_and_readyz_cover_every_worker(
     running = start_daemon(workers_ini(tmp_path, sip_port, web_port, metrics_port))
     running.wait_for_tcp(metrics_port)
     wait_until(lambda: http_get(metrics_port, "/readyz") == (200, "ready"), 60, "readyz 200")
-    for i in range(6):
-        user = ("alice", "bob")[i % 2]
-        result = subprocess.run(
-            [SIPP, "-sf", str(SCENARIOS / "reg_stack_register.xml"),
-             "-i", "127.0.0.1", "-p", str(find_free_port()),
-             "-s", user, "-au", user, "-ap", user,
-             "-m", "1", "-timeout", "20s", "-timeout_error", "-nostdin",
-             f"127.0.0.1:{sip_port}"],
-            cwd=tmp_path, capture_output=True, timeout=40, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
+    register_from_six_ports(sip_port, tmp_path)
     code, text = http_get(metrics_port, "/metrics")
     assert code == 200
     lines = text.splitlines()
