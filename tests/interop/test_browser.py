@@ -85,7 +85,8 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
             )
 
             page.goto(base + "/directory")
-            assert page.url == base + "/login"
+            # the login page, leading back to the page asked for
+            assert page.url == base + "/login?next=/directory"
             shot(shots, page, "login")
             log_in(page, base, "alice")
             bob = page.locator('tr[data-user="bob"]')

@@ -80,11 +80,13 @@ def test_offer_answer_relays_rtp_both_ways_and_delete_leaves_no_session(engine) 
         for n in range(5):
             alice.sendto(rtp(n), relay_for_bob_side)
         received = [parse_packet(bob.recvfrom(2048)[0])[0].sequence for _ in range(5)]
-        assert received == [0, 1, 2, 3, 4]
+        # Each packet relayed once; rtpengine's threads may forward a burst out of order (as
+        # any network may: receivers order RTP by sequence number).
+        assert sorted(received) == [0, 1, 2, 3, 4]
         for n in range(5):
             bob.sendto(rtp(100 + n), relay_for_alice_side)
         received = [parse_packet(alice.recvfrom(2048)[0])[0].sequence for _ in range(5)]
-        assert received == [100, 101, 102, 103, 104]
+        assert sorted(received) == [100, 101, 102, 103, 104]
 
         query = private.wait(relay.query("nat-call-1"))
         assert "tags" in query
