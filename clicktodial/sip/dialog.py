@@ -25,6 +25,7 @@ from clicktodial.sip.headers import CSeq, NameAddr, parse_name_addr
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import OfferAnswer
 from clicktodial.sip.uri import URI
+from clicktodial.sip.wirecache import BoundedCache
 
 __all__ = [
     "TARGET_REFRESH_METHODS",
@@ -187,33 +188,23 @@ def _with_tag(text: str, tag: str | None) -> str:
 
 #: Remote targets and flows of the dialogs, one object per distinct value: a phone's
 #: Contact and the address it registered from are the same for each of its calls, and a
-#: held call would otherwise keep its own parsed copy.  Both are immutable; the table is
-#: bounded (emptied when full: it only shares, it never decides).
-_SHARED: dict[object, object] = {}
-_SHARED_BOUND = 4096
+#: held call would otherwise keep its own parsed copy.  Both are immutable; the tables are
+#: bounded wire caches (emptied when full: they only share, they never decide).
+_SHARED_URIS: BoundedCache[str, URI] = BoundedCache("dialog remote targets", 4096)
+_SHARED_FLOWS: BoundedCache[Destination, Destination] = BoundedCache("dialog flows", 4096)
 
 
 def _shared_uri(uri: URI) -> URI:
     """The shared :class:`URI` of the same text as ``uri`` (exactly: not RFC equality)."""
-    key = ("uri", str(uri))
-    kept = _SHARED.get(key)
-    if isinstance(kept, URI):
-        return kept
-    if len(_SHARED) >= _SHARED_BOUND:
-        _SHARED.clear()
-    _SHARED[key] = uri
-    return uri
+    text = str(uri)
+    kept = _SHARED_URIS.entries.get(text)
+    return kept if kept is not None else _SHARED_URIS.remember(text, uri)
 
 
 def _shared_destination(flow: Destination) -> Destination:
     """The shared :class:`Destination` equal to ``flow`` (a frozen value)."""
-    kept = _SHARED.get(flow)
-    if isinstance(kept, Destination):
-        return kept
-    if len(_SHARED) >= _SHARED_BOUND:
-        _SHARED.clear()
-    _SHARED[flow] = flow
-    return flow
+    kept = _SHARED_FLOWS.entries.get(flow)
+    return kept if kept is not None else _SHARED_FLOWS.remember(flow, flow)
 
 
 def _first_contact(message: Request | Response) -> URI | None:
