@@ -8,9 +8,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from clicktodial.store.sql import SQLStore, create_sql_engine, upgrade_schema
 from clicktodial.store.sqlbatch import BatchExecutor
@@ -100,21 +102,38 @@ class LookingJob(SQLJob):
         self.seen.append(held_elsewhere(self.path))
 
 
-def test_a_write_batch_holds_the_lock_for_its_whole_transaction(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
-    upgrade_schema(url)
-    path = lock_path_for(url)
-    assert path is not None
-    engine = create_sql_engine(url)
-    lock = FileWriteLock(path)
-    executor = BatchExecutor(engine, lock)
+@pytest.fixture
+def locked_executor() -> Iterator[Callable[[Path], tuple[str, BatchExecutor]]]:
+    """``(lock file, executor)`` on a new SQLite file with its write lock; closed after."""
+    opened: list[tuple[BatchExecutor, Engine, FileWriteLock]] = []
+
+    def make(tmp_path: Path) -> tuple[str, BatchExecutor]:
+        url = f"sqlite:///{tmp_path}/db.sqlite"
+        upgrade_schema(url)
+        path = lock_path_for(url)
+        assert path is not None
+        engine = create_sql_engine(url)
+        lock = FileWriteLock(path)
+        executor = BatchExecutor(engine, lock)
+        opened.append((executor, engine, lock))
+        return path, executor
+
+    yield make
+    for executor, engine, lock in opened:
+        executor.close()
+        engine.dispose()
+        lock.close()
+
+
+def test_a_write_batch_holds_the_lock_for_its_whole_transaction(
+    tmp_path: Path, locked_executor: Callable[[Path], tuple[str, BatchExecutor]]
+) -> None:
+    path, executor = locked_executor(tmp_path)
     seen: list[bool] = []
     executor.execute([LookingJob(path, seen), LookingJob(path, seen)])
     executor.run_alone(LookingJob(path, seen))
     assert seen == [True, True, True]
     assert not held_elsewhere(path)
-    engine.dispose()
-    lock.close()
 
 
 class ReadingLookingJob(LookingJob):
@@ -123,15 +142,11 @@ class ReadingLookingJob(LookingJob):
     writes = False
 
 
-def test_a_batch_that_only_reads_takes_no_lock_a_mixed_one_does(tmp_path: Path) -> None:
+def test_a_batch_that_only_reads_takes_no_lock_a_mixed_one_does(
+    tmp_path: Path, locked_executor: Callable[[Path], tuple[str, BatchExecutor]]
+) -> None:
     """Reads wait for no writer of another process; a batch with one write holds the lock."""
-    url = f"sqlite:///{tmp_path}/db.sqlite"
-    upgrade_schema(url)
-    path = lock_path_for(url)
-    assert path is not None
-    engine = create_sql_engine(url)
-    lock = FileWriteLock(path)
-    executor = BatchExecutor(engine, lock)
+    path, executor = locked_executor(tmp_path)
     seen: list[bool] = []
     executor.execute([ReadingLookingJob(path, seen), ReadingLookingJob(path, seen)])
     executor.run_alone(ReadingLookingJob(path, seen))
@@ -140,9 +155,6 @@ def test_a_batch_that_only_reads_takes_no_lock_a_mixed_one_does(tmp_path: Path) 
     executor.execute([ReadingLookingJob(path, seen), LookingJob(path, seen)])
     assert seen == [True, True]
     assert not held_elsewhere(path)
-    executor.close()
-    engine.dispose()
-    lock.close()
 
 
 def test_the_sql_store_takes_the_lock_beside_its_sqlite_file(tmp_path: Path) -> None:
