@@ -140,7 +140,8 @@ def _shape(response: str, user: str) -> list[str]:
     for line in response.split("\r\n"):
         line = re.sub(r"(tag|branch|nonce|opaque|rport|received)=\"?[^;,\"\s]*\"?", r"\1=*", line)
         line = re.sub(r"^(Call-ID|Date|Content-Length):.*", r"\1: *", line)
-        masked.append(line.replace(user, "USER"))
+        # The user as a whole number only: a port such as 59941 holds "99" too.
+        masked.append(re.sub(rf"(?<!\d){user}(?!\d)", "USER", line))
     return masked
 
 
