@@ -6,6 +6,7 @@ Interop tests (``tests/interop/``, marker ``interop``) run the daemon and real p
 subprocesses on loopback; :func:`start_daemon` runs ``twistd -n clicktodial``.
 """
 
+import secrets
 import signal
 import socket
 import subprocess
@@ -42,29 +43,58 @@ def python_env() -> dict[str, str]:
     return tree_env(REPO_ROOT)
 
 
-_HANDED_OUT: set[int] = set()
+_HANDED_OUT: set[tuple[str, int]] = set()
+
+#: Where the ports of :func:`find_free_port` come from: below the kernel's ephemeral range
+#: (32768 up by default), and clear of the fixed media ranges the tests configure (the
+#: daemon's default ``rtp_ports`` 20000-20999, 23000-23099, rtpengine's 32000-32099).
+TEST_PORTS = range(24000, 32000)
 
 
-def find_free_port() -> int:
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to sockets bound to port 0."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _candidate_port(family: int, host: str) -> int:
     """
-    A port on 127.0.0.1 that is free for both TCP and UDP right now, and that this
-    session has not handed out before: the kernel may offer a just-closed port again,
-    and a test asking for three ports once got the same one twice.
+    A port to try: a random one of :data:`TEST_PORTS`, which no client socket (SIPp, a
+    softphone, a probe bound to port 0) can be given by the kernel between the moment we
+    find it free and the moment the daemon binds it; the kernel's own choice when its
+    ephemeral range overlaps :data:`TEST_PORTS`.
     """
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            if port in _HANDED_OUT:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                _HANDED_OUT.add(port)
-                return port
-    raise RuntimeError("no free port on 127.0.0.1")
+    if _ephemeral_low() >= TEST_PORTS.stop:
+        return TEST_PORTS.start + secrets.randbelow(len(TEST_PORTS))
+    with socket.socket(family, socket.SOCK_STREAM) as tcp:
+        tcp.bind((host, 0))
+        port: int = tcp.getsockname()[1]
+        return port
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """
+    A port on ``host`` that is free for both TCP and UDP right now, outside the kernel's
+    ephemeral range (see :func:`_candidate_port`), and that this session has not handed
+    out before: a test asking for three ports must get three.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(1000):
+        port = _candidate_port(family, host)
+        if (host, port) in _HANDED_OUT:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
+                tcp.bind((host, port))
+                with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                    udp.bind((host, port))
+        except OSError:
+            continue
+        _HANDED_OUT.add((host, port))
+        return port
+    raise RuntimeError(f"no free port on {host}")
 
 
 def get_url(

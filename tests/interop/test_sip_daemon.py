@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import find_free_port  # type: ignore[import-not-found]
 
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.parser import parse_message
@@ -48,22 +49,6 @@ TCP_FILES = [
     "rfc4475/mismatch02.dat",
     "rfc4475/badinv01.dat",
 ]
-
-
-def free_port_on(host: str) -> int:
-    """A port on ``host`` free for both TCP and UDP right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(100):
-        with socket.socket(family, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(family, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no free port on {host}")
 
 
 def daemon_config(host: str, sip_port: int, web_port: int, tmp_path: Path) -> str:
@@ -105,8 +90,8 @@ def sip_daemon(start_daemon: Callable[[str], Any], tmp_path: Path) -> Callable[[
     """A function starting the daemon with SIP on ``host`` (a free port) and waiting for it."""
 
     def start(host: str = "127.0.0.1") -> SipDaemon:
-        port = free_port_on(host)
-        daemon = start_daemon(daemon_config(host, port, free_port_on("127.0.0.1"), tmp_path))
+        port = find_free_port(host)
+        daemon = start_daemon(daemon_config(host, port, find_free_port("127.0.0.1"), tmp_path))
         daemon.wait_for_log("SIP listening on")
         return SipDaemon(daemon, host, port)
 
@@ -180,7 +165,7 @@ def run_sipp(daemon: SipDaemon, transport: str, calls: int, tmp_path: Path) -> N
         "-sf", str(SCENARIO),
         "-t", transport,
         "-i", host,
-        "-p", str(free_port_on(host)),
+        "-p", str(find_free_port(host)),
         "-m", str(calls),
         "-r", "20",
         "-timeout", "30s",
