@@ -9,6 +9,8 @@ SIGKILL when it is still there after a grace period; :func:`run_cli` runs the
 
 - :func:`web_answers`: ``GET URL`` answers 200 (``/healthz`` of ``[web] listen``);
 - :func:`tcp_accepts`: a TCP port accepts connections;
+- :func:`udp_bound`: a UDP port is bound (a peer listens on it);
+- :func:`tcp_connected`: a connection to a local TCP port is established;
 - :func:`sip_options`: an ``OPTIONS`` over UDP is answered (and from which port: with
   ``[daemon] workers``, each worker answers from its own).
 
@@ -237,6 +239,37 @@ def tcp_accepts(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> boo
     except OSError:
         return False
     return True
+
+
+def _sockets(protocol: str) -> list[tuple[int, str]]:
+    """(local port, state in hex) of each socket of this network namespace, from
+    ``/proc/net/PROTOCOL`` and ``PROTOCOL6``."""
+    found = []
+    for table in (protocol, f"{protocol}6"):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3:
+                found.append((int(fields[1].rsplit(":", 1)[1], 16), fields[3]))
+    return found
+
+
+def udp_bound(port: int) -> bool:
+    """
+    Whether a UDP socket of this network namespace is bound to ``port`` (any address): a
+    peer such as SIPp is listening. (Binding the port to find out could take it from the
+    peer in the instant it binds.)
+    """
+    return any(local == port for local, _ in _sockets("udp"))
+
+
+def tcp_connected(port: int) -> bool:
+    """Whether a TCP connection to the local ``port`` is established (in the listener's
+    backlog or accepted): someone connected to it."""
+    return any(local == port and state == "01" for local, state in _sockets("tcp"))
 
 
 def sip_options(

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO_ROOT, python_env  # type: ignore[import-not-found]
+from conftest import REPO_ROOT, START_TIMEOUT, python_env  # type: ignore[import-not-found]
 
 
 class TestingApp:
@@ -57,7 +57,7 @@ class TestingApp:
         """The tail of its stderr."""
         return self.err.read_text(errors="replace")[-2000:]
 
-    def wait_listening(self, deadline: float = 15.0) -> int:
+    def wait_listening(self, deadline: float = START_TIMEOUT) -> int:
         """The port of its ``listening`` event, once reported (failing if it exits first)."""
         end = time.monotonic() + deadline
         while time.monotonic() < end:

@@ -27,14 +27,23 @@ from typing import Any
 import pytest
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
+    START_TIMEOUT,
     find_free_port,
     stop_process,
     wait_until,
 )
 
-from clicktodial.testing.daemon import run_cli
+from clicktodial.testing.daemon import run_cli, udp_bound
 
 DOMAIN = "127.0.0.1"
+
+#: Seconds a request sent once over loopback waits for its answer: generous for a loaded
+#: 2-core machine (the daemon may be busy with a database thread), finite.
+ANSWER_TIMEOUT = 15.0
+
+#: Playwright's bound on each wait of a page (an element, a URL, a script's condition), in
+#: ms: a loaded 2-core machine runs chromium, the daemon and the phones at once.
+BROWSER_WAIT_MS = 60_000
 
 #: Debian's chromium, and the switches that keep it headless and quiet on a test host.
 CHROMIUM = "/usr/bin/chromium"
@@ -91,7 +100,12 @@ def _md5(text: str) -> str:
 
 
 def register(
-    user: str, password: str, port: int, sip_port: int, expires: int = 600, timeout: float = 5.0
+    user: str,
+    password: str,
+    port: int,
+    sip_port: int,
+    expires: int = 600,
+    timeout: float = ANSWER_TIMEOUT,
 ) -> None:
     """
     REGISTER ``sip:user@127.0.0.1:port`` with Digest (MD5) from UDP 127.0.0.1:``port``.
@@ -108,7 +122,7 @@ def register_status(
     port: int,
     sip_port: int,
     expires: int = 600,
-    timeout: float = 5.0,
+    timeout: float = ANSWER_TIMEOUT,
     *,
     contacts: list[str] | None = None,
     headers: tuple[str, ...] = (),
@@ -570,6 +584,18 @@ class SippPhone:
                 stderr=subprocess.STDOUT,
             )
 
+    def wait_listening(self) -> None:
+        """Until SIPp has bound its port (a request sent before would find no one)."""
+
+        def listening() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"SIPp for {self.user} exited ({self.process.returncode})\n{self.report()}"
+                )
+            return udp_bound(self.port)
+
+        wait_until(listening, START_TIMEOUT, f"SIPp for {self.user} on port {self.port}")
+
     def wait(self, timeout: float) -> int:
         """SIPp's exit status (0: the scenario ran to its end); killed and failed after
         ``timeout`` s."""
@@ -613,7 +639,7 @@ def start_sipp_phone(
     A phone of ``user`` (password = user name, as the demo users) played by SIPp running
     ``sipp/SCENARIO``: registered with Digest from a free port of 127.0.0.1 first
     (:func:`register`), then SIPp listens there, ``[daemon]`` = the daemon on ``sip_port``,
-    its messages and errors traced.
+    its messages and errors traced. Returns once SIPp listens.
     """
     port = find_free_port()
     register(user, user, port, sip_port)
@@ -628,7 +654,13 @@ def start_sipp_phone(
         daemon=("127.0.0.1", sip_port),
         trace=directory / f"sipp-{user}-{port}",
     )
-    return SippPhone(user, port, directory, argv)
+    phone = SippPhone(user, port, directory, argv)
+    try:
+        phone.wait_listening()
+    except BaseException:
+        phone.stop()
+        raise
+    return phone
 
 
 def dominant_frequency(recording_path: Path) -> float:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pytest
+from conftest import START_TIMEOUT  # type: ignore[import-not-found]
 from twisted.internet.defer import Deferred
 from twisted.internet.selectreactor import SelectReactor
 
@@ -82,8 +83,8 @@ def running_rtpengine(
 
 
 def wait_for_ng(ng: tuple[str, int], process: subprocess.Popen[bytes]) -> None:
-    """Until rtpengine answers a ping on ``ng``."""
-    deadline = time.monotonic() + 10
+    """Until rtpengine answers a ping on ``ng`` (at most START_TIMEOUT s)."""
+    deadline = time.monotonic() + START_TIMEOUT
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.2)
         while time.monotonic() < deadline:
@@ -94,7 +95,7 @@ def wait_for_ng(ng: tuple[str, int], process: subprocess.Popen[bytes]) -> None:
                     return
             except OSError:
                 time.sleep(0.1)
-    raise AssertionError("rtpengine did not answer ng pings within 10 s")
+    raise AssertionError(f"rtpengine did not answer ng pings within {START_TIMEOUT:g} s")
 
 
 class PrivateReactor:

@@ -14,15 +14,19 @@ from __future__ import annotations
 import datetime
 import re
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from apptools import TestingApp  # type: ignore[import-not-found]
-from conftest import find_free_port  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    START_TIMEOUT,
+    find_free_port,
+    wait_until,
+)
+
+from clicktodial.testing.daemon import udp_bound
 
 pytestmark = [
     pytest.mark.interop,
@@ -33,17 +37,15 @@ SCENARIOS = Path(__file__).parent / "sipp"
 HOST = "127.0.0.1"
 
 
-def wait_until_bound(port: int, deadline: float = 10.0) -> None:
-    """Wait until someone listens on UDP ``port`` (our bind attempt fails)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on UDP {port}")
+def wait_until_bound(sipp: Sipp) -> None:
+    """Until SIPp listens on its UDP port (read from /proc: binding the port to find out
+    could take it from SIPp in the instant it binds), failing if SIPp exits first."""
+
+    def bound() -> bool:
+        assert sipp.proc.poll() is None, sipp.log.read_text()[-2000:]
+        return udp_bound(sipp.port)
+
+    wait_until(bound, START_TIMEOUT, f"SIPp on UDP {sipp.port}")
 
 
 def sip_app(tmp: Path, *args: str) -> TestingApp:
@@ -60,6 +62,7 @@ class Sipp:
         self.trace = tmp / f"{scenario}-{port}.msg.log"
         self.log = tmp / f"{scenario}-{port}.out"
         self.timeout = timeout
+        self.port = port
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [
@@ -141,7 +144,7 @@ def test_non_invite_client_retransmits_at_t1_and_stops_on_the_final_response(
     sipp_port = find_free_port()
     sipp = Sipp(tmp_path, "tx_uas_options_late", sipp_port, timeout=20)
     procs.append(sipp)
-    wait_until_bound(sipp_port)
+    wait_until_bound(sipp)
     app = sip_app(
         tmp_path,
         "--role",
@@ -175,7 +178,7 @@ def test_non_invite_client_gets_through_sipp_dropping_half_the_requests(
     sipp_port = find_free_port()
     sipp = Sipp(tmp_path, "tx_uas_message_lossy", sipp_port, calls=3, timeout=40)
     procs.append(sipp)
-    wait_until_bound(sipp_port)
+    wait_until_bound(sipp)
     app = sip_app(
         tmp_path,
         "--role",
