@@ -50,6 +50,10 @@ SIPP = shutil.which("sipp")
 needs_sipp = pytest.mark.skipif(SIPP is None, reason="SIPp (sip-tester) not installed")
 
 
+#: ``[daemon] shutdown_grace`` of the SIGTERM test.
+SHUTDOWN_GRACE = 15.0
+
+
 def status_of(data: bytes) -> int:
     return int(data.split(b" ", 2)[1])
 
@@ -87,6 +91,15 @@ def sip_request(method: str, sip_port: int, timeout: float = 2.0) -> bytes:
             data, _ = sock.recvfrom(65536)
             if status_of(data) >= 200:
                 return data
+
+
+def committed_bindings(database: Path) -> int:
+    """How many bindings the store holds now, read while the daemon writes (0 while its
+    write lock holds the file)."""
+    try:
+        return len(bindings(database))
+    except sqlite3.OperationalError:
+        return 0
 
 
 def integrity(database: Path) -> str:
@@ -164,7 +177,9 @@ def test_sigterm_mid_call_refuses_new_requests_then_byes_the_call_and_exits_0(
     processes: list[subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    setup = make_setup("[daemon]\nshutdown_grace = 4\n")
+    # A grace long enough for the checks below on a loaded machine: they must all happen
+    # inside it (the phones' BYE marks its end).
+    setup = make_setup(f"[daemon]\nshutdown_grace = {SHUTDOWN_GRACE:g}\n")
     daemon, alice, bob, call = connected_call(setup, tmp_path, processes)
     daemon.signal(signal.SIGTERM)
     daemon.wait_for_log("stopping: refusing new calls and registrations")
@@ -175,7 +190,7 @@ def test_sigterm_mid_call_refuses_new_requests_then_byes_the_call_and_exits_0(
         assert header(answer, "Retry-After") == "5"
     assert daemon.process.poll() is None and alice.poll() is None and bob.poll() is None
     # Then both phones get BYE (their scenarios end on it) and the daemon exits cleanly.
-    assert alice.wait(30) == 0 and bob.wait(30) == 0
+    assert alice.wait(SHUTDOWN_GRACE + 30) == 0 and bob.wait(30) == 0
     assert daemon.process.wait(30) == 0
     log = daemon.log()
     assert "stopping: ending 1 call(s) still in progress" in log
@@ -227,7 +242,8 @@ def test_killed_mid_load_the_store_stays_intact_and_bindings_survive_a_restart(
         regload(setup.sip_port, 200, 3000, 150), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     processes.append(load)  # type: ignore[arg-type]
-    time.sleep(2.0)  # the load is under way
+    # Killed once the load is under way: some of its bindings are committed.
+    wait_until(lambda: committed_bindings(setup.database) > 20, 60, "the load's first bindings")
     daemon.signal(signum)
     status = daemon.process.wait(30)
     assert status == (0 if signum == signal.SIGTERM else -signal.SIGKILL)
@@ -252,9 +268,10 @@ def test_register_flood_from_one_address_is_banned_and_others_keep_being_served(
     processes: list[subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    """SIPp floods REGISTERs from 127.0.0.2 at 2,000/s for at most 5 s (several times what
-    the daemon can answer with SQLite here); meanwhile OPTIONS from 127.0.0.1 are answered
-    within 2 s, and registered users' refreshes all succeed."""
+    """SIPp floods REGISTERs from 127.0.0.2 at 2,000/s for 10 s (several times what
+    the daemon can answer with SQLite here); meanwhile OPTIONS from 127.0.0.1 are answered,
+    and registered users' refreshes all succeed (each within 10 s: a bound for a loaded
+    machine, not a latency figure)."""
     assert SIPP is not None
     setup = make_setup("[limits]\nrate_window = 1\nrate_max_requests = 100\n")
     daemon = setup.start()
@@ -263,19 +280,19 @@ def test_register_flood_from_one_address_is_banned_and_others_keep_being_served(
     register("alice", "alice", phone_port, setup.sip_port)
     flood = subprocess.Popen(
         [SIPP, "-sf", str(SCENARIOS / "ops_register_flood.xml"), "-i", "127.0.0.2",
-         "-p", str(find_free_port()), "-r", "2000", "-m", "10000", "-l", "10000",
-         "-timeout", "5s", "-nostdin", f"127.0.0.1:{setup.sip_port}"],
+         "-p", str(find_free_port()), "-r", "2000", "-m", "20000", "-l", "20000",
+         "-timeout", "60s", "-nostdin", f"127.0.0.1:{setup.sip_port}"],
         cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     processes.append(flood)
-    daemon.wait_for_log("127.0.0.2 sent more than 100 requests", timeout=10)
+    daemon.wait_for_log("127.0.0.2 sent more than 100 requests")
     answered = 0
     while flood.poll() is None and answered < 20:
-        assert status_of(sip_request("OPTIONS", setup.sip_port, timeout=2.0)) == 200
-        register("alice", "alice", phone_port, setup.sip_port, timeout=2.0)
+        assert status_of(sip_request("OPTIONS", setup.sip_port, timeout=10.0)) == 200
+        register("alice", "alice", phone_port, setup.sip_port, timeout=10.0)
         answered += 1
-    flood.wait(30)
+    flood.wait(90)
     assert answered > 0
     assert "sip:alice@127.0.0.1" in bindings(setup.database)
     _, body = get_url(f"http://127.0.0.1:{setup.web_port}/metrics", headers=METRICS_AUTH)
@@ -365,7 +382,7 @@ def test_sighup_swaps_the_calls_policy_and_the_call_in_progress_goes_on(
     assert alice.poll() is None and bob.poll() is None
     assert setup.control.hang_up(call["id"])
     assert alice.wait(30) == 0 and bob.wait(30) == 0
-    wait_until(lambda: setup.control.active() == [], 10, "the call ended")
+    wait_until(lambda: setup.control.active() == [], 30, "the call ended")
     # The limit counts calls in progress: with none, a new call may be placed.
     again = setup.control.place("bob", "alice")
     setup.control.hang_up(again["id"])
