@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from calltools import (  # type: ignore[import-not-found]
+    BROWSER_WAIT_MS,
     add_user,
     call_states_seen,
     daemon_ini,
@@ -32,8 +33,6 @@ from conftest import (  # type: ignore[import-not-found]
     find_free_port,
 )
 from screenshots import screenshot_dir  # type: ignore[import-not-found]
-
-WAIT_MS = 20_000
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -75,7 +74,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
         try:
             # A phone-sized screen: the layout must work there.
             page = browser.new_page(viewport={"width": 390, "height": 760})
-            page.set_default_timeout(WAIT_MS)
+            page.set_default_timeout(BROWSER_WAIT_MS)
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             failed: list[str] = []
@@ -145,7 +144,7 @@ def test_alice_calls_bob_from_the_browser_and_watches_it_live(
                 display_name="Administrator",
             )
             admin = browser.new_page(viewport={"width": 900, "height": 760})
-            admin.set_default_timeout(WAIT_MS)
+            admin.set_default_timeout(BROWSER_WAIT_MS)
             admin.goto(base + "/login")
             log_in(admin, base, "root", "root-password")
             admin.goto(base + "/admin/users")

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import pytest
 from calltools import (  # type: ignore[import-not-found]
+    BROWSER_WAIT_MS,
     DOMAIN,
     SIPP_SCENARIOS,
     api_token,
@@ -51,8 +52,6 @@ from conftest import (  # type: ignore[import-not-found]
     wait_until,
 )
 from kamailiotools import KamailioProvider
-
-WAIT_MS = 20_000
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -98,7 +97,7 @@ def test_a_tel_link_leads_to_the_confirmation_page_and_the_call_after_confirming
     with playwright_sync.sync_playwright() as p:
         browser = launch_chromium(p)
         try:
-            page, errors = watched_page(browser, 390, 760, WAIT_MS)
+            page, errors = watched_page(browser, 390, 760, BROWSER_WAIT_MS)
             page.goto(base + "/login")
             log_in(page, base, "alice")
 
@@ -190,7 +189,7 @@ def test_a_tel_link_followed_logged_out_leads_to_its_confirmation_after_login(
     with playwright_sync.sync_playwright() as p:
         browser = launch_chromium(p)
         try:
-            page, errors = watched_page(browser, 390, 760, WAIT_MS)
+            page, errors = watched_page(browser, 390, 760, BROWSER_WAIT_MS)
             page.goto(links.as_uri())
             page.click("#london")
             page.wait_for_url(lambda url: url.startswith(base + "/login?next="))
@@ -213,7 +212,7 @@ def test_a_tel_link_followed_logged_out_leads_to_its_confirmation_after_login(
 
             # An off-site next is refused: the login leads to the directory.
             other = browser.new_page()
-            other.set_default_timeout(WAIT_MS)
+            other.set_default_timeout(BROWSER_WAIT_MS)
             other.goto(base + "/login?next=" + quote("https://example.invalid/x", safe=""))
             assert other.locator("input[name=next]").count() == 0
             log_in(other, base, "bob")  # waits for /directory
@@ -272,7 +271,7 @@ def test_a_confirmed_tel_link_call_goes_out_through_the_trunk_to_the_far_end(
         with playwright_sync.sync_playwright() as p:
             browser = launch_chromium(p)
             try:
-                page, errors = watched_page(browser, 390, 760, WAIT_MS)
+                page, errors = watched_page(browser, 390, 760, BROWSER_WAIT_MS)
                 page.goto(base + "/login")
                 log_in(page, base, "alice")
                 page.goto(links.as_uri())

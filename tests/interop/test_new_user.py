@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from calltools import (
+    BROWSER_WAIT_MS,
     Baresip,
     call_states_seen,
     launch_chromium,
@@ -33,8 +34,6 @@ from calltools import (
 )
 from conftest import REPO_ROOT, find_free_port  # type: ignore[import-not-found]
 from screenshots import screenshot_dir  # type: ignore[import-not-found]
-
-WAIT_MS = 30_000
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -132,7 +131,7 @@ def test_a_new_user_registers_a_softphone_from_the_account_page_and_places_a_cal
             for name in ("alice", "bob"):
                 context = browser.new_context(viewport={"width": 900, "height": 900})
                 page = context.new_page()
-                page.set_default_timeout(WAIT_MS)
+                page.set_default_timeout(BROWSER_WAIT_MS)
                 page.goto(base + "/")
                 page.wait_for_url(base + "/login")
                 log_in(page, base, name)  # README: the demo users' password = username

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from calltools import (  # type: ignore[import-not-found]
+    BROWSER_WAIT_MS,
     add_user,
     daemon_ini,
     launch_chromium,
@@ -34,7 +35,6 @@ from conftest import (  # type: ignore[import-not-found]
 )
 from screenshots import screenshot_dir  # type: ignore[import-not-found]
 
-WAIT_MS = 20_000
 PCAP_MAGIC = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -79,6 +79,19 @@ def labels_between(found: list[tuple[str, str]], source: str, target: str) -> li
     return [label for classes, label in found if f"from-{source} to-{target}" in classes]
 
 
+def wait_for_arrow(page: Any, source: str, target: str, label: str, count: int = 1) -> None:
+    """
+    Until the ladder shows ``count`` arrows from ``source`` to ``target`` whose label starts
+    with ``label``: it grows live, message by message, and a message sent in answer to
+    another (an ACK, a BYE after a 486) may come after the one the test waited for.
+    """
+    page.wait_for_function(
+        """([selector, label, count]) => Array.from(document.querySelectorAll(selector))
+            .filter(l => l.textContent.startsWith(label)).length >= count""",
+        arg=[f"#ladder summary.from-{source}.to-{target} .label", label, count],
+    )
+
+
 def call_from_directory(page: Any, base: str) -> str:
     page.goto(base + "/directory")
     bob = page.locator('tr[data-user="bob"]')
@@ -112,7 +125,7 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
         browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 390, "height": 844})
-            page.set_default_timeout(WAIT_MS)
+            page.set_default_timeout(BROWSER_WAIT_MS)
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(base + "/login")
@@ -124,10 +137,9 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             reason = page.locator("#trace-reason")
             reason.wait_for(state="visible")
             assert reason.inner_text() == "Bob's phone answered 486 Busy Here"
-            page.wait_for_function(
-                "() => Array.from(document.querySelectorAll('#ladder .label'))"
-                ".some(l => l.textContent.startsWith('486 Busy Here'))"
-            )
+            wait_for_arrow(page, "callee", "daemon", "486 Busy Here")
+            wait_for_arrow(page, "daemon", "callee", "ACK")
+            wait_for_arrow(page, "daemon", "caller", "BYE")
             found = arrows(page)
             assert labels_between(found, "daemon", "callee")[0] == "INVITE"
             assert "486 Busy Here" in labels_between(found, "callee", "daemon")
@@ -160,14 +172,11 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             )
             assert status == 200, text
             phones("bob", sip_port, "call_phone_answer.xml", 300)
-            page.wait_for_timeout(300)
             connected_id = call_from_directory(page, base)
             page.wait_for_selector('#call[data-state="connected"]')
-            page.wait_for_function(
-                "() => Array.from(document.querySelectorAll("
-                "'#ladder summary.from-callee.to-daemon .label'))"
-                ".some(l => l.textContent === '200 OK')"
-            )
+            wait_for_arrow(page, "callee", "daemon", "200 OK")
+            wait_for_arrow(page, "daemon", "callee", "ACK")
+            wait_for_arrow(page, "daemon", "caller", "INVITE", count=2)  # the re-INVITE
             found = arrows(page)
             assert labels_between(found, "daemon", "callee")[0] == "INVITE"
             assert "ACK" in labels_between(found, "daemon", "callee")
@@ -185,7 +194,7 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
             assert errors == [], errors  # no CSP violation, no script error
 
             admin = browser.new_page(viewport={"width": 900, "height": 760})
-            admin.set_default_timeout(WAIT_MS)
+            admin.set_default_timeout(BROWSER_WAIT_MS)
             admin.goto(base + "/login")
             log_in(admin, base, "root", "root-password")
             admin.goto(f"{base}/calls/{failed_id}")
@@ -200,7 +209,7 @@ def test_the_call_page_shows_the_sip_ladder_and_why_the_call_failed(
 
             # carol is neither caller, callee nor admin: 403 for the page and the trace.
             other = browser.new_page(viewport={"width": 390, "height": 844})
-            other.set_default_timeout(WAIT_MS)
+            other.set_default_timeout(BROWSER_WAIT_MS)
             other.goto(base + "/login")
             log_in(other, base, "carol", "carol-password")
             for call_id in (failed_id, connected_id):
