@@ -110,13 +110,28 @@ $LIMITS
 EOF
 python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" db upgrade > /dev/null
 python3 -m clicktodial.cli --config "$WORK/clicktodial.ini" user import "$WORK/users.csv" > /dev/null
-start_daemon() {  # start_daemon SECONDS LAUNCHER...: twistd in the foreground; PID in $DAEMON
-    wait_seconds=$1
-    shift
+fail() {  # fail MESSAGE [FILE]: say why on stderr (with the tail of FILE) and exit 1
+    echo "register_cpu.sh: $1" >&2
+    if [ -n "${2:-}" ] && [ -f "$2" ]; then tail -n 40 "$2" >&2; fi
+    exit 1
+}
+# wait_ready NAME PID PORT [--web PORT]: until an OPTIONS to PORT is answered (and /healthz
+# of the web port answers 200), at most READY_TIMEOUT s; fails loudly if PID exits first.
+READY_TIMEOUT=${READY_TIMEOUT:-120}
+wait_ready() {
+    name=$1 pid=$2 port=$3
+    shift 3
+    python3 -m clicktodial.testing.daemon ready --pid "$pid" --sip "$port" "$@" \
+        --timeout "$READY_TIMEOUT" || fail "$name did not become ready" "$WORK/$name.out"
+}
+alive() {  # alive NAME PID: fail loudly if PID has exited (a round without a target means nothing)
+    kill -0 "$2" 2>/dev/null || fail "$1 exited during the measurement" "$WORK/$1.out"
+}
+start_daemon() {  # start_daemon LAUNCHER...: twistd in the foreground, until ready; PID in $DAEMON
     (cd "$WORK" && exec python3 "$@" -n --pidfile= clicktodial --config "$WORK/clicktodial.ini" \
-        > "$WORK/twistd.out" 2>&1) &
+        > "$WORK/clicktodial.out" 2>&1) &
     DAEMON=$!
-    sleep "$wait_seconds"
+    wait_ready clicktodial "$DAEMON" "$PORT" --web "$WEB_PORT"
 }
 stop_daemon() {
     kill "$DAEMON" 2>/dev/null || true
@@ -173,8 +188,9 @@ rounds() {  # rounds NAME PID PORT: ROUNDS rounds; CPU of PID and its children p
         fi
         before=$(cpu "$pid")
         sw_before=$(switches "$pid")
-        out=$(load "$target_port")
+        out=$(load "$target_port") || fail "regload failed against $name: $out"
         sleep 1
+        alive "$name" "$pid"
         after=$(cpu "$pid")
         sw_after=$(switches "$pid")
         if [ -n "$spy" ]; then kill -INT "$spy" 2>/dev/null || true; wait "$spy" 2>/dev/null || true; fi
@@ -200,16 +216,16 @@ EOF
     done
 }
 
-start_daemon 5 -c "from twisted.scripts.twistd import run; run()"
+start_daemon -c "from twisted.scripts.twistd import run; run()"
 rounds clicktodial "$DAEMON" "$PORT"
 stop_daemon
 
 if [ "$KAMAILIO" = 1 ]; then
     kamailio -f "$REPO/bench/kamailio/kamailio.cfg" -DD -E -l "udp:127.0.0.1:$KAMAILIO_PORT" \
         -A "DBURL=\"text://$WORK\"" -A 'DOMAIN="127.0.0.1"' -m 512 -M 32 \
-        > "$WORK/kamailio.log" 2>&1 &
+        > "$WORK/Kamailio.out" 2>&1 &
     DAEMON=$!
-    sleep 3
+    wait_ready Kamailio "$DAEMON" "$KAMAILIO_PORT"
     rounds Kamailio "$DAEMON" "$KAMAILIO_PORT"
     stop_daemon
     round=1
@@ -224,12 +240,20 @@ EOF
 fi
 
 if [ "$CALLS" = 1 ]; then
-    CALLCOUNT_TOP=${CALLS_TOP:-} start_daemon 15 "$REPO/bench/twistd_callcount.py" "$WORK/calls"
+    CALLCOUNT_TOP=${CALLS_TOP:-} start_daemon "$REPO/bench/twistd_callcount.py" "$WORK/calls"
     kill -USR1 "$DAEMON"
-    out=$(load "$PORT" "$CALLS_RATE" "$CALLS_COUNT") || true
+    out=$(load "$PORT" "$CALLS_RATE" "$CALLS_COUNT") || fail "regload failed (call count): $out"
     sleep 1
+    alive clicktodial "$DAEMON"
     kill -USR2 "$DAEMON"
-    sleep 1
+    # the hook writes its counts on USR2; wait for the file (at most 60 s)
+    n=0
+    while [ ! -s "$WORK/calls" ]; do
+        n=$((n + 1))
+        [ "$n" -le 600 ] || fail "no call counts from bench/twistd_callcount.py" "$WORK/clicktodial.out"
+        alive clicktodial "$DAEMON"
+        sleep 0.1
+    done
     python3 - "$out" "$WORK/calls" <<'EOF'
 import json, sys
 out = json.loads(sys.argv[1])
