@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,10 +20,13 @@ from pathlib import Path
 import pytest
 from conftest import (  # type: ignore[import-not-found]  # tests/ is on sys.path
     REPO_ROOT,
+    START_TIMEOUT,
     find_free_port,
     python_env,
     wait_until,
 )
+
+from clicktodial.testing.daemon import udp_bound
 
 pytestmark = [
     pytest.mark.interop,
@@ -148,18 +150,14 @@ def start_sipp(
 
 
 def wait_udp_bound(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Wait until something (SIPp) holds UDP 127.0.0.1:``port``."""
+    """Wait until something (SIPp) holds UDP ``port`` (read from /proc: binding the port to
+    find out could take it from SIPp in the instant it binds)."""
 
     def bound() -> bool:
         assert process.poll() is None, "SIPp exited before listening"
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return True
-        return False
+        return udp_bound(port)
 
-    wait_until(bound, 30, f"SIPp on UDP {port}")
+    wait_until(bound, START_TIMEOUT, f"SIPp on UDP {port}")
 
 
 def sipp_report(tmp_path: Path) -> str:

@@ -137,6 +137,18 @@ def deltas(times: list[float]) -> list[float]:
     return [round(t - times[0], 2) for t in times]
 
 
+def gaps(times: list[float]) -> list[float]:
+    """The time between each message and the next."""
+    return [round(b - a, 2) for a, b in zip(times, times[1:], strict=False)]
+
+
+#: How far a gap between two retransmissions SIPp saw may be from the RFC's, in seconds:
+#: under half the smallest difference between two gaps of a schedule (0.5 s against 1 s),
+#: so a wrong schedule still fails, with room for a loaded machine delaying either process.
+#: (The timers themselves are checked exactly on a fake clock by the unit tests.)
+GAP_SLACK = 0.24
+
+
 def test_non_invite_client_retransmits_at_t1_and_stops_on_the_final_response(
     tmp_path: Path, procs: list[TestingApp | Sipp]
 ) -> None:
@@ -165,7 +177,7 @@ def test_non_invite_client_retransmits_at_t1_and_stops_on_the_final_response(
     assert sipp.wait() == 0, sipp.log.read_text()[-2000:]
     received = sipp.times("received", "OPTIONS")
     assert len(received) == 2
-    assert abs(deltas(received)[1] - 0.5) < 0.15
+    assert abs(gaps(received)[0] - 0.5) < GAP_SLACK
     assert [e["status"] for e in app.of("response")] == [200]
     # Timer K (T4) ended the transaction before the harness stopped.
     assert app.of("done")[0]["active"] == 0
@@ -279,7 +291,9 @@ def test_invite_server_retransmits_486_on_timer_g_and_gives_up_on_timer_h(
     seen = deltas(sipp.times("received", "SIP/2.0 486"))
     expected = [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     assert len(seen) == len(expected), seen
-    assert all(abs(s - e) < 0.25 for s, e in zip(seen, expected, strict=True)), seen
+    assert all(abs(s - e) < GAP_SLACK for s, e in zip(gaps(seen), gaps(expected), strict=True)), (
+        seen
+    )
     assert sipp.times("sent", "ACK") == []
     assert [f["reason"] for f in app.of("failure")] == ["timer H"]
     assert app.of("done")[0]["active"] == 0
