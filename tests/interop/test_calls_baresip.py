@@ -138,4 +138,4 @@ def test_phones_sharing_no_codec_make_a_failed_call_in_the_api_and_history(
     token = api_token(tmp_path / "daemon0.ini", "alice")
     call_id = CallsApi(web_port, daemon.config_path).place("alice", "bob")["id"]
     assert_failed_without_answer(web_port, token, call_id, 488)
-    daemon.wait_for_log("offer/answer between the phones failed (488)", 10)
+    daemon.wait_for_log("offer/answer between the phones failed (488)", 30)

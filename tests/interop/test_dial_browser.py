@@ -284,7 +284,7 @@ def test_a_confirmed_tel_link_call_goes_out_through_the_trunk_to_the_far_end(
                     30,
                     "the INVITE to reach the far end through the provider",
                 )
-                page.wait_for_selector('#call[data-state="connected"]', timeout=30_000)
+                page.wait_for_selector('#call[data-state="connected"]')
                 assert page.inner_text("#call-number") == "+442079460958"
                 time.sleep(1)
                 page.click("#hangup")

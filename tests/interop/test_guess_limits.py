@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 from calltools import clicktodial_cli  # type: ignore[import-not-found]
 from conftest import (  # type: ignore[import-not-found]
+    START_TIMEOUT,
     find_free_port,
     stop_process,
 )
@@ -425,7 +426,7 @@ def test_behind_a_trusted_front_the_guessing_phone_is_refused_not_the_front(
     try:
         front = Daemon(process, front_port, web_port)
         # The front relays once it has started and probed the node.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
                 if register_once(front, "127.0.0.21", "carol", "carol-sip-Secret-7", 2) == 200:

@@ -179,10 +179,10 @@ def call_between_homes(
             alice.command("hold")
             # rtpengine logs two lines a command (received, replying): the call's offer,
             # then the hold's, then the resume's.
-            wait_until(lambda: engine_log().count("'offer'") >= 4, 15, "the hold re-INVITE")
+            wait_until(lambda: engine_log().count("'offer'") >= 4, 30, "the hold re-INVITE")
             time.sleep(2)
             alice.command("resume")
-            wait_until(lambda: engine_log().count("'offer'") >= 6, 15, "the resume re-INVITE")
+            wait_until(lambda: engine_log().count("'offer'") >= 6, 30, "the resume re-INVITE")
             time.sleep(4)  # media both ways again
     active = control.get(call_id)
     control.hang_up(call_id, "alice")
@@ -192,7 +192,7 @@ def call_between_homes(
         bob.wait_for_output("terminated", 30)
     alice.wait_for_output("terminated", 30)
     if relay != "off":
-        wait_until(lambda: ng_list(ng_port) == [], 10, "rtpengine to have no session")
+        wait_until(lambda: ng_list(ng_port) == [], 30, "rtpengine to have no session")
     alice.stop()
     bob.stop()
     return alice, bob, active
@@ -320,16 +320,16 @@ def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
     control = CallsApi(web_port, daemon.config_path)
     call_id = control.place("alice", "bob")["id"]
     if keepalive:
-        wait_until(lambda: control.get(call_id)["state"] == "connected", 20, "the call to connect")
+        wait_until(lambda: control.get(call_id)["state"] == "connected", 30, "the call to connect")
         control.hang_up(call_id)
-        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20, "the call to end")
+        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to end")
         phones["bob"].process.kill()  # gone without unregistering
         phones["bob"].process.wait()
         daemon.wait_for_log(f"removing sip:bob@{PUBLIC}", 40)
         assert f"removing sip:alice@{PUBLIC}" not in daemon.log()
     else:
         # The INVITEs die at alice's NAT: no answer until Timer B (64*T1), then 408.
-        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 20, "the call to fail")
+        wait_until(lambda: control.get(call_id).get("ended_at") is not None, 30, "the call to fail")
         record = control.get(call_id)
         assert (record["state"], record["reason"], record.get("answered")) == (
             "failed",

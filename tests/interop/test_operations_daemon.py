@@ -400,7 +400,7 @@ def test_metrics_count_retransmissions_received_and_sent_again(
     setup.start()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        sock.settimeout(5)
+        sock.settimeout(15)
         request = probe_request(
             "OPTIONS", setup.sip_port, sock.getsockname()[1], to="sip:127.0.0.1"
         )

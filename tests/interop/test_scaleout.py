@@ -236,10 +236,15 @@ def test_a_node_killed_mid_load_loses_only_its_calls_and_the_survivor_serves_eve
         cwd=tmp_path,
     )
     running.append(load)
-    time.sleep(2.5)
+
+    def carol_registers() -> int:
+        return sum(d.log().count("REGISTER sip:carol@127.0.0.1") for d in daemons.values())
+
+    # Killed once the load is under way (whatever the time SIPp took to start).
+    wait_until(lambda: carol_registers() >= 10, TIMEOUT, "the REGISTER load to be under way")
     killed_at = time.time()
     daemons["node-b"].process.send_signal(signal.SIGKILL)
-    daemons["node-b"].process.wait(10)
+    daemons["node-b"].process.wait(30)
 
     daemons["node-a"].wait_for_log("node node-b is gone", DEAD_AFTER + TIMEOUT)
     lost = controls["node-a"].get(doomed)

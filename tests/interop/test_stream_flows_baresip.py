@@ -41,6 +41,8 @@ pytestmark = [pytest.mark.interop, needs_baresip]
 
 #: The daemon's stream idle timeout in these tests (300 s by default).
 IDLE = 3
+#: RFC 3261 Timer B (64*T1, T1 = 0.5 s): how long an INVITE nobody answers is tried.
+TIMER_B = 32.0
 #: Seconds a close may take before the daemon aborts the connection (5 s by default).
 CLOSE = 1
 
@@ -167,7 +169,7 @@ def test_a_phone_silent_past_the_idle_timeout_on_a_stream_is_still_called(
     assert "Traceback" not in daemon.log()
 
 
-def test_a_call_to_a_phone_killed_while_registered_over_tcp_fails_within_two_seconds(
+def test_a_call_to_a_phone_killed_while_registered_over_tcp_fails_at_once_not_on_timer_b(
     tmp_path: Path, start_daemon: Callable[[str], Any], running: list[Baresip]
 ) -> None:
     daemon, sip_port, _, control, ca = start(tmp_path, start_daemon)
@@ -186,7 +188,9 @@ def test_a_call_to_a_phone_killed_while_registered_over_tcp_fails_within_two_sec
     record = control.get(call_id)
     print(f"call to a SIGKILLed TCP phone ended after {took:.2f} s: {record['reason']}")
     assert record["reason"] == "callee-unreachable", record
-    assert took < 2.0, f"the call took {took:.2f} s to fail"
+    # The refused connection ends it at once; Timer B would take 64*T1 = 32 s. The bound
+    # leaves a loaded machine room and still tells the two apart (it was 2 s).
+    assert took < TIMER_B / 3, f"the call took {took:.2f} s to fail"
     alice.stop()
 
 

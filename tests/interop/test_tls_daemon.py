@@ -158,7 +158,7 @@ def test_options_and_a_digest_register_over_tls_get_200(
     # UDP still answers beside TLS.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
-        udp.settimeout(5)
+        udp.settimeout(15)
         port = udp.getsockname()[1]
         udp.sendto(
             request("OPTIONS", sip_port, ("127.0.0.1", port), 1, "udp-options")

@@ -203,14 +203,14 @@ def test_a_non_admin_sees_a_registered_phone_online_but_never_its_address(edge: 
     request = urllib.request.Request(
         edge.web + "/api/v1/events", headers={"Accept": "text/event-stream"}
     )
-    with bob.opener.open(request, timeout=15) as stream:
+    with bob.opener.open(request, timeout=60) as stream:
         registering = threading.Thread(target=phones)
         registering.start()
         try:
             event = next_registration_event(stream)
         finally:
             came.set()
-            registering.join(15)
+            registering.join(60)
     assert event["username"] == "alice" and event["registered"] is True
     assert "contacts" not in event
     assert not any(str(port) in json.dumps(event) for port in [phone_port, *ports])

@@ -91,7 +91,7 @@ def options_from(port: int, sip_port: int) -> tuple[int, str]:
     """OPTIONS from UDP 127.0.0.1:port; the responder's source port and the response."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", port))
-        sock.settimeout(5)
+        sock.settimeout(15)
         sock.sendto(
             (
                 f"OPTIONS sip:{DOMAIN}:{sip_port} SIP/2.0\r\n"
@@ -165,7 +165,7 @@ def test_a_nonce_from_one_worker_is_good_on_the_other(daemon: tuple[Any, int, in
             if responder not in sockets:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.bind(("127.0.0.1", port))
-                sock.settimeout(5)
+                sock.settimeout(15)
                 sockets[responder] = sock
         first, second = sockets.values()
         call_id = secrets.token_hex(8)
