@@ -25,8 +25,9 @@ __all__ = ["twistd_argv"]  # re-exported: the interop tests import it from here
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INTEROP_DIR = REPO_ROOT / "tests" / "interop"
 
-# Bounds for waiting on subprocesses: generous for a loaded 2-core machine, finite.
-START_TIMEOUT = 60.0
+# Bounds for waiting on subprocesses: generous for a loaded 2-core machine (READY=1 once took
+# over 30 s here, with other suites running beside), finite.
+START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
 
@@ -47,8 +48,9 @@ _HANDED_OUT: set[tuple[str, int]] = set()
 
 #: Where the ports of :func:`find_free_port` come from: below the kernel's ephemeral range
 #: (32768 up by default), and clear of the fixed media ranges the tests configure (the
-#: daemon's default ``rtp_ports`` 20000-20999, 23000-23099, rtpengine's 32000-32099).
-TEST_PORTS = range(24000, 32000)
+#: daemon's default ``rtp_ports`` 20000-20999, 23000-23099, rtpengine's 31000-31099,
+#: 31200-31299 and 32000-32099), which their owners take ports from while a test runs.
+TEST_PORTS = range(24000, 31000)
 
 
 def _ephemeral_low() -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
+    START_TIMEOUT,
     stop_process,
     twistd_argv,
     wait_until,
@@ -88,7 +89,7 @@ class KamailioProvider:
         max_expires: int = 3600,
         fail_invites: bool = False,
         transports: tuple[str, ...] = ("udp",),
-        timeout: float = 20.0,
+        timeout: float = START_TIMEOUT,
     ) -> None:
         self.address = address
         self.port = port
@@ -189,7 +190,9 @@ class PrivateDNS:
         'a.provider.test')``, ``A('a.provider.test', '127.0.0.21')``).
     """
 
-    def __init__(self, tmp_path: Path, zone: str, records: list[str], timeout: float = 20.0):
+    def __init__(
+        self, tmp_path: Path, zone: str, records: list[str], timeout: float = START_TIMEOUT
+    ):
         if not in_private_network():
             raise RuntimeError("PrivateDNS needs a private network namespace (unshare -n)")
         address = _nameserver()

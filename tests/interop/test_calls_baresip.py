@@ -32,7 +32,7 @@ from calltools import (
     needs_baresip_sndfile,
     received_tone,
 )
-from conftest import find_free_port, wait_until  # type: ignore[import-not-found]
+from conftest import START_TIMEOUT, find_free_port, wait_until  # type: ignore[import-not-found]
 
 numpy = pytest.importorskip("numpy")
 
@@ -66,11 +66,11 @@ def run_call(
     for phone in (alice, bob):
         wait_until(
             lambda p=phone: f"sip:{p.name}@127.0.0.1" in daemon.log() and "binding" in daemon.log(),
-            30,
+            START_TIMEOUT,
             f"{phone.name} to register",
         )
     for name in ("alice", "bob"):
-        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)")
     control = CallsApi(web_port, daemon.config_path)
     call = control.place("alice", "bob")
     call_id = call["id"]
@@ -134,7 +134,7 @@ def test_phones_sharing_no_codec_make_a_failed_call_in_the_api_and_history(
     ]
     running.extend(phones)
     for name in codecs:
-        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)")
     token = api_token(tmp_path / "daemon0.ini", "alice")
     call_id = CallsApi(web_port, daemon.config_path).place("alice", "bob")["id"]
     assert_failed_without_answer(web_port, token, call_id, 488)

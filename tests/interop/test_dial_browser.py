@@ -263,7 +263,7 @@ def test_a_confirmed_tel_link_call_goes_out_through_the_trunk_to_the_far_end(
     daemon.wait_for_log("created demo users")
     alice = demo_phone(tmp_path, "alice", sip_port, "auto")
     running.append(alice)
-    daemon.wait_for_log("REGISTER sip:alice@127.0.0.1: 1 binding(s)", 30)
+    daemon.wait_for_log("REGISTER sip:alice@127.0.0.1: 1 binding(s)")
     base = f"http://127.0.0.1:{web_port}"
     links = tmp_path / "contacts.html"
     links.write_text(LINKS)

@@ -163,7 +163,7 @@ def call_between_homes(
         made.append(phone)
         phones.append(phone)
     for name in ("alice", "bob"):
-        daemon.wait_for_log(f"REGISTER sip:{name}@{PUBLIC}: 1 binding(s)", 30)
+        daemon.wait_for_log(f"REGISTER sip:{name}@{PUBLIC}: 1 binding(s)")
     control = CallsApi(web_port, daemon.config_path)
     call_id = control.place("alice", "bob")["id"]
     if ringback_seconds is not None:
@@ -315,7 +315,7 @@ def test_server_keepalive_keeps_a_silent_phones_nat_mapping_open(
         )
         running.append(phones[name])
     for name in ("alice", "bob"):
-        daemon.wait_for_log(f"REGISTER sip:{name}@{PUBLIC}: 1 binding(s)", 30)
+        daemon.wait_for_log(f"REGISTER sip:{name}@{PUBLIC}: 1 binding(s)")
     time.sleep(12)  # more than twice the NATs' UDP timeout
     control = CallsApi(web_port, daemon.config_path)
     call_id = control.place("alice", "bob")["id"]

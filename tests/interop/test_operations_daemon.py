@@ -37,6 +37,7 @@ from calltools import (  # type: ignore[import-not-found]
 )
 from conftest import (  # type: ignore[import-not-found]
     REPO_ROOT,
+    START_TIMEOUT,
     find_free_port,
     get_url,
     python_env,
@@ -343,7 +344,7 @@ def test_under_systemd_the_daemon_notifies_ready_reloading_and_stopping(
     path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(path))
-        notify.settimeout(30)
+        notify.settimeout(START_TIMEOUT)  # READY=1 comes once start-up is over
         monkeypatch.setenv("NOTIFY_SOCKET", str(path))
         setup = make_setup()
         daemon = setup.start_daemon(setup.text)

@@ -90,7 +90,7 @@ def start_call_world(
     bob = demo_phone(tmp_path, "bob", sip_port, "manual", 880)
     phones.extend([alice, bob])
     for name in ("alice", "bob"):
-        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+        daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)")
     return daemon, alice, bob, CallsApi(web_port, daemon.config_path)
 
 

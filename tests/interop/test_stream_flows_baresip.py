@@ -129,7 +129,7 @@ def stream_phone(tmp_path: Path, name: str, transport: str, port: int, ca: Path)
 
 
 def registered(daemon: Any, name: str) -> None:
-    daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+    daemon.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)")
 
 
 @needs_baresip_sndfile

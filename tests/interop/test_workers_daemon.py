@@ -230,7 +230,7 @@ def test_calls_run_on_both_workers_and_a_worker_killed_mid_call_is_restarted(
     bob = demo_phone(tmp_path, "bob", sip_port, "auto")
     running.extend([alice, bob])
     for name in ("alice", "bob"):
-        daemon_.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)", 30)
+        daemon_.wait_for_log(f"REGISTER sip:{name}@127.0.0.1: 1 binding(s)")
     token = api_token(ini, "alice")
 
     def state(call_id: str) -> dict[str, Any]:
