@@ -170,7 +170,7 @@ class DaemonProcess:
     def wait_ready(
         self,
         probe: Callable[[], bool],
-        timeout: float = 60.0,
+        timeout: float = 120.0,
         what: str = "the daemon",
         interval: float = 0.1,
     ) -> None:
@@ -339,7 +339,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=int, default=1, help="with --sip: answered from this many ports"
     )
     ready.add_argument("--host", default="127.0.0.1")
-    ready.add_argument("--timeout", type=float, default=60.0)
+    # Generous: a daemon beside other test suites on a 2-core machine took over 30 s.
+    ready.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
 
     def holds() -> bool:

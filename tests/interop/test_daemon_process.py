@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, python_env  # type: ignore[import-not-found]
+from conftest import REPO_ROOT, START_TIMEOUT, python_env  # type: ignore[import-not-found]
 
 from clicktodial.testing.daemon import (
     DaemonNotReady,
@@ -44,7 +44,7 @@ def test_the_daemon_is_ready_by_every_probe_then_stops_with_status_0_on_sigterm(
         write_config(tmp_path, sip_port, web_port), tree=REPO_ROOT, output=tmp_path / "out"
     )
     with daemon:
-        daemon.wait_ready(lambda: sip_answered(sip_port), 60, "SIP")
+        daemon.wait_ready(lambda: sip_answered(sip_port), START_TIMEOUT, "SIP")
         assert daemon.running()
         assert web_answers(f"http://127.0.0.1:{web_port}/healthz")
         assert tcp_accepts(web_port)
@@ -62,7 +62,7 @@ def test_a_daemon_that_exits_while_starting_is_reported_with_its_output(
     config.write_text("[sip]\nno_such_key = 1\n")
     daemon = DaemonProcess(config, tree=REPO_ROOT, output=tmp_path / "out").start()
     with pytest.raises(DaemonNotReady, match=r"exited \(1\)[\s\S]*no_such_key"):
-        daemon.wait_ready(lambda: False, 60)
+        daemon.wait_ready(lambda: False, START_TIMEOUT)
     assert daemon.stop() == 1
 
 
@@ -87,7 +87,7 @@ def test_a_daemon_deaf_to_sigterm_is_killed_after_the_grace_period(tmp_path: Pat
     )
     output = tmp_path / "out"
     daemon = DaemonProcess(tmp_path / "unused.ini", prelude=deaf, output=output).start()
-    daemon.wait_ready(lambda: "deaf" in output.read_text(), 60, "the prelude")
+    daemon.wait_ready(lambda: "deaf" in output.read_text(), START_TIMEOUT, "the prelude")
     assert daemon.stop(grace=0.5) == -9
 
 
@@ -98,10 +98,20 @@ def test_the_ready_command_waits_for_the_sip_port_and_fails_for_a_gone_process(
     ready = [sys.executable, "-m", "clicktodial.testing.daemon", "ready"]
     with DaemonProcess(write_config(tmp_path, sip_port, web_port), tree=REPO_ROOT) as daemon:
         waited = subprocess.run(
-            [*ready, "--pid", str(daemon.pid), "--sip", str(sip_port), "--web", str(web_port)],
+            [
+                *ready,
+                "--pid",
+                str(daemon.pid),
+                "--sip",
+                str(sip_port),
+                "--web",
+                str(web_port),
+                "--timeout",
+                str(START_TIMEOUT),
+            ],
             capture_output=True,
             text=True,
-            timeout=90,
+            timeout=START_TIMEOUT + 30,
             env=python_env(),
         )
         assert waited.returncode == 0, waited.stderr
