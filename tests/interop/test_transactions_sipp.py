@@ -102,10 +102,12 @@ class Sipp:
             self.proc.wait(timeout=10)
 
     def messages(self) -> list[tuple[float, str, str]]:
-        """``(time, "sent"|"received", first line)`` for every traced message."""
+        """``(time, "sent"|"received", first line)`` for every traced message. (After a
+        message its ``lost=`` dropped, SIPp writes the next one's separator on the line that
+        says so: ``UDP message lost (recv).----- DATE``.)"""
         text = self.trace.read_text(errors="replace")
         found = re.findall(
-            r"^-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*\n"
+            r"^(?:UDP message lost \([a-z]+\)\.)?-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*\n"
             r"UDP message (sent|received)[^\n]*\n(?:\s*\n)*([^\n]+)",
             text,
             re.MULTILINE,
