@@ -42,6 +42,7 @@ from clicktodial.interfaces import (
     ILocationStore,
     IStoreBackend,
     IUserChangeNotifier,
+    IVerifiedRegistration,
 )
 from clicktodial.metrics import DaemonMetrics, TrunkCollector
 from clicktodial.operations import (
@@ -325,6 +326,10 @@ def build_service(
         tap=tracer,
         adopted=worker.adopted if worker is not None else None,
     )
+    # With the bindings in the store, an authenticated REGISTER reads the credentials and
+    # writes the bindings in one store operation when the store can (past the directory,
+    # which then forgets the AOR's cached bindings).
+    registrations = IVerifiedRegistration(store, None) if location is None else None
     sip = SIPStack(
         clock,
         config.sip,
@@ -333,7 +338,10 @@ def build_service(
         directory,
         transport,
         register_observers=[register_metrics(metrics)],
+        registrations=registrations,
     )
+    if registrations is not None:
+        sip.registrar.binding_listeners.append(lambda aor, _: directory.bindings_changed(aor))
     # What the transport receives goes through admission control ([limits]: 503 when
     # overloaded or stopping) to the transaction layer: transport -> admission ->
     # transactions. The transaction layer sends through the transport, so the transport is
