@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 from attrs import field, frozen, validators
 from twisted.internet.interfaces import IReactorTime
@@ -443,7 +443,7 @@ class AuthThrottle:
             if not (peer_entry.failures or peer_entry.pending or peer_entry.refused_until > now):
                 self._peers.discard(attempt.peer, peer_entry)
             if not (user_entry.failures or user_entry.pending or user_entry.refused_until > now):
-                self._users.discard(cast(str, attempt.username), user_entry)
+                self._users.discard(attempt.username or "", user_entry)
             return
         peer_entry = attempt._entries[0]
         self._unreserve(peer_entry, attempt._previous[0])

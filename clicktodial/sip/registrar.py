@@ -47,7 +47,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from attrs import field, frozen, validators
 from twisted.application.service import Service
@@ -370,6 +370,8 @@ def _outbound_flow(request: Request, source: Source) -> bool:
 
 
 def _option_tags(request: Request, name: str) -> frozenset[str]:
+    if name not in request.headers:  # the usual case: one look-up, no list
+        return _NO_OPTIONS
     tags = request.headers.get_all(name)
     if not tags:
         return _NO_OPTIONS
@@ -948,7 +950,8 @@ class Registrar(Service):
         binding_changes: BindingChanges,
     ) -> Response | Deferred[Response]:
         """The store read the credentials, checked them and (if right) wrote the bindings."""
-        username = cast(str, attempt.username)
+        # (No typing.cast on this path: it is a Python call.) begin() had the username.
+        username = attempt.username or ""
         self.credentials.put(username, result.credentials, generation)
         bindings = result.bindings
         if bindings is None:
@@ -984,7 +987,7 @@ class Registrar(Service):
         our_aor: bool,
     ) -> Response | Deferred[Response]:
         """The credentials were checked: settle the attempt, then apply the request."""
-        refused = self._settle(verdict, attempt, aor, our_aor, cast(str, attempt.username))
+        refused = self._settle(verdict, attempt, aor, our_aor, attempt.username or "")
         if refused is not None:
             return refused
         return self._apply(request, source, now, changes, wildcard, aor)
@@ -1028,12 +1031,12 @@ class Registrar(Service):
         changes: list[_Contact],
         wildcard: bool,
     ) -> BindingChanges:
-        contact_changes: tuple[ContactChange, ...] = tuple([c.change for c in changes])
+        # Any: mypy's attrs plugin cannot type converter=tuple (and typing.cast is a call).
+        contact_changes: Any = tuple([c.change for c in changes])
         return BindingChanges(
             call_id=request.call_id,
             cseq=request.cseq.seq,
-            # cast: mypy's attrs plugin cannot type converter=tuple.
-            contacts=cast(Any, contact_changes),
+            contacts=contact_changes,
             wildcard=wildcard,
             path=self._accepted_path(request, source, aor),
             # Where requests to the binding go, whatever its Contact names
@@ -1291,12 +1294,19 @@ class Registrar(Service):
             headers.append(("Contact", value))
         # RFC 3261 §10.3 step 8.
         headers.append(("Date", self._date(now)))
-        if "path" in _option_tags(request, "Supported") and self.settings.accepts_path_from(
-            source.remote_host
+        settings = self.settings
+        if (
+            settings.path != "off"
+            and "path" in _option_tags(request, "Supported")
+            and settings.accepts_path_from(source.remote_host)
         ):
             # RFC 3327 §5.3: echo the Path of this request, if we stored it.
             headers.extend(("Path", value) for value in request.headers.get_fields("Path"))
-        if self._flows is not None and _outbound_flow(request, source):
+        if (
+            self._flows is not None
+            and source.connection is not None
+            and _outbound_flow(request, source)
+        ):
             # RFC 5626 §6: the registrar that supports outbound says so with
             # Require; §4.4.1: Flow-Timer, the keep-alive interval we expect
             # (CRLF pings, answered by the transport).  Only on TCP/TLS: we do
