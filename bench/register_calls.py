@@ -31,6 +31,7 @@ from clicktodial.config import parse_config
 from clicktodial.log import DaemonLogObserver
 from clicktodial.service import build_service
 from clicktodial.store.memory import MemoryStore
+from clicktodial.store.sql import SQLStore
 from clicktodial.store.values import NewUser
 from clicktodial.testing.fakes import InlineThreadPool, cheap_password_hasher, success_result_of
 from clicktodial.testing.transport import FakeReactor
@@ -85,6 +86,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--warm", type=int, default=200)
     parser.add_argument("--top", default="")
+    parser.add_argument(
+        "--store",
+        default="memory",
+        help="memory, or a SQLAlchemy URL (sqlite:///PATH, a new file): the SQL store,"
+        " its database work inline (SQLite's own work is built-in calls)",
+    )
     args = parser.parse_args()
     try:  # (as tap.py does; a tree without the gate is measured too)
         from clicktodial.log import LOG_LEVELS
@@ -95,9 +102,22 @@ def main() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     reactor = _InlineReactor()
     reactor.advance(1_800_000_000)
-    store = MemoryStore(
-        reactor, realm=DOMAIN, hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
-    )
+    store: MemoryStore | SQLStore
+    if args.store == "memory":
+        store = MemoryStore(
+            reactor, realm=DOMAIN, hash_pool=InlineThreadPool(), hasher=cheap_password_hasher()
+        )
+    else:
+        store = SQLStore(
+            reactor,
+            args.store,
+            InlineThreadPool(),
+            InlineThreadPool(),
+            realm=DOMAIN,
+            hasher=cheap_password_hasher(),
+            auto_upgrade=True,
+        )
+        success_result_of(store.start())
     total = args.warm + args.count
     users = [(f"u{i:05d}", f"p{i:05d}") for i in range(total)]
     root = build_service(parse_config(CONFIG, "x.ini"), reactor, store=store)
@@ -143,6 +163,11 @@ def main() -> None:
     sys.setprofile(None)
     root.stopService()
     n = args.count
+    if isinstance(store, SQLStore):
+        print(
+            f"store: {store.group_commit.jobs / total:.2f} group-commit jobs and"
+            f" {store.group_commit.batches / total:.2f} batches per registration"
+        )
     print(
         f"{counts[0] / n:.1f} Python calls per registration ({counts[1] / n:.1f} calls of"
         f" built-ins; {n} registrations; final statuses {dict(statuses)})"

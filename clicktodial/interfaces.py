@@ -8,7 +8,7 @@ The plugin API: the interfaces a plugin provides or uses (docs/plugins.md).
   ``IFoo(store, None)``: :class:`IBindingChangeNotifier`, :class:`IUserChangeNotifier`,
   :class:`IStoreLoad`, :class:`IClusterStorage` (with :class:`INodeRegistry` and
   :class:`IEventBus`),
-  :class:`IActiveCallClaims`, :class:`ICallTraceStore`.
+  :class:`IActiveCallClaims`, :class:`ICallTraceStore`, :class:`IVerifiedRegistration`.
 - Call control: :class:`ICallPolicyFactory`, :class:`ICallPolicy`, :class:`IMediaFlow`,
   :class:`IBridge`; and the controller the web layer talks to, :class:`ICallController`,
   with :class:`ICallEventListener`.
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
         TraceLimits,
         User,
         UserChanges,
+        VerifiedUpdate,
     )
     from clicktodial.trunks.limits import CallTicket
     from clicktodial.trunks.values import CallerIdentity, TrunkStatus
@@ -411,6 +412,41 @@ class IUserChangeNotifier(Interface):
         It runs on the reactor thread.
 
         :return: a function that unsubscribes ``listener``.
+        """
+
+
+class IVerifiedRegistration(Interface):
+    """
+    Optional capability of a store that keeps both the users and the bindings: an
+    authenticated REGISTER in one store operation (one thread hop, one transaction)
+    instead of a credentials read then a binding update.
+
+    The store reads the user's SIP credentials, hands them to the caller's ``verify``, and
+    applies the binding changes only if it accepted them, in the same transaction: a wrong
+    password writes nothing.
+    """
+
+    def update_bindings_if_verified(
+        username: str,
+        verify: Callable[[SipCredentials | None], bool],
+        aor: str,
+        changes: BindingChanges,
+        now: float,
+    ) -> Deferred[VerifiedUpdate]:
+        """
+        Read ``username``'s SIP credentials (``None`` for an unknown or disabled user, as
+        ``IUserStore.get_sip_credentials``), call ``verify`` with them, and if it returns
+        true apply ``changes`` to ``aor``'s bindings exactly as
+        ``ILocationStore.update_bindings`` does (the same rules, limits and atomicity).
+
+        ``verify`` may run on a store thread, and more than once for one call (a
+        transaction retried after a transient error): it must be thread-safe and answer
+        the same each time for the same credentials.
+
+        :return: fires with a :class:`~clicktodial.store.values.VerifiedUpdate`: the
+            credentials read and the bindings after the update, or ``None`` bindings (and
+            nothing written) when ``verify`` refused. Fails with ``OutOfOrderRegistration``
+            or ``TooManyBindings`` (nothing written) only after ``verify`` accepted.
         """
 
 

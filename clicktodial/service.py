@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.engine import URL
 from twisted.application import strports
@@ -26,6 +27,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
+from zope.interface import implementer
 
 from clicktodial import __version__
 from clicktodial.admission import AdmissionControl, SourceRateLimiter
@@ -42,6 +44,7 @@ from clicktodial.interfaces import (
     ILocationStore,
     IStoreBackend,
     IUserChangeNotifier,
+    IVerifiedRegistration,
 )
 from clicktodial.metrics import DaemonMetrics, TrunkCollector
 from clicktodial.operations import (
@@ -62,6 +65,7 @@ from clicktodial.sip.stack import SIPStack
 from clicktodial.sip.transport import SIPTransportLayer
 from clicktodial.startup import load_named_resources
 from clicktodial.store.plugins import StoreEnvironment
+from clicktodial.store.values import BindingChanges, SipCredentials, VerifiedUpdate
 from clicktodial.trunks.inbound import TrunkInboundGuard
 from clicktodial.trunks.trunk import trunks_for_daemon
 from clicktodial.web.app import make_web_app
@@ -88,6 +92,8 @@ CALLS_SERVICE_NAME = "calls"
 CLUSTER_SERVICE_NAME = "cluster"
 WEB_SERVICE_NAME = "web"
 METRICS_SERVICE_NAME = "web-metrics"
+
+T = TypeVar("T")
 
 
 class DaemonService(MultiService):
@@ -246,6 +252,36 @@ def store_for_daemon(config: Config, reactor: IReactorTime) -> IStoreBackend:
     return store
 
 
+@implementer(IVerifiedRegistration)
+class _PastTheDirectory:
+    """
+    The store's one-operation REGISTERs, which write the bindings past the call directory:
+    it drops the AOR when one starts and again when it ends, as its own ``update_bindings``
+    does (a look-up running meanwhile is not kept).
+    """
+
+    def __init__(self, store: IVerifiedRegistration, directory: CachedDirectory) -> None:
+        self._store = store
+        self._directory = directory
+
+    def update_bindings_if_verified(
+        self,
+        username: str,
+        verify: Callable[[SipCredentials | None], bool],
+        aor: str,
+        changes: BindingChanges,
+        now: float,
+    ) -> Deferred[VerifiedUpdate]:
+        self._directory.bindings_changed(aor)
+        return self._store.update_bindings_if_verified(username, verify, aor, changes, now).addBoth(
+            self._changed, aor
+        )
+
+    def _changed(self, result: T, aor: str) -> T:
+        self._directory.bindings_changed(aor)
+        return result
+
+
 def build_service(
     config: Config,
     reactor: IReactorCore,
@@ -325,6 +361,10 @@ def build_service(
         tap=tracer,
         adopted=worker.adopted if worker is not None else None,
     )
+    # With the bindings in the store, an authenticated REGISTER reads the credentials and
+    # writes the bindings in one store operation when the store can.
+    verified = IVerifiedRegistration(store, None) if location is None else None
+    registrations = None if verified is None else _PastTheDirectory(verified, directory)
     sip = SIPStack(
         clock,
         config.sip,
@@ -333,6 +373,7 @@ def build_service(
         directory,
         transport,
         register_observers=[register_metrics(metrics)],
+        registrations=registrations,
     )
     # What the transport receives goes through admission control ([limits]: 503 when
     # overloaded or stopping) to the transaction layer: transport -> admission ->

@@ -85,6 +85,11 @@ class ThrottleSettings:
 BUSY_RETRY_AFTER = 1.0
 
 
+#: The reservations of an attempt on a peer's and a username's counts that started no
+#: refusal (:meth:`AuthThrottle._reserve` returned ``None`` for both).
+_NOT_REFUSING: tuple[float | None, ...] = (None, None)
+
+
 class ThrottleRefused(Exception):
     """The attempt is refused without checking: too many failures, or the
     count is full of attempts in flight (``busy``)."""
@@ -304,14 +309,17 @@ class AuthThrottle:
                 self, peer, None, False, (peer_entry,), (self._reserve(peer_entry, now),)
             )
         user_entry = self._users.get_or_create(username)
-        return AuthAttempt(
-            self,
-            peer,
-            username,
-            False,
-            (peer_entry, user_entry),
-            (self._reserve(peer_entry, now), self._reserve(user_entry, now)),
-        )
+        # _reserve of both, written out for the usual case (neither count full): this
+        # runs for every authenticated REGISTER.
+        limit = self.settings.refuse_after
+        previous: tuple[float | None, ...]
+        if limit and (peer_entry.failures >= limit or user_entry.failures >= limit):
+            previous = (self._reserve(peer_entry, now), self._reserve(user_entry, now))
+        else:
+            peer_entry.pending += 1
+            user_entry.pending += 1
+            previous = _NOT_REFUSING
+        return AuthAttempt(self, peer, username, False, (peer_entry, user_entry), previous)
 
     @property
     def tracked(self) -> int:
@@ -425,6 +433,18 @@ class AuthThrottle:
             self._unreserve(pair, previous)
             return
         now = self._clock.seconds()
+        if attempt._previous is _NOT_REFUSING:
+            # The usual case, written out (_unreserve, _drop_if_idle): neither slot
+            # started a refusal.
+            peer_entry, user_entry = attempt._entries
+            peer_entry.pending -= 1
+            user_entry.pending -= 1
+            # Successful attempts leave nothing behind (see _drop_if_idle).
+            if not (peer_entry.failures or peer_entry.pending or peer_entry.refused_until > now):
+                self._peers.discard(attempt.peer, peer_entry)
+            if not (user_entry.failures or user_entry.pending or user_entry.refused_until > now):
+                self._users.discard(attempt.username or "", user_entry)
+            return
         peer_entry = attempt._entries[0]
         self._unreserve(peer_entry, attempt._previous[0])
         self._drop_if_idle(self._peers, attempt.peer, peer_entry, now)

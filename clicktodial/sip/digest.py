@@ -50,6 +50,7 @@ import hashlib
 import hmac
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
@@ -544,6 +545,10 @@ class NonceCountTracker:
     remembers the newest issue time it evicted: an untracked nonce issued at
     or before that time can no longer be proven fresh, so it is answered as
     stale (the client retries with a new nonce) rather than accepted.
+
+    Thread-safe: the registrar verifies on the reactor thread, and inside a
+    store's transaction on a store thread
+    (:class:`clicktodial.interfaces.IVerifiedRegistration`).
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
@@ -553,6 +558,7 @@ class NonceCountTracker:
         # nonce -> (issued_at, expires_at, last nc)
         self._entries: OrderedDict[str, tuple[float, float, int]] = OrderedDict()
         self._evicted_issued_before = float("-inf")
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -562,21 +568,22 @@ class NonceCountTracker:
         Record ``nc`` for ``nonce``; tell whether it is strictly higher than
         every count seen before for that nonce.
         """
-        entry = self._entries.get(nonce)
-        if entry is None:
-            if issued_at <= self._evicted_issued_before:
+        with self._lock:
+            entry = self._entries.get(nonce)
+            if entry is None:
+                if issued_at <= self._evicted_issued_before:
+                    return False
+                self._expire(now)
+                while len(self._entries) >= self._max_entries:
+                    _, (evicted_at, _, _) = self._entries.popitem(last=False)
+                    self._evicted_issued_before = max(self._evicted_issued_before, evicted_at)
+                self._entries[nonce] = (issued_at, expires_at, nc)
+                return True
+            if nc <= entry[2]:
                 return False
-            self._expire(now)
-            while len(self._entries) >= self._max_entries:
-                _, (evicted_at, _, _) = self._entries.popitem(last=False)
-                self._evicted_issued_before = max(self._evicted_issued_before, evicted_at)
-            self._entries[nonce] = (issued_at, expires_at, nc)
+            self._entries[nonce] = (entry[0], entry[1], nc)
+            self._entries.move_to_end(nonce)
             return True
-        if nc <= entry[2]:
-            return False
-        self._entries[nonce] = (entry[0], entry[1], nc)
-        self._entries.move_to_end(nonce)
-        return True
 
     def _expire(self, now: float) -> None:
         # Entries are roughly in first-use order; drop expired ones from the

@@ -47,17 +47,22 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from attrs import field, frozen, validators
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from clicktodial.interfaces import ILocationStore, IUserChangeNotifier, IUserStore
+from clicktodial.interfaces import (
+    ILocationStore,
+    IUserChangeNotifier,
+    IUserStore,
+    IVerifiedRegistration,
+)
 from clicktodial.log import LOG_LEVELS
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Source, format_host_port
@@ -79,6 +84,7 @@ from clicktodial.store.values import (
     BindingChanges,
     ContactChange,
     SipCredentials,
+    VerifiedUpdate,
 )
 from clicktodial.throttle import (
     AuthAttempt,
@@ -278,8 +284,13 @@ def contact_key(uri: URI) -> str:
     if not uri.is_sip:
         return str(uri)
     host = uri.host
-    params = ";".join(sorted(k if v is None else f"{k}={v.lower()}" for k, v in uri.params.items()))
-    headers = "&".join(f"{k.lower()}={v}" for k, v in sorted(uri.headers))
+    # (Most contacts have neither: no generator run for them.)
+    params = (
+        ";".join(sorted(k if v is None else f"{k}={v.lower()}" for k, v in uri.params.items()))
+        if uri.params
+        else ""
+    )
+    headers = "&".join(f"{k.lower()}={v}" for k, v in sorted(uri.headers)) if uri.headers else ""
     return (
         f"{uri.scheme}:{uri.user or ''}:{uri.password or ''}@"
         f"{_NORMAL_HOSTS.get(host) or normal_host(host)}:{uri.port or ''};{params}?{headers}"
@@ -359,6 +370,8 @@ def _outbound_flow(request: Request, source: Source) -> bool:
 
 
 def _option_tags(request: Request, name: str) -> frozenset[str]:
+    if name not in request.headers:  # the usual case: one look-up, no list
+        return _NO_OPTIONS
     tags = request.headers.get_all(name)
     if not tags:
         return _NO_OPTIONS
@@ -367,6 +380,53 @@ def _option_tags(request: Request, name: str) -> frozenset[str]:
 
 def _ha1(stored: SipCredentials, algorithm: str) -> str:
     return stored.ha1_sha256 if algorithm == "SHA-256" else stored.ha1_md5
+
+
+def _release(failure: Failure, attempt: AuthAttempt) -> Failure:
+    # The store failed before any password was checked: the attempt's slot goes back.
+    attempt.released()
+    return failure
+
+
+def _forbidden() -> _Reject:
+    return _Reject(403, "Forbidden (Not Your Address of Record)")
+
+
+class _StoredDigestCheck:
+    """
+    The Digest check a store runs on the credentials it read, inside the transaction that
+    then writes the bindings (:class:`IVerifiedRegistration`): true when the response is
+    right for them (:data:`Verdict.OK`). It runs on a store thread (the authenticator's
+    nonce counts are thread-safe) and keeps its verdict, so a transaction run again answers
+    the same without counting the nonce's ``nc`` twice.
+    """
+
+    __slots__ = ("_authenticator", "_credentials", "_method", "_issued_at", "_ha1", "verdict")
+
+    def __init__(
+        self,
+        authenticator: DigestAuthenticator,
+        credentials: DigestCredentials,
+        method: str,
+        issued_at: float,
+    ) -> None:
+        self._authenticator = authenticator
+        self._credentials = credentials
+        self._method = method
+        self._issued_at = issued_at
+        self._ha1: str | None = None
+        #: The verdict on the credentials the store read (``None`` until it called).
+        self.verdict: Verdict | None = None
+
+    def __call__(self, stored: SipCredentials | None) -> bool:
+        credentials = self._credentials
+        ha1 = None if stored is None else _ha1(stored, credentials.algorithm)
+        if self.verdict is None or ha1 != self._ha1:
+            self._ha1 = ha1
+            self.verdict = self._authenticator.verify(
+                credentials, self._method, ha1, self._issued_at
+            )
+        return self.verdict is Verdict.OK
 
 
 def _quote_param(value: str) -> str:
@@ -461,6 +521,12 @@ class Registrar(Service):
     :param flows: the transport's :class:`IFlowKeeper`: told how long the bindings
         registered over a TCP/TLS connection live, so that it keeps that
         connection (the phone's way in) open; it also gives the Flow-Timer.
+    :param registrations: a store that reads the credentials and writes the bindings of
+        an authenticated REGISTER in one operation (:class:`IVerifiedRegistration`), used
+        when the cached credentials do not do; it must hold both ``user_store``'s users and
+        the bindings ``location_store`` serves. Those bindings are then written to it
+        directly, not through ``location_store``: whatever caches them listens to
+        :attr:`binding_listeners`. ``None``: a credentials read, then an update.
     """
 
     log = Logger()
@@ -474,8 +540,10 @@ class Registrar(Service):
         settings: RegistrarSettings | None = None,
         throttle: AuthThrottle | None = None,
         flows: IFlowKeeper | None = None,
+        registrations: IVerifiedRegistration | None = None,
     ) -> None:
         self._clock = clock
+        self._registrations = registrations
         self._flows = flows
         self._users = user_store
         self._locations = location_store
@@ -506,7 +574,8 @@ class Registrar(Service):
         self._date_second = -1
         self._date_text = ""
         #: called with (aor, its unexpired bindings) after a REGISTER updated them here
-        #: (the web's live presence: clicktodial.web.events.RegistrationMonitor)
+        #: (the web's live presence: clicktodial.web.events.RegistrationMonitor; the
+        #: directory's cache when ``registrations`` writes past it)
         self.binding_listeners: list[Callable[[str, Sequence[Binding]], object]] = []
 
     # -- service -------------------------------------------------------------
@@ -548,43 +617,63 @@ class Registrar(Service):
             bindings for NAT traversal, and the key of the throttle).
         :return: fires with the final response; never fails.
         """
-        return Deferred.fromCoroutine(self._handle(request, source))
-
-    async def _handle(self, request: Request, source: Source) -> Response:
+        # Plain calls and callbacks, no coroutine: a REGISTER whose answer is at hand (a
+        # 4xx, a memory store) costs no Deferred chain beyond the one returned.
         try:
-            return await self._register(request, source)
-        except _Reject as reject:
-            return self._response(request, reject.status, reject.reason, reject.headers)
-        except (HeaderParseError, URIParseError) as e:
+            response = self._register(request, source)
+        except Exception:
+            return succeed(self._refusal(Failure(), request, source))
+        if isinstance(response, Deferred):
+            # A Deferred of its own, fired with the answer: ``called`` means answered
+            # (the chain above it may be paused on a throttle delay).
+            answered: Deferred[Response] = Deferred()
+            response.addCallbacks(
+                answered.callback,
+                self._refused_later,
+                errbackArgs=(answered, request, source),
+            )
+            return answered
+        return succeed(response)
+
+    def _refused_later(
+        self, failure: Failure, answered: Deferred[Response], request: Request, source: Source
+    ) -> None:
+        answered.callback(self._refusal(failure, request, source))
+
+    def _refusal(self, failure: Failure, request: Request, source: Source) -> Response:
+        """The response to a REGISTER whose handling ended in ``failure``."""
+        error = failure.value
+        if isinstance(error, _Reject):
+            return self._response(request, error.status, error.reason, error.headers)
+        if isinstance(error, (HeaderParseError, URIParseError)):
             # The parsers quote the offending text with repr(): no CR/LF
             # can reach the status line. Keep the phrase short.
-            return self._response(request, 400, f"Bad Request ({str(e)[:100]})")
-        except TooManyBindings as e:
+            return self._response(request, 400, f"Bad Request ({str(error)[:100]})")
+        if isinstance(error, TooManyBindings):
             self.log.info(
                 "REGISTER for {aor} refused: {error}",
-                aor=e.aor,
-                error=str(e),
+                aor=error.aor,
+                error=str(error),
                 peer=source.peer,
                 call_id=request.call_id,
             )
             return self._response(request, *_TOO_MANY_CONTACTS)
-        except OutOfOrderRegistration as e:
+        if isinstance(error, OutOfOrderRegistration):
             # RFC 3261 §10.3 step 7: "the update MUST be aborted and the
             # request fails"; failed updates get 500 (same step).
             self.log.info(
                 "Out-of-order REGISTER for {aor}: {error}",
-                aor=e.aor,
-                error=str(e),
+                aor=error.aor,
+                error=str(error),
                 peer=source.peer,
-                call_id=e.call_id,
+                call_id=error.call_id,
             )
             return self._response(request, 500, "Server Internal Error (Out of Order CSeq)")
-        except StoreError:
-            self.log.failure("Location service failed for REGISTER", peer=source.peer)
+        if isinstance(error, StoreError):
+            self.log.failure("Location service failed for REGISTER", failure, peer=source.peer)
             return self._response(request, 500, None, [("Retry-After", "5")])
-        except Exception:
-            self.log.failure("Unexpected error handling REGISTER", peer=source.peer)
-            return self._response(request, 500, None)
+        self.log.failure("Unexpected error handling REGISTER", failure, peer=source.peer)
+        return self._response(request, 500, None)
 
     def stateless_challenge(self, request: Request, source: Source) -> Response | None:
         """
@@ -669,62 +758,350 @@ class Registrar(Service):
         host = to.uri.host
         return changes, wildcard, aor, (_NORMAL_HOSTS.get(host) or normal_host(host)) in self._hosts
 
-    async def _register(self, request: Request, source: Source) -> Response:
+    def _register(self, request: Request, source: Source) -> Response | Deferred[Response]:
+        """
+        RFC 3261 §10.3 for one REGISTER: the response, or a Deferred of it when the store
+        (or a throttle delay) has to be waited for. A refusal raises (or fails) with
+        :class:`_Reject`; :meth:`_refusal` turns every error into its response.
+
+        Steps 3, 5 and 4 (5 before 4: an AOR of another domain is owned by nobody here,
+        and deserves 404 rather than 403), then 7 and 8.
+        """
         now = self._clock.seconds()
         changes, wildcard, aor, our_aor = self._check(request, source)
-        call_id = request.call_id
-        cseq = request.cseq.seq
-        # Steps 3, 5 and 4 (5 before 4: an AOR of another domain is
-        # owned by nobody here, and deserves 404 rather than 403).
-        await self._authenticate(request, source, aor, our_aor)
+        credentials = select_credentials(
+            request.headers.get_fields("Authorization"), self.authenticator.realm
+        )
+        if credentials is None:
+            left = self._refused_without_credentials(request, source)
+            if left > 0:
+                raise _Reject(503, None, [("Retry-After", str(math.ceil(left)))])
+            # No credentials, or none we can use: challenge (RFC 4475
+            # §3.3.7). Not a failure: every phone starts this way.
+            raise self._challenge()
+        peer = self._phone_host(request, source)
+        # Reserve before checking (docs/registrar.md, "Throttling"): the
+        # attempt counts as a failure in flight before the user's secrets
+        # are read, so however many guesses arrive at once, at most
+        # refuse_after of them are checked.
+        try:
+            attempt = self.throttle.begin(peer, credentials.username)
+        except ThrottleRefused as refused:
+            raise _Reject(
+                503, None, [("Retry-After", str(math.ceil(refused.retry_after)))]
+            ) from None
+        # Every way out settles the attempt: anything that neither failed nor succeeded
+        # (a stale or foreign nonce, a store error) tested no password and gives the slot
+        # back (AuthAttempt.released does nothing once settled).
+        try:
+            return self._authenticate(
+                attempt, credentials, request, source, now, changes, wildcard, aor, our_aor
+            )
+        except BaseException:
+            attempt.released()
+            raise
 
+    def _authenticate(
+        self,
+        attempt: AuthAttempt,
+        credentials: DigestCredentials,
+        request: Request,
+        source: Source,
+        now: float,
+        changes: list[_Contact],
+        wildcard: bool,
+        aor: str,
+        our_aor: bool,
+    ) -> Response | Deferred[Response]:
+        """
+        Check the credentials (step 3), then go on with the request: with the user's HA1s
+        from the credentials cache when they match, else read from the store — together
+        with the binding update in one store operation when the store offers it
+        (:class:`IVerifiedRegistration`) and the update is what a right password leads to.
+        """
+        authenticator = self.authenticator
+        issued_at = authenticator.check_nonce(credentials)
+        if issued_at is None or not self._uri_matches(credentials, request):
+            # Not a password guess: nothing was checked against a secret
+            # and nothing is learnt. A phone holding a nonce from before a
+            # restart (with a new random secret) lands here; a fresh
+            # challenge is all it needs.
+            self.log.info(
+                "Unusable nonce or digest-uri from {username}",
+                username=credentials.username,
+                peer=attempt.peer,
+                aor=aor,
+            )
+            raise self._challenge()
+        username = credentials.username
+        method = request.method
+        cache = self.credentials
+        # The cached HA1 is used only to accept; one that does not match is checked
+        # again against a fresh read (the password may have changed).
+        cached = cache.get(username)
+        cached_ha1 = None
+        if cached is not None:
+            cached_ha1 = _ha1(cached, credentials.algorithm)
+            verdict = authenticator.verify(credentials, method, cached_ha1, issued_at)
+            if verdict is not Verdict.INVALID:
+                return self._verified(
+                    verdict, attempt, request, source, now, changes, wildcard, aor, our_aor
+                )
+        generation = cache.generation
+        registrations = self._registrations
+        if (
+            registrations is not None
+            and (changes or wildcard)
+            and our_aor
+            and aor == f"sip:{username}@{self._aor_host}"
+            and self._too_short(changes) is None
+        ):
+            # One store operation: the credentials read, checked by the store (inside its
+            # transaction, on its thread), and only if they are right the bindings written.
+            check = _StoredDigestCheck(authenticator, credentials, method, issued_at)
+            binding_changes = self._binding_changes(request, source, aor, changes, wildcard)
+            return registrations.update_bindings_if_verified(
+                username, check, aor, binding_changes, now
+            ).addCallbacks(
+                self._verified_update,
+                self._verified_update_failed,
+                callbackArgs=(
+                    attempt,
+                    check,
+                    generation,
+                    request,
+                    source,
+                    now,
+                    aor,
+                    binding_changes,
+                ),
+                errbackArgs=(attempt, check),
+            )
+        # The store round trip. get_sip_credentials fires with None for
+        # unknown and disabled users alike.
+        return self._users.get_sip_credentials(username).addCallbacks(
+            self._credentials_read,
+            _release,
+            callbackArgs=(
+                attempt,
+                credentials,
+                issued_at,
+                cached_ha1,
+                generation,
+                request,
+                source,
+                now,
+                changes,
+                wildcard,
+                aor,
+                our_aor,
+            ),
+            errbackArgs=(attempt,),
+        )
+
+    def _credentials_read(
+        self,
+        stored: SipCredentials | None,
+        attempt: AuthAttempt,
+        credentials: DigestCredentials,
+        issued_at: float,
+        cached_ha1: str | None,
+        generation: int,
+        request: Request,
+        source: Source,
+        now: float,
+        changes: list[_Contact],
+        wildcard: bool,
+        aor: str,
+        our_aor: bool,
+    ) -> Response | Deferred[Response]:
+        """
+        The user's credentials are read: check the response against them and go on.
+
+        The work is the same for an unknown user and a wrong password: one
+        store read and one digest computation (the order differs when the
+        user was cached), so timing tells nothing about who exists.
+        """
+        self.credentials.put(credentials.username, stored, generation)
+        ha1 = _ha1(stored, credentials.algorithm) if stored is not None else None
+        if cached_ha1 is not None and ha1 == cached_ha1:
+            # The same HA1 that did not match just now.
+            verdict = Verdict.INVALID
+        else:
+            try:
+                verdict = self.authenticator.verify(credentials, request.method, ha1, issued_at)
+            except BaseException:
+                attempt.released()
+                raise
+        return self._verified(
+            verdict, attempt, request, source, now, changes, wildcard, aor, our_aor
+        )
+
+    def _verified_update(
+        self,
+        result: VerifiedUpdate,
+        attempt: AuthAttempt,
+        check: _StoredDigestCheck,
+        generation: int,
+        request: Request,
+        source: Source,
+        now: float,
+        aor: str,
+        binding_changes: BindingChanges,
+    ) -> Response | Deferred[Response]:
+        """The store read the credentials, checked them and (if right) wrote the bindings."""
+        # (No typing.cast on this path: it is a Python call.) begin() had the username.
+        username = attempt.username or ""
+        self.credentials.put(username, result.credentials, generation)
+        bindings = result.bindings
+        if bindings is None:
+            # Refused, nothing written: a stale nonce, or a wrong password (an unknown user).
+            if check.verdict is Verdict.STALE:
+                attempt.released()
+                raise self._challenge(stale=True)
+            return self._fail(attempt, aor, "wrong password or unknown user", self._challenge)
+        attempt.succeeded()
+        return self._updated(bindings, request, source, now, aor, binding_changes)
+
+    @staticmethod
+    def _verified_update_failed(
+        failure: Failure, attempt: AuthAttempt, check: _StoredDigestCheck
+    ) -> Failure:
+        # The store refuses an update (step 7) only after the credentials were right.
+        if check.verdict is Verdict.OK:
+            attempt.succeeded()
+        else:
+            attempt.released()
+        return failure
+
+    def _verified(
+        self,
+        verdict: Verdict,
+        attempt: AuthAttempt,
+        request: Request,
+        source: Source,
+        now: float,
+        changes: list[_Contact],
+        wildcard: bool,
+        aor: str,
+        our_aor: bool,
+    ) -> Response | Deferred[Response]:
+        """The credentials were checked: settle the attempt, then apply the request."""
+        refused = self._settle(verdict, attempt, aor, our_aor, attempt.username or "")
+        if refused is not None:
+            return refused
+        return self._apply(request, source, now, changes, wildcard, aor)
+
+    def _settle(
+        self, verdict: Verdict, attempt: AuthAttempt, aor: str, our_aor: bool, username: str
+    ) -> Deferred[Any] | None:
+        """
+        Steps 3, 5 and 4 once the credentials are checked: ``None`` when the request may
+        proceed (the attempt succeeded); otherwise raises :class:`_Reject`, or returns a
+        Deferred failing with it after the throttle's delay.
+        """
+        if verdict is Verdict.INVALID:
+            return self._fail(attempt, aor, "wrong password or unknown user", self._challenge)
+        if verdict is Verdict.STALE:
+            attempt.released()
+            raise self._challenge(stale=True)
+        if not our_aor:
+            attempt.released()
+            raise _Reject(404, "Not Found (Address of Record Not Served Here)")
+        # Step 4: users may only register their own AOR.
+        if aor != f"sip:{username}@{self._aor_host}":
+            return self._fail(attempt, aor, "user does not own the address of record", _forbidden)
+        attempt.succeeded()
+        return None
+
+    def _too_short(self, changes: list[_Contact]) -> _Reject | None:
+        """Step 7: the 423 for an interval the policy finds too short, if one is."""
+        min_expires = self.settings.min_expires
+        shortest = min(min_expires, _ONE_HOUR)
+        for change in changes:
+            if 0 < change.requested < shortest:
+                return _Reject(423, None, [("Min-Expires", str(min_expires))])
+        return None
+
+    def _binding_changes(
+        self,
+        request: Request,
+        source: Source,
+        aor: str,
+        changes: list[_Contact],
+        wildcard: bool,
+    ) -> BindingChanges:
+        # Any: mypy's attrs plugin cannot type converter=tuple (and typing.cast is a call).
+        contact_changes: Any = tuple([c.change for c in changes])
+        return BindingChanges(
+            call_id=request.call_id,
+            cseq=request.cseq.seq,
+            contacts=contact_changes,
+            wildcard=wildcard,
+            path=self._accepted_path(request, source, aor),
+            # Where requests to the binding go, whatever its Contact names
+            # (host, port, maddr, transport): docs/registrar.md, "Binding
+            # trust".
+            received=_source_uri(source),
+            user_agent=request.headers.get("User-Agent"),
+            max_bindings=self.settings.max_contacts,
+        )
+
+    def _apply(
+        self,
+        request: Request,
+        source: Source,
+        now: float,
+        changes: list[_Contact],
+        wildcard: bool,
+        aor: str,
+    ) -> Deferred[Response]:
+        """The authenticated request's effect on the location service (steps 6-8)."""
         if not changes and not wildcard:
             # A query (RFC 3261 §10.2.3): list the bindings.
-            bindings = await self._locations.get_bindings(aor, now)
-        else:
-            # Step 7: 423 for intervals the policy finds too short.
-            min_expires = self.settings.min_expires
-            for change in changes:
-                if 0 < change.requested < min(min_expires, _ONE_HOUR):
-                    raise _Reject(423, None, [("Min-Expires", str(min_expires))])
-            contact_changes: tuple[ContactChange, ...] = tuple(c.change for c in changes)
-            binding_changes = BindingChanges(
-                call_id=call_id,
-                cseq=cseq,
-                # cast: mypy's attrs plugin cannot type converter=tuple.
-                contacts=cast(Any, contact_changes),
-                wildcard=wildcard,
-                path=self._accepted_path(request, source, aor),
-                # Where requests to the binding go, whatever its Contact names
-                # (host, port, maddr, transport): docs/registrar.md, "Binding
-                # trust".
-                received=_source_uri(source),
-                user_agent=request.headers.get("User-Agent"),
-                max_bindings=self.settings.max_contacts,
+            return self._locations.get_bindings(aor, now).addCallback(
+                lambda bindings: self._ok(request, source, bindings, now)
             )
-            bindings = await self._locations.update_bindings(aor, binding_changes, now)
-            if self._flows is not None and source.connection is not None:
-                # Keep the connection open while a binding made over it lives
-                # (a de-REGISTER leaves none: the hold is released).
-                received = binding_changes.received
-                self._flows.keep_flow(
-                    source,
-                    aor,
-                    max((b.expires_at for b in bindings if b.received == received), default=now),
-                )
-            for listener in self.binding_listeners:
-                try:
-                    listener(aor, bindings)
-                except Exception:
-                    self.log.failure("binding listener failed", aor=aor)
-            if LOG_LEVELS.debug:  # the event is not even built at [log] level info and above
-                self.log.debug(
-                    "REGISTER {aor}: {count} binding(s)",
-                    aor=aor,
-                    count=len(bindings),
-                    peer=source.peer,
-                    call_id=call_id,
-                )
+        too_short = self._too_short(changes)
+        if too_short is not None:
+            raise too_short
+        binding_changes = self._binding_changes(request, source, aor, changes, wildcard)
+        return self._locations.update_bindings(aor, binding_changes, now).addCallback(
+            self._updated, request, source, now, aor, binding_changes
+        )
+
+    def _updated(
+        self,
+        bindings: list[Binding],
+        request: Request,
+        source: Source,
+        now: float,
+        aor: str,
+        binding_changes: BindingChanges,
+    ) -> Response:
+        """The AOR's bindings were updated: tell who listens, answer 200 (step 8)."""
+        if self._flows is not None and source.connection is not None:
+            # Keep the connection open while a binding made over it lives
+            # (a de-REGISTER leaves none: the hold is released).
+            received = binding_changes.received
+            self._flows.keep_flow(
+                source,
+                aor,
+                max((b.expires_at for b in bindings if b.received == received), default=now),
+            )
+        for listener in self.binding_listeners:
+            try:
+                listener(aor, bindings)
+            except Exception:
+                self.log.failure("binding listener failed", aor=aor)
+        if LOG_LEVELS.debug:  # the event is not even built at [log] level info and above
+            self.log.debug(
+                "REGISTER {aor}: {count} binding(s)",
+                aor=aor,
+                count=len(bindings),
+                peer=source.peer,
+                call_id=request.call_id,
+            )
         return self._ok(request, source, bindings, now)
 
     def _accepted_path(self, request: Request, source: Source, aor: str) -> list[str]:
@@ -804,78 +1181,6 @@ class Registrar(Service):
             raise _Reject(400, "Bad Request (Multiple Contacts With reg-id)")
         return changes
 
-    async def _authenticate(
-        self, request: Request, source: Source, aor: str, our_aor: bool
-    ) -> None:
-        """
-        RFC 3261 §10.3 steps 3-5; returns when the request may proceed,
-        raises :func:`_Reject` otherwise.
-
-        :param our_aor: whether the AOR's host is our domain (step 5).
-        """
-        credentials = select_credentials(
-            request.headers.get_fields("Authorization"), self.authenticator.realm
-        )
-        if credentials is None:
-            left = self._refused_without_credentials(request, source)
-            if left > 0:
-                raise _Reject(503, None, [("Retry-After", str(math.ceil(left)))])
-            # No credentials, or none we can use: challenge (RFC 4475
-            # §3.3.7). Not a failure: every phone starts this way.
-            raise self._challenge()
-        peer = self._phone_host(request, source)
-        # Reserve before checking (docs/registrar.md, "Throttling"): the
-        # attempt counts as a failure in flight before the user's secrets
-        # are read, so however many guesses arrive at once, at most
-        # refuse_after of them are checked.
-        try:
-            attempt = self.throttle.begin(peer, credentials.username)
-        except ThrottleRefused as refused:
-            raise _Reject(
-                503, None, [("Retry-After", str(math.ceil(refused.retry_after)))]
-            ) from None
-        try:
-            await self._check_credentials(attempt, credentials, request, aor, our_aor)
-        finally:
-            # Anything that neither failed nor succeeded (a stale or foreign
-            # nonce, a store error) tested no password: give the slot back.
-            attempt.released()
-
-    async def _check_credentials(
-        self,
-        attempt: AuthAttempt,
-        credentials: DigestCredentials,
-        request: Request,
-        aor: str,
-        our_aor: bool,
-    ) -> None:
-        issued_at = self.authenticator.check_nonce(credentials)
-        if issued_at is None or not self._uri_matches(credentials, request):
-            # Not a password guess: nothing was checked against a secret
-            # and nothing is learnt. A phone holding a nonce from before a
-            # restart (with a new random secret) lands here; a fresh
-            # challenge is all it needs.
-            self.log.info(
-                "Unusable nonce or digest-uri from {username}",
-                username=credentials.username,
-                peer=attempt.peer,
-                aor=aor,
-            )
-            raise self._challenge()
-        verdict = await self._verify(credentials, request.method, issued_at)
-        if verdict is Verdict.INVALID:
-            await self._fail(attempt, aor, "wrong password or unknown user")
-            raise self._challenge()
-        if verdict is Verdict.STALE:
-            raise self._challenge(stale=True)
-        if not our_aor:
-            raise _Reject(404, "Not Found (Address of Record Not Served Here)")
-        # Step 4: users may only register their own AOR.
-        if aor != f"sip:{credentials.username}@{self._aor_host}":
-            await self._fail(attempt, aor, "user does not own the address of record")
-            raise _Reject(403, "Forbidden (Not Your Address of Record)")
-        attempt.succeeded()
-
     def _refused_without_credentials(self, request: Request, source: Source) -> float:
         """
         Seconds left of the refusal of a REGISTER without credentials: its
@@ -899,39 +1204,6 @@ class Registrar(Service):
             return phone_host(request, self.settings.trusted_proxies) or host
         return host
 
-    async def _verify(
-        self, credentials: DigestCredentials, method: str, issued_at: float
-    ) -> Verdict:
-        """
-        Check the response against the user's HA1: from the credentials
-        cache when it has the user, else (and whenever the cached HA1 does
-        not match: the password may have changed) from the user store.
-
-        The work is the same for an unknown user and a wrong password: one
-        store read and one digest computation (the order differs when the
-        user was cached), so timing tells nothing about who exists.
-        """
-        username = credentials.username
-        authenticator = self.authenticator
-        cache = self.credentials
-        cached = cache.get(username)
-        cached_ha1 = None
-        if cached is not None:
-            cached_ha1 = _ha1(cached, credentials.algorithm)
-            verdict = authenticator.verify(credentials, method, cached_ha1, issued_at)
-            if verdict is not Verdict.INVALID:
-                return verdict
-        # The store round trip. get_sip_credentials fires with None for
-        # unknown and disabled users alike.
-        generation = cache.generation
-        stored = await self._users.get_sip_credentials(username)
-        cache.put(username, stored, generation)
-        ha1 = _ha1(stored, credentials.algorithm) if stored is not None else None
-        if cached is not None and ha1 == cached_ha1:
-            # The same HA1 that did not match just now.
-            return Verdict.INVALID
-        return authenticator.verify(credentials, method, ha1, issued_at)
-
     def _uri_matches(self, credentials: DigestCredentials, request: Request) -> bool:
         # RFC 7616 §3.4.6 / RFC 2617 §3.2.2.5: the digest-uri should be the
         # Request-URI; most phones copy it verbatim. Some clients write it
@@ -949,7 +1221,13 @@ class Registrar(Service):
             uri.is_sip and uri.user == ruri.user and normal_host(uri.host) == normal_host(ruri.host)
         )
 
-    async def _fail(self, attempt: AuthAttempt, aor: str, why: str) -> None:
+    def _fail(
+        self, attempt: AuthAttempt, aor: str, why: str, reject: Callable[[], _Reject]
+    ) -> Deferred[Any]:
+        """
+        A failed attempt: raise ``reject()`` at once, or return a Deferred failing with it
+        after the throttle's delay (503 when too many answers are held back already).
+        """
         delay = attempt.failed(aor)
         self.log.info(
             "Authentication failed for {username} ({why})",
@@ -959,14 +1237,16 @@ class Registrar(Service):
             aor=aor,
         )
         if delay <= 0:
-            return
+            raise reject()
         if self._delayed >= self.settings.max_delayed:
             raise _Reject(503, None, [("Retry-After", str(math.ceil(delay)))])
         self._delayed += 1
-        try:
-            await deferLater(self._clock, delay)
-        finally:
+
+        def answer(result: object) -> NoReturn:
             self._delayed -= 1
+            raise reject()
+
+        return deferLater(self._clock, delay).addBoth(answer)
 
     def _challenge(self, stale: bool = False) -> _Reject:
         return _Reject(
@@ -1014,12 +1294,19 @@ class Registrar(Service):
             headers.append(("Contact", value))
         # RFC 3261 §10.3 step 8.
         headers.append(("Date", self._date(now)))
-        if "path" in _option_tags(request, "Supported") and self.settings.accepts_path_from(
-            source.remote_host
+        settings = self.settings
+        if (
+            settings.path != "off"
+            and "path" in _option_tags(request, "Supported")
+            and settings.accepts_path_from(source.remote_host)
         ):
             # RFC 3327 §5.3: echo the Path of this request, if we stored it.
             headers.extend(("Path", value) for value in request.headers.get_fields("Path"))
-        if self._flows is not None and _outbound_flow(request, source):
+        if (
+            self._flows is not None
+            and source.connection is not None
+            and _outbound_flow(request, source)
+        ):
             # RFC 5626 §6: the registrar that supports outbound says so with
             # Require; §4.4.1: Flow-Timer, the keep-alive interval we expect
             # (CRLF pings, answered by the transport).  Only on TCP/TLS: we do

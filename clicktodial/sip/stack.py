@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from clicktodial.config import RegistrarConfig, SipConfig
-from clicktodial.interfaces import ILocationStore, IUserStore
+from clicktodial.interfaces import ILocationStore, IUserStore, IVerifiedRegistration
 from clicktodial.sip.address import Source
 from clicktodial.sip.interfaces import IIncomingCallHandler, ISessionHandler, ITransactionUser
 from clicktodial.sip.message import Request, Response
@@ -212,6 +212,9 @@ class SIPStack(MultiService):
     :ivar registrar: the :class:`Registrar`.
     :ivar register_observers: told of each REGISTER answered, statelessly or not (the
         daemon's metrics count them).
+
+    ``registrations``: the registrar's one-operation REGISTERs
+    (:class:`~clicktodial.sip.registrar.Registrar`'s parameter of that name).
     """
 
     def __init__(
@@ -224,6 +227,7 @@ class SIPStack(MultiService):
         transport: SIPTransportLayer,
         *,
         register_observers: Iterable[RegisterObserver] = (),
+        registrations: IVerifiedRegistration | None = None,
     ) -> None:
         super().__init__()
         self.clock = reactor
@@ -240,6 +244,7 @@ class SIPStack(MultiService):
             registrar_settings,
             AuthThrottle(reactor, throttle_settings),
             flows=self.transport,
+            registrations=registrations,
         )
         self.user_agent = UserAgent(
             reactor,

@@ -79,6 +79,14 @@ class UserRecord:
         )
 
 
+def sip_credentials_of(record: UserRecord | None) -> SipCredentials | None:
+    """A user's SIP credentials as ``get_sip_credentials`` gives them: ``None`` for no
+    user, a disabled one, or one without a SIP password."""
+    if record is None or record.disabled or record.ha1_md5 is None or record.ha1_sha256 is None:
+        return None
+    return SipCredentials(record.ha1_md5, record.ha1_sha256)
+
+
 @implementer(IUserChangeNotifier)
 class StoreBase(ABC):
     """
@@ -268,17 +276,7 @@ class StoreBase(ABC):
         return Deferred.fromCoroutine(check())
 
     def get_sip_credentials(self, username: str) -> Deferred[SipCredentials | None]:
-        def credentials(record: UserRecord | None) -> SipCredentials | None:
-            if (
-                record is None
-                or record.disabled
-                or record.ha1_md5 is None
-                or record.ha1_sha256 is None
-            ):
-                return None
-            return SipCredentials(record.ha1_md5, record.ha1_sha256)
-
-        return self._run(self._op_get_user, username).addCallback(credentials)
+        return self._run(self._op_get_user, username).addCallback(sip_credentials_of)
 
     def create_token(self, username: str, label: str = "") -> Deferred[str]:
         token = generate_token()

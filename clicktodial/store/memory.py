@@ -24,8 +24,9 @@ from clicktodial.interfaces import (
     ICallTraceStore,
     IOutboundQuota,
     IStoreBackend,
+    IVerifiedRegistration,
 )
-from clicktodial.store.base import StoreBase, UserRecord, apply_call_fields
+from clicktodial.store.base import StoreBase, UserRecord, apply_call_fields, sip_credentials_of
 from clicktodial.store.bindings import plan_register, sort_bindings
 from clicktodial.store.errors import NoSuchCall, NoSuchUser, UserExists
 from clicktodial.store.passwords import (
@@ -40,17 +41,22 @@ from clicktodial.store.values import (
     BindingChanges,
     CallRecord,
     CallTrace,
+    SipCredentials,
     TraceAppend,
     TraceLimits,
+    VerifiedUpdate,
 )
 
 T = TypeVar("T")
 
 
-@implementer(IStoreBackend, IActiveCallClaims, ICallTraceStore, IOutboundQuota)
+@implementer(
+    IStoreBackend, IActiveCallClaims, ICallTraceStore, IOutboundQuota, IVerifiedRegistration
+)
 class MemoryStore(StoreBase):
     """
-    All three stores in memory, and the calls' traces (:class:`ICallTraceStore`).
+    All three stores in memory, and the calls' traces (:class:`ICallTraceStore`); a
+    REGISTER's credentials and bindings in one step (:class:`IVerifiedRegistration`).
 
     :param reactor: an :class:`IReactorTime` that also provides
         :class:`IReactorFromThreads` (any real reactor;
@@ -169,6 +175,26 @@ class MemoryStore(StoreBase):
         else:
             self._bindings.pop(aor, None)
         return list(plan.result)
+
+    def update_bindings_if_verified(
+        self,
+        username: str,
+        verify: Callable[[SipCredentials | None], bool],
+        aor: str,
+        changes: BindingChanges,
+        now: float,
+    ) -> Deferred[VerifiedUpdate]:
+        """See :meth:`IVerifiedRegistration.update_bindings_if_verified`: one step on the
+        reactor thread, so nothing runs between the read and the write."""
+        try:
+            credentials = sip_credentials_of(self._users.get(username))
+            if not verify(credentials):
+                return defer.succeed(VerifiedUpdate(credentials, None))
+            return defer.succeed(
+                VerifiedUpdate(credentials, self._op_update_bindings(aor, changes, now))
+            )
+        except Exception:
+            return defer.fail()
 
     def _op_remove_all(self, aor: str) -> int:
         return len(self._bindings.pop(aor, {}))

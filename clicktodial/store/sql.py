@@ -69,6 +69,7 @@ from clicktodial.interfaces import (
     ISchemaManagement,
     IStoreBackend,
     IStoreLoad,
+    IVerifiedRegistration,
 )
 from clicktodial.store import migrations
 from clicktodial.store.base import StoreBase, UserRecord
@@ -101,6 +102,7 @@ from clicktodial.store.sqljobs import (
     SQLJob,
     UpdateBindings,
     UpdateCall,
+    VerifiedUpdateBindings,
     chunks,
 )
 from clicktodial.store.traces import (
@@ -116,6 +118,7 @@ from clicktodial.store.values import (
     CallRecord,
     CallUpdate,
     SipCredentials,
+    VerifiedUpdate,
 )
 from clicktodial.store.writelock import FileWriteLock, write_lock_for
 
@@ -299,11 +302,18 @@ def _call_record(row: Row[Any]) -> CallRecord:
 
 
 @implementer(
-    IStoreBackend, IStoreLoad, ISchemaManagement, IActiveCallClaims, ICallTraceStore, IOutboundQuota
+    IStoreBackend,
+    IStoreLoad,
+    ISchemaManagement,
+    IActiveCallClaims,
+    ICallTraceStore,
+    IOutboundQuota,
+    IVerifiedRegistration,
 )
 class SQLStore(StoreBase):
     """
     All three stores in a SQL database. Capabilities: :class:`IStoreLoad`,
+    :class:`IVerifiedRegistration` (a REGISTER's credentials and bindings in one job),
     :class:`ISchemaManagement`, :class:`IActiveCallClaims`, :class:`ICallTraceStore` (the
     calls' traces), and on
     PostgreSQL :class:`IClusterStorage` (the nodes table, the LISTEN/NOTIFY bus).
@@ -615,6 +625,18 @@ class SQLStore(StoreBase):
         self, aor: str, changes: BindingChanges, now: float
     ) -> Deferred[list[Binding]]:
         return self.group_commit.submit(UpdateBindings(aor, changes, now))
+
+    def update_bindings_if_verified(
+        self,
+        username: str,
+        verify: Callable[[SipCredentials | None], bool],
+        aor: str,
+        changes: BindingChanges,
+        now: float,
+    ) -> Deferred[VerifiedUpdate]:
+        """See :meth:`IVerifiedRegistration.update_bindings_if_verified`: one job of the
+        group commit (``verify`` runs on the batch thread)."""
+        return self.group_commit.submit(VerifiedUpdateBindings(username, verify, aor, changes, now))
 
     def create_call(
         self, caller: str, callee: str, created_at: float, node: str | None = None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -32,7 +32,13 @@ from clicktodial.store.bindings import plan_register
 from clicktodial.store.errors import NoSuchCall
 from clicktodial.store.schema import calls
 from clicktodial.store.traces import TraceAppend, TraceLimits, fit_messages, pack_messages
-from clicktodial.store.values import Binding, BindingChanges, CallRecord, SipCredentials
+from clicktodial.store.values import (
+    Binding,
+    BindingChanges,
+    CallRecord,
+    SipCredentials,
+    VerifiedUpdate,
+)
 
 T = TypeVar("T")
 
@@ -341,11 +347,7 @@ class Credentials(SQLJob):
         return (self.rank, self.username)
 
     def run(self, batch: Batch) -> SipCredentials | None:
-        batch.cursor.execute(batch.dialect.credentials, (self.username,))
-        row = batch.cursor.fetchone()
-        if row is None or row[2] or row[0] is None or row[1] is None:
-            return None
-        return SipCredentials(row[0], row[1])
+        return _read_credentials(batch, self.username)
 
 
 @frozen
@@ -373,10 +375,55 @@ class UpdateBindings(SQLJob):
         return self.aor
 
     def run(self, batch: Batch) -> list[Binding]:
-        stored = batch.stored_bindings(self.aor)
-        plan = plan_register(self.aor, stored, self.changes, self.now)
-        batch.write_bindings(self.aor, stored, list(plan.delete), plan.write)
-        return list(plan.result)
+        return _update_bindings(batch, self.aor, self.changes, self.now)
+
+
+@frozen
+class VerifiedUpdateBindings(SQLJob):
+    """
+    ``update_bindings_if_verified``: the user's credentials read, handed to ``verify``,
+    and only if it accepts them the binding update of :class:`UpdateBindings`, in the same
+    transaction (its place in the batch and its AOR lock are an update's). A retried batch
+    calls ``verify`` again (the registrar's answers the same).
+    """
+
+    username: str
+    verify: Callable[[SipCredentials | None], bool]
+    aor: str
+    changes: BindingChanges
+    now: float
+    rank = 1
+
+    def order(self) -> tuple[int, str]:
+        return (self.rank, self.aor)
+
+    def changes_aor(self) -> str:
+        return self.aor
+
+    def run(self, batch: Batch) -> VerifiedUpdate:
+        credentials = _read_credentials(batch, self.username)
+        if not self.verify(credentials):
+            return VerifiedUpdate(credentials, None)
+        return VerifiedUpdate(
+            credentials, _update_bindings(batch, self.aor, self.changes, self.now)
+        )
+
+
+def _read_credentials(batch: Batch, username: str) -> SipCredentials | None:
+    batch.cursor.execute(batch.dialect.credentials, (username,))
+    row = batch.cursor.fetchone()
+    if row is None or row[2] or row[0] is None or row[1] is None:
+        return None
+    return SipCredentials(row[0], row[1])
+
+
+def _update_bindings(batch: Batch, aor: str, changes: BindingChanges, now: float) -> list[Binding]:
+    # The AOR's stored bindings (locked), RFC 3261 §10.3 applied in Python (raising before
+    # anything is written when it refuses), the difference queued.
+    stored = batch.stored_bindings(aor)
+    plan = plan_register(aor, stored, changes, now)
+    batch.write_bindings(aor, stored, list(plan.delete), plan.write)
+    return list(plan.result)
 
 
 @frozen

@@ -260,6 +260,20 @@ class BindingChanges:
             raise ValueError("a wildcard REGISTER carries no other contact")
 
 
+class VerifiedUpdate(NamedTuple):
+    """
+    What a registration in one store batch found and did
+    (:meth:`clicktodial.interfaces.IVerifiedRegistration.update_bindings_if_verified`).
+
+    :ivar credentials: the user's SIP credentials as read (``None``: unknown or disabled).
+    :ivar bindings: the AOR's unexpired bindings after the update, or ``None`` when the
+        verification refused the credentials and nothing was written.
+    """
+
+    credentials: SipCredentials | None
+    bindings: list[Binding] | None
+
+
 # -- call records ---------------------------------------------------------------
 
 #: Documented values of :func:`CallRecord.end_reason`.

@@ -39,7 +39,9 @@ Deferred by the time a method returns and the tests are synchronous. A store tal
 server asynchronously is not: wait for its Deferreds in the store's methods' callers instead
 (or run its blocking client on the environment's thread pools, which are inline here).
 
-A location store providing ``IBindingChangeNotifier`` is also checked for its notices
+A store providing ``IVerifiedRegistration`` is checked for it by :class:`StoreContract`
+(stores without it skip those tests). A location store providing
+``IBindingChangeNotifier`` is also checked for its notices
 (``test_change_notices``); notices that arrive from another thread are waited for, at most
 ``NOTICE_TIMEOUT`` seconds. Stores without the capability skip that test.
 """
@@ -66,6 +68,7 @@ from clicktodial.interfaces import (
     IOutboundQuota,
     IStoreBackend,
     IUserStore,
+    IVerifiedRegistration,
 )
 from clicktodial.store.errors import (
     InvalidUsername,
@@ -83,7 +86,9 @@ from clicktodial.store.values import (
     CallUpdate,
     ContactChange,
     NewUser,
+    SipCredentials,
     UserChanges,
+    VerifiedUpdate,
 )
 from clicktodial.testing.fakes import (
     InlineReactor,
@@ -1168,7 +1173,8 @@ class CallRecordStoreContract(_StoreFixtures):
 
 
 class StoreContract(UserStoreContract, LocationStoreContract, CallRecordStoreContract):
-    """All three contracts, plus the backend lifecycle."""
+    """All three contracts, plus the backend lifecycle; and for a store that provides
+    :class:`IVerifiedRegistration`, that capability (skipped for one that does not)."""
 
     def make_tested_store(
         self, environment: StoreEnvironment, request: pytest.FixtureRequest
@@ -1178,6 +1184,104 @@ class StoreContract(UserStoreContract, LocationStoreContract, CallRecordStoreCon
     def test_provides_store_backend(self, store: Any) -> None:
         """The store provides IStoreBackend (all three stores, start and stop)."""
         assert verifyObject(IStoreBackend, store)
+
+    # -- IVerifiedRegistration (optional) -------------------------------------------------
+
+    @staticmethod
+    def verified(store: Any) -> Any:
+        """The store as an :class:`IVerifiedRegistration`; the test skips without it."""
+        verified = IVerifiedRegistration(store, None)
+        if verified is None:
+            pytest.skip("the store does not provide IVerifiedRegistration")
+        assert verifyObject(IVerifiedRegistration, verified)
+        return verified
+
+    def test_verified_update_writes_what_update_bindings_would(self, store: Any) -> None:
+        """verify gets the user's credentials (as get_sip_credentials gives them); when it
+        accepts, the bindings are updated as update_bindings does, and both come back."""
+        verified = self.verified(store)
+        success_result_of(store.add_user("alice", sip_password="secret"))
+        seen: list[object] = []
+
+        def accept(credentials: SipCredentials | None) -> bool:
+            seen.append(credentials)
+            return True
+
+        changes = register(ALICE, "c1", 1, ContactChange(ALICE_PHONE, 60), received="sip:h")
+        result = success_result_of(
+            verified.update_bindings_if_verified("alice", accept, ALICE, changes, self.NOW)
+        )
+        credentials = success_result_of(store.get_sip_credentials("alice"))
+        assert credentials is not None and seen[-1] == credentials
+        assert result == VerifiedUpdate(
+            credentials, success_result_of(store.get_bindings(ALICE, self.NOW))
+        )
+        [binding] = result.bindings
+        assert (binding.contact, binding.expires_at, binding.received) == (
+            ALICE_PHONE,
+            self.NOW + 60,
+            "sip:h",
+        )
+
+    def test_verified_update_refused_writes_nothing(self, store: Any) -> None:
+        """When verify refuses, nothing is written and the bindings come back None."""
+        verified = self.verified(store)
+        success_result_of(store.add_user("alice", sip_password="secret"))
+        self.update(store, ALICE, register(ALICE, "c1", 1, ContactChange(ALICE_PHONE, 60)))
+        before = success_result_of(store.get_bindings(ALICE, self.NOW))
+        changes = register(ALICE, "c1", 2, ContactChange(ALICE_PHONE, 0))
+        result = success_result_of(
+            verified.update_bindings_if_verified("alice", lambda c: False, ALICE, changes, self.NOW)
+        )
+        assert result == VerifiedUpdate(success_result_of(store.get_sip_credentials("alice")), None)
+        assert success_result_of(store.get_bindings(ALICE, self.NOW)) == before
+
+    def test_verified_update_gives_none_for_unknown_and_disabled_users(self, store: Any) -> None:
+        """verify gets None for an unknown user and a disabled one (it may still accept:
+        the store writes what verify allows)."""
+        verified = self.verified(store)
+        success_result_of(store.add_user("bob", sip_password="secret"))
+        success_result_of(store.update_user("bob", UserChanges(disabled=True)))
+        seen: list[object] = []
+
+        def refuse(credentials: SipCredentials | None) -> bool:
+            seen.append(credentials)
+            return False
+
+        for username in ("nobody", "bob"):
+            result = success_result_of(
+                verified.update_bindings_if_verified(
+                    username,
+                    refuse,
+                    BOB,
+                    register(BOB, "c", 1, ContactChange("sip:bob@h", 60)),
+                    self.NOW,
+                )
+            )
+            assert result == VerifiedUpdate(None, None)
+        assert seen == [None, None]
+        assert success_result_of(store.get_bindings(BOB, self.NOW)) == []
+
+    def test_verified_update_refuses_as_update_bindings_does(self, store: Any) -> None:
+        """Accepted credentials, but an update update_bindings refuses (out-of-order CSeq,
+        beyond max_bindings): the same failure, nothing written."""
+        verified = self.verified(store)
+        success_result_of(store.add_user("alice", sip_password="secret"))
+        self.update(
+            store, ALICE, register(ALICE, "c1", 5, ContactChange(ALICE_PHONE, 60), max_bindings=1)
+        )
+        before = success_result_of(store.get_bindings(ALICE, self.NOW))
+        stale = register(ALICE, "c1", 4, ContactChange(ALICE_PHONE, 0))
+        failure_result_of(
+            verified.update_bindings_if_verified("alice", lambda c: True, ALICE, stale, self.NOW),
+            OutOfOrderRegistration,
+        )
+        beyond = register(ALICE, "c2", 1, ContactChange(ALICE_LAPTOP, 60), max_bindings=1)
+        failure_result_of(
+            verified.update_bindings_if_verified("alice", lambda c: True, ALICE, beyond, self.NOW),
+            TooManyBindings,
+        )
+        assert success_result_of(store.get_bindings(ALICE, self.NOW)) == before
 
 
 def traced(

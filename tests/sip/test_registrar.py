@@ -74,7 +74,9 @@ USERS = {
 
 
 class Env:
-    """A registrar on a memory store with a few users, at time :data:`NOW`."""
+    """A registrar on a memory store with a few users, at time :data:`NOW`; with
+    ``one_operation``, authenticated REGISTERs go to the store as one operation
+    (``IVerifiedRegistration``)."""
 
     def __init__(
         self,
@@ -83,6 +85,7 @@ class Env:
         location_store: ILocationStore | None = None,
         sqlite_path: Path | None = None,
         domain: str = DOMAIN,
+        one_operation: bool = False,
     ) -> None:
         self.domain = domain
         self.clock = InlineReactor()
@@ -116,6 +119,7 @@ class Env:
             domain,
             settings if settings is not None else RegistrarSettings(aliases=ALIASES),
             AuthThrottle(self.clock, throttle),
+            registrations=self.store if one_operation else None,
         )
         observer = cast(ILogObserver, self.events.append)
         self.registrar.log = Logger(observer=observer)
@@ -1634,3 +1638,147 @@ def test_a_user_store_declaring_change_notices_drops_cached_credentials_at_once(
         listener("alice")
     assert env.send_authenticated(register(cseq=5)).status == 200
     assert users.looked_up == ["alice", "alice"]
+
+
+# -- one store operation per authenticated REGISTER ---------------------------------------
+
+
+class TestOneOperation:
+    """
+    With a store providing ``IVerifiedRegistration``, an authenticated REGISTER whose
+    credentials are not cached is one store operation: the store reads the credentials,
+    the registrar's check runs on them, and only right ones write the bindings. The
+    answers are those of the two-step path.
+    """
+
+    @pytest.fixture(params=["memory", "sqlite"])
+    def env(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+        env = Env(
+            sqlite_path=tmp_path / "store.sqlite" if request.param == "sqlite" else None,
+            one_operation=True,
+        )
+        yield env
+        success_result_of(env.store.stop())
+
+    @staticmethod
+    def store_calls(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """The store operations the registrar uses from now on, by name."""
+        calls: list[str] = []
+        for name in ("get_sip_credentials", "update_bindings", "update_bindings_if_verified"):
+            real = getattr(env.store, name)
+
+            def counted(*args: Any, _name: str = name, _real: Any = real) -> Any:
+                calls.append(_name)
+                return _real(*args)
+
+            monkeypatch.setattr(env.store, name, counted)
+        return calls
+
+    def test_right_password_is_one_store_operation(
+        self, env: Env, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The credentials read and the binding written in one operation; the 200 lists
+        the binding; the user's credentials are cached for the next refresh."""
+        calls = self.store_calls(env, monkeypatch)
+        response = env.send_authenticated(register())
+        assert response.status == 200
+        assert calls == ["update_bindings_if_verified"]
+        [binding] = env.bindings()
+        assert binding.contact == "sip:alice@192.0.2.10:5062"
+        assert [str(c.uri) for c in response.contacts] == [binding.contact]
+        assert env.registrar.credentials.get("alice") is not None
+        calls.clear()
+        assert env.send_authenticated(register(cseq=3)).status == 200
+        assert calls == ["update_bindings"]
+
+    def test_sql_store_runs_it_as_one_job(self, tmp_path: Path) -> None:
+        """On the SQL store: one group-commit job (one thread hop, one transaction)."""
+        env = Env(sqlite_path=tmp_path / "store.sqlite", one_operation=True)
+        store = cast(SQLStore, env.store)
+        jobs = store.group_commit.jobs
+        assert env.send_authenticated(register()).status == 200
+        assert store.group_commit.jobs == jobs + 1
+        success_result_of(store.stop())
+
+    def test_wrong_password_or_unknown_user_writes_nothing(self, env: Env) -> None:
+        """A wrong password and an unknown user get the same 401 and write nothing."""
+        wrong = env.send_authenticated(register(), password="guess")
+        unknown = env.send_authenticated(register(user="mallory"), username="mallory", password="x")
+        assert wrong.status == unknown.status == 401
+        assert [n for n, _ in wrong.headers] == [n for n, _ in unknown.headers]
+        assert not any("stale" in c for c in challenges(wrong) + challenges(unknown))
+        assert env.bindings() == [] and env.bindings(f"sip:mallory@{DOMAIN}") == []
+        assert env.registrar.credentials.get("alice") is not None  # read, kept
+        assert env.registrar.credentials.get("mallory") is None
+
+    def test_disabled_user_refused(self, env: Env) -> None:
+        """A disabled user's right password gets 401 and writes nothing."""
+        success_result_of(env.store.update_user("alice", UserChanges(disabled=True)))
+        assert env.send_authenticated(register()).status == 401
+        assert env.bindings() == []
+
+    def test_stale_nonce_writes_nothing(self, env: Env) -> None:
+        """A right response with an expired nonce: 401 stale=true, nothing written."""
+        request = register()
+        authorize(request, env.send(request))
+        env.clock.advance(env.registrar.settings.nonce_lifetime + 1)
+        response = env.send(request)
+        assert response.status == 401
+        assert all(c.get("stale") == "true" for c in challenges(response))
+        assert env.bindings() == []
+
+    def test_replayed_nonce_count_is_stale_and_writes_nothing(self, env: Env) -> None:
+        """The same nonce and nc again (a replay, another Contact): stale, not written."""
+        request = register()
+        authorize(request, env.send(request))
+        assert env.send(request).status == 200
+        env.registrar.credentials.forget("alice")  # the replay reaches the store again
+        replay = register(contacts=["<sip:mallory@198.51.100.66>"], cseq=5)
+        replay.headers.set("Authorization", request.headers.get("Authorization") or "")
+        response = env.send(replay)
+        assert response.status == 401
+        assert all(c.get("stale") == "true" for c in challenges(response))
+        assert [b.contact for b in env.bindings()] == ["sip:alice@192.0.2.10:5062"]
+
+    def test_too_many_bindings_after_right_credentials(self, env: Env) -> None:
+        """A right password whose update the store refuses (max_contacts): 503, nothing
+        written, and the attempt counted as a success (the source becomes known)."""
+        env.registrar.settings = RegistrarSettings(aliases=ALIASES, max_contacts=1)
+        assert env.send_authenticated(register()).status == 200
+        env.registrar.credentials.forget("alice")
+        other = register(contacts=["<sip:alice@192.0.2.99>"], call_id="other-ua")
+        response = env.send_authenticated(other, source=ATTACKER)
+        assert response.status == 503
+        assert [b.contact for b in env.bindings()] == ["sip:alice@192.0.2.10:5062"]
+        assert env.registrar.throttle.is_known(ATTACKER.remote_host, "alice")
+
+    def test_out_of_order_cseq_is_500(self, env: Env) -> None:
+        """A Call-ID reused with a lower CSeq: 500 (RFC 3261 §10.3 step 7)."""
+        assert env.send_authenticated(register(cseq=10)).status == 200
+        env.registrar.credentials.forget("alice")
+        response = env.send_authenticated(register(cseq=3))
+        assert response.status == 500
+        assert [b.cseq for b in env.bindings()] == [11]
+
+    def test_other_answers_take_two_steps(self, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A request a right password does not let write (403, 423, a query) reads the
+        credentials alone, and gets its usual answer."""
+        calls = self.store_calls(env, monkeypatch)
+        assert env.send_authenticated(register(user="alice"), username="bob").status == 403
+        short = register(contacts=["<sip:alice@192.0.2.10:5062>;expires=5"])
+        assert env.send_authenticated(short).status == 423
+        assert env.send_authenticated(register(contacts=[], cseq=7)).status == 200
+        assert "update_bindings_if_verified" not in calls
+        assert env.bindings() == []
+
+    def test_failures_are_throttled(self, env: Env) -> None:
+        """Wrong passwords through the one operation count as failures: past
+        free_failures the 401 is delayed."""
+        env.registrar.throttle.settings = ThrottleSettings(free_failures=1, base_delay=1.0)
+        assert env.send_authenticated(register(), ATTACKER, password="guess").status == 401
+        request = register()
+        authorize(request, env.send(request, ATTACKER), password="guess")
+        d = env.registrar.handle_register(request, ATTACKER)
+        assert not d.called
+        env.clock.pump([0.1] * 11)
+        assert success_result_of(d).status == 401

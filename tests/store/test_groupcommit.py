@@ -15,7 +15,7 @@ from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, succeed
 
-from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration
+from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration, TooManyBindings
 from clicktodial.store.groupcommit import BatchThread, GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
 from clicktodial.store.sqlbatch import BatchExecutor
@@ -26,6 +26,7 @@ from clicktodial.store.values import (
     ContactChange,
     SipCredentials,
     UserChanges,
+    VerifiedUpdate,
 )
 from clicktodial.testing.fakes import (
     InlineReactor,
@@ -392,6 +393,86 @@ def test_sql_batch_failing_in_the_database_is_retried_one_by_one(
         "sip:phone3@192.0.2.3",
     ]
     assert success_result_of(store.get_bindings("sip:bad@example.com", 100.0)) == []
+
+
+def test_sql_batch_verified_registers_keep_the_binding_limit_and_write_only_if_verified(
+    held: tuple[SQLStore, HeldThreadPool],
+) -> None:
+    """Verified REGISTERs of one AOR in one batch (as many phones at once): each reads the
+    credentials and checks them in the transaction; the refused one writes nothing, and
+    together the accepted ones never pass max_bindings; one batch, nothing falls back."""
+    store, pool = held
+    aor = "sip:alice@example.com"
+    seen: list[object] = []
+
+    def accept(credentials: SipCredentials | None) -> bool:
+        seen.append(credentials)
+        return credentials is not None
+
+    def limited(call_id: str, n: int) -> BindingChanges:
+        return BindingChanges(call_id=call_id, cseq=1, contacts=(contact(n),), max_bindings=2)
+
+    pool.held = True
+    store.get_sip_credentials("alice")  # the batch in flight: the next ones share one
+    accepted = [
+        store.update_bindings_if_verified("alice", accept, aor, limited(f"ua-{n}", n), 100.0)
+        for n in range(1, 5)
+    ]
+    refused = store.update_bindings_if_verified(
+        "alice", lambda c: False, aor, limited("mallory", 9), 100.0
+    )
+    disabled = store.update_bindings_if_verified(
+        "bob", accept, "sip:bob@example.com", limited("bob", 8), 100.0
+    )
+    batches = store.group_commit.batches
+    pool.release()
+    assert store.group_commit.batches == batches + 1  # all six together
+    credentials = success_result_of(store.get_sip_credentials("alice"))
+    assert seen == [credentials] * 4 + [None]
+    first, second = (success_result_of(d) for d in accepted[:2])
+    assert first.credentials == credentials and first.bindings is not None
+    assert second.bindings is not None and len(second.bindings) == 2
+    for beyond in accepted[2:]:
+        failure_result_of(beyond, TooManyBindings)
+    assert success_result_of(refused).bindings is None
+    assert success_result_of(disabled) == VerifiedUpdate(None, None)
+    stored = success_result_of(store.get_bindings(aor, 100.0))
+    assert [b.call_id for b in stored] == ["ua-1", "ua-2"]
+    assert success_result_of(store.get_bindings("sip:bob@example.com", 100.0)) == []
+
+
+def test_sql_verified_register_after_an_aborted_batch_verifies_again_alone(
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verified REGISTER in a batch that fails in the database runs again alone: its check
+    is called again on the credentials, and the binding is written once."""
+    store, pool = held
+    real = UpdateBindings.run
+
+    def failing(job: UpdateBindings, batch: Batch) -> Any:
+        if job.aor == "sip:bad@example.com":
+            raise RuntimeError("simulated database failure")
+        return real(job, batch)
+
+    monkeypatch.setattr(UpdateBindings, "run", failing)
+    checks: list[object] = []
+
+    def accept(credentials: SipCredentials | None) -> bool:
+        checks.append(credentials)
+        return True
+
+    pool.held = True
+    store.get_sip_credentials("alice")  # the batch in flight: the next two share one
+    d = store.update_bindings_if_verified(
+        "alice", accept, "sip:alice@example.com", changes("c1", 1, contact(1)), 100.0
+    )
+    bad = store.update_bindings("sip:bad@example.com", changes("c2", 1, contact(2)), 100.0)
+    pool.release()
+    failure_result_of(bad, RuntimeError)
+    assert [b.contact for b in success_result_of(d).bindings or []] == ["sip:phone1@192.0.2.1"]
+    assert len(checks) == 2 and checks[0] == checks[1] is not None
+    stored = success_result_of(store.get_bindings("sip:alice@example.com", 100.0))
+    assert [(b.contact, b.cseq) for b in stored] == [("sip:phone1@192.0.2.1", 1)]
 
 
 def test_sql_batch_writes_call_records_in_order_with_registers(
