@@ -654,7 +654,11 @@ class Message:
         h = self.headers
         value = h._cache.get("from")
         if value is None:
-            value = h._cache["from"] = parse_name_addr(_required(h, "from"))
+            keys = h._keys
+            if "from" not in keys:
+                raise HeaderParseError("missing From header")
+            text = h._values[keys.index("from")].strip(" \t")
+            value = h._cache["from"] = parse_name_addr(text)
         return value
 
     @property
@@ -663,7 +667,11 @@ class Message:
         h = self.headers
         value = h._cache.get("to")
         if value is None:
-            value = h._cache["to"] = parse_name_addr(_required(h, "to"))
+            keys = h._keys
+            if "to" not in keys:
+                raise HeaderParseError("missing To header")
+            text = h._values[keys.index("to")].strip(" \t")
+            value = h._cache["to"] = parse_name_addr(text)
         return value
 
     @property
@@ -1071,7 +1079,13 @@ def make_response(
             keys.append(key)
             names.append(name)
             values.append(value)
-    response = Response(status, reason, _headers_of(keys, names, values))
+    if not 100 <= status <= 699:
+        raise ValueError(f"status code out of range: {status}")
+    if reason is None:
+        reason = _REASONS.get(status) or reason_phrase(status)
+    # (from_wire: the fields are copies of checked ones, and it costs fewer calls than
+    # the constructor.)
+    response = Response.from_wire(status, reason, keys, names, values, b"")
     # Copies (parsed values are snapshots, one set per message), written out: a
     # helper would cost the calls that reading the response's Via again costs.
     parsed = h._cache

@@ -669,6 +669,45 @@ def test_parse_by_shape_gives_what_a_fresh_parse_gives(
                 ), text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<sip:bob@biloxi.example.com>",
+        '"A b" <sip:a@b;lr>;expires=60',
+        "sip:a@b;x=1",
+        "<sip:a@b>; tag=x",
+        "<sip:a@b>;TAG=x",
+        '<sip:a@b>;q="a b"',
+        "<sip:a@b>;tag=a!b",
+    ],
+)
+def test_a_name_addr_without_a_plain_tag_read_again_is_what_a_fresh_parse_gives(
+    text: str,
+) -> None:
+    """A name-addr with no ";tag=" (a To outside a dialog, a Contact) is remembered by its
+    whole text: read again, it is what a fresh parse gives, and a copy."""
+    from clicktodial.sip import headers
+
+    wirecache.reset_all()
+    expected = headers._parse_name_addr(text)
+    first = parse_name_addr(text)
+    first.params["x"] = "changed"
+    again = parse_name_addr(text)
+    assert (again.uri, again.display_name, list(again.params.items())) == (
+        expected.uri,
+        expected.display_name,
+        list(expected.params.items()),
+    )
+
+
+def test_a_text_with_a_line_feed_never_reads_as_a_remembered_shape() -> None:
+    """A shape is a text with its tag left out and a LF in its place: a text written that
+    way is parsed (and refused), not taken for the shape."""
+    parse_name_addr("<sip:a@b>;tag=1;lr")
+    with pytest.raises(HeaderParseError):
+        parse_name_addr("<sip:a@b>\n;lr")
+
+
 def test_changing_a_parsed_via_or_name_addr_changes_no_later_parse() -> None:
     """What is remembered by shape is a copy: a caller changing the objects it was given
     (a transport adding received/rport) does not change the next parse of that shape."""
