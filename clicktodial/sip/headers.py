@@ -171,8 +171,10 @@ class Via:
             host = host[1:-1]
         self.host = host
         self.port = port
+        # Names lower-cased (case-insensitive) with built-ins only: a comprehension
+        # would cost a Python-level call for every one a UA builds.
         self.params: dict[str, str | None] = (
-            {k.lower(): v for k, v in params.items()} if params else {}
+            dict(zip(map(str.lower, params), params.values(), strict=True)) if params else {}
         )
 
     @property
@@ -304,8 +306,10 @@ class NameAddr:
     ) -> None:
         self.uri = uri
         self.display_name = display_name
+        # Names lower-cased (case-insensitive) with built-ins only: a comprehension
+        # would cost a Python-level call for every one a UA builds.
         self.params: dict[str, str | None] = (
-            {k.lower(): v for k, v in params.items()} if params else {}
+            dict(zip(map(str.lower, params), params.values(), strict=True)) if params else {}
         )
 
     @property

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from clicktodial.sip.headers import (
     CSeq,
@@ -30,7 +31,7 @@ from clicktodial.sip.headers import (
     parse_via,
     split_commas,
 )
-from clicktodial.sip.uri import URI, parse_uri
+from clicktodial.sip.uri import _URIS, URI, parse_uri
 from clicktodial.sip.wirecache import BoundedCache
 
 __all__ = [
@@ -241,6 +242,7 @@ _T = TypeVar("_T")
 _MISSING: Any = object()
 # A header field line: the name and the value as kept (whitespace after the colon).
 _FIELD_FORMAT = "{}:{}".format
+_URIS_BY_TEXT = _URIS.entries
 
 
 class Headers:
@@ -270,8 +272,15 @@ class Headers:
         # The parsed octets while the fields are exactly as the parser found
         # them (see Message.serialize); every mutation sets it None for good.
         self._pristine: bytes | None = None
+        # (add()'s work written out: requests are built of fields lists, a call less each.)
+        keys, names, values = self._keys, self._names, self._values
         for name, value in fields:
-            self.add(name, value)
+            key, cname = _NAME_CACHE.get(name) or _name_info(name)
+            if "\r" in value or "\n" in value:
+                _refuse_value(value)
+            keys.append(key)
+            names.append(cname)
+            values.append(" " + value)
 
     def keyed_values(self) -> tuple[list[str], list[str]]:
         """The fields' lookup keys (lower-case full names) and values as received
@@ -615,15 +624,23 @@ class Message:
 
     is_request = False
 
-    @property
-    def body(self) -> bytes:
-        """The body octets (never decoded)."""
-        return self._body
-
-    @body.setter
-    def body(self, body: bytes) -> None:
+    def _set_body(self, body: bytes) -> None:
         self._body = body
         self._wire = None
+
+    # Read through operator.attrgetter (C): no Python-level call for a read, several
+    # for every message; a write forgets the received octets.
+    if TYPE_CHECKING:
+
+        @property
+        def body(self) -> bytes:
+            """The body octets (never decoded)."""
+
+        @body.setter
+        def body(self, body: bytes) -> None: ...
+
+    else:
+        body = property(attrgetter("_body"), _set_body, doc="The body octets (never decoded).")
 
     # The accessors read the cache inline (not through Headers._parsed): they run
     # several times for every message, and a call less each counts.
@@ -841,7 +858,9 @@ class Request(Message):
         """The Request-URI (parsed on first access; the parser has checked its syntax)."""
         uri = self._uri
         if uri is None:
-            uri = self._uri = parse_uri(self._uri_text or "")
+            text = self._uri_text or ""
+            # (parse_uri's memory read inline: the same Request-URIs come again and again.)
+            uri = self._uri = _URIS_BY_TEXT.get(text) or parse_uri(text)
         return uri
 
     @uri.setter
@@ -857,7 +876,8 @@ class Request(Message):
         return (self._uri_text or "") if uri is None else str(uri)
 
     def _start_line(self) -> str:
-        return f"{self.method} {self.uri_text} SIP/2.0"
+        uri = self._uri  # (uri_text read inline)
+        return f"{self.method} {self._uri_text if uri is None else uri} SIP/2.0"
 
     def _wire_starts(self, wire: bytes) -> bool:
         return wire.startswith((self.method + " ").encode("utf-8", "surrogateescape"))
@@ -1069,10 +1089,12 @@ def make_response(
     for key, name, value in zip(h._keys, h._names, h._values, strict=True):
         if key in copy:
             if key == "to" and to_tag is not None and tagged is None:
-                try:
-                    to = request.to
-                except HeaderParseError:
-                    to = None  # do not touch a To we cannot read
+                to = h._cache.get("to")  # (read inline when parsed already)
+                if to is None:
+                    try:
+                        to = request.to
+                    except HeaderParseError:
+                        pass  # do not touch a To we cannot read
                 if to is not None and to.params.get("tag") is None:
                     value = value.rstrip(" \t") + ";tag=" + to_tag
                     tagged = to
