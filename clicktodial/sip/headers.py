@@ -219,8 +219,15 @@ class Via:
     def serialize(self) -> str:
         """The header field value text."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        hp = host if self.port is None else f"{host}:{self.port}"
-        return f"SIP/2.0/{self.transport} {hp}{format_params(self.params)}"
+        text = (
+            f"SIP/2.0/{self.transport} {host}"
+            if self.port is None
+            else (f"SIP/2.0/{self.transport} {host}:{self.port}")
+        )
+        # (format_params written out: a UA writes a Via for every request it sends.)
+        for k, v in self.params.items():
+            text += f";{k}" if v is None else f";{k}={v}"
+        return text
 
     __str__ = serialize
 
@@ -357,9 +364,14 @@ class NameAddr:
     def serialize(self) -> str:
         """The header field value text (always in ``<>`` form)."""
         params = format_params(self.params) if self.params else ""
-        if self.display_name is not None:
-            return f"{quote_string(self.display_name)} <{self.uri}>{params}"
-        return f"<{self.uri}>{params}"
+        display = self.display_name
+        if display is None:
+            return f"<{self.uri}>{params}"
+        if "\r" in display or "\n" in display or _NEEDS_QUOTE_PAIR_RE.search(display):
+            display = quote_string(display)  # (quoted-pairs, or refused)
+        else:
+            display = f'"{display}"'  # (quote_string's usual case, written out)
+        return f"{display} <{self.uri}>{params}"
 
     __str__ = serialize
 

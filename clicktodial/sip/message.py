@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -335,10 +336,15 @@ class Headers:
             return [item for v in values for item in split_commas(v)]
         return values
 
-    def _insert(self, i: int, name: str, value: str) -> None:
+    def _insert(self, name: str, value: str, i: int = -1) -> None:
+        """Insert a field at *i*; by default before the first field of that name (or
+        at the top)."""
         key, cname = _NAME_CACHE.get(name) or _name_info(name)
         if "\r" in value or "\n" in value:
             _refuse_value(value)
+        if i < 0:
+            keys = self._keys
+            i = keys.index(key) if key in keys else 0
         self._keys.insert(i, key)
         self._names.insert(i, cname)
         self._values.insert(i, " " + value)
@@ -359,9 +365,7 @@ class Headers:
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of that name (or at the top)."""
-        key = _name_info(name)[0]
-        keys = self._keys
-        self._insert(keys.index(key) if key in keys else 0, name, value)
+        self._insert(name, value)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of *name* by one, at the position of the first (or at the end)."""
@@ -369,7 +373,7 @@ class Headers:
         keys = self._keys
         at = keys.index(key) if key in keys else len(keys)
         self._delete(key)
-        self._insert(at, name, value)
+        self._insert(name, value, at)
 
     def _delete(self, key: str) -> None:
         keep = [i for i, k in enumerate(self._keys) if k != key]
@@ -442,14 +446,11 @@ class Headers:
             return False
         return (_NAME_CACHE.get(name) or _name_info(name))[0] in self._keys
 
-    def _out_names(self) -> list[str]:
-        # canonical spelling of a known name, else the name as received
-        return list(map(_CANONICAL.get, self._keys, self._names))
-
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(
-            [(n, v.strip(" \t")) for n, v in zip(self._out_names(), self._values, strict=True)]
-        )
+        # The canonical spelling of a known name, else the name as received. (Built-ins
+        # only: no Python-level call for the iteration.)
+        names = map(_CANONICAL.get, self._keys, self._names)
+        return iter(list(zip(names, map(str.strip, self._values, repeat(" \t")), strict=True)))
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -488,8 +489,8 @@ class Headers:
 
     def _serialize_into(self, lines: list[str], content_length: int) -> None:
         keys = self._keys
-        # (map, not comprehensions: no Python-level call per message; _out_names
-        # written out for the same reason.)
+        # (map, not comprehensions: no Python-level call per message; names as
+        # __iter__ writes them.)
         out = list(map(_FIELD_FORMAT, map(_CANONICAL.get, keys, self._names), self._values))
         cl = f"Content-Length: {content_length}"
         if "content-length" in keys:
@@ -566,6 +567,8 @@ def _int_header(h: Headers, key: str) -> int | None:
 
 def _routes_of(key: str) -> Callable[[Headers], list[NameAddr]]:
     def parse(h: Headers) -> list[NameAddr]:
+        if key not in h._keys:
+            return []  # (the usual case: no proxy on the path)
         return [na for v in h._all(key) for na in parse_name_addr_list(v)]
 
     return parse
@@ -660,7 +663,12 @@ class Message:
         h = self.headers
         vias = h._cache.get("via")
         if vias is None:
-            vias = h._cache["via"] = _vias(h)
+            keys = h._keys
+            if keys.count("via") == 1:  # (_vias' usual case, written out)
+                vias = parse_via(h._values[keys.index("via")].strip(" \t"))
+            else:
+                vias = _vias(h)
+            h._cache["via"] = vias
         if not vias:
             raise HeaderParseError("missing Via header")
         return vias[0]
@@ -757,12 +765,20 @@ class Message:
     @property
     def record_routes(self) -> list[NameAddr]:
         """Every Record-Route value, in order."""
-        return list(self.headers._parsed("record-route", _record_routes))
+        h = self.headers
+        routes = h._cache.get("record-route")
+        if routes is None:
+            routes = h._cache["record-route"] = _record_routes(h)
+        return list(routes)
 
     @property
     def routes(self) -> list[NameAddr]:
         """Every Route value, in order."""
-        return list(self.headers._parsed("route", _routes))
+        h = self.headers
+        routes = h._cache.get("route")
+        if routes is None:
+            routes = h._cache["route"] = _routes(h)
+        return list(routes)
 
     def _start_line(self) -> str:
         raise NotImplementedError
