@@ -487,23 +487,6 @@ class Headers:
             value = cache[key] = parse(self)
         return value
 
-    def _serialize_into(self, lines: list[str], content_length: int) -> None:
-        keys = self._keys
-        # (map, not comprehensions: no Python-level call per message; names as
-        # __iter__ writes them.)
-        out = list(map(_FIELD_FORMAT, map(_CANONICAL.get, keys, self._names), self._values))
-        cl = f"Content-Length: {content_length}"
-        if "content-length" in keys:
-            i = keys.index("content-length")
-            out[i] = cl
-            if keys.count("content-length") > 1:
-                out = [
-                    x for k, x in zip(keys, out, strict=True) if k != "content-length" or x is cl
-                ]
-        else:
-            out.append(cl)
-        lines.extend(out)
-
 
 def _refuse_value(value: str) -> None:
     # A CR or LF in a value would let a caller inject header fields.
@@ -794,8 +777,24 @@ class Message:
         if wire is not None and self.headers._pristine is wire and self._wire_starts(wire):
             # Parsed and untouched: the received octets are what we would write.
             return wire
+        # The fields, names as Headers.__iter__ writes them, Content-Length from the body.
+        # (Written out, with map rather than comprehensions: no Python-level call but the
+        # start line's.)
+        h = self.headers
+        keys = h._keys
         lines = [self._start_line()]
-        self.headers._serialize_into(lines, len(self._body))
+        lines += map(_FIELD_FORMAT, map(_CANONICAL.get, keys, h._names), h._values)
+        cl = f"Content-Length: {len(self._body)}"
+        if "content-length" in keys:
+            lines[keys.index("content-length") + 1] = cl
+            if keys.count("content-length") > 1:
+                lines[1:] = [
+                    x
+                    for k, x in zip(keys, lines[1:], strict=True)
+                    if k != "content-length" or x is cl
+                ]
+        else:
+            lines.append(cl)
         lines.append("\r\n")
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
 
@@ -828,7 +827,12 @@ class Request(Message):
         headers: Headers | Iterable[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> None:
-        Message.__init__(self, headers, body)
+        # (Message.__init__ written out: a UA builds a request for every one it sends.)
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        if not isinstance(body, bytes):
+            raise TypeError("body must be bytes")
+        self._body = body
+        self._wire = None
         self.method = method
         self._uri = parse_uri(uri) if isinstance(uri, str) else uri
         self._uri_text = None

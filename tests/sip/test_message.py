@@ -311,6 +311,20 @@ def test_request_serializes_with_content_length_from_body() -> None:
     assert parse_message(data) == req
 
 
+def test_several_content_length_fields_are_written_as_one_in_the_first_ones_place() -> None:
+    """serialize() writes one Content-Length, from the body, where the first one was; the
+    other fields stay in order."""
+    req = Request(
+        "OPTIONS",
+        "sip:a@b",
+        [("Content-Length", "5"), ("Call-ID", "x"), ("l", "7"), ("To", "<sip:a@b>")],
+        b"abc",
+    )
+    assert req.serialize() == (
+        b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nCall-ID: x\r\nTo: <sip:a@b>\r\n\r\nabc"
+    )
+
+
 def test_request_without_content_length_gets_one() -> None:
     """A message built without Content-Length gets one at the end of its fields."""
     data = invite().serialize()
