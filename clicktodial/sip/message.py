@@ -1100,29 +1100,33 @@ def make_response(
     those values (the transport reads its top Via to send it), and with the To
     given its tag when the tag is a plain token of unreserved characters.
     """
+    if not 100 <= status <= 699:
+        raise ValueError(f"status code out of range: {status}")
     h = request.headers
+    # Whether the To fields get the tag: the To (the first field) has none.
+    tagged: NameAddr | None = None
+    suffix = ""
+    if to_tag is not None and "to" in h._keys:
+        to = h._cache.get("to")  # (read inline when parsed already)
+        if to is None:
+            try:
+                to = request.to
+            except HeaderParseError:
+                pass  # do not touch a To we cannot read
+        if to is not None and to.params.get("tag") is None:
+            tagged = to
+            suffix = ";tag=" + to_tag
     keys: list[str] = []
     names: list[str] = []
     values: list[str] = []
     copy = _RESPONSE_COPY_100 if status == 100 else _RESPONSE_COPY
-    tagged: NameAddr | None = None
     for key, name, value in zip(h._keys, h._names, h._values, strict=True):
         if key in copy:
-            if key == "to" and to_tag is not None and tagged is None:
-                to = h._cache.get("to")  # (read inline when parsed already)
-                if to is None:
-                    try:
-                        to = request.to
-                    except HeaderParseError:
-                        pass  # do not touch a To we cannot read
-                if to is not None and to.params.get("tag") is None:
-                    value = value.rstrip(" \t") + ";tag=" + to_tag
-                    tagged = to
+            if key == "to" and tagged is not None:
+                value = value.rstrip(" \t") + suffix
             keys.append(key)
             names.append(name)
             values.append(value)
-    if not 100 <= status <= 699:
-        raise ValueError(f"status code out of range: {status}")
     if reason is None:
         reason = _REASONS.get(status) or reason_phrase(status)
     # (from_wire: the fields are copies of checked ones, and it costs fewer calls than

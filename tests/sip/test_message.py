@@ -370,6 +370,19 @@ def test_make_response_copies_what_rfc3261_8_2_6_says() -> None:
     assert trying.headers.get("Timestamp") == "54" and trying.to.tag is None
 
 
+def test_make_response_tags_every_to_field_of_a_request_with_two() -> None:
+    """A request with two To fields (malformed, answered all the same): each copy gets the
+    tag when the first has none, and the response's To reads as its first field."""
+    req = invite()
+    req.headers.add("To", "<sip:other@example.com>")
+    resp = make_response(req, 400, to_tag="t1")
+    assert resp.headers.get_fields("To") == [
+        '"Bob" <sip:bob@biloxi.example.com>;tag=t1',
+        "<sip:other@example.com>;tag=t1",
+    ]
+    assert str(resp.to) == str(parse_message(resp.serialize(), validate=False).to)
+
+
 def test_make_response_keeps_an_existing_to_tag() -> None:
     """A To that already has a tag keeps it (in-dialog request)."""
     req = invite()
