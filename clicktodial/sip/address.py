@@ -9,6 +9,7 @@ Pure: no Twisted imports. Transport names are the Via tokens, upper case
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -40,9 +41,27 @@ def format_host_port(host: str, port: int | None) -> str:
     return host if port is None else f"{host}:{port}"
 
 
-def _upper(text: str) -> str:
-    # Interned: a few transport names, kept in every dialog's and call leg's Destination.
-    return sys.intern(text.upper())
+class _TransportNames(dict[str, str]):
+    """Transport names upper-cased and interned (a few names, kept in every dialog's and
+    call leg's Destination), by spelling. The usual spellings are entries, so that a
+    Destination or Source is built without a Python-level call for its converter; any
+    other is computed on each look-up and never stored (the dict never grows)."""
+
+    def __missing__(self, text: str) -> str:
+        return sys.intern(text.upper())
+
+
+_TRANSPORT_NAMES = _TransportNames(
+    (spelling, sys.intern(name))
+    for name in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS")
+    for spelling in (name, name.lower())
+)
+if TYPE_CHECKING:  # (attrs' mypy plugin takes only named functions as converters)
+
+    def _upper(text: str) -> str: ...
+
+else:
+    _upper = _TRANSPORT_NAMES.__getitem__
 
 
 @attrs.frozen

@@ -138,8 +138,11 @@ def _params_of(text: str) -> dict[str, str | None]:
 
 def format_params(params: Mapping[str, str | None]) -> str:
     """Write parameters as ``;name=value;flag``."""
-    # (A list, not a generator: join() would build one from it anyway, one call per item.)
-    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
+    # (A loop, not a comprehension: no Python-level call.)
+    text = ""
+    for k, v in params.items():
+        text += f";{k}" if v is None else f";{k}={v}"
+    return text
 
 
 def quote_string(text: str) -> str:
@@ -168,8 +171,10 @@ class Via:
             host = host[1:-1]
         self.host = host
         self.port = port
+        # Names lower-cased (case-insensitive) with built-ins only: a comprehension
+        # would cost a Python-level call for every one a UA builds.
         self.params: dict[str, str | None] = (
-            {k.lower(): v for k, v in params.items()} if params else {}
+            dict(zip(map(str.lower, params), params.values(), strict=True)) if params else {}
         )
 
     @property
@@ -214,8 +219,15 @@ class Via:
     def serialize(self) -> str:
         """The header field value text."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        hp = host if self.port is None else f"{host}:{self.port}"
-        return f"SIP/2.0/{self.transport} {hp}{format_params(self.params)}"
+        text = (
+            f"SIP/2.0/{self.transport} {host}"
+            if self.port is None
+            else (f"SIP/2.0/{self.transport} {host}:{self.port}")
+        )
+        # (format_params written out: a UA writes a Via for every request it sends.)
+        for k, v in self.params.items():
+            text += f";{k}" if v is None else f";{k}={v}"
+        return text
 
     __str__ = serialize
 
@@ -237,28 +249,30 @@ class Via:
 
 def parse_via(text: str) -> list[Via]:
     """Parse a Via header field value: one or more comma-separated via-parms."""
-    if "," not in text:
-        shaped = _shape_of(text, ";branch=")
-        if shaped is not None:
-            known = _VIA_SHAPES.get(shaped[0])
-            if known is not None:
-                transport, host, port, params = known
-                via = Via.__new__(Via)
-                via.transport = transport
-                via.host = host
-                via.port = port
-                via.params = params = dict(params)
-                params["branch"] = shaped[1]
-                return [via]
-            vias = _parse_via(text)
-            if _shape_reusable(vias[0].params, "branch", shaped):
-                # (A copy: the caller may change the Via it is given.)
-                via = vias[0]
-                _VIAS_BY_SHAPE.remember(
-                    shaped[0], (via.transport, via.host, via.port, dict(via.params))
-                )
-            return vias
-    return _parse_via(text)
+    if "," in text:
+        return _parse_via(text)
+    # (The shape, see below, found inline here and in parse_name_addr: a call less.)
+    head, sep, rest = text.partition(";branch=")
+    if not sep:
+        return _parse_via(text)
+    branch, semi, tail = rest.partition(";")
+    if not (branch.isalnum() or (branch and not branch.strip(_UNRESERVED))) or not branch.isascii():
+        return _parse_via(text)
+    after = semi + tail
+    shape = head + "\n" + after
+    known = _VIA_SHAPES.get(shape)
+    if known is not None:
+        via = Via.__new__(Via)
+        via.transport, via.host, via.port, params = known
+        via.params = params = dict(params)
+        params["branch"] = branch
+        return [via]
+    vias = _parse_via(text)
+    via = vias[0]
+    if _shape_reusable(via.params, "branch", branch, after):
+        # (A copy: the caller may change the Via it is given.)
+        _VIAS_BY_SHAPE.remember(shape, (via.transport, via.host, via.port, dict(via.params)))
+    return vias
 
 
 def _parse_via(text: str) -> list[Via]:
@@ -299,8 +313,10 @@ class NameAddr:
     ) -> None:
         self.uri = uri
         self.display_name = display_name
+        # Names lower-cased (case-insensitive) with built-ins only: a comprehension
+        # would cost a Python-level call for every one a UA builds.
         self.params: dict[str, str | None] = (
-            {k.lower(): v for k, v in params.items()} if params else {}
+            dict(zip(map(str.lower, params), params.values(), strict=True)) if params else {}
         )
 
     @property
@@ -348,9 +364,14 @@ class NameAddr:
     def serialize(self) -> str:
         """The header field value text (always in ``<>`` form)."""
         params = format_params(self.params) if self.params else ""
-        if self.display_name is not None:
-            return f"{quote_string(self.display_name)} <{self.uri}>{params}"
-        return f"<{self.uri}>{params}"
+        display = self.display_name
+        if display is None:
+            return f"<{self.uri}>{params}"
+        if "\r" in display or "\n" in display or _NEEDS_QUOTE_PAIR_RE.search(display):
+            display = quote_string(display)  # (quoted-pairs, or refused)
+        else:
+            display = f'"{display}"'  # (quote_string's usual case, written out)
+        return f"{display} <{self.uri}>{params}"
 
     __str__ = serialize
 
@@ -375,29 +396,42 @@ def parse_name_addr(text: str) -> NameAddr:
     Without ``<>``, every ``;parameter`` after the URI is a header parameter,
     not a URI parameter (RFC 3261 §20.10, RFC 4475 §3.3.12).
     """
-    shaped = _shape_of(text, ";tag=")
-    if shaped is None:
+    # (The shape, see below, found inline here and in parse_via: a call less for every From, To
+    # and Contact read.)
+    head, sep, rest = text.partition(";tag=")
+    if sep:
+        tag, semi, tail = rest.partition(";")
+        if not (tag.isalnum() or (tag and not tag.strip(_UNRESERVED))) or not tag.isascii():
+            return _parse_name_addr(text)
+        after = semi + tail
+        shape = head + "\n" + after
+    elif "\n" not in text:
+        # No tag (a To outside a dialog, a Contact): the text is its own shape; a
+        # shape has a LF, a text read from a message never has one.
+        tag = after = ""
+        shape = text
+    else:
         return _parse_name_addr(text)
-    known = _NAME_ADDR_SHAPES.get(shaped[0])
+    known = _NAME_ADDR_SHAPES.get(shape)
     if known is not None:
-        uri, display, params = known
         na = NameAddr.__new__(NameAddr)
-        na.uri = uri
-        na.display_name = display
+        na.uri, na.display_name, params = known
         na.params = params = dict(params)
-        params["tag"] = shaped[1]
+        if sep:
+            params["tag"] = tag
         return na
     na = _parse_name_addr(text)
-    if _shape_reusable(na.params, "tag", shaped):
-        _NAME_ADDRS_BY_SHAPE.remember(shaped[0], (na.uri, na.display_name, dict(na.params)))
+    if not sep or _shape_reusable(na.params, "tag", tag, after):
+        _NAME_ADDRS_BY_SHAPE.remember(shape, (na.uri, na.display_name, dict(na.params)))
     return na
 
 
 # Vias and name-addrs parsed, by shape: the text with the value of its
-# ";branch=" / ";tag=" left out (see _shape_of). A UA's Vias differ only in the
-# branch, a user's From/To only in the tag: the rest is parsed once. What is
-# kept is copied into each new object (the URI is immutable, shared).
-# Bounded (clicktodial.sip.wirecache).
+# ";branch=" / ";tag=" left out (see below), or for a name-addr without
+# ";tag=" its whole text. A UA's Vias differ only in the branch, a user's
+# From/To only in the tag, a To outside a dialog and a Contact not at all: the
+# rest is parsed once. What is kept is copied into each new object (the URI is
+# immutable, shared). Bounded (clicktodial.sip.wirecache).
 _VIAS_BY_SHAPE: BoundedCache[str, tuple[str, str, int | None, dict[str, str | None]]] = (
     BoundedCache("sip.vias-by-shape")
 )
@@ -409,36 +443,27 @@ _NAME_ADDR_SHAPES = _NAME_ADDRS_BY_SHAPE.entries
 _UNRESERVED = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"
 
 
-def _shape_of(text: str, split: str) -> tuple[str, str, str] | None:
-    """(shape, value, what follows the value) when *text* has *split* followed by
-    a value of unreserved characters, else ``None``.
-
-    Wherever such a value stands after ``=`` in these grammars it is a run of
-    characters any of which (and any number of which) the grammar accepts
-    there, so texts of one shape parse alike but for that value.
-    """
-    head, sep, rest = text.partition(split)
-    if not sep:
-        return None
-    value, semi, tail = rest.partition(";")
-    if not (value.isalnum() or (value != "" and not value.strip(_UNRESERVED))):
-        return None
-    if not value.isascii():
-        return None
-    after = semi + tail
-    return head + "\n" + after, value, after
+# The shape of a text (parse_via and parse_name_addr find it, each written out):
+# when the text has the split (";branch=", ";tag=") followed by a value of
+# unreserved characters (ASCII letters, digits, "-._~"), up to the next ";",
+# its shape is the text with that value left out: head + "\n" + what follows.
+# Wherever such a value stands after "=" in these grammars it is a run of
+# characters any of which (and any number of which) the grammar accepts there,
+# so texts of one shape parse alike but for that value.
 
 
-def _shape_reusable(params: dict[str, str | None], name: str, shaped: tuple[str, str, str]) -> bool:
+def _shape_reusable(params: dict[str, str | None], name: str, value: str, after: str) -> bool:
     """Whether a parse of a text of this shape serves every text of it: the value
-    found for *name* is the one after the split (no other parameter of that name
-    follows it, none is quoted or spaced, so the parameters were read by splitting)."""
-    after = shaped[2]
-    return params.get(name) == shaped[1] and name not in after.lower() and _simple_params(params)
-
-
-def _simple_params(params: dict[str, str | None]) -> bool:
-    return not any(v is not None and ('"' in v or " " in v or "\t" in v) for v in params.values())
+    found for *name* is the one after the split (*value*, followed by *after*: no
+    other parameter of that name follows it, none is quoted or spaced, so the
+    parameters were read by splitting)."""
+    if params.get(name) != value or name in after.lower():
+        return False
+    # (A loop, not any() over a generator: a call less.)
+    for v in params.values():
+        if v is not None and ('"' in v or " " in v or "\t" in v):
+            return False
+    return True
 
 
 def _parse_name_addr(text: str) -> NameAddr:
@@ -465,7 +490,7 @@ def _parse_name_addr(text: str) -> NameAddr:
 
 def parse_name_addr_list(text: str) -> list[NameAddr]:
     """Parse a comma-separated list of name-addrs (Contact, Route, Record-Route)."""
-    return [parse_name_addr(item) for item in split_commas(text)]
+    return list(map(parse_name_addr, split_commas(text)))
 
 
 class CSeq:

@@ -6,9 +6,10 @@ Header values are kept as the text that arrived (decoded UTF-8 with
 ``surrogateescape``, so every byte survives a round trip; folded lines joined
 by dropping the CRLF, RFC 3261 §7.3.1). Structured values (Via, From, CSeq...)
 are parsed from that text on first access through the typed accessors and
-cached on the :class:`Headers` object; any mutation of the headers drops the
-cache. The parsed objects handed out are snapshots: to change a header, write
-its text back (``msg.headers.set("To", str(new_to))``).
+cached on the :class:`Headers` object, by lookup key; a mutation of the fields
+of one name drops what was parsed from them (every parsed value is read from
+the fields of its own name only). The parsed objects handed out are snapshots:
+to change a header, write its text back (``msg.headers.set("To", str(new_to))``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from itertools import repeat
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from clicktodial.sip.headers import (
     CSeq,
@@ -29,7 +32,7 @@ from clicktodial.sip.headers import (
     parse_via,
     split_commas,
 )
-from clicktodial.sip.uri import URI, parse_uri
+from clicktodial.sip.uri import _URIS, URI, parse_uri
 from clicktodial.sip.wirecache import BoundedCache
 
 __all__ = [
@@ -238,6 +241,9 @@ def canonical_name(name: str) -> str:
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
+# A header field line: the name and the value as kept (whitespace after the colon).
+_FIELD_FORMAT = "{}:{}".format
+_URIS_BY_TEXT = _URIS.entries
 
 
 class Headers:
@@ -267,8 +273,15 @@ class Headers:
         # The parsed octets while the fields are exactly as the parser found
         # them (see Message.serialize); every mutation sets it None for good.
         self._pristine: bytes | None = None
+        # (add()'s work written out: requests are built of fields lists, a call less each.)
+        keys, names, values = self._keys, self._names, self._values
         for name, value in fields:
-            self.add(name, value)
+            key, cname = _NAME_CACHE.get(name) or _name_info(name)
+            if "\r" in value or "\n" in value:
+                _refuse_value(value)
+            keys.append(key)
+            names.append(cname)
+            values.append(" " + value)
 
     def keyed_values(self) -> tuple[list[str], list[str]]:
         """The fields' lookup keys (lower-case full names) and values as received
@@ -309,21 +322,33 @@ class Headers:
         Route, Allow, Supported...) are split, never inside quotes or ``<>``.
         """
         key = (_NAME_CACHE.get(name) or _name_info(name))[0]
+        keys = self._keys
+        # (_all's usual cases written out: option tags are asked for on every request,
+        # and are usually absent.)
+        count = keys.count(key)
+        if count == 0:
+            return []
+        if count == 1:
+            value = self._values[keys.index(key)].strip(" \t")
+            return split_commas(value) if key in _LIST_HEADERS else [value]
         values = self._all(key)
-        if key in _LIST_HEADERS and values:
-            if len(values) == 1:  # the usual case
-                return split_commas(values[0])
+        if key in _LIST_HEADERS:
             return [item for v in values for item in split_commas(v)]
         return values
 
-    def _insert(self, i: int, name: str, value: str) -> None:
+    def _insert(self, name: str, value: str, i: int = -1) -> None:
+        """Insert a field at *i*; by default before the first field of that name (or
+        at the top)."""
         key, cname = _NAME_CACHE.get(name) or _name_info(name)
         if "\r" in value or "\n" in value:
             _refuse_value(value)
+        if i < 0:
+            keys = self._keys
+            i = keys.index(key) if key in keys else 0
         self._keys.insert(i, key)
         self._names.insert(i, cname)
         self._values.insert(i, " " + value)
-        self._cache.clear()
+        self._cache.pop(key, None)
         self._pristine = None
 
     def add(self, name: str, value: str) -> None:
@@ -335,14 +360,12 @@ class Headers:
         self._keys.append(key)
         self._names.append(cname)
         self._values.append(" " + value)
-        self._cache.clear()
+        self._cache.pop(key, None)
         self._pristine = None
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of that name (or at the top)."""
-        key = _name_info(name)[0]
-        keys = self._keys
-        self._insert(keys.index(key) if key in keys else 0, name, value)
+        self._insert(name, value)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of *name* by one, at the position of the first (or at the end)."""
@@ -350,7 +373,7 @@ class Headers:
         keys = self._keys
         at = keys.index(key) if key in keys else len(keys)
         self._delete(key)
-        self._insert(at, name, value)
+        self._insert(name, value, at)
 
     def _delete(self, key: str) -> None:
         keep = [i for i, k in enumerate(self._keys) if k != key]
@@ -358,7 +381,7 @@ class Headers:
             self._keys = [self._keys[i] for i in keep]
             self._names = [self._names[i] for i in keep]
             self._values = [self._values[i] for i in keep]
-        self._cache.clear()
+        self._cache.pop(key, None)
         self._pristine = None
 
     def remove(self, name: str) -> None:
@@ -380,11 +403,11 @@ class Headers:
             items = split_commas(self._values[i])
             if len(items) > 1:
                 self._values[i] = " " + ", ".join(items[1:])
-                self._cache.clear()
+                self._cache.pop(key, None)
                 self._pristine = None
                 return
         del keys[i], self._names[i], self._values[i]
-        self._cache.clear()
+        self._cache.pop(key, None)
         self._pristine = None
 
     def replace_top_via(self, via: Via) -> None:
@@ -408,26 +431,26 @@ class Headers:
         at = keys.index("via") if "via" in keys else 0
         keys.insert(at, "via")
         names.insert(at, "Via")
-        values.insert(at, " " + _check_value(via.serialize()))
+        text = via.serialize()
+        if "\r" in text or "\n" in text:
+            _refuse_value(text)
+        values.insert(at, " " + text)
         self._pristine = None
-        cache = self._cache
-        cache.clear()
         if keys.count("via") == 1:
-            cache["via"] = [via]
+            self._cache["via"] = [via]
+        else:
+            self._cache.pop("via", None)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
         return (_NAME_CACHE.get(name) or _name_info(name))[0] in self._keys
 
-    def _out_names(self) -> list[str]:
-        canon = _CANONICAL
-        return [canon.get(k) or n for k, n in zip(self._keys, self._names, strict=True)]
-
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(
-            [(n, v.strip(" \t")) for n, v in zip(self._out_names(), self._values, strict=True)]
-        )
+        # The canonical spelling of a known name, else the name as received. (Built-ins
+        # only: no Python-level call for the iteration.)
+        names = map(_CANONICAL.get, self._keys, self._names)
+        return iter(list(zip(names, map(str.strip, self._values, repeat(" \t")), strict=True)))
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -464,27 +487,6 @@ class Headers:
             value = cache[key] = parse(self)
         return value
 
-    def _serialize_into(self, lines: list[str], content_length: int) -> None:
-        keys = self._keys
-        out = [f"{n}:{v}" for n, v in zip(self._out_names(), self._values, strict=True)]
-        cl = f"Content-Length: {content_length}"
-        if "content-length" in keys:
-            i = keys.index("content-length")
-            out[i] = cl
-            if keys.count("content-length") > 1:
-                out = [
-                    x for k, x in zip(keys, out, strict=True) if k != "content-length" or x is cl
-                ]
-        else:
-            out.append(cl)
-        lines.extend(out)
-
-
-def _check_value(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        _refuse_value(value)
-    return value
-
 
 def _refuse_value(value: str) -> None:
     # A CR or LF in a value would let a caller inject header fields.
@@ -494,33 +496,36 @@ def _refuse_value(value: str) -> None:
 # --- typed accessors: parse on first access, cached on the Headers --------
 
 
-def _required(h: Headers, name: str) -> str:
+# (Each accessor reads the cache itself and calls one of these on a miss: the
+# accessors run several times for every message, and a call less each counts.)
+
+
+def _required(h: Headers, key: str) -> str:
+    """The value of the first field of lookup key *key*; raises if there is none."""
     try:
-        return h._values[h._keys.index((_NAME_CACHE.get(name) or _name_info(name))[0])].strip(" \t")
+        return h._values[h._keys.index(key)].strip(" \t")
     except ValueError:
-        raise HeaderParseError(f"missing {name} header") from None
+        raise HeaderParseError(f"missing {_CANONICAL[key]} header") from None
 
 
 def _vias(h: Headers) -> list[Via]:
+    keys = h._keys
+    if keys.count("via") == 1:  # the usual case: one field
+        return parse_via(h._values[keys.index("via")].strip(" \t"))
     return [via for v in h._all("via") for via in parse_via(v)]
 
 
-def _from(h: Headers) -> NameAddr:
-    return parse_name_addr(_required(h, "From"))
-
-
-def _to(h: Headers) -> NameAddr:
-    return parse_name_addr(_required(h, "To"))
-
-
-def _cseq(h: Headers) -> CSeq:
-    return parse_cseq(_required(h, "CSeq"))
-
-
 def _contacts(h: Headers) -> list[NameAddr]:
-    values = h._all("contact")
-    if len(values) == 1 and values[0] == "*":
-        return []
+    keys = h._keys
+    if keys.count("contact") == 1:  # the usual case: one field, often of one value
+        value = h._values[keys.index("contact")].strip(" \t")
+        if value == "*":
+            return []
+        if "," not in value:
+            return [parse_name_addr(value)]
+        values = [value]
+    else:
+        values = h._all("contact")
     out = []
     for v in values:
         if v == "*":
@@ -529,11 +534,12 @@ def _contacts(h: Headers) -> list[NameAddr]:
     return out
 
 
-def _int_header(h: Headers, name: str) -> int | None:
-    value = h.get(name)
-    if value is None:
+def _int_header(h: Headers, key: str) -> int | None:
+    keys = h._keys
+    if key not in keys:
         return None
-    value = value.strip()
+    value = h._values[keys.index(key)].strip()
+    name = _CANONICAL[key]
     if not value.isdigit() or not value.isascii() or len(value) > 10:
         raise HeaderParseError(f"bad {name} value {value!r}")
     n = int(value)
@@ -544,6 +550,8 @@ def _int_header(h: Headers, name: str) -> int | None:
 
 def _routes_of(key: str) -> Callable[[Headers], list[NameAddr]]:
     def parse(h: Headers) -> list[NameAddr]:
+        if key not in h._keys:
+            return []  # (the usual case: no proxy on the path)
         return [na for v in h._all(key) for na in parse_name_addr_list(v)]
 
     return parse
@@ -602,15 +610,23 @@ class Message:
 
     is_request = False
 
-    @property
-    def body(self) -> bytes:
-        """The body octets (never decoded)."""
-        return self._body
-
-    @body.setter
-    def body(self, body: bytes) -> None:
+    def _set_body(self, body: bytes) -> None:
         self._body = body
         self._wire = None
+
+    # Read through operator.attrgetter (C): no Python-level call for a read, several
+    # for every message; a write forgets the received octets.
+    if TYPE_CHECKING:
+
+        @property
+        def body(self) -> bytes:
+            """The body octets (never decoded)."""
+
+        @body.setter
+        def body(self, body: bytes) -> None: ...
+
+    else:
+        body = property(attrgetter("_body"), _set_body, doc="The body octets (never decoded).")
 
     # The accessors read the cache inline (not through Headers._parsed): they run
     # several times for every message, and a call less each counts.
@@ -618,7 +634,11 @@ class Message:
     @property
     def vias(self) -> list[Via]:
         """Every Via value, top first."""
-        return list(self.headers._parsed("via", _vias))
+        h = self.headers
+        vias = h._cache.get("via")
+        if vias is None:
+            vias = h._cache["via"] = _vias(h)
+        return list(vias)
 
     @property
     def top_via(self) -> Via:
@@ -626,7 +646,12 @@ class Message:
         h = self.headers
         vias = h._cache.get("via")
         if vias is None:
-            vias = h._cache["via"] = _vias(h)
+            keys = h._keys
+            if keys.count("via") == 1:  # (_vias' usual case, written out)
+                vias = parse_via(h._values[keys.index("via")].strip(" \t"))
+            else:
+                vias = _vias(h)
+            h._cache["via"] = vias
         if not vias:
             raise HeaderParseError("missing Via header")
         return vias[0]
@@ -637,7 +662,11 @@ class Message:
         h = self.headers
         value = h._cache.get("from")
         if value is None:
-            value = h._cache["from"] = _from(h)
+            keys = h._keys
+            if "from" not in keys:
+                raise HeaderParseError("missing From header")
+            text = h._values[keys.index("from")].strip(" \t")
+            value = h._cache["from"] = parse_name_addr(text)
         return value
 
     @property
@@ -646,7 +675,11 @@ class Message:
         h = self.headers
         value = h._cache.get("to")
         if value is None:
-            value = h._cache["to"] = _to(h)
+            keys = h._keys
+            if "to" not in keys:
+                raise HeaderParseError("missing To header")
+            text = h._values[keys.index("to")].strip(" \t")
+            value = h._cache["to"] = parse_name_addr(text)
         return value
 
     @property
@@ -664,43 +697,71 @@ class Message:
         h = self.headers
         value = h._cache.get("cseq")
         if value is None:
-            value = h._cache["cseq"] = _cseq(h)
+            value = h._cache["cseq"] = parse_cseq(_required(h, "cseq"))
         return value
 
     @property
     def contacts(self) -> list[NameAddr]:
         """Every Contact value (``[]`` if none, or for ``Contact: *``)."""
-        return list(self.headers._parsed("contact", _contacts))
+        h = self.headers
+        contacts = h._cache.get("contact")
+        if contacts is None:
+            contacts = h._cache["contact"] = _contacts(h)
+        return list(contacts)
 
     @property
     def contact_is_star(self) -> bool:
         """Whether the Contact is ``*`` (REGISTER: remove all bindings, RFC 3261 §10.2.2)."""
-        return "*" in self.headers._all("contact")
+        h = self.headers
+        keys = h._keys
+        if keys.count("contact") == 1:  # the usual case, without a loop in Python
+            return h._values[keys.index("contact")].strip(" \t") == "*"
+        return "*" in h._all("contact")
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards as an int, ``None`` if absent."""
-        return self.headers._parsed("max-forwards", lambda h: _int_header(h, "Max-Forwards"))
+        h = self.headers
+        value = h._cache.get("max-forwards", _MISSING)
+        if value is _MISSING:
+            value = h._cache["max-forwards"] = _int_header(h, "max-forwards")
+        return value
 
     @property
     def expires(self) -> int | None:
         """The Expires header as an int, ``None`` if absent."""
-        return self.headers._parsed("expires", lambda h: _int_header(h, "Expires"))
+        h = self.headers
+        value = h._cache.get("expires", _MISSING)
+        if value is _MISSING:
+            value = h._cache["expires"] = _int_header(h, "expires")
+        return value
 
     @property
     def content_length(self) -> int | None:
         """The Content-Length header as an int, ``None`` if absent."""
-        return self.headers._parsed("content-length", lambda h: _int_header(h, "Content-Length"))
+        h = self.headers
+        value = h._cache.get("content-length", _MISSING)
+        if value is _MISSING:
+            value = h._cache["content-length"] = _int_header(h, "content-length")
+        return value
 
     @property
     def record_routes(self) -> list[NameAddr]:
         """Every Record-Route value, in order."""
-        return list(self.headers._parsed("record-route", _record_routes))
+        h = self.headers
+        routes = h._cache.get("record-route")
+        if routes is None:
+            routes = h._cache["record-route"] = _record_routes(h)
+        return list(routes)
 
     @property
     def routes(self) -> list[NameAddr]:
         """Every Route value, in order."""
-        return list(self.headers._parsed("route", _routes))
+        h = self.headers
+        routes = h._cache.get("route")
+        if routes is None:
+            routes = h._cache["route"] = _routes(h)
+        return list(routes)
 
     def _start_line(self) -> str:
         raise NotImplementedError
@@ -716,8 +777,24 @@ class Message:
         if wire is not None and self.headers._pristine is wire and self._wire_starts(wire):
             # Parsed and untouched: the received octets are what we would write.
             return wire
+        # The fields, names as Headers.__iter__ writes them, Content-Length from the body.
+        # (Written out, with map rather than comprehensions: no Python-level call but the
+        # start line's.)
+        h = self.headers
+        keys = h._keys
         lines = [self._start_line()]
-        self.headers._serialize_into(lines, len(self._body))
+        lines += map(_FIELD_FORMAT, map(_CANONICAL.get, keys, h._names), h._values)
+        cl = f"Content-Length: {len(self._body)}"
+        if "content-length" in keys:
+            lines[keys.index("content-length") + 1] = cl
+            if keys.count("content-length") > 1:
+                lines[1:] = [
+                    x
+                    for k, x in zip(keys, lines[1:], strict=True)
+                    if k != "content-length" or x is cl
+                ]
+        else:
+            lines.append(cl)
         lines.append("\r\n")
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
 
@@ -750,7 +827,12 @@ class Request(Message):
         headers: Headers | Iterable[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> None:
-        Message.__init__(self, headers, body)
+        # (Message.__init__ written out: a UA builds a request for every one it sends.)
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        if not isinstance(body, bytes):
+            raise TypeError("body must be bytes")
+        self._body = body
+        self._wire = None
         self.method = method
         self._uri = parse_uri(uri) if isinstance(uri, str) else uri
         self._uri_text = None
@@ -796,7 +878,9 @@ class Request(Message):
         """The Request-URI (parsed on first access; the parser has checked its syntax)."""
         uri = self._uri
         if uri is None:
-            uri = self._uri = parse_uri(self._uri_text or "")
+            text = self._uri_text or ""
+            # (parse_uri's memory read inline: the same Request-URIs come again and again.)
+            uri = self._uri = _URIS_BY_TEXT.get(text) or parse_uri(text)
         return uri
 
     @uri.setter
@@ -812,7 +896,8 @@ class Request(Message):
         return (self._uri_text or "") if uri is None else str(uri)
 
     def _start_line(self) -> str:
-        return f"{self.method} {self.uri_text} SIP/2.0"
+        uri = self._uri  # (uri_text read inline)
+        return f"{self.method} {self._uri_text if uri is None else uri} SIP/2.0"
 
     def _wire_starts(self, wire: bytes) -> bool:
         return wire.startswith((self.method + " ").encode("utf-8", "surrogateescape"))
@@ -1009,25 +1094,79 @@ def make_response(
     Copies every Via (in order), From, To, Call-ID and CSeq, and for a 100 also
     Timestamp (§8.2.6.1). A To tag is added when *to_tag* is given and the To
     has none.
+
+    What the request's accessors have parsed of those fields is what the
+    response's would parse from the copies: the response starts with copies of
+    those values (the transport reads its top Via to send it), and with the To
+    given its tag when the tag is a plain token of unreserved characters.
     """
+    if not 100 <= status <= 699:
+        raise ValueError(f"status code out of range: {status}")
     h = request.headers
+    # Whether the To fields get the tag: the To (the first field) has none.
+    tagged: NameAddr | None = None
+    suffix = ""
+    if to_tag is not None and "to" in h._keys:
+        to = h._cache.get("to")  # (read inline when parsed already)
+        if to is None:
+            try:
+                to = request.to
+            except HeaderParseError:
+                pass  # do not touch a To we cannot read
+        if to is not None and to.params.get("tag") is None:
+            tagged = to
+            suffix = ";tag=" + to_tag
     keys: list[str] = []
     names: list[str] = []
     values: list[str] = []
     copy = _RESPONSE_COPY_100 if status == 100 else _RESPONSE_COPY
     for key, name, value in zip(h._keys, h._names, h._values, strict=True):
         if key in copy:
-            if key == "to" and to_tag is not None:
-                try:
-                    has_tag = request.to.tag is not None
-                except HeaderParseError:
-                    has_tag = True  # do not touch a To we cannot read
-                if not has_tag:
-                    value = value.rstrip(" \t") + ";tag=" + to_tag
+            if key == "to" and tagged is not None:
+                value = value.rstrip(" \t") + suffix
             keys.append(key)
             names.append(name)
             values.append(value)
-    return Response(status, reason, _headers_of(keys, names, values))
+    if reason is None:
+        reason = _REASONS.get(status) or reason_phrase(status)
+    # (from_wire: the fields are copies of checked ones, and it costs fewer calls than
+    # the constructor.)
+    response = Response.from_wire(status, reason, keys, names, values, b"")
+    # Copies (parsed values are snapshots, one set per message), written out: a
+    # helper would cost the calls that reading the response's Via again costs.
+    parsed = h._cache
+    cache = response.headers._cache
+    vias = parsed.get("via")
+    if vias is not None:
+        copies = []
+        for via in vias:
+            v = _new(Via)
+            v.transport, v.host, v.port = via.transport, via.host, via.port
+            v.params = dict(via.params)
+            copies.append(v)
+        cache["via"] = copies
+    if "cseq" in parsed:
+        cache["cseq"] = parsed["cseq"]  # (never changed in place: it hashes)
+    for key in ("from", "to"):
+        na = parsed.get(key)
+        if na is None:
+            continue
+        if key == "to" and tagged is not None:
+            if not (to_tag and to_tag.isascii() and not to_tag.strip(_UNRESERVED)):
+                continue  # (left to be parsed from the response's text)
+            params = dict(na.params)
+            # The response's To reads as the request's, then ";tag=" + to_tag.
+            params["tag"] = to_tag
+        else:
+            params = dict(na.params)
+        addr = _new(NameAddr)
+        addr.uri, addr.display_name, addr.params = na.uri, na.display_name, params
+        cache[key] = addr
+    return response
+
+
+# A value of these characters after ";tag=" reads back as exactly that tag.
+_UNRESERVED = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"
 
 
 _RESPONSE_COPY = frozenset(["via", "from", "to", "call-id", "cseq"])

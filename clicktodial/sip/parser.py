@@ -563,12 +563,13 @@ def _fast_parse(
     :meth:`Message.serialize` would write it: a known method or a status line
     without ``%``, every header name in its canonical spelling and every line
     ``Name:value``, no folding or bare CR/LF, one Content-Length equal to the
-    octets after the empty line, and (with *validate*) header values the checks'
-    memory or regular expressions find well formed. For such a message this
-    returns what :func:`_parse` returns (tests hold the two to that); for
-    anything else, including every message :func:`_parse` would reject, it
-    returns ``None`` and the caller takes the careful path, which builds the
-    precise error.
+    octets after the empty line (or that number padded with spaces, as SIPp
+    writes it: then the octets are not kept as the serialized message), and
+    (with *validate*) header values the checks' memory or regular expressions
+    find well formed. For such a message this returns what :func:`_parse`
+    returns (tests hold the two to that); for anything else, including every
+    message :func:`_parse` would reject, it returns ``None`` and the caller
+    takes the careful path, which builds the precise error.
     """
     lines = head.split("\r\n")
     if len(lines) > MAX_HEADERS + 1 or len(head) > MAX_LINE:
@@ -610,8 +611,13 @@ def _fast_parse(
         return None
     cl_text = values[i_cl]
     size = len(data) - body_start
+    wire: bytes | None = data
     if cl_text != " 0" if size == 0 else cl_text != f" {size}":
-        return None
+        # Padded ("Content-Length:   115": SIPp writes [len] so): the same framing, but
+        # serialize() writes the number without the padding, so the octets are not kept.
+        if cl_text.strip(" \t") != str(size):
+            return None
+        wire = None
     parsed: dict[str, object] = {}
     if validate:
         if is_request and uri_text not in _KNOWN_URI:
@@ -625,14 +631,14 @@ def _fast_parse(
         if cseq is None:
             return None
         parsed["cseq"] = cseq
-    # serialize() would write these very octets: keep them (RFC 3261 §18: a
-    # stateless proxy or a retransmission sends them unchanged).
+    # serialize() would write these very octets (unless padded): keep them (RFC 3261
+    # §18: a stateless proxy or a retransmission sends them unchanged).
     if is_request:
         return _request_from_wire(
-            method, uri_text, list(keys), names, values, data[body_start:], data, parsed
+            method, uri_text, list(keys), names, values, data[body_start:], wire, parsed
         )
     return _response_from_wire(
-        status, uri_text, list(keys), names, values, data[body_start:], data, parsed
+        status, uri_text, list(keys), names, values, data[body_start:], wire, parsed
     )
 
 

@@ -165,7 +165,12 @@ class URI:
         self._password = password
         self._host = host
         self._port = port
-        self._params = {k.lower(): v for k, v in params.items()} if params else _NO_PARAMS
+        self._params = (
+            # (built-ins only: a comprehension would cost a Python-level call)
+            dict(zip(map(str.lower, params), params.values(), strict=True))
+            if params
+            else _NO_PARAMS
+        )
         if headers is None:
             self._headers = ()
         elif isinstance(headers, Mapping):

@@ -6,6 +6,8 @@ structured header values, make_response and the identifier generators.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -192,6 +194,109 @@ def test_parsed_values_are_dropped_when_headers_change() -> None:
     assert req.top_via.branch == "z9hG4bKnew" and len(req.vias) == 3
 
 
+def _accessors(message: Request | Response) -> dict[str, object]:
+    """What every typed accessor reads (or the error it raises), as comparable values."""
+    got: dict[str, object] = {}
+    for name in (
+        "vias",
+        "from_",
+        "to",
+        "call_id",
+        "cseq",
+        "contacts",
+        "contact_is_star",
+        "max_forwards",
+        "expires",
+        "content_length",
+        "record_routes",
+        "routes",
+    ):
+        try:
+            value = getattr(message, name)
+        except HeaderParseError as e:
+            value = ("error", str(e))
+        if isinstance(value, list):
+            value = [str(v) for v in value]
+        elif isinstance(value, NameAddr | Via | CSeq):
+            value = str(value)
+        got[name] = value
+    return got
+
+
+_MUTATIONS = [
+    lambda h: h.set("To", "<sip:carol@example.com>;tag=9"),
+    lambda h: h.add("Contact", "<sip:other@192.0.2.9>;expires=10"),
+    lambda h: h.remove("Contact"),
+    lambda h: h.prepend("Via", "SIP/2.0/TCP 192.0.2.7;branch=z9hG4bKp"),
+    lambda h: h.remove_first("Via"),
+    lambda h: h.set("CSeq", "7 INVITE"),
+    lambda h: h.add("Expires", "60"),
+    lambda h: h.set("Max-Forwards", "x"),
+    lambda h: h.replace_top_via(Via("UDP", "192.0.2.3", 5062, {"branch": "z9hG4bKr"})),
+    lambda h: h.add("Record-Route", "<sip:p1.example.com;lr>, <sip:p2.example.com;lr>"),
+    lambda h: h.remove("From"),
+]
+
+
+@pytest.mark.parametrize("mutate", _MUTATIONS)
+def test_after_a_change_every_accessor_reads_the_current_text(
+    mutate: Callable[[Headers], None],
+) -> None:
+    """A change to the fields of one name drops what was parsed from them, and only that:
+    every accessor of a message read before and after the change reads what a message
+    built afresh from the changed fields reads."""
+    req = invite()
+    _accessors(req)  # (everything parsed and cached first)
+    mutate(req.headers)
+    fresh = Request("INVITE", req.uri, list(req.headers), req.body)
+    assert _accessors(req) == _accessors(fresh)
+
+
+def test_a_change_keeps_what_was_parsed_of_other_fields() -> None:
+    """Stamping the top Via (what the transport does to every request) keeps the CSeq
+    and the To parsed before: they are not parsed again."""
+    req = invite()
+    cseq, to = req.cseq, req.to
+    req.headers.replace_top_via(Via("UDP", "192.0.2.3", 5062, {"branch": "z9hG4bKr"}))
+    req.headers.add("Expires", "60")
+    assert req.cseq is cseq and req.to is to
+
+
+@pytest.mark.parametrize("to_tag", [None, "xyz", "a.b-c_~9", "needs;quoting", "sp ace", ""])
+@pytest.mark.parametrize(
+    "to",
+    [
+        "<sip:bob@biloxi.example.com>",
+        "<sip:b@h>;tag=old",
+        "<sip:b@h>;tag",
+        "sip:b@h ;x=1 ",
+        '<sip:b@h>;tag="q"',
+    ],
+)
+@pytest.mark.parametrize("read_first", [True, False])
+def test_make_response_reads_as_its_own_text(to_tag: str | None, to: str, read_first: bool) -> None:
+    """A response made from a request (whose accessors were read or not) reads, through
+    every accessor, what the same response parsed from its own octets reads."""
+    req = invite()
+    req.headers.set("To", to)
+    if read_first:
+        _accessors(req)
+        req.headers.replace_top_via(
+            Via("UDP", "192.0.2.3", 5062, {"branch": "z9hG4bKr", "rport": "5062"})
+        )
+    for status in (100, 180, 200):
+        resp = make_response(req, status, to_tag=to_tag)
+        got = _accessors(resp)
+        parsed = _accessors(parse_message(resp.serialize(), validate=False))
+        # (Content-Length is written by serialize(): the parsed response has one.)
+        assert got.pop("content_length") is None and parsed.pop("content_length") == 0
+        assert got == parsed
+        # Snapshots: changing what one message hands out changes nothing of the other.
+        resp.top_via.params["received"] = "x"
+        resp.from_.params["x"] = "y"
+        assert "received" not in req.top_via.params and "x" not in req.from_.params
+
+
 # --- Request / Response --------------------------------------------------
 
 
@@ -204,6 +309,20 @@ def test_request_serializes_with_content_length_from_body() -> None:
     assert b"\r\nContent-Length: 5\r\n\r\nv=0\r\n" in data
     assert data.count(b"Content-Length") == 1
     assert parse_message(data) == req
+
+
+def test_several_content_length_fields_are_written_as_one_in_the_first_ones_place() -> None:
+    """serialize() writes one Content-Length, from the body, where the first one was; the
+    other fields stay in order."""
+    req = Request(
+        "OPTIONS",
+        "sip:a@b",
+        [("Content-Length", "5"), ("Call-ID", "x"), ("l", "7"), ("To", "<sip:a@b>")],
+        b"abc",
+    )
+    assert req.serialize() == (
+        b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nCall-ID: x\r\nTo: <sip:a@b>\r\n\r\nabc"
+    )
 
 
 def test_request_without_content_length_gets_one() -> None:
@@ -249,6 +368,19 @@ def test_make_response_copies_what_rfc3261_8_2_6_says() -> None:
     assert resp.status == 180 and resp.reason == "Ringing"
     trying = make_response(req, 100)
     assert trying.headers.get("Timestamp") == "54" and trying.to.tag is None
+
+
+def test_make_response_tags_every_to_field_of_a_request_with_two() -> None:
+    """A request with two To fields (malformed, answered all the same): each copy gets the
+    tag when the first has none, and the response's To reads as its first field."""
+    req = invite()
+    req.headers.add("To", "<sip:other@example.com>")
+    resp = make_response(req, 400, to_tag="t1")
+    assert resp.headers.get_fields("To") == [
+        '"Bob" <sip:bob@biloxi.example.com>;tag=t1',
+        "<sip:other@example.com>;tag=t1",
+    ]
+    assert str(resp.to) == str(parse_message(resp.serialize(), validate=False).to)
 
 
 def test_make_response_keeps_an_existing_to_tag() -> None:
@@ -562,6 +694,45 @@ def test_parse_by_shape_gives_what_a_fresh_parse_gives(
                     expected.display_name,
                     list(expected.params.items()),
                 ), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<sip:bob@biloxi.example.com>",
+        '"A b" <sip:a@b;lr>;expires=60',
+        "sip:a@b;x=1",
+        "<sip:a@b>; tag=x",
+        "<sip:a@b>;TAG=x",
+        '<sip:a@b>;q="a b"',
+        "<sip:a@b>;tag=a!b",
+    ],
+)
+def test_a_name_addr_without_a_plain_tag_read_again_is_what_a_fresh_parse_gives(
+    text: str,
+) -> None:
+    """A name-addr with no ";tag=" (a To outside a dialog, a Contact) is remembered by its
+    whole text: read again, it is what a fresh parse gives, and a copy."""
+    from clicktodial.sip import headers
+
+    wirecache.reset_all()
+    expected = headers._parse_name_addr(text)
+    first = parse_name_addr(text)
+    first.params["x"] = "changed"
+    again = parse_name_addr(text)
+    assert (again.uri, again.display_name, list(again.params.items())) == (
+        expected.uri,
+        expected.display_name,
+        list(expected.params.items()),
+    )
+
+
+def test_a_text_with_a_line_feed_never_reads_as_a_remembered_shape() -> None:
+    """A shape is a text with its tag left out and a LF in its place: a text written that
+    way is parsed (and refused), not taken for the shape."""
+    parse_name_addr("<sip:a@b>;tag=1;lr")
+    with pytest.raises(HeaderParseError):
+        parse_name_addr("<sip:a@b>\n;lr")
 
 
 def test_changing_a_parsed_via_or_name_addr_changes_no_later_parse() -> None:
