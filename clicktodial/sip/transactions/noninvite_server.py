@@ -100,7 +100,7 @@ class NonInviteServerTransaction(ServerTransaction):
             self._terminate()  # Timer J is zero for reliable transports
         else:
             # §17.2.2: keep answering retransmissions for 64*T1.
-            self._start_timeout(self._host.timers.timeout, self._timer_j)
+            self._start_timeout(self._host.timers.timeout, NonInviteServerTransaction._timer_j)
 
     def _resend(self, request: Request) -> None:
         self._resend_last()
