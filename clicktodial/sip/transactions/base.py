@@ -178,7 +178,9 @@ class Transaction:
         go of it once it has its final response (:func:`_release_request`): lingering in
         ``accepted`` or ``completed`` it only absorbs or passes on responses, and keeping
         the parsed message for 64*T1 would make memory at a call rate R hold R*32 s worth
-        of requests.  Reading it then raises :class:`RequestReleased`.
+        of requests.  A non-INVITE server transaction lets go of it too once its final
+        response is sent over UDP (Timer J: it re-sends that response, nothing else).
+        Reading it then raises :class:`RequestReleased`.
     :ivar method: the method of that request (kept when the request is let go).
     :ivar state: the current :class:`State`.
     :ivar branch: the Via branch identifying the transaction.
