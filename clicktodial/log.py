@@ -19,9 +19,10 @@ The level can change while the daemon runs (``SIGHUP`` reloads ``[log] level``):
 :meth:`DaemonLogObserver.set_level`.
 
 Code on the message path asks :data:`LOG_LEVELS` before building an event the observer would
-drop (``if LOG_LEVELS.debug: log.debug(...)``): a Twisted ``Logger`` builds the event, sorts
-the levels and reaches the filter before the level is compared, about 15 Python calls for
-nothing at ``[log] level = warn``.
+drop (``if LOG_LEVELS.debug: log.debug(...)``, ``if LOG_LEVELS.info: log.info(...)``): a
+Twisted ``Logger`` builds the event, sorts the levels and reaches the filter before the level
+is compared, about 15 Python calls for nothing at ``[log] level = warn``.  The events of every
+call (placed, INVITEs sent and received, the call's transitions, its end) are gated so.
 """
 
 import sys
@@ -158,6 +159,11 @@ class LevelGate:
     __slots__ = ("debug", "info")
 
     def __init__(self) -> None:
+        self.debug = True
+        self.info = True
+
+    def reset(self) -> None:
+        """Open the gate again (both ``True``), as no observer had said otherwise."""
         self.debug = True
         self.info = True
 

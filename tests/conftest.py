@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from clicktodial.log import LOG_LEVELS
 from clicktodial.testing.daemon import DaemonProcess, tree_env, twistd_argv
 
 __all__ = ["twistd_argv"]  # re-exported: the interop tests import it from here
@@ -299,3 +300,16 @@ def run_twistd(tmp_path: Path) -> Callable[..., "subprocess.CompletedProcess[str
         )
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _daemon_log_gate_open() -> Iterator[None]:
+    """
+    Every test starts and ends with the daemon's :data:`~clicktodial.log.LOG_LEVELS` open
+    (info and debug events built): a test that starts the daemon's log observer (tap,
+    workers, reloads) sets the global gate to its ``[log] level``, and a later test
+    asserting an info or debug event would then depend on which tests ran before it.
+    """
+    LOG_LEVELS.reset()
+    yield
+    LOG_LEVELS.reset()

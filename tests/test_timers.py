@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 
-from clicktodial.timers import Lingering, LingerQueue
+from clicktodial.timers import Lingering, LingerQueue, TimerQueues
 
 
 def test_timers_fire_in_start_order_each_after_its_own_delay() -> None:
@@ -115,4 +115,156 @@ def test_a_timer_on_an_owner_calls_its_function_with_the_owner_and_then_lets_it_
     clock.pump([0.5] * 70)
     assert owner.fired_at == [32.0] and other.fired_at == []
     assert not timer.active() and timer.owner is not owner
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_timer_started_again_after_cancel_fires_once_from_its_new_start() -> None:
+    """Re-arming is cancel + start: the cancelled start never fires, the new one fires
+    its delay after it began."""
+    clock = Clock()
+    queue = LingerQueue(clock, 4.0)
+    fired: list[float] = []
+    timer = queue.call_later(lambda: fired.append(clock.seconds()))
+    clock.pump([0.5] * 3)
+    timer.cancel()
+    timer = queue.call_later(lambda: fired.append(clock.seconds()))
+    clock.pump([0.5] * 20)
+    assert fired == [5.5]
+    assert not timer.active()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_callback_that_starts_a_timer_on_its_queue_holds_back_none_already_waiting() -> None:
+    """A timer started while the queue fires (a retransmission timer starting its next
+    interval) counts from then, and the timers already waiting still fire on their own
+    deadlines, before it."""
+
+    class Periodic:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def expired(self) -> None:
+            fired.append((self.name, clock.seconds()))
+            if clock.seconds() < 8:
+                queue.call_later_on(self, Periodic.expired)
+
+    clock = Clock()
+    queue = LingerQueue(clock, 2.0)
+    fired: list[tuple[str, float]] = []
+    queue.call_later_on(Periodic("a"), Periodic.expired)
+    clock.pump([0.5])
+    queue.call_later_on(Periodic("b"), Periodic.expired)
+    clock.pump([0.5] * 30)
+    assert fired == [
+        ("a", 2.0),
+        ("b", 2.5),
+        ("a", 4.0),
+        ("b", 4.5),
+        ("a", 6.0),
+        ("b", 6.5),
+        ("a", 8.0),
+        ("b", 8.5),
+    ]
+    assert clock.getDelayedCalls() == []
+
+
+def test_timers_started_together_fire_in_start_order() -> None:
+    clock = Clock()
+    queue = LingerQueue(clock, 1.0)
+    fired: list[int] = []
+    for i in range(5):
+        queue.call_later(lambda i=i: fired.append(i))
+    clock.pump([0.25] * 4)
+    assert fired == [0, 1, 2, 3, 4]
+
+
+def test_a_clock_jump_fires_every_timer_passed_in_order_and_later_ones_count_from_it() -> None:
+    """One big step of the clock (a suspended host, a busy reactor) fires every timer
+    whose deadline it passed, in deadline order, in one pass; a timer started by one of
+    them counts from the clock after the jump; timers not yet due keep waiting."""
+
+    class Owner:
+        def __init__(self, name: str, again: bool = False) -> None:
+            self.name, self.again = name, again
+
+        def expired(self) -> None:
+            fired.append((self.name, clock.seconds()))
+            if self.again:
+                self.again = False
+                queue.call_later_on(self, Owner.expired)
+
+    clock = Clock()
+    queue = LingerQueue(clock, 10.0)
+    fired: list[tuple[str, float]] = []
+    queue.call_later_on(Owner("a", again=True), Owner.expired)  # due at 10
+    clock.advance(3)
+    queue.call_later_on(Owner("b"), Owner.expired)  # due at 13
+    clock.advance(4)
+    queue.call_later_on(Owner("c"), Owner.expired)  # due at 17
+    clock.advance(8)  # to 15
+    assert fired == [("a", 15.0), ("b", 15.0)]
+    assert len(queue) == 2  # c, and a again (due at 25)
+    clock.pump([0.5] * 20)
+    assert fired[2:] == [("c", 17.0), ("a", 25.0)]
+    assert clock.getDelayedCalls() == []
+
+
+def test_queued_timers_fire_on_the_same_clock_step_as_reactor_timers() -> None:
+    """Whatever the start times and lengths (fractions included, where
+    ``now + (deadline - now)`` rounds), each queued timer fires on the very clock step
+    a ``callLater`` of the same length started at the same moment fires on."""
+    clock = Clock()
+    queues = TimerQueues(clock)
+    queued: dict[int, float] = {}
+    reactor: dict[int, float] = {}
+
+    class Owner:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def expired(self) -> None:
+            queued[self.i] = clock.seconds()
+
+    lengths = [0.1, 0.5, 1.0, 2.0, 4.0, 5.0, 32.0, 0.3]
+    for i in range(200):
+        delay = lengths[i % len(lengths)]
+        queues.call_later_on(delay, Owner(i), Owner.expired)
+        clock.callLater(delay, reactor.__setitem__, i, None)
+        clock.advance(0.1 * (i % 7) + 0.01 * (i % 3))
+        for key in [k for k, v in reactor.items() if v is None]:
+            reactor[key] = clock.seconds()
+    for _ in range(400):
+        clock.advance(0.1)
+        for key in [k for k, v in reactor.items() if v is None]:
+            reactor[key] = clock.seconds()
+    assert len(queued) == len(reactor) == 200
+    assert queued == reactor
+    assert len(queues) == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_timer_queues_keep_one_reactor_timer_per_length() -> None:
+    """Many timers of a few lengths: one reactor timer per length that has timers waiting,
+    each timer firing its own length after it started."""
+
+    class Owner:
+        def __init__(self) -> None:
+            self.fired_at: float | None = None
+
+        def expired(self) -> None:
+            self.fired_at = clock.seconds()
+
+    clock = Clock()
+    queues = TimerQueues(clock)
+    started = [(delay, Owner(), clock.seconds()) for delay in (0.5, 1.0, 32.0) for _ in range(10)]
+    for delay, owner, _ in started:
+        queues.call_later_on(delay, owner, Owner.expired)
+    assert len(queues) == 30
+    assert len(clock.getDelayedCalls()) == 3
+    assert queues.queue(1.0) is queues.queue(1.0)
+    clock.pump([0.25] * 140)
+    assert [owner.fired_at for _, owner, _ in started] == [
+        start + delay for delay, _, start in started
+    ]
+    assert len(queues) == 0
     assert clock.getDelayedCalls() == []

@@ -87,6 +87,7 @@ from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import FlowIV
 from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
 from clicktodial.interfaces import IBridge, ICalleeRoute, IMediaFlow
+from clicktodial.log import LOG_LEVELS
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
 from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destination
@@ -707,7 +708,7 @@ class Call:
             self._no_transition(event)
         elif target is not phase:
             self._enter(target, event)
-        else:
+        elif LOG_LEVELS.debug:
             log.debug(
                 "call {record}: {event} in {phase}",
                 record=self.call_id,
@@ -722,13 +723,14 @@ class Call:
         self._cancel_timer()
         # The StrEnum members themselves (formatted as their values, and only when the
         # event is written): .value is two calls each, on every transition.
-        log.info(
-            "call {record}: {old} --{event}--> {new}",
-            record=self.call_id,
-            old=self.phase,
-            event=event,
-            new=phase,
-        )
+        if LOG_LEVELS.info:
+            log.info(
+                "call {record}: {old} --{event}--> {new}",
+                record=self.call_id,
+                old=self.phase,
+                event=event,
+                new=phase,
+            )
         self.phase = phase
         self._start_timer()
 

@@ -35,6 +35,7 @@ from clicktodial.interfaces import (
     IStoreBackend,
     ITrunkRegistry,
 )
+from clicktodial.log import LOG_LEVELS
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
@@ -258,13 +259,14 @@ class CallController:
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:
             self._running[name] = self._running.get(name, 0) + 1
-        log.info(
-            "call {record}: {caller} calls {callee} ({count} caller binding(s))",
-            record=call_id,
-            caller=caller_name,
-            callee=callee_name,
-            count=len(caller_bindings),
-        )
+        if LOG_LEVELS.info:
+            log.info(
+                "call {record}: {caller} calls {callee} ({count} caller binding(s))",
+                record=call_id,
+                caller=caller_name,
+                callee=callee_name,
+                count=len(caller_bindings),
+            )
         if decision is None and not callee_bindings:
             # Do not ring the caller for a callee who cannot be reached.
             call.fail_before_start("callee")
@@ -448,14 +450,15 @@ class CallController:
             self._published.pop(call_id, None)
             if self.tracer is not None:
                 self.tracer.call_over(call_id)
-            log.info(
-                "call {record} {state}: {reason} (status {status}, hung up by {who})",
-                record=call_id,
-                state=state,
-                reason=call.end_reason,
-                status=call.sip_status,
-                who=call.who_hung_up,
-            )
+            if LOG_LEVELS.info:
+                log.info(
+                    "call {record} {state}: {reason} (status {status}, hung up by {who})",
+                    record=call_id,
+                    state=state,
+                    reason=call.end_reason,
+                    status=call.sip_status,
+                    who=call.who_hung_up,
+                )
 
     def _write(self, call_id: str, changes: dict[str, Any]) -> None:
         # One write per call at a time, in order; updates arriving meanwhile are merged

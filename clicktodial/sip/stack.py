@@ -296,8 +296,11 @@ class SIPStack(MultiService):
         self, response: Response, server_tx: ServerTransaction, started: float = 0.0
     ) -> None:
         response.headers.add("Server", self.config.user_agent)
+        # Read before respond(): a non-INVITE server transaction lets go of its request
+        # once the final response is sent.
+        request = server_tx.request
         server_tx.respond(response)
         if self.register_observers:
             seconds = self.clock.seconds() - started
             for observer in self.register_observers:
-                observer(server_tx.request, response, seconds)
+                observer(request, response, seconds)

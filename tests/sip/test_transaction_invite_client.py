@@ -305,6 +305,28 @@ def test_accepted_transactions_share_one_reactor_timer_for_timer_m() -> None:
     assert_quiescent(h.clock, h.layer)
 
 
+def test_the_timers_of_many_invites_are_one_reactor_timer_per_length() -> None:
+    """Timers A and B of many INVITEs in "calling" over UDP are entries of the layer's
+    queues: one reactor timer for each length waiting (T1, 64*T1, then 2*T1 as Timer A
+    doubles), not one per transaction; each INVITE is still retransmitted on its own
+    schedule from its own start."""
+    h = Harness()
+    txs, starts = [], []
+    for _ in range(20):
+        starts.append(h.clock.seconds())
+        txs.append(h.invite())
+        h.clock.advance(1 / 16)  # started over 1.25 s: their Timers A fire apart
+    assert len(h.clock.getDelayedCalls()) == 3  # T1, 2*T1 and 64*T1
+    assert len(h.layer.guard_timers) == 40  # Timers A and B of each
+    run_for(h.clock, 40)
+    sent = h.transport.requests("INVITE")
+    for tx, start in zip(txs, starts, strict=True):
+        times = [round(s.time - start, 6) for s in sent if f"branch={tx.branch}" in s.data.decode()]
+        assert times == [0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5], tx
+    assert [tx.state for tx in txs] == ["terminated"] * 20
+    assert_quiescent(h.clock, h.layer)
+
+
 def test_a_lingering_timer_cancelled_last_leaves_no_reactor_timer() -> None:
     h = Harness()
     tx = h.invite()

@@ -5,12 +5,17 @@ through the TransactionLayer on a fake clock and a recording transport.
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.task import Clock
 
 from clicktodial.sip.address import Source
 from clicktodial.sip.message import Request, make_response
 from clicktodial.sip.parser import parse_message
-from clicktodial.sip.transactions import NonInviteServerTransaction, TransactionLayer
+from clicktodial.sip.transactions import (
+    NonInviteServerTransaction,
+    RequestReleased,
+    TransactionLayer,
+)
 from clicktodial.testing.sipfakes import (
     STEP,
     RecordingTransport,
@@ -73,6 +78,26 @@ def test_final_response_is_resent_to_retransmissions_until_timer_j() -> None:
     assert tx.state == "completed"
     run_for(h.clock, STEP)
     assert tx.state == "terminated"
+    assert_quiescent(h.clock, h.layer)
+
+
+def test_in_completed_over_udp_the_request_is_let_go_and_the_last_response_still_answers() -> None:
+    """Lingering 64*T1 in completed, the transaction keeps only its final response (a
+    REGISTER or BYE load holds R*32 s of them): reading the request raises
+    RequestReleased; a retransmission still gets the final response; a response the
+    TU sends then is refused and logged with the transaction's method."""
+    h = Harness()
+    tx = h.start()
+    request = tx.request
+    tx.respond(make_response(request, 200, to_tag="t1"))
+    assert tx.state == "completed"
+    with pytest.raises(RequestReleased):
+        tx.request  # noqa: B018
+    assert tx.method == "OPTIONS"
+    h.receive()
+    tx.respond(make_response(request, 500, to_tag="t1"))  # refused: no exception
+    assert [sent.message.status for sent in h.transport.sent] == [200, 200]
+    run_for(h.clock, 32)
     assert_quiescent(h.clock, h.layer)
 
 

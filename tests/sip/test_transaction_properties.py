@@ -116,7 +116,7 @@ def test_server_machines_survive_any_input_sequence(
     for kind, value in events:
         if kind == "respond":
             assert isinstance(value, int)
-            tx.respond(make_response(tx.request, value, to_tag="t"))
+            tx.respond(make_response(request, value, to_tag="t"))
         elif kind == "retransmit":
             if user.requests[-1][0].state == "terminated":
                 new_requests += 1  # the transaction is gone: this is a new request

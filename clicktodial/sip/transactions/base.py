@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, Self
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
     from clicktodial.sip.message import Request, Response
-    from clicktodial.timers import Lingering, LingerQueue
+    from clicktodial.timers import Lingering, LingerQueue, TimerQueues
 
 __all__ = [
     "LINGERING_STATES",
@@ -144,6 +144,8 @@ class TransactionHost(Protocol):
     clock: IReactorTime
     timers: Timers
     counts: TransactionCounts
+    guard_timers: TimerQueues
+    linger_timers: TimerQueues
     lingering: LingerQueue
 
     def transmit_request(self, request: Request, destination: object) -> bool:
@@ -161,14 +163,24 @@ class Transaction:
     State shared by the four machines.
 
     Timers are state data: ``_retransmit`` holds timer A, E or G, ``_timeout``
-    holds B, D, F, H, I, J, K, L or M.  :func:`_enter` cancels both, so a transition
-    that leaves a state always stops that state's timers.
+    holds B, D, F, H, I, J, K, L, M or the 100 Trying delay.  :func:`_enter` cancels
+    both, so a transition that leaves a state always stops that state's timers.  Every
+    timer is an entry of one of the host's two :class:`~clicktodial.timers.TimerQueues`
+    (one reactor timer per length, not one per transaction) calling a function of the
+    machine's class with the machine (``InviteClientTransaction._timer_a``): no bound
+    method and no ``DelayedCall`` per timer.  ``guard_timers`` hold the timers a response
+    or an answer usually cancels (A, B, E, F, G, 100 Trying), ``linger_timers`` those of
+    :data:`LINGERING_STATES` that usually fire (D, H, I, J, K, L, M): a cancelled entry
+    stays in its queue until it reaches the head or the cancelled outnumber the live, so
+    cancelled Timers B would otherwise wait out 64*T1 among the Timers M.
 
     :ivar request: the request that created the transaction.  A client transaction lets
         go of it once it has its final response (:func:`_release_request`): lingering in
         ``accepted`` or ``completed`` it only absorbs or passes on responses, and keeping
         the parsed message for 64*T1 would make memory at a call rate R hold R*32 s worth
-        of requests.  Reading it then raises :class:`RequestReleased`.
+        of requests.  A non-INVITE server transaction lets go of it too once its final
+        response is sent over UDP (Timer J: it re-sends that response, nothing else).
+        Reading it then raises :class:`RequestReleased`.
     :ivar method: the method of that request (kept when the request is let go).
     :ivar state: the current :class:`State`.
     :ivar branch: the Via branch identifying the transaction.
@@ -191,9 +203,9 @@ class Transaction:
     )
 
     _host: TransactionHost
-    _retransmit: IDelayedCall | None
+    _retransmit: Lingering | None
     _interval: float
-    _timeout: IDelayedCall | Lingering | None
+    _timeout: Lingering | None
     _request: Request | None
     method: str
     state: State
@@ -257,38 +269,32 @@ class Transaction:
         self.state = state
 
     def _cancel_timers(self) -> None:
+        # Lingering.cancel() does nothing to a timer that fired or was cancelled.
         if self._retransmit is not None:
-            if self._retransmit.active():
-                self._retransmit.cancel()
+            self._retransmit.cancel()
             self._retransmit = None
         if self._timeout is not None:
-            if self._timeout.active():
-                self._timeout.cancel()
+            self._timeout.cancel()
             self._timeout = None
 
-    def _start_retransmit(self, interval: float, fired: Callable[[], None]) -> None:
+    def _start_retransmit(self, interval: float, fired: Callable[[Self], None]) -> None:
+        """
+        Start Timer A, E or G for ``interval`` seconds: ``fired`` is a function of the
+        machine's class, called with the machine.
+        """
         self._interval = interval
-        self._retransmit = self._host.clock.callLater(interval, fired)
+        self._retransmit = self._host.guard_timers.call_later_on(interval, self, fired)
 
-    def _start_timeout(self, delay: float, fired: Callable[[], None]) -> None:
-        lingering = self._host.lingering
-        if delay == lingering.delay and self.state in LINGERING_STATES:
-            self._timeout = lingering.call_later(fired)
-        else:
-            self._timeout = self._host.clock.callLater(delay, fired)
-
-    def _start_linger(self, delay: float, fired: Callable[[Self], None]) -> None:
+    def _start_timeout(self, delay: float, fired: Callable[[Self], None]) -> None:
         """
-        :func:`_start_timeout` for the timer of a :data:`LINGERING_STATES` state, with
-        ``fired`` a function of the machine's class (``InviteClientTransaction._timer_m``):
-        at a call rate R, R*64*T1 of these wait at once, and on the layer's
-        :class:`~clicktodial.timers.LingerQueue` the timer then keeps no bound method.
+        Start the state's other timer (B, D, F, H, I, J, K, L, M, 100 Trying) for
+        ``delay`` seconds: ``fired`` is a function of the machine's class
+        (``InviteClientTransaction._timer_m``).  At a call rate R, R*64*T1 of these
+        wait at once: each is an entry of a queue, without a bound method.
         """
-        lingering = self._host.lingering
-        if delay == lingering.delay and self.state in LINGERING_STATES:
-            self._timeout = lingering.call_later_on(self, fired)
-        else:
-            self._timeout = self._host.clock.callLater(delay, fired, self)
+        host = self._host
+        queues = host.linger_timers if self.state in LINGERING_STATES else host.guard_timers
+        self._timeout = queues.call_later_on(delay, self, fired)
 
     def _terminate(self) -> None:
         """Enter ``terminated`` and let the layer forget the transaction."""

@@ -70,13 +70,13 @@ class InviteClientTransaction(ClientTransaction):
         self.state = CALLING
         if not self.reliable:
             # §17.1.1.2: Timer A starts at T1 and doubles with no cap.
-            self._start_retransmit(timers.t1, self._timer_a)
-        self._start_timeout(timers.timeout, self._timer_b)
+            self._start_retransmit(timers.t1, InviteClientTransaction._timer_a)
+        self._start_timeout(timers.timeout, InviteClientTransaction._timer_b)
         if not self._transmit():
             # Report the failure after send_request() returned, so the TU
             # holds the transaction when its callback runs.
             self._cancel_timers()
-            self._start_timeout(0, self._transport_error)
+            self._start_timeout(0, InviteClientTransaction._transport_error)
 
     def receive_response(self, response: Response) -> None:
         kind = _CLASS.get(response.status // 100, FAILURE)
@@ -103,7 +103,7 @@ class InviteClientTransaction(ClientTransaction):
         # retransmissions reach the TU (which ACKs each) instead of being stray.
         self._enter(ACCEPTED)
         self._release_request()  # Timer M only passes 2xx copies up
-        self._start_linger(self._host.timers.timeout, InviteClientTransaction._timer_m)
+        self._start_timeout(self._host.timers.timeout, InviteClientTransaction._timer_m)
         self._deliver(response)
 
     def _failure(self, response: Response) -> None:
@@ -116,7 +116,7 @@ class InviteClientTransaction(ClientTransaction):
             self._deliver(response)
             self._terminate()  # Timer D is zero for reliable transports
             return
-        self._start_linger(self._host.timers.timer_d, InviteClientTransaction._timer_d)
+        self._start_timeout(self._host.timers.timer_d, InviteClientTransaction._timer_d)
         self._send_ack()
         self._deliver(response)
 
@@ -143,7 +143,7 @@ class InviteClientTransaction(ClientTransaction):
         if self.state is not CALLING:  # pragma: no cover - cancelled on leaving
             return
         interval = self._interval * 2
-        self._start_retransmit(interval, self._timer_a)
+        self._start_retransmit(interval, InviteClientTransaction._timer_a)
         self._host.counts.requests_sent += 1
         if not self._transmit():
             self._transport_error()

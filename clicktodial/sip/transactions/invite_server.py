@@ -71,7 +71,7 @@ class InviteServerTransaction(ServerTransaction):
         self.state = PROCEEDING
         # The 100 Trying timer lives in the timeout slot: "proceeding" has
         # no other timer, and every TU response cancels it.
-        self._start_timeout(TRYING_DELAY, self._timer_trying)
+        self._start_timeout(TRYING_DELAY, InviteServerTransaction._timer_trying)
 
     def respond(self, response: Response) -> None:
         status = response.status
@@ -103,7 +103,7 @@ class InviteServerTransaction(ServerTransaction):
         if self._send(response):
             # RFC 6026 §8.7: Timer L keeps the transaction to absorb INVITE
             # retransmissions and route the ACKs to the TU.
-            self._start_linger(self._host.timers.timeout, InviteServerTransaction._timer_l)
+            self._start_timeout(self._host.timers.timeout, InviteServerTransaction._timer_l)
 
     def _failure(self, response: Response) -> None:
         self._enter(COMPLETED)
@@ -111,8 +111,8 @@ class InviteServerTransaction(ServerTransaction):
             return
         timers = self._host.timers
         if not self.reliable:
-            self._start_retransmit(timers.t1, self._timer_g)
-        self._start_linger(timers.timeout, InviteServerTransaction._timer_h)
+            self._start_retransmit(timers.t1, InviteServerTransaction._timer_g)
+        self._start_timeout(timers.timeout, InviteServerTransaction._timer_h)
 
     def _retransmit_2xx(self, response: Response) -> None:
         # RFC 6026 §8.7: 2xx retransmissions from the TU go to the transport.
@@ -136,7 +136,7 @@ class InviteServerTransaction(ServerTransaction):
             self._terminate()  # Timer I is zero for reliable transports
         else:
             # §17.2.1: absorb ACK retransmissions for T4.
-            self._start_timeout(self._host.timers.t4, self._timer_i)
+            self._start_timeout(self._host.timers.t4, InviteServerTransaction._timer_i)
 
     def _refuse_response(self, response: Response) -> None:
         self._refuse(response)
@@ -148,7 +148,9 @@ class InviteServerTransaction(ServerTransaction):
 
     def _timer_g(self) -> None:
         self._retransmit = None
-        self._start_retransmit(min(self._interval * 2, self._host.timers.t2), self._timer_g)
+        self._start_retransmit(
+            min(self._interval * 2, self._host.timers.t2), InviteServerTransaction._timer_g
+        )
         self._resend_last()
 
     def _timer_h(self) -> None:

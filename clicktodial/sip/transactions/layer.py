@@ -51,7 +51,7 @@ from clicktodial.sip.transactions.noninvite_client import NonInviteClientTransac
 from clicktodial.sip.transactions.noninvite_server import NonInviteServerTransaction
 from clicktodial.sip.transactions.server import ServerTransaction
 from clicktodial.sip.transport import TransportError
-from clicktodial.timers import LingerQueue
+from clicktodial.timers import TimerQueues
 
 if TYPE_CHECKING:
     from clicktodial.sip.address import Destination
@@ -94,7 +94,12 @@ class TransactionLayer:
         self.user = user
         self.timers = timers
         self.counts = TransactionCounts()
-        self.lingering = LingerQueue(clock, timers.timeout)
+        #: Every transaction timer, one reactor timer per length (see ``Transaction``):
+        #: those a response usually cancels, and those of lingering states.
+        self.guard_timers = TimerQueues(clock)
+        self.linger_timers = TimerQueues(clock)
+        #: The 64*T1 queue of the lingering states (Timers H, J, L, M).
+        self.lingering = self.linger_timers.queue(timers.timeout)
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self.stateless = stateless

@@ -55,13 +55,13 @@ class NonInviteClientTransaction(ClientTransaction):
         timers = self._host.timers
         self.state = TRYING
         if not self.reliable:
-            self._start_retransmit(timers.t1, self._timer_e)
+            self._start_retransmit(timers.t1, NonInviteClientTransaction._timer_e)
         # Timer F guards both "trying" and "proceeding"; it lives in the
         # timeout slot and survives the trying -> proceeding step.
-        self._start_timeout(timers.timeout, self._timer_f)
+        self._start_timeout(timers.timeout, NonInviteClientTransaction._timer_f)
         if not self._transmit():
             self._cancel_timers()
-            self._start_timeout(0, self._transport_error)
+            self._start_timeout(0, NonInviteClientTransaction._transport_error)
 
     def receive_response(self, response: Response) -> None:
         kind = PROVISIONAL if response.status < 200 else FINAL
@@ -85,7 +85,7 @@ class NonInviteClientTransaction(ClientTransaction):
             self._terminate()  # Timer K is zero for reliable transports
         else:
             # §17.1.2.2: absorb response retransmissions for T4.
-            self._start_timeout(self._host.timers.t4, self._timer_k)
+            self._start_timeout(self._host.timers.t4, NonInviteClientTransaction._timer_k)
         self._deliver(response)
 
     def _absorb(self, response: Response) -> None:
@@ -102,7 +102,7 @@ class NonInviteClientTransaction(ClientTransaction):
             interval = t2
         else:
             interval = min(self._interval * 2, t2)
-        self._start_retransmit(interval, self._timer_e)
+        self._start_retransmit(interval, NonInviteClientTransaction._timer_e)
         self._host.counts.requests_sent += 1
         if not self._transmit():
             self._transport_error()

@@ -99,8 +99,10 @@ class NonInviteServerTransaction(ServerTransaction):
         if self.reliable:
             self._terminate()  # Timer J is zero for reliable transports
         else:
-            # §17.2.2: keep answering retransmissions for 64*T1.
-            self._start_timeout(self._host.timers.timeout, self._timer_j)
+            # §17.2.2: keep answering retransmissions for 64*T1 (with the last response
+            # alone: the request is not needed for that).
+            self._release_request()
+            self._start_timeout(self._host.timers.timeout, NonInviteServerTransaction._timer_j)
 
     def _resend(self, request: Request) -> None:
         self._resend_last()

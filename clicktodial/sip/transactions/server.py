@@ -82,14 +82,19 @@ class ServerTransaction(Transaction):
             self._host.counts.responses_sent += 1
             self._send(self.last_response)
 
+    def _call_id(self) -> str | None:
+        """The Call-ID, for logs: from the request, or the last response once it is let go."""
+        message = self._request or self.last_response
+        return None if message is None else message.headers.get("Call-ID")
+
     def _fail(self, reason: str) -> None:
         """§17.2.4 / §17.2.1 Timer H: terminate and tell the TU."""
         self._terminate()
         log.info(
             "{method} server transaction failed: {reason}",
-            method=self.request.method,
+            method=self.method,
             reason=reason,
-            call_id=self.request.headers.get("Call-ID"),
+            call_id=self._call_id(),
         )
         if self.on_failure is not None:
             try:
@@ -100,8 +105,8 @@ class ServerTransaction(Transaction):
     def _refuse(self, response: Response) -> None:
         log.warn(
             "{method} server transaction in state {state} cannot send {status}: dropped",
-            method=self.request.method,
+            method=self.method,
             state=self.state.value,
             status=response.status,
-            call_id=self.request.headers.get("Call-ID"),
+            call_id=self._call_id(),
         )

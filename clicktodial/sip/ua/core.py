@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from clicktodial.log import LOG_LEVELS
 from clicktodial.sip.address import Destination
 from clicktodial.sip.dialog import (
     DialogError,
@@ -330,7 +331,8 @@ class UserAgent:
             flow = destination
         call = OutgoingCall(self, request, destination, handler, flow, credentials)
         self._outgoing.add(call)
-        log.info("INVITE {uri}", uri=str(request_uri), call_id=call_id)
+        if LOG_LEVELS.info:
+            log.info("INVITE {uri}", uri=str(request_uri), call_id=call_id)
         call.start()
         return call
 
@@ -457,11 +459,12 @@ class UserAgent:
     def _new_call(self, server_tx: ServerTransactionLike) -> None:
         call = IncomingCall(self, server_tx)
         self._incoming[server_tx] = call
-        log.info(
-            "incoming INVITE from {peer}",
-            peer=str(call.request.from_.uri),
-            call_id=call.request.call_id,
-        )
+        if LOG_LEVELS.info:
+            log.info(
+                "incoming INVITE from {peer}",
+                peer=str(call.request.from_.uri),
+                call_id=call.request.call_id,
+            )
         try:
             handler = self.handler.incoming_call(call)
         except Exception:
