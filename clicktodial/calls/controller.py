@@ -16,7 +16,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from clicktodial.calls.call import Call, CallSettings, Input, Phase, Target, target_for_binding
+from clicktodial.calls.call import (
+    BindingsRoute,
+    Call,
+    CallSettings,
+    Input,
+    Phase,
+    Target,
+    target_for_binding,
+)
 from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.outbound import TrunkHunt
@@ -168,6 +176,7 @@ class CallController:
         self._timer_queues: dict[float, LingerQueue] = {}
         #: ... bound once: every call keeps it (a bound method made per call is 64 bytes).
         self._long_timers_of_calls = self._long_timers
+        self._lookup_of_calls = self._lookup
         #: Inputs a call got in a phase where they have no transition, since start, by
         #: "phase/input" (/metrics: clicktodial_call_unexpected_inputs).
         self.unexpected_inputs: dict[str, int] = {}
@@ -247,13 +256,12 @@ class CallController:
             flow=self.policy.flow,
             settings=self.settings,
             observer=self,
-            callee_targets=lambda: self._lookup(callee_name),
+            route=hunt if hunt is not None else BindingsRoute(self._lookup_of_calls, callee_name),
             created_at=now,
             media=self.media,
             long_timers=self._long_timers_of_calls,
             tracer=self.tracer,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
-            route=hunt,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:

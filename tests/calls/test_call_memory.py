@@ -183,9 +183,13 @@ def _held_bytes(world: CallWorld) -> dict[int, object]:
         key = id(obj)
         if key in seen or key in stop:
             continue
-        if isinstance(obj, (type, types.ModuleType, types.FunctionType)):
+        if isinstance(obj, (type, types.ModuleType)):
             continue
         seen[key] = obj
+        if isinstance(obj, types.FunctionType):
+            # A closure made per call counts (with its cells), not the module it is from.
+            todo.append(obj.__closure__)
+            continue
         todo.extend(gc.get_referents(obj))
     return seen
 
