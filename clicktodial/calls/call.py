@@ -95,13 +95,14 @@ from clicktodial.sip.interfaces import IClientCredentials, ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import (
     SDP_CONTENT_TYPE,
-    LegOrigin,
     OfferAnswerError,
     SDPParseError,
     held_answer,
     is_sdp,
     media_count,
     pad_media,
+    relayed_to_leg,
+    sent_media,
     truncate_media,
 )
 from clicktodial.sip.ua import (
@@ -441,7 +442,7 @@ class Leg(SessionHandlerBase):
         "failures",
         "session",
         "pending_offer",
-        "origin",
+        "sent",
         "source",
     )
 
@@ -457,7 +458,9 @@ class Leg(SessionHandlerBase):
         self.failures: tuple[int, ...] = ()  # a shared empty tuple for the held call
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
-        self.origin = LegOrigin()
+        #: The last description sent to this leg's phone, as :func:`relayed_to_leg`
+        #: made it (None before the first): the origin it keeps seeing from us.
+        self.sent: bytes | None = None
         #: The address the answering phone signals from (its NAT's, behind one); None
         #: before an answer, and behind a trusted proxy (a pre-loaded route), where that
         #: is the proxy's.  Only this of the binding's :class:`Target` is kept for the
@@ -499,6 +502,14 @@ class Leg(SessionHandlerBase):
         else:
             self.source = sys.intern(target.flow.host)
 
+    def outgoing(self, body: bytes) -> bytes:
+        """``body`` as this leg's phone must see it (:func:`relayed_to_leg`), kept as sent."""
+        relayed = relayed_to_leg(self.sent, body)
+        if relayed is None:
+            return body
+        self.sent = relayed
+        return relayed
+
     def ring(
         self,
         ua: UserAgent,
@@ -508,7 +519,7 @@ class Leg(SessionHandlerBase):
         offer: bytes | None,
     ) -> None:
         """INVITE every target in parallel (with ``offer``, or without SDP)."""
-        body = self.origin.outgoing(offer) if offer is not None else b""
+        body = self.outgoing(offer) if offer is not None else b""
         tracer = self.call.tracer
         self.starting = True
         try:
@@ -564,7 +575,7 @@ class Leg(SessionHandlerBase):
         if answer is None:
             self.session.ack()
         else:
-            self.session.ack(self.origin.outgoing(answer), SDP_CONTENT_TYPE)
+            self.session.ack(self.outgoing(answer), SDP_CONTENT_TYPE)
 
 
 def held_answer_or_none(offer: bytes) -> bytes | None:
@@ -899,7 +910,7 @@ class Call:
         session = caller.session
         if self._callee_offer is not None or session is None or session.is_terminated:
             return
-        body = caller.origin.outgoing(pad_media(sdp, caller.origin.media))
+        body = caller.outgoing(pad_media(sdp, sent_media(caller.sent)))
         try:
             session.reinvite(body, SDP_CONTENT_TYPE, on_response=self._early_answered)
         except (RequestPending, OfferAnswerError, DialogError, SDPParseError) as e:
@@ -1142,7 +1153,7 @@ class Call:
         relay = self.relay
 
         def answered(answer: bytes) -> None:
-            self._respond(request, 200, leg.origin.outgoing(truncate_media(answer, offer_lines)))
+            self._respond(request, 200, leg.outgoing(truncate_media(answer, offer_lines)))
 
         def relay_failed(failure: Failure) -> None:
             failure.trap(RelayFailed)
@@ -1174,7 +1185,7 @@ class Call:
             if self.over or request.responded or session is None or session.is_terminated:
                 self._respond(request, 487 if self.over else 491)
                 return
-            offer = other.origin.outgoing(pad_media(offer_sdp, other.origin.media))
+            offer = other.outgoing(pad_media(offer_sdp, sent_media(other.sent)))
             try:
                 session.reinvite(offer, SDP_CONTENT_TYPE, on_response=responded, retry_on_491=False)
             except (RequestPending, OfferAnswerError, DialogError):
@@ -1261,7 +1272,7 @@ class Call:
         if session is None or session.is_terminated:
             self.bridge_failed(481)
             return
-        body = self.caller.origin.outgoing(pad_media(offer, self.caller.origin.media))
+        body = self.caller.outgoing(pad_media(offer, sent_media(self.caller.sent)))
 
         def responded(response: Response) -> None:
             if response.status < 200 or self.phase is not Phase.BRIDGING:

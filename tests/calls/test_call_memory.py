@@ -56,7 +56,6 @@ def test_per_call_objects_have_no_instance_dict() -> None:
         session.dialog,
         session.dialog.offer_answer,
         leg,
-        leg.origin,
         leg.call,
     ):
         assert not hasattr(obj, "__dict__"), type(obj).__name__
@@ -139,20 +138,20 @@ def test_a_held_call_keeps_its_sdp_once_and_shares_its_empty_values() -> None:
     empty per-call values (route set, failures, relayed re-INVITEs, URI parameters and
     headers) are shared objects; transport names and URI schemes are interned."""
     from clicktodial.sip import uri
-    from clicktodial.sip.sdp import Media, Origin, SessionDescription
+    from clicktodial.sip.sdp import Media, Origin, SessionDescription, sent_media, sent_origin
 
     world = held_call("flow4")
     call = world.daemon.ua.sessions[0].handler.call  # type: ignore[attr-defined]
     assert isinstance(call, Call)
     for leg, host in ((call.caller, "127.0.0.2"), (call.callee, "127.0.0.3")):
         assert leg.session is not None
-        sent = leg.origin._sent
-        assert sent is leg.session.dialog.offer_answer.local_sdp
-        origin = leg.origin.origin
+        sent = leg.sent
+        assert sent is not None and sent is leg.session.dialog.offer_answer.local_sdp
+        origin = sent_origin(sent)
         assert isinstance(origin, Origin)
         assert origin == SessionDescription.parse(sent).origin
-        assert [m.media for m in leg.origin.media] == ["audio"]
-        assert isinstance(leg.origin.media[0], Media)
+        assert [m.media for m in sent_media(sent)] == ["audio"]
+        assert isinstance(sent_media(sent)[0], Media)
         assert leg.source == host and leg.source is sys.intern(host)
         assert leg.failures == () and type(leg.failures) is tuple
         dialog = leg.session.dialog
