@@ -683,8 +683,8 @@ class Call:
         self.callee = Leg(self, "callee", callee)
         self.phase = Phase.CALLING_CALLER
         self._timer: IDelayedCall | Lingering | None = None
-        #: Where the maximum duration timer of a connected call goes: one reactor timer
-        #: for all calls (a DelayedCall each is ~0.5 KB a held call; see LingerQueue).
+        #: Where the phase timers go (ring timeouts, the maximum duration): one reactor
+        #: timer for all calls per delay (a DelayedCall each is ~0.5 KB; see LingerQueue).
         self._long_timers = long_timers
         self.caller_offer = b""
         self._callee_offer: bytes | None = None
@@ -755,8 +755,12 @@ class Call:
         delay = timeout(self.settings) if timeout is not None else 0.0
         if not delay:
             return
-        if self.phase is Phase.CONNECTED and self._long_timers is not None:
-            # Held for the whole call: one reactor timer for all calls (LingerQueue).
+        if self._long_timers is not None:
+            # One reactor timer for all calls per delay (LingerQueue): the maximum duration
+            # is held for the whole call, and a DelayedCall per set-up phase (with its
+            # bound method), cancelled when the phase ends, stays in the reactor's heap
+            # until Twisted compacts it (~0.5 KB a call during the ramp, whose peak the
+            # heap keeps); a cancelled queue entry is dropped sooner and costs less.
             self._timer = self._long_timers(delay).call_later_on(self, Call._timer_fired)
         else:
             self._timer = self.clock.callLater(delay, self._timer_fired)

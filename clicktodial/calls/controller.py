@@ -172,7 +172,7 @@ class CallController:
         #: The fields changed since the last write, per call (written at the next _WRITE_AT).
         self._unwritten: dict[str, dict[str, Any]] = {}
         self._reserved_total = 0
-        #: Same-length timers of all calls (the maximum duration), one queue per length.
+        #: Same-length timers of all calls (phase timers), one queue per length.
         self._timer_queues: dict[float, LingerQueue] = {}
         #: ... bound once: every call keeps it (a bound method made per call is 64 bytes).
         self._long_timers_of_calls = self._long_timers
