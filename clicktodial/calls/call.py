@@ -129,6 +129,7 @@ __all__ = [
     "BindingsRoute",
     "Call",
     "CallObserver",
+    "CallShared",
     "CallSettings",
     "Input",
     "Phase",
@@ -375,6 +376,47 @@ def _absorbing(
     return rows
 
 
+class CallShared:
+    """
+    What every call a controller places shares, kept once: the same eight references in
+    every held call would cost 56 bytes a call.
+
+    :ivar clock: the injected clock.
+    :ivar ua: the :class:`UserAgent` the legs are sessions of.
+    :ivar settings: the ``[calls]`` timers and limits (:class:`CallSettings`).
+    :ivar observer: what the calls report to (the controller).
+    :ivar domain: our SIP domain (the From/To of the legs).
+    :ivar media: ringback and failure tones to callers ([calls] ringback), or None.
+    :ivar tracer: keeps the SIP messages of the calls' legs (docs/calls.md, "Call
+        traces"), or None.
+    :ivar long_timers: the queue of the timers of one delay (the phase timers: ring
+        timeouts, the maximum duration), or None for a reactor timer each.
+    """
+
+    __slots__ = ("clock", "ua", "settings", "observer", "domain", "media", "tracer", "long_timers")
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        user_agent: UserAgent,
+        settings: CallSettings,
+        observer: CallObserver,
+        domain: str,
+        media: RingbackPlayer | None = None,
+        tracer: CallTracer | None = None,
+        long_timers: Callable[[float], LingerQueue] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.ua = user_agent
+        self.settings = settings
+        self.observer = observer
+        self.domain = domain
+        self.media = media
+        self.tracer = tracer
+        self.long_timers = long_timers
+
+
 @implementer(ICalleeRoute)
 class BindingsRoute:
     """
@@ -520,7 +562,7 @@ class Leg(SessionHandlerBase):
     ) -> None:
         """INVITE every target in parallel (with ``offer``, or without SDP)."""
         body = self.outgoing(offer) if offer is not None else b""
-        tracer = self.call.tracer
+        tracer = self.call.shared.tracer
         self.starting = True
         try:
             for target in targets:
@@ -599,14 +641,9 @@ class Call:
 
     __slots__ = (
         "call_id",
-        "media",
+        "shared",
         "_ringback",
-        "clock",
-        "ua",
         "flow",
-        "settings",
-        "observer",
-        "domain",
         "caller",
         "callee",
         "phase",
@@ -614,7 +651,6 @@ class Call:
         "caller_offer",
         "_callee_offer",
         "_relayed",
-        "_long_timers",
         "created_at",
         "caller_answered_at",
         "callee_answered_at",
@@ -623,7 +659,6 @@ class Call:
         "end_reason",
         "sip_status",
         "who_hung_up",
-        "tracer",
         "relay",
         "_bridge",
         "_unexpected_logged",
@@ -640,17 +675,10 @@ class Call:
         call_id: str,
         caller: User,
         callee: User,
-        domain: str,
-        clock: IReactorTime,
-        user_agent: UserAgent,
+        shared: CallShared,
         flow: IMediaFlow,
-        settings: CallSettings,
-        observer: CallObserver,
         route: ICalleeRoute,
         created_at: float,
-        media: RingbackPlayer | None = None,
-        long_timers: Callable[[float], LingerQueue] | None = None,
-        tracer: CallTracer | None = None,
         relay: CallRelay | None = None,
     ) -> None:
         self.call_id = call_id
@@ -664,28 +692,18 @@ class Call:
         self._early_offer: bytes | None = None
         self._early_answer: bytes | None = None
         self._early_waiter: Callable[[bytes], None] | None = None
-        #: Keeps the SIP messages of the call's legs (docs/calls.md, "Call traces"), or None.
-        self.tracer = tracer
+        #: What every call of the controller shares (clock, user agent, settings, ...).
+        self.shared = shared
         #: The media relay between the phones ([media] relay), or None.
         self.relay = relay
         #: What the media flow drives: this call, or the relay in front of it.
         self._bridge: IBridge = self if relay is None else RelayBridge(self, relay)
-        #: Our own RTP to the caller (docs/media.md): ringback while the callee rings.
-        self.media = media
         self._ringback: RtpStream | None = None
-        self.clock = clock
-        self.ua = user_agent
         self.flow = flow
-        self.settings = settings
-        self.observer = observer
-        self.domain = domain
         self.caller = Leg(self, "caller", caller)
         self.callee = Leg(self, "callee", callee)
         self.phase = Phase.CALLING_CALLER
         self._timer: IDelayedCall | Lingering | None = None
-        #: Where the phase timers go (ring timeouts, the maximum duration): one reactor
-        #: timer for all calls per delay (a DelayedCall each is ~0.5 KB; see LingerQueue).
-        self._long_timers = long_timers
         self.caller_offer = b""
         self._callee_offer: bytes | None = None
         self._relayed: tuple[IncomingRequest, ...] = ()  # shared when empty
@@ -752,18 +770,18 @@ class Call:
 
     def _start_timer(self) -> None:
         timeout = PHASE_TIMERS.get(self.phase)
-        delay = timeout(self.settings) if timeout is not None else 0.0
+        delay = timeout(self.shared.settings) if timeout is not None else 0.0
         if not delay:
             return
-        if self._long_timers is not None:
+        if self.shared.long_timers is not None:
             # One reactor timer for all calls per delay (LingerQueue): the maximum duration
             # is held for the whole call, and a DelayedCall per set-up phase (with its
             # bound method), cancelled when the phase ends, stays in the reactor's heap
             # until Twisted compacts it (~0.5 KB a call during the ramp, whose peak the
             # heap keeps); a cancelled queue entry is dropped sooner and costs less.
-            self._timer = self._long_timers(delay).call_later_on(self, Call._timer_fired)
+            self._timer = self.shared.long_timers(delay).call_later_on(self, Call._timer_fired)
         else:
-            self._timer = self.clock.callLater(delay, self._timer_fired)
+            self._timer = self.shared.clock.callLater(delay, self._timer_fired)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -776,7 +794,7 @@ class Call:
 
     def _no_transition(self, event: Input) -> None:
         """An input that should not happen in this phase: logged once per call, counted."""
-        self.observer.call_input_unexpected(self, self.phase, event)
+        self.shared.observer.call_input_unexpected(self, self.phase, event)
         if self._unexpected_logged:
             log.debug(
                 "call {record}: {event} has no transition in {phase}",
@@ -817,8 +835,8 @@ class Call:
         sdp = _sdp_of(answer.response)
         assert sdp is not None  # caller-no-offer otherwise
         self.caller_offer = sdp
-        now = self.caller_answered_at = self.clock.seconds()
-        self.observer.call_changed(
+        now = self.caller_answered_at = self.shared.clock.seconds()
+        self.shared.observer.call_changed(
             self, CallUpdate(state=self.public_state, caller_answered_at=now)
         )
 
@@ -837,7 +855,7 @@ class Call:
         """
         if targets:
             self.callee.ring(
-                self.ua,
+                self.shared.ua,
                 targets,
                 from_=self._party(self.caller.user),
                 to=self._party(self.callee.user),
@@ -853,10 +871,10 @@ class Call:
         trunk = targets[0].trunk
         if trunk is not None:
             # The history names the trunk the call went out through (the last one tried).
-            update = CallUpdate(callee_rung_at=self.clock.seconds(), trunk=trunk)
+            update = CallUpdate(callee_rung_at=self.shared.clock.seconds(), trunk=trunk)
         else:
-            update = CallUpdate(callee_rung_at=self.clock.seconds())
-        self.observer.call_changed(self, update)
+            update = CallUpdate(callee_rung_at=self.shared.clock.seconds())
+        self.shared.observer.call_changed(self, update)
 
     def _reroute_callee(self, status: int) -> None:
         """
@@ -952,8 +970,8 @@ class Call:
         self._route.release()
 
     def _record_callee_answer(self, answer: _Answer) -> None:
-        now = self.callee_answered_at = self.clock.seconds()
-        self.observer.call_changed(self, CallUpdate(callee_answered_at=now))
+        now = self.callee_answered_at = self.shared.clock.seconds()
+        self.shared.observer.call_changed(self, CallUpdate(callee_answered_at=now))
 
     def _flow_callee_answered(self, answer: _Answer) -> None:
         """Flow I step 4 / Flow IV step 5: the media flow completes offer/answer."""
@@ -963,8 +981,8 @@ class Call:
         # Only the set-up's steps (the media flow, the relay's decision) read the caller's
         # offer: a connected call lets go of it (the sessions keep what was agreed).
         self.caller_offer = b""
-        self.connected_at = self.clock.seconds()
-        self.observer.call_changed(
+        self.connected_at = self.shared.clock.seconds()
+        self.shared.observer.call_changed(
             self, CallUpdate(state=self.public_state, connected_at=self.connected_at)
         )
 
@@ -980,7 +998,7 @@ class Call:
 
     def _record_end(self, outcome: _Outcome) -> None:
         """Why the call ended (the payload of caller-/callee-/bridge-failed, *-gone)."""
-        self.ended_at = self.clock.seconds()
+        self.ended_at = self.shared.clock.seconds()
         self.end_reason, self.sip_status, self.who_hung_up = (
             outcome.reason,
             outcome.status,
@@ -1018,8 +1036,8 @@ class Call:
         """While it hears ringback: a busy or failure tone, then the BYE with Reason."""
         headers = self._reason()
         stream = self._ringback
-        if self.media is not None and stream is not None:
-            self.media.fail(stream, self.sip_status, lambda: self.caller.hang_up(headers))
+        if self.shared.media is not None and stream is not None:
+            self.shared.media.fail(stream, self.sip_status, lambda: self.caller.hang_up(headers))
         else:
             self._stop_ringback()
             self.caller.hang_up(headers)
@@ -1033,7 +1051,7 @@ class Call:
             self.relay.end()
 
     def _report_end(self, payload: object) -> None:
-        self.observer.call_changed(
+        self.shared.observer.call_changed(
             self,
             CallUpdate(
                 state=self.phase.value,
@@ -1049,12 +1067,12 @@ class Call:
     def start(self, caller_targets: Sequence[Target]) -> None:
         """Flow I/IV step 1: ring the caller's phones (without SDP), or fail at once."""
         self._start_timer()  # the initial phase's (there is no transition into it)
-        self.observer.call_changed(self, CallUpdate(state=self.phase.value))
+        self.shared.observer.call_changed(self, CallUpdate(state=self.phase.value))
         if not caller_targets:
             self._handle(Input.CALLER_FAILED, _Outcome("caller-unreachable", 480, "system"))
             return
         self.caller.ring(
-            self.ua,
+            self.shared.ua,
             caller_targets,
             from_=self._party(self.callee.user),
             to=self._party(self.caller.user),
@@ -1082,7 +1100,7 @@ class Call:
 
     def _party(self, user: User) -> NameAddr:
         """A user as From/To shows them: display name, AOR."""
-        return NameAddr(URI("sip", user.username, self.domain), user.display_name or None)
+        return NameAddr(URI("sip", user.username, self.shared.domain), user.display_name or None)
 
     # -- UA core events: classified into inputs ----------------------------------
 
@@ -1229,10 +1247,10 @@ class Call:
         our answer from our own RTP stream playing it; otherwise (or when
         the offer has no stream we can send to) every stream held.
         """
-        if self.media is not None and self._ringback is None:
+        if self.shared.media is not None and self._ringback is None:
             # RTP only to the address the caller's phone signals from; behind a trusted
             # proxy that is the proxy's, so the offer is taken as it is (docs/security.md).
-            started = self.media.answer(offer, self.call_id, self.caller.source)
+            started = self.shared.media.answer(offer, self.call_id, self.caller.source)
             if started is not None:
                 answer, self._ringback = started
                 return answer
@@ -1240,8 +1258,8 @@ class Call:
 
     def _stop_ringback(self, payload: object = None) -> None:
         stream, self._ringback = self._ringback, None
-        if stream is not None and self.media is not None:
-            self.media.stop(stream)
+        if stream is not None and self.shared.media is not None:
+            self.shared.media.stop(stream)
 
     def invite_callee(self, offer: bytes | None) -> None:
         """Look the callee's bindings up again and ring them all (or the route's trunk)."""

@@ -20,6 +20,7 @@ from clicktodial.calls.call import (
     BindingsRoute,
     Call,
     CallSettings,
+    CallShared,
     Input,
     Phase,
     Target,
@@ -177,9 +178,33 @@ class CallController:
         #: ... bound once: every call keeps it (a bound method made per call is 64 bytes).
         self._long_timers_of_calls = self._long_timers
         self._lookup_of_calls = self._lookup
+        #: What the calls share (:func:`_shared`), one object for all of them.
+        self._shared_by_calls: CallShared | None = None
         #: Inputs a call got in a phase where they have no transition, since start, by
         #: "phase/input" (/metrics: clicktodial_call_unexpected_inputs).
         self.unexpected_inputs: dict[str, int] = {}
+
+    def _shared(self) -> CallShared:
+        """What the calls placed now share; made again when any of it changed (reload)."""
+        shared = self._shared_by_calls
+        if (
+            shared is None
+            or shared.settings is not self.settings
+            or shared.media is not self.media
+            or shared.tracer is not self.tracer
+            or shared.domain != self.domain
+        ):
+            shared = self._shared_by_calls = CallShared(
+                clock=self.clock,
+                user_agent=self.user_agent,
+                settings=self.settings,
+                observer=self,
+                domain=self.domain,
+                media=self.media,
+                tracer=self.tracer,
+                long_timers=self._long_timers_of_calls,
+            )
+        return shared
 
     def _long_timers(self, delay: float) -> LingerQueue:
         """The queue for ``delay``-second timers: one reactor timer for all calls."""
@@ -250,17 +275,10 @@ class CallController:
             call_id=call_id,
             caller=caller,
             callee=callee,
-            domain=self.domain,
-            clock=self.clock,
-            user_agent=self.user_agent,
+            shared=self._shared(),
             flow=self.policy.flow,
-            settings=self.settings,
-            observer=self,
             route=hunt if hunt is not None else BindingsRoute(self._lookup_of_calls, callee_name),
             created_at=now,
-            media=self.media,
-            long_timers=self._long_timers_of_calls,
-            tracer=self.tracer,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
         )
         self._calls[call_id] = call
