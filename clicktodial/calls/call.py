@@ -642,6 +642,7 @@ class Call:
     __slots__ = (
         "call_id",
         "shared",
+        "published",
         "_ringback",
         "flow",
         "caller",
@@ -694,6 +695,9 @@ class Call:
         self._early_waiter: Callable[[bytes], None] | None = None
         #: What every call of the controller shares (clock, user agent, settings, ...).
         self.shared = shared
+        #: The public state the observer last published (None before the first): kept
+        #: here for it, where an entry in a dict of the observer's costs more per call.
+        self.published: str | None = None
         #: The media relay between the phones ([media] relay), or None.
         self.relay = relay
         #: What the media flow drives: this call, or the relay in front of it.

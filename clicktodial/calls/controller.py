@@ -162,7 +162,6 @@ class CallController:
         self.node = node
         self.events = CallEvents()
         self._calls: dict[str, Call] = {}
-        self._published: dict[str, str] = {}
         #: Calls authorized but not yet started, per username (policy limits).
         self._reserved: dict[str, int] = {}
         #: Calls in self._calls per username (caller or callee).
@@ -462,8 +461,8 @@ class CallController:
             # state is the controller's, the record is the history (docs/calls.md).
             self._unwritten[call_id] = changes
         state = call.public_state
-        if self._published.get(call_id) != state:
-            self._published[call_id] = state
+        if call.published != state:
+            call.published = state
             self.events.publish(call.info())
         if call.over:
             if self._calls.pop(call_id, None) is not None:
@@ -471,7 +470,6 @@ class CallController:
                     self._running[name] -= 1
                     if not self._running[name]:
                         del self._running[name]
-            self._published.pop(call_id, None)
             if self.tracer is not None:
                 self.tracer.call_over(call_id)
             log.info(
