@@ -89,7 +89,12 @@ from clicktodial.calls.relay import CallRelay, RelayBridge, RelayFailed
 from clicktodial.interfaces import IBridge, ICalleeRoute, IMediaFlow
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
-from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destination
+from clicktodial.sip.dialog import (
+    DialogError,
+    destination_for_uri,
+    flow_destination,
+    shared_destination,
+)
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.interfaces import IClientCredentials, ISessionHandler
 from clicktodial.sip.message import Response
@@ -254,12 +259,12 @@ def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
     if binding.path and received.host in trusted_paths:
         route = tuple(parse_name_addr(hop) for hop in binding.path)
         # The trusted proxy routes the dialog's requests too: they all go to its first hop.
-        hop = destination_for_uri(route[0].uri)
+        hop = shared_destination(destination_for_uri(route[0].uri))
         return Target(uri, route, hop, hop)
     # A stream flow that is gone is reopened to the source host at the Contact's port
     # (never to a host the Contact names); an RFC 5626 flow is never reopened.
     outbound = binding.instance_id is not None and binding.reg_id is not None
-    flow = flow_destination(received, uri, outbound)
+    flow = shared_destination(flow_destination(received, uri, outbound))
     return Target(uri, (), flow, flow)
 
 

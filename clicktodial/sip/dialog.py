@@ -38,6 +38,7 @@ __all__ = [
     "flow_destination",
     "request_dialog_id",
     "response_dialog_id",
+    "shared_destination",
     "source_flow",
 ]
 
@@ -201,8 +202,12 @@ def _shared_uri(uri: URI) -> URI:
     return kept if kept is not None else _SHARED_URIS.remember(text, uri)
 
 
-def _shared_destination(flow: Destination) -> Destination:
-    """The shared :class:`Destination` equal to ``flow`` (a frozen value)."""
+def shared_destination(flow: Destination) -> Destination:
+    """
+    The shared :class:`Destination` equal to ``flow`` (a frozen value): one object per
+    phone for its dialogs, and for the INVITEs to it (an answered one keeps its
+    destination for 64*T1, a call rate R times 32 s of them).
+    """
     kept = _SHARED_FLOWS.entries.get(flow)
     return kept if kept is not None else _SHARED_FLOWS.remember(flow, flow)
 
@@ -403,7 +408,7 @@ class Dialog:
 
     @flow.setter
     def flow(self, flow: Destination | None) -> None:
-        self._flow = None if flow is None else _shared_destination(flow)
+        self._flow = None if flow is None else shared_destination(flow)
 
     @property
     def local_tag(self) -> str:
