@@ -48,6 +48,7 @@ from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
 from clicktodial.sip.ua import UserAgent
+from clicktodial.sip.wirecache import BoundedCache
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
 from clicktodial.timers import LingerQueue
 
@@ -177,6 +178,11 @@ class CallController:
         #: ... bound once: every call keeps it (a bound method made per call is 64 bytes).
         self._long_timers_of_calls = self._long_timers
         self._lookup_of_calls = self._lookup
+        #: The route to a user's phones, one per callee for all their calls (the same
+        #: immutable value: 48 bytes a held call each; a BoundedCache named for this controller).
+        self._routes: BoundedCache[str, BindingsRoute] = BoundedCache(
+            f"callee routes of controller {id(self):x}"
+        )
         #: What the calls share (:func:`_shared`), one object for all of them.
         self._shared_by_calls: CallShared | None = None
         #: Inputs a call got in a phase where they have no transition, since start, by
@@ -204,6 +210,13 @@ class CallController:
                 long_timers=self._long_timers_of_calls,
             )
         return shared
+
+    def _bindings_route(self, username: str) -> BindingsRoute:
+        """The route to ``username``'s registered phones (shared by their calls)."""
+        route = self._routes.entries.get(username)
+        if route is None:
+            route = self._routes.remember(username, BindingsRoute(self._lookup_of_calls, username))
+        return route
 
     def _long_timers(self, delay: float) -> LingerQueue:
         """The queue for ``delay``-second timers: one reactor timer for all calls."""
@@ -276,7 +289,7 @@ class CallController:
             callee=callee,
             shared=self._shared(),
             flow=self.policy.flow,
-            route=hunt if hunt is not None else BindingsRoute(self._lookup_of_calls, callee_name),
+            route=hunt if hunt is not None else self._bindings_route(callee_name),
             created_at=now,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
         )
