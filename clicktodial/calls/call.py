@@ -90,19 +90,25 @@ from clicktodial.interfaces import IBridge, ICalleeRoute, IMediaFlow
 from clicktodial.log import LOG_LEVELS
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.address import Destination
-from clicktodial.sip.dialog import DialogError, destination_for_uri, flow_destination
+from clicktodial.sip.dialog import (
+    DialogError,
+    destination_for_uri,
+    flow_destination,
+    shared_destination,
+)
 from clicktodial.sip.headers import HeaderParseError, NameAddr, parse_name_addr
 from clicktodial.sip.interfaces import IClientCredentials, ISessionHandler
 from clicktodial.sip.message import Response
 from clicktodial.sip.sdp import (
     SDP_CONTENT_TYPE,
-    LegOrigin,
     OfferAnswerError,
     SDPParseError,
     held_answer,
     is_sdp,
     media_count,
     pad_media,
+    relayed_to_leg,
+    sent_media,
     truncate_media,
 )
 from clicktodial.sip.ua import (
@@ -126,8 +132,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PHASE_TIMERS",
+    "BindingsRoute",
     "Call",
     "CallObserver",
+    "CallShared",
     "CallSettings",
     "Input",
     "Phase",
@@ -252,12 +260,12 @@ def target_for_binding(binding: Binding, trusted_paths: NetworkSet) -> Target:
     if binding.path and received.host in trusted_paths:
         route = tuple(parse_name_addr(hop) for hop in binding.path)
         # The trusted proxy routes the dialog's requests too: they all go to its first hop.
-        hop = destination_for_uri(route[0].uri)
+        hop = shared_destination(destination_for_uri(route[0].uri))
         return Target(uri, route, hop, hop)
     # A stream flow that is gone is reopened to the source host at the Contact's port
     # (never to a host the Contact names); an RFC 5626 flow is never reopened.
     outbound = binding.instance_id is not None and binding.reg_id is not None
-    flow = flow_destination(received, uri, outbound)
+    flow = shared_destination(flow_destination(received, uri, outbound))
     return Target(uri, (), flow, flow)
 
 
@@ -374,19 +382,67 @@ def _absorbing(
     return rows
 
 
-@implementer(ICalleeRoute)
-class _BindingsRoute:
-    """The callee's registered phones: one attempt, looked up when the callee is rung."""
+class CallShared:
+    """
+    What every call a controller places shares, kept once: the same eight references in
+    every held call would cost 56 bytes a call.
 
-    __slots__ = ("lookup",)
+    :ivar clock: the injected clock.
+    :ivar ua: the :class:`UserAgent` the legs are sessions of.
+    :ivar settings: the ``[calls]`` timers and limits (:class:`CallSettings`).
+    :ivar observer: what the calls report to (the controller).
+    :ivar domain: our SIP domain (the From/To of the legs).
+    :ivar media: ringback and failure tones to callers ([calls] ringback), or None.
+    :ivar tracer: keeps the SIP messages of the calls' legs (docs/calls.md, "Call
+        traces"), or None.
+    :ivar long_timers: the queue of the timers of one delay (the phase timers: ring
+        timeouts, the maximum duration), or None for a reactor timer each.
+    """
+
+    __slots__ = ("clock", "ua", "settings", "observer", "domain", "media", "tracer", "long_timers")
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        user_agent: UserAgent,
+        settings: CallSettings,
+        observer: CallObserver,
+        domain: str,
+        media: RingbackPlayer | None = None,
+        tracer: CallTracer | None = None,
+        long_timers: Callable[[float], LingerQueue] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.ua = user_agent
+        self.settings = settings
+        self.observer = observer
+        self.domain = domain
+        self.media = media
+        self.tracer = tracer
+        self.long_timers = long_timers
+
+
+@implementer(ICalleeRoute)
+class BindingsRoute:
+    """
+    The callee's registered phones: one attempt, looked up when the callee is rung.
+
+    Kept for the whole call: ``lookup`` is one function shared by every call (a bound
+    method made once) and ``username`` the callee's name; a closure per call (function,
+    cells and their tuple) cost ~0.35 KB a held call.
+    """
+
+    __slots__ = ("lookup", "username")
 
     trunk = None
 
-    def __init__(self, lookup: Callable[[], Deferred[list[Target]]]) -> None:
+    def __init__(self, lookup: Callable[[str], Deferred[list[Target]]], username: str) -> None:
         self.lookup = lookup
+        self.username = username
 
     def targets(self) -> Deferred[list[Target]]:
-        return self.lookup()
+        return self.lookup(self.username)
 
     def reroutes(self, status: int) -> bool:
         return False
@@ -434,7 +490,7 @@ class Leg(SessionHandlerBase):
         "failures",
         "session",
         "pending_offer",
-        "origin",
+        "sent",
         "source",
     )
 
@@ -450,7 +506,9 @@ class Leg(SessionHandlerBase):
         self.failures: tuple[int, ...] = ()  # a shared empty tuple for the held call
         self.session: Session | None = None
         self.pending_offer: bytes | None = None
-        self.origin = LegOrigin()
+        #: The last description sent to this leg's phone, as :func:`relayed_to_leg`
+        #: made it (None before the first): the origin it keeps seeing from us.
+        self.sent: bytes | None = None
         #: The address the answering phone signals from (its NAT's, behind one); None
         #: before an answer, and behind a trusted proxy (a pre-loaded route), where that
         #: is the proxy's.  Only this of the binding's :class:`Target` is kept for the
@@ -492,6 +550,14 @@ class Leg(SessionHandlerBase):
         else:
             self.source = sys.intern(target.flow.host)
 
+    def outgoing(self, body: bytes) -> bytes:
+        """``body`` as this leg's phone must see it (:func:`relayed_to_leg`), kept as sent."""
+        relayed = relayed_to_leg(self.sent, body)
+        if relayed is None:
+            return body
+        self.sent = relayed
+        return relayed
+
     def ring(
         self,
         ua: UserAgent,
@@ -501,8 +567,8 @@ class Leg(SessionHandlerBase):
         offer: bytes | None,
     ) -> None:
         """INVITE every target in parallel (with ``offer``, or without SDP)."""
-        body = self.origin.outgoing(offer) if offer is not None else b""
-        tracer = self.call.tracer
+        body = self.outgoing(offer) if offer is not None else b""
+        tracer = self.call.shared.tracer
         self.starting = True
         try:
             for target in targets:
@@ -557,7 +623,7 @@ class Leg(SessionHandlerBase):
         if answer is None:
             self.session.ack()
         else:
-            self.session.ack(self.origin.outgoing(answer), SDP_CONTENT_TYPE)
+            self.session.ack(self.outgoing(answer), SDP_CONTENT_TYPE)
 
 
 def held_answer_or_none(offer: bytes) -> bytes | None:
@@ -581,14 +647,10 @@ class Call:
 
     __slots__ = (
         "call_id",
-        "media",
+        "shared",
+        "published",
         "_ringback",
-        "clock",
-        "ua",
         "flow",
-        "settings",
-        "observer",
-        "domain",
         "caller",
         "callee",
         "phase",
@@ -596,7 +658,6 @@ class Call:
         "caller_offer",
         "_callee_offer",
         "_relayed",
-        "_long_timers",
         "created_at",
         "caller_answered_at",
         "callee_answered_at",
@@ -605,7 +666,6 @@ class Call:
         "end_reason",
         "sip_status",
         "who_hung_up",
-        "tracer",
         "relay",
         "_bridge",
         "_unexpected_logged",
@@ -622,24 +682,16 @@ class Call:
         call_id: str,
         caller: User,
         callee: User,
-        domain: str,
-        clock: IReactorTime,
-        user_agent: UserAgent,
+        shared: CallShared,
         flow: IMediaFlow,
-        settings: CallSettings,
-        observer: CallObserver,
-        callee_targets: Callable[[], Deferred[list[Target]]],
+        route: ICalleeRoute,
         created_at: float,
-        media: RingbackPlayer | None = None,
-        long_timers: Callable[[float], LingerQueue] | None = None,
-        tracer: CallTracer | None = None,
         relay: CallRelay | None = None,
-        route: ICalleeRoute | None = None,
     ) -> None:
         self.call_id = call_id
-        #: Where the callee leg goes: the callee's phones (``callee_targets``), or a
+        #: Where the callee leg goes: the callee's phones (:class:`BindingsRoute`), or a
         #: number through trunks (:class:`clicktodial.calls.outbound.TrunkHunt`).
-        self._route: ICalleeRoute = route if route is not None else _BindingsRoute(callee_targets)
+        self._route = route
         #: Whether the callee's early media (a 1xx with SDP) already reached the caller.
         self._early_media = False
         #: Flow IV early media: the callee's early SDP the caller was re-INVITEd with, the
@@ -647,28 +699,21 @@ class Call:
         self._early_offer: bytes | None = None
         self._early_answer: bytes | None = None
         self._early_waiter: Callable[[bytes], None] | None = None
-        #: Keeps the SIP messages of the call's legs (docs/calls.md, "Call traces"), or None.
-        self.tracer = tracer
+        #: What every call of the controller shares (clock, user agent, settings, ...).
+        self.shared = shared
+        #: The public state the observer last published (None before the first): kept
+        #: here for it, where an entry in a dict of the observer's costs more per call.
+        self.published: str | None = None
         #: The media relay between the phones ([media] relay), or None.
         self.relay = relay
         #: What the media flow drives: this call, or the relay in front of it.
         self._bridge: IBridge = self if relay is None else RelayBridge(self, relay)
-        #: Our own RTP to the caller (docs/media.md): ringback while the callee rings.
-        self.media = media
         self._ringback: RtpStream | None = None
-        self.clock = clock
-        self.ua = user_agent
         self.flow = flow
-        self.settings = settings
-        self.observer = observer
-        self.domain = domain
         self.caller = Leg(self, "caller", caller)
         self.callee = Leg(self, "callee", callee)
         self.phase = Phase.CALLING_CALLER
         self._timer: IDelayedCall | Lingering | None = None
-        #: Where the maximum duration timer of a connected call goes: one reactor timer
-        #: for all calls (a DelayedCall each is ~0.5 KB a held call; see LingerQueue).
-        self._long_timers = long_timers
         self.caller_offer = b""
         self._callee_offer: bytes | None = None
         self._relayed: tuple[IncomingRequest, ...] = ()  # shared when empty
@@ -736,14 +781,18 @@ class Call:
 
     def _start_timer(self) -> None:
         timeout = PHASE_TIMERS.get(self.phase)
-        delay = timeout(self.settings) if timeout is not None else 0.0
+        delay = timeout(self.shared.settings) if timeout is not None else 0.0
         if not delay:
             return
-        if self.phase is Phase.CONNECTED and self._long_timers is not None:
-            # Held for the whole call: one reactor timer for all calls (LingerQueue).
-            self._timer = self._long_timers(delay).call_later_on(self, Call._timer_fired)
+        if self.shared.long_timers is not None:
+            # One reactor timer for all calls per delay (LingerQueue): the maximum duration
+            # is held for the whole call, and a DelayedCall per set-up phase (with its
+            # bound method), cancelled when the phase ends, stays in the reactor's heap
+            # until Twisted compacts it (~0.5 KB a call during the ramp, whose peak the
+            # heap keeps); a cancelled queue entry is dropped sooner and costs less.
+            self._timer = self.shared.long_timers(delay).call_later_on(self, Call._timer_fired)
         else:
-            self._timer = self.clock.callLater(delay, self._timer_fired)
+            self._timer = self.shared.clock.callLater(delay, self._timer_fired)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -756,7 +805,7 @@ class Call:
 
     def _no_transition(self, event: Input) -> None:
         """An input that should not happen in this phase: logged once per call, counted."""
-        self.observer.call_input_unexpected(self, self.phase, event)
+        self.shared.observer.call_input_unexpected(self, self.phase, event)
         if self._unexpected_logged:
             log.debug(
                 "call {record}: {event} has no transition in {phase}",
@@ -797,8 +846,8 @@ class Call:
         sdp = _sdp_of(answer.response)
         assert sdp is not None  # caller-no-offer otherwise
         self.caller_offer = sdp
-        now = self.caller_answered_at = self.clock.seconds()
-        self.observer.call_changed(
+        now = self.caller_answered_at = self.shared.clock.seconds()
+        self.shared.observer.call_changed(
             self, CallUpdate(state=self.public_state, caller_answered_at=now)
         )
 
@@ -817,7 +866,7 @@ class Call:
         """
         if targets:
             self.callee.ring(
-                self.ua,
+                self.shared.ua,
                 targets,
                 from_=self._party(self.caller.user),
                 to=self._party(self.callee.user),
@@ -833,10 +882,10 @@ class Call:
         trunk = targets[0].trunk
         if trunk is not None:
             # The history names the trunk the call went out through (the last one tried).
-            update = CallUpdate(callee_rung_at=self.clock.seconds(), trunk=trunk)
+            update = CallUpdate(callee_rung_at=self.shared.clock.seconds(), trunk=trunk)
         else:
-            update = CallUpdate(callee_rung_at=self.clock.seconds())
-        self.observer.call_changed(self, update)
+            update = CallUpdate(callee_rung_at=self.shared.clock.seconds())
+        self.shared.observer.call_changed(self, update)
 
     def _reroute_callee(self, status: int) -> None:
         """
@@ -894,7 +943,7 @@ class Call:
         session = caller.session
         if self._callee_offer is not None or session is None or session.is_terminated:
             return
-        body = caller.origin.outgoing(pad_media(sdp, caller.origin.media))
+        body = caller.outgoing(pad_media(sdp, sent_media(caller.sent)))
         try:
             session.reinvite(body, SDP_CONTENT_TYPE, on_response=self._early_answered)
         except (RequestPending, OfferAnswerError, DialogError, SDPParseError) as e:
@@ -932,8 +981,8 @@ class Call:
         self._route.release()
 
     def _record_callee_answer(self, answer: _Answer) -> None:
-        now = self.callee_answered_at = self.clock.seconds()
-        self.observer.call_changed(self, CallUpdate(callee_answered_at=now))
+        now = self.callee_answered_at = self.shared.clock.seconds()
+        self.shared.observer.call_changed(self, CallUpdate(callee_answered_at=now))
 
     def _flow_callee_answered(self, answer: _Answer) -> None:
         """Flow I step 4 / Flow IV step 5: the media flow completes offer/answer."""
@@ -943,8 +992,8 @@ class Call:
         # Only the set-up's steps (the media flow, the relay's decision) read the caller's
         # offer: a connected call lets go of it (the sessions keep what was agreed).
         self.caller_offer = b""
-        self.connected_at = self.clock.seconds()
-        self.observer.call_changed(
+        self.connected_at = self.shared.clock.seconds()
+        self.shared.observer.call_changed(
             self, CallUpdate(state=self.public_state, connected_at=self.connected_at)
         )
 
@@ -960,7 +1009,7 @@ class Call:
 
     def _record_end(self, outcome: _Outcome) -> None:
         """Why the call ended (the payload of caller-/callee-/bridge-failed, *-gone)."""
-        self.ended_at = self.clock.seconds()
+        self.ended_at = self.shared.clock.seconds()
         self.end_reason, self.sip_status, self.who_hung_up = (
             outcome.reason,
             outcome.status,
@@ -998,8 +1047,8 @@ class Call:
         """While it hears ringback: a busy or failure tone, then the BYE with Reason."""
         headers = self._reason()
         stream = self._ringback
-        if self.media is not None and stream is not None:
-            self.media.fail(stream, self.sip_status, lambda: self.caller.hang_up(headers))
+        if self.shared.media is not None and stream is not None:
+            self.shared.media.fail(stream, self.sip_status, lambda: self.caller.hang_up(headers))
         else:
             self._stop_ringback()
             self.caller.hang_up(headers)
@@ -1013,7 +1062,7 @@ class Call:
             self.relay.end()
 
     def _report_end(self, payload: object) -> None:
-        self.observer.call_changed(
+        self.shared.observer.call_changed(
             self,
             CallUpdate(
                 state=self.phase.value,
@@ -1029,12 +1078,12 @@ class Call:
     def start(self, caller_targets: Sequence[Target]) -> None:
         """Flow I/IV step 1: ring the caller's phones (without SDP), or fail at once."""
         self._start_timer()  # the initial phase's (there is no transition into it)
-        self.observer.call_changed(self, CallUpdate(state=self.phase.value))
+        self.shared.observer.call_changed(self, CallUpdate(state=self.phase.value))
         if not caller_targets:
             self._handle(Input.CALLER_FAILED, _Outcome("caller-unreachable", 480, "system"))
             return
         self.caller.ring(
-            self.ua,
+            self.shared.ua,
             caller_targets,
             from_=self._party(self.callee.user),
             to=self._party(self.caller.user),
@@ -1062,7 +1111,7 @@ class Call:
 
     def _party(self, user: User) -> NameAddr:
         """A user as From/To shows them: display name, AOR."""
-        return NameAddr(URI("sip", user.username, self.domain), user.display_name or None)
+        return NameAddr(URI("sip", user.username, self.shared.domain), user.display_name or None)
 
     # -- UA core events: classified into inputs ----------------------------------
 
@@ -1137,7 +1186,7 @@ class Call:
         relay = self.relay
 
         def answered(answer: bytes) -> None:
-            self._respond(request, 200, leg.origin.outgoing(truncate_media(answer, offer_lines)))
+            self._respond(request, 200, leg.outgoing(truncate_media(answer, offer_lines)))
 
         def relay_failed(failure: Failure) -> None:
             failure.trap(RelayFailed)
@@ -1169,7 +1218,7 @@ class Call:
             if self.over or request.responded or session is None or session.is_terminated:
                 self._respond(request, 487 if self.over else 491)
                 return
-            offer = other.origin.outgoing(pad_media(offer_sdp, other.origin.media))
+            offer = other.outgoing(pad_media(offer_sdp, sent_media(other.sent)))
             try:
                 session.reinvite(offer, SDP_CONTENT_TYPE, on_response=responded, retry_on_491=False)
             except (RequestPending, OfferAnswerError, DialogError):
@@ -1209,10 +1258,10 @@ class Call:
         our answer from our own RTP stream playing it; otherwise (or when
         the offer has no stream we can send to) every stream held.
         """
-        if self.media is not None and self._ringback is None:
+        if self.shared.media is not None and self._ringback is None:
             # RTP only to the address the caller's phone signals from; behind a trusted
             # proxy that is the proxy's, so the offer is taken as it is (docs/security.md).
-            started = self.media.answer(offer, self.call_id, self.caller.source)
+            started = self.shared.media.answer(offer, self.call_id, self.caller.source)
             if started is not None:
                 answer, self._ringback = started
                 return answer
@@ -1220,8 +1269,8 @@ class Call:
 
     def _stop_ringback(self, payload: object = None) -> None:
         stream, self._ringback = self._ringback, None
-        if stream is not None and self.media is not None:
-            self.media.stop(stream)
+        if stream is not None and self.shared.media is not None:
+            self.shared.media.stop(stream)
 
     def invite_callee(self, offer: bytes | None) -> None:
         """Look the callee's bindings up again and ring them all (or the route's trunk)."""
@@ -1256,7 +1305,7 @@ class Call:
         if session is None or session.is_terminated:
             self.bridge_failed(481)
             return
-        body = self.caller.origin.outgoing(pad_media(offer, self.caller.origin.media))
+        body = self.caller.outgoing(pad_media(offer, sent_media(self.caller.sent)))
 
         def responded(response: Response) -> None:
             if response.status < 200 or self.phase is not Phase.BRIDGING:

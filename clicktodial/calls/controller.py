@@ -16,7 +16,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from clicktodial.calls.call import Call, CallSettings, Input, Phase, Target, target_for_binding
+from clicktodial.calls.call import (
+    BindingsRoute,
+    Call,
+    CallSettings,
+    CallShared,
+    Input,
+    Phase,
+    Target,
+    target_for_binding,
+)
 from clicktodial.calls.directory import CachedDirectory, UserLookup
 from clicktodial.calls.events import CallEvents, CallInfo
 from clicktodial.calls.outbound import TrunkHunt
@@ -40,6 +49,7 @@ from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
 from clicktodial.sip.ua import UserAgent
+from clicktodial.sip.wirecache import BoundedCache
 from clicktodial.store.values import Binding, CallUpdate, User, user_aor
 from clicktodial.timers import LingerQueue
 
@@ -154,7 +164,6 @@ class CallController:
         self.node = node
         self.events = CallEvents()
         self._calls: dict[str, Call] = {}
-        self._published: dict[str, str] = {}
         #: Calls authorized but not yet started, per username (policy limits).
         self._reserved: dict[str, int] = {}
         #: Calls in self._calls per username (caller or callee).
@@ -165,13 +174,50 @@ class CallController:
         #: The fields changed since the last write, per call (written at the next _WRITE_AT).
         self._unwritten: dict[str, dict[str, Any]] = {}
         self._reserved_total = 0
-        #: Same-length timers of all calls (the maximum duration), one queue per length.
+        #: Same-length timers of all calls (phase timers), one queue per length.
         self._timer_queues: dict[float, LingerQueue] = {}
         #: ... bound once: every call keeps it (a bound method made per call is 64 bytes).
         self._long_timers_of_calls = self._long_timers
+        self._lookup_of_calls = self._lookup
+        #: The route to a user's phones, one per callee for all their calls (the same
+        #: immutable value: 48 bytes a held call each; a BoundedCache named for this controller).
+        self._routes: BoundedCache[str, BindingsRoute] = BoundedCache(
+            f"callee routes of controller {id(self):x}"
+        )
+        #: What the calls share (:func:`_shared`), one object for all of them.
+        self._shared_by_calls: CallShared | None = None
         #: Inputs a call got in a phase where they have no transition, since start, by
         #: "phase/input" (/metrics: clicktodial_call_unexpected_inputs).
         self.unexpected_inputs: dict[str, int] = {}
+
+    def _shared(self) -> CallShared:
+        """What the calls placed now share; made again when any of it changed (reload)."""
+        shared = self._shared_by_calls
+        if (
+            shared is None
+            or shared.settings is not self.settings
+            or shared.media is not self.media
+            or shared.tracer is not self.tracer
+            or shared.domain != self.domain
+        ):
+            shared = self._shared_by_calls = CallShared(
+                clock=self.clock,
+                user_agent=self.user_agent,
+                settings=self.settings,
+                observer=self,
+                domain=self.domain,
+                media=self.media,
+                tracer=self.tracer,
+                long_timers=self._long_timers_of_calls,
+            )
+        return shared
+
+    def _bindings_route(self, username: str) -> BindingsRoute:
+        """The route to ``username``'s registered phones (shared by their calls)."""
+        route = self._routes.entries.get(username)
+        if route is None:
+            route = self._routes.remember(username, BindingsRoute(self._lookup_of_calls, username))
+        return route
 
     def _long_timers(self, delay: float) -> LingerQueue:
         """The queue for ``delay``-second timers: one reactor timer for all calls."""
@@ -242,19 +288,11 @@ class CallController:
             call_id=call_id,
             caller=caller,
             callee=callee,
-            domain=self.domain,
-            clock=self.clock,
-            user_agent=self.user_agent,
+            shared=self._shared(),
             flow=self.policy.flow,
-            settings=self.settings,
-            observer=self,
-            callee_targets=lambda: self._lookup(callee_name),
+            route=hunt if hunt is not None else self._bindings_route(callee_name),
             created_at=now,
-            media=self.media,
-            long_timers=self._long_timers_of_calls,
-            tracer=self.tracer,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
-            route=hunt,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:
@@ -438,8 +476,8 @@ class CallController:
             # state is the controller's, the record is the history (docs/calls.md).
             self._unwritten[call_id] = changes
         state = call.public_state
-        if self._published.get(call_id) != state:
-            self._published[call_id] = state
+        if call.published != state:
+            call.published = state
             self.events.publish(call.info())
         if call.over:
             if self._calls.pop(call_id, None) is not None:
@@ -447,7 +485,6 @@ class CallController:
                     self._running[name] -= 1
                     if not self._running[name]:
                         del self._running[name]
-            self._published.pop(call_id, None)
             if self.tracer is not None:
                 self.tracer.call_over(call_id)
             if LOG_LEVELS.info:

@@ -9,8 +9,8 @@ controller relays or writes itself.
 * Offer/answer per dialog (RFC 3261 §13.2.1, §13.3.1, §14; RFC 3264 §4): :class:`OfferAnswer`
   tracks whether an offer is outstanding and in which message it travelled, so the
   user-agent core can refuse a second offer with 491 and know where the answer must go.
-* Relaying between the legs of a 3PCC call (RFC 3725): :class:`LegOrigin` makes what one phone
-  sees look like one session from one peer (RFC 3264 §8: the first origin kept, the
+* Relaying between the legs of a 3PCC call (RFC 3725): :func:`relayed_to_leg` makes what one
+  phone sees look like one session from one peer (RFC 3264 §8: the first origin kept, the
   version up by one exactly when the description changed); :func:`pad_media` /
   :func:`truncate_media`: a new offer keeps the session's m-lines, an answer has its offer's.
 * Answers of our own (one builder, :func:`_our_answer`): :func:`held_answer`, Flow IV's answer1
@@ -395,56 +395,44 @@ def split_sections(
 # -- relaying between the legs of a 3PCC call (RFC 3725) ---------------------------------
 
 
-class LegOrigin:
-    """The origin line one leg has seen from us, and its last description."""
+def relayed_to_leg(sent: bytes | None, body: bytes) -> bytes | None:
+    """
+    ``body`` as the phone of a leg that was last sent ``sent`` must see it: one session
+    from one peer (RFC 3264 §8), so ``sent``'s origin is kept and its version goes up by
+    one exactly when the description changed; ``body`` itself when it is the first
+    (``sent`` None).  None when ``body`` is not SDP (relayed unchanged, not kept as sent).
 
-    # Held for the whole call: only the last description sent, as bytes (the o= line it
-    # carries is the origin the leg keeps seeing).  The same bytes object is the local
-    # description of the leg's offer/answer state, so a held call keeps it once; the
-    # origin and the m= lines are parsed again only when an offer is padded or the
-    # description changes (an Origin and a list of Media cost ~1.3 KB a leg, their text
-    # ~0.25 KB).
-    __slots__ = ("_sent",)
+    A leg keeps only the bytes this returned, for the whole call (the same object is the
+    local description of its dialog's offer/answer state): the origin and the m= lines
+    are parsed again only when an offer is padded or the description changes (an Origin
+    and a list of Media cost ~1.3 KB a leg).
+    """
+    try:
+        sdp = SessionDescription.parse(body)
+        sdp.origin  # noqa: B018 - validate the lines parsed again later
+        sdp.media  # noqa: B018
+    except SDPParseError:
+        return None
+    if sent is None:
+        return body
+    # Our own output: it parsed before it was sent.
+    last = SessionDescription.parse(sent)
+    kept = last.origin
+    if [line for line in sdp.lines if line[0] != "o"] != [
+        line for line in last.lines if line[0] != "o"
+    ]:
+        kept = attrs.evolve(kept, session_version=kept.session_version + 1)
+    return sdp.with_origin(kept).serialize()
 
-    def __init__(self) -> None:
-        #: The last description :meth:`outgoing` returned (None before the first).
-        self._sent: bytes | None = None
 
-    def _last(self) -> SessionDescription | None:
-        # Our own output: it parsed before it was sent.
-        return SessionDescription.parse(self._sent) if self._sent is not None else None
+def sent_origin(sent: bytes | None) -> Origin | None:
+    """The origin of ``sent`` (what :func:`relayed_to_leg` returned), None before any."""
+    return SessionDescription.parse(sent).origin if sent is not None else None
 
-    @property
-    def origin(self) -> Origin | None:
-        """The origin this leg keeps seeing from us (None before the first description)."""
-        last = self._last()
-        return last.origin if last is not None else None
 
-    @property
-    def media(self) -> list[Media]:
-        """The m= lines of the last description we sent (for :func:`pad_media`)."""
-        last = self._last()
-        return [media for media, _ in last.media] if last is not None else []
-
-    def outgoing(self, body: bytes) -> bytes:
-        """``body`` as this leg must see it (origin kept, version bumped on change)."""
-        try:
-            sdp = SessionDescription.parse(body)
-            sdp.origin  # noqa: B018 - validate the lines parsed again later
-            sdp.media  # noqa: B018
-        except SDPParseError:
-            return body
-        last = self._last()
-        if last is None:
-            self._sent = body
-            return body
-        kept = last.origin
-        if [line for line in sdp.lines if line[0] != "o"] != [
-            line for line in last.lines if line[0] != "o"
-        ]:
-            kept = attrs.evolve(kept, session_version=kept.session_version + 1)
-        sent = self._sent = sdp.with_origin(kept).serialize()
-        return sent
+def sent_media(sent: bytes | None) -> list[Media]:
+    """The m= lines of ``sent`` (for :func:`pad_media`), none before any."""
+    return [media for media, _ in SessionDescription.parse(sent).media] if sent else []
 
 
 def media_count(body: bytes) -> int:

@@ -7,7 +7,6 @@ the ringback leg where to send, which codec, and our answer.
 import pytest
 
 from clicktodial.sip.sdp import (
-    LegOrigin,
     NoUsableMedia,
     SessionDescription,
     accepts_media,
@@ -15,7 +14,10 @@ from clicktodial.sip.sdp import (
     check_destination,
     held_answer,
     pad_media,
+    relayed_to_leg,
     ringback_answer,
+    sent_media,
+    sent_origin,
     truncate_media,
 )
 from clicktodial.testing.uafakes import sdp
@@ -153,13 +155,24 @@ def test_held_answer_accepts_each_stream_on_hold_with_its_first_format() -> None
 
 
 def test_leg_keeps_the_first_origin_and_bumps_the_version_only_on_change() -> None:
-    leg = LegOrigin()
-    first = leg.outgoing(sdp("alice"))
-    assert first == sdp("alice")
-    same = SessionDescription.parse(leg.outgoing(sdp("bob")))
-    assert (same.origin.username, same.origin.session_version) == ("alice", 1)
-    changed = SessionDescription.parse(leg.outgoing(sdp("bob", port=5000)))
-    assert (changed.origin.username, changed.origin.session_version) == ("alice", 2)
+    first = relayed_to_leg(None, sdp("alice"))
+    assert first is not None and first == sdp("alice")
+    same = relayed_to_leg(first, sdp("bob"))
+    assert same is not None
+    parsed = SessionDescription.parse(same)
+    assert (parsed.origin.username, parsed.origin.session_version) == ("alice", 1)
+    changed = relayed_to_leg(same, sdp("bob", port=5000))
+    assert changed is not None
+    parsed = SessionDescription.parse(changed)
+    assert (parsed.origin.username, parsed.origin.session_version) == ("alice", 2)
+    assert sent_origin(changed) == parsed.origin and sent_origin(None) is None
+    assert [m.port for m in sent_media(changed)] == [5000] and sent_media(None) == []
+
+
+def test_a_body_that_is_not_sdp_is_relayed_unchanged_and_not_kept() -> None:
+    """relayed_to_leg says None: the leg sends it as it is and keeps its last SDP."""
+    assert relayed_to_leg(sdp("alice"), b"not sdp") is None
+    assert relayed_to_leg(None, b"") is None
 
 
 def test_offers_keep_the_sessions_m_lines_and_answers_match_their_offer() -> None:

@@ -85,6 +85,74 @@ def default_precheck(request: Request) -> Response | None:
 # The core
 
 
+class _SessionIndex:
+    """
+    The sessions by dialog ID (RFC 3261 §12), filed under their Call-ID alone: the key is
+    the Call-ID string the dialog already keeps, where a :class:`DialogID` key per session
+    would cost ~80 bytes more a dialog, two per held call.  The few Call-IDs with several
+    dialogs (forks of one INVITE, §13.2.2.4) keep a tuple of sessions.
+    """
+
+    __slots__ = ("_by_call_id", "_count")
+
+    def __init__(self) -> None:
+        self._by_call_id: dict[str, Session | tuple[Session, ...]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, dialog_id: DialogID) -> Session | None:
+        """The session whose dialog has ``dialog_id``, or None."""
+        entry = self._by_call_id.get(dialog_id.call_id)
+        if entry is None:
+            return None
+        for session in (entry,) if isinstance(entry, Session) else entry:
+            dialog = session.dialog
+            if (
+                dialog.local_tag == dialog_id.local_tag
+                and dialog.remote_tag == dialog_id.remote_tag
+            ):
+                return session
+        return None
+
+    def add(self, session: Session) -> None:
+        """File ``session`` (replacing one with the same dialog ID)."""
+        self.remove(self.get(session.id))
+        call_id = session.dialog.call_id
+        entry = self._by_call_id.get(call_id)
+        if entry is None:
+            self._by_call_id[call_id] = session
+        elif isinstance(entry, Session):
+            self._by_call_id[call_id] = (entry, session)
+        else:
+            self._by_call_id[call_id] = (*entry, session)
+        self._count += 1
+
+    def remove(self, session: Session | None) -> None:
+        """Forget ``session`` if it is filed."""
+        if session is None:
+            return
+        call_id = session.dialog.call_id
+        entry = self._by_call_id.get(call_id)
+        if entry is session:
+            del self._by_call_id[call_id]
+        elif isinstance(entry, tuple) and session in entry:
+            rest = tuple(s for s in entry if s is not session)
+            self._by_call_id[call_id] = rest[0] if len(rest) == 1 else rest
+        else:
+            return
+        self._count -= 1
+
+    def values(self) -> list[Session]:
+        """Every session filed."""
+        return [
+            session
+            for entry in self._by_call_id.values()
+            for session in ((entry,) if isinstance(entry, Session) else entry)
+        ]
+
+
 @implementer(ITransactionUser)
 class UserAgent:
     """
@@ -140,7 +208,7 @@ class UserAgent:
         self.user_agent = user_agent
         self.precheck = precheck
         self._transactions = transactions
-        self._sessions: dict[DialogID, Session] = {}
+        self._sessions = _SessionIndex()
         self._contacts: dict[tuple[str, str, int], URI] = {}
         self._outgoing: set[OutgoingCall] = set()
         self._incoming: dict[ServerTransactionLike, IncomingCall] = {}
@@ -212,7 +280,7 @@ class UserAgent:
     @property
     def sessions(self) -> list[Session]:
         """The sessions (early or confirmed) alive now."""
-        return list(self._sessions.values())
+        return self._sessions.values()
 
     @property
     def active_count(self) -> int:
@@ -224,11 +292,10 @@ class UserAgent:
         return self._sessions.get(dialog_id)
 
     def add_session(self, session: Session) -> None:
-        self._sessions[session.id] = session
+        self._sessions.add(session)
 
     def forget_session(self, session: Session) -> None:
-        if self._sessions.get(session.id) is session:
-            del self._sessions[session.id]
+        self._sessions.remove(session)
 
     def count_unexpected(self, machine: str, state: str, event: str) -> None:
         """An input with no transition arrived: logged the first time, always counted."""
