@@ -28,7 +28,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -53,14 +55,7 @@ class Origin:
     @classmethod
     def parse(cls, value: str) -> Origin:
         """Parse the value of an ``o=`` line (without the ``o=``)."""
-        parts = value.split()
-        if len(parts) != 6:
-            raise SDPParseError(f"o= line needs 6 fields, got {len(parts)}: {value!r}")
-        try:
-            version = int(parts[2])
-        except ValueError:
-            raise SDPParseError(f"o= session version is not a number: {parts[2]!r}") from None
-        return cls(parts[0], parts[1], version, parts[3], parts[4], parts[5])
+        return cls(*_origin_fields(value))
 
     def __str__(self) -> str:
         return (
@@ -118,65 +113,134 @@ class Media:
         return " ".join([self.media, port, self.proto, *self.formats])
 
 
-@attrs.frozen
+def _origin_fields(value: str) -> tuple[str, str, int, str, str, str]:
+    """The fields of an ``o=`` line's value, checked (:meth:`Origin.parse`)."""
+    parts = value.split()
+    if len(parts) != 6:
+        raise SDPParseError(f"o= line needs 6 fields, got {len(parts)}: {value!r}")
+    try:
+        version = int(parts[2])
+    except ValueError:
+        raise SDPParseError(f"o= session version is not a number: {parts[2]!r}") from None
+    return parts[0], parts[1], version, parts[3], parts[4], parts[5]
+
+
+_new = object.__new__
+
+
 class SessionDescription:
     """
     A session description as an ordered list of ``(type, value)`` lines.
 
     Lines this module does not interpret are kept exactly; the accessors
-    parse ``o=``, ``c=`` and ``m=`` on demand.  Instances are immutable: the
-    ``with_*`` methods return modified copies.
+    parse ``o=``, ``c=`` and ``m=`` on demand (the origin once: a description
+    is read several times on the way through a call).  Instances are
+    immutable: the ``with_*`` methods return modified copies.
     """
 
-    lines: tuple[tuple[str, str], ...]
+    # (A plain class, not attrs: parse() builds one without calling __init__ and knows
+    # where its o= line is; a relayed description is parsed several times per call.)
+    __slots__ = ("_lines", "_origin_at", "_origin")
+
+    _lines: tuple[tuple[str, str], ...]
+    #: The index of the first o= line, -1 if there is none, None until looked for.
+    _origin_at: int | None
+    _origin: Origin | None
+
+    def __init__(self, lines: Iterable[tuple[str, str]]) -> None:
+        self._lines = tuple(lines)
+        self._origin_at = None
+        self._origin = None
+
+    if TYPE_CHECKING:
+
+        @property
+        def lines(self) -> tuple[tuple[str, str], ...]:
+            """The ``(type, value)`` lines, in order."""
+
+    else:
+        lines = property(attrgetter("_lines"), doc="The ``(type, value)`` lines, in order.")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionDescription):
+            return NotImplemented
+        return self._lines == other._lines
+
+    def __hash__(self) -> int:
+        return hash(self._lines)
+
+    def __repr__(self) -> str:
+        return f"SessionDescription(lines={self._lines!r})"
 
     @classmethod
     def parse(cls, body: bytes | str) -> SessionDescription:
-        """Parse an SDP body; accepts CRLF or bare LF line ends (RFC 4566 §5)."""
+        """Parse an SDP body; accepts CRLF or bare LF line ends (RFC 4566 §5).
+
+        The ``o=`` line must be present and well formed (:meth:`Origin.parse`).
+        """
         text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
         lines: list[tuple[str, str]] = []
+        origin_at = -1
         for raw in text.splitlines():
             if not raw.strip():
                 continue
             kind, sep, value = raw.partition("=")
             if not sep or len(kind) != 1:
                 raise SDPParseError(f"not a type=value SDP line: {raw!r}")
+            if kind == "o" and origin_at < 0:
+                origin_at = len(lines)
             lines.append((kind, value))
         if not lines or lines[0] != ("v", "0"):
             raise SDPParseError("an SDP body must start with v=0")
-        session = cls(tuple(lines))
-        session.origin  # noqa: B018 - validate that o= is present and well-formed
+        if origin_at < 0:
+            raise SDPParseError("SDP has no o= line")
+        _origin_fields(lines[origin_at][1])  # checked now, an Origin made when asked for
+        session = _new(cls)
+        session._lines = tuple(lines)
+        session._origin_at = origin_at
+        session._origin = None
         return session
 
     def serialize(self) -> bytes:
         """The description as bytes with CRLF line ends."""
-        text = "".join(f"{kind}={value}\r\n" for kind, value in self.lines)
-        return text.encode("utf-8", "surrogateescape")
+        # (Built-ins only: no Python-level call per line.)
+        text = "\r\n".join(map("=".join, self._lines))
+        return (text + "\r\n" if text else text).encode("utf-8", "surrogateescape")
 
     # -- accessors ---------------------------------------------------------
 
     def _first_index(self, kind: str) -> int | None:
-        for index, (line_kind, _) in enumerate(self.lines):
+        for index, (line_kind, _) in enumerate(self._lines):
             if line_kind == kind:
                 return index
         return None
 
+    def _origin_index(self) -> int:
+        index = self._origin_at
+        if index is None:
+            found = self._first_index("o")
+            index = self._origin_at = -1 if found is None else found
+        if index < 0:
+            raise SDPParseError("SDP has no o= line")
+        return index
+
     def _media_start(self) -> int:
         index = self._first_index("m")
-        return len(self.lines) if index is None else index
+        return len(self._lines) if index is None else index
 
     @property
     def origin(self) -> Origin:
         """The ``o=`` line; raises `SDPParseError` if absent."""
-        index = self._first_index("o")
-        if index is None:
-            raise SDPParseError("SDP has no o= line")
-        return Origin.parse(self.lines[index][1])
+        origin = self._origin
+        if origin is None:
+            origin = Origin(*_origin_fields(self._lines[self._origin_index()][1]))
+            self._origin = origin
+        return origin
 
     @property
     def connection(self) -> Connection | None:
         """The session-level ``c=`` line, if any."""
-        for kind, value in self.lines[: self._media_start()]:
+        for kind, value in self._lines[: self._media_start()]:
             if kind == "c":
                 return Connection.parse(value)
         return None
@@ -185,7 +249,7 @@ class SessionDescription:
     def media(self) -> list[tuple[Media, Connection | None]]:
         """Each ``m=`` line with its media-level ``c=`` line (or None)."""
         result: list[tuple[Media, Connection | None]] = []
-        for kind, value in self.lines:
+        for kind, value in self._lines:
             if kind == "m":
                 result.append((Media.parse(value), None))
             elif kind == "c" and result and result[-1][1] is None:
@@ -195,16 +259,20 @@ class SessionDescription:
     # -- modifications -----------------------------------------------------
 
     def _replace_line(self, index: int, kind: str, value: str) -> SessionDescription:
-        lines = list(self.lines)
+        lines = list(self._lines)
         lines[index] = (kind, value)
-        return SessionDescription(tuple(lines))
+        return SessionDescription(lines)
 
     def with_origin(self, origin: Origin) -> SessionDescription:
         """A copy with the ``o=`` line replaced."""
-        index = self._first_index("o")
-        if index is None:
-            raise SDPParseError("SDP has no o= line")
-        return self._replace_line(index, "o", str(origin))
+        index = self._origin_index()
+        lines = list(self._lines)
+        lines[index] = ("o", str(origin))
+        session = _new(SessionDescription)
+        session._lines = tuple(lines)
+        session._origin_at = index
+        session._origin = None
+        return session
 
     def with_bumped_version(self) -> SessionDescription:
         """A copy with the ``o=`` session version incremented (RFC 3264 §8)."""
@@ -224,14 +292,14 @@ class SessionDescription:
             (line_kind, str(attrs.evolve(Connection.parse(value), addrtype=kind, address=address)))
             if line_kind == "c"
             else (line_kind, value)
-            for line_kind, value in self.lines
+            for line_kind, value in self._lines
         ]
-        return SessionDescription(tuple(lines))
+        return SessionDescription(lines)
 
     def with_media_port(self, media_index: int, port: int) -> SessionDescription:
         """A copy with the port of the ``media_index``-th ``m=`` line changed (0 rejects it)."""
         seen = -1
-        for index, (kind, value) in enumerate(self.lines):
+        for index, (kind, value) in enumerate(self._lines):
             if kind == "m":
                 seen += 1
                 if seen == media_index:
@@ -257,10 +325,11 @@ def _carries_media(section: list[tuple[str, str]]) -> bool:
         if kind == "a" and value.startswith("rtpmap:"):
             payload, _, encoding = value[len("rtpmap:") :].partition(" ")
             encodings[payload] = encoding.split("/", 1)[0].strip().lower()
-    return any(
-        encodings.get(fmt, "") not in _COMPANION_ENCODINGS and fmt != _STATIC_COMFORT_NOISE
-        for fmt in media.formats
-    )
+    # (Loops, not any() over generators, here and in accepts_media: no call per item.)
+    for fmt in media.formats:
+        if encodings.get(fmt, "") not in _COMPANION_ENCODINGS and fmt != _STATIC_COMFORT_NOISE:
+            return True
+    return False
 
 
 def accepts_media(answer: bytes) -> bool:
@@ -273,7 +342,12 @@ def accepts_media(answer: bytes) -> bool:
     """
     try:
         _, sections = split_sections(SessionDescription.parse(answer))
-        return not sections or any(_carries_media(section) for section in sections)
+        if not sections:
+            return True
+        for section in sections:
+            if _carries_media(section):
+                return True
+        return False
     except SDPParseError:
         return True
 
@@ -408,9 +482,8 @@ def relayed_to_leg(sent: bytes | None, body: bytes) -> bytes | None:
     and a list of Media cost ~1.3 KB a leg).
     """
     try:
-        sdp = SessionDescription.parse(body)
-        sdp.origin  # noqa: B018 - validate the lines parsed again later
-        sdp.media  # noqa: B018
+        sdp = SessionDescription.parse(body)  # (which checks the o= line)
+        sdp.media  # noqa: B018 - validate the m= lines parsed again later
     except SDPParseError:
         return None
     if sent is None:
@@ -458,7 +531,7 @@ def pad_media(body: bytes, previous: list[Media]) -> bytes:
     lines = list(sdp.lines)
     for media in previous[count:]:
         lines.append(("m", str(attrs.evolve(media, port=0, port_count=None))))
-    return SessionDescription(tuple(lines)).serialize()
+    return SessionDescription(lines).serialize()
 
 
 def truncate_media(body: bytes, count: int) -> bytes:
@@ -471,7 +544,7 @@ def truncate_media(body: bytes, count: int) -> bytes:
     if len(sections) <= count:
         return body
     lines = session + [line for section in sections[:count] for line in section]
-    return SessionDescription(tuple(lines)).serialize()
+    return SessionDescription(lines).serialize()
 
 
 # -- answers of our own (RFC 3264 §6) ----------------------------------------------------
@@ -505,7 +578,7 @@ def _our_answer(
             lines.append(("m", str(attrs.evolve(media, port=0, port_count=None))))
         else:
             lines.extend(accepted)
-    return SessionDescription(tuple(lines)).serialize()
+    return SessionDescription(lines).serialize()
 
 
 def held_answer(offer: bytes, username: str = "clicktodial") -> bytes:

@@ -8,6 +8,7 @@ import pytest
 
 from clicktodial.sip.sdp import (
     NoUsableMedia,
+    SDPParseError,
     SessionDescription,
     accepts_media,
     audio_destination,
@@ -196,3 +197,29 @@ def test_destination_must_be_unicast_ip_and_port(host: str, port: int) -> None:
     """Hold addresses, multicast, hostnames and port 0 are not destinations."""
     with pytest.raises(ValueError):
         check_destination(host, port)
+
+
+def test_a_description_reads_its_origin_once_and_is_an_immutable_value() -> None:
+    """parse() checks the o= line (and the first one is the origin); reading the origin
+    again gives the same object; a copy with another origin keeps every other line; two
+    descriptions of the same lines are equal, and the lines cannot be reassigned."""
+    body = offer("m=audio 4000 RTP/AVP 0\r\n").replace(b"s=-", b"s=-\r\no=second 2 2 IN IP4 ::1")
+    parsed = SessionDescription.parse(body)
+    assert parsed.origin is parsed.origin
+    assert (parsed.origin.username, parsed.origin.session_version) == ("phone", 1)
+    bumped = parsed.with_bumped_version()
+    assert bumped.origin.session_version == 2
+    assert [line for line in bumped.lines if line[0] != "o"] == [
+        line for line in parsed.lines if line[0] != "o"
+    ]
+    assert ("o", "second 2 2 IN IP4 ::1") in bumped.lines
+    built = SessionDescription(list(parsed.lines))
+    assert built == parsed and hash(built) == hash(parsed) and built.origin == parsed.origin
+    assert built.serialize() == body
+    assert SessionDescription([]).serialize() == b""
+    with pytest.raises(AttributeError):
+        parsed.lines = ()  # type: ignore[misc]
+    with pytest.raises(SDPParseError, match="no o= line"):
+        SessionDescription([("v", "0")]).origin  # noqa: B018
+    with pytest.raises(SDPParseError, match="version is not a number"):
+        SessionDescription.parse(b"v=0\r\no=x 1 one IN IP4 127.0.0.1\r\n")
