@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from clicktodial.sip.address import NO_RECONNECT, Destination, Source, default_port
-from clicktodial.sip.headers import CSeq, NameAddr, parse_name_addr
+from clicktodial.sip.headers import NameAddr, parse_name_addr
 from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import OfferAnswer
 from clicktodial.sip.uri import URI
@@ -172,17 +172,6 @@ def _party(name_addr: NameAddr, tag: str | None) -> NameAddr:
     return NameAddr(name_addr.uri, name_addr.display_name, params)
 
 
-def _party_text(party: NameAddr) -> str:
-    """
-    ``party``'s header text without its parameters (URI and display name), one shared
-    string per distinct value: every call of a user (and every call to the same peer)
-    keeps the same text, the tag is kept apart.
-    """
-    if party.params:
-        party = NameAddr(party.uri, party.display_name)
-    return sys.intern(str(party))
-
-
 def _with_tag(text: str, tag: str | None) -> str:
     return text if tag is None else f"{text};tag={tag}"
 
@@ -284,14 +273,18 @@ class Dialog(OfferAnswer):
         is_uac: bool,
         state: DialogState = DialogState.EARLY,
     ) -> None:
-        local_tag = local_party.tag
+        # (The tags read from the parameters, not through NameAddr.tag: a call less each.)
+        local_tag = local_party.params.get("tag")
         if local_tag is None:
             raise DialogError("a dialog needs a local tag")
         self.call_id = call_id
-        self._local_party = _party_text(local_party)
+        # Each party's header text without its parameters (URI and display name), one shared
+        # string per distinct value: every call of a user (and every call to the same peer)
+        # keeps the same text; the tag is kept apart.
+        self._local_party = sys.intern(local_party.serialize(False))
         self._local_tag: str = local_tag
-        self._remote_party = _party_text(remote_party)
-        self._remote_tag = remote_party.tag
+        self._remote_party = sys.intern(remote_party.serialize(False))
+        self._remote_tag = remote_party.params.get("tag")
         self._remote_target = _shared_uri(remote_target)
         # A tuple: the empty route set of most dialogs is one shared object.
         self.route_set: tuple[NameAddr, ...] = tuple(route_set)
@@ -335,7 +328,7 @@ class Dialog(OfferAnswer):
         target = _first_contact(response) or request.uri
         return cls(
             call_id=request.call_id,
-            local_party=_party(request.from_, request.from_.tag),
+            local_party=request.from_,  # (the dialog keeps its text without parameters, and tag)
             remote_party=_party(request.to, remote_tag),
             remote_target=target,
             # §12.1.2: the route set is the Record-Route list in reverse.
@@ -368,7 +361,7 @@ class Dialog(OfferAnswer):
         return cls(
             call_id=request.call_id,
             local_party=_party(request.to, local_tag),
-            remote_party=_party(request.from_, request.from_.tag),
+            remote_party=request.from_,
             remote_target=target,
             # §12.1.1: the route set is the Record-Route list in order.
             route_set=request.record_routes,
@@ -531,14 +524,25 @@ class Dialog(OfferAnswer):
         content_type: str | None,
         extra_headers: Iterable[tuple[str, str]],
     ) -> Request:
-        uri, routes = self._request_uri_and_routes()
         headers: list[tuple[str, str]] = [("Max-Forwards", _DEFAULT_MAX_FORWARDS)]
-        headers.extend(("Route", route) for route in routes)
+        if self.route_set:
+            uri, routes = self._request_uri_and_routes()
+            for route in routes:
+                headers.append(("Route", route))
+        else:
+            uri = self._remote_target  # (the usual case, read inline)
+        # (_with_tag and CSeq.serialize written out: a dialog builds every request it sends.)
+        remote_tag = self._remote_tag
         headers += [
-            ("From", _with_tag(self._local_party, self._local_tag)),
-            ("To", _with_tag(self._remote_party, self._remote_tag)),
+            ("From", f"{self._local_party};tag={self._local_tag}"),
+            (
+                "To",
+                self._remote_party
+                if remote_tag is None
+                else f"{self._remote_party};tag={remote_tag}",
+            ),
             ("Call-ID", self.call_id),
-            ("CSeq", str(CSeq(seq, method))),
+            ("CSeq", f"{seq} {method}"),
         ]
         if method in TARGET_REFRESH_METHODS:
             headers.append(("Contact", f"<{self.local_contact}>"))
@@ -599,4 +603,4 @@ class Dialog(OfferAnswer):
             return self._flow
         if self.route_set:
             return destination_for_uri(self.route_set[0].uri)
-        return destination_for_uri(self.remote_target)
+        return destination_for_uri(self._remote_target)

@@ -361,9 +361,10 @@ class NameAddr:
             raise HeaderParseError(f"q parameter out of range: {value!r}")
         return q
 
-    def serialize(self) -> str:
-        """The header field value text (always in ``<>`` form)."""
-        params = format_params(self.params) if self.params else ""
+    def serialize(self, with_params: bool = True) -> str:
+        """The header field value text (always in ``<>`` form); without the header
+        parameters when not *with_params* (what a dialog keeps of a From or To)."""
+        params = format_params(self.params) if with_params and self.params else ""
         display = self.display_name
         if display is None:
             return f"<{self.uri}>{params}"

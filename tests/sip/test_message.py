@@ -525,6 +525,15 @@ def test_display_name_needing_quotes_is_written_quoted() -> None:
         str(NameAddr(parse_uri("sip:a@h"), "line\r\nbreak"))
 
 
+def test_a_name_addr_written_without_its_parameters_is_its_uri_and_display_name() -> None:
+    """serialize(False) writes what NameAddr(uri, display_name) writes: no header parameter."""
+    for text in ['"A \\"B\\"" <sip:a@h;lr>;tag=1;x', "sip:a@h;tag=2", "<sip:b@h>"]:
+        na = parse_name_addr(text)
+        assert na.serialize(False) == str(NameAddr(na.uri, na.display_name))
+        assert parse_name_addr(na.serialize(False)).params == {}
+        assert str(na) == na.serialize() == na.serialize(True)
+
+
 def test_name_addr_with_tag_and_param_unquoting() -> None:
     """with_tag returns a copy; param() removes quotes of a quoted value."""
     na = parse_name_addr('<sip:a@h>;+sip.instance="<urn:uuid:1234>"')
