@@ -186,7 +186,7 @@ _SHARED_FLOWS: BoundedCache[Destination, Destination] = BoundedCache("dialog flo
 
 def _shared_uri(uri: URI) -> URI:
     """The shared :class:`URI` of the same text as ``uri`` (exactly: not RFC equality)."""
-    text = str(uri)
+    text = uri.text
     kept = _SHARED_URIS.entries.get(text)
     return kept if kept is not None else _SHARED_URIS.remember(text, uri)
 
@@ -513,7 +513,7 @@ class Dialog(OfferAnswer):
         # parameters not allowed there), the remote target goes last.
         uri = first.without_params(*_REQUEST_URI_FORBIDDEN_PARAMS).without_headers()
         routes = [str(route) for route in self.route_set[1:]]
-        routes.append(f"<{self.remote_target}>")
+        routes.append(f"<{self._remote_target.text}>")
         return uri, routes
 
     def _build(
@@ -545,7 +545,7 @@ class Dialog(OfferAnswer):
             ("CSeq", f"{seq} {method}"),
         ]
         if method in TARGET_REFRESH_METHODS:
-            headers.append(("Contact", f"<{self.local_contact}>"))
+            headers.append(("Contact", f"<{self.local_contact.text}>"))
         headers.extend(extra_headers)
         if body:
             headers.append(("Content-Type", content_type or "application/sdp"))

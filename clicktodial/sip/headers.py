@@ -367,12 +367,12 @@ class NameAddr:
         params = format_params(self.params) if with_params and self.params else ""
         display = self.display_name
         if display is None:
-            return f"<{self.uri}>{params}"
+            return f"<{self.uri.text}>{params}"
         if "\r" in display or "\n" in display or _NEEDS_QUOTE_PAIR_RE.search(display):
             display = quote_string(display)  # (quoted-pairs, or refused)
         else:
             display = f'"{display}"'  # (quote_string's usual case, written out)
-        return f"{display} <{self.uri}>{params}"
+        return f"{display} <{self.uri.text}>{params}"
 
     __str__ = serialize
 

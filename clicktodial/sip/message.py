@@ -893,11 +893,11 @@ class Request(Message):
     def uri_text(self) -> str:
         """The Request-URI as text: as received until :attr:`uri` is assigned."""
         uri = self._uri
-        return (self._uri_text or "") if uri is None else str(uri)
+        return (self._uri_text or "") if uri is None else uri.text
 
     def _start_line(self) -> str:
         uri = self._uri  # (uri_text read inline)
-        return f"{self.method} {self._uri_text if uri is None else uri} SIP/2.0"
+        return f"{self.method} {self._uri_text if uri is None else uri.text} SIP/2.0"
 
     def _wire_starts(self, wire: bytes) -> bool:
         return wire.startswith((self.method + " ").encode("utf-8", "surrogateescape"))

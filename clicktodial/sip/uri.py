@@ -83,12 +83,6 @@ _FAST_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]*")
 _FAST_PARAM_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]*")
 
 
-def _esc_user(text: str) -> str:
-    if _FAST_USER_RE.fullmatch(text):
-        return text
-    return escape(text, _SAFE_USER)
-
-
 def _esc_param(text: str) -> str:
     if _FAST_PARAM_RE.fullmatch(text):
         return text
@@ -115,7 +109,7 @@ class URI:
     """
 
     # Private slots behind read-only properties: a URI cannot be changed in
-    # place (its text is cached), and building one stays cheap.
+    # place (its text is kept), and building one stays cheap.
     __slots__ = (
         "_scheme",
         "_user",
@@ -126,6 +120,7 @@ class URI:
         "_headers",
         "_opaque",
         "_text",
+        "_is_sip",
     )
 
     _scheme: str
@@ -136,7 +131,8 @@ class URI:
     _params: dict[str, str | None]
     _headers: tuple[tuple[str, str], ...]
     _opaque: str | None
-    _text: str | None
+    _text: str
+    _is_sip: bool
 
     def __init__(
         self,
@@ -178,10 +174,14 @@ class URI:
         else:
             self._headers = tuple(headers)
         self._opaque = opaque
-        self._text = None
+        self._is_sip = scheme == "sip" or scheme == "sips"
+        # Written once, when made: a URI is immutable, and one is written at least
+        # once (into a header or a start line) nearly always.
+        self._text = self._serialize()
 
     # The plain fields are read-only properties whose getter is operator.attrgetter (C):
-    # reading one costs no Python call (a registrar reads several for every REGISTER).
+    # reading one costs no Python call (a registrar reads several for every REGISTER, a
+    # call writes its URIs into every request).
     if TYPE_CHECKING:
 
         @property
@@ -204,6 +204,18 @@ class URI:
         def port(self) -> int | None:
             """The port, ``None`` if absent."""
 
+        @property
+        def opaque(self) -> str | None:
+            """Everything after ``scheme:`` for schemes other than sip/sips (and tel)."""
+
+        @property
+        def is_sip(self) -> bool:
+            """True for ``sip:`` and ``sips:`` URIs (what RFC 3261 requires of an AOR)."""
+
+        @property
+        def text(self) -> str:
+            """The URI as written: as received for a parsed URI (``str(uri)``)."""
+
     else:
         scheme = property(
             attrgetter("_scheme"), doc="The scheme, lower-cased (``sip``, ``sips``, ``tel``...)."
@@ -220,6 +232,18 @@ class URI:
             doc="The host: a name, an IPv4 address, or an IPv6 address without brackets.",
         )
         port = property(attrgetter("_port"), doc="The port, ``None`` if absent.")
+        opaque = property(
+            attrgetter("_opaque"),
+            doc="Everything after ``scheme:`` for schemes other than sip/sips (and tel).",
+        )
+        is_sip = property(
+            attrgetter("_is_sip"),
+            doc="True for ``sip:`` and ``sips:`` URIs (what RFC 3261 requires of an AOR).",
+        )
+        text = property(
+            attrgetter("_text"),
+            doc="The URI as written: as received for a parsed URI (``str(uri)``).",
+        )
 
     @property
     def params(self) -> Mapping[str, str | None]:
@@ -230,17 +254,6 @@ class URI:
     def headers(self) -> list[tuple[str, str]]:
         """``?headers`` as ``(name, value)`` pairs, unescaped (a copy)."""
         return list(self._headers)
-
-    @property
-    def opaque(self) -> str | None:
-        """Everything after ``scheme:`` for schemes other than sip/sips (and tel)."""
-        return self._opaque
-
-    @property
-    def is_sip(self) -> bool:
-        """True for ``sip:`` and ``sips:`` URIs (what RFC 3261 requires of an AOR)."""
-        scheme = self._scheme
-        return scheme == "sip" or scheme == "sips"
 
     @property
     def host_port(self) -> str:
@@ -282,27 +295,39 @@ class URI:
         return self.replace(params=new)
 
     def without_params(self, *names: str) -> URI:
-        """A copy without the named parameters."""
+        """This URI without the named parameters (itself when it has none of them)."""
         drop = {n.lower() for n in names}
+        if drop.isdisjoint(self._params):
+            return self  # (an immutable value: no copy needed)
         return self.replace(params={k: v for k, v in self._params.items() if k not in drop})
 
     def without_headers(self) -> URI:
-        """A copy without ``?headers`` (RFC 3261 §19.1.5: not allowed in a Request-URI)."""
+        """This URI without ``?headers`` (RFC 3261 §19.1.5: not allowed in a Request-URI);
+        itself when it has none."""
+        if not self._headers:
+            return self  # (the usual case; an immutable value: no copy needed)
         return self.replace(headers=[])
 
     def _serialize(self) -> str:
-        if self.scheme == "tel":
-            parts = ["tel:", self.user or ""]
-        elif self.opaque is not None and self.scheme not in ("sip", "sips"):
-            return f"{self.scheme}:{self.opaque}"
+        # (Slots read directly, the host written inline: every URI made is written once.)
+        scheme = self._scheme
+        if scheme == "tel":
+            parts = ["tel:", self._user or ""]
+        elif self._opaque is not None and not self._is_sip:
+            return f"{scheme}:{self._opaque}"
         else:
-            parts = [self.scheme, ":"]
-            if self.user is not None:
-                parts.append(_esc_user(self.user))
-                if self.password is not None:
-                    parts.append(":" + escape(self.password, _SAFE_PASSWORD))
+            parts = [scheme, ":"]
+            user = self._user
+            if user is not None:
+                parts.append(user if _FAST_USER_RE.fullmatch(user) else escape(user, _SAFE_USER))
+                if self._password is not None:
+                    parts.append(":" + escape(self._password, _SAFE_PASSWORD))
                 parts.append("@")
-            parts.append(self.host_port)
+            host = self._host
+            if ":" in host:
+                host = f"[{host}]"  # RFC 3261 §19.1.1 / RFC 5118: IPv6 in brackets
+            port = self._port
+            parts.append(host if port is None else f"{host}:{port}")
         for k, v in self._params.items():
             parts.append(";" + _esc_param(k) if v is None else f";{_esc_param(k)}={_esc_param(v)}")
         if self._headers:
@@ -315,15 +340,12 @@ class URI:
         return "".join(parts)
 
     def __str__(self) -> str:
-        text = self._text
-        if text is None:
-            text = self._text = self._serialize()
-        return text
+        return self._text
 
     serialize = __str__
 
     def __repr__(self) -> str:
-        return f"URI({str(self)!r})"
+        return f"URI({self._text!r})"
 
     def _key(self) -> tuple[Any, ...]:
         return (
@@ -447,5 +469,5 @@ def _parse_sip(scheme: str, rest: str, text: str) -> URI:
             headers.append((unescape(name), unescape(value)))
     uri._headers = tuple(headers)
     uri._opaque = None
-    uri._text = None
+    uri._is_sip = True
     return uri

@@ -161,6 +161,38 @@ def test_uri_headers_can_be_dropped() -> None:
     assert str(uri.without_headers()) == "sip:user@example.com"
 
 
+def test_deriving_nothing_gives_the_same_value() -> None:
+    """without_headers() of a URI without headers, and without_params() of parameters it
+    does not have, give the URI itself (an immutable value)."""
+    uri = parse_uri("sip:user@example.com;lr")
+    assert uri.without_headers() is uri
+    assert uri.without_params("maddr", "ttl") is uri
+    assert str(uri.without_params("LR")) == "sip:user@example.com"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        URI("sip", "a b", "::1", 5060, {"Transport": "tcp", "lr": None}, {"X": "1 2"}, "p w"),
+        URI("sips", None, "[2001:db8::1]"),
+        URI("tel", "+1-555", params={"phone-context": "example.com"}),
+        URI("urn", opaque="service:sos"),
+        parse_uri("SIP:%61lice@Example.COM;Transport=UDP"),
+        parse_uri("sips:bob@h:5061"),
+        parse_uri("tel:+1-555;ext=1"),
+        parse_uri("mailto:a@b"),
+    ],
+)
+def test_text_and_is_sip_are_kept_with_the_uri(uri: URI) -> None:
+    """uri.text is str(uri): the text as received, or as written when the URI was built
+    (read back, the same URI); is_sip is whether the scheme is sip or sips."""
+    assert uri.text == str(uri) == uri.serialize()
+    assert parse_uri(uri.text) == uri
+    assert uri.is_sip == (uri.scheme in ("sip", "sips"))
+    derived = uri.replace(port=5070) if uri.is_sip else uri.replace()
+    assert derived.text == str(derived) and parse_uri(derived.text) == derived
+
+
 def test_equal_uris_hash_alike() -> None:
     """Equal URIs hash alike, so they can key a dict; host case does not matter."""
     a = parse_uri("sip:alice@Example.COM")
