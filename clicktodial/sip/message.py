@@ -410,6 +410,26 @@ class Headers:
         self._cache.pop(key, None)
         self._pristine = None
 
+    def push_via(self, via: Via) -> None:
+        """Put *via* on top: the fields come out as ``prepend("Via", via.serialize())``
+        leaves them, and *via* is kept as the parsed Via when it is the only one (the
+        transaction layer adds the Via of every request it sends, RFC 3261 §8.1.1.7, and
+        the transport reads it next)."""
+        text = via.serialize()
+        if "\r" in text or "\n" in text:
+            _refuse_value(text)
+        keys = self._keys
+        # (prepend's place: before the first Via field, else at the top)
+        at = keys.index("via") if "via" in keys else 0
+        keys.insert(at, "via")
+        self._names.insert(at, "Via")
+        self._values.insert(at, " " + text)
+        self._pristine = None
+        if keys.count("via") == 1:
+            self._cache["via"] = [via]
+        else:
+            self._cache.pop("via", None)
+
     def replace_top_via(self, via: Via) -> None:
         """Put *via* in place of the first Via value: the fields come out as
         ``remove_first("Via")`` then ``prepend("Via", via.serialize())`` leave
@@ -425,21 +445,8 @@ class Headers:
             self.remove_first("Via")
             self.prepend("Via", via.serialize())
             return
-        names, values = self._names, self._values
-        del keys[i], names[i], values[i]
-        # (prepend's place: before the next Via field, else at the top)
-        at = keys.index("via") if "via" in keys else 0
-        keys.insert(at, "via")
-        names.insert(at, "Via")
-        text = via.serialize()
-        if "\r" in text or "\n" in text:
-            _refuse_value(text)
-        values.insert(at, " " + text)
-        self._pristine = None
-        if keys.count("via") == 1:
-            self._cache["via"] = [via]
-        else:
-            self._cache.pop("via", None)
+        del keys[i], self._names[i], self._values[i]
+        self.push_via(via)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):

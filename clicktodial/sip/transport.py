@@ -1051,9 +1051,15 @@ class SIPTransportLayer(Service):
         except HeaderParseError as e:
             raise TransportError(f"request has no usable Via: {e}") from None
         host, port = self.local_address(transport)
-        params = dict(top.params)
-        params.setdefault("rport", None)
-        request.headers.replace_top_via(Via(transport, host, port, params))
+        if (
+            top.transport != transport
+            or top.host != host
+            or top.port != port
+            or "rport" not in top.params
+        ):  # (else the Via already says so: the transaction layer wrote it)
+            params = dict(top.params)
+            params.setdefault("rport", None)
+            request.headers.replace_top_via(Via(transport, host, port, params))
         return request.serialize()
 
     def _send(self, data: bytes, destination: Destination, request: Request | None = None) -> None:

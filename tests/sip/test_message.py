@@ -837,6 +837,37 @@ def test_replace_top_via_leaves_the_fields_as_remove_first_then_prepend(
     ]
 
 
+@pytest.mark.parametrize(
+    "vias",
+    [
+        [],
+        ["SIP/2.0/UDP a;branch=z9hG4bK1"],
+        ["SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2", "SIP/2.0/UDP c"],
+    ],
+)
+@pytest.mark.parametrize("via_first", [True, False])
+def test_push_via_leaves_the_fields_as_prepend(vias: list[str], via_first: bool) -> None:
+    """Headers.push_via writes what prepend("Via", ...) writes, and the Vias read next are
+    the one put in, then the others; a Via with CR or LF is refused and changes nothing."""
+    others = [("From", "<sip:a@b>;tag=1"), ("Call-ID", "x")]
+    fields = [("Via", v) for v in vias]
+    fields = fields + others if via_first else others[:1] + fields + others[1:]
+    new = Via("UDP", "192.0.2.1", 5060, {"branch": "z9hG4bKnew", "rport": None})
+    expected = Headers(fields)
+    expected.prepend("Via", new.serialize())
+    got = Headers(fields)
+    got.push_via(new)
+    assert list(got) == list(expected)
+    message = Request("OPTIONS", "sip:b", got)
+    assert message.top_via.serialize() == new.serialize()
+    assert [v.serialize() for v in message.vias] == [
+        v.serialize() for v in Request("OPTIONS", "sip:b", expected).vias
+    ]
+    with pytest.raises(ValueError):
+        got.push_via(Via("UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK\r\nX: y"}))
+    assert list(got) == list(expected)
+
+
 def test_parsed_headers_put_on_another_parsed_message_are_written_anew() -> None:
     """serialize() hands back the received octets only with the fields parsed from them."""
     one = parse_message(

@@ -469,6 +469,22 @@ def test_send_request_keeps_an_rport_value(net: Layer) -> None:
     assert sent.top_via.rport == 1
 
 
+def test_a_top_via_that_already_says_our_sent_by_and_rport_is_sent_as_it_is(net: Layer) -> None:
+    """A Via the transaction layer wrote (our sent-by on that transport, with rport) is
+    not written anew: the same parsed Via, the same text on the wire."""
+    via = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-out;rport"
+    request = outgoing(via=via)
+    top = request.top_via
+    net.layer.send_request(request, Destination("UDP", "127.0.0.1", 5070))
+    [(sent, _)] = sent_messages(net.udp)
+    assert request.top_via is top
+    assert sent.headers.get_fields("Via") == [via]
+    other = outgoing(via="SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-out;rport")
+    net.layer.send_request(other, Destination("UDP", "127.0.0.1", 5070))
+    [(sent, _)] = sent_messages(net.udp)
+    assert sent.headers.get_fields("Via") == [via]
+
+
 def test_large_udp_request_goes_over_tcp(net: Layer) -> None:
     """§18.1.1: a request over 1300 bytes for UDP goes over TCP, its Via saying TCP."""
     request = outgoing(size=UDP_MAX_REQUEST)

@@ -186,7 +186,7 @@ class TransactionLayer:
         branch = new_branch()
         host, port = self.transport.local_address(destination.transport)
         via = Via(destination.transport, host, port, {"branch": branch, "rport": None})
-        request.headers.prepend("Via", via.serialize())
+        request.headers.push_via(via)  # (kept parsed: the transport reads it next)
         return branch
 
     # -- IMessageHandler ------------------------------------------------------
