@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from clicktodial.sip.wirecache import BoundedCache
+
 SDP_CONTENT_TYPE = "application/sdp"
 
 
@@ -139,18 +141,21 @@ class SessionDescription:
     """
 
     # (A plain class, not attrs: parse() builds one without calling __init__ and knows
-    # where its o= line is; a relayed description is parsed several times per call.)
-    __slots__ = ("_lines", "_origin_at", "_origin")
+    # where its o= line is; a relayed description is read several times per call.)
+    __slots__ = ("_lines", "_origin_at", "_origin", "_media")
 
     _lines: tuple[tuple[str, str], ...]
     #: The index of the first o= line, -1 if there is none, None until looked for.
     _origin_at: int | None
+    # What the accessors parsed, kept: the lines never change.
     _origin: Origin | None
+    _media: tuple[tuple[Media, Connection | None], ...] | None
 
     def __init__(self, lines: Iterable[tuple[str, str]]) -> None:
         self._lines = tuple(lines)
         self._origin_at = None
         self._origin = None
+        self._media = None
 
     if TYPE_CHECKING:
 
@@ -176,9 +181,16 @@ class SessionDescription:
     def parse(cls, body: bytes | str) -> SessionDescription:
         """Parse an SDP body; accepts CRLF or bare LF line ends (RFC 4566 §5).
 
-        The ``o=`` line must be present and well formed (:meth:`Origin.parse`).
+        The ``o=`` line must be present and well formed (:meth:`Origin.parse`). A body
+        (bytes) parsed a moment ago gives the same (immutable) description again.
         """
-        text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
+        if isinstance(body, bytes):
+            known = _DESCRIPTIONS.get(body)
+            if known is not None:
+                return known
+            text = body.decode("utf-8", "surrogateescape")
+        else:
+            text = body
         lines: list[tuple[str, str]] = []
         origin_at = -1
         for raw in text.splitlines():
@@ -199,6 +211,9 @@ class SessionDescription:
         session._lines = tuple(lines)
         session._origin_at = origin_at
         session._origin = None
+        session._media = None
+        if isinstance(body, bytes):
+            _DESCRIPTIONS_SEEN.remember(body, session)
         return session
 
     def serialize(self) -> bytes:
@@ -248,13 +263,16 @@ class SessionDescription:
     @property
     def media(self) -> list[tuple[Media, Connection | None]]:
         """Each ``m=`` line with its media-level ``c=`` line (or None)."""
-        result: list[tuple[Media, Connection | None]] = []
-        for kind, value in self._lines:
-            if kind == "m":
-                result.append((Media.parse(value), None))
-            elif kind == "c" and result and result[-1][1] is None:
-                result[-1] = (result[-1][0], Connection.parse(value))
-        return result
+        media = self._media
+        if media is None:
+            result: list[tuple[Media, Connection | None]] = []
+            for kind, value in self._lines:
+                if kind == "m":
+                    result.append((Media.parse(value), None))
+                elif kind == "c" and result and result[-1][1] is None:
+                    result[-1] = (result[-1][0], Connection.parse(value))
+            media = self._media = tuple(result)
+        return list(media)
 
     # -- modifications -----------------------------------------------------
 
@@ -272,6 +290,7 @@ class SessionDescription:
         session._lines = tuple(lines)
         session._origin_at = index
         session._origin = None
+        session._media = None
         return session
 
     def with_bumped_version(self) -> SessionDescription:
@@ -307,6 +326,15 @@ class SessionDescription:
                         index, "m", str(attrs.evolve(Media.parse(value), port=port))
                     )
         raise IndexError(f"no m= line number {media_index}")
+
+
+# Descriptions parsed, by body: the call controller reads a body it relays several times
+# (its m= lines counted, padded, then relayed), and a leg's last description again when the
+# next one goes out. Bounded (clicktodial.sip.wirecache); a few hundred in-flight bodies.
+_DESCRIPTIONS_SEEN: BoundedCache[bytes, SessionDescription] = BoundedCache(
+    "sdp.descriptions", limit=256
+)
+_DESCRIPTIONS = _DESCRIPTIONS_SEEN.entries
 
 
 #: Encodings that ride along with a codec but carry no conversation on their own:

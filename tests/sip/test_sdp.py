@@ -223,3 +223,30 @@ def test_a_description_reads_its_origin_once_and_is_an_immutable_value() -> None
         SessionDescription([("v", "0")]).origin  # noqa: B018
     with pytest.raises(SDPParseError, match="version is not a number"):
         SessionDescription.parse(b"v=0\r\no=x 1 one IN IP4 127.0.0.1\r\n")
+
+
+def test_a_body_parsed_again_gives_the_same_description_from_a_bounded_memory() -> None:
+    """The same body (bytes) parsed again is the same immutable description, its media
+    read once (each read a new list); the memory is a bounded wire cache that
+    reset_all empties; a malformed body is never remembered."""
+    from clicktodial.sip import wirecache
+
+    body = offer("m=audio 4000 RTP/AVP 0\r\n", "m=video 0 RTP/AVP 31\r\nc=IN IP4 ::1\r\n")
+    first = SessionDescription.parse(body)
+    assert SessionDescription.parse(bytes(body)) is first
+    media = first.media
+    assert media == first.media and media is not first.media
+    media.clear()
+    assert [(m.media, m.port, c) for m, c in first.media][0] == ("audio", 4000, None)
+    [cache] = [c for c in wirecache.registered() if c.name == "sdp.descriptions"]
+    assert 0 < len(cache) <= cache.limit == 256
+    wirecache.reset_all()
+    assert len(cache) == 0
+    again = SessionDescription.parse(body)
+    assert again is not first and again == first
+    with pytest.raises(SDPParseError):
+        SessionDescription.parse(b"v=0\r\n")
+    assert b"v=0\r\n" not in cache.entries
+    for i in range(cache.limit + 10):
+        SessionDescription.parse(offer(f"m=audio {i + 1} RTP/AVP 0\r\n"))
+        assert len(cache) <= cache.limit
