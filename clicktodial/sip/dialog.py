@@ -421,7 +421,7 @@ class Dialog(OfferAnswer):
     @property
     def id(self) -> DialogID:
         """The dialog ID (RFC 3261 §12)."""
-        return DialogID(self.call_id, self.local_tag, self.remote_tag)
+        return DialogID(self.call_id, self._local_tag, self._remote_tag)
 
     @property
     def local_uri(self) -> URI:
@@ -455,7 +455,7 @@ class Dialog(OfferAnswer):
         """A target refresh (§12.2): the remote target becomes ``message``'s Contact."""
         contact = _first_contact(message)
         if contact is not None:
-            self.remote_target = contact
+            self._remote_target = _shared_uri(contact)  # (the setter's work, inline)
 
     def receive_request(self, request: Request) -> None:
         """

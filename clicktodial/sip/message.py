@@ -713,7 +713,14 @@ class Message:
         h = self.headers
         contacts = h._cache.get("contact")
         if contacts is None:
-            contacts = h._cache["contact"] = _contacts(h)
+            keys = h._keys
+            if keys.count("contact") == 1:  # (_contacts' usual case, written out)
+                value = h._values[keys.index("contact")].strip(" \t")
+                if value != "*" and "," not in value:
+                    contacts = [parse_name_addr(value)]
+            if contacts is None:
+                contacts = _contacts(h)
+            h._cache["contact"] = contacts
         return list(contacts)
 
     @property
@@ -731,7 +738,9 @@ class Message:
         h = self.headers
         value = h._cache.get("max-forwards", _MISSING)
         if value is _MISSING:
-            value = h._cache["max-forwards"] = _int_header(h, "max-forwards")
+            # (an absent header found inline: no call)
+            value = _int_header(h, "max-forwards") if "max-forwards" in h._keys else None
+            h._cache["max-forwards"] = value
         return value
 
     @property
@@ -740,7 +749,9 @@ class Message:
         h = self.headers
         value = h._cache.get("expires", _MISSING)
         if value is _MISSING:
-            value = h._cache["expires"] = _int_header(h, "expires")
+            # (an absent header found inline: no call; usual in a REGISTER)
+            value = _int_header(h, "expires") if "expires" in h._keys else None
+            h._cache["expires"] = value
         return value
 
     @property
@@ -749,7 +760,9 @@ class Message:
         h = self.headers
         value = h._cache.get("content-length", _MISSING)
         if value is _MISSING:
-            value = h._cache["content-length"] = _int_header(h, "content-length")
+            # (an absent header found inline: no call)
+            value = _int_header(h, "content-length") if "content-length" in h._keys else None
+            h._cache["content-length"] = value
         return value
 
     @property
