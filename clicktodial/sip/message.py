@@ -786,15 +786,10 @@ class Message:
     def _start_line(self) -> str:
         raise NotImplementedError
 
-    def _wire_starts(self, wire: bytes) -> bool:
-        """Whether *wire* starts with our method or status (plain attributes, which
-        may have been assigned since the parse)."""
-        raise NotImplementedError
-
     def serialize(self) -> bytes:
         """The message on the wire; Content-Length is set from the body."""
         wire = self._wire
-        if wire is not None and self.headers._pristine is wire and self._wire_starts(wire):
+        if wire is not None and self.headers._pristine is wire:
             # Parsed and untouched: the received octets are what we would write.
             return wire
         # The fields, names as Headers.__iter__ writes them, Content-Length from the body.
@@ -831,14 +826,34 @@ class Message:
 class Request(Message):
     """A SIP request: method, Request-URI, headers, body (bytes, never decoded)."""
 
-    __slots__ = ("method", "_uri", "_uri_text")
+    __slots__ = ("_method", "_uri", "_uri_text")
 
     is_request = True
-    #: The method (``INVITE``, ``REGISTER``...), case-sensitive (RFC 3261 §7.1): a plain
-    #: attribute, read several times for every request.
-    method: str
+    _method: str
     _uri: URI | None
     _uri_text: str | None
+
+    def _set_method(self, method: str) -> None:
+        self._method = method
+        self._wire = None
+
+    # Read through operator.attrgetter (C): no Python-level call for a read, several for
+    # every request; a write forgets the received octets.
+    if TYPE_CHECKING:
+
+        @property
+        def method(self) -> str:
+            """The method (``INVITE``, ``REGISTER``...), case-sensitive (RFC 3261 §7.1)."""
+
+        @method.setter
+        def method(self, method: str) -> None: ...
+
+    else:
+        method = property(
+            attrgetter("_method"),
+            _set_method,
+            doc="The method (``INVITE``, ``REGISTER``...), case-sensitive (RFC 3261 §7.1).",
+        )
 
     def __init__(
         self,
@@ -853,7 +868,7 @@ class Request(Message):
             raise TypeError("body must be bytes")
         self._body = body
         self._wire = None
-        self.method = method
+        self._method = method
         self._uri = parse_uri(uri) if isinstance(uri, str) else uri
         self._uri_text = None
 
@@ -880,7 +895,7 @@ class Request(Message):
         back until the request changes.
         """
         msg = _new(cls)
-        msg.method = method
+        msg._method = method
         msg._uri = None
         msg._uri_text = uri_text
         msg.headers = h = _new(Headers)  # (as _headers_of does)
@@ -919,9 +934,6 @@ class Request(Message):
         uri = self._uri  # (uri_text read inline)
         return f"{self.method} {self._uri_text if uri is None else uri.text} SIP/2.0"
 
-    def _wire_starts(self, wire: bytes) -> bool:
-        return wire.startswith((self.method + " ").encode("utf-8", "surrogateescape"))
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
             return NotImplemented
@@ -935,11 +947,28 @@ class Request(Message):
 class Response(Message):
     """A SIP response: status, reason phrase, headers, body."""
 
-    __slots__ = ("status", "_reason")
+    __slots__ = ("_status", "_reason")
 
-    #: The status code, 100-699: a plain attribute, read several times for every response.
-    status: int
+    _status: int
     _reason: str
+
+    def _set_status(self, status: int) -> None:
+        self._status = status
+        self._wire = None
+
+    # Read through operator.attrgetter (C): no Python-level call for a read, several for
+    # every response; a write forgets the received octets.
+    if TYPE_CHECKING:
+
+        @property
+        def status(self) -> int:
+            """The status code, 100-699."""
+
+        @status.setter
+        def status(self, status: int) -> None: ...
+
+    else:
+        status = property(attrgetter("_status"), _set_status, doc="The status code, 100-699.")
 
     def __init__(
         self,
@@ -951,7 +980,7 @@ class Response(Message):
         if not 100 <= status <= 699:
             raise ValueError(f"status code out of range: {status}")
         Message.__init__(self, headers, body)
-        self.status = status
+        self._status = status
         self._reason = reason_phrase(status) if reason is None else reason
 
     @classmethod
@@ -969,7 +998,7 @@ class Response(Message):
         """A response as the parser read it: *reason* with its %-escapes undone,
         the rest as for :meth:`Request.from_wire`."""
         msg = _new(cls)
-        msg.status = status
+        msg._status = status
         msg._reason = reason
         msg.headers = h = _new(Headers)  # (as _headers_of does)
         h._keys = keys
@@ -999,9 +1028,6 @@ class Response(Message):
             # The parser undoes %-escapes in a Reason-Phrase (RFC 3261 §25.1).
             reason = reason.replace("%", "%25")
         return f"SIP/2.0 {self.status} {reason}"
-
-    def _wire_starts(self, wire: bytes) -> bool:
-        return wire[8:12] == b"%d " % self.status
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Response):
