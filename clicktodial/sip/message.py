@@ -445,8 +445,21 @@ class Headers:
             self.remove_first("Via")
             self.prepend("Via", via.serialize())
             return
-        del keys[i], self._names[i], self._values[i]
-        self.push_via(via)
+        text = via.serialize()
+        if "\r" in text or "\n" in text:
+            _refuse_value(text)
+        # (push_via's work written out: the transport stamps every request it receives.)
+        names, values = self._names, self._values
+        del keys[i], names[i], values[i]
+        at = keys.index("via") if "via" in keys else 0
+        keys.insert(at, "via")
+        names.insert(at, "Via")
+        values.insert(at, " " + text)
+        self._pristine = None
+        if keys.count("via") == 1:
+            self._cache["via"] = [via]
+        else:
+            self._cache.pop("via", None)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
