@@ -54,6 +54,13 @@ _REQUEST_URI_FORBIDDEN_PARAMS = ("method", "ttl")
 
 _DEFAULT_MAX_FORWARDS = "70"
 
+#: The authorization header fields an ACK for a 2xx copies from its INVITE (RFC 3261
+#: §13.2.2.4), by lookup key.
+_AUTHORIZATION_NAMES = {
+    "authorization": "Authorization",
+    "proxy-authorization": "Proxy-Authorization",
+}
+
 
 class DialogState(enum.StrEnum):
     """Dialog states as RFC 3261 §12 names them."""
@@ -587,11 +594,13 @@ class Dialog(OfferAnswer):
         in-dialog request, with the INVITE's CSeq number and its
         authorization header fields.
         """
-        auth = [
-            (name, value)
-            for name, value in invite.headers
-            if name.lower() in ("authorization", "proxy-authorization")
-        ]
+        keys, values = invite.headers.keyed_values()
+        auth = []
+        if "authorization" in keys or "proxy-authorization" in keys:  # (usually neither)
+            for key, value in zip(keys, values, strict=True):
+                name = _AUTHORIZATION_NAMES.get(key)
+                if name is not None:
+                    auth.append((name, value.strip(" \t")))
         return self._build("ACK", invite.cseq.seq, body, content_type, auth)
 
     def destination(self) -> Destination:

@@ -304,7 +304,7 @@ class Headers:
 
     def get_fields(self, name: str) -> list[str]:
         """The value of every field called *name*, never split on commas."""
-        return self._all(_name_info(name)[0])
+        return self._all((_NAME_CACHE.get(name) or _name_info(name))[0])
 
     def _all(self, key: str) -> list[str]:
         keys = self._keys

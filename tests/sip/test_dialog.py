@@ -206,6 +206,30 @@ class TestInDialogRequests:
         assert ack.headers.get("Authorization") == 'Digest username="alice", realm="x"'
         assert dialog.local_seq == 11
 
+    def test_ack_copies_every_authorization_field_in_order_and_nothing_else(self) -> None:
+        """§13.2.2.4: Authorization and Proxy-Authorization fields, however spelled, are
+        copied in their order, with their canonical names; no other field of the INVITE."""
+        request = invite()
+        request.headers.add("proxy-authorization", "Digest p1")
+        request.headers.add("X-Other", "no")
+        request.headers.add("Proxy-Authorization", " Digest p2 ")
+        dialog = Dialog.from_uac(request, answer(request), CONTACT)
+        copied = [
+            (name, value)
+            for name, value in dialog.create_ack(request).headers
+            if "authorization" in name.lower()
+        ]
+        assert copied == [
+            ("Authorization", 'Digest username="alice", realm="x"'),
+            ("Proxy-Authorization", "Digest p1"),
+            ("Proxy-Authorization", "Digest p2"),
+        ]
+        assert "X-Other" not in dialog.create_ack(request).headers
+        plain = invite()
+        plain.headers.remove("Authorization")
+        ack = Dialog.from_uac(plain, answer(plain), CONTACT).create_ack(plain)
+        assert "Authorization" not in ack.headers and "Proxy-Authorization" not in ack.headers
+
     def test_ack_and_cancel_are_not_built_as_new_requests(self) -> None:
         """ACK and CANCEL reuse an earlier CSeq: create_request refuses them."""
         dialog = self.uac_dialog()
