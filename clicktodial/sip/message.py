@@ -520,14 +520,6 @@ def _refuse_value(value: str) -> None:
 # accessors run several times for every message, and a call less each counts.)
 
 
-def _required(h: Headers, key: str) -> str:
-    """The value of the first field of lookup key *key*; raises if there is none."""
-    try:
-        return h._values[h._keys.index(key)].strip(" \t")
-    except ValueError:
-        raise HeaderParseError(f"missing {_CANONICAL[key]} header") from None
-
-
 def _vias(h: Headers) -> list[Via]:
     keys = h._keys
     if keys.count("via") == 1:  # the usual case: one field
@@ -717,7 +709,11 @@ class Message:
         h = self.headers
         value = h._cache.get("cseq")
         if value is None:
-            value = h._cache["cseq"] = parse_cseq(_required(h, "cseq"))
+            try:  # (the first field's text, found inline: a request built here is read back)
+                text = h._values[h._keys.index("cseq")].strip(" \t")
+            except ValueError:
+                raise HeaderParseError("missing CSeq header") from None
+            value = h._cache["cseq"] = parse_cseq(text)
         return value
 
     @property
@@ -784,7 +780,9 @@ class Message:
         h = self.headers
         routes = h._cache.get("record-route")
         if routes is None:
-            routes = h._cache["record-route"] = _record_routes(h)
+            # (none, the usual case without a proxy on the path, found inline: no call)
+            routes = _record_routes(h) if "record-route" in h._keys else []
+            h._cache["record-route"] = routes
         return list(routes)
 
     @property
@@ -793,7 +791,9 @@ class Message:
         h = self.headers
         routes = h._cache.get("route")
         if routes is None:
-            routes = h._cache["route"] = _routes(h)
+            # (none, the usual case, found inline: no call)
+            routes = _routes(h) if "route" in h._keys else []
+            h._cache["route"] = routes
         return list(routes)
 
     def _start_line(self) -> str:

@@ -435,6 +435,9 @@ def test_accessors_of_absent_headers() -> None:
         req.from_  # noqa: B018
     with pytest.raises(HeaderParseError):
         req.call_id  # noqa: B018
+    assert req.record_routes == [] and req.content_length is None
+    with pytest.raises(HeaderParseError, match="missing CSeq header"):
+        Request("OPTIONS", "sip:a@h").cseq  # noqa: B018
 
 
 def test_malformed_header_raises_header_parse_error_on_access() -> None:
