@@ -114,6 +114,13 @@ class SQLDialect:
     def credentials(self) -> str:
         return f"SELECT ha1_md5, ha1_sha256, disabled FROM users WHERE username = {self.p}"
 
+    def credentials_of(self, count: int) -> str:
+        """The credentials rows (username first) of ``count`` usernames."""
+        return (
+            "SELECT username, ha1_md5, ha1_sha256, disabled FROM users"
+            f" WHERE username IN ({self._list(count)})"
+        )
+
     @cached_property
     def select_bindings(self) -> str:
         """One AOR's binding rows, in key order (locked on PostgreSQL: see UpdateBindings)."""
@@ -239,21 +246,47 @@ class _BindingWrites:
 class Batch:
     """
     One batch's transaction as its jobs see it: the cursor, the dialect's statements, the
-    binding rows read for the whole batch and the binding writes not sent yet.
+    binding rows and the credentials read for the whole batch, and the binding writes not
+    sent yet.
 
     :param cursor: a DBAPI cursor inside the open transaction.
     :param dialect: the statements.
     :param aors: the AORs the batch's jobs change (sorted, distinct): locked (PostgreSQL)
         and read in one statement.
+    :param usernames: the users whose credentials the batch's jobs read (distinct): read in
+        one statement when there are two or more (no job writes credentials, so the read
+        is what each job would have read).
     """
 
-    def __init__(self, cursor: Any, dialect: SQLDialect, aors: Sequence[str]) -> None:
+    def __init__(
+        self,
+        cursor: Any,
+        dialect: SQLDialect,
+        aors: Sequence[str],
+        usernames: Sequence[str] = (),
+    ) -> None:
         self.cursor = cursor
         self.dialect = dialect
         self._writes = _BindingWrites()
         if aors and dialect.lock_aors is not None:
             cursor.execute(dialect.lock_aors, (list(aors),))
         self._prefetched = self._prefetch(aors)
+        #: username -> credentials (None: unknown or disabled), for batches of several
+        self.credentials: dict[str, SipCredentials | None] = (
+            self._prefetch_credentials(usernames) if len(usernames) > 1 else {}
+        )
+
+    def _prefetch_credentials(self, usernames: Sequence[str]) -> dict[str, SipCredentials | None]:
+        # One statement per CHUNK users instead of one per job: at high load a batch holds
+        # hundreds of REGISTERs, and each statement is a GIL release and re-acquisition on
+        # the batch thread.
+        found: dict[str, SipCredentials | None] = dict.fromkeys(usernames)
+        cursor = self.cursor
+        for chunk in chunks(usernames):
+            cursor.execute(self.dialect.credentials_of(len(chunk)), tuple(chunk))
+            for row in cursor.fetchall():
+                found[row[0]] = _credentials_of_row(row[1:])
+        return found
 
     def _prefetch(self, aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
         # The stored bindings of the batch's AORs in one statement (locked on PostgreSQL:
@@ -325,6 +358,10 @@ class SQLJob(ABC):
         """The AOR whose bindings the job changes (locked and read for the whole batch)."""
         return None
 
+    def reads_user(self) -> str | None:
+        """The user whose credentials the job reads (read for the whole batch)."""
+        return None
+
     @abstractmethod
     def run(self, batch: Batch) -> Any:
         """
@@ -345,6 +382,9 @@ class Credentials(SQLJob):
 
     def order(self) -> tuple[int, str]:
         return (self.rank, self.username)
+
+    def reads_user(self) -> str:
+        return self.username
 
     def run(self, batch: Batch) -> SipCredentials | None:
         return _read_credentials(batch, self.username)
@@ -400,6 +440,9 @@ class VerifiedUpdateBindings(SQLJob):
     def changes_aor(self) -> str:
         return self.aor
 
+    def reads_user(self) -> str:
+        return self.username
+
     def run(self, batch: Batch) -> VerifiedUpdate:
         credentials = _read_credentials(batch, self.username)
         if not self.verify(credentials):
@@ -410,8 +453,16 @@ class VerifiedUpdateBindings(SQLJob):
 
 
 def _read_credentials(batch: Batch, username: str) -> SipCredentials | None:
+    prefetched = batch.credentials
+    if username in prefetched:
+        return prefetched[username]
     batch.cursor.execute(batch.dialect.credentials, (username,))
-    row = batch.cursor.fetchone()
+    return _credentials_of_row(batch.cursor.fetchone())
+
+
+def _credentials_of_row(row: Sequence[Any] | None) -> SipCredentials | None:
+    """``(ha1_md5, ha1_sha256, disabled)``: the credentials, ``None`` for a disabled user
+    or one without SIP password (and for no row: an unknown user)."""
     if row is None or row[2] or row[0] is None or row[1] is None:
         return None
     return SipCredentials(row[0], row[1])

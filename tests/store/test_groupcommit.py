@@ -345,6 +345,50 @@ def test_sql_batch_reads_every_aor_at_once_and_writes_together(
     assert stored("erin") == [("sip:phone6@192.0.2.6", 1)]
 
 
+def test_sql_batch_reads_every_users_credentials_at_once(
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of credential reads and verified REGISTERs reads the credentials of all its
+    users in one statement, each user once; each job gets what it would have read alone:
+    an unknown and a disabled user read as None; a batch of one reads its own."""
+    store, pool = held
+    reads: list[list[str]] = []
+    real_prefetch = Batch._prefetch_credentials
+
+    def prefetch(batch: Batch, usernames: Any) -> Any:
+        reads.append(list(usernames))
+        return real_prefetch(batch, usernames)
+
+    monkeypatch.setattr(Batch, "_prefetch_credentials", prefetch)
+    monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
+    seen: list[object] = []
+
+    def accept(credentials: SipCredentials | None) -> bool:
+        seen.append(credentials)
+        return credentials is not None
+
+    pool.held = True
+    alone = store.get_sip_credentials("alice")  # the batch in flight, alone
+    alice = store.get_sip_credentials("alice")
+    nobody = store.get_sip_credentials("nobody")
+    bob = store.get_sip_credentials("bob")
+    verified = store.update_bindings_if_verified(
+        "alice", accept, "sip:alice@example.com", changes("c1", 1, contact(1)), 100.0
+    )
+    batches = store.group_commit.batches
+    pool.release()
+    assert store.group_commit.batches == batches + 1
+    assert reads == [["alice", "nobody", "bob"]]
+    credentials = success_result_of(alone)
+    assert isinstance(credentials, SipCredentials)
+    assert success_result_of(alice) == credentials
+    assert success_result_of(nobody) is None
+    assert success_result_of(bob) is None  # disabled
+    assert seen == [credentials]
+    result = success_result_of(verified)
+    assert result.credentials == credentials and result.bindings is not None
+
+
 def test_sql_batch_out_of_order_register_fails_alone(held: tuple[SQLStore, HeldThreadPool]) -> None:
     """An out-of-order REGISTER in a batch fails with OutOfOrderRegistration and changes
     nothing; the batch's other REGISTERs are applied."""
