@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 
 import pytest
 from hypothesis import given
@@ -351,6 +352,25 @@ class TestVerification:
         assert other.nonce_issued_at(nonce) is None
         other_realm = DigestAuthenticator(clock, "other.org", SECRET)
         assert other_realm.nonce_issued_at(nonce) is None
+
+    @pytest.mark.parametrize("secret", [SECRET, b"k" * 64, b"a secret longer than a block " * 4])
+    def test_nonce_is_base64url_of_time_random_and_hmac_sha256(self, secret: bytes) -> None:
+        """A nonce is base64url(timestamp ms, 12 random bytes, HMAC-SHA256(secret, those +
+        realm) truncated to 16 bytes): the form every node of a domain, older versions
+        included, issues and accepts (secrets shorter than, equal to, longer than a block)."""
+        clock = Clock()
+        clock.advance(1234.5)
+        auth = DigestAuthenticator(clock, REALM, secret)
+        for _ in range(20):
+            nonce = auth.new_nonce()
+            raw = base64.urlsafe_b64decode(nonce)
+            head, mac = raw[:20], raw[20:]
+            assert int.from_bytes(head[:8], "big") == 1234500
+            assert mac == hmac.digest(secret, head + REALM.encode(), "sha256")[:16]
+            assert base64.urlsafe_b64encode(raw).decode() == nonce
+            assert auth.nonce_issued_at(nonce) == 1234.5
+        for bad in ("=" * len(nonce), "+" + nonce[1:], nonce[:-1] + "\u00e9"):
+            assert auth.nonce_issued_at(bad) is None
 
     def test_nonce_shared_between_nodes(self) -> None:
         """A node with the same secret accepts another node's nonce."""
