@@ -141,8 +141,37 @@ def test_batches_are_bounded() -> None:
     pool.held = True
     for n in range(5):
         group.submit(n)
+    assert group.waiting == 4  # (the first is the batch in flight)
     pool.release()
     assert sizes == [1, 2, 2]
+    assert group.waiting == 0
+
+
+def test_waiting_counts_the_operations_queued_behind_the_batch_in_flight() -> None:
+    """``waiting`` (what the admission control reads) is the queue behind the batch in
+    flight: 0 while idle or with one batch running, then shrinking batch by batch."""
+    pool = HeldThreadPool()
+    seen: list[int] = []
+    group: GroupCommit[int] = GroupCommit(
+        InlineReactor(),
+        pool,
+        lambda batch: seen.append(group.waiting) or [(True, None)] * len(batch),  # type: ignore[func-returns-value]
+        lambda n: succeed(None),
+        max_batch=2,
+    )
+    assert group.waiting == 0
+    group.submit(0)  # runs at once: nothing waits
+    assert group.waiting == 0
+    pool.held = True
+    group.submit(1)
+    assert group.waiting == 0
+    for n in range(2, 7):
+        group.submit(n)
+    assert group.waiting == 5
+    pool.release()
+    # As each batch ran: [1] with 5 behind it, then [2, 3] with 3, [4, 5] with 1, [6] with 0.
+    assert seen == [0, 5, 3, 1, 0]
+    assert group.waiting == 0
 
 
 def test_a_batch_thread_runs_calls_in_order_on_its_own_thread() -> None:
