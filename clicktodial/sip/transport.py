@@ -145,6 +145,11 @@ def normalize_host(host: str) -> str:
     return host.strip("[]").lower() if address is None else address.compressed
 
 
+def _what(message: Request | Response) -> str:
+    """A message as the logs name it: its method, or its status code."""
+    return message.method if isinstance(message, Request) else str(message.status)
+
+
 def _host_port(address: IAddress) -> tuple[str, int]:
     if isinstance(address, (IPv4Address, IPv6Address)):
         return normalize_host(address.host), address.port
@@ -404,7 +409,19 @@ class _DatagramProtocol(DatagramProtocol):
             allow = self._allow
             if allow is not None and not allow(addr[0]):
                 return
-            self.layer._datagram_received(self, datagram, addr)
+            if not datagram.strip():
+                return  # an empty or whitespace datagram (e.g. a CRLF keep-alive) means nothing
+            local = self.local
+            if local is None:
+                local = self.local = _host_port(self.transport.getHost())  # type: ignore[union-attr]
+            source = Source("UDP", normalize_host(addr[0]), addr[1], local[0], local[1])
+            layer = self.layer
+            try:
+                message = parse_message(datagram)
+            except MessageParseError as e:
+                layer._rejected(e, source)
+                return
+            layer._message_received(message, source)
         except Exception:
             # A bug, not bad input (bad input is handled below): keep the socket serving.
             log.failure("error handling a datagram", peer=format_host_port(*addr[:2]))
@@ -1199,23 +1216,7 @@ class SIPTransportLayer(Service):
             except Exception:
                 log.failure("handler failed on a send failure", peer=format_host_port(*factory.key))
 
-    # -- receiving ---------------------------------------------------------------
-
-    def _datagram_received(
-        self, protocol: _DatagramProtocol, datagram: bytes, addr: tuple[str, int]
-    ) -> None:
-        if not datagram.strip():
-            return  # an empty or whitespace datagram (e.g. a CRLF keep-alive) means nothing
-        local = protocol.local
-        if local is None:
-            local = protocol.local = _host_port(protocol.transport.getHost())  # type: ignore[union-attr]
-        source = Source("UDP", normalize_host(addr[0]), addr[1], local[0], local[1])
-        try:
-            message = parse_message(datagram)
-        except MessageParseError as e:
-            self._rejected(e, source)
-            return
-        self._message_received(message, source)
+    # -- receiving (a datagram is parsed by its _DatagramProtocol) ---------------------
 
     def _rejected(
         self,
@@ -1318,13 +1319,12 @@ class SIPTransportLayer(Service):
                     peer=source.peer,
                 )
                 return
-        self._hand_over(message, source)
-
-    def _hand_over(self, message: Request | Response, source: Source) -> None:
-        what = message.method if isinstance(message, Request) else str(message.status)
+        # Handed over here (no frame of its own: this runs for every message).
         handler = self._handler
         if handler is None:
-            log.info("no handler: dropped {what} from {peer}", what=what, peer=source.peer)
+            log.info(
+                "no handler: dropped {what} from {peer}", what=_what(message), peer=source.peer
+            )
             return
         try:
             if isinstance(message, Request):
@@ -1335,7 +1335,7 @@ class SIPTransportLayer(Service):
             # A bug above us: log it with its traceback, keep the socket serving.
             log.failure(
                 "handler failed on {what} from {peer}",
-                what=what,
+                what=_what(message),
                 peer=source.peer,
                 call_id=message.headers.get("Call-ID"),
             )
