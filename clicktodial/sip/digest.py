@@ -104,6 +104,8 @@ _NONCE_TEXT_LEN = (_NONCE_LEN + 2) // 3 * 4
 # urlsafe_b64decode do it (without their three Python frames a nonce).
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+#: Where the nonce goes in a challenge text made ahead (no realm holds a NUL).
+_NONCE_MARK = "\0nonce\0"
 # RFC 2104: the HMAC block size of SHA-256, and its inner and outer pads.
 _HMAC_BLOCK = 64
 _IPAD = bytes(x ^ 0x36 for x in range(256))
@@ -647,6 +649,17 @@ class DigestAuthenticator:
         self.nonce_lifetime = nonce_lifetime
         self.algorithms: tuple[str, ...] = tuple(offered)
         self._tracker = NonceCountTracker(max_tracked_nonces)
+        # Each challenge's text before and after its nonce, written by format_challenge
+        # once (a nonce is base64url: nothing in it needs quoting), by ``stale``.
+        self._challenge_texts: dict[bool, list[list[str]]] = {}
+        for stale in (False, True):
+            texts = [
+                format_challenge(realm, _NONCE_MARK, algorithm, stale=stale).split(_NONCE_MARK)
+                for algorithm in self.algorithms
+            ]
+            if any(len(parts) != 2 for parts in texts):
+                raise ValueError(f"bad realm {realm!r}")
+            self._challenge_texts[stale] = texts
 
     # nonces
 
@@ -692,10 +705,7 @@ class DigestAuthenticator:
         algorithm, all with the same fresh nonce, SHA-256 first.
         """
         nonce = self.new_nonce()
-        return [
-            format_challenge(self.realm, nonce, algorithm, stale=stale)
-            for algorithm in self.algorithms
-        ]
+        return [nonce.join(parts) for parts in self._challenge_texts[stale]]
 
     # verification
 

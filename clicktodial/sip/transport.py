@@ -156,13 +156,6 @@ def _host_port(address: IAddress) -> tuple[str, int]:
     return str(address), 0
 
 
-def _top_via(headers: Headers) -> Via:
-    text = headers.get("Via")
-    if text is None:
-        raise HeaderParseError("missing Via header")
-    return parse_via(text)[0]
-
-
 def stamp_received(headers: Headers, source: Source) -> None:
     """
     Stamp the top Via of a received request with where it really came from.
@@ -174,7 +167,10 @@ def stamp_received(headers: Headers, source: Source) -> None:
 
     :raises HeaderParseError: the request has no readable Via.
     """
-    via = _top_via(headers)
+    text = headers.get("Via")
+    if text is None:
+        raise HeaderParseError("missing Via header")
+    via = parse_via(text)[0]
     rport_empty = "rport" in via.params and via.params["rport"] is None
     sent_by = ip_of(via.host)
     source_ip = ip_of(source.remote_host)
@@ -1032,7 +1028,10 @@ class SIPTransportLayer(Service):
             # request's own path is the only one we have.
             destination = src.reply_destination()
         data = response.serialize()
-        self._send(data, destination)
+        if destination.transport == "UDP":  # (_send's choice, made here: once per response)
+            self._send_datagram(data, destination)
+        else:
+            self._send_stream(data, destination, None)
         if self.tap is not None:
             self._tap_out(response, data, destination)
 

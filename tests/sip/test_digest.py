@@ -248,6 +248,20 @@ class TestChallenge:
         assert p1["qop"] == "auth" and "stale" not in p1
         assert "stale" in parse_auth_params(auth.challenges(stale=True)[0][len("Digest ") :])
 
+    @pytest.mark.parametrize("realm", [REALM, 'we"ird\\realm'])
+    @pytest.mark.parametrize("stale", [False, True])
+    def test_challenges_are_format_challenge_of_one_fresh_nonce(
+        self, realm: str, stale: bool
+    ) -> None:
+        """Each challenge is exactly format_challenge's text for the offered algorithm and
+        the challenge's nonce (the realm quoted and escaped); a new nonce each time."""
+        auth = DigestAuthenticator(Clock(), realm, SECRET, algorithms=["SHA-256", "MD5"])
+        first = auth.challenges(stale=stale)
+        nonce = parse_auth_params(first[0][len("Digest ") :])["nonce"]
+        assert auth.nonce_issued_at(nonce) == 0.0
+        assert first == [format_challenge(realm, nonce, a, stale=stale) for a in ("SHA-256", "MD5")]
+        assert parse_auth_params(auth.challenges()[1][len("Digest ") :])["nonce"] != nonce
+
     def test_bad_settings(self) -> None:
         """A short secret, a bad lifetime or algorithm are refused."""
         with pytest.raises(ValueError):
