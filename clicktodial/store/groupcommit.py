@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from queue import SimpleQueue
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -177,7 +178,8 @@ class GroupCommit(Generic[J]):
         self.batches += 1
         self.jobs += len(batch)
         self._pool.callInThreadWithCallback(
-            lambda ok, result: self._reactor.callFromThread(self._finished, batch, ok, result),
+            # (a partial, not a lambda: no Python frame on the batch thread)
+            partial(self._reactor.callFromThread, self._finished, batch),
             self._execute,
             [operation for operation, _ in batch],
         )

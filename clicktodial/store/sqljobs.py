@@ -270,30 +270,30 @@ class Batch:
         self._writes = _BindingWrites()
         if aors and dialect.lock_aors is not None:
             cursor.execute(dialect.lock_aors, (list(aors),))
-        self._prefetched = self._prefetch(aors)
-        #: username -> credentials (None: unknown or disabled), for batches of several
-        self.credentials: dict[str, SipCredentials | None] = (
+        # (One AOR is read by its job as it runs.)
+        self._prefetched = self._prefetch(aors) if len(aors) > 1 else {}
+        #: username -> its credentials row (ha1_md5, ha1_sha256, disabled), None for an
+        #: unknown user; read for batches of several users (see _read_credentials)
+        self.credentials: dict[str, Sequence[Any] | None] = (
             self._prefetch_credentials(usernames) if len(usernames) > 1 else {}
         )
 
-    def _prefetch_credentials(self, usernames: Sequence[str]) -> dict[str, SipCredentials | None]:
+    def _prefetch_credentials(self, usernames: Sequence[str]) -> dict[str, Sequence[Any] | None]:
         # One statement per CHUNK users instead of one per job: at high load a batch holds
         # hundreds of REGISTERs, and each statement is a GIL release and re-acquisition on
         # the batch thread.
-        found: dict[str, SipCredentials | None] = dict.fromkeys(usernames)
+        found: dict[str, Sequence[Any] | None] = dict.fromkeys(usernames)
         cursor = self.cursor
         for chunk in chunks(usernames):
             cursor.execute(self.dialect.credentials_of(len(chunk)), tuple(chunk))
             for row in cursor.fetchall():
-                found[row[0]] = _credentials_of_row(row[1:])
+                found[row[0]] = row[1:]
         return found
 
     def _prefetch(self, aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
         # The stored bindings of the batch's AORs in one statement (locked on PostgreSQL:
         # FOR UPDATE, rows in AOR then key order, as AOR-by-AOR reads in sorted order lock
-        # them). An AOR without rows maps to {}. One AOR is read by its job as it runs.
-        if len(aors) < 2:
-            return {}
+        # them). An AOR without rows maps to {}.
         prefetched: dict[str, dict[str, Binding]] = {aor: {} for aor in aors}
         for chunk in chunks(aors):
             self.cursor.execute(self.dialect.select_bindings_of(len(chunk)), tuple(chunk))
@@ -453,16 +453,14 @@ class VerifiedUpdateBindings(SQLJob):
 
 
 def _read_credentials(batch: Batch, username: str) -> SipCredentials | None:
+    # The row (ha1_md5, ha1_sha256, disabled), read for the batch or now; None (unknown),
+    # disabled and without a SIP password all read as no credentials.
     prefetched = batch.credentials
     if username in prefetched:
-        return prefetched[username]
-    batch.cursor.execute(batch.dialect.credentials, (username,))
-    return _credentials_of_row(batch.cursor.fetchone())
-
-
-def _credentials_of_row(row: Sequence[Any] | None) -> SipCredentials | None:
-    """``(ha1_md5, ha1_sha256, disabled)``: the credentials, ``None`` for a disabled user
-    or one without SIP password (and for no row: an unknown user)."""
+        row = prefetched[username]
+    else:
+        batch.cursor.execute(batch.dialect.credentials, (username,))
+        row = batch.cursor.fetchone()
     if row is None or row[2] or row[0] is None or row[1] is None:
         return None
     return SipCredentials(row[0], row[1])

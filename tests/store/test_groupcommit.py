@@ -343,9 +343,9 @@ def test_sql_batch_reads_every_aor_at_once_and_writes_together(
     again = store.update_bindings("sip:alice@example.com", changes("c1", 3, contact(5)), 200.0)
     new = store.update_bindings("sip:erin@example.com", changes("c5", 1, contact(6)), 200.0)
     pool.release()
-    # The first batch is the credentials read alone (the one submitted while idle).
+    # The first batch is the credentials read alone (the one submitted while idle): it
+    # changes no AOR and reads none ahead.
     assert reads == [
-        "",
         "sip:alice@example.com,sip:carol@example.com,sip:dave@example.com,sip:erin@example.com",
     ]
     assert [(b.contact, b.cseq, b.expires_at) for b in success_result_of(refresh)] == [
