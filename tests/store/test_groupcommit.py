@@ -19,7 +19,7 @@ from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration, TooMany
 from clicktodial.store.groupcommit import BatchThread, GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
 from clicktodial.store.sqlbatch import BatchExecutor
-from clicktodial.store.sqljobs import Batch, Credentials, SQLJob, UpdateBindings
+from clicktodial.store.sqljobs import INSERT_ROWS, Batch, Credentials, SQLJob, UpdateBindings
 from clicktodial.store.values import (
     BindingChanges,
     CallUpdate,
@@ -416,6 +416,39 @@ def test_sql_batch_reads_every_users_credentials_at_once(
     assert seen == [credentials]
     result = success_result_of(verified)
     assert result.credentials == credentials and result.bindings is not None
+
+
+def test_sql_batch_inserts_many_new_bindings_in_groups_and_the_rest_alone(
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch adding more bindings than INSERT_ROWS sends them in multi-row INSERTs, the
+    remainder row by row: every binding is stored as each REGISTER's result says, with
+    refreshes and removals of other AORs in the same batch."""
+    store, pool = held
+    assert INSERT_ROWS == 16
+    success_result_of(
+        store.update_bindings("sip:old@example.com", changes("o", 1, contact(1)), 10.0)
+    )
+    monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
+    pool.held = True
+    store.get_sip_credentials("alice")
+    new = [
+        store.update_bindings(
+            f"sip:u{n}@example.com", changes(f"c{n}", 1, contact(n), contact(n + 100)), 20.0
+        )
+        for n in range(1, 11)  # 20 new bindings: one group of 16, then 4 alone
+    ]
+    gone = store.update_bindings("sip:old@example.com", changes("o", 2, contact(1, 0)), 20.0)
+    pool.release()
+    for n, d in enumerate(new, start=1):
+        expected = sorted([f"sip:phone{n}@192.0.2.{n}", f"sip:phone{n + 100}@192.0.2.{n + 100}"])
+        assert [b.contact for b in success_result_of(d)] == expected
+        stored = success_result_of(store.get_bindings(f"sip:u{n}@example.com", 20.0))
+        assert [(b.contact, b.call_id, b.cseq, b.expires_at) for b in stored] == [
+            (contact, f"c{n}", 1, 3620.0) for contact in expected
+        ]
+    assert success_result_of(gone) == []
+    assert success_result_of(store.get_bindings("sip:old@example.com", 20.0)) == []
 
 
 def test_sql_batch_out_of_order_register_fails_alone(held: tuple[SQLStore, HeldThreadPool]) -> None:
