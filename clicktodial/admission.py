@@ -399,10 +399,7 @@ class AdmissionControl:
 
 def _in_dialog(request: Request) -> bool:
     """Whether ``request`` has a To tag: it is part of a dialog (RFC 3261 §12.2.2)."""
-    to = request.headers.get("To")
-    if to is None:
-        return False
     try:
         return request.to.tag is not None
-    except HeaderParseError:
+    except HeaderParseError:  # (also a request without To)
         return False

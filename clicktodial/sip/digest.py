@@ -45,6 +45,7 @@ once). Nonce lifetimes are short (300 s by default) to bound that window.
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import hashlib
 import hmac
@@ -99,6 +100,16 @@ _RANDOM_LEN = 12
 _MAC_LEN = 16
 _NONCE_LEN = _TS_LEN + _RANDOM_LEN + _MAC_LEN
 _NONCE_TEXT_LEN = (_NONCE_LEN + 2) // 3 * 4
+# base64url (RFC 4648 §5) from and to standard base64, as base64.urlsafe_b64encode and
+# urlsafe_b64decode do it (without their three Python frames a nonce).
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+#: Where the nonce goes in a challenge text made ahead (no realm holds a NUL).
+_NONCE_MARK = "\0nonce\0"
+# RFC 2104: the HMAC block size of SHA-256, and its inner and outer pads.
+_HMAC_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 # RFC 7616 §3.4: nc is exactly 8 hex digits.
 _NC_LEN = 8
@@ -288,11 +299,11 @@ def parse_authorization(value: str) -> DigestCredentials:
     if qop != "auth":
         raise DigestError(f"unsupported qop {params['qop']!r}")
     nc = params["nc"]
-    if len(nc) != _NC_LEN or not _is_hex(nc):
+    if len(nc) != _NC_LEN or _HEX_RE.fullmatch(nc) is None:
         raise DigestError(f"malformed nonce count {nc!r}")
     response = params["response"].lower()
     expected_len = 64 if algorithm == "SHA-256" else 32
-    if len(response) != expected_len or not _is_hex(response):
+    if len(response) != expected_len or _HEX_RE.fullmatch(response) is None:
         raise DigestError("malformed response digest")
     return DigestCredentials(
         username=params["username"],
@@ -306,10 +317,6 @@ def parse_authorization(value: str) -> DigestCredentials:
         qop=qop,
         opaque=params.get("opaque"),
     )
-
-
-def _is_hex(text: str) -> bool:
-    return _HEX_RE.fullmatch(text) is not None
 
 
 def select_credentials(values: Iterable[str], realm: str) -> DigestCredentials | None:
@@ -632,23 +639,44 @@ class DigestAuthenticator:
             raise ValueError("at least one digest algorithm must be offered")
         self._clock = clock
         self.realm = realm
-        self._secret = secret
         self._realm_bytes = realm.encode()
+        # HMAC-SHA256 keyed once (RFC 2104 §2): the hash states after the inner and the
+        # outer padded key, copied per nonce; hmac.digest hashes the key again each time.
+        key = secret if len(secret) <= _HMAC_BLOCK else hashlib.sha256(secret).digest()
+        key = key.ljust(_HMAC_BLOCK, b"\0")
+        self._hmac_inner = hashlib.sha256(key.translate(_IPAD))
+        self._hmac_outer = hashlib.sha256(key.translate(_OPAD))
         self.nonce_lifetime = nonce_lifetime
         self.algorithms: tuple[str, ...] = tuple(offered)
         self._tracker = NonceCountTracker(max_tracked_nonces)
+        # Each challenge's text before and after its nonce, written by format_challenge
+        # once (a nonce is base64url: nothing in it needs quoting), by ``stale``.
+        self._challenge_texts: dict[bool, list[list[str]]] = {}
+        for stale in (False, True):
+            texts = [
+                format_challenge(realm, _NONCE_MARK, algorithm, stale=stale).split(_NONCE_MARK)
+                for algorithm in self.algorithms
+            ]
+            if any(len(parts) != 2 for parts in texts):
+                raise ValueError(f"bad realm {realm!r}")
+            self._challenge_texts[stale] = texts
 
     # nonces
 
     def _mac(self, head: bytes) -> bytes:
-        # hmac.digest: OpenSSL's one-shot HMAC, without an HMAC object.
-        return hmac.digest(self._secret, head + self._realm_bytes, "sha256")[:_MAC_LEN]
+        # HMAC-SHA256(secret, head + realm), truncated: the keyed states copied (C calls).
+        inner = self._hmac_inner.copy()
+        inner.update(head + self._realm_bytes)
+        outer = self._hmac_outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:_MAC_LEN]
 
     def new_nonce(self) -> str:
         """A fresh nonce stamped with the current time."""
         millis = int(self._clock.seconds() * 1000)
         head = max(0, millis).to_bytes(_TS_LEN, "big") + os.urandom(_RANDOM_LEN)
-        return base64.urlsafe_b64encode(head + self._mac(head)).decode("ascii")
+        raw = binascii.b2a_base64(head + self._mac(head), newline=False)
+        return raw.translate(_TO_URLSAFE).decode("ascii")
 
     def nonce_issued_at(self, nonce: str) -> float | None:
         """
@@ -658,7 +686,8 @@ class DigestAuthenticator:
         if len(nonce) != _NONCE_TEXT_LEN:
             return None
         try:
-            raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
+            # (base64.urlsafe_b64decode's work: binascii.Error is a ValueError)
+            raw = binascii.a2b_base64(nonce.encode("ascii").translate(_FROM_URLSAFE))
         except (ValueError, UnicodeEncodeError):
             return None
         if len(raw) != _NONCE_LEN:
@@ -676,10 +705,7 @@ class DigestAuthenticator:
         algorithm, all with the same fresh nonce, SHA-256 first.
         """
         nonce = self.new_nonce()
-        return [
-            format_challenge(self.realm, nonce, algorithm, stale=stale)
-            for algorithm in self.algorithms
-        ]
+        return [nonce.join(parts) for parts in self._challenge_texts[stale]]
 
     # verification
 
@@ -707,15 +733,23 @@ class DigestAuthenticator:
             password: no user enumeration).
         :param issued_at: what :func:`check_nonce` returned.
         """
-        expected = compute_response(
-            ha1 if ha1 is not None else _DUMMY_HA1[credentials.algorithm],
+        algorithm = credentials.algorithm
+        h = ALGORITHMS.get(algorithm)
+        if h is None:  # (parse_authorization gives a canonical name: a caller's own value)
+            canonical = _canonical_algorithm(algorithm)
+            if canonical is None:
+                raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+            h = ALGORITHMS[canonical]
+        expected = _response(
+            h,
+            ha1 if ha1 is not None else _DUMMY_HA1[algorithm],
             credentials.nonce,
             credentials.nc,
             credentials.cnonce,
             credentials.qop,
             method,
             credentials.uri,
-            credentials.algorithm,
+            None,
         )
         matches = hmac.compare_digest(expected.encode(), credentials.response.encode())
         if not matches or ha1 is None:

@@ -145,17 +145,15 @@ def normalize_host(host: str) -> str:
     return host.strip("[]").lower() if address is None else address.compressed
 
 
+def _what(message: Request | Response) -> str:
+    """A message as the logs name it: its method, or its status code."""
+    return message.method if isinstance(message, Request) else str(message.status)
+
+
 def _host_port(address: IAddress) -> tuple[str, int]:
     if isinstance(address, (IPv4Address, IPv6Address)):
         return normalize_host(address.host), address.port
     return str(address), 0
-
-
-def _top_via(headers: Headers) -> Via:
-    text = headers.get("Via")
-    if text is None:
-        raise HeaderParseError("missing Via header")
-    return parse_via(text)[0]
 
 
 def stamp_received(headers: Headers, source: Source) -> None:
@@ -169,7 +167,10 @@ def stamp_received(headers: Headers, source: Source) -> None:
 
     :raises HeaderParseError: the request has no readable Via.
     """
-    via = _top_via(headers)
+    text = headers.get("Via")
+    if text is None:
+        raise HeaderParseError("missing Via header")
+    via = parse_via(text)[0]
     rport_empty = "rport" in via.params and via.params["rport"] is None
     sent_by = ip_of(via.host)
     source_ip = ip_of(source.remote_host)
@@ -404,7 +405,19 @@ class _DatagramProtocol(DatagramProtocol):
             allow = self._allow
             if allow is not None and not allow(addr[0]):
                 return
-            self.layer._datagram_received(self, datagram, addr)
+            if not datagram.strip():
+                return  # an empty or whitespace datagram (e.g. a CRLF keep-alive) means nothing
+            local = self.local
+            if local is None:
+                local = self.local = _host_port(self.transport.getHost())  # type: ignore[union-attr]
+            source = Source("UDP", normalize_host(addr[0]), addr[1], local[0], local[1])
+            layer = self.layer
+            try:
+                message = parse_message(datagram)
+            except MessageParseError as e:
+                layer._rejected(e, source)
+                return
+            layer._message_received(message, source)
         except Exception:
             # A bug, not bad input (bad input is handled below): keep the socket serving.
             log.failure("error handling a datagram", peer=format_host_port(*addr[:2]))
@@ -1015,7 +1028,10 @@ class SIPTransportLayer(Service):
             # request's own path is the only one we have.
             destination = src.reply_destination()
         data = response.serialize()
-        self._send(data, destination)
+        if destination.transport == "UDP":  # (_send's choice, made here: once per response)
+            self._send_datagram(data, destination)
+        else:
+            self._send_stream(data, destination, None)
         if self.tap is not None:
             self._tap_out(response, data, destination)
 
@@ -1205,23 +1221,7 @@ class SIPTransportLayer(Service):
             except Exception:
                 log.failure("handler failed on a send failure", peer=format_host_port(*factory.key))
 
-    # -- receiving ---------------------------------------------------------------
-
-    def _datagram_received(
-        self, protocol: _DatagramProtocol, datagram: bytes, addr: tuple[str, int]
-    ) -> None:
-        if not datagram.strip():
-            return  # an empty or whitespace datagram (e.g. a CRLF keep-alive) means nothing
-        local = protocol.local
-        if local is None:
-            local = protocol.local = _host_port(protocol.transport.getHost())  # type: ignore[union-attr]
-        source = Source("UDP", normalize_host(addr[0]), addr[1], local[0], local[1])
-        try:
-            message = parse_message(datagram)
-        except MessageParseError as e:
-            self._rejected(e, source)
-            return
-        self._message_received(message, source)
+    # -- receiving (a datagram is parsed by its _DatagramProtocol) ---------------------
 
     def _rejected(
         self,
@@ -1324,13 +1324,12 @@ class SIPTransportLayer(Service):
                     peer=source.peer,
                 )
                 return
-        self._hand_over(message, source)
-
-    def _hand_over(self, message: Request | Response, source: Source) -> None:
-        what = message.method if isinstance(message, Request) else str(message.status)
+        # Handed over here (no frame of its own: this runs for every message).
         handler = self._handler
         if handler is None:
-            log.info("no handler: dropped {what} from {peer}", what=what, peer=source.peer)
+            log.info(
+                "no handler: dropped {what} from {peer}", what=_what(message), peer=source.peer
+            )
             return
         try:
             if isinstance(message, Request):
@@ -1341,7 +1340,7 @@ class SIPTransportLayer(Service):
             # A bug above us: log it with its traceback, keep the socket serving.
             log.failure(
                 "handler failed on {what} from {peer}",
-                what=what,
+                what=_what(message),
                 peer=source.peer,
                 call_id=message.headers.get("Call-ID"),
             )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from queue import SimpleQueue
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -152,31 +153,33 @@ class GroupCommit(Generic[J]):
         self._max_batch = max_batch
         self._queue: list[Job[J]] = []
         self._busy = False
+        #: Operations queued for the next batch (not counting the batch in flight): a plain
+        #: attribute, read for every REGISTER and INVITE by the admission control.
+        self.waiting = 0
         #: Batches run and jobs in them (for tests and benchmarks).
         self.batches = 0
         self.jobs = 0
-
-    @property
-    def waiting(self) -> int:
-        """Operations queued for the next batch (not counting the batch in flight)."""
-        return len(self._queue)
 
     def submit(self, operation: J) -> Deferred[Any]:
         """Queue an operation; fires with its result (or fails with its error)."""
         d: Deferred[Any] = Deferred()
         self._queue.append((operation, d))
-        if not self._busy:
+        if self._busy:
+            self.waiting += 1
+        else:
             self._dispatch()
         return d
 
     def _dispatch(self) -> None:
         batch = self._queue[: self._max_batch]
         del self._queue[: self._max_batch]
+        self.waiting = len(self._queue)
         self._busy = True
         self.batches += 1
         self.jobs += len(batch)
         self._pool.callInThreadWithCallback(
-            lambda ok, result: self._reactor.callFromThread(self._finished, batch, ok, result),
+            # (a partial, not a lambda: no Python frame on the batch thread)
+            partial(self._reactor.callFromThread, self._finished, batch),
             self._execute,
             [operation for operation, _ in batch],
         )

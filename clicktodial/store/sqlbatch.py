@@ -131,7 +131,9 @@ class BatchExecutor:
         # it failed: then dropped). Plain try blocks, not context managers: this runs for
         # every batch. A batch that writes holds the write lock (a SQLite file's writers,
         # across processes: clicktodial.store.writelock) for its whole transaction.
+        usernames: list[str] = []
         if len(jobs) == 1:
+            # (Its credentials, if any, the job reads itself: one statement either way.)
             job = jobs[0]
             writes = job.writes
             aor = job.changes_aor()
@@ -139,10 +141,11 @@ class BatchExecutor:
         else:
             writes = any([job.writes for job in jobs])
             aors = sorted({aor for aor in (job.changes_aor() for job in jobs) if aor is not None})
+            usernames = list(dict.fromkeys(u for u in (job.reads_user() for job in jobs) if u))
         if writes:
             with self._write_lock:
-                return self._run_transaction(connection, keep, writes, aors, work)
-        return self._run_transaction(connection, keep, writes, aors, work)
+                return self._run_transaction(connection, keep, writes, aors, usernames, work)
+        return self._run_transaction(connection, keep, writes, aors, usernames, work)
 
     def _run_transaction(
         self,
@@ -150,6 +153,7 @@ class BatchExecutor:
         keep: bool,
         writes: bool,
         aors: list[str],
+        usernames: list[str],
         work: Callable[[Batch], T],
     ) -> T:
         dbapi: Any = connection.dbapi_connection
@@ -158,7 +162,7 @@ class BatchExecutor:
                 cursor = dbapi.cursor()
                 if writes and self._dialect.begin is not None:
                     cursor.execute(self._dialect.begin)
-                batch = Batch(cursor, self._dialect, aors)
+                batch = Batch(cursor, self._dialect, aors, usernames)
                 result = work(batch)
                 batch.flush()
                 cursor.close()

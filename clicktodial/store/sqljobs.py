@@ -44,6 +44,10 @@ T = TypeVar("T")
 
 #: Rows per IN (...) list: below every SQLite build's host-parameter limit.
 CHUNK = 500
+#: New bindings per multi-row INSERT (12 parameters each): a batch's inserts go in groups
+#: of this many, one statement (one step of the database, one GIL hand-off on the batch
+#: thread) a group instead of one a row; the rest one by one.
+INSERT_ROWS = 16
 
 #: The columns of a call record, in the order of :data:`clicktodial.store.schema.calls`.
 CALL_FIELDS = tuple(c.name for c in calls.columns)
@@ -114,6 +118,13 @@ class SQLDialect:
     def credentials(self) -> str:
         return f"SELECT ha1_md5, ha1_sha256, disabled FROM users WHERE username = {self.p}"
 
+    def credentials_of(self, count: int) -> str:
+        """The credentials rows (username first) of ``count`` usernames."""
+        return (
+            "SELECT username, ha1_md5, ha1_sha256, disabled FROM users"
+            f" WHERE username IN ({self._list(count)})"
+        )
+
     @cached_property
     def select_bindings(self) -> str:
         """One AOR's binding rows, in key order (locked on PostgreSQL: see UpdateBindings)."""
@@ -139,6 +150,15 @@ class SQLDialect:
         return (
             f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
             f" VALUES ({self._list(len(_BINDING_COLUMNS) + 2)})"
+        )
+
+    @cached_property
+    def insert_bindings(self) -> str:
+        """:data:`INSERT_ROWS` bindings in one statement."""
+        row = f"({self._list(len(_BINDING_COLUMNS) + 2)})"
+        return (
+            f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
+            f" VALUES {', '.join([row] * INSERT_ROWS)}"
         )
 
     @cached_property
@@ -226,9 +246,17 @@ class _BindingWrites:
         """Send what is pending. Rows of one AOR are never pending twice (see
         :meth:`Batch.stored_bindings`), so the order of the three statements does not
         matter."""
+        insert = self.insert
+        grouped = len(insert) - len(insert) % INSERT_ROWS
+        for start in range(0, grouped, INSERT_ROWS):
+            cursor.execute(
+                dialect.insert_bindings,
+                [value for row in insert[start : start + INSERT_ROWS] for value in row],
+            )
+        del insert[:grouped]
         for statement, parameters in (
             (dialect.delete_binding, self.delete),
-            (dialect.insert_binding, self.insert),
+            (dialect.insert_binding, insert),
             (dialect.update_binding, self.update),
         ):
             if parameters:
@@ -239,28 +267,54 @@ class _BindingWrites:
 class Batch:
     """
     One batch's transaction as its jobs see it: the cursor, the dialect's statements, the
-    binding rows read for the whole batch and the binding writes not sent yet.
+    binding rows and the credentials read for the whole batch, and the binding writes not
+    sent yet.
 
     :param cursor: a DBAPI cursor inside the open transaction.
     :param dialect: the statements.
     :param aors: the AORs the batch's jobs change (sorted, distinct): locked (PostgreSQL)
         and read in one statement.
+    :param usernames: the users whose credentials the batch's jobs read (distinct): read in
+        one statement when there are two or more (no job writes credentials, so the read
+        is what each job would have read).
     """
 
-    def __init__(self, cursor: Any, dialect: SQLDialect, aors: Sequence[str]) -> None:
+    def __init__(
+        self,
+        cursor: Any,
+        dialect: SQLDialect,
+        aors: Sequence[str],
+        usernames: Sequence[str] = (),
+    ) -> None:
         self.cursor = cursor
         self.dialect = dialect
         self._writes = _BindingWrites()
         if aors and dialect.lock_aors is not None:
             cursor.execute(dialect.lock_aors, (list(aors),))
-        self._prefetched = self._prefetch(aors)
+        # (One AOR is read by its job as it runs.)
+        self._prefetched = self._prefetch(aors) if len(aors) > 1 else {}
+        #: username -> its credentials row (ha1_md5, ha1_sha256, disabled), None for an
+        #: unknown user; read for batches of several users (see _read_credentials)
+        self.credentials: dict[str, Sequence[Any] | None] = (
+            self._prefetch_credentials(usernames) if len(usernames) > 1 else {}
+        )
+
+    def _prefetch_credentials(self, usernames: Sequence[str]) -> dict[str, Sequence[Any] | None]:
+        # One statement per CHUNK users instead of one per job: at high load a batch holds
+        # hundreds of REGISTERs, and each statement is a GIL release and re-acquisition on
+        # the batch thread.
+        found: dict[str, Sequence[Any] | None] = dict.fromkeys(usernames)
+        cursor = self.cursor
+        for chunk in chunks(usernames):
+            cursor.execute(self.dialect.credentials_of(len(chunk)), tuple(chunk))
+            for row in cursor.fetchall():
+                found[row[0]] = row[1:]
+        return found
 
     def _prefetch(self, aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
         # The stored bindings of the batch's AORs in one statement (locked on PostgreSQL:
         # FOR UPDATE, rows in AOR then key order, as AOR-by-AOR reads in sorted order lock
-        # them). An AOR without rows maps to {}. One AOR is read by its job as it runs.
-        if len(aors) < 2:
-            return {}
+        # them). An AOR without rows maps to {}.
         prefetched: dict[str, dict[str, Binding]] = {aor: {} for aor in aors}
         for chunk in chunks(aors):
             self.cursor.execute(self.dialect.select_bindings_of(len(chunk)), tuple(chunk))
@@ -325,6 +379,10 @@ class SQLJob(ABC):
         """The AOR whose bindings the job changes (locked and read for the whole batch)."""
         return None
 
+    def reads_user(self) -> str | None:
+        """The user whose credentials the job reads (read for the whole batch)."""
+        return None
+
     @abstractmethod
     def run(self, batch: Batch) -> Any:
         """
@@ -345,6 +403,9 @@ class Credentials(SQLJob):
 
     def order(self) -> tuple[int, str]:
         return (self.rank, self.username)
+
+    def reads_user(self) -> str:
+        return self.username
 
     def run(self, batch: Batch) -> SipCredentials | None:
         return _read_credentials(batch, self.username)
@@ -400,6 +461,9 @@ class VerifiedUpdateBindings(SQLJob):
     def changes_aor(self) -> str:
         return self.aor
 
+    def reads_user(self) -> str:
+        return self.username
+
     def run(self, batch: Batch) -> VerifiedUpdate:
         credentials = _read_credentials(batch, self.username)
         if not self.verify(credentials):
@@ -410,8 +474,14 @@ class VerifiedUpdateBindings(SQLJob):
 
 
 def _read_credentials(batch: Batch, username: str) -> SipCredentials | None:
-    batch.cursor.execute(batch.dialect.credentials, (username,))
-    row = batch.cursor.fetchone()
+    # The row (ha1_md5, ha1_sha256, disabled), read for the batch or now; None (unknown),
+    # disabled and without a SIP password all read as no credentials.
+    prefetched = batch.credentials
+    if username in prefetched:
+        row = prefetched[username]
+    else:
+        batch.cursor.execute(batch.dialect.credentials, (username,))
+        row = batch.cursor.fetchone()
     if row is None or row[2] or row[0] is None or row[1] is None:
         return None
     return SipCredentials(row[0], row[1])

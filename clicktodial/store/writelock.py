@@ -68,7 +68,8 @@ class FileWriteLock(AbstractContextManager[None]):
     def __enter__(self) -> None:
         self._threads.acquire()
         try:
-            fcntl.flock(self._file(), fcntl.LOCK_EX)
+            fd = self._fd  # (opened once: no _file() frame for each transaction)
+            fcntl.flock(self._file() if fd is None else fd, fcntl.LOCK_EX)
         except BaseException:
             self._threads.release()
             raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 
 import pytest
 from hypothesis import given
@@ -247,6 +248,20 @@ class TestChallenge:
         assert p1["qop"] == "auth" and "stale" not in p1
         assert "stale" in parse_auth_params(auth.challenges(stale=True)[0][len("Digest ") :])
 
+    @pytest.mark.parametrize("realm", [REALM, 'we"ird\\realm'])
+    @pytest.mark.parametrize("stale", [False, True])
+    def test_challenges_are_format_challenge_of_one_fresh_nonce(
+        self, realm: str, stale: bool
+    ) -> None:
+        """Each challenge is exactly format_challenge's text for the offered algorithm and
+        the challenge's nonce (the realm quoted and escaped); a new nonce each time."""
+        auth = DigestAuthenticator(Clock(), realm, SECRET, algorithms=["SHA-256", "MD5"])
+        first = auth.challenges(stale=stale)
+        nonce = parse_auth_params(first[0][len("Digest ") :])["nonce"]
+        assert auth.nonce_issued_at(nonce) == 0.0
+        assert first == [format_challenge(realm, nonce, a, stale=stale) for a in ("SHA-256", "MD5")]
+        assert parse_auth_params(auth.challenges()[1][len("Digest ") :])["nonce"] != nonce
+
     def test_bad_settings(self) -> None:
         """A short secret, a bad lifetime or algorithm are refused."""
         with pytest.raises(ValueError):
@@ -351,6 +366,25 @@ class TestVerification:
         assert other.nonce_issued_at(nonce) is None
         other_realm = DigestAuthenticator(clock, "other.org", SECRET)
         assert other_realm.nonce_issued_at(nonce) is None
+
+    @pytest.mark.parametrize("secret", [SECRET, b"k" * 64, b"a secret longer than a block " * 4])
+    def test_nonce_is_base64url_of_time_random_and_hmac_sha256(self, secret: bytes) -> None:
+        """A nonce is base64url(timestamp ms, 12 random bytes, HMAC-SHA256(secret, those +
+        realm) truncated to 16 bytes): the form every node of a domain, older versions
+        included, issues and accepts (secrets shorter than, equal to, longer than a block)."""
+        clock = Clock()
+        clock.advance(1234.5)
+        auth = DigestAuthenticator(clock, REALM, secret)
+        for _ in range(20):
+            nonce = auth.new_nonce()
+            raw = base64.urlsafe_b64decode(nonce)
+            head, mac = raw[:20], raw[20:]
+            assert int.from_bytes(head[:8], "big") == 1234500
+            assert mac == hmac.digest(secret, head + REALM.encode(), "sha256")[:16]
+            assert base64.urlsafe_b64encode(raw).decode() == nonce
+            assert auth.nonce_issued_at(nonce) == 1234.5
+        for bad in ("=" * len(nonce), "+" + nonce[1:], nonce[:-1] + "\u00e9"):
+            assert auth.nonce_issued_at(bad) is None
 
     def test_nonce_shared_between_nodes(self) -> None:
         """A node with the same secret accepts another node's nonce."""

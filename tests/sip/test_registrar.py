@@ -254,18 +254,20 @@ def record_work(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     read from ``env``'s store, ``"digest"`` for each digest response computed.
     """
     work: list[str] = []
-    real_compute = digest_module.compute_response
+    # DigestAuthenticator.verify computes the expected response once per call (with a
+    # dummy HA1 for an unknown user); the client's own computation is not counted.
+    real_verify = digest_module.DigestAuthenticator.verify
     real_lookup = env.store.get_sip_credentials
 
-    def compute(*args: Any) -> str:
+    def verify(self: Any, *args: Any) -> Any:
         work.append("digest")
-        return real_compute(*args)
+        return real_verify(self, *args)
 
     def lookup(username: str) -> Any:
         work.append("lookup")
         return real_lookup(username)
 
-    monkeypatch.setattr(digest_module, "compute_response", compute)
+    monkeypatch.setattr(digest_module.DigestAuthenticator, "verify", verify)
     monkeypatch.setattr(env.store, "get_sip_credentials", lookup)
     return work
 

@@ -662,6 +662,8 @@ def test_a_failing_handler_does_not_break_the_socket() -> None:
         net.udp.receive(options())
         net.udp.receive(response_bytes())
     assert len(log.failures()) == 2
+    # (each names the request's method or the response's status)
+    assert [e["what"] for e in log.failures()] == ["OPTIONS", "200"]
 
 
 # -- TCP framing, keep-alives, idle connections -----------------------------------------------

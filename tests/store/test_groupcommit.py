@@ -19,7 +19,7 @@ from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration, TooMany
 from clicktodial.store.groupcommit import BatchThread, GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
 from clicktodial.store.sqlbatch import BatchExecutor
-from clicktodial.store.sqljobs import Batch, Credentials, SQLJob, UpdateBindings
+from clicktodial.store.sqljobs import INSERT_ROWS, Batch, Credentials, SQLJob, UpdateBindings
 from clicktodial.store.values import (
     BindingChanges,
     CallUpdate,
@@ -141,8 +141,37 @@ def test_batches_are_bounded() -> None:
     pool.held = True
     for n in range(5):
         group.submit(n)
+    assert group.waiting == 4  # (the first is the batch in flight)
     pool.release()
     assert sizes == [1, 2, 2]
+    assert group.waiting == 0
+
+
+def test_waiting_counts_the_operations_queued_behind_the_batch_in_flight() -> None:
+    """``waiting`` (what the admission control reads) is the queue behind the batch in
+    flight: 0 while idle or with one batch running, then shrinking batch by batch."""
+    pool = HeldThreadPool()
+    seen: list[int] = []
+    group: GroupCommit[int] = GroupCommit(
+        InlineReactor(),
+        pool,
+        lambda batch: seen.append(group.waiting) or [(True, None)] * len(batch),  # type: ignore[func-returns-value]
+        lambda n: succeed(None),
+        max_batch=2,
+    )
+    assert group.waiting == 0
+    group.submit(0)  # runs at once: nothing waits
+    assert group.waiting == 0
+    pool.held = True
+    group.submit(1)
+    assert group.waiting == 0
+    for n in range(2, 7):
+        group.submit(n)
+    assert group.waiting == 5
+    pool.release()
+    # As each batch ran: [1] with 5 behind it, then [2, 3] with 3, [4, 5] with 1, [6] with 0.
+    assert seen == [0, 5, 3, 1, 0]
+    assert group.waiting == 0
 
 
 def test_a_batch_thread_runs_calls_in_order_on_its_own_thread() -> None:
@@ -314,9 +343,9 @@ def test_sql_batch_reads_every_aor_at_once_and_writes_together(
     again = store.update_bindings("sip:alice@example.com", changes("c1", 3, contact(5)), 200.0)
     new = store.update_bindings("sip:erin@example.com", changes("c5", 1, contact(6)), 200.0)
     pool.release()
-    # The first batch is the credentials read alone (the one submitted while idle).
+    # The first batch is the credentials read alone (the one submitted while idle): it
+    # changes no AOR and reads none ahead.
     assert reads == [
-        "",
         "sip:alice@example.com,sip:carol@example.com,sip:dave@example.com,sip:erin@example.com",
     ]
     assert [(b.contact, b.cseq, b.expires_at) for b in success_result_of(refresh)] == [
@@ -343,6 +372,83 @@ def test_sql_batch_reads_every_aor_at_once_and_writes_together(
     assert stored("carol") == [("sip:phone2@192.0.2.2", 2), ("sip:phone4@192.0.2.4", 2)]
     assert stored("dave") == []
     assert stored("erin") == [("sip:phone6@192.0.2.6", 1)]
+
+
+def test_sql_batch_reads_every_users_credentials_at_once(
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of credential reads and verified REGISTERs reads the credentials of all its
+    users in one statement, each user once; each job gets what it would have read alone:
+    an unknown and a disabled user read as None; a batch of one reads its own."""
+    store, pool = held
+    reads: list[list[str]] = []
+    real_prefetch = Batch._prefetch_credentials
+
+    def prefetch(batch: Batch, usernames: Any) -> Any:
+        reads.append(list(usernames))
+        return real_prefetch(batch, usernames)
+
+    monkeypatch.setattr(Batch, "_prefetch_credentials", prefetch)
+    monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
+    seen: list[object] = []
+
+    def accept(credentials: SipCredentials | None) -> bool:
+        seen.append(credentials)
+        return credentials is not None
+
+    pool.held = True
+    alone = store.get_sip_credentials("alice")  # the batch in flight, alone
+    alice = store.get_sip_credentials("alice")
+    nobody = store.get_sip_credentials("nobody")
+    bob = store.get_sip_credentials("bob")
+    verified = store.update_bindings_if_verified(
+        "alice", accept, "sip:alice@example.com", changes("c1", 1, contact(1)), 100.0
+    )
+    batches = store.group_commit.batches
+    pool.release()
+    assert store.group_commit.batches == batches + 1
+    assert reads == [["alice", "nobody", "bob"]]
+    credentials = success_result_of(alone)
+    assert isinstance(credentials, SipCredentials)
+    assert success_result_of(alice) == credentials
+    assert success_result_of(nobody) is None
+    assert success_result_of(bob) is None  # disabled
+    assert seen == [credentials]
+    result = success_result_of(verified)
+    assert result.credentials == credentials and result.bindings is not None
+
+
+def test_sql_batch_inserts_many_new_bindings_in_groups_and_the_rest_alone(
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch adding more bindings than INSERT_ROWS sends them in multi-row INSERTs, the
+    remainder row by row: every binding is stored as each REGISTER's result says, with
+    refreshes and removals of other AORs in the same batch."""
+    store, pool = held
+    assert INSERT_ROWS == 16
+    success_result_of(
+        store.update_bindings("sip:old@example.com", changes("o", 1, contact(1)), 10.0)
+    )
+    monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
+    pool.held = True
+    store.get_sip_credentials("alice")
+    new = [
+        store.update_bindings(
+            f"sip:u{n}@example.com", changes(f"c{n}", 1, contact(n), contact(n + 100)), 20.0
+        )
+        for n in range(1, 11)  # 20 new bindings: one group of 16, then 4 alone
+    ]
+    gone = store.update_bindings("sip:old@example.com", changes("o", 2, contact(1, 0)), 20.0)
+    pool.release()
+    for n, d in enumerate(new, start=1):
+        expected = sorted([f"sip:phone{n}@192.0.2.{n}", f"sip:phone{n + 100}@192.0.2.{n + 100}"])
+        assert [b.contact for b in success_result_of(d)] == expected
+        stored = success_result_of(store.get_bindings(f"sip:u{n}@example.com", 20.0))
+        assert [(b.contact, b.call_id, b.cseq, b.expires_at) for b in stored] == [
+            (contact, f"c{n}", 1, 3620.0) for contact in expected
+        ]
+    assert success_result_of(gone) == []
+    assert success_result_of(store.get_bindings("sip:old@example.com", 20.0)) == []
 
 
 def test_sql_batch_out_of_order_register_fails_alone(held: tuple[SQLStore, HeldThreadPool]) -> None:
