@@ -121,7 +121,7 @@ from clicktodial.sip.ua import (
     UserAgent,
 )
 from clicktodial.sip.uri import URI, parse_uri
-from clicktodial.store.values import Binding, CallUpdate, User
+from clicktodial.store.values import Binding, CallChanges, User
 from clicktodial.timers import Lingering, LingerQueue
 
 if TYPE_CHECKING:
@@ -132,6 +132,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PHASE_TIMERS",
+    "PUBLIC_STATE",
     "BindingsRoute",
     "Call",
     "CallObserver",
@@ -180,6 +181,11 @@ class Input(enum.StrEnum):
 
 
 _TERMINAL = (Phase.ENDED, Phase.FAILED)
+
+#: The state each phase shows outside (:attr:`Call.public_state`), as plain text: a dict
+#: look-up, where ``Phase.value`` is two Python calls (the enum's property).
+PUBLIC_STATE: dict[Phase, str] = {phase: phase.value for phase in Phase}
+PUBLIC_STATE[Phase.BRIDGING] = Phase.CALLING_CALLEE.value
 
 
 @attrs.frozen
@@ -457,8 +463,11 @@ class BindingsRoute:
 class CallObserver(Protocol):
     """What a call reports to (the controller: records and events)."""
 
-    def call_changed(self, call: Call, update: CallUpdate) -> None:
-        """``call`` changed; ``update`` is what to write to its record."""
+    def call_changed(self, call: Call, changes: CallChanges) -> None:
+        """
+        ``call`` changed; ``changes`` is what to write to its record (a dict made for this
+        report: the observer may keep it).
+        """
 
     def call_input_unexpected(self, call: Call, phase: Phase, event: Input) -> None:
         """``event`` has no transition in ``phase`` (:data:`Call._TABLE`): count it."""
@@ -741,9 +750,7 @@ class Call:
     @property
     def public_state(self) -> str:
         """The state shown outside (:data:`clicktodial.calls.events.PUBLIC_STATES`)."""
-        if self.phase is Phase.BRIDGING:
-            return Phase.CALLING_CALLEE.value
-        return self.phase.value
+        return PUBLIC_STATE[self.phase]
 
     def _handle(self, event: Input, payload: object = None) -> None:
         """Take the row of :data:`_TABLE` for ``event`` in the current phase."""
@@ -848,7 +855,7 @@ class Call:
         self.caller_offer = sdp
         now = self.caller_answered_at = self.shared.clock.seconds()
         self.shared.observer.call_changed(
-            self, CallUpdate(state=self.public_state, caller_answered_at=now)
+            self, {"state": PUBLIC_STATE[self.phase], "caller_answered_at": now}
         )
 
     def _flow_caller_answered(self, answer: _Answer) -> None:
@@ -880,12 +887,11 @@ class Call:
             self._leg_failed(self.callee)
             return
         trunk = targets[0].trunk
+        changes: CallChanges = {"callee_rung_at": self.shared.clock.seconds()}
         if trunk is not None:
             # The history names the trunk the call went out through (the last one tried).
-            update = CallUpdate(callee_rung_at=self.shared.clock.seconds(), trunk=trunk)
-        else:
-            update = CallUpdate(callee_rung_at=self.shared.clock.seconds())
-        self.shared.observer.call_changed(self, update)
+            changes["trunk"] = trunk
+        self.shared.observer.call_changed(self, changes)
 
     def _reroute_callee(self, status: int) -> None:
         """
@@ -982,7 +988,7 @@ class Call:
 
     def _record_callee_answer(self, answer: _Answer) -> None:
         now = self.callee_answered_at = self.shared.clock.seconds()
-        self.shared.observer.call_changed(self, CallUpdate(callee_answered_at=now))
+        self.shared.observer.call_changed(self, {"callee_answered_at": now})
 
     def _flow_callee_answered(self, answer: _Answer) -> None:
         """Flow I step 4 / Flow IV step 5: the media flow completes offer/answer."""
@@ -992,9 +998,9 @@ class Call:
         # Only the set-up's steps (the media flow, the relay's decision) read the caller's
         # offer: a connected call lets go of it (the sessions keep what was agreed).
         self.caller_offer = b""
-        self.connected_at = self.shared.clock.seconds()
+        now = self.connected_at = self.shared.clock.seconds()
         self.shared.observer.call_changed(
-            self, CallUpdate(state=self.public_state, connected_at=self.connected_at)
+            self, {"state": PUBLIC_STATE[self.phase], "connected_at": now}
         )
 
     def _refuse_offer(self, offer: _Offer) -> None:
@@ -1062,23 +1068,24 @@ class Call:
             self.relay.end()
 
     def _report_end(self, payload: object) -> None:
-        self.shared.observer.call_changed(
-            self,
-            CallUpdate(
-                state=self.phase.value,
-                ended_at=self.ended_at,
-                end_reason=self.end_reason,
-                sip_status=self.sip_status,
-                who_hung_up=self.who_hung_up,
-            ),
-        )
+        changes: CallChanges = {"state": PUBLIC_STATE[self.phase]}
+        # Only the fields set (a CallUpdate leaves None unchanged).
+        if self.ended_at is not None:
+            changes["ended_at"] = self.ended_at
+        if self.end_reason is not None:
+            changes["end_reason"] = self.end_reason
+        if self.sip_status is not None:
+            changes["sip_status"] = self.sip_status
+        if self.who_hung_up is not None:
+            changes["who_hung_up"] = self.who_hung_up
+        self.shared.observer.call_changed(self, changes)
 
     # -- starting and stopping -----------------------------------------------
 
     def start(self, caller_targets: Sequence[Target]) -> None:
         """Flow I/IV step 1: ring the caller's phones (without SDP), or fail at once."""
         self._start_timer()  # the initial phase's (there is no transition into it)
-        self.shared.observer.call_changed(self, CallUpdate(state=self.phase.value))
+        self.shared.observer.call_changed(self, {"state": PUBLIC_STATE[self.phase]})
         if not caller_targets:
             self._handle(Input.CALLER_FAILED, _Outcome("caller-unreachable", 480, "system"))
             return
@@ -1350,7 +1357,7 @@ class Call:
             call_id=self.call_id,
             caller=self.caller.user.username,
             callee=self.callee.user.username,
-            state=self.public_state,
+            state=PUBLIC_STATE[self.phase],
             created_at=self.created_at,
             caller_answered_at=self.caller_answered_at,
             callee_answered_at=self.callee_answered_at,

@@ -7,7 +7,6 @@ the call records up to date and publishes call state changes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
@@ -17,6 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.calls.call import (
+    PUBLIC_STATE,
     BindingsRoute,
     Call,
     CallSettings,
@@ -50,7 +50,7 @@ from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
 from clicktodial.sip.ua import UserAgent
 from clicktodial.sip.wirecache import BoundedCache
-from clicktodial.store.values import Binding, CallUpdate, User, user_aor
+from clicktodial.store.values import Binding, CallChanges, CallUpdate, User, user_aor
 from clicktodial.timers import LingerQueue
 
 __all__ = [
@@ -170,9 +170,9 @@ class CallController:
         self._running: dict[str, int] = {}
         #: Calls whose record is being written, and the fields to write next.
         self._writing: set[str] = set()
-        self._queued: dict[str, dict[str, Any]] = {}
+        self._queued: dict[str, CallChanges] = {}
         #: The fields changed since the last write, per call (written at the next _WRITE_AT).
-        self._unwritten: dict[str, dict[str, Any]] = {}
+        self._unwritten: dict[str, CallChanges] = {}
         self._reserved_total = 0
         #: Same-length timers of all calls (phase timers), one queue per length.
         self._timer_queues: dict[float, LingerQueue] = {}
@@ -459,27 +459,29 @@ class CallController:
         key = f"{phase.value}/{event.value}"
         self.unexpected_inputs[key] = self.unexpected_inputs.get(key, 0) + 1
 
-    def call_changed(self, call: Call, update: CallUpdate) -> None:
-        """Record ``update`` (written at connect and at the end) and publish a new state."""
+    def call_changed(self, call: Call, changes: CallChanges) -> None:
+        """Record ``changes`` (written at connect and at the end) and publish a new state."""
         call_id = call.call_id
-        # Merged as dicts of the fields set; one CallUpdate per write (attrs.evolve and
-        # the validators of a CallUpdate per step cost more than the step's bookkeeping).
-        changes = update.changed_fields()
+        # Merged as dicts of the fields set (the call's own, made for this report); one
+        # CallUpdate per write (a CallUpdate and its validators per step cost more than
+        # the step's bookkeeping).
+        written = changes.get("state") in _WRITE_AT
         unwritten = self._unwritten.pop(call_id, None)
         if unwritten is not None:
             unwritten.update(changes)
             changes = unwritten
-        if update.state in _WRITE_AT:
+        if written:
             self._write(call_id, changes)
         else:
             # The steps before (ringing, answered) wait for the next write: the live
             # state is the controller's, the record is the history (docs/calls.md).
             self._unwritten[call_id] = changes
-        state = call.public_state
+        phase = call.phase
+        state = PUBLIC_STATE[phase]
         if call.published != state:
             call.published = state
             self.events.publish(call.info())
-        if call.over:
+        if phase is Phase.ENDED or phase is Phase.FAILED:
             if self._calls.pop(call_id, None) is not None:
                 for name in {call.caller.user.username, call.callee.user.username}:
                     self._running[name] -= 1
@@ -497,7 +499,7 @@ class CallController:
                     who=call.who_hung_up,
                 )
 
-    def _write(self, call_id: str, changes: dict[str, Any]) -> None:
+    def _write(self, call_id: str, changes: CallChanges) -> None:
         # One write per call at a time, in order; updates arriving meanwhile are merged
         # into one (under load, fewer round trips to the database).
         if call_id in self._writing:

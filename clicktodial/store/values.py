@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 from attrs import field, fields, frozen, validators
 
@@ -422,6 +422,28 @@ class CallUpdate:
 
 _CALL_UPDATE_FIELDS = tuple(a.name for a in fields(CallUpdate))
 _call_update_values = attrgetter(*_CALL_UPDATE_FIELDS)
+
+
+class CallChanges(TypedDict, total=False):
+    """
+    The fields of a :class:`CallUpdate` as a plain dict (only those set): what a call
+    reports at each step, merged until the record is written (one :class:`CallUpdate`,
+    validated, per write: ``CallUpdate(**changes)``).
+    """
+
+    state: str
+    caller_answered_at: float
+    callee_rung_at: float
+    callee_answered_at: float
+    connected_at: float
+    ended_at: float
+    end_reason: str
+    sip_status: int
+    who_hung_up: str
+    number: str
+    destination_class: str
+    trunk: str
+    refusal: str
 
 
 # -- Call traces (ICallTraceStore; clicktodial.store.traces has the bound rule) ----
