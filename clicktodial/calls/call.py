@@ -337,6 +337,7 @@ class _Answer:
     A 2xx to one of ``leg``'s INVITEs (payload of the ``*-answered`` inputs).
 
     :ivar target: the fork's :class:`Target` (None if it was no longer ringing).
+    :ivar sdp: the 2xx's session description, or None (looked for once per 2xx).
     :ivar offer: the offer of the 2xx when our INVITE had none: it waits for our ACK.
     """
 
@@ -344,6 +345,7 @@ class _Answer:
     target: Target | None
     session: Session
     response: Response
+    sdp: bytes | None
     offer: bytes | None
 
 
@@ -532,9 +534,11 @@ class Leg(SessionHandlerBase):
     def call_provisional(
         self, call: OutgoingCall, response: Response, session: Session | None
     ) -> None:
-        sdp = _sdp_of(response)
-        if sdp is not None and self is self.call.callee and call in self.forks:
-            self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
+        # The caller's 1xx are not looked into (only the callee's early media matters).
+        if self is self.call.callee and call in self.forks:
+            sdp = _sdp_of(response)
+            if sdp is not None:
+                self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
 
     def call_answered(self, call: OutgoingCall, session: Session, response: Response) -> None:
         self.call._answered(self, call, session, response)
@@ -850,7 +854,7 @@ class Call:
         stray.hang_up()
 
     def _record_caller_answer(self, answer: _Answer) -> None:
-        sdp = _sdp_of(answer.response)
+        sdp = answer.sdp
         assert sdp is not None  # caller-no-offer otherwise
         self.caller_offer = sdp
         now = self.caller_answered_at = self.shared.clock.seconds()
@@ -992,7 +996,7 @@ class Call:
 
     def _flow_callee_answered(self, answer: _Answer) -> None:
         """Flow I step 4 / Flow IV step 5: the media flow completes offer/answer."""
-        self.flow.callee_answered(self._bridge, _sdp_of(answer.response))
+        self.flow.callee_answered(self._bridge, answer.sdp)
 
     def _record_connected(self, payload: object) -> None:
         # Only the set-up's steps (the media flow, the relay's decision) read the caller's
@@ -1125,11 +1129,12 @@ class Call:
     def _answered(self, leg: Leg, fork: OutgoingCall, session: Session, response: Response) -> None:
         target = leg.forks.pop(fork, None)
         # The 2xx waits for our ACK when it carried the offer (our INVITE had none).
-        offer = _sdp_of(response) if fork.offer is None else None
-        answer = _Answer(leg, target, session, response, offer)
+        sdp = _sdp_of(response)
+        offer = sdp if fork.offer is None else None
+        answer = _Answer(leg, target, session, response, sdp, offer)
         if leg is self.callee:
             self._handle(Input.CALLEE_ANSWERED, answer)
-        elif _sdp_of(response) is None:
+        elif sdp is None:
             self._handle(Input.CALLER_NO_OFFER, answer)
         else:
             self._handle(Input.CALLER_ANSWERED, answer)
