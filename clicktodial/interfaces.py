@@ -661,6 +661,14 @@ class ICallEventListener(Interface):
         """The call ``info.call_id`` entered ``info.state``."""
 
 
+class ICallOutcomeListener(ICallEventListener):
+    """
+    An :class:`ICallEventListener` told only of the final states (``ended``, ``failed``):
+    how calls end (metrics).  The states before are not made for it: a call whose every
+    listener is one of these publishes nothing until it ends.
+    """
+
+
 class ICallController(Interface):
     """
     Runs click-to-dial calls: "caller X calls callee Y" as RFC 3725 third
@@ -1048,6 +1056,7 @@ __all__ = [
     "IBridge",
     "ICallController",
     "ICallEventListener",
+    "ICallOutcomeListener",
     "ICalleeRoute",
     "ICallPolicy",
     "ICallPolicyFactory",

@@ -480,7 +480,9 @@ class CallController:
         state = PUBLIC_STATE[phase]
         if call.published != state:
             call.published = state
-            self.events.publish(call.info())
+            events = self.events
+            if events.wants(state):
+                events.publish(call.info())
         if phase is Phase.ENDED or phase is Phase.FAILED:
             if self._calls.pop(call_id, None) is not None:
                 for name in {call.caller.user.username, call.callee.user.username}:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from twisted.logger import Logger
 
 from clicktodial.calls.values import PUBLIC_STATES, CallInfo
-from clicktodial.interfaces import ICallEventListener
+from clicktodial.interfaces import ICallEventListener, ICallOutcomeListener
+from clicktodial.store.values import FINAL_STATES
 
 __all__ = ["PUBLIC_STATES", "CallEvents", "CallInfo"]
 
@@ -18,24 +19,40 @@ log = Logger(namespace="clicktodial.calls.events")
 
 
 class CallEvents:
-    """The listeners of call state changes; a listener's exception is logged, not raised."""
+    """
+    The listeners of call state changes; a listener's exception is logged, not raised.
+    An :class:`ICallOutcomeListener` is told of the final states only.
+    """
 
     def __init__(self) -> None:
         self._listeners: list[ICallEventListener] = []
+        self._outcome_listeners: list[ICallEventListener] = []
 
     def subscribe(self, listener: ICallEventListener) -> Callable[[], None]:
         """Add ``listener``; returns the function that removes it."""
-        self._listeners.append(listener)
+        listeners = (
+            self._outcome_listeners
+            if ICallOutcomeListener.providedBy(listener)
+            else self._listeners
+        )
+        listeners.append(listener)
 
         def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            if listener in listeners:
+                listeners.remove(listener)
 
         return unsubscribe
 
+    def wants(self, state: str) -> bool:
+        """Whether a call entering ``state`` has listeners (else nothing need be made)."""
+        return bool(self._listeners or (self._outcome_listeners and state in FINAL_STATES))
+
     def publish(self, info: CallInfo) -> None:
         """Tell every listener about ``info``."""
-        for listener in list(self._listeners):
+        listeners = self._listeners
+        if self._outcome_listeners and info.state in FINAL_STATES:
+            listeners = listeners + self._outcome_listeners
+        for listener in list(listeners):
             try:
                 listener.call_state_changed(info)
             except Exception:
