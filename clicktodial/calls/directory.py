@@ -66,6 +66,13 @@ class _Cache:
         self._generation: dict[str, int] = {}
         self._next_sweep = 0.0
 
+    def fresh(self, key: str) -> Any:
+        """The value kept for ``key`` if it has not expired, else None."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > self._clock.seconds():
+            return entry[1]
+        return None
+
     def get(
         self, key: str, load: Callable[[], Deferred[T]], keep: Callable[[T], bool] = lambda _: True
     ) -> Deferred[T]:
@@ -178,6 +185,10 @@ class CachedDirectory:
             return self._locations.get_bindings(aor, now)
         # Loaded with every binding unexpired at load time; each answer drops those
         # expired since.
+        bindings: list[Binding] | None = self._binding_cache.fresh(aor)
+        if bindings is not None:
+            # Kept (the usual case): filtered at once, no callback on a fired Deferred.
+            return succeed([b for b in bindings if b.expires_at > now])
         d = self._binding_cache.get(aor, lambda: self._locations.get_bindings(aor, now))
         return d.addCallback(lambda bindings: [b for b in bindings if b.expires_at > now])
 
