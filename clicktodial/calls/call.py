@@ -405,9 +405,23 @@ class CallShared:
         traces"), or None.
     :ivar long_timers: the queue of the timers of one delay (the phase timers: ring
         timeouts, the maximum duration), or None for a reactor timer each.
+    :ivar phase_delays: the delay of each phase's timer (:data:`PHASE_TIMERS` of the
+        settings; phases without one left out), worked out once.
+    :ivar phase_queues: with ``long_timers``, the queue of each phase's timer.
     """
 
-    __slots__ = ("clock", "ua", "settings", "observer", "domain", "media", "tracer", "long_timers")
+    __slots__ = (
+        "clock",
+        "ua",
+        "settings",
+        "observer",
+        "domain",
+        "media",
+        "tracer",
+        "long_timers",
+        "phase_delays",
+        "phase_queues",
+    )
 
     def __init__(
         self,
@@ -429,6 +443,13 @@ class CallShared:
         self.media = media
         self.tracer = tracer
         self.long_timers = long_timers
+        delays = {phase: timeout(settings) for phase, timeout in PHASE_TIMERS.items()}
+        self.phase_delays = {phase: delay for phase, delay in delays.items() if delay}
+        self.phase_queues = (
+            {phase: long_timers(delay) for phase, delay in self.phase_delays.items()}
+            if long_timers is not None
+            else {}
+        )
 
 
 @implementer(ICalleeRoute)
@@ -791,19 +812,19 @@ class Call:
         self._start_timer()
 
     def _start_timer(self) -> None:
-        timeout = PHASE_TIMERS.get(self.phase)
-        delay = timeout(self.shared.settings) if timeout is not None else 0.0
-        if not delay:
+        shared = self.shared
+        # One reactor timer for all calls per delay (LingerQueue): the maximum duration
+        # is held for the whole call, and a DelayedCall per set-up phase (with its
+        # bound method), cancelled when the phase ends, stays in the reactor's heap
+        # until Twisted compacts it (~0.5 KB a call during the ramp, whose peak the
+        # heap keeps); a cancelled queue entry is dropped sooner and costs less.
+        queue = shared.phase_queues.get(self.phase)
+        if queue is not None:
+            self._timer = queue.call_later_on(self, Call._timer_fired)
             return
-        if self.shared.long_timers is not None:
-            # One reactor timer for all calls per delay (LingerQueue): the maximum duration
-            # is held for the whole call, and a DelayedCall per set-up phase (with its
-            # bound method), cancelled when the phase ends, stays in the reactor's heap
-            # until Twisted compacts it (~0.5 KB a call during the ramp, whose peak the
-            # heap keeps); a cancelled queue entry is dropped sooner and costs less.
-            self._timer = self.shared.long_timers(delay).call_later_on(self, Call._timer_fired)
-        else:
-            self._timer = self.shared.clock.callLater(delay, self._timer_fired)
+        delay = shared.phase_delays.get(self.phase)
+        if delay and shared.long_timers is None:
+            self._timer = shared.clock.callLater(delay, self._timer_fired)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
