@@ -195,20 +195,28 @@ def call_json(call: CallInfo) -> dict[str, object]:
         "callee": call.callee,
         "created": iso_time(call.created_at),
     }
-    optional = {
-        "answered": iso_time(call.connected_at),
-        "ended_at": iso_time(call.ended_at),
-        "duration": call.duration,
-        "reason": call.end_reason,
-        "sip_status": call.sip_status,
-        "who_hung_up": call.who_hung_up,
-        "media_relay": call.media_relay,
-        "number": call.number,
-        "destination_class": call.destination_class,
-        "trunk": call.trunk,
-        "refusal": call.refusal,
-    }
-    value.update({k: v for k, v in optional.items() if v is not None})
+    # Only what the call has (a just placed call has none of the times: no call made
+    # for them).
+    connected_at, ended_at = call.connected_at, call.ended_at
+    if connected_at is not None:
+        value["answered"] = iso_time(connected_at)
+    if ended_at is not None:
+        value["ended_at"] = iso_time(ended_at)
+        if connected_at is not None:
+            value["duration"] = call.duration
+    optional = (
+        ("reason", call.end_reason),
+        ("sip_status", call.sip_status),
+        ("who_hung_up", call.who_hung_up),
+        ("media_relay", call.media_relay),
+        ("number", call.number),
+        ("destination_class", call.destination_class),
+        ("trunk", call.trunk),
+        ("refusal", call.refusal),
+    )
+    for name, field in optional:
+        if field is not None:
+            value[name] = field
     return value
 
 
