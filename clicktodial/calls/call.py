@@ -121,6 +121,7 @@ from clicktodial.sip.ua import (
     UserAgent,
 )
 from clicktodial.sip.uri import URI, parse_uri
+from clicktodial.sip.wirecache import BoundedCache
 from clicktodial.store.values import Binding, CallChanges, User
 from clicktodial.timers import Lingering, LingerQueue
 
@@ -408,6 +409,8 @@ class CallShared:
     :ivar phase_delays: the delay of each phase's timer (:data:`PHASE_TIMERS` of the
         settings; phases without one left out), worked out once.
     :ivar phase_queues: with ``long_timers``, the queue of each phase's timer.
+    :ivar parties: the From/To of users (:meth:`Call._party`) by username, display name
+        and domain, shared by their calls (a bounded cache), or None to make them per call.
     """
 
     __slots__ = (
@@ -421,6 +424,7 @@ class CallShared:
         "long_timers",
         "phase_delays",
         "phase_queues",
+        "parties",
     )
 
     def __init__(
@@ -434,6 +438,7 @@ class CallShared:
         media: RingbackPlayer | None = None,
         tracer: CallTracer | None = None,
         long_timers: Callable[[float], LingerQueue] | None = None,
+        parties: BoundedCache[tuple[str, str, str], NameAddr] | None = None,
     ) -> None:
         self.clock = clock
         self.ua = user_agent
@@ -443,6 +448,7 @@ class CallShared:
         self.media = media
         self.tracer = tracer
         self.long_timers = long_timers
+        self.parties = parties
         delays = {phase: timeout(settings) for phase, timeout in PHASE_TIMERS.items()}
         self.phase_delays = {phase: delay for phase, delay in delays.items() if delay}
         self.phase_queues = (
@@ -1142,8 +1148,23 @@ class Call:
         return True
 
     def _party(self, user: User) -> NameAddr:
-        """A user as From/To shows them: display name, AOR."""
-        return NameAddr(URI("sip", user.username, self.shared.domain), user.display_name or None)
+        """
+        A user as From/To shows them: display name, AOR.  Never changed once made (the UA
+        core copies it to add a tag), so one is shared by the user's calls: its URI's text
+        is then made once, not for every INVITE.
+        """
+        shared = self.shared
+        parties = shared.parties
+        if parties is None:
+            return NameAddr(URI("sip", user.username, shared.domain), user.display_name or None)
+        key = (user.username, user.display_name, shared.domain)
+        party = parties.entries.get(key)
+        if party is None:
+            party = parties.remember(
+                key,
+                NameAddr(URI("sip", user.username, shared.domain), user.display_name or None),
+            )
+        return party
 
     # -- UA core events: classified into inputs ----------------------------------
 

@@ -48,6 +48,7 @@ from clicktodial.log import LOG_LEVELS
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
+from clicktodial.sip.headers import NameAddr
 from clicktodial.sip.ua import UserAgent
 from clicktodial.sip.wirecache import BoundedCache
 from clicktodial.store.values import Binding, CallChanges, CallUpdate, User, user_aor
@@ -184,6 +185,10 @@ class CallController:
         self._routes: BoundedCache[str, BindingsRoute] = BoundedCache(
             f"callee routes of controller {id(self):x}"
         )
+        #: The From/To of the users of calls (:meth:`Call._party`), shared by their calls.
+        self._parties: BoundedCache[tuple[str, str, str], NameAddr] = BoundedCache(
+            f"call parties of controller {id(self):x}"
+        )
         #: What the calls share (:func:`_shared`), one object for all of them.
         self._shared_by_calls: CallShared | None = None
         #: Inputs a call got in a phase where they have no transition, since start, by
@@ -209,6 +214,7 @@ class CallController:
                 media=self.media,
                 tracer=self.tracer,
                 long_timers=self._long_timers_of_calls,
+                parties=self._parties,
             )
         return shared
 
