@@ -661,6 +661,21 @@ class ICallEventListener(Interface):
         """The call ``info.call_id`` entered ``info.state``."""
 
 
+class IKnownLookups(Interface):
+    """
+    Optional capability of the users and locations the call controller looks up (the
+    daemon's :class:`clicktodial.calls.directory.CachedDirectory`): what it keeps in memory,
+    answered at once, without a Deferred.  Asked for with ``IKnownLookups(obj, None)``.
+    """
+
+    def known_user(username: str) -> User | None:
+        """The user as ``get_user`` would answer now from memory, else None (ask it)."""
+
+    def known_bindings(aor: str, now: float) -> list[Binding] | None:
+        """``aor``'s bindings unexpired at ``now`` as ``get_bindings`` would answer from
+        memory, else None (ask it)."""
+
+
 class ICallOutcomeListener(ICallEventListener):
     """
     An :class:`ICallEventListener` told only of the final states (``ended``, ``failed``):
@@ -1057,6 +1072,7 @@ __all__ = [
     "ICallController",
     "ICallEventListener",
     "ICallOutcomeListener",
+    "IKnownLookups",
     "ICalleeRoute",
     "ICallPolicy",
     "ICallPolicyFactory",

@@ -39,6 +39,7 @@ from clicktodial.interfaces import (
     ICallEventListener,
     ICallPolicy,
     ICallRecordStore,
+    IKnownLookups,
     ILocationStore,
     IOutboundCalls,
     IStoreBackend,
@@ -158,6 +159,10 @@ class CallController:
         self.user_agent = user_agent
         self.users = users
         self.locations = locations
+        #: What the users and locations answer from memory at once (CachedDirectory), if
+        #: they can: placing a call then makes no Deferred for its look-ups.
+        self._known_users = IKnownLookups(users, None)
+        self._known_locations = IKnownLookups(locations, None)
         self.records = records
         self.policy = policy
         self.settings = settings
@@ -266,14 +271,8 @@ class CallController:
         self._reserved_total += 1
         try:
             now = self.clock.seconds()
-            caller_bindings = await self.locations.get_bindings(
-                user_aor(caller_name, self.domain), now
-            )
-            callee_bindings = (
-                []
-                if decision is not None
-                else (await self.locations.get_bindings(user_aor(callee_name, self.domain), now))
-            )
+            caller_bindings = await self._bindings(caller_name, now)
+            callee_bindings = [] if decision is not None else await self._bindings(callee_name, now)
             call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
             if decision is not None:
                 # A call to a number shows its number and class from the start (history,
@@ -392,12 +391,24 @@ class CallController:
         )
 
     async def _user(self, username: str) -> User:
-        user = await self.users.get_user(username)
+        known = self._known_users
+        user = known.known_user(username) if known is not None else None
+        if user is None:
+            user = await self.users.get_user(username)
         if user is None:
             raise CallRefused("unknown-user", f"no user {username!r}")
         if user.disabled:
             raise CallRefused("disabled-user", f"user {username!r} is disabled")
         return user
+
+    async def _bindings(self, username: str, now: float) -> list[Binding]:
+        """``username``'s bindings: from memory when kept, else from the locations."""
+        aor = user_aor(username, self.domain)
+        known = self._known_locations
+        bindings = known.known_bindings(aor, now) if known is not None else None
+        if bindings is None:
+            bindings = await self.locations.get_bindings(aor, now)
+        return bindings
 
     def _count(self, username: str) -> int:
         return self._running.get(username, 0) + self._reserved.get(username, 0)
