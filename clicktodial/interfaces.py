@@ -298,6 +298,21 @@ class ICallRecordStore(Interface):
         """
 
 
+class ICallRecordWrites(Interface):
+    """
+    Optional capability of an :class:`ICallRecordStore`: write a call's changes without
+    reading its record back (the call controller keeps the live state itself and never
+    reads what it wrote).  Asked for with ``ICallRecordWrites(store, None)``.
+    """
+
+    def write_call(call_id: str, update: CallUpdate) -> Deferred[None]:
+        """
+        Set the fields ``update`` carries, as :meth:`ICallRecordStore.update_call` does.
+
+        :return: fires with None once written; fails with ``NoSuchCall``.
+        """
+
+
 class ICallTraceStore(Interface):
     """
     The SIP messages of calls (docs/calls.md, "Call traces"), kept beside the call records
@@ -1072,6 +1087,7 @@ __all__ = [
     "ICallController",
     "ICallEventListener",
     "ICallOutcomeListener",
+    "ICallRecordWrites",
     "IKnownLookups",
     "ICalleeRoute",
     "ICallPolicy",

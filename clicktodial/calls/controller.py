@@ -39,6 +39,7 @@ from clicktodial.interfaces import (
     ICallEventListener,
     ICallPolicy,
     ICallRecordStore,
+    ICallRecordWrites,
     IKnownLookups,
     ILocationStore,
     IOutboundCalls,
@@ -164,6 +165,8 @@ class CallController:
         self._known_users = IKnownLookups(users, None)
         self._known_locations = IKnownLookups(locations, None)
         self.records = records
+        #: The records' writes without reading back (ICallRecordWrites), if they have them.
+        self._record_writes = ICallRecordWrites(records, None)
         self.policy = policy
         self.settings = settings
         self.domain = domain
@@ -539,9 +542,14 @@ class CallController:
             if queued is not None:
                 self._write(call_id, queued)
 
-        self.records.update_call(call_id, CallUpdate(**changes)).addCallbacks(
-            _ignore, failed
-        ).addBoth(done)
+        update = CallUpdate(**changes)
+        writes = self._record_writes
+        written = (
+            writes.write_call(call_id, update)
+            if writes is not None
+            else self.records.update_call(call_id, update)
+        )
+        written.addCallbacks(_ignore, failed).addBoth(done)
 
     @property
     def pending_writes(self) -> int:
