@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -96,7 +96,11 @@ def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> li
     recently registered (latest expiry); unusable stored contacts are skipped.
     """
     targets: list[Target] = []
-    ordered = sorted(bindings, key=lambda b: (-(b.q if b.q is not None else 1.0), -b.expires_at))
+    ordered = (
+        sorted(bindings, key=lambda b: (-(b.q if b.q is not None else 1.0), -b.expires_at))
+        if len(bindings) > 1
+        else bindings
+    )
     for binding in ordered:
         if len(targets) == max_forks:
             # One click must not fan out into as many INVITEs as a user has bindings.
@@ -274,8 +278,12 @@ class CallController:
         self._reserved_total += 1
         try:
             now = self.clock.seconds()
-            caller_bindings = await self._bindings(caller_name, now)
-            callee_bindings = [] if decision is not None else await self._bindings(callee_name, now)
+            found = self._bindings(caller_name, now)
+            caller_bindings = await found if isinstance(found, Deferred) else found
+            callee_bindings: list[Binding] = []
+            if decision is None:
+                found = self._bindings(callee_name, now)
+                callee_bindings = await found if isinstance(found, Deferred) else found
             call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
             if decision is not None:
                 # A call to a number shows its number and class from the start (history,
@@ -404,21 +412,22 @@ class CallController:
             raise CallRefused("disabled-user", f"user {username!r} is disabled")
         return user
 
-    async def _bindings(self, username: str, now: float) -> list[Binding]:
-        """``username``'s bindings: from memory when kept, else from the locations."""
+    def _bindings(self, username: str, now: float) -> list[Binding] | Deferred[list[Binding]]:
+        """``username``'s bindings: at once from memory when kept, else the locations'
+        Deferred."""
         aor = user_aor(username, self.domain)
         known = self._known_locations
         bindings = known.known_bindings(aor, now) if known is not None else None
-        if bindings is None:
-            bindings = await self.locations.get_bindings(aor, now)
-        return bindings
+        return bindings if bindings is not None else self.locations.get_bindings(aor, now)
 
     def _count(self, username: str) -> int:
         return self._running.get(username, 0) + self._reserved.get(username, 0)
 
     def _lookup(self, username: str) -> Deferred[list[Target]]:
-        d = self.locations.get_bindings(user_aor(username, self.domain), self.clock.seconds())
-        return d.addCallback(self._targets)
+        found = self._bindings(username, self.clock.seconds())
+        if isinstance(found, Deferred):
+            return found.addCallback(self._targets)
+        return succeed(self._targets(found))
 
     def _targets(self, bindings: list[Binding]) -> list[Target]:
         return _targets(bindings, self.settings.max_forks, self.trusted_paths)
@@ -532,16 +541,6 @@ class CallController:
                 self._queued[call_id] = changes
             return
         self._writing.add(call_id)
-
-        def failed(failure: Failure) -> None:
-            log.failure("cannot update call record", failure, record=call_id)
-
-        def done(_: object) -> None:
-            self._writing.discard(call_id)
-            queued = self._queued.pop(call_id, None)
-            if queued is not None:
-                self._write(call_id, queued)
-
         update = CallUpdate(**changes)
         writes = self._record_writes
         written = (
@@ -549,16 +548,26 @@ class CallController:
             if writes is not None
             else self.records.update_call(call_id, update)
         )
-        written.addCallbacks(_ignore, failed).addBoth(done)
+        # Methods, not two closures and a callback more per write.
+        written.addCallbacks(
+            self._written, self._write_failed, callbackArgs=(call_id,), errbackArgs=(call_id,)
+        )
+
+    def _written(self, _: object, call_id: str) -> None:
+        """A write of ``call_id``'s record is done: the next one, if changes are queued."""
+        self._writing.discard(call_id)
+        queued = self._queued.pop(call_id, None)
+        if queued is not None:
+            self._write(call_id, queued)
+
+    def _write_failed(self, failure: Failure, call_id: str) -> None:
+        log.failure("cannot update call record", failure, record=call_id)
+        self._written(None, call_id)
 
     @property
     def pending_writes(self) -> int:
         """Calls with record writes not yet done (0 when idle)."""
         return len(self._writing)
-
-
-def _ignore(_: object) -> None:
-    return None
 
 
 class CallService(MultiService):
