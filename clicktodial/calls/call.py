@@ -645,7 +645,8 @@ class Leg(SessionHandlerBase):
 
     def hang_up(self, headers: Sequence[tuple[str, str]] = ()) -> None:
         """CANCEL what rings, BYE what answered (ACKing an unACKed 2xx first)."""
-        self.cancel_forks()
+        if self.forks:
+            self.cancel_forks()
         session = self.session
         if session is None or session.is_terminated:
             return
