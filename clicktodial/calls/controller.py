@@ -278,12 +278,13 @@ class CallController:
         self._reserved_total += 1
         try:
             now = self.clock.seconds()
+            # isinstance of list, not of Deferred (an ABC: a Python-level check).
             found = self._bindings(caller_name, now)
-            caller_bindings = await found if isinstance(found, Deferred) else found
+            caller_bindings = found if isinstance(found, list) else await found
             callee_bindings: list[Binding] = []
             if decision is None:
                 found = self._bindings(callee_name, now)
-                callee_bindings = await found if isinstance(found, Deferred) else found
+                callee_bindings = found if isinstance(found, list) else await found
             call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
             if decision is not None:
                 # A call to a number shows its number and class from the start (history,
@@ -425,9 +426,9 @@ class CallController:
 
     def _lookup(self, username: str) -> Deferred[list[Target]]:
         found = self._bindings(username, self.clock.seconds())
-        if isinstance(found, Deferred):
-            return found.addCallback(self._targets)
-        return succeed(self._targets(found))
+        if isinstance(found, list):
+            return succeed(self._targets(found))
+        return found.addCallback(self._targets)
 
     def _targets(self, bindings: list[Binding]) -> list[Target]:
         return _targets(bindings, self.settings.max_forks, self.trusted_paths)
