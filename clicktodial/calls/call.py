@@ -804,7 +804,11 @@ class Call:
 
     def _enter(self, phase: Phase, event: Input) -> None:
         """Leave the current phase (cancel its timer), enter ``phase``, start its timer."""
-        self._cancel_timer()
+        timer = self._timer
+        if timer is not None:
+            if timer.active():
+                timer.cancel()
+            self._timer = None
         # The StrEnum members themselves (formatted as their values, and only when the
         # event is written): .value is two calls each, on every transition.
         if LOG_LEVELS.info:
@@ -832,11 +836,6 @@ class Call:
         delay = shared.phase_delays.get(self.phase)
         if delay and shared.long_timers is None:
             self._timer = shared.clock.callLater(delay, self._timer_fired)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
 
     def _timer_fired(self) -> None:
         self._timer = None
