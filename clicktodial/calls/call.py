@@ -1072,7 +1072,8 @@ class Call:
         self.callee.hang_up()
 
     def _hang_up_caller(self, payload: object) -> None:
-        self._stop_ringback()
+        if self._ringback is not None:
+            self._stop_ringback()
         self.caller.hang_up()
 
     def _hang_up_caller_with_reason(self, payload: object) -> None:
@@ -1200,7 +1201,7 @@ class Call:
         self._handle(event, _Outcome(reason, status, who))
 
     def _session_ended(self, leg: Leg, reason: str) -> None:
-        if leg is self.caller:
+        if leg is self.caller and self._ringback is not None:
             self._stop_ringback()  # also a failure tone the caller hung up on
         if reason == "local-bye":
             return  # ours: the call is already over

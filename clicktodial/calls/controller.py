@@ -511,7 +511,7 @@ class CallController:
         if call.published != state:
             call.published = state
             events = self.events
-            if events.wants(state):
+            if state in events.wanted:  # events.wants(state), without a call
                 events.publish(call.info())
         if phase is Phase.ENDED or phase is Phase.FAILED:
             if self._calls.pop(call_id, None) is not None:

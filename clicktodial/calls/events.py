@@ -27,6 +27,9 @@ class CallEvents:
     def __init__(self) -> None:
         self._listeners: list[ICallEventListener] = []
         self._outcome_listeners: list[ICallEventListener] = []
+        #: The states some listener wants (:meth:`wants`), kept up to date by (un)subscribe:
+        #: a set look-up for the controller at every change of state.
+        self.wanted: frozenset[str] = frozenset()
 
     def subscribe(self, listener: ICallEventListener) -> Callable[[], None]:
         """Add ``listener``; returns the function that removes it."""
@@ -36,16 +39,26 @@ class CallEvents:
             else self._listeners
         )
         listeners.append(listener)
+        self._update_wanted()
 
         def unsubscribe() -> None:
             if listener in listeners:
                 listeners.remove(listener)
+                self._update_wanted()
 
         return unsubscribe
 
+    def _update_wanted(self) -> None:
+        if self._listeners:
+            self.wanted = frozenset(PUBLIC_STATES)
+        elif self._outcome_listeners:
+            self.wanted = FINAL_STATES
+        else:
+            self.wanted = frozenset()
+
     def wants(self, state: str) -> bool:
         """Whether a call entering ``state`` has listeners (else nothing need be made)."""
-        return bool(self._listeners or (self._outcome_listeners and state in FINAL_STATES))
+        return state in self.wanted
 
     def publish(self, info: CallInfo) -> None:
         """Tell every listener about ``info``."""

@@ -52,8 +52,10 @@ def test_wants_says_whether_a_state_has_listeners() -> None:
         True,
         True,
     ]
-    events.subscribe(_Every())
+    unsubscribe = events.subscribe(_Every())
     assert events.wants("calling-caller")
+    unsubscribe()
+    assert not events.wants("calling-caller") and events.wants("ended")
 
 
 def test_a_call_with_only_outcome_listeners_publishes_its_end_only() -> None:
