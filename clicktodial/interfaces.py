@@ -298,6 +298,21 @@ class ICallRecordStore(Interface):
         """
 
 
+class ICallRecordWrites(Interface):
+    """
+    Optional capability of an :class:`ICallRecordStore`: write a call's changes without
+    reading its record back (the call controller keeps the live state itself and never
+    reads what it wrote).  Asked for with ``ICallRecordWrites(store, None)``.
+    """
+
+    def write_call(call_id: str, update: CallUpdate) -> Deferred[None]:
+        """
+        Set the fields ``update`` carries, as :meth:`ICallRecordStore.update_call` does.
+
+        :return: fires with None once written; fails with ``NoSuchCall``.
+        """
+
+
 class ICallTraceStore(Interface):
     """
     The SIP messages of calls (docs/calls.md, "Call traces"), kept beside the call records
@@ -659,6 +674,29 @@ class ICallEventListener(Interface):
 
     def call_state_changed(info: CallInfo) -> None:
         """The call ``info.call_id`` entered ``info.state``."""
+
+
+class IKnownLookups(Interface):
+    """
+    Optional capability of the users and locations the call controller looks up (the
+    daemon's :class:`clicktodial.calls.directory.CachedDirectory`): what it keeps in memory,
+    answered at once, without a Deferred.  Asked for with ``IKnownLookups(obj, None)``.
+    """
+
+    def known_user(username: str) -> User | None:
+        """The user as ``get_user`` would answer now from memory, else None (ask it)."""
+
+    def known_bindings(aor: str, now: float) -> list[Binding] | None:
+        """``aor``'s bindings unexpired at ``now`` as ``get_bindings`` would answer from
+        memory, else None (ask it)."""
+
+
+class ICallOutcomeListener(ICallEventListener):
+    """
+    An :class:`ICallEventListener` told only of the final states (``ended``, ``failed``):
+    how calls end (metrics).  The states before are not made for it: a call whose every
+    listener is one of these publishes nothing until it ends.
+    """
 
 
 class ICallController(Interface):
@@ -1048,6 +1086,9 @@ __all__ = [
     "IBridge",
     "ICallController",
     "ICallEventListener",
+    "ICallOutcomeListener",
+    "ICallRecordWrites",
+    "IKnownLookups",
     "ICalleeRoute",
     "ICallPolicy",
     "ICallPolicyFactory",

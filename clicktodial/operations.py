@@ -26,7 +26,7 @@ from clicktodial.admission import AdmissionControl
 from clicktodial.calls.events import CallInfo
 from clicktodial.config import Config
 from clicktodial.connlimit import ConnectionLimit
-from clicktodial.interfaces import ICallEventListener, ILocationStore, IMediaRelay, IStoreLoad
+from clicktodial.interfaces import ICallOutcomeListener, ILocationStore, IMediaRelay, IStoreLoad
 from clicktodial.metrics import DaemonCollector, DaemonMetrics, MetricsResource, ReadinessResource
 from clicktodial.reload import ICallsReload, ReloadHook, ReloadRefused
 from clicktodial.shutdown import CallsInProgress, GracefulStop, ua_calls
@@ -195,7 +195,7 @@ def _count_states(calls: list[Any]) -> dict[str, float]:
     return states
 
 
-@implementer(ICallEventListener)
+@implementer(ICallOutcomeListener)
 class _CallOutcomes:
     """Counts calls as they end, by outcome: the end reason the store records."""
 

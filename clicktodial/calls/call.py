@@ -121,7 +121,8 @@ from clicktodial.sip.ua import (
     UserAgent,
 )
 from clicktodial.sip.uri import URI, parse_uri
-from clicktodial.store.values import Binding, CallUpdate, User
+from clicktodial.sip.wirecache import BoundedCache
+from clicktodial.store.values import Binding, CallChanges, User
 from clicktodial.timers import Lingering, LingerQueue
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PHASE_TIMERS",
+    "PUBLIC_STATE",
     "BindingsRoute",
     "Call",
     "CallObserver",
@@ -180,6 +182,11 @@ class Input(enum.StrEnum):
 
 
 _TERMINAL = (Phase.ENDED, Phase.FAILED)
+
+#: The state each phase shows outside (:attr:`Call.public_state`), as plain text: a dict
+#: look-up, where ``Phase.value`` is two Python calls (the enum's property).
+PUBLIC_STATE: dict[Phase, str] = {phase: phase.value for phase in Phase}
+PUBLIC_STATE[Phase.BRIDGING] = Phase.CALLING_CALLEE.value
 
 
 @attrs.frozen
@@ -331,6 +338,7 @@ class _Answer:
     A 2xx to one of ``leg``'s INVITEs (payload of the ``*-answered`` inputs).
 
     :ivar target: the fork's :class:`Target` (None if it was no longer ringing).
+    :ivar sdp: the 2xx's session description, or None (looked for once per 2xx).
     :ivar offer: the offer of the 2xx when our INVITE had none: it waits for our ACK.
     """
 
@@ -338,6 +346,7 @@ class _Answer:
     target: Target | None
     session: Session
     response: Response
+    sdp: bytes | None
     offer: bytes | None
 
 
@@ -397,9 +406,26 @@ class CallShared:
         traces"), or None.
     :ivar long_timers: the queue of the timers of one delay (the phase timers: ring
         timeouts, the maximum duration), or None for a reactor timer each.
+    :ivar phase_delays: the delay of each phase's timer (:data:`PHASE_TIMERS` of the
+        settings; phases without one left out), worked out once.
+    :ivar phase_queues: with ``long_timers``, the queue of each phase's timer.
+    :ivar parties: the From/To of users (:meth:`Call._party`) by username, display name
+        and domain, shared by their calls (a bounded cache), or None to make them per call.
     """
 
-    __slots__ = ("clock", "ua", "settings", "observer", "domain", "media", "tracer", "long_timers")
+    __slots__ = (
+        "clock",
+        "ua",
+        "settings",
+        "observer",
+        "domain",
+        "media",
+        "tracer",
+        "long_timers",
+        "phase_delays",
+        "phase_queues",
+        "parties",
+    )
 
     def __init__(
         self,
@@ -412,6 +438,7 @@ class CallShared:
         media: RingbackPlayer | None = None,
         tracer: CallTracer | None = None,
         long_timers: Callable[[float], LingerQueue] | None = None,
+        parties: BoundedCache[tuple[str, str, str], NameAddr] | None = None,
     ) -> None:
         self.clock = clock
         self.ua = user_agent
@@ -421,6 +448,14 @@ class CallShared:
         self.media = media
         self.tracer = tracer
         self.long_timers = long_timers
+        self.parties = parties
+        delays = {phase: timeout(settings) for phase, timeout in PHASE_TIMERS.items()}
+        self.phase_delays = {phase: delay for phase, delay in delays.items() if delay}
+        self.phase_queues = (
+            {phase: long_timers(delay) for phase, delay in self.phase_delays.items()}
+            if long_timers is not None
+            else {}
+        )
 
 
 @implementer(ICalleeRoute)
@@ -457,8 +492,11 @@ class BindingsRoute:
 class CallObserver(Protocol):
     """What a call reports to (the controller: records and events)."""
 
-    def call_changed(self, call: Call, update: CallUpdate) -> None:
-        """``call`` changed; ``update`` is what to write to its record."""
+    def call_changed(self, call: Call, changes: CallChanges) -> None:
+        """
+        ``call`` changed; ``changes`` is what to write to its record (a dict made for this
+        report: the observer may keep it).
+        """
 
     def call_input_unexpected(self, call: Call, phase: Phase, event: Input) -> None:
         """``event`` has no transition in ``phase`` (:data:`Call._TABLE`): count it."""
@@ -523,9 +561,11 @@ class Leg(SessionHandlerBase):
     def call_provisional(
         self, call: OutgoingCall, response: Response, session: Session | None
     ) -> None:
-        sdp = _sdp_of(response)
-        if sdp is not None and self is self.call.callee and call in self.forks:
-            self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
+        # The caller's 1xx are not looked into (only the callee's early media matters).
+        if self is self.call.callee and call in self.forks:
+            sdp = _sdp_of(response)
+            if sdp is not None:
+                self.call._handle(Input.CALLEE_EARLY_MEDIA, sdp)
 
     def call_answered(self, call: OutgoingCall, session: Session, response: Response) -> None:
         self.call._answered(self, call, session, response)
@@ -605,7 +645,8 @@ class Leg(SessionHandlerBase):
 
     def hang_up(self, headers: Sequence[tuple[str, str]] = ()) -> None:
         """CANCEL what rings, BYE what answered (ACKing an unACKed 2xx first)."""
-        self.cancel_forks()
+        if self.forks:
+            self.cancel_forks()
         session = self.session
         if session is None or session.is_terminated:
             return
@@ -741,9 +782,7 @@ class Call:
     @property
     def public_state(self) -> str:
         """The state shown outside (:data:`clicktodial.calls.events.PUBLIC_STATES`)."""
-        if self.phase is Phase.BRIDGING:
-            return Phase.CALLING_CALLEE.value
-        return self.phase.value
+        return PUBLIC_STATE[self.phase]
 
     def _handle(self, event: Input, payload: object = None) -> None:
         """Take the row of :data:`_TABLE` for ``event`` in the current phase."""
@@ -765,7 +804,11 @@ class Call:
 
     def _enter(self, phase: Phase, event: Input) -> None:
         """Leave the current phase (cancel its timer), enter ``phase``, start its timer."""
-        self._cancel_timer()
+        timer = self._timer
+        if timer is not None:
+            if timer.active():
+                timer.cancel()
+            self._timer = None
         # The StrEnum members themselves (formatted as their values, and only when the
         # event is written): .value is two calls each, on every transition.
         if LOG_LEVELS.info:
@@ -780,24 +823,19 @@ class Call:
         self._start_timer()
 
     def _start_timer(self) -> None:
-        timeout = PHASE_TIMERS.get(self.phase)
-        delay = timeout(self.shared.settings) if timeout is not None else 0.0
-        if not delay:
+        shared = self.shared
+        # One reactor timer for all calls per delay (LingerQueue): the maximum duration
+        # is held for the whole call, and a DelayedCall per set-up phase (with its
+        # bound method), cancelled when the phase ends, stays in the reactor's heap
+        # until Twisted compacts it (~0.5 KB a call during the ramp, whose peak the
+        # heap keeps); a cancelled queue entry is dropped sooner and costs less.
+        queue = shared.phase_queues.get(self.phase)
+        if queue is not None:
+            self._timer = queue.call_later_on(self, Call._timer_fired)
             return
-        if self.shared.long_timers is not None:
-            # One reactor timer for all calls per delay (LingerQueue): the maximum duration
-            # is held for the whole call, and a DelayedCall per set-up phase (with its
-            # bound method), cancelled when the phase ends, stays in the reactor's heap
-            # until Twisted compacts it (~0.5 KB a call during the ramp, whose peak the
-            # heap keeps); a cancelled queue entry is dropped sooner and costs less.
-            self._timer = self.shared.long_timers(delay).call_later_on(self, Call._timer_fired)
-        else:
-            self._timer = self.shared.clock.callLater(delay, self._timer_fired)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        delay = shared.phase_delays.get(self.phase)
+        if delay and shared.long_timers is None:
+            self._timer = shared.clock.callLater(delay, self._timer_fired)
 
     def _timer_fired(self) -> None:
         self._timer = None
@@ -843,12 +881,12 @@ class Call:
         stray.hang_up()
 
     def _record_caller_answer(self, answer: _Answer) -> None:
-        sdp = _sdp_of(answer.response)
+        sdp = answer.sdp
         assert sdp is not None  # caller-no-offer otherwise
         self.caller_offer = sdp
         now = self.caller_answered_at = self.shared.clock.seconds()
         self.shared.observer.call_changed(
-            self, CallUpdate(state=self.public_state, caller_answered_at=now)
+            self, {"state": PUBLIC_STATE[self.phase], "caller_answered_at": now}
         )
 
     def _flow_caller_answered(self, answer: _Answer) -> None:
@@ -880,12 +918,11 @@ class Call:
             self._leg_failed(self.callee)
             return
         trunk = targets[0].trunk
+        changes: CallChanges = {"callee_rung_at": self.shared.clock.seconds()}
         if trunk is not None:
             # The history names the trunk the call went out through (the last one tried).
-            update = CallUpdate(callee_rung_at=self.shared.clock.seconds(), trunk=trunk)
-        else:
-            update = CallUpdate(callee_rung_at=self.shared.clock.seconds())
-        self.shared.observer.call_changed(self, update)
+            changes["trunk"] = trunk
+        self.shared.observer.call_changed(self, changes)
 
     def _reroute_callee(self, status: int) -> None:
         """
@@ -982,19 +1019,19 @@ class Call:
 
     def _record_callee_answer(self, answer: _Answer) -> None:
         now = self.callee_answered_at = self.shared.clock.seconds()
-        self.shared.observer.call_changed(self, CallUpdate(callee_answered_at=now))
+        self.shared.observer.call_changed(self, {"callee_answered_at": now})
 
     def _flow_callee_answered(self, answer: _Answer) -> None:
         """Flow I step 4 / Flow IV step 5: the media flow completes offer/answer."""
-        self.flow.callee_answered(self._bridge, _sdp_of(answer.response))
+        self.flow.callee_answered(self._bridge, answer.sdp)
 
     def _record_connected(self, payload: object) -> None:
         # Only the set-up's steps (the media flow, the relay's decision) read the caller's
         # offer: a connected call lets go of it (the sessions keep what was agreed).
         self.caller_offer = b""
-        self.connected_at = self.shared.clock.seconds()
+        now = self.connected_at = self.shared.clock.seconds()
         self.shared.observer.call_changed(
-            self, CallUpdate(state=self.public_state, connected_at=self.connected_at)
+            self, {"state": PUBLIC_STATE[self.phase], "connected_at": now}
         )
 
     def _refuse_offer(self, offer: _Offer) -> None:
@@ -1035,7 +1072,8 @@ class Call:
         self.callee.hang_up()
 
     def _hang_up_caller(self, payload: object) -> None:
-        self._stop_ringback()
+        if self._ringback is not None:
+            self._stop_ringback()
         self.caller.hang_up()
 
     def _hang_up_caller_with_reason(self, payload: object) -> None:
@@ -1062,23 +1100,24 @@ class Call:
             self.relay.end()
 
     def _report_end(self, payload: object) -> None:
-        self.shared.observer.call_changed(
-            self,
-            CallUpdate(
-                state=self.phase.value,
-                ended_at=self.ended_at,
-                end_reason=self.end_reason,
-                sip_status=self.sip_status,
-                who_hung_up=self.who_hung_up,
-            ),
-        )
+        changes: CallChanges = {"state": PUBLIC_STATE[self.phase]}
+        # Only the fields set (a CallUpdate leaves None unchanged).
+        if self.ended_at is not None:
+            changes["ended_at"] = self.ended_at
+        if self.end_reason is not None:
+            changes["end_reason"] = self.end_reason
+        if self.sip_status is not None:
+            changes["sip_status"] = self.sip_status
+        if self.who_hung_up is not None:
+            changes["who_hung_up"] = self.who_hung_up
+        self.shared.observer.call_changed(self, changes)
 
     # -- starting and stopping -----------------------------------------------
 
     def start(self, caller_targets: Sequence[Target]) -> None:
         """Flow I/IV step 1: ring the caller's phones (without SDP), or fail at once."""
         self._start_timer()  # the initial phase's (there is no transition into it)
-        self.shared.observer.call_changed(self, CallUpdate(state=self.phase.value))
+        self.shared.observer.call_changed(self, {"state": PUBLIC_STATE[self.phase]})
         if not caller_targets:
             self._handle(Input.CALLER_FAILED, _Outcome("caller-unreachable", 480, "system"))
             return
@@ -1110,19 +1149,35 @@ class Call:
         return True
 
     def _party(self, user: User) -> NameAddr:
-        """A user as From/To shows them: display name, AOR."""
-        return NameAddr(URI("sip", user.username, self.shared.domain), user.display_name or None)
+        """
+        A user as From/To shows them: display name, AOR.  Never changed once made (the UA
+        core copies it to add a tag), so one is shared by the user's calls: its URI's text
+        is then made once, not for every INVITE.
+        """
+        shared = self.shared
+        parties = shared.parties
+        if parties is None:
+            return NameAddr(URI("sip", user.username, shared.domain), user.display_name or None)
+        key = (user.username, user.display_name, shared.domain)
+        party = parties.entries.get(key)
+        if party is None:
+            party = parties.remember(
+                key,
+                NameAddr(URI("sip", user.username, shared.domain), user.display_name or None),
+            )
+        return party
 
     # -- UA core events: classified into inputs ----------------------------------
 
     def _answered(self, leg: Leg, fork: OutgoingCall, session: Session, response: Response) -> None:
         target = leg.forks.pop(fork, None)
         # The 2xx waits for our ACK when it carried the offer (our INVITE had none).
-        offer = _sdp_of(response) if fork.offer is None else None
-        answer = _Answer(leg, target, session, response, offer)
+        sdp = _sdp_of(response)
+        offer = sdp if fork.offer is None else None
+        answer = _Answer(leg, target, session, response, sdp, offer)
         if leg is self.callee:
             self._handle(Input.CALLEE_ANSWERED, answer)
-        elif _sdp_of(response) is None:
+        elif sdp is None:
             self._handle(Input.CALLER_NO_OFFER, answer)
         else:
             self._handle(Input.CALLER_ANSWERED, answer)
@@ -1146,7 +1201,7 @@ class Call:
         self._handle(event, _Outcome(reason, status, who))
 
     def _session_ended(self, leg: Leg, reason: str) -> None:
-        if leg is self.caller:
+        if leg is self.caller and self._ringback is not None:
             self._stop_ringback()  # also a failure tone the caller hung up on
         if reason == "local-bye":
             return  # ours: the call is already over
@@ -1350,7 +1405,7 @@ class Call:
             call_id=self.call_id,
             caller=self.caller.user.username,
             callee=self.callee.user.username,
-            state=self.public_state,
+            state=PUBLIC_STATE[self.phase],
             created_at=self.created_at,
             caller_answered_at=self.caller_answered_at,
             callee_answered_at=self.callee_answered_at,

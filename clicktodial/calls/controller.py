@@ -7,16 +7,16 @@ the call records up to date and publishes call state changes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clicktodial.calls.call import (
+    PUBLIC_STATE,
     BindingsRoute,
     Call,
     CallSettings,
@@ -39,6 +39,8 @@ from clicktodial.interfaces import (
     ICallEventListener,
     ICallPolicy,
     ICallRecordStore,
+    ICallRecordWrites,
+    IKnownLookups,
     ILocationStore,
     IOutboundCalls,
     IStoreBackend,
@@ -48,9 +50,10 @@ from clicktodial.log import LOG_LEVELS
 from clicktodial.media.ringback import RingbackPlayer
 from clicktodial.netaddr import NetworkSet
 from clicktodial.reload import ICallsReload
+from clicktodial.sip.headers import NameAddr
 from clicktodial.sip.ua import UserAgent
 from clicktodial.sip.wirecache import BoundedCache
-from clicktodial.store.values import Binding, CallUpdate, User, user_aor
+from clicktodial.store.values import Binding, CallChanges, CallUpdate, User, user_aor
 from clicktodial.timers import LingerQueue
 
 __all__ = [
@@ -93,7 +96,11 @@ def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> li
     recently registered (latest expiry); unusable stored contacts are skipped.
     """
     targets: list[Target] = []
-    ordered = sorted(bindings, key=lambda b: (-(b.q if b.q is not None else 1.0), -b.expires_at))
+    ordered = (
+        sorted(bindings, key=lambda b: (-(b.q if b.q is not None else 1.0), -b.expires_at))
+        if len(bindings) > 1
+        else bindings
+    )
     for binding in ordered:
         if len(targets) == max_forks:
             # One click must not fan out into as many INVITEs as a user has bindings.
@@ -157,7 +164,13 @@ class CallController:
         self.user_agent = user_agent
         self.users = users
         self.locations = locations
+        #: What the users and locations answer from memory at once (CachedDirectory), if
+        #: they can: placing a call then makes no Deferred for its look-ups.
+        self._known_users = IKnownLookups(users, None)
+        self._known_locations = IKnownLookups(locations, None)
         self.records = records
+        #: The records' writes without reading back (ICallRecordWrites), if they have them.
+        self._record_writes = ICallRecordWrites(records, None)
         self.policy = policy
         self.settings = settings
         self.domain = domain
@@ -170,9 +183,9 @@ class CallController:
         self._running: dict[str, int] = {}
         #: Calls whose record is being written, and the fields to write next.
         self._writing: set[str] = set()
-        self._queued: dict[str, dict[str, Any]] = {}
+        self._queued: dict[str, CallChanges] = {}
         #: The fields changed since the last write, per call (written at the next _WRITE_AT).
-        self._unwritten: dict[str, dict[str, Any]] = {}
+        self._unwritten: dict[str, CallChanges] = {}
         self._reserved_total = 0
         #: Same-length timers of all calls (phase timers), one queue per length.
         self._timer_queues: dict[float, LingerQueue] = {}
@@ -183,6 +196,10 @@ class CallController:
         #: immutable value: 48 bytes a held call each; a BoundedCache named for this controller).
         self._routes: BoundedCache[str, BindingsRoute] = BoundedCache(
             f"callee routes of controller {id(self):x}"
+        )
+        #: The From/To of the users of calls (:meth:`Call._party`), shared by their calls.
+        self._parties: BoundedCache[tuple[str, str, str], NameAddr] = BoundedCache(
+            f"call parties of controller {id(self):x}"
         )
         #: What the calls share (:func:`_shared`), one object for all of them.
         self._shared_by_calls: CallShared | None = None
@@ -209,6 +226,7 @@ class CallController:
                 media=self.media,
                 tracer=self.tracer,
                 long_timers=self._long_timers_of_calls,
+                parties=self._parties,
             )
         return shared
 
@@ -260,14 +278,13 @@ class CallController:
         self._reserved_total += 1
         try:
             now = self.clock.seconds()
-            caller_bindings = await self.locations.get_bindings(
-                user_aor(caller_name, self.domain), now
-            )
-            callee_bindings = (
-                []
-                if decision is not None
-                else (await self.locations.get_bindings(user_aor(callee_name, self.domain), now))
-            )
+            # isinstance of list, not of Deferred (an ABC: a Python-level check).
+            found = self._bindings(caller_name, now)
+            caller_bindings = found if isinstance(found, list) else await found
+            callee_bindings: list[Binding] = []
+            if decision is None:
+                found = self._bindings(callee_name, now)
+                callee_bindings = found if isinstance(found, list) else await found
             call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
             if decision is not None:
                 # A call to a number shows its number and class from the start (history,
@@ -386,19 +403,32 @@ class CallController:
         )
 
     async def _user(self, username: str) -> User:
-        user = await self.users.get_user(username)
+        known = self._known_users
+        user = known.known_user(username) if known is not None else None
+        if user is None:
+            user = await self.users.get_user(username)
         if user is None:
             raise CallRefused("unknown-user", f"no user {username!r}")
         if user.disabled:
             raise CallRefused("disabled-user", f"user {username!r} is disabled")
         return user
 
+    def _bindings(self, username: str, now: float) -> list[Binding] | Deferred[list[Binding]]:
+        """``username``'s bindings: at once from memory when kept, else the locations'
+        Deferred."""
+        aor = user_aor(username, self.domain)
+        known = self._known_locations
+        bindings = known.known_bindings(aor, now) if known is not None else None
+        return bindings if bindings is not None else self.locations.get_bindings(aor, now)
+
     def _count(self, username: str) -> int:
         return self._running.get(username, 0) + self._reserved.get(username, 0)
 
     def _lookup(self, username: str) -> Deferred[list[Target]]:
-        d = self.locations.get_bindings(user_aor(username, self.domain), self.clock.seconds())
-        return d.addCallback(self._targets)
+        found = self._bindings(username, self.clock.seconds())
+        if isinstance(found, list):
+            return succeed(self._targets(found))
+        return found.addCallback(self._targets)
 
     def _targets(self, bindings: list[Binding]) -> list[Target]:
         return _targets(bindings, self.settings.max_forks, self.trusted_paths)
@@ -459,27 +489,31 @@ class CallController:
         key = f"{phase.value}/{event.value}"
         self.unexpected_inputs[key] = self.unexpected_inputs.get(key, 0) + 1
 
-    def call_changed(self, call: Call, update: CallUpdate) -> None:
-        """Record ``update`` (written at connect and at the end) and publish a new state."""
+    def call_changed(self, call: Call, changes: CallChanges) -> None:
+        """Record ``changes`` (written at connect and at the end) and publish a new state."""
         call_id = call.call_id
-        # Merged as dicts of the fields set; one CallUpdate per write (attrs.evolve and
-        # the validators of a CallUpdate per step cost more than the step's bookkeeping).
-        changes = update.changed_fields()
+        # Merged as dicts of the fields set (the call's own, made for this report); one
+        # CallUpdate per write (a CallUpdate and its validators per step cost more than
+        # the step's bookkeeping).
+        written = changes.get("state") in _WRITE_AT
         unwritten = self._unwritten.pop(call_id, None)
         if unwritten is not None:
             unwritten.update(changes)
             changes = unwritten
-        if update.state in _WRITE_AT:
+        if written:
             self._write(call_id, changes)
         else:
             # The steps before (ringing, answered) wait for the next write: the live
             # state is the controller's, the record is the history (docs/calls.md).
             self._unwritten[call_id] = changes
-        state = call.public_state
+        phase = call.phase
+        state = PUBLIC_STATE[phase]
         if call.published != state:
             call.published = state
-            self.events.publish(call.info())
-        if call.over:
+            events = self.events
+            if state in events.wanted:  # events.wants(state), without a call
+                events.publish(call.info())
+        if phase is Phase.ENDED or phase is Phase.FAILED:
             if self._calls.pop(call_id, None) is not None:
                 for name in {call.caller.user.username, call.callee.user.username}:
                     self._running[name] -= 1
@@ -497,7 +531,7 @@ class CallController:
                     who=call.who_hung_up,
                 )
 
-    def _write(self, call_id: str, changes: dict[str, Any]) -> None:
+    def _write(self, call_id: str, changes: CallChanges) -> None:
         # One write per call at a time, in order; updates arriving meanwhile are merged
         # into one (under load, fewer round trips to the database).
         if call_id in self._writing:
@@ -508,28 +542,33 @@ class CallController:
                 self._queued[call_id] = changes
             return
         self._writing.add(call_id)
+        update = CallUpdate(**changes)
+        writes = self._record_writes
+        written = (
+            writes.write_call(call_id, update)
+            if writes is not None
+            else self.records.update_call(call_id, update)
+        )
+        # Methods, not two closures and a callback more per write.
+        written.addCallbacks(
+            self._written, self._write_failed, callbackArgs=(call_id,), errbackArgs=(call_id,)
+        )
 
-        def failed(failure: Failure) -> None:
-            log.failure("cannot update call record", failure, record=call_id)
+    def _written(self, _: object, call_id: str) -> None:
+        """A write of ``call_id``'s record is done: the next one, if changes are queued."""
+        self._writing.discard(call_id)
+        queued = self._queued.pop(call_id, None)
+        if queued is not None:
+            self._write(call_id, queued)
 
-        def done(_: object) -> None:
-            self._writing.discard(call_id)
-            queued = self._queued.pop(call_id, None)
-            if queued is not None:
-                self._write(call_id, queued)
-
-        self.records.update_call(call_id, CallUpdate(**changes)).addCallbacks(
-            _ignore, failed
-        ).addBoth(done)
+    def _write_failed(self, failure: Failure, call_id: str) -> None:
+        log.failure("cannot update call record", failure, record=call_id)
+        self._written(None, call_id)
 
     @property
     def pending_writes(self) -> int:
         """Calls with record writes not yet done (0 when idle)."""
         return len(self._writing)
-
-
-def _ignore(_: object) -> None:
-    return None
 
 
 class CallService(MultiService):

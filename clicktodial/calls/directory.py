@@ -34,7 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from clicktodial.interfaces import ILocationStore
+from clicktodial.interfaces import IKnownLookups, ILocationStore
 from clicktodial.store.values import Binding, BindingChanges, User
 
 __all__ = ["DEFAULT_TTL", "CachedDirectory", "UserLookup"]
@@ -65,6 +65,13 @@ class _Cache:
         #: Bumped by invalidate(): a load that started under an older one is not kept.
         self._generation: dict[str, int] = {}
         self._next_sweep = 0.0
+
+    def fresh(self, key: str) -> Any:
+        """The value kept for ``key`` if it has not expired, else None."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > self._clock.seconds():
+            return entry[1]
+        return None
 
     def get(
         self, key: str, load: Callable[[], Deferred[T]], keep: Callable[[T], bool] = lambda _: True
@@ -134,7 +141,7 @@ class _Cache:
         return len(self._entries)
 
 
-@implementer(ILocationStore)
+@implementer(ILocationStore, IKnownLookups)
 class CachedDirectory:
     """
     An :class:`ILocationStore` (and user look-up) in front of the store, caching users and
@@ -171,13 +178,34 @@ class CachedDirectory:
             username, lambda: self._users.get_user(username), keep=lambda user: user is not None
         )
 
+    # -- IKnownLookups ----------------------------------------------------------
+
+    def known_user(self, username: str) -> User | None:
+        """The user if looked up within ``ttl`` (what :meth:`get_user` answers), else None."""
+        user: User | None = self._user_cache.fresh(username) if self.ttl else None
+        return user
+
+    def known_bindings(self, aor: str, now: float) -> list[Binding] | None:
+        """``aor``'s bindings unexpired at ``now`` if kept (see :meth:`get_bindings`), else
+        None."""
+        if not self.ttl:
+            return None
+        # Loaded with every binding unexpired at load time; each answer drops those
+        # expired since.
+        bindings: list[Binding] | None = self._binding_cache.fresh(aor)
+        if bindings is None:
+            return None
+        return [b for b in bindings if b.expires_at > now]
+
     # -- ILocationStore ----------------------------------------------------------
 
     def get_bindings(self, aor: str, now: float) -> Deferred[list[Binding]]:
         if not self.ttl:
             return self._locations.get_bindings(aor, now)
-        # Loaded with every binding unexpired at load time; each answer drops those
-        # expired since.
+        known = self.known_bindings(aor, now)
+        if known is not None:
+            # Kept (the usual case): no callback on a fired Deferred.
+            return succeed(known)
         d = self._binding_cache.get(aor, lambda: self._locations.get_bindings(aor, now))
         return d.addCallback(lambda bindings: [b for b in bindings if b.expires_at > now])
 

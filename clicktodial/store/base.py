@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from clicktodial.interfaces import IUserChangeNotifier
+from clicktodial.interfaces import ICallRecordWrites, IUserChangeNotifier
 from clicktodial.store.errors import UserExists
 from clicktodial.store.passwords import (
     PasswordHashing,
@@ -87,7 +87,7 @@ def sip_credentials_of(record: UserRecord | None) -> SipCredentials | None:
     return SipCredentials(record.ha1_md5, record.ha1_sha256)
 
 
-@implementer(IUserChangeNotifier)
+@implementer(IUserChangeNotifier, ICallRecordWrites)
 class StoreBase(ABC):
     """
     The store interfaces (:class:`clicktodial.interfaces.IStoreBackend`) on top
@@ -330,6 +330,10 @@ class StoreBase(ABC):
     def update_call(self, call_id: str, update: CallUpdate) -> Deferred[CallRecord]:
         return self._run(self._op_update_call, call_id, update.changed_fields())
 
+    def write_call(self, call_id: str, update: CallUpdate) -> Deferred[None]:
+        """See :meth:`ICallRecordWrites.write_call` (here: :meth:`update_call`)."""
+        return self.update_call(call_id, update).addCallback(_nothing)
+
     def get_call(self, call_id: str) -> Deferred[CallRecord | None]:
         return self._run(self._op_get_call, call_id)
 
@@ -461,3 +465,7 @@ class StoreBase(ABC):
 def apply_call_fields(record: CallRecord, fields: dict[str, object]) -> CallRecord:
     """``record`` with ``fields`` set (for stores that keep records whole)."""
     return evolve(record, **fields)  # type: ignore[arg-type]
+
+
+def _nothing(_: object) -> None:
+    return None

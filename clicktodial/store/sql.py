@@ -649,6 +649,12 @@ class SQLStore(StoreBase):
     def update_call(self, call_id: str, update: CallUpdate) -> Deferred[CallRecord]:
         return self.group_commit.submit(UpdateCall(call_id, update.changed_fields()))
 
+    def write_call(self, call_id: str, update: CallUpdate) -> Deferred[None]:
+        """See :meth:`ICallRecordWrites.write_call`: the UPDATE alone (no SELECT after)."""
+        return self.group_commit.submit(
+            UpdateCall(call_id, update.changed_fields(), read_back=False)
+        )
+
     def _run_alone(self, job: SQLJob) -> Deferred[Any]:
         # After an aborted batch: the same job in a transaction of its own, with retries.
         return self._run(self._batches.run_alone, job)

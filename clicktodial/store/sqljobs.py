@@ -509,13 +509,18 @@ class InsertCall(SQLJob):
 
 @frozen
 class UpdateCall(SQLJob):
-    """``update_call``: set some fields of a call record; the record as stored after."""
+    """
+    ``update_call``: set some fields of a call record; the record as stored after.
+    ``write_call`` (``read_back`` False): the same UPDATE, then None (the row count tells
+    whether the call exists: no SELECT).
+    """
 
     call_id: str
     fields: dict[str, object]
+    read_back: bool = True
     rank = 2
 
-    def run(self, batch: Batch) -> CallRecord:
+    def run(self, batch: Batch) -> CallRecord | None:
         # NoSuchCall is raised after an UPDATE that matched no row: nothing was written.
         fields = self.fields
         if fields:
@@ -526,6 +531,12 @@ class UpdateCall(SQLJob):
             values = list(map(fields.__getitem__, names))
             values.append(self.call_id)
             batch.cursor.execute(batch.dialect.update_call(names), values)
+            if not self.read_back:
+                # Rows matched (SQLite's changes(), PostgreSQL's command tag), also when
+                # the values were already those.
+                if batch.cursor.rowcount == 0:
+                    raise NoSuchCall(self.call_id)
+                return None
         batch.cursor.execute(batch.dialect.select_call, (self.call_id,))
         row = batch.cursor.fetchone()
         if row is None:

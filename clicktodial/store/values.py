@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 from attrs import field, fields, frozen, validators
 
@@ -401,17 +401,23 @@ class CallUpdate:
     callee_answered_at: float | None = None
     connected_at: float | None = None
     ended_at: float | None = None
-    end_reason: str | None = field(
-        default=None, validator=validators.optional(validators.in_(END_REASONS))
-    )
+    end_reason: str | None = None
     sip_status: int | None = None
-    who_hung_up: str | None = field(
-        default=None, validator=validators.optional(validators.in_(HANGUP_PARTIES))
-    )
+    who_hung_up: str | None = None
     number: str | None = None
     destination_class: str | None = None
     trunk: str | None = None
     refusal: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # end_reason and who_hung_up only take their documented values: checked in one
+        # call (attrs' optional(in_()) validators are two calls a field).
+        if self.end_reason is not None and self.end_reason not in END_REASONS:
+            raise ValueError(f"end_reason must be one of END_REASONS (got {self.end_reason!r})")
+        if self.who_hung_up is not None and self.who_hung_up not in HANGUP_PARTIES:
+            raise ValueError(
+                f"who_hung_up must be one of HANGUP_PARTIES (got {self.who_hung_up!r})"
+            )
 
     def changed_fields(self) -> dict[str, object]:
         """The fields this update sets, by name."""
@@ -422,6 +428,28 @@ class CallUpdate:
 
 _CALL_UPDATE_FIELDS = tuple(a.name for a in fields(CallUpdate))
 _call_update_values = attrgetter(*_CALL_UPDATE_FIELDS)
+
+
+class CallChanges(TypedDict, total=False):
+    """
+    The fields of a :class:`CallUpdate` as a plain dict (only those set): what a call
+    reports at each step, merged until the record is written (one :class:`CallUpdate`,
+    validated, per write: ``CallUpdate(**changes)``).
+    """
+
+    state: str
+    caller_answered_at: float
+    callee_rung_at: float
+    callee_answered_at: float
+    connected_at: float
+    ended_at: float
+    end_reason: str
+    sip_status: int
+    who_hung_up: str
+    number: str
+    destination_class: str
+    trunk: str
+    refusal: str
 
 
 # -- Call traces (ICallTraceStore; clicktodial.store.traces has the bound rule) ----

@@ -62,6 +62,7 @@ from clicktodial.interfaces import (
     IActiveCallClaims,
     IBindingChangeNotifier,
     ICallRecordStore,
+    ICallRecordWrites,
     ICallTraceStore,
     ILocationBackend,
     ILocationStore,
@@ -1071,6 +1072,35 @@ class CallRecordStoreContract(_StoreFixtures):
         assert success_result_of(store.get_call("0" * 32)) is None
         failure_result_of(store.update_call("0" * 32, CallUpdate(state="x")), NoSuchCall)
         failure_result_of(store.update_call("0" * 32, CallUpdate()), NoSuchCall)
+
+    def test_write_call_sets_the_fields_and_fires_with_none(self, store: Any) -> None:
+        """ICallRecordWrites (optional): write_call sets what update_call would, fires with
+        None, also when the values were already those; NoSuchCall for an unknown call."""
+        writes = ICallRecordWrites(store, None)
+        if writes is None:
+            pytest.skip("the store does not provide the optional ICallRecordWrites")
+        verifyObject(ICallRecordWrites, writes)
+        call_id = success_result_of(store.create_call("alice", "bob", 1.0))
+        connected = CallUpdate(state="connected", caller_answered_at=2.0, connected_at=3.0)
+        assert success_result_of(writes.write_call(call_id, connected)) is None
+        assert success_result_of(writes.write_call(call_id, connected)) is None
+        ended = CallUpdate(
+            state="ended", ended_at=9.5, end_reason="caller-hangup", who_hung_up="caller"
+        )
+        assert success_result_of(writes.write_call(call_id, ended)) is None
+        record = success_result_of(store.get_call(call_id))
+        assert (record.state, record.caller_answered_at, record.connected_at) == (
+            "ended",
+            2.0,
+            3.0,
+        )
+        assert (record.ended_at, record.end_reason, record.who_hung_up) == (
+            9.5,
+            "caller-hangup",
+            "caller",
+        )
+        failure_result_of(writes.write_call("0" * 32, ended), NoSuchCall)
+        failure_result_of(writes.write_call("0" * 32, CallUpdate()), NoSuchCall)
 
     def test_list_calls_newest_first_per_user(self, store: Any) -> None:
         """A user's history has the calls they made or received, newest first."""

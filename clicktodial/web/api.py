@@ -15,7 +15,7 @@ from importlib.resources import files
 from twisted.web.server import Request
 
 from clicktodial.calls.events import CallInfo
-from clicktodial.store.values import is_valid_username
+from clicktodial.store.values import USERNAME_PATTERN
 from clicktodial.web.app import Principal, WebApp, call_json, registration_json
 from clicktodial.web.http import HTTPError, Route, RoutedResource, read_json, write_json
 from clicktodial.web.trace import trace_json, trace_pcap, trace_text
@@ -56,16 +56,21 @@ def _batch(calls: object) -> list[tuple[str, str]]:
     if not isinstance(calls, list):
         raise HTTPError(400, 'calls must be a list of {"caller": ..., "callee": ...}')
     pairs = []
+    valid = USERNAME_PATTERN.fullmatch
     for index, item in enumerate(calls):
+        # Checked inline, without a generator or a function per name: ~20 calls a batch.
+        caller = item.get("caller") if isinstance(item, dict) and len(item) == 2 else None
+        callee = item.get("callee") if caller is not None else None
         if (
-            not isinstance(item, dict)
-            or set(item) != {"caller", "callee"}
-            or not all(isinstance(name, str) and is_valid_username(name) for name in item.values())
+            not isinstance(caller, str)
+            or not isinstance(callee, str)
+            or valid(caller) is None
+            or valid(callee) is None
         ):
             raise HTTPError(
                 400, f'calls[{index}] must be {{"caller": USERNAME, "callee": USERNAME}}'
             )
-        pairs.append((item["caller"], item["callee"]))
+        pairs.append((caller, callee))
     return pairs
 
 

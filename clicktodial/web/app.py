@@ -16,10 +16,11 @@ from collections import deque
 from collections.abc import Callable
 
 import attrs
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -195,20 +196,28 @@ def call_json(call: CallInfo) -> dict[str, object]:
         "callee": call.callee,
         "created": iso_time(call.created_at),
     }
-    optional = {
-        "answered": iso_time(call.connected_at),
-        "ended_at": iso_time(call.ended_at),
-        "duration": call.duration,
-        "reason": call.end_reason,
-        "sip_status": call.sip_status,
-        "who_hung_up": call.who_hung_up,
-        "media_relay": call.media_relay,
-        "number": call.number,
-        "destination_class": call.destination_class,
-        "trunk": call.trunk,
-        "refusal": call.refusal,
-    }
-    value.update({k: v for k, v in optional.items() if v is not None})
+    # Only what the call has (a just placed call has none of the times: no call made
+    # for them).
+    connected_at, ended_at = call.connected_at, call.ended_at
+    if connected_at is not None:
+        value["answered"] = iso_time(connected_at)
+    if ended_at is not None:
+        value["ended_at"] = iso_time(ended_at)
+        if connected_at is not None:
+            value["duration"] = call.duration
+    optional = (
+        ("reason", call.end_reason),
+        ("sip_status", call.sip_status),
+        ("who_hung_up", call.who_hung_up),
+        ("media_relay", call.media_relay),
+        ("number", call.number),
+        ("destination_class", call.destination_class),
+        ("trunk", call.trunk),
+        ("refusal", call.refusal),
+    )
+    for name, field in optional:
+        if field is not None:
+            value[name] = field
     return value
 
 
@@ -525,20 +534,15 @@ class WebApp:
                 f"at most {self.limits.max_batch_calls} calls per request ([web] max_batch_calls)",
             )
         controller = self._controller()
-        results: list[CallInfo | HTTPError] = []
-        # Started together (the controller places each at once), then collected in order.
-        pending = [
-            ensureDeferred(
-                _placed(controller, caller, callee, f"{caller}'s phone is not registered")
+        # Started together (the controller places each at once), then collected in order;
+        # plain callbacks, not a coroutine per call.
+        pending: list[Deferred[CallInfo | HTTPError]] = [
+            controller.place_call(caller, callee).addCallbacks(
+                _batch_placed, _batch_refused, callbackArgs=(caller,)
             )
             for caller, callee in calls
         ]
-        for placing in pending:
-            try:
-                results.append(await placing)
-            except HTTPError as refused:
-                results.append(refused)
-        return results
+        return [await placing for placing in pending]
 
     def calls_in_progress(self, principal: Principal) -> list[CallInfo]:
         """The calls in progress that ``principal`` may see, as the controller knows them
@@ -800,12 +804,37 @@ async def _placed(
     try:
         info = await controller.place_call(caller, callee)
     except CallRefused as e:
-        if e.reason in ("unknown-user", "disabled-user"):
-            raise HTTPError(404, e.message) from None
-        raise HTTPError(403, e.message) from None
-    if info.state == "failed" and info.end_reason == _CALLER_UNREACHABLE:
+        raise _refusal(e) from None
+    if _unregistered(info):
         raise HTTPError(409, unregistered)
     return info
+
+
+def _refusal(refused: CallRefused) -> HTTPError:
+    """How the API answers the controller's refusal: 404 for the users, else 403."""
+    if refused.reason in ("unknown-user", "disabled-user"):
+        return HTTPError(404, refused.message)
+    return HTTPError(403, refused.message)
+
+
+def _unregistered(info: CallInfo) -> bool:
+    """Whether the call failed at once because the caller has no registered phone."""
+    return info.state == "failed" and info.end_reason == _CALLER_UNREACHABLE
+
+
+def _batch_placed(info: CallInfo, caller: str) -> CallInfo | HTTPError:
+    """One call of a batch placed: its call, or 409 (:func:`_placed`'s answers)."""
+    if _unregistered(info):
+        return HTTPError(409, f"{caller}'s phone is not registered")
+    return info
+
+
+def _batch_refused(failure: Failure) -> HTTPError:
+    """One call of a batch refused by the controller: its answer (other errors go on)."""
+    failure.trap(CallRefused)
+    refused = failure.value
+    assert isinstance(refused, CallRefused)
+    return _refusal(refused)
 
 
 def _nothing() -> None:

@@ -14,6 +14,7 @@ from clicktodial.calls.values import CallInfo
 from clicktodial.netaddr import NetworkSet
 from clicktodial.sip.message import Request
 from clicktodial.sip.sdp import SDP_CONTENT_TYPE, SessionDescription
+from clicktodial.store.values import UserChanges
 from clicktodial.testing.callfakes import DOMAIN, CallWorld, Phone
 from clicktodial.testing.uafakes import Answer, sdp
 
@@ -594,4 +595,36 @@ def test_one_call_rings_at_most_max_forks_of_a_users_phones() -> None:
     ]
     world.controller.hang_up(info.call_id)
     world.run(40)
+    world.assert_quiescent()
+
+
+def test_a_users_from_and_to_are_made_once_and_never_changed_by_their_calls() -> None:
+    """The controller keeps one From/To per user (name, display name, domain) for all their
+    calls; the UA core tags a copy, so the shared one keeps no tag; a new display name gives
+    a new one."""
+    world = CallWorld()
+    world.phone("alice", "127.0.0.2", answer=Answer(delay=1, sdp=sdp("alice")))
+    world.phone("bob", "127.0.0.3", answer=Answer(delay=1, sdp=sdp("bob")))
+    first = world.place("alice", "bob").call_id
+    world.run(5)
+    second = world.place("alice", "bob").call_id
+    world.run(5)
+    parties = world.controller._parties.entries
+    assert sorted(key[0] for key in parties) == ["alice", "bob"]
+    for party in parties.values():
+        assert party.params == {}
+        assert str(party).endswith(f"<sip:{party.uri.user}@{DOMAIN}>")
+    invites = [w.message for w in world.sent("INVITE", to="127.0.0.2")]
+    tags = {invite.from_.tag for invite in invites if isinstance(invite, Request)}
+    assert len(tags) == 2 and None not in tags
+    for call_id in (first, second):
+        world.controller.hang_up(call_id)
+    world.run(5)
+    world.store.update_user("alice", UserChanges(display_name="Alice A"))
+    world.directory.user_changed("alice")
+    world.place("alice", "bob")
+    world.run(5)
+    assert ("alice", "Alice A", DOMAIN) in parties
+    world.controller.hang_up_all()
+    world.run(world.timers.timeout + 10)
     world.assert_quiescent()

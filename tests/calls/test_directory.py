@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from clicktodial.calls.directory import CachedDirectory
-from clicktodial.interfaces import ILocationStore
+from clicktodial.interfaces import IKnownLookups, ILocationStore
 from clicktodial.store.values import Binding, BindingChanges, ContactChange, User
 
 AOR = "sip:bob@example.com"
@@ -92,6 +92,36 @@ def deregister() -> BindingChanges:
 
 def test_provides_ilocationstore() -> None:
     verifyObject(ILocationStore, make()[2])
+    verifyObject(IKnownLookups, make()[2])
+
+
+def test_known_lookups_answer_what_memory_holds_at_once_and_nothing_else() -> None:
+    """known_user/known_bindings answer as get_user/get_bindings would from memory (expired
+    bindings dropped); None when nothing is kept, expired, or with ttl 0 (ask the store)."""
+    clock, store, directory = make(ttl=2.0)
+    now = clock.seconds()
+    assert directory.known_user("bob") is None
+    assert directory.known_bindings(AOR, now) is None
+    assert store.queries == []
+    store.bindings[AOR] = [binding(expires_at=now + 1), binding("sip:bob@127.0.0.2", now + 60)]
+    user, bindings = directory.get_user("bob"), directory.get_bindings(AOR, now)
+    store.answer()
+    assert directory.known_user("bob") == result(user) == User("bob")
+    assert directory.known_bindings(AOR, now) == result(bindings)
+    clock.advance(1.5)
+    assert directory.known_bindings(AOR, clock.seconds()) == [
+        binding("sip:bob@127.0.0.2", now + 60)
+    ]
+    assert result(directory.get_bindings(AOR, clock.seconds())) == [
+        binding("sip:bob@127.0.0.2", now + 60)
+    ]
+    clock.advance(0.6)
+    assert directory.known_user("bob") is None
+    assert directory.known_bindings(AOR, clock.seconds()) is None
+    clock, store, uncached = make(ttl=0)
+    uncached.get_user("bob")
+    store.answer()
+    assert uncached.known_user("bob") is None
 
 
 def test_bindings_come_from_memory_within_the_ttl_then_from_the_store() -> None:

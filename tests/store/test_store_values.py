@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import attrs
 import pytest
 from argon2 import PasswordHasher
 
@@ -18,6 +19,7 @@ from clicktodial.store.passwords import (
 )
 from clicktodial.store.values import (
     BindingChanges,
+    CallChanges,
     CallUpdate,
     ContactChange,
     NewUser,
@@ -224,6 +226,15 @@ def test_call_update_vocabulary() -> None:
         CallUpdate(end_reason="went-home")
     with pytest.raises(ValueError):
         CallUpdate(who_hung_up="nobody")
+
+
+def test_call_changes_name_every_field_of_a_call_update_with_its_type() -> None:
+    """A call's changes (a plain dict) become a CallUpdate field for field, validated."""
+    assert list(CallChanges.__annotations__) == [a.name for a in attrs.fields(CallUpdate)]
+    changes: CallChanges = {"state": "ended", "ended_at": 2.0, "end_reason": "caller-hangup"}
+    assert CallUpdate(**changes).changed_fields() == changes
+    with pytest.raises(ValueError):
+        CallUpdate(**CallChanges(end_reason="went-home"))
 
 
 def test_user_changes_cannot_set_and_clear_password() -> None:

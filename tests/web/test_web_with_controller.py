@@ -161,6 +161,11 @@ def test_a_batch_is_bounded_by_max_batch_calls_and_must_hold_call_objects() -> N
         {"calls": ["alice"]},
         {"calls": [{"caller": "alice"}]},
         {"calls": [{"caller": "Alice!", "callee": "bob"}]},
+        {"calls": [{"caller": "alice", "callee": "bob!"}]},
+        {"calls": [{"caller": "alice", "callee": "bob", "node": "x"}]},
+        {"calls": [{"caller": "alice", "to": "bob"}]},
+        {"calls": [{"caller": "alice", "callee": 7}]},
+        {"calls": [{"caller": None, "callee": "bob"}]},
         {"calls": {}},
         {"calls": [], "callee": "bob"},
     ):
