@@ -94,10 +94,11 @@ class TransactionLayer:
         self.user = user
         self.timers = timers
         self.counts = TransactionCounts()
-        #: Every transaction timer, one reactor timer per length (see ``Transaction``):
-        #: those a response usually cancels, and those of lingering states.
-        self.guard_timers = TimerQueues(clock)
+        #: Every transaction timer (see ``Transaction``), and the UA core's on top: those
+        #: of lingering states, and those a response usually cancels, in queues of their
+        #: own (by length) on one reactor timer.
         self.linger_timers = TimerQueues(clock)
+        self.guard_timers = self.linger_timers.sibling()
         #: The 64*T1 queue of the lingering states (Timers H, J, L, M).
         self.lingering = self.linger_timers.queue(timers.timeout)
         self._clients: dict[tuple[str, str], ClientTransaction] = {}

@@ -217,9 +217,6 @@ class UserAgent:
         #: §8.2.2.2 merged requests: the top Via branch of each new request, by
         #: (From tag, Call-ID, CSeq number, method), for 64*T1.
         self._recent: dict[tuple[str | None, str, int, str], str | None] = {}
-        #: The 64*T1 windows (merged requests, other forks' 2xx) on one reactor timer,
-        #: and the 64*T1+T4 an ACK is kept for copies of its 2xx on another: by delay.
-        self._lingering: dict[float, LingerQueue] = {}
         #: Inputs a state machine of the core had no transition for, by
         #: "machine state/input" (a small fixed set): ``/metrics`` reads it.
         self.unexpected_inputs: dict[str, int] = {}
@@ -508,7 +505,12 @@ class UserAgent:
         return False
 
     def linger(self, fired: Callable[[], object], delay: float | None = None) -> Lingering:
-        """Call ``fired`` after ``delay``, 64*T1 by default (see ``_lingering``)."""
+        """
+        Call ``fired`` after ``delay``, 64*T1 by default: the 64*T1 windows (merged
+        requests, other forks' 2xx) and the 64*T1+T4 an ACK is kept for copies of its 2xx
+        are entries of the transaction layer's lingering queues, on its one reactor
+        timer (a fork window and the Timer M of the same 2xx fire on one wake-up).
+        """
         return self._linger_queue(delay).call_later(fired)
 
     def linger_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
@@ -516,12 +518,10 @@ class UserAgent:
         return self._linger_queue(None).call_later_on(owner, fired)
 
     def _linger_queue(self, delay: float | None) -> LingerQueue:
+        transactions = self.transactions
         if delay is None:
-            delay = self.timers.timeout
-        queue = self._lingering.get(delay)
-        if queue is None:
-            queue = self._lingering[delay] = LingerQueue(self.clock, delay)
-        return queue
+            delay = transactions.timers.timeout if self._timers is None else self._timers.timeout
+        return transactions.linger_timers.queue(delay)
 
     def _new_call(self, server_tx: ServerTransactionLike) -> None:
         call = IncomingCall(self, server_tx)

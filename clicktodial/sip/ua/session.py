@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from clicktodial.sip.dialog import Dialog, DialogError, DialogID, DialogState
@@ -22,6 +22,7 @@ from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, OfferCarrier
 from clicktodial.sip.transactions import Timers
 from clicktodial.sip.ua.auth import CHALLENGES, DigestAnswerer, authorized_copy
 from clicktodial.sip.ua.shared import RequestPending, ResponseCallback, UACore, sdp_of
+from clicktodial.timers import Lingering, TimerQueues
 
 if TYPE_CHECKING:
     from clicktodial.sip.ua.uas import IncomingRequest
@@ -40,12 +41,14 @@ class _TwoXXRetransmitter:
     """
     RFC 3261 §13.3.1.4: the UAS core re-sends its 2xx to an INVITE at T1,
     doubling up to T2, until the ACK arrives; after 64*T1 without ACK it
-    gives up (``give_up``) and the session is ended.
+    gives up (``give_up``) and the session is ended.  Both timers are entries of the
+    transaction layer's guard queues (one reactor timer for all), calling functions of
+    this class.
     """
 
     __slots__ = (
         "cseq",
-        "_clock",
+        "_queues",
         "_t2",
         "_resend",
         "_give_up",
@@ -56,24 +59,30 @@ class _TwoXXRetransmitter:
 
     def __init__(
         self,
-        clock: IReactorTime,
+        queues: TimerQueues,
         timers: Timers,
         cseq: int,
         resend: Callable[[], None],
         give_up: Callable[[], None],
     ) -> None:
         self.cseq = cseq
-        self._clock = clock
+        self._queues = queues
         self._t2 = timers.t2
         self._resend = resend
         self._give_up = give_up
         self._interval = timers.t1
-        self._retransmit: IDelayedCall | None = clock.callLater(self._interval, self._fire)
-        self._deadline: IDelayedCall | None = clock.callLater(timers.timeout, self._timeout)
+        self._retransmit: Lingering | None = queues.call_later_on(
+            timers.t1, self, _TwoXXRetransmitter._fire
+        )
+        self._deadline: Lingering | None = queues.call_later_on(
+            timers.timeout, self, _TwoXXRetransmitter._timeout
+        )
 
     def _fire(self) -> None:
         self._interval = min(self._interval * 2, self._t2)
-        self._retransmit = self._clock.callLater(self._interval, self._fire)
+        self._retransmit = self._queues.call_later_on(
+            self._interval, self, _TwoXXRetransmitter._fire
+        )
         self._resend()
 
     def _timeout(self) -> None:
@@ -83,9 +92,11 @@ class _TwoXXRetransmitter:
 
     def stop(self) -> None:
         """Stop retransmitting (ACK arrived, or the session ended)."""
-        for call in (self._retransmit, self._deadline):
-            if call is not None and call.active():
-                call.cancel()
+        # Lingering.cancel() does nothing to a timer that fired.
+        if self._retransmit is not None:
+            self._retransmit.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         self._retransmit = self._deadline = None
 
 
@@ -494,7 +505,7 @@ class Session:
             self._retransmitter.stop()
         ua = self.ua
         self._retransmitter = _TwoXXRetransmitter(
-            ua.clock,
+            ua.transactions.guard_timers,
             ua.timers,
             response.cseq.seq,
             partial(ua.send_response_direct, response, source),

@@ -18,7 +18,7 @@ from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import is_sdp
 from clicktodial.sip.transactions import Timers
 from clicktodial.sip.uri import URI
-from clicktodial.timers import Lingering
+from clicktodial.timers import Lingering, TimerQueues
 
 if TYPE_CHECKING:
     from clicktodial.sip.interfaces import ISIPTransport
@@ -81,6 +81,14 @@ class TransactionLayerLike(Protocol):
 
     @property
     def timers(self) -> Timers: ...
+
+    @property
+    def linger_timers(self) -> TimerQueues:
+        """The queues of timers that usually fire (the core's 64*T1 windows join them)."""
+
+    @property
+    def guard_timers(self) -> TimerQueues:
+        """The queues of timers that usually are cancelled (2xx retransmission, CANCEL)."""
 
     def send_request(
         self, request: Request, destination: Destination, on_response: ResponseCallback
