@@ -255,6 +255,21 @@ class LingerQueue:
         self._dead = 0
 
 
+class _ByLength(dict[float, LingerQueue]):
+    """:attr:`TimerQueues.by_length`: a queue made on first use of its length."""
+
+    __slots__ = ("_clock", "_alarm")
+
+    def __init__(self, clock: IReactorTime, alarm: _Alarm) -> None:
+        super().__init__()
+        self._clock = clock
+        self._alarm = alarm
+
+    def __missing__(self, delay: float) -> LingerQueue:
+        queue = self[delay] = LingerQueue(self._clock, delay, self._alarm)
+        return queue
+
+
 class TimerQueues:
     """
     Timers of a few fixed lengths, one :class:`LingerQueue` per length, all on one
@@ -266,18 +281,22 @@ class TimerQueues:
     another set of queues on the same reactor timer (timers of the same length that are
     mostly cancelled and mostly fired kept apart, so the cancelled do not wait behind the
     live ones).
+
+    :ivar by_length: the queue of each length, made on first use
+        (``queues.by_length[delay].call_later_on(owner, fired)``: a timer started with
+        no Python call but the queue's).
     """
 
-    __slots__ = ("clock", "_queues", "_alarm")
+    __slots__ = ("clock", "by_length", "_alarm")
 
     def __init__(self, clock: IReactorTime, _alarm: _Alarm | None = None) -> None:
         self.clock = clock
-        self._queues: dict[float, LingerQueue] = {}
         self._alarm = _Alarm(clock) if _alarm is None else _alarm
+        self.by_length = _ByLength(clock, self._alarm)
 
     def __len__(self) -> int:
         """How many timers wait, all lengths together."""
-        return sum(len(queue) for queue in self._queues.values())
+        return sum(len(queue) for queue in self.by_length.values())
 
     def sibling(self) -> TimerQueues:
         """Another set of queues (by length) on this set's reactor timer."""
@@ -285,17 +304,11 @@ class TimerQueues:
 
     def queue(self, delay: float) -> LingerQueue:
         """The queue of ``delay``-second timers (made on first use)."""
-        queue = self._queues.get(delay)
-        if queue is None:
-            queue = self._queues[delay] = LingerQueue(self.clock, delay, self._alarm)
-        return queue
+        return self.by_length[delay]
 
     def call_later_on(self, delay: float, owner: _T, fired: Callable[[_T], object]) -> Lingering:
         """
         Call ``fired(owner)`` after ``delay`` seconds unless the returned timer is
         cancelled (:meth:`LingerQueue.call_later_on`).
         """
-        queue = self._queues.get(delay)
-        if queue is None:
-            queue = self._queues[delay] = LingerQueue(self.clock, delay, self._alarm)
-        return queue.call_later_on(owner, fired)
+        return self.by_length[delay].call_later_on(owner, fired)

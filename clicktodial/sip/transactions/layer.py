@@ -29,6 +29,7 @@ from clicktodial.sip.interfaces import (
 )
 from clicktodial.sip.message import Request, Response, make_response, new_branch, new_tag
 from clicktodial.sip.transactions.base import (
+    RELIABLE_TRANSPORTS,
     State,
     Timers,
     Transaction,
@@ -101,7 +102,7 @@ class TransactionLayer:
         self.guard_timers = self.linger_timers.sibling()
         #: The 64*T1 queue of the lingering states (Timers H, J, L, M).
         self.lingering = self.linger_timers.queue(timers.timeout)
-        self._clients: dict[tuple[str, str], ClientTransaction] = {}
+        self._clients: dict[tuple[object, ...], ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self.stateless = stateless
 
@@ -159,7 +160,7 @@ class TransactionLayer:
         else:
             branch = self._add_via(request, destination)
         key = client_key(branch, method)
-        reliable = is_reliable(destination.transport)
+        reliable = destination.transport.upper() in RELIABLE_TRANSPORTS  # (is_reliable)
         tx: ClientTransaction
         if method == "INVITE":
             tx = InviteClientTransaction(
@@ -377,10 +378,10 @@ class TransactionLayer:
         return True
 
     def transaction_terminated(self, transaction: Transaction) -> None:
-        """Forget a terminated transaction."""
+        """Forget a terminated transaction (filed under its ``key``)."""
+        key = transaction.key
         if isinstance(transaction, ClientTransaction):
-            key = client_key(transaction.branch, transaction.method)
             if self._clients.get(key) is transaction:
                 del self._clients[key]
-        elif self._servers.get(transaction.key) is transaction:
-            del self._servers[transaction.key]
+        elif self._servers.get(key) is transaction:
+            del self._servers[key]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -79,6 +79,16 @@ def default_precheck(request: Request) -> Response | None:
     for the methods this core handles: 501, 416, 420, 415 or None.
     """
     return uas_precheck(request, ALLOWED_METHODS, SUPPORTED_OPTIONS, ACCEPTED_TYPES)
+
+
+class _Unattached:
+    """:attr:`UserAgent.transactions` before :meth:`UserAgent.attach`: any use says so."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("UserAgent.attach() the transaction layer first")
+
+
+_UNATTACHED: Any = _Unattached()
 
 
 # ---------------------------------------------------------------------------
@@ -207,7 +217,11 @@ class UserAgent:
         self.rng = rng if rng is not None else random.Random()
         self.user_agent = user_agent
         self.precheck = precheck
-        self._transactions = transactions
+        #: The transaction layer (:func:`attach` it first): a plain attribute, read on
+        #: every request, ACK and response of a call.
+        self.transactions: TransactionLayerLike = (
+            _UNATTACHED if transactions is None else transactions
+        )
         self._sessions = _SessionIndex()
         self._contacts: dict[tuple[str, str, int], URI] = {}
         self._outgoing: set[OutgoingCall] = set()
@@ -233,14 +247,7 @@ class UserAgent:
 
     def attach(self, transactions: TransactionLayerLike) -> None:
         """Send through ``transactions`` (the layer whose user we are)."""
-        self._transactions = transactions
-
-    @property
-    def transactions(self) -> TransactionLayerLike:
-        """The transaction layer (:func:`attach` it first)."""
-        if self._transactions is None:
-            raise RuntimeError("UserAgent.attach() the transaction layer first")
-        return self._transactions
+        self.transactions = transactions
 
     @property
     def timers(self) -> Timers:
@@ -517,11 +524,20 @@ class UserAgent:
         """Call ``fired(owner)`` after 64*T1, keeping no bound method (``call_later_on``)."""
         return self._linger_queue(None).call_later_on(owner, fired)
 
+    def keep_ack_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
+        """
+        Call ``fired(owner)`` after 64*T1 + T4: the time an ACK of ours may still be
+        needed for copies of its 2xx (the UAS retransmits for 64*T1, a copy may still
+        be in the network for T4).
+        """
+        timers = self.timers
+        queues = self.transactions.linger_timers.by_length
+        return queues[timers.timeout + timers.t4].call_later_on(owner, fired)
+
     def _linger_queue(self, delay: float | None) -> LingerQueue:
-        transactions = self.transactions
         if delay is None:
-            delay = transactions.timers.timeout if self._timers is None else self._timers.timeout
-        return transactions.linger_timers.queue(delay)
+            delay = self.timers.timeout
+        return self.transactions.linger_timers.by_length[delay]
 
     def _new_call(self, server_tx: ServerTransactionLike) -> None:
         call = IncomingCall(self, server_tx)

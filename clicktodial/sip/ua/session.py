@@ -32,6 +32,9 @@ __all__ = ["Session"]
 log = Logger(namespace="clicktodial.sip.ua")
 
 
+#: (``Session.is_terminated``, inline where a call reads it several times.)
+_TERMINATED = DialogState.TERMINATED
+
 #: The empty ``Session._unacked`` every session shares (never written to: a session
 #: that must keep a 2xx makes its own dict).
 _NONE_UNACKED: dict[int, tuple[Request, Response]] = {}
@@ -155,9 +158,10 @@ class _ReinviteOut:
 
 class _ForgetAck:
     """
-    :meth:`Session.forget_ack` for one CSeq, as a lingering timer calls it: 56 bytes where a
-    ``partial`` of a bound method takes ~250 (its own empty keyword dict, argument tuple
-    and method object), for every ACK of the 64*T1 + T4 after it is sent.
+    :meth:`Session.forget_ack` for one CSeq, as a lingering timer calls it (``fire``, with
+    this as the timer's owner): 56 bytes where a ``partial`` of a bound method takes ~250
+    (its own empty keyword dict, argument tuple and method object), for every ACK of the
+    64*T1 + T4 after it is sent.
     """
 
     __slots__ = ("session", "seq")
@@ -166,7 +170,7 @@ class _ForgetAck:
         self.session = session
         self.seq = seq
 
-    def __call__(self) -> None:
+    def fire(self) -> None:
         self.session.forget_ack(self.seq)
 
 
@@ -376,7 +380,7 @@ class Session:
                 return
             if self._invite_out is request:
                 self._invite_out = None
-            if self.is_terminated:
+            if self.dialog.state is _TERMINATED:
                 # Ended meanwhile: ACK, then the BYE already went out.
                 self.send_ack(request, self.dialog.create_ack(request))
                 return
@@ -489,7 +493,7 @@ class Session:
 
         :raises DialogError: as UAS on an early dialog (reject the call instead).
         """
-        if self.is_terminated:
+        if self.dialog.state is _TERMINATED:
             return
         if not self.dialog.is_uac and self.dialog.state is DialogState.EARLY:
             # §15: the callee must not BYE an early dialog.
@@ -513,7 +517,7 @@ class Session:
         )
 
     def _check_alive(self) -> None:
-        if self.is_terminated:
+        if self.dialog.state is _TERMINATED:
             raise DialogError("the session is terminated")
 
     def _check_dialog_failure(self, response: Response) -> None:
@@ -590,8 +594,7 @@ class Session:
             # The UAS retransmits its 2xx for 64*T1 at most (§13.3.1.4); a copy may
             # then still be in the network for T4: after that the ACK answers nothing
             # more, and a held call need not keep it.
-            timers = ua.timers
-            ua.linger(_ForgetAck(self, seq), timers.timeout + timers.t4)
+            ua.keep_ack_on(_ForgetAck(self, seq), _ForgetAck.fire)
 
     def forget_ack(self, seq: int) -> None:
         """No copy of the 2xx to INVITE ``seq`` can come any more: drop its ACK."""
@@ -701,7 +704,7 @@ class Session:
 
     def _end(self, reason: str, send_bye: bool) -> None:
         """Terminate the session once: forget it, stop its timers, tell the app."""
-        if self.is_terminated:
+        if self.dialog.state is _TERMINATED:
             return
         self.termination_reason = reason
         self.dialog.terminate()

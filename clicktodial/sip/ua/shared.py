@@ -132,6 +132,9 @@ class UACore(Protocol):
     def linger_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
         """Call ``fired(owner)`` after 64*T1, keeping no bound method."""
 
+    def keep_ack_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
+        """Call ``fired(owner)`` after 64*T1 + T4 (the life of an ACK we sent)."""
+
     def add_session(self, session: Session) -> None: ...
 
     def forget_session(self, session: Session) -> None: ...

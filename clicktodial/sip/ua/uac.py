@@ -311,13 +311,14 @@ class OutgoingCall:
         self.ua.notify(self.handler.call_provisional, self, response, session)
 
     def _new_session(self, response: Response) -> Session:
-        dialog = Dialog.from_uac(self.request, response, self.ua.contact_for(self.request))
+        request = self.request
+        dialog = Dialog.from_uac(request, response, self.ua.contact_for(request))
         # Early dialogs and other forks' 2xx too: their ACK and BYE go the INVITE's way.
         dialog.flow = self.flow
         if self.offer is not None:
             dialog.offer_answer.offer(Party.LOCAL, OfferCarrier.INVITE, self.offer)
         session = Session(self.ua, dialog, self.handler, self.credentials)
-        session.invite_sent(self.request)
+        session.invite_sent(request)
         self.ua.add_session(session)
         return session
 
