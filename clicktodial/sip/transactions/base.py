@@ -174,7 +174,7 @@ class Transaction:
     cancelled Timers B would otherwise wait out 64*T1 among the Timers M.
 
     :ivar request: the request that created the transaction.  A client transaction lets
-        go of it once it has its final response (:func:`_release_request`): lingering in
+        go of it once it has its final response (``_request = None``): lingering in
         ``accepted`` or ``completed`` it only absorbs or passes on responses, and keeping
         the parsed message for 64*T1 would make memory at a call rate R hold R*32 s worth
         of requests.  A non-INVITE server transaction lets go of it too once its final
@@ -247,10 +247,6 @@ class Transaction:
                 "longer keeps its request"
             )
         return request
-
-    def _release_request(self) -> None:
-        """Let go of the request: the machine no longer needs it (see the class)."""
-        self._request = None
 
     @property
     def is_terminated(self) -> bool:
