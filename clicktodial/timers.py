@@ -182,7 +182,10 @@ class _Alarm:
         finally:
             self._due = _NEVER
         if earliest != _NEVER:
-            self._arm(earliest, max(0.0, earliest - self.clock.seconds()))
+            # (_arm, written out: once a wake-up; no reactor timer is set while firing.)
+            self._due = earliest
+            clock = self.clock
+            self._call = clock.callLater(max(0.0, earliest - clock.seconds()), self._fire)
 
 
 class LingerQueue:
