@@ -222,6 +222,10 @@ class UserAgent:
         self.transactions: TransactionLayerLike = (
             _UNATTACHED if transactions is None else transactions
         )
+        #: The layer's queues of the 64*T1 windows and of the ACKs' 64*T1 + T4, found
+        #: once (on first use after :func:`attach`).
+        self._windows: LingerQueue | None = None
+        self._ack_keeping: LingerQueue | None = None
         self._sessions = _SessionIndex()
         self._contacts: dict[tuple[str, str, int], URI] = {}
         self._outgoing: set[OutgoingCall] = set()
@@ -248,6 +252,7 @@ class UserAgent:
     def attach(self, transactions: TransactionLayerLike) -> None:
         """Send through ``transactions`` (the layer whose user we are)."""
         self.transactions = transactions
+        self._windows = self._ack_keeping = None
 
     @property
     def timers(self) -> Timers:
@@ -522,7 +527,10 @@ class UserAgent:
 
     def linger_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
         """Call ``fired(owner)`` after 64*T1, keeping no bound method (``call_later_on``)."""
-        return self._linger_queue(None).call_later_on(owner, fired)
+        queue = self._windows
+        if queue is None:
+            queue = self._windows = self._linger_queue(None)
+        return queue.call_later_on(owner, fired)
 
     def keep_ack_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
         """
@@ -530,9 +538,11 @@ class UserAgent:
         needed for copies of its 2xx (the UAS retransmits for 64*T1, a copy may still
         be in the network for T4).
         """
-        timers = self.timers
-        queues = self.transactions.linger_timers.by_length
-        return queues[timers.timeout + timers.t4].call_later_on(owner, fired)
+        queue = self._ack_keeping
+        if queue is None:
+            timers = self.timers
+            queue = self._ack_keeping = self._linger_queue(timers.timeout + timers.t4)
+        return queue.call_later_on(owner, fired)
 
     def _linger_queue(self, delay: float | None) -> LingerQueue:
         if delay is None:
