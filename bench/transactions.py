@@ -42,10 +42,15 @@ class HeapClock:
         return self.now
 
     def callLater(self, delay: float, f: Callable[..., Any], *a: Any, **kw: Any) -> DelayedCall:
-        call = DelayedCall(self.now + delay, f, a, kw, lambda c: None, lambda c: None, self.seconds)
+        call = DelayedCall(self.now + delay, f, a, kw, lambda c: None, self._moved, self.seconds)
         self._n += 1
         heapq.heappush(self._heap, (call.time, self._n, call))
         return call
+
+    def _moved(self, call: DelayedCall) -> None:
+        """``call.reset()`` made it earlier (the timer queues' one reactor timer does)."""
+        self._heap = [(c.getTime(), n, c) for _, n, c in self._heap]
+        heapq.heapify(self._heap)
 
     def getDelayedCalls(self) -> list[DelayedCall]:
         return [c for _, _, c in self._heap if c.active()]
@@ -54,10 +59,15 @@ class HeapClock:
         self.now += seconds
         heap = self._heap
         while heap and heap[0][0] <= self.now:
-            _, _, call = heapq.heappop(heap)
-            if not call.cancelled and not call.called:
-                call.called = 1
-                call.func(*call.args, **call.kw)
+            _, n, call = heapq.heappop(heap)
+            if call.cancelled or call.called:
+                continue
+            if call.getTime() > self.now:  # reset() later: wait again
+                heapq.heappush(heap, (call.getTime(), n, call))
+                continue
+            call.called = 1
+            call.func(*call.args, **call.kw)
+            heap = self._heap  # (_moved may have rebuilt it)
 
 
 @implementer(ISIPTransport)

@@ -1,7 +1,7 @@
 """
-Timer tools shared by the SIP stack and the calls: many timers of one length on one
-reactor timer (:class:`LingerQueue`), and timers of a few lengths on one queue per length
-(:class:`TimerQueues`).
+Timer tools shared by the SIP stack and the calls: many timers of one length in one FIFO
+(:class:`LingerQueue`), and timers of a few lengths, one queue per length, all on one
+reactor timer (:class:`TimerQueues`).
 
 Users: the transaction layer (every RFC 3261 §17 timer: A, B, D, E, F, G, H, I, J, K,
 L, M and the 100 Trying delay, each length on its own queue, docs/transactions.md), the
@@ -31,6 +31,12 @@ _NO_OWNER: Any = object()
 
 #: The deadline of every cancelled timer (one float for all).
 _CANCELLED = 0.0
+
+#: ``_Alarm._due`` with no reactor timer set: any deadline is earlier.
+_NEVER = float("inf")
+#: ``_Alarm._due`` while the alarm fires: no deadline is earlier (the end of the pass
+#: sets the reactor timer for whatever then waits).
+_FIRING = float("-inf")
 
 _new_entry = object.__new__
 
@@ -69,35 +75,140 @@ class Lingering:
             self.owner = _NO_OWNER
             # It may wait in the queue a while: keep no float of its own meanwhile.
             self.deadline = _CANCELLED
-            # The queue's counts, here: a cancel is one Python call (most retransmission
-            # and guard timers are cancelled).
+            # The counts, here: a cancel is one Python call (most retransmission and
+            # guard timers are cancelled).
             queue = self.queue
             queue._live -= 1
-            queue._dead += 1
-            if queue._live == 0 or (queue._dead > 64 and queue._dead > queue._live):
-                queue._tidy()
+            alarm = queue._alarm
+            alarm._live -= 1
+            if alarm._live == 0:
+                alarm._idle()
+            elif queue._live == 0:
+                # Nothing of this length waits: drop its cancelled entries at once.
+                queue._entries.clear()
+                queue._dead = 0
+            else:
+                queue._dead += 1
+                if queue._dead > 64 and queue._dead > queue._live:
+                    queue._tidy()
+
+
+class _Alarm:
+    """
+    The one reactor timer of the queues that share it: set for the earliest deadline
+    among their timers, moved only when a timer starts with an earlier one (a queue's
+    timers all have its length, so only a queue that had none, or a shorter queue, can
+    bring one), and cancelled once no timer of any of them waits: an idle daemon (or a
+    test's clock) is left with no reactor timer.  A reactor timer set for a timer
+    cancelled since fires for nothing and is set again for the earliest left: cheaper
+    than moving it at every cancel, and it leaves no cancelled ``DelayedCall`` behind on
+    the reactor's heap (one that stays there until its time makes every push and pop
+    of that heap dearer).
+    """
+
+    __slots__ = ("clock", "_queues", "_live", "_call", "_due")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._queues: list[LingerQueue] = []
+        #: Timers waiting in all the queues (not cancelled, not fired).
+        self._live = 0
+        self._call: IDelayedCall | None = None
+        #: The deadline the reactor timer is set for (:data:`_NEVER` without one,
+        #: :data:`_FIRING` while it fires): it fires every timer due by then, whatever
+        #: rounding ``seconds() + (due - seconds())`` made.
+        self._due = _NEVER
+
+    def _arm(self, deadline: float, delay: float) -> None:
+        """Set the reactor timer for ``deadline``, ``delay`` seconds from now."""
+        self._due = deadline
+        call = self._call
+        if call is None:
+            self._call = self.clock.callLater(delay, self._fire)
+        else:
+            call.reset(delay)
+
+    def _idle(self) -> None:
+        """No timer waits any more: forget the cancelled ones, leave nothing on the reactor."""
+        for queue in self._queues:
+            queue._entries.clear()
+            queue._dead = 0
+        call = self._call
+        if call is not None:
+            self._call = None
+            self._due = _NEVER
+            call.cancel()
+
+    def _fire(self) -> None:
+        self._call = None
+        now = max(self.clock.seconds(), self._due)
+        self._due = _FIRING
+        queues = self._queues
+        earliest = _NEVER
+        try:
+            while True:
+                # The earliest head of all queues (cancelled heads dropped on the way);
+                # each queue's entries read again every time: a callback may cancel
+                # timers, compact or clear a queue, or start timers (due now, even).
+                first: LingerQueue | None = None
+                earliest = _NEVER
+                for queue in queues:
+                    entries = queue._entries
+                    while entries:
+                        head = entries[0]
+                        if head.fired is not None:
+                            if head.deadline < earliest:
+                                earliest = head.deadline
+                                first = queue
+                            break
+                        entries.popleft()
+                        queue._dead -= 1
+                if first is None or earliest > now:
+                    break
+                entry = first._entries.popleft()
+                fired = entry.fired
+                owner = entry.owner
+                entry.fired = None
+                entry.owner = _NO_OWNER
+                first._live -= 1
+                self._live -= 1
+                try:
+                    if owner is _NO_OWNER:
+                        fired()  # type: ignore[misc]
+                    else:
+                        fired(owner)  # type: ignore[misc]
+                except Exception:
+                    log.failure("timer of a LingerQueue failed")
+        finally:
+            self._due = _NEVER
+        if earliest != _NEVER:
+            # (_arm, written out: once a wake-up; no reactor timer is set while firing.)
+            self._due = earliest
+            clock = self.clock
+            self._call = clock.callLater(max(0.0, earliest - clock.seconds()), self._fire)
 
 
 class LingerQueue:
     """
-    Many timers of one length on one reactor timer.  They all have the same length, so
-    they expire in the order they start: a FIFO whose head is the next to fire.  At a
-    call rate R, R*32 s of finished transactions wait out Timer M, J or L at once (and
-    every held call waits out its maximum duration); a ``DelayedCall`` each would cost
-    about half a kilobyte apiece, and a push onto the reactor's heap (a Python
-    ``__lt__`` per comparison).
+    Many timers of one length.  They all have the same length, so they expire in the
+    order they start: a FIFO whose head is the next to fire.  At a call rate R, R*32 s of
+    finished transactions wait out Timer M, J or L at once (and every held call waits out
+    its maximum duration); a ``DelayedCall`` each would cost about half a kilobyte
+    apiece, and a push onto the reactor's heap (a Python ``__lt__`` per comparison).
+    A queue made alone has its own reactor timer; those of a :class:`TimerQueues` share
+    one.
 
     Each timer fires when the clock reaches its own deadline (start + ``delay``), in
-    start order; timers started by a callback while the queue fires count from that
-    moment and never hold back those already waiting.  A clock that jumps forward fires
-    every timer it passed, in order, in one pass.  A clock set back delays the timers
-    already waiting (as it does a ``DelayedCall``), and those started after wait behind
-    them.
+    deadline order (start order within a queue); timers started by a callback while the
+    queues fire count from that moment and never hold back those already waiting.  A
+    clock that jumps forward fires every timer it passed, in order, in one pass.  A clock
+    set back delays the timers already waiting (as it does a ``DelayedCall``), and those
+    started after wait behind them.
     """
 
-    __slots__ = ("clock", "delay", "_entries", "_live", "_dead", "_call", "_due", "_firing")
+    __slots__ = ("clock", "delay", "_entries", "_live", "_dead", "_alarm")
 
-    def __init__(self, clock: IReactorTime, delay: float) -> None:
+    def __init__(self, clock: IReactorTime, delay: float, _alarm: _Alarm | None = None) -> None:
         self.clock = clock
         self.delay = delay
         self._entries: deque[Lingering] = deque()
@@ -105,12 +216,10 @@ class LingerQueue:
         #: Cancelled entries still in the deque: dropped in one pass once they
         #: outnumber the live ones (a long delay would otherwise keep them long).
         self._dead = 0
-        self._call: IDelayedCall | None = None
-        #: The deadline the reactor timer was set for: it fires every entry due by then,
-        #: whatever rounding ``seconds() + (due - seconds())`` made.
-        self._due = 0.0
-        #: Whether :meth:`_fire` runs: it sets the reactor timer for the head once done.
-        self._firing = False
+        if _alarm is None:
+            _alarm = _Alarm(clock)
+        self._alarm = _alarm
+        _alarm._queues.append(self)
 
     def __len__(self) -> int:
         return self._live
@@ -135,89 +244,74 @@ class LingerQueue:
         entry.owner = owner
         self._entries.append(entry)
         self._live += 1
-        if self._call is None and not self._firing:
-            self._due = deadline
-            self._call = self.clock.callLater(self.delay, self._fire)
+        alarm = self._alarm
+        alarm._live += 1
+        if deadline < alarm._due:
+            # The earliest timer of all the alarm's queues (never while they fire: the
+            # end of that pass sets the alarm).
+            alarm._arm(deadline, self.delay)
         return entry
 
     def _tidy(self) -> None:
-        """After a cancel: leave nothing on the reactor, or drop the cancelled entries."""
-        if self._live == 0:
-            # Nothing left to wait for: leave nothing on the reactor.
-            self._entries.clear()
-            self._dead = 0
-            if self._call is not None and self._call.active():
-                self._call.cancel()
-            self._call = None
-        else:
-            self._entries = deque(e for e in self._entries if e.fired is not None)
-            self._dead = 0
+        """Drop the cancelled entries (they outnumber the live ones)."""
+        self._entries = deque(e for e in self._entries if e.fired is not None)
+        self._dead = 0
 
-    def _fire(self) -> None:
-        self._call = None
-        self._firing = True
-        now = max(self.clock.seconds(), self._due)
-        try:
-            # self._entries each time: a callback may cancel others and compact it.
-            while self._entries and (
-                self._entries[0].fired is None or self._entries[0].deadline <= now
-            ):
-                entry = self._entries.popleft()
-                fired = entry.fired
-                if fired is None:
-                    self._dead -= 1
-                    continue
-                owner = entry.owner
-                entry.fired = None
-                entry.owner = _NO_OWNER
-                self._live -= 1
-                try:
-                    if owner is _NO_OWNER:
-                        fired()
-                    else:
-                        fired(owner)
-                except Exception:
-                    log.failure("timer of a LingerQueue failed")
-        finally:
-            self._firing = False
-        if self._entries and self._call is None:
-            head = self._entries[0].deadline
-            self._due = head
-            self._call = self.clock.callLater(max(0.0, head - self.clock.seconds()), self._fire)
+
+class _ByLength(dict[float, LingerQueue]):
+    """:attr:`TimerQueues.by_length`: a queue made on first use of its length."""
+
+    __slots__ = ("_clock", "_alarm")
+
+    def __init__(self, clock: IReactorTime, alarm: _Alarm) -> None:
+        super().__init__()
+        self._clock = clock
+        self._alarm = alarm
+
+    def __missing__(self, delay: float) -> LingerQueue:
+        queue = self[delay] = LingerQueue(self._clock, delay, self._alarm)
+        return queue
 
 
 class TimerQueues:
     """
-    Timers of a few fixed lengths, one :class:`LingerQueue` (one reactor timer) per
-    length: what a transaction layer starts.  RFC 3261 §17 timers all have lengths known
-    in advance: 64*T1 (B, F, H, J, L, M), T4 (I, K), Timer D, and the retransmission
-    intervals T1, 2*T1, ... up to T2 (E, G) or without cap (A).  Each interval of a
-    doubling timer is a timer of that interval's length, so it too fires exactly on time.
+    Timers of a few fixed lengths, one :class:`LingerQueue` per length, all on one
+    reactor timer (set for the earliest deadline among them): what a transaction layer
+    and its UA core start.  RFC 3261 §17 timers all have lengths known in advance: 64*T1
+    (B, F, H, J, L, M), T4 (I, K), Timer D, and the retransmission intervals T1, 2*T1,
+    ... up to T2 (E, G) or without cap (A).  Each interval of a doubling timer is a timer
+    of that interval's length, so it too fires exactly on time.  :meth:`sibling` gives
+    another set of queues on the same reactor timer (timers of the same length that are
+    mostly cancelled and mostly fired kept apart, so the cancelled do not wait behind the
+    live ones).
+
+    :ivar by_length: the queue of each length, made on first use
+        (``queues.by_length[delay].call_later_on(owner, fired)``: a timer started with
+        no Python call but the queue's).
     """
 
-    __slots__ = ("clock", "_queues")
+    __slots__ = ("clock", "by_length", "_alarm")
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, _alarm: _Alarm | None = None) -> None:
         self.clock = clock
-        self._queues: dict[float, LingerQueue] = {}
+        self._alarm = _Alarm(clock) if _alarm is None else _alarm
+        self.by_length = _ByLength(clock, self._alarm)
 
     def __len__(self) -> int:
         """How many timers wait, all lengths together."""
-        return sum(len(queue) for queue in self._queues.values())
+        return sum(len(queue) for queue in self.by_length.values())
+
+    def sibling(self) -> TimerQueues:
+        """Another set of queues (by length) on this set's reactor timer."""
+        return TimerQueues(self.clock, self._alarm)
 
     def queue(self, delay: float) -> LingerQueue:
         """The queue of ``delay``-second timers (made on first use)."""
-        queue = self._queues.get(delay)
-        if queue is None:
-            queue = self._queues[delay] = LingerQueue(self.clock, delay)
-        return queue
+        return self.by_length[delay]
 
     def call_later_on(self, delay: float, owner: _T, fired: Callable[[_T], object]) -> Lingering:
         """
         Call ``fired(owner)`` after ``delay`` seconds unless the returned timer is
         cancelled (:meth:`LingerQueue.call_later_on`).
         """
-        queue = self._queues.get(delay)
-        if queue is None:
-            queue = self._queues[delay] = LingerQueue(self.clock, delay)
-        return queue.call_later_on(owner, fired)
+        return self.by_length[delay].call_later_on(owner, fired)

@@ -243,9 +243,9 @@ def test_queued_timers_fire_on_the_same_clock_step_as_reactor_timers() -> None:
     assert clock.getDelayedCalls() == []
 
 
-def test_timer_queues_keep_one_reactor_timer_per_length() -> None:
-    """Many timers of a few lengths: one reactor timer per length that has timers waiting,
-    each timer firing its own length after it started."""
+def test_timer_queues_keep_one_reactor_timer_for_all_lengths() -> None:
+    """Many timers of a few lengths: one reactor timer for all of them, set for the
+    earliest deadline, each timer firing its own length after it started."""
 
     class Owner:
         def __init__(self) -> None:
@@ -260,11 +260,103 @@ def test_timer_queues_keep_one_reactor_timer_per_length() -> None:
     for delay, owner, _ in started:
         queues.call_later_on(delay, owner, Owner.expired)
     assert len(queues) == 30
-    assert len(clock.getDelayedCalls()) == 3
+    [call] = clock.getDelayedCalls()
+    assert call.getTime() == 0.5
     assert queues.queue(1.0) is queues.queue(1.0)
     clock.pump([0.25] * 140)
     assert [owner.fired_at for _, owner, _ in started] == [
         start + delay for delay, _, start in started
     ]
     assert len(queues) == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_the_reactor_timer_moves_only_for_an_earlier_deadline() -> None:
+    """A timer due after the one the reactor timer is set for leaves it as it is; one due
+    before moves the same reactor timer earlier (no second timer on the reactor)."""
+    clock = Clock()
+    queues = TimerQueues(clock)
+    fired: list[tuple[str, float]] = []
+    queues.queue(32.0).call_later(lambda: fired.append(("long", clock.seconds())))
+    [call] = clock.getDelayedCalls()
+    clock.advance(1)
+    queues.queue(32.0).call_later(lambda: fired.append(("later", clock.seconds())))
+    assert clock.getDelayedCalls() == [call] and call.getTime() == 32.0
+    queues.queue(0.5).call_later(lambda: fired.append(("short", clock.seconds())))
+    assert clock.getDelayedCalls() == [call] and call.getTime() == 1.5
+    clock.pump([0.25] * 140)
+    assert fired == [("short", 1.5), ("long", 32.0), ("later", 33.0)]
+    assert clock.getDelayedCalls() == []
+
+
+def test_timers_of_several_lengths_passed_by_a_clock_jump_fire_in_deadline_order() -> None:
+    clock = Clock()
+    queues = TimerQueues(clock)
+    fired: list[str] = []
+    queues.queue(10.0).call_later(lambda: fired.append("10 s, due at 10"))
+    clock.advance(2)
+    queues.queue(5.0).call_later(lambda: fired.append("5 s, due at 7"))
+    queues.queue(1.0).call_later(lambda: fired.append("1 s, due at 3"))
+    queues.queue(9.0).call_later(lambda: fired.append("9 s, due at 11"))
+    clock.advance(20)
+    assert fired == ["1 s, due at 3", "5 s, due at 7", "10 s, due at 10", "9 s, due at 11"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_cancelled_earliest_timer_wakes_the_queues_once_for_the_next() -> None:
+    """Cancelling the timer the reactor timer is set for leaves the reactor timer (it
+    fires for nothing, then is set for the earliest timer left); cancelling the last
+    timer of all removes it."""
+    clock = Clock()
+    queues = TimerQueues(clock)
+    fired: list[float] = []
+    short = queues.queue(0.5).call_later(lambda: fired.append(clock.seconds()))
+    long = queues.queue(32.0).call_later(lambda: fired.append(clock.seconds()))
+    short.cancel()
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [0.5]
+    clock.pump([0.25] * 4)
+    assert fired == [] and [c.getTime() for c in clock.getDelayedCalls()] == [32.0]
+    long.cancel()
+    assert clock.getDelayedCalls() == [] and len(queues) == 0
+
+
+def test_sibling_queues_share_the_reactor_timer_and_leave_it_only_when_all_are_idle() -> None:
+    """Two sets of queues made with ``sibling()`` (a transaction layer's guard and linger
+    timers) wait on one reactor timer; it goes once neither has a timer left."""
+    clock = Clock()
+    linger = TimerQueues(clock)
+    guard = linger.sibling()
+    fired: list[tuple[str, float]] = []
+    m = linger.queue(32.0).call_later(lambda: fired.append(("M", clock.seconds())))
+    b = guard.queue(32.0).call_later(lambda: fired.append(("B", clock.seconds())))
+    a = guard.queue(0.5).call_later(lambda: fired.append(("A", clock.seconds())))
+    assert len(clock.getDelayedCalls()) == 1
+    assert (len(linger), len(guard)) == (1, 2)
+    a.cancel()
+    b.cancel()
+    assert len(clock.getDelayedCalls()) == 1  # M still waits
+    m.cancel()
+    assert clock.getDelayedCalls() == []
+    guard.queue(0.5).call_later(lambda: fired.append(("A", clock.seconds())))
+    linger.queue(5.0).call_later(lambda: fired.append(("K", clock.seconds())))
+    clock.pump([0.5] * 12)
+    assert fired == [("A", 0.5), ("K", 5.0)]
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_timer_due_at_once_started_while_the_queues_fire_fires_in_the_same_pass() -> None:
+    """A callback that starts a zero-length timer (a transport error reported later)
+    sees it fire on the same clock step, after the callback returned."""
+    clock = Clock()
+    queues = TimerQueues(clock)
+    fired: list[tuple[str, float]] = []
+
+    def first() -> None:
+        fired.append(("first", clock.seconds()))
+        queues.queue(0.0).call_later(lambda: fired.append(("now", clock.seconds())))
+        fired.append(("first returned", clock.seconds()))
+
+    queues.queue(1.0).call_later(first)
+    clock.advance(1)
+    assert fired == [("first", 1.0), ("first returned", 1.0), ("now", 1.0)]
     assert clock.getDelayedCalls() == []

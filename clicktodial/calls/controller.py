@@ -241,7 +241,11 @@ class CallController:
         """The queue for ``delay``-second timers: one reactor timer for all calls."""
         queue = self._timer_queues.get(delay)
         if queue is None:
-            queue = self._timer_queues[delay] = LingerQueue(self.clock, delay)
+            # On the SIP stack's reactor timer (in queues of their own): the timers of
+            # the calls' transactions keep it set, so a phase timer cancelled last does
+            # not leave a cancelled DelayedCall on the reactor's heap for its length.
+            timers = self.user_agent.transactions.linger_timers.sibling()
+            queue = self._timer_queues[delay] = timers.queue(delay)
         return queue
 
     # -- ICallController -------------------------------------------------------

@@ -255,6 +255,22 @@ class TestUASAnswering:
         assert [e[2] for e in callee.log.of("terminated")] == ["no-ack"]
         assert_idle(callee.clock, callee.bob)
 
+    def test_the_2xx_timers_are_entries_of_the_layers_queues_firing_on_time(self) -> None:
+        """§13.3.1.4 on the transaction layer's one reactor timer: the 2xx goes again at
+        exactly T1, 2T1, 4T1, ... capped at T2, and the BYE at exactly 64*T1 after the
+        first 2xx; the core starts no reactor timer of its own."""
+        callee = Callee(Answer(ring=False))
+        callee.clock.advance(0.375)  # the 2xx is first sent at 0.375, between T1 steps
+        callee.invite(sdp("alice"))
+        assert callee.response_times(200) == [0.375]
+        assert len(callee.clock.getDelayedCalls()) == 1  # the layer's, for all its timers
+        run_for(callee.clock, 32.0, step=0.125)
+        times = [t - 0.375 for t in callee.response_times(200)]
+        assert times == [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+        [bye] = transport_of(callee.bob).requests("BYE")
+        assert bye.time - 0.375 == 32.0
+        assert [e[2] for e in callee.log.of("terminated")] == ["no-ack"]
+
     def test_bye_by_callee_waits_for_the_ack(self) -> None:
         """§15: the callee must not send BYE before the ACK for its 2xx."""
         callee = Callee(Answer(ring=False))
@@ -996,6 +1012,22 @@ def test_cancel_without_final_response_gives_up_after_64_t1() -> None:
     assert failure_statuses(caller.log) == [487]
     assert caller.call.state is CallState.CANCELLED
     assert caller.alice.ua.active_count == 0
+
+
+def test_the_cancel_gives_up_exactly_64_t1_after_it_was_sent() -> None:
+    """§9.1's 64*T1 after the CANCEL is an entry of the layer's queues: it ends the call
+    on the very clock step 64*T1 after the CANCEL went, not before."""
+    caller = Caller(offer=sdp("alice"))
+    caller.respond(180)
+    caller.clock.advance(0.375)
+    caller.call.cancel()
+    [cancel] = transport_of(caller.alice).requests("CANCEL")
+    run_for(caller.clock, 32.0 - 0.125, step=0.125)
+    assert caller.log.names() == ["provisional"]
+    caller.clock.advance(0.125)
+    assert caller.clock.seconds() - cancel.time == 32.0
+    assert failure_statuses(caller.log) == [487]
+    assert caller.call.state is CallState.CANCELLED
 
 
 # ---------------------------------------------------------------------------

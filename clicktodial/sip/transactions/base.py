@@ -64,16 +64,15 @@ class Timers:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    #: 64*T1: timers B, F, H, J, L and M (and the floor of D).  Worked out once: every
+    #: transaction reads it, some twice.
+    timeout: float = attrs.field(init=False, eq=False, repr=False)
+    #: Timer D for unreliable transports: "at least 32 seconds" (§17.1.1.2).
+    timer_d: float = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def timeout(self) -> float:
-        """64*T1: timers B, F, H, J, L and M (and the floor of D)."""
-        return 64 * self.t1
-
-    @property
-    def timer_d(self) -> float:
-        """Timer D for unreliable transports: "at least 32 seconds" (§17.1.1.2)."""
-        return max(32.0, self.timeout)
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "timeout", 64 * self.t1)
+        object.__setattr__(self, "timer_d", max(32.0, 64 * self.t1))
 
 
 class State(enum.StrEnum):
@@ -175,7 +174,7 @@ class Transaction:
     cancelled Timers B would otherwise wait out 64*T1 among the Timers M.
 
     :ivar request: the request that created the transaction.  A client transaction lets
-        go of it once it has its final response (:func:`_release_request`): lingering in
+        go of it once it has its final response (``_request = None``): lingering in
         ``accepted`` or ``completed`` it only absorbs or passes on responses, and keeping
         the parsed message for 64*T1 would make memory at a call rate R hold R*32 s worth
         of requests.  A non-INVITE server transaction lets go of it too once its final
@@ -249,10 +248,6 @@ class Transaction:
             )
         return request
 
-    def _release_request(self) -> None:
-        """Let go of the request: the machine no longer needs it (see the class)."""
-        self._request = None
-
     @property
     def is_terminated(self) -> bool:
         """Whether the machine reached ``terminated``."""
@@ -262,7 +257,14 @@ class Transaction:
 
     def _enter(self, state: State) -> None:
         """Leave the current state: cancel its timers, then switch."""
-        self._cancel_timers()
+        # _cancel_timers(), inline: every transaction changes state two or three times.
+        # Lingering.cancel() does nothing to a timer that fired or was cancelled.
+        if self._retransmit is not None:
+            self._retransmit.cancel()
+            self._retransmit = None
+        if self._timeout is not None:
+            self._timeout.cancel()
+            self._timeout = None
         lingered = self.state in LINGERING_STATES
         if lingered != (state in LINGERING_STATES):
             self._host.counts.lingering += -1 if lingered else 1
@@ -283,7 +285,7 @@ class Transaction:
         machine's class, called with the machine.
         """
         self._interval = interval
-        self._retransmit = self._host.guard_timers.call_later_on(interval, self, fired)
+        self._retransmit = self._host.guard_timers.by_length[interval].call_later_on(self, fired)
 
     def _start_timeout(self, delay: float, fired: Callable[[Self], None]) -> None:
         """
@@ -294,7 +296,7 @@ class Transaction:
         """
         host = self._host
         queues = host.linger_timers if self.state in LINGERING_STATES else host.guard_timers
-        self._timeout = queues.call_later_on(delay, self, fired)
+        self._timeout = queues.by_length[delay].call_later_on(self, fired)
 
     def _terminate(self) -> None:
         """Enter ``terminated`` and let the layer forget the transaction."""

@@ -99,7 +99,9 @@ class ClientTransaction(Transaction):
     # -- helpers for the machines --------------------------------------------
 
     def _transmit(self) -> bool:
-        return self._host.transmit_request(self.request, self.destination)
+        request = self._request
+        assert request is not None  # sent only before the final response, kept till then
+        return self._host.transmit_request(request, self.destination)
 
     def _deliver(self, response: Response) -> None:
         """Pass ``response`` to the transaction user; its bugs stay its own."""

@@ -102,7 +102,7 @@ class InviteClientTransaction(ClientTransaction):
         # RFC 6026 §8.4: stay in "accepted" for 64*T1 so that 2xx
         # retransmissions reach the TU (which ACKs each) instead of being stray.
         self._enter(ACCEPTED)
-        self._release_request()  # Timer M only passes 2xx copies up
+        self._request = None  # let go (see Transaction): Timer M passes 2xx copies up
         self._start_timeout(self._host.timers.timeout, InviteClientTransaction._timer_m)
         self._deliver(response)
 
@@ -110,7 +110,7 @@ class InviteClientTransaction(ClientTransaction):
         # §17.1.1.3: the transaction ACKs 300-699 itself.
         self._ack = self._build_ack(response)
         self._enter(COMPLETED)
-        self._release_request()  # Timer D only re-sends the ACK
+        self._request = None  # let go (see Transaction): Timer D re-sends the ACK
         if self.reliable:
             self._send_ack()
             self._deliver(response)

@@ -29,6 +29,7 @@ from clicktodial.sip.interfaces import (
 )
 from clicktodial.sip.message import Request, Response, make_response, new_branch, new_tag
 from clicktodial.sip.transactions.base import (
+    RELIABLE_TRANSPORTS,
     State,
     Timers,
     Transaction,
@@ -94,13 +95,14 @@ class TransactionLayer:
         self.user = user
         self.timers = timers
         self.counts = TransactionCounts()
-        #: Every transaction timer, one reactor timer per length (see ``Transaction``):
-        #: those a response usually cancels, and those of lingering states.
-        self.guard_timers = TimerQueues(clock)
+        #: Every transaction timer (see ``Transaction``), and the UA core's on top: those
+        #: of lingering states, and those a response usually cancels, in queues of their
+        #: own (by length) on one reactor timer.
         self.linger_timers = TimerQueues(clock)
+        self.guard_timers = self.linger_timers.sibling()
         #: The 64*T1 queue of the lingering states (Timers H, J, L, M).
         self.lingering = self.linger_timers.queue(timers.timeout)
-        self._clients: dict[tuple[str, str], ClientTransaction] = {}
+        self._clients: dict[tuple[object, ...], ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self.stateless = stateless
 
@@ -158,7 +160,7 @@ class TransactionLayer:
         else:
             branch = self._add_via(request, destination)
         key = client_key(branch, method)
-        reliable = is_reliable(destination.transport)
+        reliable = destination.transport.upper() in RELIABLE_TRANSPORTS  # (is_reliable)
         tx: ClientTransaction
         if method == "INVITE":
             tx = InviteClientTransaction(
@@ -376,10 +378,10 @@ class TransactionLayer:
         return True
 
     def transaction_terminated(self, transaction: Transaction) -> None:
-        """Forget a terminated transaction."""
+        """Forget a terminated transaction (filed under its ``key``)."""
+        key = transaction.key
         if isinstance(transaction, ClientTransaction):
-            key = client_key(transaction.branch, transaction.method)
             if self._clients.get(key) is transaction:
                 del self._clients[key]
-        elif self._servers.get(transaction.key) is transaction:
-            del self._servers[transaction.key]
+        elif self._servers.get(key) is transaction:
+            del self._servers[key]

@@ -80,7 +80,7 @@ class NonInviteClientTransaction(ClientTransaction):
 
     def _final(self, response: Response) -> None:
         self._enter(COMPLETED)
-        self._release_request()  # Timer K only absorbs copies
+        self._request = None  # let go (see Transaction): Timer K only absorbs copies
         if self.reliable:
             self._terminate()  # Timer K is zero for reliable transports
         else:

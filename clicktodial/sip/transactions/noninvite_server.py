@@ -101,7 +101,7 @@ class NonInviteServerTransaction(ServerTransaction):
         else:
             # §17.2.2: keep answering retransmissions for 64*T1 (with the last response
             # alone: the request is not needed for that).
-            self._release_request()
+            self._request = None  # let go of it (see Transaction)
             self._start_timeout(self._host.timers.timeout, NonInviteServerTransaction._timer_j)
 
     def _resend(self, request: Request) -> None:

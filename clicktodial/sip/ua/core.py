@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -79,6 +79,16 @@ def default_precheck(request: Request) -> Response | None:
     for the methods this core handles: 501, 416, 420, 415 or None.
     """
     return uas_precheck(request, ALLOWED_METHODS, SUPPORTED_OPTIONS, ACCEPTED_TYPES)
+
+
+class _Unattached:
+    """:attr:`UserAgent.transactions` before :meth:`UserAgent.attach`: any use says so."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("UserAgent.attach() the transaction layer first")
+
+
+_UNATTACHED: Any = _Unattached()
 
 
 # ---------------------------------------------------------------------------
@@ -207,7 +217,15 @@ class UserAgent:
         self.rng = rng if rng is not None else random.Random()
         self.user_agent = user_agent
         self.precheck = precheck
-        self._transactions = transactions
+        #: The transaction layer (:func:`attach` it first): a plain attribute, read on
+        #: every request, ACK and response of a call.
+        self.transactions: TransactionLayerLike = (
+            _UNATTACHED if transactions is None else transactions
+        )
+        #: The layer's queues of the 64*T1 windows and of the ACKs' 64*T1 + T4, found
+        #: once (on first use after :func:`attach`).
+        self._windows: LingerQueue | None = None
+        self._ack_keeping: LingerQueue | None = None
         self._sessions = _SessionIndex()
         self._contacts: dict[tuple[str, str, int], URI] = {}
         self._outgoing: set[OutgoingCall] = set()
@@ -217,9 +235,6 @@ class UserAgent:
         #: §8.2.2.2 merged requests: the top Via branch of each new request, by
         #: (From tag, Call-ID, CSeq number, method), for 64*T1.
         self._recent: dict[tuple[str | None, str, int, str], str | None] = {}
-        #: The 64*T1 windows (merged requests, other forks' 2xx) on one reactor timer,
-        #: and the 64*T1+T4 an ACK is kept for copies of its 2xx on another: by delay.
-        self._lingering: dict[float, LingerQueue] = {}
         #: Inputs a state machine of the core had no transition for, by
         #: "machine state/input" (a small fixed set): ``/metrics`` reads it.
         self.unexpected_inputs: dict[str, int] = {}
@@ -236,14 +251,8 @@ class UserAgent:
 
     def attach(self, transactions: TransactionLayerLike) -> None:
         """Send through ``transactions`` (the layer whose user we are)."""
-        self._transactions = transactions
-
-    @property
-    def transactions(self) -> TransactionLayerLike:
-        """The transaction layer (:func:`attach` it first)."""
-        if self._transactions is None:
-            raise RuntimeError("UserAgent.attach() the transaction layer first")
-        return self._transactions
+        self.transactions = transactions
+        self._windows = self._ack_keeping = None
 
     @property
     def timers(self) -> Timers:
@@ -508,20 +517,37 @@ class UserAgent:
         return False
 
     def linger(self, fired: Callable[[], object], delay: float | None = None) -> Lingering:
-        """Call ``fired`` after ``delay``, 64*T1 by default (see ``_lingering``)."""
+        """
+        Call ``fired`` after ``delay``, 64*T1 by default: the 64*T1 windows (merged
+        requests, other forks' 2xx) and the 64*T1+T4 an ACK is kept for copies of its 2xx
+        are entries of the transaction layer's lingering queues, on its one reactor
+        timer (a fork window and the Timer M of the same 2xx fire on one wake-up).
+        """
         return self._linger_queue(delay).call_later(fired)
 
     def linger_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
         """Call ``fired(owner)`` after 64*T1, keeping no bound method (``call_later_on``)."""
-        return self._linger_queue(None).call_later_on(owner, fired)
+        queue = self._windows
+        if queue is None:
+            queue = self._windows = self._linger_queue(None)
+        return queue.call_later_on(owner, fired)
+
+    def keep_ack_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
+        """
+        Call ``fired(owner)`` after 64*T1 + T4: the time an ACK of ours may still be
+        needed for copies of its 2xx (the UAS retransmits for 64*T1, a copy may still
+        be in the network for T4).
+        """
+        queue = self._ack_keeping
+        if queue is None:
+            timers = self.timers
+            queue = self._ack_keeping = self._linger_queue(timers.timeout + timers.t4)
+        return queue.call_later_on(owner, fired)
 
     def _linger_queue(self, delay: float | None) -> LingerQueue:
         if delay is None:
             delay = self.timers.timeout
-        queue = self._lingering.get(delay)
-        if queue is None:
-            queue = self._lingering[delay] = LingerQueue(self.clock, delay)
-        return queue
+        return self.transactions.linger_timers.by_length[delay]
 
     def _new_call(self, server_tx: ServerTransactionLike) -> None:
         call = IncomingCall(self, server_tx)

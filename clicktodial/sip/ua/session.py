@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from clicktodial.sip.dialog import Dialog, DialogError, DialogID, DialogState
@@ -22,6 +22,7 @@ from clicktodial.sip.sdp import SDP_CONTENT_TYPE, OfferAnswerError, OfferCarrier
 from clicktodial.sip.transactions import Timers
 from clicktodial.sip.ua.auth import CHALLENGES, DigestAnswerer, authorized_copy
 from clicktodial.sip.ua.shared import RequestPending, ResponseCallback, UACore, sdp_of
+from clicktodial.timers import Lingering, TimerQueues
 
 if TYPE_CHECKING:
     from clicktodial.sip.ua.uas import IncomingRequest
@@ -30,6 +31,9 @@ __all__ = ["Session"]
 
 log = Logger(namespace="clicktodial.sip.ua")
 
+
+#: (``Session.is_terminated``, inline where a call reads it several times.)
+_TERMINATED = DialogState.TERMINATED
 
 #: The empty ``Session._unacked`` every session shares (never written to: a session
 #: that must keep a 2xx makes its own dict).
@@ -40,12 +44,14 @@ class _TwoXXRetransmitter:
     """
     RFC 3261 §13.3.1.4: the UAS core re-sends its 2xx to an INVITE at T1,
     doubling up to T2, until the ACK arrives; after 64*T1 without ACK it
-    gives up (``give_up``) and the session is ended.
+    gives up (``give_up``) and the session is ended.  Both timers are entries of the
+    transaction layer's guard queues (one reactor timer for all), calling functions of
+    this class.
     """
 
     __slots__ = (
         "cseq",
-        "_clock",
+        "_queues",
         "_t2",
         "_resend",
         "_give_up",
@@ -56,24 +62,30 @@ class _TwoXXRetransmitter:
 
     def __init__(
         self,
-        clock: IReactorTime,
+        queues: TimerQueues,
         timers: Timers,
         cseq: int,
         resend: Callable[[], None],
         give_up: Callable[[], None],
     ) -> None:
         self.cseq = cseq
-        self._clock = clock
+        self._queues = queues
         self._t2 = timers.t2
         self._resend = resend
         self._give_up = give_up
         self._interval = timers.t1
-        self._retransmit: IDelayedCall | None = clock.callLater(self._interval, self._fire)
-        self._deadline: IDelayedCall | None = clock.callLater(timers.timeout, self._timeout)
+        self._retransmit: Lingering | None = queues.call_later_on(
+            timers.t1, self, _TwoXXRetransmitter._fire
+        )
+        self._deadline: Lingering | None = queues.call_later_on(
+            timers.timeout, self, _TwoXXRetransmitter._timeout
+        )
 
     def _fire(self) -> None:
         self._interval = min(self._interval * 2, self._t2)
-        self._retransmit = self._clock.callLater(self._interval, self._fire)
+        self._retransmit = self._queues.call_later_on(
+            self._interval, self, _TwoXXRetransmitter._fire
+        )
         self._resend()
 
     def _timeout(self) -> None:
@@ -83,9 +95,11 @@ class _TwoXXRetransmitter:
 
     def stop(self) -> None:
         """Stop retransmitting (ACK arrived, or the session ended)."""
-        for call in (self._retransmit, self._deadline):
-            if call is not None and call.active():
-                call.cancel()
+        # Lingering.cancel() does nothing to a timer that fired.
+        if self._retransmit is not None:
+            self._retransmit.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         self._retransmit = self._deadline = None
 
 
@@ -144,9 +158,10 @@ class _ReinviteOut:
 
 class _ForgetAck:
     """
-    :meth:`Session.forget_ack` for one CSeq, as a lingering timer calls it: 56 bytes where a
-    ``partial`` of a bound method takes ~250 (its own empty keyword dict, argument tuple
-    and method object), for every ACK of the 64*T1 + T4 after it is sent.
+    :meth:`Session.forget_ack` for one CSeq, as a lingering timer calls it (``fire``, with
+    this as the timer's owner): 56 bytes where a ``partial`` of a bound method takes ~250
+    (its own empty keyword dict, argument tuple and method object), for every ACK of the
+    64*T1 + T4 after it is sent.
     """
 
     __slots__ = ("session", "seq")
@@ -155,7 +170,7 @@ class _ForgetAck:
         self.session = session
         self.seq = seq
 
-    def __call__(self) -> None:
+    def fire(self) -> None:
         self.session.forget_ack(self.seq)
 
 
@@ -365,7 +380,7 @@ class Session:
                 return
             if self._invite_out is request:
                 self._invite_out = None
-            if self.is_terminated:
+            if self.dialog.state is _TERMINATED:
                 # Ended meanwhile: ACK, then the BYE already went out.
                 self.send_ack(request, self.dialog.create_ack(request))
                 return
@@ -478,7 +493,7 @@ class Session:
 
         :raises DialogError: as UAS on an early dialog (reject the call instead).
         """
-        if self.is_terminated:
+        if self.dialog.state is _TERMINATED:
             return
         if not self.dialog.is_uac and self.dialog.state is DialogState.EARLY:
             # §15: the callee must not BYE an early dialog.
@@ -494,7 +509,7 @@ class Session:
             self._retransmitter.stop()
         ua = self.ua
         self._retransmitter = _TwoXXRetransmitter(
-            ua.clock,
+            ua.transactions.guard_timers,
             ua.timers,
             response.cseq.seq,
             partial(ua.send_response_direct, response, source),
@@ -502,7 +517,7 @@ class Session:
         )
 
     def _check_alive(self) -> None:
-        if self.is_terminated:
+        if self.dialog.state is _TERMINATED:
             raise DialogError("the session is terminated")
 
     def _check_dialog_failure(self, response: Response) -> None:
@@ -579,8 +594,7 @@ class Session:
             # The UAS retransmits its 2xx for 64*T1 at most (§13.3.1.4); a copy may
             # then still be in the network for T4: after that the ACK answers nothing
             # more, and a held call need not keep it.
-            timers = ua.timers
-            ua.linger(_ForgetAck(self, seq), timers.timeout + timers.t4)
+            ua.keep_ack_on(_ForgetAck(self, seq), _ForgetAck.fire)
 
     def forget_ack(self, seq: int) -> None:
         """No copy of the 2xx to INVITE ``seq`` can come any more: drop its ACK."""
@@ -690,7 +704,7 @@ class Session:
 
     def _end(self, reason: str, send_bye: bool) -> None:
         """Terminate the session once: forget it, stop its timers, tell the app."""
-        if self.is_terminated:
+        if self.dialog.state is _TERMINATED:
             return
         self.termination_reason = reason
         self.dialog.terminate()

@@ -18,7 +18,7 @@ from clicktodial.sip.message import Request, Response
 from clicktodial.sip.sdp import is_sdp
 from clicktodial.sip.transactions import Timers
 from clicktodial.sip.uri import URI
-from clicktodial.timers import Lingering
+from clicktodial.timers import Lingering, TimerQueues
 
 if TYPE_CHECKING:
     from clicktodial.sip.interfaces import ISIPTransport
@@ -82,6 +82,14 @@ class TransactionLayerLike(Protocol):
     @property
     def timers(self) -> Timers: ...
 
+    @property
+    def linger_timers(self) -> TimerQueues:
+        """The queues of timers that usually fire (the core's 64*T1 windows join them)."""
+
+    @property
+    def guard_timers(self) -> TimerQueues:
+        """The queues of timers that usually are cancelled (2xx retransmission, CANCEL)."""
+
     def send_request(
         self, request: Request, destination: Destination, on_response: ResponseCallback
     ) -> ClientTransactionLike: ...
@@ -123,6 +131,9 @@ class UACore(Protocol):
 
     def linger_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
         """Call ``fired(owner)`` after 64*T1, keeping no bound method."""
+
+    def keep_ack_on(self, owner: _T, fired: Callable[[_T], object]) -> Lingering:
+        """Call ``fired(owner)`` after 64*T1 + T4 (the life of an ACK we sent)."""
 
     def add_session(self, session: Session) -> None: ...
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from clicktodial.sip.address import Destination
@@ -184,7 +183,7 @@ class OutgoingCall:
         self._early: dict[str | None, Session] = _NO_SESSIONS
         self._forks: dict[str | None, Session] = _NO_SESSIONS
         #: The one pending timer: the CANCEL's 64*T1, or the fork window.
-        self._timer: IDelayedCall | Lingering | None = None
+        self._timer: Lingering | None = None
 
     def __repr__(self) -> str:
         return f"<OutgoingCall {self._state.value} call_id={self.call_id!r}>"
@@ -312,13 +311,14 @@ class OutgoingCall:
         self.ua.notify(self.handler.call_provisional, self, response, session)
 
     def _new_session(self, response: Response) -> Session:
-        dialog = Dialog.from_uac(self.request, response, self.ua.contact_for(self.request))
+        request = self.request
+        dialog = Dialog.from_uac(request, response, self.ua.contact_for(request))
         # Early dialogs and other forks' 2xx too: their ACK and BYE go the INVITE's way.
         dialog.flow = self.flow
         if self.offer is not None:
             dialog.offer_answer.offer(Party.LOCAL, OfferCarrier.INVITE, self.offer)
         session = Session(self.ua, dialog, self.handler, self.credentials)
-        session.invite_sent(self.request)
+        session.invite_sent(request)
         self.ua.add_session(session)
         return session
 
@@ -378,10 +378,13 @@ class OutgoingCall:
         if transaction is None:  # pragma: no cover - start() sets it before any input
             return
         cancel = transaction.cancel_request()
-        self.ua.transactions.send_request(cancel, transaction.destination, _ignore)
+        transactions = self.ua.transactions
+        transactions.send_request(cancel, transaction.destination, _ignore)
         # §9.1: without a final response 64*T1 after the CANCEL, consider the INVITE
-        # cancelled.
-        self._timer = self.ua.clock.callLater(self.ua.timers.timeout, self._cancel_timeout)
+        # cancelled (an entry of the layer's queues: no reactor timer of its own).
+        self._timer = transactions.guard_timers.call_later_on(
+            self.ua.timers.timeout, self, OutgoingCall._cancel_timeout
+        )
 
     def _cancel_timeout(self) -> None:
         self._timer = None
