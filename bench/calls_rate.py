@@ -63,11 +63,13 @@ def place_at_rate(
     caller: str,
     callee: str,
     tick: float = 0.02,
+    refusals: dict[str, int] | None = None,
 ) -> tuple[list[str], int, float]:
     """
     Place ``count`` calls at ``rate``/s: every ``tick`` seconds, one POST /calls with the
     list of calls due by then (the API's batch form, for administrators), so the HTTP layer
     costs one request per tick, not per call. Returns (ids, refused, seconds).
+    ``refusals`` (when given) counts the refusals by status and reason.
     """
     client = Client(*api, token)
     ids: list[str] = []
@@ -87,12 +89,18 @@ def place_at_rate(
         placed = due
         if status != 200:
             refused += len(batch)
+            if refusals is not None:
+                key = f"{status} to the batch"
+                refusals[key] = refusals.get(key, 0) + len(batch)
             continue
         for result in results["calls"]:
             if result.get("status") == 201:
                 ids.append(result["call"]["id"])
             else:
                 refused += 1
+                if refusals is not None:
+                    key = f"{result.get('status')} {result.get('error', '')}".strip()
+                    refusals[key] = refusals.get(key, 0) + 1
         next_tick = time.monotonic() + tick
         time.sleep(max(0.0, max(next_tick, start + placed / rate) - time.monotonic()))
     return ids, refused, time.monotonic() - start
@@ -189,8 +197,9 @@ def main() -> None:
         count = int(args.rate * args.seconds)
         if args.count_pid:
             os.kill(args.count_pid, signal.SIGUSR1)
+        refusals: dict[str, int] = {}
         ids, refused, took = place_at_rate(
-            api, args.token, args.rate, count, args.caller, args.callee, args.tick
+            api, args.token, args.rate, count, args.caller, args.callee, args.tick, refusals
         )
         if args.count_pid:
             # Counting: the records say when the calls ended; asking the web API (GET
@@ -224,6 +233,7 @@ def main() -> None:
                     "complete": complete,
                     "failed": failed,
                     "refused": refused,
+                    "refusals": refusals,
                     "drained": idle,
                     "reasons": reasons,
                 }
