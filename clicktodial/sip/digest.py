@@ -127,6 +127,17 @@ def _canonical_algorithm(name: str | None) -> str | None:
     return upper if upper in ALGORITHMS else None
 
 
+def _hash_of(algorithm: str | None) -> Callable[[bytes], str]:
+    """The hash of a digest ``algorithm`` (any case; absent: MD5); ValueError if unsupported."""
+    h = ALGORITHMS.get(algorithm) if algorithm is not None else None
+    if h is None:
+        canonical = _canonical_algorithm(algorithm)
+        if canonical is None:
+            raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+        h = ALGORITHMS[canonical]
+    return h
+
+
 def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
     """
     ``HA1 = H(username ":" realm ":" password)`` in lower-case hex
@@ -134,10 +145,7 @@ def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5"
 
     :raises ValueError: for an algorithm other than ``MD5`` or ``SHA-256``.
     """
-    canonical = _canonical_algorithm(algorithm)
-    if canonical is None:
-        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-    return ALGORITHMS[canonical](f"{username}:{realm}:{password}".encode())
+    return _hash_of(algorithm)(f"{username}:{realm}:{password}".encode())
 
 
 def compute_response(
@@ -157,10 +165,7 @@ def compute_response(
 
     :raises ValueError: for an unsupported algorithm.
     """
-    canonical = _canonical_algorithm(algorithm)
-    if canonical is None:
-        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-    return _response(ALGORITHMS[canonical], ha1, nonce, nc, cnonce, qop, method, uri, None)
+    return _response(_hash_of(algorithm), ha1, nonce, nc, cnonce, qop, method, uri, None)
 
 
 def _response(
@@ -734,14 +739,8 @@ class DigestAuthenticator:
         :param issued_at: what :func:`check_nonce` returned.
         """
         algorithm = credentials.algorithm
-        h = ALGORITHMS.get(algorithm)
-        if h is None:  # (parse_authorization gives a canonical name: a caller's own value)
-            canonical = _canonical_algorithm(algorithm)
-            if canonical is None:
-                raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-            h = ALGORITHMS[canonical]
         expected = _response(
-            h,
+            _hash_of(algorithm),
             ha1 if ha1 is not None else _DUMMY_HA1[algorithm],
             credentials.nonce,
             credentials.nc,
