@@ -257,14 +257,7 @@ class Transaction:
 
     def _enter(self, state: State) -> None:
         """Leave the current state: cancel its timers, then switch."""
-        # _cancel_timers(), inline: every transaction changes state two or three times.
-        # Lingering.cancel() does nothing to a timer that fired or was cancelled.
-        if self._retransmit is not None:
-            self._retransmit.cancel()
-            self._retransmit = None
-        if self._timeout is not None:
-            self._timeout.cancel()
-            self._timeout = None
+        self._cancel_timers()
         lingered = self.state in LINGERING_STATES
         if lingered != (state in LINGERING_STATES):
             self._host.counts.lingering += -1 if lingered else 1

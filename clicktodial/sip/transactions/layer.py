@@ -29,7 +29,6 @@ from clicktodial.sip.interfaces import (
 )
 from clicktodial.sip.message import Request, Response, make_response, new_branch, new_tag
 from clicktodial.sip.transactions.base import (
-    RELIABLE_TRANSPORTS,
     State,
     Timers,
     Transaction,
@@ -160,7 +159,7 @@ class TransactionLayer:
         else:
             branch = self._add_via(request, destination)
         key = client_key(branch, method)
-        reliable = destination.transport.upper() in RELIABLE_TRANSPORTS  # (is_reliable)
+        reliable = is_reliable(destination.transport)
         tx: ClientTransaction
         if method == "INVITE":
             tx = InviteClientTransaction(

@@ -32,9 +32,6 @@ __all__ = ["Session"]
 log = Logger(namespace="clicktodial.sip.ua")
 
 
-#: (``Session.is_terminated``, inline where a call reads it several times.)
-_TERMINATED = DialogState.TERMINATED
-
 #: The empty ``Session._unacked`` every session shares (never written to: a session
 #: that must keep a 2xx makes its own dict).
 _NONE_UNACKED: dict[int, tuple[Request, Response]] = {}
@@ -380,7 +377,7 @@ class Session:
                 return
             if self._invite_out is request:
                 self._invite_out = None
-            if self.dialog.state is _TERMINATED:
+            if self.is_terminated:
                 # Ended meanwhile: ACK, then the BYE already went out.
                 self.send_ack(request, self.dialog.create_ack(request))
                 return
@@ -493,7 +490,7 @@ class Session:
 
         :raises DialogError: as UAS on an early dialog (reject the call instead).
         """
-        if self.dialog.state is _TERMINATED:
+        if self.is_terminated:
             return
         if not self.dialog.is_uac and self.dialog.state is DialogState.EARLY:
             # §15: the callee must not BYE an early dialog.
@@ -517,7 +514,7 @@ class Session:
         )
 
     def _check_alive(self) -> None:
-        if self.dialog.state is _TERMINATED:
+        if self.is_terminated:
             raise DialogError("the session is terminated")
 
     def _check_dialog_failure(self, response: Response) -> None:
@@ -704,7 +701,7 @@ class Session:
 
     def _end(self, reason: str, send_bye: bool) -> None:
         """Terminate the session once: forget it, stop its timers, tell the app."""
-        if self.dialog.state is _TERMINATED:
+        if self.is_terminated:
             return
         self.termination_reason = reason
         self.dialog.terminate()
