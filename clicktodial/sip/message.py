@@ -418,6 +418,10 @@ class Headers:
         text = via.serialize()
         if "\r" in text or "\n" in text:
             _refuse_value(text)
+        self._insert_via(via, text)
+
+    def _insert_via(self, via: Via, text: str) -> None:
+        # push_via's work once *text* (via serialized) is known to be a valid value.
         keys = self._keys
         # (prepend's place: before the first Via field, else at the top)
         at = keys.index("via") if "via" in keys else 0
@@ -448,18 +452,8 @@ class Headers:
         text = via.serialize()
         if "\r" in text or "\n" in text:
             _refuse_value(text)
-        # (push_via's work written out: the transport stamps every request it receives.)
-        names, values = self._names, self._values
-        del keys[i], names[i], values[i]
-        at = keys.index("via") if "via" in keys else 0
-        keys.insert(at, "via")
-        names.insert(at, "Via")
-        values.insert(at, " " + text)
-        self._pristine = None
-        if keys.count("via") == 1:
-            self._cache["via"] = [via]
-        else:
-            self._cache.pop("via", None)
+        del keys[i], self._names[i], self._values[i]
+        self._insert_via(via, text)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
