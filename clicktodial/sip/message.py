@@ -258,9 +258,10 @@ class Headers:
     names as received, and values as received (with the whitespace after the
     colon), so that a parsed message serializes its fields unchanged.
     ``_pristine`` is the octets of the message the parser read the fields
-    from, as long as they are untouched (``None`` once anything changes or
-    for fields not parsed): :meth:`Message.serialize` hands those octets
-    back only to the message they came from.
+    from, or :meth:`Message.serialize` last wrote them into, as long as they
+    are untouched (``None`` once anything changes, until the next
+    serialization): :meth:`Message.serialize` hands those octets back only
+    to the message they came from.
     """
 
     __slots__ = ("_keys", "_names", "_values", "_cache", "_pristine")
@@ -270,8 +271,8 @@ class Headers:
         self._names: list[str] = []
         self._values: list[str] = []
         self._cache: dict[str, Any] = {}
-        # The parsed octets while the fields are exactly as the parser found
-        # them (see Message.serialize); every mutation sets it None for good.
+        # The parsed (or last serialized) octets while the fields are exactly as
+        # they were then (see Message.serialize); every mutation sets it None.
         self._pristine: bytes | None = None
         # (add()'s work written out: requests are built of fields lists, a call less each.)
         keys, names, values = self._keys, self._names, self._values
@@ -588,8 +589,9 @@ class Message:
     """What requests and responses share: headers, body, typed accessors.
 
     A parsed message remembers the octets it came from when :meth:`serialize`
-    would write exactly those octets, and hands them back from
-    :meth:`serialize` until anything changes: assigning the method, URI,
+    would write exactly those octets, a serialized one the octets it was
+    written to, and hands them back from :meth:`serialize` until anything
+    changes: assigning the method, URI,
     status, reason or body forgets them, and so does any mutation of the
     :class:`Headers` (which then is no longer *pristine*) or putting other
     :class:`Headers` in :attr:`headers` (the octets are handed back only
@@ -818,7 +820,12 @@ class Message:
         else:
             lines.append(cl)
         lines.append("\r\n")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
+        wire = "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
+        # Remembered as a parsed message's octets are: a message serialized again unchanged
+        # (an ACK kept for its 2xx's copies, the INVITE kept for other forks' 2xx, after the
+        # transport wrote them) costs a comparison, not a second join and encode.
+        self._wire = h._pristine = wire
+        return wire
 
     def __bytes__(self) -> bytes:
         return self.serialize()

@@ -881,3 +881,36 @@ def test_parsed_headers_put_on_another_parsed_message_are_written_anew() -> None
     two = parse_message(one.serialize().replace(b"Call-ID: one", b"Call-ID: two"))
     two.headers = one.headers
     assert b"Call-ID: one" in two.serialize()
+
+
+def test_a_serialized_message_is_written_again_only_once_changed() -> None:
+    """serialize() hands back the octets it last wrote while nothing changed (the same
+    object), and writes anew after any change: a header field, the start line, the body,
+    or other fields put in."""
+    request = Request(
+        "INVITE",
+        "sip:b@example.com",
+        [("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("CSeq", "1 INVITE")],
+    )
+    first = request.serialize()
+    assert request.serialize() is first
+    request.headers.add("Max-Forwards", "70")
+    second = request.serialize()
+    assert second == first.replace(b"Content-Length", b"Max-Forwards: 70\r\nContent-Length")
+    assert request.serialize() is second
+    request.body = b"v=0\r\n"
+    assert request.serialize().endswith(b"Content-Length: 5\r\n\r\nv=0\r\n")
+    request.uri = parse_uri("sip:c@example.com")
+    assert request.serialize().startswith(b"INVITE sip:c@example.com SIP/2.0\r\n")
+    request.headers.replace_top_via(Via("UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK2"}))
+    assert b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK2\r\n" in request.serialize()
+    other = Request("INVITE", "sip:c@example.com", request.headers, b"v=0\r\n")
+    assert other.serialize() == request.serialize()
+    assert other.serialize() == request.serialize()
+    other.headers.set("CSeq", "2 INVITE")
+    assert b"CSeq: 2 INVITE" in request.serialize()
+    response = Response(200, headers=[("CSeq", "1 INVITE")])
+    written = response.serialize()
+    assert response.serialize() is written
+    response.status = 486
+    assert response.serialize().startswith(b"SIP/2.0 486 ")
