@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -121,6 +121,51 @@ def _targets(bindings: list[Binding], max_forks: int, trusted: NetworkSet) -> li
                 error=str(e),
             )
     return targets
+
+
+def _usable(user: User | None, username: str) -> User:
+    """``user`` if a call may involve them.
+
+    :raises CallRefused: no such user, or a disabled one.
+    """
+    if user is None:
+        raise CallRefused("unknown-user", f"no user {username!r}")
+    if user.disabled:
+        raise CallRefused("disabled-user", f"user {username!r} is disabled")
+    return user
+
+
+class _Placing:
+    """A call being placed, between its authorization and its record (one per call: the
+    state the record's callbacks carry, where a coroutine's frame did)."""
+
+    __slots__ = (
+        "caller",
+        "callee",
+        "now",
+        "decision",
+        "hunt",
+        "caller_bindings",
+        "callee_bindings",
+    )
+
+    def __init__(
+        self,
+        caller: User,
+        callee: User,
+        now: float,
+        decision: DialDecision | None,
+        hunt: TrunkHunt | None,
+    ) -> None:
+        self.caller = caller
+        self.callee = callee
+        self.now = now
+        #: The dial plan's decision when the callee is a number, else None.
+        self.decision = decision
+        self.hunt = hunt
+        self.caller_bindings: list[Binding] = []
+        #: (empty for a number: its leg goes through the trunks of ``hunt``)
+        self.callee_bindings: list[Binding] = []
 
 
 @implementer(ICallController, IOutboundCalls, ICallsReload)
@@ -252,21 +297,35 @@ class CallController:
 
     def place_call(self, caller_username: str, callee_username: str) -> Deferred[CallInfo]:
         """See :meth:`ICallController.place_call`."""
-        return Deferred.fromCoroutine(self._place(caller_username, callee_username))
+        # Plain callbacks while both users are in memory (IKnownLookups: the usual case):
+        # no coroutine per call. A user the store must be asked for goes through _place.
+        try:
+            caller = self._known_user(caller_username)
+            callee = self._known_user(callee_username) if caller is not None else None
+        except CallRefused:
+            return fail()
+        if caller is None or callee is None:
+            return Deferred.fromCoroutine(self._place(caller_username, callee_username))
+        return self._run(caller, callee)
 
     async def _place(self, caller_name: str, callee_name: str) -> CallInfo:
         caller = await self._user(caller_name)
         callee = await self._user(callee_name)
         return await self._run(caller, callee)
 
-    async def _run(
+    def _run(
         self,
         caller: User,
         callee: User,
         decision: DialDecision | None = None,
         hunt: TrunkHunt | None = None,
-    ) -> CallInfo:
-        """Authorize, record and start a call to ``callee`` (a number when ``decision``)."""
+    ) -> Deferred[CallInfo]:
+        """
+        Authorize, record and start a call to ``callee`` (a number when ``decision``).
+        Fails with :class:`CallRefused` (the policy), or the store's error (the record).
+        Plain callbacks on the record's Deferred when both users' bindings are in memory;
+        a look-up to wait for, or a number's record, goes through :meth:`_record`.
+        """
         caller_name, callee_name = caller.username, callee.username
         request = CallRequest(
             caller=caller,
@@ -275,34 +334,85 @@ class CallController:
             callee_calls=self._count(callee_name),
             total_calls=len(self._calls) + self._reserved_total,
         )
-        self.policy.authorize(request)
-        # Count the call from now on: the lookups below let other requests in.
+        try:
+            self.policy.authorize(request)
+        except Exception:
+            return fail()
+        # Count the call from now on: the lookups and the record let other requests in.
         for name in (caller_name, callee_name):
             self._reserved[name] = self._reserved.get(name, 0) + 1
         self._reserved_total += 1
+        placing = _Placing(caller, callee, self.clock.seconds(), decision, hunt)
         try:
-            now = self.clock.seconds()
             # isinstance of list, not of Deferred (an ABC: a Python-level check).
-            found = self._bindings(caller_name, now)
-            caller_bindings = found if isinstance(found, list) else await found
-            callee_bindings: list[Binding] = []
-            if decision is None:
-                found = self._bindings(callee_name, now)
-                callee_bindings = found if isinstance(found, list) else await found
-            call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
-            if decision is not None:
-                # A call to a number shows its number and class from the start (history,
-                # the call page), not only once connected.
-                await self.records.update_call(
-                    call_id,
-                    CallUpdate(number=callee_name, destination_class=decision.destination_class),
-                )
-        finally:
-            self._reserved_total -= 1
-            for name in (caller_name, callee_name):
-                self._reserved[name] -= 1
-                if not self._reserved[name]:
-                    del self._reserved[name]
+            found = self._bindings(caller_name, placing.now)
+            if decision is None and isinstance(found, list):
+                placing.caller_bindings = found
+                callee_found = self._bindings(callee_name, placing.now)
+                if isinstance(callee_found, list):
+                    placing.callee_bindings = callee_found
+                    recorded = self.records.create_call(
+                        caller_name, callee_name, placing.now, self.node
+                    )
+                else:
+                    recorded = Deferred.fromCoroutine(self._record(placing, found, callee_found))
+            else:
+                recorded = Deferred.fromCoroutine(self._record(placing, found, None))
+        except BaseException:
+            self._unreserve(placing)
+            return fail()
+        return recorded.addCallbacks(
+            self._start,
+            self._not_recorded,
+            callbackArgs=(placing,),
+            errbackArgs=(placing,),
+        )
+
+    async def _record(
+        self,
+        placing: _Placing,
+        caller_found: list[Binding] | Deferred[list[Binding]],
+        callee_found: list[Binding] | Deferred[list[Binding]] | None,
+    ) -> str:
+        """The record of a call that waits for a look-up of bindings (``callee_found`` None:
+        not started yet), or of a call to a number; fires with its id."""
+        caller_name, callee_name = placing.caller.username, placing.callee.username
+        now, decision = placing.now, placing.decision
+        placing.caller_bindings = (
+            caller_found if isinstance(caller_found, list) else await caller_found
+        )
+        if decision is None:
+            if callee_found is None:
+                callee_found = self._bindings(callee_name, now)
+            placing.callee_bindings = (
+                callee_found if isinstance(callee_found, list) else await callee_found
+            )
+        call_id = await self.records.create_call(caller_name, callee_name, now, self.node)
+        if decision is not None:
+            # A call to a number shows its number and class from the start (history,
+            # the call page), not only once connected.
+            await self.records.update_call(
+                call_id,
+                CallUpdate(number=callee_name, destination_class=decision.destination_class),
+            )
+        return call_id
+
+    def _unreserve(self, placing: _Placing) -> None:
+        self._reserved_total -= 1
+        for name in (placing.caller.username, placing.callee.username):
+            self._reserved[name] -= 1
+            if not self._reserved[name]:
+                del self._reserved[name]
+
+    def _not_recorded(self, failure: Failure, placing: _Placing) -> Failure:
+        self._unreserve(placing)
+        return failure
+
+    def _start(self, call_id: str, placing: _Placing) -> CallInfo:
+        """The call is recorded as ``call_id``: run it."""
+        self._unreserve(placing)
+        caller, callee, hunt = placing.caller, placing.callee, placing.hunt
+        caller_name, callee_name = caller.username, callee.username
         if hunt is not None:
             hunt.call_id = call_id
         call = Call(
@@ -312,12 +422,13 @@ class CallController:
             shared=self._shared(),
             flow=self.policy.flow,
             route=hunt if hunt is not None else self._bindings_route(callee_name),
-            created_at=now,
+            created_at=placing.now,
             relay=self.relay.for_call(call_id) if self.relay is not None else None,
         )
         self._calls[call_id] = call
         for name in {caller_name, callee_name}:
             self._running[name] = self._running.get(name, 0) + 1
+        caller_bindings = placing.caller_bindings
         if LOG_LEVELS.info:
             log.info(
                 "call {record}: {caller} calls {callee} ({count} caller binding(s))",
@@ -326,7 +437,7 @@ class CallController:
                 callee=callee_name,
                 count=len(caller_bindings),
             )
-        if decision is None and not callee_bindings:
+        if placing.decision is None and not placing.callee_bindings:
             # Do not ring the caller for a callee who cannot be reached.
             call.fail_before_start("callee")
         else:
@@ -407,15 +518,19 @@ class CallController:
         )
 
     async def _user(self, username: str) -> User:
+        user = self._known_user(username)
+        if user is None:
+            user = _usable(await self.users.get_user(username), username)
+        return user
+
+    def _known_user(self, username: str) -> User | None:
+        """``username`` from memory (IKnownLookups), else None (ask the store).
+
+        :raises CallRefused: a disabled user.
+        """
         known = self._known_users
         user = known.known_user(username) if known is not None else None
-        if user is None:
-            user = await self.users.get_user(username)
-        if user is None:
-            raise CallRefused("unknown-user", f"no user {username!r}")
-        if user.disabled:
-            raise CallRefused("disabled-user", f"user {username!r} is disabled")
-        return user
+        return _usable(user, username) if user is not None else None
 
     def _bindings(self, username: str, now: float) -> list[Binding] | Deferred[list[Binding]]:
         """``username``'s bindings: at once from memory when kept, else the locations'

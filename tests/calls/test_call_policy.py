@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from clicktodial.calls.controller import CallController
+from clicktodial.calls.events import CallInfo
 from clicktodial.calls.policy import (
     BUILTIN_POLICIES,
     CallRefused,
@@ -17,8 +20,10 @@ from clicktodial.calls.policy import (
 )
 from clicktodial.config import CallsConfig, parse_config
 from clicktodial.interfaces import ICallController, ICallPolicy, ICallPolicyFactory, IMediaFlow
+from clicktodial.store.errors import StoreUnavailable
 from clicktodial.store.values import User
 from clicktodial.testing.callfakes import CallWorld
+from clicktodial.testing.fakes import success_result_of
 from clicktodial.testing.uafakes import Answer
 
 
@@ -119,5 +124,51 @@ def test_calls_in_progress_count_against_the_per_user_limit() -> None:
     world.controller.hang_up(info.call_id)
     world.run(1)
     world.place("carol", "alice")
+    world.controller.hang_up_all()
+    world.assert_quiescent()
+
+
+class _HeldRecords:
+    """Call records whose creation waits until the test fires it (a busy database)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[str]] = []
+
+    def create_call(
+        self, caller: str, callee: str, created_at: float, node: str | None = None
+    ) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+def test_a_call_counts_against_the_limits_while_its_record_is_written() -> None:
+    """A call being recorded holds its place under the limits; a record that fails gives
+    the place back (and fails the call), one that is written starts the call."""
+    world = CallWorld(max_calls_per_user=1)
+    world.phone("alice", "127.0.0.2", answer=Answer(sdp=None))
+    world.phone("bob", "127.0.0.3")
+    world.phone("carol", "127.0.0.4")
+    records = _HeldRecords()
+    world.controller.records = records  # type: ignore[assignment]
+    placed: list[object] = []
+    world.controller.place_call("alice", "bob").addBoth(placed.append)
+    assert not placed and len(records.pending) == 1
+    assert world.refusal("carol", "alice").reason == "callee-limit"
+    records.pending[0].errback(StoreUnavailable("database unavailable"))
+    assert isinstance(placed[0], Failure) and placed[0].check(StoreUnavailable)
+    assert world.controller.active_calls() == []
+    world.controller.place_call("carol", "alice").addBoth(placed.append)
+    assert len(placed) == 1 and len(records.pending) == 2
+    assert world.refusal("bob", "alice").reason == "callee-limit"
+    records.pending[1].callback(success_result_of(world.store.create_call("carol", "alice", 0.0)))
+    info = placed[1]
+    assert isinstance(info, CallInfo) and info.state == "calling-caller"
+    assert [call.call_id for call in world.controller.active_calls()] == [info.call_id]
+    assert world.refusal("bob", "alice").reason == "callee-limit"
+    world.controller.hang_up_all()
+    world.run(1)
+    world.controller.records = world.store
+    world.place("bob", "alice")
     world.controller.hang_up_all()
     world.assert_quiescent()
