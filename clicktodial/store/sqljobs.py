@@ -498,13 +498,15 @@ def _update_bindings(batch: Batch, aor: str, changes: BindingChanges, now: float
 
 @frozen
 class InsertCall(SQLJob):
-    """``create_call``: store a new call record."""
+    """``create_call``: store a new call record; its id (what ``create_call`` fires with)."""
 
     record: CallRecord
     rank = 2
 
-    def run(self, batch: Batch) -> None:
-        batch.cursor.execute(batch.dialect.insert_call, _call_values(self.record))
+    def run(self, batch: Batch) -> str:
+        record = self.record
+        batch.cursor.execute(batch.dialect.insert_call, _call_values(record))
+        return record.call_id
 
 
 @frozen
