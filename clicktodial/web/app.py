@@ -542,7 +542,12 @@ class WebApp:
             )
             for caller, callee in calls
         ]
-        return [await placing for placing in pending]
+        # Collected last first: the records are written in the order the calls were
+        # placed (the store's group commit), so once the last call has its answer the
+        # others have theirs: one wait per batch, not one per call.
+        results = [await placing for placing in reversed(pending)]
+        results.reverse()
+        return results
 
     def calls_in_progress(self, principal: Principal) -> list[CallInfo]:
         """The calls in progress that ``principal`` may see, as the controller knows them

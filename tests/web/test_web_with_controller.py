@@ -5,12 +5,16 @@ on one in-memory network (``CallWorld``), a fake clock, StubTreq.
 
 import json
 
+from twisted.internet.defer import Deferred
+
 from clicktodial.store.values import BindingChanges, ContactChange, user_aor
 from clicktodial.testing.callfakes import DOMAIN, CallWorld
+from clicktodial.testing.fakes import success_result_of
 from clicktodial.testing.uafakes import Answer, sdp
 from clicktodial.testing.webfakes import WebClient, WebWorld
-from clicktodial.web.app import SoftphoneSettings, WebApp
+from clicktodial.web.app import Principal, SoftphoneSettings, WebApp
 from clicktodial.web.events import RegistrationMonitor
+from clicktodial.web.http import HTTPError
 
 
 def make() -> tuple[CallWorld, WebClient, dict[str, str]]:
@@ -209,3 +213,45 @@ def test_an_admin_session_needs_the_csrf_token_to_place_a_batch() -> None:
     assert [r["status"] for r in reply.json()["calls"]] == [201]
     calls.controller.hang_up_all()
     calls.run(5)
+
+
+class _HeldRecords:
+    """Call records whose creation waits until the test fires it (a busy database)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[str]] = []
+
+    def create_call(
+        self, caller: str, callee: str, created_at: float, node: str | None = None
+    ) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+def test_a_batch_answers_in_its_own_order_whatever_order_the_records_are_written_in() -> None:
+    """The batch's results follow its calls, also when their records are written in
+    another order (a store that answers them out of order), and come once all have one."""
+    calls, client, _ = make()
+    calls.user("ops", is_admin=True)
+    calls.user("carol")
+    calls.phone("carol", "127.0.0.4", create_user=False)
+    records = _HeldRecords()
+    calls.controller.records = records  # type: ignore[assignment]
+    ops = success_result_of(calls.store.get_user("ops"))
+    assert ops is not None
+    batch = [("alice", "bob"), ("nobody", "bob"), ("carol", "bob"), ("bob", "alice")]
+    placed = Deferred.fromCoroutine(client.world.app.place_calls(Principal(ops), batch))
+    assert len(records.pending) == 3
+    for d in (records.pending[1], records.pending[2]):
+        d.callback(success_result_of(calls.store.create_call("x", "y", 0.0)))
+    assert not placed.called
+    records.pending[0].callback(success_result_of(calls.store.create_call("x", "y", 0.0)))
+    results = success_result_of(placed)
+    assert [r.status if isinstance(r, HTTPError) else r.caller for r in results] == [
+        "alice",
+        404,
+        "carol",
+        "bob",
+    ]
+    calls.controller.hang_up_all()
