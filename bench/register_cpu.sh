@@ -12,7 +12,7 @@
 # PROFILE=py-spy writes a py-spy flame graph (SVG; --gil) of the last round to
 # $PROFILE_OUT (default /tmp/register-profile.svg); PROFILE=raw writes collapsed stacks;
 # PYSPY_ARGS replaces --gil (e.g. PYSPY_ARGS=--threads: every running thread).
-# PROFILE=perf records native stacks with `perf record -F 999 -g` (kernel, interpreter, SQLite,
+# PROFILE=perf records native stacks with `perf record -F ${PERF_FREQ:-999} -g` (kernel, interpreter, SQLite,
 # libc: what py-spy cannot see) to $PROFILE_OUT; read it with `perf report -i FILE`.
 #
 # KAMAILIO=1 (the default) then runs Kamailio (bench/kamailio/kamailio.cfg, as bench/register.sh
@@ -176,7 +176,7 @@ rounds() {  # rounds NAME PID PORT: ROUNDS rounds; CPU of PID and its children p
     while [ "$round" -le "$ROUNDS" ]; do
         spy=""
         if [ "$name" = clicktodial ] && [ "$PROFILE" = perf ] && [ "$round" -eq "$ROUNDS" ]; then
-            perf record -F 999 -g -o "$PROFILE_OUT" -p "$pid" > "$WORK/perf.out" 2>&1 &
+            perf record -F ${PERF_FREQ:-999} -g -o "$PROFILE_OUT" -p "$pid" > "$WORK/perf.out" 2>&1 &
             spy=$!
             sleep 1
         elif [ "$name" = clicktodial ] && [ -n "$PROFILE" ] && [ "$round" -eq "$ROUNDS" ]; then

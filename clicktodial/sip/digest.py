@@ -196,10 +196,10 @@ _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 _LWS = " \t\r\n"
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _SEPARATORS_RE = re.compile(r"[ \t\r\n,]*")
-# name = ( token / quoted-string ), then LWS up to a comma or the end
-# (RFC 3261 §25.1 auth-param, quoted-pair = "\\" any character).
+# Separators, then name = ( token / quoted-string ), then LWS up to a comma or the end
+# (RFC 3261 §25.1 auth-param, quoted-pair = "\\" any character): one match a parameter.
 _AUTH_PARAM_RE = re.compile(
-    r"(" + _TOKEN + r")[ \t\r\n]*=[ \t\r\n]*"
+    r"[ \t\r\n,]*(" + _TOKEN + r")[ \t\r\n]*=[ \t\r\n]*"
     r'(?:"((?:[^"\\]|\\.)*)"|(' + _TOKEN + r"))[ \t\r\n]*(?=,|\Z)",
     re.DOTALL,
 )
@@ -221,11 +221,11 @@ def parse_auth_params(text: str) -> dict[str, str]:
     pos, n = 0, len(text)
     separators, param = _SEPARATORS_RE.match, _AUTH_PARAM_RE.match
     while True:
-        pos = separators(text, pos).end()  # type: ignore[union-attr]
-        if pos >= n:
-            return params
         m = param(text, pos)
         if m is None:
+            pos = separators(text, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                return params
             raise DigestError(f"malformed auth-param at {text[pos : pos + 20]!r}")
         name, quoted, token = m.groups()
         name = name.lower()

@@ -82,7 +82,7 @@ from clicktodial.store.errors import (
     StoreUnavailable,
     UserExists,
 )
-from clicktodial.store.groupcommit import BatchRunner, GroupCommit
+from clicktodial.store.groupcommit import BUSY_INTERVAL, BatchRunner, GroupCommit
 from clicktodial.store.passwords import PasswordHashing, default_hash_pool, token_id_of_digest
 from clicktodial.store.schema import (
     api_tokens,
@@ -333,6 +333,8 @@ class SQLStore(StoreBase):
     :param auto_upgrade: apply pending migrations in :meth:`start` instead of failing.
     :param attempts: tries of a transaction that fails with a transient error.
     :param retry_delay: seconds before the first retry; doubled for each further one.
+    :param busy_interval: the group commit's least time between two batches while the
+        store is busy (:data:`~clicktodial.store.groupcommit.BUSY_INTERVAL`).
     """
 
     def __init__(
@@ -349,6 +351,7 @@ class SQLStore(StoreBase):
         auto_upgrade: bool = False,
         attempts: int = 4,
         retry_delay: float = 0.1,
+        busy_interval: float = BUSY_INTERVAL,
     ) -> None:
         # Every reactor provides IReactorFromThreads as well as IReactorTime; the type of the
         # parameter names the one the store reads time from.
@@ -387,6 +390,8 @@ class SQLStore(StoreBase):
             batch_thread if batch_thread is not None else self._pool,
             self._batches.execute,
             self._run_alone,
+            clock=reactor,
+            busy_interval=busy_interval,
         )
         self._url = url
         if self._dialect == "postgresql":

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, succeed
 
 from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration, TooManyBindings
-from clicktodial.store.groupcommit import BatchThread, GroupCommit, Outcome
+from clicktodial.store.groupcommit import BUSY_INTERVAL, BatchThread, GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
 from clicktodial.store.sqlbatch import BatchExecutor
 from clicktodial.store.sqljobs import INSERT_ROWS, Batch, Credentials, SQLJob, UpdateBindings
@@ -174,6 +174,110 @@ def test_waiting_counts_the_operations_queued_behind_the_batch_in_flight() -> No
     assert group.waiting == 0
 
 
+def _recording(batches: list[list[int]]) -> Callable[[Sequence[int]], list[Outcome]]:
+    def execute(batch: Sequence[int]) -> list[Outcome]:
+        batches.append(list(batch))
+        return [(True, n * 2) for n in batch]
+
+    return execute
+
+
+def test_an_operation_arriving_while_no_batch_runs_starts_at_once() -> None:
+    """With a busy interval, an operation submitted while no batch is in flight starts its
+    batch at once, even right after another batch: an idle store adds no latency."""
+    clock = InlineReactor()
+    batches: list[list[int]] = []
+    group: GroupCommit[int] = GroupCommit(
+        clock,
+        InlineThreadPool(),
+        _recording(batches),
+        lambda n: succeed(None),
+        clock=clock,
+        busy_interval=0.005,
+    )
+    ds = [group.submit(1), group.submit(2)]
+    assert batches == [[1], [2]]
+    assert [success_result_of(d) for d in ds] == [2, 4]
+    assert clock.getDelayedCalls() == []
+
+
+def test_operations_arriving_while_a_batch_runs_start_a_busy_interval_after_it() -> None:
+    """Operations that arrived while a batch was in flight (a busy store) form the next
+    batch busy_interval after the previous batch started, not at its delivery; what
+    arrives in between joins them, and counts as waiting."""
+    clock = InlineReactor()
+    pool = HeldThreadPool()
+    batches: list[list[int]] = []
+    group: GroupCommit[int] = GroupCommit(
+        clock, pool, _recording(batches), lambda n: succeed(None), clock=clock, busy_interval=0.005
+    )
+    pool.held = True
+    first = group.submit(1)  # starts at 0
+    clock.advance(0.001)
+    second = group.submit(2)
+    pool.release()  # the first is delivered at 0.001; the second is held
+    assert success_result_of(first) == 2
+    assert batches == [[1]]
+    assert group.waiting == 1
+    third = group.submit(3)
+    assert group.waiting == 2
+    clock.advance(0.0039)
+    assert batches == [[1]]
+    clock.advance(0.0002)
+    assert batches == [[1], [2, 3]]
+    assert [success_result_of(d) for d in (second, third)] == [4, 6]
+    assert group.waiting == 0
+
+
+def test_after_a_batch_longer_than_the_busy_interval_the_next_starts_at_its_delivery() -> None:
+    """A busy interval already over when the batch in flight is delivered holds nothing."""
+    clock = InlineReactor()
+    pool = HeldThreadPool()
+    batches: list[list[int]] = []
+    group: GroupCommit[int] = GroupCommit(
+        clock, pool, _recording(batches), lambda n: succeed(None), clock=clock, busy_interval=0.005
+    )
+    pool.held = True
+    group.submit(1)
+    group.submit(2)
+    clock.advance(0.006)
+    pool.release()
+    assert batches == [[1], [2]]
+    assert clock.getDelayedCalls() == []
+
+
+def test_the_sql_store_holds_batches_back_while_busy(tmp_path: Path) -> None:
+    """The SQL store's group commit uses the busy interval (BUSY_INTERVAL by default), timed
+    with the store's reactor."""
+    clock = InlineReactor()
+    pool = HeldThreadPool()
+    store = SQLStore(
+        clock,
+        f"sqlite:///{tmp_path / 'store.sqlite'}",
+        pool,
+        InlineThreadPool(),
+        realm="example.com",
+        hasher=cheap_password_hasher(),
+        auto_upgrade=True,
+    )
+    success_result_of(store.start())
+    try:
+        success_result_of(store.add_user("alice", sip_password="secret"))
+        pool.held = True
+        first = store.get_sip_credentials("alice")
+        second = store.get_sip_credentials("nobody")
+        batches = store.group_commit.batches
+        pool.release()
+        assert success_result_of(first) is not None
+        assert store.group_commit.batches == batches
+        assert not second.called
+        clock.advance(BUSY_INTERVAL)
+        assert store.group_commit.batches == batches + 1
+        assert success_result_of(second) is None
+    finally:
+        success_result_of(store.stop())
+
+
 def test_a_batch_thread_runs_calls_in_order_on_its_own_thread() -> None:
     """BatchThread runs each queued call on its one thread, in order, and reports each
     outcome there: the result, or the error as a Failure; stop runs what was queued."""
@@ -271,6 +375,8 @@ def _held_store(url: str | URL) -> Iterator[tuple[SQLStore, HeldThreadPool]]:
         realm="example.com",
         hasher=cheap_password_hasher(),
         auto_upgrade=True,
+        # What forms each batch, not when it starts: nothing is held back for the clock.
+        busy_interval=0.0,
     )
     success_result_of(store.start())
     success_result_of(store.add_user("alice", sip_password="secret"))
