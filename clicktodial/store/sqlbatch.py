@@ -11,8 +11,10 @@ batch that fails for any reason other than a job's refusal drops that connection
 not tell a dead connection from a failed statement); the next batch opens a new one.
 
 A batch: open the write transaction (``BEGIN IMMEDIATE`` on SQLite), take the AORs'
-advisory locks (PostgreSQL) and read every changed AOR's bindings in one statement, run the
-jobs in their order (:meth:`SQLJob.order`), send the pending binding writes, commit. A job
+advisory locks (PostgreSQL; the same statement reads the jobs' credentials) and read every
+changed AOR's bindings in one statement, run the jobs in their order (:meth:`SQLJob.order`),
+send the pending binding writes (one statement per kind and up to
+:data:`~clicktodial.store.sqljobs.WRITE_ROWS` rows), commit. A job
 raising a :class:`StoreError` (before it wrote anything) has that error as its outcome; any
 other error rolls the batch back, drops the connection and is raised, so that the group
 commit runs every job alone.
@@ -131,13 +133,13 @@ class BatchExecutor:
         # it failed: then dropped). Plain try blocks, not context managers: this runs for
         # every batch. A batch that writes holds the write lock (a SQLite file's writers,
         # across processes: clicktodial.store.writelock) for its whole transaction.
-        usernames: list[str] = []
         if len(jobs) == 1:
-            # (Its credentials, if any, the job reads itself: one statement either way.)
             job = jobs[0]
             writes = job.writes
             aor = job.changes_aor()
             aors = [aor] if aor is not None else []
+            username = job.reads_user()
+            usernames = [username] if username else []
         else:
             writes = any([job.writes for job in jobs])
             aors = sorted({aor for aor in (job.changes_aor() for job in jobs) if aor is not None})

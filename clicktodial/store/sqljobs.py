@@ -23,6 +23,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
+from itertools import chain
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -44,10 +45,13 @@ T = TypeVar("T")
 
 #: Rows per IN (...) list: below every SQLite build's host-parameter limit.
 CHUNK = 500
-#: New bindings per multi-row INSERT (12 parameters each): a batch's inserts go in groups
-#: of this many, one statement (one step of the database, one GIL hand-off on the batch
-#: thread) a group instead of one a row; the rest one by one.
-INSERT_ROWS = 16
+#: Binding rows per multi-row INSERT, UPDATE ... FROM (VALUES ...) or DELETE (12 parameters
+#: a row at most: below every SQLite build's host-parameter limit): a batch's writes of each
+#: kind go in one statement per this many rows (one step of the database, one GIL hand-off
+#: on the batch thread), never one a row. A statement text per row count up to this: few
+#: enough for the drivers' statement caches.
+WRITE_ROWS = 32
+_WRITE_COUNTS = range(1, WRITE_ROWS + 1)
 
 #: The columns of a call record, in the order of :data:`clicktodial.store.schema.calls`.
 CALL_FIELDS = tuple(c.name for c in calls.columns)
@@ -66,16 +70,32 @@ _BINDING_COLUMNS = (
     "received",
     "user_agent",
 )
+#: The types of _BINDING_COLUMNS, then aor and binding_key, in SQL both databases read (the
+#: multi-row UPDATE's first VALUES row casts its parameters to them: PostgreSQL types a
+#: VALUES column by its first row, and a NULL or untyped text parameter would not be
+#: assignable to a number column).
+_BINDING_TYPES = (
+    "TEXT",
+    "DOUBLE PRECISION",
+    "DOUBLE PRECISION",
+    "TEXT",
+    "BIGINT",
+    "TEXT",
+    "INTEGER",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+)
 _TRACE_COUNTS = ("message_count", "byte_count", "dropped", "last_at_ms")
 
-# PostgreSQL: the advisory locks that serialise REGISTERs of the same AORs across
-# transactions and nodes, taken in the order of the (sorted) array. Row locks alone
+# PostgreSQL: the advisory lock of an AOR (its key: ours, "clkb", then the AOR's hash), which
+# serialises REGISTERs of the same AOR across transactions and nodes. Row locks alone
 # (FOR UPDATE) miss the bindings another node is inserting: two REGISTERs could each add
 # bindings under [registrar] max_contacts and together exceed it. The two-key form, its
-# first key ours ("clkb"), keeps out of other users' (and the migrations') lock keys.
-_PG_LOCK_AORS = (
-    "SELECT count(pg_advisory_xact_lock(1668049762, hashtext(aor))) FROM unnest(%s::text[]) AS aor"
-)
+# first key ours, keeps out of other users' (and the migrations') lock keys.
+_PG_AOR_LOCK = "pg_advisory_xact_lock(1668049762, hashtext(aor))"
 
 
 def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -94,15 +114,15 @@ class SQLDialect:
     :ivar begin: the statement that opens a write transaction, or ``None`` where the DBAPI
         opens it by itself (psycopg). Reads alone run without it (SQLite: in autocommit,
         each statement its own snapshot).
-    :ivar lock_aors: the statement taking the batch's per-AOR locks (a list of AORs), or
-        ``None`` where ``begin`` already serialises writers (SQLite).
+    :ivar locks_aors: whether a batch takes per-AOR locks (:meth:`lock_aors`; PostgreSQL),
+        or ``begin`` already serialises writers (SQLite).
     :ivar p: the DBAPI's parameter marker.
     :ivar for_update: appended to the reads whose rows the transaction then writes.
     """
 
     name: str
     begin: str | None
-    lock_aors: str | None
+    locks_aors: bool
     p: str
     for_update: str
 
@@ -125,6 +145,32 @@ class SQLDialect:
             f" WHERE username IN ({self._list(count)})"
         )
 
+    def lock_aors(self, count: int, users: int) -> str:
+        """
+        PostgreSQL: take the advisory locks of ``count`` AORs, in the order of the
+        parameters, and read the credentials rows (username first) of the ``users``
+        usernames after them: one statement, one row of NULLs when none of them exists.
+        (The credentials need no snapshot taken after the locks; the bindings do, and are
+        read by the next statement.)
+        """
+        statement = self._lock_aors.get((count, users))
+        if statement is None:
+            aors = f"unnest(ARRAY[{self._list(count)}]::text[]) AS aor"
+            statement = f"SELECT count({_PG_AOR_LOCK}) FROM {aors}"
+            if users:
+                # The locks' one row, left-joined: taken whether or not a user exists.
+                statement = (
+                    "SELECT u.username, u.ha1_md5, u.ha1_sha256, u.disabled"
+                    f" FROM ({statement}) AS locked"
+                    f" LEFT JOIN users AS u ON u.username IN ({self._list(users)})"
+                )
+            self._lock_aors[count, users] = statement
+        return statement
+
+    @cached_property
+    def _lock_aors(self) -> dict[tuple[int, int], str]:
+        return {}
+
     @cached_property
     def select_bindings(self) -> str:
         """One AOR's binding rows, in key order (locked on PostgreSQL: see UpdateBindings)."""
@@ -141,31 +187,46 @@ class SQLDialect:
             f"{self.for_update}"
         )
 
-    @cached_property
-    def delete_binding(self) -> str:
-        return f"DELETE FROM bindings WHERE aor = {self.p} AND binding_key = {self.p}"
+    # The binding writes, indexed by row count - 1 (1 to WRITE_ROWS rows): a tuple read
+    # with a subscript, no Python call per statement.
 
     @cached_property
-    def insert_binding(self) -> str:
-        return (
-            f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
-            f" VALUES ({self._list(len(_BINDING_COLUMNS) + 2)})"
-        )
+    def delete_bindings(self) -> tuple[str, ...]:
+        """Delete bindings by (aor, binding_key) parameters."""
+        row = f"(aor = {self.p} AND binding_key = {self.p})"
+        # An OR of key matches, not (aor, binding_key) IN (VALUES ...): SQLite scans the
+        # table for a row-value IN, and looks each OR term up in the primary key.
+        return tuple(f"DELETE FROM bindings WHERE {' OR '.join([row] * n)}" for n in _WRITE_COUNTS)
 
     @cached_property
-    def insert_bindings(self) -> str:
-        """:data:`INSERT_ROWS` bindings in one statement."""
+    def insert_bindings(self) -> tuple[str, ...]:
+        """Insert bindings (parameters: :func:`_binding_parameters` of each)."""
         row = f"({self._list(len(_BINDING_COLUMNS) + 2)})"
-        return (
+        return tuple(
             f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
-            f" VALUES {', '.join([row] * INSERT_ROWS)}"
+            f" VALUES {', '.join([row] * n)}"
+            for n in _WRITE_COUNTS
         )
 
     @cached_property
-    def update_binding(self) -> str:
-        return (
-            f"UPDATE bindings SET {', '.join(f'{c} = {self.p}' for c in _BINDING_COLUMNS)}"
-            f" WHERE aor = {self.p} AND binding_key = {self.p}"
+    def update_bindings(self) -> tuple[str, ...]:
+        """
+        Rewrite stored bindings (parameters: :func:`_binding_parameters` of each), in one
+        ``UPDATE ... FROM (VALUES ...)`` (PostgreSQL; SQLite 3.33+): each VALUES row is
+        matched to its stored row by the primary key.
+        """
+        p = self.p
+        first = f"({', '.join(f'CAST({p} AS {t})' for t in _BINDING_TYPES)})"
+        row = f"({self._list(len(_BINDING_TYPES))})"
+        # A VALUES list's columns are column1, column2, ... on both databases.
+        columns = [*_BINDING_COLUMNS, "aor", "binding_key"]
+        v = {name: f"v.column{i}" for i, name in enumerate(columns, start=1)}
+        assignments = ", ".join(f"{c} = {v[c]}" for c in _BINDING_COLUMNS)
+        return tuple(
+            f"UPDATE bindings SET {assignments}"
+            f" FROM (VALUES {', '.join([first] + [row] * (n - 1))}) AS v"
+            f" WHERE bindings.aor = {v['aor']} AND bindings.binding_key = {v['binding_key']}"
+            for n in _WRITE_COUNTS
         )
 
     @cached_property
@@ -224,16 +285,17 @@ class SQLDialect:
 
 _DIALECTS = {
     # The write lock up front (see sql._configure_sqlite); one writer at a time.
-    "sqlite": SQLDialect("sqlite", begin="BEGIN IMMEDIATE", lock_aors=None, p="?", for_update=""),
+    "sqlite": SQLDialect("sqlite", begin="BEGIN IMMEDIATE", locks_aors=False, p="?", for_update=""),
     # psycopg opens the transaction implicitly; rows are locked as they are read.
     "postgresql": SQLDialect(
-        "postgresql", begin=None, lock_aors=_PG_LOCK_AORS, p="%s", for_update=" FOR UPDATE"
+        "postgresql", begin=None, locks_aors=True, p="%s", for_update=" FOR UPDATE"
     ),
 }
 
 
 class _BindingWrites:
-    """A batch's binding writes not sent yet: sent together (executemany per statement)."""
+    """A batch's binding writes not sent yet: sent together, one statement per kind and
+    :data:`WRITE_ROWS` rows."""
 
     __slots__ = ("delete", "insert", "update")
 
@@ -246,22 +308,16 @@ class _BindingWrites:
         """Send what is pending. Rows of one AOR are never pending twice (see
         :meth:`Batch.stored_bindings`), so the order of the three statements does not
         matter."""
-        insert = self.insert
-        grouped = len(insert) - len(insert) % INSERT_ROWS
-        for start in range(0, grouped, INSERT_ROWS):
-            cursor.execute(
-                dialect.insert_bindings,
-                [value for row in insert[start : start + INSERT_ROWS] for value in row],
-            )
-        del insert[:grouped]
-        for statement, parameters in (
-            (dialect.delete_binding, self.delete),
-            (dialect.insert_binding, insert),
-            (dialect.update_binding, self.update),
+        for rows, statements in (
+            (self.delete, dialect.delete_bindings),
+            (self.insert, dialect.insert_bindings),
+            (self.update, dialect.update_bindings),
         ):
-            if parameters:
-                cursor.executemany(statement, parameters)
-                parameters.clear()
+            if rows:
+                for start in range(0, len(rows), WRITE_ROWS):
+                    group = rows[start : start + WRITE_ROWS]
+                    cursor.execute(statements[len(group) - 1], list(chain.from_iterable(group)))
+                rows.clear()
 
 
 class Batch:
@@ -274,9 +330,9 @@ class Batch:
     :param dialect: the statements.
     :param aors: the AORs the batch's jobs change (sorted, distinct): locked (PostgreSQL)
         and read in one statement.
-    :param usernames: the users whose credentials the batch's jobs read (distinct): read in
-        one statement when there are two or more (no job writes credentials, so the read
-        is what each job would have read).
+    :param usernames: the users whose credentials the batch's jobs read (distinct): read
+        with the AORs' locks (PostgreSQL), or else in one statement when there are two or
+        more (no job writes credentials, so the read is what each job would have read).
     """
 
     def __init__(
@@ -289,27 +345,33 @@ class Batch:
         self.cursor = cursor
         self.dialect = dialect
         self._writes = _BindingWrites()
-        if aors and dialect.lock_aors is not None:
-            cursor.execute(dialect.lock_aors, (list(aors),))
-        # (One AOR is read by its job as it runs.)
-        self._prefetched = self._prefetch(aors) if len(aors) > 1 else {}
         #: username -> its credentials row (ha1_md5, ha1_sha256, disabled), None for an
-        #: unknown user; read for batches of several users (see _read_credentials)
-        self.credentials: dict[str, Sequence[Any] | None] = (
-            self._prefetch_credentials(usernames) if len(usernames) > 1 else {}
-        )
-
-    def _prefetch_credentials(self, usernames: Sequence[str]) -> dict[str, Sequence[Any] | None]:
+        #: unknown user; read for the batch (see _read_credentials)
+        self.credentials: dict[str, Sequence[Any] | None] = {}
         # One statement per CHUNK users instead of one per job: at high load a batch holds
         # hundreds of REGISTERs, and each statement is a GIL release and re-acquisition on
-        # the batch thread.
-        found: dict[str, Sequence[Any] | None] = dict.fromkeys(usernames)
-        cursor = self.cursor
-        for chunk in chunks(usernames):
-            cursor.execute(self.dialect.credentials_of(len(chunk)), tuple(chunk))
-            for row in cursor.fetchall():
+        # the batch thread. A single user's job reads its own, unless the locks' statement
+        # reads them (one statement fewer).
+        unread = usernames if len(usernames) > 1 else ()
+        if aors and dialect.locks_aors:
+            with_locks = usernames[:CHUNK]
+            cursor.execute(dialect.lock_aors(len(aors), len(with_locks)), (*aors, *with_locks))
+            if with_locks:
+                self._found_credentials(with_locks, cursor.fetchall())
+            unread = usernames[CHUNK:]
+        for chunk in chunks(unread):
+            cursor.execute(dialect.credentials_of(len(chunk)), tuple(chunk))
+            self._found_credentials(chunk, cursor.fetchall())
+        # (One AOR is read by its job as it runs.)
+        self._prefetched = self._prefetch(aors) if len(aors) > 1 else {}
+
+    def _found_credentials(self, usernames: Sequence[str], rows: Sequence[Any]) -> None:
+        # rows: username first; a row of NULLs (the locks' statement) is no user.
+        found = self.credentials
+        found.update(dict.fromkeys(usernames))
+        for row in rows:
+            if row[0] is not None:
                 found[row[0]] = row[1:]
-        return found
 
     def _prefetch(self, aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
         # The stored bindings of the batch's AORs in one statement (locked on PostgreSQL:
