@@ -26,8 +26,10 @@ SQLAlchemy, so the store's retry rules apply to them.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from itertools import repeat
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
@@ -43,6 +45,13 @@ T = TypeVar("T")
 
 #: Tries of a job alone that lost a race to insert a binding (see :meth:`run_alone`).
 INSERT_RACE_ATTEMPTS = 3
+#: The most statement cursors kept with the batches' connection (one per statement text,
+#: where the dialect wants that): past this many (batches of unusual sizes have statements
+#: of their own), they are closed and made again as needed.
+KEPT_CURSORS = 64
+
+#: A batch's general cursor, and the cursor for each statement text.
+_Cursors = tuple[Any, "defaultdict[str, Any]"]
 
 
 class BatchExecutor:
@@ -66,10 +75,13 @@ class BatchExecutor:
         self._kept: PoolProxiedConnection | None = None
         #: Connections the batches opened (the first, and one after each failed batch).
         self.connections_opened = 0
+        #: The kept connection's cursors, where kept (SQLDialect.cursor_per_statement).
+        self._kept_cursors: _Cursors | None = None
 
     def close(self) -> None:
         """Give the batches' connection back to the pool (when no batch runs any more)."""
         kept, self._kept = self._kept, None
+        self._kept_cursors = None
         if kept is not None:
             kept.close()
 
@@ -161,13 +173,21 @@ class BatchExecutor:
         dbapi: Any = connection.dbapi_connection
         try:
             try:
-                cursor = dbapi.cursor()
+                cursor, cursors = self._cursors(dbapi, keep)
                 if writes and self._dialect.begin is not None:
                     cursor.execute(self._dialect.begin)
-                batch = Batch(cursor, self._dialect, aors, usernames)
+                batch = Batch(cursor, cursors, self._dialect, aors, usernames)
                 result = work(batch)
                 batch.flush()
-                cursor.close()
+                # The transaction's own cursors are closed (SQLite's are one cursor); kept
+                # ones too when there are too many. (Inline: no Python call per batch.)
+                kept = self._kept_cursors is not None and cursors is self._kept_cursors[1]
+                if not kept or len(cursors) > KEPT_CURSORS:
+                    if kept:
+                        self._kept_cursors = None
+                    cursor.close()
+                    for statement_cursor in cursors.values():
+                        statement_cursor.close()
                 dbapi.commit()
                 return result
             except self._dbapi_error as e:
@@ -179,6 +199,7 @@ class BatchExecutor:
         except BaseException:
             if keep:
                 self._kept = None
+                self._kept_cursors = None
                 keep = False
             # The connection is dropped either way; a dead one cannot roll back, and the
             # batch's own error is the one to report.
@@ -189,6 +210,21 @@ class BatchExecutor:
         finally:
             if not keep:
                 connection.close()
+
+    def _cursors(self, dbapi: Any, keep: bool) -> _Cursors:
+        # A batch's cursors (see SQLDialect.cursor_per_statement): one for every statement,
+        # made for the transaction, or one per statement text, kept with the batches'
+        # connection. A defaultdict makes them as asked for; once made, a statement's
+        # cursor is found without a Python call (itertools.repeat's __next__ is C).
+        if keep and self._kept_cursors is not None:
+            return self._kept_cursors
+        cursor = dbapi.cursor()
+        if not self._dialect.cursor_per_statement:
+            return cursor, defaultdict(repeat(cursor).__next__)
+        cursors: _Cursors = (cursor, defaultdict(dbapi.cursor))
+        if keep:
+            self._kept_cursors = cursors
+        return cursors
 
     def _sqlalchemy_error(self, error: Exception) -> BaseException:
         return cast(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, succeed
 
+from clicktodial.store import sqlbatch
 from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration, TooManyBindings
 from clicktodial.store.groupcommit import BatchThread, GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
@@ -445,13 +446,31 @@ class RecordingCursor:
         return getattr(self._cursor, name)
 
 
+class RecordingCursors(dict[str, Any]):
+    """A batch's cursors by statement text, each recording into ``statements``."""
+
+    def __init__(self, cursors: Mapping[str, Any], statements: list[str]) -> None:
+        super().__init__()
+        self._cursors = cursors
+        self._statements = statements
+
+    def __missing__(self, statement: str) -> RecordingCursor:
+        return RecordingCursor(self._cursors[statement], self._statements)
+
+
 def record_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The statements every batch (and job alone) runs from now on, in order."""
     statements: list[str] = []
     real_init = Batch.__init__
 
-    def init(batch: Batch, cursor: Any, *args: Any, **kwargs: Any) -> None:
-        real_init(batch, RecordingCursor(cursor, statements), *args, **kwargs)
+    def init(batch: Batch, cursor: Any, cursors: Any, *args: Any, **kwargs: Any) -> None:
+        real_init(
+            batch,
+            RecordingCursor(cursor, statements),
+            RecordingCursors(cursors, statements),
+            *args,
+            **kwargs,
+        )
 
     monkeypatch.setattr(Batch, "__init__", init)
     return statements
@@ -881,6 +900,62 @@ def test_sql_batches_keep_their_connection_and_open_a_new_one_after_an_error(
     [(ok, result)] = executor.execute([UpdateBindings(alice, changes("c1", 5, contact(1)), 100.0)])
     assert ok and [b.cseq for b in result] == [5]
     assert executor.connections_opened == 2
+    executor.close()
+
+
+def test_sql_batch_cursors_per_statement_are_kept_with_the_connection_where_the_dialect_wants(
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL each statement text runs on a cursor of its own, kept with the
+    batches' connection (the same cursor in the next batch), until more than KEPT_CURSORS
+    are kept or a batch fails: then new ones. On SQLite a batch's one cursor serves every
+    statement and is closed with its transaction."""
+    store, _ = held
+    monkeypatch.setattr(sqlbatch, "KEPT_CURSORS", 4)
+    executor = BatchExecutor(store._engine)
+    dialect = SQLDialect.named(store._engine.dialect.name)
+    batches: list[Mapping[str, Any]] = []
+    real_init = Batch.__init__
+
+    def init(batch: Batch, cursor: Any, cursors: Mapping[str, Any], *args: Any) -> None:
+        batches.append(cursors)
+        real_init(batch, cursor, cursors, *args)
+
+    monkeypatch.setattr(Batch, "__init__", init)
+    alice = "sip:alice@example.com"
+
+    def register(cseq: int) -> Any:
+        [(ok, result)] = executor.execute(
+            [UpdateBindings(alice, changes("c1", cseq, contact(1)), 100.0)]
+        )
+        assert ok, result
+        return batches[-1][dialect.select_bindings]
+
+    first, second = register(1), register(2)
+    if dialect.cursor_per_statement:
+        assert batches[0] is batches[1] and first is second
+        # The lock, the read, the insert of the first batch, the update of the second.
+        assert len({id(c) for c in batches[1].values()}) == len(batches[1]) == 4
+        # Two other statements (a removal, two AORs read at once): past 4, new cursors.
+        executor.execute(
+            [
+                UpdateBindings(alice, changes("c1", 3, contact(1, 0)), 100.0),
+                UpdateBindings("sip:bob@example.com", changes("c2", 1, contact(2)), 100.0),
+            ]
+        )
+        assert register(4) is not second
+        # After a failed batch, new ones.
+        kept = executor._kept
+        assert kept is not None
+        kept.dbapi_connection.close()  # type: ignore[union-attr]
+        with pytest.raises(DBAPIError):
+            register(5)
+        assert register(6) is not batches[-3][dialect.select_bindings]
+    else:
+        assert batches[0] is not batches[1] and first is not second
+        assert set(batches[1].values()) == {second}
+        with pytest.raises(sqlite3.ProgrammingError, match="closed cursor"):
+            second.execute("SELECT 1")
     executor.close()
 
 
