@@ -104,6 +104,18 @@ def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start : start + CHUNK]
 
 
+class _Statements(dict[Any, str]):
+    """Statement texts by a key, each built on first use (a dict: no Python call after)."""
+
+    def __init__(self, build: Callable[[Any], str]) -> None:
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, key: Any) -> str:
+        statement = self[key] = self._build(key)
+        return statement
+
+
 @frozen(slots=False)  # room for the cached statements
 class SQLDialect:
     """
@@ -152,31 +164,32 @@ class SQLDialect:
             f" WHERE username IN ({self._list(count)})"
         )
 
-    def lock_aors(self, count: int, users: int) -> str:
-        """
-        PostgreSQL: take the advisory locks of ``count`` AORs, in the order of the
-        parameters, and read the credentials rows (username first) of the ``users``
-        usernames after them: one statement, one row of NULLs when none of them exists.
-        (The credentials need no snapshot taken after the locks; the bindings do, and are
-        read by the next statement.)
-        """
-        statement = self._lock_aors.get((count, users))
-        if statement is None:
-            aors = f"unnest(ARRAY[{self._list(count)}]::text[]) AS aor"
-            statement = f"SELECT count({_PG_AOR_LOCK}) FROM {aors}"
-            if users:
-                # The locks' one row, left-joined: taken whether or not a user exists.
-                statement = (
-                    "SELECT u.username, u.ha1_md5, u.ha1_sha256, u.disabled"
-                    f" FROM ({statement}) AS locked"
-                    f" LEFT JOIN users AS u ON u.username IN ({self._list(users)})"
-                )
-            self._lock_aors[count, users] = statement
-        return statement
-
     @cached_property
-    def _lock_aors(self) -> dict[tuple[int, int], str]:
-        return {}
+    def lock_aors(self) -> _Statements:
+        """
+        PostgreSQL, by (count, users): take the advisory locks of ``count`` AORs, in the
+        order of the parameters, and read the credentials rows (username first) of the
+        ``users`` usernames after them: one statement, one row of NULLs when none of them
+        exists. (The credentials need no snapshot taken after the locks; the bindings do,
+        and are read by the next statement.)
+        """
+
+        def build(counts: tuple[int, int]) -> str:
+            count, users = counts
+            statement = (
+                f"SELECT count({_PG_AOR_LOCK})"
+                f" FROM unnest(ARRAY[{self._list(count)}]::text[]) AS aor"
+            )
+            if not users:
+                return statement
+            # The locks' one row, left-joined: taken whether or not a user exists.
+            return (
+                "SELECT u.username, u.ha1_md5, u.ha1_sha256, u.disabled"
+                f" FROM ({statement}) AS locked"
+                f" LEFT JOIN users AS u ON u.username IN ({self._list(users)})"
+            )
+
+        return _Statements(build)
 
     @cached_property
     def select_bindings(self) -> str:
@@ -312,34 +325,6 @@ _DIALECTS = {
 }
 
 
-class _BindingWrites:
-    """A batch's binding writes not sent yet: sent together, one statement per kind and
-    :data:`WRITE_ROWS` rows."""
-
-    __slots__ = ("delete", "insert", "update")
-
-    def __init__(self) -> None:
-        self.delete: list[tuple[Any, ...]] = []
-        self.insert: list[tuple[Any, ...]] = []
-        self.update: list[tuple[Any, ...]] = []
-
-    def flush(self, cursors: Mapping[str, Any], dialect: SQLDialect) -> None:
-        """Send what is pending. Rows of one AOR are never pending twice (see
-        :meth:`Batch.stored_bindings`), so the order of the three statements does not
-        matter."""
-        for rows, statements in (
-            (self.delete, dialect.delete_bindings),
-            (self.insert, dialect.insert_bindings),
-            (self.update, dialect.update_bindings),
-        ):
-            if rows:
-                for start in range(0, len(rows), WRITE_ROWS):
-                    group = rows[start : start + WRITE_ROWS]
-                    statement = statements[len(group) - 1]
-                    cursors[statement].execute(statement, list(chain.from_iterable(group)))
-                rows.clear()
-
-
 class Batch:
     """
     One batch's transaction as its jobs see it: the cursors, the dialect's statements, the
@@ -369,38 +354,41 @@ class Batch:
         self.cursor = cursor
         self.cursors = cursors
         self.dialect = dialect
-        self._writes = _BindingWrites()
-        #: username -> its credentials row (ha1_md5, ha1_sha256, disabled), None for an
-        #: unknown user; read for the batch (see _read_credentials)
-        self.credentials: dict[str, Sequence[Any] | None] = {}
+        # The binding writes not sent yet (see flush), as parameter rows.
+        self._delete: list[tuple[Any, ...]] = []
+        self._insert: list[tuple[Any, ...]] = []
+        self._update: list[tuple[Any, ...]] = []
         # One statement per CHUNK users instead of one per job: at high load a batch holds
         # hundreds of REGISTERs, and each statement is a GIL release and re-acquisition on
         # the batch thread. A single user's job reads its own, unless the locks' statement
-        # reads them (one statement fewer).
-        unread = usernames if len(usernames) > 1 else ()
-        if aors and dialect.locks_aors:
-            with_locks = usernames[:CHUNK]
-            statement = dialect.lock_aors(len(aors), len(with_locks))
-            locks = cursors[statement]
-            locks.execute(statement, (*aors, *with_locks))
+        # reads them (one statement fewer). Loops written out: this runs for every batch.
+        locks = bool(aors) and dialect.locks_aors
+        read = usernames if locks or len(usernames) > 1 else ()
+        #: username -> its credentials row (ha1_md5, ha1_sha256, disabled), None for an
+        #: unknown user; read for the batch (see _read_credentials)
+        self.credentials: dict[str, Sequence[Any] | None] = dict.fromkeys(read)
+        rows: list[Any] = []
+        if locks:
+            with_locks = read[:CHUNK]
+            statement = dialect.lock_aors[len(aors), len(with_locks)]
+            cursor = cursors[statement]
+            cursor.execute(statement, (*aors, *with_locks))
             if with_locks:
-                self._found_credentials(with_locks, locks.fetchall())
-            unread = usernames[CHUNK:]
-        for chunk in chunks(unread):
-            statement = dialect.credentials_of(len(chunk))
-            read = cursors[statement]
-            read.execute(statement, tuple(chunk))
-            self._found_credentials(chunk, read.fetchall())
-        # (One AOR is read by its job as it runs.)
-        self._prefetched = self._prefetch(aors) if len(aors) > 1 else {}
-
-    def _found_credentials(self, usernames: Sequence[str], rows: Sequence[Any]) -> None:
-        # rows: username first; a row of NULLs (the locks' statement) is no user.
+                rows = cursor.fetchall()
+            read = read[CHUNK:]
+        if read:
+            for chunk in chunks(read):
+                statement = dialect.credentials_of(len(chunk))
+                cursor = cursors[statement]
+                cursor.execute(statement, tuple(chunk))
+                rows += cursor.fetchall()
         found = self.credentials
-        found.update(dict.fromkeys(usernames))
         for row in rows:
+            # (Username first; the locks' statement has a row of NULLs for no user.)
             if row[0] is not None:
                 found[row[0]] = row[1:]
+        # (One AOR is read by its job as it runs.)
+        self._prefetched = self._prefetch(aors) if len(aors) > 1 else {}
 
     def _prefetch(self, aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
         # The stored bindings of the batch's AORs in one statement (locked on PostgreSQL:
@@ -424,11 +412,13 @@ class Batch:
         """
         stored = self._prefetched.pop(aor, None)
         if stored is None:
-            self._writes.flush(self.cursors, self.dialect)
+            self.flush()
             statement = self.dialect.select_bindings
             cursor = self.cursors[statement]
             cursor.execute(statement, (aor,))
-            stored = {row[0]: _binding_of_tuple(aor, row) for row in cursor.fetchall()}
+            stored = {}
+            for row in cursor.fetchall():
+                stored[row[0]] = _binding_of_tuple(aor, row)
         return stored
 
     def write_bindings(
@@ -439,15 +429,31 @@ class Batch:
         write: Mapping[str, Binding],
     ) -> None:
         """Queue the AOR's binding changes (sent by :meth:`flush` or the next read)."""
-        self._writes.delete.extend((aor, key) for key in sorted(delete))
+        if delete:
+            self._delete.extend([(aor, key) for key in sorted(delete)])
         for key, binding in write.items():
-            (self._writes.update if key in stored else self._writes.insert).append(
+            (self._update if key in stored else self._insert).append(
                 _binding_parameters(aor, key, binding)
             )
 
     def flush(self) -> None:
-        """Send the pending writes (before the commit)."""
-        self._writes.flush(self.cursors, self.dialect)
+        """
+        Send the pending writes (before the commit, or another read): one statement per
+        kind and :data:`WRITE_ROWS` rows. Rows of one AOR are never pending twice (see
+        :meth:`stored_bindings`), so the order of the three kinds does not matter.
+        """
+        dialect, cursors = self.dialect, self.cursors
+        for rows, statements in (
+            (self._delete, dialect.delete_bindings),
+            (self._insert, dialect.insert_bindings),
+            (self._update, dialect.update_bindings),
+        ):
+            if rows:
+                for start in range(0, len(rows), WRITE_ROWS):
+                    group = rows[start : start + WRITE_ROWS]
+                    statement = statements[len(group) - 1]
+                    cursors[statement].execute(statement, list(chain.from_iterable(group)))
+                rows.clear()
 
 
 class SQLJob(ABC):
