@@ -156,7 +156,8 @@ class BatchExecutor:
             writes = any([job.writes for job in jobs])
             aors = sorted({aor for aor in (job.changes_aor() for job in jobs) if aor is not None})
             usernames = list(dict.fromkeys(u for u in (job.reads_user() for job in jobs) if u))
-        if writes:
+        # (No lock, PostgreSQL: no context manager entered and left for every batch.)
+        if writes and self._write_lock is not NO_WRITE_LOCK:
             with self._write_lock:
                 return self._run_transaction(connection, keep, writes, aors, usernames, work)
         return self._run_transaction(connection, keep, writes, aors, usernames, work)

@@ -220,7 +220,7 @@ class SQLDialect:
 
     @cached_property
     def insert_bindings(self) -> tuple[str, ...]:
-        """Insert bindings (parameters: :func:`_binding_parameters` of each)."""
+        """Insert bindings (parameters: :meth:`Batch.write_bindings`)."""
         row = f"({self._list(len(_BINDING_COLUMNS) + 2)})"
         return tuple(
             f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
@@ -231,7 +231,7 @@ class SQLDialect:
     @cached_property
     def update_bindings(self) -> tuple[str, ...]:
         """
-        Rewrite stored bindings (parameters: :func:`_binding_parameters` of each), in one
+        Rewrite stored bindings (parameters: :meth:`Batch.write_bindings`), in one
         ``UPDATE ... FROM (VALUES ...)`` (PostgreSQL; SQLite 3.33+): each VALUES row is
         matched to its stored row by the primary key.
         """
@@ -431,9 +431,24 @@ class Batch:
         """Queue the AOR's binding changes (sent by :meth:`flush` or the next read)."""
         if delete:
             self._delete.extend([(aor, key) for key in sorted(delete)])
-        for key, binding in write.items():
+        for key, b in write.items():
+            # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's
+            # order). (Written out here: no Python call per binding.)
             (self._update if key in stored else self._insert).append(
-                _binding_parameters(aor, key, binding)
+                (
+                    b.contact,
+                    b.q,
+                    b.expires_at,
+                    b.call_id,
+                    b.cseq,
+                    b.instance_id,
+                    b.reg_id,
+                    json.dumps(list(b.path)) if b.path else "[]",
+                    b.received,
+                    b.user_agent,
+                    aor,
+                    key,
+                )
             )
 
     def flush(self) -> None:
@@ -709,22 +724,4 @@ def _binding_of_tuple(aor: str, row: Sequence[Any]) -> Binding:
         path=() if path == "[]" else tuple(json.loads(path)),
         received=row[9],
         user_agent=row[10],
-    )
-
-
-def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
-    # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's order).
-    return (
-        b.contact,
-        b.q,
-        b.expires_at,
-        b.call_id,
-        b.cseq,
-        b.instance_id,
-        b.reg_id,
-        json.dumps(list(b.path)) if b.path else "[]",
-        b.received,
-        b.user_agent,
-        aor,
-        key,
     )
