@@ -81,7 +81,11 @@ class BatchExecutor:
     def close(self) -> None:
         """Give the batches' connection back to the pool (when no batch runs any more)."""
         kept, self._kept = self._kept, None
-        self._kept_cursors = None
+        cursors, self._kept_cursors = self._kept_cursors, None
+        if cursors is not None:
+            cursors[0].close()
+            for cursor in cursors[1].values():
+                cursor.close()
         if kept is not None:
             kept.close()
 

@@ -157,11 +157,14 @@ class SQLDialect:
     def credentials(self) -> str:
         return f"SELECT ha1_md5, ha1_sha256, disabled FROM users WHERE username = {self.p}"
 
-    def credentials_of(self, count: int) -> str:
-        """The credentials rows (username first) of ``count`` usernames."""
-        return (
-            "SELECT username, ha1_md5, ha1_sha256, disabled FROM users"
-            f" WHERE username IN ({self._list(count)})"
+    @cached_property
+    def credentials_of(self) -> _Statements:
+        """By count: the credentials rows (username first) of that many usernames."""
+        return _Statements(
+            lambda count: (
+                "SELECT username, ha1_md5, ha1_sha256, disabled FROM users"
+                f" WHERE username IN ({self._list(count)})"
+            )
         )
 
     @cached_property
@@ -199,12 +202,15 @@ class SQLDialect:
             f" WHERE aor = {self.p} ORDER BY binding_key{self.for_update}"
         )
 
-    def select_bindings_of(self, count: int) -> str:
-        """The binding rows (AOR first) of ``count`` AORs, in AOR then key order."""
-        return (
-            f"SELECT aor, binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
-            f" WHERE aor IN ({self._list(count)}) ORDER BY aor, binding_key"
-            f"{self.for_update}"
+    @cached_property
+    def select_bindings_of(self) -> _Statements:
+        """By count: the binding rows (AOR first) of that many AORs, in AOR then key order."""
+        return _Statements(
+            lambda count: (
+                f"SELECT aor, binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
+                f" WHERE aor IN ({self._list(count)}) ORDER BY aor, binding_key"
+                f"{self.for_update}"
+            )
         )
 
     # The binding writes, indexed by row count - 1 (1 to WRITE_ROWS rows): a tuple read
@@ -378,7 +384,7 @@ class Batch:
             read = read[CHUNK:]
         if read:
             for chunk in chunks(read):
-                statement = dialect.credentials_of(len(chunk))
+                statement = dialect.credentials_of[len(chunk)]
                 cursor = cursors[statement]
                 cursor.execute(statement, tuple(chunk))
                 rows += cursor.fetchall()
@@ -396,7 +402,7 @@ class Batch:
         # them). An AOR without rows maps to {}.
         prefetched: dict[str, dict[str, Binding]] = {aor: {} for aor in aors}
         for chunk in chunks(aors):
-            statement = self.dialect.select_bindings_of(len(chunk))
+            statement = self.dialect.select_bindings_of[len(chunk)]
             cursor = self.cursors[statement]
             cursor.execute(statement, tuple(chunk))
             for row in cursor.fetchall():

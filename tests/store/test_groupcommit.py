@@ -413,7 +413,7 @@ def test_sql_batch_reads_every_users_credentials_at_once(
     # PostgreSQL the one that takes the AORs' locks).
     assert [s for s in statements if "FROM users" in s or "JOIN users" in s] == [
         dialect.credentials,
-        dialect.lock_aors[1, 3] if dialect.locks_aors else dialect.credentials_of(3),
+        dialect.lock_aors[1, 3] if dialect.locks_aors else dialect.credentials_of[3],
     ]
     credentials = success_result_of(alone)
     assert isinstance(credentials, SipCredentials)
