@@ -53,9 +53,13 @@ def plan_register(
     :raises TooManyBindings: when the request adds a binding and the AOR would then have
         more than ``changes.max_bindings`` (docs/registrar.md, "Binding trust").
     """
-    live = {k: b for k, b in stored.items() if b.expires_at > now}
     # Expired bindings no longer exist: they are deleted while we are here
-    # and never take part in the Call-ID/CSeq comparison.
+    # and never take part in the Call-ID/CSeq comparison. (A loop, not a comprehension:
+    # no Python call of its own, for every REGISTER.)
+    live: dict[str, Binding] = {}
+    for k, b in stored.items():
+        if b.expires_at > now:
+            live[k] = b
     delete = set(stored) - set(live)
     after = dict(live)
     write: dict[str, Binding] = {}
@@ -107,4 +111,6 @@ def plan_register(
         # Only a request that adds a binding is refused: refreshes and removals of an AOR
         # left above a lowered limit still work (its extra bindings expire by themselves).
         raise TooManyBindings(aor, len(after), limit)
-    return BindingPlan(frozenset(delete), write, tuple(sort_bindings(list(after.values()))))
+    return BindingPlan(
+        frozenset(delete), write, tuple(sorted(after.values(), key=_BY_AOR_AND_CONTACT))
+    )

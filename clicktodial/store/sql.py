@@ -124,6 +124,8 @@ from clicktodial.store.writelock import FileWriteLock, write_lock_for
 
 T = TypeVar("T")
 
+#: The oldest SQLite the store runs on (UPDATE ... FROM: 3.33).
+SQLITE_MIN_VERSION = (3, 33, 0)
 #: How long a SQLite connection waits for another writer, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Seconds a PostgreSQL connection attempt may take (libpq ``connect_timeout``), unless the
@@ -155,6 +157,14 @@ def create_sql_engine(url: str | URL, pool_size: int = 4) -> Engine:
                 key="url",
             )
         engine = create_engine(url, pool_size=pool_size, max_overflow=0)
+        version = engine.dialect.loaded_dbapi.sqlite_version_info
+        if version < SQLITE_MIN_VERSION:
+            # UPDATE ... FROM (the binding refreshes of a batch in one statement).
+            raise StoreConfigError(
+                f"SQLite {'.'.join(map(str, version))} is too old: the SQL store needs SQLite"
+                f" {'.'.join(map(str, SQLITE_MIN_VERSION))} or later",
+                key="url",
+            )
         _configure_sqlite(engine)
         return engine
     if backend == "postgresql":

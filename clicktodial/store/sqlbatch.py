@@ -11,8 +11,10 @@ batch that fails for any reason other than a job's refusal drops that connection
 not tell a dead connection from a failed statement); the next batch opens a new one.
 
 A batch: open the write transaction (``BEGIN IMMEDIATE`` on SQLite), take the AORs'
-advisory locks (PostgreSQL) and read every changed AOR's bindings in one statement, run the
-jobs in their order (:meth:`SQLJob.order`), send the pending binding writes, commit. A job
+advisory locks (PostgreSQL; the same statement reads the jobs' credentials) and read every
+changed AOR's bindings in one statement, run the jobs in their order (:meth:`SQLJob.order`),
+send the pending binding writes (one statement per kind and up to
+:data:`~clicktodial.store.sqljobs.WRITE_ROWS` rows), commit. A job
 raising a :class:`StoreError` (before it wrote anything) has that error as its outcome; any
 other error rolls the batch back, drops the connection and is raised, so that the group
 commit runs every job alone.
@@ -24,8 +26,10 @@ SQLAlchemy, so the store's retry rules apply to them.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from itertools import repeat
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
@@ -41,6 +45,13 @@ T = TypeVar("T")
 
 #: Tries of a job alone that lost a race to insert a binding (see :meth:`run_alone`).
 INSERT_RACE_ATTEMPTS = 3
+#: The most statement cursors kept with the batches' connection (one per statement text,
+#: where the dialect wants that): past this many (batches of unusual sizes have statements
+#: of their own), they are closed and made again as needed.
+KEPT_CURSORS = 64
+
+#: A batch's general cursor, and the cursor for each statement text.
+_Cursors = tuple[Any, "defaultdict[str, Any]"]
 
 
 class BatchExecutor:
@@ -64,10 +75,17 @@ class BatchExecutor:
         self._kept: PoolProxiedConnection | None = None
         #: Connections the batches opened (the first, and one after each failed batch).
         self.connections_opened = 0
+        #: The kept connection's cursors, where kept (SQLDialect.cursor_per_statement).
+        self._kept_cursors: _Cursors | None = None
 
     def close(self) -> None:
         """Give the batches' connection back to the pool (when no batch runs any more)."""
         kept, self._kept = self._kept, None
+        cursors, self._kept_cursors = self._kept_cursors, None
+        if cursors is not None:
+            cursors[0].close()
+            for cursor in cursors[1].values():
+                cursor.close()
         if kept is not None:
             kept.close()
 
@@ -131,18 +149,19 @@ class BatchExecutor:
         # it failed: then dropped). Plain try blocks, not context managers: this runs for
         # every batch. A batch that writes holds the write lock (a SQLite file's writers,
         # across processes: clicktodial.store.writelock) for its whole transaction.
-        usernames: list[str] = []
         if len(jobs) == 1:
-            # (Its credentials, if any, the job reads itself: one statement either way.)
             job = jobs[0]
             writes = job.writes
             aor = job.changes_aor()
             aors = [aor] if aor is not None else []
+            username = job.reads_user()
+            usernames = [username] if username else []
         else:
             writes = any([job.writes for job in jobs])
             aors = sorted({aor for aor in (job.changes_aor() for job in jobs) if aor is not None})
             usernames = list(dict.fromkeys(u for u in (job.reads_user() for job in jobs) if u))
-        if writes:
+        # (No lock, PostgreSQL: no context manager entered and left for every batch.)
+        if writes and self._write_lock is not NO_WRITE_LOCK:
             with self._write_lock:
                 return self._run_transaction(connection, keep, writes, aors, usernames, work)
         return self._run_transaction(connection, keep, writes, aors, usernames, work)
@@ -159,13 +178,21 @@ class BatchExecutor:
         dbapi: Any = connection.dbapi_connection
         try:
             try:
-                cursor = dbapi.cursor()
+                cursor, cursors = self._cursors(dbapi, keep)
                 if writes and self._dialect.begin is not None:
                     cursor.execute(self._dialect.begin)
-                batch = Batch(cursor, self._dialect, aors, usernames)
+                batch = Batch(cursor, cursors, self._dialect, aors, usernames)
                 result = work(batch)
                 batch.flush()
-                cursor.close()
+                # The transaction's own cursors are closed (SQLite's are one cursor); kept
+                # ones too when there are too many. (Inline: no Python call per batch.)
+                kept = self._kept_cursors is not None and cursors is self._kept_cursors[1]
+                if not kept or len(cursors) > KEPT_CURSORS:
+                    if kept:
+                        self._kept_cursors = None
+                    cursor.close()
+                    for statement_cursor in cursors.values():
+                        statement_cursor.close()
                 dbapi.commit()
                 return result
             except self._dbapi_error as e:
@@ -177,6 +204,7 @@ class BatchExecutor:
         except BaseException:
             if keep:
                 self._kept = None
+                self._kept_cursors = None
                 keep = False
             # The connection is dropped either way; a dead one cannot roll back, and the
             # batch's own error is the one to report.
@@ -187,6 +215,21 @@ class BatchExecutor:
         finally:
             if not keep:
                 connection.close()
+
+    def _cursors(self, dbapi: Any, keep: bool) -> _Cursors:
+        # A batch's cursors (see SQLDialect.cursor_per_statement): one for every statement,
+        # made for the transaction, or one per statement text, kept with the batches'
+        # connection. A defaultdict makes them as asked for; once made, a statement's
+        # cursor is found without a Python call (itertools.repeat's __next__ is C).
+        if keep and self._kept_cursors is not None:
+            return self._kept_cursors
+        cursor = dbapi.cursor()
+        if not self._dialect.cursor_per_statement:
+            return cursor, defaultdict(repeat(cursor).__next__)
+        cursors: _Cursors = (cursor, defaultdict(dbapi.cursor))
+        if keep:
+            self._kept_cursors = cursors
+        return cursors
 
     def _sqlalchemy_error(self, error: Exception) -> BaseException:
         return cast(

@@ -23,6 +23,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
+from itertools import chain
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -44,10 +45,13 @@ T = TypeVar("T")
 
 #: Rows per IN (...) list: below every SQLite build's host-parameter limit.
 CHUNK = 500
-#: New bindings per multi-row INSERT (12 parameters each): a batch's inserts go in groups
-#: of this many, one statement (one step of the database, one GIL hand-off on the batch
-#: thread) a group instead of one a row; the rest one by one.
-INSERT_ROWS = 16
+#: Binding rows per multi-row INSERT, UPDATE ... FROM (VALUES ...) or DELETE (12 parameters
+#: a row at most: below every SQLite build's host-parameter limit): a batch's writes of each
+#: kind go in one statement per this many rows (one step of the database, one GIL hand-off
+#: on the batch thread), never one a row. A statement text per row count up to this: few
+#: enough for the drivers' statement caches.
+WRITE_ROWS = 32
+_WRITE_COUNTS = range(1, WRITE_ROWS + 1)
 
 #: The columns of a call record, in the order of :data:`clicktodial.store.schema.calls`.
 CALL_FIELDS = tuple(c.name for c in calls.columns)
@@ -66,22 +70,50 @@ _BINDING_COLUMNS = (
     "received",
     "user_agent",
 )
+#: The types of _BINDING_COLUMNS, then aor and binding_key, in SQL both databases read (the
+#: multi-row UPDATE's first VALUES row casts its parameters to them: PostgreSQL types a
+#: VALUES column by its first row, and a NULL or untyped text parameter would not be
+#: assignable to a number column).
+_BINDING_TYPES = (
+    "TEXT",
+    "DOUBLE PRECISION",
+    "DOUBLE PRECISION",
+    "TEXT",
+    "BIGINT",
+    "TEXT",
+    "INTEGER",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+)
 _TRACE_COUNTS = ("message_count", "byte_count", "dropped", "last_at_ms")
 
-# PostgreSQL: the advisory locks that serialise REGISTERs of the same AORs across
-# transactions and nodes, taken in the order of the (sorted) array. Row locks alone
+# PostgreSQL: the advisory lock of an AOR (its key: ours, "clkb", then the AOR's hash), which
+# serialises REGISTERs of the same AOR across transactions and nodes. Row locks alone
 # (FOR UPDATE) miss the bindings another node is inserting: two REGISTERs could each add
 # bindings under [registrar] max_contacts and together exceed it. The two-key form, its
-# first key ours ("clkb"), keeps out of other users' (and the migrations') lock keys.
-_PG_LOCK_AORS = (
-    "SELECT count(pg_advisory_xact_lock(1668049762, hashtext(aor))) FROM unnest(%s::text[]) AS aor"
-)
+# first key ours, keeps out of other users' (and the migrations') lock keys.
+_PG_AOR_LOCK = "pg_advisory_xact_lock(1668049762, hashtext(aor))"
 
 
 def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """``items`` in slices of at most :data:`CHUNK`."""
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]
+
+
+class _Statements(dict[Any, str]):
+    """Statement texts by a key, each built on first use (a dict: no Python call after)."""
+
+    def __init__(self, build: Callable[[Any], str]) -> None:
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, key: Any) -> str:
+        statement = self[key] = self._build(key)
+        return statement
 
 
 @frozen(slots=False)  # room for the cached statements
@@ -94,17 +126,24 @@ class SQLDialect:
     :ivar begin: the statement that opens a write transaction, or ``None`` where the DBAPI
         opens it by itself (psycopg). Reads alone run without it (SQLite: in autocommit,
         each statement its own snapshot).
-    :ivar lock_aors: the statement taking the batch's per-AOR locks (a list of AORs), or
-        ``None`` where ``begin`` already serialises writers (SQLite).
+    :ivar locks_aors: whether a batch takes per-AOR locks (:meth:`lock_aors`; PostgreSQL),
+        or ``begin`` already serialises writers (SQLite).
     :ivar p: the DBAPI's parameter marker.
     :ivar for_update: appended to the reads whose rows the transaction then writes.
+    :ivar cursor_per_statement: whether a batch runs each statement text on a cursor of its
+        own, kept with the batches' connection (psycopg: a cursor keeps a statement's
+        adaptation, its parameters' dumpers and its columns' loaders, looked up in Python,
+        while it runs the same text again; about 30 Python calls fewer for a verified
+        REGISTER), or every statement on the transaction's one cursor (sqlite3: its
+        cursors are C, and closing one at the end of the transaction resets its statements).
     """
 
     name: str
     begin: str | None
-    lock_aors: str | None
+    locks_aors: bool
     p: str
     for_update: str
+    cursor_per_statement: bool
 
     @classmethod
     def named(cls, name: str) -> SQLDialect:
@@ -118,12 +157,42 @@ class SQLDialect:
     def credentials(self) -> str:
         return f"SELECT ha1_md5, ha1_sha256, disabled FROM users WHERE username = {self.p}"
 
-    def credentials_of(self, count: int) -> str:
-        """The credentials rows (username first) of ``count`` usernames."""
-        return (
-            "SELECT username, ha1_md5, ha1_sha256, disabled FROM users"
-            f" WHERE username IN ({self._list(count)})"
+    @cached_property
+    def credentials_of(self) -> _Statements:
+        """By count: the credentials rows (username first) of that many usernames."""
+        return _Statements(
+            lambda count: (
+                "SELECT username, ha1_md5, ha1_sha256, disabled FROM users"
+                f" WHERE username IN ({self._list(count)})"
+            )
         )
+
+    @cached_property
+    def lock_aors(self) -> _Statements:
+        """
+        PostgreSQL, by (count, users): take the advisory locks of ``count`` AORs, in the
+        order of the parameters, and read the credentials rows (username first) of the
+        ``users`` usernames after them: one statement, one row of NULLs when none of them
+        exists. (The credentials need no snapshot taken after the locks; the bindings do,
+        and are read by the next statement.)
+        """
+
+        def build(counts: tuple[int, int]) -> str:
+            count, users = counts
+            statement = (
+                f"SELECT count({_PG_AOR_LOCK})"
+                f" FROM unnest(ARRAY[{self._list(count)}]::text[]) AS aor"
+            )
+            if not users:
+                return statement
+            # The locks' one row, left-joined: taken whether or not a user exists.
+            return (
+                "SELECT u.username, u.ha1_md5, u.ha1_sha256, u.disabled"
+                f" FROM ({statement}) AS locked"
+                f" LEFT JOIN users AS u ON u.username IN ({self._list(users)})"
+            )
+
+        return _Statements(build)
 
     @cached_property
     def select_bindings(self) -> str:
@@ -133,39 +202,57 @@ class SQLDialect:
             f" WHERE aor = {self.p} ORDER BY binding_key{self.for_update}"
         )
 
-    def select_bindings_of(self, count: int) -> str:
-        """The binding rows (AOR first) of ``count`` AORs, in AOR then key order."""
-        return (
-            f"SELECT aor, binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
-            f" WHERE aor IN ({self._list(count)}) ORDER BY aor, binding_key"
-            f"{self.for_update}"
+    @cached_property
+    def select_bindings_of(self) -> _Statements:
+        """By count: the binding rows (AOR first) of that many AORs, in AOR then key order."""
+        return _Statements(
+            lambda count: (
+                f"SELECT aor, binding_key, {', '.join(_BINDING_COLUMNS)} FROM bindings"
+                f" WHERE aor IN ({self._list(count)}) ORDER BY aor, binding_key"
+                f"{self.for_update}"
+            )
         )
 
-    @cached_property
-    def delete_binding(self) -> str:
-        return f"DELETE FROM bindings WHERE aor = {self.p} AND binding_key = {self.p}"
+    # The binding writes, indexed by row count - 1 (1 to WRITE_ROWS rows): a tuple read
+    # with a subscript, no Python call per statement.
 
     @cached_property
-    def insert_binding(self) -> str:
-        return (
-            f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
-            f" VALUES ({self._list(len(_BINDING_COLUMNS) + 2)})"
-        )
+    def delete_bindings(self) -> tuple[str, ...]:
+        """Delete bindings by (aor, binding_key) parameters."""
+        row = f"(aor = {self.p} AND binding_key = {self.p})"
+        # An OR of key matches, not (aor, binding_key) IN (VALUES ...): SQLite scans the
+        # table for a row-value IN, and looks each OR term up in the primary key.
+        return tuple(f"DELETE FROM bindings WHERE {' OR '.join([row] * n)}" for n in _WRITE_COUNTS)
 
     @cached_property
-    def insert_bindings(self) -> str:
-        """:data:`INSERT_ROWS` bindings in one statement."""
+    def insert_bindings(self) -> tuple[str, ...]:
+        """Insert bindings (parameters: :meth:`Batch.write_bindings`)."""
         row = f"({self._list(len(_BINDING_COLUMNS) + 2)})"
-        return (
+        return tuple(
             f"INSERT INTO bindings ({', '.join(_BINDING_COLUMNS)}, aor, binding_key)"
-            f" VALUES {', '.join([row] * INSERT_ROWS)}"
+            f" VALUES {', '.join([row] * n)}"
+            for n in _WRITE_COUNTS
         )
 
     @cached_property
-    def update_binding(self) -> str:
-        return (
-            f"UPDATE bindings SET {', '.join(f'{c} = {self.p}' for c in _BINDING_COLUMNS)}"
-            f" WHERE aor = {self.p} AND binding_key = {self.p}"
+    def update_bindings(self) -> tuple[str, ...]:
+        """
+        Rewrite stored bindings (parameters: :meth:`Batch.write_bindings`), in one
+        ``UPDATE ... FROM (VALUES ...)`` (PostgreSQL; SQLite 3.33+): each VALUES row is
+        matched to its stored row by the primary key.
+        """
+        p = self.p
+        first = f"({', '.join(f'CAST({p} AS {t})' for t in _BINDING_TYPES)})"
+        row = f"({self._list(len(_BINDING_TYPES))})"
+        # A VALUES list's columns are column1, column2, ... on both databases.
+        columns = [*_BINDING_COLUMNS, "aor", "binding_key"]
+        v = {name: f"v.column{i}" for i, name in enumerate(columns, start=1)}
+        assignments = ", ".join(f"{c} = {v[c]}" for c in _BINDING_COLUMNS)
+        return tuple(
+            f"UPDATE bindings SET {assignments}"
+            f" FROM (VALUES {', '.join([first] + [row] * (n - 1))}) AS v"
+            f" WHERE bindings.aor = {v['aor']} AND bindings.binding_key = {v['binding_key']}"
+            for n in _WRITE_COUNTS
         )
 
     @cached_property
@@ -224,92 +311,90 @@ class SQLDialect:
 
 _DIALECTS = {
     # The write lock up front (see sql._configure_sqlite); one writer at a time.
-    "sqlite": SQLDialect("sqlite", begin="BEGIN IMMEDIATE", lock_aors=None, p="?", for_update=""),
+    "sqlite": SQLDialect(
+        "sqlite",
+        begin="BEGIN IMMEDIATE",
+        locks_aors=False,
+        p="?",
+        for_update="",
+        cursor_per_statement=False,
+    ),
     # psycopg opens the transaction implicitly; rows are locked as they are read.
     "postgresql": SQLDialect(
-        "postgresql", begin=None, lock_aors=_PG_LOCK_AORS, p="%s", for_update=" FOR UPDATE"
+        "postgresql",
+        begin=None,
+        locks_aors=True,
+        p="%s",
+        for_update=" FOR UPDATE",
+        cursor_per_statement=True,
     ),
 }
 
 
-class _BindingWrites:
-    """A batch's binding writes not sent yet: sent together (executemany per statement)."""
-
-    __slots__ = ("delete", "insert", "update")
-
-    def __init__(self) -> None:
-        self.delete: list[tuple[Any, ...]] = []
-        self.insert: list[tuple[Any, ...]] = []
-        self.update: list[tuple[Any, ...]] = []
-
-    def flush(self, cursor: Any, dialect: SQLDialect) -> None:
-        """Send what is pending. Rows of one AOR are never pending twice (see
-        :meth:`Batch.stored_bindings`), so the order of the three statements does not
-        matter."""
-        insert = self.insert
-        grouped = len(insert) - len(insert) % INSERT_ROWS
-        for start in range(0, grouped, INSERT_ROWS):
-            cursor.execute(
-                dialect.insert_bindings,
-                [value for row in insert[start : start + INSERT_ROWS] for value in row],
-            )
-        del insert[:grouped]
-        for statement, parameters in (
-            (dialect.delete_binding, self.delete),
-            (dialect.insert_binding, insert),
-            (dialect.update_binding, self.update),
-        ):
-            if parameters:
-                cursor.executemany(statement, parameters)
-                parameters.clear()
-
-
 class Batch:
     """
-    One batch's transaction as its jobs see it: the cursor, the dialect's statements, the
+    One batch's transaction as its jobs see it: the cursors, the dialect's statements, the
     binding rows and the credentials read for the whole batch, and the binding writes not
     sent yet.
 
     :param cursor: a DBAPI cursor inside the open transaction.
+    :param cursors: the cursor to run each statement text on (``cursors[statement]``: a
+        mapping that makes them as they are asked for, without a Python call once made:
+        see :attr:`SQLDialect.cursor_per_statement`).
     :param dialect: the statements.
     :param aors: the AORs the batch's jobs change (sorted, distinct): locked (PostgreSQL)
         and read in one statement.
-    :param usernames: the users whose credentials the batch's jobs read (distinct): read in
-        one statement when there are two or more (no job writes credentials, so the read
-        is what each job would have read).
+    :param usernames: the users whose credentials the batch's jobs read (distinct): read
+        with the AORs' locks (PostgreSQL), or else in one statement when there are two or
+        more (no job writes credentials, so the read is what each job would have read).
     """
 
     def __init__(
         self,
         cursor: Any,
+        cursors: Mapping[str, Any],
         dialect: SQLDialect,
         aors: Sequence[str],
         usernames: Sequence[str] = (),
     ) -> None:
         self.cursor = cursor
+        self.cursors = cursors
         self.dialect = dialect
-        self._writes = _BindingWrites()
-        if aors and dialect.lock_aors is not None:
-            cursor.execute(dialect.lock_aors, (list(aors),))
-        # (One AOR is read by its job as it runs.)
-        self._prefetched = self._prefetch(aors) if len(aors) > 1 else {}
-        #: username -> its credentials row (ha1_md5, ha1_sha256, disabled), None for an
-        #: unknown user; read for batches of several users (see _read_credentials)
-        self.credentials: dict[str, Sequence[Any] | None] = (
-            self._prefetch_credentials(usernames) if len(usernames) > 1 else {}
-        )
-
-    def _prefetch_credentials(self, usernames: Sequence[str]) -> dict[str, Sequence[Any] | None]:
+        # The binding writes not sent yet (see flush), as parameter rows.
+        self._delete: list[tuple[Any, ...]] = []
+        self._insert: list[tuple[Any, ...]] = []
+        self._update: list[tuple[Any, ...]] = []
         # One statement per CHUNK users instead of one per job: at high load a batch holds
         # hundreds of REGISTERs, and each statement is a GIL release and re-acquisition on
-        # the batch thread.
-        found: dict[str, Sequence[Any] | None] = dict.fromkeys(usernames)
-        cursor = self.cursor
-        for chunk in chunks(usernames):
-            cursor.execute(self.dialect.credentials_of(len(chunk)), tuple(chunk))
-            for row in cursor.fetchall():
+        # the batch thread. A single user's job reads its own, unless the locks' statement
+        # reads them (one statement fewer). Loops written out: this runs for every batch.
+        locks = bool(aors) and dialect.locks_aors
+        read = usernames if locks or len(usernames) > 1 else ()
+        #: username -> its credentials row (ha1_md5, ha1_sha256, disabled), None for an
+        #: unknown user; read for the batch (see _read_credentials)
+        self.credentials: dict[str, Sequence[Any] | None] = dict.fromkeys(read)
+        rows: list[Any] = []
+        if locks:
+            with_locks = read[:CHUNK]
+            statement = dialect.lock_aors[len(aors), len(with_locks)]
+            cursor = cursors[statement]
+            cursor.execute(statement, (*aors, *with_locks))
+            if with_locks:
+                rows = cursor.fetchall()
+            read = read[CHUNK:]
+        if read:
+            for chunk in chunks(read):
+                statement = dialect.credentials_of[len(chunk)]
+                cursor = cursors[statement]
+                cursor.execute(statement, tuple(chunk))
+                rows += cursor.fetchall()
+        found = self.credentials
+        for row in rows:
+            # (Username first; the locks' statement has a row of NULLs for no user.)
+            if row[0] is not None:
                 found[row[0]] = row[1:]
-        return found
+        # (One AOR is read by its job as it runs.)
+        self._prefetched = self._prefetch(aors) if len(aors) > 1 else {}
 
     def _prefetch(self, aors: Sequence[str]) -> dict[str, dict[str, Binding]]:
         # The stored bindings of the batch's AORs in one statement (locked on PostgreSQL:
@@ -317,8 +402,10 @@ class Batch:
         # them). An AOR without rows maps to {}.
         prefetched: dict[str, dict[str, Binding]] = {aor: {} for aor in aors}
         for chunk in chunks(aors):
-            self.cursor.execute(self.dialect.select_bindings_of(len(chunk)), tuple(chunk))
-            for row in self.cursor.fetchall():
+            statement = self.dialect.select_bindings_of[len(chunk)]
+            cursor = self.cursors[statement]
+            cursor.execute(statement, tuple(chunk))
+            for row in cursor.fetchall():
                 aor = row[0]
                 prefetched[aor][row[1]] = _binding_of_tuple(aor, row[1:])
         return prefetched
@@ -331,9 +418,13 @@ class Batch:
         """
         stored = self._prefetched.pop(aor, None)
         if stored is None:
-            self._writes.flush(self.cursor, self.dialect)
-            self.cursor.execute(self.dialect.select_bindings, (aor,))
-            stored = {row[0]: _binding_of_tuple(aor, row) for row in self.cursor.fetchall()}
+            self.flush()
+            statement = self.dialect.select_bindings
+            cursor = self.cursors[statement]
+            cursor.execute(statement, (aor,))
+            stored = {}
+            for row in cursor.fetchall():
+                stored[row[0]] = _binding_of_tuple(aor, row)
         return stored
 
     def write_bindings(
@@ -344,15 +435,46 @@ class Batch:
         write: Mapping[str, Binding],
     ) -> None:
         """Queue the AOR's binding changes (sent by :meth:`flush` or the next read)."""
-        self._writes.delete.extend((aor, key) for key in sorted(delete))
-        for key, binding in write.items():
-            (self._writes.update if key in stored else self._writes.insert).append(
-                _binding_parameters(aor, key, binding)
+        if delete:
+            self._delete.extend([(aor, key) for key in sorted(delete)])
+        for key, b in write.items():
+            # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's
+            # order). (Written out here: no Python call per binding.)
+            (self._update if key in stored else self._insert).append(
+                (
+                    b.contact,
+                    b.q,
+                    b.expires_at,
+                    b.call_id,
+                    b.cseq,
+                    b.instance_id,
+                    b.reg_id,
+                    json.dumps(list(b.path)) if b.path else "[]",
+                    b.received,
+                    b.user_agent,
+                    aor,
+                    key,
+                )
             )
 
     def flush(self) -> None:
-        """Send the pending writes (before the commit)."""
-        self._writes.flush(self.cursor, self.dialect)
+        """
+        Send the pending writes (before the commit, or another read): one statement per
+        kind and :data:`WRITE_ROWS` rows. Rows of one AOR are never pending twice (see
+        :meth:`stored_bindings`), so the order of the three kinds does not matter.
+        """
+        dialect, cursors = self.dialect, self.cursors
+        for rows, statements in (
+            (self._delete, dialect.delete_bindings),
+            (self._insert, dialect.insert_bindings),
+            (self._update, dialect.update_bindings),
+        ):
+            if rows:
+                for start in range(0, len(rows), WRITE_ROWS):
+                    group = rows[start : start + WRITE_ROWS]
+                    statement = statements[len(group) - 1]
+                    cursors[statement].execute(statement, list(chain.from_iterable(group)))
+                rows.clear()
 
 
 class SQLJob(ABC):
@@ -480,8 +602,10 @@ def _read_credentials(batch: Batch, username: str) -> SipCredentials | None:
     if username in prefetched:
         row = prefetched[username]
     else:
-        batch.cursor.execute(batch.dialect.credentials, (username,))
-        row = batch.cursor.fetchone()
+        statement = batch.dialect.credentials
+        cursor = batch.cursors[statement]
+        cursor.execute(statement, (username,))
+        row = cursor.fetchone()
     if row is None or row[2] or row[0] is None or row[1] is None:
         return None
     return SipCredentials(row[0], row[1])
@@ -608,22 +732,4 @@ def _binding_of_tuple(aor: str, row: Sequence[Any]) -> Binding:
         path=() if path == "[]" else tuple(json.loads(path)),
         received=row[9],
         user_agent=row[10],
-    )
-
-
-def _binding_parameters(aor: str, key: str, b: Binding) -> tuple[Any, ...]:
-    # _BINDING_COLUMNS, then aor and binding_key (the INSERT's and the UPDATE's order).
-    return (
-        b.contact,
-        b.q,
-        b.expires_at,
-        b.call_id,
-        b.cseq,
-        b.instance_id,
-        b.reg_id,
-        json.dumps(list(b.path)) if b.path else "[]",
-        b.received,
-        b.user_agent,
-        aor,
-        key,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,19 @@ from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, succeed
 
+from clicktodial.store import sqlbatch
 from clicktodial.store.errors import NoSuchCall, OutOfOrderRegistration, TooManyBindings
 from clicktodial.store.groupcommit import BUSY_INTERVAL, BatchThread, GroupCommit, Outcome
 from clicktodial.store.sql import SQLStore
 from clicktodial.store.sqlbatch import BatchExecutor
-from clicktodial.store.sqljobs import INSERT_ROWS, Batch, Credentials, SQLJob, UpdateBindings
+from clicktodial.store.sqljobs import (
+    WRITE_ROWS,
+    Batch,
+    Credentials,
+    SQLDialect,
+    SQLJob,
+    UpdateBindings,
+)
 from clicktodial.store.values import (
     BindingChanges,
     CallUpdate,
@@ -487,14 +495,8 @@ def test_sql_batch_reads_every_users_credentials_at_once(
     users in one statement, each user once; each job gets what it would have read alone:
     an unknown and a disabled user read as None; a batch of one reads its own."""
     store, pool = held
-    reads: list[list[str]] = []
-    real_prefetch = Batch._prefetch_credentials
-
-    def prefetch(batch: Batch, usernames: Any) -> Any:
-        reads.append(list(usernames))
-        return real_prefetch(batch, usernames)
-
-    monkeypatch.setattr(Batch, "_prefetch_credentials", prefetch)
+    dialect = SQLDialect.named(store._engine.dialect.name)
+    statements = record_statements(monkeypatch)
     monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
     seen: list[object] = []
 
@@ -513,7 +515,12 @@ def test_sql_batch_reads_every_users_credentials_at_once(
     batches = store.group_commit.batches
     pool.release()
     assert store.group_commit.batches == batches + 1
-    assert reads == [["alice", "nobody", "bob"]]
+    # The batch of one reads its user's; the next all three, in one statement (on
+    # PostgreSQL the one that takes the AORs' locks).
+    assert [s for s in statements if "FROM users" in s or "JOIN users" in s] == [
+        dialect.credentials,
+        dialect.lock_aors[1, 3] if dialect.locks_aors else dialect.credentials_of[3],
+    ]
     credentials = success_result_of(alone)
     assert isinstance(credentials, SipCredentials)
     assert success_result_of(alice) == credentials
@@ -524,28 +531,87 @@ def test_sql_batch_reads_every_users_credentials_at_once(
     assert result.credentials == credentials and result.bindings is not None
 
 
-def test_sql_batch_inserts_many_new_bindings_in_groups_and_the_rest_alone(
+class RecordingCursor:
+    """A DBAPI cursor that records the statements run through it (``many:`` marks an
+    executemany)."""
+
+    def __init__(self, cursor: Any, statements: list[str]) -> None:
+        self._cursor = cursor
+        self._statements = statements
+
+    def execute(self, statement: str, parameters: Any = ()) -> Any:
+        self._statements.append(statement)
+        return self._cursor.execute(statement, parameters)
+
+    def executemany(self, statement: str, parameters: Any) -> Any:
+        self._statements.append(f"many:{statement}")
+        return self._cursor.executemany(statement, parameters)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class RecordingCursors(dict[str, Any]):
+    """A batch's cursors by statement text, each recording into ``statements``."""
+
+    def __init__(self, cursors: Mapping[str, Any], statements: list[str]) -> None:
+        super().__init__()
+        self._cursors = cursors
+        self._statements = statements
+
+    def __missing__(self, statement: str) -> RecordingCursor:
+        return RecordingCursor(self._cursors[statement], self._statements)
+
+
+def record_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements every batch (and job alone) runs from now on, in order."""
+    statements: list[str] = []
+    real_init = Batch.__init__
+
+    def init(batch: Batch, cursor: Any, cursors: Any, *args: Any, **kwargs: Any) -> None:
+        real_init(
+            batch,
+            RecordingCursor(cursor, statements),
+            RecordingCursors(cursors, statements),
+            *args,
+            **kwargs,
+        )
+
+    monkeypatch.setattr(Batch, "__init__", init)
+    return statements
+
+
+def test_sql_batch_writes_many_bindings_in_one_statement_per_kind_and_write_rows(
     held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch adding more bindings than INSERT_ROWS sends them in multi-row INSERTs, the
-    remainder row by row: every binding is stored as each REGISTER's result says, with
-    refreshes and removals of other AORs in the same batch."""
+    """A batch's new bindings go in multi-row INSERTs and its refreshes in multi-row
+    UPDATE ... FROM (VALUES ...), WRITE_ROWS rows a statement (never executemany): every
+    binding is stored as each REGISTER's result says, with removals of other AORs in the
+    same batch."""
     store, pool = held
-    assert INSERT_ROWS == 16
+    assert WRITE_ROWS == 32
+    dialect = SQLDialect.named(store._engine.dialect.name)
     success_result_of(
         store.update_bindings("sip:old@example.com", changes("o", 1, contact(1)), 10.0)
     )
     monkeypatch.setattr(store, "_run_alone", lambda job: pytest.fail(f"fell back: {job}"))
+    statements = record_statements(monkeypatch)
     pool.held = True
     store.get_sip_credentials("alice")
     new = [
         store.update_bindings(
             f"sip:u{n}@example.com", changes(f"c{n}", 1, contact(n), contact(n + 100)), 20.0
         )
-        for n in range(1, 11)  # 20 new bindings: one group of 16, then 4 alone
+        for n in range(1, 21)  # 40 new bindings: 32 in one statement, then 8
     ]
     gone = store.update_bindings("sip:old@example.com", changes("o", 2, contact(1, 0)), 20.0)
     pool.release()
+    writes = [s for s in statements if not s.startswith("SELECT")]
+    assert writes == [
+        dialect.delete_bindings[0],
+        dialect.insert_bindings[31],
+        dialect.insert_bindings[7],
+    ]
     for n, d in enumerate(new, start=1):
         expected = sorted([f"sip:phone{n}@192.0.2.{n}", f"sip:phone{n + 100}@192.0.2.{n + 100}"])
         assert [b.contact for b in success_result_of(d)] == expected
@@ -555,6 +621,99 @@ def test_sql_batch_inserts_many_new_bindings_in_groups_and_the_rest_alone(
         ]
     assert success_result_of(gone) == []
     assert success_result_of(store.get_bindings("sip:old@example.com", 20.0)) == []
+
+    # Refreshes of all 40, with values a NULL or a number in any row (the first row's
+    # casts type the VALUES columns on PostgreSQL).
+    del statements[:]
+    pool.held = True
+    store.get_sip_credentials("alice")
+    refreshed = [
+        store.update_bindings(
+            f"sip:u{n}@example.com",
+            BindingChanges(
+                f"c{n}",
+                2,
+                [
+                    ContactChange(f"sip:phone{n}@192.0.2.{n}", 60, q=0.5 if n % 2 else None),
+                    ContactChange(f"sip:phone{n + 100}@192.0.2.{n + 100}", 120),
+                ],
+                path=("<sip:edge.example.com;lr>",) if n == 2 else (),
+                received=None if n == 1 else f"sip:192.0.2.{n}:5060",
+                user_agent="phone/1",
+            ),
+            30.0,
+        )
+        for n in range(1, 21)
+    ]
+    pool.release()
+    writes = [s for s in statements if not s.startswith("SELECT")]
+    assert writes == [dialect.update_bindings[31], dialect.update_bindings[7]]
+    for n, d in enumerate(refreshed, start=1):
+        stored = success_result_of(store.get_bindings(f"sip:u{n}@example.com", 30.0))
+        assert success_result_of(d) == stored
+        assert [
+            (b.contact, b.cseq, b.expires_at, b.q, b.path, b.received, b.user_agent) for b in stored
+        ] == sorted(
+            [
+                (
+                    f"sip:phone{n}@192.0.2.{n}",
+                    2,
+                    90.0,
+                    0.5 if n % 2 else None,
+                    ("<sip:edge.example.com;lr>",) if n == 2 else (),
+                    None if n == 1 else f"sip:192.0.2.{n}:5060",
+                    "phone/1",
+                ),
+                (
+                    f"sip:phone{n + 100}@192.0.2.{n + 100}",
+                    2,
+                    150.0,
+                    None,
+                    ("<sip:edge.example.com;lr>",) if n == 2 else (),
+                    None if n == 1 else f"sip:192.0.2.{n}:5060",
+                    "phone/1",
+                ),
+            ]
+        )
+
+
+def test_sql_verified_register_alone_in_its_batch_is_three_statements(
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A REGISTER with credentials alone in its batch reads the credentials (PostgreSQL:
+    with the AOR's lock, one statement), reads the AOR's bindings, and writes its one
+    change with one statement: three in all, whatever the change (a refresh, a new
+    contact, a removal)."""
+    store, _ = held
+    dialect = SQLDialect.named(store._engine.dialect.name)
+    aor = "sip:alice@example.com"
+    success_result_of(store.update_bindings(aor, changes("c1", 1, contact(1)), 100.0))
+    statements = record_statements(monkeypatch)
+    first = dialect.lock_aors[1, 1] if dialect.locks_aors else dialect.credentials
+
+    def register(cseq: int, change: ContactChange, write: str) -> VerifiedUpdate:
+        del statements[:]
+        result = success_result_of(
+            store.update_bindings_if_verified(
+                "alice", lambda c: c is not None, aor, changes("c1", cseq, change), 200.0
+            )
+        )
+        assert statements == [first, dialect.select_bindings, write]
+        assert isinstance(result.credentials, SipCredentials)
+        assert result.bindings == success_result_of(store.get_bindings(aor, 200.0))
+        return result
+
+    refreshed = register(2, contact(1, 60), dialect.update_bindings[0])
+    assert [(b.contact, b.cseq, b.expires_at) for b in refreshed.bindings or ()] == [
+        ("sip:phone1@192.0.2.1", 2, 260.0)
+    ]
+    added = register(3, contact(2, 60), dialect.insert_bindings[0])
+    assert [b.contact for b in added.bindings or ()] == [
+        "sip:phone1@192.0.2.1",
+        "sip:phone2@192.0.2.2",
+    ]
+    removed = register(4, contact(1, 0), dialect.delete_bindings[0])
+    assert [b.contact for b in removed.bindings or ()] == ["sip:phone2@192.0.2.2"]
 
 
 def test_sql_batch_out_of_order_register_fails_alone(held: tuple[SQLStore, HeldThreadPool]) -> None:
@@ -846,6 +1005,62 @@ def test_sql_batches_keep_their_connection_and_open_a_new_one_after_an_error(
     [(ok, result)] = executor.execute([UpdateBindings(alice, changes("c1", 5, contact(1)), 100.0)])
     assert ok and [b.cseq for b in result] == [5]
     assert executor.connections_opened == 2
+    executor.close()
+
+
+def test_sql_batch_cursors_per_statement_are_kept_with_the_connection_where_the_dialect_wants(
+    held: tuple[SQLStore, HeldThreadPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL each statement text runs on a cursor of its own, kept with the
+    batches' connection (the same cursor in the next batch), until more than KEPT_CURSORS
+    are kept or a batch fails: then new ones. On SQLite a batch's one cursor serves every
+    statement and is closed with its transaction."""
+    store, _ = held
+    monkeypatch.setattr(sqlbatch, "KEPT_CURSORS", 4)
+    executor = BatchExecutor(store._engine)
+    dialect = SQLDialect.named(store._engine.dialect.name)
+    batches: list[Mapping[str, Any]] = []
+    real_init = Batch.__init__
+
+    def init(batch: Batch, cursor: Any, cursors: Mapping[str, Any], *args: Any) -> None:
+        batches.append(cursors)
+        real_init(batch, cursor, cursors, *args)
+
+    monkeypatch.setattr(Batch, "__init__", init)
+    alice = "sip:alice@example.com"
+
+    def register(cseq: int) -> Any:
+        [(ok, result)] = executor.execute(
+            [UpdateBindings(alice, changes("c1", cseq, contact(1)), 100.0)]
+        )
+        assert ok, result
+        return batches[-1][dialect.select_bindings]
+
+    first, second = register(1), register(2)
+    if dialect.cursor_per_statement:
+        assert batches[0] is batches[1] and first is second
+        # The lock, the read, the insert of the first batch, the update of the second.
+        assert len({id(c) for c in batches[1].values()}) == len(batches[1]) == 4
+        # Two other statements (a removal, two AORs read at once): past 4, new cursors.
+        executor.execute(
+            [
+                UpdateBindings(alice, changes("c1", 3, contact(1, 0)), 100.0),
+                UpdateBindings("sip:bob@example.com", changes("c2", 1, contact(2)), 100.0),
+            ]
+        )
+        assert register(4) is not second
+        # After a failed batch, new ones.
+        kept = executor._kept
+        assert kept is not None
+        kept.dbapi_connection.close()  # type: ignore[union-attr]
+        with pytest.raises(DBAPIError):
+            register(5)
+        assert register(6) is not batches[-3][dialect.select_bindings]
+    else:
+        assert batches[0] is not batches[1] and first is not second
+        assert set(batches[1].values()) == {second}
+        with pytest.raises(sqlite3.ProgrammingError, match="closed cursor"):
+            second.execute("SELECT 1")
     executor.close()
 
 

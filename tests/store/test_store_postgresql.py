@@ -16,7 +16,7 @@ from clicktodial.store.errors import OutOfOrderRegistration, TooManyBindings
 from clicktodial.store.plugins import SQLBackendFactory, StoreEnvironment
 from clicktodial.store.schema import bindings, calls, metadata
 from clicktodial.store.sql import SQLStore, check_schema_connection, upgrade_schema
-from clicktodial.store.sqljobs import UpdateBindings
+from clicktodial.store.sqljobs import UpdateBindings, VerifiedUpdateBindings
 from clicktodial.store.values import BindingChanges, ContactChange
 from clicktodial.testing.contracts import (
     CallTraceStoreContract,
@@ -201,7 +201,7 @@ def test_two_nodes_share_one_database(pg_url: URL) -> None:
         success_result_of(node.stop())
 
 
-@pytest.mark.parametrize("node_b_runs", ["alone", "in a batch"])
+@pytest.mark.parametrize("node_b_runs", ["alone", "in a batch", "verified in a batch"])
 def test_two_nodes_registering_at_once_never_exceed_max_bindings(
     pg_url: URL, monkeypatch: pytest.MonkeyPatch, node_b_runs: str
 ) -> None:
@@ -210,7 +210,9 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
     none and is held inside its transaction; node B, from another Call-ID, adds a third
     with the limit 2. B waits for A's transaction (there is no row yet that FOR UPDATE could
     lock: the AOR's lock does it), then sees A's bindings and is refused; the AOR ends with
-    A's 2 bindings. Node B runs its REGISTER alone or as the group commit's batch.
+    A's 2 bindings. Node B runs its REGISTER alone or as the group commit's batch, or as a
+    verified REGISTER in a batch (its lock taken by the statement that reads the
+    credentials, also of a user who does not exist).
     """
     node_a, node_b = (
         SQLStore(
@@ -256,6 +258,9 @@ def test_two_nodes_registering_at_once_never_exceed_max_bindings(
         try:
             if node_b_runs == "alone":
                 outcomes["b"] = node_b._op_update_bindings(AOR, changes, 100.0)
+            elif node_b_runs == "verified in a batch":
+                job = VerifiedUpdateBindings("nobody", lambda c: c is None, AOR, changes, 100.0)
+                [(_, outcomes["b"])] = node_b._batches.execute([job])
             else:
                 [(_, outcomes["b"])] = node_b._batches.execute(
                     [UpdateBindings(AOR, changes, 100.0)]

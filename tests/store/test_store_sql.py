@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3.dbapi2
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,16 @@ class FlakyOperation:
         if self.calls <= self.failures:
             raise self.error
         return "done"
+
+
+def test_sqlite_older_than_update_from_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store needs SQLite 3.33 (UPDATE ... FROM): an older library stops start-up with
+    its version in the message."""
+    monkeypatch.setattr(sqlite3.dbapi2, "sqlite_version_info", (3, 32, 3))
+    with pytest.raises(StoreConfigError, match=r"SQLite 3\.32\.3 is too old.*3\.33\.0 or later"):
+        create_sql_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
 
 
 def test_transient_errors_are_retried_with_backoff(url: str) -> None:
