@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import hashlib
 import re
 import sys
+import time
 from types import FrameType
 from typing import Any
 
@@ -94,6 +96,13 @@ def main() -> None:
         " hook would inflate several times",
     )
     parser.add_argument(
+        "--gc",
+        action="store_true",
+        help="also print the GC-tracked objects the measured registrations leave alive"
+        " (len(gc.get_objects()) after a full collection, before and after) and the"
+        " collector's time over them (a gc.callbacks hook)",
+    )
+    parser.add_argument(
         "--store",
         default="memory",
         help="memory, or a SQLAlchemy URL (sqlite:///PATH, a new file): the SQL store,"
@@ -144,10 +153,25 @@ def main() -> None:
         elif event == "c_call":
             counts[1] += 1
 
+    gc_time = [0.0, 0.0, 0]  # total seconds, start of the current collection, collections
+
+    def gc_hook(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_time[1] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_time[1]
+            gc_time[2] += 1
+
+    tracked = 0
     statuses: collections.Counter[str] = collections.Counter()
     for i, (user, password) in enumerate(users):
-        if i == args.warm and not args.no_hook:
-            sys.setprofile(hook)
+        if i == args.warm:
+            if args.gc:
+                gc.collect()
+                tracked = len(gc.get_objects())
+                gc.callbacks.append(gc_hook)
+            if not args.no_hook:
+                sys.setprofile(hook)
         addr = ("127.0.0.2", 5100 + i % 50)
         receive(_register(user, i, 1), addr)
         reactor.advance(0.001)
@@ -169,8 +193,16 @@ def main() -> None:
         for data, _ in port.take():
             statuses[data[8:11].decode()] += 1
     sys.setprofile(None)
-    root.stopService()
     n = args.count
+    if args.gc:
+        gc.callbacks.remove(gc_hook)
+        gc.collect()
+        print(
+            f"{(len(gc.get_objects()) - tracked) / n:.1f} GC-tracked objects left alive per"
+            f" registration; {gc_time[2]} collections, {gc_time[0] * 1e6 / n:.1f} µs of GC"
+            " per registration"
+        )
+    root.stopService()
     if isinstance(store, SQLStore):
         print(
             f"store: {store.group_commit.jobs / total:.2f} group-commit jobs and"

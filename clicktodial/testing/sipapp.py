@@ -78,11 +78,7 @@ class Answerer:
             self._answer(server_tx, request)
 
     def _answer(self, server_tx: ServerTransaction, request: Request) -> None:
-        if (
-            server_tx.is_terminated
-            or server_tx.last_response is not None
-            and (server_tx.last_response.status >= 200)
-        ):
+        if server_tx.is_terminated or server_tx.last_status >= 200:
             return  # CANCELled meanwhile
         tag = new_tag()
         if request.method == "INVITE":

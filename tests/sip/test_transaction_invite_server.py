@@ -48,7 +48,8 @@ class Harness:
     def ack(self, tx: InviteServerTransaction, branch: str | None = None) -> Request:
         """An ACK for the last response (same branch: a non-2xx ACK by default)."""
         invite = self.invite
-        assert tx.last_response is not None
+        assert tx.last_status >= 200
+        [last] = [s for s in self.transport.sent if not s.is_request][-1:]
         via = invite.headers.get_all("Via")[0]
         if branch is not None:
             via = via.replace("z9hG4bKinv1", branch)
@@ -59,7 +60,7 @@ class Harness:
                 ("Via", via),
                 ("Max-Forwards", "70"),
                 ("From", invite.headers.get("From") or ""),
-                ("To", tx.last_response.headers.get("To") or ""),
+                ("To", last.message.headers.get("To") or ""),
                 ("Call-ID", invite.call_id),
                 ("CSeq", f"{invite.cseq.seq} ACK"),
             ],

@@ -20,8 +20,10 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from clicktodial.sip.message import Request, Response
+from clicktodial.sip.parser import MessageParseError, parse_message
+
 if TYPE_CHECKING:
-    from clicktodial.sip.message import Request, Response
     from clicktodial.timers import Lingering, LingerQueue, TimerQueues
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "TransactionCounts",
     "TransactionHost",
     "is_reliable",
+    "parsed_again",
 ]
 
 log = Logger(namespace="clicktodial.sip.transactions")
@@ -91,6 +94,20 @@ class State(enum.StrEnum):
 #: and only waits out Timer D, I, J, K, L or M to absorb or pass on retransmissions: 64*T1
 #: (32 s) for a non-INVITE server transaction over UDP, for instance.
 LINGERING_STATES = frozenset([State.COMPLETED, State.CONFIRMED, State.ACCEPTED])
+
+
+def parsed_again(data: bytes) -> Request | Response | None:
+    """
+    A message a transaction sent, from the octets it kept (a lingering transaction
+    keeps no parsed message: see :class:`Transaction`), to send again: a new object
+    whose ``serialize()`` gives back ``data`` itself.  Only the framing is checked
+    (the octets are ours); ``None``, logged, if even that fails (not expected).
+    """
+    try:
+        return parse_message(data, validate=False)
+    except MessageParseError as e:
+        log.warn("cannot send a message again: {error}", error=str(e))
+        return None
 
 
 class RequestReleased(RuntimeError):
@@ -178,8 +195,12 @@ class Transaction:
         ``accepted`` or ``completed`` it only absorbs or passes on responses, and keeping
         the parsed message for 64*T1 would make memory at a call rate R hold R*32 s worth
         of requests.  A non-INVITE server transaction lets go of it too once its final
-        response is sent over UDP (Timer J: it re-sends that response, nothing else).
-        Reading it then raises :class:`RequestReleased`.
+        response is sent over UDP (Timer J: it re-sends that response, nothing else), and
+        an INVITE server transaction once the ACK confirmed it (Timer I: it absorbs ACK
+        copies).  Reading it then raises :class:`RequestReleased`.  What a lingering
+        transaction re-sends (the last response, the ACK for a 300-699) it keeps as the
+        octets sent (:func:`parsed_again` when a retransmission asks for them): ``bytes``
+        are not tracked by the garbage collector, a parsed message is a dozen objects.
     :ivar method: the method of that request (kept when the request is let go).
     :ivar state: the current :class:`State`.
     :ivar branch: the Via branch identifying the transaction.

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from clicktodial.sip.message import Request, Response
-from clicktodial.sip.transactions.base import State
+from clicktodial.sip.transactions.base import State, parsed_again
 from clicktodial.sip.transactions.client import ClientTransaction
 
 __all__ = ["InviteClientTransaction"]
@@ -55,11 +55,18 @@ _CLASS = {1: PROVISIONAL, 2: SUCCESS}
 
 
 class InviteClientTransaction(ClientTransaction):
-    """RFC 3261 §17.1.1 / RFC 6026 §8.4 INVITE client transaction."""
+    """
+    RFC 3261 §17.1.1 / RFC 6026 §8.4 INVITE client transaction.
+
+    In ``completed`` (Timer D: 32 s over UDP) all it still does is send its ACK again for
+    a retransmitted 300-699, so it keeps that ACK as the octets sent (``bytes``: the
+    garbage collector does not track them), not as a parsed message; a retransmission
+    (rare) parses them again and sends the same octets.
+    """
 
     __slots__ = ("_ack",)
 
-    _ack: Request | None
+    _ack: bytes | None
 
     #: Inputs this machine knows, for the completeness test and the docs.
     INPUTS = (PROVISIONAL, SUCCESS, FAILURE, TIMER_A, TIMER_B, TIMER_D, TIMER_M, TRANSPORT_ERROR)
@@ -86,10 +93,6 @@ class InviteClientTransaction(ClientTransaction):
         if self.state in (CALLING, PROCEEDING):
             self._transport_error()
 
-    def ack_request(self) -> Request | None:
-        """The ACK the transaction sent for a 300-699 response, if any."""
-        return self._ack
-
     # -- actions --------------------------------------------------------------
 
     def _provisional(self, response: Response) -> None:
@@ -108,24 +111,29 @@ class InviteClientTransaction(ClientTransaction):
 
     def _failure(self, response: Response) -> None:
         # §17.1.1.3: the transaction ACKs 300-699 itself.
-        self._ack = self._build_ack(response)
+        ack = self._build_ack(response)
         self._enter(COMPLETED)
         self._request = None  # let go (see Transaction): Timer D re-sends the ACK
         if self.reliable:
-            self._send_ack()
+            self._send_ack(ack)
             self._deliver(response)
             self._terminate()  # Timer D is zero for reliable transports
             return
         self._start_timeout(self._host.timers.timer_d, InviteClientTransaction._timer_d)
-        self._send_ack()
+        if self._send_ack(ack):
+            # As the transport wrote it (its Via stamped): serialize() remembers the octets.
+            self._ack = ack.serialize()
         self._deliver(response)
 
     def _resend_ack(self, response: Response) -> None:
         # §17.1.1.2: a retransmitted final response gets the ACK again.
         counts = self._host.counts
         counts.responses_received += 1
-        counts.requests_sent += 1
-        self._send_ack()
+        data = self._ack
+        ack = None if data is None else parsed_again(data)
+        if isinstance(ack, Request):
+            counts.requests_sent += 1
+            self._send_ack(ack)
 
     def _pass_up(self, response: Response) -> None:
         self._deliver(response)
@@ -171,10 +179,12 @@ class InviteClientTransaction(ClientTransaction):
 
     # -- helpers --------------------------------------------------------------
 
-    def _send_ack(self) -> None:
-        assert self._ack is not None
-        if not self._host.transmit_request(self._ack, self.destination):
-            self._transport_error()
+    def _send_ack(self, ack: Request) -> bool:
+        """Send ``ack``; on a transport error, terminate (``False``)."""
+        if self._host.transmit_request(ack, self.destination):
+            return True
+        self._transport_error()
+        return False
 
     def _build_ack(self, response: Response) -> Request:
         """§17.1.1.3: the ACK for a 300-699 response to this INVITE."""

@@ -61,13 +61,22 @@ TRYING_DELAY = 0.2
 
 
 class InviteServerTransaction(ServerTransaction):
-    """RFC 3261 §17.2.1 / RFC 6026 §8.5-8.7 INVITE server transaction."""
+    """
+    RFC 3261 §17.2.1 / RFC 6026 §8.5-8.7 INVITE server transaction.
 
-    __slots__ = ()
+    :ivar last_to_tag: the To tag of the response most recently sent (the layer matches
+        an RFC 2543 ACK by it, and gives it to the 200 for a CANCEL, §9.2), kept as a
+        plain value: the response itself is kept as octets (see ``ServerTransaction``).
+    """
+
+    __slots__ = ("last_to_tag",)
+
+    last_to_tag: str | None
 
     INPUTS = (REQUEST, ACK, PROVISIONAL, SUCCESS, FAILURE)
 
     def start(self) -> None:
+        self.last_to_tag = None
         self.state = PROCEEDING
         # The 100 Trying timer lives in the timeout slot: "proceeding" has
         # no other timer, and every TU response cancels it.
@@ -93,6 +102,10 @@ class InviteServerTransaction(ServerTransaction):
         return True
 
     # -- actions --------------------------------------------------------------
+
+    def _send(self, response: Response) -> bool:
+        self.last_to_tag = response.to.tag
+        return super()._send(response)
 
     def _provisional(self, response: Response) -> None:
         self._cancel_timers()
@@ -135,7 +148,11 @@ class InviteServerTransaction(ServerTransaction):
         if self.reliable:
             self._terminate()  # Timer I is zero for reliable transports
         else:
-            # §17.2.1: absorb ACK retransmissions for T4.
+            # §17.2.1: absorb ACK retransmissions for T4.  Nothing is sent from here on:
+            # let go of the request and of the response's octets (see Transaction); the
+            # layer still reads the plain last_status and last_to_tag.
+            self._request = None
+            self._last_sent = None
             self._start_timeout(self._host.timers.t4, InviteServerTransaction._timer_i)
 
     def _refuse_response(self, response: Response) -> None:
@@ -143,7 +160,7 @@ class InviteServerTransaction(ServerTransaction):
 
     def _timer_trying(self) -> None:
         self._timeout = None
-        if self.state is PROCEEDING and self.last_response is None:
+        if self.state is PROCEEDING and self.last_status == 0:
             self._send(make_response(self.request, 100))
 
     def _timer_g(self) -> None:

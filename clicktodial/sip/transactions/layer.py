@@ -255,7 +255,7 @@ class TransactionLayer:
                 method=method,
                 call_id=request.headers.get("Call-ID"),
             )
-            if tx.last_response is None and not tx.is_terminated:
+            if tx.last_status == 0 and not tx.is_terminated:
                 tx.respond(make_response(request, 500, to_tag=new_tag()))
 
     def response_received(self, response: Response, source: object) -> None:
@@ -301,8 +301,8 @@ class TransactionLayer:
             # RFC 3261 §17.2.3: an RFC 2543 ACK matches the INVITE by
             # everything but the To tag, which must be the response's.
             candidate = self._servers.get(with_to_tag(key, None))
-            if candidate is not None and candidate.last_response is not None:
-                if candidate.last_response.to.tag == ack.to.tag:
+            if isinstance(candidate, InviteServerTransaction) and candidate.last_status:
+                if candidate.last_to_tag == ack.to.tag:
                     tx = candidate
         if isinstance(tx, InviteServerTransaction) and tx.receive_ack(ack):
             return
@@ -326,8 +326,7 @@ class TransactionLayer:
             cancel_tx.respond(make_response(cancel, 481, to_tag=new_tag()))
             return
         # §9.2: the To tag of the 200 SHOULD equal the INVITE response's.
-        last = invite_tx.last_response
-        to_tag = last.to.tag if last is not None and last.status > 100 else None
+        to_tag = invite_tx.last_to_tag if invite_tx.last_status > 100 else None
         cancel_tx.respond(make_response(cancel, 200, to_tag=to_tag or new_tag()))
         if invite_tx.state is State.PROCEEDING:
             try:

@@ -88,7 +88,7 @@ class NonInviteServerTransaction(ServerTransaction):
         if response.status == 408:
             # RFC 4320 §4.1: never send 408 to a non-INVITE request: the
             # client's Timer F says it locally. Stay to absorb retransmissions.
-            self.last_response = None
+            self._forget_last()
             log.debug(
                 "dropping 408 for {method} (RFC 4320)",
                 method=self.request.method,
