@@ -144,6 +144,9 @@ class CallTracer:
         self.purge_interval = purge_interval
         #: SIP Call-ID -> (its call's buffer, its leg)
         self._by_sip_call_id: dict[str, tuple[_Buffer, str]] = {}
+        #: ISIPTap.watching: whether any Call-ID is watched (the transport skips the tap,
+        #: its Call-ID look-up and a received message's octets, while none is)
+        self.watching = False
         self._by_call: dict[str, _Buffer] = {}
         #: the calls with messages (or drops) not yet written, or forgotten: the only ones
         #: a write looks at (a held call is in none of them)
@@ -193,6 +196,7 @@ class CallTracer:
             buffer = self._by_call[call_id] = _Buffer(call_id)
         buffer.sip_call_ids.append(sip_call_id)
         self._by_sip_call_id[sip_call_id] = (buffer, leg)
+        self.watching = True
 
     def call_over(self, call_id: str) -> None:
         """Call ``call_id`` ended: stop watching its Call-IDs after ``linger`` seconds."""
@@ -211,6 +215,7 @@ class CallTracer:
             watched = self._by_sip_call_id.get(sip_call_id)
             if watched is not None and watched[0] is buffer:
                 del self._by_sip_call_id[sip_call_id]
+        self.watching = bool(self._by_sip_call_id)
         buffer.sip_call_ids = []
         buffer.forgotten = True
         if not buffer.pending and not buffer.dropped:

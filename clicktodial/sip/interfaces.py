@@ -116,8 +116,15 @@ class ISIPTap(Interface):
     """
     Sees every SIP message the transport sends or receives, as octets, e.g. to keep the
     messages of calls (:class:`clicktodial.calls.trace.CallTracer`). Called on the reactor
-    thread for every message: it must be cheap and must not raise.
+    thread for every message while it is :attr:`watching`: it must be cheap and must not
+    raise.
     """
+
+    watching = Attribute(
+        "Whether the tap wants messages now: a plain attribute the transport reads for every"
+        " message. While it is false the transport neither calls message_passed nor spends"
+        " anything else on the tap (a tracer that watches no call)."
+    )
 
     def message_passed(
         direction: str,

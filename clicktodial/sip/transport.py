@@ -701,7 +701,7 @@ class SIPTransportLayer(Service):
         aborted (``[sip] stream_close_timeout``).
     :ivar flow_timer: the Flow-Timer for RFC 5626 flows over TCP/TLS (``[sip] flow_timer``).
     :ivar tap: the :class:`ISIPTap` shown every message sent and every message received
-        (before anything is stamped on it), or ``None``.
+        (before anything is stamped on it) while it is ``watching``, or ``None``.
     :ivar connection_limits: ``"TCP"``/``"TLS"`` -> the per-source cap on the open
         connections of that listener (:mod:`clicktodial.connlimit`; none: no cap).
     """
@@ -989,7 +989,7 @@ class SIPTransportLayer(Service):
             data = self._stamp_via(request, transport)
             destination = Destination(transport, destination.host, destination.port)
         self._send(data, destination, request)
-        if self.tap is not None:
+        if self.tap is not None and self.tap.watching:
             self._tap_out(request, data, destination)
 
     def send_response(self, response: Response, source: object = None) -> None:
@@ -1014,7 +1014,7 @@ class SIPTransportLayer(Service):
             destination = src.reply_destination()
             data = response.serialize()
             self._send(data, destination)
-            if self.tap is not None:
+            if self.tap is not None and self.tap.watching:
                 self._tap_out(response, data, destination)
             return
         destination = response_destination(via, src)
@@ -1032,7 +1032,7 @@ class SIPTransportLayer(Service):
             self._send_datagram(data, destination)
         else:
             self._send_stream(data, destination, None)
-        if self.tap is not None:
+        if self.tap is not None and self.tap.watching:
             self._tap_out(response, data, destination)
 
     def _tap_out(self, message: Request | Response, data: bytes, destination: Destination) -> None:
@@ -1281,7 +1281,7 @@ class SIPTransportLayer(Service):
     def _message_received(self, message: Request | Response, source: Source) -> None:
         if source.connection is not None and not self._stream_allowed(source):
             return
-        if self.tap is not None:
+        if self.tap is not None and self.tap.watching:
             # As it arrived: serialize() gives back the parsed octets until stamped.
             try:
                 self.tap.message_passed(

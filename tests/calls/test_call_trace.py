@@ -282,6 +282,24 @@ def test_a_call_is_watched_for_the_linger_time_after_it_is_over() -> None:
     assert t.watched_calls == 0
 
 
+def test_the_tracer_is_watching_only_while_it_watches_a_call_id() -> None:
+    """ISIPTap.watching: false until a Call-ID is watched, false again once the last
+    watched call's Call-IDs are forgotten (the transport then skips the tap)."""
+    t, _, clock = tracer()
+    assert t.watching is False
+    t.watch(CALL, "leg-1@127.0.0.1", "caller")
+    t.watch("call-2", "leg-2@127.0.0.1", "caller")
+    assert t.watching is True
+    t.call_over(CALL)
+    clock.advance(32)
+    assert t.watching is True  # call-2 is still watched
+    t.call_over("call-2")
+    clock.advance(32)
+    assert t.watching is False
+    t.watch("call-3", "leg-3@127.0.0.1", "callee")
+    assert t.watching is True
+
+
 def test_live_listeners_get_each_new_message() -> None:
     t, _, _ = tracer()
     t.watch(CALL, "leg-1@127.0.0.1", "caller")
@@ -362,6 +380,7 @@ def test_calls_without_tracer_send_the_same_invites() -> None:
 class RecordingTap:
     def __init__(self) -> None:
         self.seen: list[tuple[Any, ...]] = []
+        self.watching = True
 
     def message_passed(
         self,
@@ -430,6 +449,40 @@ def test_transport_shows_the_tap_every_message_sent_and_received() -> None:
         ("127.0.0.1", 5060),
         ("127.0.0.3", 5062),
     )
+    layer.stopService()
+
+
+def test_transport_skips_a_tap_that_is_not_watching() -> None:
+    from clicktodial.config import HostPort, SipConfig
+    from clicktodial.sip.transport import SIPTransportLayer
+
+    reactor = FakeReactor()
+    tap = RecordingTap()
+    tap.watching = False
+    config = SipConfig(
+        domain="example.test",
+        listen=HostPort("127.0.0.1", 5060),
+        transports=("udp",),
+        t1=0.5,
+        t2=4.0,
+        t4=5.0,
+        user_agent="test",
+    )
+    layer = SIPTransportLayer(reactor, config, RecordingHandler(), tap=tap)
+    layer.startService()
+    port = reactor.udp_ports[0]
+    incoming = message("in-1@10.0.0.9", "OPTIONS")[1].replace(
+        b"SIP/2.0/UDP 127.0.0.1:5060", b"SIP/2.0/UDP 10.0.0.9:5070"
+    )
+    port.receive(incoming, "127.0.0.9", 5099)
+    request, _ = message("out-1@127.0.0.1", "OPTIONS")
+    layer.send_request(request, Destination("UDP", "127.0.0.3", 5062))
+    assert len(layer.handler.requests) == 1  # type: ignore[union-attr]
+    assert len(port.take()) == 1
+    assert tap.seen == []
+    tap.watching = True
+    port.receive(incoming.replace(b"in-1@", b"in-2@"), "127.0.0.9", 5099)
+    assert [direction for direction, *_ in tap.seen] == ["in"]
     layer.stopService()
 
 
