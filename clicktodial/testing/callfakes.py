@@ -112,6 +112,21 @@ class _Events:
         self.seen.append(info)
 
 
+class HeldCallRecords:
+    """Call records whose creation waits until the test fires it (a busy database): put in
+    a controller's ``records``; each ``create_call`` adds its Deferred to ``pending``."""
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[str]] = []
+
+    def create_call(
+        self, caller: str, callee: str, created_at: float, node: str | None = None
+    ) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        self.pending.append(d)
+        return d
+
+
 class CallWorld:
     """The daemon (UA core + controller + memory store) and phones on one network."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
@@ -22,7 +21,7 @@ from clicktodial.config import CallsConfig, parse_config
 from clicktodial.interfaces import ICallController, ICallPolicy, ICallPolicyFactory, IMediaFlow
 from clicktodial.store.errors import StoreUnavailable
 from clicktodial.store.values import User
-from clicktodial.testing.callfakes import CallWorld
+from clicktodial.testing.callfakes import CallWorld, HeldCallRecords
 from clicktodial.testing.fakes import success_result_of
 from clicktodial.testing.uafakes import Answer
 
@@ -128,20 +127,6 @@ def test_calls_in_progress_count_against_the_per_user_limit() -> None:
     world.assert_quiescent()
 
 
-class _HeldRecords:
-    """Call records whose creation waits until the test fires it (a busy database)."""
-
-    def __init__(self) -> None:
-        self.pending: list[Deferred[str]] = []
-
-    def create_call(
-        self, caller: str, callee: str, created_at: float, node: str | None = None
-    ) -> Deferred[str]:
-        d: Deferred[str] = Deferred()
-        self.pending.append(d)
-        return d
-
-
 def test_a_call_counts_against_the_limits_while_its_record_is_written() -> None:
     """A call being recorded holds its place under the limits; a record that fails gives
     the place back (and fails the call), one that is written starts the call."""
@@ -149,7 +134,7 @@ def test_a_call_counts_against_the_limits_while_its_record_is_written() -> None:
     world.phone("alice", "127.0.0.2", answer=Answer(sdp=None))
     world.phone("bob", "127.0.0.3")
     world.phone("carol", "127.0.0.4")
-    records = _HeldRecords()
+    records = HeldCallRecords()
     world.controller.records = records  # type: ignore[assignment]
     placed: list[object] = []
     world.controller.place_call("alice", "bob").addBoth(placed.append)

@@ -406,12 +406,19 @@ class RecordingHandler:
         pass
 
 
-def test_transport_shows_the_tap_every_message_sent_and_received() -> None:
+#: an OPTIONS from 10.0.0.9, as it arrives
+INCOMING = message("in-1@10.0.0.9", "OPTIONS")[1].replace(
+    b"SIP/2.0/UDP 127.0.0.1:5060", b"SIP/2.0/UDP 10.0.0.9:5070"
+)
+
+
+def tapped_layer(tap: RecordingTap) -> tuple[Any, Any]:
+    """A started UDP transport layer on a fake reactor showing ``tap`` its messages, and
+    its port."""
     from clicktodial.config import HostPort, SipConfig
     from clicktodial.sip.transport import SIPTransportLayer
 
     reactor = FakeReactor()
-    tap = RecordingTap()
     config = SipConfig(
         domain="example.test",
         listen=HostPort("127.0.0.1", 5060),
@@ -423,10 +430,13 @@ def test_transport_shows_the_tap_every_message_sent_and_received() -> None:
     )
     layer = SIPTransportLayer(reactor, config, RecordingHandler(), tap=tap)
     layer.startService()
-    port = reactor.udp_ports[0]
-    incoming = message("in-1@10.0.0.9", "OPTIONS")[1].replace(
-        b"SIP/2.0/UDP 127.0.0.1:5060", b"SIP/2.0/UDP 10.0.0.9:5070"
-    )
+    return layer, reactor.udp_ports[0]
+
+
+def test_transport_shows_the_tap_every_message_sent_and_received() -> None:
+    tap = RecordingTap()
+    layer, port = tapped_layer(tap)
+    incoming = INCOMING
     port.receive(incoming, "127.0.0.9", 5099)
     assert len(layer.handler.requests) == 1  # type: ignore[union-attr]
     [(direction, data, transport, local, remote)] = tap.seen
@@ -453,27 +463,10 @@ def test_transport_shows_the_tap_every_message_sent_and_received() -> None:
 
 
 def test_transport_skips_a_tap_that_is_not_watching() -> None:
-    from clicktodial.config import HostPort, SipConfig
-    from clicktodial.sip.transport import SIPTransportLayer
-
-    reactor = FakeReactor()
     tap = RecordingTap()
     tap.watching = False
-    config = SipConfig(
-        domain="example.test",
-        listen=HostPort("127.0.0.1", 5060),
-        transports=("udp",),
-        t1=0.5,
-        t2=4.0,
-        t4=5.0,
-        user_agent="test",
-    )
-    layer = SIPTransportLayer(reactor, config, RecordingHandler(), tap=tap)
-    layer.startService()
-    port = reactor.udp_ports[0]
-    incoming = message("in-1@10.0.0.9", "OPTIONS")[1].replace(
-        b"SIP/2.0/UDP 127.0.0.1:5060", b"SIP/2.0/UDP 10.0.0.9:5070"
-    )
+    layer, port = tapped_layer(tap)
+    incoming = INCOMING
     port.receive(incoming, "127.0.0.9", 5099)
     request, _ = message("out-1@127.0.0.1", "OPTIONS")
     layer.send_request(request, Destination("UDP", "127.0.0.3", 5062))

@@ -190,19 +190,19 @@ def _recording(batches: list[list[int]]) -> Callable[[Sequence[int]], list[Outco
     return execute
 
 
+def _busy_group(clock: InlineReactor, pool: Any, batches: list[list[int]]) -> GroupCommit[int]:
+    """A group commit on ``clock`` with a 5 ms busy interval, recording its batches."""
+    return GroupCommit(
+        clock, pool, _recording(batches), lambda n: succeed(None), clock=clock, busy_interval=0.005
+    )
+
+
 def test_an_operation_arriving_while_no_batch_runs_starts_at_once() -> None:
     """With a busy interval, an operation submitted while no batch is in flight starts its
     batch at once, even right after another batch: an idle store adds no latency."""
     clock = InlineReactor()
     batches: list[list[int]] = []
-    group: GroupCommit[int] = GroupCommit(
-        clock,
-        InlineThreadPool(),
-        _recording(batches),
-        lambda n: succeed(None),
-        clock=clock,
-        busy_interval=0.005,
-    )
+    group = _busy_group(clock, InlineThreadPool(), batches)
     ds = [group.submit(1), group.submit(2)]
     assert batches == [[1], [2]]
     assert [success_result_of(d) for d in ds] == [2, 4]
@@ -216,9 +216,7 @@ def test_operations_arriving_while_a_batch_runs_start_a_busy_interval_after_it()
     clock = InlineReactor()
     pool = HeldThreadPool()
     batches: list[list[int]] = []
-    group: GroupCommit[int] = GroupCommit(
-        clock, pool, _recording(batches), lambda n: succeed(None), clock=clock, busy_interval=0.005
-    )
+    group = _busy_group(clock, pool, batches)
     pool.held = True
     first = group.submit(1)  # starts at 0
     clock.advance(0.001)
@@ -242,9 +240,7 @@ def test_after_a_batch_longer_than_the_busy_interval_the_next_starts_at_its_deli
     clock = InlineReactor()
     pool = HeldThreadPool()
     batches: list[list[int]] = []
-    group: GroupCommit[int] = GroupCommit(
-        clock, pool, _recording(batches), lambda n: succeed(None), clock=clock, busy_interval=0.005
-    )
+    group = _busy_group(clock, pool, batches)
     pool.held = True
     group.submit(1)
     group.submit(2)

@@ -8,7 +8,7 @@ import json
 from twisted.internet.defer import Deferred
 
 from clicktodial.store.values import BindingChanges, ContactChange, user_aor
-from clicktodial.testing.callfakes import DOMAIN, CallWorld
+from clicktodial.testing.callfakes import DOMAIN, CallWorld, HeldCallRecords
 from clicktodial.testing.fakes import success_result_of
 from clicktodial.testing.uafakes import Answer, sdp
 from clicktodial.testing.webfakes import WebClient, WebWorld
@@ -215,20 +215,6 @@ def test_an_admin_session_needs_the_csrf_token_to_place_a_batch() -> None:
     calls.run(5)
 
 
-class _HeldRecords:
-    """Call records whose creation waits until the test fires it (a busy database)."""
-
-    def __init__(self) -> None:
-        self.pending: list[Deferred[str]] = []
-
-    def create_call(
-        self, caller: str, callee: str, created_at: float, node: str | None = None
-    ) -> Deferred[str]:
-        d: Deferred[str] = Deferred()
-        self.pending.append(d)
-        return d
-
-
 def test_a_batch_answers_in_its_own_order_whatever_order_the_records_are_written_in() -> None:
     """The batch's results follow its calls, also when their records are written in
     another order (a store that answers them out of order), and come once all have one."""
@@ -236,7 +222,7 @@ def test_a_batch_answers_in_its_own_order_whatever_order_the_records_are_written
     calls.user("ops", is_admin=True)
     calls.user("carol")
     calls.phone("carol", "127.0.0.4", create_user=False)
-    records = _HeldRecords()
+    records = HeldCallRecords()
     calls.controller.records = records  # type: ignore[assignment]
     ops = success_result_of(calls.store.get_user("ops"))
     assert ops is not None
