@@ -10,6 +10,9 @@
 # registers new AORs; later rounds, with COUNT ≤ USERS, register the same AORs again, but
 # each round's bench/regload.py sends from a new source port, so a new contact: each round
 # adds a binding to every AOR (round 2 leaves 2 per AOR, on our store as in Kamailio's).
+# REFRESH=1 sends every round from the same source port (GEN_PORT, default 45290), so later
+# rounds refresh the bindings of the first (the same contact: a registrar's steady state,
+# one UPDATE per binding; the Call-ID differs per round, which RFC 3261 §10.3 step 7 updates).
 #
 # PROFILE=py-spy writes a py-spy flame graph (SVG; --gil) of the last round to
 # $PROFILE_OUT (default /tmp/register-profile.svg); PROFILE=raw writes collapsed stacks;
@@ -74,6 +77,8 @@ PG_DB_KAMAILIO=clicktodial_bench_cpu_kamailio
 CALLS=${CALLS:-1}
 CALLS_RATE=${CALLS_RATE:-50}
 CALLS_COUNT=${CALLS_COUNT:-1000}
+REFRESH=${REFRESH:-0}
+GEN_PORT=${GEN_PORT:-45290}
 PORT=45260
 KAMAILIO_PORT=45261
 KAMAILIO_DB_PORT=45262
@@ -200,7 +205,8 @@ HZ=$(getconf CLK_TCK)
 load() {  # load PORT [RATE COUNT]: one round of COUNT registrations at RATE/s; regload's JSON
     python3 "$REPO/bench/regload.py" --target "127.0.0.1:$1" --domain 127.0.0.1 \
         --users "$USERS" --count "${3:-$COUNT}" --rate "${2:-$RATE}" --timeout 10 \
-        --max-seconds 120 --window 100000 --json
+        --max-seconds 120 --window 100000 --json $(
+            [ "$REFRESH" = 1 ] && echo --local-port "$GEN_PORT")
 }
 # location_rows: "username contact" for every row of the write-through Kamailio's location table
 location_rows() {
