@@ -64,12 +64,16 @@ def place_at_rate(
     callee: str,
     tick: float = 0.02,
     refusals: dict[str, int] | None = None,
+    max_batch: int = 1000,
 ) -> tuple[list[str], int, float]:
     """
     Place ``count`` calls at ``rate``/s: every ``tick`` seconds, one POST /calls with the
     list of calls due by then (the API's batch form, for administrators), so the HTTP layer
     costs one request per tick, not per call. Returns (ids, refused, seconds).
-    ``refusals`` (when given) counts the refusals by status and reason.
+    ``refusals`` (when given) counts the refusals by status and reason. A request holds
+    at most ``max_batch`` calls (the daemon's ``[web] max_batch_calls``, 1,000 by
+    default): after falling behind, the calls due go out in several requests at once,
+    not in one the daemon refuses whole.
     """
     client = Client(*api, token)
     ids: list[str] = []
@@ -77,7 +81,8 @@ def place_at_rate(
     placed = 0
     start = time.monotonic()
     while placed < count:
-        due = min(count, int((time.monotonic() - start) * rate) + 1)
+        now_due = min(count, int((time.monotonic() - start) * rate) + 1)
+        due = min(now_due, placed + max_batch)
         if due <= placed:
             time.sleep(max(0.0, start + placed / rate - time.monotonic()))
             continue
@@ -101,6 +106,8 @@ def place_at_rate(
                 if refusals is not None:
                     key = f"{result.get('status')} {result.get('error', '')}".strip()
                     refusals[key] = refusals.get(key, 0) + 1
+        if due < now_due:
+            continue  # more are due than one request holds: the next at once
         next_tick = time.monotonic() + tick
         time.sleep(max(0.0, max(next_tick, start + placed / rate) - time.monotonic()))
     return ids, refused, time.monotonic() - start
