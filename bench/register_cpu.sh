@@ -228,7 +228,8 @@ CHECKS_FAILED=0
 # check_location ROUND OUT LABEL: did the write-through Kamailio answer every REGISTER of the
 # round (regload's JSON OUT) and write every binding: the AORs in its location table are the
 # AORs registered, min(COUNT, USERS) (registration k is user k mod USERS), and every contact
-# (one per round: a round sends from a new source port) has one row per AOR.
+# (one per round: a round sends from a new source port; one in all with REFRESH=1) has one
+# row per AOR.
 check_location() {
     location_rows > "$WORK/location.$1" || fail "cannot read Kamailio's location table"
     python3 - "$2" "$WORK/location.$1" "$1" "$3" "$COUNT" "$USERS" <<'EOF' \
@@ -311,15 +312,23 @@ start_daemon -c "from twisted.scripts.twistd import run; run()"
 rounds clicktodial "$DAEMON" "$PORT"
 stop_daemon
 
-if [ "$KAMAILIO" = 1 ]; then
-    kamailio -f "$REPO/bench/kamailio/kamailio.cfg" -DD -E -l "udp:127.0.0.1:$KAMAILIO_PORT" \
-        -A "DBURL=\"text://$WORK\"" -A 'DOMAIN="127.0.0.1"' -m 512 -M 32 \
-        > "$WORK/Kamailio.out" 2>&1 &
+# kamailio_rounds NAME PORT LABEL [ARG...]: Kamailio (bench/kamailio/kamailio.cfg, as
+# bench/register.sh runs it, plus ARGs) on PORT under the same ROUNDS, then our ratio to it.
+kamailio_rounds() {
+    kamailio_name=$1 kamailio_port=$2 kamailio_label=$3
+    shift 3
+    kamailio -f "$REPO/bench/kamailio/kamailio.cfg" -DD -E -l "udp:127.0.0.1:$kamailio_port" \
+        -A "DBURL=\"text://$WORK\"" -A 'DOMAIN="127.0.0.1"' -m 512 -M 32 "$@" \
+        > "$WORK/$kamailio_name.out" 2>&1 &
     DAEMON=$!
-    wait_ready Kamailio "$DAEMON" "$KAMAILIO_PORT"
-    rounds Kamailio "$DAEMON" "$KAMAILIO_PORT"
+    wait_ready "$kamailio_name" "$DAEMON" "$kamailio_port"
+    rounds "$kamailio_name" "$DAEMON" "$kamailio_port" "$kamailio_label"
     stop_daemon
-    ratios Kamailio Kamailio
+    ratios "$kamailio_name" "$kamailio_label"
+}
+
+if [ "$KAMAILIO" = 1 ]; then
+    kamailio_rounds Kamailio "$KAMAILIO_PORT" Kamailio
 fi
 
 if [ "$KAMAILIO_DB" = 1 ]; then
@@ -331,7 +340,8 @@ if [ "$KAMAILIO_DB" = 1 ]; then
     postgresql) schema=/usr/share/kamailio/postgres module=db_postgres package=kamailio-postgres-modules
         children=${KAMAILIO_DB_CHILDREN:-2} ;;
     esac
-    [ -f "$schema/usrloc-create.sql" ] && [ -f "/usr/lib/x86_64-linux-gnu/kamailio/modules/$module.so" ] \
+    # (The modules' directory is under the machine's multiarch triplet: any of them.)
+    [ -f "$schema/usrloc-create.sql" ] && ls /usr/lib/*/kamailio/modules/"$module.so" > /dev/null 2>&1 \
         || fail "KAMAILIO_DB=1 needs Kamailio's $module module and schema: apt-get install $package"
     case $STORE in
     sqlite)
@@ -354,16 +364,8 @@ EOF
         # No host: libpq's default, the unix socket (TCP would not leave this namespace).
         DB_URL="postgres://postgres@/$PG_DB_KAMAILIO" ;;
     esac
-    label="Kamailio (usrloc write-through, $STORE)"
-    kamailio -f "$REPO/bench/kamailio/kamailio.cfg" -DD -E -l "udp:127.0.0.1:$KAMAILIO_DB_PORT" \
-        -A "DBURL=\"text://$WORK\"" -A 'DOMAIN="127.0.0.1"' -A "USRLOC_DB_URL=\"$DB_URL\"" \
-        -A "USRLOC_DB_MODULE=\"$module.so\"" -n "$children" -m 512 -M 32 \
-        > "$WORK/Kamailio-db.out" 2>&1 &
-    DAEMON=$!
-    wait_ready Kamailio-db "$DAEMON" "$KAMAILIO_DB_PORT"
-    rounds Kamailio-db "$DAEMON" "$KAMAILIO_DB_PORT" "$label"
-    stop_daemon
-    ratios Kamailio-db "$label"
+    kamailio_rounds Kamailio-db "$KAMAILIO_DB_PORT" "Kamailio (usrloc write-through, $STORE)" \
+        -A "USRLOC_DB_URL=\"$DB_URL\"" -A "USRLOC_DB_MODULE=\"$module.so\"" -n "$children"
 fi
 
 if [ "$CALLS" = 1 ]; then
